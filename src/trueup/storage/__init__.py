@@ -1,0 +1,69 @@
+"""Storage: one interface, two backends (embedded SQLite, PostgreSQL), one schema.
+
+:func:`open_storage` picks the backend from a database URL and applies pending migrations.
+No SQL lives outside this package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from trueup.storage.engine import Engine
+from trueup.storage.errors import IntegrityConflictError, StorageError, StorageUnavailableError
+from trueup.storage.log import LogStore
+from trueup.storage.migrate import migrate
+from trueup.storage.tenants import TenantStore
+from trueup.storage.writes import WriteStore
+
+__all__ = [
+    "IntegrityConflictError",
+    "Storage",
+    "StorageError",
+    "StorageUnavailableError",
+    "open_storage",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """Every repository over one engine."""
+
+    engine: Engine
+    tenants: TenantStore
+    writes: WriteStore
+    log: LogStore
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def ping(self) -> None:
+        """Raise :class:`StorageUnavailableError` unless the database answers."""
+        with self.engine.read() as tx:
+            tx.execute("SELECT 1")
+
+
+def open_storage(database_url: str, *, pool_size: int = 8, run_migrations: bool = True) -> Storage:
+    """Open ``sqlite:///path/to/file.db`` or ``postgresql://…`` and migrate it."""
+    engine: Engine
+    if database_url.startswith("sqlite:///"):
+        from trueup.storage.sqlite import SQLiteEngine
+
+        engine = SQLiteEngine(Path(database_url.removeprefix("sqlite:///")))
+    elif database_url.startswith(("postgresql://", "postgres://")):
+        from trueup.storage.postgres import PostgresEngine
+
+        engine = PostgresEngine(database_url, max_size=pool_size)
+    else:
+        raise StorageError(
+            f"unsupported database URL {database_url.split(':', 1)[0]!r}: "
+            "use sqlite:///path or postgresql://…"
+        )
+    if run_migrations:
+        migrate(engine)
+    return Storage(
+        engine=engine,
+        tenants=TenantStore(engine),
+        writes=WriteStore(engine),
+        log=LogStore(engine),
+    )

@@ -1,0 +1,55 @@
+"""The FastAPI application: routes, the error table, OpenAPI, and lifecycle hooks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from trueup import __version__
+from trueup.api.errors import install_error_handlers
+from trueup.api.openapi import install_openapi
+from trueup.api.responses import JSONResponse
+from trueup.api.routes import health, writes
+from trueup.service.container import Services
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """Trueup is a neutral, verifiable balance ledger. Vendors write signed integer
+deltas; every accepted delta is sealed into an append-only RFC 9162 Merkle log with signed
+checkpoints; balances are derived from sealed deltas only. Authenticate with `X-Api-Key`."""
+
+
+def create_app(
+    services: Services,
+    on_startup: Callable[[], None] | None = None,
+    on_shutdown: Callable[[], None] | None = None,
+    sequencer_role: Callable[[], str] | None = None,
+) -> FastAPI:
+    """The ASGI app over ``services``. Background workers are started by ``on_startup``."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if on_startup is not None:
+            on_startup()
+        try:
+            yield
+        finally:
+            if on_shutdown is not None:
+                on_shutdown()
+
+    app = FastAPI(
+        title="Trueup",
+        version=__version__,
+        description=DESCRIPTION,
+        default_response_class=JSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.sequencer_role = sequencer_role or (lambda: "off")
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(writes.router)
+    install_openapi(app)
+    return app

@@ -1,0 +1,41 @@
+"""Reading a JSON request body: media type, size, then strict decoding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from trueup.core.errors import PayloadTooLargeError, UnsupportedMediaTypeError
+from trueup.core.strict_json import loads_strict
+
+__all__ = ["read_json"]
+
+
+async def read_json(request: Request, max_bytes: int) -> tuple[Any, bytes]:
+    """The decoded body and its raw bytes.
+
+    415 unless ``Content-Type`` is ``application/json`` (UTF-8); 413 past ``max_bytes``
+    (checked on the header and again while streaming, so a lying header cannot pass).
+    """
+    content_type = request.headers.get("content-type", "")
+    media, _, params = content_type.partition(";")
+    media = media.strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        shown = media or "none"
+        raise UnsupportedMediaTypeError(
+            f"Content-Type must be application/json, got {shown[:64]}"
+        )
+    charset = params.strip().lower()
+    if charset.startswith("charset=") and charset.removeprefix("charset=").strip('"') not in ("utf-8", "utf8"):
+        raise UnsupportedMediaTypeError("Content-Type charset must be utf-8")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLargeError(f"request body must be at most {max_bytes} bytes, got {declared}")
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > max_bytes:
+            raise PayloadTooLargeError(f"request body must be at most {max_bytes} bytes")
+    body = bytes(chunks)
+    return loads_strict(body), body

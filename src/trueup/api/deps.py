@@ -1,0 +1,32 @@
+"""Request-scoped dependencies: the services and the authenticated principal."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from starlette.concurrency import run_in_threadpool
+
+from trueup.service.container import Services
+from trueup.service.keys import Principal
+
+__all__ = ["Auth", "ServicesDep", "get_services"]
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def authenticate(
+    services: ServicesDep,
+    x_api_key: Annotated[str | None, Header(description="pk_live_<id>.<secret>")] = None,
+) -> Principal:
+    """401 ``INVALID_API_KEY`` unless the key is well-formed, known and not revoked."""
+    return await run_in_threadpool(services.keys.authenticate, x_api_key)
+
+
+Auth = Annotated[Principal, Depends(authenticate)]

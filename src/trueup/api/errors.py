@@ -1,0 +1,137 @@
+"""The one table from error to HTTP status, and the error envelope every route uses.
+
+``{"success": false, "statusCode": N, "error": "<reason phrase>", "code": "UPPER_SNAKE",
+"message": "..."}`` (+ ``retryAfterSeconds`` where it applies). A 500 carries a request id
+and never a stack trace; bad input never reaches a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from trueup.api.responses import JSONResponse
+from trueup.core import errors as domain
+from trueup.storage.errors import StorageUnavailableError
+
+__all__ = ["STATUS_BY_ERROR", "error_body", "error_response", "install_error_handlers"]
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first matching class decides the status.
+STATUS_BY_ERROR: tuple[tuple[type[domain.DomainError], int], ...] = (
+    (domain.ValidationError, 400),
+    (domain.InvalidApiKeyError, 401),
+    (domain.PlanLimitExceededError, 402),
+    (domain.ForbiddenError, 403),
+    (domain.NotFoundError, 404),
+    (domain.ConflictError, 409),
+    (domain.PayloadTooLargeError, 413),
+    (domain.UnsupportedMediaTypeError, 415),
+    (domain.RateLimitedError, 429),
+    (domain.UnavailableError, 503),
+)
+
+_CODE_BY_STATUS = {
+    400: "VALIDATION_ERROR",
+    401: "INVALID_API_KEY",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+    500: "INTERNAL_ERROR",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+def error_body(status: int, code: str, message: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "success": False,
+        "statusCode": status,
+        "error": HTTPStatus(status).phrase,
+        "code": code,
+        "message": message,
+    }
+    body.update(extra)
+    return body
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    headers: dict[str, str] = {}
+    if "retryAfterSeconds" in extra:
+        headers["Retry-After"] = str(extra["retryAfterSeconds"])
+    if status == 401:
+        headers["WWW-Authenticate"] = 'ApiKey header="X-Api-Key"'
+    return JSONResponse(error_body(status, code, message, **extra), status_code=status, headers=headers)
+
+
+def status_of(error: domain.DomainError) -> int:
+    for cls, status in STATUS_BY_ERROR:
+        if isinstance(error, cls):
+            return status
+    return 400
+
+
+def _domain_response(error: domain.DomainError) -> JSONResponse:
+    extra: dict[str, Any] = {}
+    if isinstance(error, domain.RateLimitedError):
+        extra["retryAfterSeconds"] = error.retry_after_seconds
+    return error_response(status_of(error), error.code, error.message, **extra)
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, domain.DomainError)
+    return _domain_response(exc)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("query", "path", "header"))
+        problems.append(f"{where or 'request'}: {error.get('msg', 'is invalid')}")
+    return error_response(400, "VALIDATION_ERROR", "; ".join(problems) or "invalid request")
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    code = _CODE_BY_STATUS.get(status, "ERROR")
+    if status == 404:
+        message = f"no route {request.method} {request.url.path}"
+    elif status == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return error_response(status, code, message)
+
+
+async def _on_storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.error("storage unavailable: %s", exc)
+    return error_response(503, "SERVICE_UNAVAILABLE", "storage is unavailable; retry shortly",
+                          retryAfterSeconds=1)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    request_id = "err_" + secrets.token_hex(8)
+    log.error("unhandled error %s on %s %s", request_id, request.method, request.url.path,
+              exc_info=exc)
+    return error_response(500, "INTERNAL_ERROR", "internal error; quote this id when reporting it",
+                          requestId=request_id)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(domain.DomainError, _on_domain_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(StorageUnavailableError, _on_storage_unavailable)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,46 @@
+"""``/healthz`` (alive) and ``/readyz`` (database reachable, sequencer state, queue)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from trueup.api.deps import ServicesDep
+from trueup.api.responses import JSONResponse
+from trueup.api.schemas import Health, Ready
+from trueup.core.timestamps import parse_canonical
+from trueup.storage.errors import StorageError
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive", responses={200: {"model": Health}})
+async def healthz() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get(
+    "/readyz",
+    summary="The database answers; the sequencer's role and the queue's depth and age",
+    responses={200: {"model": Ready}, 503: {"model": Ready}},
+)
+async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
+    role = getattr(request.app.state, "sequencer_role", lambda: "off")()
+    try:
+        depth, oldest = await run_in_threadpool(services.storage.log.queue_stats)
+    except StorageError:
+        return JSONResponse(
+            {"success": False, "data": {"database": "unavailable", "sequencer": role,
+                                        "queueDepth": None, "oldestQueuedAgeSeconds": None}},
+            status_code=503,
+        )
+    age = None
+    if oldest is not None:
+        age = round((datetime.now(UTC) - parse_canonical(oldest)).total_seconds(), 3)
+    return JSONResponse({
+        "success": True,
+        "data": {"database": "ok", "sequencer": role, "queueDepth": depth,
+                 "oldestQueuedAgeSeconds": age},
+    })

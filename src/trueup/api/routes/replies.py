@@ -1,0 +1,37 @@
+"""Small shaping helpers shared by the route modules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from trueup.api.responses import JSONResponse, RawJSONResponse
+from trueup.service.ingest import Reply
+from trueup.storage.log import HeadRecord
+
+__all__ = ["hex_root", "reply_response", "tree_head_json", "wire_time_ms"]
+
+
+def reply_response(reply: Reply) -> JSONResponse | RawJSONResponse:
+    headers = {"Retry-After": str(reply.retry_after)} if reply.retry_after is not None else None
+    if reply.raw is not None:
+        return RawJSONResponse(reply.raw, reply.status_code, headers)
+    return JSONResponse(reply.payload, status_code=reply.status_code, headers=headers)
+
+
+def hex_root(root: bytes) -> str:
+    """``0x`` + lower-case hex, the form of ``itemsRoot`` and ``rootHash``."""
+    return "0x" + root.hex()
+
+
+def wire_time_ms(timestamp_ms: int) -> str:
+    moment = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{timestamp_ms % 1000:03d}Z"
+
+
+def tree_head_json(head: HeadRecord) -> dict[str, Any]:
+    return {
+        "treeSize": head.size,
+        "rootHash": hex_root(head.root),
+        "timestamp": wire_time_ms(head.timestamp_ms),
+    }

@@ -1,0 +1,126 @@
+"""Wire schemas for the OpenAPI document.
+
+Requests are decoded strictly by hand (``trueup.core``) so that every error names its field
+the same way; these pydantic models describe the same shapes for ``/openapi.json`` and for
+clients. Responses are built as plain dicts and documented here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ErrorBody",
+    "Health",
+    "Ready",
+    "TreeHeadModel",
+    "WriteAccepted",
+    "WriteItem",
+    "WriteRequest",
+    "WriteStatus",
+]
+
+ACCOUNT_ID = r"^[A-Za-z0-9_.:\-]{1,128}$"
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorBody(BaseModel):
+    success: Literal[False]
+    statusCode: int
+    error: str = Field(description="HTTP reason phrase")
+    code: str = Field(description="stable UPPER_SNAKE error code")
+    message: str = Field(description="what was wrong, naming the field")
+    retryAfterSeconds: int | None = None
+    requestId: str | None = None
+
+
+class WriteItem(BaseModel):
+    key: str = Field(min_length=1, max_length=256, description="idempotency key, unique per tenant")
+    accountId: str = Field(pattern=ACCOUNT_ID)
+    bits: int = Field(description="signed integer delta in minor units, non-zero",
+                      ge=-1_000_000_000, le=1_000_000_000)
+    metadata: dict[str, Any] | None = Field(default=None, description="≤ 4 KiB, depth ≤ 8")
+    occurredAt: str | None = Field(default=None, description="RFC 3339; decides the period")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class WriteRequest(BaseModel):
+    items: list[WriteItem] = Field(min_length=1, max_length=1000)
+
+
+class _AcceptedData(BaseModel):
+    requestId: str
+    itemCount: int
+    status: Literal["queued"]
+    message: str
+
+
+class WriteAccepted(BaseModel):
+    statusCode: Literal[202]
+    success: bool = True
+    data: _AcceptedData
+
+
+class IdempotencyPending(BaseModel):
+    success: bool
+    statusCode: Literal[202]
+    code: Literal["IDEMPOTENCY_PENDING"]
+    message: str
+    retryAfterSeconds: int
+
+
+class TreeHeadModel(BaseModel):
+    treeSize: int
+    rootHash: str
+    timestamp: str
+
+
+class _StatusItem(BaseModel):
+    index: int
+    key: str
+    accountId: str
+    bits: int
+    recordId: str
+    status: Literal["queued", "verified", "failed", "duplicate"]
+    anchorId: str | None = None
+    leafIndex: int | None = None
+    treeSize: int | None = None
+    error: str | None = None
+
+
+class _StatusData(BaseModel):
+    requestId: str
+    status: Literal["queued", "verified", "partially_failed", "failed"]
+    itemCount: int
+    acceptedAt: str
+    verifiedAt: str | None
+    items: list[_StatusItem]
+    limit: int
+    offset: int
+    treeHead: TreeHeadModel | None
+
+
+class WriteStatus(BaseModel):
+    success: Literal[True]
+    data: _StatusData
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class _ReadyData(BaseModel):
+    database: Literal["ok", "unavailable"]
+    sequencer: Literal["leader", "standby", "off"]
+    queueDepth: int | None
+    oldestQueuedAgeSeconds: float | None
+
+
+class Ready(BaseModel):
+    success: bool
+    data: _ReadyData

@@ -1,0 +1,74 @@
+"""``trueup keys create|list|revoke``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from trueup.cli.options import add_storage_options, settings_from
+from trueup.core.errors import DomainError
+from trueup.service.keys import KeyService
+from trueup.service.settings import PLAN_ALLOWANCES
+from trueup.storage import open_storage
+
+__all__ = ["register"]
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="issue a key; prints only the key")
+    create.add_argument("--tenant", default="default", help="tenant name (created if new)")
+    create.add_argument("--env", choices=("live", "test"), default="live")
+    create.add_argument("--plan", choices=tuple(PLAN_ALLOWANCES), default=None,
+                        help="the tenant's plan (default: TRUEUP_DEFAULT_PLAN or unlimited)")
+    create.add_argument("--read-only", action="store_true", help="the key may only read")
+    add_storage_options(create)
+    create.set_defaults(handler=_create)
+    listing = actions.add_parser("list", help="list keys (ids, tenants, state; never secrets)")
+    add_storage_options(listing)
+    listing.set_defaults(handler=_list)
+    revoke = actions.add_parser("revoke", help="revoke a key by id or by the key itself")
+    revoke.add_argument("key", help="the key id (from `keys list`) or the whole key")
+    add_storage_options(revoke)
+    revoke.set_defaults(handler=_revoke)
+
+
+def _service(args: argparse.Namespace) -> KeyService:
+    settings = settings_from(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(settings.resolved_database_url)
+    return KeyService(storage, settings.data_dir / "key-pepper")
+
+
+def _create(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    plan = args.plan or settings.default_plan
+    try:
+        issued = _service(args).create(args.tenant, args.env, plan, args.read_only)
+    except DomainError as exc:
+        print(f"trueup keys create: {exc.message}", file=sys.stderr)
+        return 2
+    print(issued.key)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    print(f"{'KEY ID':<18} {'TENANT':<24} {'ENV':<5} {'PLAN':<10} {'ACCESS':<10} {'STATE':<8} CREATED")
+    for key in _service(args).list():
+        state = "revoked" if key.revoked_at else "active"
+        access = "read-only" if key.read_only else "read-write"
+        print(f"{key.id:<18} {key.tenant.name[:24]:<24} {key.tenant.env:<5} "
+              f"{key.tenant.plan:<10} {access:<10} {state:<8} {key.created_at}")
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    key_id = args.key
+    if key_id.startswith("pk_") and "." in key_id:
+        key_id = key_id.split("_", 2)[2].split(".", 1)[0]
+    if _service(args).revoke(key_id):
+        print(f"revoked {key_id}")
+        return 0
+    print(f"trueup keys revoke: no active key with id {key_id!r}", file=sys.stderr)
+    return 1

@@ -1,0 +1,104 @@
+"""``trueup serve``: the API with the sequencer in one process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+
+import uvicorn
+from fastapi import FastAPI
+
+from trueup.api.app import create_app
+from trueup.cli.options import add_storage_options, settings_from
+from trueup.sequencer.loop import SequencerLoop
+from trueup.service.container import Services, open_services
+from trueup.service.settings import Settings
+
+__all__ = ["register"]
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser("serve", help="run the API server (with the sequencer)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-sequencer", action="store_true",
+                       help="API only; run `trueup sequencer` elsewhere")
+    serve.add_argument("--log-level", default="info",
+                       choices=("critical", "error", "warning", "info", "debug"))
+    add_storage_options(serve)
+    serve.set_defaults(handler=_serve)
+
+
+def _first_start(services: Services, host: str, port: int) -> None:
+    """On an empty database, create a tenant and print one ready-to-use key."""
+    if services.storage.tenants.count() > 0:
+        return
+    issued = services.keys.create("default", "live", services.settings.default_plan)
+    base = f"http://{host}:{port}"
+    print(
+        f"""
+Trueup: first start. Created tenant "default" with this API key (shown once, keep it):
+
+    {issued.key}
+
+Try it:
+
+    curl -s -X POST {base}/api/v1/writes \\
+      -H "X-Api-Key: {issued.key}" -H "Content-Type: application/json" \\
+      -d '{{"items": [{{"key": "order-1", "accountId": "customer-001", "bits": 250}}]}}'
+
+    curl -s {base}/api/v1/balance/derive/customer-001 -H "X-Api-Key: {issued.key}"
+""",
+        flush=True,
+    )
+
+
+def build(settings: Settings, run_sequencer: bool = True) -> tuple[Services, FastAPI]:
+    services = open_services(settings)
+    loop = SequencerLoop(
+        services.storage,
+        services.sealer,
+        interval_s=settings.seal_interval_ms / 1000,
+        batch_size=settings.seal_batch_size,
+    )
+
+    def start() -> None:
+        if run_sequencer:
+            loop.start()
+
+    def stop() -> None:
+        if run_sequencer:
+            loop.stop()
+        services.close()
+
+    def role() -> str:
+        if not run_sequencer:
+            return "off"
+        return "leader" if loop.is_leader else "standby"
+
+    app = create_app(services, on_startup=start, on_shutdown=stop, sequencer_role=role)
+    return services, app
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = replace(settings_from(args), host=args.host, port=args.port)
+    try:
+        services, app = build(settings, run_sequencer=not args.no_sequencer)
+    except Exception as exc:  # fail closed with a readable reason: bad key file, no database
+        print(f"trueup serve: cannot start: {exc}", file=sys.stderr)
+        return 1
+    _first_start(services, args.host, args.port)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0

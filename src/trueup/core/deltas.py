@@ -1,0 +1,167 @@
+"""Deltas as callers submit them: the value type and the rules every write route applies.
+
+Both write surfaces (``POST /api/v1/writes`` items and the emit routes' deltas) end up as a
+list of :class:`NewDelta`. Validation is all-or-nothing and every message names the field,
+e.g. ``items[3].bits: must be an integer, got 1.5``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from trueup.core.errors import ValidationError
+from trueup.core.strict_json import describe
+from trueup.core.timestamps import format_canonical, parse_rfc3339
+
+__all__ = [
+    "ACCOUNT_ID_PATTERN",
+    "DeltaLimits",
+    "NewDelta",
+    "check_account_id",
+    "check_amount",
+    "check_item_key",
+    "check_metadata",
+    "check_reason",
+    "optional_occurred_at",
+]
+
+ACCOUNT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+_I_JSON_MAX = 2**53 - 1  # RFC 7493 §2.2: integers that every JSON peer holds exactly
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaLimits:
+    """Configurable bounds on one delta. Amounts are integer minor units."""
+
+    max_abs_amount: int = 1_000_000_000
+    max_items: int = 1_000
+    max_key_length: int = 256
+    max_reason_length: int = 500
+    max_metadata_bytes: int = 4_096
+    max_metadata_depth: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelta:
+    """One validated delta, not yet stored.
+
+    ``occurred_at`` is the canonical timestamp when the caller gave one, else ``None`` (the
+    acceptance time is used). ``metadata`` is the caller's object, already checked for depth
+    and I-JSON numbers; its canonical size is checked where it is serialised.
+    """
+
+    key: str
+    customer_id: str
+    amount: int
+    reason: str
+    metadata: Mapping[str, Any] | None
+    occurred_at: str | None
+
+
+def check_item_key(value: object, field: str, limits: DeltaLimits) -> str:
+    """An idempotency key: a non-empty string of at most ``max_key_length`` characters."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, got {describe(value)}")
+    if not value:
+        raise ValidationError(field, "must not be empty")
+    if len(value) > limits.max_key_length:
+        raise ValidationError(
+            field, f"must be at most {limits.max_key_length} characters, got {len(value)}"
+        )
+    _check_text(value, field)
+    return value
+
+
+def check_account_id(value: object, field: str) -> str:
+    """1–128 characters of ``[A-Za-z0-9_.:-]``."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, got {describe(value)}")
+    if ACCOUNT_ID_PATTERN.fullmatch(value) is None:
+        if not value:
+            raise ValidationError(field, "must not be empty")
+        if len(value) > 128:
+            raise ValidationError(field, f"must be at most 128 characters, got {len(value)}")
+        raise ValidationError(
+            field, f"may contain only letters, digits and _ . : - , got {describe(value)}"
+        )
+    return value
+
+
+def check_amount(value: object, field: str, limits: DeltaLimits) -> int:
+    """A JSON integer, non-zero, with ``|value| <= max_abs_amount``.
+
+    ``1.5``, ``1e3``, ``"3"`` and ``true`` are refused: amounts are exact integers.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, f"must be an integer, got {describe(value)}")
+    if value == 0:
+        raise ValidationError(field, "must not be zero")
+    if abs(value) > limits.max_abs_amount:
+        raise ValidationError(
+            field, f"must be between -{limits.max_abs_amount} and {limits.max_abs_amount}, "
+            f"got {describe(value)}"
+        )
+    return value
+
+
+def check_reason(value: object, field: str, limits: DeltaLimits) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, got {describe(value)}")
+    if len(value) > limits.max_reason_length:
+        raise ValidationError(
+            field, f"must be at most {limits.max_reason_length} characters, got {len(value)}"
+        )
+    _check_text(value, field)
+    return value
+
+
+def check_metadata(value: object, field: str, limits: DeltaLimits) -> Mapping[str, Any] | None:
+    """An optional JSON object of depth ``<= max_metadata_depth`` holding I-JSON values."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValidationError(field, f"must be an object, got {describe(value)}")
+    stack: list[tuple[Any, int, str]] = [(value, 1, field)]
+    while stack:
+        node, depth, path = stack.pop()
+        if isinstance(node, dict):
+            if depth > limits.max_metadata_depth:
+                raise ValidationError(path, f"nests deeper than {limits.max_metadata_depth} levels")
+            for key, child in node.items():
+                _check_text(key, f"{path} key")
+                stack.append((child, depth + 1, f"{path}.{key[:32]}"))
+        elif isinstance(node, list):
+            if depth > limits.max_metadata_depth:
+                raise ValidationError(path, f"nests deeper than {limits.max_metadata_depth} levels")
+            stack.extend((child, depth + 1, f"{path}[{i}]") for i, child in enumerate(node))
+        elif isinstance(node, str):
+            _check_text(node, path)
+        elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > _I_JSON_MAX:
+            raise ValidationError(
+                path, f"integers in metadata must be within ±(2^53-1), got {describe(node)}"
+            )
+    return value
+
+
+def optional_occurred_at(value: object, field: str) -> str | None:
+    """``None`` when absent, else the canonical form of an RFC 3339 date-time."""
+    if value is None:
+        return None
+    return format_canonical(parse_rfc3339(value, field))
+
+
+def _check_text(value: str, field: str) -> None:
+    """Refuse text that cannot be stored faithfully: NUL and unpaired surrogates."""
+    if value.isascii():
+        if "\x00" in value:
+            raise ValidationError(field, "must not contain the NUL character")
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(field, "contains an unpaired UTF-16 surrogate") from exc
+    if "\x00" in value:
+        raise ValidationError(field, "must not contain the NUL character")

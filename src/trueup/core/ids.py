@@ -1,0 +1,99 @@
+"""Identifier formats: API keys, write requests, records and anchors.
+
+Identifiers are generated from random bytes handed in by the caller (core reads no
+randomness itself) and parsed strictly; a malformed id is simply "not found".
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "ApiKeyParts",
+    "anchor_id",
+    "format_api_key",
+    "new_key_id",
+    "new_request_id",
+    "parse_anchor_id",
+    "parse_api_key",
+    "parse_record_id",
+    "random_token",
+    "record_id",
+]
+
+_API_KEY = re.compile(r"^pk_(live|test)_([a-z2-7]{16})\.([A-Za-z0-9_-]{43})$")
+_RECORD = re.compile(r"^rec_([a-z2-7]{20})_(\d{1,4})$")
+_ANCHOR = re.compile(r"^a_(0|[1-9]\d{0,17})$")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyParts:
+    """A syntactically valid API key split into its parts; ``secret`` is never stored."""
+
+    env: str
+    key_id: str
+    secret: str
+
+
+def random_token(entropy: bytes) -> str:
+    """Lower-case base32 without padding: 5 bits a character, safe in URLs and paths."""
+    return base64.b32encode(entropy).decode("ascii").rstrip("=").lower()
+
+
+def new_key_id(entropy: bytes) -> str:
+    """A 16-character public key id from 10 random bytes."""
+    if len(entropy) != 10:
+        raise ValueError("a key id takes 10 random bytes")
+    return random_token(entropy)
+
+
+def format_api_key(env: str, key_id: str, secret: bytes) -> str:
+    """``pk_<env>_<id>.<secret>`` with a 32-byte secret in URL-safe base64 (43 characters)."""
+    if env not in ("live", "test") or len(secret) != 32:
+        raise ValueError("env must be live or test and the secret 32 bytes")
+    encoded = base64.urlsafe_b64encode(secret).decode("ascii").rstrip("=")
+    return f"pk_{env}_{key_id}.{encoded}"
+
+
+def parse_api_key(text: str) -> ApiKeyParts | None:
+    """The parts of a well-formed key, or ``None``."""
+    match = _API_KEY.fullmatch(text)
+    if match is None:
+        return None
+    return ApiKeyParts(env=match.group(1), key_id=match.group(2), secret=match.group(3))
+
+
+def new_request_id(entropy: bytes) -> str:
+    """``req_`` + 20 base32 characters from 12.5 → 13 random bytes (truncated to 100 bits)."""
+    if len(entropy) != 13:
+        raise ValueError("a request id takes 13 random bytes")
+    return "req_" + random_token(entropy)[:20]
+
+
+def record_id(request_id: str, index: int) -> str:
+    """The record id of item ``index`` of a write request: ``rec_<request token>_<index>``.
+
+    Known from the moment of acceptance and derived, so no extra index is needed to find it.
+    """
+    return f"rec_{request_id.removeprefix('req_')}_{index}"
+
+
+def parse_record_id(text: str) -> tuple[str, int] | None:
+    """``(request_id, item_index)`` of a record id, or ``None`` when malformed."""
+    match = _RECORD.fullmatch(text)
+    if match is None:
+        return None
+    return "req_" + match.group(1), int(match.group(2))
+
+
+def anchor_id(leaf_index: int) -> str:
+    """``a_<leaf index>``: the id of one sealed delta."""
+    return f"a_{leaf_index}"
+
+
+def parse_anchor_id(text: str) -> int | None:
+    """The leaf index of an anchor id, or ``None`` when malformed."""
+    match = _ANCHOR.fullmatch(text)
+    return None if match is None else int(match.group(1))

@@ -1,0 +1,99 @@
+"""RFC 3339 timestamps: parsing at the edge and the one canonical stored form.
+
+Trueup stores every time as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC, microseconds, fixed width),
+so stored times sort as strings and a delta's period is the first seven characters.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from trueup.core.errors import ValidationError
+
+__all__ = [
+    "format_canonical",
+    "format_wire",
+    "parse_canonical",
+    "parse_rfc3339",
+    "period_of",
+]
+
+# RFC 3339 §5.6 date-time, with the common relaxations a JSON client sends ('z', ' ' for 'T').
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_MIN_YEAR = 1970
+
+
+def parse_rfc3339(value: object, field: str) -> datetime:
+    """Parse an RFC 3339 date-time with an explicit offset into an aware UTC datetime.
+
+    Fractions beyond microseconds are truncated. Raises :class:`ValidationError` naming
+    ``field`` for anything else (naive times, dates alone, years before 1970).
+    """
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be an RFC 3339 date-time string, got {_kind(value)}")
+    match = _RFC3339.match(value)
+    if match is None:
+        raise ValidationError(
+            field, f"must be an RFC 3339 date-time with offset, e.g. 2026-02-10T14:30:00Z, "
+            f"got {value[:40]!r}"
+        )
+    fraction = (match.group(7) or ".0")[1:7].ljust(6, "0")
+    offset = match.group(8).upper()
+    text = (
+        f"{match.group(1)}-{match.group(2)}-{match.group(3)}T{match.group(4)}:{match.group(5)}:"
+        f"{match.group(6)}.{fraction}{'+00:00' if offset == 'Z' else offset}"
+    )
+    try:
+        parsed = datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise ValidationError(field, f"is not a valid date-time: {value[:40]!r}") from exc
+    if parsed.year < _MIN_YEAR:
+        raise ValidationError(field, f"must be in {_MIN_YEAR} or later, got {value[:40]!r}")
+    return parsed
+
+
+def format_canonical(moment: datetime) -> str:
+    """The stored form: UTC, microseconds, ``Z``. ``moment`` must be timezone-aware."""
+    if moment.tzinfo is None:
+        raise ValueError("format_canonical needs an aware datetime")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_canonical(text: str) -> datetime:
+    """Inverse of :func:`format_canonical` for values read back from storage."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def format_wire(canonical: str) -> str:
+    """The form shown to clients: the canonical form without a zero fraction.
+
+    ``2026-02-10T14:30:00.000000Z`` → ``2026-02-10T14:30:00Z`` (as the seed pages show);
+    a non-zero fraction is kept at microsecond precision.
+    """
+    if canonical.endswith(".000000Z"):
+        return canonical[:-8] + "Z"
+    return canonical
+
+
+def period_of(canonical: str) -> str:
+    """The UTC month (``YYYY-MM``) a canonical timestamp falls in."""
+    return canonical[:7]
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__

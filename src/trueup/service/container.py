@@ -1,0 +1,50 @@
+"""Assembly of the service layer from settings: storage, keys, writes, sealing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trueup.service.group_commit import GroupCommitter
+from trueup.service.ingest import WriteService
+from trueup.service.keys import KeyService
+from trueup.service.sealing import Sealer
+from trueup.service.settings import Settings
+from trueup.service.signing import load_or_create_signer
+from trueup.service.views import ViewService
+from trueup.storage import Storage, open_storage
+
+__all__ = ["Services", "open_services"]
+
+
+@dataclass(slots=True)
+class Services:
+    """Everything the API, the sequencer and the CLI call into."""
+
+    settings: Settings
+    storage: Storage
+    keys: KeyService
+    committer: GroupCommitter
+    writes: WriteService
+    sealer: Sealer
+    views: ViewService
+
+    def close(self) -> None:
+        self.committer.close()
+        self.storage.close()
+
+
+def open_services(settings: Settings) -> Services:
+    """Open storage (migrating it) and build every service. Fails closed on a bad key."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(settings.resolved_database_url)
+    signer = load_or_create_signer(settings.resolved_signing_key_path, settings.log_origin)
+    committer = GroupCommitter(storage.writes)
+    return Services(
+        settings=settings,
+        storage=storage,
+        keys=KeyService(storage, settings.data_dir / "key-pepper"),
+        committer=committer,
+        writes=WriteService(storage, committer, settings),
+        sealer=Sealer(storage, signer, settings.log_origin, settings.seal_batch_size),
+        views=ViewService(storage),
+    )

@@ -1,0 +1,208 @@
+"""Accepting writes: validation, drafts, idempotency, and the durable 202.
+
+Every write route ends here. A reply of 202 is produced only after the group committer has
+committed the items durably. Replays of an ``Idempotency-Key`` return the stored reply
+verbatim; a key still in flight in this process answers ``IDEMPOTENCY_PENDING``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from trueup.core.deltas import NewDelta
+from trueup.core.errors import ForbiddenError, IdempotencyMismatchError, ValidationError
+from trueup.core.ids import new_request_id
+from trueup.core.timestamps import format_canonical
+from trueup.core.writes import parse_writes_body
+from trueup.proof import canonical_json
+from trueup.service.group_commit import GroupCommitter
+from trueup.service.keys import Principal
+from trueup.service.settings import PLAN_ALLOWANCES, Settings
+from trueup.storage import Storage
+from trueup.storage.writes import (
+    DeltaDraft,
+    IdempotencyClaim,
+    StoredResponse,
+    WriteDraft,
+    WriteResult,
+)
+
+__all__ = ["Reply", "WriteService"]
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP-agnostic reply: a status and either a JSON-able value or stored JSON text."""
+
+    status_code: int
+    payload: Any = None
+    raw: str | None = None
+    retry_after: int | None = None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class WriteService:
+    """The use case "accept a write request"."""
+
+    def __init__(
+        self, storage: Storage, committer: GroupCommitter, settings: Settings,
+        clock: Clock = _utcnow,
+    ) -> None:
+        self._storage = storage
+        self._committer = committer
+        self._settings = settings
+        self._clock = clock
+        self._in_flight: dict[tuple[str, str], bytes] = {}
+        self._in_flight_lock = threading.Lock()
+
+    async def writes(
+        self, principal: Principal, document: Any, body: bytes, idempotency_key: str | None
+    ) -> Reply:
+        """``POST /api/v1/writes``: all-or-nothing; 202 once durable."""
+        _require_write_access(principal)
+        deltas = parse_writes_body(document, self._settings.limits)
+
+        def render(result: WriteResult) -> StoredResponse:
+            return StoredResponse(202, json.dumps(_writes_accepted(result.request_id, len(deltas))))
+
+        return await self.accept(
+            principal, deltas, source="writes", route="POST /api/v1/writes", body=body,
+            idempotency_key=idempotency_key, render=render,
+        )
+
+    async def accept(
+        self,
+        principal: Principal,
+        deltas: Sequence[NewDelta],
+        *,
+        source: str,
+        route: str,
+        body: bytes,
+        idempotency_key: str | None,
+        render: Callable[[WriteResult], StoredResponse],
+        per_item_conflicts: bool = False,
+    ) -> Reply:
+        """Store ``deltas`` as one request and return the reply ``render`` builds for it."""
+        claim = _claim(idempotency_key, route, body)
+        flight = (principal.tenant_id, claim.key) if claim is not None else None
+        if claim is not None and flight is not None:
+            stored = self._storage.writes.stored_response(principal.tenant_id, claim)
+            if stored is not None:
+                return Reply(stored.status_code, raw=stored.body)
+            with self._in_flight_lock:
+                running = self._in_flight.get(flight)
+                if running is None:
+                    self._in_flight[flight] = claim.body_hash
+            if running is not None:
+                if running != claim.body_hash:
+                    raise IdempotencyMismatchError(
+                        f"Idempotency-Key {claim.key!r} is in use by a different request"
+                    )
+                return Reply(202, payload=_pending(claim.key), retry_after=1)
+        try:
+            draft = self._draft(principal, deltas, source, claim, render, per_item_conflicts)
+            result = await self._committer.commit(draft)
+        finally:
+            if flight is not None:
+                with self._in_flight_lock:
+                    self._in_flight.pop(flight, None)
+        response = result.replay if result.replay is not None else render(result)
+        return Reply(response.status_code, raw=response.body)
+
+    def _draft(
+        self,
+        principal: Principal,
+        deltas: Sequence[NewDelta],
+        source: str,
+        claim: IdempotencyClaim | None,
+        render: Callable[[WriteResult], StoredResponse],
+        per_item_conflicts: bool,
+    ) -> WriteDraft:
+        accepted_at = format_canonical(self._clock())
+        limits = self._settings.limits
+        items: list[DeltaDraft] = []
+        where = "items" if source == "writes" else "deltas"
+        for index, delta in enumerate(deltas):
+            metadata: str | None = None
+            if delta.metadata is not None:
+                metadata = canonical_json(delta.metadata).decode("utf-8")
+                size = len(metadata.encode("utf-8"))
+                if size > limits.max_metadata_bytes:
+                    field = f"{where}[{index}].metadata" if source != "delta" else "metadata"
+                    raise ValidationError(
+                        field,
+                        f"must be at most {limits.max_metadata_bytes} bytes serialised, got {size}",
+                    )
+            items.append(
+                DeltaDraft(
+                    key=delta.key, customer_id=delta.customer_id, amount=delta.amount,
+                    reason=delta.reason, metadata=metadata,
+                    occurred_at=delta.occurred_at or accepted_at,
+                    explicit_time=delta.occurred_at is not None, salt=secrets.token_bytes(16),
+                )
+            )
+        return WriteDraft(
+            tenant_id=principal.tenant_id,
+            request_id=new_request_id(secrets.token_bytes(13)),
+            source=source,
+            accepted_at=accepted_at,
+            items=items,
+            idempotency=claim,
+            allowance=PLAN_ALLOWANCES.get(principal.plan),
+            per_item_conflicts=per_item_conflicts,
+            render=render,
+        )
+
+
+def _require_write_access(principal: Principal) -> None:
+    if principal.read_only:
+        raise ForbiddenError("this API key is read-only; use a read-write key to write")
+
+
+def _claim(idempotency_key: str | None, route: str, body: bytes) -> IdempotencyClaim | None:
+    if idempotency_key is None:
+        return None
+    if not 1 <= len(idempotency_key) <= 255 or not idempotency_key.isprintable():
+        raise ValidationError(
+            "Idempotency-Key", "header must be 1-255 printable characters"
+        )
+    return IdempotencyClaim(
+        key=idempotency_key, route=route, body_hash=hashlib.sha256(body).digest()
+    )
+
+
+def _writes_accepted(request_id: str, item_count: int) -> dict[str, Any]:
+    # The seed's exact 202 shape, with "success" beside it (DESIGN.md §2.8).
+    return {
+        "statusCode": 202,
+        "success": True,
+        "data": {
+            "requestId": request_id,
+            "itemCount": item_count,
+            "status": "queued",
+            "message": "Write accepted. Items are queued for verification.",
+        },
+    }
+
+
+def _pending(key: str) -> dict[str, Any]:
+    return {
+        "success": True,
+        "statusCode": 202,
+        "code": "IDEMPOTENCY_PENDING",
+        "message": f"a request with Idempotency-Key {key!r} is still being processed; "
+        "retry to get its reply",
+        "retryAfterSeconds": 1,
+    }

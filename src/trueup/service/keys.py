@@ -1,0 +1,114 @@
+"""API keys: issue, authenticate, list, revoke.
+
+A key is ``pk_<env>_<id>.<secret>``. Only ``HMAC-SHA256(pepper, secret)`` is stored; the pepper
+lives in the data directory (0600), so a copy of the database alone cannot be used to test
+guessed secrets. Checks are constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from trueup.core.errors import InvalidApiKeyError, ValidationError
+from trueup.core.ids import format_api_key, new_key_id, parse_api_key, random_token
+from trueup.service.files import read_or_create_secret
+from trueup.service.settings import PLAN_ALLOWANCES
+from trueup.storage import Storage
+from trueup.storage.tenants import ApiKeyRecord, TenantRecord
+
+__all__ = ["IssuedKey", "KeyService", "Principal"]
+
+# Compared against when the key id is unknown, so both paths cost one HMAC.
+_DUMMY_HASH = bytes(32)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the tenant (data namespace) and what the key may do."""
+
+    tenant_id: str
+    tenant_name: str
+    env: str
+    plan: str
+    key_id: str
+    read_only: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    key: str
+    key_id: str
+    tenant: TenantRecord
+    read_only: bool
+
+
+class KeyService:
+    def __init__(self, storage: Storage, pepper_path: Path) -> None:
+        self._storage = storage
+        self._pepper = read_or_create_secret(pepper_path, 32)
+
+    def _hash(self, secret: str) -> bytes:
+        return hmac.new(self._pepper, secret.encode("ascii"), hashlib.sha256).digest()
+
+    def create(
+        self, tenant_name: str, env: str = "live", plan: str = "unlimited", read_only: bool = False
+    ) -> IssuedKey:
+        """Create the tenant if needed and issue a new key for it."""
+        if env not in ("live", "test"):
+            raise ValidationError("env", f"must be live or test, got {env!r}")
+        if plan not in PLAN_ALLOWANCES:
+            raise ValidationError("plan", f"must be one of {', '.join(PLAN_ALLOWANCES)}, got {plan!r}")
+        if not tenant_name or len(tenant_name) > 128:
+            raise ValidationError("tenant", "must be 1-128 characters")
+        now = datetime.now(UTC).isoformat()
+        tenant = self._storage.tenants.ensure(
+            TenantRecord(
+                id="ten_" + random_token(secrets.token_bytes(10)),
+                name=tenant_name, env=env, plan=plan, created_at=now,
+            )
+        )
+        key_id = new_key_id(secrets.token_bytes(10))
+        secret = secrets.token_bytes(32)
+        key = format_api_key(env, key_id, secret)
+        parts = parse_api_key(key)
+        assert parts is not None
+        self._storage.tenants.add_key(key_id, tenant.id, self._hash(parts.secret), read_only, now)
+        return IssuedKey(key=key, key_id=key_id, tenant=tenant, read_only=read_only)
+
+    def authenticate(self, presented: str | None) -> Principal:
+        """The principal of a valid, unrevoked key; :class:`InvalidApiKeyError` otherwise."""
+        if not presented:
+            raise InvalidApiKeyError("missing X-Api-Key header")
+        parts = parse_api_key(presented.strip())
+        if parts is None:
+            raise InvalidApiKeyError("X-Api-Key is malformed: expected pk_live_<id>.<secret>")
+        record = self._storage.tenants.key(parts.key_id)
+        expected = record.secret_hash if record is not None else _DUMMY_HASH
+        matches = hmac.compare_digest(expected, self._hash(parts.secret))
+        if record is None or not matches or record.tenant.env != parts.env:
+            raise InvalidApiKeyError("X-Api-Key is not valid")
+        if record.revoked_at is not None:
+            raise InvalidApiKeyError("X-Api-Key has been revoked")
+        return _principal(record)
+
+    def list(self) -> list[ApiKeyRecord]:
+        return self._storage.tenants.keys()
+
+    def revoke(self, key_id: str) -> bool:
+        return self._storage.tenants.revoke(key_id, datetime.now(UTC).isoformat())
+
+
+def _principal(record: ApiKeyRecord) -> Principal:
+    return Principal(
+        tenant_id=record.tenant.id,
+        tenant_name=record.tenant.name,
+        env=record.tenant.env,
+        plan=record.tenant.plan,
+        key_id=record.id,
+        read_only=record.read_only,
+    )

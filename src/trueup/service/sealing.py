@@ -1,0 +1,137 @@
+"""Sealing: turn queued deltas into leaves, extend the tree, sign the new head, store it all.
+
+The :class:`Sealer` keeps the right edge of the tree (a compact range) in memory, so a seal
+hashes only the new leaves and the O(log n) nodes above them: its cost does not grow with the
+size of the log. After a crash it reloads the edge from the last committed head and resumes
+exactly there: the seal transaction is atomic, so no leaf is stored twice and none is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from trueup.core.timestamps import format_canonical
+from trueup.proof import (
+    CheckpointSigner,
+    CompactRange,
+    LeafFields,
+    TreeHead,
+    encode_leaf,
+    leaf_hash,
+)
+from trueup.storage import Storage
+from trueup.storage.log import HeadRecord, QueuedDelta, SealConflictError, SealOutcome, SealPlan
+
+__all__ = ["Sealer", "leaf_fields_of"]
+
+log = logging.getLogger(__name__)
+
+_EMPTY_METADATA_DIGEST = hashlib.sha256(b"{}").hexdigest()
+
+
+def leaf_fields_of(
+    tenant_id: str, customer_id: str, key: str, amount: int, occurred_at: str,
+    metadata: str | None, salt: bytes,
+) -> LeafFields:
+    """The canonical leaf of a stored delta (``metadata`` is stored canonical JSON text)."""
+    digest = (
+        _EMPTY_METADATA_DIGEST if metadata is None
+        else hashlib.sha256(metadata.encode("utf-8")).hexdigest()
+    )
+    return LeafFields(
+        tenant=tenant_id, customer_id=customer_id, key=key, delta=amount,
+        occurred_at=occurred_at, metadata_digest=digest, salt=salt,
+    )
+
+
+@dataclass(slots=True)
+class _State:
+    tree: CompactRange
+    head: HeadRecord
+
+
+class Sealer:
+    """The only writer of the log. Not thread-safe: one sealing loop owns it."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        signer: CheckpointSigner,
+        origin: str,
+        batch_size: int = 1_000,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._storage = storage
+        self._signer = signer
+        self._origin = origin
+        self._batch_size = batch_size
+        self._clock = clock
+        self._state: _State | None = None
+
+    def sign(self, size: int, root: bytes) -> HeadRecord:
+        """Sign a head for ``(size, root)`` stamped with the clock's time."""
+        timestamp_ms = int(self._clock().timestamp() * 1000)
+        note = self._signer.sign(self._origin, TreeHead(size=size, root=root, timestamp_ms=timestamp_ms))
+        return HeadRecord(size=size, root=root, timestamp_ms=timestamp_ms, checkpoint=note)
+
+    def load(self) -> HeadRecord:
+        """(Re)load the right edge from the newest stored head; create the empty head if none."""
+        head = self._storage.log.head()
+        if head is None:
+            self._storage.log.store_first_head(self.sign(0, CompactRange.empty().root()))
+            head = self._storage.log.head()
+            assert head is not None
+        needed = CompactRange.required_nodes(head.size)
+        nodes = self._storage.log.nodes(needed)
+        missing = [node for node in needed if node not in nodes]
+        if missing:
+            raise RuntimeError(f"log is damaged: tree nodes {missing[:3]} of size {head.size} missing")
+        tree = CompactRange.from_nodes(head.size, [nodes[node] for node in needed])
+        if tree.root() != head.root:
+            raise RuntimeError(f"log is damaged: stored nodes do not give the root of size {head.size}")
+        self._state = _State(tree=tree, head=head)
+        return head
+
+    def seal_once(self) -> SealOutcome | None:
+        """Seal up to one batch of queued deltas; ``None`` when the queue was empty."""
+        if self._state is None:
+            self.load()
+        state = self._state
+        assert state is not None
+        queued = self._storage.log.queued(self._batch_size)
+        if not queued:
+            return None
+        tree = state.tree.copy()
+        hashes = [leaf_hash(encode_leaf(_leaf(delta))) for delta in queued]
+        nodes = tree.extend(hashes)
+        head = self.sign(tree.size, tree.root())
+        plan = SealPlan(
+            previous_size=state.head.size,
+            leaves=queued,
+            failed=[],
+            nodes=nodes,
+            head=head,
+            verified_at=format_canonical(datetime.fromtimestamp(head.timestamp_ms / 1000, UTC)),
+        )
+        try:
+            outcome = self._storage.log.seal(plan)
+        except SealConflictError:
+            log.warning("the log moved under this sequencer; reloading")
+            self._state = None
+            raise
+        except Exception:
+            self._state = None  # unknown whether it committed: reload from storage next time
+            raise
+        self._state = _State(tree=tree, head=head)
+        return outcome
+
+
+def _leaf(delta: QueuedDelta) -> LeafFields:
+    return leaf_fields_of(
+        delta.tenant_id, delta.customer_id, delta.key, delta.amount, delta.occurred_at,
+        delta.metadata, delta.salt,
+    )

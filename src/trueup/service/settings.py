@@ -1,0 +1,101 @@
+"""Settings: every knob, its default, and the environment variable that sets it.
+
+Command-line flags override environment variables, which override the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from trueup.core.deltas import DeltaLimits
+
+__all__ = ["PLAN_ALLOWANCES", "Settings"]
+
+PLAN_ALLOWANCES: Mapping[str, int | None] = {
+    "free": 100,
+    "pilot": 10_000,
+    "starter": 100_000,
+    "growth": 500_000,
+    "scale": 2_000_000,
+    "unlimited": None,
+}
+"""Monthly allowance of accepted deltas per plan (``None``: no limit), modelled on PacSpace's."""
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _env_flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Runtime configuration. Paths are resolved against the working directory."""
+
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_origin: str = "localhost/trueup"
+    signing_key_path: Path | None = None
+    seal_interval_ms: int = 50
+    seal_batch_size: int = 1_000
+    max_body_bytes: int = 1_048_576
+    limits: DeltaLimits = field(default_factory=DeltaLimits)
+    default_plan: str = "unlimited"
+    run_sequencer: bool = True
+    run_dispatcher: bool = True
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
+    webhook_retry_base_s: float = 5.0
+    webhook_timeout_s: float = 10.0
+
+    @property
+    def resolved_database_url(self) -> str:
+        """``database_url`` or the embedded default ``sqlite:///<data_dir>/trueup.db``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'trueup.db'}"
+
+    @property
+    def resolved_signing_key_path(self) -> Path:
+        return self.signing_key_path or self.data_dir / "signing-key.pem"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read ``TRUEUP_*`` variables (see docs/configuration.md)."""
+        env = os.environ if env is None else env
+        base = cls()
+        limits = DeltaLimits(
+            max_abs_amount=_env_int(env, "TRUEUP_MAX_ABS_AMOUNT", base.limits.max_abs_amount),
+            max_items=_env_int(env, "TRUEUP_MAX_ITEMS", base.limits.max_items),
+        )
+        key_path = env.get("TRUEUP_SIGNING_KEY")
+        return replace(
+            base,
+            data_dir=Path(env.get("TRUEUP_DATA_DIR") or base.data_dir),
+            database_url=env.get("TRUEUP_DATABASE_URL") or None,
+            log_origin=env.get("TRUEUP_LOG_ORIGIN") or base.log_origin,
+            signing_key_path=Path(key_path) if key_path else None,
+            seal_interval_ms=_env_int(env, "TRUEUP_SEAL_INTERVAL_MS", base.seal_interval_ms),
+            seal_batch_size=_env_int(env, "TRUEUP_SEAL_BATCH_SIZE", base.seal_batch_size),
+            max_body_bytes=_env_int(env, "TRUEUP_MAX_BODY_BYTES", base.max_body_bytes),
+            limits=limits,
+            default_plan=env.get("TRUEUP_DEFAULT_PLAN") or base.default_plan,
+            webhook_allow_http=_env_flag(env, "TRUEUP_WEBHOOK_ALLOW_HTTP"),
+            webhook_allow_private=_env_flag(env, "TRUEUP_WEBHOOK_ALLOW_PRIVATE"),
+            webhook_retry_base_s=float(
+                env.get("TRUEUP_WEBHOOK_RETRY_BASE_S") or base.webhook_retry_base_s
+            ),
+        )

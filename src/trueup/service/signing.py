@@ -1,0 +1,36 @@
+"""The log's Ed25519 signing key: created on first start (0600) or loaded from a path.
+
+Policy: signing fails closed. If the key cannot be read, the server does not start; a seal
+is never stored without its signature.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from trueup.proof import CheckpointSigner
+from trueup.service.files import write_private_file
+
+__all__ = ["load_or_create_signer"]
+
+
+def load_or_create_signer(path: Path, origin: str) -> CheckpointSigner:
+    """The signer for ``origin`` whose PKCS#8 PEM key is at ``path`` (created if missing)."""
+    if not path.exists():
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        try:
+            write_private_file(path, pem)
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise ValueError(f"{path} does not hold an Ed25519 private key")
+    return CheckpointSigner(loaded, origin)

@@ -1,0 +1,68 @@
+"""Read-side views of writes and records: what was accepted and how far it got."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trueup.core.errors import NotFoundError
+from trueup.core.ids import parse_anchor_id, parse_record_id
+from trueup.service.keys import Principal
+from trueup.storage import Storage
+from trueup.storage.log import HeadRecord
+from trueup.storage.writes import RecordView, RequestView
+
+__all__ = ["RequestStatus", "ViewService"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStatus:
+    request: RequestView
+    status: str
+    head: HeadRecord | None
+
+
+class ViewService:
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def request_status(
+        self, principal: Principal, request_id: str, limit: int, offset: int
+    ) -> RequestStatus:
+        """A write request of the caller's tenant with one page of items.
+
+        ``status``: ``queued`` while any item awaits sealing; then ``verified`` (all sealed),
+        ``failed`` (none sealed) or ``partially_failed``. ``head`` is the tree head that
+        sealed the last item, once the request is complete.
+        """
+        view = self._storage.writes.request(principal.tenant_id, request_id, limit, offset)
+        if view is None:
+            raise NotFoundError(f"requestId {request_id!r} not found")
+        statuses = {record.status for _, kind, record in view.items}
+        if view.pending_count > 0 or "queued" in statuses:
+            status = "queued"
+        elif statuses == {"failed"}:
+            status = "failed"
+        elif "failed" in statuses:
+            status = "partially_failed"
+        else:
+            status = "verified"
+        head = None
+        if status != "queued":
+            sizes = [r.sealed_size for _, _, r in view.items if r.sealed_size is not None]
+            if sizes:
+                head = self._storage.log.head_at(max(sizes))
+        return RequestStatus(request=view, status=status, head=head)
+
+    def record(self, principal: Principal, record_id: str) -> RecordView:
+        """A delta by ``rec_…`` id or ``a_…`` anchor id, within the caller's tenant."""
+        leaf_index = parse_anchor_id(record_id)
+        if leaf_index is not None:
+            found = self._storage.writes.record_at_leaf(principal.tenant_id, leaf_index)
+        else:
+            parsed = parse_record_id(record_id)
+            found = None if parsed is None else self._storage.writes.record(
+                principal.tenant_id, *parsed
+            )
+        if found is None:
+            raise NotFoundError(f"record {record_id[:80]!r} not found")
+        return found

@@ -1,0 +1,97 @@
+"""The small contract both database backends implement.
+
+Repositories in this package write plain SQL once, with ``?`` placeholders, against a
+:class:`Tx`. A backend supplies transactions: SQLite serialises all writers through one
+connection (one writer, group commit above it); PostgreSQL hands out pooled connections.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+__all__ = ["Dialect", "Engine", "Row", "Tx"]
+
+Row = tuple[Any, ...]
+
+
+class Dialect(abc.ABC):
+    """What differs between the SQL dialects: DDL type names and a few statements."""
+
+    name: str
+
+    @abc.abstractmethod
+    def ddl(self, template: str) -> str:
+        """Expand the type tokens of a schema template (``{BLOB}``, ``{SERIAL_PK}`` …)."""
+
+
+class Tx(abc.ABC):
+    """One open transaction (or read snapshot). Parameters use ``?`` placeholders."""
+
+    @abc.abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run one statement; return its rows (an empty list for statements without rows)."""
+
+    @abc.abstractmethod
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for each parameter row."""
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """The first row of a query, or ``None``."""
+        rows = self.execute(sql, params)
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row, or ``None``."""
+        row = self.one(sql, params)
+        return None if row is None else row[0]
+
+    @abc.abstractmethod
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A nested unit that rolls back alone when the block raises."""
+
+
+class Engine(abc.ABC):
+    """A database: write transactions, read snapshots, and its dialect."""
+
+    dialect: Dialect
+    url: str
+
+    @abc.abstractmethod
+    def write(self) -> AbstractContextManager[Tx]:
+        """A read-write transaction, committed durably when the block exits cleanly."""
+
+    @abc.abstractmethod
+    def read(self) -> AbstractContextManager[Tx]:
+        """A consistent read-only snapshot."""
+
+    @abc.abstractmethod
+    def try_leader_lock(self, name: str) -> AbstractContextManager[bool]:
+        """Hold the named single-writer role while the block runs, if nobody else does.
+
+        Yields ``True`` when this process holds the role. PostgreSQL uses a session advisory
+        lock (released when the holder dies); SQLite, an exclusive file lock.
+        """
+
+    def serialize(self, tx: Tx, name: str) -> None:
+        """Serialise transactions that call this with the same ``name`` until they end.
+
+        A no-op where writers are already serialised (SQLite); a transaction-level advisory
+        lock on PostgreSQL.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release every connection."""
+
+    def placeholders(self, count: int) -> str:
+        """``?, ?, …`` for an ``IN (…)`` list of ``count`` values."""
+        return ", ".join("?" * count)
+
+
+def chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Slices of at most ``size`` values, for ``IN`` lists under parameter limits."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]

@@ -1,0 +1,17 @@
+"""Storage errors: the one error root of the storage layer."""
+
+from __future__ import annotations
+
+__all__ = ["IntegrityConflictError", "StorageError", "StorageUnavailableError"]
+
+
+class StorageError(Exception):
+    """Base of everything the storage layer raises on its own account."""
+
+
+class StorageUnavailableError(StorageError):
+    """The database cannot be reached or refused the operation; callers fail closed."""
+
+
+class IntegrityConflictError(StorageError):
+    """A uniqueness rule was hit by a concurrent writer; the caller may retry once."""

@@ -1,0 +1,343 @@
+"""The Merkle log's storage: the queue of unsealed deltas, tree nodes, signed heads, and the
+one transaction that seals a batch together with the balances derived from it.
+
+Only the sequencer calls :meth:`LogStore.seal`. The transaction is fenced on the previous tree
+size, so a stale sequencer that lost its election can never append: its commit fails on the
+tree head's primary key or the size check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from trueup.storage.engine import Engine, Tx, chunks
+from trueup.storage.errors import StorageError
+
+__all__ = [
+    "HeadRecord",
+    "LogStore",
+    "QueuedDelta",
+    "SealConflictError",
+    "SealOutcome",
+    "SealPlan",
+]
+
+_VALUES_CHUNK = 300
+
+
+class SealConflictError(StorageError):
+    """The log moved under the sequencer (another sequencer sealed); reload and retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeadRecord:
+    """A signed tree head: ``root`` is raw 32 bytes, ``checkpoint`` the signed note text."""
+
+    size: int
+    root: bytes
+    timestamp_ms: int
+    checkpoint: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedDelta:
+    """An accepted, unsealed delta: everything the sequencer needs to build its leaf."""
+
+    seq: int
+    tenant_id: str
+    request_id: str
+    item_index: int
+    key: str
+    customer_id: str
+    amount: int
+    reason: str
+    metadata: str | None
+    occurred_at: str
+    period: str
+    salt: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SealPlan:
+    """What one seal appends: leaves in order from ``previous_size``, the new nodes, the head.
+
+    ``failed`` deltas get no leaf (for example a period locked after their acceptance).
+    """
+
+    previous_size: int
+    leaves: Sequence[QueuedDelta]
+    failed: Sequence[tuple[QueuedDelta, str]]
+    nodes: Sequence[tuple[int, int, bytes]]
+    head: HeadRecord
+    verified_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class SealOutcome:
+    head: HeadRecord
+    completed_requests: tuple[str, ...]
+    sealed_count: int
+    failed_count: int
+
+
+class LogStore:
+    """Reads and appends the log."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    # -- the queue --------------------------------------------------------------------------
+
+    def queued(self, limit: int) -> list[QueuedDelta]:
+        """The oldest ``limit`` unsealed deltas, in acceptance order."""
+        with self._engine.read() as tx:
+            rows = tx.execute(
+                """SELECT seq, tenant_id, request_id, item_index, item_key, customer_id, amount,
+                          reason, metadata, occurred_at, period, salt
+                   FROM deltas WHERE status = 'queued' ORDER BY seq LIMIT ?""",
+                (limit,),
+            )
+        return [
+            QueuedDelta(
+                seq=int(r[0]), tenant_id=r[1], request_id=r[2], item_index=int(r[3]), key=r[4],
+                customer_id=r[5], amount=int(r[6]), reason=r[7], metadata=r[8],
+                occurred_at=r[9], period=r[10], salt=bytes(r[11]),
+            )
+            for r in rows
+        ]
+
+    def queue_stats(self) -> tuple[int, str | None]:
+        """``(number of queued deltas, acceptance time of the oldest)``."""
+        with self._engine.read() as tx:
+            row = tx.one(
+                "SELECT COUNT(*), MIN(accepted_at) FROM deltas WHERE status = 'queued'"
+            )
+        assert row is not None
+        return int(row[0]), None if row[1] is None else str(row[1])
+
+    # -- heads and nodes --------------------------------------------------------------------
+
+    def head(self) -> HeadRecord | None:
+        """The newest signed tree head, or ``None`` before the first one."""
+        with self._engine.read() as tx:
+            row = tx.one(
+                """SELECT tree_size, root_hash, timestamp_ms, checkpoint FROM tree_heads
+                   ORDER BY tree_size DESC LIMIT 1"""
+            )
+        return None if row is None else _head(row)
+
+    def head_at(self, size: int) -> HeadRecord | None:
+        with self._engine.read() as tx:
+            row = tx.one(
+                """SELECT tree_size, root_hash, timestamp_ms, checkpoint FROM tree_heads
+                   WHERE tree_size = ?""",
+                (size,),
+            )
+        return None if row is None else _head(row)
+
+    def head_by_root(self, root: bytes) -> HeadRecord | None:
+        """The head with this root (the largest, should a root ever repeat)."""
+        with self._engine.read() as tx:
+            row = tx.one(
+                """SELECT tree_size, root_hash, timestamp_ms, checkpoint FROM tree_heads
+                   WHERE root_hash = ? ORDER BY tree_size DESC LIMIT 1""",
+                (root,),
+            )
+        return None if row is None else _head(row)
+
+    def heads(self, after_size: int, limit: int) -> list[HeadRecord]:
+        """Heads with ``size > after_size`` in size order (for audits)."""
+        with self._engine.read() as tx:
+            rows = tx.execute(
+                """SELECT tree_size, root_hash, timestamp_ms, checkpoint FROM tree_heads
+                   WHERE tree_size > ? ORDER BY tree_size LIMIT ?""",
+                (after_size, limit),
+            )
+        return [_head(row) for row in rows]
+
+    def nodes(self, ids: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """Stored nodes by ``(level, index)``; missing ones are simply absent."""
+        wanted = list(dict.fromkeys(ids))
+        found: dict[tuple[int, int], bytes] = {}
+        if not wanted:
+            return found
+        with self._engine.read() as tx:
+            for part in chunks(wanted, _VALUES_CHUNK):
+                values = ", ".join("(?, ?)" for _ in part)
+                params = [value for pair in part for value in pair]
+                rows = tx.execute(
+                    f"""SELECT level, idx, hash FROM tree_nodes
+                        WHERE (level, idx) IN (VALUES {values})""",
+                    params,
+                )
+                for level, idx, digest in rows:
+                    found[(int(level), int(idx))] = bytes(digest)
+        return found
+
+    def nodes_at_level(self, level: int, start: int, stop: int) -> list[tuple[int, bytes]]:
+        """``(index, hash)`` of stored nodes of one level with ``start <= index < stop``."""
+        with self._engine.read() as tx:
+            rows = tx.execute(
+                "SELECT idx, hash FROM tree_nodes WHERE level = ? AND idx >= ? AND idx < ? "
+                "ORDER BY idx",
+                (level, start, stop),
+            )
+        return [(int(idx), bytes(digest)) for idx, digest in rows]
+
+    # -- sealing ----------------------------------------------------------------------------
+
+    def store_first_head(self, head: HeadRecord) -> None:
+        """Store the signed head of the empty tree if the log has no head yet."""
+        with self._engine.write() as tx:
+            tx.execute(
+                """INSERT INTO tree_heads (tree_size, root_hash, timestamp_ms, checkpoint)
+                   VALUES (?, ?, ?, ?) ON CONFLICT (tree_size) DO NOTHING""",
+                (head.size, head.root, head.timestamp_ms, head.checkpoint),
+            )
+
+    def seal(self, plan: SealPlan) -> SealOutcome:
+        """Append ``plan`` atomically: nodes, head, leaf positions, balances, request states.
+
+        Raises :class:`SealConflictError` when the log's size is not ``plan.previous_size``.
+        """
+        with self._engine.write() as tx:
+            self._engine.serialize(tx, "seal")
+            current = tx.scalar("SELECT MAX(tree_size) FROM tree_heads")
+            if int(current or 0) != plan.previous_size:
+                raise SealConflictError(
+                    f"log is at size {current}, this seal was planned from {plan.previous_size}"
+                )
+            tx.executemany(
+                "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)", plan.nodes
+            )
+            head = plan.head
+            tx.execute(
+                """INSERT INTO tree_heads (tree_size, root_hash, timestamp_ms, checkpoint)
+                   VALUES (?, ?, ?, ?)""",
+                (head.size, head.root, head.timestamp_ms, head.checkpoint),
+            )
+            _apply_balances(tx, plan)
+            if plan.failed:
+                tx.executemany(
+                    "UPDATE deltas SET status = 'failed', failure = ? WHERE seq = ?",
+                    [(reason, delta.seq) for delta, reason in plan.failed],
+                )
+            completed = _settle_requests(tx, plan)
+        return SealOutcome(
+            head=plan.head, completed_requests=completed, sealed_count=len(plan.leaves),
+            failed_count=len(plan.failed),
+        )
+
+
+def _head(row: tuple[object, ...]) -> HeadRecord:
+    return HeadRecord(
+        size=int(row[0]),  # type: ignore[call-overload]
+        root=bytes(row[1]),  # type: ignore[call-overload]
+        timestamp_ms=int(row[2]),  # type: ignore[call-overload]
+        checkpoint=str(row[3]),
+    )
+
+
+def _apply_balances(tx: Tx, plan: SealPlan) -> None:
+    """Give each sealed delta its leaf and its customer's running figures, in leaf order."""
+    if not plan.leaves:
+        return
+    customers = list(dict.fromkeys((d.tenant_id, d.customer_id) for d in plan.leaves))
+    months = list(dict.fromkeys((d.tenant_id, d.customer_id, d.period) for d in plan.leaves))
+    accounts: dict[tuple[str, str], list[object]] = {}
+    for part in chunks(customers, _VALUES_CHUNK):
+        values = ", ".join("(?, ?)" for _ in part)
+        rows = tx.execute(
+            f"""SELECT tenant_id, customer_id, balance, delta_count, first_activity
+                FROM accounts WHERE (tenant_id, customer_id) IN (VALUES {values})""",
+            [v for pair in part for v in pair],
+        )
+        for tenant_id, customer_id, balance, count, first in rows:
+            accounts[(tenant_id, customer_id)] = [int(balance), int(count), first]
+    month_rows: dict[tuple[str, str, str], list[int]] = {}
+    for part in chunks(months, _VALUES_CHUNK // 2):
+        values = ", ".join("(?, ?, ?)" for _ in part)
+        rows = tx.execute(
+            f"""SELECT tenant_id, customer_id, period, credits, debits, delta_count
+                FROM account_months WHERE (tenant_id, customer_id, period) IN (VALUES {values})""",
+            [v for triple in part for v in triple],
+        )
+        for tenant_id, customer_id, period, credits, debits, count in rows:
+            month_rows[(tenant_id, customer_id, period)] = [int(credits), int(debits), int(count)]
+
+    updates = []
+    for offset, delta in enumerate(plan.leaves):
+        account = accounts.setdefault(
+            (delta.tenant_id, delta.customer_id), [0, 0, plan.verified_at]
+        )
+        account[0] = int(account[0]) + delta.amount  # type: ignore[call-overload]
+        account[1] = int(account[1]) + 1  # type: ignore[call-overload]
+        month = month_rows.setdefault((delta.tenant_id, delta.customer_id, delta.period), [0, 0, 0])
+        if delta.amount > 0:
+            month[0] += delta.amount
+        else:
+            month[1] += delta.amount
+        month[2] += 1
+        updates.append(
+            (
+                plan.previous_size + offset, plan.head.size, plan.verified_at, account[1],
+                account[0], month[2], month[0], month[1], delta.seq,
+            )
+        )
+    tx.executemany(
+        """UPDATE deltas SET status = 'verified', leaf_index = ?, sealed_size = ?,
+               verified_at = ?, cust_seq = ?, running_balance = ?, month_seq = ?,
+               month_credits = ?, month_debits = ?
+           WHERE seq = ?""",
+        updates,
+    )
+    last_leaf = {}
+    for offset, delta in enumerate(plan.leaves):
+        last_leaf[(delta.tenant_id, delta.customer_id)] = plan.previous_size + offset
+    tx.executemany(
+        """INSERT INTO accounts (tenant_id, customer_id, balance, delta_count, first_activity,
+               last_activity, last_leaf_index) VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (tenant_id, customer_id) DO UPDATE SET balance = excluded.balance,
+               delta_count = excluded.delta_count, last_activity = excluded.last_activity,
+               last_leaf_index = excluded.last_leaf_index""",
+        [
+            (t, c, values[0], values[1], values[2], plan.verified_at, last_leaf[(t, c)])
+            for (t, c), values in accounts.items()
+            if (t, c) in last_leaf
+        ],
+    )
+    tx.executemany(
+        """INSERT INTO account_months (tenant_id, customer_id, period, credits, debits,
+               delta_count) VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT (tenant_id, customer_id, period) DO UPDATE SET credits = excluded.credits,
+               debits = excluded.debits, delta_count = excluded.delta_count""",
+        [(t, c, p, v[0], v[1], v[2]) for (t, c, p), v in month_rows.items()],
+    )
+
+
+def _settle_requests(tx: Tx, plan: SealPlan) -> tuple[str, ...]:
+    """Count sealed and failed items off their requests; return the requests now complete."""
+    settled: dict[str, int] = {}
+    for delta in plan.leaves:
+        settled[delta.request_id] = settled.get(delta.request_id, 0) + 1
+    for delta, _ in plan.failed:
+        settled[delta.request_id] = settled.get(delta.request_id, 0) + 1
+    if not settled:
+        return ()
+    tx.executemany(
+        """UPDATE write_requests SET pending_count = pending_count - ?,
+               verified_at = CASE WHEN pending_count - ? = 0 THEN ? ELSE verified_at END
+           WHERE id = ?""",
+        [(count, count, plan.verified_at, request_id) for request_id, count in settled.items()],
+    )
+    completed: list[str] = []
+    ids = list(settled)
+    for part in chunks(ids, _VALUES_CHUNK):
+        rows = tx.execute(
+            f"""SELECT id FROM write_requests
+                WHERE pending_count = 0 AND id IN ({", ".join("?" * len(part))})""",
+            list(part),
+        )
+        completed.extend(str(row[0]) for row in rows)
+    return tuple(completed)

@@ -1,0 +1,157 @@
+"""The one schema definition: versioned migrations, applied in order on start.
+
+Each migration is a list of DDL templates in the common SQL of both backends; type tokens
+(``{BLOB}``, ``{BIGINT}``, ``{SERIAL_PK}``, ``{WITHOUT_ROWID}``) are expanded by the dialect.
+A migration, once released, is never edited: a change is a new version.
+
+Amounts and balances are 64-bit integers in minor units. Times are canonical RFC 3339 text
+(``YYYY-MM-DDTHH:MM:SS.ffffffZ``), which sorts correctly as a string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["MIGRATIONS", "Migration"]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+_V1 = (
+    """CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        env TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (name, env)
+    )""",
+    """CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants (id),
+        secret_hash {BLOB} NOT NULL,
+        read_only INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    )""",
+    """CREATE TABLE write_requests (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        item_count INTEGER NOT NULL,
+        stored_count INTEGER NOT NULL,
+        pending_count INTEGER NOT NULL,
+        accepted_at TEXT NOT NULL,
+        verified_at TEXT
+    )""",
+    # Items of a request that repeated an existing key with identical content.
+    """CREATE TABLE write_duplicates (
+        request_id TEXT NOT NULL,
+        item_index INTEGER NOT NULL,
+        original_seq {BIGINT} NOT NULL,
+        PRIMARY KEY (request_id, item_index)
+    )""",
+    """CREATE TABLE idempotency_keys (
+        tenant_id TEXT NOT NULL,
+        idem_key TEXT NOT NULL,
+        route TEXT NOT NULL,
+        body_hash {BLOB} NOT NULL,
+        status_code INTEGER NOT NULL,
+        response TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, idem_key)
+    )""",
+    """CREATE TABLE usage_months (
+        tenant_id TEXT NOT NULL,
+        period TEXT NOT NULL,
+        accepted_count {BIGINT} NOT NULL,
+        PRIMARY KEY (tenant_id, period)
+    )""",
+    # One row per accepted delta, in acceptance order (seq). The sequencer fills the
+    # columns from leaf_index on when it seals the delta; they never change afterwards.
+    #   cust_seq        1-based position among the customer's verified deltas (leaf order)
+    #   running_balance sum of the customer's verified deltas up to and including this one
+    #   month_seq       1-based position among the customer's verified deltas of `period`
+    #   month_credits   sum of positive amounts of that customer-month up to this one
+    #   month_debits    sum of negative amounts of that customer-month up to this one
+    """CREATE TABLE deltas (
+        seq {SERIAL_PK},
+        tenant_id TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        item_index INTEGER NOT NULL,
+        item_key TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        amount {BIGINT} NOT NULL,
+        reason TEXT NOT NULL,
+        metadata TEXT,
+        occurred_at TEXT NOT NULL,
+        period TEXT NOT NULL,
+        accepted_at TEXT NOT NULL,
+        salt {BLOB} NOT NULL,
+        status TEXT NOT NULL,
+        leaf_index {BIGINT},
+        sealed_size {BIGINT},
+        verified_at TEXT,
+        failure TEXT,
+        cust_seq {BIGINT},
+        running_balance {BIGINT},
+        month_seq {BIGINT},
+        month_credits {BIGINT},
+        month_debits {BIGINT}
+    )""",
+    "CREATE UNIQUE INDEX deltas_tenant_key ON deltas (tenant_id, item_key)",
+    "CREATE UNIQUE INDEX deltas_request_item ON deltas (request_id, item_index)",
+    "CREATE INDEX deltas_queued ON deltas (seq) WHERE status = 'queued'",
+    "CREATE UNIQUE INDEX deltas_leaf ON deltas (leaf_index) WHERE leaf_index IS NOT NULL",
+    """CREATE INDEX deltas_customer_leaf ON deltas (tenant_id, customer_id, leaf_index)
+        WHERE leaf_index IS NOT NULL""",
+    """CREATE INDEX deltas_customer_seq ON deltas (tenant_id, customer_id, cust_seq)
+        WHERE leaf_index IS NOT NULL""",
+    """CREATE INDEX deltas_customer_month ON deltas (tenant_id, customer_id, period, month_seq)
+        WHERE leaf_index IS NOT NULL""",
+    """CREATE INDEX deltas_customer_amount ON deltas (tenant_id, customer_id, amount, leaf_index)
+        WHERE leaf_index IS NOT NULL""",
+    """CREATE INDEX deltas_customer_time ON deltas (tenant_id, customer_id, occurred_at)
+        WHERE leaf_index IS NOT NULL""",
+    # RFC 9162 tree: every node of a perfect subtree, (level, index) covering leaves
+    # [index * 2^level, (index + 1) * 2^level); level 0 holds the leaf hashes.
+    """CREATE TABLE tree_nodes (
+        level INTEGER NOT NULL,
+        idx {BIGINT} NOT NULL,
+        hash {BLOB} NOT NULL,
+        PRIMARY KEY (level, idx)
+    ) {WITHOUT_ROWID}""",
+    """CREATE TABLE tree_heads (
+        tree_size {BIGINT} PRIMARY KEY,
+        root_hash {BLOB} NOT NULL,
+        timestamp_ms {BIGINT} NOT NULL,
+        checkpoint TEXT NOT NULL
+    )""",
+    "CREATE INDEX tree_heads_root ON tree_heads (root_hash)",
+    """CREATE TABLE accounts (
+        tenant_id TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        balance {BIGINT} NOT NULL,
+        delta_count {BIGINT} NOT NULL,
+        first_activity TEXT NOT NULL,
+        last_activity TEXT NOT NULL,
+        last_leaf_index {BIGINT} NOT NULL,
+        PRIMARY KEY (tenant_id, customer_id)
+    )""",
+    """CREATE TABLE account_months (
+        tenant_id TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        period TEXT NOT NULL,
+        credits {BIGINT} NOT NULL,
+        debits {BIGINT} NOT NULL,
+        delta_count {BIGINT} NOT NULL,
+        PRIMARY KEY (tenant_id, customer_id, period)
+    )""",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "ledger, log and balances", _V1),)

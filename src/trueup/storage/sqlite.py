@@ -1,0 +1,170 @@
+"""The embedded SQLite backend: one file, WAL, ``synchronous=FULL``, one writer.
+
+All writes go through a single connection guarded by a lock, so SQLite never sees two
+writers; the group committer above batches many requests into each of its transactions, so
+they share one fsync. Reads use one connection per thread, which WAL lets run beside the
+writer.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from trueup.storage.engine import Dialect, Engine, Row, Tx
+from trueup.storage.errors import IntegrityConflictError, StorageUnavailableError
+
+__all__ = ["SQLiteDialect", "SQLiteEngine"]
+
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    # FULL: the WAL is fsynced at every commit, so a 202 survives power loss and kill -9.
+    "PRAGMA synchronous=FULL",
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA foreign_keys=OFF",
+    "PRAGMA cache_size=-65536",
+    "PRAGMA temp_store=MEMORY",
+)
+
+
+class SQLiteDialect(Dialect):
+    name = "sqlite"
+    _TOKENS = {
+        "{BLOB}": "BLOB",
+        "{BIGINT}": "INTEGER",
+        "{SERIAL_PK}": "INTEGER PRIMARY KEY",
+        "{WITHOUT_ROWID}": "WITHOUT ROWID",
+    }
+
+    def ddl(self, template: str) -> str:
+        for token, value in self._TOKENS.items():
+            template = template.replace(token, value)
+        return template
+
+
+class _SQLiteTx(Tx):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._depth = 0
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityConflictError(str(exc)) from exc
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailableError(str(exc)) from exc
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            self._conn.executemany(sql, rows)
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityConflictError(str(exc)) from exc
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailableError(str(exc)) from exc
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        self._depth += 1
+        name = f"sp{self._depth}"
+        self._conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute(f"ROLLBACK TO {name}")
+            self._conn.execute(f"RELEASE {name}")
+            raise
+        else:
+            self._conn.execute(f"RELEASE {name}")
+        finally:
+            self._depth -= 1
+
+
+class SQLiteEngine(Engine):
+    """A SQLite database file. ``path`` is created with its parent directory if missing."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        self.dialect = SQLiteDialect()
+        self._write_lock = threading.Lock()
+        self._writer = self._connect()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            for pragma in _PRAGMAS:
+                conn.execute(pragma)
+        except sqlite3.Error as exc:
+            raise StorageUnavailableError(f"cannot open SQLite database {self.path}: {exc}") from exc
+        return conn
+
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection, begin: str) -> Iterator[Tx]:
+        try:
+            conn.execute(begin)
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailableError(str(exc)) from exc
+        try:
+            yield _SQLiteTx(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StorageUnavailableError(f"commit failed: {exc}") from exc
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        with self._write_lock, self._transaction(self._writer, "BEGIN IMMEDIATE") as tx:
+            yield tx
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        with self._transaction(conn, "BEGIN") as tx:
+            yield tx
+
+    def try_leader_lock(self, name: str) -> AbstractContextManager[bool]:
+        return _file_lock(self.path.with_name(f"{self.path.name}.{name}.lock"))
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        with self._write_lock:
+            self._writer.close()
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[bool]:
+    """An exclusive, non-blocking lock on ``path``, released when the holder exits or dies."""
+    with path.open("a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

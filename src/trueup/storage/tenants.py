@@ -1,0 +1,121 @@
+"""Tenants and their API keys. Only a keyed hash of each key's secret is stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trueup.storage.engine import Engine
+
+__all__ = ["ApiKeyRecord", "TenantRecord", "TenantStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRecord:
+    id: str
+    name: str
+    env: str
+    plan: str
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    id: str
+    tenant: TenantRecord
+    secret_hash: bytes
+    read_only: bool
+    created_at: str
+    revoked_at: str | None
+
+
+_KEY_COLUMNS = """k.id, k.secret_hash, k.read_only, k.created_at, k.revoked_at,
+    t.id, t.name, t.env, t.plan, t.created_at"""
+
+
+def _key_from_row(row: tuple[object, ...]) -> ApiKeyRecord:
+    tenant = TenantRecord(
+        id=str(row[5]), name=str(row[6]), env=str(row[7]), plan=str(row[8]), created_at=str(row[9])
+    )
+    return ApiKeyRecord(
+        id=str(row[0]),
+        tenant=tenant,
+        secret_hash=bytes(row[1]),  # type: ignore[arg-type]  # BLOB/BYTEA come back as bytes
+        read_only=bool(row[2]),
+        created_at=str(row[3]),
+        revoked_at=None if row[4] is None else str(row[4]),
+    )
+
+
+class TenantStore:
+    """CRUD for tenants and API keys."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def count(self) -> int:
+        with self._engine.read() as tx:
+            return int(tx.scalar("SELECT COUNT(*) FROM tenants"))
+
+    def find(self, name: str, env: str) -> TenantRecord | None:
+        with self._engine.read() as tx:
+            row = tx.one(
+                "SELECT id, name, env, plan, created_at FROM tenants WHERE name = ? AND env = ?",
+                (name, env),
+            )
+        return None if row is None else TenantRecord(*(str(value) for value in row))
+
+    def ensure(self, tenant: TenantRecord) -> TenantRecord:
+        """Create ``tenant`` unless one with its name and env exists; return the stored one."""
+        with self._engine.write() as tx:
+            tx.execute(
+                """INSERT INTO tenants (id, name, env, plan, created_at) VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (name, env) DO NOTHING""",
+                (tenant.id, tenant.name, tenant.env, tenant.plan, tenant.created_at),
+            )
+            row = tx.one(
+                "SELECT id, name, env, plan, created_at FROM tenants WHERE name = ? AND env = ?",
+                (tenant.name, tenant.env),
+            )
+        assert row is not None
+        return TenantRecord(*(str(value) for value in row))
+
+    def set_plan(self, tenant_id: str, plan: str) -> None:
+        with self._engine.write() as tx:
+            tx.execute("UPDATE tenants SET plan = ? WHERE id = ?", (plan, tenant_id))
+
+    def add_key(
+        self, key_id: str, tenant_id: str, secret_hash: bytes, read_only: bool, created_at: str
+    ) -> None:
+        with self._engine.write() as tx:
+            tx.execute(
+                """INSERT INTO api_keys (id, tenant_id, secret_hash, read_only, created_at)
+                   VALUES (?, ?, ?, ?, ?)""",
+                (key_id, tenant_id, secret_hash, int(read_only), created_at),
+            )
+
+    def key(self, key_id: str) -> ApiKeyRecord | None:
+        with self._engine.read() as tx:
+            row = tx.one(
+                f"""SELECT {_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+                    WHERE k.id = ?""",
+                (key_id,),
+            )
+        return None if row is None else _key_from_row(row)
+
+    def keys(self) -> list[ApiKeyRecord]:
+        with self._engine.read() as tx:
+            rows = tx.execute(
+                f"""SELECT {_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+                    ORDER BY k.created_at, k.id"""
+            )
+        return [_key_from_row(row) for row in rows]
+
+    def revoke(self, key_id: str, revoked_at: str) -> bool:
+        """Mark a key revoked; ``False`` when no such key exists or it was already revoked."""
+        with self._engine.write() as tx:
+            rows = tx.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL "
+                "RETURNING id",
+                (revoked_at, key_id),
+            )
+        return bool(rows)

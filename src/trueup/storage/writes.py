@@ -1,0 +1,431 @@
+"""Accepting deltas: the all-or-nothing write transaction and the views of what was written.
+
+:meth:`WriteStore.commit` takes many write requests and commits them in ONE transaction (one
+fsync), each inside its own savepoint, so one request's conflict never fails its neighbours.
+Nothing here decides *when* to commit: the group committer in the service layer does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from trueup.core.errors import (
+    DomainError,
+    DuplicateKeyError,
+    IdempotencyMismatchError,
+    PlanLimitExceededError,
+)
+from trueup.storage.engine import Engine, Tx, chunks
+from trueup.storage.errors import IntegrityConflictError
+
+__all__ = [
+    "DeltaDraft",
+    "IdempotencyClaim",
+    "ItemConflict",
+    "RecordView",
+    "RequestView",
+    "StoredResponse",
+    "WriteDraft",
+    "WriteResult",
+    "WriteStore",
+]
+
+_IN_LIST = 400  # keys per IN (...) query: under SQLite's and psycopg's parameter limits
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaDraft:
+    """One delta ready to store. ``metadata`` is canonical JSON text; times are canonical."""
+
+    key: str
+    customer_id: str
+    amount: int
+    reason: str
+    metadata: str | None
+    occurred_at: str
+    explicit_time: bool
+    salt: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """The ``Idempotency-Key`` header of a request and a hash of what it asked for."""
+
+    key: str
+    route: str
+    body_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    status_code: int
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class ItemConflict:
+    """An item refused alone (emit batches report conflicts per item)."""
+
+    index: int
+    error: DomainError
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one committed request stored: indices of new items and of identical repeats."""
+
+    request_id: str
+    stored: tuple[int, ...] = ()
+    duplicates: tuple[int, ...] = ()
+    conflicts: tuple[ItemConflict, ...] = ()
+    replay: StoredResponse | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteDraft:
+    """One write request to commit.
+
+    ``allowance`` is the tenant's monthly allowance of accepted deltas (``None``: unlimited).
+    ``per_item_conflicts``: a key conflict refuses that item only instead of the request.
+    ``render`` builds the reply stored under the idempotency key, inside the transaction.
+    """
+
+    tenant_id: str
+    request_id: str
+    source: str
+    accepted_at: str
+    items: Sequence[DeltaDraft]
+    idempotency: IdempotencyClaim | None = None
+    allowance: int | None = None
+    per_item_conflicts: bool = False
+    render: Callable[[WriteResult], StoredResponse] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordView:
+    """One stored delta with its sealing state (``leaf_index`` etc. are set once verified)."""
+
+    seq: int
+    tenant_id: str
+    request_id: str
+    item_index: int
+    key: str
+    customer_id: str
+    amount: int
+    reason: str
+    metadata: str | None
+    occurred_at: str
+    accepted_at: str
+    salt: bytes
+    status: str
+    leaf_index: int | None
+    sealed_size: int | None
+    verified_at: str | None
+    failure: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """A write request and one page of its items (``None`` entries are not on this page)."""
+
+    request_id: str
+    source: str
+    item_count: int
+    stored_count: int
+    pending_count: int
+    accepted_at: str
+    verified_at: str | None
+    items: tuple[tuple[int, str, RecordView], ...]  # (item index, "stored"|"duplicate", record)
+
+
+RECORD_COLUMNS = """seq, tenant_id, request_id, item_index, item_key, customer_id, amount, reason,
+    metadata, occurred_at, accepted_at, salt, status, leaf_index, sealed_size, verified_at,
+    failure"""
+
+
+def record_from_row(row: tuple[object, ...]) -> RecordView:
+    """Build a :class:`RecordView` from a row selected with ``RECORD_COLUMNS``."""
+    values = list(row)
+    values[11] = bytes(values[11])  # type: ignore[call-overload]  # BLOB/BYTEA
+    return RecordView(*values)  # type: ignore[arg-type]
+
+
+_WRITES_NAMES = {"customer_id": "accountId", "amount": "bits"}
+_EMIT_NAMES = {"customer_id": "customerId", "amount": "delta"}
+
+
+class WriteStore:
+    """Stores write requests and answers questions about them."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    # -- committing -------------------------------------------------------------------------
+
+    def commit(self, drafts: Sequence[WriteDraft]) -> list[WriteResult | DomainError]:
+        """Commit every draft in one durable transaction; per-draft errors are returned.
+
+        A draft that raises a :class:`DomainError` (conflict, plan limit) stores nothing and
+        leaves the others untouched. Storage failures raise and nothing is committed.
+        """
+        outcomes: list[WriteResult | DomainError] = []
+        with self._engine.write() as tx:
+            for draft in drafts:
+                outcomes.append(self._commit_one_with_retry(tx, draft))
+        return outcomes
+
+    def _commit_one_with_retry(self, tx: Tx, draft: WriteDraft) -> WriteResult | DomainError:
+        # A concurrent writer on another process may insert the same item key or idempotency
+        # key between our check and our insert; the unique index catches it and one retry
+        # sees the other writer's row.
+        for attempt in range(2):
+            try:
+                with tx.savepoint():
+                    return self._commit_one(tx, draft)
+            except DomainError as error:
+                return error
+            except IntegrityConflictError:
+                if attempt == 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _commit_one(self, tx: Tx, draft: WriteDraft) -> WriteResult:
+        if draft.idempotency is not None:
+            replay = self._idempotent_replay(tx, draft.tenant_id, draft.idempotency)
+            if replay is not None:
+                return WriteResult(request_id="", replay=replay)
+        existing = self._existing(tx, draft.tenant_id, [item.key for item in draft.items])
+        names = _WRITES_NAMES if draft.source == "writes" else _EMIT_NAMES
+        stored: list[int] = []
+        duplicates: list[tuple[int, int | None, int]] = []  # (index, original seq, first index)
+        conflicts: list[ItemConflict] = []
+        first_in_request: dict[str, int] = {}
+        for index, item in enumerate(draft.items):
+            where = f"items[{index}]" if draft.source == "writes" else f"deltas[{index}]"
+            if item.key in existing:
+                original_seq, original = existing[item.key]
+                differing = _differing_fields(item, original, names)
+                if not differing:
+                    duplicates.append((index, original_seq, -1))
+                    continue
+                error = DuplicateKeyError(item.key, differing, where)
+            elif item.key in first_in_request:
+                first = first_in_request[item.key]
+                differing = _differing_fields(item, draft.items[first], names)
+                if not differing:
+                    duplicates.append((index, None, first))
+                    continue
+                error = DuplicateKeyError(item.key, differing, where)
+            else:
+                first_in_request[item.key] = index
+                stored.append(index)
+                continue
+            if not draft.per_item_conflicts:
+                raise error
+            conflicts.append(ItemConflict(index, error))
+        if stored and draft.allowance is not None:
+            self._charge_allowance(tx, draft, len(stored))
+        tx.executemany(
+            """INSERT INTO deltas (tenant_id, request_id, item_index, item_key, customer_id,
+                   amount, reason, metadata, occurred_at, period, accepted_at, salt, status)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')""",
+            [
+                (
+                    draft.tenant_id, draft.request_id, index, item.key, item.customer_id,
+                    item.amount, item.reason, item.metadata, item.occurred_at,
+                    item.occurred_at[:7], draft.accepted_at, item.salt,
+                )
+                for index in stored
+                for item in (draft.items[index],)
+            ],
+        )
+        if duplicates:
+            self._record_duplicates(tx, draft, duplicates)
+        tx.execute(
+            """INSERT INTO write_requests (id, tenant_id, source, item_count, stored_count,
+                   pending_count, accepted_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            (
+                draft.request_id, draft.tenant_id, draft.source, len(draft.items), len(stored),
+                len(stored), draft.accepted_at,
+            ),
+        )
+        result = WriteResult(
+            request_id=draft.request_id,
+            stored=tuple(stored),
+            duplicates=tuple(index for index, _, _ in duplicates),
+            conflicts=tuple(conflicts),
+        )
+        if draft.idempotency is not None and draft.render is not None:
+            response = draft.render(result)
+            tx.execute(
+                """INSERT INTO idempotency_keys (tenant_id, idem_key, route, body_hash,
+                       status_code, response, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    draft.tenant_id, draft.idempotency.key, draft.idempotency.route,
+                    draft.idempotency.body_hash, response.status_code, response.body,
+                    draft.accepted_at,
+                ),
+            )
+        return result
+
+    def _idempotent_replay(
+        self, tx: Tx, tenant_id: str, claim: IdempotencyClaim
+    ) -> StoredResponse | None:
+        row = tx.one(
+            """SELECT route, body_hash, status_code, response FROM idempotency_keys
+               WHERE tenant_id = ? AND idem_key = ?""",
+            (tenant_id, claim.key),
+        )
+        if row is None:
+            return None
+        if row[0] != claim.route or bytes(row[1]) != claim.body_hash:
+            raise IdempotencyMismatchError(
+                f"Idempotency-Key {claim.key!r} was already used with a different request; "
+                "use a new key for a new request"
+            )
+        return StoredResponse(status_code=int(row[2]), body=str(row[3]))
+
+    def stored_response(self, tenant_id: str, claim: IdempotencyClaim) -> StoredResponse | None:
+        """The reply stored under an idempotency key (raises on a mismatching body)."""
+        with self._engine.read() as tx:
+            return self._idempotent_replay(tx, tenant_id, claim)
+
+    def _existing(
+        self, tx: Tx, tenant_id: str, keys: list[str]
+    ) -> dict[str, tuple[int, DeltaDraft]]:
+        found: dict[str, tuple[int, DeltaDraft]] = {}
+        unique = list(dict.fromkeys(keys))
+        for part in chunks(unique, _IN_LIST):
+            rows = tx.execute(
+                f"""SELECT item_key, seq, customer_id, amount, reason, metadata, occurred_at
+                    FROM deltas WHERE tenant_id = ? AND item_key IN ({", ".join("?" * len(part))})""",
+                (tenant_id, *part),
+            )
+            for key, seq, customer_id, amount, reason, metadata, occurred_at in rows:
+                found[key] = (
+                    int(seq),
+                    DeltaDraft(
+                        key=key, customer_id=customer_id, amount=int(amount), reason=reason,
+                        metadata=metadata, occurred_at=occurred_at, explicit_time=True, salt=b"",
+                    ),
+                )
+        return found
+
+    def _charge_allowance(self, tx: Tx, draft: WriteDraft, count: int) -> None:
+        period = draft.accepted_at[:7]
+        # The upsert takes the row lock, so concurrent writers (any process) queue here and
+        # the allowance is never overshot.
+        total = tx.scalar(
+            """INSERT INTO usage_months (tenant_id, period, accepted_count) VALUES (?, ?, ?)
+               ON CONFLICT (tenant_id, period)
+               DO UPDATE SET accepted_count = usage_months.accepted_count + excluded.accepted_count
+               RETURNING accepted_count""",
+            (draft.tenant_id, period, count),
+        )
+        assert draft.allowance is not None
+        if int(total) > draft.allowance:
+            used = int(total) - count
+            raise PlanLimitExceededError(
+                f"this request would store {count} new deltas but the plan allows "
+                f"{draft.allowance} a month and {used} are used in {period}; "
+                "upgrade the plan or wait for the next month"
+            )
+
+    def _record_duplicates(
+        self, tx: Tx, draft: WriteDraft, duplicates: list[tuple[int, int | None, int]]
+    ) -> None:
+        rows: list[tuple[str, int, int]] = []
+        for index, original_seq, first_index in duplicates:
+            seq = original_seq
+            if seq is None:
+                seq = int(
+                    tx.scalar(
+                        "SELECT seq FROM deltas WHERE request_id = ? AND item_index = ?",
+                        (draft.request_id, first_index),
+                    )
+                )
+            rows.append((draft.request_id, index, seq))
+        tx.executemany(
+            "INSERT INTO write_duplicates (request_id, item_index, original_seq) VALUES (?, ?, ?)",
+            rows,
+        )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def request(
+        self, tenant_id: str, request_id: str, limit: int, offset: int
+    ) -> RequestView | None:
+        """A request of ``tenant_id`` with items ``offset .. offset+limit-1``, or ``None``."""
+        with self._engine.read() as tx:
+            row = tx.one(
+                """SELECT id, source, item_count, stored_count, pending_count, accepted_at,
+                          verified_at FROM write_requests WHERE id = ? AND tenant_id = ?""",
+                (request_id, tenant_id),
+            )
+            if row is None:
+                return None
+            last = offset + limit - 1
+            own = tx.execute(
+                f"""SELECT {RECORD_COLUMNS} FROM deltas
+                    WHERE request_id = ? AND item_index BETWEEN ? AND ? ORDER BY item_index""",
+                (request_id, offset, last),
+            )
+            repeated = tx.execute(
+                f"""SELECT w.item_index, {", ".join("d." + c.strip() for c in RECORD_COLUMNS.split(","))}
+                    FROM write_duplicates w JOIN deltas d ON d.seq = w.original_seq
+                    WHERE w.request_id = ? AND w.item_index BETWEEN ? AND ?""",
+                (request_id, offset, last),
+            )
+        items = [(int(r[3]), "stored", record_from_row(r)) for r in own]
+        items += [(int(r[0]), "duplicate", record_from_row(r[1:])) for r in repeated]
+        items.sort(key=lambda entry: entry[0])
+        return RequestView(
+            request_id=str(row[0]), source=str(row[1]), item_count=int(row[2]),
+            stored_count=int(row[3]), pending_count=int(row[4]), accepted_at=str(row[5]),
+            verified_at=None if row[6] is None else str(row[6]), items=tuple(items),
+        )
+
+    def record(self, tenant_id: str, request_id: str, item_index: int) -> RecordView | None:
+        """The delta stored for one item (following a duplicate to its original)."""
+        with self._engine.read() as tx:
+            row = tx.one(
+                f"SELECT {RECORD_COLUMNS} FROM deltas WHERE request_id = ? AND item_index = ? "
+                "AND tenant_id = ?",
+                (request_id, item_index, tenant_id),
+            )
+            if row is None:
+                row = tx.one(
+                    f"""SELECT {", ".join("d." + c.strip() for c in RECORD_COLUMNS.split(","))}
+                        FROM write_duplicates w JOIN deltas d ON d.seq = w.original_seq
+                        WHERE w.request_id = ? AND w.item_index = ? AND d.tenant_id = ?""",
+                    (request_id, item_index, tenant_id),
+                )
+        return None if row is None else record_from_row(row)
+
+    def record_at_leaf(self, tenant_id: str, leaf_index: int) -> RecordView | None:
+        with self._engine.read() as tx:
+            row = tx.one(
+                f"SELECT {RECORD_COLUMNS} FROM deltas WHERE leaf_index = ? AND tenant_id = ?",
+                (leaf_index, tenant_id),
+            )
+        return None if row is None else record_from_row(row)
+
+
+def _differing_fields(
+    new: DeltaDraft, old: DeltaDraft, names: dict[str, str]
+) -> tuple[str, ...]:
+    differing: list[str] = []
+    if new.customer_id != old.customer_id:
+        differing.append(names["customer_id"])
+    if new.amount != old.amount:
+        differing.append(names["amount"])
+    if new.reason != old.reason:
+        differing.append("reason")
+    if new.metadata != old.metadata:
+        differing.append("metadata")
+    # A repeat without occurredAt defaults to its own acceptance time: only an explicit
+    # time that differs makes the content different.
+    if new.explicit_time and old.explicit_time and new.occurred_at != old.occurred_at:
+        differing.append("occurredAt")
+    return tuple(differing)

@@ -1,0 +1,65 @@
+"""Shared fixtures: a database of each backend, and the real server process.
+
+PostgreSQL tests use ``TRUEUP_TEST_DATABASE_URL`` (default: the local server's ``test``
+database) and a fresh schema per test. Where no server answers they are skipped with the
+reason shown, unless ``TRUEUP_REQUIRE_POSTGRES=1`` (CI), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import psycopg
+import pytest
+
+PG_URL = os.environ.get("TRUEUP_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE_PG = os.environ.get("TRUEUP_REQUIRE_POSTGRES") == "1"
+
+_pg_state: dict[str, str | None] = {}
+
+
+def _pg_problem() -> str | None:
+    if "problem" not in _pg_state:
+        try:
+            with psycopg.connect(PG_URL, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+            _pg_state["problem"] = None
+        except psycopg.Error as exc:
+            _pg_state["problem"] = f"PostgreSQL not reachable at {PG_URL}: {exc}".strip()
+    return _pg_state["problem"]
+
+
+def require_postgres() -> None:
+    problem = _pg_problem()
+    if problem is None:
+        return
+    if REQUIRE_PG:
+        pytest.fail(f"{problem} (TRUEUP_REQUIRE_POSTGRES=1: PostgreSQL tests must run)")
+    pytest.skip(f"{problem}; set TRUEUP_TEST_DATABASE_URL to run the PostgreSQL tests")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh, empty schema (dropped afterwards)."""
+    require_postgres()
+    schema = "trueup_test_" + secrets.token_hex(6)
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{separator}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator[str]:
+    """Each test using this runs once per backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{os.path.join(tmp_path, 'trueup.db')}"
+    else:
+        yield request.getfixturevalue("pg_url")

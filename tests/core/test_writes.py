@@ -1,0 +1,131 @@
+"""The writes body: every rule of DESIGN.md §2.1 names its field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trueup.core.deltas import DeltaLimits
+from trueup.core.errors import ValidationError
+from trueup.core.strict_json import loads_strict
+from trueup.core.writes import parse_writes_body
+
+LIMITS = DeltaLimits()
+
+
+def item(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {"key": "order-1", "accountId": "customer-001", "bits": 5}
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not ...}
+
+
+def parse(*items: object) -> list:
+    return parse_writes_body({"items": list(items)}, LIMITS)
+
+
+def error_of(*items: object) -> str:
+    with pytest.raises(ValidationError) as caught:
+        parse(*items)
+    return caught.value.message
+
+
+def test_seed_example_parses_with_reason_from_description() -> None:
+    body = {
+        "items": [
+            {"key": "order-12345", "accountId": "customer-001", "bits": 1,
+             "metadata": {"amount": 250.00, "currency": "USD", "description": "Monthly subscription"}},
+            {"key": "order-12346", "accountId": "customer-002", "bits": 3,
+             "metadata": {"amount": 750.00, "currency": "USD", "description": "Enterprise license"}},
+        ]
+    }
+    parsed = parse_writes_body(body, LIMITS)
+    assert [d.amount for d in parsed] == [1, 3]
+    assert parsed[0].reason == "Monthly subscription"
+    assert parsed[1].customer_id == "customer-002"
+    assert parsed[0].occurred_at is None
+
+
+@pytest.mark.parametrize("bits", [1.5, "3", True, 1e3, None, [1], {"a": 1}])
+def test_bits_that_are_not_integers_are_refused_naming_the_item(bits: object) -> None:
+    assert error_of(item(), item(key="k2", bits=bits)).startswith("items[1].bits: must be an integer")
+
+
+def test_zero_and_out_of_range_bits_are_refused() -> None:
+    assert "must not be zero" in error_of(item(bits=0))
+    assert "between" in error_of(item(bits=1_000_000_001))
+    assert "between" in error_of(item(bits=-(2**70)))
+    assert parse(item(bits=-1_000_000_000))[0].amount == -1_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("account", "problem"),
+    [("", "must not be empty"), ("a" * 129, "at most 128"), ("has space", "may contain only"),
+     ("ümlaut", "may contain only"), (7, "must be a string")],
+)
+def test_account_ids_follow_the_pattern(account: object, problem: str) -> None:
+    message = error_of(item(accountId=account))
+    assert message.startswith("items[0].accountId") and problem in message
+
+
+def test_keys_are_bounded_and_clean() -> None:
+    assert "at most 256" in error_of(item(key="k" * 257))
+    assert "must not be empty" in error_of(item(key=""))
+    assert "NUL" in error_of(item(key="a\x00b"))
+    assert "surrogate" in error_of(item(key="a\ud800"))
+    assert parse(item(key="ключ-🔑"))[0].key == "ключ-🔑"
+
+
+def test_items_must_be_a_non_empty_bounded_array() -> None:
+    with pytest.raises(ValidationError, match="items: must hold at least one item"):
+        parse_writes_body({"items": []}, LIMITS)
+    with pytest.raises(ValidationError, match="items: is required"):
+        parse_writes_body({}, LIMITS)
+    with pytest.raises(ValidationError, match="at most 1000 items, got 1001"):
+        parse_writes_body({"items": [item(key=str(i)) for i in range(1001)]}, LIMITS)
+    with pytest.raises(ValidationError, match="body: must be a JSON object"):
+        parse_writes_body([], LIMITS)
+
+
+def test_missing_fields_are_named() -> None:
+    assert error_of({"accountId": "a", "bits": 1}) == "items[0].key: is required"
+    assert error_of({"key": "a", "bits": 1}) == "items[0].accountId: is required"
+    assert error_of({"key": "a", "accountId": "b"}) == "items[0].bits: is required"
+
+
+def test_metadata_depth_and_numbers_are_checked() -> None:
+    deep: dict[str, object] = {"leaf": 1}
+    for _ in range(8):
+        deep = {"d": deep}
+    assert "nests deeper than 8" in error_of(item(metadata=deep))
+    assert "±(2^53-1)" in error_of(item(metadata={"n": 2**60}))
+    assert "must be an object" in error_of(item(metadata=[1, 2]))
+
+
+def test_unknown_fields_are_ignored() -> None:
+    assert parse(item(colour="blue"))[0].amount == 5
+
+
+def test_occurred_at_is_canonicalised_to_utc() -> None:
+    parsed = parse(item(occurredAt="2026-02-10T16:30:00+02:00"))[0]
+    assert parsed.occurred_at == "2026-02-10T14:30:00.000000Z"
+    assert "RFC 3339" in error_of(item(occurredAt="2026-02-10"))
+    assert "RFC 3339" in error_of(item(occurredAt="2026-02-10T14:30:00"))
+
+
+def test_strict_json_refuses_nan_duplicates_and_deep_nesting() -> None:
+    with pytest.raises(ValidationError, match="NaN is not valid JSON"):
+        loads_strict(b'{"a": NaN}')
+    with pytest.raises(ValidationError, match="Infinity"):
+        loads_strict(b'{"a": -Infinity}')
+    with pytest.raises(ValidationError, match="duplicate key 'a'"):
+        loads_strict(b'{"a": 1, "a": 2}')
+    with pytest.raises(ValidationError, match="deeper than 32"):
+        loads_strict(b"[" * 40 + b"]" * 40)
+    with pytest.raises(ValidationError, match="deeper than"):
+        loads_strict(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(ValidationError, match="not valid UTF-8"):
+        loads_strict(b'{"a": "\xff"}')
+    with pytest.raises(ValidationError, match="not acceptable JSON|not valid JSON"):
+        loads_strict(b"1" * 5000)
+    assert loads_strict(json.dumps({"n": 2**80}).encode()) == {"n": 2**80}

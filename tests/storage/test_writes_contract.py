@@ -1,0 +1,133 @@
+"""The write store's contract, run against every backend."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from trueup.core.errors import DuplicateKeyError, IdempotencyMismatchError, PlanLimitExceededError
+from trueup.storage import Storage, open_storage
+from trueup.storage.writes import DeltaDraft, IdempotencyClaim, StoredResponse, WriteDraft
+
+
+@pytest.fixture
+def storage(database_url: str) -> Iterator[Storage]:
+    opened = open_storage(database_url)
+    yield opened
+    opened.close()
+
+
+def delta(key: str, amount: int = 10, customer: str = "cust-1", **kw: object) -> DeltaDraft:
+    values: dict[str, object] = {
+        "key": key, "customer_id": customer, "amount": amount, "reason": "", "metadata": None,
+        "occurred_at": "2026-02-10T14:30:00.000000Z", "explicit_time": True, "salt": b"s" * 16,
+    }
+    values.update(kw)
+    return DeltaDraft(**values)  # type: ignore[arg-type]
+
+
+def draft(request_id: str, *items: DeltaDraft, tenant: str = "ten_a", **kw: object) -> WriteDraft:
+    return WriteDraft(
+        tenant_id=tenant, request_id=request_id, source="writes",
+        accepted_at="2026-02-10T15:00:00.000000Z", items=list(items), **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_commit_stores_items_and_the_request(storage: Storage) -> None:
+    [result] = storage.writes.commit([draft("req_1", delta("a"), delta("b", -5))])
+    assert not isinstance(result, Exception)
+    assert result.stored == (0, 1)
+    view = storage.writes.request("ten_a", "req_1", 100, 0)
+    assert view is not None
+    assert [(i, kind, r.key, r.amount, r.status) for i, kind, r in view.items] == [
+        (0, "stored", "a", 10, "queued"), (1, "stored", "b", -5, "queued"),
+    ]
+    assert view.pending_count == 2
+    assert len(storage.log.queued(10)) == 2
+
+
+def test_identical_repeat_is_not_stored_twice(storage: Storage) -> None:
+    storage.writes.commit([draft("req_1", delta("a"))])
+    [result] = storage.writes.commit([draft("req_2", delta("a"), delta("b"))])
+    assert not isinstance(result, Exception)
+    assert result.stored == (1,) and result.duplicates == (0,)
+    assert len(storage.log.queued(10)) == 2
+    view = storage.writes.request("ten_a", "req_2", 100, 0)
+    assert view is not None and [kind for _, kind, _ in view.items] == ["duplicate", "stored"]
+
+
+def test_repeat_with_different_content_is_a_conflict_naming_fields(storage: Storage) -> None:
+    storage.writes.commit([draft("req_1", delta("a"))])
+    [result] = storage.writes.commit([draft("req_2", delta("b"), delta("a", 11, customer="x"))])
+    assert isinstance(result, DuplicateKeyError)
+    assert result.fields == ("accountId", "bits")
+    assert "items[1]" in result.message and "'a'" in result.message
+    assert storage.writes.request("ten_a", "req_2", 100, 0) is None
+    assert len(storage.log.queued(10)) == 1  # item "b" was not stored either
+
+
+def test_duplicate_key_within_one_request(storage: Storage) -> None:
+    [same] = storage.writes.commit([draft("req_1", delta("a"), delta("a"))])
+    assert not isinstance(same, Exception) and same.duplicates == (1,)
+    [different] = storage.writes.commit([draft("req_2", delta("z"), delta("z", 99))])
+    assert isinstance(different, DuplicateKeyError)
+
+
+def test_one_refused_request_does_not_fail_its_group(storage: Storage) -> None:
+    storage.writes.commit([draft("req_0", delta("a"))])
+    results = storage.writes.commit(
+        [draft("req_1", delta("b")), draft("req_2", delta("a", 77)), draft("req_3", delta("c"))]
+    )
+    assert [type(r).__name__ for r in results] == ["WriteResult", "DuplicateKeyError", "WriteResult"]
+    assert sorted(d.key for d in storage.log.queued(10)) == ["a", "b", "c"]
+
+
+def test_tenants_do_not_share_keys(storage: Storage) -> None:
+    storage.writes.commit([draft("req_1", delta("a"), tenant="ten_a")])
+    [other] = storage.writes.commit([draft("req_2", delta("a", 999), tenant="ten_b")])
+    assert not isinstance(other, Exception) and other.stored == (0,)
+    assert storage.writes.request("ten_b", "req_1", 10, 0) is None
+    assert storage.writes.record("ten_b", "req_1", 0) is None
+    assert storage.writes.record("ten_a", "req_1", 0) is not None
+
+
+def test_idempotency_key_replays_and_refuses_other_bodies(storage: Storage) -> None:
+    claim = IdempotencyClaim("idem-1", "POST /api/v1/writes", b"h" * 32)
+
+    def render(result: object) -> StoredResponse:
+        return StoredResponse(202, '{"first": true}')
+
+    [first] = storage.writes.commit([draft("req_1", delta("a"), idempotency=claim, render=render)])
+    assert not isinstance(first, Exception) and first.replay is None
+    [again] = storage.writes.commit([draft("req_2", delta("a"), idempotency=claim, render=render)])
+    assert not isinstance(again, Exception)
+    assert again.replay == StoredResponse(202, '{"first": true}')
+    other = IdempotencyClaim("idem-1", "POST /api/v1/writes", b"x" * 32)
+    [mismatch] = storage.writes.commit([draft("req_3", delta("q"), idempotency=other, render=render)])
+    assert isinstance(mismatch, IdempotencyMismatchError)
+    assert storage.writes.request("ten_a", "req_2", 10, 0) is None
+
+
+def test_plan_allowance_is_never_overshot_by_concurrent_writers(storage: Storage) -> None:
+    outcomes: list[object] = []
+    lock = threading.Lock()
+
+    def writer(n: int) -> None:
+        for i in range(5):
+            [result] = storage.writes.commit(
+                [draft(f"req_{n}_{i}", delta(f"k{n}-{i}-1"), delta(f"k{n}-{i}-2"), allowance=25)]
+            )
+            with lock:
+                outcomes.append(result)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    accepted = [o for o in outcomes if not isinstance(o, Exception)]
+    refused = [o for o in outcomes if isinstance(o, PlanLimitExceededError)]
+    assert len(accepted) == 12 and len(refused) == 8  # 12 requests x 2 = 24 <= 25; the 13th passes it
+    assert len(storage.log.queued(1000)) == 24
