@@ -27,7 +27,8 @@ async def read_json(request: Request, max_bytes: int) -> tuple[Any, bytes]:
             f"Content-Type must be application/json, got {shown[:64]}"
         )
     charset = params.strip().lower()
-    if charset.startswith("charset=") and charset.removeprefix("charset=").strip('"') not in ("utf-8", "utf8"):
+    declared_charset = charset.removeprefix("charset=").strip('"')
+    if charset.startswith("charset=") and declared_charset not in ("utf-8", "utf8"):
         raise UnsupportedMediaTypeError("Content-Type charset must be utf-8")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:

@@ -97,7 +97,8 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     assert isinstance(exc, RequestValidationError)
     problems = []
     for error in exc.errors()[:5]:
-        where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("query", "path", "header"))
+        location = error.get("loc", ())
+        where = ".".join(str(part) for part in location if part not in ("query", "path", "header"))
         problems.append(f"{where or 'request'}: {error.get('msg', 'is invalid')}")
     return error_response(400, "VALIDATION_ERROR", "; ".join(problems) or "invalid request")
 

@@ -83,11 +83,13 @@ def build(settings: Settings, run_sequencer: bool = True) -> tuple[Services, Fas
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = replace(settings_from(args), host=args.host, port=args.port)
     try:
         services, app = build(settings, run_sequencer=not args.no_sequencer)
-    except Exception as exc:  # fail closed with a readable reason: bad key file, no database
+    except Exception as exc:  # noqa: BLE001 - fail closed with a readable reason (key file, database)
         print(f"trueup serve: cannot start: {exc}", file=sys.stderr)
         return 1
     _first_start(services, args.host, args.port)

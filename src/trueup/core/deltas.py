@@ -76,7 +76,7 @@ def check_item_key(value: object, field: str, limits: DeltaLimits) -> str:
 
 
 def check_account_id(value: object, field: str) -> str:
-    """1–128 characters of ``[A-Za-z0-9_.:-]``."""
+    """1-128 characters of ``[A-Za-z0-9_.:-]``."""
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a string, got {describe(value)}")
     if ACCOUNT_ID_PATTERN.fullmatch(value) is None:

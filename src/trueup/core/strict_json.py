@@ -82,7 +82,7 @@ def _check_depth(value: Any, max_depth: int) -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
-def describe(value: object) -> str:
+def describe(value: object) -> str:  # noqa: PLR0911 - one early return per JSON type
     """A short description of a JSON value for error messages: ``1.5``, ``"3"``, ``true``."""
     if value is None:
         return "null"

@@ -10,6 +10,7 @@ import re
 from datetime import UTC, datetime
 
 from trueup.core.errors import ValidationError
+from trueup.core.strict_json import describe
 
 __all__ = [
     "format_canonical",
@@ -33,7 +34,7 @@ def parse_rfc3339(value: object, field: str) -> datetime:
     ``field`` for anything else (naive times, dates alone, years before 1970).
     """
     if not isinstance(value, str):
-        raise ValidationError(field, f"must be an RFC 3339 date-time string, got {_kind(value)}")
+        raise ValidationError(field, f"must be an RFC 3339 date-time string, got {describe(value)}")
     match = _RFC3339.match(value)
     if match is None:
         raise ValidationError(
@@ -82,18 +83,3 @@ def period_of(canonical: str) -> str:
     """The UTC month (``YYYY-MM``) a canonical timestamp falls in."""
     return canonical[:7]
 
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -26,8 +27,6 @@ def read_or_create_secret(path: Path, size: int) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         pass
-    try:
+    with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
         write_private_file(path, secrets.token_bytes(size))
-    except FileExistsError:
-        pass  # another process created it first: use theirs
     return path.read_bytes()

@@ -22,6 +22,7 @@ from trueup.proof import (
     TreeHead,
     encode_leaf,
     leaf_hash,
+    required_nodes,
 )
 from trueup.storage import Storage
 from trueup.storage.log import HeadRecord, QueuedDelta, SealConflictError, SealOutcome, SealPlan
@@ -85,7 +86,7 @@ class Sealer:
             self._storage.log.store_first_head(self.sign(0, CompactRange.empty().root()))
             head = self._storage.log.head()
             assert head is not None
-        needed = CompactRange.required_nodes(head.size)
+        needed = required_nodes(head.size)
         nodes = self._storage.log.nodes(needed)
         missing = [node for node in needed if node not in nodes]
         if missing:

@@ -6,6 +6,7 @@ is never stored without its signature.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -26,11 +27,9 @@ def load_or_create_signer(path: Path, origin: str) -> CheckpointSigner:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        try:
+        with contextlib.suppress(FileExistsError):  # another process created it first
             write_private_file(path, pem)
-        except FileExistsError:
-            pass  # another process created it first: use theirs
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(loaded, Ed25519PrivateKey):
-        raise ValueError(f"{path} does not hold an Ed25519 private key")
+        raise TypeError(f"{path} does not hold an Ed25519 private key")
     return CheckpointSigner(loaded, origin)

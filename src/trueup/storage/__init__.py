@@ -47,11 +47,11 @@ def open_storage(database_url: str, *, pool_size: int = 8, run_migrations: bool 
     """Open ``sqlite:///path/to/file.db`` or ``postgresql://…`` and migrate it."""
     engine: Engine
     if database_url.startswith("sqlite:///"):
-        from trueup.storage.sqlite import SQLiteEngine
+        from trueup.storage.sqlite import SQLiteEngine  # noqa: PLC0415 - load only the backend used
 
         engine = SQLiteEngine(Path(database_url.removeprefix("sqlite:///")))
     elif database_url.startswith(("postgresql://", "postgres://")):
-        from trueup.storage.postgres import PostgresEngine
+        from trueup.storage.postgres import PostgresEngine  # noqa: PLC0415 - psycopg only when used
 
         engine = PostgresEngine(database_url, max_size=pool_size)
     else:

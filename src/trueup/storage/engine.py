@@ -75,7 +75,7 @@ class Engine(abc.ABC):
         lock (released when the holder dies); SQLite, an exclusive file lock.
         """
 
-    def serialize(self, tx: Tx, name: str) -> None:
+    def serialize(self, tx: Tx, name: str) -> None:  # noqa: B027 - a no-op by default on purpose
         """Serialise transactions that call this with the same ``name`` until they end.
 
         A no-op where writers are already serialised (SQLite); a transaction-level advisory

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from trueup.storage.engine import Engine, Tx, chunks
+from trueup.storage.engine import Engine, Row, Tx, chunks
 from trueup.storage.errors import StorageError
 
 __all__ = [
@@ -230,13 +230,20 @@ class LogStore:
         )
 
 
-def _head(row: tuple[object, ...]) -> HeadRecord:
+def _head(row: Row) -> HeadRecord:
     return HeadRecord(
-        size=int(row[0]),  # type: ignore[call-overload]
-        root=bytes(row[1]),  # type: ignore[call-overload]
-        timestamp_ms=int(row[2]),  # type: ignore[call-overload]
+        size=int(row[0]),
+        root=bytes(row[1]),
+        timestamp_ms=int(row[2]),
         checkpoint=str(row[3]),
     )
+
+
+@dataclass(slots=True)
+class _Account:
+    balance: int
+    count: int
+    first_activity: str
 
 
 def _apply_balances(tx: Tx, plan: SealPlan) -> None:
@@ -245,7 +252,7 @@ def _apply_balances(tx: Tx, plan: SealPlan) -> None:
         return
     customers = list(dict.fromkeys((d.tenant_id, d.customer_id) for d in plan.leaves))
     months = list(dict.fromkeys((d.tenant_id, d.customer_id, d.period) for d in plan.leaves))
-    accounts: dict[tuple[str, str], list[object]] = {}
+    accounts: dict[tuple[str, str], _Account] = {}
     for part in chunks(customers, _VALUES_CHUNK):
         values = ", ".join("(?, ?)" for _ in part)
         rows = tx.execute(
@@ -254,7 +261,7 @@ def _apply_balances(tx: Tx, plan: SealPlan) -> None:
             [v for pair in part for v in pair],
         )
         for tenant_id, customer_id, balance, count, first in rows:
-            accounts[(tenant_id, customer_id)] = [int(balance), int(count), first]
+            accounts[(tenant_id, customer_id)] = _Account(int(balance), int(count), str(first))
     month_rows: dict[tuple[str, str, str], list[int]] = {}
     for part in chunks(months, _VALUES_CHUNK // 2):
         values = ", ".join("(?, ?, ?)" for _ in part)
@@ -269,10 +276,10 @@ def _apply_balances(tx: Tx, plan: SealPlan) -> None:
     updates = []
     for offset, delta in enumerate(plan.leaves):
         account = accounts.setdefault(
-            (delta.tenant_id, delta.customer_id), [0, 0, plan.verified_at]
+            (delta.tenant_id, delta.customer_id), _Account(0, 0, plan.verified_at)
         )
-        account[0] = int(account[0]) + delta.amount  # type: ignore[call-overload]
-        account[1] = int(account[1]) + 1  # type: ignore[call-overload]
+        account.balance += delta.amount
+        account.count += 1
         month = month_rows.setdefault((delta.tenant_id, delta.customer_id, delta.period), [0, 0, 0])
         if delta.amount > 0:
             month[0] += delta.amount
@@ -281,8 +288,8 @@ def _apply_balances(tx: Tx, plan: SealPlan) -> None:
         month[2] += 1
         updates.append(
             (
-                plan.previous_size + offset, plan.head.size, plan.verified_at, account[1],
-                account[0], month[2], month[0], month[1], delta.seq,
+                plan.previous_size + offset, plan.head.size, plan.verified_at, account.count,
+                account.balance, month[2], month[0], month[1], delta.seq,
             )
         )
     tx.executemany(
@@ -302,8 +309,8 @@ def _apply_balances(tx: Tx, plan: SealPlan) -> None:
                delta_count = excluded.delta_count, last_activity = excluded.last_activity,
                last_leaf_index = excluded.last_leaf_index""",
         [
-            (t, c, values[0], values[1], values[2], plan.verified_at, last_leaf[(t, c)])
-            for (t, c), values in accounts.items()
+            (t, c, acc.balance, acc.count, acc.first_activity, plan.verified_at, last_leaf[(t, c)])
+            for (t, c), acc in accounts.items()
             if (t, c) in last_leaf
         ],
     )

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from trueup.storage.engine import Dialect, Engine, Row, Tx
 from trueup.storage.errors import IntegrityConflictError, StorageUnavailableError
@@ -34,7 +34,7 @@ _PRAGMAS = (
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
-    _TOKENS = {
+    _TOKENS: ClassVar[dict[str, str]] = {
         "{BLOB}": "BLOB",
         "{BIGINT}": "INTEGER",
         "{SERIAL_PK}": "INTEGER PRIMARY KEY",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trueup.storage.engine import Engine
+from trueup.storage.engine import Engine, Row
 
 __all__ = ["ApiKeyRecord", "TenantRecord", "TenantStore"]
 
@@ -32,14 +32,14 @@ _KEY_COLUMNS = """k.id, k.secret_hash, k.read_only, k.created_at, k.revoked_at,
     t.id, t.name, t.env, t.plan, t.created_at"""
 
 
-def _key_from_row(row: tuple[object, ...]) -> ApiKeyRecord:
+def _key_from_row(row: Row) -> ApiKeyRecord:
     tenant = TenantRecord(
         id=str(row[5]), name=str(row[6]), env=str(row[7]), plan=str(row[8]), created_at=str(row[9])
     )
     return ApiKeyRecord(
         id=str(row[0]),
         tenant=tenant,
-        secret_hash=bytes(row[1]),  # type: ignore[arg-type]  # BLOB/BYTEA come back as bytes
+        secret_hash=bytes(row[1]),
         read_only=bool(row[2]),
         created_at=str(row[3]),
         revoked_at=None if row[4] is None else str(row[4]),

@@ -16,7 +16,7 @@ from trueup.core.errors import (
     IdempotencyMismatchError,
     PlanLimitExceededError,
 )
-from trueup.storage.engine import Engine, Tx, chunks
+from trueup.storage.engine import Engine, Row, Tx, chunks
 from trueup.storage.errors import IntegrityConflictError
 
 __all__ = [
@@ -144,11 +144,11 @@ RECORD_COLUMNS = """seq, tenant_id, request_id, item_index, item_key, customer_i
     failure"""
 
 
-def record_from_row(row: tuple[object, ...]) -> RecordView:
+def record_from_row(row: Row) -> RecordView:
     """Build a :class:`RecordView` from a row selected with ``RECORD_COLUMNS``."""
     values = list(row)
-    values[11] = bytes(values[11])  # type: ignore[call-overload]  # BLOB/BYTEA
-    return RecordView(*values)  # type: ignore[arg-type]
+    values[11] = bytes(values[11])  # BLOB (SQLite) and BYTEA (PostgreSQL) alike
+    return RecordView(*values)
 
 
 _WRITES_NAMES = {"customer_id": "accountId", "amount": "bits"}

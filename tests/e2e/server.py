@@ -1,0 +1,111 @@
+"""The real server process, started and stopped by tests (127.0.0.1 only)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+STARTUP_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def trueup(args: list[str], data_dir: Path, database_url: str | None,
+           extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the ``trueup`` command against a data directory / database."""
+    command = [sys.executable, "-m", "trueup.cli.main", *args, "--data-dir", str(data_dir)]
+    if database_url:
+        command += ["--database-url", database_url]
+    env = {**os.environ, **(extra_env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
+def create_key(data_dir: Path, database_url: str | None, tenant: str = "acme",
+               *extra: str) -> str:
+    done = trueup(["keys", "create", "--tenant", tenant, *extra], data_dir, database_url)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+class ServerProcess:
+    """``trueup serve`` on a free port; ``kill()`` is SIGKILL, ``stop()`` is SIGTERM."""
+
+    def __init__(self, data_dir: Path, database_url: str | None,
+                 extra_env: dict[str, str] | None = None, extra_args: list[str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.database_url = database_url
+        self.extra_env = {"TRUEUP_SEAL_INTERVAL_MS": "20", **(extra_env or {})}
+        self.extra_args = extra_args or []
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / f"server-{self.port}.log"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        command = [sys.executable, "-m", "trueup.cli.main", "serve", "--port", str(self.port),
+                   "--data-dir", str(self.data_dir), "--log-level", "warning", *self.extra_args]
+        if self.database_url:
+            command += ["--database-url", self.database_url]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.extra_env}
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited at start:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"server did not answer within {STARTUP_TIMEOUT_S}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_until(predicate: object, timeout_s: float = 20.0, interval_s: float = 0.05) -> None:
+    """Poll ``predicate()`` until true; fail after ``timeout_s`` (a safety net, not a timing check)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s")
