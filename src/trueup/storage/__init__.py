@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from trueup.storage.balances import BalanceStore
 from trueup.storage.engine import Engine
 from trueup.storage.errors import IntegrityConflictError, StorageError, StorageUnavailableError
 from trueup.storage.log import LogStore
@@ -33,6 +34,7 @@ class Storage:
     tenants: TenantStore
     writes: WriteStore
     log: LogStore
+    balances: BalanceStore
 
     def close(self) -> None:
         self.engine.close()
@@ -66,4 +68,5 @@ def open_storage(database_url: str, *, pool_size: int = 8, run_migrations: bool 
         tenants=TenantStore(engine),
         writes=WriteStore(engine),
         log=LogStore(engine),
+        balances=BalanceStore(engine),
     )
