@@ -11,7 +11,7 @@ from trueup import __version__
 from trueup.api.errors import install_error_handlers
 from trueup.api.openapi import install_openapi
 from trueup.api.responses import JSONResponse
-from trueup.api.routes import health, writes
+from trueup.api.routes import health, log, writes
 from trueup.service.container import Services
 
 __all__ = ["create_app"]
@@ -51,5 +51,6 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(writes.router)
+    app.include_router(log.router)
     install_openapi(app)
     return app

@@ -124,3 +124,56 @@ class _ReadyData(BaseModel):
 class Ready(BaseModel):
     success: bool
     data: _ReadyData
+
+
+class _LogKeyData(BaseModel):
+    origin: str
+    verifierKey: str
+    algorithm: str
+    format: str
+
+
+class LogKey(BaseModel):
+    success: Literal[True]
+    data: _LogKeyData
+
+
+class _InclusionData(BaseModel):
+    anchorId: str
+    leafIndex: int
+    treeSize: int
+    rootHash: str
+    proof: list[str]
+    checkpoint: str
+
+
+class InclusionProof(BaseModel):
+    success: Literal[True]
+    data: _InclusionData
+
+
+class _ConsistencyData(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    from_: int = Field(alias="from")
+    to: int
+    fromRoot: str
+    toRoot: str
+    proof: list[str]
+    checkpoint: str
+
+
+class ConsistencyProof(BaseModel):
+    success: Literal[True]
+    data: _ConsistencyData
+
+
+class ProofBundle(BaseModel):
+    success: Literal[True]
+    data: dict[str, Any] = Field(description="version, anchorId, leafIndex, leaf, leafHash, "
+                                 "treeSize, rootHash, inclusionProof, checkpoint")
+
+
+class VerifyResult(_Open):
+    success: bool
+    data: dict[str, Any] = Field(description="verified, proofRoot, recordedAt, and per type: "
+                                 "treeSize and checkpoint, or the period summary")

@@ -11,11 +11,11 @@ from trueup.service.keys import KeyService
 from trueup.service.settings import PLAN_ALLOWANCES
 from trueup.storage import open_storage
 
-__all__ = ["register"]
+__all__ = ["run"]
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+def run(argv: list[str]) -> int:
+    keys = argparse.ArgumentParser(prog="trueup keys", description="create, list and revoke API keys")
     actions = keys.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="issue a key; prints only the key")
     create.add_argument("--tenant", default="default", help="tenant name (created if new)")
@@ -32,6 +32,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     revoke.add_argument("key", help="the key id (from `keys list`) or the whole key")
     add_storage_options(revoke)
     revoke.set_defaults(handler=_revoke)
+    args = keys.parse_args(argv)
+    code: int = args.handler(args)
+    return code
 
 
 def _service(args: argparse.Namespace) -> KeyService:

@@ -1,29 +1,52 @@
-"""The ``trueup`` command."""
+"""The ``trueup`` command.
+
+Each subcommand lives in its own module, imported only when it runs, so ``trueup verify``
+loads nothing but the standard library, ``cryptography`` and :mod:`trueup.proof`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from trueup import __version__
-from trueup.cli import keys, serve
 
 __all__ = ["main"]
 
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("trueup.cli.serve", "run the API server (with the sequencer)"),
+    "sequencer": ("trueup.cli.sequencer", "run only the sequencer (the one writer of the log)"),
+    "keys": ("trueup.cli.keys", "create, list and revoke API keys"),
+    "audit": ("trueup.cli.audit", "rebuild the log and balances from stored deltas and compare"),
+    "proof": ("trueup.cli.proof", "fetch an offline proof bundle of a delta through the API"),
+    "verify": ("trueup.cli.verify", "check a proof bundle offline against a pinned key"),
+    "log-key": ("trueup.cli.logkey", "print the verifier key of this log's checkpoints"),
+    "bench": ("trueup.cli.bench", "run the benchmark report"),
+}
 
-def parser() -> argparse.ArgumentParser:
+
+def _root_parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="trueup", description="Trueup: a verifiable balance ledger")
     root.add_argument("--version", action="version", version=f"trueup {__version__}")
-    commands = root.add_subparsers(dest="command", required=True)
-    serve.register(commands)
-    keys.register(commands)
+    commands = root.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, summary) in COMMANDS.items():
+        commands.add_parser(name, help=summary, add_help=False)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    code: int = args.handler(args)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in COMMANDS:
+        parser = _root_parser()
+        if not args:
+            parser.print_help()
+            return 2
+        parser.parse_args(args[:1])  # prints --help/--version, or the usage error, and exits
+        return 2
+    module = importlib.import_module(COMMANDS[args[0]][0])
+    code: int = module.run(args[1:])
     return code
 
 

@@ -16,11 +16,11 @@ from trueup.sequencer.loop import SequencerLoop
 from trueup.service.container import Services, open_services
 from trueup.service.settings import Settings
 
-__all__ = ["register"]
+__all__ = ["build", "run"]
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    serve = commands.add_parser("serve", help="run the API server (with the sequencer)")
+def run(argv: list[str]) -> int:
+    serve = argparse.ArgumentParser(prog="trueup serve", description="run the API server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--no-sequencer", action="store_true",
@@ -28,7 +28,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve.add_argument("--log-level", default="info",
                        choices=("critical", "error", "warning", "info", "debug"))
     add_storage_options(serve)
-    serve.set_defaults(handler=_serve)
+    return _serve(serve.parse_args(argv))
 
 
 def _first_start(services: Services, host: str, port: int) -> None:

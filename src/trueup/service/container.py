@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from trueup.service.group_commit import GroupCommitter
 from trueup.service.ingest import WriteService
 from trueup.service.keys import KeyService
+from trueup.service.log import LogService
 from trueup.service.sealing import Sealer
 from trueup.service.settings import Settings
 from trueup.service.signing import load_or_create_signer
@@ -27,6 +28,7 @@ class Services:
     writes: WriteService
     sealer: Sealer
     views: ViewService
+    log: LogService
 
     def close(self) -> None:
         self.committer.close()
@@ -47,4 +49,5 @@ def open_services(settings: Settings) -> Services:
         writes=WriteService(storage, committer, settings),
         sealer=Sealer(storage, signer, settings.log_origin, settings.seal_batch_size),
         views=ViewService(storage),
+        log=LogService(storage, signer),
     )

@@ -21,6 +21,7 @@ __all__ = [
     "SealConflictError",
     "SealOutcome",
     "SealPlan",
+    "SealedDelta",
 ]
 
 _VALUES_CHUNK = 300
@@ -56,6 +57,27 @@ class QueuedDelta:
     occurred_at: str
     period: str
     salt: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SealedDelta:
+    """A sealed delta with the figures the sequencer stored for it (what an audit re-checks)."""
+
+    leaf_index: int
+    tenant_id: str
+    customer_id: str
+    key: str
+    amount: int
+    occurred_at: str
+    period: str
+    metadata: str | None
+    salt: bytes
+    sealed_size: int
+    cust_seq: int
+    running_balance: int
+    month_seq: int
+    month_credits: int
+    month_debits: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +206,42 @@ class LogStore:
                 (level, start, stop),
             )
         return [(int(idx), bytes(digest)) for idx, digest in rows]
+
+    def sealed(self, after_leaf: int, limit: int) -> list[SealedDelta]:
+        """Verified deltas with ``leaf_index > after_leaf`` in leaf order (for audits)."""
+        with self._engine.read() as tx:
+            rows = tx.execute(
+                """SELECT leaf_index, tenant_id, customer_id, item_key, amount, occurred_at,
+                          period, metadata, salt, sealed_size, cust_seq, running_balance,
+                          month_seq, month_credits, month_debits
+                   FROM deltas WHERE leaf_index IS NOT NULL AND leaf_index > ?
+                   ORDER BY leaf_index LIMIT ?""",
+                (after_leaf, limit),
+            )
+        return [
+            SealedDelta(
+                leaf_index=int(r[0]), tenant_id=str(r[1]), customer_id=str(r[2]), key=str(r[3]),
+                amount=int(r[4]), occurred_at=str(r[5]), period=str(r[6]),
+                metadata=None if r[7] is None else str(r[7]), salt=bytes(r[8]),
+                sealed_size=int(r[9]), cust_seq=int(r[10]), running_balance=int(r[11]),
+                month_seq=int(r[12]), month_credits=int(r[13]), month_debits=int(r[14]),
+            )
+            for r in rows
+        ]
+
+    def account_totals(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """``(balance, delta_count)`` of every account (for audits)."""
+        with self._engine.read() as tx:
+            rows = tx.execute("SELECT tenant_id, customer_id, balance, delta_count FROM accounts")
+        return {(str(r[0]), str(r[1])): (int(r[2]), int(r[3])) for r in rows}
+
+    def month_totals(self) -> dict[tuple[str, str, str], tuple[int, int, int]]:
+        """``(credits, debits, count)`` of every customer-month (for audits)."""
+        with self._engine.read() as tx:
+            rows = tx.execute(
+                "SELECT tenant_id, customer_id, period, credits, debits, delta_count FROM account_months"
+            )
+        return {(str(r[0]), str(r[1]), str(r[2])): (int(r[3]), int(r[4]), int(r[5])) for r in rows}
 
     # -- sealing ----------------------------------------------------------------------------
 

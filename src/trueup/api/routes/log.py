@@ -1,0 +1,123 @@
+"""The log (ours): signed checkpoints, RFC 9162 proofs, proof bundles, public verification."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import PlainTextResponse
+
+from trueup.api.deps import Auth, ServicesDep
+from trueup.api.openapi import errors
+from trueup.api.responses import JSONResponse
+from trueup.api.routes.replies import hex_root, wire_time_ms
+from trueup.api.schemas import ConsistencyProof, InclusionProof, LogKey, ProofBundle, VerifyResult
+from trueup.core.ids import anchor_id
+from trueup.service.log import parse_root
+
+router = APIRouter(tags=["log"])
+
+
+@router.get(
+    "/api/v1/log/checkpoint",
+    summary="The newest signed tree head, as a C2SP signed note (public)",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}, "description": "signed note"}, **errors(404)},
+)
+async def checkpoint(services: ServicesDep) -> PlainTextResponse:
+    head = await run_in_threadpool(services.log.latest)
+    return PlainTextResponse(head.checkpoint, media_type="text/plain; charset=utf-8")
+
+
+@router.get(
+    "/api/v1/log/key",
+    summary="The verifier key that signs this log's checkpoints (public; pin it)",
+    responses={200: {"model": LogKey}},
+)
+async def log_key(services: ServicesDep) -> JSONResponse:
+    return JSONResponse({"success": True, "data": {
+        "origin": services.settings.log_origin, "verifierKey": services.log.verifier_key,
+        "algorithm": "ed25519", "format": "C2SP signed-note verifier key",
+    }})
+
+
+@router.get(
+    "/api/v1/log/proof/inclusion",
+    summary="RFC 9162 inclusion proof of one of your deltas",
+    responses={200: {"model": InclusionProof}, **errors(400, 401, 404)},
+)
+async def inclusion(
+    services: ServicesDep,
+    principal: Auth,
+    anchorId: Annotated[str, Query(max_length=32, description="a_<leaf index>")],  # noqa: N803
+    treeSize: Annotated[int | None, Query(ge=1, le=2**62)] = None,  # noqa: N803
+) -> JSONResponse:
+    answer = await run_in_threadpool(services.log.inclusion, principal, anchorId, treeSize)
+    return JSONResponse({"success": True, "data": {
+        "anchorId": anchor_id(answer.leaf_index),
+        "leafIndex": answer.leaf_index,
+        "treeSize": answer.head.size,
+        "rootHash": hex_root(answer.head.root),
+        "proof": [node.hex() for node in answer.proof],
+        "checkpoint": answer.head.checkpoint,
+    }})
+
+
+@router.get(
+    "/api/v1/log/proof/consistency",
+    summary="RFC 9162 consistency proof between two signed tree heads (public)",
+    responses={200: {"model": ConsistencyProof}, **errors(400, 404)},
+)
+async def consistency(
+    services: ServicesDep,
+    from_: Annotated[int, Query(alias="from", ge=0, le=2**62)],
+    to: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+) -> JSONResponse:
+    old, new, proof = await run_in_threadpool(services.log.consistency, from_, to)
+    return JSONResponse({"success": True, "data": {
+        "from": old.size, "to": new.size,
+        "fromRoot": hex_root(old.root), "toRoot": hex_root(new.root),
+        "proof": [node.hex() for node in proof],
+        "checkpoint": new.checkpoint,
+    }})
+
+
+@router.get(
+    "/api/v1/log/proof/bundle/{anchorId}",
+    summary="An offline proof bundle of one of your deltas, for `trueup verify`",
+    responses={200: {"model": ProofBundle}, **errors(400, 401, 404)},
+)
+async def bundle(anchorId: str, services: ServicesDep, principal: Auth) -> JSONResponse:  # noqa: N803
+    document = await run_in_threadpool(services.log.bundle, principal, anchorId)
+    return JSONResponse({"success": True, "data": document})
+
+
+@router.get(
+    "/api/v1/verify/{root}",
+    summary="Is this root one of ours? Public; reveals no business data for tree heads",
+    responses={200: {"model": VerifyResult}, 404: {"model": VerifyResult}, **errors(400)},
+)
+async def verify(root: str, services: ServicesDep) -> JSONResponse:
+    raw = parse_root(root)
+    head = await run_in_threadpool(services.log.head_by_root, raw)
+    if head is None:
+        return JSONResponse(_unverified(root), status_code=404)
+    data: dict[str, Any] = {
+        "verified": True,
+        "proofRoot": hex_root(head.root),
+        "recordedAt": wire_time_ms(head.timestamp_ms),
+        "type": "treeHead",
+        "treeSize": head.size,
+        "checkpoint": head.checkpoint,
+        "verifierKey": services.log.verifier_key,
+    }
+    return JSONResponse({"success": True, "data": data})
+
+
+def _unverified(root: str) -> dict[str, Any]:
+    return {
+        "success": False, "statusCode": 404, "error": "Not Found", "code": "ROOT_NOT_FOUND",
+        "message": "this root is not a tree head or checkpoint of this log",
+        "data": {"verified": False, "proofRoot": root},
+    }

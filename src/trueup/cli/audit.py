@@ -1,0 +1,40 @@
+"""``trueup audit``: exit 0 when the log and balances check out, 1 naming the first mismatch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from trueup.cli.options import add_storage_options, settings_from
+from trueup.service.audit import audit_log
+from trueup.service.signing import load_or_create_signer
+from trueup.storage import open_storage
+
+__all__ = ["run"]
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="trueup audit",
+        description="rebuild the tree and every balance from the stored deltas and compare",
+    )
+    parser.add_argument("--key", default=None,
+                        help="verifier key the heads must be signed with (default: this log's key)")
+    add_storage_options(parser)
+    args = parser.parse_args(argv)
+    settings = settings_from(args)
+    storage = open_storage(settings.resolved_database_url, run_migrations=False)
+    try:
+        key = args.key
+        if key is None:
+            signer = load_or_create_signer(settings.resolved_signing_key_path, settings.log_origin)
+            key = signer.verifier_key()
+        report = audit_log(storage, key)
+    finally:
+        storage.close()
+    if report.ok:
+        print(f"audit passed: {report.leaves} leaves, {report.heads} signed tree heads, "
+              "every node and balance rebuilt and equal")
+        return 0
+    print(f"audit FAILED after {report.leaves} leaves: {report.problem}", file=sys.stderr)
+    return 1
