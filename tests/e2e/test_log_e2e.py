@@ -1,0 +1,125 @@
+"""The verification layer end to end: checkpoints, proofs, bundles, offline verify, audit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.conftest import Running
+from tests.e2e.server import create_key, trueup, wait_until
+from trueup.proof import verify_checkpoint, verify_consistency, verify_inclusion
+
+
+def _write_and_wait(running: Running, prefix: str, count: int) -> list[dict[str, object]]:
+    body = {"items": [{"key": f"{prefix}-{i}", "accountId": "log-cust", "bits": i + 1} for i in range(count)]}
+    reply = httpx.post(f"{running.url}/api/v1/writes", headers=running.headers, json=body)
+    assert reply.status_code == 202, reply.text
+    request_id = reply.json()["data"]["requestId"]
+    status_url = f"{running.url}/api/v1/writes/{request_id}"
+    wait_until(lambda: httpx.get(status_url, headers=running.headers).json()["data"]["status"] == "verified")
+    items: list[dict[str, object]] = httpx.get(status_url, headers=running.headers).json()["data"]["items"]
+    return items
+
+
+def _verifier_key(running: Running) -> str:
+    reply = httpx.get(f"{running.url}/api/v1/log/key")
+    assert reply.status_code == 200
+    key: str = reply.json()["data"]["verifierKey"]
+    return key
+
+
+def test_checkpoint_is_a_signed_note_verifiable_with_the_published_key(running: Running) -> None:
+    _write_and_wait(running, "cp", 2)
+    note = httpx.get(f"{running.url}/api/v1/log/checkpoint")
+    assert note.status_code == 200 and note.headers["content-type"].startswith("text/plain")
+    head = verify_checkpoint(note.text, _verifier_key(running))
+    assert head.size >= 2
+
+
+def test_inclusion_proof_from_the_api_verifies(running: Running) -> None:
+    items = _write_and_wait(running, "inc", 5)
+    anchor = items[3]["anchorId"]
+    reply = httpx.get(f"{running.url}/api/v1/log/proof/inclusion", params={"anchorId": anchor},
+                      headers=running.headers)
+    assert reply.status_code == 200, reply.text
+    data = reply.json()["data"]
+    bundle = httpx.get(f"{running.url}/api/v1/log/proof/bundle/{anchor}", headers=running.headers).json()["data"]
+    verify_inclusion(bytes.fromhex(bundle["leafHash"]), data["leafIndex"], data["treeSize"],
+                     [bytes.fromhex(p) for p in data["proof"]], bytes.fromhex(data["rootHash"][2:]))
+    other = create_key(running.data_dir, running.database_url, "intruder")
+    hidden = httpx.get(f"{running.url}/api/v1/log/proof/inclusion", params={"anchorId": anchor},
+                       headers={"X-Api-Key": other})
+    assert hidden.status_code == 404
+
+
+def test_a_head_seen_earlier_is_proven_consistent_with_a_later_one(running: Running) -> None:
+    _write_and_wait(running, "cons-a", 3)
+    key = _verifier_key(running)
+    earlier = verify_checkpoint(httpx.get(f"{running.url}/api/v1/log/checkpoint").text, key)
+    _write_and_wait(running, "cons-b", 7)
+    later = verify_checkpoint(httpx.get(f"{running.url}/api/v1/log/checkpoint").text, key)
+    reply = httpx.get(f"{running.url}/api/v1/log/proof/consistency",
+                      params={"from": earlier.size, "to": later.size})
+    assert reply.status_code == 200, reply.text
+    proof = [bytes.fromhex(p) for p in reply.json()["data"]["proof"]]
+    verify_consistency(earlier.size, later.size, earlier.root, later.root, proof)
+
+
+def test_public_verify_knows_our_roots_and_nothing_else(running: Running) -> None:
+    _write_and_wait(running, "ver", 1)
+    head = verify_checkpoint(httpx.get(f"{running.url}/api/v1/log/checkpoint").text, _verifier_key(running))
+    known = httpx.get(f"{running.url}/api/v1/verify/0x{head.root.hex()}")
+    assert known.status_code == 200
+    data = known.json()["data"]
+    assert data["verified"] is True and data["treeSize"] == head.size
+    assert "records" not in data and "customerId" not in json.dumps(data)
+    unknown = httpx.get(f"{running.url}/api/v1/verify/0x{'ab' * 32}")
+    assert unknown.status_code == 404 and unknown.json()["data"]["verified"] is False
+    assert httpx.get(f"{running.url}/api/v1/verify/not-hex").status_code == 400
+
+
+def test_proof_bundle_verifies_offline_and_tampering_is_named(running: Running, tmp_path: Path) -> None:
+    items = _write_and_wait(running, "bundle", 4)
+    anchor = str(items[2]["anchorId"])
+    fetched = subprocess.run(
+        [sys.executable, "-m", "trueup.cli.main", "proof", anchor, "--url", running.url,
+         "--api-key", running.key], capture_output=True, text=True, timeout=60, check=False)
+    assert fetched.returncode == 0, fetched.stderr
+    bundle_path = tmp_path / "bundle.json"
+    bundle_path.write_text(fetched.stdout)
+    key = _verifier_key(running)
+    checked = _offline_verify(bundle_path, key)
+    assert checked.returncode == 0, checked.stdout
+    assert checked.stdout.startswith(f"OK: {anchor}")
+    bundle = json.loads(fetched.stdout)
+    bundle["leaf"]["delta"] = bundle["leaf"]["delta"] + 1
+    bundle_path.write_text(json.dumps(bundle))
+    tampered = _offline_verify(bundle_path, key)
+    assert tampered.returncode == 1
+    assert tampered.stdout.startswith("FAILED:") and tampered.stdout.count("\n") == 1
+
+
+def _offline_verify(bundle: Path, key: str) -> subprocess.CompletedProcess[str]:
+    """Run ``trueup verify`` and check it loaded nothing beyond stdlib, cryptography, proof."""
+    script = (
+        "import sys; from trueup.cli.main import main; code = main(sys.argv[1:]);"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('fastapi','starlette','pydantic','httpx','psycopg','orjson','uvicorn','sqlite3') or "
+        "(m.startswith('trueup.') and not m.startswith(('trueup.proof','trueup.cli'))));"
+        "print('IMPORTED', bad, file=sys.stderr) if bad else None; sys.exit(code if not bad else 3)"
+    )
+    done = subprocess.run([sys.executable, "-c", script, "verify", str(bundle), "--key", key],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 3, done.stderr
+    return done
+
+
+def test_audit_command_passes_on_a_live_log(running: Running) -> None:
+    _write_and_wait(running, "audit", 3)
+    done = trueup(["audit"], running.data_dir, running.database_url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("audit passed")

@@ -1,0 +1,47 @@
+"""Service-level fixtures: every service over a real database of each backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from trueup.core.writes import parse_writes_body
+from trueup.service.container import Services, open_services
+from trueup.service.keys import Principal
+from trueup.service.settings import Settings
+
+
+@pytest.fixture
+def services(database_url: str, tmp_path: Path) -> Iterator[Services]:
+    opened = open_services(replace(Settings(), data_dir=tmp_path, database_url=database_url))
+    yield opened
+    opened.close()
+
+
+def principal_for(services: Services, tenant: str = "acme") -> Principal:
+    issued = services.keys.create(tenant)
+    return services.keys.authenticate(issued.key)
+
+
+def write(services: Services, principal: Principal, *items: dict[str, object]) -> str:
+    """Submit one writes request through the real write path; return its request id."""
+    body = {"items": list(items)}
+    reply = asyncio.run(services.writes.writes(principal, body, repr(body).encode(), None))
+    assert reply.status_code == 202, reply
+    assert reply.raw is not None
+    import json
+
+    request_id: str = json.loads(reply.raw)["data"]["requestId"]
+    return request_id
+
+
+def seal_all(services: Services) -> None:
+    while services.sealer.seal_once() is not None:
+        pass
+
+
+__all__ = ["parse_writes_body", "principal_for", "seal_all", "write"]

@@ -1,0 +1,75 @@
+"""``trueup audit`` catches tampering with stored deltas, leaves, nodes and heads."""
+
+from __future__ import annotations
+
+from tests.service.conftest import principal_for, seal_all, write
+from trueup.service.audit import audit_log
+from trueup.service.container import Services
+
+
+def _sealed_log(services: Services) -> str:
+    who = principal_for(services)
+    for batch in range(3):
+        write(services, who, *[{"key": f"k{batch}-{i}", "accountId": f"c{i % 3}", "bits": i + 1}
+                               for i in range(10)])
+        seal_all(services)
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert report.ok, report.problem
+    assert (report.leaves, report.heads) == (30, 4)  # the empty head and three seals
+    return who.tenant_id
+
+
+def _tamper(services: Services, sql: str, params: tuple[object, ...] = ()) -> None:
+    with services.storage.engine.write() as tx:
+        tx.execute(sql, params)
+
+
+def test_audit_catches_an_edited_amount(services: Services) -> None:
+    _sealed_log(services)
+    _tamper(services, "UPDATE deltas SET amount = amount + 1 WHERE leaf_index = 17")
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert not report.ok
+    assert report.problem is not None and report.problem.startswith("leaf a_17:")
+    assert "does not hash to the sealed leaf" in report.problem
+
+
+def test_audit_catches_a_deleted_row(services: Services) -> None:
+    _sealed_log(services)
+    _tamper(services, "DELETE FROM deltas WHERE leaf_index = 12")
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert not report.ok
+    assert report.problem is not None and "leaf 12 is missing" in report.problem
+
+
+def test_audit_catches_deleting_the_newest_rows(services: Services) -> None:
+    _sealed_log(services)
+    _tamper(services, "DELETE FROM deltas WHERE leaf_index >= 28")
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert not report.ok
+    assert report.problem is not None and "tree head 30 is signed but only 28" in report.problem
+
+
+def test_audit_catches_an_altered_node_and_head(services: Services) -> None:
+    _sealed_log(services)
+    _tamper(services, "UPDATE tree_nodes SET hash = ? WHERE level = 2 AND idx = 1", (b"\x00" * 32,))
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert report.problem == "tree node (level 2, index 1) differs from the rebuilt one"
+
+
+def test_audit_catches_a_forged_head_signature(services: Services) -> None:
+    _sealed_log(services)
+    head = services.storage.log.head()
+    assert head is not None
+    forged = head.checkpoint.replace(f"\n{head.size}\n", f"\n{head.size}\n", 1)[:-10] + "AAAAAAAAA\n"
+    _tamper(services, "UPDATE tree_heads SET checkpoint = ? WHERE tree_size = ?", (forged, head.size))
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert not report.ok
+    assert report.problem is not None and report.problem.startswith("tree head 30: checkpoint signature")
+
+
+def test_audit_catches_an_edited_running_balance(services: Services) -> None:
+    tenant = _sealed_log(services)
+    _tamper(services, "UPDATE accounts SET balance = balance + 5 WHERE tenant_id = ? AND customer_id = 'c1'",
+            (tenant,))
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert report.problem is not None and report.problem.startswith("account 'c1'")

@@ -1,0 +1,135 @@
+"""The sequencer's contract: contiguous leaves, signed heads, crash-resume, fencing, audit."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.service.conftest import principal_for, seal_all, write
+from trueup.proof import (
+    ConsistencyProofError,
+    CompactRange,
+    encode_leaf,
+    leaf_hash,
+    verify_checkpoint,
+    verify_consistency,
+    verify_inclusion,
+)
+from trueup.service.audit import audit_log
+from trueup.service.container import Services, open_services
+from trueup.service.sealing import Sealer, leaf_fields_of
+from trueup.service.settings import Settings
+from trueup.storage.log import SealConflictError
+
+
+def items(prefix: str, count: int, customer: str = "c1") -> list[dict[str, object]]:
+    return [{"key": f"{prefix}-{i}", "accountId": customer, "bits": i + 1} for i in range(count)]
+
+
+def test_seal_appends_contiguous_leaves_under_a_signed_head(services: Services) -> None:
+    who = principal_for(services)
+    write(services, who, *items("a", 3))
+    write(services, who, *items("b", 2, "c2"))
+    seal_all(services)
+    head = services.storage.log.head()
+    assert head is not None and head.size == 5
+    verified = verify_checkpoint(head.checkpoint, services.log.verifier_key)
+    assert (verified.size, verified.root) == (5, head.root)
+    records = [services.storage.writes.record_at_leaf(who.tenant_id, i) for i in range(5)]
+    assert [r.key for r in records if r] == ["a-0", "a-1", "a-2", "b-0", "b-1"]
+    for index, record in enumerate(records):
+        assert record is not None and record.status == "verified"
+        proof = services.log.inclusion_path(index, head.size)
+        leaf = leaf_hash(encode_leaf(leaf_fields_of(
+            record.tenant_id, record.customer_id, record.key, record.amount, record.occurred_at,
+            record.metadata, record.salt)))
+        verify_inclusion(leaf, index, head.size, proof, head.root)
+
+
+def test_balances_are_kept_at_seal_time(services: Services) -> None:
+    who = principal_for(services)
+    write(services, who, *items("a", 4))  # 1 + 2 + 3 + 4
+    write(services, who, {"key": "neg", "accountId": "c1", "bits": -3,
+                          "occurredAt": "2026-01-15T00:00:00Z"})
+    seal_all(services)
+    account = services.storage.balances.account(who.tenant_id, "c1")
+    assert account is not None and (account.balance, account.delta_count) == (7, 5)
+    assert audit_log(services.storage, services.log.verifier_key).ok
+
+
+def test_a_fresh_sealer_resumes_exactly_where_the_last_seal_ended(
+    services: Services, tmp_path: Path
+) -> None:
+    who = principal_for(services)
+    write(services, who, *items("a", 7))
+    seal_all(services)
+    # A new process (new Sealer, same storage): no leaf twice, no gap.
+    restarted = open_services(replace(services.settings))
+    try:
+        write(restarted, who, *items("b", 5))
+        seal_all(restarted)
+        head = restarted.storage.log.head()
+        assert head is not None and head.size == 12
+        report = audit_log(restarted.storage, restarted.log.verifier_key)
+        assert report.ok, report.problem
+        assert report.leaves == 12
+    finally:
+        restarted.close()
+
+
+def test_a_stale_sequencer_cannot_append(services: Services) -> None:
+    who = principal_for(services)
+    write(services, who, *items("a", 2))
+    seal_all(services)
+    signer_path = services.settings.resolved_signing_key_path
+    from trueup.service.signing import load_or_create_signer
+
+    stale = Sealer(services.storage, load_or_create_signer(signer_path, "localhost/trueup"),
+                   "localhost/trueup")
+    stale.load()
+    write(services, who, *items("b", 2))
+    seal_all(services)  # the real sequencer moves on to size 4
+    write(services, who, *items("c", 1))
+    with pytest.raises(SealConflictError):
+        stale.seal_once()
+    stale.load()  # after reloading it continues correctly
+    assert stale.seal_once() is not None
+    assert audit_log(services.storage, services.log.verifier_key).ok
+
+
+def test_an_observed_head_is_consistent_with_a_later_one_and_a_forged_one_is_not(
+    services: Services,
+) -> None:
+    who = principal_for(services)
+    write(services, who, *items("a", 3))
+    seal_all(services)
+    observed = services.log.latest()
+    for batch in range(4):
+        write(services, who, *items(f"b{batch}", 5))
+        seal_all(services)
+    old, new, proof = services.log.consistency(observed.size, None)
+    assert (old.size, new.size) == (3, 23)
+    verify_consistency(old.size, new.size, observed.root, new.root, proof)
+    forged = bytes([observed.root[0] ^ 1]) + observed.root[1:]
+    with pytest.raises(ConsistencyProofError):
+        verify_consistency(old.size, new.size, forged, new.root, proof)
+
+
+def test_sealing_many_leaves_matches_a_full_rebuild(services: Services) -> None:
+    who = principal_for(services)
+    for batch in range(5):
+        write(services, who, *items(f"x{batch}", 300, f"c{batch % 2}"))
+    services2 = services
+    seal_all(services2)
+    head = services.storage.log.head()
+    assert head is not None and head.size == 1500
+    rebuilt = CompactRange.empty()
+    stored = services.storage.log.nodes((0, i) for i in range(1500))
+    rebuilt.extend(stored[(0, i)] for i in range(1500))
+    assert rebuilt.root() == head.root
+
+
+def test_settings_use_the_database_url(services: Services) -> None:
+    assert isinstance(services.settings, Settings)
