@@ -54,7 +54,8 @@ def test_balances_are_kept_at_seal_time(services: Services) -> None:
     write(services, who, {"key": "neg", "accountId": "c1", "bits": -3,
                           "occurredAt": "2026-01-15T00:00:00Z"})
     seal_all(services)
-    account = services.storage.balances.account(who.tenant_id, "c1")
+    with services.storage.balances.snapshot() as snapshot:
+        account = snapshot.account(who.tenant_id, "c1")
     assert account is not None and (account.balance, account.delta_count) == (7, 5)
     assert audit_log(services.storage, services.log.verifier_key).ok
 

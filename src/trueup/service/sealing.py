@@ -106,17 +106,31 @@ class Sealer:
         queued = self._storage.log.queued(self._batch_size)
         if not queued:
             return None
+        # A period locked after a delta's acceptance refuses it now (DESIGN.md §2.5).
+        locks, locks_seen = self._storage.log.period_locks(
+            [(d.tenant_id, d.customer_id, d.period) for d in queued]
+        )
+        sealed: list[QueuedDelta] = []
+        failed: list[tuple[QueuedDelta, str]] = []
+        for delta in queued:
+            checkpoint_id = locks.get((delta.tenant_id, delta.customer_id, delta.period))
+            if checkpoint_id is None:
+                sealed.append(delta)
+            else:
+                failed.append((delta, f"period {delta.period} was locked by checkpoint "
+                                      f"{checkpoint_id} before this delta was sealed; post it "
+                                      "to an open period"))
         tree = state.tree.copy()
-        hashes = [leaf_hash(encode_leaf(_leaf(delta))) for delta in queued]
-        nodes = tree.extend(hashes)
-        head = self.sign(tree.size, tree.root())
+        nodes = tree.extend(leaf_hash(encode_leaf(_leaf(delta))) for delta in sealed)
+        head = self.sign(tree.size, tree.root()) if sealed else state.head
         plan = SealPlan(
             previous_size=state.head.size,
-            leaves=queued,
-            failed=[],
+            leaves=sealed,
+            failed=failed,
             nodes=nodes,
             head=head,
-            verified_at=format_canonical(datetime.fromtimestamp(head.timestamp_ms / 1000, UTC)),
+            verified_at=format_canonical(self._clock()),
+            locks_seen=locks_seen,
         )
         try:
             outcome = self._storage.log.seal(plan)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trueup.storage.balances import BalanceStore
+from trueup.storage.checkpoints import CheckpointStore
 from trueup.storage.engine import Engine
 from trueup.storage.errors import IntegrityConflictError, StorageError, StorageUnavailableError
 from trueup.storage.log import LogStore
@@ -35,6 +36,7 @@ class Storage:
     writes: WriteStore
     log: LogStore
     balances: BalanceStore
+    checkpoints: CheckpointStore
 
     def close(self) -> None:
         self.engine.close()
@@ -69,4 +71,5 @@ def open_storage(database_url: str, *, pool_size: int = 8, run_migrations: bool 
         writes=WriteStore(engine),
         log=LogStore(engine),
         balances=BalanceStore(engine),
+        checkpoints=CheckpointStore(engine),
     )

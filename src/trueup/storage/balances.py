@@ -5,43 +5,66 @@ The sequencer stores, with every sealed delta, the customer's running figures (`
 ``month_debits``), and keeps per-customer and per-month totals. So:
 
 - the whole history is one ``accounts`` row;
-- "after leaf T" is the account total minus the running figures of the last delta before T
+- "from leaf T on" is the account total minus the running figures of the last delta before T
   (one index probe), and per month likewise (one probe per month);
-- a page is a range of ``cust_seq`` (or ``month_seq``), never an OFFSET scan;
-- a date range uses month totals for whole months and an index range for the partial edges.
+- a page is a range of ``cust_seq`` (or ``month_seq``), never a scan from the start;
+- a date range uses month totals for whole months and an index range for partial edges.
 
-Only verified deltas (``leaf_index IS NOT NULL``) are ever counted.
+Every question is asked inside one :class:`BalanceSnapshot` (one read transaction), so a
+balance, its page, its months and the signed head that covers them always agree. Only
+verified deltas (``leaf_index IS NOT NULL``) are ever counted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from trueup.storage.engine import Engine, Row, Tx
+from trueup.storage.log import HeadRecord, head_at, head_by_root, latest_head, read_nodes
 
 __all__ = [
     "AccountRecord",
+    "BalanceSnapshot",
     "BalanceStore",
     "DeltaRecord",
     "MonthRecord",
     "Scope",
     "ScopeSummary",
+    "month_start",
+    "next_period",
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Which verified deltas count: leaves from ``min_leaf`` on, with ``start <= occurred_at <
-    end`` when the bounds are given (canonical timestamps). A checkpoint sets ``min_leaf``; a
-    period or date range sets the bounds; the two are never combined by the service."""
+    """Which verified deltas count.
+
+    - ``min_leaf``: leaves from this index on (an ``itemsRoot`` or ``anchorId`` checkpoint);
+    - ``after_period`` with ``min_leaf``: a period checkpoint — every delta not already in its
+      closing balance: those sealed after its head, or of a later period;
+    - ``start``/``end``: ``start <= occurred_at < end`` (a period, a date range, ``asOf``).
+
+    The service never combines a checkpoint with a time range.
+    """
 
     min_leaf: int = 0
+    after_period: str | None = None
     start: str | None = None
     end: str | None = None
 
     @property
     def by_time(self) -> bool:
         return self.start is not None or self.end is not None
+
+    def sql(self) -> tuple[str, list[object]]:
+        """An SQL condition (and its parameters) selecting the scope's deltas."""
+        if self.by_time:
+            return "occurred_at >= ? AND occurred_at < ?", [self.start or _MIN_TIME, self.end or _MAX_TIME]
+        if self.after_period is not None:
+            return "(leaf_index >= ? OR period > ?)", [self.min_leaf, self.after_period]
+        return "leaf_index >= ?", [self.min_leaf]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,18 +112,23 @@ class DeltaRecord:
     metadata: str | None
     salt: bytes
     verified_at: str
+    request_id: str
+    item_index: int
 
 
-_DELTA_COLUMNS = "leaf_index, amount, reason, occurred_at, period, item_key, metadata, salt, verified_at"
+_DELTA_COLUMNS = """leaf_index, amount, reason, occurred_at, period, item_key, metadata, salt,
+    verified_at, request_id, item_index"""
 _MIN_TIME = "0000"
 _MAX_TIME = "9999-12-31T23:59:59.999999Z~"
+_CUSTOMER = "tenant_id = ? AND customer_id = ? AND leaf_index IS NOT NULL"
 
 
 def _delta(row: Row) -> DeltaRecord:
     return DeltaRecord(
         leaf_index=int(row[0]), amount=int(row[1]), reason=str(row[2]), occurred_at=str(row[3]),
         period=str(row[4]), key=str(row[5]), metadata=None if row[6] is None else str(row[6]),
-        salt=bytes(row[7]), verified_at=str(row[8]),
+        salt=bytes(row[7]), verified_at=str(row[8]), request_id=str(row[9]),
+        item_index=int(row[10]),
     )
 
 
@@ -114,27 +142,55 @@ def next_period(period: str) -> str:
 
 
 class BalanceStore:
-    """Read-only balance questions about one tenant's customers."""
-
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+
+    @contextmanager
+    def snapshot(self) -> Iterator[BalanceSnapshot]:
+        """One consistent read of balances and the log."""
+        with self._engine.read() as tx:
+            yield BalanceSnapshot(tx)
+
+
+class BalanceSnapshot:
+    """Balance questions about one tenant's customers, all answered from one snapshot."""
+
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+
+    # -- the log ----------------------------------------------------------------------------
+
+    def head(self) -> HeadRecord | None:
+        return latest_head(self._tx)
+
+    def head_at(self, size: int) -> HeadRecord | None:
+        return head_at(self._tx, size)
+
+    def head_by_root(self, root: bytes) -> HeadRecord | None:
+        return head_by_root(self._tx, root)
+
+    def nodes(self, ids: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        return read_nodes(self._tx, ids)
 
     # -- customers --------------------------------------------------------------------------
 
     def account(self, tenant_id: str, customer_id: str) -> AccountRecord | None:
-        with self._engine.read() as tx:
-            return _account(tx, tenant_id, customer_id)
+        row = self._tx.one(
+            """SELECT customer_id, balance, delta_count, first_activity, last_activity,
+                      last_leaf_index FROM accounts WHERE tenant_id = ? AND customer_id = ?""",
+            (tenant_id, customer_id),
+        )
+        return None if row is None else _account_record(row)
 
     def known_customer(self, tenant_id: str, customer_id: str) -> bool:
-        """Whether the tenant ever wrote to this customer (verified or still queued)."""
-        with self._engine.read() as tx:
-            if _account(tx, tenant_id, customer_id) is not None:
-                return True
-            row = tx.one(
-                """SELECT 1 FROM deltas WHERE status IN ('queued', 'failed') AND tenant_id = ?
-                   AND customer_id = ? LIMIT 1""",
-                (tenant_id, customer_id),
-            )
+        """Whether the tenant ever wrote to this customer (verified, queued or failed)."""
+        if self.account(tenant_id, customer_id) is not None:
+            return True
+        row = self._tx.one(
+            """SELECT 1 FROM deltas WHERE status IN ('queued', 'failed') AND tenant_id = ?
+               AND customer_id = ? LIMIT 1""",
+            (tenant_id, customer_id),
+        )
         return row is not None
 
     def customers(
@@ -144,30 +200,62 @@ class BalanceStore:
         where = "tenant_id = ?"
         params: list[object] = [tenant_id]
         if search:
-            where += " AND customer_id LIKE ? ESCAPE '\\'"
-            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where += " AND customer_id LIKE ? ESCAPE '!'"
+            escaped = search.replace("!", "!!").replace("%", "!%").replace("_", "!_")
             params.append(f"%{escaped}%")
-        with self._engine.read() as tx:
-            total = int(tx.scalar(f"SELECT COUNT(*) FROM accounts WHERE {where}", params))
-            rows = tx.execute(
-                f"""SELECT customer_id, balance, delta_count, first_activity, last_activity,
-                           last_leaf_index FROM accounts WHERE {where}
-                    ORDER BY customer_id LIMIT ? OFFSET ?""",
-                [*params, limit, offset],
-            )
+        total = int(self._tx.scalar(f"SELECT COUNT(*) FROM accounts WHERE {where}", params))
+        rows = self._tx.execute(
+            f"""SELECT customer_id, balance, delta_count, first_activity, last_activity,
+                       last_leaf_index FROM accounts WHERE {where}
+                ORDER BY customer_id LIMIT ? OFFSET ?""",
+            [*params, limit, offset],
+        )
         return [_account_record(row) for row in rows], total
 
     # -- scoped totals ----------------------------------------------------------------------
 
     def summary(self, tenant_id: str, customer_id: str, scope: Scope) -> ScopeSummary:
         """Total, count, per-month totals (oldest first) and newest leaf of the scope."""
-        with self._engine.read() as tx:
-            account = _account(tx, tenant_id, customer_id)
-            if account is None:
-                return ScopeSummary(0, 0, (), None)
-            if scope.by_time:
-                return _time_summary(tx, tenant_id, customer_id, scope)
-            return _leaf_summary(tx, account, tenant_id, scope.min_leaf)
+        account = self.account(tenant_id, customer_id)
+        if account is None:
+            return ScopeSummary(0, 0, (), None)
+        if scope.by_time:
+            return self._time_summary(tenant_id, customer_id, scope)
+        months = self._months(tenant_id, customer_id, _MIN_TIME, "9999-12")
+        in_scope: list[MonthRecord] = []
+        for month in months:
+            if scope.after_period is not None and month.period > scope.after_period:
+                in_scope.append(month)
+                continue
+            seq, credits, debits = self._month_before(tenant_id, customer_id, month.period, scope.min_leaf)
+            if seq < month.count:
+                in_scope.append(MonthRecord(month.period, month.credits - credits,
+                                            month.debits - debits, month.count - seq))
+        total = sum(month.net for month in in_scope)
+        count = sum(month.count for month in in_scope)
+        newest = account.last_leaf_index if count else None
+        if count and scope.after_period is not None and newest is not None and newest < scope.min_leaf:
+            condition, params = scope.sql()
+            newest = int(self._tx.scalar(
+                f"""SELECT leaf_index FROM deltas WHERE {_CUSTOMER} AND {condition}
+                    ORDER BY leaf_index DESC LIMIT 1""",
+                (tenant_id, customer_id, *params),
+            ))
+        return ScopeSummary(total, count, tuple(in_scope), newest)
+
+    def checkpoint_figures(
+        self, tenant_id: str, customer_id: str, period: str, tree_size: int
+    ) -> tuple[int, MonthRecord]:
+        """``(opening balance, the period's totals)`` over the deltas sealed before ``tree_size``."""
+        opening = 0
+        closing_month = MonthRecord(period, 0, 0, 0)
+        for month in self._months(tenant_id, customer_id, _MIN_TIME, period):
+            seq, credits, debits = self._month_before(tenant_id, customer_id, month.period, tree_size)
+            if month.period < period:
+                opening += credits + debits
+            else:
+                closing_month = MonthRecord(period, credits, debits, seq)
+        return opening, closing_month
 
     # -- pages of deltas --------------------------------------------------------------------
 
@@ -177,36 +265,49 @@ class BalanceStore:
     ) -> list[DeltaRecord]:
         """``limit`` deltas of the scope from ``offset``, in leaf order (``occurred_at`` order
         for a date range that cuts through a month)."""
-        with self._engine.read() as tx:
-            account = _account(tx, tenant_id, customer_id)
-            if account is None:
-                return []
-            if scope.by_time:
-                whole = _whole_month(scope)
-                if whole is not None:
-                    return _month_page(tx, tenant_id, customer_id, whole, limit, offset, descending)
-                order = "DESC" if descending else "ASC"
-                rows = tx.execute(
-                    f"""SELECT {_DELTA_COLUMNS} FROM deltas
-                        WHERE tenant_id = ? AND customer_id = ? AND leaf_index IS NOT NULL
-                          AND occurred_at >= ? AND occurred_at < ?
-                        ORDER BY occurred_at {order}, leaf_index {order} LIMIT ? OFFSET ?""",
-                    (tenant_id, customer_id, scope.start or _MIN_TIME, scope.end or _MAX_TIME,
-                     limit, offset),
-                )
-                return [_delta(row) for row in rows]
-            before_seq, _ = _before(tx, tenant_id, customer_id, scope.min_leaf)
-            first, last = before_seq + 1, account.delta_count
-            return _seq_page(tx, tenant_id, customer_id, "cust_seq", None, first, last, limit,
-                             offset, descending)
-
-    def newest(self, tenant_id: str, customer_id: str, leaf_index: int) -> DeltaRecord | None:
-        with self._engine.read() as tx:
-            row = tx.one(
-                f"SELECT {_DELTA_COLUMNS} FROM deltas WHERE leaf_index = ? AND tenant_id = ? "
-                "AND customer_id = ?",
-                (leaf_index, tenant_id, customer_id),
+        account = self.account(tenant_id, customer_id)
+        if account is None:
+            return []
+        order = "DESC" if descending else "ASC"
+        if scope.by_time:
+            whole = _whole_month(scope)
+            if whole is not None:
+                return self._month_page(tenant_id, customer_id, whole, limit, offset, descending)
+            rows = self._tx.execute(
+                f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {_CUSTOMER}
+                      AND occurred_at >= ? AND occurred_at < ?
+                    ORDER BY occurred_at {order}, leaf_index {order} LIMIT ? OFFSET ?""",
+                (tenant_id, customer_id, scope.start or _MIN_TIME, scope.end or _MAX_TIME,
+                 limit, offset),
             )
+            return [_delta(row) for row in rows]
+        if scope.after_period is not None:
+            # The union "sealed after the head, or of a later period" starts no earlier than
+            # the first delta of a later month; scan from there.
+            lower = min([scope.min_leaf, *self._first_leaves_after(tenant_id, customer_id,
+                                                                    scope.after_period)])
+            condition, params = scope.sql()
+            rows = self._tx.execute(
+                f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {_CUSTOMER} AND leaf_index >= ?
+                      AND {condition} ORDER BY leaf_index {order} LIMIT ? OFFSET ?""",
+                (tenant_id, customer_id, lower, *params, limit, offset),
+            )
+            return [_delta(row) for row in rows]
+        before = self._tx.one(
+            f"""SELECT cust_seq FROM deltas WHERE {_CUSTOMER} AND leaf_index < ?
+                ORDER BY leaf_index DESC LIMIT 1""",
+            (tenant_id, customer_id, scope.min_leaf),
+        )
+        first = 1 + (0 if before is None else int(before[0]))
+        return self._seq_page(tenant_id, customer_id, "cust_seq", None, first, account.delta_count,
+                              limit, offset, descending)
+
+    def delta_at(self, tenant_id: str, customer_id: str, leaf_index: int) -> DeltaRecord | None:
+        row = self._tx.one(
+            f"SELECT {_DELTA_COLUMNS} FROM deltas WHERE leaf_index = ? AND tenant_id = ? "
+            "AND customer_id = ?",
+            (leaf_index, tenant_id, customer_id),
+        )
         return None if row is None else _delta(row)
 
     # -- compare's finder -------------------------------------------------------------------
@@ -215,32 +316,150 @@ class BalanceStore:
         self, tenant_id: str, customer_id: str, scope: Scope, amount: int, limit: int
     ) -> list[DeltaRecord]:
         """In-scope deltas of exactly ``amount``, newest leaf first."""
-        with self._engine.read() as tx:
-            rows = tx.execute(
-                f"""SELECT {_DELTA_COLUMNS} FROM deltas
-                    WHERE tenant_id = ? AND customer_id = ? AND amount = ?
-                      AND leaf_index IS NOT NULL AND leaf_index >= ?
-                      AND occurred_at >= ? AND occurred_at < ?
-                    ORDER BY leaf_index DESC LIMIT ?""",
-                (tenant_id, customer_id, amount, scope.min_leaf, scope.start or _MIN_TIME,
-                 scope.end or _MAX_TIME, limit),
-            )
+        condition, params = scope.sql()
+        rows = self._tx.execute(
+            f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {_CUSTOMER} AND amount = ?
+                  AND {condition} ORDER BY leaf_index DESC LIMIT ?""",
+            (tenant_id, customer_id, amount, *params, limit),
+        )
         return [_delta(row) for row in rows]
 
     def in_month(
         self, tenant_id: str, customer_id: str, scope: Scope, period: str, limit: int
     ) -> list[DeltaRecord]:
         """In-scope deltas of one month, newest leaf first."""
-        with self._engine.read() as tx:
-            rows = tx.execute(
-                f"""SELECT {_DELTA_COLUMNS} FROM deltas
-                    WHERE tenant_id = ? AND customer_id = ? AND period = ?
-                      AND leaf_index IS NOT NULL AND leaf_index >= ?
-                      AND occurred_at >= ? AND occurred_at < ?
-                    ORDER BY month_seq DESC LIMIT ?""",
-                (tenant_id, customer_id, period, scope.min_leaf, scope.start or _MIN_TIME,
-                 scope.end or _MAX_TIME, limit),
+        condition, params = scope.sql()
+        rows = self._tx.execute(
+            f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {_CUSTOMER} AND period = ?
+                  AND {condition} ORDER BY month_seq DESC LIMIT ?""",
+            (tenant_id, customer_id, period, *params, limit),
+        )
+        return [_delta(row) for row in rows]
+
+    def period_leaf_hashes(self, tenant_id: str, customer_id: str, period: str) -> list[bytes]:
+        """Leaf hashes of a customer-month's sealed deltas, in leaf order."""
+        rows = self._tx.execute(
+            f"""SELECT n.hash FROM deltas d JOIN tree_nodes n ON n.level = 0 AND n.idx = d.leaf_index
+                WHERE d.tenant_id = ? AND d.customer_id = ? AND d.period = ?
+                  AND d.leaf_index IS NOT NULL ORDER BY d.month_seq""",
+            (tenant_id, customer_id, period),
+        )
+        return [bytes(row[0]) for row in rows]
+
+    def period_deltas(self, tenant_id: str, customer_id: str, period: str, limit: int) -> list[DeltaRecord]:
+        rows = self._tx.execute(
+            f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {_CUSTOMER} AND period = ?
+                ORDER BY month_seq LIMIT ?""",
+            (tenant_id, customer_id, period, limit),
+        )
+        return [_delta(row) for row in rows]
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _months(self, tenant_id: str, customer_id: str, first: str, last: str) -> list[MonthRecord]:
+        rows = self._tx.execute(
+            """SELECT period, credits, debits, delta_count FROM account_months
+               WHERE tenant_id = ? AND customer_id = ? AND period >= ? AND period <= ?
+               ORDER BY period""",
+            (tenant_id, customer_id, first, last),
+        )
+        return [MonthRecord(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    def _month_before(
+        self, tenant_id: str, customer_id: str, period: str, min_leaf: int
+    ) -> tuple[int, int, int]:
+        """``(month_seq, credits, debits)`` of the month's last delta before leaf ``min_leaf``."""
+        if min_leaf <= 0:
+            return 0, 0, 0
+        row = self._tx.one(
+            f"""SELECT month_seq, month_credits, month_debits FROM deltas
+                WHERE {_CUSTOMER} AND period = ? AND leaf_index < ?
+                ORDER BY month_seq DESC LIMIT 1""",
+            (tenant_id, customer_id, period, min_leaf),
+        )
+        return (0, 0, 0) if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+    def _first_leaves_after(self, tenant_id: str, customer_id: str, period: str) -> list[int]:
+        leaves = []
+        for month in self._months(tenant_id, customer_id, next_period(period), "9999-12"):
+            row = self._tx.one(
+                f"""SELECT leaf_index FROM deltas WHERE {_CUSTOMER} AND period = ?
+                    ORDER BY month_seq LIMIT 1""",
+                (tenant_id, customer_id, month.period),
             )
+            if row is not None:
+                leaves.append(int(row[0]))
+        return leaves
+
+    def _time_summary(self, tenant_id: str, customer_id: str, scope: Scope) -> ScopeSummary:
+        start = scope.start or _MIN_TIME
+        end = scope.end or _MAX_TIME
+        months: list[MonthRecord] = []
+        newest: int | None = None
+        for month in self._months(tenant_id, customer_id, start[:7], end[:7]):
+            lower, upper = month_start(month.period), month_start(next_period(month.period))
+            if start <= lower and upper <= end:
+                months.append(month)
+                row = self._tx.one(
+                    f"""SELECT leaf_index FROM deltas WHERE {_CUSTOMER} AND period = ?
+                        ORDER BY month_seq DESC LIMIT 1""",
+                    (tenant_id, customer_id, month.period),
+                )
+                last = None if row is None else int(row[0])
+            else:
+                row = self._tx.one(
+                    f"""SELECT COUNT(*), COALESCE(SUM(CASE WHEN amount > 0 THEN amount ELSE 0 END), 0),
+                              COALESCE(SUM(CASE WHEN amount < 0 THEN amount ELSE 0 END), 0),
+                              MAX(leaf_index)
+                       FROM deltas WHERE {_CUSTOMER} AND occurred_at >= ? AND occurred_at < ?""",
+                    (tenant_id, customer_id, max(start, lower), min(end, upper)),
+                )
+                assert row is not None
+                if int(row[0]) == 0:
+                    continue
+                months.append(MonthRecord(month.period, int(row[1]), int(row[2]), int(row[0])))
+                last = int(row[3])
+            if last is not None and (newest is None or last > newest):
+                newest = last
+        total = sum(month.net for month in months)
+        count = sum(month.count for month in months)
+        return ScopeSummary(total=total, count=count, months=tuple(months), newest_leaf=newest)
+
+    def _month_page(
+        self, tenant_id: str, customer_id: str, period: str, limit: int, offset: int, descending: bool,
+    ) -> list[DeltaRecord]:
+        count = self._tx.scalar(
+            "SELECT delta_count FROM account_months WHERE tenant_id = ? AND customer_id = ? AND period = ?",
+            (tenant_id, customer_id, period),
+        )
+        if count is None:
+            return []
+        return self._seq_page(tenant_id, customer_id, "month_seq", period, 1, int(count), limit,
+                              offset, descending)
+
+    def _seq_page(
+        self, tenant_id: str, customer_id: str, column: str, period: str | None, first: int,
+        last: int, limit: int, offset: int, descending: bool,
+    ) -> list[DeltaRecord]:
+        """Deltas whose ``column`` (cust_seq or month_seq) is in the page's slice of [first, last]."""
+        if descending:
+            high = last - offset
+            low = max(first, high - limit + 1)
+        else:
+            low = first + offset
+            high = min(last, low + limit - 1)
+        if low > high:
+            return []
+        period_filter = "AND period = ?" if period is not None else ""
+        params: list[object] = [tenant_id, customer_id]
+        if period is not None:
+            params.append(period)
+        rows = self._tx.execute(
+            f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {_CUSTOMER} {period_filter}
+                  AND {column} BETWEEN ? AND ?
+                ORDER BY {column} {"DESC" if descending else "ASC"}""",
+            [*params, low, high],
+        )
         return [_delta(row) for row in rows]
 
 
@@ -251,64 +470,6 @@ def _account_record(row: Row) -> AccountRecord:
     )
 
 
-def _account(tx: Tx, tenant_id: str, customer_id: str) -> AccountRecord | None:
-    row = tx.one(
-        """SELECT customer_id, balance, delta_count, first_activity, last_activity,
-                  last_leaf_index FROM accounts WHERE tenant_id = ? AND customer_id = ?""",
-        (tenant_id, customer_id),
-    )
-    return None if row is None else _account_record(row)
-
-
-def _before(tx: Tx, tenant_id: str, customer_id: str, min_leaf: int) -> tuple[int, int]:
-    """``(cust_seq, running_balance)`` of the customer's last delta before leaf ``min_leaf``."""
-    if min_leaf <= 0:
-        return 0, 0
-    row = tx.one(
-        """SELECT cust_seq, running_balance FROM deltas
-           WHERE tenant_id = ? AND customer_id = ? AND leaf_index IS NOT NULL AND leaf_index < ?
-           ORDER BY leaf_index DESC LIMIT 1""",
-        (tenant_id, customer_id, min_leaf),
-    )
-    return (0, 0) if row is None else (int(row[0]), int(row[1]))
-
-
-def _months(tx: Tx, tenant_id: str, customer_id: str, first: str, last: str) -> list[MonthRecord]:
-    rows = tx.execute(
-        """SELECT period, credits, debits, delta_count FROM account_months
-           WHERE tenant_id = ? AND customer_id = ? AND period >= ? AND period <= ?
-           ORDER BY period""",
-        (tenant_id, customer_id, first, last),
-    )
-    return [MonthRecord(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
-
-
-def _leaf_summary(tx: Tx, account: AccountRecord, tenant_id: str, min_leaf: int) -> ScopeSummary:
-    customer_id = account.customer_id
-    before_seq, before_balance = _before(tx, tenant_id, customer_id, min_leaf)
-    count = account.delta_count - before_seq
-    total = account.balance - before_balance
-    months = _months(tx, tenant_id, customer_id, _MIN_TIME, "9999-12")
-    if before_seq > 0:
-        trimmed: list[MonthRecord] = []
-        for month in months:
-            row = tx.one(
-                """SELECT month_seq, month_credits, month_debits FROM deltas
-                   WHERE tenant_id = ? AND customer_id = ? AND period = ?
-                     AND leaf_index IS NOT NULL AND leaf_index < ?
-                   ORDER BY month_seq DESC LIMIT 1""",
-                (tenant_id, customer_id, month.period, min_leaf),
-            )
-            if row is None:
-                trimmed.append(month)
-            elif int(row[0]) < month.count:
-                trimmed.append(MonthRecord(month.period, month.credits - int(row[1]),
-                                           month.debits - int(row[2]), month.count - int(row[0])))
-        months = trimmed
-    newest = account.last_leaf_index if count > 0 else None
-    return ScopeSummary(total=total, count=count, months=tuple(months), newest_leaf=newest)
-
-
 def _whole_month(scope: Scope) -> str | None:
     """The period when the scope's bounds are exactly one calendar month."""
     if scope.start is None or scope.end is None:
@@ -317,80 +478,3 @@ def _whole_month(scope: Scope) -> str | None:
     if scope.start == month_start(period) and scope.end == month_start(next_period(period)):
         return period
     return None
-
-
-def _time_summary(tx: Tx, tenant_id: str, customer_id: str, scope: Scope) -> ScopeSummary:
-    start = scope.start or _MIN_TIME
-    end = scope.end or _MAX_TIME
-    months: list[MonthRecord] = []
-    newest: int | None = None
-    for month in _months(tx, tenant_id, customer_id, start[:7], end[:7]):
-        lower, upper = month_start(month.period), month_start(next_period(month.period))
-        if start <= lower and upper <= end:
-            months.append(month)
-            row = tx.one(
-                """SELECT leaf_index FROM deltas WHERE tenant_id = ? AND customer_id = ?
-                   AND period = ? AND leaf_index IS NOT NULL ORDER BY month_seq DESC LIMIT 1""",
-                (tenant_id, customer_id, month.period),
-            )
-            last = None if row is None else int(row[0])
-        else:
-            row = tx.one(
-                """SELECT COUNT(*), COALESCE(SUM(CASE WHEN amount > 0 THEN amount ELSE 0 END), 0),
-                          COALESCE(SUM(CASE WHEN amount < 0 THEN amount ELSE 0 END), 0),
-                          MAX(leaf_index)
-                   FROM deltas WHERE tenant_id = ? AND customer_id = ? AND leaf_index IS NOT NULL
-                     AND occurred_at >= ? AND occurred_at < ?""",
-                (tenant_id, customer_id, max(start, lower), min(end, upper)),
-            )
-            assert row is not None
-            if int(row[0]) == 0:
-                continue
-            months.append(MonthRecord(month.period, int(row[1]), int(row[2]), int(row[0])))
-            last = int(row[3])
-        if last is not None and (newest is None or last > newest):
-            newest = last
-    total = sum(month.net for month in months)
-    count = sum(month.count for month in months)
-    return ScopeSummary(total=total, count=count, months=tuple(months), newest_leaf=newest)
-
-
-def _month_page(
-    tx: Tx, tenant_id: str, customer_id: str, period: str, limit: int, offset: int,
-    descending: bool,
-) -> list[DeltaRecord]:
-    count = tx.scalar(
-        "SELECT delta_count FROM account_months WHERE tenant_id = ? AND customer_id = ? AND period = ?",
-        (tenant_id, customer_id, period),
-    )
-    if count is None:
-        return []
-    return _seq_page(tx, tenant_id, customer_id, "month_seq", period, 1, int(count), limit, offset,
-                     descending)
-
-
-def _seq_page(
-    tx: Tx, tenant_id: str, customer_id: str, column: str, period: str | None, first: int,
-    last: int, limit: int, offset: int, descending: bool,
-) -> list[DeltaRecord]:
-    """Deltas whose ``column`` (cust_seq or month_seq) is in the page's slice of [first, last]."""
-    if descending:
-        high = last - offset
-        low = max(first, high - limit + 1)
-    else:
-        low = first + offset
-        high = min(last, low + limit - 1)
-    if low > high:
-        return []
-    period_filter = "AND period = ?" if period is not None else ""
-    params: list[object] = [tenant_id, customer_id]
-    if period is not None:
-        params.append(period)
-    rows = tx.execute(
-        f"""SELECT {_DELTA_COLUMNS} FROM deltas
-            WHERE tenant_id = ? AND customer_id = ? {period_filter} AND leaf_index IS NOT NULL
-              AND {column} BETWEEN ? AND ?
-            ORDER BY {column} {"DESC" if descending else "ASC"}""",
-        [*params, low, high],
-    )
-    return [_delta(row) for row in rows]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from trueup.storage.engine import Engine, Row, Tx, chunks
 from trueup.storage.errors import StorageError
+from trueup.storage.locks import lock_count, locked_periods
 
 __all__ = [
     "HeadRecord",
@@ -93,6 +94,7 @@ class SealPlan:
     nodes: Sequence[tuple[int, int, bytes]]
     head: HeadRecord
     verified_at: str
+    locks_seen: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,13 @@ class LogStore:
             for r in rows
         ]
 
+    def period_locks(
+        self, keys: Sequence[tuple[str, str, str]]
+    ) -> tuple[dict[tuple[str, str, str], str], int]:
+        """Locked ``(tenant, customer, period)`` among ``keys``, and the number of locks."""
+        with self._engine.read() as tx:
+            return locked_periods(tx, keys), lock_count(tx)
+
     def queue_stats(self) -> tuple[int, str | None]:
         """``(number of queued deltas, acceptance time of the oldest)``."""
         with self._engine.read() as tx:
@@ -143,30 +152,16 @@ class LogStore:
     def head(self) -> HeadRecord | None:
         """The newest signed tree head, or ``None`` before the first one."""
         with self._engine.read() as tx:
-            row = tx.one(
-                """SELECT tree_size, root_hash, timestamp_ms, checkpoint FROM tree_heads
-                   ORDER BY tree_size DESC LIMIT 1"""
-            )
-        return None if row is None else _head(row)
+            return latest_head(tx)
 
     def head_at(self, size: int) -> HeadRecord | None:
         with self._engine.read() as tx:
-            row = tx.one(
-                """SELECT tree_size, root_hash, timestamp_ms, checkpoint FROM tree_heads
-                   WHERE tree_size = ?""",
-                (size,),
-            )
-        return None if row is None else _head(row)
+            return head_at(tx, size)
 
     def head_by_root(self, root: bytes) -> HeadRecord | None:
         """The head with this root (the largest, should a root ever repeat)."""
         with self._engine.read() as tx:
-            row = tx.one(
-                """SELECT tree_size, root_hash, timestamp_ms, checkpoint FROM tree_heads
-                   WHERE root_hash = ? ORDER BY tree_size DESC LIMIT 1""",
-                (root,),
-            )
-        return None if row is None else _head(row)
+            return head_by_root(tx, root)
 
     def heads(self, after_size: int, limit: int) -> list[HeadRecord]:
         """Heads with ``size > after_size`` in size order (for audits)."""
@@ -180,22 +175,8 @@ class LogStore:
 
     def nodes(self, ids: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         """Stored nodes by ``(level, index)``; missing ones are simply absent."""
-        wanted = list(dict.fromkeys(ids))
-        found: dict[tuple[int, int], bytes] = {}
-        if not wanted:
-            return found
         with self._engine.read() as tx:
-            for part in chunks(wanted, _VALUES_CHUNK):
-                values = ", ".join("(?, ?)" for _ in part)
-                params = [value for pair in part for value in pair]
-                rows = tx.execute(
-                    f"""SELECT level, idx, hash FROM tree_nodes
-                        WHERE (level, idx) IN (VALUES {values})""",
-                    params,
-                )
-                for level, idx, digest in rows:
-                    found[(int(level), int(idx))] = bytes(digest)
-        return found
+            return read_nodes(tx, ids)
 
     def nodes_at_level(self, level: int, start: int, stop: int) -> list[tuple[int, bytes]]:
         """``(index, hash)`` of stored nodes of one level with ``start <= index < stop``."""
@@ -266,15 +247,18 @@ class LogStore:
                 raise SealConflictError(
                     f"log is at size {current}, this seal was planned from {plan.previous_size}"
                 )
-            tx.executemany(
-                "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)", plan.nodes
-            )
+            if lock_count(tx) != plan.locks_seen:
+                raise SealConflictError("a period was locked while this seal was planned")
             head = plan.head
-            tx.execute(
-                """INSERT INTO tree_heads (tree_size, root_hash, timestamp_ms, checkpoint)
-                   VALUES (?, ?, ?, ?)""",
-                (head.size, head.root, head.timestamp_ms, head.checkpoint),
-            )
+            if plan.leaves:
+                tx.executemany(
+                    "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)", plan.nodes
+                )
+                tx.execute(
+                    """INSERT INTO tree_heads (tree_size, root_hash, timestamp_ms, checkpoint)
+                       VALUES (?, ?, ?, ?)""",
+                    (head.size, head.root, head.timestamp_ms, head.checkpoint),
+                )
             _apply_balances(tx, plan)
             if plan.failed:
                 tx.executemany(
@@ -286,6 +270,43 @@ class LogStore:
             head=plan.head, completed_requests=completed, sealed_count=len(plan.leaves),
             failed_count=len(plan.failed),
         )
+
+
+_HEAD_COLUMNS = "tree_size, root_hash, timestamp_ms, checkpoint"
+
+
+def latest_head(tx: Tx) -> HeadRecord | None:
+    row = tx.one(f"SELECT {_HEAD_COLUMNS} FROM tree_heads ORDER BY tree_size DESC LIMIT 1")
+    return None if row is None else _head(row)
+
+
+def head_at(tx: Tx, size: int) -> HeadRecord | None:
+    row = tx.one(f"SELECT {_HEAD_COLUMNS} FROM tree_heads WHERE tree_size = ?", (size,))
+    return None if row is None else _head(row)
+
+
+def head_by_root(tx: Tx, root: bytes) -> HeadRecord | None:
+    row = tx.one(
+        f"SELECT {_HEAD_COLUMNS} FROM tree_heads WHERE root_hash = ? ORDER BY tree_size DESC LIMIT 1",
+        (root,),
+    )
+    return None if row is None else _head(row)
+
+
+def read_nodes(tx: Tx, ids: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """Stored tree nodes by ``(level, index)`` within ``tx``; missing ones are absent."""
+    wanted = list(dict.fromkeys(ids))
+    found: dict[tuple[int, int], bytes] = {}
+    for part in chunks(wanted, _VALUES_CHUNK):
+        values = ", ".join("(?, ?)" for _ in part)
+        params = [value for pair in part for value in pair]
+        rows = tx.execute(
+            f"SELECT level, idx, hash FROM tree_nodes WHERE (level, idx) IN (VALUES {values})",
+            params,
+        )
+        for level, idx, digest in rows:
+            found[(int(level), int(idx))] = bytes(digest)
+    return found
 
 
 def _head(row: Row) -> HeadRecord:

@@ -154,4 +154,30 @@ _V1 = (
     )""",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "ledger, log and balances", _V1),)
+_V2 = (
+    # A period checkpoint locks one customer-month: later deltas for it are refused. Its
+    # figures cover the deltas sealed before tree_size. proof_root = SHA-256(0x03 || nonce ||
+    # MTH(the period's leaf hashes)): a capability (unguessable even for an empty period, and
+    # never equal to a tree head's root) that shows the period's records to whoever holds it.
+    """CREATE TABLE period_checkpoints (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        period TEXT NOT NULL,
+        proof_root {BLOB} NOT NULL,
+        nonce {BLOB} NOT NULL,
+        tree_size {BIGINT} NOT NULL,
+        opening_balance {BIGINT} NOT NULL,
+        credits {BIGINT} NOT NULL,
+        debits {BIGINT} NOT NULL,
+        deltas_count {BIGINT} NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (tenant_id, customer_id, period)
+    )""",
+    "CREATE INDEX period_checkpoints_root ON period_checkpoints (proof_root)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "ledger, log and balances", _V1),
+    Migration(2, "period checkpoints", _V2),
+)

@@ -14,10 +14,12 @@ from trueup.core.errors import (
     DomainError,
     DuplicateKeyError,
     IdempotencyMismatchError,
+    PeriodLockedError,
     PlanLimitExceededError,
 )
 from trueup.storage.engine import Engine, Row, Tx, chunks
 from trueup.storage.errors import IntegrityConflictError
+from trueup.storage.locks import locked_periods
 
 __all__ = [
     "DeltaDraft",
@@ -202,7 +204,8 @@ class WriteStore:
         conflicts: list[ItemConflict] = []
         first_in_request: dict[str, int] = {}
         for index, item in enumerate(draft.items):
-            where = f"items[{index}]" if draft.source == "writes" else f"deltas[{index}]"
+            where = f"items[{index}]" if draft.source == "writes" else (
+                f"deltas[{index}]" if draft.source == "batch" else "")
             if item.key in existing:
                 original_seq, original = existing[item.key]
                 differing = _differing_fields(item, original, names)
@@ -224,6 +227,8 @@ class WriteStore:
             if not draft.per_item_conflicts:
                 raise error
             conflicts.append(ItemConflict(index, error))
+        if stored:
+            stored = self._refuse_locked_periods(tx, draft, stored, conflicts)
         if stored and draft.allowance is not None:
             self._charge_allowance(tx, draft, len(stored))
         tx.executemany(
@@ -268,6 +273,30 @@ class WriteStore:
                 ),
             )
         return result
+
+    def _refuse_locked_periods(
+        self, tx: Tx, draft: WriteDraft, stored: list[int], conflicts: list[ItemConflict]
+    ) -> list[int]:
+        keys = [(draft.tenant_id, draft.items[i].customer_id, draft.items[i].occurred_at[:7]) for i in stored]
+        locks = locked_periods(tx, keys)
+        if not locks:
+            return stored
+        kept: list[int] = []
+        for index, key in zip(stored, keys, strict=True):
+            checkpoint_id = locks.get(key)
+            if checkpoint_id is None:
+                kept.append(index)
+                continue
+            field = f"items[{index}].occurredAt" if draft.source == "writes" else (
+                f"deltas[{index}].occurredAt" if draft.source == "batch" else "occurredAt")
+            error = PeriodLockedError(
+                f"{field}: period {key[2]} of customer {key[1]!r} is locked by checkpoint "
+                f"{checkpoint_id}; post the delta to an open period"
+            )
+            if not draft.per_item_conflicts:
+                raise error
+            conflicts.append(ItemConflict(index, error))
+        return kept
 
     def _idempotent_replay(
         self, tx: Tx, tenant_id: str, claim: IdempotencyClaim

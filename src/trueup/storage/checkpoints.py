@@ -1,0 +1,143 @@
+"""Period checkpoints: locking a customer-month under a proof root.
+
+Locking runs in one write transaction serialised with sealing, so the figures it records are
+exactly those of the deltas sealed before the head it binds to, and no delta of the period
+can be sealed after it (the sequencer fails such deltas).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from trueup.proof import root_from_leaf_hashes
+from trueup.storage.balances import BalanceSnapshot
+from trueup.storage.engine import Engine, Row, Tx
+from trueup.storage.log import latest_head
+
+__all__ = ["CheckpointRecord", "CheckpointStore", "period_proof_root"]
+
+_PROOF_ROOT_PREFIX = b"\x03"  # distinct from RFC 9162's 0x00 (leaf) and 0x01 (node)
+
+
+def period_proof_root(nonce: bytes, leaf_hashes: Sequence[bytes]) -> bytes:
+    """SHA-256(0x03 ‖ nonce ‖ MTH(leaf hashes)) — what a client recomputes to check a root."""
+    return hashlib.sha256(_PROOF_ROOT_PREFIX + nonce + root_from_leaf_hashes(leaf_hashes)).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    id: str
+    tenant_id: str
+    customer_id: str
+    period: str
+    proof_root: bytes
+    nonce: bytes
+    tree_size: int
+    opening_balance: int
+    credits: int
+    debits: int
+    deltas_count: int
+    created_at: str
+
+    @property
+    def net(self) -> int:
+        return self.credits + self.debits
+
+    @property
+    def closing_balance(self) -> int:
+        return self.opening_balance + self.net
+
+
+_COLUMNS = """id, tenant_id, customer_id, period, proof_root, nonce, tree_size, opening_balance,
+    credits, debits, deltas_count, created_at"""
+
+
+def _record(row: Row) -> CheckpointRecord:
+    return CheckpointRecord(
+        id=str(row[0]), tenant_id=str(row[1]), customer_id=str(row[2]), period=str(row[3]),
+        proof_root=bytes(row[4]), nonce=bytes(row[5]), tree_size=int(row[6]),
+        opening_balance=int(row[7]), credits=int(row[8]), debits=int(row[9]),
+        deltas_count=int(row[10]), created_at=str(row[11]),
+    )
+
+
+class CheckpointStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def lock(
+        self, checkpoint_id: str, tenant_id: str, customer_id: str, period: str, nonce: bytes,
+        created_at: str,
+    ) -> tuple[CheckpointRecord, bool]:
+        """Lock the period (or return its existing lock); ``True`` when newly created."""
+        with self._engine.write() as tx:
+            self._engine.serialize(tx, "seal")
+            existing = self._find(tx, tenant_id, customer_id, period)
+            if existing is not None:
+                return existing, False
+            head = latest_head(tx)
+            tree_size = 0 if head is None else head.size
+            snapshot = BalanceSnapshot(tx)
+            opening, month = snapshot.checkpoint_figures(tenant_id, customer_id, period, tree_size)
+            root = period_proof_root(nonce, snapshot.period_leaf_hashes(tenant_id, customer_id, period))
+            record = CheckpointRecord(
+                id=checkpoint_id, tenant_id=tenant_id, customer_id=customer_id, period=period,
+                proof_root=root, nonce=nonce, tree_size=tree_size, opening_balance=opening,
+                credits=month.credits, debits=month.debits, deltas_count=month.count,
+                created_at=created_at,
+            )
+            tx.execute(
+                f"INSERT INTO period_checkpoints ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.id, tenant_id, customer_id, period, root, nonce, tree_size, opening,
+                 month.credits, month.debits, month.count, created_at),
+            )
+        return record, True
+
+    def _find(self, tx: Tx, tenant_id: str, customer_id: str, period: str) -> CheckpointRecord | None:
+        row = tx.one(
+            f"SELECT {_COLUMNS} FROM period_checkpoints WHERE tenant_id = ? AND customer_id = ? "
+            "AND period = ?",
+            (tenant_id, customer_id, period),
+        )
+        return None if row is None else _record(row)
+
+    def find(self, tenant_id: str, customer_id: str, period: str) -> CheckpointRecord | None:
+        with self._engine.read() as tx:
+            return self._find(tx, tenant_id, customer_id, period)
+
+    def get(self, tenant_id: str, checkpoint_id: str) -> CheckpointRecord | None:
+        with self._engine.read() as tx:
+            row = tx.one(f"SELECT {_COLUMNS} FROM period_checkpoints WHERE id = ? AND tenant_id = ?",
+                         (checkpoint_id, tenant_id))
+        return None if row is None else _record(row)
+
+    def by_root(self, root: bytes, tenant_id: str | None = None) -> CheckpointRecord | None:
+        """The checkpoint with this proof root (of ``tenant_id`` when given)."""
+        with self._engine.read() as tx:
+            row = tx.one(f"SELECT {_COLUMNS} FROM period_checkpoints WHERE proof_root = ?", (root,))
+        if row is None:
+            return None
+        record = _record(row)
+        return record if tenant_id is None or record.tenant_id == tenant_id else None
+
+    def list(
+        self, tenant_id: str, customer_id: str | None, period: str | None, limit: int, offset: int
+    ) -> tuple[list[CheckpointRecord], int]:
+        where = "tenant_id = ?"
+        params: list[object] = [tenant_id]
+        if customer_id is not None:
+            where += " AND customer_id = ?"
+            params.append(customer_id)
+        if period is not None:
+            where += " AND period = ?"
+            params.append(period)
+        with self._engine.read() as tx:
+            total = int(tx.scalar(f"SELECT COUNT(*) FROM period_checkpoints WHERE {where}", params))
+            rows = tx.execute(
+                f"""SELECT {_COLUMNS} FROM period_checkpoints WHERE {where}
+                    ORDER BY customer_id, period LIMIT ? OFFSET ?""",
+                [*params, limit, offset],
+            )
+        return [_record(row) for row in rows], total
