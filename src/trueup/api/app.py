@@ -11,7 +11,7 @@ from trueup import __version__
 from trueup.api.errors import install_error_handlers
 from trueup.api.openapi import install_openapi
 from trueup.api.responses import JSONResponse
-from trueup.api.routes import health, log, writes
+from trueup.api.routes import balance, checkpoints, customers, health, log, writes
 from trueup.service.container import Services
 
 __all__ = ["create_app"]
@@ -52,5 +52,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(writes.router)
     app.include_router(log.router)
+    app.include_router(balance.router)
+    app.include_router(checkpoints.router)
+    app.include_router(customers.router)
     install_openapi(app)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trueup.service.balances import BalanceService
 from trueup.service.group_commit import GroupCommitter
 from trueup.service.ingest import WriteService
 from trueup.service.keys import KeyService
@@ -29,6 +30,7 @@ class Services:
     sealer: Sealer
     views: ViewService
     log: LogService
+    balances: BalanceService
 
     def close(self) -> None:
         self.committer.close()
@@ -50,4 +52,5 @@ def open_services(settings: Settings) -> Services:
         sealer=Sealer(storage, signer, settings.log_origin, settings.seal_batch_size),
         views=ViewService(storage),
         log=LogService(storage, signer),
+        balances=BalanceService(storage),
     )

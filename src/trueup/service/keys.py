@@ -96,6 +96,23 @@ class KeyService:
             raise InvalidApiKeyError("X-Api-Key has been revoked")
         return _principal(record)
 
+    def usage(self, principal: Principal, now: datetime | None = None) -> dict[str, object]:
+        """The tenant's plan, its monthly allowance, and what this month used of it."""
+        moment = now or datetime.now(UTC)
+        period = moment.strftime("%Y-%m")
+        allowance = PLAN_ALLOWANCES.get(principal.plan)
+        used = self._storage.writes.used(principal.tenant_id, period)
+        year, month = moment.year + moment.month // 12, moment.month % 12 + 1
+        return {
+            "plan": principal.plan,
+            "period": period,
+            "allowance": allowance,
+            "used": used,
+            "remaining": None if allowance is None else max(0, allowance - used),
+            "resetsAt": f"{year:04d}-{month:02d}-01T00:00:00Z",
+            "unlimited": allowance is None,
+        }
+
     def list(self) -> list[ApiKeyRecord]:
         return self._storage.tenants.keys()
 

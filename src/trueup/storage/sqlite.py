@@ -140,6 +140,10 @@ class SQLiteEngine(Engine):
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)
+        if conn.in_transaction:
+            # A read nested in another read on this thread joins the outer snapshot.
+            yield _SQLiteTx(conn)
+            return
         with self._transaction(conn, "BEGIN") as tx:
             yield tx
 

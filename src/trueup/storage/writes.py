@@ -382,6 +382,15 @@ class WriteStore:
 
     # -- reading ----------------------------------------------------------------------------
 
+    def used(self, tenant_id: str, period: str) -> int:
+        """New deltas the tenant stored in ``period`` (the plan's meter)."""
+        with self._engine.read() as tx:
+            value = tx.scalar(
+                "SELECT accepted_count FROM usage_months WHERE tenant_id = ? AND period = ?",
+                (tenant_id, period),
+            )
+        return 0 if value is None else int(value)
+
     def request(
         self, tenant_id: str, request_id: str, limit: int, offset: int
     ) -> RequestView | None:

@@ -14,7 +14,11 @@ from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import hex_root, wire_time_ms
 from trueup.api.schemas import ConsistencyProof, InclusionProof, LogKey, ProofBundle, VerifyResult
 from trueup.core.ids import anchor_id
+from trueup.core.timestamps import format_wire
+from trueup.proof import leaf_fields_to_json
 from trueup.service.log import parse_root
+from trueup.service.sealing import leaf_fields_of
+from trueup.storage.checkpoints import CheckpointRecord
 
 router = APIRouter(tags=["log"])
 
@@ -98,11 +102,19 @@ async def bundle(anchorId: str, services: ServicesDep, principal: Auth) -> JSONR
     summary="Is this root one of ours? Public; reveals no business data for tree heads",
     responses={200: {"model": VerifyResult}, 404: {"model": VerifyResult}, **errors(400)},
 )
-async def verify(root: str, services: ServicesDep) -> JSONResponse:
+async def verify(
+    root: str,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> JSONResponse:
     raw = parse_root(root)
     head = await run_in_threadpool(services.log.head_by_root, raw)
     if head is None:
-        return JSONResponse(_unverified(root), status_code=404)
+        record = await run_in_threadpool(services.balances.checkpoint_by_root, raw)
+        if record is None:
+            return JSONResponse(_unverified(root), status_code=404)
+        return JSONResponse({"success": True, "data": await _period_data(services, record, limit, offset)})
     data: dict[str, Any] = {
         "verified": True,
         "proofRoot": hex_root(head.root),
@@ -113,6 +125,53 @@ async def verify(root: str, services: ServicesDep) -> JSONResponse:
         "verifierKey": services.log.verifier_key,
     }
     return JSONResponse({"success": True, "data": data})
+
+
+async def _period_data(
+    services: ServicesDep, record: CheckpointRecord, limit: int, offset: int
+) -> dict[str, Any]:
+    """A period checkpoint seen through its proof root (a capability, DESIGN.md §2.6)."""
+    deltas, hashes = await run_in_threadpool(services.balances.period_records, record, limit, offset)
+    head = await run_in_threadpool(services.log.head_at, record.tree_size)
+    first = deltas[0].occurred_at if deltas and offset == 0 else None
+    records: list[dict[str, Any]] = []
+    for delta in deltas:
+        fields = leaf_fields_of(record.tenant_id, record.customer_id, delta.key, delta.amount,
+                                delta.occurred_at, delta.metadata, delta.salt)
+        records.append({
+            "amount": delta.amount, "reason": delta.reason, "referenceId": delta.key,
+            "status": "VERIFIED", "time": format_wire(delta.occurred_at),
+            "anchorId": anchor_id(delta.leaf_index), "leafHash": hashes[offset + len(records)].hex(),
+            "leaf": leaf_fields_to_json(fields),
+        })
+    return {
+        "verified": True,
+        "proofRoot": hex_root(record.proof_root),
+        "recordedAt": format_wire(record.created_at),
+        "type": "periodCheckpoint",
+        "checkpointId": record.id,
+        "customerId": record.customer_id,
+        "period": record.period,
+        "summary": {
+            "recordCount": record.deltas_count, "netChange": record.net,
+            "startingBalance": record.opening_balance, "endingBalance": record.closing_balance,
+            "firstRecordAt": first and format_wire(first),
+            "lastRecordAt": format_wire(deltas[-1].occurred_at) if deltas and len(hashes) <= offset + limit else None,
+        },
+        "records": records,
+        "recordsTotal": len(hashes),
+        "limit": limit,
+        "offset": offset,
+        "recompute": {
+            "formula": "proofRoot = SHA-256(0x03 || nonce || MTH(leafHashes)), MTH as RFC 9162 §2.1.1",
+            "nonce": record.nonce.hex(),
+            "leafHashes": [digest.hex() for digest in hashes],
+        },
+        "treeSize": record.tree_size,
+        "treeRoot": hex_root(head.root),
+        "checkpoint": head.checkpoint,
+        "verifierKey": services.log.verifier_key,
+    }
 
 
 def _unverified(root: str) -> dict[str, Any]:

@@ -1,0 +1,126 @@
+"""Derive (seed) and compare (seed)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from trueup.api.body import read_json
+from trueup.api.deps import Auth, ServicesDep
+from trueup.api.openapi import errors, json_body
+from trueup.api.responses import JSONResponse
+from trueup.api.routes.replies import hex_root, wire_time_ms
+from trueup.api.schemas import CompareBody, CompareResponse, DeriveResponse
+from trueup.core.compare import to_wire
+from trueup.core.ids import anchor_id, record_id
+from trueup.core.timestamps import format_wire
+from trueup.service.balances import Derived
+
+router = APIRouter(tags=["balance"])
+
+_DERIVE_PARAMS = ("startingBalance", "startingCheckpoint", "startingCheckpointType", "limit",
+                  "offset", "order", "period", "timePreset", "startDate", "endDate", "asOf")
+
+OptionalText = Annotated[str | None, Query(max_length=200)]
+
+
+@router.get(
+    "/api/v1/balance/derive/{customerId}",
+    summary="Derive a customer's balance from verified deltas (with checkpoints and scopes)",
+    responses={200: {"model": DeriveResponse}, **errors(400, 401, 404)},
+)
+async def derive(
+    customerId: str,  # noqa: N803 - the seed's path parameter name
+    request: Request,
+    services: ServicesDep,
+    principal: Auth,
+    startingBalance: OptionalText = None,  # noqa: N803, ARG001 - read from the query below
+    startingCheckpoint: OptionalText = None,  # noqa: N803, ARG001
+    startingCheckpointType: OptionalText = None,  # noqa: N803, ARG001
+    limit: OptionalText = None,  # noqa: ARG001
+    offset: OptionalText = None,  # noqa: ARG001
+    order: OptionalText = None,  # noqa: ARG001
+    period: OptionalText = None,  # noqa: ARG001
+    timePreset: OptionalText = None,  # noqa: N803, ARG001
+    startDate: OptionalText = None,  # noqa: N803, ARG001
+    endDate: OptionalText = None,  # noqa: N803, ARG001
+    asOf: OptionalText = None,  # noqa: N803, ARG001
+) -> JSONResponse:
+    # Declared above for the OpenAPI document; parsed by the core so every error names its
+    # field the same way on every route.
+    params = {name: request.query_params[name] for name in _DERIVE_PARAMS if name in request.query_params}
+    derived = await run_in_threadpool(services.balances.derive, principal, customerId, params)
+    return JSONResponse({"success": True, "data": derive_json(derived)})
+
+
+def derive_json(derived: Derived) -> dict[str, Any]:
+    head = derived.head
+    query = derived.query
+    newest = derived.newest
+    scope: dict[str, Any] = {"kind": "all"}
+    if derived.checkpoint is not None:
+        scope = {"kind": "checkpoint", **derived.checkpoint}
+    elif query.start is not None or query.end is not None:
+        scope = {"kind": "period" if query.period else "time", "period": query.period,
+                 "start": None if query.start is None else format_wire(query.start),
+                 "endExclusive": None if query.end is None else format_wire(query.end)}
+    return {
+        "customerId": derived.customer_id,
+        "computedBalance": derived.balance,
+        "startingBalance": query.starting_balance,
+        "deltasCount": derived.summary.count,
+        "latestCheckpoint": hex_root(head.root),
+        "startingCheckpoint": derived.checkpoint,
+        "deltas": [
+            {
+                "anchorId": anchor_id(delta.leaf_index),
+                "delta": delta.amount,
+                "reason": delta.reason,
+                "status": "VERIFIED",
+                "createdAt": format_wire(delta.occurred_at),
+                "recordId": record_id(delta.request_id, delta.item_index),
+                "leafIndex": delta.leaf_index,
+                "key": delta.key,
+            }
+            for delta in derived.deltas
+        ],
+        "windowSummaries": [
+            {"period": m.period, "totalCredits": m.credits, "totalDebits": m.debits,
+             "netChange": m.net, "deltasCount": m.count}
+            for m in derived.summary.months
+        ],
+        "verificationProof": {
+            "rootHash": hex_root(head.root),
+            "algorithm": "sha256",
+            "timestamp": wire_time_ms(head.timestamp_ms),
+            "treeSize": head.size,
+            "checkpoint": head.checkpoint,
+            "inclusionProof": None if newest is None else {
+                "anchorId": anchor_id(newest.leaf_index),
+                "leafIndex": newest.leaf_index,
+                "leafHash": newest.leaf_hash.hex(),
+                "proof": [node.hex() for node in newest.path],
+            },
+        },
+        "limit": query.limit,
+        "offset": query.offset,
+        "order": "desc" if query.descending else "asc",
+        "scope": scope,
+    }
+
+
+@router.post(
+    "/api/v1/balance/compare",
+    summary="Compare your balance with a counterparty's: who is wrong, when, and which delta",
+    responses={200: {"model": CompareResponse}, **errors(400, 401, 404, 413, 415)},
+    openapi_extra=json_body(CompareBody),
+)
+async def compare(request: Request, services: ServicesDep, principal: Auth) -> JSONResponse:
+    document, _ = await read_json(request, services.settings.max_body_bytes)
+    result, starting, head = await run_in_threadpool(services.balances.compare, principal, document)
+    data = to_wire(result)
+    data["startingBalance"] = starting
+    data["latestCheckpoint"] = hex_root(head.root)
+    return JSONResponse({"success": True, "data": data})

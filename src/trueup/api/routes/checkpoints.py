@@ -1,0 +1,118 @@
+"""Period checkpoints: lock, list, and the receipt form (DESIGN.md §2.5)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from trueup.api.body import read_json
+from trueup.api.deps import Auth, ServicesDep
+from trueup.api.openapi import errors, json_body
+from trueup.api.responses import JSONResponse
+from trueup.api.routes.replies import hex_root
+from trueup.api.schemas import (
+    CheckpointBody,
+    CheckpointListResponse,
+    CheckpointResponse,
+    ReceiptResponse,
+)
+from trueup.core.timestamps import format_wire
+from trueup.storage.checkpoints import CheckpointRecord
+
+router = APIRouter(tags=["checkpoints"])
+
+
+def checkpoint_json(record: CheckpointRecord) -> dict[str, Any]:
+    return {
+        "checkpointId": record.id,
+        "proofRoot": hex_root(record.proof_root),
+        "customerId": record.customer_id,
+        "period": record.period,
+        "openingBalance": record.opening_balance,
+        "closingBalance": record.closing_balance,
+        "netChange": record.net,
+        "totalCredits": record.credits,
+        "totalDebits": record.debits,
+        "deltasCount": record.deltas_count,
+        "treeSize": record.tree_size,
+        "status": "locked",
+        "createdAt": format_wire(record.created_at),
+    }
+
+
+@router.post(
+    "/api/v1/balance/checkpoint",
+    summary="Lock a customer's period under a proof root (idempotent)",
+    responses={200: {"model": CheckpointResponse}, 201: {"model": CheckpointResponse},
+               **errors(400, 401, 403, 404, 413, 415)},
+    openapi_extra=json_body(CheckpointBody),
+)
+async def lock_period(request: Request, services: ServicesDep, principal: Auth) -> JSONResponse:
+    document, _ = await read_json(request, services.settings.max_body_bytes)
+    record, created = await run_in_threadpool(services.balances.lock_period, principal, document)
+    return JSONResponse({"success": True, "data": checkpoint_json(record)},
+                        status_code=201 if created else 200)
+
+
+@router.get(
+    "/api/v1/balance/checkpoints",
+    summary="Your period checkpoints, by customer and period",
+    responses={200: {"model": CheckpointListResponse}, **errors(400, 401)},
+)
+async def list_checkpoints(
+    services: ServicesDep,
+    principal: Auth,
+    customerId: Annotated[str | None, Query(max_length=128)] = None,  # noqa: N803
+    period: Annotated[str | None, Query(max_length=7)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> JSONResponse:
+    records, total = await run_in_threadpool(
+        services.balances.checkpoints, principal, customerId, period, limit, offset
+    )
+    return JSONResponse({"success": True, "data": {
+        "checkpoints": [checkpoint_json(r) for r in records], "total": total,
+        "limit": limit, "offset": offset,
+    }})
+
+
+async def _receipt(request: Request, services: ServicesDep, principal: Auth, customer_id: str,
+                   period: str | None) -> JSONResponse:
+    record = await run_in_threadpool(services.balances.receipt, principal, customer_id, period)
+    root = hex_root(record.proof_root)
+    api_url = str(request.base_url).rstrip("/") + f"/api/v1/verify/{root}"
+    return JSONResponse({"success": True, "data": {
+        "checkpointId": record.id, "customerId": record.customer_id, "period": record.period,
+        "proofRoot": root, "deltaCount": record.deltas_count,
+        "startingBalance": record.opening_balance, "finalBalance": record.closing_balance,
+        "netChange": record.net, "treeSize": record.tree_size,
+        "verifyUrl": api_url, "verificationApiUrl": api_url,
+    }})
+
+
+@router.get(
+    "/api/v1/balance/receipt/{customerId}",
+    summary="A locked period in receipt form, for an invoice",
+    responses={200: {"model": ReceiptResponse}, **errors(400, 401, 404)},
+)
+async def receipt(
+    customerId: str,  # noqa: N803
+    request: Request, services: ServicesDep, principal: Auth,
+    period: Annotated[str | None, Query(max_length=7)] = None,
+) -> JSONResponse:
+    return await _receipt(request, services, principal, customerId, period)
+
+
+@router.get(
+    "/api/v1/balance/invoice-proof/{customerId}",
+    summary="Alias of the receipt route (PacSpace's name)",
+    responses={200: {"model": ReceiptResponse}, **errors(400, 401, 404)},
+)
+async def invoice_proof(
+    customerId: str,  # noqa: N803
+    request: Request, services: ServicesDep, principal: Auth,
+    period: Annotated[str | None, Query(max_length=7)] = None,
+) -> JSONResponse:
+    return await _receipt(request, services, principal, customerId, period)

@@ -1,0 +1,72 @@
+"""The tenant's customers and its plan usage."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from trueup.api.deps import Auth, ServicesDep
+from trueup.api.openapi import errors
+from trueup.api.responses import JSONResponse
+from trueup.api.schemas import CustomerListResponse, CustomerResponse, UsageResponse
+from trueup.core.timestamps import format_wire
+from trueup.storage.balances import AccountRecord
+
+router = APIRouter(tags=["customers"])
+
+
+def _customer(account: AccountRecord) -> dict[str, Any]:
+    return {
+        "customerId": account.customer_id,
+        "balance": account.balance,
+        "deltaCount": account.delta_count,
+        "firstActivity": format_wire(account.first_activity) if account.first_activity else None,
+        "lastActivity": format_wire(account.last_activity) if account.last_activity else None,
+    }
+
+
+@router.get(
+    "/api/v1/balance/customers",
+    summary="Your customers with balance, delta count and last activity",
+    responses={200: {"model": CustomerListResponse}, **errors(400, 401)},
+)
+async def customers(
+    services: ServicesDep,
+    principal: Auth,
+    search: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    page: Annotated[int, Query(ge=1, le=10**7)] = 1,
+) -> JSONResponse:
+    found, total = await run_in_threadpool(services.balances.customers, principal, search, limit, page)
+    return JSONResponse({"success": True, "data": {
+        "customers": [_customer(a) for a in found], "total": total, "page": page, "limit": limit,
+    }})
+
+
+@router.get(
+    "/api/v1/balance/customers/{customerId}",
+    summary="One customer: balance, delta count, activity and monthly totals",
+    responses={200: {"model": CustomerResponse}, **errors(400, 401, 404)},
+)
+async def customer(customerId: str, services: ServicesDep, principal: Auth) -> JSONResponse:  # noqa: N803
+    account, months = await run_in_threadpool(services.balances.customer, principal, customerId)
+    return JSONResponse({"success": True, "data": {
+        **_customer(account),
+        "windowSummaries": [
+            {"period": m.period, "totalCredits": m.credits, "totalDebits": m.debits,
+             "netChange": m.net, "deltasCount": m.count}
+            for m in months
+        ],
+    }})
+
+
+@router.get(
+    "/api/v1/balance/usage",
+    summary="Your plan, its monthly allowance and this month's use",
+    responses={200: {"model": UsageResponse}, **errors(401)},
+)
+async def usage(services: ServicesDep, principal: Auth) -> JSONResponse:
+    data = await run_in_threadpool(services.keys.usage, principal)
+    return JSONResponse({"success": True, "data": data})

@@ -1,0 +1,229 @@
+"""Balance request scopes: starting point, checkpoint or time range, paging (DESIGN.md §2.3).
+
+Derive takes them as query strings and compare as JSON; both end as a :class:`BalanceQuery`.
+A checkpoint cannot be combined with a period, a date range or ``asOf``
+(``INVALID_SCOPE_COMBINATION``), nor can two kinds of time scope be combined.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from trueup.core.compare import ClaimedWindow
+from trueup.core.deltas import check_account_id
+from trueup.core.errors import InvalidScopeError, ValidationError
+from trueup.core.periods import next_period, parse_period
+from trueup.core.strict_json import describe
+from trueup.core.timestamps import format_canonical, parse_rfc3339
+
+__all__ = [
+    "MAX_BALANCE",
+    "BalanceQuery",
+    "CompareRequest",
+    "parse_compare_body",
+    "parse_derive_query",
+    "parse_integer_text",
+    "resolve_checkpoint_type",
+]
+
+MAX_BALANCE = 10**30
+"""Largest magnitude accepted for a claimed or starting balance (exact: JSON has no limit)."""
+
+_INTEGER_TEXT = re.compile(r"^[+-]?\d{1,31}$")
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_CHECKPOINT_TYPES = {"itemsRoot": "itemsRoot", "proofRoot": "itemsRoot",
+                     "anchorId": "anchorId", "recordId": "anchorId"}
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceQuery:
+    """What to derive: a starting balance plus either a checkpoint or a time range.
+
+    ``start``/``end`` are canonical timestamps (end exclusive); ``checkpoint_type`` is
+    ``itemsRoot`` or ``anchorId`` after aliases are resolved.
+    """
+
+    starting_balance: int = 0
+    checkpoint: str | None = None
+    checkpoint_type: str = "itemsRoot"
+    start: str | None = None
+    end: str | None = None
+    period: str | None = None
+    limit: int = 100
+    offset: int = 0
+    descending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CompareRequest:
+    customer_id: str
+    your_balance: int
+    their_balance: int
+    query: BalanceQuery
+    your_windows: tuple[ClaimedWindow, ...] | None
+    their_windows: tuple[ClaimedWindow, ...] | None
+
+
+def parse_integer_text(value: str, field: str, bound: int = MAX_BALANCE) -> int:
+    """An integer written in decimal (a query string); no fraction, exponent or spaces."""
+    if not _INTEGER_TEXT.fullmatch(value):
+        raise ValidationError(field, f"must be an integer, got {describe(value)}")
+    number = int(value)
+    if abs(number) > bound:
+        raise ValidationError(field, f"must be at most {bound} in magnitude")
+    return number
+
+
+def _json_integer(value: object, field: str, bound: int = MAX_BALANCE) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, f"must be an integer, got {describe(value)}")
+    if abs(value) > bound:
+        raise ValidationError(field, f"must be at most {bound} in magnitude")
+    return value
+
+
+def resolve_checkpoint_type(value: str | None) -> str:
+    if value is None or value == "":
+        return "itemsRoot"
+    resolved = _CHECKPOINT_TYPES.get(value)
+    if resolved is None:
+        raise ValidationError(
+            "startingCheckpointType", f"must be itemsRoot or anchorId (or proofRoot, recordId), got {describe(value)}"
+        )
+    return resolved
+
+
+def _boundary(value: object, field: str) -> str:
+    """A date (``YYYY-MM-DD``, midnight UTC) or an RFC 3339 date-time, canonical."""
+    if isinstance(value, str) and _DATE_ONLY.fullmatch(value):
+        value = f"{value}T00:00:00Z"
+    return format_canonical(parse_rfc3339(value, field))
+
+
+def _time_scope(
+    period: object, preset: object, start: object, end: object, as_of: object, now: datetime
+) -> tuple[str | None, str | None, str | None]:
+    """``(start, end, period)`` of the time scope asked for, or all ``None``."""
+    given = {name for name, value in (("period", period), ("timePreset", preset), ("startDate", start),
+                                      ("endDate", end), ("asOf", as_of)) if value is not None}
+    if period is not None:
+        if given - {"period"}:
+            raise InvalidScopeError("period", f"cannot be combined with {', '.join(sorted(given - {'period'}))}")
+        year, month = parse_period(period, "period")
+        label = f"{year:04d}-{month:02d}"
+        return f"{label}-01T00:00:00.000000Z", f"{next_period(label)}-01T00:00:00.000000Z", label
+    if as_of is not None:
+        if given - {"asOf"}:
+            raise InvalidScopeError("asOf", f"cannot be combined with {', '.join(sorted(given - {'asOf'}))}")
+        moment = parse_rfc3339(as_of, "asOf")
+        # The balance as it stood at that instant: deltas that occurred at or before it.
+        return None, format_canonical(moment + timedelta(microseconds=1)), None
+    if preset is not None:
+        if preset == "current_month":
+            if start is not None or end is not None:
+                raise InvalidScopeError("timePreset", "current_month takes no startDate or endDate")
+            label = format_canonical(now)[:7]
+            return f"{label}-01T00:00:00.000000Z", f"{next_period(label)}-01T00:00:00.000000Z", None
+        if preset != "custom":
+            raise ValidationError("timePreset", f"must be current_month or custom, got {describe(preset)}")
+        if start is None or end is None:
+            raise ValidationError("timePreset", "custom requires both startDate and endDate")
+    elif (start is None) != (end is None):
+        raise ValidationError("startDate" if start is None else "endDate",
+                              "startDate and endDate must be given together")
+    if start is None or end is None:
+        return None, None, None
+    lower, upper = _boundary(start, "startDate"), _boundary(end, "endDate")
+    if lower >= upper:
+        raise ValidationError("endDate", "must be after startDate (the end is exclusive)")
+    return lower, upper, None
+
+
+def _paging(limit: object, offset: object, order: object) -> tuple[int, int, bool]:
+    size = 100 if limit is None else parse_integer_text(str(limit), "limit", 10**6)
+    if not 1 <= size <= 1000:
+        raise ValidationError("limit", f"must be between 1 and 1000, got {size}")
+    skip = 0 if offset is None else parse_integer_text(str(offset), "offset", 10**12)
+    if skip < 0:
+        raise ValidationError("offset", f"must not be negative, got {skip}")
+    if order not in (None, "asc", "desc"):
+        raise ValidationError("order", f"must be asc or desc, got {describe(order)}")
+    return size, skip, order == "desc"
+
+
+def _checkpoint(value: object, kind: object) -> tuple[str | None, str]:
+    if value is None or value == "":
+        if kind not in (None, ""):
+            resolve_checkpoint_type(str(kind))
+        return None, "itemsRoot"
+    if not isinstance(value, str) or len(value) > 200:
+        raise ValidationError("startingCheckpoint", f"must be a string of at most 200 characters, "
+                              f"got {describe(value)}")
+    return value, resolve_checkpoint_type(None if kind is None else str(kind))
+
+
+def parse_derive_query(params: Mapping[str, str], now: datetime) -> BalanceQuery:
+    """The derive route's query string. ``now`` decides ``timePreset=current_month``."""
+    starting = params.get("startingBalance")
+    checkpoint, kind = _checkpoint(params.get("startingCheckpoint"), params.get("startingCheckpointType"))
+    start, end, period = _time_scope(params.get("period"), params.get("timePreset"), params.get("startDate"),
+                                     params.get("endDate"), params.get("asOf"), now)
+    if checkpoint is not None and (start is not None or end is not None):
+        raise InvalidScopeError("startingCheckpoint",
+                                "cannot be combined with period, timePreset, startDate/endDate or asOf")
+    limit, offset, descending = _paging(params.get("limit"), params.get("offset"), params.get("order"))
+    return BalanceQuery(
+        starting_balance=0 if starting in (None, "") else parse_integer_text(str(starting), "startingBalance"),
+        checkpoint=checkpoint, checkpoint_type=kind, start=start, end=end, period=period,
+        limit=limit, offset=offset, descending=descending,
+    )
+
+
+def _windows(value: object, field: str) -> tuple[ClaimedWindow, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > 600:
+        raise ValidationError(field, f"must be an array of at most 600 {{period, netChange}}, got {describe(value)}")
+    windows = []
+    for index, entry in enumerate(value):
+        where = f"{field}[{index}]"
+        if not isinstance(entry, dict):
+            raise ValidationError(where, f"must be an object, got {describe(entry)}")
+        if "period" not in entry:
+            raise ValidationError(f"{where}.period", "is required")
+        if "netChange" not in entry:
+            raise ValidationError(f"{where}.netChange", "is required")
+        year, month = parse_period(entry["period"], f"{where}.period")
+        windows.append(ClaimedWindow(f"{year:04d}-{month:02d}",
+                                     _json_integer(entry["netChange"], f"{where}.netChange")))
+    return tuple(windows)
+
+
+def parse_compare_body(document: Any, now: datetime) -> CompareRequest:
+    """The compare route's JSON body (seed fields plus ``period`` and per-month nets)."""
+    if not isinstance(document, dict):
+        raise ValidationError("body", f"must be a JSON object, got {describe(document)}")
+    for required in ("customerId", "yourBalance", "theirBalance"):
+        if required not in document:
+            raise ValidationError(required, "is required")
+    customer_id = check_account_id(document["customerId"], "customerId")
+    your = _json_integer(document["yourBalance"], "yourBalance")
+    their = _json_integer(document["theirBalance"], "theirBalance")
+    starting = _json_integer(document.get("startingBalance", 0), "startingBalance")
+    checkpoint, kind = _checkpoint(document.get("startingCheckpoint"), document.get("startingCheckpointType"))
+    start, end, period = _time_scope(document.get("period"), document.get("timePreset"),
+                                     document.get("startDate"), document.get("endDate"),
+                                     document.get("asOf"), now)
+    if checkpoint is not None and (start is not None or end is not None):
+        raise InvalidScopeError("startingCheckpoint",
+                                "cannot be combined with period, timePreset, startDate/endDate or asOf")
+    query = BalanceQuery(starting_balance=starting, checkpoint=checkpoint, checkpoint_type=kind,
+                         start=start, end=end, period=period)
+    return CompareRequest(customer_id, your, their, query,
+                          _windows(document.get("yourWindows"), "yourWindows"),
+                          _windows(document.get("theirWindows"), "theirWindows"))
+

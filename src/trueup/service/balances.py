@@ -1,0 +1,277 @@
+"""Balances: derive, compare, period checkpoints, customers (DESIGN.md §2.3–§2.5).
+
+Every answer is computed inside one storage snapshot, so a balance, its page of deltas, its
+months and the signed tree head returned with it always describe the same state.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from trueup.core.compare import CompareResult, DeltaRef, MonthNet, compare_balances
+from trueup.core.deltas import check_account_id
+from trueup.core.errors import (
+    CheckpointNotFoundError,
+    CustomerNotFoundError,
+    ForbiddenError,
+    ValidationError,
+)
+from trueup.core.ids import anchor_id, parse_anchor_id, parse_record_id, random_token
+from trueup.core.periods import next_period, parse_period
+from trueup.core.scopes import BalanceQuery, parse_compare_body, parse_derive_query
+from trueup.core.strict_json import describe
+from trueup.core.timestamps import format_canonical, format_wire
+from trueup.proof import inclusion_proof, inclusion_proof_nodes
+from trueup.service.keys import Principal
+from trueup.service.log import parse_root
+from trueup.storage import Storage
+from trueup.storage.balances import (
+    AccountRecord,
+    BalanceSnapshot,
+    DeltaRecord,
+    MonthRecord,
+    Scope,
+    ScopeSummary,
+)
+from trueup.storage.checkpoints import CheckpointRecord
+from trueup.storage.log import HeadRecord
+
+__all__ = ["BalanceService", "Derived", "NewestProof"]
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class NewestProof:
+    """The inclusion proof of the newest delta in scope, in the returned tree head."""
+
+    leaf_index: int
+    leaf_hash: bytes
+    path: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    customer_id: str
+    query: BalanceQuery
+    scope: Scope
+    summary: ScopeSummary
+    deltas: tuple[DeltaRecord, ...]
+    head: HeadRecord
+    newest: NewestProof | None
+    checkpoint: dict[str, Any] | None
+
+    @property
+    def balance(self) -> int:
+        return self.query.starting_balance + self.summary.total
+
+
+class _Finder:
+    """compare's DeltaFinder over one snapshot."""
+
+    def __init__(self, snapshot: BalanceSnapshot, tenant_id: str, customer_id: str, scope: Scope) -> None:
+        self._snapshot = snapshot
+        self._args = (tenant_id, customer_id, scope)
+
+    def by_amount(self, amount: int, limit: int) -> Sequence[DeltaRef]:
+        return [_ref(d) for d in self._snapshot.by_amount(*self._args, amount, limit)]
+
+    def in_month(self, period: str, limit: int) -> Sequence[DeltaRef]:
+        return [_ref(d) for d in self._snapshot.in_month(*self._args, period, limit)]
+
+
+def _ref(delta: DeltaRecord) -> DeltaRef:
+    return DeltaRef(delta.leaf_index, anchor_id(delta.leaf_index), delta.amount, delta.period,
+                    format_wire(delta.occurred_at), delta.reason)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class BalanceService:
+    def __init__(self, storage: Storage, clock: Clock = _utcnow) -> None:
+        self._storage = storage
+        self._clock = clock
+
+    # -- derive and compare -----------------------------------------------------------------
+
+    def derive(self, principal: Principal, customer_id: str, params: Mapping[str, str]) -> Derived:
+        check_account_id(customer_id, "customerId")
+        query = parse_derive_query(params, self._clock())
+        with self._storage.balances.snapshot() as snapshot:
+            if not snapshot.known_customer(principal.tenant_id, customer_id):
+                raise CustomerNotFoundError(f"customer {customer_id!r} has no deltas")
+            scope, checkpoint = self._scope(snapshot, principal, query)
+            head = snapshot.head()
+            if head is None:
+                raise CheckpointNotFoundError("the log has no signed tree head yet")
+            summary = snapshot.summary(principal.tenant_id, customer_id, scope)
+            page = snapshot.page(principal.tenant_id, customer_id, scope, query.limit, query.offset,
+                                 query.descending)
+            newest = None
+            if summary.newest_leaf is not None and summary.newest_leaf < head.size:
+                newest = _newest_proof(snapshot, summary.newest_leaf, head.size)
+        return Derived(customer_id, query, scope, summary, tuple(page), head, newest, checkpoint)
+
+    def compare(self, principal: Principal, document: Any) -> tuple[CompareResult, int, HeadRecord]:
+        """The verdict, the starting balance used and the head it was derived under."""
+        request = parse_compare_body(document, self._clock())
+        tenant_id, customer_id = principal.tenant_id, request.customer_id
+        with self._storage.balances.snapshot() as snapshot:
+            if not snapshot.known_customer(tenant_id, customer_id):
+                raise CustomerNotFoundError(f"customer {customer_id!r} has no deltas")
+            scope, _ = self._scope(snapshot, principal, request.query)
+            head = snapshot.head()
+            assert head is not None
+            summary = snapshot.summary(tenant_id, customer_id, scope)
+            result = compare_balances(
+                customer_id=customer_id,
+                neutral_balance=request.query.starting_balance + summary.total,
+                your_balance=request.your_balance,
+                their_balance=request.their_balance,
+                months=[_month_net(month) for month in summary.months],
+                finder=_Finder(snapshot, tenant_id, customer_id, scope),
+                your_windows=request.your_windows,
+                their_windows=request.their_windows,
+            )
+        return result, request.query.starting_balance, head
+
+    def _scope(
+        self, snapshot: BalanceSnapshot, principal: Principal, query: BalanceQuery
+    ) -> tuple[Scope, dict[str, Any] | None]:
+        """The scope a query asks for, and a description of its checkpoint (if any)."""
+        if query.checkpoint is None:
+            return Scope(start=query.start, end=query.end), None
+        value = query.checkpoint
+        if value.startswith("chk_"):
+            found = self._storage.checkpoints.get(principal.tenant_id, value)
+            if found is None:
+                raise CheckpointNotFoundError(f"startingCheckpoint {value!r} not found")
+            return _checkpoint_scope(found)
+        if query.checkpoint_type == "anchorId":
+            leaf = parse_anchor_id(value)
+            if leaf is None:
+                record = parse_record_id(value)
+                located = None if record is None else self._storage.writes.record(principal.tenant_id, *record)
+                leaf = None if located is None else located.leaf_index
+                if record is None:
+                    raise ValidationError("startingCheckpoint", f"must be an anchorId a_<n> or a recordId, got {describe(value)}")
+            elif self._storage.writes.record_at_leaf(principal.tenant_id, leaf) is None:
+                leaf = None
+            if leaf is None:
+                raise CheckpointNotFoundError(f"startingCheckpoint {value!r} is not a sealed delta of yours")
+            return Scope(min_leaf=leaf + 1), {"value": value, "type": "anchorId", "leafIndex": leaf}
+        root = parse_root(value, "startingCheckpoint")
+        head = snapshot.head_by_root(root)
+        if head is not None:
+            return Scope(min_leaf=head.size), {"value": "0x" + root.hex(), "type": "itemsRoot", "treeSize": head.size}
+        period_lock = self._storage.checkpoints.by_root(root, principal.tenant_id)
+        if period_lock is not None:
+            return _checkpoint_scope(period_lock)
+        raise CheckpointNotFoundError(f"startingCheckpoint {value!r} is not a tree head or checkpoint of this log")
+
+    # -- period checkpoints -----------------------------------------------------------------
+
+    def lock_period(self, principal: Principal, document: Any) -> tuple[CheckpointRecord, bool]:
+        """Lock ``{customerId, period}`` (idempotent); ``True`` when newly locked."""
+        if principal.read_only:
+            raise ForbiddenError("this API key is read-only; locking a period writes")
+        if not isinstance(document, dict):
+            raise ValidationError("body", f"must be a JSON object, got {describe(document)}")
+        for required in ("customerId", "period"):
+            if required not in document:
+                raise ValidationError(required, "is required")
+        customer_id = check_account_id(document["customerId"], "customerId")
+        year, month = parse_period(document["period"], "period")
+        period = f"{year:04d}-{month:02d}"
+        force = document.get("force", False)
+        if not isinstance(force, bool):
+            raise ValidationError("force", f"must be true or false, got {describe(force)}")
+        existing = self._storage.checkpoints.find(principal.tenant_id, customer_id, period)
+        if existing is not None:
+            return existing, False
+        now = self._clock()
+        if format_canonical(now)[:7] < next_period(period) and not force:
+            raise ValidationError("period", f"{period} is not over yet; pass \"force\": true to lock it early")
+        with self._storage.balances.snapshot() as snapshot:
+            if not snapshot.known_customer(principal.tenant_id, customer_id):
+                raise CustomerNotFoundError(f"customer {customer_id!r} has no deltas")
+        return self._storage.checkpoints.lock(
+            "chk_" + random_token(secrets.token_bytes(15)), principal.tenant_id, customer_id, period,
+            secrets.token_bytes(32), format_canonical(now),
+        )
+
+    def checkpoints(
+        self, principal: Principal, customer_id: str | None, period: str | None, limit: int, offset: int
+    ) -> tuple[list[CheckpointRecord], int]:
+        if customer_id is not None:
+            check_account_id(customer_id, "customerId")
+        if period is not None:
+            year, month = parse_period(period, "period")
+            period = f"{year:04d}-{month:02d}"
+        return self._storage.checkpoints.list(principal.tenant_id, customer_id, period, limit, offset)
+
+    def receipt(self, principal: Principal, customer_id: str, period: str | None) -> CheckpointRecord:
+        check_account_id(customer_id, "customerId")
+        if period is None:
+            raise ValidationError("period", "is required (YYYY-MM)")
+        year, month = parse_period(period, "period")
+        found = self._storage.checkpoints.find(principal.tenant_id, customer_id, f"{year:04d}-{month:02d}")
+        if found is None:
+            raise CheckpointNotFoundError(
+                f"period {period} of customer {customer_id!r} is not locked; lock it with "
+                "POST /api/v1/balance/checkpoint first"
+            )
+        return found
+
+    def period_records(self, record: CheckpointRecord, limit: int, offset: int) -> tuple[list[DeltaRecord], list[bytes]]:
+        """The locked period's deltas (a page) and all its leaf hashes, for public verification."""
+        with self._storage.balances.snapshot() as snapshot:
+            hashes = snapshot.period_leaf_hashes(record.tenant_id, record.customer_id, record.period)
+            deltas = snapshot.period_deltas(record.tenant_id, record.customer_id, record.period, offset + limit)
+        return deltas[offset:], hashes
+
+    def checkpoint_by_root(self, root: bytes) -> CheckpointRecord | None:
+        return self._storage.checkpoints.by_root(root)
+
+    # -- customers --------------------------------------------------------------------------
+
+    def customers(self, principal: Principal, search: str | None, limit: int, page: int) -> tuple[list[AccountRecord], int]:
+        with self._storage.balances.snapshot() as snapshot:
+            return snapshot.customers(principal.tenant_id, search, limit, (page - 1) * limit)
+
+    def customer(self, principal: Principal, customer_id: str) -> tuple[AccountRecord, tuple[MonthRecord, ...]]:
+        check_account_id(customer_id, "customerId")
+        with self._storage.balances.snapshot() as snapshot:
+            account = snapshot.account(principal.tenant_id, customer_id)
+            if account is None:
+                if snapshot.known_customer(principal.tenant_id, customer_id):
+                    return AccountRecord(customer_id, 0, 0, "", "", -1), ()
+                raise CustomerNotFoundError(f"customer {customer_id!r} has no deltas")
+            summary = snapshot.summary(principal.tenant_id, customer_id, Scope())
+        return account, summary.months
+
+
+def _checkpoint_scope(record: CheckpointRecord) -> tuple[Scope, dict[str, Any]]:
+    return (
+        Scope(min_leaf=record.tree_size, after_period=record.period),
+        {"value": record.id, "type": "periodCheckpoint", "period": record.period,
+         "treeSize": record.tree_size, "closingBalance": record.closing_balance},
+    )
+
+
+def _month_net(month: MonthRecord) -> MonthNet:
+    return MonthNet(period=month.period, credits=month.credits, debits=month.debits, net=month.net,
+                    count=month.count)
+
+
+def _newest_proof(snapshot: BalanceSnapshot, leaf_index: int, tree_size: int) -> NewestProof:
+    wanted = [(0, leaf_index), *inclusion_proof_nodes(leaf_index, tree_size)]
+    nodes = snapshot.nodes(wanted)
+    path = inclusion_proof(leaf_index, tree_size, nodes)
+    return NewestProof(leaf_index, nodes[(0, leaf_index)], tuple(path))

@@ -1,0 +1,179 @@
+"""Derive, compare and period checkpoints over real storage (both backends)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.service.conftest import principal_for, seal_all, write
+from trueup.core.compare import to_wire
+from trueup.core.errors import (
+    CheckpointNotFoundError,
+    CustomerNotFoundError,
+    InvalidScopeError,
+    PeriodLockedError,
+    ValidationError,
+)
+from trueup.service.container import Services
+from trueup.service.keys import Principal
+
+
+def delta(key: str, bits: int, when: str, customer: str = "cust_12345", reason: str = "") -> dict[str, Any]:
+    return {"key": key, "accountId": customer, "bits": bits, "occurredAt": when, "reason": reason}
+
+
+def seed_history(services: Services) -> Principal:
+    """Starting 50,000; January +2,000 / -2,000; February -1,000 and a -500 debit: neutral 48,500."""
+    who = principal_for(services)
+    write(services, who,
+          delta("jan-1", 2000, "2026-01-05T10:00:00Z", reason="Top-up"),
+          delta("jan-2", -2000, "2026-01-20T10:00:00Z", reason="January usage"))
+    write(services, who,
+          delta("feb-1", -1000, "2026-02-10T14:30:00Z", reason="Monthly subscription charge"),
+          delta("feb-2", -500, "2026-02-11T09:15:00Z", reason="Overage"))
+    seal_all(services)
+    return who
+
+
+def test_seed_compare_example_comes_out_exactly(services: Services) -> None:
+    who = seed_history(services)
+    result, _, _ = services.balances.compare(who, {
+        "customerId": "cust_12345", "yourBalance": 48500, "theirBalance": 49000,
+        "startingBalance": 50000,
+    })
+    wire = to_wire(result)
+    assert wire["neutralBalance"] == 48500
+    assert wire["matchesYours"] is True and wire["matchesTheirs"] is False
+    report = wire["discrepancyReport"]
+    assert isinstance(report, dict)
+    assert report["amount"] == 500 and report["divergentParty"] == "theirs"
+    assert report["resolution"] == "Your balance is correct. The counterparty is overstated by 500."
+    assert report["recommendation"] == (
+        "Share this report with the counterparty. The discrepancy originates in the February 2026 "
+        "period where a 500-unit debit was not reflected in their records."
+    )
+    [window] = report["windowsToReview"]
+    assert {k: window[k] for k in ("period", "expectedNet", "theirNet", "difference")} == {
+        "period": "2026-02", "expectedNet": -1500, "theirNet": -1000, "difference": 500}
+    assert window["candidates"][0]["anchorId"] == "a_3"
+
+
+def test_compare_without_discrepancy_has_no_report(services: Services) -> None:
+    who = seed_history(services)
+    result, _, _ = services.balances.compare(who, {
+        "customerId": "cust_12345", "yourBalance": 48500, "theirBalance": 48500, "startingBalance": 50000})
+    assert "discrepancyReport" not in to_wire(result)
+
+
+def test_derive_sums_every_verified_delta_with_month_windows(services: Services) -> None:
+    who = seed_history(services)
+    derived = services.balances.derive(who, "cust_12345", {"startingBalance": "50000"})
+    assert derived.balance == 48500 and derived.summary.count == 4
+    assert [(m.period, m.credits, m.debits, m.net, m.count) for m in derived.summary.months] == [
+        ("2026-01", 2000, -2000, 0, 2), ("2026-02", 0, -1500, -1500, 2)]
+    assert [d.amount for d in derived.deltas] == [2000, -2000, -1000, -500]
+    assert derived.newest is not None and derived.newest.leaf_index == 3
+
+
+def test_latest_checkpoint_passed_back_returns_only_newer_deltas(services: Services) -> None:
+    who = seed_history(services)
+    first = services.balances.derive(who, "cust_12345", {})
+    latest = "0x" + first.head.root.hex()
+    write(services, who, delta("mar-1", 700, "2026-03-01T00:00:00Z"))
+    seal_all(services)
+    resumed = services.balances.derive(who, "cust_12345", {
+        "startingBalance": str(first.balance), "startingCheckpoint": latest})
+    assert [d.amount for d in resumed.deltas] == [700]
+    assert resumed.balance == first.balance + 700
+    by_anchor = services.balances.derive(who, "cust_12345", {
+        "startingCheckpoint": "a_2", "startingCheckpointType": "anchorId"})
+    assert [d.amount for d in by_anchor.deltas] == [-500, 700]
+
+
+def test_scopes_period_dates_and_as_of(services: Services) -> None:
+    who = seed_history(services)
+    february = services.balances.derive(who, "cust_12345", {"period": "2026-02"})
+    assert (february.balance, february.summary.count) == (-1500, 2)
+    custom = services.balances.derive(who, "cust_12345", {
+        "timePreset": "custom", "startDate": "2026-01-10", "endDate": "2026-02-11"})
+    assert [d.amount for d in custom.deltas] == [-2000, -1000]
+    as_of = services.balances.derive(who, "cust_12345", {"asOf": "2026-02-10T14:30:00Z"})
+    assert as_of.balance == -1000
+    with pytest.raises(InvalidScopeError):
+        services.balances.derive(who, "cust_12345", {"period": "2026-02", "startingCheckpoint": "a_1"})
+    with pytest.raises(ValidationError, match="startingBalance: must be an integer"):
+        services.balances.derive(who, "cust_12345", {"startingBalance": "1.5"})
+
+
+def test_unknown_customer_and_checkpoint_are_404s(services: Services) -> None:
+    who = seed_history(services)
+    with pytest.raises(CustomerNotFoundError):
+        services.balances.derive(who, "nobody", {})
+    with pytest.raises(CheckpointNotFoundError):
+        services.balances.derive(who, "cust_12345", {"startingCheckpoint": "0x" + "ab" * 32})
+    other = principal_for(services, "globex")
+    with pytest.raises(CustomerNotFoundError):
+        services.balances.derive(other, "cust_12345", {})
+
+
+def test_paging_in_both_orders(services: Services) -> None:
+    who = principal_for(services)
+    write(services, who, *[delta(f"p{i}", i + 1, "2026-04-01T00:00:00Z", "pager") for i in range(25)])
+    seal_all(services)
+    page = services.balances.derive(who, "pager", {"limit": "10", "offset": "20"})
+    assert [d.amount for d in page.deltas] == [21, 22, 23, 24, 25]
+    newest_first = services.balances.derive(who, "pager", {"limit": "3", "order": "desc"})
+    assert [d.amount for d in newest_first.deltas] == [25, 24, 23]
+    assert newest_first.balance == sum(range(1, 26))
+
+
+def test_balances_beyond_2_53_stay_exact(services: Services) -> None:
+    who = seed_history(services)
+    huge = 2**80 + 1
+    derived = services.balances.derive(who, "cust_12345", {"startingBalance": str(huge)})
+    assert derived.balance == huge - 1500
+    result, _, _ = services.balances.compare(who, {
+        "customerId": "cust_12345", "yourBalance": huge - 1500, "theirBalance": huge, "startingBalance": huge})
+    assert result.matches_yours and not result.matches_theirs
+    with pytest.raises(ValidationError, match="yourBalance: must be an integer"):
+        services.balances.compare(who, {"customerId": "cust_12345", "yourBalance": 1.5, "theirBalance": 1})
+
+
+def test_period_checkpoint_locks_and_resumes(services: Services) -> None:
+    who = seed_history(services)
+    record, created = services.balances.lock_period(who, {"customerId": "cust_12345", "period": "2026-02"})
+    again, created_again = services.balances.lock_period(who, {"customerId": "cust_12345", "period": "2026-02"})
+    assert created and not created_again and again.id == record.id
+    assert (record.opening_balance, record.net, record.closing_balance, record.deltas_count) == (0, -1500, -1500, 2)
+    with pytest.raises(PeriodLockedError):
+        write(services, who, delta("late-feb", 5, "2026-02-20T00:00:00Z"))
+    write(services, who, delta("mar-1", 300, "2026-03-02T00:00:00Z"))
+    seal_all(services)
+    for checkpoint in (record.id, "0x" + record.proof_root.hex()):
+        resumed = services.balances.derive(who, "cust_12345", {
+            "startingBalance": str(record.closing_balance), "startingCheckpoint": checkpoint})
+        assert [d.amount for d in resumed.deltas] == [300]
+        assert resumed.balance == -1200
+
+
+def test_a_period_locked_between_acceptance_and_sealing_fails_the_delta(services: Services) -> None:
+    who = seed_history(services)
+    request_id = write(services, who, delta("queued-feb", 9, "2026-02-25T00:00:00Z"))
+    services.balances.lock_period(who, {"customerId": "cust_12345", "period": "2026-02"})
+    seal_all(services)
+    status = services.views.request_status(who, request_id, 10, 0)
+    assert status.status == "failed"
+    assert "locked by checkpoint" in (status.request.items[0][2].failure or "")
+
+
+def test_a_current_period_needs_force(services: Services) -> None:
+    who = seed_history(services)
+    now = datetime.now(UTC).strftime("%Y-%m")
+    write(services, who, delta("now-1", 1, datetime.now(UTC).strftime("%Y-%m-%dT00:00:00Z")))
+    seal_all(services)
+    with pytest.raises(ValidationError, match="is not over yet"):
+        services.balances.lock_period(who, {"customerId": "cust_12345", "period": now})
+    record, _ = services.balances.lock_period(who, {"customerId": "cust_12345", "period": now, "force": True})
+    assert record.period == now
