@@ -81,7 +81,9 @@ class PostgresEngine(Engine):
         try:
             self._pool: ConnectionPool[Any] = ConnectionPool(
                 url, min_size=min_size, max_size=max_size, open=True, timeout=30.0,
-                kwargs={"autocommit": True},
+                # No server-side prepared statements: a generic plan made while a table was
+                # small (a sequential scan) would stick to the connection as the table grows.
+                kwargs={"autocommit": True, "prepare_threshold": None},
             )
             self._pool.wait(timeout=30.0)
         except (psycopg.Error, Exception) as exc:  # the pool raises its own PoolTimeout
