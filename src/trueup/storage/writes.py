@@ -229,7 +229,7 @@ class WriteStore:
             conflicts.append(ItemConflict(index, error))
         if stored:
             stored = self._refuse_locked_periods(tx, draft, stored, conflicts)
-        if stored and draft.allowance is not None:
+        if stored:
             self._charge_allowance(tx, draft, len(stored))
         tx.executemany(
             """INSERT INTO deltas (tenant_id, request_id, item_index, item_key, customer_id,
@@ -352,8 +352,7 @@ class WriteStore:
                RETURNING accepted_count""",
             (draft.tenant_id, period, count),
         )
-        assert draft.allowance is not None
-        if int(total) > draft.allowance:
+        if draft.allowance is not None and int(total) > draft.allowance:
             used = int(total) - count
             raise PlanLimitExceededError(
                 f"this request would store {count} new deltas but the plan allows "
