@@ -11,7 +11,7 @@ from trueup import __version__
 from trueup.api.errors import install_error_handlers
 from trueup.api.openapi import install_openapi
 from trueup.api.responses import JSONResponse
-from trueup.api.routes import balance, checkpoints, customers, health, log, writes
+from trueup.api.routes import balance, checkpoints, customers, emit, health, log, writes
 from trueup.service.container import Services
 
 __all__ = ["create_app"]
@@ -51,6 +51,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(writes.router)
+    app.include_router(emit.router)
     app.include_router(log.router)
     app.include_router(balance.router)
     app.include_router(checkpoints.router)

@@ -278,7 +278,8 @@ class CheckpointModel(BaseModel):
     totalDebits: int
     deltasCount: int
     treeSize: int
-    status: Literal["locked"]
+    status: Literal["VERIFIED"]
+    locked: bool
     createdAt: str
 
 
@@ -360,3 +361,76 @@ class _Usage(BaseModel):
 class UsageResponse(BaseModel):
     success: Literal[True]
     data: _Usage
+
+
+class EmitBody(BaseModel):
+    customerId: str = Field(pattern=ACCOUNT_ID)
+    delta: int = Field(ge=-1_000_000_000, le=1_000_000_000, description="non-zero integer")
+    reason: str = Field(max_length=500)
+    referenceId: str | None = Field(default=None, min_length=1, max_length=256)
+    metadata: dict[str, Any] | None = None
+    occurredAt: str | None = None
+
+
+class EmitBatchBody(BaseModel):
+    deltas: list[EmitBody] = Field(min_length=1, max_length=1000)
+
+
+class _Emitted(BaseModel):
+    recordId: str
+    status: Literal["QUEUED", "VERIFIED", "FAILED"]
+    customerId: str
+    delta: int
+    reason: str
+    referenceId: str
+    createdAt: str
+    idempotent: bool | None = None
+
+
+class EmitResponse(BaseModel):
+    success: Literal[True]
+    data: _Emitted
+
+
+class _BatchResult(BaseModel):
+    index: int
+    customerId: Any
+    delta: Any
+    status: Literal["QUEUED", "VERIFIED", "FAILED"]
+    recordId: str | None = None
+    error: str | None = None
+    code: str | None = None
+    idempotent: bool | None = None
+
+
+class _BatchData(BaseModel):
+    totalQueued: int
+    totalFailed: int
+    results: list[_BatchResult]
+
+
+class EmitBatchResponse(BaseModel):
+    success: Literal[True]
+    data: _BatchData
+
+
+class _DeltaStatusData(BaseModel):
+    recordId: str
+    status: Literal["QUEUED", "VERIFIED", "FAILED"]
+    customerId: str
+    delta: int
+    reason: str
+    referenceId: str
+    occurredAt: str
+    createdAt: str
+    verifiedAt: str | None
+    anchorId: str | None
+    leafIndex: int | None
+    error: str | None
+    inclusionProof: list[str] | None
+    treeHead: dict[str, Any] | None
+
+
+class DeltaStatusResponse(BaseModel):
+    success: Literal[True]
+    data: _DeltaStatusData

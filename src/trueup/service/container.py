@@ -43,6 +43,7 @@ def open_services(settings: Settings) -> Services:
     storage = open_storage(settings.resolved_database_url)
     signer = load_or_create_signer(settings.resolved_signing_key_path, settings.log_origin)
     committer = GroupCommitter(storage.writes)
+    log = LogService(storage, signer)
     return Services(
         settings=settings,
         storage=storage,
@@ -50,7 +51,7 @@ def open_services(settings: Settings) -> Services:
         committer=committer,
         writes=WriteService(storage, committer, settings),
         sealer=Sealer(storage, signer, settings.log_origin, settings.seal_batch_size),
-        views=ViewService(storage),
-        log=LogService(storage, signer),
+        views=ViewService(storage, log),
+        log=log,
         balances=BalanceService(storage),
     )

@@ -18,8 +18,9 @@ from typing import Any
 
 from trueup.core.deltas import NewDelta
 from trueup.core.errors import ForbiddenError, IdempotencyMismatchError, ValidationError
-from trueup.core.ids import new_request_id
-from trueup.core.timestamps import format_canonical
+from trueup.core.emit import parse_emit, parse_emit_batch
+from trueup.core.ids import new_request_id, random_token, record_id
+from trueup.core.timestamps import format_canonical, format_wire
 from trueup.core.writes import parse_writes_body
 from trueup.proof import canonical_json
 from trueup.service.group_commit import GroupCommitter
@@ -80,6 +81,70 @@ class WriteService:
         return await self.accept(
             principal, deltas, source="writes", route="POST /api/v1/writes", body=body,
             idempotency_key=idempotency_key, render=render,
+        )
+
+    async def emit(
+        self, principal: Principal, document: Any, body: bytes, idempotency_key: str | None
+    ) -> Reply:
+        """``POST /api/v1/balance/delta``: one delta; 202 once durable."""
+        _require_write_access(principal)
+        delta = parse_emit(document, self._settings.limits, _new_reference)
+        created_at = format_wire(format_canonical(self._clock()))
+
+        def render(result: WriteResult) -> StoredResponse:
+            if result.originals:
+                _, record, status = result.originals[0]
+                data = {"recordId": record, "status": status.upper(), "idempotent": True}
+            else:
+                data = {"recordId": record_id(result.request_id, 0), "status": "QUEUED"}
+            data.update({"customerId": delta.customer_id, "delta": delta.amount, "reason": delta.reason,
+                         "referenceId": delta.key, "createdAt": created_at})
+            return StoredResponse(202, json.dumps({"success": True, "data": data}))
+
+        return await self.accept(
+            principal, [delta], source="delta", route="POST /api/v1/balance/delta", body=body,
+            idempotency_key=idempotency_key, render=render,
+        )
+
+    async def emit_batch(
+        self, principal: Principal, document: Any, body: bytes, idempotency_key: str | None
+    ) -> Reply:
+        """``POST /api/v1/balance/delta/batch``: each delta succeeds or fails alone."""
+        _require_write_access(principal)
+        entries = parse_emit_batch(document, self._settings.limits, _new_reference)
+        valid = [entry for entry in entries if entry.delta is not None]
+        deltas = [entry.delta for entry in valid if entry.delta is not None]
+
+        def render(result: WriteResult) -> StoredResponse:
+            results: list[dict[str, Any]] = []
+            conflicts = {conflict.index: conflict.error for conflict in result.conflicts}
+            originals = {index: (record, status) for index, record, status in result.originals}
+            stored_index = {entry.index: position for position, entry in enumerate(valid)}
+            for entry in entries:
+                row: dict[str, Any] = {"index": entry.index, "customerId": entry.customer_id,
+                                       "delta": entry.amount}
+                position = stored_index.get(entry.index)
+                if entry.error is not None or position is None:
+                    row.update(status="FAILED", error=entry.error.message if entry.error else "invalid")
+                elif position in conflicts:
+                    row.update(status="FAILED", error=conflicts[position].message,
+                               code=conflicts[position].code)
+                elif position in originals:
+                    record, status = originals[position]
+                    row.update(status=status.upper(), recordId=record, idempotent=True)
+                else:
+                    row.update(status="QUEUED", recordId=record_id(result.request_id, position),
+                               idempotent=False)
+                results.append(row)
+            failed = sum(1 for row in results if row["status"] == "FAILED")
+            data = {"totalQueued": len(results) - failed, "totalFailed": failed, "results": results}
+            return StoredResponse(202, json.dumps({"success": True, "data": data}))
+
+        if not deltas:
+            return Reply(202, raw=render(WriteResult(request_id="")).body)
+        return await self.accept(
+            principal, deltas, source="batch", route="POST /api/v1/balance/delta/batch",
+            body=body, idempotency_key=idempotency_key, render=render, per_item_conflicts=True,
         )
 
     async def accept(
@@ -164,6 +229,11 @@ class WriteService:
             per_item_conflicts=per_item_conflicts,
             render=render,
         )
+
+
+def _new_reference() -> str:
+    """A referenceId for an emitted delta that came without one."""
+    return "ref_" + random_token(secrets.token_bytes(15))
 
 
 def _require_write_access(principal: Principal) -> None:

@@ -7,11 +7,21 @@ from dataclasses import dataclass
 from trueup.core.errors import NotFoundError
 from trueup.core.ids import parse_anchor_id, parse_record_id
 from trueup.service.keys import Principal
+from trueup.service.log import LogService
 from trueup.storage import Storage
 from trueup.storage.log import HeadRecord
 from trueup.storage.writes import RecordView, RequestView
 
-__all__ = ["RequestStatus", "ViewService"]
+__all__ = ["DeltaStatus", "RequestStatus", "ViewService"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaStatus:
+    """A delta's state; once verified, its inclusion proof in the newest signed head."""
+
+    record: RecordView
+    head: HeadRecord | None
+    proof: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,8 +32,17 @@ class RequestStatus:
 
 
 class ViewService:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, log: LogService) -> None:
         self._storage = storage
+        self._log = log
+
+    def delta_status(self, principal: Principal, record_id: str) -> DeltaStatus:
+        """``rec_…`` or ``a_…``: status, and once verified the proof in the newest head."""
+        record = self.record(principal, record_id)
+        if record.leaf_index is None:
+            return DeltaStatus(record, None, ())
+        head = self._log.latest()
+        return DeltaStatus(record, head, tuple(self._log.inclusion_path(record.leaf_index, head.size)))
 
     def request_status(
         self, principal: Principal, request_id: str, limit: int, offset: int

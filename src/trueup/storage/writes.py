@@ -17,6 +17,7 @@ from trueup.core.errors import (
     PeriodLockedError,
     PlanLimitExceededError,
 )
+from trueup.core.ids import record_id
 from trueup.storage.engine import Engine, Row, Tx, chunks
 from trueup.storage.errors import IntegrityConflictError
 from trueup.storage.locks import locked_periods
@@ -82,6 +83,7 @@ class WriteResult:
     duplicates: tuple[int, ...] = ()
     conflicts: tuple[ItemConflict, ...] = ()
     replay: StoredResponse | None = None
+    originals: tuple[tuple[int, str, str], ...] = ()  # (index, original record id, its status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,14 @@ class RequestView:
     accepted_at: str
     verified_at: str | None
     items: tuple[tuple[int, str, RecordView], ...]  # (item index, "stored"|"duplicate", record)
+
+
+@dataclass(frozen=True, slots=True)
+class _Existing:
+    seq: int
+    draft: DeltaDraft
+    record_id: str
+    status: str
 
 
 RECORD_COLUMNS = """seq, tenant_id, request_id, item_index, item_key, customer_id, amount, reason,
@@ -207,10 +217,10 @@ class WriteStore:
             where = f"items[{index}]" if draft.source == "writes" else (
                 f"deltas[{index}]" if draft.source == "batch" else "")
             if item.key in existing:
-                original_seq, original = existing[item.key]
-                differing = _differing_fields(item, original, names)
+                original = existing[item.key]
+                differing = _differing_fields(item, original.draft, names)
                 if not differing:
-                    duplicates.append((index, original_seq, -1))
+                    duplicates.append((index, original.seq, -1))
                     continue
                 error = DuplicateKeyError(item.key, differing, where)
             elif item.key in first_in_request:
@@ -255,11 +265,19 @@ class WriteStore:
                 len(stored), draft.accepted_at,
             ),
         )
+        originals = []
+        for index, _, first in duplicates:
+            key = draft.items[index].key
+            if key in existing:
+                originals.append((index, existing[key].record_id, existing[key].status))
+            else:
+                originals.append((index, record_id(draft.request_id, first), "queued"))
         result = WriteResult(
             request_id=draft.request_id,
             stored=tuple(stored),
             duplicates=tuple(index for index, _, _ in duplicates),
             conflicts=tuple(conflicts),
+            originals=tuple(originals),
         )
         if draft.idempotency is not None and draft.render is not None:
             response = draft.render(result)
@@ -320,24 +338,25 @@ class WriteStore:
         with self._engine.read() as tx:
             return self._idempotent_replay(tx, tenant_id, claim)
 
-    def _existing(
-        self, tx: Tx, tenant_id: str, keys: list[str]
-    ) -> dict[str, tuple[int, DeltaDraft]]:
-        found: dict[str, tuple[int, DeltaDraft]] = {}
+    def _existing(self, tx: Tx, tenant_id: str, keys: list[str]) -> dict[str, _Existing]:
+        found: dict[str, _Existing] = {}
         unique = list(dict.fromkeys(keys))
         for part in chunks(unique, _IN_LIST):
             rows = tx.execute(
-                f"""SELECT item_key, seq, customer_id, amount, reason, metadata, occurred_at
+                f"""SELECT item_key, seq, customer_id, amount, reason, metadata, occurred_at,
+                           request_id, item_index, status
                     FROM deltas WHERE tenant_id = ? AND item_key IN ({", ".join("?" * len(part))})""",
                 (tenant_id, *part),
             )
-            for key, seq, customer_id, amount, reason, metadata, occurred_at in rows:
-                found[key] = (
-                    int(seq),
-                    DeltaDraft(
+            for key, seq, customer_id, amount, reason, metadata, occurred_at, req, idx, status in rows:
+                found[key] = _Existing(
+                    seq=int(seq),
+                    draft=DeltaDraft(
                         key=key, customer_id=customer_id, amount=int(amount), reason=reason,
                         metadata=metadata, occurred_at=occurred_at, explicit_time=True, salt=b"",
                     ),
+                    record_id=record_id(req, int(idx)),
+                    status=str(status),
                 )
         return found
 

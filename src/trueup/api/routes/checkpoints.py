@@ -37,7 +37,8 @@ def checkpoint_json(record: CheckpointRecord) -> dict[str, Any]:
         "totalDebits": record.debits,
         "deltasCount": record.deltas_count,
         "treeSize": record.tree_size,
-        "status": "locked",
+        "status": "VERIFIED",
+        "locked": True,
         "createdAt": format_wire(record.created_at),
     }
 
