@@ -9,6 +9,8 @@ from fastapi import FastAPI
 
 from trueup import __version__
 from trueup.api.errors import install_error_handlers
+from trueup.api.metrics import ResponseCounter
+from trueup.api.metrics import router as metrics_router
 from trueup.api.openapi import install_openapi
 from trueup.api.responses import JSONResponse
 from trueup.api.routes import balance, checkpoints, customers, emit, health, log, writes
@@ -50,11 +52,13 @@ def create_app(
     app.state.sequencer_role = sequencer_role or (lambda: "off")
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics_router)
     app.include_router(writes.router)
     app.include_router(emit.router)
     app.include_router(log.router)
     app.include_router(balance.router)
     app.include_router(checkpoints.router)
     app.include_router(customers.router)
+    app.add_middleware(ResponseCounter)
     install_openapi(app)
     return app

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from trueup.service.metrics import SEAL_SECONDS, SEALED_LEAVES, TREE_SIZE
 from trueup.service.sealing import Sealer
 from trueup.storage import Storage
 from trueup.storage.log import SealOutcome
@@ -87,6 +88,9 @@ class SequencerLoop:
             if outcome is not None:
                 self.seals += 1
                 self.last_seal_seconds = time.perf_counter() - started
+                SEAL_SECONDS.observe(self.last_seal_seconds)
+                SEALED_LEAVES.inc(outcome.sealed_count)
+                TREE_SIZE.set(outcome.head.size)
                 if self._on_seal is not None:
                     try:
                         self._on_seal(outcome)

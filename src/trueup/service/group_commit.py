@@ -12,10 +12,12 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 from trueup.core.errors import DomainError, UnavailableError
+from trueup.service.metrics import COMMIT_BATCH, COMMIT_SECONDS, INGEST_ITEMS
 from trueup.storage.writes import WriteDraft, WriteResult, WriteStore
 
 __all__ = ["GroupCommitter"]
@@ -86,6 +88,7 @@ class GroupCommitter:
                 return
 
     def _commit(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
         try:
             outcomes = self._store.commit([pending.draft for pending in batch])
         except Exception as exc:  # storage down: every caller gets 503, nothing was stored
@@ -94,10 +97,14 @@ class GroupCommitter:
             for pending in batch:
                 pending.future.set_exception(error)
             return
+        COMMIT_SECONDS.observe(time.perf_counter() - started)
+        COMMIT_BATCH.observe(len(batch))
         self.commits += 1
         self.requests += len(batch)
         for pending, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, DomainError):
                 pending.future.set_exception(outcome)
             else:
+                if outcome.stored:
+                    INGEST_ITEMS.labels(pending.draft.source).inc(len(outcome.stored))
                 pending.future.set_result(outcome)

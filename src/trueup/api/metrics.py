@@ -1,0 +1,54 @@
+"""``/metrics`` and the middleware that counts responses by route and status class."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from trueup.api.deps import ServicesDep
+from trueup.core.timestamps import parse_canonical
+from trueup.service.metrics import HTTP_RESPONSES, QUEUE_AGE, QUEUE_DEPTH, TREE_SIZE, render
+
+__all__ = ["ResponseCounter", "router"]
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/metrics", summary="Prometheus metrics (text format)",
+            responses={200: {"content": {"text/plain": {}}, "description": "metrics"}})
+async def metrics(services: ServicesDep) -> Response:
+    def refresh() -> None:
+        depth, oldest = services.storage.log.queue_stats()
+        QUEUE_DEPTH.set(depth)
+        QUEUE_AGE.set(0 if oldest is None else (datetime.now(UTC) - parse_canonical(oldest)).total_seconds())
+        head = services.storage.log.head()
+        if head is not None:
+            TREE_SIZE.set(head.size)
+
+    await run_in_threadpool(refresh)
+    return Response(render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+class ResponseCounter:
+    """Pure ASGI middleware: counts every response as (route template, 2xx/4xx/5xx…)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route = scope.get("route")
+                template = getattr(route, "path", "unmatched")
+                HTTP_RESPONSES.labels(template, f"{message['status'] // 100}xx").inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
