@@ -40,7 +40,13 @@ def install_openapi(app: FastAPI) -> None:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
+        # Request validation errors are 400 VALIDATION_ERROR here (api/errors.py), never 422.
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                operation.get("responses", {}).pop("422", None)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
         for name, model in _BODY_MODELS.items():
             model_schema = model.model_json_schema(ref_template=_REF)
             for def_name, definition in model_schema.pop("$defs", {}).items():

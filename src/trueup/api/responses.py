@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import orjson
+from starlette.responses import JSONResponse as StarletteJSONResponse
 from starlette.responses import Response
 
 __all__ = ["JSONResponse", "RawJSONResponse", "dumps"]
@@ -20,8 +21,8 @@ def dumps(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-class JSONResponse(Response):
-    media_type = "application/json"
+class JSONResponse(StarletteJSONResponse):
+    """JSON rendered by orjson (a JSON response class, so OpenAPI documents it as JSON)."""
 
     def render(self, content: Any) -> bytes:
         return dumps(content)
