@@ -25,8 +25,15 @@ async def authenticate(
     services: ServicesDep,
     x_api_key: Annotated[str | None, Header(description="pk_live_<id>.<secret>")] = None,
 ) -> Principal:
-    """401 ``INVALID_API_KEY`` unless the key is well-formed, known and not revoked."""
-    return await run_in_threadpool(services.keys.authenticate, x_api_key)
+    """401 ``INVALID_API_KEY`` unless the key is well-formed, known and not revoked; then 429
+    ``RATE_LIMITED`` when the key's bucket is empty."""
+
+    def check() -> Principal:
+        principal = services.keys.authenticate(x_api_key)
+        services.limiter.check(principal.key_id)
+        return principal
+
+    return await run_in_threadpool(check)
 
 
 Auth = Annotated[Principal, Depends(authenticate)]

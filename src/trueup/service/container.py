@@ -9,11 +9,13 @@ from trueup.service.group_commit import GroupCommitter
 from trueup.service.ingest import WriteService
 from trueup.service.keys import KeyService
 from trueup.service.log import LogService
+from trueup.service.ratelimit import RateLimit, RateLimiter, parse_overrides
 from trueup.service.sealing import Sealer
 from trueup.service.settings import Settings
 from trueup.service.signing import load_or_create_signer
 from trueup.service.views import ViewService
 from trueup.storage import Storage, open_storage
+from trueup.storage.ratelimits import RateLimitStore
 
 __all__ = ["Services", "open_services"]
 
@@ -31,6 +33,7 @@ class Services:
     views: ViewService
     log: LogService
     balances: BalanceService
+    limiter: RateLimiter
 
     def close(self) -> None:
         self.committer.close()
@@ -54,4 +57,10 @@ def open_services(settings: Settings) -> Services:
         views=ViewService(storage, log),
         log=log,
         balances=BalanceService(storage),
+        limiter=RateLimiter(
+            RateLimit(settings.rate_limit_per_s, settings.rate_limit_burst),
+            parse_overrides(settings.rate_limit_overrides),
+            # Buckets live in PostgreSQL so the limit holds across processes and hosts.
+            shared=RateLimitStore(storage.engine) if storage.engine.dialect.name == "postgresql" else None,
+        ),
     )

@@ -60,6 +60,9 @@ class Settings:
     webhook_allow_private: bool = False
     webhook_retry_base_s: float = 5.0
     webhook_timeout_s: float = 10.0
+    rate_limit_per_s: float = 1_000.0
+    rate_limit_burst: int = 2_000
+    rate_limit_overrides: str = ""
 
     @property
     def resolved_database_url(self) -> str:
@@ -95,6 +98,9 @@ class Settings:
             default_plan=env.get("TRUEUP_DEFAULT_PLAN") or base.default_plan,
             webhook_allow_http=_env_flag(env, "TRUEUP_WEBHOOK_ALLOW_HTTP"),
             webhook_allow_private=_env_flag(env, "TRUEUP_WEBHOOK_ALLOW_PRIVATE"),
+            rate_limit_per_s=float(env.get("TRUEUP_RATE_LIMIT_PER_S") or base.rate_limit_per_s),
+            rate_limit_burst=_env_int(env, "TRUEUP_RATE_LIMIT_BURST", base.rate_limit_burst),
+            rate_limit_overrides=env.get("TRUEUP_RATE_LIMIT_OVERRIDES", ""),
             webhook_retry_base_s=float(
                 env.get("TRUEUP_WEBHOOK_RETRY_BASE_S") or base.webhook_retry_base_s
             ),

@@ -1,0 +1,89 @@
+"""Per-API-key rate limits: token buckets, with defaults and per-key overrides in settings.
+
+One process (SQLite) keeps its buckets in memory; on PostgreSQL the buckets live in the
+database so the limit holds across every API process and host.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from trueup.core.errors import RateLimitedError
+from trueup.storage.ratelimits import RateLimitStore
+
+__all__ = ["RateLimit", "RateLimiter", "parse_overrides"]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """``rate_per_s`` requests a second on average, bursts of up to ``burst``; 0 disables."""
+
+    rate_per_s: float
+    burst: int
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate_per_s > 0 and self.burst > 0
+
+
+def parse_overrides(text: str) -> dict[str, RateLimit]:
+    """``"<key id>=<rate>/<burst>,…"`` (e.g. ``abcd…=50/100``) into limits by key id."""
+    limits: dict[str, RateLimit] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        key_id, _, spec = entry.partition("=")
+        rate, _, burst = spec.partition("/")
+        try:
+            limits[key_id.strip()] = RateLimit(float(rate), int(burst or max(1.0, float(rate))))
+        except ValueError as exc:
+            raise ValueError(f"TRUEUP_RATE_LIMIT_OVERRIDES: cannot read {entry!r} (key=rate/burst)") from exc
+    return limits
+
+
+class RateLimiter:
+    """Checks one request of a key against its bucket; raises :class:`RateLimitedError`."""
+
+    def __init__(
+        self,
+        default: RateLimit,
+        overrides: Mapping[str, RateLimit],
+        shared: RateLimitStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._default = default
+        self._overrides = dict(overrides)
+        self._shared = shared
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def limit_for(self, key_id: str) -> RateLimit:
+        return self._overrides.get(key_id, self._default)
+
+    def check(self, key_id: str) -> None:
+        limit = self.limit_for(key_id)
+        if not limit.enabled:
+            return
+        wait = (self._shared.take(key_id, limit.rate_per_s, limit.burst) if self._shared is not None
+                else self._take_local(key_id, limit))
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            raise RateLimitedError(
+                f"rate limit of {limit.rate_per_s:g} requests/s (burst {limit.burst}) for this API key "
+                f"exceeded; retry in {seconds} s",
+                seconds,
+            )
+
+    def _take_local(self, key_id: str, limit: RateLimit) -> float:
+        now = self._clock()
+        with self._lock:
+            tokens, updated = self._buckets.get(key_id, (float(limit.burst), now))
+            tokens = min(float(limit.burst), tokens + (now - updated) * limit.rate_per_s)
+            if tokens >= 1:
+                self._buckets[key_id] = (tokens - 1, now)
+                return 0.0
+            self._buckets[key_id] = (tokens, now)
+            return (1 - tokens) / limit.rate_per_s

@@ -1,0 +1,64 @@
+"""Plans (402) and rate limits (429) on the real server; rate limits across two processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from tests.conftest import fresh_pg_schema
+from tests.e2e.server import ServerProcess, create_key
+
+
+def _items(prefix: str, count: int) -> dict[str, object]:
+    return {"items": [{"key": f"{prefix}-{i}", "accountId": "plan-cust", "bits": 1} for i in range(count)]}
+
+
+def test_a_write_past_the_monthly_allowance_is_402_and_stores_nothing(tmp_path: Path) -> None:
+    key = create_key(tmp_path, None, "small", "--plan", "free")
+    headers = {"X-Api-Key": key}
+    with ServerProcess(tmp_path, None) as server:
+        url = f"{server.base_url}/api/v1/writes"
+        assert httpx.post(url, headers=headers, json=_items("a", 99)).status_code == 202
+        refused = httpx.post(url, headers=headers, json=_items("b", 2))
+        assert refused.status_code == 402
+        assert refused.json()["code"] == "PLAN_LIMIT_EXCEEDED"
+        assert "allows 100 a month" in refused.json()["message"]
+        assert httpx.post(url, headers=headers, json=_items("c", 1)).status_code == 202
+        assert httpx.post(url, headers=headers, json=_items("d", 1)).status_code == 402
+        usage = httpx.get(f"{server.base_url}/api/v1/balance/usage", headers=headers).json()["data"]
+        assert (usage["plan"], usage["allowance"], usage["used"], usage["remaining"]) == ("free", 100, 100, 0)
+
+
+def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
+    key = create_key(tmp_path, None)
+    env = {"TRUEUP_RATE_LIMIT_PER_S": "0.001", "TRUEUP_RATE_LIMIT_BURST": "3"}
+    with ServerProcess(tmp_path, None, extra_env=env) as server:
+        codes = [httpx.get(f"{server.base_url}/api/v1/balance/usage", headers={"X-Api-Key": key})
+                 for _ in range(4)]
+        assert [reply.status_code for reply in codes] == [200, 200, 200, 429]
+        limited = codes[-1]
+        assert limited.json()["code"] == "RATE_LIMITED"
+        assert int(limited.headers["Retry-After"]) == limited.json()["retryAfterSeconds"] >= 1
+
+
+def test_rate_limits_hold_across_two_api_processes_on_postgresql(tmp_path: Path) -> None:
+    env = {"TRUEUP_RATE_LIMIT_PER_S": "0.001", "TRUEUP_RATE_LIMIT_BURST": "4"}
+    with fresh_pg_schema() as url:
+        key = create_key(tmp_path, url)
+        with ServerProcess(tmp_path, url, extra_env=env) as one, \
+                ServerProcess(tmp_path, url, extra_env=env, extra_args=["--no-sequencer"]) as two:
+            codes = [httpx.get(f"{server.base_url}/api/v1/balance/usage",
+                               headers={"X-Api-Key": key}).status_code
+                     for server in (one, two, one, two, one, two)]
+    assert codes == [200, 200, 200, 200, 429, 429]
+
+
+def test_malformed_keys_are_401_not_500(tmp_path: Path) -> None:
+    create_key(tmp_path, None)
+    headers: list[bytes] = [b"pk_live_", b"pk_test_abcdefghijklmnop." + b"A" * 43, b"Bearer x",
+                            "pk_live_é".encode(), b"\xff\xfe", b"pk_live_aaaaaaaaaaaaaaaa." + b"A" * 5000]
+    with ServerProcess(tmp_path, None) as server:
+        for header in headers:
+            reply = httpx.get(f"{server.base_url}/api/v1/balance/usage", headers={"X-Api-Key": header})
+            assert reply.status_code == 401, header
+            assert reply.json()["code"] == "INVALID_API_KEY"
