@@ -177,7 +177,85 @@ _V2 = (
     "CREATE INDEX period_checkpoints_root ON period_checkpoints (proof_root)",
 )
 
+_V3 = (
+    # A tenant's webhook endpoints. The secret is stored as issued (it must sign every
+    # delivery); after a rotation the previous one also signs until previous_expires_at.
+    # events: "*" (every event type) or a comma-separated list of event types.
+    """CREATE TABLE webhook_endpoints (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        description TEXT NOT NULL,
+        events TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        previous_secret TEXT,
+        previous_expires_at TEXT,
+        created_at TEXT NOT NULL,
+        rotated_at TEXT,
+        deleted_at TEXT
+    )""",
+    "CREATE INDEX webhook_endpoints_active ON webhook_endpoints (tenant_id) WHERE deleted_at IS NULL",
+    # The outbox: one row per event, written in the transaction that caused it (a seal, a
+    # period lock). payload is the envelope {id, event, timestamp, data} as sent, byte for byte.
+    """CREATE TABLE webhook_events (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+    # One delivery per (event, endpoint), fanned out in the same transaction as the event.
+    #   attempts        every attempt made, ever
+    #   round_attempts  attempts since the delivery was (re)queued; the retry schedule's count
+    """CREATE TABLE webhook_deliveries (
+        seq {SERIAL_PK},
+        event_id TEXT NOT NULL,
+        endpoint_id TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        round_attempts INTEGER NOT NULL,
+        next_attempt_at TEXT,
+        last_attempt_at TEXT,
+        last_status_code INTEGER,
+        last_error TEXT,
+        delivered_at TEXT,
+        created_at TEXT NOT NULL,
+        UNIQUE (event_id, endpoint_id)
+    )""",
+    """CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+        WHERE status = 'pending'""",
+    "CREATE INDEX webhook_deliveries_tenant ON webhook_deliveries (tenant_id, seq)",
+    "CREATE INDEX webhook_deliveries_tenant_status ON webhook_deliveries (tenant_id, status, seq)",
+    "CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, status)",
+    # Every attempt the dispatcher finished (an attempt cut short by a crash is not here and
+    # is made again). status_code is NULL when no HTTP reply came (timeout, refused, DNS).
+    """CREATE TABLE webhook_attempts (
+        event_id TEXT NOT NULL,
+        endpoint_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        status_code INTEGER,
+        error TEXT,
+        PRIMARY KEY (event_id, endpoint_id, attempt)
+    )""",
+)
+
+_V4 = (
+    # Per-API-key token buckets shared by every process on one database (PostgreSQL); times
+    # are seconds since the epoch from the database clock.
+    """CREATE TABLE rate_buckets (
+        key_id TEXT PRIMARY KEY,
+        tokens DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        allowed BOOLEAN NOT NULL
+    )""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, log and balances", _V1),
     Migration(2, "period checkpoints", _V2),
+    Migration(3, "webhook endpoints, outbox, deliveries and attempts", _V3),
+    Migration(4, "rate limit buckets", _V4),
 )
