@@ -45,8 +45,12 @@ def test_every_operation_answers_within_its_contract(
 ) -> None:
     # schemathesis' pytest plugin does not run under pytest 9 yet; drive Hypothesis directly.
     _, key = server
-    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
-              response_schema_conformance]
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
     failures: list[str] = []
     operations = 0
     for result in api_schema.get_all_operations():
@@ -54,8 +58,13 @@ def test_every_operation_answers_within_its_contract(
         operations += 1
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
-                  derandomize=True, database=None)
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
         def run(case: schemathesis.Case) -> None:
             case.call_and_validate(headers={"X-Api-Key": key}, checks=checks)
 

@@ -46,8 +46,7 @@ class ListFinder:
 def ledger(*items: tuple[str, int]) -> list[DeltaRef]:
     """Deltas in leaf order from ``(occurredAt, amount)``; reasons name the leaf."""
     return [
-        DeltaRef(i, f"a_{i}", amount, when[:7], when, f"entry {i}")
-        for i, (when, amount) in enumerate(items)
+        DeltaRef(i, f"a_{i}", amount, when[:7], when, f"entry {i}") for i, (when, amount) in enumerate(items)
     ]
 
 
@@ -185,9 +184,7 @@ def test_compare_finds_missed_credit_in_their_records() -> None:
     report = report_of(result)
 
     assert windows_of(result) == [("theirs", "2026-01", -200, [(1, "missing")])]
-    assert (
-        report["resolution"] == "Your balance is correct. The counterparty is understated by 200."
-    )
+    assert report["resolution"] == "Your balance is correct. The counterparty is understated by 200."
     assert report["recommendation"] == (
         f"{SHARE} The discrepancy originates in the January 2026 period where a 200-unit "
         "credit was not reflected in their records."
@@ -302,9 +299,7 @@ def test_compare_reports_both_wrong_the_same_way_with_amount_zero() -> None:
 def test_compare_finds_two_missed_deltas_of_one_month() -> None:
     result = compare(HISTORY, yours=60, theirs=60 - 500)
 
-    assert windows_of(result) == [
-        ("theirs", "2026-01", -500, [(1, "pair_missing"), (0, "pair_missing")])
-    ]
+    assert windows_of(result) == [("theirs", "2026-01", -500, [(1, "pair_missing"), (0, "pair_missing")])]
     assert report_of(result)["recommendation"] == (
         f"{SHARE} The discrepancy originates in the January 2026 period where a 200-unit "
         "credit and a 300-unit credit were not reflected in their records."
@@ -314,9 +309,7 @@ def test_compare_finds_two_missed_deltas_of_one_month() -> None:
 def test_compare_finds_two_deltas_of_one_month_counted_twice() -> None:
     result = compare(HISTORY, yours=60 + 260, theirs=60)
 
-    assert windows_of(result) == [
-        ("yours", "2026-03", 260, [(4, "pair_duplicated"), (3, "pair_duplicated")])
-    ]
+    assert windows_of(result) == [("yours", "2026-03", 260, [(4, "pair_duplicated"), (3, "pair_duplicated")])]
     assert report_of(result)["recommendation"] == (
         f"{REVIEW} The discrepancy originates in the March 2026 period where a 40-unit debit "
         "and a 300-unit credit were each counted twice in your records."
@@ -388,9 +381,7 @@ def test_compare_reports_the_same_for_the_same_input() -> None:
 
 
 def test_compare_caps_candidates_and_windows_and_says_more_exist() -> None:
-    deltas = ledger(
-        *((f"2026-{m:02d}-{d:02d}T00:00:00Z", -500) for m in (1, 2, 3) for d in (1, 2, 3))
-    )
+    deltas = ledger(*((f"2026-{m:02d}-{d:02d}T00:00:00Z", -500) for m in (1, 2, 3) for d in (1, 2, 3)))
     result = compare(deltas, yours=-4500, theirs=-4000, candidate_limit=2, window_limit=2)
 
     assert windows_of(result) == [
@@ -482,9 +473,7 @@ def test_compare_points_at_the_starting_balance_when_every_stated_month_matches(
 def test_compare_reads_amounts_with_the_right_article(amount: int, words: str) -> None:
     deltas = ledger(("2026-02-01T00:00:00Z", amount))
     result = compare(deltas, yours=amount, theirs=0)
-    assert f"where {words} was not reflected in their records." in str(
-        report_of(result)["recommendation"]
-    )
+    assert f"where {words} was not reflected in their records." in str(report_of(result)["recommendation"])
 
 
 def test_compare_keeps_integers_beyond_two_to_the_53_exact() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
@@ -20,15 +22,43 @@ NOW = datetime(2026, 11, 25, tzinfo=UTC)
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**80), max_value=2**80)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
     max_leaves=30,
 )
-field_names = st.sampled_from(["key", "accountId", "bits", "metadata", "occurredAt", "reason", "customerId",
-                               "delta", "referenceId", "yourBalance", "theirBalance", "startingBalance",
-                               "startingCheckpoint", "period", "timePreset", "startDate", "endDate",
-                               "asOf", "yourWindows", "theirWindows", "items", "deltas", "netChange"])
+field_names = st.sampled_from(
+    [
+        "key",
+        "accountId",
+        "bits",
+        "metadata",
+        "occurredAt",
+        "reason",
+        "customerId",
+        "delta",
+        "referenceId",
+        "yourBalance",
+        "theirBalance",
+        "startingBalance",
+        "startingCheckpoint",
+        "period",
+        "timePreset",
+        "startDate",
+        "endDate",
+        "asOf",
+        "yourWindows",
+        "theirWindows",
+        "items",
+        "deltas",
+        "netChange",
+    ]
+)
 shaped = st.dictionaries(field_names, json_values, max_size=8)
 
 
@@ -36,11 +66,9 @@ def _reference() -> str:
     return "ref_fuzz"
 
 
-def _only_validation_errors(action: object) -> None:
-    try:
-        action()  # type: ignore[operator]
-    except ValidationError:
-        pass
+def _only_validation_errors(action: Callable[[], object]) -> None:
+    with contextlib.suppress(ValidationError):
+        action()
 
 
 @FUZZ
@@ -67,6 +95,8 @@ def test_emit_bodies_parse_or_raise_validation_error(single: dict[str, object], 
 
 @FUZZ
 @given(shaped, st.dictionaries(field_names, st.text(max_size=30), max_size=6))
-def test_balance_requests_parse_or_raise_validation_error(body: dict[str, object], query: dict[str, str]) -> None:
+def test_balance_requests_parse_or_raise_validation_error(
+    body: dict[str, object], query: dict[str, str]
+) -> None:
     _only_validation_errors(lambda: parse_compare_body(body, NOW))
     _only_validation_errors(lambda: parse_derive_query(query, NOW))

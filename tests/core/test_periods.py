@@ -55,9 +55,7 @@ def test_next_period_rolls_over_the_year() -> None:
         (202602, "must be a YYYY-MM string, got int"),
     ],
 )
-def test_parse_period_rejects_malformed_periods_naming_the_field(
-    value: object, problem: str
-) -> None:
+def test_parse_period_rejects_malformed_periods_naming_the_field(value: object, problem: str) -> None:
     with pytest.raises(ValidationError, match=f"^windows\\[2\\].period: {problem}"):
         parse_period(value, "windows[2].period")
 

@@ -33,10 +33,18 @@ def error_of(*items: object) -> str:
 def test_seed_example_parses_with_reason_from_description() -> None:
     body = {
         "items": [
-            {"key": "order-12345", "accountId": "customer-001", "bits": 1,
-             "metadata": {"amount": 250.00, "currency": "USD", "description": "Monthly subscription"}},
-            {"key": "order-12346", "accountId": "customer-002", "bits": 3,
-             "metadata": {"amount": 750.00, "currency": "USD", "description": "Enterprise license"}},
+            {
+                "key": "order-12345",
+                "accountId": "customer-001",
+                "bits": 1,
+                "metadata": {"amount": 250.00, "currency": "USD", "description": "Monthly subscription"},
+            },
+            {
+                "key": "order-12346",
+                "accountId": "customer-002",
+                "bits": 3,
+                "metadata": {"amount": 750.00, "currency": "USD", "description": "Enterprise license"},
+            },
         ]
     }
     parsed = parse_writes_body(body, LIMITS)
@@ -60,8 +68,13 @@ def test_zero_and_out_of_range_bits_are_refused() -> None:
 
 @pytest.mark.parametrize(
     ("account", "problem"),
-    [("", "must not be empty"), ("a" * 129, "at most 128"), ("has space", "may contain only"),
-     ("ümlaut", "may contain only"), (7, "must be a string")],
+    [
+        ("", "must not be empty"),
+        ("a" * 129, "at most 128"),
+        ("has space", "may contain only"),
+        ("ümlaut", "may contain only"),
+        (7, "must be a string"),
+    ],
 )
 def test_account_ids_follow_the_pattern(account: object, problem: str) -> None:
     message = error_of(item(accountId=account))

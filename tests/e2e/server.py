@@ -21,8 +21,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def trueup(args: list[str], data_dir: Path, database_url: str | None,
-           extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def trueup(
+    args: list[str], data_dir: Path, database_url: str | None, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the ``trueup`` command against a data directory / database."""
     command = [sys.executable, "-m", "trueup.cli.main", *args, "--data-dir", str(data_dir)]
     if database_url:
@@ -31,8 +32,7 @@ def trueup(args: list[str], data_dir: Path, database_url: str | None,
     return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, check=False)
 
 
-def create_key(data_dir: Path, database_url: str | None, tenant: str = "acme",
-               *extra: str) -> str:
+def create_key(data_dir: Path, database_url: str | None, tenant: str = "acme", *extra: str) -> str:
     done = trueup(["keys", "create", "--tenant", tenant, *extra], data_dir, database_url)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
@@ -41,8 +41,13 @@ def create_key(data_dir: Path, database_url: str | None, tenant: str = "acme",
 class ServerProcess:
     """``trueup serve`` on a free port; ``kill()`` is SIGKILL, ``stop()`` is SIGTERM."""
 
-    def __init__(self, data_dir: Path, database_url: str | None,
-                 extra_env: dict[str, str] | None = None, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        database_url: str | None,
+        extra_env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
         self.extra_env = {"TRUEUP_SEAL_INTERVAL_MS": "20", **(extra_env or {})}
@@ -56,8 +61,19 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ServerProcess:
-        command = [sys.executable, "-m", "trueup.cli.main", "serve", "--port", str(self.port),
-                   "--data-dir", str(self.data_dir), "--log-level", "warning", *self.extra_args]
+        command = [
+            sys.executable,
+            "-m",
+            "trueup.cli.main",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            "warning",
+            *self.extra_args,
+        ]
         if self.database_url:
             command += ["--database-url", self.database_url]
         self.data_dir.mkdir(parents=True, exist_ok=True)

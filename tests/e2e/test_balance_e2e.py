@@ -16,46 +16,89 @@ SEED_DELTAS = [
 
 
 def _seed(running: Running, customer: str) -> None:
-    items = [{"key": f"{customer}-{key}", "accountId": customer, "bits": bits, "occurredAt": when,
-              "reason": reason} for key, bits, when, reason in SEED_DELTAS]
+    items = [
+        {
+            "key": f"{customer}-{key}",
+            "accountId": customer,
+            "bits": bits,
+            "occurredAt": when,
+            "reason": reason,
+        }
+        for key, bits, when, reason in SEED_DELTAS
+    ]
     reply = httpx.post(f"{running.url}/api/v1/writes", headers=running.headers, json={"items": items})
     assert reply.status_code == 202
     request_id = reply.json()["data"]["requestId"]
-    wait_until(lambda: httpx.get(f"{running.url}/api/v1/writes/{request_id}",
-                                 headers=running.headers).json()["data"]["status"] == "verified")
+    wait_until(
+        lambda: (
+            httpx.get(f"{running.url}/api/v1/writes/{request_id}", headers=running.headers).json()["data"][
+                "status"
+            ]
+            == "verified"
+        )
+    )
 
 
 def test_derive_returns_every_seed_field(running: Running) -> None:
     _seed(running, "cust_derive")
-    reply = httpx.get(f"{running.url}/api/v1/balance/derive/cust_derive",
-                      params={"startingBalance": 50000}, headers=running.headers)
+    reply = httpx.get(
+        f"{running.url}/api/v1/balance/derive/cust_derive",
+        params={"startingBalance": 50000},
+        headers=running.headers,
+    )
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert body["success"] is True
     data = body["data"]
-    for field in ("customerId", "computedBalance", "deltasCount", "latestCheckpoint", "deltas",
-                  "windowSummaries", "verificationProof"):
+    for field in (
+        "customerId",
+        "computedBalance",
+        "deltasCount",
+        "latestCheckpoint",
+        "deltas",
+        "windowSummaries",
+        "verificationProof",
+    ):
         assert field in data
     assert data["computedBalance"] == 48500 and data["deltasCount"] == 4
     first = data["deltas"][2]
     assert first["delta"] == -1000 and first["reason"] == "Monthly subscription charge"
     assert first["status"] == "VERIFIED" and first["createdAt"] == "2026-02-10T14:30:00Z"
     assert first["anchorId"].startswith("a_")
-    assert data["windowSummaries"][1] == {"period": "2026-02", "totalCredits": 0, "totalDebits": -1500,
-                                          "netChange": -1500, "deltasCount": 2}
+    assert data["windowSummaries"][1] == {
+        "period": "2026-02",
+        "totalCredits": 0,
+        "totalDebits": -1500,
+        "netChange": -1500,
+        "deltasCount": 2,
+    }
     proof = data["verificationProof"]
     assert proof["algorithm"] == "sha256" and proof["rootHash"] == data["latestCheckpoint"]
     assert proof["inclusionProof"]["anchorId"] == data["deltas"][-1]["anchorId"]
-    resumed = httpx.get(f"{running.url}/api/v1/balance/derive/cust_derive", headers=running.headers,
-                        params={"startingBalance": 48500, "startingCheckpoint": data["latestCheckpoint"],
-                                "startingCheckpointType": "itemsRoot"}).json()["data"]
+    resumed = httpx.get(
+        f"{running.url}/api/v1/balance/derive/cust_derive",
+        headers=running.headers,
+        params={
+            "startingBalance": 48500,
+            "startingCheckpoint": data["latestCheckpoint"],
+            "startingCheckpointType": "itemsRoot",
+        },
+    ).json()["data"]
     assert resumed["computedBalance"] == 48500 and resumed["deltas"] == []
 
 
 def test_compare_seed_example_over_http(running: Running) -> None:
     _seed(running, "cust_12345")
-    reply = httpx.post(f"{running.url}/api/v1/balance/compare", headers=running.headers, json={
-        "customerId": "cust_12345", "yourBalance": 48500, "theirBalance": 49000, "startingBalance": 50000})
+    reply = httpx.post(
+        f"{running.url}/api/v1/balance/compare",
+        headers=running.headers,
+        json={
+            "customerId": "cust_12345",
+            "yourBalance": 48500,
+            "theirBalance": 49000,
+            "startingBalance": 50000,
+        },
+    )
     assert reply.status_code == 200, reply.text
     data = reply.json()["data"]
     assert (data["neutralBalance"], data["matchesYours"], data["matchesTheirs"]) == (48500, True, False)
@@ -63,7 +106,11 @@ def test_compare_seed_example_over_http(running: Running) -> None:
     assert report["amount"] == 500 and report["divergentParty"] == "theirs"
     window = report["windowsToReview"][0]
     assert (window["period"], window["expectedNet"], window["theirNet"], window["difference"]) == (
-        "2026-02", -1500, -1000, 500)
+        "2026-02",
+        -1500,
+        -1000,
+        500,
+    )
     assert "February 2026" in report["recommendation"] and "500-unit debit" in report["recommendation"]
 
 
@@ -71,67 +118,132 @@ def test_bad_balance_requests_are_clear_4xx(running: Running) -> None:
     _seed(running, "cust_bad")
     cases = [
         ("GET", "/api/v1/balance/derive/nobody-here", None, {}, 404, "CUSTOMER_NOT_FOUND"),
-        ("GET", "/api/v1/balance/derive/cust_bad", None, {"startingCheckpoint": "0x" + "00" * 32}, 404,
-         "CHECKPOINT_NOT_FOUND"),
-        ("GET", "/api/v1/balance/derive/cust_bad", None, {"startingCheckpoint": "a_1", "period": "2026-01"},
-         400, "INVALID_SCOPE_COMBINATION"),
+        (
+            "GET",
+            "/api/v1/balance/derive/cust_bad",
+            None,
+            {"startingCheckpoint": "0x" + "00" * 32},
+            404,
+            "CHECKPOINT_NOT_FOUND",
+        ),
+        (
+            "GET",
+            "/api/v1/balance/derive/cust_bad",
+            None,
+            {"startingCheckpoint": "a_1", "period": "2026-01"},
+            400,
+            "INVALID_SCOPE_COMBINATION",
+        ),
         ("GET", "/api/v1/balance/derive/cust_bad", None, {"startingBalance": "1.5"}, 400, "VALIDATION_ERROR"),
         ("GET", "/api/v1/balance/derive/cust_bad", None, {"limit": "0"}, 400, "VALIDATION_ERROR"),
-        ("POST", "/api/v1/balance/compare", {"customerId": "cust_bad", "yourBalance": 1.5, "theirBalance": 1},
-         {}, 400, "VALIDATION_ERROR"),
-        ("POST", "/api/v1/balance/compare", {"customerId": "cust_bad", "yourBalance": "1", "theirBalance": 1},
-         {}, 400, "VALIDATION_ERROR"),
+        (
+            "POST",
+            "/api/v1/balance/compare",
+            {"customerId": "cust_bad", "yourBalance": 1.5, "theirBalance": 1},
+            {},
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "POST",
+            "/api/v1/balance/compare",
+            {"customerId": "cust_bad", "yourBalance": "1", "theirBalance": 1},
+            {},
+            400,
+            "VALIDATION_ERROR",
+        ),
     ]
     for method, path, body, params, status, code in cases:
-        reply = httpx.request(method, f"{running.url}{path}", headers=running.headers, json=body, params=params)
+        reply = httpx.request(
+            method, f"{running.url}{path}", headers=running.headers, json=body, params=params
+        )
         assert (reply.status_code, reply.json()["code"]) == (status, code), (path, params, reply.text)
 
 
 def test_huge_balances_stay_exact_in_json(running: Running) -> None:
     _seed(running, "cust_huge")
     huge = 2**70 + 3
-    reply = httpx.get(f"{running.url}/api/v1/balance/derive/cust_huge", params={"startingBalance": huge},
-                      headers=running.headers)
+    reply = httpx.get(
+        f"{running.url}/api/v1/balance/derive/cust_huge",
+        params={"startingBalance": huge},
+        headers=running.headers,
+    )
     assert reply.status_code == 200
     assert f'"computedBalance":{huge - 1500}' in reply.text
 
 
 def test_period_checkpoint_receipt_and_public_verify(running: Running) -> None:
     _seed(running, "cust_lock")
-    lock = httpx.post(f"{running.url}/api/v1/balance/checkpoint", headers=running.headers,
-                      json={"customerId": "cust_lock", "period": "2026-02"})
+    lock = httpx.post(
+        f"{running.url}/api/v1/balance/checkpoint",
+        headers=running.headers,
+        json={"customerId": "cust_lock", "period": "2026-02"},
+    )
     assert lock.status_code == 201, lock.text
     checkpoint = lock.json()["data"]
-    again = httpx.post(f"{running.url}/api/v1/balance/checkpoint", headers=running.headers,
-                       json={"customerId": "cust_lock", "period": "2026-02"})
+    again = httpx.post(
+        f"{running.url}/api/v1/balance/checkpoint",
+        headers=running.headers,
+        json={"customerId": "cust_lock", "period": "2026-02"},
+    )
     assert again.status_code == 200 and again.json()["data"] == checkpoint
-    assert (checkpoint["openingBalance"], checkpoint["closingBalance"], checkpoint["deltasCount"]) == (0, -1500, 2)
-    listed = httpx.get(f"{running.url}/api/v1/balance/checkpoints", params={"customerId": "cust_lock"},
-                       headers=running.headers).json()["data"]
+    assert (checkpoint["openingBalance"], checkpoint["closingBalance"], checkpoint["deltasCount"]) == (
+        0,
+        -1500,
+        2,
+    )
+    listed = httpx.get(
+        f"{running.url}/api/v1/balance/checkpoints",
+        params={"customerId": "cust_lock"},
+        headers=running.headers,
+    ).json()["data"]
     assert [c["checkpointId"] for c in listed["checkpoints"]] == [checkpoint["checkpointId"]]
-    receipt = httpx.get(f"{running.url}/api/v1/balance/receipt/cust_lock", params={"period": "2026-02"},
-                        headers=running.headers).json()["data"]
+    receipt = httpx.get(
+        f"{running.url}/api/v1/balance/receipt/cust_lock",
+        params={"period": "2026-02"},
+        headers=running.headers,
+    ).json()["data"]
     assert receipt["proofRoot"] == checkpoint["proofRoot"] and receipt["finalBalance"] == -1500
     public = httpx.get(receipt["verificationApiUrl"])
     assert public.status_code == 200
     verified = public.json()["data"]
     assert verified["verified"] is True and verified["summary"]["recordCount"] == 2
     assert [r["amount"] for r in verified["records"]] == [-1000, -500]
-    refused = httpx.post(f"{running.url}/api/v1/writes", headers=running.headers, json={"items": [
-        {"key": "cust_lock-late", "accountId": "cust_lock", "bits": 1, "occurredAt": "2026-02-27T00:00:00Z"}]})
+    refused = httpx.post(
+        f"{running.url}/api/v1/writes",
+        headers=running.headers,
+        json={
+            "items": [
+                {
+                    "key": "cust_lock-late",
+                    "accountId": "cust_lock",
+                    "bits": 1,
+                    "occurredAt": "2026-02-27T00:00:00Z",
+                }
+            ]
+        },
+    )
     assert refused.status_code == 409 and refused.json()["code"] == "PERIOD_LOCKED"
-    from_lock = httpx.get(f"{running.url}/api/v1/balance/derive/cust_lock", headers=running.headers,
-                          params={"startingCheckpoint": checkpoint["checkpointId"],
-                                  "startingBalance": checkpoint["closingBalance"]}).json()["data"]
+    from_lock = httpx.get(
+        f"{running.url}/api/v1/balance/derive/cust_lock",
+        headers=running.headers,
+        params={
+            "startingCheckpoint": checkpoint["checkpointId"],
+            "startingBalance": checkpoint["closingBalance"],
+        },
+    ).json()["data"]
     assert from_lock["computedBalance"] == -1500 and from_lock["deltas"] == []
 
 
 def test_customers_and_usage(running: Running) -> None:
     _seed(running, "cust_listed")
-    listed = httpx.get(f"{running.url}/api/v1/balance/customers", params={"search": "listed"},
-                       headers=running.headers).json()["data"]
+    listed = httpx.get(
+        f"{running.url}/api/v1/balance/customers", params={"search": "listed"}, headers=running.headers
+    ).json()["data"]
     assert [c["customerId"] for c in listed["customers"]] == ["cust_listed"]
-    one = httpx.get(f"{running.url}/api/v1/balance/customers/cust_listed", headers=running.headers).json()["data"]
+    one = httpx.get(f"{running.url}/api/v1/balance/customers/cust_listed", headers=running.headers).json()[
+        "data"
+    ]
     assert one["balance"] == -1500 and one["deltaCount"] == 4
     usage = httpx.get(f"{running.url}/api/v1/balance/usage", headers=running.headers).json()["data"]
     assert usage["plan"] == "unlimited" and usage["used"] >= 4

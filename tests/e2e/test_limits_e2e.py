@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+
 from tests.conftest import fresh_pg_schema
 from tests.e2e.server import ServerProcess, create_key
 
@@ -33,8 +34,9 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
     key = create_key(tmp_path, None)
     env = {"TRUEUP_RATE_LIMIT_PER_S": "0.001", "TRUEUP_RATE_LIMIT_BURST": "3"}
     with ServerProcess(tmp_path, None, extra_env=env) as server:
-        codes = [httpx.get(f"{server.base_url}/api/v1/balance/usage", headers={"X-Api-Key": key})
-                 for _ in range(4)]
+        codes = [
+            httpx.get(f"{server.base_url}/api/v1/balance/usage", headers={"X-Api-Key": key}) for _ in range(4)
+        ]
         assert [reply.status_code for reply in codes] == [200, 200, 200, 429]
         limited = codes[-1]
         assert limited.json()["code"] == "RATE_LIMITED"
@@ -45,18 +47,27 @@ def test_rate_limits_hold_across_two_api_processes_on_postgresql(tmp_path: Path)
     env = {"TRUEUP_RATE_LIMIT_PER_S": "0.001", "TRUEUP_RATE_LIMIT_BURST": "4"}
     with fresh_pg_schema() as url:
         key = create_key(tmp_path, url)
-        with ServerProcess(tmp_path, url, extra_env=env) as one, \
-                ServerProcess(tmp_path, url, extra_env=env, extra_args=["--no-sequencer"]) as two:
-            codes = [httpx.get(f"{server.base_url}/api/v1/balance/usage",
-                               headers={"X-Api-Key": key}).status_code
-                     for server in (one, two, one, two, one, two)]
+        with (
+            ServerProcess(tmp_path, url, extra_env=env) as one,
+            ServerProcess(tmp_path, url, extra_env=env, extra_args=["--no-sequencer"]) as two,
+        ):
+            codes = [
+                httpx.get(f"{server.base_url}/api/v1/balance/usage", headers={"X-Api-Key": key}).status_code
+                for server in (one, two, one, two, one, two)
+            ]
     assert codes == [200, 200, 200, 200, 429, 429]
 
 
 def test_malformed_keys_are_401_not_500(tmp_path: Path) -> None:
     create_key(tmp_path, None)
-    headers: list[bytes] = [b"pk_live_", b"pk_test_abcdefghijklmnop." + b"A" * 43, b"Bearer x",
-                            "pk_live_é".encode(), b"\xff\xfe", b"pk_live_aaaaaaaaaaaaaaaa." + b"A" * 5000]
+    headers: list[bytes] = [
+        b"pk_live_",
+        b"pk_test_abcdefghijklmnop." + b"A" * 43,
+        b"Bearer x",
+        "pk_live_é".encode(),
+        b"\xff\xfe",
+        b"pk_live_aaaaaaaaaaaaaaaa." + b"A" * 5000,
+    ]
     with ServerProcess(tmp_path, None) as server:
         for header in headers:
             reply = httpx.get(f"{server.base_url}/api/v1/balance/usage", headers={"X-Api-Key": header})

@@ -43,16 +43,25 @@ def test_checkpoint_is_a_signed_note_verifiable_with_the_published_key(running: 
 def test_inclusion_proof_from_the_api_verifies(running: Running) -> None:
     items = _write_and_wait(running, "inc", 5)
     anchor = items[3]["anchorId"]
-    reply = httpx.get(f"{running.url}/api/v1/log/proof/inclusion", params={"anchorId": anchor},
-                      headers=running.headers)
+    reply = httpx.get(
+        f"{running.url}/api/v1/log/proof/inclusion", params={"anchorId": anchor}, headers=running.headers
+    )
     assert reply.status_code == 200, reply.text
     data = reply.json()["data"]
-    bundle = httpx.get(f"{running.url}/api/v1/log/proof/bundle/{anchor}", headers=running.headers).json()["data"]
-    verify_inclusion(bytes.fromhex(bundle["leafHash"]), data["leafIndex"], data["treeSize"],
-                     [bytes.fromhex(p) for p in data["proof"]], bytes.fromhex(data["rootHash"][2:]))
+    bundle = httpx.get(f"{running.url}/api/v1/log/proof/bundle/{anchor}", headers=running.headers).json()[
+        "data"
+    ]
+    verify_inclusion(
+        bytes.fromhex(bundle["leafHash"]),
+        data["leafIndex"],
+        data["treeSize"],
+        [bytes.fromhex(p) for p in data["proof"]],
+        bytes.fromhex(data["rootHash"][2:]),
+    )
     other = create_key(running.data_dir, running.database_url, "intruder")
-    hidden = httpx.get(f"{running.url}/api/v1/log/proof/inclusion", params={"anchorId": anchor},
-                       headers={"X-Api-Key": other})
+    hidden = httpx.get(
+        f"{running.url}/api/v1/log/proof/inclusion", params={"anchorId": anchor}, headers={"X-Api-Key": other}
+    )
     assert hidden.status_code == 404
 
 
@@ -62,8 +71,9 @@ def test_a_head_seen_earlier_is_proven_consistent_with_a_later_one(running: Runn
     earlier = verify_checkpoint(httpx.get(f"{running.url}/api/v1/log/checkpoint").text, key)
     _write_and_wait(running, "cons-b", 7)
     later = verify_checkpoint(httpx.get(f"{running.url}/api/v1/log/checkpoint").text, key)
-    reply = httpx.get(f"{running.url}/api/v1/log/proof/consistency",
-                      params={"from": earlier.size, "to": later.size})
+    reply = httpx.get(
+        f"{running.url}/api/v1/log/proof/consistency", params={"from": earlier.size, "to": later.size}
+    )
     assert reply.status_code == 200, reply.text
     proof = [bytes.fromhex(p) for p in reply.json()["data"]["proof"]]
     verify_consistency(earlier.size, later.size, earlier.root, later.root, proof)
@@ -86,8 +96,22 @@ def test_proof_bundle_verifies_offline_and_tampering_is_named(running: Running, 
     items = _write_and_wait(running, "bundle", 4)
     anchor = str(items[2]["anchorId"])
     fetched = subprocess.run(
-        [sys.executable, "-m", "trueup.cli.main", "proof", anchor, "--url", running.url,
-         "--api-key", running.key], capture_output=True, text=True, timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            "trueup.cli.main",
+            "proof",
+            anchor,
+            "--url",
+            running.url,
+            "--api-key",
+            running.key,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert fetched.returncode == 0, fetched.stderr
     bundle_path = tmp_path / "bundle.json"
     bundle_path.write_text(fetched.stdout)
@@ -112,8 +136,13 @@ def _offline_verify(bundle: Path, key: str) -> subprocess.CompletedProcess[str]:
         "(m.startswith('trueup.') and not m.startswith(('trueup.proof','trueup.cli'))));"
         "print('IMPORTED', bad, file=sys.stderr) if bad else None; sys.exit(code if not bad else 3)"
     )
-    done = subprocess.run([sys.executable, "-c", script, "verify", str(bundle), "--key", key],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script, "verify", str(bundle), "--key", key],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode != 3, done.stderr
     return done
 

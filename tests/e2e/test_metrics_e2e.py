@@ -9,8 +9,11 @@ from tests.e2e.server import wait_until
 
 
 def test_metrics_cover_ingest_commit_queue_seal_and_errors(running: Running) -> None:
-    ok = httpx.post(f"{running.url}/api/v1/writes", headers=running.headers,
-                    json={"items": [{"key": "metrics-1", "accountId": "m", "bits": 1}]})
+    ok = httpx.post(
+        f"{running.url}/api/v1/writes",
+        headers=running.headers,
+        json={"items": [{"key": "metrics-1", "accountId": "m", "bits": 1}]},
+    )
     assert ok.status_code == 202
     bad = httpx.post(f"{running.url}/api/v1/writes", headers=running.headers, content=b"{")
     assert bad.status_code == 400
@@ -21,8 +24,13 @@ def test_metrics_cover_ingest_commit_queue_seal_and_errors(running: Running) -> 
 
     wait_until(sealed)
     text = httpx.get(f"{running.url}/metrics").text
-    for name in ("trueup_ingest_items_total{source=\"writes\"}", "trueup_commit_seconds_bucket",
-                 "trueup_queue_depth", "trueup_queue_oldest_age_seconds", "trueup_tree_size",
-                 'trueup_http_responses_total{route="/api/v1/writes",status="4xx"}',
-                 'trueup_http_responses_total{route="/api/v1/writes",status="2xx"}'):
+    for name in (
+        'trueup_ingest_items_total{source="writes"}',
+        "trueup_commit_seconds_bucket",
+        "trueup_queue_depth",
+        "trueup_queue_oldest_age_seconds",
+        "trueup_tree_size",
+        'trueup_http_responses_total{route="/api/v1/writes",status="4xx"}',
+        'trueup_http_responses_total{route="/api/v1/writes",status="2xx"}',
+    ):
         assert name in text, name

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from pacspace_sdk import PacSpace
 from pacspace_sdk.errors import PacSpaceError
 
 from tests.e2e.conftest import Running
+from tests.e2e.server import wait_until
 
 
 @pytest.fixture
@@ -30,8 +32,9 @@ def test_emit_wait_status_derive_compare_checkpoint_usage_verify(sdk: PacSpace) 
     derived = sdk.balance.derive(customer, {"startingBalance": 1000})
     assert derived["computedBalance"] == 1500 and derived["deltasCount"] == 2
     assert all(delta["status"] == "VERIFIED" for delta in derived["deltas"])
-    resumed = sdk.balance.derive(customer, {"startingBalance": 1500,
-                                            "startingCheckpoint": derived["latestCheckpoint"]})
+    resumed = sdk.balance.derive(
+        customer, {"startingBalance": 1500, "startingCheckpoint": derived["latestCheckpoint"]}
+    )
     assert resumed["computedBalance"] == 1500 and resumed["deltas"] == []
     this_month = sdk.balance.derive_current_month(customer)
     assert this_month["computedBalance"] == 500
@@ -51,17 +54,26 @@ def test_emit_wait_status_derive_compare_checkpoint_usage_verify(sdk: PacSpace) 
 
 
 def test_checkpoint_and_list_checkpoints_through_the_sdk(sdk: PacSpace, running: Running) -> None:
-    import httpx
-
     customer = "sdk-cust-2"
-    reply = httpx.post(f"{running.url}/api/v1/writes", headers=running.headers, json={"items": [
-        {"key": "sdk2-1", "accountId": customer, "bits": 40, "occurredAt": "2026-01-03T00:00:00Z"}]})
+    reply = httpx.post(
+        f"{running.url}/api/v1/writes",
+        headers=running.headers,
+        json={
+            "items": [
+                {"key": "sdk2-1", "accountId": customer, "bits": 40, "occurredAt": "2026-01-03T00:00:00Z"}
+            ]
+        },
+    )
     assert reply.status_code == 202
     request_id = reply.json()["data"]["requestId"]
-    from tests.e2e.server import wait_until
-
-    wait_until(lambda: httpx.get(f"{running.url}/api/v1/writes/{request_id}",
-                                 headers=running.headers).json()["data"]["status"] == "verified")
+    wait_until(
+        lambda: (
+            httpx.get(f"{running.url}/api/v1/writes/{request_id}", headers=running.headers).json()["data"][
+                "status"
+            ]
+            == "verified"
+        )
+    )
     locked = sdk.balance.checkpoint(customer, {"period": "2026-01"})
     assert locked["checkpointId"].startswith("chk_") and locked["closingBalance"] == 40
     assert locked["status"] == "VERIFIED" and locked["locked"] is True
@@ -84,14 +96,18 @@ def test_sdk_errors_are_mapped_not_unexpected(sdk: PacSpace) -> None:
 
 
 def test_emit_batch_reports_each_delta(running: Running) -> None:
-    import httpx
-
-    reply = httpx.post(f"{running.url}/api/v1/balance/delta/batch", headers=running.headers, json={"deltas": [
-        {"customerId": "batch-1", "delta": 5, "reason": "ok", "referenceId": "batch-ref-1"},
-        {"customerId": "batch-1", "delta": 0, "reason": "zero"},
-        {"customerId": "bad id", "delta": 5, "reason": "bad"},
-        {"customerId": "batch-1", "delta": 5, "reason": "ok", "referenceId": "batch-ref-1"},
-    ]})
+    reply = httpx.post(
+        f"{running.url}/api/v1/balance/delta/batch",
+        headers=running.headers,
+        json={
+            "deltas": [
+                {"customerId": "batch-1", "delta": 5, "reason": "ok", "referenceId": "batch-ref-1"},
+                {"customerId": "batch-1", "delta": 0, "reason": "zero"},
+                {"customerId": "bad id", "delta": 5, "reason": "bad"},
+                {"customerId": "batch-1", "delta": 5, "reason": "ok", "referenceId": "batch-ref-1"},
+            ]
+        },
+    )
     assert reply.status_code == 202, reply.text
     data = reply.json()["data"]
     assert (data["totalQueued"], data["totalFailed"]) == (2, 2)

@@ -14,10 +14,18 @@ from trueup.storage import open_storage
 
 SEED_BODY = {
     "items": [
-        {"key": "order-12345", "accountId": "customer-001", "bits": 1,
-         "metadata": {"amount": 250.00, "currency": "USD", "description": "Monthly subscription"}},
-        {"key": "order-12346", "accountId": "customer-002", "bits": 3,
-         "metadata": {"amount": 750.00, "currency": "USD", "description": "Enterprise license"}},
+        {
+            "key": "order-12345",
+            "accountId": "customer-001",
+            "bits": 1,
+            "metadata": {"amount": 250.00, "currency": "USD", "description": "Monthly subscription"},
+        },
+        {
+            "key": "order-12346",
+            "accountId": "customer-002",
+            "bits": 3,
+            "metadata": {"amount": 750.00, "currency": "USD", "description": "Enterprise license"},
+        },
     ]
 }
 
@@ -70,42 +78,109 @@ def _bad_requests() -> list[tuple[str, dict[str, str], bytes, int, str, str]]:
         ("malformed json", {}, b'{"items": [', 400, "VALIDATION_ERROR", "body: is not valid JSON"),
         ("empty body", {}, b"", 400, "VALIDATION_ERROR", "body"),
         ("not an object", {}, b"[1]", 400, "VALIDATION_ERROR", "body: must be a JSON object"),
-        ("wrong content type", {"Content-Type": "text/plain"}, items(ok_item), 415,
-         "UNSUPPORTED_MEDIA_TYPE", "application/json"),
-        ("float bits", {}, items({**ok_item, "bits": 1.5}), 400, "VALIDATION_ERROR",
-         "items[0].bits: must be an integer, got 1.5"),
+        (
+            "wrong content type",
+            {"Content-Type": "text/plain"},
+            items(ok_item),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "application/json",
+        ),
+        (
+            "float bits",
+            {},
+            items({**ok_item, "bits": 1.5}),
+            400,
+            "VALIDATION_ERROR",
+            "items[0].bits: must be an integer, got 1.5",
+        ),
         ("string bits", {}, items({**ok_item, "bits": "3"}), 400, "VALIDATION_ERROR", "items[0].bits"),
         ("bool bits", {}, items({**ok_item, "bits": True}), 400, "VALIDATION_ERROR", "items[0].bits"),
-        ("exponent bits", {}, b'{"items":[{"key":"k","accountId":"c","bits":1e3}]}', 400,
-         "VALIDATION_ERROR", "items[0].bits"),
-        ("huge bits", {}, b'{"items":[{"key":"k","accountId":"c","bits":' + b"9" * 40 + b"}]}", 400,
-         "VALIDATION_ERROR", "items[0].bits: must be between"),
+        (
+            "exponent bits",
+            {},
+            b'{"items":[{"key":"k","accountId":"c","bits":1e3}]}',
+            400,
+            "VALIDATION_ERROR",
+            "items[0].bits",
+        ),
+        (
+            "huge bits",
+            {},
+            b'{"items":[{"key":"k","accountId":"c","bits":' + b"9" * 40 + b"}]}",
+            400,
+            "VALIDATION_ERROR",
+            "items[0].bits: must be between",
+        ),
         ("nan", {}, b'{"items":[{"key":"k","accountId":"c","bits":NaN}]}', 400, "VALIDATION_ERROR", "NaN"),
-        ("duplicate json keys", {}, b'{"items":[{"key":"k","key":"j","accountId":"c","bits":1}]}',
-         400, "VALIDATION_ERROR", "duplicate key"),
-        ("deep nesting", {}, json.dumps({"items": [{**ok_item, "metadata": {"x": deep}}]}).encode(),
-         400, "VALIDATION_ERROR", "deeper"),
-        ("huge metadata", {}, items({**ok_item, "metadata": {"blob": "x" * 5000}}), 400,
-         "VALIDATION_ERROR", "items[0].metadata: must be at most 4096 bytes"),
+        (
+            "duplicate json keys",
+            {},
+            b'{"items":[{"key":"k","key":"j","accountId":"c","bits":1}]}',
+            400,
+            "VALIDATION_ERROR",
+            "duplicate key",
+        ),
+        (
+            "deep nesting",
+            {},
+            json.dumps({"items": [{**ok_item, "metadata": {"x": deep}}]}).encode(),
+            400,
+            "VALIDATION_ERROR",
+            "deeper",
+        ),
+        (
+            "huge metadata",
+            {},
+            items({**ok_item, "metadata": {"blob": "x" * 5000}}),
+            400,
+            "VALIDATION_ERROR",
+            "items[0].metadata: must be at most 4096 bytes",
+        ),
         ("empty items", {}, items(), 400, "VALIDATION_ERROR", "items: must hold at least one item"),
-        ("too many items", {}, items(*[{**ok_item, "key": str(i)} for i in range(1001)]), 400,
-         "VALIDATION_ERROR", "at most 1000 items"),
-        ("second item bad", {}, items(ok_item, {**ok_item, "key": "k2", "accountId": "bad id"}), 400,
-         "VALIDATION_ERROR", "items[1].accountId"),
-        ("body too large", {}, b'{"items": [], "pad": "' + b"x" * 1_100_000 + b'"}', 413,
-         "PAYLOAD_TOO_LARGE", "1048576"),
+        (
+            "too many items",
+            {},
+            items(*[{**ok_item, "key": str(i)} for i in range(1001)]),
+            400,
+            "VALIDATION_ERROR",
+            "at most 1000 items",
+        ),
+        (
+            "second item bad",
+            {},
+            items(ok_item, {**ok_item, "key": "k2", "accountId": "bad id"}),
+            400,
+            "VALIDATION_ERROR",
+            "items[1].accountId",
+        ),
+        (
+            "body too large",
+            {},
+            b'{"items": [], "pad": "' + b"x" * 1_100_000 + b'"}',
+            413,
+            "PAYLOAD_TOO_LARGE",
+            "1048576",
+        ),
         ("missing key", {"X-Api-Key": ""}, items(ok_item), 401, "INVALID_API_KEY", "missing"),
         ("malformed key", {"X-Api-Key": "pk_live_nope"}, items(ok_item), 401, "INVALID_API_KEY", "malformed"),
-        ("unknown key", {"X-Api-Key": "pk_live_aaaaaaaaaaaaaaaa." + "A" * 43}, items(ok_item), 401,
-         "INVALID_API_KEY", "not valid"),
+        (
+            "unknown key",
+            {"X-Api-Key": "pk_live_aaaaaaaaaaaaaaaa." + "A" * 43},
+            items(ok_item),
+            401,
+            "INVALID_API_KEY",
+            "not valid",
+        ),
     ]
 
 
 def test_each_class_of_bad_input_gets_its_4xx_and_stores_nothing(running: Running) -> None:
     before = stored_count(running)
     for name, headers, body, status, code, text in _bad_requests():
-        reply = httpx.post(f"{running.url}/api/v1/writes", headers={**running.headers, **headers},
-                           content=body)
+        reply = httpx.post(
+            f"{running.url}/api/v1/writes", headers={**running.headers, **headers}, content=body
+        )
         assert reply.status_code == status, (name, reply.text)
         payload = reply.json()
         assert payload["success"] is False, name
@@ -117,8 +192,10 @@ def test_each_class_of_bad_input_gets_its_4xx_and_stores_nothing(running: Runnin
 
 
 def test_unknown_fields_are_ignored_and_unicode_keys_work(running: Running) -> None:
-    body = {"items": [{"key": "ключ-🔑-1", "accountId": "c.u:1", "bits": -7, "colour": "blue"}],
-            "extra": True}
+    body = {
+        "items": [{"key": "ключ-🔑-1", "accountId": "c.u:1", "bits": -7, "colour": "blue"}],
+        "extra": True,
+    }
     reply = httpx.post(f"{running.url}/api/v1/writes", headers=running.headers, json=body)
     assert reply.status_code == 202, reply.text
 
@@ -136,8 +213,9 @@ def test_replayed_items_are_not_stored_twice_and_changed_ones_conflict(running: 
     assert conflict.status_code == 409
     assert conflict.json()["code"] == "DUPLICATE_KEY"
     assert "'dup-1'" in conflict.json()["message"] and "bits" in conflict.json()["message"]
-    status = httpx.get(f"{running.url}/api/v1/writes/{again.json()['data']['requestId']}",
-                       headers=running.headers).json()
+    status = httpx.get(
+        f"{running.url}/api/v1/writes/{again.json()['data']['requestId']}", headers=running.headers
+    ).json()
     assert status["data"]["items"][0]["status"] == "duplicate"
 
 
@@ -148,8 +226,11 @@ def test_idempotency_key_header_replays_the_original_reply(running: Running) -> 
     second = httpx.post(f"{running.url}/api/v1/writes", headers=headers, json=body)
     assert first.status_code == second.status_code == 202
     assert first.json() == second.json()
-    other = httpx.post(f"{running.url}/api/v1/writes", headers=headers,
-                       json={"items": [{"key": "idem-item-2", "accountId": "c-idem", "bits": 4}]})
+    other = httpx.post(
+        f"{running.url}/api/v1/writes",
+        headers=headers,
+        json={"items": [{"key": "idem-item-2", "accountId": "c-idem", "bits": 4}]},
+    )
     assert other.status_code == 409
     assert other.json()["code"] == "IDEMPOTENCY_MISMATCH"
 
@@ -159,8 +240,11 @@ def test_tenants_are_isolated(running: Running) -> None:
     other = {**running.headers, "X-Api-Key": other_key}
     body = {"items": [{"key": "shared-key", "accountId": "shared-cust", "bits": 5}]}
     mine = httpx.post(f"{running.url}/api/v1/writes", headers=running.headers, json=body)
-    theirs = httpx.post(f"{running.url}/api/v1/writes", headers=other,
-                        json={"items": [{"key": "shared-key", "accountId": "shared-cust", "bits": 900}]})
+    theirs = httpx.post(
+        f"{running.url}/api/v1/writes",
+        headers=other,
+        json={"items": [{"key": "shared-key", "accountId": "shared-cust", "bits": 900}]},
+    )
     assert mine.status_code == theirs.status_code == 202
     request_id = mine.json()["data"]["requestId"]
     assert httpx.get(f"{running.url}/api/v1/writes/{request_id}", headers=other).status_code == 404
@@ -170,14 +254,16 @@ def test_tenants_are_isolated(running: Running) -> None:
 def test_read_only_and_revoked_keys(running: Running) -> None:
     reader = create_key(running.data_dir, running.database_url, "acme", "--read-only")
     body = {"items": [{"key": "ro-1", "accountId": "c", "bits": 1}]}
-    refused = httpx.post(f"{running.url}/api/v1/writes",
-                         headers={**running.headers, "X-Api-Key": reader}, json=body)
+    refused = httpx.post(
+        f"{running.url}/api/v1/writes", headers={**running.headers, "X-Api-Key": reader}, json=body
+    )
     assert refused.status_code == 403 and refused.json()["code"] == "FORBIDDEN"
     doomed = create_key(running.data_dir, running.database_url, "acme")
     done = trueup(["keys", "revoke", doomed], running.data_dir, running.database_url)
     assert done.returncode == 0, done.stderr
-    revoked = httpx.post(f"{running.url}/api/v1/writes",
-                         headers={**running.headers, "X-Api-Key": doomed}, json=body)
+    revoked = httpx.post(
+        f"{running.url}/api/v1/writes", headers={**running.headers, "X-Api-Key": doomed}, json=body
+    )
     assert revoked.status_code == 401 and "revoked" in revoked.json()["message"]
 
 
@@ -188,7 +274,8 @@ def test_500_concurrent_single_item_writes_from_50_clients_are_all_stored_once(r
         codes = []
         for i in range(10):
             reply = await http.post(
-                f"{running.url}/api/v1/writes", headers=running.headers,
+                f"{running.url}/api/v1/writes",
+                headers=running.headers,
                 json={"items": [{"key": f"conc-{n}-{i}", "accountId": f"cust-{n % 7}", "bits": n + 1}]},
             )
             codes.append(reply.status_code)

@@ -76,8 +76,10 @@ def test_leaf_members_are_in_rfc8785_order() -> None:
 
 
 def test_absent_and_empty_metadata_have_the_same_digest() -> None:
-    assert metadata_digest(None) == metadata_digest({}) == (
-        "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+    assert (
+        metadata_digest(None)
+        == metadata_digest({})
+        == ("44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a")
     )
 
 

@@ -149,9 +149,7 @@ def test_proofs_from_memory_and_from_stored_nodes_equal_the_definition_and_verif
 
 @PROPERTY
 @given(size=sizes, seed=st.integers(0, 2**32 - 1), data=st.data())
-def test_any_flipped_bit_makes_an_inclusion_proof_fail(
-    size: int, seed: int, data: st.DataObject
-) -> None:
+def test_any_flipped_bit_makes_an_inclusion_proof_fail(size: int, seed: int, data: st.DataObject) -> None:
     leaves = make_leaves(size, seed)
     tree = MemoryTree(leaves)
     index = data.draw(st.integers(0, size - 1), label="leaf index")
@@ -173,9 +171,7 @@ def test_any_flipped_bit_makes_an_inclusion_proof_fail(
 
 @PROPERTY
 @given(size=st.integers(2, MAX_SIZE), seed=st.integers(0, 2**32 - 1), data=st.data())
-def test_any_flipped_bit_makes_a_consistency_proof_fail(
-    size: int, seed: int, data: st.DataObject
-) -> None:
+def test_any_flipped_bit_makes_a_consistency_proof_fail(size: int, seed: int, data: st.DataObject) -> None:
     leaves = make_leaves(size, seed)
     tree = MemoryTree(leaves)
     old = data.draw(st.integers(1, size - 1), label="old size")

@@ -41,9 +41,7 @@ def test_pymerkle_roots_equal_ours_for_every_prefix(entries: list[bytes]) -> Non
 
 @settings(max_examples=25, deadline=None)
 @given(entries=st.lists(st.binary(max_size=24), min_size=1, max_size=300), data=st.data())
-def test_pymerkle_inclusion_paths_equal_our_proofs(
-    entries: list[bytes], data: st.DataObject
-) -> None:
+def test_pymerkle_inclusion_paths_equal_our_proofs(entries: list[bytes], data: st.DataObject) -> None:
     tree = rfc9162_pymerkle_tree(entries)
     ours = MemoryTree([leaf_hash(e) for e in entries])
     size = data.draw(st.integers(1, len(entries)), label="size")

@@ -129,13 +129,9 @@ def _inclusion_probes(
 
 
 @pytest.mark.parametrize(("index", "size", "proof"), INCLUSION)
-def test_corrupted_reference_inclusion_proofs_are_rejected(
-    index: int, size: int, proof: list[bytes]
-) -> None:
+def test_corrupted_reference_inclusion_proofs_are_rejected(index: int, size: int, proof: list[bytes]) -> None:
     verified = []
-    for desc, i, n, p, root, leaf in _inclusion_probes(
-        index, size, proof, ROOTS[size], LEAF_HASHES[index]
-    ):
+    for desc, i, n, p, root, leaf in _inclusion_probes(index, size, proof, ROOTS[size], LEAF_HASHES[index]):
         try:
             verify_inclusion(leaf, i, n, p, root)
         except InclusionProofError:
@@ -145,9 +141,7 @@ def test_corrupted_reference_inclusion_proofs_are_rejected(
 
 
 @pytest.mark.parametrize(("old", "new", "proof"), [c for c in CONSISTENCY if c[2]])
-def test_corrupted_reference_consistency_proofs_are_rejected(
-    old: int, new: int, proof: list[bytes]
-) -> None:
+def test_corrupted_reference_consistency_proofs_are_rejected(old: int, new: int, proof: list[bytes]) -> None:
     root1, root2 = ROOTS[old], ROOTS[new]
     probes = [
         ("old - 1", old - 1, new, root1, root2, proof),
@@ -240,9 +234,7 @@ def test_inclusion_failures_name_the_check_that_failed() -> None:
         InclusionProofError, match=r"^inclusion proof has 2 hashes; leaf 5 in a tree of 8 leaves needs 3$"
     ):
         verify_inclusion(leaf, index, size, proof[:2], root)
-    with pytest.raises(
-        InclusionProofError, match=r"^inclusion proof hash 1 must be 32 bytes, got 31 bytes$"
-    ):
+    with pytest.raises(InclusionProofError, match=r"^inclusion proof hash 1 must be 32 bytes, got 31 bytes$"):
         verify_inclusion(leaf, index, size, [proof[0], proof[1][:31], proof[2]], root)
     with pytest.raises(
         InclusionProofError,

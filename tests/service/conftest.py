@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -33,8 +34,6 @@ def write(services: Services, principal: Principal, *items: dict[str, object]) -
     reply = asyncio.run(services.writes.writes(principal, body, repr(body).encode(), None))
     assert reply.status_code == 202, reply
     assert reply.raw is not None
-    import json
-
     request_id: str = json.loads(reply.raw)["data"]["requestId"]
     return request_id
 

@@ -10,8 +10,11 @@ from trueup.service.container import Services
 def _sealed_log(services: Services) -> str:
     who = principal_for(services)
     for batch in range(3):
-        write(services, who, *[{"key": f"k{batch}-{i}", "accountId": f"c{i % 3}", "bits": i + 1}
-                               for i in range(10)])
+        write(
+            services,
+            who,
+            *[{"key": f"k{batch}-{i}", "accountId": f"c{i % 3}", "bits": i + 1} for i in range(10)],
+        )
         seal_all(services)
     report = audit_log(services.storage, services.log.verifier_key)
     assert report.ok, report.problem
@@ -69,7 +72,10 @@ def test_audit_catches_a_forged_head_signature(services: Services) -> None:
 
 def test_audit_catches_an_edited_running_balance(services: Services) -> None:
     tenant = _sealed_log(services)
-    _tamper(services, "UPDATE accounts SET balance = balance + 5 WHERE tenant_id = ? AND customer_id = 'c1'",
-            (tenant,))
+    _tamper(
+        services,
+        "UPDATE accounts SET balance = balance + 5 WHERE tenant_id = ? AND customer_id = 'c1'",
+        (tenant,),
+    )
     report = audit_log(services.storage, services.log.verifier_key)
     assert report.problem is not None and report.problem.startswith("account 'c1'")

@@ -27,22 +27,33 @@ def delta(key: str, bits: int, when: str, customer: str = "cust_12345", reason: 
 def seed_history(services: Services) -> Principal:
     """Starting 50,000; January +2,000 / -2,000; February -1,000 and a -500 debit: neutral 48,500."""
     who = principal_for(services)
-    write(services, who,
-          delta("jan-1", 2000, "2026-01-05T10:00:00Z", reason="Top-up"),
-          delta("jan-2", -2000, "2026-01-20T10:00:00Z", reason="January usage"))
-    write(services, who,
-          delta("feb-1", -1000, "2026-02-10T14:30:00Z", reason="Monthly subscription charge"),
-          delta("feb-2", -500, "2026-02-11T09:15:00Z", reason="Overage"))
+    write(
+        services,
+        who,
+        delta("jan-1", 2000, "2026-01-05T10:00:00Z", reason="Top-up"),
+        delta("jan-2", -2000, "2026-01-20T10:00:00Z", reason="January usage"),
+    )
+    write(
+        services,
+        who,
+        delta("feb-1", -1000, "2026-02-10T14:30:00Z", reason="Monthly subscription charge"),
+        delta("feb-2", -500, "2026-02-11T09:15:00Z", reason="Overage"),
+    )
     seal_all(services)
     return who
 
 
 def test_seed_compare_example_comes_out_exactly(services: Services) -> None:
     who = seed_history(services)
-    result, _, _ = services.balances.compare(who, {
-        "customerId": "cust_12345", "yourBalance": 48500, "theirBalance": 49000,
-        "startingBalance": 50000,
-    })
+    result, _, _ = services.balances.compare(
+        who,
+        {
+            "customerId": "cust_12345",
+            "yourBalance": 48500,
+            "theirBalance": 49000,
+            "startingBalance": 50000,
+        },
+    )
     wire = to_wire(result)
     assert wire["neutralBalance"] == 48500
     assert wire["matchesYours"] is True and wire["matchesTheirs"] is False
@@ -56,14 +67,20 @@ def test_seed_compare_example_comes_out_exactly(services: Services) -> None:
     )
     [window] = report["windowsToReview"]
     assert {k: window[k] for k in ("period", "expectedNet", "theirNet", "difference")} == {
-        "period": "2026-02", "expectedNet": -1500, "theirNet": -1000, "difference": 500}
+        "period": "2026-02",
+        "expectedNet": -1500,
+        "theirNet": -1000,
+        "difference": 500,
+    }
     assert window["candidates"][0]["anchorId"] == "a_3"
 
 
 def test_compare_without_discrepancy_has_no_report(services: Services) -> None:
     who = seed_history(services)
-    result, _, _ = services.balances.compare(who, {
-        "customerId": "cust_12345", "yourBalance": 48500, "theirBalance": 48500, "startingBalance": 50000})
+    result, _, _ = services.balances.compare(
+        who,
+        {"customerId": "cust_12345", "yourBalance": 48500, "theirBalance": 48500, "startingBalance": 50000},
+    )
     assert "discrepancyReport" not in to_wire(result)
 
 
@@ -72,7 +89,9 @@ def test_derive_sums_every_verified_delta_with_month_windows(services: Services)
     derived = services.balances.derive(who, "cust_12345", {"startingBalance": "50000"})
     assert derived.balance == 48500 and derived.summary.count == 4
     assert [(m.period, m.credits, m.debits, m.net, m.count) for m in derived.summary.months] == [
-        ("2026-01", 2000, -2000, 0, 2), ("2026-02", 0, -1500, -1500, 2)]
+        ("2026-01", 2000, -2000, 0, 2),
+        ("2026-02", 0, -1500, -1500, 2),
+    ]
     assert [d.amount for d in derived.deltas] == [2000, -2000, -1000, -500]
     assert derived.newest is not None and derived.newest.leaf_index == 3
 
@@ -83,12 +102,14 @@ def test_latest_checkpoint_passed_back_returns_only_newer_deltas(services: Servi
     latest = "0x" + first.head.root.hex()
     write(services, who, delta("mar-1", 700, "2026-03-01T00:00:00Z"))
     seal_all(services)
-    resumed = services.balances.derive(who, "cust_12345", {
-        "startingBalance": str(first.balance), "startingCheckpoint": latest})
+    resumed = services.balances.derive(
+        who, "cust_12345", {"startingBalance": str(first.balance), "startingCheckpoint": latest}
+    )
     assert [d.amount for d in resumed.deltas] == [700]
     assert resumed.balance == first.balance + 700
-    by_anchor = services.balances.derive(who, "cust_12345", {
-        "startingCheckpoint": "a_2", "startingCheckpointType": "anchorId"})
+    by_anchor = services.balances.derive(
+        who, "cust_12345", {"startingCheckpoint": "a_2", "startingCheckpointType": "anchorId"}
+    )
     assert [d.amount for d in by_anchor.deltas] == [-500, 700]
 
 
@@ -96,8 +117,9 @@ def test_scopes_period_dates_and_as_of(services: Services) -> None:
     who = seed_history(services)
     february = services.balances.derive(who, "cust_12345", {"period": "2026-02"})
     assert (february.balance, february.summary.count) == (-1500, 2)
-    custom = services.balances.derive(who, "cust_12345", {
-        "timePreset": "custom", "startDate": "2026-01-10", "endDate": "2026-02-11"})
+    custom = services.balances.derive(
+        who, "cust_12345", {"timePreset": "custom", "startDate": "2026-01-10", "endDate": "2026-02-11"}
+    )
     assert [d.amount for d in custom.deltas] == [-2000, -1000]
     as_of = services.balances.derive(who, "cust_12345", {"asOf": "2026-02-10T14:30:00Z"})
     assert as_of.balance == -1000
@@ -134,8 +156,15 @@ def test_balances_beyond_2_53_stay_exact(services: Services) -> None:
     huge = 2**80 + 1
     derived = services.balances.derive(who, "cust_12345", {"startingBalance": str(huge)})
     assert derived.balance == huge - 1500
-    result, _, _ = services.balances.compare(who, {
-        "customerId": "cust_12345", "yourBalance": huge - 1500, "theirBalance": huge, "startingBalance": huge})
+    result, _, _ = services.balances.compare(
+        who,
+        {
+            "customerId": "cust_12345",
+            "yourBalance": huge - 1500,
+            "theirBalance": huge,
+            "startingBalance": huge,
+        },
+    )
     assert result.matches_yours and not result.matches_theirs
     with pytest.raises(ValidationError, match="yourBalance: must be an integer"):
         services.balances.compare(who, {"customerId": "cust_12345", "yourBalance": 1.5, "theirBalance": 1})
@@ -144,16 +173,26 @@ def test_balances_beyond_2_53_stay_exact(services: Services) -> None:
 def test_period_checkpoint_locks_and_resumes(services: Services) -> None:
     who = seed_history(services)
     record, created = services.balances.lock_period(who, {"customerId": "cust_12345", "period": "2026-02"})
-    again, created_again = services.balances.lock_period(who, {"customerId": "cust_12345", "period": "2026-02"})
+    again, created_again = services.balances.lock_period(
+        who, {"customerId": "cust_12345", "period": "2026-02"}
+    )
     assert created and not created_again and again.id == record.id
-    assert (record.opening_balance, record.net, record.closing_balance, record.deltas_count) == (0, -1500, -1500, 2)
+    assert (record.opening_balance, record.net, record.closing_balance, record.deltas_count) == (
+        0,
+        -1500,
+        -1500,
+        2,
+    )
     with pytest.raises(PeriodLockedError):
         write(services, who, delta("late-feb", 5, "2026-02-20T00:00:00Z"))
     write(services, who, delta("mar-1", 300, "2026-03-02T00:00:00Z"))
     seal_all(services)
     for checkpoint in (record.id, "0x" + record.proof_root.hex()):
-        resumed = services.balances.derive(who, "cust_12345", {
-            "startingBalance": str(record.closing_balance), "startingCheckpoint": checkpoint})
+        resumed = services.balances.derive(
+            who,
+            "cust_12345",
+            {"startingBalance": str(record.closing_balance), "startingCheckpoint": checkpoint},
+        )
         assert [d.amount for d in resumed.deltas] == [300]
         assert resumed.balance == -1200
 

@@ -28,14 +28,29 @@ def test_200k_deltas_match_a_plain_sum(backend: str, tmp_path: Path, request: py
         months = [f"2025-{rng.randint(1, 12):02d}" for _ in range(COUNT)]
         for start in range(0, COUNT, 5_000):
             items = [
-                DeltaDraft(key=f"k{i}", customer_id="whale", amount=amounts[i], reason="",
-                           metadata=None, occurred_at=f"{months[i]}-15T00:00:00.000000Z",
-                           explicit_time=True, salt=i.to_bytes(16, "big"))
+                DeltaDraft(
+                    key=f"k{i}",
+                    customer_id="whale",
+                    amount=amounts[i],
+                    reason="",
+                    metadata=None,
+                    occurred_at=f"{months[i]}-15T00:00:00.000000Z",
+                    explicit_time=True,
+                    salt=i.to_bytes(16, "big"),
+                )
                 for i in range(start, min(COUNT, start + 5_000))
             ]
-            [result] = services.storage.writes.commit([WriteDraft(
-                tenant_id=who.tenant_id, request_id=f"req_{start:020d}", source="writes",
-                accepted_at="2025-12-31T00:00:00.000000Z", items=items)])
+            [result] = services.storage.writes.commit(
+                [
+                    WriteDraft(
+                        tenant_id=who.tenant_id,
+                        request_id=f"req_{start:020d}",
+                        source="writes",
+                        accepted_at="2025-12-31T00:00:00.000000Z",
+                        items=items,
+                    )
+                ]
+            )
             assert not isinstance(result, Exception)
         while services.sealer.seal_once() is not None:
             pass
@@ -47,9 +62,13 @@ def test_200k_deltas_match_a_plain_sum(backend: str, tmp_path: Path, request: py
         for month in whole.summary.months:
             in_month = [a for a, m in zip(amounts, months, strict=True) if m == month.period]
             assert (month.credits, month.debits, month.count) == (
-                sum(a for a in in_month if a > 0), sum(a for a in in_month if a < 0), len(in_month))
-        tail = services.balances.derive(who, "whale", {
-            "startingCheckpoint": "a_123456", "startingCheckpointType": "anchorId"})
+                sum(a for a in in_month if a > 0),
+                sum(a for a in in_month if a < 0),
+                len(in_month),
+            )
+        tail = services.balances.derive(
+            who, "whale", {"startingCheckpoint": "a_123456", "startingCheckpointType": "anchorId"}
+        )
         assert tail.balance == sum(amounts[123_457:])
         assert tail.summary.count == COUNT - 123_457
         march = services.balances.derive(who, "whale", {"period": "2025-03", "order": "desc", "limit": "5"})

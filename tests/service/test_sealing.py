@@ -9,8 +9,8 @@ import pytest
 
 from tests.service.conftest import principal_for, seal_all, write
 from trueup.proof import (
-    ConsistencyProofError,
     CompactRange,
+    ConsistencyProofError,
     encode_leaf,
     leaf_hash,
     verify_checkpoint,
@@ -21,6 +21,7 @@ from trueup.service.audit import audit_log
 from trueup.service.container import Services, open_services
 from trueup.service.sealing import Sealer, leaf_fields_of
 from trueup.service.settings import Settings
+from trueup.service.signing import load_or_create_signer
 from trueup.storage.log import SealConflictError
 
 
@@ -42,17 +43,26 @@ def test_seal_appends_contiguous_leaves_under_a_signed_head(services: Services) 
     for index, record in enumerate(records):
         assert record is not None and record.status == "verified"
         proof = services.log.inclusion_path(index, head.size)
-        leaf = leaf_hash(encode_leaf(leaf_fields_of(
-            record.tenant_id, record.customer_id, record.key, record.amount, record.occurred_at,
-            record.metadata, record.salt)))
+        leaf = leaf_hash(
+            encode_leaf(
+                leaf_fields_of(
+                    record.tenant_id,
+                    record.customer_id,
+                    record.key,
+                    record.amount,
+                    record.occurred_at,
+                    record.metadata,
+                    record.salt,
+                )
+            )
+        )
         verify_inclusion(leaf, index, head.size, proof, head.root)
 
 
 def test_balances_are_kept_at_seal_time(services: Services) -> None:
     who = principal_for(services)
     write(services, who, *items("a", 4))  # 1 + 2 + 3 + 4
-    write(services, who, {"key": "neg", "accountId": "c1", "bits": -3,
-                          "occurredAt": "2026-01-15T00:00:00Z"})
+    write(services, who, {"key": "neg", "accountId": "c1", "bits": -3, "occurredAt": "2026-01-15T00:00:00Z"})
     seal_all(services)
     with services.storage.balances.snapshot() as snapshot:
         account = snapshot.account(who.tenant_id, "c1")
@@ -60,9 +70,7 @@ def test_balances_are_kept_at_seal_time(services: Services) -> None:
     assert audit_log(services.storage, services.log.verifier_key).ok
 
 
-def test_a_fresh_sealer_resumes_exactly_where_the_last_seal_ended(
-    services: Services, tmp_path: Path
-) -> None:
+def test_a_fresh_sealer_resumes_exactly_where_the_last_seal_ended(services: Services, tmp_path: Path) -> None:
     who = principal_for(services)
     write(services, who, *items("a", 7))
     seal_all(services)
@@ -85,10 +93,9 @@ def test_a_stale_sequencer_cannot_append(services: Services) -> None:
     write(services, who, *items("a", 2))
     seal_all(services)
     signer_path = services.settings.resolved_signing_key_path
-    from trueup.service.signing import load_or_create_signer
-
-    stale = Sealer(services.storage, load_or_create_signer(signer_path, "localhost/trueup"),
-                   "localhost/trueup")
+    stale = Sealer(
+        services.storage, load_or_create_signer(signer_path, "localhost/trueup"), "localhost/trueup"
+    )
     stale.load()
     write(services, who, *items("b", 2))
     seal_all(services)  # the real sequencer moves on to size 4

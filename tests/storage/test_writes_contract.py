@@ -21,8 +21,14 @@ def storage(database_url: str) -> Iterator[Storage]:
 
 def delta(key: str, amount: int = 10, customer: str = "cust-1", **kw: object) -> DeltaDraft:
     values: dict[str, object] = {
-        "key": key, "customer_id": customer, "amount": amount, "reason": "", "metadata": None,
-        "occurred_at": "2026-02-10T14:30:00.000000Z", "explicit_time": True, "salt": b"s" * 16,
+        "key": key,
+        "customer_id": customer,
+        "amount": amount,
+        "reason": "",
+        "metadata": None,
+        "occurred_at": "2026-02-10T14:30:00.000000Z",
+        "explicit_time": True,
+        "salt": b"s" * 16,
     }
     values.update(kw)
     return DeltaDraft(**values)  # type: ignore[arg-type]
@@ -30,8 +36,12 @@ def delta(key: str, amount: int = 10, customer: str = "cust-1", **kw: object) ->
 
 def draft(request_id: str, *items: DeltaDraft, tenant: str = "ten_a", **kw: object) -> WriteDraft:
     return WriteDraft(
-        tenant_id=tenant, request_id=request_id, source="writes",
-        accepted_at="2026-02-10T15:00:00.000000Z", items=list(items), **kw,  # type: ignore[arg-type]
+        tenant_id=tenant,
+        request_id=request_id,
+        source="writes",
+        accepted_at="2026-02-10T15:00:00.000000Z",
+        items=list(items),
+        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -42,7 +52,8 @@ def test_commit_stores_items_and_the_request(storage: Storage) -> None:
     view = storage.writes.request("ten_a", "req_1", 100, 0)
     assert view is not None
     assert [(i, kind, r.key, r.amount, r.status) for i, kind, r in view.items] == [
-        (0, "stored", "a", 10, "queued"), (1, "stored", "b", -5, "queued"),
+        (0, "stored", "a", 10, "queued"),
+        (1, "stored", "b", -5, "queued"),
     ]
     assert view.pending_count == 2
     assert len(storage.log.queued(10)) == 2

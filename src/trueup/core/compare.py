@@ -226,9 +226,7 @@ def compare_balances(
         your_difference=diffs["yours"],
         their_difference=diffs["theirs"],
     )
-    return CompareResult(
-        customer_id, neutral_balance, diffs["yours"] == 0, diffs["theirs"] == 0, report
-    )
+    return CompareResult(customer_id, neutral_balance, diffs["yours"] == 0, diffs["theirs"] == 0, report)
 
 
 def to_wire(result: CompareResult) -> dict[str, object]:
@@ -346,9 +344,7 @@ class _Search:
                 mode = "none"
         return _Finding(party, diff, mode, windows, self.truncated, budget.exhausted)
 
-    def _stated(
-        self, party: Party, claims: Mapping[str, int], budget: _Budget
-    ) -> tuple[WindowToReview, ...]:
+    def _stated(self, party: Party, claims: Mapping[str, int], budget: _Budget) -> tuple[WindowToReview, ...]:
         windows = []
         for period in sorted(self.months.keys() | claims.keys(), reverse=True):
             month = self.months.get(period)
@@ -381,9 +377,7 @@ class _Search:
             self.truncated |= len(found) > self.candidate_limit
             expected = self._month(period).net
             windows.append(
-                self._window(
-                    party, period, expected, expected + diff, found[: self.candidate_limit]
-                )
+                self._window(party, period, expected, expected + diff, found[: self.candidate_limit])
             )
         return tuple(windows)
 
@@ -404,9 +398,7 @@ class _Search:
                 windows.append(self._window(party, period, month.net, month.net + diff, found))
         return tuple(windows)
 
-    def _pair_candidates(
-        self, refs: Sequence[DeltaRef], diff: int, budget: _Budget
-    ) -> list[Candidate]:
+    def _pair_candidates(self, refs: Sequence[DeltaRef], diff: int, budget: _Budget) -> list[Candidate]:
         """Pairs of distinct deltas of ``refs`` (one month) that both went missing
         (``a + b = -diff``) or were both counted twice (``a + b = diff``), as candidates.
 
@@ -502,10 +494,7 @@ def _stated_by(diff: int) -> str:
 
 def _resolution(your_diff: int, their_diff: int) -> str:
     if your_diff == 0:
-        return (
-            f"Your balance is correct. The counterparty is {_stated_by(their_diff)} "
-            f"by {abs(their_diff)}."
-        )
+        return f"Your balance is correct. The counterparty is {_stated_by(their_diff)} by {abs(their_diff)}."
     if their_diff == 0:
         return (
             f"The counterparty's balance is correct. Your balance is {_stated_by(your_diff)} "
@@ -549,10 +538,7 @@ def _localisation(f: _Finding) -> str:
     if f.mode == "stated":
         return _stated_text(f, owner, labels, off_by)
     if len(f.windows) == 1:
-        text = (
-            f"The discrepancy originates in the {labels[0]} period where "
-            f"{_phrases(f.windows[0], owner)}."
-        )
+        text = f"The discrepancy originates in the {labels[0]} period where {_phrases(f.windows[0], owner)}."
     else:
         what = "a delta" if f.mode == "single" else "a pair of deltas"
         text = (

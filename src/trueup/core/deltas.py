@@ -68,9 +68,7 @@ def check_item_key(value: object, field: str, limits: DeltaLimits) -> str:
     if not value:
         raise ValidationError(field, "must not be empty")
     if len(value) > limits.max_key_length:
-        raise ValidationError(
-            field, f"must be at most {limits.max_key_length} characters, got {len(value)}"
-        )
+        raise ValidationError(field, f"must be at most {limits.max_key_length} characters, got {len(value)}")
     _check_text(value, field)
     return value
 
@@ -84,9 +82,7 @@ def check_account_id(value: object, field: str) -> str:
             raise ValidationError(field, "must not be empty")
         if len(value) > 128:
             raise ValidationError(field, f"must be at most 128 characters, got {len(value)}")
-        raise ValidationError(
-            field, f"may contain only letters, digits and _ . : - , got {describe(value)}"
-        )
+        raise ValidationError(field, f"may contain only letters, digits and _ . : - , got {describe(value)}")
     return value
 
 
@@ -101,8 +97,8 @@ def check_amount(value: object, field: str, limits: DeltaLimits) -> int:
         raise ValidationError(field, "must not be zero")
     if abs(value) > limits.max_abs_amount:
         raise ValidationError(
-            field, f"must be between -{limits.max_abs_amount} and {limits.max_abs_amount}, "
-            f"got {describe(value)}"
+            field,
+            f"must be between -{limits.max_abs_amount} and {limits.max_abs_amount}, got {describe(value)}",
         )
     return value
 

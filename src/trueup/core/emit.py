@@ -34,7 +34,9 @@ class BatchEntry:
     amount: object
 
 
-def parse_emit(document: Any, limits: DeltaLimits, new_reference: Callable[[], str], where: str = "") -> NewDelta:
+def parse_emit(
+    document: Any, limits: DeltaLimits, new_reference: Callable[[], str], where: str = ""
+) -> NewDelta:
     """One emitted delta; ``referenceId`` (the idempotency key) is generated when absent."""
     prefix = f"{where}." if where else ""
     if not isinstance(document, dict):
@@ -44,7 +46,9 @@ def parse_emit(document: Any, limits: DeltaLimits, new_reference: Callable[[], s
             raise ValidationError(f"{prefix}{required}", "is required")
     reference = document.get("referenceId")
     return NewDelta(
-        key=new_reference() if reference is None else check_item_key(reference, f"{prefix}referenceId", limits),
+        key=new_reference()
+        if reference is None
+        else check_item_key(reference, f"{prefix}referenceId", limits),
         customer_id=check_account_id(document["customerId"], f"{prefix}customerId"),
         amount=check_amount(document["delta"], f"{prefix}delta", limits),
         reason=check_reason(document["reason"], f"{prefix}reason", limits),

@@ -35,8 +35,12 @@ MAX_BALANCE = 10**30
 
 _INTEGER_TEXT = re.compile(r"^[+-]?\d{1,31}$")
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_CHECKPOINT_TYPES = {"itemsRoot": "itemsRoot", "proofRoot": "itemsRoot",
-                     "anchorId": "anchorId", "recordId": "anchorId"}
+_CHECKPOINT_TYPES = {
+    "itemsRoot": "itemsRoot",
+    "proofRoot": "itemsRoot",
+    "anchorId": "anchorId",
+    "recordId": "anchorId",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +96,8 @@ def resolve_checkpoint_type(value: str | None) -> str:
     resolved = _CHECKPOINT_TYPES.get(value)
     if resolved is None:
         raise ValidationError(
-            "startingCheckpointType", f"must be itemsRoot or anchorId (or proofRoot, recordId), got {describe(value)}"
+            "startingCheckpointType",
+            f"must be itemsRoot or anchorId (or proofRoot, recordId), got {describe(value)}",
         )
     return resolved
 
@@ -108,11 +113,22 @@ def _time_scope(
     period: object, preset: object, start: object, end: object, as_of: object, now: datetime
 ) -> tuple[str | None, str | None, str | None]:
     """``(start, end, period)`` of the time scope asked for, or all ``None``."""
-    given = {name for name, value in (("period", period), ("timePreset", preset), ("startDate", start),
-                                      ("endDate", end), ("asOf", as_of)) if value is not None}
+    given = {
+        name
+        for name, value in (
+            ("period", period),
+            ("timePreset", preset),
+            ("startDate", start),
+            ("endDate", end),
+            ("asOf", as_of),
+        )
+        if value is not None
+    }
     if period is not None:
         if given - {"period"}:
-            raise InvalidScopeError("period", f"cannot be combined with {', '.join(sorted(given - {'period'}))}")
+            raise InvalidScopeError(
+                "period", f"cannot be combined with {', '.join(sorted(given - {'period'}))}"
+            )
         year, month = parse_period(period, "period")
         label = f"{year:04d}-{month:02d}"
         return f"{label}-01T00:00:00.000000Z", f"{next_period(label)}-01T00:00:00.000000Z", label
@@ -133,8 +149,9 @@ def _time_scope(
         if start is None or end is None:
             raise ValidationError("timePreset", "custom requires both startDate and endDate")
     elif (start is None) != (end is None):
-        raise ValidationError("startDate" if start is None else "endDate",
-                              "startDate and endDate must be given together")
+        raise ValidationError(
+            "startDate" if start is None else "endDate", "startDate and endDate must be given together"
+        )
     if start is None or end is None:
         return None, None, None
     lower, upper = _boundary(start, "startDate"), _boundary(end, "endDate")
@@ -161,8 +178,9 @@ def _checkpoint(value: object, kind: object) -> tuple[str | None, str]:
             resolve_checkpoint_type(str(kind))
         return None, "itemsRoot"
     if not isinstance(value, str) or len(value) > 200:
-        raise ValidationError("startingCheckpoint", f"must be a string of at most 200 characters, "
-                              f"got {describe(value)}")
+        raise ValidationError(
+            "startingCheckpoint", f"must be a string of at most 200 characters, got {describe(value)}"
+        )
     return value, resolve_checkpoint_type(None if kind is None else str(kind))
 
 
@@ -170,16 +188,31 @@ def parse_derive_query(params: Mapping[str, str], now: datetime) -> BalanceQuery
     """The derive route's query string. ``now`` decides ``timePreset=current_month``."""
     starting = params.get("startingBalance")
     checkpoint, kind = _checkpoint(params.get("startingCheckpoint"), params.get("startingCheckpointType"))
-    start, end, period = _time_scope(params.get("period"), params.get("timePreset"), params.get("startDate"),
-                                     params.get("endDate"), params.get("asOf"), now)
+    start, end, period = _time_scope(
+        params.get("period"),
+        params.get("timePreset"),
+        params.get("startDate"),
+        params.get("endDate"),
+        params.get("asOf"),
+        now,
+    )
     if checkpoint is not None and (start is not None or end is not None):
-        raise InvalidScopeError("startingCheckpoint",
-                                "cannot be combined with period, timePreset, startDate/endDate or asOf")
+        raise InvalidScopeError(
+            "startingCheckpoint", "cannot be combined with period, timePreset, startDate/endDate or asOf"
+        )
     limit, offset, descending = _paging(params.get("limit"), params.get("offset"), params.get("order"))
     return BalanceQuery(
-        starting_balance=0 if starting in (None, "") else parse_integer_text(str(starting), "startingBalance"),
-        checkpoint=checkpoint, checkpoint_type=kind, start=start, end=end, period=period,
-        limit=limit, offset=offset, descending=descending,
+        starting_balance=0
+        if starting in (None, "")
+        else parse_integer_text(str(starting), "startingBalance"),
+        checkpoint=checkpoint,
+        checkpoint_type=kind,
+        start=start,
+        end=end,
+        period=period,
+        limit=limit,
+        offset=offset,
+        descending=descending,
     )
 
 
@@ -187,7 +220,9 @@ def _windows(value: object, field: str) -> tuple[ClaimedWindow, ...] | None:
     if value is None:
         return None
     if not isinstance(value, list) or len(value) > 600:
-        raise ValidationError(field, f"must be an array of at most 600 {{period, netChange}}, got {describe(value)}")
+        raise ValidationError(
+            field, f"must be an array of at most 600 {{period, netChange}}, got {describe(value)}"
+        )
     windows = []
     for index, entry in enumerate(value):
         where = f"{field}[{index}]"
@@ -198,8 +233,9 @@ def _windows(value: object, field: str) -> tuple[ClaimedWindow, ...] | None:
         if "netChange" not in entry:
             raise ValidationError(f"{where}.netChange", "is required")
         year, month = parse_period(entry["period"], f"{where}.period")
-        windows.append(ClaimedWindow(f"{year:04d}-{month:02d}",
-                                     _json_integer(entry["netChange"], f"{where}.netChange")))
+        windows.append(
+            ClaimedWindow(f"{year:04d}-{month:02d}", _json_integer(entry["netChange"], f"{where}.netChange"))
+        )
     return tuple(windows)
 
 
@@ -215,15 +251,31 @@ def parse_compare_body(document: Any, now: datetime) -> CompareRequest:
     their = _json_integer(document["theirBalance"], "theirBalance")
     starting = _json_integer(document.get("startingBalance", 0), "startingBalance")
     checkpoint, kind = _checkpoint(document.get("startingCheckpoint"), document.get("startingCheckpointType"))
-    start, end, period = _time_scope(document.get("period"), document.get("timePreset"),
-                                     document.get("startDate"), document.get("endDate"),
-                                     document.get("asOf"), now)
+    start, end, period = _time_scope(
+        document.get("period"),
+        document.get("timePreset"),
+        document.get("startDate"),
+        document.get("endDate"),
+        document.get("asOf"),
+        now,
+    )
     if checkpoint is not None and (start is not None or end is not None):
-        raise InvalidScopeError("startingCheckpoint",
-                                "cannot be combined with period, timePreset, startDate/endDate or asOf")
-    query = BalanceQuery(starting_balance=starting, checkpoint=checkpoint, checkpoint_type=kind,
-                         start=start, end=end, period=period)
-    return CompareRequest(customer_id, your, their, query,
-                          _windows(document.get("yourWindows"), "yourWindows"),
-                          _windows(document.get("theirWindows"), "theirWindows"))
-
+        raise InvalidScopeError(
+            "startingCheckpoint", "cannot be combined with period, timePreset, startDate/endDate or asOf"
+        )
+    query = BalanceQuery(
+        starting_balance=starting,
+        checkpoint=checkpoint,
+        checkpoint_type=kind,
+        start=start,
+        end=end,
+        period=period,
+    )
+    return CompareRequest(
+        customer_id,
+        your,
+        their,
+        query,
+        _windows(document.get("yourWindows"), "yourWindows"),
+        _windows(document.get("theirWindows"), "theirWindows"),
+    )

@@ -38,8 +38,7 @@ def parse_rfc3339(value: object, field: str) -> datetime:
     match = _RFC3339.match(value)
     if match is None:
         raise ValidationError(
-            field, f"must be an RFC 3339 date-time with offset, e.g. 2026-02-10T14:30:00Z, "
-            f"got {value[:40]!r}"
+            field, f"must be an RFC 3339 date-time with offset, e.g. 2026-02-10T14:30:00Z, got {value[:40]!r}"
         )
     fraction = (match.group(7) or ".0")[1:7].ljust(6, "0")
     offset = match.group(8).upper()
@@ -82,4 +81,3 @@ def format_wire(canonical: str) -> str:
 def period_of(canonical: str) -> str:
     """The UTC month (``YYYY-MM``) a canonical timestamp falls in."""
     return canonical[:7]
-

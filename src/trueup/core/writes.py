@@ -38,9 +38,7 @@ def parse_writes_body(document: Any, limits: DeltaLimits) -> list[NewDelta]:
     if not items:
         raise ValidationError("items", "must hold at least one item")
     if len(items) > limits.max_items:
-        raise ValidationError(
-            "items", f"must hold at most {limits.max_items} items, got {len(items)}"
-        )
+        raise ValidationError("items", f"must hold at most {limits.max_items} items, got {len(items)}")
     return [_parse_item(item, f"items[{index}]", limits) for index, item in enumerate(items)]
 
 

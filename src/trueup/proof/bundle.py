@@ -180,13 +180,11 @@ def verify_bundle(
         raise BundleError(f"bundle.checkpoint: {exc}") from exc
     if head.size != tree_size:
         raise BundleError(
-            f"bundle.treeSize: {tree_size} is not the tree size {head.size} of the signed "
-            "checkpoint"
+            f"bundle.treeSize: {tree_size} is not the tree size {head.size} of the signed checkpoint"
         )
     if not hmac.compare_digest(head.root, root_hash):
         raise BundleError(
-            f"bundle.rootHash: {root_hash.hex()} is not the root {head.root.hex()} of the "
-            "signed checkpoint"
+            f"bundle.rootHash: {root_hash.hex()} is not the root {head.root.hex()} of the signed checkpoint"
         )
 
     try:
@@ -204,9 +202,7 @@ def verify_bundle(
         )
 
     if leaf_index >= tree_size:
-        raise BundleError(
-            f"bundle.leafIndex: {leaf_index} is not below bundle.treeSize {tree_size}"
-        )
+        raise BundleError(f"bundle.leafIndex: {leaf_index} is not below bundle.treeSize {tree_size}")
     try:
         verify_inclusion(computed_leaf_hash, leaf_index, tree_size, proof, root_hash)
     except InclusionProofError as exc:

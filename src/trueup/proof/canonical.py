@@ -23,9 +23,7 @@ from trueup.proof.errors import LeafEncodingError, shown
 
 __all__ = ["MAX_SAFE_INTEGER", "JSONValue", "canonical_json", "format_number", "json_string"]
 
-JSONValue: TypeAlias = (
-    "bool | int | float | str | Sequence[JSONValue] | Mapping[str, JSONValue] | None"
-)
+JSONValue: TypeAlias = "bool | int | float | str | Sequence[JSONValue] | Mapping[str, JSONValue] | None"
 """A JSON value as Python holds it: dict (str keys), list or tuple, str, int, float, bool, None."""
 
 MAX_SAFE_INTEGER: Final = 2**53 - 1
@@ -70,8 +68,7 @@ def canonical_json(value: JSONValue) -> bytes:
         # RFC 8785 §3.2.2.2 / I-JSON: strings must be valid Unicode; find where.
         path, char = next(_lone_surrogates(value, "$"), ("$", text[exc.start]))
         raise LeafEncodingError(
-            f"{path}: string contains the lone surrogate U+{ord(char):04X}, which is not "
-            "valid Unicode"
+            f"{path}: string contains the lone surrogate U+{ord(char):04X}, which is not valid Unicode"
         ) from exc
 
 

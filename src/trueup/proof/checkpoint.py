@@ -83,8 +83,7 @@ class TreeHead:
             raise CheckpointError(f"root hash must be {HASH_SIZE} bytes")
         if type(self.timestamp_ms) is not int or self.timestamp_ms < 0:
             raise CheckpointError(
-                f"timestamp must be a non-negative integer of milliseconds, "
-                f"got {shown(self.timestamp_ms)}"
+                f"timestamp must be a non-negative integer of milliseconds, got {shown(self.timestamp_ms)}"
             )
 
 
@@ -120,8 +119,7 @@ def parse_checkpoint_body(text: str) -> tuple[str, TreeHead]:
     lines = text[:-1].split("\n")
     if len(lines) < 4:
         raise CheckpointError(
-            f"malformed checkpoint: expected 4 lines (origin, size, root, timestamp), "
-            f"got {len(lines)}"
+            f"malformed checkpoint: expected 4 lines (origin, size, root, timestamp), got {len(lines)}"
         )
     if len(lines) > 4:
         raise CheckpointError(f"malformed checkpoint: unexpected extension line {shown(lines[4])}")
@@ -135,13 +133,10 @@ def parse_checkpoint_body(text: str) -> tuple[str, TreeHead]:
     try:
         root = base64.b64decode(root_line, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise CheckpointError(
-            f"malformed checkpoint: root line {shown(root_line)} is not base64"
-        ) from exc
+        raise CheckpointError(f"malformed checkpoint: root line {shown(root_line)} is not base64") from exc
     if len(root) != HASH_SIZE or base64.b64encode(root).decode("ascii") != root_line:
         raise CheckpointError(
-            f"malformed checkpoint: root line {shown(root_line)} is not the base64 of a "
-            f"{HASH_SIZE}-byte hash"
+            f"malformed checkpoint: root line {shown(root_line)} is not the base64 of a {HASH_SIZE}-byte hash"
         )
     match = _TIMESTAMP.fullmatch(timestamp_line)
     if not match:
@@ -177,9 +172,7 @@ def verify_checkpoint(
             note``, ``unknown key`` (no signature by that key), ``bad signature``,
             ``malformed checkpoint`` (size, root or timestamp line), or an origin mismatch.
     """
-    key = verifier_key if isinstance(verifier_key, VerifierKey) else parse_verifier_key(
-        verifier_key
-    )
+    key = verifier_key if isinstance(verifier_key, VerifierKey) else parse_verifier_key(verifier_key)
     text = open_note(note_text, key)
     found_origin, head = parse_checkpoint_body(text)
     if origin is not None and found_origin != origin:

@@ -184,9 +184,7 @@ def split_note(note: str) -> tuple[str, list[NoteSignature]]:
     signatures: list[NoteSignature] = []
     for number, line in enumerate(lines, start=1):
         if not line.startswith(_SIGNATURE_PREFIX):
-            raise CheckpointError(
-                f"malformed note: signature line {number} does not start with '\u2014 '"
-            )
+            raise CheckpointError(f"malformed note: signature line {number} does not start with '\u2014 '")
         name, space, encoded = line[len(_SIGNATURE_PREFIX) :].partition(" ")
         if not space:
             raise CheckpointError(f"malformed note: signature line {number} has no signature")

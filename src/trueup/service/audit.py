@@ -44,7 +44,7 @@ class AuditReport:
     problem: str | None = None
 
 
-class _Mismatch(Exception):
+class _MismatchError(Exception):
     pass
 
 
@@ -61,7 +61,7 @@ def audit_log(
     auditor = _Auditor(storage, verifier_key)
     try:
         auditor.run(progress)
-    except _Mismatch as exc:
+    except _MismatchError as exc:
         return AuditReport(False, auditor.tree.size, auditor.heads_checked, str(exc))
     return AuditReport(True, auditor.tree.size, auditor.heads_checked)
 
@@ -79,7 +79,7 @@ class _Auditor:
         head_iter = self._heads()
         next_head: HeadRecord | None = next(head_iter, None)
         if next_head is None:
-            raise _Mismatch("the log has no signed tree head")
+            raise _MismatchError("the log has no signed tree head")
         next_head = self._check_heads_at(0, next_head, head_iter)
         last = -1
         while True:
@@ -88,7 +88,7 @@ class _Auditor:
                 break
             for delta in batch:
                 if delta.leaf_index != last + 1:
-                    raise _Mismatch(
+                    raise _MismatchError(
                         f"leaf {last + 1} is missing: stored leaves jump from a_{last} to "
                         f"a_{delta.leaf_index} (a delta row was deleted or its leaf index changed)"
                     )
@@ -101,7 +101,7 @@ class _Auditor:
             if progress is not None:
                 progress(self.tree.size)
         if next_head is not None:
-            raise _Mismatch(
+            raise _MismatchError(
                 f"tree head {next_head.size} is signed but only {self.tree.size} sealed deltas "
                 "are stored (rows were deleted)"
             )
@@ -121,11 +121,18 @@ class _Auditor:
         stored = self.storage.log.nodes((0, d.leaf_index) for d in batch)
         hashes = []
         for delta in batch:
-            fields = leaf_fields_of(delta.tenant_id, delta.customer_id, delta.key, delta.amount,
-                                    delta.occurred_at, delta.metadata, delta.salt)
+            fields = leaf_fields_of(
+                delta.tenant_id,
+                delta.customer_id,
+                delta.key,
+                delta.amount,
+                delta.occurred_at,
+                delta.metadata,
+                delta.salt,
+            )
             rebuilt = leaf_hash(encode_leaf(fields))
             if stored.get((0, delta.leaf_index)) != rebuilt:
-                raise _Mismatch(
+                raise _MismatchError(
                     f"leaf a_{delta.leaf_index}: the stored delta (customer {delta.customer_id!r}, "
                     f"key {delta.key!r}, amount {delta.amount}) does not hash to the sealed leaf; "
                     "the delta or the leaf node was altered"
@@ -133,8 +140,9 @@ class _Auditor:
             hashes.append(rebuilt)
         return hashes
 
-    def _advance(self, hashes: list[bytes], next_head: HeadRecord | None,
-                 head_iter: Iterator[HeadRecord]) -> HeadRecord | None:
+    def _advance(
+        self, hashes: list[bytes], next_head: HeadRecord | None, head_iter: Iterator[HeadRecord]
+    ) -> HeadRecord | None:
         start = self.tree.size
         position = 0
         while position < len(hashes):
@@ -152,14 +160,14 @@ class _Auditor:
         stored = self.storage.log.nodes(inner)
         for level, index, digest in created:
             if level > 0 and stored.get((level, index)) != digest:
-                raise _Mismatch(f"tree node (level {level}, index {index}) differs from the rebuilt one")
+                raise _MismatchError(f"tree node (level {level}, index {index}) differs from the rebuilt one")
 
     def _check_heads_at(
         self, size: int, head: HeadRecord | None, head_iter: Iterator[HeadRecord]
     ) -> HeadRecord | None:
         while head is not None and head.size == size:
             if head.root != self.tree.root():
-                raise _Mismatch(
+                raise _MismatchError(
                     f"tree head {head.size}: its root 0x{head.root.hex()} is not the root of the "
                     f"first {head.size} stored leaves (0x{self.tree.root().hex()})"
                 )
@@ -167,9 +175,9 @@ class _Auditor:
                 verified = verify_checkpoint(head.checkpoint, self.verifier_key)
                 _, stated = parse_checkpoint(head.checkpoint)
             except ProofError as exc:
-                raise _Mismatch(f"tree head {head.size}: checkpoint signature: {exc}") from exc
+                raise _MismatchError(f"tree head {head.size}: checkpoint signature: {exc}") from exc
             if (verified.size, verified.root) != (head.size, head.root) or stated != verified:
-                raise _Mismatch(f"tree head {head.size}: the signed checkpoint states another tree")
+                raise _MismatchError(f"tree head {head.size}: the signed checkpoint states another tree")
             self.heads_checked += 1
             head = next(head_iter, None)
         return head
@@ -182,33 +190,42 @@ class _Auditor:
         month[0 if delta.amount > 0 else 1] += delta.amount
         month[2] += 1
         if delta.occurred_at[:7] != delta.period:
-            raise _Mismatch(f"leaf a_{delta.leaf_index}: period {delta.period} does not match "
-                            f"occurredAt {delta.occurred_at}")
+            raise _MismatchError(
+                f"leaf a_{delta.leaf_index}: period {delta.period} does not match "
+                f"occurredAt {delta.occurred_at}"
+            )
         if (delta.cust_seq, delta.running_balance) != (account.count, account.balance):
-            raise _Mismatch(
+            raise _MismatchError(
                 f"leaf a_{delta.leaf_index}: stored running balance {delta.running_balance} "
                 f"(delta #{delta.cust_seq}) but the customer's deltas sum to {account.balance} "
                 f"(delta #{account.count})"
             )
         if (delta.month_seq, delta.month_credits, delta.month_debits) != (month[2], month[0], month[1]):
-            raise _Mismatch(f"leaf a_{delta.leaf_index}: stored month figures differ from the sums "
-                            f"recomputed for {delta.period}")
+            raise _MismatchError(
+                f"leaf a_{delta.leaf_index}: stored month figures differ from the sums "
+                f"recomputed for {delta.period}"
+            )
 
     def _check_totals(self) -> None:
         stored_accounts = self.storage.log.account_totals()
         for key, running in self.accounts.items():
             if stored_accounts.pop(key, None) != (running.balance, running.count):
-                raise _Mismatch(f"account {key[1]!r}: stored balance differs from the sum of its "
-                                f"deltas ({running.balance} over {running.count})")
+                raise _MismatchError(
+                    f"account {key[1]!r}: stored balance differs from the sum of its "
+                    f"deltas ({running.balance} over {running.count})"
+                )
         if stored_accounts:
             key = next(iter(stored_accounts))
-            raise _Mismatch(f"account {key[1]!r} has a stored balance but no sealed deltas")
+            raise _MismatchError(f"account {key[1]!r} has a stored balance but no sealed deltas")
         stored_months = self.storage.log.month_totals()
         for month_key, (credits, debits, count) in self.months.items():
             if stored_months.pop(month_key, None) != (credits, debits, count):
-                raise _Mismatch(f"account {month_key[1]!r}, {month_key[2]}: stored month totals "
-                                "differ from the sums of its deltas")
+                raise _MismatchError(
+                    f"account {month_key[1]!r}, {month_key[2]}: stored month totals "
+                    "differ from the sums of its deltas"
+                )
         if stored_months:
             month_key = next(iter(stored_months))
-            raise _Mismatch(f"account {month_key[1]!r}, {month_key[2]}: month totals without "
-                            "sealed deltas")
+            raise _MismatchError(
+                f"account {month_key[1]!r}, {month_key[2]}: month totals without sealed deltas"
+            )

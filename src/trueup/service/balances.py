@@ -1,4 +1,4 @@
-"""Balances: derive, compare, period checkpoints, customers (DESIGN.md §2.3–§2.5).
+"""Balances: derive, compare, period checkpoints, customers (DESIGN.md §2.3 to §2.5).
 
 Every answer is computed inside one storage snapshot, so a balance, its page of deltas, its
 months and the signed tree head returned with it always describe the same state.
@@ -85,8 +85,14 @@ class _Finder:
 
 
 def _ref(delta: DeltaRecord) -> DeltaRef:
-    return DeltaRef(delta.leaf_index, anchor_id(delta.leaf_index), delta.amount, delta.period,
-                    format_wire(delta.occurred_at), delta.reason)
+    return DeltaRef(
+        delta.leaf_index,
+        anchor_id(delta.leaf_index),
+        delta.amount,
+        delta.period,
+        format_wire(delta.occurred_at),
+        delta.reason,
+    )
 
 
 def _utcnow() -> datetime:
@@ -111,8 +117,9 @@ class BalanceService:
             if head is None:
                 raise CheckpointNotFoundError("the log has no signed tree head yet")
             summary = snapshot.summary(principal.tenant_id, customer_id, scope)
-            page = snapshot.page(principal.tenant_id, customer_id, scope, query.limit, query.offset,
-                                 query.descending)
+            page = snapshot.page(
+                principal.tenant_id, customer_id, scope, query.limit, query.offset, query.descending
+            )
             newest = None
             if summary.newest_leaf is not None and summary.newest_leaf < head.size:
                 newest = _newest_proof(snapshot, summary.newest_leaf, head.size)
@@ -157,10 +164,15 @@ class BalanceService:
             leaf = parse_anchor_id(value)
             if leaf is None:
                 record = parse_record_id(value)
-                located = None if record is None else self._storage.writes.record(principal.tenant_id, *record)
+                located = (
+                    None if record is None else self._storage.writes.record(principal.tenant_id, *record)
+                )
                 leaf = None if located is None else located.leaf_index
                 if record is None:
-                    raise ValidationError("startingCheckpoint", f"must be an anchorId a_<n> or a recordId, got {describe(value)}")
+                    raise ValidationError(
+                        "startingCheckpoint",
+                        f"must be an anchorId a_<n> or a recordId, got {describe(value)}",
+                    )
             elif self._storage.writes.record_at_leaf(principal.tenant_id, leaf) is None:
                 leaf = None
             if leaf is None:
@@ -169,11 +181,17 @@ class BalanceService:
         root = parse_root(value, "startingCheckpoint")
         head = snapshot.head_by_root(root)
         if head is not None:
-            return Scope(min_leaf=head.size), {"value": "0x" + root.hex(), "type": "itemsRoot", "treeSize": head.size}
+            return Scope(min_leaf=head.size), {
+                "value": "0x" + root.hex(),
+                "type": "itemsRoot",
+                "treeSize": head.size,
+            }
         period_lock = self._storage.checkpoints.by_root(root, principal.tenant_id)
         if period_lock is not None:
             return _checkpoint_scope(period_lock)
-        raise CheckpointNotFoundError(f"startingCheckpoint {value!r} is not a tree head or checkpoint of this log")
+        raise CheckpointNotFoundError(
+            f"startingCheckpoint {value!r} is not a tree head or checkpoint of this log"
+        )
 
     # -- period checkpoints -----------------------------------------------------------------
 
@@ -197,13 +215,17 @@ class BalanceService:
             return existing, False
         now = self._clock()
         if format_canonical(now)[:7] < next_period(period) and not force:
-            raise ValidationError("period", f"{period} is not over yet; pass \"force\": true to lock it early")
+            raise ValidationError("period", f'{period} is not over yet; pass "force": true to lock it early')
         with self._storage.balances.snapshot() as snapshot:
             if not snapshot.known_customer(principal.tenant_id, customer_id):
                 raise CustomerNotFoundError(f"customer {customer_id!r} has no deltas")
         return self._storage.checkpoints.lock(
-            "chk_" + random_token(secrets.token_bytes(15)), principal.tenant_id, customer_id, period,
-            secrets.token_bytes(32), format_canonical(now),
+            "chk_" + random_token(secrets.token_bytes(15)),
+            principal.tenant_id,
+            customer_id,
+            period,
+            secrets.token_bytes(32),
+            format_canonical(now),
         )
 
     def checkpoints(
@@ -229,11 +251,15 @@ class BalanceService:
             )
         return found
 
-    def period_records(self, record: CheckpointRecord, limit: int, offset: int) -> tuple[list[DeltaRecord], list[bytes]]:
+    def period_records(
+        self, record: CheckpointRecord, limit: int, offset: int
+    ) -> tuple[list[DeltaRecord], list[bytes]]:
         """The locked period's deltas (a page) and all its leaf hashes, for public verification."""
         with self._storage.balances.snapshot() as snapshot:
             hashes = snapshot.period_leaf_hashes(record.tenant_id, record.customer_id, record.period)
-            deltas = snapshot.period_deltas(record.tenant_id, record.customer_id, record.period, offset + limit)
+            deltas = snapshot.period_deltas(
+                record.tenant_id, record.customer_id, record.period, offset + limit
+            )
         return deltas[offset:], hashes
 
     def checkpoint_by_root(self, root: bytes) -> CheckpointRecord | None:
@@ -241,11 +267,15 @@ class BalanceService:
 
     # -- customers --------------------------------------------------------------------------
 
-    def customers(self, principal: Principal, search: str | None, limit: int, page: int) -> tuple[list[AccountRecord], int]:
+    def customers(
+        self, principal: Principal, search: str | None, limit: int, page: int
+    ) -> tuple[list[AccountRecord], int]:
         with self._storage.balances.snapshot() as snapshot:
             return snapshot.customers(principal.tenant_id, search, limit, (page - 1) * limit)
 
-    def customer(self, principal: Principal, customer_id: str) -> tuple[AccountRecord, tuple[MonthRecord, ...]]:
+    def customer(
+        self, principal: Principal, customer_id: str
+    ) -> tuple[AccountRecord, tuple[MonthRecord, ...]]:
         check_account_id(customer_id, "customerId")
         with self._storage.balances.snapshot() as snapshot:
             account = snapshot.account(principal.tenant_id, customer_id)
@@ -260,14 +290,20 @@ class BalanceService:
 def _checkpoint_scope(record: CheckpointRecord) -> tuple[Scope, dict[str, Any]]:
     return (
         Scope(min_leaf=record.tree_size, after_period=record.period),
-        {"value": record.id, "type": "periodCheckpoint", "period": record.period,
-         "treeSize": record.tree_size, "closingBalance": record.closing_balance},
+        {
+            "value": record.id,
+            "type": "periodCheckpoint",
+            "period": record.period,
+            "treeSize": record.tree_size,
+            "closingBalance": record.closing_balance,
+        },
     )
 
 
 def _month_net(month: MonthRecord) -> MonthNet:
-    return MonthNet(period=month.period, credits=month.credits, debits=month.debits, net=month.net,
-                    count=month.count)
+    return MonthNet(
+        period=month.period, credits=month.credits, debits=month.debits, net=month.net, count=month.count
+    )
 
 
 def _newest_proof(snapshot: BalanceSnapshot, leaf_index: int, tree_size: int) -> NewestProof:

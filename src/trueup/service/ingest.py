@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from trueup.core.deltas import NewDelta
-from trueup.core.errors import ForbiddenError, IdempotencyMismatchError, ValidationError
 from trueup.core.emit import parse_emit, parse_emit_batch
+from trueup.core.errors import ForbiddenError, IdempotencyMismatchError, ValidationError
 from trueup.core.ids import new_request_id, random_token, record_id
 from trueup.core.timestamps import format_canonical, format_wire
 from trueup.core.writes import parse_writes_body
@@ -58,7 +58,10 @@ class WriteService:
     """The use case "accept a write request"."""
 
     def __init__(
-        self, storage: Storage, committer: GroupCommitter, settings: Settings,
+        self,
+        storage: Storage,
+        committer: GroupCommitter,
+        settings: Settings,
         clock: Clock = _utcnow,
     ) -> None:
         self._storage = storage
@@ -79,8 +82,13 @@ class WriteService:
             return StoredResponse(202, json.dumps(_writes_accepted(result.request_id, len(deltas))))
 
         return await self.accept(
-            principal, deltas, source="writes", route="POST /api/v1/writes", body=body,
-            idempotency_key=idempotency_key, render=render,
+            principal,
+            deltas,
+            source="writes",
+            route="POST /api/v1/writes",
+            body=body,
+            idempotency_key=idempotency_key,
+            render=render,
         )
 
     async def emit(
@@ -97,13 +105,25 @@ class WriteService:
                 data = {"recordId": record, "status": status.upper(), "idempotent": True}
             else:
                 data = {"recordId": record_id(result.request_id, 0), "status": "QUEUED"}
-            data.update({"customerId": delta.customer_id, "delta": delta.amount, "reason": delta.reason,
-                         "referenceId": delta.key, "createdAt": created_at})
+            data.update(
+                {
+                    "customerId": delta.customer_id,
+                    "delta": delta.amount,
+                    "reason": delta.reason,
+                    "referenceId": delta.key,
+                    "createdAt": created_at,
+                }
+            )
             return StoredResponse(202, json.dumps({"success": True, "data": data}))
 
         return await self.accept(
-            principal, [delta], source="delta", route="POST /api/v1/balance/delta", body=body,
-            idempotency_key=idempotency_key, render=render,
+            principal,
+            [delta],
+            source="delta",
+            route="POST /api/v1/balance/delta",
+            body=body,
+            idempotency_key=idempotency_key,
+            render=render,
         )
 
     async def emit_batch(
@@ -121,20 +141,25 @@ class WriteService:
             originals = {index: (record, status) for index, record, status in result.originals}
             stored_index = {entry.index: position for position, entry in enumerate(valid)}
             for entry in entries:
-                row: dict[str, Any] = {"index": entry.index, "customerId": entry.customer_id,
-                                       "delta": entry.amount}
+                row: dict[str, Any] = {
+                    "index": entry.index,
+                    "customerId": entry.customer_id,
+                    "delta": entry.amount,
+                }
                 position = stored_index.get(entry.index)
                 if entry.error is not None or position is None:
                     row.update(status="FAILED", error=entry.error.message if entry.error else "invalid")
                 elif position in conflicts:
-                    row.update(status="FAILED", error=conflicts[position].message,
-                               code=conflicts[position].code)
+                    row.update(
+                        status="FAILED", error=conflicts[position].message, code=conflicts[position].code
+                    )
                 elif position in originals:
                     record, status = originals[position]
                     row.update(status=status.upper(), recordId=record, idempotent=True)
                 else:
-                    row.update(status="QUEUED", recordId=record_id(result.request_id, position),
-                               idempotent=False)
+                    row.update(
+                        status="QUEUED", recordId=record_id(result.request_id, position), idempotent=False
+                    )
                 results.append(row)
             failed = sum(1 for row in results if row["status"] == "FAILED")
             data = {"totalQueued": len(results) - failed, "totalFailed": failed, "results": results}
@@ -143,8 +168,14 @@ class WriteService:
         if not deltas:
             return Reply(202, raw=render(WriteResult(request_id="")).body)
         return await self.accept(
-            principal, deltas, source="batch", route="POST /api/v1/balance/delta/batch",
-            body=body, idempotency_key=idempotency_key, render=render, per_item_conflicts=True,
+            principal,
+            deltas,
+            source="batch",
+            route="POST /api/v1/balance/delta/batch",
+            body=body,
+            idempotency_key=idempotency_key,
+            render=render,
+            per_item_conflicts=True,
         )
 
     async def accept(
@@ -212,10 +243,14 @@ class WriteService:
                     )
             items.append(
                 DeltaDraft(
-                    key=delta.key, customer_id=delta.customer_id, amount=delta.amount,
-                    reason=delta.reason, metadata=metadata,
+                    key=delta.key,
+                    customer_id=delta.customer_id,
+                    amount=delta.amount,
+                    reason=delta.reason,
+                    metadata=metadata,
                     occurred_at=delta.occurred_at or accepted_at,
-                    explicit_time=delta.occurred_at is not None, salt=secrets.token_bytes(16),
+                    explicit_time=delta.occurred_at is not None,
+                    salt=secrets.token_bytes(16),
                 )
             )
         return WriteDraft(
@@ -245,12 +280,8 @@ def _claim(idempotency_key: str | None, route: str, body: bytes) -> IdempotencyC
     if idempotency_key is None:
         return None
     if not 1 <= len(idempotency_key) <= 255 or not idempotency_key.isprintable():
-        raise ValidationError(
-            "Idempotency-Key", "header must be 1-255 printable characters"
-        )
-    return IdempotencyClaim(
-        key=idempotency_key, route=route, body_hash=hashlib.sha256(body).digest()
-    )
+        raise ValidationError("Idempotency-Key", "header must be 1-255 printable characters")
+    return IdempotencyClaim(key=idempotency_key, route=route, body_hash=hashlib.sha256(body).digest())
 
 
 def _writes_accepted(request_id: str, item_count: int) -> dict[str, Any]:
@@ -272,7 +303,6 @@ def _pending(key: str) -> dict[str, Any]:
         "success": True,
         "statusCode": 202,
         "code": "IDEMPOTENCY_PENDING",
-        "message": f"a request with Idempotency-Key {key!r} is still being processed; "
-        "retry to get its reply",
+        "message": f"a request with Idempotency-Key {key!r} is still being processed; retry to get its reply",
         "retryAfterSeconds": 1,
     }

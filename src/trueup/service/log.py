@@ -81,9 +81,7 @@ class LogService:
             raise NotFoundError(f"anchorId {anchor!r} not found")
         head = self.head_at(tree_size)
         if leaf_index >= head.size:
-            raise ValidationError(
-                "treeSize", f"leaf {leaf_index} is not in the tree of size {head.size}"
-            )
+            raise ValidationError("treeSize", f"leaf {leaf_index} is not in the tree of size {head.size}")
         return InclusionAnswer(record, leaf_index, head, tuple(self.inclusion_path(leaf_index, head.size)))
 
     def inclusion_path(self, leaf_index: int, tree_size: int) -> list[bytes]:
@@ -104,11 +102,19 @@ class LogService:
         answer = self.inclusion(principal, anchor, None)
         record = answer.record
         fields = leaf_fields_of(
-            record.tenant_id, record.customer_id, record.key, record.amount, record.occurred_at,
-            record.metadata, record.salt,
+            record.tenant_id,
+            record.customer_id,
+            record.key,
+            record.amount,
+            record.occurred_at,
+            record.metadata,
+            record.salt,
         )
         return make_bundle(
-            leaf_index=answer.leaf_index, fields=fields, tree_size=answer.head.size,
-            root_hash=answer.head.root, inclusion_proof=answer.proof,
+            leaf_index=answer.leaf_index,
+            fields=fields,
+            tree_size=answer.head.size,
+            root_hash=answer.head.root,
+            inclusion_proof=answer.proof,
             checkpoint=answer.head.checkpoint,
         )

@@ -67,8 +67,11 @@ class RateLimiter:
         limit = self.limit_for(key_id)
         if not limit.enabled:
             return
-        wait = (self._shared.take(key_id, limit.rate_per_s, limit.burst) if self._shared is not None
-                else self._take_local(key_id, limit))
+        wait = (
+            self._shared.take(key_id, limit.rate_per_s, limit.burst)
+            if self._shared is not None
+            else self._take_local(key_id, limit)
+        )
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             raise RateLimitedError(

@@ -44,9 +44,7 @@ class ViewService:
         head = self._log.latest()
         return DeltaStatus(record, head, tuple(self._log.inclusion_path(record.leaf_index, head.size)))
 
-    def request_status(
-        self, principal: Principal, request_id: str, limit: int, offset: int
-    ) -> RequestStatus:
+    def request_status(self, principal: Principal, request_id: str, limit: int, offset: int) -> RequestStatus:
         """A write request of the caller's tenant with one page of items.
 
         ``status``: ``queued`` while any item awaits sealing; then ``verified`` (all sealed),
@@ -79,9 +77,7 @@ class ViewService:
             found = self._storage.writes.record_at_leaf(principal.tenant_id, leaf_index)
         else:
             parsed = parse_record_id(record_id)
-            found = None if parsed is None else self._storage.writes.record(
-                principal.tenant_id, *parsed
-            )
+            found = None if parsed is None else self._storage.writes.record(principal.tenant_id, *parsed)
         if found is None:
             raise NotFoundError(f"record {record_id[:80]!r} not found")
         return found

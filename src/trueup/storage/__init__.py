@@ -16,6 +16,7 @@ from trueup.storage.errors import IntegrityConflictError, StorageError, StorageU
 from trueup.storage.log import LogStore
 from trueup.storage.migrate import migrate
 from trueup.storage.tenants import TenantStore
+from trueup.storage.webhooks import WebhookStore
 from trueup.storage.writes import WriteStore
 
 __all__ = [
@@ -37,6 +38,7 @@ class Storage:
     log: LogStore
     balances: BalanceStore
     checkpoints: CheckpointStore
+    webhooks: WebhookStore
 
     def close(self) -> None:
         self.engine.close()
@@ -72,4 +74,5 @@ def open_storage(database_url: str, *, pool_size: int = 8, run_migrations: bool 
         log=LogStore(engine),
         balances=BalanceStore(engine),
         checkpoints=CheckpointStore(engine),
+        webhooks=WebhookStore(engine),
     )

@@ -125,9 +125,16 @@ _CUSTOMER = "tenant_id = ? AND customer_id = ? AND leaf_index IS NOT NULL"
 
 def _delta(row: Row) -> DeltaRecord:
     return DeltaRecord(
-        leaf_index=int(row[0]), amount=int(row[1]), reason=str(row[2]), occurred_at=str(row[3]),
-        period=str(row[4]), key=str(row[5]), metadata=None if row[6] is None else str(row[6]),
-        salt=bytes(row[7]), verified_at=str(row[8]), request_id=str(row[9]),
+        leaf_index=int(row[0]),
+        amount=int(row[1]),
+        reason=str(row[2]),
+        occurred_at=str(row[3]),
+        period=str(row[4]),
+        key=str(row[5]),
+        metadata=None if row[6] is None else str(row[6]),
+        salt=bytes(row[7]),
+        verified_at=str(row[8]),
+        request_id=str(row[9]),
         item_index=int(row[10]),
     )
 
@@ -229,18 +236,23 @@ class BalanceSnapshot:
                 continue
             seq, credits, debits = self._month_before(tenant_id, customer_id, month.period, scope.min_leaf)
             if seq < month.count:
-                in_scope.append(MonthRecord(month.period, month.credits - credits,
-                                            month.debits - debits, month.count - seq))
+                in_scope.append(
+                    MonthRecord(
+                        month.period, month.credits - credits, month.debits - debits, month.count - seq
+                    )
+                )
         total = sum(month.net for month in in_scope)
         count = sum(month.count for month in in_scope)
         newest = account.last_leaf_index if count else None
         if count and scope.after_period is not None and newest is not None and newest < scope.min_leaf:
             condition, params = scope.sql()
-            newest = int(self._tx.scalar(
-                f"""SELECT leaf_index FROM deltas WHERE {_CUSTOMER} AND {condition}
+            newest = int(
+                self._tx.scalar(
+                    f"""SELECT leaf_index FROM deltas WHERE {_CUSTOMER} AND {condition}
                     ORDER BY leaf_index DESC LIMIT 1""",
-                (tenant_id, customer_id, *params),
-            ))
+                    (tenant_id, customer_id, *params),
+                )
+            )
         return ScopeSummary(total, count, tuple(in_scope), newest)
 
     def checkpoint_figures(
@@ -260,7 +272,12 @@ class BalanceSnapshot:
     # -- pages of deltas --------------------------------------------------------------------
 
     def page(
-        self, tenant_id: str, customer_id: str, scope: Scope, limit: int, offset: int,
+        self,
+        tenant_id: str,
+        customer_id: str,
+        scope: Scope,
+        limit: int,
+        offset: int,
         descending: bool = False,
     ) -> list[DeltaRecord]:
         """``limit`` deltas of the scope from ``offset``, in leaf order (``occurred_at`` order
@@ -277,15 +294,15 @@ class BalanceSnapshot:
                 f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {_CUSTOMER}
                       AND occurred_at >= ? AND occurred_at < ?
                     ORDER BY occurred_at {order}, leaf_index {order} LIMIT ? OFFSET ?""",
-                (tenant_id, customer_id, scope.start or _MIN_TIME, scope.end or _MAX_TIME,
-                 limit, offset),
+                (tenant_id, customer_id, scope.start or _MIN_TIME, scope.end or _MAX_TIME, limit, offset),
             )
             return [_delta(row) for row in rows]
         if scope.after_period is not None:
             # The union "sealed after the head, or of a later period" starts no earlier than
             # the first delta of a later month; scan from there.
-            lower = min([scope.min_leaf, *self._first_leaves_after(tenant_id, customer_id,
-                                                                    scope.after_period)])
+            lower = min(
+                [scope.min_leaf, *self._first_leaves_after(tenant_id, customer_id, scope.after_period)]
+            )
             condition, params = scope.sql()
             rows = self._tx.execute(
                 f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {_CUSTOMER} AND leaf_index >= ?
@@ -299,13 +316,13 @@ class BalanceSnapshot:
             (tenant_id, customer_id, scope.min_leaf),
         )
         first = 1 + (0 if before is None else int(before[0]))
-        return self._seq_page(tenant_id, customer_id, "cust_seq", None, first, account.delta_count,
-                              limit, offset, descending)
+        return self._seq_page(
+            tenant_id, customer_id, "cust_seq", None, first, account.delta_count, limit, offset, descending
+        )
 
     def delta_at(self, tenant_id: str, customer_id: str, leaf_index: int) -> DeltaRecord | None:
         row = self._tx.one(
-            f"SELECT {_DELTA_COLUMNS} FROM deltas WHERE leaf_index = ? AND tenant_id = ? "
-            "AND customer_id = ?",
+            f"SELECT {_DELTA_COLUMNS} FROM deltas WHERE leaf_index = ? AND tenant_id = ? AND customer_id = ?",
             (leaf_index, tenant_id, customer_id),
         )
         return None if row is None else _delta(row)
@@ -339,7 +356,7 @@ class BalanceSnapshot:
     def period_leaf_hashes(self, tenant_id: str, customer_id: str, period: str) -> list[bytes]:
         """Leaf hashes of a customer-month's sealed deltas, in leaf order."""
         rows = self._tx.execute(
-            f"""SELECT n.hash FROM deltas d JOIN tree_nodes n ON n.level = 0 AND n.idx = d.leaf_index
+            """SELECT n.hash FROM deltas d JOIN tree_nodes n ON n.level = 0 AND n.idx = d.leaf_index
                 WHERE d.tenant_id = ? AND d.customer_id = ? AND d.period = ?
                   AND d.leaf_index IS NOT NULL ORDER BY d.month_seq""",
             (tenant_id, customer_id, period),
@@ -426,7 +443,13 @@ class BalanceSnapshot:
         return ScopeSummary(total=total, count=count, months=tuple(months), newest_leaf=newest)
 
     def _month_page(
-        self, tenant_id: str, customer_id: str, period: str, limit: int, offset: int, descending: bool,
+        self,
+        tenant_id: str,
+        customer_id: str,
+        period: str,
+        limit: int,
+        offset: int,
+        descending: bool,
     ) -> list[DeltaRecord]:
         count = self._tx.scalar(
             "SELECT delta_count FROM account_months WHERE tenant_id = ? AND customer_id = ? AND period = ?",
@@ -434,12 +457,21 @@ class BalanceSnapshot:
         )
         if count is None:
             return []
-        return self._seq_page(tenant_id, customer_id, "month_seq", period, 1, int(count), limit,
-                              offset, descending)
+        return self._seq_page(
+            tenant_id, customer_id, "month_seq", period, 1, int(count), limit, offset, descending
+        )
 
     def _seq_page(
-        self, tenant_id: str, customer_id: str, column: str, period: str | None, first: int,
-        last: int, limit: int, offset: int, descending: bool,
+        self,
+        tenant_id: str,
+        customer_id: str,
+        column: str,
+        period: str | None,
+        first: int,
+        last: int,
+        limit: int,
+        offset: int,
+        descending: bool,
     ) -> list[DeltaRecord]:
         """Deltas whose ``column`` (cust_seq or month_seq) is in the page's slice of [first, last]."""
         if descending:
@@ -465,8 +497,12 @@ class BalanceSnapshot:
 
 def _account_record(row: Row) -> AccountRecord:
     return AccountRecord(
-        customer_id=str(row[0]), balance=int(row[1]), delta_count=int(row[2]),
-        first_activity=str(row[3]), last_activity=str(row[4]), last_leaf_index=int(row[5]),
+        customer_id=str(row[0]),
+        balance=int(row[1]),
+        delta_count=int(row[2]),
+        first_activity=str(row[3]),
+        last_activity=str(row[4]),
+        last_leaf_index=int(row[5]),
     )
 
 

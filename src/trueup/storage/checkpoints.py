@@ -15,6 +15,7 @@ from trueup.proof import root_from_leaf_hashes
 from trueup.storage.balances import BalanceSnapshot
 from trueup.storage.engine import Engine, Row, Tx
 from trueup.storage.log import latest_head
+from trueup.storage.outbox import enqueue_checkpoint_event
 
 __all__ = ["CheckpointRecord", "CheckpointStore", "period_proof_root"]
 
@@ -93,6 +94,7 @@ class CheckpointStore:
                 (record.id, tenant_id, customer_id, period, root, nonce, tree_size, opening,
                  month.credits, month.debits, month.count, created_at),
             )
+            enqueue_checkpoint_event(tx, record)
         return record, True
 
     def _find(self, tx: Tx, tenant_id: str, customer_id: str, period: str) -> CheckpointRecord | None:

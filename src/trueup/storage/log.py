@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from trueup.storage.engine import Engine, Row, Tx, chunks
 from trueup.storage.errors import StorageError
 from trueup.storage.locks import lock_count, locked_periods
+from trueup.storage.outbox import enqueue_seal_events
 
 __all__ = [
     "HeadRecord",
@@ -103,6 +104,8 @@ class SealOutcome:
     completed_requests: tuple[str, ...]
     sealed_count: int
     failed_count: int
+    events: int = 0
+    """Webhook events written to the outbox by this seal."""
 
 
 class LogStore:
@@ -236,7 +239,8 @@ class LogStore:
             )
 
     def seal(self, plan: SealPlan) -> SealOutcome:
-        """Append ``plan`` atomically: nodes, head, leaf positions, balances, request states.
+        """Append ``plan`` atomically: nodes, head, leaf positions, balances, request states
+        and the webhook outbox rows they cause (``trueup.storage.outbox``).
 
         Raises :class:`SealConflictError` when the log's size is not ``plan.previous_size``.
         """
@@ -266,9 +270,10 @@ class LogStore:
                     [(reason, delta.seq) for delta, reason in plan.failed],
                 )
             completed = _settle_requests(tx, plan)
+            events = enqueue_seal_events(tx, plan, completed)
         return SealOutcome(
             head=plan.head, completed_requests=completed, sealed_count=len(plan.leaves),
-            failed_count=len(plan.failed),
+            failed_count=len(plan.failed), events=events,
         )
 
 

@@ -32,8 +32,21 @@ class RateLimitStore:
     def take(self, key_id: str, rate_per_s: float, burst: int) -> float:
         """Take one token; return 0 when granted, else the seconds until one is available."""
         with self._engine.write() as tx:
-            row = tx.one(_TAKE, (key_id, float(burst), float(burst), rate_per_s, float(burst),
-                                 rate_per_s, float(burst), rate_per_s, float(burst), rate_per_s))
+            row = tx.one(
+                _TAKE,
+                (
+                    key_id,
+                    float(burst),
+                    float(burst),
+                    rate_per_s,
+                    float(burst),
+                    rate_per_s,
+                    float(burst),
+                    rate_per_s,
+                    float(burst),
+                    rate_per_s,
+                ),
+            )
         assert row is not None
         tokens, allowed = float(row[0]), bool(row[1])
         return 0.0 if allowed else max(0.0, (1.0 - tokens) / rate_per_s)

@@ -208,35 +208,7 @@ class WriteStore:
             if replay is not None:
                 return WriteResult(request_id="", replay=replay)
         existing = self._existing(tx, draft.tenant_id, [item.key for item in draft.items])
-        names = _WRITES_NAMES if draft.source == "writes" else _EMIT_NAMES
-        stored: list[int] = []
-        duplicates: list[tuple[int, int | None, int]] = []  # (index, original seq, first index)
-        conflicts: list[ItemConflict] = []
-        first_in_request: dict[str, int] = {}
-        for index, item in enumerate(draft.items):
-            where = f"items[{index}]" if draft.source == "writes" else (
-                f"deltas[{index}]" if draft.source == "batch" else "")
-            if item.key in existing:
-                original = existing[item.key]
-                differing = _differing_fields(item, original.draft, names)
-                if not differing:
-                    duplicates.append((index, original.seq, -1))
-                    continue
-                error = DuplicateKeyError(item.key, differing, where)
-            elif item.key in first_in_request:
-                first = first_in_request[item.key]
-                differing = _differing_fields(item, draft.items[first], names)
-                if not differing:
-                    duplicates.append((index, None, first))
-                    continue
-                error = DuplicateKeyError(item.key, differing, where)
-            else:
-                first_in_request[item.key] = index
-                stored.append(index)
-                continue
-            if not draft.per_item_conflicts:
-                raise error
-            conflicts.append(ItemConflict(index, error))
+        stored, duplicates, conflicts = _classify(draft, existing)
         if stored:
             stored = self._refuse_locked_periods(tx, draft, stored, conflicts)
         if stored:
@@ -247,9 +219,18 @@ class WriteStore:
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')""",
             [
                 (
-                    draft.tenant_id, draft.request_id, index, item.key, item.customer_id,
-                    item.amount, item.reason, item.metadata, item.occurred_at,
-                    item.occurred_at[:7], draft.accepted_at, item.salt,
+                    draft.tenant_id,
+                    draft.request_id,
+                    index,
+                    item.key,
+                    item.customer_id,
+                    item.amount,
+                    item.reason,
+                    item.metadata,
+                    item.occurred_at,
+                    item.occurred_at[:7],
+                    draft.accepted_at,
+                    item.salt,
                 )
                 for index in stored
                 for item in (draft.items[index],)
@@ -261,8 +242,13 @@ class WriteStore:
             """INSERT INTO write_requests (id, tenant_id, source, item_count, stored_count,
                    pending_count, accepted_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
             (
-                draft.request_id, draft.tenant_id, draft.source, len(draft.items), len(stored),
-                len(stored), draft.accepted_at,
+                draft.request_id,
+                draft.tenant_id,
+                draft.source,
+                len(draft.items),
+                len(stored),
+                len(stored),
+                draft.accepted_at,
             ),
         )
         originals = []
@@ -285,8 +271,12 @@ class WriteStore:
                 """INSERT INTO idempotency_keys (tenant_id, idem_key, route, body_hash,
                        status_code, response, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
                 (
-                    draft.tenant_id, draft.idempotency.key, draft.idempotency.route,
-                    draft.idempotency.body_hash, response.status_code, response.body,
+                    draft.tenant_id,
+                    draft.idempotency.key,
+                    draft.idempotency.route,
+                    draft.idempotency.body_hash,
+                    response.status_code,
+                    response.body,
                     draft.accepted_at,
                 ),
             )
@@ -305,8 +295,7 @@ class WriteStore:
             if checkpoint_id is None:
                 kept.append(index)
                 continue
-            field = f"items[{index}].occurredAt" if draft.source == "writes" else (
-                f"deltas[{index}].occurredAt" if draft.source == "batch" else "occurredAt")
+            field = ".".join(filter(None, (_item_path(draft.source, index), "occurredAt")))
             error = PeriodLockedError(
                 f"{field}: period {key[2]} of customer {key[1]!r} is locked by checkpoint "
                 f"{checkpoint_id}; post the delta to an open period"
@@ -316,9 +305,7 @@ class WriteStore:
             conflicts.append(ItemConflict(index, error))
         return kept
 
-    def _idempotent_replay(
-        self, tx: Tx, tenant_id: str, claim: IdempotencyClaim
-    ) -> StoredResponse | None:
+    def _idempotent_replay(self, tx: Tx, tenant_id: str, claim: IdempotencyClaim) -> StoredResponse | None:
         row = tx.one(
             """SELECT route, body_hash, status_code, response FROM idempotency_keys
                WHERE tenant_id = ? AND idem_key = ?""",
@@ -352,8 +339,14 @@ class WriteStore:
                 found[key] = _Existing(
                     seq=int(seq),
                     draft=DeltaDraft(
-                        key=key, customer_id=customer_id, amount=int(amount), reason=reason,
-                        metadata=metadata, occurred_at=occurred_at, explicit_time=True, salt=b"",
+                        key=key,
+                        customer_id=customer_id,
+                        amount=int(amount),
+                        reason=reason,
+                        metadata=metadata,
+                        occurred_at=occurred_at,
+                        explicit_time=True,
+                        salt=b"",
                     ),
                     record_id=record_id(req, int(idx)),
                     status=str(status),
@@ -409,9 +402,7 @@ class WriteStore:
             )
         return 0 if value is None else int(value)
 
-    def request(
-        self, tenant_id: str, request_id: str, limit: int, offset: int
-    ) -> RequestView | None:
+    def request(self, tenant_id: str, request_id: str, limit: int, offset: int) -> RequestView | None:
         """A request of ``tenant_id`` with items ``offset .. offset+limit-1``, or ``None``."""
         with self._engine.read() as tx:
             row = tx.one(
@@ -437,9 +428,14 @@ class WriteStore:
         items += [(int(r[0]), "duplicate", record_from_row(r[1:])) for r in repeated]
         items.sort(key=lambda entry: entry[0])
         return RequestView(
-            request_id=str(row[0]), source=str(row[1]), item_count=int(row[2]),
-            stored_count=int(row[3]), pending_count=int(row[4]), accepted_at=str(row[5]),
-            verified_at=None if row[6] is None else str(row[6]), items=tuple(items),
+            request_id=str(row[0]),
+            source=str(row[1]),
+            item_count=int(row[2]),
+            stored_count=int(row[3]),
+            pending_count=int(row[4]),
+            accepted_at=str(row[5]),
+            verified_at=None if row[6] is None else str(row[6]),
+            items=tuple(items),
         )
 
     def record(self, tenant_id: str, request_id: str, item_index: int) -> RecordView | None:
@@ -468,9 +464,49 @@ class WriteStore:
         return None if row is None else record_from_row(row)
 
 
-def _differing_fields(
-    new: DeltaDraft, old: DeltaDraft, names: dict[str, str]
-) -> tuple[str, ...]:
+def _classify(
+    draft: WriteDraft, existing: dict[str, _Existing]
+) -> tuple[list[int], list[tuple[int, int | None, int]], list[ItemConflict]]:
+    """Split a draft's items into new ones, identical repeats and conflicting repeats.
+
+    Duplicates are ``(index, original seq or None, first index in this request)``. A conflict
+    raises :class:`DuplicateKeyError` unless the draft reports conflicts per item.
+    """
+    names = _WRITES_NAMES if draft.source == "writes" else _EMIT_NAMES
+    stored: list[int] = []
+    duplicates: list[tuple[int, int | None, int]] = []
+    conflicts: list[ItemConflict] = []
+    first_in_request: dict[str, int] = {}
+    for index, item in enumerate(draft.items):
+        if item.key in existing:
+            original: DeltaDraft = existing[item.key].draft
+            repeat: tuple[int, int | None, int] = (index, existing[item.key].seq, -1)
+        elif item.key in first_in_request:
+            original = draft.items[first_in_request[item.key]]
+            repeat = (index, None, first_in_request[item.key])
+        else:
+            first_in_request[item.key] = index
+            stored.append(index)
+            continue
+        differing = _differing_fields(item, original, names)
+        if not differing:
+            duplicates.append(repeat)
+            continue
+        error = DuplicateKeyError(item.key, differing, _item_path(draft.source, index))
+        if not draft.per_item_conflicts:
+            raise error
+        conflicts.append(ItemConflict(index, error))
+    return stored, duplicates, conflicts
+
+
+def _item_path(source: str, index: int) -> str:
+    """Where an item sits in its request body, for error messages."""
+    if source == "writes":
+        return f"items[{index}]"
+    return f"deltas[{index}]" if source == "batch" else ""
+
+
+def _differing_fields(new: DeltaDraft, old: DeltaDraft, names: dict[str, str]) -> tuple[str, ...]:
     differing: list[str] = []
     if new.customer_id != old.customer_id:
         differing.append(names["customer_id"])

@@ -20,8 +20,19 @@ from trueup.service.balances import Derived
 
 router = APIRouter(tags=["balance"])
 
-_DERIVE_PARAMS = ("startingBalance", "startingCheckpoint", "startingCheckpointType", "limit",
-                  "offset", "order", "period", "timePreset", "startDate", "endDate", "asOf")
+_DERIVE_PARAMS = (
+    "startingBalance",
+    "startingCheckpoint",
+    "startingCheckpointType",
+    "limit",
+    "offset",
+    "order",
+    "period",
+    "timePreset",
+    "startDate",
+    "endDate",
+    "asOf",
+)
 
 OptionalText = Annotated[str | None, Query(max_length=200)]
 
@@ -36,17 +47,17 @@ async def derive(
     request: Request,
     services: ServicesDep,
     principal: Auth,
-    startingBalance: OptionalText = None,  # noqa: N803, ARG001 - read from the query below
-    startingCheckpoint: OptionalText = None,  # noqa: N803, ARG001
-    startingCheckpointType: OptionalText = None,  # noqa: N803, ARG001
-    limit: OptionalText = None,  # noqa: ARG001
-    offset: OptionalText = None,  # noqa: ARG001
-    order: OptionalText = None,  # noqa: ARG001
-    period: OptionalText = None,  # noqa: ARG001
-    timePreset: OptionalText = None,  # noqa: N803, ARG001
-    startDate: OptionalText = None,  # noqa: N803, ARG001
-    endDate: OptionalText = None,  # noqa: N803, ARG001
-    asOf: OptionalText = None,  # noqa: N803, ARG001
+    startingBalance: OptionalText = None,  # noqa: N803 - declared for OpenAPI, read from the query below
+    startingCheckpoint: OptionalText = None,  # noqa: N803
+    startingCheckpointType: OptionalText = None,  # noqa: N803
+    limit: OptionalText = None,
+    offset: OptionalText = None,
+    order: OptionalText = None,
+    period: OptionalText = None,
+    timePreset: OptionalText = None,  # noqa: N803
+    startDate: OptionalText = None,  # noqa: N803
+    endDate: OptionalText = None,  # noqa: N803
+    asOf: OptionalText = None,  # noqa: N803
 ) -> JSONResponse:
     # Declared above for the OpenAPI document; parsed by the core so every error names its
     # field the same way on every route.
@@ -63,9 +74,12 @@ def derive_json(derived: Derived) -> dict[str, Any]:
     if derived.checkpoint is not None:
         scope = {"kind": "checkpoint", **derived.checkpoint}
     elif query.start is not None or query.end is not None:
-        scope = {"kind": "period" if query.period else "time", "period": query.period,
-                 "start": None if query.start is None else format_wire(query.start),
-                 "endExclusive": None if query.end is None else format_wire(query.end)}
+        scope = {
+            "kind": "period" if query.period else "time",
+            "period": query.period,
+            "start": None if query.start is None else format_wire(query.start),
+            "endExclusive": None if query.end is None else format_wire(query.end),
+        }
     return {
         "customerId": derived.customer_id,
         "computedBalance": derived.balance,
@@ -87,8 +101,13 @@ def derive_json(derived: Derived) -> dict[str, Any]:
             for delta in derived.deltas
         ],
         "windowSummaries": [
-            {"period": m.period, "totalCredits": m.credits, "totalDebits": m.debits,
-             "netChange": m.net, "deltasCount": m.count}
+            {
+                "period": m.period,
+                "totalCredits": m.credits,
+                "totalDebits": m.debits,
+                "netChange": m.net,
+                "deltasCount": m.count,
+            }
             for m in derived.summary.months
         ],
         "verificationProof": {
@@ -97,7 +116,9 @@ def derive_json(derived: Derived) -> dict[str, Any]:
             "timestamp": wire_time_ms(head.timestamp_ms),
             "treeSize": head.size,
             "checkpoint": head.checkpoint,
-            "inclusionProof": None if newest is None else {
+            "inclusionProof": None
+            if newest is None
+            else {
                 "anchorId": anchor_id(newest.leaf_index),
                 "leafIndex": newest.leaf_index,
                 "leafHash": newest.leaf_hash.hex(),

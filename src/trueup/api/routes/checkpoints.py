@@ -46,15 +46,19 @@ def checkpoint_json(record: CheckpointRecord) -> dict[str, Any]:
 @router.post(
     "/api/v1/balance/checkpoint",
     summary="Lock a customer's period under a proof root (idempotent)",
-    responses={200: {"model": CheckpointResponse}, 201: {"model": CheckpointResponse},
-               **errors(400, 401, 403, 404, 413, 415)},
+    responses={
+        200: {"model": CheckpointResponse},
+        201: {"model": CheckpointResponse},
+        **errors(400, 401, 403, 404, 413, 415),
+    },
     openapi_extra=json_body(CheckpointBody),
 )
 async def lock_period(request: Request, services: ServicesDep, principal: Auth) -> JSONResponse:
     document, _ = await read_json(request, services.settings.max_body_bytes)
     record, created = await run_in_threadpool(services.balances.lock_period, principal, document)
-    return JSONResponse({"success": True, "data": checkpoint_json(record)},
-                        status_code=201 if created else 200)
+    return JSONResponse(
+        {"success": True, "data": checkpoint_json(record)}, status_code=201 if created else 200
+    )
 
 
 @router.get(
@@ -73,24 +77,43 @@ async def list_checkpoints(
     records, total = await run_in_threadpool(
         services.balances.checkpoints, principal, customerId, period, limit, offset
     )
-    return JSONResponse({"success": True, "data": {
-        "checkpoints": [checkpoint_json(r) for r in records], "total": total,
-        "limit": limit, "offset": offset,
-    }})
+    return JSONResponse(
+        {
+            "success": True,
+            "data": {
+                "checkpoints": [checkpoint_json(r) for r in records],
+                "total": total,
+                "limit": limit,
+                "offset": offset,
+            },
+        }
+    )
 
 
-async def _receipt(request: Request, services: ServicesDep, principal: Auth, customer_id: str,
-                   period: str | None) -> JSONResponse:
+async def _receipt(
+    request: Request, services: ServicesDep, principal: Auth, customer_id: str, period: str | None
+) -> JSONResponse:
     record = await run_in_threadpool(services.balances.receipt, principal, customer_id, period)
     root = hex_root(record.proof_root)
     api_url = str(request.base_url).rstrip("/") + f"/api/v1/verify/{root}"
-    return JSONResponse({"success": True, "data": {
-        "checkpointId": record.id, "customerId": record.customer_id, "period": record.period,
-        "proofRoot": root, "deltaCount": record.deltas_count,
-        "startingBalance": record.opening_balance, "finalBalance": record.closing_balance,
-        "netChange": record.net, "treeSize": record.tree_size,
-        "verifyUrl": api_url, "verificationApiUrl": api_url,
-    }})
+    return JSONResponse(
+        {
+            "success": True,
+            "data": {
+                "checkpointId": record.id,
+                "customerId": record.customer_id,
+                "period": record.period,
+                "proofRoot": root,
+                "deltaCount": record.deltas_count,
+                "startingBalance": record.opening_balance,
+                "finalBalance": record.closing_balance,
+                "netChange": record.net,
+                "treeSize": record.tree_size,
+                "verifyUrl": api_url,
+                "verificationApiUrl": api_url,
+            },
+        }
+    )
 
 
 @router.get(
@@ -100,7 +123,9 @@ async def _receipt(request: Request, services: ServicesDep, principal: Auth, cus
 )
 async def receipt(
     customerId: str,  # noqa: N803
-    request: Request, services: ServicesDep, principal: Auth,
+    request: Request,
+    services: ServicesDep,
+    principal: Auth,
     period: Annotated[str | None, Query(max_length=7)] = None,
 ) -> JSONResponse:
     return await _receipt(request, services, principal, customerId, period)
@@ -113,7 +138,9 @@ async def receipt(
 )
 async def invoice_proof(
     customerId: str,  # noqa: N803
-    request: Request, services: ServicesDep, principal: Auth,
+    request: Request,
+    services: ServicesDep,
+    principal: Auth,
     period: Annotated[str | None, Query(max_length=7)] = None,
 ) -> JSONResponse:
     return await _receipt(request, services, principal, customerId, period)

@@ -40,9 +40,17 @@ async def customers(
     page: Annotated[int, Query(ge=1, le=10**7)] = 1,
 ) -> JSONResponse:
     found, total = await run_in_threadpool(services.balances.customers, principal, search, limit, page)
-    return JSONResponse({"success": True, "data": {
-        "customers": [_customer(a) for a in found], "total": total, "page": page, "limit": limit,
-    }})
+    return JSONResponse(
+        {
+            "success": True,
+            "data": {
+                "customers": [_customer(a) for a in found],
+                "total": total,
+                "page": page,
+                "limit": limit,
+            },
+        }
+    )
 
 
 @router.get(
@@ -52,14 +60,24 @@ async def customers(
 )
 async def customer(customerId: str, services: ServicesDep, principal: Auth) -> JSONResponse:  # noqa: N803
     account, months = await run_in_threadpool(services.balances.customer, principal, customerId)
-    return JSONResponse({"success": True, "data": {
-        **_customer(account),
-        "windowSummaries": [
-            {"period": m.period, "totalCredits": m.credits, "totalDebits": m.debits,
-             "netChange": m.net, "deltasCount": m.count}
-            for m in months
-        ],
-    }})
+    return JSONResponse(
+        {
+            "success": True,
+            "data": {
+                **_customer(account),
+                "windowSummaries": [
+                    {
+                        "period": m.period,
+                        "totalCredits": m.credits,
+                        "totalDebits": m.debits,
+                        "netChange": m.net,
+                        "deltasCount": m.count,
+                    }
+                    for m in months
+                ],
+            },
+        }
+    )
 
 
 @router.get(

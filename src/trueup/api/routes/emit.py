@@ -33,11 +33,15 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
     "/api/v1/balance/delta",
     status_code=202,
     summary="Emit one delta (202 once durable)",
-    responses={202: {"model": EmitResponse | IdempotencyPending}, **errors(400, 401, 402, 403, 409, 413, 415, 429, 503)},
+    responses={
+        202: {"model": EmitResponse | IdempotencyPending},
+        **errors(400, 401, 402, 403, 409, 413, 415, 429, 503),
+    },
     openapi_extra=json_body(EmitBody),
 )
-async def emit(request: Request, services: ServicesDep, principal: Auth,
-               idempotency_key: IdempotencyKey = None) -> Response:
+async def emit(
+    request: Request, services: ServicesDep, principal: Auth, idempotency_key: IdempotencyKey = None
+) -> Response:
     document, body = await read_json(request, services.settings.max_body_bytes)
     return reply_response(await services.writes.emit(principal, document, body, idempotency_key))
 
@@ -46,12 +50,15 @@ async def emit(request: Request, services: ServicesDep, principal: Auth,
     "/api/v1/balance/delta/batch",
     status_code=202,
     summary="Emit up to 1000 deltas; each is queued or fails on its own",
-    responses={202: {"model": EmitBatchResponse | IdempotencyPending},
-               **errors(400, 401, 402, 403, 409, 413, 415, 429, 503)},
+    responses={
+        202: {"model": EmitBatchResponse | IdempotencyPending},
+        **errors(400, 401, 402, 403, 409, 413, 415, 429, 503),
+    },
     openapi_extra=json_body(EmitBatchBody),
 )
-async def emit_batch(request: Request, services: ServicesDep, principal: Auth,
-                     idempotency_key: IdempotencyKey = None) -> Response:
+async def emit_batch(
+    request: Request, services: ServicesDep, principal: Auth, idempotency_key: IdempotencyKey = None
+) -> Response:
     document, body = await read_json(request, services.settings.max_body_bytes)
     return reply_response(await services.writes.emit_batch(principal, document, body, idempotency_key))
 
@@ -65,20 +72,26 @@ async def delta_status(recordId: str, services: ServicesDep, principal: Auth) ->
     found = await run_in_threadpool(services.views.delta_status, principal, recordId)
     record = found.record
     sealed = record.leaf_index
-    return JSONResponse({"success": True, "data": {
-        "recordId": record_id(record.request_id, record.item_index),
-        "status": record.status.upper(),
-        "customerId": record.customer_id,
-        "delta": record.amount,
-        "reason": record.reason,
-        "referenceId": record.key,
-        "occurredAt": format_wire(record.occurred_at),
-        "createdAt": format_wire(record.accepted_at),
-        "verifiedAt": None if record.verified_at is None else format_wire(record.verified_at),
-        "anchorId": None if sealed is None else anchor_id(sealed),
-        "leafIndex": sealed,
-        "error": record.failure,
-        "inclusionProof": None if found.head is None else [node.hex() for node in found.proof],
-        "treeHead": None if found.head is None else {**tree_head_json(found.head),
-                                                      "checkpoint": found.head.checkpoint},
-    }})
+    return JSONResponse(
+        {
+            "success": True,
+            "data": {
+                "recordId": record_id(record.request_id, record.item_index),
+                "status": record.status.upper(),
+                "customerId": record.customer_id,
+                "delta": record.amount,
+                "reason": record.reason,
+                "referenceId": record.key,
+                "occurredAt": format_wire(record.occurred_at),
+                "createdAt": format_wire(record.accepted_at),
+                "verifiedAt": None if record.verified_at is None else format_wire(record.verified_at),
+                "anchorId": None if sealed is None else anchor_id(sealed),
+                "leafIndex": sealed,
+                "error": record.failure,
+                "inclusionProof": None if found.head is None else [node.hex() for node in found.proof],
+                "treeHead": None
+                if found.head is None
+                else {**tree_head_json(found.head), "checkpoint": found.head.checkpoint},
+            },
+        }
+    )

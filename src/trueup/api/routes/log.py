@@ -40,10 +40,17 @@ async def checkpoint(services: ServicesDep) -> PlainTextResponse:
     responses={200: {"model": LogKey}},
 )
 async def log_key(services: ServicesDep) -> JSONResponse:
-    return JSONResponse({"success": True, "data": {
-        "origin": services.settings.log_origin, "verifierKey": services.log.verifier_key,
-        "algorithm": "ed25519", "format": "C2SP signed-note verifier key",
-    }})
+    return JSONResponse(
+        {
+            "success": True,
+            "data": {
+                "origin": services.settings.log_origin,
+                "verifierKey": services.log.verifier_key,
+                "algorithm": "ed25519",
+                "format": "C2SP signed-note verifier key",
+            },
+        }
+    )
 
 
 @router.get(
@@ -58,14 +65,19 @@ async def inclusion(
     treeSize: Annotated[int | None, Query(ge=1, le=2**62)] = None,  # noqa: N803
 ) -> JSONResponse:
     answer = await run_in_threadpool(services.log.inclusion, principal, anchorId, treeSize)
-    return JSONResponse({"success": True, "data": {
-        "anchorId": anchor_id(answer.leaf_index),
-        "leafIndex": answer.leaf_index,
-        "treeSize": answer.head.size,
-        "rootHash": hex_root(answer.head.root),
-        "proof": [node.hex() for node in answer.proof],
-        "checkpoint": answer.head.checkpoint,
-    }})
+    return JSONResponse(
+        {
+            "success": True,
+            "data": {
+                "anchorId": anchor_id(answer.leaf_index),
+                "leafIndex": answer.leaf_index,
+                "treeSize": answer.head.size,
+                "rootHash": hex_root(answer.head.root),
+                "proof": [node.hex() for node in answer.proof],
+                "checkpoint": answer.head.checkpoint,
+            },
+        }
+    )
 
 
 @router.get(
@@ -79,12 +91,19 @@ async def consistency(
     to: Annotated[int | None, Query(ge=0, le=2**62)] = None,
 ) -> JSONResponse:
     old, new, proof = await run_in_threadpool(services.log.consistency, from_, to)
-    return JSONResponse({"success": True, "data": {
-        "from": old.size, "to": new.size,
-        "fromRoot": hex_root(old.root), "toRoot": hex_root(new.root),
-        "proof": [node.hex() for node in proof],
-        "checkpoint": new.checkpoint,
-    }})
+    return JSONResponse(
+        {
+            "success": True,
+            "data": {
+                "from": old.size,
+                "to": new.size,
+                "fromRoot": hex_root(old.root),
+                "toRoot": hex_root(new.root),
+                "proof": [node.hex() for node in proof],
+                "checkpoint": new.checkpoint,
+            },
+        }
+    )
 
 
 @router.get(
@@ -136,14 +155,27 @@ async def _period_data(
     first = deltas[0].occurred_at if deltas and offset == 0 else None
     records: list[dict[str, Any]] = []
     for delta in deltas:
-        fields = leaf_fields_of(record.tenant_id, record.customer_id, delta.key, delta.amount,
-                                delta.occurred_at, delta.metadata, delta.salt)
-        records.append({
-            "amount": delta.amount, "reason": delta.reason, "referenceId": delta.key,
-            "status": "VERIFIED", "time": format_wire(delta.occurred_at),
-            "anchorId": anchor_id(delta.leaf_index), "leafHash": hashes[offset + len(records)].hex(),
-            "leaf": leaf_fields_to_json(fields),
-        })
+        fields = leaf_fields_of(
+            record.tenant_id,
+            record.customer_id,
+            delta.key,
+            delta.amount,
+            delta.occurred_at,
+            delta.metadata,
+            delta.salt,
+        )
+        records.append(
+            {
+                "amount": delta.amount,
+                "reason": delta.reason,
+                "referenceId": delta.key,
+                "status": "VERIFIED",
+                "time": format_wire(delta.occurred_at),
+                "anchorId": anchor_id(delta.leaf_index),
+                "leafHash": hashes[offset + len(records)].hex(),
+                "leaf": leaf_fields_to_json(fields),
+            }
+        )
     return {
         "verified": True,
         "proofRoot": hex_root(record.proof_root),
@@ -153,10 +185,14 @@ async def _period_data(
         "customerId": record.customer_id,
         "period": record.period,
         "summary": {
-            "recordCount": record.deltas_count, "netChange": record.net,
-            "startingBalance": record.opening_balance, "endingBalance": record.closing_balance,
+            "recordCount": record.deltas_count,
+            "netChange": record.net,
+            "startingBalance": record.opening_balance,
+            "endingBalance": record.closing_balance,
             "firstRecordAt": first and format_wire(first),
-            "lastRecordAt": format_wire(deltas[-1].occurred_at) if deltas and len(hashes) <= offset + limit else None,
+            "lastRecordAt": format_wire(deltas[-1].occurred_at)
+            if deltas and len(hashes) <= offset + limit
+            else None,
         },
         "records": records,
         "recordsTotal": len(hashes),
@@ -176,7 +212,10 @@ async def _period_data(
 
 def _unverified(root: str) -> dict[str, Any]:
     return {
-        "success": False, "statusCode": 404, "error": "Not Found", "code": "ROOT_NOT_FOUND",
+        "success": False,
+        "statusCode": 404,
+        "error": "Not Found",
+        "code": "ROOT_NOT_FOUND",
         "message": "this root is not a tree head or checkpoint of this log",
         "data": {"verified": False, "proofRoot": root},
     }

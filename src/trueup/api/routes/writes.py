@@ -53,36 +53,40 @@ async def write_status(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1000)] = 0,
 ) -> JSONResponse:
-    found = await run_in_threadpool(
-        services.views.request_status, principal, requestId, limit, offset
-    )
+    found = await run_in_threadpool(services.views.request_status, principal, requestId, limit, offset)
     view = found.request
     items: list[dict[str, Any]] = []
     for index, kind, record in view.items:
         sealed = record.leaf_index is not None
-        items.append({
-            "index": index,
-            "key": record.key,
-            "accountId": record.customer_id,
-            "bits": record.amount,
-            "recordId": record_id(view.request_id, index),
-            "status": "duplicate" if kind == "duplicate" else record.status,
-            "anchorId": anchor_id(record.leaf_index) if sealed and record.leaf_index is not None else None,
-            "leafIndex": record.leaf_index,
-            "treeSize": record.sealed_size,
-            "error": record.failure,
-        })
-    return JSONResponse({
-        "success": True,
-        "data": {
-            "requestId": view.request_id,
-            "status": found.status,
-            "itemCount": view.item_count,
-            "acceptedAt": format_wire(view.accepted_at),
-            "verifiedAt": None if view.verified_at is None else format_wire(view.verified_at),
-            "items": items,
-            "limit": limit,
-            "offset": offset,
-            "treeHead": None if found.head is None else tree_head_json(found.head),
-        },
-    })
+        items.append(
+            {
+                "index": index,
+                "key": record.key,
+                "accountId": record.customer_id,
+                "bits": record.amount,
+                "recordId": record_id(view.request_id, index),
+                "status": "duplicate" if kind == "duplicate" else record.status,
+                "anchorId": anchor_id(record.leaf_index)
+                if sealed and record.leaf_index is not None
+                else None,
+                "leafIndex": record.leaf_index,
+                "treeSize": record.sealed_size,
+                "error": record.failure,
+            }
+        )
+    return JSONResponse(
+        {
+            "success": True,
+            "data": {
+                "requestId": view.request_id,
+                "status": found.status,
+                "itemCount": view.item_count,
+                "acceptedAt": format_wire(view.accepted_at),
+                "verifiedAt": None if view.verified_at is None else format_wire(view.verified_at),
+                "items": items,
+                "limit": limit,
+                "offset": offset,
+                "treeHead": None if found.head is None else tree_head_json(found.head),
+            },
+        }
+    )

@@ -150,9 +150,7 @@ class CompactRange:
         if not count:
             return []
         if set(map(len, leaves)) != {HASH_SIZE} or not all(type(h) is bytes for h in leaves):
-            bad = next(
-                i for i, h in enumerate(leaves) if type(h) is not bytes or len(h) != HASH_SIZE
-            )
+            bad = next(i for i, h in enumerate(leaves) if type(h) is not bytes or len(h) != HASH_SIZE)
             raise TreeError(f"leaf hash for index {self._size + bad} must be {HASH_SIZE} bytes")
         sha = hashlib.sha256
         start = self._size

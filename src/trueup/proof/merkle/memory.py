@@ -63,9 +63,7 @@ class MemoryTree:
         if not leaves:
             return
         if set(map(len, leaves)) != {HASH_SIZE} or set(map(type, leaves)) != {bytes}:
-            bad = next(
-                i for i, h in enumerate(leaves) if type(h) is not bytes or len(h) != HASH_SIZE
-            )
+            bad = next(i for i, h in enumerate(leaves) if type(h) is not bytes or len(h) != HASH_SIZE)
             raise TreeError(f"leaf hash for index {self._size + bad} must be {HASH_SIZE} bytes")
         sha = hashlib.sha256
         levels = self._levels
@@ -86,9 +84,7 @@ class MemoryTree:
                 break  # nothing new here, so nothing new higher up either
             pairs = bytes(below[have * 2 * HASH_SIZE : complete * 2 * HASH_SIZE])
             # RFC 9162 §2.1.1: parent = SHA-256(0x01 || left || right); pairs are adjacent.
-            above += b"".join(
-                [sha(b"\x01" + pairs[i : i + 64]).digest() for i in range(0, len(pairs), 64)]
-            )
+            above += b"".join([sha(b"\x01" + pairs[i : i + 64]).digest() for i in range(0, len(pairs), 64)])
             level += 1
 
     def node(self, level: int, index: int) -> bytes:

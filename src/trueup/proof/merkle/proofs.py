@@ -115,9 +115,7 @@ def _fetch(nodes: NodeLookup, node: NodeId) -> bytes:
     except KeyError as exc:
         raise TreeError(f"stored node (level {node[0]}, index {node[1]}) is missing") from exc
     if not isinstance(value, bytes) or len(value) != HASH_SIZE:
-        raise TreeError(
-            f"stored node (level {node[0]}, index {node[1]}) is not a {HASH_SIZE}-byte hash"
-        )
+        raise TreeError(f"stored node (level {node[0]}, index {node[1]}) is not a {HASH_SIZE}-byte hash")
     return value
 
 

@@ -66,9 +66,7 @@ def _check_proof_hashes(proof: Sequence[bytes], kind: str, error: type[ProofErro
         _check_hash(element, f"{kind} proof hash {position}", error)
 
 
-def root_from_inclusion_proof(
-    leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes]
-) -> bytes:
+def root_from_inclusion_proof(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes:
     """Return the root hash that ``proof`` proves leaf ``index`` (hash ``leaf_hash``) under.
 
     Implements RFC 9162 §2.1.3.2 steps 1-4 after checking that ``leaf_hash`` and every proof
@@ -86,9 +84,7 @@ def root_from_inclusion_proof(
         )
     # RFC 9162 §2.1.3.2 step 1: leaf_index must be below tree_size.
     if index >= size:
-        raise InclusionProofError(
-            f"leaf index {index} is out of range for a tree of {size} leaves"
-        )
+        raise InclusionProofError(f"leaf index {index} is out of range for a tree of {size} leaves")
     expected = inclusion_proof_size(index, size)
     if len(proof) != expected:
         raise InclusionProofError(
@@ -120,9 +116,7 @@ def root_from_inclusion_proof(
     return r
 
 
-def verify_inclusion(
-    leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
-) -> None:
+def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> None:
     """Check that ``proof`` proves leaf ``index`` with hash ``leaf_hash`` is in the tree ``root``.
 
     ``root`` is the trusted RFC 9162 root of the tree of ``size`` leaves; ``proof`` is the
@@ -143,9 +137,7 @@ def verify_inclusion(
         )
 
 
-def _check_consistency_inputs(
-    old_size: int, new_size: int, old_root: bytes, proof: Sequence[bytes]
-) -> None:
+def _check_consistency_inputs(old_size: int, new_size: int, old_root: bytes, proof: Sequence[bytes]) -> None:
     _check_hash(old_root, "old root hash", ConsistencyProofError)
     sizes_are_ints = isinstance(old_size, int) and isinstance(new_size, int)
     if not sizes_are_ints or old_size < 0 or new_size < 0:
@@ -153,14 +145,11 @@ def _check_consistency_inputs(
             f"tree sizes {shown(old_size)} and {shown(new_size)} must be non-negative integers"
         )
     if old_size > new_size:
-        raise ConsistencyProofError(
-            f"old tree size {old_size} is larger than new tree size {new_size}"
-        )
+        raise ConsistencyProofError(f"old tree size {old_size} is larger than new tree size {new_size}")
     expected = consistency_proof_size(old_size, new_size)
     if len(proof) != expected:
         raise ConsistencyProofError(
-            f"consistency proof has {len(proof)} hashes; sizes {old_size} -> {new_size} "
-            f"need {expected}"
+            f"consistency proof has {len(proof)} hashes; sizes {old_size} -> {new_size} need {expected}"
         )
     _check_proof_hashes(proof, "consistency", ConsistencyProofError)
 
@@ -181,9 +170,7 @@ def root_from_consistency_proof(
     """
     _check_consistency_inputs(old_size, new_size, old_root, proof)
     if old_size == 0:
-        raise ConsistencyProofError(
-            "a consistency proof from the empty tree does not determine the new root"
-        )
+        raise ConsistencyProofError("a consistency proof from the empty tree does not determine the new root")
     if old_size == new_size:
         return old_root
     sha = _sha256
@@ -255,8 +242,7 @@ def verify_consistency(
     if not hmac.compare_digest(computed, new_root):
         if old_size == new_size:
             raise ConsistencyProofError(
-                f"trees of equal size {old_size} have different roots {old_root.hex()} "
-                f"and {new_root.hex()}"
+                f"trees of equal size {old_size} have different roots {old_root.hex()} and {new_root.hex()}"
             )
         raise ConsistencyProofError(
             f"consistency proof from {old_size} to {new_size} leaves does not reproduce the "
