@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from dataclasses import replace
 
@@ -25,6 +26,8 @@ def run(argv: list[str]) -> int:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--no-sequencer", action="store_true",
                        help="API only; run `trueup sequencer` elsewhere")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="API processes; each also stands by for the sequencer role (one leads)")
     serve.add_argument("--log-level", default="info",
                        choices=("critical", "error", "warning", "info", "debug"))
     add_storage_options(serve)
@@ -82,11 +85,51 @@ def build(settings: Settings, run_sequencer: bool = True) -> tuple[Services, Fas
     return services, app
 
 
+def worker_app() -> FastAPI:
+    """The app of one ``--workers`` process (uvicorn factory): settings from the environment
+    the parent process exported; the sequencer role goes to whichever worker wins the lock."""
+    settings = Settings.from_env()
+    _, app = build(settings, run_sequencer=os.environ.get("TRUEUP_RUN_SEQUENCER", "1") == "1")
+    return app
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
+    os.environ["TRUEUP_DATA_DIR"] = str(settings.data_dir)
+    if settings.database_url:
+        os.environ["TRUEUP_DATABASE_URL"] = settings.database_url
+    os.environ["TRUEUP_RUN_SEQUENCER"] = "0" if args.no_sequencer else "1"
+    try:
+        services = open_services(settings)
+    except Exception as exc:  # noqa: BLE001 - fail closed with a readable reason (key file, database)
+        print(f"trueup serve: cannot start: {exc}", file=sys.stderr)
+        return 1
+    _first_start(services, args.host, args.port)
+    services.close()
+    uvicorn.run(
+        "trueup.cli.serve:worker_app",
+        factory=True,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = replace(settings_from(args), host=args.host, port=args.port)
+    if args.workers < 1:
+        print("trueup serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        return _serve_workers(args, settings)
     try:
         services, app = build(settings, run_sequencer=not args.no_sequencer)
     except Exception as exc:  # noqa: BLE001 - fail closed with a readable reason (key file, database)

@@ -1,0 +1,60 @@
+"""Two API processes on one PostgreSQL database: one sequencer leads, the other takes over."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import fresh_pg_schema
+from tests.e2e.server import ServerProcess, create_key, trueup, wait_until
+
+
+def _role(server: ServerProcess) -> str:
+    role: str = httpx.get(f"{server.base_url}/readyz").json()["data"]["sequencer"]
+    return role
+
+
+def _write(server: ServerProcess, key: str, prefix: str, count: int) -> str:
+    reply = httpx.post(f"{server.base_url}/api/v1/writes", headers={"X-Api-Key": key}, json={
+        "items": [{"key": f"{prefix}-{i}", "accountId": f"c{i % 5}", "bits": i + 1} for i in range(count)]})
+    assert reply.status_code == 202, reply.text
+    request_id: str = reply.json()["data"]["requestId"]
+    return request_id
+
+
+def _verified(server: ServerProcess, key: str, request_id: str) -> bool:
+    reply = httpx.get(f"{server.base_url}/api/v1/writes/{request_id}", headers={"X-Api-Key": key})
+    return bool(reply.json()["data"]["status"] == "verified")
+
+
+def test_the_standby_sequencer_takes_over_when_the_leader_is_killed(tmp_path: Path) -> None:
+    with fresh_pg_schema() as url:
+        key = create_key(tmp_path, url)
+        first = ServerProcess(tmp_path, url).start()
+        try:
+            wait_until(lambda: _role(first) == "leader")
+            with ServerProcess(tmp_path, url) as second:
+                assert _role(second) == "standby"
+                before = _write(second, key, "before", 50)
+                wait_until(lambda: _verified(second, key, before))
+                first.kill()
+                during = [_write(second, key, f"during-{n}", 20) for n in range(5)]
+                # The standby polls the advisory lock every second (a 5 s budget, DESIGN.md).
+                wait_until(lambda: _role(second) == "leader", timeout_s=30)
+                wait_until(lambda: all(_verified(second, key, r) for r in during), timeout_s=30)
+                audit = trueup(["audit"], tmp_path, url)
+                assert audit.returncode == 0, audit.stderr
+                assert "150 leaves" in audit.stdout
+        finally:
+            first.kill()
+
+
+def test_serve_with_workers_answers_and_elects_one_sequencer(tmp_path: Path) -> None:
+    with fresh_pg_schema() as url:
+        key = create_key(tmp_path, url)
+        with ServerProcess(tmp_path, url, extra_args=["--workers", "2"]) as server:
+            request_id = _write(server, key, "workers", 10)
+            wait_until(lambda: _verified(server, key, request_id))
+        audit = trueup(["audit"], tmp_path, url)
+        assert audit.returncode == 0, audit.stderr
