@@ -9,6 +9,7 @@ interpreter gives up. :func:`loads_strict` rejects each of those with a
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from trueup.core.errors import ValidationError
@@ -51,6 +52,8 @@ def loads_strict(body: bytes, max_depth: int = MAX_DEPTH) -> Any:
         raise ValidationError("body", f"is not valid UTF-8 (byte {exc.start})") from exc
     if text.startswith("\ufeff"):
         raise ValidationError("body", "must not start with a byte order mark")
+    if _nests_deeper(text, max_depth):
+        raise ValidationError("body", f"nests deeper than {max_depth} levels")
     try:
         value = _DECODER.decode(text)
     except _DuplicateKeyInBodyError as exc:
@@ -63,23 +66,29 @@ def loads_strict(body: bytes, max_depth: int = MAX_DEPTH) -> Any:
         raise ValidationError("body", f"nests deeper than {max_depth} levels") from exc
     except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
         raise ValidationError("body", f"is not acceptable JSON: {exc}") from exc
-    _check_depth(value, max_depth)
     return value
 
 
-def _check_depth(value: Any, max_depth: int) -> None:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: Any = node.values()
-        elif isinstance(node, list):
-            children = node
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _nests_deeper(text: str, limit: int) -> bool:
+    """Whether arrays and objects in JSON ``text`` nest deeper than ``limit`` (strings ignored).
+
+    Checked on the text before decoding, so a hostile body is refused without recursing.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False  # too few brackets to nest that deep
+    depth = 0
+    for bracket in _BRACKETS.findall(_STRING.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            if depth > limit:
+                return True
         else:
-            continue
-        if depth > max_depth:
-            raise ValidationError("body", f"nests deeper than {max_depth} levels")
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+            depth -= 1
+    return False
 
 
 def describe(value: object) -> str:  # noqa: PLR0911 - one early return per JSON type

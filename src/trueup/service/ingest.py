@@ -230,6 +230,7 @@ class WriteService:
         limits = self._settings.limits
         items: list[DeltaDraft] = []
         where = "items" if source == "writes" else "deltas"
+        salts = secrets.token_bytes(16 * len(deltas))  # one system call for the whole request
         for index, delta in enumerate(deltas):
             metadata: str | None = None
             if delta.metadata is not None:
@@ -250,7 +251,7 @@ class WriteService:
                     metadata=metadata,
                     occurred_at=delta.occurred_at or accepted_at,
                     explicit_time=delta.occurred_at is not None,
-                    salt=secrets.token_bytes(16),
+                    salt=salts[16 * index : 16 * index + 16],
                 )
             )
         return WriteDraft(
