@@ -190,11 +190,12 @@ class BalanceSnapshot:
         return None if row is None else _account_record(row)
 
     def known_customer(self, tenant_id: str, customer_id: str) -> bool:
-        """Whether the tenant ever wrote to this customer (verified, queued or failed)."""
+        """Whether the tenant wrote to this customer: a sealed delta, or one still queued."""
         if self.account(tenant_id, customer_id) is not None:
             return True
+        # Only the (small) queue needs a look: sealed deltas are in the account row already.
         row = self._tx.one(
-            """SELECT 1 FROM deltas WHERE status IN ('queued', 'failed') AND tenant_id = ?
+            """SELECT 1 FROM deltas WHERE status = 'queued' AND tenant_id = ?
                AND customer_id = ? LIMIT 1""",
             (tenant_id, customer_id),
         )
