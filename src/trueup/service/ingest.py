@@ -79,7 +79,7 @@ class WriteService:
         deltas = parse_writes_body(document, self._settings.limits)
 
         def render(result: WriteResult) -> StoredResponse:
-            return StoredResponse(202, json.dumps(_writes_accepted(result.request_id, len(deltas))))
+            return StoredResponse(202, _json(_writes_accepted(result.request_id, len(deltas))))
 
         return await self.accept(
             principal,
@@ -114,7 +114,7 @@ class WriteService:
                     "createdAt": created_at,
                 }
             )
-            return StoredResponse(202, json.dumps({"success": True, "data": data}))
+            return StoredResponse(202, _json({"success": True, "data": data}))
 
         return await self.accept(
             principal,
@@ -163,7 +163,7 @@ class WriteService:
                 results.append(row)
             failed = sum(1 for row in results if row["status"] == "FAILED")
             data = {"totalQueued": len(results) - failed, "totalFailed": failed, "results": results}
-            return StoredResponse(202, json.dumps({"success": True, "data": data}))
+            return StoredResponse(202, _json({"success": True, "data": data}))
 
         if not deltas:
             return Reply(202, raw=render(WriteResult(request_id="")).body)
@@ -265,6 +265,11 @@ class WriteService:
             per_item_conflicts=per_item_conflicts,
             render=render,
         )
+
+
+def _json(value: Any) -> str:
+    """Compact JSON text of a reply (stored with its idempotency key, replayed verbatim)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _new_reference() -> str:
