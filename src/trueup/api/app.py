@@ -13,7 +13,7 @@ from trueup.api.metrics import ResponseCounter
 from trueup.api.metrics import router as metrics_router
 from trueup.api.openapi import install_openapi
 from trueup.api.responses import JSONResponse
-from trueup.api.routes import balance, checkpoints, customers, emit, health, log, writes
+from trueup.api.routes import balance, checkpoints, customers, emit, health, log, webhooks, writes
 from trueup.service.container import Services
 
 __all__ = ["create_app"]
@@ -59,6 +59,7 @@ def create_app(
     app.include_router(balance.router)
     app.include_router(checkpoints.router)
     app.include_router(customers.router)
+    app.include_router(webhooks.router)
     app.add_middleware(ResponseCounter)
     install_openapi(app)
     return app

@@ -20,8 +20,9 @@ def run(argv: list[str]) -> int:
     create = actions.add_parser("create", help="issue a key; prints only the key")
     create.add_argument("--tenant", default="default", help="tenant name (created if new)")
     create.add_argument("--env", choices=("live", "test"), default="live")
-    create.add_argument("--plan", choices=tuple(PLAN_ALLOWANCES), default=None,
-                        help="the tenant's plan (default: TRUEUP_DEFAULT_PLAN or unlimited)")
+    create.add_argument("--plan", default=None,
+                        help=f"the tenant's plan: {', '.join(PLAN_ALLOWANCES)} or one defined in "
+                        "TRUEUP_PLAN_ALLOWANCES (default: TRUEUP_DEFAULT_PLAN or unlimited)")
     create.add_argument("--read-only", action="store_true", help="the key may only read")
     add_storage_options(create)
     create.set_defaults(handler=_create)
@@ -41,7 +42,7 @@ def _service(args: argparse.Namespace) -> KeyService:
     settings = settings_from(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     storage = open_storage(settings.resolved_database_url)
-    return KeyService(storage, settings.data_dir / "key-pepper")
+    return KeyService(storage, settings.data_dir / "key-pepper", settings.plan_allowances)
 
 
 def _create(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ __all__ = ["main"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("trueup.cli.serve", "run the API server (with the sequencer)"),
     "sequencer": ("trueup.cli.sequencer", "run only the sequencer (the one writer of the log)"),
+    "dispatcher": ("trueup.cli.dispatcher", "run only the webhook dispatcher (delivers the outbox)"),
     "keys": ("trueup.cli.keys", "create, list and revoke API keys"),
     "audit": ("trueup.cli.audit", "rebuild the log and balances from stored deltas and compare"),
     "proof": ("trueup.cli.proof", "fetch an offline proof bundle of a delta through the API"),

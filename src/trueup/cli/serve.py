@@ -16,6 +16,7 @@ from trueup.cli.options import add_storage_options, settings_from
 from trueup.sequencer.loop import SequencerLoop
 from trueup.service.container import Services, open_services
 from trueup.service.settings import Settings
+from trueup.webhooks.dispatcher import Dispatcher
 
 __all__ = ["build", "run"]
 
@@ -60,20 +61,26 @@ Try it:
 
 def build(settings: Settings, run_sequencer: bool = True) -> tuple[Services, FastAPI]:
     services = open_services(settings)
+    dispatcher = Dispatcher(services.storage, settings)
     loop = SequencerLoop(
         services.storage,
         services.sealer,
         interval_s=settings.seal_interval_ms / 1000,
         batch_size=settings.seal_batch_size,
+        on_seal=lambda outcome: dispatcher.wake() if outcome.events else None,
     )
 
     def start() -> None:
         if run_sequencer:
             loop.start()
+        if settings.run_dispatcher:
+            dispatcher.start()
 
     def stop() -> None:
         if run_sequencer:
             loop.stop()
+        if settings.run_dispatcher:
+            dispatcher.stop()
         services.close()
 
     def role() -> str:

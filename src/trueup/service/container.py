@@ -14,6 +14,7 @@ from trueup.service.sealing import Sealer
 from trueup.service.settings import Settings
 from trueup.service.signing import load_or_create_signer
 from trueup.service.views import ViewService
+from trueup.service.webhooks import WebhookService
 from trueup.storage import Storage, open_storage
 from trueup.storage.ratelimits import RateLimitStore
 
@@ -33,6 +34,7 @@ class Services:
     views: ViewService
     log: LogService
     balances: BalanceService
+    webhooks: WebhookService
     limiter: RateLimiter
 
     def close(self) -> None:
@@ -50,13 +52,14 @@ def open_services(settings: Settings) -> Services:
     return Services(
         settings=settings,
         storage=storage,
-        keys=KeyService(storage, settings.data_dir / "key-pepper"),
+        keys=KeyService(storage, settings.data_dir / "key-pepper", settings.plan_allowances),
         committer=committer,
         writes=WriteService(storage, committer, settings),
         sealer=Sealer(storage, signer, settings.log_origin, settings.seal_batch_size),
         views=ViewService(storage, log),
         log=log,
         balances=BalanceService(storage),
+        webhooks=WebhookService(storage, settings),
         limiter=RateLimiter(
             RateLimit(settings.rate_limit_per_s, settings.rate_limit_burst),
             parse_overrides(settings.rate_limit_overrides),

@@ -25,7 +25,7 @@ from trueup.core.writes import parse_writes_body
 from trueup.proof import canonical_json
 from trueup.service.group_commit import GroupCommitter
 from trueup.service.keys import Principal
-from trueup.service.settings import PLAN_ALLOWANCES, Settings
+from trueup.service.settings import Settings
 from trueup.storage import Storage
 from trueup.storage.writes import (
     DeltaDraft,
@@ -261,7 +261,7 @@ class WriteService:
             accepted_at=accepted_at,
             items=items,
             idempotency=claim,
-            allowance=PLAN_ALLOWANCES.get(principal.plan),
+            allowance=self._settings.plan_allowances.get(principal.plan),
             per_item_conflicts=per_item_conflicts,
             render=render,
         )

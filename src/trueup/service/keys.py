@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,8 +49,12 @@ class IssuedKey:
 
 
 class KeyService:
-    def __init__(self, storage: Storage, pepper_path: Path) -> None:
+    def __init__(
+        self, storage: Storage, pepper_path: Path,
+        plans: Mapping[str, int | None] = PLAN_ALLOWANCES,
+    ) -> None:
         self._storage = storage
+        self._plans = plans
         self._pepper = read_or_create_secret(pepper_path, 32)
 
     def _hash(self, secret: str) -> bytes:
@@ -61,8 +66,8 @@ class KeyService:
         """Create the tenant if needed and issue a new key for it."""
         if env not in ("live", "test"):
             raise ValidationError("env", f"must be live or test, got {env!r}")
-        if plan not in PLAN_ALLOWANCES:
-            raise ValidationError("plan", f"must be one of {', '.join(PLAN_ALLOWANCES)}, got {plan!r}")
+        if plan not in self._plans:
+            raise ValidationError("plan", f"must be one of {', '.join(self._plans)}, got {plan!r}")
         if not tenant_name or len(tenant_name) > 128:
             raise ValidationError("tenant", "must be 1-128 characters")
         now = datetime.now(UTC).isoformat()
@@ -100,7 +105,7 @@ class KeyService:
         """The tenant's plan, its monthly allowance, and what this month used of it."""
         moment = now or datetime.now(UTC)
         period = moment.strftime("%Y-%m")
-        allowance = PLAN_ALLOWANCES.get(principal.plan)
+        allowance = self._plans.get(principal.plan)
         used = self._storage.writes.used(principal.tenant_id, period)
         year, month = moment.year + moment.month // 12, moment.month % 12 + 1
         return {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from trueup.core.deltas import DeltaLimits
 
-__all__ = ["PLAN_ALLOWANCES", "Settings"]
+__all__ = ["PLAN_ALLOWANCES", "Settings", "parse_plan_allowances"]
 
 PLAN_ALLOWANCES: Mapping[str, int | None] = {
     "free": 100,
@@ -23,6 +23,24 @@ PLAN_ALLOWANCES: Mapping[str, int | None] = {
     "unlimited": None,
 }
 """Monthly allowance of accepted deltas per plan (``None``: no limit), modelled on PacSpace's."""
+
+
+def parse_plan_allowances(text: str) -> dict[str, int | None]:
+    """``PLAN_ALLOWANCES`` with ``"name=count,other=unlimited"`` applied (new names allowed)."""
+    plans: dict[str, int | None] = dict(PLAN_ALLOWANCES)
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = entry.partition("=")
+        name, value = name.strip(), value.strip()
+        if not name or not value:
+            raise ValueError(f"TRUEUP_PLAN_ALLOWANCES: cannot read {entry!r} (plan=count or plan=unlimited)")
+        if value == "unlimited":
+            plans[name] = None
+            continue
+        try:
+            plans[name] = int(value)
+        except ValueError as exc:
+            raise ValueError(f"TRUEUP_PLAN_ALLOWANCES: {name!r} needs a whole number, got {value!r}") from exc
+    return plans
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -54,6 +72,7 @@ class Settings:
     max_body_bytes: int = 1_048_576
     limits: DeltaLimits = field(default_factory=DeltaLimits)
     default_plan: str = "unlimited"
+    plan_allowances: Mapping[str, int | None] = field(default_factory=lambda: dict(PLAN_ALLOWANCES))
     run_sequencer: bool = True
     run_dispatcher: bool = True
     webhook_allow_http: bool = False
@@ -96,6 +115,7 @@ class Settings:
             max_body_bytes=_env_int(env, "TRUEUP_MAX_BODY_BYTES", base.max_body_bytes),
             limits=limits,
             default_plan=env.get("TRUEUP_DEFAULT_PLAN") or base.default_plan,
+            plan_allowances=parse_plan_allowances(env.get("TRUEUP_PLAN_ALLOWANCES", "")),
             webhook_allow_http=_env_flag(env, "TRUEUP_WEBHOOK_ALLOW_HTTP"),
             webhook_allow_private=_env_flag(env, "TRUEUP_WEBHOOK_ALLOW_PRIVATE"),
             rate_limit_per_s=float(env.get("TRUEUP_RATE_LIMIT_PER_S") or base.rate_limit_per_s),
@@ -104,4 +124,5 @@ class Settings:
             webhook_retry_base_s=float(
                 env.get("TRUEUP_WEBHOOK_RETRY_BASE_S") or base.webhook_retry_base_s
             ),
+            webhook_timeout_s=float(env.get("TRUEUP_WEBHOOK_TIMEOUT_S") or base.webhook_timeout_s),
         )

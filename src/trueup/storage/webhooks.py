@@ -110,6 +110,9 @@ _ENDPOINT_COLUMNS = """id, tenant_id, url, description, events, secret, previous
     previous_expires_at, created_at, rotated_at"""
 
 
+_ENDPOINT_COLUMNS_P = ", ".join("p." + column.strip() for column in _ENDPOINT_COLUMNS.split(","))
+
+
 def _endpoint(row: Row) -> EndpointRecord:
     events = str(row[4])
     return EndpointRecord(
@@ -233,7 +236,9 @@ class WebhookStore:
             )
         return [_delivery(row) for row in rows], total
 
-    def event(self, tenant_id: str, event_id: str) -> tuple[str, str, list[DeliveryView], list[AttemptView]] | None:
+    def event(
+        self, tenant_id: str, event_id: str
+    ) -> tuple[str, str, list[DeliveryView], list[AttemptView]] | None:
         """``(event type, payload, deliveries, attempts)`` of one of the tenant's events."""
         with self._engine.read() as tx:
             row = tx.one(
@@ -284,7 +289,7 @@ class WebhookStore:
         with self._engine.read() as tx:
             rows = tx.execute(
                 f"""SELECT d.event_id, d.endpoint_id, e.event_type, e.payload, d.attempts,
-                           d.round_attempts, {", ".join("p." + c.strip() for c in _ENDPOINT_COLUMNS.split(","))}
+                           d.round_attempts, {_ENDPOINT_COLUMNS_P}
                     FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id
                     JOIN webhook_endpoints p ON p.id = d.endpoint_id
                     WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND p.deleted_at IS NULL

@@ -1,0 +1,43 @@
+"""``trueup dispatcher``: only the webhook dispatcher, for deployments that split the roles.
+
+``trueup serve`` already runs one; a separate dispatcher process (any number of them, one
+active, the others hot standbys) lets deliveries run on hosts of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+from trueup.cli.options import add_storage_options, settings_from
+from trueup.service.container import open_services
+from trueup.webhooks.dispatcher import Dispatcher
+
+__all__ = ["run"]
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="trueup dispatcher",
+        description="deliver pending webhook events; a second instance waits as a hot standby",
+    )
+    parser.add_argument("--workers", type=int, default=8,
+                        help="deliveries in flight at once (default 8)")
+    add_storage_options(parser)
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_from(args)
+    services = open_services(settings)
+    dispatcher = Dispatcher(services.storage, settings, workers=args.workers)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    dispatcher.start()
+    stop.wait()
+    dispatcher.stop()
+    services.close()
+    return 0

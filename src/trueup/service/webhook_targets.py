@@ -1,0 +1,162 @@
+"""Where webhooks may be sent: https, to public addresses, checked after DNS resolution.
+
+An endpoint URL must use ``https`` (``http`` too when the operator sets
+``TRUEUP_WEBHOOK_ALLOW_HTTP=1``), carry no credentials, and every address its host resolves to
+must be public: loopback, private, link-local, shared (CGNAT), reserved and other non-global
+addresses are refused unless the operator sets ``TRUEUP_WEBHOOK_ALLOW_PRIVATE=1``; multicast
+never makes sense and is always refused. The check runs when an endpoint is created and again
+before every delivery, whose connection then goes to the address that was checked (the
+dispatcher pins it), so a name that later resolves elsewhere (DNS rebinding) cannot redirect
+a delivery into the operator's network.
+
+This lives in the service layer because both the endpoint use cases and the dispatcher
+(``trueup.webhooks``) apply it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from trueup.core.errors import ValidationError
+from trueup.core.strict_json import describe
+
+__all__ = [
+    "MAX_URL_LENGTH",
+    "Resolver",
+    "Target",
+    "TargetPolicy",
+    "TargetRefusedError",
+    "address_refusal",
+    "resolve_target",
+    "system_resolver",
+]
+
+MAX_URL_LENGTH = 2048
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Sequence[str]]
+"""``(host, port)`` → the IP addresses (text) a connection to it may use."""
+
+
+class TargetRefusedError(ValidationError):
+    """The URL breaks the target policy; the message names ``url`` and the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class TargetPolicy:
+    """What the operator allows beyond https to public addresses."""
+
+    allow_http: bool = False
+    allow_private: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A checked URL: its parts and the addresses it resolved to, every one allowed."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    path: str
+    addresses: tuple[str, ...]
+
+
+def system_resolver(host: str, port: int) -> Sequence[str]:
+    """The addresses ``getaddrinfo`` gives for a TCP connection to ``host:port``."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:  # gaierror, and names the IDNA codec refuses
+        raise TargetRefusedError("url", f"host {host!r} does not resolve ({exc})") from exc
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def address_refusal(address: IPAddress, policy: TargetPolicy) -> str | None:
+    """Why a delivery may not go to ``address`` under ``policy``, or ``None`` when it may."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_multicast:
+        return "a multicast address"
+    if policy.allow_private:
+        return None
+    checks = (
+        (address.is_loopback, "a loopback address"),
+        (address.is_link_local, "a link-local address"),
+        (address.is_unspecified, "the unspecified address"),
+        (address.is_private, "a private address"),
+        (address.is_reserved, "a reserved address"),
+        (not address.is_global, "not a public address"),
+    )
+    for refused, reason in checks:
+        if refused:
+            return reason
+    return None
+
+
+def _split(url: object, policy: TargetPolicy) -> tuple[str, str, int, str]:
+    if not isinstance(url, str):
+        raise TargetRefusedError("url", f"must be a string, got {describe(url)}")
+    if not url:
+        raise TargetRefusedError("url", "must not be empty")
+    if len(url) > MAX_URL_LENGTH:
+        raise TargetRefusedError("url", f"must be at most {MAX_URL_LENGTH} characters, got {len(url)}")
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise TargetRefusedError("url", "must not contain spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise TargetRefusedError("url", f"is not a valid URL ({exc})") from exc
+    scheme = parts.scheme.lower()
+    allowed = ("https", "http") if policy.allow_http else ("https",)
+    if scheme not in allowed:
+        hint = "" if policy.allow_http or scheme != "http" else (
+            " (the operator can allow http with TRUEUP_WEBHOOK_ALLOW_HTTP=1)")
+        raise TargetRefusedError(
+            "url", f"must be an {' or '.join(allowed)} URL, got {scheme or 'no'} scheme{hint}"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise TargetRefusedError("url", "must not contain credentials (user:password@)")
+    if parts.fragment:
+        raise TargetRefusedError("url", "must not contain a fragment (#…)")
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise TargetRefusedError("url", "must name a host")
+    if port == 0:
+        raise TargetRefusedError("url", "port must be 1 to 65535, got 0")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return scheme, host, port or (443 if scheme == "https" else 80), path
+
+
+def resolve_target(url: object, policy: TargetPolicy, resolver: Resolver = system_resolver) -> Target:
+    """Check ``url`` and the addresses its host resolves to now.
+
+    Raises :class:`TargetRefusedError` (a 400 naming ``url``) for a bad URL, a host that does
+    not resolve, or any resolved address the policy refuses.
+    """
+    scheme, host, port, path = _split(url, policy)
+    assert isinstance(url, str)
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    texts = [str(literal)] if literal is not None else list(resolver(host, port))
+    if not texts:
+        raise TargetRefusedError("url", f"host {host!r} resolves to no address")
+    addresses: list[str] = []
+    for text in texts:
+        address = ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone id
+        reason = address_refusal(address, policy)
+        if reason is not None:
+            raise TargetRefusedError(
+                "url", f"host {host!r} resolves to {address}, {reason}; webhooks go only to "
+                "public addresses (the operator can allow others with TRUEUP_WEBHOOK_ALLOW_PRIVATE=1)"
+            )
+        addresses.append(str(address))
+    return Target(url=url, scheme=scheme, host=host, port=port, path=path, addresses=tuple(addresses))

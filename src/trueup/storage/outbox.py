@@ -1,0 +1,300 @@
+"""The webhook outbox: events written inside the transaction that causes them.
+
+A seal (:meth:`LogStore.seal`) and a period lock (:meth:`CheckpointStore.lock`) call in here
+with their open transaction, so an event exists exactly when what it reports was committed:
+no event is lost on a crash and none reports something that rolled back. Each event is fanned
+out in the same transaction into one pending delivery per active endpoint of its tenant that
+subscribes to its type; the dispatcher takes it from there.
+
+Tenants without an active endpoint pay one indexed query per seal and write nothing, and an
+event type no endpoint of the tenant subscribes to is not written at all. Everything else is
+O(events) per call: each completed write request is read once, when it completes.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from trueup.core.ids import anchor_id, random_token, record_id
+from trueup.core.timestamps import format_wire
+from trueup.storage.engine import Row, Tx, chunks
+
+if TYPE_CHECKING:
+    from trueup.storage.checkpoints import CheckpointRecord
+    from trueup.storage.log import SealPlan
+
+__all__ = [
+    "CHECKPOINT_VERIFIED",
+    "DELTA_FAILED",
+    "DELTA_VERIFIED",
+    "EVENT_TYPES",
+    "VERIFICATION_COMPLETED",
+    "NewEvent",
+    "Subscriptions",
+    "active_subscriptions",
+    "enqueue",
+    "enqueue_checkpoint_event",
+    "enqueue_seal_events",
+    "envelope_json",
+    "new_event_id",
+]
+
+VERIFICATION_COMPLETED = "verification.completed"
+DELTA_VERIFIED = "delta.verified"
+DELTA_FAILED = "delta.failed"
+CHECKPOINT_VERIFIED = "checkpoint.verified"
+EVENT_TYPES = (VERIFICATION_COMPLETED, DELTA_VERIFIED, DELTA_FAILED, CHECKPOINT_VERIFIED)
+
+_IN_LIST = 300
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to write: ``data`` becomes the envelope's ``data``; ``created_at`` canonical."""
+
+    tenant_id: str
+    event_type: str
+    data: Mapping[str, Any]
+    created_at: str
+
+
+def new_event_id() -> str:
+    """``evt_`` + 24 base32 characters (120 random bits)."""
+    return "evt_" + random_token(secrets.token_bytes(15))
+
+
+def envelope_json(event_id: str, event_type: str, created_at: str, data: Mapping[str, Any]) -> str:
+    """The envelope ``{id, event, timestamp, data}`` as compact JSON: the delivered body."""
+    envelope = {"id": event_id, "event": event_type, "timestamp": format_wire(created_at), "data": data}
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+
+
+class Subscriptions:
+    """Active endpoints by tenant, with the event types each one takes (``None``: all)."""
+
+    def __init__(self, rows: Iterable[Row]) -> None:
+        self._by_tenant: dict[str, list[tuple[str, frozenset[str] | None]]] = {}
+        for tenant_id, endpoint_id, events in rows:
+            kinds = None if events == "*" else frozenset(str(events).split(","))
+            self._by_tenant.setdefault(str(tenant_id), []).append((str(endpoint_id), kinds))
+
+    def __bool__(self) -> bool:
+        return bool(self._by_tenant)
+
+    def endpoints(self, tenant_id: str, event_type: str) -> list[str]:
+        """Ids of the tenant's active endpoints that take ``event_type``."""
+        return [
+            endpoint_id
+            for endpoint_id, kinds in self._by_tenant.get(tenant_id, ())
+            if kinds is None or event_type in kinds
+        ]
+
+    def wants(self, tenant_id: str, event_type: str) -> bool:
+        return bool(self.endpoints(tenant_id, event_type))
+
+
+def active_subscriptions(tx: Tx, tenant_ids: Iterable[str]) -> Subscriptions:
+    """The active endpoints of ``tenant_ids`` (one indexed query per 300 tenants)."""
+    rows: list[Row] = []
+    for part in chunks(sorted(set(tenant_ids)), _IN_LIST):
+        rows += tx.execute(
+            f"""SELECT tenant_id, id, events FROM webhook_endpoints
+                WHERE deleted_at IS NULL AND tenant_id IN ({", ".join("?" * len(part))})""",
+            list(part),
+        )
+    return Subscriptions(rows)
+
+
+def enqueue(tx: Tx, events: Sequence[NewEvent], subscriptions: Subscriptions) -> int:
+    """Write ``events`` that some endpoint takes, each with its deliveries; return how many."""
+    event_rows: list[tuple[str, str, str, str, str]] = []
+    delivery_rows: list[tuple[str, str, str, str, str]] = []
+    for event in events:
+        endpoints = subscriptions.endpoints(event.tenant_id, event.event_type)
+        if not endpoints:
+            continue
+        event_id = new_event_id()
+        payload = envelope_json(event_id, event.event_type, event.created_at, event.data)
+        event_rows.append((event_id, event.tenant_id, event.event_type, payload, event.created_at))
+        delivery_rows += [
+            (event_id, endpoint_id, event.tenant_id, event.created_at, event.created_at)
+            for endpoint_id in endpoints
+        ]
+    if not event_rows:
+        return 0
+    tx.executemany(
+        """INSERT INTO webhook_events (id, tenant_id, event_type, payload, created_at)
+           VALUES (?, ?, ?, ?, ?)""",
+        event_rows,
+    )
+    tx.executemany(
+        """INSERT INTO webhook_deliveries (event_id, endpoint_id, tenant_id, status, attempts,
+               round_attempts, next_attempt_at, created_at)
+           VALUES (?, ?, ?, 'pending', 0, 0, ?, ?)""",
+        delivery_rows,
+    )
+    return len(event_rows)
+
+
+def _hex_root(root: bytes) -> str:
+    return "0x" + root.hex()
+
+
+def enqueue_seal_events(tx: Tx, plan: SealPlan, completed: Sequence[str]) -> int:
+    """Inside the seal's transaction: ``delta.verified`` per sealed delta, ``delta.failed`` per
+    failed one, ``verification.completed`` per write request this seal completed."""
+    tenants = {d.tenant_id for d in plan.leaves} | {d.tenant_id for d, _ in plan.failed}
+    subscriptions = active_subscriptions(tx, tenants)
+    if not subscriptions:
+        return 0
+    at = plan.verified_at
+    events: list[NewEvent] = []
+    for offset, delta in enumerate(plan.leaves):
+        if not subscriptions.wants(delta.tenant_id, DELTA_VERIFIED):
+            continue
+        leaf_index = plan.previous_size + offset
+        events.append(NewEvent(delta.tenant_id, DELTA_VERIFIED, {
+            "recordId": record_id(delta.request_id, delta.item_index),
+            "requestId": delta.request_id,
+            "key": delta.key,
+            "referenceId": delta.key,
+            "customerId": delta.customer_id,
+            "delta": delta.amount,
+            "reason": delta.reason,
+            "occurredAt": format_wire(delta.occurred_at),
+            "anchorId": anchor_id(leaf_index),
+            "leafIndex": leaf_index,
+            "treeSize": plan.head.size,
+            "rootHash": _hex_root(plan.head.root),
+            "verifiedAt": format_wire(at),
+        }, at))
+    for delta, reason in plan.failed:
+        if not subscriptions.wants(delta.tenant_id, DELTA_FAILED):
+            continue
+        events.append(NewEvent(delta.tenant_id, DELTA_FAILED, {
+            "recordId": record_id(delta.request_id, delta.item_index),
+            "requestId": delta.request_id,
+            "key": delta.key,
+            "referenceId": delta.key,
+            "customerId": delta.customer_id,
+            "delta": delta.amount,
+            "reason": delta.reason,
+            "occurredAt": format_wire(delta.occurred_at),
+            "error": reason,
+            "failedAt": format_wire(at),
+        }, at))
+    tenant_of = {d.request_id: d.tenant_id for d in plan.leaves}
+    tenant_of.update((d.request_id, d.tenant_id) for d, _ in plan.failed)
+    wanted = [r for r in completed if subscriptions.wants(tenant_of[r], VERIFICATION_COMPLETED)]
+    if wanted:
+        events += _completed_requests(tx, plan, wanted, tenant_of)
+    return enqueue(tx, events, subscriptions)
+
+
+def _completed_requests(
+    tx: Tx, plan: SealPlan, request_ids: Sequence[str], tenant_of: Mapping[str, str]
+) -> list[NewEvent]:
+    """One ``verification.completed`` per request: its items read once, now that it is done."""
+    counts: dict[str, int] = {}
+    items: dict[str, list[dict[str, Any]]] = {r: [] for r in request_ids}
+    sizes: dict[str, int] = {}
+    for part in chunks(list(request_ids), _IN_LIST):
+        marks = ", ".join("?" * len(part))
+        for request_id, item_count in tx.execute(
+            f"SELECT id, item_count FROM write_requests WHERE id IN ({marks})", list(part)
+        ):
+            counts[str(request_id)] = int(item_count)
+        for request_id, index, key, customer_id, leaf_index, status, sealed_size in tx.execute(
+            f"""SELECT request_id, item_index, item_key, customer_id, leaf_index, status,
+                       sealed_size FROM deltas WHERE request_id IN ({marks})""",
+            list(part),
+        ):
+            items[str(request_id)].append(_item(request_id, index, key, customer_id, leaf_index, status))
+            if sealed_size is not None:
+                sizes[str(request_id)] = max(sizes.get(str(request_id), 0), int(sealed_size))
+        for request_id, index, key, customer_id, leaf_index in tx.execute(
+            f"""SELECT w.request_id, w.item_index, d.item_key, d.customer_id, d.leaf_index
+                FROM write_duplicates w JOIN deltas d ON d.seq = w.original_seq
+                WHERE w.request_id IN ({marks})""",
+            list(part),
+        ):
+            items[str(request_id)].append(_item(request_id, index, key, customer_id, leaf_index, "duplicate"))
+    heads: dict[int, dict[str, Any] | None] = {
+        plan.head.size: _head_json(plan.head.size, plan.head.root, plan.head.timestamp_ms)
+    }
+    events: list[NewEvent] = []
+    for request_id in request_ids:
+        listed = sorted(items[request_id], key=lambda item: int(item["index"]))
+        statuses = {item["status"] for item in listed if item["status"] != "duplicate"}
+        status = "verified"
+        if statuses == {"failed"}:
+            status = "failed"
+        elif "failed" in statuses:
+            status = "partially_failed"
+        size = sizes.get(request_id)
+        head = None
+        if size is not None:
+            if size not in heads:
+                heads[size] = _head_at(tx, size)
+            head = heads[size]
+        events.append(NewEvent(tenant_of[request_id], VERIFICATION_COMPLETED, {
+            "requestId": request_id,
+            "itemCount": counts.get(request_id, len(listed)),
+            "status": status,
+            "itemsRoot": None if head is None else head["rootHash"],
+            "treeHead": head,
+            "verifiedAt": format_wire(plan.verified_at),
+            "items": listed,
+        }, plan.verified_at))
+    return events
+
+
+def _item(
+    request_id: str, index: Any, key: Any, customer_id: Any, leaf_index: Any, status: Any
+) -> dict[str, Any]:
+    return {
+        "index": int(index),
+        "key": str(key),
+        "accountId": str(customer_id),
+        "recordId": record_id(str(request_id), int(index)),
+        "anchorId": None if leaf_index is None else anchor_id(int(leaf_index)),
+        "status": str(status),
+    }
+
+
+def _head_at(tx: Tx, size: int) -> dict[str, Any] | None:
+    row = tx.one("SELECT root_hash, timestamp_ms FROM tree_heads WHERE tree_size = ?", (size,))
+    return None if row is None else _head_json(size, bytes(row[0]), int(row[1]))
+
+
+def _head_json(size: int, root: bytes, timestamp_ms: int) -> dict[str, Any]:
+    """A tree head as the API shows it (``timestamp``: RFC 3339 with milliseconds)."""
+    moment = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{timestamp_ms % 1000:03d}Z"
+    return {"treeSize": size, "rootHash": _hex_root(root), "timestamp": stamp}
+
+
+def enqueue_checkpoint_event(tx: Tx, record: CheckpointRecord) -> int:
+    """Inside the lock's transaction: ``checkpoint.verified`` for a newly locked period."""
+    subscriptions = active_subscriptions(tx, [record.tenant_id])
+    if not subscriptions.wants(record.tenant_id, CHECKPOINT_VERIFIED):
+        return 0
+    return enqueue(tx, [NewEvent(record.tenant_id, CHECKPOINT_VERIFIED, {
+        "checkpointId": record.id,
+        "customerId": record.customer_id,
+        "period": record.period,
+        "proofRoot": _hex_root(record.proof_root),
+        "openingBalance": record.opening_balance,
+        "closingBalance": record.closing_balance,
+        "netChange": record.net,
+        "totalCredits": record.credits,
+        "totalDebits": record.debits,
+        "deltasCount": record.deltas_count,
+        "treeSize": record.tree_size,
+        "createdAt": format_wire(record.created_at),
+    }, record.created_at)], subscriptions)

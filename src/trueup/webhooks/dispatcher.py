@@ -1,0 +1,307 @@
+"""The webhook dispatcher: deliver the outbox, at least once, without slowing anything else.
+
+One dispatcher is active per database, elected like the sequencer with its own leader lock
+("dispatcher"); others wait as hot standbys. The active one polls for due deliveries (and is
+woken at once after a seal that wrote events), hands each to a bounded pool of worker threads
+that send it with timeouts, and records the finished attempts in batches, one transaction at
+a time, touching only the webhook tables. A slow or dead receiver therefore costs at most its
+timeout on one worker; writes and seals never wait for it.
+
+Policy per attempt: 2xx is delivered; anything else (another status, a timeout, a refused
+connection, a target that no longer passes the URL policy) is retried on the schedule of
+:mod:`trueup.webhooks.schedule` and fails after the last retry. An attempt cut short by a
+crash is not recorded and the delivery is still pending, so the next active dispatcher sends
+it again with the same ``X-Event-ID``: receivers deduplicate on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from trueup.core.timestamps import format_canonical, parse_canonical
+from trueup.service.metrics import WEBHOOK_ATTEMPTS
+from trueup.service.settings import Settings
+from trueup.service.webhook_targets import (
+    Resolver,
+    TargetPolicy,
+    TargetRefusedError,
+    resolve_target,
+    system_resolver,
+)
+from trueup.storage import Storage
+from trueup.storage.webhooks import AttemptOutcome, DueDelivery
+from trueup.webhooks.schedule import retry_delay
+from trueup.webhooks.signing import delivery_headers
+from trueup.webhooks.targets import PinnedRequest, pin
+
+__all__ = ["Dispatcher"]
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "Trueup-Webhooks/1"
+_MAX_ERROR = 500
+_MAX_CLIENTS = 256
+_BACKOFF_ON_STORAGE_ERROR_S = 1.0
+_BATCH_WINDOW_S = 0.02
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Clients:
+    """One HTTP client per pinned origin (scheme, address, port, host), so a kept-alive
+    connection is only ever reused for the host it was opened for."""
+
+    def __init__(self, timeout_s: float, pool: int) -> None:
+        self._timeout = httpx.Timeout(timeout_s)
+        self._limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+        self._clients: OrderedDict[tuple[str, str], httpx.Client] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, pinned: PinnedRequest) -> httpx.Client:
+        key = (pinned.url.split("/", 3)[2], pinned.host_header)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                # No redirects (a 3xx is a failed attempt: a redirect could leave the checked
+                # address) and no proxy settings from the environment.
+                client = httpx.Client(timeout=self._timeout, limits=self._limits,
+                                      follow_redirects=False, trust_env=False)
+                self._clients[key] = client
+                while len(self._clients) > _MAX_CLIENTS:
+                    self._clients.popitem(last=False)[1].close()
+            self._clients.move_to_end(key)
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+
+class Dispatcher:
+    """Delivers pending webhook deliveries from a background thread while it holds the role.
+
+    ``workers`` bounds the deliveries in flight; ``poll_s`` how long an idle dispatcher waits
+    before looking for due deliveries again (a seal that wrote events wakes it at once).
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        settings: Settings,
+        *,
+        workers: int = 8,
+        poll_s: float = 0.2,
+        standby_poll_s: float = 1.0,
+        resolver: Resolver = system_resolver,
+        uniform: Callable[[], float] = random.random,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._storage = storage
+        self._policy = TargetPolicy(settings.webhook_allow_http, settings.webhook_allow_private)
+        self._retry_base = max(settings.webhook_retry_base_s, 0.001)
+        self._timeout = settings.webhook_timeout_s
+        self._workers = max(1, workers)
+        self._poll = poll_s
+        self._standby_poll = standby_poll_s
+        self._resolver = resolver
+        self._uniform = uniform
+        self._clock = clock
+        self._clients = _Clients(self._timeout, self._workers)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._tasks: queue.Queue[DueDelivery | None] = queue.Queue()
+        self._results: queue.Queue[AttemptOutcome] = queue.Queue()
+        self._in_flight: set[tuple[str, str]] = set()
+        self._thread = threading.Thread(target=self._run, name="trueup-dispatcher", daemon=True)
+        self.is_leader = False
+        self.attempts = 0
+        self.delivered = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Look for due deliveries now (a seal just wrote events)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop dispatching. Attempts still in flight are not recorded and will be repeated."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        self._clients.close()
+
+    # -- the role ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self._storage.engine.try_leader_lock("dispatcher") as leader:
+                    if leader:
+                        self.is_leader = True
+                        log.info("this process is the webhook dispatcher")
+                        self._lead()
+                        return
+            except Exception:
+                log.exception("dispatcher election failed; retrying")
+            finally:
+                self.is_leader = False
+            self._stop.wait(self._standby_poll)
+
+    def _lead(self) -> None:
+        threads = [
+            threading.Thread(target=self._work, name=f"trueup-webhook-{n}", daemon=True)
+            for n in range(self._workers)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._flush()
+                    wait = self._claim()
+                except Exception:
+                    log.exception("dispatcher storage call failed; retrying")
+                    wait = _BACKOFF_ON_STORAGE_ERROR_S
+                self._wake.wait(wait)
+                self._wake.clear()
+                # Let finished attempts gather, so that recording them takes at most one
+                # write transaction per window, however fast receivers answer (on SQLite
+                # every write transaction takes the one writer lock that ingest uses too).
+                self._stop.wait(_BATCH_WINDOW_S)
+        finally:
+            for _ in threads:
+                self._tasks.put(None)
+            try:
+                self._flush()  # attempts that finished are recorded, not repeated
+            except Exception:
+                log.exception("could not record the last attempts; they will be repeated")
+
+    def _flush(self) -> None:
+        """Record every finished attempt in one transaction."""
+        outcomes: list[AttemptOutcome] = []
+        while True:
+            try:
+                outcomes.append(self._results.get_nowait())
+            except queue.Empty:
+                break
+        if not outcomes:
+            return
+        try:
+            self._storage.webhooks.record_attempts(outcomes)
+        except Exception:
+            for outcome in outcomes:  # keep them for the next try; still in flight meanwhile
+                self._results.put(outcome)
+            raise
+        for outcome in outcomes:
+            self._in_flight.discard((outcome.event_id, outcome.endpoint_id))
+            self.attempts += 1
+            self.delivered += int(outcome.delivered)
+            if outcome.delivered:
+                WEBHOOK_ATTEMPTS.labels("delivered").inc()
+            else:
+                WEBHOOK_ATTEMPTS.labels("retry" if outcome.next_attempt_at else "failed").inc()
+
+    def _claim(self) -> float:
+        """Hand due deliveries to the workers; return how long to wait before looking again."""
+        free = 2 * self._workers - len(self._in_flight)
+        now = self._clock()
+        if free > 0:
+            due = self._storage.webhooks.due(format_canonical(now), free + len(self._in_flight))
+            handed = 0
+            for delivery in due:
+                key = (delivery.event_id, delivery.endpoint_id)
+                if key in self._in_flight or handed >= free:
+                    continue
+                self._in_flight.add(key)
+                self._tasks.put(delivery)
+                handed += 1
+            if handed:
+                return self._poll
+        if self._in_flight:
+            return self._poll  # a finishing attempt wakes the loop sooner
+        next_due = self._storage.webhooks.next_due()
+        if next_due is None:
+            return self._poll
+        seconds = (parse_canonical(next_due) - now).total_seconds()
+        return min(self._poll, max(seconds, 0.0))
+
+    # -- the workers ------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            delivery = self._tasks.get()
+            if delivery is None or self._stop.is_set():
+                return
+            outcome = self.attempt(delivery)
+            if self._stop.is_set():
+                return  # not recorded: the delivery stays pending and is sent again later
+            self._results.put(outcome)
+            self._wake.set()
+
+    def attempt(self, delivery: DueDelivery) -> AttemptOutcome:
+        """Send one delivery once and say what happened. Never raises: whatever goes wrong
+        (the receiver, the network, the URL policy) is a failed attempt with its reason."""
+        started = self._clock()
+        began = time.perf_counter()
+        status_code: int | None = None
+        error: str | None = None
+        try:
+            pinned = pin(resolve_target(delivery.endpoint.url, self._policy, self._resolver))
+            body = delivery.payload.encode("utf-8")
+            headers = delivery_headers(
+                delivery.endpoint.signing_secrets(format_canonical(started)), delivery.event_id,
+                delivery.event_type, int(started.timestamp()), body,
+            )
+            headers["Host"] = pinned.host_header
+            headers["User-Agent"] = USER_AGENT
+            extensions = {"sni_hostname": pinned.sni_hostname} if pinned.sni_hostname else None
+            client = self._clients.get(pinned)
+            # Streamed and never read: a receiver's reply body is not ours to buffer.
+            with client.stream("POST", pinned.url, content=body, headers=headers,
+                               extensions=extensions) as response:
+                status_code = response.status_code
+            if not 200 <= status_code < 300:
+                error = f"HTTP {status_code}"
+        except TargetRefusedError as exc:
+            error = f"target refused: {exc.message}"
+        except httpx.TimeoutException as exc:
+            error = f"timed out after {self._timeout:g}s ({type(exc).__name__})"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # any other failure is a failed attempt, retried
+            log.exception("webhook attempt for %s failed unexpectedly", delivery.event_id)
+            error = f"internal error: {type(exc).__name__}: {exc}"
+        finished = self._clock()
+        delivered = error is None
+        retry = delivery.round_attempts + 1
+        next_at = None
+        if not delivered:
+            delay = retry_delay(retry, self._retry_base, self._uniform())
+            if delay is not None:
+                next_at = format_canonical(finished + timedelta(seconds=delay))
+        return AttemptOutcome(
+            event_id=delivery.event_id,
+            endpoint_id=delivery.endpoint_id,
+            attempt=delivery.attempts + 1,
+            started_at=format_canonical(started),
+            finished_at=format_canonical(finished),
+            duration_ms=int((time.perf_counter() - began) * 1000),
+            status_code=status_code,
+            error=None if error is None else error[:_MAX_ERROR],
+            delivered=delivered,
+            next_attempt_at=next_at,
+        )

@@ -1,0 +1,32 @@
+"""Settings from the environment: plans, limits, and clear errors for bad values."""
+
+from __future__ import annotations
+
+import pytest
+
+from trueup.service.settings import PLAN_ALLOWANCES, Settings, parse_plan_allowances
+
+
+def test_plan_allowances_default_to_pacspace_s_and_can_be_changed_or_added() -> None:
+    assert parse_plan_allowances("") == dict(PLAN_ALLOWANCES)
+    plans = parse_plan_allowances("starter=150000, enterprise=unlimited, tiny=5")
+    assert plans["starter"] == 150_000 and plans["enterprise"] is None and plans["tiny"] == 5
+    assert plans["free"] == 100
+    with pytest.raises(ValueError, match="whole number"):
+        parse_plan_allowances("free=lots")
+    with pytest.raises(ValueError, match="plan=count"):
+        parse_plan_allowances("free")
+
+
+def test_settings_read_the_environment() -> None:
+    settings = Settings.from_env({
+        "TRUEUP_DATA_DIR": "/srv/trueup", "TRUEUP_SEAL_INTERVAL_MS": "20",
+        "TRUEUP_PLAN_ALLOWANCES": "free=10", "TRUEUP_RATE_LIMIT_PER_S": "0",
+    })
+    assert str(settings.data_dir) == "/srv/trueup"
+    assert settings.resolved_database_url == "sqlite:////srv/trueup/trueup.db"
+    assert settings.seal_interval_ms == 20
+    assert settings.plan_allowances["free"] == 10
+    assert settings.rate_limit_per_s == 0
+    with pytest.raises(ValueError, match="TRUEUP_SEAL_INTERVAL_MS must be an integer"):
+        Settings.from_env({"TRUEUP_SEAL_INTERVAL_MS": "fast"})

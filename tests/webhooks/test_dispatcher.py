@@ -1,0 +1,149 @@
+"""The dispatcher against a real HTTP receiver on 127.0.0.1, over each backend: signatures,
+retries, the retry budget, timeouts, and a stuck receiver that writes and seals never notice."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+from pacspace_sdk import Webhooks
+
+from tests.e2e.server import wait_until
+from tests.webhooks.conftest import deliveries, principal_for, seal_all, write
+from tests.webhooks.receiver import Receiver, block_first, fail_first
+from trueup import verify_webhook
+from trueup.service.container import Services
+from trueup.service.keys import Principal
+from trueup.webhooks.dispatcher import Dispatcher
+from trueup.webhooks.schedule import MAX_ATTEMPTS
+from trueup.webhooks.signing import EVENT_ID_HEADER
+
+
+@contextmanager
+def dispatching(services: Services, **options: object) -> Iterator[Dispatcher]:
+    dispatcher = Dispatcher(services.storage, services.settings, poll_s=0.05, **options)  # type: ignore[arg-type]
+    dispatcher.start()
+    try:
+        yield dispatcher
+    finally:
+        dispatcher.stop()
+
+
+def statuses(services: Services) -> list[str]:
+    return [status for _, _, status, _ in deliveries(services)]
+
+
+def one_completion(services: Services, principal: Principal, url: str) -> str:
+    """An endpoint for verification.completed only, and one sealed request; its secret."""
+    issued = services.webhooks.create(principal, {"url": url, "events": ["verification.completed"]})
+    write(services, principal, {"key": "k-1", "accountId": "c-1", "bits": 10})
+    seal_all(services)
+    return issued.secret
+
+
+def test_deliveries_are_signed_so_our_helper_and_the_sdk_accept_them(services: Services) -> None:
+    principal = principal_for(services)
+    with Receiver() as receiver, dispatching(services):
+        secret = services.webhooks.create(principal, {"url": receiver.url}).secret
+        write(services, principal, {"key": "s-1", "accountId": "c-1", "bits": 5},
+              {"key": "s-2", "accountId": "c-1", "bits": 6})
+        seal_all(services)
+        wait_until(lambda: statuses(services) == ["delivered"] * 3)
+    kinds = sorted(r.event_type for r in receiver.requests())
+    assert kinds == ["delta.verified", "delta.verified", "verification.completed"]
+    for received in receiver.requests():
+        envelope = verify_webhook(secret, received.headers, received.body)
+        assert envelope["id"] == received.event_id and envelope["event"] == received.event_type
+        assert Webhooks(secret).verify_from_headers(received.headers, received.text) == envelope
+        assert received.headers["Content-Type"] == "application/json"
+
+
+def test_a_receiver_failing_three_times_gets_the_event_once_more_after_recovering(
+    services: Services,
+) -> None:
+    principal = principal_for(services)
+    with Receiver(fail_first(3)) as receiver, dispatching(services):
+        one_completion(services, principal, receiver.url)
+        wait_until(lambda: statuses(services) == ["delivered"])
+    got = receiver.requests()
+    assert [r.status for r in got] == [503, 503, 503, 200]
+    assert len({r.event_id for r in got}) == 1
+    (delivery,), _ = services.storage.webhooks.deliveries(principal.tenant_id, None, 10, 0)
+    assert delivery.attempts == 4 and delivery.last_status_code == 200 and delivery.last_error is None
+    detail = services.webhooks.event(principal, delivery.event_id)
+    assert [(a.attempt, a.status_code, a.error) for a in detail.attempts] == [
+        (1, 503, "HTTP 503"), (2, 503, "HTTP 503"), (3, 503, "HTTP 503"), (4, 200, None)]
+
+
+def test_a_delivery_that_never_succeeds_fails_after_ten_retries(services: Services) -> None:
+    services = replace(services, settings=replace(services.settings, webhook_retry_base_s=0.001))
+    principal = principal_for(services)
+    with Receiver(lambda received: 500) as receiver, dispatching(services):
+        one_completion(services, principal, receiver.url)
+        wait_until(lambda: statuses(services) == ["failed"], timeout_s=30)
+    assert len(receiver.requests()) == MAX_ATTEMPTS == 11
+    (delivery,), _ = services.storage.webhooks.deliveries(principal.tenant_id, "failed", 10, 0)
+    assert delivery.attempts == 11 and delivery.next_attempt_at is None
+
+
+def test_a_manual_retry_sends_a_failed_event_again_with_the_same_id(services: Services) -> None:
+    services = replace(services, settings=replace(services.settings, webhook_retry_base_s=0.001))
+    principal = principal_for(services)
+    recovered = threading.Event()
+    with Receiver(lambda received: 200 if recovered.is_set() else 500) as receiver, dispatching(services):
+        one_completion(services, principal, receiver.url)
+        wait_until(lambda: statuses(services) == ["failed"], timeout_s=30)
+        recovered.set()
+        event_id = receiver.requests()[0].event_id
+        assert services.webhooks.retry(principal, event_id) == 1
+        wait_until(lambda: statuses(services) == ["delivered"])
+    got = receiver.requests()
+    assert len(got) == MAX_ATTEMPTS + 1 and got[-1].status == 200
+    assert {r.headers[EVENT_ID_HEADER] for r in got} == {event_id}
+
+
+def test_a_timeout_is_a_failed_attempt_that_is_retried(services: Services) -> None:
+    services = replace(services, settings=replace(services.settings, webhook_timeout_s=1.0))
+    principal = principal_for(services)
+    release = threading.Event()
+    with Receiver(block_first(release)) as receiver, dispatching(services):
+        one_completion(services, principal, receiver.url)
+        wait_until(lambda: statuses(services) == ["delivered"])
+        release.set()
+    (delivery,), _ = services.storage.webhooks.deliveries(principal.tenant_id, None, 10, 0)
+    detail = services.webhooks.event(principal, delivery.event_id)
+    first, second = detail.attempts
+    assert first.status_code is None and first.error is not None and "timed out" in first.error
+    assert second.status_code == 200
+    assert len(receiver.requests()) == 2
+
+
+def test_a_stuck_receiver_holds_up_neither_writes_nor_seals(services: Services) -> None:
+    principal = principal_for(services)
+    release = threading.Event()
+    with Receiver(block_first(release, count=10**6)) as receiver, dispatching(services, workers=2):
+        one_completion(services, principal, receiver.url)
+        wait_until(lambda: len(receiver.requests()) >= 1)
+        # Every worker may be stuck on the receiver; writing and sealing go on regardless.
+        for n in range(20):
+            write(services, principal, {"key": f"more-{n}", "accountId": "c-1", "bits": 1})
+        seal_all(services)
+        assert services.storage.log.queue_stats()[0] == 0
+        assert len(deliveries(services)) == 21
+        release.set()
+        wait_until(lambda: statuses(services) == ["delivered"] * 21)
+    assert len({r.event_id for r in receiver.requests()}) == 21
+
+
+def test_a_target_the_policy_now_refuses_is_recorded_and_retried(services: Services) -> None:
+    principal = principal_for(services)
+    one_completion(services, principal, "http://127.0.0.1:9/hook")
+    strict = replace(services.settings, webhook_allow_private=False)
+    dispatcher = Dispatcher(services.storage, strict, poll_s=0.05)
+    (due,) = services.storage.webhooks.due("9999-12-31T00:00:00.000000Z", 10)
+    outcome = dispatcher.attempt(due)
+    assert not outcome.delivered and outcome.status_code is None
+    assert outcome.error is not None and outcome.error.startswith("target refused: url: host '127.0.0.1'")
+    assert outcome.next_attempt_at is not None and outcome.attempt == 1
