@@ -1,0 +1,182 @@
+"""The benchmark report: one table of figures, each beside its reference, ratio and target.
+
+A :class:`Row` is one figure. Its verdict is ``pass`` when every :class:`Check` against the
+DESIGN.md §6 targets holds, ``MISS`` (naming the failed checks) otherwise, ``info`` for
+figures without a target, and ``skipped``/``error`` with the reason when it could not be
+measured. The same report renders as a plain-text table (stdout), Markdown and JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = [
+    "Check",
+    "Report",
+    "Row",
+    "fmt_bytes_kib",
+    "fmt_count",
+    "fmt_ms",
+    "fmt_percent",
+    "fmt_rate",
+    "fmt_times",
+    "fmt_us",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One target: ``label`` as printed (``>= 100,000/s``) and whether it held."""
+
+    label: str
+    ok: bool
+
+
+@dataclass(slots=True)
+class Row:
+    """One figure of the report. ``numbers`` keeps the raw values for the JSON file."""
+
+    name: str
+    value: str
+    reference: str = ""
+    ratio: str = ""
+    target: str = ""
+    checks: tuple[Check, ...] = ()
+    note: str = ""
+    skipped: str | None = None
+    error: str | None = None
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        if self.error is not None:
+            return "error"
+        if self.skipped is not None:
+            return "skipped"
+        if not self.checks:
+            return "info"
+        failed = [check.label for check in self.checks if not check.ok]
+        if not failed:
+            return "pass"
+        if len(failed) == len(self.checks):
+            return "MISS"
+        return "MISS (" + "; ".join(failed) + ")"
+
+    @classmethod
+    def not_measured(cls, name: str, target: str, *, skipped: str | None = None,
+                     error: str | None = None) -> Row:
+        """A row for a figure that could not be measured (exactly one reason given)."""
+        reason = f"skipped: {skipped}" if skipped is not None else f"error: {error}"
+        return cls(name=name, value=reason, target=target, skipped=skipped, error=error)
+
+
+def fmt_count(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def fmt_rate(value: float, unit: str) -> str:
+    return f"{value:,.0f} {unit}"
+
+
+def fmt_ms(value: float) -> str:
+    return f"{value:,.2f} ms" if value < 100 else f"{value:,.0f} ms"
+
+
+def fmt_us(value: float) -> str:
+    return f"{value:,.2f} µs"
+
+
+def fmt_percent(fraction: float) -> str:
+    return f"{fraction * 100:.1f} %"
+
+
+def fmt_times(factor: float) -> str:
+    return f"{factor:,.2f}x"
+
+
+def fmt_bytes_kib(kib: float) -> str:
+    return f"{kib / 1024:,.0f} MiB"
+
+
+_COLUMNS = ("figure", "value", "reference (same run)", "ratio", "target (DESIGN.md §6)", "verdict")
+
+
+def _cells(row: Row) -> tuple[str, ...]:
+    return (row.name, row.value, row.reference, row.ratio, row.target, row.verdict)
+
+
+@dataclass(slots=True)
+class Report:
+    """Every row of one run, the machine it ran on and how long each part took."""
+
+    title: str
+    mode: str
+    machine: dict[str, str]
+    rows: list[Row] = field(default_factory=list)
+    sections: list[tuple[str, float]] = field(default_factory=list)
+    total_seconds: float = 0.0
+
+    def add(self, rows: Sequence[Row]) -> None:
+        self.rows.extend(rows)
+
+    @property
+    def misses(self) -> int:
+        return sum(1 for row in self.rows if row.verdict.startswith("MISS"))
+
+    def _summary_line(self) -> str:
+        counted = [row.verdict for row in self.rows]
+        passes = sum(1 for verdict in counted if verdict == "pass")
+        skipped = sum(1 for verdict in counted if verdict == "skipped")
+        errors = sum(1 for verdict in counted if verdict == "error")
+        return (f"{passes} pass, {self.misses} miss, {skipped} skipped, {errors} error; "
+                f"total {self.total_seconds:,.0f} s")
+
+    def _notes(self) -> list[str]:
+        return [f"{row.name}: {row.note}" for row in self.rows if row.note]
+
+    def text(self) -> str:
+        """The plain-text table printed to stdout."""
+        table = [_COLUMNS, *(_cells(row) for row in self.rows)]
+        widths = [max(len(cells[i]) for cells in table) for i in range(len(_COLUMNS))]
+
+        def line(cells: Sequence[str]) -> str:
+            return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+
+        rule = "  ".join("-" * width for width in widths)
+        out = [self.title, self._machine_line(), "", line(_COLUMNS), rule]
+        out += [line(cells) for cells in table[1:]]
+        out += [rule, self._summary_line(), "", "notes:"]
+        out += [f"  - {note}" for note in self._notes()]
+        out += ["", "time per part: " + ", ".join(f"{name} {secs:,.0f} s" for name, secs in self.sections)]
+        return "\n".join(out) + "\n"
+
+    def _machine_line(self) -> str:
+        return "machine: " + ", ".join(f"{key} {value}" for key, value in self.machine.items())
+
+    def markdown(self) -> str:
+        """The same table as Markdown (``bench/out/latest.md``)."""
+
+        def line(cells: Sequence[str]) -> str:
+            return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+        out = [f"# {self.title}", "", self._machine_line(), "", line(_COLUMNS)]
+        out.append("| " + " | ".join("---" for _ in _COLUMNS) + " |")
+        out += [line(_cells(row)) for row in self.rows]
+        out += ["", self._summary_line(), "", "## Notes", ""]
+        out += [f"- {note}" for note in self._notes()]
+        out += ["", "## Time per part", ""]
+        out += [f"- {name}: {secs:,.1f} s" for name, secs in self.sections]
+        return "\n".join(out) + "\n"
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything, with the raw numbers of each row (``bench/out/latest.json``)."""
+        return {
+            "title": self.title,
+            "mode": self.mode,
+            "machine": self.machine,
+            "rows": [{**asdict(row), "verdict": row.verdict} for row in self.rows],
+            "sections": [{"name": name, "seconds": secs} for name, secs in self.sections],
+            "total_seconds": self.total_seconds,
+        }

@@ -1,0 +1,229 @@
+"""The report's rows: each measurement beside its reference, checked against DESIGN.md §6.
+
+Every function here runs one scenario (or shapes one that ran) and returns its rows; the
+runner decides the order and catches what fails. Peak server memory is collected into the
+``rss`` mapping passed in (scenario name → KiB).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trueup.bench import postgres
+from trueup.bench.ledger import LedgerTimings
+from trueup.bench.loadspec import LoadResult
+from trueup.bench.report import (
+    Check,
+    Row,
+    fmt_bytes_kib,
+    fmt_ms,
+    fmt_percent,
+    fmt_rate,
+    fmt_times,
+)
+from trueup.bench.writes import (
+    LatencyOutcome,
+    WritePlan,
+    batched,
+    ceiling,
+    raw_insert_rate,
+    single,
+    start_server,
+    verified_latency,
+)
+
+__all__ = ["ledger_rows", "postgres_write_rows", "rss_rows", "sqlite_write_rows"]
+
+BATCH = 1_000
+
+
+def _statuses(result: LoadResult) -> str:
+    shown = ", ".join(f"{status}: {count:,}" for status, count in sorted(result.statuses.items()))
+    errors = f"; {result.errors:,} errors ({result.error_sample})" if result.errors else ""
+    return f"replies {{{shown}}}{errors}"
+
+
+def _batched_row(backend: str, floor: float, result: LoadResult, raw_rate: float, plan: WritePlan) -> Row:
+    rate = result.ok(202) * BATCH / result.elapsed_s
+    share = rate / raw_rate if raw_rate else 0.0
+    target = f">= {floor:,.0f}/s; >= 15 % of raw"
+    return Row(
+        name=f"batched writes, {backend} (1,000 items/request, {plan.batch_connections} clients)",
+        value=fmt_rate(rate, "items/s"),
+        reference=f"raw executemany {fmt_rate(raw_rate, 'rows/s')}",
+        ratio=fmt_percent(share),
+        target=target,
+        checks=(Check(f">= {floor:,.0f}/s", rate >= floor), Check(">= 15 % of raw", share >= 0.15)),
+        note=(f"{backend}: {result.completed:,} requests in {result.elapsed_s:.0f} s, request p50 "
+              f"{fmt_ms(result.latency_ms.p50)} p99 {fmt_ms(result.latency_ms.p99)}; {_statuses(result)}; "
+              f"raw = {plan.raw_requests * BATCH:,} same-shape rows, one executemany, one transaction"),
+        numbers={"items_per_s": rate, "raw_rows_per_s": raw_rate, "latency_ms": result.latency_ms.p99},
+    )
+
+
+def _single_rows(result: LoadResult, echo: LoadResult, plan: WritePlan) -> list[Row]:
+    rate = result.ok(202) / result.elapsed_s
+    latency = result.latency_ms
+    name = f"single-item writes, {plan.single_clients} clients"
+    return [
+        Row(
+            name=name, value=fmt_rate(rate, "req/s"),
+            reference=f"load generator vs echo server {fmt_rate(echo.rate_per_s, 'req/s')}",
+            ratio=fmt_percent(rate / echo.rate_per_s) if echo.rate_per_s else "",
+            target=">= 5,000 req/s", checks=(Check(">= 5,000 req/s", rate >= 5_000),),
+            note=f"{result.completed:,} requests in {result.elapsed_s:.0f} s; {_statuses(result)}",
+            numbers={"req_per_s": rate, "echo_req_per_s": echo.rate_per_s},
+        ),
+        Row(name=f"{name}: p50 latency", value=fmt_ms(latency.p50),
+            reference=f"echo server p50 {fmt_ms(echo.latency_ms.p50)}", numbers={"p50_ms": latency.p50}),
+        Row(name=f"{name}: p99 latency", value=fmt_ms(latency.p99),
+            reference=f"echo server p99 {fmt_ms(echo.latency_ms.p99)}", target="<= 25 ms",
+            checks=(Check("<= 25 ms", latency.p99 <= 25.0),), numbers={"p99_ms": latency.p99}),
+    ]
+
+
+def _latency_rows(outcome: LatencyOutcome, batched_rate: float) -> list[Row]:
+    load, send, server = outcome.load, outcome.send_to_verified, outcome.accepted_to_verified
+    achieved = load.ok(202) * outcome.items_per_request / load.elapsed_s
+    offered = (f"offered {fmt_rate(outcome.offered_items_per_s, 'items/s')} = 1/2 of "
+               f"{fmt_rate(batched_rate, 'items/s')}")
+    bounded = not outcome.growing() and outcome.drain_s is not None
+    drain = "not drained in time"
+    if outcome.drain_s is not None:
+        drain = f"drained {outcome.drain_s:.1f} s after the load"
+    note = (f"{offered}, as {outcome.items_per_request}-item writes at "
+            f"{outcome.offered_items_per_s / outcome.items_per_request:,.0f} req/s "
+            f"(open loop, {outcome.load_connections} connections); "
+            f"achieved {fmt_rate(achieved, 'items/s')}, {load.late_sends:,} sends late > 5 ms; "
+            f"{send.count:,} requests read back, {outcome.unverified:,} not verified; latency = verified_at "
+            "(server, datetime.now UTC) - scheduled send (client, time.time + perf_counter): one host, "
+            "one CLOCK_REALTIME")
+    return [
+        Row(name="accepted->verified p50 at half the batched rate", value=fmt_ms(send.p50),
+            reference=f"server acceptedAt->verifiedAt p50 {fmt_ms(server.p50)}", target="<= 100 ms",
+            checks=(Check("<= 100 ms", send.p50 <= 100.0),), note=note,
+            numbers={"p50_ms": send.p50, "server_p50_ms": server.p50, "offered": outcome.offered_items_per_s,
+                     "achieved": achieved}),
+        Row(name="accepted->verified p99 at half the batched rate", value=fmt_ms(send.p99),
+            reference=f"server acceptedAt->verifiedAt p99 {fmt_ms(server.p99)}", target="<= 1 s",
+            checks=(Check("<= 1 s", send.p99 <= 1_000.0),),
+            numbers={"p99_ms": send.p99, "server_p99_ms": server.p99}),
+        Row(name="sequencer queue at half the batched rate", value=f"max {outcome.max_depth:,} queued",
+            reference=drain, target="does not grow",
+            checks=(Check("does not grow", bounded),),
+            note=f"/readyz queueDepth every 0.25 s: {'bounded' if bounded else 'grew during the run'}",
+            numbers={"depths": outcome.depths, "drain_s": outcome.drain_s}),
+    ]
+
+
+def sqlite_write_rows(work_dir: Path, plan: WritePlan, rss: dict[str, int]) -> tuple[list[Row], float]:
+    """Batched, single-item and accepted→verified on SQLite; and the batched rate (items/s)."""
+    server, key, tenant = start_server(work_dir / "sqlite-batched")
+    try:
+        batch_result = batched(server, key, plan, "b")
+    finally:
+        server.stop()
+    rss["server, batched writes (SQLite)"] = server.peak_rss_kib or 0
+    raw = raw_insert_rate(f"sqlite:///{work_dir / 'sqlite-raw' / 'raw.db'}", tenant, plan.raw_requests)
+    batched_rate = batch_result.ok(202) * BATCH / batch_result.elapsed_s
+    rows = [_batched_row("SQLite", 100_000, batch_result, raw, plan)]
+
+    echo = ceiling(plan)
+    server, key, tenant = start_server(work_dir / "sqlite-single")
+    try:
+        single_result = single(server, key, plan)
+    finally:
+        server.stop()
+    rss["server, single-item writes (SQLite)"] = server.peak_rss_kib or 0
+    rows += _single_rows(single_result, echo, plan)
+
+    server, key, tenant = start_server(work_dir / "sqlite-latency")
+    try:
+        single_rate = single_result.ok(202) / single_result.elapsed_s
+        outcome = verified_latency(server, key, tenant, max(batched_rate / 2, 100.0), single_rate, plan)
+    finally:
+        server.stop()
+    rss["server, accepted->verified (SQLite)"] = server.peak_rss_kib or 0
+    rows += _latency_rows(outcome, batched_rate)
+    return rows, batched_rate
+
+
+def postgres_write_rows(work_dir: Path, plan: WritePlan, rss: dict[str, int]) -> list[Row]:
+    """Batched writes on PostgreSQL beside the raw executemany rate, in fresh schemas."""
+    name = f"batched writes, PostgreSQL (1,000 items/request, {plan.batch_connections} clients)"
+    url = postgres.base_url()
+    reason = postgres.unreachable_reason(url)
+    if reason is not None:
+        return [Row.not_measured(name, ">= 50,000/s; >= 15 % of raw", skipped=reason)]
+    with postgres.fresh_schema(url, "server") as server_url:
+        server, key, tenant = start_server(work_dir / "pg-batched", server_url)
+        try:
+            result = batched(server, key, plan, "p")
+        finally:
+            server.stop()
+        rss["server, batched writes (PostgreSQL)"] = server.peak_rss_kib or 0
+    with postgres.fresh_schema(url, "raw") as raw_url:
+        raw = raw_insert_rate(raw_url, tenant, plan.raw_requests)
+    return [_batched_row("PostgreSQL", 50_000, result, raw, plan)]
+
+
+def ledger_rows(timings: LedgerTimings, hashlib_rate: float | None) -> list[Row]:
+    """Load, end-to-end sealing, derive/compare in process and over HTTP."""
+    big, small = timings.big, timings.small
+    count = len(big.amounts)
+    seal_rate = count / big.seal_s
+    rows = [
+        Row(name=f"sealing end-to-end: Sealer.seal_once, SQLite ({count:,} queued deltas)",
+            value=fmt_rate(seal_rate, "leaves/s"),
+            reference="" if hashlib_rate is None else f"hashlib bound {fmt_rate(hashlib_rate, 'leaves/s')}",
+            ratio="" if hashlib_rate is None else fmt_percent(seal_rate / hashlib_rate),
+            note="queued rows -> leaves, nodes, signed head, balances, month totals; 1,000 per seal",
+            numbers={"leaves_per_s": seal_rate}),
+        Row(name=f"loading {count:,} deltas for one customer (commit + seal)",
+            value=f"{big.commit_s + big.seal_s:,.1f} s",
+            reference=(f"commit {fmt_rate(count / big.commit_s, 'rows/s')}, "
+                       f"seal {fmt_rate(seal_rate, 'rows/s')}"),
+            numbers={"commit_s": big.commit_s, "seal_s": big.seal_s}),
+    ]
+    for name, (at_scale, at_small) in timings.in_process.items():
+        ratio = at_scale.p99 / at_small.p99 if at_small.p99 else 0.0
+        rows.append(
+            Row(name=f"{name} at {count:,} deltas: p99", value=fmt_ms(at_scale.p99),
+                reference=f"same at {len(small.amounts):,} deltas {fmt_ms(at_small.p99)}",
+                ratio=fmt_times(ratio),
+                target="<= 5 ms", checks=(Check("<= 5 ms", at_scale.p99 <= 5.0),),
+                note=(f"p50 {fmt_ms(at_scale.p50)} over {at_scale.count:,} calls in process; the reference "
+                      "customer shares the same log, so a cost equal for both grows with the log"),
+                numbers={"p50_ms": at_scale.p50, "p99_ms": at_scale.p99, "small_p99_ms": at_small.p99,
+                         "calls": at_scale.count})
+        )
+    in_process = {
+        "derive over HTTP (all, page of 100)": "derive, all deltas (page 1 of 100)",
+        "compare over HTTP (a missed delta)": "compare, a missed delta (localised)",
+    }
+    for name, result in timings.http.items():
+        base = timings.in_process[in_process[name]][0].p99
+        rows.append(
+            Row(name=f"{name} at {count:,} deltas: p99", value=fmt_ms(result.latency_ms.p99),
+                reference=f"in process {fmt_ms(base)}",
+                ratio=fmt_times(result.latency_ms.p99 / base) if base else "",
+                note=f"1 client, p50 {fmt_ms(result.latency_ms.p50)}, {_statuses(result)}",
+                numbers={"p50_ms": result.latency_ms.p50, "p99_ms": result.latency_ms.p99})
+        )
+    return rows
+
+
+def rss_rows(rss: dict[str, int], harness_kib: int) -> list[Row]:
+    """Peak resident memory of the servers (VmHWM) and of this harness (ru_maxrss)."""
+    rows: list[Row] = []
+    measured = {name: kib for name, kib in rss.items() if kib}
+    if measured:
+        worst = max(measured, key=lambda name: measured[name])
+        others = ", ".join(
+            f"{name.removeprefix('server, ')} {fmt_bytes_kib(kib)}" for name, kib in measured.items()
+        )
+        rows.append(Row(name="peak RSS, server (VmHWM)", value=fmt_bytes_kib(measured[worst]),
+                        reference=worst.removeprefix("server, "), note=others, numbers=dict(measured)))
+    rows.append(Row(name="peak RSS, harness (ru_maxrss)", value=fmt_bytes_kib(harness_kib),
+                    reference="includes the in-memory proof tree", numbers={"kib": harness_kib}))
+    return rows

@@ -1,0 +1,168 @@
+"""The server under test: a real ``trueup serve`` process on 127.0.0.1, and its API key.
+
+The harness starts it in a temporary data directory (or a fresh PostgreSQL schema), with
+rate limits off, waits until ``/healthz`` answers, and stops it by its pid: SIGTERM, then
+SIGKILL after a timeout. Its peak resident memory is read from ``/proc/<pid>/status``
+(``VmHWM``) just before it stops.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from trueup.service.keys import KeyService, Principal
+from trueup.storage import open_storage
+
+__all__ = ["ServerError", "ServerUnderTest", "free_port", "http_get_json", "provision_key"]
+
+HOST = "127.0.0.1"
+STARTUP_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+
+
+class ServerError(RuntimeError):
+    """The server did not start, answer or stop as expected."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def provision_key(data_dir: Path, database_url: str | None) -> tuple[str, Principal]:
+    """Create the benchmark tenant and one read-write key in the server's database.
+
+    Run before the server starts; the key pepper is written to ``data_dir`` where the server
+    finds it, so the server accepts the key.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url = database_url or f"sqlite:///{data_dir / 'trueup.db'}"
+    storage = open_storage(url, pool_size=2)
+    try:
+        keys = KeyService(storage, data_dir / "key-pepper")
+        issued = keys.create("bench", "live", "unlimited")
+        return issued.key, keys.authenticate(issued.key)
+    finally:
+        storage.close()
+
+
+def http_get_json(port: int, path: str, timeout_s: float = 5.0) -> tuple[int, Any]:
+    """``GET path`` on 127.0.0.1 with the standard library (not a hot path)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
+    try:
+        conn.request("GET", path)
+        reply = conn.getresponse()
+        body = reply.read()
+    finally:
+        conn.close()
+    try:
+        return reply.status, json.loads(body)
+    except ValueError:
+        return reply.status, None
+
+
+def read_vm_hwm_kib(pid: int) -> int | None:
+    """Peak resident set size (``VmHWM``) of a live process in KiB, where /proc exists."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class ServerUnderTest:
+    """``trueup serve`` in its own process; use as a context manager."""
+
+    def __init__(
+        self, data_dir: Path, database_url: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        self.data_dir = data_dir
+        self.database_url = database_url
+        self.port = free_port()
+        self.env = {"TRUEUP_RATE_LIMIT_PER_S": "0", **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / f"server-{self.port}.log"
+        self.peak_rss_kib: int | None = None
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise ServerError("the server is not running")
+        return self.process.pid
+
+    def start(self) -> ServerUnderTest:
+        command = [
+            sys.executable, "-m", "trueup.cli.main", "serve", "--host", HOST, "--port", str(self.port),
+            "--data-dir", str(self.data_dir), "--log-level", "warning",
+        ]
+        if self.database_url:
+            command += ["--database-url", self.database_url]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+            )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"the server exited at start:\n{self.log_tail()}")
+            try:
+                if http_get_json(self.port, "/healthz", 1.0)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise ServerError(f"the server did not answer within {STARTUP_TIMEOUT_S:.0f}s:\n{self.log_tail()}")
+
+    def queue_depth(self) -> int | None:
+        """``queueDepth`` from ``/readyz`` (``None`` if it did not answer)."""
+        try:
+            status, body = http_get_json(self.port, "/readyz", 2.0)
+        except OSError:
+            return None
+        if status != 200 or not isinstance(body, dict):
+            return None
+        depth = body.get("data", {}).get("queueDepth")
+        return depth if isinstance(depth, int) else None
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after :data:`STOP_TIMEOUT_S`; records the peak RSS first."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        self.peak_rss_kib = read_vm_hwm_kib(process.pid)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=STOP_TIMEOUT_S)
+
+    def __enter__(self) -> ServerUnderTest:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()

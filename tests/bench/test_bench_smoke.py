@@ -1,0 +1,144 @@
+"""The benchmark harness's pure parts: the table, the load generator, the references.
+
+Nothing here asserts a timing (timings belong in `make bench`); these check that each part
+does what the report relies on, in a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from trueup.bench.echo import start_echo_server
+from trueup.bench.load import run_load, run_load_process
+from trueup.bench.loadspec import LoadResult, LoadSpec, RequestTemplate
+from trueup.bench.merkle import make_leaves, ours_seconds
+from trueup.bench.reference import hashlib_bound_seconds, pymerkle_seconds
+from trueup.bench.report import Check, Report, Row
+from trueup.bench.stats import percentile, summarize
+from trueup.bench.workload import batch_template, single_template
+from trueup.proof import leaf_hash, root_from_leaf_hashes
+
+REQUEST_ID = r'"requestId":"([^"]+)"'
+
+
+@pytest.fixture(scope="module")
+def echo_port() -> Iterator[int]:
+    """A tiny asyncio HTTP/1.1 server on 127.0.0.1, in a thread of its own."""
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    holder: dict[str, asyncio.Server] = {}
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        holder["server"] = loop.run_until_complete(start_echo_server("127.0.0.1", 0))
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    server = holder["server"]
+    yield int(server.sockets[0].getsockname()[1])
+
+    async def close() -> None:
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run_coroutine_threadsafe(close(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+def _template() -> RequestTemplate:
+    return single_template("pk_live_test.secret")
+
+
+def test_report_shows_each_verdict_and_writes_markdown_and_json() -> None:
+    report = Report(title="trueup bench (test)", mode="test", machine={"cores": "2"})
+    report.add([
+        Row("passes", "10 x/s", "ref 20 x/s", "50.0 %", ">= 5", (Check(">= 5", True),)),
+        Row("misses one of two", "1 x/s", checks=(Check(">= 5", False), Check(">= 1 %", True))),
+        Row("misses all", "1 x/s", checks=(Check(">= 5", False),)),
+        Row("informs", "3 MiB", note="a note"),
+        Row.not_measured("skips", ">= 1", skipped="no server"),
+        Row.not_measured("fails", ">= 1", error="boom"),
+    ])
+    assert [row.verdict for row in report.rows] == [
+        "pass", "MISS (>= 5)", "MISS", "info", "skipped", "error",
+    ]
+    text = report.text()
+    assert "reference (same run)" in text
+    assert "1 pass, 2 miss, 1 skipped, 1 error" in text
+    assert "informs: a note" in text
+    markdown = report.markdown()
+    assert "| figure | value | reference (same run) | ratio | target (DESIGN.md §6) | verdict |" in markdown
+    assert "| skips | skipped: no server |" in markdown
+    data = json.loads(json.dumps(report.to_json()))
+    assert [row["verdict"] for row in data["rows"]][:2] == ["pass", "MISS (>= 5)"]
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    ordered = [float(i) for i in range(1, 101)]
+    assert percentile(ordered, 0.50) == 50.0
+    assert percentile(ordered, 0.99) == 99.0
+    assert percentile([], 0.5) == 0.0
+    summary = summarize([3.0, 1.0, 2.0])
+    assert (summary.count, summary.p50, summary.max) == (3, 2.0, 3.0)
+
+
+def test_templates_give_every_request_unique_keys() -> None:
+    build = batch_template("pk_live_a.b", items=3).render("127.0.0.1", 8000)
+    first, second = build(b"t1", 0), build(b"t2", 0)
+    body = json.loads(first.split(b"\r\n\r\n", 1)[1])
+    assert [item["key"] for item in body["items"]] == ["t1-0", "t1-1", "t1-2"]
+    assert b"t2-0" in second
+    assert b"Content-Length: %d\r\n" % len(first.split(b"\r\n\r\n", 1)[1]) in first
+    single = _template().render("127.0.0.1", 8000)(b"tok", 7)
+    assert b'"accountId":"client-0007"' in single
+
+
+def test_load_spec_survives_the_process_boundary() -> None:
+    spec = LoadSpec("127.0.0.1", 1, batch_template("k", items=2), 3, 1.5, rate_per_s=10.0, record=True)
+    assert LoadSpec.from_json(spec.to_json()) == spec
+    result = LoadResult(completed=2, elapsed_s=1.0, statuses={"202": 2}, records=[(1.0, 2.0, 202, "req_1")])
+    assert LoadResult.from_json(result.to_json()) == result
+
+
+def test_closed_loop_drives_a_local_server(echo_port: int) -> None:
+    result = run_load(LoadSpec("127.0.0.1", echo_port, _template(), connections=4, duration_s=0.5))
+    assert result.completed > 0
+    assert result.statuses == {"202": result.completed}
+    assert result.errors == 0
+    assert result.latency_ms.count == result.completed
+
+
+def test_open_loop_records_each_request_with_its_id(echo_port: int) -> None:
+    spec = LoadSpec("127.0.0.1", echo_port, _template(), connections=4, duration_s=0.5, rate_per_s=200.0,
+                    record=True, id_pattern=REQUEST_ID)
+    result = run_load(spec)
+    assert 0 < result.completed <= result.scheduled
+    sent, replied, status, request_id = result.records[0]
+    assert status == 202
+    assert request_id.startswith("req_")
+    assert replied >= sent
+
+
+def test_load_runs_in_a_separate_process(echo_port: int) -> None:
+    result = run_load_process(LoadSpec("127.0.0.1", echo_port, _template(), connections=2, duration_s=0.3))
+    assert result.completed > 0
+    assert result.errors == 0
+
+
+def test_references_agree_with_our_tree_on_1000_leaves() -> None:
+    leaves = make_leaves(1_000)
+    assert hashlib_bound_seconds(leaves) > 0
+    _, ours = ours_seconds(leaves)
+    _, theirs, version = pymerkle_seconds(leaves)
+    assert version == "7.0.0"
+    assert theirs == ours == root_from_leaf_hashes([leaf_hash(leaf) for leaf in leaves])
