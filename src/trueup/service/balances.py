@@ -44,6 +44,9 @@ __all__ = ["BalanceService", "Derived", "NewestProof"]
 
 Clock = Callable[[], datetime]
 
+_PAIR_CHECKS = 500
+"""Work bound of compare's pair search per party: deltas fetched plus pairs tried."""
+
 
 @dataclass(frozen=True, slots=True)
 class NewestProof:
@@ -145,6 +148,7 @@ class BalanceService:
                 finder=_Finder(snapshot, tenant_id, customer_id, scope),
                 your_windows=request.your_windows,
                 their_windows=request.their_windows,
+                max_pair_checks=_PAIR_CHECKS,
             )
         return result, request.query.starting_balance, head
 

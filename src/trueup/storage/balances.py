@@ -7,7 +7,8 @@ The sequencer stores, with every sealed delta, the customer's running figures (`
 - the whole history is one ``accounts`` row;
 - "from leaf T on" is the account total minus the running figures of the last delta before T
   (one index probe), and per month likewise (one probe per month);
-- a page is a range of ``cust_seq`` (or ``month_seq``), never a scan from the start;
+- a page of the whole history is a range of ``cust_seq``; a page of one month walks that
+  month's index;
 - a date range uses month totals for whole months and an index range for partial edges.
 
 Every question is asked inside one :class:`BalanceSnapshot` (one read transaction), so a
@@ -20,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from trueup.storage.engine import Engine, Row, Tx
 from trueup.storage.log import HeadRecord, head_at, head_by_root, latest_head, read_nodes
@@ -99,9 +101,9 @@ class ScopeSummary:
     newest_leaf: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class DeltaRecord:
-    """One verified delta as balance views show it."""
+class DeltaRecord(NamedTuple):
+    """One verified delta as balance views show it (a NamedTuple: pages and compare's search
+    build thousands)."""
 
     leaf_index: int
     amount: int
@@ -124,19 +126,9 @@ _CUSTOMER = "tenant_id = ? AND customer_id = ? AND leaf_index IS NOT NULL"
 
 
 def _delta(row: Row) -> DeltaRecord:
-    return DeltaRecord(
-        leaf_index=int(row[0]),
-        amount=int(row[1]),
-        reason=str(row[2]),
-        occurred_at=str(row[3]),
-        period=str(row[4]),
-        key=str(row[5]),
-        metadata=None if row[6] is None else str(row[6]),
-        salt=bytes(row[7]),
-        verified_at=str(row[8]),
-        request_id=str(row[9]),
-        item_index=int(row[10]),
-    )
+    # Columns come back typed from both drivers; only BLOB/BYTEA needs normalising.
+    return DeltaRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], bytes(row[7]),
+                       row[8], row[9], row[10])
 
 
 def month_start(period: str) -> str:
@@ -195,8 +187,10 @@ class BalanceSnapshot:
             return True
         # Only the (small) queue needs a look: sealed deltas are in the account row already.
         row = self._tx.one(
-            """SELECT 1 FROM deltas WHERE status = 'queued' AND tenant_id = ?
-               AND customer_id = ? LIMIT 1""",
+            # "|| ''" keeps the planner on the small queued-only index instead of the
+            # tenant's whole key index.
+            """SELECT 1 FROM deltas WHERE status = 'queued' AND tenant_id || '' = ?
+               AND customer_id || '' = ? LIMIT 1""",
             (tenant_id, customer_id),
         )
         return row is not None
@@ -349,7 +343,7 @@ class BalanceSnapshot:
         condition, params = scope.sql()
         rows = self._tx.execute(
             f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {_CUSTOMER} AND period = ?
-                  AND {condition} ORDER BY month_seq DESC LIMIT ?""",
+                  AND {condition} ORDER BY leaf_index DESC LIMIT ?""",
             (tenant_id, customer_id, period, *params, limit),
         )
         return [_delta(row) for row in rows]
@@ -359,7 +353,7 @@ class BalanceSnapshot:
         rows = self._tx.execute(
             """SELECT n.hash FROM deltas d JOIN tree_nodes n ON n.level = 0 AND n.idx = d.leaf_index
                 WHERE d.tenant_id = ? AND d.customer_id = ? AND d.period = ?
-                  AND d.leaf_index IS NOT NULL ORDER BY d.month_seq""",
+                  AND d.leaf_index IS NOT NULL ORDER BY d.leaf_index""",
             (tenant_id, customer_id, period),
         )
         return [bytes(row[0]) for row in rows]
@@ -367,7 +361,7 @@ class BalanceSnapshot:
     def period_deltas(self, tenant_id: str, customer_id: str, period: str, limit: int) -> list[DeltaRecord]:
         rows = self._tx.execute(
             f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {_CUSTOMER} AND period = ?
-                ORDER BY month_seq LIMIT ?""",
+                ORDER BY leaf_index LIMIT ?""",
             (tenant_id, customer_id, period, limit),
         )
         return [_delta(row) for row in rows]
@@ -392,7 +386,7 @@ class BalanceSnapshot:
         row = self._tx.one(
             f"""SELECT month_seq, month_credits, month_debits FROM deltas
                 WHERE {_CUSTOMER} AND period = ? AND leaf_index < ?
-                ORDER BY month_seq DESC LIMIT 1""",
+                ORDER BY leaf_index DESC LIMIT 1""",
             (tenant_id, customer_id, period, min_leaf),
         )
         return (0, 0, 0) if row is None else (int(row[0]), int(row[1]), int(row[2]))
@@ -402,7 +396,7 @@ class BalanceSnapshot:
         for month in self._months(tenant_id, customer_id, next_period(period), "9999-12"):
             row = self._tx.one(
                 f"""SELECT leaf_index FROM deltas WHERE {_CUSTOMER} AND period = ?
-                    ORDER BY month_seq LIMIT 1""",
+                    ORDER BY leaf_index LIMIT 1""",
                 (tenant_id, customer_id, month.period),
             )
             if row is not None:
@@ -420,7 +414,7 @@ class BalanceSnapshot:
                 months.append(month)
                 row = self._tx.one(
                     f"""SELECT leaf_index FROM deltas WHERE {_CUSTOMER} AND period = ?
-                        ORDER BY month_seq DESC LIMIT 1""",
+                        ORDER BY leaf_index DESC LIMIT 1""",
                     (tenant_id, customer_id, month.period),
                 )
                 last = None if row is None else int(row[0])
@@ -452,15 +446,13 @@ class BalanceSnapshot:
         offset: int,
         descending: bool,
     ) -> list[DeltaRecord]:
-        count = self._tx.scalar(
-            "SELECT delta_count FROM account_months WHERE tenant_id = ? AND customer_id = ? AND period = ?",
-            (tenant_id, customer_id, period),
+        """A page of one month in leaf order: a walk of the month's own index (no sort)."""
+        rows = self._tx.execute(
+            f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {_CUSTOMER} AND period = ?
+                ORDER BY leaf_index {"DESC" if descending else "ASC"} LIMIT ? OFFSET ?""",
+            (tenant_id, customer_id, period, limit, offset),
         )
-        if count is None:
-            return []
-        return self._seq_page(
-            tenant_id, customer_id, "month_seq", period, 1, int(count), limit, offset, descending
-        )
+        return [_delta(row) for row in rows]
 
     def _seq_page(
         self,
@@ -474,7 +466,7 @@ class BalanceSnapshot:
         offset: int,
         descending: bool,
     ) -> list[DeltaRecord]:
-        """Deltas whose ``column`` (cust_seq or month_seq) is in the page's slice of [first, last]."""
+        """Deltas whose ``column`` (``cust_seq``) is in the page's slice of [first, last]."""
         if descending:
             high = last - offset
             low = max(first, high - limit + 1)

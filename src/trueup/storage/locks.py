@@ -16,7 +16,8 @@ def locked_periods(tx: Tx, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[s
         values = ", ".join("(?, ?, ?)" for _ in part)
         rows = tx.execute(
             f"""SELECT tenant_id, customer_id, period, id FROM period_checkpoints
-                WHERE (tenant_id, customer_id, period) IN (VALUES {values})""",
+                JOIN (VALUES {values}) AS w ON tenant_id = w.column1 AND customer_id = w.column2
+                     AND period = w.column3""",
             [v for key in part for v in key],
         )
         for tenant_id, customer_id, period, checkpoint_id in rows:

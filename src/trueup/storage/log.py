@@ -306,7 +306,9 @@ def read_nodes(tx: Tx, ids: Iterable[tuple[int, int]]) -> dict[tuple[int, int], 
         values = ", ".join("(?, ?)" for _ in part)
         params = [value for pair in part for value in pair]
         rows = tx.execute(
-            f"SELECT level, idx, hash FROM tree_nodes WHERE (level, idx) IN (VALUES {values})",
+            # A join, not "(level, idx) IN (VALUES …)": SQLite plans the latter as a full scan.
+            f"""SELECT t.level, t.idx, t.hash FROM (VALUES {values}) AS w
+                JOIN tree_nodes t ON t.level = w.column1 AND t.idx = w.column2""",
             params,
         )
         for level, idx, digest in rows:
@@ -341,7 +343,8 @@ def _apply_balances(tx: Tx, plan: SealPlan) -> None:
         values = ", ".join("(?, ?)" for _ in part)
         rows = tx.execute(
             f"""SELECT tenant_id, customer_id, balance, delta_count, first_activity
-                FROM accounts WHERE (tenant_id, customer_id) IN (VALUES {values})""",
+                FROM (VALUES {values}) AS w
+                JOIN accounts a ON a.tenant_id = w.column1 AND a.customer_id = w.column2""",
             [v for pair in part for v in pair],
         )
         for tenant_id, customer_id, balance, count, first in rows:
@@ -351,7 +354,8 @@ def _apply_balances(tx: Tx, plan: SealPlan) -> None:
         values = ", ".join("(?, ?, ?)" for _ in part)
         rows = tx.execute(
             f"""SELECT tenant_id, customer_id, period, credits, debits, delta_count
-                FROM account_months WHERE (tenant_id, customer_id, period) IN (VALUES {values})""",
+                FROM (VALUES {values}) AS w JOIN account_months m ON m.tenant_id = w.column1
+                     AND m.customer_id = w.column2 AND m.period = w.column3""",
             [v for triple in part for v in triple],
         )
         for tenant_id, customer_id, period, credits, debits, count in rows:

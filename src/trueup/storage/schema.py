@@ -253,9 +253,18 @@ _V4 = (
     )""",
 )
 
+_V5 = (
+    # Month lookups seek by leaf ("the month's last delta before leaf T", "newest first"):
+    # index the month by leaf index instead of by month_seq.
+    "DROP INDEX deltas_customer_month",
+    """CREATE INDEX deltas_customer_period_leaf ON deltas (tenant_id, customer_id, period, leaf_index)
+        WHERE leaf_index IS NOT NULL""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, log and balances", _V1),
     Migration(2, "period checkpoints", _V2),
     Migration(3, "webhook endpoints, outbox, deliveries and attempts", _V3),
     Migration(4, "rate limit buckets", _V4),
+    Migration(5, "month index by leaf", _V5),
 )
