@@ -48,6 +48,12 @@ class Tx(abc.ABC):
         row = self.one(sql, params)
         return None if row is None else row[0]
 
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert many rows into ``table`` (a plain multi-row insert; PostgreSQL uses COPY)."""
+        if rows:
+            marks = ", ".join("?" * len(columns))
+            self.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
     @abc.abstractmethod
     def savepoint(self) -> AbstractContextManager[None]:
         """A nested unit that rolls back alone when the block raises."""

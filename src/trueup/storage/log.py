@@ -255,9 +255,7 @@ class LogStore:
                 raise SealConflictError("a period was locked while this seal was planned")
             head = plan.head
             if plan.leaves:
-                tx.executemany(
-                    "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)", plan.nodes
-                )
+                tx.insert_rows("tree_nodes", ("level", "idx", "hash"), plan.nodes)
                 tx.execute(
                     """INSERT INTO tree_heads (tree_size, root_hash, timestamp_ms, checkpoint)
                        VALUES (?, ?, ?, ?)""",

@@ -43,6 +43,13 @@ def _to_pyformat(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    # Statements are prepared (psycopg does so after a few runs) but always planned for their
+    # parameters: a generic plan made while a table was small (a sequential scan) would
+    # otherwise stick to the connection as the table grows.
+    conn.execute("SET plan_cache_mode = force_custom_plan")
+
+
 class _PgTx(Tx):
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
@@ -65,6 +72,21 @@ class _PgTx(Tx):
         except psycopg.OperationalError as exc:
             raise StorageUnavailableError(str(exc)) from exc
 
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        # COPY is several times faster than a prepared executemany for bulk rows.
+        if not rows:
+            return
+        try:
+            with self._conn.cursor() as cursor, cursor.copy(
+                f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+            ) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.errors.UniqueViolation as exc:
+            raise IntegrityConflictError(str(exc)) from exc
+        except psycopg.OperationalError as exc:
+            raise StorageUnavailableError(str(exc)) from exc
+
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         with self._conn.transaction():
@@ -81,9 +103,8 @@ class PostgresEngine(Engine):
         try:
             self._pool: ConnectionPool[Any] = ConnectionPool(
                 url, min_size=min_size, max_size=max_size, open=True, timeout=30.0,
-                # No server-side prepared statements: a generic plan made while a table was
-                # small (a sequential scan) would stick to the connection as the table grows.
-                kwargs={"autocommit": True, "prepare_threshold": None},
+                kwargs={"autocommit": True},
+                configure=_configure,
             )
             self._pool.wait(timeout=30.0)
         except (psycopg.Error, Exception) as exc:  # the pool raises its own PoolTimeout

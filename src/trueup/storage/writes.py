@@ -167,6 +167,11 @@ def record_from_row(row: Row) -> RecordView:
     return RecordView(*values)
 
 
+_DELTA_INSERT_COLUMNS = (
+    "tenant_id", "request_id", "item_index", "item_key", "customer_id", "amount", "reason",
+    "metadata", "occurred_at", "period", "accepted_at", "salt", "status",
+)
+
 _WRITES_NAMES = {"customer_id": "accountId", "amount": "bits"}
 _EMIT_NAMES = {"customer_id": "customerId", "amount": "delta"}
 
@@ -217,10 +222,9 @@ class WriteStore:
             stored = self._refuse_locked_periods(tx, draft, stored, conflicts)
         if stored:
             self._charge_allowance(tx, draft, len(stored))
-        tx.executemany(
-            """INSERT INTO deltas (tenant_id, request_id, item_index, item_key, customer_id,
-                   amount, reason, metadata, occurred_at, period, accepted_at, salt, status)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')""",
+        tx.insert_rows(
+            "deltas",
+            _DELTA_INSERT_COLUMNS,
             [
                 (
                     draft.tenant_id,
@@ -235,6 +239,7 @@ class WriteStore:
                     item.occurred_at[:7],
                     draft.accepted_at,
                     item.salt,
+                    "queued",
                 )
                 for index in stored
                 for item in (draft.items[index],)
