@@ -305,3 +305,13 @@ def test_unknown_routes_and_methods_use_the_error_envelope(running: Running) -> 
 def test_service_routes_answer(running: Running, path: str) -> None:
     reply = httpx.get(f"{running.url}{path}")
     assert reply.status_code == 200
+
+
+def test_a_key_in_use_stops_working_soon_after_revocation(running: Running) -> None:
+    key = create_key(running.data_dir, running.database_url, "acme")
+    headers = {**running.headers, "X-Api-Key": key}
+    assert httpx.get(f"{running.url}/api/v1/balance/usage", headers=headers).status_code == 200
+    done = trueup(["keys", "revoke", key], running.data_dir, running.database_url)
+    assert done.returncode == 0, done.stderr
+    # Verified keys are remembered for TRUEUP_KEY_CACHE_TTL_S (2 s) per process.
+    wait_until(lambda: httpx.get(f"{running.url}/api/v1/balance/usage", headers=headers).status_code == 401)

@@ -28,10 +28,16 @@ async def authenticate(
     """401 ``INVALID_API_KEY`` unless the key is well-formed, known and not revoked; then 429
     ``RATE_LIMITED`` when the key's bucket is empty."""
 
-    def check() -> Principal:
-        principal = services.keys.authenticate(x_api_key)
+    principal = services.keys.cached(x_api_key)
+    if principal is not None and not services.limiter.shared:
+        # The hot path: a recently verified key and an in-memory bucket, no thread hop.
         services.limiter.check(principal.key_id)
         return principal
+
+    def check() -> Principal:
+        verified = principal or services.keys.authenticate(x_api_key)
+        services.limiter.check(verified.key_id)
+        return verified
 
     return await run_in_threadpool(check)
 

@@ -52,7 +52,10 @@ def open_services(settings: Settings) -> Services:
     return Services(
         settings=settings,
         storage=storage,
-        keys=KeyService(storage, settings.data_dir / "key-pepper", settings.plan_allowances),
+        keys=KeyService(
+            storage, settings.data_dir / "key-pepper", settings.plan_allowances,
+            cache_ttl_s=settings.key_cache_ttl_s,
+        ),
         committer=committer,
         writes=WriteService(storage, committer, settings),
         sealer=Sealer(storage, signer, settings.log_origin, settings.seal_batch_size),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,8 @@ from trueup.storage import Storage
 from trueup.storage.tenants import ApiKeyRecord, TenantRecord
 
 __all__ = ["IssuedKey", "KeyService", "Principal"]
+
+_CACHE_LIMIT = 10_000  # distinct keys remembered per process before the cache starts over
 
 # Compared against when the key id is unknown, so both paths cost one HMAC.
 _DUMMY_HASH = bytes(32)
@@ -52,9 +55,12 @@ class KeyService:
     def __init__(
         self, storage: Storage, pepper_path: Path,
         plans: Mapping[str, int | None] = PLAN_ALLOWANCES,
+        cache_ttl_s: float = 0.0,
     ) -> None:
         self._storage = storage
         self._plans = plans
+        self._cache_ttl = cache_ttl_s
+        self._cache: dict[str, tuple[Principal, float]] = {}
         self._pepper = read_or_create_secret(pepper_path, 32)
 
     def _hash(self, secret: str) -> bytes:
@@ -85,8 +91,33 @@ class KeyService:
         self._storage.tenants.add_key(key_id, tenant.id, self._hash(parts.secret), read_only, now)
         return IssuedKey(key=key, key_id=key_id, tenant=tenant, read_only=read_only)
 
+    def cached(self, presented: str | None) -> Principal | None:
+        """The principal of a key verified in full within the last ``cache_ttl_s``, if any.
+
+        Only an exact, recently verified key string hits; a revocation takes effect within
+        ``cache_ttl_s`` (default 2 s) in every process.
+        """
+        if presented is None:
+            return None
+        entry = self._cache.get(presented)
+        if entry is None:
+            return None
+        principal, expires = entry
+        if time.monotonic() >= expires:
+            self._cache.pop(presented, None)
+            return None
+        return principal
+
     def authenticate(self, presented: str | None) -> Principal:
         """The principal of a valid, unrevoked key; :class:`InvalidApiKeyError` otherwise."""
+        principal = self._verify(presented)
+        if self._cache_ttl > 0 and presented is not None:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[presented] = (principal, time.monotonic() + self._cache_ttl)
+        return principal
+
+    def _verify(self, presented: str | None) -> Principal:
         if not presented:
             raise InvalidApiKeyError("missing X-Api-Key header")
         parts = parse_api_key(presented.strip())

@@ -60,6 +60,11 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
+    @property
+    def shared(self) -> bool:
+        """Whether checks go to the database (and so should not run on the event loop)."""
+        return self._shared is not None
+
     def limit_for(self, key_id: str) -> RateLimit:
         return self._overrides.get(key_id, self._default)
 

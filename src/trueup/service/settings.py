@@ -82,6 +82,7 @@ class Settings:
     rate_limit_per_s: float = 1_000.0
     rate_limit_burst: int = 2_000
     rate_limit_overrides: str = ""
+    key_cache_ttl_s: float = 2.0
 
     @property
     def resolved_database_url(self) -> str:
@@ -121,6 +122,7 @@ class Settings:
             rate_limit_per_s=float(env.get("TRUEUP_RATE_LIMIT_PER_S") or base.rate_limit_per_s),
             rate_limit_burst=_env_int(env, "TRUEUP_RATE_LIMIT_BURST", base.rate_limit_burst),
             rate_limit_overrides=env.get("TRUEUP_RATE_LIMIT_OVERRIDES", ""),
+            key_cache_ttl_s=float(env.get("TRUEUP_KEY_CACHE_TTL_S") or base.key_cache_ttl_s),
             webhook_retry_base_s=float(
                 env.get("TRUEUP_WEBHOOK_RETRY_BASE_S") or base.webhook_retry_base_s
             ),
