@@ -72,7 +72,7 @@ def _bad_requests() -> list[tuple[str, dict[str, str], bytes, int, str, str]]:
         return json.dumps({"items": list(values)}).encode()
 
     deep: object = 1
-    for _ in range(40):
+    for _ in range(20):
         deep = [deep]
     return [
         ("malformed json", {}, b'{"items": [', 400, "VALIDATION_ERROR", "body: is not valid JSON"),
@@ -120,6 +120,14 @@ def _bad_requests() -> list[tuple[str, dict[str, str], bytes, int, str, str]]:
             400,
             "VALIDATION_ERROR",
             "duplicate key",
+        ),
+        (
+            "hostile nesting",
+            {},
+            b'{"items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            400,
+            "VALIDATION_ERROR",
+            "too deeply",
         ),
         (
             "deep nesting",

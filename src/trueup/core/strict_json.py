@@ -9,15 +9,11 @@ interpreter gives up. :func:`loads_strict` rejects each of those with a
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from trueup.core.errors import ValidationError
 
-__all__ = ["MAX_DEPTH", "describe", "loads_strict"]
-
-MAX_DEPTH = 32
-"""Deepest nesting of arrays and objects accepted anywhere in a request body."""
+__all__ = ["describe", "loads_strict"]
 
 
 class _DuplicateKeyInBodyError(ValueError):
@@ -44,16 +40,18 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_constant=_reject_constant)
 
 
-def loads_strict(body: bytes, max_depth: int = MAX_DEPTH) -> Any:
-    """Decode ``body`` (UTF-8 JSON) or raise :class:`ValidationError` naming the problem."""
+def loads_strict(body: bytes) -> Any:
+    """Decode ``body`` (UTF-8 JSON) or raise :class:`ValidationError` naming the problem.
+
+    Nesting is bounded by the decoder's recursion guard (about a thousand levels); the
+    fields that are kept have tighter limits of their own (``metadata``: depth 8).
+    """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValidationError("body", f"is not valid UTF-8 (byte {exc.start})") from exc
     if text.startswith("\ufeff"):
         raise ValidationError("body", "must not start with a byte order mark")
-    if _nests_deeper(text, max_depth):
-        raise ValidationError("body", f"nests deeper than {max_depth} levels")
     try:
         value = _DECODER.decode(text)
     except _DuplicateKeyInBodyError as exc:
@@ -63,32 +61,10 @@ def loads_strict(body: bytes, max_depth: int = MAX_DEPTH) -> Any:
             "body", f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
     except RecursionError as exc:
-        raise ValidationError("body", f"nests deeper than {max_depth} levels") from exc
+        raise ValidationError("body", "nests arrays and objects too deeply") from exc
     except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
         raise ValidationError("body", f"is not acceptable JSON: {exc}") from exc
     return value
-
-
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKETS = re.compile(r"[\[\]{}]")
-
-
-def _nests_deeper(text: str, limit: int) -> bool:
-    """Whether arrays and objects in JSON ``text`` nest deeper than ``limit`` (strings ignored).
-
-    Checked on the text before decoding, so a hostile body is refused without recursing.
-    """
-    if text.count("[") + text.count("{") <= limit:
-        return False  # too few brackets to nest that deep
-    depth = 0
-    for bracket in _BRACKETS.findall(_STRING.sub("", text)):
-        if bracket in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        else:
-            depth -= 1
-    return False
 
 
 def describe(value: object) -> str:  # noqa: PLR0911 - one early return per JSON type
