@@ -9,27 +9,53 @@ import httpx
 from tests.e2e.conftest import Running
 from tests.e2e.server import create_key, wait_until
 
-PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
-          "/api/v1/log/checkpoint", "/api/v1/log/key", "/api/v1/log/proof/consistency",
-          "/api/v1/verify/{root}"}
+PUBLIC = {
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/api/v1/log/checkpoint",
+    "/api/v1/log/key",
+    "/api/v1/log/proof/consistency",
+    "/api/v1/verify/{root}",
+}
 
 
 def _seed_tenant_a(running: Running) -> dict[str, Any]:
     url, headers = running.url, running.headers
-    reply = httpx.post(f"{url}/api/v1/writes", headers=headers, json={"items": [
-        {"key": "iso-1", "accountId": "iso-cust", "bits": 10, "occurredAt": "2026-01-10T00:00:00Z"},
-        {"key": "iso-2", "accountId": "iso-cust", "bits": -4, "occurredAt": "2026-01-11T00:00:00Z"}]})
+    reply = httpx.post(
+        f"{url}/api/v1/writes",
+        headers=headers,
+        json={
+            "items": [
+                {"key": "iso-1", "accountId": "iso-cust", "bits": 10, "occurredAt": "2026-01-10T00:00:00Z"},
+                {"key": "iso-2", "accountId": "iso-cust", "bits": -4, "occurredAt": "2026-01-11T00:00:00Z"},
+            ]
+        },
+    )
     assert reply.status_code == 202
     request_id = reply.json()["data"]["requestId"]
     status_url = f"{url}/api/v1/writes/{request_id}"
     wait_until(lambda: httpx.get(status_url, headers=headers).json()["data"]["status"] == "verified")
     items = httpx.get(status_url, headers=headers).json()["data"]["items"]
-    checkpoint = httpx.post(f"{url}/api/v1/balance/checkpoint", headers=headers,
-                            json={"customerId": "iso-cust", "period": "2026-01"}).json()["data"]
-    ids: dict[str, Any] = {"request": request_id, "record": items[0]["recordId"], "anchor": items[0]["anchorId"],
-                           "customer": "iso-cust", "checkpoint": checkpoint["checkpointId"]}
-    hook = httpx.post(f"{url}/api/v1/webhooks", headers=headers,
-                      json={"url": "https://hooks.example.com/trueup"})
+    checkpoint = httpx.post(
+        f"{url}/api/v1/balance/checkpoint",
+        headers=headers,
+        json={"customerId": "iso-cust", "period": "2026-01"},
+    ).json()["data"]
+    ids: dict[str, Any] = {
+        "request": request_id,
+        "record": items[0]["recordId"],
+        "anchor": items[0]["anchorId"],
+        "customer": "iso-cust",
+        "checkpoint": checkpoint["checkpointId"],
+    }
+    hook = httpx.post(
+        f"{url}/api/v1/webhooks", headers=headers, json={"url": "https://hooks.example.com/trueup"}
+    )
     if hook.status_code in (200, 201):
         ids["webhook"] = hook.json()["data"]["id"]
     events = httpx.get(f"{url}/api/v1/balance/webhooks", headers=headers)
@@ -42,8 +68,10 @@ def _seed_tenant_a(running: Running) -> dict[str, Any]:
 
 def test_no_route_shows_one_tenants_data_to_another(running: Running) -> None:
     ids = _seed_tenant_a(running)
-    other = {"X-Api-Key": create_key(running.data_dir, running.database_url, "isolation-b"),
-             "Content-Type": "application/json"}
+    other = {
+        "X-Api-Key": create_key(running.data_dir, running.database_url, "isolation-b"),
+        "Content-Type": "application/json",
+    }
     url = running.url
     secret_markers = ("iso-cust", "iso-1", ids["request"], ids["checkpoint"])
     calls: dict[tuple[str, str], list[tuple[str, str, Any, dict[str, Any]]]] = {
@@ -53,42 +81,70 @@ def test_no_route_shows_one_tenants_data_to_another(running: Running) -> None:
         ("post", "/api/v1/balance/delta/batch"): [],
         ("get", "/api/v1/balance/delta/{recordId}"): [
             ("get", f"/api/v1/balance/delta/{ids['record']}", None, {}),
-            ("get", f"/api/v1/balance/delta/{ids['anchor']}", None, {})],
+            ("get", f"/api/v1/balance/delta/{ids['anchor']}", None, {}),
+        ],
         ("get", "/api/v1/balance/derive/{customerId}"): [
             ("get", f"/api/v1/balance/derive/{ids['customer']}", None, {}),
-            ("get", f"/api/v1/balance/derive/{ids['customer']}", None, {"startingCheckpoint": ids["checkpoint"]})],
+            (
+                "get",
+                f"/api/v1/balance/derive/{ids['customer']}",
+                None,
+                {"startingCheckpoint": ids["checkpoint"]},
+            ),
+        ],
         ("post", "/api/v1/balance/compare"): [
-            ("post", "/api/v1/balance/compare", {"customerId": ids["customer"], "yourBalance": 6, "theirBalance": 6},
-             {})],
+            (
+                "post",
+                "/api/v1/balance/compare",
+                {"customerId": ids["customer"], "yourBalance": 6, "theirBalance": 6},
+                {},
+            )
+        ],
         ("post", "/api/v1/balance/checkpoint"): [
-            ("post", "/api/v1/balance/checkpoint", {"customerId": ids["customer"], "period": "2026-01"}, {})],
-        ("get", "/api/v1/balance/checkpoints"): [("get", "/api/v1/balance/checkpoints", None,
-                                                   {"customerId": ids["customer"]})],
+            ("post", "/api/v1/balance/checkpoint", {"customerId": ids["customer"], "period": "2026-01"}, {})
+        ],
+        ("get", "/api/v1/balance/checkpoints"): [
+            ("get", "/api/v1/balance/checkpoints", None, {"customerId": ids["customer"]})
+        ],
         ("get", "/api/v1/balance/receipt/{customerId}"): [
-            ("get", f"/api/v1/balance/receipt/{ids['customer']}", None, {"period": "2026-01"})],
+            ("get", f"/api/v1/balance/receipt/{ids['customer']}", None, {"period": "2026-01"})
+        ],
         ("get", "/api/v1/balance/invoice-proof/{customerId}"): [
-            ("get", f"/api/v1/balance/invoice-proof/{ids['customer']}", None, {"period": "2026-01"})],
+            ("get", f"/api/v1/balance/invoice-proof/{ids['customer']}", None, {"period": "2026-01"})
+        ],
         ("get", "/api/v1/balance/customers"): [("get", "/api/v1/balance/customers", None, {"search": "iso"})],
         ("get", "/api/v1/balance/customers/{customerId}"): [
-            ("get", f"/api/v1/balance/customers/{ids['customer']}", None, {})],
+            ("get", f"/api/v1/balance/customers/{ids['customer']}", None, {})
+        ],
         ("get", "/api/v1/balance/usage"): [("get", "/api/v1/balance/usage", None, {})],
-        ("get", "/api/v1/log/proof/inclusion"): [("get", "/api/v1/log/proof/inclusion", None,
-                                                  {"anchorId": ids["anchor"]})],
-        ("get", "/api/v1/log/proof/bundle/{anchorId}"): [("get", f"/api/v1/log/proof/bundle/{ids['anchor']}", None, {})],
+        ("get", "/api/v1/log/proof/inclusion"): [
+            ("get", "/api/v1/log/proof/inclusion", None, {"anchorId": ids["anchor"]})
+        ],
+        ("get", "/api/v1/log/proof/bundle/{anchorId}"): [
+            ("get", f"/api/v1/log/proof/bundle/{ids['anchor']}", None, {})
+        ],
     }
     webhook_id, event_id = ids.get("webhook", "wh_missing"), ids.get("event", "evt_missing")
-    calls.update({
-        ("post", "/api/v1/webhooks"): [],
-        ("get", "/api/v1/webhooks"): [("get", "/api/v1/webhooks", None, {})],
-        ("delete", "/api/v1/webhooks/{webhookId}"): [("delete", f"/api/v1/webhooks/{webhook_id}", None, {})],
-        ("post", "/api/v1/webhooks/{webhookId}/rotate"): [("post", f"/api/v1/webhooks/{webhook_id}/rotate", {}, {})],
-        ("get", "/api/v1/balance/webhooks"): [("get", "/api/v1/balance/webhooks", None, {})],
-        ("post", "/api/v1/balance/webhooks/{eventId}/retry"): [
-            ("post", f"/api/v1/balance/webhooks/{event_id}/retry", {}, {})],
-        ("delete", "/api/v1/webhooks"): [("delete", "/api/v1/webhooks", None, {"id": webhook_id})],
-        ("get", "/api/v1/balance/webhooks/{eventId}"): [
-            ("get", f"/api/v1/balance/webhooks/{event_id}", None, {})],
-    })
+    calls.update(
+        {
+            ("post", "/api/v1/webhooks"): [],
+            ("get", "/api/v1/webhooks"): [("get", "/api/v1/webhooks", None, {})],
+            ("delete", "/api/v1/webhooks/{webhookId}"): [
+                ("delete", f"/api/v1/webhooks/{webhook_id}", None, {})
+            ],
+            ("post", "/api/v1/webhooks/{webhookId}/rotate"): [
+                ("post", f"/api/v1/webhooks/{webhook_id}/rotate", {}, {})
+            ],
+            ("get", "/api/v1/balance/webhooks"): [("get", "/api/v1/balance/webhooks", None, {})],
+            ("post", "/api/v1/balance/webhooks/{eventId}/retry"): [
+                ("post", f"/api/v1/balance/webhooks/{event_id}/retry", {}, {})
+            ],
+            ("delete", "/api/v1/webhooks"): [("delete", "/api/v1/webhooks", None, {"id": webhook_id})],
+            ("get", "/api/v1/balance/webhooks/{eventId}"): [
+                ("get", f"/api/v1/balance/webhooks/{event_id}", None, {})
+            ],
+        }
+    )
     schema = httpx.get(f"{url}/openapi.json").json()
     uncovered = []
     for path, item in schema["paths"].items():
@@ -96,8 +152,9 @@ def test_no_route_shows_one_tenants_data_to_another(running: Running) -> None:
             if path in PUBLIC:
                 continue
             key = (method, path)
-            if key not in calls and not any(k[0] == method and k[1].split("{")[0] == path.split("{")[0]
-                                            for k in calls):
+            if key not in calls and not any(
+                k[0] == method and k[1].split("{")[0] == path.split("{")[0] for k in calls
+            ):
                 uncovered.append(f"{method.upper()} {path}")
     assert not uncovered, f"routes without an isolation check: {uncovered}"
     for requests in calls.values():
