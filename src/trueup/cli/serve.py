@@ -112,10 +112,13 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     _first_start(services, args.host, args.port)
     services.close()
+    _run_uvicorn(args, "trueup.cli.serve:worker_app", factory=True, workers=args.workers)
+    return 0
+
+
+def _run_uvicorn(args: argparse.Namespace, app: FastAPI | str, **extra: object) -> None:
     uvicorn.run(
-        "trueup.cli.serve:worker_app",
-        factory=True,
-        workers=args.workers,
+        app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
@@ -123,8 +126,8 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
         http="httptools",
         access_log=False,
         timeout_graceful_shutdown=10,
+        **extra,  # type: ignore[arg-type]  # factory/workers, as uvicorn.run documents them
     )
-    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -143,14 +146,5 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"trueup serve: cannot start: {exc}", file=sys.stderr)
         return 1
     _first_start(services, args.host, args.port)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    _run_uvicorn(args, app)
     return 0

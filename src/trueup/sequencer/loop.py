@@ -9,11 +9,11 @@ as a hot standby and takes over within ``standby_poll`` seconds when the holder 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 from trueup.service.metrics import SEAL_SECONDS, SEALED_LEAVES, TREE_SIZE
+from trueup.service.roles import ElectedRole
 from trueup.service.sealing import Sealer
 from trueup.storage import Storage
 from trueup.storage.log import SealOutcome
@@ -23,8 +23,10 @@ __all__ = ["SequencerLoop"]
 log = logging.getLogger(__name__)
 
 
-class SequencerLoop:
+class SequencerLoop(ElectedRole):
     """Runs a :class:`Sealer` in a background thread while holding the sequencer role."""
+
+    role = "sequencer"
 
     def __init__(
         self,
@@ -35,45 +37,14 @@ class SequencerLoop:
         standby_poll_s: float = 1.0,
         on_seal: Callable[[SealOutcome], None] | None = None,
     ) -> None:
+        super().__init__(storage.engine, standby_poll_s)
         self._storage = storage
         self._sealer = sealer
         self._interval = interval_s
         self._batch_size = batch_size
-        self._standby_poll = standby_poll_s
         self._on_seal = on_seal
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="trueup-sequencer", daemon=True)
-        self.is_leader = False
         self.seals = 0
         self.last_seal_seconds = 0.0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def wake(self) -> None:
-        """Seal soon (a full batch is waiting)."""
-        self._wake.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with self._storage.engine.try_leader_lock("sequencer") as leader:
-                    if leader:
-                        self.is_leader = True
-                        log.info("this process is the sequencer")
-                        self._lead()
-                        return
-            except Exception:
-                log.exception("sequencer election failed; retrying")
-            finally:
-                self.is_leader = False
-            self._stop.wait(self._standby_poll)
 
     def _lead(self) -> None:
         self._sealer.load()

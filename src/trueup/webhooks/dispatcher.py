@@ -29,6 +29,7 @@ import httpx
 
 from trueup.core.timestamps import format_canonical, parse_canonical
 from trueup.service.metrics import WEBHOOK_ATTEMPTS
+from trueup.service.roles import ElectedRole
 from trueup.service.settings import Settings
 from trueup.service.webhook_targets import (
     Resolver,
@@ -90,12 +91,14 @@ class _Clients:
             self._clients.clear()
 
 
-class Dispatcher:
+class Dispatcher(ElectedRole):
     """Delivers pending webhook deliveries from a background thread while it holds the role.
 
     ``workers`` bounds the deliveries in flight; ``poll_s`` how long an idle dispatcher waits
     before looking for due deliveries again (a seal that wrote events wakes it at once).
     """
+
+    role = "dispatcher"
 
     def __init__(
         self,
@@ -109,57 +112,29 @@ class Dispatcher:
         uniform: Callable[[], float] = random.random,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
+        super().__init__(storage.engine, standby_poll_s)
         self._storage = storage
         self._policy = TargetPolicy(settings.webhook_allow_http, settings.webhook_allow_private)
         self._retry_base = max(settings.webhook_retry_base_s, 0.001)
         self._timeout = settings.webhook_timeout_s
         self._workers = max(1, workers)
         self._poll = poll_s
-        self._standby_poll = standby_poll_s
         self._resolver = resolver
         self._uniform = uniform
         self._clock = clock
         self._clients = _Clients(self._timeout, self._workers)
-        self._stop = threading.Event()
-        self._wake = threading.Event()
         self._tasks: queue.Queue[DueDelivery | None] = queue.Queue()
         self._results: queue.Queue[AttemptOutcome] = queue.Queue()
         self._in_flight: set[tuple[str, str]] = set()
-        self._thread = threading.Thread(target=self._run, name="trueup-dispatcher", daemon=True)
-        self.is_leader = False
         self.attempts = 0
         self.delivered = 0
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def wake(self) -> None:
-        """Look for due deliveries now (a seal just wrote events)."""
-        self._wake.set()
-
     def stop(self, timeout: float = 10.0) -> None:
         """Stop dispatching. Attempts still in flight are not recorded and will be repeated."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout)
+        super().stop(timeout)
         self._clients.close()
 
     # -- the role ---------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with self._storage.engine.try_leader_lock("dispatcher") as leader:
-                    if leader:
-                        self.is_leader = True
-                        log.info("this process is the webhook dispatcher")
-                        self._lead()
-                        return
-            except Exception:
-                log.exception("dispatcher election failed; retrying")
-            finally:
-                self.is_leader = False
-            self._stop.wait(self._standby_poll)
 
     def _lead(self) -> None:
         threads = [

@@ -90,10 +90,19 @@ async def list_checkpoints(
     )
 
 
-async def _receipt(
-    request: Request, services: ServicesDep, principal: Auth, customer_id: str, period: str | None
+@router.get(
+    "/api/v1/balance/receipt/{customerId}",
+    summary="A locked period in receipt form, for an invoice",
+    responses={200: {"model": ReceiptResponse}, **errors(400, 401, 404)},
+)
+async def receipt(
+    customerId: str,  # noqa: N803
+    request: Request,
+    services: ServicesDep,
+    principal: Auth,
+    period: Annotated[str | None, Query(max_length=7)] = None,
 ) -> JSONResponse:
-    record = await run_in_threadpool(services.balances.receipt, principal, customer_id, period)
+    record = await run_in_threadpool(services.balances.receipt, principal, customerId, period)
     root = hex_root(record.proof_root)
     api_url = str(request.base_url).rstrip("/") + f"/api/v1/verify/{root}"
     return JSONResponse(
@@ -116,31 +125,12 @@ async def _receipt(
     )
 
 
-@router.get(
-    "/api/v1/balance/receipt/{customerId}",
-    summary="A locked period in receipt form, for an invoice",
-    responses={200: {"model": ReceiptResponse}, **errors(400, 401, 404)},
-)
-async def receipt(
-    customerId: str,  # noqa: N803
-    request: Request,
-    services: ServicesDep,
-    principal: Auth,
-    period: Annotated[str | None, Query(max_length=7)] = None,
-) -> JSONResponse:
-    return await _receipt(request, services, principal, customerId, period)
-
-
-@router.get(
+# PacSpace's name for the same route.
+router.add_api_route(
     "/api/v1/balance/invoice-proof/{customerId}",
+    receipt,
+    methods=["GET"],
+    operation_id="invoice_proof",
     summary="Alias of the receipt route (PacSpace's name)",
     responses={200: {"model": ReceiptResponse}, **errors(400, 401, 404)},
 )
-async def invoice_proof(
-    customerId: str,  # noqa: N803
-    request: Request,
-    services: ServicesDep,
-    principal: Auth,
-    period: Annotated[str | None, Query(max_length=7)] = None,
-) -> JSONResponse:
-    return await _receipt(request, services, principal, customerId, period)
