@@ -115,3 +115,15 @@ def test_emit_batch_reports_each_delta(running: Running) -> None:
     assert statuses == ["QUEUED", "FAILED", "FAILED", "QUEUED"]
     assert "deltas[1].delta: must not be zero" in data["results"][1]["error"]
     assert data["results"][3]["recordId"] == data["results"][0]["recordId"]
+    conflict = httpx.post(
+        f"{running.url}/api/v1/balance/delta/batch",
+        headers=running.headers,
+        json={
+            "deltas": [
+                {"customerId": "batch-1", "delta": 0, "reason": "invalid"},
+                {"customerId": "batch-1", "delta": 6, "reason": "changed", "referenceId": "batch-ref-1"},
+            ]
+        },
+    ).json()["data"]
+    assert conflict["results"][1]["code"] == "DUPLICATE_KEY"
+    assert conflict["results"][1]["error"].startswith("deltas[1]:")

@@ -12,7 +12,7 @@ import json
 import secrets
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -176,6 +176,7 @@ class WriteService:
             idempotency_key=idempotency_key,
             render=render,
             per_item_conflicts=True,
+            positions=tuple(entry.index for entry in valid),
         )
 
     async def accept(
@@ -189,6 +190,7 @@ class WriteService:
         idempotency_key: str | None,
         render: Callable[[WriteResult], StoredResponse],
         per_item_conflicts: bool = False,
+        positions: tuple[int, ...] = (),
     ) -> Reply:
         """Store ``deltas`` as one request and return the reply ``render`` builds for it."""
         claim = _claim(idempotency_key, route, body)
@@ -209,6 +211,8 @@ class WriteService:
                 return Reply(202, payload=_pending(claim.key), retry_after=1)
         try:
             draft = self._draft(principal, deltas, source, claim, render, per_item_conflicts)
+            if positions:
+                draft = replace(draft, positions=positions)
             result = await self._committer.commit(draft)
         finally:
             if flight is not None:

@@ -107,6 +107,7 @@ class WriteDraft:
     idempotency: IdempotencyClaim | None = None
     allowance: int | None = None
     per_item_conflicts: bool = False
+    positions: tuple[int, ...] = ()  # each item's index in the request body, when they differ
     render: Callable[[WriteResult], StoredResponse] | None = field(default=None, compare=False)
 
 
@@ -304,7 +305,7 @@ class WriteStore:
             if checkpoint_id is None:
                 kept.append(index)
                 continue
-            field = ".".join(filter(None, (_item_path(draft.source, index), "occurredAt")))
+            field = ".".join(filter(None, (_item_path(draft, index), "occurredAt")))
             error = PeriodLockedError(
                 f"{field}: period {key[2]} of customer {key[1]!r} is locked by checkpoint "
                 f"{checkpoint_id}; post the delta to an open period"
@@ -501,18 +502,19 @@ def _classify(
         if not differing:
             duplicates.append(repeat)
             continue
-        error = DuplicateKeyError(item.key, differing, _item_path(draft.source, index))
+        error = DuplicateKeyError(item.key, differing, _item_path(draft, index))
         if not draft.per_item_conflicts:
             raise error
         conflicts.append(ItemConflict(index, error))
     return stored, duplicates, conflicts
 
 
-def _item_path(source: str, index: int) -> str:
+def _item_path(draft: WriteDraft, index: int) -> str:
     """Where an item sits in its request body, for error messages."""
-    if source == "writes":
-        return f"items[{index}]"
-    return f"deltas[{index}]" if source == "batch" else ""
+    position = draft.positions[index] if draft.positions else index
+    if draft.source == "writes":
+        return f"items[{position}]"
+    return f"deltas[{position}]" if draft.source == "batch" else ""
 
 
 def _differing_fields(new: DeltaDraft, old: DeltaDraft, names: dict[str, str]) -> tuple[str, ...]:
