@@ -20,7 +20,7 @@ from trueup.api.responses import JSONResponse
 from trueup.core import errors as domain
 from trueup.storage.errors import StorageUnavailableError
 
-__all__ = ["STATUS_BY_ERROR", "error_body", "error_response", "install_error_handlers"]
+__all__ = ["STATUS_BY_ERROR", "error_body", "error_response", "install_error_handlers", "response_for"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,15 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
               exc_info=exc)
     return error_response(500, "INTERNAL_ERROR", "internal error; quote this id when reporting it",
                           requestId=request_id)
+
+
+async def response_for(request: Request, exc: Exception) -> JSONResponse:
+    """The reply the app's handlers give ``exc`` (for code that answers outside the router)."""
+    if isinstance(exc, domain.DomainError):
+        return _domain_response(exc)
+    if isinstance(exc, StorageUnavailableError):
+        return await _on_storage_unavailable(request, exc)
+    return await _on_unexpected(request, exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:
