@@ -148,6 +148,14 @@ class RequestView:
     items: tuple[tuple[int, str, RecordView], ...]  # (item index, "stored"|"duplicate", record)
 
 
+@dataclass(slots=True)
+class _Group:
+    """What one group commit learns once and shares between its requests."""
+
+    any_locks: bool
+    usage: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class _Existing:
     seq: int
@@ -193,35 +201,46 @@ class WriteStore:
         """
         outcomes: list[WriteResult | DomainError] = []
         with self._engine.write() as tx:
+            group = _Group(any_locks=tx.one("SELECT 1 FROM period_checkpoints LIMIT 1") is not None)
             for draft in drafts:
-                outcomes.append(self._commit_one_with_retry(tx, draft))
+                outcomes.append(self._commit_one_with_retry(tx, draft, group))
+            # Unmetered-plan usage is counted once per group: nothing to check per request.
+            for (tenant_id, period), count in group.usage.items():
+                self._add_usage(tx, tenant_id, period, count)
         return outcomes
 
-    def _commit_one_with_retry(self, tx: Tx, draft: WriteDraft) -> WriteResult | DomainError:
+    def _commit_one_with_retry(
+        self, tx: Tx, draft: WriteDraft, group: _Group
+    ) -> WriteResult | DomainError:
         # A concurrent writer on another process may insert the same item key or idempotency
         # key between our check and our insert; the unique index catches it and one retry
         # sees the other writer's row.
         for attempt in range(2):
             try:
                 with tx.savepoint():
-                    return self._commit_one(tx, draft)
+                    result = self._commit_one(tx, draft, group)
             except DomainError as error:
                 return error
             except IntegrityConflictError:
                 if attempt == 1:
                     raise
+            else:
+                if draft.allowance is None and result.stored:
+                    key = (draft.tenant_id, draft.accepted_at[:7])
+                    group.usage[key] = group.usage.get(key, 0) + len(result.stored)
+                return result
         raise AssertionError("unreachable")
 
-    def _commit_one(self, tx: Tx, draft: WriteDraft) -> WriteResult:
+    def _commit_one(self, tx: Tx, draft: WriteDraft, group: _Group) -> WriteResult:
         if draft.idempotency is not None:
             replay = self._idempotent_replay(tx, draft.tenant_id, draft.idempotency)
             if replay is not None:
                 return WriteResult(request_id="", replay=replay)
         existing = self._existing(tx, draft.tenant_id, [item.key for item in draft.items])
         stored, duplicates, conflicts = _classify(draft, existing)
-        if stored:
+        if stored and group.any_locks:
             stored = self._refuse_locked_periods(tx, draft, stored, conflicts)
-        if stored:
+        if stored and draft.allowance is not None:
             self._charge_allowance(tx, draft, len(stored))
         tx.insert_rows(
             "deltas",
@@ -363,18 +382,25 @@ class WriteStore:
                 )
         return found
 
-    def _charge_allowance(self, tx: Tx, draft: WriteDraft, count: int) -> None:
-        period = draft.accepted_at[:7]
-        # The upsert takes the row lock, so concurrent writers (any process) queue here and
-        # the allowance is never overshot.
+    def _add_usage(self, tx: Tx, tenant_id: str, period: str, count: int) -> int:
+        """Add to the tenant's monthly meter and return the new total.
+
+        The upsert takes the row lock, so concurrent writers (any process) queue here and an
+        allowance checked against the total is never overshot.
+        """
         total = tx.scalar(
             """INSERT INTO usage_months (tenant_id, period, accepted_count) VALUES (?, ?, ?)
                ON CONFLICT (tenant_id, period)
                DO UPDATE SET accepted_count = usage_months.accepted_count + excluded.accepted_count
                RETURNING accepted_count""",
-            (draft.tenant_id, period, count),
+            (tenant_id, period, count),
         )
-        if draft.allowance is not None and int(total) > draft.allowance:
+        return int(total)
+
+    def _charge_allowance(self, tx: Tx, draft: WriteDraft, count: int) -> None:
+        period = draft.accepted_at[:7]
+        total = self._add_usage(tx, draft.tenant_id, period, count)
+        if draft.allowance is not None and total > draft.allowance:
             used = int(total) - count
             raise PlanLimitExceededError(
                 f"this request would store {count} new deltas but the plan allows "
