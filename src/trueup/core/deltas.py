@@ -20,6 +20,7 @@ __all__ = [
     "ACCOUNT_ID_PATTERN",
     "DeltaLimits",
     "NewDelta",
+    "body_list",
     "check_account_id",
     "check_amount",
     "check_item_key",
@@ -58,6 +59,22 @@ class NewDelta(NamedTuple):
     reason: str
     metadata: Mapping[str, Any] | None
     occurred_at: str | None
+
+
+def body_list(document: Any, field: str, noun: str, limits: DeltaLimits) -> list[Any]:
+    """The ``field`` array of a JSON object body: present, an array, 1..``max_items`` long."""
+    if not isinstance(document, dict):
+        raise ValidationError("body", f"must be a JSON object, got {describe(document)}")
+    values = document.get(field)
+    if values is None:
+        raise ValidationError(field, "is required")
+    if not isinstance(values, list):
+        raise ValidationError(field, f"must be an array, got {describe(values)}")
+    if not values:
+        raise ValidationError(field, f"must hold at least one {noun}")
+    if len(values) > limits.max_items:
+        raise ValidationError(field, f"must hold at most {limits.max_items} {noun}s, got {len(values)}")
+    return values
 
 
 def check_item_key(value: object, field: str, limits: DeltaLimits) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from trueup.core.deltas import (
     DeltaLimits,
     NewDelta,
+    body_list,
     check_account_id,
     check_amount,
     check_item_key,
@@ -61,17 +62,7 @@ def parse_emit_batch(
     document: Any, limits: DeltaLimits, new_reference: Callable[[], str]
 ) -> list[BatchEntry]:
     """``{"deltas": [...]}``: the array itself must be valid; each element may fail alone."""
-    if not isinstance(document, dict):
-        raise ValidationError("body", f"must be a JSON object, got {describe(document)}")
-    deltas = document.get("deltas")
-    if deltas is None:
-        raise ValidationError("deltas", "is required")
-    if not isinstance(deltas, list):
-        raise ValidationError("deltas", f"must be an array, got {describe(deltas)}")
-    if not deltas:
-        raise ValidationError("deltas", "must hold at least one delta")
-    if len(deltas) > limits.max_items:
-        raise ValidationError("deltas", f"must hold at most {limits.max_items} deltas, got {len(deltas)}")
+    deltas = body_list(document, "deltas", "delta", limits)
     entries = []
     for index, element in enumerate(deltas):
         customer = element.get("customerId") if isinstance(element, dict) else None

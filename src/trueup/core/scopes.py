@@ -184,22 +184,30 @@ def _checkpoint(value: object, kind: object) -> tuple[str | None, str]:
     return value, resolve_checkpoint_type(None if kind is None else str(kind))
 
 
-def parse_derive_query(params: Mapping[str, str], now: datetime) -> BalanceQuery:
-    """The derive route's query string. ``now`` decides ``timePreset=current_month``."""
-    starting = params.get("startingBalance")
-    checkpoint, kind = _checkpoint(params.get("startingCheckpoint"), params.get("startingCheckpointType"))
+def _scope(
+    values: Mapping[str, Any], now: datetime
+) -> tuple[str | None, str, str | None, str | None, str | None]:
+    """``(checkpoint, its type, start, end, period)``: a checkpoint or a time scope, not both."""
+    checkpoint, kind = _checkpoint(values.get("startingCheckpoint"), values.get("startingCheckpointType"))
     start, end, period = _time_scope(
-        params.get("period"),
-        params.get("timePreset"),
-        params.get("startDate"),
-        params.get("endDate"),
-        params.get("asOf"),
+        values.get("period"),
+        values.get("timePreset"),
+        values.get("startDate"),
+        values.get("endDate"),
+        values.get("asOf"),
         now,
     )
     if checkpoint is not None and (start is not None or end is not None):
         raise InvalidScopeError(
             "startingCheckpoint", "cannot be combined with period, timePreset, startDate/endDate or asOf"
         )
+    return checkpoint, kind, start, end, period
+
+
+def parse_derive_query(params: Mapping[str, str], now: datetime) -> BalanceQuery:
+    """The derive route's query string. ``now`` decides ``timePreset=current_month``."""
+    starting = params.get("startingBalance")
+    checkpoint, kind, start, end, period = _scope(params, now)
     limit, offset, descending = _paging(params.get("limit"), params.get("offset"), params.get("order"))
     return BalanceQuery(
         starting_balance=0
@@ -250,19 +258,7 @@ def parse_compare_body(document: Any, now: datetime) -> CompareRequest:
     your = _json_integer(document["yourBalance"], "yourBalance")
     their = _json_integer(document["theirBalance"], "theirBalance")
     starting = _json_integer(document.get("startingBalance", 0), "startingBalance")
-    checkpoint, kind = _checkpoint(document.get("startingCheckpoint"), document.get("startingCheckpointType"))
-    start, end, period = _time_scope(
-        document.get("period"),
-        document.get("timePreset"),
-        document.get("startDate"),
-        document.get("endDate"),
-        document.get("asOf"),
-        now,
-    )
-    if checkpoint is not None and (start is not None or end is not None):
-        raise InvalidScopeError(
-            "startingCheckpoint", "cannot be combined with period, timePreset, startDate/endDate or asOf"
-        )
+    checkpoint, kind, start, end, period = _scope(document, now)
     query = BalanceQuery(
         starting_balance=starting,
         checkpoint=checkpoint,

@@ -7,6 +7,7 @@ from typing import Any
 from trueup.core.deltas import (
     DeltaLimits,
     NewDelta,
+    body_list,
     check_account_id,
     check_amount,
     check_item_key,
@@ -28,17 +29,7 @@ def parse_writes_body(document: Any, limits: DeltaLimits) -> list[NewDelta]:
 
     Raises :class:`ValidationError` naming the first bad field, e.g. ``items[3].bits``.
     """
-    if not isinstance(document, dict):
-        raise ValidationError("body", f"must be a JSON object, got {describe(document)}")
-    items = document.get("items")
-    if items is None:
-        raise ValidationError("items", "is required")
-    if not isinstance(items, list):
-        raise ValidationError("items", f"must be an array, got {describe(items)}")
-    if not items:
-        raise ValidationError("items", "must hold at least one item")
-    if len(items) > limits.max_items:
-        raise ValidationError("items", f"must hold at most {limits.max_items} items, got {len(items)}")
+    items = body_list(document, "items", "item", limits)
     return [_parse_item(item, f"items[{index}]", limits) for index, item in enumerate(items)]
 
 
