@@ -1,0 +1,156 @@
+"""The sentences of a discrepancy report: plain integers, months in words."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from trueup.core.compare.values import (
+    PAIR_KINDS,
+    DivergentParty,
+    Explanation,
+    Finding,
+    WindowToReview,
+)
+from trueup.core.periods import period_label
+
+__all__ = ["recommendation", "resolution"]
+
+
+def _stated_by(diff: int) -> str:
+    return "overstated" if diff > 0 else "understated"
+
+
+def resolution(your_diff: int, their_diff: int) -> str:
+    if your_diff == 0:
+        return f"Your balance is correct. The counterparty is {_stated_by(their_diff)} by {abs(their_diff)}."
+    if their_diff == 0:
+        return (
+            f"The counterparty's balance is correct. Your balance is {_stated_by(your_diff)} "
+            f"by {abs(your_diff)}."
+        )
+    return (
+        f"Neither balance is correct. Your balance is {_stated_by(your_diff)} by "
+        f"{abs(your_diff)} and the counterparty is {_stated_by(their_diff)} by {abs(their_diff)}."
+    )
+
+
+_OPENING: dict[DivergentParty, str] = {
+    "theirs": "Share this report with the counterparty.",
+    "yours": "Review your own records.",
+    "both": "Share this report with the counterparty and review your own records.",
+}
+
+
+def recommendation(divergent: DivergentParty, findings: Sequence[Finding]) -> str:
+    parts = [_OPENING[divergent]]
+    for finding in findings:
+        text = _localisation(finding)
+        if divergent == "both":
+            side = "your" if finding.party == "yours" else "their"
+            text = f"On {side} side, {text[0].lower()}{text[1:]}"
+        parts.append(text)
+    return " ".join(parts)
+
+
+def _localisation(f: Finding) -> str:
+    owner = "your" if f.party == "yours" else "their"
+    labels = [period_label(w.period) for w in f.windows]
+    narrow = "lock a later period checkpoint and pass it as startingCheckpoint"
+    off_by = f"the {abs(f.difference)} by which {owner} balance is {_stated_by(f.difference)}"
+    if f.mode == "none":
+        text = f"No single delta, and no pair of deltas within one month, explains {off_by}."
+        if f.exhausted:
+            text += " The search stopped at its work limit before every month was checked."
+        field_name = "yourWindows" if f.party == "yours" else "theirWindows"
+        return f"{text} To narrow it, {narrow}, or send {owner} per-month nets as {field_name}."
+    if f.mode == "stated":
+        return _stated_text(f, owner, labels, off_by)
+    if len(f.windows) == 1:
+        text = f"The discrepancy originates in the {labels[0]} period where {_phrases(f.windows[0], owner)}."
+    else:
+        what = "a delta" if f.mode == "single" else "a pair of deltas"
+        text = (
+            f"The discrepancy originates in one of {len(labels)} periods, {_listing(labels, 'or')},"
+            f" each holding {what} that explains it exactly; in {labels[0]}, "
+            f"{_phrases(f.windows[0], owner)}."
+        )
+    if f.truncated:
+        text += f" More matching deltas exist than are listed; {narrow} to narrow the search."
+    return text
+
+
+def _stated_text(f: Finding, owner: str, labels: Sequence[str], off_by: str) -> str:
+    if not f.windows:
+        return (
+            f"{owner.capitalize()} stated monthly nets match the verified net of every month, so "
+            f"{off_by} is not in any month; check the agreed starting balance and "
+            f"startingCheckpoint."
+        )
+    details = []
+    for w in f.windows:
+        detail = (
+            f"{owner} stated net of {w.their_net} differs from the verified net of "
+            f"{w.expected_net} by {w.difference}"
+        )
+        details.append(f"{detail}; {_phrases(w, owner)}" if w.candidates else detail)
+    if len(f.windows) == 1:
+        text = f"The discrepancy originates in the {labels[0]} period, where {details[0]}."
+    else:
+        text = f"The discrepancy originates in {len(labels)} periods: {_listing(labels, 'and')}."
+        text += "".join(f" In {lbl}, {d}." for lbl, d in zip(labels, details, strict=True))
+    explained = sum(w.difference for w in f.windows)
+    if explained != f.difference:
+        text += (
+            f" {owner.capitalize()} stated monthly nets explain {explained} of {owner} "
+            f"difference of {f.difference}; the remaining {f.difference - explained} is not in "
+            f"any month, so check the agreed starting balance and startingCheckpoint."
+        )
+    return text
+
+
+def _phrases(window: WindowToReview, owner: str) -> str:
+    """What the window's candidates say happened, distinct phrases joined by "or"."""
+    phrases: list[str] = []
+    found, i = window.candidates, 0
+    while i < len(found):
+        c = found[i]
+        if c.explanation in PAIR_KINDS and i + 1 < len(found):
+            other = found[i + 1]
+            what = "were not reflected in"
+            if c.explanation == "pair_duplicated":
+                what = "were each counted twice in"
+            phrase = f"{_unit(c.delta)} and {_unit(other.delta)} {what} {owner} records"
+            i += 2
+        else:
+            phrase = f"{_unit(c.delta)} {_single_verb(c.explanation, c.delta)} {owner} records"
+            i += 1
+        if phrase not in phrases:
+            phrases.append(phrase)
+    return " or ".join(phrases)
+
+
+def _noun(amount: int) -> str:
+    return "debit" if amount < 0 else "credit"
+
+
+def _unit(amount: int) -> str:
+    """``"a 500-unit debit"``, ``"an 800-unit credit"``: the article follows how the number is
+    read (eight…, eleven…, eighteen… take "an"), reading the leading group of three digits."""
+    digits = str(abs(amount))
+    lead = digits[: len(digits) % 3 or 3]
+    article = "an" if lead.startswith("8") or lead in ("11", "18") else "a"
+    return f"{article} {digits}-unit {_noun(amount)}"
+
+
+def _single_verb(kind: Explanation, delta: int) -> str:
+    if kind == "duplicated":
+        return "was counted twice in"
+    if kind == "sign_flipped":
+        return f"was recorded as a {_noun(-delta)} in"
+    return "was not reflected in"
+
+
+def _listing(items: Sequence[str], conjunction: str) -> str:
+    if len(items) == 1:
+        return items[0]
+    return f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
