@@ -160,6 +160,24 @@ def test_verification_completed_arrives_once_per_request_with_the_documented_dat
         assert all(i["anchorId"].startswith("a_") for i in data["items"])
 
 
+def test_a_retried_request_of_sealed_deltas_completes_at_once(site: Site) -> None:
+    tenant = site.tenant()
+    with Receiver() as receiver:
+        tenant.endpoint(receiver.url, events=["verification.completed"])
+        first = tenant.write("r-1", "r-2")
+        wait_until(lambda: tenant.all_delivered(1))
+        retry = tenant.write("r-1", "r-2")
+        wait_until(lambda: tenant.all_delivered(2))
+    by_request = {e["data"]["requestId"]: e["data"] for e in _envelopes(receiver.requests())}
+    assert set(by_request) == {first, retry}
+    original, repeated = by_request[first], by_request[retry]
+    assert [i["anchorId"] for i in repeated["items"]] == [i["anchorId"] for i in original["items"]]
+    assert [i["status"] for i in repeated["items"]] == ["duplicate", "duplicate"]
+    assert repeated["status"] == "verified" and repeated["treeHead"] == original["treeHead"]
+    status = tenant.call("GET", f"/api/v1/writes/{retry}").json()["data"]
+    assert status["status"] == "verified" and status["verifiedAt"] is not None
+
+
 def test_a_receiver_failing_three_times_gets_the_event_exactly_once_more(site: Site) -> None:
     tenant = site.tenant()
     with Receiver(fail_first(3)) as receiver:

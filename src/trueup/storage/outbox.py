@@ -192,12 +192,29 @@ def enqueue_seal_events(tx: Tx, plan: SealPlan, completed: Sequence[str]) -> int
     tenant_of.update((d.request_id, d.tenant_id) for d, _ in plan.failed)
     wanted = [r for r in completed if subscriptions.wants(tenant_of[r], VERIFICATION_COMPLETED)]
     if wanted:
-        events += _completed_requests(tx, plan, wanted, tenant_of)
+        heads: dict[int, dict[str, Any] | None] = {
+            plan.head.size: _head_json(plan.head.size, plan.head.root, plan.head.timestamp_ms)
+        }
+        events += _completed_requests(tx, wanted, tenant_of, plan.verified_at, heads)
+    return enqueue(tx, events, subscriptions)
+
+
+def enqueue_repeat_completed(tx: Tx, tenant_id: str, request_id: str, at: str) -> int:
+    """``verification.completed`` for a request whose items all repeated deltas that are
+    already sealed (a retried request): it is complete the moment it is accepted."""
+    subscriptions = active_subscriptions(tx, [tenant_id])
+    if not subscriptions.wants(tenant_id, VERIFICATION_COMPLETED):
+        return 0
+    events = _completed_requests(tx, [request_id], {request_id: tenant_id}, at, {})
     return enqueue(tx, events, subscriptions)
 
 
 def _completed_requests(
-    tx: Tx, plan: SealPlan, request_ids: Sequence[str], tenant_of: Mapping[str, str]
+    tx: Tx,
+    request_ids: Sequence[str],
+    tenant_of: Mapping[str, str],
+    verified_at: str,
+    heads: dict[int, dict[str, Any] | None],
 ) -> list[NewEvent]:
     """One ``verification.completed`` per request: its items read once, now that it is done."""
     counts: dict[str, int] = {}
@@ -217,16 +234,17 @@ def _completed_requests(
             items[str(request_id)].append(_item(request_id, index, key, customer_id, leaf_index, status))
             if sealed_size is not None:
                 sizes[str(request_id)] = max(sizes.get(str(request_id), 0), int(sealed_size))
-        for request_id, index, key, customer_id, leaf_index in tx.execute(
-            f"""SELECT w.request_id, w.item_index, d.item_key, d.customer_id, d.leaf_index
+        for request_id, index, key, customer_id, leaf_index, sealed_size in tx.execute(
+            f"""SELECT w.request_id, w.item_index, d.item_key, d.customer_id, d.leaf_index,
+                       d.sealed_size
                 FROM write_duplicates w JOIN deltas d ON d.seq = w.original_seq
                 WHERE w.request_id IN ({marks})""",
             list(part),
         ):
             items[str(request_id)].append(_item(request_id, index, key, customer_id, leaf_index, "duplicate"))
-    heads: dict[int, dict[str, Any] | None] = {
-        plan.head.size: _head_json(plan.head.size, plan.head.root, plan.head.timestamp_ms)
-    }
+            if sealed_size is not None:
+                # Repeats count too: the head shown is the one that sealed every item.
+                sizes[str(request_id)] = max(sizes.get(str(request_id), 0), int(sealed_size))
     events: list[NewEvent] = []
     for request_id in request_ids:
         listed = sorted(items[request_id], key=lambda item: int(item["index"]))
@@ -248,9 +266,9 @@ def _completed_requests(
             "status": status,
             "itemsRoot": None if head is None else head["rootHash"],
             "treeHead": head,
-            "verifiedAt": format_wire(plan.verified_at),
+            "verifiedAt": format_wire(verified_at),
             "items": listed,
-        }, plan.verified_at))
+        }, verified_at))
     return events
 
 

@@ -22,6 +22,7 @@ from trueup.core.ids import record_id
 from trueup.storage.engine import Engine, Row, Tx, chunks
 from trueup.storage.errors import IntegrityConflictError
 from trueup.storage.locks import locked_periods
+from trueup.storage.outbox import enqueue_repeat_completed
 
 __all__ = [
     "DeltaDraft",
@@ -267,9 +268,13 @@ class WriteStore:
         )
         if duplicates:
             self._record_duplicates(tx, draft, duplicates)
+        # A request that only repeats deltas already sealed (a retry) is complete at once.
+        repeats_sealed = bool(duplicates) and not stored and all(
+            existing[draft.items[index].key].status != "queued" for index, _, _ in duplicates
+        )
         tx.execute(
             """INSERT INTO write_requests (id, tenant_id, source, item_count, stored_count,
-                   pending_count, accepted_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                   pending_count, accepted_at, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
             (
                 draft.request_id,
                 draft.tenant_id,
@@ -278,8 +283,11 @@ class WriteStore:
                 len(stored),
                 len(stored),
                 draft.accepted_at,
+                draft.accepted_at if repeats_sealed else None,
             ),
         )
+        if repeats_sealed:
+            enqueue_repeat_completed(tx, draft.tenant_id, draft.request_id, draft.accepted_at)
         originals = []
         for index, _, first in duplicates:
             key = draft.items[index].key
