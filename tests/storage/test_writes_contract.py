@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from trueup.core.errors import DuplicateKeyError, IdempotencyMismatchError, PlanLimitExceededError
-from trueup.storage import Storage, open_storage
+from trueup.storage import Storage, StorageUnavailableError, open_storage
 from trueup.storage.writes import DeltaDraft, IdempotencyClaim, StoredResponse, WriteDraft
 
 
@@ -142,3 +142,12 @@ def test_plan_allowance_is_never_overshot_by_concurrent_writers(storage: Storage
     refused = [o for o in outcomes if isinstance(o, PlanLimitExceededError)]
     assert len(accepted) == 12 and len(refused) == 8  # 12 requests x 2 = 24 <= 25; the 13th passes it
     assert len(storage.log.queued(1000)) == 24
+
+
+def test_a_lost_database_is_unavailable_not_an_internal_error(pg_url: str) -> None:
+    storage = open_storage(pg_url)
+    storage.engine.close()  # every later connection attempt fails, as when the server is gone
+    with pytest.raises(StorageUnavailableError):
+        storage.ping()
+    with pytest.raises(StorageUnavailableError):
+        storage.writes.commit([draft("req_lost", delta("a"))])

@@ -112,14 +112,20 @@ class PostgresEngine(Engine):
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
-        with self._pool.connection() as conn, conn.transaction():
-            yield _PgTx(conn)
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                yield _PgTx(conn)
+        except psycopg.OperationalError as exc:  # lost connection, pool exhausted, server down
+            raise StorageUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
-        with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            yield _PgTx(conn)
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield _PgTx(conn)
+        except psycopg.OperationalError as exc:
+            raise StorageUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
 
     def lock_key(self, name: str) -> int:
         """A 64-bit advisory-lock key for ``name``, scoped to this database and schema.
