@@ -20,7 +20,7 @@ from trueup.proof import (
     CompactRange,
     LeafFields,
     TreeHead,
-    encode_leaf,
+    leaf_bytes,
     leaf_hash,
     required_nodes,
 )
@@ -35,17 +35,26 @@ _EMPTY_METADATA_DIGEST = hashlib.sha256(b"{}").hexdigest()
 
 
 def leaf_fields_of(
-    tenant_id: str, customer_id: str, key: str, amount: int, occurred_at: str,
-    metadata: str | None, salt: bytes,
+    tenant_id: str,
+    customer_id: str,
+    key: str,
+    amount: int,
+    occurred_at: str,
+    metadata: str | None,
+    salt: bytes,
 ) -> LeafFields:
     """The canonical leaf of a stored delta (``metadata`` is stored canonical JSON text)."""
     digest = (
-        _EMPTY_METADATA_DIGEST if metadata is None
-        else hashlib.sha256(metadata.encode("utf-8")).hexdigest()
+        _EMPTY_METADATA_DIGEST if metadata is None else hashlib.sha256(metadata.encode("utf-8")).hexdigest()
     )
     return LeafFields(
-        tenant=tenant_id, customer_id=customer_id, key=key, delta=amount,
-        occurred_at=occurred_at, metadata_digest=digest, salt=salt,
+        tenant=tenant_id,
+        customer_id=customer_id,
+        key=key,
+        delta=amount,
+        occurred_at=occurred_at,
+        metadata_digest=digest,
+        salt=salt,
     )
 
 
@@ -117,11 +126,16 @@ class Sealer:
             if checkpoint_id is None:
                 sealed.append(delta)
             else:
-                failed.append((delta, f"period {delta.period} was locked by checkpoint "
-                                      f"{checkpoint_id} before this delta was sealed; post it "
-                                      "to an open period"))
+                failed.append(
+                    (
+                        delta,
+                        f"period {delta.period} was locked by checkpoint "
+                        f"{checkpoint_id} before this delta was sealed; post it "
+                        "to an open period",
+                    )
+                )
         tree = state.tree.copy()
-        nodes = tree.extend(leaf_hash(encode_leaf(_leaf(delta))) for delta in sealed)
+        nodes = tree.extend(_leaf_hash(delta) for delta in sealed)
         head = self.sign(tree.size, tree.root()) if sealed else state.head
         plan = SealPlan(
             previous_size=state.head.size,
@@ -145,8 +159,15 @@ class Sealer:
         return outcome
 
 
-def _leaf(delta: QueuedDelta) -> LeafFields:
-    return leaf_fields_of(
-        delta.tenant_id, delta.customer_id, delta.key, delta.amount, delta.occurred_at,
-        delta.metadata, delta.salt,
+def _leaf_hash(delta: QueuedDelta) -> bytes:
+    """The leaf hash of a queued delta; its stored fields were validated at acceptance."""
+    digest = (
+        _EMPTY_METADATA_DIGEST
+        if delta.metadata is None
+        else hashlib.sha256(delta.metadata.encode("utf-8")).hexdigest()
+    )
+    return leaf_hash(
+        leaf_bytes(
+            delta.tenant_id, delta.customer_id, delta.key, delta.amount, delta.occurred_at, digest, delta.salt
+        )
     )

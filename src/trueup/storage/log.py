@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from trueup.storage.engine import Engine, Row, Tx, chunks
 from trueup.storage.errors import StorageError
@@ -43,9 +44,9 @@ class HeadRecord:
     checkpoint: str
 
 
-@dataclass(frozen=True, slots=True)
-class QueuedDelta:
-    """An accepted, unsealed delta: everything the sequencer needs to build its leaf."""
+class QueuedDelta(NamedTuple):
+    """An accepted, unsealed delta: everything the sequencer needs to build its leaf
+    (a NamedTuple: a thousand are read per seal)."""
 
     seq: int
     tenant_id: str
@@ -125,12 +126,9 @@ class LogStore:
                    FROM deltas WHERE status = 'queued' ORDER BY seq LIMIT ?""",
                 (limit,),
             )
+        # Both drivers return typed integers and text; only BLOB/BYTEA needs normalising.
         return [
-            QueuedDelta(
-                seq=int(r[0]), tenant_id=r[1], request_id=r[2], item_index=int(r[3]), key=r[4],
-                customer_id=r[5], amount=int(r[6]), reason=r[7], metadata=r[8],
-                occurred_at=r[9], period=r[10], salt=bytes(r[11]),
-            )
+            QueuedDelta(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bytes(r[11]))
             for r in rows
         ]
 
@@ -144,9 +142,7 @@ class LogStore:
     def queue_stats(self) -> tuple[int, str | None]:
         """``(number of queued deltas, acceptance time of the oldest)``."""
         with self._engine.read() as tx:
-            row = tx.one(
-                "SELECT COUNT(*), MIN(accepted_at) FROM deltas WHERE status = 'queued'"
-            )
+            row = tx.one("SELECT COUNT(*), MIN(accepted_at) FROM deltas WHERE status = 'queued'")
         assert row is not None
         return int(row[0]), None if row[1] is None else str(row[1])
 
@@ -185,8 +181,7 @@ class LogStore:
         """``(index, hash)`` of stored nodes of one level with ``start <= index < stop``."""
         with self._engine.read() as tx:
             rows = tx.execute(
-                "SELECT idx, hash FROM tree_nodes WHERE level = ? AND idx >= ? AND idx < ? "
-                "ORDER BY idx",
+                "SELECT idx, hash FROM tree_nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",
                 (level, start, stop),
             )
         return [(int(idx), bytes(digest)) for idx, digest in rows]
@@ -204,11 +199,21 @@ class LogStore:
             )
         return [
             SealedDelta(
-                leaf_index=int(r[0]), tenant_id=str(r[1]), customer_id=str(r[2]), key=str(r[3]),
-                amount=int(r[4]), occurred_at=str(r[5]), period=str(r[6]),
-                metadata=None if r[7] is None else str(r[7]), salt=bytes(r[8]),
-                sealed_size=int(r[9]), cust_seq=int(r[10]), running_balance=int(r[11]),
-                month_seq=int(r[12]), month_credits=int(r[13]), month_debits=int(r[14]),
+                leaf_index=int(r[0]),
+                tenant_id=str(r[1]),
+                customer_id=str(r[2]),
+                key=str(r[3]),
+                amount=int(r[4]),
+                occurred_at=str(r[5]),
+                period=str(r[6]),
+                metadata=None if r[7] is None else str(r[7]),
+                salt=bytes(r[8]),
+                sealed_size=int(r[9]),
+                cust_seq=int(r[10]),
+                running_balance=int(r[11]),
+                month_seq=int(r[12]),
+                month_credits=int(r[13]),
+                month_debits=int(r[14]),
             )
             for r in rows
         ]
@@ -270,8 +275,11 @@ class LogStore:
             completed = _settle_requests(tx, plan)
             events = enqueue_seal_events(tx, plan, completed)
         return SealOutcome(
-            head=plan.head, completed_requests=completed, sealed_count=len(plan.leaves),
-            failed_count=len(plan.failed), events=events,
+            head=plan.head,
+            completed_requests=completed,
+            sealed_count=len(plan.leaves),
+            failed_count=len(plan.failed),
+            events=events,
         )
 
 
@@ -361,9 +369,7 @@ def _apply_balances(tx: Tx, plan: SealPlan) -> None:
 
     updates = []
     for offset, delta in enumerate(plan.leaves):
-        account = accounts.setdefault(
-            (delta.tenant_id, delta.customer_id), _Account(0, 0, plan.verified_at)
-        )
+        account = accounts.setdefault((delta.tenant_id, delta.customer_id), _Account(0, 0, plan.verified_at))
         account.balance += delta.amount
         account.count += 1
         month = month_rows.setdefault((delta.tenant_id, delta.customer_id, delta.period), [0, 0, 0])
@@ -374,8 +380,15 @@ def _apply_balances(tx: Tx, plan: SealPlan) -> None:
         month[2] += 1
         updates.append(
             (
-                plan.previous_size + offset, plan.head.size, plan.verified_at, account.count,
-                account.balance, month[2], month[0], month[1], delta.seq,
+                plan.previous_size + offset,
+                plan.head.size,
+                plan.verified_at,
+                account.count,
+                account.balance,
+                month[2],
+                month[0],
+                month[1],
+                delta.seq,
             )
         )
     tx.executemany(
