@@ -45,11 +45,19 @@ class SequencerLoop(ElectedRole):
         self._on_seal = on_seal
         self.seals = 0
         self.last_seal_seconds = 0.0
+        self._queued_since_seal = 0
+
+    def note_queued(self, count: int) -> None:
+        """Deltas were queued in this process: seal at once when a full batch waits."""
+        self._queued_since_seal += count
+        if self._queued_since_seal >= self._batch_size:
+            self.wake()
 
     def _lead(self) -> None:
         self._sealer.load()
         while not self._stop.is_set():
             started = time.perf_counter()
+            self._queued_since_seal = 0
             try:
                 outcome = self._sealer.seal_once()
             except Exception:
@@ -69,5 +77,6 @@ class SequencerLoop(ElectedRole):
                         log.exception("seal observer failed")
                 if outcome.sealed_count + outcome.failed_count >= self._batch_size:
                     continue  # more is waiting: seal again at once
-            self._wake.wait(self._interval)
+            # Seals start every interval: the time this one took counts against the wait.
+            self._wake.wait(max(0.0, self._interval - (time.perf_counter() - started)))
             self._wake.clear()

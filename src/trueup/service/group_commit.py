@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -43,6 +44,8 @@ class GroupCommitter:
         self._thread.start()
         self.commits = 0
         self.requests = 0
+        self.on_stored: Callable[[int], None] | None = None
+        """Called with the number of deltas each group commit stored (the sequencer's trigger)."""
 
     async def commit(self, draft: WriteDraft) -> WriteResult:
         """Commit ``draft`` durably; raise its :class:`DomainError` if it was refused."""
@@ -101,6 +104,9 @@ class GroupCommitter:
         COMMIT_BATCH.observe(len(batch))
         self.commits += 1
         self.requests += len(batch)
+        stored = sum(len(o.stored) for o in outcomes if not isinstance(o, DomainError))
+        if stored and self.on_stored is not None:
+            self.on_stored(stored)
         for pending, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, DomainError):
                 pending.future.set_exception(outcome)
