@@ -20,11 +20,11 @@ from trueup.core.errors import (
     ForbiddenError,
     ValidationError,
 )
-from trueup.core.ids import anchor_id, parse_anchor_id, parse_record_id, random_token
+from trueup.core.ids import parse_anchor_id, parse_record_id, random_token
 from trueup.core.periods import next_period, parse_period
 from trueup.core.scopes import BalanceQuery, parse_compare_body, parse_derive_query
 from trueup.core.strict_json import describe
-from trueup.core.timestamps import format_canonical, format_wire
+from trueup.core.timestamps import format_canonical
 from trueup.proof import inclusion_proof, inclusion_proof_nodes
 from trueup.service.keys import Principal
 from trueup.service.log import parse_root
@@ -81,21 +81,14 @@ class _Finder:
         self._args = (tenant_id, customer_id, scope)
 
     def by_amount(self, amount: int, limit: int) -> Sequence[DeltaRef]:
-        return [_ref(d) for d in self._snapshot.by_amount(*self._args, amount, limit)]
+        return [_ref(*row) for row in self._snapshot.by_amount(*self._args, amount, limit)]
 
     def in_month(self, period: str, limit: int) -> Sequence[DeltaRef]:
-        return [_ref(d) for d in self._snapshot.in_month(*self._args, period, limit)]
+        return [_ref(*row) for row in self._snapshot.in_month(*self._args, period, limit)]
 
 
-def _ref(delta: DeltaRecord) -> DeltaRef:
-    return DeltaRef(
-        delta.leaf_index,
-        anchor_id(delta.leaf_index),
-        delta.amount,
-        delta.period,
-        format_wire(delta.occurred_at),
-        delta.reason,
-    )
+def _ref(leaf_index: int, amount: int, period: str, occurred_at: str, reason: str) -> DeltaRef:
+    return DeltaRef(leaf_index, f"a_{leaf_index}", amount, period, occurred_at, reason)
 
 
 def _utcnow() -> datetime:

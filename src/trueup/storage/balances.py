@@ -31,6 +31,7 @@ __all__ = [
     "BalanceSnapshot",
     "BalanceStore",
     "DeltaRecord",
+    "FinderRow",
     "MonthRecord",
     "Scope",
     "ScopeSummary",
@@ -118,6 +119,17 @@ class DeltaRecord(NamedTuple):
     item_index: int
 
 
+class FinderRow(NamedTuple):
+    """What compare's search needs of a delta, and nothing more."""
+
+    leaf_index: int
+    amount: int
+    period: str
+    occurred_at: str
+    reason: str
+
+
+_FINDER_COLUMNS = "leaf_index, amount, period, occurred_at, reason"
 _DELTA_COLUMNS = """leaf_index, amount, reason, occurred_at, period, item_key, metadata, salt,
     verified_at, request_id, item_index"""
 _MIN_TIME = "0000"
@@ -127,8 +139,9 @@ _CUSTOMER = "tenant_id = ? AND customer_id = ? AND leaf_index IS NOT NULL"
 
 def _delta(row: Row) -> DeltaRecord:
     # Columns come back typed from both drivers; only BLOB/BYTEA needs normalising.
-    return DeltaRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], bytes(row[7]),
-                       row[8], row[9], row[10])
+    return DeltaRecord(
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], bytes(row[7]), row[8], row[9], row[10]
+    )
 
 
 def month_start(period: str) -> str:
@@ -326,27 +339,27 @@ class BalanceSnapshot:
 
     def by_amount(
         self, tenant_id: str, customer_id: str, scope: Scope, amount: int, limit: int
-    ) -> list[DeltaRecord]:
+    ) -> list[FinderRow]:
         """In-scope deltas of exactly ``amount``, newest leaf first."""
         condition, params = scope.sql()
         rows = self._tx.execute(
-            f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {_CUSTOMER} AND amount = ?
+            f"""SELECT {_FINDER_COLUMNS} FROM deltas WHERE {_CUSTOMER} AND amount = ?
                   AND {condition} ORDER BY leaf_index DESC LIMIT ?""",
             (tenant_id, customer_id, amount, *params, limit),
         )
-        return [_delta(row) for row in rows]
+        return [FinderRow(*row) for row in rows]
 
     def in_month(
         self, tenant_id: str, customer_id: str, scope: Scope, period: str, limit: int
-    ) -> list[DeltaRecord]:
+    ) -> list[FinderRow]:
         """In-scope deltas of one month, newest leaf first."""
         condition, params = scope.sql()
         rows = self._tx.execute(
-            f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {_CUSTOMER} AND period = ?
+            f"""SELECT {_FINDER_COLUMNS} FROM deltas WHERE {_CUSTOMER} AND period = ?
                   AND {condition} ORDER BY leaf_index DESC LIMIT ?""",
             (tenant_id, customer_id, period, *params, limit),
         )
-        return [_delta(row) for row in rows]
+        return [FinderRow(*row) for row in rows]
 
     def period_leaf_hashes(self, tenant_id: str, customer_id: str, period: str) -> list[bytes]:
         """Leaf hashes of a customer-month's sealed deltas, in leaf order."""

@@ -43,6 +43,7 @@ from trueup.core.compare.values import (
     WindowToReview,
 )
 from trueup.core.compare.wording import recommendation, resolution
+from trueup.core.timestamps import format_wire
 
 __all__ = [
     "Candidate",
@@ -155,7 +156,7 @@ def _window_wire(window: WindowToReview) -> dict[str, object]:
                 "anchorId": c.anchor_id,
                 "leafIndex": c.leaf_index,
                 "delta": c.delta,
-                "occurredAt": c.occurred_at,
+                "occurredAt": format_wire(c.occurred_at),
                 "reason": c.reason,
                 "explanation": c.explanation,
             }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from trueup.core.errors import ValidationError
 from trueup.core.periods import parse_period
@@ -65,9 +65,9 @@ class ClaimedWindow:
     net_change: int
 
 
-@dataclass(frozen=True, slots=True)
-class DeltaRef:
-    """One verified delta in scope, as the finder returns it. ``delta`` is signed minor units."""
+class DeltaRef(NamedTuple):
+    """One verified delta in scope, as the finder returns it. ``delta`` is signed minor units;
+    ``occurred_at`` RFC 3339. (A NamedTuple: the pair search reads hundreds per request.)"""
 
     leaf_index: int
     anchor_id: str
