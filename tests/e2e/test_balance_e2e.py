@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import httpx
 
 from tests.e2e.conftest import Running
 from tests.e2e.server import wait_until
+from trueup.proof import encode_leaf, leaf_fields_from_json, leaf_hash, root_from_leaf_hashes
 
 SEED_DELTAS = [
     ("seed-jan-1", 2000, "2026-01-05T10:00:00Z", "Top-up"),
@@ -209,6 +212,15 @@ def test_period_checkpoint_receipt_and_public_verify(running: Running) -> None:
     verified = public.json()["data"]
     assert verified["verified"] is True and verified["summary"]["recordCount"] == 2
     assert [r["amount"] for r in verified["records"]] == [-1000, -500]
+    assert verified["summary"]["firstRecordAt"] == "2026-02-10T14:30:00Z"
+    assert verified["summary"]["lastRecordAt"] == "2026-02-11T09:15:00Z"
+    # What a client needs to check the capability without trusting the server:
+    leaf_hashes = [bytes.fromhex(h) for h in verified["recompute"]["leafHashes"]]
+    for record, digest in zip(verified["records"], leaf_hashes, strict=True):
+        assert leaf_hash(encode_leaf(leaf_fields_from_json(record["leaf"]))) == digest
+    nonce = bytes.fromhex(verified["recompute"]["nonce"])
+    recomputed = hashlib.sha256(b"\x03" + nonce + root_from_leaf_hashes(leaf_hashes)).hexdigest()
+    assert "0x" + recomputed == checkpoint["proofRoot"]
     refused = httpx.post(
         f"{running.url}/api/v1/writes",
         headers=running.headers,

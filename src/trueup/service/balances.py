@@ -25,9 +25,10 @@ from trueup.core.periods import next_period, parse_period
 from trueup.core.scopes import BalanceQuery, parse_compare_body, parse_derive_query
 from trueup.core.strict_json import describe
 from trueup.core.timestamps import format_canonical
-from trueup.proof import inclusion_proof, inclusion_proof_nodes
+from trueup.proof import LeafFields, inclusion_proof, inclusion_proof_nodes
 from trueup.service.keys import Principal
 from trueup.service.log import parse_root
+from trueup.service.sealing import leaf_fields_of
 from trueup.storage import Storage
 from trueup.storage.balances import (
     AccountRecord,
@@ -40,7 +41,7 @@ from trueup.storage.balances import (
 from trueup.storage.checkpoints import CheckpointRecord
 from trueup.storage.log import HeadRecord
 
-__all__ = ["BalanceService", "Derived", "NewestProof"]
+__all__ = ["BalanceService", "Derived", "NewestProof", "PeriodRecord", "PeriodView"]
 
 Clock = Callable[[], datetime]
 
@@ -71,6 +72,23 @@ class Derived:
     @property
     def balance(self) -> int:
         return self.query.starting_balance + self.summary.total
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodRecord:
+    delta: DeltaRecord
+    leaf_hash: bytes
+    leaf: LeafFields
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodView:
+    checkpoint: CheckpointRecord
+    records: tuple[PeriodRecord, ...]
+    leaf_hashes: tuple[bytes, ...]
+    head: HeadRecord
+    first_at: str | None
+    last_at: str | None
 
 
 class _Finder:
@@ -248,16 +266,34 @@ class BalanceService:
             )
         return found
 
-    def period_records(
-        self, record: CheckpointRecord, limit: int, offset: int
-    ) -> tuple[list[DeltaRecord], list[bytes]]:
-        """The locked period's deltas (a page) and all its leaf hashes, for public verification."""
+    def period_view(self, record: CheckpointRecord, limit: int, offset: int) -> PeriodView:
+        """A locked period seen through its proof root: a page of its records with their
+        leaves, every leaf hash (to recompute the root) and the head it was locked under."""
         with self._storage.balances.snapshot() as snapshot:
             hashes = snapshot.period_leaf_hashes(record.tenant_id, record.customer_id, record.period)
             deltas = snapshot.period_deltas(
                 record.tenant_id, record.customer_id, record.period, offset + limit
+            )[offset:]
+            first, last = snapshot.period_span(record.tenant_id, record.customer_id, record.period)
+            head = snapshot.head_at(record.tree_size)
+        assert head is not None  # a lock always binds to a stored head
+        records = tuple(
+            PeriodRecord(
+                delta=delta,
+                leaf_hash=hashes[offset + position],
+                leaf=leaf_fields_of(
+                    record.tenant_id,
+                    record.customer_id,
+                    delta.key,
+                    delta.amount,
+                    delta.occurred_at,
+                    delta.metadata,
+                    delta.salt,
+                ),
             )
-        return deltas[offset:], hashes
+            for position, delta in enumerate(deltas)
+        )
+        return PeriodView(record, records, tuple(hashes), head, first, last)
 
     def checkpoint_by_root(self, root: bytes) -> CheckpointRecord | None:
         return self._storage.checkpoints.by_root(root)

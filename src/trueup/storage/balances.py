@@ -371,6 +371,14 @@ class BalanceSnapshot:
         )
         return [bytes(row[0]) for row in rows]
 
+    def period_span(self, tenant_id: str, customer_id: str, period: str) -> tuple[str | None, str | None]:
+        """The earliest and latest ``occurred_at`` of a customer-month's sealed deltas."""
+        row = self._tx.one(
+            f"SELECT MIN(occurred_at), MAX(occurred_at) FROM deltas WHERE {_CUSTOMER} AND period = ?",
+            (tenant_id, customer_id, period),
+        )
+        return (None, None) if row is None else (row[0], row[1])
+
     def period_deltas(self, tenant_id: str, customer_id: str, period: str, limit: int) -> list[DeltaRecord]:
         rows = self._tx.execute(
             f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {_CUSTOMER} AND period = ?

@@ -17,7 +17,6 @@ from trueup.core.ids import anchor_id
 from trueup.core.timestamps import format_wire
 from trueup.proof import leaf_fields_to_json
 from trueup.service.log import parse_root
-from trueup.service.sealing import leaf_fields_of
 from trueup.storage.checkpoints import CheckpointRecord
 
 router = APIRouter(tags=["log"])
@@ -150,32 +149,7 @@ async def _period_data(
     services: ServicesDep, record: CheckpointRecord, limit: int, offset: int
 ) -> dict[str, Any]:
     """A period checkpoint seen through its proof root (a capability, DESIGN.md §2.6)."""
-    deltas, hashes = await run_in_threadpool(services.balances.period_records, record, limit, offset)
-    head = await run_in_threadpool(services.log.head_at, record.tree_size)
-    first = deltas[0].occurred_at if deltas and offset == 0 else None
-    records: list[dict[str, Any]] = []
-    for delta in deltas:
-        fields = leaf_fields_of(
-            record.tenant_id,
-            record.customer_id,
-            delta.key,
-            delta.amount,
-            delta.occurred_at,
-            delta.metadata,
-            delta.salt,
-        )
-        records.append(
-            {
-                "amount": delta.amount,
-                "reason": delta.reason,
-                "referenceId": delta.key,
-                "status": "VERIFIED",
-                "time": format_wire(delta.occurred_at),
-                "anchorId": anchor_id(delta.leaf_index),
-                "leafHash": hashes[offset + len(records)].hex(),
-                "leaf": leaf_fields_to_json(fields),
-            }
-        )
+    view = await run_in_threadpool(services.balances.period_view, record, limit, offset)
     return {
         "verified": True,
         "proofRoot": hex_root(record.proof_root),
@@ -189,23 +163,33 @@ async def _period_data(
             "netChange": record.net,
             "startingBalance": record.opening_balance,
             "endingBalance": record.closing_balance,
-            "firstRecordAt": first and format_wire(first),
-            "lastRecordAt": format_wire(deltas[-1].occurred_at)
-            if deltas and len(hashes) <= offset + limit
-            else None,
+            "firstRecordAt": view.first_at and format_wire(view.first_at),
+            "lastRecordAt": view.last_at and format_wire(view.last_at),
         },
-        "records": records,
-        "recordsTotal": len(hashes),
+        "records": [
+            {
+                "amount": entry.delta.amount,
+                "reason": entry.delta.reason,
+                "referenceId": entry.delta.key,
+                "status": "VERIFIED",
+                "time": format_wire(entry.delta.occurred_at),
+                "anchorId": anchor_id(entry.delta.leaf_index),
+                "leafHash": entry.leaf_hash.hex(),
+                "leaf": leaf_fields_to_json(entry.leaf),
+            }
+            for entry in view.records
+        ],
+        "recordsTotal": len(view.leaf_hashes),
         "limit": limit,
         "offset": offset,
         "recompute": {
             "formula": "proofRoot = SHA-256(0x03 || nonce || MTH(leafHashes)), MTH as RFC 9162 §2.1.1",
             "nonce": record.nonce.hex(),
-            "leafHashes": [digest.hex() for digest in hashes],
+            "leafHashes": [digest.hex() for digest in view.leaf_hashes],
         },
         "treeSize": record.tree_size,
-        "treeRoot": hex_root(head.root),
-        "checkpoint": head.checkpoint,
+        "treeRoot": hex_root(view.head.root),
+        "checkpoint": view.head.checkpoint,
         "verifierKey": services.log.verifier_key,
     }
 
