@@ -151,3 +151,23 @@ def test_a_lost_database_is_unavailable_not_an_internal_error(pg_url: str) -> No
         storage.ping()
     with pytest.raises(StorageUnavailableError):
         storage.writes.commit([draft("req_lost", delta("a"))])
+
+
+def test_a_repeat_of_a_refused_item_is_refused_too_and_spares_the_group(storage: Storage) -> None:
+    storage.checkpoints.lock("chk_t", "ten_a", "cust-1", "2026-02", b"n" * 32, "2026-03-01T00:00:00.000000Z")
+    locked = delta("dupL", occurred_at="2026-02-20T00:00:00.000000Z")
+    batch = WriteDraft(
+        tenant_id="ten_a",
+        request_id="req_batch",
+        source="batch",
+        accepted_at="2026-03-02T00:00:00.000000Z",
+        items=[locked, locked, delta("fine", occurred_at="2026-03-01T00:00:00.000000Z")],
+        per_item_conflicts=True,
+    )
+    neighbour = draft("req_next", delta("other", customer="cust-2"))
+    result, other = storage.writes.commit([batch, neighbour])
+    assert not isinstance(result, Exception) and not isinstance(other, Exception)
+    assert result.stored == (2,)
+    assert sorted(c.index for c in result.conflicts) == [0, 1]
+    assert all(c.error.code == "PERIOD_LOCKED" for c in result.conflicts)
+    assert other.stored == (0,)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from trueup.core.errors import DomainError, UnavailableError
+from trueup.core.errors import UnavailableError
 from trueup.service.metrics import COMMIT_BATCH, COMMIT_SECONDS, INGEST_ITEMS
 from trueup.storage.writes import WriteDraft, WriteResult, WriteStore
 
@@ -104,11 +104,11 @@ class GroupCommitter:
         COMMIT_BATCH.observe(len(batch))
         self.commits += 1
         self.requests += len(batch)
-        stored = sum(len(o.stored) for o in outcomes if not isinstance(o, DomainError))
+        stored = sum(len(o.stored) for o in outcomes if not isinstance(o, Exception))
         if stored and self.on_stored is not None:
             self.on_stored(stored)
         for pending, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, DomainError):
+            if isinstance(outcome, Exception):  # refused (DomainError) or failed alone
                 pending.future.set_exception(outcome)
             else:
                 if outcome.stored:

@@ -7,6 +7,7 @@ Nothing here decides *when* to commit: the group committer in the service layer 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -20,9 +21,11 @@ from trueup.core.errors import (
 )
 from trueup.core.ids import record_id
 from trueup.storage.engine import Engine, Row, Tx, chunks
-from trueup.storage.errors import IntegrityConflictError
+from trueup.storage.errors import IntegrityConflictError, StorageError
 from trueup.storage.locks import locked_periods
 from trueup.storage.outbox import enqueue_repeat_completed
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DeltaDraft",
@@ -194,13 +197,13 @@ class WriteStore:
 
     # -- committing -------------------------------------------------------------------------
 
-    def commit(self, drafts: Sequence[WriteDraft]) -> list[WriteResult | DomainError]:
+    def commit(self, drafts: Sequence[WriteDraft]) -> list[WriteResult | Exception]:
         """Commit every draft in one durable transaction; per-draft errors are returned.
 
         A draft that raises a :class:`DomainError` (conflict, plan limit) stores nothing and
         leaves the others untouched. Storage failures raise and nothing is committed.
         """
-        outcomes: list[WriteResult | DomainError] = []
+        outcomes: list[WriteResult | Exception] = []
         with self._engine.write() as tx:
             group = _Group(any_locks=tx.one("SELECT 1 FROM period_checkpoints LIMIT 1") is not None)
             for draft in drafts:
@@ -212,7 +215,7 @@ class WriteStore:
 
     def _commit_one_with_retry(
         self, tx: Tx, draft: WriteDraft, group: _Group
-    ) -> WriteResult | DomainError:
+    ) -> WriteResult | Exception:
         # A concurrent writer on another process may insert the same item key or idempotency
         # key between our check and our insert; the unique index catches it and one retry
         # sees the other writer's row.
@@ -225,6 +228,11 @@ class WriteStore:
             except IntegrityConflictError:
                 if attempt == 1:
                     raise
+            except StorageError:
+                raise  # the database itself failed: nothing in this transaction can commit
+            except Exception as exc:
+                log.exception("write request %s failed; its group goes on", draft.request_id)
+                return exc
             else:
                 if draft.allowance is None and result.stored:
                     key = (draft.tenant_id, draft.accepted_at[:7])
@@ -241,6 +249,7 @@ class WriteStore:
         stored, duplicates, conflicts = _classify(draft, existing)
         if stored and group.any_locks:
             stored = self._refuse_locked_periods(tx, draft, stored, conflicts)
+            duplicates = _drop_repeats_of_refused(draft, stored, duplicates, conflicts)
         if stored and draft.allowance is not None:
             self._charge_allowance(tx, draft, len(stored))
         tx.insert_rows(
@@ -270,7 +279,8 @@ class WriteStore:
             self._record_duplicates(tx, draft, duplicates)
         # A request that only repeats deltas already sealed (a retry) is complete at once.
         repeats_sealed = bool(duplicates) and not stored and all(
-            existing[draft.items[index].key].status != "queued" for index, _, _ in duplicates
+            original_seq is not None and existing[draft.items[index].key].status != "queued"
+            for index, original_seq, _ in duplicates
         )
         tx.execute(
             """INSERT INTO write_requests (id, tenant_id, source, item_count, stored_count,
@@ -541,6 +551,25 @@ def _classify(
             raise error
         conflicts.append(ItemConflict(index, error))
     return stored, duplicates, conflicts
+
+
+def _drop_repeats_of_refused(
+    draft: WriteDraft,
+    stored: list[int],
+    duplicates: list[tuple[int, int | None, int]],
+    conflicts: list[ItemConflict],
+) -> list[tuple[int, int | None, int]]:
+    """An in-request repeat of an item that was refused is refused the same way."""
+    kept = set(stored)
+    errors = {conflict.index: conflict.error for conflict in conflicts}
+    remaining = []
+    for repeat in duplicates:
+        index, original_seq, first = repeat
+        if original_seq is None and first not in kept:
+            conflicts.append(ItemConflict(index, errors[first]))
+        else:
+            remaining.append(repeat)
+    return remaining
 
 
 def _item_path(draft: WriteDraft, index: int) -> str:
