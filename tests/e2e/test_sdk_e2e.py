@@ -126,4 +126,18 @@ def test_emit_batch_reports_each_delta(running: Running) -> None:
         },
     ).json()["data"]
     assert conflict["results"][1]["code"] == "DUPLICATE_KEY"
+    oversized = httpx.post(
+        f"{running.url}/api/v1/balance/delta/batch",
+        headers=running.headers,
+        json={
+            "deltas": [
+                {"customerId": "batch-2", "delta": 1, "reason": "ok"},
+                {"customerId": "batch-2", "delta": 2, "reason": "big", "metadata": {"x": "a" * 5000}},
+            ]
+        },
+    )
+    assert oversized.status_code == 202, oversized.text
+    rows = oversized.json()["data"]["results"]
+    assert [r["status"] for r in rows] == ["QUEUED", "FAILED"]
+    assert rows[1]["error"].startswith("deltas[1].metadata: must be at most 4096 bytes")
     assert conflict["results"][1]["error"].startswith("deltas[1]:")

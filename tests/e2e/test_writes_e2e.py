@@ -122,6 +122,14 @@ def _bad_requests() -> list[tuple[str, dict[str, str], bytes, int, str, str]]:
             "duplicate key",
         ),
         (
+            "infinite metadata number",
+            {},
+            b'{"items":[{"key":"k","accountId":"c","bits":1,"metadata":{"x":1e400}}]}',
+            400,
+            "VALIDATION_ERROR",
+            "items[0].metadata.x: numbers in metadata must be finite",
+        ),
+        (
             "hostile nesting",
             {},
             b'{"items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",

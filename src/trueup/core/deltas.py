@@ -7,6 +7,7 @@ e.g. ``items[3].bits: must be an integer, got 1.5``.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -151,6 +152,8 @@ def check_metadata(value: object, field: str, limits: DeltaLimits) -> Mapping[st
             stack.extend((child, depth + 1, f"{path}[{i}]") for i, child in enumerate(node))
         elif isinstance(node, str):
             _check_text(node, path)
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ValidationError(path, f"numbers in metadata must be finite, got {describe(node)}")
         elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > _I_JSON_MAX:
             raise ValidationError(
                 path, f"integers in metadata must be within ±(2^53-1), got {describe(node)}"

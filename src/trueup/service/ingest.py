@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from trueup.core.deltas import NewDelta
-from trueup.core.emit import parse_emit, parse_emit_batch
+from trueup.core.emit import BatchEntry, parse_emit, parse_emit_batch
 from trueup.core.errors import ForbiddenError, IdempotencyMismatchError, ValidationError
 from trueup.core.ids import new_request_id, random_token, record_id
 from trueup.core.timestamps import format_canonical, format_wire
 from trueup.core.writes import parse_writes_body
-from trueup.proof import canonical_json
+from trueup.proof import LeafEncodingError, canonical_json
 from trueup.service.group_commit import GroupCommitter
 from trueup.service.keys import Principal
 from trueup.service.settings import Settings
@@ -131,7 +131,10 @@ class WriteService:
     ) -> Reply:
         """``POST /api/v1/balance/delta/batch``: each delta succeeds or fails alone."""
         _require_write_access(principal)
-        entries = parse_emit_batch(document, self._settings.limits, _new_reference)
+        entries = [
+            self._checked_metadata(entry)
+            for entry in parse_emit_batch(document, self._settings.limits, _new_reference)
+        ]
         valid = [entry for entry in entries if entry.delta is not None]
         deltas = [entry.delta for entry in valid if entry.delta is not None]
 
@@ -179,6 +182,16 @@ class WriteService:
             positions=tuple(entry.index for entry in valid),
         )
 
+    def _checked_metadata(self, entry: BatchEntry) -> BatchEntry:
+        """A batch element whose metadata cannot be stored fails alone, like other bad input."""
+        if entry.delta is None:
+            return entry
+        try:
+            self._metadata_text(entry.delta, f"deltas[{entry.index}].metadata")
+        except ValidationError as error:
+            return replace(entry, delta=None, error=error)
+        return entry
+
     async def accept(
         self,
         principal: Principal,
@@ -210,9 +223,7 @@ class WriteService:
                     )
                 return Reply(202, payload=_pending(claim.key), retry_after=1)
         try:
-            draft = self._draft(principal, deltas, source, claim, render, per_item_conflicts)
-            if positions:
-                draft = replace(draft, positions=positions)
+            draft = self._draft(principal, deltas, source, claim, render, per_item_conflicts, positions)
             result = await self._committer.commit(draft)
         finally:
             if flight is not None:
@@ -220,6 +231,21 @@ class WriteService:
                     self._in_flight.pop(flight, None)
         response = result.replay if result.replay is not None else render(result)
         return Reply(response.status_code, raw=response.body)
+
+    def _metadata_text(self, delta: NewDelta, field: str) -> str | None:
+        """The canonical JSON text of a delta's metadata; 400 naming ``field`` if it is too
+        large or cannot be canonicalised (RFC 8785 needs finite I-JSON numbers)."""
+        if delta.metadata is None:
+            return None
+        try:
+            text = canonical_json(delta.metadata).decode("utf-8")
+        except LeafEncodingError as exc:
+            raise ValidationError(field, str(exc)) from exc
+        size = len(text.encode("utf-8"))
+        limit = self._settings.limits.max_metadata_bytes
+        if size > limit:
+            raise ValidationError(field, f"must be at most {limit} bytes serialised, got {size}")
+        return text
 
     def _draft(
         self,
@@ -229,23 +255,16 @@ class WriteService:
         claim: IdempotencyClaim | None,
         render: Callable[[WriteResult], StoredResponse],
         per_item_conflicts: bool,
+        positions: tuple[int, ...] = (),
     ) -> WriteDraft:
         accepted_at = format_canonical(self._clock())
-        limits = self._settings.limits
         items: list[DeltaDraft] = []
         where = "items" if source == "writes" else "deltas"
         salts = secrets.token_bytes(16 * len(deltas))  # one system call for the whole request
         for index, delta in enumerate(deltas):
-            metadata: str | None = None
-            if delta.metadata is not None:
-                metadata = canonical_json(delta.metadata).decode("utf-8")
-                size = len(metadata.encode("utf-8"))
-                if size > limits.max_metadata_bytes:
-                    field = f"{where}[{index}].metadata" if source != "delta" else "metadata"
-                    raise ValidationError(
-                        field,
-                        f"must be at most {limits.max_metadata_bytes} bytes serialised, got {size}",
-                    )
+            position = positions[index] if positions else index
+            field = f"{where}[{position}].metadata" if source != "delta" else "metadata"
+            metadata = self._metadata_text(delta, field)
             items.append(
                 DeltaDraft(
                     key=delta.key,
@@ -267,6 +286,7 @@ class WriteService:
             idempotency=claim,
             allowance=self._settings.plan_allowances.get(principal.plan),
             per_item_conflicts=per_item_conflicts,
+            positions=positions,
             render=render,
         )
 
