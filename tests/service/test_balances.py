@@ -216,3 +216,28 @@ def test_a_current_period_needs_force(services: Services) -> None:
         services.balances.lock_period(who, {"customerId": "cust_12345", "period": now})
     record, _ = services.balances.lock_period(who, {"customerId": "cust_12345", "period": now, "force": True})
     assert record.period == now
+
+
+def test_hostile_balance_requests_are_answered_not_crashed(services: Services) -> None:
+    who = seed_history(services)
+    result, _, _ = services.balances.compare(
+        who,
+        {"customerId": "cust_12345", "yourBalance": 48500, "theirBalance": 10**20, "startingBalance": 50000},
+    )
+    assert result.report is not None and result.report.divergent_party == "theirs"
+    assert result.report.windows == ()
+    end_of_time = services.balances.derive(who, "cust_12345", {"asOf": "9999-12-31T23:59:59.999999Z"})
+    assert end_of_time.balance == -1500
+    with pytest.raises(ValidationError):
+        services.balances.derive(who, "cust_12345", {"startingBalance": "１"})
+
+
+def test_another_customer_s_checkpoint_is_not_a_starting_point(services: Services) -> None:
+    who = seed_history(services)
+    write(services, who, delta("other-1", 700, "2025-12-01T00:00:00Z", customer="other"))
+    seal_all(services)
+    record, _ = services.balances.lock_period(who, {"customerId": "cust_12345", "period": "2026-02"})
+    for checkpoint in (record.id, "0x" + record.proof_root.hex()):
+        with pytest.raises(CheckpointNotFoundError):
+            services.balances.derive(who, "other", {"startingCheckpoint": checkpoint})
+    assert services.balances.derive(who, "other", {}).balance == 700

@@ -24,8 +24,8 @@ __all__ = [
 ]
 
 _API_KEY = re.compile(r"^pk_(live|test)_([a-z2-7]{16})\.([A-Za-z0-9_-]{43})$")
-_RECORD = re.compile(r"^rec_([a-z2-7]{20})_(\d{1,4})$")
-_ANCHOR = re.compile(r"^a_(0|[1-9]\d{0,17})$")
+_RECORD = re.compile(r"^rec_([a-z2-7]{20})_([0-9]{1,4})$")
+_ANCHOR = re.compile(r"^a_(0|[1-9][0-9]{0,17})$")
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,8 +33,8 @@ __all__ = [
 MAX_BALANCE = 10**30
 """Largest magnitude accepted for a claimed or starting balance (exact: JSON has no limit)."""
 
-_INTEGER_TEXT = re.compile(r"^[+-]?\d{1,31}$")
-_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_INTEGER_TEXT = re.compile(r"^[+-]?[0-9]{1,31}$")
+_DATE_ONLY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _CHECKPOINT_TYPES = {
     "itemsRoot": "itemsRoot",
     "proofRoot": "itemsRoot",
@@ -137,7 +137,10 @@ def _time_scope(
             raise InvalidScopeError("asOf", f"cannot be combined with {', '.join(sorted(given - {'asOf'}))}")
         moment = parse_rfc3339(as_of, "asOf")
         # The balance as it stood at that instant: deltas that occurred at or before it.
-        return None, format_canonical(moment + timedelta(microseconds=1)), None
+        try:
+            return None, format_canonical(moment + timedelta(microseconds=1)), None
+        except OverflowError:  # asOf at the very end of year 9999: no upper bound at all
+            return None, None, None
     if preset is not None:
         if preset == "current_month":
             if start is not None or end is not None:

@@ -45,6 +45,8 @@ __all__ = ["BalanceService", "Derived", "NewestProof", "PeriodRecord", "PeriodVi
 
 Clock = Callable[[], datetime]
 
+_MAX_STORED = 2**63 - 1  # amounts are 64-bit integers in storage
+
 _PAIR_CHECKS = 500
 """Work bound of compare's pair search per party: deltas fetched plus pairs tried."""
 
@@ -99,6 +101,8 @@ class _Finder:
         self._args = (tenant_id, customer_id, scope)
 
     def by_amount(self, amount: int, limit: int) -> Sequence[DeltaRef]:
+        if not -_MAX_STORED <= amount <= _MAX_STORED:
+            return []  # no stored delta can have it (and the database could not even compare)
         return [_ref(*row) for row in self._snapshot.by_amount(*self._args, amount, limit)]
 
     def in_month(self, period: str, limit: int) -> Sequence[DeltaRef]:
@@ -126,7 +130,7 @@ class BalanceService:
         with self._storage.balances.snapshot() as snapshot:
             if not snapshot.known_customer(principal.tenant_id, customer_id):
                 raise CustomerNotFoundError(f"customer {customer_id!r} has no deltas")
-            scope, checkpoint = self._scope(snapshot, principal, query)
+            scope, checkpoint = self._scope(snapshot, principal, query, customer_id)
             head = snapshot.head()
             if head is None:
                 raise CheckpointNotFoundError("the log has no signed tree head yet")
@@ -146,7 +150,7 @@ class BalanceService:
         with self._storage.balances.snapshot() as snapshot:
             if not snapshot.known_customer(tenant_id, customer_id):
                 raise CustomerNotFoundError(f"customer {customer_id!r} has no deltas")
-            scope, _ = self._scope(snapshot, principal, request.query)
+            scope, _ = self._scope(snapshot, principal, request.query, customer_id)
             head = snapshot.head()
             assert head is not None
             summary = snapshot.summary(tenant_id, customer_id, scope)
@@ -164,16 +168,23 @@ class BalanceService:
         return result, request.query.starting_balance, head
 
     def _scope(
-        self, snapshot: BalanceSnapshot, principal: Principal, query: BalanceQuery
+        self, snapshot: BalanceSnapshot, principal: Principal, query: BalanceQuery, customer_id: str
     ) -> tuple[Scope, dict[str, Any] | None]:
-        """The scope a query asks for, and a description of its checkpoint (if any)."""
+        """The scope a query asks for, and a description of its checkpoint (if any).
+
+        A period checkpoint (``chk_…`` or its proof root) must be this customer's: another
+        customer's lock says nothing about this one's balance. Tree heads and anchors are
+        positions in the shared log and apply to any customer.
+        """
         if query.checkpoint is None:
             return Scope(start=query.start, end=query.end), None
         value = query.checkpoint
         if value.startswith("chk_"):
             found = self._storage.checkpoints.get(principal.tenant_id, value)
-            if found is None:
-                raise CheckpointNotFoundError(f"startingCheckpoint {value!r} not found")
+            if found is None or found.customer_id != customer_id:
+                raise CheckpointNotFoundError(
+                    f"startingCheckpoint {value!r} is not a checkpoint of customer {customer_id!r}"
+                )
             return _checkpoint_scope(found)
         if query.checkpoint_type == "anchorId":
             leaf = parse_anchor_id(value)
@@ -202,7 +213,7 @@ class BalanceService:
                 "treeSize": head.size,
             }
         period_lock = self._storage.checkpoints.by_root(root, principal.tenant_id)
-        if period_lock is not None:
+        if period_lock is not None and period_lock.customer_id == customer_id:
             return _checkpoint_scope(period_lock)
         raise CheckpointNotFoundError(
             f"startingCheckpoint {value!r} is not a tree head or checkpoint of this log"

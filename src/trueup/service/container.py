@@ -53,7 +53,9 @@ def open_services(settings: Settings) -> Services:
         settings=settings,
         storage=storage,
         keys=KeyService(
-            storage, settings.data_dir / "key-pepper", settings.plan_allowances,
+            storage,
+            settings.data_dir / "key-pepper",
+            settings.plan_allowances,
             cache_ttl_s=settings.key_cache_ttl_s,
         ),
         committer=committer,

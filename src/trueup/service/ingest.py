@@ -7,6 +7,7 @@ verbatim; a key still in flight in this process answers ``IDEMPOTENCY_PENDING``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -209,7 +210,8 @@ class WriteService:
         claim = _claim(idempotency_key, route, body)
         flight = (principal.tenant_id, claim.key) if claim is not None else None
         if claim is not None and flight is not None:
-            stored = self._storage.writes.stored_response(principal.tenant_id, claim)
+            # A database read: off the event loop.
+            stored = await asyncio.to_thread(self._storage.writes.stored_response, principal.tenant_id, claim)
             if stored is not None:
                 return Reply(stored.status_code, raw=stored.body)
             with self._in_flight_lock:

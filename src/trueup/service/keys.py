@@ -53,7 +53,9 @@ class IssuedKey:
 
 class KeyService:
     def __init__(
-        self, storage: Storage, pepper_path: Path,
+        self,
+        storage: Storage,
+        pepper_path: Path,
         plans: Mapping[str, int | None] = PLAN_ALLOWANCES,
         cache_ttl_s: float = 0.0,
     ) -> None:
@@ -80,7 +82,10 @@ class KeyService:
         tenant = self._storage.tenants.ensure(
             TenantRecord(
                 id="ten_" + random_token(secrets.token_bytes(10)),
-                name=tenant_name, env=env, plan=plan, created_at=now,
+                name=tenant_name,
+                env=env,
+                plan=plan,
+                created_at=now,
             )
         )
         key_id = new_key_id(secrets.token_bytes(10))

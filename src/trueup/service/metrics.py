@@ -29,19 +29,24 @@ INGEST_ITEMS = Counter(
     "trueup_ingest_items", "Deltas accepted (newly stored) by write route", ["source"], registry=REGISTRY
 )
 COMMIT_SECONDS = Histogram(
-    "trueup_commit_seconds", "Duration of one group commit (one transaction, one fsync)",
+    "trueup_commit_seconds",
+    "Duration of one group commit (one transaction, one fsync)",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
     registry=REGISTRY,
 )
 COMMIT_BATCH = Histogram(
-    "trueup_commit_batch_requests", "Write requests sharing one group commit",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=REGISTRY,
+    "trueup_commit_batch_requests",
+    "Write requests sharing one group commit",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    registry=REGISTRY,
 )
 QUEUE_DEPTH = Gauge("trueup_queue_depth", "Accepted deltas not yet sealed", registry=REGISTRY)
 QUEUE_AGE = Gauge("trueup_queue_oldest_age_seconds", "Age of the oldest unsealed delta", registry=REGISTRY)
 SEAL_SECONDS = Histogram(
-    "trueup_seal_seconds", "Duration of one seal (claim, hash, sign, store)",
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=REGISTRY,
+    "trueup_seal_seconds",
+    "Duration of one seal (claim, hash, sign, store)",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
 )
 SEALED_LEAVES = Counter("trueup_sealed_leaves", "Leaves appended to the log", registry=REGISTRY)
 TREE_SIZE = Gauge("trueup_tree_size", "Size of the newest signed tree head", registry=REGISTRY)
@@ -49,8 +54,10 @@ WEBHOOK_ATTEMPTS = Counter(
     "trueup_webhook_attempts", "Webhook delivery attempts by outcome", ["outcome"], registry=REGISTRY
 )
 HTTP_RESPONSES = Counter(
-    "trueup_http_responses", "HTTP responses by route template and status class",
-    ["route", "status"], registry=REGISTRY,
+    "trueup_http_responses",
+    "HTTP responses by route template and status class",
+    ["route", "status"],
+    registry=REGISTRY,
 )
 
 

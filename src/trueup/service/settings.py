@@ -123,8 +123,6 @@ class Settings:
             rate_limit_burst=_env_int(env, "TRUEUP_RATE_LIMIT_BURST", base.rate_limit_burst),
             rate_limit_overrides=env.get("TRUEUP_RATE_LIMIT_OVERRIDES", ""),
             key_cache_ttl_s=float(env.get("TRUEUP_KEY_CACHE_TTL_S") or base.key_cache_ttl_s),
-            webhook_retry_base_s=float(
-                env.get("TRUEUP_WEBHOOK_RETRY_BASE_S") or base.webhook_retry_base_s
-            ),
+            webhook_retry_base_s=float(env.get("TRUEUP_WEBHOOK_RETRY_BASE_S") or base.webhook_retry_base_s),
             webhook_timeout_s=float(env.get("TRUEUP_WEBHOOK_TIMEOUT_S") or base.webhook_timeout_s),
         )

@@ -114,8 +114,11 @@ def _split(url: object, policy: TargetPolicy) -> tuple[str, str, int, str]:
     scheme = parts.scheme.lower()
     allowed = ("https", "http") if policy.allow_http else ("https",)
     if scheme not in allowed:
-        hint = "" if policy.allow_http or scheme != "http" else (
-            " (the operator can allow http with TRUEUP_WEBHOOK_ALLOW_HTTP=1)")
+        hint = (
+            ""
+            if policy.allow_http or scheme != "http"
+            else (" (the operator can allow http with TRUEUP_WEBHOOK_ALLOW_HTTP=1)")
+        )
         raise TargetRefusedError(
             "url", f"must be an {' or '.join(allowed)} URL, got {scheme or 'no'} scheme{hint}"
         )
@@ -155,8 +158,9 @@ def resolve_target(url: object, policy: TargetPolicy, resolver: Resolver = syste
         reason = address_refusal(address, policy)
         if reason is not None:
             raise TargetRefusedError(
-                "url", f"host {host!r} resolves to {address}, {reason}; webhooks go only to "
-                "public addresses (the operator can allow others with TRUEUP_WEBHOOK_ALLOW_PRIVATE=1)"
+                "url",
+                f"host {host!r} resolves to {address}, {reason}; webhooks go only to "
+                "public addresses (the operator can allow others with TRUEUP_WEBHOOK_ALLOW_PRIVATE=1)",
             )
         addresses.append(str(address))
     return Target(url=url, scheme=scheme, host=host, port=port, path=path, addresses=tuple(addresses))

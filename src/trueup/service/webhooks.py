@@ -90,7 +90,7 @@ def _parse_events(value: object) -> tuple[str, ...]:
             return ()
         if kind not in EVENT_TYPES:
             raise ValidationError(
-                f"events[{index}]", f"must be one of {', '.join(EVENT_TYPES)} or \"*\", got {describe(kind)}"
+                f"events[{index}]", f'must be one of {", ".join(EVENT_TYPES)} or "*", got {describe(kind)}'
             )
         if kind not in chosen:
             chosen.append(kind)
@@ -101,7 +101,10 @@ def _parse_events(value: object) -> tuple[str, ...]:
 
 class WebhookService:
     def __init__(
-        self, storage: Storage, settings: Settings, clock: Clock = _utcnow,
+        self,
+        storage: Storage,
+        settings: Settings,
+        clock: Clock = _utcnow,
         resolver: Resolver = system_resolver,
     ) -> None:
         self._storage = storage
@@ -137,10 +140,16 @@ class WebhookService:
         events = _parse_events(document.get("events"))
         secret = new_secret()
         endpoint = EndpointRecord(
-            id="wh_" + random_token(secrets.token_bytes(10)), tenant_id=principal.tenant_id,
-            url=target.url, description=description, events=events, secret=secret,
-            previous_secret=None, previous_expires_at=None,
-            created_at=format_canonical(self._clock()), rotated_at=None,
+            id="wh_" + random_token(secrets.token_bytes(10)),
+            tenant_id=principal.tenant_id,
+            url=target.url,
+            description=description,
+            events=events,
+            secret=secret,
+            previous_secret=None,
+            previous_expires_at=None,
+            created_at=format_canonical(self._clock()),
+            rotated_at=None,
         )
         self._storage.webhooks.add_endpoint(endpoint, MAX_ENDPOINTS)
         return IssuedEndpoint(endpoint, secret)
@@ -170,7 +179,10 @@ class WebhookService:
         now = self._clock()
         secret = new_secret()
         updated = self._storage.webhooks.rotate_secret(
-            principal.tenant_id, endpoint_id, secret, format_canonical(now),
+            principal.tenant_id,
+            endpoint_id,
+            secret,
+            format_canonical(now),
             format_canonical(now + ROTATION_OVERLAP),
         )
         if updated is None:
