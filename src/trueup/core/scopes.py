@@ -109,6 +109,15 @@ def _boundary(value: object, field: str) -> str:
     return format_canonical(parse_rfc3339(value, field))
 
 
+def _as_of_end(as_of: object) -> str | None:
+    """The exclusive end of an ``asOf`` scope: deltas that occurred at or before that instant."""
+    moment = parse_rfc3339(as_of, "asOf")
+    try:
+        return format_canonical(moment + timedelta(microseconds=1))
+    except OverflowError:  # the very end of year 9999: no upper bound at all
+        return None
+
+
 def _time_scope(
     period: object, preset: object, start: object, end: object, as_of: object, now: datetime
 ) -> tuple[str | None, str | None, str | None]:
@@ -135,12 +144,7 @@ def _time_scope(
     if as_of is not None:
         if given - {"asOf"}:
             raise InvalidScopeError("asOf", f"cannot be combined with {', '.join(sorted(given - {'asOf'}))}")
-        moment = parse_rfc3339(as_of, "asOf")
-        # The balance as it stood at that instant: deltas that occurred at or before it.
-        try:
-            return None, format_canonical(moment + timedelta(microseconds=1)), None
-        except OverflowError:  # asOf at the very end of year 9999: no upper bound at all
-            return None, None, None
+        return None, _as_of_end(as_of), None
     if preset is not None:
         if preset == "current_month":
             if start is not None or end is not None:
