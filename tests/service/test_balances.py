@@ -229,7 +229,7 @@ def test_hostile_balance_requests_are_answered_not_crashed(services: Services) -
     end_of_time = services.balances.derive(who, "cust_12345", {"asOf": "9999-12-31T23:59:59.999999Z"})
     assert end_of_time.balance == -1500
     with pytest.raises(ValidationError):
-        services.balances.derive(who, "cust_12345", {"startingBalance": "１"})
+        services.balances.derive(who, "cust_12345", {"startingBalance": "\uff11"})  # full-width 1
 
 
 def test_another_customer_s_checkpoint_is_not_a_starting_point(services: Services) -> None:
