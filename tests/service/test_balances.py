@@ -241,3 +241,18 @@ def test_another_customer_s_checkpoint_is_not_a_starting_point(services: Service
         with pytest.raises(CheckpointNotFoundError):
             services.balances.derive(who, "other", {"startingCheckpoint": checkpoint})
     assert services.balances.derive(who, "other", {}).balance == 700
+
+
+def test_a_request_s_status_does_not_depend_on_the_page_read(services: Services) -> None:
+    who = seed_history(services)
+    late = delta("late-feb", 9, "2026-02-25T00:00:00Z")
+    write(services, who, late)
+    services.balances.lock_period(who, {"customerId": "cust_12345", "period": "2026-02"})
+    seal_all(services)  # "late-feb" fails: its period was locked before it was sealed
+    mixed = write(services, who, delta("fresh-mar", 5, "2026-03-03T00:00:00Z"), late)
+    seal_all(services)
+    pages = [(10, 0), (1, 0), (1, 1)]
+    states = {services.views.request_status(who, mixed, limit, offset).status for limit, offset in pages}
+    assert states == {"partially_failed"}
+    heads = {services.views.request_status(who, mixed, limit, offset).head for limit, offset in pages}
+    assert len(heads) == 1 and None not in heads

@@ -54,20 +54,20 @@ class ViewService:
         view = self._storage.writes.request(principal.tenant_id, request_id, limit, offset)
         if view is None:
             raise NotFoundError(f"requestId {request_id!r} not found")
-        statuses = {record.status for _, kind, record in view.items}
-        if view.pending_count > 0 or "queued" in statuses:
+        repeats = view.repeat_statuses
+        verified = (view.stored_count - view.pending_count - view.failed_count) + repeats.get("verified", 0)
+        failed = view.failed_count + repeats.get("failed", 0)
+        if view.pending_count > 0 or repeats.get("queued", 0) > 0:
             status = "queued"
-        elif statuses == {"failed"}:
-            status = "failed"
-        elif "failed" in statuses:
-            status = "partially_failed"
-        else:
+        elif failed == 0 and verified > 0:
             status = "verified"
+        elif verified == 0:
+            status = "failed"  # every item failed, or none was accepted at all
+        else:
+            status = "partially_failed"
         head = None
-        if status != "queued":
-            sizes = [r.sealed_size for _, _, r in view.items if r.sealed_size is not None]
-            if sizes:
-                head = self._storage.log.head_at(max(sizes))
+        if status != "queued" and view.sealed_size is not None:
+            head = self._storage.log.head_at(view.sealed_size)
         return RequestStatus(request=view, status=status, head=head)
 
     def record(self, principal: Principal, record_id: str) -> RecordView:

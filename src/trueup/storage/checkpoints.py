@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from trueup.proof import root_from_leaf_hashes
 from trueup.storage.balances import BalanceSnapshot
 from trueup.storage.engine import Engine, Row, Tx
+from trueup.storage.errors import StorageUnavailableError
+from trueup.storage.locks import count_lock
 from trueup.storage.log import latest_head
 from trueup.storage.outbox import enqueue_checkpoint_event
 
@@ -57,11 +59,29 @@ _COLUMNS = """id, tenant_id, customer_id, period, proof_root, nonce, tree_size, 
 
 def _record(row: Row) -> CheckpointRecord:
     return CheckpointRecord(
-        id=str(row[0]), tenant_id=str(row[1]), customer_id=str(row[2]), period=str(row[3]),
-        proof_root=bytes(row[4]), nonce=bytes(row[5]), tree_size=int(row[6]),
-        opening_balance=int(row[7]), credits=int(row[8]), debits=int(row[9]),
-        deltas_count=int(row[10]), created_at=str(row[11]),
+        id=str(row[0]),
+        tenant_id=str(row[1]),
+        customer_id=str(row[2]),
+        period=str(row[3]),
+        proof_root=bytes(row[4]),
+        nonce=bytes(row[5]),
+        tree_size=int(row[6]),
+        opening_balance=int(row[7]),
+        credits=int(row[8]),
+        debits=int(row[9]),
+        deltas_count=int(row[10]),
+        created_at=str(row[11]),
     )
+
+
+def _sealed_since(tx: Tx, tenant_id: str, customer_id: str, period: str, tree_size: int) -> bool:
+    """Whether a delta of the customer-month was sealed at or after leaf ``tree_size``."""
+    row = tx.one(
+        """SELECT 1 FROM deltas WHERE tenant_id = ? AND customer_id = ? AND period = ?
+           AND leaf_index IS NOT NULL AND leaf_index >= ? LIMIT 1""",
+        (tenant_id, customer_id, period, tree_size),
+    )
+    return row is not None
 
 
 class CheckpointStore:
@@ -69,33 +89,72 @@ class CheckpointStore:
         self._engine = engine
 
     def lock(
-        self, checkpoint_id: str, tenant_id: str, customer_id: str, period: str, nonce: bytes,
+        self,
+        checkpoint_id: str,
+        tenant_id: str,
+        customer_id: str,
+        period: str,
+        nonce: bytes,
         created_at: str,
     ) -> tuple[CheckpointRecord, bool]:
-        """Lock the period (or return its existing lock); ``True`` when newly created."""
-        with self._engine.write() as tx:
-            self._engine.serialize(tx, "seal")
-            existing = self._find(tx, tenant_id, customer_id, period)
-            if existing is not None:
-                return existing, False
-            head = latest_head(tx)
-            tree_size = 0 if head is None else head.size
-            snapshot = BalanceSnapshot(tx)
-            opening, month = snapshot.checkpoint_figures(tenant_id, customer_id, period, tree_size)
-            root = period_proof_root(nonce, snapshot.period_leaf_hashes(tenant_id, customer_id, period))
+        """Lock the period (or return its existing lock); ``True`` when newly created.
+
+        The figures and the proof root are computed from a read snapshot, outside the single
+        writer, then recorded in a short write transaction (serialised with sealing) if no
+        delta of the period was sealed since that snapshot; otherwise computed again.
+        """
+        for _ in range(5):
+            with self._engine.read() as tx:
+                existing = self._find(tx, tenant_id, customer_id, period)
+                if existing is not None:
+                    return existing, False
+                head = latest_head(tx)
+                tree_size = 0 if head is None else head.size
+                snapshot = BalanceSnapshot(tx)
+                opening, month = snapshot.checkpoint_figures(tenant_id, customer_id, period, tree_size)
+                hashes = snapshot.period_leaf_hashes(tenant_id, customer_id, period)
             record = CheckpointRecord(
-                id=checkpoint_id, tenant_id=tenant_id, customer_id=customer_id, period=period,
-                proof_root=root, nonce=nonce, tree_size=tree_size, opening_balance=opening,
-                credits=month.credits, debits=month.debits, deltas_count=month.count,
+                id=checkpoint_id,
+                tenant_id=tenant_id,
+                customer_id=customer_id,
+                period=period,
+                proof_root=period_proof_root(nonce, hashes),
+                nonce=nonce,
+                tree_size=tree_size,
+                opening_balance=opening,
+                credits=month.credits,
+                debits=month.debits,
+                deltas_count=month.count,
                 created_at=created_at,
             )
-            tx.execute(
-                f"INSERT INTO period_checkpoints ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.id, tenant_id, customer_id, period, root, nonce, tree_size, opening,
-                 month.credits, month.debits, month.count, created_at),
-            )
-            enqueue_checkpoint_event(tx, record)
-        return record, True
+            with self._engine.write() as tx:
+                self._engine.serialize(tx, "seal")
+                existing = self._find(tx, tenant_id, customer_id, period)
+                if existing is not None:
+                    return existing, False
+                if _sealed_since(tx, tenant_id, customer_id, period, tree_size):
+                    continue  # the period grew while we computed: compute again
+                tx.execute(
+                    f"INSERT INTO period_checkpoints ({_COLUMNS}) VALUES ({', '.join('?' * 12)})",
+                    (
+                        record.id,
+                        tenant_id,
+                        customer_id,
+                        period,
+                        record.proof_root,
+                        nonce,
+                        tree_size,
+                        opening,
+                        month.credits,
+                        month.debits,
+                        month.count,
+                        created_at,
+                    ),
+                )
+                count_lock(tx)
+                enqueue_checkpoint_event(tx, record)
+            return record, True
+        raise StorageUnavailableError(f"period {period} keeps growing; retry the lock")
 
     def _find(self, tx: Tx, tenant_id: str, customer_id: str, period: str) -> CheckpointRecord | None:
         row = tx.one(
@@ -111,8 +170,10 @@ class CheckpointStore:
 
     def get(self, tenant_id: str, checkpoint_id: str) -> CheckpointRecord | None:
         with self._engine.read() as tx:
-            row = tx.one(f"SELECT {_COLUMNS} FROM period_checkpoints WHERE id = ? AND tenant_id = ?",
-                         (checkpoint_id, tenant_id))
+            row = tx.one(
+                f"SELECT {_COLUMNS} FROM period_checkpoints WHERE id = ? AND tenant_id = ?",
+                (checkpoint_id, tenant_id),
+            )
         return None if row is None else _record(row)
 
     def by_root(self, root: bytes, tenant_id: str | None = None) -> CheckpointRecord | None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from trueup.storage.engine import Tx, chunks
 
-__all__ = ["lock_count", "locked_periods"]
+__all__ = ["count_lock", "lock_count", "locked_periods"]
 
 
 def locked_periods(tx: Tx, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
@@ -26,4 +26,14 @@ def locked_periods(tx: Tx, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[s
 
 
 def lock_count(tx: Tx) -> int:
-    return int(tx.scalar("SELECT COUNT(*) FROM period_checkpoints"))
+    """How many period locks were ever taken (a version the sequencer compares)."""
+    value = tx.scalar("SELECT value FROM counters WHERE name = 'period_locks'")
+    return 0 if value is None else int(value)
+
+
+def count_lock(tx: Tx) -> None:
+    """Record one more period lock (inside the locking transaction)."""
+    tx.execute(
+        """INSERT INTO counters (name, value) VALUES ('period_locks', 1)
+           ON CONFLICT (name) DO UPDATE SET value = counters.value + 1"""
+    )

@@ -431,6 +431,14 @@ def _settle_requests(tx: Tx, plan: SealPlan) -> tuple[str, ...]:
         settled[delta.request_id] = settled.get(delta.request_id, 0) + 1
     if not settled:
         return ()
+    failures: dict[str, int] = {}
+    for delta, _ in plan.failed:
+        failures[delta.request_id] = failures.get(delta.request_id, 0) + 1
+    if failures:
+        tx.executemany(
+            "UPDATE write_requests SET failed_count = failed_count + ? WHERE id = ?",
+            [(count, request_id) for request_id, count in failures.items()],
+        )
     tx.executemany(
         """UPDATE write_requests SET pending_count = pending_count - ?,
                verified_at = CASE WHEN pending_count - ? = 0 THEN ? ELSE verified_at END

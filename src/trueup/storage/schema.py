@@ -261,10 +261,23 @@ _V5 = (
         WHERE leaf_index IS NOT NULL""",
 )
 
+_V6 = (
+    # Items of a request that failed at sealing (a period locked after acceptance), so a
+    # request's state does not depend on which page of its items one reads.
+    "ALTER TABLE write_requests ADD COLUMN failed_count INTEGER NOT NULL DEFAULT 0",
+    # Small named counters; "period_locks" tells the sequencer whether a lock landed while
+    # it planned a seal without counting the checkpoint table.
+    """CREATE TABLE counters (
+        name TEXT PRIMARY KEY,
+        value {BIGINT} NOT NULL
+    )""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, log and balances", _V1),
     Migration(2, "period checkpoints", _V2),
     Migration(3, "webhook endpoints, outbox, deliveries and attempts", _V3),
     Migration(4, "rate limit buckets", _V4),
     Migration(5, "month index by leaf", _V5),
+    Migration(6, "request failure counts and counters", _V6),
 )

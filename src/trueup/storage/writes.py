@@ -8,7 +8,7 @@ Nothing here decides *when* to commit: the group committer in the service layer 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -150,6 +150,9 @@ class RequestView:
     accepted_at: str
     verified_at: str | None
     items: tuple[tuple[int, str, RecordView], ...]  # (item index, "stored"|"duplicate", record)
+    failed_count: int = 0  # stored items that failed at sealing
+    repeat_statuses: Mapping[str, int] = field(default_factory=dict)  # originals of repeats
+    sealed_size: int | None = None  # the largest tree head that sealed any of its items
 
 
 @dataclass(slots=True)
@@ -461,11 +464,25 @@ class WriteStore:
         with self._engine.read() as tx:
             row = tx.one(
                 """SELECT id, source, item_count, stored_count, pending_count, accepted_at,
-                          verified_at FROM write_requests WHERE id = ? AND tenant_id = ?""",
+                          verified_at, failed_count FROM write_requests
+                   WHERE id = ? AND tenant_id = ?""",
                 (request_id, tenant_id),
             )
             if row is None:
                 return None
+            sealed_size = tx.scalar(
+                "SELECT MAX(sealed_size) FROM deltas WHERE request_id = ?", (request_id,)
+            )
+            repeats: dict[str, int] = {}
+            for status, count, repeat_size in tx.execute(
+                """SELECT d.status, COUNT(*), MAX(d.sealed_size)
+                   FROM write_duplicates w JOIN deltas d ON d.seq = w.original_seq
+                   WHERE w.request_id = ? GROUP BY d.status""",
+                (request_id,),
+            ):
+                repeats[str(status)] = int(count)
+                if repeat_size is not None and (sealed_size is None or repeat_size > sealed_size):
+                    sealed_size = repeat_size
             last = offset + limit - 1
             own = tx.execute(
                 f"""SELECT {RECORD_COLUMNS} FROM deltas
@@ -490,6 +507,9 @@ class WriteStore:
             accepted_at=str(row[5]),
             verified_at=None if row[6] is None else str(row[6]),
             items=tuple(items),
+            failed_count=int(row[7]),
+            repeat_statuses=repeats,
+            sealed_size=None if sealed_size is None else int(sealed_size),
         )
 
     def record(self, tenant_id: str, request_id: str, item_index: int) -> RecordView | None:
