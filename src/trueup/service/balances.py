@@ -87,7 +87,6 @@ class PeriodRecord:
 class PeriodView:
     checkpoint: CheckpointRecord
     records: tuple[PeriodRecord, ...]
-    leaf_hashes: tuple[bytes, ...]
     head: HeadRecord
     first_at: str | None
     last_at: str | None
@@ -279,19 +278,17 @@ class BalanceService:
 
     def period_view(self, record: CheckpointRecord, limit: int, offset: int) -> PeriodView:
         """A locked period seen through its proof root: a page of its records with their
-        leaves, every leaf hash (to recompute the root) and the head it was locked under."""
+        leaves and leaf hashes, and the head it was locked under. The proof root is
+        recomputed from the leaf hashes of all pages, in order."""
         with self._storage.balances.snapshot() as snapshot:
-            hashes = snapshot.period_leaf_hashes(record.tenant_id, record.customer_id, record.period)
-            deltas = snapshot.period_deltas(
-                record.tenant_id, record.customer_id, record.period, offset + limit
-            )[offset:]
+            page = snapshot.period_page(record.tenant_id, record.customer_id, record.period, limit, offset)
             first, last = snapshot.period_span(record.tenant_id, record.customer_id, record.period)
             head = snapshot.head_at(record.tree_size)
         assert head is not None  # a lock always binds to a stored head
         records = tuple(
             PeriodRecord(
                 delta=delta,
-                leaf_hash=hashes[offset + position],
+                leaf_hash=digest,
                 leaf=leaf_fields_of(
                     record.tenant_id,
                     record.customer_id,
@@ -302,9 +299,9 @@ class BalanceService:
                     delta.salt,
                 ),
             )
-            for position, delta in enumerate(deltas)
+            for delta, digest in page
         )
-        return PeriodView(record, records, tuple(hashes), head, first, last)
+        return PeriodView(record, records, head, first, last)
 
     def checkpoint_by_root(self, root: bytes) -> CheckpointRecord | None:
         return self._storage.checkpoints.by_root(root)

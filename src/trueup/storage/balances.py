@@ -371,6 +371,21 @@ class BalanceSnapshot:
         )
         return [bytes(row[0]) for row in rows]
 
+    def period_page(
+        self, tenant_id: str, customer_id: str, period: str, limit: int, offset: int
+    ) -> list[tuple[DeltaRecord, bytes]]:
+        """A page of a customer-month's sealed deltas in leaf order, each with its leaf hash."""
+        columns = ", ".join("d." + c.strip() for c in _DELTA_COLUMNS.split(","))
+        rows = self._tx.execute(
+            f"""SELECT {columns}, n.hash FROM deltas d
+                JOIN tree_nodes n ON n.level = 0 AND n.idx = d.leaf_index
+                WHERE d.tenant_id = ? AND d.customer_id = ? AND d.period = ?
+                  AND d.leaf_index IS NOT NULL
+                ORDER BY d.leaf_index LIMIT ? OFFSET ?""",
+            (tenant_id, customer_id, period, limit, offset),
+        )
+        return [(_delta(row[:-1]), bytes(row[-1])) for row in rows]
+
     def period_span(self, tenant_id: str, customer_id: str, period: str) -> tuple[str | None, str | None]:
         """The earliest and latest ``occurred_at`` of a customer-month's sealed deltas."""
         row = self._tx.one(
@@ -378,16 +393,6 @@ class BalanceSnapshot:
             (tenant_id, customer_id, period),
         )
         return (None, None) if row is None else (row[0], row[1])
-
-    def period_deltas(self, tenant_id: str, customer_id: str, period: str, limit: int) -> list[DeltaRecord]:
-        rows = self._tx.execute(
-            f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {_CUSTOMER} AND period = ?
-                ORDER BY leaf_index LIMIT ?""",
-            (tenant_id, customer_id, period, limit),
-        )
-        return [_delta(row) for row in rows]
-
-    # -- helpers ----------------------------------------------------------------------------
 
     def _months(self, tenant_id: str, customer_id: str, first: str, last: str) -> list[MonthRecord]:
         rows = self._tx.execute(

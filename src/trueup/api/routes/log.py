@@ -179,13 +179,15 @@ async def _period_data(
             }
             for entry in view.records
         ],
-        "recordsTotal": len(view.leaf_hashes),
+        "recordsTotal": record.deltas_count,
         "limit": limit,
         "offset": offset,
         "recompute": {
             "formula": "proofRoot = SHA-256(0x03 || nonce || MTH(leafHashes)), MTH as RFC 9162 §2.1.1",
             "nonce": record.nonce.hex(),
-            "leafHashes": [digest.hex() for digest in view.leaf_hashes],
+            "leafHashes": [entry.leaf_hash.hex() for entry in view.records],
+            "leafHashesTotal": record.deltas_count,
+            "note": "leafHashes holds this page's; recompute from every page's, in order",
         },
         "treeSize": record.tree_size,
         "treeRoot": hex_root(view.head.root),
