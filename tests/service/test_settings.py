@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
+from trueup.service.container import open_services
 from trueup.service.settings import PLAN_ALLOWANCES, Settings, parse_plan_allowances
 
 
@@ -30,3 +34,13 @@ def test_settings_read_the_environment() -> None:
     assert settings.rate_limit_per_s == 0
     with pytest.raises(ValueError, match="TRUEUP_SEAL_INTERVAL_MS must be an integer"):
         Settings.from_env({"TRUEUP_SEAL_INTERVAL_MS": "fast"})
+
+
+def test_the_data_directory_and_its_secrets_are_owner_only(tmp_path: Path) -> None:
+    data_dir = tmp_path / "fresh"
+    services = open_services(replace(Settings(), data_dir=data_dir))
+    services.close()
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    for name in ("trueup.db", "signing-key.pem", "key-pepper"):
+        assert (data_dir / name).stat().st_mode & 0o777 == 0o600, name
+    assert not [p for p in data_dir.iterdir() if p.name.startswith(".")]  # no temporary left

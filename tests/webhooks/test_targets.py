@@ -91,6 +91,9 @@ def test_malformed_urls_are_refused_naming_the_problem(url: object, problem: str
         ("0.0.0.0", "the unspecified address"),
         ("100.64.0.1", "not a public address"),
         ("::ffff:127.0.0.1", "a loopback address"),
+        ("2002:7f00:1::", "a loopback address"),
+        ("2002:a01:203::1", "a private address"),
+        ("fec0::1", "a site-local address"),
         ("224.0.0.1", "a multicast address"),
     ],
 )

@@ -40,7 +40,7 @@ def run(argv: list[str]) -> int:
 
 def _service(args: argparse.Namespace) -> KeyService:
     settings = settings_from(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     storage = open_storage(settings.resolved_database_url)
     return KeyService(storage, settings.data_dir / "key-pepper", settings.plan_allowances)
 

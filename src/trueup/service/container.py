@@ -44,7 +44,7 @@ class Services:
 
 def open_services(settings: Settings) -> Services:
     """Open storage (migrating it) and build every service. Fails closed on a bad key."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     storage = open_storage(settings.resolved_database_url)
     signer = load_or_create_signer(settings.resolved_signing_key_path, settings.log_origin)
     committer = GroupCommitter(storage.writes)

@@ -11,14 +11,23 @@ __all__ = ["read_or_create_secret", "write_private_file"]
 
 
 def write_private_file(path: Path, content: bytes) -> None:
-    """Create ``path`` with mode 0600 exclusively; fails if it already exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    """Create ``path`` (mode 0600) holding ``content``; ``FileExistsError`` if it exists.
+
+    Written to a temporary file first and linked into place, so another process never reads
+    a file that exists but is still empty.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, content)
         os.fsync(fd)
     finally:
         os.close(fd)
+    try:
+        os.link(temporary, path)  # atomic, and refuses to replace an existing file
+    finally:
+        temporary.unlink()
 
 
 def read_or_create_secret(path: Path, size: int) -> bytes:

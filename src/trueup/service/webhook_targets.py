@@ -77,8 +77,12 @@ def system_resolver(host: str, port: int) -> Sequence[str]:
 
 def address_refusal(address: IPAddress, policy: TargetPolicy) -> str | None:
     """Why a delivery may not go to ``address`` under ``policy``, or ``None`` when it may."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # Addresses that carry an IPv4 address are judged by it (mapped, 6to4).
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif address.sixtofour is not None:
+            address = address.sixtofour
     if address.is_multicast:
         return "a multicast address"
     if policy.allow_private:
@@ -87,6 +91,7 @@ def address_refusal(address: IPAddress, policy: TargetPolicy) -> str | None:
         (address.is_loopback, "a loopback address"),
         (address.is_link_local, "a link-local address"),
         (address.is_unspecified, "the unspecified address"),
+        (isinstance(address, ipaddress.IPv6Address) and address.is_site_local, "a site-local address"),
         (address.is_private, "a private address"),
         (address.is_reserved, "a reserved address"),
         (not address.is_global, "not a public address"),

@@ -8,7 +8,9 @@ writer.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -89,7 +91,12 @@ class SQLiteEngine(Engine):
     """A SQLite database file. ``path`` is created with its parent directory if missing."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            # Deltas, salts and webhook secrets live here: owner-only, and SQLite gives its
+            # -wal and -shm files the database file's permissions.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self.path = path
         self.url = f"sqlite:///{path}"
         self.dialect = SQLiteDialect()
