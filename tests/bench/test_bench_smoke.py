@@ -61,16 +61,23 @@ def _template() -> RequestTemplate:
 
 def test_report_shows_each_verdict_and_writes_markdown_and_json() -> None:
     report = Report(title="trueup bench (test)", mode="test", machine={"cores": "2"})
-    report.add([
-        Row("passes", "10 x/s", "ref 20 x/s", "50.0 %", ">= 5", (Check(">= 5", True),)),
-        Row("misses one of two", "1 x/s", checks=(Check(">= 5", False), Check(">= 1 %", True))),
-        Row("misses all", "1 x/s", checks=(Check(">= 5", False),)),
-        Row("informs", "3 MiB", note="a note"),
-        Row.not_measured("skips", ">= 1", skipped="no server"),
-        Row.not_measured("fails", ">= 1", error="boom"),
-    ])
+    report.add(
+        [
+            Row("passes", "10 x/s", "ref 20 x/s", "50.0 %", ">= 5", (Check(">= 5", True),)),
+            Row("misses one of two", "1 x/s", checks=(Check(">= 5", False), Check(">= 1 %", True))),
+            Row("misses all", "1 x/s", checks=(Check(">= 5", False),)),
+            Row("informs", "3 MiB", note="a note"),
+            Row.not_measured("skips", ">= 1", skipped="no server"),
+            Row.not_measured("fails", ">= 1", error="boom"),
+        ]
+    )
     assert [row.verdict for row in report.rows] == [
-        "pass", "MISS (>= 5)", "MISS", "info", "skipped", "error",
+        "pass",
+        "MISS (>= 5)",
+        "MISS",
+        "info",
+        "skipped",
+        "error",
     ]
     text = report.text()
     assert "reference (same run)" in text
@@ -119,8 +126,16 @@ def test_closed_loop_drives_a_local_server(echo_port: int) -> None:
 
 
 def test_open_loop_records_each_request_with_its_id(echo_port: int) -> None:
-    spec = LoadSpec("127.0.0.1", echo_port, _template(), connections=4, duration_s=0.5, rate_per_s=200.0,
-                    record=True, id_pattern=REQUEST_ID)
+    spec = LoadSpec(
+        "127.0.0.1",
+        echo_port,
+        _template(),
+        connections=4,
+        duration_s=0.5,
+        rate_per_s=200.0,
+        record=True,
+        id_pattern=REQUEST_ID,
+    )
     result = run_load(spec)
     assert 0 < result.completed <= result.scheduled
     sent, replied, status, request_id = result.records[0]

@@ -16,8 +16,13 @@ def _role(server: ServerProcess) -> str:
 
 
 def _write(server: ServerProcess, key: str, prefix: str, count: int) -> str:
-    reply = httpx.post(f"{server.base_url}/api/v1/writes", headers={"X-Api-Key": key}, json={
-        "items": [{"key": f"{prefix}-{i}", "accountId": f"c{i % 5}", "bits": i + 1} for i in range(count)]})
+    reply = httpx.post(
+        f"{server.base_url}/api/v1/writes",
+        headers={"X-Api-Key": key},
+        json={
+            "items": [{"key": f"{prefix}-{i}", "accountId": f"c{i % 5}", "bits": i + 1} for i in range(count)]
+        },
+    )
     assert reply.status_code == 202, reply.text
     request_id: str = reply.json()["data"]["requestId"]
     return request_id

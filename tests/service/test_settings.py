@@ -23,10 +23,14 @@ def test_plan_allowances_default_to_pacspace_s_and_can_be_changed_or_added() -> 
 
 
 def test_settings_read_the_environment() -> None:
-    settings = Settings.from_env({
-        "TRUEUP_DATA_DIR": "/srv/trueup", "TRUEUP_SEAL_INTERVAL_MS": "20",
-        "TRUEUP_PLAN_ALLOWANCES": "free=10", "TRUEUP_RATE_LIMIT_PER_S": "0",
-    })
+    settings = Settings.from_env(
+        {
+            "TRUEUP_DATA_DIR": "/srv/trueup",
+            "TRUEUP_SEAL_INTERVAL_MS": "20",
+            "TRUEUP_PLAN_ALLOWANCES": "free=10",
+            "TRUEUP_RATE_LIMIT_PER_S": "0",
+        }
+    )
     assert str(settings.data_dir) == "/srv/trueup"
     assert settings.resolved_database_url == "sqlite:////srv/trueup/trueup.db"
     assert settings.seal_interval_ms == 20

@@ -119,4 +119,3 @@ def block_first(release: threading.Event, count: int = 1) -> Script:
         return 200
 
     return script
-

@@ -47,8 +47,12 @@ def test_deliveries_are_signed_so_our_helper_and_the_sdk_accept_them(services: S
     principal = principal_for(services)
     with Receiver() as receiver, dispatching(services):
         secret = services.webhooks.create(principal, {"url": receiver.url}).secret
-        write(services, principal, {"key": "s-1", "accountId": "c-1", "bits": 5},
-              {"key": "s-2", "accountId": "c-1", "bits": 6})
+        write(
+            services,
+            principal,
+            {"key": "s-1", "accountId": "c-1", "bits": 5},
+            {"key": "s-2", "accountId": "c-1", "bits": 6},
+        )
         seal_all(services)
         wait_until(lambda: statuses(services) == ["delivered"] * 3)
     kinds = sorted(r.event_type for r in receiver.requests())
@@ -74,7 +78,11 @@ def test_a_receiver_failing_three_times_gets_the_event_once_more_after_recoverin
     assert delivery.attempts == 4 and delivery.last_status_code == 200 and delivery.last_error is None
     detail = services.webhooks.event(principal, delivery.event_id)
     assert [(a.attempt, a.status_code, a.error) for a in detail.attempts] == [
-        (1, 503, "HTTP 503"), (2, 503, "HTTP 503"), (3, 503, "HTTP 503"), (4, 200, None)]
+        (1, 503, "HTTP 503"),
+        (2, 503, "HTTP 503"),
+        (3, 503, "HTTP 503"),
+        (4, 200, None),
+    ]
 
 
 def test_a_delivery_that_never_succeeds_fails_after_ten_retries(services: Services) -> None:

@@ -9,7 +9,16 @@ from trueup.webhooks.schedule import CAP_S, JITTER, MAX_ATTEMPTS, MAX_RETRIES, r
 
 def test_without_jitter_the_delay_doubles_from_the_base() -> None:
     assert [retry_delay(n, 5.0, 0.0) for n in range(1, 11)] == [
-        5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0, 1280.0, 2560.0,
+        5.0,
+        10.0,
+        20.0,
+        40.0,
+        80.0,
+        160.0,
+        320.0,
+        640.0,
+        1280.0,
+        2560.0,
     ]
 
 

@@ -48,8 +48,9 @@ def test_bad_bodies_are_refused_naming_the_field(services: Services, body: objec
 
 
 def test_the_default_policy_refuses_http_and_loopback(services: Services) -> None:
-    strict = WebhookService(services.storage, replace(services.settings, webhook_allow_http=False,
-                                                      webhook_allow_private=False))
+    strict = WebhookService(
+        services.storage, replace(services.settings, webhook_allow_http=False, webhook_allow_private=False)
+    )
     principal = principal_for(services)
     with pytest.raises(ValidationError, match="url: must be an https URL, got http scheme"):
         strict.create(principal, {"url": HOOK})

@@ -42,8 +42,9 @@ def _ids(vectors: list[dict[str, Any]]) -> list[str]:
 def test_valid_vectors_are_reproduced_by_the_signer(vector: dict[str, Any]) -> None:
     secrets = vector.get("signing_secrets", [vector["secret"]])
     assert signature_header(secrets, int(vector["timestamp"]), vector["body"]) == vector["signature"]
-    assert sign_payload(secrets[0], vector["timestamp"], vector["body"].encode()) == (
-        vector["signature"].split(", ")[0]
+    assert (
+        sign_payload(secrets[0], vector["timestamp"], vector["body"].encode())
+        == (vector["signature"].split(", ")[0])
     )
 
 
@@ -82,11 +83,9 @@ def test_header_names_are_matched_in_any_case() -> None:
 def test_a_stale_timestamp_is_refused_naming_the_tolerance() -> None:
     vector = VECTORS["valid"][0]
     with pytest.raises(WebhookVerificationError, match=r"301s away from now, more than the 300s"):
-        verify_webhook(vector["secret"], _headers(vector), vector["body"],
-                       now=int(vector["timestamp"]) + 301)
+        verify_webhook(vector["secret"], _headers(vector), vector["body"], now=int(vector["timestamp"]) + 301)
     with pytest.raises(WebhookVerificationError, match="tolerance"):
-        verify_webhook(vector["secret"], _headers(vector), vector["body"],
-                       now=int(vector["timestamp"]) - 301)
+        verify_webhook(vector["secret"], _headers(vector), vector["body"], now=int(vector["timestamp"]) - 301)
 
 
 def test_a_timestamp_in_milliseconds_is_read_as_the_sdk_reads_it() -> None:

@@ -41,8 +41,12 @@ def test_a_seal_writes_delta_verified_per_delta_and_verification_completed_per_r
 ) -> None:
     principal = principal_for(services)
     hook = endpoint(services, principal)
-    request_id = write(services, principal, item("k1", bits=250, reason="Subscription"),
-                       item("k2", account="cust-2", bits=-40))
+    request_id = write(
+        services,
+        principal,
+        item("k1", bits=250, reason="Subscription"),
+        item("k2", account="cust-2", bits=-40),
+    )
     outcome = services.sealer.seal_once()
     assert outcome is not None and outcome.events == 3
 
@@ -54,11 +58,19 @@ def test_a_seal_writes_delta_verified_per_delta_and_verification_completed_per_r
     head = services.storage.log.head()
     assert head is not None
     assert first["data"] == {
-        "recordId": f"rec_{request_id.removeprefix('req_')}_0", "requestId": request_id,
-        "key": "k1", "referenceId": "k1", "customerId": "cust-1", "delta": 250,
-        "reason": "Subscription", "occurredAt": first["data"]["occurredAt"],
-        "anchorId": anchor_id(head.size - 2), "leafIndex": head.size - 2, "treeSize": head.size,
-        "rootHash": "0x" + head.root.hex(), "verifiedAt": first["timestamp"],
+        "recordId": f"rec_{request_id.removeprefix('req_')}_0",
+        "requestId": request_id,
+        "key": "k1",
+        "referenceId": "k1",
+        "customerId": "cust-1",
+        "delta": 250,
+        "reason": "Subscription",
+        "occurredAt": first["data"]["occurredAt"],
+        "anchorId": anchor_id(head.size - 2),
+        "leafIndex": head.size - 2,
+        "treeSize": head.size,
+        "rootHash": "0x" + head.root.hex(),
+        "verifiedAt": first["timestamp"],
     }
 
     (completed,) = events(services, "verification.completed")
@@ -160,7 +172,10 @@ def test_locking_a_period_writes_checkpoint_verified_once(services: Services) ->
     assert event["data"]["checkpointId"] == record.id
     assert event["data"]["proofRoot"] == "0x" + record.proof_root.hex()
     assert (event["data"]["period"], event["data"]["closingBalance"], event["data"]["deltasCount"]) == (
-        "2026-02", 70, 1)
+        "2026-02",
+        70,
+        1,
+    )
 
 
 def test_events_roll_back_with_a_seal_that_fails(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,11 +197,28 @@ def test_events_roll_back_with_a_seal_that_fails(services: Services, monkeypatch
     assert len(events(services)) == 2
 
 
-def _outcome(event_id: str, endpoint_id: str, attempt: int, *, delivered: bool,
-             next_at: str | None, status: int | None = 503) -> AttemptOutcome:
+def _outcome(
+    event_id: str,
+    endpoint_id: str,
+    attempt: int,
+    *,
+    delivered: bool,
+    next_at: str | None,
+    status: int | None = 503,
+) -> AttemptOutcome:
     now = format_canonical(datetime.now(UTC))
-    return AttemptOutcome(event_id, endpoint_id, attempt, now, now, 3, 200 if delivered else status,
-                          None if delivered else "HTTP 503", delivered, next_at)
+    return AttemptOutcome(
+        event_id,
+        endpoint_id,
+        attempt,
+        now,
+        now,
+        3,
+        200 if delivered else status,
+        None if delivered else "HTTP 503",
+        delivered,
+        next_at,
+    )
 
 
 def test_a_delivery_moves_from_pending_through_retries_to_delivered_or_failed(services: Services) -> None:
@@ -201,10 +233,12 @@ def test_a_delivery_moves_from_pending_through_retries_to_delivered_or_failed(se
     assert len(due) == 2 and {d.endpoint_id for d in due} == {hook}
     assert all(d.attempts == 0 and d.event_type == "verification.completed" for d in due)
     later = format_canonical(now + timedelta(hours=1))
-    store.record_attempts([
-        _outcome(due[0].event_id, hook, 1, delivered=False, next_at=later),
-        _outcome(due[1].event_id, hook, 1, delivered=False, next_at=None),
-    ])
+    store.record_attempts(
+        [
+            _outcome(due[0].event_id, hook, 1, delivered=False, next_at=later),
+            _outcome(due[1].event_id, hook, 1, delivered=False, next_at=None),
+        ]
+    )
     assert store.due(format_canonical(now), 10) == []
     assert store.next_due() == later
     store.record_attempts([_outcome(due[0].event_id, hook, 2, delivered=True, next_at=None)])

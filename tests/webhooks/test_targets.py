@@ -136,8 +136,11 @@ def test_a_delivery_is_pinned_to_the_checked_address_with_host_and_sni_kept() ->
     assert pinned.url == f"https://{PUBLIC_V4}/in?a=1"
     assert pinned.host_header == "hooks.example.com"
     assert pinned.sni_hostname == "hooks.example.com"
-    v6 = pin(resolve_target("https://hooks.example.com:8443/", STRICT,
-                            resolver_of({"hooks.example.com": [PUBLIC_V6]})))
+    v6 = pin(
+        resolve_target(
+            "https://hooks.example.com:8443/", STRICT, resolver_of({"hooks.example.com": [PUBLIC_V6]})
+        )
+    )
     assert v6.url == f"https://[{PUBLIC_V6}]:8443/"
     assert v6.host_header == "hooks.example.com:8443"
 
@@ -145,6 +148,9 @@ def test_a_delivery_is_pinned_to_the_checked_address_with_host_and_sni_kept() ->
 def test_plain_http_and_ip_literals_send_no_server_name() -> None:
     plain = pin(resolve_target("http://127.0.0.1:9000/hook", LOOSE))
     assert (plain.url, plain.host_header, plain.sni_hostname) == (
-        "http://127.0.0.1:9000/hook", "127.0.0.1:9000", None)
+        "http://127.0.0.1:9000/hook",
+        "127.0.0.1:9000",
+        None,
+    )
     literal = pin(resolve_target(f"https://[{PUBLIC_V6}]/", STRICT))
     assert literal.host_header == f"[{PUBLIC_V6}]" and literal.sni_hostname is None

@@ -238,8 +238,11 @@ def test_the_sdk_lists_deliveries_and_retries_one(site: Site) -> None:
 
 def test_bad_endpoints_and_unknown_ids_get_4xx_naming_the_field(site: Site) -> None:
     tenant = site.tenant()
-    for body, field in (({"url": "ftp://example.com/"}, "url"), ({}, "url"),
-                        ({"url": "http://127.0.0.1:1/", "events": ["nope"]}, "events[0]")):
+    for body, field in (
+        ({"url": "ftp://example.com/"}, "url"),
+        ({}, "url"),
+        ({"url": "http://127.0.0.1:1/", "events": ["nope"]}, "events[0]"),
+    ):
         reply = tenant.call("POST", "/api/v1/webhooks", json=body)
         assert reply.status_code == 400, reply.text
         assert reply.json()["code"] == "VALIDATION_ERROR"
@@ -253,7 +256,10 @@ def test_bad_endpoints_and_unknown_ids_get_4xx_naming_the_field(site: Site) -> N
     assert other.call("DELETE", f"/api/v1/webhooks/{created['id']}").status_code == 404
     deleted = tenant.call("DELETE", "/api/v1/webhooks", params={"url": "http://127.0.0.1:1/by-url"})
     assert deleted.status_code == 200 and deleted.json()["data"] == {
-        "id": created["id"], "url": created["url"], "deleted": True}
+        "id": created["id"],
+        "url": created["url"],
+        "deleted": True,
+    }
     assert tenant.call("GET", "/api/v1/webhooks").json()["data"] == {"webhooks": [], "total": 0}
 
 
@@ -303,20 +309,37 @@ def test_the_dispatcher_runs_alone_as_its_own_process(backend: str, tmp_path: Pa
 
 
 def _dispatch_alone(data_dir: Path, database_url: str) -> None:
-    settings = replace(Settings(), data_dir=data_dir, database_url=database_url,
-                       webhook_allow_http=True, webhook_allow_private=True)
+    settings = replace(
+        Settings(),
+        data_dir=data_dir,
+        database_url=database_url,
+        webhook_allow_http=True,
+        webhook_allow_private=True,
+    )
     services = open_services(settings)
     try:
         with Receiver() as receiver:
             principal = principal_for(services)
             secret = services.webhooks.create(
-                principal, {"url": receiver.url, "events": ["verification.completed"]}).secret
+                principal, {"url": receiver.url, "events": ["verification.completed"]}
+            ).secret
             write(services, principal, {"key": "alone-1", "accountId": "c-1", "bits": 3})
             seal_all(services)
-            command = [sys.executable, "-m", "trueup.cli.main", "dispatcher", "--workers", "2",
-                       "--data-dir", str(data_dir), "--database-url", database_url]
-            process = subprocess.Popen(command, env={**os.environ, **WEBHOOK_ENV},
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            command = [
+                sys.executable,
+                "-m",
+                "trueup.cli.main",
+                "dispatcher",
+                "--workers",
+                "2",
+                "--data-dir",
+                str(data_dir),
+                "--database-url",
+                database_url,
+            ]
+            process = subprocess.Popen(
+                command, env={**os.environ, **WEBHOOK_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
             try:
                 wait_until(lambda: len(receiver.answered(200)) == 1)
             finally:

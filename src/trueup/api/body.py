@@ -23,9 +23,7 @@ async def read_json(request: Request, max_bytes: int) -> tuple[Any, bytes]:
     media = media.strip().lower()
     if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
         shown = media or "none"
-        raise UnsupportedMediaTypeError(
-            f"Content-Type must be application/json, got {shown[:64]}"
-        )
+        raise UnsupportedMediaTypeError(f"Content-Type must be application/json, got {shown[:64]}")
     charset = params.strip().lower()
     declared_charset = charset.removeprefix("charset=").strip('"')
     if charset.startswith("charset=") and declared_charset not in ("utf-8", "utf8"):

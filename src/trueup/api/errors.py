@@ -118,16 +118,17 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.error("storage unavailable: %s", exc)
-    return error_response(503, "SERVICE_UNAVAILABLE", "storage is unavailable; retry shortly",
-                          retryAfterSeconds=1)
+    return error_response(
+        503, "SERVICE_UNAVAILABLE", "storage is unavailable; retry shortly", retryAfterSeconds=1
+    )
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     request_id = "err_" + secrets.token_hex(8)
-    log.error("unhandled error %s on %s %s", request_id, request.method, request.url.path,
-              exc_info=exc)
-    return error_response(500, "INTERNAL_ERROR", "internal error; quote this id when reporting it",
-                          requestId=request_id)
+    log.error("unhandled error %s on %s %s", request_id, request.method, request.url.path, exc_info=exc)
+    return error_response(
+        500, "INTERNAL_ERROR", "internal error; quote this id when reporting it", requestId=request_id
+    )
 
 
 async def response_for(request: Request, exc: Exception) -> JSONResponse:

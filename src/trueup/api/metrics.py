@@ -18,8 +18,11 @@ __all__ = ["ResponseCounter", "router"]
 router = APIRouter(tags=["health"])
 
 
-@router.get("/metrics", summary="Prometheus metrics (text format)",
-            responses={200: {"content": {"text/plain": {}}, "description": "metrics"}})
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (text format)",
+    responses={200: {"content": {"text/plain": {}}, "description": "metrics"}},
+)
 async def metrics(services: ServicesDep) -> Response:
     def refresh() -> None:
         depth, oldest = services.storage.log.queue_stats()

@@ -42,8 +42,9 @@ class ErrorBody(BaseModel):
 class WriteItem(BaseModel):
     key: str = Field(min_length=1, max_length=256, description="idempotency key, unique per tenant")
     accountId: str = Field(pattern=ACCOUNT_ID)
-    bits: int = Field(description="signed integer delta in minor units, non-zero",
-                      ge=-1_000_000_000, le=1_000_000_000)
+    bits: int = Field(
+        description="signed integer delta in minor units, non-zero", ge=-1_000_000_000, le=1_000_000_000
+    )
     metadata: dict[str, Any] | None = Field(default=None, description="≤ 4 KiB, depth ≤ 8")
     occurredAt: str | None = Field(default=None, description="RFC 3339; decides the period")
     reason: str | None = Field(default=None, max_length=500)
@@ -169,14 +170,18 @@ class ConsistencyProof(BaseModel):
 
 class ProofBundle(BaseModel):
     success: Literal[True]
-    data: dict[str, Any] = Field(description="version, anchorId, leafIndex, leaf, leafHash, "
-                                 "treeSize, rootHash, inclusionProof, checkpoint")
+    data: dict[str, Any] = Field(
+        description="version, anchorId, leafIndex, leaf, leafHash, "
+        "treeSize, rootHash, inclusionProof, checkpoint"
+    )
 
 
 class VerifyResult(_Open):
     success: bool
-    data: dict[str, Any] = Field(description="verified, proofRoot, recordedAt, and per type: "
-                                 "treeSize and checkpoint, or the period summary")
+    data: dict[str, Any] = Field(
+        description="verified, proofRoot, recordedAt, and per type: "
+        "treeSize and checkpoint, or the period summary"
+    )
 
 
 class _DeriveDelta(BaseModel):
@@ -444,11 +449,15 @@ WebhookEventType = Literal[
 
 
 class WebhookCreateBody(BaseModel):
-    url: str = Field(max_length=2048, description="https URL resolving to public addresses only "
-                     "(unless the operator allows http or private addresses)")
+    url: str = Field(
+        max_length=2048,
+        description="https URL resolving to public addresses only "
+        "(unless the operator allows http or private addresses)",
+    )
     description: str | None = Field(default=None, max_length=500)
     events: list[WebhookEventType] | None = Field(
-        default=None, description="event types to receive; omitted or [\"*\"]: every type")
+        default=None, description='event types to receive; omitted or ["*"]: every type'
+    )
 
 
 class WebhookEndpointModel(BaseModel):
@@ -459,7 +468,8 @@ class WebhookEndpointModel(BaseModel):
     createdAt: str
     rotatedAt: str | None
     previousSecretExpiresAt: str | None = Field(
-        description="until then deliveries are signed with the new and the previous secret")
+        description="until then deliveries are signed with the new and the previous secret"
+    )
 
 
 class _WebhookWithSecret(WebhookEndpointModel):

@@ -85,14 +85,28 @@ def load_history(
         drafts = []
         for offset in range(start, min(count, start + per_commit), DRAFT_ITEMS):
             items = [
-                DeltaDraft(key=f"{customer}-{i}", customer_id=customer, amount=history.amounts[i], reason="",
-                           metadata=None, occurred_at=_occurred_at(i, count), explicit_time=True,
-                           salt=secrets.token_bytes(16))
+                DeltaDraft(
+                    key=f"{customer}-{i}",
+                    customer_id=customer,
+                    amount=history.amounts[i],
+                    reason="",
+                    metadata=None,
+                    occurred_at=_occurred_at(i, count),
+                    explicit_time=True,
+                    salt=secrets.token_bytes(16),
+                )
                 for i in range(offset, min(count, offset + DRAFT_ITEMS))
             ]
             request_id = new_request_id(secrets.token_bytes(13))
-            drafts.append(WriteDraft(tenant_id=who.tenant_id, request_id=request_id, source="writes",
-                                     accepted_at=accepted_at, items=items))
+            drafts.append(
+                WriteDraft(
+                    tenant_id=who.tenant_id,
+                    request_id=request_id,
+                    source="writes",
+                    accepted_at=accepted_at,
+                    items=items,
+                )
+            )
         started = time.perf_counter()
         for outcome in services.storage.writes.commit(drafts):
             if isinstance(outcome, Exception):
@@ -124,16 +138,30 @@ def _operations(services: Services, who: Principal, history: History) -> dict[st
     return {
         "derive, all deltas (page 1 of 100)": lambda _: derive(who, customer, {"limit": PAGE}),
         "derive, after a checkpoint (itemsRoot)": lambda _: derive(
-            who, customer, {"startingCheckpoint": checkpoint, "limit": PAGE}),
+            who, customer, {"startingCheckpoint": checkpoint, "limit": PAGE}
+        ),
         "derive, one period (YYYY-MM)": lambda _: derive(who, customer, {"period": "2024-06", "limit": PAGE}),
         "derive, deep page (offset n/2)": lambda _: derive(
-            who, customer, {"limit": PAGE, "offset": str(len(amounts) // 2)}),
-        "compare, a missed delta (localised)": lambda _: compare(who, {
-            "customerId": customer, "yourBalance": neutral, "theirBalance": neutral - missed,
-            "startingBalance": 0}),
-        "compare, unexplained difference (bounded search)": lambda _: compare(who, {
-            "customerId": customer, "yourBalance": neutral, "theirBalance": neutral + unexplained,
-            "startingBalance": 0}),
+            who, customer, {"limit": PAGE, "offset": str(len(amounts) // 2)}
+        ),
+        "compare, a missed delta (localised)": lambda _: compare(
+            who,
+            {
+                "customerId": customer,
+                "yourBalance": neutral,
+                "theirBalance": neutral - missed,
+                "startingBalance": 0,
+            },
+        ),
+        "compare, unexplained difference (bounded search)": lambda _: compare(
+            who,
+            {
+                "customerId": customer,
+                "yourBalance": neutral,
+                "theirBalance": neutral + unexplained,
+                "startingBalance": 0,
+            },
+        ),
     }
 
 
@@ -184,16 +212,21 @@ def _http_timings(
 ) -> dict[str, LoadResult]:
     headers = (("X-Api-Key", api_key),)
     body: dict[str, Any] = {
-        "customerId": history.customer, "yourBalance": history.neutral,
+        "customerId": history.customer,
+        "yourBalance": history.neutral,
         "theirBalance": history.neutral - history.amounts[len(history.amounts) * 2 // 3],
         "startingBalance": 0,
     }
     templates = {
         "derive over HTTP (all, page of 100)": RequestTemplate(
-            "GET", f"/api/v1/balance/derive/{history.customer}?limit={PAGE}", headers),
+            "GET", f"/api/v1/balance/derive/{history.customer}?limit={PAGE}", headers
+        ),
         "compare over HTTP (a missed delta)": RequestTemplate(
-            "POST", "/api/v1/balance/compare", (*headers, ("Content-Type", "application/json")),
-            json.dumps(body).encode()),
+            "POST",
+            "/api/v1/balance/compare",
+            (*headers, ("Content-Type", "application/json")),
+            json.dumps(body).encode(),
+        ),
     }
     return {
         name: run_load_process(LoadSpec(HOST, server.port, template, 1, seconds, warmup_s=0.5, tag="h"))

@@ -47,8 +47,12 @@ def make_leaves(count: int, seed: int = 9162) -> list[bytes]:
         amount = rng.randint(1, 1_000_000) * rng.choice((-1, 1))
         moment = base + timedelta(seconds=rng.randrange(365 * 86_400), microseconds=rng.randrange(10**6))
         fields = LeafFields(
-            tenant="ten_benchmark0000", customer_id=f"cust-{rng.randrange(1_000):04d}", key=f"key-{i}",
-            delta=amount, occurred_at=format_occurred_at(moment), metadata_digest=digest,
+            tenant="ten_benchmark0000",
+            customer_id=f"cust-{rng.randrange(1_000):04d}",
+            key=f"key-{i}",
+            delta=amount,
+            occurred_at=format_occurred_at(moment),
+            metadata_digest=digest,
             salt=rng.randbytes(16),
         )
         leaves.append(encode_leaf(fields))
@@ -78,9 +82,12 @@ def sealing_rows(count: int, repeats: int) -> tuple[list[Row], float]:
     share = ours_rate / bound_rate
     rows = [
         Row(
-            name=name, value=fmt_rate(ours_rate, "leaves/s"),
-            reference=f"hashlib bound {fmt_rate(bound_rate, 'leaves/s')}", ratio=fmt_percent(share),
-            target=">= 60 % of hashlib", checks=(Check(">= 60 % of hashlib", share >= 0.60),),
+            name=name,
+            value=fmt_rate(ours_rate, "leaves/s"),
+            reference=f"hashlib bound {fmt_rate(bound_rate, 'leaves/s')}",
+            ratio=fmt_percent(share),
+            target=">= 60 % of hashlib",
+            checks=(Check(">= 60 % of hashlib", share >= 0.60),),
             note=f"best of {repeats} runs; bound = 1 leaf hash + 1 node hash per leaf, hashlib only",
             numbers={"leaves": count, "ours_per_s": ours_rate, "hashlib_per_s": bound_rate},
         )
@@ -92,15 +99,23 @@ def sealing_rows(count: int, repeats: int) -> tuple[list[Row], float]:
         rows.append(Row.not_measured(pymerkle_name, ">= 5x pymerkle", skipped=str(exc)))
         return rows, bound_rate
     if their_root != root:
-        rows.append(Row.not_measured(pymerkle_name, ">= 5x pymerkle",
-                                     error=f"pymerkle's root {their_root.hex()} != ours {root.hex()}"))
+        rows.append(
+            Row.not_measured(
+                pymerkle_name,
+                ">= 5x pymerkle",
+                error=f"pymerkle's root {their_root.hex()} != ours {root.hex()}",
+            )
+        )
         return rows, bound_rate
     factor = ours_rate / (count / theirs)
     rows.append(
         Row(
-            name=pymerkle_name, value=fmt_rate(ours_rate, "leaves/s"),
-            reference=f"pymerkle {version} {fmt_rate(count / theirs, 'leaves/s')}", ratio=fmt_times(factor),
-            target=">= 5x pymerkle", checks=(Check(">= 5x pymerkle", factor >= 5.0),),
+            name=pymerkle_name,
+            value=fmt_rate(ours_rate, "leaves/s"),
+            reference=f"pymerkle {version} {fmt_rate(count / theirs, 'leaves/s')}",
+            ratio=fmt_times(factor),
+            target=">= 5x pymerkle",
+            checks=(Check(">= 5x pymerkle", factor >= 5.0),),
             note="pymerkle timed once (it is the slow side); roots checked equal",
             numbers={"ours_per_s": ours_rate, "pymerkle_per_s": count / theirs, "pymerkle": version},
         )
@@ -136,13 +151,22 @@ def inclusion_rows(size: int, samples: int) -> list[Row]:
     ok = proofs.p50 <= 20.0
     return [
         Row(
-            name=f"inclusion proof p50 at {size:,} leaves (MemoryTree)", value=fmt_us(proofs.p50),
+            name=f"inclusion proof p50 at {size:,} leaves (MemoryTree)",
+            value=fmt_us(proofs.p50),
             reference=f"floor: {depth} bare slices {fmt_us(floor.p50)}",
             ratio=fmt_times(proofs.p50 / floor.p50) if floor.p50 else "",
-            target="<= 20 µs", checks=(Check("<= 20 µs", ok),),
-            note=(f"p99 {fmt_us(proofs.p99)} over {samples:,} random leaves; tree built in "
-                  f"{build_s:,.1f} s; 50 proofs verified against the root"),
-            numbers={"size": size, "p50_us": proofs.p50, "p99_us": proofs.p99,
-                     "floor_p50_us": floor.p50, "build_s": build_s},
+            target="<= 20 µs",
+            checks=(Check("<= 20 µs", ok),),
+            note=(
+                f"p99 {fmt_us(proofs.p99)} over {samples:,} random leaves; tree built in "
+                f"{build_s:,.1f} s; 50 proofs verified against the root"
+            ),
+            numbers={
+                "size": size,
+                "p50_us": proofs.p50,
+                "p99_us": proofs.p99,
+                "floor_p50_us": floor.p50,
+                "build_s": build_s,
+            },
         )
     ]

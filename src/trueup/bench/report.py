@@ -65,8 +65,9 @@ class Row:
         return "MISS (" + "; ".join(failed) + ")"
 
     @classmethod
-    def not_measured(cls, name: str, target: str, *, skipped: str | None = None,
-                     error: str | None = None) -> Row:
+    def not_measured(
+        cls, name: str, target: str, *, skipped: str | None = None, error: str | None = None
+    ) -> Row:
         """A row for a figure that could not be measured (exactly one reason given)."""
         reason = f"skipped: {skipped}" if skipped is not None else f"error: {error}"
         return cls(name=name, value=reason, target=target, skipped=skipped, error=error)
@@ -130,8 +131,10 @@ class Report:
         passes = sum(1 for verdict in counted if verdict == "pass")
         skipped = sum(1 for verdict in counted if verdict == "skipped")
         errors = sum(1 for verdict in counted if verdict == "error")
-        return (f"{passes} pass, {self.misses} miss, {skipped} skipped, {errors} error; "
-                f"total {self.total_seconds:,.0f} s")
+        return (
+            f"{passes} pass, {self.misses} miss, {skipped} skipped, {errors} error; "
+            f"total {self.total_seconds:,.0f} s"
+        )
 
     def _notes(self) -> list[str]:
         return [f"{row.name}: {row.note}" for row in self.rows if row.note]

@@ -46,20 +46,44 @@ class RunPlan:
 
 FULL = RunPlan(
     name="full",
-    seal_leaves=200_000, seal_repeats=3,
-    proof_leaves=10_000_000, proof_samples=100_000,
-    writes=WritePlan(batched_s=20.0, single_s=20.0, latency_s=30.0, warmup_s=2.0, ceiling_s=5.0,
-                     raw_requests=200, drain_timeout_s=20.0),
-    ledger_deltas=1_000_000, ledger_iterations=300, ledger_budget_s=4.0, ledger_http_s=5.0,
+    seal_leaves=200_000,
+    seal_repeats=3,
+    proof_leaves=10_000_000,
+    proof_samples=100_000,
+    writes=WritePlan(
+        batched_s=20.0,
+        single_s=20.0,
+        latency_s=30.0,
+        warmup_s=2.0,
+        ceiling_s=5.0,
+        raw_requests=200,
+        drain_timeout_s=20.0,
+    ),
+    ledger_deltas=1_000_000,
+    ledger_iterations=300,
+    ledger_budget_s=4.0,
+    ledger_http_s=5.0,
 )
 
 QUICK = RunPlan(
     name="quick",
-    seal_leaves=50_000, seal_repeats=3,
-    proof_leaves=1_000_000, proof_samples=20_000,
-    writes=WritePlan(batched_s=5.0, single_s=5.0, latency_s=6.0, warmup_s=1.0, ceiling_s=2.0,
-                     raw_requests=50, drain_timeout_s=5.0),
-    ledger_deltas=100_000, ledger_iterations=100, ledger_budget_s=1.0, ledger_http_s=2.0,
+    seal_leaves=50_000,
+    seal_repeats=3,
+    proof_leaves=1_000_000,
+    proof_samples=20_000,
+    writes=WritePlan(
+        batched_s=5.0,
+        single_s=5.0,
+        latency_s=6.0,
+        warmup_s=1.0,
+        ceiling_s=2.0,
+        raw_requests=50,
+        drain_timeout_s=5.0,
+    ),
+    ledger_deltas=100_000,
+    ledger_iterations=100,
+    ledger_budget_s=1.0,
+    ledger_http_s=2.0,
 )
 
 
@@ -101,7 +125,8 @@ def run_benchmarks(plan: RunPlan, out_dir: Path) -> Report:
         work = Path(temporary)
         seal = sections.run("sealing (in memory)", sealing, "sealing")
         proof = sections.run(
-            "inclusion proofs", lambda: inclusion_rows(plan.proof_leaves, plan.proof_samples),
+            "inclusion proofs",
+            lambda: inclusion_rows(plan.proof_leaves, plan.proof_samples),
             "inclusion proof",
         )
 
@@ -111,13 +136,15 @@ def run_benchmarks(plan: RunPlan, out_dir: Path) -> Report:
 
         sqlite_rows = sections.run("writes over HTTP, SQLite", sqlite_writes, "writes over HTTP, SQLite")
         pg_rows = sections.run(
-            "writes over HTTP, PostgreSQL", lambda: postgres_write_rows(work, plan.writes, rss),
+            "writes over HTTP, PostgreSQL",
+            lambda: postgres_write_rows(work, plan.writes, rss),
             "writes over HTTP, PostgreSQL",
         )
 
         def ledger() -> list[Row]:
-            timings = measure_ledger(work, plan.ledger_deltas, plan.ledger_iterations, plan.ledger_budget_s,
-                                     plan.ledger_http_s)
+            timings = measure_ledger(
+                work, plan.ledger_deltas, plan.ledger_iterations, plan.ledger_budget_s, plan.ledger_http_s
+            )
             rss[f"server, derive/compare ({plan.ledger_deltas:,} deltas)"] = timings.server_rss_kib or 0
             return ledger_rows(timings, hashlib_rate[0] if hashlib_rate else None)
 

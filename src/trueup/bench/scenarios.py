@@ -54,9 +54,11 @@ def _batched_row(backend: str, floor: float, result: LoadResult, raw_rate: float
         ratio=fmt_percent(share),
         target=target,
         checks=(Check(f">= {floor:,.0f}/s", rate >= floor), Check(">= 15 % of raw", share >= 0.15)),
-        note=(f"{backend}: {result.completed:,} requests in {result.elapsed_s:.0f} s, request p50 "
-              f"{fmt_ms(result.latency_ms.p50)} p99 {fmt_ms(result.latency_ms.p99)}; {_statuses(result)}; "
-              f"raw = {plan.raw_requests * BATCH:,} same-shape rows, one executemany, one transaction"),
+        note=(
+            f"{backend}: {result.completed:,} requests in {result.elapsed_s:.0f} s, request p50 "
+            f"{fmt_ms(result.latency_ms.p50)} p99 {fmt_ms(result.latency_ms.p99)}; {_statuses(result)}; "
+            f"raw = {plan.raw_requests * BATCH:,} same-shape rows, one executemany, one transaction"
+        ),
         numbers={"items_per_s": rate, "raw_rows_per_s": raw_rate, "latency_ms": result.latency_ms.p99},
     )
 
@@ -67,52 +69,84 @@ def _single_rows(result: LoadResult, echo: LoadResult, plan: WritePlan) -> list[
     name = f"single-item writes, {plan.single_clients} clients"
     return [
         Row(
-            name=name, value=fmt_rate(rate, "req/s"),
+            name=name,
+            value=fmt_rate(rate, "req/s"),
             reference=f"load generator vs echo server {fmt_rate(echo.rate_per_s, 'req/s')}",
             ratio=fmt_percent(rate / echo.rate_per_s) if echo.rate_per_s else "",
-            target=">= 5,000 req/s", checks=(Check(">= 5,000 req/s", rate >= 5_000),),
+            target=">= 5,000 req/s",
+            checks=(Check(">= 5,000 req/s", rate >= 5_000),),
             note=f"{result.completed:,} requests in {result.elapsed_s:.0f} s; {_statuses(result)}",
             numbers={"req_per_s": rate, "echo_req_per_s": echo.rate_per_s},
         ),
-        Row(name=f"{name}: p50 latency", value=fmt_ms(latency.p50),
-            reference=f"echo server p50 {fmt_ms(echo.latency_ms.p50)}", numbers={"p50_ms": latency.p50}),
-        Row(name=f"{name}: p99 latency", value=fmt_ms(latency.p99),
-            reference=f"echo server p99 {fmt_ms(echo.latency_ms.p99)}", target="<= 25 ms",
-            checks=(Check("<= 25 ms", latency.p99 <= 25.0),), numbers={"p99_ms": latency.p99}),
+        Row(
+            name=f"{name}: p50 latency",
+            value=fmt_ms(latency.p50),
+            reference=f"echo server p50 {fmt_ms(echo.latency_ms.p50)}",
+            numbers={"p50_ms": latency.p50},
+        ),
+        Row(
+            name=f"{name}: p99 latency",
+            value=fmt_ms(latency.p99),
+            reference=f"echo server p99 {fmt_ms(echo.latency_ms.p99)}",
+            target="<= 25 ms",
+            checks=(Check("<= 25 ms", latency.p99 <= 25.0),),
+            numbers={"p99_ms": latency.p99},
+        ),
     ]
 
 
 def _latency_rows(outcome: LatencyOutcome, batched_rate: float) -> list[Row]:
     load, send, server = outcome.load, outcome.send_to_verified, outcome.accepted_to_verified
     achieved = load.ok(202) * outcome.items_per_request / load.elapsed_s
-    offered = (f"offered {fmt_rate(outcome.offered_items_per_s, 'items/s')} = 1/2 of "
-               f"{fmt_rate(batched_rate, 'items/s')}")
+    offered = (
+        f"offered {fmt_rate(outcome.offered_items_per_s, 'items/s')} = 1/2 of "
+        f"{fmt_rate(batched_rate, 'items/s')}"
+    )
     bounded = not outcome.growing() and outcome.drain_s is not None
     drain = "not drained in time"
     if outcome.drain_s is not None:
         drain = f"drained {outcome.drain_s:.1f} s after the load"
-    note = (f"{offered}, as {outcome.items_per_request}-item writes at "
-            f"{outcome.offered_items_per_s / outcome.items_per_request:,.0f} req/s "
-            f"(open loop, {outcome.load_connections} connections); "
-            f"achieved {fmt_rate(achieved, 'items/s')}, {load.late_sends:,} sends late > 5 ms; "
-            f"{send.count:,} requests read back, {outcome.unverified:,} not verified; latency = verified_at "
-            "(server, datetime.now UTC) - scheduled send (client, time.time + perf_counter): one host, "
-            "one CLOCK_REALTIME")
+    note = (
+        f"{offered}, as {outcome.items_per_request}-item writes at "
+        f"{outcome.offered_items_per_s / outcome.items_per_request:,.0f} req/s "
+        f"(open loop, {outcome.load_connections} connections); "
+        f"achieved {fmt_rate(achieved, 'items/s')}, {load.late_sends:,} sends late > 5 ms; "
+        f"{send.count:,} requests read back, {outcome.unverified:,} not verified; latency = verified_at "
+        "(server, datetime.now UTC) - scheduled send (client, time.time + perf_counter): one host, "
+        "one CLOCK_REALTIME"
+    )
     return [
-        Row(name="accepted->verified p50 at half the batched rate", value=fmt_ms(send.p50),
-            reference=f"server acceptedAt->verifiedAt p50 {fmt_ms(server.p50)}", target="<= 100 ms",
-            checks=(Check("<= 100 ms", send.p50 <= 100.0),), note=note,
-            numbers={"p50_ms": send.p50, "server_p50_ms": server.p50, "offered": outcome.offered_items_per_s,
-                     "achieved": achieved}),
-        Row(name="accepted->verified p99 at half the batched rate", value=fmt_ms(send.p99),
-            reference=f"server acceptedAt->verifiedAt p99 {fmt_ms(server.p99)}", target="<= 1 s",
+        Row(
+            name="accepted->verified p50 at half the batched rate",
+            value=fmt_ms(send.p50),
+            reference=f"server acceptedAt->verifiedAt p50 {fmt_ms(server.p50)}",
+            target="<= 100 ms",
+            checks=(Check("<= 100 ms", send.p50 <= 100.0),),
+            note=note,
+            numbers={
+                "p50_ms": send.p50,
+                "server_p50_ms": server.p50,
+                "offered": outcome.offered_items_per_s,
+                "achieved": achieved,
+            },
+        ),
+        Row(
+            name="accepted->verified p99 at half the batched rate",
+            value=fmt_ms(send.p99),
+            reference=f"server acceptedAt->verifiedAt p99 {fmt_ms(server.p99)}",
+            target="<= 1 s",
             checks=(Check("<= 1 s", send.p99 <= 1_000.0),),
-            numbers={"p99_ms": send.p99, "server_p99_ms": server.p99}),
-        Row(name="sequencer queue at half the batched rate", value=f"max {outcome.max_depth:,} queued",
-            reference=drain, target="does not grow",
+            numbers={"p99_ms": send.p99, "server_p99_ms": server.p99},
+        ),
+        Row(
+            name="sequencer queue at half the batched rate",
+            value=f"max {outcome.max_depth:,} queued",
+            reference=drain,
+            target="does not grow",
             checks=(Check("does not grow", bounded),),
             note=f"/readyz queueDepth every 0.25 s: {'bounded' if bounded else 'grew during the run'}",
-            numbers={"depths": outcome.depths, "drain_s": outcome.drain_s}),
+            numbers={"depths": outcome.depths, "drain_s": outcome.drain_s},
+        ),
     ]
 
 
@@ -173,29 +207,44 @@ def ledger_rows(timings: LedgerTimings, hashlib_rate: float | None) -> list[Row]
     count = len(big.amounts)
     seal_rate = count / big.seal_s
     rows = [
-        Row(name=f"sealing end-to-end: Sealer.seal_once, SQLite ({count:,} queued deltas)",
+        Row(
+            name=f"sealing end-to-end: Sealer.seal_once, SQLite ({count:,} queued deltas)",
             value=fmt_rate(seal_rate, "leaves/s"),
             reference="" if hashlib_rate is None else f"hashlib bound {fmt_rate(hashlib_rate, 'leaves/s')}",
             ratio="" if hashlib_rate is None else fmt_percent(seal_rate / hashlib_rate),
             note="queued rows -> leaves, nodes, signed head, balances, month totals; 1,000 per seal",
-            numbers={"leaves_per_s": seal_rate}),
-        Row(name=f"loading {count:,} deltas for one customer (commit + seal)",
+            numbers={"leaves_per_s": seal_rate},
+        ),
+        Row(
+            name=f"loading {count:,} deltas for one customer (commit + seal)",
             value=f"{big.commit_s + big.seal_s:,.1f} s",
-            reference=(f"commit {fmt_rate(count / big.commit_s, 'rows/s')}, "
-                       f"seal {fmt_rate(seal_rate, 'rows/s')}"),
-            numbers={"commit_s": big.commit_s, "seal_s": big.seal_s}),
+            reference=(
+                f"commit {fmt_rate(count / big.commit_s, 'rows/s')}, seal {fmt_rate(seal_rate, 'rows/s')}"
+            ),
+            numbers={"commit_s": big.commit_s, "seal_s": big.seal_s},
+        ),
     ]
     for name, (at_scale, at_small) in timings.in_process.items():
         ratio = at_scale.p99 / at_small.p99 if at_small.p99 else 0.0
         rows.append(
-            Row(name=f"{name} at {count:,} deltas: p99", value=fmt_ms(at_scale.p99),
+            Row(
+                name=f"{name} at {count:,} deltas: p99",
+                value=fmt_ms(at_scale.p99),
                 reference=f"same at {len(small.amounts):,} deltas {fmt_ms(at_small.p99)}",
                 ratio=fmt_times(ratio),
-                target="<= 5 ms", checks=(Check("<= 5 ms", at_scale.p99 <= 5.0),),
-                note=(f"p50 {fmt_ms(at_scale.p50)} over {at_scale.count:,} calls in process; the reference "
-                      "customer shares the same log, so a cost equal for both grows with the log"),
-                numbers={"p50_ms": at_scale.p50, "p99_ms": at_scale.p99, "small_p99_ms": at_small.p99,
-                         "calls": at_scale.count})
+                target="<= 5 ms",
+                checks=(Check("<= 5 ms", at_scale.p99 <= 5.0),),
+                note=(
+                    f"p50 {fmt_ms(at_scale.p50)} over {at_scale.count:,} calls in process; the reference "
+                    "customer shares the same log, so a cost equal for both grows with the log"
+                ),
+                numbers={
+                    "p50_ms": at_scale.p50,
+                    "p99_ms": at_scale.p99,
+                    "small_p99_ms": at_small.p99,
+                    "calls": at_scale.count,
+                },
+            )
         )
     in_process = {
         "derive over HTTP (all, page of 100)": "derive, all deltas (page 1 of 100)",
@@ -204,11 +253,14 @@ def ledger_rows(timings: LedgerTimings, hashlib_rate: float | None) -> list[Row]
     for name, result in timings.http.items():
         base = timings.in_process[in_process[name]][0].p99
         rows.append(
-            Row(name=f"{name} at {count:,} deltas: p99", value=fmt_ms(result.latency_ms.p99),
+            Row(
+                name=f"{name} at {count:,} deltas: p99",
+                value=fmt_ms(result.latency_ms.p99),
                 reference=f"in process {fmt_ms(base)}",
                 ratio=fmt_times(result.latency_ms.p99 / base) if base else "",
                 note=f"1 client, p50 {fmt_ms(result.latency_ms.p50)}, {_statuses(result)}",
-                numbers={"p50_ms": result.latency_ms.p50, "p99_ms": result.latency_ms.p99})
+                numbers={"p50_ms": result.latency_ms.p50, "p99_ms": result.latency_ms.p99},
+            )
         )
     return rows
 
@@ -222,8 +274,21 @@ def rss_rows(rss: dict[str, int], harness_kib: int) -> list[Row]:
         others = ", ".join(
             f"{name.removeprefix('server, ')} {fmt_bytes_kib(kib)}" for name, kib in measured.items()
         )
-        rows.append(Row(name="peak RSS, server (VmHWM)", value=fmt_bytes_kib(measured[worst]),
-                        reference=worst.removeprefix("server, "), note=others, numbers=dict(measured)))
-    rows.append(Row(name="peak RSS, harness (ru_maxrss)", value=fmt_bytes_kib(harness_kib),
-                    reference="includes the in-memory proof tree", numbers={"kib": harness_kib}))
+        rows.append(
+            Row(
+                name="peak RSS, server (VmHWM)",
+                value=fmt_bytes_kib(measured[worst]),
+                reference=worst.removeprefix("server, "),
+                note=others,
+                numbers=dict(measured),
+            )
+        )
+    rows.append(
+        Row(
+            name="peak RSS, harness (ru_maxrss)",
+            value=fmt_bytes_kib(harness_kib),
+            reference="includes the in-memory proof tree",
+            numbers={"kib": harness_kib},
+        )
+    )
     return rows

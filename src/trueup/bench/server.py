@@ -107,8 +107,18 @@ class ServerUnderTest:
 
     def start(self) -> ServerUnderTest:
         command = [
-            sys.executable, "-m", "trueup.cli.main", "serve", "--host", HOST, "--port", str(self.port),
-            "--data-dir", str(self.data_dir), "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "trueup.cli.main",
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            "warning",
         ]
         if self.database_url:
             command += ["--database-url", self.database_url]

@@ -85,8 +85,18 @@ def delta_rows(tenant_id: str, requests: int, items: int = 1_000) -> list[DeltaR
         token = f"r{number:010d}"
         rows.extend(
             (
-                tenant_id, request_id, i, f"{token}-{i}", item_customer(i), item_amount(i), "",
-                None, accepted_at, period, accepted_at, secrets.token_bytes(16),
+                tenant_id,
+                request_id,
+                i,
+                f"{token}-{i}",
+                item_customer(i),
+                item_amount(i),
+                "",
+                None,
+                accepted_at,
+                period,
+                accepted_at,
+                secrets.token_bytes(16),
             )
             for i in range(items)
         )

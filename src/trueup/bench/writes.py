@@ -97,13 +97,21 @@ def ceiling(plan: WritePlan) -> LoadResult:
     port = free_port()
     echo = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
         [sys.executable, "-m", "trueup.bench.echo", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         assert echo.stdout is not None
         echo.stdout.readline()  # "ready"
-        spec = LoadSpec(HOST, port, single_template("pk_live_x.y"), plan.single_clients,
-                        plan.ceiling_s, warmup_s=0.5, tag="e")
+        spec = LoadSpec(
+            HOST,
+            port,
+            single_template("pk_live_x.y"),
+            plan.single_clients,
+            plan.ceiling_s,
+            warmup_s=0.5,
+            tag="e",
+        )
         return run_load_process(spec)
     finally:
         echo.kill()
@@ -112,15 +120,29 @@ def ceiling(plan: WritePlan) -> LoadResult:
 
 def batched(server: ServerUnderTest, api_key: str, plan: WritePlan, label: str) -> LoadResult:
     """Closed loop of 1,000-item writes from ``plan.batch_connections`` clients."""
-    spec = LoadSpec(HOST, server.port, batch_template(api_key), plan.batch_connections, plan.batched_s,
-                    warmup_s=plan.warmup_s, tag=label)
+    spec = LoadSpec(
+        HOST,
+        server.port,
+        batch_template(api_key),
+        plan.batch_connections,
+        plan.batched_s,
+        warmup_s=plan.warmup_s,
+        tag=label,
+    )
     return run_load_process(spec)
 
 
 def single(server: ServerUnderTest, api_key: str, plan: WritePlan) -> LoadResult:
     """Closed loop of single-item writes from ``plan.single_clients`` clients."""
-    spec = LoadSpec(HOST, server.port, single_template(api_key), plan.single_clients, plan.single_s,
-                    warmup_s=plan.warmup_s, tag="s")
+    spec = LoadSpec(
+        HOST,
+        server.port,
+        single_template(api_key),
+        plan.single_clients,
+        plan.single_s,
+        warmup_s=plan.warmup_s,
+        tag="s",
+    )
     return run_load_process(spec)
 
 
@@ -148,7 +170,11 @@ class _DepthSampler(threading.Thread):
 
 
 def verified_latency(
-    server: ServerUnderTest, api_key: str, tenant_id: str, items_per_s: float, single_req_per_s: float,
+    server: ServerUnderTest,
+    api_key: str,
+    tenant_id: str,
+    items_per_s: float,
+    single_req_per_s: float,
     plan: WritePlan,
 ) -> LatencyOutcome:
     """Offer ``items_per_s`` as small writes (open loop) and time each one until verified.
@@ -159,9 +185,18 @@ def verified_latency(
     each request's ``verifiedAt`` and ``acceptedAt`` are read from its database.
     """
     per_request = max(1, math.ceil(items_per_s / max(1.0, 0.5 * single_req_per_s)))
-    spec = LoadSpec(HOST, server.port, single_template(api_key, per_request), plan.single_clients,
-                    plan.latency_s, warmup_s=plan.warmup_s, rate_per_s=items_per_s / per_request,
-                    tag="v", record=True, id_pattern=_REQUEST_ID)
+    spec = LoadSpec(
+        HOST,
+        server.port,
+        single_template(api_key, per_request),
+        plan.single_clients,
+        plan.latency_s,
+        warmup_s=plan.warmup_s,
+        rate_per_s=items_per_s / per_request,
+        tag="v",
+        record=True,
+        id_pattern=_REQUEST_ID,
+    )
     sampler = _DepthSampler(server)
     sampler.origin = time.monotonic() + plan.warmup_s
     sampler.start()
@@ -174,9 +209,13 @@ def verified_latency(
     server.stop()
     send, accepted, unverified = _read_back(server, tenant_id, load.records, plan.latency_readback)
     return LatencyOutcome(
-        offered_items_per_s=items_per_s, items_per_request=per_request,
-        load_connections=plan.single_clients, load=load,
-        send_to_verified=send, accepted_to_verified=accepted, unverified=unverified,
+        offered_items_per_s=items_per_s,
+        items_per_request=per_request,
+        load_connections=plan.single_clients,
+        load=load,
+        send_to_verified=send,
+        accepted_to_verified=accepted,
+        unverified=unverified,
         depths=[(at, depth) for at, depth in sampler.samples if at <= plan.latency_s],
         drain_s=drain_s,
     )

@@ -18,8 +18,9 @@ def run(argv: list[str]) -> int:
         prog="trueup audit",
         description="rebuild the tree and every balance from the stored deltas and compare",
     )
-    parser.add_argument("--key", default=None,
-                        help="verifier key the heads must be signed with (default: this log's key)")
+    parser.add_argument(
+        "--key", default=None, help="verifier key the heads must be signed with (default: this log's key)"
+    )
     add_storage_options(parser)
     args = parser.parse_args(argv)
     settings = settings_from(args)
@@ -33,8 +34,10 @@ def run(argv: list[str]) -> int:
     finally:
         storage.close()
     if report.ok:
-        print(f"audit passed: {report.leaves} leaves, {report.heads} signed tree heads, "
-              "every node and balance rebuilt and equal")
+        print(
+            f"audit passed: {report.leaves} leaves, {report.heads} signed tree heads, "
+            "every node and balance rebuilt and equal"
+        )
         return 0
     print(f"audit FAILED after {report.leaves} leaves: {report.problem}", file=sys.stderr)
     return 1

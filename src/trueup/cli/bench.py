@@ -17,8 +17,12 @@ def run(argv: list[str]) -> int:
         "print one table and write it to OUT/latest.md and OUT/latest.json",
     )
     parser.add_argument("--quick", action="store_true", help="the short run (under 2 minutes)")
-    parser.add_argument("--out", type=Path, default=Path("bench/out"),
-                        help="directory for latest.md and latest.json (default: bench/out)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench/out"),
+        help="directory for latest.md and latest.json (default: bench/out)",
+    )
     args = parser.parse_args(argv)
     # Imported here: the harness pulls in the server's whole stack, other commands need none of it.
     from trueup.bench import FULL, QUICK, run_benchmarks  # noqa: PLC0415

@@ -23,8 +23,7 @@ def run(argv: list[str]) -> int:
         prog="trueup dispatcher",
         description="deliver pending webhook events; a second instance waits as a hot standby",
     )
-    parser.add_argument("--workers", type=int, default=8,
-                        help="deliveries in flight at once (default 8)")
+    parser.add_argument("--workers", type=int, default=8, help="deliveries in flight at once (default 8)")
     add_storage_options(parser)
     args = parser.parse_args(argv)
     if args.workers < 1:

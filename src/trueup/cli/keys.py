@@ -20,9 +20,12 @@ def run(argv: list[str]) -> int:
     create = actions.add_parser("create", help="issue a key; prints only the key")
     create.add_argument("--tenant", default="default", help="tenant name (created if new)")
     create.add_argument("--env", choices=("live", "test"), default="live")
-    create.add_argument("--plan", default=None,
-                        help=f"the tenant's plan: {', '.join(PLAN_ALLOWANCES)} or one defined in "
-                        "TRUEUP_PLAN_ALLOWANCES (default: TRUEUP_DEFAULT_PLAN or unlimited)")
+    create.add_argument(
+        "--plan",
+        default=None,
+        help=f"the tenant's plan: {', '.join(PLAN_ALLOWANCES)} or one defined in "
+        "TRUEUP_PLAN_ALLOWANCES (default: TRUEUP_DEFAULT_PLAN or unlimited)",
+    )
     create.add_argument("--read-only", action="store_true", help="the key may only read")
     add_storage_options(create)
     create.set_defaults(handler=_create)
@@ -62,8 +65,10 @@ def _list(args: argparse.Namespace) -> int:
     for key in _service(args).list():
         state = "revoked" if key.revoked_at else "active"
         access = "read-only" if key.read_only else "read-write"
-        print(f"{key.id:<18} {key.tenant.name[:24]:<24} {key.tenant.env:<5} "
-              f"{key.tenant.plan:<10} {access:<10} {state:<8} {key.created_at}")
+        print(
+            f"{key.id:<18} {key.tenant.name[:24]:<24} {key.tenant.env:<5} "
+            f"{key.tenant.plan:<10} {access:<10} {state:<8} {key.created_at}"
+        )
     return 0
 
 

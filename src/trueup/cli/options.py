@@ -13,11 +13,14 @@ __all__ = ["add_storage_options", "settings_from"]
 
 def add_storage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data-dir", type=Path, default=None,
+        "--data-dir",
+        type=Path,
+        default=None,
         help="directory for the SQLite file and the key files (env TRUEUP_DATA_DIR; default ./data)",
     )
     parser.add_argument(
-        "--database-url", default=None,
+        "--database-url",
+        default=None,
         help="sqlite:///path or postgresql://user@host/db (env TRUEUP_DATABASE_URL; "
         "default: SQLite in the data directory)",
     )

@@ -24,9 +24,12 @@ def run(argv: list[str]) -> int:
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from(args)
     services = open_services(settings)
-    loop = SequencerLoop(services.storage, services.sealer,
-                         interval_s=settings.seal_interval_ms / 1000,
-                         batch_size=settings.seal_batch_size)
+    loop = SequencerLoop(
+        services.storage,
+        services.sealer,
+        interval_s=settings.seal_interval_ms / 1000,
+        batch_size=settings.seal_batch_size,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -26,12 +26,18 @@ def run(argv: list[str]) -> int:
     serve = argparse.ArgumentParser(prog="trueup serve", description="run the API server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--no-sequencer", action="store_true",
-                       help="API only; run `trueup sequencer` elsewhere")
-    serve.add_argument("--workers", type=int, default=1,
-                       help="API processes; each also stands by for the sequencer role (one leads)")
-    serve.add_argument("--log-level", default="info",
-                       choices=("critical", "error", "warning", "info", "debug"))
+    serve.add_argument(
+        "--no-sequencer", action="store_true", help="API only; run `trueup sequencer` elsewhere"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes; each also stands by for the sequencer role (one leads)",
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+    )
     add_storage_options(serve)
     return _serve(serve.parse_args(argv))
 

@@ -27,8 +27,9 @@ def _read_key(value: str) -> str:
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="trueup verify", description=__doc__)
     parser.add_argument("bundle", help="bundle.json from `trueup proof` (- for stdin)")
-    parser.add_argument("--key", required=True,
-                        help="the log's verifier key (name+id+base64), or a file holding it")
+    parser.add_argument(
+        "--key", required=True, help="the log's verifier key (name+id+base64), or a file holding it"
+    )
     args = parser.parse_args(argv)
     try:
         text = sys.stdin.read() if args.bundle == "-" else Path(args.bundle).read_text("utf-8")
@@ -43,6 +44,8 @@ def run(argv: list[str]) -> int:
     except ProofError as exc:
         print(f"FAILED: {exc}")
         return 1
-    print(f"OK: {bundle.get('anchorId')} is leaf {bundle.get('leafIndex')} of the tree of size "
-          f"{head.size} with root {head.root.hex()}, signed by the pinned key")
+    print(
+        f"OK: {bundle.get('anchorId')} is leaf {bundle.get('leafIndex')} of the tree of size "
+        f"{head.size} with root {head.root.hex()}, signed by the pinned key"
+    )
     return 0

@@ -158,36 +158,50 @@ def enqueue_seal_events(tx: Tx, plan: SealPlan, completed: Sequence[str]) -> int
         if not subscriptions.wants(delta.tenant_id, DELTA_VERIFIED):
             continue
         leaf_index = plan.previous_size + offset
-        events.append(NewEvent(delta.tenant_id, DELTA_VERIFIED, {
-            "recordId": record_id(delta.request_id, delta.item_index),
-            "requestId": delta.request_id,
-            "key": delta.key,
-            "referenceId": delta.key,
-            "customerId": delta.customer_id,
-            "delta": delta.amount,
-            "reason": delta.reason,
-            "occurredAt": format_wire(delta.occurred_at),
-            "anchorId": anchor_id(leaf_index),
-            "leafIndex": leaf_index,
-            "treeSize": plan.head.size,
-            "rootHash": _hex_root(plan.head.root),
-            "verifiedAt": format_wire(at),
-        }, at))
+        events.append(
+            NewEvent(
+                delta.tenant_id,
+                DELTA_VERIFIED,
+                {
+                    "recordId": record_id(delta.request_id, delta.item_index),
+                    "requestId": delta.request_id,
+                    "key": delta.key,
+                    "referenceId": delta.key,
+                    "customerId": delta.customer_id,
+                    "delta": delta.amount,
+                    "reason": delta.reason,
+                    "occurredAt": format_wire(delta.occurred_at),
+                    "anchorId": anchor_id(leaf_index),
+                    "leafIndex": leaf_index,
+                    "treeSize": plan.head.size,
+                    "rootHash": _hex_root(plan.head.root),
+                    "verifiedAt": format_wire(at),
+                },
+                at,
+            )
+        )
     for delta, reason in plan.failed:
         if not subscriptions.wants(delta.tenant_id, DELTA_FAILED):
             continue
-        events.append(NewEvent(delta.tenant_id, DELTA_FAILED, {
-            "recordId": record_id(delta.request_id, delta.item_index),
-            "requestId": delta.request_id,
-            "key": delta.key,
-            "referenceId": delta.key,
-            "customerId": delta.customer_id,
-            "delta": delta.amount,
-            "reason": delta.reason,
-            "occurredAt": format_wire(delta.occurred_at),
-            "error": reason,
-            "failedAt": format_wire(at),
-        }, at))
+        events.append(
+            NewEvent(
+                delta.tenant_id,
+                DELTA_FAILED,
+                {
+                    "recordId": record_id(delta.request_id, delta.item_index),
+                    "requestId": delta.request_id,
+                    "key": delta.key,
+                    "referenceId": delta.key,
+                    "customerId": delta.customer_id,
+                    "delta": delta.amount,
+                    "reason": delta.reason,
+                    "occurredAt": format_wire(delta.occurred_at),
+                    "error": reason,
+                    "failedAt": format_wire(at),
+                },
+                at,
+            )
+        )
     tenant_of = {d.request_id: d.tenant_id for d in plan.leaves}
     tenant_of.update((d.request_id, d.tenant_id) for d, _ in plan.failed)
     wanted = [r for r in completed if subscriptions.wants(tenant_of[r], VERIFICATION_COMPLETED)]
@@ -260,15 +274,22 @@ def _completed_requests(
             if size not in heads:
                 heads[size] = _head_at(tx, size)
             head = heads[size]
-        events.append(NewEvent(tenant_of[request_id], VERIFICATION_COMPLETED, {
-            "requestId": request_id,
-            "itemCount": counts.get(request_id, len(listed)),
-            "status": status,
-            "itemsRoot": None if head is None else head["rootHash"],
-            "treeHead": head,
-            "verifiedAt": format_wire(verified_at),
-            "items": listed,
-        }, verified_at))
+        events.append(
+            NewEvent(
+                tenant_of[request_id],
+                VERIFICATION_COMPLETED,
+                {
+                    "requestId": request_id,
+                    "itemCount": counts.get(request_id, len(listed)),
+                    "status": status,
+                    "itemsRoot": None if head is None else head["rootHash"],
+                    "treeHead": head,
+                    "verifiedAt": format_wire(verified_at),
+                    "items": listed,
+                },
+                verified_at,
+            )
+        )
     return events
 
 
@@ -302,17 +323,28 @@ def enqueue_checkpoint_event(tx: Tx, record: CheckpointRecord) -> int:
     subscriptions = active_subscriptions(tx, [record.tenant_id])
     if not subscriptions.wants(record.tenant_id, CHECKPOINT_VERIFIED):
         return 0
-    return enqueue(tx, [NewEvent(record.tenant_id, CHECKPOINT_VERIFIED, {
-        "checkpointId": record.id,
-        "customerId": record.customer_id,
-        "period": record.period,
-        "proofRoot": _hex_root(record.proof_root),
-        "openingBalance": record.opening_balance,
-        "closingBalance": record.closing_balance,
-        "netChange": record.net,
-        "totalCredits": record.credits,
-        "totalDebits": record.debits,
-        "deltasCount": record.deltas_count,
-        "treeSize": record.tree_size,
-        "createdAt": format_wire(record.created_at),
-    }, record.created_at)], subscriptions)
+    return enqueue(
+        tx,
+        [
+            NewEvent(
+                record.tenant_id,
+                CHECKPOINT_VERIFIED,
+                {
+                    "checkpointId": record.id,
+                    "customerId": record.customer_id,
+                    "period": record.period,
+                    "proofRoot": _hex_root(record.proof_root),
+                    "openingBalance": record.opening_balance,
+                    "closingBalance": record.closing_balance,
+                    "netChange": record.net,
+                    "totalCredits": record.credits,
+                    "totalDebits": record.debits,
+                    "deltasCount": record.deltas_count,
+                    "treeSize": record.tree_size,
+                    "createdAt": format_wire(record.created_at),
+                },
+                record.created_at,
+            )
+        ],
+        subscriptions,
+    )

@@ -77,9 +77,10 @@ class _PgTx(Tx):
         if not rows:
             return
         try:
-            with self._conn.cursor() as cursor, cursor.copy(
-                f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-            ) as copy:
+            with (
+                self._conn.cursor() as cursor,
+                cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+            ):
                 for row in rows:
                     copy.write_row(row)
         except psycopg.errors.UniqueViolation as exc:
@@ -102,7 +103,11 @@ class PostgresEngine(Engine):
         self._scope: str | None = None
         try:
             self._pool: ConnectionPool[Any] = ConnectionPool(
-                url, min_size=min_size, max_size=max_size, open=True, timeout=30.0,
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                open=True,
+                timeout=30.0,
                 kwargs={"autocommit": True},
                 configure=_configure,
             )

@@ -108,9 +108,7 @@ class SQLiteEngine(Engine):
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-            )
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
             for pragma in _PRAGMAS:
                 conn.execute(pragma)
         except sqlite3.Error as exc:

@@ -114,8 +114,7 @@ class TenantStore:
         """Mark a key revoked; ``False`` when no such key exists or it was already revoked."""
         with self._engine.write() as tx:
             rows = tx.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL "
-                "RETURNING id",
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL RETURNING id",
                 (revoked_at, key_id),
             )
         return bool(rows)

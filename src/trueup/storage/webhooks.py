@@ -116,11 +116,16 @@ _ENDPOINT_COLUMNS_P = ", ".join("p." + column.strip() for column in _ENDPOINT_CO
 def _endpoint(row: Row) -> EndpointRecord:
     events = str(row[4])
     return EndpointRecord(
-        id=str(row[0]), tenant_id=str(row[1]), url=str(row[2]), description=str(row[3]),
-        events=() if events == "*" else tuple(events.split(",")), secret=str(row[5]),
+        id=str(row[0]),
+        tenant_id=str(row[1]),
+        url=str(row[2]),
+        description=str(row[3]),
+        events=() if events == "*" else tuple(events.split(",")),
+        secret=str(row[5]),
         previous_secret=None if row[6] is None else str(row[6]),
         previous_expires_at=None if row[7] is None else str(row[7]),
-        created_at=str(row[8]), rotated_at=None if row[9] is None else str(row[9]),
+        created_at=str(row[8]),
+        rotated_at=None if row[9] is None else str(row[9]),
     )
 
 
@@ -133,13 +138,18 @@ _DELIVERY_JOIN = """webhook_deliveries d JOIN webhook_events e ON e.id = d.event
 
 def _delivery(row: Row) -> DeliveryView:
     return DeliveryView(
-        event_id=str(row[0]), event_type=str(row[1]), endpoint_id=str(row[2]), url=str(row[3]),
-        status=str(row[4]), attempts=int(row[5]),
+        event_id=str(row[0]),
+        event_type=str(row[1]),
+        endpoint_id=str(row[2]),
+        url=str(row[3]),
+        status=str(row[4]),
+        attempts=int(row[5]),
         last_status_code=None if row[6] is None else int(row[6]),
         last_error=None if row[7] is None else str(row[7]),
         last_attempt_at=None if row[8] is None else str(row[8]),
         next_attempt_at=None if row[9] is None else str(row[9]),
-        delivered_at=None if row[10] is None else str(row[10]), created_at=str(row[11]),
+        delivered_at=None if row[10] is None else str(row[10]),
+        created_at=str(row[11]),
     )
 
 
@@ -153,10 +163,12 @@ class WebhookStore:
         """Store a new endpoint; :class:`ConflictError` when the tenant has ``max_active``."""
         with self._engine.write() as tx:
             self._engine.serialize(tx, f"webhooks:{endpoint.tenant_id}")
-            active = int(tx.scalar(
-                "SELECT COUNT(*) FROM webhook_endpoints WHERE tenant_id = ? AND deleted_at IS NULL",
-                (endpoint.tenant_id,),
-            ))
+            active = int(
+                tx.scalar(
+                    "SELECT COUNT(*) FROM webhook_endpoints WHERE tenant_id = ? AND deleted_at IS NULL",
+                    (endpoint.tenant_id,),
+                )
+            )
             if active >= max_active:
                 raise ConflictError(
                     f"a tenant may have at most {max_active} webhook endpoints; delete one first"
@@ -164,9 +176,18 @@ class WebhookStore:
             tx.execute(
                 f"""INSERT INTO webhook_endpoints ({_ENDPOINT_COLUMNS})
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (endpoint.id, endpoint.tenant_id, endpoint.url, endpoint.description,
-                 ",".join(endpoint.events) or "*", endpoint.secret, endpoint.previous_secret,
-                 endpoint.previous_expires_at, endpoint.created_at, endpoint.rotated_at),
+                (
+                    endpoint.id,
+                    endpoint.tenant_id,
+                    endpoint.url,
+                    endpoint.description,
+                    ",".join(endpoint.events) or "*",
+                    endpoint.secret,
+                    endpoint.previous_secret,
+                    endpoint.previous_expires_at,
+                    endpoint.created_at,
+                    endpoint.rotated_at,
+                ),
             )
 
     def endpoints(self, tenant_id: str) -> list[EndpointRecord]:
@@ -257,10 +278,20 @@ class WebhookStore:
                 (event_id,),
             )
         return (
-            str(row[0]), str(row[1]), [_delivery(d) for d in deliveries],
-            [AttemptView(int(a[0]), str(a[1]), str(a[2]), int(a[3]),
-                         None if a[4] is None else int(a[4]), None if a[5] is None else str(a[5]))
-             for a in attempts],
+            str(row[0]),
+            str(row[1]),
+            [_delivery(d) for d in deliveries],
+            [
+                AttemptView(
+                    int(a[0]),
+                    str(a[1]),
+                    str(a[2]),
+                    int(a[3]),
+                    None if a[4] is None else int(a[4]),
+                    None if a[5] is None else str(a[5]),
+                )
+                for a in attempts
+            ],
         )
 
     def retry_event(self, tenant_id: str, event_id: str, now: str) -> int | None:
@@ -298,8 +329,13 @@ class WebhookStore:
             )
         return [
             DueDelivery(
-                event_id=str(r[0]), endpoint_id=str(r[1]), event_type=str(r[2]), payload=str(r[3]),
-                attempts=int(r[4]), round_attempts=int(r[5]), endpoint=_endpoint(r[6:]),
+                event_id=str(r[0]),
+                endpoint_id=str(r[1]),
+                event_type=str(r[2]),
+                payload=str(r[3]),
+                attempts=int(r[4]),
+                round_attempts=int(r[5]),
+                endpoint=_endpoint(r[6:]),
             )
             for r in rows
         ]
@@ -307,9 +343,7 @@ class WebhookStore:
     def next_due(self) -> str | None:
         """When the earliest pending delivery is due, or ``None`` when none is pending."""
         with self._engine.read() as tx:
-            value = tx.scalar(
-                "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'"
-            )
+            value = tx.scalar("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'")
         return None if value is None else str(value)
 
     def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> None:
@@ -325,8 +359,18 @@ class WebhookStore:
                 """INSERT INTO webhook_attempts (event_id, endpoint_id, attempt, started_at,
                        duration_ms, status_code, error) VALUES (?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (event_id, endpoint_id, attempt) DO NOTHING""",
-                [(o.event_id, o.endpoint_id, o.attempt, o.started_at, o.duration_ms, o.status_code,
-                  o.error) for o in outcomes],
+                [
+                    (
+                        o.event_id,
+                        o.endpoint_id,
+                        o.attempt,
+                        o.started_at,
+                        o.duration_ms,
+                        o.status_code,
+                        o.error,
+                    )
+                    for o in outcomes
+                ],
             )
             tx.executemany(
                 """UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1,
@@ -334,9 +378,19 @@ class WebhookStore:
                        last_attempt_at = ?, last_status_code = ?, last_error = ?,
                        delivered_at = COALESCE(?, delivered_at)
                    WHERE event_id = ? AND endpoint_id = ? AND status = 'pending'""",
-                [(_status_after(o), None if o.delivered else o.next_attempt_at, o.started_at,
-                  o.status_code, o.error, o.finished_at if o.delivered else None, o.event_id,
-                  o.endpoint_id) for o in outcomes],
+                [
+                    (
+                        _status_after(o),
+                        None if o.delivered else o.next_attempt_at,
+                        o.started_at,
+                        o.status_code,
+                        o.error,
+                        o.finished_at if o.delivered else None,
+                        o.event_id,
+                        o.endpoint_id,
+                    )
+                    for o in outcomes
+                ],
             )
 
 

@@ -184,8 +184,19 @@ def record_from_row(row: Row) -> RecordView:
 
 
 _DELTA_INSERT_COLUMNS = (
-    "tenant_id", "request_id", "item_index", "item_key", "customer_id", "amount", "reason",
-    "metadata", "occurred_at", "period", "accepted_at", "salt", "status",
+    "tenant_id",
+    "request_id",
+    "item_index",
+    "item_key",
+    "customer_id",
+    "amount",
+    "reason",
+    "metadata",
+    "occurred_at",
+    "period",
+    "accepted_at",
+    "salt",
+    "status",
 )
 
 _WRITES_NAMES = {"customer_id": "accountId", "amount": "bits"}
@@ -216,9 +227,7 @@ class WriteStore:
                 self._add_usage(tx, tenant_id, period, count)
         return outcomes
 
-    def _commit_one_with_retry(
-        self, tx: Tx, draft: WriteDraft, group: _Group
-    ) -> WriteResult | Exception:
+    def _commit_one_with_retry(self, tx: Tx, draft: WriteDraft, group: _Group) -> WriteResult | Exception:
         # A concurrent writer on another process may insert the same item key or idempotency
         # key between our check and our insert; the unique index catches it and one retry
         # sees the other writer's row.
@@ -281,9 +290,13 @@ class WriteStore:
         if duplicates:
             self._record_duplicates(tx, draft, duplicates)
         # A request that only repeats deltas already sealed (a retry) is complete at once.
-        repeats_sealed = bool(duplicates) and not stored and all(
-            original_seq is not None and existing[draft.items[index].key].status != "queued"
-            for index, original_seq, _ in duplicates
+        repeats_sealed = (
+            bool(duplicates)
+            and not stored
+            and all(
+                original_seq is not None and existing[draft.items[index].key].status != "queued"
+                for index, original_seq, _ in duplicates
+            )
         )
         tx.execute(
             """INSERT INTO write_requests (id, tenant_id, source, item_count, stored_count,
@@ -470,9 +483,7 @@ class WriteStore:
             )
             if row is None:
                 return None
-            sealed_size = tx.scalar(
-                "SELECT MAX(sealed_size) FROM deltas WHERE request_id = ?", (request_id,)
-            )
+            sealed_size = tx.scalar("SELECT MAX(sealed_size) FROM deltas WHERE request_id = ?", (request_id,))
             repeats: dict[str, int] = {}
             for status, count, repeat_size in tx.execute(
                 """SELECT d.status, COUNT(*), MAX(d.sealed_size)

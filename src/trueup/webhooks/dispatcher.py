@@ -76,8 +76,9 @@ class _Clients:
             if client is None:
                 # No redirects (a 3xx is a failed attempt: a redirect could leave the checked
                 # address) and no proxy settings from the environment.
-                client = httpx.Client(timeout=self._timeout, limits=self._limits,
-                                      follow_redirects=False, trust_env=False)
+                client = httpx.Client(
+                    timeout=self._timeout, limits=self._limits, follow_redirects=False, trust_env=False
+                )
                 self._clients[key] = client
                 while len(self._clients) > _MAX_CLIENTS:
                     self._clients.popitem(last=False)[1].close()
@@ -238,16 +239,20 @@ class Dispatcher(ElectedRole):
             pinned = pin(resolve_target(delivery.endpoint.url, self._policy, self._resolver))
             body = delivery.payload.encode("utf-8")
             headers = delivery_headers(
-                delivery.endpoint.signing_secrets(format_canonical(started)), delivery.event_id,
-                delivery.event_type, int(started.timestamp()), body,
+                delivery.endpoint.signing_secrets(format_canonical(started)),
+                delivery.event_id,
+                delivery.event_type,
+                int(started.timestamp()),
+                body,
             )
             headers["Host"] = pinned.host_header
             headers["User-Agent"] = USER_AGENT
             extensions = {"sni_hostname": pinned.sni_hostname} if pinned.sni_hostname else None
             client = self._clients.get(pinned)
             # Streamed and never read: a receiver's reply body is not ours to buffer.
-            with client.stream("POST", pinned.url, content=body, headers=headers,
-                               extensions=extensions) as response:
+            with client.stream(
+                "POST", pinned.url, content=body, headers=headers, extensions=extensions
+            ) as response:
                 status_code = response.status_code
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"

@@ -32,15 +32,23 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
         depth, oldest = await run_in_threadpool(services.storage.log.queue_stats)
     except StorageError:
         return JSONResponse(
-            {"success": False, "data": {"database": "unavailable", "sequencer": role,
-                                        "queueDepth": None, "oldestQueuedAgeSeconds": None}},
+            {
+                "success": False,
+                "data": {
+                    "database": "unavailable",
+                    "sequencer": role,
+                    "queueDepth": None,
+                    "oldestQueuedAgeSeconds": None,
+                },
+            },
             status_code=503,
         )
     age = None
     if oldest is not None:
         age = round((datetime.now(UTC) - parse_canonical(oldest)).total_seconds(), 3)
-    return JSONResponse({
-        "success": True,
-        "data": {"database": "ok", "sequencer": role, "queueDepth": depth,
-                 "oldestQueuedAgeSeconds": age},
-    })
+    return JSONResponse(
+        {
+            "success": True,
+            "data": {"database": "ok", "sequencer": role, "queueDepth": depth, "oldestQueuedAgeSeconds": age},
+        }
+    )

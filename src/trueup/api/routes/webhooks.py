@@ -28,6 +28,7 @@ from trueup.storage.webhooks import DeliveryView, EndpointRecord
 
 router = APIRouter(tags=["webhooks"])
 
+
 def _time(value: str | None) -> str | None:
     return None if value is None else format_wire(value)
 
@@ -87,9 +88,15 @@ async def create_endpoint(request: Request, services: ServicesDep, principal: Au
 )
 async def list_endpoints(services: ServicesDep, principal: Auth) -> JSONResponse:
     endpoints = await run_in_threadpool(services.webhooks.endpoints, principal)
-    return JSONResponse({"success": True, "data": {
-        "webhooks": [endpoint_json(e) for e in endpoints], "total": len(endpoints),
-    }})
+    return JSONResponse(
+        {
+            "success": True,
+            "data": {
+                "webhooks": [endpoint_json(e) for e in endpoints],
+                "total": len(endpoints),
+            },
+        }
+    )
 
 
 async def _delete(services: ServicesDep, principal: Auth, endpoint_id: str) -> JSONResponse:
@@ -123,7 +130,9 @@ async def delete_endpoint_by_query(
     responses={200: {"model": WebhookDeletedResponse}, **errors(401, 403, 404, 429)},
 )
 async def delete_endpoint(
-    webhookId: str, services: ServicesDep, principal: Auth  # noqa: N803 - wire name
+    webhookId: str,  # noqa: N803 - the wire name
+    services: ServicesDep,
+    principal: Auth,
 ) -> JSONResponse:
     return await _delete(services, principal, webhookId)
 
@@ -134,7 +143,9 @@ async def delete_endpoint(
     responses={200: {"model": WebhookSecretResponse}, **errors(401, 403, 404, 429)},
 )
 async def rotate_secret(
-    webhookId: str, services: ServicesDep, principal: Auth  # noqa: N803 - wire name
+    webhookId: str,  # noqa: N803 - the wire name
+    services: ServicesDep,
+    principal: Auth,
 ) -> JSONResponse:
     issued = await run_in_threadpool(services.webhooks.rotate, principal, webhookId)
     data = {**endpoint_json(issued.endpoint), "secret": issued.secret}
@@ -156,10 +167,17 @@ async def list_deliveries(
     deliveries, total = await run_in_threadpool(
         services.webhooks.deliveries, principal, status, limit, offset
     )
-    return JSONResponse({"success": True, "data": {
-        "deliveries": [delivery_json(d) for d in deliveries],
-        "total": total, "limit": limit, "offset": offset,
-    }})
+    return JSONResponse(
+        {
+            "success": True,
+            "data": {
+                "deliveries": [delivery_json(d) for d in deliveries],
+                "total": total,
+                "limit": limit,
+                "offset": offset,
+            },
+        }
+    )
 
 
 @router.get(
@@ -168,20 +186,33 @@ async def list_deliveries(
     responses={200: {"model": WebhookEventResponse}, **errors(401, 404, 429)},
 )
 async def event_detail(
-    eventId: str, services: ServicesDep, principal: Auth  # noqa: N803 - wire name
+    eventId: str,  # noqa: N803 - the wire name
+    services: ServicesDep,
+    principal: Auth,
 ) -> JSONResponse:
     detail = await run_in_threadpool(services.webhooks.event, principal, eventId)
-    return JSONResponse({"success": True, "data": {
-        "eventId": detail.event_id,
-        "event": detail.event_type,
-        "payload": json.loads(detail.payload),
-        "deliveries": [delivery_json(d) for d in detail.deliveries],
-        "attempts": [
-            {"webhookId": a.endpoint_id, "attempt": a.attempt, "startedAt": format_wire(a.started_at),
-             "durationMs": a.duration_ms, "statusCode": a.status_code, "error": a.error}
-            for a in detail.attempts
-        ],
-    }})
+    return JSONResponse(
+        {
+            "success": True,
+            "data": {
+                "eventId": detail.event_id,
+                "event": detail.event_type,
+                "payload": json.loads(detail.payload),
+                "deliveries": [delivery_json(d) for d in detail.deliveries],
+                "attempts": [
+                    {
+                        "webhookId": a.endpoint_id,
+                        "attempt": a.attempt,
+                        "startedAt": format_wire(a.started_at),
+                        "durationMs": a.duration_ms,
+                        "statusCode": a.status_code,
+                        "error": a.error,
+                    }
+                    for a in detail.attempts
+                ],
+            },
+        }
+    )
 
 
 @router.post(
@@ -190,9 +221,19 @@ async def event_detail(
     responses={200: {"model": WebhookRetryResponse}, **errors(401, 403, 404, 409, 429)},
 )
 async def retry_event(
-    eventId: str, services: ServicesDep, principal: Auth  # noqa: N803 - wire name
+    eventId: str,  # noqa: N803 - the wire name
+    services: ServicesDep,
+    principal: Auth,
 ) -> JSONResponse:
     queued = await run_in_threadpool(services.webhooks.retry, principal, eventId)
-    return JSONResponse({"success": True, "data": {
-        "eventId": eventId, "status": "pending", "deliveryStatus": "pending", "queued": queued,
-    }})
+    return JSONResponse(
+        {
+            "success": True,
+            "data": {
+                "eventId": eventId,
+                "status": "pending",
+                "deliveryStatus": "pending",
+                "queued": queued,
+            },
+        }
+    )
