@@ -236,6 +236,23 @@ def test_the_sdk_lists_deliveries_and_retries_one(site: Site) -> None:
     assert first.body == again.body
 
 
+def test_a_retried_create_with_an_idempotency_key_returns_the_same_endpoint(site: Site) -> None:
+    tenant = site.tenant()
+    with Receiver() as receiver:
+        body = {"url": receiver.url, "description": "retry me"}
+        headers = {**tenant.headers, "Idempotency-Key": "create-once"}
+        first = httpx.post(site.url + "/api/v1/webhooks", headers=headers, json=body, timeout=30)
+        again = httpx.post(site.url + "/api/v1/webhooks", headers=headers, json=body, timeout=30)
+        assert first.status_code == again.status_code == 201
+        assert first.json() == again.json()
+        other = httpx.post(
+            site.url + "/api/v1/webhooks", headers=headers, json={**body, "description": "x"}, timeout=30
+        )
+        assert other.status_code == 409 and other.json()["code"] == "IDEMPOTENCY_MISMATCH"
+        listed = tenant.call("GET", "/api/v1/webhooks").json()["data"]
+        assert listed["total"] == 1
+
+
 def test_bad_endpoints_and_unknown_ids_get_4xx_naming_the_field(site: Site) -> None:
     tenant = site.tenant()
     for body, field in (

@@ -234,6 +234,35 @@ class WriteService:
         response = result.replay if result.replay is not None else render(result)
         return Reply(response.status_code, raw=response.body)
 
+    def replay(
+        self, principal: Principal, idempotency_key: str | None, route: str, body: bytes
+    ) -> Reply | None:
+        """For write routes outside the delta path (webhook endpoints): the reply stored under
+        this ``Idempotency-Key``, or ``None`` (409 ``IDEMPOTENCY_MISMATCH`` for another body)."""
+        claim = _claim(idempotency_key, route, body)
+        if claim is None:
+            return None
+        stored = self._storage.writes.stored_response(principal.tenant_id, claim)
+        return None if stored is None else Reply(stored.status_code, raw=stored.body)
+
+    def remember(
+        self,
+        principal: Principal,
+        idempotency_key: str | None,
+        route: str,
+        body: bytes,
+        status_code: int,
+        payload: Any,
+    ) -> Reply:
+        """Store a route's reply under its ``Idempotency-Key`` and return the reply to send."""
+        claim = _claim(idempotency_key, route, body)
+        response = StoredResponse(status_code, _json(payload))
+        if claim is not None:
+            response = self._storage.writes.remember_response(
+                principal.tenant_id, claim, response, format_canonical(self._clock())
+            )
+        return Reply(response.status_code, raw=response.body)
+
     def _metadata_text(self, delta: NewDelta, field: str) -> str | None:
         """The canonical JSON text of a delta's metadata; 400 naming ``field`` if it is too
         large or cannot be canonicalised (RFC 8785 needs finite I-JSON numbers)."""

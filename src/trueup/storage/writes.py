@@ -388,6 +388,21 @@ class WriteStore:
         with self._engine.read() as tx:
             return self._idempotent_replay(tx, tenant_id, claim)
 
+    def remember_response(
+        self, tenant_id: str, claim: IdempotencyClaim, response: StoredResponse, at: str
+    ) -> StoredResponse:
+        """Store the reply of a write made outside :meth:`commit`; return the reply that
+        stands (a concurrent request with the same key may have stored its own first)."""
+        with self._engine.write() as tx:
+            tx.execute(
+                """INSERT INTO idempotency_keys (tenant_id, idem_key, route, body_hash,
+                       status_code, response, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (tenant_id, idem_key) DO NOTHING""",
+                (tenant_id, claim.key, claim.route, claim.body_hash, response.status_code, response.body, at),
+            )
+            stored = self._idempotent_replay(tx, tenant_id, claim)
+        return stored or response
+
     def _existing(self, tx: Tx, tenant_id: str, keys: list[str]) -> dict[str, _Existing]:
         found: dict[str, _Existing] = {}
         unique = list(dict.fromkeys(keys))

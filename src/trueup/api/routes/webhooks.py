@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
 from trueup.api.body import read_json
 from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors, json_body
 from trueup.api.responses import JSONResponse
+from trueup.api.routes.replies import reply_response
 from trueup.api.schemas import (
     WebhookCreateBody,
     WebhookDeletedResponse,
@@ -72,13 +74,23 @@ def delivery_json(delivery: DeliveryView) -> dict[str, Any]:
     responses={201: {"model": WebhookSecretResponse}, **errors(400, 401, 403, 409, 413, 415, 429)},
     openapi_extra=json_body(WebhookCreateBody),
 )
-async def create_endpoint(request: Request, services: ServicesDep, principal: Auth) -> JSONResponse:
-    document, _ = await read_json(request, services.settings.max_body_bytes)
+async def create_endpoint(
+    request: Request,
+    services: ServicesDep,
+    principal: Auth,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    document, body = await read_json(request, services.settings.max_body_bytes)
+    route = "POST /api/v1/webhooks"
+    replay = await run_in_threadpool(services.writes.replay, principal, idempotency_key, route, body)
+    if replay is not None:
+        return reply_response(replay)  # a retried create: the same endpoint and secret
     issued = await run_in_threadpool(services.webhooks.create, principal, document)
-    return JSONResponse(
-        {"success": True, "data": {**endpoint_json(issued.endpoint), "secret": issued.secret}},
-        status_code=201,
+    payload = {"success": True, "data": {**endpoint_json(issued.endpoint), "secret": issued.secret}}
+    reply = await run_in_threadpool(
+        services.writes.remember, principal, idempotency_key, route, body, 201, payload
     )
+    return reply_response(reply)
 
 
 @router.get(
