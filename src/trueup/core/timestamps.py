@@ -15,9 +15,9 @@ from trueup.core.strict_json import describe
 __all__ = [
     "format_canonical",
     "format_wire",
+    "format_wire_ms",
     "parse_canonical",
     "parse_rfc3339",
-    "period_of",
 ]
 
 # RFC 3339 §5.6 date-time, with the common relaxations a JSON client sends ('z', ' ' for 'T').
@@ -79,6 +79,7 @@ def format_wire(canonical: str) -> str:
     return canonical
 
 
-def period_of(canonical: str) -> str:
-    """The UTC month (``YYYY-MM``) a canonical timestamp falls in."""
-    return canonical[:7]
+def format_wire_ms(timestamp_ms: int) -> str:
+    """A tree head's time as the API shows it: RFC 3339, UTC, milliseconds."""
+    moment = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{timestamp_ms % 1000:03d}Z"

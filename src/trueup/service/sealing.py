@@ -34,6 +34,13 @@ log = logging.getLogger(__name__)
 _EMPTY_METADATA_DIGEST = hashlib.sha256(b"{}").hexdigest()
 
 
+def _digest(metadata: str | None) -> str:
+    """``metadataDigest`` of stored (already canonical) metadata text; ``{}`` when absent."""
+    return (
+        _EMPTY_METADATA_DIGEST if metadata is None else hashlib.sha256(metadata.encode("utf-8")).hexdigest()
+    )
+
+
 def leaf_fields_of(
     tenant_id: str,
     customer_id: str,
@@ -44,9 +51,7 @@ def leaf_fields_of(
     salt: bytes,
 ) -> LeafFields:
     """The canonical leaf of a stored delta (``metadata`` is stored canonical JSON text)."""
-    digest = (
-        _EMPTY_METADATA_DIGEST if metadata is None else hashlib.sha256(metadata.encode("utf-8")).hexdigest()
-    )
+    digest = _digest(metadata)
     return LeafFields(
         tenant=tenant_id,
         customer_id=customer_id,
@@ -161,11 +166,7 @@ class Sealer:
 
 def _leaf_hash(delta: QueuedDelta) -> bytes:
     """The leaf hash of a queued delta; its stored fields were validated at acceptance."""
-    digest = (
-        _EMPTY_METADATA_DIGEST
-        if delta.metadata is None
-        else hashlib.sha256(delta.metadata.encode("utf-8")).hexdigest()
-    )
+    digest = _digest(delta.metadata)
     return leaf_hash(
         leaf_bytes(
             delta.tenant_id, delta.customer_id, delta.key, delta.amount, delta.occurred_at, digest, delta.salt

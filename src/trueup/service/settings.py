@@ -73,7 +73,6 @@ class Settings:
     limits: DeltaLimits = field(default_factory=DeltaLimits)
     default_plan: str = "unlimited"
     plan_allowances: Mapping[str, int | None] = field(default_factory=lambda: dict(PLAN_ALLOWANCES))
-    run_sequencer: bool = True
     run_dispatcher: bool = True
     webhook_allow_http: bool = False
     webhook_allow_private: bool = False

@@ -17,11 +17,10 @@ import json
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from trueup.core.ids import anchor_id, random_token, record_id
-from trueup.core.timestamps import format_wire
+from trueup.core.timestamps import format_wire, format_wire_ms
 from trueup.storage.engine import Row, Tx, chunks
 
 if TYPE_CHECKING:
@@ -313,9 +312,7 @@ def _head_at(tx: Tx, size: int) -> dict[str, Any] | None:
 
 def _head_json(size: int, root: bytes, timestamp_ms: int) -> dict[str, Any]:
     """A tree head as the API shows it (``timestamp``: RFC 3339 with milliseconds)."""
-    moment = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
-    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{timestamp_ms % 1000:03d}Z"
-    return {"treeSize": size, "rootHash": _hex_root(root), "timestamp": stamp}
+    return {"treeSize": size, "rootHash": _hex_root(root), "timestamp": format_wire_ms(timestamp_ms)}
 
 
 def enqueue_checkpoint_event(tx: Tx, record: CheckpointRecord) -> int:

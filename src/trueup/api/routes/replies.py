@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from trueup.api.responses import JSONResponse, RawJSONResponse
+from trueup.core.timestamps import format_wire_ms
 from trueup.service.ingest import Reply
 from trueup.storage.log import HeadRecord
 
@@ -25,8 +25,7 @@ def hex_root(root: bytes) -> str:
 
 
 def wire_time_ms(timestamp_ms: int) -> str:
-    moment = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{timestamp_ms % 1000:03d}Z"
+    return format_wire_ms(timestamp_ms)
 
 
 def tree_head_json(head: HeadRecord) -> dict[str, Any]:
