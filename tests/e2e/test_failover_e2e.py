@@ -1,7 +1,9 @@
-"""Two API processes on one PostgreSQL database: one sequencer leads, the other takes over."""
+"""Several API processes on one database: one sequencer leads, another takes over; SQLite
+workers take turns writing."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -63,3 +65,15 @@ def test_serve_with_workers_answers_and_elects_one_sequencer(tmp_path: Path) -> 
             wait_until(lambda: _verified(server, key, request_id))
         audit = trueup(["audit"], tmp_path, url)
         assert audit.returncode == 0, audit.stderr
+
+
+def test_serve_with_workers_on_sqlite_takes_concurrent_writes_and_seals_them_all(tmp_path: Path) -> None:
+    # Each worker has its own group committer; they take turns on the SQLite file's writer lock.
+    key = create_key(tmp_path, None)
+    with ServerProcess(tmp_path, None, extra_args=["--workers", "2"]) as server:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            requests = list(pool.map(lambda n: _write(server, key, f"w{n}", 25), range(16)))
+        wait_until(lambda: all(_verified(server, key, r) for r in requests), timeout_s=30)
+    audit = trueup(["audit"], tmp_path, None)
+    assert audit.returncode == 0, audit.stderr
+    assert "400 leaves" in audit.stdout

@@ -22,7 +22,14 @@ from trueup.bench.ledger import measure_ledger
 from trueup.bench.machine import harness_peak_rss_kib, machine_info
 from trueup.bench.merkle import inclusion_rows, sealing_rows
 from trueup.bench.report import Report, Row
-from trueup.bench.scenarios import ledger_rows, postgres_write_rows, rss_rows, sqlite_write_rows
+from trueup.bench.scenarios import (
+    OneProcess,
+    ledger_rows,
+    postgres_write_rows,
+    rss_rows,
+    sqlite_write_rows,
+    worker_rows,
+)
 from trueup.bench.writes import WritePlan
 
 __all__ = ["FULL", "QUICK", "RunPlan", "run_benchmarks"]
@@ -141,6 +148,12 @@ def run_benchmarks(plan: RunPlan, out_dir: Path) -> Report:
             "writes over HTTP, PostgreSQL",
         )
 
+        workers_part = sections.run(
+            "writes over HTTP, serve --workers 2",
+            lambda: worker_rows(work, plan.writes, OneProcess.of(sqlite_rows, pg_rows)),
+            "writes over HTTP, serve --workers 2",
+        )
+
         def ledger() -> list[Row]:
             timings = measure_ledger(
                 work, plan.ledger_deltas, plan.ledger_iterations, plan.ledger_budget_s, plan.ledger_http_s
@@ -151,7 +164,7 @@ def run_benchmarks(plan: RunPlan, out_dir: Path) -> Report:
         ledger_part = sections.run("derive and compare at scale", ledger, "derive and compare")
     # The table follows the order of DESIGN.md §6.
     batched_sqlite, rest_sqlite = sqlite_rows[:1], sqlite_rows[1:]
-    report.add([*batched_sqlite, *pg_rows, *rest_sqlite, *seal])
+    report.add([*batched_sqlite, *pg_rows, *rest_sqlite, *workers_part, *seal])
     report.add([row for row in ledger_part if row.name.startswith("sealing")])
     report.add(proof)
     report.add([row for row in ledger_part if not row.name.startswith("sealing")])

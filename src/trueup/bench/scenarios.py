@@ -7,6 +7,7 @@ runner decides the order and catches what fails. Peak server memory is collected
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from trueup.bench import postgres
@@ -32,7 +33,7 @@ from trueup.bench.writes import (
     verified_latency,
 )
 
-__all__ = ["ledger_rows", "postgres_write_rows", "rss_rows", "sqlite_write_rows"]
+__all__ = ["ledger_rows", "postgres_write_rows", "rss_rows", "sqlite_write_rows", "worker_rows"]
 
 BATCH = 1_000
 
@@ -43,7 +44,15 @@ def _statuses(result: LoadResult) -> str:
     return f"replies {{{shown}}}{errors}"
 
 
-def _batched_row(backend: str, floor: float, result: LoadResult, raw_rate: float, plan: WritePlan) -> Row:
+def _queue_note(queued_after: int | None) -> str:
+    if queued_after is None:
+        return "queue depth not read"
+    return f"{queued_after:,} deltas still queued (accepted, not yet sealed) when the load stopped"
+
+
+def _batched_row(
+    backend: str, floor: float, result: LoadResult, raw_rate: float, plan: WritePlan, queued_after: int | None
+) -> Row:
     rate = result.ok(202) * BATCH / result.elapsed_s
     share = rate / raw_rate if raw_rate else 0.0
     target = f">= {floor:,.0f}/s; >= 15 % of raw"
@@ -57,9 +66,15 @@ def _batched_row(backend: str, floor: float, result: LoadResult, raw_rate: float
         note=(
             f"{backend}: {result.completed:,} requests in {result.elapsed_s:.0f} s, request p50 "
             f"{fmt_ms(result.latency_ms.p50)} p99 {fmt_ms(result.latency_ms.p99)}; {_statuses(result)}; "
-            f"raw = {plan.raw_requests * BATCH:,} same-shape rows, one executemany, one transaction"
+            f"raw = {plan.raw_requests * BATCH:,} same-shape rows, one executemany, one transaction; "
+            f"{_queue_note(queued_after)}"
         ),
-        numbers={"items_per_s": rate, "raw_rows_per_s": raw_rate, "latency_ms": result.latency_ms.p99},
+        numbers={
+            "items_per_s": rate,
+            "raw_rows_per_s": raw_rate,
+            "latency_ms": result.latency_ms.p99,
+            "queued_after": queued_after,
+        },
     )
 
 
@@ -155,12 +170,13 @@ def sqlite_write_rows(work_dir: Path, plan: WritePlan, rss: dict[str, int]) -> t
     server, key, tenant = start_server(work_dir / "sqlite-batched")
     try:
         batch_result = batched(server, key, plan, "b")
+        queued_after = server.queue_depth()
     finally:
         server.stop()
     rss["server, batched writes (SQLite)"] = server.peak_rss_kib or 0
     raw = raw_insert_rate(f"sqlite:///{work_dir / 'sqlite-raw' / 'raw.db'}", tenant, plan.raw_requests)
     batched_rate = batch_result.ok(202) * BATCH / batch_result.elapsed_s
-    rows = [_batched_row("SQLite", 100_000, batch_result, raw, plan)]
+    rows = [_batched_row("SQLite", 100_000, batch_result, raw, plan, queued_after)]
 
     echo = ceiling(plan)
     server, key, tenant = start_server(work_dir / "sqlite-single")
@@ -193,12 +209,114 @@ def postgres_write_rows(work_dir: Path, plan: WritePlan, rss: dict[str, int]) ->
         server, key, tenant = start_server(work_dir / "pg-batched", server_url)
         try:
             result = batched(server, key, plan, "p")
+            queued_after = server.queue_depth()
         finally:
             server.stop()
         rss["server, batched writes (PostgreSQL)"] = server.peak_rss_kib or 0
     with postgres.fresh_schema(url, "raw") as raw_url:
         raw = raw_insert_rate(raw_url, tenant, plan.raw_requests)
-    return [_batched_row("PostgreSQL", 50_000, result, raw, plan)]
+    return [_batched_row("PostgreSQL", 50_000, result, raw, plan, queued_after)]
+
+
+WORKERS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class OneProcess:
+    """The one-process figures of the same run, the reference for ``--workers``."""
+
+    sqlite_items_per_s: float | None
+    single_req_per_s: float | None
+    single_p99_ms: float | None
+    postgres_items_per_s: float | None
+
+    @classmethod
+    def of(cls, sqlite_rows: list[Row], pg_rows: list[Row]) -> OneProcess:
+        def number(rows: list[Row], prefix: str, key: str) -> float | None:
+            found = [row.numbers[key] for row in rows if row.name.startswith(prefix) and key in row.numbers]
+            return float(found[0]) if found else None
+
+        return cls(
+            sqlite_items_per_s=number(sqlite_rows, "batched writes, SQLite", "items_per_s"),
+            single_req_per_s=number(sqlite_rows, "single-item writes", "req_per_s"),
+            single_p99_ms=number(sqlite_rows, "single-item writes", "p99_ms"),
+            postgres_items_per_s=number(pg_rows, "batched writes, PostgreSQL", "items_per_s"),
+        )
+
+
+def _versus(value: float, reference: float | None, show: str) -> tuple[str, str]:
+    """``(reference column, ratio column)`` against the one-process figure."""
+    if not reference:
+        return "one process: not measured", ""
+    return f"one process {show}", fmt_times(value / reference)
+
+
+def _workers_batched_row(
+    backend: str, result: LoadResult, queued_after: int | None, reference: float | None
+) -> Row:
+    rate = result.ok(202) * BATCH / result.elapsed_s
+    shown, ratio = _versus(rate, reference, fmt_rate(reference or 0.0, "items/s"))
+    return Row(
+        name=f"batched writes, {backend}, serve --workers {WORKERS}",
+        value=fmt_rate(rate, "items/s"),
+        reference=shown,
+        ratio=ratio,
+        note=(
+            f"{backend} --workers {WORKERS}: {result.completed:,} requests, request p50 "
+            f"{fmt_ms(result.latency_ms.p50)} p99 {fmt_ms(result.latency_ms.p99)}; {_statuses(result)}; "
+            f"{_queue_note(queued_after)}"
+        ),
+        numbers={"items_per_s": rate, "one_process_items_per_s": reference, "queued_after": queued_after},
+    )
+
+
+def worker_rows(work_dir: Path, plan: WritePlan, one: OneProcess) -> list[Row]:
+    """The same write loads against ``serve --workers 2`` (information beside the one-process
+    figures: the targets are judged on the default one-process server)."""
+    server, key, _ = start_server(work_dir / "sqlite-workers-batched", workers=WORKERS)
+    try:
+        result = batched(server, key, plan, "wb")
+        queued_after = server.queue_depth()
+    finally:
+        server.stop()
+    rows = [_workers_batched_row("SQLite", result, queued_after, one.sqlite_items_per_s)]
+
+    server, key, _ = start_server(work_dir / "sqlite-workers-single", workers=WORKERS)
+    try:
+        single_result = single(server, key, plan)
+    finally:
+        server.stop()
+    rate = single_result.ok(202) / single_result.elapsed_s
+    shown, ratio = _versus(rate, one.single_req_per_s, fmt_rate(one.single_req_per_s or 0.0, "req/s"))
+    p99 = single_result.latency_ms.p99
+    rows += [
+        Row(
+            name=f"single-item writes, {plan.single_clients} clients, SQLite, serve --workers {WORKERS}",
+            value=fmt_rate(rate, "req/s"),
+            reference=shown,
+            ratio=ratio,
+            note=f"{single_result.completed:,} requests; {_statuses(single_result)}",
+            numbers={"req_per_s": rate, "one_process_req_per_s": one.single_req_per_s},
+        ),
+        Row(
+            name=f"single-item writes, SQLite, serve --workers {WORKERS}: p50 / p99 latency",
+            value=f"{fmt_ms(single_result.latency_ms.p50)} / {fmt_ms(p99)}",
+            reference=f"one process p99 {fmt_ms(one.single_p99_ms or 0.0)}" if one.single_p99_ms else "",
+            numbers={"p50_ms": single_result.latency_ms.p50, "p99_ms": p99},
+        ),
+    ]
+
+    url = postgres.base_url()
+    if postgres.unreachable_reason(url) is None:
+        with postgres.fresh_schema(url, "workers") as server_url:
+            server, key, _ = start_server(work_dir / "pg-workers-batched", server_url, workers=WORKERS)
+            try:
+                result = batched(server, key, plan, "wp")
+                queued_after = server.queue_depth()
+            finally:
+                server.stop()
+        rows.append(_workers_batched_row("PostgreSQL", result, queued_after, one.postgres_items_per_s))
+    return rows
 
 
 def ledger_rows(timings: LedgerTimings, hashlib_rate: float | None) -> list[Row]:

@@ -89,10 +89,15 @@ class ServerUnderTest:
     """``trueup serve`` in its own process; use as a context manager."""
 
     def __init__(
-        self, data_dir: Path, database_url: str | None = None, env: dict[str, str] | None = None
+        self,
+        data_dir: Path,
+        database_url: str | None = None,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
     ) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
+        self.workers = workers
         self.port = free_port()
         self.env = {"TRUEUP_RATE_LIMIT_PER_S": "0", **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
@@ -122,6 +127,8 @@ class ServerUnderTest:
         ]
         if self.database_url:
             command += ["--database-url", self.database_url]
+        if self.workers > 1:
+            command += ["--workers", str(self.workers)]
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell

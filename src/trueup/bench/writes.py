@@ -254,7 +254,9 @@ def _read_back(
     return summarize(send_ms), summarize(server_ms), unverified
 
 
-def start_server(data_dir: Path, database_url: str | None = None) -> tuple[ServerUnderTest, str, str]:
+def start_server(
+    data_dir: Path, database_url: str | None = None, workers: int = 1
+) -> tuple[ServerUnderTest, str, str]:
     """A fresh server with a benchmark key: ``(server, api key, tenant id)``."""
     key, principal = provision_key(data_dir, database_url)
-    return ServerUnderTest(data_dir, database_url).start(), key, principal.tenant_id
+    return ServerUnderTest(data_dir, database_url, workers=workers).start(), key, principal.tenant_id

@@ -29,6 +29,7 @@ def run(argv: list[str]) -> int:
         services.sealer,
         interval_s=settings.seal_interval_ms / 1000,
         batch_size=settings.seal_batch_size,
+        max_batch_size=settings.seal_max_batch_size,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -74,6 +74,7 @@ def build(settings: Settings, run_sequencer: bool = True) -> tuple[Services, Fas
         services.sealer,
         interval_s=settings.seal_interval_ms / 1000,
         batch_size=settings.seal_batch_size,
+        max_batch_size=settings.seal_max_batch_size,
         on_seal=lambda outcome: dispatcher.wake() if outcome.events else None,
     )
     # DESIGN.md §3: seal every interval or as soon as a full batch is queued.

@@ -1,9 +1,14 @@
 """The sealing loop: elect this process as the one sequencer, then seal on a timer.
 
 A sequencer seals a batch every ``interval`` or as soon as a full batch is queued, whichever
-comes first. Only one sequencer is active per database: the role is taken with a leader lock
-(a PostgreSQL advisory lock, or a file lock beside the SQLite file); a second instance waits
-as a hot standby and takes over within ``standby_poll`` seconds when the holder dies.
+comes first. While a backlog lasts (each seal came back full) the next seal takes twice as many,
+up to ``max_batch_size``, and drops back to ``batch_size`` once the queue is drained: a seal's
+fixed costs (the writer's turn, the commit, the signed head) are then shared by more deltas, so
+sealing keeps pace with group commits that each bring thousands.
+
+Only one sequencer is active per database: the role is taken with a leader lock (a PostgreSQL
+advisory lock, or a file lock beside the SQLite file); a second instance waits as a hot standby
+and takes over within ``standby_poll`` seconds when the holder dies.
 """
 
 from __future__ import annotations
@@ -18,9 +23,15 @@ from trueup.service.sealing import Sealer
 from trueup.storage import Storage
 from trueup.storage.log import SealOutcome
 
-__all__ = ["SequencerLoop"]
+__all__ = ["SequencerLoop", "next_seal_limit"]
 
 log = logging.getLogger(__name__)
+
+
+def next_seal_limit(limit: int, taken: int, batch_size: int, max_batch_size: int) -> int:
+    """How many deltas the next seal may take: twice as many (up to ``max_batch_size``) after a
+    seal that took all it could, since more are waiting; one batch otherwise."""
+    return min(limit * 2, max_batch_size) if taken >= limit else batch_size
 
 
 class SequencerLoop(ElectedRole):
@@ -35,6 +46,7 @@ class SequencerLoop(ElectedRole):
         interval_s: float = 0.05,
         batch_size: int = 1_000,
         standby_poll_s: float = 1.0,
+        max_batch_size: int | None = None,
         on_seal: Callable[[SealOutcome], None] | None = None,
     ) -> None:
         super().__init__(storage.engine, standby_poll_s)
@@ -42,6 +54,9 @@ class SequencerLoop(ElectedRole):
         self._sealer = sealer
         self._interval = interval_s
         self._batch_size = batch_size
+        self._max_batch_size = max(batch_size, max_batch_size or batch_size)
+        self.next_limit = batch_size
+        """How many deltas the next seal may take."""
         self._on_seal = on_seal
         self.seals = 0
         self.last_seal_seconds = 0.0
@@ -59,7 +74,7 @@ class SequencerLoop(ElectedRole):
             started = time.perf_counter()
             self._queued_since_seal = 0
             try:
-                outcome = self._sealer.seal_once()
+                outcome = self._sealer.seal_once(self.next_limit)
             except Exception:
                 log.exception("seal failed; retrying after the interval")
                 outcome = None
@@ -75,8 +90,15 @@ class SequencerLoop(ElectedRole):
                         self._on_seal(outcome)
                     except Exception:
                         log.exception("seal observer failed")
-                if outcome.sealed_count + outcome.failed_count >= self._batch_size:
+                taken = outcome.sealed_count + outcome.failed_count
+                full = taken >= self.next_limit
+                self.next_limit = next_seal_limit(
+                    self.next_limit, taken, self._batch_size, self._max_batch_size
+                )
+                if full:
                     continue  # more is waiting: seal again at once
+            else:
+                self.next_limit = self._batch_size
             # Seals start every interval: the time this one took counts against the wait.
             self._wake.wait(max(0.0, self._interval - (time.perf_counter() - started)))
             self._wake.clear()

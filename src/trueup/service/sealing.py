@@ -111,13 +111,13 @@ class Sealer:
         self._state = _State(tree=tree, head=head)
         return head
 
-    def seal_once(self) -> SealOutcome | None:
-        """Seal up to one batch of queued deltas; ``None`` when the queue was empty."""
+    def seal_once(self, limit: int | None = None) -> SealOutcome | None:
+        """Seal up to ``limit`` (default: one batch) queued deltas; ``None`` when none were queued."""
         if self._state is None:
             self.load()
         state = self._state
         assert state is not None
-        queued = self._storage.log.queued(self._batch_size)
+        queued = self._storage.log.queued(limit or self._batch_size)
         if not queued:
             return None
         # A period locked after a delta's acceptance refuses it now (DESIGN.md §2.5).

@@ -1,9 +1,9 @@
 """The embedded SQLite backend: one file, WAL, ``synchronous=FULL``, one writer.
 
-All writes go through a single connection guarded by a lock, so SQLite never sees two
-writers; the group committer above batches many requests into each of its transactions, so
-they share one fsync. Reads use one connection per thread, which WAL lets run beside the
-writer.
+All writes go through a single connection guarded by a lock (and, across processes, by a
+``flock`` on ``trueup.db.writer.lock``), so SQLite never sees two writers; the group committer
+above batches many requests into each of its transactions, so they share one fsync. Reads use
+one connection per thread, which WAL lets run beside the writer.
 """
 
 from __future__ import annotations
@@ -87,6 +87,33 @@ class _SQLiteTx(Tx):
             self._depth -= 1
 
 
+class _FairLock:
+    """A lock handed over in arrival order.
+
+    ``threading.Lock`` lets the thread that releases it take it straight back, so a group
+    committer with requests always waiting starved the sequencer of the writer: sealing stopped
+    while the queue of accepted deltas grew by hundreds of thousands. Taking turns in order
+    keeps sealing in step with acceptance.
+    """
+
+    def __init__(self) -> None:
+        self._turns = threading.Condition(threading.Lock())
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self) -> None:
+        with self._turns:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while ticket != self._serving:
+                self._turns.wait()
+
+    def __exit__(self, *exc: object) -> None:
+        with self._turns:
+            self._serving += 1
+            self._turns.notify_all()
+
+
 class SQLiteEngine(Engine):
     """A SQLite database file. ``path`` is created with its parent directory if missing."""
 
@@ -100,8 +127,15 @@ class SQLiteEngine(Engine):
         self.path = path
         self.url = f"sqlite:///{path}"
         self.dialect = SQLiteDialect()
-        self._write_lock = threading.Lock()
+        self._write_lock = _FairLock()
         self._writer = self._connect()
+        try:
+            self._writer_lock_fd = os.open(
+                path.with_name(f"{path.name}.writer.lock"), os.O_RDWR | os.O_CREAT, 0o600
+            )
+        except OSError as exc:
+            self._writer.close()
+            raise StorageUnavailableError(f"cannot open the writer lock beside {path}: {exc}") from exc
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -134,8 +168,23 @@ class SQLiteEngine(Engine):
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
-        with self._write_lock, self._transaction(self._writer, "BEGIN IMMEDIATE") as tx:
+        with self._write_lock, self._writer_turn(), self._transaction(self._writer, "BEGIN IMMEDIATE") as tx:
             yield tx
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """Wait for this process's turn to write, across processes (``--workers``).
+
+        SQLite's own lock makes a second writer poll with growing sleeps (up to 100 ms each),
+        which under load turns into second-long stalls. A blocking ``flock`` on a lock file is
+        woken by the kernel the moment the holder lets go (or dies), so writers of several
+        processes take turns as promptly as the threads of one process do.
+        """
+        fcntl.flock(self._writer_lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._writer_lock_fd, fcntl.LOCK_UN)
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
@@ -162,6 +211,7 @@ class SQLiteEngine(Engine):
             self._readers.clear()
         with self._write_lock:
             self._writer.close()
+            os.close(self._writer_lock_fd)
 
 
 @contextmanager

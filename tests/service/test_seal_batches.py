@@ -1,0 +1,27 @@
+"""Seal sizes: a seal takes at most its limit, and the loop takes more while a backlog lasts."""
+
+from __future__ import annotations
+
+from tests.service.conftest import principal_for, write
+from trueup.sequencer.loop import next_seal_limit
+from trueup.service.container import Services
+
+
+def test_a_seal_takes_at_most_its_limit_in_acceptance_order(services: Services) -> None:
+    who = principal_for(services)
+    write(services, who, *[{"key": f"k{i}", "accountId": "c1", "bits": i + 1} for i in range(5)])
+    first = services.sealer.seal_once(2)
+    assert first is not None and (first.sealed_count, first.head.size) == (2, 2)
+    rest = services.sealer.seal_once(10)
+    assert rest is not None and (rest.sealed_count, rest.head.size) == (3, 5)
+    assert services.sealer.seal_once(10) is None
+    keys = [services.storage.writes.record_at_leaf(who.tenant_id, i) for i in range(5)]
+    assert [record.key for record in keys if record] == ["k0", "k1", "k2", "k3", "k4"]
+
+
+def test_the_seal_limit_doubles_while_seals_come_back_full_and_resets_after() -> None:
+    limit, limits = 1_000, []
+    for taken in (1_000, 2_000, 4_000, 8_000, 16_000, 16_000, 300):
+        limit = next_seal_limit(limit, taken, batch_size=1_000, max_batch_size=16_000)
+        limits.append(limit)
+    assert limits == [2_000, 4_000, 8_000, 16_000, 16_000, 16_000, 1_000]

@@ -1,0 +1,69 @@
+"""SQLite writers of several processes (``serve --workers``) take turns through one file lock."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from trueup.storage.sqlite import SQLiteEngine
+
+
+def _lock_is_held(path: Path) -> bool:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def test_a_write_transaction_holds_the_writer_lock_file_until_it_ends(tmp_path: Path) -> None:
+    engine = SQLiteEngine(tmp_path / "trueup.db")
+    lock = tmp_path / "trueup.db.writer.lock"
+    try:
+        assert not _lock_is_held(lock)
+        with engine.write() as tx:
+            tx.execute("CREATE TABLE t (n INTEGER)")
+            assert _lock_is_held(lock)
+        assert not _lock_is_held(lock)
+        with pytest.raises(RuntimeError), engine.write():
+            raise RuntimeError("rolled back")
+        assert not _lock_is_held(lock), "a failed transaction lets go of the lock too"
+    finally:
+        engine.close()
+
+
+def test_a_second_engine_waits_for_its_turn_and_then_sees_the_first_ones_rows(tmp_path: Path) -> None:
+    first = SQLiteEngine(tmp_path / "trueup.db")
+    second = SQLiteEngine(tmp_path / "trueup.db")  # its own lock file handle, as another process has
+    with first.write() as tx:
+        tx.execute("CREATE TABLE t (n INTEGER)")
+    entered = threading.Event()
+    seen: list[int] = []
+
+    def other_writer() -> None:
+        with second.write() as tx:
+            entered.set()
+            seen.append(int(tx.scalar("SELECT COUNT(*) FROM t")))
+            tx.execute("INSERT INTO t VALUES (2)")
+
+    try:
+        with first.write() as tx:
+            tx.execute("INSERT INTO t VALUES (1)")
+            thread = threading.Thread(target=other_writer)
+            thread.start()
+            assert not entered.wait(0.3), "the second writer entered while the first held the turn"
+        thread.join(timeout=30)
+        assert entered.is_set()
+        assert seen == [1]
+        with first.read() as tx:
+            assert tx.scalar("SELECT COUNT(*) FROM t") == 2
+    finally:
+        first.close()
+        second.close()
