@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,23 @@ def test_a_second_engine_waits_for_its_turn_and_then_sees_the_first_ones_rows(tm
     finally:
         first.close()
         second.close()
+
+
+def test_the_wal_is_copied_back_by_the_checkpointer_not_by_the_writer(tmp_path: Path) -> None:
+    engine = SQLiteEngine(tmp_path / "trueup.db", checkpoint_interval_s=0.05)
+    try:
+        with engine.write() as tx:
+            assert tx.scalar("PRAGMA wal_autocheckpoint") == 0
+            tx.execute("CREATE TABLE t (n INTEGER, pad BLOB)")
+        before = (tmp_path / "trueup.db").stat().st_size
+        with engine.write() as tx:
+            tx.executemany("INSERT INTO t VALUES (?, ?)", [(i, bytes(512)) for i in range(4_000)])
+        # About 2 MB went into the WAL; the checkpointer copies it into the database file.
+        deadline = time.monotonic() + 30
+        while (tmp_path / "trueup.db").stat().st_size < before + 1_000_000:
+            assert time.monotonic() < deadline, "the WAL was never checkpointed"
+            time.sleep(0.01)
+        with engine.read() as tx:
+            assert tx.scalar("SELECT COUNT(*) FROM t") == 4_000
+    finally:
+        engine.close()

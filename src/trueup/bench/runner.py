@@ -149,9 +149,9 @@ def run_benchmarks(plan: RunPlan, out_dir: Path) -> Report:
         )
 
         workers_part = sections.run(
-            "writes over HTTP, serve --workers 2",
+            "writes over HTTP, more processes",
             lambda: worker_rows(work, plan.writes, OneProcess.of(sqlite_rows, pg_rows)),
-            "writes over HTTP, serve --workers 2",
+            "writes over HTTP, more processes",
         )
 
         def ledger() -> list[Row]:

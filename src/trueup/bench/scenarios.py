@@ -111,7 +111,8 @@ def _single_rows(result: LoadResult, echo: LoadResult, plan: WritePlan) -> list[
 
 
 def _latency_rows(outcome: LatencyOutcome, batched_rate: float) -> list[Row]:
-    load, send, server = outcome.load, outcome.send_to_verified, outcome.accepted_to_verified
+    load, send = outcome.load, outcome.send_to_verified
+    reply, server = outcome.reply_to_verified, outcome.accepted_to_verified
     achieved = load.ok(202) * outcome.items_per_request / load.elapsed_s
     offered = (
         f"offered {fmt_rate(outcome.offered_items_per_s, 'items/s')} = 1/2 of "
@@ -126,32 +127,42 @@ def _latency_rows(outcome: LatencyOutcome, batched_rate: float) -> list[Row]:
         f"{outcome.offered_items_per_s / outcome.items_per_request:,.0f} req/s "
         f"(open loop, {outcome.load_connections} connections); "
         f"achieved {fmt_rate(achieved, 'items/s')}, {load.late_sends:,} sends late > 5 ms; "
-        f"{send.count:,} requests read back, {outcome.unverified:,} not verified; latency = verified_at "
-        "(server, datetime.now UTC) - scheduled send (client, time.time + perf_counter): one host, "
-        "one CLOCK_REALTIME"
+        f"{reply.count:,} requests read back, {outcome.unverified:,} not verified; latency = verified_at "
+        "(server, datetime.now UTC) - the 202 reaching the client (time.time + perf_counter): one "
+        "host, one CLOCK_REALTIME; from the scheduled send instead (counting the client's wait for "
+        f"late sends): p50 {fmt_ms(send.p50)}, p99 {fmt_ms(send.p99)}"
     )
     return [
         Row(
-            name="accepted->verified p50 at half the batched rate",
-            value=fmt_ms(send.p50),
+            name="accepted->verified p50 at half the batched rate (202 received -> verifiedAt)",
+            value=fmt_ms(reply.p50),
             reference=f"server acceptedAt->verifiedAt p50 {fmt_ms(server.p50)}",
             target="<= 100 ms",
-            checks=(Check("<= 100 ms", send.p50 <= 100.0),),
+            # Both readings of "accepted" must pass: the 202 as the client sees it, and the
+            # acceptedAt the API reports (stamped when the request started, before its commit).
+            checks=(
+                Check("<= 100 ms from the 202", reply.p50 <= 100.0),
+                Check("<= 100 ms from acceptedAt", server.p50 <= 100.0),
+            ),
             note=note,
             numbers={
-                "p50_ms": send.p50,
+                "p50_ms": reply.p50,
                 "server_p50_ms": server.p50,
+                "send_p50_ms": send.p50,
                 "offered": outcome.offered_items_per_s,
                 "achieved": achieved,
             },
         ),
         Row(
-            name="accepted->verified p99 at half the batched rate",
-            value=fmt_ms(send.p99),
+            name="accepted->verified p99 at half the batched rate (202 received -> verifiedAt)",
+            value=fmt_ms(reply.p99),
             reference=f"server acceptedAt->verifiedAt p99 {fmt_ms(server.p99)}",
             target="<= 1 s",
-            checks=(Check("<= 1 s", send.p99 <= 1_000.0),),
-            numbers={"p99_ms": send.p99, "server_p99_ms": server.p99},
+            checks=(
+                Check("<= 1 s from the 202", reply.p99 <= 1_000.0),
+                Check("<= 1 s from acceptedAt", server.p99 <= 1_000.0),
+            ),
+            numbers={"p99_ms": reply.p99, "server_p99_ms": server.p99, "send_p99_ms": send.p99},
         ),
         Row(
             name="sequencer queue at half the batched rate",
@@ -252,17 +263,21 @@ def _versus(value: float, reference: float | None, show: str) -> tuple[str, str]
 
 
 def _workers_batched_row(
-    backend: str, result: LoadResult, queued_after: int | None, reference: float | None
+    backend: str,
+    result: LoadResult,
+    queued_after: int | None,
+    reference: float | None,
+    setup: str = f"serve --workers {WORKERS}",
 ) -> Row:
     rate = result.ok(202) * BATCH / result.elapsed_s
     shown, ratio = _versus(rate, reference, fmt_rate(reference or 0.0, "items/s"))
     return Row(
-        name=f"batched writes, {backend}, serve --workers {WORKERS}",
+        name=f"batched writes, {backend}, {setup}",
         value=fmt_rate(rate, "items/s"),
         reference=shown,
         ratio=ratio,
         note=(
-            f"{backend} --workers {WORKERS}: {result.completed:,} requests, request p50 "
+            f"{backend}, {setup}: {result.completed:,} requests, request p50 "
             f"{fmt_ms(result.latency_ms.p50)} p99 {fmt_ms(result.latency_ms.p99)}; {_statuses(result)}; "
             f"{_queue_note(queued_after)}"
         ),
@@ -271,15 +286,31 @@ def _workers_batched_row(
 
 
 def worker_rows(work_dir: Path, plan: WritePlan, one: OneProcess) -> list[Row]:
-    """The same write loads against ``serve --workers 2`` (information beside the one-process
-    figures: the targets are judged on the default one-process server)."""
+    """The same write loads against ``serve --workers 2`` and against ``serve --no-sequencer``
+    beside a ``trueup sequencer`` process (information beside the one-process figures: the
+    targets are judged on the default one-process server)."""
+    server, key, _ = start_server(work_dir / "sqlite-split-batched", separate_sequencer=True)
+    try:
+        result = batched(server, key, plan, "sb")
+        queued_after = server.queue_depth()
+    finally:
+        server.stop()
+    rows = [
+        _workers_batched_row(
+            "SQLite",
+            result,
+            queued_after,
+            one.sqlite_items_per_s,
+            setup="serve --no-sequencer + trueup sequencer",
+        )
+    ]
     server, key, _ = start_server(work_dir / "sqlite-workers-batched", workers=WORKERS)
     try:
         result = batched(server, key, plan, "wb")
         queued_after = server.queue_depth()
     finally:
         server.stop()
-    rows = [_workers_batched_row("SQLite", result, queued_after, one.sqlite_items_per_s)]
+    rows.append(_workers_batched_row("SQLite", result, queued_after, one.sqlite_items_per_s))
 
     server, key, _ = start_server(work_dir / "sqlite-workers-single", workers=WORKERS)
     try:

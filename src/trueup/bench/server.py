@@ -94,10 +94,14 @@ class ServerUnderTest:
         database_url: str | None = None,
         env: dict[str, str] | None = None,
         workers: int = 1,
+        separate_sequencer: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
         self.workers = workers
+        self.separate_sequencer = separate_sequencer
+        """Run ``trueup sequencer`` as a process of its own and the server with ``--no-sequencer``."""
+        self.sequencer: subprocess.Popen[bytes] | None = None
         self.port = free_port()
         self.env = {"TRUEUP_RATE_LIMIT_PER_S": "0", **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
@@ -110,7 +114,21 @@ class ServerUnderTest:
             raise ServerError("the server is not running")
         return self.process.pid
 
+    def _storage_args(self) -> list[str]:
+        args = ["--data-dir", str(self.data_dir)]
+        return args + (["--database-url", self.database_url] if self.database_url else [])
+
+    def _start_sequencer(self) -> None:
+        command = [sys.executable, "-m", "trueup.cli.main", "sequencer", *self._storage_args()]
+        with (self.data_dir / "sequencer.log").open("ab") as log:
+            self.sequencer = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+            )
+
     def start(self) -> ServerUnderTest:
+        if self.separate_sequencer:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._start_sequencer()
         command = [
             sys.executable,
             "-m",
@@ -129,6 +147,8 @@ class ServerUnderTest:
             command += ["--database-url", self.database_url]
         if self.workers > 1:
             command += ["--workers", str(self.workers)]
+        if self.separate_sequencer:
+            command.append("--no-sequencer")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
@@ -166,15 +186,11 @@ class ServerUnderTest:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after :data:`STOP_TIMEOUT_S`; records the peak RSS first."""
         process = self.process
-        if process is None or process.poll() is not None:
-            return
-        self.peak_rss_kib = read_vm_hwm_kib(process.pid)
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=STOP_TIMEOUT_S)
+        if process is not None and process.poll() is None:
+            self.peak_rss_kib = read_vm_hwm_kib(process.pid)
+            _terminate(process)
+        if self.sequencer is not None and self.sequencer.poll() is None:
+            _terminate(self.sequencer)
 
     def __enter__(self) -> ServerUnderTest:
         return self.start()
@@ -183,3 +199,13 @@ class ServerUnderTest:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after :data:`STOP_TIMEOUT_S`."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=STOP_TIMEOUT_S)

@@ -65,7 +65,11 @@ class LatencyOutcome:
     load_connections: int
     load: LoadResult
     send_to_verified: Summary
+    """From the request's scheduled send (includes any wait in the client for a late send)."""
+    reply_to_verified: Summary
+    """From the 202 reaching the client: accepted as the client sees it."""
     accepted_to_verified: Summary
+    """The server's own ``acceptedAt`` → ``verifiedAt``."""
     unverified: int
     depths: list[tuple[float, int]] = field(default_factory=list)
     drain_s: float | None = None
@@ -207,13 +211,14 @@ def verified_latency(
     finally:
         sampler.stop()
     server.stop()
-    send, accepted, unverified = _read_back(server, tenant_id, load.records, plan.latency_readback)
+    send, reply, accepted, unverified = _read_back(server, tenant_id, load.records, plan.latency_readback)
     return LatencyOutcome(
         offered_items_per_s=items_per_s,
         items_per_request=per_request,
         load_connections=plan.single_clients,
         load=load,
         send_to_verified=send,
+        reply_to_verified=reply,
         accepted_to_verified=accepted,
         unverified=unverified,
         depths=[(at, depth) for at, depth in sampler.samples if at <= plan.latency_s],
@@ -231,32 +236,36 @@ def _wait_drained(server: ServerUnderTest, since: float, timeout_s: float) -> fl
 
 def _read_back(
     server: ServerUnderTest, tenant_id: str, records: list[tuple[float, float, int, str]], limit: int
-) -> tuple[Summary, Summary, int]:
-    """send→verified and accepted→verified (ms) of up to ``limit`` accepted requests."""
+) -> tuple[Summary, Summary, Summary, int]:
+    """send→verified, 202 received→verified and acceptedAt→verifiedAt (ms) of up to ``limit``
+    accepted requests, and how many of them were not verified."""
     accepted = [record for record in records if record[2] == 202 and record[3]]
     step = max(1, len(accepted) // limit)
     url = server.database_url or f"sqlite:///{server.data_dir / 'trueup.db'}"
     storage = open_storage(url, pool_size=2, run_migrations=False)
     send_ms: list[float] = []
+    reply_ms: list[float] = []
     server_ms: list[float] = []
     unverified = 0
     try:
-        for sent, _, _, request_id in accepted[::step]:
+        for sent, replied, _, request_id in accepted[::step]:
             view = storage.writes.request(tenant_id, request_id, 1, 0)
             if view is None or view.verified_at is None:
                 unverified += 1
                 continue
             verified = parse_canonical(view.verified_at).timestamp()
             send_ms.append((verified - sent) * 1000.0)
+            reply_ms.append((verified - replied) * 1000.0)
             server_ms.append((verified - parse_canonical(view.accepted_at).timestamp()) * 1000.0)
     finally:
         storage.close()
-    return summarize(send_ms), summarize(server_ms), unverified
+    return summarize(send_ms), summarize(reply_ms), summarize(server_ms), unverified
 
 
 def start_server(
-    data_dir: Path, database_url: str | None = None, workers: int = 1
+    data_dir: Path, database_url: str | None = None, workers: int = 1, separate_sequencer: bool = False
 ) -> tuple[ServerUnderTest, str, str]:
     """A fresh server with a benchmark key: ``(server, api key, tenant id)``."""
     key, principal = provision_key(data_dir, database_url)
-    return ServerUnderTest(data_dir, database_url, workers=workers).start(), key, principal.tenant_id
+    server = ServerUnderTest(data_dir, database_url, workers=workers, separate_sequencer=separate_sequencer)
+    return server.start(), key, principal.tenant_id
