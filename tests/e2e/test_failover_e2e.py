@@ -3,6 +3,8 @@ workers take turns writing."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -77,3 +79,23 @@ def test_serve_with_workers_on_sqlite_takes_concurrent_writes_and_seals_them_all
     audit = trueup(["audit"], tmp_path, None)
     assert audit.returncode == 0, audit.stderr
     assert "400 leaves" in audit.stdout
+
+
+def test_serve_without_sequencer_beside_a_sequencer_process_on_sqlite(tmp_path: Path) -> None:
+    key = create_key(tmp_path, None)
+    sequencer = subprocess.Popen(
+        [sys.executable, "-m", "trueup.cli.main", "sequencer", "--data-dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with ServerProcess(tmp_path, None, extra_args=["--no-sequencer"]) as server:
+            assert _role(server) == "off"
+            requests = [_write(server, key, f"split{n}", 30) for n in range(4)]
+            wait_until(lambda: all(_verified(server, key, r) for r in requests), timeout_s=30)
+    finally:
+        sequencer.terminate()
+        sequencer.wait(timeout=30)
+    audit = trueup(["audit"], tmp_path, None)
+    assert audit.returncode == 0, audit.stderr
+    assert "120 leaves" in audit.stdout
