@@ -128,7 +128,7 @@ class _Checkpointer(threading.Thread):
 
     By default SQLite checkpoints inside the commit that takes the WAL past 1,000 pages: the
     writer then copies pages and fsyncs the database file while every other write waits (with
-    this thread instead, sustained batched writes measured about 12 % faster). A PASSIVE
+    this thread instead, a seal's commit measured 2.8 instead of 8.6 µs per leaf). A PASSIVE
     checkpoint never blocks the writer or the readers; what a reader still needs is copied on a
     later round. Durability does not depend on it: every commit is fsynced into the WAL.
     """
@@ -140,7 +140,11 @@ class _Checkpointer(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        conn = self._connect()
+        try:
+            conn = self._connect()
+        except StorageUnavailableError:
+            log.exception("cannot open the WAL checkpoint connection; the WAL will grow until restart")
+            return
         try:
             while not self._stop_event.wait(self._interval):
                 try:
