@@ -4,6 +4,7 @@ read-only keys, and tenant scoping (another tenant's ids are 404s)."""
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from tests.webhooks.conftest import principal_for
 from trueup.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from trueup.service.container import Services
+from trueup.service.keys import Principal
 from trueup.service.webhooks import MAX_ENDPOINTS, WebhookService
 
 HOOK = "http://127.0.0.1:9/hook"
@@ -120,3 +122,39 @@ def test_delivery_status_filters_in_any_case(services: Services) -> None:
     principal = principal_for(services)
     assert services.webhooks.deliveries(principal, "DELIVERED", 20, 0) == ([], 0)
     assert services.webhooks.deliveries(principal, "", 20, 0) == ([], 0)
+
+
+ROUTE = "POST /api/v1/webhooks"
+
+
+def _create_remembered(services: Services, principal: Principal, key: str, body: bytes) -> str:
+    """What the route does: prepare, then store the endpoint and its reply together."""
+    issued = services.webhooks.prepare(principal, {"url": HOOK})
+    payload = {"data": {"id": issued.endpoint.id, "secret": issued.secret}}
+    reply = services.writes.remember(
+        principal, key, ROUTE, body, 201, payload, services.webhooks.storing(issued)
+    )
+    assert reply.raw is not None
+    return reply.raw
+
+
+def test_concurrent_creates_with_one_idempotency_key_store_one_endpoint(services: Services) -> None:
+    principal = principal_for(services)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        replies = list(pool.map(lambda _: _create_remembered(services, principal, "k-1", b"{}"), range(6)))
+    endpoints = services.webhooks.endpoints(principal)
+    assert len(endpoints) == 1
+    assert set(replies) == {replies[0]}
+    assert endpoints[0].id in replies[0]
+
+
+def test_a_refused_create_keeps_no_reply_so_its_retry_can_succeed(services: Services) -> None:
+    principal = principal_for(services)
+    for _ in range(MAX_ENDPOINTS):
+        services.webhooks.create(principal, {"url": HOOK})
+    with pytest.raises(ConflictError):
+        _create_remembered(services, principal, "k-2", b"{}")
+    services.webhooks.delete(principal, services.webhooks.endpoints(principal)[0].id)
+    reply = _create_remembered(services, principal, "k-2", b"{}")
+    assert any(endpoint.id in reply for endpoint in services.webhooks.endpoints(principal))
+    assert _create_remembered(services, principal, "k-2", b"{}") == reply  # now a replay

@@ -28,6 +28,7 @@ from trueup.service.group_commit import GroupCommitter
 from trueup.service.keys import Principal
 from trueup.service.settings import Settings
 from trueup.storage import Storage
+from trueup.storage.engine import Tx
 from trueup.storage.writes import (
     DeltaDraft,
     IdempotencyClaim,
@@ -253,14 +254,19 @@ class WriteService:
         body: bytes,
         status_code: int,
         payload: Any,
+        write: Callable[[Tx], None],
     ) -> Reply:
-        """Store a route's reply under its ``Idempotency-Key`` and return the reply to send."""
+        """Make a route's change (``write``) and keep its reply under the request's
+        ``Idempotency-Key``, atomically: a retry, even one racing the first request, replays
+        the first reply and changes nothing."""
         claim = _claim(idempotency_key, route, body)
-        response = StoredResponse(status_code, _json(payload))
-        if claim is not None:
-            response = self._storage.writes.remember_response(
-                principal.tenant_id, claim, response, format_canonical(self._clock())
-            )
+        response = self._storage.writes.write_remembered(
+            principal.tenant_id,
+            claim,
+            StoredResponse(status_code, _json(payload)),
+            format_canonical(self._clock()),
+            write,
+        )
         return Reply(response.status_code, raw=response.body)
 
     def _metadata_text(self, delta: NewDelta, field: str) -> str | None:

@@ -22,6 +22,7 @@ from trueup.service.keys import Principal
 from trueup.service.settings import Settings
 from trueup.service.webhook_targets import Resolver, TargetPolicy, resolve_target, system_resolver
 from trueup.storage import Storage
+from trueup.storage.engine import Tx
 from trueup.storage.outbox import EVENT_TYPES
 from trueup.storage.webhooks import AttemptView, DeliveryView, EndpointRecord
 
@@ -117,7 +118,18 @@ class WebhookService:
         return self._policy
 
     def create(self, principal: Principal, document: Any) -> IssuedEndpoint:
-        """``{url, description?, events?}`` → a new endpoint and its secret.
+        """``{url, description?, events?}`` → a new endpoint and its secret, stored."""
+        issued = self.prepare(principal, document)
+        self._storage.webhooks.add_endpoint(issued.endpoint, MAX_ENDPOINTS)
+        return issued
+
+    def storing(self, issued: IssuedEndpoint) -> Callable[[Tx], None]:
+        """The write that stores a prepared endpoint, to run inside another transaction (the
+        one that also keeps the reply under its ``Idempotency-Key``)."""
+        return lambda tx: self._storage.webhooks.add_endpoint_in(tx, issued.endpoint, MAX_ENDPOINTS)
+
+    def prepare(self, principal: Principal, document: Any) -> IssuedEndpoint:
+        """``{url, description?, events?}`` → a new endpoint and its secret, not yet stored.
 
         Raises :class:`ValidationError` naming ``url`` (scheme, credentials, a host that does
         not resolve or resolves to a refused address), ``description`` or ``events``.
@@ -151,7 +163,6 @@ class WebhookService:
             created_at=format_canonical(self._clock()),
             rotated_at=None,
         )
-        self._storage.webhooks.add_endpoint(endpoint, MAX_ENDPOINTS)
         return IssuedEndpoint(endpoint, secret)
 
     def endpoints(self, principal: Principal) -> list[EndpointRecord]:

@@ -162,33 +162,35 @@ class WebhookStore:
     def add_endpoint(self, endpoint: EndpointRecord, max_active: int) -> None:
         """Store a new endpoint; :class:`ConflictError` when the tenant has ``max_active``."""
         with self._engine.write() as tx:
-            self._engine.serialize(tx, f"webhooks:{endpoint.tenant_id}")
-            active = int(
-                tx.scalar(
-                    "SELECT COUNT(*) FROM webhook_endpoints WHERE tenant_id = ? AND deleted_at IS NULL",
-                    (endpoint.tenant_id,),
-                )
+            self.add_endpoint_in(tx, endpoint, max_active)
+
+    def add_endpoint_in(self, tx: Tx, endpoint: EndpointRecord, max_active: int) -> None:
+        """:meth:`add_endpoint` inside the caller's transaction ``tx``."""
+        self._engine.serialize(tx, f"webhooks:{endpoint.tenant_id}")
+        active = int(
+            tx.scalar(
+                "SELECT COUNT(*) FROM webhook_endpoints WHERE tenant_id = ? AND deleted_at IS NULL",
+                (endpoint.tenant_id,),
             )
-            if active >= max_active:
-                raise ConflictError(
-                    f"a tenant may have at most {max_active} webhook endpoints; delete one first"
-                )
-            tx.execute(
-                f"""INSERT INTO webhook_endpoints ({_ENDPOINT_COLUMNS})
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    endpoint.id,
-                    endpoint.tenant_id,
-                    endpoint.url,
-                    endpoint.description,
-                    ",".join(endpoint.events) or "*",
-                    endpoint.secret,
-                    endpoint.previous_secret,
-                    endpoint.previous_expires_at,
-                    endpoint.created_at,
-                    endpoint.rotated_at,
-                ),
-            )
+        )
+        if active >= max_active:
+            raise ConflictError(f"a tenant may have at most {max_active} webhook endpoints; delete one first")
+        tx.execute(
+            f"""INSERT INTO webhook_endpoints ({_ENDPOINT_COLUMNS})
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                endpoint.id,
+                endpoint.tenant_id,
+                endpoint.url,
+                endpoint.description,
+                ",".join(endpoint.events) or "*",
+                endpoint.secret,
+                endpoint.previous_secret,
+                endpoint.previous_expires_at,
+                endpoint.created_at,
+                endpoint.rotated_at,
+            ),
+        )
 
     def endpoints(self, tenant_id: str) -> list[EndpointRecord]:
         """The tenant's active endpoints, oldest first."""

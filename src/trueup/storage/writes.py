@@ -21,7 +21,7 @@ from trueup.core.errors import (
 )
 from trueup.core.ids import record_id
 from trueup.storage.engine import Engine, Row, Tx, chunks
-from trueup.storage.errors import IntegrityConflictError, StorageError
+from trueup.storage.errors import IntegrityConflictError, StorageError, StorageUnavailableError
 from trueup.storage.locks import locked_periods
 from trueup.storage.outbox import enqueue_repeat_completed
 
@@ -388,20 +388,38 @@ class WriteStore:
         with self._engine.read() as tx:
             return self._idempotent_replay(tx, tenant_id, claim)
 
-    def remember_response(
-        self, tenant_id: str, claim: IdempotencyClaim, response: StoredResponse, at: str
+    def write_remembered(
+        self,
+        tenant_id: str,
+        claim: IdempotencyClaim | None,
+        response: StoredResponse,
+        at: str,
+        write: Callable[[Tx], None],
     ) -> StoredResponse:
-        """Store the reply of a write made outside :meth:`commit`; return the reply that
-        stands (a concurrent request with the same key may have stored its own first)."""
+        """Run ``write`` (a change made outside :meth:`commit`) and store its reply under the
+        idempotency key, in one transaction; return the reply that stands.
+
+        The key is claimed first. When it already holds a reply (a retry, or a concurrent
+        request that committed first, which this one waits for on the key's unique index),
+        ``write`` does not run and that reply stands. When ``write`` raises, nothing is stored.
+        """
         with self._engine.write() as tx:
-            tx.execute(
+            if claim is None:
+                write(tx)
+                return response
+            claimed = tx.execute(
                 """INSERT INTO idempotency_keys (tenant_id, idem_key, route, body_hash,
                        status_code, response, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (tenant_id, idem_key) DO NOTHING""",
+                   ON CONFLICT (tenant_id, idem_key) DO NOTHING RETURNING idem_key""",
                 (tenant_id, claim.key, claim.route, claim.body_hash, response.status_code, response.body, at),
             )
-            stored = self._idempotent_replay(tx, tenant_id, claim)
-        return stored or response
+            if claimed:
+                write(tx)
+                return response
+            stored = self._idempotent_replay(tx, tenant_id, claim)  # 409 for another body
+        if stored is None:  # the conflicting row was there a moment ago; keys are never deleted
+            raise StorageUnavailableError("an idempotency key vanished while it was being read")
+        return stored
 
     def _existing(self, tx: Tx, tenant_id: str, keys: list[str]) -> dict[str, _Existing]:
         found: dict[str, _Existing] = {}

@@ -85,10 +85,18 @@ async def create_endpoint(
     replay = await run_in_threadpool(services.writes.replay, principal, idempotency_key, route, body)
     if replay is not None:
         return reply_response(replay)  # a retried create: the same endpoint and secret
-    issued = await run_in_threadpool(services.webhooks.create, principal, document)
+    issued = await run_in_threadpool(services.webhooks.prepare, principal, document)
     payload = {"success": True, "data": {**endpoint_json(issued.endpoint), "secret": issued.secret}}
+    # The endpoint and its reply are stored together: a retry racing this request replays it.
     reply = await run_in_threadpool(
-        services.writes.remember, principal, idempotency_key, route, body, 201, payload
+        services.writes.remember,
+        principal,
+        idempotency_key,
+        route,
+        body,
+        201,
+        payload,
+        services.webhooks.storing(issued),
     )
     return reply_response(reply)
 
