@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class _Pending:
     draft: WriteDraft
-    future: Future[WriteResult]
+    future: Future[WriteResult] | asyncio.Future[WriteResult]
+    loop: asyncio.AbstractEventLoop | None = None
+    """The event loop of an ``asyncio`` future (resolved there, a whole group per wake-up)."""
 
 
 class GroupCommitter:
@@ -49,7 +51,12 @@ class GroupCommitter:
 
     async def commit(self, draft: WriteDraft) -> WriteResult:
         """Commit ``draft`` durably; raise its :class:`DomainError` if it was refused."""
-        return await asyncio.wrap_future(self.submit(draft))
+        if self._stopped:
+            raise UnavailableError("the server is shutting down")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[WriteResult] = loop.create_future()
+        self._queue.put(_Pending(draft, future, loop))
+        return await future
 
     def commit_sync(self, draft: WriteDraft) -> WriteResult:
         return self.submit(draft).result()
@@ -97,8 +104,7 @@ class GroupCommitter:
         except Exception as exc:  # storage down: every caller gets 503, nothing was stored
             log.exception("group commit of %d requests failed", len(batch))
             error = UnavailableError(f"storage is unavailable: {type(exc).__name__}")
-            for pending in batch:
-                pending.future.set_exception(error)
+            _resolve(batch, [error] * len(batch))
             return
         COMMIT_SECONDS.observe(time.perf_counter() - started)
         COMMIT_BATCH.observe(len(batch))
@@ -108,9 +114,45 @@ class GroupCommitter:
         if stored and self.on_stored is not None:
             self.on_stored(stored)
         for pending, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, Exception):  # refused (DomainError) or failed alone
-                pending.future.set_exception(outcome)
-            else:
-                if outcome.stored:
-                    INGEST_ITEMS.labels(pending.draft.source).inc(len(outcome.stored))
-                pending.future.set_result(outcome)
+            if not isinstance(outcome, Exception) and outcome.stored:
+                INGEST_ITEMS.labels(pending.draft.source).inc(len(outcome.stored))
+        _resolve(batch, outcomes)
+
+
+_Settled = tuple["asyncio.Future[WriteResult]", "WriteResult | Exception"]
+
+
+def _resolve(batch: list[_Pending], outcomes: Sequence[WriteResult | Exception]) -> None:
+    """Hand each caller its outcome. ``asyncio`` futures are set on their own loop, one wake-up
+    of that loop for the whole group rather than one per request."""
+    by_loop: dict[
+        asyncio.AbstractEventLoop, list[tuple[asyncio.Future[WriteResult], WriteResult | Exception]]
+    ]
+    by_loop = {}
+    for pending, outcome in zip(batch, outcomes, strict=True):
+        if pending.loop is None:
+            assert isinstance(pending.future, Future)
+            _settle(pending.future, outcome)
+        else:
+            assert isinstance(pending.future, asyncio.Future)
+            by_loop.setdefault(pending.loop, []).append((pending.future, outcome))
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_all, settled)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            log.warning("an event loop closed before %d write replies reached it", len(settled))
+
+
+def _settle_all(settled: list[_Settled]) -> None:
+    for future, outcome in settled:
+        if not future.done():  # the caller may have gone (client disconnected, cancelled)
+            _settle(future, outcome)
+
+
+def _settle(
+    future: Future[WriteResult] | asyncio.Future[WriteResult], outcome: WriteResult | Exception
+) -> None:
+    if isinstance(outcome, Exception):  # refused (DomainError), failed alone, or storage down
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

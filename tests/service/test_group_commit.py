@@ -1,0 +1,64 @@
+"""The group committer hands replies back to the event loop of each caller, a group at a time,
+and keeps going when a caller has gone away."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from tests.service.conftest import principal_for
+from trueup.core.ids import new_request_id
+from trueup.service.container import Services
+from trueup.storage.writes import DeltaDraft, WriteDraft
+
+
+def _draft(tenant_id: str, key: str) -> WriteDraft:
+    item = DeltaDraft(
+        key=key,
+        customer_id="c1",
+        amount=5,
+        reason="",
+        metadata=None,
+        occurred_at="2026-01-15T00:00:00.000000Z",
+        explicit_time=True,
+        salt=secrets.token_bytes(16),
+    )
+    return WriteDraft(
+        tenant_id=tenant_id,
+        request_id=new_request_id(secrets.token_bytes(13)),
+        source="writes",
+        accepted_at="2026-01-15T00:00:00.000000Z",
+        items=[item],
+    )
+
+
+def test_many_concurrent_callers_each_get_their_own_result(services: Services) -> None:
+    tenant = principal_for(services).tenant_id
+    drafts = [_draft(tenant, f"k{i}") for i in range(200)]
+
+    async def commit_all() -> list[str]:
+        results = await asyncio.gather(*(services.committer.commit(d) for d in drafts))
+        return [result.request_id for result in results]
+
+    assert asyncio.run(commit_all()) == [d.request_id for d in drafts]
+
+
+def test_a_caller_that_went_away_does_not_stop_the_others(services: Services) -> None:
+    tenant = principal_for(services).tenant_id
+
+    async def scenario() -> str:
+        with services.storage.engine.write():  # on SQLite, the committer waits for the writer
+            first = asyncio.ensure_future(services.committer.commit(_draft(tenant, "first")))
+            await asyncio.sleep(0.05)  # the committer has taken "first" and waits
+            gone = asyncio.ensure_future(services.committer.commit(_draft(tenant, "gone")))
+            waiting = asyncio.ensure_future(services.committer.commit(_draft(tenant, "waiting")))
+            await asyncio.sleep(0)
+            gone.cancel()  # "gone" and "waiting" are queued together behind "first"
+        await asyncio.wait_for(first, timeout=30)
+        return (await asyncio.wait_for(waiting, timeout=30)).request_id
+
+    assert asyncio.run(scenario())
+    # What the departed caller sent was committed anyway; a retry with its key is a duplicate.
+    with services.storage.engine.read() as tx:
+        keys = {row[0] for row in tx.execute("SELECT item_key FROM deltas WHERE tenant_id = ?", (tenant,))}
+    assert keys == {"first", "gone", "waiting"}
