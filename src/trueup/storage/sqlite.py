@@ -227,7 +227,10 @@ class SQLiteEngine(Engine):
         woken by the kernel the moment the holder lets go (or dies), so writers of several
         processes take turns as promptly as the threads of one process do.
         """
-        fcntl.flock(self._writer_lock_fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._writer_lock_fd, fcntl.LOCK_EX)
+        except OSError as exc:  # a file system without locks, say
+            raise StorageUnavailableError(f"cannot take the SQLite writer lock: {exc}") from exc
         try:
             yield
         finally:
