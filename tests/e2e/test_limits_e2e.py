@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -73,3 +74,28 @@ def test_malformed_keys_are_401_not_500(tmp_path: Path) -> None:
             reply = httpx.get(f"{server.base_url}/api/v1/balance/usage", headers={"X-Api-Key": header})
             assert reply.status_code == 401, header
             assert reply.json()["code"] == "INVALID_API_KEY"
+
+
+def test_writes_get_503_with_retry_after_while_the_log_is_too_far_behind(tmp_path: Path) -> None:
+    key = create_key(tmp_path, None)
+    headers = {"X-Api-Key": key}
+    env = {"TRUEUP_MAX_QUEUE_DEPTH": "10"}
+    # No sequencer: nothing is sealed, so the queue only grows.
+    with ServerProcess(tmp_path, None, extra_env=env, extra_args=["--no-sequencer"]) as server:
+        url = f"{server.base_url}/api/v1/writes"
+        accepted, refused = 0, None
+        for n in range(200):  # the depth is read every 0.5 s, so a few more may get in first
+            reply = httpx.post(url, headers=headers, json=_items(f"q{n}", 5))
+            if reply.status_code != 202:
+                refused = reply
+                break
+            accepted += 5
+            time.sleep(0.02)
+        assert refused is not None and refused.status_code == 503, refused
+        assert refused.json()["code"] == "SERVICE_UNAVAILABLE"
+        assert "deltas behind" in refused.json()["message"]
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert accepted >= 10
+        ready = httpx.get(f"{server.base_url}/readyz").json()["data"]
+        assert ready["queueDepth"] == accepted, "the refused request stored nothing"
+        assert httpx.get(f"{server.base_url}/api/v1/balance/usage", headers=headers).status_code == 200

@@ -83,8 +83,9 @@ def status_of(error: domain.DomainError) -> int:
 
 def _domain_response(error: domain.DomainError) -> JSONResponse:
     extra: dict[str, Any] = {}
-    if isinstance(error, domain.RateLimitedError):
-        extra["retryAfterSeconds"] = error.retry_after_seconds
+    retry_after = getattr(error, "retry_after_seconds", None)  # rate limits, a log far behind
+    if retry_after is not None:
+        extra["retryAfterSeconds"] = retry_after
     return error_response(status_of(error), error.code, error.message, **extra)
 
 

@@ -124,3 +124,7 @@ class RateLimitedError(DomainError):
 
 class UnavailableError(DomainError):
     code = "SERVICE_UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after_seconds: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds

@@ -24,6 +24,7 @@ from trueup.core.ids import new_request_id, random_token, record_id
 from trueup.core.timestamps import format_canonical, format_wire
 from trueup.core.writes import parse_writes_body
 from trueup.proof import LeafEncodingError, canonical_json
+from trueup.service.backlog import QueueGuard
 from trueup.service.group_commit import GroupCommitter
 from trueup.service.keys import Principal
 from trueup.service.settings import Settings
@@ -72,6 +73,7 @@ class WriteService:
         self._clock = clock
         self._in_flight: dict[tuple[str, str], bytes] = {}
         self._in_flight_lock = threading.Lock()
+        self._queue_guard = QueueGuard(storage.log, settings.max_queue_depth)
 
     async def writes(
         self, principal: Principal, document: Any, body: bytes, idempotency_key: str | None
@@ -226,6 +228,7 @@ class WriteService:
                     )
                 return Reply(202, payload=_pending(claim.key), retry_after=1)
         try:
+            await self._queue_guard.check()
             draft = self._draft(principal, deltas, source, claim, render, per_item_conflicts, positions)
             result = await self._committer.commit(draft)
         finally:

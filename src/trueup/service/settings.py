@@ -70,6 +70,7 @@ class Settings:
     seal_interval_ms: int = 50
     seal_batch_size: int = 1_000
     seal_max_batch_size: int = 16_000
+    max_queue_depth: int = 1_000_000
     max_body_bytes: int = 1_048_576
     limits: DeltaLimits = field(default_factory=DeltaLimits)
     default_plan: str = "unlimited"
@@ -114,6 +115,7 @@ class Settings:
             seal_interval_ms=_env_int(env, "TRUEUP_SEAL_INTERVAL_MS", base.seal_interval_ms),
             seal_batch_size=_env_int(env, "TRUEUP_SEAL_BATCH_SIZE", base.seal_batch_size),
             seal_max_batch_size=_env_int(env, "TRUEUP_SEAL_MAX_BATCH_SIZE", base.seal_max_batch_size),
+            max_queue_depth=_env_int(env, "TRUEUP_MAX_QUEUE_DEPTH", base.max_queue_depth),
             max_body_bytes=_env_int(env, "TRUEUP_MAX_BODY_BYTES", base.max_body_bytes),
             limits=limits,
             default_plan=env.get("TRUEUP_DEFAULT_PLAN") or base.default_plan,

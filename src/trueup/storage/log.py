@@ -139,6 +139,15 @@ class LogStore:
         with self._engine.read() as tx:
             return locked_periods(tx, keys), lock_count(tx)
 
+    def queued_at_least(self, limit: int) -> int:
+        """How many deltas are queued, counting no further than ``limit`` (a bounded cost)."""
+        with self._engine.read() as tx:
+            value = tx.scalar(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM deltas WHERE status = 'queued' LIMIT ?) AS q",
+                (limit,),
+            )
+        return int(value or 0)
+
     def queue_stats(self) -> tuple[int, str | None]:
         """``(number of queued deltas, acceptance time of the oldest)``."""
         with self._engine.read() as tx:
