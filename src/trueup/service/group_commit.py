@@ -125,10 +125,7 @@ _Settled = tuple["asyncio.Future[WriteResult]", "WriteResult | Exception"]
 def _resolve(batch: list[_Pending], outcomes: Sequence[WriteResult | Exception]) -> None:
     """Hand each caller its outcome. ``asyncio`` futures are set on their own loop, one wake-up
     of that loop for the whole group rather than one per request."""
-    by_loop: dict[
-        asyncio.AbstractEventLoop, list[tuple[asyncio.Future[WriteResult], WriteResult | Exception]]
-    ]
-    by_loop = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
     for pending, outcome in zip(batch, outcomes, strict=True):
         if pending.loop is None:
             assert isinstance(pending.future, Future)
