@@ -114,46 +114,25 @@ class ServerUnderTest:
             raise ServerError("the server is not running")
         return self.process.pid
 
-    def _storage_args(self) -> list[str]:
-        args = ["--data-dir", str(self.data_dir)]
-        return args + (["--database-url", self.database_url] if self.database_url else [])
-
-    def _start_sequencer(self) -> None:
-        command = [sys.executable, "-m", "trueup.cli.main", "sequencer", *self._storage_args()]
-        with (self.data_dir / "sequencer.log").open("ab") as log:
-            self.sequencer = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+    def _launch(self, args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+        """``trueup <args>`` on this data directory (and database), its output into ``log_path``."""
+        command = [sys.executable, "-m", "trueup.cli.main", *args, "--data-dir", str(self.data_dir)]
+        if self.database_url:
+            command += ["--database-url", self.database_url]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            return subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
                 command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
             )
 
     def start(self) -> ServerUnderTest:
-        if self.separate_sequencer:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._start_sequencer()
-        command = [
-            sys.executable,
-            "-m",
-            "trueup.cli.main",
-            "serve",
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.data_dir),
-            "--log-level",
-            "warning",
-        ]
-        if self.database_url:
-            command += ["--database-url", self.database_url]
+        serve = ["serve", "--host", HOST, "--port", str(self.port), "--log-level", "warning"]
         if self.workers > 1:
-            command += ["--workers", str(self.workers)]
+            serve += ["--workers", str(self.workers)]
         if self.separate_sequencer:
-            command.append("--no-sequencer")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
-                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
-            )
+            self.sequencer = self._launch(["sequencer"], self.data_dir / "sequencer.log")
+            serve.append("--no-sequencer")
+        self.process = self._launch(serve, self.log_path)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
