@@ -25,7 +25,7 @@ def _draft(tenant_id: str, key: str) -> WriteDraft:
     )
     return WriteDraft(
         tenant_id=tenant_id,
-        request_id=new_request_id(secrets.token_bytes(13)),
+        request_id=new_request_id(secrets.token_bytes(7), 1_764_000_000_000),
         source="writes",
         accepted_at="2026-01-15T00:00:00.000000Z",
         items=[item],

@@ -97,7 +97,7 @@ def load_history(
                 )
                 for i in range(offset, min(count, offset + DRAFT_ITEMS))
             ]
-            request_id = new_request_id(secrets.token_bytes(13))
+            request_id = new_request_id(secrets.token_bytes(7), time.time_ns() // 1_000_000)
             drafts.append(
                 WriteDraft(
                     tenant_id=who.tenant_id,

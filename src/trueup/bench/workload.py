@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from datetime import UTC, datetime
 
 from trueup.bench.loadspec import CLIENT_MARKER, MARKER, RequestTemplate
@@ -81,7 +82,7 @@ def delta_rows(tenant_id: str, requests: int, items: int = 1_000) -> list[DeltaR
     period = accepted_at[:7]
     rows: list[DeltaRow] = []
     for number in range(requests):
-        request_id = new_request_id(secrets.token_bytes(13))
+        request_id = new_request_id(secrets.token_bytes(7), time.time_ns() // 1_000_000)
         token = f"r{number:010d}"
         rows.extend(
             (

@@ -65,11 +65,24 @@ def parse_api_key(text: str) -> ApiKeyParts | None:
     return ApiKeyParts(env=match.group(1), key_id=match.group(2), secret=match.group(3))
 
 
-def new_request_id(entropy: bytes) -> str:
-    """``req_`` + 20 base32 characters from 12.5 → 13 random bytes (truncated to 100 bits)."""
-    if len(entropy) != 13:
-        raise ValueError("a request id takes 13 random bytes")
-    return "req_" + random_token(entropy)[:20]
+_SORTABLE_BASE32 = "234567abcdefghijklmnopqrstuvwxyz"
+"""The characters of :func:`random_token` in ASCII order, so encoded numbers sort as numbers."""
+
+
+def new_request_id(entropy: bytes, at_ms: int) -> str:
+    """``req_`` + 20 base32 characters: 9 for the acceptance time, 11 (55 bits) random.
+
+    Ids of requests accepted one after another sort one after another, so the indexes keyed
+    by request id grow at their right edge: a group commit or a seal touches a few pages of
+    them instead of one page per request (and the pages it touches stay in cache).
+    ``at_ms`` is milliseconds since the Unix epoch (45 bits last until the year 3084).
+    """
+    if len(entropy) != 7:
+        raise ValueError("a request id takes 7 random bytes")
+    if not 0 <= at_ms < 1 << 45:
+        raise ValueError("at_ms is out of range")
+    prefix = "".join(_SORTABLE_BASE32[(at_ms >> shift) & 31] for shift in range(40, -1, -5))
+    return "req_" + prefix + random_token(entropy)[:11]
 
 
 def record_id(request_id: str, index: int) -> str:

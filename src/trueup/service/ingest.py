@@ -297,10 +297,13 @@ class WriteService:
         per_item_conflicts: bool,
         positions: tuple[int, ...] = (),
     ) -> WriteDraft:
-        accepted_at = format_canonical(self._clock())
+        now = self._clock()
+        accepted_at = format_canonical(now)
         items: list[DeltaDraft] = []
         where = "items" if source == "writes" else "deltas"
-        salts = secrets.token_bytes(16 * len(deltas))  # one system call for the whole request
+        # One system call for the whole request: 16 bytes of salt per item, 7 for the id.
+        entropy = secrets.token_bytes(16 * len(deltas) + 7)
+        salts = entropy[7:]
         for index, delta in enumerate(deltas):
             position = positions[index] if positions else index
             field = f"{where}[{position}].metadata" if source != "delta" else "metadata"
@@ -319,7 +322,7 @@ class WriteService:
             )
         return WriteDraft(
             tenant_id=principal.tenant_id,
-            request_id=new_request_id(secrets.token_bytes(13)),
+            request_id=new_request_id(entropy[:7], int(now.timestamp() * 1000)),
             source=source,
             accepted_at=accepted_at,
             items=items,

@@ -1,0 +1,47 @@
+"""Identifier formats: request ids sort by acceptance time and stay valid record-id tokens."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trueup.core.ids import new_request_id, parse_record_id, record_id
+
+_MS = st.integers(min_value=0, max_value=(1 << 45) - 1)
+_ENTROPY = st.binary(min_size=7, max_size=7)
+
+
+@given(_MS, _MS, _ENTROPY, _ENTROPY)
+def test_request_ids_sort_in_acceptance_order(a_ms: int, b_ms: int, a: bytes, b: bytes) -> None:
+    first, second = new_request_id(a, a_ms), new_request_id(b, b_ms)
+    if a_ms < b_ms:
+        assert first < second
+    elif a_ms > b_ms:
+        assert first > second
+    else:
+        assert first[:13] == second[:13]
+
+
+@given(_MS, _ENTROPY, st.integers(min_value=0, max_value=9_999))
+def test_request_ids_make_parseable_record_ids(at_ms: int, entropy: bytes, index: int) -> None:
+    request_id = new_request_id(entropy, at_ms)
+    assert len(request_id) == 24
+    assert request_id.startswith("req_")
+    assert parse_record_id(record_id(request_id, index)) == (request_id, index)
+
+
+def test_the_random_part_differs_within_one_millisecond() -> None:
+    ids = {new_request_id(os.urandom(7), 1_764_000_000_000) for _ in range(1_000)}
+    assert len(ids) == 1_000
+    assert len({request_id[:13] for request_id in ids}) == 1
+
+
+@pytest.mark.parametrize(
+    ("entropy", "at_ms"), [(b"123456", 0), (b"12345678", 0), (b"1234567", -1), (b"1234567", 1 << 45)]
+)
+def test_request_id_inputs_are_checked(entropy: bytes, at_ms: int) -> None:
+    with pytest.raises(ValueError, match=r"request id|at_ms"):
+        new_request_id(entropy, at_ms)
