@@ -171,3 +171,45 @@ def test_a_repeat_of_a_refused_item_is_refused_too_and_spares_the_group(storage:
     assert sorted(c.index for c in result.conflicts) == [0, 1]
     assert all(c.error.code == "PERIOD_LOCKED" for c in result.conflicts)
     assert other.stored == (0,)
+
+
+def test_a_group_of_plain_and_other_requests_answers_each_in_order(storage: Storage) -> None:
+    claim = IdempotencyClaim("idem-g", "POST /api/v1/writes", b"h" * 32)
+    storage.writes.commit([draft("req_0", delta("old"))])
+    results = storage.writes.commit(
+        [
+            draft("req_1", delta("p1"), delta("p2", -3)),  # plain
+            draft("req_2", delta("old")),  # repeats a stored key: identical, not stored again
+            draft("req_3", delta("i1"), idempotency=claim, render=lambda _: StoredResponse(202, "{}")),
+            draft("req_4", delta("twice")),  # the same key as req_5: one is stored, one repeats
+            draft("req_5", delta("twice")),
+            draft("req_6", delta("p3", customer="cust-2")),  # plain
+        ]
+    )
+    assert [r.request_id if not isinstance(r, Exception) else r for r in results] == [
+        "req_1", "req_2", "req_3", "req_4", "req_5", "req_6",
+    ]  # fmt: skip
+    stored = [r.stored for r in results if not isinstance(r, Exception)]
+    duplicates = [r.duplicates for r in results if not isinstance(r, Exception)]
+    assert stored == [(0, 1), (), (0,), (0,), (), (0,)]
+    assert duplicates == [(), (0,), (), (), (0,), ()]
+    keys = [d.key for d in storage.log.queued(100)]
+    assert sorted(keys) == ["i1", "old", "p1", "p2", "p3", "twice"]
+    assert storage.writes.used("ten_a", "2026-02") == 6
+    view = storage.writes.request("ten_a", "req_1", 10, 0)
+    assert view is not None and view.pending_count == 2 and view.item_count == 2
+
+
+def test_plain_requests_fall_back_one_by_one_when_a_key_appears_meanwhile(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process may store a key between the group's check and its insert: the unique
+    index refuses the grouped insert, and each request is then answered as if alone."""
+    storage.writes.commit([draft("req_0", delta("late", 5))])
+    monkeypatch.setattr(type(storage.writes), "_taken", lambda self, tx, tenant_id, keys: [])
+    results = storage.writes.commit([draft("req_1", delta("new")), draft("req_2", delta("late", 6))])
+    assert [type(r).__name__ for r in results] == ["WriteResult", "DuplicateKeyError"]
+    [repeat] = storage.writes.commit([draft("req_3", delta("late", 5))])
+    assert not isinstance(repeat, Exception) and repeat.duplicates == (0,) and repeat.stored == ()
+    assert sorted(d.key for d in storage.log.queued(10)) == ["late", "new"]
+    assert storage.writes.used("ten_a", "2026-02") == 2

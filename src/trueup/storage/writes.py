@@ -162,6 +162,12 @@ class _Group:
     any_locks: bool
     usage: dict[tuple[str, str], int] = field(default_factory=dict)
 
+    def count_usage(self, draft: WriteDraft, stored: int) -> None:
+        """Meter ``stored`` deltas of an unmetered draft (metered ones were charged already)."""
+        if draft.allowance is None and stored:
+            key = (draft.tenant_id, draft.accepted_at[:7])
+            self.usage[key] = self.usage.get(key, 0) + stored
+
 
 @dataclass(frozen=True, slots=True)
 class _Existing:
@@ -199,6 +205,43 @@ _DELTA_INSERT_COLUMNS = (
     "status",
 )
 
+_REQUEST_INSERT_COLUMNS = (
+    "id",
+    "tenant_id",
+    "source",
+    "item_count",
+    "stored_count",
+    "pending_count",
+    "accepted_at",
+    "verified_at",
+)
+
+
+def _delta_rows(draft: WriteDraft, indexes: Sequence[int] | None = None) -> list[tuple[object, ...]]:
+    """The ``deltas`` rows (``_DELTA_INSERT_COLUMNS``) of the draft's items at ``indexes``
+    (all of them by default), queued."""
+    items = draft.items
+    return [
+        (
+            draft.tenant_id,
+            draft.request_id,
+            index,
+            item.key,
+            item.customer_id,
+            item.amount,
+            item.reason,
+            item.metadata,
+            item.occurred_at,
+            item.occurred_at[:7],
+            draft.accepted_at,
+            item.salt,
+            "queued",
+        )
+        for index in (range(len(items)) if indexes is None else indexes)
+        for item in (items[index],)
+    ]
+
+
 _WRITES_NAMES = {"customer_id": "accountId", "amount": "bits"}
 _EMIT_NAMES = {"customer_id": "customerId", "amount": "delta"}
 
@@ -216,16 +259,88 @@ class WriteStore:
 
         A draft that raises a :class:`DomainError` (conflict, plan limit) stores nothing and
         leaves the others untouched. Storage failures raise and nothing is committed.
+
+        Plain drafts (see :meth:`_plain`) are stored together with a few statements for the
+        whole group; the others one by one, each in its own savepoint.
         """
-        outcomes: list[WriteResult | Exception] = []
+        outcomes: list[WriteResult | Exception | None] = [None] * len(drafts)
         with self._engine.write() as tx:
             group = _Group(any_locks=tx.one("SELECT 1 FROM period_checkpoints LIMIT 1") is not None)
-            for draft in drafts:
-                outcomes.append(self._commit_one_with_retry(tx, draft, group))
+            plain = self._plain(tx, drafts, group)
+            if plain:
+                try:
+                    with tx.savepoint():
+                        stored = self._commit_plain(tx, [drafts[i] for i in plain])
+                except IntegrityConflictError:
+                    pass  # another process stored one of these keys meanwhile: one by one below
+                except StorageError:
+                    raise  # the database itself failed: nothing in this transaction can commit
+                except Exception:
+                    log.exception("storing %d plain write requests together failed; one by one", len(plain))
+                else:
+                    for index, result in zip(plain, stored, strict=True):
+                        outcomes[index] = result
+                        group.count_usage(drafts[index], len(result.stored))
+            for index, draft in enumerate(drafts):
+                if outcomes[index] is None:
+                    outcomes[index] = self._commit_one_with_retry(tx, draft, group)
             # Unmetered-plan usage is counted once per group: nothing to check per request.
             for (tenant_id, period), count in group.usage.items():
                 self._add_usage(tx, tenant_id, period, count)
-        return outcomes
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _plain(self, tx: Tx, drafts: Sequence[WriteDraft], group: _Group) -> list[int]:
+        """Positions of the drafts that store every item as it is: no idempotency key, no
+        allowance to charge, no locked period anywhere, and keys found nowhere else (not in
+        the database, not twice in the group). Storing them needs no per-request checks."""
+        if group.any_locks:
+            return []
+        seen: dict[tuple[str, str], int] = {}
+        for draft in drafts:
+            for item in draft.items:
+                name = (draft.tenant_id, item.key)
+                seen[name] = seen.get(name, 0) + 1
+        candidates = [
+            index
+            for index, draft in enumerate(drafts)
+            if draft.idempotency is None
+            and draft.allowance is None
+            and draft.items
+            and all(seen[(draft.tenant_id, item.key)] == 1 for item in draft.items)
+        ]
+        by_tenant: dict[str, list[str]] = {}
+        for index in candidates:
+            by_tenant.setdefault(drafts[index].tenant_id, []).extend(i.key for i in drafts[index].items)
+        taken = {
+            (tenant_id, key)
+            for tenant_id, keys in by_tenant.items()
+            for key in self._taken(tx, tenant_id, keys)
+        }
+        if not taken:
+            return candidates
+        return [
+            index
+            for index in candidates
+            if not any((drafts[index].tenant_id, item.key) in taken for item in drafts[index].items)
+        ]
+
+    def _commit_plain(self, tx: Tx, drafts: Sequence[WriteDraft]) -> list[WriteResult]:
+        tx.insert_rows(
+            "deltas", _DELTA_INSERT_COLUMNS, [row for draft in drafts for row in _delta_rows(draft)]
+        )
+        tx.insert_rows(
+            "write_requests",
+            _REQUEST_INSERT_COLUMNS,
+            [
+                (draft.request_id, draft.tenant_id, draft.source, n, n, n, draft.accepted_at, None)
+                for draft in drafts
+                for n in (len(draft.items),)
+            ],
+        )
+        return [
+            WriteResult(request_id=draft.request_id, stored=tuple(range(len(draft.items))))
+            for draft in drafts
+        ]
 
     def _commit_one_with_retry(self, tx: Tx, draft: WriteDraft, group: _Group) -> WriteResult | Exception:
         # A concurrent writer on another process may insert the same item key or idempotency
@@ -246,9 +361,7 @@ class WriteStore:
                 log.exception("write request %s failed; its group goes on", draft.request_id)
                 return exc
             else:
-                if draft.allowance is None and result.stored:
-                    key = (draft.tenant_id, draft.accepted_at[:7])
-                    group.usage[key] = group.usage.get(key, 0) + len(result.stored)
+                group.count_usage(draft, len(result.stored))
                 return result
         raise AssertionError("unreachable")
 
@@ -264,29 +377,7 @@ class WriteStore:
             duplicates = _drop_repeats_of_refused(draft, stored, duplicates, conflicts)
         if stored and draft.allowance is not None:
             self._charge_allowance(tx, draft, len(stored))
-        tx.insert_rows(
-            "deltas",
-            _DELTA_INSERT_COLUMNS,
-            [
-                (
-                    draft.tenant_id,
-                    draft.request_id,
-                    index,
-                    item.key,
-                    item.customer_id,
-                    item.amount,
-                    item.reason,
-                    item.metadata,
-                    item.occurred_at,
-                    item.occurred_at[:7],
-                    draft.accepted_at,
-                    item.salt,
-                    "queued",
-                )
-                for index in stored
-                for item in (draft.items[index],)
-            ],
-        )
+        tx.insert_rows("deltas", _DELTA_INSERT_COLUMNS, _delta_rows(draft, stored))
         if duplicates:
             self._record_duplicates(tx, draft, duplicates)
         # A request that only repeats deltas already sealed (a retry) is complete at once.
@@ -299,8 +390,8 @@ class WriteStore:
             )
         )
         tx.execute(
-            """INSERT INTO write_requests (id, tenant_id, source, item_count, stored_count,
-                   pending_count, accepted_at, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+            f"""INSERT INTO write_requests ({", ".join(_REQUEST_INSERT_COLUMNS)})
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
             (
                 draft.request_id,
                 draft.tenant_id,
@@ -420,6 +511,18 @@ class WriteStore:
         if stored is None:  # the conflicting row was there a moment ago; keys are never deleted
             raise StorageUnavailableError("an idempotency key vanished while it was being read")
         return stored
+
+    def _taken(self, tx: Tx, tenant_id: str, keys: list[str]) -> list[str]:
+        """Which of ``keys`` the tenant has stored already (read from the key index alone)."""
+        taken: list[str] = []
+        for part in chunks(keys, _IN_LIST):
+            rows = tx.execute(
+                f"""SELECT item_key FROM deltas
+                    WHERE tenant_id = ? AND item_key IN ({", ".join("?" * len(part))})""",
+                (tenant_id, *part),
+            )
+            taken.extend(str(row[0]) for row in rows)
+        return taken
 
     def _existing(self, tx: Tx, tenant_id: str, keys: list[str]) -> dict[str, _Existing]:
         found: dict[str, _Existing] = {}
