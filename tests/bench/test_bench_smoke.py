@@ -19,7 +19,7 @@ from trueup.bench.loadspec import LoadResult, LoadSpec, RequestTemplate
 from trueup.bench.merkle import make_leaves, ours_seconds
 from trueup.bench.reference import hashlib_bound_seconds, pymerkle_seconds
 from trueup.bench.report import Check, Report, Row
-from trueup.bench.scenarios import OneProcess
+from trueup.bench.scenarios import DefaultFigures
 from trueup.bench.stats import percentile, summarize
 from trueup.bench.workload import batch_template, single_template
 from trueup.proof import leaf_hash, root_from_leaf_hashes
@@ -160,7 +160,7 @@ def test_references_agree_with_our_tree_on_1000_leaves() -> None:
     assert theirs == ours == root_from_leaf_hashes([leaf_hash(leaf) for leaf in leaves])
 
 
-def test_workers_rows_take_their_references_from_the_one_process_rows() -> None:
+def test_other_deployments_take_their_references_from_the_default_rows() -> None:
     sqlite_rows = [
         Row(
             name="batched writes, SQLite (1,000 items/request, 8 clients)",
@@ -173,7 +173,7 @@ def test_workers_rows_take_their_references_from_the_one_process_rows() -> None:
     pg_rows = [
         Row.not_measured("batched writes, PostgreSQL (1,000 items/request, 8 clients)", "", skipped="x")
     ]
-    one = OneProcess.of(sqlite_rows, pg_rows)
-    assert one == OneProcess(
+    one = DefaultFigures.of(sqlite_rows, pg_rows)
+    assert one == DefaultFigures(
         sqlite_items_per_s=30_000.0, single_req_per_s=2_800.0, single_p99_ms=40.0, postgres_items_per_s=None
     )

@@ -23,7 +23,7 @@ from trueup.bench.machine import harness_peak_rss_kib, machine_info
 from trueup.bench.merkle import inclusion_rows, sealing_rows
 from trueup.bench.report import Report, Row
 from trueup.bench.scenarios import (
-    OneProcess,
+    DefaultFigures,
     ledger_rows,
     postgres_write_rows,
     rss_rows,
@@ -149,9 +149,9 @@ def run_benchmarks(plan: RunPlan, out_dir: Path) -> Report:
         )
 
         workers_part = sections.run(
-            "writes over HTTP, more processes",
-            lambda: worker_rows(work, plan.writes, OneProcess.of(sqlite_rows, pg_rows)),
-            "writes over HTTP, more processes",
+            "writes over HTTP, other deployments",
+            lambda: worker_rows(work, plan.writes, DefaultFigures.of(sqlite_rows, pg_rows)),
+            "writes over HTTP, other deployments",
         )
 
         def ledger() -> list[Row]:

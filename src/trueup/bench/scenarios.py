@@ -233,8 +233,9 @@ WORKERS = 2
 
 
 @dataclass(frozen=True, slots=True)
-class OneProcess:
-    """The one-process figures of the same run, the reference for ``--workers``."""
+class DefaultFigures:
+    """The figures of the default ``trueup serve`` in the same run, the reference for the
+    other deployments (``--workers``, ``--sequencer thread``)."""
 
     sqlite_items_per_s: float | None
     single_req_per_s: float | None
@@ -242,7 +243,7 @@ class OneProcess:
     postgres_items_per_s: float | None
 
     @classmethod
-    def of(cls, sqlite_rows: list[Row], pg_rows: list[Row]) -> OneProcess:
+    def of(cls, sqlite_rows: list[Row], pg_rows: list[Row]) -> DefaultFigures:
         def number(rows: list[Row], prefix: str, key: str) -> float | None:
             found = [row.numbers[key] for row in rows if row.name.startswith(prefix) and key in row.numbers]
             return float(found[0]) if found else None
@@ -256,10 +257,10 @@ class OneProcess:
 
 
 def _versus(value: float, reference: float | None, show: str) -> tuple[str, str]:
-    """``(reference column, ratio column)`` against the one-process figure."""
+    """``(reference column, ratio column)`` against the default server's figure."""
     if not reference:
-        return "one process: not measured", ""
-    return f"one process {show}", fmt_times(value / reference)
+        return "default serve: not measured", ""
+    return f"default serve {show}", fmt_times(value / reference)
 
 
 def _workers_batched_row(
@@ -281,29 +282,50 @@ def _workers_batched_row(
             f"{fmt_ms(result.latency_ms.p50)} p99 {fmt_ms(result.latency_ms.p99)}; {_statuses(result)}; "
             f"{_queue_note(queued_after)}"
         ),
-        numbers={"items_per_s": rate, "one_process_items_per_s": reference, "queued_after": queued_after},
+        numbers={"items_per_s": rate, "default_items_per_s": reference, "queued_after": queued_after},
     )
 
 
-def worker_rows(work_dir: Path, plan: WritePlan, one: OneProcess) -> list[Row]:
-    """The same write loads against ``serve --workers 2`` and against ``serve --no-sequencer``
-    beside a ``trueup sequencer`` process (information beside the one-process figures: the
-    targets are judged on the default one-process server)."""
-    server, key, _ = start_server(work_dir / "sqlite-split-batched", separate_sequencer=True)
+def _single_versus_rows(result: LoadResult, plan: WritePlan, one: DefaultFigures, setup: str) -> list[Row]:
+    rate = result.ok(202) / result.elapsed_s
+    shown, ratio = _versus(rate, one.single_req_per_s, fmt_rate(one.single_req_per_s or 0.0, "req/s"))
+    p99 = result.latency_ms.p99
+    return [
+        Row(
+            name=f"single-item writes, {plan.single_clients} clients, SQLite, {setup}",
+            value=fmt_rate(rate, "req/s"),
+            reference=shown,
+            ratio=ratio,
+            note=f"{result.completed:,} requests; {_statuses(result)}",
+            numbers={"req_per_s": rate, "default_req_per_s": one.single_req_per_s},
+        ),
+        Row(
+            name=f"single-item writes, SQLite, {setup}: p50 / p99 latency",
+            value=f"{fmt_ms(result.latency_ms.p50)} / {fmt_ms(p99)}",
+            reference=f"default serve p99 {fmt_ms(one.single_p99_ms or 0.0)}" if one.single_p99_ms else "",
+            numbers={"p50_ms": result.latency_ms.p50, "p99_ms": p99},
+        ),
+    ]
+
+
+def worker_rows(work_dir: Path, plan: WritePlan, one: DefaultFigures) -> list[Row]:
+    """The same write loads against ``serve --sequencer thread`` (API and sequencer sharing one
+    process) and ``serve --workers 2``: information beside the default server's figures, on
+    which the targets are judged."""
+    setup = "serve --sequencer thread"
+    server, key, _ = start_server(work_dir / "sqlite-thread-batched", sequencer="thread")
     try:
-        result = batched(server, key, plan, "sb")
+        result = batched(server, key, plan, "tb")
         queued_after = server.queue_depth()
     finally:
         server.stop()
-    rows = [
-        _workers_batched_row(
-            "SQLite",
-            result,
-            queued_after,
-            one.sqlite_items_per_s,
-            setup="serve --no-sequencer + trueup sequencer",
-        )
-    ]
+    rows = [_workers_batched_row("SQLite", result, queued_after, one.sqlite_items_per_s, setup=setup)]
+    server, key, _ = start_server(work_dir / "sqlite-thread-single", sequencer="thread")
+    try:
+        rows += _single_versus_rows(single(server, key, plan), plan, one, setup)
+    finally:
+        server.stop()
+
     server, key, _ = start_server(work_dir / "sqlite-workers-batched", workers=WORKERS)
     try:
         result = batched(server, key, plan, "wb")
@@ -314,28 +336,9 @@ def worker_rows(work_dir: Path, plan: WritePlan, one: OneProcess) -> list[Row]:
 
     server, key, _ = start_server(work_dir / "sqlite-workers-single", workers=WORKERS)
     try:
-        single_result = single(server, key, plan)
+        rows += _single_versus_rows(single(server, key, plan), plan, one, f"serve --workers {WORKERS}")
     finally:
         server.stop()
-    rate = single_result.ok(202) / single_result.elapsed_s
-    shown, ratio = _versus(rate, one.single_req_per_s, fmt_rate(one.single_req_per_s or 0.0, "req/s"))
-    p99 = single_result.latency_ms.p99
-    rows += [
-        Row(
-            name=f"single-item writes, {plan.single_clients} clients, SQLite, serve --workers {WORKERS}",
-            value=fmt_rate(rate, "req/s"),
-            reference=shown,
-            ratio=ratio,
-            note=f"{single_result.completed:,} requests; {_statuses(single_result)}",
-            numbers={"req_per_s": rate, "one_process_req_per_s": one.single_req_per_s},
-        ),
-        Row(
-            name=f"single-item writes, SQLite, serve --workers {WORKERS}: p50 / p99 latency",
-            value=f"{fmt_ms(single_result.latency_ms.p50)} / {fmt_ms(p99)}",
-            reference=f"one process p99 {fmt_ms(one.single_p99_ms or 0.0)}" if one.single_p99_ms else "",
-            numbers={"p50_ms": single_result.latency_ms.p50, "p99_ms": p99},
-        ),
-    ]
 
     url = postgres.base_url()
     if postgres.unreachable_reason(url) is None:
@@ -425,7 +428,7 @@ def rss_rows(rss: dict[str, int], harness_kib: int) -> list[Row]:
         )
         rows.append(
             Row(
-                name="peak RSS, server (VmHWM)",
+                name="peak RSS, server + its sequencer process (VmHWM, summed)",
                 value=fmt_bytes_kib(measured[worst]),
                 reference=worst.removeprefix("server, "),
                 note=others,

@@ -73,6 +73,19 @@ def http_get_json(port: int, path: str, timeout_s: float = 5.0) -> tuple[int, An
         return reply.status, None
 
 
+def child_pids(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (the sequencer child of ``serve``), where /proc exists."""
+    children = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text(encoding="ascii", errors="replace").rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            children.append(int(entry.parent.name))
+    return children
+
+
 def read_vm_hwm_kib(pid: int) -> int | None:
     """Peak resident set size (``VmHWM``) of a live process in KiB, where /proc exists."""
     try:
@@ -94,14 +107,13 @@ class ServerUnderTest:
         database_url: str | None = None,
         env: dict[str, str] | None = None,
         workers: int = 1,
-        separate_sequencer: bool = False,
+        sequencer: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
         self.workers = workers
-        self.separate_sequencer = separate_sequencer
-        """Run ``trueup sequencer`` as a process of its own and the server with ``--no-sequencer``."""
-        self.sequencer: subprocess.Popen[bytes] | None = None
+        self.sequencer = sequencer
+        """``serve --sequencer`` (``process``, ``thread`` or ``off``); ``None``: the default."""
         self.port = free_port()
         self.env = {"TRUEUP_RATE_LIMIT_PER_S": "0", **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
@@ -129,9 +141,8 @@ class ServerUnderTest:
         serve = ["serve", "--host", HOST, "--port", str(self.port), "--log-level", "warning"]
         if self.workers > 1:
             serve += ["--workers", str(self.workers)]
-        if self.separate_sequencer:
-            self.sequencer = self._launch(["sequencer"], self.data_dir / "sequencer.log")
-            serve.append("--no-sequencer")
+        if self.sequencer is not None:
+            serve += ["--sequencer", self.sequencer]
         self.process = self._launch(serve, self.log_path)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -163,13 +174,13 @@ class ServerUnderTest:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after :data:`STOP_TIMEOUT_S`; records the peak RSS first."""
+        """SIGTERM, then SIGKILL after :data:`STOP_TIMEOUT_S`; records the peak RSS first (the
+        server's plus its children's: the sum of their peaks, an upper bound)."""
         process = self.process
         if process is not None and process.poll() is None:
-            self.peak_rss_kib = read_vm_hwm_kib(process.pid)
+            peaks = [read_vm_hwm_kib(pid) for pid in (process.pid, *child_pids(process.pid))]
+            self.peak_rss_kib = sum(peak for peak in peaks if peak is not None) or None
             _terminate(process)
-        if self.sequencer is not None and self.sequencer.poll() is None:
-            _terminate(self.sequencer)
 
     def __enter__(self) -> ServerUnderTest:
         return self.start()

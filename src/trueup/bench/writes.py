@@ -263,9 +263,9 @@ def _read_back(
 
 
 def start_server(
-    data_dir: Path, database_url: str | None = None, workers: int = 1, separate_sequencer: bool = False
+    data_dir: Path, database_url: str | None = None, workers: int = 1, sequencer: str | None = None
 ) -> tuple[ServerUnderTest, str, str]:
     """A fresh server with a benchmark key: ``(server, api key, tenant id)``."""
     key, principal = provision_key(data_dir, database_url)
-    server = ServerUnderTest(data_dir, database_url, workers=workers, separate_sequencer=separate_sequencer)
+    server = ServerUnderTest(data_dir, database_url, workers=workers, sequencer=sequencer)
     return server.start(), key, principal.tenant_id

@@ -1,4 +1,4 @@
-"""``trueup serve``: the API with the sequencer in one process."""
+"""``trueup serve``: the API, with the sequencer as its child process (or a thread of it)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from trueup.api.app import create_app
+from trueup.cli.child import SequencerProcess
 from trueup.cli.options import add_storage_options, settings_from
 from trueup.sequencer.loop import SequencerLoop
 from trueup.service.container import Services, open_services
@@ -27,8 +28,14 @@ def run(argv: list[str]) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
-        "--no-sequencer", action="store_true", help="API only; run `trueup sequencer` elsewhere"
+        "--sequencer",
+        choices=("process", "thread", "off"),
+        default=None,
+        help="where the sequencer runs: a child process of this server (the default with one "
+        "worker), a thread of each API process (the default with --workers), or off "
+        "(run `trueup sequencer` elsewhere)",
     )
+    serve.add_argument("--no-sequencer", action="store_true", help="the same as --sequencer off")
     serve.add_argument(
         "--workers",
         type=int,
@@ -66,7 +73,8 @@ Try it:
     )
 
 
-def build(settings: Settings, run_sequencer: bool = True) -> tuple[Services, FastAPI]:
+def build(settings: Settings, sequencer: str = "thread") -> tuple[Services, FastAPI]:
+    """The app and its services; ``sequencer`` is ``process``, ``thread`` or ``off``."""
     services = open_services(settings)
     dispatcher = Dispatcher(services.storage, settings)
     loop = SequencerLoop(
@@ -77,8 +85,10 @@ def build(settings: Settings, run_sequencer: bool = True) -> tuple[Services, Fas
         max_batch_size=settings.seal_max_batch_size,
         on_seal=lambda outcome: dispatcher.wake() if outcome.events else None,
     )
-    # DESIGN.md §3: seal every interval or as soon as a full batch is queued.
-    services.committer.on_stored = loop.note_queued
+    child = SequencerProcess(settings.data_dir, settings.database_url) if sequencer == "process" else None
+    if sequencer == "thread":
+        # DESIGN.md §3: seal every interval or as soon as a full batch is queued.
+        services.committer.on_stored = loop.note_queued
 
     def start() -> None:
         # Everything loaded so far lives as long as the process: keep it out of the cyclic
@@ -86,20 +96,26 @@ def build(settings: Settings, run_sequencer: bool = True) -> tuple[Services, Fas
         gc.freeze()
         # Requests allocate many short-lived objects; collect the young generation less often.
         gc.set_threshold(20_000, 20, 20)
-        if run_sequencer:
+        if child is not None:
+            child.start()
+        if sequencer == "thread":
             loop.start()
         if settings.run_dispatcher:
             dispatcher.start()
 
     def stop() -> None:
-        if run_sequencer:
+        if child is not None:
+            child.stop()
+        if sequencer == "thread":
             loop.stop()
         if settings.run_dispatcher:
             dispatcher.stop()
         services.close()
 
     def role() -> str:
-        if not run_sequencer:
+        if child is not None:
+            return child.role
+        if sequencer == "off":
             return "off"
         return "leader" if loop.is_leader else "standby"
 
@@ -111,7 +127,7 @@ def worker_app() -> FastAPI:
     """The app of one ``--workers`` process (uvicorn factory): settings from the environment
     the parent process exported; the sequencer role goes to whichever worker wins the lock."""
     settings = Settings.from_env()
-    _, app = build(settings, run_sequencer=os.environ.get("TRUEUP_RUN_SEQUENCER", "1") == "1")
+    _, app = build(settings, "thread" if os.environ.get("TRUEUP_RUN_SEQUENCER", "1") == "1" else "off")
     return app
 
 
@@ -119,7 +135,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["TRUEUP_DATA_DIR"] = str(settings.data_dir)
     if settings.database_url:
         os.environ["TRUEUP_DATABASE_URL"] = settings.database_url
-    os.environ["TRUEUP_RUN_SEQUENCER"] = "0" if args.no_sequencer else "1"
+    os.environ["TRUEUP_RUN_SEQUENCER"] = "0" if args.sequencer == "off" else "1"
     try:
         services = open_services(settings)
     except Exception as exc:  # noqa: BLE001 - fail closed with a readable reason (key file, database)
@@ -153,10 +169,23 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("trueup serve: --workers must be at least 1", file=sys.stderr)
         return 2
+    if args.no_sequencer:
+        if args.sequencer not in (None, "off"):
+            print("trueup serve: --no-sequencer contradicts --sequencer", file=sys.stderr)
+            return 2
+        args.sequencer = "off"
     if args.workers > 1:
+        if args.sequencer == "process":
+            print(
+                "trueup serve: with --workers the workers stand by for the sequencer role "
+                "themselves; use --sequencer thread (the default) or off",
+                file=sys.stderr,
+            )
+            return 2
+        args.sequencer = args.sequencer or "thread"
         return _serve_workers(args, settings)
     try:
-        services, app = build(settings, run_sequencer=not args.no_sequencer)
+        services, app = build(settings, args.sequencer or "process")
     except Exception as exc:  # noqa: BLE001 - fail closed with a readable reason (key file, database)
         print(f"trueup serve: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,127 @@
+"""``trueup serve`` runs the sequencer as its child process: started, restarted and stopped
+with the server, gone by itself when the server is killed outright."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.server import ServerProcess, create_key, trueup, wait_until
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _sequencer_child(server: ServerProcess) -> int:
+    assert server.process is not None
+    wait_until(lambda: len(_children(server.process.pid)) == 1)  # type: ignore[union-attr]
+    [child] = _children(server.process.pid)
+    assert "sequencer" in Path(f"/proc/{child}/cmdline").read_text()
+    return child
+
+
+def _role(server: ServerProcess) -> str:
+    role: str = httpx.get(f"{server.base_url}/readyz").json()["data"]["sequencer"]
+    return role
+
+
+def _write_and_wait_verified(server: ServerProcess, key: str, prefix: str) -> None:
+    reply = httpx.post(
+        f"{server.base_url}/api/v1/writes",
+        headers={"X-Api-Key": key},
+        json={
+            "items": [{"key": f"{prefix}-{i}", "accountId": f"c{i % 3}", "bits": i + 1} for i in range(10)]
+        },
+    )
+    assert reply.status_code == 202, reply.text
+    request_id = reply.json()["data"]["requestId"]
+
+    def verified() -> bool:
+        view = httpx.get(f"{server.base_url}/api/v1/writes/{request_id}", headers={"X-Api-Key": key})
+        return bool(view.json()["data"]["status"] == "verified")
+
+    wait_until(verified)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process parents from /proc")
+def test_the_sequencer_child_is_restarted_and_dies_with_a_killed_server(tmp_path: Path) -> None:
+    key = create_key(tmp_path, None)
+    server = ServerProcess(tmp_path, None).start()
+    try:
+        child = _sequencer_child(server)
+        wait_until(lambda: _role(server) == "leader")
+        _write_and_wait_verified(server, key, "first")
+
+        os.kill(child, signal.SIGKILL)  # the child dies: the server starts another one
+        wait_until(lambda: _children(server.process.pid) not in ([], [child]))  # type: ignore[union-attr]
+        wait_until(lambda: _role(server) == "leader")
+        _write_and_wait_verified(server, key, "after-restart")
+
+        replacement = _sequencer_child(server)
+        server.kill()  # SIGKILL: the server cannot stop its child; the child notices
+        wait_until(lambda: not _alive(replacement))
+    finally:
+        server.kill()
+
+    with ServerProcess(tmp_path, None) as again:  # the role is free again at once
+        wait_until(lambda: _role(again) == "leader")
+        _write_and_wait_verified(again, key, "second-life")
+        again.stop()
+    audit = trueup(["audit"], tmp_path, None)
+    assert audit.returncode == 0, audit.stderr
+    assert "30 leaves" in audit.stdout
+
+
+def test_a_stopped_server_stops_its_sequencer_child(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, None).start()
+    child = _sequencer_child(server)
+    server.stop()  # SIGTERM
+    assert not _alive(child)
+    assert "exited with status" not in server.log()  # stopped, not restarted
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "2", "--sequencer", "process"], "stand by for the sequencer role"),
+        (["--no-sequencer", "--sequencer", "thread"], "contradicts"),
+    ],
+)
+def test_contradictory_sequencer_options_are_refused(tmp_path: Path, args: list[str], message: str) -> None:
+    done = trueup(["serve", "--port", "1", *args], tmp_path, None)
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+def test_the_thread_sequencer_runs_inside_the_server(tmp_path: Path) -> None:
+    key = create_key(tmp_path, None)
+    with ServerProcess(tmp_path, None, extra_args=["--sequencer", "thread"]) as server:
+        assert server.process is not None
+        assert _children(server.process.pid) == []
+        wait_until(lambda: _role(server) == "leader")
+        _write_and_wait_verified(server, key, "in-thread")
