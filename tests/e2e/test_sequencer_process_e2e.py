@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.e2e.server import ServerProcess, create_key, trueup, wait_until
+from trueup.cli.child import SequencerProcess
 
 
 def _children(pid: int) -> list[int]:
@@ -125,3 +126,27 @@ def test_the_thread_sequencer_runs_inside_the_server(tmp_path: Path) -> None:
         assert _children(server.process.pid) == []
         wait_until(lambda: _role(server) == "leader")
         _write_and_wait_verified(server, key, "in-thread")
+
+
+def test_a_sequencer_that_cannot_run_is_reported_down_and_retried(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("the data directory is a file: the child fails at start")
+    child = SequencerProcess(blocked, None, restart_pause_s=0.05)
+    child.start()
+    try:
+        wait_until(lambda: child.starts >= 3 and child.role == "down")
+    finally:
+        child.stop()
+    assert child.pid is not None and not _alive(child.pid)
+
+
+def test_a_sequencer_that_cannot_even_be_started_is_retried(tmp_path: Path) -> None:
+    child = SequencerProcess(tmp_path, None, restart_pause_s=0.05)
+    child._command = [str(tmp_path / "no-such-interpreter")]  # Popen raises OSError
+    child.start()
+    try:
+        wait_until(lambda: child.role == "down")
+        assert child._thread.is_alive()  # still supervising: it retries after the pause
+    finally:
+        child.stop()
+    assert not child._thread.is_alive()

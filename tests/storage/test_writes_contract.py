@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
 from trueup.core.errors import DuplicateKeyError, IdempotencyMismatchError, PlanLimitExceededError
 from trueup.storage import Storage, StorageUnavailableError, open_storage
-from trueup.storage.writes import DeltaDraft, IdempotencyClaim, StoredResponse, WriteDraft
+from trueup.storage.engine import Tx
+from trueup.storage.writes import (
+    DeltaDraft,
+    IdempotencyClaim,
+    StoredResponse,
+    WriteDraft,
+    WriteResult,
+    WriteStore,
+)
 
 
 @pytest.fixture
@@ -173,9 +181,19 @@ def test_a_repeat_of_a_refused_item_is_refused_too_and_spares_the_group(storage:
     assert other.stored == (0,)
 
 
-def test_a_group_of_plain_and_other_requests_answers_each_in_order(storage: Storage) -> None:
+def test_a_group_of_plain_and_other_requests_answers_each_in_order(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
     claim = IdempotencyClaim("idem-g", "POST /api/v1/writes", b"h" * 32)
     storage.writes.commit([draft("req_0", delta("old"))])
+    together: list[list[str]] = []
+    grouped = WriteStore._commit_plain
+
+    def spy(self: WriteStore, tx: Tx, drafts: Sequence[WriteDraft]) -> list[WriteResult]:
+        together.append([d.request_id for d in drafts])
+        return grouped(self, tx, drafts)
+
+    monkeypatch.setattr(WriteStore, "_commit_plain", spy)
     results = storage.writes.commit(
         [
             draft("req_1", delta("p1"), delta("p2", -3)),  # plain
@@ -184,18 +202,20 @@ def test_a_group_of_plain_and_other_requests_answers_each_in_order(storage: Stor
             draft("req_4", delta("twice")),  # the same key as req_5: one is stored, one repeats
             draft("req_5", delta("twice")),
             draft("req_6", delta("p3", customer="cust-2")),  # plain
+            draft("req_7", delta("p4", customer="cust-2")),  # plain, stored with req_6
         ]
     )
+    assert together == [["req_1"], ["req_6", "req_7"]]
     assert [r.request_id if not isinstance(r, Exception) else r for r in results] == [
-        "req_1", "req_2", "req_3", "req_4", "req_5", "req_6",
+        "req_1", "req_2", "req_3", "req_4", "req_5", "req_6", "req_7",
     ]  # fmt: skip
     stored = [r.stored for r in results if not isinstance(r, Exception)]
     duplicates = [r.duplicates for r in results if not isinstance(r, Exception)]
-    assert stored == [(0, 1), (), (0,), (0,), (), (0,)]
-    assert duplicates == [(), (0,), (), (), (0,), ()]
-    keys = [d.key for d in storage.log.queued(100)]
-    assert sorted(keys) == ["i1", "old", "p1", "p2", "p3", "twice"]
-    assert storage.writes.used("ten_a", "2026-02") == 6
+    assert stored == [(0, 1), (), (0,), (0,), (), (0,), (0,)]
+    assert duplicates == [(), (0,), (), (), (0,), (), ()]
+    # Stored, and so sealed, in request order whichever way each request went.
+    assert [d.key for d in storage.log.queued(100)] == ["old", "p1", "p2", "i1", "twice", "p3", "p4"]
+    assert storage.writes.used("ten_a", "2026-02") == 7
     view = storage.writes.request("ten_a", "req_1", 10, 0)
     assert view is not None and view.pending_count == 2 and view.item_count == 2
 
@@ -212,4 +232,20 @@ def test_plain_requests_fall_back_one_by_one_when_a_key_appears_meanwhile(
     [repeat] = storage.writes.commit([draft("req_3", delta("late", 5))])
     assert not isinstance(repeat, Exception) and repeat.duplicates == (0,) and repeat.stored == ()
     assert sorted(d.key for d in storage.log.queued(10)) == ["late", "new"]
+    assert storage.writes.used("ten_a", "2026-02") == 2
+
+
+def test_plain_requests_go_one_by_one_when_storing_them_together_fails(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grouped = WriteStore._commit_plain
+
+    def broken(self: WriteStore, tx: Tx, drafts: Sequence[WriteDraft]) -> list[WriteResult]:
+        grouped(self, tx, drafts)  # stored, then rolled back with the savepoint
+        raise RuntimeError("a bug in the grouped path")
+
+    monkeypatch.setattr(WriteStore, "_commit_plain", broken)
+    results = storage.writes.commit([draft("req_1", delta("a")), draft("req_2", delta("b", -2))])
+    assert [r.stored for r in results if not isinstance(r, Exception)] == [(0,), (0,)]
+    assert [d.key for d in storage.log.queued(10)] == ["a", "b"]
     assert storage.writes.used("ten_a", "2026-02") == 2

@@ -117,7 +117,7 @@ class Health(BaseModel):
 
 class _ReadyData(BaseModel):
     database: Literal["ok", "unavailable"]
-    sequencer: Literal["leader", "standby", "off"]
+    sequencer: Literal["leader", "standby", "down", "off"]
     queueDepth: int | None
     oldestQueuedAgeSeconds: float | None
 

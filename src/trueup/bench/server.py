@@ -149,13 +149,22 @@ class ServerUnderTest:
             if self.process.poll() is not None:
                 raise ServerError(f"the server exited at start:\n{self.log_tail()}")
             try:
-                if http_get_json(self.port, "/healthz", 1.0)[0] == 200:
+                if http_get_json(self.port, "/healthz", 1.0)[0] == 200 and self._sealing():
                     return self
             except OSError:
                 pass
             time.sleep(0.05)
         self.stop()
         raise ServerError(f"the server did not answer within {STARTUP_TIMEOUT_S:.0f}s:\n{self.log_tail()}")
+
+    def _sealing(self) -> bool:
+        """Whether this server's sequencer leads (a child process becomes leader a moment after
+        the API answers). With ``--workers`` any worker may answer, and only one leads: not
+        asked there."""
+        if self.workers > 1 or self.sequencer == "off":
+            return True
+        status, body = http_get_json(self.port, "/readyz", 1.0)
+        return status == 200 and isinstance(body, dict) and body.get("data", {}).get("sequencer") == "leader"
 
     def queue_depth(self) -> int | None:
         """``queueDepth`` from ``/readyz`` (``None`` if it did not answer)."""

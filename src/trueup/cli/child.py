@@ -4,9 +4,11 @@ Python runs one thread at a time per process. With the sequencer as a thread of 
 process, sealing and the HTTP handlers take turns on one interpreter lock while the second
 core idles; as a process of its own it seals on the other core (measured in
 docs/benchmarks.md). It is still one command to run: ``serve`` starts the child when it starts,
-restarts it (after a growing pause) if it dies, and stops it when it stops; the child exits by
-itself when ``serve`` is killed outright (:mod:`trueup.cli.sequencer`). The child reports
-``leader`` or ``standby`` on its stdout, which ``/readyz`` shows as this server's sequencer role.
+restarts it (after a growing pause) if it dies or cannot be started, and stops it when it stops.
+The child runs in its own process group (Ctrl-C in a terminal reaches only ``serve``, which then
+stops it) and stops by itself when its stdin, held open by ``serve``, reaches end of file: that
+is, when ``serve`` is killed outright. Its reports on stdout (:mod:`trueup.cli.sequencer`) keep
+``/readyz`` and the seal metrics of ``/metrics`` current and wake the webhook dispatcher.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["SequencerProcess"]
+__all__ = ["SealReport", "SequencerProcess"]
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +31,48 @@ _STEADY_S = 60.0
 """A child that ran this long before it died is restarted after the first, short pause."""
 
 
+class SealReport:
+    """One seal as the child reported it."""
+
+    __slots__ = ("events", "failed", "sealed", "seconds", "tree_size")
+
+    def __init__(self, sealed: int, failed: int, seconds: float, tree_size: int, events: int) -> None:
+        self.sealed = sealed
+        self.failed = failed
+        self.seconds = seconds
+        self.tree_size = tree_size
+        self.events = events
+
+    @classmethod
+    def parse(cls, fields: list[str]) -> SealReport:
+        sealed, failed, seconds, tree_size, events = fields
+        return cls(int(sealed), int(failed), float(seconds), int(tree_size), int(events))
+
+
 class SequencerProcess:
     """Runs ``trueup sequencer`` as a supervised child of this process."""
 
-    def __init__(self, data_dir: Path, database_url: str | None, restart_pause_s: float = 1.0) -> None:
-        self._command = [sys.executable, "-m", "trueup.cli.main", "sequencer", "--data-dir", str(data_dir)]
+    def __init__(
+        self,
+        data_dir: Path,
+        database_url: str | None,
+        on_seal: Callable[[SealReport], None] | None = None,
+        restart_pause_s: float = 1.0,
+    ) -> None:
+        self._command = [sys.executable, "-m", "trueup.cli.main", "sequencer", "--supervised"]
+        # Through the environment, not argv: a database URL may carry a password, and a
+        # command line is visible to every user of the host.
+        self._env = {**os.environ, "TRUEUP_DATA_DIR": str(data_dir)}
         if database_url:
-            self._command += ["--database-url", database_url]
+            self._env["TRUEUP_DATABASE_URL"] = database_url
+        self._on_seal = on_seal
         self._first_pause = restart_pause_s
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._process: subprocess.Popen[str] | None = None
         self._thread = threading.Thread(target=self._supervise, name="trueup-sequencer-process", daemon=True)
         self.role = "standby"
-        """``leader`` or ``standby`` as the child last reported it (``standby`` while it starts)."""
+        """``leader`` or ``standby`` as the child last reported it; ``down`` while no child runs."""
         self.starts = 0
 
     @property
@@ -53,7 +84,7 @@ class SequencerProcess:
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the child (SIGTERM: it finishes the seal in progress), then the supervisor."""
+        """Stop the child (it finishes the seal in progress), then the supervisor."""
         self._stopping.set()
         with self._lock:
             process = self._process
@@ -67,33 +98,57 @@ class SequencerProcess:
                 process.wait()
         self._thread.join(timeout_s)
 
+    def _spawn(self) -> subprocess.Popen[str] | None:
+        with self._lock:
+            if self._stopping.is_set():
+                return None
+            self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+                self._command,
+                stdin=subprocess.PIPE,  # never written: its end of file tells the child we are gone
+                stdout=subprocess.PIPE,
+                env=self._env,
+                text=True,
+                process_group=0,
+            )
+            self.starts += 1
+            return self._process
+
     def _supervise(self) -> None:
         pause = self._first_pause
         while not self._stopping.is_set():
-            with self._lock:
-                if self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                process = self._spawn()
+            except OSError:
+                log.exception("cannot start the sequencer process")
+                process = None
+                code: int | str = "not started"
+            else:
+                if process is None:
                     return
-                process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
-                    [*self._command, "--parent-pid", str(os.getpid())],
-                    stdout=subprocess.PIPE,
-                    stdin=subprocess.DEVNULL,
-                    text=True,
-                )
-                self._process = process
-                self.starts += 1
-                started = time.monotonic()
-            assert process.stdout is not None
-            for line in process.stdout:  # one line per role change, until the child exits
-                role = line.strip()
-                if role in ("leader", "standby"):
-                    self.role = role
-            code = process.wait()
-            self.role = "standby"
+                code = self._follow(process)
+            self.role = "down"
             if self._stopping.is_set():
                 return
             if time.monotonic() - started >= _STEADY_S:
                 pause = self._first_pause
-            log.error("the sequencer process exited with status %s; restarting in %.0f s", code, pause)
+            log.error("the sequencer process exited (%s); restarting in %.0f s", code, pause)
             if self._stopping.wait(pause):
                 return
             pause = min(pause * 2, _MAX_RESTART_PAUSE_S)
+
+    def _follow(self, process: subprocess.Popen[str]) -> int:
+        """Read the child's reports until it exits; return its exit status."""
+        assert process.stdout is not None
+        assert process.stdin is not None
+        with process.stdout, process.stdin:
+            for line in process.stdout:
+                kind, _, rest = line.strip().partition(" ")
+                if kind == "role" and rest in ("leader", "standby"):
+                    self.role = rest
+                elif kind == "sealed" and self._on_seal is not None:
+                    try:
+                        self._on_seal(SealReport.parse(rest.split()))
+                    except Exception:
+                        log.exception("a seal report could not be handled: %r", line)
+        return process.wait()

@@ -1,28 +1,57 @@
 """``trueup sequencer``: only the sealing loop, for deployments that split the roles.
 
 ``trueup serve`` also runs this command as its own child process (``--sequencer process``, see
-:mod:`trueup.cli.child`). The child is told its parent's pid: it reports its role on stdout as
-one line per change (``leader`` or ``standby``), leaves SIGINT to its parent (which stops it
-with SIGTERM), and exits by itself within a quarter of a second when the parent is gone, even after a
-``kill -9``, so no orphan keeps the role.
+:mod:`trueup.cli.child`) with the hidden flag ``--supervised``. Then the child reports on stdout,
+one line each, its role when it changes (``role leader`` / ``role standby``) and every seal
+(``sealed <leaves> <failed> <seconds> <tree size> <events>``, which the parent turns into its
+metrics and a webhook wake-up); and it stops when its stdin reaches end of file, which happens
+the moment the parent exits or is killed outright, so no orphan keeps the role.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
+from typing import TextIO
 
 from trueup.cli.options import add_storage_options, settings_from
 from trueup.sequencer.loop import SequencerLoop
 from trueup.service.container import open_services
+from trueup.storage.log import SealOutcome
 
 __all__ = ["run"]
 
-_PARENT_CHECK_S = 0.25
+_ROLE_CHECK_S = 0.25
+
+log = logging.getLogger(__name__)
+
+
+class _Reports:
+    """Lines to the supervising parent; a closed pipe (the parent is gone) stops the child."""
+
+    def __init__(self, out: TextIO, stop: threading.Event) -> None:
+        self._out = out
+        self._stop = stop
+        self._lock = threading.Lock()
+
+    def send(self, line: str) -> None:
+        with self._lock:
+            try:
+                self._out.write(line + "\n")
+                self._out.flush()
+            except (BrokenPipeError, ValueError):
+                self._stop.set()
+
+    def sealed(self, outcome: SealOutcome, seconds: float) -> None:
+        self.send(
+            f"sealed {outcome.sealed_count} {outcome.failed_count} {seconds:.6f} "
+            f"{outcome.head.size} {outcome.events}"
+        )
 
 
 def run(argv: list[str]) -> int:
@@ -31,9 +60,15 @@ def run(argv: list[str]) -> int:
         description="seal queued deltas into the log; a second instance waits as a hot standby",
     )
     add_storage_options(parser)
-    parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    reports = _Reports(sys.stdout, stop) if args.supervised else None
+    if args.supervised:
+        threading.Thread(target=_stop_at_end_of_input, args=(stop,), daemon=True).start()
     settings = settings_from(args)
     services = open_services(settings)
     loop = SequencerLoop(
@@ -42,36 +77,28 @@ def run(argv: list[str]) -> int:
         interval_s=settings.seal_interval_ms / 1000,
         batch_size=settings.seal_batch_size,
         max_batch_size=settings.seal_max_batch_size,
+        on_seal=None if reports is None else lambda outcome: reports.sealed(outcome, loop.last_seal_seconds),
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    if args.parent_pid is None:
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-    else:
-        # Ctrl-C reaches the whole process group; the parent decides when its child stops.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
     loop.start()
-    if args.parent_pid is None:
-        stop.wait()
-    else:
-        _serve_parent(loop, args.parent_pid, stop)
+    reported = None
+    while not stop.wait(_ROLE_CHECK_S):
+        role = "leader" if loop.is_leader else "standby"
+        if reports is not None and role != reported:
+            reports.send(f"role {role}")
+            reported = role
     loop.stop()
     services.close()
     return 0
 
 
-def _serve_parent(loop: SequencerLoop, parent_pid: int, stop: threading.Event) -> None:
-    """Report role changes to the parent on stdout until told to stop or the parent is gone."""
-    reported = None
-    while not stop.wait(_PARENT_CHECK_S):
-        if os.getppid() != parent_pid:
-            logging.getLogger(__name__).warning("trueup serve (pid %d) is gone; stopping", parent_pid)
-            return
-        role = "leader" if loop.is_leader else "standby"
-        if role != reported:
-            try:
-                sys.stdout.write(role + "\n")
-                sys.stdout.flush()
-            except (BrokenPipeError, ValueError):
-                return  # nobody reads any more: the parent is gone
-            reported = role
+def _stop_at_end_of_input(stop: threading.Event) -> None:
+    """The parent holds the other end of stdin and never writes: EOF means it is gone.
+
+    Reads the file descriptor itself: a thread blocked in ``sys.stdin``'s buffered reader holds
+    its lock, which makes the interpreter abort at exit."""
+    with contextlib.suppress(OSError):
+        while os.read(0, 4096):
+            pass
+    if not stop.is_set():
+        log.warning("trueup serve is gone; stopping")
+    stop.set()

@@ -13,10 +13,11 @@ import uvicorn
 from fastapi import FastAPI
 
 from trueup.api.app import create_app
-from trueup.cli.child import SequencerProcess
+from trueup.cli.child import SealReport, SequencerProcess
 from trueup.cli.options import add_storage_options, settings_from
 from trueup.sequencer.loop import SequencerLoop
 from trueup.service.container import Services, open_services
+from trueup.service.metrics import SEAL_SECONDS, SEALED_LEAVES, TREE_SIZE
 from trueup.service.settings import Settings
 from trueup.webhooks.dispatcher import Dispatcher
 
@@ -85,7 +86,20 @@ def build(settings: Settings, sequencer: str = "thread") -> tuple[Services, Fast
         max_batch_size=settings.seal_max_batch_size,
         on_seal=lambda outcome: dispatcher.wake() if outcome.events else None,
     )
-    child = SequencerProcess(settings.data_dir, settings.database_url) if sequencer == "process" else None
+
+    def sealed_in_child(report: SealReport) -> None:
+        # The child's own metrics are not scraped: record its seals here, as a thread would.
+        SEAL_SECONDS.observe(report.seconds)
+        SEALED_LEAVES.inc(report.sealed)
+        TREE_SIZE.set(report.tree_size)
+        if report.events:
+            dispatcher.wake()
+
+    child = (
+        SequencerProcess(settings.data_dir, settings.database_url, on_seal=sealed_in_child)
+        if sequencer == "process"
+        else None
+    )
     if sequencer == "thread":
         # DESIGN.md §3: seal every interval or as soon as a full batch is queued.
         services.committer.on_stored = loop.note_queued

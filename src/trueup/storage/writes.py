@@ -260,34 +260,46 @@ class WriteStore:
         A draft that raises a :class:`DomainError` (conflict, plan limit) stores nothing and
         leaves the others untouched. Storage failures raise and nothing is committed.
 
-        Plain drafts (see :meth:`_plain`) are stored together with a few statements for the
-        whole group; the others one by one, each in its own savepoint.
+        Consecutive plain drafts (see :meth:`_plain`) are stored together with a few statements;
+        the others one by one, each in its own savepoint. Either way deltas are stored, and so
+        sealed, in the order of ``drafts``.
         """
-        outcomes: list[WriteResult | Exception | None] = [None] * len(drafts)
+        outcomes: list[WriteResult | Exception] = []
         with self._engine.write() as tx:
             group = _Group(any_locks=tx.one("SELECT 1 FROM period_checkpoints LIMIT 1") is not None)
-            plain = self._plain(tx, drafts, group)
-            if plain:
-                try:
-                    with tx.savepoint():
-                        stored = self._commit_plain(tx, [drafts[i] for i in plain])
-                except IntegrityConflictError:
-                    pass  # another process stored one of these keys meanwhile: one by one below
-                except StorageError:
-                    raise  # the database itself failed: nothing in this transaction can commit
-                except Exception:
-                    log.exception("storing %d plain write requests together failed; one by one", len(plain))
-                else:
-                    for index, result in zip(plain, stored, strict=True):
-                        outcomes[index] = result
-                        group.count_usage(drafts[index], len(result.stored))
+            plain = set(self._plain(tx, drafts, group))
+            run: list[WriteDraft] = []  # consecutive plain drafts: stored in request order
             for index, draft in enumerate(drafts):
-                if outcomes[index] is None:
-                    outcomes[index] = self._commit_one_with_retry(tx, draft, group)
+                if index in plain:
+                    run.append(draft)
+                    continue
+                outcomes += self._commit_run(tx, run, group)
+                run = []
+                outcomes.append(self._commit_one_with_retry(tx, draft, group))
+            outcomes += self._commit_run(tx, run, group)
             # Unmetered-plan usage is counted once per group: nothing to check per request.
             for (tenant_id, period), count in group.usage.items():
                 self._add_usage(tx, tenant_id, period, count)
-        return [outcome for outcome in outcomes if outcome is not None]
+        return outcomes
+
+    def _commit_run(self, tx: Tx, run: Sequence[WriteDraft], group: _Group) -> list[WriteResult | Exception]:
+        """Store consecutive plain drafts together; one by one if that fails."""
+        if not run:
+            return []
+        try:
+            with tx.savepoint():
+                results = self._commit_plain(tx, run)
+        except IntegrityConflictError:
+            pass  # another process stored one of these keys meanwhile
+        except StorageError:
+            raise  # the database itself failed: nothing in this transaction can commit
+        except Exception:
+            log.exception("storing %d plain write requests together failed; one by one", len(run))
+        else:
+            for draft, result in zip(run, results, strict=True):
+                group.count_usage(draft, len(result.stored))
+            return list(results)
+        return [self._commit_one_with_retry(tx, draft, group) for draft in run]
 
     def _plain(self, tx: Tx, drafts: Sequence[WriteDraft], group: _Group) -> list[int]:
         """Positions of the drafts that store every item as it is: no idempotency key, no
