@@ -78,14 +78,21 @@ def build(settings: Settings, sequencer: str = "thread") -> tuple[Services, Fast
     """The app and its services; ``sequencer`` is ``process``, ``thread`` or ``off``."""
     services = open_services(settings)
     dispatcher = Dispatcher(services.storage, settings)
-    loop = SequencerLoop(
-        services.storage,
-        services.sealer,
-        interval_s=settings.seal_interval_ms / 1000,
-        batch_size=settings.seal_batch_size,
-        max_batch_size=settings.seal_max_batch_size,
-        on_seal=lambda outcome: dispatcher.wake() if outcome.events else None,
+    loop = (
+        SequencerLoop(
+            services.storage,
+            services.sealer,
+            interval_s=settings.seal_interval_ms / 1000,
+            batch_size=settings.seal_batch_size,
+            max_batch_size=settings.seal_max_batch_size,
+            on_seal=lambda outcome: dispatcher.wake() if outcome.events else None,
+        )
+        if sequencer == "thread"
+        else None
     )
+    if loop is not None:
+        # DESIGN.md §3: seal every interval or as soon as a full batch is queued.
+        services.committer.on_stored = loop.note_queued
 
     def sealed_in_child(report: SealReport) -> None:
         # The child's own metrics are not scraped: record its seals here, as a thread would.
@@ -100,9 +107,6 @@ def build(settings: Settings, sequencer: str = "thread") -> tuple[Services, Fast
         if sequencer == "process"
         else None
     )
-    if sequencer == "thread":
-        # DESIGN.md §3: seal every interval or as soon as a full batch is queued.
-        services.committer.on_stored = loop.note_queued
 
     def start() -> None:
         # Everything loaded so far lives as long as the process: keep it out of the cyclic
@@ -112,7 +116,7 @@ def build(settings: Settings, sequencer: str = "thread") -> tuple[Services, Fast
         gc.set_threshold(20_000, 20, 20)
         if child is not None:
             child.start()
-        if sequencer == "thread":
+        if loop is not None:
             loop.start()
         if settings.run_dispatcher:
             dispatcher.start()
@@ -120,7 +124,7 @@ def build(settings: Settings, sequencer: str = "thread") -> tuple[Services, Fast
     def stop() -> None:
         if child is not None:
             child.stop()
-        if sequencer == "thread":
+        if loop is not None:
             loop.stop()
         if settings.run_dispatcher:
             dispatcher.stop()
@@ -129,7 +133,7 @@ def build(settings: Settings, sequencer: str = "thread") -> tuple[Services, Fast
     def role() -> str:
         if child is not None:
             return child.role
-        if sequencer == "off":
+        if loop is None:
             return "off"
         return "leader" if loop.is_leader else "standby"
 
