@@ -150,3 +150,15 @@ def test_a_sequencer_that_cannot_even_be_started_is_retried(tmp_path: Path) -> N
     finally:
         child.stop()
     assert not child._thread.is_alive()
+
+
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_a_full_batch_is_sealed_at_once_not_at_the_next_interval(tmp_path: Path, mode: str) -> None:
+    """DESIGN.md §3: seal every interval or as soon as a full batch is queued, whichever first.
+    With a ten-minute interval only the full-batch wake-up can seal these writes."""
+    key = create_key(tmp_path, None)
+    slow = {"TRUEUP_SEAL_INTERVAL_MS": "600000", "TRUEUP_SEAL_BATCH_SIZE": "5"}
+    with ServerProcess(tmp_path, None, extra_env=slow, extra_args=["--sequencer", mode]) as server:
+        wait_until(lambda: _role(server) == "leader")
+        _write_and_wait_verified(server, key, "first")  # 10 items: at least one full batch
+        _write_and_wait_verified(server, key, "second")  # sealed only if the wake-up works

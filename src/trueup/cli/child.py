@@ -7,12 +7,15 @@ docs/benchmarks.md). It is still one command to run: ``serve`` starts the child 
 restarts it (after a growing pause) if it dies or cannot be started, and stops it when it stops.
 The child runs in its own process group (Ctrl-C in a terminal reaches only ``serve``, which then
 stops it) and stops by itself when its stdin, held open by ``serve``, reaches end of file: that
-is, when ``serve`` is killed outright. Its reports on stdout (:mod:`trueup.cli.sequencer`) keep
-``/readyz`` and the seal metrics of ``/metrics`` current and wake the webhook dispatcher.
+is, when ``serve`` is killed outright. A byte on that stdin asks for a seal now (a full batch is
+queued, as a sequencer thread is told directly). Its reports on stdout
+(:mod:`trueup.cli.sequencer`) keep ``/readyz`` and the seal metrics of ``/metrics`` current and
+wake the webhook dispatcher.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -58,6 +61,7 @@ class SequencerProcess:
         database_url: str | None,
         on_seal: Callable[[SealReport], None] | None = None,
         restart_pause_s: float = 1.0,
+        batch_size: int = 1_000,
     ) -> None:
         self._command = [sys.executable, "-m", "trueup.cli.main", "sequencer", "--supervised"]
         # Through the environment, not argv: a database URL may carry a password, and a
@@ -74,6 +78,8 @@ class SequencerProcess:
         self.role = "standby"
         """``leader`` or ``standby`` as the child last reported it; ``down`` while no child runs."""
         self.starts = 0
+        self._batch_size = batch_size
+        self._queued_since_seal = 0
 
     @property
     def pid(self) -> int | None:
@@ -82,6 +88,19 @@ class SequencerProcess:
 
     def start(self) -> None:
         self._thread.start()
+
+    def note_queued(self, count: int) -> None:
+        """Deltas were queued in this process: ask the child to seal at once when a full batch
+        waits (DESIGN.md §3). Never blocks: a wake-up already pending in the pipe is enough."""
+        self._queued_since_seal += count
+        if self._queued_since_seal < self._batch_size:
+            return
+        self._queued_since_seal = 0
+        process = self._process
+        if process is None or process.stdin is None:
+            return
+        with contextlib.suppress(OSError, ValueError):  # full pipe, child gone, pipe closed
+            os.write(process.stdin.fileno(), b"w")
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the child (it finishes the seal in progress), then the supervisor."""
@@ -102,16 +121,19 @@ class SequencerProcess:
         with self._lock:
             if self._stopping.is_set():
                 return None
-            self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
                 self._command,
-                stdin=subprocess.PIPE,  # never written: its end of file tells the child we are gone
+                stdin=subprocess.PIPE,  # wake-ups; its end of file tells the child we are gone
                 stdout=subprocess.PIPE,
                 env=self._env,
                 text=True,
                 process_group=0,
             )
+            assert process.stdin is not None
+            os.set_blocking(process.stdin.fileno(), False)
+            self._process = process
             self.starts += 1
-            return self._process
+            return process
 
     def _supervise(self) -> None:
         pause = self._first_pause
@@ -146,7 +168,10 @@ class SequencerProcess:
                 kind, _, rest = line.strip().partition(" ")
                 if kind == "role" and rest in ("leader", "standby"):
                     self.role = rest
-                elif kind == "sealed" and self._on_seal is not None:
+                elif kind == "sealed":
+                    self._queued_since_seal = 0
+                    if self._on_seal is None:
+                        continue
                     try:
                         self._on_seal(SealReport.parse(rest.split()))
                     except Exception:

@@ -4,8 +4,9 @@
 :mod:`trueup.cli.child`) with the hidden flag ``--supervised``. Then the child reports on stdout,
 one line each, its role when it changes (``role leader`` / ``role standby``) and every seal
 (``sealed <leaves> <failed> <seconds> <tree size> <events>``, which the parent turns into its
-metrics and a webhook wake-up); and it stops when its stdin reaches end of file, which happens
-the moment the parent exits or is killed outright, so no orphan keeps the role.
+metrics and a webhook wake-up). It reads its stdin: any bytes there mean "a full batch is
+queued, seal now" (DESIGN.md §3), and end of file, which comes the moment the parent exits or is
+killed outright, stops it, so no orphan keeps the role.
 """
 
 from __future__ import annotations
@@ -67,8 +68,6 @@ def run(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     reports = _Reports(sys.stdout, stop) if args.supervised else None
-    if args.supervised:
-        threading.Thread(target=_stop_at_end_of_input, args=(stop,), daemon=True).start()
     settings = settings_from(args)
     services = open_services(settings)
     loop = SequencerLoop(
@@ -79,6 +78,8 @@ def run(argv: list[str]) -> int:
         max_batch_size=settings.seal_max_batch_size,
         on_seal=None if reports is None else lambda outcome: reports.sealed(outcome, loop.last_seal_seconds),
     )
+    if args.supervised:
+        threading.Thread(target=_follow_parent, args=(loop, stop), daemon=True).start()
     loop.start()
     reported = None
     while not stop.wait(_ROLE_CHECK_S):
@@ -91,14 +92,15 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-def _stop_at_end_of_input(stop: threading.Event) -> None:
-    """The parent holds the other end of stdin and never writes: EOF means it is gone.
+def _follow_parent(loop: SequencerLoop, stop: threading.Event) -> None:
+    """Seal at once when the parent says a full batch is queued; stop at end of file (the
+    parent is gone: it holds the other end of stdin).
 
     Reads the file descriptor itself: a thread blocked in ``sys.stdin``'s buffered reader holds
     its lock, which makes the interpreter abort at exit."""
     with contextlib.suppress(OSError):
         while os.read(0, 4096):
-            pass
+            loop.wake()
     if not stop.is_set():
         log.warning("trueup serve is gone; stopping")
     stop.set()

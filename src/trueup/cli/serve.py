@@ -103,10 +103,18 @@ def build(settings: Settings, sequencer: str = "thread") -> tuple[Services, Fast
             dispatcher.wake()
 
     child = (
-        SequencerProcess(settings.data_dir, settings.database_url, on_seal=sealed_in_child)
+        SequencerProcess(
+            settings.data_dir,
+            settings.database_url,
+            on_seal=sealed_in_child,
+            batch_size=settings.seal_batch_size,
+        )
         if sequencer == "process"
         else None
     )
+    if child is not None:
+        # DESIGN.md §3 as for a thread: the child seals at once when a full batch is queued.
+        services.committer.on_stored = child.note_queued
 
     def start() -> None:
         # Everything loaded so far lives as long as the process: keep it out of the cyclic
