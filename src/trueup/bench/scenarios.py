@@ -313,44 +313,52 @@ def worker_rows(work_dir: Path, plan: WritePlan, one: DefaultFigures) -> list[Ro
     process) and ``serve --workers 2``: information beside the default server's figures, on
     which the targets are judged."""
     setup = "serve --sequencer thread"
-    server, key, _ = start_server(work_dir / "sqlite-thread-batched", sequencer="thread")
-    try:
-        result = batched(server, key, plan, "tb")
-        queued_after = server.queue_depth()
-    finally:
-        server.stop()
+    result, queued_after = _batched_load(work_dir / "sqlite-thread-batched", plan, "tb", sequencer="thread")
     rows = [_workers_batched_row("SQLite", result, queued_after, one.sqlite_items_per_s, setup=setup)]
-    server, key, _ = start_server(work_dir / "sqlite-thread-single", sequencer="thread")
-    try:
-        rows += _single_versus_rows(single(server, key, plan), plan, one, setup)
-    finally:
-        server.stop()
+    rows += _single_versus_rows(
+        _single_load(work_dir / "sqlite-thread-single", plan, sequencer="thread"), plan, one, setup
+    )
 
-    server, key, _ = start_server(work_dir / "sqlite-workers-batched", workers=WORKERS)
-    try:
-        result = batched(server, key, plan, "wb")
-        queued_after = server.queue_depth()
-    finally:
-        server.stop()
+    result, queued_after = _batched_load(work_dir / "sqlite-workers-batched", plan, "wb", workers=WORKERS)
     rows.append(_workers_batched_row("SQLite", result, queued_after, one.sqlite_items_per_s))
-
-    server, key, _ = start_server(work_dir / "sqlite-workers-single", workers=WORKERS)
-    try:
-        rows += _single_versus_rows(single(server, key, plan), plan, one, f"serve --workers {WORKERS}")
-    finally:
-        server.stop()
+    single_result = _single_load(work_dir / "sqlite-workers-single", plan, workers=WORKERS)
+    rows += _single_versus_rows(single_result, plan, one, f"serve --workers {WORKERS}")
 
     url = postgres.base_url()
     if postgres.unreachable_reason(url) is None:
         with postgres.fresh_schema(url, "workers") as server_url:
-            server, key, _ = start_server(work_dir / "pg-workers-batched", server_url, workers=WORKERS)
-            try:
-                result = batched(server, key, plan, "wp")
-                queued_after = server.queue_depth()
-            finally:
-                server.stop()
+            result, queued_after = _batched_load(
+                work_dir / "pg-workers-batched", plan, "wp", server_url, workers=WORKERS
+            )
         rows.append(_workers_batched_row("PostgreSQL", result, queued_after, one.postgres_items_per_s))
     return rows
+
+
+def _batched_load(
+    data_dir: Path,
+    plan: WritePlan,
+    tag: str,
+    database_url: str | None = None,
+    workers: int = 1,
+    sequencer: str | None = None,
+) -> tuple[LoadResult, int | None]:
+    """The batched load against a fresh server: its result and the deltas still queued after."""
+    server, key, _ = start_server(data_dir, database_url, workers=workers, sequencer=sequencer)
+    try:
+        return batched(server, key, plan, tag), server.queue_depth()
+    finally:
+        server.stop()
+
+
+def _single_load(
+    data_dir: Path, plan: WritePlan, workers: int = 1, sequencer: str | None = None
+) -> LoadResult:
+    """The single-item load against a fresh SQLite server."""
+    server, key, _ = start_server(data_dir, workers=workers, sequencer=sequencer)
+    try:
+        return single(server, key, plan)
+    finally:
+        server.stop()
 
 
 def ledger_rows(timings: LedgerTimings, hashlib_rate: float | None) -> list[Row]:

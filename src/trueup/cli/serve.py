@@ -17,7 +17,7 @@ from trueup.cli.child import SealReport, SequencerProcess
 from trueup.cli.options import add_storage_options, settings_from
 from trueup.sequencer.loop import SequencerLoop
 from trueup.service.container import Services, open_services
-from trueup.service.metrics import SEAL_SECONDS, SEALED_LEAVES, TREE_SIZE
+from trueup.service.metrics import observe_seal
 from trueup.service.settings import Settings
 from trueup.webhooks.dispatcher import Dispatcher
 
@@ -96,9 +96,7 @@ def build(settings: Settings, sequencer: str = "thread") -> tuple[Services, Fast
 
     def sealed_in_child(report: SealReport) -> None:
         # The child's own metrics are not scraped: record its seals here, as a thread would.
-        SEAL_SECONDS.observe(report.seconds)
-        SEALED_LEAVES.inc(report.sealed)
-        TREE_SIZE.set(report.tree_size)
+        observe_seal(report.seconds, report.sealed, report.tree_size)
         if report.events:
             dispatcher.wake()
 

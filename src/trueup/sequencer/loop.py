@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from trueup.service.metrics import SEAL_SECONDS, SEALED_LEAVES, TREE_SIZE
+from trueup.service.metrics import observe_seal
 from trueup.service.roles import ElectedRole
 from trueup.service.sealing import Sealer
 from trueup.storage import Storage
@@ -82,9 +82,7 @@ class SequencerLoop(ElectedRole):
             if outcome is not None:
                 self.seals += 1
                 self.last_seal_seconds = time.perf_counter() - started
-                SEAL_SECONDS.observe(self.last_seal_seconds)
-                SEALED_LEAVES.inc(outcome.sealed_count)
-                TREE_SIZE.set(outcome.head.size)
+                observe_seal(self.last_seal_seconds, outcome.sealed_count, outcome.head.size)
                 if self._on_seal is not None:
                     try:
                         self._on_seal(outcome)

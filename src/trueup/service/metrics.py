@@ -20,6 +20,7 @@ __all__ = [
     "SEAL_SECONDS",
     "TREE_SIZE",
     "WEBHOOK_ATTEMPTS",
+    "observe_seal",
     "render",
 ]
 
@@ -50,6 +51,15 @@ SEAL_SECONDS = Histogram(
 )
 SEALED_LEAVES = Counter("trueup_sealed_leaves", "Leaves appended to the log", registry=REGISTRY)
 TREE_SIZE = Gauge("trueup_tree_size", "Size of the newest signed tree head", registry=REGISTRY)
+
+
+def observe_seal(seconds: float, sealed: int, tree_size: int) -> None:
+    """Record one seal (by a sequencer thread, or reported by ``serve``'s sequencer process)."""
+    SEAL_SECONDS.observe(seconds)
+    SEALED_LEAVES.inc(sealed)
+    TREE_SIZE.set(tree_size)
+
+
 WEBHOOK_ATTEMPTS = Counter(
     "trueup_webhook_attempts", "Webhook delivery attempts by outcome", ["outcome"], registry=REGISTRY
 )
