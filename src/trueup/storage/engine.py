@@ -8,7 +8,7 @@ connection (one writer, group commit above it); PostgreSQL hands out pooled conn
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -53,6 +53,54 @@ class Tx(abc.ABC):
         if rows:
             marks = ", ".join("?" * len(columns))
             self.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    def one_of(self, column: str, values: Sequence[Any], kind: str) -> tuple[str, list[Any]]:
+        """The condition "``column`` is one of ``values``" and its parameters, to put in a
+        ``WHERE`` clause. ``kind`` is the values' PostgreSQL type (``text``, ``bigint``):
+        PostgreSQL gets them as one array, so the statement and its plan do not depend on how
+        many there are (planning a long ``IN`` list cost more than running it).
+        """
+        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
+
+    def update_rows(
+        self, table: str, key: tuple[str, str], columns: Mapping[str, str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Update many rows of ``table``, each found by its ``key`` column.
+
+        ``key`` and ``columns`` pair each column name with its PostgreSQL type (``bigint``,
+        ``text``); each row is ``(key value, *values of columns)`` in the order of ``columns``.
+        PostgreSQL sends every column as one typed array and updates all rows with one
+        statement; SQLite runs one prepared ``UPDATE`` per row, which costs it no more.
+        """
+        if rows:
+            sets = ", ".join(f"{name} = ?" for name in columns)
+            self.executemany(
+                f"UPDATE {table} SET {sets} WHERE {key[0]} = ?", [(*row[1:], row[0]) for row in rows]
+            )
+
+    def upsert_rows(
+        self,
+        table: str,
+        conflict: Sequence[str],
+        columns: Mapping[str, str],
+        update: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        """Insert many rows into ``table``; where one clashes with a stored row on the unique
+        ``conflict`` columns, set that row's ``update`` columns to the new values instead.
+
+        ``columns`` pairs each column name with its PostgreSQL type, as in :meth:`update_rows`;
+        each row holds the values of ``columns`` in their order. No two rows may share their
+        ``conflict`` values (PostgreSQL refuses to update one row twice in a statement).
+        """
+        if rows:
+            marks = ", ".join("?" * len(columns))
+            sets = ", ".join(f"{name} = excluded.{name}" for name in update)
+            self.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
+                f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}",
+                rows,
+            )
 
     @abc.abstractmethod
     def savepoint(self) -> AbstractContextManager[None]:

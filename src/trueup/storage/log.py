@@ -340,6 +340,37 @@ def _head(row: Row) -> HeadRecord:
     )
 
 
+# What sealing writes into a delta's row (with PostgreSQL's types, see Tx.update_rows).
+_SEALED_COLUMNS = {
+    "status": "text",
+    "leaf_index": "bigint",
+    "sealed_size": "bigint",
+    "verified_at": "text",
+    "cust_seq": "bigint",
+    "running_balance": "bigint",
+    "month_seq": "bigint",
+    "month_credits": "bigint",
+    "month_debits": "bigint",
+}
+_ACCOUNT_COLUMNS = {
+    "tenant_id": "text",
+    "customer_id": "text",
+    "balance": "bigint",
+    "delta_count": "bigint",
+    "first_activity": "text",
+    "last_activity": "text",
+    "last_leaf_index": "bigint",
+}
+_MONTH_COLUMNS = {
+    "tenant_id": "text",
+    "customer_id": "text",
+    "period": "text",
+    "credits": "bigint",
+    "debits": "bigint",
+    "delta_count": "bigint",
+}
+
+
 @dataclass(slots=True)
 class _Account:
     balance: int
@@ -389,6 +420,8 @@ def _apply_balances(tx: Tx, plan: SealPlan) -> None:
         month[2] += 1
         updates.append(
             (
+                delta.seq,
+                "verified",
                 plan.previous_size + offset,
                 plan.head.size,
                 plan.verified_at,
@@ -397,36 +430,28 @@ def _apply_balances(tx: Tx, plan: SealPlan) -> None:
                 month[2],
                 month[0],
                 month[1],
-                delta.seq,
             )
         )
-    tx.executemany(
-        """UPDATE deltas SET status = 'verified', leaf_index = ?, sealed_size = ?,
-               verified_at = ?, cust_seq = ?, running_balance = ?, month_seq = ?,
-               month_credits = ?, month_debits = ?
-           WHERE seq = ?""",
-        updates,
-    )
+    tx.update_rows("deltas", ("seq", "bigint"), _SEALED_COLUMNS, updates)
     last_leaf = {}
     for offset, delta in enumerate(plan.leaves):
         last_leaf[(delta.tenant_id, delta.customer_id)] = plan.previous_size + offset
-    tx.executemany(
-        """INSERT INTO accounts (tenant_id, customer_id, balance, delta_count, first_activity,
-               last_activity, last_leaf_index) VALUES (?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT (tenant_id, customer_id) DO UPDATE SET balance = excluded.balance,
-               delta_count = excluded.delta_count, last_activity = excluded.last_activity,
-               last_leaf_index = excluded.last_leaf_index""",
+    tx.upsert_rows(
+        "accounts",
+        ("tenant_id", "customer_id"),
+        _ACCOUNT_COLUMNS,
+        ("balance", "delta_count", "last_activity", "last_leaf_index"),
         [
             (t, c, acc.balance, acc.count, acc.first_activity, plan.verified_at, last_leaf[(t, c)])
             for (t, c), acc in accounts.items()
             if (t, c) in last_leaf
         ],
     )
-    tx.executemany(
-        """INSERT INTO account_months (tenant_id, customer_id, period, credits, debits,
-               delta_count) VALUES (?, ?, ?, ?, ?, ?)
-           ON CONFLICT (tenant_id, customer_id, period) DO UPDATE SET credits = excluded.credits,
-               debits = excluded.debits, delta_count = excluded.delta_count""",
+    tx.upsert_rows(
+        "account_months",
+        ("tenant_id", "customer_id", "period"),
+        _MONTH_COLUMNS,
+        ("credits", "debits", "delta_count"),
         [(t, c, p, v[0], v[1], v[2]) for (t, c, p), v in month_rows.items()],
     )
 
@@ -457,10 +482,7 @@ def _settle_requests(tx: Tx, plan: SealPlan) -> tuple[str, ...]:
     completed: list[str] = []
     ids = list(settled)
     for part in chunks(ids, _VALUES_CHUNK):
-        rows = tx.execute(
-            f"""SELECT id FROM write_requests
-                WHERE pending_count = 0 AND id IN ({", ".join("?" * len(part))})""",
-            list(part),
-        )
+        ids_match, params = tx.one_of("id", part, "text")
+        rows = tx.execute(f"SELECT id FROM write_requests WHERE pending_count = 0 AND {ids_match}", params)
         completed.extend(str(row[0]) for row in rows)
     return tuple(completed)

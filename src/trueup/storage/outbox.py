@@ -101,10 +101,11 @@ def active_subscriptions(tx: Tx, tenant_ids: Iterable[str]) -> Subscriptions:
     """The active endpoints of ``tenant_ids`` (one indexed query per 300 tenants)."""
     rows: list[Row] = []
     for part in chunks(sorted(set(tenant_ids)), _IN_LIST):
+        tenants_match, params = tx.one_of("tenant_id", part, "text")
         rows += tx.execute(
             f"""SELECT tenant_id, id, events FROM webhook_endpoints
-                WHERE deleted_at IS NULL AND tenant_id IN ({", ".join("?" * len(part))})""",
-            list(part),
+                WHERE deleted_at IS NULL AND {tenants_match}""",
+            params,
         )
     return Subscriptions(rows)
 
@@ -234,15 +235,17 @@ def _completed_requests(
     items: dict[str, list[dict[str, Any]]] = {r: [] for r in request_ids}
     sizes: dict[str, int] = {}
     for part in chunks(list(request_ids), _IN_LIST):
-        marks = ", ".join("?" * len(part))
+        ids_match, ids = tx.one_of("id", part, "text")
+        items_match, _ = tx.one_of("request_id", part, "text")
+        repeats_match, _ = tx.one_of("w.request_id", part, "text")
         for request_id, item_count in tx.execute(
-            f"SELECT id, item_count FROM write_requests WHERE id IN ({marks})", list(part)
+            f"SELECT id, item_count FROM write_requests WHERE {ids_match}", ids
         ):
             counts[str(request_id)] = int(item_count)
         for request_id, index, key, customer_id, leaf_index, status, sealed_size in tx.execute(
             f"""SELECT request_id, item_index, item_key, customer_id, leaf_index, status,
-                       sealed_size FROM deltas WHERE request_id IN ({marks})""",
-            list(part),
+                       sealed_size FROM deltas WHERE {items_match}""",
+            ids,
         ):
             items[str(request_id)].append(_item(request_id, index, key, customer_id, leaf_index, status))
             if sealed_size is not None:
@@ -251,8 +254,8 @@ def _completed_requests(
             f"""SELECT w.request_id, w.item_index, d.item_key, d.customer_id, d.leaf_index,
                        d.sealed_size
                 FROM write_duplicates w JOIN deltas d ON d.seq = w.original_seq
-                WHERE w.request_id IN ({marks})""",
-            list(part),
+                WHERE {repeats_match}""",
+            ids,
         ):
             items[str(request_id)].append(_item(request_id, index, key, customer_id, leaf_index, "duplicate"))
             if sealed_size is not None:

@@ -528,10 +528,9 @@ class WriteStore:
         """Which of ``keys`` the tenant has stored already (read from the key index alone)."""
         taken: list[str] = []
         for part in chunks(keys, _IN_LIST):
+            keys_match, params = tx.one_of("item_key", part, "text")
             rows = tx.execute(
-                f"""SELECT item_key FROM deltas
-                    WHERE tenant_id = ? AND item_key IN ({", ".join("?" * len(part))})""",
-                (tenant_id, *part),
+                f"SELECT item_key FROM deltas WHERE tenant_id = ? AND {keys_match}", (tenant_id, *params)
             )
             taken.extend(str(row[0]) for row in rows)
         return taken
@@ -540,11 +539,12 @@ class WriteStore:
         found: dict[str, _Existing] = {}
         unique = list(dict.fromkeys(keys))
         for part in chunks(unique, _IN_LIST):
+            keys_match, params = tx.one_of("item_key", part, "text")
             rows = tx.execute(
                 f"""SELECT item_key, seq, customer_id, amount, reason, metadata, occurred_at,
                            request_id, item_index, status
-                    FROM deltas WHERE tenant_id = ? AND item_key IN ({", ".join("?" * len(part))})""",
-                (tenant_id, *part),
+                    FROM deltas WHERE tenant_id = ? AND {keys_match}""",
+                (tenant_id, *params),
             )
             for key, seq, customer_id, amount, reason, metadata, occurred_at, req, idx, status in rows:
                 found[key] = _Existing(

@@ -1,0 +1,89 @@
+"""The bulk helpers of the engine contract (``Tx.one_of``, ``update_rows``, ``upsert_rows``),
+run against every backend on a scratch table of their own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from trueup.storage import open_storage
+from trueup.storage.engine import Engine
+
+_COLUMNS = {"id": "bigint", "name": "text", "amount": "bigint"}
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    storage = open_storage(database_url)
+    with storage.engine.write() as tx:
+        tx.execute("CREATE TABLE scratch (id BIGINT PRIMARY KEY, name TEXT NOT NULL, amount BIGINT NOT NULL)")
+        tx.insert_rows("scratch", list(_COLUMNS), [(i, f"n{i}", i * 10) for i in range(1, 11)])
+    yield storage.engine
+    storage.close()
+
+
+def rows(engine: Engine) -> list[tuple[int, str, int]]:
+    with engine.read() as tx:
+        return [(int(a), str(b), int(c)) for a, b, c in tx.execute("SELECT * FROM scratch ORDER BY id")]
+
+
+def test_one_of_matches_exactly_the_values(engine: Engine) -> None:
+    with engine.read() as tx:
+        match, params = tx.one_of("name", ["n2", "n7", "absent", "n2"], "text")
+        found = tx.execute(f"SELECT id FROM scratch WHERE amount > ? AND {match} ORDER BY id", (0, *params))
+        assert [int(r[0]) for r in found] == [2, 7]
+        match, params = tx.one_of("id", [3, 10_000_000_000], "bigint")
+        assert [int(r[0]) for r in tx.execute(f"SELECT id FROM scratch WHERE {match}", params)] == [3]
+
+
+def test_update_rows_sets_each_row_by_key_and_leaves_the_rest(engine: Engine) -> None:
+    # Keys out of order and far apart: the update must not depend on them being a run.
+    with engine.write() as tx:
+        tx.update_rows(
+            "scratch",
+            ("id", "bigint"),
+            {"name": "text", "amount": "bigint"},
+            [(9, "nine", -9), (2, "two", 2**62), (5, "five", 0)],
+        )
+        tx.update_rows("scratch", ("id", "bigint"), {"amount": "bigint"}, [])
+    assert rows(engine) == [
+        (1, "n1", 10),
+        (2, "two", 2**62),
+        (3, "n3", 30),
+        (4, "n4", 40),
+        (5, "five", 0),
+        (6, "n6", 60),
+        (7, "n7", 70),
+        (8, "n8", 80),
+        (9, "nine", -9),
+        (10, "n10", 100),
+    ]
+
+
+def test_upsert_rows_inserts_new_rows_and_updates_only_the_named_columns(engine: Engine) -> None:
+    with engine.write() as tx:
+        tx.upsert_rows(
+            "scratch",
+            ("id",),
+            _COLUMNS,
+            ("amount",),
+            [(3, "ignored", 33), (11, "n11", 110), (12, "n12", -120)],
+        )
+        tx.upsert_rows("scratch", ("id",), _COLUMNS, ("amount",), [])
+    stored = rows(engine)
+    assert stored[2] == (3, "n3", 33)  # the name is not in `update`: kept
+    assert stored[10:] == [(11, "n11", 110), (12, "n12", -120)]
+    assert len(stored) == 12
+
+
+def _update_then_fail(engine: Engine) -> None:
+    with engine.write() as tx:
+        tx.update_rows("scratch", ("id", "bigint"), {"amount": "bigint"}, [(1, 0), (2, 0)])
+        raise RuntimeError("abort")
+
+
+def test_a_failed_bulk_update_rolls_back_with_its_transaction(engine: Engine) -> None:
+    with pytest.raises(RuntimeError, match="abort"):
+        _update_then_fail(engine)
+    assert rows(engine)[:2] == [(1, "n1", 10), (2, "n2", 20)]
