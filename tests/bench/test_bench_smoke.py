@@ -19,7 +19,8 @@ from trueup.bench.loadspec import LoadResult, LoadSpec, RequestTemplate
 from trueup.bench.merkle import make_leaves, ours_seconds
 from trueup.bench.reference import hashlib_bound_seconds, pymerkle_seconds
 from trueup.bench.report import Check, Report, Row
-from trueup.bench.scenarios import DefaultFigures
+from trueup.bench.runner import QUICK
+from trueup.bench.scenarios import DefaultFigures, batched_rows
 from trueup.bench.stats import percentile, summarize
 from trueup.bench.workload import batch_template, single_template
 from trueup.proof import leaf_hash, root_from_leaf_hashes
@@ -177,3 +178,15 @@ def test_other_deployments_take_their_references_from_the_default_rows() -> None
     assert one == DefaultFigures(
         sqlite_items_per_s=30_000.0, single_req_per_s=2_800.0, single_p99_ms=40.0, postgres_items_per_s=None
     )
+
+
+def test_batched_rows_say_how_much_sealing_kept_up_with() -> None:
+    result = LoadResult(completed=41, elapsed_s=10.0, statuses={"202": 40, "503": 1})
+    rows = batched_rows("SQLite", 100_000, result, 100_000.0, QUICK.writes, queued_after=15_000)
+    assert [row.verdict for row in rows] == ["MISS", "info"]
+    assert rows[0].value == "4,000 items/s"
+    assert rows[1].value == "2,500 items/s"  # (40,000 accepted - 15,000 queued) / 10 s
+    assert rows[1].ratio == "62.5 %"
+    assert rows[1].numbers["sealed_items_per_s"] == 2_500.0
+    # Without the queue depth there is nothing to say about sealing.
+    assert len(batched_rows("SQLite", 100_000, result, 100_000.0, QUICK.writes, queued_after=None)) == 1
