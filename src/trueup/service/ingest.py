@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import secrets
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -25,6 +24,7 @@ from trueup.core.timestamps import format_canonical, format_wire
 from trueup.core.writes import parse_writes_body
 from trueup.proof import LeafEncodingError, canonical_json
 from trueup.service.backlog import QueueGuard
+from trueup.service.entropy import random_bytes
 from trueup.service.group_commit import GroupCommitter
 from trueup.service.keys import Principal
 from trueup.service.settings import Settings
@@ -301,8 +301,8 @@ class WriteService:
         accepted_at = format_canonical(now)
         items: list[DeltaDraft] = []
         where = "items" if source == "writes" else "deltas"
-        # One system call for the whole request: 16 bytes of salt per item, 7 for the id.
-        entropy = secrets.token_bytes(16 * len(deltas) + 7)
+        # 16 bytes of salt per item and 7 for the id, from the pool (no system call per request).
+        entropy = random_bytes(16 * len(deltas) + 7)
         salts = entropy[7:]
         for index, delta in enumerate(deltas):
             position = positions[index] if positions else index
@@ -341,7 +341,7 @@ def _json(value: Any) -> str:
 
 def _new_reference() -> str:
     """A referenceId for an emitted delta that came without one."""
-    return "ref_" + random_token(secrets.token_bytes(15))
+    return "ref_" + random_token(random_bytes(15))
 
 
 def _require_write_access(principal: Principal) -> None:
