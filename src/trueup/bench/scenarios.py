@@ -70,13 +70,14 @@ def batched_rows(
     return [
         row,
         Row(
-            name=f"batched writes, {backend}: accepted and sealed during the load (at least)",
+            name=f"batched writes, {backend}: accepted and sealed during the load",
             value=fmt_rate(sealed, "items/s"),
             reference=f"accepted {fmt_rate(rate, 'items/s')}",
             ratio=fmt_percent(sealed / rate if rate else 0.0),
             note=(
                 f"{backend}: (items accepted - items still queued when the load stopped) / load "
-                "seconds; the queue is sealed oldest first, so this is a lower bound"
+                "seconds; an estimate: the queue is read just after the load ends (sealing "
+                "went on meanwhile), and items in flight at the deadline are queued but not counted"
             ),
             numbers={"sealed_items_per_s": sealed, "items_per_s": rate},
         ),

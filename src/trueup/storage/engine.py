@@ -63,20 +63,25 @@ class Tx(abc.ABC):
         return f"{column} IN ({', '.join('?' * len(values))})", list(values)
 
     def update_rows(
-        self, table: str, key: tuple[str, str], columns: Mapping[str, str], rows: Sequence[Sequence[Any]]
+        self, table: str, key: str, columns: Mapping[str, str], rows: Sequence[Sequence[Any]]
     ) -> None:
-        """Update many rows of ``table``, each found by its ``key`` column.
+        """Update many rows of ``table``, each found by its integer ``key`` column.
 
-        ``key`` and ``columns`` pair each column name with its PostgreSQL type (``bigint``,
-        ``text``); each row is ``(key value, *values of columns)`` in the order of ``columns``.
+        ``columns`` pairs each column name with its PostgreSQL type (``bigint``, ``text``); each
+        row is ``(key value, *values of columns)`` in the order of ``columns``, and no key may
+        repeat (which row would win differs between the backends, so it is refused).
         PostgreSQL sends every column as one typed array and updates all rows with one
         statement; SQLite runs one prepared ``UPDATE`` per row, which costs it no more.
         """
         if rows:
-            sets = ", ".join(f"{name} = ?" for name in columns)
-            self.executemany(
-                f"UPDATE {table} SET {sets} WHERE {key[0]} = ?", [(*row[1:], row[0]) for row in rows]
-            )
+            _refuse_repeats([row[0] for row in rows], f"update_rows({table}): key {key}")
+            self._update_rows(table, key, columns, rows)
+
+    def _update_rows(
+        self, table: str, key: str, columns: Mapping[str, str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        sets = ", ".join(f"{name} = ?" for name in columns)
+        self.executemany(f"UPDATE {table} SET {sets} WHERE {key} = ?", [(*row[1:], row[0]) for row in rows])
 
     def upsert_rows(
         self,
@@ -94,13 +99,27 @@ class Tx(abc.ABC):
         ``conflict`` values (PostgreSQL refuses to update one row twice in a statement).
         """
         if rows:
-            marks = ", ".join("?" * len(columns))
-            sets = ", ".join(f"{name} = excluded.{name}" for name in update)
-            self.executemany(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
-                f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}",
-                rows,
+            positions = [list(columns).index(name) for name in conflict]
+            _refuse_repeats(
+                [tuple(row[i] for i in positions) for row in rows], f"upsert_rows({table}): {conflict}"
             )
+            self._upsert_rows(table, conflict, columns, update, rows)
+
+    def _upsert_rows(
+        self,
+        table: str,
+        conflict: Sequence[str],
+        columns: Mapping[str, str],
+        update: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        marks = ", ".join("?" * len(columns))
+        sets = ", ".join(f"{name} = excluded.{name}" for name in update)
+        self.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
+            f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}",
+            rows,
+        )
 
     @abc.abstractmethod
     def savepoint(self) -> AbstractContextManager[None]:
@@ -143,6 +162,11 @@ class Engine(abc.ABC):
     def placeholders(self, count: int) -> str:
         """``?, ?, …`` for an ``IN (…)`` list of ``count`` values."""
         return ", ".join("?" * count)
+
+
+def _refuse_repeats(keys: list[Any], what: str) -> None:
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{what} repeats a key")
 
 
 def chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -432,7 +432,7 @@ def _apply_balances(tx: Tx, plan: SealPlan) -> None:
                 month[1],
             )
         )
-    tx.update_rows("deltas", ("seq", "bigint"), _SEALED_COLUMNS, updates)
+    tx.update_rows("deltas", "seq", _SEALED_COLUMNS, updates)
     last_leaf = {}
     for offset, delta in enumerate(plan.leaves):
         last_leaf[(delta.tenant_id, delta.customer_id)] = plan.previous_size + offset

@@ -91,26 +91,25 @@ class _PgTx(Tx):
     def one_of(self, column: str, values: Sequence[Any], kind: str) -> tuple[str, list[Any]]:
         return f"{column} = ANY(?::{kind}[])", [list(values)]
 
-    def update_rows(
-        self, table: str, key: tuple[str, str], columns: Mapping[str, str], rows: Sequence[Sequence[Any]]
+    def _update_rows(
+        self, table: str, key: str, columns: Mapping[str, str], rows: Sequence[Sequence[Any]]
     ) -> None:
         # One statement joined to the rows as arrays: executemany plans and runs an UPDATE per
         # row (plan_cache_mode is force_custom_plan), which made sealing 1.4x slower. The range
-        # of the keys bounds the join, or the planner may hash-join against a full table scan.
-        if not rows:
-            return
-        key_name, key_type = key
-        arrays = ", ".join(f"?::{kind}[]" for kind in (key_type, *columns.values()))
+        # of the (integer) keys bounds the join, or the planner may hash-join against a full
+        # table scan.
+        arrays = ", ".join(f"?::{kind}[]" for kind in ("bigint", *columns.values()))
         sets = ", ".join(f"{name} = u.{name}" for name in columns)
         sql = (
             f"UPDATE {table} AS t SET {sets} FROM unnest({arrays}) "
-            f"AS u({key_name}, {', '.join(columns)}) "
-            f"WHERE t.{key_name} = u.{key_name} AND t.{key_name} BETWEEN ? AND ?"
+            f"AS u({key}, {', '.join(columns)}) "
+            f"WHERE t.{key} = u.{key} AND t.{key} BETWEEN ? AND ?"
         )
         values = [list(column) for column in zip(*rows, strict=True)]
-        self.execute(sql, [*values, min(values[0]), max(values[0])])
+        keys = [int(value) for value in values[0]]
+        self.execute(sql, [*values, min(keys), max(keys)])
 
-    def upsert_rows(
+    def _upsert_rows(
         self,
         table: str,
         conflict: Sequence[str],
@@ -118,9 +117,7 @@ class _PgTx(Tx):
         update: Sequence[str],
         rows: Sequence[Sequence[Any]],
     ) -> None:
-        # One statement over typed arrays, for the reason given in update_rows.
-        if not rows:
-            return
+        # One statement over typed arrays, for the reason given in _update_rows.
         arrays = ", ".join(f"?::{kind}[]" for kind in columns.values())
         sets = ", ".join(f"{name} = excluded.{name}" for name in update)
         sql = (
