@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from trueup.service.container import Services, open_services
 from trueup.service.sealing import Sealer, leaf_fields_of
 from trueup.service.settings import Settings
 from trueup.service.signing import load_or_create_signer
-from trueup.storage.log import SealConflictError
+from trueup.storage import log as log_module
+from trueup.storage.engine import Tx
+from trueup.storage.log import SealConflictError, SealPlan
 
 
 def items(prefix: str, count: int, customer: str = "c1") -> list[dict[str, object]]:
@@ -104,6 +107,44 @@ def test_a_stale_sequencer_cannot_append(services: Services) -> None:
         stale.seal_once()
     stale.load()  # after reloading it continues correctly
     assert stale.seal_once() is not None
+    assert audit_log(services.storage, services.log.verifier_key).ok
+
+
+def test_a_seal_that_lands_while_another_works_out_its_balances_fences_it_off(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A seal works out its running figures from a snapshot before it takes the writer; if
+    # another seal commits in between, the write must refuse (or the figures would be stale).
+    who = principal_for(services)
+    write(services, who, *items("a", 2))
+    seal_all(services)
+    signer_path = services.settings.resolved_signing_key_path
+    other = Sealer(
+        services.storage, load_or_create_signer(signer_path, "localhost/trueup"), "localhost/trueup"
+    )
+    other.load()
+    write(services, who, *items("b", 3))
+    planned = log_module._plan_balances
+    landed: list[int] = []
+
+    def plan_then_let_another_seal_land(tx: Tx, plan: SealPlan) -> object:
+        balances = planned(tx, plan)
+        if not landed:  # once: the other sequencer seals the same deltas meanwhile
+            landed.append(plan.previous_size)
+            thread = threading.Thread(target=seal_all, args=(services,))
+            thread.start()
+            thread.join()
+        return balances
+
+    monkeypatch.setattr(log_module, "_plan_balances", plan_then_let_another_seal_land)
+    with pytest.raises(SealConflictError):
+        other.seal_once()
+    assert landed  # the other seal did land, and the fenced one wrote nothing:
+    head = services.storage.log.head()
+    assert head is not None and head.size == 5
+    with services.storage.balances.snapshot() as snapshot:
+        account = snapshot.account(who.tenant_id, "c1")
+    assert account is not None and (account.balance, account.delta_count) == (1 + 2 + 1 + 2 + 3, 5)
     assert audit_log(services.storage, services.log.verifier_key).ok
 
 

@@ -258,13 +258,15 @@ class LogStore:
 
         Raises :class:`SealConflictError` when the log's size is not ``plan.previous_size``.
         """
+        # Only a seal that adds leaves changes accounts, and the write below goes ahead only if
+        # the log is still at plan.previous_size: so the running figures are worked out from a
+        # snapshot at that size, outside the writer, which on SQLite is one for the whole node.
+        with self._engine.read() as tx:
+            _check_size(tx, plan)
+            balances = _plan_balances(tx, plan)
         with self._engine.write() as tx:
             self._engine.serialize(tx, "seal")
-            current = tx.scalar("SELECT MAX(tree_size) FROM tree_heads")
-            if int(current or 0) != plan.previous_size:
-                raise SealConflictError(
-                    f"log is at size {current}, this seal was planned from {plan.previous_size}"
-                )
+            _check_size(tx, plan)
             if lock_count(tx) != plan.locks_seen:
                 raise SealConflictError("a period was locked while this seal was planned")
             head = plan.head
@@ -275,7 +277,7 @@ class LogStore:
                        VALUES (?, ?, ?, ?)""",
                     (head.size, head.root, head.timestamp_ms, head.checkpoint),
                 )
-            _apply_balances(tx, plan)
+            _write_balances(tx, balances)
             if plan.failed:
                 tx.executemany(
                     "UPDATE deltas SET status = 'failed', failure = ? WHERE seq = ?",
@@ -293,6 +295,12 @@ class LogStore:
 
 
 _HEAD_COLUMNS = "tree_size, root_hash, timestamp_ms, checkpoint"
+
+
+def _check_size(tx: Tx, plan: SealPlan) -> None:
+    current = tx.scalar("SELECT MAX(tree_size) FROM tree_heads")
+    if int(current or 0) != plan.previous_size:
+        raise SealConflictError(f"log is at size {current}, this seal was planned from {plan.previous_size}")
 
 
 def latest_head(tx: Tx) -> HeadRecord | None:
@@ -378,10 +386,21 @@ class _Account:
     first_activity: str
 
 
-def _apply_balances(tx: Tx, plan: SealPlan) -> None:
-    """Give each sealed delta its leaf and its customer's running figures, in leaf order."""
+@dataclass(frozen=True, slots=True)
+class _BalanceWrites:
+    """The rows a seal writes into ``deltas`` (``_SEALED_COLUMNS``), ``accounts`` and
+    ``account_months``, worked out before the seal takes the writer."""
+
+    deltas: list[tuple[object, ...]]
+    accounts: list[tuple[object, ...]]
+    months: list[tuple[object, ...]]
+
+
+def _plan_balances(tx: Tx, plan: SealPlan) -> _BalanceWrites:
+    """Each sealed delta's leaf and its customer's running figures, in leaf order, from the
+    accounts as they stand at ``plan.previous_size``."""
     if not plan.leaves:
-        return
+        return _BalanceWrites([], [], [])
     customers = list(dict.fromkeys((d.tenant_id, d.customer_id) for d in plan.leaves))
     months = list(dict.fromkeys((d.tenant_id, d.customer_id, d.period) for d in plan.leaves))
     accounts: dict[tuple[str, str], _Account] = {}
@@ -407,7 +426,8 @@ def _apply_balances(tx: Tx, plan: SealPlan) -> None:
         for tenant_id, customer_id, period, credits, debits, count in rows:
             month_rows[(tenant_id, customer_id, period)] = [int(credits), int(debits), int(count)]
 
-    updates = []
+    updates: list[tuple[object, ...]] = []
+    last_leaf: dict[tuple[str, str], int] = {}
     for offset, delta in enumerate(plan.leaves):
         account = accounts.setdefault((delta.tenant_id, delta.customer_id), _Account(0, 0, plan.verified_at))
         account.balance += delta.amount
@@ -418,11 +438,13 @@ def _apply_balances(tx: Tx, plan: SealPlan) -> None:
         else:
             month[1] += delta.amount
         month[2] += 1
+        leaf = plan.previous_size + offset
+        last_leaf[(delta.tenant_id, delta.customer_id)] = leaf
         updates.append(
             (
                 delta.seq,
                 "verified",
-                plan.previous_size + offset,
+                leaf,
                 plan.head.size,
                 plan.verified_at,
                 account.count,
@@ -432,27 +454,32 @@ def _apply_balances(tx: Tx, plan: SealPlan) -> None:
                 month[1],
             )
         )
-    tx.update_rows("deltas", "seq", _SEALED_COLUMNS, updates)
-    last_leaf = {}
-    for offset, delta in enumerate(plan.leaves):
-        last_leaf[(delta.tenant_id, delta.customer_id)] = plan.previous_size + offset
+    return _BalanceWrites(
+        deltas=updates,
+        accounts=[
+            (t, c, acc.balance, acc.count, acc.first_activity, plan.verified_at, last_leaf[(t, c)])
+            for (t, c), acc in accounts.items()
+            if (t, c) in last_leaf
+        ],
+        months=[(t, c, p, v[0], v[1], v[2]) for (t, c, p), v in month_rows.items()],
+    )
+
+
+def _write_balances(tx: Tx, writes: _BalanceWrites) -> None:
+    tx.update_rows("deltas", "seq", _SEALED_COLUMNS, writes.deltas)
     tx.upsert_rows(
         "accounts",
         ("tenant_id", "customer_id"),
         _ACCOUNT_COLUMNS,
         ("balance", "delta_count", "last_activity", "last_leaf_index"),
-        [
-            (t, c, acc.balance, acc.count, acc.first_activity, plan.verified_at, last_leaf[(t, c)])
-            for (t, c), acc in accounts.items()
-            if (t, c) in last_leaf
-        ],
+        writes.accounts,
     )
     tx.upsert_rows(
         "account_months",
         ("tenant_id", "customer_id", "period"),
         _MONTH_COLUMNS,
         ("credits", "debits", "delta_count"),
-        [(t, c, p, v[0], v[1], v[2]) for (t, c, p), v in month_rows.items()],
+        writes.months,
     )
 
 
