@@ -148,6 +148,31 @@ def test_a_seal_that_lands_while_another_works_out_its_balances_fences_it_off(
     assert audit_log(services.storage, services.log.verifier_key).ok
 
 
+def test_a_seal_refuses_to_give_a_leaf_to_a_delta_no_longer_queued(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever the cause, a delta that stopped being queued after the seal read it must not
+    # get a leaf (it could get a second one): the whole seal is refused and writes nothing.
+    who = principal_for(services)
+    write(services, who, *items("a", 3))
+    planned = log_module._plan_balances
+
+    def plan_then_fail_one_delta(tx: Tx, plan: SealPlan) -> object:
+        balances = planned(tx, plan)
+        with services.storage.engine.write() as writer:
+            writer.execute("UPDATE deltas SET status = 'failed' WHERE seq = ?", (plan.leaves[1].seq,))
+        return balances
+
+    monkeypatch.setattr(log_module, "_plan_balances", plan_then_fail_one_delta)
+    with pytest.raises(SealConflictError, match="1 of the 3 deltas"):
+        services.sealer.seal_once()
+    head = services.storage.log.head()
+    assert head is None or head.size == 0
+    with services.storage.engine.read() as tx:
+        statuses = [str(r[0]) for r in tx.execute("SELECT status FROM deltas ORDER BY seq")]
+    assert statuses == ["queued", "failed", "queued"]
+
+
 def test_an_observed_head_is_consistent_with_a_later_one_and_a_forged_one_is_not(
     services: Services,
 ) -> None:

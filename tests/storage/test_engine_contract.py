@@ -99,3 +99,19 @@ def test_repeated_keys_are_refused_on_every_backend(engine: Engine) -> None:
             tx.upsert_rows("scratch", ("id",), _COLUMNS, ("amount",), [(20, "a", 1), (20, "b", 2)])
     assert rows(engine)[0] == (1, "n1", 10)
     assert len(rows(engine)) == 10
+
+
+def test_update_rows_counts_and_only_touches_rows_meeting_the_condition(engine: Engine) -> None:
+    with engine.write() as tx:
+        # `name` is both set and tested: the condition must read the stored value.
+        updated = tx.update_rows(
+            "scratch",
+            "id",
+            {"name": "text", "amount": "bigint"},
+            [(1, "one", 1), (2, "two", 2), (3, "three", 3), (99, "absent", 99)],
+            only_if="name <> 'n2'",
+        )
+        assert updated == 2
+        assert tx.update_rows("scratch", "id", {"amount": "bigint"}, [(4, 44)]) == 1
+        assert tx.update_rows("scratch", "id", {"amount": "bigint"}, []) == 0
+    assert rows(engine)[:4] == [(1, "one", 1), (2, "n2", 20), (3, "three", 3), (4, "n4", 44)]

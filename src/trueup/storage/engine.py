@@ -35,8 +35,8 @@ class Tx(abc.ABC):
         """Run one statement; return its rows (an empty list for statements without rows)."""
 
     @abc.abstractmethod
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        """Run one statement for each parameter row."""
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Run one statement for each parameter row; return the number of rows they changed."""
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         """The first row of a query, or ``None``."""
@@ -63,9 +63,16 @@ class Tx(abc.ABC):
         return f"{column} IN ({', '.join('?' * len(values))})", list(values)
 
     def update_rows(
-        self, table: str, key: str, columns: Mapping[str, str], rows: Sequence[Sequence[Any]]
-    ) -> None:
-        """Update many rows of ``table``, each found by its integer ``key`` column.
+        self,
+        table: str,
+        key: str,
+        columns: Mapping[str, str],
+        rows: Sequence[Sequence[Any]],
+        only_if: str | None = None,
+    ) -> int:
+        """Update many rows of ``table``, each found by its integer ``key`` column and, if
+        given, the condition ``only_if`` on its stored columns (plain SQL with no parameters,
+        ``?`` or ``%``, e.g. ``status = 'queued'``); return how many rows were updated.
 
         ``columns`` pairs each column name with its PostgreSQL type (``bigint``, ``text``); each
         row is ``(key value, *values of columns)`` in the order of ``columns``, and no key may
@@ -73,15 +80,24 @@ class Tx(abc.ABC):
         PostgreSQL sends every column as one typed array and updates all rows with one
         statement; SQLite runs one prepared ``UPDATE`` per row, which costs it no more.
         """
-        if rows:
-            _refuse_repeats([row[0] for row in rows], f"update_rows({table}): key {key}")
-            self._update_rows(table, key, columns, rows)
+        if not rows:
+            return 0
+        _refuse_repeats([row[0] for row in rows], f"update_rows({table}): key {key}")
+        return self._update_rows(table, key, columns, rows, only_if)
 
     def _update_rows(
-        self, table: str, key: str, columns: Mapping[str, str], rows: Sequence[Sequence[Any]]
-    ) -> None:
+        self,
+        table: str,
+        key: str,
+        columns: Mapping[str, str],
+        rows: Sequence[Sequence[Any]],
+        only_if: str | None,
+    ) -> int:
         sets = ", ".join(f"{name} = ?" for name in columns)
-        self.executemany(f"UPDATE {table} SET {sets} WHERE {key} = ?", [(*row[1:], row[0]) for row in rows])
+        condition = f" AND ({only_if})" if only_if else ""
+        return self.executemany(
+            f"UPDATE {table} SET {sets} WHERE {key} = ?{condition}", [(*row[1:], row[0]) for row in rows]
+        )
 
     def upsert_rows(
         self,

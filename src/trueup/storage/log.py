@@ -466,7 +466,14 @@ def _plan_balances(tx: Tx, plan: SealPlan) -> _BalanceWrites:
 
 
 def _write_balances(tx: Tx, writes: _BalanceWrites) -> None:
-    tx.update_rows("deltas", "seq", _SEALED_COLUMNS, writes.deltas)
+    # Only a queued delta becomes a leaf: were one sealed or failed already, the seal would give
+    # it a second leaf (or a leaf to a refused delta), so it is refused whole instead.
+    updated = tx.update_rows("deltas", "seq", _SEALED_COLUMNS, writes.deltas, only_if="status = 'queued'")
+    if updated != len(writes.deltas):
+        raise SealConflictError(
+            f"{len(writes.deltas) - updated} of the {len(writes.deltas)} deltas of this seal "
+            "are no longer queued"
+        )
     tx.upsert_rows(
         "accounts",
         ("tenant_id", "customer_id"),

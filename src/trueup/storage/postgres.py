@@ -63,10 +63,11 @@ class _PgTx(Tx):
         except psycopg.OperationalError as exc:
             raise StorageUnavailableError(str(exc)) from exc
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         try:
             with self._conn.cursor() as cursor:
                 cursor.executemany(_to_pyformat(sql), list(rows))
+                return max(0, cursor.rowcount)
         except psycopg.errors.UniqueViolation as exc:
             raise IntegrityConflictError(str(exc)) from exc
         except psycopg.OperationalError as exc:
@@ -92,22 +93,35 @@ class _PgTx(Tx):
         return f"{column} = ANY(?::{kind}[])", [list(values)]
 
     def _update_rows(
-        self, table: str, key: str, columns: Mapping[str, str], rows: Sequence[Sequence[Any]]
-    ) -> None:
+        self,
+        table: str,
+        key: str,
+        columns: Mapping[str, str],
+        rows: Sequence[Sequence[Any]],
+        only_if: str | None,
+    ) -> int:
         # One statement joined to the rows as arrays: executemany plans and runs an UPDATE per
         # row (plan_cache_mode is force_custom_plan), which made sealing 1.4x slower. The range
         # of the (integer) keys bounds the join, or the planner may hash-join against a full
-        # table scan.
+        # table scan. The arrays' columns get names of their own (_k, _0, _1 ...), so the
+        # column names in `only_if` can only mean the stored row's.
         arrays = ", ".join(f"?::{kind}[]" for kind in ("bigint", *columns.values()))
-        sets = ", ".join(f"{name} = u.{name}" for name in columns)
+        names = ", ".join(f"_{i}" for i in range(len(columns)))
+        sets = ", ".join(f"{name} = u._{i}" for i, name in enumerate(columns))
+        condition = f" AND ({only_if})" if only_if else ""
         sql = (
-            f"UPDATE {table} AS t SET {sets} FROM unnest({arrays}) "
-            f"AS u({key}, {', '.join(columns)}) "
-            f"WHERE t.{key} = u.{key} AND t.{key} BETWEEN ? AND ?"
+            f"UPDATE {table} AS t SET {sets} FROM unnest({arrays}) AS u(_k, {names}) "
+            f"WHERE t.{key} = u._k AND t.{key} BETWEEN ? AND ?{condition}"
         )
         values = [list(column) for column in zip(*rows, strict=True)]
         keys = [int(value) for value in values[0]]
-        self.execute(sql, [*values, min(keys), max(keys)])
+        try:
+            cursor = self._conn.execute(_to_pyformat(sql), [*values, min(keys), max(keys)])
+            return max(0, cursor.rowcount)
+        except psycopg.errors.UniqueViolation as exc:
+            raise IntegrityConflictError(str(exc)) from exc
+        except psycopg.OperationalError as exc:
+            raise StorageUnavailableError(str(exc)) from exc
 
     def _upsert_rows(
         self,

@@ -71,9 +71,9 @@ class _SQLiteTx(Tx):
         except sqlite3.OperationalError as exc:
             raise StorageUnavailableError(str(exc)) from exc
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         try:
-            self._conn.executemany(sql, rows)
+            return max(0, self._conn.executemany(sql, rows).rowcount)
         except sqlite3.IntegrityError as exc:
             raise IntegrityConflictError(str(exc)) from exc
         except sqlite3.OperationalError as exc:
