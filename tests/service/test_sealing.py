@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -110,6 +111,25 @@ def test_a_stale_sequencer_cannot_append(services: Services) -> None:
     assert audit_log(services.storage, services.log.verifier_key).ok
 
 
+def between_planning_and_writing(
+    monkeypatch: pytest.MonkeyPatch, action: Callable[[SealPlan], None]
+) -> list[int]:
+    """Run ``action`` once, after the next seal has worked out its figures and before it takes
+    the writer; the returned list gets the planned size when it has run."""
+    planned = log_module._plan_balances
+    ran: list[int] = []
+
+    def plan_then_act(tx: Tx, plan: SealPlan) -> object:
+        balances = planned(tx, plan)
+        if not ran:
+            ran.append(plan.previous_size)
+            action(plan)
+        return balances
+
+    monkeypatch.setattr(log_module, "_plan_balances", plan_then_act)
+    return ran
+
+
 def test_a_seal_that_lands_while_another_works_out_its_balances_fences_it_off(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,22 +144,16 @@ def test_a_seal_that_lands_while_another_works_out_its_balances_fences_it_off(
     )
     other.load()
     write(services, who, *items("b", 3))
-    planned = log_module._plan_balances
-    landed: list[int] = []
 
-    def plan_then_let_another_seal_land(tx: Tx, plan: SealPlan) -> object:
-        balances = planned(tx, plan)
-        if not landed:  # once: the other sequencer seals the same deltas meanwhile
-            landed.append(plan.previous_size)
-            thread = threading.Thread(target=seal_all, args=(services,))
-            thread.start()
-            thread.join()
-        return balances
+    def another_seal_lands(plan: SealPlan) -> None:  # the other sequencer seals the same deltas
+        thread = threading.Thread(target=seal_all, args=(services,))
+        thread.start()
+        thread.join()
 
-    monkeypatch.setattr(log_module, "_plan_balances", plan_then_let_another_seal_land)
+    landed = between_planning_and_writing(monkeypatch, another_seal_lands)
     with pytest.raises(SealConflictError):
         other.seal_once()
-    assert landed  # the other seal did land, and the fenced one wrote nothing:
+    assert landed == [2]  # the other seal did land, and the fenced one wrote nothing:
     head = services.storage.log.head()
     assert head is not None and head.size == 5
     with services.storage.balances.snapshot() as snapshot:
@@ -155,17 +169,15 @@ def test_a_seal_refuses_to_give_a_leaf_to_a_delta_no_longer_queued(
     # get a leaf (it could get a second one): the whole seal is refused and writes nothing.
     who = principal_for(services)
     write(services, who, *items("a", 3))
-    planned = log_module._plan_balances
 
-    def plan_then_fail_one_delta(tx: Tx, plan: SealPlan) -> object:
-        balances = planned(tx, plan)
+    def fail_the_second_delta(plan: SealPlan) -> None:
         with services.storage.engine.write() as writer:
             writer.execute("UPDATE deltas SET status = 'failed' WHERE seq = ?", (plan.leaves[1].seq,))
-        return balances
 
-    monkeypatch.setattr(log_module, "_plan_balances", plan_then_fail_one_delta)
+    ran = between_planning_and_writing(monkeypatch, fail_the_second_delta)
     with pytest.raises(SealConflictError, match="1 of the 3 deltas"):
         services.sealer.seal_once()
+    assert ran == [0]
     head = services.storage.log.head()
     assert head is None or head.size == 0
     with services.storage.engine.read() as tx:
