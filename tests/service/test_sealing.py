@@ -92,15 +92,19 @@ def test_a_fresh_sealer_resumes_exactly_where_the_last_seal_ended(services: Serv
         restarted.close()
 
 
+def second_sequencer(services: Services) -> Sealer:
+    """Another sequencer on the same storage and key, loaded at the log's current size."""
+    signer = load_or_create_signer(services.settings.resolved_signing_key_path, "localhost/trueup")
+    sealer = Sealer(services.storage, signer, "localhost/trueup")
+    sealer.load()
+    return sealer
+
+
 def test_a_stale_sequencer_cannot_append(services: Services) -> None:
     who = principal_for(services)
     write(services, who, *items("a", 2))
     seal_all(services)
-    signer_path = services.settings.resolved_signing_key_path
-    stale = Sealer(
-        services.storage, load_or_create_signer(signer_path, "localhost/trueup"), "localhost/trueup"
-    )
-    stale.load()
+    stale = second_sequencer(services)
     write(services, who, *items("b", 2))
     seal_all(services)  # the real sequencer moves on to size 4
     write(services, who, *items("c", 1))
@@ -138,11 +142,7 @@ def test_a_seal_that_lands_while_another_works_out_its_balances_fences_it_off(
     who = principal_for(services)
     write(services, who, *items("a", 2))
     seal_all(services)
-    signer_path = services.settings.resolved_signing_key_path
-    other = Sealer(
-        services.storage, load_or_create_signer(signer_path, "localhost/trueup"), "localhost/trueup"
-    )
-    other.load()
+    other = second_sequencer(services)
     write(services, who, *items("b", 3))
 
     def another_seal_lands(plan: SealPlan) -> None:  # the other sequencer seals the same deltas
