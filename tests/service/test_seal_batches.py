@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.service.conftest import principal_for, write
-from trueup.sequencer.loop import next_seal_limit
+from trueup.sequencer.loop import FullBatchTrigger, next_seal_limit
 from trueup.service.container import Services
 
 
@@ -25,3 +25,11 @@ def test_the_seal_limit_doubles_while_seals_come_back_full_and_resets_after() ->
         limit = next_seal_limit(limit, taken, batch_size=1_000, max_batch_size=16_000)
         limits.append(limit)
     assert limits == [2_000, 4_000, 8_000, 16_000, 16_000, 16_000, 1_000]
+
+
+def test_the_full_batch_trigger_fires_once_per_batch_and_starts_over_at_a_seal() -> None:
+    trigger = FullBatchTrigger(batch_size=10)
+    assert [trigger.add(n) for n in (4, 5, 1, 9)] == [False, False, True, False]
+    trigger.reset()  # a seal started: the 9 waiting are in it
+    assert [trigger.add(n) for n in (9, 1)] == [False, True]
+    assert trigger.add(25) is True  # one wake-up, however far past the batch

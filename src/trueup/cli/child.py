@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from trueup.sequencer.loop import FullBatchTrigger
+
 __all__ = ["SealReport", "SequencerProcess"]
 
 log = logging.getLogger(__name__)
@@ -78,8 +80,7 @@ class SequencerProcess:
         self.role = "standby"
         """``leader`` or ``standby`` as the child last reported it; ``down`` while no child runs."""
         self.starts = 0
-        self._batch_size = batch_size
-        self._queued_since_seal = 0
+        self._full_batch = FullBatchTrigger(batch_size)
 
     @property
     def pid(self) -> int | None:
@@ -92,10 +93,8 @@ class SequencerProcess:
     def note_queued(self, count: int) -> None:
         """Deltas were queued in this process: ask the child to seal at once when a full batch
         waits (DESIGN.md §3). Never blocks: a wake-up already pending in the pipe is enough."""
-        self._queued_since_seal += count
-        if self._queued_since_seal < self._batch_size:
+        if not self._full_batch.add(count):
             return
-        self._queued_since_seal = 0
         process = self._process
         if process is None or process.stdin is None:
             return
@@ -169,7 +168,7 @@ class SequencerProcess:
                 if kind == "role" and rest in ("leader", "standby"):
                     self.role = rest
                 elif kind == "sealed":
-                    self._queued_since_seal = 0
+                    self._full_batch.reset()
                     if self._on_seal is None:
                         continue
                     try:

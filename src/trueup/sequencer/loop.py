@@ -14,6 +14,7 @@ and takes over within ``standby_poll`` seconds when the holder dies.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -23,7 +24,7 @@ from trueup.service.sealing import Sealer
 from trueup.storage import Storage
 from trueup.storage.log import SealOutcome
 
-__all__ = ["SequencerLoop", "next_seal_limit"]
+__all__ = ["FullBatchTrigger", "SequencerLoop", "next_seal_limit"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,36 @@ def next_seal_limit(limit: int, taken: int, batch_size: int, max_batch_size: int
     """How many deltas the next seal may take: twice as many (up to ``max_batch_size``) after a
     seal that took all it could, since more are waiting; one batch otherwise."""
     return min(limit * 2, max_batch_size) if taken >= limit else batch_size
+
+
+class FullBatchTrigger:
+    """Counts the deltas queued since the last seal and says when a full batch waits.
+
+    The request path adds (from the group-commit thread) while the sealing side resets (from
+    the sequencer thread, or the thread reading a child's reports). Both go under a lock: the
+    interpreter lock happens to keep these few steps from interleaving today, but nothing
+    promises it (a free-threaded build does not), and an interleaving would lose a reset (an
+    early wake-up) or an addition (a late one).
+    """
+
+    def __init__(self, batch_size: int) -> None:
+        self._batch_size = batch_size
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def add(self, count: int) -> bool:
+        """Count ``count`` more queued deltas; true (and start over) once a batch is full."""
+        with self._lock:
+            self._count += count
+            if self._count < self._batch_size:
+                return False
+            self._count = 0
+            return True
+
+    def reset(self) -> None:
+        """A seal started: what was queued before it is being sealed."""
+        with self._lock:
+            self._count = 0
 
 
 class SequencerLoop(ElectedRole):
@@ -60,19 +91,18 @@ class SequencerLoop(ElectedRole):
         self._on_seal = on_seal
         self.seals = 0
         self.last_seal_seconds = 0.0
-        self._queued_since_seal = 0
+        self._full_batch = FullBatchTrigger(batch_size)
 
     def note_queued(self, count: int) -> None:
         """Deltas were queued in this process: seal at once when a full batch waits."""
-        self._queued_since_seal += count
-        if self._queued_since_seal >= self._batch_size:
+        if self._full_batch.add(count):
             self.wake()
 
     def _lead(self) -> None:
         self._sealer.load()
         while not self._stop.is_set():
             started = time.perf_counter()
-            self._queued_since_seal = 0
+            self._full_batch.reset()
             try:
                 outcome = self._sealer.seal_once(self.next_limit)
             except Exception:
