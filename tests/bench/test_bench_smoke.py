@@ -21,7 +21,7 @@ from trueup.bench.reference import hashlib_bound_seconds, pymerkle_seconds
 from trueup.bench.report import Check, Report, Row
 from trueup.bench.runner import QUICK
 from trueup.bench.scenarios import DefaultFigures, batched_rows
-from trueup.bench.stats import percentile, summarize
+from trueup.bench.stats import percentile, summarize, time_pairs
 from trueup.bench.workload import batch_template, single_template
 from trueup.proof import leaf_hash, root_from_leaf_hashes
 
@@ -99,6 +99,25 @@ def test_percentiles_are_nearest_rank() -> None:
     assert percentile([], 0.5) == 0.0
     summary = summarize([3.0, 1.0, 2.0])
     assert (summary.count, summary.p50, summary.max) == (3, 2.0, 3.0)
+
+
+def test_a_figure_and_its_reference_are_timed_alternately() -> None:
+    calls: list[tuple[str, int]] = []
+    first, second = time_pairs(
+        lambda i: calls.append(("figure", i)), lambda i: calls.append(("reference", i)), 3, 1.0
+    )
+    assert calls == [
+        ("figure", 0),
+        ("reference", 0),
+        ("figure", 1),
+        ("reference", 1),
+        ("figure", 2),
+        ("reference", 2),
+    ]
+    assert (first.count, second.count) == (3, 3)
+    # A spent budget stops after the pair under way: both sides keep the same count.
+    first, second = time_pairs(lambda _: None, lambda _: None, 1_000, 1.0, budget_s=0.0)
+    assert (first.count, second.count) == (1, 1)
 
 
 def test_templates_give_every_request_unique_keys() -> None:

@@ -433,8 +433,9 @@ def ledger_rows(timings: LedgerTimings, hashlib_rate: float | None) -> list[Row]
                 target="<= 5 ms",
                 checks=(Check("<= 5 ms", at_scale.p99 <= 5.0),),
                 note=(
-                    f"p50 {fmt_ms(at_scale.p50)} over {at_scale.count:,} calls in process; the reference "
-                    "customer shares the same log, so a cost equal for both grows with the log"
+                    f"p50 {fmt_ms(at_scale.p50)} over {at_scale.count:,} calls in process (the server's "
+                    "collector settings), alternating with the reference customer's; it shares the "
+                    "same log, so a cost equal for both grows with the log"
                 ),
                 numbers={
                     "p50_ms": at_scale.p50,

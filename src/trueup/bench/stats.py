@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter_ns
 
-__all__ = ["Summary", "percentile", "summarize", "time_calls"]
+__all__ = ["Summary", "percentile", "summarize", "time_pairs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,23 +48,31 @@ def summarize(sample: Sequence[float]) -> Summary:
     )
 
 
-def time_calls(
-    call: Callable[[int], object], count: int, unit_ns: float, budget_s: float | None = None
-) -> Summary:
-    """Time ``call(i)`` for ``i`` in ``range(count)`` one by one; the sample in ``unit_ns`` units.
+def time_pairs(
+    first: Callable[[int], object],
+    second: Callable[[int], object],
+    count: int,
+    unit_ns: float,
+    budget_s: float | None = None,
+) -> tuple[Summary, Summary]:
+    """Time ``first(i)`` and ``second(i)`` alternately for ``i`` in ``range(count)``.
 
-    Stops early once ``budget_s`` seconds have passed (the summary's ``count`` says how many
-    calls were timed). Each call is timed on its own (``perf_counter_ns`` around it), so the
-    figures include about 100 ns of timer overhead per call.
+    A figure and its reference measured this way share every moment of the run, so a machine
+    that speeds up or slows down part-way (a neighbour on the host, say) moves both alike and
+    leaves their ratio alone; timed one after the other, the drift would land on one side.
+    Each call is timed on its own (``perf_counter_ns`` around it, about 100 ns of timer
+    overhead per call). Stops early once ``budget_s`` seconds have passed (the summaries'
+    ``count`` says how many pairs were timed).
     """
-    sample: list[float] = []
-    append = sample.append
+    samples: tuple[list[float], list[float]] = ([], [])
     stop_at = None if budget_s is None else perf_counter_ns() + int(budget_s * 1e9)
     for i in range(count):
-        started = perf_counter_ns()
-        call(i)
-        ended = perf_counter_ns()
-        append((ended - started) / unit_ns)
+        ended = 0
+        for call, sample in zip((first, second), samples, strict=True):
+            started = perf_counter_ns()
+            call(i)
+            ended = perf_counter_ns()
+            sample.append((ended - started) / unit_ns)
         if stop_at is not None and ended > stop_at:
             break
-    return summarize(sample)
+    return summarize(samples[0]), summarize(samples[1])

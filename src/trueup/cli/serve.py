@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import sys
@@ -16,6 +15,7 @@ from trueup.api.app import create_app
 from trueup.cli.child import SealReport, SequencerProcess
 from trueup.cli.options import add_storage_options, settings_from
 from trueup.sequencer.loop import SequencerLoop
+from trueup.service.collector import settle_collector
 from trueup.service.container import Services, open_services
 from trueup.service.metrics import observe_seal
 from trueup.service.settings import Settings
@@ -115,11 +115,7 @@ def build(settings: Settings, sequencer: str = "thread") -> tuple[Services, Fast
         services.committer.on_stored = child.note_queued
 
     def start() -> None:
-        # Everything loaded so far lives as long as the process: keep it out of the cyclic
-        # collector's full passes, which otherwise show up as latency spikes.
-        gc.freeze()
-        # Requests allocate many short-lived objects; collect the young generation less often.
-        gc.set_threshold(20_000, 20, 20)
+        settle_collector()
         if child is not None:
             child.start()
         if loop is not None:
