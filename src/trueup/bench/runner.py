@@ -49,9 +49,10 @@ class RunPlan:
     ledger_iterations: int
     ledger_budget_s: float
     ledger_http_s: float
-    thread_rows: bool = True
-    """Whether to measure ``serve --sequencer thread`` too (information rows; the quick run
-    leaves them out to stay under 2 minutes)."""
+    other_deployments: bool = True
+    """Whether to measure ``serve --sequencer thread`` and ``serve --workers 2`` too: rows of
+    information beside the default server's, which the quick run leaves out to stay well
+    under 2 minutes."""
 
 
 FULL = RunPlan(
@@ -94,7 +95,7 @@ QUICK = RunPlan(
     ledger_iterations=100,
     ledger_budget_s=1.0,
     ledger_http_s=2.0,
-    thread_rows=False,
+    other_deployments=False,
 )
 
 
@@ -121,7 +122,8 @@ def run_benchmarks(plan: RunPlan, out_dir: Path) -> Report:
     started = time.perf_counter()
     pg_url = postgres.base_url()
     pg_version = None if postgres.unreachable_reason(pg_url) else postgres.server_version(pg_url)
-    title = f"trueup bench ({plan.name}) — {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
+    scope = "" if plan.other_deployments else "; default deployment only"
+    title = f"trueup bench ({plan.name}{scope}) — {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
     report = Report(title=title, mode=plan.name, machine=machine_info(pg_version))
     sections = _Sections(report)
     rss: dict[str, int] = {}
@@ -152,16 +154,13 @@ def run_benchmarks(plan: RunPlan, out_dir: Path) -> Report:
             "writes over HTTP, PostgreSQL",
         )
 
-        others = "writes over HTTP, other deployments"
-        if not plan.thread_rows:
-            others += " (serve --sequencer thread: full run only)"
-        workers_part = sections.run(
-            others,
-            lambda: worker_rows(
-                work, plan.writes, DefaultFigures.of(sqlite_rows, pg_rows), with_thread=plan.thread_rows
-            ),
-            "writes over HTTP, other deployments",
-        )
+        workers_part: list[Row] = []
+        if plan.other_deployments:
+            workers_part = sections.run(
+                "writes over HTTP, other deployments",
+                lambda: worker_rows(work, plan.writes, DefaultFigures.of(sqlite_rows, pg_rows)),
+                "writes over HTTP, other deployments",
+            )
 
         def ledger() -> list[Row]:
             timings = measure_ledger(

@@ -342,20 +342,16 @@ def _single_versus_rows(result: LoadResult, plan: WritePlan, one: DefaultFigures
     ]
 
 
-def worker_rows(work_dir: Path, plan: WritePlan, one: DefaultFigures, with_thread: bool = True) -> list[Row]:
+def worker_rows(work_dir: Path, plan: WritePlan, one: DefaultFigures) -> list[Row]:
     """The same write loads against ``serve --sequencer thread`` (API and sequencer sharing one
-    process; left out when ``with_thread`` is false) and ``serve --workers 2``: information
-    beside the default server's figures, on which the targets are judged."""
-    rows: list[Row] = []
-    if with_thread:
-        setup = "serve --sequencer thread"
-        result, queued_after = _batched_load(
-            work_dir / "sqlite-thread-batched", plan, "tb", sequencer="thread"
-        )
-        rows.append(_workers_batched_row("SQLite", result, queued_after, one.sqlite_items_per_s, setup=setup))
-        rows += _single_versus_rows(
-            _single_load(work_dir / "sqlite-thread-single", plan, sequencer="thread"), plan, one, setup
-        )
+    process) and ``serve --workers 2``: information beside the default server's figures, on
+    which the targets are judged."""
+    setup = "serve --sequencer thread"
+    result, queued_after = _batched_load(work_dir / "sqlite-thread-batched", plan, "tb", sequencer="thread")
+    rows = [_workers_batched_row("SQLite", result, queued_after, one.sqlite_items_per_s, setup=setup)]
+    rows += _single_versus_rows(
+        _single_load(work_dir / "sqlite-thread-single", plan, sequencer="thread"), plan, one, setup
+    )
 
     result, queued_after = _batched_load(work_dir / "sqlite-workers-batched", plan, "wb", workers=WORKERS)
     rows.append(_workers_batched_row("SQLite", result, queued_after, one.sqlite_items_per_s))

@@ -16,7 +16,11 @@ def run(argv: list[str]) -> int:
         description="measure the DESIGN.md §6 figures against references from the same run, "
         "print one table and write it to OUT/latest.md and OUT/latest.json",
     )
-    parser.add_argument("--quick", action="store_true", help="the short run (under 2 minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the short run: smaller sizes, 5-second loads, the default deployment only (under 2 minutes)",
+    )
     parser.add_argument(
         "--out",
         type=Path,
