@@ -106,11 +106,12 @@ def test_a_figure_and_its_reference_are_timed_alternately() -> None:
     first, second = time_pairs(
         lambda i: calls.append(("figure", i)), lambda i: calls.append(("reference", i)), 3, 1.0
     )
+    # Alternately, each pair in the other order than the one before.
     assert calls == [
         ("figure", 0),
         ("reference", 0),
-        ("figure", 1),
         ("reference", 1),
+        ("figure", 1),
         ("figure", 2),
         ("reference", 2),
     ]

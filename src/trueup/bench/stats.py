@@ -59,16 +59,20 @@ def time_pairs(
 
     A figure and its reference measured this way share every moment of the run, so a machine
     that speeds up or slows down part-way (a neighbour on the host, say) moves both alike and
-    leaves their ratio alone; timed one after the other, the drift would land on one side.
+    leaves their ratio alone; timed one after the other, the drift would land on one side. The
+    order within a pair swaps every time, so what one call leaves behind (a warm cache, a
+    collection it set off) falls on both sides alike too.
     Each call is timed on its own (``perf_counter_ns`` around it, about 100 ns of timer
     overhead per call). Stops early once ``budget_s`` seconds have passed (the summaries'
     ``count`` says how many pairs were timed).
     """
     samples: tuple[list[float], list[float]] = ([], [])
     stop_at = None if budget_s is None else perf_counter_ns() + int(budget_s * 1e9)
+    forward = ((first, samples[0]), (second, samples[1]))
+    backward = forward[::-1]
     for i in range(count):
         ended = 0
-        for call, sample in zip((first, second), samples, strict=True):
+        for call, sample in backward if i & 1 else forward:
             started = perf_counter_ns()
             call(i)
             ended = perf_counter_ns()

@@ -38,11 +38,13 @@ def next_seal_limit(limit: int, taken: int, batch_size: int, max_batch_size: int
 class FullBatchTrigger:
     """Counts the deltas queued since the last seal and says when a full batch waits.
 
-    The request path adds (from the group-commit thread) while the sealing side resets (from
-    the sequencer thread, or the thread reading a child's reports). Both go under a lock: the
-    interpreter lock happens to keep these few steps from interleaving today, but nothing
-    promises it (a free-threaded build does not), and an interleaving would lose a reset (an
-    early wake-up) or an addition (a late one).
+    The request path adds (from the group-commit thread) while the sealing side resets (the
+    sequencer thread when a seal starts; the thread reading a child's reports when one is
+    reported done, the first it hears of it, so what was queued during that seal is not
+    counted and waits at most one interval). Both go under a lock: the interpreter lock happens
+    to keep these few steps from interleaving today, but nothing promises it (a free-threaded
+    build does not), and an interleaving would lose a reset (an early wake-up) or an addition
+    (a late one).
     """
 
     def __init__(self, batch_size: int) -> None:
@@ -60,7 +62,7 @@ class FullBatchTrigger:
             return True
 
     def reset(self) -> None:
-        """A seal started: what was queued before it is being sealed."""
+        """Start counting again: a seal has taken what was queued so far."""
         with self._lock:
             self._count = 0
 
