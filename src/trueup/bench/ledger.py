@@ -11,13 +11,11 @@ started on the same data directory to time the two routes over HTTP.
 
 from __future__ import annotations
 
-import gc
 import json
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +27,7 @@ from trueup.bench.server import HOST, ServerUnderTest
 from trueup.bench.stats import Summary, time_pairs
 from trueup.core.ids import new_request_id
 from trueup.core.timestamps import format_canonical
-from trueup.service.collector import settle_collector
+from trueup.service.collector import collector_settled
 from trueup.service.container import Services, open_services
 from trueup.service.keys import Principal
 from trueup.service.settings import Settings
@@ -187,19 +185,6 @@ def _time_operations(
     return timings
 
 
-@contextmanager
-def _server_collector() -> Iterator[None]:
-    """The collector settings of `trueup serve` (:func:`settle_collector`) for the timings,
-    then CPython's again, so the rest of the harness is not left with a frozen heap."""
-    thresholds = gc.get_threshold()
-    settle_collector()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
-
-
 def measure_ledger(
     work_dir: Path, count: int, iterations: int, budget_s: float, http_s: float
 ) -> LedgerTimings:
@@ -216,7 +201,7 @@ def measure_ledger(
         small = load_history(services, who, "minnow", 1_000, seed=2)
         small.checkpoint_root = big.checkpoint_root
         timings = LedgerTimings(big=big, small=small)
-        with _server_collector():
+        with collector_settled():  # as `trueup serve` runs, then CPython's defaults again
             timings.in_process = _time_operations(services, who, big, small, iterations, budget_s)
     finally:
         services.close()

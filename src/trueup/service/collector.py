@@ -4,8 +4,10 @@ benchmark when it times the server's work in process, so it sees what the server
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["settle_collector"]
+__all__ = ["collector_settled", "settle_collector"]
 
 YOUNG_THRESHOLD = 20_000
 """Allocations between young-generation passes (CPython's default is 700)."""
@@ -21,3 +23,16 @@ def settle_collector() -> None:
     """
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, 20, 20)
+
+
+@contextmanager
+def collector_settled() -> Iterator[None]:
+    """:func:`settle_collector` for the duration of a block, then CPython's settings again
+    (nothing frozen, the thresholds as they were): for a process that does other work after."""
+    thresholds = gc.get_threshold()
+    settle_collector()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
