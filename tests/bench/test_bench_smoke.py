@@ -10,6 +10,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ from trueup.bench.reference import hashlib_bound_seconds, pymerkle_seconds
 from trueup.bench.report import Check, Report, Row
 from trueup.bench.runner import QUICK
 from trueup.bench.scenarios import DefaultFigures, batched_rows
+from trueup.bench.server import ServerError, ServerUnderTest, http_get_json
 from trueup.bench.stats import percentile, summarize, time_pairs
 from trueup.bench.workload import batch_template, single_template
 from trueup.proof import leaf_hash, root_from_leaf_hashes
@@ -210,3 +212,18 @@ def test_batched_rows_say_how_much_sealing_kept_up_with() -> None:
     assert rows[1].numbers["sealed_items_per_s"] == 2_500.0
     # Without the queue depth there is nothing to say about sealing.
     assert len(batched_rows("SQLite", 100_000, result, 100_000.0, QUICK.writes, queued_after=None)) == 1
+
+
+@pytest.mark.e2e
+def test_a_running_server_under_test_refuses_a_second_start(tmp_path: Path) -> None:
+    """A second launch could not bind the port and would leave the first process behind."""
+    server = ServerUnderTest(tmp_path).start()
+    try:
+        first = server.pid
+        with pytest.raises(ServerError, match="already running"):
+            server.start()
+        assert server.pid == first
+        assert http_get_json(server.port, "/healthz")[0] == 200
+    finally:
+        server.stop()
+    assert server.process is not None and server.process.poll() is not None

@@ -138,6 +138,14 @@ class ServerUnderTest:
             )
 
     def start(self) -> ServerUnderTest:
+        """Launch the server and wait until it answers and (by default) seals.
+
+        Raises:
+            ServerError: if it is already running (a second process could not bind the port,
+                and the first would be left behind), or did not come up.
+        """
+        if self.process is not None and self.process.poll() is None:
+            raise ServerError(f"the server is already running (pid {self.process.pid})")
         serve = ["serve", "--host", HOST, "--port", str(self.port), "--log-level", "warning"]
         if self.workers > 1:
             serve += ["--workers", str(self.workers)]
