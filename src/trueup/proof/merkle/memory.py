@@ -9,7 +9,9 @@ leaf and a proof element is one slice, with no per-node Python object.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from trueup.proof.errors import TreeError
 from trueup.proof.merkle.hashing import EMPTY_ROOT, HASH_SIZE, NodeId, fold_right, range_nodes
@@ -17,16 +19,28 @@ from trueup.proof.merkle.hashing import EMPTY_ROOT, HASH_SIZE, NodeId, fold_righ
 __all__ = ["MemoryTree"]
 
 
+class _Edge(NamedTuple):
+    """The right edge of the tree at its current size, worked out once per size."""
+
+    border: list[bytes]
+    """``border[L]``: the level-``L`` node on the path to the last leaf, cut at the size."""
+    left_levels: list[int]
+    """The levels (ascending) at which the last leaf's path has a complete left sibling."""
+    left_hashes: list[bytes]
+    """Those left siblings' hashes, in the same order."""
+
+
 class MemoryTree:
     """An append-only Merkle tree of leaf hashes, serving roots and proofs for any size.
 
     Invariant: ``levels[L]`` holds ``size >> L`` hashes, the complete nodes of level ``L``.
     The right-edge (ephemeral) hashes of the current size are computed once per size and
-    cached, so :meth:`inclusion_proof` at the current size costs one slice per level.
+    cached, so :meth:`inclusion_proof` at the current size costs one slice per level below
+    the point where the leaf's path meets the last leaf's, and cached hashes above it.
     Not thread-safe.
     """
 
-    __slots__ = ("_border", "_levels", "_size")
+    __slots__ = ("_edge", "_levels", "_size")
 
     def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
         """Build a tree from 32-byte leaf hashes (possibly none).
@@ -36,7 +50,7 @@ class MemoryTree:
         """
         self._levels: list[bytearray] = [bytearray()]
         self._size = 0
-        self._border: list[bytes] | None = None
+        self._edge: _Edge | None = None
         self.extend(leaf_hashes)
 
     @property
@@ -69,7 +83,7 @@ class MemoryTree:
         levels = self._levels
         levels[0] += b"".join(leaves)
         self._size += len(leaves)
-        self._border = None
+        self._edge = None
         level = 0
         while True:
             below = levels[level]
@@ -120,13 +134,13 @@ class MemoryTree:
         """
         return self.node(0, index)
 
-    def _border_hashes(self) -> list[bytes]:
+    def _right_edge(self) -> _Edge:
         # border[L] = hash of the level-L node on the path to the last leaf, cut at the
         # current size: a perfect node, or an ephemeral one built from its left child
         # (perfect) and border[L - 1] -- RFC 9162 §2.1.1 applied to the right edge.
-        border = self._border
-        if border is not None:
-            return border
+        edge = self._edge
+        if edge is not None:
+            return edge
         n = self._size
         levels = self._levels
         last = n - 1
@@ -143,8 +157,10 @@ class MemoryTree:
                 row = levels[level - 1]
                 left = row[2 * j * HASH_SIZE : (2 * j + 1) * HASH_SIZE]
                 border.append(sha(b"\x01" + left + border[-1]).digest())
-        self._border = border
-        return border
+        left_levels = [level for level in range(last.bit_length()) if (last >> level) & 1]
+        left_hashes = [self.node(level, (last >> level) - 1) for level in left_levels]
+        edge = self._edge = _Edge(border, left_levels, left_hashes)
+        return edge
 
     def _check_size(self, size: int | None) -> int:
         if size is None:
@@ -166,12 +182,12 @@ class MemoryTree:
         if n == 0:
             return EMPTY_ROOT
         if n == self._size:
-            return self._border_hashes()[-1]
+            return self._right_edge().border[-1]
         return self._range_hash(0, n)
 
     def _path(self, level: int, index: int, n: int) -> list[bytes]:
         # Same walk as proofs._path_plan, reading hashes straight from the level arrays.
-        border = self._border_hashes() if n == self._size else None
+        border = self._right_edge().border if n == self._size else None
         levels = self._levels
         proof: list[bytes] = []
         for lvl in range(level, (n - 1).bit_length()):
@@ -199,7 +215,28 @@ class MemoryTree:
         n = self._check_size(size)
         if not 0 <= index < n:
             raise TreeError(f"leaf index {index} is out of range for a tree of {n} leaves")
+        if n == self._size:
+            return self._current_path(index)
         return self._path(0, index, n)
+
+    def _current_path(self, index: int) -> list[bytes]:
+        # The same proof as _path(0, index, size), in three runs. Let k be the bit length of
+        # index ^ last. Below level k - 1 the leaf's ancestors lie left of the last leaf's, so
+        # every sibling is a complete node: one slice each. At level k - 1 the sibling is the
+        # last leaf's ancestor, cut at the size: border[k - 1]. From level k on the two paths
+        # are one, and its siblings are the last leaf's complete left siblings, the same for
+        # every leaf at this size (a right sibling there would start past the last leaf).
+        edge = self._right_edge()
+        k = (index ^ (self._size - 1)).bit_length()
+        levels = self._levels
+        proof = [
+            bytes(levels[level][(start := ((index >> level) ^ 1) * HASH_SIZE) : start + HASH_SIZE])
+            for level in range(k - 1)
+        ]
+        if k:
+            proof.append(edge.border[k - 1])
+        proof += edge.left_hashes[bisect_left(edge.left_levels, k) :]
+        return proof
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """Return the RFC 9162 consistency proof from ``old_size`` to ``new_size`` leaves.
