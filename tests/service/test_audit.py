@@ -79,3 +79,29 @@ def test_audit_catches_an_edited_running_balance(services: Services) -> None:
     )
     report = audit_log(services.storage, services.log.verifier_key)
     assert report.problem is not None and report.problem.startswith("account 'c1'")
+
+
+def test_audit_catches_a_delta_filed_under_another_account_number(services: Services) -> None:
+    """Balance queries find a customer's deltas by the account number: one moved to another
+    customer's number would silently leave that customer's pages."""
+    tenant = _sealed_log(services)
+    _tamper(
+        services,
+        """UPDATE deltas SET account_no = (SELECT account_no FROM accounts
+                                            WHERE tenant_id = ? AND customer_id = 'c2')
+           WHERE leaf_index = 13""",
+        (tenant,),
+    )
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert report.problem is not None and report.problem.startswith("leaf a_13: account number")
+
+
+def test_audit_catches_an_account_renumbered(services: Services) -> None:
+    tenant = _sealed_log(services)
+    _tamper(
+        services,
+        "UPDATE accounts SET account_no = account_no + 100 WHERE tenant_id = ? AND customer_id = 'c1'",
+        (tenant,),
+    )
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert report.problem is not None and report.problem.startswith("account 'c1': number")

@@ -52,6 +52,7 @@ class _MismatchError(Exception):
 class _Running:
     balance: int = 0
     count: int = 0
+    account_no: int | None = None
 
 
 def audit_log(
@@ -183,7 +184,18 @@ class _Auditor:
         return head
 
     def _check_balances(self, delta: SealedDelta) -> None:
-        account = self.accounts.setdefault((delta.tenant_id, delta.customer_id), _Running())
+        account = self.accounts.setdefault(
+            (delta.tenant_id, delta.customer_id), _Running(account_no=delta.account_no)
+        )
+        # Balance queries find a customer's deltas by this number: a delta without it, or
+        # with another customer's, would be left out of its customer's pages and searches.
+        if delta.account_no is None:
+            raise _MismatchError(f"leaf a_{delta.leaf_index}: sealed without an account number")
+        if delta.account_no != account.account_no:
+            raise _MismatchError(
+                f"leaf a_{delta.leaf_index}: account number {delta.account_no} differs from "
+                f"the {account.account_no} of the customer's other deltas"
+            )
         account.balance += delta.amount
         account.count += 1
         month = self.months.setdefault((delta.tenant_id, delta.customer_id, delta.period), [0, 0, 0])
@@ -209,10 +221,16 @@ class _Auditor:
     def _check_totals(self) -> None:
         stored_accounts = self.storage.log.account_totals()
         for key, running in self.accounts.items():
-            if stored_accounts.pop(key, None) != (running.balance, running.count):
+            stored = stored_accounts.pop(key, None)
+            if stored is None or stored[:2] != (running.balance, running.count):
                 raise _MismatchError(
                     f"account {key[1]!r}: stored balance differs from the sum of its "
                     f"deltas ({running.balance} over {running.count})"
+                )
+            if stored[2] != running.account_no:
+                raise _MismatchError(
+                    f"account {key[1]!r}: number {stored[2]} differs from the {running.account_no} "
+                    "its deltas carry"
                 )
         if stored_accounts:
             key = next(iter(stored_accounts))

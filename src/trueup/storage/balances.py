@@ -134,7 +134,11 @@ _DELTA_COLUMNS = """leaf_index, amount, reason, occurred_at, period, item_key, m
     verified_at, request_id, item_index"""
 _MIN_TIME = "0000"
 _MAX_TIME = "9999-12-31T23:59:59.999999Z~"
-_CUSTOMER = "tenant_id = ? AND customer_id = ? AND leaf_index IS NOT NULL"
+_ACCOUNT_NO = "(SELECT account_no FROM accounts WHERE tenant_id = ? AND customer_id = ?)"
+"""A customer's account number, which the per-customer indexes of ``deltas`` are keyed by.
+SQLite and PostgreSQL both evaluate it once per query (it does not depend on the row), so
+``account_no = (…)`` is an index seek; with no account it is NULL and matches nothing."""
+_CUSTOMER = f"account_no = {_ACCOUNT_NO} AND leaf_index IS NOT NULL"
 
 
 def _delta(row: Row) -> DeltaRecord:
@@ -364,8 +368,8 @@ class BalanceSnapshot:
     def period_leaf_hashes(self, tenant_id: str, customer_id: str, period: str) -> list[bytes]:
         """Leaf hashes of a customer-month's sealed deltas, in leaf order."""
         rows = self._tx.execute(
-            """SELECT n.hash FROM deltas d JOIN tree_nodes n ON n.level = 0 AND n.idx = d.leaf_index
-                WHERE d.tenant_id = ? AND d.customer_id = ? AND d.period = ?
+            f"""SELECT n.hash FROM deltas d JOIN tree_nodes n ON n.level = 0 AND n.idx = d.leaf_index
+                WHERE d.account_no = {_ACCOUNT_NO} AND d.period = ?
                   AND d.leaf_index IS NOT NULL ORDER BY d.leaf_index""",
             (tenant_id, customer_id, period),
         )
@@ -379,7 +383,7 @@ class BalanceSnapshot:
         rows = self._tx.execute(
             f"""SELECT {columns}, n.hash FROM deltas d
                 JOIN tree_nodes n ON n.level = 0 AND n.idx = d.leaf_index
-                WHERE d.tenant_id = ? AND d.customer_id = ? AND d.period = ?
+                WHERE d.account_no = {_ACCOUNT_NO} AND d.period = ?
                   AND d.leaf_index IS NOT NULL
                 ORDER BY d.leaf_index LIMIT ? OFFSET ?""",
             (tenant_id, customer_id, period, limit, offset),

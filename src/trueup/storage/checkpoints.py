@@ -77,8 +77,9 @@ def _record(row: Row) -> CheckpointRecord:
 def _sealed_since(tx: Tx, tenant_id: str, customer_id: str, period: str, tree_size: int) -> bool:
     """Whether a delta of the customer-month was sealed at or after leaf ``tree_size``."""
     row = tx.one(
-        """SELECT 1 FROM deltas WHERE tenant_id = ? AND customer_id = ? AND period = ?
-           AND leaf_index IS NOT NULL AND leaf_index >= ? LIMIT 1""",
+        """SELECT 1 FROM deltas
+            WHERE account_no = (SELECT account_no FROM accounts WHERE tenant_id = ? AND customer_id = ?)
+              AND period = ? AND leaf_index IS NOT NULL AND leaf_index >= ? LIMIT 1""",
         (tenant_id, customer_id, period, tree_size),
     )
     return row is not None

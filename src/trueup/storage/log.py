@@ -81,6 +81,7 @@ class SealedDelta:
     month_seq: int
     month_credits: int
     month_debits: int
+    account_no: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +202,7 @@ class LogStore:
             rows = tx.execute(
                 """SELECT leaf_index, tenant_id, customer_id, item_key, amount, occurred_at,
                           period, metadata, salt, sealed_size, cust_seq, running_balance,
-                          month_seq, month_credits, month_debits
+                          month_seq, month_credits, month_debits, account_no
                    FROM deltas WHERE leaf_index IS NOT NULL AND leaf_index > ?
                    ORDER BY leaf_index LIMIT ?""",
                 (after_leaf, limit),
@@ -223,15 +224,18 @@ class LogStore:
                 month_seq=int(r[12]),
                 month_credits=int(r[13]),
                 month_debits=int(r[14]),
+                account_no=None if r[15] is None else int(r[15]),
             )
             for r in rows
         ]
 
-    def account_totals(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """``(balance, delta_count)`` of every account (for audits)."""
+    def account_totals(self) -> dict[tuple[str, str], tuple[int, int, int | None]]:
+        """``(balance, delta_count, account_no)`` of every account (for audits)."""
         with self._engine.read() as tx:
-            rows = tx.execute("SELECT tenant_id, customer_id, balance, delta_count FROM accounts")
-        return {(str(r[0]), str(r[1])): (int(r[2]), int(r[3])) for r in rows}
+            rows = tx.execute("SELECT tenant_id, customer_id, balance, delta_count, account_no FROM accounts")
+        return {
+            (str(r[0]), str(r[1])): (int(r[2]), int(r[3]), None if r[4] is None else int(r[4])) for r in rows
+        }
 
     def month_totals(self) -> dict[tuple[str, str, str], tuple[int, int, int]]:
         """``(credits, debits, count)`` of every customer-month (for audits)."""
@@ -359,6 +363,7 @@ _SEALED_COLUMNS = {
     "month_seq": "bigint",
     "month_credits": "bigint",
     "month_debits": "bigint",
+    "account_no": "bigint",
 }
 _ACCOUNT_COLUMNS = {
     "tenant_id": "text",
@@ -368,6 +373,7 @@ _ACCOUNT_COLUMNS = {
     "first_activity": "text",
     "last_activity": "text",
     "last_leaf_index": "bigint",
+    "account_no": "bigint",
 }
 _MONTH_COLUMNS = {
     "tenant_id": "text",
@@ -384,6 +390,8 @@ class _Account:
     balance: int
     count: int
     first_activity: str
+    number: int
+    """``account_no``: what the per-customer indexes of ``deltas`` are keyed by."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,13 +415,22 @@ def _plan_balances(tx: Tx, plan: SealPlan) -> _BalanceWrites:
     for part in chunks(customers, _VALUES_CHUNK):
         values = ", ".join("(?, ?)" for _ in part)
         rows = tx.execute(
-            f"""SELECT tenant_id, customer_id, balance, delta_count, first_activity
+            f"""SELECT tenant_id, customer_id, balance, delta_count, first_activity, account_no
                 FROM (VALUES {values}) AS w
                 JOIN accounts a ON a.tenant_id = w.column1 AND a.customer_id = w.column2""",
             [v for pair in part for v in pair],
         )
-        for tenant_id, customer_id, balance, count, first in rows:
-            accounts[(tenant_id, customer_id)] = _Account(int(balance), int(count), str(first))
+        for tenant_id, customer_id, balance, count, first, number in rows:
+            accounts[(tenant_id, customer_id)] = _Account(int(balance), int(count), str(first), int(number))
+    # A new customer's account takes the next number. Only a seal that adds leaves opens
+    # accounts, and this seal's write goes ahead only if the log is still at this snapshot's
+    # size, so no other seal can have taken these numbers meanwhile (the unique index on
+    # accounts.account_no would refuse the seal if one had).
+    opened = [customer for customer in customers if customer not in accounts]
+    if opened:
+        last = int(tx.scalar("SELECT COALESCE(MAX(account_no), 0) FROM accounts"))
+        for number, customer in enumerate(opened, start=last + 1):
+            accounts[customer] = _Account(0, 0, plan.verified_at, number)
     month_rows: dict[tuple[str, str, str], list[int]] = {}
     for part in chunks(months, _VALUES_CHUNK // 2):
         values = ", ".join("(?, ?, ?)" for _ in part)
@@ -429,7 +446,7 @@ def _plan_balances(tx: Tx, plan: SealPlan) -> _BalanceWrites:
     updates: list[tuple[object, ...]] = []
     last_leaf: dict[tuple[str, str], int] = {}
     for offset, delta in enumerate(plan.leaves):
-        account = accounts.setdefault((delta.tenant_id, delta.customer_id), _Account(0, 0, plan.verified_at))
+        account = accounts[(delta.tenant_id, delta.customer_id)]
         account.balance += delta.amount
         account.count += 1
         month = month_rows.setdefault((delta.tenant_id, delta.customer_id, delta.period), [0, 0, 0])
@@ -452,12 +469,22 @@ def _plan_balances(tx: Tx, plan: SealPlan) -> _BalanceWrites:
                 month[2],
                 month[0],
                 month[1],
+                account.number,
             )
         )
     return _BalanceWrites(
         deltas=updates,
         accounts=[
-            (t, c, acc.balance, acc.count, acc.first_activity, plan.verified_at, last_leaf[(t, c)])
+            (
+                t,
+                c,
+                acc.balance,
+                acc.count,
+                acc.first_activity,
+                plan.verified_at,
+                last_leaf[(t, c)],
+                acc.number,
+            )
             for (t, c), acc in accounts.items()
             if (t, c) in last_leaf
         ],
