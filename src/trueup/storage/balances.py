@@ -11,6 +11,10 @@ The sequencer stores, with every sealed delta, the customer's running figures (`
   month's index;
 - a date range uses month totals for whole months and an index range for partial edges.
 
+The indexes that make these one probe or one range are keyed by the customer's account number
+(``account_no``, see :data:`_ACCOUNT_NO`), not by ``(tenant_id, customer_id)``: a seal adds an
+entry to each of them for every delta, and a short key makes that cheaper.
+
 Every question is asked inside one :class:`BalanceSnapshot` (one read transaction), so a
 balance, its page, its months and the signed head that covers them always agree. Only
 verified deltas (``leaf_index IS NOT NULL``) are ever counted.
