@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.service.conftest import principal_for, seal_all, write
 from trueup.service.audit import audit_log
 from trueup.service.container import Services
@@ -70,38 +72,32 @@ def test_audit_catches_a_forged_head_signature(services: Services) -> None:
     assert report.problem is not None and report.problem.startswith("tree head 30: checkpoint signature")
 
 
-def test_audit_catches_an_edited_running_balance(services: Services) -> None:
+@pytest.mark.parametrize(
+    ("tampering", "problem"),
+    [
+        pytest.param(
+            "UPDATE accounts SET balance = balance + 5 WHERE tenant_id = ? AND customer_id = 'c1'",
+            "account 'c1': stored balance",
+            id="edited running balance",
+        ),
+        # Balance queries find a customer's deltas by the account number: a delta moved to
+        # another customer's number, or an account renumbered, would silently leave pages.
+        pytest.param(
+            """UPDATE deltas SET account_no = (SELECT account_no FROM accounts
+                                                WHERE tenant_id = ? AND customer_id = 'c2')
+               WHERE leaf_index = 13""",
+            "leaf a_13: account number",
+            id="delta filed under another account",
+        ),
+        pytest.param(
+            "UPDATE accounts SET account_no = account_no + 100 WHERE tenant_id = ? AND customer_id = 'c1'",
+            "account 'c1': number",
+            id="account renumbered",
+        ),
+    ],
+)
+def test_audit_catches_tampered_account_figures(services: Services, tampering: str, problem: str) -> None:
     tenant = _sealed_log(services)
-    _tamper(
-        services,
-        "UPDATE accounts SET balance = balance + 5 WHERE tenant_id = ? AND customer_id = 'c1'",
-        (tenant,),
-    )
+    _tamper(services, tampering, (tenant,))
     report = audit_log(services.storage, services.log.verifier_key)
-    assert report.problem is not None and report.problem.startswith("account 'c1'")
-
-
-def test_audit_catches_a_delta_filed_under_another_account_number(services: Services) -> None:
-    """Balance queries find a customer's deltas by the account number: one moved to another
-    customer's number would silently leave that customer's pages."""
-    tenant = _sealed_log(services)
-    _tamper(
-        services,
-        """UPDATE deltas SET account_no = (SELECT account_no FROM accounts
-                                            WHERE tenant_id = ? AND customer_id = 'c2')
-           WHERE leaf_index = 13""",
-        (tenant,),
-    )
-    report = audit_log(services.storage, services.log.verifier_key)
-    assert report.problem is not None and report.problem.startswith("leaf a_13: account number")
-
-
-def test_audit_catches_an_account_renumbered(services: Services) -> None:
-    tenant = _sealed_log(services)
-    _tamper(
-        services,
-        "UPDATE accounts SET account_no = account_no + 100 WHERE tenant_id = ? AND customer_id = 'c1'",
-        (tenant,),
-    )
-    report = audit_log(services.storage, services.log.verifier_key)
-    assert report.problem is not None and report.problem.startswith("account 'c1': number")
+    assert report.problem is not None and report.problem.startswith(problem)
