@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.service.conftest import principal_for, seal_all, write
 from trueup.service.container import Services
 from trueup.storage import open_storage
 from trueup.storage.balances import Scope
-from trueup.storage.migrate import migrate
+from trueup.storage.migrate import SchemaTooNewError, migrate
 from trueup.storage.schema import MIGRATIONS
 
 _SEALED = """INSERT INTO deltas (tenant_id, request_id, item_index, item_key, customer_id, amount,
@@ -91,3 +93,20 @@ def test_a_seal_numbers_each_new_account_once_and_files_its_deltas_under_it(serv
     assert [tuple(row) for row in deltas] == [("a", 1), ("b", 2), ("c", 3), ("d", 1)]
     with services.storage.balances.snapshot() as snapshot:
         assert [d.amount for d in snapshot.page(who.tenant_id, "c1", Scope(), 10, 0)] == [1, 4]
+
+
+def test_a_database_migrated_by_a_newer_version_is_refused(database_url: str) -> None:
+    """An older process beside a newer schema would seal rows the newer queries do not find."""
+    storage = open_storage(database_url)
+    try:
+        with storage.engine.write() as tx:
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (len(MIGRATIONS) + 1, "from the future", _TIME),
+            )
+        with pytest.raises(SchemaTooNewError, match=f"schema version {len(MIGRATIONS) + 1}, newer"):
+            migrate(storage.engine)
+        with pytest.raises(SchemaTooNewError):
+            open_storage(database_url).close()
+    finally:
+        storage.close()

@@ -66,7 +66,11 @@ def open_storage(database_url: str, *, pool_size: int = 8, run_migrations: bool 
             "use sqlite:///path or postgresql://…"
         )
     if run_migrations:
-        migrate(engine)
+        try:
+            migrate(engine)
+        except BaseException:
+            engine.close()
+            raise
     return Storage(
         engine=engine,
         tenants=TenantStore(engine),

@@ -5,9 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from trueup.storage.engine import Engine
+from trueup.storage.errors import StorageError
 from trueup.storage.schema import MIGRATIONS, Migration
 
-__all__ = ["applied_versions", "migrate"]
+__all__ = ["SchemaTooNewError", "applied_versions", "migrate"]
+
+
+class SchemaTooNewError(StorageError):
+    """The database was migrated by a newer Trueup: this one would write rows its queries, or
+    the newer version's, do not find (for example sealed deltas without an account number)."""
+
 
 _BOOKKEEPING = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY,
@@ -27,7 +34,17 @@ def migrate(engine: Engine, migrations: tuple[Migration, ...] = MIGRATIONS) -> l
 
     Safe to run from several processes at once: on PostgreSQL a transaction-level advisory
     lock serialises them, on SQLite the single-writer lock does.
+
+    Raises:
+        SchemaTooNewError: if the database holds a migration this code does not know.
     """
+    known = {migration.version for migration in migrations}
+    unknown = sorted(applied_versions(engine) - known)
+    if unknown:
+        raise SchemaTooNewError(
+            f"the database has schema version {unknown[-1]}, newer than this Trueup knows "
+            f"({max(known, default=0)}): run the version that migrated it, or a later one"
+        )
     applied: list[int] = []
     for migration in migrations:
         with engine.write() as tx:
