@@ -6,7 +6,7 @@ import pytest
 
 from tests.service.conftest import principal_for, seal_all, write
 from trueup.service.container import Services
-from trueup.storage import open_storage
+from trueup.storage import StorageError, open_storage
 from trueup.storage.balances import Scope
 from trueup.storage.migrate import SchemaTooNewError, migrate
 from trueup.storage.schema import MIGRATIONS
@@ -110,3 +110,17 @@ def test_a_database_migrated_by_a_newer_version_is_refused(database_url: str) ->
             open_storage(database_url).close()
     finally:
         storage.close()
+
+
+def test_a_seal_refuses_an_account_an_older_version_sealed_without_a_number(services: Services) -> None:
+    """What a sequencer from before schema 7 leaves behind, sealing beside a newer one."""
+    who = principal_for(services)
+    write(services, who, {"key": "a", "accountId": "c1", "bits": 1})
+    seal_all(services)
+    with services.storage.engine.write() as tx:
+        tx.execute("UPDATE accounts SET account_no = NULL")
+        tx.execute("UPDATE deltas SET account_no = NULL")
+    write(services, who, {"key": "b", "accountId": "c1", "bits": 2})
+    with pytest.raises(StorageError, match="'c1' has no account number: a Trueup older than schema"):
+        seal_all(services)
+    assert services.storage.log.queue_stats()[0] == 1  # nothing sealed, nothing lost

@@ -421,6 +421,11 @@ def _plan_balances(tx: Tx, plan: SealPlan) -> _BalanceWrites:
             [v for pair in part for v in pair],
         )
         for tenant_id, customer_id, balance, count, first, number in rows:
+            if number is None:
+                raise StorageError(
+                    f"account {customer_id!r} has no account number: a Trueup older than schema "
+                    "version 7 sealed it beside this one; stop it, then run `trueup audit`"
+                )
             accounts[(tenant_id, customer_id)] = _Account(int(balance), int(count), str(first), int(number))
     # A new customer's account takes the next number. Only a seal that adds leaves opens
     # accounts, and this seal's write goes ahead only if the log is still at this snapshot's
