@@ -25,6 +25,9 @@ _BOOKKEEPING = """CREATE TABLE IF NOT EXISTS schema_migrations (
 
 def applied_versions(engine: Engine) -> set[int]:
     with engine.write() as tx:
+        # Serialised before the CREATE: two PostgreSQL sessions creating the same table at
+        # once make one of them fail on the catalog's unique index, IF NOT EXISTS or not.
+        engine.serialize(tx, "migrate")
         tx.execute(_BOOKKEEPING)
         return {int(row[0]) for row in tx.execute("SELECT version FROM schema_migrations")}
 
@@ -48,8 +51,8 @@ def migrate(engine: Engine, migrations: tuple[Migration, ...] = MIGRATIONS) -> l
     applied: list[int] = []
     for migration in migrations:
         with engine.write() as tx:
-            tx.execute(_BOOKKEEPING)
             engine.serialize(tx, "migrate")
+            tx.execute(_BOOKKEEPING)
             done = tx.one("SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,))
             if done is not None:
                 continue
