@@ -219,3 +219,25 @@ def test_sealing_many_leaves_matches_a_full_rebuild(services: Services) -> None:
 
 def test_settings_use_the_database_url(services: Services) -> None:
     assert isinstance(services.settings, Settings)
+
+
+@pytest.mark.parametrize("other", ["key", "origin"])
+def test_a_sequencer_with_another_key_or_origin_does_not_take_over_the_log(
+    services: Services, tmp_path: Path, other: str
+) -> None:
+    """A host set up with a key of its own would sign heads no verifier of this log accepts."""
+    who = principal_for(services)
+    write(services, who, *items("a", 3))
+    seal_all(services)
+    origin = "localhost/trueup" if other == "key" else "example.com/other"
+    key_path = tmp_path / "other.key" if other == "key" else services.settings.resolved_signing_key_path
+    stranger = Sealer(services.storage, load_or_create_signer(key_path, origin), origin)
+    with pytest.raises(RuntimeError, match=r"newest head \(size 3\) does not verify with this process's"):
+        stranger.load()
+    write(services, who, *items("b", 2))
+    with pytest.raises(RuntimeError, match="every process of one log needs the same key file and origin"):
+        stranger.seal_once()
+    seal_all(services)  # the log's own sequencer goes on
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert report.ok, report.problem
+    assert report.leaves == 5

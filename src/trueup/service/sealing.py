@@ -19,10 +19,12 @@ from trueup.proof import (
     CheckpointSigner,
     CompactRange,
     LeafFields,
+    ProofError,
     TreeHead,
     leaf_bytes,
     leaf_hash,
     required_nodes,
+    verify_checkpoint,
 )
 from trueup.storage import Storage
 from trueup.storage.log import HeadRecord, QueuedDelta, SealConflictError, SealOutcome, SealPlan
@@ -94,12 +96,26 @@ class Sealer:
         return HeadRecord(size=size, root=root, timestamp_ms=timestamp_ms, checkpoint=note)
 
     def load(self) -> HeadRecord:
-        """(Re)load the right edge from the newest stored head; create the empty head if none."""
+        """(Re)load the right edge from the newest stored head; create the empty head if none.
+
+        Raises:
+            RuntimeError: if this process's key and origin did not sign that head (a host set
+                up with a key of its own would otherwise sign a log no verifier accepts), or
+                the stored nodes do not give its root.
+        """
         head = self._storage.log.head()
         if head is None:
             self._storage.log.store_first_head(self.sign(0, CompactRange.empty().root()))
             head = self._storage.log.head()
             assert head is not None
+        try:
+            verify_checkpoint(head.checkpoint, self._signer.verifier_key(), origin=self._origin)
+        except ProofError as exc:
+            raise RuntimeError(
+                f"cannot extend the log: its newest head (size {head.size}) does not verify with this "
+                f"process's signing key {self._signer.verifier_key()} and origin {self._origin!r} "
+                f"({exc}); every process of one log needs the same key file and origin"
+            ) from exc
         needed = required_nodes(head.size)
         nodes = self._storage.log.nodes(needed)
         missing = [node for node in needed if node not in nodes]
