@@ -108,12 +108,13 @@ class Sealer:
             self._storage.log.store_first_head(self.sign(0, CompactRange.empty().root()))
             head = self._storage.log.head()
             assert head is not None
+        verifier_key = self._signer.verifier_key()
         try:
-            verify_checkpoint(head.checkpoint, self._signer.verifier_key(), origin=self._origin)
+            verify_checkpoint(head.checkpoint, verifier_key, origin=self._origin)
         except ProofError as exc:
             raise RuntimeError(
                 f"cannot extend the log: its newest head (size {head.size}) does not verify with this "
-                f"process's signing key {self._signer.verifier_key()} and origin {self._origin!r} "
+                f"process's signing key {verifier_key} and origin {self._origin!r} "
                 f"({exc}); every process of one log needs the same key file and origin"
             ) from exc
         needed = required_nodes(head.size)

@@ -12,7 +12,7 @@ The sequencer stores, with every sealed delta, the customer's running figures (`
 - a date range uses month totals for whole months and an index range for partial edges.
 
 The indexes that make these one probe or one range are keyed by the customer's account number
-(``account_no``, see :data:`_ACCOUNT_NO`), not by ``(tenant_id, customer_id)``: a seal adds an
+(``account_no``, see :data:`ACCOUNT_NO_SQL`), not by ``(tenant_id, customer_id)``: a seal adds an
 entry to each of them for every delta, and a short key makes that cheaper.
 
 Every question is asked inside one :class:`BalanceSnapshot` (one read transaction), so a
@@ -31,6 +31,7 @@ from trueup.storage.engine import Engine, Row, Tx
 from trueup.storage.log import HeadRecord, head_at, head_by_root, latest_head, read_nodes
 
 __all__ = [
+    "ACCOUNT_NO_SQL",
     "AccountRecord",
     "BalanceSnapshot",
     "BalanceStore",
@@ -138,11 +139,11 @@ _DELTA_COLUMNS = """leaf_index, amount, reason, occurred_at, period, item_key, m
     verified_at, request_id, item_index"""
 _MIN_TIME = "0000"
 _MAX_TIME = "9999-12-31T23:59:59.999999Z~"
-_ACCOUNT_NO = "(SELECT account_no FROM accounts WHERE tenant_id = ? AND customer_id = ?)"
+ACCOUNT_NO_SQL = "(SELECT account_no FROM accounts WHERE tenant_id = ? AND customer_id = ?)"
 """A customer's account number, which the per-customer indexes of ``deltas`` are keyed by.
 SQLite and PostgreSQL both evaluate it once per query (it does not depend on the row), so
 ``account_no = (…)`` is an index seek; with no account it is NULL and matches nothing."""
-_CUSTOMER = f"account_no = {_ACCOUNT_NO} AND leaf_index IS NOT NULL"
+_CUSTOMER = f"account_no = {ACCOUNT_NO_SQL} AND leaf_index IS NOT NULL"
 
 
 def _delta(row: Row) -> DeltaRecord:
@@ -373,7 +374,7 @@ class BalanceSnapshot:
         """Leaf hashes of a customer-month's sealed deltas, in leaf order."""
         rows = self._tx.execute(
             f"""SELECT n.hash FROM deltas d JOIN tree_nodes n ON n.level = 0 AND n.idx = d.leaf_index
-                WHERE d.account_no = {_ACCOUNT_NO} AND d.period = ?
+                WHERE d.account_no = {ACCOUNT_NO_SQL} AND d.period = ?
                   AND d.leaf_index IS NOT NULL ORDER BY d.leaf_index""",
             (tenant_id, customer_id, period),
         )
@@ -387,7 +388,7 @@ class BalanceSnapshot:
         rows = self._tx.execute(
             f"""SELECT {columns}, n.hash FROM deltas d
                 JOIN tree_nodes n ON n.level = 0 AND n.idx = d.leaf_index
-                WHERE d.account_no = {_ACCOUNT_NO} AND d.period = ?
+                WHERE d.account_no = {ACCOUNT_NO_SQL} AND d.period = ?
                   AND d.leaf_index IS NOT NULL
                 ORDER BY d.leaf_index LIMIT ? OFFSET ?""",
             (tenant_id, customer_id, period, limit, offset),

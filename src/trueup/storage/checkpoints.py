@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from trueup.proof import root_from_leaf_hashes
-from trueup.storage.balances import BalanceSnapshot
+from trueup.storage.balances import ACCOUNT_NO_SQL, BalanceSnapshot
 from trueup.storage.engine import Engine, Row, Tx
 from trueup.storage.errors import StorageUnavailableError
 from trueup.storage.locks import count_lock
@@ -77,8 +77,7 @@ def _record(row: Row) -> CheckpointRecord:
 def _sealed_since(tx: Tx, tenant_id: str, customer_id: str, period: str, tree_size: int) -> bool:
     """Whether a delta of the customer-month was sealed at or after leaf ``tree_size``."""
     row = tx.one(
-        """SELECT 1 FROM deltas
-            WHERE account_no = (SELECT account_no FROM accounts WHERE tenant_id = ? AND customer_id = ?)
+        f"""SELECT 1 FROM deltas WHERE account_no = {ACCOUNT_NO_SQL}
               AND period = ? AND leaf_index IS NOT NULL AND leaf_index >= ? LIMIT 1""",
         (tenant_id, customer_id, period, tree_size),
     )

@@ -51,8 +51,7 @@ def migrate(engine: Engine, migrations: tuple[Migration, ...] = MIGRATIONS) -> l
     applied: list[int] = []
     for migration in migrations:
         with engine.write() as tx:
-            engine.serialize(tx, "migrate")
-            tx.execute(_BOOKKEEPING)
+            engine.serialize(tx, "migrate")  # applied_versions above created the bookkeeping table
             done = tx.one("SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,))
             if done is not None:
                 continue
