@@ -39,6 +39,7 @@ class Services:
 
     def close(self) -> None:
         self.committer.close()
+        self.keys.close()
         self.storage.close()
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +27,8 @@ from trueup.storage import Storage
 from trueup.storage.tenants import ApiKeyRecord, TenantRecord
 
 __all__ = ["IssuedKey", "KeyService", "Principal"]
+
+log = logging.getLogger(__name__)
 
 _CACHE_LIMIT = 10_000  # distinct keys remembered per process before the cache starts over
 
@@ -63,6 +68,9 @@ class KeyService:
         self._plans = plans
         self._cache_ttl = cache_ttl_s
         self._cache: dict[str, tuple[Principal, float]] = {}
+        self._refreshing: set[str] = set()
+        self._refresh_lock = threading.Lock()
+        self._refresher: ThreadPoolExecutor | None = None
         self._pepper = read_or_create_secret(pepper_path, 32)
 
     def _hash(self, secret: str) -> bytes:
@@ -101,6 +109,12 @@ class KeyService:
 
         Only an exact, recently verified key string hits; a revocation takes effect within
         ``cache_ttl_s`` (default 2 s) in every process.
+
+        A key in the second half of its time in the cache is verified again in the background
+        (once, not per request), while the cached principal goes on answering. A busy key thus
+        never drops out of the cache: without this, every request in flight when it expired
+        missed at once and verified the key against the database (64 at a time under the
+        single-item benchmark, every two seconds).
         """
         if presented is None:
             return None
@@ -108,18 +122,50 @@ class KeyService:
         if entry is None:
             return None
         principal, expires = entry
-        if time.monotonic() >= expires:
+        now = time.monotonic()
+        if now >= expires:
             self._cache.pop(presented, None)
             return None
+        if now >= expires - self._cache_ttl / 2:
+            self._refresh_soon(presented)
         return principal
+
+    def _refresh_soon(self, presented: str) -> None:
+        with self._refresh_lock:
+            if presented in self._refreshing:
+                return
+            self._refreshing.add(presented)
+            if self._refresher is None:
+                self._refresher = ThreadPoolExecutor(1, thread_name_prefix="trueup-key-refresh")
+            self._refresher.submit(self._refresh, presented)
+
+    def _refresh(self, presented: str) -> None:
+        """Verify a cached key again: renew its entry, or drop it when it is no longer valid."""
+        try:
+            self.authenticate(presented)
+        except InvalidApiKeyError:
+            self._cache.pop(presented, None)
+        except Exception:  # storage unavailable: the entry expires as it would have
+            log.exception("verifying a cached API key again failed")
+        finally:
+            with self._refresh_lock:
+                self._refreshing.discard(presented)
+
+    def close(self) -> None:
+        """Stop the background verifier (a refresh in progress finishes first)."""
+        with self._refresh_lock:
+            refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            refresher.shutdown(wait=True)
 
     def authenticate(self, presented: str | None) -> Principal:
         """The principal of a valid, unrevoked key; :class:`InvalidApiKeyError` otherwise."""
+        verified_at = time.monotonic()  # before the read: a revocation after it is not seen
         principal = self._verify(presented)
         if self._cache_ttl > 0 and presented is not None:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
-            self._cache[presented] = (principal, time.monotonic() + self._cache_ttl)
+            self._cache[presented] = (principal, verified_at + self._cache_ttl)
         return principal
 
     def _verify(self, presented: str | None) -> Principal:

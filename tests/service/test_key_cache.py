@@ -1,0 +1,126 @@
+"""The per-process cache of verified API keys: a busy key is verified again before it expires."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from trueup.core.errors import InvalidApiKeyError
+from trueup.service import keys as keys_module
+from trueup.service.container import Services
+from trueup.service.keys import KeyService
+from trueup.storage.tenants import ApiKeyRecord
+
+TTL = 10.0
+
+
+class Clock:
+    """Stands in for the ``time`` module in :mod:`trueup.service.keys`: time moves when told."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(keys_module, "time", fake)
+    return fake
+
+
+@pytest.fixture
+def keys(services: Services, tmp_path: Path, clock: Clock) -> Iterator[KeyService]:
+    service = KeyService(services.storage, tmp_path / "cache-test-pepper", cache_ttl_s=TTL)
+    yield service
+    service.close()
+
+
+class CountingReads:
+    """Counts the key reads that reach the database, and can hold them until released."""
+
+    def __init__(self, services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self.release = threading.Event()
+        self.release.set()
+        tenants = services.storage.tenants
+        read = tenants.key
+
+        def counted(key_id: str) -> ApiKeyRecord | None:
+            self.count += 1
+            self.release.wait(timeout=30)
+            return read(key_id)
+
+        monkeypatch.setattr(tenants, "key", counted)
+
+
+def settle(keys: KeyService) -> None:
+    """Wait for background verification to finish (``close`` joins its thread)."""
+    keys.close()
+
+
+def test_a_key_in_the_first_half_of_its_time_is_served_from_the_cache_alone(
+    keys: KeyService, clock: Clock, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issued = keys.create("acme")
+    principal = keys.authenticate(issued.key)
+    reads = CountingReads(services, monkeypatch)
+    clock.now += TTL / 2 - 0.001
+    assert keys.cached(issued.key) == principal
+    settle(keys)
+    assert reads.count == 0
+
+
+def test_a_busy_key_is_verified_again_in_the_background_and_never_drops_out(
+    keys: KeyService, clock: Clock, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issued = keys.create("acme")
+    principal = keys.authenticate(issued.key)
+    reads = CountingReads(services, monkeypatch)
+    clock.now += TTL * 0.75
+    assert keys.cached(issued.key) == principal  # answered at once, verified behind it
+    settle(keys)
+    assert reads.count == 1
+    clock.now += TTL * 0.5  # past the first verification's expiry, inside the second's
+    assert keys.cached(issued.key) == principal
+    settle(keys)
+
+
+def test_requests_arriving_while_a_key_is_verified_again_share_one_verification(
+    keys: KeyService, clock: Clock, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issued = keys.create("acme")
+    principal = keys.authenticate(issued.key)
+    reads = CountingReads(services, monkeypatch)
+    reads.release.clear()  # the verification in the background waits here
+    clock.now += TTL * 0.75
+    assert [keys.cached(issued.key) for _ in range(64)] == [principal] * 64
+    reads.release.set()
+    settle(keys)
+    assert reads.count == 1
+
+
+def test_a_key_revoked_meanwhile_leaves_the_cache_at_its_next_verification(
+    keys: KeyService, clock: Clock
+) -> None:
+    issued = keys.create("acme")
+    keys.authenticate(issued.key)
+    assert keys.revoke(issued.key_id)
+    clock.now += TTL * 0.75
+    assert keys.cached(issued.key) is not None  # verified before the revocation, TTL not over
+    settle(keys)
+    assert keys.cached(issued.key) is None
+    with pytest.raises(InvalidApiKeyError, match="revoked"):
+        keys.authenticate(issued.key)
+
+
+def test_an_entry_expires_after_its_ttl_when_nobody_uses_it(keys: KeyService, clock: Clock) -> None:
+    issued = keys.create("acme")
+    keys.authenticate(issued.key)
+    clock.now += TTL
+    assert keys.cached(issued.key) is None
