@@ -115,3 +115,23 @@ def test_update_rows_counts_and_only_touches_rows_meeting_the_condition(engine: 
         assert tx.update_rows("scratch", "id", {"amount": "bigint"}, [(4, 44)]) == 1
         assert tx.update_rows("scratch", "id", {"amount": "bigint"}, []) == 0
     assert rows(engine)[:4] == [(1, "one", 1), (2, "n2", 20), (3, "three", 3), (4, "n4", 44)]
+
+
+def test_bulk_helpers_carry_more_rows_than_one_statement_holds(engine: Engine) -> None:
+    # SQLite puts many rows in each statement, up to a limit of parameters; 7,000 rows of
+    # three columns need several statements, and none may be lost or doubled at the seams.
+    many = range(100, 7_100)
+    with engine.write() as tx:
+        tx.insert_rows("scratch", list(_COLUMNS), [(i, f"n{i}", i) for i in many])
+        updated = tx.update_rows(
+            "scratch", "id", {"amount": "bigint"}, [(i, -i) for i in many], only_if="amount % 2 = 0"
+        )
+        assert updated == len([i for i in many if i % 2 == 0])
+        tx.upsert_rows("scratch", ("id",), _COLUMNS, ("name",), [(i, f"m{i}", 0) for i in range(50, 7_150)])
+    stored = rows(engine)
+    assert len(stored) == 10 + 50 + 7_000 + 50
+    by_id = {row[0]: row for row in stored}
+    assert by_id[100] == (100, "m100", -100) and by_id[101] == (101, "m101", 101)
+    assert by_id[7_099] == (7_099, "m7099", 7_099) and by_id[7_098] == (7_098, "m7098", -7_098)
+    assert by_id[50] == (50, "m50", 0) and by_id[7_149] == (7_149, "m7149", 0)
+    assert by_id[10] == (10, "n10", 100)
