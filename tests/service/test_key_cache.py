@@ -11,7 +11,7 @@ import pytest
 from trueup.core.errors import InvalidApiKeyError
 from trueup.service import keys as keys_module
 from trueup.service.container import Services
-from trueup.service.keys import KeyService
+from trueup.service.keys import KeyService, Principal
 from trueup.storage.tenants import ApiKeyRecord
 
 TTL = 10.0
@@ -59,6 +59,12 @@ class CountingReads:
         monkeypatch.setattr(tenants, "key", counted)
 
 
+def verified_key(keys: KeyService) -> tuple[str, Principal]:
+    """A new key, verified once (so cached at the clock's present time), and its principal."""
+    issued = keys.create("acme")
+    return issued.key, keys.authenticate(issued.key)
+
+
 def settle(keys: KeyService) -> None:
     """Wait for background verification to finish (``close`` joins its thread)."""
     keys.close()
@@ -67,11 +73,10 @@ def settle(keys: KeyService) -> None:
 def test_a_key_in_the_first_half_of_its_time_is_served_from_the_cache_alone(
     keys: KeyService, clock: Clock, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    issued = keys.create("acme")
-    principal = keys.authenticate(issued.key)
+    key, principal = verified_key(keys)
     reads = CountingReads(services, monkeypatch)
     clock.now += TTL / 2 - 0.001
-    assert keys.cached(issued.key) == principal
+    assert keys.cached(key) == principal
     settle(keys)
     assert reads.count == 0
 
@@ -79,27 +84,25 @@ def test_a_key_in_the_first_half_of_its_time_is_served_from_the_cache_alone(
 def test_a_busy_key_is_verified_again_in_the_background_and_never_drops_out(
     keys: KeyService, clock: Clock, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    issued = keys.create("acme")
-    principal = keys.authenticate(issued.key)
+    key, principal = verified_key(keys)
     reads = CountingReads(services, monkeypatch)
     clock.now += TTL * 0.75
-    assert keys.cached(issued.key) == principal  # answered at once, verified behind it
+    assert keys.cached(key) == principal  # answered at once, verified behind it
     settle(keys)
     assert reads.count == 1
     clock.now += TTL * 0.5  # past the first verification's expiry, inside the second's
-    assert keys.cached(issued.key) == principal
+    assert keys.cached(key) == principal
     settle(keys)
 
 
 def test_requests_arriving_while_a_key_is_verified_again_share_one_verification(
     keys: KeyService, clock: Clock, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    issued = keys.create("acme")
-    principal = keys.authenticate(issued.key)
+    key, principal = verified_key(keys)
     reads = CountingReads(services, monkeypatch)
     reads.release.clear()  # the verification in the background waits here
     clock.now += TTL * 0.75
-    assert [keys.cached(issued.key) for _ in range(64)] == [principal] * 64
+    assert [keys.cached(key) for _ in range(64)] == [principal] * 64
     reads.release.set()
     settle(keys)
     assert reads.count == 1
@@ -108,19 +111,17 @@ def test_requests_arriving_while_a_key_is_verified_again_share_one_verification(
 def test_a_key_revoked_meanwhile_leaves_the_cache_at_its_next_verification(
     keys: KeyService, clock: Clock
 ) -> None:
-    issued = keys.create("acme")
-    keys.authenticate(issued.key)
-    assert keys.revoke(issued.key_id)
+    key, principal = verified_key(keys)
+    assert keys.revoke(principal.key_id)
     clock.now += TTL * 0.75
-    assert keys.cached(issued.key) is not None  # verified before the revocation, TTL not over
+    assert keys.cached(key) is not None  # verified before the revocation, TTL not over
     settle(keys)
-    assert keys.cached(issued.key) is None
+    assert keys.cached(key) is None
     with pytest.raises(InvalidApiKeyError, match="revoked"):
-        keys.authenticate(issued.key)
+        keys.authenticate(key)
 
 
 def test_an_entry_expires_after_its_ttl_when_nobody_uses_it(keys: KeyService, clock: Clock) -> None:
-    issued = keys.create("acme")
-    keys.authenticate(issued.key)
+    key, _ = verified_key(keys)
     clock.now += TTL
-    assert keys.cached(issued.key) is None
+    assert keys.cached(key) is None

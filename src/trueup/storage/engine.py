@@ -10,11 +10,31 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["Dialect", "Engine", "Row", "Tx"]
+__all__ = ["BulkUpdate", "BulkUpsert", "Dialect", "Engine", "Row", "Tx"]
 
 Row = tuple[Any, ...]
+
+
+class BulkUpdate(NamedTuple):
+    """The arguments of :meth:`Tx.update_rows`, as a backend's ``_update_rows`` gets them."""
+
+    table: str
+    key: str
+    columns: Mapping[str, str]
+    rows: Sequence[Sequence[Any]]
+    only_if: str | None
+
+
+class BulkUpsert(NamedTuple):
+    """The arguments of :meth:`Tx.upsert_rows`, as a backend's ``_upsert_rows`` gets them."""
+
+    table: str
+    conflict: Sequence[str]
+    columns: Mapping[str, str]
+    update: Sequence[str]
+    rows: Sequence[Sequence[Any]]
 
 
 class Dialect(abc.ABC):
@@ -83,20 +103,14 @@ class Tx(abc.ABC):
         if not rows:
             return 0
         _refuse_repeats([row[0] for row in rows], f"update_rows({table}): key {key}")
-        return self._update_rows(table, key, columns, rows, only_if)
+        return self._update_rows(BulkUpdate(table, key, columns, rows, only_if))
 
-    def _update_rows(
-        self,
-        table: str,
-        key: str,
-        columns: Mapping[str, str],
-        rows: Sequence[Sequence[Any]],
-        only_if: str | None,
-    ) -> int:
-        sets = ", ".join(f"{name} = ?" for name in columns)
-        condition = f" AND ({only_if})" if only_if else ""
+    def _update_rows(self, bulk: BulkUpdate) -> int:
+        sets = ", ".join(f"{name} = ?" for name in bulk.columns)
+        condition = f" AND ({bulk.only_if})" if bulk.only_if else ""
         return self.executemany(
-            f"UPDATE {table} SET {sets} WHERE {key} = ?{condition}", [(*row[1:], row[0]) for row in rows]
+            f"UPDATE {bulk.table} SET {sets} WHERE {bulk.key} = ?{condition}",
+            [(*row[1:], row[0]) for row in bulk.rows],
         )
 
     def upsert_rows(
@@ -119,22 +133,15 @@ class Tx(abc.ABC):
             _refuse_repeats(
                 [tuple(row[i] for i in positions) for row in rows], f"upsert_rows({table}): {conflict}"
             )
-            self._upsert_rows(table, conflict, columns, update, rows)
+            self._upsert_rows(BulkUpsert(table, conflict, columns, update, rows))
 
-    def _upsert_rows(
-        self,
-        table: str,
-        conflict: Sequence[str],
-        columns: Mapping[str, str],
-        update: Sequence[str],
-        rows: Sequence[Sequence[Any]],
-    ) -> None:
-        marks = ", ".join("?" * len(columns))
-        sets = ", ".join(f"{name} = excluded.{name}" for name in update)
+    def _upsert_rows(self, bulk: BulkUpsert) -> None:
+        marks = ", ".join("?" * len(bulk.columns))
+        sets = ", ".join(f"{name} = excluded.{name}" for name in bulk.update)
         self.executemany(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
-            f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}",
-            rows,
+            f"INSERT INTO {bulk.table} ({', '.join(bulk.columns)}) VALUES ({marks}) "
+            f"ON CONFLICT ({', '.join(bulk.conflict)}) DO UPDATE SET {sets}",
+            bulk.rows,
         )
 
     @abc.abstractmethod

@@ -8,7 +8,7 @@ the holder's connection dies; unique keys on tree positions fence a stale holder
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from trueup.storage.engine import Dialect, Engine, Row, Tx
+from trueup.storage.engine import BulkUpdate, BulkUpsert, Dialect, Engine, Row, Tx
 from trueup.storage.errors import IntegrityConflictError, StorageUnavailableError
 
 __all__ = ["PostgresDialect", "PostgresEngine"]
@@ -90,49 +90,36 @@ class _PgTx(Tx):
     def one_of(self, column: str, values: Sequence[Any], kind: str) -> tuple[str, list[Any]]:
         return f"{column} = ANY(?::{kind}[])", [list(values)]
 
-    def _update_rows(
-        self,
-        table: str,
-        key: str,
-        columns: Mapping[str, str],
-        rows: Sequence[Sequence[Any]],
-        only_if: str | None,
-    ) -> int:
+    def _update_rows(self, bulk: BulkUpdate) -> int:
         # One statement joined to the rows as arrays: executemany plans and runs an UPDATE per
         # row (plan_cache_mode is force_custom_plan); per row, sealing was 1.7x slower. The range
         # of the (integer) keys bounds the join, or the planner may hash-join against a full
         # table scan. The arrays' columns get names of their own (_k, _0, _1 ...), so the
         # column names in `only_if` can only mean the stored row's.
+        table, key, columns = bulk.table, bulk.key, bulk.columns
         arrays = ", ".join(f"?::{kind}[]" for kind in ("bigint", *columns.values()))
         names = ", ".join(f"_{i}" for i in range(len(columns)))
         sets = ", ".join(f"{name} = u._{i}" for i, name in enumerate(columns))
-        condition = f" AND ({only_if})" if only_if else ""
+        condition = f" AND ({bulk.only_if})" if bulk.only_if else ""
         sql = (
             f"UPDATE {table} AS t SET {sets} FROM unnest({arrays}) AS u(_k, {names}) "
             f"WHERE t.{key} = u._k AND t.{key} BETWEEN ? AND ?{condition}"
         )
-        values = [list(column) for column in zip(*rows, strict=True)]
+        values = [list(column) for column in zip(*bulk.rows, strict=True)]
         keys = [int(value) for value in values[0]]
         with _storage_errors():
             cursor = self._conn.execute(_to_pyformat(sql), [*values, min(keys), max(keys)])
             return max(0, cursor.rowcount)
 
-    def _upsert_rows(
-        self,
-        table: str,
-        conflict: Sequence[str],
-        columns: Mapping[str, str],
-        update: Sequence[str],
-        rows: Sequence[Sequence[Any]],
-    ) -> None:
+    def _upsert_rows(self, bulk: BulkUpsert) -> None:
         # One statement over typed arrays, for the reason given in _update_rows.
-        arrays = ", ".join(f"?::{kind}[]" for kind in columns.values())
-        sets = ", ".join(f"{name} = excluded.{name}" for name in update)
+        arrays = ", ".join(f"?::{kind}[]" for kind in bulk.columns.values())
+        sets = ", ".join(f"{name} = excluded.{name}" for name in bulk.update)
         sql = (
-            f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "
-            f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}"
+            f"INSERT INTO {bulk.table} ({', '.join(bulk.columns)}) SELECT * FROM unnest({arrays}) "
+            f"ON CONFLICT ({', '.join(bulk.conflict)}) DO UPDATE SET {sets}"
         )
-        self.execute(sql, [list(column) for column in zip(*rows, strict=True)])
+        self.execute(sql, [list(column) for column in zip(*bulk.rows, strict=True)])
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

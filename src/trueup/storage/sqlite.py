@@ -15,12 +15,12 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from trueup.storage.engine import Dialect, Engine, Row, Tx, chunks
+from trueup.storage.engine import BulkUpdate, BulkUpsert, Dialect, Engine, Row, Tx, chunks
 from trueup.storage.errors import IntegrityConflictError, StorageUnavailableError
 
 __all__ = ["SQLiteDialect", "SQLiteEngine"]
@@ -104,18 +104,12 @@ class _SQLiteTx(Tx):
         for part, values in self._parts(len(columns), rows):
             self.execute(into + values, [value for row in part for value in row])
 
-    def _update_rows(
-        self,
-        table: str,
-        key: str,
-        columns: Mapping[str, str],
-        rows: Sequence[Sequence[Any]],
-        only_if: str | None,
-    ) -> int:
-        sets = ", ".join(f"{name} = v.column{i}" for i, name in enumerate(columns, start=2))
-        condition = f" AND ({only_if})" if only_if else ""
+    def _update_rows(self, bulk: BulkUpdate) -> int:
+        table, key = bulk.table, bulk.key
+        sets = ", ".join(f"{name} = v.column{i}" for i, name in enumerate(bulk.columns, start=2))
+        condition = f" AND ({bulk.only_if})" if bulk.only_if else ""
         updated = 0
-        for part, values in self._parts(len(columns) + 1, rows):
+        for part, values in self._parts(len(bulk.columns) + 1, bulk.rows):
             updated += self._changes(
                 f"UPDATE {table} SET {sets} FROM (VALUES {values}) AS v WHERE {table}.{key} = v.column1"
                 + condition,
@@ -123,19 +117,12 @@ class _SQLiteTx(Tx):
             )
         return updated
 
-    def _upsert_rows(
-        self,
-        table: str,
-        conflict: Sequence[str],
-        columns: Mapping[str, str],
-        update: Sequence[str],
-        rows: Sequence[Sequence[Any]],
-    ) -> None:
-        sets = ", ".join(f"{name} = excluded.{name}" for name in update)
-        for part, values in self._parts(len(columns), rows):
+    def _upsert_rows(self, bulk: BulkUpsert) -> None:
+        sets = ", ".join(f"{name} = excluded.{name}" for name in bulk.update)
+        into = f"INSERT INTO {bulk.table} ({', '.join(bulk.columns)}) VALUES "
+        for part, values in self._parts(len(bulk.columns), bulk.rows):
             self.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} "
-                f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}",
+                f"{into}{values} ON CONFLICT ({', '.join(bulk.conflict)}) DO UPDATE SET {sets}",
                 [value for row in part for value in row],
             )
 
