@@ -12,6 +12,7 @@ from trueup.core.errors import InvalidApiKeyError
 from trueup.service import keys as keys_module
 from trueup.service.container import Services
 from trueup.service.keys import KeyService, Principal
+from trueup.storage.errors import StorageUnavailableError
 from trueup.storage.tenants import ApiKeyRecord
 
 TTL = 10.0
@@ -70,6 +71,13 @@ def settle(keys: KeyService) -> None:
     keys.close()
 
 
+def keys_drained(keys: KeyService) -> None:
+    """Wait until the background verifier has nothing queued or running (it stays open)."""
+    refresher = keys._refresher  # the service's own thread: a task queued after the others
+    if refresher is not None:
+        refresher.submit(lambda: None).result(timeout=30)
+
+
 def test_a_key_in_the_first_half_of_its_time_is_served_from_the_cache_alone(
     keys: KeyService, clock: Clock, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -125,3 +133,37 @@ def test_an_entry_expires_after_its_ttl_when_nobody_uses_it(keys: KeyService, cl
     key, _ = verified_key(keys)
     clock.now += TTL
     assert keys.cached(key) is None
+
+
+def test_while_the_database_cannot_answer_a_key_is_tried_once_and_then_left_to_expire(
+    keys: KeyService, clock: Clock, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, principal = verified_key(keys)
+    attempts = []
+
+    def unavailable(key_id: str) -> None:
+        attempts.append(key_id)
+        raise StorageUnavailableError("the database is down")
+
+    monkeypatch.setattr(services.storage.tenants, "key", unavailable)
+    clock.now += TTL * 0.75
+    for _ in range(3):
+        assert [keys.cached(key) for _ in range(100)] == [principal] * 100
+        keys_drained(keys)
+    assert len(attempts) == 1  # not one per request while the entry lasts
+    clock.now += TTL * 0.25
+    assert keys.cached(key) is None  # expired: the next request verifies the key itself
+    with pytest.raises(StorageUnavailableError):
+        keys.authenticate(key)
+
+
+def test_a_closed_service_verifies_nothing_in_the_background(
+    keys: KeyService, clock: Clock, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, principal = verified_key(keys)
+    reads = CountingReads(services, monkeypatch)
+    keys.close()
+    clock.now += TTL * 0.75
+    assert keys.cached(key) == principal
+    assert not [t for t in threading.enumerate() if t.name.startswith("trueup-key-refresh")]
+    assert reads.count == 0

@@ -135,3 +135,16 @@ def test_bulk_helpers_carry_more_rows_than_one_statement_holds(engine: Engine) -
     assert by_id[7_099] == (7_099, "m7099", 7_099) and by_id[7_098] == (7_098, "m7098", -7_098)
     assert by_id[50] == (50, "m50", 0) and by_id[7_149] == (7_149, "m7149", 0)
     assert by_id[10] == (10, "n10", 100)
+
+
+def test_update_rows_conditions_name_only_stored_columns(engine: Engine) -> None:
+    # Each backend joins the new values under names of its own; a stored column that happens
+    # to share a name the backend could have used (SQLite calls VALUES columns column1 ...)
+    # must still mean the stored one in `only_if`.
+    with engine.write() as tx:
+        tx.execute("CREATE TABLE odd (id BIGINT PRIMARY KEY, column2 BIGINT NOT NULL, _0 BIGINT)")
+        tx.insert_rows("odd", ("id", "column2", "_0"), [(1, 0, 5), (2, 1, 5)])
+        updated = tx.update_rows("odd", "id", {"_0": "bigint"}, [(1, 7), (2, 8)], only_if="column2 = 0")
+        assert updated == 1
+        stored = [tuple(map(int, row)) for row in tx.execute("SELECT * FROM odd ORDER BY id")]
+        assert stored == [(1, 0, 7), (2, 1, 5)]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from trueup.storage.sqlite import SQLiteEngine
+from trueup.storage.sqlite import SQLiteEngine, _SQLiteTx
 
 
 def _lock_is_held(path: Path) -> bool:
@@ -111,3 +111,23 @@ def test_engines_opening_a_new_file_at_once_all_switch_it_to_wal(tmp_path: Path)
         for thread in threads:
             thread.join(timeout=60)
     assert errors == []
+
+
+def test_bulk_statements_come_in_a_few_shapes_whatever_the_row_count(tmp_path: Path) -> None:
+    # Each row count is a statement of its own text, prepared and cached per connection: parts
+    # are powers of two, so a table gets a handful of shapes, not one per group or seal size.
+    engine = SQLiteEngine(tmp_path / "trueup.db")
+    try:
+        with engine.write() as tx:
+            assert isinstance(tx, _SQLiteTx)
+            for count in (1, 30, 615, 1_000, 7_777):
+                rows = [(i, i, i) for i in range(count)]
+                parts = [part for part, _ in tx._parts(3, rows)]
+                sizes = [len(part) for part in parts]
+                assert [row for part in parts for row in part] == rows
+                assert all(size & (size - 1) == 0 and size * 3 <= 8_000 for size in sizes)
+                assert sizes == sorted(sizes, reverse=True)
+            shapes = {len(p) for n in range(1, 3_000) for p, _ in tx._parts(13, [(0,) * 13] * n)}
+            assert len(shapes) <= 10
+    finally:
+        engine.close()

@@ -71,6 +71,7 @@ class KeyService:
         self._refreshing: set[str] = set()
         self._refresh_lock = threading.Lock()
         self._refresher: ThreadPoolExecutor | None = None
+        self._closed = False
         self._pepper = read_or_create_secret(pepper_path, 32)
 
     def _hash(self, secret: str) -> bytes:
@@ -125,6 +126,8 @@ class KeyService:
         now = time.monotonic()
         if now >= expires:
             self._cache.pop(presented, None)
+            with self._refresh_lock:
+                self._refreshing.discard(presented)  # a refresh that failed is tried no more
             return None
         if now >= expires - self._cache_ttl / 2:
             self._refresh_soon(presented)
@@ -132,7 +135,7 @@ class KeyService:
 
     def _refresh_soon(self, presented: str) -> None:
         with self._refresh_lock:
-            if presented in self._refreshing:
+            if self._closed or presented in self._refreshing:
                 return
             self._refreshing.add(presented)
             if self._refresher is None:
@@ -140,23 +143,31 @@ class KeyService:
             self._refresher.submit(self._refresh, presented)
 
     def _refresh(self, presented: str) -> None:
-        """Verify a cached key again: renew its entry, or drop it when it is no longer valid."""
+        """Verify a cached key again: renew its entry, or drop it when it is no longer valid.
+
+        When the database cannot say (it is unavailable), the key stays marked as being verified,
+        so requests do not queue one attempt each; the entry then expires as it would have, and
+        the next request verifies the key itself.
+        """
         try:
             self.authenticate(presented)
         except InvalidApiKeyError:
             self._cache.pop(presented, None)
-        except Exception:  # storage unavailable: the entry expires as it would have
-            log.exception("verifying a cached API key again failed")
-        finally:
-            with self._refresh_lock:
-                self._refreshing.discard(presented)
+        except Exception as exc:  # noqa: BLE001 - storage unavailable: logged, the entry expires
+            log.warning("verifying a cached API key again failed: %s", exc)
+            return
+        with self._refresh_lock:
+            self._refreshing.discard(presented)
 
     def close(self) -> None:
-        """Stop the background verifier (a refresh in progress finishes first)."""
+        """Stop verifying keys in the background: a verification under way finishes, queued
+        ones are dropped, and none starts after this."""
         with self._refresh_lock:
+            self._closed = True
             refresher, self._refresher = self._refresher, None
+            self._refreshing.clear()
         if refresher is not None:
-            refresher.shutdown(wait=True)
+            refresher.shutdown(wait=True, cancel_futures=True)
 
     def authenticate(self, presented: str | None) -> Principal:
         """The principal of a valid, unrevoked key; :class:`InvalidApiKeyError` otherwise."""

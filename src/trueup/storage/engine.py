@@ -98,7 +98,7 @@ class Tx(abc.ABC):
         row is ``(key value, *values of columns)`` in the order of ``columns``, and no key may
         repeat (which row would win differs between the backends, so it is refused).
         PostgreSQL sends every column as one typed array and updates all rows with one
-        statement; SQLite runs one prepared ``UPDATE`` per row, which costs it no more.
+        statement; SQLite puts many rows in each ``UPDATE … FROM (VALUES …)``.
         """
         if not rows:
             return 0

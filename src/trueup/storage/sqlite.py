@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from trueup.storage.engine import BulkUpdate, BulkUpsert, Dialect, Engine, Row, Tx, chunks
+from trueup.storage.engine import BulkUpdate, BulkUpsert, Dialect, Engine, Row, Tx
 from trueup.storage.errors import IntegrityConflictError, StorageUnavailableError
 
 __all__ = ["SQLiteDialect", "SQLiteEngine"]
@@ -43,6 +43,10 @@ _PRAGMAS = (
 )
 _CHECKPOINT_INTERVAL_S = 2.0
 """Seconds between checkpoints: rarely enough that a page written many times is copied once."""
+
+_CACHED_STATEMENTS = 256
+"""Prepared statements each connection keeps (Python's default is 128): room for the bulk
+statements' power-of-two shapes beside the ordinary ones."""
 
 _MAX_PARAMETERS = 8_000
 """Parameters per multi-row statement (about 600 deltas), under SQLite's own limit (32,766
@@ -105,14 +109,18 @@ class _SQLiteTx(Tx):
             self.execute(into + values, [value for row in part for value in row])
 
     def _update_rows(self, bulk: BulkUpdate) -> int:
+        # The new values get names of their own (_k, _0, _1 ...), as on PostgreSQL, so the
+        # column names in `only_if` can only mean the stored row's.
         table, key = bulk.table, bulk.key
-        sets = ", ".join(f"{name} = v.column{i}" for i, name in enumerate(bulk.columns, start=2))
+        # (A statement that starts with WITH gets no row count from the sqlite3 module.)
+        names = ", ".join(f"column{i + 2} AS _{i}" for i in range(len(bulk.columns)))
+        sets = ", ".join(f"{name} = _v._{i}" for i, name in enumerate(bulk.columns))
         condition = f" AND ({bulk.only_if})" if bulk.only_if else ""
         updated = 0
         for part, values in self._parts(len(bulk.columns) + 1, bulk.rows):
             updated += self._changes(
-                f"UPDATE {table} SET {sets} FROM (VALUES {values}) AS v WHERE {table}.{key} = v.column1"
-                + condition,
+                f"UPDATE {table} SET {sets} FROM (SELECT column1 AS _k, {names} FROM (VALUES {values})) "
+                f"AS _v WHERE {table}.{key} = _v._k{condition}",
                 [value for row in part for value in row],
             )
         return updated
@@ -130,11 +138,23 @@ class _SQLiteTx(Tx):
         self, width: int, rows: Sequence[Sequence[Any]]
     ) -> Iterator[tuple[Sequence[Sequence[Any]], str]]:
         """``rows`` in parts of at most :data:`_MAX_PARAMETERS` values (or SQLite's own limit,
-        if lower), each with its ``(?, ?), (?, ?)`` list."""
+        if lower), each with its ``(?, ?), (?, ?)`` list.
+
+        Every part holds a power of two of rows: the largest that fits, then the rest taken
+        apart in binary (30 rows are 16 + 8 + 4 + 2). Each row count is a statement of its own
+        text, which the connection prepares and caches; with any count allowed, group commits and
+        seals of varying sizes filled the cache with large statements (86 MiB of them at seals'
+        sizes) and pushed the small, hot ones out.
+        """
         limit = min(_MAX_PARAMETERS, self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+        largest = 1 << ((max(1, limit // width)).bit_length() - 1)
         marks = "(" + ", ".join("?" * width) + ")"
-        for part in chunks(rows, max(1, limit // width)):
-            yield part, ", ".join([marks] * len(part))
+        start = 0
+        while start < len(rows):
+            left = len(rows) - start
+            size = largest if left >= largest else 1 << (left.bit_length() - 1)
+            yield rows[start : start + size], ", ".join([marks] * size)
+            start += size
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -246,7 +266,13 @@ class SQLiteEngine(Engine):
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=30.0,
+                cached_statements=_CACHED_STATEMENTS,
+            )
             for pragma in _PRAGMAS:
                 if pragma == _WAL:
                     _enter_wal(conn)
@@ -334,6 +360,7 @@ def _enter_wal(conn: sqlite3.Connection, timeout_s: float = 30.0) -> None:
     the switch is retried here until the first connection has made it.
     """
     deadline = time.monotonic() + timeout_s
+    conn.execute("PRAGMA busy_timeout=0")  # retried here instead; _PRAGMAS sets it again after
     while True:
         try:
             conn.execute(_WAL)
