@@ -27,9 +27,8 @@ __all__ = ["SQLiteDialect", "SQLiteEngine"]
 
 log = logging.getLogger(__name__)
 
-_WAL = "PRAGMA journal_mode=WAL"
+_WAL = "PRAGMA journal_mode=WAL"  # set first, by _enter_wal
 _PRAGMAS = (
-    _WAL,
     # FULL: the WAL is fsynced at every commit, so a 202 survives power loss and kill -9.
     "PRAGMA synchronous=FULL",
     "PRAGMA busy_timeout=30000",
@@ -111,9 +110,9 @@ class _SQLiteTx(Tx):
 
     def _update_rows(self, bulk: BulkUpdate) -> int:
         # The new values get names of their own (_k, _0, _1 ...), as on PostgreSQL, so the
-        # column names in `only_if` can only mean the stored row's.
+        # column names in `only_if` can only mean the stored row's. (A subquery, not a WITH:
+        # the sqlite3 module gives a statement that starts with WITH no row count.)
         table, key = bulk.table, bulk.key
-        # (A statement that starts with WITH gets no row count from the sqlite3 module.)
         names = ", ".join(f"column{i + 2} AS _{i}" for i in range(len(bulk.columns)))
         sets = ", ".join(f"{name} = _v._{i}" for i, name in enumerate(bulk.columns))
         condition = f" AND ({bulk.only_if})" if bulk.only_if else ""
@@ -274,11 +273,9 @@ class SQLiteEngine(Engine):
                 timeout=30.0,
                 cached_statements=_CACHED_STATEMENTS,
             )
+            _enter_wal(conn)
             for pragma in _PRAGMAS:
-                if pragma == _WAL:
-                    _enter_wal(conn)
-                else:
-                    conn.execute(pragma)
+                conn.execute(pragma)
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"cannot open SQLite database {self.path}: {exc}") from exc
         return conn
