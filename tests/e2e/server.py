@@ -117,6 +117,32 @@ class ServerProcess:
         self.stop()
 
 
+def children(pid: int, named: str | None = None) -> list[int]:
+    """Live processes whose parent is ``pid`` (from /proc); with ``named``, only those whose
+    command line contains it (``sequencer``, ``committer``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z" and (named is None or named.encode() in command):
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def wait_until(predicate: object, timeout_s: float = 20.0, interval_s: float = 0.05) -> None:
     """Poll ``predicate()`` until true; fail after ``timeout_s`` (a safety net, not a timing check)."""
     deadline = time.monotonic() + timeout_s

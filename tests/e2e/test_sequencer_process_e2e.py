@@ -10,39 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import ServerProcess, create_key, trueup, wait_until
+from tests.e2e.server import ServerProcess, alive, children, create_key, trueup, wait_until
 from trueup.cli.child import SequencerProcess
-
-
-def _children(pid: int) -> list[int]:
-    """Live processes whose parent is ``pid`` (from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _sequencer_child(server: ServerProcess) -> int:
     assert server.process is not None
-    wait_until(lambda: len(_children(server.process.pid)) == 1)  # type: ignore[union-attr]
-    [child] = _children(server.process.pid)
-    assert "sequencer" in Path(f"/proc/{child}/cmdline").read_text()
+    wait_until(lambda: len(children(server.process.pid, "sequencer")) == 1)  # type: ignore[union-attr]
+    [child] = children(server.process.pid, "sequencer")
     return child
 
 
@@ -79,13 +54,13 @@ def test_the_sequencer_child_is_restarted_and_dies_with_a_killed_server(tmp_path
         _write_and_wait_verified(server, key, "first")
 
         os.kill(child, signal.SIGKILL)  # the child dies: the server starts another one
-        wait_until(lambda: _children(server.process.pid) not in ([], [child]))  # type: ignore[union-attr]
+        wait_until(lambda: children(server.process.pid, "sequencer") not in ([], [child]))  # type: ignore[union-attr]
         wait_until(lambda: _role(server) == "leader")
         _write_and_wait_verified(server, key, "after-restart")
 
         replacement = _sequencer_child(server)
         server.kill()  # SIGKILL: the server cannot stop its child; the child notices
-        wait_until(lambda: not _alive(replacement))
+        wait_until(lambda: not alive(replacement))
     finally:
         server.kill()
 
@@ -102,7 +77,7 @@ def test_a_stopped_server_stops_its_sequencer_child(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path, None).start()
     child = _sequencer_child(server)
     server.stop()  # SIGTERM
-    assert not _alive(child)
+    assert not alive(child)
     assert "exited with status" not in server.log()  # stopped, not restarted
 
 
@@ -123,7 +98,7 @@ def test_the_thread_sequencer_runs_inside_the_server(tmp_path: Path) -> None:
     key = create_key(tmp_path, None)
     with ServerProcess(tmp_path, None, extra_args=["--sequencer", "thread"]) as server:
         assert server.process is not None
-        assert _children(server.process.pid) == []
+        assert children(server.process.pid, "sequencer") == []
         wait_until(lambda: _role(server) == "leader")
         _write_and_wait_verified(server, key, "in-thread")
 
@@ -137,7 +112,7 @@ def test_a_sequencer_that_cannot_run_is_reported_down_and_retried(tmp_path: Path
         wait_until(lambda: child.starts >= 3 and child.role == "down")
     finally:
         child.stop()
-    assert child.pid is not None and not _alive(child.pid)
+    assert child.pid is not None and not alive(child.pid)
 
 
 def test_a_sequencer_that_cannot_even_be_started_is_retried(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from trueup.api.app import create_app
 from trueup.cli.child import SealReport, SequencerProcess
+from trueup.cli.committer import CommitterProcess
 from trueup.cli.options import add_storage_options, settings_from
 from trueup.sequencer.loop import SequencerLoop
 from trueup.service.collector import settle_collector
@@ -37,6 +38,13 @@ def run(argv: list[str]) -> int:
         "(run `trueup sequencer` elsewhere)",
     )
     serve.add_argument("--no-sequencer", action="store_true", help="the same as --sequencer off")
+    serve.add_argument(
+        "--committer",
+        choices=("process", "thread"),
+        default=None,
+        help="where write requests are committed: a child process of this server (the default "
+        "with one worker) or a thread of each API process (the default with --workers)",
+    )
     serve.add_argument(
         "--workers",
         type=int,
@@ -74,9 +82,19 @@ Try it:
     )
 
 
-def build(settings: Settings, sequencer: str = "thread") -> tuple[Services, FastAPI]:
-    """The app and its services; ``sequencer`` is ``process``, ``thread`` or ``off``."""
+def build(
+    settings: Settings, sequencer: str = "thread", committer: str = "thread"
+) -> tuple[Services, FastAPI]:
+    """The app and its services; ``sequencer`` is ``process``, ``thread`` or ``off``;
+    ``committer`` is ``process`` or ``thread``."""
     services = open_services(settings)
+    commits = (
+        CommitterProcess(settings.data_dir, settings.database_url, services.storage.writes)
+        if committer == "process"
+        else None
+    )
+    if commits is not None:
+        services.committer.commit_through(commits)
     dispatcher = Dispatcher(services.storage, settings)
     loop = (
         SequencerLoop(
@@ -116,6 +134,8 @@ def build(settings: Settings, sequencer: str = "thread") -> tuple[Services, Fast
 
     def start() -> None:
         settle_collector()
+        if commits is not None:
+            commits.start()
         if child is not None:
             child.start()
         if loop is not None:
@@ -130,6 +150,9 @@ def build(settings: Settings, sequencer: str = "thread") -> tuple[Services, Fast
             loop.stop()
         if settings.run_dispatcher:
             dispatcher.stop()
+        services.committer.close()  # commits what is queued, through the child while it runs
+        if commits is not None:
+            commits.stop()
         services.close()
 
     def role() -> str:
@@ -181,31 +204,46 @@ def _run_uvicorn(args: argparse.Namespace, app: FastAPI | str, **extra: object) 
     )
 
 
+def _settle_roles(args: argparse.Namespace) -> str | None:
+    """Fill in ``--sequencer`` and ``--committer`` for the deployment asked for; the reason
+    when the flags contradict each other."""
+    if args.workers < 1:
+        return "--workers must be at least 1"
+    if args.no_sequencer:
+        if args.sequencer not in (None, "off"):
+            return "--no-sequencer contradicts --sequencer"
+        args.sequencer = "off"
+    if args.workers == 1:
+        args.sequencer = args.sequencer or "process"
+        args.committer = args.committer or "process"
+        return None
+    if args.committer == "process":
+        return (
+            "with --workers each worker commits in a thread of its own; use --committer thread (the default)"
+        )
+    if args.sequencer == "process":
+        return (
+            "with --workers the workers stand by for the sequencer role themselves; use "
+            "--sequencer thread (the default) or off"
+        )
+    args.sequencer = args.sequencer or "thread"
+    args.committer = "thread"
+    return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = replace(settings_from(args), host=args.host, port=args.port)
-    if args.workers < 1:
-        print("trueup serve: --workers must be at least 1", file=sys.stderr)
+    problem = _settle_roles(args)
+    if problem is not None:
+        print(f"trueup serve: {problem}", file=sys.stderr)
         return 2
-    if args.no_sequencer:
-        if args.sequencer not in (None, "off"):
-            print("trueup serve: --no-sequencer contradicts --sequencer", file=sys.stderr)
-            return 2
-        args.sequencer = "off"
     if args.workers > 1:
-        if args.sequencer == "process":
-            print(
-                "trueup serve: with --workers the workers stand by for the sequencer role "
-                "themselves; use --sequencer thread (the default) or off",
-                file=sys.stderr,
-            )
-            return 2
-        args.sequencer = args.sequencer or "thread"
         return _serve_workers(args, settings)
     try:
-        services, app = build(settings, args.sequencer or "process")
+        services, app = build(settings, args.sequencer, args.committer)
     except Exception as exc:  # noqa: BLE001 - fail closed with a readable reason (key file, database)
         print(f"trueup serve: cannot start: {exc}", file=sys.stderr)
         return 1

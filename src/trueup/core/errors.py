@@ -37,6 +37,12 @@ class DomainError(Exception):
         super().__init__(message)
         self.message = message
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Subclasses take other arguments than the message, so the default (the class called
+        # with ``args``) would fail to rebuild them: restore the attributes instead. Errors
+        # cross a process boundary this way (``trueup.cli.committer``).
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
 
 class ValidationError(DomainError):
     """The input breaks a rule; ``field`` names where (``items[3].bits``)."""
@@ -128,3 +134,10 @@ class UnavailableError(DomainError):
     def __init__(self, message: str, retry_after_seconds: int | None = None) -> None:
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
+
+
+def _rebuild(cls: type[DomainError], args: tuple[object, ...], state: dict[str, object]) -> DomainError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error

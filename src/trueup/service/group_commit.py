@@ -16,12 +16,13 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Protocol
 
 from trueup.core.errors import UnavailableError
 from trueup.service.metrics import COMMIT_BATCH, COMMIT_SECONDS, INGEST_ITEMS
-from trueup.storage.writes import WriteDraft, WriteResult, WriteStore
+from trueup.storage.writes import WriteDraft, WriteResult
 
-__all__ = ["GroupCommitter"]
+__all__ = ["CommitStore", "GroupCommitter"]
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,17 @@ class _Pending:
     """The event loop of an ``asyncio`` future (resolved there, a whole group per wake-up)."""
 
 
+class CommitStore(Protocol):
+    """What commits a group: ``WriteStore`` itself, or the committer process
+    (``trueup.cli.committer``) that runs it in a process of its own."""
+
+    def commit(self, drafts: Sequence[WriteDraft]) -> list[WriteResult | Exception]: ...
+
+
 class GroupCommitter:
     """Commits :class:`WriteDraft` s in groups from one background thread."""
 
-    def __init__(self, store: WriteStore, max_items_per_commit: int = 20_000) -> None:
+    def __init__(self, store: CommitStore, max_items_per_commit: int = 20_000) -> None:
         self._store = store
         self._max_items = max_items_per_commit
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
@@ -57,6 +65,10 @@ class GroupCommitter:
         future: asyncio.Future[WriteResult] = loop.create_future()
         self._queue.put(_Pending(draft, future, loop))
         return await future
+
+    def commit_through(self, store: CommitStore) -> None:
+        """Commit the groups after this one through ``store`` (the committer process)."""
+        self._store = store
 
     def commit_sync(self, draft: WriteDraft) -> WriteResult:
         return self.submit(draft).result()
@@ -101,6 +113,10 @@ class GroupCommitter:
         started = time.perf_counter()
         try:
             outcomes = self._store.commit([pending.draft for pending in batch])
+        except UnavailableError as exc:  # the committer process exited mid-commit, say
+            log.warning("group commit of %d requests failed: %s", len(batch), exc)
+            _resolve(batch, [exc] * len(batch))
+            return
         except Exception as exc:  # storage down: every caller gets 503, nothing was stored
             log.exception("group commit of %d requests failed", len(batch))
             error = UnavailableError(f"storage is unavailable: {type(exc).__name__}")

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from trueup.core.deltas import NewDelta
@@ -81,10 +82,6 @@ class WriteService:
         """``POST /api/v1/writes``: all-or-nothing; 202 once durable."""
         _require_write_access(principal)
         deltas = parse_writes_body(document, self._settings.limits)
-
-        def render(result: WriteResult) -> StoredResponse:
-            return StoredResponse(202, _json(_writes_accepted(result.request_id, len(deltas))))
-
         return await self.accept(
             principal,
             deltas,
@@ -92,7 +89,7 @@ class WriteService:
             route="POST /api/v1/writes",
             body=body,
             idempotency_key=idempotency_key,
-            render=render,
+            render=partial(_render_writes, item_count=len(deltas)),
         )
 
     async def emit(
@@ -102,24 +99,6 @@ class WriteService:
         _require_write_access(principal)
         delta = parse_emit(document, self._settings.limits, _new_reference)
         created_at = format_wire(format_canonical(self._clock()))
-
-        def render(result: WriteResult) -> StoredResponse:
-            if result.originals:
-                _, record, status = result.originals[0]
-                data = {"recordId": record, "status": status.upper(), "idempotent": True}
-            else:
-                data = {"recordId": record_id(result.request_id, 0), "status": "QUEUED"}
-            data.update(
-                {
-                    "customerId": delta.customer_id,
-                    "delta": delta.amount,
-                    "reason": delta.reason,
-                    "referenceId": delta.key,
-                    "createdAt": created_at,
-                }
-            )
-            return StoredResponse(202, _json({"success": True, "data": data}))
-
         return await self.accept(
             principal,
             [delta],
@@ -127,7 +106,7 @@ class WriteService:
             route="POST /api/v1/balance/delta",
             body=body,
             idempotency_key=idempotency_key,
-            render=render,
+            render=partial(_render_emit, delta=delta, created_at=created_at),
         )
 
     async def emit_batch(
@@ -141,37 +120,8 @@ class WriteService:
         ]
         valid = [entry for entry in entries if entry.delta is not None]
         deltas = [entry.delta for entry in valid if entry.delta is not None]
-
-        def render(result: WriteResult) -> StoredResponse:
-            results: list[dict[str, Any]] = []
-            conflicts = {conflict.index: conflict.error for conflict in result.conflicts}
-            originals = {index: (record, status) for index, record, status in result.originals}
-            stored_index = {entry.index: position for position, entry in enumerate(valid)}
-            for entry in entries:
-                row: dict[str, Any] = {
-                    "index": entry.index,
-                    "customerId": entry.customer_id,
-                    "delta": entry.amount,
-                }
-                position = stored_index.get(entry.index)
-                if entry.error is not None or position is None:
-                    row.update(status="FAILED", error=entry.error.message if entry.error else "invalid")
-                elif position in conflicts:
-                    row.update(
-                        status="FAILED", error=conflicts[position].message, code=conflicts[position].code
-                    )
-                elif position in originals:
-                    record, status = originals[position]
-                    row.update(status=status.upper(), recordId=record, idempotent=True)
-                else:
-                    row.update(
-                        status="QUEUED", recordId=record_id(result.request_id, position), idempotent=False
-                    )
-                results.append(row)
-            failed = sum(1 for row in results if row["status"] == "FAILED")
-            data = {"totalQueued": len(results) - failed, "totalFailed": failed, "results": results}
-            return StoredResponse(202, _json({"success": True, "data": data}))
-
+        positions = tuple(entry.index for entry in valid)
+        render = partial(_render_batch, entries=tuple(entries), positions=positions)
         if not deltas:
             return Reply(202, raw=render(WriteResult(request_id="")).body)
         return await self.accept(
@@ -183,7 +133,7 @@ class WriteService:
             idempotency_key=idempotency_key,
             render=render,
             per_item_conflicts=True,
-            positions=tuple(entry.index for entry in valid),
+            positions=positions,
         )
 
     def _checked_metadata(self, entry: BatchEntry) -> BatchEntry:
@@ -355,6 +305,60 @@ def _claim(idempotency_key: str | None, route: str, body: bytes) -> IdempotencyC
     if not 1 <= len(idempotency_key) <= 255 or not idempotency_key.isprintable():
         raise ValidationError("Idempotency-Key", "header must be 1-255 printable characters")
     return IdempotencyClaim(key=idempotency_key, route=route, body_hash=hashlib.sha256(body).digest())
+
+
+# The replies of the write routes. Each is a module-level function bound to its request's data
+# with ``functools.partial``, so that a draft, whose ``render`` the commit runs to store the reply
+# under an ``Idempotency-Key``, can be pickled to the committer process (``trueup.cli.committer``).
+
+
+def _render_writes(result: WriteResult, *, item_count: int) -> StoredResponse:
+    return StoredResponse(202, _json(_writes_accepted(result.request_id, item_count)))
+
+
+def _render_emit(result: WriteResult, *, delta: NewDelta, created_at: str) -> StoredResponse:
+    if result.originals:
+        _, record, status = result.originals[0]
+        data = {"recordId": record, "status": status.upper(), "idempotent": True}
+    else:
+        data = {"recordId": record_id(result.request_id, 0), "status": "QUEUED"}
+    data.update(
+        {
+            "customerId": delta.customer_id,
+            "delta": delta.amount,
+            "reason": delta.reason,
+            "referenceId": delta.key,
+            "createdAt": created_at,
+        }
+    )
+    return StoredResponse(202, _json({"success": True, "data": data}))
+
+
+def _render_batch(
+    result: WriteResult, *, entries: tuple[BatchEntry, ...], positions: tuple[int, ...]
+) -> StoredResponse:
+    """Every element of the batch in order; ``positions`` are the body indexes of the deltas
+    that were sent to storage (the valid ones), in the order they were stored."""
+    results: list[dict[str, Any]] = []
+    conflicts = {conflict.index: conflict.error for conflict in result.conflicts}
+    originals = {index: (record, status) for index, record, status in result.originals}
+    stored_index = {index: position for position, index in enumerate(positions)}
+    for entry in entries:
+        row: dict[str, Any] = {"index": entry.index, "customerId": entry.customer_id, "delta": entry.amount}
+        position = stored_index.get(entry.index)
+        if entry.error is not None or position is None:
+            row.update(status="FAILED", error=entry.error.message if entry.error else "invalid")
+        elif position in conflicts:
+            row.update(status="FAILED", error=conflicts[position].message, code=conflicts[position].code)
+        elif position in originals:
+            record, status = originals[position]
+            row.update(status=status.upper(), recordId=record, idempotent=True)
+        else:
+            row.update(status="QUEUED", recordId=record_id(result.request_id, position), idempotent=False)
+        results.append(row)
+    failed = sum(1 for row in results if row["status"] == "FAILED")
+    data = {"totalQueued": len(results) - failed, "totalFailed": failed, "results": results}
+    return StoredResponse(202, _json({"success": True, "data": data}))
 
 
 def _writes_accepted(request_id: str, item_count: int) -> dict[str, Any]:

@@ -1,0 +1,289 @@
+"""The group commit's transaction in a child process of ``trueup serve`` (``--committer process``).
+
+The group committer (:mod:`trueup.service.group_commit`) gathers the write requests waiting and
+commits them in one transaction. As a thread of the API process it shares Python's interpreter
+lock with the event loop that parses requests: each statement releases the lock while SQLite
+works and must win it back from the busy event loop, so under single-item load a commit of about
+30 requests held the SQLite writer for a median 4.8 ms, of which about 1 ms was its own work.
+In a process of its own, the same commits held it for 1.6 ms (docs/benchmarks.md).
+
+This module has both ends. :class:`CommitterProcess` (in ``serve``) starts the child, restarts
+it when it dies, and is the store the group committer commits through. :func:`main` is the
+child: it opens the storage, answers one commit at a time, and stops at end of file on its stdin,
+which comes when ``serve`` closes it or is killed outright.
+
+The two talk over the child's stdin and stdout in frames: a 4-byte big-endian length, then a
+pickle. The child first sends ``READY`` once its storage is open; then for each list of
+:class:`WriteDraft` it receives it sends back their outcomes, or :class:`_Failed` when the commit
+as a whole failed (nothing was stored). Pickle is safe here: both ends are the same installation
+and the pipes belong to these two processes only.
+
+While no child is ready (starting, restarting after a crash) the API process commits in its own
+thread, as with ``--committer thread``, so writes are never refused for it. A commit in flight
+when the child dies may or may not have been committed: its requests are answered 503 and
+a retry with the same keys stores each delta once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trueup.core.errors import DomainError, UnavailableError
+from trueup.service.settings import Settings
+from trueup.storage import open_storage
+from trueup.storage.errors import StorageUnavailableError
+from trueup.storage.writes import WriteDraft, WriteResult, WriteStore
+
+__all__ = ["CommitInterruptedError", "CommitterProcess", "main"]
+
+log = logging.getLogger(__name__)
+
+_READY = "READY"
+_LENGTH = struct.Struct(">I")
+_MAX_RESTART_PAUSE_S = 30.0
+_STEADY_S = 60.0
+"""A child that ran this long before it died is restarted after the first, short pause."""
+
+
+class CommitInterruptedError(UnavailableError):
+    """The committer process exited during a commit: it may or may not have been stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """The child's reply when a commit failed as a whole (nothing of it was stored)."""
+
+    reason: str
+
+
+Outcomes = list[WriteResult | Exception]
+
+
+class CommitterProcess:
+    """Commits through a supervised child process; in this process while none is ready."""
+
+    def __init__(
+        self, data_dir: Path, database_url: str | None, local: WriteStore, restart_pause_s: float = 1.0
+    ) -> None:
+        self._command = [sys.executable, "-m", "trueup.cli.committer"]
+        # Through the environment, not argv: a database URL may carry a password.
+        self._env = {**os.environ, "TRUEUP_DATA_DIR": str(data_dir)}
+        if database_url:
+            self._env["TRUEUP_DATABASE_URL"] = database_url
+        self._local = local
+        self._first_pause = restart_pause_s
+        self._stopping = threading.Event()
+        self._channel_lock = threading.Lock()  # one commit at a time on the pipes
+        self._spawn_lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._ready: subprocess.Popen[bytes] | None = None
+        """The child commits go to; ``None`` while none is ready."""
+        self._thread = threading.Thread(target=self._supervise, name="trueup-committer-process", daemon=True)
+        self.starts = 0
+        self.ready_event = threading.Event()
+        """Set while a child is ready (for tests and ``/readyz``-style checks)."""
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return None if process is None else process.pid
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def commit(self, drafts: Sequence[WriteDraft]) -> Outcomes:
+        """Commit ``drafts`` in one transaction, as :meth:`WriteStore.commit` does."""
+        with self._channel_lock:
+            process = self._ready
+            if process is None:
+                return self._local.commit(drafts)
+            assert process.stdin is not None
+            assert process.stdout is not None
+            try:
+                _send(process.stdin.fileno(), list(drafts))
+                reply = _receive(process.stdout.fileno())
+            except (OSError, EOFError, pickle.UnpicklingError) as exc:
+                self._lost(process)
+                raise CommitInterruptedError(
+                    "the commit was interrupted (the committer process exited), so these writes may "
+                    "or may not have been stored; retry with the same keys, which stores each "
+                    "delta once",
+                    retry_after_seconds=1,
+                ) from exc
+        if isinstance(reply, _Failed):
+            raise StorageUnavailableError(reply.reason)
+        return reply  # type: ignore[no-any-return]
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Let the child finish the commit in progress and exit (end of file on its stdin)."""
+        self._stopping.set()
+        with self._channel_lock:
+            self._ready = None
+            self.ready_event.clear()
+        with self._spawn_lock:
+            process = self._process
+        if process is not None and process.poll() is None:
+            assert process.stdin is not None
+            process.stdin.close()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("the committer process did not stop in %.0f s; killing it", timeout_s)
+                process.kill()
+                process.wait()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _lost(self, process: subprocess.Popen[bytes]) -> None:
+        """The child stopped answering mid-commit (called with the channel lock held)."""
+        if self._ready is process:
+            self._ready = None
+            self.ready_event.clear()
+        if process.poll() is None:
+            process.kill()  # a child that broke the protocol is not trusted with the next commit
+
+    def _spawn(self) -> subprocess.Popen[bytes] | None:
+        with self._spawn_lock:
+            if self._stopping.is_set():
+                return None
+            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+                self._command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=self._env,
+                process_group=0,  # Ctrl-C in a terminal reaches serve only, which stops it
+            )
+            self._process = process
+            self.starts += 1
+            return process
+
+    def _supervise(self) -> None:
+        pause = self._first_pause
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                process = self._spawn()
+            except OSError:
+                log.exception("cannot start the committer process; committing in this process")
+                code: int | str = "not started"
+            else:
+                if process is None:
+                    return
+                code = self._run(process)
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started >= _STEADY_S:
+                pause = self._first_pause
+            log.error(
+                "the committer process exited (%s); committing in this process, restarting it in %.0f s",
+                code,
+                pause,
+            )
+            if self._stopping.wait(pause):
+                return
+            pause = min(pause * 2, _MAX_RESTART_PAUSE_S)
+
+    def _run(self, process: subprocess.Popen[bytes]) -> int:
+        """Wait for the child's ``READY``, route commits to it until it exits; its status."""
+        assert process.stdout is not None
+        try:
+            ready = _receive(process.stdout.fileno())
+        except (OSError, EOFError, pickle.UnpicklingError):
+            ready = None
+        if ready == _READY:
+            with self._channel_lock:
+                if not self._stopping.is_set():
+                    self._ready = process
+                    self.ready_event.set()
+        else:
+            process.kill()
+        code = process.wait()
+        with self._channel_lock:
+            if self._ready is process:
+                self._ready = None
+                self.ready_event.clear()
+        if process.stdin is not None and not process.stdin.closed:
+            process.stdin.close()
+        process.stdout.close()
+        return code
+
+
+def _send(fd: int, value: object) -> None:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_LENGTH.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _receive(fd: int) -> Any:
+    (length,) = _LENGTH.unpack(_read_exactly(fd, _LENGTH.size))
+    return pickle.loads(_read_exactly(fd, length))  # noqa: S301 - our own child or parent, see above
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    parts: list[bytes] = []
+    left = size
+    while left:
+        part = os.read(fd, min(left, 1 << 20))
+        if not part:
+            raise EOFError("the other end of the committer pipe closed")
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def _portable(outcome: WriteResult | Exception) -> WriteResult | Exception:
+    """Domain errors pickle with their fields; any other error travels as its description
+    (it was logged here with its traceback)."""
+    if isinstance(outcome, WriteResult | DomainError):
+        return outcome
+    return RuntimeError(f"{type(outcome).__name__}: {outcome}")
+
+
+def main() -> int:
+    """The child: commit what the parent sends until its stdin ends."""
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The frames go to the parent on a private copy of stdout; whatever else writes to fd 1
+    # (a library's print) goes to stderr instead of corrupting them.
+    replies = os.dup(1)
+    os.dup2(2, 1)
+    settings = Settings.from_env()
+    storage = open_storage(settings.resolved_database_url)
+    try:
+        _send(replies, _READY)
+        while True:
+            try:
+                drafts = _receive(0)
+            except EOFError:
+                return 0
+            reply: Outcomes | _Failed
+            try:
+                reply = [_portable(outcome) for outcome in storage.writes.commit(drafts)]
+            except Exception as exc:  # storage down: the parent answers 503, nothing was stored
+                log.exception("group commit of %d requests failed", len(drafts))
+                reply = _Failed(f"{type(exc).__name__}: {exc}")
+            try:
+                _send(replies, reply)
+            except OSError:  # the parent is gone; what was committed stays committed
+                return 0
+    finally:
+        storage.close()
+
+
+if __name__ == "__main__":
+    # Run the module's own copy, not this ``__main__`` one: what it pickles (``_Failed``) must
+    # name the module the parent unpickles it from.
+    from trueup.cli.committer import main as _main
+
+    sys.exit(_main())

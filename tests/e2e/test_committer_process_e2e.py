@@ -1,0 +1,240 @@
+"""``trueup serve`` commits write requests in a child process: the commits go there, the child is
+restarted when it dies (writes are committed in the server meanwhile), nothing answered 202 is
+lost when it is killed mid-commit, and it stops with the server."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import sqlite3
+import struct
+import termios
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import fresh_pg_schema
+from tests.e2e.server import ServerProcess, alive, children, create_key, trueup, wait_until
+from trueup.cli.committer import CommitterProcess
+from trueup.storage import open_storage
+from trueup.storage.errors import StorageUnavailableError
+from trueup.storage.writes import DeltaDraft, WriteDraft
+
+KILLS = 3
+WRITERS = 6
+
+
+def _committer_child(server: ServerProcess, other_than: int | None = None) -> int:
+    """The server's one committer child (a new one, when ``other_than`` names the old one)."""
+    assert server.process is not None
+    pid = server.process.pid
+    wait_until(lambda: children(pid, "committer") not in ([], [other_than]))
+    [child] = children(pid, "committer")
+    return child
+
+
+def _write(server: ServerProcess, key: str, keys: list[str], timeout_s: float = 30.0) -> httpx.Response:
+    return httpx.post(
+        f"{server.base_url}/api/v1/writes",
+        headers={"X-Api-Key": key},
+        json={"items": [{"key": k, "accountId": f"acct-{k.split('-')[1]}", "bits": 3} for k in keys]},
+        timeout=timeout_s,
+    )
+
+
+def _verified(server: ServerProcess, key: str, request_id: str) -> bool:
+    view = httpx.get(f"{server.base_url}/api/v1/writes/{request_id}", headers={"X-Api-Key": key})
+    return view.status_code == 200 and view.json()["data"]["status"] == "verified"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    if request.param == "sqlite":
+        yield None
+    else:
+        with fresh_pg_schema() as url:
+            yield url
+
+
+def test_writes_are_committed_by_the_child(tmp_path: Path) -> None:
+    key = create_key(tmp_path, None)
+    with ServerProcess(tmp_path, None) as server:
+        child = _committer_child(server)
+        os.kill(child, signal.SIGSTOP)  # the child cannot commit: a write waits for it
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(_write, server, key, ["stopped-1"])
+                wait_until(lambda: _unread_request(child))  # the commit was handed to the child
+                assert not pending.done()
+                os.kill(child, signal.SIGCONT)
+                reply = pending.result(timeout=30)
+        finally:
+            os.kill(child, signal.SIGCONT)
+        assert reply.status_code == 202, reply.text
+        wait_until(lambda: _verified(server, key, reply.json()["data"]["requestId"]))
+
+
+def _unread_request(child: int) -> bool:
+    """Whether bytes wait unread in the (stopped) child's stdin: a commit sent to it."""
+    fd = os.open(f"/proc/{child}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        waiting: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    finally:
+        os.close(fd)
+    return waiting > 0
+
+
+def test_a_killed_child_is_replaced_and_writes_go_on_meanwhile(tmp_path: Path) -> None:
+    key = create_key(tmp_path, None)
+    with ServerProcess(tmp_path, None) as server:
+        first = _committer_child(server)
+        assert _write(server, key, ["before-1"]).status_code == 202
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: not alive(first))
+        # No request was in flight: the writes while no child runs are committed by the server.
+        replies = [_write(server, key, [f"between-{i}"]) for i in range(5)]
+        assert [r.status_code for r in replies] == [202] * 5, [r.text for r in replies]
+        second = _committer_child(server, other_than=first)
+        assert second != first
+        last = _write(server, key, ["after-1"])
+        assert last.status_code == 202, last.text
+        wait_until(lambda: _verified(server, key, last.json()["data"]["requestId"]))
+        assert "the committer process exited" in server.log()
+        server.stop()
+    audit = trueup(["audit"], tmp_path, None)
+    assert audit.returncode == 0, audit.stderr
+    assert "7 leaves" in audit.stdout
+
+
+def test_no_202_is_lost_when_the_child_is_killed_mid_commit(tmp_path: Path, backend: str | None) -> None:
+    """Writers keep sending while the committer child is killed three times. Every write
+    answered 202 is stored; the others were answered 503 and, retried with the same keys, store
+    each delta exactly once."""
+    key = create_key(tmp_path, backend)
+    stop = threading.Event()
+    answered: dict[str, int] = {}  # first key of each request -> status
+    sent: dict[str, list[str]] = {}
+    lock = threading.Lock()
+
+    def writer(n: int, server: ServerProcess) -> None:
+        with httpx.Client(timeout=30) as http:
+            for i in range(100_000):
+                if stop.is_set():
+                    return
+                keys = [f"w-{n}-{i}-{j}" for j in range(3)]
+                reply = http.post(
+                    f"{server.base_url}/api/v1/writes",
+                    headers={"X-Api-Key": key},
+                    json={"items": [{"key": k, "accountId": f"acct-{n}", "bits": 3} for k in keys]},
+                )
+                with lock:
+                    answered[keys[0]] = reply.status_code
+                    sent[keys[0]] = keys
+                if reply.status_code not in (202, 503):
+                    raise AssertionError(reply.text)
+                if reply.status_code == 503:
+                    assert reply.json()["code"] == "SERVICE_UNAVAILABLE", reply.text
+
+    with ServerProcess(tmp_path, backend) as server, ThreadPoolExecutor(WRITERS) as pool:
+        futures = [pool.submit(writer, n, server) for n in range(WRITERS)]
+        child = _committer_child(server)
+        for _ in range(KILLS):
+            _wait_for_answers(answered, 50)
+            os.kill(child, signal.SIGKILL)
+            child = _committer_child(server, other_than=child)
+        _wait_for_answers(answered, 50)
+        stop.set()
+        for future in futures:
+            future.result()
+        # Retry every request that was not acknowledged, with the same keys.
+        for first, status in list(answered.items()):
+            if status != 202:
+                retried = _write(server, key, sent[first])
+                assert retried.status_code == 202, retried.text
+        stored = _stored_keys(server.database_url or f"sqlite:///{tmp_path / 'trueup.db'}")
+        every_key = [k for keys in sent.values() for k in keys]
+        assert sorted(stored) == sorted(every_key)  # each exactly once, none lost
+        wait_until(lambda: httpx.get(f"{server.base_url}/readyz").json()["data"]["queueDepth"] == 0)
+        server.stop()
+    audit = trueup(["audit"], tmp_path, backend)
+    assert audit.returncode == 0, audit.stderr
+    assert f"{len(every_key)} leaves" in audit.stdout
+
+
+def _wait_for_answers(answered: dict[str, int], more: int) -> None:
+    count = len(answered)
+    wait_until(lambda: len(answered) >= count + more)
+
+
+def _stored_keys(storage_url: str) -> list[str]:
+    storage = open_storage(storage_url, run_migrations=False)
+    try:
+        with storage.engine.read() as tx:
+            return [str(row[0]) for row in tx.execute("SELECT item_key FROM deltas")]
+    finally:
+        storage.close()
+
+
+def test_a_killed_server_takes_its_child_with_it(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, None).start()
+    child = _committer_child(server)
+    server.kill()  # SIGKILL: the child sees its stdin end
+    wait_until(lambda: not alive(child))
+
+
+def test_a_stopped_server_stops_its_child(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, None).start()
+    child = _committer_child(server)
+    server.stop()  # SIGTERM
+    assert not alive(child)
+    assert "the committer process exited" not in server.log()  # stopped, not restarted
+
+
+def test_the_thread_committer_runs_inside_the_server(tmp_path: Path) -> None:
+    key = create_key(tmp_path, None)
+    with ServerProcess(tmp_path, None, extra_args=["--committer", "thread"]) as server:
+        assert server.process is not None
+        assert children(server.process.pid, "committer") == []
+        assert _write(server, key, ["thread-1"]).status_code == 202
+
+
+def test_a_committer_process_with_workers_is_refused(tmp_path: Path) -> None:
+    done = trueup(["serve", "--port", "1", "--workers", "2", "--committer", "process"], tmp_path, None)
+    assert done.returncode == 2
+    assert "--committer thread" in done.stderr
+
+
+def test_a_failed_commit_in_the_child_is_a_storage_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'trueup.db'}"
+    storage = open_storage(url)
+    committer = CommitterProcess(tmp_path, url, storage.writes)
+    committer.start()
+    try:
+        assert committer.ready_event.wait(30)
+        draft = WriteDraft(
+            tenant_id="t1",
+            request_id="req_1",
+            source="writes",
+            accepted_at="2026-12-03T00:00:00.000000Z",
+            items=[DeltaDraft("k1", "c1", 5, "", None, "2026-12-03T00:00:00.000000Z", False, b"s" * 16)],
+        )
+        [result] = committer.commit([draft])
+        assert not isinstance(result, Exception)
+        assert result.stored == (0,)
+        with sqlite3.connect(tmp_path / "trueup.db") as side:
+            side.execute("DROP TABLE write_requests")
+        another = replace(draft, request_id="req_2", items=[draft.items[0]._replace(key="k2")])
+        with pytest.raises(StorageUnavailableError, match="write_requests"):
+            committer.commit([another])
+        assert committer.ready_event.is_set()  # the child answered: it is still the committer
+    finally:
+        committer.stop()
+        storage.close()
+    assert committer.pid is not None
+    assert not alive(committer.pid)
