@@ -343,15 +343,23 @@ def _single_versus_rows(result: LoadResult, plan: WritePlan, one: DefaultFigures
 
 
 def worker_rows(work_dir: Path, plan: WritePlan, one: DefaultFigures) -> list[Row]:
-    """The same write loads against ``serve --sequencer thread`` (API and sequencer sharing one
-    process) and ``serve --workers 2``: information beside the default server's figures, on
-    which the targets are judged."""
-    setup = "serve --sequencer thread"
-    result, queued_after = _batched_load(work_dir / "sqlite-thread-batched", plan, "tb", sequencer="thread")
-    rows = [_workers_batched_row("SQLite", result, queued_after, one.sqlite_items_per_s, setup=setup)]
-    rows += _single_versus_rows(
-        _single_load(work_dir / "sqlite-thread-single", plan, sequencer="thread"), plan, one, setup
-    )
+    """The same write loads against ``serve --committer thread`` (group commits in a thread of
+    the API process), ``serve --sequencer thread`` (API and sequencer sharing one process) and
+    ``serve --workers 2``: information beside the default server's figures, on which the
+    targets are judged."""
+    rows: list[Row] = []
+    for setup, name, sequencer, committer in (
+        ("serve --committer thread", "committer-thread", None, "thread"),
+        ("serve --sequencer thread", "thread", "thread", None),
+    ):
+        result, queued_after = _batched_load(
+            work_dir / f"sqlite-{name}-batched", plan, "tb", sequencer=sequencer, committer=committer
+        )
+        rows.append(_workers_batched_row("SQLite", result, queued_after, one.sqlite_items_per_s, setup=setup))
+        single_result = _single_load(
+            work_dir / f"sqlite-{name}-single", plan, sequencer=sequencer, committer=committer
+        )
+        rows += _single_versus_rows(single_result, plan, one, setup)
 
     result, queued_after = _batched_load(work_dir / "sqlite-workers-batched", plan, "wb", workers=WORKERS)
     rows.append(_workers_batched_row("SQLite", result, queued_after, one.sqlite_items_per_s))
@@ -375,9 +383,10 @@ def _batched_load(
     database_url: str | None = None,
     workers: int = 1,
     sequencer: str | None = None,
+    committer: str | None = None,
 ) -> tuple[LoadResult, int | None]:
     """The batched load against a fresh server: its result and the deltas still queued after."""
-    server, key, _ = start_server(data_dir, database_url, workers=workers, sequencer=sequencer)
+    server, key, _ = start_server(data_dir, database_url, workers, sequencer, committer)
     try:
         return batched(server, key, plan, tag), server.queue_depth()
     finally:
@@ -385,10 +394,14 @@ def _batched_load(
 
 
 def _single_load(
-    data_dir: Path, plan: WritePlan, workers: int = 1, sequencer: str | None = None
+    data_dir: Path,
+    plan: WritePlan,
+    workers: int = 1,
+    sequencer: str | None = None,
+    committer: str | None = None,
 ) -> LoadResult:
     """The single-item load against a fresh SQLite server."""
-    server, key, _ = start_server(data_dir, workers=workers, sequencer=sequencer)
+    server, key, _ = start_server(data_dir, None, workers, sequencer, committer)
     try:
         return single(server, key, plan)
     finally:
@@ -471,7 +484,7 @@ def rss_rows(rss: dict[str, int], harness_kib: int) -> list[Row]:
         )
         rows.append(
             Row(
-                name="peak RSS, server + its sequencer process (VmHWM, summed)",
+                name="peak RSS, server + its child processes (VmHWM, summed)",
                 value=fmt_bytes_kib(measured[worst]),
                 reference=worst.removeprefix("server, "),
                 note=others,

@@ -108,12 +108,15 @@ class ServerUnderTest:
         env: dict[str, str] | None = None,
         workers: int = 1,
         sequencer: str | None = None,
+        committer: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
         self.workers = workers
         self.sequencer = sequencer
         """``serve --sequencer`` (``process``, ``thread`` or ``off``); ``None``: the default."""
+        self.committer = committer
+        """``serve --committer`` (``process`` or ``thread``); ``None``: the default."""
         self.port = free_port()
         self.env = {"TRUEUP_RATE_LIMIT_PER_S": "0", **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
@@ -151,6 +154,8 @@ class ServerUnderTest:
             serve += ["--workers", str(self.workers)]
         if self.sequencer is not None:
             serve += ["--sequencer", self.sequencer]
+        if self.committer is not None:
+            serve += ["--committer", self.committer]
         self.process = self._launch(serve, self.log_path)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:

@@ -263,9 +263,15 @@ def _read_back(
 
 
 def start_server(
-    data_dir: Path, database_url: str | None = None, workers: int = 1, sequencer: str | None = None
+    data_dir: Path,
+    database_url: str | None = None,
+    workers: int = 1,
+    sequencer: str | None = None,
+    committer: str | None = None,
 ) -> tuple[ServerUnderTest, str, str]:
     """A fresh server with a benchmark key: ``(server, api key, tenant id)``."""
     key, principal = provision_key(data_dir, database_url)
-    server = ServerUnderTest(data_dir, database_url, workers=workers, sequencer=sequencer)
+    server = ServerUnderTest(
+        data_dir, database_url, workers=workers, sequencer=sequencer, committer=committer
+    )
     return server.start(), key, principal.tenant_id

@@ -42,8 +42,8 @@ def run(argv: list[str]) -> int:
         "--committer",
         choices=("process", "thread"),
         default=None,
-        help="where write requests are committed: a child process of this server (the default "
-        "with one worker) or a thread of each API process (the default with --workers)",
+        help="where write requests are committed: a child process of this server (the default) "
+        "or a thread of each API process (the default with --workers or --sequencer thread)",
     )
     serve.add_argument(
         "--workers",
@@ -215,7 +215,8 @@ def _settle_roles(args: argparse.Namespace) -> str | None:
         args.sequencer = "off"
     if args.workers == 1:
         args.sequencer = args.sequencer or "process"
-        args.committer = args.committer or "process"
+        # --sequencer thread asks for everything in one process: the committer too, unless asked.
+        args.committer = args.committer or ("thread" if args.sequencer == "thread" else "process")
         return None
     if args.committer == "process":
         return (
