@@ -1,6 +1,6 @@
-"""``trueup serve`` commits write requests in a child process: the commits go there, the child is
-restarted when it dies (writes are committed in the server meanwhile), nothing answered 202 is
-lost when it is killed mid-commit, and it stops with the server."""
+"""``trueup serve --committer process`` commits write requests in a child process: the commits go
+there, the child is restarted when it dies (writes are committed in the server meanwhile),
+nothing answered 202 is lost when it is killed mid-commit, and it stops with the server."""
 
 from __future__ import annotations
 
@@ -28,13 +28,22 @@ from trueup.storage.writes import DeltaDraft, WriteDraft
 
 KILLS = 3
 WRITERS = 6
+IN_A_CHILD = ["--committer", "process"]
+
+
+def _committer(server: ServerProcess) -> str:
+    state: str = httpx.get(f"{server.base_url}/readyz").json()["data"]["committer"]
+    return state
 
 
 def _committer_child(server: ServerProcess, other_than: int | None = None) -> int:
-    """The server's one committer child (a new one, when ``other_than`` names the old one)."""
+    """The server's one committer child, once it is ready (a new one, when ``other_than``
+    names the old one)."""
     assert server.process is not None
     pid = server.process.pid
-    wait_until(lambda: children(pid, "committer") not in ([], [other_than]))
+    wait_until(
+        lambda: children(pid, "committer") not in ([], [other_than]) and _committer(server) == "process"
+    )
     [child] = children(pid, "committer")
     return child
 
@@ -64,7 +73,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str | None]:
 
 def test_writes_are_committed_by_the_child(tmp_path: Path) -> None:
     key = create_key(tmp_path, None)
-    with ServerProcess(tmp_path, None) as server:
+    with ServerProcess(tmp_path, None, extra_args=IN_A_CHILD) as server:
         child = _committer_child(server)
         os.kill(child, signal.SIGSTOP)  # the child cannot commit: a write waits for it
         try:
@@ -92,11 +101,12 @@ def _unread_request(child: int) -> bool:
 
 def test_a_killed_child_is_replaced_and_writes_go_on_meanwhile(tmp_path: Path) -> None:
     key = create_key(tmp_path, None)
-    with ServerProcess(tmp_path, None) as server:
+    with ServerProcess(tmp_path, None, extra_args=IN_A_CHILD) as server:
         first = _committer_child(server)
         assert _write(server, key, ["before-1"]).status_code == 202
         os.kill(first, signal.SIGKILL)
         wait_until(lambda: not alive(first))
+        wait_until(lambda: _committer(server) == "down")
         # No request was in flight: the writes while no child runs are committed by the server.
         replies = [_write(server, key, [f"between-{i}"]) for i in range(5)]
         assert [r.status_code for r in replies] == [202] * 5, [r.text for r in replies]
@@ -141,7 +151,10 @@ def test_no_202_is_lost_when_the_child_is_killed_mid_commit(tmp_path: Path, back
                 if reply.status_code == 503:
                     assert reply.json()["code"] == "SERVICE_UNAVAILABLE", reply.text
 
-    with ServerProcess(tmp_path, backend) as server, ThreadPoolExecutor(WRITERS) as pool:
+    with (
+        ServerProcess(tmp_path, backend, extra_args=IN_A_CHILD) as server,
+        ThreadPoolExecutor(WRITERS) as pool,
+    ):
         futures = [pool.submit(writer, n, server) for n in range(WRITERS)]
         child = _committer_child(server)
         for _ in range(KILLS):
@@ -182,32 +195,33 @@ def _stored_keys(storage_url: str) -> list[str]:
 
 
 def test_a_killed_server_takes_its_child_with_it(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path, None).start()
+    server = ServerProcess(tmp_path, None, extra_args=IN_A_CHILD).start()
     child = _committer_child(server)
     server.kill()  # SIGKILL: the child sees its stdin end
     wait_until(lambda: not alive(child))
 
 
 def test_a_stopped_server_stops_its_child(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path, None).start()
+    server = ServerProcess(tmp_path, None, extra_args=IN_A_CHILD).start()
     child = _committer_child(server)
     server.stop()  # SIGTERM
     assert not alive(child)
     assert "the committer process exited" not in server.log()  # stopped, not restarted
 
 
-def test_the_thread_committer_runs_inside_the_server(tmp_path: Path) -> None:
+def test_by_default_the_server_commits_in_a_thread(tmp_path: Path) -> None:
     key = create_key(tmp_path, None)
-    with ServerProcess(tmp_path, None, extra_args=["--committer", "thread"]) as server:
+    with ServerProcess(tmp_path, None) as server:
         assert server.process is not None
         assert children(server.process.pid, "committer") == []
+        assert _committer(server) == "thread"
         assert _write(server, key, ["thread-1"]).status_code == 202
 
 
 def test_a_committer_process_with_workers_is_refused(tmp_path: Path) -> None:
-    done = trueup(["serve", "--port", "1", "--workers", "2", "--committer", "process"], tmp_path, None)
+    done = trueup(["serve", "--port", "1", "--workers", "2", *IN_A_CHILD], tmp_path, None)
     assert done.returncode == 2
-    assert "--committer thread" in done.stderr
+    assert "each worker commits in a thread of its own" in done.stderr
 
 
 def test_a_failed_commit_in_the_child_is_a_storage_error(tmp_path: Path) -> None:

@@ -98,7 +98,7 @@ def test_the_thread_sequencer_runs_inside_the_server(tmp_path: Path) -> None:
     key = create_key(tmp_path, None)
     with ServerProcess(tmp_path, None, extra_args=["--sequencer", "thread"]) as server:
         assert server.process is not None
-        assert children(server.process.pid) == []  # one process: the committer is a thread too
+        assert children(server.process.pid) == []
         wait_until(lambda: _role(server) == "leader")
         _write_and_wait_verified(server, key, "in-thread")
 

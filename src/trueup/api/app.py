@@ -29,6 +29,7 @@ def create_app(
     on_startup: Callable[[], None] | None = None,
     on_shutdown: Callable[[], None] | None = None,
     sequencer_role: Callable[[], str] | None = None,
+    committer_state: Callable[[], str] | None = None,
 ) -> FastAPI:
     """The ASGI app over ``services``. Background workers are started by ``on_startup``."""
 
@@ -51,6 +52,7 @@ def create_app(
     )
     app.state.services = services
     app.state.sequencer_role = sequencer_role or (lambda: "off")
+    app.state.committer_state = committer_state or (lambda: "thread")
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(metrics_router)

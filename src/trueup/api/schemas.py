@@ -118,6 +118,7 @@ class Health(BaseModel):
 class _ReadyData(BaseModel):
     database: Literal["ok", "unavailable"]
     sequencer: Literal["leader", "standby", "down", "off"]
+    committer: Literal["thread", "process", "down"]
     queueDepth: int | None
     oldestQueuedAgeSeconds: float | None
 

@@ -343,13 +343,13 @@ def _single_versus_rows(result: LoadResult, plan: WritePlan, one: DefaultFigures
 
 
 def worker_rows(work_dir: Path, plan: WritePlan, one: DefaultFigures) -> list[Row]:
-    """The same write loads against ``serve --committer thread`` (group commits in a thread of
-    the API process), ``serve --sequencer thread`` (API and sequencer sharing one process) and
+    """The same write loads against ``serve --committer process`` (group commits in a child
+    process), ``serve --sequencer thread`` (API and sequencer sharing one process) and
     ``serve --workers 2``: information beside the default server's figures, on which the
     targets are judged."""
     rows: list[Row] = []
     for setup, name, sequencer, committer in (
-        ("serve --committer thread", "committer-thread", None, "thread"),
+        ("serve --committer process", "committer-process", None, "process"),
         ("serve --sequencer thread", "thread", "thread", None),
     ):
         result, queued_after = _batched_load(

@@ -42,8 +42,8 @@ def run(argv: list[str]) -> int:
         "--committer",
         choices=("process", "thread"),
         default=None,
-        help="where write requests are committed: a child process of this server (the default) "
-        "or a thread of each API process (the default with --workers or --sequencer thread)",
+        help="where write requests are committed: a thread of the API process (the default) or "
+        "a child process of this server (one worker only; see docs/scaling.md for the trade-off)",
     )
     serve.add_argument(
         "--workers",
@@ -162,7 +162,14 @@ def build(
             return "off"
         return "leader" if loop.is_leader else "standby"
 
-    app = create_app(services, on_startup=start, on_shutdown=stop, sequencer_role=role)
+    def committer_state() -> str:
+        if commits is None:
+            return "thread"
+        return "process" if commits.ready_event.is_set() else "down"
+
+    app = create_app(
+        services, on_startup=start, on_shutdown=stop, sequencer_role=role, committer_state=committer_state
+    )
     return services, app
 
 
@@ -215,8 +222,7 @@ def _settle_roles(args: argparse.Namespace) -> str | None:
         args.sequencer = "off"
     if args.workers == 1:
         args.sequencer = args.sequencer or "process"
-        # --sequencer thread asks for everything in one process: the committer too, unless asked.
-        args.committer = args.committer or ("thread" if args.sequencer == "thread" else "process")
+        args.committer = args.committer or "thread"
         return None
     if args.committer == "process":
         return (

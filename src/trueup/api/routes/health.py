@@ -1,4 +1,4 @@
-"""``/healthz`` (alive) and ``/readyz`` (database reachable, sequencer state, queue)."""
+"""``/healthz`` (alive) and ``/readyz`` (database reachable, sequencer and committer state, queue)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ async def healthz() -> JSONResponse:
 )
 async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     role = getattr(request.app.state, "sequencer_role", lambda: "off")()
+    committer = getattr(request.app.state, "committer_state", lambda: "thread")()
     try:
         depth, oldest = await run_in_threadpool(services.storage.log.queue_stats)
     except StorageError:
@@ -37,6 +38,7 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
                 "data": {
                     "database": "unavailable",
                     "sequencer": role,
+                    "committer": committer,
                     "queueDepth": None,
                     "oldestQueuedAgeSeconds": None,
                 },
@@ -49,6 +51,12 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     return JSONResponse(
         {
             "success": True,
-            "data": {"database": "ok", "sequencer": role, "queueDepth": depth, "oldestQueuedAgeSeconds": age},
+            "data": {
+                "database": "ok",
+                "sequencer": role,
+                "committer": committer,
+                "queueDepth": depth,
+                "oldestQueuedAgeSeconds": age,
+            },
         }
     )
