@@ -24,10 +24,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from trueup.sequencer.loop import FullBatchTrigger
 
-__all__ = ["SealReport", "SequencerProcess"]
+__all__ = ["SealReport", "SequencerProcess", "SupervisedChild"]
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,110 @@ class SealReport:
         return cls(int(sealed), int(failed), float(seconds), int(tree_size), int(events))
 
 
-class SequencerProcess:
+class SupervisedChild:
+    """A child process of ``serve``: started with it, restarted after a growing pause when it
+    dies or cannot start, and stopped with it. Subclasses say how to start it (:meth:`_popen`),
+    what to do while it runs (:meth:`_follow`, which returns its exit status) and how to ask it
+    to stop (:meth:`_ask_to_stop`)."""
+
+    name = "child"
+    """For the log: "the <name> process exited …"."""
+    meanwhile = ""
+    """For the log, what happens while no child runs (``"committing in this process, "``)."""
+
+    def __init__(
+        self, module_args: list[str], data_dir: Path, database_url: str | None, restart_pause_s: float
+    ):
+        self._command = [sys.executable, "-m", *module_args]
+        # Through the environment, not argv: a database URL may carry a password, and a
+        # command line is visible to every user of the host.
+        self._env = {**os.environ, "TRUEUP_DATA_DIR": str(data_dir)}
+        if database_url:
+            self._env["TRUEUP_DATABASE_URL"] = database_url
+        self._first_pause = restart_pause_s
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[Any] | None = None
+        self._thread = threading.Thread(
+            target=self._supervise, name=f"trueup-{self.name}-process", daemon=True
+        )
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return None if process is None else process.pid
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Ask the child to stop (it finishes what it is doing), then stop the supervisor."""
+        self._stopping.set()
+        with self._lock:
+            process = self._process
+        if process is not None and process.poll() is None:
+            self._ask_to_stop(process)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("the %s process did not stop in %.0f s; killing it", self.name, timeout_s)
+                process.kill()
+                process.wait()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _popen(self) -> subprocess.Popen[Any]:
+        raise NotImplementedError
+
+    def _follow(self, process: subprocess.Popen[Any]) -> int:
+        raise NotImplementedError
+
+    def _ask_to_stop(self, process: subprocess.Popen[Any]) -> None:
+        process.terminate()
+
+    def _down(self) -> None:
+        """Called each time the child has exited (or could not start)."""
+
+    def _spawn(self) -> subprocess.Popen[Any] | None:
+        with self._lock:
+            if self._stopping.is_set():
+                return None
+            process = self._popen()
+            self._process = process
+            self.starts += 1
+            return process
+
+    def _supervise(self) -> None:
+        pause = self._first_pause
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                process = self._spawn()
+            except OSError:
+                log.exception("cannot start the %s process", self.name)
+                code: int | str = "not started"
+            else:
+                if process is None:
+                    return
+                code = self._follow(process)
+            self._down()
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started >= _STEADY_S:
+                pause = self._first_pause
+            log.error(
+                "the %s process exited (%s); %srestarting in %.0f s", self.name, code, self.meanwhile, pause
+            )
+            if self._stopping.wait(pause):
+                return
+            pause = min(pause * 2, _MAX_RESTART_PAUSE_S)
+
+
+class SequencerProcess(SupervisedChild):
     """Runs ``trueup sequencer`` as a supervised child of this process."""
+
+    name = "sequencer"
 
     def __init__(
         self,
@@ -65,30 +168,13 @@ class SequencerProcess:
         restart_pause_s: float = 1.0,
         batch_size: int = 1_000,
     ) -> None:
-        self._command = [sys.executable, "-m", "trueup.cli.main", "sequencer", "--supervised"]
-        # Through the environment, not argv: a database URL may carry a password, and a
-        # command line is visible to every user of the host.
-        self._env = {**os.environ, "TRUEUP_DATA_DIR": str(data_dir)}
-        if database_url:
-            self._env["TRUEUP_DATABASE_URL"] = database_url
+        super().__init__(
+            ["trueup.cli.main", "sequencer", "--supervised"], data_dir, database_url, restart_pause_s
+        )
         self._on_seal = on_seal
-        self._first_pause = restart_pause_s
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._process: subprocess.Popen[str] | None = None
-        self._thread = threading.Thread(target=self._supervise, name="trueup-sequencer-process", daemon=True)
         self.role = "standby"
         """``leader`` or ``standby`` as the child last reported it; ``down`` while no child runs."""
-        self.starts = 0
         self._full_batch = FullBatchTrigger(batch_size)
-
-    @property
-    def pid(self) -> int | None:
-        process = self._process
-        return None if process is None else process.pid
-
-    def start(self) -> None:
-        self._thread.start()
 
     def note_queued(self, count: int) -> None:
         """Deltas were queued in this process: ask the child to seal at once when a full batch
@@ -101,62 +187,21 @@ class SequencerProcess:
         with contextlib.suppress(OSError, ValueError):  # full pipe, child gone, pipe closed
             os.write(process.stdin.fileno(), b"w")
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the child (it finishes the seal in progress), then the supervisor."""
-        self._stopping.set()
-        with self._lock:
-            process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("the sequencer process did not stop in %.0f s; killing it", timeout_s)
-                process.kill()
-                process.wait()
-        self._thread.join(timeout_s)
+    def _popen(self) -> subprocess.Popen[str]:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+            self._command,
+            stdin=subprocess.PIPE,  # wake-ups; its end of file tells the child we are gone
+            stdout=subprocess.PIPE,
+            env=self._env,
+            text=True,
+            process_group=0,  # Ctrl-C in a terminal reaches serve only, which stops it
+        )
+        assert process.stdin is not None
+        os.set_blocking(process.stdin.fileno(), False)
+        return process
 
-    def _spawn(self) -> subprocess.Popen[str] | None:
-        with self._lock:
-            if self._stopping.is_set():
-                return None
-            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
-                self._command,
-                stdin=subprocess.PIPE,  # wake-ups; its end of file tells the child we are gone
-                stdout=subprocess.PIPE,
-                env=self._env,
-                text=True,
-                process_group=0,
-            )
-            assert process.stdin is not None
-            os.set_blocking(process.stdin.fileno(), False)
-            self._process = process
-            self.starts += 1
-            return process
-
-    def _supervise(self) -> None:
-        pause = self._first_pause
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            try:
-                process = self._spawn()
-            except OSError:
-                log.exception("cannot start the sequencer process")
-                process = None
-                code: int | str = "not started"
-            else:
-                if process is None:
-                    return
-                code = self._follow(process)
-            self.role = "down"
-            if self._stopping.is_set():
-                return
-            if time.monotonic() - started >= _STEADY_S:
-                pause = self._first_pause
-            log.error("the sequencer process exited (%s); restarting in %.0f s", code, pause)
-            if self._stopping.wait(pause):
-                return
-            pause = min(pause * 2, _MAX_RESTART_PAUSE_S)
+    def _down(self) -> None:
+        self.role = "down"
 
     def _follow(self, process: subprocess.Popen[str]) -> int:
         """Read the child's reports until it exits; return its exit status."""

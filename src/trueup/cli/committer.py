@@ -33,12 +33,12 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trueup.cli.child import SupervisedChild
 from trueup.core.errors import DomainError, UnavailableError
 from trueup.service.settings import Settings
 from trueup.storage import open_storage
@@ -51,9 +51,6 @@ log = logging.getLogger(__name__)
 
 _READY = "READY"
 _LENGTH = struct.Struct(">I")
-_MAX_RESTART_PAUSE_S = 30.0
-_STEADY_S = 60.0
-"""A child that ran this long before it died is restarted after the first, short pause."""
 
 
 class CommitInterruptedError(UnavailableError):
@@ -70,37 +67,22 @@ class _Failed:
 Outcomes = list[WriteResult | Exception]
 
 
-class CommitterProcess:
+class CommitterProcess(SupervisedChild):
     """Commits through a supervised child process; in this process while none is ready."""
+
+    name = "committer"
+    meanwhile = "committing in this process, "
 
     def __init__(
         self, data_dir: Path, database_url: str | None, local: WriteStore, restart_pause_s: float = 1.0
     ) -> None:
-        self._command = [sys.executable, "-m", "trueup.cli.committer"]
-        # Through the environment, not argv: a database URL may carry a password.
-        self._env = {**os.environ, "TRUEUP_DATA_DIR": str(data_dir)}
-        if database_url:
-            self._env["TRUEUP_DATABASE_URL"] = database_url
+        super().__init__(["trueup.cli.committer"], data_dir, database_url, restart_pause_s)
         self._local = local
-        self._first_pause = restart_pause_s
-        self._stopping = threading.Event()
         self._channel_lock = threading.Lock()  # one commit at a time on the pipes
-        self._spawn_lock = threading.Lock()
-        self._process: subprocess.Popen[bytes] | None = None
         self._ready: subprocess.Popen[bytes] | None = None
         """The child commits go to; ``None`` while none is ready."""
-        self._thread = threading.Thread(target=self._supervise, name="trueup-committer-process", daemon=True)
-        self.starts = 0
         self.ready_event = threading.Event()
-        """Set while a child is ready (for tests and ``/readyz``-style checks)."""
-
-    @property
-    def pid(self) -> int | None:
-        process = self._process
-        return None if process is None else process.pid
-
-    def start(self) -> None:
-        self._thread.start()
+        """Set while a child is ready (``/readyz`` says ``process``, else ``down``)."""
 
     def commit(self, drafts: Sequence[WriteDraft]) -> Outcomes:
         """Commit ``drafts`` in one transaction, as :meth:`WriteStore.commit` does."""
@@ -131,19 +113,11 @@ class CommitterProcess:
         with self._channel_lock:
             self._ready = None
             self.ready_event.clear()
-        with self._spawn_lock:
-            process = self._process
-        if process is not None and process.poll() is None:
-            assert process.stdin is not None
-            process.stdin.close()
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("the committer process did not stop in %.0f s; killing it", timeout_s)
-                process.kill()
-                process.wait()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
+        super().stop(timeout_s)
+
+    def _ask_to_stop(self, process: subprocess.Popen[Any]) -> None:
+        assert process.stdin is not None
+        process.stdin.close()
 
     def _lost(self, process: subprocess.Popen[bytes]) -> None:
         """The child stopped answering mid-commit (called with the channel lock held)."""
@@ -153,48 +127,16 @@ class CommitterProcess:
         if process.poll() is None:
             process.kill()  # a child that broke the protocol is not trusted with the next commit
 
-    def _spawn(self) -> subprocess.Popen[bytes] | None:
-        with self._spawn_lock:
-            if self._stopping.is_set():
-                return None
-            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
-                self._command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                env=self._env,
-                process_group=0,  # Ctrl-C in a terminal reaches serve only, which stops it
-            )
-            self._process = process
-            self.starts += 1
-            return process
+    def _popen(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+            self._command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=self._env,
+            process_group=0,  # Ctrl-C in a terminal reaches serve only, which stops it
+        )
 
-    def _supervise(self) -> None:
-        pause = self._first_pause
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            try:
-                process = self._spawn()
-            except OSError:
-                log.exception("cannot start the committer process; committing in this process")
-                code: int | str = "not started"
-            else:
-                if process is None:
-                    return
-                code = self._run(process)
-            if self._stopping.is_set():
-                return
-            if time.monotonic() - started >= _STEADY_S:
-                pause = self._first_pause
-            log.error(
-                "the committer process exited (%s); committing in this process, restarting it in %.0f s",
-                code,
-                pause,
-            )
-            if self._stopping.wait(pause):
-                return
-            pause = min(pause * 2, _MAX_RESTART_PAUSE_S)
-
-    def _run(self, process: subprocess.Popen[bytes]) -> int:
+    def _follow(self, process: subprocess.Popen[bytes]) -> int:
         """Wait for the child's ``READY``, route commits to it until it exits; its status."""
         assert process.stdout is not None
         try:
