@@ -5,7 +5,9 @@ commits them in one transaction. As a thread of the API process it shares Python
 lock with the event loop that parses requests: each statement releases the lock while SQLite
 works and must win it back from the busy event loop, so under single-item load a commit of about
 30 requests held the SQLite writer for a median 4.8 ms, of which about 1 ms was its own work.
-In a process of its own, the same commits held it for 1.6 ms (docs/benchmarks.md).
+In a process of its own, the same commits held it for 1.7 ms. It is not the default: on two
+cores it made single-item writes faster but their p99 higher, and batched writes slower
+(docs/benchmarks.md, "What changed on 2026-12-03 (later)").
 
 This module has both ends. :class:`CommitterProcess` (in ``serve``) starts the child, restarts
 it when it dies, and is the store the group committer commits through. :func:`main` is the
@@ -19,7 +21,7 @@ as a whole failed (nothing was stored). Pickle is safe here: both ends are the s
 and the pipes belong to these two processes only.
 
 While no child is ready (starting, restarting after a crash) the API process commits in its own
-thread, as with ``--committer thread``, so writes are never refused for it. A commit in flight
+thread, as by default, so writes are never refused for it. A commit in flight
 when the child dies may or may not have been committed: its requests are answered 503 and
 a retry with the same keys stores each delta once.
 """
