@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import platform
 import signal
 import sqlite3
 import struct
@@ -21,7 +22,7 @@ import pytest
 
 from tests.conftest import fresh_pg_schema
 from tests.e2e.server import ServerProcess, alive, children, create_key, trueup, wait_until
-from trueup.cli.committer import CommitterProcess
+from trueup.cli.committer import CommitInterruptedError, CommitterProcess
 from trueup.storage import open_storage
 from trueup.storage.errors import StorageUnavailableError
 from trueup.storage.writes import DeltaDraft, WriteDraft
@@ -29,6 +30,7 @@ from trueup.storage.writes import DeltaDraft, WriteDraft
 KILLS = 3
 WRITERS = 6
 IN_A_CHILD = ["--committer", "process"]
+_READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}
 
 
 def _committer(server: ServerProcess) -> str:
@@ -60,6 +62,12 @@ def _write(server: ServerProcess, key: str, keys: list[str], timeout_s: float = 
 def _verified(server: ServerProcess, key: str, request_id: str) -> bool:
     view = httpx.get(f"{server.base_url}/api/v1/writes/{request_id}", headers={"X-Api-Key": key})
     return view.status_code == 200 and view.json()["data"]["status"] == "verified"
+
+
+pytestmark = pytest.mark.skipif(
+    platform.machine() not in _READ_SYSCALL or not Path("/proc/self/syscall").exists(),
+    reason="reads a stopped child's state from /proc (Linux on x86-64 or arm64)",
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -97,6 +105,29 @@ def _unread_request(child: int) -> bool:
     finally:
         os.close(fd)
     return waiting > 0
+
+
+def _stop_holding_a_commit(child: int) -> None:
+    """Stop the child (SIGSTOP) at a moment it waits for its next commit, then wait until the
+    server hands it one: killing it then certainly cuts a commit short. A child stopped anywhere
+    else (in the middle of a commit, or just after one) is let go on and caught again."""
+
+    def stopped_waiting_for_stdin() -> bool:
+        os.kill(child, signal.SIGSTOP)
+        wait_until(lambda: _state(child) == "T")
+        # /proc's "syscall" file: the call the process is in, then its first argument.
+        fields = Path(f"/proc/{child}/syscall").read_text().split()
+        if fields[:2] == [_READ_SYSCALL[platform.machine()], "0x0"]:  # read(0, …)
+            return True
+        os.kill(child, signal.SIGCONT)
+        return False
+
+    wait_until(stopped_waiting_for_stdin, interval_s=0.001)
+    wait_until(lambda: _unread_request(child))
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def test_a_killed_child_is_replaced_and_writes_go_on_meanwhile(tmp_path: Path) -> None:
@@ -151,20 +182,23 @@ def test_no_202_is_lost_when_the_child_is_killed_mid_commit(tmp_path: Path, back
                 if reply.status_code == 503:
                     assert reply.json()["code"] == "SERVICE_UNAVAILABLE", reply.text
 
+    unlimited = {"TRUEUP_RATE_LIMIT_PER_S": "0"}  # six writers on one key exceed its default rate
     with (
-        ServerProcess(tmp_path, backend, extra_args=IN_A_CHILD) as server,
+        ServerProcess(tmp_path, backend, extra_env=unlimited, extra_args=IN_A_CHILD) as server,
         ThreadPoolExecutor(WRITERS) as pool,
     ):
         futures = [pool.submit(writer, n, server) for n in range(WRITERS)]
         child = _committer_child(server)
         for _ in range(KILLS):
             _wait_for_answers(answered, 50)
+            _stop_holding_a_commit(child)
             os.kill(child, signal.SIGKILL)
             child = _committer_child(server, other_than=child)
         _wait_for_answers(answered, 50)
         stop.set()
         for future in futures:
             future.result()
+        assert sum(1 for status in answered.values() if status == 503) >= KILLS  # each kill cut one short
         # Retry every request that was not acknowledged, with the same keys.
         for first, status in list(answered.items()):
             if status != 202:
@@ -252,3 +286,91 @@ def test_a_failed_commit_in_the_child_is_a_storage_error(tmp_path: Path) -> None
         storage.close()
     assert committer.pid is not None
     assert not alive(committer.pid)
+
+
+def test_a_child_wedged_mid_commit_is_killed_when_the_server_stops(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'trueup.db'}"
+    storage = open_storage(url)
+    committer = CommitterProcess(tmp_path, url, storage.writes)
+    committer.start()
+    outcome: list[object] = []
+
+    def commit() -> None:
+        try:
+            outcome.append(committer.commit([_draft("req_1", "k1")]))
+        except Exception as exc:  # the outcome is what the test looks at
+            outcome.append(exc)
+
+    try:
+        assert committer.ready_event.wait(30)
+        child = committer.pid
+        assert child is not None
+        os.kill(child, signal.SIGSTOP)  # the commit below never finishes by itself
+        committing = threading.Thread(target=commit, daemon=True)
+        committing.start()
+        wait_until(lambda: _unread_request(child))
+        stopper = threading.Thread(target=committer.stop, args=(0.5,), daemon=True)
+        stopper.start()
+        stopper.join(30)  # a bound for the test only: stop() gives up on the commit at 0.5 s
+        assert not stopper.is_alive(), "stop() waited for the wedged commit"
+        committing.join(30)
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], CommitInterruptedError)
+        assert not alive(child)
+    finally:
+        if committer.pid is not None and alive(committer.pid):
+            os.kill(committer.pid, signal.SIGKILL)
+        committer.stop()
+        storage.close()
+
+
+def test_a_sigterm_to_the_child_alone_does_not_stop_it(tmp_path: Path) -> None:
+    """systemd stops a service by signalling every process of it; only serve decides when the
+    committer stops (after the commits queued), so the child ignores SIGTERM."""
+    key = create_key(tmp_path, None)
+    with ServerProcess(tmp_path, None, extra_args=IN_A_CHILD) as server:
+        child = _committer_child(server)
+        os.kill(child, signal.SIGTERM)
+        assert _write(server, key, ["after-sigterm"]).status_code == 202
+        assert alive(child)
+        assert _committer(server) == "process"
+        server.stop()
+    assert "the committer process exited" not in server.log()
+
+
+def test_replies_rendered_in_the_child_replay_verbatim(tmp_path: Path) -> None:
+    """The replies stored under an Idempotency-Key are rendered by the child for every write
+    route; a body pickle refuses (nested 600 deep) is committed by the server itself."""
+    key = create_key(tmp_path, None)
+    deep: object = 1
+    for _ in range(600):
+        deep = [deep]
+    requests = [
+        ("/api/v1/writes", {"items": [{"key": "w-1", "accountId": "a1", "bits": 5}]}),
+        ("/api/v1/balance/delta", {"customerId": "a1", "delta": 7, "reason": "r"}),
+        ("/api/v1/balance/delta/batch", {"deltas": [_emitted("b-1"), {"delta": "x"}]}),
+        ("/api/v1/balance/delta/batch", {"deltas": [_emitted("b-2"), {"customerId": "a1", "delta": deep}]}),
+    ]
+    with ServerProcess(tmp_path, None, extra_args=IN_A_CHILD) as server:
+        _committer_child(server)
+        for number, (path, body) in enumerate(requests):
+            headers = {"X-Api-Key": key, "Idempotency-Key": f"idem-{number}"}
+            first = httpx.post(f"{server.base_url}{path}", headers=headers, json=body)
+            again = httpx.post(f"{server.base_url}{path}", headers=headers, json=body)
+            assert first.status_code == 202, first.text
+            assert (again.status_code, again.content) == (first.status_code, first.content)
+        assert "could not be pickled for the committer" in server.log()
+
+
+def _emitted(reference: str) -> dict[str, object]:
+    return {"customerId": "a1", "delta": 2, "reason": "r", "referenceId": reference}
+
+
+def _draft(request_id: str, item_key: str) -> WriteDraft:
+    return WriteDraft(
+        tenant_id="t1",
+        request_id=request_id,
+        source="writes",
+        accepted_at="2026-12-03T00:00:00.000000Z",
+        items=[DeltaDraft(item_key, "c1", 5, "", None, "2026-12-03T00:00:00.000000Z", False, b"s" * 16)],
+    )

@@ -31,12 +31,13 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,10 +93,22 @@ class CommitterProcess(SupervisedChild):
             process = self._ready
             if process is None:
                 return self._local.commit(drafts)
+            try:
+                frame = _frame([_for_child(draft) for draft in drafts])
+            except Exception:  # any value pickle refuses (a body nested 500 deep, say)
+                log.warning(
+                    "a group could not be pickled for the committer; committing it here", exc_info=True
+                )
+                return self._local.commit(drafts)
             assert process.stdin is not None
             assert process.stdout is not None
             try:
-                _send(process.stdin.fileno(), list(drafts))
+                _write_all(process.stdin.fileno(), frame)
+            except OSError:
+                # The child never read a whole frame, so it committed none of it.
+                self._lost(process)
+                return self._local.commit(drafts)
+            try:
                 reply = _receive(process.stdout.fileno())
             except (OSError, EOFError, pickle.UnpicklingError) as exc:
                 self._lost(process)
@@ -110,11 +123,20 @@ class CommitterProcess(SupervisedChild):
         return reply  # type: ignore[no-any-return]
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Let the child finish the commit in progress and exit (end of file on its stdin)."""
+        """Let the child finish the commit in progress and exit (end of file on its stdin); kill
+        it if that commit has not finished within ``timeout_s`` (its callers get 503)."""
         self._stopping.set()
-        with self._channel_lock:
+        if not self._channel_lock.acquire(timeout=timeout_s):
+            log.warning("a commit in the committer process did not finish in %.0f s; killing it", timeout_s)
+            process = self._process
+            if process is not None and process.poll() is None:
+                process.kill()  # the commit waiting for it fails, which lets the lock go
+            self._channel_lock.acquire()
+        try:
             self._ready = None
             self.ready_event.clear()
+        finally:
+            self._channel_lock.release()
         super().stop(timeout_s)
 
     def _ask_to_stop(self, process: subprocess.Popen[Any]) -> None:
@@ -163,11 +185,24 @@ class CommitterProcess(SupervisedChild):
         return code
 
 
-def _send(fd: int, value: object) -> None:
+def _for_child(draft: WriteDraft) -> WriteDraft:
+    """The draft as the child needs it: ``render`` only runs there for an ``Idempotency-Key``."""
+    return draft if draft.idempotency is not None else replace(draft, render=None)
+
+
+def _frame(value: object) -> bytes:
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(_LENGTH.pack(len(data)) + data)
+    return _LENGTH.pack(len(data)) + data
+
+
+def _write_all(fd: int, frame: bytes) -> None:
+    view = memoryview(frame)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _send(fd: int, value: object) -> None:
+    _write_all(fd, _frame(value))
 
 
 def _receive(fd: int) -> Any:
@@ -198,6 +233,10 @@ def _portable(outcome: WriteResult | Exception) -> WriteResult | Exception:
 def main() -> int:
     """The child: commit what the parent sends until its stdin ends."""
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The parent decides when this process ends (end of file on stdin, or a kill): a SIGTERM or
+    # Ctrl-C sent to the whole group (systemd stops a service that way) must not cut a commit short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The frames go to the parent on a private copy of stdout; whatever else writes to fd 1
     # (a library's print) goes to stderr instead of corrupting them.
     replies = os.dup(1)
