@@ -1,4 +1,5 @@
-"""The sequencer as a child process of ``trueup serve`` (``--sequencer process``, the default).
+"""The sequencer as a child process of ``trueup serve`` (``--sequencer process``, the default),
+and the supervision it shares with the committer child (:class:`SupervisedChild`).
 
 Python runs one thread at a time per process. With the sequencer as a thread of the API
 process, sealing and the HTTP handlers take turns on one interpreter lock while the second
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,7 +57,7 @@ class SealReport:
         return cls(int(sealed), int(failed), float(seconds), int(tree_size), int(events))
 
 
-class SupervisedChild:
+class SupervisedChild(ABC):
     """A child process of ``serve``: started with it, restarted after a growing pause when it
     dies or cannot start, and stopped with it. Subclasses say how to start it (:meth:`_popen`),
     what to do while it runs (:meth:`_follow`, which returns its exit status) and how to ask it
@@ -68,7 +70,7 @@ class SupervisedChild:
 
     def __init__(
         self, module_args: list[str], data_dir: Path, database_url: str | None, restart_pause_s: float
-    ):
+    ) -> None:
         self._command = [sys.executable, "-m", *module_args]
         # Through the environment, not argv: a database URL may carry a password, and a
         # command line is visible to every user of the host.
@@ -108,16 +110,18 @@ class SupervisedChild:
         if self._thread.is_alive():
             self._thread.join(timeout_s)
 
+    @abstractmethod
     def _popen(self) -> subprocess.Popen[Any]:
-        raise NotImplementedError
+        """Start the child."""
 
+    @abstractmethod
     def _follow(self, process: subprocess.Popen[Any]) -> int:
-        raise NotImplementedError
+        """Attend to the running child until it exits; its exit status."""
 
     def _ask_to_stop(self, process: subprocess.Popen[Any]) -> None:
         process.terminate()
 
-    def _down(self) -> None:
+    def _down(self) -> None:  # noqa: B027 - a hook: most children need nothing here
         """Called each time the child has exited (or could not start)."""
 
     def _spawn(self) -> subprocess.Popen[Any] | None:

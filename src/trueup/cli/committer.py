@@ -133,8 +133,7 @@ class CommitterProcess(SupervisedChild):
                 process.kill()  # the commit waiting for it fails, which lets the lock go
             self._channel_lock.acquire()
         try:
-            self._ready = None
-            self.ready_event.clear()
+            self._unready()
         finally:
             self._channel_lock.release()
         super().stop(timeout_s)
@@ -145,11 +144,16 @@ class CommitterProcess(SupervisedChild):
 
     def _lost(self, process: subprocess.Popen[bytes]) -> None:
         """The child stopped answering mid-commit (called with the channel lock held)."""
-        if self._ready is process:
-            self._ready = None
-            self.ready_event.clear()
+        self._unready(process)
         if process.poll() is None:
             process.kill()  # a child that broke the protocol is not trusted with the next commit
+
+    def _unready(self, process: subprocess.Popen[bytes] | None = None) -> None:
+        """No child takes commits any more (only if it is still ``process``, when given); called
+        with the channel lock held."""
+        if process is None or self._ready is process:
+            self._ready = None
+            self.ready_event.clear()
 
     def _popen(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
@@ -176,9 +180,7 @@ class CommitterProcess(SupervisedChild):
             process.kill()
         code = process.wait()
         with self._channel_lock:
-            if self._ready is process:
-                self._ready = None
-                self.ready_event.clear()
+            self._unready(process)
         if process.stdin is not None and not process.stdin.closed:
             process.stdin.close()
         process.stdout.close()
