@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import fresh_pg_schema
 from tests.e2e.server import ServerProcess, alive, children, create_key, trueup, wait_until
-from trueup.cli.committer import CommitInterruptedError, CommitterProcess
+from trueup.cli.committer import LOCAL_FROM_ITEMS, CommitInterruptedError, CommitterProcess
 from trueup.storage import open_storage
 from trueup.storage.errors import StorageUnavailableError
 from trueup.storage.writes import DeltaDraft, WriteDraft
@@ -95,6 +95,28 @@ def test_writes_are_committed_by_the_child(tmp_path: Path) -> None:
             os.kill(child, signal.SIGCONT)
         assert reply.status_code == 202, reply.text
         wait_until(lambda: _verified(server, key, reply.json()["data"]["requestId"]))
+
+
+def test_a_large_group_is_committed_by_the_server_itself(tmp_path: Path) -> None:
+    """A group of LOCAL_FROM_ITEMS items or more does not go to the child: with the child stopped,
+    it is committed and sealed all the same, while the next one-item write waits for the child."""
+    key = create_key(tmp_path, None)
+    with ServerProcess(tmp_path, None, extra_args=IN_A_CHILD) as server:
+        child = _committer_child(server)
+        os.kill(child, signal.SIGSTOP)
+        try:
+            large = _write(server, key, [f"large-{n}" for n in range(LOCAL_FROM_ITEMS)])
+            assert large.status_code == 202, large.text
+            wait_until(lambda: _verified(server, key, large.json()["data"]["requestId"]))
+            assert not _unread_request(child)
+            with ThreadPoolExecutor(1) as pool:
+                small = pool.submit(_write, server, key, ["small-1"])
+                wait_until(lambda: _unread_request(child))  # this one was handed to the child
+                assert not small.done()
+                os.kill(child, signal.SIGCONT)
+                assert small.result(timeout=30).status_code == 202
+        finally:
+            os.kill(child, signal.SIGCONT)
 
 
 def _unread_request(child: int) -> bool:

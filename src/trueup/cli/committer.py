@@ -6,8 +6,14 @@ lock with the event loop that parses requests: each statement releases the lock 
 works and must win it back from the busy event loop, so under single-item load a commit of about
 30 requests held the SQLite writer for a median 4.8 ms, of which about 1 ms was its own work.
 In a process of its own, the same commits held it for 1.7 ms. It is not the default: on two
-cores it made single-item writes faster but their p99 higher, and batched writes slower
-(docs/benchmarks.md, "What changed on 2026-12-03 (later)").
+cores it made single-item writes faster but their p99 higher (docs/benchmarks.md, "What changed
+on 2026-12-03 (later)").
+
+Only small groups go to the child. A group of :data:`LOCAL_FROM_ITEMS` items or more is
+committed in the API process, as by default: its statements carry hundreds of rows each, so it
+hands the interpreter lock back and forth a few times per thousand items, while pickling it for
+the child costs about 1.3 ms per thousand items (batched writes were 15-22 % slower when every
+group went to the child).
 
 This module has both ends. :class:`CommitterProcess` (in ``serve``) starts the child, restarts
 it when it dies, and is the store the group committer commits through. :func:`main` is the
@@ -48,12 +54,15 @@ from trueup.storage import open_storage
 from trueup.storage.errors import StorageUnavailableError
 from trueup.storage.writes import WriteDraft, WriteResult, WriteStore
 
-__all__ = ["CommitInterruptedError", "CommitterProcess", "main"]
+__all__ = ["LOCAL_FROM_ITEMS", "CommitInterruptedError", "CommitterProcess", "main"]
 
 log = logging.getLogger(__name__)
 
 _READY = "READY"
 _LENGTH = struct.Struct(">I")
+
+LOCAL_FROM_ITEMS = 500
+"""Groups of at least this many items are committed in the API process, not in the child."""
 
 
 class CommitInterruptedError(UnavailableError):
@@ -91,7 +100,7 @@ class CommitterProcess(SupervisedChild):
         """Commit ``drafts`` in one transaction, as :meth:`WriteStore.commit` does."""
         with self._channel_lock:
             process = self._ready
-            if process is None:
+            if process is None or sum(len(draft.items) for draft in drafts) >= LOCAL_FROM_ITEMS:
                 return self._local.commit(drafts)
             try:
                 frame = _frame([_for_child(draft) for draft in drafts])
