@@ -22,7 +22,13 @@ import pytest
 
 from tests.conftest import fresh_pg_schema
 from tests.e2e.server import ServerProcess, alive, children, create_key, trueup, wait_until
-from trueup.cli.committer import LOCAL_FROM_ITEMS, CommitInterruptedError, CommitterProcess
+from trueup.cli.committer import (
+    BULK_REQUEST_ITEMS,
+    LOCAL_FROM_ITEMS,
+    CommitInterruptedError,
+    CommitterProcess,
+    _bulk,
+)
 from trueup.storage import open_storage
 from trueup.storage.errors import StorageUnavailableError
 from trueup.storage.writes import DeltaDraft, WriteDraft
@@ -99,7 +105,8 @@ def test_writes_are_committed_by_the_child(tmp_path: Path) -> None:
 
 def test_a_large_group_is_committed_by_the_server_itself(tmp_path: Path) -> None:
     """A group of LOCAL_FROM_ITEMS items or more does not go to the child: with the child stopped,
-    it is committed and sealed all the same, while the next one-item write waits for the child."""
+    it is committed and sealed all the same, while the next write, one item smaller, waits for the
+    child."""
     key = create_key(tmp_path, None)
     with ServerProcess(tmp_path, None, extra_args=IN_A_CHILD) as server:
         child = _committer_child(server)
@@ -110,13 +117,23 @@ def test_a_large_group_is_committed_by_the_server_itself(tmp_path: Path) -> None
             wait_until(lambda: _verified(server, key, large.json()["data"]["requestId"]))
             assert not _unread_request(child)
             with ThreadPoolExecutor(1) as pool:
-                small = pool.submit(_write, server, key, ["small-1"])
+                smaller = [f"smaller-{n}" for n in range(LOCAL_FROM_ITEMS - 1)]
+                small = pool.submit(_write, server, key, smaller)
                 wait_until(lambda: _unread_request(child))  # this one was handed to the child
                 assert not small.done()
                 os.kill(child, signal.SIGCONT)
                 assert small.result(timeout=30).status_code == 202
         finally:
             os.kill(child, signal.SIGCONT)
+
+
+def test_only_groups_of_bulk_requests_stay_in_the_server() -> None:
+    """Many small requests go to the child however many items they add up to."""
+    many_small = [_draft(f"req-{n}", f"key-{n}") for n in range(2 * LOCAL_FROM_ITEMS)]
+    bulk = replace(many_small[0], items=many_small[0].items * BULK_REQUEST_ITEMS)
+    assert not _bulk(many_small)
+    assert not _bulk([bulk] * (LOCAL_FROM_ITEMS // BULK_REQUEST_ITEMS - 1) + many_small)
+    assert _bulk([bulk] * (LOCAL_FROM_ITEMS // BULK_REQUEST_ITEMS) + many_small)
 
 
 def _unread_request(child: int) -> bool:

@@ -9,11 +9,11 @@ In a process of its own, the same commits held it for 1.7 ms. It is not the defa
 cores it made single-item writes faster but their p99 higher (docs/benchmarks.md, "What changed
 on 2026-12-03 (later)").
 
-Only small groups go to the child. A group of :data:`LOCAL_FROM_ITEMS` items or more is
-committed in the API process, as by default: its statements carry hundreds of rows each, so it
-hands the interpreter lock back and forth a few times per thousand items, while pickling it for
-the child costs about 1.3 ms per thousand items (batched writes were 15-22 % slower when every
-group went to the child).
+Groups of batched writes stay in the API process: a group holding :data:`LOCAL_FROM_ITEMS`
+items or more in requests of :data:`BULK_REQUEST_ITEMS` items or more is committed there, as by
+default. Its statements carry hundreds of rows each, so it hands the interpreter lock back and
+forth a few times per thousand items, while pickling it for the child costs about 1.3 ms per
+thousand items (batched writes were 14-22 % slower when every group went to the child).
 
 This module has both ends. :class:`CommitterProcess` (in ``serve``) starts the child, restarts
 it when it dies, and is the store the group committer commits through. :func:`main` is the
@@ -54,7 +54,7 @@ from trueup.storage import open_storage
 from trueup.storage.errors import StorageUnavailableError
 from trueup.storage.writes import WriteDraft, WriteResult, WriteStore
 
-__all__ = ["LOCAL_FROM_ITEMS", "CommitInterruptedError", "CommitterProcess", "main"]
+__all__ = ["BULK_REQUEST_ITEMS", "LOCAL_FROM_ITEMS", "CommitInterruptedError", "CommitterProcess", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,10 @@ _READY = "READY"
 _LENGTH = struct.Struct(">I")
 
 LOCAL_FROM_ITEMS = 500
-"""Groups of at least this many items are committed in the API process, not in the child."""
+"""A group holding at least this many items in bulk requests is committed in the API process."""
+
+BULK_REQUEST_ITEMS = 100
+"""A request of at least this many items is a bulk request (a batched write)."""
 
 
 class CommitInterruptedError(UnavailableError):
@@ -98,17 +101,29 @@ class CommitterProcess(SupervisedChild):
 
     def commit(self, drafts: Sequence[WriteDraft]) -> Outcomes:
         """Commit ``drafts`` in one transaction, as :meth:`WriteStore.commit` does."""
+        reply = None if _bulk(drafts) else self._in_child(drafts)
+        if reply is None:
+            return self._local.commit(drafts)
+        if isinstance(reply, _Failed):
+            raise StorageUnavailableError(reply.reason)
+        return reply
+
+    def _in_child(self, drafts: Sequence[WriteDraft]) -> Outcomes | _Failed | None:
+        """The child's reply to ``drafts``; ``None`` when they did not reach a ready child whole,
+        so that none of them was committed there. The channel lock is held only meanwhile: a
+        commit in this process does not hold it, so :meth:`stop` never takes one for the
+        child's."""
         with self._channel_lock:
             process = self._ready
-            if process is None or sum(len(draft.items) for draft in drafts) >= LOCAL_FROM_ITEMS:
-                return self._local.commit(drafts)
+            if process is None:
+                return None
             try:
                 frame = _frame([_for_child(draft) for draft in drafts])
             except Exception:  # any value pickle refuses (a body nested 500 deep, say)
                 log.warning(
                     "a group could not be pickled for the committer; committing it here", exc_info=True
                 )
-                return self._local.commit(drafts)
+                return None
             assert process.stdin is not None
             assert process.stdout is not None
             try:
@@ -116,9 +131,9 @@ class CommitterProcess(SupervisedChild):
             except OSError:
                 # The child never read a whole frame, so it committed none of it.
                 self._lost(process)
-                return self._local.commit(drafts)
+                return None
             try:
-                reply = _receive(process.stdout.fileno())
+                reply: Outcomes | _Failed = _receive(process.stdout.fileno())
             except (OSError, EOFError, pickle.UnpicklingError) as exc:
                 self._lost(process)
                 raise CommitInterruptedError(
@@ -127,9 +142,7 @@ class CommitterProcess(SupervisedChild):
                     "delta once",
                     retry_after_seconds=1,
                 ) from exc
-        if isinstance(reply, _Failed):
-            raise StorageUnavailableError(reply.reason)
-        return reply  # type: ignore[no-any-return]
+        return reply
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Let the child finish the commit in progress and exit (end of file on its stdin); kill
@@ -194,6 +207,14 @@ class CommitterProcess(SupervisedChild):
             process.stdin.close()
         process.stdout.close()
         return code
+
+
+def _bulk(drafts: Sequence[WriteDraft]) -> bool:
+    """Whether the group is committed in the API process: it holds :data:`LOCAL_FROM_ITEMS`
+    items or more in requests of :data:`BULK_REQUEST_ITEMS` items or more. Many small requests
+    are not bulk, however many items they add up to: each of those that is stored alone (an
+    ``Idempotency-Key``, an allowance) takes statements of its own, the case the child is for."""
+    return sum(n for draft in drafts if (n := len(draft.items)) >= BULK_REQUEST_ITEMS) >= LOCAL_FROM_ITEMS
 
 
 def _for_child(draft: WriteDraft) -> WriteDraft:
