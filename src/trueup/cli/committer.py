@@ -110,9 +110,8 @@ class CommitterProcess(SupervisedChild):
 
     def _in_child(self, drafts: Sequence[WriteDraft]) -> Outcomes | _Failed | None:
         """The child's reply to ``drafts``; ``None`` when they did not reach a ready child whole,
-        so that none of them was committed there. The channel lock is held only meanwhile: a
-        commit in this process does not hold it, so :meth:`stop` never takes one for the
-        child's."""
+        so that none of them was committed there. Only a commit in the child holds the channel
+        lock, so :meth:`stop` never mistakes a commit in this process for one in the child."""
         with self._channel_lock:
             process = self._ready
             if process is None:
