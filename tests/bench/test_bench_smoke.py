@@ -18,7 +18,7 @@ from trueup.bench.echo import start_echo_server
 from trueup.bench.load import run_load, run_load_process
 from trueup.bench.loadspec import LoadResult, LoadSpec, RequestTemplate
 from trueup.bench.merkle import make_leaves, ours_seconds
-from trueup.bench.reference import hashlib_bound_seconds, pymerkle_seconds
+from trueup.bench.reference import hashlib_bound_seconds, pymerkle_seconds, sync_latencies_ms
 from trueup.bench.report import Check, Report, Row
 from trueup.bench.runner import QUICK
 from trueup.bench.scenarios import DefaultFigures, batched_rows
@@ -227,3 +227,10 @@ def test_a_running_server_under_test_refuses_a_second_start(tmp_path: Path) -> N
     finally:
         server.stop()
     assert server.process is not None and server.process.poll() is not None
+
+
+def test_the_disk_sync_reference_times_each_append_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    summary = sync_latencies_ms(tmp_path, count=20, size=512)
+    assert summary.count == 20
+    assert 0 < summary.p50 <= summary.p99 <= summary.max
+    assert list(tmp_path.iterdir()) == []

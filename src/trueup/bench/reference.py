@@ -3,21 +3,32 @@
 - :func:`raw_insert_seconds`: the same delta rows inserted with one plain ``executemany`` in
   one transaction, into a fresh copy of the schema (same indexes, same durability setting);
 - :func:`hashlib_bound_seconds`: the hashing a seal cannot avoid, with ``hashlib`` alone;
-- :func:`pymerkle_seconds`: pymerkle 7.0.0 (a dev dependency) appending the same leaves.
+- :func:`pymerkle_seconds`: pymerkle 7.0.0 (a dev dependency) appending the same leaves;
+- :func:`sync_latencies_ms`: what the disk makes a durable commit wait, with nothing else around it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import os
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from trueup.bench.stats import Summary, summarize
 from trueup.bench.workload import DeltaRow
 from trueup.storage import open_storage
 
-__all__ = ["PymerkleMissingError", "hashlib_bound_seconds", "pymerkle_seconds", "raw_insert_seconds"]
+__all__ = [
+    "PymerkleMissingError",
+    "hashlib_bound_seconds",
+    "pymerkle_seconds",
+    "raw_insert_seconds",
+    "sync_latencies_ms",
+]
 
 # The columns and values of the deltas insert in trueup.storage.writes.WriteStore, written
 # out here because the reference must be the bare statement, not our code path around it.
@@ -45,6 +56,28 @@ def raw_insert_seconds(database_url: str, rows: Sequence[DeltaRow]) -> float:
         return time.perf_counter() - started
     finally:
         storage.close()
+
+
+def sync_latencies_ms(directory: Path, count: int = 200, size: int = 4_096) -> Summary:
+    """``count`` appends of ``size`` bytes to a new file in ``directory``, each made durable with
+    ``fdatasync`` (the call SQLite makes at each WAL commit on Linux), timed one by one (ms).
+
+    Every write figure waits on it and the echo and raw-insert references hardly do (the raw
+    insert syncs once), so a disk slower for a while shows here and nowhere else.
+    """
+    block = os.urandom(size)
+    handle, name = tempfile.mkstemp(prefix="sync-", dir=directory)
+    try:
+        sample: list[float] = []
+        for _ in range(count):
+            os.write(handle, block)
+            started = time.perf_counter()
+            os.fdatasync(handle)
+            sample.append((time.perf_counter() - started) * 1_000)
+        return summarize(sample)
+    finally:
+        os.close(handle)
+        os.unlink(name)
 
 
 def hashlib_bound_seconds(leaves: Sequence[bytes]) -> float:

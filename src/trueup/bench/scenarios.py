@@ -13,6 +13,7 @@ from pathlib import Path
 from trueup.bench import postgres
 from trueup.bench.ledger import LedgerTimings
 from trueup.bench.loadspec import LoadResult
+from trueup.bench.reference import sync_latencies_ms
 from trueup.bench.report import (
     Check,
     Row,
@@ -22,6 +23,7 @@ from trueup.bench.report import (
     fmt_rate,
     fmt_times,
 )
+from trueup.bench.stats import Summary
 from trueup.bench.writes import (
     LatencyOutcome,
     WritePlan,
@@ -144,6 +146,25 @@ def _single_rows(result: LoadResult, echo: LoadResult, plan: WritePlan) -> list[
     ]
 
 
+def _sync_row(before: Summary, after: Summary) -> Row:
+    """The disk's own wait for a durable commit, just before and just after the single-item load."""
+    return Row(
+        name="disk: fdatasync of a 4 KiB append, before / after the single-item load",
+        value=f"p50 {fmt_ms(before.p50)} / {fmt_ms(after.p50)}",
+        reference=f"p99 {fmt_ms(before.p99)} / {fmt_ms(after.p99)}",
+        note=(
+            f"{before.count} timed appends each, in the data directory's file system; a group commit "
+            "waits for one, the echo server and the raw insert (one commit) hardly do"
+        ),
+        numbers={
+            "before_p50_ms": before.p50,
+            "before_p99_ms": before.p99,
+            "after_p50_ms": after.p50,
+            "after_p99_ms": after.p99,
+        },
+    )
+
+
 def _latency_rows(outcome: LatencyOutcome, batched_rate: float) -> list[Row]:
     load, send = outcome.load, outcome.send_to_verified
     reply, server = outcome.reply_to_verified, outcome.accepted_to_verified
@@ -224,13 +245,16 @@ def sqlite_write_rows(work_dir: Path, plan: WritePlan, rss: dict[str, int]) -> t
     rows = batched_rows("SQLite", 100_000, batch_result, raw, plan, queued_after)
 
     echo = ceiling(plan)
+    sync_before = sync_latencies_ms(work_dir)
     server, key, tenant = start_server(work_dir / "sqlite-single")
     try:
         single_result = single(server, key, plan)
     finally:
         server.stop()
+    sync_after = sync_latencies_ms(work_dir)
     rss["server, single-item writes (SQLite)"] = server.peak_rss_kib or 0
     rows += _single_rows(single_result, echo, plan)
+    rows.append(_sync_row(sync_before, sync_after))
 
     server, key, tenant = start_server(work_dir / "sqlite-latency")
     try:
