@@ -148,3 +148,35 @@ def test_update_rows_conditions_name_only_stored_columns(engine: Engine) -> None
         assert updated == 1
         stored = [tuple(map(int, row)) for row in tx.execute("SELECT * FROM odd ORDER BY id")]
         assert stored == [(1, 0, 7), (2, 1, 5)]
+
+
+def test_relations_join_every_row_once_across_parts(engine: Engine) -> None:
+    # Rows with a repeat, a value no stored row has, and more rows than one SQLite part holds.
+    wanted = [(i, f"n{i}") for i in (3, 7, 7, 10)] + [(i, "absent") for i in range(1, 11)] + [(42, "n42")]
+    with engine.read() as tx:
+        assert list(tx.relations([], ("bigint", "text"), 2)) == []
+        found: list[tuple[int, str, int]] = []
+        parts = 0
+        for relation, params in tx.relations(wanted, ("bigint", "text"), 2):
+            parts += 1
+            found.extend(
+                (int(a), str(b), int(c))
+                for a, b, c in tx.execute(
+                    f"SELECT s.id, s.name, s.amount FROM {relation} JOIN scratch s "
+                    "ON s.id = w.column1 AND s.name = w.column2",
+                    params,
+                )
+            )
+    assert sorted(found) == [(3, "n3", 30), (7, "n7", 70), (7, "n7", 70), (10, "n10", 100)]
+    assert parts >= 1
+
+
+def test_refresh_statistics_analyses_on_postgresql_only(engine: Engine, database_url: str) -> None:
+    engine.refresh_statistics(["scratch"])
+    if database_url.startswith("sqlite"):
+        with engine.read() as tx:  # SQLite is never analysed: no statistics table appears
+            assert tx.execute("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'") == []
+        return
+    with engine.read() as tx:
+        # reltuples is -1 until the table is first analysed or vacuumed.
+        assert tx.scalar("SELECT reltuples FROM pg_class WHERE oid = 'scratch'::regclass") == 10

@@ -15,6 +15,7 @@ from trueup.storage.engine import Engine
 from trueup.storage.errors import IntegrityConflictError, StorageError, StorageUnavailableError
 from trueup.storage.log import LogStore
 from trueup.storage.migrate import migrate
+from trueup.storage.schema import GROWING_TABLES
 from trueup.storage.tenants import TenantStore
 from trueup.storage.webhooks import WebhookStore
 from trueup.storage.writes import WriteStore
@@ -42,6 +43,11 @@ class Storage:
 
     def close(self) -> None:
         self.engine.close()
+
+    def refresh_statistics(self) -> None:
+        """Bring the planner's statistics of the tables that grow with the log up to date
+        (``ANALYZE`` on PostgreSQL, nothing on SQLite: :meth:`Engine.refresh_statistics`)."""
+        self.engine.refresh_statistics(GROWING_TABLES)
 
     def ping(self) -> None:
         """Raise :class:`StorageUnavailableError` unless the database answers."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from trueup.storage.engine import Engine, Row, Tx, chunks
 from trueup.storage.errors import StorageError
@@ -329,12 +329,10 @@ def read_nodes(tx: Tx, ids: Iterable[tuple[int, int]]) -> dict[tuple[int, int], 
     """Stored tree nodes by ``(level, index)`` within ``tx``; missing ones are absent."""
     wanted = list(dict.fromkeys(ids))
     found: dict[tuple[int, int], bytes] = {}
-    for part in chunks(wanted, _VALUES_CHUNK):
-        values = ", ".join("(?, ?)" for _ in part)
-        params = [value for pair in part for value in pair]
+    for relation, params in tx.relations(wanted, ("bigint", "bigint"), _VALUES_CHUNK):
         rows = tx.execute(
             # A join, not "(level, idx) IN (VALUES …)": SQLite plans the latter as a full scan.
-            f"""SELECT t.level, t.idx, t.hash FROM (VALUES {values}) AS w
+            f"""SELECT t.level, t.idx, t.hash FROM {relation}
                 JOIN tree_nodes t ON t.level = w.column1 AND t.idx = w.column2""",
             params,
         )
@@ -412,13 +410,12 @@ def _plan_balances(tx: Tx, plan: SealPlan) -> _BalanceWrites:
     customers = list(dict.fromkeys((d.tenant_id, d.customer_id) for d in plan.leaves))
     months = list(dict.fromkeys((d.tenant_id, d.customer_id, d.period) for d in plan.leaves))
     accounts: dict[tuple[str, str], _Account] = {}
-    for part in chunks(customers, _VALUES_CHUNK):
-        values = ", ".join("(?, ?)" for _ in part)
+    for relation, params in tx.relations(customers, ("text", "text"), _VALUES_CHUNK):
         rows = tx.execute(
             f"""SELECT tenant_id, customer_id, balance, delta_count, first_activity, account_no
-                FROM (VALUES {values}) AS w
+                FROM {relation}
                 JOIN accounts a ON a.tenant_id = w.column1 AND a.customer_id = w.column2""",
-            [v for pair in part for v in pair],
+            params,
         )
         for tenant_id, customer_id, balance, count, first, number in rows:
             if number is None:
@@ -437,13 +434,12 @@ def _plan_balances(tx: Tx, plan: SealPlan) -> _BalanceWrites:
         for number, customer in enumerate(opened, start=last + 1):
             accounts[customer] = _Account(0, 0, plan.verified_at, number)
     month_rows: dict[tuple[str, str, str], list[int]] = {}
-    for part in chunks(months, _VALUES_CHUNK // 2):
-        values = ", ".join("(?, ?, ?)" for _ in part)
+    for relation, params in tx.relations(months, ("text", "text", "text"), _VALUES_CHUNK // 2):
         rows = tx.execute(
             f"""SELECT tenant_id, customer_id, period, credits, debits, delta_count
-                FROM (VALUES {values}) AS w JOIN account_months m ON m.tenant_id = w.column1
+                FROM {relation} JOIN account_months m ON m.tenant_id = w.column1
                      AND m.customer_id = w.column2 AND m.period = w.column3""",
-            [v for triple in part for v in triple],
+            params,
         )
         for tenant_id, customer_id, period, credits, debits, count in rows:
             month_rows[(tenant_id, customer_id, period)] = [int(credits), int(debits), int(count)]
@@ -497,10 +493,20 @@ def _plan_balances(tx: Tx, plan: SealPlan) -> _BalanceWrites:
     )
 
 
+def _account_then_leaf(row: tuple[object, ...]) -> tuple[int, int]:
+    """Sort key of a row of ``_BalanceWrites.deltas``: its account number, then its leaf."""
+    return cast(int, row[-1]), cast(int, row[2])
+
+
 def _write_balances(tx: Tx, writes: _BalanceWrites) -> None:
     # Only a queued delta becomes a leaf: were one sealed or failed already, the seal would give
     # it a second leaf (or a leaf to a refused delta), so it is refused whole instead.
-    updated = tx.update_rows("deltas", "seq", _SEALED_COLUMNS, writes.deltas, only_if="status = 'queued'")
+    # In account order (then leaf order), not the log's: each row adds an entry to the five
+    # per-account indexes, and consecutive entries of one account land in the same index pages,
+    # still at hand. On SQLite a seal of 16,000 deltas over 1,000 customers spent 15-21 µs a
+    # delta in this UPDATE instead of 32-37; PostgreSQL, which joins the rows, did not change.
+    rows = sorted(writes.deltas, key=_account_then_leaf)
+    updated = tx.update_rows("deltas", "seq", _SEALED_COLUMNS, rows, only_if="status = 'queued'")
     if updated != len(writes.deltas):
         raise SealConflictError(
             f"{len(writes.deltas) - updated} of the {len(writes.deltas)} deltas of this seal "

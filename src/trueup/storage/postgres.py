@@ -90,6 +90,14 @@ class _PgTx(Tx):
     def one_of(self, column: str, values: Sequence[Any], kind: str) -> tuple[str, list[Any]]:
         return f"{column} = ANY(?::{kind}[])", [list(values)]
 
+    def relations(
+        self, rows: Sequence[Sequence[Any]], kinds: Sequence[str], part: int
+    ) -> Iterator[tuple[str, list[Any]]]:
+        if rows:
+            arrays = ", ".join(f"?::{kind}[]" for kind in kinds)
+            names = ", ".join(f"column{i + 1}" for i in range(len(kinds)))
+            yield f"unnest({arrays}) AS w({names})", [list(column) for column in zip(*rows, strict=True)]
+
     def _update_rows(self, bulk: BulkUpdate) -> int:
         # One statement joined to the rows as arrays: executemany plans and runs an UPDATE per
         # row (plan_cache_mode is force_custom_plan); per row, sealing was 1.7x slower. The range
@@ -194,6 +202,14 @@ class PostgresEngine(Engine):
 
     def serialize(self, tx: Tx, name: str) -> None:
         tx.execute("SELECT pg_advisory_xact_lock(?)", (self.lock_key(name),))
+
+    def refresh_statistics(self, tables: Sequence[str]) -> None:
+        # Outside a transaction, so each table's statistics are committed as soon as it is done.
+        try:
+            with self._pool.connection() as conn:
+                conn.execute(f"ANALYZE {', '.join(tables)}")
+        except psycopg.OperationalError as exc:
+            raise StorageUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
 
     def close(self) -> None:
         self._pool.close()

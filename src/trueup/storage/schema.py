@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MIGRATIONS", "Migration"]
+__all__ = ["GROWING_TABLES", "MIGRATIONS", "Migration"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,4 +317,20 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "month index by leaf", _V5),
     Migration(6, "request failure counts and counters", _V6),
     Migration(7, "account numbers key the per-customer indexes", _V7),
+)
+
+# The tables that grow with the log, whose planner statistics the sequencer keeps up to date
+# (Storage.refresh_statistics).
+GROWING_TABLES = (
+    "deltas",
+    "write_requests",
+    "write_duplicates",
+    "idempotency_keys",
+    "tree_nodes",
+    "tree_heads",
+    "accounts",
+    "account_months",
+    "webhook_events",
+    "webhook_deliveries",
+    "webhook_attempts",
 )

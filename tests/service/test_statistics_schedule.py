@@ -1,0 +1,64 @@
+"""The sequencer keeps PostgreSQL's planner statistics in step with the log it grows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from tests.service.conftest import principal_for, write
+from trueup.sequencer.loop import SequencerLoop, StatisticsSchedule
+from trueup.service.container import Services, open_services
+from trueup.service.settings import Settings
+
+
+def test_the_schedule_refreshes_on_taking_the_role_then_after_a_tenth_more_growth() -> None:
+    schedule = StatisticsSchedule(min_growth=100, fraction=0.1)
+    assert schedule.due(0)  # the role was just taken
+    schedule.refreshed(0)
+    assert not schedule.due(99)
+    assert schedule.due(100)  # at least min_growth leaves
+    schedule.refreshed(5_000)
+    assert not schedule.due(5_499)
+    assert schedule.due(5_500)  # a tenth of the size at the last refresh
+    schedule.restart()
+    assert schedule.due(5_000)
+
+
+def _deltas_reltuples(services: Services) -> float:
+    with services.storage.engine.read() as tx:
+        return float(tx.scalar("SELECT reltuples FROM pg_class WHERE oid = 'deltas'::regclass"))
+
+
+def test_the_sequencer_refreshes_postgresqls_statistics_as_the_log_grows(pg_url: str, tmp_path: Path) -> None:
+    # The machine's PostgreSQL may run autovacuum or not: ANALYZE is what sets reltuples here,
+    # and the schema is fresh, so -1 ("never analysed") until the sequencer does it.
+    services = open_services(replace(Settings(), data_dir=tmp_path, database_url=pg_url))
+    loop = SequencerLoop(
+        services.storage,
+        services.sealer,
+        interval_s=0.01,
+        statistics=StatisticsSchedule(min_growth=20, fraction=0.1),
+    )
+    try:
+        assert _deltas_reltuples(services) == -1
+        who = principal_for(services)
+        loop.start()
+        _wait_for(lambda: _deltas_reltuples(services) == 0)  # on taking the role, when empty
+        write(services, who, *[{"key": f"a{i}", "accountId": "c1", "bits": 1} for i in range(19)])
+        _wait_for(lambda: loop.seals >= 1 and services.storage.log.queued_at_least(1) == 0)
+        assert _deltas_reltuples(services) == 0  # 19 leaves: not grown enough to refresh again
+        write(services, who, *[{"key": f"b{i}", "accountId": "c2", "bits": 1} for i in range(2)])
+        _wait_for(lambda: _deltas_reltuples(services) == 21)  # 21 leaves: grown by at least 20
+    finally:
+        loop.stop()
+        services.close()
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    """Wait for what the sequencer does on its own; the bound only keeps a broken run from hanging."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "the sequencer did not get there"
+        time.sleep(0.01)
