@@ -127,6 +127,7 @@ class SequencerLoop(ElectedRole):
         """How many deltas the next seal may take."""
         self._on_seal = on_seal
         self._statistics = statistics or StatisticsSchedule()
+        self._refresher: threading.Thread | None = None
         self.seals = 0
         self.last_seal_seconds = 0.0
         self._full_batch = FullBatchTrigger(batch_size)
@@ -171,11 +172,27 @@ class SequencerLoop(ElectedRole):
             self._wake.wait(max(0.0, self._interval - (time.perf_counter() - started)))
             self._wake.clear()
 
+    def stop(self, timeout: float = 10.0) -> None:
+        started = time.monotonic()
+        super().stop(timeout)
+        refresher = self._refresher
+        if refresher is not None:  # before the caller closes the connections it uses
+            refresher.join(max(0.0, timeout - (time.monotonic() - started)))
+
     def _refresh_statistics(self, size: int) -> None:
-        if not self._statistics.due(size):
+        """Refresh the planner's statistics in a thread of their own when they are due: at
+        1,000,000 deltas an ``ANALYZE`` takes 0.6-0.8 s, which the seals need not wait for."""
+        if not self._statistics.due(size) or (self._refresher is not None and self._refresher.is_alive()):
             return
         self._statistics.refreshed(size)  # a failed refresh waits for the next growth too
+        self._refresher = threading.Thread(target=self._refresh, name="trueup-statistics", daemon=True)
+        self._refresher.start()
+
+    def _refresh(self) -> None:
+        started = time.perf_counter()
         try:
             self._storage.refresh_statistics()
         except Exception:
             log.exception("refreshing the planner's statistics failed; sealing goes on")
+            return
+        log.debug("planner statistics refreshed in %.3f s", time.perf_counter() - started)

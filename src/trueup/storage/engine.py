@@ -88,10 +88,10 @@ class Tx(abc.ABC):
         """``rows`` as relations ``w(column1, column2, …)`` to join against, each with its
         parameters. ``kinds`` are the columns' PostgreSQL types (``text``, ``bigint``).
 
-        SQLite: ``(VALUES (?, ?), …) AS w`` of at most ``part`` rows each. PostgreSQL: one
-        ``unnest(?::text[], …) AS w(column1, …)`` of all rows, one array per column, whose cost
-        to plan does not grow with the rows (a ``VALUES`` list of 300 rows took 4-6 ms to plan
-        and run, even against an empty table).
+        SQLite: ``(VALUES (?, ?), …) AS w`` of at most ``part`` rows each. PostgreSQL:
+        ``unnest(?::text[], …) AS w(column1, …)``, one array per column, of up to 5,000 rows
+        each, whose cost to plan does not grow with the rows (a ``VALUES`` list of 300 rows took
+        4-6 ms to plan and run, even against an empty table).
         """
         width = len(kinds)
         for chunk in chunks(rows, part):

@@ -493,9 +493,14 @@ def _plan_balances(tx: Tx, plan: SealPlan) -> _BalanceWrites:
     )
 
 
+# Where a row of _BalanceWrites.deltas holds them: (seq, *the values of _SEALED_COLUMNS).
+_ROW_LEAF = 1 + list(_SEALED_COLUMNS).index("leaf_index")
+_ROW_ACCOUNT = 1 + list(_SEALED_COLUMNS).index("account_no")
+
+
 def _account_then_leaf(row: tuple[object, ...]) -> tuple[int, int]:
     """Sort key of a row of ``_BalanceWrites.deltas``: its account number, then its leaf."""
-    return cast(int, row[-1]), cast(int, row[2])
+    return cast(int, row[_ROW_ACCOUNT]), cast(int, row[_ROW_LEAF])
 
 
 def _write_balances(tx: Tx, writes: _BalanceWrites) -> None:

@@ -330,6 +330,7 @@ GROWING_TABLES = (
     "tree_heads",
     "accounts",
     "account_months",
+    "period_checkpoints",
     "webhook_events",
     "webhook_deliveries",
     "webhook_attempts",
