@@ -22,8 +22,6 @@ def test_the_schedule_refreshes_on_taking_the_role_then_after_a_tenth_more_growt
     schedule.refreshed(5_000)
     assert not schedule.due(5_499)
     assert schedule.due(5_500)  # a tenth of the size at the last refresh
-    schedule.restart()
-    assert schedule.due(5_000)
 
 
 def _deltas_analysed(services: Services) -> int:

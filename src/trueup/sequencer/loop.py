@@ -96,10 +96,6 @@ class StatisticsSchedule:
         """The statistics were refreshed (or tried) at ``size`` leaves."""
         self._size = size
 
-    def restart(self) -> None:
-        """Refresh at the next chance (the role was taken again)."""
-        self._size = None
-
 
 class SequencerLoop(ElectedRole):
     """Runs a :class:`Sealer` in a background thread while holding the sequencer role."""
@@ -138,8 +134,7 @@ class SequencerLoop(ElectedRole):
             self.wake()
 
     def _lead(self) -> None:
-        self._statistics.restart()
-        self._refresh_statistics(self._sealer.load().size)
+        self._refresh_statistics(self._sealer.load().size)  # due: none was made yet
         while not self._stop.is_set():
             started = time.perf_counter()
             self._full_batch.reset()
