@@ -205,3 +205,20 @@ def test_refresh_statistics_skips_a_table_another_session_holds(pg_url: str) -> 
         refresher.join()
     finally:
         storage.close()
+
+
+def test_relations_carry_any_text_as_it_is(engine: Engine) -> None:
+    # Customer ids are the client's strings: what array literals and VALUES lists quote must
+    # arrive as sent (a comma, quotes, braces, a backslash, the word NULL, an empty string).
+    awkward = ["a,b", '"q"', "{x}", "back\\slash", "NULL", "", "ü ✓", "it's"]
+    with engine.write() as tx:
+        tx.update_rows("scratch", "id", {"name": "text"}, [(i + 1, name) for i, name in enumerate(awkward)])
+    with engine.read() as tx:
+        found = [
+            (int(i), str(name))
+            for relation, params in tx.relations([(n,) for n in [*awkward, "absent"]], ("text",), 3)
+            for i, name in tx.execute(
+                f"SELECT s.id, s.name FROM {relation} JOIN scratch s ON s.name = w.column1", params
+            )
+        ]
+    assert sorted(found) == [(i + 1, name) for i, name in enumerate(awkward)]
