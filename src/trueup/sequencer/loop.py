@@ -75,9 +75,9 @@ class StatisticsSchedule:
     PostgreSQL plans each query from statistics that autovacuum refreshes after a table has
     changed by a tenth, at most once a minute, or never where it is turned off. A log growing by
     thousands of rows a second outruns them, and a plan made for the table of a minute ago can
-    cost ten times as much: with statistics of an empty table, the duplicate-key check of a
-    1,000-item write read the tenant's whole key range (45-85 ms per 400 keys at 116,000
-    deltas) instead of looking each key up (3-5 ms). The sequencer knows how fast the log grows,
+    cost ten times as much or more: with statistics of an empty table, the duplicate-key check
+    of a 1,000-item write read the tenant's whole key range (45-85 ms per 400 keys at 116,000
+    deltas) instead of looking each key up (2-9 ms). The sequencer knows how fast the log grows,
     so it refreshes them itself.
     """
 
