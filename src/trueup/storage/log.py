@@ -394,8 +394,8 @@ class _Account:
 
 @dataclass(frozen=True, slots=True)
 class _BalanceWrites:
-    """The rows a seal writes into ``deltas`` (``_SEALED_COLUMNS``), ``accounts`` and
-    ``account_months``, worked out before the seal takes the writer."""
+    """The rows a seal writes into ``deltas`` (``_SEALED_COLUMNS``, in account order),
+    ``accounts`` and ``account_months``, worked out before the seal takes the writer."""
 
     deltas: list[tuple[object, ...]]
     accounts: list[tuple[object, ...]]
@@ -473,8 +473,13 @@ def _plan_balances(tx: Tx, plan: SealPlan) -> _BalanceWrites:
                 account.number,
             )
         )
+    # The deltas' rows in account order (then leaf order), not the log's, sorted here, before the
+    # seal takes the writer (about 19 ms for 16,000 rows): each row adds an entry to the five
+    # per-account indexes, and consecutive entries of one account land in the same index pages,
+    # still at hand. On SQLite a seal of 16,000 deltas over 1,000 customers spent 15-21 µs a
+    # delta in the UPDATE instead of 32-37; PostgreSQL, which joins the rows, did not change.
     return _BalanceWrites(
-        deltas=updates,
+        deltas=sorted(updates, key=_account_then_leaf),
         accounts=[
             (
                 t,
@@ -506,12 +511,7 @@ def _account_then_leaf(row: tuple[object, ...]) -> tuple[int, int]:
 def _write_balances(tx: Tx, writes: _BalanceWrites) -> None:
     # Only a queued delta becomes a leaf: were one sealed or failed already, the seal would give
     # it a second leaf (or a leaf to a refused delta), so it is refused whole instead.
-    # In account order (then leaf order), not the log's: each row adds an entry to the five
-    # per-account indexes, and consecutive entries of one account land in the same index pages,
-    # still at hand. On SQLite a seal of 16,000 deltas over 1,000 customers spent 15-21 µs a
-    # delta in this UPDATE instead of 32-37; PostgreSQL, which joins the rows, did not change.
-    rows = sorted(writes.deltas, key=_account_then_leaf)
-    updated = tx.update_rows("deltas", "seq", _SEALED_COLUMNS, rows, only_if="status = 'queued'")
+    updated = tx.update_rows("deltas", "seq", _SEALED_COLUMNS, writes.deltas, only_if="status = 'queued'")
     if updated != len(writes.deltas):
         raise SealConflictError(
             f"{len(writes.deltas) - updated} of the {len(writes.deltas)} deltas of this seal "
