@@ -99,3 +99,22 @@ def test_writes_get_503_with_retry_after_while_the_log_is_too_far_behind(tmp_pat
         ready = httpx.get(f"{server.base_url}/readyz").json()["data"]
         assert ready["queueDepth"] == accepted, "the refused request stored nothing"
         assert httpx.get(f"{server.base_url}/api/v1/balance/usage", headers=headers).status_code == 200
+
+
+def test_writes_are_held_back_while_the_queue_is_at_the_pace_depth(tmp_path: Path) -> None:
+    key = create_key(tmp_path, None)
+    headers = {"X-Api-Key": key}
+    env = {"TRUEUP_QUEUE_PACE_DEPTH": "10", "TRUEUP_QUEUE_PACE_MAX_WAIT_S": "0.5"}
+    # No sequencer: the queue never falls below the pace depth, so a write waits the longest
+    # wait and is then stored as usual.
+    with ServerProcess(tmp_path, None, extra_env=env, extra_args=["--no-sequencer"]) as server:
+        url = f"{server.base_url}/api/v1/writes"
+        assert httpx.post(url, headers=headers, json=_items("first", 10)).status_code == 202
+        time.sleep(0.6)  # the depth read for the first write (0) is kept for 0.5 s
+        started = time.monotonic()
+        held = httpx.post(url, headers=headers, json=_items("held", 1))
+        assert held.status_code == 202, held.text
+        assert time.monotonic() - started >= 0.5
+        assert httpx.get(f"{server.base_url}/readyz").json()["data"]["queueDepth"] == 11
+        metrics = httpx.get(f"{server.base_url}/metrics").text
+        assert "trueup_paced_writes_total 1.0" in metrics

@@ -1,8 +1,10 @@
-"""Backpressure: writes are refused (503, Retry-After) while the log is too far behind."""
+"""Backpressure: writes are held back while the log is behind (pacing), and refused (503,
+Retry-After) while it is too far behind."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from tests.service.conftest import principal_for, seal_all, write
 from trueup.core.errors import UnavailableError
 from trueup.service.backlog import QueueGuard
 from trueup.service.container import Services, open_services
+from trueup.service.metrics import PACED_SECONDS, PACED_WRITES
 from trueup.service.settings import Settings
 
 
@@ -61,3 +64,78 @@ def test_the_guard_reads_the_depth_again_after_its_interval(services: Services) 
 def test_a_limit_of_zero_turns_the_guard_off(services: Services) -> None:
     guard = QueueGuard(services.storage.log, 0)
     asyncio.run(guard.check())
+
+
+class _FakeTime:
+    """A clock that moves only when the guard sleeps; ``on_sleep`` runs at each sleep (in a
+    thread: the test helpers that write run an event loop of their own)."""
+
+    def __init__(self, on_sleep: Callable[[int], None] = lambda n: None) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+        self._on_sleep = on_sleep
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.to_thread(self._on_sleep, len(self.sleeps))
+
+
+def _paced_guard(services: Services, time: _FakeTime, limit: int = 0, pace: int = 3) -> QueueGuard:
+    return QueueGuard(
+        services.storage.log,
+        limit,
+        pace=pace,
+        max_wait_s=1.0,
+        refresh_s=0.5,
+        pace_refresh_s=0.25,
+        clock=time.clock,
+        sleep=time.sleep,
+    )
+
+
+def test_a_write_waits_while_the_queue_is_at_the_pace_depth_and_goes_once_it_falls_below(
+    services: Services,
+) -> None:
+    who = principal_for(services)
+    write(services, who, *[{"key": f"k{i}", "accountId": "c1", "bits": 1} for i in range(3)])
+    time = _FakeTime(on_sleep=lambda n: seal_all(services) if n == 2 else None)
+    paced, waited = PACED_WRITES._value.get(), PACED_SECONDS._value.get()
+    asyncio.run(_paced_guard(services, time).check())
+    # Held for two looks at the queue (0.25 s apart); the second found it sealed.
+    assert time.sleeps == [0.25, 0.25]
+    assert PACED_WRITES._value.get() == paced + 1
+    assert PACED_SECONDS._value.get() == pytest.approx(waited + 0.5)
+
+
+def test_a_write_below_the_pace_depth_does_not_wait(services: Services) -> None:
+    who = principal_for(services)
+    write(services, who, *[{"key": f"k{i}", "accountId": "c1", "bits": 1} for i in range(2)])
+    time = _FakeTime()
+    asyncio.run(_paced_guard(services, time).check())
+    assert time.sleeps == []
+
+
+def test_a_held_write_goes_ahead_after_the_longest_wait(services: Services) -> None:
+    who = principal_for(services)
+    write(services, who, *[{"key": f"k{i}", "accountId": "c1", "bits": 1} for i in range(3)])
+    time = _FakeTime()  # nothing is ever sealed
+    asyncio.run(_paced_guard(services, time).check())
+    assert time.sleeps == [0.25] * 4 and time.now == 1.0
+
+
+def test_a_held_write_is_refused_when_the_queue_reaches_the_limit_meanwhile(services: Services) -> None:
+    who = principal_for(services)
+    write(services, who, *[{"key": f"k{i}", "accountId": "c1", "bits": 1} for i in range(3)])
+
+    def more_arrive(n: int) -> None:
+        if n == 1:
+            write(services, who, {"key": "late", "accountId": "c1", "bits": 1})
+
+    time = _FakeTime(on_sleep=more_arrive)
+    with pytest.raises(UnavailableError, match="at least 4 deltas behind"):
+        asyncio.run(_paced_guard(services, time, limit=4).check())
+    assert time.sleeps == [0.25]

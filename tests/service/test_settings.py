@@ -29,6 +29,8 @@ def test_settings_read_the_environment() -> None:
             "TRUEUP_SEAL_INTERVAL_MS": "20",
             "TRUEUP_PLAN_ALLOWANCES": "free=10",
             "TRUEUP_RATE_LIMIT_PER_S": "0",
+            "TRUEUP_QUEUE_PACE_DEPTH": "5000",
+            "TRUEUP_QUEUE_PACE_MAX_WAIT_S": "2.5",
         }
     )
     assert str(settings.data_dir) == "/srv/trueup"
@@ -36,8 +38,14 @@ def test_settings_read_the_environment() -> None:
     assert settings.seal_interval_ms == 20
     assert settings.plan_allowances["free"] == 10
     assert settings.rate_limit_per_s == 0
+    assert (settings.queue_pace_depth, settings.queue_pace_max_wait_s) == (5_000, 2.5)
+    assert (Settings().queue_pace_depth, Settings().max_queue_depth) == (20_000, 1_000_000)
     with pytest.raises(ValueError, match="TRUEUP_SEAL_INTERVAL_MS must be an integer"):
         Settings.from_env({"TRUEUP_SEAL_INTERVAL_MS": "fast"})
+    with pytest.raises(ValueError, match="TRUEUP_QUEUE_PACE_MAX_WAIT_S must be a number, got 'soon'"):
+        Settings.from_env({"TRUEUP_QUEUE_PACE_MAX_WAIT_S": "soon"})
+    with pytest.raises(ValueError, match="TRUEUP_WEBHOOK_TIMEOUT_S must be a finite number"):
+        Settings.from_env({"TRUEUP_WEBHOOK_TIMEOUT_S": "nan"})
 
 
 def test_the_data_directory_and_its_secrets_are_owner_only(tmp_path: Path) -> None:

@@ -74,7 +74,12 @@ class WriteService:
         self._clock = clock
         self._in_flight: dict[tuple[str, str], bytes] = {}
         self._in_flight_lock = threading.Lock()
-        self._queue_guard = QueueGuard(storage.log, settings.max_queue_depth)
+        self._queue_guard = QueueGuard(
+            storage.log,
+            settings.max_queue_depth,
+            pace=settings.queue_pace_depth,
+            max_wait_s=settings.queue_pace_max_wait_s,
+        )
 
     async def writes(
         self, principal: Principal, document: Any, body: bytes, idempotency_key: str | None

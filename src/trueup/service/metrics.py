@@ -13,6 +13,8 @@ __all__ = [
     "COMMIT_SECONDS",
     "HTTP_RESPONSES",
     "INGEST_ITEMS",
+    "PACED_SECONDS",
+    "PACED_WRITES",
     "QUEUE_AGE",
     "QUEUE_DEPTH",
     "REGISTRY",
@@ -40,6 +42,14 @@ COMMIT_BATCH = Histogram(
     "Write requests sharing one group commit",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
     registry=REGISTRY,
+)
+PACED_WRITES = Counter(
+    "trueup_paced_writes",
+    "Write requests held back because the queue was at TRUEUP_QUEUE_PACE_DEPTH",
+    registry=REGISTRY,
+)
+PACED_SECONDS = Counter(
+    "trueup_paced_seconds", "Time write requests spent held back by queue pacing", registry=REGISTRY
 )
 QUEUE_DEPTH = Gauge("trueup_queue_depth", "Accepted deltas not yet sealed", registry=REGISTRY)
 QUEUE_AGE = Gauge("trueup_queue_oldest_age_seconds", "Age of the oldest unsealed delta", registry=REGISTRY)

@@ -5,6 +5,7 @@ Command-line flags override environment variables, which override the defaults b
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -53,6 +54,19 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {raw!r}")
+    return value
+
+
 def _env_flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -71,6 +85,8 @@ class Settings:
     seal_batch_size: int = 1_000
     seal_max_batch_size: int = 16_000
     max_queue_depth: int = 1_000_000
+    queue_pace_depth: int = 20_000
+    queue_pace_max_wait_s: float = 10.0
     max_body_bytes: int = 1_048_576
     limits: DeltaLimits = field(default_factory=DeltaLimits)
     default_plan: str = "unlimited"
@@ -116,16 +132,18 @@ class Settings:
             seal_batch_size=_env_int(env, "TRUEUP_SEAL_BATCH_SIZE", base.seal_batch_size),
             seal_max_batch_size=_env_int(env, "TRUEUP_SEAL_MAX_BATCH_SIZE", base.seal_max_batch_size),
             max_queue_depth=_env_int(env, "TRUEUP_MAX_QUEUE_DEPTH", base.max_queue_depth),
+            queue_pace_depth=_env_int(env, "TRUEUP_QUEUE_PACE_DEPTH", base.queue_pace_depth),
+            queue_pace_max_wait_s=_env_float(env, "TRUEUP_QUEUE_PACE_MAX_WAIT_S", base.queue_pace_max_wait_s),
             max_body_bytes=_env_int(env, "TRUEUP_MAX_BODY_BYTES", base.max_body_bytes),
             limits=limits,
             default_plan=env.get("TRUEUP_DEFAULT_PLAN") or base.default_plan,
             plan_allowances=parse_plan_allowances(env.get("TRUEUP_PLAN_ALLOWANCES", "")),
             webhook_allow_http=_env_flag(env, "TRUEUP_WEBHOOK_ALLOW_HTTP"),
             webhook_allow_private=_env_flag(env, "TRUEUP_WEBHOOK_ALLOW_PRIVATE"),
-            rate_limit_per_s=float(env.get("TRUEUP_RATE_LIMIT_PER_S") or base.rate_limit_per_s),
+            rate_limit_per_s=_env_float(env, "TRUEUP_RATE_LIMIT_PER_S", base.rate_limit_per_s),
             rate_limit_burst=_env_int(env, "TRUEUP_RATE_LIMIT_BURST", base.rate_limit_burst),
             rate_limit_overrides=env.get("TRUEUP_RATE_LIMIT_OVERRIDES", ""),
-            key_cache_ttl_s=float(env.get("TRUEUP_KEY_CACHE_TTL_S") or base.key_cache_ttl_s),
-            webhook_retry_base_s=float(env.get("TRUEUP_WEBHOOK_RETRY_BASE_S") or base.webhook_retry_base_s),
-            webhook_timeout_s=float(env.get("TRUEUP_WEBHOOK_TIMEOUT_S") or base.webhook_timeout_s),
+            key_cache_ttl_s=_env_float(env, "TRUEUP_KEY_CACHE_TTL_S", base.key_cache_ttl_s),
+            webhook_retry_base_s=_env_float(env, "TRUEUP_WEBHOOK_RETRY_BASE_S", base.webhook_retry_base_s),
+            webhook_timeout_s=_env_float(env, "TRUEUP_WEBHOOK_TIMEOUT_S", base.webhook_timeout_s),
         )
