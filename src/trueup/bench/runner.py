@@ -150,7 +150,9 @@ def run_benchmarks(plan: RunPlan, out_dir: Path) -> Report:
         sqlite_rows = sections.run("writes over HTTP, SQLite", sqlite_writes, "writes over HTTP, SQLite")
         pg_rows = sections.run(
             "writes over HTTP, PostgreSQL",
-            lambda: postgres_write_rows(work, plan.writes, rss),
+            lambda: postgres_write_rows(
+                work, plan.writes, rss, DefaultFigures.of(sqlite_rows, []).single_req_per_s
+            ),
             "writes over HTTP, PostgreSQL",
         )
 
@@ -173,7 +175,9 @@ def run_benchmarks(plan: RunPlan, out_dir: Path) -> Report:
     # The table follows the order of DESIGN.md §6.
     batched_sqlite = [row for row in sqlite_rows if row.name.startswith("batched writes, SQLite")]
     rest_sqlite = [row for row in sqlite_rows if row not in batched_sqlite]
-    report.add([*batched_sqlite, *pg_rows, *rest_sqlite, *workers_part, *seal])
+    batched_pg = [row for row in pg_rows if row.name.startswith("batched writes, PostgreSQL")]
+    rest_pg = [row for row in pg_rows if row not in batched_pg]
+    report.add([*batched_sqlite, *batched_pg, *rest_sqlite, *rest_pg, *workers_part, *seal])
     report.add([row for row in ledger_part if row.name.startswith("sealing")])
     report.add(proof)
     report.add([row for row in ledger_part if not row.name.startswith("sealing")])

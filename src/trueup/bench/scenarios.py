@@ -165,7 +165,7 @@ def _sync_row(before: Summary, after: Summary) -> Row:
     )
 
 
-def _latency_rows(outcome: LatencyOutcome, batched_rate: float) -> list[Row]:
+def _latency_rows(outcome: LatencyOutcome, batched_rate: float, backend: str) -> list[Row]:
     load, send = outcome.load, outcome.send_to_verified
     reply, server = outcome.reply_to_verified, outcome.accepted_to_verified
     achieved = load.ok(202) * outcome.items_per_request / load.elapsed_s
@@ -189,7 +189,7 @@ def _latency_rows(outcome: LatencyOutcome, batched_rate: float) -> list[Row]:
     )
     return [
         Row(
-            name="accepted->verified p50 at half the batched rate (202 received -> verifiedAt)",
+            name=f"accepted->verified p50 at half the batched rate, {backend} (202 received -> verifiedAt)",
             value=fmt_ms(reply.p50),
             reference=f"server acceptedAt->verifiedAt p50 {fmt_ms(server.p50)}",
             target="<= 100 ms",
@@ -209,7 +209,7 @@ def _latency_rows(outcome: LatencyOutcome, batched_rate: float) -> list[Row]:
             },
         ),
         Row(
-            name="accepted->verified p99 at half the batched rate (202 received -> verifiedAt)",
+            name=f"accepted->verified p99 at half the batched rate, {backend} (202 received -> verifiedAt)",
             value=fmt_ms(reply.p99),
             reference=f"server acceptedAt->verifiedAt p99 {fmt_ms(server.p99)}",
             target="<= 1 s",
@@ -220,7 +220,7 @@ def _latency_rows(outcome: LatencyOutcome, batched_rate: float) -> list[Row]:
             numbers={"p99_ms": reply.p99, "server_p99_ms": server.p99, "send_p99_ms": send.p99},
         ),
         Row(
-            name="sequencer queue at half the batched rate",
+            name=f"sequencer queue at half the batched rate, {backend}",
             value=f"max {outcome.max_depth:,} queued",
             reference=drain,
             target="does not grow",
@@ -263,12 +263,16 @@ def sqlite_write_rows(work_dir: Path, plan: WritePlan, rss: dict[str, int]) -> t
     finally:
         server.stop()
     rss["server, accepted->verified (SQLite)"] = server.peak_rss_kib or 0
-    rows += _latency_rows(outcome, batched_rate)
+    rows += _latency_rows(outcome, batched_rate, "SQLite")
     return rows, batched_rate
 
 
-def postgres_write_rows(work_dir: Path, plan: WritePlan, rss: dict[str, int]) -> list[Row]:
-    """Batched writes on PostgreSQL beside the raw executemany rate, in fresh schemas."""
+def postgres_write_rows(
+    work_dir: Path, plan: WritePlan, rss: dict[str, int], single_req_per_s: float | None
+) -> list[Row]:
+    """Batched writes on PostgreSQL beside the raw executemany rate, and accepted→verified at
+    half that rate, each in a fresh schema. ``single_req_per_s`` is the SQLite single-item
+    rate of the same run, which sizes the latency load's requests (as on SQLite)."""
     name = f"batched writes, PostgreSQL (1,000 items/request, {plan.batch_connections} clients)"
     url = postgres.base_url()
     reason = postgres.unreachable_reason(url)
@@ -284,7 +288,18 @@ def postgres_write_rows(work_dir: Path, plan: WritePlan, rss: dict[str, int]) ->
         rss["server, batched writes (PostgreSQL)"] = server.peak_rss_kib or 0
     with postgres.fresh_schema(url, "raw") as raw_url:
         raw = raw_insert_rate(raw_url, tenant, plan.raw_requests)
-    return batched_rows("PostgreSQL", 50_000, result, raw, plan, queued_after)
+    rows = batched_rows("PostgreSQL", 50_000, result, raw, plan, queued_after)
+    batched_rate = result.ok(202) * BATCH / result.elapsed_s
+    with postgres.fresh_schema(url, "latency") as server_url:
+        server, key, tenant = start_server(work_dir / "pg-latency", server_url)
+        try:
+            outcome = verified_latency(
+                server, key, tenant, max(batched_rate / 2, 100.0), single_req_per_s or 2_000.0, plan
+            )
+        finally:
+            server.stop()
+        rss["server, accepted->verified (PostgreSQL)"] = server.peak_rss_kib or 0
+    return rows + _latency_rows(outcome, batched_rate, "PostgreSQL")
 
 
 WORKERS = 2
