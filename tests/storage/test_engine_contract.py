@@ -222,3 +222,21 @@ def test_relations_carry_any_text_as_it_is(engine: Engine) -> None:
             )
         ]
     assert sorted(found) == [(i + 1, name) for i, name in enumerate(awkward)]
+
+
+def test_bulk_helpers_carry_nulls_and_extreme_integers_unchanged(engine: Engine) -> None:
+    # PostgreSQL receives these as array literals written by Trueup: NULL must stay NULL, the
+    # text "NULL" text, and the ends of the 64-bit range must arrive exact.
+    with engine.write() as tx:
+        tx.execute("CREATE TABLE optional (id BIGINT PRIMARY KEY, note TEXT, n BIGINT)")
+        tx.insert_rows("optional", ("id", "note", "n"), [(i, "x", 0) for i in range(1, 5)])
+        values = [(1, None, -(2**63)), (2, "NULL", 2**63 - 1), (3, "", None), (4, 'a"b\\c', -1)]
+        assert tx.update_rows("optional", "id", {"note": "text", "n": "bigint"}, values) == 4
+    with engine.read() as tx:
+        stored = [tuple(row) for row in tx.execute("SELECT id, note, n FROM optional ORDER BY id")]
+        assert stored == values
+        match, params = tx.one_of("note", ["NULL", 'a"b\\c', "absent"], "text")
+        assert sorted(int(r[0]) for r in tx.execute(f"SELECT id FROM optional WHERE {match}", params)) == [
+            2,
+            4,
+        ]
