@@ -4,6 +4,7 @@ Retry-After) while it is too far behind."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from trueup.service.backlog import QueueGuard
 from trueup.service.container import Services, open_services
 from trueup.service.metrics import PACED_SECONDS, PACED_WRITES
 from trueup.service.settings import Settings
+from trueup.storage.log import LogStore
 
 
 def test_the_guard_counts_the_queue_no_further_than_its_limit(services: Services) -> None:
@@ -138,4 +140,70 @@ def test_a_held_write_is_refused_when_the_queue_reaches_the_limit_meanwhile(serv
     time = _FakeTime(on_sleep=more_arrive)
     with pytest.raises(UnavailableError, match="at least 4 deltas behind"):
         asyncio.run(_paced_guard(services, time, limit=4).check())
-    assert time.sleeps == [0.25]
+    # The count against the limit is read again after refresh_s (0.5 s), not at every look.
+    assert time.sleeps == [0.25, 0.25]
+
+
+class _CountedLog(LogStore):
+    """The real queue count, with each read counted and, when asked, held until released."""
+
+    def __init__(self, services: Services) -> None:
+        super().__init__(services.storage.engine)
+        self.reads = 0
+        self.release = threading.Event()
+        self.release.set()
+        self.started = threading.Event()
+
+    def queued_at_least(self, limit: int) -> int:
+        self.reads += 1
+        self.started.set()
+        self.release.wait(10)
+        return super().queued_at_least(limit)
+
+
+def test_many_writes_arriving_at_once_share_one_read_of_the_queue(services: Services) -> None:
+    log = _CountedLog(services)
+    guard = QueueGuard(log, 100, pace=50)
+
+    async def many() -> None:
+        await asyncio.gather(*(guard.check() for _ in range(20)))
+
+    asyncio.run(many())
+    assert log.reads == 1
+
+
+def test_a_read_whose_request_is_cancelled_still_updates_the_depth(services: Services) -> None:
+    who = principal_for(services)
+    write(services, who, *[{"key": f"k{i}", "accountId": "c1", "bits": 1} for i in range(3)])
+    log = _CountedLog(services)
+    now = [0.0]
+    guard = QueueGuard(log, 3, refresh_s=0.5, clock=lambda: now[0])
+
+    async def cancelled_then_another() -> None:
+        log.release.clear()
+        first = asyncio.ensure_future(guard.check())
+        await asyncio.to_thread(log.started.wait, 10)
+        first.cancel()  # the client went away while the depth was being read
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        log.release.set()
+        await asyncio.sleep(0)
+        while log.reads == 1 and guard._depth._reading is not None:  # the read finishes on its own
+            await asyncio.sleep(0.01)
+        # The next write, within refresh_s, uses what that read found: 3 queued, at the limit.
+        with pytest.raises(UnavailableError):
+            await guard.check()
+
+    asyncio.run(cancelled_then_another())
+    assert log.reads == 1
+
+
+def test_pacing_at_or_above_the_limit_is_off_and_the_limit_decides(services: Services) -> None:
+    who = principal_for(services)
+    write(services, who, *[{"key": f"k{i}", "accountId": "c1", "bits": 1} for i in range(3)])
+    time = _FakeTime()
+    for pace in (3, 5):
+        guard = QueueGuard(services.storage.log, 3, pace=pace, clock=time.clock, sleep=time.sleep)
+        with pytest.raises(UnavailableError):
+            asyncio.run(guard.check())
+    assert time.sleeps == []

@@ -44,6 +44,8 @@ def test_settings_read_the_environment() -> None:
         Settings.from_env({"TRUEUP_SEAL_INTERVAL_MS": "fast"})
     with pytest.raises(ValueError, match="TRUEUP_QUEUE_PACE_MAX_WAIT_S must be a number, got 'soon'"):
         Settings.from_env({"TRUEUP_QUEUE_PACE_MAX_WAIT_S": "soon"})
+    with pytest.raises(ValueError, match="TRUEUP_QUEUE_PACE_MAX_WAIT_S must be at least 0, got '-1'"):
+        Settings.from_env({"TRUEUP_QUEUE_PACE_MAX_WAIT_S": "-1"})
     with pytest.raises(ValueError, match="TRUEUP_WEBHOOK_TIMEOUT_S must be a finite number"):
         Settings.from_env({"TRUEUP_WEBHOOK_TIMEOUT_S": "nan"})
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from decimal import Decimal
 
 import psycopg
 import pytest
 
 from trueup.storage import open_storage
 from trueup.storage.engine import Engine
+from trueup.storage.postgres import _array
 
 _COLUMNS = {"id": "bigint", "name": "text", "amount": "bigint"}
 
@@ -210,8 +212,10 @@ def test_refresh_statistics_skips_a_table_another_session_holds(pg_url: str) -> 
 def test_relations_carry_any_text_as_it_is(engine: Engine) -> None:
     # Customer ids are the client's strings: what array literals and VALUES lists quote must
     # arrive as sent (a comma, quotes, braces, a backslash, the word NULL, an empty string).
-    awkward = ["a,b", '"q"', "{x}", "back\\slash", "NULL", "", "ü ✓", "it's"]
+    awkward = ["a,b", '"q"', "{x}", "back\\slash", "NULL", "", "ü ✓", "it's", " padded ", "\t\n", "[1:1]={a}"]
+    awkward.append("x" * 100_000)
     with engine.write() as tx:
+        tx.insert_rows("scratch", list(_COLUMNS), [(i, f"n{i}", 0) for i in range(11, len(awkward) + 1)])
         tx.update_rows("scratch", "id", {"name": "text"}, [(i + 1, name) for i, name in enumerate(awkward)])
     with engine.read() as tx:
         found = [
@@ -240,3 +244,13 @@ def test_bulk_helpers_carry_nulls_and_extreme_integers_unchanged(engine: Engine)
             2,
             4,
         ]
+
+
+def test_integer_arrays_refuse_anything_but_integers() -> None:
+    # A string such as "1,2" in a literal would have become two elements.
+    assert _array([1, None, -(2**63)], "bigint") == "{1,NULL,-9223372036854775808}"
+    for bad in ("1,2", 1.0, Decimal(1)):
+        with pytest.raises(TypeError):
+            _array([1, bad], "bigint")
+    with pytest.raises(TypeError, match="must be a str"):
+        _array(["a", 1], "text")

@@ -54,7 +54,7 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
-def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+def _env_float(env: Mapping[str, str], name: str, default: float, minimum: float | None = None) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -64,6 +64,8 @@ def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {raw!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum:g}, got {raw!r}")
     return value
 
 
@@ -133,7 +135,9 @@ class Settings:
             seal_max_batch_size=_env_int(env, "TRUEUP_SEAL_MAX_BATCH_SIZE", base.seal_max_batch_size),
             max_queue_depth=_env_int(env, "TRUEUP_MAX_QUEUE_DEPTH", base.max_queue_depth),
             queue_pace_depth=_env_int(env, "TRUEUP_QUEUE_PACE_DEPTH", base.queue_pace_depth),
-            queue_pace_max_wait_s=_env_float(env, "TRUEUP_QUEUE_PACE_MAX_WAIT_S", base.queue_pace_max_wait_s),
+            queue_pace_max_wait_s=_env_float(
+                env, "TRUEUP_QUEUE_PACE_MAX_WAIT_S", base.queue_pace_max_wait_s, minimum=0
+            ),
             max_body_bytes=_env_int(env, "TRUEUP_MAX_BODY_BYTES", base.max_body_bytes),
             limits=limits,
             default_plan=env.get("TRUEUP_DEFAULT_PLAN") or base.default_plan,

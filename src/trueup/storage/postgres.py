@@ -59,10 +59,10 @@ def _array(values: Sequence[Any], kind: str) -> Any:
     A literal costs one ``str`` per element (integers) or one quoted string (text).
     """
     if kind in _INTEGER_KINDS:
-        # A value that is not an integer is refused by PostgreSQL when it reads the literal.
+        # int.__repr__ refuses anything but an int (TypeError), so no string can add elements.
         if values.count(None):
-            return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
-        return "{" + ",".join(map(str, values)) + "}"
+            return "{" + ",".join("NULL" if v is None else int.__repr__(v) for v in values) + "}"
+        return "{" + ",".join(map(int.__repr__, values)) + "}"
     if kind in _TEXT_KINDS:
         # Every element is quoted (so NULL, empty strings, commas and braces stay text), with
         # backslash and double quote escaped by a backslash, as array input requires.
