@@ -224,6 +224,8 @@ def test_a_running_server_under_test_refuses_a_second_start(tmp_path: Path) -> N
             server.start()
         assert server.pid == first
         assert http_get_json(server.port, "/healthz")[0] == 200
+        seconds, seals = server.seal_seconds() or (-1.0, -1)  # read from /metrics
+        assert seconds >= 0.0 and seals >= 0
     finally:
         server.stop()
     assert server.process is not None and server.process.poll() is not None

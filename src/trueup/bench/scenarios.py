@@ -165,6 +165,18 @@ def _sync_row(before: Summary, after: Summary) -> Row:
     )
 
 
+def _seal_note(seals: tuple[float, int] | None) -> str:
+    """How long after its ``verifiedAt`` a delta reads as verified: up to one seal's time."""
+    if seals is None or seals[1] == 0:
+        return "seal times not read"
+    total, count = seals
+    return (
+        f"verifiedAt is taken when a seal signs its tree head, and the delta reads as verified "
+        f"when that seal commits: seals took {fmt_ms(total / count * 1000.0)} on average "
+        f"({count:,} seals, claim to commit)"
+    )
+
+
 def _latency_rows(outcome: LatencyOutcome, batched_rate: float, backend: str) -> list[Row]:
     load, send = outcome.load, outcome.send_to_verified
     reply, server = outcome.reply_to_verified, outcome.accepted_to_verified
@@ -185,7 +197,7 @@ def _latency_rows(outcome: LatencyOutcome, batched_rate: float, backend: str) ->
         f"{reply.count:,} requests read back, {outcome.unverified:,} not verified; latency = verified_at "
         "(server, datetime.now UTC) - the 202 reaching the client (time.time + perf_counter): one "
         "host, one CLOCK_REALTIME; from the scheduled send instead (counting the client's wait for "
-        f"late sends): p50 {fmt_ms(send.p50)}, p99 {fmt_ms(send.p99)}"
+        f"late sends): p50 {fmt_ms(send.p50)}, p99 {fmt_ms(send.p99)}; {_seal_note(outcome.seals)}"
     )
     return [
         Row(
@@ -206,6 +218,9 @@ def _latency_rows(outcome: LatencyOutcome, batched_rate: float, backend: str) ->
                 "send_p50_ms": send.p50,
                 "offered": outcome.offered_items_per_s,
                 "achieved": achieved,
+                "seal_mean_ms": None
+                if not outcome.seals or not outcome.seals[1]
+                else (outcome.seals[0] / outcome.seals[1] * 1000.0),
             },
         ),
         Row(

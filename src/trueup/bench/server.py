@@ -58,19 +58,24 @@ def provision_key(data_dir: Path, database_url: str | None) -> tuple[str, Princi
         storage.close()
 
 
-def http_get_json(port: int, path: str, timeout_s: float = 5.0) -> tuple[int, Any]:
+def http_get(port: int, path: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
     """``GET path`` on 127.0.0.1 with the standard library (not a hot path)."""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
     try:
         conn.request("GET", path)
         reply = conn.getresponse()
-        body = reply.read()
+        return reply.status, reply.read()
     finally:
         conn.close()
+
+
+def http_get_json(port: int, path: str, timeout_s: float = 5.0) -> tuple[int, Any]:
+    """``GET path`` as JSON (``None`` for a body that is not)."""
+    status, body = http_get(port, path, timeout_s)
     try:
-        return reply.status, json.loads(body)
+        return status, json.loads(body)
     except ValueError:
-        return reply.status, None
+        return status, None
 
 
 def child_pids(pid: int) -> list[int]:
@@ -189,6 +194,24 @@ class ServerUnderTest:
             return None
         depth = body.get("data", {}).get("queueDepth")
         return depth if isinstance(depth, int) else None
+
+    def seal_seconds(self) -> tuple[float, int] | None:
+        """``(total seconds, seals)`` from ``/metrics`` (``trueup_seal_seconds``): the seals of
+        this server's life, each from claiming its deltas to its commit."""
+        try:
+            status, body = http_get(self.port, "/metrics", 2.0)
+        except OSError:
+            return None
+        if status != 200:
+            return None
+        found: dict[str, float] = {}
+        for line in body.decode("utf-8", "replace").splitlines():
+            name, _, value = line.partition(" ")
+            if name in ("trueup_seal_seconds_sum", "trueup_seal_seconds_count"):
+                found[name] = float(value)
+        if len(found) != 2:
+            return None
+        return found["trueup_seal_seconds_sum"], int(found["trueup_seal_seconds_count"])
 
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():

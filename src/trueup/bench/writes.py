@@ -73,6 +73,10 @@ class LatencyOutcome:
     unverified: int
     depths: list[tuple[float, int]] = field(default_factory=list)
     drain_s: float | None = None
+    seals: tuple[float, int] | None = None
+    """``(total seconds, count)`` of the server's seals over the run (``/metrics``): a delta's
+    ``verifiedAt`` is taken when its seal signs the tree head, and it is readable as verified
+    once that seal commits, within one seal's time."""
 
     @property
     def max_depth(self) -> int:
@@ -210,6 +214,7 @@ def verified_latency(
         drain_s = _wait_drained(server, ended, plan.drain_timeout_s)
     finally:
         sampler.stop()
+    seals = server.seal_seconds()
     server.stop()
     send, reply, accepted, unverified = _read_back(server, tenant_id, load.records, plan.latency_readback)
     return LatencyOutcome(
@@ -223,6 +228,7 @@ def verified_latency(
         unverified=unverified,
         depths=[(at, depth) for at, depth in sampler.samples if at <= plan.latency_s],
         drain_s=drain_s,
+        seals=seals,
     )
 
 
