@@ -70,8 +70,9 @@ class _QueueCount:
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
-    # A read whose request was cancelled meanwhile: its error (the database unreachable, say)
-    # reaches the next request that reads, not the event loop's "never retrieved" log.
+    # A read whose request was cancelled meanwhile has no one to raise its error to (the
+    # database unreachable, say): it is dropped here instead of being logged by the event loop
+    # as never retrieved, and the next request reads again.
     if not task.cancelled():
         task.exception()
 
