@@ -254,3 +254,12 @@ def test_integer_arrays_refuse_anything_but_integers() -> None:
             _array([1, bad], "bigint")
     with pytest.raises(TypeError, match="must be a str"):
         _array(["a", 1], "text")
+
+
+def test_a_text_column_of_one_repeated_value_is_quoted_like_any_other() -> None:
+    assert _array(['a"b\\'] * 3, "text") == '{"a\\"b\\\\","a\\"b\\\\","a\\"b\\\\"}'
+    assert _array([None, None], "text") == "{NULL,NULL}"
+    assert _array(["NULL", "NULL"], "text") == '{"NULL","NULL"}'
+    assert _array([], "text") == "{}"
+    with pytest.raises(TypeError):
+        _array([1, 1], "text")

@@ -65,7 +65,11 @@ def _array(values: Sequence[Any], kind: str) -> Any:
         return "{" + ",".join(map(int.__repr__, values)) + "}"
     if kind in _TEXT_KINDS:
         # Every element is quoted (so NULL, empty strings, commas and braces stay text), with
-        # backslash and double quote escaped by a backslash, as array input requires.
+        # backslash and double quote escaped by a backslash, as array input requires. A column
+        # of one repeated value (a seal's status and time) is quoted once.
+        if values and values.count(values[0]) == len(values):
+            element = "NULL" if values[0] is None else _quoted(values[0])
+            return "{" + ",".join([element] * len(values)) + "}"
         return "{" + ",".join("NULL" if v is None else _quoted(v) for v in values) + "}"
     return list(values)
 
@@ -154,12 +158,11 @@ class _PgTx(Tx):
             f"WHERE t.{key} = u._k AND t.{key} BETWEEN ? AND ?{condition}"
         )
         values = list(zip(*bulk.rows, strict=True))
-        keys = [int(value) for value in values[0]]
         arrays_in = [
             _array(column, kind) for column, kind in zip(values, ("bigint", *columns.values()), strict=True)
-        ]
+        ]  # the keys' array refuses anything but integers, so min and max below compare ints
         with _storage_errors():
-            cursor = self._conn.execute(_to_pyformat(sql), [*arrays_in, min(keys), max(keys)])
+            cursor = self._conn.execute(_to_pyformat(sql), [*arrays_in, min(values[0]), max(values[0])])
             return max(0, cursor.rowcount)
 
     def _upsert_rows(self, bulk: BulkUpsert) -> None:
