@@ -74,6 +74,13 @@ def _array(values: Sequence[Any], kind: str) -> Any:
     return list(values)
 
 
+def _unnest(rows: Sequence[Sequence[Any]], kinds: Sequence[str]) -> tuple[str, list[Any]]:
+    """``unnest(?::kind[], …)`` over ``rows`` (one typed array per column), and its parameters."""
+    arrays = ", ".join(f"?::{kind}[]" for kind in kinds)
+    columns = zip(*rows, strict=True)
+    return f"unnest({arrays})", [_array(column, kind) for column, kind in zip(columns, kinds, strict=True)]
+
+
 def _quoted(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"a text array element must be a str, got {value!r}")
@@ -133,14 +140,10 @@ class _PgTx(Tx):
         # Parts of _RELATION_ROWS, whatever `part` says (it is SQLite's parameter limit): up to a
         # few thousand rows the join looks each one up; at 30,000 rows against 2,000,000 accounts
         # PostgreSQL chose a hash join over the whole table instead, twice as slow.
-        arrays = ", ".join(f"?::{kind}[]" for kind in kinds)
         names = ", ".join(f"column{i + 1}" for i in range(len(kinds)))
         for chunk in chunks(rows, _RELATION_ROWS):
-            columns = zip(*chunk, strict=True)
-            yield (
-                f"unnest({arrays}) AS w({names})",
-                [_array(column, kind) for column, kind in zip(columns, kinds, strict=True)],
-            )
+            relation, params = _unnest(chunk, kinds)
+            yield f"{relation} AS w({names})", params
 
     def _update_rows(self, bulk: BulkUpdate) -> int:
         # One statement joined to the rows as arrays: executemany plans and runs an UPDATE per
@@ -149,34 +152,28 @@ class _PgTx(Tx):
         # table scan. The arrays' columns get names of their own (_k, _0, _1 ...), so the
         # column names in `only_if` can only mean the stored row's.
         table, key, columns = bulk.table, bulk.key, bulk.columns
-        arrays = ", ".join(f"?::{kind}[]" for kind in ("bigint", *columns.values()))
+        relation, params = _unnest(bulk.rows, ("bigint", *columns.values()))
         names = ", ".join(f"_{i}" for i in range(len(columns)))
         sets = ", ".join(f"{name} = u._{i}" for i, name in enumerate(columns))
         condition = f" AND ({bulk.only_if})" if bulk.only_if else ""
         sql = (
-            f"UPDATE {table} AS t SET {sets} FROM unnest({arrays}) AS u(_k, {names}) "
+            f"UPDATE {table} AS t SET {sets} FROM {relation} AS u(_k, {names}) "
             f"WHERE t.{key} = u._k AND t.{key} BETWEEN ? AND ?{condition}"
         )
-        values = list(zip(*bulk.rows, strict=True))
-        arrays_in = [
-            _array(column, kind) for column, kind in zip(values, ("bigint", *columns.values()), strict=True)
-        ]  # the keys' array refuses anything but integers, so min and max below compare ints
+        keys = [row[0] for row in bulk.rows]  # integers: their array above refuses anything else
         with _storage_errors():
-            cursor = self._conn.execute(_to_pyformat(sql), [*arrays_in, min(values[0]), max(values[0])])
+            cursor = self._conn.execute(_to_pyformat(sql), [*params, min(keys), max(keys)])
             return max(0, cursor.rowcount)
 
     def _upsert_rows(self, bulk: BulkUpsert) -> None:
         # One statement over typed arrays, for the reason given in _update_rows.
-        arrays = ", ".join(f"?::{kind}[]" for kind in bulk.columns.values())
+        relation, params = _unnest(bulk.rows, tuple(bulk.columns.values()))
         sets = ", ".join(f"{name} = excluded.{name}" for name in bulk.update)
         sql = (
-            f"INSERT INTO {bulk.table} ({', '.join(bulk.columns)}) SELECT * FROM unnest({arrays}) "
+            f"INSERT INTO {bulk.table} ({', '.join(bulk.columns)}) SELECT * FROM {relation} "
             f"ON CONFLICT ({', '.join(bulk.conflict)}) DO UPDATE SET {sets}"
         )
-        columns = zip(*bulk.rows, strict=True)
-        self.execute(
-            sql, [_array(column, kind) for column, kind in zip(columns, bulk.columns.values(), strict=True)]
-        )
+        self.execute(sql, params)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
