@@ -6,8 +6,8 @@ lock with the event loop that parses requests: each statement releases the lock 
 works and must win it back from the busy event loop, so under single-item load a commit of about
 30 requests held the SQLite writer for a median 4.8 ms, of which about 1 ms was its own work.
 In a process of its own, the same commits held it for 1.7 ms. It is not the default: on two
-cores it made single-item writes faster but their p99 higher (docs/benchmarks.md, "What changed
-on 2026-12-03 (later)").
+cores it made single-item writes faster but their p99 higher (docs/benchmarks-history.md,
+"What changed on 2026-12-03 (later)").
 
 Groups of batched writes stay in the API process: a group holding :data:`LOCAL_FROM_ITEMS`
 items or more in requests of :data:`BULK_REQUEST_ITEMS` items or more is committed there, as by
