@@ -25,7 +25,7 @@ from trueup.storage.engine import Row, Tx, chunks
 
 if TYPE_CHECKING:
     from trueup.storage.checkpoints import CheckpointRecord
-    from trueup.storage.log import SealPlan
+    from trueup.storage.log import QueuedDelta, SealPlan
 
 __all__ = [
     "CHECKPOINT_VERIFIED",
@@ -145,6 +145,20 @@ def _hex_root(root: bytes) -> str:
     return "0x" + root.hex()
 
 
+def _delta_fields(delta: QueuedDelta) -> dict[str, Any]:
+    """The fields ``delta.verified`` and ``delta.failed`` share, first in both payloads."""
+    return {
+        "recordId": record_id(delta.request_id, delta.item_index),
+        "requestId": delta.request_id,
+        "key": delta.key,
+        "referenceId": delta.key,
+        "customerId": delta.customer_id,
+        "delta": delta.amount,
+        "reason": delta.reason,
+        "occurredAt": format_wire(delta.occurred_at),
+    }
+
+
 def enqueue_seal_events(tx: Tx, plan: SealPlan, completed: Sequence[str]) -> int:
     """Inside the seal's transaction: ``delta.verified`` per sealed delta, ``delta.failed`` per
     failed one, ``verification.completed`` per write request this seal completed."""
@@ -163,14 +177,7 @@ def enqueue_seal_events(tx: Tx, plan: SealPlan, completed: Sequence[str]) -> int
                 delta.tenant_id,
                 DELTA_VERIFIED,
                 {
-                    "recordId": record_id(delta.request_id, delta.item_index),
-                    "requestId": delta.request_id,
-                    "key": delta.key,
-                    "referenceId": delta.key,
-                    "customerId": delta.customer_id,
-                    "delta": delta.amount,
-                    "reason": delta.reason,
-                    "occurredAt": format_wire(delta.occurred_at),
+                    **_delta_fields(delta),
                     "anchorId": anchor_id(leaf_index),
                     "leafIndex": leaf_index,
                     "treeSize": plan.head.size,
@@ -188,14 +195,7 @@ def enqueue_seal_events(tx: Tx, plan: SealPlan, completed: Sequence[str]) -> int
                 delta.tenant_id,
                 DELTA_FAILED,
                 {
-                    "recordId": record_id(delta.request_id, delta.item_index),
-                    "requestId": delta.request_id,
-                    "key": delta.key,
-                    "referenceId": delta.key,
-                    "customerId": delta.customer_id,
-                    "delta": delta.amount,
-                    "reason": delta.reason,
-                    "occurredAt": format_wire(delta.occurred_at),
+                    **_delta_fields(delta),
                     "error": reason,
                     "failedAt": format_wire(at),
                 },
