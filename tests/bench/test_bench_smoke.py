@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from trueup.bench.cpu import LOAD_GENERATOR, MACHINE_BUSY, MACHINE_CAPACITY
 from trueup.bench.echo import start_echo_server
 from trueup.bench.load import run_load, run_load_process
 from trueup.bench.loadspec import LoadResult, LoadSpec, RequestTemplate
@@ -166,6 +169,20 @@ def test_open_loop_records_each_request_with_its_id(echo_port: int) -> None:
     assert status == 202
     assert request_id.startswith("req_")
     assert replied >= sent
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_load_reports_the_cpu_of_the_processes_it_watches(echo_port: int) -> None:
+    # The echo server runs in a thread of this process: watching this process watches it.
+    spec = LoadSpec("127.0.0.1", echo_port, _template(), 2, 0.5, warmup_s=0.1, watch={"echo": [os.getpid()]})
+    assert LoadSpec.from_json(spec.to_json()) == spec
+    result = run_load_process(spec)
+    assert set(result.cpu) == {"echo", LOAD_GENERATOR, MACHINE_BUSY, MACHINE_CAPACITY}
+    assert result.cpu["echo"] >= 0
+    assert result.cpu[MACHINE_CAPACITY] >= result.cpu[MACHINE_BUSY] > 0
+    assert LoadResult.from_json(result.to_json()) == result
+    # Nothing watched, nothing read.
+    assert run_load(LoadSpec("127.0.0.1", echo_port, _template(), 1, 0.2)).cpu == {}
 
 
 def test_load_runs_in_a_separate_process(echo_port: int) -> None:

@@ -29,6 +29,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any, cast
 
+from trueup.bench.cpu import cpu_used, sample
 from trueup.bench.loadspec import LoadResult, LoadSpec
 from trueup.bench.stats import summarize
 
@@ -224,6 +225,31 @@ async def _open_loop(run: _Run) -> None:
         idle.get_nowait()[1].close()
 
 
+async def _cpu_window(run: _Run) -> None:
+    """Read the watched processes' CPU counters when the measured window opens and closes."""
+    await asyncio.sleep(max(0.0, run.measure_from - time.perf_counter()))
+    first = sample(run.spec.watch)
+    await asyncio.sleep(max(0.0, run.deadline - time.perf_counter()))
+    last = sample(run.spec.watch)
+    if first is not None and last is not None:
+        run.result.cpu = cpu_used(first, last)
+
+
+async def _measured(run: _Run, body: Coroutine[Any, Any, None]) -> None:
+    """Run the load, and beside it (when processes are watched) :func:`_cpu_window`. A load
+    that ends before its deadline (``max_requests``) reports no CPU figures."""
+    if not run.spec.watch:
+        await body
+        return
+    window = asyncio.create_task(_cpu_window(run))
+    try:
+        await body
+        if not window.done() and time.perf_counter() >= run.deadline:
+            await asyncio.wait({window}, timeout=1.0)  # its last sample is due now
+    finally:
+        window.cancel()
+
+
 def _event_loop_runner() -> asyncio.Runner:
     try:
         import uvloop  # noqa: PLC0415 - optional: the fastest loop when it is installed
@@ -245,7 +271,7 @@ def run_load(spec: LoadSpec) -> LoadResult:
     bound = spec.warmup_s + spec.duration_s + spec.request_timeout_s
     with _event_loop_runner() as runner:
         try:
-            runner.run(asyncio.wait_for(body, bound))
+            runner.run(asyncio.wait_for(_measured(run, body), bound))
         except TimeoutError as exc:
             raise LoadError(f"the server stopped answering: no end after {bound:.0f}s") from exc
     result = run.result

@@ -60,7 +60,8 @@ class LoadSpec:
     loop every connection is a client; in open loop (``rate_per_s`` set) requests are
     scheduled at that rate over at most ``connections`` connections. ``id_pattern`` is a
     regular expression whose first group is read from each reply body and kept with the
-    request's timings when ``record`` is set.
+    request's timings when ``record`` is set. ``watch`` names processes (role: pids) whose CPU
+    time over the measured window the result reports (:mod:`trueup.bench.cpu`).
     """
 
     host: str
@@ -75,6 +76,7 @@ class LoadSpec:
     record: bool = False
     id_pattern: str | None = None
     request_timeout_s: float = 30.0
+    watch: dict[str, list[int]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -114,6 +116,9 @@ class LoadResult:
     late_sends: int = 0
     latency_ms: Summary = field(default_factory=Summary)
     records: list[tuple[float, float, int, str]] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds over the measured window (:func:`trueup.bench.cpu.cpu_used`); empty when
+    nothing was watched, ``/proc`` could not be read, or the load ended before its deadline."""
 
     @property
     def rate_per_s(self) -> float:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trueup.bench import postgres
+from trueup.bench.cpu import LOAD_GENERATOR, MACHINE_BUSY, MACHINE_CAPACITY
 from trueup.bench.ledger import LedgerTimings
 from trueup.bench.loadspec import LoadResult
 from trueup.bench.reference import sync_latencies_ms
@@ -22,6 +23,7 @@ from trueup.bench.report import (
     fmt_percent,
     fmt_rate,
     fmt_times,
+    fmt_us,
 )
 from trueup.bench.stats import Summary
 from trueup.bench.writes import (
@@ -65,12 +67,14 @@ def batched_rows(
     """The batched row judged against DESIGN.md §6, and beside it how much of that sealing
     kept up with: a rate sealing cannot sustain is a queue growing, not throughput."""
     row = _batched_row(backend, floor, result, raw_rate, plan, queued_after)
+    cpu = _cpu_row(backend, result)
     if queued_after is None:
-        return [row]
+        return [row, *cpu]
     rate = row.numbers["items_per_s"]
     sealed = max(0, result.ok(202) * BATCH - queued_after) / result.elapsed_s
     return [
         row,
+        *cpu,
         Row(
             name=f"batched writes, {backend}: accepted and sealed during the load",
             value=fmt_rate(sealed, "items/s"),
@@ -83,6 +87,41 @@ def batched_rows(
             ),
             numbers={"sealed_items_per_s": sealed, "items_per_s": rate},
         ),
+    ]
+
+
+def _cpu_row(backend: str, result: LoadResult) -> list[Row]:
+    """Where the cores went during the batched load, per accepted item, and the rate the
+    server's work per item would allow if it had every core (none when CPU was not read)."""
+    items = result.ok(202) * BATCH
+    capacity = result.cpu.get(MACHINE_CAPACITY, 0.0)
+    if not items or capacity <= 0 or result.elapsed_s <= 0:
+        return []
+    per_item = {role: seconds * 1e6 / items for role, seconds in result.cpu.items()}
+    roles = [role for role in result.cpu if role not in (LOAD_GENERATOR, MACHINE_BUSY, MACHINE_CAPACITY)]
+    rest_name = "PostgreSQL and the rest of the machine" if backend == "PostgreSQL" else "rest of the machine"
+    rest = max(0.0, per_item[MACHINE_BUSY] - per_item[LOAD_GENERATOR] - sum(per_item[role] for role in roles))
+    server = sum(per_item[role] for role in roles) + rest
+    cores = capacity / result.elapsed_s
+    ceiling = cores * 1e6 / server if server > 0 else 0.0
+    parts = ", ".join(f"{role} {fmt_us(per_item[role])}" for role in roles)
+    return [
+        Row(
+            name=f"batched writes, {backend}: CPU per accepted item",
+            value=f"{parts}, {rest_name} {fmt_us(rest)}",
+            reference=(
+                f"load generator {fmt_us(per_item[LOAD_GENERATOR])}; "
+                f"cores busy {fmt_percent(result.cpu[MACHINE_BUSY] / capacity)} of {cores:.1f}"
+            ),
+            ratio=f"<= {fmt_rate(ceiling, 'items/s')}",
+            note=(
+                f"{backend}: CPU seconds over the measured window (/proc, read by the load process at "
+                "its start and end) / items accepted in it; the ratio is the rate the server's work "
+                f"per item (all but the load generator: {fmt_us(server)}) would allow on all "
+                f"{cores:.1f} cores, if the load cost nothing and the work per item stayed the same"
+            ),
+            numbers={"cpu_us_per_item": per_item, "rest_us_per_item": rest, "ceiling_items_per_s": ceiling},
+        )
     ]
 
 

@@ -91,6 +91,20 @@ def child_pids(pid: int) -> list[int]:
     return children
 
 
+def child_role(pid: int) -> str:
+    """What a child process of ``serve`` is, from its command line: ``sequencer process``,
+    ``committer process``, or ``API process`` (a worker of ``--workers``)."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "child process"
+    if b"sequencer" in words:
+        return "sequencer process"
+    if b"trueup.cli.committer" in words:
+        return "committer process"
+    return "API process"
+
+
 def read_vm_hwm_kib(pid: int) -> int | None:
     """Peak resident set size (``VmHWM``) of a live process in KiB, where /proc exists."""
     try:
@@ -212,6 +226,14 @@ class ServerUnderTest:
         if len(found) != 2:
             return None
         return found["trueup_seal_seconds_sum"], int(found["trueup_seal_seconds_count"])
+
+    def processes(self) -> dict[str, list[int]]:
+        """The server's processes by role (``API process``: ``serve`` itself and any workers;
+        ``sequencer process``; ``committer process``), for :mod:`trueup.bench.cpu`."""
+        roles: dict[str, list[int]] = {"API process": [self.pid]}
+        for child in child_pids(self.pid):
+            roles.setdefault(child_role(child), []).append(child)
+        return roles
 
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():

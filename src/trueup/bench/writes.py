@@ -136,6 +136,7 @@ def batched(server: ServerUnderTest, api_key: str, plan: WritePlan, label: str) 
         plan.batched_s,
         warmup_s=plan.warmup_s,
         tag=label,
+        watch=server.processes(),
     )
     return run_load_process(spec)
 

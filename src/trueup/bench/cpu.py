@@ -1,0 +1,100 @@
+"""Where a load's CPU time went: each watched process, the load generator, and the machine.
+
+The load generator, the server under test, its child processes and (on PostgreSQL) the
+database share the same cores. A rate alone does not say which of them the cores went to; CPU
+seconds per accepted item do, and with them the rate the server's own work per item would allow
+if it had every core. The load process reads them from ``/proc`` at the start and at the end of
+its measured window (it is the one that knows the window), so the figures cover exactly the
+requests it counted.
+
+Where ``/proc`` is missing (not Linux) nothing is read and the report leaves the row out.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["LOAD_GENERATOR", "MACHINE_BUSY", "MACHINE_CAPACITY", "CpuSample", "cpu_used", "sample"]
+
+LOAD_GENERATOR = "load generator"
+MACHINE_BUSY = "machine busy"
+MACHINE_CAPACITY = "machine capacity"
+"""Keys of :func:`cpu_used` beside the watched roles: CPU seconds of the load process itself,
+of every core together (busy: neither idle nor waiting for I/O), and the cores' total time."""
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(frozen=True, slots=True)
+class CpuSample:
+    """Cumulative CPU counters at one instant, in clock ticks (``own_s``: seconds)."""
+
+    machine_busy: int
+    machine_total: int
+    processes: dict[str, int]
+    """Each watched role's ticks: the sum over its processes (user + system, all threads)."""
+    own_s: float
+
+
+def machine_ticks(stat_text: str) -> tuple[int, int]:
+    """``(busy, total)`` ticks of all cores from the text of ``/proc/stat``.
+
+    Busy is everything but ``idle`` and ``iowait``; ``guest`` time is already counted in
+    ``user``, so only the first eight fields add up to the total.
+    """
+    for line in stat_text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            values = [int(value) for value in fields[1:9]]
+            total = sum(values)
+            return total - values[3] - values[4], total
+    raise ValueError("no aggregate cpu line in /proc/stat")
+
+
+def process_ticks(stat_text: str) -> int:
+    """User + system ticks of one process from the text of ``/proc/<pid>/stat``.
+
+    The command name (field 2) is in parentheses and may hold spaces or parentheses itself,
+    so the fields are counted from the last ``)``: ``utime`` and ``stime`` are fields 14 and 15.
+    """
+    after_name = stat_text.rsplit(")", 1)[1].split()
+    return int(after_name[11]) + int(after_name[12])
+
+
+def sample(watch: Mapping[str, Sequence[int]]) -> CpuSample | None:
+    """The counters now, or ``None`` where ``/proc`` cannot be read. A watched process that
+    cannot be read (it has exited) counts nothing, so a role whose process exits during a
+    window is under-counted, never over-counted."""
+    try:
+        busy, total = machine_ticks(Path("/proc/stat").read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return None
+    processes: dict[str, int] = {}
+    for role, pids in watch.items():
+        ticks = 0
+        for pid in pids:
+            try:
+                text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+                ticks += process_ticks(text)
+            except (OSError, IndexError, ValueError):
+                continue
+        processes[role] = ticks
+    return CpuSample(busy, total, processes, time.process_time())
+
+
+def cpu_used(first: CpuSample, last: CpuSample) -> dict[str, float]:
+    """CPU seconds spent between two samples: per watched role, by the load generator, by the
+    whole machine (:data:`MACHINE_BUSY`) and the cores' capacity over the window
+    (:data:`MACHINE_CAPACITY`, cores x seconds)."""
+    used = {
+        role: max(0, last.processes.get(role, 0) - ticks) / _CLOCK_TICKS
+        for role, ticks in first.processes.items()
+    }
+    used[LOAD_GENERATOR] = max(0.0, last.own_s - first.own_s)
+    used[MACHINE_BUSY] = max(0, last.machine_busy - first.machine_busy) / _CLOCK_TICKS
+    used[MACHINE_CAPACITY] = max(0, last.machine_total - first.machine_total) / _CLOCK_TICKS
+    return used
