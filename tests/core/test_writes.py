@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -141,6 +142,52 @@ def test_strict_json_refuses_nan_duplicates_and_deep_nesting() -> None:
         loads_strict(b"[" * 100_000 + b"]" * 100_000)
     with pytest.raises(ValidationError, match="not valid UTF-8"):
         loads_strict(b'{"a": "\xff"}')
-    with pytest.raises(ValidationError, match=r"not acceptable JSON|not valid JSON"):
+    with pytest.raises(ValidationError, match=r"^body: has an integer literal of more than 4,300 digits$"):
         loads_strict(b"1" * 5000)
     assert loads_strict(json.dumps({"n": 2**80}).encode()) == {"n": 2**80}
+    with pytest.raises(
+        ValidationError, match=r"^body: is not valid JSON: Invalid control character at line 1"
+    ):
+        loads_strict(b'{"a": "x\ty"}')
+
+
+def test_strict_json_refuses_numbers_beyond_a_double_and_names_the_field() -> None:
+    beyond = "is a number beyond the range of a double (RFC 7493)"
+    with pytest.raises(ValidationError, match=re.escape(f"deltas[0].delta: {beyond}")):
+        loads_strict(b'{"deltas": [{"delta": 1e400}]}')
+    with pytest.raises(ValidationError, match=re.escape(f"items[0].metadata.x[1]: {beyond}")):
+        loads_strict(b'{"items": [{"metadata": {"x": [1, -1E+999]}}]}')
+    with pytest.raises(ValidationError, match=re.escape(f"body: {beyond}")):
+        loads_strict(("1" * 400 + ".5").encode())
+    assert loads_strict(b'[1e308, -2.5e-300, "e999", 1e-999]') == [1e308, -2.5e-300, "e999", 0.0]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (rb'{"url": "https://a.example/\ud800"}', r"^url: contains an unpaired UTF-16 surrogate$"),
+        (
+            rb'{"deltas": [{"customerId": "ok"}, {"customerId": "\udfff"}]}',
+            r"^deltas\[1\]\.customerId: contains",
+        ),
+        (rb'{"a": {"b\u0000": 1}}', r"^a key: must not contain the NUL character$"),
+        (rb'{"\ud800": 1}', r"^body key: contains an unpaired UTF-16 surrogate$"),
+        (rb'["x", "\u0000"]', r"^\[1\]: must not contain the NUL character$"),
+        (rb'"\ud83d"', r"^body: contains an unpaired UTF-16 surrogate$"),
+        # The first bad field in document order is the one named.
+        (rb'{"a": "\u0000", "b": "\ud800"}', r"^a: must not contain the NUL"),
+    ],
+)
+def test_strict_json_refuses_text_no_store_can_keep_and_names_the_field(body: bytes, message: str) -> None:
+    # Unused fields too: a body is I-JSON (RFC 7493) or it is refused.
+    with pytest.raises(ValidationError, match=message):
+        loads_strict(body)
+
+
+def test_strict_json_keeps_escapes_that_are_text() -> None:
+    # A surrogate pair is one character; an escaped backslash before "u0000" is text.
+    assert loads_strict(rb'{"e": "\ud83d\ude00", "t": "\\u0000", "z": "\u00e9"}') == {
+        "e": "\U0001f600",
+        "t": "\\u0000",
+        "z": "\u00e9",
+    }

@@ -127,7 +127,7 @@ def _bad_requests() -> list[tuple[str, dict[str, str], bytes, int, str, str]]:
             b'{"items":[{"key":"k","accountId":"c","bits":1,"metadata":{"x":1e400}}]}',
             400,
             "VALIDATION_ERROR",
-            "items[0].metadata.x: numbers in metadata must be finite",
+            "items[0].metadata.x: is a number beyond the range of a double",
         ),
         (
             "hostile nesting",

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from trueup import __version__
 from trueup.api.errors import install_error_handlers
 from trueup.api.fastpath import WriteFastPath
+from trueup.api.guards import RefuseNul
 from trueup.api.metrics import ResponseCounter
 from trueup.api.metrics import router as metrics_router
 from trueup.api.openapi import install_openapi
@@ -63,6 +64,7 @@ def create_app(
     app.include_router(checkpoints.router)
     app.include_router(customers.router)
     app.include_router(webhooks.router)
+    app.add_middleware(RefuseNul)  # inside the counter, so its 400s are counted
     app.add_middleware(ResponseCounter)
     # Added last, so it runs first: the hot write routes skip routing and dependencies.
     app.add_middleware(WriteFastPath, services=services)

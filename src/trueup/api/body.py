@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
-from trueup.core.errors import PayloadTooLargeError, UnsupportedMediaTypeError
+from trueup.core.errors import PayloadTooLargeError, UnsupportedMediaTypeError, ValidationError
 from trueup.core.strict_json import loads_strict
 
 __all__ = ["read_json"]
@@ -15,8 +16,9 @@ __all__ = ["read_json"]
 async def read_json(request: Request, max_bytes: int) -> tuple[Any, bytes]:
     """The decoded body and its raw bytes.
 
-    415 unless ``Content-Type`` is ``application/json`` (UTF-8); 413 past ``max_bytes``
-    (checked on the header and again while streaming, so a lying header cannot pass).
+    415 unless ``Content-Type`` is ``application/json`` (UTF-8) and the body is not compressed
+    (``Content-Encoding``); 413 past ``max_bytes`` (checked on the header and again while
+    streaming, so a lying header cannot pass); 400 when the client leaves mid-body.
     """
     content_type = request.headers.get("content-type", "")
     media, _, params = content_type.partition(";")
@@ -31,10 +33,17 @@ async def read_json(request: Request, max_bytes: int) -> tuple[Any, bytes]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLargeError(f"request body must be at most {max_bytes} bytes, got {declared}")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        shown = encoding[:32]
+        raise UnsupportedMediaTypeError(f"Content-Encoding {shown} is not supported; send it uncompressed")
     chunks = bytearray()
-    async for chunk in request.stream():
-        chunks += chunk
-        if len(chunks) > max_bytes:
-            raise PayloadTooLargeError(f"request body must be at most {max_bytes} bytes")
+    try:
+        async for chunk in request.stream():
+            chunks += chunk
+            if len(chunks) > max_bytes:
+                raise PayloadTooLargeError(f"request body must be at most {max_bytes} bytes")
+    except ClientDisconnect as exc:  # nobody reads the reply; a 400 keeps it out of the 5xx count
+        raise ValidationError("body", "ended early: the client closed the connection") from exc
     body = bytes(chunks)
     return loads_strict(body), body

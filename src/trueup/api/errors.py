@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trueup.api.responses import JSONResponse
 from trueup.core import errors as domain
+from trueup.service.metrics import HTTP_RESPONSES
 from trueup.storage.errors import StorageUnavailableError
 
 __all__ = ["STATUS_BY_ERROR", "error_body", "error_response", "install_error_handlers", "response_for"]
@@ -132,6 +133,14 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_unhandled(request: Request, exc: Exception) -> JSONResponse:
+    """The app's handler of last resort. Starlette sends its reply from outside every
+    middleware of ours, so it is counted here (the write fast path counts its own)."""
+    route = getattr(request.scope.get("route"), "path", "unmatched")
+    HTTP_RESPONSES.labels(route, "5xx").inc()
+    return await _on_unexpected(request, exc)
+
+
 async def response_for(request: Request, exc: Exception) -> JSONResponse:
     """The reply the app's handlers give ``exc`` (for code that answers outside the router)."""
     if isinstance(exc, domain.DomainError):
@@ -146,4 +155,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(StorageUnavailableError, _on_storage_unavailable)
-    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_exception_handler(Exception, _on_unhandled)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from trueup.core.errors import ValidationError
-from trueup.core.strict_json import describe
+from trueup.core.strict_json import check_text, describe
 from trueup.core.timestamps import format_canonical, parse_rfc3339
 
 __all__ = [
@@ -86,7 +86,7 @@ def check_item_key(value: object, field: str, limits: DeltaLimits) -> str:
         raise ValidationError(field, "must not be empty")
     if len(value) > limits.max_key_length:
         raise ValidationError(field, f"must be at most {limits.max_key_length} characters, got {len(value)}")
-    _check_text(value, field)
+    check_text(value, field)
     return value
 
 
@@ -127,7 +127,7 @@ def check_reason(value: object, field: str, limits: DeltaLimits) -> str:
         raise ValidationError(
             field, f"must be at most {limits.max_reason_length} characters, got {len(value)}"
         )
-    _check_text(value, field)
+    check_text(value, field)
     return value
 
 
@@ -144,14 +144,14 @@ def check_metadata(value: object, field: str, limits: DeltaLimits) -> Mapping[st
             if depth > limits.max_metadata_depth:
                 raise ValidationError(path, f"nests deeper than {limits.max_metadata_depth} levels")
             for key, child in node.items():
-                _check_text(key, f"{path} key")
+                check_text(key, f"{path} key")
                 stack.append((child, depth + 1, f"{path}.{key[:32]}"))
         elif isinstance(node, list):
             if depth > limits.max_metadata_depth:
                 raise ValidationError(path, f"nests deeper than {limits.max_metadata_depth} levels")
             stack.extend((child, depth + 1, f"{path}[{i}]") for i, child in enumerate(node))
         elif isinstance(node, str):
-            _check_text(node, path)
+            check_text(node, path)
         elif isinstance(node, float) and not math.isfinite(node):
             raise ValidationError(path, f"numbers in metadata must be finite, got {describe(node)}")
         elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > _I_JSON_MAX:
@@ -166,17 +166,3 @@ def optional_occurred_at(value: object, field: str) -> str | None:
     if value is None:
         return None
     return format_canonical(parse_rfc3339(value, field))
-
-
-def _check_text(value: str, field: str) -> None:
-    """Refuse text that cannot be stored faithfully: NUL and unpaired surrogates."""
-    if value.isascii():
-        if "\x00" in value:
-            raise ValidationError(field, "must not contain the NUL character")
-        return
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValidationError(field, "contains an unpaired UTF-16 surrogate") from exc
-    if "\x00" in value:
-        raise ValidationError(field, "must not contain the NUL character")

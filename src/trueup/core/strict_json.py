@@ -1,19 +1,24 @@
 """Strict JSON decoding for request bodies.
 
 The standard decoder is lenient where a ledger must not be: it accepts ``NaN`` and
-``Infinity``, silently keeps the last of two duplicate keys and recurses until the
-interpreter gives up. :func:`loads_strict` rejects each of those with a
-:class:`ValidationError` that says what was wrong.
+``Infinity`` (and turns ``1e400`` into infinity), silently keeps the last of two duplicate keys,
+accepts strings no UTF-8 store can keep (an unpaired ``\\ud800``; PostgreSQL refuses ``\\u0000``
+too) and recurses until the interpreter gives up. :func:`loads_strict` rejects each of those
+with a :class:`ValidationError` that names the field and says what was wrong: a body is I-JSON
+(RFC 7493) or it is refused, whatever field the text is in and whether or not it is used.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
+import sys
 from typing import Any
 
 from trueup.core.errors import ValidationError
 
-__all__ = ["describe", "loads_strict"]
+__all__ = ["check_text", "describe", "loads_strict"]
 
 
 class _DuplicateKeyInBodyError(ValueError):
@@ -39,6 +44,50 @@ def _reject_constant(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_constant=_reject_constant)
 
+# A NUL or a surrogate can only enter a decoded string through a \u escape (raw control
+# characters are refused by the decoder; raw UTF-8 cannot encode a surrogate), so a body
+# without one of these escapes needs no walk. A match may be a false alarm ("\\u0000" is a
+# backslash and text); the walk decides.
+_SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+# A number the decoder turns into infinity has an exponent of three digits or more, or more
+# digits than a double's largest value (309); a body without either needs no walk for it.
+_SUSPECT_NUMBER = re.compile(r"[eE][+-]?\d{3}|\d{309}")
+
+
+def check_text(value: str, field: str) -> None:
+    """Refuse text that cannot be stored faithfully: NUL and unpaired surrogates."""
+    if value.isascii():
+        if "\x00" in value:
+            raise ValidationError(field, "must not contain the NUL character")
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(field, "contains an unpaired UTF-16 surrogate") from exc
+    if "\x00" in value:
+        raise ValidationError(field, "must not contain the NUL character")
+
+
+def _check_values(document: Any) -> None:
+    """:func:`check_text` on every string and key of ``document``, and every number finite,
+    naming the field as the routes do (``items[3].reason``; ``items[3].metadata key`` for a
+    key of that object)."""
+    stack: list[tuple[Any, str]] = [(document, "")]
+    while stack:  # depth first, in document order: the first bad field is the one named
+        node, path = stack.pop()
+        if isinstance(node, str):
+            check_text(node, path[:120] or "body")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ValidationError(path[:120] or "body", "is a number beyond the range of a double (RFC 7493)")
+        elif isinstance(node, dict):
+            children = []
+            for key, child in node.items():
+                check_text(key, f"{path[:120] or 'body'} key")  # the parent: the key is what is bad
+                children.append((child, f"{path}.{key}" if path else key))
+            stack.extend(reversed(children))
+        elif isinstance(node, list):
+            stack.extend(reversed([(child, f"{path}[{index}]") for index, child in enumerate(node)]))
+
 
 def loads_strict(body: bytes) -> Any:
     """Decode ``body`` (UTF-8 JSON) or raise :class:`ValidationError` naming the problem.
@@ -57,13 +106,20 @@ def loads_strict(body: bytes) -> Any:
     except _DuplicateKeyInBodyError as exc:
         raise ValidationError("body", f"duplicate key {exc.key[:64]!r} in a JSON object") from exc
     except json.JSONDecodeError as exc:
+        reason = exc.msg.removesuffix(" at")  # "Invalid control character at"
         raise ValidationError(
-            "body", f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            "body", f"is not valid JSON: {reason} at line {exc.lineno} column {exc.colno}"
         ) from exc
     except RecursionError as exc:
         raise ValidationError("body", "nests arrays and objects too deeply") from exc
-    except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
+    except ValueError as exc:  # an integer literal longer than Python's digit limit
+        if "digits" in str(exc):
+            raise ValidationError(
+                "body", f"has an integer literal of more than {sys.get_int_max_str_digits():,} digits"
+            ) from exc
         raise ValidationError("body", f"is not acceptable JSON: {exc}") from exc
+    if _SUSPECT_ESCAPE.search(text) is not None or _SUSPECT_NUMBER.search(text) is not None:
+        _check_values(value)
     return value
 
 

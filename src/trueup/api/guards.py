@@ -1,0 +1,44 @@
+"""Refusing, before routing, request text that no route could use: NUL in the path or query.
+
+A NUL (``%00``) can be neither stored nor looked up on PostgreSQL (its text type refuses it, so
+a lookup by such an id would fail as a server error) and matches nothing that was stored on
+SQLite, since bodies with NUL in them are refused too (:mod:`trueup.core.strict_json`). One
+check here answers every route alike: 400, naming the path or the query parameter.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from trueup.api.errors import error_response
+
+__all__ = ["RefuseNul"]
+
+_NUL = "must not contain the NUL character (%00)"
+
+
+def _nul_parameter(query: bytes) -> str | None:
+    """The first query parameter whose name or value holds a NUL, or ``None``."""
+    if b"%00" not in query and b"\x00" not in query:
+        return None
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if "\x00" in name or "\x00" in value:
+            return (name.replace("\x00", "%00") or "query")[:64]
+    return None
+
+
+class RefuseNul:
+    """Pure ASGI middleware: 400 for a NUL in the decoded path or in a query parameter."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            field = "path" if "\x00" in scope["path"] else _nul_parameter(scope.get("query_string", b""))
+            if field is not None:
+                await error_response(400, "VALIDATION_ERROR", f"{field}: {_NUL}")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

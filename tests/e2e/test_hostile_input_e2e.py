@@ -1,0 +1,123 @@
+"""Input found by fuzzing the real server that once gave a 500 (or a reply that was not JSON):
+each is now a 4xx naming the field, on both backends, and the server's log stays clean."""
+
+from __future__ import annotations
+
+import re
+import socket
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Running
+from tests.e2e.server import wait_until
+
+
+def _post_raw(running: Running, path: str, body: bytes, **headers: str) -> httpx.Response:
+    return httpx.post(f"{running.url}{path}", content=body, headers={**running.headers, **headers})
+
+
+def _error(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    document = response.json()
+    assert document["success"] is False
+    return str(document["message"])
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        (
+            "/api/v1/balance/delta/batch",
+            rb'{"deltas":[{"customerId":"ok","delta":1,"reason":"r","referenceId":"hostile-1"},'
+            rb'{"customerId":"\udfff","delta":1,"reason":"r"}]}',
+            "deltas[1].customerId: contains an unpaired UTF-16 surrogate",
+        ),
+        (
+            "/api/v1/balance/delta/batch",
+            rb'{"deltas":[{"customerId":"c","delta":1e400,"reason":"r"}]}',
+            "deltas[0].delta: is a number beyond the range of a double (RFC 7493)",
+        ),
+        ("/api/v1/webhooks", rb'{"url":"https://8.8.8.8/h\ud800"}', "url: contains an unpaired"),
+        (
+            "/api/v1/webhooks",
+            rb'{"url":"https://8.8.8.8/h","description":"a\u0000"}',
+            "description: must not",
+        ),
+        (
+            "/api/v1/balance/compare",
+            rb'{"customerId":"c","yourBalance":1,"theirBalance":1,"startingCheckpoint":"chk_\u0000"}',
+            "startingCheckpoint: must not contain the NUL character",
+        ),
+        (
+            "/api/v1/writes",
+            rb'{"items":[{"key":"k","accountId":"a","bits":1,"reason":"\ud800"}]}',
+            "items[0].reason: contains an unpaired UTF-16 surrogate",
+        ),
+    ],
+)
+def test_text_no_store_can_keep_is_a_400_naming_the_field(
+    running: Running, path: str, body: bytes, message: str
+) -> None:
+    assert _error(_post_raw(running, path, body), 400).startswith(message)
+
+
+def test_a_refused_batch_stores_none_of_its_deltas(running: Running) -> None:
+    body = rb'{"deltas":[{"customerId":"hostile-mixed","delta":1,"reason":"r","referenceId":"mixed-1"},'
+    body += rb'{"customerId":"\ud800","delta":1,"reason":"r"}]}'
+    _error(_post_raw(running, "/api/v1/balance/delta/batch", body), 400)
+    # The same reference id is new: the first delta of the refused batch was never stored.
+    ok = httpx.post(
+        f"{running.url}/api/v1/balance/delta",
+        headers=running.headers,
+        json={"customerId": "hostile-mixed", "delta": 1, "reason": "r", "referenceId": "mixed-1"},
+    )
+    assert ok.status_code == 202, ok.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "field"),
+    [
+        ("GET", "/api/v1/writes/req_%00", "path"),
+        ("GET", "/api/v1/balance/customers?search=%00", "search"),
+        ("GET", "/api/v1/balance/customers?limit=5&search=a%00b", "search"),
+        ("DELETE", "/api/v1/webhooks?id=%00", "id"),
+        ("DELETE", "/api/v1/webhooks/a%00", "path"),
+        ("POST", "/api/v1/webhooks/a%00/rotate", "path"),
+        ("GET", "/api/v1/balance/webhooks/evt%00", "path"),
+        ("POST", "/api/v1/balance/webhooks/evt%00/retry", "path"),
+        ("GET", "/api/v1/balance/derive/c%00", "path"),
+    ],
+)
+def test_nul_in_the_path_or_a_query_parameter_is_a_400_naming_it(
+    running: Running, method: str, path: str, field: str
+) -> None:
+    response = httpx.request(method, f"{running.url}{path}", headers=running.headers)
+    assert _error(response, 400) == f"{field}: must not contain the NUL character (%00)"
+
+
+def test_a_compressed_body_is_refused_as_such(running: Running) -> None:
+    response = _post_raw(running, "/api/v1/writes", b"\x1f\x8b\x08\x00", **{"Content-Encoding": "gzip"})
+    assert _error(response, 415) == "Content-Encoding gzip is not supported; send it uncompressed"
+
+
+def _count(running: Running, route: str, status: str) -> float:
+    text = httpx.get(f"{running.url}/metrics").text
+    found = re.search(
+        rf'^trueup_http_responses_total{{route="{re.escape(route)}",status="{status}"}} (\S+)$', text, re.M
+    )
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_client_that_leaves_mid_body_is_not_a_server_error(running: Running) -> None:
+    before = _count(running, "/api/v1/writes", "4xx"), _count(running, "/api/v1/writes", "5xx")
+    address = urlsplit(running.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /api/v1/writes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"X-Api-Key: {running.key}\r\nContent-Length: 100\r\n\r\n{{}}".encode()
+        )
+    wait_until(lambda: _count(running, "/api/v1/writes", "4xx") > before[0])
+    assert _count(running, "/api/v1/writes", "5xx") == before[1]
+    assert "unhandled error" not in running.server.log()
