@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -241,3 +241,62 @@ def test_a_sequencer_with_another_key_or_origin_does_not_take_over_the_log(
     report = audit_log(services.storage, services.log.verifier_key)
     assert report.ok, report.problem
     assert report.leaves == 5
+
+
+@pytest.fixture
+def unlimited(database_url: str, tmp_path: Path) -> Iterator[Services]:
+    """Services that accept the largest amount a leaf can carry (TRUEUP_MAX_ABS_AMOUNT 2^53 - 1)."""
+    settings = Settings.from_env({"TRUEUP_MAX_ABS_AMOUNT": str(2**53 - 1)})
+    opened = open_services(replace(settings, data_dir=tmp_path, database_url=database_url))
+    yield opened
+    opened.close()
+
+
+def _many(prefix: str, account: str, count: int, amount: int, day: str) -> list[dict[str, object]]:
+    return [
+        {"key": f"{prefix}-{i}", "accountId": account, "bits": amount, "occurredAt": f"{day}T00:00:00Z"}
+        for i in range(count)
+    ]
+
+
+def test_deltas_that_would_take_a_balance_beyond_64_bits_fail_and_the_log_goes_on(
+    unlimited: Services,
+) -> None:
+    services = unlimited
+    who = principal_for(services)
+    most = 2**53 - 1  # 1,024 of them: 2^63 - 1,024, the most a balance reaches without passing 2^63 - 1
+    for start in range(0, 1024, 512):
+        write(services, who, *_many(f"h{start}", "huge", 512, most, "2026-01-05"))
+        write(services, who, *_many(f"c{start}", "credits", 512, most, "2026-03-01"))
+    request_id = write(
+        services,
+        who,
+        {"key": "h-over", "accountId": "huge", "bits": most, "occurredAt": "2026-01-06T00:00:00Z"},
+        {"key": "h-back", "accountId": "huge", "bits": -5, "occurredAt": "2026-02-01T00:00:00Z"},
+        {"key": "c-debit", "accountId": "credits", "bits": -most, "occurredAt": "2026-04-01T00:00:00Z"},
+        # The balance would be back at 2^63 - 1,024, but March's credits would pass 2^63 - 1.
+        {"key": "c-over", "accountId": "credits", "bits": most, "occurredAt": "2026-03-02T00:00:00Z"},
+        {"key": "other", "accountId": "other", "bits": 7},
+    )
+    seal_all(services)
+    status = services.views.request_status(who, request_id, 10, 0)
+    failures = {item[2].key: item[2].failure for item in status.request.items}
+    assert failures["h-over"] == (
+        "it would take the balance of account huge beyond the 64-bit range "
+        "(-9,223,372,036,854,775,808 to 9,223,372,036,854,775,807); post a smaller amount"
+    )
+    assert (
+        failures["c-over"] is not None and "the credits of 2026-03 of account credits" in failures["c-over"]
+    )
+    assert [key for key, failure in failures.items() if failure is not None] == ["h-over", "c-over"]
+    with services.storage.balances.snapshot() as snapshot:
+        huge = snapshot.account(who.tenant_id, "huge")
+        credits = snapshot.account(who.tenant_id, "credits")
+    assert huge is not None and (huge.balance, huge.delta_count) == (1024 * most - 5, 1025)
+    assert credits is not None and (credits.balance, credits.delta_count) == (1023 * most, 1025)
+    # The log went on: later writes of any account seal as usual, and the log audits clean.
+    write(services, who, {"key": "after", "accountId": "other", "bits": 1})
+    seal_all(services)
+    head = services.storage.log.head()
+    assert head is not None and head.size == 2048 + 3 + 1
+    assert audit_log(services.storage, services.log.verifier_key).ok

@@ -50,6 +50,17 @@ def test_settings_read_the_environment() -> None:
         Settings.from_env({"TRUEUP_WEBHOOK_TIMEOUT_S": "nan"})
 
 
+def test_amount_limits_stay_within_what_a_leaf_can_carry() -> None:
+    largest = Settings.from_env({"TRUEUP_MAX_ABS_AMOUNT": str(2**53 - 1)})
+    assert largest.limits.max_abs_amount == 2**53 - 1
+    with pytest.raises(ValueError, match="TRUEUP_MAX_ABS_AMOUNT must be at most 9,007,199,254,740,991"):
+        Settings.from_env({"TRUEUP_MAX_ABS_AMOUNT": str(2**53)})
+    with pytest.raises(ValueError, match="TRUEUP_MAX_ABS_AMOUNT must be at least 1, got '0'"):
+        Settings.from_env({"TRUEUP_MAX_ABS_AMOUNT": "0"})
+    with pytest.raises(ValueError, match="TRUEUP_MAX_ITEMS must be at least 1, got '-5'"):
+        Settings.from_env({"TRUEUP_MAX_ITEMS": "-5"})
+
+
 def test_the_data_directory_and_its_secrets_are_owner_only(tmp_path: Path) -> None:
     data_dir = tmp_path / "fresh"
     services = open_services(replace(Settings(), data_dir=data_dir))

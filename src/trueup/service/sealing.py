@@ -27,7 +27,14 @@ from trueup.proof import (
     verify_checkpoint,
 )
 from trueup.storage import Storage
-from trueup.storage.log import HeadRecord, QueuedDelta, SealConflictError, SealOutcome, SealPlan
+from trueup.storage.log import (
+    BalanceOverflowError,
+    HeadRecord,
+    QueuedDelta,
+    SealConflictError,
+    SealOutcome,
+    SealPlan,
+)
 
 __all__ = ["Sealer", "leaf_fields_of"]
 
@@ -156,6 +163,25 @@ class Sealer:
                         "to an open period",
                     )
                 )
+        # Each retry fails at least one more delta, so this ends; it runs once but for the rare
+        # seal whose deltas would take an account's figures beyond 64 bits.
+        for _ in range(len(sealed) + 1):
+            try:
+                return self._seal(state, sealed, failed, locks_seen)
+            except BalanceOverflowError as exc:
+                log.warning("failing %d deltas: their figures would pass 64 bits", len(exc.reasons))
+                failed += [(delta, exc.reasons[delta.seq]) for delta in sealed if delta.seq in exc.reasons]
+                sealed = [delta for delta in sealed if delta.seq not in exc.reasons]
+        raise RuntimeError("sealing kept finding 64-bit overflows")  # pragma: no cover - see above
+
+    def _seal(
+        self,
+        state: _State,
+        sealed: list[QueuedDelta],
+        failed: list[tuple[QueuedDelta, str]],
+        locks_seen: int,
+    ) -> SealOutcome:
+        """Seal ``sealed`` as the next leaves and mark ``failed`` failed, in one transaction."""
         tree = state.tree.copy()
         nodes = tree.extend(_leaf_hash(delta) for delta in sealed)
         head = self.sign(tree.size, tree.root()) if sealed else state.head
@@ -170,6 +196,8 @@ class Sealer:
         )
         try:
             outcome = self._storage.log.seal(plan)
+        except BalanceOverflowError:
+            raise  # found while planning, before anything was written: the state stands
         except SealConflictError:
             log.warning("the log moved under this sequencer; reloading")
             self._state = None

@@ -44,14 +44,21 @@ def parse_plan_allowances(text: str) -> dict[str, int | None]:
     return plans
 
 
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+def _env_int(
+    env: Mapping[str, str], name: str, default: int, minimum: int | None = None, maximum: int | None = None
+) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum:,}, got {raw!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum:,}, got {raw!r}")
+    return value
 
 
 def _env_float(env: Mapping[str, str], name: str, default: float, minimum: float | None = None) -> float:
@@ -120,8 +127,10 @@ class Settings:
         env = os.environ if env is None else env
         base = cls()
         limits = DeltaLimits(
-            max_abs_amount=_env_int(env, "TRUEUP_MAX_ABS_AMOUNT", base.limits.max_abs_amount),
-            max_items=_env_int(env, "TRUEUP_MAX_ITEMS", base.limits.max_items),
+            # A leaf carries its amount as an I-JSON number (RFC 7493): a larger one could be
+            # accepted but never sealed.
+            max_abs_amount=_env_int(env, "TRUEUP_MAX_ABS_AMOUNT", base.limits.max_abs_amount, 1, 2**53 - 1),
+            max_items=_env_int(env, "TRUEUP_MAX_ITEMS", base.limits.max_items, 1),
         )
         key_path = env.get("TRUEUP_SIGNING_KEY")
         return replace(

@@ -18,6 +18,7 @@ from trueup.storage.locks import lock_count, locked_periods
 from trueup.storage.outbox import enqueue_seal_events
 
 __all__ = [
+    "BalanceOverflowError",
     "HeadRecord",
     "LogStore",
     "QueuedDelta",
@@ -32,6 +33,20 @@ _VALUES_CHUNK = 300
 
 class SealConflictError(StorageError):
     """The log moved under the sequencer (another sequencer sealed); reload and retry."""
+
+
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
+class BalanceOverflowError(StorageError):
+    """Sealing some of a plan's deltas would take a figure stored with them (an account's
+    running balance, a month's credits or debits) beyond 64 bits. Nothing was written;
+    ``reasons`` (by ``seq``) says which deltas and why, so the sequencer can fail just those
+    and seal the rest: one account's figures never stop the log."""
+
+    def __init__(self, reasons: dict[int, str]) -> None:
+        super().__init__(f"{len(reasons)} deltas would take a running figure beyond 64 bits")
+        self.reasons = reasons
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,15 +461,21 @@ def _plan_balances(tx: Tx, plan: SealPlan) -> _BalanceWrites:
 
     updates: list[tuple[object, ...]] = []
     last_leaf: dict[tuple[str, str], int] = {}
+    beyond: dict[int, str] = {}
     for offset, delta in enumerate(plan.leaves):
         account = accounts[(delta.tenant_id, delta.customer_id)]
-        account.balance += delta.amount
-        account.count += 1
         month = month_rows.setdefault((delta.tenant_id, delta.customer_id, delta.period), [0, 0, 0])
-        if delta.amount > 0:
-            month[0] += delta.amount
-        else:
-            month[1] += delta.amount
+        side = 0 if delta.amount > 0 else 1  # credits, debits
+        account.balance += delta.amount
+        month[side] += delta.amount
+        if not (_I64_MIN <= account.balance <= _I64_MAX and _I64_MIN <= month[side] <= _I64_MAX):
+            beyond[delta.seq] = _overflow_reason(delta, account.balance, side)
+            # Left out of the figures, as it will be left out of the seal: the deltas after it
+            # are judged by the figures they will really have.
+            account.balance -= delta.amount
+            month[side] -= delta.amount
+            continue
+        account.count += 1
         month[2] += 1
         leaf = plan.previous_size + offset
         last_leaf[(delta.tenant_id, delta.customer_id)] = leaf
@@ -473,6 +494,8 @@ def _plan_balances(tx: Tx, plan: SealPlan) -> _BalanceWrites:
                 account.number,
             )
         )
+    if beyond:
+        raise BalanceOverflowError(beyond)
     # The deltas' rows in account order (then leaf order), not the log's, sorted here, before the
     # seal takes the writer (about 19 ms for 16,000 rows): each row adds an entry to the five
     # per-account indexes, and consecutive entries of one account land in the same index pages,
@@ -495,6 +518,18 @@ def _plan_balances(tx: Tx, plan: SealPlan) -> _BalanceWrites:
             if (t, c) in last_leaf
         ],
         months=[(t, c, p, v[0], v[1], v[2]) for (t, c, p), v in month_rows.items()],
+    )
+
+
+def _overflow_reason(delta: QueuedDelta, balance: int, side: int) -> str:
+    """Why ``delta`` fails: which of its account's figures it would take beyond 64 bits."""
+    if _I64_MIN <= balance <= _I64_MAX:
+        figure = f"the {('credits', 'debits')[side]} of {delta.period}"
+    else:
+        figure = "the balance"
+    return (
+        f"it would take {figure} of account {delta.customer_id} beyond the 64-bit range "
+        f"(-{2**63:,} to {_I64_MAX:,}); post a smaller amount"
     )
 
 
