@@ -29,6 +29,8 @@ def test_period_of_accepts_an_aware_datetime_and_refuses_a_naive_one() -> None:
 def test_period_of_refuses_a_time_without_offset_naming_the_field() -> None:
     with pytest.raises(ValidationError, match=r"^createdAt: must be an RFC 3339"):
         period_of("2026-02-10T14:30:00", field="createdAt")
+    with pytest.raises(ValidationError, match=r"^createdAt: must be an RFC 3339"):
+        period_of("2026-02-10T14:30:00Z\n", field="createdAt")
 
 
 def test_period_label_names_the_month_in_english() -> None:
@@ -48,6 +50,7 @@ def test_next_period_rolls_over_the_year() -> None:
     [
         ("2026-2", "must be YYYY-MM"),
         ("2026-02-01", "must be YYYY-MM"),
+        ("2026-02\n", "must be YYYY-MM"),  # `$` alone would let a trailing newline through
         ("२०२६-02", "must be YYYY-MM"),  # non-ASCII digits are not digits here
         ("2026-00", "month must be 01 to 12"),
         ("2026-13", "month must be 01 to 12"),

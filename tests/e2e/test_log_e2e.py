@@ -90,6 +90,8 @@ def test_public_verify_knows_our_roots_and_nothing_else(running: Running) -> Non
     unknown = httpx.get(f"{running.url}/api/v1/verify/0x{'ab' * 32}")
     assert unknown.status_code == 404 and unknown.json()["data"]["verified"] is False
     assert httpx.get(f"{running.url}/api/v1/verify/not-hex").status_code == 400
+    spaced = httpx.get(f"{running.url}/api/v1/verify/{'00' * 31}%20%20")  # fromhex alone skips spaces
+    assert spaced.status_code == 400 and "is not hex" in spaced.json()["message"]
 
 
 def test_proof_bundle_verifies_offline_and_tampering_is_named(running: Running, tmp_path: Path) -> None:

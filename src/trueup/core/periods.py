@@ -33,7 +33,7 @@ def parse_period(value: object, field: str = "period") -> tuple[int, int]:
     """
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a YYYY-MM string, got {type(value).__name__}")
-    match = _PERIOD.match(value)
+    match = _PERIOD.fullmatch(value)
     if match is None:
         raise ValidationError(field, f"must be YYYY-MM, e.g. 2026-02, got {value[:40]!r}")
     year, month = int(match.group(1)), int(match.group(2))

@@ -31,12 +31,13 @@ _MIN_YEAR = 1970
 def parse_rfc3339(value: object, field: str) -> datetime:
     """Parse an RFC 3339 date-time with an explicit offset into an aware UTC datetime.
 
-    Fractions beyond microseconds are truncated. Raises :class:`ValidationError` naming
-    ``field`` for anything else (naive times, dates alone, years before 1970).
+    Fractions of up to nine digits are accepted and truncated to microseconds. Raises
+    :class:`ValidationError` naming ``field`` for anything else (naive times, dates alone,
+    years before 1970, a trailing newline).
     """
     if not isinstance(value, str):
         raise ValidationError(field, f"must be an RFC 3339 date-time string, got {describe(value)}")
-    match = _RFC3339.match(value)
+    match = _RFC3339.fullmatch(value)
     if match is None:
         raise ValidationError(
             field, f"must be an RFC 3339 date-time with offset, e.g. 2026-02-10T14:30:00Z, got {value[:40]!r}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from trueup.core.errors import NotFoundError, ValidationError
@@ -32,15 +33,17 @@ class InclusionAnswer:
     proof: tuple[bytes, ...]
 
 
+_HEX_64 = re.compile(r"[0-9a-fA-F]{64}")
+
+
 def parse_root(text: str, field: str = "root") -> bytes:
     """A 32-byte root from ``0x``-prefixed (or bare) hex; :class:`ValidationError` otherwise."""
     digits = text.removeprefix("0x").removeprefix("0X")
     if len(digits) != 64:
         raise ValidationError(field, f"must be 32 bytes of hex (64 digits, 0x optional), got {text[:80]!r}")
-    try:
-        return bytes.fromhex(digits)
-    except ValueError as exc:
-        raise ValidationError(field, f"is not hex: {text[:80]!r}") from exc
+    if _HEX_64.fullmatch(digits) is None:  # bytes.fromhex alone would skip spaces
+        raise ValidationError(field, f"is not hex: {text[:80]!r}")
+    return bytes.fromhex(digits)
 
 
 class LogService:
