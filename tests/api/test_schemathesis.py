@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -75,3 +76,16 @@ def test_every_operation_answers_within_its_contract(
             failures.append(f"{operation.method.upper()} {operation.path}: {detail}")
     assert operations >= 20
     assert not failures, "\n\n".join(failures)
+
+
+def test_every_route_that_takes_a_key_documents_its_rate_limit(server: tuple[ServerProcess, str]) -> None:
+    running, _ = server
+    paths = httpx.get(f"{running.base_url}/openapi.json").json()["paths"]
+    keyed = [
+        (path, method, op)
+        for path, item in paths.items()
+        for method, op in item.items()
+        if "401" in op["responses"]
+    ]
+    assert len(keyed) > 20
+    assert [(path, method) for path, method, op in keyed if "429" not in op["responses"]] == []

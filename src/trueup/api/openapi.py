@@ -29,8 +29,12 @@ def json_body(model: type[BaseModel], description: str = "") -> dict[str, Any]:
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """Documented error replies, all in the one error envelope."""
-    return {status: {"model": ErrorBody, "description": "error"} for status in (*statuses, 500)}
+    """Documented error replies, all in the one error envelope. A route that takes an API key
+    (401) is rate limited per key too (429), whether or not the caller lists it."""
+    documented = {*statuses, 500}
+    if 401 in documented:
+        documented.add(429)
+    return {status: {"model": ErrorBody, "description": "error"} for status in sorted(documented)}
 
 
 def install_openapi(app: FastAPI) -> None:

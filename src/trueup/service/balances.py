@@ -182,7 +182,7 @@ class BalanceService:
             found = self._storage.checkpoints.get(principal.tenant_id, value)
             if found is None or found.customer_id != customer_id:
                 raise CheckpointNotFoundError(
-                    f"startingCheckpoint {value!r} is not a checkpoint of customer {customer_id!r}"
+                    f"startingCheckpoint {value[:80]!r} is not a checkpoint of customer {customer_id!r}"
                 )
             return _checkpoint_scope(found)
         if query.checkpoint_type == "anchorId":

@@ -53,7 +53,7 @@ class ViewService:
         """
         view = self._storage.writes.request(principal.tenant_id, request_id, limit, offset)
         if view is None:
-            raise NotFoundError(f"requestId {request_id!r} not found")
+            raise NotFoundError(f"requestId {request_id[:64]!r} not found")
         repeats = view.repeat_statuses
         verified = (view.stored_count - view.pending_count - view.failed_count) + repeats.get("verified", 0)
         failed = view.failed_count + repeats.get("failed", 0)

@@ -237,5 +237,5 @@ class WebhookService:
         if queued is None:
             raise NotFoundError(f"webhook event {event_id[:64]!r} not found")
         if queued == 0:
-            raise ConflictError(f"event {event_id!r} has no delivery to an active endpoint to retry")
+            raise ConflictError(f"event {event_id[:64]!r} has no delivery to an active endpoint to retry")
         return queued
