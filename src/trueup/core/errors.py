@@ -98,11 +98,11 @@ class DuplicateKeyError(ConflictError):
 
     code = "DUPLICATE_KEY"
 
-    def __init__(self, key: str, fields: tuple[str, ...], where: str = "") -> None:
+    def __init__(self, key: str, fields: tuple[str, ...], where: str = "", key_name: str = "key") -> None:
         prefix = f"{where}: " if where else ""
         super().__init__(
-            f"{prefix}key {key!r} already exists with different "
-            f"{', '.join(fields)}; use a new key or send identical content"
+            f"{prefix}{key_name} {key!r} already exists with different "
+            f"{', '.join(fields)}; use a new {key_name} or send identical content"
         )
         self.key = key
         self.fields = fields

@@ -242,8 +242,8 @@ def _delta_rows(draft: WriteDraft, indexes: Sequence[int] | None = None) -> list
     ]
 
 
-_WRITES_NAMES = {"customer_id": "accountId", "amount": "bits"}
-_EMIT_NAMES = {"customer_id": "customerId", "amount": "delta"}
+_WRITES_NAMES = {"key": "key", "customer_id": "accountId", "amount": "bits"}
+_EMIT_NAMES = {"key": "referenceId", "customer_id": "customerId", "amount": "delta"}
 
 
 class WriteStore:
@@ -725,7 +725,7 @@ def _classify(
         if not differing:
             duplicates.append(repeat)
             continue
-        error = DuplicateKeyError(item.key, differing, _item_path(draft, index))
+        error = DuplicateKeyError(item.key, differing, _item_path(draft, index), names["key"])
         if not draft.per_item_conflicts:
             raise error
         conflicts.append(ItemConflict(index, error))
