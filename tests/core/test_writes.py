@@ -151,15 +151,34 @@ def test_strict_json_refuses_nan_duplicates_and_deep_nesting() -> None:
         loads_strict(b'{"a": "x\ty"}')
 
 
-def test_strict_json_refuses_numbers_beyond_a_double_and_names_the_field() -> None:
-    beyond = "is a number beyond the range of a double (RFC 7493)"
-    with pytest.raises(ValidationError, match=re.escape(f"deltas[0].delta: {beyond}")):
-        loads_strict(b'{"deltas": [{"delta": 1e400}]}')
-    with pytest.raises(ValidationError, match=re.escape(f"items[0].metadata.x[1]: {beyond}")):
-        loads_strict(b'{"items": [{"metadata": {"x": [1, -1E+999]}}]}')
-    with pytest.raises(ValidationError, match=re.escape(f"body: {beyond}")):
-        loads_strict(("1" * 400 + ".5").encode())
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"deltas": [{"delta": 1e400}]}', "deltas[0].delta"),
+        (b'{"items": [{"metadata": {"x": [1, -1E+999]}}]}', "items[0].metadata.x[1]"),
+        (("1" * 400 + ".5").encode(), "body"),
+        # Short exponents overflow too, with a long enough mantissa.
+        (b'{"a": 1' + b"0" * 210 + b"e99}", "a"),
+        (b'{"a": ' + b"9" * 308 + b".9e1}", "a"),
+    ],
+)
+def test_strict_json_refuses_numbers_beyond_a_double_and_names_the_field(body: bytes, field: str) -> None:
+    with pytest.raises(
+        ValidationError, match=re.escape(f"{field}: is a number beyond the range of a double")
+    ):
+        loads_strict(body)
+
+
+def test_strict_json_names_a_bad_number_even_when_more_is_wrong_after_it() -> None:
+    for body in (b'{"a": 1e400, "a": 2}', b'{"a": 1e400, '):
+        with pytest.raises(ValidationError, match=r"^body: has a number beyond the range of a double"):
+            loads_strict(body)
+
+
+def test_strict_json_keeps_what_a_double_holds_and_integers_as_they_are() -> None:
     assert loads_strict(b'[1e308, -2.5e-300, "e999", 1e-999]') == [1e308, -2.5e-300, "e999", 0.0]
+    # Integers are exact; each field judges its own range (amounts, 64-bit balances).
+    assert loads_strict(b"[" + b"9" * 400 + b"]") == [int("9" * 400)]
 
 
 @pytest.mark.parametrize(
@@ -176,6 +195,7 @@ def test_strict_json_refuses_numbers_beyond_a_double_and_names_the_field() -> No
         (rb'"\ud83d"', r"^body: contains an unpaired UTF-16 surrogate$"),
         # The first bad field in document order is the one named.
         (rb'{"a": "\u0000", "b": "\ud800"}', r"^a: must not contain the NUL"),
+        (rb'{"a": {"b": "\u0000"}, "c\u0000": 1}', r"^a\.b: must not contain the NUL"),
     ],
 )
 def test_strict_json_refuses_text_no_store_can_keep_and_names_the_field(body: bytes, message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -18,6 +19,7 @@ from trueup.proof import (
     decode_leaf,
     encode_leaf,
     format_occurred_at,
+    leaf_bytes,
     leaf_fields_from_json,
     leaf_fields_to_json,
     leaf_hash,
@@ -199,3 +201,16 @@ def test_any_leaf_round_trips_and_matches_the_rfc8785_package(
     leaf = encode_leaf(fields)
     assert leaf == rfc8785.dumps(leaf_fields_to_json(fields))
     assert decode_leaf(leaf) == fields
+
+
+@pytest.mark.parametrize("delta", [2**53 - 1, -(2**53 - 1), 2**53, -(2**53), 2**63])
+def test_the_sequencers_fast_encoding_agrees_with_encode_leaf_on_the_amount_range(delta: int) -> None:
+    fields = fields_of(VECTORS[0])
+    args = (fields.tenant, fields.customer_id, fields.key, delta, fields.occurred_at, fields.metadata_digest)
+    if abs(delta) <= 2**53 - 1:
+        assert leaf_bytes(*args, fields.salt) == encode_leaf(replace(fields, delta=delta))
+        return
+    with pytest.raises(LeafEncodingError, match=r"^leaf\.delta: -?\d+ is outside the I-JSON range"):
+        leaf_bytes(*args, fields.salt)
+    with pytest.raises(LeafEncodingError, match=r"^leaf\.delta: -?\d+ is outside the I-JSON range"):
+        encode_leaf(replace(fields, delta=delta))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.service.conftest import principal_for, seal_all, write
+from trueup.core.deltas import DeltaLimits
 from trueup.proof import (
     CompactRange,
     ConsistencyProofError,
@@ -300,3 +301,34 @@ def test_deltas_that_would_take_a_balance_beyond_64_bits_fail_and_the_log_goes_o
     head = services.storage.log.head()
     assert head is not None and head.size == 2048 + 3 + 1
     assert audit_log(services.storage, services.log.verifier_key).ok
+
+
+def test_a_delta_accepted_under_looser_limits_that_cannot_be_a_leaf_fails_alone(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Limits as an older or misconfigured server had them: amounts a leaf cannot carry (I-JSON).
+    loose = replace(
+        Settings(), limits=DeltaLimits(max_abs_amount=2**60), data_dir=tmp_path, database_url=database_url
+    )
+    services = open_services(loose)
+    try:
+        who = principal_for(services)
+        request_id = write(
+            services,
+            who,
+            {"key": "too-big", "accountId": "c1", "bits": 2**53},
+            {"key": "fine", "accountId": "c1", "bits": 3},
+        )
+        seal_all(services)
+        status = services.views.request_status(who, request_id, 10, 0)
+        failures = {item[2].key: item[2].failure for item in status.request.items}
+        assert failures["fine"] is None
+        assert failures["too-big"] is not None
+        assert failures["too-big"].startswith(
+            "it cannot be made a leaf: leaf.delta: 9007199254740992 is outside"
+        )
+        head = services.storage.log.head()
+        assert head is not None and head.size == 1
+        assert audit_log(services.storage, services.log.verifier_key).ok
+    finally:
+        services.close()

@@ -135,7 +135,8 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_unhandled(request: Request, exc: Exception) -> JSONResponse:
     """The app's handler of last resort. Starlette sends its reply from outside every
-    middleware of ours, so it is counted here (the write fast path counts its own)."""
+    middleware of ours, so it is counted here (the write fast path counts its own). A failure
+    after a reply has started is counted twice, as that reply's class and as a 5xx."""
     route = getattr(request.scope.get("route"), "path", "unmatched")
     HTTP_RESPONSES.labels(route, "5xx").inc()
     return await _on_unexpected(request, exc)

@@ -3,7 +3,8 @@
 A NUL (``%00``) can be neither stored nor looked up on PostgreSQL (its text type refuses it, so
 a lookup by such an id would fail as a server error) and matches nothing that was stored on
 SQLite, since bodies with NUL in them are refused too (:mod:`trueup.core.strict_json`). One
-check here answers every route alike: 400, naming the path or the query parameter.
+check here, in front of every other middleware (the write fast path too), answers every route
+alike: 400, naming the path or the query parameter.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trueup.api.errors import error_response
+from trueup.service.metrics import HTTP_RESPONSES
 
 __all__ = ["RefuseNul"]
 
@@ -39,6 +41,7 @@ class RefuseNul:
         if scope["type"] == "http":
             field = "path" if "\x00" in scope["path"] else _nul_parameter(scope.get("query_string", b""))
             if field is not None:
+                HTTP_RESPONSES.labels("unmatched", "4xx").inc()  # refused before any route
                 await error_response(400, "VALIDATION_ERROR", f"{field}: {_NUL}")(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -4,8 +4,11 @@ The load generator, the server under test, its child processes and (on PostgreSQ
 database share the same cores. A rate alone does not say which of them the cores went to; CPU
 seconds per accepted item do, and with them the rate the server's own work per item would allow
 if it had every core. The load process reads them from ``/proc`` at the start and at the end of
-its measured window (it is the one that knows the window), so the figures cover exactly the
-requests it counted.
+its measured window (it is the one that knows the window). That is close to, not exactly, the
+work of the requests it counted: requests in flight at either edge are worked on in the window
+but not counted (a few per connection, against thousands counted), and the sequencer seals in
+the window some items accepted before it. Cores are the host's (``/proc/stat``): under a CPU
+quota the ceiling overstates what the deployment may use.
 
 Where ``/proc`` is missing (not Linux) nothing is read and the report leaves the row out.
 """
@@ -68,7 +71,7 @@ def process_ticks(stat_text: str) -> int:
 def sample(watch: Mapping[str, Sequence[int]]) -> CpuSample | None:
     """The counters now, or ``None`` where ``/proc`` cannot be read. A watched process that
     cannot be read (it has exited) counts nothing, so a role whose process exits during a
-    window is under-counted, never over-counted."""
+    window is under-counted."""
     try:
         busy, total = machine_ticks(Path("/proc/stat").read_text(encoding="ascii"))
     except (OSError, ValueError):

@@ -120,7 +120,12 @@ def _cpu_row(backend: str, result: LoadResult) -> list[Row]:
                 f"per item (all but the load generator: {fmt_us(server)}) would allow on all "
                 f"{cores:.1f} cores, if the load cost nothing and the work per item stayed the same"
             ),
-            numbers={"cpu_us_per_item": per_item, "rest_us_per_item": rest, "ceiling_items_per_s": ceiling},
+            numbers={
+                "cpu_us_per_item": {role: us for role, us in per_item.items() if role != MACHINE_CAPACITY},
+                "rest_us_per_item": rest,
+                "ceiling_items_per_s": ceiling,
+                "cores": cores,
+            },
         )
     ]
 

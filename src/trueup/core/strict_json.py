@@ -14,7 +14,7 @@ import json
 import math
 import re
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from trueup.core.errors import ValidationError
 
@@ -42,16 +42,30 @@ def _reject_constant(name: str) -> Any:
     raise ValidationError("body", f"{name} is not valid JSON (RFC 8259 allows finite numbers only)")
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_constant=_reject_constant)
+class _NonFiniteNumberError(ValueError):
+    """A number with a fraction or an exponent beyond a double's range (``1e400``)."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NonFiniteNumberError(text)
+    return value
+
+
+# The decoder calls parse_float only for numbers with a fraction or an exponent. Integers are
+# exact in Python and each field judges its own range (an amount, a balance of 64 bits).
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_pairs_hook, parse_constant=_reject_constant, parse_float=_finite_float
+)
+_LENIENT = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_constant=_reject_constant)
+"""Decodes a body the strict decoder refused for a number beyond a double, to name its field."""
 
 # A NUL or a surrogate can only enter a decoded string through a \u escape (raw control
 # characters are refused by the decoder; raw UTF-8 cannot encode a surrogate), so a body
 # without one of these escapes needs no walk. A match may be a false alarm ("\\u0000" is a
 # backslash and text); the walk decides.
 _SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
-# A number the decoder turns into infinity has an exponent of three digits or more, or more
-# digits than a double's largest value (309); a body without either needs no walk for it.
-_SUSPECT_NUMBER = re.compile(r"[eE][+-]?\d{3}|\d{309}")
 
 
 def check_text(value: str, field: str) -> None:
@@ -69,24 +83,38 @@ def check_text(value: str, field: str) -> None:
 
 
 def _check_values(document: Any) -> None:
-    """:func:`check_text` on every string and key of ``document``, and every number finite,
-    naming the field as the routes do (``items[3].reason``; ``items[3].metadata key`` for a
-    key of that object)."""
-    stack: list[tuple[Any, str]] = [(document, "")]
-    while stack:  # depth first, in document order: the first bad field is the one named
-        node, path = stack.pop()
-        if isinstance(node, str):
+    """:func:`check_text` on every string and key of ``document``, and every float finite,
+    naming the first bad one in document order as the routes name fields (``items[3].reason``;
+    ``items[3].metadata key`` for a key of that object)."""
+    # Depth first, in document order: (node, its path, whether it is an object's key).
+    stack: list[tuple[Any, str, bool]] = [(document, "", False)]
+    while stack:
+        node, path, is_key = stack.pop()
+        if is_key:
+            check_text(node, f"{path[:120] or 'body'} key")  # named by its object: the key is what is bad
+        elif isinstance(node, str):
             check_text(node, path[:120] or "body")
         elif isinstance(node, float) and not math.isfinite(node):
             raise ValidationError(path[:120] or "body", "is a number beyond the range of a double (RFC 7493)")
         elif isinstance(node, dict):
-            children = []
+            entries: list[tuple[Any, str, bool]] = []
             for key, child in node.items():
-                check_text(key, f"{path[:120] or 'body'} key")  # the parent: the key is what is bad
-                children.append((child, f"{path}.{key}" if path else key))
-            stack.extend(reversed(children))
+                entries += [(key, path, True), (child, f"{path}.{key}" if path else key, False)]
+            stack.extend(reversed(entries))
         elif isinstance(node, list):
-            stack.extend(reversed([(child, f"{path}[{index}]") for index, child in enumerate(node)]))
+            stack.extend(reversed([(child, f"{path}[{index}]", False) for index, child in enumerate(node)]))
+
+
+def _name_the_bad_number(text: str) -> NoReturn:
+    """Raise the error for a body holding a number beyond a double, naming its field: decoded
+    again without the check, the walk finds it (or a bad string before it)."""
+    try:
+        document = _LENIENT.decode(text)
+    except (ValueError, RecursionError):  # another fault after the number: name the number alone
+        document = None
+    if document is not None:
+        _check_values(document)
+    raise ValidationError("body", "has a number beyond the range of a double (RFC 7493)")
 
 
 def loads_strict(body: bytes) -> Any:
@@ -105,6 +133,8 @@ def loads_strict(body: bytes) -> Any:
         value = _DECODER.decode(text)
     except _DuplicateKeyInBodyError as exc:
         raise ValidationError("body", f"duplicate key {exc.key[:64]!r} in a JSON object") from exc
+    except _NonFiniteNumberError:
+        _name_the_bad_number(text)
     except json.JSONDecodeError as exc:
         reason = exc.msg.removesuffix(" at")  # "Invalid control character at"
         raise ValidationError(
@@ -118,7 +148,7 @@ def loads_strict(body: bytes) -> Any:
                 "body", f"has an integer literal of more than {sys.get_int_max_str_digits():,} digits"
             ) from exc
         raise ValidationError("body", f"is not acceptable JSON: {exc}") from exc
-    if _SUSPECT_ESCAPE.search(text) is not None or _SUSPECT_NUMBER.search(text) is not None:
+    if _SUSPECT_ESCAPE.search(text) is not None:
         _check_values(value)
     return value
 

@@ -189,9 +189,13 @@ def leaf_bytes(
     """:func:`encode_leaf` of fields the caller already holds in their checked form.
 
     For the sequencer, which encodes a thousand stored (hence validated) deltas per seal; it
-    skips :class:`LeafFields`' checks, not the encoding. Raises :class:`LeafEncodingError` for
-    a lone surrogate, like :func:`encode_leaf`.
+    skips :class:`LeafFields`' checks but two, not the encoding. Raises
+    :class:`LeafEncodingError`, like :func:`encode_leaf`, for a lone surrogate and for an
+    amount outside the I-JSON range (stored under a looser limit: a leaf no verifier would
+    accept).
     """
+    if not -MAX_SAFE_INTEGER <= delta <= MAX_SAFE_INTEGER:
+        raise LeafEncodingError(f"leaf.delta: {delta} is outside the I-JSON range ±(2**53 - 1)")
     text = (
         f'{{"customerId":{json_string(customer_id)},"delta":{delta},'
         f'"key":{json_string(key)},"metadataDigest":"{metadata_digest}",'

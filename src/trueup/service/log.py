@@ -38,7 +38,7 @@ _HEX_64 = re.compile(r"[0-9a-fA-F]{64}")
 
 def parse_root(text: str, field: str = "root") -> bytes:
     """A 32-byte root from ``0x``-prefixed (or bare) hex; :class:`ValidationError` otherwise."""
-    digits = text.removeprefix("0x").removeprefix("0X")
+    digits = text[2:] if text[:2] in ("0x", "0X") else text
     if len(digits) != 64:
         raise ValidationError(field, f"must be 32 bytes of hex (64 digits, 0x optional), got {text[:80]!r}")
     if _HEX_64.fullmatch(digits) is None:  # bytes.fromhex alone would skip spaces

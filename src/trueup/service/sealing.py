@@ -18,6 +18,7 @@ from trueup.core.timestamps import format_canonical
 from trueup.proof import (
     CheckpointSigner,
     CompactRange,
+    LeafEncodingError,
     LeafFields,
     ProofError,
     TreeHead,
@@ -163,27 +164,43 @@ class Sealer:
                         "to an open period",
                     )
                 )
+        hashes: list[bytes] = []
+        leaves: list[QueuedDelta] = []
+        for delta in sealed:
+            try:
+                hashes.append(_leaf_hash(delta))
+            except LeafEncodingError as exc:  # accepted under looser limits (a larger amount)
+                failed.append((delta, f"it cannot be made a leaf: {exc}"))
+            else:
+                leaves.append(delta)
         # Each retry fails at least one more delta, so this ends; it runs once but for the rare
         # seal whose deltas would take an account's figures beyond 64 bits.
-        for _ in range(len(sealed) + 1):
+        for _ in range(len(leaves) + 1):
             try:
-                return self._seal(state, sealed, failed, locks_seen)
+                return self._seal(state, leaves, hashes, failed, locks_seen)
             except BalanceOverflowError as exc:
                 log.warning("failing %d deltas: their figures would pass 64 bits", len(exc.reasons))
-                failed += [(delta, exc.reasons[delta.seq]) for delta in sealed if delta.seq in exc.reasons]
-                sealed = [delta for delta in sealed if delta.seq not in exc.reasons]
+                kept = [
+                    (delta, leaf)
+                    for delta, leaf in zip(leaves, hashes, strict=True)
+                    if delta.seq not in exc.reasons
+                ]
+                failed += [(delta, exc.reasons[delta.seq]) for delta in leaves if delta.seq in exc.reasons]
+                leaves, hashes = [delta for delta, _ in kept], [leaf for _, leaf in kept]
         raise RuntimeError("sealing kept finding 64-bit overflows")  # pragma: no cover - see above
 
     def _seal(
         self,
         state: _State,
         sealed: list[QueuedDelta],
+        hashes: list[bytes],
         failed: list[tuple[QueuedDelta, str]],
         locks_seen: int,
     ) -> SealOutcome:
-        """Seal ``sealed`` as the next leaves and mark ``failed`` failed, in one transaction."""
+        """Seal ``sealed`` (whose leaf hashes are ``hashes``) as the next leaves and mark
+        ``failed`` failed, in one transaction."""
         tree = state.tree.copy()
-        nodes = tree.extend(_leaf_hash(delta) for delta in sealed)
+        nodes = tree.extend(hashes)
         head = self.sign(tree.size, tree.root()) if sealed else state.head
         plan = SealPlan(
             previous_size=state.head.size,
