@@ -100,6 +100,22 @@ def test_nul_in_the_path_or_a_query_parameter_is_a_400_naming_it(
 def test_a_compressed_body_is_refused_as_such(running: Running) -> None:
     response = _post_raw(running, "/api/v1/writes", b"\x1f\x8b\x08\x00", **{"Content-Encoding": "gzip"})
     assert _error(response, 415) == "Content-Encoding gzip is not supported; send it uncompressed"
+    # Every header and every coding of a list counts, not the first alone.
+    twice = httpx.post(
+        f"{running.url}/api/v1/writes",
+        content=b"\x1f\x8b\x08\x00",
+        headers=[*running.headers.items(), ("Content-Encoding", "identity"), ("Content-Encoding", "gzip")],
+    )
+    assert _error(twice, 415).startswith("Content-Encoding gzip")
+    listed = _post_raw(running, "/api/v1/writes", b"{}", **{"Content-Encoding": "identity, br"})
+    assert _error(listed, 415).startswith("Content-Encoding br")
+
+
+def test_a_charset_other_than_utf_8_is_refused_wherever_it_is_declared(running: Running) -> None:
+    response = _post_raw(
+        running, "/api/v1/writes", b"{}", **{"Content-Type": "application/json; foo=bar; charset=latin-1"}
+    )
+    assert _error(response, 415) == "Content-Type charset must be utf-8"
 
 
 def _count(running: Running, route: str, status: str) -> float:
@@ -121,3 +137,20 @@ def test_a_client_that_leaves_mid_body_is_not_a_server_error(running: Running) -
     wait_until(lambda: _count(running, "/api/v1/writes", "4xx") > before[0])
     assert _count(running, "/api/v1/writes", "5xx") == before[1]
     assert "unhandled error" not in running.server.log()
+
+
+@pytest.mark.parametrize("field", ["customerId", "delta"])
+def test_a_batch_element_nested_as_deep_as_the_decoder_allows_fails_alone(
+    running: Running, field: str
+) -> None:
+    # The reply echoes a failed element's customerId and delta; nested 953 deep, encoding them
+    # back ran out of stack (a 500) where decoding had not.
+    deep = "[" * 953 + "1" + "]" * 953
+    element = {"customerId": '"c"', "delta": "1", "reason": '"r"'} | {field: deep}
+    body = '{"deltas":[{' + ",".join(f'"{name}":{value}' for name, value in element.items()) + "}]}"
+    reply = _post_raw(running, "/api/v1/balance/delta/batch", body.encode())
+    assert reply.status_code == 202, reply.text
+    result = reply.json()["data"]["results"][0]
+    assert result["status"] == "FAILED"
+    assert result[field] is None
+    assert result["error"].startswith(f"deltas[0].{field}: must be")

@@ -26,15 +26,18 @@ async def read_json(request: Request, max_bytes: int) -> tuple[Any, bytes]:
     if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
         shown = media or "none"
         raise UnsupportedMediaTypeError(f"Content-Type must be application/json, got {shown[:64]}")
-    charset = params.strip().lower()
-    declared_charset = charset.removeprefix("charset=").strip('"')
-    if charset.startswith("charset=") and declared_charset not in ("utf-8", "utf8"):
-        raise UnsupportedMediaTypeError("Content-Type charset must be utf-8")
+    for param in params.split(";"):  # every parameter: a charset may come after others
+        name, _, value = param.strip().lower().partition("=")
+        if name == "charset" and value.strip().strip('"') not in ("utf-8", "utf8"):
+            raise UnsupportedMediaTypeError("Content-Type charset must be utf-8")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLargeError(f"request body must be at most {max_bytes} bytes, got {declared}")
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
+    codings = [
+        c.strip().lower() for header in request.headers.getlist("content-encoding") for c in header.split(",")
+    ]
+    encoding = next((coding for coding in codings if coding not in ("", "identity")), None)
+    if encoding is not None:  # in any of the headers, or anywhere in a list
         shown = encoding[:32]
         raise UnsupportedMediaTypeError(f"Content-Encoding {shown} is not supported; send it uncompressed")
     chunks = bytearray()

@@ -58,6 +58,12 @@ def parse_emit(
     )
 
 
+def _echoed(value: object) -> object:
+    """What a batch result echoes of a field as sent: a JSON scalar as it is, an array or an
+    object as ``null`` (one nested as deep as the decoder allows could not be encoded back)."""
+    return None if isinstance(value, list | dict) else value
+
+
 def parse_emit_batch(
     document: Any, limits: DeltaLimits, new_reference: Callable[[], str]
 ) -> list[BatchEntry]:
@@ -65,8 +71,8 @@ def parse_emit_batch(
     deltas = body_list(document, "deltas", "delta", limits)
     entries = []
     for index, element in enumerate(deltas):
-        customer = element.get("customerId") if isinstance(element, dict) else None
-        amount = element.get("delta") if isinstance(element, dict) else None
+        customer = _echoed(element.get("customerId")) if isinstance(element, dict) else None
+        amount = _echoed(element.get("delta")) if isinstance(element, dict) else None
         try:
             parsed = parse_emit(element, limits, new_reference, f"deltas[{index}]")
         except ValidationError as error:
