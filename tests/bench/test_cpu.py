@@ -12,6 +12,7 @@ from trueup.bench.cpu import (
     MACHINE_BUSY,
     MACHINE_CAPACITY,
     CpuSample,
+    backend_roles,
     cpu_used,
     machine_ticks,
     process_ticks,
@@ -94,7 +95,7 @@ def test_the_cpu_row_gives_each_role_per_item_and_the_rate_the_server_would_allo
     row = rows[1]
     assert row.verdict == "info"
     assert row.value == (
-        "API process 20.00 µs, sequencer process 40.00 µs, PostgreSQL and the rest of the machine 10.00 µs"
+        "API process 20.00 µs, sequencer process 40.00 µs, PostgreSQL's other processes and the rest 10.00 µs"
     )
     assert row.reference == "load generator 10.00 µs; cores busy 8.0 % of 2.0"
     # 70 µs of the server's work per item on 2 cores: 2 / 70e-6 items/s.
@@ -107,3 +108,22 @@ def test_no_cpu_row_without_cpu_figures_or_accepted_items() -> None:
     nothing = LoadResult(completed=1, elapsed_s=10.0, statuses={"503": 1}, cpu={MACHINE_CAPACITY: 20.0})
     rows = batched_rows("SQLite", 100_000, nothing, 1.0, QUICK.writes, queued_after=0)
     assert "CPU per accepted item" not in " ".join(row.name for row in rows)
+
+
+def test_backends_are_charged_to_the_trueup_process_that_holds_their_connection() -> None:
+    watch = {"API process": [100, 101], "sequencer process": [200]}
+    activity = [
+        (9001, "trueup/100"),
+        (9002, "trueup/101"),
+        (9003, "trueup/200"),
+        (9004, "trueup/999"),  # another server's
+        (9005, "psql"),
+        (9006, ""),  # the database's own processes
+        (9007, "trueup/x"),
+    ]
+    assert backend_roles(activity, watch) == {
+        "PostgreSQL for the API process": [9001, 9002],
+        "PostgreSQL for the sequencer process": [9003],
+    }
+    # A role without a connection yet still has its entry, so one opened later counts from zero.
+    assert backend_roles([], {"sequencer process": [200]}) == {"PostgreSQL for the sequencer process": []}

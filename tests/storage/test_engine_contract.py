@@ -3,6 +3,7 @@ run against every backend on a scratch table of their own."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -263,3 +264,20 @@ def test_a_text_column_of_one_repeated_value_is_quoted_like_any_other() -> None:
     assert _array([], "text") == "{}"
     with pytest.raises(TypeError):
         _array([1, 1], "text")
+
+
+def test_postgresql_connections_are_named_after_their_process(pg_url: str) -> None:
+    storage = open_storage(pg_url)
+    try:
+        with storage.engine.read() as tx:
+            name = tx.scalar("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+        assert name == f"trueup/{os.getpid()}"
+        # A name in the URL is kept.
+        named = open_storage(pg_url + "&application_name=mine")
+        try:
+            with named.engine.read() as tx:
+                assert tx.scalar("SELECT current_setting('application_name')") == "mine"
+        finally:
+            named.close()
+    finally:
+        storage.close()

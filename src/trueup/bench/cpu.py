@@ -10,6 +10,10 @@ but not counted (a few per connection, against thousands counted), and the seque
 the window some items accepted before it. Cores are the host's (``/proc/stat``): under a CPU
 quota the ceiling overstates what the deployment may use.
 
+On PostgreSQL the load process also reads ``pg_stat_activity`` at each end of the window and
+charges each backend to the Trueup process that holds its connection (:func:`backend_roles`);
+the database's other processes (WAL writer, checkpointer) stay in the rest of the machine.
+
 Where ``/proc`` is missing (not Linux) nothing is read and the report leaves the row out.
 """
 
@@ -17,11 +21,19 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["LOAD_GENERATOR", "MACHINE_BUSY", "MACHINE_CAPACITY", "CpuSample", "cpu_used", "sample"]
+__all__ = [
+    "LOAD_GENERATOR",
+    "MACHINE_BUSY",
+    "MACHINE_CAPACITY",
+    "CpuSample",
+    "backend_roles",
+    "cpu_used",
+    "sample",
+]
 
 LOAD_GENERATOR = "load generator"
 MACHINE_BUSY = "machine busy"
@@ -87,6 +99,22 @@ def sample(watch: Mapping[str, Sequence[int]]) -> CpuSample | None:
                 continue
         processes[role] = ticks
     return CpuSample(busy, total, processes, time.process_time())
+
+
+def backend_roles(
+    activity: Iterable[tuple[int, str]], watch: Mapping[str, Sequence[int]]
+) -> dict[str, list[int]]:
+    """The PostgreSQL backends of the watched processes, as roles ``PostgreSQL for the <role>``,
+    from ``pg_stat_activity``'s ``(pid, application_name)``: Trueup names each connection
+    ``trueup/<pid of its process>`` (``storage/postgres.py``). Every watched role gets one,
+    empty when it holds no connection, so a backend opened during a window counts from zero."""
+    owner = {pid: role for role, pids in watch.items() for pid in pids}
+    roles: dict[str, list[int]] = {f"PostgreSQL for the {role}": [] for role in watch}
+    for backend, name in activity:
+        prefix, _, client = name.partition("/")
+        if prefix == "trueup" and client.isdigit() and int(client) in owner:
+            roles[f"PostgreSQL for the {owner[int(client)]}"].append(backend)
+    return roles
 
 
 def cpu_used(first: CpuSample, last: CpuSample) -> dict[str, float]:

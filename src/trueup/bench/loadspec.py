@@ -61,7 +61,8 @@ class LoadSpec:
     scheduled at that rate over at most ``connections`` connections. ``id_pattern`` is a
     regular expression whose first group is read from each reply body and kept with the
     request's timings when ``record`` is set. ``watch`` names processes (role: pids) whose CPU
-    time over the measured window the result reports (:mod:`trueup.bench.cpu`).
+    time over the measured window the result reports (:mod:`trueup.bench.cpu`); with
+    ``postgres_url``, their PostgreSQL backends' too.
     """
 
     host: str
@@ -77,6 +78,7 @@ class LoadSpec:
     id_pattern: str | None = None
     request_timeout_s: float = 30.0
     watch: dict[str, list[int]] = field(default_factory=dict)
+    postgres_url: str | None = None
 
     def to_json(self) -> str:
         data = asdict(self)

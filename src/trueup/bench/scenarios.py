@@ -99,7 +99,9 @@ def _cpu_row(backend: str, result: LoadResult) -> list[Row]:
         return []
     per_item = {role: seconds * 1e6 / items for role, seconds in result.cpu.items()}
     roles = [role for role in result.cpu if role not in (LOAD_GENERATOR, MACHINE_BUSY, MACHINE_CAPACITY)]
-    rest_name = "PostgreSQL and the rest of the machine" if backend == "PostgreSQL" else "rest of the machine"
+    rest_name = (
+        "PostgreSQL's other processes and the rest" if backend == "PostgreSQL" else "rest of the machine"
+    )
     rest = max(0.0, per_item[MACHINE_BUSY] - per_item[LOAD_GENERATOR] - sum(per_item[role] for role in roles))
     server = sum(per_item[role] for role in roles) + rest
     cores = capacity / result.elapsed_s

@@ -137,6 +137,7 @@ def batched(server: ServerUnderTest, api_key: str, plan: WritePlan, label: str) 
         warmup_s=plan.warmup_s,
         tag=label,
         watch=server.processes(),
+        postgres_url=server.database_url if (server.database_url or "").startswith("postgres") else None,
     )
     return run_load_process(spec)
 

@@ -8,12 +8,14 @@ the holder's connection dies; unique keys on tree positions fence a stale holder
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, ClassVar
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 from trueup.storage.engine import BulkUpdate, BulkUpsert, Dialect, Engine, Row, Tx, chunks
@@ -85,6 +87,15 @@ def _quoted(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"a text array element must be a str, got {value!r}")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _named(url: str) -> str:
+    """``url`` with ``application_name`` ``trueup/<pid>`` for this process's connections, unless
+    it names one: ``pg_stat_activity`` then says which Trueup process holds each backend (the
+    benchmark charges each backend's CPU to that process this way)."""
+    if "application_name" in url:
+        return url
+    return make_conninfo(url, application_name=f"trueup/{os.getpid()}")
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -190,7 +201,7 @@ class PostgresEngine(Engine):
         self._scope: str | None = None
         try:
             self._pool: ConnectionPool[Any] = ConnectionPool(
-                url,
+                _named(url),
                 min_size=min_size,
                 max_size=max_size,
                 open=True,
@@ -236,7 +247,7 @@ class PostgresEngine(Engine):
     def try_leader_lock(self, name: str) -> Iterator[bool]:
         key = self.lock_key(name)
         try:
-            conn = psycopg.connect(self.url, autocommit=True)
+            conn = psycopg.connect(_named(self.url), autocommit=True)
         except psycopg.Error as exc:
             raise StorageUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
         try:
