@@ -5,6 +5,7 @@ nothing answered 202 is lost when it is killed mid-commit, and it stops with the
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import platform
 import signal
@@ -31,7 +32,7 @@ from trueup.cli.committer import (
 )
 from trueup.storage import open_storage
 from trueup.storage.errors import StorageUnavailableError
-from trueup.storage.writes import DeltaDraft, WriteDraft
+from trueup.storage.writes import DeltaDraft, IdempotencyClaim, StoredResponse, WriteDraft, WriteResult
 
 KILLS = 3
 WRITERS = 6
@@ -379,7 +380,7 @@ def test_a_sigterm_to_the_child_alone_does_not_stop_it(tmp_path: Path) -> None:
 
 def test_replies_rendered_in_the_child_replay_verbatim(tmp_path: Path) -> None:
     """The replies stored under an Idempotency-Key are rendered by the child for every write
-    route; a body pickle refuses (nested 600 deep) is committed by the server itself."""
+    route, a batch element nested 600 deep among them (its result echoes it as null)."""
     key = create_key(tmp_path, None)
     deep: object = 1
     for _ in range(600):
@@ -398,7 +399,35 @@ def test_replies_rendered_in_the_child_replay_verbatim(tmp_path: Path) -> None:
             again = httpx.post(f"{server.base_url}{path}", headers=headers, json=body)
             assert first.status_code == 202, first.text
             assert (again.status_code, again.content) == (first.status_code, first.content)
-        assert "could not be pickled for the committer" in server.log()
+
+
+def test_a_group_pickle_refuses_is_committed_by_the_server_itself(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No request body reaches a draft that pickle refuses any more (batch results echo nested
+    # values as null); the fallback stays for whatever else might, and is tested with a reply
+    # renderer pickle cannot take.
+    url = f"sqlite:///{tmp_path / 'trueup.db'}"
+    storage = open_storage(url)
+    committer = CommitterProcess(tmp_path, url, storage.writes)
+    committer.start()
+    try:
+        assert committer.ready_event.wait(30)
+
+        def render(result: WriteResult) -> StoredResponse:  # a local function: pickle refuses it
+            return StoredResponse(202, f'{{"requestId":"{result.request_id}"}}')
+
+        claim = IdempotencyClaim("idem-1", "/api/v1/writes", b"h" * 32)
+        draft = replace(_draft("req_1", "k1"), idempotency=claim, render=render)
+        with caplog.at_level(logging.WARNING):
+            [result] = committer.commit([draft])
+        assert not isinstance(result, Exception)
+        assert result.stored == (0,)
+        assert "could not be pickled for the committer; committing it here" in caplog.text
+        assert committer.ready_event.is_set()  # nothing reached the child: it is still the committer
+    finally:
+        committer.stop()
+        storage.close()
 
 
 def _emitted(reference: str) -> dict[str, object]:

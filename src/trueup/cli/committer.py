@@ -118,7 +118,7 @@ class CommitterProcess(SupervisedChild):
                 return None
             try:
                 frame = _frame([_for_child(draft) for draft in drafts])
-            except Exception:  # any value pickle refuses (a body nested 500 deep, say)
+            except Exception:  # any value pickle refuses: committed here instead, whole
                 log.warning(
                     "a group could not be pickled for the committer; committing it here", exc_info=True
                 )
