@@ -15,6 +15,7 @@ import termios
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -298,13 +299,24 @@ def test_a_committer_process_with_workers_is_refused(tmp_path: Path) -> None:
     assert "each worker commits in a thread of its own" in done.stderr
 
 
-def test_a_failed_commit_in_the_child_is_a_storage_error(tmp_path: Path) -> None:
+@contextmanager
+def _ready_committer(tmp_path: Path) -> Iterator[CommitterProcess]:
+    """A committer child over a fresh SQLite file, ready to commit; stopped (and the file's
+    storage closed) afterwards."""
     url = f"sqlite:///{tmp_path / 'trueup.db'}"
     storage = open_storage(url)
     committer = CommitterProcess(tmp_path, url, storage.writes)
     committer.start()
     try:
         assert committer.ready_event.wait(30)
+        yield committer
+    finally:
+        committer.stop()
+        storage.close()
+
+
+def test_a_failed_commit_in_the_child_is_a_storage_error(tmp_path: Path) -> None:
+    with _ready_committer(tmp_path) as committer:
         draft = WriteDraft(
             tenant_id="t1",
             request_id="req_1",
@@ -321,47 +333,38 @@ def test_a_failed_commit_in_the_child_is_a_storage_error(tmp_path: Path) -> None
         with pytest.raises(StorageUnavailableError, match="write_requests"):
             committer.commit([another])
         assert committer.ready_event.is_set()  # the child answered: it is still the committer
-    finally:
-        committer.stop()
-        storage.close()
     assert committer.pid is not None
     assert not alive(committer.pid)
 
 
 def test_a_child_wedged_mid_commit_is_killed_when_the_server_stops(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'trueup.db'}"
-    storage = open_storage(url)
-    committer = CommitterProcess(tmp_path, url, storage.writes)
-    committer.start()
     outcome: list[object] = []
+    with _ready_committer(tmp_path) as committer:
 
-    def commit() -> None:
+        def commit() -> None:
+            try:
+                outcome.append(committer.commit([_draft("req_1", "k1")]))
+            except Exception as exc:  # the outcome is what the test looks at
+                outcome.append(exc)
+
         try:
-            outcome.append(committer.commit([_draft("req_1", "k1")]))
-        except Exception as exc:  # the outcome is what the test looks at
-            outcome.append(exc)
-
-    try:
-        assert committer.ready_event.wait(30)
-        child = committer.pid
-        assert child is not None
-        os.kill(child, signal.SIGSTOP)  # the commit below never finishes by itself
-        committing = threading.Thread(target=commit, daemon=True)
-        committing.start()
-        wait_until(lambda: _unread_request(child))
-        stopper = threading.Thread(target=committer.stop, args=(0.5,), daemon=True)
-        stopper.start()
-        stopper.join(30)  # a bound for the test only: stop() gives up on the commit at 0.5 s
-        assert not stopper.is_alive(), "stop() waited for the wedged commit"
-        committing.join(30)
-        assert len(outcome) == 1
-        assert isinstance(outcome[0], CommitInterruptedError)
-        assert not alive(child)
-    finally:
-        if committer.pid is not None and alive(committer.pid):
-            os.kill(committer.pid, signal.SIGKILL)
-        committer.stop()
-        storage.close()
+            child = committer.pid
+            assert child is not None
+            os.kill(child, signal.SIGSTOP)  # the commit below never finishes by itself
+            committing = threading.Thread(target=commit, daemon=True)
+            committing.start()
+            wait_until(lambda: _unread_request(child))
+            stopper = threading.Thread(target=committer.stop, args=(0.5,), daemon=True)
+            stopper.start()
+            stopper.join(30)  # a bound for the test only: stop() gives up on the commit at 0.5 s
+            assert not stopper.is_alive(), "stop() waited for the wedged commit"
+            committing.join(30)
+            assert len(outcome) == 1
+            assert isinstance(outcome[0], CommitInterruptedError)
+            assert not alive(child)
+        finally:
+            if committer.pid is not None and alive(committer.pid):
+                os.kill(committer.pid, signal.SIGKILL)
 
 
 def test_a_sigterm_to_the_child_alone_does_not_stop_it(tmp_path: Path) -> None:
@@ -407,12 +410,7 @@ def test_a_group_pickle_refuses_is_committed_by_the_server_itself(
     # No request body reaches a draft that pickle refuses any more (batch results echo nested
     # values as null); the fallback stays for whatever else might, and is tested with a reply
     # renderer pickle cannot take.
-    url = f"sqlite:///{tmp_path / 'trueup.db'}"
-    storage = open_storage(url)
-    committer = CommitterProcess(tmp_path, url, storage.writes)
-    committer.start()
-    try:
-        assert committer.ready_event.wait(30)
+    with _ready_committer(tmp_path) as committer:
 
         def render(result: WriteResult) -> StoredResponse:  # a local function: pickle refuses it
             return StoredResponse(202, f'{{"requestId":"{result.request_id}"}}')
@@ -425,9 +423,6 @@ def test_a_group_pickle_refuses_is_committed_by_the_server_itself(
         assert result.stored == (0,)
         assert "could not be pickled for the committer; committing it here" in caplog.text
         assert committer.ready_event.is_set()  # nothing reached the child: it is still the committer
-    finally:
-        committer.stop()
-        storage.close()
 
 
 def _emitted(reference: str) -> dict[str, object]:
