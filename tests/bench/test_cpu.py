@@ -120,6 +120,7 @@ def test_backends_are_charged_to_the_trueup_process_that_holds_their_connection(
         (9005, "psql"),
         (9006, ""),  # the database's own processes
         (9007, "trueup/x"),
+        (9008, "trueup/200/statistics"),  # a connection of one purpose (ANALYZE): left in the rest
     ]
     assert backend_roles(activity, watch) == {
         "PostgreSQL for the API process": [9001, 9002],

@@ -272,6 +272,9 @@ def test_postgresql_connections_are_named_after_their_process(pg_url: str) -> No
         with storage.engine.read() as tx:
             name = tx.scalar("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()")
         assert name == f"trueup/{os.getpid()}"
+        with storage.engine.write() as tx:
+            tx.execute("CREATE TABLE scratch (id BIGINT PRIMARY KEY)")
+        storage.engine.refresh_statistics(["scratch"])  # on a connection of its own, named apart
         # A name in the URL is kept.
         named = open_storage(pg_url + "&application_name=mine")
         try:

@@ -12,7 +12,9 @@ quota the ceiling overstates what the deployment may use.
 
 On PostgreSQL the load process also reads ``pg_stat_activity`` at each end of the window and
 charges each backend to the Trueup process that holds its connection (:func:`backend_roles`);
-the database's other processes (WAL writer, checkpointer) stay in the rest of the machine.
+the database's other processes (WAL writer, checkpointer) and connections of one purpose (the
+sequencer's planner-statistics ``ANALYZE``, ``trueup/<pid>/statistics``, on a connection of its
+own each time) stay in the rest of the machine.
 
 Where ``/proc`` is missing (not Linux) nothing is read and the report leaves the row out.
 """

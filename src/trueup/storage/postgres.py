@@ -89,13 +89,15 @@ def _quoted(value: Any) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _named(url: str) -> str:
-    """``url`` with ``application_name`` ``trueup/<pid>`` for this process's connections, unless
-    it names one: ``pg_stat_activity`` then says which Trueup process holds each backend (the
-    benchmark charges each backend's CPU to that process this way)."""
+def _named(url: str, purpose: str = "") -> str:
+    """``url`` with ``application_name`` ``trueup/<pid>`` for this process's connections (with
+    ``/<purpose>`` for a connection of one purpose), unless it names one: ``pg_stat_activity``
+    then says which Trueup process holds each backend (the benchmark charges each backend's CPU
+    to that process this way)."""
     if "application_name" in url:
         return url
-    return make_conninfo(url, application_name=f"trueup/{os.getpid()}")
+    name = f"trueup/{os.getpid()}" + (f"/{purpose}" if purpose else "")
+    return make_conninfo(url, application_name=name)
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -261,9 +263,11 @@ class PostgresEngine(Engine):
         tx.execute("SELECT pg_advisory_xact_lock(?)", (self.lock_key(name),))
 
     def refresh_statistics(self, tables: Sequence[str]) -> None:
-        # Outside a transaction, so each table's statistics are committed as soon as it is done.
+        # Outside a transaction, so each table's statistics are committed as soon as it is done;
+        # on a connection of its own (a refresh runs every 10 % of growth), named apart from the
+        # seals' so that pg_stat_activity, and the benchmark's CPU rows, tell the two apart.
         try:
-            with self._pool.connection() as conn:
+            with psycopg.connect(_named(self.url, "statistics"), autocommit=True) as conn:
                 # SKIP_LOCKED: a table that a VACUUM (or a CREATE INDEX CONCURRENTLY) holds is
                 # skipped, rather than waited for, or its autovacuum cancelled.
                 conn.execute(f"ANALYZE (SKIP_LOCKED) {', '.join(tables)}")
