@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from trueup.core.deltas import DeltaLimits
 
@@ -44,6 +45,9 @@ def parse_plan_allowances(text: str) -> dict[str, int | None]:
     return plans
 
 
+_Number = TypeVar("_Number", int, float)
+
+
 def _env_int(
     env: Mapping[str, str], name: str, default: int, minimum: int | None = None, maximum: int | None = None
 ) -> int:
@@ -54,11 +58,7 @@ def _env_int(
         value = int(raw)
     except ValueError as exc:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be at least {minimum:,}, got {raw!r}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be at most {maximum:,}, got {raw!r}")
-    return value
+    return _within(name, raw, value, minimum, maximum)
 
 
 def _env_float(env: Mapping[str, str], name: str, default: float, minimum: float | None = None) -> float:
@@ -71,9 +71,20 @@ def _env_float(env: Mapping[str, str], name: str, default: float, minimum: float
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {raw!r}")
+    return _within(name, raw, value, minimum, None)
+
+
+def _within(name: str, raw: str, value: _Number, minimum: _Number | None, maximum: _Number | None) -> _Number:
+    """``value`` of variable ``name`` (set to ``raw``), or ``ValueError`` naming the bound it breaks."""
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be at least {minimum:g}, got {raw!r}")
+        raise ValueError(f"{name} must be at least {_bound(minimum)}, got {raw!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {_bound(maximum)}, got {raw!r}")
     return value
+
+
+def _bound(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
 
 
 def _env_flag(env: Mapping[str, str], name: str) -> bool:
