@@ -24,6 +24,17 @@ def test_the_schedule_refreshes_on_taking_the_role_then_after_a_tenth_more_growt
     assert schedule.due(5_500)  # a tenth of the size at the last refresh
 
 
+def test_by_default_the_statistics_are_refreshed_each_time_the_log_doubles() -> None:
+    schedule = StatisticsSchedule()
+    refreshed_at = []
+    for size in range(0, 1_000_001, 1_000):
+        if schedule.due(size):
+            schedule.refreshed(size)
+            refreshed_at.append(size)
+    # 10,000 leaves at least, then twice the size of the last refresh.
+    assert refreshed_at == [0, 10_000, 20_000, 40_000, 80_000, 160_000, 320_000, 640_000]
+
+
 def _deltas_analysed(services: Services) -> int:
     """How many times ``deltas`` was analysed by an ``ANALYZE`` statement (autovacuum's own
     analyses, where it runs, count apart)."""

@@ -77,8 +77,8 @@ class FullBatchTrigger:
 
 class StatisticsSchedule:
     """When the sequencer refreshes the database's planner statistics: when it takes the role,
-    then each time the log has grown by ``fraction`` of its size at the last refresh, and by at
-    least ``min_growth`` leaves.
+    then each time the log has grown by ``fraction`` of its size at the last refresh (by
+    default, each time it has doubled), and by at least ``min_growth`` leaves.
 
     PostgreSQL plans each query from statistics that autovacuum refreshes after a table has
     changed by a tenth, at most once a minute, or never where it is turned off. A log growing by
@@ -87,9 +87,17 @@ class StatisticsSchedule:
     of a 1,000-item write read the tenant's whole key range (45-85 ms per 400 keys at 116,000
     deltas) instead of looking each key up (2-9 ms). The sequencer knows how fast the log grows,
     so it refreshes them itself.
+
+    Each time the log doubles is often enough: the planner scales a table's row count to its
+    current size on its own, and what a refresh adds (the spread of each column's values) does
+    not change much between a log and one twice as large. It is also cheap: all the refreshes
+    of a log, whatever its size, cost at most about twice the last one. A refresh every tenth
+    of growth, as autovacuum does, cost about 20 µs of PostgreSQL's CPU per delta, a fifth of
+    all the work per delta, in a benchmark load of a few hundred thousand deltas from an empty
+    log (an ``ANALYZE`` of ``deltas`` at 200,000 rows took 0.7 s).
     """
 
-    def __init__(self, min_growth: int = 10_000, fraction: float = 0.1) -> None:
+    def __init__(self, min_growth: int = 10_000, fraction: float = 1.0) -> None:
         self._min_growth = min_growth
         self._fraction = fraction
         self._size: int | None = None  # the log's size at the last refresh
