@@ -325,6 +325,15 @@ def test_service_routes_answer(running: Running, path: str) -> None:
     assert reply.status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_health_probes_answer_head_without_a_body(running: Running, path: str) -> None:
+    reply = httpx.head(f"{running.url}{path}")
+    assert reply.status_code == 200 and reply.content == b""
+    assert reply.headers["content-type"].startswith("application/json")
+    paths = httpx.get(f"{running.url}/openapi.json").json()["paths"]
+    assert list(paths[path]) == ["get"]  # HEAD is not a second documented operation
+
+
 def test_a_key_in_use_stops_working_soon_after_revocation(running: Running) -> None:
     key = create_key(running.data_dir, running.database_url, "acme")
     headers = {**running.headers, "X-Api-Key": key}
