@@ -154,3 +154,38 @@ def test_a_batch_element_nested_as_deep_as_the_decoder_allows_fails_alone(
     assert result["status"] == "FAILED"
     assert result[field] is None
     assert result["error"].startswith(f"deltas[0].{field}: must be")
+
+
+@pytest.mark.parametrize("value", ["1.0", " 5", "1_000", "1e2", "", "99999999999999999999"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/balance/customers?limit={}",
+        "/api/v1/log/proof/consistency?from={}",
+        "/api/v1/balance/webhooks?offset={}",
+    ],
+)
+def test_an_integer_query_parameter_takes_decimal_digits_only(
+    running: Running, path: str, value: str
+) -> None:
+    # As derive reads its own (startingBalance=50000.0 is a 400): FastAPI alone took 1.0 as 1.
+    response = httpx.get(f"{running.url}{path.format(value)}", headers=running.headers)
+    field = path.partition("?")[2].partition("=")[0]
+    assert _error(response, 400).startswith(f"{field}: "), response.text
+
+
+def test_an_integer_query_parameter_still_takes_a_sign(running: Running) -> None:
+    response = httpx.get(f"{running.url}/api/v1/balance/customers?limit=%2B5", headers=running.headers)
+    assert response.status_code == 200, response.text
+    negative = httpx.get(f"{running.url}/api/v1/balance/customers?page=-1", headers=running.headers)
+    assert _error(negative, 400) == "page: Input should be greater than or equal to 1"
+    # The bounds are still documented as JSON Schema has them.
+    operation = httpx.get(f"{running.url}/openapi.json").json()["paths"]["/api/v1/balance/customers"]["get"]
+    limit = next(p for p in operation["parameters"] if p["name"] == "limit")
+    assert limit["schema"] | {"title": ""} == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 1000,
+        "default": 50,
+        "title": "",
+    }

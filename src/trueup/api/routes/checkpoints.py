@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from trueup.api.body import read_json
 from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors, json_body
+from trueup.api.params import INTEGER_TEXT
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import hex_root
 from trueup.api.schemas import (
@@ -71,8 +72,8 @@ async def list_checkpoints(
     principal: Auth,
     customerId: Annotated[str | None, Query(max_length=128)] = None,  # noqa: N803
     period: Annotated[str | None, Query(max_length=7)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000), INTEGER_TEXT] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9), INTEGER_TEXT] = 0,
 ) -> JSONResponse:
     records, total = await run_in_threadpool(
         services.balances.checkpoints, principal, customerId, period, limit, offset

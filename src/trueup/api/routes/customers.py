@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors
+from trueup.api.params import INTEGER_TEXT
 from trueup.api.responses import JSONResponse
 from trueup.api.schemas import CustomerListResponse, CustomerResponse, UsageResponse
 from trueup.core.timestamps import format_wire
@@ -36,8 +37,8 @@ async def customers(
     services: ServicesDep,
     principal: Auth,
     search: Annotated[str | None, Query(max_length=128)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    page: Annotated[int, Query(ge=1, le=10**7)] = 1,
+    limit: Annotated[int, Query(ge=1, le=1000), INTEGER_TEXT] = 50,
+    page: Annotated[int, Query(ge=1, le=10**7), INTEGER_TEXT] = 1,
 ) -> JSONResponse:
     found, total = await run_in_threadpool(services.balances.customers, principal, search, limit, page)
     return JSONResponse(

@@ -10,6 +10,7 @@ from starlette.responses import PlainTextResponse
 
 from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors
+from trueup.api.params import INTEGER_TEXT
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import hex_root, wire_time_ms
 from trueup.api.schemas import ConsistencyProof, InclusionProof, LogKey, ProofBundle, VerifyResult
@@ -61,7 +62,7 @@ async def inclusion(
     services: ServicesDep,
     principal: Auth,
     anchorId: Annotated[str, Query(max_length=32, description="a_<leaf index>")],  # noqa: N803
-    treeSize: Annotated[int | None, Query(ge=1, le=2**62)] = None,  # noqa: N803
+    treeSize: Annotated[int | None, Query(ge=1, le=2**62), INTEGER_TEXT] = None,  # noqa: N803
 ) -> JSONResponse:
     answer = await run_in_threadpool(services.log.inclusion, principal, anchorId, treeSize)
     return JSONResponse(
@@ -86,8 +87,8 @@ async def inclusion(
 )
 async def consistency(
     services: ServicesDep,
-    from_: Annotated[int, Query(alias="from", ge=0, le=2**62)],
-    to: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    from_: Annotated[int, Query(alias="from", ge=0, le=2**62), INTEGER_TEXT],
+    to: Annotated[int | None, Query(ge=0, le=2**62), INTEGER_TEXT] = None,
 ) -> JSONResponse:
     old, new, proof = await run_in_threadpool(services.log.consistency, from_, to)
     return JSONResponse(
@@ -123,8 +124,8 @@ async def bundle(anchorId: str, services: ServicesDep, principal: Auth) -> JSONR
 async def verify(
     root: str,
     services: ServicesDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000), INTEGER_TEXT] = 1000,
+    offset: Annotated[int, Query(ge=0, le=10**9), INTEGER_TEXT] = 0,
 ) -> JSONResponse:
     raw = parse_root(root)
     head = await run_in_threadpool(services.log.head_by_root, raw)

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from trueup.api.body import read_json
 from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors, json_body
+from trueup.api.params import INTEGER_TEXT
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import reply_response
 from trueup.api.schemas import (
@@ -181,8 +182,8 @@ async def list_deliveries(
     services: ServicesDep,
     principal: Auth,
     status: Annotated[str | None, Query(max_length=20, description="pending, delivered or failed")] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100), INTEGER_TEXT] = 20,
+    offset: Annotated[int, Query(ge=0, le=10**9), INTEGER_TEXT] = 0,
 ) -> JSONResponse:
     deliveries, total = await run_in_threadpool(
         services.webhooks.deliveries, principal, status, limit, offset

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from trueup.api.body import read_json
 from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors, json_body
+from trueup.api.params import INTEGER_TEXT
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import reply_response, tree_head_json
 from trueup.api.schemas import IdempotencyPending, WriteAccepted, WriteRequest, WriteStatus
@@ -50,8 +51,8 @@ async def write_status(
     requestId: str,  # noqa: N803 - the path parameter is named as the API names it
     services: ServicesDep,
     principal: Auth,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000), INTEGER_TEXT] = 100,
+    offset: Annotated[int, Query(ge=0, le=1000), INTEGER_TEXT] = 0,
 ) -> JSONResponse:
     found = await run_in_threadpool(services.views.request_status, principal, requestId, limit, offset)
     view = found.request
