@@ -342,3 +342,16 @@ def test_a_key_in_use_stops_working_soon_after_revocation(running: Running) -> N
     assert done.returncode == 0, done.stderr
     # Verified keys are remembered for TRUEUP_KEY_CACHE_TTL_S (2 s) per process.
     wait_until(lambda: httpx.get(f"{running.url}/api/v1/balance/usage", headers=headers).status_code == 401)
+
+
+def test_an_emit_repeat_answers_the_original_records_creation_time(running: Running) -> None:
+    body = {"customerId": "repeat-c", "delta": 5, "reason": "r", "referenceId": "repeat-created-at"}
+    first = httpx.post(f"{running.url}/api/v1/balance/delta", headers=running.headers, json=body)
+    assert first.status_code == 202, first.text
+    repeat = httpx.post(f"{running.url}/api/v1/balance/delta", headers=running.headers, json=body)
+    assert repeat.status_code == 202, repeat.text
+    original, again = first.json()["data"], repeat.json()["data"]
+    assert again["idempotent"] is True and again["recordId"] == original["recordId"]
+    record = httpx.get(f"{running.url}/api/v1/balance/delta/{original['recordId']}", headers=running.headers)
+    # The record's createdAt, as its own route gives it, in both replies.
+    assert original["createdAt"] == again["createdAt"] == record.json()["data"]["createdAt"]

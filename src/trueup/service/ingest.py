@@ -103,7 +103,6 @@ class WriteService:
         """``POST /api/v1/balance/delta``: one delta; 202 once durable."""
         _require_write_access(principal)
         delta = parse_emit(document, self._settings.limits, _new_reference)
-        created_at = format_wire(format_canonical(self._clock()))
         return await self.accept(
             principal,
             [delta],
@@ -111,7 +110,7 @@ class WriteService:
             route="POST /api/v1/balance/delta",
             body=body,
             idempotency_key=idempotency_key,
-            render=partial(_render_emit, delta=delta, created_at=created_at),
+            render=partial(_render_emit, delta=delta),
         )
 
     async def emit_batch(
@@ -321,19 +320,23 @@ def _render_writes(result: WriteResult, *, item_count: int) -> StoredResponse:
     return StoredResponse(202, _json(_writes_accepted(result.request_id, item_count)))
 
 
-def _render_emit(result: WriteResult, *, delta: NewDelta, created_at: str) -> StoredResponse:
+def _render_emit(result: WriteResult, *, delta: NewDelta) -> StoredResponse:
+    # createdAt is the record's acceptance time, as GET /api/v1/balance/delta/{recordId} gives
+    # it: for a repeat, the original's.
     if result.originals:
-        _, record, status = result.originals[0]
-        data = {"recordId": record, "status": status.upper(), "idempotent": True}
+        original = result.originals[0]
+        data = {"recordId": original.record_id, "status": original.status.upper(), "idempotent": True}
+        created_at = original.accepted_at
     else:
         data = {"recordId": record_id(result.request_id, 0), "status": "QUEUED"}
+        created_at = result.accepted_at
     data.update(
         {
             "customerId": delta.customer_id,
             "delta": delta.amount,
             "reason": delta.reason,
             "referenceId": delta.key,
-            "createdAt": created_at,
+            "createdAt": format_wire(created_at),
         }
     )
     return StoredResponse(202, _json({"success": True, "data": data}))
@@ -346,7 +349,7 @@ def _render_batch(
     that were sent to storage (the valid ones), in the order they were stored."""
     results: list[dict[str, Any]] = []
     conflicts = {conflict.index: conflict.error for conflict in result.conflicts}
-    originals = {index: (record, status) for index, record, status in result.originals}
+    originals = {original.item: original for original in result.originals}
     stored_index = {index: position for position, index in enumerate(positions)}
     for entry in entries:
         row: dict[str, Any] = {"index": entry.index, "customerId": entry.customer_id, "delta": entry.amount}
@@ -356,8 +359,8 @@ def _render_batch(
         elif position in conflicts:
             row.update(status="FAILED", error=conflicts[position].message, code=conflicts[position].code)
         elif position in originals:
-            record, status = originals[position]
-            row.update(status=status.upper(), recordId=record, idempotent=True)
+            original = originals[position]
+            row.update(status=original.status.upper(), recordId=original.record_id, idempotent=True)
         else:
             row.update(status="QUEUED", recordId=record_id(result.request_id, position), idempotent=False)
         results.append(row)

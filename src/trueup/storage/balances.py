@@ -297,8 +297,8 @@ class BalanceSnapshot:
         offset: int,
         descending: bool = False,
     ) -> list[DeltaRecord]:
-        """``limit`` deltas of the scope from ``offset``, in leaf order (``occurred_at`` order
-        for a date range that cuts through a month)."""
+        """``limit`` deltas of the scope from ``offset``, in leaf order; for a time range other
+        than one whole month (``asOf``, a date range), in ``occurred_at`` order, then leaf order."""
         account = self.account(tenant_id, customer_id)
         if account is None:
             return []

@@ -31,6 +31,7 @@ __all__ = [
     "DeltaDraft",
     "IdempotencyClaim",
     "ItemConflict",
+    "Original",
     "RecordView",
     "RequestView",
     "StoredResponse",
@@ -82,6 +83,16 @@ class ItemConflict:
     error: DomainError
 
 
+class Original(NamedTuple):
+    """The stored delta that an identical repeat (item ``item`` of a request) stands for."""
+
+    item: int
+    record_id: str
+    status: str
+    accepted_at: str
+    """When the original was accepted (canonical): the record's ``createdAt``."""
+
+
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     """What one committed request stored: indices of new items and of identical repeats."""
@@ -91,7 +102,9 @@ class WriteResult:
     duplicates: tuple[int, ...] = ()
     conflicts: tuple[ItemConflict, ...] = ()
     replay: StoredResponse | None = None
-    originals: tuple[tuple[int, str, str], ...] = ()  # (index, original record id, its status)
+    originals: tuple[Original, ...] = ()
+    accepted_at: str = ""
+    """When the request was accepted (canonical); empty for a replay."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +188,7 @@ class _Existing:
     draft: DeltaDraft
     record_id: str
     status: str
+    accepted_at: str
 
 
 RECORD_COLUMNS = """seq, tenant_id, request_id, item_index, item_key, customer_id, amount, reason,
@@ -350,7 +364,11 @@ class WriteStore:
             ],
         )
         return [
-            WriteResult(request_id=draft.request_id, stored=tuple(range(len(draft.items))))
+            WriteResult(
+                request_id=draft.request_id,
+                stored=tuple(range(len(draft.items))),
+                accepted_at=draft.accepted_at,
+            )
             for draft in drafts
         ]
 
@@ -421,15 +439,19 @@ class WriteStore:
         for index, _, first in duplicates:
             key = draft.items[index].key
             if key in existing:
-                originals.append((index, existing[key].record_id, existing[key].status))
-            else:
-                originals.append((index, record_id(draft.request_id, first), "queued"))
+                original = existing[key]
+                originals.append(Original(index, original.record_id, original.status, original.accepted_at))
+            else:  # repeats an item of this request
+                originals.append(
+                    Original(index, record_id(draft.request_id, first), "queued", draft.accepted_at)
+                )
         result = WriteResult(
             request_id=draft.request_id,
             stored=tuple(stored),
             duplicates=tuple(index for index, _, _ in duplicates),
             conflicts=tuple(conflicts),
             originals=tuple(originals),
+            accepted_at=draft.accepted_at,
         )
         if draft.idempotency is not None and draft.render is not None:
             response = draft.render(result)
@@ -542,11 +564,23 @@ class WriteStore:
             keys_match, params = tx.one_of("item_key", part, "text")
             rows = tx.execute(
                 f"""SELECT item_key, seq, customer_id, amount, reason, metadata, occurred_at,
-                           request_id, item_index, status
+                           request_id, item_index, status, accepted_at
                     FROM deltas WHERE tenant_id = ? AND {keys_match}""",
                 (tenant_id, *params),
             )
-            for key, seq, customer_id, amount, reason, metadata, occurred_at, req, idx, status in rows:
+            for (
+                key,
+                seq,
+                customer_id,
+                amount,
+                reason,
+                metadata,
+                occurred_at,
+                req,
+                idx,
+                status,
+                accepted,
+            ) in rows:
                 found[key] = _Existing(
                     seq=int(seq),
                     draft=DeltaDraft(
@@ -561,6 +595,7 @@ class WriteStore:
                     ),
                     record_id=record_id(req, int(idx)),
                     status=str(status),
+                    accepted_at=str(accepted),
                 )
         return found
 
