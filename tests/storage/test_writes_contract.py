@@ -129,6 +129,50 @@ def test_idempotency_key_replays_and_refuses_other_bodies(storage: Storage) -> N
     assert storage.writes.request("ten_a", "req_2", 10, 0) is None
 
 
+def _race(stores: Sequence[Storage], round_: int) -> list[WriteResult | Exception]:
+    """The same request, with one ``Idempotency-Key``, committed through each store at once."""
+    claim = IdempotencyClaim(f"idem-race-{round_}", "POST /api/v1/writes", b"h" * 32)
+    start = threading.Barrier(len(stores))
+    outcomes: list[WriteResult | Exception] = []
+
+    def send(store: Storage, request_id: str) -> None:
+        reply = StoredResponse(202, f'{{"requestId": "{request_id}"}}')
+        start.wait()
+        outcomes.extend(
+            store.writes.commit(
+                [draft(request_id, delta(f"race-{round_}"), idempotency=claim, render=lambda _: reply)]
+            )
+        )
+
+    threads = [
+        threading.Thread(target=send, args=(store, f"req_{n}_{round_}")) for n, store in enumerate(stores)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_one_idempotency_key_sent_to_two_processes_at_once_is_stored_once(database_url: str) -> None:
+    # Two storages on one database stand for two API processes (or hosts) behind a balancer:
+    # neither knows the other has the key in flight; the key's row decides.
+    stores = [open_storage(database_url), open_storage(database_url)]
+    try:
+        for round_ in range(10):
+            outcomes = _race(stores, round_)
+            results = [o for o in outcomes if isinstance(o, WriteResult)]
+            assert len(results) == 2, outcomes  # neither failed
+            stored = [r for r in results if r.replay is None]
+            replayed = [r for r in results if r.replay is not None]
+            assert len(stored) == 1 and len(replayed) == 1
+            assert replayed[0].replay == StoredResponse(202, f'{{"requestId": "{stored[0].request_id}"}}')
+        assert len(stores[0].log.queued(100)) == 10  # one delta a round
+    finally:
+        for store in stores:
+            store.close()
+
+
 def test_plan_allowance_is_never_overshot_by_concurrent_writers(storage: Storage) -> None:
     outcomes: list[object] = []
     lock = threading.Lock()
