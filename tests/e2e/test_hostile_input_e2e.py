@@ -3,15 +3,17 @@ each is now a 4xx naming the field, on both backends, and the server's log stays
 
 from __future__ import annotations
 
+import json
 import re
 import socket
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from tests.e2e.conftest import Running
-from tests.e2e.server import wait_until
+from tests.e2e.server import ServerProcess, create_key, wait_until
 
 
 def _post_raw(running: Running, path: str, body: bytes, **headers: str) -> httpx.Response:
@@ -189,3 +191,32 @@ def test_an_integer_query_parameter_still_takes_a_sign(running: Running) -> None
         "default": 50,
         "title": "",
     }
+
+
+def _reply_to_a_stalled_body(port: int, key: str, path: str) -> tuple[bytes, bytes]:
+    """Send headers announcing 100 bytes and only 10 of them, then read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f'X-Api-Key: {key}\r\nContent-Length: 100\r\n\r\n{{"items":'.encode()
+        )
+        reply = b""
+        while chunk := conn.recv(65536):  # the server closes the connection after its reply
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize("path", ["/api/v1/writes", "/api/v1/balance/compare"])
+def test_a_body_that_stops_arriving_is_a_408_and_the_connection_closes(tmp_path: Path, path: str) -> None:
+    key = create_key(tmp_path, None)
+    with ServerProcess(tmp_path, None, extra_env={"TRUEUP_BODY_TIMEOUT_S": "0.5"}) as server:
+        head, body = _reply_to_a_stalled_body(server.port, key, path)
+        assert head.startswith(b"HTTP/1.1 408 "), head
+        assert b"connection: close" in head.lower()
+        document = json.loads(body)
+        assert document["code"] == "REQUEST_TIMEOUT"
+        assert document["message"].startswith("the request body did not arrive within 0.5 s")
+        # The server is unharmed and answers the next client at once.
+        assert httpx.get(f"{server.base_url}/healthz").status_code == 200
+        assert "unhandled error" not in server.log()

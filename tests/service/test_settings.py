@@ -48,6 +48,10 @@ def test_settings_read_the_environment() -> None:
         Settings.from_env({"TRUEUP_QUEUE_PACE_MAX_WAIT_S": "-1"})
     with pytest.raises(ValueError, match="TRUEUP_WEBHOOK_TIMEOUT_S must be a finite number"):
         Settings.from_env({"TRUEUP_WEBHOOK_TIMEOUT_S": "nan"})
+    assert Settings().body_timeout_s == 30
+    assert Settings.from_env({"TRUEUP_BODY_TIMEOUT_S": "2"}).body_timeout_s == 2
+    with pytest.raises(ValueError, match=r"TRUEUP_BODY_TIMEOUT_S must be at least 0\.001, got '0'"):
+        Settings.from_env({"TRUEUP_BODY_TIMEOUT_S": "0"})  # no body could ever arrive
 
 
 def test_amount_limits_stay_within_what_a_leaf_can_carry() -> None:

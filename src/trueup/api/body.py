@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import Request
 from starlette.requests import ClientDisconnect
 
-from trueup.core.errors import PayloadTooLargeError, UnsupportedMediaTypeError, ValidationError
+from trueup.core.errors import (
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    UnsupportedMediaTypeError,
+    ValidationError,
+)
 from trueup.core.strict_json import loads_strict
+from trueup.service.settings import Settings
 
 __all__ = ["read_json"]
 
 
-async def read_json(request: Request, max_bytes: int) -> tuple[Any, bytes]:
+async def read_json(request: Request, settings: Settings) -> tuple[Any, bytes]:
     """The decoded body and its raw bytes.
 
     415 unless ``Content-Type`` is ``application/json`` (UTF-8) and the body is not compressed
-    (``Content-Encoding``); 413 past ``max_bytes`` (checked on the header and again while
-    streaming, so a lying header cannot pass); 400 when the client leaves mid-body.
+    (``Content-Encoding``); 413 past ``settings.max_body_bytes`` (checked on the header and
+    again while streaming, so a lying header cannot pass); 408 unless the whole body arrives
+    within ``settings.body_timeout_s`` (a client that sends slowly, or never finishes, holds
+    nothing for long); 400 when the client leaves mid-body.
     """
+    max_bytes, timeout_s = settings.max_body_bytes, settings.body_timeout_s
     content_type = request.headers.get("content-type", "")
     media, _, params = content_type.partition(";")
     media = media.strip().lower()
@@ -42,11 +52,17 @@ async def read_json(request: Request, max_bytes: int) -> tuple[Any, bytes]:
         raise UnsupportedMediaTypeError(f"Content-Encoding {shown} is not supported; send it uncompressed")
     chunks = bytearray()
     try:
-        async for chunk in request.stream():
-            chunks += chunk
-            if len(chunks) > max_bytes:
-                raise PayloadTooLargeError(f"request body must be at most {max_bytes} bytes")
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                chunks += chunk
+                if len(chunks) > max_bytes:
+                    raise PayloadTooLargeError(f"request body must be at most {max_bytes} bytes")
     except ClientDisconnect as exc:  # nobody reads the reply; a 400 keeps it out of the 5xx count
         raise ValidationError("body", "ended early: the client closed the connection") from exc
+    except TimeoutError as exc:
+        raise RequestTimeoutError(
+            f"the request body did not arrive within {timeout_s:g} s "
+            f"({len(chunks)} bytes came); send it whole and promptly"
+        ) from exc
     body = bytes(chunks)
     return loads_strict(body), body

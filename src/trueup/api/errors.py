@@ -33,6 +33,7 @@ STATUS_BY_ERROR: tuple[tuple[type[domain.DomainError], int], ...] = (
     (domain.ForbiddenError, 403),
     (domain.NotFoundError, 404),
     (domain.ConflictError, 409),
+    (domain.RequestTimeoutError, 408),
     (domain.PayloadTooLargeError, 413),
     (domain.UnsupportedMediaTypeError, 415),
     (domain.RateLimitedError, 429),
@@ -45,6 +46,7 @@ _CODE_BY_STATUS = {
     403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
     409: "CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
@@ -72,6 +74,8 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> JSONRe
         headers["Retry-After"] = str(extra["retryAfterSeconds"])
     if status == 401:
         headers["WWW-Authenticate"] = 'ApiKey header="X-Api-Key"'
+    if status == 408:  # the rest of the body may still come: the connection cannot be reused
+        headers["Connection"] = "close"
     return JSONResponse(error_body(status, code, message, **extra), status_code=status, headers=headers)
 
 

@@ -49,7 +49,7 @@ class WriteFastPath:
         request = Request(scope, receive)
         try:
             principal = await authenticate_key(self.services, request.headers.get("x-api-key"))
-            document, body = await read_json(request, self.services.settings.max_body_bytes)
+            document, body = await read_json(request, self.services.settings)
             idempotency_key = request.headers.get("idempotency-key")
             response: Response = reply_response(await handler(principal, document, body, idempotency_key))
         except Exception as exc:  # noqa: BLE001 - mapped exactly as the app's handlers map it

@@ -30,10 +30,13 @@ def json_body(model: type[BaseModel], description: str = "") -> dict[str, Any]:
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """Documented error replies, all in the one error envelope. A route that takes an API key
-    (401) is rate limited per key too (429), whether or not the caller lists it."""
+    (401) is rate limited per key too (429), whether or not the caller lists it; one that
+    reads a JSON body (413) also times out on a body that does not arrive (408)."""
     documented = {*statuses, 500}
     if 401 in documented:
         documented.add(429)
+    if 413 in documented:
+        documented.add(408)
     return {status: {"model": ErrorBody, "description": "error"} for status in sorted(documented)}
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "PeriodLockedError",
     "PlanLimitExceededError",
     "RateLimitedError",
+    "RequestTimeoutError",
     "UnavailableError",
     "UnsupportedMediaTypeError",
     "ValidationError",
@@ -67,6 +68,12 @@ class PayloadTooLargeError(DomainError):
 
 class UnsupportedMediaTypeError(DomainError):
     code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class RequestTimeoutError(DomainError):
+    """The client did not send its whole request body in time."""
+
+    code = "REQUEST_TIMEOUT"
 
 
 class InvalidApiKeyError(DomainError):

@@ -108,6 +108,7 @@ class Settings:
     queue_pace_depth: int = 20_000
     queue_pace_max_wait_s: float = 10.0
     max_body_bytes: int = 1_048_576
+    body_timeout_s: float = 30.0
     limits: DeltaLimits = field(default_factory=DeltaLimits)
     default_plan: str = "unlimited"
     plan_allowances: Mapping[str, int | None] = field(default_factory=lambda: dict(PLAN_ALLOWANCES))
@@ -159,6 +160,7 @@ class Settings:
                 env, "TRUEUP_QUEUE_PACE_MAX_WAIT_S", base.queue_pace_max_wait_s, minimum=0
             ),
             max_body_bytes=_env_int(env, "TRUEUP_MAX_BODY_BYTES", base.max_body_bytes),
+            body_timeout_s=_env_float(env, "TRUEUP_BODY_TIMEOUT_S", base.body_timeout_s, minimum=0.001),
             limits=limits,
             default_plan=env.get("TRUEUP_DEFAULT_PLAN") or base.default_plan,
             plan_allowances=parse_plan_allowances(env.get("TRUEUP_PLAN_ALLOWANCES", "")),

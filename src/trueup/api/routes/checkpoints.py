@@ -55,7 +55,7 @@ def checkpoint_json(record: CheckpointRecord) -> dict[str, Any]:
     openapi_extra=json_body(CheckpointBody),
 )
 async def lock_period(request: Request, services: ServicesDep, principal: Auth) -> JSONResponse:
-    document, _ = await read_json(request, services.settings.max_body_bytes)
+    document, _ = await read_json(request, services.settings)
     record, created = await run_in_threadpool(services.balances.lock_period, principal, document)
     return JSONResponse(
         {"success": True, "data": checkpoint_json(record)}, status_code=201 if created else 200

@@ -42,7 +42,7 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 async def emit(
     request: Request, services: ServicesDep, principal: Auth, idempotency_key: IdempotencyKey = None
 ) -> Response:
-    document, body = await read_json(request, services.settings.max_body_bytes)
+    document, body = await read_json(request, services.settings)
     return reply_response(await services.writes.emit(principal, document, body, idempotency_key))
 
 
@@ -59,7 +59,7 @@ async def emit(
 async def emit_batch(
     request: Request, services: ServicesDep, principal: Auth, idempotency_key: IdempotencyKey = None
 ) -> Response:
-    document, body = await read_json(request, services.settings.max_body_bytes)
+    document, body = await read_json(request, services.settings)
     return reply_response(await services.writes.emit_batch(principal, document, body, idempotency_key))
 
 

@@ -37,7 +37,7 @@ async def submit_write(
     principal: Auth,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
-    document, body = await read_json(request, services.settings.max_body_bytes)
+    document, body = await read_json(request, services.settings)
     reply = await services.writes.writes(principal, document, body, idempotency_key)
     return reply_response(reply)
 
