@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from trueup.proof import ProofError, verify_bundle
+from trueup.proof import ProofError, parse_verifier_key, verify_bundle
 
 __all__ = ["run"]
 
@@ -30,6 +30,11 @@ def run(argv: list[str]) -> int:
     parser.add_argument(
         "--key", required=True, help="the log's verifier key (name+id+base64), or a file holding it"
     )
+    parser.add_argument(
+        "--origin",
+        help="the log's name, which the checkpoint must state (default: the key's name, "
+        "as Trueup names its key after its log)",
+    )
     args = parser.parse_args(argv)
     try:
         text = sys.stdin.read() if args.bundle == "-" else Path(args.bundle).read_text("utf-8")
@@ -37,10 +42,15 @@ def run(argv: list[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"FAILED: cannot read the bundle: {exc}")
         return 1
+    except RecursionError:
+        print("FAILED: cannot read the bundle: it is nested too deeply to be a bundle")
+        return 1
     if isinstance(bundle, dict) and isinstance(bundle.get("data"), dict):
         bundle = bundle["data"]  # the API's envelope, saved as is
     try:
-        head = verify_bundle(bundle, _read_key(args.key))
+        key = parse_verifier_key(_read_key(args.key))
+        # A note signed by the pinned key but naming another log is not this log's checkpoint.
+        head = verify_bundle(bundle, key, origin=args.origin or key.name)
     except ProofError as exc:
         print(f"FAILED: {exc}")
         return 1

@@ -1,0 +1,54 @@
+"""``trueup verify``: the pinned key's name is the log the checkpoint must name; bad files are
+one line too."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trueup.cli import verify
+from trueup.proof import CheckpointSigner, private_key_from_seed, verify_checkpoint
+
+from .reference import load_vector
+
+KEY_VECTOR = load_vector("checkpoint_v1.json")
+VKEY = KEY_VECTOR["verifierKey"]
+SIGNER = CheckpointSigner(
+    private_key_from_seed(bytes.fromhex(KEY_VECTOR["ed25519Seed"])), KEY_VECTOR["keyName"]
+)
+BUNDLE: dict[str, Any] = load_vector("bundle_v1.json")["bundles"][0]
+
+
+def test_a_checkpoint_signed_by_the_pinned_key_for_another_log_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    head = verify_checkpoint(BUNDLE["checkpoint"], VKEY)
+    forged = json.dumps({**BUNDLE, "checkpoint": SIGNER.sign("evil.example/log", head)})
+    path = tmp_path / "forged.json"
+    path.write_text(forged)
+    assert verify.run([str(path), "--key", VKEY]) == 1
+    out = capsys.readouterr().out
+    assert out == (
+        "FAILED: bundle.checkpoint: checkpoint origin 'evil.example/log' is not the expected origin "
+        "'trueup.example/log'\n"
+    )
+    # Whoever knows the log by another name than its key's says so.
+    assert verify.run([str(path), "--key", VKEY, "--origin", "evil.example/log"]) == 0
+    assert capsys.readouterr().out.startswith("OK: ")
+    genuine = tmp_path / "genuine.json"
+    genuine.write_text(json.dumps(BUNDLE))
+    assert verify.run([str(genuine), "--key", VKEY]) == 0
+
+
+def test_a_file_nested_too_deeply_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    assert verify.run([str(path), "--key", VKEY]) == 1
+    assert capsys.readouterr().out == (
+        "FAILED: cannot read the bundle: it is nested too deeply to be a bundle\n"
+    )
