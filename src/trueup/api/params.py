@@ -17,7 +17,7 @@ from trueup.core.strict_json import describe
 
 __all__ = ["INTEGER_TEXT"]
 
-_INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,19}")
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,40}")  # longer than any bound: those name the bound
 
 
 def _integer_text(value: object) -> object:
