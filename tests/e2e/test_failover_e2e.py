@@ -12,6 +12,7 @@ import httpx
 
 from tests.conftest import fresh_pg_schema
 from tests.e2e.server import ServerProcess, create_key, trueup, wait_until
+from trueup.bench.server import child_pids
 
 
 def _role(server: ServerProcess) -> str:
@@ -99,3 +100,46 @@ def test_serve_without_sequencer_beside_a_sequencer_process_on_sqlite(tmp_path: 
     audit = trueup(["audit"], tmp_path, None)
     assert audit.returncode == 0, audit.stderr
     assert "120 leaves" in audit.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _workers(master: int) -> list[int]:
+    """The uvicorn workers among ``master``'s children (multiprocessing spawns them)."""
+    found = []
+    for pid in child_pids(master):
+        try:
+            if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text():
+                found.append(pid)
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
+def test_workers_stop_when_their_serve_process_is_killed(tmp_path: Path) -> None:
+    # uvicorn's workers do not watch their supervisor: killed outright, it left them serving on
+    # its port, where a restarted `serve --workers` could not listen (Address already in use).
+    key = create_key(tmp_path, None)
+    server = ServerProcess(tmp_path, None, extra_args=["--workers", "2"]).start()
+    try:
+        assert server.process is not None
+        master = server.process.pid
+        wait_until(lambda: len(_workers(master)) == 2)
+        children = child_pids(master)  # the workers and multiprocessing's resource tracker
+        _write(server, key, "orphan", 5)
+        server.kill()
+        wait_until(lambda: not any(_alive(pid) for pid in children), timeout_s=30)
+        # The port is free again: the same deployment starts on it.
+        again = ServerProcess(tmp_path, None, extra_args=["--workers", "2"])
+        again.port = server.port
+        with again:
+            assert httpx.get(f"{again.base_url}/healthz").status_code == 200
+    finally:
+        server.stop()
+    assert "is gone; stopping this worker" in server.log()

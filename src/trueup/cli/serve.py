@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 from dataclasses import replace
 
 import uvicorn
@@ -23,6 +27,8 @@ from trueup.service.settings import Settings
 from trueup.webhooks.dispatcher import Dispatcher
 
 __all__ = ["build", "run"]
+
+log = logging.getLogger(__name__)
 
 
 def run(argv: list[str]) -> int:
@@ -178,7 +184,24 @@ def worker_app() -> FastAPI:
     the parent process exported; the sequencer role goes to whichever worker wins the lock."""
     settings = Settings.from_env()
     _, app = build(settings, "thread" if os.environ.get("TRUEUP_RUN_SEQUENCER", "1") == "1" else "off")
+    supervisor = multiprocessing.parent_process()
+    if supervisor is not None and supervisor.pid is not None:  # a worker of uvicorn's supervisor
+        _stop_when_orphaned(supervisor.pid)  # its pid from the spawn: it may be gone already
     return app
+
+
+def _stop_when_orphaned(parent: int, poll_s: float = 0.5) -> None:
+    """Shut this worker down (as SIGTERM does: finish what is in flight) once ``parent``, the
+    ``serve --workers`` supervisor, is gone. uvicorn's workers do not watch it: killed outright,
+    it left them serving on its port, where the restarted supervisor could not listen."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        log.warning("the trueup serve --workers process %d is gone; stopping this worker", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="trueup-parent-watch", daemon=True).start()
 
 
 def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
