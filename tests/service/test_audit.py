@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tests.service.conftest import principal_for, seal_all, write
+from trueup.proof import TreeHead
 from trueup.service.audit import audit_log
 from trueup.service.container import Services
+from trueup.service.signing import load_or_create_signer
 
 
 def _sealed_log(services: Services) -> str:
@@ -70,6 +72,21 @@ def test_audit_catches_a_forged_head_signature(services: Services) -> None:
     report = audit_log(services.storage, services.log.verifier_key)
     assert not report.ok
     assert report.problem is not None and report.problem.startswith("tree head 30: checkpoint signature")
+
+
+def test_audit_catches_a_head_signed_with_the_log_key_for_another_log(services: Services) -> None:
+    _sealed_log(services)
+    head = services.storage.log.head()
+    assert head is not None
+    settings = services.settings
+    signer = load_or_create_signer(settings.resolved_signing_key_path, settings.log_origin)
+    elsewhere = signer.sign("evil.example/log", TreeHead(head.size, head.root, head.timestamp_ms))
+    _tamper(services, "UPDATE tree_heads SET checkpoint = ? WHERE tree_size = ?", (elsewhere, head.size))
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert report.problem == (
+        "tree head 30: checkpoint signature: checkpoint origin 'evil.example/log' is not the "
+        "expected origin 'localhost/trueup'"
+    )
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from trueup.proof import (
     encode_leaf,
     leaf_hash,
     parse_checkpoint,
+    parse_verifier_key,
     verify_checkpoint,
 )
 from trueup.service.sealing import leaf_fields_of
@@ -71,6 +72,12 @@ class _Auditor:
     def __init__(self, storage: Storage, verifier_key: str) -> None:
         self.storage = storage
         self.verifier_key = verifier_key
+        # Trueup names its key after its log: a head signed with it for another log is not ours.
+        # (A malformed key is reported by the first head's signature check.)
+        try:
+            self.origin: str | None = parse_verifier_key(verifier_key).name
+        except ProofError:
+            self.origin = None
         self.tree = CompactRange.empty()
         self.heads_checked = 0
         self.accounts: dict[tuple[str, str], _Running] = {}
@@ -173,7 +180,7 @@ class _Auditor:
                     f"first {head.size} stored leaves (0x{self.tree.root().hex()})"
                 )
             try:
-                verified = verify_checkpoint(head.checkpoint, self.verifier_key)
+                verified = verify_checkpoint(head.checkpoint, self.verifier_key, origin=self.origin)
                 _, stated = parse_checkpoint(head.checkpoint)
             except ProofError as exc:
                 raise _MismatchError(f"tree head {head.size}: checkpoint signature: {exc}") from exc
