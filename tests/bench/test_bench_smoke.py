@@ -24,9 +24,16 @@ from trueup.bench.merkle import make_leaves, ours_seconds
 from trueup.bench.reference import hashlib_bound_seconds, pymerkle_seconds, sync_latencies_ms
 from trueup.bench.report import Check, Report, Row
 from trueup.bench.runner import QUICK
-from trueup.bench.scenarios import DefaultFigures, batched_rows
+from trueup.bench.scenarios import (
+    DefaultFigures,
+    _side_by_side,
+    _single_versus_rows,
+    _versus_batched_row,
+    batched_rows,
+    single_spread_row,
+)
 from trueup.bench.server import ServerError, ServerUnderTest, http_get_json
-from trueup.bench.stats import percentile, summarize, time_pairs
+from trueup.bench.stats import Summary, percentile, summarize, time_pairs
 from trueup.bench.workload import batch_template, single_template
 from trueup.proof import leaf_hash, root_from_leaf_hashes
 
@@ -200,7 +207,7 @@ def test_references_agree_with_our_tree_on_1000_leaves() -> None:
     assert theirs == ours == root_from_leaf_hashes([leaf_hash(leaf) for leaf in leaves])
 
 
-def test_other_deployments_take_their_references_from_the_default_rows() -> None:
+def test_the_default_single_item_figures_are_read_from_its_rows() -> None:
     sqlite_rows = [
         Row(
             name="batched writes, SQLite (1,000 items/request, 8 clients)",
@@ -210,13 +217,64 @@ def test_other_deployments_take_their_references_from_the_default_rows() -> None
         Row(name="single-item writes, 64 clients", value="", numbers={"req_per_s": 2_800.0}),
         Row(name="single-item writes, 64 clients: p99 latency", value="", numbers={"p99_ms": 40.0}),
     ]
-    pg_rows = [
-        Row.not_measured("batched writes, PostgreSQL (1,000 items/request, 8 clients)", "", skipped="x")
-    ]
-    one = DefaultFigures.of(sqlite_rows, pg_rows)
-    assert one == DefaultFigures(
-        sqlite_items_per_s=30_000.0, single_req_per_s=2_800.0, single_p99_ms=40.0, postgres_items_per_s=None
+    assert DefaultFigures.of(sqlite_rows) == DefaultFigures(single_req_per_s=2_800.0, single_p99_ms=40.0)
+    assert DefaultFigures.of([]) == DefaultFigures(single_req_per_s=None, single_p99_ms=None)
+
+
+def _load(requests: int, p99_ms: float, generator_s: float | None = None) -> LoadResult:
+    cpu = {} if generator_s is None else {LOAD_GENERATOR: generator_s}
+    return LoadResult(
+        completed=requests,
+        elapsed_s=10.0,
+        statuses={"202": requests},
+        latency_ms=Summary(count=requests, p50=p99_ms / 2, p99=p99_ms),
+        cpu=cpu,
     )
+
+
+def test_another_deployment_is_judged_against_the_default_measured_beside_it() -> None:
+    other, default = _load(60_000, 20.0, generator_s=1.8), _load(40_000, 30.0, generator_s=1.6)
+    rate_row, latency_row = _single_versus_rows(other, default, QUICK.writes, "serve --workers 2")
+    assert rate_row.value == "6,000 req/s"
+    assert rate_row.reference == "default serve beside it 4,000 req/s"
+    assert rate_row.ratio == "1.50x"
+    # The same work per request in both loads: how fast the machine was in each.
+    assert rate_row.note.endswith("load generator CPU per request 30.00 µs here, 40.00 µs beside it")
+    assert latency_row.value == "10.00 ms / 20.00 ms"
+    assert latency_row.reference == "default serve beside it 15.00 ms / 30.00 ms"
+
+    batched = _versus_batched_row("SQLite", "serve --committer process", _load(30, 1.0), 0, _load(20, 1.0))
+    assert (batched.value, batched.reference, batched.ratio) == (
+        "3,000 items/s",
+        "default serve beside it 2,000 items/s",
+        "1.50x",
+    )
+    assert "load generator" not in batched.note  # CPU was not read
+    nothing = _versus_batched_row("SQLite", "x", _load(30, 1.0), 0, _load(0, 1.0))
+    assert (nothing.reference, nothing.ratio) == ("default serve beside it: nothing accepted", "")
+
+
+def test_side_by_side_runs_both_in_the_order_asked_and_returns_the_default_first() -> None:
+    ran: list[str] = []
+
+    def run(name: str) -> str:
+        ran.append(name)
+        return name
+
+    assert _side_by_side(True, lambda: run("default"), lambda: run("other")) == ("default", "other")
+    assert _side_by_side(False, lambda: run("default"), lambda: run("other")) == ("default", "other")
+    assert ran == ["default", "other", "other", "default"]
+
+
+def test_every_default_single_item_load_is_listed_with_the_judged_one_first() -> None:
+    one = DefaultFigures(single_req_per_s=3_500.0, single_p99_ms=35.0)
+    row = single_spread_row(one, [_load(55_000, 24.0), _load(48_000, 29.5)], QUICK.writes)
+    assert row.verdict == "info"
+    assert row.value == "3,500 req/s to 5,500 req/s"
+    assert row.reference == "p99 24.00 ms to 35.00 ms"
+    assert row.ratio == "3 loads"
+    assert row.note.endswith("3,500 (35.00 ms), 5,500 (24.00 ms), 4,800 (29.50 ms)")
+    assert row.numbers == {"req_per_s": [3_500.0, 5_500.0, 4_800.0], "p99_ms": [35.0, 24.0, 29.5]}
 
 
 def test_batched_rows_say_how_much_sealing_kept_up_with() -> None:

@@ -20,7 +20,7 @@ from trueup.bench.cpu import (
 )
 from trueup.bench.loadspec import LoadResult
 from trueup.bench.runner import QUICK
-from trueup.bench.scenarios import batched_rows
+from trueup.bench.scenarios import _single_rows, batched_rows
 
 PROC_STAT = """cpu  100 5 50 800 40 3 2 0 7 0
 cpu0 50 2 25 400 20 1 1 0 7 0
@@ -128,3 +128,22 @@ def test_backends_are_charged_to_the_trueup_process_that_holds_their_connection(
     }
     # A role without a connection yet still has its entry, so one opened later counts from zero.
     assert backend_roles([], {"sequencer process": [200]}) == {"PostgreSQL for the sequencer process": []}
+
+
+def test_the_single_item_load_has_a_cpu_row_per_request() -> None:
+    # 20 requests in 10 s; the load generator's share shows how fast the machine was.
+    cpu = {"API process": 0.002, LOAD_GENERATOR: 0.0006, MACHINE_BUSY: 0.003, MACHINE_CAPACITY: 20.0}
+    result = LoadResult(completed=20, elapsed_s=10.0, statuses={"202": 20}, cpu=cpu)
+    echo = LoadResult(completed=100, elapsed_s=1.0, statuses={"202": 100})
+    rows = _single_rows(result, echo, QUICK.writes)
+    row = rows[-1]
+    assert row.name == "single-item writes, 64 clients: CPU per request"
+    assert row.value == "API process 100.00 µs, rest of the machine 20.00 µs"
+    assert row.reference.startswith("load generator 30.00 µs; ")
+    # 120 µs of the server's work per request on 2 cores: 2 / 120e-6 req/s.
+    assert row.ratio == "<= 16,667 req/s"
+    assert "per request" in row.note
+    assert (
+        len(_single_rows(LoadResult(completed=20, elapsed_s=10.0, statuses={"202": 20}), echo, QUICK.writes))
+        == 3
+    )

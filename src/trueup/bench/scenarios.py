@@ -7,8 +7,11 @@ runner decides the order and catches what fails. Peak server memory is collected
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from trueup.bench import postgres
 from trueup.bench.cpu import LOAD_GENERATOR, MACHINE_BUSY, MACHINE_CAPACITY
@@ -47,6 +50,8 @@ __all__ = [
 ]
 
 BATCH = 1_000
+
+_T = TypeVar("_T")
 
 
 def _statuses(result: LoadResult) -> str:
@@ -93,15 +98,40 @@ def batched_rows(
 def _cpu_row(backend: str, result: LoadResult) -> list[Row]:
     """Where the cores went during the batched load, per accepted item, and the rate the
     server's work per item would allow if it had every core (none when CPU was not read)."""
-    items = result.ok(202) * BATCH
-    capacity = result.cpu.get(MACHINE_CAPACITY, 0.0)
-    if not items or capacity <= 0 or result.elapsed_s <= 0:
-        return []
-    per_item = {role: seconds * 1e6 / items for role, seconds in result.cpu.items()}
-    roles = [role for role in result.cpu if role not in (LOAD_GENERATOR, MACHINE_BUSY, MACHINE_CAPACITY)]
-    rest_name = (
-        "PostgreSQL's other processes and the rest" if backend == "PostgreSQL" else "rest of the machine"
+    return _cpu_rows(
+        f"batched writes, {backend}: CPU per accepted item",
+        result,
+        result.ok(202) * BATCH,
+        "item",
+        "PostgreSQL's other processes and the rest" if backend == "PostgreSQL" else "rest of the machine",
+        f"{backend}: CPU seconds over the measured window (/proc, read by the load process at its "
+        "start and end) / items accepted in it",
     )
+
+
+def _single_cpu_row(result: LoadResult, plan: WritePlan) -> list[Row]:
+    """The same for the single-item load, per request. The load generator's share is the same
+    work per request in every run, so it also shows how fast the machine was during the load."""
+    return _cpu_rows(
+        f"single-item writes, {plan.single_clients} clients: CPU per request",
+        result,
+        result.ok(202),
+        "request",
+        "rest of the machine",
+        "CPU seconds over the measured window (/proc, read by the load process at its start and "
+        "end) / requests answered 202 in it; the load generator does the same work per request in "
+        "every run, so its figure moves with the speed of the machine",
+    )
+
+
+def _cpu_rows(name: str, result: LoadResult, count: int, unit: str, rest_name: str, how: str) -> list[Row]:
+    """CPU per ``unit`` (``count`` of them in the window) of each watched role, the rest and the
+    load generator; none when CPU was not read or nothing was answered."""
+    capacity = result.cpu.get(MACHINE_CAPACITY, 0.0)
+    if not count or capacity <= 0 or result.elapsed_s <= 0:
+        return []
+    per_item = {role: seconds * 1e6 / count for role, seconds in result.cpu.items()}
+    roles = [role for role in result.cpu if role not in (LOAD_GENERATOR, MACHINE_BUSY, MACHINE_CAPACITY)]
     rest = max(0.0, per_item[MACHINE_BUSY] - per_item[LOAD_GENERATOR] - sum(per_item[role] for role in roles))
     server = sum(per_item[role] for role in roles) + rest
     cores = capacity / result.elapsed_s
@@ -109,18 +139,17 @@ def _cpu_row(backend: str, result: LoadResult) -> list[Row]:
     parts = ", ".join(f"{role} {fmt_us(per_item[role])}" for role in roles)
     return [
         Row(
-            name=f"batched writes, {backend}: CPU per accepted item",
+            name=name,
             value=f"{parts}, {rest_name} {fmt_us(rest)}",
             reference=(
                 f"load generator {fmt_us(per_item[LOAD_GENERATOR])}; "
                 f"cores busy {fmt_percent(result.cpu[MACHINE_BUSY] / capacity)} of {cores:.1f}"
             ),
-            ratio=f"<= {fmt_rate(ceiling, 'items/s')}",
+            ratio=f"<= {fmt_rate(ceiling, 'items/s' if unit == 'item' else 'req/s')}",
             note=(
-                f"{backend}: CPU seconds over the measured window (/proc, read by the load process at "
-                "its start and end) / items accepted in it; the ratio is the rate the server's work "
-                f"per item (all but the load generator: {fmt_us(server)}) would allow on all "
-                f"{cores:.1f} cores, if the load cost nothing and the work per item stayed the same"
+                f"{how}; the ratio is the rate the server's work per {unit} (all but the load "
+                f"generator: {fmt_us(server)}) would allow on all {cores:.1f} cores, if the load cost "
+                f"nothing and the work per {unit} stayed the same"
             ),
             numbers={
                 "cpu_us_per_item": {role: us for role, us in per_item.items() if role != MACHINE_CAPACITY},
@@ -189,6 +218,7 @@ def _single_rows(result: LoadResult, echo: LoadResult, plan: WritePlan) -> list[
             checks=(Check("<= 25 ms", latency.p99 <= 25.0),),
             numbers={"p99_ms": latency.p99},
         ),
+        *_single_cpu_row(result, plan),
     ]
 
 
@@ -372,47 +402,68 @@ def postgres_write_rows(
 
 WORKERS = 2
 
+_SQLITE_SETUPS = (
+    # (as the report names it, data directory, --workers, --sequencer, --committer)
+    ("serve --committer process", "committer-process", 1, None, "process"),
+    ("serve --sequencer thread", "thread", 1, "thread", None),
+    (f"serve --workers {WORKERS}", "workers", WORKERS, None, None),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class DefaultFigures:
-    """The figures of the default ``trueup serve`` in the same run, the reference for the
-    other deployments (``--workers``, ``--sequencer thread``)."""
+    """The default ``trueup serve``'s single-item figures in the same run: they size the
+    PostgreSQL latency load and open the list of every default single-item load."""
 
-    sqlite_items_per_s: float | None
     single_req_per_s: float | None
     single_p99_ms: float | None
-    postgres_items_per_s: float | None
 
     @classmethod
-    def of(cls, sqlite_rows: list[Row], pg_rows: list[Row]) -> DefaultFigures:
-        def number(rows: list[Row], prefix: str, key: str) -> float | None:
-            found = [row.numbers[key] for row in rows if row.name.startswith(prefix) and key in row.numbers]
+    def of(cls, sqlite_rows: list[Row]) -> DefaultFigures:
+        def number(prefix: str, key: str) -> float | None:
+            found = [
+                row.numbers[key] for row in sqlite_rows if row.name.startswith(prefix) and key in row.numbers
+            ]
             return float(found[0]) if found else None
 
         return cls(
-            sqlite_items_per_s=number(sqlite_rows, "batched writes, SQLite", "items_per_s"),
-            single_req_per_s=number(sqlite_rows, "single-item writes", "req_per_s"),
-            single_p99_ms=number(sqlite_rows, "single-item writes", "p99_ms"),
-            postgres_items_per_s=number(pg_rows, "batched writes, PostgreSQL", "items_per_s"),
+            single_req_per_s=number("single-item writes", "req_per_s"),
+            single_p99_ms=number("single-item writes", "p99_ms"),
         )
 
 
-def _versus(value: float, reference: float | None, show: str) -> tuple[str, str]:
-    """``(reference column, ratio column)`` against the default server's figure."""
+def _versus(value: float, reference: float, show: str) -> tuple[str, str]:
+    """``(reference column, ratio column)`` against the default server measured beside it."""
     if not reference:
-        return "default serve: not measured", ""
-    return f"default serve {show}", fmt_times(value / reference)
+        return "default serve beside it: nothing accepted", ""
+    return f"default serve beside it {show}", fmt_times(value / reference)
 
 
-def _workers_batched_row(
-    backend: str,
-    result: LoadResult,
-    queued_after: int | None,
-    reference: float | None,
-    setup: str = f"serve --workers {WORKERS}",
+def _batched_rate(result: LoadResult) -> float:
+    return result.ok(202) * BATCH / result.elapsed_s if result.elapsed_s > 0 else 0.0
+
+
+def _single_rate(result: LoadResult) -> float:
+    return result.ok(202) / result.elapsed_s if result.elapsed_s > 0 else 0.0
+
+
+def _speed_note(other: LoadResult, default: LoadResult) -> str:
+    """The load generator's CPU per request in both loads: the same work, so how fast the
+    machine was during each (absent when CPU was not read)."""
+    mine, theirs = other.cpu.get(LOAD_GENERATOR), default.cpu.get(LOAD_GENERATOR)
+    if not mine or not theirs or not other.ok(202) or not default.ok(202):
+        return ""
+    return (
+        f"; load generator CPU per request {fmt_us(mine * 1e6 / other.ok(202))} here, "
+        f"{fmt_us(theirs * 1e6 / default.ok(202))} beside it"
+    )
+
+
+def _versus_batched_row(
+    backend: str, setup: str, result: LoadResult, queued_after: int | None, default: LoadResult
 ) -> Row:
-    rate = result.ok(202) * BATCH / result.elapsed_s
-    shown, ratio = _versus(rate, reference, fmt_rate(reference or 0.0, "items/s"))
+    rate, reference = _batched_rate(result), _batched_rate(default)
+    shown, ratio = _versus(rate, reference, fmt_rate(reference, "items/s"))
     return Row(
         name=f"batched writes, {backend}, {setup}",
         value=fmt_rate(rate, "items/s"),
@@ -421,15 +472,15 @@ def _workers_batched_row(
         note=(
             f"{backend}, {setup}: {result.completed:,} requests, request p50 "
             f"{fmt_ms(result.latency_ms.p50)} p99 {fmt_ms(result.latency_ms.p99)}; {_statuses(result)}; "
-            f"{_queue_note(queued_after)}"
+            f"{_queue_note(queued_after)}{_speed_note(result, default)}"
         ),
         numbers={"items_per_s": rate, "default_items_per_s": reference, "queued_after": queued_after},
     )
 
 
-def _single_versus_rows(result: LoadResult, plan: WritePlan, one: DefaultFigures, setup: str) -> list[Row]:
-    rate = result.ok(202) / result.elapsed_s
-    shown, ratio = _versus(rate, one.single_req_per_s, fmt_rate(one.single_req_per_s or 0.0, "req/s"))
+def _single_versus_rows(result: LoadResult, default: LoadResult, plan: WritePlan, setup: str) -> list[Row]:
+    rate, reference = _single_rate(result), _single_rate(default)
+    shown, ratio = _versus(rate, reference, fmt_rate(reference, "req/s"))
     p99 = result.latency_ms.p99
     return [
         Row(
@@ -437,49 +488,112 @@ def _single_versus_rows(result: LoadResult, plan: WritePlan, one: DefaultFigures
             value=fmt_rate(rate, "req/s"),
             reference=shown,
             ratio=ratio,
-            note=f"{result.completed:,} requests; {_statuses(result)}",
-            numbers={"req_per_s": rate, "default_req_per_s": one.single_req_per_s},
+            note=f"{result.completed:,} requests; {_statuses(result)}{_speed_note(result, default)}",
+            numbers={"req_per_s": rate, "default_req_per_s": reference},
         ),
         Row(
             name=f"single-item writes, SQLite, {setup}: p50 / p99 latency",
             value=f"{fmt_ms(result.latency_ms.p50)} / {fmt_ms(p99)}",
-            reference=f"default serve p99 {fmt_ms(one.single_p99_ms or 0.0)}" if one.single_p99_ms else "",
-            numbers={"p50_ms": result.latency_ms.p50, "p99_ms": p99},
+            reference=(
+                f"default serve beside it {fmt_ms(default.latency_ms.p50)} / {fmt_ms(default.latency_ms.p99)}"
+            ),
+            numbers={
+                "p50_ms": result.latency_ms.p50,
+                "p99_ms": p99,
+                "default_p50_ms": default.latency_ms.p50,
+                "default_p99_ms": default.latency_ms.p99,
+            },
         ),
     ]
+
+
+def single_spread_row(one: DefaultFigures, beside: list[LoadResult], plan: WritePlan) -> Row:
+    """Every single-item load of the default server in this run: the one the target is judged
+    on, then those beside the other deployments, later in the run."""
+    rates = [rate for rate in (one.single_req_per_s,) if rate is not None]
+    rates += [_single_rate(result) for result in beside]
+    p99s = [p99 for p99 in (one.single_p99_ms,) if p99 is not None]
+    p99s += [result.latency_ms.p99 for result in beside]
+    if not rates or not p99s:
+        return Row.not_measured(
+            f"single-item writes, {plan.single_clients} clients, default serve, every load", ""
+        )
+    return Row(
+        name=f"single-item writes, {plan.single_clients} clients, default serve, every load of this run",
+        value=f"{fmt_rate(min(rates), 'req/s')} to {fmt_rate(max(rates), 'req/s')}",
+        reference=f"p99 {fmt_ms(min(p99s))} to {fmt_ms(max(p99s))}",
+        ratio=f"{len(rates)} loads",
+        note=(
+            "the same load against a fresh default server, first for the target rows, then beside each "
+            "other deployment; in order, req/s and p99: "
+            + ", ".join(f"{rate:,.0f} ({fmt_ms(p99)})" for rate, p99 in zip(rates, p99s, strict=True))
+        ),
+        numbers={"req_per_s": rates, "p99_ms": p99s},
+    )
+
+
+def _side_by_side(default_first: bool, default: Callable[[], _T], other: Callable[[], _T]) -> tuple[_T, _T]:
+    """Run both, in the order asked for; return ``(default's, other's)``."""
+    if default_first:
+        first = default()
+        return first, other()
+    second = other()
+    return default(), second
 
 
 def worker_rows(work_dir: Path, plan: WritePlan, one: DefaultFigures) -> list[Row]:
     """The same write loads against ``serve --committer process`` (group commits in a child
     process), ``serve --sequencer thread`` (API and sequencer sharing one process) and
-    ``serve --workers 2``: information beside the default server's figures, on which the
-    targets are judged."""
-    rows: list[Row] = []
-    for setup, name, sequencer, committer in (
-        ("serve --committer process", "committer-process", None, "process"),
-        ("serve --sequencer thread", "thread", "thread", None),
-    ):
-        result, queued_after = _batched_load(
-            work_dir / f"sqlite-{name}-batched", plan, "tb", sequencer=sequencer, committer=committer
-        )
-        rows.append(_workers_batched_row("SQLite", result, queued_after, one.sqlite_items_per_s, setup=setup))
-        single_result = _single_load(
-            work_dir / f"sqlite-{name}-single", plan, sequencer=sequencer, committer=committer
-        )
-        rows += _single_versus_rows(single_result, plan, one, setup)
+    ``serve --workers 2``: information only; the targets are judged on the default server.
 
-    result, queued_after = _batched_load(work_dir / "sqlite-workers-batched", plan, "wb", workers=WORKERS)
-    rows.append(_workers_batched_row("SQLite", result, queued_after, one.sqlite_items_per_s))
-    single_result = _single_load(work_dir / "sqlite-workers-single", plan, workers=WORKERS)
-    rows += _single_versus_rows(single_result, plan, one, f"serve --workers {WORKERS}")
+    Each load runs right beside the same load against a fresh default server: the default
+    first for the first and third deployment, second for the second, so that neither side
+    always goes first. The machine's speed drifts by tens of percent within minutes, so a ratio
+    to the default's figure from minutes earlier said more about the drift than about the
+    deployment.
+    """
+    rows: list[Row] = []
+    beside: list[LoadResult] = []
+    for turn, (setup, name, workers, sequencer, committer) in enumerate(_SQLITE_SETUPS):
+        default_first = turn % 2 == 0
+        (default, _), (result, queued_after) = _side_by_side(
+            default_first,
+            partial(_batched_load, work_dir / f"sqlite-{name}-default-batched", plan, "db"),
+            partial(
+                _batched_load,
+                work_dir / f"sqlite-{name}-batched",
+                plan,
+                "tb",
+                None,
+                workers,
+                sequencer,
+                committer,
+            ),
+        )
+        rows.append(_versus_batched_row("SQLite", setup, result, queued_after, default))
+        default_single, single_result = _side_by_side(
+            default_first,
+            partial(_single_load, work_dir / f"sqlite-{name}-default-single", plan),
+            partial(_single_load, work_dir / f"sqlite-{name}-single", plan, workers, sequencer, committer),
+        )
+        beside.append(default_single)
+        rows += _single_versus_rows(single_result, default_single, plan, setup)
+    rows.append(single_spread_row(one, beside, plan))
 
     url = postgres.base_url()
     if postgres.unreachable_reason(url) is None:
-        with postgres.fresh_schema(url, "workers") as server_url:
-            result, queued_after = _batched_load(
-                work_dir / "pg-workers-batched", plan, "wp", server_url, workers=WORKERS
-            )
-        rows.append(_workers_batched_row("PostgreSQL", result, queued_after, one.postgres_items_per_s))
+        setup = f"serve --workers {WORKERS}"
+
+        def default_load() -> tuple[LoadResult, int | None]:
+            with postgres.fresh_schema(url, "beside") as server_url:
+                return _batched_load(work_dir / "pg-default-batched", plan, "dp", server_url)
+
+        def workers_load() -> tuple[LoadResult, int | None]:
+            with postgres.fresh_schema(url, "workers") as server_url:
+                return _batched_load(work_dir / "pg-workers-batched", plan, "wp", server_url, workers=WORKERS)
+
+        (default, _), (result, queued_after) = _side_by_side(True, default_load, workers_load)
+        rows.append(_versus_batched_row("PostgreSQL", setup, result, queued_after, default))
     return rows
 
 

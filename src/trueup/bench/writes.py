@@ -152,6 +152,7 @@ def single(server: ServerUnderTest, api_key: str, plan: WritePlan) -> LoadResult
         plan.single_s,
         warmup_s=plan.warmup_s,
         tag="s",
+        watch=server.processes(),
     )
     return run_load_process(spec)
 
