@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from trueup.bench import scenarios
 from trueup.bench.cpu import LOAD_GENERATOR, MACHINE_BUSY, MACHINE_CAPACITY
 from trueup.bench.echo import start_echo_server
 from trueup.bench.load import run_load, run_load_process
@@ -35,6 +36,7 @@ from trueup.bench.scenarios import (
 from trueup.bench.server import ServerError, ServerUnderTest, http_get_json
 from trueup.bench.stats import Summary, percentile, summarize, time_pairs
 from trueup.bench.workload import batch_template, single_template
+from trueup.bench.writes import WritePlan
 from trueup.proof import leaf_hash, root_from_leaf_hashes
 
 REQUEST_ID = r'"requestId":"([^"]+)"'
@@ -275,6 +277,78 @@ def test_every_default_single_item_load_is_listed_with_the_judged_one_first() ->
     assert row.ratio == "3 loads"
     assert row.note.endswith("3,500 (35.00 ms), 5,500 (24.00 ms), 4,800 (29.50 ms)")
     assert row.numbers == {"req_per_s": [3_500.0, 5_500.0, 4_800.0], "p99_ms": [35.0, 24.0, 29.5]}
+    # Without the judged load (its section failed), the others are still listed, and said to be.
+    row = single_spread_row(DefaultFigures(3_500.0, None), [_load(55_000, 24.0)], QUICK.writes)
+    assert row.value == "5,500 req/s to 5,500 req/s"
+    assert "the load for the target rows was not measured" in row.note
+    assert single_spread_row(DefaultFigures(None, None), [], QUICK.writes).verdict == "error"
+
+
+def test_each_other_deployment_is_run_beside_a_default_load_and_compared_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order of the loads, the flags each gets, and which neighbour each row is read against."""
+    calls: list[str] = []
+    rates = iter(range(1, 100))
+
+    def load_of(
+        kind: str, data_dir: Path, workers: int, sequencer: str | None, committer: str | None
+    ) -> LoadResult:
+        calls.append(f"{kind} {data_dir.name} workers={workers} sequencer={sequencer} committer={committer}")
+        return _load(1_000 * next(rates), 10.0)
+
+    def batched_load(
+        data_dir: Path,
+        plan: WritePlan,
+        tag: str,
+        database_url: str | None = None,
+        workers: int = 1,
+        sequencer: str | None = None,
+        committer: str | None = None,
+    ) -> tuple[LoadResult, int | None]:
+        return load_of("batched", data_dir, workers, sequencer, committer), 0
+
+    def single_load(
+        data_dir: Path,
+        plan: WritePlan,
+        workers: int = 1,
+        sequencer: str | None = None,
+        committer: str | None = None,
+    ) -> LoadResult:
+        return load_of("single", data_dir, workers, sequencer, committer)
+
+    monkeypatch.setattr(scenarios, "_batched_load", batched_load)
+    monkeypatch.setattr(scenarios, "_single_load", single_load)
+    monkeypatch.setattr(scenarios.postgres, "unreachable_reason", lambda url: "no server here")
+    rows = scenarios.worker_rows(tmp_path, QUICK.writes, DefaultFigures(1.0, 30.0))
+    assert calls == [
+        "batched sqlite-committer-process-default-batched workers=1 sequencer=None committer=None",
+        "batched sqlite-committer-process-batched workers=1 sequencer=None committer=process",
+        "single sqlite-committer-process-default-single workers=1 sequencer=None committer=None",
+        "single sqlite-committer-process-single workers=1 sequencer=None committer=process",
+        "batched sqlite-thread-batched workers=1 sequencer=thread committer=None",
+        "batched sqlite-thread-default-batched workers=1 sequencer=None committer=None",
+        "single sqlite-thread-single workers=1 sequencer=thread committer=None",
+        "single sqlite-thread-default-single workers=1 sequencer=None committer=None",
+        "batched sqlite-workers-default-batched workers=1 sequencer=None committer=None",
+        "batched sqlite-workers-batched workers=2 sequencer=None committer=None",
+        "single sqlite-workers-default-single workers=1 sequencer=None committer=None",
+        "single sqlite-workers-single workers=2 sequencer=None committer=None",
+    ]
+    by_name = {row.name: row for row in rows}
+    # Load n answered 1,000 n requests in 10 s: each row against the load run beside it.
+    committer = by_name["batched writes, SQLite, serve --committer process"]
+    assert (committer.value, committer.reference) == (
+        "200,000 items/s",
+        "default serve beside it 100,000 items/s",
+    )
+    thread = by_name["single-item writes, 64 clients, SQLite, serve --sequencer thread"]
+    assert (thread.value, thread.reference) == ("700 req/s", "default serve beside it 800 req/s")
+    workers = by_name["single-item writes, 64 clients, SQLite, serve --workers 2"]
+    assert (workers.value, workers.reference) == ("1,200 req/s", "default serve beside it 1,100 req/s")
+    spread = by_name["single-item writes, 64 clients, default serve, every load of this run"]
+    assert spread.numbers["req_per_s"] == [1.0, 300.0, 800.0, 1_100.0]
+    assert by_name["batched writes, PostgreSQL, serve --workers 2"].value == "skipped: no server here"
 
 
 def test_batched_rows_say_how_much_sealing_kept_up_with() -> None:

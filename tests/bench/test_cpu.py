@@ -143,6 +143,18 @@ def test_the_single_item_load_has_a_cpu_row_per_request() -> None:
     # 120 µs of the server's work per request on 2 cores: 2 / 120e-6 req/s.
     assert row.ratio == "<= 16,667 req/s"
     assert "per request" in row.note
+    assert row.numbers["ceiling_req_per_s"] == pytest.approx(2 / 120e-6)
+    assert "more than the machine's busy time" not in row.note
+    # The processes' precise times can add up to more than the machine's per-tick busy time.
+    over = {**cpu, MACHINE_BUSY: 0.0025}
+    row = _single_rows(
+        LoadResult(completed=20, elapsed_s=10.0, statuses={"202": 20}, cpu=over), echo, QUICK.writes
+    )[-1]
+    assert row.value == "API process 100.00 µs, rest of the machine 0.00 µs"
+    assert row.note.endswith(
+        "the processes counted 5.00 µs more than the machine's busy time (kept per tick), "
+        "so the rest shows as 0"
+    )
     assert (
         len(_single_rows(LoadResult(completed=20, elapsed_s=10.0, statuses={"202": 20}), echo, QUICK.writes))
         == 3

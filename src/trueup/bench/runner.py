@@ -50,9 +50,9 @@ class RunPlan:
     ledger_budget_s: float
     ledger_http_s: float
     other_deployments: bool = True
-    """Whether to measure ``serve --sequencer thread`` and ``serve --workers 2`` too: rows of
-    information beside the default server's, which the quick run leaves out to stay well
-    under 2 minutes."""
+    """Whether to measure ``serve --committer process``, ``serve --sequencer thread`` and
+    ``serve --workers 2`` too, each beside a default load of its own: rows of information,
+    which the quick run leaves out to stay well under 2 minutes."""
 
 
 FULL = RunPlan(

@@ -41,10 +41,12 @@ from trueup.bench.writes import (
 )
 
 __all__ = [
+    "DefaultFigures",
     "batched_rows",
     "ledger_rows",
     "postgres_write_rows",
     "rss_rows",
+    "single_spread_row",
     "sqlite_write_rows",
     "worker_rows",
 ]
@@ -130,31 +132,40 @@ def _cpu_rows(name: str, result: LoadResult, count: int, unit: str, rest_name: s
     capacity = result.cpu.get(MACHINE_CAPACITY, 0.0)
     if not count or capacity <= 0 or result.elapsed_s <= 0:
         return []
-    per_item = {role: seconds * 1e6 / count for role, seconds in result.cpu.items()}
+    per_unit = {role: seconds * 1e6 / count for role, seconds in result.cpu.items()}
     roles = [role for role in result.cpu if role not in (LOAD_GENERATOR, MACHINE_BUSY, MACHINE_CAPACITY)]
-    rest = max(0.0, per_item[MACHINE_BUSY] - per_item[LOAD_GENERATOR] - sum(per_item[role] for role in roles))
-    server = sum(per_item[role] for role in roles) + rest
+    remainder = per_unit[MACHINE_BUSY] - per_unit[LOAD_GENERATOR] - sum(per_unit[role] for role in roles)
+    rest = max(0.0, remainder)
+    server = sum(per_unit[role] for role in roles) + rest
+    # The processes' times are kept precisely, the machine's per tick: over a short window the
+    # parts can add up to a little more than the whole, and the rest is then shown as 0.
+    clamped = (
+        f"; the processes counted {fmt_us(-remainder)} more than the machine's busy time (kept per "
+        "tick), so the rest shows as 0"
+        if remainder < 0
+        else ""
+    )
     cores = capacity / result.elapsed_s
     ceiling = cores * 1e6 / server if server > 0 else 0.0
-    parts = ", ".join(f"{role} {fmt_us(per_item[role])}" for role in roles)
+    parts = ", ".join(f"{role} {fmt_us(per_unit[role])}" for role in roles)
     return [
         Row(
             name=name,
             value=f"{parts}, {rest_name} {fmt_us(rest)}",
             reference=(
-                f"load generator {fmt_us(per_item[LOAD_GENERATOR])}; "
+                f"load generator {fmt_us(per_unit[LOAD_GENERATOR])}; "
                 f"cores busy {fmt_percent(result.cpu[MACHINE_BUSY] / capacity)} of {cores:.1f}"
             ),
             ratio=f"<= {fmt_rate(ceiling, 'items/s' if unit == 'item' else 'req/s')}",
             note=(
                 f"{how}; the ratio is the rate the server's work per {unit} (all but the load "
                 f"generator: {fmt_us(server)}) would allow on all {cores:.1f} cores, if the load cost "
-                f"nothing and the work per {unit} stayed the same"
+                f"nothing and the work per {unit} stayed the same{clamped}"
             ),
             numbers={
-                "cpu_us_per_item": {role: us for role, us in per_item.items() if role != MACHINE_CAPACITY},
-                "rest_us_per_item": rest,
-                "ceiling_items_per_s": ceiling,
+                f"cpu_us_per_{unit}": {role: us for role, us in per_unit.items() if role != MACHINE_CAPACITY},
+                f"rest_us_per_{unit}": rest,
+                f"ceiling_{'items' if unit == 'item' else 'req'}_per_s": ceiling,
                 "cores": cores,
             },
         )
@@ -507,26 +518,27 @@ def _single_versus_rows(result: LoadResult, default: LoadResult, plan: WritePlan
     ]
 
 
-def single_spread_row(one: DefaultFigures, beside: list[LoadResult], plan: WritePlan) -> Row:
-    """Every single-item load of the default server in this run: the one the target is judged
-    on, then those beside the other deployments, later in the run."""
-    rates = [rate for rate in (one.single_req_per_s,) if rate is not None]
-    rates += [_single_rate(result) for result in beside]
-    p99s = [p99 for p99 in (one.single_p99_ms,) if p99 is not None]
-    p99s += [result.latency_ms.p99 for result in beside]
-    if not rates or not p99s:
-        return Row.not_measured(
-            f"single-item writes, {plan.single_clients} clients, default serve, every load", ""
-        )
+def single_spread_row(judged: DefaultFigures, beside: list[LoadResult], plan: WritePlan) -> Row:
+    """Every single-item load of the default server in this run: the one the targets are judged
+    on (when it was measured), then those beside the other deployments, later in the run."""
+    name = f"single-item writes, {plan.single_clients} clients, default serve, every load of this run"
+    loads = [(_single_rate(result), result.latency_ms.p99) for result in beside]
+    if judged.single_req_per_s is not None and judged.single_p99_ms is not None:
+        loads.insert(0, (judged.single_req_per_s, judged.single_p99_ms))
+        order = "first for the target rows, then beside each other deployment"
+    else:
+        order = "beside each other deployment (the load for the target rows was not measured)"
+    if not loads:
+        return Row.not_measured(name, "", error="no default single-item load was measured")
+    rates, p99s = [rate for rate, _ in loads], [p99 for _, p99 in loads]
     return Row(
-        name=f"single-item writes, {plan.single_clients} clients, default serve, every load of this run",
+        name=name,
         value=f"{fmt_rate(min(rates), 'req/s')} to {fmt_rate(max(rates), 'req/s')}",
         reference=f"p99 {fmt_ms(min(p99s))} to {fmt_ms(max(p99s))}",
-        ratio=f"{len(rates)} loads",
+        ratio=f"{len(loads)} loads",
         note=(
-            "the same load against a fresh default server, first for the target rows, then beside each "
-            "other deployment; in order, req/s and p99: "
-            + ", ".join(f"{rate:,.0f} ({fmt_ms(p99)})" for rate, p99 in zip(rates, p99s, strict=True))
+            f"the same load against a fresh default server, {order}; in order, req/s and p99: "
+            + ", ".join(f"{rate:,.0f} ({fmt_ms(p99)})" for rate, p99 in loads)
         ),
         numbers={"req_per_s": rates, "p99_ms": p99s},
     )
@@ -535,22 +547,23 @@ def single_spread_row(one: DefaultFigures, beside: list[LoadResult], plan: Write
 def _side_by_side(default_first: bool, default: Callable[[], _T], other: Callable[[], _T]) -> tuple[_T, _T]:
     """Run both, in the order asked for; return ``(default's, other's)``."""
     if default_first:
-        first = default()
-        return first, other()
-    second = other()
-    return default(), second
+        defaults = default()
+        return defaults, other()
+    others = other()
+    return default(), others
 
 
-def worker_rows(work_dir: Path, plan: WritePlan, one: DefaultFigures) -> list[Row]:
+def worker_rows(work_dir: Path, plan: WritePlan, judged: DefaultFigures) -> list[Row]:
     """The same write loads against ``serve --committer process`` (group commits in a child
     process), ``serve --sequencer thread`` (API and sequencer sharing one process) and
     ``serve --workers 2``: information only; the targets are judged on the default server.
 
-    Each load runs right beside the same load against a fresh default server: the default
-    first for the first and third deployment, second for the second, so that neither side
-    always goes first. The machine's speed drifts by tens of percent within minutes, so a ratio
+    Each load runs right beside the same load against a fresh default server, and its ratio is
+    to that neighbour: the machine's speed drifts by tens of percent within minutes, so a ratio
     to the default's figure from minutes earlier said more about the drift than about the
-    deployment.
+    deployment. The order is fixed per deployment (:data:`_SQLITE_SETUPS`): the default goes
+    first beside the first and third, second beside the second, and first on PostgreSQL. An
+    effect of going first therefore leans each ratio one way; it does not cancel within one.
     """
     rows: list[Row] = []
     beside: list[LoadResult] = []
@@ -578,23 +591,33 @@ def worker_rows(work_dir: Path, plan: WritePlan, one: DefaultFigures) -> list[Ro
         )
         beside.append(default_single)
         rows += _single_versus_rows(single_result, default_single, plan, setup)
-    rows.append(single_spread_row(one, beside, plan))
+    rows.append(single_spread_row(judged, beside, plan))
+    return [*rows, _postgres_workers_row(work_dir, plan)]
 
+
+def _postgres_workers_row(work_dir: Path, plan: WritePlan) -> Row:
+    """``serve --workers 2`` on PostgreSQL beside the default, each in a fresh schema; a row
+    that says why when it could not be measured, so the SQLite rows before it stand."""
+    setup = f"serve --workers {WORKERS}"
+    name = f"batched writes, PostgreSQL, {setup}"
     url = postgres.base_url()
-    if postgres.unreachable_reason(url) is None:
-        setup = f"serve --workers {WORKERS}"
+    reason = postgres.unreachable_reason(url)
+    if reason is not None:
+        return Row.not_measured(name, "", skipped=reason)
 
-        def default_load() -> tuple[LoadResult, int | None]:
-            with postgres.fresh_schema(url, "beside") as server_url:
-                return _batched_load(work_dir / "pg-default-batched", plan, "dp", server_url)
+    def default_load() -> tuple[LoadResult, int | None]:
+        with postgres.fresh_schema(url, "beside") as server_url:
+            return _batched_load(work_dir / "pg-default-batched", plan, "dp", server_url)
 
-        def workers_load() -> tuple[LoadResult, int | None]:
-            with postgres.fresh_schema(url, "workers") as server_url:
-                return _batched_load(work_dir / "pg-workers-batched", plan, "wp", server_url, workers=WORKERS)
+    def workers_load() -> tuple[LoadResult, int | None]:
+        with postgres.fresh_schema(url, "workers") as server_url:
+            return _batched_load(work_dir / "pg-workers-batched", plan, "wp", server_url, workers=WORKERS)
 
+    try:
         (default, _), (result, queued_after) = _side_by_side(True, default_load, workers_load)
-        rows.append(_versus_batched_row("PostgreSQL", setup, result, queued_after, default))
-    return rows
+    except Exception as exc:  # noqa: BLE001 - this row says why it is missing; the others stand
+        return Row.not_measured(name, "", error=f"{type(exc).__name__}: {exc}")
+    return _versus_batched_row("PostgreSQL", setup, result, queued_after, default)
 
 
 def _batched_load(
