@@ -7,11 +7,12 @@ does what the report relies on, in a few seconds.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,6 @@ from trueup.bench.scenarios import (
 from trueup.bench.server import ServerError, ServerUnderTest, http_get_json
 from trueup.bench.stats import Summary, percentile, summarize, time_pairs
 from trueup.bench.workload import batch_template, single_template
-from trueup.bench.writes import WritePlan
 from trueup.proof import leaf_hash, root_from_leaf_hashes
 
 REQUEST_ID = r'"requestId":"([^"]+)"'
@@ -291,32 +291,27 @@ def test_each_other_deployment_is_run_beside_a_default_load_and_compared_with_it
     calls: list[str] = []
     rates = iter(range(1, 100))
 
-    def load_of(
-        kind: str, data_dir: Path, workers: int, sequencer: str | None, committer: str | None
-    ) -> LoadResult:
-        calls.append(f"{kind} {data_dir.name} workers={workers} sequencer={sequencer} committer={committer}")
-        return _load(1_000 * next(rates), 10.0)
+    def recorder(kind: str, real: Callable[..., object]) -> Callable[..., object]:
+        """A stand-in for ``real`` that takes its arguments exactly as ``real`` does."""
+        signature = inspect.signature(real)
 
-    def batched_load(
-        data_dir: Path,
-        plan: WritePlan,
-        tag: str,
-        database_url: str | None = None,
-        workers: int = 1,
-        sequencer: str | None = None,
-        committer: str | None = None,
-    ) -> tuple[LoadResult, int | None]:
-        return load_of("batched", data_dir, workers, sequencer, committer), 0
+        def fake(*args: object, **kwargs: object) -> object:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            given = bound.arguments
+            data_dir = given["data_dir"]
+            assert isinstance(data_dir, Path)
+            calls.append(
+                f"{kind} {data_dir.name} workers={given['workers']} "
+                f"sequencer={given['sequencer']} committer={given['committer']}"
+            )
+            result = _load(1_000 * next(rates), 10.0)
+            return (result, 0) if kind == "batched" else result
 
-    def single_load(
-        data_dir: Path,
-        plan: WritePlan,
-        workers: int = 1,
-        sequencer: str | None = None,
-        committer: str | None = None,
-    ) -> LoadResult:
-        return load_of("single", data_dir, workers, sequencer, committer)
+        return fake
 
+    batched_load = recorder("batched", scenarios._batched_load)
+    single_load = recorder("single", scenarios._single_load)
     monkeypatch.setattr(scenarios, "_batched_load", batched_load)
     monkeypatch.setattr(scenarios, "_single_load", single_load)
     monkeypatch.setattr(scenarios.postgres, "unreachable_reason", lambda url: "no server here")
