@@ -284,15 +284,15 @@ def test_every_default_single_item_load_is_listed_with_the_judged_one_first() ->
     assert single_spread_row(DefaultFigures(None, None), [], QUICK.writes).verdict == "error"
 
 
-def test_each_other_deployment_is_run_beside_a_default_load_and_compared_with_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _record_loads(
+    monkeypatch: pytest.MonkeyPatch, calls: list[str], each: Callable[[], None] = lambda: None
 ) -> None:
-    """The order of the loads, the flags each gets, and which neighbour each row is read against."""
-    calls: list[str] = []
+    """Replace the loads of :func:`scenarios.worker_rows` with stand-ins that record each call
+    (taking their arguments exactly as the real loads do) and answer load n with 1,000 n
+    requests in 10 s; ``each`` runs at every call."""
     rates = iter(range(1, 100))
 
     def recorder(kind: str, real: Callable[..., object]) -> Callable[..., object]:
-        """A stand-in for ``real`` that takes its arguments exactly as ``real`` does."""
         signature = inspect.signature(real)
 
         def fake(*args: object, **kwargs: object) -> object:
@@ -305,16 +305,23 @@ def test_each_other_deployment_is_run_beside_a_default_load_and_compared_with_it
                 f"{kind} {data_dir.name} workers={given['workers']} "
                 f"sequencer={given['sequencer']} committer={given['committer']}"
             )
+            each()
             result = _load(1_000 * next(rates), 10.0)
             return (result, 0) if kind == "batched" else result
 
         return fake
 
-    batched_load = recorder("batched", scenarios._batched_load)
-    single_load = recorder("single", scenarios._single_load)
-    monkeypatch.setattr(scenarios, "_batched_load", batched_load)
-    monkeypatch.setattr(scenarios, "_single_load", single_load)
+    monkeypatch.setattr(scenarios, "_batched_load", recorder("batched", scenarios._batched_load))
+    monkeypatch.setattr(scenarios, "_single_load", recorder("single", scenarios._single_load))
     monkeypatch.setattr(scenarios.postgres, "unreachable_reason", lambda url: "no server here")
+
+
+def test_each_other_deployment_is_run_beside_a_default_load_and_compared_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order of the loads, the flags each gets, and which neighbour each row is read against."""
+    calls: list[str] = []
+    _record_loads(monkeypatch, calls)
     rows = scenarios.worker_rows(tmp_path, QUICK.writes, DefaultFigures(1.0, 30.0))
     assert calls == [
         "batched sqlite-committer-process-default-batched workers=1 sequencer=None committer=None",
@@ -344,6 +351,43 @@ def test_each_other_deployment_is_run_beside_a_default_load_and_compared_with_it
     spread = by_name["single-item writes, 64 clients, default serve, every load of this run"]
     assert spread.numbers["req_per_s"] == [1.0, 300.0, 800.0, 1_100.0]
     assert by_name["batched writes, PostgreSQL, serve --workers 2"].value == "skipped: no server here"
+
+
+def test_other_deployments_that_would_pass_the_time_budget_are_left_out_and_said_to_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [0.0]
+
+    def forty_seconds() -> None:
+        now[0] += 40.0
+
+    calls: list[str] = []
+    _record_loads(monkeypatch, calls, each=forty_seconds)
+    # The first deployment's four loads take 160 s; then 100 s are left, and the next needs 160.
+    rows = scenarios.worker_rows(tmp_path, QUICK.writes, DefaultFigures(1.0, 30.0), 260.0, lambda: now[0])
+    assert len(calls) == 4
+    assert all("committer-process" in call for call in calls)
+    skipped = [row for row in rows if row.skipped]
+    assert [row.name for row in skipped] == [
+        "batched writes, SQLite, serve --sequencer thread",
+        "single-item writes, 64 clients, SQLite, serve --sequencer thread",
+        "batched writes, SQLite, serve --workers 2",
+        "single-item writes, 64 clients, SQLite, serve --workers 2",
+        "batched writes, PostgreSQL, serve --workers 2",
+    ]
+    assert skipped[0].value == (
+        "skipped: left out to keep the run within its time budget (about 100 s left, these loads "
+        "take about 160 s)"
+    )
+    spread = next(row for row in rows if row.name.endswith("every load of this run"))
+    assert spread.numbers["req_per_s"] == [1.0, 300.0]
+    # One PostgreSQL pair (about 80 s) still fits in the 100 s: it is tried (and finds no server).
+    assert skipped[-1].value == "skipped: no server here"
+    # With no time left at all, nothing is run, and the first estimate comes from the plan.
+    calls.clear()
+    rows = scenarios.worker_rows(tmp_path, QUICK.writes, DefaultFigures(1.0, 30.0), 10.0, lambda: 0.0)
+    assert calls == []
+    assert sum(1 for row in rows if row.skipped) == 7
 
 
 def test_batched_rows_say_how_much_sealing_kept_up_with() -> None:

@@ -7,6 +7,7 @@ runner decides the order and catches what fails. Peak server memory is collected
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -553,7 +554,13 @@ def _side_by_side(default_first: bool, default: Callable[[], _T], other: Callabl
     return default(), others
 
 
-def worker_rows(work_dir: Path, plan: WritePlan, judged: DefaultFigures) -> list[Row]:
+def worker_rows(
+    work_dir: Path,
+    plan: WritePlan,
+    judged: DefaultFigures,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[Row]:
     """The same write loads against ``serve --committer process`` (group commits in a child
     process), ``serve --sequencer thread`` (API and sequencer sharing one process) and
     ``serve --workers 2``: information only; the targets are judged on the default server.
@@ -564,10 +571,25 @@ def worker_rows(work_dir: Path, plan: WritePlan, judged: DefaultFigures) -> list
     deployment. The order is fixed per deployment (:data:`_SQLITE_SETUPS`): the default goes
     first beside the first and third, second beside the second, and first on PostgreSQL. An
     effect of going first therefore leans each ratio one way; it does not cancel within one.
+
+    A deployment whose loads would end after ``deadline`` (a ``clock`` reading: the run's time
+    budget) is not measured; its rows say so. Each is expected to take as long as the one
+    before it, the first as long as :func:`_pair_estimate_s` says.
     """
     rows: list[Row] = []
     beside: list[LoadResult] = []
+    expected_s = _pair_estimate_s(plan)
     for turn, (setup, name, workers, sequencer, committer) in enumerate(_SQLITE_SETUPS):
+        over = _over_budget(deadline, clock(), 2 * expected_s)
+        if over is not None:
+            rows += [
+                Row.not_measured(f"batched writes, SQLite, {setup}", "", skipped=over),
+                Row.not_measured(
+                    f"single-item writes, {plan.single_clients} clients, SQLite, {setup}", "", skipped=over
+                ),
+            ]
+            continue
+        started = clock()
         default_first = turn % 2 == 0
         (default, _), (result, queued_after) = _side_by_side(
             default_first,
@@ -591,8 +613,31 @@ def worker_rows(work_dir: Path, plan: WritePlan, judged: DefaultFigures) -> list
         )
         beside.append(default_single)
         rows += _single_versus_rows(single_result, default_single, plan, setup)
+        expected_s = (clock() - started) / 2  # per pair of loads
     rows.append(single_spread_row(judged, beside, plan))
+    over = _over_budget(deadline, clock(), expected_s)
+    if over is not None:
+        return [
+            *rows,
+            Row.not_measured(f"batched writes, PostgreSQL, serve --workers {WORKERS}", "", skipped=over),
+        ]
     return [*rows, _postgres_workers_row(work_dir, plan)]
+
+
+def _pair_estimate_s(plan: WritePlan) -> float:
+    """A first guess at how long one pair of loads takes: two warm-ups and loads, and a few
+    seconds to start and stop each server."""
+    return 2 * (max(plan.batched_s, plan.single_s) + plan.warmup_s + 5.0)
+
+
+def _over_budget(deadline: float | None, now: float, needed_s: float) -> str | None:
+    """Why the next loads are left out (they would end after ``deadline``), or ``None``."""
+    if deadline is None or now + needed_s <= deadline:
+        return None
+    return (
+        f"left out to keep the run within its time budget (about {max(0.0, deadline - now):.0f} s "
+        f"left, these loads take about {needed_s:.0f} s)"
+    )
 
 
 def _postgres_workers_row(work_dir: Path, plan: WritePlan) -> Row:
