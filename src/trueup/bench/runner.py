@@ -2,8 +2,9 @@
 
 A scenario that fails becomes an ``error`` row and the run goes on; PostgreSQL rows become
 ``skipped`` when no server answers. Everything runs in a temporary directory removed at the
-end, and every load is bounded in time, so a full run stays under 15 minutes and ``--quick``
-under 2 on a 2-core machine.
+end, and every load is bounded in time; the other deployments, information only, run last and
+only within the full run's budget (:attr:`RunPlan.budget_s`), so a full run stays under 15
+minutes and ``--quick`` under 2 on a 2-core machine.
 """
 
 from __future__ import annotations
