@@ -573,8 +573,9 @@ def worker_rows(
     effect of going first therefore leans each ratio one way; it does not cancel within one.
 
     A deployment whose loads would end after ``deadline`` (a ``clock`` reading: the run's time
-    budget) is not measured; its rows say so. Each is expected to take as long as the one
-    before it, the first as long as :func:`_pair_estimate_s` says.
+    budget) is not measured; its rows say so. A SQLite deployment runs two pairs of loads, the
+    PostgreSQL one a single pair; each pair is expected to take as long as a pair of the
+    deployment before, the first as long as :func:`_pair_estimate_s` says.
     """
     rows: list[Row] = []
     beside: list[LoadResult] = []
