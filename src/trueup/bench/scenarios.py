@@ -57,6 +57,16 @@ BATCH = 1_000
 _T = TypeVar("_T")
 
 
+def _batched_rate(result: LoadResult) -> float:
+    """Items accepted per second in a batched load (1,000 items a request)."""
+    return result.ok(202) * BATCH / result.elapsed_s if result.elapsed_s > 0 else 0.0
+
+
+def _single_rate(result: LoadResult) -> float:
+    """Requests accepted per second in a single-item load."""
+    return result.ok(202) / result.elapsed_s if result.elapsed_s > 0 else 0.0
+
+
 def _statuses(result: LoadResult) -> str:
     shown = ", ".join(f"{status}: {count:,}" for status, count in sorted(result.statuses.items()))
     errors = f"; {result.errors:,} errors ({result.error_sample})" if result.errors else ""
@@ -176,7 +186,7 @@ def _cpu_rows(name: str, result: LoadResult, count: int, unit: str, rest_name: s
 def _batched_row(
     backend: str, floor: float, result: LoadResult, raw_rate: float, plan: WritePlan, queued_after: int | None
 ) -> Row:
-    rate = result.ok(202) * BATCH / result.elapsed_s
+    rate = _batched_rate(result)
     share = rate / raw_rate if raw_rate else 0.0
     target = f">= {floor:,.0f}/s; >= 15 % of raw"
     return Row(
@@ -202,7 +212,7 @@ def _batched_row(
 
 
 def _single_rows(result: LoadResult, echo: LoadResult, plan: WritePlan) -> list[Row]:
-    rate = result.ok(202) / result.elapsed_s
+    rate = _single_rate(result)
     latency = result.latency_ms
     name = f"single-item writes, {plan.single_clients} clients"
     return [
@@ -344,7 +354,7 @@ def sqlite_write_rows(work_dir: Path, plan: WritePlan, rss: dict[str, int]) -> t
         server.stop()
     rss["server, batched writes (SQLite)"] = server.peak_rss_kib or 0
     raw = raw_insert_rate(f"sqlite:///{work_dir / 'sqlite-raw' / 'raw.db'}", tenant, plan.raw_requests)
-    batched_rate = batch_result.ok(202) * BATCH / batch_result.elapsed_s
+    batched_rate = _batched_rate(batch_result)
     rows = batched_rows("SQLite", 100_000, batch_result, raw, plan, queued_after)
 
     echo = ceiling(plan)
@@ -361,7 +371,7 @@ def sqlite_write_rows(work_dir: Path, plan: WritePlan, rss: dict[str, int]) -> t
 
     server, key, tenant = start_server(work_dir / "sqlite-latency")
     try:
-        single_rate = single_result.ok(202) / single_result.elapsed_s
+        single_rate = _single_rate(single_result)
         outcome = verified_latency(server, key, tenant, max(batched_rate / 2, 100.0), single_rate, plan)
     finally:
         server.stop()
@@ -392,7 +402,7 @@ def postgres_write_rows(
     with postgres.fresh_schema(url, "raw") as raw_url:
         raw = raw_insert_rate(raw_url, tenant, plan.raw_requests)
     rows = batched_rows("PostgreSQL", 50_000, result, raw, plan, queued_after)
-    batched_rate = result.ok(202) * BATCH / result.elapsed_s
+    batched_rate = _batched_rate(result)
     try:
         with postgres.fresh_schema(url, "latency") as server_url:
             server, key, tenant = start_server(work_dir / "pg-latency", server_url)
@@ -449,14 +459,6 @@ def _versus(value: float, reference: float, show: str) -> tuple[str, str]:
     if not reference:
         return "default serve beside it: nothing accepted", ""
     return f"default serve beside it {show}", fmt_times(value / reference)
-
-
-def _batched_rate(result: LoadResult) -> float:
-    return result.ok(202) * BATCH / result.elapsed_s if result.elapsed_s > 0 else 0.0
-
-
-def _single_rate(result: LoadResult) -> float:
-    return result.ok(202) / result.elapsed_s if result.elapsed_s > 0 else 0.0
 
 
 def _speed_note(other: LoadResult, default: LoadResult) -> str:
