@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trueup.core.ids import new_request_id, parse_record_id, record_id
+from trueup.core.ids import new_request_id, parse_record_id, random_token, record_id
 
 _MS = st.integers(min_value=0, max_value=(1 << 45) - 1)
 _ENTROPY = st.binary(min_size=7, max_size=7)
@@ -45,3 +45,19 @@ def test_the_random_part_differs_within_one_millisecond() -> None:
 def test_request_id_inputs_are_checked(entropy: bytes, at_ms: int) -> None:
     with pytest.raises(ValueError, match=r"request id|at_ms"):
         new_request_id(entropy, at_ms)
+
+
+_SORTABLE = "234567abcdefghijklmnopqrstuvwxyz"
+
+
+@given(_MS, _ENTROPY)
+def test_request_ids_spell_the_time_then_the_entropy(at_ms: int, entropy: bytes) -> None:
+    # The spelling every stored id has: 9 sortable base32 characters of the time, most
+    # significant first, then the first 11 characters of the entropy's random token.
+    time_part = "".join(_SORTABLE[(at_ms >> shift) & 31] for shift in range(40, -1, -5))
+    assert new_request_id(entropy, at_ms) == "req_" + time_part + random_token(entropy)[:11]
+
+
+def test_request_ids_at_the_edges_of_their_inputs() -> None:
+    assert new_request_id(bytes(7), 0) == "req_222222222aaaaaaaaaaa"
+    assert new_request_id(b"\xff" * 7, (1 << 45) - 1) == "req_zzzzzzzzz77777777777"

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -40,6 +41,7 @@ class WriteFastPath:
             "/api/v1/writes": services.writes.writes,
             "/api/v1/balance/delta": services.writes.emit,
         }
+        self.responses: dict[tuple[str, int], Counter] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = self.handlers.get(scope["path"]) if scope["type"] == "http" else None
@@ -54,5 +56,9 @@ class WriteFastPath:
             response: Response = reply_response(await handler(principal, document, body, idempotency_key))
         except Exception as exc:  # noqa: BLE001 - mapped exactly as the app's handlers map it
             response = await response_for(request, exc)
-        HTTP_RESPONSES.labels(scope["path"], f"{response.status_code // 100}xx").inc()
+        counted = (scope["path"], response.status_code // 100)
+        counter = self.responses.get(counted)
+        if counter is None:  # labels() looks the child up anew each time; these few are kept
+            counter = self.responses[counted] = HTTP_RESPONSES.labels(counted[0], f"{counted[1]}xx")
+        counter.inc()
         await response(scope, receive, send)

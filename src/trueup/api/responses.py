@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import orjson
 from starlette.responses import JSONResponse as StarletteJSONResponse
 from starlette.responses import Response
 
+from trueup.core.json_text import dumps
+
 __all__ = ["JSONResponse", "RawJSONResponse", "dumps"]
-
-
-def dumps(value: Any) -> bytes:
-    """Serialise ``value``; integers of any size stay exact (JSON has no integer limit)."""
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        # orjson refuses integers outside 64 bits; the standard encoder writes them exactly.
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 class JSONResponse(StarletteJSONResponse):

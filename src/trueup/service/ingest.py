@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -21,6 +20,7 @@ from trueup.core.deltas import NewDelta
 from trueup.core.emit import BatchEntry, parse_emit, parse_emit_batch
 from trueup.core.errors import ForbiddenError, IdempotencyMismatchError, ValidationError
 from trueup.core.ids import new_request_id, random_token, record_id
+from trueup.core.json_text import dumps
 from trueup.core.timestamps import format_canonical, format_wire
 from trueup.core.writes import parse_writes_body
 from trueup.proof import LeafEncodingError, canonical_json
@@ -290,7 +290,7 @@ class WriteService:
 
 def _json(value: Any) -> str:
     """Compact JSON text of a reply (stored with its idempotency key, replayed verbatim)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return dumps(value).decode("utf-8")
 
 
 def _new_reference() -> str:
