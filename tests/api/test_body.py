@@ -1,0 +1,84 @@
+"""Reading a request body from its ASGI messages: chunks, limits, the timer, leaving clients."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+
+from trueup.api.body import read_json
+from trueup.core.errors import PayloadTooLargeError, RequestTimeoutError, ValidationError
+from trueup.service.settings import Settings
+
+_HEADERS = [(b"content-type", b"application/json")]
+
+
+def _request(messages: list[dict[str, Any]], then: Callable[[], Awaitable[dict[str, Any]]]) -> Request:
+    """A request whose body arrives as ``messages``; a receive after them awaits ``then``."""
+    pending = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop(0)
+        return await then()
+
+    return Request({"type": "http", "method": "POST", "headers": _HEADERS}, receive)
+
+
+async def _never() -> dict[str, Any]:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+def _run(request: Request, settings: Settings) -> tuple[Any, bytes]:
+    return asyncio.run(read_json(request, settings))
+
+
+def test_a_body_in_chunks_is_joined() -> None:
+    parts = [b'{"a":', b" [1, 2", b"]}"]
+    messages = [{"type": "http.request", "body": part, "more_body": True} for part in parts]
+    messages.append({"type": "http.request", "body": b"", "more_body": False})
+    document, body = _run(_request(messages, _never), Settings())
+    assert document == {"a": [1, 2]}
+    assert body == b'{"a": [1, 2]}'
+
+
+def test_a_body_past_the_limit_in_chunks_is_a_413() -> None:
+    messages = [{"type": "http.request", "body": b"[" + b"1," * 10, "more_body": True}] * 3
+    with pytest.raises(PayloadTooLargeError, match="at most 50 bytes"):
+        _run(_request(messages, _never), replace(Settings(), max_body_bytes=50))
+
+
+def test_a_client_that_leaves_mid_body_is_a_400() -> None:
+    messages = [{"type": "http.request", "body": b"[1,", "more_body": True}, {"type": "http.disconnect"}]
+    with pytest.raises(ValidationError, match="ended early"):
+        _run(_request(messages, _never), Settings())
+
+
+def test_a_body_that_stops_arriving_is_a_408_and_leaves_the_task_uncancelled() -> None:
+    async def scenario() -> int:
+        request = _request([{"type": "http.request", "body": b"[1,", "more_body": True}], _never)
+        with pytest.raises(RequestTimeoutError, match=r"within 0.05 s \(3 bytes came\)"):
+            await read_json(request, replace(Settings(), body_timeout_s=0.05))
+        task = asyncio.current_task()
+        assert task is not None
+        await asyncio.sleep(0)  # a task still marked as cancelling would be cancelled again here
+        return task.cancelling()
+
+    assert asyncio.run(scenario()) == 0
+
+
+def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
+    async def scenario() -> None:
+        request = _request([], _never)
+        reading = asyncio.create_task(read_json(request, replace(Settings(), body_timeout_s=30)))
+        await asyncio.sleep(0.01)
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+
+    asyncio.run(scenario())
