@@ -82,3 +82,43 @@ def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
             await reading
 
     asyncio.run(scenario())
+
+
+def test_the_timer_is_gone_once_the_body_is_in() -> None:
+    async def scenario() -> None:
+        request = _request([{"type": "http.request", "body": b"[1]", "more_body": False}], _never)
+        assert await read_json(request, replace(Settings(), body_timeout_s=0.02)) == ([1], b"[1]")
+        await asyncio.sleep(0.1)  # a timer left running would cancel this task here
+
+    asyncio.run(scenario())
+
+
+def test_a_cancellation_from_elsewhere_as_the_timer_fires_stays_a_cancellation() -> None:
+    async def cancelled_again() -> dict[str, Any]:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:  # the timer's; someone else cancels the task meanwhile
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            raise
+        raise AssertionError("unreachable")
+
+    async def scenario() -> None:
+        request = _request([], cancelled_again)
+        reading = asyncio.create_task(read_json(request, replace(Settings(), body_timeout_s=0.02)))
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+
+    asyncio.run(scenario())
+
+
+def test_a_body_in_many_small_chunks_is_joined_and_other_messages_skipped() -> None:
+    text = b"[" + b"0," * 20_000 + b"0]"
+    parts = [text[i : i + 2] for i in range(0, len(text), 2)]
+    messages = [{"type": "http.request", "body": part, "more_body": True} for part in parts]
+    messages.append({"type": "http.request", "body": b"", "more_body": False})
+    messages.insert(1, {"type": "http.response.debug"})  # not part of the body: skipped
+    document, body = _run(_request(messages, _never), Settings())
+    assert body == text
+    assert len(document) == 20_001

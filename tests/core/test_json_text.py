@@ -1,4 +1,4 @@
-"""Reply JSON: orjson's text is the standard encoder's, integers beyond 64 bits included."""
+"""Reply JSON: for what replies hold, orjson's text is the standard encoder's, big integers included."""
 
 from __future__ import annotations
 

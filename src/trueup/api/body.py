@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from fastapi import Request
+from starlette.types import Receive
 
 from trueup.core.errors import (
     PayloadTooLargeError,
@@ -73,29 +74,43 @@ async def _receive_body(request: Request, max_bytes: int, timeout_s: float) -> b
         task.cancel()
 
     timer = loop.call_later(timeout_s, expire)
-    chunks: list[bytes] = []
-    size = 0
-    receive = request.receive
+    came = [0]  # bytes received so far, for the 408's message
     try:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                # nobody reads the reply; a 400 keeps it out of the 5xx count
-                raise ValidationError("body", "ended early: the client closed the connection")
-            chunk: bytes = message.get("body", b"")
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > max_bytes:
-                raise PayloadTooLargeError(f"request body must be at most {max_bytes} bytes")
-            if not message.get("more_body", False):
-                return chunk if len(chunks) == 1 else b"".join(chunks)
-    except asyncio.CancelledError:
-        # As asyncio.timeout decides: the timer's cancellation, and no one else's, is a 408.
-        if expired and task.uncancel() <= cancelling:
+        return await _read_messages(request.receive, max_bytes, came)
+    except BaseException as exc:
+        # As asyncio.timeout decides: once the timer has fired the task is uncancelled whatever
+        # ends the read, and the timer's cancellation, and no one else's, is a 408.
+        if expired and task.uncancel() <= cancelling and isinstance(exc, asyncio.CancelledError):
             raise RequestTimeoutError(
                 f"the request body did not arrive within {timeout_s:g} s "
-                f"({size} bytes came); send it whole and promptly"
+                f"({came[0]} bytes came); send it whole and promptly"
             ) from None
         raise
     finally:
         timer.cancel()
+
+
+async def _read_messages(receive: Receive, max_bytes: int, came: list[int]) -> bytes:
+    """The body from ``http.request`` messages up to the last; ``came[0]`` counts its bytes."""
+    body = b""  # the first message's body: most requests come whole in one, and need no copy
+    chunks: bytearray | None = None  # the body so far, once a second message adds to it
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.disconnect":
+            # nobody reads the reply; a 400 keeps it out of the 5xx count
+            raise ValidationError("body", "ended early: the client closed the connection")
+        if kind != "http.request":
+            continue  # as Request.stream(): no other message belongs to the body
+        chunk: bytes = message.get("body", b"")
+        if chunks is None and not body:
+            body = chunk
+        else:
+            if chunks is None:
+                chunks = bytearray(body)
+            chunks += chunk
+        came[0] = len(body) if chunks is None else len(chunks)
+        if came[0] > max_bytes:
+            raise PayloadTooLargeError(f"request body must be at most {max_bytes} bytes")
+        if not message.get("more_body", False):
+            return body if chunks is None else bytes(chunks)

@@ -12,8 +12,10 @@ __all__ = ["dumps"]
 
 def dumps(value: Any) -> bytes:
     """Serialise ``value`` compactly as UTF-8; integers of any size stay exact (JSON has no
-    integer limit). The text is the same as the standard encoder's with ``(",", ":")``
-    separators and ``ensure_ascii=False``, at a fraction of the cost."""
+    integer limit). For what replies hold (text, integers, booleans, null, lists and objects
+    with text keys) the text is the standard encoder's with ``(",", ":")`` separators and
+    ``ensure_ascii=False``, at a fraction of the cost. Floats may be spelled differently
+    (``1e-7`` for ``1e-07``), and orjson writes NaN as ``null``; no reply carries one."""
     try:
         return orjson.dumps(value)
     except TypeError:
