@@ -69,9 +69,9 @@ _SORTABLE_BASE32 = "234567abcdefghijklmnopqrstuvwxyz"
 """The characters of :func:`random_token` in ASCII order, so encoded numbers sort as numbers."""
 _TOKEN_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"  # noqa: S105 - an alphabet, not a secret
 """The characters of :func:`random_token` in the order of their values (RFC 4648, lower case)."""
+# Every 10-bit number as its two characters in either alphabet, for new_request_id.
 _SORTABLE_PAIRS = tuple(a + b for a in _SORTABLE_BASE32 for b in _SORTABLE_BASE32)
 _TOKEN_PAIRS = tuple(a + b for a in _TOKEN_BASE32 for b in _TOKEN_BASE32)
-# Every 10-bit number as its two characters in either alphabet, for new_request_id.
 
 
 def new_request_id(entropy: bytes, at_ms: int) -> str:
