@@ -249,7 +249,9 @@ def test_a_group_of_plain_and_other_requests_answers_each_in_order(
             draft("req_7", delta("p4", customer="cust-2")),  # plain, stored with req_6
         ]
     )
-    assert together == [["req_1"], ["req_6", "req_7"]]
+    # req_1 and req_2 are tried together; the key index refuses req_2's stored key, so req_1
+    # goes on its own and req_2 one by one.
+    assert together == [["req_1", "req_2"], ["req_1"], ["req_6", "req_7"]]
     assert [r.request_id if not isinstance(r, Exception) else r for r in results] == [
         "req_1", "req_2", "req_3", "req_4", "req_5", "req_6", "req_7",
     ]  # fmt: skip
@@ -262,6 +264,34 @@ def test_a_group_of_plain_and_other_requests_answers_each_in_order(
     assert storage.writes.used("ten_a", "2026-02") == 7
     view = storage.writes.request("ten_a", "req_1", 10, 0)
     assert view is not None and view.pending_count == 2 and view.item_count == 2
+
+
+def test_plain_requests_are_stored_without_looking_their_keys_up(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked_up: list[list[str]] = []
+    taken = WriteStore._taken
+
+    def spy(self: WriteStore, tx: Tx, tenant_id: str, keys: list[str]) -> list[str]:
+        looked_up.append(keys)
+        return taken(self, tx, tenant_id, keys)
+
+    monkeypatch.setattr(WriteStore, "_taken", spy)
+    results = storage.writes.commit([draft("req_1", delta("a")), draft("req_2", delta("b", -2))])
+    assert [r.stored for r in results if not isinstance(r, Exception)] == [(0,), (0,)]
+    assert looked_up == []
+    # A stored key is found by the insert; only then are the run's keys looked up.
+    results = storage.writes.commit(
+        [draft("req_3", delta("c")), draft("req_4", delta("a")), draft("req_5", delta("d"), delta("e"))]
+    )
+    assert looked_up == [["c", "a", "d", "e"]]
+    assert [(r.stored, r.duplicates) for r in results if not isinstance(r, Exception)] == [
+        ((0,), ()),
+        ((), (0,)),
+        ((0, 1), ()),
+    ]
+    assert [d.key for d in storage.log.queued(10)] == ["a", "b", "c", "d", "e"]
+    assert storage.writes.used("ten_a", "2026-02") == 5
 
 
 def test_plain_requests_fall_back_one_by_one_when_a_key_appears_meanwhile(
