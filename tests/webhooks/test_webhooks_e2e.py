@@ -52,14 +52,15 @@ class Site:
         return self.server.base_url
 
     def tenant(self) -> Tenant:
-        key = create_key(self.data_dir, self.database_url, f"hooks-{next(_tenants)}")
-        return Tenant(self, key)
+        name = f"hooks-{next(_tenants)}"
+        return Tenant(self, create_key(self.data_dir, self.database_url, name), name)
 
 
 @dataclass
 class Tenant:
     site: Site
     key: str
+    name: str
 
     @property
     def headers(self) -> dict[str, str]:
@@ -251,6 +252,24 @@ def test_a_retried_create_with_an_idempotency_key_returns_the_same_endpoint(site
         assert other.status_code == 409 and other.json()["code"] == "IDEMPOTENCY_MISMATCH"
         listed = tenant.call("GET", "/api/v1/webhooks").json()["data"]
         assert listed["total"] == 1
+
+
+def test_a_read_only_key_gets_403_before_any_replay_or_lookup(site: Site) -> None:
+    """A read-only key of the same tenant learns nothing from a managing route: not the secret
+    a stored reply holds, not whether an endpoint exists."""
+    tenant = site.tenant()
+    reader = create_key(site.data_dir, site.database_url, tenant.name, "--read-only")
+    headers = {"X-Api-Key": reader, "Content-Type": "application/json", "Idempotency-Key": "made-once"}
+    body = {"url": "http://127.0.0.1:1/secret"}
+    writer = {**headers, "X-Api-Key": tenant.key}
+    made = httpx.post(site.url + "/api/v1/webhooks", headers=writer, json=body, timeout=30)
+    assert made.status_code == 201 and made.json()["data"]["secret"].startswith("whsec_")
+    replayed = httpx.post(site.url + "/api/v1/webhooks", headers=headers, json=body, timeout=30)
+    assert replayed.status_code == 403 and "secret" not in replayed.text, replayed.text
+    for url in ("http://127.0.0.1:1/secret", "http://127.0.0.1:1/none"):
+        gone = httpx.delete(site.url + "/api/v1/webhooks", headers=headers, params={"url": url}, timeout=30)
+        assert gone.status_code == 403 and gone.json()["code"] == "FORBIDDEN", gone.text
+    assert tenant.call("GET", "/api/v1/webhooks").json()["data"]["total"] == 1
 
 
 def test_bad_endpoints_and_unknown_ids_get_4xx_naming_the_field(site: Site) -> None:

@@ -117,6 +117,12 @@ class WebhookService:
     def policy(self) -> TargetPolicy:
         return self._policy
 
+    def require_write(self, principal: Principal) -> None:
+        """403 for a read-only key: asked before anything else a managing route reads, so that
+        neither a stored reply (an ``Idempotency-Key`` replay holds a secret) nor a 404 tells
+        such a key more than the 403 does."""
+        _require_write(principal)
+
     def create(self, principal: Principal, document: Any) -> IssuedEndpoint:
         """``{url, description?, events?}`` → a new endpoint and its secret, stored."""
         issued = self.prepare(principal, document)

@@ -81,6 +81,7 @@ async def create_endpoint(
     principal: Auth,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
+    services.webhooks.require_write(principal)  # before the replay: it holds the secret
     document, body = await read_json(request, services.settings)
     route = "POST /api/v1/webhooks"
     replay = await run_in_threadpool(services.writes.replay, principal, idempotency_key, route, body)
@@ -138,6 +139,7 @@ async def delete_endpoint_by_query(
 ) -> JSONResponse:
     if (id is None) == (url is None):
         raise ValidationError("id", "give exactly one of id or url to name the endpoint")
+    services.webhooks.require_write(principal)  # a 403 before the lookup's 404
     if id is None:
         assert url is not None
         found = await run_in_threadpool(services.webhooks.endpoint_by_url, principal, url)
