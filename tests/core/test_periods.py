@@ -55,7 +55,7 @@ def test_next_period_rolls_over_the_year() -> None:
         ("2026-00", "month must be 01 to 12"),
         ("2026-13", "month must be 01 to 12"),
         ("1969-12", "year must be 1970 to 9999"),
-        (202602, "must be a YYYY-MM string, got int"),
+        (202602, "must be a YYYY-MM string, got 202602"),
     ],
 )
 def test_parse_period_rejects_malformed_periods_naming_the_field(value: object, problem: str) -> None:

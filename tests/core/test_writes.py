@@ -127,6 +127,16 @@ def test_occurred_at_is_canonicalised_to_utc() -> None:
     assert "RFC 3339" in error_of(item(occurredAt="2026-02-10T14:30:00"))
 
 
+def test_occurred_at_ends_before_the_last_month_a_timestamp_can_name() -> None:
+    # 9999-12 has no next month to end it: period queries and month totals could not bound it.
+    last = parse(item(occurredAt="9999-11-30T23:59:59.999999Z"))[0]
+    assert last.occurred_at == "9999-11-30T23:59:59.999999Z"
+    assert error_of(item(occurredAt="9999-12-01T00:00:00Z")) == (
+        'items[0].occurredAt: must be before 9999-12-01T00:00:00Z, got "9999-12-01T00:00:00Z"'
+    )
+    assert "must be before 9999-12-01" in error_of(item(occurredAt="9999-11-30T23:30:00-01:00"))
+
+
 def test_strict_json_refuses_nan_duplicates_and_deep_nesting() -> None:
     with pytest.raises(ValidationError, match="NaN is not valid JSON"):
         loads_strict(b'{"a": NaN}')

@@ -220,3 +220,19 @@ def test_a_body_that_stops_arriving_is_a_408_and_the_connection_closes(tmp_path:
         # The server is unharmed and answers the next client at once.
         assert httpx.get(f"{server.base_url}/healthz").status_code == 200
         assert "unhandled error" not in server.log()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/writes", b'{"items":[{"key":"idem-bad","accountId":"a","bits":1}]}'),
+        ("/api/v1/balance/delta", b'{"customerId":"c","delta":1,"reason":"r"}'),
+        ("/api/v1/balance/delta/batch", b'{"deltas":[{"customerId":"c","delta":1,"reason":"r"}]}'),
+        ("/api/v1/balance/delta/batch", b'{"deltas":[{"x":1}]}'),  # no element valid: nothing stored
+    ],
+)
+def test_a_bad_idempotency_key_is_a_400_on_every_write_route(
+    running: Running, path: str, body: bytes
+) -> None:
+    reply = _post_raw(running, path, body, **{"Idempotency-Key": "a" * 256})
+    assert _error(reply, 400).startswith("Idempotency-Key: ")

@@ -14,6 +14,7 @@ from trueup.core.errors import (
     CustomerNotFoundError,
     InvalidScopeError,
     PeriodLockedError,
+    UnavailableError,
     ValidationError,
 )
 from trueup.service.container import Services
@@ -138,6 +139,25 @@ def test_unknown_customer_and_checkpoint_are_404s(services: Services) -> None:
     other = principal_for(services, "globex")
     with pytest.raises(CustomerNotFoundError):
         services.balances.derive(other, "cust_12345", {})
+
+
+def test_before_the_log_has_a_signed_head_reads_and_locks_are_503s(services: Services) -> None:
+    # The sequencer stores the first (empty) head when it starts; until then (serve
+    # --no-sequencer on a new log) a customer with queued deltas has nothing to be read against.
+    who = principal_for(services)
+    write(services, who, delta("early", 5, "2026-01-05T10:00:00Z"))
+    body = {"customerId": "cust_12345", "yourBalance": 5, "theirBalance": 0}
+    for attempt in (
+        lambda: services.balances.derive(who, "cust_12345", {}),
+        lambda: services.balances.compare(who, body),
+        lambda: services.balances.lock_period(who, {"customerId": "cust_12345", "period": "2026-01"}),
+    ):
+        with pytest.raises(UnavailableError, match="no signed tree head yet") as caught:
+            attempt()
+        assert caught.value.retry_after_seconds == 1
+    assert services.balances.checkpoints(who, None, None, 10, 0) == ([], 0)
+    seal_all(services)
+    assert services.balances.derive(who, "cust_12345", {}).summary.total == 5
 
 
 def test_paging_in_both_orders(services: Services) -> None:

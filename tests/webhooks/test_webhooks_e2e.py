@@ -316,7 +316,7 @@ def _kill_mid_delivery(data_dir: Path, database_url: str | None) -> None:
     with Receiver(block_first(release)) as receiver:
         server = _start(data_dir, database_url)
         try:
-            tenant = Tenant(Site(server, data_dir, database_url), key)
+            tenant = Tenant(Site(server, data_dir, database_url), key, "killed")
             tenant.endpoint(receiver.url, events=["verification.completed"])
             tenant.write("kill-1")
             wait_until(lambda: len(receiver.requests()) == 1)  # held open: mid-delivery
@@ -325,7 +325,7 @@ def _kill_mid_delivery(data_dir: Path, database_url: str | None) -> None:
         release.set()  # the held request is answered only after its sender died
         server = _start(data_dir, database_url)
         try:
-            tenant = Tenant(Site(server, data_dir, database_url), key)
+            tenant = Tenant(Site(server, data_dir, database_url), key, "killed")
             wait_until(lambda: tenant.all_delivered(1))
         finally:
             server.stop()

@@ -119,7 +119,10 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
         message = f"{request.method} is not allowed on {request.url.path}"
     else:
         message = str(exc.detail)
-    return error_response(status, code, message)
+    response = error_response(status, code, message)
+    if status == 405 and exc.headers and "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]  # RFC 9110 §15.5.6: a 405 names them
+    return response
 
 
 async def _on_storage_unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -161,8 +161,17 @@ def check_metadata(value: object, field: str, limits: DeltaLimits) -> Mapping[st
     return value
 
 
+LAST_MONTH_START = "9999-12-01T00:00:00.000000Z"
+"""Deltas occur before the last month a timestamp can name: each month a delta falls in then
+has a next month, whose first instant ends it in period queries and month totals."""
+
+
 def optional_occurred_at(value: object, field: str) -> str | None:
-    """``None`` when absent, else the canonical form of an RFC 3339 date-time."""
+    """``None`` when absent, else the canonical form of an RFC 3339 date-time before
+    :data:`LAST_MONTH_START`."""
     if value is None:
         return None
-    return format_canonical(parse_rfc3339(value, field))
+    canonical = format_canonical(parse_rfc3339(value, field))
+    if canonical >= LAST_MONTH_START:
+        raise ValidationError(field, f"must be before 9999-12-01T00:00:00Z, got {describe(value)}")
+    return canonical

@@ -10,6 +10,7 @@ import re
 from datetime import UTC, datetime
 
 from trueup.core.errors import ValidationError
+from trueup.core.strict_json import describe
 from trueup.core.timestamps import parse_rfc3339
 
 __all__ = ["next_period", "parse_period", "period_label", "period_of"]
@@ -32,7 +33,7 @@ def parse_period(value: object, field: str = "period") -> tuple[int, int]:
     a non-string).
     """
     if not isinstance(value, str):
-        raise ValidationError(field, f"must be a YYYY-MM string, got {type(value).__name__}")
+        raise ValidationError(field, f"must be a YYYY-MM string, got {describe(value)}")
     match = _PERIOD.fullmatch(value)
     if match is None:
         raise ValidationError(field, f"must be YYYY-MM, e.g. 2026-02, got {value[:40]!r}")

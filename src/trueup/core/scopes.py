@@ -180,15 +180,17 @@ def _paging(limit: object, offset: object, order: object) -> tuple[int, int, boo
 
 
 def _checkpoint(value: object, kind: object) -> tuple[str | None, str]:
+    if kind is not None and not isinstance(kind, str):
+        raise ValidationError("startingCheckpointType", f"must be a string, got {describe(kind)}")
     if value is None or value == "":
         if kind not in (None, ""):
-            resolve_checkpoint_type(str(kind))
+            resolve_checkpoint_type(kind)
         return None, "itemsRoot"
     if not isinstance(value, str) or len(value) > 200:
         raise ValidationError(
             "startingCheckpoint", f"must be a string of at most 200 characters, got {describe(value)}"
         )
-    return value, resolve_checkpoint_type(None if kind is None else str(kind))
+    return value, resolve_checkpoint_type(kind)
 
 
 def _scope(

@@ -18,6 +18,7 @@ from trueup.core.errors import (
     CheckpointNotFoundError,
     CustomerNotFoundError,
     ForbiddenError,
+    UnavailableError,
     ValidationError,
 )
 from trueup.core.ids import parse_anchor_id, parse_record_id, random_token
@@ -116,6 +117,17 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _signed_head(head: HeadRecord | None) -> HeadRecord:
+    """``head``, or a 503 while the log has none: its sequencer stores the first (empty) one
+    when it starts, so there is none only before that (``serve --no-sequencer`` on a new log)."""
+    if head is None:
+        raise UnavailableError(
+            "the log has no signed tree head yet: its sequencer has not started; retry shortly",
+            retry_after_seconds=1,
+        )
+    return head
+
+
 class BalanceService:
     def __init__(self, storage: Storage, clock: Clock = _utcnow) -> None:
         self._storage = storage
@@ -130,9 +142,7 @@ class BalanceService:
             if not snapshot.known_customer(principal.tenant_id, customer_id):
                 raise CustomerNotFoundError(f"customer {customer_id!r} has no deltas")
             scope, checkpoint = self._scope(snapshot, principal, query, customer_id)
-            head = snapshot.head()
-            if head is None:
-                raise CheckpointNotFoundError("the log has no signed tree head yet")
+            head = _signed_head(snapshot.head())
             summary = snapshot.summary(principal.tenant_id, customer_id, scope)
             page = snapshot.page(
                 principal.tenant_id, customer_id, scope, query.limit, query.offset, query.descending
@@ -150,8 +160,7 @@ class BalanceService:
             if not snapshot.known_customer(tenant_id, customer_id):
                 raise CustomerNotFoundError(f"customer {customer_id!r} has no deltas")
             scope, _ = self._scope(snapshot, principal, request.query, customer_id)
-            head = snapshot.head()
-            assert head is not None
+            head = _signed_head(snapshot.head())
             summary = snapshot.summary(tenant_id, customer_id, scope)
             result = compare_balances(
                 customer_id=customer_id,
@@ -244,6 +253,7 @@ class BalanceService:
         with self._storage.balances.snapshot() as snapshot:
             if not snapshot.known_customer(principal.tenant_id, customer_id):
                 raise CustomerNotFoundError(f"customer {customer_id!r} has no deltas")
+            _signed_head(snapshot.head())  # a lock binds to a signed head
         return self._storage.checkpoints.lock(
             "chk_" + random_token(secrets.token_bytes(15)),
             principal.tenant_id,
@@ -283,8 +293,7 @@ class BalanceService:
         with self._storage.balances.snapshot() as snapshot:
             page = snapshot.period_page(record.tenant_id, record.customer_id, record.period, limit, offset)
             first, last = snapshot.period_span(record.tenant_id, record.customer_id, record.period)
-            head = snapshot.head_at(record.tree_size)
-        assert head is not None  # a lock always binds to a stored head
+            head = _signed_head(snapshot.head_at(record.tree_size))
         records = tuple(
             PeriodRecord(
                 delta=delta,

@@ -127,6 +127,7 @@ class WriteService:
         positions = tuple(entry.index for entry in valid)
         render = partial(_render_batch, entries=tuple(entries), positions=positions)
         if not deltas:
+            _claim(idempotency_key, "", body)  # a bad Idempotency-Key is a 400 all the same
             return Reply(202, raw=render(WriteResult(request_id="")).body)
         return await self.accept(
             principal,
