@@ -127,6 +127,12 @@ def test_malformed_verifier_keys_are_rejected(vkey: str, message: str) -> None:
         parse_verifier_key(vkey)
 
 
+def test_a_key_name_that_is_not_unicode_text_is_rejected() -> None:
+    # A command line can carry one (undecodable bytes arrive as lone surrogates).
+    with pytest.raises(CheckpointError, match="is not valid Unicode text"):
+        parse_verifier_key("Peter\udcffNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW")
+
+
 def test_every_mangling_of_a_verifier_key_is_rejected() -> None:
     # As golang.org/x/mod TestNewVerifier: every proper substring and every one-byte change.
     accepted = []

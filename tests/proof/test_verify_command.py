@@ -52,3 +52,16 @@ def test_a_file_nested_too_deeply_is_one_line_not_a_traceback(
     assert capsys.readouterr().out == (
         "FAILED: cannot read the bundle: it is nested too deeply to be a bundle\n"
     )
+
+
+def test_a_key_file_that_cannot_be_read_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps(BUNDLE))
+    not_text = tmp_path / "key-bytes"
+    not_text.write_bytes(b"\xff")
+    for key in (not_text, tmp_path):  # not UTF-8; a directory
+        assert verify.run([str(bundle), "--key", str(key)]) == 1
+        out = capsys.readouterr().out
+        assert out.startswith("FAILED: cannot read the key: ") and out.count("\n") == 1

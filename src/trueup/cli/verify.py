@@ -48,7 +48,12 @@ def run(argv: list[str]) -> int:
     if isinstance(bundle, dict) and isinstance(bundle.get("data"), dict):
         bundle = bundle["data"]  # the API's envelope, saved as is
     try:
-        key = parse_verifier_key(_read_key(args.key))
+        key_text = _read_key(args.key)
+    except (OSError, ValueError) as exc:  # a directory, unreadable, not UTF-8
+        print(f"FAILED: cannot read the key: {exc}")
+        return 1
+    try:
+        key = parse_verifier_key(key_text)
         # A note signed by the pinned key but naming another log is not this log's checkpoint.
         head = verify_bundle(bundle, key, origin=args.origin or key.name)
     except ProofError as exc:

@@ -73,6 +73,10 @@ def check_key_name(name: str) -> None:
         raise CheckpointError(f"key name must be a non-empty string, got {shown(name)}")
     if "+" in name or any(char.isspace() or char < " " for char in name):
         raise CheckpointError(f"key name {shown(name)} must not contain spaces, '+' or controls")
+    try:
+        name.encode("utf-8")  # signed-note §Format: notes MUST be valid UTF-8
+    except UnicodeEncodeError:
+        raise CheckpointError(f"key name {shown(name)} is not valid Unicode text") from None
 
 
 def key_id(name: str, public_key: Ed25519PublicKey) -> bytes:

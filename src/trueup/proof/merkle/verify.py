@@ -226,9 +226,10 @@ def verify_consistency(
         ConsistencyProofError: naming the failed check, with both roots in hex on a mismatch.
     """
     _check_hash(new_root, "new root hash", ConsistencyProofError)
-    if old_size == 0 and new_size >= 0 and not proof:
-        # Every tree extends the empty tree; only the claimed empty roots can be wrong.
-        _check_hash(old_root, "old root hash", ConsistencyProofError)
+    _check_consistency_inputs(old_size, new_size, old_root, proof)
+    if old_size == 0:
+        # Every tree extends the empty tree (the proof is empty, checked above); only the
+        # claimed empty roots can be wrong.
         if not hmac.compare_digest(old_root, EMPTY_ROOT):
             raise ConsistencyProofError(
                 f"old root of an empty tree must be {EMPTY_ROOT.hex()}, got {old_root.hex()}"
