@@ -127,7 +127,7 @@ class WriteService:
         positions = tuple(entry.index for entry in valid)
         render = partial(_render_batch, entries=tuple(entries), positions=positions)
         if not deltas:
-            _claim(idempotency_key, "", body)  # a bad Idempotency-Key is a 400 all the same
+            _check_idempotency_key(idempotency_key)  # a 400 all the same, though nothing is stored
             return Reply(202, raw=render(WriteResult(request_id="")).body)
         return await self.accept(
             principal,
@@ -304,11 +304,17 @@ def _require_write_access(principal: Principal) -> None:
         raise ForbiddenError("this API key is read-only; use a read-write key to write")
 
 
+def _check_idempotency_key(idempotency_key: str | None) -> None:
+    if idempotency_key is not None and (
+        not 1 <= len(idempotency_key) <= 255 or not idempotency_key.isprintable()
+    ):
+        raise ValidationError("Idempotency-Key", "header must be 1-255 printable characters")
+
+
 def _claim(idempotency_key: str | None, route: str, body: bytes) -> IdempotencyClaim | None:
+    _check_idempotency_key(idempotency_key)
     if idempotency_key is None:
         return None
-    if not 1 <= len(idempotency_key) <= 255 or not idempotency_key.isprintable():
-        raise ValidationError("Idempotency-Key", "header must be 1-255 printable characters")
     return IdempotencyClaim(key=idempotency_key, route=route, body_hash=hashlib.sha256(body).digest())
 
 
