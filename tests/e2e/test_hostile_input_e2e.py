@@ -236,3 +236,16 @@ def test_a_bad_idempotency_key_is_a_400_on_every_write_route(
 ) -> None:
     reply = _post_raw(running, path, body, **{"Idempotency-Key": "a" * 256})
     assert _error(reply, 400).startswith("Idempotency-Key: ")
+
+
+def test_a_batch_none_of_whose_elements_is_valid_still_honours_its_idempotency_key(running: Running) -> None:
+    stored = b'{"deltas":[{"customerId":"c","delta":1,"reason":"r","referenceId":"idem-kept-1"}]}'
+    first = _post_raw(running, "/api/v1/balance/delta/batch", stored, **{"Idempotency-Key": "kept-once"})
+    assert first.status_code == 202, first.text
+    invalid = b'{"deltas":[{"x":1}]}'
+    reused = _post_raw(running, "/api/v1/balance/delta/batch", invalid, **{"Idempotency-Key": "kept-once"})
+    assert reused.status_code == 409 and reused.json()["code"] == "IDEMPOTENCY_MISMATCH", reused.text
+    again = _post_raw(running, "/api/v1/balance/delta/batch", stored, **{"Idempotency-Key": "kept-once"})
+    assert again.status_code == 202 and again.json() == first.json()
+    fresh = _post_raw(running, "/api/v1/balance/delta/batch", invalid, **{"Idempotency-Key": "never-used"})
+    assert fresh.status_code == 202 and fresh.json()["data"]["totalFailed"] == 1

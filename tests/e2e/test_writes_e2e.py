@@ -315,7 +315,12 @@ def test_unknown_routes_and_methods_use_the_error_envelope(running: Running) -> 
     assert missing.status_code == 404 and missing.json()["code"] == "NOT_FOUND"
     wrong = httpx.delete(f"{running.url}/api/v1/writes", headers=running.headers)
     assert wrong.status_code == 405 and wrong.json()["code"] == "METHOD_NOT_ALLOWED"
-    assert wrong.headers["Allow"] == "POST"  # RFC 9110: a 405 says which methods the route takes
+    assert wrong.headers["Allow"] == "POST"  # RFC 9110: a 405 says which methods the path takes
+    # all of them, though routes of their own take them
+    hooks = httpx.put(f"{running.url}/api/v1/webhooks", headers=running.headers)
+    assert hooks.status_code == 405 and hooks.headers["Allow"] == "DELETE, GET, POST"
+    health = httpx.post(f"{running.url}/healthz")
+    assert health.status_code == 405 and health.headers["Allow"] == "GET, HEAD"
     unknown = httpx.get(f"{running.url}/api/v1/writes/req_doesnotexist", headers=running.headers)
     assert unknown.status_code == 404 and unknown.json()["success"] is False
 

@@ -229,7 +229,7 @@ def test_a_wrong_index_or_size_fails_unless_the_rfc_verifier_cannot_tell_them_ap
                 verify_consistency(m, n, old_root, root, proof)
 
 
-@pytest.mark.parametrize("new_size", [2.5, "5", None, -1])
+@pytest.mark.parametrize("new_size", [2.5, "5", None])
 def test_from_the_empty_tree_the_sizes_are_checked_too(new_size: object) -> None:
     # The empty tree's shortcut (every tree extends it) once ran before the size checks.
     empty = root_from_leaf_hashes([])

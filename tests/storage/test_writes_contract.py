@@ -270,28 +270,43 @@ def test_plain_requests_are_stored_without_looking_their_keys_up(
     storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     looked_up: list[list[str]] = []
-    taken = WriteStore._taken
+    together: list[list[str]] = []
+    taken, grouped = WriteStore._taken, WriteStore._commit_plain
 
-    def spy(self: WriteStore, tx: Tx, tenant_id: str, keys: list[str]) -> list[str]:
+    def spy_taken(self: WriteStore, tx: Tx, tenant_id: str, keys: list[str]) -> list[str]:
         looked_up.append(keys)
         return taken(self, tx, tenant_id, keys)
 
-    monkeypatch.setattr(WriteStore, "_taken", spy)
+    def spy_grouped(self: WriteStore, tx: Tx, drafts: Sequence[WriteDraft]) -> list[WriteResult]:
+        together.append([d.request_id for d in drafts])
+        return grouped(self, tx, drafts)
+
+    monkeypatch.setattr(WriteStore, "_taken", spy_taken)
+    monkeypatch.setattr(WriteStore, "_commit_plain", spy_grouped)
     results = storage.writes.commit([draft("req_1", delta("a")), draft("req_2", delta("b", -2))])
     assert [r.stored for r in results if not isinstance(r, Exception)] == [(0,), (0,)]
-    assert looked_up == []
-    # A stored key is found by the insert; only then are the run's keys looked up.
+    assert looked_up == [] and together == [["req_1", "req_2"]]
+    # A stored key is found by the insert; only then are the run's keys looked up, and the
+    # requests around the one that holds it are stored together, in request order.
+    together.clear()
     results = storage.writes.commit(
-        [draft("req_3", delta("c")), draft("req_4", delta("a")), draft("req_5", delta("d"), delta("e"))]
+        [
+            draft("req_3", delta("c")),
+            draft("req_4", delta("a")),
+            draft("req_5", delta("d"), delta("e")),
+            draft("req_6", delta("f")),
+        ]
     )
-    assert looked_up == [["c", "a", "d", "e"]]
+    assert looked_up == [["c", "a", "d", "e", "f"]]
+    assert together == [["req_3", "req_4", "req_5", "req_6"], ["req_3"], ["req_5", "req_6"]]
     assert [(r.stored, r.duplicates) for r in results if not isinstance(r, Exception)] == [
         ((0,), ()),
         ((), (0,)),
         ((0, 1), ()),
+        ((0,), ()),
     ]
-    assert [d.key for d in storage.log.queued(10)] == ["a", "b", "c", "d", "e"]
-    assert storage.writes.used("ten_a", "2026-02") == 5
+    assert [d.key for d in storage.log.queued(10)] == ["a", "b", "c", "d", "e", "f"]
+    assert storage.writes.used("ten_a", "2026-02") == 6
 
 
 def test_plain_requests_fall_back_one_by_one_when_a_key_appears_meanwhile(

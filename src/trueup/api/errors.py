@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from trueup.api.responses import JSONResponse
 from trueup.core import errors as domain
@@ -120,9 +121,25 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     else:
         message = str(exc.detail)
     response = error_response(status, code, message)
-    if status == 405 and exc.headers and "Allow" in exc.headers:
-        response.headers["Allow"] = exc.headers["Allow"]  # RFC 9110 §15.5.6: a 405 names them
+    if status == 405:
+        response.headers["Allow"] = _allowed_methods(request)
     return response
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route of this path takes (RFC 9110 §15.5.6: a 405 names them all;
+    Starlette's own names only those of the first route whose path matched). Each method is
+    asked of the router as a request of its own would be."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+    return ", ".join(allowed)
 
 
 async def _on_storage_unavailable(request: Request, exc: Exception) -> JSONResponse:

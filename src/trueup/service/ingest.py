@@ -126,14 +126,23 @@ class WriteService:
         deltas = [entry.delta for entry in valid if entry.delta is not None]
         positions = tuple(entry.index for entry in valid)
         render = partial(_render_batch, entries=tuple(entries), positions=positions)
+        route = "POST /api/v1/balance/delta/batch"
         if not deltas:
-            _check_idempotency_key(idempotency_key)  # a 400 all the same, though nothing is stored
+            # Nothing to store, but the key is checked as on any write: a 400 if malformed, the
+            # stored reply or a 409 if it was used before.
+            claim = _claim(idempotency_key, route, body)
+            if claim is not None:
+                stored = await asyncio.to_thread(
+                    self._storage.writes.stored_response, principal.tenant_id, claim
+                )
+                if stored is not None:
+                    return Reply(stored.status_code, raw=stored.body)
             return Reply(202, raw=render(WriteResult(request_id="")).body)
         return await self.accept(
             principal,
             deltas,
             source="batch",
-            route="POST /api/v1/balance/delta/batch",
+            route=route,
             body=body,
             idempotency_key=idempotency_key,
             render=render,
@@ -304,17 +313,11 @@ def _require_write_access(principal: Principal) -> None:
         raise ForbiddenError("this API key is read-only; use a read-write key to write")
 
 
-def _check_idempotency_key(idempotency_key: str | None) -> None:
-    if idempotency_key is not None and (
-        not 1 <= len(idempotency_key) <= 255 or not idempotency_key.isprintable()
-    ):
-        raise ValidationError("Idempotency-Key", "header must be 1-255 printable characters")
-
-
 def _claim(idempotency_key: str | None, route: str, body: bytes) -> IdempotencyClaim | None:
-    _check_idempotency_key(idempotency_key)
     if idempotency_key is None:
         return None
+    if not 1 <= len(idempotency_key) <= 255 or not idempotency_key.isprintable():
+        raise ValidationError("Idempotency-Key", "header must be 1-255 printable characters")
     return IdempotencyClaim(key=idempotency_key, route=route, body_hash=hashlib.sha256(body).digest())
 
 

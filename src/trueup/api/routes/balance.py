@@ -40,7 +40,7 @@ OptionalText = Annotated[str | None, Query(max_length=200)]
 @router.get(
     "/api/v1/balance/derive/{customerId}",
     summary="Derive a customer's balance from verified deltas (with checkpoints and scopes)",
-    responses={200: {"model": DeriveResponse}, **errors(400, 401, 404)},
+    responses={200: {"model": DeriveResponse}, **errors(400, 401, 404, 503)},
 )
 async def derive(
     customerId: str,  # noqa: N803 - the seed's path parameter name
@@ -135,7 +135,7 @@ def derive_json(derived: Derived) -> dict[str, Any]:
 @router.post(
     "/api/v1/balance/compare",
     summary="Compare your balance with a counterparty's: who is wrong, when, and which delta",
-    responses={200: {"model": CompareResponse}, **errors(400, 401, 404, 413, 415)},
+    responses={200: {"model": CompareResponse}, **errors(400, 401, 404, 413, 415, 503)},
     openapi_extra=json_body(CompareBody),
 )
 async def compare(request: Request, services: ServicesDep, principal: Auth) -> JSONResponse:
