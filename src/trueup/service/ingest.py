@@ -206,7 +206,9 @@ class WriteService:
         self, principal: Principal, idempotency_key: str | None, route: str, body: bytes
     ) -> Reply | None:
         """For write routes outside the delta path (webhook endpoints): the reply stored under
-        this ``Idempotency-Key``, or ``None`` (409 ``IDEMPOTENCY_MISMATCH`` for another body)."""
+        this ``Idempotency-Key``, or ``None`` (409 ``IDEMPOTENCY_MISMATCH`` for another body).
+        A read-only key gets its 403 here: a stored reply is a write's, and may hold a secret."""
+        _require_write_access(principal)
         claim = _claim(idempotency_key, route, body)
         if claim is None:
             return None

@@ -118,9 +118,8 @@ class WebhookService:
         return self._policy
 
     def require_write(self, principal: Principal) -> None:
-        """403 for a read-only key: asked before anything else a managing route reads, so that
-        neither a stored reply (an ``Idempotency-Key`` replay holds a secret) nor a 404 tells
-        such a key more than the 403 does."""
+        """403 for a read-only key, for a managing route to ask before it looks anything up, so
+        that a 404 tells such a key no more than the 403 does."""
         _require_write(principal)
 
     def create(self, principal: Principal, document: Any) -> IssuedEndpoint:
