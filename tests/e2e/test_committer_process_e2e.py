@@ -14,7 +14,7 @@ import struct
 import termios
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -148,14 +148,14 @@ def _unread_request(child: int) -> bool:
     return waiting > 0
 
 
-def _stop_holding_a_commit(child: int, server: ServerProcess) -> None:
+def _stop_holding_a_commit(child: int, server: ServerProcess, writers: list[Future[None]]) -> None:
     """Stop the child (SIGSTOP) at a moment it waits for its next commit, then wait until the
     server hands it one: killing it then certainly cuts a commit short. A child stopped anywhere
     else (in the middle of a commit, or just after one) is let go on and caught again.
 
-    Once in CI (with the other tests running beside it) no commit reached the stopped child
-    within 20 s; it did not happen again in many runs. Should it recur, the failure says what
-    the child, the server and its log were doing."""
+    Once in CI no commit reached the stopped child within 20 s; it did not happen again in many
+    runs. Should it recur, the failure says what the child, the writers, the server and its log
+    were doing."""
 
     def stopped_waiting_for_stdin() -> bool:
         os.kill(child, signal.SIGSTOP)
@@ -175,10 +175,11 @@ def _stop_holding_a_commit(child: int, server: ServerProcess) -> None:
         os.kill(child, signal.SIGCONT)
         assert server.process is not None
         ready = httpx.get(f"{server.base_url}/readyz", timeout=5).text
+        ended = [repr(writer.exception()) for writer in writers if writer.done()]
         raise AssertionError(
             f"no commit reached the stopped committer {child} (syscall {syscall!r}); committers "
-            f"now {children(server.process.pid, 'committer')}; /readyz {ready}; server log ends:\n"
-            f"{server.log()[-4000:]}"
+            f"now {children(server.process.pid, 'committer')}; /readyz {ready}; writers ended "
+            f"{len(ended)} of {len(writers)} {ended}; server log ends:\n{server.log()[-4000:]}"
         ) from None
 
 
@@ -244,14 +245,16 @@ def test_no_202_is_lost_when_the_child_is_killed_mid_commit(tmp_path: Path, back
         ThreadPoolExecutor(WRITERS) as pool,
     ):
         futures = [pool.submit(writer, n, server) for n in range(WRITERS)]
-        child = _committer_child(server)
-        for _ in range(KILLS):
+        try:
+            child = _committer_child(server)
+            for _ in range(KILLS):
+                _wait_for_answers(answered, 50)
+                _stop_holding_a_commit(child, server, futures)
+                os.kill(child, signal.SIGKILL)
+                child = _committer_child(server, other_than=child)
             _wait_for_answers(answered, 50)
-            _stop_holding_a_commit(child, server)
-            os.kill(child, signal.SIGKILL)
-            child = _committer_child(server, other_than=child)
-        _wait_for_answers(answered, 50)
-        stop.set()
+        finally:
+            stop.set()  # else, should the test fail here, the pool's exit waits for writers that never stop
         for future in futures:
             future.result()
         assert sum(1 for status in answered.values() if status == 503) >= KILLS  # each kill cut one short
