@@ -145,6 +145,9 @@ ROOT_B64 = base64.b64encode(bytes(32)).decode()
         ("log\n8\n%%%%\ntimestamp 1\n", "root line '%%%%' is not base64"),
         (f"log\n8\n{ROOT_B64[:-1]}B\ntimestamp 1\n", "is not the base64 of a 32-byte hash"),
         (f"log\n8\n{ROOT_B64}\ntimestamp 01\n", "expected 'timestamp <milliseconds>'"),
+        # Past 4,300 digits int() raises a ValueError of its own: refused before it is called.
+        (f"log\n{'1' * 5000}\n{ROOT_B64}\ntimestamp 1\n", "is not a decimal tree size"),
+        (f"log\n8\n{ROOT_B64}\ntimestamp {'1' * 5000}\n", "expected 'timestamp <milliseconds>'"),
         (f"log\n8\n{ROOT_B64}\ntime 1\n", "expected 'timestamp <milliseconds>'"),
         (f"log\n8\n{ROOT_B64}\ntimestamp 1", "text must end with a newline"),
         (f"\n8\n{ROOT_B64}\ntimestamp 1\n", "origin must be a non-empty line"),

@@ -49,9 +49,7 @@ def test_a_file_nested_too_deeply_is_one_line_not_a_traceback(
     path = tmp_path / "deep.json"
     path.write_text("[" * 100_000 + "]" * 100_000)
     assert verify.run([str(path), "--key", VKEY]) == 1
-    assert capsys.readouterr().out == (
-        "FAILED: cannot read the bundle: it is nested too deeply to be a bundle\n"
-    )
+    assert capsys.readouterr().out == "FAILED: bundle: nested too deeply to be a bundle\n"
 
 
 def test_a_key_file_that_cannot_be_read_is_one_line_not_a_traceback(
@@ -65,3 +63,62 @@ def test_a_key_file_that_cannot_be_read_is_one_line_not_a_traceback(
         assert verify.run([str(bundle), "--key", str(key)]) == 1
         out = capsys.readouterr().out
         assert out.startswith("FAILED: cannot read the key: ") and out.count("\n") == 1
+
+
+def test_ok_names_the_delta_the_leaf_proves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(BUNDLE))
+    assert verify.run([str(path), "--key", VKEY]) == 0
+    leaf = BUNDLE["leaf"]
+    assert capsys.readouterr().out == (
+        f"OK: {BUNDLE['anchorId']} is leaf {BUNDLE['leafIndex']} of the tree of size {BUNDLE['treeSize']} "
+        f"with root {BUNDLE['rootHash']}, signed by the pinned key: delta {leaf['delta']} for customer "
+        f"{leaf['customerId']!r} of tenant {leaf['tenant']!r}, key {leaf['key']!r}, occurred at "
+        f"{leaf['occurredAt']}\n"
+    )
+    # --anchor: the bundle must prove that delta, not merely some delta of the log.
+    assert verify.run([str(path), "--key", VKEY, "--anchor", BUNDLE["anchorId"]]) == 0
+    capsys.readouterr()
+    assert verify.run([str(path), "--key", VKEY, "--anchor", "a_999"]) == 1
+    assert capsys.readouterr().out == f"FAILED: the bundle proves {BUNDLE['anchorId']}, not 'a_999'\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # json.loads keeps the last of two members: the file would show one delta, prove another.
+        pytest.param(
+            json.dumps(BUNDLE).replace('"delta": ', '"delta": 1000000, "delta": ', 1),
+            "FAILED: bundle: duplicate member 'delta'\n",
+            id="two deltas in the leaf",
+        ),
+        pytest.param(
+            json.dumps(BUNDLE).replace('"leaf": ', '"leaf": {"delta": 1}, "leaf": ', 1),
+            "FAILED: bundle: duplicate member 'leaf'\n",
+            id="two leaves",
+        ),
+        # The API's envelope is unwrapped only when it is one: beside a bundle's own members,
+        # "data" would be the bundle checked while the others are the one shown.
+        pytest.param(
+            json.dumps({**BUNDLE, "data": BUNDLE}),
+            "FAILED: bundle: unexpected data\n",
+            id="a bundle beside data",
+        ),
+        pytest.param("[]", "FAILED: bundle: must be a JSON object, got list\n", id="not an object"),
+        pytest.param('{"version": NaN}', "FAILED: bundle: NaN is not JSON\n", id="NaN"),
+    ],
+)
+def test_a_file_that_could_show_another_bundle_than_the_one_checked_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    path = tmp_path / "bundle.json"
+    path.write_text(text)
+    assert verify.run([str(path), "--key", VKEY]) == 1
+    assert capsys.readouterr().out == message
+
+
+def test_the_apis_reply_saved_whole_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "reply.json"
+    path.write_text(json.dumps({"statusCode": 200, "success": True, "data": BUNDLE}))
+    assert verify.run([str(path), "--key", VKEY]) == 0
+    assert capsys.readouterr().out.startswith(f"OK: {BUNDLE['anchorId']} ")

@@ -74,6 +74,18 @@ def test_audit_catches_a_forged_head_signature(services: Services) -> None:
     assert report.problem is not None and report.problem.startswith("tree head 30: checkpoint signature")
 
 
+def test_audit_catches_a_stored_head_timestamp_other_than_the_signed_one(services: Services) -> None:
+    """The API serves the stored timestamp (treeHead.timestamp, recordedAt), not the note's."""
+    _sealed_log(services)
+    head = services.storage.log.head()
+    assert head is not None
+    _tamper(services, "UPDATE tree_heads SET timestamp_ms = 1 WHERE tree_size = ?", (head.size,))
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert report.problem == (
+        f"tree head 30: its stored timestamp 1 is not the signed checkpoint's {head.timestamp_ms}"
+    )
+
+
 def test_audit_catches_a_head_signed_with_the_log_key_for_another_log(services: Services) -> None:
     _sealed_log(services)
     head = services.storage.log.head()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 import httpx
 
 __all__ = ["run"]
+
+_ANCHOR = re.compile(r"a_(0|[1-9][0-9]{0,19})")
 
 
 def run(argv: list[str]) -> int:
@@ -27,15 +30,37 @@ def run(argv: list[str]) -> int:
     if not args.api_key:
         print("trueup proof: an API key is needed (--api-key or TRUEUP_API_KEY)", file=sys.stderr)
         return 2
+    if not _ANCHOR.fullmatch(args.anchor_id):
+        print(f"trueup proof: {args.anchor_id!r} is not an anchor id (a_<leaf index>)", file=sys.stderr)
+        return 2
     url = f"{args.url.rstrip('/')}/api/v1/log/proof/bundle/{args.anchor_id}"
     try:
         reply = httpx.get(url, headers={"X-Api-Key": args.api_key}, timeout=30)
     except httpx.HTTPError as exc:
         print(f"trueup proof: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
-    body = reply.json() if reply.headers.get("content-type", "").startswith("application/json") else {}
-    if reply.status_code != 200:
-        print(f"trueup proof: {reply.status_code} {body.get('message', reply.text[:200])}", file=sys.stderr)
+    bundle, problem = _bundle_in(reply, args.anchor_id)
+    if bundle is None:
+        print(f"trueup proof: {problem}", file=sys.stderr)
         return 1
-    print(json.dumps(body["data"], indent=2))
+    print(json.dumps(bundle, indent=2))
     return 0
+
+
+def _bundle_in(reply: httpx.Response, anchor: str) -> tuple[dict[str, object] | None, str]:
+    """The bundle for ``anchor`` in the server's reply, or ``None`` and what is wrong with it."""
+    try:
+        body = reply.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return None, f"{reply.status_code}, not a Trueup reply: {reply.text[:200]!r}"
+    if reply.status_code != 200:
+        return None, f"{reply.status_code} {body.get('message', reply.text[:200])}"
+    bundle = body.get("data")
+    # The bundle is checked offline (trueup verify), but a server answering for another delta
+    # is told here, where the requested anchor is known.
+    if not isinstance(bundle, dict) or bundle.get("anchorId") != anchor:
+        got = bundle.get("anchorId") if isinstance(bundle, dict) else None
+        return None, f"the server sent no bundle for {anchor} (got {got!r})"
+    return bundle, ""

@@ -11,7 +11,7 @@ It imports only the standard library and ``cryptography``, so the offline verifi
 without the server's dependencies. Times and salts are passed in by callers.
 """
 
-from trueup.proof.bundle import BUNDLE_VERSION, anchor_id, make_bundle, verify_bundle
+from trueup.proof.bundle import BUNDLE_VERSION, anchor_id, load_bundle, make_bundle, verify_bundle
 from trueup.proof.canonical import MAX_SAFE_INTEGER, JSONValue, canonical_json
 from trueup.proof.checkpoint import (
     CheckpointSigner,
@@ -108,6 +108,7 @@ __all__ = [
     "leaf_fields_from_json",
     "leaf_fields_to_json",
     "leaf_hash",
+    "load_bundle",
     "make_bundle",
     "metadata_digest",
     "node_hash",

@@ -17,6 +17,7 @@ signed by a pinned key states that very tree size and root. Like all of
 from __future__ import annotations
 
 import hmac
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Final
@@ -29,7 +30,7 @@ from trueup.proof.merkle.hashing import leaf_hash
 from trueup.proof.merkle.verify import verify_inclusion
 from trueup.proof.note import VerifierKey
 
-__all__ = ["BUNDLE_VERSION", "anchor_id", "make_bundle", "verify_bundle"]
+__all__ = ["BUNDLE_VERSION", "anchor_id", "load_bundle", "make_bundle", "verify_bundle"]
 
 BUNDLE_VERSION: Final = 1
 """The ``version`` of bundles this module writes and accepts."""
@@ -98,6 +99,46 @@ def make_bundle(
         "inclusionProof": [element.hex() for element in inclusion_proof],
         "checkpoint": checkpoint,
     }
+
+
+def load_bundle(text: str) -> Mapping[str, object]:
+    """Parse a bundle file's text: one JSON object, or the API's reply that holds it as ``data``.
+
+    Stricter than ``json.loads``, which keeps the last of two members of the same name: a file
+    with two ``leaf`` members (or two ``delta`` members in its leaf) would show a reader one
+    delta while another is checked, so a duplicate member anywhere is refused. The API's
+    envelope is unwrapped only when it holds no bundle member of its own, for the same reason.
+
+    Raises:
+        BundleError: for text that is not such a JSON object.
+    """
+    try:
+        document = json.loads(text, object_pairs_hook=_unique_members, parse_constant=_not_json)
+    except BundleError:
+        raise
+    except ValueError as exc:  # json.JSONDecodeError, and int()'s limit on very long numbers
+        raise BundleError(f"bundle: not JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise BundleError("bundle: nested too deeply to be a bundle") from exc
+    if not isinstance(document, dict):
+        raise BundleError(f"bundle: must be a JSON object, got {type(document).__name__}")
+    data = document.get("data")
+    if isinstance(data, dict) and not _KEYS & document.keys():
+        return data
+    return document
+
+
+def _unique_members(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for name, value in pairs:
+        if name in result:
+            raise BundleError(f"bundle: duplicate member {shown(name)}")
+        result[name] = value
+    return result
+
+
+def _not_json(text: str) -> object:
+    raise BundleError(f"bundle: {text} is not JSON")
 
 
 def _natural(bundle: Mapping[str, object], name: str) -> int:

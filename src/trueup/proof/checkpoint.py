@@ -55,9 +55,11 @@ __all__ = [
 MAX_TREE_SIZE: Final = 2**64 - 1
 """Largest tree size a checkpoint may state (RFC 9162 sizes are uint64)."""
 
-# tlog-checkpoint §Note text: "ASCII decimal ... with no leading zeroes".
-_DECIMAL = re.compile(r"0|[1-9][0-9]*")
-_TIMESTAMP = re.compile(r"timestamp (0|[1-9][0-9]*)")
+# tlog-checkpoint §Note text: "ASCII decimal ... with no leading zeroes". At most 20 digits
+# (2**64 - 1 has 20): longer ones are refused before int() sees them, which raises its own
+# ValueError past 4,300 digits.
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
+_TIMESTAMP = re.compile(r"timestamp (0|[1-9][0-9]{0,19})")
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,6 @@ from trueup.proof import (
     ProofError,
     encode_leaf,
     leaf_hash,
-    parse_checkpoint,
     parse_verifier_key,
     verify_checkpoint,
 )
@@ -181,11 +180,17 @@ class _Auditor:
                 )
             try:
                 verified = verify_checkpoint(head.checkpoint, self.verifier_key, origin=self.origin)
-                _, stated = parse_checkpoint(head.checkpoint)
             except ProofError as exc:
                 raise _MismatchError(f"tree head {head.size}: checkpoint signature: {exc}") from exc
-            if (verified.size, verified.root) != (head.size, head.root) or stated != verified:
+            if (verified.size, verified.root) != (head.size, head.root):
                 raise _MismatchError(f"tree head {head.size}: the signed checkpoint states another tree")
+            # The API serves the stored timestamp (treeHead.timestamp, verificationProof.timestamp,
+            # recordedAt): it must be the one the checkpoint signs.
+            if verified.timestamp_ms != head.timestamp_ms:
+                raise _MismatchError(
+                    f"tree head {head.size}: its stored timestamp {head.timestamp_ms} is not the signed "
+                    f"checkpoint's {verified.timestamp_ms}"
+                )
             self.heads_checked += 1
             head = next(head_iter, None)
         return head
