@@ -151,7 +151,7 @@ class SequencerLoop(ElectedRole):
 
     def _lead(self) -> None:
         self._refresh_statistics(self._sealer.load().size)  # due: none was made yet
-        while not self._stop.is_set():
+        while self._leading():
             started = time.perf_counter()
             self._full_batch.reset()
             try:

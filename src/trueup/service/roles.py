@@ -3,7 +3,9 @@
 A role runs in a background thread. It takes the role's leader lock (a PostgreSQL advisory
 lock, or a file lock beside the SQLite file); while another process holds it, it waits and
 asks again every ``standby_poll_s`` seconds, so a standby takes over soon after the holder
-dies. Subclasses do the role's work in :meth:`ElectedRole._lead` until ``_stop`` is set.
+dies. Subclasses do the role's work in :meth:`ElectedRole._lead` in rounds, for as long as
+:meth:`ElectedRole._leading` says: until ``_stop`` is set, or the lock is found lost (its
+PostgreSQL session ended), after which the process stands by like any other.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import abc
 import logging
 import threading
+import time
 
-from trueup.storage.engine import Engine
+from trueup.storage.engine import Engine, Leadership
 
 __all__ = ["ElectedRole"]
 
@@ -22,13 +25,22 @@ log = logging.getLogger(__name__)
 class ElectedRole(abc.ABC):
     role: str = "role"
 
-    def __init__(self, engine: Engine, standby_poll_s: float = 1.0) -> None:
+    def __init__(
+        self, engine: Engine, standby_poll_s: float = 1.0, lock_check_s: float | None = None
+    ) -> None:
+        """``lock_check_s``: how often :meth:`_leading` asks whether the lock is still held
+        (by default every ``standby_poll_s``, as often as a standby asks for it; 0: every round)."""
         self._engine = engine
         self._standby_poll = standby_poll_s
+        self._lock_check = standby_poll_s if lock_check_s is None else lock_check_s
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"trueup-{self.role}", daemon=True)
+        self._leadership: Leadership | None = None
+        self._checked_at = 0.0
         self.is_leader = False
+        self.elections = 0
+        """How many times this process has taken the role."""
 
     def start(self) -> None:
         self._thread.start()
@@ -44,19 +56,36 @@ class ElectedRole(abc.ABC):
 
     @abc.abstractmethod
     def _lead(self) -> None:
-        """Do the role's work while holding it; return when ``_stop`` is set."""
+        """Do the role's work while holding it, in rounds; return once :meth:`_leading` is false."""
+
+    def _leading(self) -> bool:
+        """Whether to do another round: not stopped, and the lock still held (asked at most
+        every ``lock_check_s``)."""
+        leadership = self._leadership
+        if self._stop.is_set() or leadership is None:
+            return False
+        now = time.monotonic()
+        if now - self._checked_at >= self._lock_check:
+            self._checked_at = now
+            if not leadership.still_held():
+                log.error("this process lost the %s role (its lock was released); standing by", self.role)
+                return False
+        return leadership.held
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                with self._engine.try_leader_lock(self.role) as leader:
-                    if leader:
+                with self._engine.try_leader_lock(self.role) as leadership:
+                    if leadership:
+                        self._leadership = leadership
+                        self._checked_at = time.monotonic()
                         self.is_leader = True
+                        self.elections += 1
                         log.info("this process holds the %s role", self.role)
-                        self._lead()
-                        return
+                        self._lead()  # until stopped, or the lock is lost: then stand by
             except Exception:
                 log.exception("%s election failed; retrying", self.role)
             finally:
                 self.is_leader = False
+                self._leadership = None
             self._stop.wait(self._standby_poll)

@@ -8,13 +8,39 @@ connection (one writer, group commit above it); PostgreSQL hands out pooled conn
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
 
-__all__ = ["BulkUpdate", "BulkUpsert", "Dialect", "Engine", "Row", "Tx"]
+__all__ = ["BulkUpdate", "BulkUpsert", "Dialect", "Engine", "Leadership", "Row", "Tx"]
 
 Row = tuple[Any, ...]
+
+
+class Leadership:
+    """What :meth:`Engine.try_leader_lock` yields: true while this process holds the role.
+
+    A lock can be lost while its holder runs on: a PostgreSQL session ends when an operator
+    terminates it, the server restarts or fails over, or an idle timeout or a pooler drops it,
+    and its advisory lock goes with it, to be taken by a standby within a second. A holder that
+    never asked would go on beside the new one (sending every webhook twice), so the roles ask
+    :meth:`still_held` between rounds and stand by again once it says no.
+    """
+
+    __slots__ = ("_check", "held")
+
+    def __init__(self, held: bool, check: Callable[[], bool] | None = None) -> None:
+        self.held = held
+        self._check = check
+
+    def __bool__(self) -> bool:
+        return self.held
+
+    def still_held(self) -> bool:
+        """Whether the lock is still this process's (once lost, it stays lost)."""
+        if self.held and self._check is not None and not self._check():
+            self.held = False
+        return self.held
 
 
 class BulkUpdate(NamedTuple):
@@ -180,11 +206,12 @@ class Engine(abc.ABC):
         """A consistent read-only snapshot."""
 
     @abc.abstractmethod
-    def try_leader_lock(self, name: str) -> AbstractContextManager[bool]:
+    def try_leader_lock(self, name: str) -> AbstractContextManager[Leadership]:
         """Hold the named single-writer role while the block runs, if nobody else does.
 
-        Yields ``True`` when this process holds the role. PostgreSQL uses a session advisory
-        lock (released when the holder dies); SQLite, an exclusive file lock.
+        Yields a :class:`Leadership`, true when this process holds the role, which says
+        whether it still does. PostgreSQL uses a session advisory lock (released when the holder
+        dies, or its session ends); SQLite, an exclusive file lock.
         """
 
     def serialize(self, tx: Tx, name: str) -> None:  # noqa: B027 - a no-op by default on purpose

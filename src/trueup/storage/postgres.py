@@ -18,7 +18,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
-from trueup.storage.engine import BulkUpdate, BulkUpsert, Dialect, Engine, Row, Tx, chunks
+from trueup.storage.engine import BulkUpdate, BulkUpsert, Dialect, Engine, Leadership, Row, Tx, chunks
 from trueup.storage.errors import IntegrityConflictError, StorageUnavailableError
 
 __all__ = ["PostgresDialect", "PostgresEngine"]
@@ -98,6 +98,16 @@ def _named(url: str, purpose: str = "") -> str:
         return url
     name = f"trueup/{os.getpid()}" + (f"/{purpose}" if purpose else "")
     return make_conninfo(url, application_name=name)
+
+
+def _session_alive(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the session of ``conn`` still runs, and so still holds its advisory locks (a
+    session lock lasts as long as its session, and this one never unlocks)."""
+    try:
+        conn.execute("SELECT 1").fetchone()
+    except psycopg.Error:
+        return False
+    return True
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -246,7 +256,7 @@ class PostgresEngine(Engine):
         return int.from_bytes(digest[:8], "big", signed=True)
 
     @contextmanager
-    def try_leader_lock(self, name: str) -> Iterator[bool]:
+    def try_leader_lock(self, name: str) -> Iterator[Leadership]:
         key = self.lock_key(name)
         try:
             conn = psycopg.connect(_named(self.url), autocommit=True)
@@ -254,8 +264,7 @@ class PostgresEngine(Engine):
             raise StorageUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
         try:
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-            held = bool(row and row[0])
-            yield held
+            yield Leadership(bool(row and row[0]), lambda: _session_alive(conn))
         finally:
             conn.close()
 

@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from trueup.storage.engine import BulkUpdate, BulkUpsert, Dialect, Engine, Row, Tx
+from trueup.storage.engine import BulkUpdate, BulkUpsert, Dialect, Engine, Leadership, Row, Tx
 from trueup.storage.errors import IntegrityConflictError, StorageUnavailableError
 
 __all__ = ["SQLiteDialect", "SQLiteEngine"]
@@ -335,7 +335,7 @@ class SQLiteEngine(Engine):
         with self._transaction(conn, "BEGIN") as tx:
             yield tx
 
-    def try_leader_lock(self, name: str) -> AbstractContextManager[bool]:
+    def try_leader_lock(self, name: str) -> AbstractContextManager[Leadership]:
         return _file_lock(self.path.with_name(f"{self.path.name}.{name}.lock"))
 
     def close(self) -> None:
@@ -371,15 +371,27 @@ def _enter_wal(conn: sqlite3.Connection, timeout_s: float = 30.0) -> None:
 
 
 @contextmanager
-def _file_lock(path: Path) -> Iterator[bool]:
-    """An exclusive, non-blocking lock on ``path``, released when the holder exits or dies."""
+def _file_lock(path: Path) -> Iterator[Leadership]:
+    """An exclusive, non-blocking lock on ``path``, released when the holder exits or dies.
+
+    Held for as long as the file is the one at ``path``: a lock file deleted (or replaced)
+    under its holder lets the next process create and lock another, so the holder asks."""
     with path.open("a+b") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            yield False
+            yield Leadership(False)
             return
         try:
-            yield True
+            yield Leadership(True, lambda: _same_file(handle.fileno(), path))
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        now = path.stat()
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)

@@ -113,7 +113,9 @@ class Dispatcher(ElectedRole):
         uniform: Callable[[], float] = random.random,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
-        super().__init__(storage.engine, standby_poll_s)
+        # The lock is asked about before every claim: a dispatcher that lost it to another
+        # would send what that one sends too.
+        super().__init__(storage.engine, standby_poll_s, lock_check_s=0.0)
         self._storage = storage
         self._policy = TargetPolicy(settings.webhook_allow_http, settings.webhook_allow_private)
         self._retry_base = max(settings.webhook_retry_base_s, 0.001)
@@ -145,7 +147,7 @@ class Dispatcher(ElectedRole):
         for thread in threads:
             thread.start()
         try:
-            while not self._stop.is_set():
+            while self._leading():
                 try:
                     self._flush()
                     wait = self._claim()

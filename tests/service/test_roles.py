@@ -1,0 +1,73 @@
+"""A role whose lock is lost while its holder runs on (its PostgreSQL session terminated, as a
+server restart, a failover or an idle timeout would; its SQLite lock file deleted) is given up
+at the holder's next round: it stands by, and the process that took the lock leads alone.
+Before, the old holder led on beside the new one: two sequencers, and every webhook sent twice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.e2e.server import wait_until
+from trueup.sequencer.loop import SequencerLoop
+from trueup.service.container import Services, open_services
+from trueup.service.roles import ElectedRole
+from trueup.service.settings import Settings
+from trueup.webhooks.dispatcher import Dispatcher
+
+POLL_S = 0.05
+
+
+def _role(kind: str, services: Services) -> ElectedRole:
+    if kind == "sequencer":
+        return SequencerLoop(services.storage, services.sealer, interval_s=0.01, standby_poll_s=POLL_S)
+    return Dispatcher(services.storage, services.settings, poll_s=0.01, standby_poll_s=POLL_S)
+
+
+def _lose_the_lock(role: str, database_url: str, services: Services) -> None:
+    """End the lock as the world outside the process would."""
+    if database_url.startswith("sqlite"):
+        lock_file = Path(database_url.removeprefix("sqlite:///") + f".{role}.lock")
+        lock_file.unlink()
+        return
+    key = services.storage.engine.lock_key(role)  # type: ignore[attr-defined]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        ended = conn.execute(
+            """SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'
+               AND classid = %s AND objid = %s AND objsubid = 1 AND granted""",
+            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+        ).fetchall()
+    assert ended == [(True,)]
+
+
+@pytest.fixture
+def other_services(database_url: str, tmp_path: Path) -> Iterator[Services]:
+    """A second process's services on the same database (its own connections and locks)."""
+    opened = open_services(replace(Settings(), data_dir=tmp_path, database_url=database_url))
+    yield opened
+    opened.close()
+
+
+@pytest.mark.parametrize("kind", ["sequencer", "dispatcher"])
+def test_a_holder_that_lost_its_lock_stands_by_while_the_new_holder_leads(
+    kind: str, database_url: str, services: Services, other_services: Services
+) -> None:
+    first, second = _role(kind, services), _role(kind, other_services)
+    first.start()
+    try:
+        wait_until(lambda: first.is_leader)
+        second.start()
+        _lose_the_lock(first.role, database_url, services)
+        wait_until(lambda: second.is_leader)
+        wait_until(lambda: not first.is_leader)  # it noticed, and the lock is now the other's
+        assert (first.elections, second.elections) == (1, 1)
+        second.stop()
+        wait_until(lambda: first.is_leader)  # a standby like any other: it takes the role back
+        assert first.elections == 2
+    finally:
+        second.stop()
+        first.stop()
