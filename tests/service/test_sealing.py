@@ -332,3 +332,22 @@ def test_a_delta_accepted_under_looser_limits_that_cannot_be_a_leaf_fails_alone(
         assert audit_log(services.storage, services.log.verifier_key).ok
     finally:
         services.close()
+
+
+def test_a_request_of_repeats_of_queued_deltas_is_verified_when_their_originals_are(
+    services: Services,
+) -> None:
+    """No seal settles a request all of whose items repeat deltas still queued: its
+    ``verifiedAt`` is when the last of the originals' requests was settled, not ``null``."""
+    who = principal_for(services)
+    items = [{"key": f"r{i}", "accountId": "c1", "bits": i + 1} for i in range(3)]
+    original = write(services, who, *items[:2])
+    later = write(services, who, items[2])
+    repeat = write(services, who, *items)  # every item repeats one of the two queued requests
+    assert services.views.request_status(who, repeat, 10, 0).status == "queued"
+    seal_all(services)
+    status = services.views.request_status(who, repeat, 10, 0)
+    settled = [services.views.request_status(who, r, 10, 0).request.verified_at for r in (original, later)]
+    assert status.status == "verified"
+    assert None not in settled
+    assert status.request.verified_at == max(settled)  # type: ignore[type-var]

@@ -72,7 +72,8 @@ class WriteService:
         self._committer = committer
         self._settings = settings
         self._clock = clock
-        self._in_flight: dict[tuple[str, str], bytes] = {}
+        self._in_flight: dict[tuple[str, str], tuple[str, bytes]] = {}
+        """(tenant, Idempotency-Key) -> (route, body hash) of the request in flight under it."""
         self._in_flight_lock = threading.Lock()
         self._queue_guard = QueueGuard(
             storage.log,
@@ -184,9 +185,10 @@ class WriteService:
             with self._in_flight_lock:
                 running = self._in_flight.get(flight)
                 if running is None:
-                    self._in_flight[flight] = claim.body_hash
+                    self._in_flight[flight] = (claim.route, claim.body_hash)
             if running is not None:
-                if running != claim.body_hash:
+                # Another route with the same body is another request, as for a stored reply.
+                if running != (claim.route, claim.body_hash):
                     raise IdempotencyMismatchError(
                         f"Idempotency-Key {claim.key!r} is in use by a different request"
                     )

@@ -698,6 +698,16 @@ class WriteStore:
                 repeats[str(status)] = int(count)
                 if repeat_size is not None and (sealed_size is None or repeat_size > sealed_size):
                     sealed_size = repeat_size
+            verified_at = row[6]
+            if verified_at is None and int(row[4]) == 0 and repeats and "queued" not in repeats:
+                # Every item repeated a delta still queued when this request came, so no seal
+                # settled it: it was complete when the last of those originals' requests was.
+                verified_at = tx.scalar(
+                    """SELECT MAX(r.verified_at) FROM write_duplicates w
+                       JOIN deltas d ON d.seq = w.original_seq JOIN write_requests r ON r.id = d.request_id
+                       WHERE w.request_id = ?""",
+                    (request_id,),
+                )
             last = offset + limit - 1
             own = tx.execute(
                 f"""SELECT {RECORD_COLUMNS} FROM deltas
@@ -720,7 +730,7 @@ class WriteStore:
             stored_count=int(row[3]),
             pending_count=int(row[4]),
             accepted_at=str(row[5]),
-            verified_at=None if row[6] is None else str(row[6]),
+            verified_at=None if verified_at is None else str(verified_at),
             items=tuple(items),
             failed_count=int(row[7]),
             repeat_statuses=repeats,
