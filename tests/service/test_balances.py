@@ -276,3 +276,24 @@ def test_a_request_s_status_does_not_depend_on_the_page_read(services: Services)
     assert states == {"partially_failed"}
     heads = {services.views.request_status(who, mixed, limit, offset).head for limit, offset in pages}
     assert len(heads) == 1 and None not in heads
+
+
+def test_customer_search_is_the_same_case_sensitive_substring_on_every_backend(services: Services) -> None:
+    """``LIKE`` ignores ASCII case on SQLite and not on PostgreSQL, and ``_`` is any character
+    to it: the search is an exact substring, alike on both (customer ids are case-sensitive
+    everywhere else too)."""
+    who = principal_for(services)
+    ids = ["Cust-A", "cust-b", "x_y", "xAy", "x.y"]
+    write(services, who, *[{"key": f"k{n}", "accountId": c, "bits": 1} for n, c in enumerate(ids)])
+    seal_all(services)
+
+    def found(search: str | None) -> tuple[list[str], int]:
+        page, total = services.balances.customers(who, search, 10, 1)
+        return [account.customer_id for account in page], total
+
+    assert found("cust") == (["cust-b"], 1)
+    assert found("Cust") == (["Cust-A"], 1)
+    assert found("x_y") == (["x_y"], 1)  # "_" is a character, not any character
+    assert found("A") == (["Cust-A", "xAy"], 2)
+    assert found("%") == ([], 0)
+    assert found(None) == (sorted(ids), 5)

@@ -220,13 +220,14 @@ class BalanceSnapshot:
     def customers(
         self, tenant_id: str, search: str | None, limit: int, offset: int
     ) -> tuple[list[AccountRecord], int]:
-        """A page of the tenant's customers by id, and how many match ``search`` (a substring)."""
+        """A page of the tenant's customers by id, and how many match ``search`` (a substring,
+        case-sensitive as customer ids are: ``LIKE`` ignores ASCII case on SQLite and not on
+        PostgreSQL, so the test is whether removing ``search`` changes the id, alike on both)."""
         where = "tenant_id = ?"
         params: list[object] = [tenant_id]
         if search:
-            where += " AND customer_id LIKE ? ESCAPE '!'"
-            escaped = search.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-            params.append(f"%{escaped}%")
+            where += " AND REPLACE(customer_id, ?, '') <> customer_id"
+            params.append(search)
         total = int(self._tx.scalar(f"SELECT COUNT(*) FROM accounts WHERE {where}", params))
         rows = self._tx.execute(
             f"""SELECT customer_id, balance, delta_count, first_activity, last_activity,
