@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from trueup.core.errors import ValidationError
-from trueup.core.scopes import parse_compare_body
+from trueup.core.scopes import parse_compare_body, parse_derive_query
+from trueup.core.strict_json import describe
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 BODY = {"customerId": "cust-1", "yourBalance": 5, "theirBalance": 4, "startingBalance": 0}
@@ -34,3 +35,38 @@ def test_a_value_of_the_wrong_type_is_named_as_json_spells_it(extra: dict[str, o
     with pytest.raises(ValidationError) as caught:
         parse_compare_body({**BODY, **extra}, NOW)
     assert caught.value.message == message
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        # The bound named is the one that applies, whatever the number of digits.
+        ({"limit": "10000000"}, "limit: must be between 1 and 1000, got 10000000"),
+        ({"limit": "0"}, "limit: must be between 1 and 1000, got 0"),
+        ({"limit": "9" * 80}, f"limit: must be between 1 and 1000, got {describe('9' * 80)}"),
+        ({"offset": "-1"}, "offset: must be between 0 and 1000000000000, got -1"),
+        ({"limit": ""}, 'limit: must be an integer, got ""'),
+        # An empty startingBalance is not 0: taken as 0 it would derive another balance.
+        ({"startingBalance": ""}, 'startingBalance: must be an integer, got ""'),
+        (
+            {"startingBalance": "1" + "0" * 31},
+            f"startingBalance: must be at most {10**30} in magnitude, got 1{'0' * 31}",
+        ),
+        (
+            {"startingBalance": "-" + "1" * 40},
+            f"startingBalance: must be at most {10**30} in magnitude, got -{'1' * 40}",
+        ),
+        (  # too long to be worth converting: shown as text, cut short
+            {"startingBalance": "-" + "1" * 80},
+            f"startingBalance: must be at most {10**30} in magnitude, got {describe('-' + '1' * 80)}",
+        ),
+    ],
+)
+def test_derive_names_the_bound_an_integer_parameter_misses(query: dict[str, str], message: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_derive_query(query, NOW)
+    assert caught.value.message == message
+
+
+def test_derive_takes_a_starting_balance_of_thirty_one_digits() -> None:
+    assert parse_derive_query({"startingBalance": "-" + "9" * 30}, NOW).starting_balance == -(10**30 - 1)

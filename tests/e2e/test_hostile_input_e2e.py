@@ -193,6 +193,23 @@ def test_an_integer_query_parameter_still_takes_a_sign(running: Running) -> None
     }
 
 
+def test_derive_documents_its_integer_parameters_as_integers(running: Running) -> None:
+    """Derive reads them as text (its own parser names the bound missed), but clients generated
+    from OpenAPI see integers."""
+    operation = httpx.get(f"{running.url}/openapi.json").json()["paths"][
+        "/api/v1/balance/derive/{customerId}"
+    ]
+    schemas = {p["name"]: p["schema"] for p in operation["get"]["parameters"]}
+    assert {name: schemas[name]["type"] for name in ("startingBalance", "limit", "offset")} == {
+        "startingBalance": "integer",
+        "limit": "integer",
+        "offset": "integer",
+    }
+    assert (schemas["limit"]["minimum"], schemas["limit"]["maximum"]) == (1, 1000)
+    response = httpx.get(f"{running.url}/api/v1/balance/derive/c1?limit=5000", headers=running.headers)
+    assert _error(response, 400) == "limit: must be between 1 and 1000, got 5000"
+
+
 def _reply_to_a_stalled_body(port: int, key: str, path: str) -> tuple[bytes, bytes]:
     """Send headers announcing 100 bytes and only 10 of them, then read until the server closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:

@@ -32,8 +32,12 @@ __all__ = [
 
 MAX_BALANCE = 10**30
 """Largest magnitude accepted for a claimed or starting balance (exact: JSON has no limit)."""
+MAX_OFFSET = 10**12
+"""The largest ``offset`` a page may start at."""
 
-_INTEGER_TEXT = re.compile(r"^[+-]?[0-9]{1,31}$")
+_INTEGER_TEXT = re.compile(r"^[+-]?[0-9]+$")
+_MAX_DIGITS = 64
+"""Digits beyond any bound here: longer integer text is out of range without converting it."""
 _DATE_ONLY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _CHECKPOINT_TYPES = {
     "itemsRoot": "itemsRoot",
@@ -74,11 +78,19 @@ class CompareRequest:
 
 def parse_integer_text(value: str, field: str, bound: int = MAX_BALANCE) -> int:
     """An integer written in decimal (a query string); no fraction, exponent or spaces."""
+    return _integer_text(value, field, -bound, bound, f"must be at most {bound} in magnitude")
+
+
+def _integer_text(value: str, field: str, low: int, high: int, out_of_range: str) -> int:
+    """Decimal integer text within ``[low, high]``: 400 ``must be an integer`` for other text,
+    ``out_of_range`` (with the value) for an integer outside, however many digits it has."""
     if not _INTEGER_TEXT.fullmatch(value):
         raise ValidationError(field, f"must be an integer, got {describe(value)}")
+    if len(value.lstrip("+-")) > _MAX_DIGITS:
+        raise ValidationError(field, f"{out_of_range}, got {describe(value)}")
     number = int(value)
-    if abs(number) > bound:
-        raise ValidationError(field, f"must be at most {bound} in magnitude")
+    if not low <= number <= high:
+        raise ValidationError(field, f"{out_of_range}, got {number}")
     return number
 
 
@@ -168,12 +180,12 @@ def _time_scope(
 
 
 def _paging(limit: object, offset: object, order: object) -> tuple[int, int, bool]:
-    size = 100 if limit is None else parse_integer_text(str(limit), "limit", 10**6)
-    if not 1 <= size <= 1000:
-        raise ValidationError("limit", f"must be between 1 and 1000, got {size}")
-    skip = 0 if offset is None else parse_integer_text(str(offset), "offset", 10**12)
-    if skip < 0:
-        raise ValidationError("offset", f"must not be negative, got {skip}")
+    size = 100 if limit is None else _integer_text(str(limit), "limit", 1, 1000, "must be between 1 and 1000")
+    skip = (
+        0
+        if offset is None
+        else _integer_text(str(offset), "offset", 0, MAX_OFFSET, f"must be between 0 and {MAX_OFFSET}")
+    )
     if order not in (None, "asc", "desc"):
         raise ValidationError("order", f"must be asc or desc, got {describe(order)}")
     return size, skip, order == "desc"
@@ -219,9 +231,8 @@ def parse_derive_query(params: Mapping[str, str], now: datetime) -> BalanceQuery
     checkpoint, kind, start, end, period = _scope(params, now)
     limit, offset, descending = _paging(params.get("limit"), params.get("offset"), params.get("order"))
     return BalanceQuery(
-        starting_balance=0
-        if starting in (None, "")
-        else parse_integer_text(str(starting), "startingBalance"),
+        # An empty value is a 400, as for limit: taken as 0 it would derive another balance.
+        starting_balance=0 if starting is None else parse_integer_text(str(starting), "startingBalance"),
         checkpoint=checkpoint,
         checkpoint_type=kind,
         start=start,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from pydantic import WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from trueup.api.body import read_json
@@ -15,6 +16,7 @@ from trueup.api.routes.replies import hex_root, wire_time_ms
 from trueup.api.schemas import CompareBody, CompareResponse, DeriveResponse
 from trueup.core.compare import to_wire
 from trueup.core.ids import anchor_id, record_id
+from trueup.core.scopes import MAX_BALANCE, MAX_OFFSET
 from trueup.core.timestamps import format_wire
 from trueup.service.balances import Derived
 
@@ -37,6 +39,17 @@ _DERIVE_PARAMS = (
 OptionalText = Annotated[str | None, Query(max_length=200)]
 
 
+def _integer_schema(minimum: int, maximum: int) -> WithJsonSchema:
+    """An integer query parameter as OpenAPI shows it. The route reads its text and the core
+    parses it, so that ``limit=1.0`` is a 400 naming ``limit``, as on every route."""
+    return WithJsonSchema({"type": "integer", "minimum": minimum, "maximum": maximum})
+
+
+StartingBalance = Annotated[str | None, Query(), _integer_schema(-MAX_BALANCE, MAX_BALANCE)]
+Limit = Annotated[str | None, Query(), _integer_schema(1, 1000)]
+Offset = Annotated[str | None, Query(), _integer_schema(0, MAX_OFFSET)]
+
+
 @router.get(
     "/api/v1/balance/derive/{customerId}",
     summary="Derive a customer's balance from verified deltas (with checkpoints and scopes)",
@@ -47,11 +60,11 @@ async def derive(
     request: Request,
     services: ServicesDep,
     principal: Auth,
-    startingBalance: OptionalText = None,  # noqa: N803 - declared for OpenAPI, read from the query below
+    startingBalance: StartingBalance = None,  # noqa: N803 - declared for OpenAPI, read from the query below
     startingCheckpoint: OptionalText = None,  # noqa: N803
     startingCheckpointType: OptionalText = None,  # noqa: N803
-    limit: OptionalText = None,
-    offset: OptionalText = None,
+    limit: Limit = None,
+    offset: Offset = None,
     order: OptionalText = None,
     period: OptionalText = None,
     timePreset: OptionalText = None,  # noqa: N803
