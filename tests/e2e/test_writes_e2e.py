@@ -285,6 +285,33 @@ def test_read_only_and_revoked_keys(running: Running) -> None:
     assert revoked.status_code == 401 and "revoked" in revoked.json()["message"]
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/writes",
+        "/api/v1/balance/delta",
+        "/api/v1/balance/delta/batch",
+        "/api/v1/webhooks",
+        "/api/v1/balance/checkpoint",
+    ],
+)
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [("application/json", b"{not json"), ("text/plain", b"{}"), ("application/json", b"[" * 2_000_000)],
+    ids=["malformed", "wrong type", "too large"],
+)
+def test_a_read_only_key_gets_403_whatever_body_it_sends(
+    running: Running, path: str, content_type: str, body: bytes
+) -> None:
+    """The 403 comes before the body is read: a read-only key learns nothing of what a body
+    would get (400, 413, 415)."""
+    reader = create_key(running.data_dir, running.database_url, "acme", "--read-only")
+    reply = httpx.post(
+        f"{running.url}{path}", headers={"X-Api-Key": reader, "Content-Type": content_type}, content=body
+    )
+    assert (reply.status_code, reply.json()["code"]) == (403, "FORBIDDEN"), reply.text
+
+
 def test_500_concurrent_single_item_writes_from_50_clients_are_all_stored_once(running: Running) -> None:
     before = stored_count(running)
 

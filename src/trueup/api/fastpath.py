@@ -51,6 +51,7 @@ class WriteFastPath:
         request = Request(scope, receive)
         try:
             principal = await authenticate_key(self.services, request.headers.get("x-api-key"))
+            self.services.writes.require_write(principal)  # before the body, as the routes do
             document, body = await read_json(request, self.services.settings)
             idempotency_key = request.headers.get("idempotency-key")
             response: Response = reply_response(await handler(principal, document, body, idempotency_key))

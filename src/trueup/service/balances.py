@@ -229,10 +229,14 @@ class BalanceService:
 
     # -- period checkpoints -----------------------------------------------------------------
 
-    def lock_period(self, principal: Principal, document: Any) -> tuple[CheckpointRecord, bool]:
-        """Lock ``{customerId, period}`` (idempotent); ``True`` when newly locked."""
+    def require_lock_access(self, principal: Principal) -> None:
+        """403 for a read-only key, which the route asks before it reads the body."""
         if principal.read_only:
             raise ForbiddenError("this API key is read-only; locking a period writes")
+
+    def lock_period(self, principal: Principal, document: Any) -> tuple[CheckpointRecord, bool]:
+        """Lock ``{customerId, period}`` (idempotent); ``True`` when newly locked."""
+        self.require_lock_access(principal)
         if not isinstance(document, dict):
             raise ValidationError("body", f"must be a JSON object, got {describe(document)}")
         for required in ("customerId", "period"):

@@ -82,6 +82,11 @@ class WriteService:
             max_wait_s=settings.queue_pace_max_wait_s,
         )
 
+    def require_write(self, principal: Principal) -> None:
+        """403 for a read-only key: the write routes ask before they read the body, so that
+        such a key gets its 403 whatever it sent (and learns nothing of what a body would get)."""
+        _require_write_access(principal)
+
     async def writes(
         self, principal: Principal, document: Any, body: bytes, idempotency_key: str | None
     ) -> Reply:

@@ -55,6 +55,7 @@ def checkpoint_json(record: CheckpointRecord) -> dict[str, Any]:
     openapi_extra=json_body(CheckpointBody),
 )
 async def lock_period(request: Request, services: ServicesDep, principal: Auth) -> JSONResponse:
+    services.balances.require_lock_access(principal)  # a read-only key's 403 comes before any body error
     document, _ = await read_json(request, services.settings)
     record, created = await run_in_threadpool(services.balances.lock_period, principal, document)
     return JSONResponse(

@@ -42,6 +42,7 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 async def emit(
     request: Request, services: ServicesDep, principal: Auth, idempotency_key: IdempotencyKey = None
 ) -> Response:
+    services.writes.require_write(principal)  # a read-only key's 403 comes before any body error
     document, body = await read_json(request, services.settings)
     return reply_response(await services.writes.emit(principal, document, body, idempotency_key))
 
@@ -59,6 +60,7 @@ async def emit(
 async def emit_batch(
     request: Request, services: ServicesDep, principal: Auth, idempotency_key: IdempotencyKey = None
 ) -> Response:
+    services.writes.require_write(principal)
     document, body = await read_json(request, services.settings)
     return reply_response(await services.writes.emit_batch(principal, document, body, idempotency_key))
 

@@ -81,6 +81,7 @@ async def create_endpoint(
     principal: Auth,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
+    services.webhooks.require_write(principal)  # a read-only key's 403 comes before any body error
     document, body = await read_json(request, services.settings)
     route = "POST /api/v1/webhooks"
     replay = await run_in_threadpool(services.writes.replay, principal, idempotency_key, route, body)

@@ -37,6 +37,7 @@ async def submit_write(
     principal: Auth,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
+    services.writes.require_write(principal)  # a read-only key's 403 comes before any body error
     document, body = await read_json(request, services.settings)
     reply = await services.writes.writes(principal, document, body, idempotency_key)
     return reply_response(reply)
