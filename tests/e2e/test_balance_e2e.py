@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import httpx
 
 from tests.e2e.conftest import Running
-from tests.e2e.server import wait_until
+from tests.e2e.server import ServerProcess, create_key, wait_until
 from trueup.proof import encode_leaf, leaf_fields_from_json, leaf_hash, root_from_leaf_hashes
 
 SEED_DELTAS = [
@@ -259,3 +260,27 @@ def test_customers_and_usage(running: Running) -> None:
     assert one["balance"] == -1500 and one["deltaCount"] == 4
     usage = httpx.get(f"{running.url}/api/v1/balance/usage", headers=running.headers).json()["data"]
     assert usage["plan"] == "unlimited" and usage["used"] >= 4
+
+
+def test_a_receipt_links_to_the_public_url_when_one_is_set(tmp_path: Path) -> None:
+    """Behind a proxy the URL a request came to is the proxy's inside one: TRUEUP_PUBLIC_URL is
+    the one clients reach."""
+    key = create_key(tmp_path, None)
+    public = {"TRUEUP_PUBLIC_URL": "https://ledger.example.com/trueup/"}
+    with ServerProcess(tmp_path, None, extra_env=public) as server:
+        running = Running(server, key, tmp_path, None)
+        _seed(running, "cust_public")
+        lock = httpx.post(
+            f"{running.url}/api/v1/balance/checkpoint",
+            headers=running.headers,
+            json={"customerId": "cust_public", "period": "2026-02"},
+        )
+        assert lock.status_code == 201, lock.text
+        receipt = httpx.get(
+            f"{running.url}/api/v1/balance/receipt/cust_public",
+            params={"period": "2026-02"},
+            headers=running.headers,
+        ).json()["data"]
+    root = lock.json()["data"]["proofRoot"]
+    assert receipt["verifyUrl"] == f"https://ledger.example.com/trueup/api/v1/verify/{root}"
+    assert receipt["verificationApiUrl"] == receipt["verifyUrl"]

@@ -6,9 +6,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import fresh_pg_schema
-from tests.e2e.server import ServerProcess, create_key
+from tests.e2e.server import ServerProcess, create_key, trueup
 
 
 def _items(prefix: str, count: int) -> dict[str, object]:
@@ -118,3 +119,21 @@ def test_writes_are_held_back_while_the_queue_is_at_the_pace_depth(tmp_path: Pat
         assert httpx.get(f"{server.base_url}/readyz").json()["data"]["queueDepth"] == 11
         metrics = httpx.get(f"{server.base_url}/metrics").text
         assert "trueup_paced_writes_total 1.0" in metrics
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("TRUEUP_SEAL_INTERVAL_MS", "fast", "TRUEUP_SEAL_INTERVAL_MS must be an integer, got 'fast'"),
+        ("TRUEUP_PUBLIC_URL", "ledger.example.com", "TRUEUP_PUBLIC_URL must be an http(s) URL"),
+        ("TRUEUP_PLAN_ALLOWANCES", "free", "TRUEUP_PLAN_ALLOWANCES: cannot read 'free'"),
+    ],
+)
+def test_a_setting_that_cannot_be_used_is_one_line_and_exit_2(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    for command in (["serve", "--port", "0"], ["audit"], ["keys", "list"]):
+        done = trueup(command, tmp_path, None, extra_env={variable: value})
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"trueup {command[0]}: {message}"), done.stderr
+        assert done.stderr.count("\n") == 1

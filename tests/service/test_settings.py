@@ -54,6 +54,22 @@ def test_settings_read_the_environment() -> None:
         Settings.from_env({"TRUEUP_BODY_TIMEOUT_S": "0"})  # no body could ever arrive
 
 
+@pytest.mark.parametrize(
+    "value", ["ledger.example.com", "ftp://ledger.example.com", "https://", "https://x.example/?a=1"]
+)
+def test_a_public_url_must_be_an_http_base_url(value: str) -> None:
+    with pytest.raises(ValueError, match="TRUEUP_PUBLIC_URL must be an http"):
+        Settings.from_env({"TRUEUP_PUBLIC_URL": value})
+
+
+def test_a_public_url_loses_its_trailing_slash() -> None:
+    assert (
+        Settings.from_env({"TRUEUP_PUBLIC_URL": "https://x.example/base/"}).public_url
+        == "https://x.example/base"
+    )
+    assert Settings.from_env({}).public_url is None
+
+
 def test_amount_limits_stay_within_what_a_leaf_can_carry() -> None:
     largest = Settings.from_env({"TRUEUP_MAX_ABS_AMOUNT": str(2**53 - 1)})
     assert largest.limits.max_abs_amount == 2**53 - 1

@@ -47,7 +47,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.parse_args(args[:1])  # prints --help/--version, or the usage error, and exits
         return 2
     module = importlib.import_module(COMMANDS[args[0]][0])
-    code: int = module.run(args[1:])
+    try:
+        code: int = module.run(args[1:])
+    except ValueError as exc:
+        # A TRUEUP_* variable that cannot be used is one line, not a traceback. (Looked up, not
+        # imported: `trueup verify` never loads the settings, so it cannot raise their error.)
+        settings = sys.modules.get("trueup.service.settings")
+        if settings is None or not isinstance(exc, settings.SettingsError):
+            raise
+        print(f"trueup {args[0]}: {exc}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -11,10 +11,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from trueup.core.deltas import DeltaLimits
 
-__all__ = ["PLAN_ALLOWANCES", "Settings", "parse_plan_allowances"]
+__all__ = ["PLAN_ALLOWANCES", "Settings", "SettingsError", "parse_plan_allowances"]
+
+
+class SettingsError(ValueError):
+    """A ``TRUEUP_*`` variable that cannot be used; the message names it and its value."""
+
 
 PLAN_ALLOWANCES: Mapping[str, int | None] = {
     "free": 100,
@@ -34,14 +40,18 @@ def parse_plan_allowances(text: str) -> dict[str, int | None]:
         name, _, value = entry.partition("=")
         name, value = name.strip(), value.strip()
         if not name or not value:
-            raise ValueError(f"TRUEUP_PLAN_ALLOWANCES: cannot read {entry!r} (plan=count or plan=unlimited)")
+            raise SettingsError(
+                f"TRUEUP_PLAN_ALLOWANCES: cannot read {entry!r} (plan=count or plan=unlimited)"
+            )
         if value == "unlimited":
             plans[name] = None
             continue
         try:
             plans[name] = int(value)
         except ValueError as exc:
-            raise ValueError(f"TRUEUP_PLAN_ALLOWANCES: {name!r} needs a whole number, got {value!r}") from exc
+            raise SettingsError(
+                f"TRUEUP_PLAN_ALLOWANCES: {name!r} needs a whole number, got {value!r}"
+            ) from exc
     return plans
 
 
@@ -57,7 +67,7 @@ def _env_int(
     try:
         value = int(raw)
     except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
     return _within(name, raw, value, minimum, maximum)
 
 
@@ -68,23 +78,34 @@ def _env_float(env: Mapping[str, str], name: str, default: float, minimum: float
     try:
         value = float(raw)
     except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {raw!r}")
+        raise SettingsError(f"{name} must be a finite number, got {raw!r}")
     return _within(name, raw, value, minimum, None)
 
 
 def _within(name: str, raw: str, value: _Number, minimum: _Number | None, maximum: _Number | None) -> _Number:
     """``value`` of variable ``name`` (set to ``raw``), or ``ValueError`` naming the bound it breaks."""
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be at least {_bound(minimum)}, got {raw!r}")
+        raise SettingsError(f"{name} must be at least {_bound(minimum)}, got {raw!r}")
     if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be at most {_bound(maximum)}, got {raw!r}")
+        raise SettingsError(f"{name} must be at most {_bound(maximum)}, got {raw!r}")
     return value
 
 
 def _bound(value: float) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def _env_url(env: Mapping[str, str], name: str) -> str | None:
+    """An absolute http(s) base URL without query or fragment (its trailing ``/`` dropped)."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise SettingsError(f"{name} must be an http(s) URL such as https://ledger.example.com, got {raw!r}")
+    return raw.rstrip("/")
 
 
 def _env_flag(env: Mapping[str, str], name: str) -> bool:
@@ -121,6 +142,9 @@ class Settings:
     rate_limit_burst: int = 2_000
     rate_limit_overrides: str = ""
     key_cache_ttl_s: float = 2.0
+    public_url: str | None = None
+    """The base URL clients reach this API at (behind a proxy), for the links replies hold;
+    ``None``: the URL each request came to."""
 
     @property
     def resolved_database_url(self) -> str:
@@ -172,4 +196,5 @@ class Settings:
             key_cache_ttl_s=_env_float(env, "TRUEUP_KEY_CACHE_TTL_S", base.key_cache_ttl_s),
             webhook_retry_base_s=_env_float(env, "TRUEUP_WEBHOOK_RETRY_BASE_S", base.webhook_retry_base_s),
             webhook_timeout_s=_env_float(env, "TRUEUP_WEBHOOK_TIMEOUT_S", base.webhook_timeout_s),
+            public_url=_env_url(env, "TRUEUP_PUBLIC_URL"),
         )

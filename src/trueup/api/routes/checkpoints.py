@@ -106,7 +106,8 @@ async def receipt(
 ) -> JSONResponse:
     record = await run_in_threadpool(services.balances.receipt, principal, customerId, period)
     root = hex_root(record.proof_root)
-    api_url = str(request.base_url).rstrip("/") + f"/api/v1/verify/{root}"
+    base = services.settings.public_url or str(request.base_url).rstrip("/")
+    api_url = f"{base}/api/v1/verify/{root}"
     return JSONResponse(
         {
             "success": True,
