@@ -137,3 +137,21 @@ def test_a_setting_that_cannot_be_used_is_one_line_and_exit_2(
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith(f"trueup {command[0]}: {message}"), done.stderr
         assert done.stderr.count("\n") == 1
+
+
+def test_audit_creates_nothing_where_there_is_no_log(tmp_path: Path) -> None:
+    """Run in the wrong directory, an audit says so instead of auditing a new, empty database
+    (or failing on its missing tables) and leaving it behind with a new signing key."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = trueup(["audit"], empty, None)
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"trueup audit: no database at {empty / 'trueup.db'} (give --data-dir or --database-url)\n",
+    )
+    create_key(tmp_path, None)  # a database, and no signing key yet (no server has run)
+    done = trueup(["audit"], tmp_path, None)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"trueup audit: no signing key at {tmp_path / 'signing-key.pem'}")
+    assert sorted(p.name for p in empty.iterdir()) == []
+    assert not (tmp_path / "signing-key.pem").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from trueup.cli.options import add_storage_options, settings_from
 from trueup.service.audit import audit_log
@@ -24,7 +25,24 @@ def run(argv: list[str]) -> int:
     add_storage_options(parser)
     args = parser.parse_args(argv)
     settings = settings_from(args)
-    storage = open_storage(settings.resolved_database_url, run_migrations=False)
+    # An audit only reads: it creates neither a database nor a signing key where none is (a
+    # missing --data-dir would otherwise audit a new, empty one, or fail on its missing tables).
+    url = settings.resolved_database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        print(
+            f"trueup audit: no database at {url.removeprefix('sqlite:///')} "
+            "(give --data-dir or --database-url)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.key is None and not settings.resolved_signing_key_path.is_file():
+        print(
+            f"trueup audit: no signing key at {settings.resolved_signing_key_path}: give --key with the "
+            "log's verifier key, or the --data-dir that holds its key",
+            file=sys.stderr,
+        )
+        return 2
+    storage = open_storage(url, run_migrations=False)
     try:
         key = args.key
         if key is None:
