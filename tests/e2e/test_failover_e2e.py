@@ -63,9 +63,13 @@ def test_the_standby_sequencer_takes_over_when_the_leader_is_killed(tmp_path: Pa
 def test_serve_with_workers_answers_and_elects_one_sequencer(tmp_path: Path) -> None:
     with fresh_pg_schema() as url:
         key = create_key(tmp_path, url)
-        with ServerProcess(tmp_path, url, extra_args=["--workers", "2"]) as server:
+        workers = ["--workers", "2", "--log-level", "info"]
+        with ServerProcess(tmp_path, url, extra_args=workers) as server:
             request_id = _write(server, key, "workers", 10)
             wait_until(lambda: _verified(server, key, request_id))
+            # The spawned workers log at the level serve was given (they used to log nothing).
+            wait_until(lambda: server.log().count("this process holds the dispatcher role") == 1)
+            assert server.log().count("this process holds the sequencer role") == 1
         audit = trueup(["audit"], tmp_path, url)
         assert audit.returncode == 0, audit.stderr
 
@@ -143,3 +147,18 @@ def test_workers_stop_when_their_serve_process_is_killed(tmp_path: Path) -> None
     finally:
         server.stop()
     assert "is gone; stopping this worker" in server.log()
+
+
+def test_readyz_says_which_process_delivers_webhooks(tmp_path: Path) -> None:
+    """Every server stands by for the dispatcher role unless told not to: then a dispatcher of
+    its own (trueup dispatcher, on another host) delivers, and /readyz says off."""
+    with ServerProcess(tmp_path, None) as server:
+        wait_until(lambda: _ready(server)["dispatcher"] == "leader")
+    with ServerProcess(tmp_path, None, extra_args=["--no-dispatcher"]) as server:
+        assert _ready(server)["dispatcher"] == "off"
+        assert "holds the dispatcher role" not in server.log()
+
+
+def _ready(server: ServerProcess) -> dict[str, object]:
+    data: dict[str, object] = httpx.get(f"{server.base_url}/readyz").json()["data"]
+    return data

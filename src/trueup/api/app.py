@@ -31,6 +31,7 @@ def create_app(
     on_shutdown: Callable[[], None] | None = None,
     sequencer_role: Callable[[], str] | None = None,
     committer_state: Callable[[], str] | None = None,
+    dispatcher_role: Callable[[], str] | None = None,
 ) -> FastAPI:
     """The ASGI app over ``services``. Background workers are started by ``on_startup``."""
 
@@ -58,6 +59,7 @@ def create_app(
     app.state.services = services
     app.state.sequencer_role = sequencer_role or (lambda: "off")
     app.state.committer_state = committer_state or (lambda: "thread")
+    app.state.dispatcher_role = dispatcher_role or (lambda: "off")
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(metrics_router)

@@ -119,6 +119,7 @@ class _ReadyData(BaseModel):
     database: Literal["ok", "unavailable"]
     sequencer: Literal["leader", "standby", "down", "off"]
     committer: Literal["thread", "process", "down"]
+    dispatcher: Literal["leader", "standby", "off"]
     queueDepth: int | None
     oldestQueuedAgeSeconds: float | None
 

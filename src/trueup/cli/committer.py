@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from trueup.cli.child import SupervisedChild
+from trueup.cli.options import configure_logging
 from trueup.core.errors import DomainError, UnavailableError
 from trueup.service.settings import Settings
 from trueup.storage import open_storage
@@ -263,7 +264,7 @@ def _portable(outcome: WriteResult | Exception) -> WriteResult | Exception:
 
 def main() -> int:
     """The child: commit what the parent sends until its stdin ends."""
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     # The parent decides when this process ends (end of file on stdin, or a kill): a SIGTERM or
     # Ctrl-C sent to the whole group (systemd stops a service that way) must not cut a commit short.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -7,11 +7,10 @@ active, the others hot standbys) lets deliveries run on hosts of their own.
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import threading
 
-from trueup.cli.options import add_storage_options, settings_from
+from trueup.cli.options import add_storage_options, configure_logging, settings_from
 from trueup.service.container import open_services
 from trueup.webhooks.dispatcher import Dispatcher
 
@@ -28,7 +27,7 @@ def run(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     settings = settings_from(args)
     services = open_services(settings)
     dispatcher = Dispatcher(services.storage, settings, workers=args.workers)

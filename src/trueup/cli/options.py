@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import replace
 from pathlib import Path
 
 from trueup.service.settings import Settings
 
-__all__ = ["add_storage_options", "settings_from"]
+__all__ = ["add_storage_options", "configure_logging", "settings_from"]
 
 
 def add_storage_options(parser: argparse.ArgumentParser) -> None:
@@ -34,3 +35,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if getattr(args, "database_url", None):
         settings = replace(settings, database_url=args.database_url)
     return settings
+
+
+def configure_logging(level: str = "info") -> None:
+    """Log lines with their time, level and logger, at ``level`` and above. httpx's one INFO
+    line per request (each webhook attempt) is left out: the dispatcher records every attempt."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -20,7 +20,7 @@ import sys
 import threading
 from typing import TextIO
 
-from trueup.cli.options import add_storage_options, settings_from
+from trueup.cli.options import add_storage_options, configure_logging, settings_from
 from trueup.sequencer.loop import SequencerLoop
 from trueup.service.container import open_services
 from trueup.storage.log import SealOutcome
@@ -63,7 +63,7 @@ def run(argv: list[str]) -> int:
     add_storage_options(parser)
     parser.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from trueup.api.app import create_app
 from trueup.cli.child import SealReport, SequencerProcess
 from trueup.cli.committer import CommitterProcess
-from trueup.cli.options import add_storage_options, settings_from
+from trueup.cli.options import add_storage_options, configure_logging, settings_from
 from trueup.sequencer.loop import SequencerLoop
 from trueup.service.collector import settle_collector
 from trueup.service.container import Services, open_services
@@ -44,6 +44,12 @@ def run(argv: list[str]) -> int:
         "(run `trueup sequencer` elsewhere)",
     )
     serve.add_argument("--no-sequencer", action="store_true", help="the same as --sequencer off")
+    serve.add_argument(
+        "--no-dispatcher",
+        action="store_true",
+        help="deliver no webhooks from this server: run `trueup dispatcher` elsewhere (by default "
+        "every server stands by for the dispatcher role, and one delivers)",
+    )
     serve.add_argument(
         "--committer",
         choices=("process", "thread"),
@@ -168,13 +174,23 @@ def build(
             return "off"
         return "leader" if loop.is_leader else "standby"
 
+    def dispatcher_role() -> str:
+        if not settings.run_dispatcher:
+            return "off"
+        return "leader" if dispatcher.is_leader else "standby"
+
     def committer_state() -> str:
         if commits is None:
             return "thread"
         return "process" if commits.ready_event.is_set() else "down"
 
     app = create_app(
-        services, on_startup=start, on_shutdown=stop, sequencer_role=role, committer_state=committer_state
+        services,
+        on_startup=start,
+        on_shutdown=stop,
+        sequencer_role=role,
+        committer_state=committer_state,
+        dispatcher_role=dispatcher_role,
     )
     return services, app
 
@@ -182,7 +198,10 @@ def build(
 def worker_app() -> FastAPI:
     """The app of one ``--workers`` process (uvicorn factory): settings from the environment
     the parent process exported; the sequencer role goes to whichever worker wins the lock."""
-    settings = Settings.from_env()
+    configure_logging(os.environ.get("TRUEUP_LOG_LEVEL", "info"))  # a spawned process: none yet
+    settings = replace(
+        Settings.from_env(), run_dispatcher=os.environ.get("TRUEUP_RUN_DISPATCHER", "1") == "1"
+    )
     _, app = build(settings, "thread" if os.environ.get("TRUEUP_RUN_SEQUENCER", "1") == "1" else "off")
     supervisor = multiprocessing.parent_process()
     if supervisor is not None and supervisor.pid is not None:  # a worker of uvicorn's supervisor
@@ -209,6 +228,8 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
     if settings.database_url:
         os.environ["TRUEUP_DATABASE_URL"] = settings.database_url
     os.environ["TRUEUP_RUN_SEQUENCER"] = "0" if args.sequencer == "off" else "1"
+    os.environ["TRUEUP_RUN_DISPATCHER"] = "1" if settings.run_dispatcher else "0"
+    os.environ["TRUEUP_LOG_LEVEL"] = args.log_level
     try:
         services = open_services(settings)
     except Exception as exc:  # noqa: BLE001 - fail closed with a readable reason (key file, database)
@@ -262,10 +283,10 @@ def _settle_roles(args: argparse.Namespace) -> str | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    configure_logging(args.log_level)
+    settings = replace(
+        settings_from(args), host=args.host, port=args.port, run_dispatcher=not args.no_dispatcher
     )
-    settings = replace(settings_from(args), host=args.host, port=args.port)
     problem = _settle_roles(args)
     if problem is not None:
         print(f"trueup serve: {problem}", file=sys.stderr)

@@ -29,6 +29,7 @@ async def healthz() -> JSONResponse:
 async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     role = getattr(request.app.state, "sequencer_role", lambda: "off")()
     committer = getattr(request.app.state, "committer_state", lambda: "thread")()
+    dispatcher = getattr(request.app.state, "dispatcher_role", lambda: "off")()
     try:
         depth, oldest = await run_in_threadpool(services.storage.log.queue_stats)
     except StorageError:
@@ -39,6 +40,7 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
                     "database": "unavailable",
                     "sequencer": role,
                     "committer": committer,
+                    "dispatcher": dispatcher,
                     "queueDepth": None,
                     "oldestQueuedAgeSeconds": None,
                 },
@@ -55,6 +57,7 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
                 "database": "ok",
                 "sequencer": role,
                 "committer": committer,
+                "dispatcher": dispatcher,
                 "queueDepth": depth,
                 "oldestQueuedAgeSeconds": age,
             },
