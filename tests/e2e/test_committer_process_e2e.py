@@ -8,9 +8,11 @@ import fcntl
 import logging
 import os
 import platform
+import shutil
 import signal
 import sqlite3
 import struct
+import subprocess
 import termios
 import threading
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ import pytest
 from tests.conftest import fresh_pg_schema
 from tests.e2e.server import ServerProcess, alive, children, create_key, trueup, wait_until
 from trueup.cli.committer import (
+    _LENGTH,
     BULK_REQUEST_ITEMS,
     LOCAL_FROM_ITEMS,
     CommitInterruptedError,
@@ -153,17 +156,21 @@ def _stop_holding_a_commit(child: int, server: ServerProcess, writers: list[Futu
     server hands it one: killing it then certainly cuts a commit short. A child stopped anywhere
     else (in the middle of a commit, or just after one) is let go on and caught again.
 
-    Once in CI no commit reached the stopped child within 20 s; it did not happen again in many
-    runs. Should it recur, the failure says what the child, the writers, the server and its log
-    were doing."""
+    Should no commit reach the stopped child, the failure says what the child, the writers, the
+    server's threads and its log were doing (and their Python stacks, where py-spy is installed)."""
 
     def stopped_waiting_for_stdin() -> bool:
         os.kill(child, signal.SIGSTOP)
         wait_until(lambda: _state(child) == "T")
-        # /proc's "syscall" file: the call the process is in, then its first argument.
+        # /proc's "syscall" file: the call the process is in, then its arguments. Only the
+        # read of a frame's 4-byte length is a wait for the next commit. A read of a frame's
+        # body may already have returned its last bytes (a frame over 4 KiB reaches the pipe
+        # in parts): a process stopped on its way out of a call still shows it, and that
+        # child, whole frame in hand, waits for no more bytes while the server waits for its
+        # reply. Caught there twice (reading the last 1,077 bytes), this test waited in vain.
         fields = Path(f"/proc/{child}/syscall").read_text().split()
-        if fields[:2] == [_READ_SYSCALL[platform.machine()], "0x0"]:  # read(0, …)
-            return True
+        if fields[:2] == [_READ_SYSCALL[platform.machine()], "0x0"] and int(fields[3], 16) == _LENGTH.size:
+            return True  # read(0, …, 4)
         os.kill(child, signal.SIGCONT)
         return False
 
@@ -171,16 +178,48 @@ def _stop_holding_a_commit(child: int, server: ServerProcess, writers: list[Futu
     try:
         wait_until(lambda: _unread_request(child))
     except AssertionError:
-        syscall = Path(f"/proc/{child}/syscall").read_text().strip()
-        os.kill(child, signal.SIGCONT)
         assert server.process is not None
+        syscall = Path(f"/proc/{child}/syscall").read_text().strip()
+        threads = _thread_syscalls(server.process.pid)
+        stacks = _stacks(child, server.process.pid)
+        os.kill(child, signal.SIGCONT)
         ready = httpx.get(f"{server.base_url}/readyz", timeout=5).text
         ended = [repr(writer.exception()) for writer in writers if writer.done()]
         raise AssertionError(
             f"no commit reached the stopped committer {child} (syscall {syscall!r}); committers "
             f"now {children(server.process.pid, 'committer')}; /readyz {ready}; writers ended "
-            f"{len(ended)} of {len(writers)} {ended}; server log ends:\n{server.log()[-4000:]}"
+            f"{len(ended)} of {len(writers)} {ended}; the server's threads in {threads}; "
+            f"{stacks}server log ends:\n{server.log()[-4000:]}"
         ) from None
+
+
+def _thread_syscalls(pid: int) -> dict[str, str]:
+    """What each thread of ``pid`` is in (/proc's syscall: number and arguments; "running")."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found[task.name] = (task / "syscall").read_text().strip()
+        except OSError as exc:
+            found[task.name] = str(exc)
+    return found
+
+
+def _stacks(*pids: int) -> str:
+    """The Python stacks of ``pids``, where py-spy is installed (it is not a dependency)."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        return ""
+    dumps = []
+    for pid in pids:
+        done = subprocess.run(
+            [spy, "dump", "--pid", str(pid), "--nonblocking"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        dumps.append(f"py-spy dump of {pid}:\n{done.stdout}{done.stderr}")
+    return "\n".join(dumps) + "\n"
 
 
 def _state(pid: int) -> str:
