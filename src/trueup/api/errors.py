@@ -19,6 +19,7 @@ from starlette.routing import Match
 
 from trueup.api.responses import JSONResponse
 from trueup.core import errors as domain
+from trueup.core.strict_json import describe
 from trueup.service.metrics import HTTP_RESPONSES
 from trueup.storage.errors import StorageUnavailableError
 
@@ -106,7 +107,11 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     for error in exc.errors()[:5]:
         location = error.get("loc", ())
         where = ".".join(str(part) for part in location if part not in ("query", "path", "header"))
-        problems.append(f"{where or 'request'}: {error.get('msg', 'is invalid')}")
+        message = error.get("msg", "is invalid")
+        # The value, as the domain's own messages show it; a missing one has none to show.
+        if error.get("type") != "missing" and "input" in error and ", got " not in message:
+            message = f"{message}, got {describe(error['input'])}"
+        problems.append(f"{where or 'request'}: {message}")
     return error_response(400, "VALIDATION_ERROR", "; ".join(problems) or "invalid request")
 
 
