@@ -127,6 +127,8 @@ def test_writes_are_held_back_while_the_queue_is_at_the_pace_depth(tmp_path: Pat
         ("TRUEUP_SEAL_INTERVAL_MS", "fast", "TRUEUP_SEAL_INTERVAL_MS must be an integer, got 'fast'"),
         ("TRUEUP_PUBLIC_URL", "ledger.example.com", "TRUEUP_PUBLIC_URL must be an http(s) URL"),
         ("TRUEUP_PLAN_ALLOWANCES", "free", "TRUEUP_PLAN_ALLOWANCES: cannot read 'free'"),
+        ("TRUEUP_DEFAULT_PLAN", "nosuch", "TRUEUP_DEFAULT_PLAN: 'nosuch' is not a plan"),
+        ("TRUEUP_RATE_LIMIT_OVERRIDES", "garbage", "TRUEUP_RATE_LIMIT_OVERRIDES: cannot read 'garbage'"),
     ],
 )
 def test_a_setting_that_cannot_be_used_is_one_line_and_exit_2(
@@ -137,6 +139,8 @@ def test_a_setting_that_cannot_be_used_is_one_line_and_exit_2(
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith(f"trueup {command[0]}: {message}"), done.stderr
         assert done.stderr.count("\n") == 1
+        assert done.stdout == ""  # nothing before it (keys list printed its header first)
+    assert not (tmp_path / "trueup.db").exists()  # stopped before it made anything
 
 
 def test_audit_creates_nothing_where_there_is_no_log(tmp_path: Path) -> None:

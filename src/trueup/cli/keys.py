@@ -61,8 +61,9 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    keys = _service(args).list()  # first: a setting that cannot be used stops it before any output
     print(f"{'KEY ID':<18} {'TENANT':<24} {'ENV':<5} {'PLAN':<10} {'ACCESS':<10} {'STATE':<8} CREATED")
-    for key in _service(args).list():
+    for key in keys:
         state = "revoked" if key.revoked_at else "active"
         access = "read-only" if key.read_only else "read-write"
         print(

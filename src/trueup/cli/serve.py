@@ -23,7 +23,7 @@ from trueup.sequencer.loop import SequencerLoop
 from trueup.service.collector import settle_collector
 from trueup.service.container import Services, open_services
 from trueup.service.metrics import observe_seal
-from trueup.service.settings import Settings
+from trueup.service.settings import Settings, SettingsError
 from trueup.webhooks.dispatcher import Dispatcher
 
 __all__ = ["build", "run"]
@@ -232,6 +232,8 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["TRUEUP_LOG_LEVEL"] = args.log_level
     try:
         services = open_services(settings)
+    except SettingsError:
+        raise  # one line and exit 2, from the command's entry point
     except Exception as exc:  # noqa: BLE001 - fail closed with a readable reason (key file, database)
         print(f"trueup serve: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -295,6 +297,8 @@ def _serve(args: argparse.Namespace) -> int:
         return _serve_workers(args, settings)
     try:
         services, app = build(settings, args.sequencer, args.committer)
+    except SettingsError:
+        raise  # one line and exit 2, from the command's entry point
     except Exception as exc:  # noqa: BLE001 - fail closed with a readable reason (key file, database)
         print(f"trueup serve: cannot start: {exc}", file=sys.stderr)
         return 1

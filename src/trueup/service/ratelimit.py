@@ -10,37 +10,12 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from trueup.core.errors import RateLimitedError
+from trueup.service.settings import RateLimit, parse_overrides
 from trueup.storage.ratelimits import RateLimitStore
 
 __all__ = ["RateLimit", "RateLimiter", "parse_overrides"]
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """``rate_per_s`` requests a second on average, bursts of up to ``burst``; 0 disables."""
-
-    rate_per_s: float
-    burst: int
-
-    @property
-    def enabled(self) -> bool:
-        return self.rate_per_s > 0 and self.burst > 0
-
-
-def parse_overrides(text: str) -> dict[str, RateLimit]:
-    """``"<key id>=<rate>/<burst>,…"`` (e.g. ``abcd…=50/100``) into limits by key id."""
-    limits: dict[str, RateLimit] = {}
-    for entry in filter(None, (part.strip() for part in text.split(","))):
-        key_id, _, spec = entry.partition("=")
-        rate, _, burst = spec.partition("/")
-        try:
-            limits[key_id.strip()] = RateLimit(float(rate), int(burst or max(1.0, float(rate))))
-        except ValueError as exc:
-            raise ValueError(f"TRUEUP_RATE_LIMIT_OVERRIDES: cannot read {entry!r} (key=rate/burst)") from exc
-    return limits
 
 
 class RateLimiter:

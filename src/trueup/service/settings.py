@@ -15,7 +15,14 @@ from urllib.parse import urlsplit
 
 from trueup.core.deltas import DeltaLimits
 
-__all__ = ["PLAN_ALLOWANCES", "Settings", "SettingsError", "parse_plan_allowances"]
+__all__ = [
+    "PLAN_ALLOWANCES",
+    "RateLimit",
+    "Settings",
+    "SettingsError",
+    "parse_overrides",
+    "parse_plan_allowances",
+]
 
 
 class SettingsError(ValueError):
@@ -113,6 +120,33 @@ def _env_flag(env: Mapping[str, str], name: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """``rate_per_s`` requests a second on average, bursts of up to ``burst``; 0 disables."""
+
+    rate_per_s: float
+    burst: int
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate_per_s > 0 and self.burst > 0
+
+
+def parse_overrides(text: str) -> dict[str, RateLimit]:
+    """``"<key id>=<rate>/<burst>,…"`` (e.g. ``abcd…=50/100``) into limits by key id."""
+    limits: dict[str, RateLimit] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        key_id, _, spec = entry.partition("=")
+        rate, _, burst = spec.partition("/")
+        try:
+            limits[key_id.strip()] = RateLimit(float(rate), int(burst or max(1.0, float(rate))))
+        except ValueError as exc:
+            raise SettingsError(
+                f"TRUEUP_RATE_LIMIT_OVERRIDES: cannot read {entry!r} (key=rate/burst)"
+            ) from exc
+    return limits
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Runtime configuration. Paths are resolved against the working directory."""
 
@@ -169,6 +203,15 @@ class Settings:
             max_items=_env_int(env, "TRUEUP_MAX_ITEMS", base.limits.max_items, 1),
         )
         key_path = env.get("TRUEUP_SIGNING_KEY")
+        plans = parse_plan_allowances(env.get("TRUEUP_PLAN_ALLOWANCES", ""))
+        overrides = env.get("TRUEUP_RATE_LIMIT_OVERRIDES", "")
+        parse_overrides(overrides)  # read when the services open; refused here, before anything is made
+        default_plan = env.get("TRUEUP_DEFAULT_PLAN") or base.default_plan
+        if default_plan not in plans:
+            raise SettingsError(
+                f"TRUEUP_DEFAULT_PLAN: {default_plan!r} is not a plan ({', '.join(plans)}; "
+                "TRUEUP_PLAN_ALLOWANCES adds plans)"
+            )
         return replace(
             base,
             data_dir=Path(env.get("TRUEUP_DATA_DIR") or base.data_dir),
@@ -186,13 +229,13 @@ class Settings:
             max_body_bytes=_env_int(env, "TRUEUP_MAX_BODY_BYTES", base.max_body_bytes),
             body_timeout_s=_env_float(env, "TRUEUP_BODY_TIMEOUT_S", base.body_timeout_s, minimum=0.001),
             limits=limits,
-            default_plan=env.get("TRUEUP_DEFAULT_PLAN") or base.default_plan,
-            plan_allowances=parse_plan_allowances(env.get("TRUEUP_PLAN_ALLOWANCES", "")),
+            default_plan=default_plan,
+            plan_allowances=plans,
             webhook_allow_http=_env_flag(env, "TRUEUP_WEBHOOK_ALLOW_HTTP"),
             webhook_allow_private=_env_flag(env, "TRUEUP_WEBHOOK_ALLOW_PRIVATE"),
             rate_limit_per_s=_env_float(env, "TRUEUP_RATE_LIMIT_PER_S", base.rate_limit_per_s),
             rate_limit_burst=_env_int(env, "TRUEUP_RATE_LIMIT_BURST", base.rate_limit_burst),
-            rate_limit_overrides=env.get("TRUEUP_RATE_LIMIT_OVERRIDES", ""),
+            rate_limit_overrides=overrides,
             key_cache_ttl_s=_env_float(env, "TRUEUP_KEY_CACHE_TTL_S", base.key_cache_ttl_s),
             webhook_retry_base_s=_env_float(env, "TRUEUP_WEBHOOK_RETRY_BASE_S", base.webhook_retry_base_s),
             webhook_timeout_s=_env_float(env, "TRUEUP_WEBHOOK_TIMEOUT_S", base.webhook_timeout_s),
