@@ -11,10 +11,15 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import psycopg
 import pytest
+
+if TYPE_CHECKING:
+    from trueup.service.container import Services
 
 PG_URL = os.environ.get("TRUEUP_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("TRUEUP_REQUIRE_POSTGRES") == "1"
@@ -70,3 +75,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> 
         yield f"sqlite:///{os.path.join(tmp_path, 'trueup.db')}"
     else:
         yield request.getfixturevalue("pg_url")
+
+
+def lose_the_lock(role: str, services: Services) -> None:
+    """End the process's lock on ``role`` as the world outside it would: its PostgreSQL session
+    terminated (as a server restart, a failover or an idle timeout does), its SQLite lock file
+    deleted."""
+    url = services.settings.resolved_database_url
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///") + f".{role}.lock").unlink()
+        return
+    key = services.storage.engine.lock_key(role)  # type: ignore[attr-defined]
+    with psycopg.connect(url, autocommit=True) as conn:
+        ended = conn.execute(
+            """SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'
+               AND classid = %s AND objid = %s AND objsubid = 1 AND granted""",
+            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+        ).fetchall()
+    assert ended == [(True,)]

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import psycopg
 import pytest
 
+from tests.conftest import lose_the_lock
 from tests.e2e.server import wait_until
 from trueup.sequencer.loop import SequencerLoop
 from trueup.service.container import Services, open_services
@@ -26,22 +26,6 @@ def _role(kind: str, services: Services) -> ElectedRole:
     if kind == "sequencer":
         return SequencerLoop(services.storage, services.sealer, interval_s=0.01, standby_poll_s=POLL_S)
     return Dispatcher(services.storage, services.settings, poll_s=0.01, standby_poll_s=POLL_S)
-
-
-def _lose_the_lock(role: str, database_url: str, services: Services) -> None:
-    """End the lock as the world outside the process would."""
-    if database_url.startswith("sqlite"):
-        lock_file = Path(database_url.removeprefix("sqlite:///") + f".{role}.lock")
-        lock_file.unlink()
-        return
-    key = services.storage.engine.lock_key(role)  # type: ignore[attr-defined]
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        ended = conn.execute(
-            """SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'
-               AND classid = %s AND objid = %s AND objsubid = 1 AND granted""",
-            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
-        ).fetchall()
-    assert ended == [(True,)]
 
 
 @pytest.fixture
@@ -61,7 +45,7 @@ def test_a_holder_that_lost_its_lock_stands_by_while_the_new_holder_leads(
     try:
         wait_until(lambda: first.is_leader)
         second.start()
-        _lose_the_lock(first.role, database_url, services)
+        lose_the_lock(first.role, services)
         wait_until(lambda: second.is_leader)
         wait_until(lambda: not first.is_leader)  # it noticed, and the lock is now the other's
         assert (first.elections, second.elections) == (1, 1)

@@ -4,17 +4,20 @@ retries, the retry budget, timeouts, and a stuck receiver that writes and seals 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
 from pacspace_sdk import Webhooks
 
+from tests.conftest import lose_the_lock
 from tests.e2e.server import wait_until
 from tests.webhooks.conftest import deliveries, principal_for, seal_all, write
 from tests.webhooks.receiver import Receiver, block_first, fail_first
 from trueup import verify_webhook
-from trueup.service.container import Services
+from trueup.service.container import Services, open_services
 from trueup.service.keys import Principal
 from trueup.webhooks.dispatcher import Dispatcher
 from trueup.webhooks.schedule import MAX_ATTEMPTS
@@ -155,3 +158,50 @@ def test_a_target_the_policy_now_refuses_is_recorded_and_retried(services: Servi
     assert not outcome.delivered and outcome.status_code is None
     assert outcome.error is not None and outcome.error.startswith("target refused: url: host '127.0.0.1'")
     assert outcome.next_attempt_at is not None and outcome.attempt == 1
+
+
+def test_a_dispatcher_that_lost_its_role_sends_nothing_more_of_what_it_had_handed_out(
+    services: Services,
+) -> None:
+    """Its one worker is held by the receiver on the first event while the second waits in its
+    queue; then its lock is lost and another dispatcher leads. The waiting event is taken back
+    and sent once, by the new leader (the held one, already on the wire, may arrive twice)."""
+    principal = principal_for(services)
+    other = open_services(services.settings)
+    release = threading.Event()
+    first = Dispatcher(services.storage, services.settings, workers=1, poll_s=0.01, standby_poll_s=0.05)
+    second = Dispatcher(other.storage, other.settings, workers=1, poll_s=0.01, standby_poll_s=0.05)
+    worker_done = threading.Event()  # the first dispatcher's one worker has ended
+    work = first._work
+
+    def watched_work(*args: Any) -> None:
+        try:
+            work(*args)
+        finally:
+            worker_done.set()
+
+    first._work = watched_work  # type: ignore[method-assign]
+    try:
+        with Receiver(block_first(release)) as receiver:
+            services.webhooks.create(principal, {"url": receiver.url, "events": ["delta.verified"]})
+            first.start()
+            wait_until(lambda: first.is_leader)
+            second.start()
+            write(services, principal, *[{"key": f"k{i}", "accountId": "c", "bits": 1} for i in range(2)])
+            seal_all(services)
+            wait_until(lambda: len(receiver.requests()) == 1)  # held; the other event is queued
+            held = receiver.requests()[0].event_id
+            lose_the_lock(first.role, services)
+            wait_until(lambda: second.is_leader and not first.is_leader)
+            wait_until(lambda: len(receiver.requests()) == 3)  # the new leader sends both
+            release.set()
+            wait_until(worker_done.is_set)  # after its held attempt, and whatever it took next
+            wait_until(lambda: statuses(services) == ["delivered"] * 2)
+            sent = Counter(r.event_id for r in receiver.requests())
+        assert len(sent) == 2
+        assert sent[held] == 2
+        assert [count for event, count in sent.items() if event != held] == [1]
+    finally:
+        second.stop()
+        first.stop()
+        other.close()

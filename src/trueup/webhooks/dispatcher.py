@@ -140,8 +140,12 @@ class Dispatcher(ElectedRole):
     # -- the role ---------------------------------------------------------------------------
 
     def _lead(self) -> None:
+        # A queue of this leadership's own: what it handed out and no worker started is taken
+        # back when it ends, and its workers never take the next leadership's deliveries.
+        tasks: queue.Queue[DueDelivery | None] = queue.Queue()
+        self._tasks = tasks
         threads = [
-            threading.Thread(target=self._work, name=f"trueup-webhook-{n}", daemon=True)
+            threading.Thread(target=self._work, args=(tasks,), name=f"trueup-webhook-{n}", daemon=True)
             for n in range(self._workers)
         ]
         for thread in threads:
@@ -161,8 +165,16 @@ class Dispatcher(ElectedRole):
                 # every write transaction takes the one writer lock that ingest uses too).
                 self._stop.wait(_BATCH_WINDOW_S)
         finally:
+            # Not sent by this process, whose role may now be another's: whoever leads sends them.
+            while True:
+                try:
+                    waiting = tasks.get_nowait()
+                except queue.Empty:
+                    break
+                if waiting is not None:
+                    self._in_flight.discard((waiting.event_id, waiting.endpoint_id))
             for _ in threads:
-                self._tasks.put(None)
+                tasks.put(None)
             try:
                 self._flush()  # attempts that finished are recorded, not repeated
             except Exception:
@@ -219,9 +231,9 @@ class Dispatcher(ElectedRole):
 
     # -- the workers ------------------------------------------------------------------------
 
-    def _work(self) -> None:
+    def _work(self, tasks: queue.Queue[DueDelivery | None]) -> None:
         while True:
-            delivery = self._tasks.get()
+            delivery = tasks.get()
             if delivery is None or self._stop.is_set():
                 return
             outcome = self.attempt(delivery)
