@@ -77,6 +77,11 @@ def test_the_bundle_asked_for_is_written_out(
             id="not JSON",
         ),
         pytest.param(("application/json", "[1]"), "200, not a Trueup reply: '[1]'", id="not an object"),
+        pytest.param(
+            ("application/json", "[" * 100_000 + "]" * 100_000),
+            "200, not a Trueup reply: '[[[[",
+            id="nested past the interpreter's depth",
+        ),
     ],
 )
 def test_a_reply_that_is_not_the_bundle_asked_for_is_one_line(

@@ -351,3 +351,21 @@ def test_a_request_of_repeats_of_queued_deltas_is_verified_when_their_originals_
     assert status.status == "verified"
     assert None not in settled
     assert status.request.verified_at == max(settled)  # type: ignore[type-var]
+
+
+def test_a_request_of_repeats_is_verified_when_its_originals_are_though_theirs_is_not(
+    services: Services,
+) -> None:
+    """Its originals' request may still wait for other items: the repeat's verifiedAt is when
+    the deltas it repeats were sealed."""
+    who = principal_for(services)
+    items = [{"key": f"p{i}", "accountId": "c1", "bits": i + 1} for i in range(2)]
+    original = write(services, who, *items)
+    repeat = write(services, who, items[0])
+    services.sealer.seal_once(1)  # seals p0 only
+    assert services.views.request_status(who, original, 10, 0).status == "queued"
+    status = services.views.request_status(who, repeat, 10, 0)
+    assert status.status == "verified"
+    [(_, _, record)] = status.request.items
+    assert status.request.verified_at is not None
+    assert status.request.verified_at == record.verified_at

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from tests.conftest import lose_the_lock
 from tests.service.conftest import principal_for, write
 from trueup.sequencer.loop import SequencerLoop, StatisticsSchedule
 from trueup.service.container import Services, open_services
@@ -75,3 +76,19 @@ def _wait_for(condition: Callable[[], bool]) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the sequencer did not get there"
         time.sleep(0.01)
+
+
+def test_the_sequencer_refreshes_them_each_time_it_takes_the_role(pg_url: str, tmp_path: Path) -> None:
+    """Taken again (its lock was lost, then won back), the role starts with a refresh, as on
+    its first taking: whoever held it meanwhile may have let them fall behind."""
+    services = open_services(replace(Settings(), data_dir=tmp_path, database_url=pg_url))
+    loop = SequencerLoop(services.storage, services.sealer, interval_s=0.01, standby_poll_s=0.05)
+    try:
+        loop.start()
+        _wait_for(lambda: _deltas_analysed(services) == 1)
+        lose_the_lock(loop.role, services)
+        _wait_for(lambda: loop.elections == 2)
+        _wait_for(lambda: _deltas_analysed(services) == 2)
+    finally:
+        loop.stop()
+        services.close()

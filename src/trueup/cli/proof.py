@@ -51,7 +51,7 @@ def _bundle_in(reply: httpx.Response, anchor: str) -> tuple[dict[str, object] | 
     """The bundle for ``anchor`` in the server's reply, or ``None`` and what is wrong with it."""
     try:
         body = reply.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the interpreter's depth
         body = None
     if not isinstance(body, dict):
         return None, f"{reply.status_code}, not a Trueup reply: {reply.text[:200]!r}"

@@ -112,6 +112,11 @@ class StatisticsSchedule:
         """The statistics were refreshed (or tried) at ``size`` leaves."""
         self._size = size
 
+    def forget(self) -> None:
+        """Refresh at the next look, as when none was made: the role was taken (again), and
+        whoever held it meanwhile may have let them fall behind."""
+        self._size = None
+
 
 class SequencerLoop(ElectedRole):
     """Runs a :class:`Sealer` in a background thread while holding the sequencer role."""
@@ -150,7 +155,8 @@ class SequencerLoop(ElectedRole):
             self.wake()
 
     def _lead(self) -> None:
-        self._refresh_statistics(self._sealer.load().size)  # due: none was made yet
+        self._statistics.forget()
+        self._refresh_statistics(self._sealer.load().size)  # due, on taking the role
         while self._leading():
             started = time.perf_counter()
             self._full_batch.reset()

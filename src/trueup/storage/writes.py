@@ -701,10 +701,12 @@ class WriteStore:
             verified_at = row[6]
             if verified_at is None and int(row[4]) == 0 and repeats and "queued" not in repeats:
                 # Every item repeated a delta still queued when this request came, so no seal
-                # settled it: it was complete when the last of those originals' requests was.
+                # settled it: it was complete when the last of those originals was sealed (a
+                # failed one has no time of its own: its request's, once that is complete).
                 verified_at = tx.scalar(
-                    """SELECT MAX(r.verified_at) FROM write_duplicates w
-                       JOIN deltas d ON d.seq = w.original_seq JOIN write_requests r ON r.id = d.request_id
+                    """SELECT MAX(COALESCE(d.verified_at, r.verified_at)) FROM write_duplicates w
+                       JOIN deltas d ON d.seq = w.original_seq
+                       LEFT JOIN write_requests r ON r.id = d.request_id
                        WHERE w.request_id = ?""",
                     (request_id,),
                 )
