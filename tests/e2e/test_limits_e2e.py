@@ -159,3 +159,12 @@ def test_audit_creates_nothing_where_there_is_no_log(tmp_path: Path) -> None:
     assert done.stderr.startswith(f"trueup audit: no signing key at {tmp_path / 'signing-key.pem'}")
     assert sorted(p.name for p in empty.iterdir()) == []
     assert not (tmp_path / "signing-key.pem").exists()
+
+
+def test_audit_of_a_database_no_trueup_has_opened_says_so(tmp_path: Path) -> None:
+    (tmp_path / "trueup.db").touch()  # a SQLite file, empty
+    with fresh_pg_schema() as pg_url:  # a PostgreSQL schema, empty
+        for url in (None, pg_url):
+            done = trueup(["audit", "--key", "unused+00000000+AAAA"], tmp_path, url)
+            assert done.returncode == 2, done.stderr
+            assert done.stderr.startswith("trueup audit: the database holds no Trueup log ("), done.stderr

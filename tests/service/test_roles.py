@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.conftest import lose_the_lock
@@ -17,6 +18,7 @@ from trueup.sequencer.loop import SequencerLoop
 from trueup.service.container import Services, open_services
 from trueup.service.roles import ElectedRole
 from trueup.service.settings import Settings
+from trueup.storage.postgres import _still_locked
 from trueup.webhooks.dispatcher import Dispatcher
 
 POLL_S = 0.05
@@ -55,3 +57,17 @@ def test_a_holder_that_lost_its_lock_stands_by_while_the_new_holder_leads(
     finally:
         second.stop()
         first.stop()
+
+
+def test_a_postgresql_session_that_answers_without_the_lock_holds_no_role(pg_url: str) -> None:
+    """The question is whether the session holds the lock, not whether it answers: a session
+    that answers without it (a pooler handing out another one) is no holder."""
+    key = 0x9234_5678_9ABC_DEF0 - 2**64  # negative, as half of the keys are
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert not _still_locked(conn, key)
+        conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+        assert _still_locked(conn, key)
+        assert not _still_locked(conn, key + 1)
+        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        assert not _still_locked(conn, key)
+    assert not _still_locked(conn, key)  # closed: no answer at all

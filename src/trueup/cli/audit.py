@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from trueup.cli.options import add_storage_options, settings_from
 from trueup.service.audit import audit_log
 from trueup.service.signing import load_or_create_signer
 from trueup.storage import open_storage
+from trueup.storage.migrate import schema_version
 
 __all__ = ["run"]
 
@@ -43,6 +45,10 @@ def run(argv: list[str]) -> int:
         )
         return 2
     storage = open_storage(url, run_migrations=False)
+    if schema_version(storage.engine) is None:
+        storage.close()
+        print(f"trueup audit: the database holds no Trueup log ({_shown(url)})", file=sys.stderr)
+        return 2
     try:
         key = args.key
         if key is None:
@@ -59,3 +65,12 @@ def run(argv: list[str]) -> int:
         return 0
     print(f"audit FAILED after {report.leaves} leaves: {report.problem}", file=sys.stderr)
     return 1
+
+
+def _shown(url: str) -> str:
+    """``url`` without its password, for a message."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -23,6 +23,21 @@ _BOOKKEEPING = """CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 
 
+def schema_version(engine: Engine) -> int | None:
+    """The newest migration applied, without changing anything; ``None`` where none was
+    (a database, or a schema, that no Trueup has opened)."""
+    exists = (
+        "SELECT to_regclass('schema_migrations') IS NOT NULL"
+        if engine.dialect.name == "postgresql"
+        else "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    )
+    with engine.read() as tx:
+        if not tx.scalar(exists):
+            return None
+        version = tx.scalar("SELECT MAX(version) FROM schema_migrations")
+    return None if version is None else int(version)
+
+
 def applied_versions(engine: Engine) -> set[int]:
     with engine.write() as tx:
         # Serialised before the CREATE: two PostgreSQL sessions creating the same table at

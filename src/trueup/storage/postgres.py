@@ -100,14 +100,19 @@ def _named(url: str, purpose: str = "") -> str:
     return make_conninfo(url, application_name=name)
 
 
-def _session_alive(conn: psycopg.Connection[Any]) -> bool:
-    """Whether the session of ``conn`` still runs, and so still holds its advisory locks (a
-    session lock lasts as long as its session, and this one never unlocks)."""
+def _still_locked(conn: psycopg.Connection[Any], key: int) -> bool:
+    """Whether the session of ``conn`` still answers and holds the advisory lock ``key`` (one
+    that answers without it is no holder: a pooler that hands out another session, say)."""
     try:
-        conn.execute("SELECT 1").fetchone()
+        row = conn.execute(
+            """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+                   AND pid = pg_backend_pid() AND granted
+                   AND classid = %s AND objid = %s AND objsubid = 1)""",
+            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+        ).fetchone()
     except psycopg.Error:
         return False
-    return True
+    return bool(row and row[0])
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -259,12 +264,24 @@ class PostgresEngine(Engine):
     def try_leader_lock(self, name: str) -> Iterator[Leadership]:
         key = self.lock_key(name)
         try:
-            conn = psycopg.connect(_named(self.url), autocommit=True)
+            # Whether the lock is still held is asked on this connection every second or so:
+            # over a network that stopped answering, the question fails within seconds
+            # (keepalives, a send timeout, a statement timeout) instead of waiting for TCP.
+            conn = psycopg.connect(
+                _named(self.url),
+                autocommit=True,
+                keepalives=1,
+                keepalives_idle=5,
+                keepalives_interval=2,
+                keepalives_count=3,
+                tcp_user_timeout=10_000,
+                options="-c statement_timeout=5000",
+            )
         except psycopg.Error as exc:
             raise StorageUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
         try:
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-            yield Leadership(bool(row and row[0]), lambda: _session_alive(conn))
+            yield Leadership(bool(row and row[0]), lambda: _still_locked(conn, key))
         finally:
             conn.close()
 
