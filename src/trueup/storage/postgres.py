@@ -275,11 +275,11 @@ class PostgresEngine(Engine):
                 keepalives_interval=2,
                 keepalives_count=3,
                 tcp_user_timeout=10_000,
-                options="-c statement_timeout=5000",
             )
         except psycopg.Error as exc:
             raise StorageUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
         try:
+            conn.execute("SET statement_timeout = 5000")  # the URL's own options stay as they are
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
             yield Leadership(bool(row and row[0]), lambda: _still_locked(conn, key))
         finally:
