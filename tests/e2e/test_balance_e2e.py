@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -176,13 +177,24 @@ def test_huge_balances_stay_exact_in_json(running: Running) -> None:
     assert f'"computedBalance":{huge - 1500}' in reply.text
 
 
-def test_period_checkpoint_receipt_and_public_verify(running: Running) -> None:
-    _seed(running, "cust_lock")
-    lock = httpx.post(
+def _lock_february(running: Running, customer: str) -> httpx.Response:
+    return httpx.post(
         f"{running.url}/api/v1/balance/checkpoint",
         headers=running.headers,
-        json={"customerId": "cust_lock", "period": "2026-02"},
+        json={"customerId": customer, "period": "2026-02"},
     )
+
+
+def _february_receipt(running: Running, customer: str) -> dict[str, Any]:
+    url = f"{running.url}/api/v1/balance/receipt/{customer}"
+    reply = httpx.get(url, params={"period": "2026-02"}, headers=running.headers)
+    receipt: dict[str, Any] = reply.json()["data"]
+    return receipt
+
+
+def test_period_checkpoint_receipt_and_public_verify(running: Running) -> None:
+    _seed(running, "cust_lock")
+    lock = _lock_february(running, "cust_lock")
     assert lock.status_code == 201, lock.text
     checkpoint = lock.json()["data"]
     again = httpx.post(
@@ -202,11 +214,7 @@ def test_period_checkpoint_receipt_and_public_verify(running: Running) -> None:
         headers=running.headers,
     ).json()["data"]
     assert [c["checkpointId"] for c in listed["checkpoints"]] == [checkpoint["checkpointId"]]
-    receipt = httpx.get(
-        f"{running.url}/api/v1/balance/receipt/cust_lock",
-        params={"period": "2026-02"},
-        headers=running.headers,
-    ).json()["data"]
+    receipt = _february_receipt(running, "cust_lock")
     assert receipt["proofRoot"] == checkpoint["proofRoot"] and receipt["finalBalance"] == -1500
     public = httpx.get(receipt["verificationApiUrl"])
     assert public.status_code == 200
@@ -270,17 +278,9 @@ def test_a_receipt_links_to_the_public_url_when_one_is_set(tmp_path: Path) -> No
     with ServerProcess(tmp_path, None, extra_env=public) as server:
         running = Running(server, key, tmp_path, None)
         _seed(running, "cust_public")
-        lock = httpx.post(
-            f"{running.url}/api/v1/balance/checkpoint",
-            headers=running.headers,
-            json={"customerId": "cust_public", "period": "2026-02"},
-        )
+        lock = _lock_february(running, "cust_public")
         assert lock.status_code == 201, lock.text
-        receipt = httpx.get(
-            f"{running.url}/api/v1/balance/receipt/cust_public",
-            params={"period": "2026-02"},
-            headers=running.headers,
-        ).json()["data"]
+        receipt = _february_receipt(running, "cust_public")
     root = lock.json()["data"]["proofRoot"]
     assert receipt["verifyUrl"] == f"https://ledger.example.com/trueup/api/v1/verify/{root}"
     assert receipt["verificationApiUrl"] == receipt["verifyUrl"]

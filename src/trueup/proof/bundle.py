@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from trueup.proof.canonical import JSONValue
+from trueup.proof.canonical import JSONValue, unique_members
 from trueup.proof.checkpoint import TreeHead, parse_checkpoint, verify_checkpoint
 from trueup.proof.errors import BundleError, CheckpointError, InclusionProofError, LeafEncodingError, shown
 from trueup.proof.leaf import LeafFields, encode_leaf, leaf_fields_from_json, leaf_fields_to_json
@@ -113,7 +113,9 @@ def load_bundle(text: str) -> Mapping[str, object]:
         BundleError: for text that is not such a JSON object.
     """
     try:
-        document = json.loads(text, object_pairs_hook=_unique_members, parse_constant=_not_json)
+        document = json.loads(
+            text, object_pairs_hook=unique_members("bundle", BundleError), parse_constant=_not_json
+        )
     except BundleError:
         raise
     except ValueError as exc:  # json.JSONDecodeError, and int()'s limit on very long numbers
@@ -126,15 +128,6 @@ def load_bundle(text: str) -> Mapping[str, object]:
     if isinstance(data, dict) and not _KEYS & document.keys():
         return data
     return document
-
-
-def _unique_members(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    result: dict[str, object] = {}
-    for name, value in pairs:
-        if name in result:
-            raise BundleError(f"bundle: duplicate member {shown(name)}")
-        result[name] = value
-    return result
 
 
 def _not_json(text: str) -> object:

@@ -15,13 +15,21 @@ the same data always compute the same hash. The rules, RFC 8785 §3.2:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from json.encoder import encode_basestring
 from typing import Final, TypeAlias
 
-from trueup.proof.errors import LeafEncodingError, shown
+from trueup.proof.errors import LeafEncodingError, ProofError, shown
 
-__all__ = ["MAX_SAFE_INTEGER", "JSONValue", "canonical_json", "format_number", "json_string"]
+__all__ = [
+    "MAX_SAFE_INTEGER",
+    "JSONValue",
+    "ObjectPairsHook",
+    "canonical_json",
+    "format_number",
+    "json_string",
+    "unique_members",
+]
 
 JSONValue: TypeAlias = "bool | int | float | str | Sequence[JSONValue] | Mapping[str, JSONValue] | None"
 """A JSON value as Python holds it: dict (str keys), list or tuple, str, int, float, bool, None."""
@@ -219,3 +227,22 @@ def _lone_surrogates(value: object, path: str) -> Iterator[tuple[str, str]]:
     elif isinstance(value, (list, tuple)):
         for position, item in enumerate(value):
             yield from _lone_surrogates(item, f"{path}[{position}]")
+
+
+ObjectPairsHook: TypeAlias = Callable[[list[tuple[str, object]]], dict[str, object]]
+
+
+def unique_members(what: str, error: type[ProofError]) -> ObjectPairsHook:
+    """A ``json.loads`` ``object_pairs_hook`` that refuses an object with a member given twice
+    (the standard decoder keeps the last, another parser may keep the first), raising
+    ``error`` with ``"<what>: duplicate member '<name>'"``."""
+
+    def hook(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        result: dict[str, object] = {}
+        for name, value in pairs:
+            if name in result:
+                raise error(f"{what}: duplicate member {shown(name)}")
+            result[name] = value
+        return result
+
+    return hook

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Final, NoReturn
 
-from trueup.proof.canonical import MAX_SAFE_INTEGER, JSONValue, canonical_json, json_string
+from trueup.proof.canonical import MAX_SAFE_INTEGER, JSONValue, canonical_json, json_string, unique_members
 from trueup.proof.errors import LeafEncodingError, shown
 
 __all__ = [
@@ -282,15 +282,6 @@ def _reject_constant(text: str) -> NoReturn:
     raise LeafEncodingError(f"leaf: {text} is not JSON")
 
 
-def _unique_members(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    result: dict[str, object] = {}
-    for name, value in pairs:
-        if name in result:
-            raise LeafEncodingError(f"leaf: duplicate member {shown(name)}")
-        result[name] = value
-    return result
-
-
 def decode_leaf(data: bytes) -> LeafFields:
     """Parse leaf bytes back into fields, accepting only what :func:`encode_leaf` writes.
 
@@ -308,7 +299,7 @@ def decode_leaf(data: bytes) -> LeafFields:
     try:
         obj = json.loads(
             text,
-            object_pairs_hook=_unique_members,
+            object_pairs_hook=unique_members("leaf", LeafEncodingError),
             parse_float=_reject_float,
             parse_constant=_reject_constant,
         )
