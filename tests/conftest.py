@@ -85,11 +85,13 @@ def lose_the_lock(role: str, services: Services) -> None:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///") + f".{role}.lock").unlink()
         return
+    from trueup.storage.postgres import advisory_lock_ids  # noqa: PLC0415 - psycopg's side only
+
     key = services.storage.engine.lock_key(role)  # type: ignore[attr-defined]
     with psycopg.connect(url, autocommit=True) as conn:
         ended = conn.execute(
             """SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'
                AND classid = %s AND objid = %s AND objsubid = 1 AND granted""",
-            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+            advisory_lock_ids(key),
         ).fetchall()
     assert ended == [(True,)]

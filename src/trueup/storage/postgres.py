@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool
 from trueup.storage.engine import BulkUpdate, BulkUpsert, Dialect, Engine, Leadership, Row, Tx, chunks
 from trueup.storage.errors import IntegrityConflictError, StorageUnavailableError
 
-__all__ = ["PostgresDialect", "PostgresEngine"]
+__all__ = ["PostgresDialect", "PostgresEngine", "advisory_lock_ids"]
 
 
 class PostgresDialect(Dialect):
@@ -100,6 +100,12 @@ def _named(url: str, purpose: str = "") -> str:
     return make_conninfo(url, application_name=name)
 
 
+def advisory_lock_ids(key: int) -> tuple[int, int]:
+    """``(classid, objid)`` under which ``pg_locks`` shows the advisory lock of 64-bit ``key``
+    (its high and low 32 bits; ``objsubid`` is 1 for a 64-bit key)."""
+    return (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+
+
 def _still_locked(conn: psycopg.Connection[Any], key: int) -> bool:
     """Whether the session of ``conn`` still answers and holds the advisory lock ``key`` (one
     that answers without it is no holder: a pooler that hands out another session, say)."""
@@ -108,7 +114,7 @@ def _still_locked(conn: psycopg.Connection[Any], key: int) -> bool:
             """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
                    AND pid = pg_backend_pid() AND granted
                    AND classid = %s AND objid = %s AND objsubid = 1)""",
-            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+            advisory_lock_ids(key),
         ).fetchone()
     except psycopg.Error:
         return False
