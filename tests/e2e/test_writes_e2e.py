@@ -350,6 +350,12 @@ def test_unknown_routes_and_methods_use_the_error_envelope(running: Running) -> 
     assert health.status_code == 405 and health.headers["Allow"] == "GET, HEAD"
     unknown = httpx.get(f"{running.url}/api/v1/writes/req_doesnotexist", headers=running.headers)
     assert unknown.status_code == 404 and unknown.json()["success"] is False
+    # the batch route's path is not a record id of the status route beside it
+    batch = httpx.get(f"{running.url}/api/v1/balance/delta/batch", headers=running.headers)
+    assert batch.status_code == 405 and batch.headers["Allow"] == "POST"
+    assert batch.json()["code"] == "METHOD_NOT_ALLOWED"
+    record = httpx.get(f"{running.url}/api/v1/balance/delta/batches", headers=running.headers)
+    assert record.status_code == 404 and record.json()["code"] == "NOT_FOUND"
 
 
 @pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/healthz", "/readyz"])

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import Response
 
 from trueup.api.body import read_json
@@ -27,6 +28,19 @@ from trueup.core.timestamps import format_wire
 router = APIRouter(tags=["emit"])
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+class _RecordIdConvertor(StringConvertor):
+    """A ``{recordId}`` of the delta status route: any path segment but ``batch``.
+
+    ``/api/v1/balance/delta/batch`` is the batch route's path. Without this, ``GET`` of it
+    would be taken as the status of a record named ``batch`` (404, "record not found")
+    instead of the 405 naming ``POST`` that a method the path does not take gets."""
+
+    regex = "(?!batch$)[^/]+"
+
+
+register_url_convertor("record_id", _RecordIdConvertor())
 
 
 @router.post(
@@ -66,7 +80,7 @@ async def emit_batch(
 
 
 @router.get(
-    "/api/v1/balance/delta/{recordId}",
+    "/api/v1/balance/delta/{recordId:record_id}",
     summary="A delta's status by rec_… or a_… id; once verified, its inclusion proof",
     responses={200: {"model": DeltaStatusResponse}, **errors(400, 401, 404)},
 )
