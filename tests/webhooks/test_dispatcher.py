@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from pacspace_sdk import Webhooks
 
 from tests.conftest import lose_the_lock
@@ -19,6 +20,7 @@ from tests.webhooks.receiver import Receiver, block_first, fail_first
 from trueup import verify_webhook
 from trueup.service.container import Services, open_services
 from trueup.service.keys import Principal
+from trueup.webhooks import dispatcher as dispatcher_module
 from trueup.webhooks.dispatcher import Dispatcher
 from trueup.webhooks.schedule import MAX_ATTEMPTS
 from trueup.webhooks.signing import EVENT_ID_HEADER
@@ -146,6 +148,46 @@ def test_a_stuck_receiver_holds_up_neither_writes_nor_seals(services: Services) 
         release.set()
         wait_until(lambda: statuses(services) == ["delivered"] * 21)
     assert len({r.event_id for r in receiver.requests()}) == 21
+
+
+def test_an_attempt_on_the_wire_when_the_dispatcher_stops_is_recorded_not_repeated(
+    services: Services,
+) -> None:
+    """The receiver answers only once the stop has begun: the attempt is waited for."""
+    principal = principal_for(services)
+    release = threading.Event()
+    dispatcher = Dispatcher(services.storage, services.settings, workers=1, poll_s=0.01)
+    with Receiver(block_first(release)) as receiver:
+        one_completion(services, principal, receiver.url)
+        dispatcher.start()
+        wait_until(lambda: len(receiver.requests()) == 1)
+        stopping = threading.Thread(target=dispatcher.stop)
+        stopping.start()
+        wait_until(dispatcher._stop.is_set)
+        release.set()
+        stopping.join(30)
+        assert not stopping.is_alive()
+    ((_, _, status, attempts),) = deliveries(services)
+    assert (status, attempts) == ("delivered", 1)
+    assert len(receiver.requests()) == 1
+
+
+def test_an_attempt_unanswered_after_the_drain_is_made_again(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatcher_module, "DRAIN_S", 0.0)
+    principal = principal_for(services)
+    release = threading.Event()
+    with Receiver(block_first(release)) as receiver:
+        one_completion(services, principal, receiver.url)
+        with dispatching(services, workers=1):
+            wait_until(lambda: len(receiver.requests()) == 1)
+        ((_, _, status, attempts),) = deliveries(services)
+        assert (status, attempts) == ("pending", 0)  # not recorded: it is sent again
+        release.set()
+        with dispatching(services):
+            wait_until(lambda: statuses(services) == ["delivered"])
+    assert len(receiver.requests()) == 2
 
 
 def test_a_target_the_policy_now_refuses_is_recorded_and_retried(services: Services) -> None:

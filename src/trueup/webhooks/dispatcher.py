@@ -53,6 +53,9 @@ _MAX_ERROR = 500
 _MAX_CLIENTS = 256
 _BACKOFF_ON_STORAGE_ERROR_S = 1.0
 _BATCH_WINDOW_S = 0.02
+DRAIN_S = 5.0
+"""How long a dispatcher that stops (or loses its role) waits for attempts already on the wire,
+so that their outcome is recorded rather than the delivery sent again."""
 
 
 def _utcnow() -> datetime:
@@ -132,8 +135,9 @@ class Dispatcher(ElectedRole):
         self.attempts = 0
         self.delivered = 0
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop dispatching. Attempts still in flight are not recorded and will be repeated."""
+    def stop(self, timeout: float = DRAIN_S + 5.0) -> None:
+        """Stop dispatching: start nothing more, give attempts on the wire up to ``DRAIN_S``
+        to finish and record them. One still unanswered then is not recorded and is repeated."""
         super().stop(timeout)
         self._clients.close()
 
@@ -175,6 +179,9 @@ class Dispatcher(ElectedRole):
                     self._in_flight.discard((waiting.event_id, waiting.endpoint_id))
             for _ in threads:
                 tasks.put(None)
+            drained = time.monotonic() + DRAIN_S
+            for thread in threads:  # each ends after the attempt it is making, if any
+                thread.join(max(0.0, drained - time.monotonic()))
             try:
                 self._flush()  # attempts that finished are recorded, not repeated
             except Exception:
@@ -237,9 +244,7 @@ class Dispatcher(ElectedRole):
             if delivery is None or self._stop.is_set():
                 return
             outcome = self.attempt(delivery)
-            if self._stop.is_set():
-                return  # not recorded: the delivery stays pending and is sent again later
-            self._results.put(outcome)
+            self._results.put(outcome)  # recorded by this leadership's last flush, or the next
             self._wake.set()
 
     def attempt(self, delivery: DueDelivery) -> AttemptOutcome:
