@@ -356,6 +356,15 @@ def test_unknown_routes_and_methods_use_the_error_envelope(running: Running) -> 
     assert batch.json()["code"] == "METHOD_NOT_ALLOWED"
     record = httpx.get(f"{running.url}/api/v1/balance/delta/batches", headers=running.headers)
     assert record.status_code == 404 and record.json()["code"] == "NOT_FOUND"
+    # a trailing slash is not redirected (the client would send its key wherever Location says)
+    slash = httpx.post(f"{running.url}/api/v1/writes/", headers=running.headers, json={"items": []})
+    assert slash.status_code == 404 and "Location" not in slash.headers
+    assert slash.json()["message"] == (
+        "no route POST /api/v1/writes/; paths take no trailing slash: /api/v1/writes"
+    )
+    assert httpx.get(f"{running.url}/api/v1/nothing/", headers=running.headers).json()["message"] == (
+        "no route GET /api/v1/nothing/"
+    )
 
 
 @pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/healthz", "/readyz"])

@@ -51,6 +51,10 @@ def create_app(
         description=DESCRIPTION,
         default_response_class=JSONResponse,
         lifespan=lifespan,
+        # "/api/v1/writes/" is a 404 that names the path without the slash, not a 307 to it: a
+        # client following that redirect would send its key and body to whatever origin the
+        # Location names (behind a proxy, perhaps plain http).
+        redirect_slashes=False,
         # FastAPI's native OpenTelemetry support asks the global providers, and through them the
         # environment, on every request whether anybody configured it (4.5 µs a request on the
         # benchmark machine). Trueup reports through /metrics (Prometheus) and its logs: off.

@@ -121,6 +121,8 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     code = _CODE_BY_STATUS.get(status, "ERROR")
     if status == 404:
         message = f"no route {request.method} {request.url.path}"
+        if _routed(request, path=request.url.path.rstrip("/")):
+            message += f"; paths take no trailing slash: {request.url.path.rstrip('/')}"
     elif status == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
     else:
@@ -136,15 +138,17 @@ _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 def _allowed_methods(request: Request) -> str:
     """Every method some route of this path takes (RFC 9110 §15.5.6: a 405 names them all;
-    Starlette's own names only those of the first route whose path matched). Each method is
-    asked of the router as a request of its own would be."""
-    routes = request.app.router.routes
-    allowed = [
-        method
-        for method in _METHODS
-        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
-    ]
-    return ", ".join(allowed)
+    Starlette's own names only those of the first route whose path matched)."""
+    return ", ".join(method for method in _METHODS if _routed(request, method=method))
+
+
+def _routed(request: Request, **changed: str) -> bool:
+    """Whether some route takes this request with ``changed`` (``method``, ``path``), asked of
+    the router as a request of its own would be."""
+    scope = {**request.scope, **changed}
+    if scope["path"] == "":
+        return False
+    return any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes)
 
 
 async def _on_storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
