@@ -75,11 +75,21 @@ def test_zero_and_out_of_range_bits_are_refused() -> None:
         ("has space", "may contain only"),
         ("ümlaut", "may contain only"),
         (7, "must be a string"),
+        (".", "must not be '.' or '..'"),  # dot segments: a client drops them from a URL
+        ("..", "must not be '.' or '..'"),
     ],
 )
 def test_account_ids_follow_the_pattern(account: object, problem: str) -> None:
     message = error_of(item(accountId=account))
     assert message.startswith("items[0].accountId") and problem in message
+
+
+def test_dots_are_refused_only_as_the_whole_id() -> None:
+    assert [parse(item(accountId=account))[0].customer_id for account in ("...", ".a", "a..")] == [
+        "...",
+        ".a",
+        "a..",
+    ]
 
 
 def test_keys_are_bounded_and_clean() -> None:

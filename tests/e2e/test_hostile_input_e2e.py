@@ -57,6 +57,11 @@ def _error(response: httpx.Response, status: int) -> str:
             rb'{"items":[{"key":"k","accountId":"a","bits":1,"reason":"\ud800"}]}',
             "items[0].reason: contains an unpaired UTF-16 surrogate",
         ),
+        (  # an account no client could derive: it drops the dot segment from the URL
+            "/api/v1/balance/delta",
+            rb'{"customerId":"..","delta":1,"reason":"r"}',
+            "customerId: must not be '.' or '..'",
+        ),
     ],
 )
 def test_text_no_store_can_keep_is_a_400_naming_the_field(

@@ -26,6 +26,7 @@ __all__ = [
     "check_amount",
     "check_item_key",
     "check_metadata",
+    "check_new_account_id",
     "check_reason",
     "optional_occurred_at",
 ]
@@ -101,6 +102,20 @@ def check_account_id(value: object, field: str) -> str:
             raise ValidationError(field, f"must be at most 128 characters, got {len(value)}")
         raise ValidationError(field, f"may contain only letters, digits and _ . : - , got {describe(value)}")
     return value
+
+
+def check_new_account_id(value: object, field: str) -> str:
+    """An account id a write may introduce: :func:`check_account_id`, and not ``.`` or ``..``.
+
+    Those two are dot segments (RFC 3986 §5.2.4): HTTP clients remove them from a URL before
+    sending it, so ``GET /api/v1/balance/derive/..`` would reach another path and the account
+    could never be read by its id. Reads still take them, for accounts written before."""
+    account_id = check_account_id(value, field)
+    if account_id in (".", ".."):
+        raise ValidationError(
+            field, f"must not be '.' or '..' (a URL cannot carry them), got {describe(value)}"
+        )
+    return account_id
 
 
 def check_amount(value: object, field: str, limits: DeltaLimits) -> int:

@@ -11,10 +11,10 @@ from trueup.core.deltas import (
     DeltaLimits,
     NewDelta,
     body_list,
-    check_account_id,
     check_amount,
     check_item_key,
     check_metadata,
+    check_new_account_id,
     check_reason,
     optional_occurred_at,
 )
@@ -50,7 +50,7 @@ def parse_emit(
         key=new_reference()
         if reference is None
         else check_item_key(reference, f"{prefix}referenceId", limits),
-        customer_id=check_account_id(document["customerId"], f"{prefix}customerId"),
+        customer_id=check_new_account_id(document["customerId"], f"{prefix}customerId"),
         amount=check_amount(document["delta"], f"{prefix}delta", limits),
         reason=check_reason(document["reason"], f"{prefix}reason", limits),
         metadata=check_metadata(document.get("metadata"), f"{prefix}metadata", limits),

@@ -8,10 +8,10 @@ from trueup.core.deltas import (
     DeltaLimits,
     NewDelta,
     body_list,
-    check_account_id,
     check_amount,
     check_item_key,
     check_metadata,
+    check_new_account_id,
     check_reason,
     optional_occurred_at,
 )
@@ -47,7 +47,7 @@ def _parse_item(item: Any, where: str, limits: DeltaLimits) -> NewDelta:
         reason_value = reason_value[: limits.max_reason_length]
     return NewDelta(
         key=check_item_key(item["key"], f"{where}.key", limits),
-        customer_id=check_account_id(item["accountId"], f"{where}.accountId"),
+        customer_id=check_new_account_id(item["accountId"], f"{where}.accountId"),
         amount=check_amount(item["bits"], f"{where}.bits", limits),
         reason=check_reason(reason_value, f"{where}.reason", limits),
         metadata=metadata,
