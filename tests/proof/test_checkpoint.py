@@ -136,7 +136,6 @@ ROOT_B64 = base64.b64encode(bytes(32)).decode()
     ("body", "message"),
     [
         (f"log\n8\n{ROOT_B64}\n", "expected 4 lines \\(origin, size, root, timestamp\\), got 3"),
-        (f"log\n8\n{ROOT_B64}\ntimestamp 1\nextra\n", "unexpected extension line 'extra'"),
         (f"log\n08\n{ROOT_B64}\ntimestamp 1\n", "size line '08' is not a decimal tree size"),
         (f"log\n-1\n{ROOT_B64}\ntimestamp 1\n", "size line '-1' is not a decimal tree size"),
         (f"log\n\u0668\n{ROOT_B64}\ntimestamp 1\n", "is not a decimal tree size"),
@@ -151,11 +150,24 @@ ROOT_B64 = base64.b64encode(bytes(32)).decode()
         (f"log\n8\n{ROOT_B64}\ntime 1\n", "expected 'timestamp <milliseconds>'"),
         (f"log\n8\n{ROOT_B64}\ntimestamp 1", "text must end with a newline"),
         (f"\n8\n{ROOT_B64}\ntimestamp 1\n", "origin must be a non-empty line"),
+        (f"log\n8\n{ROOT_B64}\ntimestamp 1\n\n", "an extension line must not be empty"),
+        (f"log\n8\n{ROOT_B64}\ntimestamp 1\nother\n\n", "an extension line must not be empty"),
+        (f"log\n8\n{ROOT_B64}\nother\ntimestamp 1\n", "expected 'timestamp <milliseconds>'"),
     ],
 )
 def test_malformed_checkpoint_text_is_rejected(body: str, message: str) -> None:
     with pytest.raises(CheckpointError, match=message):
         parse_checkpoint_body(body)
+
+
+def test_extension_lines_after_the_timestamp_are_signed_and_ignored() -> None:
+    """C2SP tlog-checkpoint: "Any following lines are extension lines, opaque and OPTIONAL"."""
+    key = private_key_from_seed(bytes.fromhex(VECTOR["ed25519Seed"]))
+    note = sign_note(f"log\n8\n{ROOT_B64}\ntimestamp 7\nwitnessed-by other\n", SIGNER.name, key)
+    assert verify_checkpoint(note, VKEY) == TreeHead(size=8, root=base64.b64decode(ROOT_B64), timestamp_ms=7)
+    forged = note.replace("witnessed-by other", "witnessed-by nobody")
+    with pytest.raises(CheckpointError):
+        verify_checkpoint(forged, VKEY)
 
 
 def test_a_well_signed_but_malformed_checkpoint_is_rejected() -> None:

@@ -8,7 +8,9 @@ A checkpoint is a signed note (:mod:`trueup.proof.note`) whose text is::
     timestamp <unix time in milliseconds>\\n
 
 The last line is our one extension line (tlog-checkpoint §Note text allows extension
-lines): it dates the tree head for derive's ``verificationProof.timestamp``. The signing
+lines): it dates the tree head for derive's ``verificationProof.timestamp``. Trueup writes no
+other; a reader requires ``timestamp`` as the first and takes any further ones (non-empty, as
+the spec requires) without reading them, as the spec lets a verifier do. The signing
 time is passed in by the caller; nothing here reads a clock. Key files are read and
 written by the caller too; this module only converts keys to and from bytes.
 """
@@ -110,8 +112,9 @@ def checkpoint_body(origin: str, head: TreeHead) -> str:
 def parse_checkpoint_body(text: str) -> tuple[str, TreeHead]:
     """Parse checkpoint text as :func:`checkpoint_body` writes it; return ``(origin, head)``.
 
-    Strict: exactly four lines, the size in decimal without leading zeros, the root as
-    canonical base64 of 32 bytes, and the ``timestamp <ms>`` extension line.
+    Strict: the size in decimal without leading zeros, the root as canonical base64 of 32
+    bytes, and the ``timestamp <ms>`` extension line; after it, other extension lines (each
+    non-empty) are allowed and ignored.
 
     Raises:
         CheckpointError: naming the line that is malformed.
@@ -123,9 +126,9 @@ def parse_checkpoint_body(text: str) -> tuple[str, TreeHead]:
         raise CheckpointError(
             f"malformed checkpoint: expected 4 lines (origin, size, root, timestamp), got {len(lines)}"
         )
-    if len(lines) > 4:
-        raise CheckpointError(f"malformed checkpoint: unexpected extension line {shown(lines[4])}")
-    origin, size_line, root_line, timestamp_line = lines
+    if "" in lines[4:]:
+        raise CheckpointError("malformed checkpoint: an extension line must not be empty")
+    origin, size_line, root_line, timestamp_line = lines[:4]
     _check_origin(origin)
     if not _DECIMAL.fullmatch(size_line) or int(size_line) > MAX_TREE_SIZE:
         raise CheckpointError(
