@@ -10,7 +10,14 @@ import httpx
 
 from tests.e2e.conftest import Running
 from tests.e2e.server import ServerProcess, create_key, wait_until
-from trueup.proof import encode_leaf, leaf_fields_from_json, leaf_hash, root_from_leaf_hashes
+from trueup.proof import (
+    encode_leaf,
+    leaf_fields_from_json,
+    leaf_hash,
+    root_from_leaf_hashes,
+    verify_checkpoint,
+    verify_inclusion,
+)
 
 SEED_DELTAS = [
     ("seed-jan-1", 2000, "2026-01-05T10:00:00Z", "Top-up"),
@@ -230,6 +237,13 @@ def test_period_checkpoint_receipt_and_public_verify(running: Running) -> None:
     nonce = bytes.fromhex(verified["recompute"]["nonce"])
     recomputed = hashlib.sha256(b"\x03" + nonce + root_from_leaf_hashes(leaf_hashes)).hexdigest()
     assert "0x" + recomputed == checkpoint["proofRoot"]
+    # and each record is in the signed tree head the period was locked under
+    key = httpx.get(f"{running.url}/api/v1/log/key").json()["data"]["verifierKey"]
+    head = verify_checkpoint(verified["checkpoint"], key)
+    assert head.size == verified["treeSize"] and "0x" + head.root.hex() == verified["treeRoot"]
+    for record, digest in zip(verified["records"], leaf_hashes, strict=True):
+        proof = [bytes.fromhex(node) for node in record["inclusionProof"]]
+        verify_inclusion(digest, int(record["anchorId"][2:]), head.size, proof, head.root)
     refused = httpx.post(
         f"{running.url}/api/v1/writes",
         headers=running.headers,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from trueup.core.errors import NotFoundError, ValidationError
@@ -88,8 +89,13 @@ class LogService:
         return InclusionAnswer(record, leaf_index, head, tuple(self.inclusion_path(leaf_index, head.size)))
 
     def inclusion_path(self, leaf_index: int, tree_size: int) -> list[bytes]:
-        nodes = self._storage.log.nodes(inclusion_proof_nodes(leaf_index, tree_size))
-        return inclusion_proof(leaf_index, tree_size, nodes)
+        return self.inclusion_paths([leaf_index], tree_size)[0]
+
+    def inclusion_paths(self, leaf_indices: Sequence[int], tree_size: int) -> list[list[bytes]]:
+        """The inclusion proofs of several leaves in one tree, their nodes read in one go."""
+        wanted = [inclusion_proof_nodes(index, tree_size) for index in leaf_indices]
+        nodes = self._storage.log.nodes(node for ids in wanted for node in ids)
+        return [inclusion_proof(index, tree_size, nodes) for index in leaf_indices]
 
     def consistency(self, old_size: int, new_size: int | None) -> tuple[HeadRecord, HeadRecord, list[bytes]]:
         """The RFC 9162 consistency proof between two stored heads."""

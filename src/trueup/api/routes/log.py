@@ -151,6 +151,8 @@ async def _period_data(
 ) -> dict[str, Any]:
     """A period checkpoint seen through its proof root (a capability, DESIGN.md §2.6)."""
     view = await run_in_threadpool(services.balances.period_view, record, limit, offset)
+    leaves = [entry.delta.leaf_index for entry in view.records]
+    proofs = await run_in_threadpool(services.log.inclusion_paths, leaves, record.tree_size)
     return {
         "verified": True,
         "proofRoot": hex_root(record.proof_root),
@@ -177,8 +179,10 @@ async def _period_data(
                 "anchorId": anchor_id(entry.delta.leaf_index),
                 "leafHash": entry.leaf_hash.hex(),
                 "leaf": leaf_fields_to_json(entry.leaf),
+                # RFC 9162 §2.1.3: this leaf in the signed tree head below (treeSize, checkpoint)
+                "inclusionProof": [node.hex() for node in proof],
             }
-            for entry in view.records
+            for entry, proof in zip(view.records, proofs, strict=True)
         ],
         "recordsTotal": record.deltas_count,
         "limit": limit,
