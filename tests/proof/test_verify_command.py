@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 from trueup.cli import verify
-from trueup.proof import CheckpointSigner, private_key_from_seed, verify_checkpoint
+from trueup.proof import (
+    CheckpointSigner,
+    TreeHead,
+    encode_leaf,
+    leaf_fields_from_json,
+    leaf_hash,
+    private_key_from_seed,
+    verify_checkpoint,
+)
 
 from .reference import load_vector
 
@@ -81,6 +89,30 @@ def test_ok_names_the_delta_the_leaf_proves(tmp_path: Path, capsys: pytest.Captu
     capsys.readouterr()
     assert verify.run([str(path), "--key", VKEY, "--anchor", "a_999"]) == 1
     assert capsys.readouterr().out == f"FAILED: the bundle proves {BUNDLE['anchorId']}, not 'a_999'\n"
+
+
+def test_ok_shows_the_leafs_ids_in_full(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A one-leaf log whose key and customer are long and alike but for their ends."""
+    leaf = {**BUNDLE["leaf"], "key": "L" * 200 + "-B\n", "customerId": "c" * 127 + "9"}
+    digest = leaf_hash(encode_leaf(leaf_fields_from_json(leaf)))
+    checkpoint = SIGNER.sign(KEY_VECTOR["keyName"], TreeHead(size=1, root=digest, timestamp_ms=1))
+    bundle = {
+        **BUNDLE,
+        "anchorId": "a_0",
+        "leafIndex": 0,
+        "leaf": leaf,
+        "leafHash": digest.hex(),
+        "treeSize": 1,
+        "rootHash": digest.hex(),
+        "inclusionProof": [],
+        "checkpoint": checkpoint,
+    }
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(bundle))
+    assert verify.run([str(path), "--key", VKEY]) == 0
+    out = capsys.readouterr().out
+    assert f"for customer '{'c' * 127}9' of tenant " in out
+    assert f", key '{'L' * 200}-B\\n', occurred at " in out and out.count("\n") == 1
 
 
 @pytest.mark.parametrize(

@@ -64,11 +64,12 @@ def run(argv: list[str]) -> int:
         print(f"FAILED: the bundle proves {anchor}, not {shown(args.anchor)}")
         return 1
     # What was proven, from the leaf itself: the file's other members say nothing a reader
-    # should take on trust.
+    # should take on trust. In full (repr keeps it on one line): two keys alike in their first
+    # 60 characters must not read the same.
     print(
         f"OK: {anchor} is leaf {bundle['leafIndex']} of the tree of size {head.size} with root "
         f"{head.root.hex()}, signed by the pinned key: delta {leaf.delta} for customer "
-        f"{shown(leaf.customer_id)} of tenant {shown(leaf.tenant)}, key {shown(leaf.key)}, "
+        f"{leaf.customer_id!r} of tenant {leaf.tenant!r}, key {leaf.key!r}, "
         f"occurred at {leaf.occurred_at}"
     )
     return 0
