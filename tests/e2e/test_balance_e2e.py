@@ -282,6 +282,11 @@ def test_customers_and_usage(running: Running) -> None:
     assert one["balance"] == -1500 and one["deltaCount"] == 4
     usage = httpx.get(f"{running.url}/api/v1/balance/usage", headers=running.headers).json()["data"]
     assert usage["plan"] == "unlimited" and usage["used"] >= 4
+    # the tenant id a proof bundle's leaf carries, which a customer checks a bundle against
+    derived = httpx.get(f"{running.url}/api/v1/balance/derive/cust_listed", headers=running.headers)
+    anchor = derived.json()["data"]["deltas"][0]["anchorId"]
+    bundle = httpx.get(f"{running.url}/api/v1/log/proof/bundle/{anchor}", headers=running.headers)
+    assert bundle.json()["data"]["leaf"]["tenant"] == usage["tenantId"]
 
 
 def test_a_receipt_links_to_the_public_url_when_one_is_set(tmp_path: Path) -> None:

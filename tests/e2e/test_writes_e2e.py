@@ -386,6 +386,11 @@ def test_a_key_in_use_stops_working_soon_after_revocation(running: Running) -> N
     key = create_key(running.data_dir, running.database_url, "acme")
     headers = {**running.headers, "X-Api-Key": key}
     assert httpx.get(f"{running.url}/api/v1/balance/usage", headers=headers).status_code == 200
+    tenant_id = httpx.get(f"{running.url}/api/v1/balance/usage", headers=headers).json()["data"]["tenantId"]
+    listed = trueup(["keys", "list"], running.data_dir, running.database_url)
+    key_id = key.split("_", 2)[2].split(".", 1)[0]
+    (row,) = [line.split() for line in listed.stdout.splitlines() if line.startswith(key_id)]
+    assert row[1:4] == ["acme", tenant_id, "live"] and row[6] == "active"
     done = trueup(["keys", "revoke", key], running.data_dir, running.database_url)
     assert done.returncode == 0, done.stderr
     # Verified keys are remembered for TRUEUP_KEY_CACHE_TTL_S (2 s) per process.

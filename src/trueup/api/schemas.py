@@ -356,6 +356,7 @@ class CustomerResponse(BaseModel):
 
 
 class _Usage(BaseModel):
+    tenantId: str = Field(description="the tenant id its leaves carry (a proof bundle's leaf.tenant)")
     plan: str
     period: str
     allowance: int | None

@@ -62,12 +62,15 @@ def _create(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     keys = _service(args).list()  # first: a setting that cannot be used stops it before any output
-    print(f"{'KEY ID':<18} {'TENANT':<24} {'ENV':<5} {'PLAN':<10} {'ACCESS':<10} {'STATE':<8} CREATED")
+    print(
+        f"{'KEY ID':<18} {'TENANT':<24} {'TENANT ID':<24} {'ENV':<5} {'PLAN':<10} {'ACCESS':<10} "
+        f"{'STATE':<8} CREATED"
+    )
     for key in keys:
         state = "revoked" if key.revoked_at else "active"
         access = "read-only" if key.read_only else "read-write"
         print(
-            f"{key.id:<18} {key.tenant.name[:24]:<24} {key.tenant.env:<5} "
+            f"{key.id:<18} {key.tenant.name[:24]:<24} {key.tenant.id:<24} {key.tenant.env:<5} "
             f"{key.tenant.plan:<10} {access:<10} {state:<8} {key.created_at}"
         )
     return 0

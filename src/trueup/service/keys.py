@@ -202,6 +202,7 @@ class KeyService:
         used = self._storage.writes.used(principal.tenant_id, period)
         year, month = moment.year + moment.month // 12, moment.month % 12 + 1
         return {
+            "tenantId": principal.tenant_id,  # the "tenant" of this tenant's leaves
             "plan": principal.plan,
             "period": period,
             "allowance": allowance,
