@@ -129,6 +129,9 @@ def test_writes_are_held_back_while_the_queue_is_at_the_pace_depth(tmp_path: Pat
         ("TRUEUP_PLAN_ALLOWANCES", "free", "TRUEUP_PLAN_ALLOWANCES: cannot read 'free'"),
         ("TRUEUP_DEFAULT_PLAN", "nosuch", "TRUEUP_DEFAULT_PLAN: 'nosuch' is not a plan"),
         ("TRUEUP_RATE_LIMIT_OVERRIDES", "garbage", "TRUEUP_RATE_LIMIT_OVERRIDES: cannot read 'garbage'"),
+        ("TRUEUP_SEAL_BATCH_SIZE", "0", "TRUEUP_SEAL_BATCH_SIZE must be at least 1, got '0'"),
+        ("TRUEUP_LOG_ORIGIN", "bad origin", "TRUEUP_LOG_ORIGIN: key name 'bad origin' must not contain"),
+        ("TRUEUP_DATABASE_URL", "mysql://x/y", "TRUEUP_DATABASE_URL must be sqlite:///<path> or"),
     ],
 )
 def test_a_setting_that_cannot_be_used_is_one_line_and_exit_2(

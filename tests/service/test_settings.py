@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from trueup.service.container import open_services
-from trueup.service.settings import PLAN_ALLOWANCES, Settings, parse_plan_allowances
+from trueup.service.settings import PLAN_ALLOWANCES, Settings, SettingsError, parse_plan_allowances
 
 
 def test_plan_allowances_default_to_pacspace_s_and_can_be_changed_or_added() -> None:
@@ -89,3 +89,55 @@ def test_the_data_directory_and_its_secrets_are_owner_only(tmp_path: Path) -> No
     for name in ("trueup.db", "signing-key.pem", "key-pepper"):
         assert (data_dir / name).stat().st_mode & 0o777 == 0o600, name
     assert not [p for p in data_dir.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        # each of these started a server that could not work: writes never sealed, every body
+        # too large, eleven webhook attempts in three seconds, a log origin no key can be named
+        ("TRUEUP_SEAL_BATCH_SIZE", "0", "must be at least 1, got '0'"),
+        ("TRUEUP_SEAL_MAX_BATCH_SIZE", "0", "must be at least 1, got '0'"),
+        ("TRUEUP_SEAL_INTERVAL_MS", "-5", "must be at least 1, got '-5'"),
+        ("TRUEUP_MAX_BODY_BYTES", "-5", "must be at least 1,024, got '-5'"),
+        ("TRUEUP_MAX_QUEUE_DEPTH", "-1", "must be at least 0, got '-1'"),
+        ("TRUEUP_QUEUE_PACE_DEPTH", "-1", "must be at least 0, got '-1'"),
+        ("TRUEUP_RATE_LIMIT_PER_S", "-1", "must be at least 0, got '-1'"),
+        ("TRUEUP_RATE_LIMIT_BURST", "-1", "must be at least 0, got '-1'"),
+        ("TRUEUP_KEY_CACHE_TTL_S", "-1", "must be at least 0, got '-1'"),
+        ("TRUEUP_WEBHOOK_RETRY_BASE_S", "0", r"must be at least 0\.001, got '0'"),
+        ("TRUEUP_WEBHOOK_TIMEOUT_S", "-1", r"must be at least 0\.001, got '-1'"),
+        ("TRUEUP_PLAN_ALLOWANCES", "starter=-5", "'starter' must not be negative, got '-5'"),
+        ("TRUEUP_WEBHOOK_ALLOW_HTTP", "maybe", "must be one of 1/true/yes/on or 0/false/no/off, got 'maybe'"),
+        ("TRUEUP_LOG_ORIGIN", "bad origin", "key name 'bad origin' must not contain spaces"),
+        (
+            "TRUEUP_DATABASE_URL",
+            "mysql://x/y",
+            "must be sqlite:///<path> or postgresql://…, got 'mysql://x/y'",
+        ),
+    ],
+)
+def test_a_value_no_server_could_work_with_is_refused_naming_the_variable(
+    name: str, value: str, message: str
+) -> None:
+    with pytest.raises(SettingsError, match=f"^{name}:? {message}"):
+        Settings.from_env({name: value})
+
+
+def test_flags_take_the_usual_words_and_the_bounds_themselves() -> None:
+    for word, expected in (("", False), ("off", False), ("No", False), ("1", True), (" YES ", True)):
+        assert Settings.from_env({"TRUEUP_WEBHOOK_ALLOW_PRIVATE": word}).webhook_allow_private is expected
+    edges = Settings.from_env(
+        {
+            "TRUEUP_SEAL_BATCH_SIZE": "1",
+            "TRUEUP_MAX_BODY_BYTES": "1024",
+            "TRUEUP_MAX_QUEUE_DEPTH": "0",
+            "TRUEUP_KEY_CACHE_TTL_S": "0",
+            "TRUEUP_PLAN_ALLOWANCES": "free=0",
+            "TRUEUP_LOG_ORIGIN": "ledger.example.com/log",
+            "TRUEUP_DATABASE_URL": "postgres://u@h/d",
+        }
+    )
+    assert (edges.seal_batch_size, edges.max_body_bytes, edges.max_queue_depth) == (1, 1_024, 0)
+    assert edges.key_cache_ttl_s == 0 and edges.plan_allowances["free"] == 0
+    assert (edges.log_origin, edges.database_url) == ("ledger.example.com/log", "postgres://u@h/d")

@@ -7,7 +7,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from trueup.service.settings import Settings
+from trueup.service.settings import Settings, check_database_url
 
 __all__ = ["add_storage_options", "configure_logging", "settings_from"]
 
@@ -33,7 +33,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if getattr(args, "data_dir", None) is not None:
         settings = replace(settings, data_dir=args.data_dir)
     if getattr(args, "database_url", None):
-        settings = replace(settings, database_url=args.database_url)
+        settings = replace(settings, database_url=check_database_url(args.database_url, "--database-url"))
     return settings
 
 

@@ -14,12 +14,15 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from trueup.core.deltas import DeltaLimits
+from trueup.proof import CheckpointError
+from trueup.proof.note import check_key_name
 
 __all__ = [
     "PLAN_ALLOWANCES",
     "RateLimit",
     "Settings",
     "SettingsError",
+    "check_database_url",
     "parse_overrides",
     "parse_plan_allowances",
 ]
@@ -54,15 +57,20 @@ def parse_plan_allowances(text: str) -> dict[str, int | None]:
             plans[name] = None
             continue
         try:
-            plans[name] = int(value)
+            count = int(value)
         except ValueError as exc:
             raise SettingsError(
                 f"TRUEUP_PLAN_ALLOWANCES: {name!r} needs a whole number, got {value!r}"
             ) from exc
+        if count < 0:
+            raise SettingsError(f"TRUEUP_PLAN_ALLOWANCES: {name!r} must not be negative, got {value!r}")
+        plans[name] = count
     return plans
 
 
 _Number = TypeVar("_Number", int, float)
+_MIN_BODY_BYTES = 1_024
+"""The smallest TRUEUP_MAX_BODY_BYTES: below it not even a one-item write fits."""
 
 
 def _env_int(
@@ -115,8 +123,34 @@ def _env_url(env: Mapping[str, str], name: str) -> str | None:
     return raw.rstrip("/")
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
 def _env_flag(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+    raw = env.get(name, "")
+    word = raw.strip().lower()
+    if word not in _TRUE + _FALSE:
+        raise SettingsError(f"{name} must be one of 1/true/yes/on or 0/false/no/off, got {raw!r}")
+    return word in _TRUE
+
+
+def _env_origin(env: Mapping[str, str], name: str, default: str) -> str:
+    """The log's origin line, which is also its signing key's name (signed-note rules)."""
+    origin = env.get(name) or default
+    try:
+        check_key_name(origin)
+    except CheckpointError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+    return origin
+
+
+def check_database_url(url: str | None, name: str) -> str | None:
+    """``url`` if it names a backend Trueup has (SQLite or PostgreSQL), else a
+    :class:`SettingsError` naming ``name`` (the variable or flag that gave it)."""
+    if url and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise SettingsError(f"{name} must be sqlite:///<path> or postgresql://…, got {url!r}")
+    return url
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,29 +249,33 @@ class Settings:
         return replace(
             base,
             data_dir=Path(env.get("TRUEUP_DATA_DIR") or base.data_dir),
-            database_url=env.get("TRUEUP_DATABASE_URL") or None,
-            log_origin=env.get("TRUEUP_LOG_ORIGIN") or base.log_origin,
+            database_url=check_database_url(env.get("TRUEUP_DATABASE_URL") or None, "TRUEUP_DATABASE_URL"),
+            log_origin=_env_origin(env, "TRUEUP_LOG_ORIGIN", base.log_origin),
             signing_key_path=Path(key_path) if key_path else None,
-            seal_interval_ms=_env_int(env, "TRUEUP_SEAL_INTERVAL_MS", base.seal_interval_ms),
-            seal_batch_size=_env_int(env, "TRUEUP_SEAL_BATCH_SIZE", base.seal_batch_size),
-            seal_max_batch_size=_env_int(env, "TRUEUP_SEAL_MAX_BATCH_SIZE", base.seal_max_batch_size),
-            max_queue_depth=_env_int(env, "TRUEUP_MAX_QUEUE_DEPTH", base.max_queue_depth),
-            queue_pace_depth=_env_int(env, "TRUEUP_QUEUE_PACE_DEPTH", base.queue_pace_depth),
+            seal_interval_ms=_env_int(env, "TRUEUP_SEAL_INTERVAL_MS", base.seal_interval_ms, 1),
+            seal_batch_size=_env_int(env, "TRUEUP_SEAL_BATCH_SIZE", base.seal_batch_size, 1),
+            seal_max_batch_size=_env_int(env, "TRUEUP_SEAL_MAX_BATCH_SIZE", base.seal_max_batch_size, 1),
+            max_queue_depth=_env_int(env, "TRUEUP_MAX_QUEUE_DEPTH", base.max_queue_depth, 0),
+            queue_pace_depth=_env_int(env, "TRUEUP_QUEUE_PACE_DEPTH", base.queue_pace_depth, 0),
             queue_pace_max_wait_s=_env_float(
                 env, "TRUEUP_QUEUE_PACE_MAX_WAIT_S", base.queue_pace_max_wait_s, minimum=0
             ),
-            max_body_bytes=_env_int(env, "TRUEUP_MAX_BODY_BYTES", base.max_body_bytes),
+            max_body_bytes=_env_int(env, "TRUEUP_MAX_BODY_BYTES", base.max_body_bytes, _MIN_BODY_BYTES),
             body_timeout_s=_env_float(env, "TRUEUP_BODY_TIMEOUT_S", base.body_timeout_s, minimum=0.001),
             limits=limits,
             default_plan=default_plan,
             plan_allowances=plans,
             webhook_allow_http=_env_flag(env, "TRUEUP_WEBHOOK_ALLOW_HTTP"),
             webhook_allow_private=_env_flag(env, "TRUEUP_WEBHOOK_ALLOW_PRIVATE"),
-            rate_limit_per_s=_env_float(env, "TRUEUP_RATE_LIMIT_PER_S", base.rate_limit_per_s),
-            rate_limit_burst=_env_int(env, "TRUEUP_RATE_LIMIT_BURST", base.rate_limit_burst),
+            rate_limit_per_s=_env_float(env, "TRUEUP_RATE_LIMIT_PER_S", base.rate_limit_per_s, minimum=0),
+            rate_limit_burst=_env_int(env, "TRUEUP_RATE_LIMIT_BURST", base.rate_limit_burst, 0),
             rate_limit_overrides=overrides,
-            key_cache_ttl_s=_env_float(env, "TRUEUP_KEY_CACHE_TTL_S", base.key_cache_ttl_s),
-            webhook_retry_base_s=_env_float(env, "TRUEUP_WEBHOOK_RETRY_BASE_S", base.webhook_retry_base_s),
-            webhook_timeout_s=_env_float(env, "TRUEUP_WEBHOOK_TIMEOUT_S", base.webhook_timeout_s),
+            key_cache_ttl_s=_env_float(env, "TRUEUP_KEY_CACHE_TTL_S", base.key_cache_ttl_s, minimum=0),
+            webhook_retry_base_s=_env_float(
+                env, "TRUEUP_WEBHOOK_RETRY_BASE_S", base.webhook_retry_base_s, minimum=0.001
+            ),
+            webhook_timeout_s=_env_float(
+                env, "TRUEUP_WEBHOOK_TIMEOUT_S", base.webhook_timeout_s, minimum=0.001
+            ),
             public_url=_env_url(env, "TRUEUP_PUBLIC_URL"),
         )
