@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import fresh_pg_schema
 from tests.e2e.server import ServerProcess, create_key, trueup
+from trueup.service.signing import load_or_create_signer
 
 
 def _items(prefix: str, count: int) -> dict[str, object]:
@@ -171,3 +172,28 @@ def test_audit_of_a_database_no_trueup_has_opened_says_so(tmp_path: Path) -> Non
             done = trueup(["audit", "--key", "unused+00000000+AAAA"], tmp_path, url)
             assert done.returncode == 2, done.stderr
             assert done.stderr.startswith("trueup audit: the database holds no Trueup log ("), done.stderr
+
+
+def test_log_key_reads_the_logs_key_and_never_makes_one(tmp_path: Path) -> None:
+    """A key made where the log's is not would belong to no log: clients pinning it would
+    refuse every genuine checkpoint."""
+    done = trueup(["log-key"], tmp_path, None)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"trueup log-key: no signing key at {tmp_path / 'signing-key.pem'} (")
+    assert done.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+    signer = load_or_create_signer(tmp_path / "signing-key.pem", "localhost/trueup")
+    done = trueup(["log-key"], tmp_path, None)
+    assert (done.returncode, done.stdout) == (0, signer.verifier_key() + "\n")
+
+
+def test_a_signing_key_that_cannot_be_read_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    create_key(tmp_path, None)  # a database to audit
+    (tmp_path / "signing-key.pem").write_text("not a key\n")
+    for command in (["log-key"], ["audit"]):
+        done = trueup(command, tmp_path, None)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(
+            f"trueup {command[0]}: cannot read the signing key at {tmp_path / 'signing-key.pem'}: "
+        ), done.stderr
+        assert done.stderr.count("\n") == 1

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from trueup.cli.options import add_storage_options, settings_from
 from trueup.service.audit import audit_log
-from trueup.service.signing import load_or_create_signer
+from trueup.service.signing import SigningKeyError, load_signer
 from trueup.storage import open_storage
 from trueup.storage.migrate import schema_version
 
@@ -52,9 +52,11 @@ def run(argv: list[str]) -> int:
     try:
         key = args.key
         if key is None:
-            signer = load_or_create_signer(settings.resolved_signing_key_path, settings.log_origin)
-            key = signer.verifier_key()
+            key = load_signer(settings.resolved_signing_key_path, settings.log_origin).verifier_key()
         report = audit_log(storage, key)
+    except SigningKeyError as exc:
+        print(f"trueup audit: {exc}", file=sys.stderr)
+        return 2
     finally:
         storage.close()
     if report.ok:

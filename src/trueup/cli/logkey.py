@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from trueup.cli.options import add_storage_options, settings_from
-from trueup.service.signing import load_or_create_signer
+from trueup.service.signing import SigningKeyError, load_signer
 
 __all__ = ["run"]
 
@@ -14,6 +15,14 @@ def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="trueup log-key", description=__doc__)
     add_storage_options(parser)
     settings = settings_from(parser.parse_args(argv))
-    signer = load_or_create_signer(settings.resolved_signing_key_path, settings.log_origin)
+    try:  # only reads: a key made here would belong to no log
+        signer = load_signer(settings.resolved_signing_key_path, settings.log_origin)
+    except SigningKeyError as exc:
+        print(
+            f"trueup log-key: {exc} (give the log's --data-dir or TRUEUP_SIGNING_KEY; "
+            "trueup serve creates the key when it first starts)",
+            file=sys.stderr,
+        )
+        return 2
     print(signer.verifier_key())
     return 0

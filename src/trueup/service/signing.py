@@ -9,13 +9,35 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trueup.proof import CheckpointSigner
 from trueup.service.files import write_private_file
 
-__all__ = ["load_or_create_signer"]
+__all__ = ["SigningKeyError", "load_or_create_signer", "load_signer"]
+
+
+class SigningKeyError(ValueError):
+    """The signing key file is missing, unreadable, or not an Ed25519 PKCS#8 PEM key."""
+
+
+def load_signer(path: Path, origin: str) -> CheckpointSigner:
+    """The signer for ``origin`` whose PKCS#8 PEM key is at ``path``; it must exist.
+
+    Raises:
+        SigningKeyError: naming the path and what is wrong with it.
+    """
+    try:
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise SigningKeyError(f"no signing key at {path}") from None
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise SigningKeyError(f"cannot read the signing key at {path}: {exc}") from None
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise SigningKeyError(f"{path} does not hold an Ed25519 private key")
+    return CheckpointSigner(loaded, origin)
 
 
 def load_or_create_signer(path: Path, origin: str) -> CheckpointSigner:
@@ -29,7 +51,4 @@ def load_or_create_signer(path: Path, origin: str) -> CheckpointSigner:
         )
         with contextlib.suppress(FileExistsError):  # another process created it first
             write_private_file(path, pem)
-    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(loaded, Ed25519PrivateKey):
-        raise TypeError(f"{path} does not hold an Ed25519 private key")
-    return CheckpointSigner(loaded, origin)
+    return load_signer(path, origin)
