@@ -23,7 +23,7 @@ from trueup.service.metrics import observe_seal
 from trueup.service.roles import ElectedRole
 from trueup.service.sealing import Sealer
 from trueup.storage import Storage
-from trueup.storage.log import SealOutcome
+from trueup.storage.log import SealConflictError, SealOutcome
 
 __all__ = ["FullBatchTrigger", "SequencerLoop", "StatisticsSchedule", "next_seal_limit"]
 
@@ -157,15 +157,25 @@ class SequencerLoop(ElectedRole):
     def _lead(self) -> None:
         self._statistics.forget()
         self._refresh_statistics(self._sealer.load().size)  # due, on taking the role
+        conflicts = 0
         while self._leading():
             started = time.perf_counter()
             self._full_batch.reset()
             try:
                 outcome = self._sealer.seal_once(self.next_limit)
+            except SealConflictError as exc:
+                # A period was locked (or the log grew elsewhere) while this seal was planned:
+                # nothing was written. Plan again at once; only a second conflict in a row waits.
+                log.info("seal planned again: %s", exc)
+                conflicts += 1
+                if conflicts > 1:
+                    self._stop.wait(self._interval)
+                continue
             except Exception:
                 log.exception("seal failed; retrying after the interval")
                 outcome = None
                 self._stop.wait(self._interval)
+            conflicts = 0
             if outcome is not None:
                 self.seals += 1
                 self.last_seal_seconds = time.perf_counter() - started

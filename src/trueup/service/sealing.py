@@ -216,8 +216,7 @@ class Sealer:
         except BalanceOverflowError:
             raise  # found while planning, before anything was written: the state stands
         except SealConflictError:
-            log.warning("the log moved under this sequencer; reloading")
-            self._state = None
+            self._state = None  # reloaded from storage by the next seal
             raise
         except Exception:
             self._state = None  # unknown whether it committed: reload from storage next time
