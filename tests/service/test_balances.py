@@ -227,6 +227,23 @@ def test_a_period_locked_between_acceptance_and_sealing_fails_the_delta(services
     assert "locked by checkpoint" in (status.request.items[0][2].failure or "")
 
 
+def test_a_customer_whose_only_delta_failed_under_a_lock_stays_known(services: Services) -> None:
+    """Its first delta was queued, its period locked before the seal, the delta failed: the
+    customer keeps its checkpoint, so it derives, compares and locks like any other (balance 0)."""
+    who = seed_history(services)  # a signed tree head, as a running sequencer has
+    write(services, who, delta("only", 5, "2026-10-10T00:00:00Z", customer="q1"))
+    services.balances.lock_period(who, {"customerId": "q1", "period": "2026-10", "force": True})
+    seal_all(services)
+    derived = services.balances.derive(who, "q1", {"startingBalance": "7"})
+    assert (derived.balance, derived.summary.count, derived.deltas) == (7, 0, ())
+    result, _, _ = services.balances.compare(who, {"customerId": "q1", "yourBalance": 0, "theirBalance": 0})
+    assert result.matches_yours and result.matches_theirs
+    assert services.balances.customer(who, "q1")[0].balance == 0
+    assert services.balances.lock_period(who, {"customerId": "q1", "period": "2026-09"})[1] is True
+    with pytest.raises(CustomerNotFoundError):  # no checkpoint, no delta: still unknown
+        services.balances.derive(who, "q2", {})
+
+
 def test_a_current_period_needs_force(services: Services) -> None:
     who = seed_history(services)
     now = datetime.now(UTC).strftime("%Y-%m")

@@ -204,7 +204,8 @@ class BalanceSnapshot:
         return None if row is None else _account_record(row)
 
     def known_customer(self, tenant_id: str, customer_id: str) -> bool:
-        """Whether the tenant wrote to this customer: a sealed delta, or one still queued."""
+        """Whether the tenant wrote to this customer: a sealed delta, one still queued, or a
+        locked period (whose only deltas may have failed at sealing, the lock landing first)."""
         if self.account(tenant_id, customer_id) is not None:
             return True
         # Only the (small) queue needs a look: sealed deltas are in the account row already.
@@ -215,6 +216,11 @@ class BalanceSnapshot:
                AND customer_id || '' = ? LIMIT 1""",
             (tenant_id, customer_id),
         )
+        if row is None:
+            row = self._tx.one(
+                "SELECT 1 FROM period_checkpoints WHERE tenant_id = ? AND customer_id = ? LIMIT 1",
+                (tenant_id, customer_id),
+            )
         return row is not None
 
     def customers(
