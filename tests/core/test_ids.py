@@ -33,6 +33,15 @@ def test_request_ids_make_parseable_record_ids(at_ms: int, entropy: bytes, index
     assert parse_record_id(record_id(request_id, index)) == (request_id, index)
 
 
+def test_a_record_id_has_one_spelling() -> None:
+    request_id = new_request_id(b"1234567", 1_764_000_000_000)
+    token = request_id.removeprefix("req_")
+    assert parse_record_id(f"rec_{token}_0") == (request_id, 0)
+    assert parse_record_id(f"rec_{token}_10") == (request_id, 10)
+    for other in (f"rec_{token}_00", f"rec_{token}_01", f"rec_{token}_+1", f"rec_{token}_10000"):
+        assert parse_record_id(other) is None, other
+
+
 def test_the_random_part_differs_within_one_millisecond() -> None:
     ids = {new_request_id(os.urandom(7), 1_764_000_000_000) for _ in range(1_000)}
     assert len(ids) == 1_000

@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 _API_KEY = re.compile(r"^pk_(live|test)_([a-z2-7]{16})\.([A-Za-z0-9_-]{43})$")
-_RECORD = re.compile(r"^rec_([a-z2-7]{20})_([0-9]{1,4})$")
+_RECORD = re.compile(r"^rec_([a-z2-7]{20})_(0|[1-9][0-9]{0,3})$")  # one spelling per record, as anchors
 _ANCHOR = re.compile(r"^a_(0|[1-9][0-9]{0,17})$")
 
 
