@@ -104,6 +104,28 @@ def test_nul_in_the_path_or_a_query_parameter_is_a_400_naming_it(
     assert _error(response, 400) == f"{field}: must not contain the NUL character (%00)"
 
 
+@pytest.mark.parametrize(
+    ("path", "header", "values"),
+    [
+        ("/api/v1/writes", "X-Api-Key", ["<key>", "pk_live_garbage"]),
+        ("/api/v1/balance/delta", "Idempotency-Key", ["one", "two"]),
+        ("/api/v1/writes", "Content-Type", ["application/json", "text/plain"]),
+        ("/api/v1/balance/compare", "Content-Type", ["application/json", "application/json"]),
+    ],
+)
+def test_a_header_given_twice_that_may_be_given_once_is_a_400_naming_it(
+    running: Running, path: str, header: str, values: list[str]
+) -> None:
+    """Routes read the first: a proxy or log between could have taken the other for it."""
+    key = running.headers["X-Api-Key"]
+    headers = [("X-Api-Key", key)] if header != "X-Api-Key" else []
+    headers += [(header, value.replace("<key>", key)) for value in values]
+    if header != "Content-Type":
+        headers.append(("Content-Type", "application/json"))
+    response = httpx.post(f"{running.url}{path}", content=b"{}", headers=headers)
+    assert _error(response, 400) == f"{header}: must be given once"
+
+
 def test_a_compressed_body_is_refused_as_such(running: Running) -> None:
     response = _post_raw(running, "/api/v1/writes", b"\x1f\x8b\x08\x00", **{"Content-Encoding": "gzip"})
     assert _error(response, 415) == "Content-Encoding gzip is not supported; send it uncompressed"
