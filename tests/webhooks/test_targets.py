@@ -129,6 +129,10 @@ def test_the_operator_may_allow_loopback_and_private_but_never_multicast() -> No
     assert set(target.addresses) <= {"127.0.0.1", "::1"} and target.addresses
     assert resolve_target("https://10.0.0.1/", LOOSE).addresses == ("10.0.0.1",)
     assert "multicast" in refused("https://224.0.0.1/", LOOSE)
+    # and the message does not point at a setting that cannot help
+    assert refused("https://224.0.0.1/", LOOSE).endswith("unicast addresses (no setting allows multicast)")
+    assert refused("https://[::ffff:224.0.0.1]/").endswith("(no setting allows multicast)")
+    assert refused("https://10.0.0.1/").endswith("with TRUEUP_WEBHOOK_ALLOW_PRIVATE=1)")
 
 
 def test_a_delivery_is_pinned_to_the_checked_address_with_host_and_sni_kept() -> None:

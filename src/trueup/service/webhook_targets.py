@@ -75,6 +75,9 @@ def system_resolver(host: str, port: int) -> Sequence[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+_MULTICAST = "a multicast address"
+
+
 def address_refusal(address: IPAddress, policy: TargetPolicy) -> str | None:
     """Why a delivery may not go to ``address`` under ``policy``, or ``None`` when it may."""
     if isinstance(address, ipaddress.IPv6Address):
@@ -84,7 +87,7 @@ def address_refusal(address: IPAddress, policy: TargetPolicy) -> str | None:
         elif address.sixtofour is not None:
             address = address.sixtofour
     if address.is_multicast:
-        return "a multicast address"
+        return _MULTICAST
     if policy.allow_private:
         return None
     checks = (
@@ -162,10 +165,15 @@ def resolve_target(url: object, policy: TargetPolicy, resolver: Resolver = syste
         address = ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone id
         reason = address_refusal(address, policy)
         if reason is not None:
+            allowable = reason != _MULTICAST and not policy.allow_private
             raise TargetRefusedError(
                 "url",
                 f"host {host!r} resolves to {address}, {reason}; webhooks go only to "
-                "public addresses (the operator can allow others with TRUEUP_WEBHOOK_ALLOW_PRIVATE=1)",
+                + (
+                    "public addresses (the operator can allow others with TRUEUP_WEBHOOK_ALLOW_PRIVATE=1)"
+                    if allowable
+                    else "unicast addresses (no setting allows multicast)"
+                ),
             )
         addresses.append(str(address))
     return Target(url=url, scheme=scheme, host=host, port=port, path=path, addresses=tuple(addresses))
