@@ -29,12 +29,48 @@ BODY = {"customerId": "cust-1", "yourBalance": 5, "theirBalance": 4, "startingBa
             "theirWindows[0].period: must be a YYYY-MM string, got null",
         ),
         ({"period": {"y": 2026}}, "period: must be a YYYY-MM string, got an object"),
+        (
+            {"theirWindows": [{"period": "2026-01", "netChange": 1}] * 601},
+            "theirWindows: must be an array of at most 600 {period, netChange}, got 601 entries",
+        ),
+        (  # a month the comparison does not cover would be reported as if it were
+            {"period": "2026-01", "theirWindows": [{"period": "2026-02", "netChange": 5}]},
+            "theirWindows[0].period: 2026-02 is outside the compared time scope "
+            "(2026-01-01T00:00:00.000000Z to 2026-02-01T00:00:00.000000Z)",
+        ),
+        (
+            {
+                "asOf": "2026-01-15T00:00:00Z",
+                "yourWindows": [{"period": "2026-01", "netChange": 1}] * 2
+                + [{"period": "2026-02", "netChange": 1}],
+            },
+            "yourWindows[2].period: 2026-02 is outside the compared time scope "
+            "(… to 2026-01-15T00:00:00.000001Z)",
+        ),
+        (
+            {
+                "timePreset": "custom",
+                "startDate": "2026-01-15",
+                "endDate": "2026-03-01",
+                "theirWindows": [{"period": "2025-12", "netChange": 1}],
+            },
+            "theirWindows[0].period: 2025-12 is outside the compared time scope "
+            "(2026-01-15T00:00:00.000000Z to 2026-03-01T00:00:00.000000Z)",
+        ),
     ],
 )
 def test_a_value_of_the_wrong_type_is_named_as_json_spells_it(extra: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError) as caught:
         parse_compare_body({**BODY, **extra}, NOW)
     assert caught.value.message == message
+
+
+def test_windows_inside_the_scope_or_without_one_are_taken() -> None:
+    inside = [{"period": p, "netChange": 1} for p in ("2026-01", "2026-02")]
+    custom = {"timePreset": "custom", "startDate": "2026-01-15", "endDate": "2026-03-01"}
+    assert len(parse_compare_body({**BODY, **custom, "theirWindows": inside}, NOW).their_windows or ()) == 2
+    anywhere = [{"period": "1999-01", "netChange": 1}, {"period": "2099-12", "netChange": 1}]
+    assert len(parse_compare_body({**BODY, "yourWindows": anywhere}, NOW).your_windows or ()) == 2
 
 
 @pytest.mark.parametrize(

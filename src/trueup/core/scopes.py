@@ -248,9 +248,8 @@ def _windows(value: object, field: str) -> tuple[ClaimedWindow, ...] | None:
     if value is None:
         return None
     if not isinstance(value, list) or len(value) > 600:
-        raise ValidationError(
-            field, f"must be an array of at most 600 {{period, netChange}}, got {describe(value)}"
-        )
+        got = f"{len(value):,} entries" if isinstance(value, list) else describe(value)
+        raise ValidationError(field, f"must be an array of at most 600 {{period, netChange}}, got {got}")
     windows = []
     for index, entry in enumerate(value):
         where = f"{field}[{index}]"
@@ -287,11 +286,15 @@ def parse_compare_body(document: Any, now: datetime) -> CompareRequest:
         end=end,
         period=period,
     )
-    return CompareRequest(
-        customer_id,
-        your,
-        their,
-        query,
-        _windows(document.get("yourWindows"), "yourWindows"),
-        _windows(document.get("theirWindows"), "theirWindows"),
-    )
+    windows = {field: _windows(document.get(field), field) for field in ("yourWindows", "theirWindows")}
+    for field, claimed in windows.items():
+        for index, window in enumerate(claimed or ()):
+            # A month the comparison does not cover: it would be reported as if it were.
+            if (end is not None and f"{window.period}-01T00:00:00.000000Z" >= end) or (
+                start is not None and window.period < start[:7]
+            ):
+                raise ValidationError(
+                    f"{field}[{index}].period",
+                    f"{window.period} is outside the compared time scope ({start or '…'} to {end or '…'})",
+                )
+    return CompareRequest(customer_id, your, their, query, windows["yourWindows"], windows["theirWindows"])
