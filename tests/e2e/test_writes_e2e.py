@@ -204,6 +204,8 @@ def test_each_class_of_bad_input_gets_its_4xx_and_stores_nothing(running: Runnin
         assert payload["code"] == code, (name, payload)
         assert text in payload["message"], (name, payload["message"])
         assert isinstance(payload["error"], str) and payload["error"], name
+        if status == 413:  # RFC 9110 §15.5.14's name, not RFC 7231's "Request Entity Too Large"
+            assert payload["error"] == "Content Too Large"
     assert stored_count(running) == before
 
 

@@ -58,11 +58,15 @@ _CODE_BY_STATUS = {
 }
 
 
+_PHRASES = {413: "Content Too Large"}
+"""Reason phrases RFC 9110 renamed, which this Python's ``HTTPStatus`` still spells the old way."""
+
+
 def error_body(status: int, code: str, message: str, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "success": False,
         "statusCode": status,
-        "error": HTTPStatus(status).phrase,
+        "error": _PHRASES.get(status) or HTTPStatus(status).phrase,
         "code": code,
         "message": message,
     }
