@@ -363,6 +363,37 @@ def test_compare_says_when_the_work_bound_stopped_the_search() -> None:
     assert finder.handed_out <= 7
 
 
+def test_compare_says_so_when_the_work_bound_cut_short_a_search_that_found_something() -> None:
+    """April's pair explains it, and so would December's, which the bound left unsearched:
+    the month found is named, and the report does not read as if every month was checked."""
+    busy = [(f"2026-{m:02d}-{i % 28 + 1:02d}T00:00:{i % 60:02d}Z", 1) for m in (1, 2, 3) for i in range(60)]
+    deltas = ledger(
+        ("2025-12-05T00:00:00Z", 400),
+        ("2025-12-06T00:00:00Z", 600),
+        *busy,
+        ("2026-04-02T00:00:00Z", 300),
+        ("2026-04-03T00:00:00Z", 700),
+    )
+    neutral = sum(d.delta for d in deltas)
+    found = (
+        f"{SHARE} The discrepancy originates in the April 2026 period where a 700-unit credit and a "
+        "300-unit credit were not reflected in their records. The search stopped at its work limit "
+        "before every month was checked, so other months may explain it too; "
+    )
+    result = compare(deltas, yours=neutral, theirs=neutral - 1000, max_pair_checks=500)
+    assert [w[1] for w in windows_of(result)] == ["2026-04"]
+    assert report_of(result)["recommendation"] == (
+        found + "lock a later period checkpoint and pass it as startingCheckpoint to narrow the search."
+    )
+    # under a time scope, to which no checkpoint can be added, the advice is a shorter scope
+    scoped = compare(deltas, yours=neutral, theirs=neutral - 1000, max_pair_checks=500, time_scoped=True)
+    assert report_of(scoped)["recommendation"] == (
+        found + "compare over a shorter time scope (one period=YYYY-MM) to narrow the search."
+    )
+    whole = compare(deltas, yours=neutral, theirs=neutral - 1000)  # the default bound reaches December
+    assert "work limit" not in str(report_of(whole)["recommendation"])
+
+
 def test_compare_spends_no_more_work_than_allowed_per_wrong_party() -> None:
     deltas = ledger(*((f"2026-06-{day:02d}T00:00:00Z", 1000 + day) for day in range(1, 29)))
     neutral = sum(d.delta for d in deltas)

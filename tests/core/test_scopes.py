@@ -65,6 +65,12 @@ def test_a_value_of_the_wrong_type_is_named_as_json_spells_it(extra: dict[str, o
     assert caught.value.message == message
 
 
+def test_an_empty_list_of_windows_states_nothing() -> None:
+    """Else it would claim every month was 0, and every month with entries would be flagged."""
+    parsed = parse_compare_body({**BODY, "yourWindows": [], "theirWindows": []}, NOW)
+    assert (parsed.your_windows, parsed.their_windows) == (None, None)
+
+
 def test_windows_inside_the_scope_or_without_one_are_taken() -> None:
     inside = [{"period": p, "netChange": 1} for p in ("2026-01", "2026-02")]
     custom = {"timePreset": "custom", "startDate": "2026-01-15", "endDate": "2026-03-01"}

@@ -245,7 +245,7 @@ def parse_derive_query(params: Mapping[str, str], now: datetime) -> BalanceQuery
 
 
 def _windows(value: object, field: str) -> tuple[ClaimedWindow, ...] | None:
-    if value is None:
+    if value is None or value == []:  # an empty list states nothing, not "every month was 0"
         return None
     if not isinstance(value, list) or len(value) > 600:
         got = f"{len(value):,} entries" if isinstance(value, list) else describe(value)

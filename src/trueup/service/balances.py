@@ -172,6 +172,7 @@ class BalanceService:
                 your_windows=request.your_windows,
                 their_windows=request.their_windows,
                 max_pair_checks=_PAIR_CHECKS,
+                time_scoped=request.query.start is not None or request.query.end is not None,
             )
         return result, request.query.starting_balance, head
 

@@ -75,6 +75,7 @@ def compare_balances(
     candidate_limit: int = 5,
     window_limit: int = 12,
     max_pair_checks: int = 2_000,
+    time_scoped: bool = False,
 ) -> CompareResult:
     """Compare both claimed balances with ``neutral_balance`` and localise each difference.
 
@@ -85,6 +86,8 @@ def compare_balances(
     finder or a pair look-up is one unit). Raises :class:`ValidationError` naming the field
     for a non-integer balance or net, a malformed or repeated window period; ``ValueError``
     if ``months`` repeats a period or the finder names a month absent from ``months``.
+    ``time_scoped``: the scope is a time scope (a checkpoint cannot be added to it), which the
+    advice on narrowing the search follows.
     """
     require_int("neutralBalance", neutral_balance)
     require_int("yourBalance", your_balance)
@@ -112,7 +115,7 @@ def compare_balances(
         resolution=resolution(diffs["yours"], diffs["theirs"]),
         divergent_party=divergent,
         windows=tuple(w for f in findings for w in f.windows),
-        recommendation=recommendation(divergent, findings),
+        recommendation=recommendation(divergent, findings, time_scoped),
         your_difference=diffs["yours"],
         their_difference=diffs["theirs"],
     )

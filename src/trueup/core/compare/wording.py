@@ -41,10 +41,10 @@ _OPENING: dict[DivergentParty, str] = {
 }
 
 
-def recommendation(divergent: DivergentParty, findings: Sequence[Finding]) -> str:
+def recommendation(divergent: DivergentParty, findings: Sequence[Finding], time_scoped: bool = False) -> str:
     parts = [_OPENING[divergent]]
     for finding in findings:
-        text = _localisation(finding)
+        text = _localisation(finding, time_scoped)
         if divergent == "both":
             side = "your" if finding.party == "yours" else "their"
             text = f"On {side} side, {text[0].lower()}{text[1:]}"
@@ -52,10 +52,15 @@ def recommendation(divergent: DivergentParty, findings: Sequence[Finding]) -> st
     return " ".join(parts)
 
 
-def _localisation(f: Finding) -> str:
+def _localisation(f: Finding, time_scoped: bool) -> str:
     owner = "your" if f.party == "yours" else "their"
     labels = [period_label(w.period) for w in f.windows]
-    narrow = "lock a later period checkpoint and pass it as startingCheckpoint"
+    # A checkpoint cannot be combined with a time scope: a shorter one narrows that search.
+    narrow = (
+        "compare over a shorter time scope (one period=YYYY-MM)"
+        if time_scoped
+        else "lock a later period checkpoint and pass it as startingCheckpoint"
+    )
     off_by = f"the {abs(f.difference)} by which {owner} balance is {_stated_by(f.difference)}"
     if f.mode == "none":
         text = f"No single delta, and no pair of deltas within one month, explains {off_by}."
@@ -76,6 +81,11 @@ def _localisation(f: Finding) -> str:
         )
     if f.truncated:
         text += f" More matching deltas exist than are listed; {narrow} to narrow the search."
+    elif f.exhausted:  # what was found is right, but other months went unsearched
+        text += (
+            " The search stopped at its work limit before every month was checked, so other "
+            f"months may explain it too; {narrow} to narrow the search."
+        )
     return text
 
 
