@@ -11,6 +11,9 @@ import pytest
 from tests.conftest import fresh_pg_schema
 from tests.e2e.server import ServerProcess, create_key, trueup
 from trueup.service.signing import load_or_create_signer
+from trueup.storage import open_storage
+from trueup.storage.migrate import migrate
+from trueup.storage.schema import MIGRATIONS
 
 
 def _items(prefix: str, count: int) -> dict[str, object]:
@@ -197,3 +200,31 @@ def test_a_signing_key_that_cannot_be_read_is_one_line_and_exit_2(tmp_path: Path
             f"trueup {command[0]}: cannot read the signing key at {tmp_path / 'signing-key.pem'}: "
         ), done.stderr
         assert done.stderr.count("\n") == 1
+
+
+def test_audit_of_an_older_or_newer_schema_says_so(tmp_path: Path) -> None:
+    """It reads the current schema and migrates nothing: one line, not its queries' errors."""
+    url = f"sqlite:///{tmp_path / 'trueup.db'}"
+    storage = open_storage(url, run_migrations=False)
+    try:
+        migrate(storage.engine, MIGRATIONS[:6])
+    finally:
+        storage.close()
+    done = trueup(["audit", "--key", "unused+00000000+AAAA"], tmp_path, None)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(
+        "trueup audit: the database has schema version 6 and this Trueup reads 7: audit it with the "
+        "version that wrote it, or start this version's serve once to migrate it ("
+    ), done.stderr
+    storage = open_storage(url)  # now current; then one migration ahead of this Trueup
+    try:
+        with storage.engine.write() as tx:
+            tx.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'x', 'now')")
+    finally:
+        storage.close()
+    done = trueup(["audit", "--key", "unused+00000000+AAAA"], tmp_path, None)
+    assert done.returncode == 2
+    assert "the database has schema version 99, newer than this Trueup knows (7)" in done.stderr
+    done = trueup(["keys", "list"], tmp_path, None)  # and the other commands: one line, exit 1
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("trueup keys: the database has schema version 99, newer than")

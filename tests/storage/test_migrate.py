@@ -1,11 +1,15 @@
-"""Migrating: several processes may start at once on a fresh database."""
+"""Migrating: several processes may start at once on a fresh database; an upgrade never runs
+under another process that still holds a role."""
 
 from __future__ import annotations
 
+import logging
 import threading
 
+import pytest
+
 from trueup.storage import open_storage
-from trueup.storage.migrate import applied_versions
+from trueup.storage.migrate import SchemaInUseError, applied_versions, migrate, schema_version
 from trueup.storage.schema import MIGRATIONS
 
 
@@ -35,3 +39,42 @@ def test_servers_starting_at_once_on_a_fresh_database_all_migrate_it(database_ur
             assert tx.scalar("SELECT COUNT(*) FROM schema_migrations") == len(MIGRATIONS)
     finally:
         storage.close()
+
+
+def test_an_upgrade_waits_for_and_then_refuses_a_process_still_holding_a_role(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An older Trueup still running holds the sequencer lock: migrating under it would let it
+    seal rows of the old schema (deltas without an account number) into the new one. Several
+    new processes starting at once each hold the locks only while migrating, so once the
+    other is done, nothing is due and a waiter goes on (the test above)."""
+    old = open_storage(database_url, run_migrations=False)
+    new = open_storage(database_url, run_migrations=False)
+    try:
+        migrate(old.engine, MIGRATIONS[:6])  # the database as the previous version left it
+        with old.engine.try_leader_lock("sequencer") as leadership:
+            assert leadership  # the old server, sealing
+            with pytest.raises(
+                SchemaInUseError, match=r"^the database has schema version 6 and this Trueup needs 7, "
+            ):
+                migrate(new.engine, wait_s=0.3)
+            assert schema_version(new.engine) == 6  # nothing changed under it
+        caplog.set_level(logging.INFO, logger="trueup.storage.migrate")
+        assert migrate(new.engine) == [7]  # stopped: the upgrade goes ahead
+        assert "migrating the database from schema 6 to 7" in caplog.messages
+        with old.engine.try_leader_lock("dispatcher") as leadership:
+            assert leadership and migrate(new.engine, wait_s=0) == []  # nothing due: no wait
+    finally:
+        old.close()
+        new.close()
+
+
+def test_a_new_database_is_migrated_whatever_locks_are_held(database_url: str) -> None:
+    """No Trueup has written to it: nothing of an older schema can be written into it."""
+    holder = open_storage(database_url, run_migrations=False)
+    try:
+        with holder.engine.try_leader_lock("sequencer") as leadership:
+            assert leadership
+            assert migrate(holder.engine, wait_s=0) == [m.version for m in MIGRATIONS]
+    finally:
+        holder.close()

@@ -12,6 +12,7 @@ from trueup.service.audit import audit_log
 from trueup.service.signing import SigningKeyError, load_signer
 from trueup.storage import open_storage
 from trueup.storage.migrate import schema_version
+from trueup.storage.schema import MIGRATIONS
 
 __all__ = ["run"]
 
@@ -45,9 +46,19 @@ def run(argv: list[str]) -> int:
         )
         return 2
     storage = open_storage(url, run_migrations=False)
-    if schema_version(storage.engine) is None:
+    version, latest = schema_version(storage.engine), MIGRATIONS[-1].version
+    if version != latest:
         storage.close()
-        print(f"trueup audit: the database holds no Trueup log ({_shown(url)})", file=sys.stderr)
+        if version is None:
+            problem = "the database holds no Trueup log"
+        elif version < latest:  # the audit reads the current schema, and changes nothing
+            problem = (
+                f"the database has schema version {version} and this Trueup reads {latest}: audit "
+                "it with the version that wrote it, or start this version's serve once to migrate it"
+            )
+        else:
+            problem = f"the database has schema version {version}, newer than this Trueup knows ({latest})"
+        print(f"trueup audit: {problem} ({_shown(url)})", file=sys.stderr)
         return 2
     try:
         key = args.key

@@ -49,14 +49,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args[0]][0])
     try:
         code: int = module.run(args[1:])
-    except ValueError as exc:
-        # A TRUEUP_* variable that cannot be used is one line, not a traceback. (Looked up, not
-        # imported: `trueup verify` never loads the settings, so it cannot raise their error.)
+    except Exception as exc:
+        # Looked up, not imported: `trueup verify` loads neither the settings nor the storage.
         settings = sys.modules.get("trueup.service.settings")
-        if settings is None or not isinstance(exc, settings.SettingsError):
-            raise
-        print(f"trueup {args[0]}: {exc}", file=sys.stderr)
-        return 2
+        storage = sys.modules.get("trueup.storage.errors")
+        if settings is not None and isinstance(exc, settings.SettingsError):
+            # A TRUEUP_* variable that cannot be used: one line, not a traceback.
+            print(f"trueup {args[0]}: {exc}", file=sys.stderr)
+            return 2
+        if storage is not None and isinstance(exc, storage.StorageError):
+            # The database cannot be used (down, newer than this Trueup, in use by an older
+            # one while a migration is due): one line, exit 1, as serve's "cannot start".
+            print(f"trueup {args[0]}: {exc}", file=sys.stderr)
+            return 1
+        raise
     return code
 
 

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 
 from trueup.storage.engine import Engine
 from trueup.storage.errors import StorageError
 from trueup.storage.schema import MIGRATIONS, Migration
 
-__all__ = ["SchemaTooNewError", "applied_versions", "migrate"]
+__all__ = ["SchemaInUseError", "SchemaTooNewError", "applied_versions", "migrate", "schema_version"]
+
+log = logging.getLogger(__name__)
+
+_ROLES = ("sequencer", "dispatcher")
+"""The role locks a running Trueup holds: while another process holds one, it may be an older
+version, which would go on writing rows of the old schema into the migrated one."""
+UPGRADE_WAIT_S = 30.0
+"""How long an upgrade waits for those locks (another new process migrating holds them briefly)."""
 
 
 class SchemaTooNewError(StorageError):
     """The database was migrated by a newer Trueup: this one would write rows its queries, or
     the newer version's, do not find (for example sealed deltas without an account number)."""
+
+
+class SchemaInUseError(StorageError):
+    """A migration is due while another Trueup process, perhaps of the older version, runs on
+    the database: migrating under it would let it write rows the new schema does not expect."""
 
 
 _BOOKKEEPING = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -47,22 +63,50 @@ def applied_versions(engine: Engine) -> set[int]:
         return {int(row[0]) for row in tx.execute("SELECT version FROM schema_migrations")}
 
 
-def migrate(engine: Engine, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+def migrate(
+    engine: Engine, migrations: tuple[Migration, ...] = MIGRATIONS, wait_s: float = UPGRADE_WAIT_S
+) -> list[int]:
     """Apply every pending migration, each in its own transaction; return the versions applied.
 
     Safe to run from several processes at once: on PostgreSQL a transaction-level advisory
-    lock serialises them, on SQLite the single-writer lock does.
+    lock serialises them, on SQLite the single-writer lock does. A database that has a schema
+    is upgraded only while this process holds the sequencer and dispatcher role locks, so that
+    no other Trueup (an older one, still running) writes during or after the change; it waits
+    up to ``wait_s`` for them, for another new process may hold them while it migrates.
 
     Raises:
         SchemaTooNewError: if the database holds a migration this code does not know.
+        SchemaInUseError: if a migration is due and another process kept a role lock.
     """
-    known = {migration.version for migration in migrations}
-    unknown = sorted(applied_versions(engine) - known)
-    if unknown:
-        raise SchemaTooNewError(
-            f"the database has schema version {unknown[-1]}, newer than this Trueup knows "
-            f"({max(known, default=0)}): run the version that migrated it, or a later one"
-        )
+    deadline = time.monotonic() + wait_s
+    while True:
+        done = applied_versions(engine)
+        known = {migration.version for migration in migrations}
+        unknown = sorted(done - known)
+        if unknown:
+            raise SchemaTooNewError(
+                f"the database has schema version {unknown[-1]}, newer than this Trueup knows "
+                f"({max(known, default=0)}): run the version that migrated it, or a later one"
+            )
+        pending = tuple(migration for migration in migrations if migration.version not in done)
+        if not pending:
+            return []
+        if not done:  # a new database: no Trueup has written to it
+            return _apply(engine, pending)
+        with ExitStack() as held:
+            if all(held.enter_context(engine.try_leader_lock(role)) for role in _ROLES):
+                log.info("migrating the database from schema %d to %d", max(done), pending[-1].version)
+                return _apply(engine, pending)
+        if time.monotonic() >= deadline:
+            raise SchemaInUseError(
+                f"the database has schema version {max(done)} and this Trueup needs "
+                f"{pending[-1].version}, but another Trueup process runs on it (it holds a role "
+                "lock): stop every process of the older version, then start this one to migrate"
+            )
+        time.sleep(0.25)
+
+
+def _apply(engine: Engine, migrations: tuple[Migration, ...]) -> list[int]:
     applied: list[int] = []
     for migration in migrations:
         with engine.write() as tx:
