@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from trueup.sequencer.loop import FullBatchTrigger
+from trueup.service.metrics import SEAL_FAILURES
 
 __all__ = ["SealReport", "SequencerProcess", "SupervisedChild"]
 
@@ -216,6 +217,8 @@ class SequencerProcess(SupervisedChild):
                 kind, _, rest = line.strip().partition(" ")
                 if kind == "role" and rest in ("leader", "standby"):
                     self.role = rest
+                elif kind == "failed":  # the child logged it; counted here, where /metrics is
+                    SEAL_FAILURES.inc()
                 elif kind == "sealed":
                     self._full_batch.reset()
                     if self._on_seal is None:

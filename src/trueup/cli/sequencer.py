@@ -77,6 +77,7 @@ def run(argv: list[str]) -> int:
         batch_size=settings.seal_batch_size,
         max_batch_size=settings.seal_max_batch_size,
         on_seal=None if reports is None else lambda outcome: reports.sealed(outcome, loop.last_seal_seconds),
+        on_failure=None if reports is None else lambda: reports.send("failed"),
     )
     if args.supervised:
         threading.Thread(target=_follow_parent, args=(loop, stop), daemon=True).start()

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from trueup.service.metrics import observe_seal
+from trueup.service.metrics import SEAL_FAILURES, observe_seal
 from trueup.service.roles import ElectedRole
 from trueup.service.sealing import Sealer
 from trueup.storage import Storage
@@ -28,6 +28,9 @@ from trueup.storage.log import SealConflictError, SealOutcome
 __all__ = ["FullBatchTrigger", "SequencerLoop", "StatisticsSchedule", "next_seal_limit"]
 
 log = logging.getLogger(__name__)
+
+MAX_FAILURE_WAIT_S = 5.0
+"""The longest wait between tries after seals fail in a row (the interval, doubled each time)."""
 
 
 def next_seal_limit(taken: int, batch_size: int, max_batch_size: int) -> int:
@@ -133,6 +136,7 @@ class SequencerLoop(ElectedRole):
         max_batch_size: int | None = None,
         on_seal: Callable[[SealOutcome], None] | None = None,
         statistics: StatisticsSchedule | None = None,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(storage.engine, standby_poll_s)
         self._storage = storage
@@ -143,6 +147,8 @@ class SequencerLoop(ElectedRole):
         self.next_limit = batch_size
         """How many deltas the next seal may take."""
         self._on_seal = on_seal
+        self._on_failure = on_failure
+        """Called after each failed seal (``serve``'s sequencer process reports it)."""
         self._statistics = statistics or StatisticsSchedule()
         self._refresher: threading.Thread | None = None
         self.seals = 0
@@ -157,7 +163,7 @@ class SequencerLoop(ElectedRole):
     def _lead(self) -> None:
         self._statistics.forget()
         self._refresh_statistics(self._sealer.load().size)  # due, on taking the role
-        conflicts = 0
+        conflicts = failures = 0
         while self._leading():
             started = time.perf_counter()
             self._full_batch.reset()
@@ -171,11 +177,24 @@ class SequencerLoop(ElectedRole):
                 if conflicts > 1:
                     self._stop.wait(self._interval)
                 continue
-            except Exception:
-                log.exception("seal failed; retrying after the interval")
-                outcome = None
-                self._stop.wait(self._interval)
-            conflicts = 0
+            except Exception as exc:
+                # Storage down, a disk full, a row the code cannot take: nothing was written.
+                # Tried again after a backoff, the traceback logged once, then one line a try.
+                failures += 1
+                wait = min(self._interval * 2 ** min(failures - 1, 16), MAX_FAILURE_WAIT_S)
+                if failures == 1:
+                    log.exception("seal failed; trying again in %.2f s", wait)
+                else:
+                    log.error(  # noqa: TRY400 - its traceback was logged at the first failure
+                        "seal failed again (%d in a row; next try in %.2f s): %s", failures, wait, exc
+                    )
+                SEAL_FAILURES.inc()
+                if self._on_failure is not None:
+                    self._on_failure()
+                self.next_limit = self._batch_size
+                self._stop.wait(wait)
+                continue
+            conflicts = failures = 0
             if outcome is not None:
                 self.seals += 1
                 self.last_seal_seconds = time.perf_counter() - started

@@ -63,6 +63,13 @@ SEALED_LEAVES = Counter("trueup_sealed_leaves", "Leaves appended to the log", re
 TREE_SIZE = Gauge("trueup_tree_size", "Size of the newest signed tree head", registry=REGISTRY)
 
 
+SEAL_FAILURES = Counter(
+    "trueup_seal_failures",
+    "Seals that failed (nothing written; tried again after a backoff)",
+    registry=REGISTRY,
+)
+
+
 def observe_seal(seconds: float, sealed: int, tree_size: int) -> None:
     """Record one seal (by a sequencer thread, or reported by ``serve``'s sequencer process)."""
     SEAL_SECONDS.observe(seconds)
