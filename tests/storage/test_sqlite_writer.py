@@ -131,3 +131,18 @@ def test_bulk_statements_come_in_a_few_shapes_whatever_the_row_count(tmp_path: P
             assert len(shapes) <= 10
     finally:
         engine.close()
+
+
+def test_an_error_after_sqlite_ended_the_transaction_itself_is_the_error_raised(tmp_path: Path) -> None:
+    """On some errors (a disk full) SQLite rolls the whole transaction back itself; a ROLLBACK
+    after it raised "cannot rollback - no transaction is active" in place of the real error."""
+    engine = SQLiteEngine(tmp_path / "t.db")
+    try:
+        with pytest.raises(OSError, match="^database or disk is full$"), engine.write() as tx:
+            tx.execute("CREATE TABLE t (x INTEGER)")
+            tx.execute("ROLLBACK")  # as SQLite does on SQLITE_FULL
+            raise OSError("database or disk is full")
+        with engine.write() as tx:  # the connection is usable, and nothing was kept
+            assert tx.scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 't'") == 0
+    finally:
+        engine.close()

@@ -236,6 +236,14 @@ class _Checkpointer(threading.Thread):
         self.join(timeout=30)
 
 
+def _roll_back(conn: sqlite3.Connection) -> None:
+    """End a failed transaction, if SQLite has not ended it itself: on some errors (a disk
+    full, say) it rolls back on its own, and a ROLLBACK then raises "no transaction is active",
+    which would hide the error that matters."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
 class SQLiteEngine(Engine):
     """A SQLite database file. ``path`` is created with its parent directory if missing."""
 
@@ -289,12 +297,12 @@ class SQLiteEngine(Engine):
         try:
             yield _SQLiteTx(conn)
         except BaseException:
-            conn.execute("ROLLBACK")
+            _roll_back(conn)
             raise
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
+            _roll_back(conn)
             raise StorageUnavailableError(f"commit failed: {exc}") from exc
 
     @contextmanager
