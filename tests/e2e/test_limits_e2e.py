@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -10,6 +11,9 @@ import pytest
 
 from tests.conftest import fresh_pg_schema
 from tests.e2e.server import ServerProcess, create_key, trueup
+from tests.service.conftest import principal_for, seal_all, write
+from trueup.service.container import open_services
+from trueup.service.settings import Settings
 from trueup.service.signing import load_or_create_signer
 from trueup.storage import open_storage
 from trueup.storage.migrate import migrate
@@ -228,3 +232,18 @@ def test_audit_of_an_older_or_newer_schema_says_so(tmp_path: Path) -> None:
     done = trueup(["keys", "list"], tmp_path, None)  # and the other commands: one line, exit 1
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("trueup keys: the database has schema version 99, newer than")
+
+
+def test_a_failed_audit_names_the_first_mismatch_and_exits_1(tmp_path: Path) -> None:
+    services = open_services(replace(Settings(), data_dir=tmp_path))
+    try:
+        who = principal_for(services)
+        write(services, who, *[{"key": f"k{i}", "accountId": "c", "bits": 1} for i in range(40)])
+        seal_all(services)
+        with services.storage.engine.write() as tx:  # an edit behind the log's back
+            tx.execute("UPDATE deltas SET amount = 2 WHERE leaf_index = 33")
+    finally:
+        services.close()
+    done = trueup(["audit"], tmp_path, None)
+    assert done.returncode == 1
+    assert done.stderr.startswith("audit FAILED: leaf a_33: "), done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -141,3 +142,21 @@ def test_flags_take_the_usual_words_and_the_bounds_themselves() -> None:
     assert (edges.seal_batch_size, edges.max_body_bytes, edges.max_queue_depth) == (1, 1_024, 0)
     assert edges.key_cache_ttl_s == 0 and edges.plan_allowances["free"] == 0
     assert (edges.log_origin, edges.database_url) == ("ledger.example.com/log", "postgres://u@h/d")
+
+
+def test_secrets_others_may_read_are_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Created by Trueup they are 0600; a copy, a restore or an older version may leave them open."""
+    settings = replace(Settings(), data_dir=tmp_path)
+    caplog.set_level(logging.WARNING, logger="trueup")
+    open_services(settings).close()
+    assert [r for r in caplog.records if r.name == "trueup.service.files"] == []  # as created
+    for name in ("signing-key.pem", "key-pepper", "trueup.db"):
+        (tmp_path / name).chmod(0o644)
+    open_services(settings).close()
+    warned = [r.getMessage() for r in caplog.records if r.name == "trueup.service.files"]
+    advice = "has mode 0644: other users may read it; chmod 600 it"
+    assert warned == [
+        f"the signing key {tmp_path / 'signing-key.pem'} {advice}",
+        f"the API key pepper {tmp_path / 'key-pepper'} {advice}",
+        f"the SQLite database (webhook secrets, salts) {tmp_path / 'trueup.db'} {advice}",
+    ]

@@ -3,6 +3,7 @@ retries, the retry budget, timeouts, and a stuck receiver that writes and seals 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -90,15 +91,25 @@ def test_a_receiver_failing_three_times_gets_the_event_once_more_after_recoverin
     ]
 
 
-def test_a_delivery_that_never_succeeds_fails_after_ten_retries(services: Services) -> None:
+def test_a_delivery_that_never_succeeds_fails_after_ten_retries(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
     services = replace(services, settings=replace(services.settings, webhook_retry_base_s=0.001))
     principal = principal_for(services)
+    caplog.set_level(logging.WARNING, logger="trueup.webhooks")
     with Receiver(lambda received: 500) as receiver, dispatching(services):
         one_completion(services, principal, receiver.url)
         wait_until(lambda: statuses(services) == ["failed"], timeout_s=30)
     assert len(receiver.requests()) == MAX_ATTEMPTS == 11
     (delivery,), _ = services.storage.webhooks.deliveries(principal.tenant_id, "failed", 10, 0)
     assert delivery.attempts == 11 and delivery.next_attempt_at is None
+    # the operator hears of it once, at the end, with what to do (the retries say nothing)
+    (given_up,) = [r.getMessage() for r in caplog.records if r.name == "trueup.webhooks.dispatcher"]
+    assert given_up == (
+        f"webhook event {delivery.event_id} to endpoint {delivery.endpoint_id} failed for good after "
+        f"11 attempts (last: HTTP 500); POST /api/v1/balance/webhooks/{delivery.event_id}/retry "
+        "sends it again"
+    )
 
 
 def test_a_manual_retry_sends_a_failed_event_again_with_the_same_id(services: Services) -> None:

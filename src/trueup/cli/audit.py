@@ -76,7 +76,7 @@ def run(argv: list[str]) -> int:
             "every node and balance rebuilt and equal"
         )
         return 0
-    print(f"audit FAILED after {report.leaves} leaves: {report.problem}", file=sys.stderr)
+    print(f"audit FAILED: {report.problem}", file=sys.stderr)  # the problem names the leaf or head
     return 1
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from trueup.service.balances import BalanceService
+from trueup.service.files import warn_if_shared
 from trueup.service.group_commit import GroupCommitter
 from trueup.service.ingest import WriteService
 from trueup.service.keys import KeyService
@@ -48,6 +50,15 @@ def open_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     storage = open_storage(settings.resolved_database_url)
     signer = load_or_create_signer(settings.resolved_signing_key_path, settings.log_origin)
+    secret_files = [
+        (settings.resolved_signing_key_path, "the signing key"),
+        (settings.data_dir / "key-pepper", "the API key pepper"),
+    ]
+    if settings.resolved_database_url.startswith("sqlite:///"):
+        database = Path(settings.resolved_database_url.removeprefix("sqlite:///"))
+        secret_files.append((database, "the SQLite database (webhook secrets, salts)"))
+    for path, what in secret_files:
+        warn_if_shared(path, what)
     committer = GroupCommitter(storage.writes)
     log = LogService(storage, signer)
     return Services(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 from pathlib import Path
 
-__all__ = ["read_or_create_secret", "write_private_file"]
+__all__ = ["read_or_create_secret", "warn_if_shared", "write_private_file"]
+
+log = logging.getLogger(__name__)
 
 
 def write_private_file(path: Path, content: bytes) -> None:
@@ -39,3 +42,14 @@ def read_or_create_secret(path: Path, size: int) -> bytes:
     with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
         write_private_file(path, secrets.token_bytes(size))
     return path.read_bytes()
+
+
+def warn_if_shared(path: Path, what: str) -> None:
+    """Log a warning when users other than the owner may read or change ``path``: one created
+    by Trueup is 0600, but a copy, a restore or an older version may have left it open."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:  # not there (yet): nothing to say
+        return
+    if mode & 0o077:
+        log.warning("%s %s has mode %04o: other users may read it; chmod 600 it", what, path, mode)

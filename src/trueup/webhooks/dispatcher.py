@@ -209,8 +209,19 @@ class Dispatcher(ElectedRole):
             self.delivered += int(outcome.delivered)
             if outcome.delivered:
                 WEBHOOK_ATTEMPTS.labels("delivered").inc()
+            elif outcome.next_attempt_at:
+                WEBHOOK_ATTEMPTS.labels("retry").inc()
             else:
-                WEBHOOK_ATTEMPTS.labels("retry" if outcome.next_attempt_at else "failed").inc()
+                WEBHOOK_ATTEMPTS.labels("failed").inc()
+                log.warning(
+                    "webhook event %s to endpoint %s failed for good after %d attempts (last: %s); "
+                    "POST /api/v1/balance/webhooks/%s/retry sends it again",
+                    outcome.event_id,
+                    outcome.endpoint_id,
+                    outcome.attempt,
+                    outcome.error,
+                    outcome.event_id,
+                )
 
     def _claim(self) -> float:
         """Hand due deliveries to the workers; return how long to wait before looking again."""
