@@ -137,11 +137,16 @@ def test_an_error_after_sqlite_ended_the_transaction_itself_is_the_error_raised(
     """On some errors (a disk full) SQLite rolls the whole transaction back itself; a ROLLBACK
     after it raised "cannot rollback - no transaction is active" in place of the real error."""
     engine = SQLiteEngine(tmp_path / "t.db")
-    try:
-        with pytest.raises(OSError, match="^database or disk is full$"), engine.write() as tx:
+
+    def fail_after_sqlite_rolled_back() -> None:
+        with engine.write() as tx:
             tx.execute("CREATE TABLE t (x INTEGER)")
             tx.execute("ROLLBACK")  # as SQLite does on SQLITE_FULL
             raise OSError("database or disk is full")
+
+    try:
+        with pytest.raises(OSError, match=r"^database or disk is full$"):
+            fail_after_sqlite_rolled_back()
         with engine.write() as tx:  # the connection is usable, and nothing was kept
             assert tx.scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 't'") == 0
     finally:
