@@ -5,6 +5,8 @@ Before, the old holder led on beside the new one: two sequencers, and every webh
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +21,7 @@ from trueup.service.container import Services, open_services
 from trueup.service.roles import ElectedRole
 from trueup.service.settings import Settings
 from trueup.storage.postgres import _still_locked
+from trueup.storage.schema import SCHEMA_VERSION
 from trueup.webhooks.dispatcher import Dispatcher
 
 POLL_S = 0.05
@@ -71,3 +74,28 @@ def test_a_postgresql_session_that_answers_without_the_lock_holds_no_role(pg_url
         conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
         assert not _still_locked(conn, key)
     assert not _still_locked(conn, key)  # closed: no answer at all
+
+
+@pytest.mark.parametrize("kind", ["sequencer", "dispatcher"])
+def test_a_process_stands_by_on_a_schema_other_than_its_own(
+    kind: str, services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Left running (a standby, say) while a newer Trueup migrated the database, it would write
+    rows of its own schema into the new one; it refuses the role, says why once, and leads
+    again once the schema is its own."""
+    with services.storage.engine.write() as tx:  # as a newer version's migration leaves it
+        tx.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'x', 'now')")
+    role = _role(kind, services)
+    caplog.set_level(logging.INFO, logger="trueup.service.roles")
+    role.start()
+    try:
+        refusal = f"the database has schema version 99 and this Trueup writes {SCHEMA_VERSION}: "
+        wait_until(lambda: sum(m.startswith(refusal) for m in caplog.messages) == 1)
+        time.sleep(10 * POLL_S)  # several more elections: still standing by, and said once
+        assert (role.is_leader, role.elections) == (False, 0)
+        assert sum(m.startswith(refusal) for m in caplog.messages) == 1
+        with services.storage.engine.write() as tx:
+            tx.execute("DELETE FROM schema_migrations WHERE version = 99")
+        wait_until(lambda: role.is_leader)
+    finally:
+        role.stop()

@@ -78,3 +78,30 @@ def test_a_new_database_is_migrated_whatever_locks_are_held(database_url: str) -
             assert migrate(holder.engine, wait_s=0) == [m.version for m in MIGRATIONS]
     finally:
         holder.close()
+
+
+def test_an_upgrade_goes_ahead_once_the_holder_lets_go(database_url: str) -> None:
+    """Waiting is for a holder that finishes (another new process migrating): the upgrade
+    starts when the lock is released, within the wait."""
+    holder = open_storage(database_url, run_migrations=False)
+    new = open_storage(database_url, run_migrations=False)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with holder.engine.try_leader_lock("dispatcher") as leadership:
+            assert leadership
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    try:
+        migrate(holder.engine, MIGRATIONS[:6])
+        thread.start()
+        held.wait(30)
+        threading.Timer(0.3, release.set).start()
+        assert migrate(new.engine, wait_s=60) == [7]
+    finally:
+        release.set()
+        thread.join(30)
+        holder.close()
+        new.close()

@@ -12,7 +12,7 @@ from trueup.service.audit import audit_log
 from trueup.service.signing import SigningKeyError, load_signer
 from trueup.storage import open_storage
 from trueup.storage.migrate import schema_version
-from trueup.storage.schema import MIGRATIONS
+from trueup.storage.schema import SCHEMA_VERSION
 
 __all__ = ["run"]
 
@@ -46,7 +46,7 @@ def run(argv: list[str]) -> int:
         )
         return 2
     storage = open_storage(url, run_migrations=False)
-    version, latest = schema_version(storage.engine), MIGRATIONS[-1].version
+    version, latest = schema_version(storage.engine), SCHEMA_VERSION
     if version != latest:
         storage.close()
         if version is None:

@@ -16,6 +16,8 @@ import threading
 import time
 
 from trueup.storage.engine import Engine, Leadership
+from trueup.storage.migrate import schema_version
+from trueup.storage.schema import SCHEMA_VERSION
 
 __all__ = ["ElectedRole"]
 
@@ -39,6 +41,7 @@ class ElectedRole(abc.ABC):
         self._leadership: Leadership | None = None
         self._checked_at = 0.0
         self.is_leader = False
+        self._refused_schema: int | None = SCHEMA_VERSION
         self.elections = 0
         """How many times this process has taken the role."""
 
@@ -72,11 +75,29 @@ class ElectedRole(abc.ABC):
                 return False
         return leadership.held
 
+    def _schema_is_ours(self) -> bool:
+        """Whether the database has the schema this code writes. After a newer Trueup migrated
+        it, this process (left running, as a standby, by mistake) would write rows the new
+        schema does not expect: it stands by instead, saying why once per version it sees."""
+        version = schema_version(self._engine)
+        if version == SCHEMA_VERSION:
+            return True
+        if version != self._refused_schema:
+            self._refused_schema = version
+            log.error(
+                "the database has schema version %s and this Trueup writes %d: not taking the %s "
+                "role; stop this process, and run the version that migrated the database",
+                version,
+                SCHEMA_VERSION,
+                self.role,
+            )
+        return False
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 with self._engine.try_leader_lock(self.role) as leadership:
-                    if leadership:
+                    if leadership and self._schema_is_ours():
                         self._leadership = leadership
                         self._checked_at = time.monotonic()
                         self.is_leader = True

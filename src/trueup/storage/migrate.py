@@ -71,16 +71,22 @@ def migrate(
     Safe to run from several processes at once: on PostgreSQL a transaction-level advisory
     lock serialises them, on SQLite the single-writer lock does. A database that has a schema
     is upgraded only while this process holds the sequencer and dispatcher role locks, so that
-    no other Trueup (an older one, still running) writes during or after the change; it waits
-    up to ``wait_s`` for them, for another new process may hold them while it migrates.
+    an older Trueup still leading a role is found and the upgrade refused. It waits up to
+    ``wait_s`` for them, counted afresh whenever another process applies a migration meanwhile
+    (a new process migrating holds them). A process that holds no role when it looks (a
+    standby, an API-only host) is not seen: stop every process of the old version first. Those
+    of this version or later also stand by rather than lead on a schema other than their own
+    (:class:`~trueup.service.roles.ElectedRole`).
 
     Raises:
         SchemaTooNewError: if the database holds a migration this code does not know.
         SchemaInUseError: if a migration is due and another process kept a role lock.
     """
-    deadline = time.monotonic() + wait_s
+    deadline, progress = time.monotonic() + wait_s, -1
     while True:
         done = applied_versions(engine)
+        if len(done) > progress:  # another process is migrating: wait as long again from here
+            deadline, progress = time.monotonic() + wait_s, len(done)
         known = {migration.version for migration in migrations}
         unknown = sorted(done - known)
         if unknown:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GROWING_TABLES", "MIGRATIONS", "Migration"]
+__all__ = ["GROWING_TABLES", "MIGRATIONS", "SCHEMA_VERSION", "Migration"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +318,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "request failure counts and counters", _V6),
     Migration(7, "account numbers key the per-customer indexes", _V7),
 )
+SCHEMA_VERSION = MIGRATIONS[-1].version
+"""The schema this code reads and writes: the newest migration's version."""
 
 # The tables that grow with the log, whose planner statistics the sequencer keeps up to date
 # (Storage.refresh_statistics).

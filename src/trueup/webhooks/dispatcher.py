@@ -55,7 +55,8 @@ _BACKOFF_ON_STORAGE_ERROR_S = 1.0
 _BATCH_WINDOW_S = 0.02
 DRAIN_S = 5.0
 """How long a dispatcher that stops (or loses its role) waits for attempts already on the wire,
-so that their outcome is recorded rather than the delivery sent again."""
+so that their outcome is recorded: on a stop, rather than the delivery sent again; on a lost
+role the new holder may already be sending it again (docs/scaling.md)."""
 
 
 def _utcnow() -> datetime:
@@ -255,7 +256,10 @@ class Dispatcher(ElectedRole):
             if delivery is None or self._stop.is_set():
                 return
             outcome = self.attempt(delivery)
-            self._results.put(outcome)  # recorded by this leadership's last flush, or the next
+            # Recorded by this leadership's last flush, within its drain; one that comes back
+            # later waits for this process's next leadership (the role's new holder may have
+            # sent the delivery again meanwhile), or is lost with the process and sent again.
+            self._results.put(outcome)
             self._wake.set()
 
     def attempt(self, delivery: DueDelivery) -> AttemptOutcome:
