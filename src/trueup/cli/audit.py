@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from trueup.cli.options import add_storage_options, settings_from
 from trueup.service.audit import audit_log
 from trueup.service.signing import SigningKeyError, load_signer
-from trueup.storage import open_storage
+from trueup.storage import open_storage, sqlite_path
 from trueup.storage.migrate import schema_version
 from trueup.storage.schema import SCHEMA_VERSION
 
@@ -31,10 +30,10 @@ def run(argv: list[str]) -> int:
     # An audit only reads: it creates neither a database nor a signing key where none is (a
     # missing --data-dir would otherwise audit a new, empty one, or fail on its missing tables).
     url = settings.resolved_database_url
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+    database = sqlite_path(url)
+    if database is not None and not database.is_file():
         print(
-            f"trueup audit: no database at {url.removeprefix('sqlite:///')} "
-            "(give --data-dir or --database-url)",
+            f"trueup audit: no database at {database} (give --data-dir or --database-url)",
             file=sys.stderr,
         )
         return 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from trueup.service.balances import BalanceService
 from trueup.service.files import warn_if_shared
@@ -17,7 +16,7 @@ from trueup.service.settings import Settings
 from trueup.service.signing import load_or_create_signer
 from trueup.service.views import ViewService
 from trueup.service.webhooks import WebhookService
-from trueup.storage import Storage, open_storage
+from trueup.storage import Storage, open_storage, sqlite_path
 from trueup.storage.ratelimits import RateLimitStore
 
 __all__ = ["Services", "open_services"]
@@ -54,8 +53,8 @@ def open_services(settings: Settings) -> Services:
         (settings.resolved_signing_key_path, "the signing key"),
         (settings.data_dir / "key-pepper", "the API key pepper"),
     ]
-    if settings.resolved_database_url.startswith("sqlite:///"):
-        database = Path(settings.resolved_database_url.removeprefix("sqlite:///"))
+    database = sqlite_path(settings.resolved_database_url)
+    if database is not None:
         secret_files.append((database, "the SQLite database (webhook secrets, salts)"))
     for path, what in secret_files:
         warn_if_shared(path, what)

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from trueup.core.deltas import DeltaLimits
 from trueup.proof import CheckpointError
 from trueup.proof.note import check_key_name
+from trueup.storage import is_database_url
 
 __all__ = [
     "PLAN_ALLOWANCES",
@@ -148,7 +149,7 @@ def _env_origin(env: Mapping[str, str], name: str, default: str) -> str:
 def check_database_url(url: str | None, name: str) -> str | None:
     """``url`` if it names a backend Trueup has (SQLite or PostgreSQL), else a
     :class:`SettingsError` naming ``name`` (the variable or flag that gave it)."""
-    if url and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+    if url and not is_database_url(url):
         raise SettingsError(f"{name} must be sqlite:///<path> or postgresql://…, got {url!r}")
     return url
 

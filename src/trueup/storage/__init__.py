@@ -25,7 +25,9 @@ __all__ = [
     "Storage",
     "StorageError",
     "StorageUnavailableError",
+    "is_database_url",
     "open_storage",
+    "sqlite_path",
 ]
 
 
@@ -55,14 +57,29 @@ class Storage:
             tx.execute("SELECT 1")
 
 
+_SQLITE = "sqlite:///"
+_POSTGRESQL = ("postgresql://", "postgres://")
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file a ``sqlite:///<path>`` URL names; ``None`` for any other URL."""
+    return Path(database_url.removeprefix(_SQLITE)) if database_url.startswith(_SQLITE) else None
+
+
+def is_database_url(database_url: str) -> bool:
+    """Whether the URL names a backend :func:`open_storage` has (SQLite or PostgreSQL)."""
+    return database_url.startswith((_SQLITE, *_POSTGRESQL))
+
+
 def open_storage(database_url: str, *, pool_size: int = 8, run_migrations: bool = True) -> Storage:
     """Open ``sqlite:///path/to/file.db`` or ``postgresql://…`` and migrate it."""
     engine: Engine
-    if database_url.startswith("sqlite:///"):
+    path = sqlite_path(database_url)
+    if path is not None:
         from trueup.storage.sqlite import SQLiteEngine  # noqa: PLC0415 - load only the backend used
 
-        engine = SQLiteEngine(Path(database_url.removeprefix("sqlite:///")))
-    elif database_url.startswith(("postgresql://", "postgres://")):
+        engine = SQLiteEngine(path)
+    elif database_url.startswith(_POSTGRESQL):
         from trueup.storage.postgres import PostgresEngine  # noqa: PLC0415 - psycopg only when used
 
         engine = PostgresEngine(database_url, max_size=pool_size)
