@@ -116,6 +116,29 @@ def test_a_stale_sequencer_cannot_append(services: Services) -> None:
     assert audit_log(services.storage, services.log.verifier_key).ok
 
 
+def test_a_stale_sequencer_cannot_fail_a_delta_again(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A seal that only fails deltas leaves the tree's size as it was, so the size check does
+    not fence it: failing a delta that is no longer queued must refuse the seal instead."""
+    who = principal_for(services)
+    request_id = write(
+        services, who, {"key": "k1", "accountId": "c1", "bits": 5, "occurredAt": "2026-01-10T00:00:00Z"}
+    )
+    services.sealer.load()
+    services.balances.lock_period(who, {"customerId": "c1", "period": "2026-01", "force": True})
+    stale = second_sequencer(services)
+    queued = services.storage.log.queued(10)  # the stale sequencer has read the queue ...
+    services.sealer.seal_once()  # ... and the leader fails k1 meanwhile
+    monkeypatch.setattr(services.storage.log, "queued", lambda limit: queued)
+    with pytest.raises(SealConflictError, match="no longer queued"):
+        stale.seal_once()
+    monkeypatch.undo()
+    with services.storage.engine.read() as tx:
+        counts = tx.one("SELECT pending_count, failed_count FROM write_requests WHERE id = ?", (request_id,))
+    assert counts == (0, 1)
+
+
 def between_planning_and_writing(
     monkeypatch: pytest.MonkeyPatch, action: Callable[[SealPlan], None]
 ) -> list[int]:

@@ -3,7 +3,8 @@ one transaction that seals a batch together with the balances derived from it.
 
 Only the sequencer calls :meth:`LogStore.seal`. The transaction is fenced on the previous tree
 size, so a stale sequencer that lost its election can never append: its commit fails on the
-tree head's primary key or the size check.
+tree head's primary key or the size check, and every delta it seals or fails must still be
+queued (a seal that only fails deltas leaves the size as it was).
 """
 
 from __future__ import annotations
@@ -298,10 +299,7 @@ class LogStore:
                 )
             _write_balances(tx, balances)
             if plan.failed:
-                tx.executemany(
-                    "UPDATE deltas SET status = 'failed', failure = ? WHERE seq = ?",
-                    [(reason, delta.seq) for delta, reason in plan.failed],
-                )
+                _write_failures(tx, plan.failed)
             completed = _settle_requests(tx, plan)
             events = enqueue_seal_events(tx, plan, completed)
         return SealOutcome(
@@ -566,6 +564,19 @@ def _write_balances(tx: Tx, writes: _BalanceWrites) -> None:
         ("credits", "debits", "delta_count"),
         writes.months,
     )
+
+
+def _write_failures(tx: Tx, failed: Sequence[tuple[QueuedDelta, str]]) -> None:
+    # Fenced like the leaves: a seal of failures only leaves the tree's size as it was, so the
+    # size check does not stop a stale sequencer that planned the same deltas; this does.
+    updated = tx.executemany(
+        "UPDATE deltas SET status = 'failed', failure = ? WHERE seq = ? AND status = 'queued'",
+        [(reason, delta.seq) for delta, reason in failed],
+    )
+    if updated != len(failed):
+        raise SealConflictError(
+            f"{len(failed) - updated} of the {len(failed)} deltas this seal fails are no longer queued"
+        )
 
 
 def _settle_requests(tx: Tx, plan: SealPlan) -> tuple[str, ...]:
