@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from trueup.core.errors import (
 )
 from trueup.service.container import Services
 from trueup.service.keys import Principal
+from trueup.storage.balances import BalanceSnapshot
 
 
 def delta(key: str, bits: int, when: str, customer: str = "cust_12345", reason: str = "") -> dict[str, Any]:
@@ -314,3 +316,34 @@ def test_customer_search_is_the_same_case_sensitive_substring_on_every_backend(s
     assert found("A") == (["Cust-A", "xAy"], 2)
     assert found("%") == ([], 0)
     assert found(None) == (sorted(ids), 5)
+
+
+@pytest.mark.parametrize("named_by", ["anchorId", "recordId"])
+def test_a_starting_delta_is_looked_up_in_the_answers_own_snapshot(
+    services: Services, monkeypatch: pytest.MonkeyPatch, named_by: str
+) -> None:
+    """A delta sealed after the answer's snapshot began is not a sealed delta of that answer:
+    its leaf would lie beyond the tree head the answer is given under."""
+    who = principal_for(services)
+    write(services, who, delta("first", 5, "2026-01-05T10:00:00Z"))
+    seal_all(services)
+    later = write(services, who, delta("later", 7, "2026-01-06T10:00:00Z"))
+    head = services.storage.log.head()
+    assert head is not None
+    name = f"a_{head.size}" if named_by == "anchorId" else later.replace("req_", "rec_") + "_0"
+    known = BalanceSnapshot.known_customer
+
+    def then_seal(snapshot: BalanceSnapshot, tenant_id: str, customer_id: str) -> bool:
+        answer = known(snapshot, tenant_id, customer_id)  # the snapshot has begun by now
+        # "later" becomes leaf head.size, outside the snapshot: from another thread, as the
+        # sequencer seals (a thread reads through a connection of its own on SQLite).
+        sealing = threading.Thread(target=seal_all, args=(services,))
+        sealing.start()
+        sealing.join()
+        return answer
+
+    monkeypatch.setattr(BalanceSnapshot, "known_customer", then_seal)
+    with pytest.raises(CheckpointNotFoundError):
+        services.balances.derive(
+            who, "cust_12345", {"startingCheckpoint": name, "startingCheckpointType": "anchorId"}
+        )

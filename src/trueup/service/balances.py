@@ -1,7 +1,9 @@
 """Balances: derive, compare, period checkpoints, customers (DESIGN.md §2.3 to §2.5).
 
-Every answer is computed inside one storage snapshot, so a balance, its page of deltas, its
-months and the signed tree head returned with it always describe the same state.
+Every derive and compare is computed inside one storage snapshot, the starting checkpoint's
+lookup included, so a balance, its page of deltas, its months and the signed tree head returned
+with it always describe the same state. (A locked period never changes, so its receipt needs
+no snapshot to be looked up.)
 """
 
 from __future__ import annotations
@@ -189,7 +191,7 @@ class BalanceService:
             return Scope(start=query.start, end=query.end), None
         value = query.checkpoint
         if value.startswith("chk_"):
-            found = self._storage.checkpoints.get(principal.tenant_id, value)
+            found = snapshot.checkpoint(principal.tenant_id, value)
             if found is None or found.customer_id != customer_id:
                 raise CheckpointNotFoundError(
                     f"startingCheckpoint {value[:80]!r} is not a checkpoint of customer {customer_id!r}"
@@ -199,16 +201,14 @@ class BalanceService:
             leaf = parse_anchor_id(value)
             if leaf is None:
                 record = parse_record_id(value)
-                located = (
-                    None if record is None else self._storage.writes.record(principal.tenant_id, *record)
-                )
+                located = None if record is None else snapshot.record(principal.tenant_id, *record)
                 leaf = None if located is None else located.leaf_index
                 if record is None:
                     raise ValidationError(
                         "startingCheckpoint",
                         f"must be an anchorId a_<n> or a recordId, got {describe(value)}",
                     )
-            elif self._storage.writes.record_at_leaf(principal.tenant_id, leaf) is None:
+            elif snapshot.record_at_leaf(principal.tenant_id, leaf) is None:
                 leaf = None
             if leaf is None:
                 raise CheckpointNotFoundError(f"startingCheckpoint {value!r} is not a sealed delta of yours")
@@ -221,7 +221,7 @@ class BalanceService:
                 "type": "itemsRoot",
                 "treeSize": head.size,
             }
-        period_lock = self._storage.checkpoints.by_root(root, principal.tenant_id)
+        period_lock = snapshot.checkpoint_by_root(root, principal.tenant_id)
         if period_lock is not None and period_lock.customer_id == customer_id:
             return _checkpoint_scope(period_lock)
         raise CheckpointNotFoundError(

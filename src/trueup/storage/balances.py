@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from trueup.storage.engine import Engine, Row, Tx
+from trueup.storage.locks import CheckpointRecord, read_checkpoint, read_checkpoint_by_root
 from trueup.storage.log import HeadRecord, head_at, head_by_root, latest_head, read_nodes
+from trueup.storage.writes import RecordView, read_record, read_record_at_leaf
 
 __all__ = [
     "ACCOUNT_NO_SQL",
@@ -192,6 +194,20 @@ class BalanceSnapshot:
 
     def nodes(self, ids: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         return read_nodes(self._tx, ids)
+
+    # -- what a starting checkpoint names ------------------------------------------------------
+
+    def record(self, tenant_id: str, request_id: str, item_index: int) -> RecordView | None:
+        return read_record(self._tx, tenant_id, request_id, item_index)
+
+    def record_at_leaf(self, tenant_id: str, leaf_index: int) -> RecordView | None:
+        return read_record_at_leaf(self._tx, tenant_id, leaf_index)
+
+    def checkpoint(self, tenant_id: str, checkpoint_id: str) -> CheckpointRecord | None:
+        return read_checkpoint(self._tx, tenant_id, checkpoint_id)
+
+    def checkpoint_by_root(self, root: bytes, tenant_id: str) -> CheckpointRecord | None:
+        return read_checkpoint_by_root(self._tx, root, tenant_id)
 
     # -- customers --------------------------------------------------------------------------
 

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from trueup.proof import root_from_leaf_hashes
 from trueup.storage.balances import ACCOUNT_NO_SQL, BalanceSnapshot
-from trueup.storage.engine import Engine, Row, Tx
+from trueup.storage.engine import Engine, Tx
 from trueup.storage.errors import StorageUnavailableError
-from trueup.storage.locks import count_lock
+from trueup.storage.locks import (
+    CHECKPOINT_COLUMNS,
+    CheckpointRecord,
+    checkpoint_from_row,
+    count_lock,
+    read_checkpoint,
+    read_checkpoint_by_root,
+)
 from trueup.storage.log import latest_head
 from trueup.storage.outbox import enqueue_checkpoint_event
 
@@ -27,51 +33,6 @@ _PROOF_ROOT_PREFIX = b"\x03"  # distinct from RFC 9162's 0x00 (leaf) and 0x01 (n
 def period_proof_root(nonce: bytes, leaf_hashes: Sequence[bytes]) -> bytes:
     """SHA-256(0x03 ‖ nonce ‖ MTH(leaf hashes)) — what a client recomputes to check a root."""
     return hashlib.sha256(_PROOF_ROOT_PREFIX + nonce + root_from_leaf_hashes(leaf_hashes)).digest()
-
-
-@dataclass(frozen=True, slots=True)
-class CheckpointRecord:
-    id: str
-    tenant_id: str
-    customer_id: str
-    period: str
-    proof_root: bytes
-    nonce: bytes
-    tree_size: int
-    opening_balance: int
-    credits: int
-    debits: int
-    deltas_count: int
-    created_at: str
-
-    @property
-    def net(self) -> int:
-        return self.credits + self.debits
-
-    @property
-    def closing_balance(self) -> int:
-        return self.opening_balance + self.net
-
-
-_COLUMNS = """id, tenant_id, customer_id, period, proof_root, nonce, tree_size, opening_balance,
-    credits, debits, deltas_count, created_at"""
-
-
-def _record(row: Row) -> CheckpointRecord:
-    return CheckpointRecord(
-        id=str(row[0]),
-        tenant_id=str(row[1]),
-        customer_id=str(row[2]),
-        period=str(row[3]),
-        proof_root=bytes(row[4]),
-        nonce=bytes(row[5]),
-        tree_size=int(row[6]),
-        opening_balance=int(row[7]),
-        credits=int(row[8]),
-        debits=int(row[9]),
-        deltas_count=int(row[10]),
-        created_at=str(row[11]),
-    )
 
 
 def _sealed_since(tx: Tx, tenant_id: str, customer_id: str, period: str, tree_size: int) -> bool:
@@ -135,7 +96,7 @@ class CheckpointStore:
                 if _sealed_since(tx, tenant_id, customer_id, period, tree_size):
                     continue  # the period grew while we computed: compute again
                 tx.execute(
-                    f"INSERT INTO period_checkpoints ({_COLUMNS}) VALUES ({', '.join('?' * 12)})",
+                    f"INSERT INTO period_checkpoints ({CHECKPOINT_COLUMNS}) VALUES ({', '.join('?' * 12)})",
                     (
                         record.id,
                         tenant_id,
@@ -158,11 +119,11 @@ class CheckpointStore:
 
     def _find(self, tx: Tx, tenant_id: str, customer_id: str, period: str) -> CheckpointRecord | None:
         row = tx.one(
-            f"SELECT {_COLUMNS} FROM period_checkpoints WHERE tenant_id = ? AND customer_id = ? "
+            f"SELECT {CHECKPOINT_COLUMNS} FROM period_checkpoints WHERE tenant_id = ? AND customer_id = ? "
             "AND period = ?",
             (tenant_id, customer_id, period),
         )
-        return None if row is None else _record(row)
+        return None if row is None else checkpoint_from_row(row)
 
     def find(self, tenant_id: str, customer_id: str, period: str) -> CheckpointRecord | None:
         with self._engine.read() as tx:
@@ -170,20 +131,12 @@ class CheckpointStore:
 
     def get(self, tenant_id: str, checkpoint_id: str) -> CheckpointRecord | None:
         with self._engine.read() as tx:
-            row = tx.one(
-                f"SELECT {_COLUMNS} FROM period_checkpoints WHERE id = ? AND tenant_id = ?",
-                (checkpoint_id, tenant_id),
-            )
-        return None if row is None else _record(row)
+            return read_checkpoint(tx, tenant_id, checkpoint_id)
 
     def by_root(self, root: bytes, tenant_id: str | None = None) -> CheckpointRecord | None:
         """The checkpoint with this proof root (of ``tenant_id`` when given)."""
         with self._engine.read() as tx:
-            row = tx.one(f"SELECT {_COLUMNS} FROM period_checkpoints WHERE proof_root = ?", (root,))
-        if row is None:
-            return None
-        record = _record(row)
-        return record if tenant_id is None or record.tenant_id == tenant_id else None
+            return read_checkpoint_by_root(tx, root, tenant_id)
 
     def list(
         self, tenant_id: str, customer_id: str | None, period: str | None, limit: int, offset: int
@@ -199,8 +152,8 @@ class CheckpointStore:
         with self._engine.read() as tx:
             total = int(tx.scalar(f"SELECT COUNT(*) FROM period_checkpoints WHERE {where}", params))
             rows = tx.execute(
-                f"""SELECT {_COLUMNS} FROM period_checkpoints WHERE {where}
+                f"""SELECT {CHECKPOINT_COLUMNS} FROM period_checkpoints WHERE {where}
                     ORDER BY customer_id, period LIMIT ? OFFSET ?""",
                 [*params, limit, offset],
             )
-        return [_record(row) for row in rows], total
+        return [checkpoint_from_row(row) for row in rows], total

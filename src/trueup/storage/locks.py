@@ -1,12 +1,86 @@
-"""Which customer-months are locked by period checkpoints (read inside a transaction)."""
+"""Period checkpoints as read inside a transaction: the checkpoints themselves, and which
+customer-months they lock."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from trueup.storage.engine import Tx
+from trueup.storage.engine import Row, Tx
 
-__all__ = ["count_lock", "lock_count", "locked_periods"]
+__all__ = [
+    "CHECKPOINT_COLUMNS",
+    "CheckpointRecord",
+    "checkpoint_from_row",
+    "count_lock",
+    "lock_count",
+    "locked_periods",
+    "read_checkpoint",
+    "read_checkpoint_by_root",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    id: str
+    tenant_id: str
+    customer_id: str
+    period: str
+    proof_root: bytes
+    nonce: bytes
+    tree_size: int
+    opening_balance: int
+    credits: int
+    debits: int
+    deltas_count: int
+    created_at: str
+
+    @property
+    def net(self) -> int:
+        return self.credits + self.debits
+
+    @property
+    def closing_balance(self) -> int:
+        return self.opening_balance + self.net
+
+
+CHECKPOINT_COLUMNS = """id, tenant_id, customer_id, period, proof_root, nonce, tree_size, opening_balance,
+    credits, debits, deltas_count, created_at"""
+
+
+def checkpoint_from_row(row: Row) -> CheckpointRecord:
+    return CheckpointRecord(
+        id=str(row[0]),
+        tenant_id=str(row[1]),
+        customer_id=str(row[2]),
+        period=str(row[3]),
+        proof_root=bytes(row[4]),
+        nonce=bytes(row[5]),
+        tree_size=int(row[6]),
+        opening_balance=int(row[7]),
+        credits=int(row[8]),
+        debits=int(row[9]),
+        deltas_count=int(row[10]),
+        created_at=str(row[11]),
+    )
+
+
+def read_checkpoint(tx: Tx, tenant_id: str, checkpoint_id: str) -> CheckpointRecord | None:
+    """The tenant's checkpoint ``chk_…``, or ``None``."""
+    row = tx.one(
+        f"SELECT {CHECKPOINT_COLUMNS} FROM period_checkpoints WHERE id = ? AND tenant_id = ?",
+        (checkpoint_id, tenant_id),
+    )
+    return None if row is None else checkpoint_from_row(row)
+
+
+def read_checkpoint_by_root(tx: Tx, root: bytes, tenant_id: str | None = None) -> CheckpointRecord | None:
+    """The checkpoint with this proof root (of ``tenant_id`` when given), or ``None``."""
+    row = tx.one(f"SELECT {CHECKPOINT_COLUMNS} FROM period_checkpoints WHERE proof_root = ?", (root,))
+    if row is None:
+        return None
+    record = checkpoint_from_row(row)
+    return record if tenant_id is None or record.tenant_id == tenant_id else None
 
 
 def locked_periods(tx: Tx, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:

@@ -38,6 +38,8 @@ __all__ = [
     "WriteDraft",
     "WriteResult",
     "WriteStore",
+    "read_record",
+    "read_record_at_leaf",
 ]
 
 _IN_LIST = 400  # keys per IN (...) query: under SQLite's and psycopg's parameter limits
@@ -742,27 +744,36 @@ class WriteStore:
     def record(self, tenant_id: str, request_id: str, item_index: int) -> RecordView | None:
         """The delta stored for one item (following a duplicate to its original)."""
         with self._engine.read() as tx:
-            row = tx.one(
-                f"SELECT {RECORD_COLUMNS} FROM deltas WHERE request_id = ? AND item_index = ? "
-                "AND tenant_id = ?",
-                (request_id, item_index, tenant_id),
-            )
-            if row is None:
-                row = tx.one(
-                    f"""SELECT {", ".join("d." + c.strip() for c in RECORD_COLUMNS.split(","))}
-                        FROM write_duplicates w JOIN deltas d ON d.seq = w.original_seq
-                        WHERE w.request_id = ? AND w.item_index = ? AND d.tenant_id = ?""",
-                    (request_id, item_index, tenant_id),
-                )
-        return None if row is None else record_from_row(row)
+            return read_record(tx, tenant_id, request_id, item_index)
 
     def record_at_leaf(self, tenant_id: str, leaf_index: int) -> RecordView | None:
         with self._engine.read() as tx:
-            row = tx.one(
-                f"SELECT {RECORD_COLUMNS} FROM deltas WHERE leaf_index = ? AND tenant_id = ?",
-                (leaf_index, tenant_id),
-            )
-        return None if row is None else record_from_row(row)
+            return read_record_at_leaf(tx, tenant_id, leaf_index)
+
+
+def read_record(tx: Tx, tenant_id: str, request_id: str, item_index: int) -> RecordView | None:
+    """The delta stored for one item (following a duplicate to its original), or ``None``."""
+    row = tx.one(
+        f"SELECT {RECORD_COLUMNS} FROM deltas WHERE request_id = ? AND item_index = ? AND tenant_id = ?",
+        (request_id, item_index, tenant_id),
+    )
+    if row is None:
+        row = tx.one(
+            f"""SELECT {", ".join("d." + c.strip() for c in RECORD_COLUMNS.split(","))}
+                FROM write_duplicates w JOIN deltas d ON d.seq = w.original_seq
+                WHERE w.request_id = ? AND w.item_index = ? AND d.tenant_id = ?""",
+            (request_id, item_index, tenant_id),
+        )
+    return None if row is None else record_from_row(row)
+
+
+def read_record_at_leaf(tx: Tx, tenant_id: str, leaf_index: int) -> RecordView | None:
+    """The tenant's delta sealed as leaf ``leaf_index``, or ``None``."""
+    row = tx.one(
+        f"SELECT {RECORD_COLUMNS} FROM deltas WHERE leaf_index = ? AND tenant_id = ?",
+        (leaf_index, tenant_id),
+    )
+    return None if row is None else record_from_row(row)
 
 
 def _classify(
