@@ -62,3 +62,24 @@ def test_a_caller_that_went_away_does_not_stop_the_others(services: Services) ->
     with services.storage.engine.read() as tx:
         keys = {row[0] for row in tx.execute("SELECT item_key FROM deltas WHERE tenant_id = ?", (tenant,))}
     assert keys == {"first", "gone", "waiting"}
+
+
+def test_a_failing_hook_after_a_durable_commit_neither_loses_the_reply_nor_the_thread(
+    services: Services,
+) -> None:
+    """The group is durable once committed: its callers get their replies, and the next groups
+    are committed, even when what runs after the commit (the sequencer's trigger) raises."""
+    tenant = principal_for(services).tenant_id
+
+    def broken(stored: int) -> None:
+        raise RuntimeError("the trigger failed")
+
+    services.committer.on_stored = broken
+
+    async def commit_two() -> list[str]:
+        first = await asyncio.wait_for(services.committer.commit(_draft(tenant, "hook-1")), 60)
+        second = await asyncio.wait_for(services.committer.commit(_draft(tenant, "hook-2")), 60)
+        return [first.request_id, second.request_id]
+
+    assert len(set(asyncio.run(commit_two()))) == 2
+    assert services.storage.log.queue_stats()[0] == 2

@@ -1,9 +1,10 @@
 """Group commit: many concurrent write requests share one transaction and one fsync.
 
 Requests are queued to one committer thread. It takes whatever is waiting (up to a bound),
-commits it all in one transaction with a savepoint per request, then resolves each caller's
-future. Under load the batch grows by itself, so the fsync cost is shared; with a single
-caller it commits immediately and adds no delay.
+commits it all in one transaction (a request that fails alone is stored again alone; see
+:meth:`trueup.storage.writes.WriteStore.commit`), then resolves each caller's future. Under load
+the batch grows by itself, so the fsync cost is shared; with a single caller it commits
+immediately and adds no delay.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,9 +30,9 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class _Pending:
     draft: WriteDraft
-    future: Future[WriteResult] | asyncio.Future[WriteResult]
-    loop: asyncio.AbstractEventLoop | None = None
-    """The event loop of an ``asyncio`` future (resolved there, a whole group per wake-up)."""
+    future: asyncio.Future[WriteResult]
+    loop: asyncio.AbstractEventLoop
+    """The event loop of the caller's future (resolved there, a whole group per wake-up)."""
 
 
 class CommitStore(Protocol):
@@ -69,17 +69,6 @@ class GroupCommitter:
     def commit_through(self, store: CommitStore) -> None:
         """Commit the groups after this one through ``store`` (the committer process)."""
         self._store = store
-
-    def commit_sync(self, draft: WriteDraft) -> WriteResult:
-        return self.submit(draft).result()
-
-    def submit(self, draft: WriteDraft) -> Future[WriteResult]:
-        future: Future[WriteResult] = Future()
-        if self._stopped:
-            future.set_exception(UnavailableError("the server is shutting down"))
-            return future
-        self._queue.put(_Pending(draft, future))
-        return future
 
     def close(self) -> None:
         """Finish what is queued, then stop the thread."""
@@ -122,7 +111,14 @@ class GroupCommitter:
             error = UnavailableError(f"storage is unavailable: {type(exc).__name__}")
             _resolve(batch, [error] * len(batch))
             return
-        COMMIT_SECONDS.observe(time.perf_counter() - started)
+        try:
+            self._count(batch, outcomes, time.perf_counter() - started)
+        except Exception:  # the group is durable: its callers get their replies, and the thread
+            log.exception("counting a group commit failed")  # lives on for the next group
+        _resolve(batch, outcomes)
+
+    def _count(self, batch: list[_Pending], outcomes: Sequence[WriteResult | Exception], took: float) -> None:
+        COMMIT_SECONDS.observe(took)
         COMMIT_BATCH.observe(len(batch))
         self.commits += 1
         self.requests += len(batch)
@@ -132,7 +128,6 @@ class GroupCommitter:
         for pending, outcome in zip(batch, outcomes, strict=True):
             if not isinstance(outcome, Exception) and outcome.stored:
                 INGEST_ITEMS.labels(pending.draft.source).inc(len(outcome.stored))
-        _resolve(batch, outcomes)
 
 
 _Settled = tuple["asyncio.Future[WriteResult]", "WriteResult | Exception"]
@@ -143,12 +138,7 @@ def _resolve(batch: list[_Pending], outcomes: Sequence[WriteResult | Exception])
     of that loop for the whole group rather than one per request."""
     by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
     for pending, outcome in zip(batch, outcomes, strict=True):
-        if pending.loop is None:
-            assert isinstance(pending.future, Future)
-            _settle(pending.future, outcome)
-        else:
-            assert isinstance(pending.future, asyncio.Future)
-            by_loop.setdefault(pending.loop, []).append((pending.future, outcome))
+        by_loop.setdefault(pending.loop, []).append((pending.future, outcome))
     for loop, settled in by_loop.items():
         try:
             loop.call_soon_threadsafe(_settle_all, settled)
@@ -162,9 +152,7 @@ def _settle_all(settled: list[_Settled]) -> None:
             _settle(future, outcome)
 
 
-def _settle(
-    future: Future[WriteResult] | asyncio.Future[WriteResult], outcome: WriteResult | Exception
-) -> None:
+def _settle(future: asyncio.Future[WriteResult], outcome: WriteResult | Exception) -> None:
     if isinstance(outcome, Exception):  # refused (DomainError), failed alone, or storage down
         future.set_exception(outcome)
     else:

@@ -1,7 +1,9 @@
 """Accepting deltas: the all-or-nothing write transaction and the views of what was written.
 
 :meth:`WriteStore.commit` takes many write requests and commits them in ONE transaction (one
-fsync), each inside its own savepoint, so one request's conflict never fails its neighbours.
+fsync). Plain requests are stored together inside one savepoint and the others each inside
+their own; when a savepoint fails its requests are stored again one by one, so one request's
+conflict never fails its neighbours.
 Nothing here decides *when* to commit: the group committer in the service layer does.
 """
 
