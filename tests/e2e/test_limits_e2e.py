@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -12,12 +13,16 @@ import pytest
 from tests.conftest import fresh_pg_schema
 from tests.e2e.server import ServerProcess, create_key, trueup
 from tests.service.conftest import principal_for, seal_all, write
+from trueup.proof import CheckpointSigner, private_key_from_seed
 from trueup.service.container import open_services
 from trueup.service.settings import Settings
 from trueup.service.signing import load_or_create_signer
 from trueup.storage import open_storage
 from trueup.storage.migrate import migrate
 from trueup.storage.schema import MIGRATIONS
+
+# A well-formed verifier key that signed nothing: for audits refused before any check.
+UNUSED_KEY = CheckpointSigner(private_key_from_seed(bytes(32)), "unused").verifier_key()
 
 
 def _items(prefix: str, count: int) -> dict[str, object]:
@@ -173,10 +178,10 @@ def test_audit_creates_nothing_where_there_is_no_log(tmp_path: Path) -> None:
 
 
 def test_audit_of_a_database_no_trueup_has_opened_says_so(tmp_path: Path) -> None:
-    (tmp_path / "trueup.db").touch()  # a SQLite file, empty
+    (tmp_path / "trueup.db").touch(mode=0o600)  # a SQLite file, empty
     with fresh_pg_schema() as pg_url:  # a PostgreSQL schema, empty
         for url in (None, pg_url):
-            done = trueup(["audit", "--key", "unused+00000000+AAAA"], tmp_path, url)
+            done = trueup(["audit", "--key", UNUSED_KEY], tmp_path, url)
             assert done.returncode == 2, done.stderr
             assert done.stderr.startswith("trueup audit: the database holds no Trueup log ("), done.stderr
 
@@ -197,6 +202,7 @@ def test_log_key_reads_the_logs_key_and_never_makes_one(tmp_path: Path) -> None:
 def test_a_signing_key_that_cannot_be_read_is_one_line_and_exit_2(tmp_path: Path) -> None:
     create_key(tmp_path, None)  # a database to audit
     (tmp_path / "signing-key.pem").write_text("not a key\n")
+    (tmp_path / "signing-key.pem").chmod(0o600)  # not shared: no warning before the one line
     for command in (["log-key"], ["audit"]):
         done = trueup(command, tmp_path, None)
         assert done.returncode == 2, done.stderr
@@ -214,7 +220,7 @@ def test_audit_of_an_older_or_newer_schema_says_so(tmp_path: Path) -> None:
         migrate(storage.engine, MIGRATIONS[:6])
     finally:
         storage.close()
-    done = trueup(["audit", "--key", "unused+00000000+AAAA"], tmp_path, None)
+    done = trueup(["audit", "--key", UNUSED_KEY], tmp_path, None)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(
         "trueup audit: the database has schema version 6 and this Trueup reads 7: audit it with the "
@@ -226,7 +232,7 @@ def test_audit_of_an_older_or_newer_schema_says_so(tmp_path: Path) -> None:
             tx.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'x', 'now')")
     finally:
         storage.close()
-    done = trueup(["audit", "--key", "unused+00000000+AAAA"], tmp_path, None)
+    done = trueup(["audit", "--key", UNUSED_KEY], tmp_path, None)
     assert done.returncode == 2
     assert "the database has schema version 99, newer than this Trueup knows (7)" in done.stderr
     done = trueup(["keys", "list"], tmp_path, None)  # and the other commands: one line, exit 1
@@ -247,3 +253,70 @@ def test_a_failed_audit_names_the_first_mismatch_and_exits_1(tmp_path: Path) -> 
     done = trueup(["audit"], tmp_path, None)
     assert done.returncode == 1
     assert done.stderr.startswith("audit FAILED: leaf a_33: "), done.stderr
+
+
+def test_audit_takes_its_key_from_a_file_and_refuses_what_is_no_key(tmp_path: Path) -> None:
+    services = open_services(replace(Settings(), data_dir=tmp_path))
+    try:
+        write(services, principal_for(services), {"key": "k", "accountId": "c", "bits": 5})
+        seal_all(services)
+        key_file = tmp_path / "log.key"
+        key_file.write_text(services.log.verifier_key + "\n")
+    finally:
+        services.close()
+    done = trueup(["audit", "--key", str(key_file)], tmp_path, None)
+    assert done.returncode == 0, done.stderr
+    for key, problem in [
+        ("garbage", "--key 'garbage' is neither a verifier key ("),
+        ("", "--key is empty"),
+        (str(tmp_path), f"cannot read the key file {tmp_path}: "),
+    ]:
+        done = trueup(["audit", "--key", key], tmp_path, None)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"trueup audit: {problem}"), done.stderr
+        assert done.stderr.count("\n") == 1
+    done = trueup(["audit"], tmp_path, None, {"TRUEUP_LOG_ORIGIN": "other.example/log"})
+    assert done.returncode == 2
+    assert done.stderr == (
+        "trueup audit: this log's checkpoints name the origin 'localhost/trueup', and TRUEUP_LOG_ORIGIN "
+        "is 'other.example/log': audit with TRUEUP_LOG_ORIGIN=localhost/trueup, or give --key\n"
+    )
+
+
+def test_keys_list_and_revoke_make_no_ledger_where_none_is(tmp_path: Path) -> None:
+    mistyped = tmp_path / "dataa"
+    for command in (["keys", "list"], ["keys", "revoke", "key_x"]):
+        done = trueup(command, mistyped, None)
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr == (
+            f"trueup {' '.join(command[:2])}: no database at {mistyped / 'trueup.db'} "
+            "(give --data-dir or --database-url)\n"
+        )
+    assert not mistyped.exists()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    done = trueup(["keys", "create"], a_file, None)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"trueup keys create: cannot use the data directory {a_file}: ")
+
+
+def test_a_pepper_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
+    create_key(tmp_path, None)
+    (tmp_path / "key-pepper").unlink()
+    (tmp_path / "key-pepper").mkdir(mode=0o700)  # unreadable as a file, even to root
+    done = trueup(["keys", "list"], tmp_path, None)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (
+        f"trueup keys: cannot read the API key pepper at {tmp_path / 'key-pepper'}: Is a directory\n"
+    )
+
+
+def test_serve_on_a_port_in_use_says_so_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = trueup(["serve", "--port", str(port)], tmp_path / "new", None)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"trueup serve: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    assert not (tmp_path / "new").exists()  # no first key printed, no log made

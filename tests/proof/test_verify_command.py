@@ -70,7 +70,13 @@ def test_a_key_file_that_cannot_be_read_is_one_line_not_a_traceback(
     for key in (not_text, tmp_path):  # not UTF-8; a directory
         assert verify.run([str(bundle), "--key", str(key)]) == 1
         out = capsys.readouterr().out
-        assert out.startswith("FAILED: cannot read the key: ") and out.count("\n") == 1
+        assert out.startswith(f"FAILED: cannot read the key file {key}: ") and out.count("\n") == 1
+    # Empty (what `--key "$(trueup log-key)"` gives when log-key fails), or neither key nor file.
+    assert verify.run([str(bundle), "--key", ""]) == 1
+    assert capsys.readouterr().out.startswith("FAILED: --key is empty")
+    missing = tmp_path / "no+such.key"
+    assert verify.run([str(bundle), "--key", str(missing)]) == 1
+    assert capsys.readouterr().out.startswith(f"FAILED: --key '{missing}' is neither a verifier key (")
 
 
 def test_ok_names_the_delta_the_leaf_proves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

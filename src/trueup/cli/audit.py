@@ -6,14 +6,22 @@ import argparse
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
+from trueup.cli.keyarg import KeyArgumentError, read_verifier_key
 from trueup.cli.options import add_storage_options, settings_from
-from trueup.service.audit import audit_log
+from trueup.proof import ProofError, format_verifier_key, parse_checkpoint
+from trueup.service.audit import AuditReport, audit_log
+from trueup.service.container import warn_about_shared_secrets
+from trueup.service.settings import Settings
 from trueup.service.signing import SigningKeyError, load_signer
-from trueup.storage import open_storage, sqlite_path
+from trueup.storage import Storage, open_storage, sqlite_path
 from trueup.storage.migrate import schema_version
 from trueup.storage.schema import SCHEMA_VERSION
 
 __all__ = ["run"]
+
+
+class _RefusedError(Exception):
+    """The audit cannot run as asked (exit 2): the message says why."""
 
 
 def run(argv: list[str]) -> int:
@@ -22,53 +30,18 @@ def run(argv: list[str]) -> int:
         description="rebuild the tree and every balance from the stored deltas and compare",
     )
     parser.add_argument(
-        "--key", default=None, help="verifier key the heads must be signed with (default: this log's key)"
+        "--key",
+        default=None,
+        help="verifier key the heads must be signed with (name+id+base64, or a file holding it; "
+        "default: this log's key)",
     )
     add_storage_options(parser)
     args = parser.parse_args(argv)
-    settings = settings_from(args)
-    # An audit only reads: it creates neither a database nor a signing key where none is (a
-    # missing --data-dir would otherwise audit a new, empty one, or fail on its missing tables).
-    url = settings.resolved_database_url
-    database = sqlite_path(url)
-    if database is not None and not database.is_file():
-        print(
-            f"trueup audit: no database at {database} (give --data-dir or --database-url)",
-            file=sys.stderr,
-        )
-        return 2
-    if args.key is None and not settings.resolved_signing_key_path.is_file():
-        print(
-            f"trueup audit: no signing key at {settings.resolved_signing_key_path}: give --key with the "
-            "log's verifier key, or the --data-dir that holds its key",
-            file=sys.stderr,
-        )
-        return 2
-    storage = open_storage(url, run_migrations=False)
-    version, latest = schema_version(storage.engine), SCHEMA_VERSION
-    if version != latest:
-        storage.close()
-        if version is None:
-            problem = "the database holds no Trueup log"
-        elif version < latest:  # the audit reads the current schema, and changes nothing
-            problem = (
-                f"the database has schema version {version} and this Trueup reads {latest}: audit "
-                "it with the version that wrote it, or start this version's serve once to migrate it"
-            )
-        else:
-            problem = f"the database has schema version {version}, newer than this Trueup knows ({latest})"
-        print(f"trueup audit: {problem} ({_shown(url)})", file=sys.stderr)
-        return 2
     try:
-        key = args.key
-        if key is None:
-            key = load_signer(settings.resolved_signing_key_path, settings.log_origin).verifier_key()
-        report = audit_log(storage, key)
-    except SigningKeyError as exc:
+        report = _audit(settings_from(args), args.key)
+    except (_RefusedError, KeyArgumentError, SigningKeyError) as exc:
         print(f"trueup audit: {exc}", file=sys.stderr)
         return 2
-    finally:
-        storage.close()
     if report.ok:
         print(
             f"audit passed: {report.leaves} leaves, {report.heads} signed tree heads, "
@@ -77,6 +50,65 @@ def run(argv: list[str]) -> int:
         return 0
     print(f"audit FAILED: {report.problem}", file=sys.stderr)  # the problem names the leaf or head
     return 1
+
+
+def _audit(settings: Settings, key_argument: str | None) -> AuditReport:
+    given_key = None if key_argument is None else read_verifier_key(key_argument)
+    warn_about_shared_secrets(settings)
+    # An audit only reads: it creates neither a database nor a signing key where none is (a
+    # missing --data-dir would otherwise audit a new, empty one, or fail on its missing tables).
+    url = settings.resolved_database_url
+    database = sqlite_path(url)
+    if database is not None and not database.is_file():
+        raise _RefusedError(f"no database at {database} (give --data-dir or --database-url)")
+    if given_key is None and not settings.resolved_signing_key_path.is_file():
+        raise _RefusedError(
+            f"no signing key at {settings.resolved_signing_key_path}: give --key with the log's "
+            "verifier key, or the --data-dir that holds its key"
+        )
+    storage = open_storage(url, run_migrations=False)
+    try:
+        _check_schema(storage, url)
+        if given_key is not None:
+            key = format_verifier_key(given_key.name, given_key.public_key)
+        else:
+            _check_origin(storage, settings.log_origin)
+            key = load_signer(settings.resolved_signing_key_path, settings.log_origin).verifier_key()
+        return audit_log(storage, key)
+    finally:
+        storage.close()
+
+
+def _check_schema(storage: Storage, url: str) -> None:
+    version, latest = schema_version(storage.engine), SCHEMA_VERSION
+    if version == latest:
+        return
+    if version is None:
+        problem = "the database holds no Trueup log"
+    elif version < latest:  # the audit reads the current schema, and changes nothing
+        problem = (
+            f"the database has schema version {version} and this Trueup reads {latest}: audit "
+            "it with the version that wrote it, or start this version's serve once to migrate it"
+        )
+    else:
+        problem = f"the database has schema version {version}, newer than this Trueup knows ({latest})"
+    raise _RefusedError(f"{problem} ({_shown(url)})")
+
+
+def _check_origin(storage: Storage, origin: str) -> None:
+    """This log's own key is named ``origin``: refuse when its checkpoints name another."""
+    head = storage.log.head()
+    if head is None:
+        return
+    try:
+        signed_origin, _ = parse_checkpoint(head.checkpoint)
+    except ProofError:
+        return  # the audit itself names what is wrong with the checkpoint
+    if signed_origin != origin:
+        raise _RefusedError(
+            f"this log's checkpoints name the origin {signed_origin!r}, and TRUEUP_LOG_ORIGIN is "
+            f"{origin!r}: audit with TRUEUP_LOG_ORIGIN={signed_origin}, or give --key"
+        )
 
 
 def _shown(url: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 from pathlib import Path
 from types import FrameType
 
@@ -28,6 +29,11 @@ def run(argv: list[str]) -> int:
         help="directory for latest.md and latest.json (default: bench/out)",
     )
     args = parser.parse_args(argv)
+    try:  # now, not after a quarter of an hour of measuring
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"trueup bench: cannot write to --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     # Imported here: the harness pulls in the server's whole stack, other commands need none of it.
     from trueup.bench import FULL, QUICK, run_benchmarks  # noqa: PLC0415
 

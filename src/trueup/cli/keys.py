@@ -7,9 +7,10 @@ import sys
 
 from trueup.cli.options import add_storage_options, settings_from
 from trueup.core.errors import DomainError
+from trueup.service.container import warn_about_shared_secrets
 from trueup.service.keys import KeyService
 from trueup.service.settings import PLAN_ALLOWANCES
-from trueup.storage import open_storage
+from trueup.storage import open_storage, sqlite_path
 
 __all__ = ["run"]
 
@@ -37,22 +38,46 @@ def run(argv: list[str]) -> int:
     add_storage_options(revoke)
     revoke.set_defaults(handler=_revoke)
     args = keys.parse_args(argv)
-    code: int = args.handler(args)
+    try:
+        code: int = args.handler(args)
+    except _RefusedError as exc:
+        print(f"trueup keys {args.action}: {exc}", file=sys.stderr)
+        return 2
     return code
 
 
-def _service(args: argparse.Namespace) -> KeyService:
+class _RefusedError(Exception):
+    """The command cannot run as asked (exit 2): the message says why."""
+
+
+def _service(args: argparse.Namespace, creating: bool = False) -> KeyService:
+    """The key service over the command's database. Only ``keys create`` may start a new
+    database (a first key before the first ``serve``); listing or revoking keys in a mistyped
+    data directory must not leave an empty ledger behind."""
     settings = settings_from(args)
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    database = sqlite_path(settings.resolved_database_url)
+    if not creating and database is not None and not database.is_file():
+        raise _RefusedError(f"no database at {database} (give --data-dir or --database-url)")
+    try:
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _RefusedError(
+            f"cannot use the data directory {settings.data_dir}: {exc.strerror or exc}"
+        ) from None
+    warn_about_shared_secrets(settings)
     storage = open_storage(settings.resolved_database_url)
-    return KeyService(storage, settings.data_dir / "key-pepper", settings.plan_allowances)
+    try:
+        return KeyService(storage, settings.data_dir / "key-pepper", settings.plan_allowances)
+    except BaseException:
+        storage.close()
+        raise
 
 
 def _create(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     plan = args.plan or settings.default_plan
     try:
-        issued = _service(args).create(args.tenant, args.env, plan, args.read_only)
+        issued = _service(args, creating=True).create(args.tenant, args.env, plan, args.read_only)
     except DomainError as exc:
         print(f"trueup keys create: {exc.message}", file=sys.stderr)
         return 2

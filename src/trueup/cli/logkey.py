@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from trueup.cli.options import add_storage_options, settings_from
+from trueup.service.files import warn_if_shared
 from trueup.service.signing import SigningKeyError, load_signer
 
 __all__ = ["run"]
@@ -24,5 +25,6 @@ def run(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    warn_if_shared(settings.resolved_signing_key_path, "the signing key")
     print(signer.verifier_key())
     return 0

@@ -57,6 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             # A TRUEUP_* variable that cannot be used: one line, not a traceback.
             print(f"trueup {args[0]}: {exc}", file=sys.stderr)
             return 2
+        files = sys.modules.get("trueup.service.files")
+        if files is not None and isinstance(exc, files.SecretFileError):
+            # The signing key or the key pepper is missing, unreadable or not this log's.
+            print(f"trueup {args[0]}: {exc}", file=sys.stderr)
+            return 1
         if storage is not None and isinstance(exc, storage.StorageError):
             # The database cannot be used (down, newer than this Trueup, in use by an older
             # one while a migration is due): one line, exit 1, as serve's "cannot start".

@@ -21,21 +21,22 @@ def run(argv: list[str]) -> int:
     parser.add_argument(
         "--url",
         default=os.environ.get("TRUEUP_URL", "http://127.0.0.1:8000"),
-        help="server base URL (env TRUEUP_URL)",
+        help="server base URL (env TRUEUP_URL; default http://127.0.0.1:8000)",
     )
     parser.add_argument(
         "--api-key", default=os.environ.get("TRUEUP_API_KEY"), help="API key (env TRUEUP_API_KEY)"
     )
     args = parser.parse_args(argv)
-    if not args.api_key:
-        print("trueup proof: an API key is needed (--api-key or TRUEUP_API_KEY)", file=sys.stderr)
-        return 2
-    if not _ANCHOR.fullmatch(args.anchor_id):
-        print(f"trueup proof: {args.anchor_id!r} is not an anchor id (a_<leaf index>)", file=sys.stderr)
+    problem = _argument_problem(args.anchor_id, args.api_key)
+    if problem is not None:
+        print(f"trueup proof: {problem}", file=sys.stderr)
         return 2
     url = f"{args.url.rstrip('/')}/api/v1/log/proof/bundle/{args.anchor_id}"
     try:
         reply = httpx.get(url, headers={"X-Api-Key": args.api_key}, timeout=30)
+    except httpx.InvalidURL as exc:
+        print(f"trueup proof: --url {args.url!r} is not a server URL: {exc}", file=sys.stderr)
+        return 2
     except httpx.HTTPError as exc:
         print(f"trueup proof: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
@@ -45,6 +46,16 @@ def run(argv: list[str]) -> int:
         return 1
     print(json.dumps(bundle, indent=2))
     return 0
+
+
+def _argument_problem(anchor: str, api_key: str | None) -> str | None:
+    if not api_key:
+        return "an API key is needed (--api-key or TRUEUP_API_KEY)"
+    if not api_key.isascii() or not api_key.isprintable():
+        return "the API key must be printable ASCII (pk_live_… or pk_test_…)"
+    if not _ANCHOR.fullmatch(anchor):
+        return f"{anchor!r} is not an anchor id (a_<leaf index>)"
+    return None
 
 
 def _bundle_in(reply: httpx.Response, anchor: str) -> tuple[dict[str, object] | None, str]:

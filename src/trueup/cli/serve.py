@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -33,8 +34,8 @@ log = logging.getLogger(__name__)
 
 def run(argv: list[str]) -> int:
     serve = argparse.ArgumentParser(prog="trueup serve", description="run the API server")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.add_argument(
         "--sequencer",
         choices=("process", "thread", "off"),
@@ -61,13 +62,34 @@ def run(argv: list[str]) -> int:
         "--workers",
         type=int,
         default=1,
-        help="API processes; each also stands by for the sequencer role (one leads)",
+        help="API processes; each also stands by for the sequencer role (one leads; default 1)",
     )
     serve.add_argument(
-        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="lowest level logged (default info)",
     )
     add_storage_options(serve)
     return _serve(serve.parse_args(argv))
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, or ``None``. Asked before anything starts, so a
+    port in use does not first print a new log's first key, start a sequencer, and then fail."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}"
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's own socket
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
 
 
 def _first_start(services: Services, host: str, port: int) -> None:
@@ -293,6 +315,10 @@ def _serve(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"trueup serve: {problem}", file=sys.stderr)
         return 2
+    problem = _cannot_listen(args.host, args.port)
+    if problem is not None:
+        print(f"trueup serve: {problem}", file=sys.stderr)
+        return 1
     if args.workers > 1:
         return _serve_workers(args, settings)
     try:

@@ -1,9 +1,9 @@
 """``trueup verify BUNDLE --key KEY``: check a proof bundle offline.
 
-Imports only the standard library, ``cryptography`` and :mod:`trueup.proof`: it trusts
-nothing but the pinned verifier key. Prints one line; exits 0 when every check passes, naming
-the delta the leaf proves (amount, customer, tenant, key, time), and 1 naming the check that
-failed.
+Imports only the standard library, ``cryptography``, :mod:`trueup.proof` and
+:mod:`trueup.cli.keyarg`: it trusts nothing but the pinned verifier key. Prints one line; exits
+0 when every check passes, naming the delta the leaf proves (amount, customer, tenant, key,
+time), and 1 naming the check that failed (or what is wrong with the bundle or key given).
 """
 
 from __future__ import annotations
@@ -12,17 +12,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from trueup.proof import ProofError, leaf_fields_from_json, load_bundle, parse_verifier_key, verify_bundle
+from trueup.cli.keyarg import KeyArgumentError, read_verifier_key
+from trueup.proof import ProofError, leaf_fields_from_json, load_bundle, verify_bundle
 from trueup.proof.errors import shown
 
 __all__ = ["run"]
-
-
-def _read_key(value: str) -> str:
-    path = Path(value)
-    if "+" not in value and path.exists():
-        return path.read_text(encoding="utf-8").strip()
-    return value.strip()
 
 
 def run(argv: list[str]) -> int:
@@ -46,13 +40,12 @@ def run(argv: list[str]) -> int:
         print(f"FAILED: cannot read the bundle: {exc}")
         return 1
     try:
-        key_text = _read_key(args.key)
-    except (OSError, ValueError) as exc:  # a directory, unreadable, not UTF-8
-        print(f"FAILED: cannot read the key: {exc}")
+        key = read_verifier_key(args.key)
+    except KeyArgumentError as exc:
+        print(f"FAILED: {exc}")
         return 1
     try:
         bundle = load_bundle(text)
-        key = parse_verifier_key(key_text)
         # A note signed by the pinned key but naming another log is not this log's checkpoint.
         head = verify_bundle(bundle, key, origin=args.origin or key.name)
         leaf = leaf_fields_from_json(bundle["leaf"])  # valid: verify_bundle hashed it

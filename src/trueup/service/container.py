@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trueup.proof import CheckpointSigner, ProofError, verify_checkpoint
 from trueup.service.balances import BalanceService
 from trueup.service.files import warn_if_shared
 from trueup.service.group_commit import GroupCommitter
@@ -13,13 +14,13 @@ from trueup.service.log import LogService
 from trueup.service.ratelimit import RateLimit, RateLimiter, parse_overrides
 from trueup.service.sealing import Sealer
 from trueup.service.settings import Settings
-from trueup.service.signing import load_or_create_signer
+from trueup.service.signing import SigningKeyError, load_or_create_signer, load_signer
 from trueup.service.views import ViewService
 from trueup.service.webhooks import WebhookService
 from trueup.storage import Storage, open_storage, sqlite_path
 from trueup.storage.ratelimits import RateLimitStore
 
-__all__ = ["Services", "open_services"]
+__all__ = ["Services", "open_services", "warn_about_shared_secrets"]
 
 
 @dataclass(slots=True)
@@ -47,28 +48,25 @@ class Services:
 def open_services(settings: Settings) -> Services:
     """Open storage (migrating it) and build every service. Fails closed on a bad key."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    warn_about_shared_secrets(settings)
     storage = open_storage(settings.resolved_database_url)
-    signer = load_or_create_signer(settings.resolved_signing_key_path, settings.log_origin)
-    secret_files = [
-        (settings.resolved_signing_key_path, "the signing key"),
-        (settings.data_dir / "key-pepper", "the API key pepper"),
-    ]
-    database = sqlite_path(settings.resolved_database_url)
-    if database is not None:
-        secret_files.append((database, "the SQLite database (webhook secrets, salts)"))
-    for path, what in secret_files:
-        warn_if_shared(path, what)
+    try:
+        signer = _log_signer(storage, settings)
+        keys = KeyService(
+            storage,
+            settings.data_dir / "key-pepper",
+            settings.plan_allowances,
+            cache_ttl_s=settings.key_cache_ttl_s,
+        )
+    except BaseException:
+        storage.close()
+        raise
     committer = GroupCommitter(storage.writes)
     log = LogService(storage, signer)
     return Services(
         settings=settings,
         storage=storage,
-        keys=KeyService(
-            storage,
-            settings.data_dir / "key-pepper",
-            settings.plan_allowances,
-            cache_ttl_s=settings.key_cache_ttl_s,
-        ),
+        keys=keys,
         committer=committer,
         writes=WriteService(storage, committer, settings),
         sealer=Sealer(storage, signer, settings.log_origin, settings.seal_batch_size),
@@ -83,3 +81,40 @@ def open_services(settings: Settings) -> Services:
             shared=RateLimitStore(storage.engine) if storage.engine.dialect.name == "postgresql" else None,
         ),
     )
+
+
+def warn_about_shared_secrets(settings: Settings) -> None:
+    """One warning for each secret file of the data directory that other users may read."""
+    secret_files = [
+        (settings.resolved_signing_key_path, "the signing key"),
+        (settings.data_dir / "key-pepper", "the API key pepper"),
+    ]
+    database = sqlite_path(settings.resolved_database_url)
+    if database is not None:
+        secret_files.append((database, "the SQLite database (webhook secrets, salts)"))
+    for path, what in secret_files:
+        warn_if_shared(path, what)
+
+
+def _log_signer(storage: Storage, settings: Settings) -> CheckpointSigner:
+    """The signer of this log. A new log gets a new key; a log that has a signed head is never
+    given one, and its key and origin must be those of its newest head: a process with a key
+    of its own would publish a verifier key that none of the log's checkpoints verify with."""
+    path, origin = settings.resolved_signing_key_path, settings.log_origin
+    head = storage.log.head()
+    if head is None:
+        return load_or_create_signer(path, origin)
+    if not path.exists():
+        raise SigningKeyError(
+            f"no signing key at {path}, but this database holds a log of {head.size} leaves: copy the "
+            "signing key the log was started with (every process of one log needs the same key file)"
+        )
+    signer = load_signer(path, origin)
+    try:
+        verify_checkpoint(head.checkpoint, signer.verifier_key(), origin=origin)
+    except ProofError as exc:
+        raise SigningKeyError(
+            f"the signing key at {path} with origin {origin!r} did not sign this log's newest checkpoint "
+            f"(tree size {head.size}: {exc}); every process of one log needs its key file and origin"
+        ) from None
+    return signer

@@ -8,7 +8,7 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["read_or_create_secret", "warn_if_shared", "write_private_file"]
+__all__ = ["SecretFileError", "read_or_create_secret", "warn_if_shared", "write_private_file"]
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +33,27 @@ def write_private_file(path: Path, content: bytes) -> None:
         temporary.unlink()
 
 
-def read_or_create_secret(path: Path, size: int) -> bytes:
-    """The random secret stored at ``path``, created (0600) on first use."""
+class SecretFileError(ValueError):
+    """A secret file of the data directory (the signing key, the key pepper) is missing where
+    the database says it must exist, or cannot be read; the message names it."""
+
+
+def read_or_create_secret(path: Path, size: int, what: str) -> bytes:
+    """The random secret stored at ``path``, created (0600) on first use.
+
+    Raises:
+        SecretFileError: when it exists and cannot be read, naming ``what`` and ``path``.
+    """
     try:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            pass
+        with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
+            write_private_file(path, secrets.token_bytes(size))
         return path.read_bytes()
-    except FileNotFoundError:
-        pass
-    with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
-        write_private_file(path, secrets.token_bytes(size))
-    return path.read_bytes()
+    except OSError as exc:
+        raise SecretFileError(f"cannot read {what} at {path}: {exc.strerror or exc}") from None
 
 
 def warn_if_shared(path: Path, what: str) -> None:

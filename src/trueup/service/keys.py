@@ -21,7 +21,7 @@ from pathlib import Path
 
 from trueup.core.errors import InvalidApiKeyError, ValidationError
 from trueup.core.ids import format_api_key, new_key_id, parse_api_key, random_token
-from trueup.service.files import read_or_create_secret
+from trueup.service.files import SecretFileError, read_or_create_secret
 from trueup.service.settings import PLAN_ALLOWANCES
 from trueup.storage import Storage
 from trueup.storage.tenants import ApiKeyRecord, TenantRecord
@@ -72,7 +72,14 @@ class KeyService:
         self._refresh_lock = threading.Lock()
         self._refresher: ThreadPoolExecutor | None = None
         self._closed = False
-        self._pepper = read_or_create_secret(pepper_path, 32)
+        if not pepper_path.exists() and storage.tenants.count() > 0:
+            # A new pepper would make every key of the database unusable (each is stored as an
+            # HMAC under the pepper it was issued with): another host's data directory, say.
+            raise SecretFileError(
+                f"no API key pepper at {pepper_path}, but this database has tenants and keys: copy "
+                "key-pepper from the data directory they were created with"
+            )
+        self._pepper = read_or_create_secret(pepper_path, 32, "the API key pepper")
 
     def _hash(self, secret: str) -> bytes:
         return hmac.new(self._pepper, secret.encode("ascii"), hashlib.sha256).digest()

@@ -14,12 +14,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trueup.proof import CheckpointSigner
-from trueup.service.files import write_private_file
+from trueup.service.files import SecretFileError, write_private_file
 
 __all__ = ["SigningKeyError", "load_or_create_signer", "load_signer"]
 
 
-class SigningKeyError(ValueError):
+class SigningKeyError(SecretFileError):
     """The signing key file is missing, unreadable, or not an Ed25519 PKCS#8 PEM key."""
 
 

@@ -1,0 +1,41 @@
+"""A verifier key given on the command line (``--key``): the key itself or a file holding it.
+
+Shared by ``trueup verify`` and ``trueup audit``; imports only the standard library and
+:mod:`trueup.proof`, so the offline verifier keeps its few dependencies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trueup.proof import ProofError, VerifierKey, parse_verifier_key
+
+__all__ = ["KeyArgumentError", "read_verifier_key"]
+
+
+class KeyArgumentError(ValueError):
+    """``--key`` is empty, names no file, or holds no verifier key; the message says which."""
+
+
+def read_verifier_key(value: str) -> VerifierKey:
+    """The verifier key ``value`` is (``name+id+base64``) or the file named ``value`` holds."""
+    text = value.strip()
+    if not text:
+        raise KeyArgumentError("--key is empty (did the command that was to print the key fail?)")
+    try:
+        return parse_verifier_key(text)
+    except ProofError as not_a_key:
+        as_key = not_a_key
+    path = Path(value)
+    try:
+        content = path.read_text("utf-8").strip()
+    except FileNotFoundError:
+        raise KeyArgumentError(
+            f"--key {text[:120]!r} is neither a verifier key ({as_key}) nor a file"
+        ) from None
+    except (OSError, ValueError) as exc:  # a directory, unreadable, not UTF-8
+        raise KeyArgumentError(f"cannot read the key file {value}: {exc}") from None
+    try:
+        return parse_verifier_key(content)
+    except ProofError as exc:
+        raise KeyArgumentError(f"the file {value} holds no verifier key: {exc}") from None

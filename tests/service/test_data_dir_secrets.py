@@ -1,0 +1,62 @@
+"""A process joining an existing log must bring that log's signing key and key pepper: one that
+made new ones would publish a verifier key no checkpoint verifies with, and turn every API key
+away, while reporting itself ready."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.service.conftest import principal_for
+from trueup.service.container import open_services
+from trueup.service.files import SecretFileError
+from trueup.service.settings import Settings
+from trueup.service.signing import SigningKeyError, load_or_create_signer
+
+
+def _settings(data_dir: Path, database_url: str) -> Settings:
+    return replace(Settings(), data_dir=data_dir, database_url=database_url)
+
+
+@pytest.fixture
+def shared_log(database_url: str, tmp_path: Path) -> str:
+    """A database holding a signed log and a tenant with a key, made from ``tmp_path/first``;
+    on SQLite the database file stays where ``database_url`` names it."""
+    services = open_services(_settings(tmp_path / "first", database_url))
+    try:
+        principal_for(services)
+        services.sealer.load()  # the first, empty, signed head
+    finally:
+        services.close()
+    return database_url
+
+
+def test_a_second_data_directory_without_the_logs_key_is_refused(shared_log: str, tmp_path: Path) -> None:
+    second = tmp_path / "second"
+    second.mkdir()
+    (second / "key-pepper").write_bytes((tmp_path / "first" / "key-pepper").read_bytes())
+    with pytest.raises(SigningKeyError, match=r"^no signing key at .*, but this database holds a log"):
+        open_services(_settings(second, shared_log))
+    assert not (second / "signing-key.pem").exists()  # no key was made for it
+    load_or_create_signer(second / "signing-key.pem", "localhost/trueup")  # a key of its own
+    with pytest.raises(SigningKeyError, match=r"did not sign this log's newest checkpoint \(tree size 0"):
+        open_services(_settings(second, shared_log))
+
+
+def test_another_origin_is_refused_too(shared_log: str, tmp_path: Path) -> None:
+    settings = replace(_settings(tmp_path / "first", shared_log), log_origin="other.example/log")
+    with pytest.raises(SigningKeyError, match=r"with origin 'other\.example/log' did not sign"):
+        open_services(settings)
+
+
+def test_a_missing_pepper_is_refused_where_keys_exist(shared_log: str, tmp_path: Path) -> None:
+    second = tmp_path / "second"
+    second.mkdir()
+    (second / "signing-key.pem").write_bytes((tmp_path / "first" / "signing-key.pem").read_bytes())
+    with pytest.raises(SecretFileError, match=r"^no API key pepper at .*, but this database has tenants"):
+        open_services(_settings(second, shared_log))
+    assert not (second / "key-pepper").exists()
+    (second / "key-pepper").write_bytes((tmp_path / "first" / "key-pepper").read_bytes())
+    open_services(_settings(second, shared_log)).close()  # with both, it joins the log
