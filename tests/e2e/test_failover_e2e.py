@@ -3,6 +3,7 @@ workers take turns writing."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -154,6 +155,9 @@ def test_readyz_says_which_process_delivers_webhooks(tmp_path: Path) -> None:
     its own (trueup dispatcher, on another host) delivers, and /readyz says off."""
     with ServerProcess(tmp_path, None) as server:
         wait_until(lambda: _ready(server)["dispatcher"] == "leader")
+        # ... as the process that answered, named, since with --workers it is one of several
+        assert _ready(server)["pid"] == server.process.pid
+        assert _ready(server)["host"] == socket.gethostname()
     with ServerProcess(tmp_path, None, extra_args=["--no-dispatcher"]) as server:
         assert _ready(server)["dispatcher"] == "off"
         assert "holds the dispatcher role" not in server.log()

@@ -122,6 +122,8 @@ class _ReadyData(BaseModel):
     dispatcher: Literal["leader", "standby", "off"]
     queueDepth: int | None
     oldestQueuedAgeSeconds: float | None
+    host: str
+    pid: int
 
 
 class Ready(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
@@ -14,6 +16,14 @@ from trueup.core.timestamps import parse_canonical
 from trueup.storage.errors import StorageError
 
 router = APIRouter(tags=["health"])
+
+_HOST = socket.gethostname()
+
+
+def _answered_by() -> dict[str, object]:
+    """Which process answered: with ``serve --workers N`` each request reaches one of the
+    workers, and the roles in the reply are that worker's."""
+    return {"host": _HOST, "pid": os.getpid()}
 
 
 @router.get("/healthz", summary="The process is alive", responses={200: {"model": Health}})
@@ -43,6 +53,7 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
                     "dispatcher": dispatcher,
                     "queueDepth": None,
                     "oldestQueuedAgeSeconds": None,
+                    **_answered_by(),
                 },
             },
             status_code=503,
@@ -60,6 +71,7 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
                 "dispatcher": dispatcher,
                 "queueDepth": depth,
                 "oldestQueuedAgeSeconds": age,
+                **_answered_by(),
             },
         }
     )
