@@ -338,3 +338,59 @@ def test_plain_requests_go_one_by_one_when_storing_them_together_fails(
     assert [r.stored for r in results if not isinstance(r, Exception)] == [(0,), (0,)]
     assert [d.key for d in storage.log.queued(10)] == ["a", "b"]
     assert storage.writes.used("ten_a", "2026-02") == 2
+
+
+def _end_the_transaction(storage: Storage, tx: Tx) -> None:
+    """What a failover, a restart or a network cut does to a PostgreSQL transaction (its
+    session ends), and what SQLite does by itself after a disk-full or I/O error (it rolls
+    the transaction back)."""
+    if storage.engine.dialect.name == "postgresql":
+        import psycopg  # noqa: PLC0415 - PostgreSQL's side only
+
+        backend = tx.scalar("SELECT pg_backend_pid()")
+        url = storage.engine.url  # type: ignore[attr-defined]
+        with psycopg.connect(url, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", (backend,))
+    else:
+        tx.execute("ROLLBACK")
+
+
+def _drafts_of_their_own(kind: str) -> list[WriteDraft]:
+    """Three requests that are each stored in a savepoint of their own: on a metered plan (the
+    allowance is checked per request), or each with an idempotency key."""
+    drafts = []
+    for name in ("a", "b", "c"):
+        extra: dict[str, object] = {"allowance": 100_000}
+        if kind == "idempotent":
+            extra = {
+                "idempotency": IdempotencyClaim(f"idem-lost-{name}", "POST /api/v1/writes", b"h" * 32),
+                "render": lambda result: StoredResponse(202, "{}"),
+            }
+        drafts.append(draft(f"req_lost_{name}", delta(f"lost-{name}"), **extra))
+    return drafts
+
+
+@pytest.mark.parametrize("kind", ["metered", "idempotent"])
+def test_a_group_whose_transaction_ends_midway_reports_nothing_stored(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """When the group's transaction itself is lost after its first request was stored in its
+    savepoint, no request may be reported stored (a 202): the whole group fails as the
+    database being unavailable (503, retry), and nothing is kept."""
+    stored_once = WriteStore._commit_one_with_retry
+    calls: list[str] = []
+
+    def then_lose_it(self: WriteStore, tx: Tx, one: WriteDraft, group: object) -> object:
+        outcome = stored_once(self, tx, one, group)  # type: ignore[arg-type]
+        calls.append(one.request_id)
+        if len(calls) == 1:
+            _end_the_transaction(storage, tx)
+        return outcome
+
+    monkeypatch.setattr(WriteStore, "_commit_one_with_retry", then_lose_it)
+    with pytest.raises(StorageUnavailableError):
+        storage.writes.commit(_drafts_of_their_own(kind))
+    monkeypatch.undo()
+    with storage.engine.read() as tx:
+        kept = tx.scalar("SELECT COUNT(*) FROM deltas WHERE item_key IN ('lost-a', 'lost-b', 'lost-c')")
+    assert kept == 0

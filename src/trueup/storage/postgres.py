@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 import psycopg
+from psycopg import Transaction
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
@@ -211,7 +212,9 @@ class _PgTx(Tx):
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
-        with self._conn.transaction():
+        # SAVEPOINT and RELEASE fail like any statement when the connection is lost: as the
+        # storage layer's error, which no caller mistakes for one request's own failure.
+        with _storage_errors(), self._conn.transaction():
             yield
 
 
@@ -239,8 +242,15 @@ class PostgresEngine(Engine):
     @contextmanager
     def write(self) -> Iterator[Tx]:
         try:
-            with self._pool.connection() as conn, conn.transaction():
-                yield _PgTx(conn)
+            with self._pool.connection() as conn:
+                with conn.transaction() as transaction:
+                    yield _PgTx(conn)
+                # psycopg leaves a transaction on a lost connection without committing and,
+                # when no error is passing through (a caller caught it), without raising: a
+                # write must never be reported stored unless it was committed.
+                if transaction.status is not Transaction.Status.COMMITTED:
+                    state = transaction.status.name.lower()
+                    raise StorageUnavailableError(f"PostgreSQL is unavailable: the transaction ended {state}")
         except psycopg.OperationalError as exc:  # lost connection, pool exhausted, server down
             raise StorageUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
 

@@ -158,17 +158,27 @@ class _SQLiteTx(Tx):
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
+        # SQLite rolls a whole transaction back by itself on some errors (disk full, I/O): a
+        # SAVEPOINT after that would open a transaction of its own, and its RELEASE commit it,
+        # while the caller's transaction is gone. So a savepoint needs a live transaction, and
+        # its statements fail as the storage layer's error, which no caller takes for one
+        # request's own failure.
+        if not self._conn.in_transaction:
+            raise StorageUnavailableError("the transaction was rolled back by SQLite after an error")
         self._depth += 1
         name = f"sp{self._depth}"
-        self._conn.execute(f"SAVEPOINT {name}")
         try:
-            yield
-        except BaseException:
-            self._conn.execute(f"ROLLBACK TO {name}")
-            self._conn.execute(f"RELEASE {name}")
-            raise
-        else:
-            self._conn.execute(f"RELEASE {name}")
+            with _mapped_errors():
+                self._conn.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                with _mapped_errors():
+                    self._conn.execute(f"ROLLBACK TO {name}")
+                    self._conn.execute(f"RELEASE {name}")
+                raise
+            with _mapped_errors():
+                self._conn.execute(f"RELEASE {name}")
         finally:
             self._depth -= 1
 
@@ -299,6 +309,8 @@ class SQLiteEngine(Engine):
         except BaseException:
             _roll_back(conn)
             raise
+        if not conn.in_transaction:  # SQLite rolled it back after an error that a caller caught
+            raise StorageUnavailableError("the transaction was rolled back by SQLite after an error")
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:

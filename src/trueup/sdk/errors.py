@@ -1,0 +1,35 @@
+"""What the client raises: one error type, carrying what the server said."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["TrueupError"]
+
+
+class TrueupError(Exception):
+    """A request that did not succeed.
+
+    ``status`` is the HTTP status (``None`` when no reply came), ``code`` the server's error
+    code (``VALIDATION_ERROR``, ``INVALID_API_KEY``, …) or one of the client's own:
+    ``CONNECTION_ERROR`` (no reply; a write may or may not have been stored, and a retry with
+    the same idempotency key stores it once), ``BAD_REPLY`` (not a Trueup reply) and
+    ``TIMEOUT`` (:meth:`~trueup.sdk.Client.wait_verified` gave up). ``message`` names the field
+    at fault, as the server wrote it; ``retry_after`` is the server's advice in seconds, if any.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}" if status is not None else f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+        self.body = body
