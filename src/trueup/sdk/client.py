@@ -1,0 +1,336 @@
+"""``Client``: Trueup's HTTP API from Python, and the offline checks of what it returns.
+
+Replies are the API's own ``data`` objects (docs/api.md), as dictionaries with the wire's field
+names; amounts are Python integers, exact at any size. Errors raise :class:`TrueupError`.
+
+Writes are safe to retry: each write is sent with an ``Idempotency-Key`` (one is made when none
+is given) and retried with the same bytes when no reply came or the server asked for a retry
+(429, 503, ``IDEMPOTENCY_PENDING``), so it is stored once. Reads are retried the same way.
+
+What the server says about the log is checked here rather than trusted: :meth:`Client.verify_delta`
+verifies a delta's proof bundle against the verifier key you pinned, and :meth:`Client.follow`
+checks that the log's newest signed checkpoint extends one you verified before.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+
+from trueup.proof import (
+    ProofError,
+    TreeHead,
+    leaf_fields_from_json,
+    parse_verifier_key,
+    verify_bundle,
+    verify_checkpoint,
+    verify_consistency,
+)
+from trueup.sdk.errors import TrueupError
+
+__all__ = ["Client", "Followed", "VerifiedDelta"]
+
+_RETRY_STATUSES = frozenset({429, 503})
+_MAX_WAIT_S = 5.0  # the longest one wait between attempts, whatever Retry-After says
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedDelta:
+    """A delta proven to be leaf ``leaf_index`` of the tree the pinned key signed."""
+
+    anchor_id: str
+    leaf_index: int
+    tree_size: int
+    root: bytes
+    tenant: str
+    customer_id: str
+    key: str
+    delta: int
+    occurred_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """The log's newest signed checkpoint, proven to extend the one held before; keep
+    ``checkpoint`` (the signed note) to follow from next time."""
+
+    head: TreeHead
+    checkpoint: str
+
+
+class Client:
+    """A client of one Trueup server. ``api_key`` may be left out for the public routes.
+
+    ``retries`` is how many times a request is sent again after no reply or a 429/503 (with
+    waits of 0.25 s doubling, or the server's ``Retry-After``, at most 5 s each).
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+    ) -> None:
+        headers = {"Accept": "application/json"}
+        if api_key is not None:
+            if not api_key.isascii() or not api_key.isprintable():
+                raise ValueError("api_key must be printable ASCII (pk_live_… or pk_test_…)")
+            headers["X-Api-Key"] = api_key
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        self._retries = max(0, retries)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def write(
+        self, items: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /api/v1/writes``: ``{requestId, itemCount, status, message}`` once durable."""
+        return self._post_write("/api/v1/writes", {"items": list(items)}, idempotency_key)
+
+    def emit(
+        self,
+        customer_id: str,
+        delta: int,
+        reason: str,
+        *,
+        reference_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        occurred_at: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /api/v1/balance/delta`` (PacSpace's route): the queued record."""
+        body: dict[str, Any] = {"customerId": customer_id, "delta": delta, "reason": reason}
+        optional = {"referenceId": reference_id, "metadata": metadata, "occurredAt": occurred_at}
+        body.update({name: value for name, value in optional.items() if value is not None})
+        return self._post_write("/api/v1/balance/delta", body, idempotency_key)
+
+    def write_status(self, request_id: str) -> dict[str, Any]:
+        """``GET /api/v1/writes/{requestId}``: status, items and, once complete, the tree head."""
+        return self._get(f"/api/v1/writes/{_segment(request_id)}")
+
+    def wait_verified(self, request_id: str, *, timeout: float = 30.0, poll: float = 0.05) -> dict[str, Any]:
+        """The request's status once it is no longer ``queued`` (``verified``, ``failed`` or
+        ``partially_failed``); :class:`TrueupError` ``TIMEOUT`` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.write_status(request_id)
+            if status.get("status") != "queued":
+                return status
+            if time.monotonic() >= deadline:
+                raise TrueupError("TIMEOUT", f"{request_id} was still queued after {timeout} s")
+            time.sleep(poll)
+
+    def delta_status(self, record_id: str) -> dict[str, Any]:
+        """``GET /api/v1/balance/delta/{recordId}`` by ``rec_…`` or ``a_…`` id."""
+        return self._get(f"/api/v1/balance/delta/{_segment(record_id)}")
+
+    # -- balances ---------------------------------------------------------------------------
+
+    def derive(self, customer_id: str, params: Mapping[str, str | int] | None = None) -> dict[str, Any]:
+        """``GET /api/v1/balance/derive/{customerId}``; ``params`` as the API names them
+        (``startingBalance``, ``startingCheckpoint``, ``period``, ``limit``, …)."""
+        return self._get(f"/api/v1/balance/derive/{_segment(customer_id)}", params)
+
+    def compare(
+        self,
+        customer_id: str,
+        your_balance: int,
+        their_balance: int,
+        more: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``POST /api/v1/balance/compare``; ``more`` adds the body's other fields
+        (``startingBalance``, ``yourWindows``, …)."""
+        body = {"customerId": customer_id, "yourBalance": your_balance, "theirBalance": their_balance}
+        return self._post("/api/v1/balance/compare", {**body, **(more or {})})
+
+    def lock_period(self, customer_id: str, period: str, *, force: bool = False) -> dict[str, Any]:
+        """``POST /api/v1/balance/checkpoint``: the period checkpoint (the same one if locked)."""
+        body: dict[str, Any] = {"customerId": customer_id, "period": period}
+        if force:
+            body["force"] = True
+        return self._post("/api/v1/balance/checkpoint", body)
+
+    def checkpoints(self, params: Mapping[str, str | int] | None = None) -> dict[str, Any]:
+        """``GET /api/v1/balance/checkpoints`` (``customerId``, ``period``, ``limit``, ``offset``)."""
+        return self._get("/api/v1/balance/checkpoints", params)
+
+    def usage(self) -> dict[str, Any]:
+        """``GET /api/v1/balance/usage``: the plan, its allowance and this month's use."""
+        return self._get("/api/v1/balance/usage")
+
+    # -- the log, checked here --------------------------------------------------------------
+
+    def log_key(self) -> str:
+        """The verifier key the server says signs its log. Pin it from a source you trust (the
+        operator, ``trueup log-key``): the checks below are only as good as the key given."""
+        key: str = self._get("/api/v1/log/key")["verifierKey"]
+        return key
+
+    def log_checkpoint(self) -> str:
+        """The newest signed checkpoint, as the C2SP signed note (not yet verified)."""
+        reply = self._send("GET", "/api/v1/log/checkpoint", retry=True)
+        if not reply.is_success:
+            _data(reply)  # raises the server's error (404 while the log has no signed head yet)
+        return reply.text
+
+    def proof_bundle(self, anchor_id: str) -> dict[str, Any]:
+        """The offline proof bundle of one of your deltas (what ``trueup proof`` saves)."""
+        return self._get(f"/api/v1/log/proof/bundle/{_segment(anchor_id)}")
+
+    def verify_delta(self, anchor_id: str, pinned_key: str, *, origin: str | None = None) -> VerifiedDelta:
+        """Fetch the delta's proof bundle and verify it here against ``pinned_key``: the leaf
+        is in the tree of the checkpoint that key signed (for the log named ``origin``,
+        by default the key's name). Raises :class:`~trueup.proof.ProofError` when it is not."""
+        key = parse_verifier_key(pinned_key)
+        bundle = self.proof_bundle(anchor_id)
+        head = verify_bundle(bundle, key, origin=origin or key.name)
+        if bundle["anchorId"] != anchor_id:
+            raise ProofError(f"the server proved {bundle['anchorId']!r}, not {anchor_id!r}")
+        leaf = leaf_fields_from_json(bundle["leaf"])
+        return VerifiedDelta(
+            anchor_id=anchor_id,
+            leaf_index=int(bundle["leafIndex"]),
+            tree_size=head.size,
+            root=head.root,
+            tenant=leaf.tenant,
+            customer_id=leaf.customer_id,
+            key=leaf.key,
+            delta=leaf.delta,
+            occurred_at=leaf.occurred_at,
+        )
+
+    def follow(self, trusted_checkpoint: str, pinned_key: str, *, origin: str | None = None) -> Followed:
+        """The newest signed checkpoint, proven (RFC 9162 consistency) to extend
+        ``trusted_checkpoint``, a note you verified before: the log was only appended to.
+        Raises :class:`~trueup.proof.ProofError` when either note or the proof fails."""
+        key = parse_verifier_key(pinned_key)
+        name = origin or key.name
+        old = verify_checkpoint(trusted_checkpoint, key, origin=name)
+        data = self._get("/api/v1/log/proof/consistency", {"from": old.size})
+        note = data["checkpoint"]
+        new = verify_checkpoint(note, key, origin=name)
+        proof = [bytes.fromhex(node) for node in data["proof"]]
+        verify_consistency(old.size, new.size, old.root, new.root, proof)
+        return Followed(head=new, checkpoint=note)
+
+    # -- the wire ---------------------------------------------------------------------------
+
+    def _get(self, path: str, params: Mapping[str, str | int] | None = None) -> dict[str, Any]:
+        query = None if params is None else {name: str(value) for name, value in params.items()}
+        return _data(self._send("GET", path, params=query, retry=True))
+
+    def _post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A POST that is safe to repeat (compare reads; locking a period is idempotent)."""
+        return _data(self._send("POST", path, body=_encode(body), retry=True))
+
+    def _post_write(self, path: str, body: Mapping[str, Any], idempotency_key: str | None) -> dict[str, Any]:
+        # One key and one body for every attempt: the server replays the first reply.
+        key = idempotency_key or f"trueup-sdk-{secrets.token_hex(16)}"
+        return _data(self._send("POST", path, body=_encode(body), idempotency_key=key, retry=True))
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        idempotency_key: str | None = None,
+        retry: bool,
+    ) -> httpx.Response:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        attempt = 0
+        while True:
+            try:
+                reply = self._http.request(method, path, params=params, content=body, headers=headers)
+            except httpx.TransportError as exc:
+                if not retry or attempt >= self._retries:
+                    raise TrueupError(
+                        "CONNECTION_ERROR", f"no reply from {self._http.base_url}: {exc}"
+                    ) from exc
+                wait = _backoff(attempt)
+            else:
+                advised = _retry_advice(reply)
+                if advised is None or not retry or attempt >= self._retries:
+                    return reply
+                wait = min(_MAX_WAIT_S, advised if advised >= 0 else _backoff(attempt))
+            attempt += 1
+            time.sleep(wait)
+
+
+def _segment(value: str) -> str:
+    """``value`` as one path segment: an id holding ``/`` or ``?`` must not change the route."""
+    return quote(value, safe="")
+
+
+def _encode(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(_MAX_WAIT_S, 0.25 * 2**attempt))
+
+
+def _retry_advice(reply: httpx.Response) -> float | None:
+    """Seconds to wait before sending again (-1: no advice, back off), or ``None`` for a
+    reply to keep: a 429 or 503, or a 202 saying the first request with this key is in flight."""
+    if reply.status_code not in _RETRY_STATUSES and reply.status_code != 202:
+        return None
+    body = _json(reply)
+    if reply.status_code == 202 and (not isinstance(body, dict) or body.get("code") != "IDEMPOTENCY_PENDING"):
+        return None
+    advised = body.get("retryAfterSeconds") if isinstance(body, dict) else None
+    if isinstance(advised, int | float) and not isinstance(advised, bool) and advised >= 0:
+        return float(advised)
+    header = reply.headers.get("Retry-After", "")
+    return float(header) if header.isdigit() else -1.0
+
+
+def _json(reply: httpx.Response) -> object:
+    try:
+        return json.loads(reply.content)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _data(reply: httpx.Response) -> dict[str, Any]:
+    """The ``data`` of a successful reply; :class:`TrueupError` for anything else."""
+    body = _json(reply)
+    if not isinstance(body, dict):
+        raise TrueupError("BAD_REPLY", f"not a Trueup reply: {reply.text[:200]!r}", reply.status_code)
+    if reply.is_success and body.get("success") is True and isinstance(body.get("data"), dict):
+        data: dict[str, Any] = body["data"]
+        return data
+    if reply.is_success:  # a 202 IDEMPOTENCY_PENDING that outlasted the retries, say
+        code = str(body.get("code", "BAD_REPLY"))
+        raise TrueupError(
+            code, str(body.get("message", "the reply holds no data")), reply.status_code, body=body
+        )
+    retry_after = body.get("retryAfterSeconds")
+    raise TrueupError(
+        str(body.get("code", "HTTP_ERROR")),
+        str(body.get("message", reply.reason_phrase)),
+        reply.status_code,
+        retry_after=float(retry_after) if isinstance(retry_after, int | float) else None,
+        body=body,
+    )

@@ -1,0 +1,221 @@
+"""Trueup's own Python client (trueup.sdk) against the real server, and against small real HTTP
+servers on 127.0.0.1 that misbehave the ways a network or a dishonest server can."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Running
+from tests.e2e.server import free_port
+from trueup.proof import ProofError, verify_checkpoint
+from trueup.sdk import Client, TrueupError
+
+
+@pytest.fixture
+def client(running: Running) -> Iterator[Client]:
+    with Client(running.url, running.key) as opened:
+        yield opened
+
+
+def test_write_wait_derive_compare_lock_and_verify(client: Client, running: Running) -> None:
+    customer = "client-cust-1"
+    accepted = client.write(
+        [
+            {"key": "client-1", "accountId": customer, "bits": 2000, "occurredAt": "2026-01-05T10:00:00Z"},
+            {"key": "client-2", "accountId": customer, "bits": -500, "occurredAt": "2026-02-10T10:00:00Z"},
+        ]
+    )
+    assert accepted["itemCount"] == 2 and accepted["status"] == "queued"
+    done = client.wait_verified(accepted["requestId"])
+    assert done["status"] == "verified"
+    anchors = [item["anchorId"] for item in done["items"]]
+
+    derived = client.derive(customer, {"startingBalance": 10**20})  # exact at any size
+    assert derived["computedBalance"] == 10**20 + 1500 and isinstance(derived["computedBalance"], int)
+    verdict = client.compare(customer, 10**20 + 1500, 10**20 + 2000, {"startingBalance": 10**20})
+    assert verdict["matchesYours"] is True and verdict["discrepancyReport"]["divergentParty"] == "theirs"
+    locked = client.lock_period(customer, "2026-01")
+    assert locked["closingBalance"] == 2000 and client.lock_period(customer, "2026-01") == locked
+    listed = client.checkpoints({"customerId": customer})
+    assert [c["checkpointId"] for c in listed["checkpoints"]] == [locked["checkpointId"]]
+
+    pinned = client.log_key()
+    proven = client.verify_delta(anchors[1], pinned)
+    assert (proven.customer_id, proven.key, proven.delta) == (customer, "client-2", -500)
+    assert proven.leaf_index == int(anchors[1].removeprefix("a_")) < proven.tree_size
+
+    held = client.log_checkpoint()
+    more = client.write([{"key": "client-3", "accountId": customer, "bits": 1}])
+    client.wait_verified(more["requestId"])
+    followed = client.follow(held, pinned)
+    assert followed.head.size > verify_checkpoint(held, pinned).size  # client-3 was sealed since
+    assert client.follow(followed.checkpoint, pinned).head == followed.head  # nothing new: same
+
+
+def test_emit_and_status_by_record_and_anchor(client: Client) -> None:
+    record = client.emit("client-cust-2", 700, "Credit", reference_id="client-ref-1")
+    assert record["status"] == "QUEUED" and record["delta"] == 700
+    assert client.emit("client-cust-2", 700, "Credit", reference_id="client-ref-1")["idempotent"] is True
+    assert client.delta_status(record["recordId"])["recordId"] == record["recordId"]
+    assert client.usage()["used"] >= 1
+
+
+def test_errors_carry_the_servers_code_status_and_message(client: Client, running: Running) -> None:
+    with pytest.raises(TrueupError) as bad:
+        client.write([{"key": "client-bad", "accountId": "c", "bits": 1.5}])
+    assert (bad.value.status, bad.value.code) == (400, "VALIDATION_ERROR")
+    assert bad.value.message.startswith("items[0].bits: must be an integer")
+    with pytest.raises(TrueupError) as unknown:
+        client.derive("client-nobody")
+    assert (unknown.value.status, unknown.value.code) == (404, "CUSTOMER_NOT_FOUND")
+    with Client(running.url, "pk_live_wrong.key") as stranger, pytest.raises(TrueupError) as refused:
+        stranger.usage()
+    assert (refused.value.status, refused.value.code) == (401, "INVALID_API_KEY")
+    # An id holding "/" or "?" stays one path segment: it names no other route.
+    with pytest.raises(TrueupError) as odd:
+        client.write_status("req_x/../../balance/usage?")
+    assert odd.value.status == 404
+
+
+def test_the_same_idempotency_key_replays_the_first_reply(client: Client) -> None:
+    items = [{"key": "client-idem-1", "accountId": "client-cust-3", "bits": 5}]
+    first = client.write(items, idempotency_key="client-idem")
+    assert client.write(items, idempotency_key="client-idem") == first
+    with pytest.raises(TrueupError) as other:
+        client.write([{**items[0], "bits": 6}], idempotency_key="client-idem")
+    assert (other.value.status, other.value.code) == (409, "IDEMPOTENCY_MISMATCH")
+
+
+# -- small real servers that misbehave ----------------------------------------------------------
+
+Handler = Callable[[BaseHTTPRequestHandler, bytes], tuple[int, dict[str, str], bytes]]
+
+
+@contextmanager
+def local_server(handle: Handler) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 answering every request with ``handle``; its base URL."""
+
+    class Answer(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status, headers, content = handle(self, body)
+            self.send_response(status)
+            for name, value in {"Content-Length": str(len(content)), **headers}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(content)
+
+        def do_GET(self) -> None:
+            self._answer()
+
+        def do_POST(self) -> None:
+            self._answer()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_write_is_sent_again_with_the_same_bytes_and_key_until_it_is_answered() -> None:
+    seen: list[tuple[str | None, bytes]] = []
+    replies = [
+        (503, {"Retry-After": "0"}, {"success": False, "code": "SERVICE_UNAVAILABLE", "message": "busy"}),
+        (202, {}, {"success": True, "code": "IDEMPOTENCY_PENDING", "retryAfterSeconds": 0}),
+        (202, {}, {"success": True, "statusCode": 202, "data": {"requestId": "req_1", "itemCount": 1}}),
+    ]
+
+    def handle(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        seen.append((request.headers.get("Idempotency-Key"), body))
+        status, headers, document = replies[len(seen) - 1]
+        return status, headers, json.dumps(document).encode()
+
+    with local_server(handle) as url, Client(url, "pk_live_a.b") as client:
+        reply = client.write([{"key": "k", "accountId": "c", "bits": 10**20}])
+    assert reply == {"requestId": "req_1", "itemCount": 1}
+    assert len(seen) == 3 and len(set(seen)) == 1  # one key, one body, three times
+    key, body = seen[0]
+    assert key is not None and key.startswith("trueup-sdk-")
+    assert json.loads(body) == {"items": [{"key": "k", "accountId": "c", "bits": 10**20}]}
+
+
+def test_no_reply_is_a_connection_error_after_the_retries() -> None:
+    with (
+        Client(f"http://127.0.0.1:{free_port()}", "pk_live_a.b", retries=1) as client,
+        pytest.raises(TrueupError) as failed,
+    ):
+        client.usage()
+    assert failed.value.code == "CONNECTION_ERROR" and failed.value.status is None
+
+
+def test_a_tampered_bundle_fails_verification_here(client: Client, running: Running) -> None:
+    accepted = client.write([{"key": "client-tamper", "accountId": "client-cust-4", "bits": 40}])
+    anchor = client.wait_verified(accepted["requestId"])["items"][0]["anchorId"]
+    genuine = client.proof_bundle(anchor)
+    pinned = client.log_key()
+
+    def lying(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        forged = {**genuine, "leaf": {**genuine["leaf"], "delta": 4000}}  # ten times the amount
+        return (
+            200,
+            {"Content-Type": "application/json"},
+            json.dumps({"success": True, "data": forged}).encode(),
+        )
+
+    with (
+        local_server(lying) as url,
+        Client(url, running.key) as liar,
+        pytest.raises(ProofError, match="leaf"),
+    ):
+        liar.verify_delta(anchor, pinned)
+    assert client.verify_delta(anchor, pinned).delta == 40
+
+
+def test_a_consistency_proof_that_does_not_hold_fails_here(client: Client, running: Running) -> None:
+    pinned = client.log_key()
+    first = client.write([{"key": "client-fork", "accountId": "client-cust-5", "bits": 1}])
+    client.wait_verified(first["requestId"])  # the log has a signed head by now
+    held = client.log_checkpoint()
+    accepted = client.write(
+        [{"key": f"client-fork-{i}", "accountId": "client-cust-5", "bits": 1} for i in range(3)]
+    )
+    client.wait_verified(accepted["requestId"])
+    size = verify_checkpoint(held, pinned).size
+    with Client(running.url) as public:  # the consistency proof is public: no key needed
+        genuine = public._get("/api/v1/log/proof/consistency", {"from": size})
+    assert genuine["proof"], "a proof from a non-empty tree to a larger one has nodes"
+
+    def forking(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        proof = list(genuine["proof"])
+        proof[-1] = ("0" if proof[-1][0] != "0" else "1") + proof[-1][1:]  # one node changed
+        reply = {"success": True, "data": {**genuine, "proof": proof}}
+        return 200, {"Content-Type": "application/json"}, json.dumps(reply).encode()
+
+    with local_server(forking) as url, Client(url) as liar, pytest.raises(ProofError):
+        liar.follow(held, pinned)
+    assert client.follow(held, pinned).head.size == genuine["to"]
+
+
+def test_a_log_with_no_signed_head_yet_is_an_error_not_a_note() -> None:
+    def empty(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        reply = {"success": False, "statusCode": 404, "code": "NOT_FOUND", "message": "no head yet"}
+        return 404, {"Content-Type": "application/json"}, json.dumps(reply).encode()
+
+    with local_server(empty) as url, Client(url) as client, pytest.raises(TrueupError) as missing:
+        client.log_checkpoint()
+    assert (missing.value.status, missing.value.code) == (404, "NOT_FOUND")
