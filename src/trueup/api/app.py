@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from trueup import __version__
 from trueup.api.errors import install_error_handlers
 from trueup.api.fastpath import WriteFastPath
-from trueup.api.guards import RefuseNul
+from trueup.api.guards import RefuseAmbiguousInput
 from trueup.api.metrics import ResponseCounter
 from trueup.api.metrics import router as metrics_router
 from trueup.api.openapi import install_openapi
@@ -77,6 +77,6 @@ def create_app(
     app.add_middleware(ResponseCounter)
     # Added late, so it runs early: the hot write routes skip routing and dependencies.
     app.add_middleware(WriteFastPath, services=services)
-    app.add_middleware(RefuseNul)  # first of all: no route, fast or not, sees a NUL
+    app.add_middleware(RefuseAmbiguousInput)  # first of all: no route, fast or not, sees a NUL
     install_openapi(app)
     return app

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from trueup.api.errors import error_response
 from trueup.service.metrics import HTTP_RESPONSES
 
-__all__ = ["RefuseNul"]
+__all__ = ["RefuseAmbiguousInput"]
 
 _NUL = "must not contain the NUL character (%00)"
 _ONCE = {b"x-api-key": "X-Api-Key", b"idempotency-key": "Idempotency-Key", b"content-type": "Content-Type"}
@@ -48,7 +48,7 @@ def _nul_parameter(query: bytes) -> str | None:
     return None
 
 
-class RefuseNul:
+class RefuseAmbiguousInput:
     """Pure ASGI middleware: 400 for a NUL in the decoded path or in a query parameter, or a
     header of ``_ONCE`` given twice."""
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from trueup.core.errors import InvalidApiKeyError, ValidationError
 from trueup.core.ids import format_api_key, new_key_id, parse_api_key, random_token
+from trueup.core.periods import next_period
 from trueup.service.files import SecretFileError, read_or_create_secret
 from trueup.service.settings import PLAN_ALLOWANCES
 from trueup.storage import Storage
@@ -116,7 +117,8 @@ class KeyService:
         """The principal of a key verified in full within the last ``cache_ttl_s``, if any.
 
         Only an exact, recently verified key string hits; a revocation takes effect within
-        ``cache_ttl_s`` (default 2 s) in every process.
+        ``cache_ttl_s`` in every process (``TRUEUP_KEY_CACHE_TTL_S``, 2 s by default; 0 here, when
+        a ``KeyService`` is made without it, means no cache).
 
         A key in the second half of its time in the cache is verified again in the background
         (once, not per request), while the cached principal goes on answering. A busy key thus
@@ -207,7 +209,6 @@ class KeyService:
         period = moment.strftime("%Y-%m")
         allowance = self._plans.get(principal.plan)
         used = self._storage.writes.used(principal.tenant_id, period)
-        year, month = moment.year + moment.month // 12, moment.month % 12 + 1
         return {
             "tenantId": principal.tenant_id,  # the "tenant" of this tenant's leaves
             "plan": principal.plan,
@@ -215,7 +216,7 @@ class KeyService:
             "allowance": allowance,
             "used": used,
             "remaining": None if allowance is None else max(0, allowance - used),
-            "resetsAt": f"{year:04d}-{month:02d}-01T00:00:00Z",
+            "resetsAt": f"{next_period(period)}-01T00:00:00Z",
             "unlimited": allowance is None,
         }
 

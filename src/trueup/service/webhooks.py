@@ -113,10 +113,6 @@ class WebhookService:
         self._clock = clock
         self._resolver = resolver
 
-    @property
-    def policy(self) -> TargetPolicy:
-        return self._policy
-
     def require_write(self, principal: Principal) -> None:
         """403 for a read-only key, for a managing route to ask before it looks anything up, so
         that a 404 tells such a key no more than the 403 does."""

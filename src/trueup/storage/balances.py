@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from trueup.core.periods import next_period
 from trueup.storage.engine import Engine, Row, Tx
 from trueup.storage.locks import CheckpointRecord, read_checkpoint, read_checkpoint_by_root
 from trueup.storage.log import HeadRecord, head_at, head_by_root, latest_head, read_nodes
@@ -42,8 +43,6 @@ __all__ = [
     "MonthRecord",
     "Scope",
     "ScopeSummary",
-    "month_start",
-    "next_period",
 ]
 
 
@@ -157,11 +156,6 @@ def _delta(row: Row) -> DeltaRecord:
 
 def month_start(period: str) -> str:
     return f"{period}-01T00:00:00.000000Z"
-
-
-def next_period(period: str) -> str:
-    year, month = int(period[:4]), int(period[5:7])
-    return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
 
 
 class BalanceStore:
@@ -356,16 +350,7 @@ class BalanceSnapshot:
             (tenant_id, customer_id, scope.min_leaf),
         )
         first = 1 + (0 if before is None else int(before[0]))
-        return self._seq_page(
-            tenant_id, customer_id, "cust_seq", None, first, account.delta_count, limit, offset, descending
-        )
-
-    def delta_at(self, tenant_id: str, customer_id: str, leaf_index: int) -> DeltaRecord | None:
-        row = self._tx.one(
-            f"SELECT {_DELTA_COLUMNS} FROM deltas WHERE leaf_index = ? AND tenant_id = ? AND customer_id = ?",
-            (leaf_index, tenant_id, customer_id),
-        )
-        return None if row is None else _delta(row)
+        return self._seq_page(tenant_id, customer_id, first, account.delta_count, limit, offset, descending)
 
     # -- compare's finder -------------------------------------------------------------------
 
@@ -516,15 +501,14 @@ class BalanceSnapshot:
         self,
         tenant_id: str,
         customer_id: str,
-        column: str,
-        period: str | None,
         first: int,
         last: int,
         limit: int,
         offset: int,
         descending: bool,
     ) -> list[DeltaRecord]:
-        """Deltas whose ``column`` (``cust_seq``) is in the page's slice of [first, last]."""
+        """Deltas whose ``cust_seq`` (their order among the customer's) is in the page's slice of
+        [first, last]."""
         if descending:
             high = last - offset
             low = max(first, high - limit + 1)
@@ -533,15 +517,10 @@ class BalanceSnapshot:
             high = min(last, low + limit - 1)
         if low > high:
             return []
-        period_filter = "AND period = ?" if period is not None else ""
-        params: list[object] = [tenant_id, customer_id]
-        if period is not None:
-            params.append(period)
         rows = self._tx.execute(
-            f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {_CUSTOMER} {period_filter}
-                  AND {column} BETWEEN ? AND ?
-                ORDER BY {column} {"DESC" if descending else "ASC"}""",
-            [*params, low, high],
+            f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {_CUSTOMER} AND cust_seq BETWEEN ? AND ?
+                ORDER BY cust_seq {"DESC" if descending else "ASC"}""",
+            (tenant_id, customer_id, low, high),
         )
         return [_delta(row) for row in rows]
 

@@ -232,10 +232,6 @@ class Engine(abc.ABC):
     def close(self) -> None:
         """Release every connection."""
 
-    def placeholders(self, count: int) -> str:
-        """``?, ?, …`` for an ``IN (…)`` list of ``count`` values."""
-        return ", ".join("?" * count)
-
 
 def _refuse_repeats(keys: list[Any], what: str) -> None:
     if len(set(keys)) != len(keys):

@@ -203,15 +203,6 @@ class LogStore:
         with self._engine.read() as tx:
             return read_nodes(tx, ids)
 
-    def nodes_at_level(self, level: int, start: int, stop: int) -> list[tuple[int, bytes]]:
-        """``(index, hash)`` of stored nodes of one level with ``start <= index < stop``."""
-        with self._engine.read() as tx:
-            rows = tx.execute(
-                "SELECT idx, hash FROM tree_nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",
-                (level, start, stop),
-            )
-        return [(int(idx), bytes(digest)) for idx, digest in rows]
-
     def sealed(self, after_leaf: int, limit: int) -> list[SealedDelta]:
         """Verified deltas with ``leaf_index > after_leaf`` in leaf order (for audits)."""
         with self._engine.read() as tx:
@@ -416,8 +407,8 @@ class _BalanceWrites:
 
 
 def _plan_balances(tx: Tx, plan: SealPlan) -> _BalanceWrites:
-    """Each sealed delta's leaf and its customer's running figures, in leaf order, from the
-    accounts as they stand at ``plan.previous_size``."""
+    """Each sealed delta's leaf and its customer's running figures (worked out in leaf order,
+    written in account order), from the accounts as they stand at ``plan.previous_size``."""
     if not plan.leaves:
         return _BalanceWrites([], [], [])
     customers = list(dict.fromkeys((d.tenant_id, d.customer_id) for d in plan.leaves))

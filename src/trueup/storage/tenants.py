@@ -79,10 +79,6 @@ class TenantStore:
         assert row is not None
         return TenantRecord(*(str(value) for value in row))
 
-    def set_plan(self, tenant_id: str, plan: str) -> None:
-        with self._engine.write() as tx:
-            tx.execute("UPDATE tenants SET plan = ? WHERE id = ?", (plan, tenant_id))
-
     def add_key(
         self, key_id: str, tenant_id: str, secret_hash: bytes, read_only: bool, created_at: str
     ) -> None:

@@ -12,12 +12,12 @@ from trueup.api.body import read_json
 from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors, json_body
 from trueup.api.responses import JSONResponse
-from trueup.api.routes.replies import hex_root, wire_time_ms
+from trueup.api.routes.replies import hex_root
 from trueup.api.schemas import CompareBody, CompareResponse, DeriveResponse
 from trueup.core.compare import to_wire
 from trueup.core.ids import anchor_id, record_id
 from trueup.core.scopes import MAX_BALANCE, MAX_OFFSET
-from trueup.core.timestamps import format_wire
+from trueup.core.timestamps import format_wire, format_wire_ms
 from trueup.service.balances import Derived
 
 router = APIRouter(tags=["balance"])
@@ -126,7 +126,7 @@ def derive_json(derived: Derived) -> dict[str, Any]:
         "verificationProof": {
             "rootHash": hex_root(head.root),
             "algorithm": "sha256",
-            "timestamp": wire_time_ms(head.timestamp_ms),
+            "timestamp": format_wire_ms(head.timestamp_ms),
             "treeSize": head.size,
             "checkpoint": head.checkpoint,
             "inclusionProof": None

@@ -12,10 +12,10 @@ from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors
 from trueup.api.params import INTEGER_TEXT
 from trueup.api.responses import JSONResponse
-from trueup.api.routes.replies import hex_root, wire_time_ms
+from trueup.api.routes.replies import hex_root
 from trueup.api.schemas import ConsistencyProof, InclusionProof, LogKey, ProofBundle, VerifyResult
 from trueup.core.ids import anchor_id
-from trueup.core.timestamps import format_wire
+from trueup.core.timestamps import format_wire, format_wire_ms
 from trueup.proof import leaf_fields_to_json
 from trueup.service.log import parse_root
 from trueup.storage.checkpoints import CheckpointRecord
@@ -137,7 +137,7 @@ async def verify(
     data: dict[str, Any] = {
         "verified": True,
         "proofRoot": hex_root(head.root),
-        "recordedAt": wire_time_ms(head.timestamp_ms),
+        "recordedAt": format_wire_ms(head.timestamp_ms),
         "type": "treeHead",
         "treeSize": head.size,
         "checkpoint": head.checkpoint,

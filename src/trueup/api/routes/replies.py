@@ -9,7 +9,7 @@ from trueup.core.timestamps import format_wire_ms
 from trueup.service.ingest import Reply
 from trueup.storage.log import HeadRecord
 
-__all__ = ["hex_root", "reply_response", "tree_head_json", "wire_time_ms"]
+__all__ = ["hex_root", "reply_response", "tree_head_json"]
 
 
 def reply_response(reply: Reply) -> JSONResponse | RawJSONResponse:
@@ -24,13 +24,9 @@ def hex_root(root: bytes) -> str:
     return "0x" + root.hex()
 
 
-def wire_time_ms(timestamp_ms: int) -> str:
-    return format_wire_ms(timestamp_ms)
-
-
 def tree_head_json(head: HeadRecord) -> dict[str, Any]:
     return {
         "treeSize": head.size,
         "rootHash": hex_root(head.root),
-        "timestamp": wire_time_ms(head.timestamp_ms),
+        "timestamp": format_wire_ms(head.timestamp_ms),
     }

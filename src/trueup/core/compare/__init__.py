@@ -166,6 +166,3 @@ def _window_wire(window: WindowToReview) -> dict[str, object]:
             for c in window.candidates
         ],
     }
-
-
-# --- search ---------------------------------------------------------------------------------

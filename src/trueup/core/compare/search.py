@@ -218,6 +218,3 @@ def claims_by_period(name: str, windows: Sequence[ClaimedWindow] | None) -> dict
             raise ValidationError(f"{name}[{i}].period", f"repeats period {window.period!r}")
         claims[window.period] = window.net_change
     return claims
-
-
-# --- words ----------------------------------------------------------------------------------
