@@ -60,3 +60,16 @@ def test_a_missing_pepper_is_refused_where_keys_exist(shared_log: str, tmp_path:
     assert not (second / "key-pepper").exists()
     (second / "key-pepper").write_bytes((tmp_path / "first" / "key-pepper").read_bytes())
     open_services(_settings(second, shared_log)).close()  # with both, it joins the log
+
+
+def test_of_servers_starting_together_on_a_new_database_one_makes_the_first_key(
+    database_url: str, tmp_path: Path
+) -> None:
+    services = open_services(_settings(tmp_path, database_url))
+    try:
+        first = services.keys.create_first("default", "unlimited")
+        assert first is not None and services.keys.authenticate(first.key).tenant_id == first.tenant.id
+        assert services.keys.create_first("default", "unlimited") is None  # the second server's turn
+        assert [key.id for key in services.keys.list()] == [first.key_id]
+    finally:
+        services.close()

@@ -95,8 +95,10 @@ def _cannot_listen(host: str, port: int) -> str | None:
 def _first_start(services: Services, host: str, port: int) -> None:
     """On an empty database, create a tenant and print one ready-to-use key."""
     if services.storage.tenants.count() > 0:
-        return
-    issued = services.keys.create("default", "live", services.settings.default_plan)
+        return  # the usual case, answered without taking the writer
+    issued = services.keys.create_first("default", services.settings.default_plan)
+    if issued is None:
+        return  # another server starting on the same new database made it
     base = f"http://{host}:{port}"
     print(
         f"""

@@ -89,29 +89,41 @@ class KeyService:
         self, tenant_name: str, env: str = "live", plan: str = "unlimited", read_only: bool = False
     ) -> IssuedKey:
         """Create the tenant if needed and issue a new key for it."""
+        new = self._new_tenant(tenant_name, env, plan)
+        tenant = self._storage.tenants.ensure(new)  # the stored one, when the tenant exists
+        key, key_id, secret_hash = self._new_key(env)
+        self._storage.tenants.add_key(key_id, tenant.id, secret_hash, read_only, new.created_at)
+        return IssuedKey(key=key, key_id=key_id, tenant=tenant, read_only=read_only)
+
+    def create_first(self, tenant_name: str, plan: str) -> IssuedKey | None:
+        """The first tenant and its live key, or ``None`` when the database has a tenant
+        already: one transaction, so of several servers starting on a new database together
+        exactly one prints a first key."""
+        tenant = self._new_tenant(tenant_name, "live", plan)
+        key, key_id, secret_hash = self._new_key("live")
+        if not self._storage.tenants.add_first(tenant, key_id, secret_hash):
+            return None
+        return IssuedKey(key=key, key_id=key_id, tenant=tenant, read_only=False)
+
+    def _new_tenant(self, name: str, env: str, plan: str) -> TenantRecord:
         if env not in ("live", "test"):
             raise ValidationError("env", f"must be live or test, got {env!r}")
         if plan not in self._plans:
             raise ValidationError("plan", f"must be one of {', '.join(self._plans)}, got {plan!r}")
-        if not tenant_name or len(tenant_name) > 128:
+        if not name or len(name) > 128:
             raise ValidationError("tenant", "must be 1-128 characters")
         now = datetime.now(UTC).isoformat()
-        tenant = self._storage.tenants.ensure(
-            TenantRecord(
-                id="ten_" + random_token(secrets.token_bytes(10)),
-                name=tenant_name,
-                env=env,
-                plan=plan,
-                created_at=now,
-            )
+        return TenantRecord(
+            id="ten_" + random_token(secrets.token_bytes(10)), name=name, env=env, plan=plan, created_at=now
         )
+
+    def _new_key(self, env: str) -> tuple[str, str, bytes]:
+        """A new key, its id and the hash stored for it."""
         key_id = new_key_id(secrets.token_bytes(10))
-        secret = secrets.token_bytes(32)
-        key = format_api_key(env, key_id, secret)
+        key = format_api_key(env, key_id, secrets.token_bytes(32))
         parts = parse_api_key(key)
         assert parts is not None
-        self._storage.tenants.add_key(key_id, tenant.id, self._hash(parts.secret), read_only, now)
-        return IssuedKey(key=key, key_id=key_id, tenant=tenant, read_only=read_only)
+        return key, key_id, self._hash(parts.secret)
 
     def cached(self, presented: str | None) -> Principal | None:
         """The principal of a key verified in full within the last ``cache_ttl_s``, if any.

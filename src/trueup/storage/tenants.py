@@ -79,6 +79,23 @@ class TenantStore:
         assert row is not None
         return TenantRecord(*(str(value) for value in row))
 
+    def add_first(self, tenant: TenantRecord, key_id: str, secret_hash: bytes) -> bool:
+        """Store ``tenant`` and its first key only if the database has no tenant yet."""
+        with self._engine.write() as tx:
+            self._engine.serialize(tx, "first-tenant")  # PostgreSQL; SQLite has one writer
+            if tx.one("SELECT 1 FROM tenants LIMIT 1") is not None:
+                return False
+            tx.execute(
+                "INSERT INTO tenants (id, name, env, plan, created_at) VALUES (?, ?, ?, ?, ?)",
+                (tenant.id, tenant.name, tenant.env, tenant.plan, tenant.created_at),
+            )
+            tx.execute(
+                """INSERT INTO api_keys (id, tenant_id, secret_hash, read_only, created_at)
+                   VALUES (?, ?, ?, 0, ?)""",
+                (key_id, tenant.id, secret_hash, tenant.created_at),
+            )
+        return True
+
     def add_key(
         self, key_id: str, tenant_id: str, secret_hash: bytes, read_only: bool, created_at: str
     ) -> None:
