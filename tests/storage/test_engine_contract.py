@@ -7,11 +7,12 @@ import os
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 import pytest
 
-from trueup.storage import open_storage
+from trueup.storage import open_storage, postgres
 from trueup.storage.engine import Engine
 from trueup.storage.postgres import _array
 
@@ -284,3 +285,33 @@ def test_postgresql_connections_are_named_after_their_process(pg_url: str) -> No
             named.close()
     finally:
         storage.close()
+
+
+def test_a_standby_keeps_one_session_between_its_polls(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A standby asks for a role's lock every second: on the same session each time, not a new
+    one (a backend fork and an authentication) per poll. When it leads, the lock ends with it."""
+    opened: list[int] = []
+    real_session = postgres._lock_session
+
+    def counted(url: str) -> psycopg.Connection[Any]:
+        conn = real_session(url)
+        opened.append(conn.info.backend_pid)
+        return conn
+
+    monkeypatch.setattr(postgres, "_lock_session", counted)
+    holder, standby = open_storage(pg_url), open_storage(pg_url)
+    try:
+        with holder.engine.try_leader_lock("sequencer") as held:
+            assert held
+            for _ in range(3):
+                with standby.engine.try_leader_lock("sequencer") as waiting:
+                    assert not waiting
+        assert len(opened) == 2  # the holder's session, and one for all three polls
+        with standby.engine.try_leader_lock("sequencer") as leading:  # the holder let go
+            assert leading
+        assert len(opened) == 2  # it leads on the session it stood by on
+        with holder.engine.try_leader_lock("sequencer") as again:  # and let go when it stopped
+            assert again
+    finally:
+        standby.close()
+        holder.close()

@@ -107,6 +107,31 @@ def advisory_lock_ids(key: int) -> tuple[int, int]:
     return (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
 
 
+def _lock_session(url: str) -> psycopg.Connection[Any]:
+    """A session of its own for an advisory lock. Whether the lock is still held is asked on
+    it every second or so: over a network that stopped answering, the question fails within
+    seconds (keepalives, a send timeout, a statement timeout) instead of waiting for TCP."""
+    try:
+        conn = psycopg.connect(
+            _named(url),
+            autocommit=True,
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=3,
+            tcp_user_timeout=10_000,
+        )
+        conn.execute("SET statement_timeout = 5000")  # the URL's own options stay as they are
+    except psycopg.Error as exc:
+        raise StorageUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
+    return conn
+
+
+def _try_lock(conn: psycopg.Connection[Any], key: int) -> bool:
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+    return bool(row and row[0])
+
+
 def _still_locked(conn: psycopg.Connection[Any], key: int) -> bool:
     """Whether the session of ``conn`` still answers and holds the advisory lock ``key`` (one
     that answers without it is no holder: a pooler that hands out another session, say)."""
@@ -225,6 +250,9 @@ class PostgresEngine(Engine):
         self.url = url
         self.dialect = PostgresDialect()
         self._scope: str | None = None
+        # A standby's session, kept between its polls for a role (a new session every second
+        # per role and process was a backend fork and an authentication each).
+        self._standby: dict[str, psycopg.Connection[Any]] = {}
         try:
             self._pool: ConnectionPool[Any] = ConnectionPool(
                 _named(url),
@@ -279,27 +307,30 @@ class PostgresEngine(Engine):
     @contextmanager
     def try_leader_lock(self, name: str) -> Iterator[Leadership]:
         key = self.lock_key(name)
+        conn = self._standby.pop(name, None)
+        held = False
+        if conn is not None:
+            try:
+                held = _try_lock(conn, key)
+            except psycopg.Error:  # the kept session is gone (a restart, say): start a new one
+                conn.close()
+                conn = None
+        if conn is None:
+            conn = _lock_session(self.url)
+            try:
+                held = _try_lock(conn, key)
+            except psycopg.Error as exc:
+                conn.close()
+                raise StorageUnavailableError(f"cannot take the {name} lock: {exc}") from exc
+        kept = False
         try:
-            # Whether the lock is still held is asked on this connection every second or so:
-            # over a network that stopped answering, the question fails within seconds
-            # (keepalives, a send timeout, a statement timeout) instead of waiting for TCP.
-            conn = psycopg.connect(
-                _named(self.url),
-                autocommit=True,
-                keepalives=1,
-                keepalives_idle=5,
-                keepalives_interval=2,
-                keepalives_count=3,
-                tcp_user_timeout=10_000,
-            )
-        except psycopg.Error as exc:
-            raise StorageUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
-        try:
-            conn.execute("SET statement_timeout = 5000")  # the URL's own options stay as they are
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-            yield Leadership(bool(row and row[0]), lambda: _still_locked(conn, key))
+            yield Leadership(held, lambda: _still_locked(conn, key))
+            kept = not held and not conn.closed  # a standby keeps its session for the next poll
         finally:
-            conn.close()
+            if kept:
+                self._standby[name] = conn
+            else:
+                conn.close()  # a leader's session ends with its leadership: the lock goes with it
 
     def serialize(self, tx: Tx, name: str) -> None:
         tx.execute("SELECT pg_advisory_xact_lock(?)", (self.lock_key(name),))
@@ -317,4 +348,7 @@ class PostgresEngine(Engine):
             raise StorageUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
 
     def close(self) -> None:
+        for conn in self._standby.values():
+            conn.close()
+        self._standby.clear()
         self._pool.close()
