@@ -253,6 +253,22 @@ def test_a_delivery_moves_from_pending_through_retries_to_delivered_or_failed(se
     assert [(a.attempt, a.status_code) for a in detail[3]] == [(1, 503), (2, 200)]
 
 
+def test_two_dispatchers_sending_the_same_attempt_log_both_sends(services: Services) -> None:
+    """A dispatcher that lost its role mid-send and the one that took over may both send the
+    same delivery as its first attempt: the log keeps both, numbered as they are recorded."""
+    principal = principal_for(services)
+    hook = endpoint(services, principal, events=["verification.completed"])
+    write(services, principal, item("twice"))
+    seal_all(services)
+    store = services.storage.webhooks
+    (due,) = store.due(format_canonical(datetime.now(UTC)), 10)
+    store.record_attempts([_outcome(due.event_id, hook, 1, delivered=True, next_at=None)])  # new leader
+    store.record_attempts([_outcome(due.event_id, hook, 1, delivered=True, next_at=None)])  # old one
+    detail = store.event(principal.tenant_id, due.event_id)
+    assert detail is not None
+    assert [(a.attempt, a.status_code) for a in detail[3]] == [(1, 200), (2, 200)]
+
+
 def test_retry_requeues_an_event_now_and_other_tenants_ids_are_not_found(services: Services) -> None:
     acme, other = principal_for(services, "acme"), principal_for(services, "other")
     hook = endpoint(services, acme, events=["verification.completed"])

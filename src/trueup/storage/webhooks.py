@@ -351,25 +351,31 @@ class WebhookStore:
     def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> None:
         """Log finished attempts and move their deliveries on, in one transaction.
 
-        A delivery no longer pending (re-queued or its endpoint deleted meanwhile) keeps its
-        state; the attempt is logged all the same.
+        A delivery no longer pending (re-queued, delivered, or its endpoint deleted meanwhile)
+        keeps its state; the attempt is logged all the same. Attempts are numbered here, as
+        they are logged: a dispatcher that lost its role mid-send and the one that took it over
+        may each have sent the same delivery, and both sends are logged, one after the other.
         """
         if not outcomes:
             return
         with self._engine.write() as tx:
+            self._engine.serialize(tx, "webhook-attempts")  # PostgreSQL; SQLite has one writer
             tx.executemany(
                 """INSERT INTO webhook_attempts (event_id, endpoint_id, attempt, started_at,
-                       duration_ms, status_code, error) VALUES (?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (event_id, endpoint_id, attempt) DO NOTHING""",
+                       duration_ms, status_code, error)
+                   SELECT CAST(? AS TEXT), CAST(? AS TEXT), COALESCE(MAX(attempt), 0) + 1,
+                          CAST(? AS TEXT), CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS TEXT)
+                   FROM webhook_attempts WHERE event_id = ? AND endpoint_id = ?""",
                 [
                     (
                         o.event_id,
                         o.endpoint_id,
-                        o.attempt,
                         o.started_at,
                         o.duration_ms,
                         o.status_code,
                         o.error,
+                        o.event_id,
+                        o.endpoint_id,
                     )
                     for o in outcomes
                 ],
