@@ -320,3 +320,25 @@ def test_serve_on_a_port_in_use_says_so_before_anything_starts(tmp_path: Path) -
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == f"trueup serve: cannot listen on 127.0.0.1:{port}: Address already in use\n"
     assert not (tmp_path / "new").exists()  # no first key printed, no log made
+
+
+def test_a_postgresql_server_that_is_not_there_is_said_at_once_with_its_cause(tmp_path: Path) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # free, and nothing listens on it
+    done = trueup(["keys", "list"], tmp_path, f"postgresql://postgres@127.0.0.1:{port}/none")
+    assert done.returncode == 1
+    assert done.stderr.startswith("trueup keys: cannot connect to PostgreSQL: ") and "refused" in done.stderr
+    assert done.stderr.count("\n") == 1
+
+
+def test_keys_create_refuses_a_plan_other_than_the_tenants(tmp_path: Path) -> None:
+    create_key(tmp_path, None, "acme", "--plan", "starter")
+    done = trueup(["keys", "create", "--tenant", "acme", "--plan", "free"], tmp_path, None)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "trueup keys create: plan: tenant 'acme' (live) exists on plan 'starter'; a new key cannot change "
+        "it to 'free' (leave --plan out to issue a key on its plan)\n"
+    )
+    create_key(tmp_path, None, "acme", "--plan", "starter")  # its own plan, or none given: a key
+    create_key(tmp_path, None, "acme")

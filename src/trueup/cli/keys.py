@@ -77,7 +77,9 @@ def _create(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     plan = args.plan or settings.default_plan
     try:
-        issued = _service(args, creating=True).create(args.tenant, args.env, plan, args.read_only)
+        issued = _service(args, creating=True).create(
+            args.tenant, args.env, plan, args.read_only, plan_given=args.plan is not None
+        )
     except DomainError as exc:
         print(f"trueup keys create: {exc.message}", file=sys.stderr)
         return 2

@@ -86,11 +86,24 @@ class KeyService:
         return hmac.new(self._pepper, secret.encode("ascii"), hashlib.sha256).digest()
 
     def create(
-        self, tenant_name: str, env: str = "live", plan: str = "unlimited", read_only: bool = False
+        self,
+        tenant_name: str,
+        env: str = "live",
+        plan: str = "unlimited",
+        read_only: bool = False,
+        *,
+        plan_given: bool = False,
     ) -> IssuedKey:
-        """Create the tenant if needed and issue a new key for it."""
+        """Create the tenant if needed and issue a new key for it. ``plan`` is a new tenant's;
+        with ``plan_given`` an existing tenant on another plan is refused, not silently kept."""
         new = self._new_tenant(tenant_name, env, plan)
         tenant = self._storage.tenants.ensure(new)  # the stored one, when the tenant exists
+        if plan_given and tenant.plan != plan:
+            raise ValidationError(
+                "plan",
+                f"tenant {tenant_name!r} ({env}) exists on plan {tenant.plan!r}; a new key cannot "
+                f"change it to {plan!r} (leave --plan out to issue a key on its plan)",
+            )
         key, key_id, secret_hash = self._new_key(env)
         self._storage.tenants.add_key(key_id, tenant.id, secret_hash, read_only, new.created_at)
         return IssuedKey(key=key, key_id=key_id, tenant=tenant, read_only=read_only)

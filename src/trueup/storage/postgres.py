@@ -253,6 +253,11 @@ class PostgresEngine(Engine):
         # A standby's session, kept between its polls for a role (a new session every second
         # per role and process was a backend fork and an authentication each).
         self._standby: dict[str, psycopg.Connection[Any]] = {}
+        try:  # one connection first: a refused or unknown server is said at once, with its cause
+            psycopg.connect(_named(url), connect_timeout=10).close()
+        except psycopg.Error as exc:
+            cause = " ".join(str(exc).split())  # libpq's message spans lines
+            raise StorageUnavailableError(f"cannot connect to PostgreSQL: {cause}") from exc
         try:
             self._pool: ConnectionPool[Any] = ConnectionPool(
                 _named(url),
