@@ -21,7 +21,7 @@ from trueup.service.keys import Principal
 from trueup.service.sealing import leaf_fields_of
 from trueup.storage import Storage
 from trueup.storage.log import HeadRecord
-from trueup.storage.writes import RecordView
+from trueup.storage.write_views import RecordView
 
 __all__ = ["InclusionAnswer", "LogService", "parse_root"]
 

@@ -10,7 +10,7 @@ from trueup.service.keys import Principal
 from trueup.service.log import LogService
 from trueup.storage import Storage
 from trueup.storage.log import HeadRecord
-from trueup.storage.writes import RecordView, RequestView
+from trueup.storage.write_views import RecordView, RequestView
 
 __all__ = ["DeltaStatus", "RequestStatus", "ViewService"]
 

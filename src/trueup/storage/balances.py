@@ -31,7 +31,7 @@ from trueup.core.periods import next_period
 from trueup.storage.engine import Engine, Row, Tx
 from trueup.storage.locks import CheckpointRecord, read_checkpoint, read_checkpoint_by_root
 from trueup.storage.log import HeadRecord, head_at, head_by_root, latest_head, read_nodes
-from trueup.storage.writes import RecordView, read_record, read_record_at_leaf
+from trueup.storage.write_views import RecordView, read_record, read_record_at_leaf
 
 __all__ = [
     "ACCOUNT_NO_SQL",

@@ -1,4 +1,5 @@
-"""Accepting deltas: the all-or-nothing write transaction and the views of what was written.
+"""Accepting deltas: the all-or-nothing write transaction (what was written is read back
+through :mod:`trueup.storage.write_views`; idempotency keys are :mod:`trueup.storage.idempotency`).
 
 :meth:`WriteStore.commit` takes many write requests and commits them in ONE transaction (one
 fsync). Plain requests are stored together inside one savepoint and the others each inside
@@ -10,22 +11,30 @@ Nothing here decides *when* to commit: the group committer in the service layer 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from trueup.core.errors import (
     DomainError,
     DuplicateKeyError,
-    IdempotencyMismatchError,
     PeriodLockedError,
     PlanLimitExceededError,
 )
 from trueup.core.ids import record_id
-from trueup.storage.engine import Engine, Row, Tx, chunks
+from trueup.storage.engine import Engine, Tx, chunks
 from trueup.storage.errors import IntegrityConflictError, StorageError, StorageUnavailableError
+from trueup.storage.idempotency import IdempotencyClaim, StoredResponse, replay
 from trueup.storage.locks import locked_periods
 from trueup.storage.outbox import enqueue_repeat_completed
+from trueup.storage.write_views import (
+    RecordView,
+    RequestView,
+    read_record,
+    read_record_at_leaf,
+    read_request,
+    read_used,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +43,10 @@ __all__ = [
     "IdempotencyClaim",
     "ItemConflict",
     "Original",
-    "RecordView",
-    "RequestView",
     "StoredResponse",
     "WriteDraft",
     "WriteResult",
     "WriteStore",
-    "read_record",
-    "read_record_at_leaf",
 ]
 
 _IN_LIST = 400  # keys per IN (...) query: under SQLite's and psycopg's parameter limits
@@ -62,21 +67,6 @@ class DeltaDraft(NamedTuple):
     occurred_at: str
     explicit_time: bool
     salt: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotencyClaim:
-    """The ``Idempotency-Key`` header of a request and a hash of what it asked for."""
-
-    key: str
-    route: str
-    body_hash: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResponse:
-    status_code: int
-    body: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,46 +122,6 @@ class WriteDraft:
     render: Callable[[WriteResult], StoredResponse] | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
-class RecordView:
-    """One stored delta with its sealing state (``leaf_index`` etc. are set once verified)."""
-
-    seq: int
-    tenant_id: str
-    request_id: str
-    item_index: int
-    key: str
-    customer_id: str
-    amount: int
-    reason: str
-    metadata: str | None
-    occurred_at: str
-    accepted_at: str
-    salt: bytes
-    status: str
-    leaf_index: int | None
-    sealed_size: int | None
-    verified_at: str | None
-    failure: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class RequestView:
-    """A write request and one page of its items (``None`` entries are not on this page)."""
-
-    request_id: str
-    source: str
-    item_count: int
-    stored_count: int
-    pending_count: int
-    accepted_at: str
-    verified_at: str | None
-    items: tuple[tuple[int, str, RecordView], ...]  # (item index, "stored"|"duplicate", record)
-    failed_count: int = 0  # stored items that failed at sealing
-    repeat_statuses: Mapping[str, int] = field(default_factory=dict)  # originals of repeats
-    sealed_size: int | None = None  # the largest tree head that sealed any of its items
-
-
 @dataclass(slots=True)
 class _Group:
     """What one group commit learns once and shares between its requests."""
@@ -193,18 +143,6 @@ class _Existing:
     record_id: str
     status: str
     accepted_at: str
-
-
-RECORD_COLUMNS = """seq, tenant_id, request_id, item_index, item_key, customer_id, amount, reason,
-    metadata, occurred_at, accepted_at, salt, status, leaf_index, sealed_size, verified_at,
-    failure"""
-
-
-def record_from_row(row: Row) -> RecordView:
-    """Build a :class:`RecordView` from a row selected with ``RECORD_COLUMNS``."""
-    values = list(row)
-    values[11] = bytes(values[11])  # BLOB (SQLite) and BYTEA (PostgreSQL) alike
-    return RecordView(*values)
 
 
 _DELTA_INSERT_COLUMNS = (
@@ -422,9 +360,9 @@ class WriteStore:
 
     def _commit_one(self, tx: Tx, draft: WriteDraft, group: _Group) -> WriteResult:
         if draft.idempotency is not None:
-            replay = self._idempotent_replay(tx, draft.tenant_id, draft.idempotency)
-            if replay is not None:
-                return WriteResult(request_id="", replay=replay)
+            earlier = replay(tx, draft.tenant_id, draft.idempotency)
+            if earlier is not None:
+                return WriteResult(request_id="", replay=earlier)
         existing = self._existing(tx, draft.tenant_id, [item.key for item in draft.items])
         stored, duplicates, conflicts = _classify(draft, existing)
         if stored and group.any_locks:
@@ -518,25 +456,10 @@ class WriteStore:
             conflicts.append(ItemConflict(index, error))
         return kept
 
-    def _idempotent_replay(self, tx: Tx, tenant_id: str, claim: IdempotencyClaim) -> StoredResponse | None:
-        row = tx.one(
-            """SELECT route, body_hash, status_code, response FROM idempotency_keys
-               WHERE tenant_id = ? AND idem_key = ?""",
-            (tenant_id, claim.key),
-        )
-        if row is None:
-            return None
-        if row[0] != claim.route or bytes(row[1]) != claim.body_hash:
-            raise IdempotencyMismatchError(
-                f"Idempotency-Key {claim.key!r} was already used with a different request; "
-                "use a new key for a new request"
-            )
-        return StoredResponse(status_code=int(row[2]), body=str(row[3]))
-
     def stored_response(self, tenant_id: str, claim: IdempotencyClaim) -> StoredResponse | None:
         """The reply stored under an idempotency key (raises on a mismatching body)."""
         with self._engine.read() as tx:
-            return self._idempotent_replay(tx, tenant_id, claim)
+            return replay(tx, tenant_id, claim)
 
     def write_remembered(
         self,
@@ -566,7 +489,7 @@ class WriteStore:
             if claimed:
                 write(tx)
                 return response
-            stored = self._idempotent_replay(tx, tenant_id, claim)  # 409 for another body
+            stored = replay(tx, tenant_id, claim)  # 409 for another body
         if stored is None:  # the conflicting row was there a moment ago; keys are never deleted
             raise StorageUnavailableError("an idempotency key vanished while it was being read")
         return stored
@@ -674,74 +597,12 @@ class WriteStore:
     def used(self, tenant_id: str, period: str) -> int:
         """New deltas the tenant stored in ``period`` (the plan's meter)."""
         with self._engine.read() as tx:
-            value = tx.scalar(
-                "SELECT accepted_count FROM usage_months WHERE tenant_id = ? AND period = ?",
-                (tenant_id, period),
-            )
-        return 0 if value is None else int(value)
+            return read_used(tx, tenant_id, period)
 
     def request(self, tenant_id: str, request_id: str, limit: int, offset: int) -> RequestView | None:
         """A request of ``tenant_id`` with items ``offset .. offset+limit-1``, or ``None``."""
         with self._engine.read() as tx:
-            row = tx.one(
-                """SELECT id, source, item_count, stored_count, pending_count, accepted_at,
-                          verified_at, failed_count FROM write_requests
-                   WHERE id = ? AND tenant_id = ?""",
-                (request_id, tenant_id),
-            )
-            if row is None:
-                return None
-            sealed_size = tx.scalar("SELECT MAX(sealed_size) FROM deltas WHERE request_id = ?", (request_id,))
-            repeats: dict[str, int] = {}
-            for status, count, repeat_size in tx.execute(
-                """SELECT d.status, COUNT(*), MAX(d.sealed_size)
-                   FROM write_duplicates w JOIN deltas d ON d.seq = w.original_seq
-                   WHERE w.request_id = ? GROUP BY d.status""",
-                (request_id,),
-            ):
-                repeats[str(status)] = int(count)
-                if repeat_size is not None and (sealed_size is None or repeat_size > sealed_size):
-                    sealed_size = repeat_size
-            verified_at = row[6]
-            if verified_at is None and int(row[4]) == 0 and repeats and "queued" not in repeats:
-                # Every item repeated a delta still queued when this request came, so no seal
-                # settled it: it was complete when the last of those originals was sealed (a
-                # failed one has no time of its own: its request's, once that is complete).
-                verified_at = tx.scalar(
-                    """SELECT MAX(COALESCE(d.verified_at, r.verified_at)) FROM write_duplicates w
-                       JOIN deltas d ON d.seq = w.original_seq
-                       LEFT JOIN write_requests r ON r.id = d.request_id
-                       WHERE w.request_id = ?""",
-                    (request_id,),
-                )
-            last = offset + limit - 1
-            own = tx.execute(
-                f"""SELECT {RECORD_COLUMNS} FROM deltas
-                    WHERE request_id = ? AND item_index BETWEEN ? AND ? ORDER BY item_index""",
-                (request_id, offset, last),
-            )
-            repeated = tx.execute(
-                f"""SELECT w.item_index, {", ".join("d." + c.strip() for c in RECORD_COLUMNS.split(","))}
-                    FROM write_duplicates w JOIN deltas d ON d.seq = w.original_seq
-                    WHERE w.request_id = ? AND w.item_index BETWEEN ? AND ?""",
-                (request_id, offset, last),
-            )
-        items = [(int(r[3]), "stored", record_from_row(r)) for r in own]
-        items += [(int(r[0]), "duplicate", record_from_row(r[1:])) for r in repeated]
-        items.sort(key=lambda entry: entry[0])
-        return RequestView(
-            request_id=str(row[0]),
-            source=str(row[1]),
-            item_count=int(row[2]),
-            stored_count=int(row[3]),
-            pending_count=int(row[4]),
-            accepted_at=str(row[5]),
-            verified_at=None if verified_at is None else str(verified_at),
-            items=tuple(items),
-            failed_count=int(row[7]),
-            repeat_statuses=repeats,
-            sealed_size=None if sealed_size is None else int(sealed_size),
-        )
+            return read_request(tx, tenant_id, request_id, limit, offset)
 
     def record(self, tenant_id: str, request_id: str, item_index: int) -> RecordView | None:
         """The delta stored for one item (following a duplicate to its original)."""
@@ -751,31 +612,6 @@ class WriteStore:
     def record_at_leaf(self, tenant_id: str, leaf_index: int) -> RecordView | None:
         with self._engine.read() as tx:
             return read_record_at_leaf(tx, tenant_id, leaf_index)
-
-
-def read_record(tx: Tx, tenant_id: str, request_id: str, item_index: int) -> RecordView | None:
-    """The delta stored for one item (following a duplicate to its original), or ``None``."""
-    row = tx.one(
-        f"SELECT {RECORD_COLUMNS} FROM deltas WHERE request_id = ? AND item_index = ? AND tenant_id = ?",
-        (request_id, item_index, tenant_id),
-    )
-    if row is None:
-        row = tx.one(
-            f"""SELECT {", ".join("d." + c.strip() for c in RECORD_COLUMNS.split(","))}
-                FROM write_duplicates w JOIN deltas d ON d.seq = w.original_seq
-                WHERE w.request_id = ? AND w.item_index = ? AND d.tenant_id = ?""",
-            (request_id, item_index, tenant_id),
-        )
-    return None if row is None else record_from_row(row)
-
-
-def read_record_at_leaf(tx: Tx, tenant_id: str, leaf_index: int) -> RecordView | None:
-    """The tenant's delta sealed as leaf ``leaf_index``, or ``None``."""
-    row = tx.one(
-        f"SELECT {RECORD_COLUMNS} FROM deltas WHERE leaf_index = ? AND tenant_id = ?",
-        (leaf_index, tenant_id),
-    )
-    return None if row is None else record_from_row(row)
 
 
 def _classify(
