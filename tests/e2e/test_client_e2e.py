@@ -219,3 +219,31 @@ def test_a_log_with_no_signed_head_yet_is_an_error_not_a_note() -> None:
     with local_server(empty) as url, Client(url) as client, pytest.raises(TrueupError) as missing:
         client.log_checkpoint()
     assert (missing.value.status, missing.value.code) == (404, "NOT_FOUND")
+
+
+def test_dot_ids_stay_one_path_segment(client: Client) -> None:
+    """HTTP clients drop "." and ".." from paths: sent as they are, they would name another
+    route. Such ids are refused on write, but the route must be the one asked for."""
+    for odd in (".", ".."):
+        with pytest.raises(TrueupError) as unknown:
+            client.derive(odd)
+        assert (unknown.value.status, unknown.value.code) == (404, "CUSTOMER_NOT_FOUND")
+
+
+def test_a_malformed_consistency_reply_is_a_proof_error(client: Client, running: Running) -> None:
+    first = client.write([{"key": "client-shape", "accountId": "client-cust-6", "bits": 1}])
+    client.wait_verified(first["requestId"])
+    pinned, held = client.log_key(), client.log_checkpoint()
+    for data in ({"proof": []}, {"checkpoint": held, "proof": "ab"}, {"checkpoint": held, "proof": ["zz"]}):
+
+        def shaped(
+            request: BaseHTTPRequestHandler, body: bytes, data: object = data
+        ) -> tuple[int, dict[str, str], bytes]:
+            return (
+                200,
+                {"Content-Type": "application/json"},
+                json.dumps({"success": True, "data": data}).encode(),
+            )
+
+        with local_server(shaped) as url, Client(url) as liar, pytest.raises(ProofError):
+            liar.follow(held, pinned)

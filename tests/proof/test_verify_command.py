@@ -67,15 +67,15 @@ def test_a_key_file_that_cannot_be_read_is_one_line_not_a_traceback(
     bundle.write_text(json.dumps(BUNDLE))
     not_text = tmp_path / "key-bytes"
     not_text.write_bytes(b"\xff")
-    for key in (not_text, tmp_path):  # not UTF-8; a directory
-        assert verify.run([str(bundle), "--key", str(key)]) == 1
+    for key in (not_text, tmp_path):  # not UTF-8; a directory: asked wrongly, exit 2
+        assert verify.run([str(bundle), "--key", str(key)]) == 2
         out = capsys.readouterr().out
         assert out.startswith(f"FAILED: cannot read the key file {key}: ") and out.count("\n") == 1
     # Empty (what `--key "$(trueup log-key)"` gives when log-key fails), or neither key nor file.
-    assert verify.run([str(bundle), "--key", ""]) == 1
+    assert verify.run([str(bundle), "--key", ""]) == 2
     assert capsys.readouterr().out.startswith("FAILED: --key is empty")
     missing = tmp_path / "no+such.key"
-    assert verify.run([str(bundle), "--key", str(missing)]) == 1
+    assert verify.run([str(bundle), "--key", str(missing)]) == 2
     assert capsys.readouterr().out.startswith(f"FAILED: --key '{missing}' is neither a verifier key (")
 
 

@@ -18,6 +18,7 @@ from trueup.core.errors import (
     UnavailableError,
     ValidationError,
 )
+from trueup.proof import verify_checkpoint
 from trueup.service.container import Services
 from trueup.service.keys import Principal
 from trueup.storage.balances import BalanceSnapshot
@@ -143,11 +144,17 @@ def test_unknown_customer_and_checkpoint_are_404s(services: Services) -> None:
         services.balances.derive(other, "cust_12345", {})
 
 
-def test_before_the_log_has_a_signed_head_reads_and_locks_are_503s(services: Services) -> None:
-    # The sequencer stores the first (empty) head when it starts; until then (serve
-    # --no-sequencer on a new log) a customer with queued deltas has nothing to be read against.
+def test_a_log_is_signed_from_its_first_open_and_reads_without_a_head_are_503s(services: Services) -> None:
+    # Opening a new log stores its first (empty) head, signed: reads work before any seal.
+    head = services.storage.log.head()
+    assert head is not None and head.size == 0
+    verify_checkpoint(head.checkpoint, services.log.verifier_key, origin="localhost/trueup")
     who = principal_for(services)
     write(services, who, delta("early", 5, "2026-01-05T10:00:00Z"))
+    assert services.balances.derive(who, "cust_12345", {}).summary.total == 0  # queued, not sealed
+    # A log with no signed head at all (its heads removed by hand) has nothing to be read against.
+    with services.storage.engine.write() as tx:
+        tx.execute("DELETE FROM tree_heads")
     body = {"customerId": "cust_12345", "yourBalance": 5, "theirBalance": 0}
     for attempt in (
         lambda: services.balances.derive(who, "cust_12345", {}),

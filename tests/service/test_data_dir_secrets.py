@@ -73,3 +73,27 @@ def test_of_servers_starting_together_on_a_new_database_one_makes_the_first_key(
         assert [key.id for key in services.keys.list()] == [first.key_id]
     finally:
         services.close()
+
+
+def test_processes_opening_a_new_log_together_agree_on_its_key_and_pepper(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The first to open a new database binds it to its signing key (the first head is signed
+    with it) and its pepper (a check value is kept): one that opens it next with others, before
+    any tenant or seal, is refused, not left to publish a key of its own and turn keys away."""
+    first = open_services(_settings(tmp_path / "a", database_url))
+    try:
+        with pytest.raises(SigningKeyError, match=r"^no signing key at .*, but this database holds a log"):
+            open_services(_settings(tmp_path / "b", database_url))  # it would have made one
+        (tmp_path / "c").mkdir()
+        (tmp_path / "c" / "signing-key.pem").write_bytes((tmp_path / "a" / "signing-key.pem").read_bytes())
+        with pytest.raises(SecretFileError, match=r"^the API key pepper at .* is not the one this database"):
+            open_services(_settings(tmp_path / "c", database_url))
+        (tmp_path / "c" / "key-pepper").write_bytes((tmp_path / "a" / "key-pepper").read_bytes())
+        joined = open_services(_settings(tmp_path / "c", database_url))  # with both, it joins
+        issued = first.keys.create("acme")
+        assert joined.keys.authenticate(issued.key).tenant_id == issued.tenant.id
+        assert joined.log.verifier_key == first.log.verifier_key
+        joined.close()
+    finally:
+        first.close()

@@ -37,7 +37,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 @pytest.fixture
 def keys(services: Services, tmp_path: Path, clock: Clock) -> Iterator[KeyService]:
-    service = KeyService(services.storage, tmp_path / "cache-test-pepper", cache_ttl_s=TTL)
+    service = KeyService(services.storage, tmp_path / "key-pepper", cache_ttl_s=TTL)  # the database's pepper
     yield service
     service.close()
 

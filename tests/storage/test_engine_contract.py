@@ -3,6 +3,7 @@ run against every backend on a scratch table of their own."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterator
@@ -12,8 +13,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from trueup.storage import open_storage, postgres
+from trueup.storage import StorageUnavailableError, open_storage, postgres
 from trueup.storage.engine import Engine
+from trueup.storage.errors import IntegrityConflictError
 from trueup.storage.postgres import _array
 
 _COLUMNS = {"id": "bigint", "name": "text", "amount": "bigint"}
@@ -315,3 +317,25 @@ def test_a_standby_keeps_one_session_between_its_polls(pg_url: str, monkeypatch:
     finally:
         standby.close()
         holder.close()
+
+
+def test_a_postgresql_transaction_whose_statement_failed_never_reports_committed(pg_url: str) -> None:
+    """A caller that catches a failed statement and goes on must not be told its transaction
+    committed: PostgreSQL rolls the COMMIT back, while psycopg would call it committed."""
+    storage = open_storage(pg_url)
+    try:
+        with storage.engine.write() as tx:
+            tx.execute("CREATE TABLE scratch (id BIGINT PRIMARY KEY)")
+
+        def insert_twice_and_go_on() -> None:
+            with storage.engine.write() as tx:
+                tx.execute("INSERT INTO scratch (id) VALUES (1)")
+                with contextlib.suppress(IntegrityConflictError):
+                    tx.execute("INSERT INTO scratch (id) VALUES (1)")
+
+        with pytest.raises(StorageUnavailableError):
+            insert_twice_and_go_on()
+        with storage.engine.read() as tx:
+            assert tx.scalar("SELECT COUNT(*) FROM scratch") == 0
+    finally:
+        storage.close()

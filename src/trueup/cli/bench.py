@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -31,8 +32,11 @@ def run(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:  # now, not after a quarter of an hour of measuring
         args.out.mkdir(parents=True, exist_ok=True)
+        problem = None if os.access(args.out, os.W_OK) else "not writable"
     except OSError as exc:
-        print(f"trueup bench: cannot write to --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        problem = exc.strerror or str(exc)
+    if problem is not None:
+        print(f"trueup bench: cannot write to --out {args.out}: {problem}", file=sys.stderr)
         return 2
     # Imported here: the harness pulls in the server's whole stack, other commands need none of it.
     from trueup.bench import FULL, QUICK, run_benchmarks  # noqa: PLC0415

@@ -34,7 +34,7 @@ def run(argv: list[str]) -> int:
     url = f"{args.url.rstrip('/')}/api/v1/log/proof/bundle/{args.anchor_id}"
     try:
         reply = httpx.get(url, headers={"X-Api-Key": args.api_key}, timeout=30)
-    except httpx.InvalidURL as exc:
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         print(f"trueup proof: --url {args.url!r} is not a server URL: {exc}", file=sys.stderr)
         return 2
     except httpx.HTTPError as exc:

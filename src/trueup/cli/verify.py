@@ -3,7 +3,8 @@
 Imports only the standard library, ``cryptography``, :mod:`trueup.proof` and
 :mod:`trueup.cli.keyarg`: it trusts nothing but the pinned verifier key. Prints one line; exits
 0 when every check passes, naming the delta the leaf proves (amount, customer, tenant, key,
-time), and 1 naming the check that failed (or what is wrong with the bundle or key given).
+time), 1 naming the check that failed (or what is wrong with the bundle), and 2 when ``--key``
+is empty, names no file or holds no verifier key.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ def run(argv: list[str]) -> int:
         return 1
     try:
         key = read_verifier_key(args.key)
-    except KeyArgumentError as exc:
+    except KeyArgumentError as exc:  # asked wrongly, not a check that failed
         print(f"FAILED: {exc}")
-        return 1
+        return 2
     try:
         bundle = load_bundle(text)
         # A note signed by the pinned key but naming another log is not this log's checkpoint.

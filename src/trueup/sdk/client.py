@@ -225,9 +225,18 @@ class Client:
         name = origin or key.name
         old = verify_checkpoint(trusted_checkpoint, key, origin=name)
         data = self._get("/api/v1/log/proof/consistency", {"from": old.size})
-        note = data["checkpoint"]
+        note, nodes = data.get("checkpoint"), data.get("proof")
+        if (
+            not isinstance(note, str)
+            or not isinstance(nodes, list)
+            or not all(isinstance(n, str) for n in nodes)
+        ):
+            raise ProofError("the consistency reply has no checkpoint text or no list of hex nodes")
         new = verify_checkpoint(note, key, origin=name)
-        proof = [bytes.fromhex(node) for node in data["proof"]]
+        try:
+            proof = [bytes.fromhex(node) for node in nodes]
+        except ValueError:
+            raise ProofError("the consistency proof holds a node that is not hex") from None
         verify_consistency(old.size, new.size, old.root, new.root, proof)
         return Followed(head=new, checkpoint=note)
 
@@ -279,7 +288,10 @@ class Client:
 
 
 def _segment(value: str) -> str:
-    """``value`` as one path segment: an id holding ``/`` or ``?`` must not change the route."""
+    """``value`` as one path segment: an id holding ``/`` or ``?``, or ``.`` and ``..`` (which
+    HTTP clients drop from paths), must not change the route."""
+    if value in (".", ".."):
+        return value.replace(".", "%2E")
     return quote(value, safe="")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trueup.proof import CheckpointSigner, ProofError, verify_checkpoint
+from trueup.proof import EMPTY_ROOT, CheckpointSigner, ProofError, verify_checkpoint
 from trueup.service.balances import BalanceService
 from trueup.service.files import warn_if_shared
 from trueup.service.group_commit import GroupCommitter
@@ -97,19 +97,26 @@ def warn_about_shared_secrets(settings: Settings) -> None:
 
 
 def _log_signer(storage: Storage, settings: Settings) -> CheckpointSigner:
-    """The signer of this log. A new log gets a new key; a log that has a signed head is never
-    given one, and its key and origin must be those of its newest head: a process with a key
-    of its own would publish a verifier key that none of the log's checkpoints verify with."""
+    """The signer of this log. A log that has a signed head is never given a new key, and its
+    key and origin must be those of its newest head: a process with a key of its own would
+    publish a verifier key that none of the log's checkpoints verify with. A new log is bound
+    to its key at once: the first, empty, head is stored signed with it, so of processes opening
+    a new database together, whichever stores it first decides the key, and the others are
+    refused, as they would be later."""
     path, origin = settings.resolved_signing_key_path, settings.log_origin
     head = storage.log.head()
     if head is None:
-        return load_or_create_signer(path, origin)
-    if not path.exists():
+        signer = load_or_create_signer(path, origin)
+        storage.log.store_first_head(Sealer(storage, signer, origin).sign(0, EMPTY_ROOT))
+        head = storage.log.head()
+        assert head is not None  # stored, by this process or another
+    elif not path.exists():
         raise SigningKeyError(
             f"no signing key at {path}, but this database holds a log of {head.size} leaves: copy the "
             "signing key the log was started with (every process of one log needs the same key file)"
         )
-    signer = load_signer(path, origin)
+    else:
+        signer = load_signer(path, origin)
     try:
         verify_checkpoint(head.checkpoint, signer.verifier_key(), origin=origin)
     except ProofError as exc:

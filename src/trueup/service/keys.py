@@ -81,6 +81,16 @@ class KeyService:
                 "key-pepper from the data directory they were created with"
             )
         self._pepper = read_or_create_secret(pepper_path, 32, "the API key pepper")
+        # Every key is stored as an HMAC under the pepper it was issued with: the database keeps
+        # a check value of its pepper (the first process to open it stores one), and a process
+        # with another pepper (another host's data directory, say) is refused rather than
+        # turning every key away.
+        check = int.from_bytes(hmac.new(self._pepper, b"trueup key pepper check", "sha256").digest()[:8]) >> 1
+        if storage.tenants.pepper_check(check) != check:
+            raise SecretFileError(
+                f"the API key pepper at {pepper_path} is not the one this database's keys are "
+                "issued with: copy key-pepper from the data directory the first server used"
+            )
 
     def _hash(self, secret: str) -> bytes:
         return hmac.new(self._pepper, secret.encode("ascii"), hashlib.sha256).digest()

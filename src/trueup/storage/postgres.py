@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import psycopg
 from psycopg import Transaction
 from psycopg.conninfo import make_conninfo
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from trueup.storage.engine import BulkUpdate, BulkUpsert, Dialect, Engine, Leadership, Row, Tx, chunks
@@ -278,6 +279,12 @@ class PostgresEngine(Engine):
             with self._pool.connection() as conn:
                 with conn.transaction() as transaction:
                     yield _PgTx(conn)
+                    if conn.info.transaction_status is TransactionStatus.INERROR:
+                        # A statement failed and its caller went on: PostgreSQL would roll the
+                        # COMMIT back, and psycopg would still call the transaction committed.
+                        raise StorageUnavailableError(
+                            "a statement of this transaction failed: it cannot commit"
+                        )
                 # psycopg leaves a transaction on a lost connection without committing and,
                 # when no error is passing through (a caller caught it), without raising: a
                 # write must never be reported stored unless it was committed.

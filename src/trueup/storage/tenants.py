@@ -79,6 +79,17 @@ class TenantStore:
         assert row is not None
         return TenantRecord(*(str(value) for value in row))
 
+    def pepper_check(self, value: int) -> int:
+        """The check value of the key pepper this database holds (kept among its counters),
+        storing ``value`` when it holds none yet."""
+        with self._engine.write() as tx:
+            tx.execute(
+                """INSERT INTO counters (name, value) VALUES ('key_pepper_check', ?)
+                   ON CONFLICT (name) DO NOTHING""",
+                (value,),
+            )
+            return int(tx.scalar("SELECT value FROM counters WHERE name = 'key_pepper_check'"))
+
     def add_first(self, tenant: TenantRecord, key_id: str, secret_hash: bytes) -> bool:
         """Store ``tenant`` and its first key only if the database has no tenant yet."""
         with self._engine.write() as tx:
