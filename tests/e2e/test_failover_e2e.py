@@ -166,3 +166,15 @@ def test_readyz_says_which_process_delivers_webhooks(tmp_path: Path) -> None:
 def _ready(server: ServerProcess) -> dict[str, object]:
     data: dict[str, object] = httpx.get(f"{server.base_url}/readyz").json()["data"]
     return data
+
+
+def test_metrics_of_workers_add_up_whichever_worker_answers(tmp_path: Path) -> None:
+    """With --workers each scrape reaches one worker: the figures must be all of them, so a
+    counter never seems to go back (which Prometheus takes for a restart)."""
+    key = create_key(tmp_path, None)
+    with ServerProcess(tmp_path, None, extra_args=["--workers", "2"]) as server:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda n: _write(server, key, f"m{n}", 1), range(24)))
+        for _ in range(12):  # scrapes reach one worker or the other
+            text = httpx.get(f"{server.base_url}/metrics").text
+            assert 'trueup_http_responses_total{route="/api/v1/writes",status="2xx"} 24.0' in text, text

@@ -6,9 +6,11 @@ import argparse
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -263,7 +265,18 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     _first_start(services, args.host, args.port)
     services.close()
-    _run_uvicorn(args, "trueup.cli.serve:worker_app", factory=True, workers=args.workers)
+    # The workers' metrics go to files in a directory of this run, so /metrics adds up all of
+    # them (trueup.service.metrics); set before uvicorn spawns the workers, which read it when
+    # they import prometheus_client. One given by the operator is used as it is.
+    own_directory = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_directory = tempfile.mkdtemp(prefix="trueup-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_directory
+    try:
+        _run_uvicorn(args, "trueup.cli.serve:worker_app", factory=True, workers=args.workers)
+    finally:
+        if own_directory is not None:
+            shutil.rmtree(own_directory, ignore_errors=True)
     return 0
 
 

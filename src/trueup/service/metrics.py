@@ -2,11 +2,18 @@
 
 Counters and histograms are module-level, so any layer can record without wiring; gauges
 that need the database (queue depth, tree size) are refreshed when ``/metrics`` is scraped.
+
+``serve --workers N`` runs N processes behind one port, and a scrape reaches one of them. Its
+workers therefore keep their figures in files (prometheus_client's multiprocess mode, set up
+by ``serve`` through ``PROMETHEUS_MULTIPROC_DIR`` before they start), and ``/metrics`` adds up
+every worker's: counters only go up, whichever worker answers.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 __all__ = [
     "COMMIT_BATCH",
@@ -51,8 +58,16 @@ PACED_WRITES = Counter(
 PACED_SECONDS = Counter(
     "trueup_paced_seconds", "Time write requests spent held back by queue pacing", registry=REGISTRY
 )
-QUEUE_DEPTH = Gauge("trueup_queue_depth", "Accepted deltas not yet sealed", registry=REGISTRY)
-QUEUE_AGE = Gauge("trueup_queue_oldest_age_seconds", "Age of the oldest unsealed delta", registry=REGISTRY)
+# Across workers (see above) a gauge read from the database is the one set last.
+QUEUE_DEPTH = Gauge(
+    "trueup_queue_depth", "Accepted deltas not yet sealed", registry=REGISTRY, multiprocess_mode="mostrecent"
+)
+QUEUE_AGE = Gauge(
+    "trueup_queue_oldest_age_seconds",
+    "Age of the oldest unsealed delta",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
 SEAL_SECONDS = Histogram(
     "trueup_seal_seconds",
     "Duration of one seal (claim, hash, sign, store)",
@@ -60,7 +75,9 @@ SEAL_SECONDS = Histogram(
     registry=REGISTRY,
 )
 SEALED_LEAVES = Counter("trueup_sealed_leaves", "Leaves appended to the log", registry=REGISTRY)
-TREE_SIZE = Gauge("trueup_tree_size", "Size of the newest signed tree head", registry=REGISTRY)
+TREE_SIZE = Gauge(
+    "trueup_tree_size", "Size of the newest signed tree head", registry=REGISTRY, multiprocess_mode="max"
+)
 
 
 SEAL_FAILURES = Counter(
@@ -89,5 +106,10 @@ HTTP_RESPONSES = Counter(
 
 
 def render() -> bytes:
-    """The registry in the Prometheus text format."""
-    return generate_latest(REGISTRY)
+    """The registry in the Prometheus text format; under ``serve --workers``, every worker's."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return generate_latest(REGISTRY)
+    workers = CollectorRegistry()
+    multiprocess.MultiProcessCollector(workers, path=directory)  # type: ignore[no-untyped-call]
+    return generate_latest(workers)
