@@ -178,3 +178,20 @@ def test_metrics_of_workers_add_up_whichever_worker_answers(tmp_path: Path) -> N
         for _ in range(12):  # scrapes reach one worker or the other
             text = httpx.get(f"{server.base_url}/metrics").text
             assert 'trueup_http_responses_total{route="/api/v1/writes",status="2xx"} 24.0' in text, text
+        assert (tmp_path / f"metrics-{server.port}").is_dir()
+    assert not list(tmp_path.glob("metrics-*"))  # removed when the server stopped
+
+
+def test_metrics_in_files_count_each_seal_once(tmp_path: Path) -> None:
+    """An operator's PROMETHEUS_MULTIPROC_DIR on a plain serve: its sequencer child reports
+    each seal to the server, which counts it; the child must not count it in the files too."""
+    key = create_key(tmp_path, None)
+    files = tmp_path / "prometheus"
+    files.mkdir()
+    with ServerProcess(tmp_path, None, extra_env={"PROMETHEUS_MULTIPROC_DIR": str(files)}) as server:
+        request = _write(server, key, "once", 30)
+        wait_until(lambda: _verified(server, key, request), timeout_s=30)
+        text = httpx.get(f"{server.base_url}/metrics").text
+    sealed = [line for line in text.splitlines() if line.startswith("trueup_sealed_leaves_total ")]
+    assert sealed == ["trueup_sealed_leaves_total 30.0"], sealed
+    assert 'trueup_ingest_items_total{source="writes"} 30.0' in text

@@ -12,8 +12,10 @@ import pytest
 from tests.service.conftest import principal_for
 from trueup.service.container import open_services
 from trueup.service.files import SecretFileError
+from trueup.service.keys import KeyService
 from trueup.service.settings import Settings
 from trueup.service.signing import SigningKeyError, load_or_create_signer
+from trueup.storage import open_storage
 
 
 def _settings(data_dir: Path, database_url: str) -> Settings:
@@ -97,3 +99,27 @@ def test_processes_opening_a_new_log_together_agree_on_its_key_and_pepper(
         joined.close()
     finally:
         first.close()
+
+
+def test_a_process_refused_for_one_secret_binds_a_new_log_to_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Keys made first (``trueup keys create``, which binds the pepper), then a server from a
+    data directory without that pepper: refused, and the log is left unbound to the key it
+    made, so the server started next with both files takes it."""
+    admin_storage = open_storage(database_url)
+    try:
+        KeyService(admin_storage, tmp_path / "admin" / "key-pepper").create("acme")
+    finally:
+        admin_storage.close()
+    with pytest.raises(SecretFileError, match="no API key pepper at"):
+        open_services(_settings(tmp_path / "refused", database_url))
+    assert (tmp_path / "refused" / "signing-key.pem").exists()  # made, but bound to nothing
+    storage = open_storage(database_url)
+    try:
+        assert storage.log.head() is None
+    finally:
+        storage.close()
+    (tmp_path / "next").mkdir()
+    (tmp_path / "next" / "key-pepper").write_bytes((tmp_path / "admin" / "key-pepper").read_bytes())
+    open_services(_settings(tmp_path / "next", database_url)).close()  # binds the log to its key

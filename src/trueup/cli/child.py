@@ -76,6 +76,9 @@ class SupervisedChild(ABC):
         # Through the environment, not argv: a database URL may carry a password, and a
         # command line is visible to every user of the host.
         self._env = {**os.environ, "TRUEUP_DATA_DIR": str(data_dir)}
+        # The child reports its seals to this process, which counts them: with metrics kept in
+        # files (PROMETHEUS_MULTIPROC_DIR), a child writing there too would count each twice.
+        self._env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         if database_url:
             self._env["TRUEUP_DATABASE_URL"] = database_url
         self._first_pause = restart_pause_s

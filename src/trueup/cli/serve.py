@@ -10,7 +10,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -265,13 +264,16 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     _first_start(services, args.host, args.port)
     services.close()
-    # The workers' metrics go to files in a directory of this run, so /metrics adds up all of
-    # them (trueup.service.metrics); set before uvicorn spawns the workers, which read it when
-    # they import prometheus_client. One given by the operator is used as it is.
+    # The workers' metrics go to files in a directory of this server, so /metrics adds up all
+    # of them (trueup.service.metrics); set before uvicorn spawns the workers, which read it
+    # when they import prometheus_client. One given by the operator is used as it is. Emptied
+    # at start as well as at the end: a server killed outright leaves its files behind.
     own_directory = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        own_directory = tempfile.mkdtemp(prefix="trueup-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_directory
+        own_directory = settings.data_dir / f"metrics-{args.port}"
+        shutil.rmtree(own_directory, ignore_errors=True)
+        own_directory.mkdir(mode=0o700)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(own_directory)
     try:
         _run_uvicorn(args, "trueup.cli.serve:worker_app", factory=True, workers=args.workers)
     finally:

@@ -51,13 +51,7 @@ def open_services(settings: Settings) -> Services:
     warn_about_shared_secrets(settings)
     storage = open_storage(settings.resolved_database_url)
     try:
-        signer = _log_signer(storage, settings)
-        keys = KeyService(
-            storage,
-            settings.data_dir / "key-pepper",
-            settings.plan_allowances,
-            cache_ttl_s=settings.key_cache_ttl_s,
-        )
+        signer, keys = _checked_secrets(storage, settings)
     except BaseException:
         storage.close()
         raise
@@ -96,27 +90,47 @@ def warn_about_shared_secrets(settings: Settings) -> None:
         warn_if_shared(path, what)
 
 
+def _checked_secrets(storage: Storage, settings: Settings) -> tuple[CheckpointSigner, KeyService]:
+    """The log's signer and the key service, once this process's signing key, origin and key
+    pepper are checked against the database's.
+
+    A log that has a signed head is never given a new key, and its key and origin must be those
+    of its newest head: a process with a key of its own would publish a verifier key that none
+    of the log's checkpoints verify with. Likewise its pepper must be the database's. A new
+    database is bound to the first process that opens it, once every check has passed: its
+    first, empty, head signed with that process's key and its pepper's check value are stored
+    in one transaction, so of processes opening it together one decides both, and the others
+    are refused, as they would be later; a process refused for one reason binds nothing.
+    """
+    signer = _log_signer(storage, settings)
+    keys = KeyService(
+        storage,
+        settings.data_dir / "key-pepper",
+        settings.plan_allowances,
+        cache_ttl_s=settings.key_cache_ttl_s,
+        bind_pepper=False,
+    )
+    if storage.log.head() is None or storage.tenants.pepper_check() is None:
+        first = Sealer(storage, signer, settings.log_origin).sign(0, EMPTY_ROOT)
+        storage.log.store_first_head(first, keys.pepper_check)
+        _log_signer(storage, settings)  # the stored head: this process's, or one that won the race
+        keys.require_bound_pepper(storage.tenants.pepper_check())
+    return signer, keys
+
+
 def _log_signer(storage: Storage, settings: Settings) -> CheckpointSigner:
-    """The signer of this log. A log that has a signed head is never given a new key, and its
-    key and origin must be those of its newest head: a process with a key of its own would
-    publish a verifier key that none of the log's checkpoints verify with. A new log is bound
-    to its key at once: the first, empty, head is stored signed with it, so of processes opening
-    a new database together, whichever stores it first decides the key, and the others are
-    refused, as they would be later."""
+    """The signer of this log, checked against its newest head if it has one (a new log's key
+    is made here, in the data directory; the head is stored by :func:`_checked_secrets`)."""
     path, origin = settings.resolved_signing_key_path, settings.log_origin
     head = storage.log.head()
     if head is None:
-        signer = load_or_create_signer(path, origin)
-        storage.log.store_first_head(Sealer(storage, signer, origin).sign(0, EMPTY_ROOT))
-        head = storage.log.head()
-        assert head is not None  # stored, by this process or another
-    elif not path.exists():
+        return load_or_create_signer(path, origin)
+    if not path.exists():
         raise SigningKeyError(
             f"no signing key at {path}, but this database holds a log of {head.size} leaves: copy the "
             "signing key the log was started with (every process of one log needs the same key file)"
         )
-    else:
-        signer = load_signer(path, origin)
+    signer = load_signer(path, origin)
     try:
         verify_checkpoint(head.checkpoint, signer.verifier_key(), origin=origin)
     except ProofError as exc:

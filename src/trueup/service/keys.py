@@ -64,7 +64,13 @@ class KeyService:
         pepper_path: Path,
         plans: Mapping[str, int | None] = PLAN_ALLOWANCES,
         cache_ttl_s: float = 0.0,
+        *,
+        bind_pepper: bool = True,
     ) -> None:
+        """Raises :class:`SecretFileError` when the pepper is missing where the database has
+        keys, cannot be read, or is not the database's. ``bind_pepper``: bind a database that
+        keeps no pepper check value yet to this pepper (``open_services`` binds it together
+        with the log's first head instead, once every check has passed)."""
         self._storage = storage
         self._plans = plans
         self._cache_ttl = cache_ttl_s
@@ -85,12 +91,22 @@ class KeyService:
         # a check value of its pepper (the first process to open it stores one), and a process
         # with another pepper (another host's data directory, say) is refused rather than
         # turning every key away.
-        check = int.from_bytes(hmac.new(self._pepper, b"trueup key pepper check", "sha256").digest()[:8]) >> 1
-        if storage.tenants.pepper_check(check) != check:
-            raise SecretFileError(
-                f"the API key pepper at {pepper_path} is not the one this database's keys are "
-                "issued with: copy key-pepper from the data directory the first server used"
-            )
+        digest = hmac.new(self._pepper, b"trueup key pepper check", "sha256").digest()
+        self.pepper_check = int.from_bytes(digest[:8]) >> 1  # fits a signed 64-bit column
+        self._pepper_path = pepper_path
+        if bind_pepper and storage.tenants.pepper_check() is None:
+            storage.tenants.bind_pepper(self.pepper_check)
+        self.require_bound_pepper(storage.tenants.pepper_check(), bound=bind_pepper)
+
+    def require_bound_pepper(self, stored: int | None, bound: bool = True) -> None:
+        """Refuse a pepper other than the one whose check value the database keeps (``stored``;
+        ``None`` is accepted only where ``bound`` is false: the binding comes later)."""
+        if stored == self.pepper_check or (stored is None and not bound):
+            return
+        raise SecretFileError(
+            f"the API key pepper at {self._pepper_path} is not the one this database's keys are "
+            "issued with: copy key-pepper from the data directory the first server used"
+        )
 
     def _hash(self, secret: str) -> bytes:
         return hmac.new(self._pepper, secret.encode("ascii"), hashlib.sha256).digest()

@@ -17,6 +17,7 @@ from trueup.storage.engine import Engine, Row, Tx, chunks
 from trueup.storage.errors import StorageError
 from trueup.storage.locks import lock_count, locked_periods
 from trueup.storage.outbox import enqueue_seal_events
+from trueup.storage.tenants import store_pepper_check
 
 __all__ = [
     "BalanceOverflowError",
@@ -254,14 +255,18 @@ class LogStore:
 
     # -- sealing ----------------------------------------------------------------------------
 
-    def store_first_head(self, head: HeadRecord) -> None:
-        """Store the signed head of the empty tree if the log has no head yet."""
+    def store_first_head(self, head: HeadRecord, pepper_check: int | None = None) -> None:
+        """Store the signed head of the empty tree if the log has no head yet, and with it (in
+        the same transaction) the key pepper's check value if the database keeps none yet: the
+        binding of a new database to the key and pepper of the first process that opens it."""
         with self._engine.write() as tx:
             tx.execute(
                 """INSERT INTO tree_heads (tree_size, root_hash, timestamp_ms, checkpoint)
                    VALUES (?, ?, ?, ?) ON CONFLICT (tree_size) DO NOTHING""",
                 (head.size, head.root, head.timestamp_ms, head.checkpoint),
             )
+            if pepper_check is not None:
+                store_pepper_check(tx, pepper_check)
 
     def seal(self, plan: SealPlan) -> SealOutcome:
         """Append ``plan`` atomically: nodes, head, leaf positions, balances, request states

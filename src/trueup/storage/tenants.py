@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trueup.storage.engine import Engine, Row
+from trueup.storage.engine import Engine, Row, Tx
 
 __all__ = ["ApiKeyRecord", "TenantRecord", "TenantStore"]
 
@@ -46,6 +46,18 @@ def _key_from_row(row: Row) -> ApiKeyRecord:
     )
 
 
+PEPPER_CHECK = "key_pepper_check"
+"""The name under which ``counters`` keeps the key pepper's check value."""
+
+
+def store_pepper_check(tx: Tx, value: int) -> None:
+    """Keep ``value`` as the pepper's check value, unless one is kept already."""
+    tx.execute(
+        f"INSERT INTO counters (name, value) VALUES ('{PEPPER_CHECK}', ?) ON CONFLICT (name) DO NOTHING",
+        (value,),
+    )
+
+
 class TenantStore:
     """CRUD for tenants and API keys."""
 
@@ -79,16 +91,17 @@ class TenantStore:
         assert row is not None
         return TenantRecord(*(str(value) for value in row))
 
-    def pepper_check(self, value: int) -> int:
-        """The check value of the key pepper this database holds (kept among its counters),
-        storing ``value`` when it holds none yet."""
+    def pepper_check(self) -> int | None:
+        """The check value of the key pepper this database is bound to, or ``None``."""
+        with self._engine.read() as tx:
+            value = tx.scalar(f"SELECT value FROM counters WHERE name = '{PEPPER_CHECK}'")
+        return None if value is None else int(value)
+
+    def bind_pepper(self, value: int) -> None:
+        """Bind the database to the key pepper whose check value is ``value``, unless it is
+        bound already."""
         with self._engine.write() as tx:
-            tx.execute(
-                """INSERT INTO counters (name, value) VALUES ('key_pepper_check', ?)
-                   ON CONFLICT (name) DO NOTHING""",
-                (value,),
-            )
-            return int(tx.scalar("SELECT value FROM counters WHERE name = 'key_pepper_check'"))
+            store_pepper_check(tx, value)
 
     def add_first(self, tenant: TenantRecord, key_id: str, secret_hash: bytes) -> bool:
         """Store ``tenant`` and its first key only if the database has no tenant yet."""
