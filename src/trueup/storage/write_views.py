@@ -66,6 +66,10 @@ RECORD_COLUMNS = """seq, tenant_id, request_id, item_index, item_key, customer_i
     failure"""
 
 
+# The same columns of the original delta an identical repeat stands for (joined as ``d``).
+_ORIGINAL_COLUMNS = ", ".join("d." + column.strip() for column in RECORD_COLUMNS.split(","))
+
+
 def record_from_row(row: Row) -> RecordView:
     """Build a :class:`RecordView` from a row selected with ``RECORD_COLUMNS``."""
     values = list(row)
@@ -122,7 +126,7 @@ def read_request(tx: Tx, tenant_id: str, request_id: str, limit: int, offset: in
         (request_id, offset, last),
     )
     repeated = tx.execute(
-        f"""SELECT w.item_index, {", ".join("d." + c.strip() for c in RECORD_COLUMNS.split(","))}
+        f"""SELECT w.item_index, {_ORIGINAL_COLUMNS}
             FROM write_duplicates w JOIN deltas d ON d.seq = w.original_seq
             WHERE w.request_id = ? AND w.item_index BETWEEN ? AND ?""",
         (request_id, offset, last),
@@ -153,7 +157,7 @@ def read_record(tx: Tx, tenant_id: str, request_id: str, item_index: int) -> Rec
     )
     if row is None:
         row = tx.one(
-            f"""SELECT {", ".join("d." + c.strip() for c in RECORD_COLUMNS.split(","))}
+            f"""SELECT {_ORIGINAL_COLUMNS}
                 FROM write_duplicates w JOIN deltas d ON d.seq = w.original_seq
                 WHERE w.request_id = ? AND w.item_index = ? AND d.tenant_id = ?""",
             (request_id, item_index, tenant_id),
