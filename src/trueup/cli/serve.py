@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from trueup.api.app import create_app
+from trueup.api.http_protocol import OneWriteHttpToolsProtocol
 from trueup.cli.child import SealReport, SequencerProcess
 from trueup.cli.committer import CommitterProcess
 from trueup.cli.options import add_storage_options, configure_logging, settings_from
@@ -289,7 +290,7 @@ def _run_uvicorn(args: argparse.Namespace, app: FastAPI | str, **extra: object) 
         port=args.port,
         log_level=args.log_level,
         loop="uvloop",
-        http="httptools",
+        http=OneWriteHttpToolsProtocol,
         access_log=False,
         timeout_graceful_shutdown=10,
         **extra,  # type: ignore[arg-type]  # factory/workers, as uvicorn.run documents them

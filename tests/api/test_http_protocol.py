@@ -1,0 +1,206 @@
+"""One write per reply: a real uvicorn server on 127.0.0.1 with Trueup's protocol, read raw.
+
+The server's protocol is a subclass that records every write on the real socket's transport,
+so each test sees both what the client received and how many writes carried it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
+
+import pytest
+import uvicorn
+
+from trueup.api.http_protocol import OneWriteHttpToolsProtocol
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class _Recorder:
+    """The connection's transport, keeping a copy of each write."""
+
+    def __init__(self, transport: asyncio.Transport, writes: list[bytes]) -> None:
+        self._transport = transport
+        self._writes = writes
+
+    def write(self, data: bytes) -> None:
+        self._writes.append(bytes(data))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _Recording(OneWriteHttpToolsProtocol):
+    writes: ClassVar[list[bytes]] = []  # the writes of every connection, in order; replaced per test
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(_Recorder(transport, self.writes))  # type: ignore[arg-type]
+
+
+async def _app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """Echoes the body; ``/stream`` answers in three parts; ``/fail`` fails after starting."""
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"one", b"two"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b"three"})
+        return
+    reply = b"echo:" + body
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(reply)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if scope["path"] == "/fail":
+        raise RuntimeError("failed after starting the response")
+    await send({"type": "http.response.body", "body": reply})
+
+
+@asynccontextmanager
+async def _server() -> AsyncIterator[int]:
+    _Recording.writes = []
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(_app, http=_Recording, lifespan="off", log_level="critical")
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        try:
+            yield sock.getsockname()[1]
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, 10)
+
+
+async def _exchange(port: int, request: bytes, until: Callable[[bytes], bool]) -> bytes:
+    """Send ``request`` raw and read until ``until(received)`` or the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        received = b""
+        while not until(received):
+            chunk = await asyncio.wait_for(reader.read(65536), 10)
+            if not chunk:
+                break
+            received += chunk
+        return received
+    finally:
+        writer.close()
+
+
+def _post(path: str, body: bytes, *extra: str) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: test", f"Content-Length: {len(body)}", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _run(test: Callable[[int], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with _server() as port:
+            await test(port)
+
+    asyncio.run(main())
+
+
+def test_a_reply_goes_out_in_one_write() -> None:
+    async def test(port: int) -> None:
+        received = await _exchange(port, _post("/", b"hello"), lambda got: got.endswith(b"echo:hello"))
+        assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert _Recording.writes == [received]
+
+    _run(test)
+
+
+def test_pipelined_requests_get_one_write_each_in_order() -> None:
+    async def test(port: int) -> None:
+        request = _post("/", b"a") + _post("/", b"bb")
+        received = await _exchange(port, request, lambda got: got.endswith(b"echo:bb"))
+        assert received.count(b"HTTP/1.1 200 OK") == 2
+        assert received.index(b"echo:a") < received.index(b"echo:bb")
+        assert len(_Recording.writes) == 2
+        assert b"".join(_Recording.writes) == received
+
+    _run(test)
+
+
+def test_head_replies_are_not_held_back() -> None:
+    async def test(port: int) -> None:
+        request = b"HEAD / HTTP/1.1\r\nHost: test\r\n\r\n"
+        received = await _exchange(port, request, lambda got: got.endswith(b"\r\n\r\n"))
+        assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"echo:" not in received
+        assert _Recording.writes == [received]
+
+    _run(test)
+
+
+def test_100_continue_goes_out_first_and_alone() -> None:
+    async def test(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            head = b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+            writer.write(head)
+            interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(b"ok")
+            rest = b""
+            while not rest.endswith(b"echo:ok"):
+                rest += await asyncio.wait_for(reader.read(65536), 10)
+        finally:
+            writer.close()
+        assert _Recording.writes == [interim, rest]
+
+    _run(test)
+
+
+def test_a_streamed_reply_sends_its_head_with_the_first_part() -> None:
+    async def test(port: int) -> None:
+        received = await _exchange(port, _post("/stream", b""), lambda got: got.endswith(b"0\r\n\r\n"))
+        assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"transfer-encoding: chunked" in received
+        assert _Recording.writes[0].endswith(b"\r\n\r\n3\r\none\r\n")
+        assert len(_Recording.writes) == 3
+        assert b"".join(_Recording.writes) == received
+
+    _run(test)
+
+
+def test_an_app_failing_after_its_head_still_sends_the_head_then_closes() -> None:
+    async def test(port: int) -> None:
+        received = await _exchange(port, _post("/fail", b"x"), lambda _: False)  # until closed
+        assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert received.endswith(b"\r\n\r\n")  # the head as uvicorn wrote it, and no body
+        assert _Recording.writes == [received]
+
+    _run(test)
+
+
+def test_connection_close_is_answered_then_closed() -> None:
+    async def test(port: int) -> None:
+        received = await _exchange(port, _post("/", b"bye", "Connection: close"), lambda _: False)
+        assert received.endswith(b"echo:bye")
+        assert b"connection: close" in received.lower()
+        assert _Recording.writes == [received]
+
+    _run(test)
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_other_methods_are_answered_in_one_write(method: str) -> None:
+    async def test(port: int) -> None:
+        request = f"{method} / HTTP/1.1\r\nHost: test\r\n\r\n".encode()
+        received = await _exchange(port, request, lambda got: got.endswith(b"echo:"))
+        assert _Recording.writes == [received]
+
+    _run(test)
