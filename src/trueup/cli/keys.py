@@ -58,6 +58,11 @@ def _service(args: argparse.Namespace, creating: bool = False) -> KeyService:
     database = sqlite_path(settings.resolved_database_url)
     if not creating and database is not None and not database.is_file():
         raise _RefusedError(f"no database at {database} (give --data-dir or --database-url)")
+    if not creating and not settings.data_dir.is_dir():  # PostgreSQL: the pepper's directory
+        raise _RefusedError(
+            f"no data directory at {settings.data_dir}: give --data-dir, the directory whose "
+            "key-pepper this database's keys were issued with"
+        )
     try:
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
