@@ -285,24 +285,19 @@ def test_audit_takes_its_key_from_a_file_and_refuses_what_is_no_key(tmp_path: Pa
 
 def test_keys_list_and_revoke_make_no_ledger_where_none_is(tmp_path: Path) -> None:
     mistyped = tmp_path / "dataa"
-    for command in (["keys", "list"], ["keys", "revoke", "key_x"]):
-        done = trueup(command, mistyped, None)
-        assert (done.returncode, done.stdout) == (2, ""), done.stderr
-        assert done.stderr == (
-            f"trueup {' '.join(command[:2])}: no database at {mistyped / 'trueup.db'} "
-            "(give --data-dir or --database-url)\n"
-        )
-    assert not mistyped.exists()
     # On PostgreSQL the data directory holds only the pepper: none is made, even where the
     # database cannot be reached (this one is never asked).
     unreachable = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"
-    for command in (["keys", "list"], ["keys", "revoke", "key_x"]):
-        done = trueup(command, mistyped, unreachable)
-        assert (done.returncode, done.stdout) == (2, ""), done.stderr
-        assert done.stderr == (
-            f"trueup {' '.join(command[:2])}: no data directory at {mistyped}: give --data-dir, the "
-            "directory whose key-pepper this database's keys were issued with\n"
-        )
+    refusals = {
+        None: f"no database at {mistyped / 'trueup.db'} (give --data-dir or --database-url)",
+        unreachable: f"no data directory at {mistyped}: give --data-dir, the directory whose "
+        "key-pepper this database's keys were issued with",
+    }
+    for database_url, refusal in refusals.items():
+        for command in (["keys", "list"], ["keys", "revoke", "key_x"]):
+            done = trueup(command, mistyped, database_url)
+            assert (done.returncode, done.stdout) == (2, ""), done.stderr
+            assert done.stderr == f"trueup {' '.join(command[:2])}: {refusal}\n"
     assert not mistyped.exists()
     a_file = tmp_path / "a-file"
     a_file.write_text("")
