@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from trueup.api.schemas import ErrorBody
+from trueup.api.schemas.common import ErrorBody
 
 __all__ = ["errors", "install_openapi", "json_body"]
 

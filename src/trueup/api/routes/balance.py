@@ -13,7 +13,7 @@ from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors, json_body
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import hex_root
-from trueup.api.schemas import CompareBody, CompareResponse, DeriveResponse
+from trueup.api.schemas.balances import CompareBody, CompareResponse, DeriveResponse
 from trueup.core.compare import to_wire
 from trueup.core.ids import anchor_id, record_id
 from trueup.core.scopes import MAX_BALANCE, MAX_OFFSET

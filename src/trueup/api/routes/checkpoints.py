@@ -13,7 +13,7 @@ from trueup.api.openapi import errors, json_body
 from trueup.api.params import INTEGER_TEXT
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import hex_root
-from trueup.api.schemas import (
+from trueup.api.schemas.balances import (
     CheckpointBody,
     CheckpointListResponse,
     CheckpointResponse,

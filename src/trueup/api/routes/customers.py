@@ -11,7 +11,7 @@ from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors
 from trueup.api.params import INTEGER_TEXT
 from trueup.api.responses import JSONResponse
-from trueup.api.schemas import CustomerListResponse, CustomerResponse, UsageResponse
+from trueup.api.schemas.balances import CustomerListResponse, CustomerResponse, UsageResponse
 from trueup.core.timestamps import format_wire
 from trueup.storage.balances import AccountRecord
 

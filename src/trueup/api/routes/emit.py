@@ -14,7 +14,7 @@ from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors, json_body
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import reply_response, tree_head_json
-from trueup.api.schemas import (
+from trueup.api.schemas.writes import (
     DeltaStatusResponse,
     EmitBatchBody,
     EmitBatchResponse,

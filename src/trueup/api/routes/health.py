@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from trueup.api.deps import ServicesDep
 from trueup.api.responses import JSONResponse
-from trueup.api.schemas import Health, Ready
+from trueup.api.schemas.common import Health, Ready
 from trueup.core.timestamps import parse_canonical
 from trueup.storage.errors import StorageError
 

@@ -13,7 +13,7 @@ from trueup.api.openapi import errors
 from trueup.api.params import INTEGER_TEXT
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import hex_root
-from trueup.api.schemas import ConsistencyProof, InclusionProof, LogKey, ProofBundle, VerifyResult
+from trueup.api.schemas.log import ConsistencyProof, InclusionProof, LogKey, ProofBundle, VerifyResult
 from trueup.core.ids import anchor_id
 from trueup.core.timestamps import format_wire, format_wire_ms
 from trueup.proof import leaf_fields_to_json

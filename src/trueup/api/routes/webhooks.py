@@ -16,7 +16,7 @@ from trueup.api.openapi import errors, json_body
 from trueup.api.params import INTEGER_TEXT
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import reply_response
-from trueup.api.schemas import (
+from trueup.api.schemas.webhooks import (
     WebhookCreateBody,
     WebhookDeletedResponse,
     WebhookDeliveriesResponse,

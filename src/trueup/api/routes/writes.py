@@ -14,7 +14,7 @@ from trueup.api.openapi import errors, json_body
 from trueup.api.params import INTEGER_TEXT
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import reply_response, tree_head_json
-from trueup.api.schemas import IdempotencyPending, WriteAccepted, WriteRequest, WriteStatus
+from trueup.api.schemas.writes import IdempotencyPending, WriteAccepted, WriteRequest, WriteStatus
 from trueup.core.ids import anchor_id, record_id
 from trueup.core.timestamps import format_wire
 

@@ -1,0 +1,211 @@
+"""Wire schemas of the balance routes: derive and compare, period checkpoints and their
+receipts, customers and usage.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from trueup.api.schemas.common import ACCOUNT_ID, OpenModel
+
+__all__ = [
+    "CheckpointBody",
+    "CheckpointListResponse",
+    "CheckpointModel",
+    "CheckpointResponse",
+    "CompareBody",
+    "CompareResponse",
+    "CustomerListResponse",
+    "CustomerModel",
+    "CustomerResponse",
+    "DeriveResponse",
+    "ReceiptResponse",
+    "UsageResponse",
+]
+
+
+class _DeriveDelta(BaseModel):
+    anchorId: str
+    delta: int
+    reason: str
+    status: Literal["VERIFIED"]
+    createdAt: str
+    recordId: str
+    leafIndex: int
+    key: str
+
+
+class _WindowSummary(BaseModel):
+    period: str
+    totalCredits: int
+    totalDebits: int
+    netChange: int
+    deltasCount: int
+
+
+class _NewestInclusion(BaseModel):
+    anchorId: str
+    leafIndex: int
+    leafHash: str
+    proof: list[str]
+
+
+class _VerificationProof(BaseModel):
+    rootHash: str
+    algorithm: Literal["sha256"]
+    timestamp: str
+    treeSize: int
+    checkpoint: str
+    inclusionProof: _NewestInclusion | None
+
+
+class _DeriveData(BaseModel):
+    customerId: str
+    computedBalance: int
+    startingBalance: int
+    deltasCount: int
+    latestCheckpoint: str
+    startingCheckpoint: dict[str, Any] | None
+    deltas: list[_DeriveDelta]
+    windowSummaries: list[_WindowSummary]
+    verificationProof: _VerificationProof
+    limit: int
+    offset: int
+    order: Literal["asc", "desc"]
+    scope: dict[str, Any]
+
+
+class DeriveResponse(BaseModel):
+    success: Literal[True]
+    data: _DeriveData
+
+
+class CompareBody(BaseModel):
+    customerId: str = Field(pattern=ACCOUNT_ID)
+    yourBalance: int
+    theirBalance: int
+    startingBalance: int = 0
+    startingCheckpoint: str | None = None
+    startingCheckpointType: Literal["itemsRoot", "anchorId", "proofRoot", "recordId"] | None = None
+    period: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}$")
+    yourWindows: list[dict[str, Any]] | None = Field(default=None, description="[{period, netChange}]")
+    theirWindows: list[dict[str, Any]] | None = Field(default=None, description="[{period, netChange}]")
+
+
+class _CompareData(OpenModel):
+    customerId: str
+    neutralBalance: int
+    matchesYours: bool
+    matchesTheirs: bool
+    discrepancyReport: dict[str, Any] | None = None
+
+
+class CompareResponse(BaseModel):
+    success: Literal[True]
+    data: _CompareData
+
+
+class CheckpointBody(BaseModel):
+    customerId: str = Field(pattern=ACCOUNT_ID)
+    period: str = Field(pattern=r"^\d{4}-\d{2}$")
+    force: bool = False
+
+
+class CheckpointModel(BaseModel):
+    checkpointId: str
+    proofRoot: str
+    customerId: str
+    period: str
+    openingBalance: int
+    closingBalance: int
+    netChange: int
+    totalCredits: int
+    totalDebits: int
+    deltasCount: int
+    treeSize: int
+    status: Literal["VERIFIED"]
+    locked: bool
+    createdAt: str
+
+
+class CheckpointResponse(BaseModel):
+    success: Literal[True]
+    data: CheckpointModel
+
+
+class _CheckpointList(BaseModel):
+    checkpoints: list[CheckpointModel]
+    total: int
+    limit: int
+    offset: int
+
+
+class CheckpointListResponse(BaseModel):
+    success: Literal[True]
+    data: _CheckpointList
+
+
+class _Receipt(BaseModel):
+    checkpointId: str
+    customerId: str
+    period: str
+    proofRoot: str
+    deltaCount: int
+    startingBalance: int
+    finalBalance: int
+    netChange: int
+    treeSize: int
+    verifyUrl: str
+    verificationApiUrl: str
+
+
+class ReceiptResponse(BaseModel):
+    success: Literal[True]
+    data: _Receipt
+
+
+class CustomerModel(BaseModel):
+    customerId: str
+    balance: int
+    deltaCount: int
+    firstActivity: str | None
+    lastActivity: str | None
+
+
+class _CustomerList(BaseModel):
+    customers: list[CustomerModel]
+    total: int
+    page: int
+    limit: int
+
+
+class CustomerListResponse(BaseModel):
+    success: Literal[True]
+    data: _CustomerList
+
+
+class _CustomerDetail(CustomerModel):
+    windowSummaries: list[_WindowSummary]
+
+
+class CustomerResponse(BaseModel):
+    success: Literal[True]
+    data: _CustomerDetail
+
+
+class _Usage(BaseModel):
+    tenantId: str = Field(description="the tenant id its leaves carry (a proof bundle's leaf.tenant)")
+    plan: str
+    period: str
+    allowance: int | None
+    used: int
+    remaining: int | None
+    resetsAt: str
+    unlimited: bool
+
+
+class UsageResponse(BaseModel):
+    success: Literal[True]
+    data: _Usage
