@@ -17,8 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from trueup.bench import scenarios
+from trueup.bench import deployments
 from trueup.bench.cpu import LOAD_GENERATOR, MACHINE_BUSY, MACHINE_CAPACITY
+from trueup.bench.deployments import (
+    DefaultFigures,
+    _side_by_side,
+    _single_versus_rows,
+    _versus_batched_row,
+    single_spread_row,
+)
 from trueup.bench.echo import start_echo_server
 from trueup.bench.load import run_load, run_load_process
 from trueup.bench.loadspec import LoadResult, LoadSpec, RequestTemplate
@@ -26,17 +33,10 @@ from trueup.bench.merkle import make_leaves, ours_seconds
 from trueup.bench.reference import hashlib_bound_seconds, pymerkle_seconds, sync_latencies_ms
 from trueup.bench.report import Check, Report, Row
 from trueup.bench.runner import QUICK
-from trueup.bench.scenarios import (
-    DefaultFigures,
-    _side_by_side,
-    _single_versus_rows,
-    _versus_batched_row,
-    batched_rows,
-    single_spread_row,
-)
 from trueup.bench.server import ServerError, ServerUnderTest, http_get_json
 from trueup.bench.stats import Summary, percentile, summarize, time_pairs
 from trueup.bench.workload import batch_template, single_template
+from trueup.bench.write_rows import batched_rows
 from trueup.proof import leaf_hash, root_from_leaf_hashes
 
 REQUEST_ID = r'"requestId":"([^"]+)"'
@@ -287,7 +287,7 @@ def test_every_default_single_item_load_is_listed_with_the_judged_one_first() ->
 def _record_loads(
     monkeypatch: pytest.MonkeyPatch, calls: list[str], each: Callable[[], None] = lambda: None
 ) -> None:
-    """Replace the loads of :func:`scenarios.worker_rows` with stand-ins that record each call
+    """Replace the loads of :func:`deployments.worker_rows` with stand-ins that record each call
     (taking their arguments exactly as the real loads do) and answer load n with 1,000 n
     requests in 10 s; ``each`` runs at every call."""
     rates = iter(range(1, 100))
@@ -311,9 +311,9 @@ def _record_loads(
 
         return fake
 
-    monkeypatch.setattr(scenarios, "_batched_load", recorder("batched", scenarios._batched_load))
-    monkeypatch.setattr(scenarios, "_single_load", recorder("single", scenarios._single_load))
-    monkeypatch.setattr(scenarios.postgres, "unreachable_reason", lambda url: "no server here")
+    monkeypatch.setattr(deployments, "_batched_load", recorder("batched", deployments._batched_load))
+    monkeypatch.setattr(deployments, "_single_load", recorder("single", deployments._single_load))
+    monkeypatch.setattr(deployments.postgres, "unreachable_reason", lambda url: "no server here")
 
 
 def test_each_other_deployment_is_run_beside_a_default_load_and_compared_with_it(
@@ -322,7 +322,7 @@ def test_each_other_deployment_is_run_beside_a_default_load_and_compared_with_it
     """The order of the loads, the flags each gets, and which neighbour each row is read against."""
     calls: list[str] = []
     _record_loads(monkeypatch, calls)
-    rows = scenarios.worker_rows(tmp_path, QUICK.writes, DefaultFigures(1.0, 30.0))
+    rows = deployments.worker_rows(tmp_path, QUICK.writes, DefaultFigures(1.0, 30.0))
     assert calls == [
         "batched sqlite-committer-process-default-batched workers=1 sequencer=None committer=None",
         "batched sqlite-committer-process-batched workers=1 sequencer=None committer=process",
@@ -364,7 +364,7 @@ def test_other_deployments_that_would_pass_the_time_budget_are_left_out_and_said
     calls: list[str] = []
     _record_loads(monkeypatch, calls, each=forty_seconds)
     # The first deployment's four loads take 160 s; then 100 s are left, and the next needs 160.
-    rows = scenarios.worker_rows(tmp_path, QUICK.writes, DefaultFigures(1.0, 30.0), 260.0, lambda: now[0])
+    rows = deployments.worker_rows(tmp_path, QUICK.writes, DefaultFigures(1.0, 30.0), 260.0, lambda: now[0])
     assert len(calls) == 4
     assert all("committer-process" in call for call in calls)
     skipped = [row for row in rows if row.skipped]
@@ -385,7 +385,7 @@ def test_other_deployments_that_would_pass_the_time_budget_are_left_out_and_said
     assert skipped[-1].value == "skipped: no server here"
     # With no time left at all, nothing is run, and the first estimate comes from the plan.
     calls.clear()
-    rows = scenarios.worker_rows(tmp_path, QUICK.writes, DefaultFigures(1.0, 30.0), 10.0, lambda: 0.0)
+    rows = deployments.worker_rows(tmp_path, QUICK.writes, DefaultFigures(1.0, 30.0), 10.0, lambda: 0.0)
     assert calls == []
     assert sum(1 for row in rows if row.skipped) == 7
 

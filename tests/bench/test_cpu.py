@@ -20,7 +20,7 @@ from trueup.bench.cpu import (
 )
 from trueup.bench.loadspec import LoadResult
 from trueup.bench.runner import QUICK
-from trueup.bench.scenarios import _single_rows, batched_rows
+from trueup.bench.write_rows import _single_rows, batched_rows
 
 PROC_STAT = """cpu  100 5 50 800 40 3 2 0 7 0
 cpu0 50 2 25 400 20 1 1 0 7 0

@@ -8,9 +8,12 @@ table with the ratio, the target and pass/miss.
 - :mod:`.load` — the HTTP/1.1 load generator (raw asyncio sockets, its own process), and
   :mod:`.loadspec` — what it sends and what it measured;
 - :mod:`.server` — the real ``trueup serve`` process under test;
-- :mod:`.writes`, :mod:`.ledger`, :mod:`.merkle` — the measurements;
+- :mod:`.writes`, :mod:`.ledger`, :mod:`.merkle` — the measurements (the last two with their
+  rows);
 - :mod:`.reference` — the references (raw executemany, hashlib, pymerkle);
-- :mod:`.scenarios` — measurements into rows; :mod:`.report` — the table;
+- :mod:`.write_rows` — the default server's write loads into rows, :mod:`.deployments` — the
+  other deployments beside it, :mod:`.load_figures` — what both read off a load's result;
+  :mod:`.report` — the table;
 - :mod:`.runner` — one run, in order, bounded in time.
 
 This package sits beside :mod:`trueup.cli` at the top of the layers and may import any layer.

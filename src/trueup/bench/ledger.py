@@ -6,7 +6,8 @@ months) is loaded straight through the storage and sealing code the server runs 
 which also gives the end-to-end sealing rate. Then :class:`BalanceService` calls are timed
 one by one in this process for each scope, the same calls for ``minnow`` being the reference
 (a cost that does not grow with history gives a ratio near 1), and finally a server is
-started on the same data directory to time the two routes over HTTP.
+started on the same data directory to time the two routes over HTTP. :func:`ledger_rows`
+turns those timings into the report's rows.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from trueup.bench.load import run_load_process
+from trueup.bench.load_figures import replies_note
 from trueup.bench.loadspec import LoadResult, LoadSpec, RequestTemplate
+from trueup.bench.report import Check, Row, fmt_ms, fmt_percent, fmt_rate, fmt_times
 from trueup.bench.server import HOST, ServerUnderTest
 from trueup.bench.stats import Summary, time_pairs
 from trueup.core.ids import new_request_id
@@ -33,7 +36,7 @@ from trueup.service.keys import Principal
 from trueup.service.settings import Settings
 from trueup.storage.writes import DeltaDraft, WriteDraft
 
-__all__ = ["History", "LedgerTimings", "load_history", "measure_ledger"]
+__all__ = ["History", "LedgerTimings", "ledger_rows", "load_history", "measure_ledger"]
 
 MONTHS = 24
 DRAFT_ITEMS = 5_000
@@ -237,3 +240,68 @@ def _http_timings(
         name: run_load_process(LoadSpec(HOST, server.port, template, 1, seconds, warmup_s=0.5, tag="h"))
         for name, template in templates.items()
     }
+
+
+def ledger_rows(timings: LedgerTimings, hashlib_rate: float | None) -> list[Row]:
+    """Load, end-to-end sealing, derive/compare in process and over HTTP."""
+    big, small = timings.big, timings.small
+    count = len(big.amounts)
+    seal_rate = count / big.seal_s
+    rows = [
+        Row(
+            name=f"sealing end-to-end: Sealer.seal_once, SQLite ({count:,} queued deltas)",
+            value=fmt_rate(seal_rate, "leaves/s"),
+            reference="" if hashlib_rate is None else f"hashlib bound {fmt_rate(hashlib_rate, 'leaves/s')}",
+            ratio="" if hashlib_rate is None else fmt_percent(seal_rate / hashlib_rate),
+            note="queued rows -> leaves, nodes, signed head, balances, month totals; 1,000 per seal",
+            numbers={"leaves_per_s": seal_rate},
+        ),
+        Row(
+            name=f"loading {count:,} deltas for one customer (commit + seal)",
+            value=f"{big.commit_s + big.seal_s:,.1f} s",
+            reference=(
+                f"commit {fmt_rate(count / big.commit_s, 'rows/s')}, seal {fmt_rate(seal_rate, 'rows/s')}"
+            ),
+            numbers={"commit_s": big.commit_s, "seal_s": big.seal_s},
+        ),
+    ]
+    for name, (at_scale, at_small) in timings.in_process.items():
+        ratio = at_scale.p99 / at_small.p99 if at_small.p99 else 0.0
+        rows.append(
+            Row(
+                name=f"{name} at {count:,} deltas: p99",
+                value=fmt_ms(at_scale.p99),
+                reference=f"same at {len(small.amounts):,} deltas {fmt_ms(at_small.p99)}",
+                ratio=fmt_times(ratio),
+                target="<= 5 ms",
+                checks=(Check("<= 5 ms", at_scale.p99 <= 5.0),),
+                note=(
+                    f"p50 {fmt_ms(at_scale.p50)} over {at_scale.count:,} calls in process (the server's "
+                    "collector settings), alternating with the reference customer's; it shares the "
+                    "same log, so a cost equal for both grows with the log"
+                ),
+                numbers={
+                    "p50_ms": at_scale.p50,
+                    "p99_ms": at_scale.p99,
+                    "small_p99_ms": at_small.p99,
+                    "calls": at_scale.count,
+                },
+            )
+        )
+    in_process = {
+        "derive over HTTP (all, page of 100)": "derive, all deltas (page 1 of 100)",
+        "compare over HTTP (a missed delta)": "compare, a missed delta (localised)",
+    }
+    for name, result in timings.http.items():
+        base = timings.in_process[in_process[name]][0].p99
+        rows.append(
+            Row(
+                name=f"{name} at {count:,} deltas: p99",
+                value=fmt_ms(result.latency_ms.p99),
+                reference=f"in process {fmt_ms(base)}",
+                ratio=fmt_times(result.latency_ms.p99 / base) if base else "",
+                note=f"1 client, p50 {fmt_ms(result.latency_ms.p50)}, {replies_note(result)}",
+                numbers={"p50_ms": result.latency_ms.p50, "p99_ms": result.latency_ms.p99},
+            )
+        )
+    return rows

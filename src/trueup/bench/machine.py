@@ -1,4 +1,4 @@
-"""The machine a run measured: cores, CPU, memory, versions; and peak memory of processes."""
+"""The machine a run measured: cores, CPU, memory, versions; and peak memory of processes, as rows."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import resource
 import sqlite3
 import sys
 
-__all__ = ["harness_peak_rss_kib", "machine_info"]
+from trueup.bench.report import Row, fmt_bytes_kib
+
+__all__ = ["harness_peak_rss_kib", "machine_info", "rss_rows"]
 
 
 def _cpu_model() -> str:
@@ -50,3 +52,32 @@ def machine_info(postgres_version: str | None) -> dict[str, str]:
 def harness_peak_rss_kib() -> int:
     """Peak resident set size of this process so far, in KiB (Linux reports KiB)."""
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def rss_rows(rss: dict[str, int], harness_kib: int) -> list[Row]:
+    """Peak resident memory of the servers (VmHWM) and of this harness (ru_maxrss)."""
+    rows: list[Row] = []
+    measured = {name: kib for name, kib in rss.items() if kib}
+    if measured:
+        worst = max(measured, key=lambda name: measured[name])
+        others = ", ".join(
+            f"{name.removeprefix('server, ')} {fmt_bytes_kib(kib)}" for name, kib in measured.items()
+        )
+        rows.append(
+            Row(
+                name="peak RSS, server + its child processes (VmHWM, summed)",
+                value=fmt_bytes_kib(measured[worst]),
+                reference=worst.removeprefix("server, "),
+                note=others,
+                numbers=dict(measured),
+            )
+        )
+    rows.append(
+        Row(
+            name="peak RSS, harness (ru_maxrss)",
+            value=fmt_bytes_kib(harness_kib),
+            reference="includes the in-memory proof tree",
+            numbers={"kib": harness_kib},
+        )
+    )
+    return rows

@@ -19,18 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trueup.bench import postgres
-from trueup.bench.ledger import measure_ledger
-from trueup.bench.machine import harness_peak_rss_kib, machine_info
+from trueup.bench.deployments import DefaultFigures, worker_rows
+from trueup.bench.ledger import ledger_rows, measure_ledger
+from trueup.bench.machine import harness_peak_rss_kib, machine_info, rss_rows
 from trueup.bench.merkle import inclusion_rows, sealing_rows
 from trueup.bench.report import Report, Row
-from trueup.bench.scenarios import (
-    DefaultFigures,
-    ledger_rows,
-    postgres_write_rows,
-    rss_rows,
-    sqlite_write_rows,
-    worker_rows,
-)
+from trueup.bench.write_rows import postgres_write_rows, sqlite_write_rows
 from trueup.bench.writes import WritePlan
 
 __all__ = ["FULL", "QUICK", "RunPlan", "run_benchmarks"]
