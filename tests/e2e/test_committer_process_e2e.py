@@ -36,7 +36,8 @@ from trueup.cli.committer import (
 )
 from trueup.storage import open_storage
 from trueup.storage.errors import StorageUnavailableError
-from trueup.storage.writes import DeltaDraft, IdempotencyClaim, StoredResponse, WriteDraft, WriteResult
+from trueup.storage.idempotency import IdempotencyClaim, StoredResponse
+from trueup.storage.write_drafts import DeltaDraft, WriteDraft, WriteResult
 
 KILLS = 3
 WRITERS = 6

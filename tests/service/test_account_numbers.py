@@ -7,7 +7,7 @@ import pytest
 from tests.service.conftest import principal_for, seal_all, write
 from trueup.service.container import Services
 from trueup.storage import StorageError, open_storage
-from trueup.storage.balances import Scope
+from trueup.storage.balance_records import Scope
 from trueup.storage.migrate import SchemaTooNewError, migrate
 from trueup.storage.schema import MIGRATIONS
 

@@ -11,7 +11,7 @@ import pytest
 from trueup.service.container import open_services
 from trueup.service.keys import Principal
 from trueup.service.settings import Settings
-from trueup.storage.writes import DeltaDraft, WriteDraft
+from trueup.storage.write_drafts import DeltaDraft, WriteDraft
 
 COUNT = 200_000
 

@@ -9,7 +9,7 @@ import secrets
 from tests.service.conftest import principal_for
 from trueup.core.ids import new_request_id
 from trueup.service.container import Services
-from trueup.storage.writes import DeltaDraft, WriteDraft
+from trueup.storage.write_drafts import DeltaDraft, WriteDraft
 
 
 def _draft(tenant_id: str, key: str) -> WriteDraft:

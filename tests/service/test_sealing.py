@@ -25,9 +25,10 @@ from trueup.service.container import Services, open_services
 from trueup.service.sealing import Sealer, leaf_fields_of
 from trueup.service.settings import Settings
 from trueup.service.signing import load_or_create_signer
-from trueup.storage import log as log_module
+from trueup.storage import seal as seal_module
 from trueup.storage.engine import Tx
-from trueup.storage.log import SealConflictError, SealPlan
+from trueup.storage.errors import SealConflictError
+from trueup.storage.seal import SealPlan
 
 
 def items(prefix: str, count: int, customer: str = "c1") -> list[dict[str, object]]:
@@ -144,7 +145,7 @@ def between_planning_and_writing(
 ) -> list[int]:
     """Run ``action`` once, after the next seal has worked out its figures and before it takes
     the writer; the returned list gets the planned size when it has run."""
-    planned = log_module._plan_balances
+    planned = seal_module.plan_balances
     ran: list[int] = []
 
     def plan_then_act(tx: Tx, plan: SealPlan) -> object:
@@ -154,7 +155,7 @@ def between_planning_and_writing(
             action(plan)
         return balances
 
-    monkeypatch.setattr(log_module, "_plan_balances", plan_then_act)
+    monkeypatch.setattr(seal_module, "plan_balances", plan_then_act)
     return ran
 
 

@@ -13,7 +13,7 @@ from tests.service.conftest import principal_for, write
 from trueup.sequencer.loop import MAX_FAILURE_WAIT_S, SequencerLoop
 from trueup.service.container import Services
 from trueup.service.metrics import SEAL_FAILURES
-from trueup.storage.log import SealOutcome, SealPlan
+from trueup.storage.seal import SealOutcome, SealPlan
 
 
 def test_a_lock_landing_while_a_seal_is_planned_is_planned_again_at_once(

@@ -10,14 +10,9 @@ import pytest
 from trueup.core.errors import DuplicateKeyError, IdempotencyMismatchError, PlanLimitExceededError
 from trueup.storage import Storage, StorageUnavailableError, open_storage
 from trueup.storage.engine import Tx
-from trueup.storage.writes import (
-    DeltaDraft,
-    IdempotencyClaim,
-    StoredResponse,
-    WriteDraft,
-    WriteResult,
-    WriteStore,
-)
+from trueup.storage.idempotency import IdempotencyClaim, StoredResponse
+from trueup.storage.write_drafts import DeltaDraft, WriteDraft, WriteResult
+from trueup.storage.writes import WriteStore
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-import trueup.storage.log as log_module
+import trueup.storage.seal as seal_module
 from tests.webhooks.conftest import deliveries, events, principal_for, seal_all, write
 from trueup.core.ids import anchor_id
 from trueup.core.timestamps import format_canonical
@@ -182,17 +182,17 @@ def test_events_roll_back_with_a_seal_that_fails(services: Services, monkeypatch
     principal = principal_for(services)
     endpoint(services, principal)
     write(services, principal, item("atomic"))
-    real = log_module.enqueue_seal_events
+    real = seal_module.enqueue_seal_events
 
     def enqueue_then_crash(*args: Any) -> int:
         real(*args)
         raise RuntimeError("crash after the outbox rows were written")
 
-    monkeypatch.setattr(log_module, "enqueue_seal_events", enqueue_then_crash)
+    monkeypatch.setattr(seal_module, "enqueue_seal_events", enqueue_then_crash)
     with pytest.raises(RuntimeError, match="crash after"):
         services.sealer.seal_once()
     assert events(services) == [] and deliveries(services) == []
-    monkeypatch.setattr(log_module, "enqueue_seal_events", real)
+    monkeypatch.setattr(seal_module, "enqueue_seal_events", real)
     seal_all(services)
     assert len(events(services)) == 2
 

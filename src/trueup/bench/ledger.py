@@ -34,7 +34,7 @@ from trueup.service.collector import collector_settled
 from trueup.service.container import Services, open_services
 from trueup.service.keys import Principal
 from trueup.service.settings import Settings
-from trueup.storage.writes import DeltaDraft, WriteDraft
+from trueup.storage.write_drafts import DeltaDraft, WriteDraft
 
 __all__ = ["History", "LedgerTimings", "ledger_rows", "load_history", "measure_ledger"]
 

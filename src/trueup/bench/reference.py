@@ -30,7 +30,7 @@ __all__ = [
     "sync_latencies_ms",
 ]
 
-# The columns and values of the deltas insert in trueup.storage.writes.WriteStore, written
+# The columns and values of the deltas insert (trueup.storage.write_drafts), written
 # out here because the reference must be the bare statement, not our code path around it.
 _INSERT_DELTAS = """INSERT INTO deltas (tenant_id, request_id, item_index, item_key, customer_id,
     amount, reason, metadata, occurred_at, period, accepted_at, salt, status)

@@ -4,7 +4,8 @@ A batched request carries 1,000 items spread over 1,000 customers, with amounts 
 deterministic, non-zero and mixed in sign; a single-item request carries one item for the
 customer of its client. Keys are unique per request through :data:`~trueup.bench.load.MARKER`.
 :func:`delta_rows` builds the rows the server would store for such requests (the columns of
-the ``deltas`` insert in :mod:`trueup.storage.writes`), for the raw ``executemany`` reference.
+the ``deltas`` insert in :mod:`trueup.storage.write_drafts`), for the raw ``executemany``
+reference.
 """
 
 from __future__ import annotations

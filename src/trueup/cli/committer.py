@@ -53,7 +53,8 @@ from trueup.core.errors import DomainError, UnavailableError
 from trueup.service.settings import Settings
 from trueup.storage import open_storage
 from trueup.storage.errors import StorageUnavailableError
-from trueup.storage.writes import WriteDraft, WriteResult, WriteStore
+from trueup.storage.write_drafts import WriteDraft, WriteResult
+from trueup.storage.writes import WriteStore
 
 __all__ = ["BULK_REQUEST_ITEMS", "LOCAL_FROM_ITEMS", "CommitInterruptedError", "CommitterProcess", "main"]
 

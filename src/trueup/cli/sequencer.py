@@ -23,7 +23,7 @@ from typing import TextIO
 from trueup.cli.options import add_storage_options, configure_logging, settings_from
 from trueup.sequencer.loop import SequencerLoop
 from trueup.service.container import open_services
-from trueup.storage.log import SealOutcome
+from trueup.storage.seal import SealOutcome
 
 __all__ = ["run"]
 

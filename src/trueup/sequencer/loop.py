@@ -23,7 +23,8 @@ from trueup.service.metrics import SEAL_FAILURES, observe_seal
 from trueup.service.roles import ElectedRole
 from trueup.service.sealing import Sealer
 from trueup.storage import Storage
-from trueup.storage.log import SealConflictError, SealOutcome
+from trueup.storage.errors import SealConflictError
+from trueup.storage.seal import SealOutcome
 
 __all__ = ["FullBatchTrigger", "SequencerLoop", "StatisticsSchedule", "next_seal_limit"]
 

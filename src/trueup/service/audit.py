@@ -29,7 +29,8 @@ from trueup.proof import (
 )
 from trueup.service.sealing import leaf_fields_of
 from trueup.storage import Storage
-from trueup.storage.log import HeadRecord, SealedDelta
+from trueup.storage.heads import HeadRecord
+from trueup.storage.log import SealedDelta
 
 __all__ = ["AuditReport", "audit_log"]
 

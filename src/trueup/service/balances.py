@@ -33,16 +33,10 @@ from trueup.service.keys import Principal
 from trueup.service.log import parse_root
 from trueup.service.sealing import leaf_fields_of
 from trueup.storage import Storage
-from trueup.storage.balances import (
-    AccountRecord,
-    BalanceSnapshot,
-    DeltaRecord,
-    MonthRecord,
-    Scope,
-    ScopeSummary,
-)
+from trueup.storage.balance_records import AccountRecord, DeltaRecord, MonthRecord, Scope, ScopeSummary
+from trueup.storage.balances import BalanceSnapshot
 from trueup.storage.checkpoints import CheckpointRecord
-from trueup.storage.log import HeadRecord
+from trueup.storage.heads import HeadRecord
 
 __all__ = ["BalanceService", "Derived", "NewestProof", "PeriodRecord", "PeriodView"]
 

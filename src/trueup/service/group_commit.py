@@ -20,7 +20,7 @@ from typing import Protocol
 
 from trueup.core.errors import UnavailableError
 from trueup.service.metrics import COMMIT_BATCH, COMMIT_SECONDS, INGEST_ITEMS
-from trueup.storage.writes import WriteDraft, WriteResult
+from trueup.storage.write_drafts import WriteDraft, WriteResult
 
 __all__ = ["CommitStore", "GroupCommitter"]
 

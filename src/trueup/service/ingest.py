@@ -31,13 +31,8 @@ from trueup.service.keys import Principal
 from trueup.service.settings import Settings
 from trueup.storage import Storage
 from trueup.storage.engine import Tx
-from trueup.storage.writes import (
-    DeltaDraft,
-    IdempotencyClaim,
-    StoredResponse,
-    WriteDraft,
-    WriteResult,
-)
+from trueup.storage.idempotency import IdempotencyClaim, StoredResponse
+from trueup.storage.write_drafts import DeltaDraft, WriteDraft, WriteResult
 
 __all__ = ["Reply", "WriteService"]
 

@@ -20,7 +20,7 @@ from trueup.proof import (
 from trueup.service.keys import Principal
 from trueup.service.sealing import leaf_fields_of
 from trueup.storage import Storage
-from trueup.storage.log import HeadRecord
+from trueup.storage.heads import HeadRecord
 from trueup.storage.write_views import RecordView
 
 __all__ = ["InclusionAnswer", "LogService", "parse_root"]

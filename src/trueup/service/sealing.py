@@ -28,14 +28,10 @@ from trueup.proof import (
     verify_checkpoint,
 )
 from trueup.storage import Storage
-from trueup.storage.log import (
-    BalanceOverflowError,
-    HeadRecord,
-    QueuedDelta,
-    SealConflictError,
-    SealOutcome,
-    SealPlan,
-)
+from trueup.storage.errors import SealConflictError
+from trueup.storage.heads import HeadRecord
+from trueup.storage.seal import QueuedDelta, SealOutcome, SealPlan
+from trueup.storage.seal_balances import BalanceOverflowError
 
 __all__ = ["Sealer", "leaf_fields_of"]
 

@@ -9,7 +9,7 @@ from trueup.core.ids import parse_anchor_id, parse_record_id
 from trueup.service.keys import Principal
 from trueup.service.log import LogService
 from trueup.storage import Storage
-from trueup.storage.log import HeadRecord
+from trueup.storage.heads import HeadRecord
 from trueup.storage.write_views import RecordView, RequestView
 
 __all__ = ["DeltaStatus", "RequestStatus", "ViewService"]

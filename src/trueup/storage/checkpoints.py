@@ -11,9 +11,11 @@ import hashlib
 from collections.abc import Sequence
 
 from trueup.proof import root_from_leaf_hashes
-from trueup.storage.balances import ACCOUNT_NO_SQL, BalanceSnapshot
+from trueup.storage.balance_records import ACCOUNT_NO_SQL
+from trueup.storage.balances import BalanceSnapshot
 from trueup.storage.engine import Engine, Tx
 from trueup.storage.errors import StorageUnavailableError
+from trueup.storage.heads import latest_head
 from trueup.storage.locks import (
     CHECKPOINT_COLUMNS,
     CheckpointRecord,
@@ -22,7 +24,6 @@ from trueup.storage.locks import (
     read_checkpoint,
     read_checkpoint_by_root,
 )
-from trueup.storage.log import latest_head
 from trueup.storage.outbox import enqueue_checkpoint_event
 
 __all__ = ["CheckpointRecord", "CheckpointStore", "period_proof_root"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["IntegrityConflictError", "StorageError", "StorageUnavailableError"]
+__all__ = ["IntegrityConflictError", "SealConflictError", "StorageError", "StorageUnavailableError"]
 
 
 class StorageError(Exception):
@@ -15,3 +15,7 @@ class StorageUnavailableError(StorageError):
 
 class IntegrityConflictError(StorageError):
     """A uniqueness rule was hit by a concurrent writer; the caller may retry once."""
+
+
+class SealConflictError(StorageError):
+    """The log moved under the sequencer (another sequencer sealed); reload and retry."""

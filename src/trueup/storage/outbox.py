@@ -25,7 +25,7 @@ from trueup.storage.engine import Row, Tx, chunks
 
 if TYPE_CHECKING:
     from trueup.storage.checkpoints import CheckpointRecord
-    from trueup.storage.log import QueuedDelta, SealPlan
+    from trueup.storage.seal import QueuedDelta, SealPlan
 
 __all__ = [
     "CHECKPOINT_VERIFIED",

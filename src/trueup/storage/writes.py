@@ -1,10 +1,12 @@
-"""Accepting deltas: the all-or-nothing write transaction (what was written is read back
-through :mod:`trueup.storage.write_views`; idempotency keys are :mod:`trueup.storage.idempotency`).
+"""Accepting deltas: the group commit, the all-or-nothing write transaction (what was written is
+read back through :mod:`trueup.storage.write_views`; idempotency keys are
+:mod:`trueup.storage.idempotency`).
 
-:meth:`WriteStore.commit` takes many write requests and commits them in ONE transaction (one
-fsync). Plain requests are stored together inside one savepoint and the others each inside
-their own; when a savepoint fails its requests are stored again one by one, so one request's
-conflict never fails its neighbours.
+:meth:`WriteStore.commit` takes many write requests (:mod:`trueup.storage.write_drafts`) and
+commits them in ONE transaction (one fsync). Plain requests are stored together inside one
+savepoint and the others each inside their own, with every check
+(:mod:`trueup.storage.checked_write`); when a savepoint fails its requests are stored again one by
+one, so one request's conflict never fails its neighbours.
 Nothing here decides *when* to commit: the group committer in the service layer does.
 """
 
@@ -13,20 +15,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
-from trueup.core.errors import (
-    DomainError,
-    DuplicateKeyError,
-    PeriodLockedError,
-    PlanLimitExceededError,
-)
-from trueup.core.ids import record_id
+from trueup.core.errors import DomainError
+from trueup.storage.checked_write import add_usage, commit_one
 from trueup.storage.engine import Engine, Tx, chunks
 from trueup.storage.errors import IntegrityConflictError, StorageError, StorageUnavailableError
 from trueup.storage.idempotency import IdempotencyClaim, StoredResponse, replay
-from trueup.storage.locks import locked_periods
-from trueup.storage.outbox import enqueue_repeat_completed
+from trueup.storage.write_drafts import (
+    DELTA_INSERT_COLUMNS,
+    REQUEST_INSERT_COLUMNS,
+    WriteDraft,
+    WriteResult,
+    delta_rows,
+)
 from trueup.storage.write_views import (
     RecordView,
     RequestView,
@@ -38,88 +39,9 @@ from trueup.storage.write_views import (
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "DeltaDraft",
-    "IdempotencyClaim",
-    "ItemConflict",
-    "Original",
-    "StoredResponse",
-    "WriteDraft",
-    "WriteResult",
-    "WriteStore",
-]
+__all__ = ["WriteStore"]
 
 _IN_LIST = 400  # keys per IN (...) query: under SQLite's and psycopg's parameter limits
-
-
-class DeltaDraft(NamedTuple):
-    """One delta ready to store. ``metadata`` is canonical JSON text; times are canonical.
-
-    A NamedTuple rather than a frozen dataclass: a thousand are built per write request, and
-    a frozen dataclass's ``__init__`` costs several times more.
-    """
-
-    key: str
-    customer_id: str
-    amount: int
-    reason: str
-    metadata: str | None
-    occurred_at: str
-    explicit_time: bool
-    salt: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ItemConflict:
-    """An item refused alone (emit batches report conflicts per item)."""
-
-    index: int
-    error: DomainError
-
-
-class Original(NamedTuple):
-    """The stored delta that an identical repeat (item ``item`` of a request) stands for."""
-
-    item: int
-    record_id: str
-    status: str
-    accepted_at: str
-    """When the original was accepted (canonical): the record's ``createdAt``."""
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """What one committed request stored: indices of new items and of identical repeats."""
-
-    request_id: str
-    stored: tuple[int, ...] = ()
-    duplicates: tuple[int, ...] = ()
-    conflicts: tuple[ItemConflict, ...] = ()
-    replay: StoredResponse | None = None
-    originals: tuple[Original, ...] = ()
-    accepted_at: str = ""
-    """When the request was accepted (canonical); empty for a replay."""
-
-
-@dataclass(frozen=True, slots=True)
-class WriteDraft:
-    """One write request to commit.
-
-    ``allowance`` is the tenant's monthly allowance of accepted deltas (``None``: unlimited).
-    ``per_item_conflicts``: a key conflict refuses that item only instead of the request.
-    ``render`` builds the reply stored under the idempotency key, inside the transaction.
-    """
-
-    tenant_id: str
-    request_id: str
-    source: str
-    accepted_at: str
-    items: Sequence[DeltaDraft]
-    idempotency: IdempotencyClaim | None = None
-    allowance: int | None = None
-    per_item_conflicts: bool = False
-    positions: tuple[int, ...] = ()  # each item's index in the request body, when they differ
-    render: Callable[[WriteResult], StoredResponse] | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)
@@ -134,72 +56,6 @@ class _Group:
         if draft.allowance is None and stored:
             key = (draft.tenant_id, draft.accepted_at[:7])
             self.usage[key] = self.usage.get(key, 0) + stored
-
-
-@dataclass(frozen=True, slots=True)
-class _Existing:
-    seq: int
-    draft: DeltaDraft
-    record_id: str
-    status: str
-    accepted_at: str
-
-
-_DELTA_INSERT_COLUMNS = (
-    "tenant_id",
-    "request_id",
-    "item_index",
-    "item_key",
-    "customer_id",
-    "amount",
-    "reason",
-    "metadata",
-    "occurred_at",
-    "period",
-    "accepted_at",
-    "salt",
-    "status",
-)
-
-_REQUEST_INSERT_COLUMNS = (
-    "id",
-    "tenant_id",
-    "source",
-    "item_count",
-    "stored_count",
-    "pending_count",
-    "accepted_at",
-    "verified_at",
-)
-
-
-def _delta_rows(draft: WriteDraft, indexes: Sequence[int] | None = None) -> list[tuple[object, ...]]:
-    """The ``deltas`` rows (``_DELTA_INSERT_COLUMNS``) of the draft's items at ``indexes``
-    (all of them by default), queued."""
-    items = draft.items
-    return [
-        (
-            draft.tenant_id,
-            draft.request_id,
-            index,
-            item.key,
-            item.customer_id,
-            item.amount,
-            item.reason,
-            item.metadata,
-            item.occurred_at,
-            item.occurred_at[:7],
-            draft.accepted_at,
-            item.salt,
-            "queued",
-        )
-        for index in (range(len(items)) if indexes is None else indexes)
-        for item in (items[index],)
-    ]
-
-
-_WRITES_NAMES = {"key": "key", "customer_id": "accountId", "amount": "bits"}
-_EMIT_NAMES = {"key": "referenceId", "customer_id": "customerId", "amount": "delta"}
 
 
 class WriteStore:
@@ -235,7 +91,7 @@ class WriteStore:
             outcomes += self._commit_run(tx, run, group)
             # Unmetered-plan usage is counted once per group: nothing to check per request.
             for (tenant_id, period), count in group.usage.items():
-                self._add_usage(tx, tenant_id, period, count)
+                add_usage(tx, tenant_id, period, count)
         return outcomes
 
     def _commit_run(
@@ -314,12 +170,10 @@ class WriteStore:
         ]
 
     def _commit_plain(self, tx: Tx, drafts: Sequence[WriteDraft]) -> list[WriteResult]:
-        tx.insert_rows(
-            "deltas", _DELTA_INSERT_COLUMNS, [row for draft in drafts for row in _delta_rows(draft)]
-        )
+        tx.insert_rows("deltas", DELTA_INSERT_COLUMNS, [row for draft in drafts for row in delta_rows(draft)])
         tx.insert_rows(
             "write_requests",
-            _REQUEST_INSERT_COLUMNS,
+            REQUEST_INSERT_COLUMNS,
             [
                 (draft.request_id, draft.tenant_id, draft.source, n, n, n, draft.accepted_at, None)
                 for draft in drafts
@@ -342,7 +196,7 @@ class WriteStore:
         for attempt in range(2):
             try:
                 with tx.savepoint():
-                    result = self._commit_one(tx, draft, group)
+                    result = commit_one(tx, draft, group.any_locks)
             except DomainError as error:
                 return error
             except IntegrityConflictError:
@@ -357,104 +211,6 @@ class WriteStore:
                 group.count_usage(draft, len(result.stored))
                 return result
         raise AssertionError("unreachable")
-
-    def _commit_one(self, tx: Tx, draft: WriteDraft, group: _Group) -> WriteResult:
-        if draft.idempotency is not None:
-            earlier = replay(tx, draft.tenant_id, draft.idempotency)
-            if earlier is not None:
-                return WriteResult(request_id="", replay=earlier)
-        existing = self._existing(tx, draft.tenant_id, [item.key for item in draft.items])
-        stored, duplicates, conflicts = _classify(draft, existing)
-        if stored and group.any_locks:
-            stored = self._refuse_locked_periods(tx, draft, stored, conflicts)
-            duplicates = _drop_repeats_of_refused(draft, stored, duplicates, conflicts)
-        if stored and draft.allowance is not None:
-            self._charge_allowance(tx, draft, len(stored))
-        tx.insert_rows("deltas", _DELTA_INSERT_COLUMNS, _delta_rows(draft, stored))
-        if duplicates:
-            self._record_duplicates(tx, draft, duplicates)
-        # A request that only repeats deltas already sealed (a retry) is complete at once.
-        repeats_sealed = (
-            bool(duplicates)
-            and not stored
-            and all(
-                original_seq is not None and existing[draft.items[index].key].status != "queued"
-                for index, original_seq, _ in duplicates
-            )
-        )
-        tx.execute(
-            f"""INSERT INTO write_requests ({", ".join(_REQUEST_INSERT_COLUMNS)})
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-            (
-                draft.request_id,
-                draft.tenant_id,
-                draft.source,
-                len(draft.items),
-                len(stored),
-                len(stored),
-                draft.accepted_at,
-                draft.accepted_at if repeats_sealed else None,
-            ),
-        )
-        if repeats_sealed:
-            enqueue_repeat_completed(tx, draft.tenant_id, draft.request_id, draft.accepted_at)
-        originals = []
-        for index, _, first in duplicates:
-            key = draft.items[index].key
-            if key in existing:
-                original = existing[key]
-                originals.append(Original(index, original.record_id, original.status, original.accepted_at))
-            else:  # repeats an item of this request
-                originals.append(
-                    Original(index, record_id(draft.request_id, first), "queued", draft.accepted_at)
-                )
-        result = WriteResult(
-            request_id=draft.request_id,
-            stored=tuple(stored),
-            duplicates=tuple(index for index, _, _ in duplicates),
-            conflicts=tuple(conflicts),
-            originals=tuple(originals),
-            accepted_at=draft.accepted_at,
-        )
-        if draft.idempotency is not None and draft.render is not None:
-            response = draft.render(result)
-            tx.execute(
-                """INSERT INTO idempotency_keys (tenant_id, idem_key, route, body_hash,
-                       status_code, response, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    draft.tenant_id,
-                    draft.idempotency.key,
-                    draft.idempotency.route,
-                    draft.idempotency.body_hash,
-                    response.status_code,
-                    response.body,
-                    draft.accepted_at,
-                ),
-            )
-        return result
-
-    def _refuse_locked_periods(
-        self, tx: Tx, draft: WriteDraft, stored: list[int], conflicts: list[ItemConflict]
-    ) -> list[int]:
-        keys = [(draft.tenant_id, draft.items[i].customer_id, draft.items[i].occurred_at[:7]) for i in stored]
-        locks = locked_periods(tx, keys)
-        if not locks:
-            return stored
-        kept: list[int] = []
-        for index, key in zip(stored, keys, strict=True):
-            checkpoint_id = locks.get(key)
-            if checkpoint_id is None:
-                kept.append(index)
-                continue
-            field = ".".join(filter(None, (_item_path(draft, index), "occurredAt")))
-            error = PeriodLockedError(
-                f"{field}: period {key[2]} of customer {key[1]!r} is locked by checkpoint "
-                f"{checkpoint_id}; post the delta to an open period"
-            )
-            if not draft.per_item_conflicts:
-                raise error
-            conflicts.append(ItemConflict(index, error))
-        return kept
 
     def stored_response(self, tenant_id: str, claim: IdempotencyClaim) -> StoredResponse | None:
         """The reply stored under an idempotency key (raises on a mismatching body)."""
@@ -505,93 +261,6 @@ class WriteStore:
             taken.extend(str(row[0]) for row in rows)
         return taken
 
-    def _existing(self, tx: Tx, tenant_id: str, keys: list[str]) -> dict[str, _Existing]:
-        found: dict[str, _Existing] = {}
-        unique = list(dict.fromkeys(keys))
-        for part in chunks(unique, _IN_LIST):
-            keys_match, params = tx.one_of("item_key", part, "text")
-            rows = tx.execute(
-                f"""SELECT item_key, seq, customer_id, amount, reason, metadata, occurred_at,
-                           request_id, item_index, status, accepted_at
-                    FROM deltas WHERE tenant_id = ? AND {keys_match}""",
-                (tenant_id, *params),
-            )
-            for (
-                key,
-                seq,
-                customer_id,
-                amount,
-                reason,
-                metadata,
-                occurred_at,
-                req,
-                idx,
-                status,
-                accepted,
-            ) in rows:
-                found[key] = _Existing(
-                    seq=int(seq),
-                    draft=DeltaDraft(
-                        key=key,
-                        customer_id=customer_id,
-                        amount=int(amount),
-                        reason=reason,
-                        metadata=metadata,
-                        occurred_at=occurred_at,
-                        explicit_time=True,
-                        salt=b"",
-                    ),
-                    record_id=record_id(req, int(idx)),
-                    status=str(status),
-                    accepted_at=str(accepted),
-                )
-        return found
-
-    def _add_usage(self, tx: Tx, tenant_id: str, period: str, count: int) -> int:
-        """Add to the tenant's monthly meter and return the new total.
-
-        The upsert takes the row lock, so concurrent writers (any process) queue here and an
-        allowance checked against the total is never overshot.
-        """
-        total = tx.scalar(
-            """INSERT INTO usage_months (tenant_id, period, accepted_count) VALUES (?, ?, ?)
-               ON CONFLICT (tenant_id, period)
-               DO UPDATE SET accepted_count = usage_months.accepted_count + excluded.accepted_count
-               RETURNING accepted_count""",
-            (tenant_id, period, count),
-        )
-        return int(total)
-
-    def _charge_allowance(self, tx: Tx, draft: WriteDraft, count: int) -> None:
-        period = draft.accepted_at[:7]
-        total = self._add_usage(tx, draft.tenant_id, period, count)
-        if draft.allowance is not None and total > draft.allowance:
-            used = int(total) - count
-            raise PlanLimitExceededError(
-                f"this request would store {count} new deltas but the plan allows "
-                f"{draft.allowance} a month and {used} are used in {period}; "
-                "upgrade the plan or wait for the next month"
-            )
-
-    def _record_duplicates(
-        self, tx: Tx, draft: WriteDraft, duplicates: list[tuple[int, int | None, int]]
-    ) -> None:
-        rows: list[tuple[str, int, int]] = []
-        for index, original_seq, first_index in duplicates:
-            seq = original_seq
-            if seq is None:
-                seq = int(
-                    tx.scalar(
-                        "SELECT seq FROM deltas WHERE request_id = ? AND item_index = ?",
-                        (draft.request_id, first_index),
-                    )
-                )
-            rows.append((draft.request_id, index, seq))
-        tx.executemany(
-            "INSERT INTO write_duplicates (request_id, item_index, original_seq) VALUES (?, ?, ?)",
-            rows,
-        )
-
     # -- reading ----------------------------------------------------------------------------
 
     def used(self, tenant_id: str, period: str) -> int:
@@ -612,82 +281,3 @@ class WriteStore:
     def record_at_leaf(self, tenant_id: str, leaf_index: int) -> RecordView | None:
         with self._engine.read() as tx:
             return read_record_at_leaf(tx, tenant_id, leaf_index)
-
-
-def _classify(
-    draft: WriteDraft, existing: dict[str, _Existing]
-) -> tuple[list[int], list[tuple[int, int | None, int]], list[ItemConflict]]:
-    """Split a draft's items into new ones, identical repeats and conflicting repeats.
-
-    Duplicates are ``(index, original seq or None, first index in this request)``. A conflict
-    raises :class:`DuplicateKeyError` unless the draft reports conflicts per item.
-    """
-    names = _WRITES_NAMES if draft.source == "writes" else _EMIT_NAMES
-    stored: list[int] = []
-    duplicates: list[tuple[int, int | None, int]] = []
-    conflicts: list[ItemConflict] = []
-    first_in_request: dict[str, int] = {}
-    for index, item in enumerate(draft.items):
-        if item.key in existing:
-            original: DeltaDraft = existing[item.key].draft
-            repeat: tuple[int, int | None, int] = (index, existing[item.key].seq, -1)
-        elif item.key in first_in_request:
-            original = draft.items[first_in_request[item.key]]
-            repeat = (index, None, first_in_request[item.key])
-        else:
-            first_in_request[item.key] = index
-            stored.append(index)
-            continue
-        differing = _differing_fields(item, original, names)
-        if not differing:
-            duplicates.append(repeat)
-            continue
-        error = DuplicateKeyError(item.key, differing, _item_path(draft, index), names["key"])
-        if not draft.per_item_conflicts:
-            raise error
-        conflicts.append(ItemConflict(index, error))
-    return stored, duplicates, conflicts
-
-
-def _drop_repeats_of_refused(
-    draft: WriteDraft,
-    stored: list[int],
-    duplicates: list[tuple[int, int | None, int]],
-    conflicts: list[ItemConflict],
-) -> list[tuple[int, int | None, int]]:
-    """An in-request repeat of an item that was refused is refused the same way."""
-    kept = set(stored)
-    errors = {conflict.index: conflict.error for conflict in conflicts}
-    remaining = []
-    for repeat in duplicates:
-        index, original_seq, first = repeat
-        if original_seq is None and first not in kept:
-            conflicts.append(ItemConflict(index, errors[first]))
-        else:
-            remaining.append(repeat)
-    return remaining
-
-
-def _item_path(draft: WriteDraft, index: int) -> str:
-    """Where an item sits in its request body, for error messages."""
-    position = draft.positions[index] if draft.positions else index
-    if draft.source == "writes":
-        return f"items[{position}]"
-    return f"deltas[{position}]" if draft.source == "batch" else ""
-
-
-def _differing_fields(new: DeltaDraft, old: DeltaDraft, names: dict[str, str]) -> tuple[str, ...]:
-    differing: list[str] = []
-    if new.customer_id != old.customer_id:
-        differing.append(names["customer_id"])
-    if new.amount != old.amount:
-        differing.append(names["amount"])
-    if new.reason != old.reason:
-        differing.append("reason")
-    if new.metadata != old.metadata:
-        differing.append("metadata")
-    # A repeat without occurredAt defaults to its own acceptance time: only an explicit
-    # time that differs makes the content different.
-    if new.explicit_time and old.explicit_time and new.occurred_at != old.occurred_at:
-        differing.append("occurredAt")
-    return tuple(differing)

@@ -13,7 +13,7 @@ from trueup.api.params import INTEGER_TEXT
 from trueup.api.responses import JSONResponse
 from trueup.api.schemas.balances import CustomerListResponse, CustomerResponse, UsageResponse
 from trueup.core.timestamps import format_wire
-from trueup.storage.balances import AccountRecord
+from trueup.storage.balance_records import AccountRecord
 
 router = APIRouter(tags=["customers"])
 

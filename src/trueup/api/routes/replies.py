@@ -7,7 +7,7 @@ from typing import Any
 from trueup.api.responses import JSONResponse, RawJSONResponse
 from trueup.core.timestamps import format_wire_ms
 from trueup.service.ingest import Reply
-from trueup.storage.log import HeadRecord
+from trueup.storage.heads import HeadRecord
 
 __all__ = ["hex_root", "reply_response", "tree_head_json"]
 
