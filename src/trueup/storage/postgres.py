@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import Any, ClassVar
 
@@ -131,6 +131,14 @@ def _lock_session(url: str) -> psycopg.Connection[Any]:
 def _try_lock(conn: psycopg.Connection[Any], key: int) -> bool:
     row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
     return bool(row and row[0])
+
+
+def _release(conn: psycopg.Connection[Any], key: int) -> None:
+    """Let go of ``key`` before the session closes: PostgreSQL frees a closed session's locks
+    only when its backend has exited, after ``close()`` returns, so a standby asking at once
+    could still be refused. A session that no longer answers has nothing to let go of."""
+    with suppress(psycopg.Error):
+        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
 def _still_locked(conn: psycopg.Connection[Any], key: int) -> bool:
@@ -342,6 +350,8 @@ class PostgresEngine(Engine):
             if kept:
                 self._standby[name] = conn
             else:
+                if held:
+                    _release(conn, key)
                 conn.close()  # a leader's session ends with its leadership: the lock goes with it
 
     def serialize(self, tx: Tx, name: str) -> None:
