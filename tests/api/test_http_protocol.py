@@ -7,6 +7,7 @@ so each test sees both what the client received and how many writes carried it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from typing import Any, ClassVar
 
 import pytest
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from trueup.api.http_protocol import OneWriteHttpToolsProtocol
 
@@ -204,3 +206,28 @@ def test_other_methods_are_answered_in_one_write(method: str) -> None:
         assert _Recording.writes == [received]
 
     _run(test)
+
+
+def test_requests_leave_no_garbage_behind() -> None:
+    """Each request's cycle is freed when its reply is done, not left for the collector (a
+    transport that pointed back at its cycle made a reference cycle per request)."""
+
+    async def test(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for n in range(20):
+                writer.write(_post("/", str(n).encode()))
+                received = b""
+                while not received.endswith(f"echo:{n}".encode()):
+                    received += await asyncio.wait_for(reader.read(65536), 10)
+            alive = [o for o in gc.get_objects() if isinstance(o, RequestResponseCycle)]
+            assert len(alive) <= 1  # the connection's latest, which it still holds
+        finally:
+            writer.close()
+
+    gc.collect()
+    gc.disable()
+    try:
+        _run(test)
+    finally:
+        gc.enable()
