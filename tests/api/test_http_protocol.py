@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import pytest
 import uvicorn
+import uvloop
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from trueup.api.http_protocol import OneWriteHttpToolsProtocol
@@ -231,3 +232,43 @@ def test_requests_leave_no_garbage_behind() -> None:
         _run(test)
     finally:
         gc.enable()
+
+
+def test_a_client_gone_before_a_failing_app_writes_nothing_on_uvloop() -> None:
+    """The server runs on uvloop, whose transport refuses a write once the connection is lost:
+    a head held back must not be written then (uvicorn wrote it before the loss)."""
+    problems: list[dict[str, Any]] = []
+
+    async def failing(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        while (await receive())["type"] != "http.disconnect":
+            pass  # the request's own body, then the client leaving
+        raise RuntimeError("failed after the client left")
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: problems.append(context))
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            config = uvicorn.Config(
+                failing, http=OneWriteHttpToolsProtocol, lifespan="off", log_level="critical"
+            )
+            server = uvicorn.Server(config)
+            task = asyncio.create_task(server.serve(sockets=[sock]))
+            while not server.started:
+                await asyncio.sleep(0.01)
+            _, writer = await asyncio.open_connection(*sock.getsockname())
+            writer.write(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            while not server.server_state.tasks:  # the request has reached the app
+                await asyncio.sleep(0.01)
+            writer.close()
+            while server.server_state.tasks:  # the app has failed and uvicorn has closed up
+                await asyncio.sleep(0.01)
+            server.should_exit = True
+            await asyncio.wait_for(task, 10)
+        gc.collect()  # a task whose exception nobody read reports it when it is collected
+        await asyncio.sleep(0)
+
+    uvloop.run(main())
+    assert problems == []

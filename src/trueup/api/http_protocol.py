@@ -8,6 +8,9 @@ one call 11 % (py-spy, 2026-12-04). Trueup's replies are small and whole, so thi
 holds the head back and sends it with the first part of the body (docs/architecture.md has the
 measurements).
 
+A streamed reply's head therefore goes out with its first part, not before it: a route that
+streams with pauses (server-sent events, say) would want the head at once, and Trueup has none.
+
 Only the transport each request's cycle writes through changes: the HTTP handling, flow
 control and errors stay uvicorn's own. ``uvicorn`` is pinned, and the tests read the bytes on
 the wire, so a change in how it writes a reply shows up there.
@@ -56,9 +59,11 @@ class _HeadWithBody:
             self._transport.write(data)
 
     def close(self) -> None:
-        if self._head is not None:
-            self._transport.write(self._head)
-            self._head = None
+        head, self._head = self._head, None
+        # A connection already lost (or closing) takes no head: uvloop's transport raises on a
+        # write after the loss, where uvicorn would have written the head before it.
+        if head is not None and not self._transport.is_closing():
+            self._transport.write(head)
         self._transport.close()
 
     def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...: the transport's

@@ -56,14 +56,16 @@ def _service(args: argparse.Namespace, creating: bool = False) -> KeyService:
     data directory must not leave an empty ledger behind."""
     settings = settings_from(args)
     database = sqlite_path(settings.resolved_database_url)
-    if not creating and database is not None and not database.is_file():
-        raise _RefusedError(f"no database at {database} (give --data-dir or --database-url)")
-    if not creating and not settings.data_dir.is_dir():  # PostgreSQL: the pepper's directory
-        raise _RefusedError(
-            f"no data directory at {settings.data_dir}: give --data-dir, the directory whose "
-            "key-pepper this database's keys were issued with"
-        )
     try:
+        if not creating and database is not None and not database.is_file():
+            raise _RefusedError(f"no database at {database} (give --data-dir or --database-url)")
+        # The data directory holds the key pepper, wherever the database is (PostgreSQL, or a
+        # --database-url outside it): listing or revoking keys never makes one.
+        if not creating and not settings.data_dir.is_dir():
+            raise _RefusedError(
+                f"no data directory at {settings.data_dir}: give --data-dir, the directory whose "
+                "key-pepper this database's keys were issued with"
+            )
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise _RefusedError(
