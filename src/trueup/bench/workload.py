@@ -2,7 +2,7 @@
 
 A batched request carries 1,000 items spread over 1,000 customers, with amounts that are
 deterministic, non-zero and mixed in sign; a single-item request carries one item for the
-customer of its client. Keys are unique per request through :data:`~trueup.bench.load.MARKER`.
+customer of its client. Keys are unique per request through :data:`~trueup.bench.loadspec.MARKER`.
 :func:`delta_rows` builds the rows the server would store for such requests (the columns of
 the ``deltas`` insert in :mod:`trueup.storage.write_drafts`), for the raw ``executemany``
 reference.
