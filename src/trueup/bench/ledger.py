@@ -148,6 +148,9 @@ def _operations(services: Services, who: Principal, history: History) -> dict[st
         "derive, deep page (offset n/2)": lambda _: derive(
             who, customer, {"limit": PAGE, "offset": str(len(amounts) // 2)}
         ),
+        "derive, one period, deep page (offset m/2)": lambda _: derive(
+            who, customer, {"period": "2024-06", "limit": PAGE, "offset": str(len(amounts) // MONTHS // 2)}
+        ),
         "compare, a missed delta (localised)": lambda _: compare(
             who,
             {

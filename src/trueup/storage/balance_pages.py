@@ -1,6 +1,7 @@
 """Pages of a customer's verified deltas, each a walk of one of the per-customer indexes: the
-whole history by ``cust_seq``, one month by its own index, a time range by ``occurred_at``;
-and the deltas compare's search and a period's proof read.
+whole history by ``cust_seq``, one month by its own index from the page's position in the month
+(``month_seq``), a time range by ``occurred_at``; and the deltas compare's search and a period's
+proof read.
 """
 
 from __future__ import annotations
@@ -127,14 +128,17 @@ def read_period_page(
     tx: Tx, tenant_id: str, customer_id: str, period: str, limit: int, offset: int
 ) -> list[tuple[DeltaRecord, bytes]]:
     """A page of a customer-month's sealed deltas in leaf order, each with its leaf hash."""
+    start = _month_start_leaf(tx, tenant_id, customer_id, period, offset, descending=False)
+    if start is None:
+        return []
     columns = ", ".join("d." + c.strip() for c in _DELTA_COLUMNS.split(","))
     rows = tx.execute(
         f"""SELECT {columns}, n.hash FROM deltas d
             JOIN tree_nodes n ON n.level = 0 AND n.idx = d.leaf_index
             WHERE d.account_no = {ACCOUNT_NO_SQL} AND d.period = ?
-              AND d.leaf_index IS NOT NULL
-            ORDER BY d.leaf_index LIMIT ? OFFSET ?""",
-        (tenant_id, customer_id, period, limit, offset),
+              AND d.leaf_index IS NOT NULL AND d.leaf_index >= ?
+            ORDER BY d.leaf_index LIMIT ?""",
+        (tenant_id, customer_id, period, start, limit),
     )
     return [(_delta(row[:-1]), bytes(row[-1])) for row in rows]
 
@@ -170,13 +174,97 @@ def _month_page(
     offset: int,
     descending: bool,
 ) -> list[DeltaRecord]:
-    """A page of one month in leaf order: a walk of the month's own index (no sort)."""
+    """A page of one month in leaf order: a walk of the month's own index (no sort), from the
+    delta at the page's position (:func:`_month_start_leaf`)."""
+    start = _month_start_leaf(tx, tenant_id, customer_id, period, offset, descending)
+    if start is None:
+        return []
     rows = tx.execute(
         f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {CUSTOMER_SQL} AND period = ?
-            ORDER BY leaf_index {"DESC" if descending else "ASC"} LIMIT ? OFFSET ?""",
-        (tenant_id, customer_id, period, limit, offset),
+              AND leaf_index {"<=" if descending else ">="} ?
+            ORDER BY leaf_index {"DESC" if descending else "ASC"} LIMIT ?""",
+        (tenant_id, customer_id, period, start, limit),
     )
     return [_delta(row) for row in rows]
+
+
+def _month_start_leaf(
+    tx: Tx, tenant_id: str, customer_id: str, period: str, offset: int, descending: bool
+) -> int | None:
+    """The leaf index of a month page's first delta: the month's ``offset``-th delta from its
+    oldest (or, ``descending``, from its newest); None past the month's end.
+
+    Up to :data:`STEP_OVER_AT_MOST` deltas are stepped over in the month's index. Past that the
+    delta is found by its ``month_seq`` (its 1-based position in the month, which grows with the
+    leaf index), by :func:`_leaf_at_position`: stepping over a million index entries took about
+    45 ms on SQLite, the search a few index seeks.
+    """
+    if offset <= STEP_OVER_AT_MOST:
+        row = tx.one(
+            f"""SELECT leaf_index FROM deltas WHERE {CUSTOMER_SQL} AND period = ?
+                ORDER BY leaf_index {"DESC" if descending else "ASC"} LIMIT 1 OFFSET ?""",
+            (tenant_id, customer_id, period, offset),
+        )
+        return None if row is None else int(row[0])
+    months = read_months(tx, tenant_id, customer_id, period, period)
+    count = months[0].count if months else 0
+    position = count - offset if descending else offset + 1
+    if not 1 <= position <= count:
+        return None
+    return _leaf_at_position(tx, tenant_id, customer_id, period, position)
+
+
+STEP_OVER_AT_MOST = 1_000
+"""The largest offset into a month that a page steps over in the index (about 45 µs on SQLite);
+past it the page's first delta is searched for by position."""
+
+_LAST_LEAF = 2**63 - 1
+
+
+def _leaf_at_position(tx: Tx, tenant_id: str, customer_id: str, period: str, position: int) -> int:
+    """The leaf index of the month's delta whose ``month_seq`` is ``position`` (which exists).
+
+    A search over leaf indexes between two known deltas of the month, the lower before the
+    target and the upper after it. Each step reads the first delta at or after a guessed leaf:
+    its ``month_seq`` tells on which side of it the target is. Guesses alternate between
+    interpolating (a month's deltas are spread fairly evenly over the log, so this usually lands
+    within a few deltas) and halving (so a lopsided month still takes at most about twice
+    log2(leaves) steps). Every step narrows the open interval of leaves the target is in, so the
+    search ends.
+    """
+    probe = f"""SELECT leaf_index, month_seq FROM deltas WHERE {CUSTOMER_SQL} AND period = ?
+                  AND leaf_index {{}} ? ORDER BY leaf_index {{}} LIMIT 1"""
+    first = tx.one(probe.format(">=", "ASC"), (tenant_id, customer_id, period, 0))
+    last = tx.one(probe.format("<=", "DESC"), (tenant_id, customer_id, period, _LAST_LEAF))
+    assert first is not None, "the month has the delta at this position"
+    assert last is not None, "the month has the delta at this position"
+    low_leaf, low_seq = int(first[0]), int(first[1])  # the target is at or after this leaf
+    high_leaf, high_seq = int(last[0]), int(last[1])  # and at or before this one
+    interpolate = True
+    while True:
+        if low_seq == position:
+            return low_leaf
+        if high_seq == position:
+            return high_leaf
+        # low_seq < position < high_seq: the target lies strictly between the two leaves.
+        if interpolate:
+            share = (position - low_seq) / (high_seq - low_seq)
+            guess = low_leaf + int(share * (high_leaf - low_leaf))
+        else:
+            guess = (low_leaf + high_leaf) // 2
+        guess = min(max(guess, low_leaf + 1), high_leaf)
+        interpolate = not interpolate
+        row = tx.one(probe.format(">=", "ASC"), (tenant_id, customer_id, period, guess))
+        assert row is not None, "high_leaf is at or after guess"
+        leaf, seq = int(row[0]), int(row[1])
+        if seq <= position:
+            low_leaf, low_seq = leaf, seq
+        else:
+            # No delta of the month lies in [guess, leaf), so the target is before guess: the
+            # month's last delta before it is the new upper bound.
+            row = tx.one(probe.format("<", "DESC"), (tenant_id, customer_id, period, guess))
+            assert row is not None, "low_leaf is before guess"
+            high_leaf, high_seq = int(row[0]), int(row[1])
 
 
 def _seq_page(
