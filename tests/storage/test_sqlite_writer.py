@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from trueup.storage.sqlite import SQLiteEngine, _SQLiteTx
+from trueup.storage.sqlite import SQLiteEngine
+from trueup.storage.sqlite_tx import SQLiteTx
 
 
 def _lock_is_held(path: Path) -> bool:
@@ -119,7 +120,7 @@ def test_bulk_statements_come_in_a_few_shapes_whatever_the_row_count(tmp_path: P
     engine = SQLiteEngine(tmp_path / "trueup.db")
     try:
         with engine.write() as tx:
-            assert isinstance(tx, _SQLiteTx)
+            assert isinstance(tx, SQLiteTx)
             for count in (1, 30, 615, 1_000, 7_777):
                 rows = [(i, i, i) for i in range(count)]
                 parts = [part for part, _ in tx._parts(3, rows)]

@@ -11,10 +11,22 @@ Secrets are stored as issued: they must be at hand to sign every delivery.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from trueup.core.errors import ConflictError
-from trueup.storage.engine import Engine, Row, Tx
+from trueup.storage.engine import Engine, Tx
+from trueup.storage.webhook_records import (
+    DELIVERY_COLUMNS,
+    DELIVERY_JOIN,
+    ENDPOINT_COLUMNS,
+    ENDPOINT_COLUMNS_P,
+    AttemptOutcome,
+    AttemptView,
+    DeliveryView,
+    DueDelivery,
+    EndpointRecord,
+    delivery_view,
+    endpoint_record,
+)
 
 __all__ = [
     "AttemptOutcome",
@@ -24,133 +36,6 @@ __all__ = [
     "EndpointRecord",
     "WebhookStore",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointRecord:
-    """An endpoint. ``events`` empty: every event type. Times are canonical text."""
-
-    id: str
-    tenant_id: str
-    url: str
-    description: str
-    events: tuple[str, ...]
-    secret: str
-    previous_secret: str | None
-    previous_expires_at: str | None
-    created_at: str
-    rotated_at: str | None
-
-    def signing_secrets(self, now: str) -> tuple[str, ...]:
-        """The secrets that sign a delivery made at ``now``: current first, then the previous
-        one while its overlap lasts."""
-        if self.previous_secret and self.previous_expires_at and now < self.previous_expires_at:
-            return (self.secret, self.previous_secret)
-        return (self.secret,)
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryView:
-    """One event's delivery to one endpoint. ``status``: pending, delivered or failed."""
-
-    event_id: str
-    event_type: str
-    endpoint_id: str
-    url: str
-    status: str
-    attempts: int
-    last_status_code: int | None
-    last_error: str | None
-    last_attempt_at: str | None
-    next_attempt_at: str | None
-    delivered_at: str | None
-    created_at: str
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptView:
-    attempt: int
-    endpoint_id: str
-    started_at: str
-    duration_ms: int
-    status_code: int | None
-    error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class DueDelivery:
-    """A pending delivery whose time has come, with all the dispatcher needs to send it."""
-
-    event_id: str
-    endpoint_id: str
-    event_type: str
-    payload: str
-    endpoint: EndpointRecord
-    attempts: int
-    round_attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptOutcome:
-    """A finished attempt. Not delivered and ``next_attempt_at`` ``None``: the delivery fails."""
-
-    event_id: str
-    endpoint_id: str
-    attempt: int
-    started_at: str
-    finished_at: str
-    duration_ms: int
-    status_code: int | None
-    error: str | None
-    delivered: bool
-    next_attempt_at: str | None
-
-
-_ENDPOINT_COLUMNS = """id, tenant_id, url, description, events, secret, previous_secret,
-    previous_expires_at, created_at, rotated_at"""
-
-
-_ENDPOINT_COLUMNS_P = ", ".join("p." + column.strip() for column in _ENDPOINT_COLUMNS.split(","))
-
-
-def _endpoint(row: Row) -> EndpointRecord:
-    events = str(row[4])
-    return EndpointRecord(
-        id=str(row[0]),
-        tenant_id=str(row[1]),
-        url=str(row[2]),
-        description=str(row[3]),
-        events=() if events == "*" else tuple(events.split(",")),
-        secret=str(row[5]),
-        previous_secret=None if row[6] is None else str(row[6]),
-        previous_expires_at=None if row[7] is None else str(row[7]),
-        created_at=str(row[8]),
-        rotated_at=None if row[9] is None else str(row[9]),
-    )
-
-
-_DELIVERY_COLUMNS = """d.event_id, e.event_type, d.endpoint_id, p.url, d.status, d.attempts,
-    d.last_status_code, d.last_error, d.last_attempt_at, d.next_attempt_at, d.delivered_at,
-    d.created_at"""
-_DELIVERY_JOIN = """webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id
-    JOIN webhook_endpoints p ON p.id = d.endpoint_id"""
-
-
-def _delivery(row: Row) -> DeliveryView:
-    return DeliveryView(
-        event_id=str(row[0]),
-        event_type=str(row[1]),
-        endpoint_id=str(row[2]),
-        url=str(row[3]),
-        status=str(row[4]),
-        attempts=int(row[5]),
-        last_status_code=None if row[6] is None else int(row[6]),
-        last_error=None if row[7] is None else str(row[7]),
-        last_attempt_at=None if row[8] is None else str(row[8]),
-        next_attempt_at=None if row[9] is None else str(row[9]),
-        delivered_at=None if row[10] is None else str(row[10]),
-        created_at=str(row[11]),
-    )
 
 
 class WebhookStore:
@@ -176,7 +61,7 @@ class WebhookStore:
         if active >= max_active:
             raise ConflictError(f"a tenant may have at most {max_active} webhook endpoints; delete one first")
         tx.execute(
-            f"""INSERT INTO webhook_endpoints ({_ENDPOINT_COLUMNS})
+            f"""INSERT INTO webhook_endpoints ({ENDPOINT_COLUMNS})
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (
                 endpoint.id,
@@ -196,11 +81,11 @@ class WebhookStore:
         """The tenant's active endpoints, oldest first."""
         with self._engine.read() as tx:
             rows = tx.execute(
-                f"""SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints
+                f"""SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
                     WHERE tenant_id = ? AND deleted_at IS NULL ORDER BY created_at, id""",
                 (tenant_id,),
             )
-        return [_endpoint(row) for row in rows]
+        return [endpoint_record(row) for row in rows]
 
     def endpoint(self, tenant_id: str, endpoint_id: str) -> EndpointRecord | None:
         """An active endpoint of the tenant, or ``None``."""
@@ -253,11 +138,11 @@ class WebhookStore:
         with self._engine.read() as tx:
             total = int(tx.scalar(f"SELECT COUNT(*) FROM webhook_deliveries d WHERE {where}", params))
             rows = tx.execute(
-                f"""SELECT {_DELIVERY_COLUMNS} FROM {_DELIVERY_JOIN} WHERE {where}
+                f"""SELECT {DELIVERY_COLUMNS} FROM {DELIVERY_JOIN} WHERE {where}
                     ORDER BY d.seq DESC LIMIT ? OFFSET ?""",
                 [*params, limit, offset],
             )
-        return [_delivery(row) for row in rows], total
+        return [delivery_view(row) for row in rows], total
 
     def event(
         self, tenant_id: str, event_id: str
@@ -271,7 +156,7 @@ class WebhookStore:
             if row is None:
                 return None
             deliveries = tx.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM {_DELIVERY_JOIN} WHERE d.event_id = ? ORDER BY d.seq",
+                f"SELECT {DELIVERY_COLUMNS} FROM {DELIVERY_JOIN} WHERE d.event_id = ? ORDER BY d.seq",
                 (event_id,),
             )
             attempts = tx.execute(
@@ -282,7 +167,7 @@ class WebhookStore:
         return (
             str(row[0]),
             str(row[1]),
-            [_delivery(d) for d in deliveries],
+            [delivery_view(d) for d in deliveries],
             [
                 AttemptView(
                     int(a[0]),
@@ -322,7 +207,7 @@ class WebhookStore:
         with self._engine.read() as tx:
             rows = tx.execute(
                 f"""SELECT d.event_id, d.endpoint_id, e.event_type, e.payload, d.attempts,
-                           d.round_attempts, {_ENDPOINT_COLUMNS_P}
+                           d.round_attempts, {ENDPOINT_COLUMNS_P}
                     FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id
                     JOIN webhook_endpoints p ON p.id = d.endpoint_id
                     WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND p.deleted_at IS NULL
@@ -337,7 +222,7 @@ class WebhookStore:
                 payload=str(r[3]),
                 attempts=int(r[4]),
                 round_attempts=int(r[5]),
-                endpoint=_endpoint(r[6:]),
+                endpoint=endpoint_record(r[6:]),
             )
             for r in rows
         ]
@@ -410,8 +295,8 @@ def _status_after(outcome: AttemptOutcome) -> str:
 
 def _active_endpoint(tx: Tx, tenant_id: str, endpoint_id: str) -> EndpointRecord | None:
     row = tx.one(
-        f"""SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints
+        f"""SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
             WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL""",
         (endpoint_id, tenant_id),
     )
-    return None if row is None else _endpoint(row)
+    return None if row is None else endpoint_record(row)
