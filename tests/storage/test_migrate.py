@@ -10,7 +10,10 @@ import pytest
 
 from trueup.storage import open_storage
 from trueup.storage.migrate import SchemaInUseError, applied_versions, migrate, schema_version
-from trueup.storage.schema import MIGRATIONS
+from trueup.storage.schema import MIGRATIONS, SCHEMA_VERSION
+
+PREVIOUS = MIGRATIONS[-2].version
+"""The schema of the previous release, which an upgrade starts from."""
 
 
 def test_servers_starting_at_once_on_a_fresh_database_all_migrate_it(database_url: str) -> None:
@@ -51,17 +54,18 @@ def test_an_upgrade_waits_for_and_then_refuses_a_process_still_holding_a_role(
     old = open_storage(database_url, run_migrations=False)
     new = open_storage(database_url, run_migrations=False)
     try:
-        migrate(old.engine, MIGRATIONS[:6])  # the database as the previous version left it
+        migrate(old.engine, MIGRATIONS[:-1])  # the database as the previous version left it
         with old.engine.try_leader_lock("sequencer") as leadership:
             assert leadership  # the old server, sealing
             with pytest.raises(
-                SchemaInUseError, match=r"^the database has schema version 6 and this Trueup needs 7, "
+                SchemaInUseError,
+                match=f"^the database has schema version {PREVIOUS} and this Trueup needs {SCHEMA_VERSION}, ",
             ):
                 migrate(new.engine, wait_s=0.3)
-            assert schema_version(new.engine) == 6  # nothing changed under it
+            assert schema_version(new.engine) == PREVIOUS  # nothing changed under it
         caplog.set_level(logging.INFO, logger="trueup.storage.migrate")
-        assert migrate(new.engine) == [7]  # stopped: the upgrade goes ahead
-        assert "migrating the database from schema 6 to 7" in caplog.messages
+        assert migrate(new.engine) == [SCHEMA_VERSION]  # stopped: the upgrade goes ahead
+        assert f"migrating the database from schema {PREVIOUS} to {SCHEMA_VERSION}" in caplog.messages
         with old.engine.try_leader_lock("dispatcher") as leadership:
             assert leadership and migrate(new.engine, wait_s=0) == []  # nothing due: no wait
     finally:
@@ -95,11 +99,11 @@ def test_an_upgrade_goes_ahead_once_the_holder_lets_go(database_url: str) -> Non
 
     thread = threading.Thread(target=hold)
     try:
-        migrate(holder.engine, MIGRATIONS[:6])
+        migrate(holder.engine, MIGRATIONS[:-1])
         thread.start()
         held.wait(30)
         threading.Timer(0.3, release.set).start()
-        assert migrate(new.engine, wait_s=60) == [7]
+        assert migrate(new.engine, wait_s=60) == [SCHEMA_VERSION]
     finally:
         release.set()
         thread.join(30)

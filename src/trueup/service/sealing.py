@@ -133,14 +133,15 @@ class Sealer:
         return head
 
     def seal_once(self, limit: int | None = None) -> SealOutcome | None:
-        """Seal up to ``limit`` (default: one batch) queued deltas; ``None`` when none were queued."""
+        """Seal up to ``limit`` (default: one batch) queued deltas; ``None`` when none were queued
+        and no retried request was waiting to be completed (:meth:`LogStore.settle_waits`)."""
         if self._state is None:
             self.load()
         state = self._state
         assert state is not None
         queued = self._storage.log.queued(limit or self._batch_size)
         if not queued:
-            return None
+            return self._storage.log.settle_waits(state.head, format_canonical(self._clock()))
         # A period locked after a delta's acceptance refuses it now (DESIGN.md §2.5).
         locks, locks_seen = self._storage.log.period_locks(
             [(d.tenant_id, d.customer_id, d.period) for d in queued]

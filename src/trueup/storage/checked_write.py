@@ -89,6 +89,13 @@ def commit_one(tx: Tx, draft: WriteDraft, any_locks: bool) -> WriteResult:
     )
     if repeats_sealed:
         enqueue_repeat_completed(tx, draft.tenant_id, draft.request_id, draft.accepted_at)
+    elif duplicates and not stored:
+        # Some original is still queued: the sequencer completes this request after it
+        # (storage.seal, _settle_waits).
+        tx.execute(
+            "INSERT INTO write_waits (request_id, tenant_id) VALUES (?, ?)",
+            (draft.request_id, draft.tenant_id),
+        )
     originals = []
     for index, _, first in duplicates:
         key = draft.items[index].key

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from trueup.storage.engine import Engine
 from trueup.storage.heads import HeadRecord, head_at, head_by_root, head_from_row, latest_head, read_nodes
 from trueup.storage.locks import lock_count, locked_periods
-from trueup.storage.seal import QueuedDelta, SealOutcome, SealPlan, write_first_head, write_seal
+from trueup.storage.seal import (
+    QueuedDelta,
+    SealOutcome,
+    SealPlan,
+    write_first_head,
+    write_seal,
+    write_waits_settled,
+)
 
 __all__ = ["LogStore", "SealedDelta"]
 
@@ -177,3 +184,8 @@ class LogStore:
     def seal(self, plan: SealPlan) -> SealOutcome:
         """Append ``plan`` atomically (:func:`trueup.storage.seal.write_seal`)."""
         return write_seal(self._engine, plan)
+
+    def settle_waits(self, head: HeadRecord, verified_at: str) -> SealOutcome | None:
+        """Complete retried requests whose originals are settled, if a seal did not
+        (:func:`trueup.storage.seal.write_waits_settled`)."""
+        return write_waits_settled(self._engine, head, verified_at)

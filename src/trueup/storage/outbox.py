@@ -216,11 +216,19 @@ def enqueue_seal_events(tx: Tx, plan: SealPlan, completed: Sequence[str]) -> int
 def enqueue_repeat_completed(tx: Tx, tenant_id: str, request_id: str, at: str) -> int:
     """``verification.completed`` for a request whose items all repeated deltas that are
     already sealed (a retried request): it is complete the moment it is accepted."""
-    subscriptions = active_subscriptions(tx, [tenant_id])
-    if not subscriptions.wants(tenant_id, VERIFICATION_COMPLETED):
+    return enqueue_repeats_completed(tx, {request_id: tenant_id}, at)
+
+
+def enqueue_repeats_completed(tx: Tx, tenant_of: Mapping[str, str], at: str) -> int:
+    """``verification.completed`` for requests (by id, with their tenants) whose items all
+    repeated other deltas, now that none of those is queued."""
+    if not tenant_of:
         return 0
-    events = _completed_requests(tx, [request_id], {request_id: tenant_id}, at, {})
-    return enqueue(tx, events, subscriptions)
+    subscriptions = active_subscriptions(tx, set(tenant_of.values()))
+    wanted = [r for r, tenant in tenant_of.items() if subscriptions.wants(tenant, VERIFICATION_COMPLETED)]
+    if not wanted:
+        return 0
+    return enqueue(tx, _completed_requests(tx, wanted, tenant_of, at, {}), subscriptions)
 
 
 def _completed_requests(
@@ -234,6 +242,7 @@ def _completed_requests(
     counts: dict[str, int] = {}
     items: dict[str, list[dict[str, Any]]] = {r: [] for r in request_ids}
     sizes: dict[str, int] = {}
+    originals: dict[str, set[str]] = {r: set() for r in request_ids}  # statuses of repeated deltas
     for part in chunks(list(request_ids), _IN_LIST):
         ids_match, ids = tx.one_of("id", part, "text")
         items_match, _ = tx.one_of("request_id", part, "text")
@@ -250,21 +259,24 @@ def _completed_requests(
             items[str(request_id)].append(_item(request_id, index, key, customer_id, leaf_index, status))
             if sealed_size is not None:
                 sizes[str(request_id)] = max(sizes.get(str(request_id), 0), int(sealed_size))
-        for request_id, index, key, customer_id, leaf_index, sealed_size in tx.execute(
+        for request_id, index, key, customer_id, leaf_index, status, sealed_size in tx.execute(
             f"""SELECT w.request_id, w.item_index, d.item_key, d.customer_id, d.leaf_index,
-                       d.sealed_size
+                       d.status, d.sealed_size
                 FROM write_duplicates w JOIN deltas d ON d.seq = w.original_seq
                 WHERE {repeats_match}""",
             ids,
         ):
             items[str(request_id)].append(_item(request_id, index, key, customer_id, leaf_index, "duplicate"))
+            originals[str(request_id)].add(str(status))
             if sealed_size is not None:
                 # Repeats count too: the head shown is the one that sealed every item.
                 sizes[str(request_id)] = max(sizes.get(str(request_id), 0), int(sealed_size))
     events: list[NewEvent] = []
     for request_id in request_ids:
         listed = sorted(items[request_id], key=lambda item: int(item["index"]))
+        # As GET /api/v1/writes/{requestId} says: a repeat counts as its original did.
         statuses = {item["status"] for item in listed if item["status"] != "duplicate"}
+        statuses |= originals[request_id]
         status = "verified"
         if statuses == {"failed"}:
             status = "failed"

@@ -309,6 +309,17 @@ _V7 = (
     "CREATE INDEX deltas_account_time ON deltas (account_no, occurred_at) WHERE leaf_index IS NOT NULL",
 )
 
+_V8 = (
+    # A request whose every item repeats a delta still queued when it came (a client's retry
+    # racing the seal) has nothing of its own for a seal to count off. It waits here, and the
+    # sequencer completes it (and sends its verification.completed) once none of those
+    # originals is queued any more. Requests stored before this table are left as they were.
+    """CREATE TABLE write_waits (
+        request_id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL
+    )""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, log and balances", _V1),
     Migration(2, "period checkpoints", _V2),
@@ -317,6 +328,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "month index by leaf", _V5),
     Migration(6, "request failure counts and counters", _V6),
     Migration(7, "account numbers key the per-customer indexes", _V7),
+    Migration(8, "repeats waiting for their originals", _V8),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 """The schema this code reads and writes: the newest migration's version."""

@@ -18,11 +18,11 @@ from trueup.storage.engine import Engine, Tx, chunks
 from trueup.storage.errors import SealConflictError
 from trueup.storage.heads import HeadRecord
 from trueup.storage.locks import lock_count
-from trueup.storage.outbox import enqueue_seal_events
+from trueup.storage.outbox import enqueue_repeats_completed, enqueue_seal_events
 from trueup.storage.seal_balances import plan_balances, write_balances
 from trueup.storage.tenants import store_pepper_check
 
-__all__ = ["QueuedDelta", "SealOutcome", "SealPlan", "write_first_head", "write_seal"]
+__all__ = ["QueuedDelta", "SealOutcome", "SealPlan", "write_first_head", "write_seal", "write_waits_settled"]
 
 _VALUES_CHUNK = 300
 
@@ -115,13 +115,58 @@ def write_seal(engine: Engine, plan: SealPlan) -> SealOutcome:
             _write_failures(tx, plan.failed)
         completed = _settle_requests(tx, plan)
         events = enqueue_seal_events(tx, plan, completed)
+        waited = _settle_waits(tx, plan.verified_at)
+        events += enqueue_repeats_completed(tx, waited, plan.verified_at)
     return SealOutcome(
         head=plan.head,
-        completed_requests=completed,
+        completed_requests=completed + tuple(waited),
         sealed_count=len(plan.leaves),
         failed_count=len(plan.failed),
         events=events,
     )
+
+
+def write_waits_settled(engine: Engine, head: HeadRecord, verified_at: str) -> SealOutcome | None:
+    """Complete the requests waiting for originals that are no longer queued, when no seal
+    did (``None`` when none was waiting).
+
+    A seal completes those whose originals it settles. This catches the one it could not see:
+    on PostgreSQL a retry can read its originals as queued, and commit only after the seal that
+    settled them looked for waiting requests. The sequencer calls this when nothing is queued.
+    """
+    with engine.read() as tx:
+        if tx.one("SELECT request_id FROM write_waits LIMIT 1") is None:
+            return None
+    with engine.write() as tx:
+        waited = _settle_waits(tx, verified_at)
+        events = enqueue_repeats_completed(tx, waited, verified_at)
+    if not waited:
+        return None
+    return SealOutcome(
+        head=head, completed_requests=tuple(waited), sealed_count=0, failed_count=0, events=events
+    )
+
+
+def _settle_waits(tx: Tx, verified_at: str) -> dict[str, str]:
+    """Complete the waiting requests (``write_waits``) none of whose originals is queued any
+    more; return them with their tenants.
+
+    Each is completed once: its ``verified_at`` is set only where it is still unset, which a
+    second sequencer racing this one (one that lost its election a moment ago) finds done.
+    """
+    done: dict[str, str] = {}
+    for request_id, tenant_id in tx.execute(
+        """SELECT w.request_id, w.tenant_id FROM write_waits w
+           WHERE NOT EXISTS (SELECT 1 FROM write_duplicates x JOIN deltas d ON d.seq = x.original_seq
+                             WHERE x.request_id = w.request_id AND d.status = 'queued')"""
+    ):
+        tx.execute("DELETE FROM write_waits WHERE request_id = ?", (request_id,))
+        if tx.executemany(
+            "UPDATE write_requests SET verified_at = ? WHERE id = ? AND verified_at IS NULL",
+            [(verified_at, request_id)],
+        ):
+            done[str(request_id)] = str(tenant_id)
+    return done
 
 
 def _check_size(tx: Tx, plan: SealPlan) -> None:
