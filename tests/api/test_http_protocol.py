@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -272,3 +273,71 @@ def test_a_client_gone_before_a_failing_app_writes_nothing_on_uvloop() -> None:
 
     uvloop.run(main())
     assert problems == []
+
+
+def test_a_reply_to_an_older_pipelined_request_after_the_client_left_is_dropped_on_uvloop() -> None:
+    """Two requests sent at once, then the client shuts its side: uvicorn marks only the newer
+    one disconnected, so the older one's app still replies, into a transport that is closing
+    (uvloop raised there, which the app saw as its own failure: a 500 in the log)."""
+    failures: list[BaseException] = []
+
+    async def slow(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        await asyncio.sleep(0.2)  # the client leaves meanwhile
+        try:
+            await send({"type": "http.response.start", "status": 202, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+        except BaseException as exc:
+            failures.append(exc)
+            raise
+
+    async def main() -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            config = uvicorn.Config(
+                slow, http=OneWriteHttpToolsProtocol, lifespan="off", log_level="critical"
+            )
+            server = uvicorn.Server(config)
+            task = asyncio.create_task(server.serve(sockets=[sock]))
+            while not server.started:
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection(*sock.getsockname())
+            writer.write(_post("/", b"1") + _post("/", b"2"))
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, nothing answered
+            writer.close()
+            while server.server_state.tasks:
+                await asyncio.sleep(0.01)
+            server.should_exit = True
+            await asyncio.wait_for(task, 10)
+
+    uvloop.run(main())
+    assert failures == []
+
+
+def test_a_request_with_a_body_asking_to_upgrade_is_refused_by_name() -> None:
+    """``curl --http2`` on http:// asks to switch to h2c. The parser stops at the head of such a
+    request, so its body would have reached the app empty ("not valid JSON")."""
+
+    async def test(port: int) -> None:
+        upgrade = (
+            "Connection: Upgrade, HTTP2-Settings",
+            "Upgrade: h2c",
+            "HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA",
+        )
+        received = await _exchange(port, _post("/", b'{"items": []}', *upgrade), lambda _: False)
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert b"connection: close" in head.lower()
+        reply = json.loads(body)
+        assert reply["code"] == "VALIDATION_ERROR" and reply["message"].startswith("Upgrade: ")
+        assert _Recording.writes == [received]
+        # Without a body, the request is answered as usual.
+        plain = "GET / HTTP/1.1\r\nHost: test\r\n" + "\r\n".join(upgrade) + "\r\n\r\n"
+        assert (await _exchange(port, plain.encode(), lambda got: got.endswith(b"echo:"))).startswith(
+            b"HTTP/1.1 200 OK\r\n"
+        )
+
+    _run(test)

@@ -4,6 +4,7 @@ JSON spells it."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -112,3 +113,24 @@ def test_derive_names_the_bound_an_integer_parameter_misses(query: dict[str, str
 
 def test_derive_takes_a_starting_balance_of_thirty_one_digits() -> None:
     assert parse_derive_query({"startingBalance": "-" + "9" * 30}, NOW).starting_balance == -(10**30 - 1)
+
+
+@pytest.mark.parametrize(
+    "parse",
+    [
+        lambda values: parse_derive_query(values, NOW),
+        lambda values: parse_compare_body(
+            {"customerId": "c", "yourBalance": 1, "theirBalance": 2, **values}, NOW
+        ),
+    ],
+    ids=["derive", "compare"],
+)
+def test_an_empty_starting_checkpoint_is_refused_not_read_as_none(parse: Any) -> None:
+    """A stored checkpoint that came out empty, read as "none", would replay every delta on top
+    of a startingBalance that already counts them."""
+    for values in (
+        {"startingCheckpoint": ""},
+        {"startingCheckpoint": "", "startingCheckpointType": "anchorId"},
+    ):
+        with pytest.raises(ValidationError, match=r"^startingCheckpoint: must not be empty: omit it"):
+            parse(values)

@@ -19,7 +19,7 @@ from trueup.service.settings import Settings
 from trueup.service.signing import load_or_create_signer
 from trueup.storage import open_storage
 from trueup.storage.migrate import migrate
-from trueup.storage.schema import MIGRATIONS
+from trueup.storage.schema import MIGRATIONS, SCHEMA_VERSION
 
 # A well-formed verifier key that signed nothing: for audits refused before any check.
 UNUSED_KEY = CheckpointSigner(private_key_from_seed(bytes(32)), "unused").verifier_key()
@@ -223,8 +223,8 @@ def test_audit_of_an_older_or_newer_schema_says_so(tmp_path: Path) -> None:
     done = trueup(["audit", "--key", UNUSED_KEY], tmp_path, None)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(
-        "trueup audit: the database has schema version 6 and this Trueup reads 7: audit it with the "
-        "version that wrote it, or start this version's serve once to migrate it ("
+        f"trueup audit: the database has schema version 6 and this Trueup reads {SCHEMA_VERSION}: audit "
+        "it with the version that wrote it, or start this version's serve once to migrate it ("
     ), done.stderr
     storage = open_storage(url)  # now current; then one migration ahead of this Trueup
     try:
@@ -234,7 +234,9 @@ def test_audit_of_an_older_or_newer_schema_says_so(tmp_path: Path) -> None:
         storage.close()
     done = trueup(["audit", "--key", UNUSED_KEY], tmp_path, None)
     assert done.returncode == 2
-    assert "the database has schema version 99, newer than this Trueup knows (7)" in done.stderr
+    assert (
+        f"the database has schema version 99, newer than this Trueup knows ({SCHEMA_VERSION})" in done.stderr
+    )
     done = trueup(["keys", "list"], tmp_path, None)  # and the other commands: one line, exit 1
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("trueup keys: the database has schema version 99, newer than")

@@ -19,9 +19,13 @@ the wire, so a change in how it writes a reply shows up there.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from trueup.api.errors import error_body
 
 __all__ = ["OneWriteHttpToolsProtocol"]
 
@@ -48,6 +52,12 @@ class _HeadWithBody:
         self._held = False
 
     def write(self, data: bytes) -> None:
+        if self._transport.is_closing():
+            # The client left (or the connection is being closed): nothing can reach it, and
+            # uvloop raises on a write after the loss. uvicorn marks only the newest of
+            # pipelined requests disconnected, so an older one still answers into this.
+            self._head = None
+            return
         head = self._head
         if head is not None:
             self._head = None
@@ -70,10 +80,60 @@ class _HeadWithBody:
         return getattr(self._transport, name)
 
 
+_UPGRADE_REFUSED = json.dumps(
+    error_body(
+        400,
+        "VALIDATION_ERROR",
+        "Upgrade: this server speaks HTTP/1.1 and does not switch protocols for a request with a "
+        "body; send it without Upgrade and Connection: Upgrade (curl: --http1.1, not --http2)",
+    ),
+    separators=(",", ":"),
+).encode()
+
+
+async def _refuse_upgrade(scope: Scope, receive: Receive, send: Send) -> None:
+    """The reply to a request with a body that asks to switch protocols (``Upgrade: h2c``,
+    say), which the parser stops reading at its head: its body would be read as empty."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 400,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_UPGRADE_REFUSED)).encode()),
+                (b"connection", b"close"),  # the rest of what the client sends is not HTTP/1.1
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _UPGRADE_REFUSED})
+
+
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` whose requests answer with one write each (see the module doc)."""
+    """``HttpToolsProtocol`` whose requests answer with one write each (see the module doc),
+    and which refuses a protocol upgrade it cannot make on a request with a body."""
 
     def on_headers_complete(self) -> None:
+        if self.parser.should_upgrade() and not self._should_upgrade() and self._has_body():
+            # uvicorn would log "Unsupported upgrade request." and hand the app this request
+            # with an empty body (the parser stops at the head of an upgrade); a bodiless one
+            # (a GET) is answered as usual.
+            app, self.app = self.app, _refuse_upgrade
+            try:
+                self._hold_heads()
+            finally:
+                self.app = app
+            return
+        self._hold_heads()
+
+    def _has_body(self) -> bool:
+        for name, value in self.headers:
+            if name == b"transfer-encoding" or (
+                name == b"content-length" and value.strip() not in (b"", b"0")
+            ):
+                return True
+        return False
+
+    def _hold_heads(self) -> None:
         super().on_headers_complete()
         cycle = self.cycle
         # A new request has a cycle over this request's scope whose task has not run yet (it

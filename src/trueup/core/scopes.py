@@ -194,7 +194,15 @@ def _paging(limit: object, offset: object, order: object) -> tuple[int, int, boo
 def _checkpoint(value: object, kind: object) -> tuple[str | None, str]:
     if kind is not None and not isinstance(kind, str):
         raise ValidationError("startingCheckpointType", f"must be a string, got {describe(kind)}")
-    if value is None or value == "":
+    if value == "":
+        # An empty stored checkpoint read as "none" would replay every delta on top of a
+        # startingBalance that already counts them: a wrong balance, silently.
+        raise ValidationError(
+            "startingCheckpoint",
+            "must not be empty: omit it to start from the beginning of the log, or pass the "
+            "latestCheckpoint of an earlier reply",
+        )
+    if value is None:
         if kind not in (None, ""):
             resolve_checkpoint_type(kind)
         return None, "itemsRoot"
