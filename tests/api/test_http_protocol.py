@@ -341,3 +341,64 @@ def test_a_request_with_a_body_asking_to_upgrade_is_refused_by_name() -> None:
         )
 
     _run(test)
+
+
+class _QuickHead(_Recording):
+    head_timeout_s = 0.3
+
+
+def _run_quick(test: Callable[[int], Awaitable[None]]) -> None:
+    async def main() -> None:
+        _Recording.writes = []
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            config = uvicorn.Config(_app, http=_QuickHead, lifespan="off", log_level="critical")
+            server = uvicorn.Server(config)
+            task = asyncio.create_task(server.serve(sockets=[sock]))
+            while not server.started:
+                await asyncio.sleep(0.01)
+            try:
+                await test(sock.getsockname()[1])
+            finally:
+                server.should_exit = True
+                await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST / HTTP/1.1\r\nHost: te"], ids=["nothing", "half a head"])
+def test_a_connection_whose_head_does_not_come_is_closed(sent: bytes) -> None:
+    async def test(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(sent)
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the server
+        finally:
+            writer.close()
+        assert _Recording.writes == []
+
+    _run_quick(test)
+
+
+def test_a_head_that_came_leaves_the_connection_to_its_keep_alive() -> None:
+    """A head sent in two parts within the time, then a pause longer than it (but shorter
+    than uvicorn's keep-alive), then a second request: both are answered."""
+
+    async def test(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            first = _post("/", b"one")
+            writer.write(first[:10])
+            await asyncio.sleep(0.1)
+            writer.write(first[10:])
+            received = b""
+            while not received.endswith(b"echo:one"):
+                received += await asyncio.wait_for(reader.read(65536), 10)
+            await asyncio.sleep(0.6)
+            writer.write(_post("/", b"two"))
+            while not received.endswith(b"echo:two"):
+                received += await asyncio.wait_for(reader.read(65536), 10)
+        finally:
+            writer.close()
+
+    _run_quick(test)

@@ -110,9 +110,53 @@ async def _refuse_upgrade(scope: Scope, receive: Receive, send: Send) -> None:
 
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` whose requests answer with one write each (see the module doc),
-    and which refuses a protocol upgrade it cannot make on a request with a body."""
+    which refuses a protocol upgrade it cannot make on a request with a body, and which closes
+    a connection whose request head does not arrive within :attr:`head_timeout_s`.
+
+    uvicorn closes a connection idle between requests (its keep-alive timeout), and Trueup's
+    routes time out a slow body (``TRUEUP_BODY_TIMEOUT_S``), but nothing limited a new
+    connection that sends nothing, or a request head sent a byte at a time: each held a
+    connection open for as long as the client liked.
+    """
+
+    head_timeout_s: float = 30.0
+    """Seconds a new connection, or a request whose head has begun, may take to send the head."""
+
+    _head_timer: asyncio.TimerHandle | None = None
+    _in_head = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Armed only while a head is incomplete after a read: a head that comes whole in one
+        # read (nearly every one) costs no timer.
+        if self._in_head:
+            if self._head_timer is None and not self.transport.is_closing():
+                self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+        elif self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         if self.parser.should_upgrade() and not self._should_upgrade() and self._has_body():
             # uvicorn would log "Unsupported upgrade request." and hand the app this request
             # with an empty body (the parser stops at the head of an upgrade); a bodiless one
