@@ -126,6 +126,20 @@ def test_a_header_given_twice_that_may_be_given_once_is_a_400_naming_it(
     assert _error(response, 400) == f"{header}: must be given once"
 
 
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/api/v1/balance/derive/c1?startingBalance=1&limit=5&startingBalance=2", "startingBalance"),
+        ("/api/v1/balance/customers?search=a&search=", "search"),
+        ("/api/v1/log/proof/consistency?from=1&to=2&to=3", "to"),
+    ],
+)
+def test_a_query_parameter_given_twice_is_a_400_naming_it(running: Running, path: str, name: str) -> None:
+    """No route takes a list; the value read would have been the last, silently."""
+    response = httpx.get(f"{running.url}{path}", headers=running.headers)
+    assert _error(response, 400) == f"{name}: must be given once"
+
+
 def test_a_compressed_body_is_refused_as_such(running: Running) -> None:
     response = _post_raw(running, "/api/v1/writes", b"\x1f\x8b\x08\x00", **{"Content-Encoding": "gzip"})
     assert _error(response, 415) == "Content-Encoding gzip is not supported; send it uncompressed"

@@ -77,6 +77,13 @@ def test_a_head_seen_earlier_is_proven_consistent_with_a_later_one(running: Runn
     assert reply.status_code == 200, reply.text
     proof = [bytes.fromhex(p) for p in reply.json()["data"]["proof"]]
     verify_consistency(earlier.size, later.size, earlier.root, later.root, proof)
+    # Backwards is a 400 naming "from", whether or not a head of that size exists.
+    for start in (later.size, later.size + 1_000):
+        backwards = httpx.get(
+            f"{running.url}/api/v1/log/proof/consistency", params={"from": start, "to": earlier.size}
+        )
+        assert backwards.status_code == 400, backwards.text
+        assert backwards.json()["message"] == f"from: must not exceed to ({start} > {earlier.size})"
 
 
 def test_public_verify_knows_our_roots_and_nothing_else(running: Running) -> None:

@@ -9,7 +9,9 @@ alike: 400, naming the path or the query parameter.
 
 ``X-Api-Key``, ``Idempotency-Key`` and ``Content-Type`` given twice are refused the same way:
 routes read the first, so a request could be authenticated, deduplicated or parsed by another
-value than the one a proxy or a log in between took for it.
+value than the one a proxy or a log in between took for it. So is a query parameter given twice
+(``startingBalance=1&startingBalance=2``): no route takes a list, and the one read would be the
+last.
 """
 
 from __future__ import annotations
@@ -38,6 +40,18 @@ def _repeated_header(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+def _repeated_parameter(query: bytes) -> str | None:
+    """The first query parameter given more than once, or ``None``."""
+    if b"&" not in query:
+        return None
+    seen: set[str] = set()
+    for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name in seen:
+            return name[:64]
+        seen.add(name)
+    return None
+
+
 def _nul_parameter(query: bytes) -> str | None:
     """The first query parameter whose name or value holds a NUL, or ``None``."""
     if b"%00" not in query and b"\x00" not in query:
@@ -49,8 +63,8 @@ def _nul_parameter(query: bytes) -> str | None:
 
 
 class RefuseAmbiguousInput:
-    """Pure ASGI middleware: 400 for a NUL in the decoded path or in a query parameter, or a
-    header of ``_ONCE`` given twice."""
+    """Pure ASGI middleware: 400 for a NUL in the decoded path or in a query parameter, a
+    header of ``_ONCE`` given twice, or a query parameter given twice."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -61,6 +75,8 @@ class RefuseAmbiguousInput:
             problem = f"{field}: {_NUL}" if field is not None else None
             if problem is None and (header := _repeated_header(scope["headers"])) is not None:
                 problem = f"{header}: must be given once"
+            if problem is None and (name := _repeated_parameter(scope.get("query_string", b""))) is not None:
+                problem = f"{name}: must be given once"
             if problem is not None:
                 HTTP_RESPONSES.labels("unmatched", "4xx").inc()  # refused before any route
                 await error_response(400, "VALIDATION_ERROR", problem)(scope, receive, send)

@@ -99,6 +99,8 @@ class LogService:
 
     def consistency(self, old_size: int, new_size: int | None) -> tuple[HeadRecord, HeadRecord, list[bytes]]:
         """The RFC 9162 consistency proof between two stored heads."""
+        if new_size is not None and old_size > new_size:  # before either is looked up
+            raise ValidationError("from", f"must not exceed to ({old_size} > {new_size})")
         new = self.head_at(new_size)
         old = self.head_at(old_size)
         if old.size > new.size:
