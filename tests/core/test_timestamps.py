@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trueup.core.timestamps import format_canonical, parse_canonical
+from trueup.core.errors import ValidationError
+from trueup.core.timestamps import format_canonical, parse_canonical, parse_rfc3339
 
 _ZONES = st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59).map(
     lambda minutes: timezone(timedelta(minutes=minutes))
@@ -33,3 +34,27 @@ def test_the_canonical_form_keeps_a_zero_fraction_and_pads_the_year() -> None:
 def test_a_naive_time_is_refused() -> None:
     with pytest.raises(ValueError, match="aware"):
         format_canonical(datetime(2026, 1, 1))
+
+
+def test_a_fraction_of_any_length_is_taken_to_the_microsecond() -> None:
+    for fraction in (".1", ".123456", ".123456789", ".1234567891234"):
+        parsed = parse_rfc3339(f"2026-02-10T14:30:00{fraction}Z", "occurredAt")
+        assert format_canonical(parsed) == f"2026-02-10T14:30:00.{fraction[1:7].ljust(6, '0')}Z"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "9999-12-31T23:59:59-23:59",
+            "occurredAt: must be in 9999 or earlier in UTC, got '9999-12-31T23:59:59-23:59'",
+        ),
+        ("2026-02-30T00:00:00Z", "occurredAt: is not a valid date-time: '2026-02-30T00:00:00Z'"),
+        ("1969-12-31T23:59:59Z", "occurredAt: must be in 1970 or later, got '1969-12-31T23:59:59Z'"),
+        ("2026-02-10T14:30:00.Z", "occurredAt: must be an RFC 3339 date-time with offset"),
+    ],
+)
+def test_a_time_out_of_range_or_malformed_is_named_for_what_it_is(value: str, message: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_rfc3339(value, "occurredAt")
+    assert caught.value.message.startswith(message)

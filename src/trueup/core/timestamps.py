@@ -23,7 +23,7 @@ __all__ = [
 # RFC 3339 §5.6 date-time, with the common relaxations a JSON client sends ('z', ' ' for 'T').
 _RFC3339 = re.compile(
     r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})"
-    r"(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+    r"(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
 _MIN_YEAR = 1970
 
@@ -31,7 +31,7 @@ _MIN_YEAR = 1970
 def parse_rfc3339(value: object, field: str) -> datetime:
     """Parse an RFC 3339 date-time with an explicit offset into an aware UTC datetime.
 
-    Fractions of up to nine digits are accepted and truncated to microseconds. Raises
+    Fractions of any length are accepted and truncated to microseconds. Raises
     :class:`ValidationError` naming ``field`` for anything else (naive times, dates alone,
     years before 1970, a trailing newline).
     """
@@ -49,9 +49,13 @@ def parse_rfc3339(value: object, field: str) -> datetime:
         f"{match.group(6)}.{fraction}{'+00:00' if offset == 'Z' else offset}"
     )
     try:
-        parsed = datetime.fromisoformat(text).astimezone(UTC)
-    except (ValueError, OverflowError) as exc:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
         raise ValidationError(field, f"is not a valid date-time: {value[:40]!r}") from exc
+    try:
+        parsed = moment.astimezone(UTC)
+    except OverflowError as exc:  # 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
+        raise ValidationError(field, f"must be in 9999 or earlier in UTC, got {value[:40]!r}") from exc
     if parsed.year < _MIN_YEAR:
         raise ValidationError(field, f"must be in {_MIN_YEAR} or later, got {value[:40]!r}")
     return parsed
