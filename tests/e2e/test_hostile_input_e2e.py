@@ -154,6 +154,30 @@ def test_a_compressed_body_is_refused_as_such(running: Running) -> None:
     assert _error(listed, 415).startswith("Content-Encoding br")
 
 
+def test_a_transfer_coding_other_than_chunked_is_refused_as_such(running: Running) -> None:
+    """The server takes the chunks apart and nothing undoes a gzip coding under them: the body
+    would be read as the gzip stream's bytes (or, when it was not compressed, as if it were)."""
+    body = b'{"items": [{"key": "te-1", "accountId": "te", "bits": 1}]}'
+    address = urlsplit(running.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /api/v1/writes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"X-Api-Key: {running.key}\r\nTransfer-Encoding: gzip, chunked\r\n".encode()
+            + b"Connection: close\r\n\r\n"
+            + f"{len(body):x}\r\n".encode()
+            + body
+            + b"\r\n0\r\n\r\n"
+        )
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    head, _, reply = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 415 "), received
+    assert json.loads(reply)["message"] == (
+        "Transfer-Encoding gzip is not supported; send the body chunked or with a Content-Length"
+    )
+
+
 def test_a_charset_other_than_utf_8_is_refused_wherever_it_is_declared(running: Running) -> None:
     response = _post_raw(
         running, "/api/v1/writes", b"{}", **{"Content-Type": "application/json; foo=bar; charset=latin-1"}

@@ -24,7 +24,8 @@ async def read_json(request: Request, settings: Settings) -> tuple[Any, bytes]:
     """The decoded body and its raw bytes.
 
     415 unless ``Content-Type`` is ``application/json`` (UTF-8) and the body is not compressed
-    (``Content-Encoding``); 413 past ``settings.max_body_bytes`` (checked on the header and
+    (``Content-Encoding``, or a transfer coding other than ``chunked``); 413 past
+    ``settings.max_body_bytes`` (checked on the header and
     again while streaming, so a lying header cannot pass); 408 unless the whole body arrives
     within ``settings.body_timeout_s`` (a client that sends slowly, or never finishes, holds
     nothing for long); 400 when the client leaves mid-body.
@@ -43,15 +44,26 @@ async def read_json(request: Request, settings: Settings) -> tuple[Any, bytes]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLargeError(f"request body must be at most {max_bytes} bytes, got {declared}")
-    codings = [
-        c.strip().lower() for header in request.headers.getlist("content-encoding") for c in header.split(",")
-    ]
-    encoding = next((coding for coding in codings if coding not in ("", "identity")), None)
+    encoding = _unsupported_coding(request, "content-encoding", "identity")
     if encoding is not None:  # in any of the headers, or anywhere in a list
-        shown = encoding[:32]
-        raise UnsupportedMediaTypeError(f"Content-Encoding {shown} is not supported; send it uncompressed")
+        raise UnsupportedMediaTypeError(f"Content-Encoding {encoding} is not supported; send it uncompressed")
+    coding = _unsupported_coding(request, "transfer-encoding", "chunked")
+    if coding is not None:  # the server took the chunks apart; nothing would undo this coding
+        raise UnsupportedMediaTypeError(
+            f"Transfer-Encoding {coding} is not supported; send the body chunked or with a Content-Length"
+        )
     body = await _receive_body(request, max_bytes, timeout_s)
     return loads_strict(body), body
+
+
+def _unsupported_coding(request: Request, header: str, allowed: str) -> str | None:
+    """The first coding other than ``allowed`` in any of the ``header`` headers (each a list)."""
+    for value in request.headers.getlist(header):
+        for coding in value.split(","):
+            name = coding.strip().lower()
+            if name not in ("", allowed):
+                return name[:32]
+    return None
 
 
 async def _receive_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:
