@@ -286,6 +286,27 @@ def test_a_bundle_from_another_origin_is_rejected_when_the_origin_is_pinned() ->
         verify_bundle(BUNDLE, VKEY, origin="other.example/log")
 
 
+def test_a_checkpoint_of_another_log_signed_by_the_same_key_is_rejected_by_default() -> None:
+    """Without an origin given, the key's name is the origin a bundle must come from."""
+    fields = leaf_fields_from_json(BUNDLE["leaf"])
+    others = [bytes.fromhex(b["leafHash"]) for b in VECTOR["bundles"]]
+    tree = MemoryTree([others[1], bytes.fromhex(BUNDLE["leafHash"]), others[1][::-1], others[0][::-1]])
+    head = TreeHead(4, tree.root(), 0)
+    parts: dict[str, Any] = {
+        "leaf_index": 1,
+        "fields": fields,
+        "tree_size": 4,
+        "root_hash": tree.root(),
+        "inclusion_proof": tree.inclusion_proof(1),
+    }
+    own = make_bundle(**parts, checkpoint=OTHER_SIGNER.sign(OTHER_SIGNER.name, head))
+    assert verify_bundle(own, OTHER_SIGNER.verifier_key()) == head
+    other_log = make_bundle(**parts, checkpoint=OTHER_SIGNER.sign("other.example/log", head))
+    with pytest.raises(BundleError, match=r"^bundle\.checkpoint: checkpoint origin 'other\.example/log'"):
+        verify_bundle(other_log, OTHER_SIGNER.verifier_key())
+    assert verify_bundle(other_log, OTHER_SIGNER.verifier_key(), origin="other.example/log") == head
+
+
 def test_a_bad_verifier_key_is_reported_against_the_checkpoint() -> None:
     with pytest.raises(BundleError, match=r"^bundle\.checkpoint: verifier key must be"):
         verify_bundle(BUNDLE, "not-a-key")

@@ -28,7 +28,7 @@ from trueup.proof.errors import BundleError, CheckpointError, InclusionProofErro
 from trueup.proof.leaf import LeafFields, encode_leaf, leaf_fields_from_json, leaf_fields_to_json
 from trueup.proof.merkle.hashing import leaf_hash
 from trueup.proof.merkle.verify import verify_inclusion
-from trueup.proof.note import VerifierKey
+from trueup.proof.note import VerifierKey, parse_verifier_key
 
 __all__ = ["BUNDLE_VERSION", "anchor_id", "load_bundle", "make_bundle", "verify_bundle"]
 
@@ -177,7 +177,9 @@ def verify_bundle(
     1. shape: the nine members, ``version`` 1, integer ``leafIndex``/``treeSize``, hex
        hashes, a string ``checkpoint``;
     2. ``anchorId`` is ``"a_" + leafIndex``;
-    3. ``checkpoint`` is signed by ``verifier_key`` (and has origin ``origin`` if given);
+    3. ``checkpoint`` is signed by ``verifier_key`` and has origin ``origin``, by default the
+       key's name (a Trueup log's origin is its key's name): without it, a checkpoint of another
+       log signed by the same key would pass;
     4. ``treeSize`` and ``rootHash`` are the ones the checkpoint signs;
     5. ``leaf`` is a valid leaf whose RFC 9162 leaf hash is ``leafHash``;
     6. ``leafIndex`` is below ``treeSize`` and ``inclusionProof`` leads from ``leafHash``
@@ -209,7 +211,8 @@ def verify_bundle(
         )
 
     try:
-        head = verify_checkpoint(note, verifier_key, origin=origin)
+        key = verifier_key if isinstance(verifier_key, VerifierKey) else parse_verifier_key(verifier_key)
+        head = verify_checkpoint(note, key, origin=key.name if origin is None else origin)
     except CheckpointError as exc:
         raise BundleError(f"bundle.checkpoint: {exc}") from exc
     if head.size != tree_size:

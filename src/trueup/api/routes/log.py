@@ -188,7 +188,11 @@ async def _period_data(
         "limit": limit,
         "offset": offset,
         "recompute": {
-            "formula": "proofRoot = SHA-256(0x03 || nonce || MTH(leafHashes)), MTH as RFC 9162 §2.1.1",
+            "formula": (
+                "proofRoot = SHA-256(0x03 || nonce || root), root = the RFC 9162 §2.1.1 tree root "
+                "whose leaf nodes are leafHashes in order (each is already SHA-256(0x00 || leaf): "
+                "not hashed again)"
+            ),
             "nonce": record.nonce.hex(),
             "leafHashes": [entry.leaf_hash.hex() for entry in view.records],
             "leafHashesTotal": record.deltas_count,
