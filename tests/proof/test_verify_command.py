@@ -97,6 +97,15 @@ def test_ok_names_the_delta_the_leaf_proves(tmp_path: Path, capsys: pytest.Captu
     assert capsys.readouterr().out == f"FAILED: the bundle proves {BUNDLE['anchorId']}, not 'a_999'\n"
 
 
+def test_a_file_saved_with_a_byte_order_mark_verifies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bundle.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(BUNDLE).encode())
+    assert verify.run([str(path), "--key", VKEY]) == 0
+    assert capsys.readouterr().out.startswith(f"OK: {BUNDLE['anchorId']} ")
+
+
 def test_ok_shows_the_leafs_ids_in_full(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A one-leaf log whose key and customer are long and alike but for their ends."""
     leaf = {**BUNDLE["leaf"], "key": "L" * 200 + "-B\n", "customerId": "c" * 127 + "9"}
