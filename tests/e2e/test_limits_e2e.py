@@ -199,6 +199,30 @@ def test_log_key_reads_the_logs_key_and_never_makes_one(tmp_path: Path) -> None:
     assert (done.returncode, done.stdout) == (0, signer.verifier_key() + "\n")
 
 
+def test_log_key_refuses_a_key_its_log_s_checkpoints_do_not_verify_under(tmp_path: Path) -> None:
+    """The key is named after TRUEUP_LOG_ORIGIN: run with another origin than the server's,
+    log-key printed a key (exit 0) that every proof of the log then failed against."""
+    origin = "example.com/ledger"
+    open_services(replace(Settings(), data_dir=tmp_path, log_origin=origin)).close()  # the first head
+    done = trueup(["log-key"], tmp_path, None)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"trueup log-key: this log's checkpoints name the origin {origin!r}, and TRUEUP_LOG_ORIGIN is "
+        f"'localhost/trueup': run it with TRUEUP_LOG_ORIGIN={origin}\n"
+    )
+    done = trueup(["log-key"], tmp_path, None, extra_env={"TRUEUP_LOG_ORIGIN": origin})
+    signer = load_or_create_signer(tmp_path / "signing-key.pem", origin)
+    assert (done.returncode, done.stdout) == (0, signer.verifier_key() + "\n")
+    (tmp_path / "signing-key.pem").unlink()
+    load_or_create_signer(tmp_path / "signing-key.pem", origin)  # a key of no log
+    done = trueup(["log-key"], tmp_path, None, extra_env={"TRUEUP_LOG_ORIGIN": origin})
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith(
+        f"trueup log-key: the signing key at {tmp_path / 'signing-key.pem'} did not sign this log's "
+        "checkpoints ("
+    ), done.stderr
+
+
 def test_a_signing_key_that_cannot_be_read_is_one_line_and_exit_2(tmp_path: Path) -> None:
     create_key(tmp_path, None)  # a database to audit
     (tmp_path / "signing-key.pem").write_text("not a key\n")
