@@ -72,20 +72,28 @@ async def _app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
 
 
 @asynccontextmanager
-async def _server() -> AsyncIterator[int]:
+async def _uvicorn(
+    app: Any, protocol: type[OneWriteHttpToolsProtocol]
+) -> AsyncIterator[tuple[uvicorn.Server, int]]:
+    """A uvicorn server of ``app`` with ``protocol`` on 127.0.0.1: ``(server, port)``."""
     _Recording.writes = []
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(_app, http=_Recording, lifespan="off", log_level="critical")
-        server = uvicorn.Server(config)
+        server = uvicorn.Server(uvicorn.Config(app, http=protocol, lifespan="off", log_level="critical"))
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:
             await asyncio.sleep(0.01)
         try:
-            yield sock.getsockname()[1]
+            yield server, sock.getsockname()[1]
         finally:
             server.should_exit = True
             await asyncio.wait_for(task, 10)
+
+
+@asynccontextmanager
+async def _server() -> AsyncIterator[int]:
+    async with _uvicorn(_app, _Recording) as (_, port):
+        yield port
 
 
 async def _exchange(port: int, request: bytes, until: Callable[[bytes], bool]) -> bytes:
@@ -250,24 +258,14 @@ def test_a_client_gone_before_a_failing_app_writes_nothing_on_uvloop() -> None:
 
     async def main() -> None:
         asyncio.get_running_loop().set_exception_handler(lambda _, context: problems.append(context))
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            config = uvicorn.Config(
-                failing, http=OneWriteHttpToolsProtocol, lifespan="off", log_level="critical"
-            )
-            server = uvicorn.Server(config)
-            task = asyncio.create_task(server.serve(sockets=[sock]))
-            while not server.started:
-                await asyncio.sleep(0.01)
-            _, writer = await asyncio.open_connection(*sock.getsockname())
+        async with _uvicorn(failing, OneWriteHttpToolsProtocol) as (server, port):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
             while not server.server_state.tasks:  # the request has reached the app
                 await asyncio.sleep(0.01)
             writer.close()
             while server.server_state.tasks:  # the app has failed and uvicorn has closed up
                 await asyncio.sleep(0.01)
-            server.should_exit = True
-            await asyncio.wait_for(task, 10)
         gc.collect()  # a task whose exception nobody read reports it when it is collected
         await asyncio.sleep(0)
 
@@ -294,24 +292,14 @@ def test_a_reply_to_an_older_pipelined_request_after_the_client_left_is_dropped_
             raise
 
     async def main() -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            config = uvicorn.Config(
-                slow, http=OneWriteHttpToolsProtocol, lifespan="off", log_level="critical"
-            )
-            server = uvicorn.Server(config)
-            task = asyncio.create_task(server.serve(sockets=[sock]))
-            while not server.started:
-                await asyncio.sleep(0.01)
-            reader, writer = await asyncio.open_connection(*sock.getsockname())
+        async with _uvicorn(slow, OneWriteHttpToolsProtocol) as (server, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(_post("/", b"1") + _post("/", b"2"))
             writer.write_eof()
             assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, nothing answered
             writer.close()
             while server.server_state.tasks:
                 await asyncio.sleep(0.01)
-            server.should_exit = True
-            await asyncio.wait_for(task, 10)
 
     uvloop.run(main())
     assert failures == []
@@ -349,19 +337,8 @@ class _QuickHead(_Recording):
 
 def _run_quick(test: Callable[[int], Awaitable[None]]) -> None:
     async def main() -> None:
-        _Recording.writes = []
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            config = uvicorn.Config(_app, http=_QuickHead, lifespan="off", log_level="critical")
-            server = uvicorn.Server(config)
-            task = asyncio.create_task(server.serve(sockets=[sock]))
-            while not server.started:
-                await asyncio.sleep(0.01)
-            try:
-                await test(sock.getsockname()[1])
-            finally:
-                server.should_exit = True
-                await asyncio.wait_for(task, 10)
+        async with _uvicorn(_app, _QuickHead) as (_, port):
+            await test(port)
 
     asyncio.run(main())
 
