@@ -207,8 +207,9 @@ def test_log_key_refuses_a_key_its_log_s_checkpoints_do_not_verify_under(tmp_pat
     done = trueup(["log-key"], tmp_path, None)
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == (
-        f"trueup log-key: this log's checkpoints name the origin {origin!r}, and TRUEUP_LOG_ORIGIN is "
-        f"'localhost/trueup': run it with TRUEUP_LOG_ORIGIN={origin}\n"
+        f"trueup log-key: the signing key at {tmp_path / 'signing-key.pem'} with origin 'localhost/trueup' "
+        f"did not sign this log's newest checkpoint: its checkpoints name the origin {origin!r} (set "
+        f"TRUEUP_LOG_ORIGIN={origin}: every process and command of one log needs the same origin)\n"
     )
     done = trueup(["log-key"], tmp_path, None, extra_env={"TRUEUP_LOG_ORIGIN": origin})
     signer = load_or_create_signer(tmp_path / "signing-key.pem", origin)
@@ -218,8 +219,8 @@ def test_log_key_refuses_a_key_its_log_s_checkpoints_do_not_verify_under(tmp_pat
     done = trueup(["log-key"], tmp_path, None, extra_env={"TRUEUP_LOG_ORIGIN": origin})
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr.startswith(
-        f"trueup log-key: the signing key at {tmp_path / 'signing-key.pem'} did not sign this log's "
-        "checkpoints ("
+        f"trueup log-key: the signing key at {tmp_path / 'signing-key.pem'} with origin {origin!r} did not "
+        "sign this log's newest checkpoint (tree size 0: "
     ), done.stderr
 
 

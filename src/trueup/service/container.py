@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trueup.proof import EMPTY_ROOT, CheckpointSigner, ProofError, verify_checkpoint
+from trueup.proof import EMPTY_ROOT, CheckpointSigner
 from trueup.service.balances import BalanceService
 from trueup.service.files import warn_if_shared
 from trueup.service.group_commit import GroupCommitter
@@ -14,7 +14,7 @@ from trueup.service.log import LogService
 from trueup.service.ratelimit import RateLimit, RateLimiter, parse_overrides
 from trueup.service.sealing import Sealer
 from trueup.service.settings import Settings
-from trueup.service.signing import SigningKeyError, load_or_create_signer, load_signer
+from trueup.service.signing import SigningKeyError, check_log_signer, load_or_create_signer, load_signer
 from trueup.service.views import ViewService
 from trueup.service.webhooks import WebhookService
 from trueup.storage import Storage, open_storage, sqlite_path
@@ -131,11 +131,5 @@ def _log_signer(storage: Storage, settings: Settings) -> CheckpointSigner:
             "signing key the log was started with (every process of one log needs the same key file)"
         )
     signer = load_signer(path, origin)
-    try:
-        verify_checkpoint(head.checkpoint, signer.verifier_key(), origin=origin)
-    except ProofError as exc:
-        raise SigningKeyError(
-            f"the signing key at {path} with origin {origin!r} did not sign this log's newest checkpoint "
-            f"(tree size {head.size}: {exc}); every process of one log needs its key file and origin"
-        ) from None
+    check_log_signer(signer, path, origin, head.checkpoint, head.size)
     return signer

@@ -13,10 +13,10 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from trueup.proof import CheckpointSigner
+from trueup.proof import CheckpointSigner, ProofError, parse_checkpoint, verify_checkpoint
 from trueup.service.files import SecretFileError, write_private_file
 
-__all__ = ["SigningKeyError", "load_or_create_signer", "load_signer"]
+__all__ = ["SigningKeyError", "check_log_signer", "load_or_create_signer", "load_signer"]
 
 
 class SigningKeyError(SecretFileError):
@@ -52,3 +52,30 @@ def load_or_create_signer(path: Path, origin: str) -> CheckpointSigner:
         with contextlib.suppress(FileExistsError):  # another process created it first
             write_private_file(path, pem)
     return load_signer(path, origin)
+
+
+def check_log_signer(signer: CheckpointSigner, path: Path, origin: str, checkpoint: str, size: int) -> None:
+    """Refuse ``signer`` (the key at ``path``, named ``origin``) unless it signed ``checkpoint``,
+    the log's newest (of ``size`` leaves): every process and command of one log needs its key
+    file and origin.
+
+    Raises:
+        SigningKeyError: saying which: the checkpoints name another origin, or another key signed.
+    """
+    try:
+        signed_origin, _ = parse_checkpoint(checkpoint)
+    except ProofError:
+        signed_origin = origin  # verify_checkpoint below names what is wrong with it
+    if signed_origin != origin:
+        raise SigningKeyError(
+            f"the signing key at {path} with origin {origin!r} did not sign this log's newest checkpoint: "
+            f"its checkpoints name the origin {signed_origin!r} (set TRUEUP_LOG_ORIGIN={signed_origin}: "
+            "every process and command of one log needs the same origin)"
+        )
+    try:
+        verify_checkpoint(checkpoint, signer.verifier_key(), origin=origin)
+    except ProofError as exc:
+        raise SigningKeyError(
+            f"the signing key at {path} with origin {origin!r} did not sign this log's newest checkpoint "
+            f"(tree size {size}: {exc}); every process of one log needs its key file and origin"
+        ) from None
