@@ -144,6 +144,15 @@ def test_templates_give_every_request_unique_keys() -> None:
     assert b"Content-Length: %d\r\n" % len(first.split(b"\r\n\r\n", 1)[1]) in first
     single = _template().render("127.0.0.1", 8000)(b"tok", 7)
     assert b'"accountId":"client-0007"' in single
+    # Customers fewer than connections: the client's number wraps, so they do not grow with them.
+    few = single_template("k", 2, customers=64).render("127.0.0.1", 8000)
+    assert b'"accountId":"client-0007"' in few(b"tok", 71)
+    assert b'"accountId":"client-0063"' in few(b"tok", 63)
+
+
+def test_load_spec_survives_the_process_boundary_with_its_customers() -> None:
+    spec = LoadSpec("127.0.0.1", 1, single_template("k", 3, customers=64), 256, 1.5, rate_per_s=10.0)
+    assert LoadSpec.from_json(spec.to_json()) == spec
 
 
 def test_load_spec_survives_the_process_boundary() -> None:

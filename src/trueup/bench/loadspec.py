@@ -29,6 +29,9 @@ class RequestTemplate:
     path: str
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    customers: int | None = None
+    """With :data:`CLIENT_MARKER` in the body: how many distinct values it takes (the client's
+    number modulo this), so the customers written to do not grow with the connections."""
 
     def render(self, host: str, port: int) -> Callable[[bytes, int], bytes]:
         """A function from (request token, client number) to the complete request bytes."""
@@ -39,12 +42,15 @@ class RequestTemplate:
         marked_path = MARKER in prefix
         marked_body = MARKER in body
         per_client = CLIENT_MARKER in body
+        customers = self.customers or 1 << 62  # a client's own number, unless told fewer
 
         def build(token: bytes, client: int) -> bytes:
             start = prefix.replace(MARKER, token) if marked_path else prefix
             payload = body.replace(MARKER, token) if marked_body else body
             if per_client:
-                payload = payload.replace(CLIENT_MARKER, b"%04d" % client)
+                payload = payload.replace(
+                    CLIENT_MARKER, b"%04d" % (client % customers if customers else client)
+                )
             if not payload and self.method == "GET":
                 return start + b"\r\n"
             return b"%sContent-Length: %d\r\n\r\n%s" % (start, len(payload), payload)
@@ -94,6 +100,7 @@ class LoadSpec:
             path=raw["path"],
             headers=tuple((str(name), str(value)) for name, value in raw["headers"]),
             body=raw["body"].encode("latin-1"),
+            customers=raw.get("customers"),
         )
         return cls(template=template, **data)
 

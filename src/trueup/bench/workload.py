@@ -64,8 +64,9 @@ def batch_template(api_key: str, items: int = 1_000) -> RequestTemplate:
     return RequestTemplate("POST", "/api/v1/writes", _headers(api_key), body)
 
 
-def single_template(api_key: str, items: int = 1) -> RequestTemplate:
-    """``POST /api/v1/writes`` with ``items`` small items for the sending client's customer."""
+def single_template(api_key: str, items: int = 1, customers: int | None = None) -> RequestTemplate:
+    """``POST /api/v1/writes`` with ``items`` small items for the sending client's customer (one
+    of ``customers``, by the client's number, when given)."""
     marker, client = MARKER.decode(), CLIENT_MARKER.decode()
     document = {
         "items": [
@@ -74,7 +75,7 @@ def single_template(api_key: str, items: int = 1) -> RequestTemplate:
         ]
     }
     body = json.dumps(document, separators=(",", ":")).encode()
-    return RequestTemplate("POST", "/api/v1/writes", _headers(api_key), body)
+    return RequestTemplate("POST", "/api/v1/writes", _headers(api_key), body, customers)
 
 
 def delta_rows(tenant_id: str, requests: int, items: int = 1_000) -> list[DeltaRow]:

@@ -205,7 +205,8 @@ def verified_latency(
     spec = LoadSpec(
         HOST,
         server.port,
-        single_template(api_key, per_request),
+        # As many customers as the single-item load has clients, whatever the connections.
+        single_template(api_key, per_request, customers=plan.single_clients),
         plan.latency_connections,
         plan.latency_s,
         warmup_s=plan.warmup_s,
