@@ -379,3 +379,82 @@ def test_a_head_that_came_leaves_the_connection_to_its_keep_alive() -> None:
             writer.close()
 
     _run_quick(test)
+
+
+async def _slow_app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """``_app``, except that ``/slowget`` answers a second late without reading its body."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] != "/slowget":
+        await _app(scope, receive, send)
+        return
+    await asyncio.sleep(1.0)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+    await send({"type": "http.response.body", "body": b"slow"})
+
+
+async def _read_until(reader: asyncio.StreamReader, end: bytes) -> bytes:
+    received = b""
+    while not received.endswith(end):
+        chunk = await asyncio.wait_for(reader.read(65536), 10)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def test_a_stray_crlf_does_not_turn_the_head_timeout_off() -> None:
+    """A bare CRLF begins no request (and stops uvicorn's keep-alive timer)."""
+
+    async def main() -> None:
+        async with _uvicorn(_app, _QuickHead) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(b"\r\n")
+                assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the server
+            finally:
+                writer.close()
+
+    asyncio.run(main())
+
+
+def test_a_head_held_back_behind_a_slow_reply_is_not_timed_while_reading_is_paused() -> None:
+    """A slow GET, a POST queued behind it (reading pauses) and half of a third head: the wait
+    for that head starts when reading resumes, not while the server was not reading."""
+
+    async def main() -> None:
+        async with _uvicorn(_slow_app, _QuickHead) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                third = _post("/", b"three")
+                writer.write(b"GET /slowget HTTP/1.1\r\nHost: t\r\n\r\n" + _post("/", b"two") + third[:12])
+                await asyncio.sleep(0.05)
+                writer.write(third[12:])
+                received = await _read_until(reader, b"echo:three")
+            finally:
+                writer.close()
+            assert received.count(b"HTTP/1.1 200 OK") == 3, received
+
+    asyncio.run(main())
+
+
+def test_pipelined_heads_each_restart_the_wait() -> None:
+    """Thirty requests, every read ending in the middle of the next head, 50 ms apart: longer
+    in all than the head timeout, each head well within it."""
+
+    async def main() -> None:
+        async with _uvicorn(_app, _QuickHead) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                requests = [_post("/", b"n%d" % i) for i in range(30)]
+                stream = b"".join(requests)
+                cuts = [sum(len(r) for r in requests[:i]) + 10 for i in range(len(requests))]
+                for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+                    writer.write(stream[start:end])  # ends 10 bytes into the next head
+                    await asyncio.sleep(0.05)
+                received = await _read_until(reader, b"echo:n29")
+            finally:
+                writer.close()
+            assert received.count(b"HTTP/1.1 200 OK") == 30
+
+    asyncio.run(main())

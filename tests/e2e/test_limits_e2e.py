@@ -224,6 +224,14 @@ def test_log_key_refuses_a_key_its_log_s_checkpoints_do_not_verify_under(tmp_pat
     ), done.stderr
 
 
+def test_log_key_prints_the_key_of_a_database_no_trueup_has_opened_yet(tmp_path: Path) -> None:
+    """Pinning the key before the first serve: an empty PostgreSQL schema has no log to check."""
+    signer = load_or_create_signer(tmp_path / "signing-key.pem", "localhost/trueup")
+    with fresh_pg_schema() as pg_url:
+        done = trueup(["log-key"], tmp_path, pg_url)
+    assert (done.returncode, done.stdout, done.stderr) == (0, signer.verifier_key() + "\n", "")
+
+
 def test_a_signing_key_that_cannot_be_read_is_one_line_and_exit_2(tmp_path: Path) -> None:
     create_key(tmp_path, None)  # a database to audit
     (tmp_path / "signing-key.pem").write_text("not a key\n")

@@ -3,6 +3,7 @@ one line too."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -98,11 +99,14 @@ def test_ok_names_the_delta_the_leaf_proves(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_a_file_saved_with_a_byte_order_mark_verifies(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "bundle.json"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(BUNDLE).encode())
     assert verify.run([str(path), "--key", VKEY]) == 0
+    assert capsys.readouterr().out.startswith(f"OK: {BUNDLE['anchorId']} ")
+    monkeypatch.setattr("sys.stdin", io.StringIO("\ufeff" + json.dumps(BUNDLE)))  # and on stdin
+    assert verify.run(["-", "--key", VKEY]) == 0
     assert capsys.readouterr().out.startswith(f"OK: {BUNDLE['anchorId']} ")
 
 

@@ -120,31 +120,57 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     """
 
     head_timeout_s: float = 30.0
-    """Seconds a new connection, or a request whose head has begun, may take to send the head."""
+    """Seconds the server waits for a request head it is ready to read: on a new connection, once
+    a head has begun, or after bytes that begin none (a stray CRLF, which also stops uvicorn's
+    keep-alive timer)."""
 
     _head_timer: asyncio.TimerHandle | None = None
+    _timer_heads = 0  # how many heads had come when the timer was armed
+    _heads = 0  # heads that have come on this connection
     _in_head = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+        self._watch_head()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        # Armed only while a head is incomplete after a read: a head that comes whole in one
-        # read (nearly every one) costs no timer.
-        if self._in_head:
-            if self._head_timer is None and not self.transport.is_closing():
-                self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
-        elif self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._watch_head()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # reading resumes: a head it held back may be waiting
+        self._watch_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _watch_head(self) -> None:
+        """Keep one timer running while the server waits for a request head from the client.
+
+        It waits when a head has begun, or when no request is being answered or queued and
+        uvicorn's keep-alive timer is not running (a new connection, or one whose keep-alive a
+        stray byte stopped). It does not while reading is paused (flow control: the client is
+        not being read). A head that comes in the same read as it begins, nearly every one,
+        arms no timer; each head that comes restarts the wait for the next.
+        """
+        cycle = self.cycle
+        waiting = self._in_head or (
+            self.timeout_keep_alive_task is None
+            and (cycle is None or cycle.response_complete)
+            and not self.pipeline
+        )
+        if not waiting or self.flow.read_paused or self.transport.is_closing():
+            self._stop_head_timer()
+        elif self._head_timer is None or self._timer_heads != self._heads:
+            self._stop_head_timer()
+            self._timer_heads = self._heads
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        super().connection_lost(exc)
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -157,6 +183,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._heads += 1
         if self.parser.should_upgrade() and not self._should_upgrade() and self._has_body():
             # uvicorn would log "Unsupported upgrade request." and hand the app this request
             # with an empty body (the parser stops at the head of an upgrade); a bodiless one

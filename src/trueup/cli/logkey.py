@@ -19,6 +19,7 @@ from trueup.service.signing import SigningKeyError, check_log_signer, load_signe
 from trueup.storage import open_storage, sqlite_path
 from trueup.storage.errors import StorageUnavailableError
 from trueup.storage.heads import HeadRecord
+from trueup.storage.migrate import schema_version
 
 __all__ = ["run"]
 
@@ -59,6 +60,8 @@ def _newest_head(settings: Settings) -> HeadRecord | None:
     try:
         storage = open_storage(url, run_migrations=False)
         try:
+            if schema_version(storage.engine) is None:
+                return None  # no Trueup has opened it: no log yet
             return storage.log.head()
         finally:
             storage.close()

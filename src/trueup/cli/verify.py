@@ -36,8 +36,8 @@ def run(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        # utf-8-sig: a byte order mark, which some editors write, is not part of the JSON.
-        text = sys.stdin.read() if args.bundle == "-" else Path(args.bundle).read_text("utf-8-sig")
+        text = sys.stdin.read() if args.bundle == "-" else Path(args.bundle).read_text("utf-8")
+        text = text.removeprefix("\ufeff")  # a byte order mark, which some editors write, is not JSON
     except (OSError, ValueError) as exc:
         print(f"FAILED: cannot read the bundle: {exc}")
         return 1
