@@ -128,17 +128,18 @@ def read_period_page(
     tx: Tx, tenant_id: str, customer_id: str, period: str, limit: int, offset: int
 ) -> list[tuple[DeltaRecord, bytes]]:
     """A page of a customer-month's sealed deltas in leaf order, each with its leaf hash."""
-    start = _month_start_leaf(tx, tenant_id, customer_id, period, offset, descending=False)
-    if start is None:
+    bound = _month_bound(tx, tenant_id, customer_id, period, offset, descending=False)
+    if bound is None:
         return []
+    condition, params, skip = bound
     columns = ", ".join("d." + c.strip() for c in _DELTA_COLUMNS.split(","))
     rows = tx.execute(
         f"""SELECT {columns}, n.hash FROM deltas d
             JOIN tree_nodes n ON n.level = 0 AND n.idx = d.leaf_index
             WHERE d.account_no = {ACCOUNT_NO_SQL} AND d.period = ?
-              AND d.leaf_index IS NOT NULL AND d.leaf_index >= ?
-            ORDER BY d.leaf_index LIMIT ?""",
-        (tenant_id, customer_id, period, start, limit),
+              AND d.leaf_index IS NOT NULL {condition.replace("leaf_index", "d.leaf_index")}
+            ORDER BY d.leaf_index LIMIT ? OFFSET ?""",
+        (tenant_id, customer_id, period, *params, limit, skip),
     )
     return [(_delta(row[:-1]), bytes(row[-1])) for row in rows]
 
@@ -175,43 +176,17 @@ def _month_page(
     descending: bool,
 ) -> list[DeltaRecord]:
     """A page of one month in leaf order: a walk of the month's own index (no sort), from the
-    delta at the page's position (:func:`_month_start_leaf`)."""
-    start = _month_start_leaf(tx, tenant_id, customer_id, period, offset, descending)
-    if start is None:
+    page's position (:func:`_month_bound`)."""
+    bound = _month_bound(tx, tenant_id, customer_id, period, offset, descending)
+    if bound is None:
         return []
+    condition, params, skip = bound
     rows = tx.execute(
-        f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {CUSTOMER_SQL} AND period = ?
-              AND leaf_index {"<=" if descending else ">="} ?
-            ORDER BY leaf_index {"DESC" if descending else "ASC"} LIMIT ?""",
-        (tenant_id, customer_id, period, start, limit),
+        f"""SELECT {_DELTA_COLUMNS} FROM deltas WHERE {CUSTOMER_SQL} AND period = ? {condition}
+            ORDER BY leaf_index {"DESC" if descending else "ASC"} LIMIT ? OFFSET ?""",
+        (tenant_id, customer_id, period, *params, limit, skip),
     )
     return [_delta(row) for row in rows]
-
-
-def _month_start_leaf(
-    tx: Tx, tenant_id: str, customer_id: str, period: str, offset: int, descending: bool
-) -> int | None:
-    """The leaf index of a month page's first delta: the month's ``offset``-th delta from its
-    oldest (or, ``descending``, from its newest); None past the month's end.
-
-    Up to :data:`STEP_OVER_AT_MOST` deltas are stepped over in the month's index. Past that the
-    delta is found by its ``month_seq`` (its 1-based position in the month, which grows with the
-    leaf index), by :func:`_leaf_at_position`: stepping over a million index entries took about
-    45 ms on SQLite, the search a few index seeks.
-    """
-    if offset <= STEP_OVER_AT_MOST:
-        row = tx.one(
-            f"""SELECT leaf_index FROM deltas WHERE {CUSTOMER_SQL} AND period = ?
-                ORDER BY leaf_index {"DESC" if descending else "ASC"} LIMIT 1 OFFSET ?""",
-            (tenant_id, customer_id, period, offset),
-        )
-        return None if row is None else int(row[0])
-    months = read_months(tx, tenant_id, customer_id, period, period)
-    count = months[0].count if months else 0
-    position = count - offset if descending else offset + 1
-    if not 1 <= position <= count:
-        return None
-    return _leaf_at_position(tx, tenant_id, customer_id, period, position)
 
 
 STEP_OVER_AT_MOST = 1_000
@@ -219,6 +194,29 @@ STEP_OVER_AT_MOST = 1_000
 past it the page's first delta is searched for by position."""
 
 _LAST_LEAF = 2**63 - 1
+
+
+def _month_bound(
+    tx: Tx, tenant_id: str, customer_id: str, period: str, offset: int, descending: bool
+) -> tuple[str, tuple[int, ...], int] | None:
+    """Where a month page starts: ``(condition on leaf_index, its parameters, rows to skip)``
+    for the page's query; None past the month's end.
+
+    Up to :data:`STEP_OVER_AT_MOST` deltas are stepped over in the month's index by the page's
+    own query (``OFFSET``). Past that, the page's first delta is found by its ``month_seq`` (its
+    1-based position in the month, which grows with the leaf index), by
+    :func:`_leaf_at_position`, and the page starts at its leaf: stepping over a million index
+    entries took about 45 ms on SQLite, the search a few index seeks.
+    """
+    if offset <= STEP_OVER_AT_MOST:
+        return "", (), offset
+    months = read_months(tx, tenant_id, customer_id, period, period)
+    count = months[0].count if months else 0
+    position = count - offset if descending else offset + 1
+    if not 1 <= position <= count:
+        return None
+    start = _leaf_at_position(tx, tenant_id, customer_id, period, position)
+    return f"AND leaf_index {'<=' if descending else '>='} ?", (start,), 0
 
 
 def _leaf_at_position(tx: Tx, tenant_id: str, customer_id: str, period: str, position: int) -> int:
