@@ -15,10 +15,11 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from trueup.storage import sqlite_checkpoint as checkpoints
 from trueup.storage.engine import Engine, Leadership, Tx
 from trueup.storage.errors import StorageUnavailableError
 from trueup.storage.sqlite_tx import SQLiteDialect, SQLiteTx
@@ -35,14 +36,11 @@ _PRAGMAS = (
     "PRAGMA foreign_keys=OFF",
     "PRAGMA cache_size=-65536",
     "PRAGMA temp_store=MEMORY",
-    # The writer never copies the WAL back into the database file itself: _Checkpointer does.
+    # The writer never copies the WAL back into the database file itself: Checkpointer does.
     "PRAGMA wal_autocheckpoint=0",
     # After a burst, a WAL that grew large is cut back to this size when it restarts.
     "PRAGMA journal_size_limit=67108864",
 )
-_CHECKPOINT_INTERVAL_S = 2.0
-"""Seconds between checkpoints: rarely enough that a page written many times is copied once."""
-
 _CACHED_STATEMENTS = 256
 """Prepared statements each connection keeps (Python's default is 128): room for the bulk
 statements' power-of-two shapes beside the ordinary ones."""
@@ -75,42 +73,6 @@ class _FairLock:
             self._turns.notify_all()
 
 
-class _Checkpointer(threading.Thread):
-    """Copies the WAL back into the database file, from a connection of its own.
-
-    By default SQLite checkpoints inside the commit that takes the WAL past 1,000 pages: the
-    writer then copies pages and fsyncs the database file while every other write waits (with
-    this thread instead, a seal's commit measured 2.8 instead of 8.6 µs per leaf). A PASSIVE
-    checkpoint never blocks the writer or the readers; what a reader still needs is copied on a
-    later round. Durability does not depend on it: every commit is fsynced into the WAL.
-    """
-
-    def __init__(self, connect: Callable[[], sqlite3.Connection], interval_s: float) -> None:
-        super().__init__(name="trueup-sqlite-checkpoint", daemon=True)
-        self._connect = connect
-        self._interval = interval_s
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        try:
-            conn = self._connect()
-        except StorageUnavailableError:
-            log.exception("cannot open the WAL checkpoint connection; the WAL will grow until restart")
-            return
-        try:
-            while not self._stop_event.wait(self._interval):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as exc:  # busy with another process's checkpoint, disk full…
-                    log.warning("WAL checkpoint failed, retrying: %s", exc)
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=30)
-
-
 def _roll_back(conn: sqlite3.Connection) -> None:
     """End a failed transaction, if SQLite has not ended it itself: on some errors (a disk
     full, say) it rolls back on its own, and a ROLLBACK then raises "no transaction is active",
@@ -122,7 +84,12 @@ def _roll_back(conn: sqlite3.Connection) -> None:
 class SQLiteEngine(Engine):
     """A SQLite database file. ``path`` is created with its parent directory if missing."""
 
-    def __init__(self, path: Path, checkpoint_interval_s: float = _CHECKPOINT_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        path: Path,
+        checkpoint_interval_s: float = checkpoints.INTERVAL_S,
+        wal_restart_pages: int = checkpoints.RESTART_PAGES,
+    ) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
             # Deltas, salts and webhook secrets live here: owner-only, and SQLite gives its
@@ -144,7 +111,12 @@ class SQLiteEngine(Engine):
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._checkpointer = _Checkpointer(self._connect, checkpoint_interval_s)
+        self.wal_restarts = 0
+        """Writes that began on a wholly copied WAL after a round asked them to (and so started
+        it over): see :mod:`trueup.storage.sqlite_checkpoint`."""
+        self._checkpointer = checkpoints.Checkpointer(
+            self._connect, path.with_name(f"{path.name}-wal"), checkpoint_interval_s, wal_restart_pages
+        )
         self._checkpointer.start()
 
     def _connect(self) -> sqlite3.Connection:
@@ -184,8 +156,27 @@ class SQLiteEngine(Engine):
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
-        with self._write_lock, self._writer_turn(), self._transaction(self._writer, "BEGIN IMMEDIATE") as tx:
-            yield tx
+        with self._write_lock, self._writer_turn():
+            if self._checkpointer.take_restart():
+                self._finish_checkpoint()
+            with self._transaction(self._writer, "BEGIN IMMEDIATE") as tx:
+                yield tx
+
+    def checkpoint_round(self) -> None:
+        """A round of the WAL checkpointer now, from the calling thread (see
+        :mod:`trueup.storage.sqlite_checkpoint`; tests run rounds at chosen moments)."""
+        self._checkpointer.round_now()
+
+    def _finish_checkpoint(self) -> None:
+        """Copy the last of a long WAL while no writer can append, so that the transaction
+        after it starts the WAL over (:mod:`trueup.storage.sqlite_checkpoint`)."""
+        try:
+            busy, pages, copied = checkpoints.passive_checkpoint(self._writer)
+        except sqlite3.Error as exc:  # the write goes ahead; a later round asks again
+            log.warning("WAL checkpoint before a write failed: %s", exc)
+            return
+        if not busy and copied == pages:
+            self.wal_restarts += 1
 
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:
