@@ -15,10 +15,10 @@ the kernel, and every page lookup searching a longer WAL index. So once the WAL 
 first, and then asks the next writer to copy the little that is left before it begins
 (:meth:`trueup.storage.sqlite.SQLiteEngine.write`): with the writer's turn held nobody can
 append, so that pass reaches the end and the transaction after it starts the WAL over. That
-pass held the writer up to about 10 ms under single-item load (up to about 120 ms under 1,000-item
-writes, whose transactions append thousands of pages), once per round; against the WAL that
-only grew, single-item writes went 1.1-1.3x as fast and the sequencer spent about 15 % less CPU
-per delta of batched writes (docs/benchmarks-history.md, 2026-12-04, "after 22:45").
+pass held the writer 2-15 ms under single-item load (20-120 ms under 1,000-item writes, whose
+transactions append thousands of pages), once per round; against the WAL that only grew,
+single-item writes went 1.1-1.3x as fast and the sequencer spent about 15 % less CPU per delta
+of batched writes (docs/benchmarks-history.md, "What changed on 2026-12-04 (after 22:45)").
 
 A reader that began before a round and is still reading keeps its frames from being copied
 and the WAL from being started over; a later round does it.
