@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -95,22 +94,11 @@ def test_an_ask_no_writer_took_soon_is_dropped(monkeypatch: pytest.MonkeyPatch, 
         engine.close()
 
 
-def test_a_large_wal_gets_its_round_before_the_interval_is_up(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setattr(sqlite_checkpoint, "SOONER_BYTES", 256 * 1024)
-    monkeypatch.setattr(sqlite_checkpoint, "_POLL_S", 0.01)
-    engine = SQLiteEngine(tmp_path / "trueup.db", checkpoint_interval_s=3600, wal_restart_pages=16)
-    try:
-        _table(engine)
-        for n in range(40):  # about 1.4 MB
-            _write(engine, n)
-        deadline = time.monotonic() + 30
-        n = 40
-        while engine.wal_restarts == 0:  # only the thread's own rounds can ask for it
-            assert time.monotonic() < deadline, "no round came while the WAL was large"
-            _write(engine, n)
-            n += 1
-            time.sleep(0.01)
-    finally:
-        engine.close()
+def test_rounds_come_sooner_while_they_find_the_wal_long() -> None:
+    interval = sqlite_checkpoint.INTERVAL_S
+    busy = sqlite_checkpoint.BUSY_PAGES
+    assert sqlite_checkpoint.next_wait(0, interval) == interval
+    assert sqlite_checkpoint.next_wait(busy - 1, interval) == interval
+    assert sqlite_checkpoint.next_wait(busy, interval) == sqlite_checkpoint.BUSY_INTERVAL_S
+    assert interval > sqlite_checkpoint.BUSY_INTERVAL_S
+    assert sqlite_checkpoint.next_wait(busy, 0.05) == 0.05, "never slower than asked"

@@ -114,9 +114,7 @@ class SQLiteEngine(Engine):
         self.wal_restarts = 0
         """Writes that began on a wholly copied WAL after a round asked them to (and so started
         it over): see :mod:`trueup.storage.sqlite_checkpoint`."""
-        self._checkpointer = checkpoints.Checkpointer(
-            self._connect, path.with_name(f"{path.name}-wal"), checkpoint_interval_s, wal_restart_pages
-        )
+        self._checkpointer = checkpoints.Checkpointer(self._connect, checkpoint_interval_s, wal_restart_pages)
         self._checkpointer.start()
 
     def _connect(self) -> sqlite3.Connection:

@@ -16,9 +16,10 @@ first, and then asks the next writer to copy the little that is left before it b
 (:meth:`trueup.storage.sqlite.SQLiteEngine.write`): with the writer's turn held nobody can
 append, so that pass reaches the end and the transaction after it starts the WAL over. That
 pass held the writer 2-15 ms under single-item load (20-120 ms under 1,000-item writes, whose
-transactions append thousands of pages), once per round; against the WAL that only grew,
-single-item writes went 1.1-1.3x as fast and the sequencer spent about 15 % less CPU per delta
-of batched writes (docs/benchmarks-history.md, "What changed on 2026-12-04 (after 22:45)").
+transactions append thousands of pages), once per round; rounds come every quarter second while
+they find the WAL long (:func:`next_wait`). Against the WAL that only grew, single-item writes
+went 1.1-1.3x as fast and the sequencer spent about 15 % less CPU per delta of batched writes
+(docs/benchmarks-history.md, "What changed on 2026-12-04 (after 22:45)").
 
 A reader that began before a round and is still reading keeps its frames from being copied
 and the WAL from being started over; a later round does it.
@@ -31,7 +32,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from trueup.storage.errors import StorageUnavailableError
 
@@ -45,11 +45,11 @@ INTERVAL_S = 2.0
 RESTART_PAGES = 4_096
 """A WAL this long (pages of 4 KiB: 16 MiB) is started over after its round."""
 
-SOONER_BYTES = 64 << 20
-"""A WAL file this large (``journal_size_limit``) gets its round before the interval is up."""
+BUSY_PAGES = 1_024
+"""A round that finds at least this many pages (4 MiB) in the WAL has the next come sooner."""
 
-_POLL_S = 0.25
-"""How often the WAL file's size is looked at between rounds."""
+BUSY_INTERVAL_S = 0.25
+"""Seconds between rounds while writes are heavy (see :data:`BUSY_PAGES`)."""
 
 _FRESH_S = 0.5
 """How long a round's ask stands (:meth:`Checkpointer.take_restart`)."""
@@ -66,19 +66,29 @@ def passive_checkpoint(conn: sqlite3.Connection) -> tuple[bool, int, int]:
     return bool(busy), int(pages), int(copied)
 
 
+def next_wait(pages: int, interval_s: float) -> float:
+    """Seconds until the round after one that found ``pages`` in the WAL.
+
+    Under heavy writes (tens of MB a second) a 2-second round finds a WAL of a hundred MB or
+    more, copies it while more is appended, and leaves the writer's pass (and the file, cut back
+    to ``journal_size_limit`` when it starts over) that much more to do: rounds then come every
+    :data:`BUSY_INTERVAL_S`, and each finds a WAL of a few MB to copy.
+    """
+    return min(interval_s, BUSY_INTERVAL_S) if pages >= BUSY_PAGES else interval_s
+
+
 class Checkpointer(threading.Thread):
-    """Runs a checkpoint round every ``interval_s``, or sooner once the WAL file is large."""
+    """Runs a checkpoint round every ``interval_s``, or every :data:`BUSY_INTERVAL_S` while the
+    rounds find the WAL long (:func:`next_wait`)."""
 
     def __init__(
         self,
         connect: Callable[[], sqlite3.Connection],
-        wal_path: Path,
         interval_s: float = INTERVAL_S,
         restart_pages: int = RESTART_PAGES,
     ) -> None:
         super().__init__(name="trueup-sqlite-checkpoint", daemon=True)
         self._connect = connect
-        self._wal_path = wal_path
         self._interval = interval_s
         self._restart_pages = restart_pages
         self._stop_event = threading.Event()
@@ -93,26 +103,27 @@ class Checkpointer(threading.Thread):
             log.exception("cannot open the WAL checkpoint connection; the WAL will grow until restart")
             return
         try:
-            due = time.monotonic() + self._interval
-            while not self._stop_event.wait(min(_POLL_S, self._interval)):
-                if time.monotonic() < due and self._wal_bytes() < SOONER_BYTES:
-                    continue
-                due = time.monotonic() + self._interval
+            wait = self._interval
+            while not self._stop_event.wait(wait):
                 try:
-                    self.round(conn)
+                    pages = self.round(conn)
                 except sqlite3.Error as exc:  # busy with another process's checkpoint, disk full…
                     log.warning("WAL checkpoint failed, retrying: %s", exc)
+                    pages = 0
+                wait = next_wait(pages, self._interval)
         finally:
             conn.close()
 
-    def round(self, conn: sqlite3.Connection) -> None:
-        """Copy the WAL back; once it is long, copy again and ask the next writer to finish."""
+    def round(self, conn: sqlite3.Connection) -> int:
+        """Copy the WAL back; once it is long, copy again and ask the next writer to finish.
+        Returns the pages the WAL held when the round began."""
         busy, pages, _ = passive_checkpoint(conn)
         if busy or pages < self._restart_pages:
-            return
+            return pages
         busy, _, _ = passive_checkpoint(conn)
         if not busy:
             self._restart_asked = time.monotonic()
+        return pages
 
     def take_restart(self) -> bool:
         """Whether the writer about to begin should copy the rest first (once per round).
@@ -135,9 +146,3 @@ class Checkpointer(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=30)
-
-    def _wal_bytes(self) -> int:
-        try:
-            return self._wal_path.stat().st_size
-        except OSError:  # not there yet, or just removed by the last connection's close
-            return 0
