@@ -111,9 +111,10 @@ class SQLiteEngine(Engine):
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self.wal_restarts = 0
-        """Writes that began on a wholly copied WAL after a round asked them to (and so started
-        it over): see :mod:`trueup.storage.sqlite_checkpoint`."""
+        self.wal_finishing_passes = 0
+        """Passes a writer made when a checkpoint round asked, and that copied the whole WAL: the
+        transaction after each starts the WAL over, unless a reader still holds an older
+        snapshot (:mod:`trueup.storage.sqlite_checkpoint`)."""
         self._checkpointer = checkpoints.Checkpointer(self._connect, checkpoint_interval_s, wal_restart_pages)
         self._checkpointer.start()
 
@@ -155,8 +156,8 @@ class SQLiteEngine(Engine):
     @contextmanager
     def write(self) -> Iterator[Tx]:
         with self._write_lock, self._writer_turn():
-            if self._checkpointer.take_restart():
-                self._finish_checkpoint()
+            if (asked := self._checkpointer.take_restart()) is not None:
+                self._finish_checkpoint(asked)
             with self._transaction(self._writer, "BEGIN IMMEDIATE") as tx:
                 yield tx
 
@@ -165,7 +166,7 @@ class SQLiteEngine(Engine):
         :mod:`trueup.storage.sqlite_checkpoint`; tests run rounds at chosen moments)."""
         self._checkpointer.round_now()
 
-    def _finish_checkpoint(self) -> None:
+    def _finish_checkpoint(self, asked: float) -> None:
         """Copy the last of a long WAL while no writer can append, so that the transaction
         after it starts the WAL over (:mod:`trueup.storage.sqlite_checkpoint`)."""
         try:
@@ -173,8 +174,10 @@ class SQLiteEngine(Engine):
         except sqlite3.Error as exc:  # the write goes ahead; a later round asks again
             log.warning("WAL checkpoint before a write failed: %s", exc)
             return
-        if not busy and copied == pages:
-            self.wal_restarts += 1
+        if busy:  # another checkpoint is copying: the next writer tries, while the ask stands
+            self._checkpointer.put_back(asked)
+        elif copied == pages > 0:
+            self.wal_finishing_passes += 1
 
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:

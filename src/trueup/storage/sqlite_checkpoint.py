@@ -48,6 +48,9 @@ RESTART_PAGES = 4_096
 BUSY_PAGES = 1_024
 """A round that finds at least this many pages (4 MiB) in the WAL has the next come sooner."""
 
+ASK_LEFT_PAGES = 1_024
+"""A round asks the next writer to finish only if its second pass left at most this many."""
+
 BUSY_INTERVAL_S = 0.25
 """Seconds between rounds while writes are heavy (see :data:`BUSY_PAGES`)."""
 
@@ -120,19 +123,28 @@ class Checkpointer(threading.Thread):
         busy, pages, _ = passive_checkpoint(conn)
         if busy or pages < self._restart_pages:
             return pages
-        busy, _, _ = passive_checkpoint(conn)
-        if not busy:
+        busy, left, copied = passive_checkpoint(conn)
+        # A reader in an older snapshot holds pages back: asking then would leave the writer
+        # all that was appended since, to copy while it holds the writer's turn.
+        if not busy and left - copied <= ASK_LEFT_PAGES:
             self._restart_asked = time.monotonic()
         return pages
 
-    def take_restart(self) -> bool:
-        """Whether the writer about to begin should copy the rest first (once per round).
+    def take_restart(self) -> float | None:
+        """The standing ask, if the writer about to begin should copy the rest first; taken
+        once (:meth:`put_back` returns it).
 
         An ask older than :data:`_FRESH_S` is dropped: in a process that has not written since
         (an idle worker beside busy ones), the rest is by now whatever the others appended.
         """
         asked, self._restart_asked = self._restart_asked, None
-        return asked is not None and time.monotonic() - asked < _FRESH_S
+        return asked if asked is not None and time.monotonic() - asked < _FRESH_S else None
+
+    def put_back(self, asked: float) -> None:
+        """Let the next writer take ``asked`` again: this one's pass found another checkpoint
+        (the round's own, or another process's) copying."""
+        if self._restart_asked is None:
+            self._restart_asked = asked
 
     def round_now(self) -> None:
         """One round from the calling thread, on a connection of its own (for tests: the
