@@ -48,9 +48,7 @@ class RequestTemplate:
             start = prefix.replace(MARKER, token) if marked_path else prefix
             payload = body.replace(MARKER, token) if marked_body else body
             if per_client:
-                payload = payload.replace(
-                    CLIENT_MARKER, b"%04d" % (client % customers if customers else client)
-                )
+                payload = payload.replace(CLIENT_MARKER, b"%04d" % (client % customers))
             if not payload and self.method == "GET":
                 return start + b"\r\n"
             return b"%sContent-Length: %d\r\n\r\n%s" % (start, len(payload), payload)
