@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from trueup import __version__
 from trueup.api.errors import install_error_handlers
-from trueup.api.fastpath import WriteFastPath
+from trueup.api.fastpath import WriteAnswers, WriteFastPath
 from trueup.api.guards import RefuseAmbiguousInput
 from trueup.api.metrics import ResponseCounter
 from trueup.api.metrics import router as metrics_router
@@ -76,7 +76,9 @@ def create_app(
     app.include_router(webhooks.router)
     app.add_middleware(ResponseCounter)
     # Added late, so it runs early: the hot write routes skip routing and dependencies.
-    app.add_middleware(WriteFastPath, services=services)
+    answers = WriteAnswers(services)
+    app.state.write_answers = answers  # the HTTP protocol answers whole requests itself
+    app.add_middleware(WriteFastPath, answers=answers)
     app.add_middleware(RefuseAmbiguousInput)  # first of all: no route, fast or not, sees a NUL
     install_openapi(app)
     return app

@@ -17,7 +17,7 @@ from trueup.core.errors import (
 from trueup.core.strict_json import loads_strict
 from trueup.service.settings import Settings
 
-__all__ = ["read_json"]
+__all__ = ["check_json_head", "read_json"]
 
 
 async def read_json(request: Request, settings: Settings) -> tuple[Any, bytes]:
@@ -31,19 +31,7 @@ async def read_json(request: Request, settings: Settings) -> tuple[Any, bytes]:
     nothing for long); 400 when the client leaves mid-body.
     """
     max_bytes, timeout_s = settings.max_body_bytes, settings.body_timeout_s
-    content_type = request.headers.get("content-type", "")
-    media, _, params = content_type.partition(";")
-    media = media.strip().lower()
-    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
-        shown = media or "none"
-        raise UnsupportedMediaTypeError(f"Content-Type must be application/json, got {shown[:64]}")
-    for param in params.split(";"):  # every parameter: a charset may come after others
-        name, _, value = param.strip().lower().partition("=")
-        if name == "charset" and value.strip().strip('"') not in ("utf-8", "utf8"):
-            raise UnsupportedMediaTypeError("Content-Type charset must be utf-8")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLargeError(f"request body must be at most {max_bytes} bytes, got {declared}")
+    check_json_head(request.headers.get("content-type", ""), request.headers.get("content-length"), max_bytes)
     encoding = _unsupported_coding(request, "content-encoding", "identity")
     if encoding is not None:  # in any of the headers, or anywhere in a list
         raise UnsupportedMediaTypeError(f"Content-Encoding {encoding} is not supported; send it uncompressed")
@@ -54,6 +42,22 @@ async def read_json(request: Request, settings: Settings) -> tuple[Any, bytes]:
         )
     body = await _receive_body(request, max_bytes, timeout_s)
     return loads_strict(body), body
+
+
+def check_json_head(content_type: str, declared: str | None, max_bytes: int) -> None:
+    """415 unless ``content_type`` is JSON in UTF-8; 413 when ``declared`` (the request's
+    ``Content-Length``) is past ``max_bytes``."""
+    media, _, params = content_type.partition(";")
+    media = media.strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        shown = media or "none"
+        raise UnsupportedMediaTypeError(f"Content-Type must be application/json, got {shown[:64]}")
+    for param in params.split(";"):  # every parameter: a charset may come after others
+        name, _, value = param.strip().lower().partition("=")
+        if name == "charset" and value.strip().strip('"') not in ("utf-8", "utf8"):
+            raise UnsupportedMediaTypeError("Content-Type charset must be utf-8")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLargeError(f"request body must be at most {max_bytes} bytes, got {declared}")
 
 
 def _unsupported_coding(request: Request, header: str, allowed: str) -> str | None:

@@ -14,6 +14,17 @@ streams with pauses (server-sent events, say) would want the head at once, and T
 Only the transport each request's cycle writes through changes: the HTTP handling, flow
 control and errors stay uvicorn's own. ``uvicorn`` is pinned, and the tests read the bytes on
 the wire, so a change in how it writes a reply shows up there.
+
+One kind of request skips uvicorn's request cycle altogether: a plain small write (``POST
+/api/v1/writes`` or ``/api/v1/balance/delta``, keep-alive HTTP/1.1, a ``Content-Length`` of at
+most 64 KiB, nothing unusual in its head, no earlier request of the connection unanswered) whose
+body comes in the same read as its head, nearly every single-item write. The protocol calls
+:meth:`trueup.api.fastpath.WriteAnswers.answer_whole` itself and writes the reply as uvicorn's
+cycle would, byte for byte; uvicorn's cycle, its ASGI messages and the middleware layers cost
+about a quarter of the API process's CPU per single-item write (docs/architecture.md). A write
+whose body has not all come by the end of the read goes the usual way from there, as if its head
+had just come, and so does every request with anything unusual about it: the usual way handles
+each such case (and the tests compare the two ways' replies).
 """
 
 from __future__ import annotations
@@ -22,10 +33,12 @@ import asyncio
 import json
 from typing import Any
 
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from trueup.api.errors import error_body
+from trueup.api.fastpath import WriteAnswers
 
 __all__ = ["OneWriteHttpToolsProtocol"]
 
@@ -108,6 +121,60 @@ async def _refuse_upgrade(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": _UPGRADE_REFUSED})
 
 
+_WHOLE_PATHS = frozenset((b"/api/v1/writes", b"/api/v1/balance/delta"))
+"""Request targets answered without uvicorn's cycle (exactly these bytes: no query, no escapes)."""
+
+_WHOLE_BODY_MAX = 65_536
+"""The largest ``Content-Length`` answered without uvicorn's cycle: a single or small write."""
+
+_SEEN_ONCE = frozenset((b"x-api-key", b"idempotency-key", b"content-type", b"content-length"))
+_NOT_WHOLE = frozenset((b"transfer-encoding", b"content-encoding", b"expect", b"upgrade"))
+
+_PLAIN_500 = (
+    b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\nconnection: close\r\n\r\n"
+    b"Internal Server Error"
+)
+"""What uvicorn answers (after its status line and default headers) when an app fails."""
+
+
+class _NoEvent:
+    """Stands in for the request cycle's ``message_event``, which nobody waits on here."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+class _Answering:
+    """The protocol's ``cycle`` while it answers a whole write itself: the attributes uvicorn's
+    protocol reads and sets on its cycle (a pipelined request waits behind it, a shutdown or a
+    lost connection is noted on it)."""
+
+    __slots__ = ("disconnected", "keep_alive", "response_complete", "scope")
+
+    message_event = _NoEvent()
+
+    def __init__(self, scope: Any) -> None:  # uvicorn's HTTPScope, a TypedDict of its own
+        self.scope = scope
+        self.response_complete = False
+        self.disconnected = False
+        self.keep_alive = True
+
+
+def _find_answers(app: Any) -> WriteAnswers | None:
+    """The app's :class:`WriteAnswers`, under the layers uvicorn wraps it in (proxy headers)."""
+    for _ in range(8):
+        state = getattr(app, "state", None)
+        answers = getattr(state, "write_answers", None) if state is not None else None
+        if isinstance(answers, WriteAnswers):
+            return answers
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None
+
+
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` whose requests answer with one write each (see the module doc),
     which refuses a protocol upgrade it cannot make on a request with a body, and which closes
@@ -128,13 +195,21 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     _timer_heads = 0  # how many heads had come when the timer was armed
     _heads = 0  # heads that have come on this connection
     _in_head = False
+    _whole: list[bytes] | None = None  # the body so far of a write this protocol answers itself
+    _answering: _Answering | None = None
+    _earlier_cycle: Any = None  # the cycle before it, put back if the write goes the usual way
+    _answers: WriteAnswers | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._answers = _find_answers(self.app)
         self._watch_head()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
+        if self._whole is not None:
+            # A write's head came without all of its body: it goes the usual way after all.
+            self._go_usual_way()
         self._watch_head()
 
     def on_response_complete(self) -> None:
@@ -184,6 +259,9 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._heads += 1
+        if self._answers is not None and self.url in _WHOLE_PATHS and self._plain_write():
+            self._begin_whole()
+            return
         if self.parser.should_upgrade() and not self._should_upgrade() and self._has_body():
             # uvicorn would log "Unsupported upgrade request." and hand the app this request
             # with an empty body (the parser stops at the head of an upgrade); a bodiless one
@@ -212,3 +290,122 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         # A HEAD response writes no body, so its head is not held.
         if cycle is not None and cycle.scope is self.scope and cycle.scope["method"] != "HEAD":
             cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
+
+    # -- writes answered whole, without uvicorn's request cycle --------------------------------
+
+    def _plain_write(self) -> bool:
+        """Whether this request is a plain small write that this protocol may answer itself: a
+        ``POST`` over keep-alive HTTP/1.1 with a ``Content-Length`` of at most
+        :data:`_WHOLE_BODY_MAX`, none of its own headers given twice, no transfer or content
+        coding, no ``Expect``, no upgrade, and no earlier request of the connection unanswered.
+        The rest go the usual way, where every such case is handled."""
+        parser = self.parser
+        if (
+            parser.get_method() != b"POST"
+            or parser.get_http_version() != "1.1"
+            or not parser.should_keep_alive()
+            or parser.should_upgrade()
+            or self.expect_100_continue
+            or self.root_path
+            or self.limit_concurrency is not None
+            or self.pipeline
+            or (self.cycle is not None and not self.cycle.response_complete)
+        ):
+            return False
+        seen: set[bytes] = set()
+        length = None
+        for name, value in self.headers:
+            if name in _SEEN_ONCE:
+                if name in seen:
+                    return False
+                seen.add(name)
+                if name == b"content-length":
+                    length = value
+            elif name in _NOT_WHOLE:
+                return False
+        return length is not None and length.isdigit() and int(length) <= _WHOLE_BODY_MAX
+
+    def _begin_whole(self) -> None:
+        path = self.url.decode("ascii")
+        self.scope["method"] = "POST"
+        self.scope["path"] = path
+        self.scope["raw_path"] = self.url
+        self.scope["query_string"] = b""
+        self._earlier_cycle = self.cycle
+        self._answering = _Answering(self.scope)
+        self.cycle = self._answering  # type: ignore[assignment]
+        self._whole = []
+
+    def on_body(self, body: bytes) -> None:
+        if self._whole is not None:
+            self._whole.append(body)
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        whole, answering = self._whole, self._answering
+        if whole is None or answering is None:
+            super().on_message_complete()
+            return
+        self._whole = self._answering = self._earlier_cycle = None
+        task = self.loop.create_task(self._answer_whole(answering, b"".join(whole)))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    def _go_usual_way(self) -> None:
+        """Hand a write whose body has not all come to uvicorn's cycle, as if its head had just
+        come: the body so far goes to that cycle, and the rest follows the usual way."""
+        whole, self._whole, self._answering = self._whole, None, None
+        self.cycle, self._earlier_cycle = self._earlier_cycle, None
+        if self.transport.is_closing():  # the parser refused what followed the head
+            return
+        self._hold_heads()
+        if whole:
+            super().on_body(b"".join(whole))
+
+    async def _answer_whole(self, answering: _Answering, body: bytes) -> None:
+        headers = answering.scope["headers"]
+        found: dict[bytes, str] = {}
+        for name, value in headers:
+            if name in _SEEN_ONCE:
+                found[name] = value.decode("latin-1")
+        try:
+            answers = self._answers
+            assert answers is not None
+            response = await answers.answer_whole(
+                answering.scope,
+                found.get(b"x-api-key"),
+                found.get(b"idempotency-key"),
+                found.get(b"content-type", ""),
+                body,
+            )
+            reply = self._render(response, answering.keep_alive)
+        except BaseException:  # as uvicorn's cycle: logged, and a plain 500 that closes
+            self.logger.exception("Exception in ASGI application")
+            answering.keep_alive = False
+            reply = b"".join([STATUS_LINE[500], *self._default_head(), _PLAIN_500])
+        if self.flow.write_paused and not answering.disconnected:
+            await self.flow.drain()
+        if not answering.disconnected and not self.transport.is_closing():
+            self.transport.write(reply)
+        answering.response_complete = True
+        if not answering.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+
+    def _default_head(self) -> list[bytes]:
+        parts: list[bytes] = []
+        for name, value in self.server_state.default_headers:
+            parts += (name, b": ", value, b"\r\n")
+        return parts
+
+    def _render(self, response: Response, keep_alive: bool) -> bytes:
+        """``response`` as uvicorn's cycle would write it: status line, the server's default
+        headers, the response's own, ``connection: close`` when the connection is closing."""
+        parts = [STATUS_LINE[response.status_code], *self._default_head()]
+        for name, value in response.raw_headers:
+            parts += (name.lower(), b": ", value, b"\r\n")
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts += (b"\r\n", bytes(response.body))
+        return b"".join(parts)

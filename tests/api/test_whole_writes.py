@@ -1,0 +1,312 @@
+"""Writes answered by the HTTP protocol itself: a real uvicorn server on 127.0.0.1 with
+Trueup's protocol and app over a real database of each backend, read raw.
+
+A plain small write whose body comes with its head is answered without uvicorn's request cycle
+(:mod:`trueup.api.http_protocol`); every reply must be byte for byte what the usual way gives,
+and anything unusual about a request must send it the usual way. The protocol here counts the
+writes it answered itself, so each test knows which way a request went.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import uvicorn
+
+from trueup.api.app import create_app
+from trueup.api.http_protocol import OneWriteHttpToolsProtocol
+from trueup.service.container import Services, open_services
+from trueup.service.settings import Settings
+
+
+class _Counting(OneWriteHttpToolsProtocol):
+    whole: ClassVar[list[bytes]] = []  # the targets of the writes answered whole, in order
+
+    async def _answer_whole(self, answering: Any, body: bytes) -> None:
+        type(self).whole.append(answering.scope["raw_path"])
+        await super()._answer_whole(answering, body)
+
+
+@pytest.fixture
+def services(database_url: str, tmp_path: Path) -> Iterator[Services]:
+    opened = open_services(replace(Settings(), data_dir=tmp_path, database_url=database_url))
+    yield opened
+    opened.close()
+
+
+@asynccontextmanager
+async def _server(services: Services) -> AsyncIterator[int]:
+    _Counting.whole = []
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(create_app(services), http=_Counting, lifespan="off", log_level="critical")
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        try:
+            yield sock.getsockname()[1]
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, 10)
+
+
+def _run(services: Services, test: Callable[[int], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with _server(services) as port:
+            await test(port)
+
+    asyncio.run(main())
+
+
+def _request(path: str, body: bytes, *headers: str) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: test", *headers]
+    if not any(h.lower().startswith(("content-length:", "transfer-encoding:")) for h in headers):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class _Connection:
+    """One client connection that reads whole replies (each has a Content-Length)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.buffer = b""
+
+    async def reply(self) -> bytes:
+        while True:
+            head_end = self.buffer.find(b"\r\n\r\n")
+            if head_end >= 0 and self.buffer.startswith(b"HTTP/1.1 100 "):
+                reply, self.buffer = self.buffer[: head_end + 4], self.buffer[head_end + 4 :]
+                return reply
+            if head_end >= 0:
+                match = re.search(rb"(?im)^content-length: *(\d+)\r$", self.buffer[: head_end + 2])
+                assert match is not None, self.buffer[:head_end]
+                end = head_end + 4 + int(match.group(1))
+                if len(self.buffer) >= end:
+                    reply, self.buffer = self.buffer[:end], self.buffer[end:]
+                    return reply
+            chunk = await asyncio.wait_for(self.reader.read(65536), 10)
+            assert chunk, f"the server closed the connection; received {self.buffer!r}"
+            self.buffer += chunk
+
+    async def closed(self) -> bool:
+        return await asyncio.wait_for(self.reader.read(1), 10) == b""
+
+
+@asynccontextmanager
+async def _connect(port: int) -> AsyncIterator[_Connection]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield _Connection(reader, writer)
+    finally:
+        writer.close()
+
+
+async def _exchange(port: int, request: bytes) -> bytes:
+    async with _connect(port) as connection:
+        connection.writer.write(request)
+        return await connection.reply()
+
+
+_VARYING = re.compile(
+    rb'(date: [^\r]*|"(?:requestId|acceptedAt|timestamp|id)":"[^"]*"|content-length: \d+|req_[A-Za-z0-9]+)'
+)
+
+
+def _shape(reply: bytes) -> bytes:
+    """A reply with what differs between two equal requests (ids, times, and so lengths) blanked."""
+    return _VARYING.sub(lambda m: m.group(0).split(b":")[0] + b":~", reply)
+
+
+def _write(key: str, item_key: str) -> bytes:
+    return json.dumps({"items": [{"key": item_key, "accountId": "c1", "bits": 250, "reason": "r"}]}).encode()
+
+
+def test_each_reply_to_a_whole_write_is_the_usual_ones_byte_for_byte(services: Services) -> None:
+    key = services.keys.create("acme").key
+    read_only = services.keys.create("acme", read_only=True).key
+    json_type = "Content-Type: application/json"
+    cases: list[tuple[str, Callable[[str], tuple[str, bytes, tuple[str, ...]]]]] = [
+        ("accepted", lambda n: ("/api/v1/writes", _write(key, f"w-{n}"), (f"X-Api-Key: {key}", json_type))),
+        (
+            "emit",
+            lambda n: (
+                "/api/v1/balance/delta",
+                json.dumps({"key": f"e-{n}", "accountId": "c1", "bits": -5, "reason": "r"}).encode(),
+                (f"X-Api-Key: {key}", json_type),
+            ),
+        ),
+        ("no key", lambda n: ("/api/v1/writes", _write(key, f"k-{n}"), (json_type,))),
+        (
+            "unknown key",
+            lambda n: ("/api/v1/writes", _write(key, f"u-{n}"), ("X-Api-Key: pk_live_nope", json_type)),
+        ),
+        (
+            "read-only key",
+            lambda n: ("/api/v1/writes", _write(key, f"o-{n}"), (f"X-Api-Key: {read_only}", json_type)),
+        ),
+        ("not JSON", lambda n: ("/api/v1/writes", b"{", (f"X-Api-Key: {key}", json_type))),
+        ("no type", lambda n: ("/api/v1/writes", _write(key, f"t-{n}"), (f"X-Api-Key: {key}",))),
+        (
+            "other charset",
+            lambda n: (
+                "/api/v1/writes",
+                _write(key, f"c-{n}"),
+                (f"X-Api-Key: {key}", f"{json_type}; charset=latin-1"),
+            ),
+        ),
+        (
+            "invalid item",
+            lambda n: ("/api/v1/writes", b'{"items":[{"key":"x"}]}', (f"X-Api-Key: {key}", json_type)),
+        ),
+        ("empty", lambda n: ("/api/v1/writes", b"", (f"X-Api-Key: {key}", json_type))),
+        (
+            "idempotent",
+            lambda n: (
+                "/api/v1/writes",
+                _write(key, f"i-{n}"),
+                (f"X-Api-Key: {key}", json_type, f"Idempotency-Key: idem-{n}"),
+            ),
+        ),
+    ]
+
+    async def test(port: int) -> None:
+        for name, make in cases:
+            path, body, headers = make("whole")
+            whole = await _exchange(port, _request(path, body, *headers))
+            assert _Counting.whole[-1:] == [path.encode()], name
+            counted = len(_Counting.whole)
+            path, body, headers = make("usual")
+            # A query string (which no write route reads) sends a request the usual way.
+            usual = await _exchange(port, _request(path + "?", body, *headers))
+            assert len(_Counting.whole) == counted, name
+            assert _shape(whole) == _shape(usual), name
+            assert whole.split(b"\r\n", 1)[0] == usual.split(b"\r\n", 1)[0], name
+        # a replay under the same idempotency key, answered whole, repeats the stored reply
+        path, body, headers = cases[-1][1]("whole")
+        first = await _exchange(port, _request(path, body, *headers))
+        again = await _exchange(port, _request(path, body, *headers))
+        assert first.split(b"\r\n\r\n", 1)[1] == again.split(b"\r\n\r\n", 1)[1]
+
+    _run(services, test)
+
+
+def test_a_write_whose_body_comes_later_goes_the_usual_way(services: Services) -> None:
+    key = services.keys.create("acme").key
+    request = _request(
+        "/api/v1/writes", _write(key, "late-1"), f"X-Api-Key: {key}", "Content-Type: application/json"
+    )
+    cut = request.index(b"\r\n\r\n") + 10
+
+    async def test(port: int) -> None:
+        async with _connect(port) as connection:
+            connection.writer.write(request[:cut])
+            await connection.writer.drain()
+            await asyncio.sleep(0.2)
+            connection.writer.write(request[cut:])
+            reply = await connection.reply()
+            assert reply.startswith(b"HTTP/1.1 202 "), reply
+            assert _Counting.whole == []
+            # the connection goes on, and the next write that comes whole is answered whole
+            connection.writer.write(
+                _request(
+                    "/api/v1/writes",
+                    _write(key, "late-2"),
+                    f"X-Api-Key: {key}",
+                    "Content-Type: application/json",
+                )
+            )
+            assert (await connection.reply()).startswith(b"HTTP/1.1 202 ")
+            assert _Counting.whole == [b"/api/v1/writes"]
+
+    _run(services, test)
+
+
+def test_pipelined_requests_are_answered_in_order_whichever_way_each_goes(services: Services) -> None:
+    key = services.keys.create("acme").key
+    headers = (f"X-Api-Key: {key}", "Content-Type: application/json")
+    pipelined = (
+        _request("/api/v1/writes", _write(key, "p-1"), *headers)
+        + b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
+        + _request("/api/v1/writes", _write(key, "p-2"), *headers)
+        + _request("/api/v1/writes", b"{", *headers)
+    )
+
+    async def test(port: int) -> None:
+        async with _connect(port) as connection:
+            connection.writer.write(pipelined)
+            replies = [await connection.reply() for _ in range(4)]
+        assert [reply.split(b" ", 2)[1] for reply in replies] == [b"202", b"200", b"202", b"400"]
+        # the first came whole with nothing before it; the others waited behind it
+        assert _Counting.whole[:1] == [b"/api/v1/writes"]
+
+    _run(services, test)
+
+
+@pytest.mark.parametrize(
+    ("extra", "status"),
+    [
+        (("X-Api-Key: {key}",), b"400"),  # the key twice: refused by name, the usual way
+        (("Content-Type: application/json",), b"400"),
+        (("Expect: 100-continue",), b"202"),
+        (("Transfer-Encoding: chunked",), b"202"),
+        (("Connection: close",), b"202"),
+    ],
+)
+def test_a_write_with_anything_unusual_goes_the_usual_way(
+    services: Services, extra: tuple[str, ...], status: bytes
+) -> None:
+    key = services.keys.create("acme").key
+    body = _write(key, "unusual-1")
+    extra = tuple(line.format(key=key) for line in extra)
+    headers = (f"X-Api-Key: {key}", "Content-Type: application/json", *extra)
+    if "Transfer-Encoding: chunked" in extra:
+        body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+
+    async def test(port: int) -> None:
+        async with _connect(port) as connection:
+            connection.writer.write(_request("/api/v1/writes", body, *headers))
+            reply = await connection.reply()
+            if b"100 Continue" in reply.split(b"\r\n", 1)[0]:
+                reply = await connection.reply()
+            assert reply.split(b" ", 2)[1] == status, reply
+            if "Connection: close" in extra:
+                assert b"connection: close\r\n" in reply
+                assert await connection.closed()
+        assert _Counting.whole == []
+
+    _run(services, test)
+
+
+def test_a_write_whose_client_leaves_before_the_reply_is_still_stored_once(services: Services) -> None:
+    key = services.keys.create("acme").key
+    headers = (f"X-Api-Key: {key}", "Content-Type: application/json")
+
+    async def test(port: int) -> None:
+        async with _connect(port) as connection:
+            connection.writer.write(_request("/api/v1/writes", _write(key, "gone-1"), *headers))
+            await connection.writer.drain()
+        # the server answers the next connection; the write of the one that left was committed
+        async with _connect(port) as connection:
+            connection.writer.write(_request("/api/v1/writes", _write(key, "gone-2"), *headers))
+            assert (await connection.reply()).startswith(b"HTTP/1.1 202 ")
+        for _ in range(200):
+            with services.storage.engine.read() as tx:
+                stored = tx.scalar("SELECT COUNT(*) FROM deltas WHERE item_key IN ('gone-1', 'gone-2')")
+            if stored == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert stored == 2
+        assert _Counting.whole == [b"/api/v1/writes", b"/api/v1/writes"]
+
+    _run(services, test)
