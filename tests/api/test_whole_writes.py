@@ -21,9 +21,12 @@ from typing import Any, ClassVar
 
 import pytest
 import uvicorn
+import uvloop
+from starlette.middleware.gzip import GZipMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from trueup.api.app import create_app
-from trueup.api.http_protocol import OneWriteHttpToolsProtocol
+from trueup.api.http_protocol import OneWriteHttpToolsProtocol, _find_answers
 from trueup.service.container import Services, open_services
 from trueup.service.settings import Settings
 
@@ -37,8 +40,15 @@ class _Counting(OneWriteHttpToolsProtocol):
 
 
 @pytest.fixture
-def services(database_url: str, tmp_path: Path) -> Iterator[Services]:
-    opened = open_services(replace(Settings(), data_dir=tmp_path, database_url=database_url))
+def settings_changes() -> dict[str, Any]:
+    """Settings a test changes from the defaults (parametrize to change them)."""
+    return {}
+
+
+@pytest.fixture
+def services(database_url: str, tmp_path: Path, settings_changes: dict[str, Any]) -> Iterator[Services]:
+    settings = replace(Settings(), data_dir=tmp_path, database_url=database_url, **settings_changes)
+    opened = open_services(settings)
     yield opened
     opened.close()
 
@@ -61,11 +71,14 @@ async def _server(services: Services) -> AsyncIterator[int]:
 
 
 def _run(services: Services, test: Callable[[int], Awaitable[None]]) -> None:
+    """Run ``test`` against a server over ``services``, on uvloop as ``trueup serve`` runs."""
+
     async def main() -> None:
         async with _server(services) as port:
             await test(port)
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
 
 
 def _request(path: str, body: bytes, *headers: str) -> bytes:
@@ -310,3 +323,45 @@ def test_a_write_whose_client_leaves_before_the_reply_is_still_stored_once(servi
         assert _Counting.whole == [b"/api/v1/writes", b"/api/v1/writes"]
 
     _run(services, test)
+
+
+@pytest.mark.parametrize(
+    ("settings_changes", "case"),
+    [
+        ({"max_body_bytes": 1_024}, "too large"),
+        ({"rate_limit_per_s": 0.001, "rate_limit_burst": 1}, "rate limited"),
+    ],
+)
+def test_a_write_refused_by_a_limit_is_answered_alike_either_way(
+    services: Services, settings_changes: dict[str, Any], case: str
+) -> None:
+    key = services.keys.create("acme").key
+    headers = [f"X-Api-Key: {key}", "Content-Type: application/json"]
+    body = _write(key, "limited")
+    if case == "too large":
+        body = body[:-2] + b" " * (2_002 - len(body)) + body[-2:]
+        headers.append("Content-Length: 02002")  # the message quotes the header as it came
+
+    async def test(port: int) -> None:
+        if case == "rate limited":  # the key's one request of its burst
+            assert (
+                await _exchange(port, _request("/api/v1/writes", _write(key, "first"), *headers))
+            ).startswith(b"HTTP/1.1 202 ")
+        whole = await _exchange(port, _request("/api/v1/writes", body, *headers))
+        usual = await _exchange(port, _request("/api/v1/writes?", body, *headers))
+        status = b"413" if case == "too large" else b"429"
+        assert whole.split(b" ", 2)[1] == usual.split(b" ", 2)[1] == status, (whole, usual)
+        assert _shape(whole) == _shape(usual)
+        assert whole.split(b"\r\n\r\n", 1)[1] == usual.split(b"\r\n\r\n", 1)[1]
+        assert _Counting.whole[-1:] == [b"/api/v1/writes"]
+
+    _run(services, test)
+
+
+def test_only_uvicorn_s_proxy_headers_layer_is_looked_through_for_the_answers(services: Services) -> None:
+    app = create_app(services)
+    assert _find_answers(app) is app.state.write_answers
+    assert _find_answers(ProxyHeadersMiddleware(app)) is app.state.write_answers
+    # a layer of the operator's own must see every request: none is answered whole under it
+    assert _find_answers(GZipMiddleware(app)) is None
+    assert _find_answers(ProxyHeadersMiddleware(GZipMiddleware(app))) is None

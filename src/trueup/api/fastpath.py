@@ -71,6 +71,7 @@ class WriteAnswers:
         api_key: str | None,
         idempotency_key: str | None,
         content_type: str,
+        content_length: str,
         body: bytes,
     ) -> Response:
         """The reply to a request to one of :attr:`handlers` whose whole ``body`` has come, with
@@ -79,8 +80,8 @@ class WriteAnswers:
         try:
             principal = await authenticate_key(self.services, api_key)
             self.services.writes.require_write(principal)
-            # The body came whole, so its length is the Content-Length it was read by.
-            check_json_head(content_type, str(len(body)), self.services.settings.max_body_bytes)
+            # The body came whole, read by its Content-Length: the head's check is the size check.
+            check_json_head(content_type, content_length, self.services.settings.max_body_bytes)
             handler = self.handlers[scope["path"]]
             response: Response = reply_response(
                 await handler(principal, loads_strict(body), body, idempotency_key)

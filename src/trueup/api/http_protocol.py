@@ -35,7 +35,8 @@ from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
 
 from trueup.api.errors import error_body
 from trueup.api.fastpath import WriteAnswers
@@ -163,16 +164,13 @@ class _Answering:
 
 
 def _find_answers(app: Any) -> WriteAnswers | None:
-    """The app's :class:`WriteAnswers`, under the layers uvicorn wraps it in (proxy headers)."""
-    for _ in range(8):
-        state = getattr(app, "state", None)
-        answers = getattr(state, "write_answers", None) if state is not None else None
-        if isinstance(answers, WriteAnswers):
-            return answers
-        app = getattr(app, "app", None)
-        if app is None:
-            return None
-    return None
+    """The app's :class:`WriteAnswers`, under uvicorn's proxy-headers layer (which only sets the
+    client's address, which no write reads). Under any other layer, ``None``: whatever it does
+    must see every request, so every request goes the usual way."""
+    while isinstance(app, ProxyHeadersMiddleware):
+        app = app.app
+    answers = getattr(getattr(app, "state", None), "write_answers", None)
+    return answers if isinstance(answers, WriteAnswers) else None
 
 
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
@@ -369,6 +367,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         for name, value in headers:
             if name in _SEEN_ONCE:
                 found[name] = value.decode("latin-1")
+        response: Response | None
         try:
             answers = self._answers
             assert answers is not None
@@ -377,21 +376,33 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
                 found.get(b"x-api-key"),
                 found.get(b"idempotency-key"),
                 found.get(b"content-type", ""),
+                found[b"content-length"],  # always there: see _plain_write
                 body,
             )
-            reply = self._render(response, answering.keep_alive)
         except BaseException:  # as uvicorn's cycle: logged, and a plain 500 that closes
             self.logger.exception("Exception in ASGI application")
-            answering.keep_alive = False
-            reply = b"".join([STATUS_LINE[500], *self._default_head(), _PLAIN_500])
+            response = None
         if self.flow.write_paused and not answering.disconnected:
             await self.flow.drain()
-        if not answering.disconnected and not self.transport.is_closing():
+        if answering.disconnected:
+            return  # as uvicorn's cycle: nothing written, and the request not counted as answered
+        reply = None
+        if response is not None:
+            try:
+                reply = self._render(response, answering)
+            except RuntimeError:
+                self.logger.exception("Exception in ASGI application")
+        if reply is None:
+            answering.keep_alive = False
+            reply = b"".join([STATUS_LINE[500], *self._default_head(), _PLAIN_500])
+        if not self.transport.is_closing():
             self.transport.write(reply)
         answering.response_complete = True
         if not answering.keep_alive:
             self.transport.close()
         self.on_response_complete()
+        if response is not None and response.background is not None:
+            await response.background()  # none of the write routes has one; as Starlette would
 
     def _default_head(self) -> list[bytes]:
         parts: list[bytes] = []
@@ -399,13 +410,21 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             parts += (name, b": ", value, b"\r\n")
         return parts
 
-    def _render(self, response: Response, keep_alive: bool) -> bytes:
+    def _render(self, response: Response, answering: _Answering) -> bytes:
         """``response`` as uvicorn's cycle would write it: status line, the server's default
-        headers, the response's own, ``connection: close`` when the connection is closing."""
+        headers, the response's own, ``connection: close`` when the connection is closing (and
+        a response that says ``connection: close`` closes it)."""
         parts = [STATUS_LINE[response.status_code], *self._default_head()]
-        for name, value in response.raw_headers:
-            parts += (name.lower(), b": ", value, b"\r\n")
-        if not keep_alive:
+        closing = False
+        for raw_name, value in response.raw_headers:
+            name = raw_name.lower()
+            if HEADER_VALUE_RE.search(value):  # as uvicorn's cycle: never sent
+                raise RuntimeError("Invalid HTTP header value.")
+            if name == b"connection" and b"close" in [token.lower().strip() for token in value.split(b",")]:
+                answering.keep_alive = False
+                closing = True
+            parts += (name, b": ", value, b"\r\n")
+        if not answering.keep_alive and not closing:
             parts.append(b"connection: close\r\n")
         parts += (b"\r\n", bytes(response.body))
         return b"".join(parts)
