@@ -13,6 +13,7 @@ import asyncio
 import json
 import re
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -365,3 +366,51 @@ def test_only_uvicorn_s_proxy_headers_layer_is_looked_through_for_the_answers(se
     # a layer of the operator's own must see every request: none is answered whole under it
     assert _find_answers(GZipMiddleware(app)) is None
     assert _find_answers(ProxyHeadersMiddleware(GZipMiddleware(app))) is None
+
+
+def test_a_write_answered_whole_during_a_graceful_shutdown_is_stored_and_closes_its_connection(
+    tmp_path: Path,
+) -> None:
+    # On SQLite only: the test holds SQLite's writer from a connection of its own.
+    database_url = f"sqlite:///{tmp_path / 'trueup.db'}"
+    services = open_services(replace(Settings(), data_dir=tmp_path, database_url=database_url))
+    key = services.keys.create("acme").key
+    request = _request(
+        "/api/v1/writes", _write(key, "at-shutdown"), f"X-Api-Key: {key}", "Content-Type: application/json"
+    )
+
+    async def main() -> None:
+        _Counting.whole = []
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            config = uvicorn.Config(
+                create_app(services), http=_Counting, lifespan="off", log_level="critical"
+            )
+            server = uvicorn.Server(config)
+            serving = asyncio.create_task(server.serve(sockets=[sock]))
+            while not server.started:
+                await asyncio.sleep(0.01)
+            # Another connection holds SQLite's writer, so the write's group commit waits for it.
+            holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+            async with _connect(sock.getsockname()[1]) as connection:
+                connection.writer.write(request)
+                while not _Counting.whole:  # the protocol has the write and is answering it
+                    await asyncio.sleep(0.01)
+                server.should_exit = True  # a graceful shutdown: answers in flight are waited for
+                await asyncio.sleep(0.2)
+                holder.execute("COMMIT")
+                reply = await connection.reply()
+                assert reply.startswith(b"HTTP/1.1 202 "), reply
+                assert b"\r\nconnection: close\r\n" in reply
+                assert await connection.closed()
+            await asyncio.wait_for(serving, 10)
+            holder.close()
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
+        with services.storage.engine.read() as tx:
+            assert tx.scalar("SELECT COUNT(*) FROM deltas WHERE item_key = 'at-shutdown'") == 1
+    finally:
+        services.close()
