@@ -152,12 +152,14 @@ class _Answering:
     protocol reads and sets on its cycle (a pipelined request waits behind it, a shutdown or a
     lost connection is noted on it)."""
 
-    __slots__ = ("disconnected", "keep_alive", "response_complete", "scope")
+    __slots__ = ("disconnected", "heads", "keep_alive", "response_complete", "scope")
 
     message_event = _NoEvent()
 
-    def __init__(self, scope: Any) -> None:  # uvicorn's HTTPScope, a TypedDict of its own
+    def __init__(self, scope: Any, heads: dict[bytes, bytes]) -> None:  # scope: uvicorn's HTTPScope
         self.scope = scope
+        self.heads = heads
+        """The request's headers of :data:`_SEEN_ONCE` (each given once), by name."""
         self.response_complete = False
         self.disconnected = False
         self.keep_alive = True
@@ -257,8 +259,12 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._heads += 1
-        if self._answers is not None and self.url in _WHOLE_PATHS and self._plain_write():
-            self._begin_whole()
+        if (
+            self._answers is not None
+            and self.url in _WHOLE_PATHS
+            and (heads := self._plain_write()) is not None
+        ):
+            self._begin_whole(heads)
             return
         if self.parser.should_upgrade() and not self._should_upgrade() and self._has_body():
             # uvicorn would log "Unsupported upgrade request." and hand the app this request
@@ -291,12 +297,13 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
 
     # -- writes answered whole, without uvicorn's request cycle --------------------------------
 
-    def _plain_write(self) -> bool:
+    def _plain_write(self) -> dict[bytes, bytes] | None:
         """Whether this request is a plain small write that this protocol may answer itself: a
         ``POST`` over keep-alive HTTP/1.1 with a ``Content-Length`` of at most
         :data:`_WHOLE_BODY_MAX`, none of its own headers given twice, no transfer or content
         coding, no ``Expect``, no upgrade, and no earlier request of the connection unanswered.
-        The rest go the usual way, where every such case is handled."""
+        The rest go the usual way, where every such case is handled. Returns the request's
+        headers of :data:`_SEEN_ONCE` by name, or ``None`` for a request that goes the usual way."""
         parser = self.parser
         if (
             parser.get_method() != b"POST"
@@ -309,28 +316,26 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             or self.pipeline
             or (self.cycle is not None and not self.cycle.response_complete)
         ):
-            return False
-        seen: set[bytes] = set()
-        length = None
+            return None
+        heads: dict[bytes, bytes] = {}
         for name, value in self.headers:
             if name in _SEEN_ONCE:
-                if name in seen:
-                    return False
-                seen.add(name)
-                if name == b"content-length":
-                    length = value
+                if name in heads:
+                    return None
+                heads[name] = value
             elif name in _NOT_WHOLE:
-                return False
-        return length is not None and length.isdigit() and int(length) <= _WHOLE_BODY_MAX
+                return None
+        length = heads.get(b"content-length")
+        return heads if length is not None and length.isdigit() and int(length) <= _WHOLE_BODY_MAX else None
 
-    def _begin_whole(self) -> None:
+    def _begin_whole(self, heads: dict[bytes, bytes]) -> None:
         path = self.url.decode("ascii")
         self.scope["method"] = "POST"
         self.scope["path"] = path
         self.scope["raw_path"] = self.url
         self.scope["query_string"] = b""
         self._earlier_cycle = self.cycle
-        self._answering = _Answering(self.scope)
+        self._answering = _Answering(self.scope, heads)
         self.cycle = self._answering  # type: ignore[assignment]
         self._whole = []
 
@@ -362,11 +367,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             super().on_body(b"".join(whole))
 
     async def _answer_whole(self, answering: _Answering, body: bytes) -> None:
-        headers = answering.scope["headers"]
-        found: dict[bytes, str] = {}
-        for name, value in headers:
-            if name in _SEEN_ONCE:
-                found[name] = value.decode("latin-1")
+        found = {name: value.decode("latin-1") for name, value in answering.heads.items()}
         response: Response | None
         try:
             answers = self._answers
