@@ -49,6 +49,9 @@ class WriteAnswers:
             "/api/v1/writes": services.writes.writes,
             "/api/v1/balance/delta": services.writes.emit,
         }
+        self.targets = frozenset(path.encode() for path in self.handlers)
+        """The request targets the HTTP protocol may answer whole (exactly these bytes: no query,
+        no escapes)."""
         self._responses: dict[tuple[str, int], Counter] = {}
 
     async def answer(self, scope: Scope, receive: Receive) -> Response:

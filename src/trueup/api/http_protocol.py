@@ -122,9 +122,6 @@ async def _refuse_upgrade(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": _UPGRADE_REFUSED})
 
 
-_WHOLE_PATHS = frozenset((b"/api/v1/writes", b"/api/v1/balance/delta"))
-"""Request targets answered without uvicorn's cycle (exactly these bytes: no query, no escapes)."""
-
 _WHOLE_BODY_MAX = 65_536
 """The largest ``Content-Length`` answered without uvicorn's cycle: a single or small write."""
 
@@ -202,7 +199,10 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._answers = _find_answers(self.app)
+        # A root path or a concurrency limit (neither of which `trueup serve` sets) changes how
+        # uvicorn's cycle takes a request: then every request goes that way.
+        plain_server = not self.root_path and self.limit_concurrency is None
+        self._answers = _find_answers(self.app) if plain_server else None
         self._watch_head()
 
     def data_received(self, data: bytes) -> None:
@@ -261,7 +261,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         self._heads += 1
         if (
             self._answers is not None
-            and self.url in _WHOLE_PATHS
+            and self.url in self._answers.targets
             and (heads := self._plain_write()) is not None
         ):
             self._begin_whole(heads)
@@ -311,8 +311,6 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             or not parser.should_keep_alive()
             or parser.should_upgrade()
             or self.expect_100_continue
-            or self.root_path
-            or self.limit_concurrency is not None
             or self.pipeline
             or (self.cycle is not None and not self.cycle.response_complete)
         ):
