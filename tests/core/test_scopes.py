@@ -120,7 +120,7 @@ def test_derive_takes_a_starting_balance_of_thirty_one_digits() -> None:
     [
         lambda values: parse_derive_query(values, NOW),
         lambda values: parse_compare_body(
-            {"customerId": "c", "yourBalance": 1, "theirBalance": 2, **values}, NOW
+            {"customerId": "c", "yourBalance": 1, "theirBalance": 2, "startingBalance": 0, **values}, NOW
         ),
     ],
     ids=["derive", "compare"],
@@ -134,3 +134,12 @@ def test_an_empty_starting_checkpoint_is_refused_not_read_as_none(parse: Any) ->
     ):
         with pytest.raises(ValidationError, match=r"^startingCheckpoint: must not be empty: omit it"):
             parse(values)
+
+
+@pytest.mark.parametrize("field", ["customerId", "yourBalance", "theirBalance", "startingBalance"])
+def test_compare_needs_each_field_the_seed_marks_required(field: str) -> None:
+    """Compared from a starting balance of 0 that nobody gave, two right balances came out
+    "both wrong": a missing ``startingBalance`` is a 400, as each other required field is."""
+    body = {key: value for key, value in BODY.items() if key != field}
+    with pytest.raises(ValidationError, match=rf"^{field}: is required$"):
+        parse_compare_body(body, NOW)

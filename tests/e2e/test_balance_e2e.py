@@ -151,7 +151,7 @@ def test_bad_balance_requests_are_clear_4xx(running: Running) -> None:
         (
             "POST",
             "/api/v1/balance/compare",
-            {"customerId": "cust_bad", "yourBalance": 1.5, "theirBalance": 1},
+            {"customerId": "cust_bad", "yourBalance": 1.5, "theirBalance": 1, "startingBalance": 0},
             {},
             400,
             "VALIDATION_ERROR",
@@ -159,7 +159,7 @@ def test_bad_balance_requests_are_clear_4xx(running: Running) -> None:
         (
             "POST",
             "/api/v1/balance/compare",
-            {"customerId": "cust_bad", "yourBalance": "1", "theirBalance": 1},
+            {"customerId": "cust_bad", "yourBalance": "1", "theirBalance": 1, "startingBalance": 0},
             {},
             400,
             "VALIDATION_ERROR",

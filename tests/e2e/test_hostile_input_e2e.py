@@ -49,7 +49,7 @@ def _error(response: httpx.Response, status: int) -> str:
         ),
         (
             "/api/v1/balance/compare",
-            rb'{"customerId":"c","yourBalance":1,"theirBalance":1,"startingCheckpoint":"chk_\u0000"}',
+            rb'{"customerId":"c","yourBalance":1,"theirBalance":1,"startingBalance":0,"startingCheckpoint":"chk_\u0000"}',
             "startingCheckpoint: must not contain the NUL character",
         ),
         (

@@ -96,7 +96,7 @@ def test_no_route_shows_one_tenants_data_to_another(running: Running) -> None:
             (
                 "post",
                 "/api/v1/balance/compare",
-                {"customerId": ids["customer"], "yourBalance": 6, "theirBalance": 6},
+                {"customerId": ids["customer"], "yourBalance": 6, "theirBalance": 6, "startingBalance": 0},
                 {},
             )
         ],

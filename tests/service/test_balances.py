@@ -155,7 +155,7 @@ def test_a_log_is_signed_from_its_first_open_and_reads_without_a_head_are_503s(s
     # A log with no signed head at all (its heads removed by hand) has nothing to be read against.
     with services.storage.engine.write() as tx:
         tx.execute("DELETE FROM tree_heads")
-    body = {"customerId": "cust_12345", "yourBalance": 5, "theirBalance": 0}
+    body = {"customerId": "cust_12345", "yourBalance": 5, "theirBalance": 0, "startingBalance": 0}
     for attempt in (
         lambda: services.balances.derive(who, "cust_12345", {}),
         lambda: services.balances.compare(who, body),
@@ -196,7 +196,9 @@ def test_balances_beyond_2_53_stay_exact(services: Services) -> None:
     )
     assert result.matches_yours and not result.matches_theirs
     with pytest.raises(ValidationError, match="yourBalance: must be an integer"):
-        services.balances.compare(who, {"customerId": "cust_12345", "yourBalance": 1.5, "theirBalance": 1})
+        services.balances.compare(
+            who, {"customerId": "cust_12345", "yourBalance": 1.5, "theirBalance": 1, "startingBalance": 0}
+        )
 
 
 def test_period_checkpoint_locks_and_resumes(services: Services) -> None:
@@ -245,7 +247,9 @@ def test_a_customer_whose_only_delta_failed_under_a_lock_stays_known(services: S
     seal_all(services)
     derived = services.balances.derive(who, "q1", {"startingBalance": "7"})
     assert (derived.balance, derived.summary.count, derived.deltas) == (7, 0, ())
-    result, _, _ = services.balances.compare(who, {"customerId": "q1", "yourBalance": 0, "theirBalance": 0})
+    result, _, _ = services.balances.compare(
+        who, {"customerId": "q1", "yourBalance": 0, "theirBalance": 0, "startingBalance": 0}
+    )
     assert result.matches_yours and result.matches_theirs
     assert services.balances.customer(who, "q1")[0].balance == 0
     assert services.balances.lock_period(who, {"customerId": "q1", "period": "2026-09"})[1] is True

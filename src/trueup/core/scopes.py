@@ -278,13 +278,15 @@ def parse_compare_body(document: Any, now: datetime) -> CompareRequest:
     """The compare route's JSON body (seed fields plus ``period`` and per-month nets)."""
     if not isinstance(document, dict):
         raise ValidationError("body", f"must be a JSON object, got {describe(document)}")
-    for required in ("customerId", "yourBalance", "theirBalance"):
+    # startingBalance too, as the seed's table has it: a party that left it out was compared
+    # from 0, and told that both balances were wrong.
+    for required in ("customerId", "yourBalance", "theirBalance", "startingBalance"):
         if required not in document:
             raise ValidationError(required, "is required")
     customer_id = check_account_id(document["customerId"], "customerId")
     your = _json_integer(document["yourBalance"], "yourBalance")
     their = _json_integer(document["theirBalance"], "theirBalance")
-    starting = _json_integer(document.get("startingBalance", 0), "startingBalance")
+    starting = _json_integer(document["startingBalance"], "startingBalance")
     checkpoint, kind, start, end, period = _scope(document, now)
     query = BalanceQuery(
         starting_balance=starting,

@@ -157,8 +157,14 @@ class Client:
         more: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """``POST /api/v1/balance/compare``; ``more`` adds the body's other fields
-        (``startingBalance``, ``yourWindows``, …)."""
-        body = {"customerId": customer_id, "yourBalance": your_balance, "theirBalance": their_balance}
+        (``startingBalance``, ``yourWindows``, …). ``startingBalance``, which the route
+        requires, is 0 unless ``more`` gives it (as PacSpace's own SDK sends it)."""
+        body = {
+            "customerId": customer_id,
+            "yourBalance": your_balance,
+            "theirBalance": their_balance,
+            "startingBalance": 0,
+        }
         return self._post("/api/v1/balance/compare", {**body, **(more or {})})
 
     def lock_period(self, customer_id: str, period: str, *, force: bool = False) -> dict[str, Any]:

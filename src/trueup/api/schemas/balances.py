@@ -86,7 +86,7 @@ class CompareBody(BaseModel):
     customerId: str = Field(pattern=ACCOUNT_ID)
     yourBalance: int
     theirBalance: int
-    startingBalance: int = 0
+    startingBalance: int
     startingCheckpoint: str | None = None
     startingCheckpointType: Literal["itemsRoot", "anchorId", "proofRoot", "recordId"] | None = None
     period: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}$")
