@@ -60,7 +60,8 @@ def test_one_wrong_delta_is_found_in_its_month(
             }[kind]
             yours, theirs = (claimed, neutral) if party == "yours" else (neutral, claimed)
             result, _, _ = services.balances.compare(
-                who, {"customerId": "prop", "yourBalance": yours, "theirBalance": theirs, "startingBalance": 0}
+                who,
+                {"customerId": "prop", "yourBalance": yours, "theirBalance": theirs, "startingBalance": 0},
             )
         finally:
             services.close()
