@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 import uvloop
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+from uvicorn.server import ServerState
 
 from trueup.api.http_protocol import OneWriteHttpToolsProtocol
 
@@ -458,3 +459,97 @@ def test_pipelined_heads_each_restart_the_wait() -> None:
             assert received.count(b"HTTP/1.1 200 OK") == 30
 
     asyncio.run(main())
+
+
+_LOOPS = pytest.mark.parametrize("runner", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+
+
+@_LOOPS
+def test_a_head_too_long_is_answered_431_and_the_connection_closed(runner: Any) -> None:
+    """httptools keeps a header's value until it ends: a 128 MB header was read whole. The
+    head is refused once it passes the bound, with the error body every other refusal has."""
+
+    async def test(port: int) -> None:
+        limit = OneWriteHttpToolsProtocol.max_head_bytes
+        request = _post("/", b"x", "X-Huge: " + "h" * (8 * limit))
+        received = await _exchange(port, request, lambda got: False)  # read until closed
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+        assert b"connection: close" in head
+        error = json.loads(body)
+        assert (error["statusCode"], error["code"]) == (431, "HEADERS_TOO_LARGE")
+        assert f"longer than {limit:,} bytes" in error["message"]
+        assert b"echo:" not in received
+
+    async def main() -> None:
+        async with _server() as port:
+            await test(port)
+
+    runner(main())
+
+
+class _Reads(asyncio.Transport):
+    """A connection's transport as the protocol sees it, for feeding it reads of chosen sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = self.ended = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def write(self, data: Any) -> None:
+        self.written += bytes(data)
+
+    def write_eof(self) -> None:
+        self.ended = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def _fed(reads: list[bytes]) -> _Reads:
+    """The transport after Trueup's protocol (over ``_app``) was fed ``reads`` one by one."""
+
+    async def main() -> _Reads:
+        config = uvicorn.Config(_app, http=OneWriteHttpToolsProtocol, lifespan="off", log_level="critical")
+        config.load()
+        protocol = OneWriteHttpToolsProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+        transport = _Reads()
+        protocol.connection_made(transport)
+        for read in reads:
+            protocol.data_received(read)
+            await asyncio.sleep(0.01)  # the app answers what came
+        protocol.connection_lost(None)
+        return transport
+
+    return asyncio.run(main())
+
+
+def test_the_head_bound_counts_only_reads_that_are_all_head() -> None:
+    """A head within the bound is answered however the reads cut it, even one that begins in a
+    read mostly taken by the body before it; one still coming after more than the bound beyond
+    its first read is refused, the rest of it unread."""
+    limit = OneWriteHttpToolsProtocol.max_head_bytes
+    first = _post("/", b"a" * 300_000)
+    second = _post("/", b"b", "X-Long: " + "l" * (limit - 200))
+    cut = len(first) - 100_000
+    fed = _fed([first[:cut], first[cut:] + second[:40_000], second[40_000:]])
+    assert fed.written.count(b"HTTP/1.1 200 OK") == 2
+    assert fed.written.endswith(b"echo:b")
+    assert not fed.ended
+
+    too_long = _post("/", b"c", "X-Long: " + "l" * (2 * limit))
+    fed = _fed([too_long[:1_000], too_long[1_000 : 2_000 + limit], too_long[2_000 + limit :]])
+    assert fed.written.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert fed.ended and b"echo:" not in fed.written

@@ -174,13 +174,16 @@ def _find_answers(app: Any) -> WriteAnswers | None:
 
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` whose requests answer with one write each (see the module doc),
-    which refuses a protocol upgrade it cannot make on a request with a body, and which closes
-    a connection whose request head does not arrive within :attr:`head_timeout_s`.
+    which refuses a protocol upgrade it cannot make on a request with a body, which closes
+    a connection whose request head does not arrive within :attr:`head_timeout_s`, and which
+    answers a head longer than :attr:`max_head_bytes` with a 431 and closes the connection.
 
     uvicorn closes a connection idle between requests (its keep-alive timeout), and Trueup's
     routes time out a slow body (``TRUEUP_BODY_TIMEOUT_S``), but nothing limited a new
     connection that sends nothing, or a request head sent a byte at a time: each held a
-    connection open for as long as the client liked.
+    connection open for as long as the client liked. Nor did anything limit a head's length:
+    httptools keeps a header's value until it ends, so a 128 MB header was read whole (and
+    answered), and six sent at once took the API process to 550 MB.
     """
 
     head_timeout_s: float = 30.0
@@ -188,10 +191,18 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     a head has begun, or after bytes that begin none (a stray CRLF, which also stops uvicorn's
     keep-alive timer)."""
 
+    max_head_bytes: int = 64 * 1024
+    """How much of a request head is read before it is refused, counted over the reads that are
+    all head: not the one it begins in, nor the one it ends in (how many bytes of those are the
+    head's is not known here). So no head of this length or less is refused, and no connection
+    keeps more than this and two reads (of 256 KiB at most) of one."""
+
     _head_timer: asyncio.TimerHandle | None = None
     _timer_heads = 0  # how many heads had come when the timer was armed
     _heads = 0  # heads that have come on this connection
     _in_head = False
+    _head_bytes = -1  # of the head now coming, from the read after the one it began in
+    _refused_head = False
     _whole: list[bytes] | None = None  # the body so far of a write this protocol answers itself
     _answering: _Answering | None = None
     _earlier_cycle: Any = None  # the cycle before it, put back if the write goes the usual way
@@ -206,7 +217,14 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         self._watch_head()
 
     def data_received(self, data: bytes) -> None:
+        if self._refused_head:
+            return  # the rest of a head too long, read and dropped until the connection closes
         super().data_received(data)
+        if self._in_head and not self.transport.is_closing():
+            self._head_bytes = 0 if self._head_bytes < 0 else self._head_bytes + len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self._refuse_head()
+                return
         if self._whole is not None:
             # A write's head came without all of its body: it goes the usual way after all.
             self._go_usual_way()
@@ -255,6 +273,34 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
+        self._head_bytes = -1
+
+    def _refuse_head(self) -> None:
+        """Answer 431 to a head longer than :attr:`max_head_bytes`, then close the connection.
+
+        The client is most likely still sending that head: closed at once, with its bytes
+        unread, the connection would be reset, and the reset can destroy the reply before the
+        client reads it. So the reply is followed by the end of the server's side, and what
+        still comes is read and dropped for up to :attr:`head_timeout_s` (a "lingering close").
+        With an earlier request of the connection still being answered, a reply now would come
+        before that one's: the connection is closed with none.
+        """
+        self._refused_head = True
+        self._stop_head_timer()
+        cycle = self.cycle
+        if not ((cycle is None or cycle.response_complete) and self._answering is None and not self.pipeline):
+            self.transport.close()
+            return
+        message = f"the request head is longer than {self.max_head_bytes:,} bytes; send shorter headers"
+        body = json.dumps(error_body(431, "HEADERS_TOO_LARGE", message), separators=(",", ":")).encode()
+        head = [
+            STATUS_LINE[431],
+            *self._default_head(),
+            b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body),
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.write_eof()
+        self.loop.call_later(self.head_timeout_s, self.transport.close)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
