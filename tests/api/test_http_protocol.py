@@ -10,6 +10,7 @@ import asyncio
 import gc
 import json
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
@@ -74,13 +75,16 @@ async def _app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
 
 @asynccontextmanager
 async def _uvicorn(
-    app: Any, protocol: type[OneWriteHttpToolsProtocol]
+    app: Any, protocol: type[OneWriteHttpToolsProtocol], keep_alive_s: int = 5
 ) -> AsyncIterator[tuple[uvicorn.Server, int]]:
     """A uvicorn server of ``app`` with ``protocol`` on 127.0.0.1: ``(server, port)``."""
     _Recording.writes = []
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(app, http=protocol, lifespan="off", log_level="critical"))
+        config = uvicorn.Config(
+            app, http=protocol, lifespan="off", log_level="critical", timeout_keep_alive=keep_alive_s
+        )
+        server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:
             await asyncio.sleep(0.01)
@@ -244,6 +248,13 @@ def test_requests_leave_no_garbage_behind() -> None:
         gc.enable()
 
 
+def _leave(writer: asyncio.StreamWriter) -> None:
+    """Close the connection as a client that has gone does: at once, with a reset (a client
+    that only shuts its side is still there to be answered)."""
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+
+
 def test_a_client_gone_before_a_failing_app_writes_nothing_on_uvloop() -> None:
     """The server runs on uvloop, whose transport refuses a write once the connection is lost:
     a head held back must not be written then (uvicorn wrote it before the loss)."""
@@ -264,7 +275,7 @@ def test_a_client_gone_before_a_failing_app_writes_nothing_on_uvloop() -> None:
             writer.write(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
             while not server.server_state.tasks:  # the request has reached the app
                 await asyncio.sleep(0.01)
-            writer.close()
+            _leave(writer)
             while server.server_state.tasks:  # the app has failed and uvicorn has closed up
                 await asyncio.sleep(0.01)
         gc.collect()  # a task whose exception nobody read reports it when it is collected
@@ -275,8 +286,8 @@ def test_a_client_gone_before_a_failing_app_writes_nothing_on_uvloop() -> None:
 
 
 def test_a_reply_to_an_older_pipelined_request_after_the_client_left_is_dropped_on_uvloop() -> None:
-    """Two requests sent at once, then the client shuts its side: uvicorn marks only the newer
-    one disconnected, so the older one's app still replies, into a transport that is closing
+    """Two requests sent at once, then the client leaves: uvicorn marks only the newer one
+    disconnected, so the older one's app still replies, into a transport that is closing
     (uvloop raised there, which the app saw as its own failure: a 500 in the log)."""
     failures: list[BaseException] = []
 
@@ -294,11 +305,11 @@ def test_a_reply_to_an_older_pipelined_request_after_the_client_left_is_dropped_
 
     async def main() -> None:
         async with _uvicorn(slow, OneWriteHttpToolsProtocol) as (server, port):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(_post("/", b"1") + _post("/", b"2"))
-            writer.write_eof()
-            assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, nothing answered
-            writer.close()
+            while not server.server_state.tasks:  # the first request has reached the app
+                await asyncio.sleep(0.01)
+            _leave(writer)
             while server.server_state.tasks:
                 await asyncio.sleep(0.01)
 
@@ -553,3 +564,42 @@ def test_the_head_bound_counts_only_reads_that_are_all_head() -> None:
     fed = _fed([too_long[:1_000], too_long[1_000 : 2_000 + limit], too_long[2_000 + limit :]])
     assert fed.written.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
     assert fed.ended and b"echo:" not in fed.written
+
+
+@_LOOPS
+@pytest.mark.parametrize("path", ["/", "/slowget"])
+def test_requests_sent_before_the_client_shuts_its_side_are_answered_then_closed(
+    runner: Any, path: str
+) -> None:
+    """A client may shut its side once its requests are sent (``nc -N``, some proxies): the
+    replies still come, in order, and then the server closes the connection."""
+
+    async def main() -> None:
+        # Closed once answered, not by the keep-alive timeout (longer than the read's wait).
+        async with _uvicorn(_slow_app, _Recording, keep_alive_s=60) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(_post(path, b"one") + _post("/", b"two"))
+                writer.write_eof()
+                received = await asyncio.wait_for(reader.read(), 10)  # until the server closes
+            finally:
+                writer.close()
+            first = b"slow" if path == "/slowget" else b"echo:one"
+            assert received.count(b"HTTP/1.1 200 OK") == 2
+            assert received.index(first) < received.index(b"echo:two")
+            assert received.endswith(b"echo:two")
+
+    runner(main())
+
+
+def test_a_client_that_shuts_its_side_mid_body_is_closed_on() -> None:
+    async def test(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(_post("/", b"whole body")[:-4])
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+        finally:
+            writer.close()
+
+    _run(test)

@@ -326,6 +326,28 @@ def test_a_write_whose_client_leaves_before_the_reply_is_still_stored_once(servi
     _run(services, test)
 
 
+def test_writes_sent_before_the_client_shuts_its_side_are_answered_then_closed(services: Services) -> None:
+    """``nc -N`` shuts its side once the request is sent: the 202 still comes (it was lost, the
+    write stored), for a write answered whole and for one pipelined behind it, which goes the
+    usual way; then the connection closes."""
+    key = services.keys.create("acme").key
+    headers = (f"X-Api-Key: {key}", "Content-Type: application/json")
+
+    async def test(port: int) -> None:
+        async with _connect(port) as connection:
+            connection.writer.write(
+                _request("/api/v1/writes", _write(key, "half-1"), *headers)
+                + _request("/api/v1/writes", _write(key, "half-2"), *headers)
+            )
+            connection.writer.write_eof()
+            assert (await connection.reply()).startswith(b"HTTP/1.1 202 ")
+            assert (await connection.reply()).startswith(b"HTTP/1.1 202 ")
+            assert await connection.closed()
+        assert _Counting.whole == [b"/api/v1/writes"]
+
+    _run(services, test)
+
+
 @pytest.mark.parametrize(
     ("settings_changes", "case"),
     [

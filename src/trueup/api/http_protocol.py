@@ -203,6 +203,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     _in_head = False
     _head_bytes = -1  # of the head now coming, from the read after the one it began in
     _refused_head = False
+    _client_done = False  # the client shut its side with requests still being answered
     _whole: list[bytes] | None = None  # the body so far of a write this protocol answers itself
     _answering: _Answering | None = None
     _earlier_cycle: Any = None  # the cycle before it, put back if the write goes the usual way
@@ -230,8 +231,30 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             self._go_usual_way()
         self._watch_head()
 
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol's own type
+        """The client has shut its side of the connection (``nc -N`` and some proxies do once
+        a request is sent): the requests it sent are still answered, and then the connection
+        closes. asyncio's default closed it at once, so every reply not yet written was lost
+        (a write stored, its 202 never sent). A request whose body has not all come cannot be
+        answered: the connection closes, and its app hears that the client left."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or getattr(cycle, "more_body", False):
+            return None  # nothing to answer, or nothing that can be: closed, as before
+        self._client_done = True
+        # Bounded as a head is: an app that waits to hear the client leave (none of Trueup's
+        # routes does) hears it then.
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+        return True  # the way back stays open until the replies are written
+
     def on_response_complete(self) -> None:
         super().on_response_complete()  # reading resumes: a head it held back may be waiting
+        cycle = self.cycle
+        if self._client_done:
+            if not self.pipeline and (cycle is None or cycle.response_complete):
+                self._stop_head_timer()
+                self.transport.close()  # every request the client sent is answered
+            return
         self._watch_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
