@@ -502,16 +502,20 @@ def test_a_head_too_long_is_answered_431_and_the_connection_closed(runner: Any) 
 class _Reads(asyncio.Transport):
     """A connection's transport as the protocol sees it, for feeding it reads of chosen sizes."""
 
-    def __init__(self) -> None:
+    def __init__(self, can_end: bool) -> None:
         super().__init__()
         self.written = b""
         self.closed = self.ended = False
+        self.can_end = can_end
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
 
     def write(self, data: Any) -> None:
         self.written += bytes(data)
+
+    def can_write_eof(self) -> bool:
+        return self.can_end  # not over TLS
 
     def write_eof(self) -> None:
         self.ended = True
@@ -529,14 +533,14 @@ class _Reads(asyncio.Transport):
         pass
 
 
-def _fed(reads: list[bytes]) -> _Reads:
+def _fed(reads: list[bytes], can_end: bool = True) -> _Reads:
     """The transport after Trueup's protocol (over ``_app``) was fed ``reads`` one by one."""
 
     async def main() -> _Reads:
         config = uvicorn.Config(_app, http=OneWriteHttpToolsProtocol, lifespan="off", log_level="critical")
         config.load()
         protocol = OneWriteHttpToolsProtocol(config, ServerState(), {}, asyncio.get_running_loop())
-        transport = _Reads()
+        transport = _Reads(can_end)
         protocol.connection_made(transport)
         for read in reads:
             protocol.data_received(read)
@@ -561,9 +565,13 @@ def test_the_head_bound_counts_only_reads_that_are_all_head() -> None:
     assert not fed.ended
 
     too_long = _post("/", b"c", "X-Long: " + "l" * (2 * limit))
-    fed = _fed([too_long[:1_000], too_long[1_000 : 2_000 + limit], too_long[2_000 + limit :]])
+    reads = [too_long[:1_000], too_long[1_000 : 2_000 + limit], too_long[2_000 + limit :]]
+    fed = _fed(reads)
     assert fed.written.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
-    assert fed.ended and b"echo:" not in fed.written
+    assert fed.ended and b"echo:" not in fed.written  # the rest read and dropped
+    fed = _fed(reads, can_end=False)  # a TLS transport cannot end its side alone: it closes
+    assert fed.written.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert fed.closed and not fed.ended
 
 
 @_LOOPS
@@ -603,3 +611,43 @@ def test_a_client_that_shuts_its_side_mid_body_is_closed_on() -> None:
             writer.close()
 
     _run(test)
+
+
+class _SecondHead(_Recording):
+    head_timeout_s = 1.5
+
+
+def test_after_the_client_shuts_its_side_each_reply_gets_the_whole_wait() -> None:
+    """Three replies of a second each, after the client shut its side: the wait for a reply
+    (1.5 s here) starts again when one is written, so none is cut off."""
+
+    async def main() -> None:
+        async with _uvicorn(_slow_app, _SecondHead, keep_alive_s=60) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(b"".join(_post("/slowget", b"") for _ in range(3)))
+                writer.write_eof()
+                received = await asyncio.wait_for(reader.read(), 10)
+            finally:
+                writer.close()
+            assert received.count(b"HTTP/1.1 200 OK") == 3
+            assert received.endswith(b"slow")
+
+    uvloop.run(main())
+
+
+def test_a_head_too_long_behind_a_reply_to_come_is_refused_after_it() -> None:
+    """The reply to the request before it comes first (a write's 202 was lost with the
+    connection), then the 431, then the end."""
+
+    async def main() -> None:
+        async with _uvicorn(_slow_app, _Recording) as (_, port):
+            limit = OneWriteHttpToolsProtocol.max_head_bytes
+            request = _post("/slowget", b"one") + _post("/", b"x", "X-Huge: " + "h" * (8 * limit))
+            received = await _exchange(port, request, lambda got: False)  # read until closed
+            assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+            slow_end = received.index(b"slow") + len(b"slow")
+            assert received[slow_end:].startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+            assert received.endswith(b'send shorter headers"}')
+
+    uvloop.run(main())

@@ -33,6 +33,7 @@ import asyncio
 import json
 from typing import Any
 
+import httptools
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -241,21 +242,31 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         if cycle is None or cycle.response_complete or getattr(cycle, "more_body", False):
             return None  # nothing to answer, or nothing that can be: closed, as before
         self._client_done = True
-        # Bounded as a head is: an app that waits to hear the client leave (none of Trueup's
-        # routes does) hears it then.
+        self._wait_for_reply()
+        return True  # the way back stays open until the replies are written
+
+    def _wait_for_reply(self) -> None:
+        """After the client shut its side, wait at most :attr:`head_timeout_s` for each reply:
+        an app that waits to hear that the client left (none of Trueup's routes does) hears it
+        then, as a client that has gone sends the same end as one that only shut its side."""
         self._stop_head_timer()
         self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
-        return True  # the way back stays open until the replies are written
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # reading resumes: a head it held back may be waiting
         cycle = self.cycle
-        if self._client_done:
-            if not self.pipeline and (cycle is None or cycle.response_complete):
+        answered = not self.pipeline and (cycle is None or cycle.response_complete)
+        if self._refused_head:
+            if answered:
+                self._answer_431()  # a head too long came behind this reply
+        elif self._client_done:
+            if answered:
                 self._stop_head_timer()
                 self.transport.close()  # every request the client sent is answered
-            return
-        self._watch_head()
+            else:
+                self._wait_for_reply()  # the next reply
+        else:
+            self._watch_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
@@ -299,21 +310,28 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = -1
 
     def _refuse_head(self) -> None:
-        """Answer 431 to a head longer than :attr:`max_head_bytes`, then close the connection.
+        """Refuse a head longer than :attr:`max_head_bytes`: the rest of it is read and dropped,
+        its parsed part let go, and it is answered 431 once every request before it on the
+        connection is (at once, nearly always)."""
+        self._refused_head = True
+        self._stop_head_timer()
+        self.headers = []  # what the parser kept of the head: 2.6 MB for one of tiny headers
+        self.parser = httptools.HttpRequestParser(self)  # and its part of a header not ended
+        cycle = self.cycle
+        if (cycle is None or cycle.response_complete) and self._answering is None and not self.pipeline:
+            self._answer_431()
+        else:  # the reply to a request before it is still to come, and comes first
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def _answer_431(self) -> None:
+        """The 431 to a head too long, then the end of the connection.
 
         The client is most likely still sending that head: closed at once, with its bytes
         unread, the connection would be reset, and the reset can destroy the reply before the
-        client reads it. So the reply is followed by the end of the server's side, and what
-        still comes is read and dropped for up to :attr:`head_timeout_s` (a "lingering close").
-        With an earlier request of the connection still being answered, a reply now would come
-        before that one's: the connection is closed with none.
+        client reads it. So the reply is followed by the end of the server's side where the
+        transport can send one (not over TLS), and what still comes is read and dropped for up
+        to :attr:`head_timeout_s` (a "lingering close").
         """
-        self._refused_head = True
-        self._stop_head_timer()
-        cycle = self.cycle
-        if not ((cycle is None or cycle.response_complete) and self._answering is None and not self.pipeline):
-            self.transport.close()
-            return
         message = f"the request head is longer than {self.max_head_bytes:,} bytes; send shorter headers"
         body = json.dumps(error_body(431, "HEADERS_TOO_LARGE", message), separators=(",", ":")).encode()
         head = [
@@ -322,8 +340,12 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body),
         ]
         self.transport.write(b"".join(head) + body)
+        self._stop_head_timer()
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
         self.transport.write_eof()
-        self.loop.call_later(self.head_timeout_s, self.transport.close)
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
