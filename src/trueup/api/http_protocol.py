@@ -242,13 +242,15 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         if cycle is None or cycle.response_complete or getattr(cycle, "more_body", False):
             return None  # nothing to answer, or nothing that can be: closed, as before
         self._client_done = True
-        self._wait_for_reply()
+        # Each reply is waited for up to the head's time: an app that waits to hear that the
+        # client left (none of Trueup's routes does) hears it then, as a client that has gone
+        # sends the same end as one that only shut its side.
+        self._close_later()
         return True  # the way back stays open until the replies are written
 
-    def _wait_for_reply(self) -> None:
-        """After the client shut its side, wait at most :attr:`head_timeout_s` for each reply:
-        an app that waits to hear that the client left (none of Trueup's routes does) hears it
-        then, as a client that has gone sends the same end as one that only shut its side."""
+    def _close_later(self) -> None:
+        """(Re)start the connection's one timer: it closes the connection after
+        :attr:`head_timeout_s` unless stopped first (a head that comes, a reply written)."""
         self._stop_head_timer()
         self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
 
@@ -264,7 +266,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
                 self._stop_head_timer()
                 self.transport.close()  # every request the client sent is answered
             else:
-                self._wait_for_reply()  # the next reply
+                self._close_later()  # the wait for the next reply
         else:
             self._watch_head()
 
@@ -290,9 +292,8 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         if not waiting or self.flow.read_paused or self.transport.is_closing():
             self._stop_head_timer()
         elif self._head_timer is None or self._timer_heads != self._heads:
-            self._stop_head_timer()
             self._timer_heads = self._heads
-            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+            self._close_later()
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -321,7 +322,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         if (cycle is None or cycle.response_complete) and self._answering is None and not self.pipeline:
             self._answer_431()
         else:  # the reply to a request before it is still to come, and comes first
-            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+            self._close_later()
 
     def _answer_431(self) -> None:
         """The 431 to a head too long, then the end of the connection.
@@ -340,12 +341,12 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body),
         ]
         self.transport.write(b"".join(head) + body)
-        self._stop_head_timer()
         if not self.transport.can_write_eof():
+            self._stop_head_timer()
             self.transport.close()
             return
         self.transport.write_eof()
-        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+        self._close_later()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
