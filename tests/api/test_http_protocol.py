@@ -49,8 +49,13 @@ class _Recording(OneWriteHttpToolsProtocol):
         super().connection_made(_Recorder(transport, self.writes))  # type: ignore[arg-type]
 
 
+_HEARD: list[str] = []
+"""The type of the last message each request's app received (``http.disconnect``, say)."""
+
+
 async def _app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
-    """Echoes the body; ``/stream`` answers in three parts; ``/fail`` fails after starting."""
+    """Echoes the body; ``/stream`` answers in three parts; ``/fail`` fails after starting;
+    ``/headers`` answers the names of the request's headers."""
     if scope["type"] != "http":
         return
     body = b""
@@ -65,7 +70,10 @@ async def _app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
             await send({"type": "http.response.body", "body": part, "more_body": True})
         await send({"type": "http.response.body", "body": b"three"})
         return
+    _HEARD.append(message["type"])
     reply = b"echo:" + body
+    if scope["path"] == "/headers":  # the names of the request's headers, read after its body
+        reply = b"headers:" + b",".join(name for name, _ in scope["headers"])
     headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(reply)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     if scope["path"] == "/fail":
@@ -507,6 +515,7 @@ class _Reads(asyncio.Transport):
         self.written = b""
         self.closed = self.ended = False
         self.can_end = can_end
+        self.heard: list[str] = []  # what the apps had heard when the connection was lost
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
@@ -545,6 +554,7 @@ def _fed(reads: list[bytes], can_end: bool = True) -> _Reads:
         for read in reads:
             protocol.data_received(read)
             await asyncio.sleep(0.01)  # the app answers what came
+        transport.heard = list(_HEARD)
         protocol.connection_lost(None)
         return transport
 
@@ -651,3 +661,65 @@ def test_a_head_too_long_behind_a_reply_to_come_is_refused_after_it() -> None:
             assert received.endswith(b'send shorter headers"}')
 
     uvloop.run(main())
+
+
+def _chunked(path: str, chunks: list[bytes], trailers: bytes) -> bytes:
+    """A chunked ``POST``: its head, ``chunks``, the last chunk and the trailer section."""
+    head = f"POST {path} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks)
+    return head + body + b"0\r\n" + trailers + b"\r\n"
+
+
+def test_a_trailer_field_is_not_read_as_a_header() -> None:
+    """uvicorn appended trailer fields to the request's headers, which an app reads after the
+    body (FastAPI does): a trailer could supply an API key the head did not have."""
+
+    async def test(port: int) -> None:
+        request = _chunked("/headers", [b"hello"], b"X-Api-Key: trailing\r\nX-Other: 1\r\n")
+        received = await _exchange(
+            port, request, lambda got: b"headers:" in got and got.endswith(b"encoding")
+        )
+        assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert received.endswith(b"headers:host,transfer-encoding")
+
+    _run(test)
+
+
+def test_the_trailer_bound_counts_only_reads_that_are_all_trailers() -> None:
+    """A trailer section within the bound is read (and dropped) however the reads cut it, the
+    body's chunks in reads of their own included; one longer is refused with a 431, and the app
+    hears that the client left."""
+    limit = OneWriteHttpToolsProtocol.max_head_bytes
+    within = _chunked("/", [b"one", b"two"], b"X-Long: " + b"l" * (limit + 1000) + b"\r\n")
+    start = within.index(b"0\r\nX-Long") + 20  # the first read of the trailers ends here
+    reads = [within[:60], within[60:start], within[start : start + limit], within[start + limit :]]
+    fed = _fed(reads)
+    assert fed.written.startswith(b"HTTP/1.1 200 OK\r\n") and fed.written.endswith(b"echo:onetwo")
+    assert not fed.ended
+
+    _HEARD.clear()
+    too_long = _chunked("/", [b"one"], b"X-Long: " + b"l" * (2 * limit) + b"\r\n")
+    start = too_long.index(b"0\r\nX-Long")
+    cuts = [start + 10, start + 10 + limit // 2, start + 20 + limit, start + 30 + limit]
+    fed = _fed([too_long[a:b] for a, b in zip([0, *cuts], [*cuts, len(too_long)], strict=True)])
+    assert fed.written.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), fed.written[:80]
+    error = json.loads(fed.written.partition(b"\r\n\r\n")[2])
+    assert error["code"] == "HEADERS_TOO_LARGE" and "trailer section" in error["message"]
+    assert fed.ended and b"echo:" not in fed.written  # the app's late reply dropped
+    assert fed.heard == ["http.disconnect"]  # at the refusal, not when the connection went
+
+
+@_LOOPS
+def test_trailers_too_long_on_a_real_connection_are_answered_431(runner: Any) -> None:
+    async def test(port: int) -> None:
+        limit = OneWriteHttpToolsProtocol.max_head_bytes
+        request = _chunked("/", [b"body"], b"X-Huge: " + b"h" * (8 * limit) + b"\r\n")
+        received = await _exchange(port, request, lambda got: False)  # read until closed
+        assert received.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+        assert received.endswith(b'send the body without trailers"}')
+
+    async def main() -> None:
+        async with _server() as port:
+            await test(port)
+
+    runner(main())

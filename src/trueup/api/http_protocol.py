@@ -176,15 +176,19 @@ def _find_answers(app: Any) -> WriteAnswers | None:
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` whose requests answer with one write each (see the module doc),
     which refuses a protocol upgrade it cannot make on a request with a body, which closes
-    a connection whose request head does not arrive within :attr:`head_timeout_s`, and which
-    answers a head longer than :attr:`max_head_bytes` with a 431 and closes the connection.
+    a connection whose request head does not arrive within :attr:`head_timeout_s`, which
+    answers a head longer than :attr:`max_head_bytes` with a 431 and closes the connection,
+    and which drops a chunked body's trailer fields and bounds them as it bounds a head.
 
     uvicorn closes a connection idle between requests (its keep-alive timeout), and Trueup's
     routes time out a slow body (``TRUEUP_BODY_TIMEOUT_S``), but nothing limited a new
     connection that sends nothing, or a request head sent a byte at a time: each held a
     connection open for as long as the client liked. Nor did anything limit a head's length:
     httptools keeps a header's value until it ends, so a 128 MB header was read whole (and
-    answered), and six sent at once took the API process to 550 MB.
+    answered), and six sent at once took the API process to 550 MB. A chunked body's trailer
+    section was kept the same way (40 MB of trailers on four connections took it to 242 MB),
+    and uvicorn appended its fields to the request's headers, which the app may read after the
+    body: a trailer could supply a header the head did not have.
     """
 
     head_timeout_s: float = 30.0
@@ -203,7 +207,10 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     _heads = 0  # heads that have come on this connection
     _in_head = False
     _head_bytes = -1  # of the head now coming, from the read after the one it began in
-    _refused_head = False
+    _refused_head = False  # a head or trailer section too long: the rest is read and dropped
+    _chunk_begun = False  # a chunk's size line came, and nothing after it yet (its data, its end)
+    _chunk_events = 0  # chunk headers, body parts, chunk and message ends, counted
+    _trailer_bytes = 0  # of the trailer section now coming, in reads that are all trailers
     _client_done = False  # the client shut its side with requests still being answered
     _whole: list[bytes] | None = None  # the body so far of a write this protocol answers itself
     _answering: _Answering | None = None
@@ -221,11 +228,20 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused_head:
             return  # the rest of a head too long, read and dropped until the connection closes
+        in_chunk, events = self._chunk_begun, self._chunk_events
         super().data_received(data)
         if self._in_head and not self.transport.is_closing():
             self._head_bytes = 0 if self._head_bytes < 0 else self._head_bytes + len(data)
             if self._head_bytes > self.max_head_bytes:
                 self._refuse_head()
+                return
+        elif in_chunk and events == self._chunk_events and not self.transport.is_closing():
+            # A whole read after a chunk's size line without any of its data: a chunk of data
+            # gives its first byte to on_body at once, so this is the last chunk's (size 0)
+            # trailer section. As with a head, the read it began in is not counted.
+            self._trailer_bytes += len(data)
+            if self._trailer_bytes > self.max_head_bytes:
+                self._refuse_trailers()
                 return
         if self._whole is not None:
             # A write's head came without all of its body: it goes the usual way after all.
@@ -324,16 +340,39 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         else:  # the reply to a request before it is still to come, and comes first
             self._close_later()
 
-    def _answer_431(self) -> None:
-        """The 431 to a head too long, then the end of the connection.
+    def _refuse_trailers(self) -> None:
+        """Refuse a trailer section longer than :attr:`max_head_bytes`, and end the connection.
 
-        The client is most likely still sending that head: closed at once, with its bytes
-        unread, the connection would be reset, and the reset can destroy the reply before the
-        client reads it. So the reply is followed by the end of the server's side where the
-        transport can send one (not over TLS), and what still comes is read and dropped for up
-        to :attr:`head_timeout_s` (a "lingering close").
+        The request's body never ends: its app hears that the client left, and what it still
+        sends is dropped. The client gets a 431 if no reply to the request has begun; a reply
+        already whole is all it gets; one begun but not whole is cut off, as when an app fails
+        after its head. Every request before it on the connection has been answered: uvicorn
+        reads nothing after a request's head while a reply before it is still to come.
         """
-        message = f"the request head is longer than {self.max_head_bytes:,} bytes; send shorter headers"
+        self._refused_head = True
+        self.parser = httptools.HttpRequestParser(self)  # and its part of a field not ended
+        cycle = self.cycle
+        started = cycle is None or cycle.response_started
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()  # the app's wait for the rest of the body ends
+            if started:
+                self._stop_head_timer()
+                self.transport.close()
+                return
+        if started:
+            self._linger()
+            return
+        message = (
+            f"the request's trailer section is longer than {self.max_head_bytes:,} bytes; "
+            "send the body without trailers"
+        )
+        self._answer_431(message)
+
+    def _answer_431(self, message: str | None = None) -> None:
+        """The 431 to a head (or trailer section) too long, then the end of the connection."""
+        if message is None:
+            message = f"the request head is longer than {self.max_head_bytes:,} bytes; send shorter headers"
         body = json.dumps(error_body(431, "HEADERS_TOO_LARGE", message), separators=(",", ":")).encode()
         head = [
             STATUS_LINE[431],
@@ -341,6 +380,17 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body),
         ]
         self.transport.write(b"".join(head) + body)
+        self._linger()
+
+    def _linger(self) -> None:
+        """End the connection after a refusal, keeping the reply from being reset away.
+
+        The client is most likely still sending: closed at once, with its bytes unread, the
+        connection would be reset, and the reset can destroy the reply before the client reads
+        it. So the server's side ends where the transport can end it alone (not over TLS), and
+        what still comes is read and dropped for up to :attr:`head_timeout_s` (a "lingering
+        close").
+        """
         if not self.transport.can_write_eof():
             self._stop_head_timer()
             self.transport.close()
@@ -429,13 +479,32 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         self.cycle = self._answering  # type: ignore[assignment]
         self._whole = []
 
+    def on_chunk_header(self) -> None:
+        # The parser hands a trailer field to on_header as it does a header, and uvicorn
+        # appends it to the request's headers, which are the scope's: the app would read a
+        # trailer as a header (one the head did not have, an API key, say). Trailers come
+        # only after the last chunk's size line, so from a chunk on, the fields go to a list
+        # nobody reads: none is merged into the header section (RFC 9110, section 6.5.1).
+        self.headers = []
+        self._chunk_begun = True
+        self._chunk_events += 1
+        self._trailer_bytes = 0
+
+    def on_chunk_complete(self) -> None:
+        self._chunk_begun = False
+        self._chunk_events += 1
+
     def on_body(self, body: bytes) -> None:
+        self._chunk_begun = False
+        self._chunk_events += 1
         if self._whole is not None:
             self._whole.append(body)
             return
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._chunk_begun = False
+        self._chunk_events += 1
         whole, answering = self._whole, self._answering
         if whole is None or answering is None:
             super().on_message_complete()
