@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from trueup.core import strict_json
 from trueup.core.deltas import DeltaLimits
 from trueup.core.errors import ValidationError
 from trueup.core.strict_json import loads_strict
@@ -216,12 +217,26 @@ def test_strict_json_keeps_what_a_double_holds_and_integers_as_they_are() -> Non
         # The first bad field in document order is the one named.
         (rb'{"a": "\u0000", "b": "\ud800"}', r"^a: must not contain the NUL"),
         (rb'{"a": {"b": "\u0000"}, "c\u0000": 1}', r"^a\.b: must not contain the NUL"),
+        (rb'[[1, {"a": [2, null, "\u00e9", "\u0000"]}], "\ud800"]', r"^\[0\]\[1\]\.a\[3\]: must not"),
+        (rb'[{"a": [true, {"\u00e9\ud800": 1}]}]', r"^\[0\]\.a\[1\] key: contains an unpaired"),
+        (rb'{"a": [1.5, {}, [], {"b": "x"}], "c": "\u0000"}', r"^c: must not contain the NUL"),
     ],
 )
 def test_strict_json_refuses_text_no_store_can_keep_and_names_the_field(body: bytes, message: str) -> None:
     # Unused fields too: a body is I-JSON (RFC 7493) or it is refused.
     with pytest.raises(ValidationError, match=message):
         loads_strict(body)
+
+
+def test_strict_json_names_only_the_bad_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large hostile body costs a walk, not a name for each of its values."""
+    named: list[object] = []
+    real = strict_json._field
+    monkeypatch.setattr(strict_json, "_field", lambda trail: named.append(trail) or real(trail))
+    body = b'{"items": [' + b'1, "ok", {"k": "v"}, ' * 10_000 + rb'"\\u0000", "\u0000"]}'
+    with pytest.raises(ValidationError, match=r"^items\[30001\]: must not contain the NUL"):
+        loads_strict(body)
+    assert len(named) == 1
 
 
 def test_strict_json_keeps_escapes_that_are_text() -> None:
