@@ -723,3 +723,37 @@ def test_trailers_too_long_on_a_real_connection_are_answered_431(runner: Any) ->
             await test(port)
 
     runner(main())
+
+
+@_LOOPS
+def test_bytes_that_are_not_http_get_the_usual_error_body_after_the_replies_before_them(runner: Any) -> None:
+    """uvicorn answered the parser's refusal with a plain-text 400 at once, ahead of the reply
+    to the request before it, and closed the connection: that reply (a write's 202) was lost."""
+
+    async def main() -> None:
+        async with _uvicorn(_slow_app, _Recording) as (_, port):
+            request = _post("/slowget", b"one") + b"POST / HTTP/1.1\r\nBad Name: x\r\n\r\n"
+            received = await _exchange(port, request, lambda got: False)  # read until closed
+            assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+            rest = received[received.index(b"slow") + len(b"slow") :]
+            assert rest.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+            head, _, body = rest.partition(b"\r\n\r\n")
+            assert b"content-type: application/json" in head and b"connection: close" in head
+            error = json.loads(body)
+            assert (error["statusCode"], error["code"]) == (400, "VALIDATION_ERROR")
+            assert error["message"].startswith("the request is not valid HTTP/1.1: Invalid header")
+
+    runner(main())
+
+
+def test_a_bad_chunk_ends_its_request_s_body_and_is_answered_400() -> None:
+    """The refused bytes are in a request's body: its app hears that the client left (its body
+    never ends), and the client gets the 400 instead of a reply."""
+    _HEARD.clear()
+    request = _chunked("/", [b"one"], b"")
+    bad = request.replace(b"0\r\n\r\n", b"zz\r\nmore\r\n")
+    fed = _fed([bad[:60], bad[60:]])
+    assert fed.written.startswith(b"HTTP/1.1 400 Bad Request\r\n"), fed.written[:80]
+    assert b"not valid HTTP/1.1" in fed.written and b"echo:" not in fed.written
+    assert fed.heard == ["http.disconnect"]
+    assert fed.ended

@@ -348,6 +348,28 @@ def test_writes_sent_before_the_client_shuts_its_side_are_answered_then_closed(s
     _run(services, test)
 
 
+def test_a_write_followed_by_bytes_that_are_not_http_gets_its_202_first(services: Services) -> None:
+    """A write answered whole, then garbage in the same read: the 202 comes, then the 400 that
+    refuses the garbage, then the end (uvicorn wrote its 400 at once and closed: the write was
+    stored and its 202 lost)."""
+    key = services.keys.create("acme").key
+    headers = (f"X-Api-Key: {key}", "Content-Type: application/json")
+
+    async def test(port: int) -> None:
+        async with _connect(port) as connection:
+            connection.writer.write(
+                _request("/api/v1/writes", _write(key, "g-1"), *headers) + b"\x00GARBAGE\r\n\r\n"
+            )
+            assert (await connection.reply()).startswith(b"HTTP/1.1 202 ")
+            refusal = await connection.reply()
+            assert refusal.startswith(b"HTTP/1.1 400 ")
+            assert json.loads(refusal.partition(b"\r\n\r\n")[2])["code"] == "VALIDATION_ERROR"
+            assert await connection.closed()
+        assert _Counting.whole == [b"/api/v1/writes"]
+
+    _run(services, test)
+
+
 @pytest.mark.parametrize(
     ("settings_changes", "case"),
     [

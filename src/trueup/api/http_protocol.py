@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from typing import Any
 
 import httptools
@@ -178,7 +179,9 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     which refuses a protocol upgrade it cannot make on a request with a body, which closes
     a connection whose request head does not arrive within :attr:`head_timeout_s`, which
     answers a head longer than :attr:`max_head_bytes` with a 431 and closes the connection,
-    and which drops a chunked body's trailer fields and bounds them as it bounds a head.
+    which drops a chunked body's trailer fields and bounds them as it bounds a head, and which
+    answers bytes that are not HTTP/1.1 with the JSON 400 every other refusal has, after the
+    replies to the requests before them.
 
     uvicorn closes a connection idle between requests (its keep-alive timeout), and Trueup's
     routes time out a slow body (``TRUEUP_BODY_TIMEOUT_S``), but nothing limited a new
@@ -207,7 +210,10 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     _heads = 0  # heads that have come on this connection
     _in_head = False
     _head_bytes = -1  # of the head now coming, from the read after the one it began in
-    _refused_head = False  # a head or trailer section too long: the rest is read and dropped
+    _refused = False  # bytes were refused (see _refuse): what still comes is read and dropped
+    _refusal: bytes | None = None  # the refusal's reply, while replies before it are still to come
+    _refusal_after = 0  # how many replies come before it
+    _replies = 0  # replies written on this connection
     _chunk_begun = False  # a chunk's size line came, and nothing after it yet (its data, its end)
     _chunk_events = 0  # chunk headers, body parts, chunk and message ends, counted
     _trailer_bytes = 0  # of the trailer section now coming, in reads that are all trailers
@@ -226,10 +232,12 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         self._watch_head()
 
     def data_received(self, data: bytes) -> None:
-        if self._refused_head:
-            return  # the rest of a head too long, read and dropped until the connection closes
+        if self._refused:
+            return  # read and dropped until the connection closes
         in_chunk, events = self._chunk_begun, self._chunk_events
-        super().data_received(data)
+        super().data_received(data)  # bytes the parser refuses: send_400_response
+        if self._refused:
+            return
         if self._in_head and not self.transport.is_closing():
             self._head_bytes = 0 if self._head_bytes < 0 else self._head_bytes + len(data)
             if self._head_bytes > self.max_head_bytes:
@@ -272,11 +280,12 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # reading resumes: a head it held back may be waiting
+        self._replies += 1
         cycle = self.cycle
         answered = not self.pipeline and (cycle is None or cycle.response_complete)
-        if self._refused_head:
-            if answered:
-                self._answer_431()  # a head too long came behind this reply
+        if self._refused:
+            if self._refusal is not None and self._replies >= self._refusal_after:
+                self._send_refusal()  # bytes refused came behind this reply
         elif self._client_done:
             if answered:
                 self._stop_head_timer()
@@ -327,60 +336,73 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = -1
 
     def _refuse_head(self) -> None:
-        """Refuse a head longer than :attr:`max_head_bytes`: the rest of it is read and dropped,
-        its parsed part let go, and it is answered 431 once every request before it on the
-        connection is (at once, nearly always)."""
-        self._refused_head = True
-        self._stop_head_timer()
-        self.headers = []  # what the parser kept of the head: 2.6 MB for one of tiny headers
-        self.parser = httptools.HttpRequestParser(self)  # and its part of a header not ended
-        cycle = self.cycle
-        if (cycle is None or cycle.response_complete) and self._answering is None and not self.pipeline:
-            self._answer_431()
-        else:  # the reply to a request before it is still to come, and comes first
-            self._close_later()
+        """Refuse a head longer than :attr:`max_head_bytes` (see :meth:`_refuse`)."""
+        message = f"the request head is longer than {self.max_head_bytes:,} bytes; send shorter headers"
+        self._refuse(431, "HEADERS_TOO_LARGE", message)
 
     def _refuse_trailers(self) -> None:
-        """Refuse a trailer section longer than :attr:`max_head_bytes`, and end the connection.
-
-        The request's body never ends: its app hears that the client left, and what it still
-        sends is dropped. The client gets a 431 if no reply to the request has begun; a reply
-        already whole is all it gets; one begun but not whole is cut off, as when an app fails
-        after its head. Every request before it on the connection has been answered: uvicorn
-        reads nothing after a request's head while a reply before it is still to come.
-        """
-        self._refused_head = True
-        self.parser = httptools.HttpRequestParser(self)  # and its part of a field not ended
-        cycle = self.cycle
-        started = cycle is None or cycle.response_started
-        if cycle is not None and not cycle.response_complete:
-            cycle.disconnected = True
-            cycle.message_event.set()  # the app's wait for the rest of the body ends
-            if started:
-                self._stop_head_timer()
-                self.transport.close()
-                return
-        if started:
-            self._linger()
-            return
+        """Refuse a trailer section longer than :attr:`max_head_bytes` (see :meth:`_refuse`)."""
         message = (
             f"the request's trailer section is longer than {self.max_head_bytes:,} bytes; "
             "send the body without trailers"
         )
-        self._answer_431(message)
+        self._refuse(431, "HEADERS_TOO_LARGE", message)
 
-    def _answer_431(self, message: str | None = None) -> None:
-        """The 431 to a head (or trailer section) too long, then the end of the connection."""
-        if message is None:
-            message = f"the request head is longer than {self.max_head_bytes:,} bytes; send shorter headers"
-        body = json.dumps(error_body(431, "HEADERS_TOO_LARGE", message), separators=(",", ":")).encode()
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes the parser refuses (a bad header, a bad chunk size): it
+        wrote a plain-text 400 at once, ahead of the replies to requests before it, and closed
+        the connection, so a write stored just before had its 202 lost (and the close could
+        reset the 400 away). It is called while the parser's error is being handled."""
+        error = sys.exc_info()[1]
+        reason = str(error) if isinstance(error, httptools.HttpParserError) and str(error) else msg
+        self._refuse(400, "VALIDATION_ERROR", f"the request is not valid HTTP/1.1: {reason}")
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        """Refuse what the client is sending, and end the connection.
+
+        What still comes is read and dropped, and what the parser kept of it let go (2.6 MB
+        for a head of tiny headers). The refusal is the reply to the request the refused bytes
+        are part of, after the replies to every request before it (a write's 202 among them),
+        and then the connection ends (:meth:`_linger`). If they are part of a request's body (a
+        bad chunk, trailers), that body never ends: its app hears that the client left, and
+        what it sends is dropped; a reply it has already begun is cut off, as when an app fails
+        after its head, and one it has already sent is all the client gets.
+        """
+        self._refused = True
+        self._stop_head_timer()
+        self.headers = []
+        self.parser = httptools.HttpRequestParser(self)
+        before = self._heads  # requests whose heads came before the refused bytes
+        cycle = self.cycle
+        if cycle is not None and getattr(cycle, "more_body", False):  # uvicorn's cycle, mid-body
+            before -= 1
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()  # its app's wait for the rest of the body ends
+            if cycle.response_started:
+                if cycle.response_complete:
+                    self._linger()
+                else:
+                    self.transport.close()
+                return
+        body = json.dumps(error_body(status, code, message), separators=(",", ":")).encode()
         head = [
-            STATUS_LINE[431],
+            STATUS_LINE[status],
             *self._default_head(),
             b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body),
         ]
-        self.transport.write(b"".join(head) + body)
-        self._linger()
+        self._refusal = b"".join(head) + body
+        self._refusal_after = before
+        if self._replies >= before:
+            self._send_refusal()
+        else:
+            self._close_later()  # the wait for the replies before it
+
+    def _send_refusal(self) -> None:
+        reply, self._refusal = self._refusal, None
+        if reply is not None and not self.transport.is_closing():
+            self.transport.write(reply)
+            self._linger()
 
     def _linger(self) -> None:
         """End the connection after a refusal, keeping the reply from being reset away.
