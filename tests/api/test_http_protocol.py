@@ -516,6 +516,7 @@ class _Reads(asyncio.Transport):
         self.closed = self.ended = False
         self.can_end = can_end
         self.heard: list[str] = []  # what the apps had heard when the connection was lost
+        self.stopped = False  # closed when the server stopped
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
@@ -542,8 +543,9 @@ class _Reads(asyncio.Transport):
         pass
 
 
-def _fed(reads: list[bytes], can_end: bool = True) -> _Reads:
-    """The transport after Trueup's protocol (over ``_app``) was fed ``reads`` one by one."""
+def _fed(reads: list[bytes], can_end: bool = True, stopping: bool = False) -> _Reads:
+    """The transport after Trueup's protocol (over ``_app``) was fed ``reads`` one by one (and,
+    if ``stopping``, told that the server is stopping)."""
 
     async def main() -> _Reads:
         config = uvicorn.Config(_app, http=OneWriteHttpToolsProtocol, lifespan="off", log_level="critical")
@@ -555,6 +557,9 @@ def _fed(reads: list[bytes], can_end: bool = True) -> _Reads:
             protocol.data_received(read)
             await asyncio.sleep(0.01)  # the app answers what came
         transport.heard = list(_HEARD)
+        if stopping:
+            protocol.shutdown()
+            transport.stopped = transport.closed
         protocol.connection_lost(None)
         return transport
 
@@ -707,6 +712,11 @@ def test_the_trailer_bound_counts_only_reads_that_are_all_trailers() -> None:
     assert error["code"] == "HEADERS_TOO_LARGE" and "trailer section" in error["message"]
     assert fed.ended and b"echo:" not in fed.written  # the app's late reply dropped
     assert fed.heard == ["http.disconnect"]  # at the refusal, not when the connection went
+    # A server stopping closes such a connection at once: uvicorn waited for its request to be
+    # answered (it never is), up to the graceful shutdown's 10 s.
+    assert _fed(
+        [too_long[a:b] for a, b in zip([0, *cuts], [*cuts, len(too_long)], strict=True)], stopping=True
+    ).stopped
 
 
 @_LOOPS

@@ -398,6 +398,15 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         else:
             self._close_later()  # the wait for the replies before it
 
+    def shutdown(self) -> None:
+        """The server is stopping: a connection whose refusal has been sent is closed at once,
+        not left to linger (uvicorn would wait for it, as for a request being answered)."""
+        if self._refused and self._refusal is None:
+            self._stop_head_timer()
+            self.transport.close()
+            return
+        super().shutdown()
+
     def _send_refusal(self) -> None:
         reply, self._refusal = self._refusal, None
         if reply is not None and not self.transport.is_closing():
