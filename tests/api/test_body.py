@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from trueup.api.body import read_json
+from trueup.api.body import check_json_head, read_json
 from trueup.core.errors import PayloadTooLargeError, RequestTimeoutError, ValidationError
 from trueup.service.settings import Settings
 
@@ -122,3 +122,17 @@ def test_a_body_in_many_small_chunks_is_joined_and_other_messages_skipped() -> N
     document, body = _run(_request(messages, _never), Settings())
     assert body == text
     assert len(document) == 20_001
+
+
+@pytest.mark.parametrize(
+    ("declared", "too_large"),
+    [("1048576", False), ("1048577", True), ("0" * 5_000 + "2", False), ("0" * 5_000 + "2000000", True)],
+)
+def test_a_declared_length_is_judged_whatever_its_leading_zeros(declared: str, too_large: bool) -> None:
+    """The parser takes any number of leading zeros, and ``int()`` of more than 4,300 digits
+    raised: a 500."""
+    if too_large:
+        with pytest.raises(PayloadTooLargeError, match=r"at most 1048576 bytes, got [12]\d*$"):
+            check_json_head("application/json", declared, 1_048_576)
+    else:
+        check_json_head("application/json", declared, 1_048_576)

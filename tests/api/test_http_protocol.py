@@ -55,8 +55,12 @@ _HEARD: list[str] = []
 
 async def _app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     """Echoes the body; ``/stream`` answers in three parts; ``/fail`` fails after starting;
-    ``/headers`` answers the names of the request's headers."""
+    ``/headers`` answers the names of the request's headers; ``/early`` answers before reading."""
     if scope["type"] != "http":
+        return
+    if scope["path"] == "/early":  # answered before its body is read
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+        await send({"type": "http.response.body", "body": b"early"})
         return
     body = b""
     while True:
@@ -516,12 +520,15 @@ class _Reads(asyncio.Transport):
         self.closed = self.ended = False
         self.can_end = can_end
         self.heard: list[str] = []  # what the apps had heard when the connection was lost
-        self.stopped = False  # closed when the server stopped
+        self.paused = False  # reading
+        self.written_after_end = b""  # which uvloop refuses
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
 
     def write(self, data: Any) -> None:
+        if self.ended:
+            self.written_after_end += bytes(data)
         self.written += bytes(data)
 
     def can_write_eof(self) -> bool:
@@ -537,18 +544,23 @@ class _Reads(asyncio.Transport):
         return self.closed
 
     def pause_reading(self) -> None:
-        pass
+        self.paused = True
 
     def resume_reading(self) -> None:
-        pass
+        self.paused = False
 
 
-def _fed(reads: list[bytes], can_end: bool = True, stopping: bool = False) -> _Reads:
-    """The transport after Trueup's protocol (over ``_app``) was fed ``reads`` one by one (and,
-    if ``stopping``, told that the server is stopping)."""
+def _fed(
+    reads: list[bytes],
+    can_end: bool = True,
+    app: Any = _app,
+    then: Callable[[OneWriteHttpToolsProtocol, _Reads], Awaitable[None]] | None = None,
+) -> _Reads:
+    """The transport after Trueup's protocol (over ``app``) was fed ``reads`` one by one, and
+    ``then`` ran, before the connection was lost."""
 
     async def main() -> _Reads:
-        config = uvicorn.Config(_app, http=OneWriteHttpToolsProtocol, lifespan="off", log_level="critical")
+        config = uvicorn.Config(app, http=OneWriteHttpToolsProtocol, lifespan="off", log_level="critical")
         config.load()
         protocol = OneWriteHttpToolsProtocol(config, ServerState(), {}, asyncio.get_running_loop())
         transport = _Reads(can_end)
@@ -557,9 +569,8 @@ def _fed(reads: list[bytes], can_end: bool = True, stopping: bool = False) -> _R
             protocol.data_received(read)
             await asyncio.sleep(0.01)  # the app answers what came
         transport.heard = list(_HEARD)
-        if stopping:
-            protocol.shutdown()
-            transport.stopped = transport.closed
+        if then is not None:
+            await then(protocol, transport)
         protocol.connection_lost(None)
         return transport
 
@@ -712,11 +723,14 @@ def test_the_trailer_bound_counts_only_reads_that_are_all_trailers() -> None:
     assert error["code"] == "HEADERS_TOO_LARGE" and "trailer section" in error["message"]
     assert fed.ended and b"echo:" not in fed.written  # the app's late reply dropped
     assert fed.heard == ["http.disconnect"]  # at the refusal, not when the connection went
+
     # A server stopping closes such a connection at once: uvicorn waited for its request to be
     # answered (it never is), up to the graceful shutdown's 10 s.
-    assert _fed(
-        [too_long[a:b] for a, b in zip([0, *cuts], [*cuts, len(too_long)], strict=True)], stopping=True
-    ).stopped
+    async def stop(protocol: OneWriteHttpToolsProtocol, transport: _Reads) -> None:
+        protocol.shutdown()
+        assert transport.closed
+
+    _fed([too_long[a:b] for a, b in zip([0, *cuts], [*cuts, len(too_long)], strict=True)], then=stop)
 
 
 @_LOOPS
@@ -767,3 +781,90 @@ def test_a_bad_chunk_ends_its_request_s_body_and_is_answered_400() -> None:
     assert b"not valid HTTP/1.1" in fed.written and b"echo:" not in fed.written
     assert fed.heard == ["http.disconnect"]
     assert fed.ended
+
+
+def test_a_request_whose_head_cannot_be_taken_is_refused_at_once() -> None:
+    """A URL the parser passes and uvicorn cannot split: the request was counted as one to wait
+    for a reply to, and the 400 never came."""
+    fed = _fed([b"GET http://a:99999/ HTTP/1.1\r\nHost: x\r\n\r\n"])
+    assert fed.written.startswith(b"HTTP/1.1 400 Bad Request\r\n"), fed.written[:80]
+    assert fed.ended
+
+
+def test_bytes_refused_after_a_reply_that_came_before_its_body_are_still_answered() -> None:
+    """The reply to ``/early`` is whole before its body has come (uvicorn's cycle then keeps
+    saying more body is coming): the 400 to the bad request after it still comes."""
+    bad = b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"
+    fed = _fed([_post("/early", b"abcde")[:-5], b"abcde" + bad])
+    assert fed.written.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert fed.written[fed.written.index(b"early") + 5 :].startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+def test_a_refused_body_after_expect_100_continue_writes_nothing_after_the_end() -> None:
+    """The request's app starts after the refusal ended the server's side: its first receive
+    wrote the interim 100 Continue after the end (uvloop raises, and the route logged a 500)."""
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n"
+    fed = _fed([head + b"5\r\nhello\r\nzz\r\n"])
+    assert fed.written.startswith(b"HTTP/1.1 400 Bad Request\r\n") and fed.ended
+    assert fed.written_after_end == b""
+
+
+def test_reading_resumes_for_the_lingering_close() -> None:
+    """A body past uvicorn's high-water mark pauses reading until the app takes it; the app of a
+    refused body never does, so the rest of what the client sends was never read and dropped."""
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    fed = _fed([head + b"%x\r\n%s\r\nzz\r\n" % (100_000, b"b" * 100_000)])
+    assert fed.written.startswith(b"HTTP/1.1 400 Bad Request\r\n") and fed.ended
+    assert not fed.paused
+
+
+def test_a_refused_head_is_let_go_of_whole() -> None:
+    """The request's scope held the parsed headers of a refused head (12.9 MB of tiny ones)."""
+    limit = OneWriteHttpToolsProtocol.max_head_bytes
+    tiny = _post("/", b"x", *["a:"] * (limit // 2))
+    reads = [tiny[:1_000], tiny[1_000 : 2_000 + limit], tiny[2_000 + limit :]]
+
+    async def check(protocol: OneWriteHttpToolsProtocol, transport: _Reads) -> None:
+        assert transport.written.startswith(b"HTTP/1.1 431 ")
+        assert protocol.scope["headers"] == []
+
+    _fed(reads, then=check)
+
+
+def test_a_refusal_waits_for_each_reply_before_it_and_a_stopping_server_does_not_linger() -> None:
+    """Two slow replies before the refusal: each restarts the wait (1.5 s here, a second a
+    reply), so neither is cut off; a client that has ended its side, or a server that is
+    stopping, has the connection closed once the refusal is sent, not left to linger."""
+    requests = _post("/slowget", b"") * 2 + b"\x00GARBAGE\r\n\r\n"
+
+    async def main() -> None:
+        async with _uvicorn(_slow_app, _SecondHead, keep_alive_s=60) as (_, port):
+            received = await _exchange(port, requests, lambda got: False)  # read until closed
+            assert received.count(b"HTTP/1.1 200 OK") == 2
+            assert received[received.rindex(b"slow") + 4 :].startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+    uvloop.run(main())
+
+    async def half_closed(protocol: OneWriteHttpToolsProtocol, transport: _Reads) -> None:
+        assert protocol.eof_received() is True  # replies are still to come
+        while not transport.closed:
+            await asyncio.sleep(0.05)
+        assert b"400 Bad Request" in transport.written and not transport.ended
+
+    _fed([requests], app=_slow_app, then=half_closed)
+
+    async def stopping(protocol: OneWriteHttpToolsProtocol, transport: _Reads) -> None:
+        protocol.shutdown()
+        while not transport.closed:
+            await asyncio.sleep(0.05)
+        assert b"400 Bad Request" in transport.written and not transport.ended
+
+    bad_chunk = _chunked("/", [b"one"], b"").replace(b"0\r\n\r\n", b"zz\r\n")
+    _fed([_post("/slowget", b"") + bad_chunk], app=_slow_app, then=stopping)
+
+    async def lingering(protocol: OneWriteHttpToolsProtocol, transport: _Reads) -> None:
+        while not transport.ended:
+            await asyncio.sleep(0.05)
+        assert protocol.eof_received() is None  # the client's end finishes the lingering close
+
+    _fed([requests], app=_slow_app, then=lingering)

@@ -348,6 +348,22 @@ def test_writes_sent_before_the_client_shuts_its_side_are_answered_then_closed(s
     _run(services, test)
 
 
+def test_a_content_length_of_thousands_of_digits_goes_the_usual_way(services: Services) -> None:
+    """The parser takes any number of leading zeros; ``int()`` of more than 4,300 digits raises,
+    and the request was left without a reply."""
+    key = services.keys.create("acme").key
+    length = "Content-Length: " + "0" * 5_000 + "2"
+
+    async def test(port: int) -> None:
+        headers = (f"X-Api-Key: {key}", "Content-Type: application/json", length)
+        reply = await _exchange(port, _request("/api/v1/writes", b"{}", *headers))
+        assert reply.startswith(b"HTTP/1.1 400 "), reply[:80]
+        assert b"items" in reply  # the app's own refusal, naming the field
+        assert _Counting.whole == []
+
+    _run(services, test)
+
+
 def test_a_write_followed_by_bytes_that_are_not_http_gets_its_202_first(services: Services) -> None:
     """A write answered whole, then garbage in the same read: the 202 comes, then the 400 that
     refuses the garbage, then the end (uvicorn wrote its 400 at once and closed: the write was

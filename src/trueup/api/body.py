@@ -56,8 +56,11 @@ def check_json_head(content_type: str, declared: str | None, max_bytes: int) -> 
         name, _, value = param.strip().lower().partition("=")
         if name == "charset" and value.strip().strip('"') not in ("utf-8", "utf8"):
             raise UnsupportedMediaTypeError("Content-Type charset must be utf-8")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLargeError(f"request body must be at most {max_bytes} bytes, got {declared}")
+    if declared is not None and declared.isascii() and declared.isdigit():
+        # The parser takes any number of leading zeros, and int() refuses more than 4,300 digits.
+        digits = declared.lstrip("0") or "0"
+        if len(digits) > len(str(max_bytes)) or int(digits) > max_bytes:
+            raise PayloadTooLargeError(f"request body must be at most {max_bytes} bytes, got {digits[:24]}")
 
 
 def _unsupported_coding(request: Request, header: str, allowed: str) -> str | None:

@@ -214,6 +214,8 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     _refusal: bytes | None = None  # the refusal's reply, while replies before it are still to come
     _refusal_after = 0  # how many replies come before it
     _replies = 0  # replies written on this connection
+    _mid_body = False  # a request's head has come and its body has not all come
+    _stopping = False  # the server is stopping (shutdown)
     _chunk_begun = False  # a chunk's size line came, and nothing after it yet (its data, its end)
     _chunk_events = 0  # chunk headers, body parts, chunk and message ends, counted
     _trailer_bytes = 0  # of the trailer section now coming, in reads that are all trailers
@@ -264,7 +266,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         answered: the connection closes, and its app hears that the client left."""
         cycle = self.cycle
         if cycle is None or cycle.response_complete or getattr(cycle, "more_body", False):
-            return None  # nothing to answer, or nothing that can be: closed, as before
+            return None  # nothing to answer, or nothing that can be (a lingering close): closed
         self._client_done = True
         # Each reply is waited for up to the head's time: an app that waits to hear that the
         # client left (none of Trueup's routes does) hears it then, as a client that has gone
@@ -286,6 +288,8 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:
             if self._refusal is not None and self._replies >= self._refusal_after:
                 self._send_refusal()  # bytes refused came behind this reply
+            elif self._refusal is not None:
+                self._close_later()  # each reply before the refusal gets the whole wait
         elif self._client_done:
             if answered:
                 self._stop_head_timer()
@@ -355,6 +359,10 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         reset the 400 away). It is called while the parser's error is being handled."""
         error = sys.exc_info()[1]
         reason = str(error) if isinstance(error, httptools.HttpParserError) and str(error) else msg
+        if isinstance(error, httptools.HttpParserCallbackError) and error.__context__ is not None:
+            # One of this protocol's (or uvicorn's) callbacks failed on what the parser passed:
+            # refused like bytes that are not HTTP, and logged, as it may be a bug here.
+            self.logger.warning("a request refused when taking it failed", exc_info=error.__context__)
         self._refuse(400, "VALIDATION_ERROR", f"the request is not valid HTTP/1.1: {reason}")
 
     def _refuse(self, status: int, code: str, message: str) -> None:
@@ -370,16 +378,20 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         """
         self._refused = True
         self._stop_head_timer()
+        if self._in_head:  # a head nobody else holds: what the parser kept of it goes
+            self.headers.clear()  # the list the refused request's scope holds too
+            self.url = b""
         self.headers = []
         self.parser = httptools.HttpRequestParser(self)
         before = self._heads  # requests whose heads came before the refused bytes
         cycle = self.cycle
-        if cycle is not None and getattr(cycle, "more_body", False):  # uvicorn's cycle, mid-body
+        if self._mid_body and cycle is not None:  # the refused bytes are in its body
             before -= 1
+            cycle.waiting_for_100_continue = False  # nothing more is written for it but its reply
             if not cycle.response_complete:
                 cycle.disconnected = True
                 cycle.message_event.set()  # its app's wait for the rest of the body ends
-            if cycle.response_started:
+            if getattr(cycle, "response_started", cycle.response_complete):
                 if cycle.response_complete:
                     self._linger()
                 else:
@@ -401,6 +413,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         """The server is stopping: a connection whose refusal has been sent is closed at once,
         not left to linger (uvicorn would wait for it, as for a request being answered)."""
+        self._stopping = True
         if self._refused and self._refusal is None:
             self._stop_head_timer()
             self.transport.close()
@@ -420,18 +433,28 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         connection would be reset, and the reset can destroy the reply before the client reads
         it. So the server's side ends where the transport can end it alone (not over TLS), and
         what still comes is read and dropped for up to :attr:`head_timeout_s` (a "lingering
-        close").
+        close"). uvicorn's keep-alive timer, armed by the reply before, is stopped, and reading
+        resumes if flow control had paused it. A client that has shut its side, a server that
+        is stopping, and a transport that cannot end its side alone (TLS) close at once.
         """
-        if not self.transport.can_write_eof():
+        if self._client_done or self._stopping or not self.transport.can_write_eof():
             self._stop_head_timer()
             self.transport.close()
             return
         self.transport.write_eof()
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
         self._close_later()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        # If taking the head fails (a URL the parser passed that uvicorn cannot split), the
+        # parser refuses the request (send_400_response): it is not one to wait for a reply to.
+        self._take_head()
         self._heads += 1
+        self._mid_body = True
+
+    def _take_head(self) -> None:
         if (
             self._answers is not None
             and self.url in self._answers.targets
@@ -497,7 +520,9 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             elif name in _NOT_WHOLE:
                 return None
         length = heads.get(b"content-length")
-        return heads if length is not None and length.isdigit() and int(length) <= _WHOLE_BODY_MAX else None
+        if length is None or len(length) > 6 or not length.isdigit():  # int() of 5,000 digits raises
+            return None
+        return heads if int(length) <= _WHOLE_BODY_MAX else None
 
     def _begin_whole(self, heads: dict[bytes, bytes]) -> None:
         path = self.url.decode("ascii")
@@ -536,6 +561,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._chunk_begun = False
         self._chunk_events += 1
+        self._mid_body = False
         whole, answering = self._whole, self._answering
         if whole is None or answering is None:
             super().on_message_complete()
