@@ -868,3 +868,35 @@ def test_a_refusal_waits_for_each_reply_before_it_and_a_stopping_server_does_not
         assert protocol.eof_received() is None  # the client's end finishes the lingering close
 
     _fed([requests], app=_slow_app, then=lingering)
+
+
+def test_a_client_that_ends_its_side_mid_body_still_gets_the_replies_before_it() -> None:
+    """The newest request's body will never come whole: its app hears that the client left, and
+    the replies to the requests before it (and a refusal waiting behind them) still come; asyncio
+    closed the connection at once, so a stored write's 202 was lost."""
+    _HEARD.clear()
+    partial = _post("/", b"0123456789")[:-4]
+    bad_chunk = _chunked("/", [b"one"], b"").replace(b"0\r\n\r\n", b"zz\r\n")
+    for after, refused in ((partial, False), (bad_chunk, True)):
+
+        async def half_closed(protocol: OneWriteHttpToolsProtocol, transport: _Reads) -> None:
+            assert protocol.eof_received() is True
+            while not transport.closed:
+                await asyncio.sleep(0.05)
+
+        fed = _fed([_post("/slowget", b"") + after], app=_slow_app, then=half_closed)
+        assert fed.written.startswith(b"HTTP/1.1 200 OK\r\n")
+        rest = fed.written[fed.written.index(b"slow") + 4 :]
+        assert rest.startswith(b"HTTP/1.1 400 Bad Request\r\n") if refused else rest == b""
+        assert not fed.ended
+    assert _HEARD == ["http.disconnect"] * 2  # each second request's app
+
+
+def test_a_head_whose_taking_fails_is_let_go_of_and_its_target_named() -> None:
+    async def check(protocol: OneWriteHttpToolsProtocol, transport: _Reads) -> None:
+        assert transport.written.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert b"not valid HTTP/1.1: invalid request target" in transport.written
+        assert protocol.scope["headers"] == []
+
+    _fed([b"GET http://a:99999/ HTTP/1.1\r\nHost: x\r\n" + b"a:\r\n" * 1_000 + b"\r\n"], then=check)
+    _fed([b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"], then=check)

@@ -220,6 +220,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     _chunk_events = 0  # chunk headers, body parts, chunk and message ends, counted
     _trailer_bytes = 0  # of the trailer section now coming, in reads that are all trailers
     _client_done = False  # the client shut its side with requests still being answered
+    _client_done_after = 0  # how many replies are written before the connection closes then
     _whole: list[bytes] | None = None  # the body so far of a write this protocol answers itself
     _answering: _Answering | None = None
     _earlier_cycle: Any = None  # the cycle before it, put back if the write goes the usual way
@@ -263,11 +264,20 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         a request is sent): the requests it sent are still answered, and then the connection
         closes. asyncio's default closed it at once, so every reply not yet written was lost
         (a write stored, its 202 never sent). A request whose body has not all come cannot be
-        answered: the connection closes, and its app hears that the client left."""
+        answered: its app hears that the client left, and the connection closes once the
+        requests before it are answered (a refusal waiting behind them is sent first)."""
+        if self._refused and self._refusal is None:
+            return None  # a lingering close: the client's end finishes it
+        owed = self._heads - self._replies  # requests taken and not yet answered
         cycle = self.cycle
-        if cycle is None or cycle.response_complete or getattr(cycle, "more_body", False):
-            return None  # nothing to answer, or nothing that can be (a lingering close): closed
+        if self._mid_body and cycle is not None and not getattr(cycle, "response_started", False):
+            owed -= 1  # its body will never come whole, and it has no reply begun
+            cycle.disconnected = True
+            cycle.message_event.set()
+        if owed <= 0 and self._refusal is None:
+            return None  # nothing to answer: closed
         self._client_done = True
+        self._client_done_after = self._replies + owed
         # Each reply is waited for up to the head's time: an app that waits to hear that the
         # client left (none of Trueup's routes does) hears it then, as a client that has gone
         # sends the same end as one that only shut its side.
@@ -283,15 +293,13 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()  # reading resumes: a head it held back may be waiting
         self._replies += 1
-        cycle = self.cycle
-        answered = not self.pipeline and (cycle is None or cycle.response_complete)
         if self._refused:
             if self._refusal is not None and self._replies >= self._refusal_after:
                 self._send_refusal()  # bytes refused came behind this reply
             elif self._refusal is not None:
                 self._close_later()  # each reply before the refusal gets the whole wait
         elif self._client_done:
-            if answered:
+            if self._replies >= self._client_done_after:
                 self._stop_head_timer()
                 self.transport.close()  # every request the client sent is answered
             else:
@@ -359,10 +367,13 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         reset the 400 away). It is called while the parser's error is being handled."""
         error = sys.exc_info()[1]
         reason = str(error) if isinstance(error, httptools.HttpParserError) and str(error) else msg
-        if isinstance(error, httptools.HttpParserCallbackError) and error.__context__ is not None:
+        cause = error.__context__ if isinstance(error, httptools.HttpParserCallbackError) else None
+        if isinstance(cause, httptools.HttpParserInvalidURLError):
+            reason = "invalid request target"  # CONNECT host:port, a port past 65535, ...
+        elif cause is not None:
             # One of this protocol's (or uvicorn's) callbacks failed on what the parser passed:
             # refused like bytes that are not HTTP, and logged, as it may be a bug here.
-            self.logger.warning("a request refused when taking it failed", exc_info=error.__context__)
+            self.logger.warning("a request refused when taking it failed", exc_info=cause)
         self._refuse(400, "VALIDATION_ERROR", f"the request is not valid HTTP/1.1: {reason}")
 
     def _refuse(self, status: int, code: str, message: str) -> None:
@@ -449,8 +460,14 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         # If taking the head fails (a URL the parser passed that uvicorn cannot split), the
-        # parser refuses the request (send_400_response): it is not one to wait for a reply to.
-        self._take_head()
+        # parser refuses the request (send_400_response): it is not one to wait for a reply to,
+        # and no cycle holds what was parsed of it.
+        try:
+            self._take_head()
+        except BaseException:
+            self.headers.clear()
+            self.url = b""
+            raise
         self._heads += 1
         self._mid_body = True
 
