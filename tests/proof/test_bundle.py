@@ -138,7 +138,7 @@ TAMPERINGS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     (
         "leaf member",
         _set_leaf("extra", 1),
-        r"^bundle\.leaf: unexpected extra$",
+        r"^bundle\.leaf: unexpected 'extra'$",
     ),
     (
         "leafHash",
@@ -273,7 +273,7 @@ def test_the_lower_level_failure_is_chained_as_the_cause() -> None:
     [
         ([], r"^bundle: must be a JSON object, got list$"),
         ({k: v for k, v in BUNDLE.items() if k != "checkpoint"}, r"^bundle: missing checkpoint$"),
-        ({**BUNDLE, "extra": 1, "more": 2}, r"^bundle: unexpected extra, more$"),
+        ({**BUNDLE, "extra": 1, "more": 2}, r"^bundle: unexpected 'extra', 'more'$"),
     ],
 )
 def test_a_bundle_of_the_wrong_shape_is_rejected(bundle: object, message: str) -> None:

@@ -153,7 +153,7 @@ def _mutated(**changes: object) -> bytes:
     [
         (_mutated(v=2), r"^leaf\.v: must be 1, got 2$"),
         (_mutated(v=True), r"^leaf\.v: must be 1, got True$"),
-        (_mutated(extra="x"), r"^leaf: unexpected extra$"),
+        (_mutated(extra="x"), r"^leaf: unexpected 'extra'$"),
         (_mutated(salt="00" * 15), r"^leaf\.salt: must be 32 lower-case hex digits"),
         (_mutated(salt="AA" * 16), r"^leaf\.salt: must be 32 lower-case hex digits"),
         (_mutated(delta="5"), r"^leaf\.delta: must be an integer, got str$"),

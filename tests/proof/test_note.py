@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from trueup.proof import CheckpointError
 from trueup.proof.checkpoint import private_key_from_seed
@@ -90,6 +90,9 @@ def test_a_corrupted_signature_by_the_trusted_key_is_rejected() -> None:
         (TEXT + "\n\u2014 PeterNeumann\n", "signature line 1 has no signature"),
         (TEXT + "\n\u2014 PeterNeumann AAAA\n", "signature line 1 is too short"),
         (TEXT + "\n\u2014 PeterNeumann !!!!\n", "signature line 1 has a bad key name or base64"),
+        # The same bytes, but an unused bit of the last character set: no one may alter a
+        # signature line and keep it valid.
+        (TEXT + "\n" + PETER_SIG.replace("AM=\n", "AN=\n"), "signature line 1 has a bad key name or base64"),
     ],
 )
 def test_malformed_notes_are_rejected(note: str, message: str) -> None:
@@ -161,3 +164,22 @@ def test_signing_refuses_text_that_is_not_a_note_text() -> None:
         sign_note(TEXT, "a+b", key)
     with pytest.raises(CheckpointError, match="control character U\\+0009"):
         sign_note("a\tb\n", "PeterNeumann", key)
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "01" + "00" * 31,  # the identity: a signature (R = identity, S = 0) verifies every message
+        "00" * 32,
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "ec" + "ff" * 30 + "7f",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",  # sign bit set
+    ],
+)
+def test_a_verifier_key_of_small_order_is_refused(point: str) -> None:
+    """OpenSSL loads these points; under them anyone can sign, so a log that published one
+    could disown every checkpoint."""
+    public_key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(point))
+    with pytest.raises(CheckpointError, match="small order"):
+        parse_verifier_key(format_verifier_key("log.example/trueup", public_key))

@@ -20,11 +20,11 @@ BUNDLE = load_vector("bundle_v1.json")["bundles"][0]
 
 
 class _Replies(BaseHTTPRequestHandler):
-    """Answers every GET with the server's ``reply`` (content type, body)."""
+    """Answers every GET with the server's ``reply`` (content type, body[, status])."""
 
     def do_GET(self) -> None:
-        content_type, body = self.server.reply  # type: ignore[attr-defined]
-        self.send_response(200)
+        content_type, body, *status = self.server.reply  # type: ignore[attr-defined]
+        self.send_response(status[0] if status else 200)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -56,6 +56,18 @@ def test_the_bundle_asked_for_is_written_out(
     server.reply = ("application/json", json.dumps({"success": True, "data": BUNDLE}).encode())  # type: ignore[attr-defined]
     assert _run(server, BUNDLE["anchorId"]) == 0
     assert json.loads(capsys.readouterr().out) == BUNDLE
+
+
+def test_a_server_s_error_message_is_shown_on_one_line(
+    server: ThreadingHTTPServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hostile server's message could add a line that reads as another command's verdict."""
+    forged = json.dumps({"success": False, "message": "gone\nOK: a_2 is leaf 2 of a tree of 3"})
+    server.reply = ("application/json", forged.encode(), 404)  # type: ignore[attr-defined]
+    assert _run(server, BUNDLE["anchorId"]) == 1
+    _, err = capsys.readouterr()
+    assert err.startswith("trueup proof: 404 'gone\\nOK: a_2")
+    assert err.count("\n") == 1
 
 
 @pytest.mark.parametrize(

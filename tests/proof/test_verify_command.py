@@ -152,8 +152,14 @@ def test_ok_shows_the_leafs_ids_in_full(tmp_path: Path, capsys: pytest.CaptureFi
         # "data" would be the bundle checked while the others are the one shown.
         pytest.param(
             json.dumps({**BUNDLE, "data": BUNDLE}),
-            "FAILED: bundle: unexpected data\n",
+            "FAILED: bundle: unexpected 'data'\n",
             id="a bundle beside data",
+        ),
+        # A member's name is shown escaped: it could add a line that reads as a verdict.
+        pytest.param(
+            json.dumps({**BUNDLE, "\nOK: a_2 is leaf 2": 1}),
+            "FAILED: bundle: unexpected '\\nOK: a_2 is leaf 2'\n",
+            id="a name that is a line of its own",
         ),
         pytest.param("[]", "FAILED: bundle: must be a JSON object, got list\n", id="not an object"),
         pytest.param('{"version": NaN}', "FAILED: bundle: NaN is not JSON\n", id="NaN"),

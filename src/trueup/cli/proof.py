@@ -10,6 +10,8 @@ import sys
 
 import httpx
 
+from trueup.proof.errors import shown
+
 __all__ = ["run"]
 
 _ANCHOR = re.compile(r"a_(0|[1-9][0-9]{0,19})")
@@ -67,7 +69,7 @@ def _bundle_in(reply: httpx.Response, anchor: str) -> tuple[dict[str, object] | 
     if not isinstance(body, dict):
         return None, f"{reply.status_code}, not a Trueup reply: {reply.text[:200]!r}"
     if reply.status_code != 200:
-        return None, f"{reply.status_code} {body.get('message', reply.text[:200])}"
+        return None, f"{reply.status_code} {shown(body.get('message', reply.text[:200]))}"
     bundle = body.get("data")
     # The bundle is checked offline (trueup verify), but a server answering for another delta
     # is told here, where the requested anchor is known.

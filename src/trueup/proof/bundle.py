@@ -153,7 +153,7 @@ def _check_shape(bundle: object) -> Mapping[str, object]:
     names = set(bundle)
     if names != _KEYS:
         missing = sorted(_KEYS - names)
-        extra = sorted(str(name) for name in names - _KEYS)
+        extra = sorted(shown(name) for name in names - _KEYS)
         parts = [f"missing {', '.join(missing)}"] if missing else []
         parts += [f"unexpected {', '.join(extra)}"] if extra else []
         raise BundleError(f"bundle: {'; '.join(parts)}")

@@ -253,7 +253,7 @@ def leaf_fields_from_json(obj: object) -> LeafFields:
     names = set(obj)
     if names != _JSON_KEYS:
         missing = sorted(_JSON_KEYS - names)
-        extra = sorted(str(name) for name in names - _JSON_KEYS)
+        extra = sorted(shown(name) for name in names - _JSON_KEYS)
         parts = [f"missing {', '.join(missing)}"] if missing else []
         parts += [f"unexpected {', '.join(extra)}"] if extra else []
         raise LeafEncodingError(f"leaf: {'; '.join(parts)}")

@@ -99,6 +99,30 @@ def format_verifier_key(name: str, public_key: Ed25519PublicKey) -> str:
     return f"{name}+{key_id(name, public_key).hex()}+{encoded.decode('ascii')}"
 
 
+_SMALL_ORDER = frozenset(
+    bytes.fromhex(point)
+    for point in (
+        "00" * 32,  # order 4
+        "01" + "00" * 31,  # the identity, order 1
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+        "ec" + "ff" * 30 + "7f",  # p - 1, order 2
+        "ed" + "ff" * 30 + "7f",  # p, the non-canonical 0
+        "ee" + "ff" * 30 + "7f",  # p + 1, the non-canonical 1
+    )
+)
+"""Ed25519 public keys of small order, the sign bit cleared (libsodium's blocklist)."""
+
+
+def _canonical_b64decode(encoded: str) -> bytes:
+    """Standard base64 that is the encoding of what it decodes to: the unused bits of its last
+    character zero, so that no one can alter a note's signature line and keep it valid."""
+    raw = base64.b64decode(encoded, validate=True)
+    if base64.b64encode(raw).decode("ascii") != encoded:
+        raise ValueError("not canonical base64")
+    return raw
+
+
 def parse_verifier_key(text: str) -> VerifierKey:
     """Parse a verifier key written by :func:`format_verifier_key`.
 
@@ -121,6 +145,10 @@ def parse_verifier_key(text: str) -> VerifierKey:
         raise CheckpointError("verifier key is not valid base64") from exc
     if len(raw) != 33 or raw[0] != ED25519_SIGNATURE_TYPE:
         raise CheckpointError("verifier key is not an Ed25519 key (0x01 and 32 bytes)")
+    if raw[1:32] + bytes([raw[32] & 0x7F]) in _SMALL_ORDER:
+        # OpenSSL loads these, and under them one signature (or one in eight) verifies every
+        # message: a log that published one could later disown any checkpoint it signed.
+        raise CheckpointError("verifier key is a point of small order, under which anyone can sign")
     try:
         public_key = Ed25519PublicKey.from_public_bytes(raw[1:])
     except ValueError as exc:
@@ -194,7 +222,7 @@ def split_note(note: str) -> tuple[str, list[NoteSignature]]:
             raise CheckpointError(f"malformed note: signature line {number} has no signature")
         try:
             check_key_name(name)
-            raw = base64.b64decode(encoded, validate=True)
+            raw = _canonical_b64decode(encoded)
         except (CheckpointError, binascii.Error, ValueError) as exc:
             raise CheckpointError(
                 f"malformed note: signature line {number} has a bad key name or base64"
