@@ -183,6 +183,20 @@ def test_a_tampered_bundle_fails_verification_here(client: Client, running: Runn
         pytest.raises(ProofError, match="leaf"),
     ):
         liar.verify_delta(anchor, pinned)
+
+    def doubled(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        # The genuine bundle with a second "delta" before the first: json.loads keeps the last.
+        text = json.dumps({"success": True, "data": genuine}).replace(
+            '"delta": ', '"delta": 4000, "delta": ', 1
+        )
+        return 200, {"Content-Type": "application/json"}, text.encode()
+
+    with (
+        local_server(doubled) as url,
+        Client(url, running.key) as liar,
+        pytest.raises(ProofError, match="duplicate member 'delta'"),
+    ):
+        liar.verify_delta(anchor, pinned)
     assert client.verify_delta(anchor, pinned).delta == 40
 
 
@@ -207,6 +221,18 @@ def test_a_consistency_proof_that_does_not_hold_fails_here(client: Client, runni
         return 200, {"Content-Type": "application/json"}, json.dumps(reply).encode()
 
     with local_server(forking) as url, Client(url) as liar, pytest.raises(ProofError):
+        liar.follow(held, pinned)
+
+    def shouting(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        # The genuine proof in upper-case hex: the same bytes, not the wire's form.
+        reply = {"success": True, "data": {**genuine, "proof": [node.upper() for node in genuine["proof"]]}}
+        return 200, {"Content-Type": "application/json"}, json.dumps(reply).encode()
+
+    with (
+        local_server(shouting) as url,
+        Client(url) as liar,
+        pytest.raises(ProofError, match="64 lower-case hex"),
+    ):
         liar.follow(held, pinned)
     assert client.follow(held, pinned).head.size == genuine["to"]
 

@@ -15,11 +15,12 @@ checks that the log's newest signed checkpoint extends one you verified before.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Self, cast
 from urllib.parse import quote
 
 import httpx
@@ -28,6 +29,7 @@ from trueup.proof import (
     ProofError,
     TreeHead,
     leaf_fields_from_json,
+    load_bundle,
     parse_verifier_key,
     verify_bundle,
     verify_checkpoint,
@@ -38,6 +40,7 @@ from trueup.sdk.errors import TrueupError
 __all__ = ["Client", "Followed", "VerifiedDelta"]
 
 _RETRY_STATUSES = frozenset({429, 503})
+_HEX_HASH = re.compile(r"[0-9a-f]{64}")
 _MAX_WAIT_S = 5.0  # the longest one wait between attempts, whatever Retry-After says
 
 
@@ -206,14 +209,19 @@ class Client:
         is in the tree of the checkpoint that key signed (for the log named ``origin``,
         by default the key's name). Raises :class:`~trueup.proof.ProofError` when it is not."""
         key = parse_verifier_key(pinned_key)
-        bundle = self.proof_bundle(anchor_id)
+        reply = self._send("GET", f"/api/v1/log/proof/bundle/{_segment(anchor_id)}", retry=True)
+        if not reply.is_success:
+            _data(reply)  # raises the server's error
+        # Read as `trueup verify` reads a file: a member given twice (which json.loads would
+        # resolve to the last) is refused, so the delta returned is the one the proof checked.
+        bundle = load_bundle(reply.text)
         head = verify_bundle(bundle, key, origin=origin or key.name)
         if bundle["anchorId"] != anchor_id:
             raise ProofError(f"the server proved {bundle['anchorId']!r}, not {anchor_id!r}")
         leaf = leaf_fields_from_json(bundle["leaf"])
         return VerifiedDelta(
             anchor_id=anchor_id,
-            leaf_index=int(bundle["leafIndex"]),
+            leaf_index=cast(int, bundle["leafIndex"]),  # verify_bundle checked it is one
             tree_size=head.size,
             root=head.root,
             tenant=leaf.tenant,
@@ -239,10 +247,9 @@ class Client:
         ):
             raise ProofError("the consistency reply has no checkpoint text or no list of hex nodes")
         new = verify_checkpoint(note, key, origin=name)
-        try:
-            proof = [bytes.fromhex(node) for node in nodes]
-        except ValueError:
-            raise ProofError("the consistency proof holds a node that is not hex") from None
+        if not all(_HEX_HASH.fullmatch(node) for node in nodes):  # as the wire writes them
+            raise ProofError("the consistency proof holds a node that is not 64 lower-case hex digits")
+        proof = [bytes.fromhex(node) for node in nodes]
         verify_consistency(old.size, new.size, old.root, new.root, proof)
         return Followed(head=new, checkpoint=note)
 
