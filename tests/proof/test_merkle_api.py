@@ -7,6 +7,8 @@ import pytest
 from trueup.proof import (
     EMPTY_ROOT,
     CompactRange,
+    ConsistencyProofError,
+    InclusionProofError,
     MemoryTree,
     ProofError,
     TreeError,
@@ -17,6 +19,8 @@ from trueup.proof import (
     leaf_hash,
     node_hash,
     required_nodes,
+    verify_consistency,
+    verify_inclusion,
 )
 from trueup.proof.merkle import consistency_proof_plan, fold_right, range_nodes
 
@@ -168,3 +172,24 @@ def test_memory_tree_serves_stored_node_proofs_too() -> None:
 def test_every_error_of_the_layer_is_a_proof_error() -> None:
     with pytest.raises(ProofError):
         MemoryTree([b"short"])
+
+
+def test_the_verifiers_take_only_integers_and_lists_as_the_bundle_reader_does() -> None:
+    """``True`` is an int to Python (and equals 1); a proof that is no list raised a TypeError
+    instead of the proof's own error."""
+    tree = MemoryTree()
+    for i in range(3):
+        tree.append(leaf_hash(b"%d" % i))
+    root, old_root = tree.root(), tree.root(2)
+    proof = tree.inclusion_proof(1, 3)
+    verify_inclusion(leaf_hash(b"1"), 1, 3, proof, root)
+    with pytest.raises(InclusionProofError, match="must be non-negative integers"):
+        verify_inclusion(leaf_hash(b"1"), True, 3, proof, root)
+    with pytest.raises(InclusionProofError, match="must be a list of hashes, got NoneType"):
+        verify_inclusion(leaf_hash(b"1"), 1, 3, None, root)  # type: ignore[arg-type]
+    consistency = tree.consistency_proof(2, 3)
+    verify_consistency(2, 3, old_root, root, consistency)
+    with pytest.raises(ConsistencyProofError, match="must be non-negative integers"):
+        verify_consistency(2, 3.0, old_root, root, consistency)  # type: ignore[arg-type]
+    with pytest.raises(ConsistencyProofError, match="must be a list of hashes, got generator"):
+        verify_consistency(2, 3, old_root, root, (node for node in consistency))  # type: ignore[arg-type]

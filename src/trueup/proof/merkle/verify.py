@@ -78,7 +78,7 @@ def root_from_inclusion_proof(leaf_hash: bytes, index: int, size: int, proof: Se
         InclusionProofError: naming the input check that failed.
     """
     _check_hash(leaf_hash, "leaf hash", InclusionProofError)
-    if not isinstance(index, int) or not isinstance(size, int) or index < 0 or size < 0:
+    if type(index) is not int or type(size) is not int or index < 0 or size < 0:  # not True, not 1.0
         raise InclusionProofError(
             f"leaf index {shown(index)} and tree size {shown(size)} must be non-negative integers"
         )
@@ -86,6 +86,8 @@ def root_from_inclusion_proof(leaf_hash: bytes, index: int, size: int, proof: Se
     if index >= size:
         raise InclusionProofError(f"leaf index {index} is out of range for a tree of {size} leaves")
     expected = inclusion_proof_size(index, size)
+    if not isinstance(proof, list | tuple):
+        raise InclusionProofError(f"inclusion proof must be a list of hashes, got {type(proof).__name__}")
     if len(proof) != expected:
         raise InclusionProofError(
             f"inclusion proof has {len(proof)} hashes; leaf {index} in a tree of "
@@ -139,7 +141,7 @@ def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[by
 
 def _check_consistency_inputs(old_size: int, new_size: int, old_root: bytes, proof: Sequence[bytes]) -> None:
     _check_hash(old_root, "old root hash", ConsistencyProofError)
-    sizes_are_ints = isinstance(old_size, int) and isinstance(new_size, int)
+    sizes_are_ints = type(old_size) is int and type(new_size) is int  # not True, not 1.0
     if not sizes_are_ints or old_size < 0 or new_size < 0:
         raise ConsistencyProofError(
             f"tree sizes {shown(old_size)} and {shown(new_size)} must be non-negative integers"
@@ -147,6 +149,8 @@ def _check_consistency_inputs(old_size: int, new_size: int, old_root: bytes, pro
     if old_size > new_size:
         raise ConsistencyProofError(f"old tree size {old_size} is larger than new tree size {new_size}")
     expected = consistency_proof_size(old_size, new_size)
+    if not isinstance(proof, list | tuple):
+        raise ConsistencyProofError(f"consistency proof must be a list of hashes, got {type(proof).__name__}")
     if len(proof) != expected:
         raise ConsistencyProofError(
             f"consistency proof has {len(proof)} hashes; sizes {old_size} -> {new_size} need {expected}"
