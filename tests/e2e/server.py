@@ -61,6 +61,18 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ServerProcess:
+        """Start the server and wait until it answers. The port was free when chosen, but another
+        process (a server of another test worker) may take it first: then ours cannot listen on
+        it, and the server that answers is not ours. Another port is tried then."""
+        for _ in range(3):
+            if self._start_once():
+                return self
+            self.kill()
+            self.port = free_port()
+            self.log_path = self.data_dir / f"server-{self.port}.log"
+        raise RuntimeError(f"no free port could be kept for the server:\n{self.log()}")
+
+    def _start_once(self) -> bool:
         command = [
             sys.executable,
             "-m",
@@ -84,10 +96,12 @@ class ServerProcess:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if "address already in use" in self.log().lower():
+                    return False  # another process took the port first
                 raise RuntimeError(f"server exited at start:\n{self.log()}")
             try:
                 if httpx.get(f"{self.base_url}/healthz", timeout=1.0).status_code == 200:
-                    return self
+                    return _listens(self.process.pid, self.port)
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
@@ -115,6 +129,28 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` or a child of it holds a socket listening on ``port`` (Linux's
+    /proc; where there is none, it is taken to)."""
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not tables[0].exists():
+        return True
+    inodes = set()
+    for table in tables:
+        for line in table.read_text().splitlines()[1:] if table.exists() else []:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for holder in [pid, *children(pid)]:
+        for fd in Path(f"/proc/{holder}/fd").iterdir():
+            try:
+                if os.readlink(fd) in inodes:
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def children(pid: int, named: str | None = None) -> list[int]:
