@@ -4,16 +4,13 @@ servers on 127.0.0.1 that misbehave the ways a network or a dishonest server can
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from tests.e2e.conftest import Running
-from tests.e2e.server import free_port
+from tests.e2e.server import free_port, local_server
 from trueup.proof import ProofError, verify_checkpoint
 from trueup.sdk import Client, TrueupError
 
@@ -93,43 +90,7 @@ def test_the_same_idempotency_key_replays_the_first_reply(client: Client) -> Non
     assert (other.value.status, other.value.code) == (409, "IDEMPOTENCY_MISMATCH")
 
 
-# -- small real servers that misbehave ----------------------------------------------------------
-
-Handler = Callable[[BaseHTTPRequestHandler, bytes], tuple[int, dict[str, str], bytes]]
-
-
-@contextmanager
-def local_server(handle: Handler) -> Iterator[str]:
-    """An HTTP server on 127.0.0.1 answering every request with ``handle``; its base URL."""
-
-    class Answer(BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            status, headers, content = handle(self, body)
-            self.send_response(status)
-            for name, value in {"Content-Length": str(len(content)), **headers}.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(content)
-
-        def do_GET(self) -> None:
-            self._answer()
-
-        def do_POST(self) -> None:
-            self._answer()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+# -- small real servers that misbehave (tests.e2e.server.local_server) ---------------------------
 
 
 def test_a_write_is_sent_again_with_the_same_bytes_and_key_until_it_is_answered() -> None:
