@@ -3,15 +3,18 @@ servers on 127.0.0.1 that misbehave the ways a network or a dishonest server can
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests.e2e.conftest import Running
 from tests.e2e.server import free_port, local_server
-from trueup.proof import ProofError, verify_checkpoint
+from trueup.proof import PeriodError, ProofError, node_hash, verify_checkpoint
 from trueup.sdk import Client, TrueupError
 
 
@@ -44,6 +47,9 @@ def test_write_wait_derive_compare_lock_and_verify(client: Client, running: Runn
     assert [c["checkpointId"] for c in listed["checkpoints"]] == [locked["checkpointId"]]
 
     pinned = client.log_key()
+    january = client.verify_period(locked["proofRoot"], pinned)
+    assert (january.customer_id, january.period, january.record_count) == (customer, "2026-01", 1)
+    assert (january.net_change, january.ending_balance) == (2000, 2000)
     proven = client.verify_delta(anchors[1], pinned)
     assert (proven.customer_id, proven.key, proven.delta) == (customer, "client-2", -500)
     assert proven.leaf_index == int(anchors[1].removeprefix("a_")) < proven.tree_size
@@ -234,3 +240,83 @@ def test_a_malformed_consistency_reply_is_a_proof_error(client: Client, running:
 
         with local_server(shaped) as url, Client(url) as liar, pytest.raises(ProofError):
             liar.follow(held, pinned)
+
+
+_Forge = Callable[[dict[str, Any], int], None]
+"""Changes a period's page (given its offset) in place."""
+
+
+def test_a_period_is_checked_page_by_page_and_a_forged_page_fails_here(
+    client: Client, running: Running
+) -> None:
+    customer = "client-cust-period"
+    amounts = [300, -120, 45, 1000, -7]
+    accepted = client.write(
+        [
+            {
+                "key": f"client-p-{i}",
+                "accountId": customer,
+                "bits": bits,
+                "occurredAt": f"2026-03-0{i + 1}T08:00:00Z",
+            }
+            for i, bits in enumerate(amounts)
+        ]
+    )
+    client.wait_verified(accepted["requestId"])
+    root = client.lock_period(customer, "2026-03")["proofRoot"]
+    pinned = client.log_key()
+    checked = client.verify_period(root, pinned, page_size=2)  # three pages
+    assert (checked.record_count, checked.net_change) == (5, sum(amounts))
+    assert checked.proof_root.hex() == root.removeprefix("0x")
+
+    with Client(running.url) as public:  # the period is public under its proof root
+        genuine = {
+            offset: public._get(f"/api/v1/verify/{root}", {"limit": 2, "offset": offset})
+            for offset in (0, 2, 4)
+        }
+
+    def recount(page: dict[str, Any], count: int) -> None:  # every page: they must agree
+        page["summary"]["recordCount"] = page["recordsTotal"] = count
+
+    def ten_times(page: dict[str, Any], offset: int) -> None:
+        if offset == 2:
+            page["records"][0]["amount"] *= 10
+
+    def dropped(page: dict[str, Any], offset: int) -> None:  # a record and its hash, counts to match
+        recount(page, 4)
+        if offset == 2:
+            page["records"].pop()
+            page["recompute"]["leafHashes"].pop()
+
+    def interior(page: dict[str, Any], offset: int) -> None:
+        # Two leaf hashes replaced by their parent node recompute the same proof root: one
+        # record fewer, its neighbour standing for both, and counts to match.
+        recount(page, 4)
+        if offset == 2:
+            first, second = (bytes.fromhex(h) for h in page["recompute"]["leafHashes"])
+            page["recompute"]["leafHashes"] = [node_hash(first, second).hex()]
+            page["records"] = page["records"][:1]
+
+    def richer(page: dict[str, Any], offset: int) -> None:
+        page["summary"]["netChange"] += 1
+        page["summary"]["endingBalance"] += 1
+
+    forgeries: list[tuple[_Forge, str]] = [
+        (ten_times, r"^page 2\.records\[0\]\.amount: 450 is not the leaf's 45$"),
+        (dropped, r"^records: 3 in all, not the summary's recordCount 4$"),
+        (interior, r"^page 2\.recompute\.leafHashes\[0\]: is not the hash"),
+        (richer, r"^summary\.netChange: 1219 is not the records' sum 1218$"),
+    ]
+    for forge, message in forgeries:
+
+        def lying(
+            request: BaseHTTPRequestHandler, body: bytes, forge: _Forge = forge
+        ) -> tuple[int, dict[str, str], bytes]:
+            offset = int(parse_qs(urlsplit(request.path).query)["offset"][0])
+            page = copy.deepcopy(genuine[offset])
+            forge(page, offset)
+            reply = {"success": True, "data": page}
+            return 200, {"Content-Type": "application/json"}, json.dumps(reply).encode()
+
+        with local_server(lying) as url, Client(url) as liar, pytest.raises(PeriodError, match=message):
+            liar.verify_period(root, pinned, page_size=2)

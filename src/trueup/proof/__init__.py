@@ -5,6 +5,7 @@
 - :mod:`.leaf` — the canonical log leaf (DESIGN.md §3);
 - :mod:`.note`, :mod:`.checkpoint` — C2SP signed notes and checkpoints (Ed25519);
 - :mod:`.bundle` — offline proof bundles for ``trueup verify``;
+- :mod:`.period` — a period checkpoint checked from its records;
 - :mod:`.errors` — :class:`ProofError` and its subclasses.
 
 It imports only the standard library and ``cryptography``, so the offline verifier runs
@@ -30,6 +31,7 @@ from trueup.proof.errors import (
     ConsistencyProofError,
     InclusionProofError,
     LeafEncodingError,
+    PeriodError,
     ProofError,
     TreeError,
 )
@@ -67,6 +69,7 @@ from trueup.proof.merkle import (
     verify_inclusion,
 )
 from trueup.proof.note import VerifierKey, format_verifier_key, key_id, parse_verifier_key
+from trueup.proof.period import PERIOD_ROOT_PREFIX, VerifiedPeriod, period_proof_root, verify_period
 
 __all__ = [
     "BUNDLE_VERSION",
@@ -74,6 +77,7 @@ __all__ = [
     "HASH_SIZE",
     "LEAF_VERSION",
     "MAX_SAFE_INTEGER",
+    "PERIOD_ROOT_PREFIX",
     "SALT_SIZE",
     "BundleError",
     "CheckpointError",
@@ -87,10 +91,12 @@ __all__ = [
     "MemoryTree",
     "NodeId",
     "NodeLookup",
+    "PeriodError",
     "ProofError",
     "StoredNode",
     "TreeError",
     "TreeHead",
+    "VerifiedPeriod",
     "VerifierKey",
     "anchor_id",
     "canonical_json",
@@ -115,6 +121,7 @@ __all__ = [
     "parse_checkpoint",
     "parse_checkpoint_body",
     "parse_verifier_key",
+    "period_proof_root",
     "private_key_from_pem",
     "private_key_from_seed",
     "private_key_to_pem",
@@ -126,4 +133,5 @@ __all__ = [
     "verify_checkpoint",
     "verify_consistency",
     "verify_inclusion",
+    "verify_period",
 ]

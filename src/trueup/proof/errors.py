@@ -15,6 +15,7 @@ __all__ = [
     "ConsistencyProofError",
     "InclusionProofError",
     "LeafEncodingError",
+    "PeriodError",
     "ProofError",
     "TreeError",
     "shown",
@@ -58,6 +59,11 @@ class BundleError(ProofError):
     The message starts with the bundle field at fault (``bundle.treeSize: ...``); when the
     failure came from a lower-level check, that error is chained as ``__cause__``.
     """
+
+
+class PeriodError(ProofError):
+    """A period checkpoint's pages are malformed or one of their checks failed; the message
+    starts with the page and field at fault (``page 2.records[3].amount: ...``)."""
 
 
 def shown(value: object) -> str:

@@ -28,12 +28,14 @@ import httpx
 from trueup.proof import (
     ProofError,
     TreeHead,
+    VerifiedPeriod,
     leaf_fields_from_json,
     load_bundle,
     parse_verifier_key,
     verify_bundle,
     verify_checkpoint,
     verify_consistency,
+    verify_period,
 )
 from trueup.sdk.errors import TrueupError
 
@@ -230,6 +232,31 @@ class Client:
             delta=leaf.delta,
             occurred_at=leaf.occurred_at,
         )
+
+    def verify_period(
+        self, proof_root: str, pinned_key: str, *, origin: str | None = None, page_size: int = 1000
+    ) -> VerifiedPeriod:
+        """Fetch every page of a period checkpoint (``GET /api/v1/verify/{proofRoot}``, public)
+        and check it here against ``pinned_key`` (:func:`trueup.proof.verify_period`): every
+        record proven in the signed log, as many as the summary says, recomputing the proof
+        root, summing to its net change. Raises :class:`~trueup.proof.ProofError` when any
+        check fails. Every page but the last must be full, so a server cannot make the client
+        ask for more than ``recordsTotal / page_size`` pages."""
+        key = parse_verifier_key(pinned_key)
+        pages: list[dict[str, Any]] = []
+        fetched = 0
+        while True:
+            page = self._get(
+                f"/api/v1/verify/{_segment(proof_root)}", {"limit": page_size, "offset": fetched}
+            )
+            pages.append(page)
+            records, total = page.get("records"), page.get("recordsTotal")
+            if not isinstance(records, list) or type(total) is not int or len(records) < page_size:
+                break  # the last page (or not a period's: verify_period says what is wrong)
+            fetched += len(records)
+            if fetched >= total:
+                break
+        return verify_period(pages, key, origin=origin)
 
     def follow(self, trusted_checkpoint: str, pinned_key: str, *, origin: str | None = None) -> Followed:
         """The newest signed checkpoint, proven (RFC 9162 consistency) to extend

@@ -7,10 +7,7 @@ can be sealed after it (the sequencer fails such deltas).
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
-
-from trueup.proof import root_from_leaf_hashes
+from trueup.proof import period_proof_root
 from trueup.storage.balance_records import ACCOUNT_NO_SQL
 from trueup.storage.balances import BalanceSnapshot
 from trueup.storage.engine import Engine, Tx
@@ -27,13 +24,6 @@ from trueup.storage.locks import (
 from trueup.storage.outbox import enqueue_checkpoint_event
 
 __all__ = ["CheckpointRecord", "CheckpointStore", "period_proof_root"]
-
-_PROOF_ROOT_PREFIX = b"\x03"  # distinct from RFC 9162's 0x00 (leaf) and 0x01 (node)
-
-
-def period_proof_root(nonce: bytes, leaf_hashes: Sequence[bytes]) -> bytes:
-    """SHA-256(0x03 ‖ nonce ‖ MTH(leaf hashes)) — what a client recomputes to check a root."""
-    return hashlib.sha256(_PROOF_ROOT_PREFIX + nonce + root_from_leaf_hashes(leaf_hashes)).digest()
 
 
 def _sealed_since(tx: Tx, tenant_id: str, customer_id: str, period: str, tree_size: int) -> bool:

@@ -1,0 +1,231 @@
+"""A period checkpoint checked from its records, without trusting the server.
+
+Locking a customer-month publishes it under a proof root, ``SHA-256(0x03 ‖ nonce ‖ root)``,
+where ``root`` is the RFC 9162 tree root whose leaf nodes are the period's leaf hashes (each
+already ``SHA-256(0x00 ‖ leaf)``, not hashed again). ``GET /api/v1/verify/{proofRoot}`` shows
+the period's summary and its records in pages, each record with its leaf, its leaf hash and its
+inclusion proof in the signed tree head the period was locked under. :func:`verify_period`
+checks every page against a pinned log key.
+
+The proof root does not commit to the number of records on its own: a list holding an interior
+node of the tree in place of the two leaf hashes under it recomputes the same root. So every
+leaf hash is recomputed from its record's leaf, proven in the signed tree, and the records must
+be as many as the summary says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from trueup.proof.checkpoint import verify_checkpoint
+from trueup.proof.errors import CheckpointError, InclusionProofError, LeafEncodingError, PeriodError, shown
+from trueup.proof.leaf import encode_leaf, leaf_fields_from_json
+from trueup.proof.merkle.hashing import leaf_hash, root_from_leaf_hashes
+from trueup.proof.merkle.verify import verify_inclusion
+from trueup.proof.note import VerifierKey, parse_verifier_key
+
+__all__ = ["PERIOD_ROOT_PREFIX", "VerifiedPeriod", "period_proof_root", "verify_period"]
+
+PERIOD_ROOT_PREFIX = b"\x03"
+"""Distinct from RFC 9162's 0x00 (leaf) and 0x01 (node)."""
+
+_T = TypeVar("_T")
+_HEX_HASH = re.compile(r"[0-9a-f]{64}")
+_HEX_NONCE = re.compile(r"(?:[0-9a-f]{2})+")
+_ANCHOR = re.compile(r"a_(0|[1-9][0-9]{0,19})")
+
+
+def period_proof_root(nonce: bytes, leaf_hashes: Sequence[bytes]) -> bytes:
+    """``SHA-256(0x03 ‖ nonce ‖ MTH(leaf hashes))``: a period checkpoint's proof root."""
+    return hashlib.sha256(PERIOD_ROOT_PREFIX + nonce + root_from_leaf_hashes(leaf_hashes)).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedPeriod:
+    """A period checkpoint whose every record was proven in the log the pinned key signs."""
+
+    proof_root: bytes
+    customer_id: str
+    period: str
+    record_count: int
+    net_change: int
+    starting_balance: int
+    ending_balance: int
+    tree_size: int
+    tree_root: bytes
+
+
+def _member(value: Mapping[str, object], name: str, kind: type[_T], where: str) -> _T:
+    got = value.get(name)
+    if not isinstance(got, kind) or type(got) is not kind:  # exactly: True is no int here
+        raise PeriodError(f"{where}.{name}: must be {kind.__name__}, got {shown(got)}")
+    return got
+
+
+def _root(value: object, where: str) -> bytes:
+    """A root as the API writes it: ``0x`` and 64 lower-case hex digits."""
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise PeriodError(f"{where}: must be 0x and 64 lower-case hex digits, got {shown(value)}")
+    return _hash(value[2:], where)
+
+
+def _hash(value: object, where: str) -> bytes:
+    if not isinstance(value, str) or not _HEX_HASH.fullmatch(value):
+        raise PeriodError(f"{where}: must be 64 lower-case hex digits, got {shown(value)}")
+    return bytes.fromhex(value)
+
+
+def verify_period(  # noqa: PLR0912, PLR0915 - one check after another, each naming its field
+    pages: Sequence[Mapping[str, object]],
+    verifier_key: str | VerifierKey,
+    *,
+    origin: str | None = None,
+) -> VerifiedPeriod:
+    """Check the pages of ``GET /api/v1/verify/{proofRoot}`` for a period checkpoint, in order
+    from offset 0, against a pinned log key; return what they prove.
+
+    1. The pages agree on everything but their records, and each begins where the one before
+       it ended.
+    2. ``checkpoint`` is signed by ``verifier_key`` for the log ``origin`` (by default the key's
+       name), and states ``treeSize`` and ``treeRoot``.
+    3. Each record's leaf hashes to its ``leafHash`` and to the page's ``recompute.leafHashes``
+       entry; its ``inclusionProof`` proves that leaf at its ``anchorId`` in that tree; the
+       records are in leaf order, of one tenant, of ``customerId`` and of ``period``, and each
+       shows its leaf's amount and key.
+    4. The records are as many as ``summary.recordCount``, their leaf hashes with the nonce
+       recompute ``proofRoot``, their amounts sum to ``summary.netChange``, and
+       ``startingBalance`` plus that is ``endingBalance``.
+
+    Raises:
+        PeriodError: naming the first check that failed (``page 2.records[3].leaf: ...``).
+    """
+    if not pages:
+        raise PeriodError("no pages: fetch the period from offset 0")
+    first = pages[0]
+    if not isinstance(first, Mapping):
+        raise PeriodError(f"page 1: must be an object, got {type(first).__name__}")
+    shared = (
+        "proofRoot",
+        "customerId",
+        "period",
+        "summary",
+        "recordsTotal",
+        "treeSize",
+        "treeRoot",
+        "checkpoint",
+    )
+    proof_root = _root(first.get("proofRoot"), "page 1.proofRoot")
+    customer_id = _member(first, "customerId", str, "page 1")
+    period = _member(first, "period", str, "page 1")
+    tree_size = _member(first, "treeSize", int, "page 1")
+    tree_root = _root(first.get("treeRoot"), "page 1.treeRoot")
+    note = _member(first, "checkpoint", str, "page 1")
+    summary: dict[str, Any] = _member(first, "summary", dict, "page 1")
+    count = _member(summary, "recordCount", int, "page 1.summary")
+    net = _member(summary, "netChange", int, "page 1.summary")
+    starting = _member(summary, "startingBalance", int, "page 1.summary")
+    ending = _member(summary, "endingBalance", int, "page 1.summary")
+    if _member(first, "recordsTotal", int, "page 1") != count:
+        raise PeriodError(f"page 1.recordsTotal: is not the summary's recordCount {count}")
+
+    try:
+        key = verifier_key if isinstance(verifier_key, VerifierKey) else parse_verifier_key(verifier_key)
+        head = verify_checkpoint(note, key, origin=key.name if origin is None else origin)
+    except CheckpointError as exc:
+        raise PeriodError(f"page 1.checkpoint: {exc}") from exc
+    if head.size != tree_size or not hmac.compare_digest(head.root, tree_root):
+        raise PeriodError(
+            f"page 1.treeSize, treeRoot: {tree_size} and {tree_root.hex()} are not the size {head.size} "
+            f"and root {head.root.hex()} of the signed checkpoint"
+        )
+
+    hashes: list[bytes] = []
+    nonce: bytes | None = None
+    tenant: str | None = None
+    last_index = -1
+    total = 0
+    for number, page in enumerate(pages, 1):
+        where = f"page {number}"
+        if not isinstance(page, Mapping):
+            raise PeriodError(f"{where}: must be an object, got {type(page).__name__}")
+        for name in shared:
+            if page.get(name) != first.get(name):
+                raise PeriodError(f"{where}.{name}: differs from page 1's")
+        if _member(page, "offset", int, where) != len(hashes):
+            raise PeriodError(f"{where}.offset: must be {len(hashes)}, where the page before ended")
+        recompute: dict[str, Any] = _member(page, "recompute", dict, where)
+        page_nonce = _member(recompute, "nonce", str, f"{where}.recompute")
+        if not _HEX_NONCE.fullmatch(page_nonce) or (nonce is not None and bytes.fromhex(page_nonce) != nonce):
+            raise PeriodError(f"{where}.recompute.nonce: must be page 1's, in lower-case hex")
+        nonce = bytes.fromhex(page_nonce)
+        records: list[Any] = _member(page, "records", list, where)
+        listed: list[Any] = _member(recompute, "leafHashes", list, f"{where}.recompute")
+        if len(listed) != len(records):
+            raise PeriodError(f"{where}.recompute.leafHashes: {len(listed)} for {len(records)} records")
+        for i, record in enumerate(records):
+            at = f"{where}.records[{i}]"
+            if not isinstance(record, Mapping):
+                raise PeriodError(f"{at}: must be an object, got {type(record).__name__}")
+            try:
+                leaf = leaf_fields_from_json(record.get("leaf"))
+            except LeafEncodingError as exc:  # its message starts with the leaf's field, as a rule
+                message = str(exc)
+                raise PeriodError(
+                    f"{at}.{message}" if message.startswith("leaf") else f"{at}.leaf: {message}"
+                ) from exc
+            hashed = leaf_hash(encode_leaf(leaf))
+            for claimed, named in (
+                (record.get("leafHash"), f"{at}.leafHash"),
+                (listed[i], f"{where}.recompute.leafHashes[{i}]"),
+            ):
+                if not hmac.compare_digest(_hash(claimed, named), hashed):
+                    raise PeriodError(f"{named}: is not the hash {hashed.hex()} of {at}.leaf")
+            anchor = _ANCHOR.fullmatch(_member(record, "anchorId", str, at))
+            if anchor is None:
+                raise PeriodError(
+                    f"{at}.anchorId: must be a_<leaf index>, got {shown(record.get('anchorId'))}"
+                )
+            index = int(anchor.group(1))
+            if index <= last_index:
+                raise PeriodError(f"{at}.anchorId: leaf {index} does not come after leaf {last_index}")
+            proof: list[Any] = _member(record, "inclusionProof", list, at)
+            nodes = [_hash(node, f"{at}.inclusionProof[{n}]") for n, node in enumerate(proof)]
+            try:
+                verify_inclusion(hashed, index, head.size, nodes, head.root)
+            except InclusionProofError as exc:
+                raise PeriodError(f"{at}.inclusionProof: {exc}") from exc
+            if tenant is not None and leaf.tenant != tenant:
+                raise PeriodError(
+                    f"{at}.leaf.tenant: {shown(leaf.tenant)} is not the others' {shown(tenant)}"
+                )
+            if leaf.customer_id != customer_id or leaf.occurred_at[:7] != period:
+                raise PeriodError(f"{at}.leaf: is not a delta of {shown(customer_id)} in {period}")
+            if record.get("amount") != leaf.delta or type(record.get("amount")) is not int:
+                raise PeriodError(
+                    f"{at}.amount: {shown(record.get('amount'))} is not the leaf's {leaf.delta}"
+                )
+            if record.get("referenceId") != leaf.key:
+                raise PeriodError(
+                    f"{at}.referenceId: {shown(record.get('referenceId'))} is not the leaf's key"
+                )
+            tenant, last_index = leaf.tenant, index
+            hashes.append(hashed)
+            total += leaf.delta
+
+    if len(hashes) != count:
+        raise PeriodError(f"records: {len(hashes)} in all, not the summary's recordCount {count}")
+    recomputed = period_proof_root(nonce or b"", hashes)
+    if not hmac.compare_digest(recomputed, proof_root):
+        raise PeriodError(f"proofRoot: the records recompute {recomputed.hex()}, not {proof_root.hex()}")
+    if total != net:
+        raise PeriodError(f"summary.netChange: {net} is not the records' sum {total}")
+    if starting + net != ending:
+        raise PeriodError(
+            f"summary.endingBalance: {ending} is not startingBalance {starting} + netChange {net}"
+        )
+    return VerifiedPeriod(proof_root, customer_id, period, count, net, starting, ending, head.size, head.root)
