@@ -99,7 +99,9 @@ def verify_period(  # noqa: PLR0912, PLR0915 - one check after another, each nam
        shows its leaf's amount and key.
     4. The records are as many as ``summary.recordCount``, their leaf hashes with the nonce
        recompute ``proofRoot``, their amounts sum to ``summary.netChange``, and
-       ``startingBalance`` plus that is ``endingBalance``.
+       ``startingBalance`` plus that is ``endingBalance``. The starting balance itself rests
+       on the deltas before the period, which these pages do not hold: derive the customer's
+       balance up to the period's start, or verify the previous period, to check it.
 
     Raises:
         PeriodError: naming the first check that failed (``page 2.records[3].leaf: ...``).
