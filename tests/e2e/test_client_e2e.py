@@ -261,15 +261,24 @@ def test_a_period_is_checked_page_by_page_and_a_forged_page_fails_here(
             }
             for i, bits in enumerate(amounts)
         ]
+        + [{"key": "client-p-april", "accountId": customer, "bits": 9, "occurredAt": "2026-04-01T08:00:00Z"}]
     )
     client.wait_verified(accepted["requestId"])
     root = client.lock_period(customer, "2026-03")["proofRoot"]
     pinned = client.log_key()
     checked = client.verify_period(root, pinned, page_size=2)  # three pages
     assert (checked.record_count, checked.net_change) == (5, sum(amounts))
-    assert checked.proof_root.hex() == root.removeprefix("0x")
+    assert checked.proof_root.hex() == root.removeprefix("0x") and checked.tenant.startswith("ten_")
+    with pytest.raises(ValueError, match="page_size"):
+        client.verify_period(root, pinned, page_size=0)
+    # A month without records: its proof root commits to no customer, month or balance.
+    empty = client.lock_period(customer, "2026-05")["proofRoot"]
+    with pytest.raises(PeriodError, match="proves nothing"):
+        client.verify_period(empty, pinned)
+    april = client.lock_period(customer, "2026-04")["proofRoot"]
 
     with Client(running.url) as public:  # the period is public under its proof root
+        public_april = public._get(f"/api/v1/verify/{april}")
         genuine = {
             offset: public._get(f"/api/v1/verify/{root}", {"limit": 2, "offset": offset})
             for offset in (0, 2, 4)
@@ -301,11 +310,25 @@ def test_a_period_is_checked_page_by_page_and_a_forged_page_fails_here(
         page["summary"]["netChange"] += 1
         page["summary"]["endingBalance"] += 1
 
+    def elsewhere(page: dict[str, Any], offset: int) -> None:  # a genuine period, another root
+        page.clear()
+        page.update(public_april)
+
+    def endless(page: dict[str, Any], offset: int) -> None:  # the client would fetch forever
+        recount(page, 10**15)
+
+    def unstorable(page: dict[str, Any], offset: int) -> None:
+        if offset == 2:
+            page["records"][0]["leaf"]["customerId"] = "\ud800"
+
     forgeries: list[tuple[_Forge, str]] = [
         (ten_times, r"^page 2\.records\[0\]\.amount: 450 is not the leaf's 45$"),
         (dropped, r"^records: 3 in all, not the summary's recordCount 4$"),
         (interior, r"^page 2\.recompute\.leafHashes\[0\]: is not the hash"),
         (richer, r"^summary\.netChange: 1219 is not the records' sum 1218$"),
+        (elsewhere, r"^page 1\.proofRoot: 0x[0-9a-f]{64} is not the root asked for$"),
+        (endless, r"^page 1\.recordsTotal: 1000000000000000 is not 0\.\.\d+, the signed size$"),
+        (unstorable, r"^page 2\.records\[0\]\.leaf\.customerId: "),
     ]
     for forge, message in forgeries:
 
@@ -318,5 +341,19 @@ def test_a_period_is_checked_page_by_page_and_a_forged_page_fails_here(
             reply = {"success": True, "data": page}
             return 200, {"Content-Type": "application/json"}, json.dumps(reply).encode()
 
-        with local_server(lying) as url, Client(url) as liar, pytest.raises(PeriodError, match=message):
+        with local_server(lying) as url, Client(url) as liar, pytest.raises(ProofError, match=message):
             liar.verify_period(root, pinned, page_size=2)
+
+    def doubled(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        # A second "summary" before the genuine one: json.loads would keep the last.
+        text = json.dumps({"success": True, "data": genuine[0]}).replace(
+            '"summary": ', '"summary": {}, "summary": ', 1
+        )
+        return 200, {"Content-Type": "application/json"}, text.encode()
+
+    with (
+        local_server(doubled) as url,
+        Client(url) as liar,
+        pytest.raises(PeriodError, match="duplicate member 'summary'"),
+    ):
+        liar.verify_period(root, pinned, page_size=2)

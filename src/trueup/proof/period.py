@@ -11,6 +11,13 @@ The proof root does not commit to the number of records on its own: a list holdi
 node of the tree in place of the two leaf hashes under it recomputes the same root. So every
 leaf hash is recomputed from its record's leaf, proven in the signed tree, and the records must
 be as many as the summary says.
+
+What the proof root does not commit to, nothing here can prove: the customer and month come
+from the records' leaves (so a period without records proves nothing, and is refused), the
+tree head is one that holds every record (the server shows the one the period was locked
+under, but a later one holds them too), and the starting balance rests on deltas before the
+period. And a server chooses which proof root it answers for: compare the one returned with the
+one you hold (``expected_root``).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ _T = TypeVar("_T")
 _HEX_HASH = re.compile(r"[0-9a-f]{64}")
 _HEX_NONCE = re.compile(r"(?:[0-9a-f]{2})+")
 _ANCHOR = re.compile(r"a_(0|[1-9][0-9]{0,19})")
+_PERIOD = re.compile(r"[0-9]{4}-(?:0[1-9]|1[0-2])")
 
 
 def period_proof_root(nonce: bytes, leaf_hashes: Sequence[bytes]) -> bytes:
@@ -47,9 +55,17 @@ def period_proof_root(nonce: bytes, leaf_hashes: Sequence[bytes]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class VerifiedPeriod:
-    """A period checkpoint whose every record was proven in the log the pinned key signs."""
+    """A period checkpoint whose every record was proven in the log the pinned key signs.
+
+    ``tenant``, ``customer_id`` and ``period`` are those of every record's leaf;
+    ``record_count`` and ``net_change`` are the records' own. ``starting_balance`` is the
+    server's statement (``ending_balance`` is it plus ``net_change``); ``tree_size`` and
+    ``tree_root`` are a signed tree head that holds every record, not necessarily the one the
+    period was locked under.
+    """
 
     proof_root: bytes
+    tenant: str
     customer_id: str
     period: str
     record_count: int
@@ -85,6 +101,7 @@ def verify_period(  # noqa: PLR0912, PLR0915 - one check after another, each nam
     verifier_key: str | VerifierKey,
     *,
     origin: str | None = None,
+    expected_root: bytes | None = None,
 ) -> VerifiedPeriod:
     """Check the pages of ``GET /api/v1/verify/{proofRoot}`` for a period checkpoint, in order
     from offset 0, against a pinned log key; return what they prove.
@@ -103,11 +120,13 @@ def verify_period(  # noqa: PLR0912, PLR0915 - one check after another, each nam
        on the deltas before the period, which these pages do not hold: derive the customer's
        balance up to the period's start, or verify the previous period, to check it.
 
+    With ``expected_root`` (the proof root you hold), pages for any other root are refused.
+
     Raises:
         PeriodError: naming the first check that failed (``page 2.records[3].leaf: ...``).
     """
-    if not pages:
-        raise PeriodError("no pages: fetch the period from offset 0")
+    if not isinstance(pages, list | tuple) or not pages:
+        raise PeriodError("pages: must be a non-empty list, fetched from offset 0")
     first = pages[0]
     if not isinstance(first, Mapping):
         raise PeriodError(f"page 1: must be an object, got {type(first).__name__}")
@@ -122,8 +141,12 @@ def verify_period(  # noqa: PLR0912, PLR0915 - one check after another, each nam
         "checkpoint",
     )
     proof_root = _root(first.get("proofRoot"), "page 1.proofRoot")
+    if expected_root is not None and not hmac.compare_digest(proof_root, expected_root):
+        raise PeriodError(f"page 1.proofRoot: 0x{proof_root.hex()} is not the root asked for")
     customer_id = _member(first, "customerId", str, "page 1")
     period = _member(first, "period", str, "page 1")
+    if not _PERIOD.fullmatch(period):
+        raise PeriodError(f"page 1.period: must be YYYY-MM, got {shown(period)}")
     tree_size = _member(first, "treeSize", int, "page 1")
     tree_root = _root(first.get("treeRoot"), "page 1.treeRoot")
     note = _member(first, "checkpoint", str, "page 1")
@@ -134,6 +157,11 @@ def verify_period(  # noqa: PLR0912, PLR0915 - one check after another, each nam
     ending = _member(summary, "endingBalance", int, "page 1.summary")
     if _member(first, "recordsTotal", int, "page 1") != count:
         raise PeriodError(f"page 1.recordsTotal: is not the summary's recordCount {count}")
+    if count == 0:
+        raise PeriodError(
+            "summary.recordCount: 0; a period without records proves nothing: its proof root "
+            "commits to no customer, month or balance"
+        )
 
     try:
         key = verifier_key if isinstance(verifier_key, VerifierKey) else parse_verifier_key(verifier_key)
@@ -175,12 +203,12 @@ def verify_period(  # noqa: PLR0912, PLR0915 - one check after another, each nam
                 raise PeriodError(f"{at}: must be an object, got {type(record).__name__}")
             try:
                 leaf = leaf_fields_from_json(record.get("leaf"))
+                hashed = leaf_hash(encode_leaf(leaf))
             except LeafEncodingError as exc:  # its message starts with the leaf's field, as a rule
                 message = str(exc)
                 raise PeriodError(
                     f"{at}.{message}" if message.startswith("leaf") else f"{at}.leaf: {message}"
                 ) from exc
-            hashed = leaf_hash(encode_leaf(leaf))
             for claimed, named in (
                 (record.get("leafHash"), f"{at}.leafHash"),
                 (listed[i], f"{where}.recompute.leafHashes[{i}]"),
@@ -230,4 +258,8 @@ def verify_period(  # noqa: PLR0912, PLR0915 - one check after another, each nam
         raise PeriodError(
             f"summary.endingBalance: {ending} is not startingBalance {starting} + netChange {net}"
         )
-    return VerifiedPeriod(proof_root, customer_id, period, count, net, starting, ending, head.size, head.root)
+    if tenant is None:  # count > 0, so a record named it; for the type checker
+        raise PeriodError("records: none")
+    return VerifiedPeriod(
+        proof_root, tenant, customer_id, period, count, net, starting, ending, head.size, head.root
+    )

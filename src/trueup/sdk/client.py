@@ -26,6 +26,7 @@ from urllib.parse import quote
 import httpx
 
 from trueup.proof import (
+    PeriodError,
     ProofError,
     TreeHead,
     VerifiedPeriod,
@@ -37,12 +38,14 @@ from trueup.proof import (
     verify_consistency,
     verify_period,
 )
+from trueup.proof.canonical import unique_members
 from trueup.sdk.errors import TrueupError
 
 __all__ = ["Client", "Followed", "VerifiedDelta"]
 
 _RETRY_STATUSES = frozenset({429, 503})
 _HEX_HASH = re.compile(r"[0-9a-f]{64}")
+_ROOT = re.compile(r"(?:0x)?([0-9a-f]{64})")
 _MAX_WAIT_S = 5.0  # the longest one wait between attempts, whatever Retry-After says
 
 
@@ -236,27 +239,60 @@ class Client:
     def verify_period(
         self, proof_root: str, pinned_key: str, *, origin: str | None = None, page_size: int = 1000
     ) -> VerifiedPeriod:
-        """Fetch every page of a period checkpoint (``GET /api/v1/verify/{proofRoot}``, public)
-        and check it here against ``pinned_key`` (:func:`trueup.proof.verify_period`): every
-        record proven in the signed log, as many as the summary says, recomputing the proof
-        root, summing to its net change. Raises :class:`~trueup.proof.ProofError` when any
-        check fails. Every page but the last must be full, so a server cannot make the client
-        ask for more than ``recordsTotal / page_size`` pages."""
+        """Fetch every page of the period checkpoint ``proof_root`` (``GET
+        /api/v1/verify/{proofRoot}``, public) and check it here against ``pinned_key``
+        (:func:`trueup.proof.verify_period`): pages for that root only, every record proven in
+        the signed log, as many as the summary says, recomputing the root, summing to its net
+        change. Raises :class:`~trueup.proof.ProofError` when any check fails.
+
+        The pages are read as ``trueup verify`` reads a bundle (a member given twice is
+        refused). A server cannot make the client fetch without end: ``recordsTotal`` is page
+        1's and at most the size of the signed tree page 1 shows (the records are distinct
+        leaves of it), and every page but the last must be full."""
+        if type(page_size) is not int or not 1 <= page_size <= 1000:
+            raise ValueError(f"page_size must be 1..1000, got {page_size!r}")
         key = parse_verifier_key(pinned_key)
+        match = _ROOT.fullmatch(proof_root.lower())
+        if match is None:
+            raise ProofError(f"proof_root must be 64 hex digits (0x optional), got {proof_root[:80]!r}")
+        wanted = bytes.fromhex(match.group(1))
         pages: list[dict[str, Any]] = []
-        fetched = 0
+        total = 0
         while True:
-            page = self._get(
-                f"/api/v1/verify/{_segment(proof_root)}", {"limit": page_size, "offset": fetched}
-            )
+            page = self._period_page(wanted, page_size, len(pages) * page_size)
+            if not pages:  # what bounds the rest
+                head = verify_checkpoint(str(page.get("checkpoint")), key, origin=origin or key.name)
+                claimed = page.get("recordsTotal")
+                if not isinstance(claimed, int) or isinstance(claimed, bool) or not 0 <= claimed <= head.size:
+                    raise ProofError(
+                        f"page 1.recordsTotal: {claimed!r} is not 0..{head.size}, the signed size"
+                    )
+                total = claimed
+            elif page.get("recordsTotal") != total:
+                raise ProofError("page recordsTotal: differs from page 1's")
             pages.append(page)
-            records, total = page.get("records"), page.get("recordsTotal")
-            if not isinstance(records, list) or type(total) is not int or len(records) < page_size:
-                break  # the last page (or not a period's: verify_period says what is wrong)
-            fetched += len(records)
-            if fetched >= total:
-                break
-        return verify_period(pages, key, origin=origin)
+            records = page.get("records")
+            if not isinstance(records, list) or len(records) != page_size or len(pages) * page_size >= total:
+                break  # the last page (verify_period says what is wrong with a short one)
+        return verify_period(pages, key, origin=origin, expected_root=wanted)
+
+    def _period_page(self, root: bytes, limit: int, offset: int) -> dict[str, Any]:
+        reply = self._send(
+            "GET",
+            f"/api/v1/verify/0x{root.hex()}",
+            params={"limit": str(limit), "offset": str(offset)},
+            retry=True,
+        )
+        if not reply.is_success:
+            _data(reply)  # raises the server's error
+        try:  # a member given twice would show one reader what another does not check
+            document = json.loads(reply.text, object_pairs_hook=unique_members("page", PeriodError))
+        except (ValueError, RecursionError) as exc:  # PeriodError is not a ValueError
+            raise ProofError(f"page at offset {offset}: not JSON ({exc})") from exc
+        data = document.get("data") if isinstance(document, dict) else None
+        if not isinstance(data, dict):
+            raise ProofError(f"page at offset {offset}: the reply holds no period")
+        return data
 
     def follow(self, trusted_checkpoint: str, pinned_key: str, *, origin: str | None = None) -> Followed:
         """The newest signed checkpoint, proven (RFC 9162 consistency) to extend
