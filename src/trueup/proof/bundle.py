@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import hmac
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from trueup.proof.canonical import JSONValue, unique_members
+from trueup.proof.canonical import JSONValue, hex_hash, unique_members
 from trueup.proof.checkpoint import TreeHead, parse_checkpoint, verify_checkpoint
 from trueup.proof.errors import BundleError, CheckpointError, InclusionProofError, LeafEncodingError, shown
 from trueup.proof.leaf import LeafFields, encode_leaf, leaf_fields_from_json, leaf_fields_to_json
@@ -48,7 +47,6 @@ _KEYS: Final = frozenset(
         "checkpoint",
     }
 )
-_HEX_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 def anchor_id(leaf_index: int) -> str:
@@ -142,9 +140,7 @@ def _natural(bundle: Mapping[str, object], name: str) -> int:
 
 
 def _hash(value: object, where: str) -> bytes:
-    if not isinstance(value, str) or not _HEX_HASH.fullmatch(value):
-        raise BundleError(f"{where}: must be 64 lower-case hex digits, got {shown(value)}")
-    return bytes.fromhex(value)
+    return hex_hash(value, where, BundleError)
 
 
 def _check_shape(bundle: object) -> Mapping[str, object]:

@@ -15,6 +15,7 @@ the same data always compute the same hash. The rules, RFC 8785 §3.2:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from json.encoder import encode_basestring
 from typing import Final, TypeAlias
@@ -27,6 +28,7 @@ __all__ = [
     "ObjectPairsHook",
     "canonical_json",
     "format_number",
+    "hex_hash",
     "json_string",
     "unique_members",
 ]
@@ -246,3 +248,14 @@ def unique_members(what: str, error: type[ProofError]) -> ObjectPairsHook:
         return result
 
     return hook
+
+
+_HEX_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def hex_hash(value: object, where: str, error: type[ProofError]) -> bytes:
+    """A SHA-256 hash as the wire writes it, 64 lower-case hex digits, or ``error`` naming
+    ``where`` (upper case and spaces, which ``bytes.fromhex`` takes, are refused)."""
+    if not isinstance(value, str) or not _HEX_HASH.fullmatch(value):
+        raise error(f"{where}: must be 64 lower-case hex digits, got {shown(value)}")
+    return bytes.fromhex(value)

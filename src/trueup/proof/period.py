@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from trueup.proof.canonical import hex_hash
 from trueup.proof.checkpoint import verify_checkpoint
 from trueup.proof.errors import CheckpointError, InclusionProofError, LeafEncodingError, PeriodError, shown
 from trueup.proof.leaf import encode_leaf, leaf_fields_from_json
@@ -42,7 +43,6 @@ PERIOD_ROOT_PREFIX = b"\x03"
 """Distinct from RFC 9162's 0x00 (leaf) and 0x01 (node)."""
 
 _T = TypeVar("_T")
-_HEX_HASH = re.compile(r"[0-9a-f]{64}")
 _HEX_NONCE = re.compile(r"(?:[0-9a-f]{2})+")
 _ANCHOR = re.compile(r"a_(0|[1-9][0-9]{0,19})")
 _PERIOD = re.compile(r"[0-9]{4}-(?:0[1-9]|1[0-2])")
@@ -91,9 +91,7 @@ def _root(value: object, where: str) -> bytes:
 
 
 def _hash(value: object, where: str) -> bytes:
-    if not isinstance(value, str) or not _HEX_HASH.fullmatch(value):
-        raise PeriodError(f"{where}: must be 64 lower-case hex digits, got {shown(value)}")
-    return bytes.fromhex(value)
+    return hex_hash(value, where, PeriodError)
 
 
 def verify_period(  # noqa: PLR0912, PLR0915 - one check after another, each naming its field

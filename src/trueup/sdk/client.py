@@ -38,13 +38,12 @@ from trueup.proof import (
     verify_consistency,
     verify_period,
 )
-from trueup.proof.canonical import unique_members
+from trueup.proof.canonical import hex_hash, unique_members
 from trueup.sdk.errors import TrueupError
 
 __all__ = ["Client", "Followed", "VerifiedDelta"]
 
 _RETRY_STATUSES = frozenset({429, 503})
-_HEX_HASH = re.compile(r"[0-9a-f]{64}")
 _ROOT = re.compile(r"(?:0x)?([0-9a-f]{64})")
 _MAX_WAIT_S = 5.0  # the longest one wait between attempts, whatever Retry-After says
 
@@ -310,9 +309,9 @@ class Client:
         ):
             raise ProofError("the consistency reply has no checkpoint text or no list of hex nodes")
         new = verify_checkpoint(note, key, origin=name)
-        if not all(_HEX_HASH.fullmatch(node) for node in nodes):  # as the wire writes them
-            raise ProofError("the consistency proof holds a node that is not 64 lower-case hex digits")
-        proof = [bytes.fromhex(node) for node in nodes]
+        proof = [
+            hex_hash(node, f"the consistency proof's node {i}", ProofError) for i, node in enumerate(nodes)
+        ]
         verify_consistency(old.size, new.size, old.root, new.root, proof)
         return Followed(head=new, checkpoint=note)
 
