@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("trueup.cli.audit", "rebuild the log and balances from stored deltas and compare"),
     "proof": ("trueup.cli.proof", "fetch an offline proof bundle of a delta through the API"),
     "verify": ("trueup.cli.verify", "check a proof bundle offline against a pinned key"),
+    "verify-period": (
+        "trueup.cli.verifyperiod",
+        "check a period checkpoint's records through the API against a pinned key",
+    ),
     "log-key": ("trueup.cli.logkey", "print the verifier key of this log's checkpoints"),
     "bench": ("trueup.cli.bench", "run the benchmark report"),
 }

@@ -66,11 +66,12 @@ class PeriodError(ProofError):
     starts with the page and field at fault (``page 2.records[3].amount: ...``)."""
 
 
-def shown(value: object) -> str:
-    """Return ``repr(value)`` cut to 60 characters, for echoing untrusted input in a message.
+def shown(value: object, limit: int = _SHOWN_LIMIT) -> str:
+    """Return ``repr(value)`` cut to ``limit`` (60) characters, for echoing untrusted input in
+    a message.
 
     ``repr`` escapes newlines and control characters, so the message stays on one line; the
     cut keeps a hostile multi-megabyte field out of logs.
     """
     text = repr(value)
-    return text if len(text) <= _SHOWN_LIMIT else text[: _SHOWN_LIMIT - 1] + "\u2026"
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"

@@ -30,6 +30,7 @@ from trueup.proof import (
     ProofError,
     TreeHead,
     VerifiedPeriod,
+    VerifierKey,
     leaf_fields_from_json,
     load_bundle,
     parse_verifier_key,
@@ -208,11 +209,13 @@ class Client:
         """The offline proof bundle of one of your deltas (what ``trueup proof`` saves)."""
         return self._get(f"/api/v1/log/proof/bundle/{_segment(anchor_id)}")
 
-    def verify_delta(self, anchor_id: str, pinned_key: str, *, origin: str | None = None) -> VerifiedDelta:
+    def verify_delta(
+        self, anchor_id: str, pinned_key: str | VerifierKey, *, origin: str | None = None
+    ) -> VerifiedDelta:
         """Fetch the delta's proof bundle and verify it here against ``pinned_key``: the leaf
         is in the tree of the checkpoint that key signed (for the log named ``origin``,
         by default the key's name). Raises :class:`~trueup.proof.ProofError` when it is not."""
-        key = parse_verifier_key(pinned_key)
+        key = _pinned(pinned_key)
         reply = self._send("GET", f"/api/v1/log/proof/bundle/{_segment(anchor_id)}", retry=True)
         if not reply.is_success:
             _data(reply)  # raises the server's error
@@ -236,7 +239,12 @@ class Client:
         )
 
     def verify_period(
-        self, proof_root: str, pinned_key: str, *, origin: str | None = None, page_size: int = 1000
+        self,
+        proof_root: str,
+        pinned_key: str | VerifierKey,
+        *,
+        origin: str | None = None,
+        page_size: int = 1000,
     ) -> VerifiedPeriod:
         """Fetch every page of the period checkpoint ``proof_root`` (``GET
         /api/v1/verify/{proofRoot}``, public) and check it here against ``pinned_key``
@@ -250,7 +258,7 @@ class Client:
         leaves of it), and every page but the last must be full."""
         if type(page_size) is not int or not 1 <= page_size <= 1000:
             raise ValueError(f"page_size must be 1..1000, got {page_size!r}")
-        key = parse_verifier_key(pinned_key)
+        key = _pinned(pinned_key)
         match = _ROOT.fullmatch(proof_root.lower())
         if match is None:
             raise ProofError(f"proof_root must be 64 hex digits (0x optional), got {proof_root[:80]!r}")
@@ -293,11 +301,13 @@ class Client:
             raise ProofError(f"page at offset {offset}: the reply holds no period")
         return data
 
-    def follow(self, trusted_checkpoint: str, pinned_key: str, *, origin: str | None = None) -> Followed:
+    def follow(
+        self, trusted_checkpoint: str, pinned_key: str | VerifierKey, *, origin: str | None = None
+    ) -> Followed:
         """The newest signed checkpoint, proven (RFC 9162 consistency) to extend
         ``trusted_checkpoint``, a note you verified before: the log was only appended to.
         Raises :class:`~trueup.proof.ProofError` when either note or the proof fails."""
-        key = parse_verifier_key(pinned_key)
+        key = _pinned(pinned_key)
         name = origin or key.name
         old = verify_checkpoint(trusted_checkpoint, key, origin=name)
         data = self._get("/api/v1/log/proof/consistency", {"from": old.size})
@@ -360,6 +370,11 @@ class Client:
                 wait = min(_MAX_WAIT_S, advised if advised >= 0 else _backoff(attempt))
             attempt += 1
             time.sleep(wait)
+
+
+def _pinned(key: str | VerifierKey) -> VerifierKey:
+    """A pinned verifier key as given: its text (``name+id+base64``) or already parsed."""
+    return key if isinstance(key, VerifierKey) else parse_verifier_key(key)
 
 
 def _segment(value: str) -> str:

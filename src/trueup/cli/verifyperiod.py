@@ -1,0 +1,91 @@
+"""``trueup verify-period PROOF_ROOT --key KEY``: check a period checkpoint against a pinned key.
+
+Fetches every page of ``GET /api/v1/verify/{proofRoot}`` (public: no API key) and checks them
+here, trusting nothing but the pinned verifier key (:meth:`trueup.sdk.Client.verify_period`):
+every record's leaf is hashed and proven in a tree head that key signed, the records are as
+many as the period's summary says, recompute the proof root and sum to its net change. Prints
+one line; exits 0 when every check passes, naming what was proven, 1 naming the check that
+failed (or why the server could not be asked), and 2 when an argument is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+
+import httpx
+
+from trueup.cli.keyarg import KeyArgumentError, read_verifier_key
+from trueup.proof import ProofError
+from trueup.proof.errors import shown
+from trueup.sdk import Client, TrueupError
+
+__all__ = ["run"]
+
+_ROOT = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="trueup verify-period", description=__doc__)
+    parser.add_argument("proof_root", help="the period checkpoint's proofRoot (0x and 64 hex digits)")
+    parser.add_argument(
+        "--key", required=True, help="the log's verifier key (name+id+base64), or a file holding it"
+    )
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("TRUEUP_URL", "http://127.0.0.1:8000"),
+        help="server base URL (env TRUEUP_URL; default http://127.0.0.1:8000)",
+    )
+    parser.add_argument(
+        "--origin",
+        help="the log's name, which the checkpoints must state (default: the key's name, "
+        "as Trueup names its key after its log)",
+    )
+    parser.add_argument(
+        "--page-size", type=int, default=1000, help="records fetched per request, 1..1000 (default 1000)"
+    )
+    args = parser.parse_args(argv)
+    problem = _argument_problem(args.proof_root, args.url, args.page_size)
+    if problem is not None:
+        print(f"trueup verify-period: {problem}")
+        return 2
+    try:
+        key = read_verifier_key(args.key)
+    except KeyArgumentError as exc:
+        print(f"trueup verify-period: {exc}")
+        return 2
+    with Client(args.url, retries=2) as client:
+        try:
+            period = client.verify_period(args.proof_root, key, origin=args.origin, page_size=args.page_size)
+        except ProofError as exc:
+            print(f"FAILED: {exc}")
+            return 1
+        except TrueupError as exc:
+            print(f"FAILED: the server did not give the period: {shown(str(exc), 300)}")
+            return 1
+    # What was proven, from the records' leaves; the starting balance is the server's word
+    # (it rests on the deltas before the period), and the line says so.
+    print(
+        f"OK: period {period.period} of customer {period.customer_id!r} of tenant {period.tenant!r}: "
+        f"{period.record_count} records, each proven in the tree of size {period.tree_size} with root "
+        f"{period.tree_root.hex()} signed by the pinned key, recompute proof root "
+        f"0x{period.proof_root.hex()} and sum to a net change of {period.net_change}; "
+        f"the server states a starting balance of {period.starting_balance}, "
+        f"so the period ends at {period.ending_balance}"
+    )
+    return 0
+
+
+def _argument_problem(proof_root: str, url: str, page_size: int) -> str | None:
+    if not _ROOT.fullmatch(proof_root):
+        return f"{shown(proof_root)} is not a proof root (0x and 64 hex digits)"
+    if not 1 <= page_size <= 1000:
+        return f"--page-size must be 1..1000, got {page_size}"
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        return f"--url {shown(url)} is not a server URL: {exc}"
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return f"--url {shown(url)} is not a server URL (http:// or https:// and a host)"
+    return None

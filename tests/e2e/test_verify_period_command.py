@@ -1,0 +1,146 @@
+"""``trueup verify-period``: a locked month checked through the real server's public pages, one
+line and an exit code for each outcome: proven, a check that failed (a forged page from a real
+HTTP server on 127.0.0.1, a root the server does not know, no server), an argument wrong."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Running
+from tests.e2e.server import free_port, local_server
+from trueup.cli.main import main
+from trueup.sdk import Client
+
+CUSTOMER = "cli-period-cust"
+AMOUNTS = [500, -120, 45]
+
+
+@pytest.fixture
+def client(running: Running) -> Iterator[Client]:
+    with Client(running.url, running.key) as opened:
+        yield opened
+
+
+@pytest.fixture
+def locked(client: Client) -> tuple[str, str]:
+    """A month of three deltas, locked: ``(its proof root, the log's verifier key)``."""
+    accepted = client.write(
+        [
+            {
+                "key": f"cli-p-{i}",
+                "accountId": CUSTOMER,
+                "bits": bits,
+                "occurredAt": f"2026-06-0{i + 1}T08:00:00Z",
+            }
+            for i, bits in enumerate(AMOUNTS)
+        ]
+        + [{"key": "cli-p-before", "accountId": CUSTOMER, "bits": 1000, "occurredAt": "2026-05-20T08:00:00Z"}]
+    )
+    client.wait_verified(accepted["requestId"])
+    return client.lock_period(CUSTOMER, "2026-06")["proofRoot"], client.log_key()
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(["verify-period", *argv])
+    return code, capsys.readouterr().out
+
+
+def test_the_installed_command_proves_a_locked_month(running: Running, locked: tuple[str, str]) -> None:
+    root, key = locked
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from trueup.cli.main import main; sys.exit(main())",
+            "verify-period",
+            root,
+            "--key",
+            key,
+            "--url",
+            running.url,
+            "--page-size",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    line = done.stdout.strip()
+    assert line.startswith(f"OK: period 2026-06 of customer '{CUSTOMER}' of tenant 'ten_")
+    assert "3 records, each proven in the tree of size " in line
+    assert f"recompute proof root {root} and sum to a net change of {sum(AMOUNTS)};" in line
+    assert line.endswith(f"starting balance of 1000, so the period ends at {1000 + sum(AMOUNTS)}")
+
+
+def test_a_key_file_and_an_upper_case_root_are_taken(
+    running: Running, locked: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, key = locked
+    (tmp_path / "log.pub").write_text(key + "\n")
+    code, out = _run(
+        capsys, root.upper().replace("0X", "0x"), "--key", str(tmp_path / "log.pub"), "--url", running.url
+    )
+    assert (code, out.startswith("OK: period 2026-06")) == (0, True), out
+
+
+def test_a_forged_page_fails_naming_the_field(
+    running: Running, locked: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, key = locked
+    with Client(running.url) as public:
+        genuine = public._get(f"/api/v1/verify/{root}")
+
+    def lying(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        page = json.loads(json.dumps(genuine))
+        page["records"][1]["amount"] = -12  # the leaf says -120
+        return 200, {"Content-Type": "application/json"}, json.dumps({"success": True, "data": page}).encode()
+
+    with local_server(lying) as url:
+        code, out = _run(capsys, root, "--key", key, "--url", url)
+    assert code == 1
+    assert out == "FAILED: page 1.records[1].amount: -12 is not the leaf's -120\n"
+
+
+def test_a_root_the_server_does_not_know_and_no_server_fail(
+    running: Running, locked: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, key = locked
+    code, out = _run(capsys, "0x" + "ab" * 32, "--key", key, "--url", running.url)
+    assert code == 1 and out.startswith("FAILED: the server did not give the period: '404 "), out
+    code, out = _run(capsys, "0x" + "ab" * 32, "--key", key, "--url", f"http://127.0.0.1:{free_port()}")
+    assert code == 1 and out.startswith("FAILED: the server did not give the period: 'CONNECTION_ERROR"), out
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["0xabc", "--key", "KEY"], r"^trueup verify-period: '0xabc' is not a proof root"),
+        (["ROOT", "--key", "KEY", "--page-size", "0"], r"--page-size must be 1\.\.1000, got 0$"),
+        (["ROOT", "--key", "KEY", "--page-size", "1001"], r"--page-size must be 1\.\.1000, got 1001$"),
+        (
+            ["ROOT", "--key", "KEY", "--url", "ftp://127.0.0.1/"],
+            r"--url 'ftp://127\.0\.0\.1/' is not a server URL",
+        ),
+        (["ROOT", "--key", "KEY", "--url", "http://"], r"--url 'http://' is not a server URL"),
+        (["ROOT", "--key", " "], r"--key is empty"),
+        (["ROOT", "--key", "no-such-file"], r"is neither a verifier key .* nor a file$"),
+    ],
+)
+def test_a_wrong_argument_is_exit_2_before_any_request(
+    args: list[str], problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = "localhost/trueup+8792bbd9+AdPqkE5LSMCBuhYr2bdf8Kbsbmr2WpU0GKDl5zOeZ4dQ"  # never used: no request
+    argv = [("0x" + "cd" * 32) if a == "ROOT" else key if a == "KEY" else a for a in args]
+    code, out = _run(capsys, *argv)
+    assert code == 2
+    assert re.search(problem, out.strip()), out
