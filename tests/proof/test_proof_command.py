@@ -6,6 +6,7 @@ stderr, never a traceback or a bundle written out. The server here is a real HTT
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -89,6 +90,19 @@ def test_a_server_s_error_message_is_shown_on_one_line(
             id="not JSON",
         ),
         pytest.param(("application/json", "[1]"), "200, not a Trueup reply: '[1]'", id="not an object"),
+        pytest.param(
+            ("application/json", json.dumps({"success": True, "data": {**BUNDLE, "leafIndex": math.nan}})),
+            "the server's reply is not a bundle `trueup verify` can read: bundle: NaN is not JSON",
+            id="NaN, which trueup verify refuses",
+        ),
+        pytest.param(
+            (
+                "application/json",
+                json.dumps({"success": True, "data": BUNDLE}).replace('"leaf": ', '"leaf": {}, "leaf": ', 1),
+            ),
+            "the server's reply is not a bundle `trueup verify` can read: bundle: duplicate member 'leaf'",
+            id="a member given twice",
+        ),
         pytest.param(
             ("application/json", "[" * 100_000 + "]" * 100_000),
             "200, not a Trueup reply: '[[[[",

@@ -7,9 +7,11 @@ import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 
 import httpx
 
+from trueup.proof import ProofError, load_bundle
 from trueup.proof.errors import shown
 
 __all__ = ["run"]
@@ -60,7 +62,7 @@ def _argument_problem(anchor: str, api_key: str | None) -> str | None:
     return None
 
 
-def _bundle_in(reply: httpx.Response, anchor: str) -> tuple[dict[str, object] | None, str]:
+def _bundle_in(reply: httpx.Response, anchor: str) -> tuple[Mapping[str, object] | None, str]:
     """The bundle for ``anchor`` in the server's reply, or ``None`` and what is wrong with it."""
     try:
         body = reply.json()
@@ -70,10 +72,12 @@ def _bundle_in(reply: httpx.Response, anchor: str) -> tuple[dict[str, object] | 
         return None, f"{reply.status_code}, not a Trueup reply: {reply.text[:200]!r}"
     if reply.status_code != 200:
         return None, f"{reply.status_code} {shown(body.get('message', reply.text[:200]))}"
-    bundle = body.get("data")
+    try:  # as `trueup verify` will read it: no NaN, no member given twice
+        bundle = load_bundle(reply.text)
+    except ProofError as exc:
+        return None, f"the server's reply is not a bundle `trueup verify` can read: {exc}"
     # The bundle is checked offline (trueup verify), but a server answering for another delta
     # is told here, where the requested anchor is known.
-    if not isinstance(bundle, dict) or bundle.get("anchorId") != anchor:
-        got = bundle.get("anchorId") if isinstance(bundle, dict) else None
-        return None, f"the server sent no bundle for {anchor} (got {got!r})"
+    if bundle.get("anchorId") != anchor:
+        return None, f"the server sent no bundle for {anchor} (got {shown(bundle.get('anchorId'))})"
     return bundle, ""
