@@ -89,6 +89,21 @@ def test_duplicate_key_within_one_request(storage: Storage) -> None:
     assert isinstance(different, DuplicateKeyError)
 
 
+def test_a_repeat_in_one_request_is_judged_by_time_as_a_stored_original_is(storage: Storage) -> None:
+    """A first item without occurredAt keeps its acceptance time: a repeat giving another time
+    conflicts, as it would in a later request; a repeat without one is the same delta."""
+    untimed = delta("t", occurred_at="2026-02-10T15:00:00.000000Z", explicit_time=False)
+    [given] = storage.writes.commit(
+        [draft("req_1", untimed, delta("t", occurred_at="2020-01-01T00:00:00.000000Z"))]
+    )
+    assert isinstance(given, DuplicateKeyError) and given.fields == ("occurredAt",)
+    assert "items[1]" in given.message
+    [later] = storage.writes.commit([draft("req_2", untimed, delta("t", explicit_time=False))])
+    assert not isinstance(later, Exception) and later.stored == (0,) and later.duplicates == (1,)
+    [across] = storage.writes.commit([draft("req_3", delta("t", occurred_at="2020-01-01T00:00:00.000000Z"))])
+    assert isinstance(across, DuplicateKeyError) and across.fields == ("occurredAt",)
+
+
 def test_one_refused_request_does_not_fail_its_group(storage: Storage) -> None:
     storage.writes.commit([draft("req_0", delta("a"))])
     results = storage.writes.commit(

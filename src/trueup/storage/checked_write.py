@@ -261,7 +261,9 @@ def _classify(
             original: DeltaDraft = existing[item.key].draft
             repeat: tuple[int, int | None, int] = (index, existing[item.key].seq, -1)
         elif item.key in first_in_request:
-            original = draft.items[first_in_request[item.key]]
+            # Judged as a stored original would be: its time, given or its acceptance time,
+            # is the one it keeps, so a repeat giving another time is a conflict.
+            original = draft.items[first_in_request[item.key]]._replace(explicit_time=True)
             repeat = (index, None, first_in_request[item.key])
         else:
             first_in_request[item.key] = index
