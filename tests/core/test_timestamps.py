@@ -43,6 +43,20 @@ def test_a_fraction_of_any_length_is_taken_to_the_microsecond() -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "canonical"),
+    [
+        ("2016-12-31T23:59:60Z", "2016-12-31T23:59:59.999999Z"),
+        ("2016-12-31T23:59:60.5Z", "2016-12-31T23:59:59.999999Z"),
+        ("2015-07-01T01:29:60+01:30", "2015-06-30T23:59:59.999999Z"),  # its own month, in UTC
+        ("2016-12-31T18:59:60-05:00", "2016-12-31T23:59:59.999999Z"),
+    ],
+)
+def test_a_leap_second_is_the_last_microsecond_of_its_minute(value: str, canonical: str) -> None:
+    """RFC 3339 §5.7: second 60 is a leap second; it stays in its UTC minute, day and month."""
+    assert format_canonical(parse_rfc3339(value, "occurredAt")) == canonical
+
+
+@pytest.mark.parametrize(
     ("value", "message"),
     [
         (
@@ -52,6 +66,10 @@ def test_a_fraction_of_any_length_is_taken_to_the_microsecond() -> None:
         ("2026-02-30T00:00:00Z", "occurredAt: is not a valid date-time: '2026-02-30T00:00:00Z'"),
         ("1969-12-31T23:59:59Z", "occurredAt: must be in 1970 or later, got '1969-12-31T23:59:59Z'"),
         ("2026-02-10T14:30:00.Z", "occurredAt: must be an RFC 3339 date-time with offset"),
+        ("2016-12-31T22:59:60Z", "occurredAt: has second 60, which only a leap second at 23:59 UTC has"),
+        ("2016-12-31T23:59:60+01:00", "occurredAt: has second 60, which only a leap second at 23:59 UTC"),
+        ("2016-12-31T23:58:60Z", "occurredAt: has second 60, which only a leap second at 23:59 UTC has"),
+        ("2016-12-31T23:59:61Z", "occurredAt: is not a valid date-time: '2016-12-31T23:59:61Z'"),
     ],
 )
 def test_a_time_out_of_range_or_malformed_is_named_for_what_it_is(value: str, message: str) -> None:

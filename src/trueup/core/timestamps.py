@@ -31,7 +31,8 @@ _MIN_YEAR = 1970
 def parse_rfc3339(value: object, field: str) -> datetime:
     """Parse an RFC 3339 date-time with an explicit offset into an aware UTC datetime.
 
-    Fractions of any length are accepted and truncated to microseconds. Raises
+    Fractions of any length are accepted and truncated to microseconds. A leap second
+    (``23:59:60`` in UTC, at any offset) is taken as ``23:59:59.999999``. Raises
     :class:`ValidationError` naming ``field`` for anything else (naive times, dates alone,
     years before 1970, a trailing newline).
     """
@@ -44,9 +45,13 @@ def parse_rfc3339(value: object, field: str) -> datetime:
         )
     fraction = (match.group(7) or ".0")[1:7].ljust(6, "0")
     offset = match.group(8).upper()
+    # A leap second (RFC 3339 §5.7, second 60) has no datetime of its own: it is kept as the
+    # last microsecond before it, so it stays in its minute, day and month.
+    leap = match.group(6) == "60"
+    second, fraction = ("59", "999999") if leap else (match.group(6), fraction)
     text = (
         f"{match.group(1)}-{match.group(2)}-{match.group(3)}T{match.group(4)}:{match.group(5)}:"
-        f"{match.group(6)}.{fraction}{'+00:00' if offset == 'Z' else offset}"
+        f"{second}.{fraction}{'+00:00' if offset == 'Z' else offset}"
     )
     try:
         moment = datetime.fromisoformat(text)
@@ -56,6 +61,10 @@ def parse_rfc3339(value: object, field: str) -> datetime:
         parsed = moment.astimezone(UTC)
     except OverflowError as exc:  # 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
         raise ValidationError(field, f"must be in 9999 or earlier in UTC, got {value[:40]!r}") from exc
+    if leap and (parsed.hour, parsed.minute) != (23, 59):
+        raise ValidationError(
+            field, f"has second 60, which only a leap second at 23:59 UTC has, got {value[:40]!r}"
+        )
     if parsed.year < _MIN_YEAR:
         raise ValidationError(field, f"must be in {_MIN_YEAR} or later, got {value[:40]!r}")
     return parsed
