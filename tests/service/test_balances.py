@@ -276,8 +276,18 @@ def test_hostile_balance_requests_are_answered_not_crashed(services: Services) -
     )
     assert result.report is not None and result.report.divergent_party == "theirs"
     assert result.report.windows == ()
+    # The last instant there is is still a time scope: deltas in occurredAt order (a delta
+    # written later but earlier in time comes first), no checkpoint beside it.
+    write(services, who, delta("dec-1", 70, "2025-12-24T10:00:00Z"))
+    seal_all(services)
     end_of_time = services.balances.derive(who, "cust_12345", {"asOf": "9999-12-31T23:59:59.999999Z"})
-    assert end_of_time.balance == -1500
+    assert end_of_time.balance == -1430
+    assert [d.key for d in end_of_time.deltas] == ["dec-1", "jan-1", "jan-2", "feb-1", "feb-2"]
+    assert [d.key for d in services.balances.derive(who, "cust_12345", {}).deltas][0] == "jan-1"
+    with pytest.raises(InvalidScopeError, match="cannot be combined"):
+        services.balances.derive(
+            who, "cust_12345", {"asOf": "9999-12-31T23:59:59.999999Z", "startingCheckpoint": "a_1"}
+        )
     with pytest.raises(ValidationError):
         services.balances.derive(who, "cust_12345", {"startingBalance": "\uff11"})  # full-width 1
 

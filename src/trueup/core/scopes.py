@@ -18,7 +18,7 @@ from trueup.core.deltas import check_account_id
 from trueup.core.errors import InvalidScopeError, ValidationError
 from trueup.core.periods import next_period, parse_period
 from trueup.core.strict_json import describe
-from trueup.core.timestamps import format_canonical, parse_rfc3339
+from trueup.core.timestamps import MAX_TIME, format_canonical, parse_rfc3339
 
 __all__ = [
     "MAX_BALANCE",
@@ -121,13 +121,13 @@ def _boundary(value: object, field: str) -> str:
     return format_canonical(parse_rfc3339(value, field))
 
 
-def _as_of_end(as_of: object) -> str | None:
+def _as_of_end(as_of: object) -> str:
     """The exclusive end of an ``asOf`` scope: deltas that occurred at or before that instant."""
     moment = parse_rfc3339(as_of, "asOf")
     try:
         return format_canonical(moment + timedelta(microseconds=1))
-    except OverflowError:  # the very end of year 9999: no upper bound at all
-        return None
+    except OverflowError:  # the very end of year 9999: after every stored time, still a time scope
+        return MAX_TIME
 
 
 def _time_scope(

@@ -13,6 +13,8 @@ from trueup.core.errors import ValidationError
 from trueup.core.strict_json import describe
 
 __all__ = [
+    "MAX_TIME",
+    "MIN_TIME",
     "format_canonical",
     "format_wire",
     "format_wire_ms",
@@ -26,6 +28,11 @@ _RFC3339 = re.compile(
     r"(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
 _MIN_YEAR = 1970
+
+MIN_TIME = "0000"
+MAX_TIME = "9999-12-31T23:59:59.999999Z~"
+"""Bounds of a time range in stored form: before and after every stored time (``~`` sorts after
+``Z``), for a range open at one end."""
 
 
 def parse_rfc3339(value: object, field: str) -> datetime:

@@ -7,11 +7,10 @@ proof read.
 from __future__ import annotations
 
 from trueup.core.periods import next_period
+from trueup.core.timestamps import MAX_TIME, MIN_TIME
 from trueup.storage.balance_records import (
     ACCOUNT_NO_SQL,
     CUSTOMER_SQL,
-    MAX_TIME,
-    MIN_TIME,
     DeltaRecord,
     FinderRow,
     Scope,

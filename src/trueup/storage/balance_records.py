@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from trueup.core.timestamps import MAX_TIME, MIN_TIME
+
 __all__ = [
     "ACCOUNT_NO_SQL",
     "CUSTOMER_SQL",
-    "MAX_TIME",
-    "MIN_TIME",
     "AccountRecord",
     "DeltaRecord",
     "FinderRow",
@@ -111,8 +111,6 @@ class FinderRow(NamedTuple):
     reason: str
 
 
-MIN_TIME = "0000"
-MAX_TIME = "9999-12-31T23:59:59.999999Z~"
 ACCOUNT_NO_SQL = "(SELECT account_no FROM accounts WHERE tenant_id = ? AND customer_id = ?)"
 """A customer's account number, which the per-customer indexes of ``deltas`` are keyed by.
 SQLite and PostgreSQL both evaluate it once per query (it does not depend on the row), so

@@ -7,10 +7,9 @@ takes month totals for whole months and sums an index range for partial edges.
 from __future__ import annotations
 
 from trueup.core.periods import next_period
+from trueup.core.timestamps import MAX_TIME, MIN_TIME
 from trueup.storage.balance_records import (
     CUSTOMER_SQL,
-    MAX_TIME,
-    MIN_TIME,
     AccountRecord,
     MonthRecord,
     Scope,

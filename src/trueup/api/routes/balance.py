@@ -17,7 +17,7 @@ from trueup.api.schemas.balances import CompareBody, CompareResponse, DeriveResp
 from trueup.core.compare import to_wire
 from trueup.core.ids import anchor_id, record_id
 from trueup.core.scopes import MAX_BALANCE, MAX_OFFSET
-from trueup.core.timestamps import format_wire, format_wire_ms
+from trueup.core.timestamps import MAX_TIME, format_wire, format_wire_ms
 from trueup.service.balances import Derived
 
 router = APIRouter(tags=["balance"])
@@ -91,7 +91,8 @@ def derive_json(derived: Derived) -> dict[str, Any]:
             "kind": "period" if query.period else "time",
             "period": query.period,
             "start": None if query.start is None else format_wire(query.start),
-            "endExclusive": None if query.end is None else format_wire(query.end),
+            # None: open-ended (asOf the last microsecond of 9999 has no end after it to show).
+            "endExclusive": None if query.end in (None, MAX_TIME) else format_wire(query.end),
         }
     return {
         "customerId": derived.customer_id,
