@@ -163,8 +163,20 @@ def test_strict_json_refuses_nan_duplicates_and_deep_nesting() -> None:
         loads_strict(b"[" * 100_000 + b"]" * 100_000)
     with pytest.raises(ValidationError, match="not valid UTF-8"):
         loads_strict(b'{"a": "\xff"}')
-    with pytest.raises(ValidationError, match=r"^body: has an integer literal of more than 4,300 digits$"):
+    with pytest.raises(ValidationError, match=r"^body: is an integer literal of more than 4,300 digits$"):
         loads_strict(b"1" * 5000)
+    long = b"-" + b"9" * 4301
+    with pytest.raises(
+        ValidationError, match=r"^items\[1\]\.bits: is an integer literal of more than 4,300 d"
+    ):
+        loads_strict(b'{"items": [{"bits": 1}, {"bits": ' + long + b"}]}")
+    with pytest.raises(ValidationError, match=r"^yourBalance: is an integer literal"):  # the first in order
+        loads_strict(b'{"yourBalance": ' + long + b', "theirBalance": 1e400}')
+    with pytest.raises(ValidationError, match=r"^theirBalance: is a number beyond the range of a double"):
+        loads_strict(b'{"theirBalance": 1e400, "yourBalance": ' + long + b"}")
+    with pytest.raises(ValidationError, match=r"^body: has an integer literal of more than 4,300 digits$"):
+        loads_strict(b'{"yourBalance": ' + long + b", }")  # not JSON after it: the number alone
+    assert loads_strict(b'{"n": ' + b"9" * 4300 + b"}") == {"n": int("9" * 4300)}
     assert loads_strict(json.dumps({"n": 2**80}).encode()) == {"n": 2**80}
     with pytest.raises(
         ValidationError, match=r"^body: is not valid JSON: Invalid control character at line 1"

@@ -59,8 +59,24 @@ def _finite_float(text: str) -> float:
 _DECODER = json.JSONDecoder(
     object_pairs_hook=_pairs_hook, parse_constant=_reject_constant, parse_float=_finite_float
 )
-_LENIENT = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_constant=_reject_constant)
-"""Decodes a body the strict decoder refused for a number beyond a double, to name its field."""
+
+
+class _LongInteger:
+    """An integer literal longer than Python converts (``sys.get_int_max_str_digits``)."""
+
+    __slots__ = ()
+
+
+def _integer_or_long(text: str) -> int | _LongInteger:
+    limit = sys.get_int_max_str_digits()
+    return _LongInteger() if limit and len(text.lstrip("-")) > limit else int(text)
+
+
+_LENIENT = json.JSONDecoder(
+    object_pairs_hook=_pairs_hook, parse_constant=_reject_constant, parse_int=_integer_or_long
+)
+"""Decodes a body the strict decoder refused for a number (beyond a double, or an integer
+longer than Python converts) to name its field."""
 
 # A NUL or a surrogate can only enter a decoded string through a \u escape (raw control
 # characters are refused by the decoder; raw UTF-8 cannot encode a surrogate), so a body
@@ -129,6 +145,8 @@ def _check_values(document: Any) -> None:
             check_text(node, _field(at))
         elif isinstance(node, float) and not math.isfinite(node):
             raise ValidationError(_field(at), "is a number beyond the range of a double (RFC 7493)")
+        elif isinstance(node, _LongInteger):
+            raise ValidationError(_field(at), _long_integer_problem())
 
     if not enter(document):
         check(document, [])
@@ -150,16 +168,21 @@ def _check_values(document: Any) -> None:
                 trail.pop()
 
 
-def _name_the_bad_number(text: str) -> NoReturn:
-    """Raise the error for a body holding a number beyond a double, naming its field: decoded
-    again without the check, the walk finds it (or a bad string before it)."""
+def _long_integer_problem() -> str:
+    return f"is an integer literal of more than {sys.get_int_max_str_digits():,} digits"
+
+
+def _name_the_bad_number(text: str, problem: str) -> NoReturn:
+    """Raise the error for a body holding a number beyond a double or an integer too long to
+    convert, naming its field: decoded again without the checks, the walk finds it (or a bad
+    value before it); ``problem`` is the message should the body not decode at all."""
     try:
         document = _LENIENT.decode(text)
     except (ValueError, RecursionError):  # another fault after the number: name the number alone
         document = None
     if document is not None:
         _check_values(document)
-    raise ValidationError("body", "has a number beyond the range of a double (RFC 7493)")
+    raise ValidationError("body", problem)
 
 
 def loads_strict(body: bytes) -> Any:
@@ -179,7 +202,7 @@ def loads_strict(body: bytes) -> Any:
     except _DuplicateKeyInBodyError as exc:
         raise ValidationError("body", f"duplicate key {exc.key[:64]!r} in a JSON object") from exc
     except _NonFiniteNumberError:
-        _name_the_bad_number(text)
+        _name_the_bad_number(text, "has a number beyond the range of a double (RFC 7493)")
     except json.JSONDecodeError as exc:
         reason = exc.msg.removesuffix(" at")  # "Invalid control character at"
         raise ValidationError(
@@ -189,9 +212,9 @@ def loads_strict(body: bytes) -> Any:
         raise ValidationError("body", "nests arrays and objects too deeply") from exc
     except ValueError as exc:  # an integer literal longer than Python's digit limit
         if "digits" in str(exc):
-            raise ValidationError(
-                "body", f"has an integer literal of more than {sys.get_int_max_str_digits():,} digits"
-            ) from exc
+            _name_the_bad_number(
+                text, f"has an integer literal of more than {sys.get_int_max_str_digits():,} digits"
+            )
         raise ValidationError("body", f"is not acceptable JSON: {exc}") from exc
     if _SUSPECT_ESCAPE.search(text) is not None:
         _check_values(value)
