@@ -283,7 +283,7 @@ def test_hostile_balance_requests_are_answered_not_crashed(services: Services) -
     end_of_time = services.balances.derive(who, "cust_12345", {"asOf": "9999-12-31T23:59:59.999999Z"})
     assert end_of_time.balance == -1430
     assert [d.key for d in end_of_time.deltas] == ["dec-1", "jan-1", "jan-2", "feb-1", "feb-2"]
-    assert [d.key for d in services.balances.derive(who, "cust_12345", {}).deltas][0] == "jan-1"
+    assert services.balances.derive(who, "cust_12345", {}).deltas[0].key == "jan-1"  # log order
     with pytest.raises(InvalidScopeError, match="cannot be combined"):
         services.balances.derive(
             who, "cust_12345", {"asOf": "9999-12-31T23:59:59.999999Z", "startingCheckpoint": "a_1"}
