@@ -65,6 +65,13 @@ def test_the_default_policy_refuses_http_and_loopback(services: Services) -> Non
 def test_events_star_means_every_event_type(services: Services) -> None:
     issued = services.webhooks.create(principal_for(services), {"url": HOOK, "events": ["*"]})
     assert issued.endpoint.events == ()
+    both = services.webhooks.create(
+        principal_for(services), {"url": HOOK, "events": ["checkpoint.verified", "*"]}
+    )
+    assert both.endpoint.events == ()
+    for events in (["*", "bogus"], ["bogus", "*"]):  # every entry is checked, "*" among them or not
+        with pytest.raises(ValidationError, match=r"^events\[\d\]: must be one of .* got \"bogus\"$"):
+            services.webhooks.create(principal_for(services), {"url": HOOK, "events": events})
 
 
 def test_a_tenant_may_have_at_most_twenty_endpoints(services: Services) -> None:

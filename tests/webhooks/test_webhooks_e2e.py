@@ -269,6 +269,16 @@ def test_a_read_only_key_gets_403_before_any_replay_or_lookup(site: Site) -> Non
     for url in ("http://127.0.0.1:1/secret", "http://127.0.0.1:1/none"):
         gone = httpx.delete(site.url + "/api/v1/webhooks", headers=headers, params={"url": url}, timeout=30)
         assert gone.status_code == 403 and gone.json()["code"] == "FORBIDDEN", gone.text
+    # Whatever the parameters: none, both, too long.
+    for params in ({}, {"id": "x", "url": "y"}, {"id": "x" * 65}, {"url": "h" * 3000}):
+        gone = httpx.delete(site.url + "/api/v1/webhooks", headers=headers, params=params, timeout=30)
+        assert gone.status_code == 403 and gone.json()["code"] == "FORBIDDEN", gone.text
+    for params, message in (
+        ({"id": "x" * 65}, "id: must be at most 64 characters, got 65"),
+        ({"url": "h" * 3000}, "url: must be at most 2048 characters, got 3,000"),
+    ):
+        gone = tenant.call("DELETE", "/api/v1/webhooks", params=params)
+        assert (gone.status_code, gone.json()["message"]) == (400, message), gone.text
     assert tenant.call("GET", "/api/v1/webhooks").json()["data"]["total"] == 1
 
 

@@ -86,15 +86,18 @@ def _parse_events(value: object) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise ValidationError("events", f"must be an array of event types, got {describe(value)}")
     chosen: list[str] = []
-    for index, kind in enumerate(value):
+    every = False
+    for index, kind in enumerate(value):  # each entry is checked, "*" among them or not
         if kind == "*":
-            return ()
-        if kind not in EVENT_TYPES:
+            every = True
+        elif kind not in EVENT_TYPES:
             raise ValidationError(
                 f"events[{index}]", f'must be one of {", ".join(EVENT_TYPES)} or "*", got {describe(kind)}'
             )
-        if kind not in chosen:
+        elif kind not in chosen:
             chosen.append(kind)
+    if every:
+        return ()
     if not chosen:
         raise ValidationError("events", "must name at least one event type (or omit it for all)")
     return tuple(chosen)

@@ -27,6 +27,7 @@ from trueup.api.schemas.webhooks import (
 )
 from trueup.core.errors import ValidationError
 from trueup.core.timestamps import format_wire
+from trueup.service.webhook_targets import MAX_URL_LENGTH
 from trueup.storage.webhooks import DeliveryView, EndpointRecord
 
 router = APIRouter(tags=["webhooks"])
@@ -134,12 +135,16 @@ async def _delete(services: ServicesDep, principal: Auth, endpoint_id: str) -> J
 async def delete_endpoint_by_query(
     services: ServicesDep,
     principal: Auth,
-    id: Annotated[str | None, Query(max_length=64)] = None,
-    url: Annotated[str | None, Query(max_length=2048)] = None,
+    id: str | None = None,
+    url: str | None = None,
 ) -> JSONResponse:
+    # A read-only key's 403 comes first, before anything about the parameters or the lookup.
+    services.webhooks.require_write(principal)
     if (id is None) == (url is None):
         raise ValidationError("id", "give exactly one of id or url to name the endpoint")
-    services.webhooks.require_write(principal)  # a 403 before the lookup's 404
+    for name, value, longest in (("id", id, 64), ("url", url, MAX_URL_LENGTH)):
+        if value is not None and len(value) > longest:
+            raise ValidationError(name, f"must be at most {longest} characters, got {len(value):,}")
     if id is None:
         assert url is not None
         found = await run_in_threadpool(services.webhooks.endpoint_by_url, principal, url)
