@@ -258,3 +258,18 @@ def test_a_dispatcher_that_lost_its_role_sends_nothing_more_of_what_it_had_hande
         second.stop()
         first.stop()
         other.close()
+
+
+def test_an_internationalised_host_gets_its_delivery(services: Services) -> None:
+    """The Host header takes ASCII only: the name goes as DNS knows it, never an error."""
+    principal = principal_for(services)
+    with Receiver() as receiver:
+        one_completion(services, principal, receiver.url)
+        (due,) = services.storage.webhooks.due("9999-12-31T00:00:00.000000Z", 10)
+        port = receiver.url.split(":")[2].split("/")[0]
+        idn = replace(due, endpoint=replace(due.endpoint, url=f"http://b\u00fccher.example:{port}/hook"))
+        names = {"xn--bcher-kva.example": ["127.0.0.1"]}
+        dispatcher = Dispatcher(services.storage, services.settings, resolver=lambda host, _: names[host])
+        outcome = dispatcher.attempt(idn)
+    assert (outcome.delivered, outcome.status_code, outcome.error) == (True, 200, None)
+    assert receiver.requests()[0].headers["Host"] == f"xn--bcher-kva.example:{port}"

@@ -95,6 +95,8 @@ def test_malformed_urls_are_refused_naming_the_problem(url: object, problem: str
         ("2002:a01:203::1", "a private address"),
         ("fec0::1", "a site-local address"),
         ("224.0.0.1", "a multicast address"),
+        ("192.0.0.8", "not a public address"),  # IANA: not global; Python 3.11 says it is
+        ("192.0.0.255", "not a public address"),
     ],
 )
 def test_non_public_addresses_are_refused_after_resolution(address: str, kind: str) -> None:
@@ -158,3 +160,23 @@ def test_plain_http_and_ip_literals_send_no_server_name() -> None:
     )
     literal = pin(resolve_target(f"https://[{PUBLIC_V6}]/", STRICT))
     assert literal.host_header == f"[{PUBLIC_V6}]" and literal.sni_hostname is None
+
+
+def test_the_two_anycast_addresses_of_192_0_0_0_24_are_public() -> None:
+    for address in ("192.0.0.9", "192.0.0.10"):
+        assert resolve_target(f"https://{address}/", STRICT).addresses == (address,)
+
+
+def test_an_internationalised_host_is_used_as_dns_knows_it() -> None:
+    asked: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return [PUBLIC_V4]
+
+    pinned = pin(resolve_target("https://B\u00fccher.example/in", STRICT, resolver))
+    assert asked == ["xn--bcher-kva.example"]
+    assert (pinned.host_header, pinned.sni_hostname) == ("xn--bcher-kva.example", "xn--bcher-kva.example")
+    assert "is not a valid domain name" in refused(
+        "https://" + "\u00fc" * 64 + ".example/", resolver=resolver
+    )

@@ -77,6 +77,11 @@ def system_resolver(host: str, port: int) -> Sequence[str]:
 
 _MULTICAST = "a multicast address"
 
+# Not globally reachable by the IANA special-purpose registries, which the ipaddress module of
+# Python 3.11 does not say of all: 192.0.0.0/24 but its two anycast addresses.
+_NOT_GLOBAL = (ipaddress.ip_network("192.0.0.0/24"),)
+_GLOBAL_IN_NOT_GLOBAL = frozenset(ipaddress.ip_address(a) for a in ("192.0.0.9", "192.0.0.10"))
+
 
 def address_refusal(address: IPAddress, policy: TargetPolicy) -> str | None:
     """Why a delivery may not go to ``address`` under ``policy``, or ``None`` when it may."""
@@ -98,6 +103,10 @@ def address_refusal(address: IPAddress, policy: TargetPolicy) -> str | None:
         (address.is_private, "a private address"),
         (address.is_reserved, "a reserved address"),
         (not address.is_global, "not a public address"),
+        (
+            any(address in network for network in _NOT_GLOBAL) and address not in _GLOBAL_IN_NOT_GLOBAL,
+            "not a public address",
+        ),
     )
     for refused, reason in checks:
         if refused:
@@ -142,7 +151,18 @@ def _split(url: object, policy: TargetPolicy) -> tuple[str, str, int, str]:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return scheme, host, port or (443 if scheme == "https" else 80), path
+    return scheme, _ascii_host(host), port or (443 if scheme == "https" else 80), path
+
+
+def _ascii_host(host: str) -> str:
+    """``host`` as DNS knows it: an internationalised name in the IDNA form that Python's
+    resolver looks up, which the Host header and TLS's server name take too (ASCII only)."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise TargetRefusedError("url", f"host {host!r} is not a valid domain name ({exc})") from exc
 
 
 def resolve_target(url: object, policy: TargetPolicy, resolver: Resolver = system_resolver) -> Target:
