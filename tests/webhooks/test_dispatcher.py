@@ -4,6 +4,7 @@ retries, the retry budget, timeouts, and a stuck receiver that writes and seals 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -273,3 +274,59 @@ def test_an_internationalised_host_gets_its_delivery(services: Services) -> None
         outcome = dispatcher.attempt(idn)
     assert (outcome.delivered, outcome.status_code, outcome.error) == (True, 200, None)
     assert receiver.requests()[0].headers["Host"] == f"xn--bcher-kva.example:{port}"
+
+
+@contextmanager
+def dripping(first: bytes, drip: bytes, count: int, every_s: float = 0.2) -> Iterator[str]:
+    """A receiver on 127.0.0.1 that reads the request, sends ``first``, then ``drip`` every
+    ``every_s`` seconds, ``count`` times at most, never finishing a reply: its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        try:
+            connection, _ = listener.accept()
+        except OSError:
+            return
+        with connection:
+            connection.recv(65536)
+            connection.sendall(first)
+            for _ in range(count):
+                if stop.wait(every_s):
+                    return
+                try:
+                    connection.sendall(drip)
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(10)
+
+
+@pytest.mark.parametrize(
+    ("first", "drip"),
+    [
+        (b"HTTP/1.1 200 OK\r\n", b"X"),  # a head that never ends, a byte at a time
+        (b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 100 Continue\r\n\r\n"),  # and no final reply
+    ],
+    ids=["slow head", "endless 100 Continue"],
+)
+def test_an_attempt_ends_at_the_timeout_however_the_receiver_trickles(
+    services: Services, first: bytes, drip: bytes
+) -> None:
+    """Each read comes well within the timeout (0.2 s of 1 s): only a bound on the whole
+    attempt ends it as timed out, rather than when the receiver gives up 12 s later."""
+    principal = principal_for(services)
+    with dripping(first, drip, count=60) as url:
+        one_completion(services, principal, url)
+        (due,) = services.storage.webhooks.due("9999-12-31T00:00:00.000000Z", 10)
+        dispatcher = Dispatcher(services.storage, replace(services.settings, webhook_timeout_s=1.0))
+        outcome = dispatcher.attempt(due)
+    assert not outcome.delivered and outcome.status_code is None
+    assert outcome.error == "timed out after 1s (ReadTimeout)"

@@ -21,11 +21,8 @@ import queue
 import random
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-
-import httpx
 
 from trueup.core.timestamps import format_canonical, parse_canonical
 from trueup.service.metrics import WEBHOOK_ATTEMPTS
@@ -42,7 +39,8 @@ from trueup.storage import Storage
 from trueup.storage.webhooks import AttemptOutcome, DueDelivery
 from trueup.webhooks.schedule import retry_delay
 from trueup.webhooks.signing import delivery_headers
-from trueup.webhooks.targets import PinnedRequest, pin
+from trueup.webhooks.targets import pin
+from trueup.webhooks.transport import AttemptTransport, SendError, SendTimeout
 
 __all__ = ["Dispatcher"]
 
@@ -50,7 +48,6 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = "Trueup-Webhooks/1"
 _MAX_ERROR = 500
-_MAX_CLIENTS = 256
 _BACKOFF_ON_STORAGE_ERROR_S = 1.0
 _BATCH_WINDOW_S = 0.02
 DRAIN_S = 5.0
@@ -61,39 +58,6 @@ role the new holder may already be sending it again (docs/scaling.md)."""
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class _Clients:
-    """One HTTP client per pinned origin (scheme, address, port, host), so a kept-alive
-    connection is only ever reused for the host it was opened for."""
-
-    def __init__(self, timeout_s: float, pool: int) -> None:
-        self._timeout = httpx.Timeout(timeout_s)
-        self._limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-        self._clients: OrderedDict[tuple[str, str], httpx.Client] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, pinned: PinnedRequest) -> httpx.Client:
-        key = (pinned.url.split("/", 3)[2], pinned.host_header)
-        with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                # No redirects (a 3xx is a failed attempt: a redirect could leave the checked
-                # address) and no proxy settings from the environment.
-                client = httpx.Client(
-                    timeout=self._timeout, limits=self._limits, follow_redirects=False, trust_env=False
-                )
-                self._clients[key] = client
-                while len(self._clients) > _MAX_CLIENTS:
-                    self._clients.popitem(last=False)[1].close()
-            self._clients.move_to_end(key)
-            return client
-
-    def close(self) -> None:
-        with self._lock:
-            for client in self._clients.values():
-                client.close()
-            self._clients.clear()
 
 
 class Dispatcher(ElectedRole):
@@ -129,7 +93,7 @@ class Dispatcher(ElectedRole):
         self._resolver = resolver
         self._uniform = uniform
         self._clock = clock
-        self._clients = _Clients(self._timeout, self._workers)
+        self._transport = AttemptTransport(self._timeout, self._workers)
         self._tasks: queue.Queue[DueDelivery | None] = queue.Queue()
         self._results: queue.Queue[AttemptOutcome] = queue.Queue()
         self._in_flight: set[tuple[str, str]] = set()
@@ -140,7 +104,7 @@ class Dispatcher(ElectedRole):
         """Stop dispatching: start nothing more, give attempts on the wire up to ``DRAIN_S``
         to finish and record them. One still unanswered then is not recorded and is repeated."""
         super().stop(timeout)
-        self._clients.close()
+        self._transport.close()
 
     # -- the role ---------------------------------------------------------------------------
 
@@ -281,20 +245,14 @@ class Dispatcher(ElectedRole):
             )
             headers["Host"] = pinned.host_header
             headers["User-Agent"] = USER_AGENT
-            extensions = {"sni_hostname": pinned.sni_hostname} if pinned.sni_hostname else None
-            client = self._clients.get(pinned)
-            # Streamed and never read: a receiver's reply body is not ours to buffer.
-            with client.stream(
-                "POST", pinned.url, content=body, headers=headers, extensions=extensions
-            ) as response:
-                status_code = response.status_code
+            status_code = self._transport.post_status(pinned, headers, body)
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"
         except TargetRefusedError as exc:
             error = f"target refused: {exc.message}"
-        except httpx.TimeoutException as exc:
+        except SendTimeout as exc:
             error = f"timed out after {self._timeout:g}s ({type(exc).__name__})"
-        except httpx.HTTPError as exc:
+        except SendError as exc:
             error = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # any other failure is a failed attempt, retried
             log.exception("webhook attempt for %s failed unexpectedly", delivery.event_id)
