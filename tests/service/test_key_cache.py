@@ -167,3 +167,19 @@ def test_a_closed_service_verifies_nothing_in_the_background(
     assert keys.cached(key) == principal
     assert not [t for t in threading.enumerate() if t.name.startswith("trueup-key-refresh")]
     assert reads.count == 0
+
+
+def test_only_the_key_as_issued_is_cached_and_only_http_whitespace_is_taken_off(
+    keys: KeyService, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Variants of one key (what ``str.strip`` takes off: no-break spaces, NEL) could fill
+    the cache with a huge entry each; they are refused, and spaces or tabs around a key,
+    which HTTP's parsers take off anyway, are verified each time rather than cached."""
+    key, principal = verified_key(keys)
+    for junk in ("\xa0", "\x85", "\u2003"):
+        with pytest.raises(InvalidApiKeyError, match="malformed"):
+            keys.authenticate(key + junk * 1000)
+    reads = CountingReads(services, monkeypatch)
+    assert keys.authenticate(f" {key}\t") == principal
+    assert keys.cached(f" {key}\t") is None and reads.count == 1
+    assert list(keys._cache) == [key]

@@ -233,7 +233,9 @@ class KeyService:
         """The principal of a valid, unrevoked key; :class:`InvalidApiKeyError` otherwise."""
         verified_at = time.monotonic()  # before the read: a revocation after it is not seen
         principal = self._verify(presented)
-        if self._cache_ttl > 0 and presented is not None:
+        # Cached under the key exactly as issued: a key presented with anything around it is
+        # verified every time rather than filling the cache with variants of one key.
+        if self._cache_ttl > 0 and presented is not None and parse_api_key(presented) is not None:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
             self._cache[presented] = (principal, verified_at + self._cache_ttl)
@@ -242,7 +244,7 @@ class KeyService:
     def _verify(self, presented: str | None) -> Principal:
         if not presented:
             raise InvalidApiKeyError("missing X-Api-Key header")
-        parts = parse_api_key(presented.strip())
+        parts = parse_api_key(presented.strip(" \t"))  # what HTTP calls whitespace, no more
         if parts is None:
             raise InvalidApiKeyError("X-Api-Key is malformed: expected pk_live_<id>.<secret>")
         record = self._storage.tenants.key(parts.key_id)
