@@ -45,6 +45,31 @@ def test_a_write_past_the_monthly_allowance_is_402_and_stores_nothing(tmp_path: 
         assert (usage["plan"], usage["allowance"], usage["used"], usage["remaining"]) == ("free", 100, 100, 0)
 
 
+def test_a_plan_the_server_has_no_allowance_for_stores_nothing(tmp_path: Path) -> None:
+    """A plan defined where the key was made but not where the server runs is refused, not
+    taken as unlimited."""
+    made = trueup(
+        ["keys", "create", "--tenant", "goldco", "--plan", "gold"],
+        tmp_path,
+        None,
+        {"TRUEUP_PLAN_ALLOWANCES": "gold=5"},
+    )
+    assert made.returncode == 0, made.stderr
+    headers = {"X-Api-Key": made.stdout.strip()}
+    with ServerProcess(tmp_path, None) as server:
+        refused = httpx.post(f"{server.base_url}/api/v1/writes", headers=headers, json=_items("g", 1))
+        assert (refused.status_code, refused.json()["code"]) == (402, "PLAN_LIMIT_EXCEEDED")
+        assert refused.json()["message"] == (
+            "the tenant's plan 'gold' has no allowance on this server, so nothing is stored; "
+            "the operator sets it in TRUEUP_PLAN_ALLOWANCES (gold=<count> or gold=unlimited)"
+        )
+        usage = httpx.get(f"{server.base_url}/api/v1/balance/usage", headers=headers).json()["data"]
+        assert (usage["allowance"], usage["used"], usage["remaining"], usage["unlimited"]) == (0, 0, 0, False)
+    with ServerProcess(tmp_path, None, extra_env={"TRUEUP_PLAN_ALLOWANCES": "gold=5"}) as server:
+        accepted = httpx.post(f"{server.base_url}/api/v1/writes", headers=headers, json=_items("g", 5))
+        assert accepted.status_code == 202, accepted.text
+
+
 def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
     key = create_key(tmp_path, None)
     env = {"TRUEUP_RATE_LIMIT_PER_S": "0.001", "TRUEUP_RATE_LIMIT_BURST": "3"}

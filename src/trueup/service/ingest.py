@@ -18,7 +18,12 @@ from typing import Any
 
 from trueup.core.deltas import NewDelta
 from trueup.core.emit import BatchEntry, parse_emit, parse_emit_batch
-from trueup.core.errors import ForbiddenError, IdempotencyMismatchError, ValidationError
+from trueup.core.errors import (
+    ForbiddenError,
+    IdempotencyMismatchError,
+    PlanLimitExceededError,
+    ValidationError,
+)
 from trueup.core.ids import new_request_id, random_token, record_id
 from trueup.core.json_text import dumps
 from trueup.core.timestamps import format_canonical, format_wire
@@ -28,7 +33,7 @@ from trueup.service.backlog import QueueGuard
 from trueup.service.entropy import random_bytes
 from trueup.service.group_commit import GroupCommitter
 from trueup.service.keys import Principal
-from trueup.service.settings import Settings
+from trueup.service.settings import Settings, unknown_plan
 from trueup.storage import Storage
 from trueup.storage.engine import Tx
 from trueup.storage.idempotency import IdempotencyClaim, StoredResponse
@@ -265,6 +270,9 @@ class WriteService:
         per_item_conflicts: bool,
         positions: tuple[int, ...] = (),
     ) -> WriteDraft:
+        allowances = self._settings.plan_allowances
+        if principal.plan not in allowances:  # refused, not taken as unlimited
+            raise PlanLimitExceededError(unknown_plan(principal.plan))
         now = self._clock()
         accepted_at = format_canonical(now)
         items: list[DeltaDraft] = []
@@ -295,7 +303,7 @@ class WriteService:
             accepted_at=accepted_at,
             items=items,
             idempotency=claim,
-            allowance=self._settings.plan_allowances.get(principal.plan),
+            allowance=allowances[principal.plan],
             per_item_conflicts=per_item_conflicts,
             positions=positions,
             render=render,

@@ -260,7 +260,8 @@ class KeyService:
         """The tenant's plan, its monthly allowance, and what this month used of it."""
         moment = now or datetime.now(UTC)
         period = moment.strftime("%Y-%m")
-        allowance = self._plans.get(principal.plan)
+        # A plan this server has no allowance for stores nothing (trueup.service.ingest).
+        allowance = self._plans.get(principal.plan, 0)
         used = self._storage.writes.used(principal.tenant_id, period)
         return {
             "tenantId": principal.tenant_id,  # the "tenant" of this tenant's leaves

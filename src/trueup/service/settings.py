@@ -26,6 +26,7 @@ __all__ = [
     "check_database_url",
     "parse_overrides",
     "parse_plan_allowances",
+    "unknown_plan",
 ]
 
 
@@ -67,6 +68,14 @@ def parse_plan_allowances(text: str) -> dict[str, int | None]:
             raise SettingsError(f"TRUEUP_PLAN_ALLOWANCES: {name!r} must not be negative, got {value!r}")
         plans[name] = count
     return plans
+
+
+def unknown_plan(plan: str) -> str:
+    """Why a tenant on ``plan``, which this server's allowances do not name, may store nothing."""
+    return (
+        f"the tenant's plan {plan!r} has no allowance on this server, so nothing is stored; "
+        f"the operator sets it in TRUEUP_PLAN_ALLOWANCES ({plan}=<count> or {plan}=unlimited)"
+    )
 
 
 _Number = TypeVar("_Number", int, float)
