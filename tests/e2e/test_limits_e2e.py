@@ -70,6 +70,17 @@ def test_a_plan_the_server_has_no_allowance_for_stores_nothing(tmp_path: Path) -
         assert accepted.status_code == 202, accepted.text
 
 
+def test_every_item_of_a_request_larger_than_a_page_can_be_read(tmp_path: Path) -> None:
+    headers = {"X-Api-Key": create_key(tmp_path, None)}
+    with ServerProcess(tmp_path, None, extra_env={"TRUEUP_MAX_ITEMS": "1500"}) as server:
+        accepted = httpx.post(f"{server.base_url}/api/v1/writes", headers=headers, json=_items("big", 1500))
+        assert accepted.status_code == 202, accepted.text
+        status = f"{server.base_url}/api/v1/writes/{accepted.json()['data']['requestId']}"
+        last = httpx.get(status, headers=headers, params={"limit": 1000, "offset": 1400}).json()["data"]
+        assert [item["index"] for item in last["items"]] == list(range(1400, 1500))
+        assert [item["key"] for item in last["items"]][-1] == "big-1499"
+
+
 def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
     key = create_key(tmp_path, None)
     env = {"TRUEUP_RATE_LIMIT_PER_S": "0.001", "TRUEUP_RATE_LIMIT_BURST": "3"}

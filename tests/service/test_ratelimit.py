@@ -43,6 +43,13 @@ def test_overrides_and_disabled_limits() -> None:
     assert limiter.limit_for("fast") == RateLimit(100.0, 200)
     with pytest.raises(ValueError, match="key=rate/burst"):
         parse_overrides("broken=x")
+    assert parse_overrides("off=0/0") == {"off": RateLimit(0.0, 0)}  # 0 turns a key's limit off
+
+
+@pytest.mark.parametrize("entry", ["k=-1/10", "k=nan/10", "k=inf/10", "k=1e400", "k=5/-1", "=5/5", " =5/5"])
+def test_an_override_that_would_let_every_request_through_is_refused(entry: str) -> None:
+    with pytest.raises(ValueError, match=r"TRUEUP_RATE_LIMIT_OVERRIDES: .*key=rate/burst"):
+        parse_overrides(entry)
 
 
 def test_shared_buckets_hold_across_processes(pg_url: str) -> None:

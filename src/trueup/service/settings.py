@@ -182,11 +182,23 @@ def parse_overrides(text: str) -> dict[str, RateLimit]:
         key_id, _, spec = entry.partition("=")
         rate, _, burst = spec.partition("/")
         try:
-            limits[key_id.strip()] = RateLimit(float(rate), int(burst or max(1.0, float(rate))))
-        except ValueError as exc:
+            limit = RateLimit(float(rate), int(burst or max(1.0, float(rate))))
+        except (ValueError, OverflowError) as exc:
             raise SettingsError(
                 f"TRUEUP_RATE_LIMIT_OVERRIDES: cannot read {entry!r} (key=rate/burst)"
             ) from exc
+        # As TRUEUP_RATE_LIMIT_PER_S and _BURST: a limit that is not a finite number of at
+        # least 0 would let every request through.
+        if (
+            not key_id.strip()
+            or not math.isfinite(limit.rate_per_s)
+            or min(limit.rate_per_s, limit.burst) < 0
+        ):
+            raise SettingsError(
+                f"TRUEUP_RATE_LIMIT_OVERRIDES: {entry!r} needs a key id, a finite rate of at least 0 "
+                "and a burst of at least 0 (key=rate/burst)"
+            )
+        limits[key_id.strip()] = limit
     return limits
 
 

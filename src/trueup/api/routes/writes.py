@@ -53,7 +53,8 @@ async def write_status(
     services: ServicesDep,
     principal: Auth,
     limit: Annotated[int, Query(ge=1, le=1000), INTEGER_TEXT] = 100,
-    offset: Annotated[int, Query(ge=0, le=1000), INTEGER_TEXT] = 0,
+    # Any item of a request (TRUEUP_MAX_ITEMS may allow more than 1,000).
+    offset: Annotated[int, Query(ge=0, le=10**9), INTEGER_TEXT] = 0,
 ) -> JSONResponse:
     found = await run_in_threadpool(services.views.request_status, principal, requestId, limit, offset)
     view = found.request
