@@ -339,3 +339,27 @@ def test_a_postgresql_transaction_whose_statement_failed_never_reports_committed
             assert tx.scalar("SELECT COUNT(*) FROM scratch") == 0
     finally:
         storage.close()
+
+
+def test_a_read_can_bound_its_wait_for_a_pooled_connection(pg_url: str) -> None:
+    """With every pooled connection taken (as when the server is down and none can be made),
+    a probe's read gives up after the wait it asked for, not the pool's 30 s."""
+    storage = open_storage(pg_url, pool_size=2)
+    taken = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with storage.engine.read(), storage.engine.read():  # nested: two connections
+            taken.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert taken.wait(30)
+        with pytest.raises(StorageUnavailableError, match=r"after 0\.20 sec"):
+            storage.log.queue_stats(0.2)
+    finally:
+        release.set()
+        holder.join(30)
+        storage.close()

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trueup.api.deps import ServicesDep
+from trueup.api.routes.health import PROBE_WAIT_S
 from trueup.core.timestamps import parse_canonical
 from trueup.service.metrics import HTTP_RESPONSES, QUEUE_AGE, QUEUE_DEPTH, TREE_SIZE, render
 
@@ -25,7 +26,7 @@ router = APIRouter(tags=["health"])
 )
 async def metrics(services: ServicesDep) -> Response:
     def refresh() -> None:
-        depth, oldest = services.storage.log.queue_stats()
+        depth, oldest = services.storage.log.queue_stats(PROBE_WAIT_S)  # a 503 within it when down
         QUEUE_DEPTH.set(depth)
         QUEUE_AGE.set(0 if oldest is None else (datetime.now(UTC) - parse_canonical(oldest)).total_seconds())
         head = services.storage.log.head()

@@ -202,8 +202,10 @@ class Engine(abc.ABC):
         """A read-write transaction, committed durably when the block exits cleanly."""
 
     @abc.abstractmethod
-    def read(self) -> AbstractContextManager[Tx]:
-        """A consistent read-only snapshot."""
+    def read(self, wait_s: float | None = None) -> AbstractContextManager[Tx]:
+        """A consistent read-only snapshot. ``wait_s`` bounds the wait for a connection where
+        connections are pooled (PostgreSQL; a server that is down is then known at once), in
+        place of the pool's own bound."""
 
     @abc.abstractmethod
     def try_leader_lock(self, name: str) -> AbstractContextManager[Leadership]:

@@ -87,9 +87,10 @@ class LogStore:
             )
         return int(value or 0)
 
-    def queue_stats(self) -> tuple[int, str | None]:
-        """``(number of queued deltas, acceptance time of the oldest)``."""
-        with self._engine.read() as tx:
+    def queue_stats(self, wait_s: float | None = None) -> tuple[int, str | None]:
+        """``(number of queued deltas, acceptance time of the oldest)``; ``wait_s`` bounds
+        the wait for a pooled connection (:meth:`Engine.read`)."""
+        with self._engine.read(wait_s) as tx:
             row = tx.one("SELECT COUNT(*), MIN(accepted_at) FROM deltas WHERE status = 'queued'")
         assert row is not None
         return int(row[0]), None if row[1] is None else str(row[1])

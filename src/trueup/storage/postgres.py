@@ -303,9 +303,9 @@ class PostgresEngine(Engine):
             raise StorageUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
 
     @contextmanager
-    def read(self) -> Iterator[Tx]:
+    def read(self, wait_s: float | None = None) -> Iterator[Tx]:
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            with self._pool.connection(timeout=wait_s) as conn, conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield _PgTx(conn)
         except psycopg.OperationalError as exc:

@@ -198,7 +198,7 @@ class SQLiteEngine(Engine):
             fcntl.flock(self._writer_lock_fd, fcntl.LOCK_UN)
 
     @contextmanager
-    def read(self) -> Iterator[Tx]:
+    def read(self, wait_s: float | None = None) -> Iterator[Tx]:  # wait_s: no pool to wait for here
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._connect()

@@ -19,6 +19,10 @@ router = APIRouter(tags=["health"])
 
 _HOST = socket.gethostname()
 
+PROBE_WAIT_S = 2.0
+"""How long a probe (``/readyz``, ``/metrics``) waits for a database connection: a PostgreSQL
+server that is down is reported within it, not after the pool's own 30 s."""
+
 
 def _answered_by() -> dict[str, object]:
     """Which process answered: with ``serve --workers N`` each request reaches one of the
@@ -41,7 +45,7 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     committer = getattr(request.app.state, "committer_state", lambda: "thread")()
     dispatcher = getattr(request.app.state, "dispatcher_role", lambda: "off")()
     try:
-        depth, oldest = await run_in_threadpool(services.storage.log.queue_stats)
+        depth, oldest = await run_in_threadpool(services.storage.log.queue_stats, PROBE_WAIT_S)
     except StorageError:
         return JSONResponse(
             {
