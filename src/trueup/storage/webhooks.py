@@ -202,17 +202,19 @@ class WebhookStore:
 
     # -- the dispatcher ---------------------------------------------------------------------
 
-    def due(self, now: str, limit: int) -> list[DueDelivery]:
-        """Pending deliveries due at ``now`` to active endpoints, earliest first."""
+    def due(self, now: str, limit: int, other_than: Sequence[str] = ()) -> list[DueDelivery]:
+        """Pending deliveries due at ``now`` to active endpoints, earliest first; of tenants
+        other than ``other_than`` (those whose deliveries already fill the dispatcher), if given."""
+        others = f" AND d.tenant_id NOT IN ({', '.join('?' * len(other_than))})" if other_than else ""
         with self._engine.read() as tx:
             rows = tx.execute(
                 f"""SELECT d.event_id, d.endpoint_id, e.event_type, e.payload, d.attempts,
                            d.round_attempts, {ENDPOINT_COLUMNS_P}
                     FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id
                     JOIN webhook_endpoints p ON p.id = d.endpoint_id
-                    WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND p.deleted_at IS NULL
+                    WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND p.deleted_at IS NULL{others}
                     ORDER BY d.next_attempt_at LIMIT ?""",
-                (now, limit),
+                (now, *other_than, limit),
             )
         return [
             DueDelivery(

@@ -16,11 +16,14 @@ it again with the same ``X-Event-ID``: receivers deduplicate on it.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import queue
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -50,10 +53,16 @@ USER_AGENT = "Trueup-Webhooks/1"
 _MAX_ERROR = 500
 _BACKOFF_ON_STORAGE_ERROR_S = 1.0
 _BATCH_WINDOW_S = 0.02
+_LOOK_PAST_S = 1.0
 DRAIN_S = 5.0
 """How long a dispatcher that stops (or loses its role) waits for attempts already on the wire,
 so that their outcome is recorded: on a stop, rather than the delivery sent again; on a lost
 role the new holder may already be sending it again (docs/scaling.md)."""
+
+
+_Task = tuple[float, int, DueDelivery | None]
+"""A delivery for the workers, after those of tenants with fewer in flight when it was handed
+out, then in the order handed out; ``None`` tells a worker to end."""
 
 
 def _utcnow() -> datetime:
@@ -94,9 +103,12 @@ class Dispatcher(ElectedRole):
         self._uniform = uniform
         self._clock = clock
         self._transport = AttemptTransport(self._timeout, self._workers)
-        self._tasks: queue.Queue[DueDelivery | None] = queue.Queue()
+        self._tasks: queue.PriorityQueue[_Task] = queue.PriorityQueue()
+        self._handed = itertools.count()
         self._results: queue.Queue[AttemptOutcome] = queue.Queue()
-        self._in_flight: set[tuple[str, str]] = set()
+        self._in_flight: dict[tuple[str, str], str] = {}
+        """(event, endpoint) handed to the workers and not yet recorded: the tenant of each."""
+        self._looked_past = -math.inf
         self.attempts = 0
         self.delivered = 0
 
@@ -111,7 +123,7 @@ class Dispatcher(ElectedRole):
     def _lead(self) -> None:
         # A queue of this leadership's own: what it handed out and no worker started is taken
         # back when it ends, and its workers never take the next leadership's deliveries.
-        tasks: queue.Queue[DueDelivery | None] = queue.Queue()
+        tasks: queue.PriorityQueue[_Task] = queue.PriorityQueue()
         self._tasks = tasks
         threads = [
             threading.Thread(target=self._work, args=(tasks,), name=f"trueup-webhook-{n}", daemon=True)
@@ -137,13 +149,13 @@ class Dispatcher(ElectedRole):
             # Not sent by this process, whose role may now be another's: whoever leads sends them.
             while True:
                 try:
-                    waiting = tasks.get_nowait()
+                    _, _, waiting = tasks.get_nowait()
                 except queue.Empty:
                     break
                 if waiting is not None:
-                    self._in_flight.discard((waiting.event_id, waiting.endpoint_id))
+                    self._in_flight.pop((waiting.event_id, waiting.endpoint_id), None)
             for _ in threads:
-                tasks.put(None)
+                tasks.put((math.inf, next(self._handed), None))
             drained = time.monotonic() + DRAIN_S
             for thread in threads:  # each ends after the attempt it is making, if any
                 thread.join(max(0.0, drained - time.monotonic()))
@@ -169,7 +181,7 @@ class Dispatcher(ElectedRole):
                 self._results.put(outcome)
             raise
         for outcome in outcomes:
-            self._in_flight.discard((outcome.event_id, outcome.endpoint_id))
+            self._in_flight.pop((outcome.event_id, outcome.endpoint_id), None)
             self.attempts += 1
             self.delivered += int(outcome.delivered)
             if outcome.delivered:
@@ -189,18 +201,33 @@ class Dispatcher(ElectedRole):
                 )
 
     def _claim(self) -> float:
-        """Hand due deliveries to the workers; return how long to wait before looking again."""
+        """Hand due deliveries to the workers; return how long to wait before looking again.
+
+        Earliest due first, but no tenant's deliveries keep another's waiting for long: a
+        delivery goes to the workers ahead of those of tenants with more in flight, and while
+        some tenants' deliveries fill every worker, another tenant's due ones are looked for
+        past them (at most once a second: that query reads past their backlog)."""
         free = 2 * self._workers - len(self._in_flight)
         now = self._clock()
         if free > 0:
-            due = self._storage.webhooks.due(format_canonical(now), free + len(self._in_flight))
+            stamp = format_canonical(now)
+            load = Counter(self._in_flight.values())
+            busy = sorted(tenant for tenant, count in load.items() if count >= self._workers)
+            due: list[DueDelivery] = []
+            if busy and time.monotonic() - self._looked_past >= _LOOK_PAST_S:
+                self._looked_past = time.monotonic()
+                others = len(self._in_flight) - sum(load[tenant] for tenant in busy)
+                due = self._storage.webhooks.due(stamp, free + others, other_than=busy)
+            due += self._storage.webhooks.due(stamp, free + len(self._in_flight))
             handed = 0
             for delivery in due:
                 key = (delivery.event_id, delivery.endpoint_id)
                 if key in self._in_flight or handed >= free:
                     continue
-                self._in_flight.add(key)
-                self._tasks.put(delivery)
+                tenant = delivery.endpoint.tenant_id
+                self._in_flight[key] = tenant
+                self._tasks.put((load[tenant], next(self._handed), delivery))
+                load[tenant] += 1
                 handed += 1
             if handed:
                 return self._poll
@@ -214,9 +241,9 @@ class Dispatcher(ElectedRole):
 
     # -- the workers ------------------------------------------------------------------------
 
-    def _work(self, tasks: queue.Queue[DueDelivery | None]) -> None:
+    def _work(self, tasks: queue.PriorityQueue[_Task]) -> None:
         while True:
-            delivery = tasks.get()
+            _, _, delivery = tasks.get()
             if delivery is None or self._stop.is_set():
                 return
             outcome = self.attempt(delivery)
