@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -393,3 +395,28 @@ def test_a_request_of_repeats_is_verified_when_its_originals_are_though_theirs_i
     [(_, _, record)] = status.request.items
     assert status.request.verified_at is not None
     assert status.request.verified_at == record.verified_at
+
+
+def test_a_clock_that_steps_back_never_makes_a_larger_head_older(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An NTP step or a standby whose clock is late: the heads sealed meanwhile carry the
+    newest head's time, once, with one warning, until the clock catches up."""
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)  # after the log's first head
+    now = [start]
+    signer = load_or_create_signer(services.settings.resolved_signing_key_path, "localhost/trueup")
+    sealer = Sealer(services.storage, signer, "localhost/trueup", clock=lambda: now[0])
+    who = principal_for(services)
+    stamps = []
+    for step, back in enumerate((0, 3600, 0, -7200)):  # seconds the clock moves back before a seal
+        now[0] -= timedelta(seconds=back)
+        write(services, who, *items(f"t{step}", 1))
+        with caplog.at_level(logging.WARNING, logger="trueup.service.sealing"):
+            sealer.seal_once()
+        stamps.append(services.storage.log.head().timestamp_ms)  # type: ignore[union-attr]
+    first = int(start.timestamp() * 1000)
+    assert stamps == [first, first, first, first + 3_600_000]
+    assert [r.message for r in caplog.records].count(
+        "the clock is 3600.000 s behind the newest signed tree head; heads carry that head's time "
+        "until it catches up"
+    ) == 1

@@ -92,10 +92,24 @@ class Sealer:
         self._batch_size = batch_size
         self._clock = clock
         self._state: _State | None = None
+        self._clock_behind = False
 
-    def sign(self, size: int, root: bytes) -> HeadRecord:
-        """Sign a head for ``(size, root)`` stamped with the clock's time."""
+    def sign(self, size: int, root: bytes, not_before_ms: int = 0) -> HeadRecord:
+        """Sign a head for ``(size, root)`` stamped with the clock's time, or ``not_before_ms``
+        (the newest head's time) while the clock is behind it: a larger tree never carries an
+        earlier time, whatever the clock does (a step back, a standby whose clock is late)."""
         timestamp_ms = int(self._clock().timestamp() * 1000)
+        if timestamp_ms < not_before_ms:
+            if not self._clock_behind:
+                log.warning(
+                    "the clock is %.3f s behind the newest signed tree head; heads carry that "
+                    "head's time until it catches up",
+                    (not_before_ms - timestamp_ms) / 1000,
+                )
+            self._clock_behind = True
+            timestamp_ms = not_before_ms
+        else:
+            self._clock_behind = False
         note = self._signer.sign(self._origin, TreeHead(size=size, root=root, timestamp_ms=timestamp_ms))
         return HeadRecord(size=size, root=root, timestamp_ms=timestamp_ms, checkpoint=note)
 
@@ -198,7 +212,7 @@ class Sealer:
         ``failed`` failed, in one transaction."""
         tree = state.tree.copy()
         nodes = tree.extend(hashes)
-        head = self.sign(tree.size, tree.root()) if sealed else state.head
+        head = self.sign(tree.size, tree.root(), state.head.timestamp_ms) if sealed else state.head
         plan = SealPlan(
             previous_size=state.head.size,
             leaves=sealed,
