@@ -22,6 +22,7 @@ from pathlib import Path
 from trueup.storage import sqlite_checkpoint as checkpoints
 from trueup.storage.engine import Engine, Leadership, Tx
 from trueup.storage.errors import StorageUnavailableError
+from trueup.storage.sqlite_lock import WriterTurn
 from trueup.storage.sqlite_tx import SQLiteDialect, SQLiteTx
 
 __all__ = ["SQLiteDialect", "SQLiteEngine"]
@@ -41,6 +42,9 @@ _PRAGMAS = (
     # After a burst, a WAL that grew large is cut back to this size when it restarts.
     "PRAGMA journal_size_limit=67108864",
 )
+_WRITER_WAIT_S = 30.0
+"""How long a write waits for another process's turn at the writer before a 503: as long as
+SQLite's own busy timeout (``busy_timeout``), which the cross-process lock stands in for."""
 _CACHED_STATEMENTS = 256
 """Prepared statements each connection keeps (Python's default is 128): room for the bulk
 statements' power-of-two shapes beside the ordinary ones."""
@@ -102,9 +106,7 @@ class SQLiteEngine(Engine):
         self._write_lock = _FairLock()
         self._writer = self._connect()
         try:
-            self._writer_lock_fd = os.open(
-                path.with_name(f"{path.name}.writer.lock"), os.O_RDWR | os.O_CREAT, 0o600
-            )
+            self._writer_lock = WriterTurn(path.with_name(f"{path.name}.writer.lock"), _WRITER_WAIT_S)
         except OSError as exc:
             self._writer.close()
             raise StorageUnavailableError(f"cannot open the writer lock beside {path}: {exc}") from exc
@@ -181,21 +183,13 @@ class SQLiteEngine(Engine):
 
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:
-        """Wait for this process's turn to write, across processes (``--workers``).
-
-        SQLite's own lock makes a second writer poll with growing sleeps (up to 100 ms each),
-        which under load turns into second-long stalls. A blocking ``flock`` on a lock file is
-        woken by the kernel the moment the holder lets go (or dies), so writers of several
-        processes take turns as promptly as the threads of one process do.
-        """
-        try:
-            fcntl.flock(self._writer_lock_fd, fcntl.LOCK_EX)
-        except OSError as exc:  # a file system without locks, say
-            raise StorageUnavailableError(f"cannot take the SQLite writer lock: {exc}") from exc
+        """Wait for this process's turn to write, across processes (``--workers``), at most
+        ``_WRITER_WAIT_S`` (:mod:`trueup.storage.sqlite_lock`)."""
+        self._writer_lock.acquire()
         try:
             yield
         finally:
-            fcntl.flock(self._writer_lock_fd, fcntl.LOCK_UN)
+            self._writer_lock.release()
 
     @contextmanager
     def read(self, wait_s: float | None = None) -> Iterator[Tx]:  # wait_s: no pool to wait for here
@@ -223,7 +217,7 @@ class SQLiteEngine(Engine):
             self._readers.clear()
         with self._write_lock:
             self._writer.close()
-            os.close(self._writer_lock_fd)
+            self._writer_lock.close()
 
 
 def _enter_wal(conn: sqlite3.Connection, timeout_s: float = 30.0) -> None:
