@@ -183,17 +183,21 @@ class SequencerProcess(SupervisedChild):
         self.role = "standby"
         """``leader`` or ``standby`` as the child last reported it; ``down`` while no child runs."""
         self._full_batch = FullBatchTrigger(batch_size)
+        self._wake_lock = threading.Lock()
 
     def note_queued(self, count: int) -> None:
         """Deltas were queued in this process: ask the child to seal at once when a full batch
         waits (DESIGN.md §3). Never blocks: a wake-up already pending in the pipe is enough."""
         if not self._full_batch.add(count):
             return
-        process = self._process
-        if process is None or process.stdin is None:
-            return
-        with contextlib.suppress(OSError, ValueError):  # full pipe, child gone, pipe closed
-            os.write(process.stdin.fileno(), b"w")
+        # Under the lock that closing the pipe takes too: a descriptor number closed between
+        # fileno() and write() could be another file's by then, which the b"w" would corrupt.
+        with self._wake_lock:
+            process = self._process
+            if process is None or process.stdin is None or process.stdin.closed:
+                return
+            with contextlib.suppress(OSError, ValueError):  # full pipe, child gone
+                os.write(process.stdin.fileno(), b"w")
 
     def _popen(self) -> subprocess.Popen[str]:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
@@ -215,19 +219,23 @@ class SequencerProcess(SupervisedChild):
         """Read the child's reports until it exits; return its exit status."""
         assert process.stdout is not None
         assert process.stdin is not None
-        with process.stdout, process.stdin:
-            for line in process.stdout:
-                kind, _, rest = line.strip().partition(" ")
-                if kind == "role" and rest in ("leader", "standby"):
-                    self.role = rest
-                elif kind == "failed":  # the child logged it; counted here, where /metrics is
-                    SEAL_FAILURES.inc()
-                elif kind == "sealed":
-                    self._full_batch.reset()
-                    if self._on_seal is None:
-                        continue
-                    try:
-                        self._on_seal(SealReport.parse(rest.split()))
-                    except Exception:
-                        log.exception("a seal report could not be handled: %r", line)
+        try:
+            with process.stdout:
+                for line in process.stdout:
+                    kind, _, rest = line.strip().partition(" ")
+                    if kind == "role" and rest in ("leader", "standby"):
+                        self.role = rest
+                    elif kind == "failed":  # the child logged it; counted here, where /metrics is
+                        SEAL_FAILURES.inc()
+                    elif kind == "sealed":
+                        self._full_batch.reset()
+                        if self._on_seal is None:
+                            continue
+                        try:
+                            self._on_seal(SealReport.parse(rest.split()))
+                        except Exception:
+                            log.exception("a seal report could not be handled: %r", line)
+        finally:
+            with self._wake_lock:  # see note_queued
+                process.stdin.close()
         return process.wait()
