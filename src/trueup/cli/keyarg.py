@@ -6,11 +6,24 @@ Shared by ``trueup verify`` and ``trueup audit``; imports only the standard libr
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from trueup.proof import ProofError, VerifierKey, parse_verifier_key
 
-__all__ = ["KeyArgumentError", "read_verifier_key"]
+__all__ = ["KeyArgumentError", "add_key_arguments", "read_verifier_key"]
+
+
+def add_key_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--key`` (required) and ``--origin``, as every command that checks checkpoints takes them."""
+    parser.add_argument(
+        "--key", required=True, help="the log's verifier key (name+id+base64), or a file holding it"
+    )
+    parser.add_argument(
+        "--origin",
+        help="the log's name, which the checkpoint must state (default: the key's name, "
+        "as Trueup names its key after its log)",
+    )
 
 
 class KeyArgumentError(ValueError):

@@ -14,19 +14,24 @@ import httpx
 from trueup.proof import ProofError, load_bundle
 from trueup.proof.errors import shown
 
-__all__ = ["run"]
+__all__ = ["add_server_url", "run"]
 
 _ANCHOR = re.compile(r"a_(0|[1-9][0-9]{0,19})")
 
 
-def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="trueup proof", description=__doc__)
-    parser.add_argument("anchor_id", help="a_<leaf index> of one of your deltas")
+def add_server_url(parser: argparse.ArgumentParser) -> None:
+    """``--url``, the server asked (env ``TRUEUP_URL``)."""
     parser.add_argument(
         "--url",
         default=os.environ.get("TRUEUP_URL", "http://127.0.0.1:8000"),
         help="server base URL (env TRUEUP_URL; default http://127.0.0.1:8000)",
     )
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="trueup proof", description=__doc__)
+    parser.add_argument("anchor_id", help="a_<leaf index> of one of your deltas")
+    add_server_url(parser)
     parser.add_argument(
         "--api-key", default=os.environ.get("TRUEUP_API_KEY"), help="API key (env TRUEUP_API_KEY)"
     )

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from trueup.cli.keyarg import KeyArgumentError, read_verifier_key
+from trueup.cli.keyarg import KeyArgumentError, add_key_arguments, read_verifier_key
 from trueup.proof import ProofError, leaf_fields_from_json, load_bundle, verify_bundle
 from trueup.proof.errors import shown
 
@@ -23,14 +23,7 @@ __all__ = ["run"]
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="trueup verify", description=__doc__)
     parser.add_argument("bundle", help="bundle.json from `trueup proof` (- for stdin)")
-    parser.add_argument(
-        "--key", required=True, help="the log's verifier key (name+id+base64), or a file holding it"
-    )
-    parser.add_argument(
-        "--origin",
-        help="the log's name, which the checkpoint must state (default: the key's name, "
-        "as Trueup names its key after its log)",
-    )
+    add_key_arguments(parser)
     parser.add_argument(
         "--anchor", help="the anchor id (a_<leaf index>) the bundle must prove; any other fails"
     )

@@ -11,12 +11,12 @@ failed (or why the server could not be asked), and 2 when an argument is wrong.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 
 import httpx
 
-from trueup.cli.keyarg import KeyArgumentError, read_verifier_key
+from trueup.cli.keyarg import KeyArgumentError, add_key_arguments, read_verifier_key
+from trueup.cli.proof import add_server_url
 from trueup.proof import ProofError
 from trueup.proof.errors import shown
 from trueup.sdk import Client, TrueupError
@@ -29,19 +29,8 @@ _ROOT = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="trueup verify-period", description=__doc__)
     parser.add_argument("proof_root", help="the period checkpoint's proofRoot (0x and 64 hex digits)")
-    parser.add_argument(
-        "--key", required=True, help="the log's verifier key (name+id+base64), or a file holding it"
-    )
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("TRUEUP_URL", "http://127.0.0.1:8000"),
-        help="server base URL (env TRUEUP_URL; default http://127.0.0.1:8000)",
-    )
-    parser.add_argument(
-        "--origin",
-        help="the log's name, which the checkpoints must state (default: the key's name, "
-        "as Trueup names its key after its log)",
-    )
+    add_key_arguments(parser)
+    add_server_url(parser)
     parser.add_argument(
         "--page-size", type=int, default=1000, help="records fetched per request, 1..1000 (default 1000)"
     )
