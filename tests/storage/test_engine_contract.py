@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -295,8 +296,8 @@ def test_a_standby_keeps_one_session_between_its_polls(pg_url: str, monkeypatch:
     opened: list[int] = []
     real_session = postgres._lock_session
 
-    def counted(url: str) -> psycopg.Connection[Any]:
-        conn = real_session(url)
+    def counted(url: str, idle_timeout_s: float) -> psycopg.Connection[Any]:
+        conn = real_session(url, idle_timeout_s)
         opened.append(conn.info.backend_pid)
         return conn
 
@@ -317,6 +318,28 @@ def test_a_standby_keeps_one_session_between_its_polls(pg_url: str, monkeypatch:
     finally:
         standby.close()
         holder.close()
+
+
+def test_a_holder_that_stops_asking_about_its_lock_loses_it_to_a_standby(pg_url: str) -> None:
+    """A leader that is stopped (SIGSTOP, a frozen machine) asks nothing on its lock session:
+    the server ends that session once it is idle past the timeout, and a standby takes the role.
+    The holder, woken, finds the lock gone."""
+    frozen, standby = open_storage(pg_url), open_storage(pg_url)
+    frozen.engine.lock_idle_timeout_s = 0.5  # type: ignore[attr-defined]
+    try:
+        with frozen.engine.try_leader_lock("sequencer") as held:
+            assert held
+            deadline = time.monotonic() + 30  # a safety net: the server ends the session at 0.5 s
+            while True:
+                with standby.engine.try_leader_lock("sequencer") as taken:
+                    if taken:
+                        break
+                assert time.monotonic() < deadline, "the idle holder kept the lock"
+                time.sleep(0.1)
+            assert not held.still_held()
+    finally:
+        standby.close()
+        frozen.close()
 
 
 def test_a_postgresql_transaction_whose_statement_failed_never_reports_committed(pg_url: str) -> None:

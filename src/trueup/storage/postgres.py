@@ -108,10 +108,21 @@ def advisory_lock_ids(key: int) -> tuple[int, int]:
     return (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
 
 
-def _lock_session(url: str) -> psycopg.Connection[Any]:
+LOCK_IDLE_TIMEOUT_S = 10.0
+"""How long a role's lock session may stay idle before the server ends it, and the lock with it:
+a holder asks about its lock every second, so only a stopped or frozen one is that idle."""
+
+
+def _lock_session(url: str, idle_timeout_s: float) -> psycopg.Connection[Any]:
     """A session of its own for an advisory lock. Whether the lock is still held is asked on
     it every second or so: over a network that stopped answering, the question fails within
-    seconds (keepalives, a send timeout, a statement timeout) instead of waiting for TCP."""
+    seconds (keepalives, a send timeout, a statement timeout) instead of waiting for TCP.
+
+    A holder that stops asking (a process stopped, or frozen with its machine) would keep the
+    lock for as long as its session lasts, and its role from every standby, while the kernel
+    goes on answering keepalives for it. So the server ends the session once it has been idle
+    ``idle_timeout_s`` (``idle_session_timeout``, PostgreSQL 14 on), and the lock with it.
+    """
     try:
         conn = psycopg.connect(
             _named(url),
@@ -125,6 +136,15 @@ def _lock_session(url: str) -> psycopg.Connection[Any]:
         conn.execute("SET statement_timeout = 5000")  # the URL's own options stay as they are
     except psycopg.Error as exc:
         raise StorageUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
+    try:
+        conn.execute(
+            "SELECT set_config('idle_session_timeout', %s, false)", (str(int(idle_timeout_s * 1000)),)
+        )
+    except psycopg.errors.UndefinedObject:  # before PostgreSQL 14: held until the session ends
+        pass
+    except psycopg.Error as exc:
+        conn.close()
+        raise StorageUnavailableError(f"cannot set up a lock session: {exc}") from exc
     return conn
 
 
@@ -262,6 +282,7 @@ class PostgresEngine(Engine):
         # A standby's session, kept between its polls for a role (a new session every second
         # per role and process was a backend fork and an authentication each).
         self._standby: dict[str, psycopg.Connection[Any]] = {}
+        self.lock_idle_timeout_s = LOCK_IDLE_TIMEOUT_S
         try:  # one connection first: a refused or unknown server is said at once, with its cause
             psycopg.connect(_named(url), connect_timeout=10).close()
         except psycopg.Error as exc:
@@ -336,7 +357,7 @@ class PostgresEngine(Engine):
                 conn.close()
                 conn = None
         if conn is None:
-            conn = _lock_session(self.url)
+            conn = _lock_session(self.url, self.lock_idle_timeout_s)
             try:
                 held = _try_lock(conn, key)
             except psycopg.Error as exc:
