@@ -9,7 +9,9 @@ receiver does.
 
 The requests go through ``httpcore`` (what ``httpx`` sends with), whose network layer can be
 given the deadline; one connection pool per pinned origin, so that a kept-alive connection is
-only ever reused for the host it was opened for.
+only ever reused for the host it was opened for. ``httpcore`` follows no redirect (a 3xx is a
+failed attempt: a redirect could leave the checked address) and reads no proxy settings from
+the environment.
 """
 
 from __future__ import annotations
