@@ -180,3 +180,12 @@ def test_an_internationalised_host_is_used_as_dns_knows_it() -> None:
     assert "is not a valid domain name" in refused(
         "https://" + "\u00fc" * 64 + ".example/", resolver=resolver
     )
+
+
+def test_a_path_and_query_go_percent_encoded_as_http_clients_send_them() -> None:
+    pinned = pin(
+        resolve_target(
+            'https://hooks.example.com/h/\u00fc/a|b"c<d>{e}`?name=Jos\u00e9&x=%41', STRICT, PUBLIC_DNS
+        )
+    )
+    assert pinned.url == f"https://{PUBLIC_V4}/h/%C3%BC/a%7Cb%22c%3Cd%3E%7Be%7D%60?name=Jos%C3%A9&x=%41"

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from trueup.service.webhook_targets import Target
 
 __all__ = ["PinnedRequest", "pin"]
 
 _DEFAULT_PORTS = {"https": 443, "http": 80}
+_PATH_SAFE = "/?#[]@!$&'()*+,;=:%~-._"
+"""What a path and query keep as they are (RFC 3986's reserved and unreserved characters, and
+``%`` for escapes already made); anything else, non-ASCII text included, is percent-encoded as
+UTF-8, as browsers and HTTP clients send it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +50,7 @@ def pin(target: Target) -> PinnedRequest:
     except ValueError:
         is_literal = False
     return PinnedRequest(
-        url=f"{target.scheme}://{_bracketed(address)}{suffix}{target.path}",
+        url=f"{target.scheme}://{_bracketed(address)}{suffix}{quote(target.path, safe=_PATH_SAFE)}",
         host_header=_bracketed(target.host) + suffix,
         sni_hostname=target.host if target.scheme == "https" and not is_literal else None,
         address=address,

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import certifi
 import httpcore
 
 from trueup.webhooks.targets import PinnedRequest
@@ -36,6 +37,7 @@ SendError = (httpcore.NetworkError, httpcore.ProtocolError, httpcore.Unsupported
 """The connection failed or the receiver did not speak HTTP/1.1."""
 
 _MAX_POOLS = 256
+_WRITE_SLICE = 16 * 1024
 
 
 class _Deadline(threading.local):
@@ -62,7 +64,12 @@ class _Stream(httpcore.NetworkStream):
         return self._stream.read(max_bytes, self._deadline.left(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, self._deadline.left(timeout, httpcore.WriteTimeout))
+        # In slices, each with what is left: the stream below gives every partial send of one
+        # write the same timeout, so a receiver taking a little of a large body just within it
+        # each time would stretch the attempt for as long as the body lasts.
+        for start in range(0, len(buffer), _WRITE_SLICE) or (0,):
+            piece = buffer[start : start + _WRITE_SLICE]
+            self._stream.write(piece, self._deadline.left(timeout, httpcore.WriteTimeout))
 
     def close(self) -> None:
         self._stream.close()
@@ -114,6 +121,9 @@ class AttemptTransport:
         self._connections = connections
         self._deadline = _Deadline()
         self._backend = _Backend(self._deadline)
+        # One TLS context for every connection, trusting certifi's roots only (as httpx did,
+        # never the environment's SSL_CERT_FILE): building one per connection cost 37 ms each.
+        self._tls = ssl.create_default_context(cafile=certifi.where())
         self._pools: OrderedDict[tuple[str, str], httpcore.ConnectionPool] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -153,7 +163,8 @@ class AttemptTransport:
         with self._lock:
             pool = self._pools.get(key)
             if pool is None:
-                pool = httpcore.ConnectionPool(  # TLS as httpx has it: certifi's roots
+                pool = httpcore.ConnectionPool(
+                    ssl_context=self._tls,
                     max_connections=self._connections,
                     max_keepalive_connections=self._connections,
                     network_backend=self._backend,
