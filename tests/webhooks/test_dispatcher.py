@@ -332,35 +332,38 @@ def test_an_attempt_ends_at_the_timeout_however_the_receiver_trickles(
     assert outcome.error == "timed out after 1s (ReadTimeout)"
 
 
-def test_a_tenant_whose_receiver_never_answers_does_not_keep_another_waiting_behind_its_backlog(
-    services: Services,
+@pytest.mark.parametrize("slow_tenants", [1, 3])
+def test_tenants_whose_receivers_never_answer_do_not_keep_another_waiting_behind_their_backlog(
+    services: Services, slow_tenants: int
 ) -> None:
-    """Tenant A's 20 deliveries, due first, go to a receiver that never answers (each attempt
-    ends at the 0.5 s timeout); with two workers they would hold B's two deliveries back for
-    ten rounds of timeouts. B's go ahead of A's instead: when they are delivered, most of A's
-    have not yet been tried once."""
+    """Slow tenants' 20 deliveries each, due first, go to a receiver that never answers (each
+    attempt ends at the 0.5 s timeout); with two workers they would hold the fast tenant's two
+    deliveries back for 10 rounds of timeouts per slow tenant. The fast tenant's go ahead
+    instead: when they are delivered, most of the slow ones have not yet been tried once."""
     release = threading.Event()
-    slow, fast = principal_for(services, "slow-tenant"), principal_for(services, "fast-tenant")
     settings = replace(services.settings, webhook_timeout_s=0.5)
     with (
         Receiver(lambda received: 200 if release.wait(30) else 503) as stuck,
         Receiver() as quick,
     ):
-        services.webhooks.create(slow, {"url": stuck.url})
-        write(services, slow, *({"key": f"a-{i}", "accountId": "c", "bits": 1} for i in range(19)))
-        seal_all(services)
+        for n in range(slow_tenants):
+            slow = principal_for(services, f"slow-tenant-{n}")
+            services.webhooks.create(slow, {"url": stuck.url})
+            write(services, slow, *({"key": f"a-{i}", "accountId": "c", "bits": 1} for i in range(19)))
+            seal_all(services)
+        fast = principal_for(services, "fast-tenant")
         services.webhooks.create(fast, {"url": quick.url})
         write(services, fast, {"key": "b-1", "accountId": "c", "bits": 1})
         seal_all(services)
-        endpoint_of_b = services.webhooks.endpoints(fast)[0].id
+        endpoint_of_fast = services.webhooks.endpoints(fast)[0].id
         dispatcher = Dispatcher(services.storage, settings, workers=2, poll_s=0.05)
         dispatcher.start()
         try:
-            wait_until(lambda: len(quick.requests()) == 2, timeout_s=60)
+            wait_until(lambda: len(quick.requests()) == 2, timeout_s=120)
             untried = [
-                a for _, endpoint, _, a in deliveries(services) if endpoint != endpoint_of_b and a == 0
+                a for _, endpoint, _, a in deliveries(services) if endpoint != endpoint_of_fast and a == 0
             ]
         finally:
             release.set()
             dispatcher.stop()
-    assert len(untried) >= 10, untried
+    assert len(untried) >= 10 * slow_tenants, untried

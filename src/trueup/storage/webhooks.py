@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from trueup.core.errors import ConflictError
-from trueup.storage.engine import Engine, Tx
+from trueup.storage.engine import Engine, Row, Tx
 from trueup.storage.webhook_records import (
     DELIVERY_COLUMNS,
     DELIVERY_JOIN,
@@ -202,32 +202,42 @@ class WebhookStore:
 
     # -- the dispatcher ---------------------------------------------------------------------
 
-    def due(self, now: str, limit: int, other_than: Sequence[str] = ()) -> list[DueDelivery]:
-        """Pending deliveries due at ``now`` to active endpoints, earliest first; of tenants
-        other than ``other_than`` (those whose deliveries already fill the dispatcher), if given."""
-        others = f" AND d.tenant_id NOT IN ({', '.join('?' * len(other_than))})" if other_than else ""
+    def due(self, now: str, limit: int) -> list[DueDelivery]:
+        """Pending deliveries due at ``now`` to active endpoints, earliest first."""
         with self._engine.read() as tx:
             rows = tx.execute(
                 f"""SELECT d.event_id, d.endpoint_id, e.event_type, e.payload, d.attempts,
                            d.round_attempts, {ENDPOINT_COLUMNS_P}
                     FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id
                     JOIN webhook_endpoints p ON p.id = d.endpoint_id
-                    WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND p.deleted_at IS NULL{others}
+                    WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND p.deleted_at IS NULL
                     ORDER BY d.next_attempt_at LIMIT ?""",
-                (now, *other_than, limit),
+                (now, limit),
             )
-        return [
-            DueDelivery(
-                event_id=str(r[0]),
-                endpoint_id=str(r[1]),
-                event_type=str(r[2]),
-                payload=str(r[3]),
-                attempts=int(r[4]),
-                round_attempts=int(r[5]),
-                endpoint=endpoint_record(r[6:]),
+        return [_due(r) for r in rows]
+
+    def due_in_turns(self, now: str, limit: int, window: int = 20_000) -> list[DueDelivery]:
+        """Pending deliveries due at ``now`` to active endpoints, tenant by tenant in turn: the
+        earliest of each tenant first, then the second of each, and so on, among the
+        ``window`` earliest due (which bounds the query's work on a long backlog)."""
+        with self._engine.read() as tx:
+            rows = tx.execute(
+                f"""SELECT d.event_id, d.endpoint_id, e.event_type, e.payload, d.attempts,
+                           d.round_attempts, {ENDPOINT_COLUMNS_P}
+                    FROM (SELECT w.*, ROW_NUMBER() OVER (
+                                     PARTITION BY w.tenant_id ORDER BY w.next_attempt_at, w.seq) AS turn
+                          FROM (SELECT event_id, endpoint_id, tenant_id, attempts, round_attempts,
+                                       next_attempt_at, seq
+                                FROM webhook_deliveries
+                                WHERE status = 'pending' AND next_attempt_at <= ?
+                                ORDER BY next_attempt_at LIMIT ?) w) d
+                    JOIN webhook_events e ON e.id = d.event_id
+                    JOIN webhook_endpoints p ON p.id = d.endpoint_id
+                    WHERE p.deleted_at IS NULL
+                    ORDER BY d.turn, d.next_attempt_at LIMIT ?""",
+                (now, window, limit),
             )
-            for r in rows
-        ]
+        return [_due(r) for r in rows]
 
     def next_due(self) -> str | None:
         """When the earliest pending delivery is due, or ``None`` when none is pending."""
@@ -302,3 +312,15 @@ def _active_endpoint(tx: Tx, tenant_id: str, endpoint_id: str) -> EndpointRecord
         (endpoint_id, tenant_id),
     )
     return None if row is None else endpoint_record(row)
+
+
+def _due(row: Row) -> DueDelivery:
+    return DueDelivery(
+        event_id=str(row[0]),
+        endpoint_id=str(row[1]),
+        event_type=str(row[2]),
+        payload=str(row[3]),
+        attempts=int(row[4]),
+        round_attempts=int(row[5]),
+        endpoint=endpoint_record(row[6:]),
+    )

@@ -53,7 +53,7 @@ USER_AGENT = "Trueup-Webhooks/1"
 _MAX_ERROR = 500
 _BACKOFF_ON_STORAGE_ERROR_S = 1.0
 _BATCH_WINDOW_S = 0.02
-_LOOK_PAST_S = 1.0
+_TURNS_EVERY_S = 1.0
 DRAIN_S = 5.0
 """How long a dispatcher that stops (or loses its role) waits for attempts already on the wire,
 so that their outcome is recorded: on a stop, rather than the delivery sent again; on a lost
@@ -109,6 +109,8 @@ class Dispatcher(ElectedRole):
         self._in_flight: dict[tuple[str, str], str] = {}
         """(event, endpoint) handed to the workers and not yet recorded: the tenant of each."""
         self._looked_past = -math.inf
+        self._last_handed: dict[str, int] = {}
+        """When each tenant last had a delivery handed out (the order of ``_handed``)."""
         self.attempts = 0
         self.delivered = 0
 
@@ -203,22 +205,24 @@ class Dispatcher(ElectedRole):
     def _claim(self) -> float:
         """Hand due deliveries to the workers; return how long to wait before looking again.
 
-        Earliest due first, but no tenant's deliveries keep another's waiting for long: a
-        delivery goes to the workers ahead of those of tenants with more in flight, and while
-        some tenants' deliveries fill every worker, another tenant's due ones are looked for
-        past them (at most once a second: that query reads past their backlog)."""
+        Earliest due first, but no tenant's backlog keeps another's deliveries waiting behind
+        it: at most once a second the due deliveries are taken tenant by tenant in turn, those
+        of tenants with the fewest in flight are handed out first, and each goes to the workers
+        ahead of those of tenants with more in flight."""
         free = 2 * self._workers - len(self._in_flight)
         now = self._clock()
         if free > 0:
             stamp = format_canonical(now)
             load = Counter(self._in_flight.values())
-            busy = sorted(tenant for tenant, count in load.items() if count >= self._workers)
             due: list[DueDelivery] = []
-            if busy and time.monotonic() - self._looked_past >= _LOOK_PAST_S:
+            if time.monotonic() - self._looked_past >= _TURNS_EVERY_S:
                 self._looked_past = time.monotonic()
-                others = len(self._in_flight) - sum(load[tenant] for tenant in busy)
-                due = self._storage.webhooks.due(stamp, free + others, other_than=busy)
+                due = self._storage.webhooks.due_in_turns(stamp, free + len(self._in_flight))
             due += self._storage.webhooks.due(stamp, free + len(self._in_flight))
+            # Tenants with the fewest in flight first, then the one served longest ago (a stable
+            # sort: each tenant's in its own order).
+            last = self._last_handed
+            due.sort(key=lambda d: (load[d.endpoint.tenant_id], last.get(d.endpoint.tenant_id, -1)))
             handed = 0
             for delivery in due:
                 key = (delivery.event_id, delivery.endpoint_id)
@@ -226,7 +230,9 @@ class Dispatcher(ElectedRole):
                     continue
                 tenant = delivery.endpoint.tenant_id
                 self._in_flight[key] = tenant
-                self._tasks.put((load[tenant], next(self._handed), delivery))
+                order = next(self._handed)
+                self._tasks.put((load[tenant], order, delivery))
+                last[tenant] = order
                 load[tenant] += 1
                 handed += 1
             if handed:
