@@ -90,3 +90,70 @@ def test_a_holder_that_lets_go_during_the_wait_hands_the_turn_over(
     fcntl.flock(other_process, fcntl.LOCK_EX | fcntl.LOCK_NB)
     with engine.read() as tx:
         assert tx.execute("SELECT n FROM t") == [(3,)]
+
+
+def test_writes_queued_behind_one_that_gave_up_are_refused_at_once_not_each_after_the_wait(
+    engine: SQLiteEngine, other_process: int
+) -> None:
+    """Four writes of one process behind a stopped holder: the first waits, the rest are
+    refused at once (each waiting the whole wait in turn made the fourth wait four times it)."""
+    engine._writer_lock._wait_s = 0.3
+    outcomes: list[str] = []
+
+    def attempt() -> None:
+        try:
+            with engine.write() as tx:
+                tx.execute("INSERT INTO t VALUES (9)")
+        except StorageUnavailableError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert (
+        sorted(message.split(" by another")[0][-18:] for message in outcomes)
+        == sorted(["writer.lock) was held"] * 1 + ["writer.lock) is still held"] * 3)
+        or len(outcomes) == 4
+    )
+    assert sum("was held by another process for 0.3 s" in m for m in outcomes) == 1
+    assert sum("is still held by another process, which a write before" in m for m in outcomes) == 3
+    fcntl.flock(other_process, fcntl.LOCK_UN)
+    deadline = time.monotonic() + 30  # a safety net: the waiting thread lets go at once
+    while True:
+        try:
+            with engine.write() as tx:
+                tx.execute("INSERT INTO t VALUES (10)")
+            break
+        except StorageUnavailableError:
+            assert time.monotonic() < deadline, "writes never went on after the holder let go"
+            time.sleep(0.01)
+    with engine.read() as tx:
+        assert tx.execute("SELECT n FROM t") == [(10,)]
+
+
+def test_a_lock_the_file_system_refuses_is_said_and_the_next_write_tries_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    turn = WriterTurn(tmp_path / "w.lock", 30.0)
+    holder = os.open(tmp_path / "w.lock", os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    real_flock = fcntl.flock
+    calls = {"blocking": 0}
+
+    def failing(fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_EX:  # the waiting thread's blocking call
+            calls["blocking"] += 1
+            if calls["blocking"] == 1:
+                raise OSError(37, "No locks available")
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", failing)
+    with pytest.raises(StorageUnavailableError, match=r"cannot take the SQLite writer lock: \[Errno 37\]"):
+        turn.acquire()
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    os.close(holder)
+    turn.acquire()  # a new waiting thread, or the fast path: the lock is free now
+    turn.release()
+    turn.close()

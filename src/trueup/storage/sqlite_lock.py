@@ -23,6 +23,8 @@ from trueup.storage.errors import StorageUnavailableError
 
 __all__ = ["WriterTurn"]
 
+_MOMENT_S = 0.05
+
 
 class WriterTurn:
     """The writer lock across processes; one writer of this process at a time asks for it
@@ -39,6 +41,10 @@ class WriterTurn:
         self._wanted = False
         self._granted = False
         self._closed = False
+        self._abandoned = False
+        """A writer gave up while the waiting thread is still in ``flock``: the holder is stuck,
+        so the writers after it are refused at once rather than each waiting ``wait_s``."""
+        self._error: OSError | None = None
         self._waiter: threading.Thread | None = None
 
     def acquire(self) -> None:
@@ -58,15 +64,31 @@ class WriterTurn:
             self._held_fd = self._fd
             return
         with self._state:
+            # Behind a holder a write already gave up on, only a moment: the turn the waiting
+            # thread may be getting just now, not another full wait.
+            stuck = self._abandoned
             self._start_waiter()
             self._wanted = True
             self._state.notify_all()
-            got = self._state.wait_for(lambda: self._granted or self._closed, self._wait_s)
+            self._state.wait_for(
+                lambda: self._granted or self._closed or self._error is not None,
+                _MOMENT_S if stuck else self._wait_s,
+            )
             self._wanted = False
-            if got and self._granted:
+            if self._granted:
                 self._granted = False
                 self._held_fd = self._waiter_fd
                 return
+            error, self._error = self._error, None
+            if error is None:
+                self._abandoned = True
+        if error is not None:
+            raise StorageUnavailableError(f"cannot take the SQLite writer lock: {error}") from error
+        if stuck:
+            raise StorageUnavailableError(
+                f"the SQLite writer lock ({self._path.name}) is still held by another process, "
+                f"which a write before this one waited {self._wait_s:g} s for; try again"
+            )
         raise StorageUnavailableError(
             f"the SQLite writer lock ({self._path.name}) was held by another process for "
             f"{self._wait_s:g} s (one stopped, or stuck in a long write); try again"
@@ -103,8 +125,15 @@ class WriterTurn:
                     self._state.wait_for(lambda: (self._wanted and not self._granted) or self._closed)
                     if self._closed:
                         return
-                fcntl.flock(fd, fcntl.LOCK_EX)  # as long as the holder takes, outside the state lock
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # as long as the holder takes, outside the state lock
+                except OSError as exc:  # the file system lost its locks, say: the writer is told
+                    with self._state:
+                        self._error, self._waiter = exc, None  # the next writer starts another
+                        self._state.notify_all()
+                    return
                 with self._state:
+                    self._abandoned = False  # the holder let go
                     if self._wanted and not self._closed:
                         self._granted = True  # the writer lets it go (release) when done
                         self._state.notify_all()
