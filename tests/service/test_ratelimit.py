@@ -63,3 +63,11 @@ def test_shared_buckets_hold_across_processes(pg_url: str) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_a_rate_too_small_to_wait_for_is_a_429_of_a_day_not_a_500() -> None:
+    limiter = RateLimiter(RateLimit(0, 0), parse_overrides("tiny=5e-324/1"), clock=FakeClock())
+    limiter.check("tiny")
+    with pytest.raises(RateLimitedError) as refused:
+        limiter.check("tiny")
+    assert refused.value.retry_after_seconds == 86_400

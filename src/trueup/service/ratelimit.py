@@ -18,6 +18,9 @@ from trueup.storage.ratelimits import RateLimitStore
 __all__ = ["RateLimit", "RateLimiter", "parse_overrides"]
 
 
+_LONGEST_WAIT_S = 86_400.0
+
+
 class RateLimiter:
     """Checks one request of a key against its bucket; raises :class:`RateLimitedError`."""
 
@@ -53,7 +56,9 @@ class RateLimiter:
             else self._take_local(key_id, limit)
         )
         if wait > 0:
-            seconds = max(1, math.ceil(wait))
+            # A rate so small that a token takes longer than a day (or forever, for 1e-320/s)
+            # is told as a day: Retry-After stays a number a client can act on.
+            seconds = max(1, math.ceil(min(wait, _LONGEST_WAIT_S)))
             raise RateLimitedError(
                 f"rate limit of {limit.rate_per_s:g} requests/s (burst {limit.burst}) for this API key "
                 f"exceeded; retry in {seconds} s",
