@@ -332,13 +332,14 @@ def test_an_attempt_ends_at_the_timeout_however_the_receiver_trickles(
     assert outcome.error == "timed out after 1s (ReadTimeout)"
 
 
-@pytest.mark.parametrize("slow_tenants", [1, 3])
+@pytest.mark.parametrize(("slow_tenants", "workers"), [(1, 2), (3, 2), (4, 1)])
 def test_tenants_whose_receivers_never_answer_do_not_keep_another_waiting_behind_their_backlog(
-    services: Services, slow_tenants: int
+    services: Services, slow_tenants: int, workers: int
 ) -> None:
     """Slow tenants' 20 deliveries each, due first, go to a receiver that never answers (each
-    attempt ends at the 0.5 s timeout); with two workers they would hold the fast tenant's two
-    deliveries back for 10 rounds of timeouts per slow tenant. The fast tenant's go ahead
+    attempt ends at the 0.5 s timeout); earliest due first, they would hold the fast tenant's
+    two deliveries back for 20 timeouts per slow tenant and worker, and more slow tenants than
+    twice the workers once kept it from being served at all. The fast tenant's go ahead
     instead: when they are delivered, most of the slow ones have not yet been tried once."""
     release = threading.Event()
     settings = replace(services.settings, webhook_timeout_s=0.5)
@@ -356,7 +357,7 @@ def test_tenants_whose_receivers_never_answer_do_not_keep_another_waiting_behind
         write(services, fast, {"key": "b-1", "accountId": "c", "bits": 1})
         seal_all(services)
         endpoint_of_fast = services.webhooks.endpoints(fast)[0].id
-        dispatcher = Dispatcher(services.storage, settings, workers=2, poll_s=0.05)
+        dispatcher = Dispatcher(services.storage, settings, workers=workers, poll_s=0.05)
         dispatcher.start()
         try:
             wait_until(lambda: len(quick.requests()) == 2, timeout_s=120)

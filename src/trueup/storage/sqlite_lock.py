@@ -109,7 +109,10 @@ class WriterTurn:
     def _start_waiter(self) -> None:
         if self._waiter is not None:
             return
-        self._waiter_fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self._waiter_fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:  # out of descriptors, say
+            raise StorageUnavailableError(f"cannot wait for the SQLite writer lock: {exc}") from exc
         self._waiter = threading.Thread(
             target=self._wait_for_turns, name="trueup-sqlite-writer-lock", daemon=True
         )

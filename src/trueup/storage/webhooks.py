@@ -216,28 +216,51 @@ class WebhookStore:
             )
         return [_due(r) for r in rows]
 
-    def due_in_turns(self, now: str, limit: int, window: int = 20_000) -> list[DueDelivery]:
-        """Pending deliveries due at ``now`` to active endpoints, tenant by tenant in turn: the
-        earliest of each tenant first, then the second of each, and so on, among the
-        ``window`` earliest due (which bounds the query's work on a long backlog)."""
+    def due_turns(
+        self, now: str, per_tenant: int, window: int = 20_000, limit: int = 2_000
+    ) -> list[tuple[str, str, str, int]]:
+        """``(event id, endpoint id, tenant id, turn)`` of pending deliveries due at ``now`` to
+        active endpoints, tenant by tenant in turn: the earliest of each tenant (turn 1), then
+        the second of each, up to ``per_tenant`` each, at most ``limit`` in all, among the
+        ``window`` earliest due (which bounds the query's work on a long backlog). Light rows:
+        the dispatcher picks among them and reads only those it hands out (:meth:`due_by_keys`)."""
         with self._engine.read() as tx:
             rows = tx.execute(
-                f"""SELECT d.event_id, d.endpoint_id, e.event_type, e.payload, d.attempts,
-                           d.round_attempts, {ENDPOINT_COLUMNS_P}
-                    FROM (SELECT w.*, ROW_NUMBER() OVER (
-                                     PARTITION BY w.tenant_id ORDER BY w.next_attempt_at, w.seq) AS turn
-                          FROM (SELECT event_id, endpoint_id, tenant_id, attempts, round_attempts,
-                                       next_attempt_at, seq
-                                FROM webhook_deliveries
-                                WHERE status = 'pending' AND next_attempt_at <= ?
-                                ORDER BY next_attempt_at LIMIT ?) w) d
-                    JOIN webhook_events e ON e.id = d.event_id
-                    JOIN webhook_endpoints p ON p.id = d.endpoint_id
-                    WHERE p.deleted_at IS NULL
-                    ORDER BY d.turn, d.next_attempt_at LIMIT ?""",
-                (now, window, limit),
+                """SELECT d.event_id, d.endpoint_id, d.tenant_id, d.turn
+                   FROM (SELECT w.*, ROW_NUMBER() OVER (
+                                    PARTITION BY w.tenant_id ORDER BY w.next_attempt_at, w.seq) AS turn
+                         FROM (SELECT event_id, endpoint_id, tenant_id, next_attempt_at, seq
+                               FROM webhook_deliveries
+                               WHERE status = 'pending' AND next_attempt_at <= ?
+                               ORDER BY next_attempt_at, seq LIMIT ?) w) d
+                   JOIN webhook_endpoints p ON p.id = d.endpoint_id
+                   WHERE p.deleted_at IS NULL AND d.turn <= ?
+                   ORDER BY d.turn, d.next_attempt_at, d.seq LIMIT ?""",
+                (now, window, per_tenant, limit),
             )
-        return [_due(r) for r in rows]
+        return [(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+    def due_by_keys(self, keys: Sequence[tuple[str, str]]) -> list[DueDelivery]:
+        """The pending deliveries ``(event id, endpoint id)`` of ``keys`` to active endpoints,
+        in the order of ``keys`` (those no longer pending are left out)."""
+        if not keys:
+            return []
+        found: dict[tuple[str, str], DueDelivery] = {}
+        with self._engine.read() as tx:
+            for relation, params in tx.relations(keys, ("text", "text"), 200):
+                for row in tx.execute(
+                    f"""SELECT d.event_id, d.endpoint_id, e.event_type, e.payload, d.attempts,
+                               d.round_attempts, {ENDPOINT_COLUMNS_P}
+                        FROM {relation}
+                        JOIN webhook_deliveries d ON d.event_id = w.column1 AND d.endpoint_id = w.column2
+                        JOIN webhook_events e ON e.id = d.event_id
+                        JOIN webhook_endpoints p ON p.id = d.endpoint_id
+                        WHERE d.status = 'pending' AND p.deleted_at IS NULL""",
+                    params,
+                ):
+                    delivery = _due(row)
+                    found[(delivery.event_id, delivery.endpoint_id)] = delivery
+        return [found[key] for key in keys if key in found]
 
     def next_due(self) -> str | None:
         """When the earliest pending delivery is due, or ``None`` when none is pending."""

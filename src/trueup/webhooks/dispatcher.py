@@ -206,9 +206,10 @@ class Dispatcher(ElectedRole):
         """Hand due deliveries to the workers; return how long to wait before looking again.
 
         Earliest due first, but no tenant's backlog keeps another's deliveries waiting behind
-        it: at most once a second the due deliveries are taken tenant by tenant in turn, those
-        of tenants with the fewest in flight are handed out first, and each goes to the workers
-        ahead of those of tenants with more in flight."""
+        it: at most once a second the due deliveries are taken tenant by tenant in turn and
+        picked one at a time for the tenant with the fewest in flight, then the one served
+        longest ago (:meth:`_in_turns`); each goes to the workers ahead of those of tenants
+        with more in flight."""
         free = 2 * self._workers - len(self._in_flight)
         now = self._clock()
         if free > 0:
@@ -217,12 +218,8 @@ class Dispatcher(ElectedRole):
             due: list[DueDelivery] = []
             if time.monotonic() - self._looked_past >= _TURNS_EVERY_S:
                 self._looked_past = time.monotonic()
-                due = self._storage.webhooks.due_in_turns(stamp, free + len(self._in_flight))
+                due = self._in_turns(stamp, free, load)
             due += self._storage.webhooks.due(stamp, free + len(self._in_flight))
-            # Tenants with the fewest in flight first, then the one served longest ago (a stable
-            # sort: each tenant's in its own order).
-            last = self._last_handed
-            due.sort(key=lambda d: (load[d.endpoint.tenant_id], last.get(d.endpoint.tenant_id, -1)))
             handed = 0
             for delivery in due:
                 key = (delivery.event_id, delivery.endpoint_id)
@@ -232,7 +229,7 @@ class Dispatcher(ElectedRole):
                 self._in_flight[key] = tenant
                 order = next(self._handed)
                 self._tasks.put((load[tenant], order, delivery))
-                last[tenant] = order
+                self._last_handed[tenant] = order
                 load[tenant] += 1
                 handed += 1
             if handed:
@@ -244,6 +241,27 @@ class Dispatcher(ElectedRole):
             return self._poll
         seconds = (parse_canonical(next_due) - now).total_seconds()
         return min(self._poll, max(seconds, 0.0))
+
+    def _in_turns(self, stamp: str, free: int, load: Counter[str]) -> list[DueDelivery]:
+        """Up to ``free`` due deliveries not in flight, picked one at a time for the tenant with
+        the fewest in flight, then the one served longest ago, each tenant's in its own order."""
+        per_tenant = free + max(load.values(), default=0)  # past its own in flight
+        waiting: dict[str, list[tuple[str, str]]] = {}
+        for event_id, endpoint_id, tenant, _ in self._storage.webhooks.due_turns(stamp, per_tenant):
+            if (event_id, endpoint_id) not in self._in_flight:
+                waiting.setdefault(tenant, []).append((event_id, endpoint_id))
+        picked: list[tuple[str, str]] = []
+        counts = Counter(load)
+        served = dict(self._last_handed)
+        later = itertools.count(max(served.values(), default=0) + 1)  # after every tenant served before
+        while waiting and len(picked) < free:
+            tenant = min(waiting, key=lambda t: (counts[t], served.get(t, -1)))
+            picked.append(waiting[tenant].pop(0))
+            if not waiting[tenant]:
+                del waiting[tenant]
+            counts[tenant] += 1
+            served[tenant] = next(later)
+        return self._storage.webhooks.due_by_keys(picked)
 
     # -- the workers ------------------------------------------------------------------------
 
