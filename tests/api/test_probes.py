@@ -35,6 +35,13 @@ def test_the_probes_read_the_queue_with_the_probe_s_wait(
         return real(wait_s)
 
     monkeypatch.setattr(services.storage.log, "queue_stats", queue_stats)
+    real_head = services.storage.log.head
+
+    def head(wait_s: float | None = None) -> object:
+        asked.append(wait_s)
+        return real_head(wait_s)
+
+    monkeypatch.setattr(services.storage.log, "head", head)
 
     async def probe() -> list[int]:
         transport = httpx.ASGITransport(app=create_app(services))
@@ -42,4 +49,4 @@ def test_the_probes_read_the_queue_with_the_probe_s_wait(
             return [(await client.get(path)).status_code for path in ("/readyz", "/metrics")]
 
     assert asyncio.run(probe()) == [200, 200]
-    assert asked == [PROBE_WAIT_S, PROBE_WAIT_S]
+    assert asked == [PROBE_WAIT_S] * 3  # /readyz's queue; /metrics' queue and head

@@ -180,6 +180,12 @@ def test_an_internationalised_host_is_used_as_dns_knows_it() -> None:
     assert "is not a valid domain name" in refused(
         "https://" + "\u00fc" * 64 + ".example/", resolver=resolver
     )
+    # Names IDNA 2003 maps to other names, which browsers keep apart, are refused.
+    assert refused("https://fa\u00df.example/", resolver=resolver).endswith(
+        "would be looked up as 'fass.example', another name; give its xn-- form"
+    )
+    assert "would be looked up as 'example.com'" in refused("https://ex\u00adample.com/", resolver=resolver)
+    assert asked == ["xn--bcher-kva.example"]  # neither was looked up
 
 
 def test_a_path_and_query_go_percent_encoded_as_http_clients_send_them() -> None:

@@ -29,7 +29,7 @@ async def metrics(services: ServicesDep) -> Response:
         depth, oldest = services.storage.log.queue_stats(PROBE_WAIT_S)  # a 503 within it when down
         QUEUE_DEPTH.set(depth)
         QUEUE_AGE.set(0 if oldest is None else (datetime.now(UTC) - parse_canonical(oldest)).total_seconds())
-        head = services.storage.log.head()
+        head = services.storage.log.head(PROBE_WAIT_S)
         if head is not None:
             TREE_SIZE.set(head.size)
 

@@ -160,9 +160,17 @@ def _ascii_host(host: str) -> str:
     if host.isascii():
         return host
     try:
-        return host.encode("idna").decode("ascii")
+        ascii_host = host.encode("idna").decode("ascii")
+        again = ascii_host.encode("ascii").decode("idna")
     except UnicodeError as exc:
         raise TargetRefusedError("url", f"host {host!r} is not a valid domain name ({exc})") from exc
+    if again != host:
+        # IDNA 2003 maps some names to others (faß to fass, a soft hyphen to nothing), where
+        # browsers (UTS 46) keep them apart: the delivery would go to a name the URL does not show.
+        raise TargetRefusedError(
+            "url", f"host {host!r} would be looked up as {ascii_host!r}, another name; give its xn-- form"
+        )
+    return ascii_host
 
 
 def resolve_target(url: object, policy: TargetPolicy, resolver: Resolver = system_resolver) -> Target:

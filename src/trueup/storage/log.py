@@ -97,9 +97,10 @@ class LogStore:
 
     # -- heads and nodes --------------------------------------------------------------------
 
-    def head(self) -> HeadRecord | None:
-        """The newest signed tree head, or ``None`` before the first one."""
-        with self._engine.read() as tx:
+    def head(self, wait_s: float | None = None) -> HeadRecord | None:
+        """The newest signed tree head, or ``None`` before the first one; ``wait_s`` bounds the
+        wait for a pooled connection (:meth:`Engine.read`)."""
+        with self._engine.read(wait_s) as tx:
             return latest_head(tx)
 
     def head_at(self, size: int) -> HeadRecord | None:
