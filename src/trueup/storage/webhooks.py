@@ -206,10 +206,7 @@ class WebhookStore:
         """Pending deliveries due at ``now`` to active endpoints, earliest first."""
         with self._engine.read() as tx:
             rows = tx.execute(
-                f"""SELECT d.event_id, d.endpoint_id, e.event_type, e.payload, d.attempts,
-                           d.round_attempts, {ENDPOINT_COLUMNS_P}
-                    FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id
-                    JOIN webhook_endpoints p ON p.id = d.endpoint_id
+                f"""SELECT {_DUE_COLUMNS} FROM webhook_deliveries d {_DUE_JOINS}
                     WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND p.deleted_at IS NULL
                     ORDER BY d.next_attempt_at LIMIT ?""",
                 (now, limit),
@@ -218,15 +215,15 @@ class WebhookStore:
 
     def due_turns(
         self, now: str, per_tenant: int, window: int = 20_000, limit: int = 2_000
-    ) -> list[tuple[str, str, str, int]]:
-        """``(event id, endpoint id, tenant id, turn)`` of pending deliveries due at ``now`` to
+    ) -> list[tuple[str, str, str]]:
+        """``(event id, endpoint id, tenant id)`` of pending deliveries due at ``now`` to
         active endpoints, tenant by tenant in turn: the earliest of each tenant (turn 1), then
         the second of each, up to ``per_tenant`` each, at most ``limit`` in all, among the
         ``window`` earliest due (which bounds the query's work on a long backlog). Light rows:
         the dispatcher picks among them and reads only those it hands out (:meth:`due_by_keys`)."""
         with self._engine.read() as tx:
             rows = tx.execute(
-                """SELECT d.event_id, d.endpoint_id, d.tenant_id, d.turn
+                """SELECT d.event_id, d.endpoint_id, d.tenant_id
                    FROM (SELECT w.*, ROW_NUMBER() OVER (
                                     PARTITION BY w.tenant_id ORDER BY w.next_attempt_at, w.seq) AS turn
                          FROM (SELECT event_id, endpoint_id, tenant_id, next_attempt_at, seq
@@ -238,7 +235,7 @@ class WebhookStore:
                    ORDER BY d.turn, d.next_attempt_at, d.seq LIMIT ?""",
                 (now, window, per_tenant, limit),
             )
-        return [(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     def due_by_keys(self, keys: Sequence[tuple[str, str]]) -> list[DueDelivery]:
         """The pending deliveries ``(event id, endpoint id)`` of ``keys`` to active endpoints,
@@ -249,12 +246,9 @@ class WebhookStore:
         with self._engine.read() as tx:
             for relation, params in tx.relations(keys, ("text", "text"), 200):
                 for row in tx.execute(
-                    f"""SELECT d.event_id, d.endpoint_id, e.event_type, e.payload, d.attempts,
-                               d.round_attempts, {ENDPOINT_COLUMNS_P}
-                        FROM {relation}
+                    f"""SELECT {_DUE_COLUMNS} FROM {relation}
                         JOIN webhook_deliveries d ON d.event_id = w.column1 AND d.endpoint_id = w.column2
-                        JOIN webhook_events e ON e.id = d.event_id
-                        JOIN webhook_endpoints p ON p.id = d.endpoint_id
+                        {_DUE_JOINS}
                         WHERE d.status = 'pending' AND p.deleted_at IS NULL""",
                     params,
                 ):
@@ -335,6 +329,13 @@ def _active_endpoint(tx: Tx, tenant_id: str, endpoint_id: str) -> EndpointRecord
         (endpoint_id, tenant_id),
     )
     return None if row is None else endpoint_record(row)
+
+
+_DUE_COLUMNS = f"""d.event_id, d.endpoint_id, e.event_type, e.payload, d.attempts, d.round_attempts,
+    {ENDPOINT_COLUMNS_P}"""
+"""What :func:`_due` reads, from ``webhook_deliveries d`` joined by :data:`_DUE_JOINS`."""
+_DUE_JOINS = """JOIN webhook_events e ON e.id = d.event_id
+    JOIN webhook_endpoints p ON p.id = d.endpoint_id"""
 
 
 def _due(row: Row) -> DueDelivery:

@@ -108,7 +108,7 @@ class Dispatcher(ElectedRole):
         self._results: queue.Queue[AttemptOutcome] = queue.Queue()
         self._in_flight: dict[tuple[str, str], str] = {}
         """(event, endpoint) handed to the workers and not yet recorded: the tenant of each."""
-        self._looked_past = -math.inf
+        self._turns_at = -math.inf  # when the due deliveries were last taken in turns (monotonic)
         self._last_handed: dict[str, int] = {}
         """When each tenant last had a delivery handed out (the order of ``_handed``)."""
         self.attempts = 0
@@ -216,8 +216,8 @@ class Dispatcher(ElectedRole):
             stamp = format_canonical(now)
             load = Counter(self._in_flight.values())
             due: list[DueDelivery] = []
-            if time.monotonic() - self._looked_past >= _TURNS_EVERY_S:
-                self._looked_past = time.monotonic()
+            if time.monotonic() - self._turns_at >= _TURNS_EVERY_S:
+                self._turns_at = time.monotonic()
                 due = self._in_turns(stamp, free, load)
             due += self._storage.webhooks.due(stamp, free + len(self._in_flight))
             handed = 0
@@ -247,7 +247,7 @@ class Dispatcher(ElectedRole):
         the fewest in flight, then the one served longest ago, each tenant's in its own order."""
         per_tenant = free + max(load.values(), default=0)  # past its own in flight
         waiting: dict[str, list[tuple[str, str]]] = {}
-        for event_id, endpoint_id, tenant, _ in self._storage.webhooks.due_turns(stamp, per_tenant):
+        for event_id, endpoint_id, tenant in self._storage.webhooks.due_turns(stamp, per_tenant):
             if (event_id, endpoint_id) not in self._in_flight:
                 waiting.setdefault(tenant, []).append((event_id, endpoint_id))
         picked: list[tuple[str, str]] = []
