@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.service.conftest import principal_for, seal_all, write
+from trueup.cli import audit as cli_audit
 from trueup.proof import TreeHead
 from trueup.service.audit import audit_log
 from trueup.service.container import Services
@@ -130,3 +131,40 @@ def test_audit_catches_tampered_account_figures(services: Services, tampering: s
     _tamper(services, tampering, (tenant,))
     report = audit_log(services.storage, services.log.verifier_key)
     assert report.problem is not None and report.problem.startswith(problem)
+
+
+def test_audit_warns_of_a_head_signed_earlier_than_a_smaller_one(
+    services: Services, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A head the key signed at an earlier time than the head before it (the clock went back,
+    under a Trueup that did not hold head times back then) is no mismatch: the tree is right
+    and the key signed it. The audit passes and says so, in the report and on the command line."""
+    _sealed_log(services)
+    heads = services.storage.log.heads(-1, 10)
+    earlier, later = heads[1], heads[2]  # sizes 10 and 20
+    settings = services.settings
+    signer = load_or_create_signer(settings.resolved_signing_key_path, settings.log_origin)
+    backdated_ms = earlier.timestamp_ms - 1_000
+    checkpoint = signer.sign(settings.log_origin, TreeHead(later.size, later.root, backdated_ms))
+    _tamper(
+        services,
+        "UPDATE tree_heads SET checkpoint = ?, timestamp_ms = ? WHERE tree_size = ?",
+        (checkpoint, backdated_ms, later.size),
+    )
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert report.ok, report.problem
+    assert report.warnings == (
+        "1 signed tree heads carry an earlier time than a smaller head before them (the clock went "
+        f"back while they were signed): tree head 20 at {backdated_ms} ms, after head 10 at "
+        f"{earlier.timestamp_ms} ms",
+    )
+    where = ["--data-dir", str(settings.data_dir), "--database-url", settings.resolved_database_url]
+    assert cli_audit.run(where) == 0
+    printed = capsys.readouterr()
+    assert printed.err == f"audit warning: {report.warnings[0]}\n"
+    assert printed.out.startswith("audit passed: 30 leaves, 4 signed tree heads")
+
+
+def test_audit_of_heads_in_time_order_warns_of_nothing(services: Services) -> None:
+    _sealed_log(services)
+    assert audit_log(services.storage, services.log.verifier_key).warnings == ()

@@ -42,6 +42,8 @@ def run(argv: list[str]) -> int:
     except (_RefusedError, KeyArgumentError, SigningKeyError) as exc:
         print(f"trueup audit: {exc}", file=sys.stderr)
         return 2
+    for warning in report.warnings:
+        print(f"audit warning: {warning}", file=sys.stderr)
     if report.ok:
         print(
             f"audit passed: {report.leaves} leaves, {report.heads} signed tree heads, "

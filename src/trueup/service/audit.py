@@ -11,7 +11,10 @@ tree, and checks, in order, that
 5. the running figures kept with each delta, and the account and month totals, equal sums
    recomputed from the deltas.
 
-It stops at the first mismatch and names it.
+It stops at the first mismatch and names it. A head signed at an earlier time than a smaller
+head before it is not a mismatch (the key signed both, and the tree is right) but a warning: the
+server keeps a head's time from going back when the clock does, and a database sealed by a
+Trueup from before that can hold such heads.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from trueup.storage.log import SealedDelta
 __all__ = ["AuditReport", "audit_log"]
 
 _CHUNK = 5_000
+_BACKDATED_SHOWN = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,8 @@ class AuditReport:
     leaves: int
     heads: int
     problem: str | None = None
+    warnings: tuple[str, ...] = ()
+    """What checked out but a reader of the log should know (heads whose signed time goes back)."""
 
 
 class _MismatchError(Exception):
@@ -64,8 +70,8 @@ def audit_log(
     try:
         auditor.run(progress)
     except _MismatchError as exc:
-        return AuditReport(False, auditor.tree.size, auditor.heads_checked, str(exc))
-    return AuditReport(True, auditor.tree.size, auditor.heads_checked)
+        return AuditReport(False, auditor.tree.size, auditor.heads_checked, str(exc), auditor.warnings())
+    return AuditReport(True, auditor.tree.size, auditor.heads_checked, warnings=auditor.warnings())
 
 
 class _Auditor:
@@ -80,6 +86,11 @@ class _Auditor:
             self.origin = None
         self.tree = CompactRange.empty()
         self.heads_checked = 0
+        self.latest_signed: HeadRecord | None = None
+        """The head with the latest signed time so far (heads are checked in size order)."""
+        self.backdated: list[tuple[HeadRecord, HeadRecord]] = []
+        """The first heads signed earlier than a smaller one, each with that one (a few kept)."""
+        self.backdated_count = 0
         self.accounts: dict[tuple[str, str], _Running] = {}
         self.months: dict[tuple[str, str, str], list[int]] = {}
 
@@ -192,9 +203,34 @@ class _Auditor:
                     f"tree head {head.size}: its stored timestamp {head.timestamp_ms} is not the signed "
                     f"checkpoint's {verified.timestamp_ms}"
                 )
+            self._check_time(head)
             self.heads_checked += 1
             head = next(head_iter, None)
         return head
+
+    def _check_time(self, head: HeadRecord) -> None:
+        latest = self.latest_signed
+        if latest is not None and head.timestamp_ms < latest.timestamp_ms:
+            self.backdated_count += 1
+            if len(self.backdated) < _BACKDATED_SHOWN:
+                self.backdated.append((head, latest))
+        else:
+            self.latest_signed = head
+
+    def warnings(self) -> tuple[str, ...]:
+        if not self.backdated_count:
+            return ()
+        shown = "; ".join(
+            f"tree head {head.size} at {head.timestamp_ms} ms, after head {latest.size} at "
+            f"{latest.timestamp_ms} ms"
+            for head, latest in self.backdated
+        )
+        more = self.backdated_count - len(self.backdated)
+        return (
+            f"{self.backdated_count} signed tree heads carry an earlier time than a smaller head "
+            f"before them (the clock went back while they were signed): {shown}"
+            + (f"; and {more} more" if more else ""),
+        )
 
     def _check_balances(self, delta: SealedDelta) -> None:
         account = self.accounts.setdefault(
