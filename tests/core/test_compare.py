@@ -720,3 +720,44 @@ def test_compare_finds_two_removed_or_duplicated_deltas_of_one_month(
         if a.explanation == b.explanation == f"pair_{kind}"
     }
     assert frozenset((x.leaf_index, y.leaf_index)) in listed
+
+
+def test_a_pair_among_the_newest_of_a_busy_month_is_found() -> None:
+    """A month of more deltas than the work left: its fetch leaves the look-ups their share, so
+    a pair among its newest deltas is found (fetching the whole budget's worth found none)."""
+    items = [("2026-05-01T00:00:00Z", 2 * i + 7) for i in range(598)]
+    items += [("2026-05-30T00:00:00Z", 1_000_001), ("2026-05-31T00:00:00Z", 2_000_003)]
+    deltas = ledger(*items)
+    neutral = sum(d.delta for d in deltas)
+    finder = ListFinder(deltas)
+    result = compare(
+        deltas, yours=neutral, theirs=neutral - 3_000_004, finder=finder, max_pair_checks=500, time_scoped=True
+    )
+    assert windows_of(result) == [
+        ("theirs", "2026-05", -3_000_004, [(599, "pair_missing"), (598, "pair_missing")])
+    ]
+    assert finder.handed_out <= 500
+    # Within one month, the advice is a shorter date range, not the month it already is.
+    assert str(report_of(result)["recommendation"]).endswith(
+        "The search stopped at its work limit before every month was checked, so other months may "
+        "explain it too; compare over a shorter date range within May 2026 (startDate, endDate) to "
+        "narrow the search."
+    )
+
+
+def test_a_pair_the_work_bound_leaves_unsearched_in_one_month_gets_date_range_advice() -> None:
+    """The pair is among the month's oldest deltas, beyond what the bound lets the search
+    fetch: no window, and the advice for a time scope of one month is a shorter date range."""
+    items = [("2026-05-01T00:00:00Z", 1_000_001), ("2026-05-02T00:00:00Z", 2_000_003)]
+    items += [("2026-05-03T00:00:00Z", 2 * i + 7) for i in range(598)]
+    deltas = ledger(*items)
+    neutral = sum(d.delta for d in deltas)
+    result = compare(
+        deltas, yours=neutral, theirs=neutral - 3_000_004, max_pair_checks=500, time_scoped=True
+    )
+    assert windows_of(result) == []
+    assert str(report_of(result)["recommendation"]).endswith(
+        "The search stopped at its work limit before every month was checked. To narrow it, compare "
+        "over a shorter date range within May 2026 (startDate, endDate), or send their per-month "
+        "nets as theirWindows."
+    )

@@ -115,7 +115,7 @@ def compare_balances(
         resolution=resolution(diffs["yours"], diffs["theirs"]),
         divergent_party=divergent,
         windows=tuple(w for f in findings for w in f.windows),
-        recommendation=recommendation(divergent, findings, time_scoped),
+        recommendation=recommendation(divergent, findings, time_scoped, months),
         your_difference=diffs["yours"],
         their_difference=diffs["theirs"],
     )

@@ -32,9 +32,12 @@ class _Budget:
     remaining: int
     exhausted: bool = False  # some search was skipped or cut short for want of work
 
-    def fetch(self, query: Callable[[int], Sequence[DeltaRef]], wanted: int) -> list[DeltaRef]:
-        """Up to ``wanted`` deltas from ``query(limit)``, paid for one unit each."""
-        limit = min(wanted, self.remaining)
+    def fetch(
+        self, query: Callable[[int], Sequence[DeltaRef]], wanted: int, share: int = 1
+    ) -> list[DeltaRef]:
+        """Up to ``wanted`` deltas from ``query(limit)``, paid for one unit each, spending at
+        most ``1 / share`` of the work left."""
+        limit = min(wanted, self.remaining // share if share > 1 else self.remaining)
         refs = list(query(limit))[:limit] if limit > 0 else []
         self.remaining -= len(refs)
         if limit < wanted and len(refs) == limit:
@@ -168,7 +171,10 @@ class Search:
         return [_candidate(r, kind) for a, b, kind in pairs[:max_pairs] for r in (a, b)]
 
     def _month_refs(self, month: MonthNet, budget: _Budget) -> list[DeltaRef]:
-        refs = budget.fetch(partial(self.finder.in_month, month.period), month.count)
+        """The month's newest deltas, as many as leave the pair look-ups (two a delta, one for
+        each kind of pair) their share of the work left: a month that took all of it would be
+        fetched and then never searched."""
+        refs = budget.fetch(partial(self.finder.in_month, month.period), month.count, share=3)
         return [r for r in refs if r.period == month.period]
 
     def _month(self, period: str) -> MonthNet:

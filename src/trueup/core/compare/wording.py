@@ -9,6 +9,7 @@ from trueup.core.compare.values import (
     DivergentParty,
     Explanation,
     Finding,
+    MonthNet,
     WindowToReview,
 )
 from trueup.core.periods import period_label
@@ -41,10 +42,18 @@ _OPENING: dict[DivergentParty, str] = {
 }
 
 
-def recommendation(divergent: DivergentParty, findings: Sequence[Finding], time_scoped: bool = False) -> str:
+def recommendation(
+    divergent: DivergentParty,
+    findings: Sequence[Finding],
+    time_scoped: bool = False,
+    months: Sequence[MonthNet] = (),
+) -> str:
+    """The report's text; ``months`` (the months in scope) and ``time_scoped`` decide how it
+    advises narrowing a search."""
+    narrow = _narrowing(time_scoped, months)
     parts = [_OPENING[divergent]]
     for finding in findings:
-        text = _localisation(finding, time_scoped)
+        text = _localisation(finding, narrow)
         if divergent == "both":
             side = "your" if finding.party == "yours" else "their"
             text = f"On {side} side, {text[0].lower()}{text[1:]}"
@@ -52,15 +61,19 @@ def recommendation(divergent: DivergentParty, findings: Sequence[Finding], time_
     return " ".join(parts)
 
 
-def _localisation(f: Finding, time_scoped: bool) -> str:
+def _narrowing(time_scoped: bool, months: Sequence[MonthNet]) -> str:
+    """How to narrow a search: a checkpoint cannot be combined with a time scope, so a shorter
+    time scope narrows that one; within one month, a shorter date range."""
+    if not time_scoped:
+        return "lock a later period checkpoint and pass it as startingCheckpoint"
+    if len(months) == 1:
+        return f"compare over a shorter date range within {period_label(months[0].period)} (startDate, endDate)"
+    return "compare over a shorter time scope (one period=YYYY-MM)"
+
+
+def _localisation(f: Finding, narrow: str) -> str:
     owner = "your" if f.party == "yours" else "their"
     labels = [period_label(w.period) for w in f.windows]
-    # A checkpoint cannot be combined with a time scope: a shorter one narrows that search.
-    narrow = (
-        "compare over a shorter time scope (one period=YYYY-MM)"
-        if time_scoped
-        else "lock a later period checkpoint and pass it as startingCheckpoint"
-    )
     off_by = f"the {abs(f.difference)} by which {owner} balance is {_stated_by(f.difference)}"
     if f.mode == "none":
         text = f"No single delta, and no pair of deltas within one month, explains {off_by}."
