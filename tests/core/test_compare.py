@@ -731,7 +731,12 @@ def test_a_pair_among_the_newest_of_a_busy_month_is_found() -> None:
     neutral = sum(d.delta for d in deltas)
     finder = ListFinder(deltas)
     result = compare(
-        deltas, yours=neutral, theirs=neutral - 3_000_004, finder=finder, max_pair_checks=500, time_scoped=True
+        deltas,
+        yours=neutral,
+        theirs=neutral - 3_000_004,
+        finder=finder,
+        max_pair_checks=500,
+        time_scoped=True,
     )
     assert windows_of(result) == [
         ("theirs", "2026-05", -3_000_004, [(599, "pair_missing"), (598, "pair_missing")])
@@ -752,9 +757,7 @@ def test_a_pair_the_work_bound_leaves_unsearched_in_one_month_gets_date_range_ad
     items += [("2026-05-03T00:00:00Z", 2 * i + 7) for i in range(598)]
     deltas = ledger(*items)
     neutral = sum(d.delta for d in deltas)
-    result = compare(
-        deltas, yours=neutral, theirs=neutral - 3_000_004, max_pair_checks=500, time_scoped=True
-    )
+    result = compare(deltas, yours=neutral, theirs=neutral - 3_000_004, max_pair_checks=500, time_scoped=True)
     assert windows_of(result) == []
     assert str(report_of(result)["recommendation"]).endswith(
         "The search stopped at its work limit before every month was checked. To narrow it, compare "

@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trueup.core.ids import new_request_id, parse_record_id, random_token, record_id
+from trueup.core.ids import (
+    MAX_ITEMS_CEILING,
+    NO_LEAF,
+    new_request_id,
+    parse_anchor_id,
+    parse_record_id,
+    random_token,
+    record_id,
+)
 
 _MS = st.integers(min_value=0, max_value=(1 << 45) - 1)
 _ENTROPY = st.binary(min_size=7, max_size=7)
@@ -25,7 +33,7 @@ def test_request_ids_sort_in_acceptance_order(a_ms: int, b_ms: int, a: bytes, b:
         assert first[:13] == second[:13]
 
 
-@given(_MS, _ENTROPY, st.integers(min_value=0, max_value=9_999))
+@given(_MS, _ENTROPY, st.integers(min_value=0, max_value=MAX_ITEMS_CEILING - 1))
 def test_request_ids_make_parseable_record_ids(at_ms: int, entropy: bytes, index: int) -> None:
     request_id = new_request_id(entropy, at_ms)
     assert len(request_id) == 24
@@ -38,8 +46,18 @@ def test_a_record_id_has_one_spelling() -> None:
     token = request_id.removeprefix("req_")
     assert parse_record_id(f"rec_{token}_0") == (request_id, 0)
     assert parse_record_id(f"rec_{token}_10") == (request_id, 10)
-    for other in (f"rec_{token}_00", f"rec_{token}_01", f"rec_{token}_+1", f"rec_{token}_10000"):
+    assert parse_record_id(f"rec_{token}_{MAX_ITEMS_CEILING - 1}") == (request_id, MAX_ITEMS_CEILING - 1)
+    for other in (f"rec_{token}_00", f"rec_{token}_01", f"rec_{token}_+1", f"rec_{token}_{10**7}"):
         assert parse_record_id(other) is None, other
+
+
+def test_an_anchor_id_beyond_64_bits_names_no_leaf_rather_than_being_malformed() -> None:
+    assert parse_anchor_id("a_0") == 0
+    assert parse_anchor_id(f"a_{2**63 - 2}") == 2**63 - 2
+    assert parse_anchor_id("a_9223372036854775808") == NO_LEAF == 2**63 - 1
+    assert parse_anchor_id("a_" + "9" * 40) == NO_LEAF
+    for malformed in ("a_", "a_01", "a_-1", "a_1.0", "a_" + "9" * 41, "b_1"):
+        assert parse_anchor_id(malformed) is None, malformed
 
 
 def test_the_random_part_differs_within_one_millisecond() -> None:

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trueup.core.errors import ValidationError
-from trueup.core.periods import next_period, parse_period, period_label, period_of
+from trueup.core.periods import next_period, parse_period, period_end, period_label, period_of
+from trueup.core.timestamps import MAX_TIME
 
 
 def test_period_of_takes_the_utc_month_of_an_offset_time() -> None:
@@ -43,6 +44,12 @@ def test_next_period_rolls_over_the_year() -> None:
     assert next_period("2026-12") == "2027-01"
     with pytest.raises(ValidationError, match="has no next period"):
         next_period("9999-12")
+
+
+def test_period_end_is_the_next_month_s_start_or_after_every_time() -> None:
+    assert period_end("2026-12") == "2027-01-01T00:00:00.000000Z"
+    assert period_end("9999-11") == "9999-12-01T00:00:00.000000Z"
+    assert period_end("9999-12") == MAX_TIME > "9999-12-31T23:59:59.999999Z"
 
 
 @pytest.mark.parametrize(

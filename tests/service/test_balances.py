@@ -14,6 +14,7 @@ from trueup.core.errors import (
     CheckpointNotFoundError,
     CustomerNotFoundError,
     InvalidScopeError,
+    NotFoundError,
     PeriodLockedError,
     UnavailableError,
     ValidationError,
@@ -139,6 +140,17 @@ def test_unknown_customer_and_checkpoint_are_404s(services: Services) -> None:
         services.balances.derive(who, "nobody", {})
     with pytest.raises(CheckpointNotFoundError):
         services.balances.derive(who, "cust_12345", {"startingCheckpoint": "0x" + "ab" * 32})
+    for beyond_64_bits in ("a_9223372036854775808", "a_" + "9" * 30):  # well formed, no such leaf
+        with pytest.raises(CheckpointNotFoundError):
+            services.balances.derive(
+                who,
+                "cust_12345",
+                {"startingCheckpoint": beyond_64_bits, "startingCheckpointType": "anchorId"},
+            )
+        with pytest.raises(NotFoundError):
+            services.views.record(who, beyond_64_bits)
+        with pytest.raises(NotFoundError):
+            services.log.inclusion(who, beyond_64_bits, None)
     other = principal_for(services, "globex")
     with pytest.raises(CustomerNotFoundError):
         services.balances.derive(other, "cust_12345", {})
@@ -290,6 +302,33 @@ def test_hostile_balance_requests_are_answered_not_crashed(services: Services) -
         )
     with pytest.raises(ValidationError):
         services.balances.derive(who, "cust_12345", {"startingBalance": "\uff11"})  # full-width 1
+
+
+def test_the_last_month_there_is_is_a_scope_like_any_other(services: Services) -> None:
+    """9999-12 has no next month, and no delta can be dated in it: derive, compare and a forced
+    lock of it answer for an empty month instead of refusing the period."""
+    who = seed_history(services)
+    last = services.balances.derive(who, "cust_12345", {"period": "9999-12", "startingBalance": "5"})
+    assert (last.balance, last.deltas) == (5, ())
+    result, _, _ = services.balances.compare(
+        who,
+        {
+            "customerId": "cust_12345",
+            "yourBalance": 5,
+            "theirBalance": 6,
+            "startingBalance": 5,
+            "period": "9999-12",
+        },
+    )
+    assert (result.neutral_balance, result.matches_yours, result.matches_theirs) == (5, True, False)
+    with pytest.raises(ValidationError, match="9999-12 is not over yet"):
+        services.balances.lock_period(who, {"customerId": "cust_12345", "period": "9999-12"})
+    record, created = services.balances.lock_period(
+        who, {"customerId": "cust_12345", "period": "9999-12", "force": True}
+    )
+    assert created and record.deltas_count == 0
+    after = services.balances.derive(who, "cust_12345", {"startingCheckpoint": record.id})
+    assert after.deltas == ()  # every delta is in an earlier month, inside the checkpoint's balance
 
 
 def test_another_customer_s_checkpoint_is_not_a_starting_point(services: Services) -> None:

@@ -80,6 +80,10 @@ def test_amount_limits_stay_within_what_a_leaf_can_carry() -> None:
         Settings.from_env({"TRUEUP_MAX_ABS_AMOUNT": "0"})
     with pytest.raises(ValueError, match="TRUEUP_MAX_ITEMS must be at least 1, got '-5'"):
         Settings.from_env({"TRUEUP_MAX_ITEMS": "-5"})
+    # Record ids spell an item's index in at most 7 digits.
+    assert Settings.from_env({"TRUEUP_MAX_ITEMS": "1000000"}).limits.max_items == 1_000_000
+    with pytest.raises(ValueError, match="TRUEUP_MAX_ITEMS must be at most 1,000,000, got '1000001'"):
+        Settings.from_env({"TRUEUP_MAX_ITEMS": "1000001"})
 
 
 def test_the_data_directory_and_its_secrets_are_owner_only(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "MAX_ITEMS_CEILING",
+    "NO_LEAF",
     "ApiKeyParts",
     "anchor_id",
     "format_api_key",
@@ -24,8 +26,15 @@ __all__ = [
 ]
 
 _API_KEY = re.compile(r"^pk_(live|test)_([a-z2-7]{16})\.([A-Za-z0-9_-]{43})$")
-_RECORD = re.compile(r"^rec_([a-z2-7]{20})_(0|[1-9][0-9]{0,3})$")  # one spelling per record, as anchors
-_ANCHOR = re.compile(r"^a_(0|[1-9][0-9]{0,17})$")
+# One spelling per record, as anchors. An item index has at most 7 digits (TRUEUP_MAX_ITEMS is
+# at most MAX_ITEMS_CEILING); an anchor id, as many as a leaf index can have in 64 bits, and a
+# longer one names no leaf (found nowhere, rather than malformed).
+_RECORD = re.compile(r"^rec_([a-z2-7]{20})_(0|[1-9][0-9]{0,6})$")
+_ANCHOR = re.compile(r"^a_(0|[1-9][0-9]{0,39})$")
+MAX_ITEMS_CEILING = 1_000_000
+"""The most items a write may be configured to take (``TRUEUP_MAX_ITEMS``)."""
+NO_LEAF = 2**63 - 1
+"""A leaf index no log reaches: what an anchor id beyond 64 bits stands for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +128,7 @@ def anchor_id(leaf_index: int) -> str:
 
 
 def parse_anchor_id(text: str) -> int | None:
-    """The leaf index of an anchor id, or ``None`` when malformed."""
+    """The leaf index of an anchor id, or ``None`` when malformed; :data:`NO_LEAF` for one
+    beyond what a 64-bit leaf index holds."""
     match = _ANCHOR.fullmatch(text)
-    return None if match is None else int(match.group(1))
+    return None if match is None else min(int(match.group(1)), NO_LEAF)

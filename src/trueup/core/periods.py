@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 from trueup.core.errors import ValidationError
 from trueup.core.strict_json import describe
-from trueup.core.timestamps import parse_rfc3339
+from trueup.core.timestamps import MAX_TIME, parse_rfc3339
 
-__all__ = ["next_period", "parse_period", "period_label", "period_of"]
+__all__ = ["next_period", "parse_period", "period_end", "period_label", "period_of"]
 
 _PERIOD = re.compile(r"^([0-9]{4})-([0-9]{2})$")
 _MIN_YEAR = 1970  # no delta can be older (see trueup.core.timestamps)
@@ -65,6 +65,15 @@ def period_label(period: str) -> str:
     """The period in words, as reports print it: ``"2026-02"`` → ``"February 2026"``."""
     year, month = parse_period(period)
     return f"{_MONTH_NAMES[month - 1]} {year}"
+
+
+def period_end(period: str) -> str:
+    """Where ``period`` ends, exclusive, as canonical text: the first instant of the next
+    month, or for ``"9999-12"`` a bound after every time (which has no next month)."""
+    year, month = parse_period(period)
+    if (year, month) == (_MAX_YEAR, 12):
+        return MAX_TIME
+    return f"{next_period(period)}-01T00:00:00.000000Z"
 
 
 def next_period(period: str) -> str:

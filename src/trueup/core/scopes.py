@@ -16,7 +16,7 @@ from typing import Any
 from trueup.core.compare import ClaimedWindow
 from trueup.core.deltas import check_account_id
 from trueup.core.errors import InvalidScopeError, ValidationError
-from trueup.core.periods import next_period, parse_period
+from trueup.core.periods import parse_period, period_end
 from trueup.core.strict_json import describe
 from trueup.core.timestamps import MAX_TIME, format_canonical, parse_rfc3339
 
@@ -152,7 +152,7 @@ def _time_scope(
             )
         year, month = parse_period(period, "period")
         label = f"{year:04d}-{month:02d}"
-        return f"{label}-01T00:00:00.000000Z", f"{next_period(label)}-01T00:00:00.000000Z", label
+        return f"{label}-01T00:00:00.000000Z", period_end(label), label
     if as_of is not None:
         if given - {"asOf"}:
             raise InvalidScopeError("asOf", f"cannot be combined with {', '.join(sorted(given - {'asOf'}))}")
@@ -162,7 +162,7 @@ def _time_scope(
             if start is not None or end is not None:
                 raise InvalidScopeError("timePreset", "current_month takes no startDate or endDate")
             label = format_canonical(now)[:7]
-            return f"{label}-01T00:00:00.000000Z", f"{next_period(label)}-01T00:00:00.000000Z", None
+            return f"{label}-01T00:00:00.000000Z", period_end(label), None
         if preset != "custom":
             raise ValidationError("timePreset", f"must be current_month or custom, got {describe(preset)}")
         if start is None or end is None:

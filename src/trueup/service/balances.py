@@ -24,7 +24,7 @@ from trueup.core.errors import (
     ValidationError,
 )
 from trueup.core.ids import parse_anchor_id, parse_record_id, random_token
-from trueup.core.periods import next_period, parse_period
+from trueup.core.periods import parse_period
 from trueup.core.scopes import BalanceQuery, parse_compare_body, parse_derive_query
 from trueup.core.strict_json import describe
 from trueup.core.timestamps import format_canonical
@@ -247,7 +247,7 @@ class BalanceService:
         if existing is not None:
             return existing, False
         now = self._clock()
-        if format_canonical(now)[:7] < next_period(period) and not force:
+        if format_canonical(now)[:7] <= period and not force:
             raise ValidationError("period", f'{period} is not over yet; pass "force": true to lock it early')
         with self._storage.balances.snapshot() as snapshot:
             if not snapshot.known_customer(principal.tenant_id, customer_id):

@@ -14,6 +14,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from trueup.core.deltas import DeltaLimits
+from trueup.core.ids import MAX_ITEMS_CEILING
 from trueup.proof import CheckpointError
 from trueup.proof.note import check_key_name
 from trueup.storage import is_database_url
@@ -256,7 +257,7 @@ class Settings:
             # A leaf carries its amount as an I-JSON number (RFC 7493): a larger one could be
             # accepted but never sealed.
             max_abs_amount=_env_int(env, "TRUEUP_MAX_ABS_AMOUNT", base.limits.max_abs_amount, 1, 2**53 - 1),
-            max_items=_env_int(env, "TRUEUP_MAX_ITEMS", base.limits.max_items, 1),
+            max_items=_env_int(env, "TRUEUP_MAX_ITEMS", base.limits.max_items, 1, MAX_ITEMS_CEILING),
         )
         key_path = env.get("TRUEUP_SIGNING_KEY")
         plans = parse_plan_allowances(env.get("TRUEUP_PLAN_ALLOWANCES", ""))

@@ -6,7 +6,7 @@ proof read.
 
 from __future__ import annotations
 
-from trueup.core.periods import next_period
+from trueup.core.periods import next_period, period_end
 from trueup.core.timestamps import MAX_TIME, MIN_TIME
 from trueup.storage.balance_records import (
     ACCOUNT_NO_SQL,
@@ -153,7 +153,9 @@ def read_period_span(tx: Tx, tenant_id: str, customer_id: str, period: str) -> t
 
 
 def _first_leaves_after(tx: Tx, tenant_id: str, customer_id: str, period: str) -> list[int]:
-    leaves = []
+    leaves: list[int] = []
+    if period == "9999-12":  # the last month there is
+        return leaves
     for month in read_months(tx, tenant_id, customer_id, next_period(period), "9999-12"):
         row = tx.one(
             f"""SELECT leaf_index FROM deltas WHERE {CUSTOMER_SQL} AND period = ?
@@ -297,6 +299,6 @@ def _whole_month(scope: Scope) -> str | None:
     if scope.start is None or scope.end is None:
         return None
     period = scope.start[:7]
-    if scope.start == month_start(period) and scope.end == month_start(next_period(period)):
+    if scope.start == month_start(period) and scope.end == period_end(period):
         return period
     return None

@@ -6,7 +6,7 @@ takes month totals for whole months and sums an index range for partial edges.
 
 from __future__ import annotations
 
-from trueup.core.periods import next_period
+from trueup.core.periods import period_end
 from trueup.core.timestamps import MAX_TIME, MIN_TIME
 from trueup.storage.balance_records import (
     CUSTOMER_SQL,
@@ -113,7 +113,7 @@ def _time_summary(tx: Tx, tenant_id: str, customer_id: str, scope: Scope) -> Sco
     months: list[MonthRecord] = []
     newest: int | None = None
     for month in read_months(tx, tenant_id, customer_id, start[:7], end[:7]):
-        lower, upper = month_start(month.period), month_start(next_period(month.period))
+        lower, upper = month_start(month.period), period_end(month.period)
         if start <= lower and upper <= end:
             months.append(month)
             row = tx.one(

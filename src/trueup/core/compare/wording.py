@@ -67,7 +67,9 @@ def _narrowing(time_scoped: bool, months: Sequence[MonthNet]) -> str:
     if not time_scoped:
         return "lock a later period checkpoint and pass it as startingCheckpoint"
     if len(months) == 1:
-        return f"compare over a shorter date range within {period_label(months[0].period)} (startDate, endDate)"
+        return (
+            f"compare over a shorter date range within {period_label(months[0].period)} (startDate, endDate)"
+        )
     return "compare over a shorter time scope (one period=YYYY-MM)"
 
 
