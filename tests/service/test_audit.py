@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from tests.service.conftest import principal_for, seal_all, write
@@ -10,6 +11,7 @@ from trueup.proof import TreeHead
 from trueup.service.audit import audit_log
 from trueup.service.container import Services
 from trueup.service.signing import load_or_create_signer
+from trueup.storage.sqlite import SQLiteEngine
 
 
 def _sealed_log(services: Services) -> str:
@@ -168,3 +170,197 @@ def test_audit_warns_of_a_head_signed_earlier_than_a_smaller_one(
 def test_audit_of_heads_in_time_order_warns_of_nothing(services: Services) -> None:
     _sealed_log(services)
     assert audit_log(services.storage, services.log.verifier_key).warnings == ()
+
+
+def _locked_log(services: Services) -> None:
+    """Four deltas of one customer in three seals, January locked after them."""
+    who = principal_for(services)
+    write(
+        services,
+        who,
+        {"key": "jan-1", "accountId": "c1", "bits": 2000, "occurredAt": "2026-01-05T10:00:00Z"},
+        {"key": "jan-2", "accountId": "c1", "bits": -300, "occurredAt": "2026-01-10T10:00:00Z"},
+    )
+    seal_all(services)
+    write(
+        services,
+        who,
+        {"key": "feb-1", "accountId": "c1", "bits": -1000, "occurredAt": "2026-02-10T10:00:00Z"},
+    )
+    seal_all(services)
+    write(
+        services, who, {"key": "feb-2", "accountId": "c1", "bits": -500, "occurredAt": "2026-02-11T10:00:00Z"}
+    )
+    seal_all(services)
+    services.balances.lock_period(who, {"customerId": "c1", "period": "2026-01"})
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert report.ok, report.problem
+    assert (report.leaves, report.heads) == (4, 4)  # heads of sizes 0, 2, 3 and 4
+
+
+@pytest.mark.parametrize(
+    ("tampering", "problem"),
+    [
+        pytest.param(
+            "UPDATE period_checkpoints SET opening_balance = 5000",
+            "states opening balance 5000, credits 2000, debits -300 over 2 deltas; the deltas sealed "
+            "before tree size 4 give 0, 2000, -300 over 2",
+            id="checkpoint opening balance",
+        ),
+        pytest.param(
+            "UPDATE period_checkpoints SET credits = credits + 100",
+            "states opening balance 0, credits 2100",
+            id="checkpoint credits",
+        ),
+        pytest.param(
+            "UPDATE period_checkpoints SET deltas_count = 7",
+            "states opening balance 0, credits 2000, debits -300 over 7 deltas",
+            id="checkpoint count",
+        ),
+        pytest.param(
+            "UPDATE period_checkpoints SET proof_root = nonce",
+            "its proof root is not that of its month's leaves",
+            id="checkpoint proof root",
+        ),
+        pytest.param(
+            "UPDATE period_checkpoints SET tree_size = 9",
+            "no signed tree head of its size 9 is stored",
+            id="checkpoint head",
+        ),
+    ],
+)
+def test_audit_checks_every_period_checkpoint(services: Services, tampering: str, problem: str) -> None:
+    _locked_log(services)
+    _tamper(services, tampering)
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert report.problem is not None and report.problem.startswith("period checkpoint chk_")
+    assert "('c1', 2026-01): " + problem in report.problem
+
+
+def test_audit_names_a_delta_of_a_locked_month_sealed_after_its_lock(services: Services) -> None:
+    """A lock moved back to a head before one of its month's deltas: those figures would be
+    the month's at that head, but a delta of the month was sealed after it, which a lock stops."""
+    who = principal_for(services)
+    write(
+        services, who, {"key": "jan-1", "accountId": "c1", "bits": 2000, "occurredAt": "2026-01-05T10:00:00Z"}
+    )
+    seal_all(services)
+    write(
+        services, who, {"key": "jan-2", "accountId": "c1", "bits": -300, "occurredAt": "2026-01-10T10:00:00Z"}
+    )
+    seal_all(services)
+    record, _ = services.balances.lock_period(who, {"customerId": "c1", "period": "2026-01"})
+    _tamper(
+        services,
+        """UPDATE period_checkpoints SET tree_size = 1, credits = 2000, debits = 0, deltas_count = 1
+           WHERE id = ?""",
+        (record.id,),
+    )
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert (
+        report.problem
+        == f"period checkpoint {record.id} ('c1', 2026-01): 1 deltas of its month were sealed after it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("tampering", "problem"),
+    [
+        pytest.param(
+            "DELETE FROM period_checkpoints",
+            "1 period locks were taken, but 0 period checkpoints are stored (a lock was deleted, which "
+            "unlocks its month)",
+            id="lock deleted",
+        ),
+        pytest.param(
+            "DELETE FROM tree_heads WHERE tree_size = 4",
+            "leaves a_3 to a_3 are stored as sealed, but no signed tree head holds them (a head was deleted)",
+            id="newest head deleted",
+        ),
+        pytest.param(
+            "DELETE FROM tree_heads WHERE tree_size = 2",
+            "leaf a_0: sealed under tree head 2, but the first signed head that holds it is 3 (a head was "
+            "deleted, or the delta's head edited)",
+            id="a head deleted",
+        ),
+        pytest.param(
+            "UPDATE deltas SET sealed_size = 4 WHERE leaf_index = 0",
+            "leaf a_0: sealed under tree head 4, but the first signed head that holds it is 2",
+            id="a delta's head edited",
+        ),
+        pytest.param(
+            "INSERT INTO tree_nodes (level, idx, hash) VALUES (0, 4, ?)",
+            "8 tree nodes are stored, but a tree of 4 leaves has 7: nodes were added beyond the signed tree",
+            id="a node beyond the tree",
+        ),
+        pytest.param(
+            "UPDATE deltas SET status = 'failed' WHERE leaf_index = 1",
+            "leaf a_1: sealed, but its state is 'failed'",
+            id="a sealed delta marked failed",
+        ),
+        pytest.param(
+            "UPDATE accounts SET last_leaf_index = 0",
+            "account 'c1': its newest delta is stored as a_0, but it is a_3",
+            id="an account's newest leaf",
+        ),
+        pytest.param(
+            "UPDATE deltas SET running_balance = NULL WHERE leaf_index = 1",
+            "leaf a_1: its stored running_balance is None, not a value it can hold",
+            id="a running figure missing",
+        ),
+        pytest.param(
+            "UPDATE deltas SET amount = 'abc' WHERE leaf_index = 1",
+            "leaf a_1: its stored amount is 'abc', not a value it can hold",
+            id="a text amount",
+        ),
+        pytest.param(
+            "UPDATE deltas SET salt = ? WHERE leaf_index = 1",
+            "leaf a_1: the stored delta makes no leaf: ",
+            id="a short salt",
+        ),
+        pytest.param(
+            "UPDATE deltas SET occurred_at = '2026-01-30T00:00:00.000000Z' || 'x' WHERE leaf_index = 1",
+            "leaf a_1: the stored delta makes no leaf: ",
+            id="a malformed time",
+        ),
+    ],
+)
+def test_audit_names_tampering_with_heads_nodes_and_rows(
+    services: Services, tampering: str, problem: str
+) -> None:
+    """Each of these passed the audit, or stopped it with a traceback, before it checked them."""
+    _locked_log(services)
+    if "'abc'" in tampering and not isinstance(services.storage.engine, SQLiteEngine):
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):  # PostgreSQL keeps the type itself
+            _tamper(services, tampering)
+        return
+    params: tuple[object, ...] = ()
+    if "?" in tampering:
+        params = (b"\x00" * 32,) if "tree_nodes" in tampering else (b"\x01\x02",)
+    _tamper(services, tampering, params)
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert not report.ok
+    assert report.problem is not None and report.problem.startswith(problem), report.problem
+
+
+def test_an_edited_origin_on_the_newest_head_is_a_mismatch_not_a_setting(
+    services: Services, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit refuses (exit 2) a TRUEUP_LOG_ORIGIN other than the one the log's key signed
+    its checkpoints for; a checkpoint edited to name another origin is no such signature, and
+    the audit names it (exit 1) instead of advising to adopt it."""
+    _locked_log(services)
+    settings = services.settings
+    head = services.storage.log.head()
+    assert head is not None
+    edited = head.checkpoint.replace(settings.log_origin, "evil.example/log", 1)
+    _tamper(services, "UPDATE tree_heads SET checkpoint = ? WHERE tree_size = ?", (edited, head.size))
+    where = ["--data-dir", str(settings.data_dir), "--database-url", settings.resolved_database_url]
+    assert cli_audit.run(where) == 1
+    assert capsys.readouterr().err.startswith("audit FAILED: tree head 4: checkpoint signature: ")
+    # Signed by the log's key for that origin, it is a setting: exit 2, with the advice.
+    signer = load_or_create_signer(settings.resolved_signing_key_path, "evil.example/log")
+    resigned = signer.sign("evil.example/log", TreeHead(head.size, head.root, head.timestamp_ms))
+    _tamper(services, "UPDATE tree_heads SET checkpoint = ? WHERE tree_size = ?", (resigned, head.size))
+    assert cli_audit.run(where) == 2
+    assert "audit with TRUEUP_LOG_ORIGIN=evil.example/log, or give --key" in capsys.readouterr().err

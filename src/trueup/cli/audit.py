@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from trueup.cli.keyarg import KeyArgumentError, read_verifier_key
 from trueup.cli.options import add_storage_options, settings_from
-from trueup.proof import ProofError, format_verifier_key, parse_checkpoint
+from trueup.proof import ProofError, format_verifier_key, parse_checkpoint, verify_checkpoint
 from trueup.service.audit import AuditReport, audit_log
 from trueup.service.container import warn_about_shared_secrets
 from trueup.service.settings import Settings
@@ -74,7 +74,7 @@ def _audit(settings: Settings, key_argument: str | None) -> AuditReport:
         if given_key is not None:
             key = format_verifier_key(given_key.name, given_key.public_key)
         else:
-            _check_origin(storage, settings.log_origin)
+            _check_origin(storage, settings)
             key = load_signer(settings.resolved_signing_key_path, settings.log_origin).verifier_key()
         return audit_log(storage, key)
     finally:
@@ -97,16 +97,23 @@ def _check_schema(storage: Storage, url: str) -> None:
     raise _RefusedError(f"{problem} ({_shown(url)})")
 
 
-def _check_origin(storage: Storage, origin: str) -> None:
-    """This log's own key is named ``origin``: refuse when its checkpoints name another."""
+def _check_origin(storage: Storage, settings: Settings) -> None:
+    """This log's own key is named ``TRUEUP_LOG_ORIGIN``: refuse when its checkpoints name
+    another, which the key signed (a checkpoint edited to name another is the audit's to report,
+    not a setting to follow)."""
+    origin = settings.log_origin
     head = storage.log.head()
     if head is None:
         return
     try:
         signed_origin, _ = parse_checkpoint(head.checkpoint)
+        if signed_origin == origin:
+            return
+        signer = load_signer(settings.resolved_signing_key_path, signed_origin)
+        verify_checkpoint(head.checkpoint, signer.verifier_key(), origin=signed_origin)
     except ProofError:
         return  # the audit itself names what is wrong with the checkpoint
-    if signed_origin != origin:
+    else:
         raise _RefusedError(
             f"this log's checkpoints name the origin {signed_origin!r}, and TRUEUP_LOG_ORIGIN is "
             f"{origin!r}: audit with TRUEUP_LOG_ORIGIN={signed_origin}, or give --key"

@@ -3,13 +3,20 @@
 The audit trusts nothing derived: it re-encodes each sealed delta into its leaf, rebuilds the
 tree, and checks, in order, that
 
-1. leaf indices run 0, 1, 2, … with no gap (a deleted row shows up here);
+1. leaf indices run 0, 1, 2, … with no gap (a deleted row shows up here), and every row
+   holds values of the kinds its columns take;
 2. each re-encoded leaf hashes to the stored leaf node (an edited amount, key, time, salt …);
-3. every stored node equals the rebuilt one;
+3. every stored node equals the rebuilt one, and no other node is stored;
 4. every signed tree head states the rebuilt root of its size (so each head is a prefix of
-   the next: consistency between successive heads), and its signature verifies;
-5. the running figures kept with each delta, and the account and month totals, equal sums
-   recomputed from the deltas.
+   the next: consistency between successive heads), and its signature verifies; each delta
+   names as its seal's head the first head that holds it, and the newest head holds them all;
+5. the running figures kept with each delta (and its state, verified), and the account and
+   month totals, equal sums recomputed from the deltas;
+6. every period checkpoint states the figures and proof root of its customer-month's deltas
+   sealed before its tree head (which is stored), no delta of that month was sealed after it,
+   and none of the locks counted was deleted.
+
+A delta's ``reason`` is in no leaf (DESIGN.md §3), so an edit of it cannot be detected.
 
 It stops at the first mismatch and names it. A head signed at an earlier time than a smaller
 head before it is not a mismatch (the key signed both, and the tree is right) but a warning: the
@@ -28,12 +35,14 @@ from trueup.proof import (
     encode_leaf,
     leaf_hash,
     parse_verifier_key,
+    period_proof_root,
     verify_checkpoint,
 )
 from trueup.service.sealing import leaf_fields_of
 from trueup.storage import Storage
+from trueup.storage.checkpoints import CheckpointRecord
 from trueup.storage.heads import HeadRecord
-from trueup.storage.log import SealedDelta
+from trueup.storage.log import MalformedRowError, SealedDelta
 
 __all__ = ["AuditReport", "audit_log"]
 
@@ -60,6 +69,7 @@ class _Running:
     balance: int = 0
     count: int = 0
     account_no: int | None = None
+    last_leaf: int = -1
 
 
 def audit_log(
@@ -102,7 +112,10 @@ class _Auditor:
         next_head = self._check_heads_at(0, next_head, head_iter)
         last = -1
         while True:
-            batch = self.storage.log.sealed(last, _CHUNK)
+            try:
+                batch = self.storage.log.sealed(last, _CHUNK)
+            except MalformedRowError as exc:
+                raise _MismatchError(str(exc)) from exc
             if not batch:
                 break
             for delta in batch:
@@ -116,7 +129,7 @@ class _Auditor:
             for delta in batch:
                 self._check_balances(delta)
             # Heads fall between leaves: walk the tree forward head by head.
-            next_head = self._advance(hashes, next_head, head_iter)
+            next_head = self._advance(batch, hashes, next_head, head_iter)
             if progress is not None:
                 progress(self.tree.size)
         if next_head is not None:
@@ -124,7 +137,9 @@ class _Auditor:
                 f"tree head {next_head.size} is signed but only {self.tree.size} sealed deltas "
                 "are stored (rows were deleted)"
             )
+        self._check_node_count()
         self._check_totals()
+        self._check_checkpoints()
 
     def _heads(self) -> Iterator[HeadRecord]:
         after = -1
@@ -140,16 +155,19 @@ class _Auditor:
         stored = self.storage.log.nodes((0, d.leaf_index) for d in batch)
         hashes = []
         for delta in batch:
-            fields = leaf_fields_of(
-                delta.tenant_id,
-                delta.customer_id,
-                delta.key,
-                delta.amount,
-                delta.occurred_at,
-                delta.metadata,
-                delta.salt,
-            )
-            rebuilt = leaf_hash(encode_leaf(fields))
+            try:
+                fields = leaf_fields_of(
+                    delta.tenant_id,
+                    delta.customer_id,
+                    delta.key,
+                    delta.amount,
+                    delta.occurred_at,
+                    delta.metadata,
+                    delta.salt,
+                )
+                rebuilt = leaf_hash(encode_leaf(fields))
+            except ProofError as exc:  # a field no leaf can hold (a 2-byte salt, a 30 February)
+                raise _MismatchError(f"leaf a_{delta.leaf_index}: the stored delta makes no leaf: {exc}") from exc
             if stored.get((0, delta.leaf_index)) != rebuilt:
                 raise _MismatchError(
                     f"leaf a_{delta.leaf_index}: the stored delta (customer {delta.customer_id!r}, "
@@ -160,19 +178,45 @@ class _Auditor:
         return hashes
 
     def _advance(
-        self, hashes: list[bytes], next_head: HeadRecord | None, head_iter: Iterator[HeadRecord]
+        self,
+        batch: list[SealedDelta],
+        hashes: list[bytes],
+        next_head: HeadRecord | None,
+        head_iter: Iterator[HeadRecord],
     ) -> HeadRecord | None:
         start = self.tree.size
         position = 0
         while position < len(hashes):
-            stop = len(hashes)
-            if next_head is not None and next_head.size - start < stop:
-                stop = max(position, next_head.size - start)
+            if next_head is None:
+                raise _MismatchError(
+                    f"leaves a_{start + position} to a_{start + len(hashes) - 1} are stored as sealed, "
+                    "but no signed tree head holds them (a head was deleted)"
+                )
+            stop = min(len(hashes), max(position, next_head.size - start))
+            # One seal signs one head: its deltas name it as theirs, the first head to hold them.
+            for delta in batch[position:stop]:
+                if delta.sealed_size != next_head.size:
+                    raise _MismatchError(
+                        f"leaf a_{delta.leaf_index}: sealed under tree head {delta.sealed_size}, but the "
+                        f"first signed head that holds it is {next_head.size} (a head was deleted, or "
+                        "the delta's head edited)"
+                    )
             created = self.tree.extend(hashes[position:stop])
             self._check_nodes(created)
             position = stop
             next_head = self._check_heads_at(self.tree.size, next_head, head_iter)
         return next_head
+
+    def _check_node_count(self) -> None:
+        """Every node the rebuilt tree has is stored and equal (checked as it grew); any more
+        would be a node beyond it, which the next seal would collide with."""
+        expected = sum(self.tree.size >> level for level in range(self.tree.size.bit_length()))
+        stored = self.storage.log.node_count()
+        if stored != expected:
+            raise _MismatchError(
+                f"{stored} tree nodes are stored, but a tree of {self.tree.size} leaves has {expected}: "
+                "nodes were added beyond the signed tree"
+            )
 
     def _check_nodes(self, created: list[tuple[int, int, bytes]]) -> None:
         inner = [(level, index) for level, index, _ in created if level > 0]
@@ -245,8 +289,11 @@ class _Auditor:
                 f"leaf a_{delta.leaf_index}: account number {delta.account_no} differs from "
                 f"the {account.account_no} of the customer's other deltas"
             )
+        if delta.status != "verified":
+            raise _MismatchError(f"leaf a_{delta.leaf_index}: sealed, but its state is {delta.status!r}")
         account.balance += delta.amount
         account.count += 1
+        account.last_leaf = delta.leaf_index
         month = self.months.setdefault((delta.tenant_id, delta.customer_id, delta.period), [0, 0, 0])
         month[0 if delta.amount > 0 else 1] += delta.amount
         month[2] += 1
@@ -281,6 +328,12 @@ class _Auditor:
                     f"account {key[1]!r}: number {stored[2]} differs from the {running.account_no} "
                     "its deltas carry"
                 )
+            # derive proves its balance with the inclusion proof of this leaf
+            if stored[3] != running.last_leaf:
+                raise _MismatchError(
+                    f"account {key[1]!r}: its newest delta is stored as a_{stored[3]}, but it is "
+                    f"a_{running.last_leaf}"
+                )
         if stored_accounts:
             key = next(iter(stored_accounts))
             raise _MismatchError(f"account {key[1]!r} has a stored balance but no sealed deltas")
@@ -296,3 +349,47 @@ class _Auditor:
             raise _MismatchError(
                 f"account {month_key[1]!r}, {month_key[2]}: month totals without sealed deltas"
             )
+
+    def _check_checkpoints(self) -> None:
+        """Each period checkpoint against its month's deltas, read through the balance queries
+        over the rows checked above; then the lock count, which a deleted lock falls below."""
+        after: tuple[str, str, str] | None = None
+        checked = 0
+        while True:
+            page = self.storage.checkpoints.every(after, _CHUNK)
+            if not page:
+                break
+            for record in page:
+                self._check_checkpoint(record)
+            checked += len(page)
+            last = page[-1]
+            after = (last.tenant_id, last.customer_id, last.period)
+        counted = self.storage.checkpoints.locks_taken()
+        if checked < counted:
+            raise _MismatchError(
+                f"{counted} period locks were taken, but {checked} period checkpoints are stored "
+                "(a lock was deleted, which unlocks its month)"
+            )
+
+    def _check_checkpoint(self, record: CheckpointRecord) -> None:
+        where = f"period checkpoint {record.id} ({record.customer_id!r}, {record.period})"
+        with self.storage.balances.snapshot() as snapshot:
+            head = snapshot.head_at(record.tree_size)
+            opening, month = snapshot.checkpoint_figures(
+                record.tenant_id, record.customer_id, record.period, record.tree_size
+            )
+            hashes = snapshot.period_leaf_hashes(record.tenant_id, record.customer_id, record.period)
+        if head is None:
+            raise _MismatchError(f"{where}: no signed tree head of its size {record.tree_size} is stored")
+        if len(hashes) > month.count:
+            raise _MismatchError(f"{where}: {len(hashes) - month.count} deltas of its month were sealed after it")
+        stated = (record.opening_balance, record.credits, record.debits, record.deltas_count)
+        if stated != (opening, month.credits, month.debits, month.count):
+            raise _MismatchError(
+                f"{where}: states opening balance {record.opening_balance}, credits {record.credits}, "
+                f"debits {record.debits} over {record.deltas_count} deltas; the deltas sealed before "
+                f"tree size {record.tree_size} give {opening}, {month.credits}, {month.debits} over "
+                f"{month.count}"
+            )
+        if period_proof_root(record.nonce, hashes) != record.proof_root:
+            raise _MismatchError(f"{where}: its proof root is not that of its month's leaves")

@@ -18,6 +18,7 @@ from trueup.storage.locks import (
     CheckpointRecord,
     checkpoint_from_row,
     count_lock,
+    lock_count,
     read_checkpoint,
     read_checkpoint_by_root,
 )
@@ -128,6 +129,27 @@ class CheckpointStore:
         """The checkpoint with this proof root (of ``tenant_id`` when given)."""
         with self._engine.read() as tx:
             return read_checkpoint_by_root(tx, root, tenant_id)
+
+    def every(self, after: tuple[str, str, str] | None, limit: int) -> list[CheckpointRecord]:
+        """Every tenant's checkpoints after ``(tenant, customer, period)`` ``after``, in that
+        order (for audits)."""
+        where, params = "", ()
+        if after is not None:
+            where = "WHERE (tenant_id, customer_id, period) > (?, ?, ?)"
+            params = after
+        with self._engine.read() as tx:
+            rows = tx.execute(
+                f"""SELECT {CHECKPOINT_COLUMNS} FROM period_checkpoints {where}
+                    ORDER BY tenant_id, customer_id, period LIMIT ?""",
+                (*params, limit),
+            )
+        return [checkpoint_from_row(row) for row in rows]
+
+    def locks_taken(self) -> int:
+        """How many period locks were ever taken, by the counter each lock adds to (none were
+        counted before schema version 6)."""
+        with self._engine.read() as tx:
+            return lock_count(tx)
 
     def list(
         self, tenant_id: str, customer_id: str | None, period: str | None, limit: int, offset: int

@@ -8,10 +8,12 @@ stores are :mod:`trueup.storage.seal_balances`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from trueup.storage.engine import Engine
+from trueup.storage.engine import Engine, Row
+from trueup.storage.errors import StorageError
 from trueup.storage.heads import HeadRecord, head_at, head_by_root, head_from_row, latest_head, read_nodes
 from trueup.storage.locks import lock_count, locked_periods
 from trueup.storage.seal import (
@@ -23,7 +25,17 @@ from trueup.storage.seal import (
     write_waits_settled,
 )
 
-__all__ = ["LogStore", "SealedDelta"]
+__all__ = ["LogStore", "MalformedRowError", "SealedDelta"]
+
+_T = TypeVar("_T")
+
+
+class MalformedRowError(StorageError):
+    """A sealed delta's stored row holds a value of the wrong kind (an audit names it)."""
+
+    def __init__(self, leaf_index: object, column: str, value: object) -> None:
+        super().__init__(f"leaf a_{leaf_index}: its stored {column} is {value!r}, not a value it can hold")
+        self.leaf_index = leaf_index
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +51,7 @@ class SealedDelta:
     period: str
     metadata: str | None
     salt: bytes
+    status: str
     sealed_size: int
     cust_seq: int
     running_balance: int
@@ -128,44 +141,38 @@ class LogStore:
             return read_nodes(tx, ids)
 
     def sealed(self, after_leaf: int, limit: int) -> list[SealedDelta]:
-        """Verified deltas with ``leaf_index > after_leaf`` in leaf order (for audits)."""
+        """Verified deltas with ``leaf_index > after_leaf`` in leaf order (for audits).
+
+        Raises :class:`MalformedRowError` naming the first row with a value of the wrong kind
+        (a text amount, a missing running figure): an audit reads rows that may be tampered with.
+        """
         with self._engine.read() as tx:
             rows = tx.execute(
                 """SELECT leaf_index, tenant_id, customer_id, item_key, amount, occurred_at,
-                          period, metadata, salt, sealed_size, cust_seq, running_balance,
+                          period, metadata, salt, status, sealed_size, cust_seq, running_balance,
                           month_seq, month_credits, month_debits, account_no
                    FROM deltas WHERE leaf_index IS NOT NULL AND leaf_index > ?
                    ORDER BY leaf_index LIMIT ?""",
                 (after_leaf, limit),
             )
-        return [
-            SealedDelta(
-                leaf_index=int(r[0]),
-                tenant_id=str(r[1]),
-                customer_id=str(r[2]),
-                key=str(r[3]),
-                amount=int(r[4]),
-                occurred_at=str(r[5]),
-                period=str(r[6]),
-                metadata=None if r[7] is None else str(r[7]),
-                salt=bytes(r[8]),
-                sealed_size=int(r[9]),
-                cust_seq=int(r[10]),
-                running_balance=int(r[11]),
-                month_seq=int(r[12]),
-                month_credits=int(r[13]),
-                month_debits=int(r[14]),
-                account_no=None if r[15] is None else int(r[15]),
-            )
-            for r in rows
-        ]
+        return [_sealed_delta(row) for row in rows]
 
-    def account_totals(self) -> dict[tuple[str, str], tuple[int, int, int | None]]:
-        """``(balance, delta_count, account_no)`` of every account (for audits)."""
+    def node_count(self) -> int:
+        """How many tree nodes are stored (for audits: a rebuilt tree of n leaves has the
+        nodes of every perfect subtree, no more)."""
         with self._engine.read() as tx:
-            rows = tx.execute("SELECT tenant_id, customer_id, balance, delta_count, account_no FROM accounts")
+            return int(tx.scalar("SELECT COUNT(*) FROM tree_nodes") or 0)
+
+    def account_totals(self) -> dict[tuple[str, str], tuple[int, int, int | None, int]]:
+        """``(balance, delta_count, account_no, last_leaf_index)`` of every account (for audits)."""
+        with self._engine.read() as tx:
+            rows = tx.execute(
+                """SELECT tenant_id, customer_id, balance, delta_count, account_no, last_leaf_index
+                   FROM accounts"""
+            )
         return {
-            (str(r[0]), str(r[1])): (int(r[2]), int(r[3]), None if r[4] is None else int(r[4])) for r in rows
+            (str(r[0]), str(r[1])): (int(r[2]), int(r[3]), None if r[4] is None else int(r[4]), int(r[5]))
+            for r in rows
         }
 
     def month_totals(self) -> dict[tuple[str, str, str], tuple[int, int, int]]:
@@ -191,3 +198,42 @@ class LogStore:
         """Complete retried requests whose originals are settled, if a seal did not
         (:func:`trueup.storage.seal.write_waits_settled`)."""
         return write_waits_settled(self._engine, head, verified_at)
+
+
+def _sealed_delta(row: Row) -> SealedDelta:
+    leaf = row[0]
+
+    def get(index: int, column: str, kind: Callable[[Any], _T], nullable: bool = False) -> _T:
+        value = row[index]
+        if value is None and not nullable:
+            raise MalformedRowError(leaf, column, value)
+        if value is None:
+            return value  # type: ignore[no-any-return]  # None is what a nullable column holds
+        # An integer column holding text or a float on SQLite, which keeps what it is given.
+        if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
+            raise MalformedRowError(leaf, column, value)
+        if kind is str and not isinstance(value, str):
+            raise MalformedRowError(leaf, column, value)
+        if kind is bytes and not isinstance(value, bytes | bytearray | memoryview):
+            raise MalformedRowError(leaf, column, value)
+        return kind(value)
+
+    return SealedDelta(
+        leaf_index=get(0, "leaf_index", int),
+        tenant_id=get(1, "tenant_id", str),
+        customer_id=get(2, "customer_id", str),
+        key=get(3, "item_key", str),
+        amount=get(4, "amount", int),
+        occurred_at=get(5, "occurred_at", str),
+        period=get(6, "period", str),
+        metadata=get(7, "metadata", str, nullable=True),
+        salt=get(8, "salt", bytes),
+        status=get(9, "status", str),
+        sealed_size=get(10, "sealed_size", int),
+        cust_seq=get(11, "cust_seq", int),
+        running_balance=get(12, "running_balance", int),
+        month_seq=get(13, "month_seq", int),
+        month_credits=get(14, "month_credits", int),
+        month_debits=get(15, "month_debits", int),
+        account_no=get(16, "account_no", int, nullable=True),
+    )
