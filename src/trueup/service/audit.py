@@ -167,7 +167,9 @@ class _Auditor:
                 )
                 rebuilt = leaf_hash(encode_leaf(fields))
             except ProofError as exc:  # a field no leaf can hold (a 2-byte salt, a 30 February)
-                raise _MismatchError(f"leaf a_{delta.leaf_index}: the stored delta makes no leaf: {exc}") from exc
+                raise _MismatchError(
+                    f"leaf a_{delta.leaf_index}: the stored delta makes no leaf: {exc}"
+                ) from exc
             if stored.get((0, delta.leaf_index)) != rebuilt:
                 raise _MismatchError(
                     f"leaf a_{delta.leaf_index}: the stored delta (customer {delta.customer_id!r}, "
@@ -382,7 +384,9 @@ class _Auditor:
         if head is None:
             raise _MismatchError(f"{where}: no signed tree head of its size {record.tree_size} is stored")
         if len(hashes) > month.count:
-            raise _MismatchError(f"{where}: {len(hashes) - month.count} deltas of its month were sealed after it")
+            raise _MismatchError(
+                f"{where}: {len(hashes) - month.count} deltas of its month were sealed after it"
+            )
         stated = (record.opening_balance, record.credits, record.debits, record.deltas_count)
         if stated != (opening, month.credits, month.debits, month.count):
             raise _MismatchError(

@@ -8,9 +8,9 @@ stores are :mod:`trueup.storage.seal_balances`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from trueup.storage.engine import Engine, Row
 from trueup.storage.errors import StorageError
@@ -203,20 +203,19 @@ class LogStore:
 def _sealed_delta(row: Row) -> SealedDelta:
     leaf = row[0]
 
-    def get(index: int, column: str, kind: Callable[[Any], _T], nullable: bool = False) -> _T:
+    def get(index: int, column: str, kind: type[_T]) -> _T:
         value = row[index]
-        if value is None and not nullable:
+        # SQLite keeps what it is given: text or a float in an integer column, a missing figure.
+        if kind is bytes:
+            valid = isinstance(value, bytes | bytearray | memoryview)
+        else:
+            valid = isinstance(value, kind) and not isinstance(value, bool)
+        if not valid:
             raise MalformedRowError(leaf, column, value)
-        if value is None:
-            return value  # type: ignore[no-any-return]  # None is what a nullable column holds
-        # An integer column holding text or a float on SQLite, which keeps what it is given.
-        if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
-            raise MalformedRowError(leaf, column, value)
-        if kind is str and not isinstance(value, str):
-            raise MalformedRowError(leaf, column, value)
-        if kind is bytes and not isinstance(value, bytes | bytearray | memoryview):
-            raise MalformedRowError(leaf, column, value)
-        return kind(value)
+        return kind(value)  # type: ignore[call-arg]  # int, str or bytes, each taking its value
+
+    def maybe(index: int, column: str, kind: type[_T]) -> _T | None:
+        return None if row[index] is None else get(index, column, kind)
 
     return SealedDelta(
         leaf_index=get(0, "leaf_index", int),
@@ -226,7 +225,7 @@ def _sealed_delta(row: Row) -> SealedDelta:
         amount=get(4, "amount", int),
         occurred_at=get(5, "occurred_at", str),
         period=get(6, "period", str),
-        metadata=get(7, "metadata", str, nullable=True),
+        metadata=maybe(7, "metadata", str),
         salt=get(8, "salt", bytes),
         status=get(9, "status", str),
         sealed_size=get(10, "sealed_size", int),
@@ -235,5 +234,5 @@ def _sealed_delta(row: Row) -> SealedDelta:
         month_seq=get(13, "month_seq", int),
         month_credits=get(14, "month_credits", int),
         month_debits=get(15, "month_debits", int),
-        account_no=get(16, "account_no", int, nullable=True),
+        account_no=maybe(16, "account_no", int),
     )
