@@ -69,7 +69,13 @@ from trueup.proof.merkle import (
     verify_inclusion,
 )
 from trueup.proof.note import VerifierKey, format_verifier_key, key_id, parse_verifier_key
-from trueup.proof.period import PERIOD_ROOT_PREFIX, VerifiedPeriod, period_proof_root, verify_period
+from trueup.proof.period import (
+    PERIOD_ROOT_PREFIX,
+    PeriodCheck,
+    VerifiedPeriod,
+    period_proof_root,
+    verify_period,
+)
 
 __all__ = [
     "BUNDLE_VERSION",
@@ -91,6 +97,7 @@ __all__ = [
     "MemoryTree",
     "NodeId",
     "NodeLookup",
+    "PeriodCheck",
     "PeriodError",
     "ProofError",
     "StoredNode",

@@ -37,7 +37,7 @@ from trueup.proof.merkle.hashing import leaf_hash, root_from_leaf_hashes
 from trueup.proof.merkle.verify import verify_inclusion
 from trueup.proof.note import VerifierKey, parse_verifier_key
 
-__all__ = ["PERIOD_ROOT_PREFIX", "VerifiedPeriod", "period_proof_root", "verify_period"]
+__all__ = ["PERIOD_ROOT_PREFIX", "PeriodCheck", "VerifiedPeriod", "period_proof_root", "verify_period"]
 
 PERIOD_ROOT_PREFIX = b"\x03"
 """Distinct from RFC 9162's 0x00 (leaf) and 0x01 (node)."""
@@ -94,7 +94,7 @@ def _hash(value: object, where: str) -> bytes:
     return hex_hash(value, where, PeriodError)
 
 
-def verify_period(  # noqa: PLR0912, PLR0915 - one check after another, each naming its field
+def verify_period(
     pages: Sequence[Mapping[str, object]],
     verifier_key: str | VerifierKey,
     *,
@@ -125,139 +125,190 @@ def verify_period(  # noqa: PLR0912, PLR0915 - one check after another, each nam
     """
     if not isinstance(pages, list | tuple) or not pages:
         raise PeriodError("pages: must be a non-empty list, fetched from offset 0")
-    first = pages[0]
-    if not isinstance(first, Mapping):
-        raise PeriodError(f"page 1: must be an object, got {type(first).__name__}")
-    shared = (
-        "proofRoot",
-        "customerId",
-        "period",
-        "summary",
-        "recordsTotal",
-        "treeSize",
-        "treeRoot",
-        "checkpoint",
-    )
-    proof_root = _root(first.get("proofRoot"), "page 1.proofRoot")
-    if expected_root is not None and not hmac.compare_digest(proof_root, expected_root):
-        raise PeriodError(f"page 1.proofRoot: 0x{proof_root.hex()} is not the root asked for")
-    customer_id = _member(first, "customerId", str, "page 1")
-    period = _member(first, "period", str, "page 1")
-    if not _PERIOD.fullmatch(period):
-        raise PeriodError(f"page 1.period: must be YYYY-MM, got {shown(period)}")
-    tree_size = _member(first, "treeSize", int, "page 1")
-    tree_root = _root(first.get("treeRoot"), "page 1.treeRoot")
-    note = _member(first, "checkpoint", str, "page 1")
-    summary: dict[str, Any] = _member(first, "summary", dict, "page 1")
-    count = _member(summary, "recordCount", int, "page 1.summary")
-    net = _member(summary, "netChange", int, "page 1.summary")
-    starting = _member(summary, "startingBalance", int, "page 1.summary")
-    ending = _member(summary, "endingBalance", int, "page 1.summary")
-    if _member(first, "recordsTotal", int, "page 1") != count:
-        raise PeriodError(f"page 1.recordsTotal: is not the summary's recordCount {count}")
-    if count == 0:
-        raise PeriodError(
-            "summary.recordCount: 0; a period without records proves nothing: its proof root "
-            "commits to no customer, month or balance"
-        )
+    check = PeriodCheck(pages[0], verifier_key, origin=origin, expected_root=expected_root)
+    for page in pages:
+        check.add(page)
+    return check.result()
 
-    try:
-        key = verifier_key if isinstance(verifier_key, VerifierKey) else parse_verifier_key(verifier_key)
-        head = verify_checkpoint(note, key, origin=key.name if origin is None else origin)
-    except CheckpointError as exc:
-        raise PeriodError(f"page 1.checkpoint: {exc}") from exc
-    if head.size != tree_size or not hmac.compare_digest(head.root, tree_root):
-        raise PeriodError(
-            f"page 1.treeSize, treeRoot: {tree_size} and {tree_root.hex()} are not the size {head.size} "
-            f"and root {head.root.hex()} of the signed checkpoint"
-        )
 
-    hashes: list[bytes] = []
-    nonce: bytes | None = None
-    tenant: str | None = None
-    last_index = -1
-    total = 0
-    for number, page in enumerate(pages, 1):
-        where = f"page {number}"
+_SHARED = (
+    "proofRoot",
+    "customerId",
+    "period",
+    "summary",
+    "recordsTotal",
+    "treeSize",
+    "treeRoot",
+    "checkpoint",
+)
+"""What every page of one period states alike."""
+
+
+class PeriodCheck:
+    """:func:`verify_period` a page at a time, for a reader that fetches them one by one: a
+    page that fails is refused as it comes (a server cannot make its reader fetch every page
+    before the first check), and only the records' leaf hashes are kept.
+
+    Built from page 1 (checks 2 and what page 1 states); :meth:`add` each page in order from
+    page 1 (checks 1 and 3); :meth:`result` when none is left (check 4).
+    """
+
+    def __init__(
+        self,
+        first: object,
+        verifier_key: str | VerifierKey,
+        *,
+        origin: str | None = None,
+        expected_root: bytes | None = None,
+    ) -> None:
+        if not isinstance(first, Mapping):
+            raise PeriodError(f"page 1: must be an object, got {type(first).__name__}")
+        self._first = first
+        self.proof_root = _root(first.get("proofRoot"), "page 1.proofRoot")
+        if expected_root is not None and not hmac.compare_digest(self.proof_root, expected_root):
+            raise PeriodError(f"page 1.proofRoot: 0x{self.proof_root.hex()} is not the root asked for")
+        self.customer_id = _member(first, "customerId", str, "page 1")
+        self.period = _member(first, "period", str, "page 1")
+        if not _PERIOD.fullmatch(self.period):
+            raise PeriodError(f"page 1.period: must be YYYY-MM, got {shown(self.period)}")
+        tree_size = _member(first, "treeSize", int, "page 1")
+        tree_root = _root(first.get("treeRoot"), "page 1.treeRoot")
+        note = _member(first, "checkpoint", str, "page 1")
+        summary: dict[str, Any] = _member(first, "summary", dict, "page 1")
+        self.count = _member(summary, "recordCount", int, "page 1.summary")
+        self._net = _member(summary, "netChange", int, "page 1.summary")
+        self._starting = _member(summary, "startingBalance", int, "page 1.summary")
+        self._ending = _member(summary, "endingBalance", int, "page 1.summary")
+        if _member(first, "recordsTotal", int, "page 1") != self.count:
+            raise PeriodError(f"page 1.recordsTotal: is not the summary's recordCount {self.count}")
+        if self.count == 0:
+            raise PeriodError(
+                "summary.recordCount: 0; a period without records proves nothing: its proof root "
+                "commits to no customer, month or balance"
+            )
+        try:
+            key = verifier_key if isinstance(verifier_key, VerifierKey) else parse_verifier_key(verifier_key)
+            self.head = verify_checkpoint(note, key, origin=key.name if origin is None else origin)
+        except CheckpointError as exc:
+            raise PeriodError(f"page 1.checkpoint: {exc}") from exc
+        if self.head.size != tree_size or not hmac.compare_digest(self.head.root, tree_root):
+            raise PeriodError(
+                f"page 1.treeSize, treeRoot: {tree_size} and {tree_root.hex()} are not the size "
+                f"{self.head.size} and root {self.head.root.hex()} of the signed checkpoint"
+            )
+        if self.count > self.head.size:  # the records are distinct leaves of that tree
+            raise PeriodError(
+                f"page 1.summary.recordCount: {self.count} is more than the signed tree's "
+                f"{self.head.size} leaves"
+            )
+        self._hashes: list[bytes] = []
+        self._nonce: bytes | None = None
+        self._tenant: str | None = None
+        self._last_index = -1
+        self._total = 0
+        self.pages = 0
+
+    @property
+    def records(self) -> int:
+        """How many records the pages added so far held."""
+        return len(self._hashes)
+
+    def add(self, page: object) -> None:
+        """Check the next page; raises :class:`PeriodError` naming what is wrong with it."""
+        self.pages += 1
+        where = f"page {self.pages}"
         if not isinstance(page, Mapping):
             raise PeriodError(f"{where}: must be an object, got {type(page).__name__}")
-        for name in shared:
-            if page.get(name) != first.get(name):
+        for name in _SHARED:
+            if page.get(name) != self._first.get(name):
                 raise PeriodError(f"{where}.{name}: differs from page 1's")
-        if _member(page, "offset", int, where) != len(hashes):
-            raise PeriodError(f"{where}.offset: must be {len(hashes)}, where the page before ended")
+        if _member(page, "offset", int, where) != len(self._hashes):
+            raise PeriodError(f"{where}.offset: must be {len(self._hashes)}, where the page before ended")
         recompute: dict[str, Any] = _member(page, "recompute", dict, where)
         page_nonce = _member(recompute, "nonce", str, f"{where}.recompute")
-        if not _HEX_NONCE.fullmatch(page_nonce) or (nonce is not None and bytes.fromhex(page_nonce) != nonce):
+        if not _HEX_NONCE.fullmatch(page_nonce) or (
+            self._nonce is not None and bytes.fromhex(page_nonce) != self._nonce
+        ):
             raise PeriodError(f"{where}.recompute.nonce: must be page 1's, in lower-case hex")
-        nonce = bytes.fromhex(page_nonce)
+        self._nonce = bytes.fromhex(page_nonce)
         records: list[Any] = _member(page, "records", list, where)
         listed: list[Any] = _member(recompute, "leafHashes", list, f"{where}.recompute")
         if len(listed) != len(records):
             raise PeriodError(f"{where}.recompute.leafHashes: {len(listed)} for {len(records)} records")
+        if len(self._hashes) + len(records) > self.count:
+            raise PeriodError(f"{where}.records: more records than the summary's recordCount {self.count}")
         for i, record in enumerate(records):
-            at = f"{where}.records[{i}]"
-            if not isinstance(record, Mapping):
-                raise PeriodError(f"{at}: must be an object, got {type(record).__name__}")
-            try:
-                leaf = leaf_fields_from_json(record.get("leaf"))
-                hashed = leaf_hash(encode_leaf(leaf))
-            except LeafEncodingError as exc:  # its message starts with the leaf's field, as a rule
-                message = str(exc)
-                raise PeriodError(
-                    f"{at}.{message}" if message.startswith("leaf") else f"{at}.leaf: {message}"
-                ) from exc
-            for claimed, named in (
-                (record.get("leafHash"), f"{at}.leafHash"),
-                (listed[i], f"{where}.recompute.leafHashes[{i}]"),
-            ):
-                if not hmac.compare_digest(_hash(claimed, named), hashed):
-                    raise PeriodError(f"{named}: is not the hash {hashed.hex()} of {at}.leaf")
-            anchor = _ANCHOR.fullmatch(_member(record, "anchorId", str, at))
-            if anchor is None:
-                raise PeriodError(
-                    f"{at}.anchorId: must be a_<leaf index>, got {shown(record.get('anchorId'))}"
-                )
-            index = int(anchor.group(1))
-            if index <= last_index:
-                raise PeriodError(f"{at}.anchorId: leaf {index} does not come after leaf {last_index}")
-            proof: list[Any] = _member(record, "inclusionProof", list, at)
-            nodes = [_hash(node, f"{at}.inclusionProof[{n}]") for n, node in enumerate(proof)]
-            try:
-                verify_inclusion(hashed, index, head.size, nodes, head.root)
-            except InclusionProofError as exc:
-                raise PeriodError(f"{at}.inclusionProof: {exc}") from exc
-            if tenant is not None and leaf.tenant != tenant:
-                raise PeriodError(
-                    f"{at}.leaf.tenant: {shown(leaf.tenant)} is not the others' {shown(tenant)}"
-                )
-            if leaf.customer_id != customer_id or leaf.occurred_at[:7] != period:
-                raise PeriodError(f"{at}.leaf: is not a delta of {shown(customer_id)} in {period}")
-            if record.get("amount") != leaf.delta or type(record.get("amount")) is not int:
-                raise PeriodError(
-                    f"{at}.amount: {shown(record.get('amount'))} is not the leaf's {leaf.delta}"
-                )
-            if record.get("referenceId") != leaf.key:
-                raise PeriodError(
-                    f"{at}.referenceId: {shown(record.get('referenceId'))} is not the leaf's key"
-                )
-            tenant, last_index = leaf.tenant, index
-            hashes.append(hashed)
-            total += leaf.delta
+            self._record(record, f"{where}.records[{i}]", listed[i], f"{where}.recompute.leafHashes[{i}]")
 
-    if len(hashes) != count:
-        raise PeriodError(f"records: {len(hashes)} in all, not the summary's recordCount {count}")
-    recomputed = period_proof_root(nonce or b"", hashes)
-    if not hmac.compare_digest(recomputed, proof_root):
-        raise PeriodError(f"proofRoot: the records recompute {recomputed.hex()}, not {proof_root.hex()}")
-    if total != net:
-        raise PeriodError(f"summary.netChange: {net} is not the records' sum {total}")
-    if starting + net != ending:
-        raise PeriodError(
-            f"summary.endingBalance: {ending} is not startingBalance {starting} + netChange {net}"
+    def _record(self, record: object, at: str, listed: object, listed_at: str) -> None:
+        if not isinstance(record, Mapping):
+            raise PeriodError(f"{at}: must be an object, got {type(record).__name__}")
+        try:
+            leaf = leaf_fields_from_json(record.get("leaf"))
+            hashed = leaf_hash(encode_leaf(leaf))
+        except LeafEncodingError as exc:  # its message starts with the leaf's field, as a rule
+            message = str(exc)
+            raise PeriodError(
+                f"{at}.{message}" if message.startswith("leaf") else f"{at}.leaf: {message}"
+            ) from exc
+        for claimed, named in ((record.get("leafHash"), f"{at}.leafHash"), (listed, listed_at)):
+            if not hmac.compare_digest(_hash(claimed, named), hashed):
+                raise PeriodError(f"{named}: is not the hash {hashed.hex()} of {at}.leaf")
+        anchor = _ANCHOR.fullmatch(_member(record, "anchorId", str, at))
+        if anchor is None:
+            raise PeriodError(f"{at}.anchorId: must be a_<leaf index>, got {shown(record.get('anchorId'))}")
+        index = int(anchor.group(1))
+        if index <= self._last_index:
+            raise PeriodError(f"{at}.anchorId: leaf {index} does not come after leaf {self._last_index}")
+        proof: list[Any] = _member(record, "inclusionProof", list, at)
+        nodes = [_hash(node, f"{at}.inclusionProof[{n}]") for n, node in enumerate(proof)]
+        try:
+            verify_inclusion(hashed, index, self.head.size, nodes, self.head.root)
+        except InclusionProofError as exc:
+            raise PeriodError(f"{at}.inclusionProof: {exc}") from exc
+        if self._tenant is not None and leaf.tenant != self._tenant:
+            raise PeriodError(
+                f"{at}.leaf.tenant: {shown(leaf.tenant)} is not the others' {shown(self._tenant)}"
+            )
+        if leaf.customer_id != self.customer_id or leaf.occurred_at[:7] != self.period:
+            raise PeriodError(f"{at}.leaf: is not a delta of {shown(self.customer_id)} in {self.period}")
+        if record.get("amount") != leaf.delta or type(record.get("amount")) is not int:
+            raise PeriodError(f"{at}.amount: {shown(record.get('amount'))} is not the leaf's {leaf.delta}")
+        if record.get("referenceId") != leaf.key:
+            raise PeriodError(f"{at}.referenceId: {shown(record.get('referenceId'))} is not the leaf's key")
+        self._tenant, self._last_index = leaf.tenant, index
+        self._hashes.append(hashed)
+        self._total += leaf.delta
+
+    def result(self) -> VerifiedPeriod:
+        """What the pages added prove, once they hold every record (check 4)."""
+        if len(self._hashes) != self.count:
+            raise PeriodError(
+                f"records: {len(self._hashes)} in all, not the summary's recordCount {self.count}"
+            )
+        recomputed = period_proof_root(self._nonce or b"", self._hashes)
+        if not hmac.compare_digest(recomputed, self.proof_root):
+            raise PeriodError(
+                f"proofRoot: the records recompute {recomputed.hex()}, not {self.proof_root.hex()}"
+            )
+        if self._total != self._net:
+            raise PeriodError(f"summary.netChange: {self._net} is not the records' sum {self._total}")
+        if self._starting + self._net != self._ending:
+            raise PeriodError(
+                f"summary.endingBalance: {self._ending} is not startingBalance {self._starting} + "
+                f"netChange {self._net}"
+            )
+        if self._tenant is None:  # count > 0, so a record named it; for the type checker
+            raise PeriodError("records: none")
+        return VerifiedPeriod(
+            self.proof_root,
+            self._tenant,
+            self.customer_id,
+            self.period,
+            self.count,
+            self._net,
+            self._starting,
+            self._ending,
+            self.head.size,
+            self.head.root,
         )
-    if tenant is None:  # count > 0, so a record named it; for the type checker
-        raise PeriodError("records: none")
-    return VerifiedPeriod(
-        proof_root, tenant, customer_id, period, count, net, starting, ending, head.size, head.root
-    )

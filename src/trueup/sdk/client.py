@@ -26,6 +26,7 @@ from urllib.parse import quote
 import httpx
 
 from trueup.proof import (
+    PeriodCheck,
     PeriodError,
     ProofError,
     TreeHead,
@@ -37,7 +38,6 @@ from trueup.proof import (
     verify_bundle,
     verify_checkpoint,
     verify_consistency,
-    verify_period,
 )
 from trueup.proof.canonical import hex_hash, unique_members
 from trueup.sdk.errors import TrueupError
@@ -253,9 +253,11 @@ class Client:
         change. Raises :class:`~trueup.proof.ProofError` when any check fails.
 
         The pages are read as ``trueup verify`` reads a bundle (a member given twice is
-        refused). A server cannot make the client fetch without end: ``recordsTotal`` is page
-        1's and at most the size of the signed tree page 1 shows (the records are distinct
-        leaves of it), and every page but the last must be full."""
+        refused), and each is checked as it comes (:class:`~trueup.proof.PeriodCheck`): a
+        server cannot make the client fetch pages past the first wrong one, nor without end
+        (page 1's ``recordsTotal`` is at most the size of the tree its signed checkpoint
+        shows, as the records are distinct leaves of it, and every page but the last must be
+        full), and only the records' leaf hashes are kept."""
         if type(page_size) is not int or not 1 <= page_size <= 1000:
             raise ValueError(f"page_size must be 1..1000, got {page_size!r}")
         key = _pinned(pinned_key)
@@ -263,25 +265,14 @@ class Client:
         if match is None:
             raise ProofError(f"proof_root must be 64 hex digits (0x optional), got {proof_root[:80]!r}")
         wanted = bytes.fromhex(match.group(1))
-        pages: list[dict[str, Any]] = []
-        total = 0
-        while True:
-            page = self._period_page(wanted, page_size, len(pages) * page_size)
-            if not pages:  # what bounds the rest
-                head = verify_checkpoint(str(page.get("checkpoint")), key, origin=origin or key.name)
-                claimed = page.get("recordsTotal")
-                if not isinstance(claimed, int) or isinstance(claimed, bool) or not 0 <= claimed <= head.size:
-                    raise ProofError(
-                        f"page 1.recordsTotal: {claimed!r} is not 0..{head.size}, the signed size"
-                    )
-                total = claimed
-            elif page.get("recordsTotal") != total:
-                raise ProofError("page recordsTotal: differs from page 1's")
-            pages.append(page)
-            records = page.get("records")
-            if not isinstance(records, list) or len(records) != page_size or len(pages) * page_size >= total:
-                break  # the last page (verify_period says what is wrong with a short one)
-        return verify_period(pages, key, origin=origin, expected_root=wanted)
+        first = self._period_page(wanted, page_size, 0)
+        check = PeriodCheck(first, key, origin=origin, expected_root=wanted)  # bounds the rest
+        check.add(first)
+        while check.records < check.count:
+            if check.records != check.pages * page_size:
+                break  # a short page before the end: result() says so
+            check.add(self._period_page(wanted, page_size, check.records))
+        return check.result()
 
     def _period_page(self, root: bytes, limit: int, offset: int) -> dict[str, Any]:
         reply = self._send(
