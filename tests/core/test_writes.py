@@ -203,9 +203,36 @@ def test_strict_json_refuses_numbers_beyond_a_double_and_names_the_field(body: b
 
 
 def test_strict_json_names_a_bad_number_even_when_more_is_wrong_after_it() -> None:
-    for body in (b'{"a": 1e400, "a": 2}', b'{"a": 1e400, '):
-        with pytest.raises(ValidationError, match=r"^body: has a number beyond the range of a double"):
-            loads_strict(body)
+    with pytest.raises(ValidationError, match=r"^body: has a number beyond the range of a double"):
+        loads_strict(b'{"a": 1e400, ')  # no document to name it in
+    # In an object that also repeats a key, the number comes first.
+    with pytest.raises(ValidationError, match=r"^a: is a number beyond the range of a double"):
+        loads_strict(b'{"a": 1e400, "a": 2}')
+
+
+def test_strict_json_names_the_object_that_repeats_a_key() -> None:
+    items = [{"key": f"k{i}", "accountId": "c", "bits": 1} for i in range(600)]
+    text = json.dumps({"items": items}).replace('"k537", ', '"k537", "bits": 1, ', 1)
+    with pytest.raises(ValidationError, match=r"^items\[537\]: duplicate key 'bits' in a JSON object$"):
+        loads_strict(text.encode())
+    with pytest.raises(ValidationError, match=r"^body: duplicate key 'a' in a JSON object$"):
+        loads_strict(b'{"a": 1, "b": [], "a": 2}')
+    with pytest.raises(ValidationError, match=r"^x\[1\]\.y: duplicate key 'z' in a JSON object$"):
+        loads_strict(b'{"x": [{}, {"y": {"z": 1, "z": 1}}]}')
+
+
+def test_strict_json_nesting_depends_on_the_body_not_on_the_caller_s_depth() -> None:
+    """The decoder's guard counts the caller's frames too: a body just under the limit from a
+    shallow caller was refused from a deeper one (a chunked body, through more layers)."""
+
+    def decode_from(frames: int, body: bytes) -> object:
+        return loads_strict(body) if frames == 0 else decode_from(frames - 1, body)
+
+    deep = b'{"items": [], "x": ' + b"[" * 960 + b"]" * 960 + b"}"
+    assert decode_from(0, deep) == decode_from(100, deep)
+    for frames in (0, 100):
+        with pytest.raises(ValidationError, match=r"^body: nests arrays and objects too deeply$"):
+            decode_from(frames, b"[" * 2_000 + b"]" * 2_000)
 
 
 def test_strict_json_keeps_what_a_double_holds_and_integers_as_they_are() -> None:

@@ -14,7 +14,9 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from itertools import chain
 from typing import Any, NoReturn
 
 from trueup.core.errors import ValidationError
@@ -37,6 +39,31 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 raise _DuplicateKeyInBodyError(key)
             seen.add(key)
     return result
+
+
+class _DuplicatedObject:
+    """An object that repeated ``key``, when a body is decoded again to name it: walked as its
+    ``pairs``, then :class:`_Duplicate` (so a bad value in it is named first)."""
+
+    __slots__ = ("key", "pairs")
+
+    def __init__(self, key: str, pairs: list[tuple[str, Any]]) -> None:
+        self.key = key
+        self.pairs = pairs
+
+
+class _Duplicate:
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _marking_hook(pairs: list[tuple[str, Any]]) -> Any:
+    try:
+        return _pairs_hook(pairs)
+    except _DuplicateKeyInBodyError as exc:
+        return _DuplicatedObject(exc.key, pairs)
 
 
 def _reject_constant(name: str) -> Any:
@@ -73,10 +100,10 @@ def _integer_or_long(text: str) -> int | _LongInteger:
 
 
 _LENIENT = json.JSONDecoder(
-    object_pairs_hook=_pairs_hook, parse_constant=_reject_constant, parse_int=_integer_or_long
+    object_pairs_hook=_marking_hook, parse_constant=_reject_constant, parse_int=_integer_or_long
 )
 """Decodes a body the strict decoder refused for a number (beyond a double, or an integer
-longer than Python converts) to name its field."""
+longer than Python converts) or a repeated key, to name its field: the walk finds it."""
 
 # A NUL or a surrogate can only enter a decoded string through a \u escape (raw control
 # characters are refused by the decoder; raw UTF-8 cannot encode a surrogate), so a body
@@ -133,6 +160,8 @@ def _check_values(document: Any) -> None:
     def enter(node: Any) -> bool:
         if isinstance(node, dict):
             frames.append(iter(node.items()))
+        elif isinstance(node, _DuplicatedObject):
+            frames.append(chain(node.pairs, [(node.key, _Duplicate(node.key))]))
         elif isinstance(node, list):
             # Numbers, booleans and nulls need nothing: they are passed over here, not one by one.
             frames.append(((i, child) for i, child in enumerate(node) if not isinstance(child, _FINE)))
@@ -147,6 +176,8 @@ def _check_values(document: Any) -> None:
             raise ValidationError(_field(at), "is a number beyond the range of a double (RFC 7493)")
         elif isinstance(node, _LongInteger):
             raise ValidationError(_field(at), _long_integer_problem())
+        elif isinstance(node, _Duplicate):  # named by its object
+            raise ValidationError(_field(at[:-1]), _duplicate_problem(node.key))
 
     if not enter(document):
         check(document, [])
@@ -168,28 +199,64 @@ def _check_values(document: Any) -> None:
                 trail.pop()
 
 
+def _duplicate_problem(key: str) -> str:
+    return f"duplicate key {key[:64]!r} in a JSON object"
+
+
 def _long_integer_problem() -> str:
     return f"is an integer literal of more than {sys.get_int_max_str_digits():,} digits"
 
 
-def _name_the_bad_number(text: str, problem: str) -> NoReturn:
-    """Raise the error for a body holding a number beyond a double or an integer too long to
-    convert, naming its field: decoded again without the checks, the walk finds it (or a bad
-    value before it); ``problem`` is the message should the body not decode at all."""
+def _name_the_bad_value(text: str, problem: str) -> NoReturn:
+    """Raise the error for a body holding a number beyond a double, an integer too long to
+    convert or a repeated key, naming its field: decoded again without the checks, the walk
+    finds it (or a bad value before it); ``problem`` is the message should the body not decode
+    at all."""
     try:
-        document = _LENIENT.decode(text)
-    except (ValueError, RecursionError):  # another fault after the number: name the number alone
+        document = _decoded(_LENIENT.decode, text)
+    except (ValueError, RecursionError):  # another fault after this one: name this one alone
         document = None
     if document is not None:
         _check_values(document)
     raise ValidationError("body", problem)
 
 
+def _decoded(decode: Callable[[str], Any], text: str) -> Any:
+    """``decode(text)``, and once more in a thread of its own should it nest too deeply here.
+
+    The decoder's recursion guard counts the frames of the code that called it too, so the
+    same body could be refused from a deep call (a body sent in chunks, through more layers)
+    and accepted from a shallow one. A new thread starts from none: whether a body nests too
+    deeply depends on the body alone (about 990 levels).
+    """
+    try:
+        return decode(text)
+    except RecursionError:
+        pass
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(decode(text))
+        except (ValueError, RecursionError) as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, name="trueup-json-depth", daemon=True)
+    thread.start()
+    thread.join()
+    if not outcome:  # pragma: no cover - the thread catches what decoding raises
+        raise RecursionError("nesting too deep")
+    if isinstance(outcome[0], ValueError | RecursionError):
+        raise outcome[0]
+    return outcome[0]
+
+
 def loads_strict(body: bytes) -> Any:
     """Decode ``body`` (UTF-8 JSON) or raise :class:`ValidationError` naming the problem.
 
-    Nesting is bounded by the decoder's recursion guard (about a thousand levels); the
-    fields that are kept have tighter limits of their own (``metadata``: depth 8).
+    Nesting is bounded by the decoder's recursion guard in a thread of its own (about 990
+    levels, whatever the caller's depth: :func:`_decoded`); the fields that are kept have
+    tighter limits of their own (``metadata``: depth 8).
     """
     try:
         text = body.decode("utf-8")
@@ -198,11 +265,11 @@ def loads_strict(body: bytes) -> Any:
     if text.startswith("\ufeff"):
         raise ValidationError("body", "must not start with a byte order mark")
     try:
-        value = _DECODER.decode(text)
+        value = _decoded(_DECODER.decode, text)
     except _DuplicateKeyInBodyError as exc:
-        raise ValidationError("body", f"duplicate key {exc.key[:64]!r} in a JSON object") from exc
+        _name_the_bad_value(text, _duplicate_problem(exc.key))
     except _NonFiniteNumberError:
-        _name_the_bad_number(text, "has a number beyond the range of a double (RFC 7493)")
+        _name_the_bad_value(text, "has a number beyond the range of a double (RFC 7493)")
     except json.JSONDecodeError as exc:
         reason = exc.msg.removesuffix(" at")  # "Invalid control character at"
         raise ValidationError(
@@ -212,7 +279,7 @@ def loads_strict(body: bytes) -> Any:
         raise ValidationError("body", "nests arrays and objects too deeply") from exc
     except ValueError as exc:  # an integer literal longer than Python's digit limit
         if "digits" in str(exc):
-            _name_the_bad_number(
+            _name_the_bad_value(
                 text, f"has an integer literal of more than {sys.get_int_max_str_digits():,} digits"
             )
         raise ValidationError("body", f"is not acceptable JSON: {exc}") from exc
