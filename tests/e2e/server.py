@@ -231,3 +231,22 @@ def local_server(handle: Handler) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def write_and_wait_verified(server: ServerProcess, key: str, prefix: str) -> None:
+    """Write ten deltas (keys ``<prefix>-<i>``) and wait until their request is verified."""
+    reply = httpx.post(
+        f"{server.base_url}/api/v1/writes",
+        headers={"X-Api-Key": key},
+        json={
+            "items": [{"key": f"{prefix}-{i}", "accountId": f"c{i % 3}", "bits": i + 1} for i in range(10)]
+        },
+    )
+    assert reply.status_code == 202, reply.text
+    request_id = reply.json()["data"]["requestId"]
+
+    def verified() -> bool:
+        view = httpx.get(f"{server.base_url}/api/v1/writes/{request_id}", headers={"X-Api-Key": key})
+        return bool(view.json()["data"]["status"] == "verified")
+
+    wait_until(verified)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import fresh_pg_schema
-from tests.e2e.server import ServerProcess, create_key, trueup
+from tests.e2e.server import ServerProcess, create_key, trueup, write_and_wait_verified
 from tests.service.conftest import principal_for, seal_all, write
 from trueup.proof import CheckpointSigner, private_key_from_seed
 from trueup.service.container import open_services
@@ -186,7 +186,7 @@ def test_writes_are_held_back_while_the_queue_is_at_the_pace_depth(tmp_path: Pat
 def test_a_setting_that_cannot_be_used_is_one_line_and_exit_2(
     tmp_path: Path, variable: str, value: str, message: str
 ) -> None:
-    for command in (["serve", "--port", "0"], ["audit"], ["keys", "list"]):
+    for command in (["serve", "--port", "1"], ["audit"], ["keys", "list"]):  # refused before it binds
         done = trueup(command, tmp_path, None, extra_env={variable: value})
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith(f"trueup {command[0]}: {message}"), done.stderr
@@ -397,6 +397,27 @@ def test_serve_on_a_port_in_use_says_so_before_anything_starts(tmp_path: Path) -
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == f"trueup serve: cannot listen on 127.0.0.1:{port}: Address already in use\n"
     assert not (tmp_path / "new").exists()  # no first key printed, no log made
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "99999", "http"])
+def test_serve_takes_only_a_port_it_can_listen_on(tmp_path: Path, port: str) -> None:
+    """99,999 was taken modulo 65,536 by the resolver (the server listened on 34,463) and 0 on
+    a port nobody is told of."""
+    done = trueup(["serve", "--port", port], tmp_path / "new", None)
+    assert done.returncode == 2
+    assert done.stderr.endswith(f"argument --port: must be a port number 1-65535, got {port!r}\n")
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_log_level_of_serve_holds_for_the_processes_it_starts(tmp_path: Path) -> None:
+    """The sequencer's own process logged at info whatever --log-level said."""
+    # A sealed write: the sequencer's process had taken its role, and said so if it would.
+    with ServerProcess(tmp_path / "quiet", None) as server:  # --log-level warning
+        write_and_wait_verified(server, create_key(server.data_dir, None), "quiet")
+    assert " INFO " not in server.log(), server.log()
+    with ServerProcess(tmp_path / "told", None, extra_args=["--log-level", "info"]) as server:
+        write_and_wait_verified(server, create_key(server.data_dir, None), "told")
+    assert "INFO trueup.service.roles: this process holds the sequencer role" in server.log()
 
 
 def test_a_postgresql_server_that_is_not_there_is_said_at_once_with_its_cause(tmp_path: Path) -> None:

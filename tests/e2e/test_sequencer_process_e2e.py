@@ -10,7 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import ServerProcess, alive, children, create_key, trueup, wait_until
+from tests.e2e.server import (
+    ServerProcess,
+    alive,
+    children,
+    create_key,
+    trueup,
+    wait_until,
+    write_and_wait_verified,
+)
 from trueup.cli.child import SequencerProcess
 
 
@@ -26,24 +34,6 @@ def _role(server: ServerProcess) -> str:
     return role
 
 
-def _write_and_wait_verified(server: ServerProcess, key: str, prefix: str) -> None:
-    reply = httpx.post(
-        f"{server.base_url}/api/v1/writes",
-        headers={"X-Api-Key": key},
-        json={
-            "items": [{"key": f"{prefix}-{i}", "accountId": f"c{i % 3}", "bits": i + 1} for i in range(10)]
-        },
-    )
-    assert reply.status_code == 202, reply.text
-    request_id = reply.json()["data"]["requestId"]
-
-    def verified() -> bool:
-        view = httpx.get(f"{server.base_url}/api/v1/writes/{request_id}", headers={"X-Api-Key": key})
-        return bool(view.json()["data"]["status"] == "verified")
-
-    wait_until(verified)
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process parents from /proc")
 def test_the_sequencer_child_is_restarted_and_dies_with_a_killed_server(tmp_path: Path) -> None:
     key = create_key(tmp_path, None)
@@ -51,12 +41,12 @@ def test_the_sequencer_child_is_restarted_and_dies_with_a_killed_server(tmp_path
     try:
         child = _sequencer_child(server)
         wait_until(lambda: _role(server) == "leader")
-        _write_and_wait_verified(server, key, "first")
+        write_and_wait_verified(server, key, "first")
 
         os.kill(child, signal.SIGKILL)  # the child dies: the server starts another one
         wait_until(lambda: children(server.process.pid, "sequencer") not in ([], [child]))  # type: ignore[union-attr]
         wait_until(lambda: _role(server) == "leader")
-        _write_and_wait_verified(server, key, "after-restart")
+        write_and_wait_verified(server, key, "after-restart")
 
         replacement = _sequencer_child(server)
         server.kill()  # SIGKILL: the server cannot stop its child; the child notices
@@ -66,7 +56,7 @@ def test_the_sequencer_child_is_restarted_and_dies_with_a_killed_server(tmp_path
 
     with ServerProcess(tmp_path, None) as again:  # the role is free again at once
         wait_until(lambda: _role(again) == "leader")
-        _write_and_wait_verified(again, key, "second-life")
+        write_and_wait_verified(again, key, "second-life")
         again.stop()
     audit = trueup(["audit"], tmp_path, None)
     assert audit.returncode == 0, audit.stderr
@@ -100,7 +90,7 @@ def test_the_thread_sequencer_runs_inside_the_server(tmp_path: Path) -> None:
         assert server.process is not None
         assert children(server.process.pid) == []
         wait_until(lambda: _role(server) == "leader")
-        _write_and_wait_verified(server, key, "in-thread")
+        write_and_wait_verified(server, key, "in-thread")
 
 
 def test_a_sequencer_that_cannot_run_is_reported_down_and_retried(tmp_path: Path) -> None:
@@ -135,5 +125,5 @@ def test_a_full_batch_is_sealed_at_once_not_at_the_next_interval(tmp_path: Path,
     slow = {"TRUEUP_SEAL_INTERVAL_MS": "600000", "TRUEUP_SEAL_BATCH_SIZE": "5"}
     with ServerProcess(tmp_path, None, extra_env=slow, extra_args=["--sequencer", mode]) as server:
         wait_until(lambda: _role(server) == "leader")
-        _write_and_wait_verified(server, key, "first")  # 10 items: at least one full batch
-        _write_and_wait_verified(server, key, "second")  # sealed only if the wake-up works
+        write_and_wait_verified(server, key, "first")  # 10 items: at least one full batch
+        write_and_wait_verified(server, key, "second")  # sealed only if the wake-up works

@@ -62,6 +62,33 @@ def test_a_holder_that_lost_its_lock_stands_by_while_the_new_holder_leads(
         first.stop()
 
 
+@pytest.mark.parametrize("kind", ["sequencer", "dispatcher"])
+def test_a_standby_says_once_that_it_stands_by(
+    kind: str, services: Services, other_services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second `trueup sequencer` or `dispatcher` printed nothing while it waited: nobody could
+    tell waiting from hanging. It says so once, not at every poll, and again after it led."""
+    caplog.set_level(logging.INFO, logger="trueup.service.roles")
+    first, second = _role(kind, services), _role(kind, other_services)
+    first.start()
+    try:
+        wait_until(lambda: first.is_leader)
+        second.start()
+        time.sleep(POLL_S * 6)  # several polls, each finding the role held
+        first.stop()
+        wait_until(lambda: second.is_leader)
+    finally:
+        second.stop()
+        first.stop()
+    said = [r.getMessage() for r in caplog.records if r.name == "trueup.service.roles"]
+    assert said == [
+        f"this process holds the {kind} role",
+        f"another process holds the {kind} role; this one stands by and takes it over when it is "
+        f"free (checked every {POLL_S:g} s)",
+        f"this process holds the {kind} role",
+    ]
+
+
 def test_a_postgresql_session_that_answers_without_the_lock_holds_no_role(pg_url: str) -> None:
     """The question is whether the session holds the lock, not whether it answers: a session
     that answers without it (a pooler handing out another one) is no holder."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
 from trueup.service.settings import Settings, check_database_url
 
-__all__ = ["add_storage_options", "configure_logging", "settings_from"]
+__all__ = ["LOG_LEVELS", "add_storage_options", "configure_logging", "port_number", "settings_from"]
 
 
 def add_storage_options(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +38,28 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def configure_logging(level: str = "info") -> None:
-    """Log lines with their time, level and logger, at ``level`` and above. httpx's one INFO
-    line per request (each webhook attempt) is left out: the dispatcher records every attempt."""
+def port_number(text: str) -> int:
+    """A TCP port to listen on, 1-65535 (argparse type): a larger one would be taken modulo
+    65536 by the resolver, and 0 would pick a port nobody is told of."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number 1-65535, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 1-65535, got {text!r}")
+    return port
+
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def configure_logging(level: str | None = None) -> None:
+    """Log lines with their time, level and logger, at ``level`` and above (by default the
+    level ``trueup serve --log-level`` passes its child processes in ``TRUEUP_LOG_LEVEL``, else
+    info). httpx's one INFO line per request (each webhook attempt) is left out: the dispatcher
+    records every attempt."""
+    if level is None:
+        level = os.environ.get("TRUEUP_LOG_LEVEL", "info").lower()
+        level = level if level in LOG_LEVELS else "info"
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))

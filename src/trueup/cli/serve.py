@@ -21,7 +21,7 @@ from trueup.api.app import create_app
 from trueup.api.http_protocol import OneWriteHttpToolsProtocol
 from trueup.cli.child import SealReport, SequencerProcess
 from trueup.cli.committer import CommitterProcess
-from trueup.cli.options import add_storage_options, configure_logging, settings_from
+from trueup.cli.options import LOG_LEVELS, add_storage_options, configure_logging, port_number, settings_from
 from trueup.sequencer.loop import SequencerLoop
 from trueup.service.collector import settle_collector
 from trueup.service.container import Services, open_services
@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 def run(argv: list[str]) -> int:
     serve = argparse.ArgumentParser(prog="trueup serve", description="run the API server")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument(
+        "--port", type=port_number, default=8000, help="port to listen on, 1-65535 (default 8000)"
+    )
     serve.add_argument(
         "--sequencer",
         choices=("process", "thread", "off"),
@@ -69,8 +71,8 @@ def run(argv: list[str]) -> int:
     serve.add_argument(
         "--log-level",
         default="info",
-        choices=("critical", "error", "warning", "info", "debug"),
-        help="lowest level logged (default info)",
+        choices=LOG_LEVELS,
+        help="lowest level logged, by this server and the processes it starts (default info)",
     )
     add_storage_options(serve)
     return _serve(serve.parse_args(argv))
@@ -224,7 +226,7 @@ def build(
 def worker_app() -> FastAPI:
     """The app of one ``--workers`` process (uvicorn factory): settings from the environment
     the parent process exported; the sequencer role goes to whichever worker wins the lock."""
-    configure_logging(os.environ.get("TRUEUP_LOG_LEVEL", "info"))  # a spawned process: none yet
+    configure_logging()  # a spawned process: none yet, at the level its server passed
     settings = replace(
         Settings.from_env(), run_dispatcher=os.environ.get("TRUEUP_RUN_DISPATCHER", "1") == "1"
     )
@@ -255,7 +257,6 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
         os.environ["TRUEUP_DATABASE_URL"] = settings.database_url
     os.environ["TRUEUP_RUN_SEQUENCER"] = "0" if args.sequencer == "off" else "1"
     os.environ["TRUEUP_RUN_DISPATCHER"] = "1" if settings.run_dispatcher else "0"
-    os.environ["TRUEUP_LOG_LEVEL"] = args.log_level
     try:
         services = open_services(settings)
     except SettingsError:
@@ -326,6 +327,7 @@ def _settle_roles(args: argparse.Namespace) -> str | None:
 
 def _serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
+    os.environ["TRUEUP_LOG_LEVEL"] = args.log_level  # for the processes it starts
     settings = replace(
         settings_from(args), host=args.host, port=args.port, run_dispatcher=not args.no_dispatcher
     )

@@ -94,10 +94,20 @@ class ElectedRole(abc.ABC):
         return False
 
     def _run(self) -> None:
+        standing_by = False  # said so since the last time it led (once, not every poll)
         while not self._stop.is_set():
             try:
                 with self._engine.try_leader_lock(self.role) as leadership:
+                    if not leadership and not standing_by:
+                        standing_by = True
+                        log.info(
+                            "another process holds the %s role; this one stands by and takes it "
+                            "over when it is free (checked every %g s)",
+                            self.role,
+                            self._standby_poll,
+                        )
                     if leadership and self._schema_is_ours():
+                        standing_by = False
                         self._leadership = leadership
                         self._checked_at = time.monotonic()
                         self.is_leader = True
