@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -440,3 +442,20 @@ def test_keys_create_refuses_a_plan_other_than_the_tenants(tmp_path: Path) -> No
     )
     create_key(tmp_path, None, "acme", "--plan", "starter")  # its own plan, or none given: a key
     create_key(tmp_path, None, "acme")
+    for blank in ("", " "):  # it was taken as no --plan at all
+        done = trueup(["keys", "create", "--tenant", "acme", "--plan", blank], tmp_path, None)
+        assert (done.returncode, done.stdout) == (2, "")
+        assert done.stderr == "trueup keys create: --plan: must name a plan (leave it out for the default)\n"
+
+
+def test_a_reader_that_went_away_ends_the_command_without_a_traceback(tmp_path: Path) -> None:
+    """`trueup proof … | head` ended in a BrokenPipeError traceback."""
+    create_key(tmp_path, None)
+    assert trueup(["keys", "list"], tmp_path, None).returncode == 0
+    command = [sys.executable, "-m", "trueup.cli.main", "keys", "list", "--data-dir", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # noqa: S603
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # gone before the command writes (it takes far longer to start)
+    with process.stderr:
+        said = process.stderr.read()
+    assert (process.wait(timeout=60), said) == (1, b"")

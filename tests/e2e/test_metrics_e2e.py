@@ -17,6 +17,8 @@ def test_metrics_cover_ingest_commit_queue_seal_and_errors(running: Running) -> 
     assert ok.status_code == 202
     bad = httpx.post(f"{running.url}/api/v1/writes", headers=running.headers, content=b"{")
     assert bad.status_code == 400
+    unknown = httpx.get(f"{running.url}/api/v1/balance/delta/rec_nothing", headers=running.headers)
+    assert unknown.status_code == 404
 
     def value(text: str, name: str) -> float:
         found = [line.split()[1] for line in text.splitlines() if line.startswith(name + " ")]
@@ -37,5 +39,7 @@ def test_metrics_cover_ingest_commit_queue_seal_and_errors(running: Running) -> 
         "trueup_tree_size",
         'trueup_http_responses_total{route="/api/v1/writes",status="4xx"}',
         'trueup_http_responses_total{route="/api/v1/writes",status="2xx"}',
+        # the route's template as it reads, without the router's converter ({recordId:record_id})
+        'trueup_http_responses_total{route="/api/v1/balance/delta/{recordId}",status="4xx"}',
     ):
         assert name in text, name

@@ -17,6 +17,8 @@ import pytest
 from tests.e2e.conftest import Running
 from tests.e2e.server import free_port, local_server
 from trueup.cli.main import main
+from trueup.cli.verifyperiod import ok_line
+from trueup.proof import VerifiedPeriod
 from trueup.sdk import Client
 
 CUSTOMER = "cli-period-cust"
@@ -78,7 +80,10 @@ def test_the_installed_command_proves_a_locked_month(running: Running, locked: t
     line = done.stdout.strip()
     assert line.startswith(f"OK: period 2026-06 of customer '{CUSTOMER}' of tenant 'ten_")
     assert "3 records, each proven in the tree of size " in line
-    assert f"recompute proof root {root} and sum to a net change of {sum(AMOUNTS)};" in line
+    assert (
+        f", signed by the pinned key; they recompute proof root {root} and they sum to a net change "
+        f"of {sum(AMOUNTS)};" in line
+    )
     assert line.endswith(f"starting balance of 1000, so the period ends at {1000 + sum(AMOUNTS)}")
 
 
@@ -144,3 +149,13 @@ def test_a_wrong_argument_is_exit_2_before_any_request(
     code, out = _run(capsys, *argv)
     assert code == 2
     assert re.search(problem, out.strip()), out
+
+
+def test_one_record_is_said_in_the_singular() -> None:
+    period = VerifiedPeriod(b"\x01" * 32, "ten_x", "c1", "2026-06", 1, -5, 100, 95, 7, b"\x02" * 32)
+    assert ok_line(period) == (
+        f"OK: period 2026-06 of customer 'c1' of tenant 'ten_x': 1 record, proven in the tree of size 7 "
+        f"with root {'02' * 32}, signed by the pinned key; it recomputes proof root 0x{'01' * 32} and "
+        "its amount is a net change of -5; the server states a starting balance of 100, so the period "
+        "ends at 95"
+    )

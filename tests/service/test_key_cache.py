@@ -183,3 +183,18 @@ def test_only_the_key_as_issued_is_cached_and_only_http_whitespace_is_taken_off(
     assert keys.authenticate(f" {key}\t") == principal
     assert keys.cached(f" {key}\t") is None and reads.count == 1
     assert list(keys._cache) == [key]
+
+
+def test_a_missing_an_empty_and_a_malformed_key_are_told_apart(services: Services) -> None:
+    for presented, message in (
+        (None, "missing X-Api-Key header"),
+        ("", "X-Api-Key is empty"),
+        (" \t", "X-Api-Key is empty"),
+        (
+            "pk_test_abc.def",
+            "X-Api-Key is malformed: expected pk_live_<id>.<secret> or pk_test_<id>.<secret>",
+        ),
+    ):
+        with pytest.raises(InvalidApiKeyError) as refused:
+            services.keys.authenticate(presented)
+        assert str(refused.value) == message, presented

@@ -20,7 +20,7 @@ from starlette.routing import Match
 from trueup.api.responses import JSONResponse
 from trueup.core import errors as domain
 from trueup.core.strict_json import describe
-from trueup.service.metrics import HTTP_RESPONSES
+from trueup.service.metrics import HTTP_RESPONSES, route_label
 from trueup.storage.errors import StorageUnavailableError
 
 __all__ = ["STATUS_BY_ERROR", "error_body", "error_response", "install_error_handlers", "response_for"]
@@ -174,8 +174,7 @@ async def _on_unhandled(request: Request, exc: Exception) -> JSONResponse:
     """The app's handler of last resort. Starlette sends its reply from outside every
     middleware of ours, so it is counted here (the write fast path counts its own). A failure
     after a reply has started is counted twice, as that reply's class and as a 5xx."""
-    route = getattr(request.scope.get("route"), "path", "unmatched")
-    HTTP_RESPONSES.labels(route, "5xx").inc()
+    HTTP_RESPONSES.labels(route_label(request.scope.get("route")), "5xx").inc()
     return await _on_unexpected(request, exc)
 
 

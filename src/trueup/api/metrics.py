@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from trueup.api.deps import ServicesDep
 from trueup.api.routes.health import PROBE_WAIT_S
 from trueup.core.timestamps import parse_canonical
-from trueup.service.metrics import HTTP_RESPONSES, QUEUE_AGE, QUEUE_DEPTH, TREE_SIZE, render
+from trueup.service.metrics import HTTP_RESPONSES, QUEUE_AGE, QUEUE_DEPTH, TREE_SIZE, render, route_label
 
 __all__ = ["ResponseCounter", "router"]
 
@@ -50,8 +50,7 @@ class ResponseCounter:
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                route = scope.get("route")
-                template = getattr(route, "path", "unmatched")
+                template = route_label(scope.get("route"))
                 HTTP_RESPONSES.labels(template, f"{message['status'] // 100}xx").inc()
             await send(message)
 

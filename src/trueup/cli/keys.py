@@ -19,8 +19,13 @@ def run(argv: list[str]) -> int:
     keys = argparse.ArgumentParser(prog="trueup keys", description="create, list and revoke API keys")
     actions = keys.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="issue a key; prints only the key")
-    create.add_argument("--tenant", default="default", help="tenant name (created if new)")
-    create.add_argument("--env", choices=("live", "test"), default="live")
+    create.add_argument("--tenant", default="default", help="tenant name, created if new (default: default)")
+    create.add_argument(
+        "--env",
+        choices=("live", "test"),
+        default="live",
+        help="the key's environment, pk_live_ or pk_test_, each a tenant of its own (default: live)",
+    )
     create.add_argument(
         "--plan",
         default=None,
@@ -82,6 +87,9 @@ def _service(args: argparse.Namespace, creating: bool = False) -> KeyService:
 
 def _create(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    if args.plan is not None and not args.plan.strip():
+        print("trueup keys create: --plan: must name a plan (leave it out for the default)", file=sys.stderr)
+        return 2
     plan = args.plan or settings.default_plan
     try:
         issued = _service(args, creating=True).create(

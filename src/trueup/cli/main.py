@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -53,6 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args[0]][0])
     try:
         code: int = module.run(args[1:])
+        sys.stdout.flush()  # here, where a reader gone away is seen, not at the interpreter's exit
+    except BrokenPipeError:
+        # The reader went away (`trueup proof … | head`): nobody is left to tell, so no
+        # traceback, and nothing more is written to the closed pipe on the way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:
         # Looked up, not imported: `trueup verify` loads neither the settings nor the storage.
         settings = sys.modules.get("trueup.service.settings")

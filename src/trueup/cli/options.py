@@ -23,8 +23,8 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url",
         default=None,
-        help="sqlite:///path or postgresql://user@host/db (env TRUEUP_DATABASE_URL; "
-        "default: SQLite in the data directory)",
+        help="sqlite:///relative/path, sqlite:////absolute/path or postgresql://user@host/db "
+        "(env TRUEUP_DATABASE_URL; default: SQLite in the data directory)",
     )
 
 

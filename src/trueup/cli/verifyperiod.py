@@ -17,11 +17,11 @@ import httpx
 
 from trueup.cli.keyarg import KeyArgumentError, add_key_arguments, read_verifier_key
 from trueup.cli.proof import add_server_url
-from trueup.proof import ProofError
+from trueup.proof import ProofError, VerifiedPeriod
 from trueup.proof.errors import shown
 from trueup.sdk import Client, TrueupError
 
-__all__ = ["run"]
+__all__ = ["ok_line", "run"]
 
 _ROOT = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
@@ -53,17 +53,25 @@ def run(argv: list[str]) -> int:
         except TrueupError as exc:
             print(f"FAILED: the server did not give the period: {shown(str(exc), 300)}")
             return 1
-    # What was proven, from the records' leaves; the starting balance is the server's word
-    # (it rests on the deltas before the period), and the line says so.
-    print(
-        f"OK: period {period.period} of customer {period.customer_id!r} of tenant {period.tenant!r}: "
-        f"{period.record_count} records, each proven in the tree of size {period.tree_size} with root "
-        f"{period.tree_root.hex()} signed by the pinned key, recompute proof root "
-        f"0x{period.proof_root.hex()} and sum to a net change of {period.net_change}; "
-        f"the server states a starting balance of {period.starting_balance}, "
-        f"so the period ends at {period.ending_balance}"
-    )
+    print(ok_line(period))
     return 0
+
+
+def ok_line(period: VerifiedPeriod) -> str:
+    """What was proven, from the records' leaves; the starting balance is the server's word
+    (it rests on the deltas before the period), and the line says so."""
+    records, they, sums = (
+        ("1 record, proven", "it recomputes", "its amount is")
+        if period.record_count == 1
+        else (f"{period.record_count} records, each proven", "they recompute", "they sum to")
+    )
+    return (
+        f"OK: period {period.period} of customer {period.customer_id!r} of tenant {period.tenant!r}: "
+        f"{records} in the tree of size {period.tree_size} with root {period.tree_root.hex()}, "
+        f"signed by the pinned key; {they} proof root 0x{period.proof_root.hex()} and {sums} a net "
+        f"change of {period.net_change}; the server states a starting balance of "
+        f"{period.starting_balance}, so the period ends at {period.ending_balance}"
+    )
 
 
 def _argument_problem(proof_root: str, url: str, page_size: int) -> str | None:

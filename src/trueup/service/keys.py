@@ -242,11 +242,16 @@ class KeyService:
         return principal
 
     def _verify(self, presented: str | None) -> Principal:
-        if not presented:
+        if presented is None:
             raise InvalidApiKeyError("missing X-Api-Key header")
-        parts = parse_api_key(presented.strip(" \t"))  # what HTTP calls whitespace, no more
+        stripped = presented.strip(" \t")  # what HTTP calls whitespace, no more
+        if not stripped:
+            raise InvalidApiKeyError("X-Api-Key is empty")
+        parts = parse_api_key(stripped)
         if parts is None:
-            raise InvalidApiKeyError("X-Api-Key is malformed: expected pk_live_<id>.<secret>")
+            raise InvalidApiKeyError(
+                "X-Api-Key is malformed: expected pk_live_<id>.<secret> or pk_test_<id>.<secret>"
+            )
         record = self._storage.tenants.key(parts.key_id)
         expected = record.secret_hash if record is not None else _DUMMY_HASH
         matches = hmac.compare_digest(expected, self._hash(parts.secret))

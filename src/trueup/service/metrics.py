@@ -12,6 +12,7 @@ every worker's: counters only go up, whichever worker answers.
 from __future__ import annotations
 
 import os
+import re
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
@@ -31,6 +32,7 @@ __all__ = [
     "WEBHOOK_ATTEMPTS",
     "observe_seal",
     "render",
+    "route_label",
 ]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -103,6 +105,16 @@ HTTP_RESPONSES = Counter(
     ["route", "status"],
     registry=REGISTRY,
 )
+
+
+_CONVERTER = re.compile(r"\{(\w+):[^}]*\}")
+
+
+def route_label(route: object) -> str:
+    """A route's template as the metrics name it: ``/api/v1/balance/delta/{recordId}``, without
+    the converter the router matches it with (``{recordId:record_id}``)."""
+    path = getattr(route, "path", None)
+    return "unmatched" if not isinstance(path, str) else _CONVERTER.sub(r"{\1}", path)
 
 
 def render() -> bytes:
