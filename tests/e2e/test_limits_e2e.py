@@ -453,7 +453,7 @@ def test_a_reader_that_went_away_ends_the_command_without_a_traceback(tmp_path: 
     create_key(tmp_path, None)
     assert trueup(["keys", "list"], tmp_path, None).returncode == 0
     command = [sys.executable, "-m", "trueup.cli.main", "keys", "list", "--data-dir", str(tmp_path)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # noqa: S603
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None and process.stderr is not None
     process.stdout.close()  # gone before the command writes (it takes far longer to start)
     with process.stderr:
