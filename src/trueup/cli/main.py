@@ -61,25 +61,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as exc:
-        # Looked up, not imported: `trueup verify` loads neither the settings nor the storage.
-        settings = sys.modules.get("trueup.service.settings")
-        storage = sys.modules.get("trueup.storage.errors")
-        if settings is not None and isinstance(exc, settings.SettingsError):
-            # A TRUEUP_* variable that cannot be used: one line, not a traceback.
-            print(f"trueup {args[0]}: {exc}", file=sys.stderr)
-            return 2
-        files = sys.modules.get("trueup.service.files")
-        if files is not None and isinstance(exc, files.SecretFileError):
-            # The signing key or the key pepper is missing, unreadable or not this log's.
-            print(f"trueup {args[0]}: {exc}", file=sys.stderr)
-            return 1
-        if storage is not None and isinstance(exc, storage.StorageError):
-            # The database cannot be used (down, newer than this Trueup, in use by an older
-            # one while a migration is due): one line, exit 1, as serve's "cannot start".
-            print(f"trueup {args[0]}: {exc}", file=sys.stderr)
-            return 1
-        raise
+        known = _known_failure(exc)
+        if known is None:
+            raise
+        print(f"trueup {args[0]}: {exc}", file=sys.stderr)
+        return known
     return code
+
+
+def _known_failure(exc: Exception) -> int | None:
+    """The exit status of a failure the command reports in one line, not a traceback; ``None``
+    for any other. Looked up, not imported: `trueup verify` loads neither the settings nor the
+    storage."""
+    settings = sys.modules.get("trueup.service.settings")
+    if settings is not None and isinstance(exc, settings.SettingsError):
+        return 2  # a TRUEUP_* variable that cannot be used
+    files = sys.modules.get("trueup.service.files")
+    if files is not None and isinstance(exc, files.SecretFileError):
+        return 1  # the signing key or the key pepper is missing, unreadable or not this log's
+    storage = sys.modules.get("trueup.storage.errors")
+    if storage is not None and isinstance(exc, storage.StorageError):
+        # The database cannot be used (down, newer than this Trueup, in use by an older one
+        # while a migration is due): exit 1, as serve's "cannot start".
+        return 1
+    return None
 
 
 if __name__ == "__main__":
