@@ -764,3 +764,31 @@ def test_a_pair_the_work_bound_leaves_unsearched_in_one_month_gets_date_range_ad
         "over a shorter date range within May 2026 (startDate, endDate), or send their per-month "
         "nets as theirWindows."
     )
+
+
+def test_a_stated_month_is_read_as_far_as_the_work_allows_for_its_single_delta() -> None:
+    """The single search of a stated month costs nothing beyond reading it: the month is read
+    whole when the work allows, and the oldest delta that explains it is found."""
+    items = [("2026-05-01T00:00:00Z", 777_777)]
+    items += [("2026-05-03T00:00:00Z", 2 * i + 7) for i in range(299)]
+    deltas = ledger(*items)
+    neutral = sum(d.delta for d in deltas)
+    result = compare(
+        deltas,
+        yours=neutral,
+        theirs=neutral - 777_777,
+        max_pair_checks=500,
+        their_windows=[ClaimedWindow("2026-05", neutral - 777_777)],
+    )
+    assert windows_of(result) == [("theirs", "2026-05", -777_777, [(0, "missing")])]
+
+
+def test_a_month_within_half_the_work_is_read_whole_for_its_pairs() -> None:
+    items = [("2026-05-01T00:00:00Z", 1_000_001), ("2026-05-02T00:00:00Z", 2_000_003)]
+    items += [("2026-05-03T00:00:00Z", 2 * i + 7) for i in range(198)]
+    deltas = ledger(*items)
+    neutral = sum(d.delta for d in deltas)
+    result = compare(deltas, yours=neutral, theirs=neutral - 3_000_004, max_pair_checks=500)
+    assert windows_of(result) == [
+        ("theirs", "2026-05", -3_000_004, [(1, "pair_missing"), (0, "pair_missing")])
+    ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+import threading
 
 import pytest
 
@@ -285,3 +287,25 @@ def test_strict_json_keeps_escapes_that_are_text() -> None:
         "t": "\\u0000",
         "z": "\u00e9",
     }
+
+
+def test_strict_json_names_what_is_wrong_after_deep_nesting_whatever_the_caller_s_depth(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Decoded again in a thread of its own, a body's other faults (a NaN) are still named, and
+    nothing escapes that thread."""
+    body = b"[" + b"[" * 600 + b"]" * 600 + b", NaN]"
+    escaped: list[object] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(args.exc_type))
+
+    def decode_from(frames: int) -> str:
+        if frames:
+            return decode_from(frames - 1)
+        with pytest.raises(ValidationError) as refused:
+            loads_strict(body)
+        return str(refused.value)
+
+    shallow = decode_from(0)
+    assert shallow.startswith("body: NaN is not valid JSON")
+    assert decode_from(sys.getrecursionlimit() - 500) == shallow
+    assert escaped == []

@@ -233,22 +233,21 @@ def _decoded(decode: Callable[[str], Any], text: str) -> Any:
         return decode(text)
     except RecursionError:
         pass
-    outcome: list[Any] = []
+    decoded: list[Any] = []
+    failed: list[BaseException] = []
 
     def run() -> None:
         try:
-            outcome.append(decode(text))
-        except (ValueError, RecursionError) as exc:
-            outcome.append(exc)
+            decoded.append(decode(text))
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller, whatever it is
+            failed.append(exc)
 
     thread = threading.Thread(target=run, name="trueup-json-depth", daemon=True)
     thread.start()
     thread.join()
-    if not outcome:  # pragma: no cover - the thread catches what decoding raises
-        raise RecursionError("nesting too deep")
-    if isinstance(outcome[0], ValueError | RecursionError):
-        raise outcome[0]
-    return outcome[0]
+    if failed:
+        raise failed[0]
+    return decoded[0]
 
 
 def loads_strict(body: bytes) -> Any:

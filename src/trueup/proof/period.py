@@ -163,7 +163,7 @@ class PeriodCheck:
     ) -> None:
         if not isinstance(first, Mapping):
             raise PeriodError(f"page 1: must be an object, got {type(first).__name__}")
-        self._first = first
+        self._shared = {name: first.get(name) for name in _SHARED}  # not page 1's records
         self.proof_root = _root(first.get("proofRoot"), "page 1.proofRoot")
         if expected_root is not None and not hmac.compare_digest(self.proof_root, expected_root):
             raise PeriodError(f"page 1.proofRoot: 0x{self.proof_root.hex()} is not the root asked for")
@@ -220,7 +220,7 @@ class PeriodCheck:
         if not isinstance(page, Mapping):
             raise PeriodError(f"{where}: must be an object, got {type(page).__name__}")
         for name in _SHARED:
-            if page.get(name) != self._first.get(name):
+            if page.get(name) != self._shared[name]:
                 raise PeriodError(f"{where}.{name}: differs from page 1's")
         if _member(page, "offset", int, where) != len(self._hashes):
             raise PeriodError(f"{where}.offset: must be {len(self._hashes)}, where the page before ended")

@@ -79,7 +79,7 @@ def audit_log(
     auditor = _Auditor(storage, verifier_key)
     try:
         auditor.run(progress)
-    except _MismatchError as exc:
+    except (_MismatchError, MalformedRowError) as exc:  # a row of the wrong kind is a mismatch too
         return AuditReport(False, auditor.tree.size, auditor.heads_checked, str(exc), auditor.warnings())
     return AuditReport(True, auditor.tree.size, auditor.heads_checked, warnings=auditor.warnings())
 
@@ -112,10 +112,7 @@ class _Auditor:
         next_head = self._check_heads_at(0, next_head, head_iter)
         last = -1
         while True:
-            try:
-                batch = self.storage.log.sealed(last, _CHUNK)
-            except MalformedRowError as exc:
-                raise _MismatchError(str(exc)) from exc
+            batch = self.storage.log.sealed(last, _CHUNK)
             if not batch:
                 break
             for delta in batch:

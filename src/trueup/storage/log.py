@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
+from trueup.storage.checked_rows import CheckedRow, MalformedRowError
 from trueup.storage.engine import Engine, Row
-from trueup.storage.errors import StorageError
 from trueup.storage.heads import HeadRecord, head_at, head_by_root, head_from_row, latest_head, read_nodes
 from trueup.storage.locks import lock_count, locked_periods
 from trueup.storage.seal import (
@@ -26,16 +25,6 @@ from trueup.storage.seal import (
 )
 
 __all__ = ["LogStore", "MalformedRowError", "SealedDelta"]
-
-_T = TypeVar("_T")
-
-
-class MalformedRowError(StorageError):
-    """A sealed delta's stored row holds a value of the wrong kind (an audit names it)."""
-
-    def __init__(self, leaf_index: object, column: str, value: object) -> None:
-        super().__init__(f"leaf a_{leaf_index}: its stored {column} is {value!r}, not a value it can hold")
-        self.leaf_index = leaf_index
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,24 +153,42 @@ class LogStore:
             return int(tx.scalar("SELECT COUNT(*) FROM tree_nodes") or 0)
 
     def account_totals(self) -> dict[tuple[str, str], tuple[int, int, int | None, int]]:
-        """``(balance, delta_count, account_no, last_leaf_index)`` of every account (for audits)."""
+        """``(balance, delta_count, account_no, last_leaf_index)`` of every account (for audits;
+        :class:`MalformedRowError` for a value of the wrong kind)."""
         with self._engine.read() as tx:
             rows = tx.execute(
                 """SELECT tenant_id, customer_id, balance, delta_count, account_no, last_leaf_index
                    FROM accounts"""
             )
-        return {
-            (str(r[0]), str(r[1])): (int(r[2]), int(r[3]), None if r[4] is None else int(r[4]), int(r[5]))
-            for r in rows
-        }
+        totals: dict[tuple[str, str], tuple[int, int, int | None, int]] = {}
+        for raw in rows:
+            row = CheckedRow(raw, f"account {raw[1]!r}")
+            key = (row.get(0, "tenant_id", str), row.get(1, "customer_id", str))
+            totals[key] = (
+                row.get(2, "balance", int),
+                row.get(3, "delta_count", int),
+                row.maybe(4, "account_no", int),
+                row.get(5, "last_leaf_index", int),
+            )
+        return totals
 
     def month_totals(self) -> dict[tuple[str, str, str], tuple[int, int, int]]:
-        """``(credits, debits, count)`` of every customer-month (for audits)."""
+        """``(credits, debits, count)`` of every customer-month (for audits;
+        :class:`MalformedRowError` for a value of the wrong kind)."""
         with self._engine.read() as tx:
             rows = tx.execute(
                 "SELECT tenant_id, customer_id, period, credits, debits, delta_count FROM account_months"
             )
-        return {(str(r[0]), str(r[1]), str(r[2])): (int(r[3]), int(r[4]), int(r[5])) for r in rows}
+        totals: dict[tuple[str, str, str], tuple[int, int, int]] = {}
+        for raw in rows:
+            row = CheckedRow(raw, f"account {raw[1]!r}, {raw[2]}")
+            key = (row.get(0, "tenant_id", str), row.get(1, "customer_id", str), row.get(2, "period", str))
+            totals[key] = (
+                row.get(3, "credits", int),
+                row.get(4, "debits", int),
+                row.get(5, "delta_count", int),
+            )
+        return totals
 
     # -- sealing ----------------------------------------------------------------------------
 
@@ -200,23 +207,9 @@ class LogStore:
         return write_waits_settled(self._engine, head, verified_at)
 
 
-def _sealed_delta(row: Row) -> SealedDelta:
-    leaf = row[0]
-
-    def get(index: int, column: str, kind: type[_T]) -> _T:
-        value = row[index]
-        # SQLite keeps what it is given: text or a float in an integer column, a missing figure.
-        if kind is bytes:
-            valid = isinstance(value, bytes | bytearray | memoryview)
-        else:
-            valid = isinstance(value, kind) and not isinstance(value, bool)
-        if not valid:
-            raise MalformedRowError(leaf, column, value)
-        return kind(value)  # type: ignore[call-arg]  # int, str or bytes, each taking its value
-
-    def maybe(index: int, column: str, kind: type[_T]) -> _T | None:
-        return None if row[index] is None else get(index, column, kind)
-
+def _sealed_delta(raw: Row) -> SealedDelta:
+    row = CheckedRow(raw, f"leaf a_{raw[0]}")
+    get, maybe = row.get, row.maybe
     return SealedDelta(
         leaf_index=get(0, "leaf_index", int),
         tenant_id=get(1, "tenant_id", str),

@@ -89,7 +89,8 @@ class Search:
             expected, stated = (month.net if month else 0), claims.get(period, 0)
             if stated == expected:
                 continue
-            refs = self._month_refs(month, budget) if month else []
+            # The whole month, as far as the work allows: the single search costs nothing more.
+            refs = self._month_refs(month, budget, for_pairs=False) if month else []
             found = _singles(refs, stated - expected, self.candidate_limit)
             if not found:
                 found = self._pair_candidates(refs, stated - expected, budget)
@@ -128,7 +129,7 @@ class Search:
             if budget.remaining < 2:
                 budget.exhausted = True
                 break
-            found = self._pair_candidates(self._month_refs(month, budget), diff, budget)
+            found = self._pair_candidates(self._month_refs(month, budget, for_pairs=True), diff, budget)
             if found and len(windows) == self.window_limit:
                 self.truncated = True
                 break
@@ -170,11 +171,14 @@ class Search:
         self.truncated |= len(pairs) > max_pairs
         return [_candidate(r, kind) for a, b, kind in pairs[:max_pairs] for r in (a, b)]
 
-    def _month_refs(self, month: MonthNet, budget: _Budget) -> list[DeltaRef]:
-        """The month's newest deltas, as many as leave the pair look-ups (two a delta, one for
-        each kind of pair) their share of the work left: a month that took all of it would be
-        fetched and then never searched."""
-        refs = budget.fetch(partial(self.finder.in_month, month.period), month.count, share=3)
+    def _month_refs(self, month: MonthNet, budget: _Budget, for_pairs: bool) -> list[DeltaRef]:
+        """The month's newest deltas. For a pair search, a month of more than half the work
+        left is read only to a third of it, which leaves the look-ups among them (two a delta,
+        one for each kind of pair) their share: a month that took all of it would be fetched
+        and then never searched. A smaller month is read whole, and the look-ups of at least
+        the first kind (both missing) cover all of it."""
+        share = 3 if for_pairs and month.count > budget.remaining // 2 else 1
+        refs = budget.fetch(partial(self.finder.in_month, month.period), month.count, share=share)
         return [r for r in refs if r.period == month.period]
 
     def _month(self, period: str) -> MonthNet:
