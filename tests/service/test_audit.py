@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import psycopg
 import pytest
 
 from tests.service.conftest import principal_for, seal_all, write
 from trueup.cli import audit as cli_audit
 from trueup.proof import TreeHead
+from trueup.service import audit as audit_module
 from trueup.service.audit import audit_log
 from trueup.service.container import Services
 from trueup.service.signing import load_or_create_signer
@@ -393,3 +396,31 @@ def test_an_edited_origin_on_the_newest_head_is_a_mismatch_not_a_setting(
     _tamper(services, "UPDATE tree_heads SET checkpoint = ? WHERE tree_size = ?", (resigned, head.size))
     assert cli_audit.run(where) == 2
     assert "audit with TRUEUP_LOG_ORIGIN=evil.example/log, or give --key" in capsys.readouterr().err
+
+
+def test_an_audit_reads_one_state_of_a_log_that_keeps_growing(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seals landing while an audit walks the log (a server at work) are not part of it: read
+    in steps, the nodes and totals read last held leaves the walk never saw, and the audit
+    failed a sound log."""
+    _sealed_log(services)  # 30 leaves
+    monkeypatch.setattr(audit_module, "_CHUNK", 7)
+    who = principal_for(services)
+    landed: list[int] = []
+
+    def seal(size: int) -> None:
+        write(services, who, {"key": f"later-{size}", "accountId": "c1", "bits": 5})
+        seal_all(services)
+        landed.append(size)
+
+    def seal_meanwhile(size: int) -> None:  # after each chunk of the walk, as a server would
+        sealer = threading.Thread(target=seal, args=(size,))
+        sealer.start()
+        sealer.join()
+
+    report = audit_log(services.storage, services.log.verifier_key, progress=seal_meanwhile)
+    assert report.ok, report.problem
+    assert (report.leaves, report.heads) == (30, 4)
+    assert len(landed) == 5  # 7 + 7 + 7 + 7 + 2 leaves, a seal after each
+    assert audit_log(services.storage, services.log.verifier_key).leaves == 35  # they are there

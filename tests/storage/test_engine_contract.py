@@ -46,6 +46,27 @@ def test_one_of_matches_exactly_the_values(engine: Engine) -> None:
         assert [int(r[0]) for r in tx.execute(f"SELECT id FROM scratch WHERE {match}", params)] == [3]
 
 
+def test_a_read_nested_in_another_on_its_thread_joins_its_snapshot(engine: Engine) -> None:
+    """On every backend: what one caller reads in steps inside one read (an audit) is one state,
+    whatever is committed meanwhile; a read on another thread sees the commit."""
+
+    def count() -> int:
+        with engine.read() as tx:
+            return int(tx.scalar("SELECT COUNT(*) FROM scratch"))
+
+    with engine.read() as outer:
+        assert int(outer.scalar("SELECT COUNT(*) FROM scratch")) == 10
+        with engine.write() as tx:
+            tx.insert_rows("scratch", list(_COLUMNS), [(11, "n11", 110)])
+        assert count() == 10  # nested: the outer snapshot
+        elsewhere: list[int] = []
+        reader = threading.Thread(target=lambda: elsewhere.append(count()))
+        reader.start()
+        reader.join(30)
+        assert elsewhere == [11]
+    assert count() == 11
+
+
 def test_update_rows_sets_each_row_by_key_and_leaves_the_rest(engine: Engine) -> None:
     # Keys out of order and not a run: the update must not depend on them being contiguous.
     with engine.write() as tx:
@@ -368,21 +389,23 @@ def test_a_read_can_bound_its_wait_for_a_pooled_connection(pg_url: str) -> None:
     """With every pooled connection taken (as when the server is down and none can be made),
     a probe's read gives up after the wait it asked for, not the pool's 30 s."""
     storage = open_storage(pg_url, pool_size=2)
-    taken = threading.Event()
+    taken = threading.Semaphore(0)
     release = threading.Event()
 
     def hold() -> None:
-        with storage.engine.read(), storage.engine.read():  # nested: two connections
-            taken.set()
+        with storage.engine.read():  # one connection each (a nested read would join this one)
+            taken.release()
             release.wait(30)
 
-    holder = threading.Thread(target=hold)
-    holder.start()
+    holders = [threading.Thread(target=hold) for _ in range(2)]
+    for holder in holders:
+        holder.start()
     try:
-        assert taken.wait(30)
+        assert taken.acquire(timeout=30) and taken.acquire(timeout=30)
         with pytest.raises(StorageUnavailableError, match=r"after 0\.20 sec"):
             storage.log.queue_stats(0.2)
     finally:
         release.set()
-        holder.join(30)
+        for holder in holders:
+            holder.join(30)
         storage.close()

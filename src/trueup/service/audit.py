@@ -78,7 +78,11 @@ def audit_log(
     """Audit the whole log; ``verifier_key`` is the C2SP key that must have signed every head."""
     auditor = _Auditor(storage, verifier_key)
     try:
-        auditor.run(progress)
+        # One snapshot for every read of the audit: on a log a server keeps sealing, leaves,
+        # heads, nodes, totals and checkpoints are all of one moment (in steps, the nodes and
+        # totals read last would hold seals the walk never saw).
+        with storage.engine.read():
+            auditor.run(progress)
     except (_MismatchError, MalformedRowError) as exc:  # a row of the wrong kind is a mismatch too
         return AuditReport(False, auditor.tree.size, auditor.heads_checked, str(exc), auditor.warnings())
     return AuditReport(True, auditor.tree.size, auditor.heads_checked, warnings=auditor.warnings())

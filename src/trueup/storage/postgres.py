@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
@@ -283,6 +284,7 @@ class PostgresEngine(Engine):
         # per role and process was a backend fork and an authentication each).
         self._standby: dict[str, psycopg.Connection[Any]] = {}
         self.lock_idle_timeout_s = LOCK_IDLE_TIMEOUT_S
+        self._reading = threading.local()  # the read open on each thread, which nested reads join
         try:  # one connection first: a refused or unknown server is said at once, with its cause
             psycopg.connect(_named(url), connect_timeout=10).close()
         except psycopg.Error as exc:
@@ -325,10 +327,20 @@ class PostgresEngine(Engine):
 
     @contextmanager
     def read(self, wait_s: float | None = None) -> Iterator[Tx]:
+        outer: _PgTx | None = getattr(self._reading, "tx", None)
+        if outer is not None:
+            # A read nested in another read on this thread joins the outer snapshot, as on
+            # SQLite: what one audit reads in many steps is one state of the log.
+            yield outer
+            return
         try:
             with self._pool.connection(timeout=wait_s) as conn, conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                yield _PgTx(conn)
+                self._reading.tx = tx = _PgTx(conn)
+                try:
+                    yield tx
+                finally:
+                    self._reading.tx = None
         except psycopg.OperationalError as exc:
             raise StorageUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
 
