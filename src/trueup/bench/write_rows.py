@@ -161,6 +161,7 @@ def _seal_note(seals: tuple[float, int] | None) -> str:
 
 def _latency_rows(outcome: LatencyOutcome, batched_rate: float, backend: str) -> list[Row]:
     load, send = outcome.load, outcome.send_to_verified
+    committed, accepted = outcome.reply_to_committed, outcome.accepted_to_committed
     reply, server = outcome.reply_to_verified, outcome.accepted_to_verified
     achieved = load.ok(202) * outcome.items_per_request / load.elapsed_s
     offered = (
@@ -171,33 +172,47 @@ def _latency_rows(outcome: LatencyOutcome, batched_rate: float, backend: str) ->
     drain = "not drained in time"
     if outcome.drain_s is not None:
         drain = f"drained {outcome.drain_s:.1f} s after the load"
+    poll = fmt_ms(outcome.head_poll_s * 1000.0)
     note = (
         f"{offered}, as {outcome.items_per_request}-item writes at "
         f"{outcome.offered_items_per_s / outcome.items_per_request:,.0f} req/s "
         f"(open loop, {outcome.load_connections} connections); "
         f"achieved {fmt_rate(achieved, 'items/s')}, {load.late_sends:,} sends late > 5 ms; "
-        f"{reply.count:,} requests read back, {outcome.unverified:,} not verified; latency = verified_at "
-        "(server, datetime.now UTC) - the 202 reaching the client (time.time + perf_counter): one "
-        "host, one CLOCK_REALTIME; from the scheduled send instead (counting the client's wait for "
-        f"late sends): p50 {fmt_ms(send.p50)}, p99 {fmt_ms(send.p99)}; {_seal_note(outcome.seals)}"
+        f"{committed.count + outcome.unverified:,} requests read back, {outcome.unverified:,} not "
+        "verified; verified = the request's seal committed: the time a reader (its own database "
+        f"connection, polling MAX(tree_size) of tree_heads every {poll}) first saw a tree head at "
+        "least as large as the one that sealed the request, so each reading is late by up to one "
+        f"poll interval ({poll}), i.e. conservative; latency = that time (time.time) - the 202 "
+        "reaching the client (time.time + perf_counter), or - the server's acceptedAt: one host, "
+        "one CLOCK_REALTIME; for reference, to the server's verifiedAt (stamped when the seal "
+        f"signs its head, before the seal commits): from the 202 p50 {fmt_ms(reply.p50)}, p99 "
+        f"{fmt_ms(reply.p99)}; from acceptedAt p50 {fmt_ms(server.p50)}, p99 {fmt_ms(server.p99)}; "
+        f"from the scheduled send (counting the client's wait for late sends): p50 {fmt_ms(send.p50)}, "
+        f"p99 {fmt_ms(send.p99)}; {_seal_note(outcome.seals)}"
     )
     return [
         Row(
-            name=f"accepted->verified p50 at half the batched rate, {backend} (202 received -> verifiedAt)",
-            value=fmt_ms(reply.p50),
-            reference=f"server acceptedAt->verifiedAt p50 {fmt_ms(server.p50)}",
+            name=(
+                f"accepted->verified p50 at half the batched rate, {backend} "
+                "(202 received -> its seal committed)"
+            ),
+            value=fmt_ms(committed.p50),
+            reference=f"acceptedAt->committed p50 {fmt_ms(accepted.p50)}; ->verifiedAt {fmt_ms(reply.p50)}",
             target="<= 100 ms",
             # Both readings of "accepted" must pass: the 202 as the client sees it, and the
             # acceptedAt the API reports (stamped when the request started, before its commit).
             checks=(
-                Check("<= 100 ms from the 202", reply.p50 <= 100.0),
-                Check("<= 100 ms from acceptedAt", server.p50 <= 100.0),
+                Check("<= 100 ms from the 202", committed.p50 <= 100.0),
+                Check("<= 100 ms from acceptedAt", accepted.p50 <= 100.0),
             ),
             note=note,
             numbers={
-                "p50_ms": reply.p50,
+                "p50_ms": committed.p50,
+                "accepted_p50_ms": accepted.p50,
+                "verified_at_p50_ms": reply.p50,
                 "server_p50_ms": server.p50,
                 "send_p50_ms": send.p50,
+                "head_poll_ms": outcome.head_poll_s * 1000.0,
                 "offered": outcome.offered_items_per_s,
                 "achieved": achieved,
                 "seal_mean_ms": None
@@ -206,15 +221,24 @@ def _latency_rows(outcome: LatencyOutcome, batched_rate: float, backend: str) ->
             },
         ),
         Row(
-            name=f"accepted->verified p99 at half the batched rate, {backend} (202 received -> verifiedAt)",
-            value=fmt_ms(reply.p99),
-            reference=f"server acceptedAt->verifiedAt p99 {fmt_ms(server.p99)}",
+            name=(
+                f"accepted->verified p99 at half the batched rate, {backend} "
+                "(202 received -> its seal committed)"
+            ),
+            value=fmt_ms(committed.p99),
+            reference=f"acceptedAt->committed p99 {fmt_ms(accepted.p99)}; ->verifiedAt {fmt_ms(reply.p99)}",
             target="<= 1 s",
             checks=(
-                Check("<= 1 s from the 202", reply.p99 <= 1_000.0),
-                Check("<= 1 s from acceptedAt", server.p99 <= 1_000.0),
+                Check("<= 1 s from the 202", committed.p99 <= 1_000.0),
+                Check("<= 1 s from acceptedAt", accepted.p99 <= 1_000.0),
             ),
-            numbers={"p99_ms": reply.p99, "server_p99_ms": server.p99, "send_p99_ms": send.p99},
+            numbers={
+                "p99_ms": committed.p99,
+                "accepted_p99_ms": accepted.p99,
+                "verified_at_p99_ms": reply.p99,
+                "server_p99_ms": server.p99,
+                "send_p99_ms": send.p99,
+            },
         ),
         Row(
             name=f"sequencer queue at half the batched rate, {backend}",

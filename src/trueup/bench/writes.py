@@ -9,6 +9,7 @@ does nothing (:mod:`trueup.bench.echo`).
 
 from __future__ import annotations
 
+import bisect
 import math
 import subprocess
 import sys
@@ -24,14 +25,20 @@ from trueup.bench.server import HOST, ServerUnderTest, free_port, provision_key
 from trueup.bench.stats import Summary, summarize
 from trueup.bench.workload import batch_template, delta_rows, single_template
 from trueup.core.timestamps import parse_canonical
-from trueup.storage import open_storage
+from trueup.storage import StorageError, open_storage
+from trueup.storage.engine import Engine
+from trueup.storage.write_views import RequestView
 
 __all__ = [
+    "HeadWatcher",
     "LatencyOutcome",
+    "ReadBack",
     "WritePlan",
     "batched",
     "ceiling",
+    "first_seen_at",
     "raw_insert_rate",
+    "reading",
     "single",
     "start_server",
     "verified_latency",
@@ -60,6 +67,8 @@ class WritePlan:
     150 ms); with 256, 12,607 (232 late, 202 p50 17 ms), on 2026-12-04."""
     latency_readback: int = 20_000
     drain_timeout_s: float = 15.0
+    head_poll_s: float = 0.002
+    """How often the accepted->verified load's :class:`HeadWatcher` reads the newest tree size."""
 
 
 @dataclass(slots=True)
@@ -70,13 +79,21 @@ class LatencyOutcome:
     items_per_request: int
     load_connections: int
     load: LoadResult
+    reply_to_committed: Summary
+    """From the 202 reaching the client to the request's seal seen committed by a reader
+    (:class:`HeadWatcher`): the judged reading, verified as DESIGN.md §1 means it."""
+    accepted_to_committed: Summary
+    """From the server's ``acceptedAt`` to the same commit seen by a reader."""
     send_to_verified: Summary
-    """From the request's scheduled send (includes any wait in the client for a late send)."""
+    """From the request's scheduled send (includes any wait in the client for a late send) to
+    ``verifiedAt``."""
     reply_to_verified: Summary
-    """From the 202 reaching the client: accepted as the client sees it."""
+    """From the 202 reaching the client to ``verifiedAt`` (stamped before the seal commits)."""
     accepted_to_verified: Summary
     """The server's own ``acceptedAt`` → ``verifiedAt``."""
     unverified: int
+    """Requests read back that were not verified, or whose seal the watcher never saw committed."""
+    head_poll_s: float = 0.0
     depths: list[tuple[float, int]] = field(default_factory=list)
     drain_s: float | None = None
     seals: tuple[float, int] | None = None
@@ -186,6 +203,63 @@ class _DepthSampler(threading.Thread):
         self.join(timeout=5)
 
 
+def first_seen_at(seen: list[tuple[int, float]], size: int) -> float | None:
+    """When the first tree head of at least ``size`` leaves was seen committed.
+
+    ``seen`` holds ``(tree size, wall-clock seconds first seen)`` in ascending size (as
+    :class:`HeadWatcher` records them); ``None`` when no head that large was seen.
+    """
+    at = bisect.bisect_left(seen, (size, -math.inf))
+    return seen[at][1] if at < len(seen) else None
+
+
+class HeadWatcher(threading.Thread):
+    """Reads the newest tree size (``MAX(tree_size)`` of ``tree_heads``) every ``interval_s``
+    through a read-only connection of its own, and records when each new size was first seen.
+
+    A head a reader sees is signed and durably stored, so the time a request's seal is first
+    seen is when it was verified as DESIGN.md §1 defines it, late by at most one interval (plus
+    the query): a conservative reading. Times are ``time.time()`` just after the query returns,
+    the clock of the load's records.
+    """
+
+    def __init__(self, database_url: str, interval_s: float = 0.002) -> None:
+        super().__init__(name="bench-head-watcher", daemon=True)
+        self._url = database_url
+        self._interval = interval_s
+        self._stop_event = threading.Event()
+        self.seen: list[tuple[int, float]] = []
+        self.polls = 0
+        self.failures = 0
+        self.last_failure = ""
+
+    def run(self) -> None:
+        storage = open_storage(self._url, pool_size=1, run_migrations=False)
+        try:
+            while not self._stop_event.is_set():
+                self._poll(storage.engine)
+                self._stop_event.wait(self._interval)
+        finally:
+            storage.close()
+
+    def _poll(self, engine: Engine) -> None:
+        try:
+            with engine.read() as tx:
+                size = tx.scalar("SELECT MAX(tree_size) FROM tree_heads")
+        except StorageError as exc:  # a missed poll only makes the readings later, never earlier
+            self.failures += 1
+            self.last_failure = f"{type(exc).__name__}: {exc}"
+            return
+        seen_at = time.time()
+        self.polls += 1
+        if size is not None and (not self.seen or int(size) > self.seen[-1][0]):
+            self.seen.append((int(size), seen_at))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+
 def verified_latency(
     server: ServerUnderTest,
     api_key: str,
@@ -198,8 +272,11 @@ def verified_latency(
 
     Requests carry one item unless that rate of single-item requests would exceed half of
     what the server answered in the single-item figure; then ``k`` items each, so the
-    requests themselves are not what is measured. After the run the server is stopped and
-    each request's ``verifiedAt`` and ``acceptedAt`` are read from its database.
+    requests themselves are not what is measured. A :class:`HeadWatcher` records when each
+    tree head is first seen committed, through the load and its drain. After the run the server
+    is stopped and each request's ``acceptedAt``, ``verifiedAt`` and sealing tree size are read
+    from its database; its seal counts as committed when the first head at least that large was
+    seen.
     """
     per_request = max(1, math.ceil(items_per_s / max(1.0, 0.5 * single_req_per_s)))
     spec = LoadSpec(
@@ -217,6 +294,8 @@ def verified_latency(
     )
     sampler = _DepthSampler(server)
     sampler.origin = time.monotonic() + plan.warmup_s
+    watcher = HeadWatcher(_database_url(server), plan.head_poll_s)
+    watcher.start()
     sampler.start()
     try:
         load = run_load_process(spec)
@@ -224,18 +303,22 @@ def verified_latency(
         drain_s = _wait_drained(server, ended, plan.drain_timeout_s)
     finally:
         sampler.stop()
+        watcher.stop()
     seals = server.seal_seconds()
     server.stop()
-    send, reply, accepted, unverified = _read_back(server, tenant_id, load.records, plan.latency_readback)
+    readings = _read_back(server, tenant_id, load.records, plan.latency_readback, watcher.seen)
     return LatencyOutcome(
         offered_items_per_s=items_per_s,
         items_per_request=per_request,
         load_connections=plan.latency_connections,
         load=load,
-        send_to_verified=send,
-        reply_to_verified=reply,
-        accepted_to_verified=accepted,
-        unverified=unverified,
+        reply_to_committed=readings.reply_to_committed,
+        accepted_to_committed=readings.accepted_to_committed,
+        send_to_verified=readings.send_to_verified,
+        reply_to_verified=readings.reply_to_verified,
+        accepted_to_verified=readings.accepted_to_verified,
+        unverified=readings.unverified,
+        head_poll_s=plan.head_poll_s,
         depths=[(at, depth) for at, depth in sampler.samples if at <= plan.latency_s],
         drain_s=drain_s,
         seals=seals,
@@ -250,32 +333,77 @@ def _wait_drained(server: ServerUnderTest, since: float, timeout_s: float) -> fl
     return None
 
 
+def _database_url(server: ServerUnderTest) -> str:
+    return server.database_url or f"sqlite:///{server.data_dir / 'trueup.db'}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBack:
+    """What :func:`_read_back` found, in milliseconds."""
+
+    reply_to_committed: Summary
+    accepted_to_committed: Summary
+    send_to_verified: Summary
+    reply_to_verified: Summary
+    accepted_to_verified: Summary
+    unverified: int
+
+
 def _read_back(
-    server: ServerUnderTest, tenant_id: str, records: list[tuple[float, float, int, str]], limit: int
-) -> tuple[Summary, Summary, Summary, int]:
-    """send→verified, 202 received→verified and acceptedAt→verifiedAt (ms) of up to ``limit``
-    accepted requests, and how many of them were not verified."""
+    server: ServerUnderTest,
+    tenant_id: str,
+    records: list[tuple[float, float, int, str]],
+    limit: int,
+    seen: list[tuple[int, float]],
+) -> ReadBack:
+    """Up to ``limit`` accepted requests read back from the server's database: their seal seen
+    committed (``seen``, from :class:`HeadWatcher`) and their ``verifiedAt``, each from the 202
+    and from ``acceptedAt``. A request not verified, or whose seal was never seen committed,
+    counts as unverified."""
     accepted = [record for record in records if record[2] == 202 and record[3]]
     step = max(1, len(accepted) // limit)
-    url = server.database_url or f"sqlite:///{server.data_dir / 'trueup.db'}"
-    storage = open_storage(url, pool_size=2, run_migrations=False)
+    storage = open_storage(_database_url(server), pool_size=2, run_migrations=False)
+    views = []
+    try:
+        for sent, replied, _, request_id in accepted[::step]:
+            views.append((sent, replied, storage.writes.request(tenant_id, request_id, 1, 0)))
+    finally:
+        storage.close()
+    return reading(views, seen)
+
+
+def reading(views: list[tuple[float, float, RequestView | None]], seen: list[tuple[int, float]]) -> ReadBack:
+    """The readings of :func:`_read_back` from ``(scheduled send, 202 received, view)`` per
+    request (wall-clock seconds) and the heads ``seen`` committed."""
+    committed_ms: list[float] = []
+    accepted_committed_ms: list[float] = []
     send_ms: list[float] = []
     reply_ms: list[float] = []
     server_ms: list[float] = []
     unverified = 0
-    try:
-        for sent, replied, _, request_id in accepted[::step]:
-            view = storage.writes.request(tenant_id, request_id, 1, 0)
-            if view is None or view.verified_at is None:
-                unverified += 1
-                continue
-            verified = parse_canonical(view.verified_at).timestamp()
-            send_ms.append((verified - sent) * 1000.0)
-            reply_ms.append((verified - replied) * 1000.0)
-            server_ms.append((verified - parse_canonical(view.accepted_at).timestamp()) * 1000.0)
-    finally:
-        storage.close()
-    return summarize(send_ms), summarize(reply_ms), summarize(server_ms), unverified
+    for sent, replied, view in views:
+        if view is None or view.verified_at is None or view.sealed_size is None:
+            unverified += 1
+            continue
+        committed = first_seen_at(seen, view.sealed_size)
+        if committed is None:
+            unverified += 1
+            continue
+        accepted_at = parse_canonical(view.accepted_at).timestamp()
+        verified = parse_canonical(view.verified_at).timestamp()
+        committed_ms.append((committed - replied) * 1000.0)
+        accepted_committed_ms.append((committed - accepted_at) * 1000.0)
+        send_ms.append((verified - sent) * 1000.0)
+        reply_ms.append((verified - replied) * 1000.0)
+        server_ms.append((verified - accepted_at) * 1000.0)
+    return ReadBack(
+        reply_to_committed=summarize(committed_ms),
+        accepted_to_committed=summarize(accepted_committed_ms),
+        send_to_verified=summarize(send_ms),
+        reply_to_verified=summarize(reply_ms),
+        accepted_to_verified=summarize(server_ms),
+        unverified=unverified,
+    )
 
 
 def start_server(

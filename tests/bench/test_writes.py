@@ -1,0 +1,87 @@
+"""The accepted->verified readings: a request counts as verified once a reader sees the tree
+head that sealed it committed, not at the ``verifiedAt`` the sequencer stamps before its commit."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from trueup.bench.writes import HeadWatcher, first_seen_at, reading
+from trueup.core.timestamps import format_canonical
+from trueup.storage import open_storage
+from trueup.storage.write_views import RequestView
+
+
+def _at(seconds: float) -> str:
+    return format_canonical(datetime.fromtimestamp(seconds, UTC))
+
+
+def _view(accepted_at: float, verified_at: float | None, sealed_size: int | None) -> RequestView:
+    return RequestView(
+        request_id="req_1",
+        source="writes",
+        item_count=1,
+        stored_count=1,
+        pending_count=0,
+        accepted_at=_at(accepted_at),
+        verified_at=None if verified_at is None else _at(verified_at),
+        items=(),
+        sealed_size=sealed_size,
+    )
+
+
+def test_a_seal_counts_from_the_first_head_seen_at_least_as_large() -> None:
+    seen = [(10, 100.0), (25, 100.5), (40, 101.0)]
+    assert first_seen_at(seen, 1) == 100.0
+    assert first_seen_at(seen, 10) == 100.0
+    assert first_seen_at(seen, 11) == 100.5  # head 20 was never seen alone: the later 25 counts
+    assert first_seen_at(seen, 40) == 101.0
+    assert first_seen_at(seen, 41) is None
+    assert first_seen_at([], 1) is None
+
+
+def test_accepted_to_verified_is_judged_at_the_commit_a_reader_sees() -> None:
+    seen = [(5, 1_000.300), (9, 1_000.900)]
+    views = [
+        # verifiedAt 1,000.150, but its head (size 5) was first seen committed at 1,000.300.
+        (1_000.000, 1_000.100, _view(1_000.050, 1_000.150, 5)),
+        (1_000.000, 1_000.200, _view(1_000.150, 1_000.250, 9)),
+        (1_000.000, 1_000.200, _view(1_000.150, None, None)),  # not verified
+        (1_000.000, 1_000.200, _view(1_000.150, 1_000.950, 12)),  # its head never seen committed
+        (1_000.000, 1_000.200, None),  # not found
+    ]
+    found = reading(views, seen)
+    assert found.unverified == 3
+    assert found.reply_to_committed.count == 2
+    assert round(found.reply_to_committed.p50) == 200  # 1,000.300 - 1,000.100
+    assert round(found.reply_to_committed.max) == 700  # 1,000.900 - 1,000.200
+    assert round(found.accepted_to_committed.p50) == 250
+    assert round(found.reply_to_verified.p50) == 50  # the verifiedAt reading, kept for reference
+    assert round(found.accepted_to_verified.max) == 100
+
+
+def test_the_head_watcher_records_when_each_new_tree_size_is_first_seen(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'trueup.db'}"
+    storage = open_storage(url, pool_size=2)
+    watcher = HeadWatcher(url, interval_s=0.002)
+    try:
+        watcher.start()
+        before = time.time()
+        for size in (3, 7):
+            with storage.engine.write() as tx:
+                tx.execute(
+                    "INSERT INTO tree_heads (tree_size, root_hash, timestamp_ms, checkpoint) "
+                    "VALUES (?, ?, ?, ?)",
+                    (size, bytes(32), 0, ""),
+                )
+            deadline = time.monotonic() + 5
+            while (not watcher.seen or watcher.seen[-1][0] < size) and time.monotonic() < deadline:
+                time.sleep(0.001)
+    finally:
+        watcher.stop()
+        storage.close()
+    assert [size for size, _ in watcher.seen] == [3, 7]
+    assert before <= watcher.seen[0][1] <= watcher.seen[1][1] <= time.time()
+    assert watcher.polls >= 2
+    assert watcher.failures == 0
