@@ -27,7 +27,7 @@ from trueup.bench.deployments import (
     single_spread_row,
 )
 from trueup.bench.echo import start_echo_server
-from trueup.bench.load import run_load, run_load_process
+from trueup.bench.load import reply_id, run_load, run_load_process
 from trueup.bench.loadspec import LoadResult, LoadSpec, RequestTemplate
 from trueup.bench.merkle import make_leaves, ours_seconds
 from trueup.bench.reference import hashlib_bound_seconds, pymerkle_seconds, sync_latencies_ms
@@ -39,7 +39,7 @@ from trueup.bench.workload import batch_template, single_template
 from trueup.bench.write_rows import batched_rows
 from trueup.proof import leaf_hash, root_from_leaf_hashes
 
-REQUEST_ID = r'"requestId":"([^"]+)"'
+REQUEST_ID = "data.requestId"
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +179,7 @@ def test_open_loop_records_each_request_with_its_id(echo_port: int) -> None:
         duration_s=0.5,
         rate_per_s=200.0,
         record=True,
-        id_pattern=REQUEST_ID,
+        id_field=REQUEST_ID,
     )
     result = run_load(spec)
     assert 0 < result.completed <= result.scheduled
@@ -201,6 +201,17 @@ def test_a_load_reports_the_cpu_of_the_processes_it_watches(echo_port: int) -> N
     assert LoadResult.from_json(result.to_json()) == result
     # Nothing watched, nothing read.
     assert run_load(LoadSpec("127.0.0.1", echo_port, _template(), 1, 0.2)).cpu == {}
+
+
+def test_request_ids_are_read_from_the_reply_as_json() -> None:
+    path = ("data", "requestId")
+    assert reply_id(b'{"statusCode": 202, "data": {"requestId": "req_9"}}', path) == "req_9"
+    assert reply_id(b'{"data":{"re\\u0071uestId":"req_8"}}', path) == "req_8"
+    # Elsewhere than where the reply puts it, or not a string, or not JSON: no id.
+    assert reply_id(b'{"error": {"requestId": "req_7"}, "data": {}}', path) == ""
+    assert reply_id(b'{"data": {"requestId": 7}}', path) == ""
+    assert reply_id(b'{"data": ["requestId"]}', path) == ""
+    assert reply_id(b"<html>requestId</html>", path) == ""
 
 
 def test_load_runs_in_a_separate_process(echo_port: int) -> None:

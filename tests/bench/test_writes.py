@@ -7,7 +7,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from trueup.bench.writes import HeadWatcher, first_seen_at, reading
+from trueup.bench.loadspec import LoadResult
+from trueup.bench.stats import Summary, summarize
+from trueup.bench.write_rows import latency_rows
+from trueup.bench.writes import HeadWatcher, LatencyOutcome, first_seen_at, reading
 from trueup.core.timestamps import format_canonical
 from trueup.storage import open_storage
 from trueup.storage.write_views import RequestView
@@ -85,3 +88,36 @@ def test_the_head_watcher_records_when_each_new_tree_size_is_first_seen(tmp_path
     assert before <= watcher.seen[0][1] <= watcher.seen[1][1] <= time.time()
     assert watcher.polls >= 2
     assert watcher.failures == 0
+
+
+def _outcome(committed: Summary, unverified: int) -> LatencyOutcome:
+    load = LoadResult(completed=100, elapsed_s=10.0, statuses={"202": 100})
+    return LatencyOutcome(
+        offered_items_per_s=10.0,
+        items_per_request=1,
+        load_connections=4,
+        load=load,
+        reply_to_committed=committed,
+        accepted_to_committed=committed,
+        send_to_verified=committed,
+        reply_to_verified=committed,
+        accepted_to_verified=committed,
+        unverified=unverified,
+        head_poll_s=0.002,
+    )
+
+
+def test_accepted_to_verified_without_a_request_read_back_does_not_pass() -> None:
+    p50, p99, _ = latency_rows(_outcome(summarize([]), 0), 20.0, "SQLite")
+    assert p50.verdict == "MISS (requests read back > 0)"
+    assert p99.verdict == "MISS (requests read back > 0)"
+
+
+def test_accepted_to_verified_with_a_request_not_verified_does_not_pass() -> None:
+    p50, p99, _ = latency_rows(_outcome(summarize([10.0, 20.0]), 1), 20.0, "SQLite")
+    assert p50.verdict == "MISS (every request read back verified)"
+    assert p99.verdict == "MISS (every request read back verified)"
+    assert "3 requests read back, 1 not verified" in p50.note
+    assert "conservative" in p50.note
+    p50, p99, _ = latency_rows(_outcome(summarize([10.0, 20.0]), 0), 20.0, "SQLite")
+    assert (p50.verdict, p99.verdict) == ("pass", "pass")

@@ -22,7 +22,7 @@ the server under test.
 from __future__ import annotations
 
 import asyncio
-import re
+import json
 import subprocess
 import sys
 import time
@@ -35,7 +35,7 @@ from trueup.bench.cpu import backend_roles, cpu_used, sample
 from trueup.bench.loadspec import LoadResult, LoadSpec
 from trueup.bench.stats import summarize
 
-__all__ = ["LoadError", "run_load", "run_load_process"]
+__all__ = ["LoadError", "reply_id", "run_load", "run_load_process"]
 
 _HEADER_END = b"\r\n\r\n"
 
@@ -114,13 +114,27 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
 
+def reply_id(body: bytes, path: tuple[str, ...]) -> str:
+    """The string at ``path`` (object keys, outermost first) of a JSON reply body; ``""`` when
+    the body is not JSON or holds no string there."""
+    try:
+        node: Any = json.loads(body)
+    except ValueError:
+        return ""
+    for key in path:
+        if not isinstance(node, dict):
+            return ""
+        node = node.get(key)
+    return node if isinstance(node, str) else ""
+
+
 class _Run:
     """State shared by the clients of one run (single-threaded: one event loop)."""
 
     def __init__(self, spec: LoadSpec) -> None:
         self.spec = spec
         self.build = spec.template.render(spec.host, spec.port)
-        self.id_pattern = re.compile(spec.id_pattern.encode()) if spec.id_pattern else None
+        self.id_path = tuple(spec.id_field.split(".")) if spec.id_field else None
         self.result = LoadResult()
         self.latencies: list[float] = []
         self.issued = 0
@@ -164,8 +178,7 @@ class _Run:
             result.statuses[key] = result.statuses.get(key, 0) + 1
             self.latencies.append((done - scheduled) * 1000.0)
             if self.spec.record:
-                found = self.id_pattern.search(body) if self.id_pattern is not None else None
-                ident = found.group(1).decode() if found else ""
+                ident = reply_id(body, self.id_path) if self.id_path is not None else ""
                 offset = self.wall_offset
                 result.records.append((scheduled + offset, done + offset, status, ident))
         return conn

@@ -62,11 +62,11 @@ class LoadSpec:
 
     ``duration_s`` is the measured window, after ``warmup_s`` of unmeasured load. In closed
     loop every connection is a client; in open loop (``rate_per_s`` set) requests are
-    scheduled at that rate over at most ``connections`` connections. ``id_pattern`` is a
-    regular expression whose first group is read from each reply body and kept with the
-    request's timings when ``record`` is set. ``watch`` names processes (role: pids) whose CPU
-    time over the measured window the result reports (:mod:`trueup.bench.cpu`); with
-    ``postgres_url``, their PostgreSQL backends' too.
+    scheduled at that rate over at most ``connections`` connections. ``id_field`` is the
+    dotted path (``data.requestId``) of a string in each JSON reply body, read with the JSON
+    parser and kept with the request's timings when ``record`` is set. ``watch`` names
+    processes (role: pids) whose CPU time over the measured window the result reports
+    (:mod:`trueup.bench.cpu`); with ``postgres_url``, their PostgreSQL backends' too.
     """
 
     host: str
@@ -79,7 +79,7 @@ class LoadSpec:
     max_requests: int = 5_000_000
     tag: str = "t"
     record: bool = False
-    id_pattern: str | None = None
+    id_field: str | None = None
     request_timeout_s: float = 30.0
     watch: dict[str, list[int]] = field(default_factory=dict)
     postgres_url: str | None = None

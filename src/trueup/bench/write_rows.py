@@ -35,7 +35,7 @@ from trueup.bench.writes import (
     verified_latency,
 )
 
-__all__ = ["batched_rows", "postgres_write_rows", "sqlite_write_rows"]
+__all__ = ["batched_rows", "latency_rows", "postgres_write_rows", "sqlite_write_rows"]
 
 
 def batched_rows(
@@ -159,7 +159,9 @@ def _seal_note(seals: tuple[float, int] | None) -> str:
     )
 
 
-def _latency_rows(outcome: LatencyOutcome, batched_rate: float, backend: str) -> list[Row]:
+def latency_rows(outcome: LatencyOutcome, batched_rate: float, backend: str) -> list[Row]:
+    """Accepted->verified p50 and p99 and the queue, judged against DESIGN.md §6; a load with no
+    request read back, or with any not verified, misses whatever its percentiles say."""
     load, send = outcome.load, outcome.send_to_verified
     committed, accepted = outcome.reply_to_committed, outcome.accepted_to_committed
     reply, server = outcome.reply_to_verified, outcome.accepted_to_verified
@@ -173,12 +175,18 @@ def _latency_rows(outcome: LatencyOutcome, batched_rate: float, backend: str) ->
     if outcome.drain_s is not None:
         drain = f"drained {outcome.drain_s:.1f} s after the load"
     poll = fmt_ms(outcome.head_poll_s * 1000.0)
+    read_back = committed.count + outcome.unverified
+    # No reading must not pass: an empty sample summarizes as zeros.
+    evidence = (
+        Check("requests read back > 0", read_back > 0),
+        Check("every request read back verified", outcome.unverified == 0),
+    )
     note = (
         f"{offered}, as {outcome.items_per_request}-item writes at "
         f"{outcome.offered_items_per_s / outcome.items_per_request:,.0f} req/s "
         f"(open loop, {outcome.load_connections} connections); "
         f"achieved {fmt_rate(achieved, 'items/s')}, {load.late_sends:,} sends late > 5 ms; "
-        f"{committed.count + outcome.unverified:,} requests read back, {outcome.unverified:,} not "
+        f"{read_back:,} requests read back, {outcome.unverified:,} not "
         "verified; verified = the request's seal committed: the time a reader (its own database "
         f"connection, polling MAX(tree_size) of tree_heads every {poll}) first saw a tree head at "
         "least as large as the one that sealed the request, so each reading is late by up to one "
@@ -204,10 +212,13 @@ def _latency_rows(outcome: LatencyOutcome, batched_rate: float, backend: str) ->
             checks=(
                 Check("<= 100 ms from the 202", committed.p50 <= 100.0),
                 Check("<= 100 ms from acceptedAt", accepted.p50 <= 100.0),
+                *evidence,
             ),
             note=note,
             numbers={
                 "p50_ms": committed.p50,
+                "read_back": read_back,
+                "unverified": outcome.unverified,
                 "accepted_p50_ms": accepted.p50,
                 "verified_at_p50_ms": reply.p50,
                 "server_p50_ms": server.p50,
@@ -231,6 +242,7 @@ def _latency_rows(outcome: LatencyOutcome, batched_rate: float, backend: str) ->
             checks=(
                 Check("<= 1 s from the 202", committed.p99 <= 1_000.0),
                 Check("<= 1 s from acceptedAt", accepted.p99 <= 1_000.0),
+                *evidence,
             ),
             numbers={
                 "p99_ms": committed.p99,
@@ -284,7 +296,7 @@ def sqlite_write_rows(work_dir: Path, plan: WritePlan, rss: dict[str, int]) -> t
     finally:
         server.stop()
     rss["server, accepted->verified (SQLite)"] = server.peak_rss_kib or 0
-    rows += _latency_rows(outcome, batched_rate, "SQLite")
+    rows += latency_rows(outcome, batched_rate, "SQLite")
     return rows, batched_rate
 
 
@@ -327,4 +339,4 @@ def postgres_write_rows(
             *rows,
             Row.not_measured(name, "p50 <= 100 ms, p99 <= 1 s", error=f"{type(exc).__name__}: {exc}"),
         ]
-    return rows + _latency_rows(outcome, batched_rate, "PostgreSQL")
+    return rows + latency_rows(outcome, batched_rate, "PostgreSQL")

@@ -44,7 +44,8 @@ __all__ = [
     "verified_latency",
 ]
 
-_REQUEST_ID = r'"requestId":"([^"]+)"'
+_REQUEST_ID = "data.requestId"
+"""Where a 202 reply of ``POST /api/v1/writes`` holds the request's id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +291,7 @@ def verified_latency(
         rate_per_s=items_per_s / per_request,
         tag="v",
         record=True,
-        id_pattern=_REQUEST_ID,
+        id_field=_REQUEST_ID,
     )
     sampler = _DepthSampler(server)
     sampler.origin = time.monotonic() + plan.warmup_s
