@@ -214,6 +214,63 @@ def test_request_ids_are_read_from_the_reply_as_json() -> None:
     assert reply_id(b"<html>requestId</html>", path) == ""
 
 
+class _RefuseEveryOther(asyncio.Protocol):
+    """Answers each request, every other one with a 429 and the rest with a 202."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.answered = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment] # a socket's transport is a Transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, _, rest = self.buffer.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            if len(rest) < length:
+                return
+            self.buffer = rest[length:]
+            self.answered += 1
+            status = b"202 Accepted" if self.answered % 2 else b"429 Too Many Requests"
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 %s\r\ncontent-length: 2\r\n\r\n{}" % status)
+
+
+def test_latencies_count_only_the_replies_with_the_latency_status() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        accepted: list[_RefuseEveryOther] = []
+
+        def accept() -> _RefuseEveryOther:
+            accepted.append(_RefuseEveryOther())
+            return accepted[-1]
+
+        server = loop.run_until_complete(loop.create_server(accept, "127.0.0.1", 0))
+        port = int(server.sockets[0].getsockname()[1])
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        result = run_load(LoadSpec("127.0.0.1", port, _template(), connections=1, duration_s=0.3))
+
+        async def close() -> None:
+            server.close()
+            for protocol in accepted:
+                if protocol.transport is not None:
+                    protocol.transport.close()
+            await asyncio.sleep(0.05)  # the transports' close callbacks run
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    finally:
+        loop.close()
+    assert result.ok(202) > 0
+    assert result.ok(429) > 0
+    assert result.latency_ms.count == result.ok(202)
+
+
 def test_load_runs_in_a_separate_process(echo_port: int) -> None:
     result = run_load_process(LoadSpec("127.0.0.1", echo_port, _template(), connections=2, duration_s=0.3))
     assert result.completed > 0

@@ -20,7 +20,7 @@ from trueup.bench.cpu import (
 )
 from trueup.bench.loadspec import LoadResult
 from trueup.bench.runner import QUICK
-from trueup.bench.write_rows import _single_rows, batched_rows
+from trueup.bench.write_rows import batched_rows, single_rows
 
 PROC_STAT = """cpu  100 5 50 800 40 3 2 0 7 0
 cpu0 50 2 25 400 20 1 1 0 7 0
@@ -135,7 +135,7 @@ def test_the_single_item_load_has_a_cpu_row_per_request() -> None:
     cpu = {"API process": 0.002, LOAD_GENERATOR: 0.0006, MACHINE_BUSY: 0.003, MACHINE_CAPACITY: 20.0}
     result = LoadResult(completed=20, elapsed_s=10.0, statuses={"202": 20}, cpu=cpu)
     echo = LoadResult(completed=100, elapsed_s=1.0, statuses={"202": 100})
-    rows = _single_rows(result, echo, QUICK.writes)
+    rows = single_rows(result, echo, QUICK.writes)
     row = rows[-1]
     assert row.name == "single-item writes, 64 clients: CPU per request"
     assert row.value == "API process 100.00 µs, rest of the machine 20.00 µs"
@@ -147,7 +147,7 @@ def test_the_single_item_load_has_a_cpu_row_per_request() -> None:
     assert "more than the machine's busy time" not in row.note
     # The processes' precise times can add up to more than the machine's per-tick busy time.
     over = {**cpu, MACHINE_BUSY: 0.0025}
-    row = _single_rows(
+    row = single_rows(
         LoadResult(completed=20, elapsed_s=10.0, statuses={"202": 20}, cpu=over), echo, QUICK.writes
     )[-1]
     assert row.value == "API process 100.00 µs, rest of the machine 0.00 µs"
@@ -156,6 +156,6 @@ def test_the_single_item_load_has_a_cpu_row_per_request() -> None:
         "so the rest shows as 0"
     )
     assert (
-        len(_single_rows(LoadResult(completed=20, elapsed_s=10.0, statuses={"202": 20}), echo, QUICK.writes))
+        len(single_rows(LoadResult(completed=20, elapsed_s=10.0, statuses={"202": 20}), echo, QUICK.writes))
         == 3
     )

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from trueup.bench.loadspec import LoadResult
+from trueup.bench.runner import QUICK
 from trueup.bench.stats import Summary, summarize
-from trueup.bench.write_rows import latency_rows
+from trueup.bench.write_rows import latency_rows, single_rows
 from trueup.bench.writes import HeadWatcher, LatencyOutcome, first_seen_at, reading
 from trueup.core.timestamps import format_canonical
 from trueup.storage import open_storage
@@ -90,8 +91,8 @@ def test_the_head_watcher_records_when_each_new_tree_size_is_first_seen(tmp_path
     assert watcher.failures == 0
 
 
-def _outcome(committed: Summary, unverified: int) -> LatencyOutcome:
-    load = LoadResult(completed=100, elapsed_s=10.0, statuses={"202": 100})
+def _outcome(committed: Summary, unverified: int, load: LoadResult | None = None) -> LatencyOutcome:
+    load = load or LoadResult(completed=100, elapsed_s=10.0, statuses={"202": 100}, scheduled=100)
     return LatencyOutcome(
         offered_items_per_s=10.0,
         items_per_request=1,
@@ -104,6 +105,7 @@ def _outcome(committed: Summary, unverified: int) -> LatencyOutcome:
         accepted_to_verified=committed,
         unverified=unverified,
         head_poll_s=0.002,
+        drain_s=0.1,
     )
 
 
@@ -121,3 +123,40 @@ def test_accepted_to_verified_with_a_request_not_verified_does_not_pass() -> Non
     assert "conservative" in p50.note
     p50, p99, _ = latency_rows(_outcome(summarize([10.0, 20.0]), 0), 20.0, "SQLite")
     assert (p50.verdict, p99.verdict) == ("pass", "pass")
+
+
+def test_accepted_to_verified_misses_when_the_offered_load_was_not_delivered() -> None:
+    committed = summarize([10.0, 20.0])
+    # 10 req/s offered; 9 answered 202 a second: under 95 % of the rate.
+    slow = LoadResult(completed=90, elapsed_s=10.0, statuses={"202": 90}, scheduled=90)
+    for row in latency_rows(_outcome(committed, 0, slow), 20.0, "SQLite"):
+        assert row.verdict == "MISS (load not delivered: achieved < 95 % of offered)"
+    # 2 of 100 sends more than 5 ms late.
+    late = LoadResult(completed=100, elapsed_s=10.0, statuses={"202": 100}, scheduled=100, late_sends=2)
+    for row in latency_rows(_outcome(committed, 0, late), 20.0, "SQLite"):
+        assert row.verdict == "MISS (load not delivered: >= 1 % of sends late > 5 ms)"
+    # 1 error in 100 replies is over 0.1 %.
+    failing = LoadResult(completed=100, elapsed_s=10.0, statuses={"202": 100}, scheduled=100, errors=1)
+    for row in latency_rows(_outcome(committed, 0, failing), 20.0, "SQLite"):
+        assert row.verdict == "MISS (errors + non-202 <= 0.1 % of replies)"
+
+
+def _single(statuses: dict[str, int], p99_ms: float) -> LoadResult:
+    return LoadResult(
+        completed=sum(statuses.values()),
+        elapsed_s=1.0,
+        statuses=statuses,
+        latency_ms=Summary(count=statuses.get("202", 0), p50=p99_ms / 2, p99=p99_ms),
+    )
+
+
+def test_single_item_rows_miss_when_replies_are_not_202() -> None:
+    echo = _single({"202": 50_000}, 1.0)
+    rate, _, p99, *_ = single_rows(_single({"202": 6_000, "429": 7}, 20.0), echo, QUICK.writes)
+    assert rate.verdict == "MISS (errors + non-202 <= 0.1 % of replies)"
+    assert p99.verdict == "MISS (errors + non-202 <= 0.1 % of replies)"
+    rate, _, p99, *_ = single_rows(_single({"202": 6_000, "429": 6}, 20.0), echo, QUICK.writes)
+    assert (rate.verdict, p99.verdict) == ("pass", "pass")
+    # Nothing answered: no figure passes.
+    rate, _, p99, *_ = single_rows(_single({}, 0.0), echo, QUICK.writes)
+    assert (rate.verdict, p99.verdict) == ("MISS", "MISS (errors + non-202 <= 0.1 % of replies)")

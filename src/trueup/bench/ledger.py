@@ -240,7 +240,9 @@ def _http_timings(
         ),
     }
     return {
-        name: run_load_process(LoadSpec(HOST, server.port, template, 1, seconds, warmup_s=0.5, tag="h"))
+        name: run_load_process(
+            LoadSpec(HOST, server.port, template, 1, seconds, warmup_s=0.5, tag="h", latency_status=200)
+        )
         for name, template in templates.items()
     }
 

@@ -176,7 +176,8 @@ class _Run:
             result.completed += 1
             key = str(status)
             result.statuses[key] = result.statuses.get(key, 0) + 1
-            self.latencies.append((done - scheduled) * 1000.0)
+            if status == self.spec.latency_status:
+                self.latencies.append((done - scheduled) * 1000.0)
             if self.spec.record:
                 ident = reply_id(body, self.id_path) if self.id_path is not None else ""
                 offset = self.wall_offset

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from trueup.bench.cpu import LOAD_GENERATOR, MACHINE_BUSY, MACHINE_CAPACITY
 from trueup.bench.loadspec import LoadResult
-from trueup.bench.report import Row, fmt_percent, fmt_rate, fmt_us
+from trueup.bench.report import Check, Row, fmt_percent, fmt_rate, fmt_us
 from trueup.bench.writes import WritePlan
 
 __all__ = [
@@ -15,7 +15,9 @@ __all__ = [
     "accepted_items_per_s",
     "accepted_req_per_s",
     "batched_cpu_rows",
+    "delivery_checks",
     "queue_note",
+    "replies_check",
     "replies_note",
     "single_cpu_rows",
 ]
@@ -37,6 +39,25 @@ def replies_note(result: LoadResult) -> str:
     shown = ", ".join(f"{status}: {count:,}" for status, count in sorted(result.statuses.items()))
     errors = f"; {result.errors:,} errors ({result.error_sample})" if result.errors else ""
     return f"replies {{{shown}}}{errors}"
+
+
+def replies_check(result: LoadResult) -> Check:
+    """Errors and replies other than 202 at most 0.1 % of the replies (none at all: a miss)."""
+    bad = result.errors + result.completed - result.ok(202)
+    return Check(
+        "errors + non-202 <= 0.1 % of replies", result.completed > 0 and bad <= 0.001 * result.completed
+    )
+
+
+def delivery_checks(result: LoadResult, offered_req_per_s: float) -> tuple[Check, Check]:
+    """Whether an open-loop load was delivered: 202s at >= 95 % of the offered request rate,
+    and under 1 % of the measured sends more than 5 ms late."""
+    achieved = result.ok(202) / result.elapsed_s if result.elapsed_s > 0 else 0.0
+    late = result.late_sends / result.scheduled if result.scheduled else 1.0
+    return (
+        Check("load not delivered: achieved < 95 % of offered", achieved >= 0.95 * offered_req_per_s),
+        Check("load not delivered: >= 1 % of sends late > 5 ms", late < 0.01),
+    )
 
 
 def queue_note(queued_after: int | None) -> str:

@@ -67,6 +67,8 @@ class LoadSpec:
     parser and kept with the request's timings when ``record`` is set. ``watch`` names
     processes (role: pids) whose CPU time over the measured window the result reports
     (:mod:`trueup.bench.cpu`); with ``postgres_url``, their PostgreSQL backends' too.
+    ``latency_status`` is the status whose replies the latency summary counts: an error
+    answered fast must not make a write look fast.
     """
 
     host: str
@@ -83,6 +85,7 @@ class LoadSpec:
     request_timeout_s: float = 30.0
     watch: dict[str, list[int]] = field(default_factory=dict)
     postgres_url: str | None = None
+    latency_status: int = 202
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -122,6 +125,7 @@ class LoadResult:
     scheduled: int = 0
     late_sends: int = 0
     latency_ms: Summary = field(default_factory=Summary)
+    """Of the replies with the spec's ``latency_status`` only."""
     records: list[tuple[float, float, int, str]] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)
     """CPU seconds over the measured window (:func:`trueup.bench.cpu.cpu_used`); empty when
