@@ -2,8 +2,10 @@
 
 A :class:`Row` is one figure. Its verdict is ``pass`` when every :class:`Check` against the
 DESIGN.md §6 targets holds, ``MISS`` (naming the failed checks) otherwise, ``info`` for
-figures without a target, and ``skipped``/``error`` with the reason when it could not be
-measured. The same report renders as a plain-text table (stdout), Markdown and JSON.
+figures without a target, ``indicative`` for a figure measured below the size its target
+names (the quick run; its checks' results are in the notes, and only a run at that size
+decides), and ``skipped``/``error`` with the reason when it could not be measured. The same
+report renders as a plain-text table (stdout), Markdown and JSON.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class Row:
     skipped: str | None = None
     error: str | None = None
     numbers: dict[str, Any] = field(default_factory=dict)
+    indicative: str | None = None
+    """Why the figure cannot decide its target (``measured at 1,000,000 leaves; the target is
+    at 10,000,000``): its verdict is then ``indicative`` whatever its checks say."""
 
     @property
     def verdict(self) -> str:
@@ -57,6 +62,13 @@ class Row:
             return "skipped"
         if not self.checks:
             return "info"
+        if self.indicative is not None:
+            return "indicative"
+        return self.checked
+
+    @property
+    def checked(self) -> str:
+        """What the checks alone say: ``pass``, ``MISS`` or ``MISS (<failed checks>)``."""
         failed = [check.label for check in self.checks if not check.ok]
         if not failed:
             return "pass"
@@ -101,6 +113,15 @@ def fmt_bytes_kib(kib: float) -> str:
     return f"{kib / 1024:,.0f} MiB"
 
 
+def _note(row: Row) -> str:
+    """The row's note; for an indicative row, first why and what its checks gave at its size."""
+    if row.indicative is None or not row.checks:
+        return row.note
+    results = "; ".join(f"{check.label}: {'held' if check.ok else 'failed'}" for check in row.checks)
+    told = f"indicative only, not judged ({row.indicative}); at this size {results}"
+    return f"{told}; {row.note}" if row.note else told
+
+
 _COLUMNS = ("figure", "value", "reference (same run)", "ratio", "target (DESIGN.md §6)", "verdict")
 
 
@@ -129,15 +150,17 @@ class Report:
     def _summary_line(self) -> str:
         counted = [row.verdict for row in self.rows]
         passes = sum(1 for verdict in counted if verdict == "pass")
+        indicative = sum(1 for verdict in counted if verdict == "indicative")
         skipped = sum(1 for verdict in counted if verdict == "skipped")
         errors = sum(1 for verdict in counted if verdict == "error")
+        shown = f", {indicative} indicative (below the target's size: not judged)" if indicative else ""
         return (
-            f"{passes} pass, {self.misses} miss, {skipped} skipped, {errors} error; "
+            f"{passes} pass, {self.misses} miss{shown}, {skipped} skipped, {errors} error; "
             f"total {self.total_seconds:,.0f} s"
         )
 
     def _notes(self) -> list[str]:
-        return [f"{row.name}: {row.note}" for row in self.rows if row.note]
+        return [f"{row.name}: {_note(row)}" for row in self.rows if row.note or row.indicative]
 
     def text(self) -> str:
         """The plain-text table printed to stdout."""
