@@ -4,16 +4,27 @@ head that sealed it committed, not at the ``verifiedAt`` the sequencer stamps be
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from trueup.bench.loadspec import LoadResult
 from trueup.bench.runner import QUICK
 from trueup.bench.stats import Summary, summarize
+from trueup.bench.workload import delta_rows
 from trueup.bench.write_rows import latency_rows, single_rows
-from trueup.bench.writes import HeadWatcher, LatencyOutcome, first_seen_at, reading
+from trueup.bench.writes import (
+    HeadWatcher,
+    LatencyOutcome,
+    first_seen_at,
+    fresh_sqlite,
+    raw_insert_rate,
+    reading,
+)
 from trueup.core.timestamps import format_canonical
 from trueup.storage import open_storage
+from trueup.storage.write_drafts import DELTA_INSERT_COLUMNS
 from trueup.storage.write_views import RequestView
 
 
@@ -160,3 +171,30 @@ def test_single_item_rows_miss_when_replies_are_not_202() -> None:
     # Nothing answered: no figure passes.
     rate, _, p99, *_ = single_rows(_single({}, 0.0), echo, QUICK.writes)
     assert (rate.verdict, p99.verdict) == ("MISS", "MISS (errors + non-202 <= 0.1 % of replies)")
+
+
+def test_the_raw_insert_is_the_best_of_three_each_into_a_fresh_table(tmp_path: Path) -> None:
+    used: list[str] = []
+
+    @contextmanager
+    def fresh(run: int) -> Iterator[str]:
+        with fresh_sqlite(tmp_path / "raw", run) as url:
+            used.append(url)
+            yield url
+            # Each run inserted every row into its own empty table.
+            storage = open_storage(url, pool_size=1, run_migrations=False)
+            try:
+                with storage.engine.read() as tx:
+                    assert tx.scalar("SELECT COUNT(*) FROM deltas WHERE status = 'queued'") == 2_000
+            finally:
+                storage.close()
+
+    assert raw_insert_rate(fresh, "ten_x", 2) > 0
+    assert len(set(used)) == 3
+    assert list((tmp_path / "raw").iterdir()) == []  # each fresh file removed after its run
+
+
+def test_the_raw_rows_follow_the_servers_delta_columns() -> None:
+    (row,) = delta_rows("ten_x", 1, items=1)
+    assert len(row) == len(DELTA_INSERT_COLUMNS)
+    assert dict(zip(DELTA_INSERT_COLUMNS, row, strict=True))["status"] == "queued"

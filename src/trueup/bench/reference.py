@@ -1,7 +1,8 @@
 """The side-by-side references: what the same work costs without Trueup around it.
 
 - :func:`raw_insert_seconds`: the same delta rows inserted with one plain ``executemany`` in
-  one transaction, into a fresh copy of the schema (same indexes, same durability setting);
+  one transaction, into a fresh copy of the schema (same indexes, same durability setting),
+  with the server's own column list;
 - :func:`hashlib_bound_seconds`: the hashing a seal cannot avoid, with ``hashlib`` alone;
 - :func:`pymerkle_seconds`: pymerkle 7.0.0 (a dev dependency) appending the same leaves;
 - :func:`sync_latencies_ms`: what the disk makes a durable commit wait, with nothing else around it.
@@ -21,6 +22,7 @@ from typing import Any
 from trueup.bench.stats import Summary, summarize
 from trueup.bench.workload import DeltaRow
 from trueup.storage import open_storage
+from trueup.storage.write_drafts import DELTA_INSERT_COLUMNS
 
 __all__ = [
     "PymerkleMissingError",
@@ -30,11 +32,12 @@ __all__ = [
     "sync_latencies_ms",
 ]
 
-# The columns and values of the deltas insert (trueup.storage.write_drafts), written
-# out here because the reference must be the bare statement, not our code path around it.
-_INSERT_DELTAS = """INSERT INTO deltas (tenant_id, request_id, item_index, item_key, customer_id,
-    amount, reason, metadata, occurred_at, period, accepted_at, salt, status)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')"""
+# The server's own column list (trueup.storage.write_drafts), in a bare statement: the
+# reference is the insert alone, not our code path around it.
+_INSERT_DELTAS = (
+    f"INSERT INTO deltas ({', '.join(DELTA_INSERT_COLUMNS)}) "  # noqa: S608 - constant column names
+    f"VALUES ({', '.join('?' for _ in DELTA_INSERT_COLUMNS)})"
+)
 
 
 class PymerkleMissingError(RuntimeError):

@@ -32,9 +32,10 @@ __all__ = [
 CUSTOMERS = 1_000
 """Customers a batched request spreads its items over."""
 
-DeltaRow = tuple[str, str, int, str, str, int, str, None, str, str, str, bytes]
+DeltaRow = tuple[str, str, int, str, str, int, str, None, str, str, str, bytes, str]
 """``(tenant_id, request_id, item_index, item_key, customer_id, amount, reason, metadata,
-occurred_at, period, accepted_at, salt)``: one stored delta, queued."""
+occurred_at, period, accepted_at, salt, status)``: one stored delta, queued, in the order of
+:data:`~trueup.storage.write_drafts.DELTA_INSERT_COLUMNS`."""
 
 
 def item_amount(index: int) -> int:
@@ -100,6 +101,7 @@ def delta_rows(tenant_id: str, requests: int, items: int = 1_000) -> list[DeltaR
                 period,
                 accepted_at,
                 secrets.token_bytes(16),
+                "queued",
             )
             for i in range(items)
         )

@@ -31,6 +31,7 @@ from trueup.bench.writes import (
     WritePlan,
     batched,
     ceiling,
+    fresh_sqlite,
     raw_insert_rate,
     single,
     start_server,
@@ -89,7 +90,8 @@ def _batched_row(
         note=(
             f"{backend}: {result.completed:,} requests in {result.elapsed_s:.0f} s, request p50 "
             f"{fmt_ms(result.latency_ms.p50)} p99 {fmt_ms(result.latency_ms.p99)}; {replies_note(result)}; "
-            f"raw = {plan.raw_requests * BATCH:,} same-shape rows, one executemany, one transaction; "
+            f"raw = {plan.raw_requests * BATCH:,} same-shape rows, one executemany, one transaction, "
+            f"best of {plan.raw_runs} runs, each into a fresh table; "
             f"{queue_note(queued_after)}"
         ),
         numbers={
@@ -287,7 +289,9 @@ def sqlite_write_rows(work_dir: Path, plan: WritePlan, rss: dict[str, int]) -> t
     finally:
         server.stop()
     rss["server, batched writes (SQLite)"] = server.peak_rss_kib or 0
-    raw = raw_insert_rate(f"sqlite:///{work_dir / 'sqlite-raw' / 'raw.db'}", tenant, plan.raw_requests)
+    raw = raw_insert_rate(
+        lambda run: fresh_sqlite(work_dir / "sqlite-raw", run), tenant, plan.raw_requests, plan.raw_runs
+    )
     batched_rate = accepted_items_per_s(batch_result)
     rows = batched_rows("SQLite", 100_000, batch_result, raw, plan, queued_after)
 
@@ -333,8 +337,9 @@ def postgres_write_rows(
         finally:
             server.stop()
         rss["server, batched writes (PostgreSQL)"] = server.peak_rss_kib or 0
-    with postgres.fresh_schema(url, "raw") as raw_url:
-        raw = raw_insert_rate(raw_url, tenant, plan.raw_requests)
+    raw = raw_insert_rate(
+        lambda run: postgres.fresh_schema(url, f"raw{run}"), tenant, plan.raw_requests, plan.raw_runs
+    )
     rows = batched_rows("PostgreSQL", 50_000, result, raw, plan, queued_after)
     batched_rate = accepted_items_per_s(result)
     try:
