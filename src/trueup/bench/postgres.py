@@ -17,7 +17,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-__all__ = ["base_url", "fresh_schema", "server_version", "unreachable_reason"]
+__all__ = ["base_url", "durability", "fresh_schema", "server_version", "unreachable_reason"]
 
 _DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -45,6 +45,16 @@ def server_version(url: str) -> str:
     with psycopg.connect(url, connect_timeout=3) as conn:
         number = conn.info.server_version
     return f"{number // 10000}.{number % 10000}"
+
+
+def durability(url: str) -> str:
+    """The server's ``fsync`` and ``synchronous_commit`` settings, as the report quotes them
+    (``fsync on, synchronous_commit on``): with either off, a 202 is not durable."""
+    with psycopg.connect(url, connect_timeout=3) as conn:
+        fsync = conn.execute("SHOW fsync").fetchone()
+        synchronous = conn.execute("SHOW synchronous_commit").fetchone()
+    shown = (row[0] if row else "unknown" for row in (fsync, synchronous))
+    return "fsync {}, synchronous_commit {}".format(*shown)
 
 
 @contextmanager

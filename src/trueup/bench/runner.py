@@ -10,6 +10,7 @@ minutes and ``--quick`` under 2 on a 2-core machine.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -24,6 +25,7 @@ from trueup.bench.ledger import ledger_rows, measure_ledger
 from trueup.bench.machine import harness_peak_rss_kib, machine_info, rss_rows
 from trueup.bench.merkle import inclusion_rows, sealing_rows
 from trueup.bench.report import Report, Row
+from trueup.bench.server import HARNESS_ENV, server_environment
 from trueup.bench.write_rows import postgres_write_rows, sqlite_write_rows
 from trueup.bench.writes import WritePlan
 
@@ -124,6 +126,9 @@ def run_benchmarks(plan: RunPlan, out_dir: Path) -> Report:
     scope = "" if plan.other_deployments else "; default deployment only"
     title = f"trueup bench ({plan.name}{scope}) — {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
     report = Report(title=title, mode=plan.name, machine=machine_info(pg_version))
+    stripped = server_environment(os.environ, HARNESS_ENV)[1]
+    if stripped:
+        report.machine["left out of the servers' environment"] = ", ".join(stripped)
     sections = _Sections(report)
     rss: dict[str, int] = {}
     hashlib_rate: list[float] = []

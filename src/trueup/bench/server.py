@@ -1,9 +1,9 @@
 """The server under test: a real ``trueup serve`` process on 127.0.0.1, and its API key.
 
-The harness starts it in a temporary data directory (or a fresh PostgreSQL schema), with
-rate limits off, waits until ``/healthz`` answers, and stops it by its pid: SIGTERM, then
-SIGKILL after a timeout. Its peak resident memory is read from ``/proc/<pid>/status``
-(``VmHWM``) just before it stops.
+The harness starts it in a temporary data directory (or a fresh PostgreSQL schema), with rate
+limits off and no other ``TRUEUP_*`` variable of the harness's environment, waits until
+``/healthz`` answers, and stops it by its pid: SIGTERM, then SIGKILL after a timeout. Its peak
+resident memory is read from ``/proc/<pid>/status`` (``VmHWM``) just before it stops.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -23,11 +24,32 @@ from typing import Any
 from trueup.service.keys import KeyService, Principal
 from trueup.storage import open_storage
 
-__all__ = ["ServerError", "ServerUnderTest", "free_port", "http_get_json", "provision_key"]
+__all__ = [
+    "HARNESS_ENV",
+    "ServerError",
+    "ServerUnderTest",
+    "free_port",
+    "http_get_json",
+    "provision_key",
+    "server_environment",
+]
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
+
+
+HARNESS_ENV = {"TRUEUP_RATE_LIMIT_PER_S": "0"}
+"""What the harness sets in every server's environment (rate limits off)."""
+
+
+def server_environment(base: Mapping[str, str], own: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The server's environment: ``base`` without its ``TRUEUP_*`` variables (a setting left in
+    the shell must not change the server measured), plus ``own``, the harness's settings; and
+    the names of the variables left out, sorted."""
+    stripped = sorted(name for name in base if name.startswith("TRUEUP_") and name not in own)
+    kept = {name: value for name, value in base.items() if not name.startswith("TRUEUP_")}
+    return {**kept, **own}, stripped
 
 
 class ServerError(RuntimeError):
@@ -137,7 +159,7 @@ class ServerUnderTest:
         self.committer = committer
         """``serve --committer`` (``process`` or ``thread``); ``None``: the default."""
         self.port = free_port()
-        self.env = {"TRUEUP_RATE_LIMIT_PER_S": "0", **(env or {})}
+        self.env = {**HARNESS_ENV, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"server-{self.port}.log"
         self.peak_rss_kib: int | None = None
@@ -156,7 +178,7 @@ class ServerUnderTest:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
             return subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
-                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+                command, stdout=log, stderr=subprocess.STDOUT, env=server_environment(os.environ, self.env)[0]
             )
 
     def start(self) -> ServerUnderTest:

@@ -38,7 +38,14 @@ from trueup.bench.writes import (
     verified_latency,
 )
 
-__all__ = ["batched_rows", "latency_rows", "postgres_write_rows", "single_rows", "sqlite_write_rows"]
+__all__ = [
+    "batched_rows",
+    "latency_rows",
+    "postgres_write_rows",
+    "single_rows",
+    "sqlite_write_rows",
+    "with_settings",
+]
 
 
 def batched_rows(
@@ -340,7 +347,8 @@ def postgres_write_rows(
     raw = raw_insert_rate(
         lambda run: postgres.fresh_schema(url, f"raw{run}"), tenant, plan.raw_requests, plan.raw_runs
     )
-    rows = batched_rows("PostgreSQL", 50_000, result, raw, plan, queued_after)
+    settings = postgres.durability(url)
+    rows = with_settings(batched_rows("PostgreSQL", 50_000, result, raw, plan, queued_after), settings)
     batched_rate = accepted_items_per_s(result)
     try:
         with postgres.fresh_schema(url, "latency") as server_url:
@@ -358,4 +366,11 @@ def postgres_write_rows(
             *rows,
             Row.not_measured(name, "p50 <= 100 ms, p99 <= 1 s", error=f"{type(exc).__name__}: {exc}"),
         ]
-    return rows + latency_rows(outcome, batched_rate, "PostgreSQL")
+    return rows + with_settings(latency_rows(outcome, batched_rate, "PostgreSQL"), settings)
+
+
+def with_settings(rows: list[Row], settings: str) -> list[Row]:
+    """``rows`` with the PostgreSQL server's durability settings at the end of each note."""
+    for row in rows:
+        row.note = f"{row.note}; PostgreSQL {settings}" if row.note else f"PostgreSQL {settings}"
+    return rows
