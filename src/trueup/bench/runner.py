@@ -43,7 +43,6 @@ class RunPlan:
     proof_samples: int
     writes: WritePlan
     ledger_deltas: int
-    ledger_iterations: int
     ledger_budget_s: float
     ledger_http_s: float
     other_deployments: bool = True
@@ -72,7 +71,6 @@ FULL = RunPlan(
         drain_timeout_s=20.0,
     ),
     ledger_deltas=1_000_000,
-    ledger_iterations=300,
     ledger_budget_s=4.0,
     ledger_http_s=5.0,
 )
@@ -93,8 +91,7 @@ QUICK = RunPlan(
         drain_timeout_s=5.0,
     ),
     ledger_deltas=100_000,
-    ledger_iterations=100,
-    ledger_budget_s=1.0,
+    ledger_budget_s=0.5,
     ledger_http_s=2.0,
     other_deployments=False,
 )
@@ -161,9 +158,7 @@ def run_benchmarks(plan: RunPlan, out_dir: Path) -> Report:
         )
 
         def ledger() -> list[Row]:
-            timings = measure_ledger(
-                work, plan.ledger_deltas, plan.ledger_iterations, plan.ledger_budget_s, plan.ledger_http_s
-            )
+            timings = measure_ledger(work, plan.ledger_deltas, plan.ledger_budget_s, plan.ledger_http_s)
             rss[f"server, derive/compare ({plan.ledger_deltas:,} deltas)"] = timings.server_rss_kib or 0
             return ledger_rows(timings, hashlib_rate[0] if hashlib_rate else None)
 
