@@ -91,7 +91,7 @@ QUICK = RunPlan(
         drain_timeout_s=5.0,
     ),
     ledger_deltas=100_000,
-    ledger_budget_s=0.5,
+    ledger_budget_s=0.25,
     ledger_http_s=2.0,
     other_deployments=False,
 )
