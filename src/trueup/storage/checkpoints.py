@@ -12,8 +12,7 @@ from typing import cast
 from trueup.proof import period_proof_root
 from trueup.storage.balance_records import ACCOUNT_NO_SQL
 from trueup.storage.balances import BalanceSnapshot
-from trueup.storage.checked_rows import CheckedRow
-from trueup.storage.engine import Engine, Row, Tx
+from trueup.storage.engine import Engine, Tx
 from trueup.storage.errors import StorageUnavailableError
 from trueup.storage.heads import latest_head
 from trueup.storage.locks import (
@@ -146,7 +145,7 @@ class CheckpointStore:
                     ORDER BY tenant_id, customer_id, period LIMIT ?""",
                 (*params, limit),
             )
-        return [_checked_checkpoint(row) for row in rows]
+        return [checkpoint_from_row(row) for row in rows]
 
     def locks_taken(self) -> int:
         """How many period locks were ever taken, by the counter each lock adds to (none were
@@ -173,21 +172,3 @@ class CheckpointStore:
                 [*params, limit, offset],
             )
         return [checkpoint_from_row(row) for row in rows], total
-
-
-def _checked_checkpoint(raw: Row) -> CheckpointRecord:
-    row = CheckedRow(raw, f"period checkpoint {raw[0]!r:.60}")
-    return CheckpointRecord(
-        id=row.get(0, "id", str),
-        tenant_id=row.get(1, "tenant_id", str),
-        customer_id=row.get(2, "customer_id", str),
-        period=row.get(3, "period", str),
-        proof_root=row.get(4, "proof_root", bytes),
-        nonce=row.get(5, "nonce", bytes),
-        tree_size=row.get(6, "tree_size", int),
-        opening_balance=row.get(7, "opening_balance", int),
-        credits=row.get(8, "credits", int),
-        debits=row.get(9, "debits", int),
-        deltas_count=row.get(10, "deltas_count", int),
-        created_at=row.get(11, "created_at", str),
-    )

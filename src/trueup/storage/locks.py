@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from trueup.storage.checked_rows import CheckedRow
 from trueup.storage.engine import Row, Tx
 
 __all__ = [
@@ -48,20 +49,23 @@ CHECKPOINT_COLUMNS = """id, tenant_id, customer_id, period, proof_root, nonce, t
     credits, debits, deltas_count, created_at"""
 
 
-def checkpoint_from_row(row: Row) -> CheckpointRecord:
+def checkpoint_from_row(raw: Row) -> CheckpointRecord:
+    """A ``period_checkpoints`` row (:data:`CHECKPOINT_COLUMNS`), each value checked for its
+    kind (:class:`~trueup.storage.checked_rows.MalformedRowError` naming the checkpoint)."""
+    row = CheckedRow(raw, f"period checkpoint {raw[0]!r:.60}")
     return CheckpointRecord(
-        id=str(row[0]),
-        tenant_id=str(row[1]),
-        customer_id=str(row[2]),
-        period=str(row[3]),
-        proof_root=bytes(row[4]),
-        nonce=bytes(row[5]),
-        tree_size=int(row[6]),
-        opening_balance=int(row[7]),
-        credits=int(row[8]),
-        debits=int(row[9]),
-        deltas_count=int(row[10]),
-        created_at=str(row[11]),
+        id=row.get(0, "id", str),
+        tenant_id=row.get(1, "tenant_id", str),
+        customer_id=row.get(2, "customer_id", str),
+        period=row.get(3, "period", str),
+        proof_root=row.get(4, "proof_root", bytes),
+        nonce=row.get(5, "nonce", bytes),
+        tree_size=row.get(6, "tree_size", int),
+        opening_balance=row.get(7, "opening_balance", int),
+        credits=row.get(8, "credits", int),
+        debits=row.get(9, "debits", int),
+        deltas_count=row.get(10, "deltas_count", int),
+        created_at=row.get(11, "created_at", str),
     )
 
 
