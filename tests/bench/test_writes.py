@@ -3,6 +3,7 @@ head that sealed it committed, not at the ``verifiedAt`` the sequencer stamps be
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,6 +81,7 @@ def test_the_head_watcher_records_when_each_new_tree_size_is_first_seen(tmp_path
     url = f"sqlite:///{tmp_path / 'trueup.db'}"
     storage = open_storage(url, pool_size=2)
     watcher = HeadWatcher(url, interval_s=0.002)
+    threads = {thread.ident for thread in threading.enumerate()}
     try:
         watcher.start()
         before = time.time()
@@ -93,6 +95,10 @@ def test_the_head_watcher_records_when_each_new_tree_size_is_first_seen(tmp_path
             deadline = time.monotonic() + 5
             while (not watcher.seen or watcher.seen[-1][0] < size) and time.monotonic() < deadline:
                 time.sleep(0.001)
+        # It only reads: no engine of its own, whose SQLite side would run a WAL checkpointer
+        # against the server's file from the harness.
+        started = [thread.name for thread in threading.enumerate() if thread.ident not in threads]
+        assert started == ["bench-head-watcher"]
     finally:
         watcher.stop()
         storage.close()

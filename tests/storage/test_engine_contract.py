@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -409,3 +410,24 @@ def test_a_read_can_bound_its_wait_for_a_pooled_connection(pg_url: str) -> None:
         for holder in holders:
             holder.join(30)
         storage.close()
+
+
+def test_a_sqlite_database_opened_to_read_beside_a_server_leaves_its_wal_alone(tmp_path: Path) -> None:
+    """`trueup audit` (and the bench's read-back) opened the server's file with a WAL
+    checkpointer of their own, racing the server's rounds."""
+    url = f"sqlite:///{tmp_path / 'trueup.db'}"
+    open_storage(url).close()
+    threads = {thread.ident for thread in threading.enumerate()}
+    reader = open_storage(url, run_migrations=False, checkpoint_wal=False)
+    try:
+        with reader.engine.read() as tx:
+            assert tx.scalar("SELECT COUNT(*) FROM tree_heads") == 0
+        assert [thread.name for thread in threading.enumerate() if thread.ident not in threads] == []
+    finally:
+        reader.close()
+    keeper = open_storage(url, run_migrations=False)
+    try:
+        started = [thread.name for thread in threading.enumerate() if thread.ident not in threads]
+        assert started == ["trueup-sqlite-checkpoint"]
+    finally:
+        keeper.close()

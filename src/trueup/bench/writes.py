@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import bisect
 import math
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
 
 from trueup.bench.load import run_load_process
 from trueup.bench.loadspec import LoadResult, LoadSpec
@@ -27,8 +31,7 @@ from trueup.bench.server import HOST, ServerUnderTest, free_port, provision_key
 from trueup.bench.stats import Summary, summarize
 from trueup.bench.workload import batch_template, delta_rows, single_template
 from trueup.core.timestamps import parse_canonical
-from trueup.storage import StorageError, open_storage
-from trueup.storage.engine import Engine
+from trueup.storage import open_storage, sqlite_path
 from trueup.storage.write_views import RequestView
 
 __all__ = [
@@ -239,6 +242,21 @@ def first_seen_at(seen: list[tuple[int, float]], size: int) -> float | None:
     return seen[at][1] if at < len(seen) else None
 
 
+class _Connection(Protocol):
+    def execute(self, sql: str) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def _read_only_connection(database_url: str) -> _Connection:
+    """A connection that only reads, in autocommit: SQLite's file opened read-only, or a
+    PostgreSQL session."""
+    path = sqlite_path(database_url)
+    if path is not None:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    return psycopg.connect(database_url, autocommit=True)
+
+
 class HeadWatcher(threading.Thread):
     """Reads the newest tree size (``MAX(tree_size)`` of ``tree_heads``) every ``interval_s``
     through a read-only connection of its own, and records when each new size was first seen.
@@ -260,22 +278,23 @@ class HeadWatcher(threading.Thread):
         self.last_failure = ""
 
     def run(self) -> None:
-        storage = open_storage(self._url, pool_size=1, run_migrations=False)
-        try:
+        # One statement a poll on a plain connection in autocommit, read-only: no engine, whose
+        # SQLite side would also run a WAL checkpointer of its own against the server's file
+        # (racing the server's, and doing its copying in this process), and whose reads are
+        # three statements (four round trips on PostgreSQL) where one will do.
+        with closing(_read_only_connection(self._url)) as conn:
             while not self._stop_event.is_set():
-                self._poll(storage.engine)
+                self._poll(conn)
                 self._stop_event.wait(self._interval)
-        finally:
-            storage.close()
 
-    def _poll(self, engine: Engine) -> None:
+    def _poll(self, conn: _Connection) -> None:
         try:
-            with engine.read() as tx:
-                size = tx.scalar("SELECT MAX(tree_size) FROM tree_heads")
-        except StorageError as exc:  # a missed poll only makes the readings later, never earlier
+            row = conn.execute("SELECT MAX(tree_size) FROM tree_heads").fetchone()
+        except (sqlite3.Error, psycopg.Error) as exc:  # a missed poll only makes the readings later
             self.failures += 1
             self.last_failure = f"{type(exc).__name__}: {exc}"
             return
+        size = None if row is None else row[0]
         seen_at = time.time()
         self.polls += 1
         if size is not None and (not self.seen or int(size) > self.seen[-1][0]):
@@ -388,7 +407,7 @@ def _read_back(
     counts as unverified."""
     accepted = [record for record in records if record[2] == 202 and record[3]]
     step = max(1, len(accepted) // limit)
-    storage = open_storage(_database_url(server), pool_size=2, run_migrations=False)
+    storage = open_storage(_database_url(server), pool_size=2, run_migrations=False, checkpoint_wal=False)
     views = []
     try:
         for sent, replied, _, request_id in accepted[::step]:

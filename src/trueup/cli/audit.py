@@ -68,7 +68,7 @@ def _audit(settings: Settings, key_argument: str | None) -> AuditReport:
             f"no signing key at {settings.resolved_signing_key_path}: give --key with the log's "
             "verifier key, or the --data-dir that holds its key"
         )
-    storage = open_storage(url, run_migrations=False)
+    storage = open_storage(url, run_migrations=False, checkpoint_wal=False)  # the server's to keep
     try:
         _check_schema(storage, url)
         if given_key is not None:

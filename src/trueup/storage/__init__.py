@@ -71,14 +71,19 @@ def is_database_url(database_url: str) -> bool:
     return database_url.startswith((_SQLITE, *_POSTGRESQL))
 
 
-def open_storage(database_url: str, *, pool_size: int = 8, run_migrations: bool = True) -> Storage:
-    """Open ``sqlite:///path/to/file.db`` or ``postgresql://…`` and migrate it."""
+def open_storage(
+    database_url: str, *, pool_size: int = 8, run_migrations: bool = True, checkpoint_wal: bool = True
+) -> Storage:
+    """Open ``sqlite:///path/to/file.db`` or ``postgresql://…`` and migrate it.
+
+    ``checkpoint_wal=False`` (SQLite): leave the WAL to the server, for a command that only
+    reads beside it (:class:`~trueup.storage.sqlite.SQLiteEngine`)."""
     engine: Engine
     path = sqlite_path(database_url)
     if path is not None:
         from trueup.storage.sqlite import SQLiteEngine  # noqa: PLC0415 - load only the backend used
 
-        engine = SQLiteEngine(path)
+        engine = SQLiteEngine(path, checkpoint_wal=checkpoint_wal)
     elif database_url.startswith(_POSTGRESQL):
         from trueup.storage.postgres import PostgresEngine  # noqa: PLC0415 - psycopg only when used
 

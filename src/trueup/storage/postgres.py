@@ -199,6 +199,10 @@ class _PgTx(Tx):
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
 
+    def in_transaction(self) -> bool:
+        """Whether its connection is still inside a transaction (a read joined while it is)."""
+        return self._conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.ACTIVE)
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with _storage_errors():
             cursor = self._conn.execute(_to_pyformat(sql), params)
@@ -284,7 +288,8 @@ class PostgresEngine(Engine):
         # per role and process was a backend fork and an authentication each).
         self._standby: dict[str, psycopg.Connection[Any]] = {}
         self.lock_idle_timeout_s = LOCK_IDLE_TIMEOUT_S
-        self._reading = threading.local()  # the read open on each thread, which nested reads join
+        self._reading: dict[int, _PgTx] = {}
+        """The read open on each thread (by its ident), which reads nested in it join."""
         try:  # one connection first: a refused or unknown server is said at once, with its cause
             psycopg.connect(_named(url), connect_timeout=10).close()
         except psycopg.Error as exc:
@@ -327,8 +332,9 @@ class PostgresEngine(Engine):
 
     @contextmanager
     def read(self, wait_s: float | None = None) -> Iterator[Tx]:
-        outer: _PgTx | None = getattr(self._reading, "tx", None)
-        if outer is not None:
+        owner = threading.get_ident()
+        outer = self._reading.get(owner)
+        if outer is not None and outer.in_transaction():
             # A read nested in another read on this thread joins the outer snapshot, as on
             # SQLite: what one audit reads in many steps is one state of the log.
             yield outer
@@ -336,11 +342,13 @@ class PostgresEngine(Engine):
         try:
             with self._pool.connection(timeout=wait_s) as conn, conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                self._reading.tx = tx = _PgTx(conn)
+                self._reading[owner] = tx = _PgTx(conn)
                 try:
                     yield tx
                 finally:
-                    self._reading.tx = None
+                    # The opening thread's entry, whichever thread ends the read (a generator
+                    # holding one may be finished on another).
+                    self._reading.pop(owner, None)
         except psycopg.OperationalError as exc:
             raise StorageUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
 

@@ -93,7 +93,10 @@ class SQLiteEngine(Engine):
         path: Path,
         checkpoint_interval_s: float = checkpoints.INTERVAL_S,
         wal_restart_pages: int = checkpoints.RESTART_PAGES,
+        checkpoint_wal: bool = True,
     ) -> None:
+        """``checkpoint_wal=False``: no checkpoint thread, for a command that only reads (an
+        audit) beside a server that keeps the WAL itself; its rounds would race the server's."""
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
             # Deltas, salts and webhook secrets live here: owner-only, and SQLite gives its
@@ -118,7 +121,8 @@ class SQLiteEngine(Engine):
         transaction after each starts the WAL over, unless a reader still holds an older
         snapshot (:mod:`trueup.storage.sqlite_checkpoint`)."""
         self._checkpointer = checkpoints.Checkpointer(self._connect, checkpoint_interval_s, wal_restart_pages)
-        self._checkpointer.start()
+        if checkpoint_wal:
+            self._checkpointer.start()
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -210,7 +214,8 @@ class SQLiteEngine(Engine):
         return _file_lock(self.path.with_name(f"{self.path.name}.{name}.lock"))
 
     def close(self) -> None:
-        self._checkpointer.stop()
+        if self._checkpointer.ident is not None:  # started
+            self._checkpointer.stop()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
