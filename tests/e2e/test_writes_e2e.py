@@ -178,7 +178,7 @@ def _bad_requests() -> list[tuple[str, dict[str, str], bytes, int, str, str]]:
             "PAYLOAD_TOO_LARGE",
             "1048576",
         ),
-        ("missing key", {"X-Api-Key": ""}, items(ok_item), 401, "INVALID_API_KEY", "missing"),
+        ("empty key", {"X-Api-Key": ""}, items(ok_item), 401, "INVALID_API_KEY", "X-Api-Key is empty"),
         ("malformed key", {"X-Api-Key": "pk_live_nope"}, items(ok_item), 401, "INVALID_API_KEY", "malformed"),
         (
             "unknown key",
@@ -207,6 +207,14 @@ def test_each_class_of_bad_input_gets_its_4xx_and_stores_nothing(running: Runnin
         if status == 413:  # RFC 9110 §15.5.14's name, not RFC 7231's "Request Entity Too Large"
             assert payload["error"] == "Content Too Large"
     assert stored_count(running) == before
+
+
+def test_a_write_without_a_key_is_told_the_header_is_missing(running: Running) -> None:
+    headers = {name: value for name, value in running.headers.items() if name.lower() != "x-api-key"}
+    body = {"items": [{"key": "k-keyless", "accountId": "c1", "bits": 1}]}
+    reply = httpx.post(f"{running.url}/api/v1/writes", headers=headers, json=body)
+    assert reply.status_code == 401
+    assert reply.json()["message"] == "missing X-Api-Key header"
 
 
 def test_unknown_fields_are_ignored_and_unicode_keys_work(running: Running) -> None:
