@@ -40,9 +40,10 @@ from trueup.proof import (
 )
 from trueup.service.sealing import leaf_fields_of
 from trueup.storage import Storage
+from trueup.storage.checked_rows import MalformedRowError
 from trueup.storage.checkpoints import CheckpointRecord
 from trueup.storage.heads import HeadRecord
-from trueup.storage.log import MalformedRowError, SealedDelta
+from trueup.storage.log import SealedDelta
 
 __all__ = ["AuditReport", "audit_log"]
 

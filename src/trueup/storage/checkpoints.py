@@ -7,8 +7,6 @@ can be sealed after it (the sequencer fails such deltas).
 
 from __future__ import annotations
 
-from typing import cast
-
 from trueup.proof import period_proof_root
 from trueup.storage.balance_records import ACCOUNT_NO_SQL
 from trueup.storage.balances import BalanceSnapshot
@@ -135,7 +133,7 @@ class CheckpointStore:
     def every(self, after: tuple[str, str, str] | None, limit: int) -> list[CheckpointRecord]:
         """Every tenant's checkpoints after ``(tenant, customer, period)`` ``after``, in that
         order (for audits; :class:`MalformedRowError` for a value of the wrong kind)."""
-        where, params = "", cast(tuple[str, ...], ())
+        where, params = "", tuple[str, ...]()
         if after is not None:
             where = "WHERE (tenant_id, customer_id, period) > (?, ?, ?)"
             params = after

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from trueup.storage.checked_rows import CheckedRow, MalformedRowError
+from trueup.storage.checked_rows import CheckedRow
 from trueup.storage.engine import Engine, Row
 from trueup.storage.heads import HeadRecord, head_at, head_by_root, head_from_row, latest_head, read_nodes
 from trueup.storage.locks import lock_count, locked_periods
@@ -24,7 +24,7 @@ from trueup.storage.seal import (
     write_waits_settled,
 )
 
-__all__ = ["LogStore", "MalformedRowError", "SealedDelta"]
+__all__ = ["LogStore", "SealedDelta"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +132,9 @@ class LogStore:
     def sealed(self, after_leaf: int, limit: int) -> list[SealedDelta]:
         """Verified deltas with ``leaf_index > after_leaf`` in leaf order (for audits).
 
-        Raises :class:`MalformedRowError` naming the first row with a value of the wrong kind
-        (a text amount, a missing running figure): an audit reads rows that may be tampered with.
+        Raises :class:`~trueup.storage.checked_rows.MalformedRowError` naming the first row with a
+        value of the wrong kind (a text amount, a missing running figure): an audit reads rows
+        that may be tampered with.
         """
         with self._engine.read() as tx:
             rows = tx.execute(
