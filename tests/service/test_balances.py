@@ -248,6 +248,16 @@ def test_a_period_locked_between_acceptance_and_sealing_fails_the_delta(services
     status = services.views.request_status(who, request_id, 10, 0)
     assert status.status == "failed"
     assert "locked by checkpoint" in (status.request.items[0][2].failure or "")
+    assert status.verified_at is None  # completed, but nothing of it was verified
+    # A request with one item verified and one failed has its time.
+    mixed = write(
+        services, who, delta("mar", 4, "2026-03-02T00:00:00Z"), delta("apr", 6, "2026-04-01T00:00:00Z")
+    )
+    services.balances.lock_period(who, {"customerId": "cust_12345", "period": "2026-03"})
+    seal_all(services)
+    partial = services.views.request_status(who, mixed, 10, 0)
+    assert partial.status == "partially_failed"
+    assert partial.verified_at is not None and partial.verified_at == partial.request.verified_at
 
 
 def test_a_customer_whose_only_delta_failed_under_a_lock_stays_known(services: Services) -> None:

@@ -158,6 +158,7 @@ def test_a_delta_refused_by_a_period_lock_writes_delta_failed(services: Services
     (completed,) = events(services, "verification.completed")
     assert completed["data"]["requestId"] == request_id and completed["data"]["status"] == "failed"
     assert completed["data"]["items"][0]["anchorId"] is None
+    assert completed["data"]["verifiedAt"] is None and completed["data"]["treeHead"] is None
 
 
 def test_locking_a_period_writes_checkpoint_verified_once(services: Services) -> None:

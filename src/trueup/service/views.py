@@ -30,6 +30,12 @@ class RequestStatus:
     status: str
     head: HeadRecord | None
 
+    @property
+    def verified_at(self) -> str | None:
+        """When the seal that settled the request's last item signed its head; ``None`` while
+        it is queued, and for a request none of whose items was verified (``failed``)."""
+        return None if self.status in ("queued", "failed") else self.request.verified_at
+
 
 class ViewService:
     def __init__(self, storage: Storage, log: LogService) -> None:

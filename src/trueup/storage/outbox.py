@@ -298,7 +298,8 @@ def _completed_requests(
                     "status": status,
                     "itemsRoot": None if head is None else head["rootHash"],
                     "treeHead": head,
-                    "verifiedAt": format_wire(verified_at),
+                    # Nothing of a failed request was verified: no time to give.
+                    "verifiedAt": None if status == "failed" else format_wire(verified_at),
                     "items": listed,
                 },
                 verified_at,

@@ -85,7 +85,7 @@ async def write_status(
                 "status": found.status,
                 "itemCount": view.item_count,
                 "acceptedAt": format_wire(view.accepted_at),
-                "verifiedAt": None if view.verified_at is None else format_wire(view.verified_at),
+                "verifiedAt": None if found.verified_at is None else format_wire(found.verified_at),
                 "items": items,
                 "limit": limit,
                 "offset": offset,
