@@ -129,6 +129,35 @@ def test_a_manual_retry_sends_a_failed_event_again_with_the_same_id(services: Se
     assert {r.headers[EVENT_ID_HEADER] for r in got} == {event_id}
 
 
+def test_a_manual_retry_made_while_the_last_attempt_is_on_the_wire_is_not_undone_by_it(
+    services: Services,
+) -> None:
+    """The retry is accepted while the 11th attempt is unanswered; that attempt's failure, which
+    would end the old budget, must not fail the delivery the retry has just queued again."""
+    services = replace(services, settings=replace(services.settings, webhook_retry_base_s=0.001))
+    principal = principal_for(services)
+    release = threading.Event()
+
+    def script(received: Any) -> int:
+        if received.number == MAX_ATTEMPTS:
+            release.wait(30)
+        return 200 if received.number > MAX_ATTEMPTS else 500
+
+    with Receiver(script) as receiver, dispatching(services):
+        one_completion(services, principal, receiver.url)
+        wait_until(lambda: len(receiver.requests()) == MAX_ATTEMPTS, timeout_s=30)
+        event_id = receiver.requests()[0].event_id
+        assert services.webhooks.retry(principal, event_id) == 1
+        release.set()
+        wait_until(lambda: statuses(services) != ["pending"], timeout_s=30)
+        assert statuses(services) == ["delivered"]
+    got = receiver.requests()
+    assert [r.status for r in got] == [500] * MAX_ATTEMPTS + [200]
+    detail = services.webhooks.event(principal, event_id)
+    assert [a.status_code for a in detail.attempts] == [500] * MAX_ATTEMPTS + [200]
+    assert [d.attempts for d in detail.deliveries] == [MAX_ATTEMPTS + 1]
+
+
 def test_a_timeout_is_a_failed_attempt_that_is_retried(services: Services) -> None:
     services = replace(services, settings=replace(services.settings, webhook_timeout_s=1.0))
     principal = principal_for(services)

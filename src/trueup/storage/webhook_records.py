@@ -86,11 +86,18 @@ class DueDelivery:
     endpoint: EndpointRecord
     attempts: int
     round_attempts: int
+    due_at: str
+    """When the delivery was due as it was claimed (its ``next_attempt_at``, canonical)."""
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptOutcome:
-    """A finished attempt. Not delivered and ``next_attempt_at`` ``None``: the delivery fails."""
+    """A finished attempt. Not delivered and ``next_attempt_at`` ``None``: the delivery fails.
+
+    ``due_at`` is the claimed delivery's :attr:`DueDelivery.due_at`: the attempt moves the
+    delivery on only while it is still due then, so that a delivery queued again meanwhile (a
+    manual retry, or another dispatcher's attempt) is not moved on by this older one.
+    ``None`` skips that check."""
 
     event_id: str
     endpoint_id: str
@@ -102,6 +109,7 @@ class AttemptOutcome:
     error: str | None
     delivered: bool
     next_attempt_at: str | None
+    due_at: str | None = None
 
 
 ENDPOINT_COLUMNS = """id, tenant_id, url, description, events, secret, previous_secret,

@@ -262,16 +262,20 @@ class WebhookStore:
             value = tx.scalar("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'")
         return None if value is None else str(value)
 
-    def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> None:
-        """Log finished attempts and move their deliveries on, in one transaction.
+    def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> list[AttemptOutcome]:
+        """Log finished attempts and move their deliveries on, in one transaction; return the
+        outcomes that moved their delivery on.
 
-        A delivery no longer pending (re-queued, delivered, or its endpoint deleted meanwhile)
-        keeps its state; the attempt is logged all the same. Attempts are numbered here, as
-        they are logged: a dispatcher that lost its role mid-send and the one that took it over
-        may each have sent the same delivery, and both sends are logged, one after the other.
+        A delivery no longer pending (delivered, or its endpoint deleted meanwhile), or queued
+        again since the attempt was claimed (a manual retry: it is due at another time than the
+        outcome's ``due_at``), keeps its state; the attempt is logged all the same. Attempts are
+        numbered here, as they are logged: a dispatcher that lost its role mid-send and the one
+        that took it over may each have sent the same delivery, and both sends are logged, one
+        after the other.
         """
         if not outcomes:
-            return
+            return []
+        applied: list[AttemptOutcome] = []
         with self._engine.write() as tx:
             self._engine.serialize(tx, "webhook-attempts")  # PostgreSQL; SQLite has one writer
             tx.executemany(
@@ -294,13 +298,15 @@ class WebhookStore:
                     for o in outcomes
                 ],
             )
-            tx.executemany(
-                """UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1,
-                       round_attempts = round_attempts + 1, next_attempt_at = ?,
-                       last_attempt_at = ?, last_status_code = ?, last_error = ?,
-                       delivered_at = COALESCE(?, delivered_at)
-                   WHERE event_id = ? AND endpoint_id = ? AND status = 'pending'""",
-                [
+            for o in outcomes:
+                moved = tx.execute(
+                    """UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1,
+                           round_attempts = round_attempts + 1, next_attempt_at = ?,
+                           last_attempt_at = ?, last_status_code = ?, last_error = ?,
+                           delivered_at = COALESCE(?, delivered_at)
+                       WHERE event_id = ? AND endpoint_id = ? AND status = 'pending'
+                         AND (CAST(? AS TEXT) IS NULL OR next_attempt_at = ?)
+                       RETURNING event_id""",
                     (
                         _status_after(o),
                         None if o.delivered else o.next_attempt_at,
@@ -310,10 +316,19 @@ class WebhookStore:
                         o.finished_at if o.delivered else None,
                         o.event_id,
                         o.endpoint_id,
+                        o.due_at,
+                        o.due_at,
+                    ),
+                )
+                if moved:
+                    applied.append(o)
+                else:  # still counted among the attempts made while the delivery was pending
+                    tx.execute(
+                        """UPDATE webhook_deliveries SET attempts = attempts + 1
+                           WHERE event_id = ? AND endpoint_id = ? AND status = 'pending'""",
+                        (o.event_id, o.endpoint_id),
                     )
-                    for o in outcomes
-                ],
-            )
+        return applied
 
 
 def _status_after(outcome: AttemptOutcome) -> str:
@@ -332,7 +347,7 @@ def _active_endpoint(tx: Tx, tenant_id: str, endpoint_id: str) -> EndpointRecord
 
 
 _DUE_COLUMNS = f"""d.event_id, d.endpoint_id, e.event_type, e.payload, d.attempts, d.round_attempts,
-    {ENDPOINT_COLUMNS_P}"""
+    {ENDPOINT_COLUMNS_P}, d.next_attempt_at"""
 """What :func:`_due` reads, from ``webhook_deliveries d`` joined by :data:`_DUE_JOINS`."""
 _DUE_JOINS = """JOIN webhook_events e ON e.id = d.event_id
     JOIN webhook_endpoints p ON p.id = d.endpoint_id"""
@@ -346,5 +361,6 @@ def _due(row: Row) -> DueDelivery:
         payload=str(row[3]),
         attempts=int(row[4]),
         round_attempts=int(row[5]),
-        endpoint=endpoint_record(row[6:]),
+        endpoint=endpoint_record(row[6:16]),
+        due_at=str(row[16]),
     )

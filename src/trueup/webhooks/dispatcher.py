@@ -177,18 +177,20 @@ class Dispatcher(ElectedRole):
         if not outcomes:
             return
         try:
-            self._storage.webhooks.record_attempts(outcomes)
+            applied = self._storage.webhooks.record_attempts(outcomes)
         except Exception:
             for outcome in outcomes:  # keep them for the next try; still in flight meanwhile
                 self._results.put(outcome)
             raise
+        moved_on = {(o.event_id, o.endpoint_id) for o in applied}
         for outcome in outcomes:
             self._in_flight.pop((outcome.event_id, outcome.endpoint_id), None)
             self.attempts += 1
             self.delivered += int(outcome.delivered)
             if outcome.delivered:
                 WEBHOOK_ATTEMPTS.labels("delivered").inc()
-            elif outcome.next_attempt_at:
+            elif outcome.next_attempt_at or (outcome.event_id, outcome.endpoint_id) not in moved_on:
+                # Retried on schedule, or queued again while this attempt was made: not given up.
                 WEBHOOK_ATTEMPTS.labels("retry").inc()
             else:
                 WEBHOOK_ATTEMPTS.labels("failed").inc()
@@ -327,4 +329,5 @@ class Dispatcher(ElectedRole):
             error=None if error is None else error[:_MAX_ERROR],
             delivered=delivered,
             next_attempt_at=next_at,
+            due_at=delivery.due_at,
         )
