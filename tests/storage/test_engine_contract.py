@@ -364,6 +364,54 @@ def test_a_holder_that_stops_asking_about_its_lock_loses_it_to_a_standby(pg_url:
         frozen.close()
 
 
+def test_a_writer_stopped_inside_its_transaction_lets_the_others_have_its_locks(pg_url: str) -> None:
+    """A process stopped (SIGSTOP, a frozen machine) inside a write transaction asks nothing
+    more of the server: the server ends its session once the transaction has been idle past the
+    timeout, so the seal's advisory lock (which the standby that took the sequencer role waits
+    on) and the rows it locked go to the other processes. Woken, it finds nothing committed."""
+    frozen, other = open_storage(pg_url), open_storage(pg_url)
+    frozen.engine.transaction_idle_timeout_s = 0.5  # type: ignore[attr-defined]
+    inside, wake = threading.Event(), threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def stopped_inside_a_seal() -> None:
+        try:
+            with frozen.engine.write() as tx:
+                frozen.engine.serialize(tx, "seal")
+                tx.execute("UPDATE scratch SET n = 1 WHERE id = 1")
+                inside.set()
+                wake.wait(60)  # stopped: nothing reaches the server meanwhile
+                tx.execute("UPDATE scratch SET n = 2 WHERE id = 1")
+        except Exception as exc:  # kept for the assertion below
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    try:
+        with other.engine.write() as tx:
+            tx.execute("CREATE TABLE scratch (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
+            tx.execute("INSERT INTO scratch (id, n) VALUES (1, 0)")
+        stopped = threading.Thread(target=stopped_inside_a_seal)
+        stopped.start()
+        try:
+            assert inside.wait(30)
+            with other.engine.write() as tx:
+                # A safety net: held by the stopped process for good, these would wait 30 s and fail.
+                tx.execute("SET LOCAL lock_timeout = '30s'")
+                other.engine.serialize(tx, "seal")
+                tx.execute("UPDATE scratch SET n = 3 WHERE id = 1")
+        finally:
+            wake.set()
+            stopped.join(30)
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], StorageUnavailableError), outcome
+        with other.engine.read() as tx:
+            assert tx.scalar("SELECT n FROM scratch WHERE id = 1") == 3
+    finally:
+        other.close()
+        frozen.close()
+
+
 def test_a_postgresql_transaction_whose_statement_failed_never_reports_committed(pg_url: str) -> None:
     """A caller that catches a failed statement and goes on must not be told its transaction
     committed: PostgreSQL rolls the COMMIT back, while psycopg would call it committed."""

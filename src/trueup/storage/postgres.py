@@ -184,6 +184,11 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET plan_cache_mode = force_custom_plan")
 
 
+_CONNECTION_ENDED = (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout)
+"""The connection is lost: the server is down or unreachable, or it ended a session whose
+transaction stayed idle too long (a stopped process, :meth:`PostgresEngine.write`)."""
+
+
 @contextmanager
 def _storage_errors() -> Iterator[None]:
     """psycopg's errors as the storage layer's: a unique key clash, or the database unavailable."""
@@ -191,7 +196,7 @@ def _storage_errors() -> Iterator[None]:
         yield
     except psycopg.errors.UniqueViolation as exc:
         raise IntegrityConflictError(str(exc)) from exc
-    except psycopg.OperationalError as exc:
+    except _CONNECTION_ENDED as exc:
         raise StorageUnavailableError(str(exc)) from exc
 
 
@@ -288,6 +293,9 @@ class PostgresEngine(Engine):
         # per role and process was a backend fork and an authentication each).
         self._standby: dict[str, psycopg.Connection[Any]] = {}
         self.lock_idle_timeout_s = LOCK_IDLE_TIMEOUT_S
+        self.transaction_idle_timeout_s = LOCK_IDLE_TIMEOUT_S
+        """How long a write transaction may wait between its statements before the server ends
+        its session (``idle_in_transaction_session_timeout``): only a stopped process waits so long."""
         self._reading: dict[int, _PgTx] = {}
         """The read open on each thread (by its ident), which reads nested in it join."""
         try:  # one connection first: a refused or unknown server is said at once, with its cause
@@ -314,6 +322,17 @@ class PostgresEngine(Engine):
         try:
             with self._pool.connection() as conn:
                 with conn.transaction() as transaction:
+                    # A process stopped inside this transaction (SIGSTOP, a frozen machine)
+                    # would hold its locks for as long as it is stopped: the seal's advisory
+                    # lock, which the standby that took the sequencer role then waits on, and
+                    # row locks (a key's rate-limit bucket, a tenant's plan counter) that the
+                    # writes of every other process wait on. The server ends such a session
+                    # once the transaction has been idle as long as a role's lock session may
+                    # be, and the locks with it; the transaction is not committed.
+                    conn.execute(
+                        "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                        (str(max(1, int(self.transaction_idle_timeout_s * 1000))),),
+                    )
                     yield _PgTx(conn)
                     if conn.info.transaction_status is TransactionStatus.INERROR:
                         # A statement failed and its caller went on: PostgreSQL would roll the
@@ -327,7 +346,7 @@ class PostgresEngine(Engine):
                 if transaction.status is not Transaction.Status.COMMITTED:
                     state = transaction.status.name.lower()
                     raise StorageUnavailableError(f"PostgreSQL is unavailable: the transaction ended {state}")
-        except psycopg.OperationalError as exc:  # lost connection, pool exhausted, server down
+        except _CONNECTION_ENDED as exc:  # lost connection, pool exhausted, server down
             raise StorageUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
 
     @contextmanager
