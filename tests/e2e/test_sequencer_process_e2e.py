@@ -63,6 +63,24 @@ def test_the_sequencer_child_is_restarted_and_dies_with_a_killed_server(tmp_path
     assert "30 leaves" in audit.stdout
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process parents from /proc")
+def test_a_stopped_sequencer_child_is_reported_down_not_leader(tmp_path: Path) -> None:
+    # A child stopped (SIGSTOP, a debugger) seals nothing and cannot report; /readyz said
+    # "leader" for as long as it was stopped, and beside the process that took the role over
+    # once the stopped one's lock had gone, two processes said "leader".
+    key = create_key(tmp_path, None)
+    with ServerProcess(tmp_path, None) as server:
+        child = _sequencer_child(server)
+        wait_until(lambda: _role(server) == "leader")
+        os.kill(child, signal.SIGSTOP)
+        try:
+            wait_until(lambda: _role(server) == "down", timeout_s=30)
+        finally:
+            os.kill(child, signal.SIGCONT)
+        wait_until(lambda: _role(server) == "leader", timeout_s=30)
+        write_and_wait_verified(server, key, "woken")
+
+
 def test_a_stopped_server_stops_its_sequencer_child(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path, None).start()
     child = _sequencer_child(server)

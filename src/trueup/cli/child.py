@@ -167,6 +167,8 @@ class SequencerProcess(SupervisedChild):
     """Runs ``trueup sequencer`` as a supervised child of this process."""
 
     name = "sequencer"
+    SILENT_S = 3.0
+    """A running child that has said nothing for this long is reported ``down``."""
 
     def __init__(
         self,
@@ -180,10 +182,26 @@ class SequencerProcess(SupervisedChild):
             ["trueup.cli.main", "sequencer", "--supervised"], data_dir, database_url, restart_pause_s
         )
         self._on_seal = on_seal
-        self.role = "standby"
-        """``leader`` or ``standby`` as the child last reported it; ``down`` while no child runs."""
+        self._role = "standby"
+        self._heard_at: float | None = None
+        """When the running child last reported anything (``None``: not yet)."""
         self._full_batch = FullBatchTrigger(batch_size)
         self._wake_lock = threading.Lock()
+
+    @property
+    def role(self) -> str:
+        """``leader`` or ``standby`` as the child last reported it; ``down`` while no child
+        runs, or once a running child has said nothing for ``SILENT_S`` (it reports its role
+        every second): stopped (SIGSTOP, a debugger) or stuck, it seals nothing, and a leader
+        stopped for long loses its lock to another process, which then leads."""
+        heard_at = self._heard_at
+        if self._role != "down" and heard_at is not None and time.monotonic() - heard_at > self.SILENT_S:
+            return "down"
+        return self._role
+
+    @role.setter
+    def role(self, value: str) -> None:
+        self._role = value
 
     def note_queued(self, count: int) -> None:
         """Deltas were queued in this process: ask the child to seal at once when a full batch
@@ -213,6 +231,7 @@ class SequencerProcess(SupervisedChild):
         return process
 
     def _down(self) -> None:
+        self._heard_at = None
         self.role = "down"
 
     def _follow(self, process: subprocess.Popen[str]) -> int:
@@ -222,6 +241,7 @@ class SequencerProcess(SupervisedChild):
         try:
             with process.stdout:
                 for line in process.stdout:
+                    self._heard_at = time.monotonic()
                     kind, _, rest = line.strip().partition(" ")
                     if kind == "role" and rest in ("leader", "standby"):
                         self.role = rest

@@ -2,7 +2,8 @@
 
 ``trueup serve`` also runs this command as its own child process (``--sequencer process``, see
 :mod:`trueup.cli.child`) with the hidden flag ``--supervised``. Then the child reports on stdout,
-one line each, its role when it changes (``role leader`` / ``role standby``) and every seal
+one line each, its role when it changes and again every second (``role leader`` / ``role
+standby``: a parent that stops hearing it reports it down) and every seal
 (``sealed <leaves> <failed> <seconds> <tree size> <events>``, which the parent turns into its
 metrics and a webhook wake-up). It reads its stdin: any bytes there mean "a full batch is
 queued, seal now" (DESIGN.md §3), and end of file, which comes the moment the parent exits or is
@@ -18,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import TextIO
 
 from trueup.cli.options import add_storage_options, configure_logging, settings_from
@@ -28,6 +30,8 @@ from trueup.storage.seal import SealOutcome
 __all__ = ["run"]
 
 _ROLE_CHECK_S = 0.25
+_ROLE_REPEAT_S = 1.0
+"""How often the role is reported when it has not changed (``SequencerProcess.SILENT_S``)."""
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +86,15 @@ def run(argv: list[str]) -> int:
     if args.supervised:
         threading.Thread(target=_follow_parent, args=(loop, stop), daemon=True).start()
     loop.start()
-    reported = None
+    reported, reported_at = None, 0.0
     while not stop.wait(_ROLE_CHECK_S):
         role = "leader" if loop.is_leader else "standby"
-        if reports is not None and role != reported:
+        now = time.monotonic()
+        # Said again every second too: a parent that hears nothing for a while (this process
+        # stopped, or frozen) no longer reports the role it last heard.
+        if reports is not None and (role != reported or now - reported_at >= _ROLE_REPEAT_S):
             reports.send(f"role {role}")
-            reported = role
+            reported, reported_at = role, now
     loop.stop()
     services.close()
     return 0
