@@ -392,6 +392,18 @@ def test_health_probes_answer_head_without_a_body(running: Running, path: str) -
     assert list(paths[path]) == ["get"]  # HEAD is not a second documented operation
 
 
+@pytest.mark.parametrize(
+    "path", ["/api/v1/balance/usage", "/api/v1/log/checkpoint", "/api/v1/webhooks", "/metrics"]
+)
+def test_get_routes_answer_head_with_the_same_status_and_no_body(running: Running, path: str) -> None:
+    for headers in (running.headers, {}):  # and without a key, the same refusal
+        got = httpx.get(f"{running.url}{path}", headers=headers)
+        head = httpx.head(f"{running.url}{path}", headers=headers)
+        assert head.status_code == got.status_code, (path, headers)
+        assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"]
+    assert httpx.head(f"{running.url}{path}", headers=running.headers).status_code == 200
+
+
 def test_a_key_in_use_stops_working_soon_after_revocation(running: Running) -> None:
     key = create_key(running.data_dir, running.database_url, "acme")
     headers = {**running.headers, "X-Api-Key": key}

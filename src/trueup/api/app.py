@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from trueup import __version__
 from trueup.api.errors import install_error_handlers
@@ -18,11 +19,24 @@ from trueup.api.responses import JSONResponse
 from trueup.api.routes import balance, checkpoints, customers, emit, health, log, webhooks, writes
 from trueup.service.container import Services
 
-__all__ = ["create_app"]
+__all__ = ["ROUTERS", "create_app"]
 
 DESCRIPTION = """Trueup is a neutral, verifiable balance ledger. Vendors write signed integer
 deltas; every accepted delta is sealed into an append-only RFC 9162 Merkle log with signed
 checkpoints; balances are derived from sealed deltas only. Authenticate with `X-Api-Key`."""
+
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    metrics_router,
+    writes.router,
+    emit.router,
+    log.router,
+    balance.router,
+    checkpoints.router,
+    customers.router,
+    webhooks.router,
+)
+"""Every route of the API, in the order the app includes them."""
 
 
 def create_app(
@@ -65,15 +79,9 @@ def create_app(
     app.state.committer_state = committer_state or (lambda: "thread")
     app.state.dispatcher_role = dispatcher_role or (lambda: "off")
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(metrics_router)
-    app.include_router(writes.router)
-    app.include_router(emit.router)
-    app.include_router(log.router)
-    app.include_router(balance.router)
-    app.include_router(checkpoints.router)
-    app.include_router(customers.router)
-    app.include_router(webhooks.router)
+    for router in ROUTERS:
+        _answer_head_as_get(router)
+        app.include_router(router)
     app.add_middleware(ResponseCounter)
     # Added late, so it runs early: the hot write routes skip routing and dependencies.
     answers = WriteAnswers(services)
@@ -82,3 +90,24 @@ def create_app(
     app.add_middleware(RefuseAmbiguousInput)  # first of all: no route, fast or not, sees a NUL
     install_openapi(app)
     return app
+
+
+def _answer_head_as_get(router: APIRouter) -> None:
+    """Every ``GET`` route of ``router`` answers ``HEAD`` too (RFC 9110 §9.3.2: the same status
+    and headers, no body; the server leaves the body out), which FastAPI does not do by itself:
+    load balancers and uptime checks often probe with HEAD. Left out of the OpenAPI document,
+    which would list each as a second operation of its path. Adds each once, however many apps
+    are made from the router."""
+    routes = [route for route in router.routes if isinstance(route, APIRoute)]
+    taken = {route.path for route in routes if "HEAD" in (route.methods or ())}
+    for route in routes:
+        if "GET" in (route.methods or ()) and route.path not in taken:
+            router.add_api_route(
+                route.path,
+                route.endpoint,
+                methods=["HEAD"],
+                include_in_schema=False,
+                response_class=route.response_class,
+                status_code=route.status_code,
+                name=f"{route.name}_head",
+            )

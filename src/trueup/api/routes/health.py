@@ -79,10 +79,3 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
             },
         }
     )
-
-
-# Load balancers and uptime checks often probe with HEAD: the same status without a body (the
-# server leaves the body out). Left out of the OpenAPI document, which would list each as a
-# second operation of the path.
-router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
-router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)

@@ -1,0 +1,35 @@
+"""The application's route table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fastapi.routing import APIRoute
+
+from trueup.api.app import ROUTERS, create_app
+from trueup.service.container import Services, open_services
+from trueup.service.settings import Settings
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    opened = open_services(replace(Settings(), data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/t.db"))
+    yield opened
+    opened.close()
+
+
+def test_every_get_route_answers_head_and_documents_only_get(services: Services) -> None:
+    create_app(services)
+    app = create_app(services)  # a second app from the same routers adds nothing twice
+    routes = [route for router in ROUTERS for route in router.routes if isinstance(route, APIRoute)]
+    gets = {route.path: route for route in routes if "GET" in (route.methods or ())}
+    heads = {route.path: route for route in routes if "HEAD" in (route.methods or ())}
+    assert len(heads) == len([route for route in routes if "HEAD" in (route.methods or ())])
+    assert len(gets) > 20 and set(gets) == set(heads)
+    for path, head in heads.items():
+        assert head.endpoint is gets[path].endpoint and not head.include_in_schema, path
+    documented = app.openapi()["paths"]
+    assert not any("head" in documented.get(path, {}) for path in heads)
