@@ -470,10 +470,24 @@ def test_compare_counts_unstated_months_as_zero_and_unverified_months_as_expecte
     assert report_of(result)["recommendation"] == (
         f"{REVIEW} The discrepancy originates in 2 periods: April 2026 and January 2026. In "
         "April 2026, your stated net of 15 differs from the verified net of 0 by 15. In January "
-        "2026, your stated net of 0 differs from the verified net of 500 by -500; a 200-unit "
-        "credit and a 300-unit credit were not reflected in your records. Your stated monthly "
+        "2026, your monthly nets do not list it, which counts as a net of 0, while the verified "
+        "net is 500; a 200-unit credit and a 300-unit credit were not reflected in your records. "
+        "Your stated monthly "
         "nets explain -485 of your difference of -585; the remaining -100 is not in any month, "
         "so check the agreed starting balance and startingCheckpoint."
+    )
+
+
+def test_compare_words_a_month_stated_as_zero_apart_from_one_not_listed() -> None:
+    windows = [ClaimedWindow("2026-03", 260), ClaimedWindow("2026-02", -700)]
+    listed = compare(HISTORY, yours=60 - 500, theirs=60, your_windows=[*windows, ClaimedWindow("2026-01", 0)])
+    omitted = compare(HISTORY, yours=60 - 500, theirs=60, your_windows=windows)
+
+    assert windows_of(listed) == windows_of(omitted)  # the same month, counted the same
+    assert "In January 2026" not in report_of(listed)["recommendation"]  # one window: no "In"
+    assert "your stated net of 0 differs from the verified net of 500" in report_of(listed)["recommendation"]
+    assert (
+        "your monthly nets do not list it, which counts as a net of 0" in report_of(omitted)["recommendation"]
     )
 
 

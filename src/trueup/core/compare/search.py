@@ -80,7 +80,8 @@ class Search:
                 windows, mode = self._pairs(party, diff, budget), "pair"
             if not windows:
                 mode = "none"
-        return Finding(party, diff, mode, windows, self.truncated, budget.exhausted)
+        unlisted = frozenset(w.period for w in windows if claims is not None and w.period not in claims)
+        return Finding(party, diff, mode, windows, self.truncated, budget.exhausted, unlisted)
 
     def _stated(self, party: Party, claims: Mapping[str, int], budget: _Budget) -> tuple[WindowToReview, ...]:
         windows = []

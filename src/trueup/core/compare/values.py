@@ -156,3 +156,5 @@ class Finding:
     windows: tuple[WindowToReview, ...]
     truncated: bool  # more matches exist than the limits let us list
     exhausted: bool  # the work bound ran out before the search was complete
+    unlisted: frozenset[str] = frozenset()
+    """With stated nets: the windows' periods the party did not list (counted as net 0)."""

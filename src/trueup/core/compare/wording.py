@@ -113,10 +113,16 @@ def _stated_text(f: Finding, owner: str, labels: Sequence[str], off_by: str) -> 
         )
     details = []
     for w in f.windows:
-        detail = (
-            f"{owner} stated net of {w.their_net} differs from the verified net of "
-            f"{w.expected_net} by {w.difference}"
-        )
+        if w.period in f.unlisted:  # counted as 0: no entries in the party's books
+            detail = (
+                f"{owner} monthly nets do not list it, which counts as a net of 0, while the "
+                f"verified net is {w.expected_net}"
+            )
+        else:
+            detail = (
+                f"{owner} stated net of {w.their_net} differs from the verified net of "
+                f"{w.expected_net} by {w.difference}"
+            )
         details.append(f"{detail}; {_phrases(w, owner)}" if w.candidates else detail)
     if len(f.windows) == 1:
         text = f"The discrepancy originates in the {labels[0]} period, where {details[0]}."
