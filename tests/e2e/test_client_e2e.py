@@ -14,7 +14,15 @@ import pytest
 
 from tests.e2e.conftest import Running
 from tests.e2e.server import free_port, local_server
-from trueup.proof import PeriodError, ProofError, node_hash, verify_checkpoint
+from trueup.cli.main import main
+from trueup.proof import (
+    CheckpointSigner,
+    PeriodError,
+    ProofError,
+    node_hash,
+    private_key_from_seed,
+    verify_checkpoint,
+)
 from trueup.sdk import Client, TrueupError
 
 
@@ -364,3 +372,55 @@ def test_a_period_is_checked_page_by_page_and_a_forged_page_fails_here(
         pytest.raises(PeriodError, match="duplicate member 'summary'"),
     ):
         liar.verify_period(root, pinned, page_size=2)
+
+
+_ERROR = {"success": False, "statusCode": 429, "code": "RATE_LIMITED", "message": "slow down"}
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "content"),
+    [
+        # a body that is not what its Content-Encoding says
+        (200, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, b"not gzip"),
+        # advice past the largest float, on a reply that is retried and on one that is not
+        (429, {"Content-Type": "application/json"}, b'{"retryAfterSeconds": 1' + b"0" * 400 + b"}"),
+        (404, {"Content-Type": "application/json"}, b'{"retryAfterSeconds": 1' + b"0" * 400 + b"}"),
+        # a Retry-After of a digit that is not ASCII ("\u00b2".isdigit() is true)
+        (429, {"Content-Type": "application/json", "Retry-After": "\u00b2"}, json.dumps(_ERROR).encode()),
+    ],
+)
+def test_a_malformed_reply_is_a_trueup_error_not_a_crash(
+    status: int, headers: dict[str, str], content: bytes
+) -> None:
+    def malformed(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return status, headers, content
+
+    with (
+        local_server(malformed) as url,
+        Client(url, "pk_live_a.b", retries=0) as client,
+        pytest.raises(TrueupError) as failed,
+    ):
+        client.usage()
+    assert failed.value.code in ("BAD_REPLY", "HTTP_ERROR", "RATE_LIMITED")
+
+
+def test_verify_period_says_a_reply_it_cannot_decode_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    def garbled(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return 200, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, b"not gzip"
+
+    with local_server(garbled) as url:
+        code = main(["verify-period", "0x" + "ab" * 32, "--key", _ANY_KEY, "--url", url])
+    assert code == 1
+    assert capsys.readouterr().out.startswith("FAILED: the server did not give the period: 'BAD_REPLY: ")
+
+
+def test_a_log_key_reply_without_the_key_is_a_trueup_error() -> None:
+    def keyless(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return 200, {"Content-Type": "application/json"}, b'{"success": true, "data": {}}'
+
+    with local_server(keyless) as url, Client(url) as client, pytest.raises(TrueupError) as failed:
+        client.log_key()
+    assert failed.value.code == "BAD_REPLY"
+
+
+_ANY_KEY = CheckpointSigner(private_key_from_seed(b"\x07" * 32), "localhost/trueup").verifier_key()

@@ -15,6 +15,7 @@ checks that the log's newest signed checkpoint extends one you verified before.
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 import time
@@ -40,6 +41,7 @@ from trueup.proof import (
     verify_consistency,
 )
 from trueup.proof.canonical import hex_hash, unique_members
+from trueup.proof.errors import shown
 from trueup.sdk.errors import TrueupError
 
 __all__ = ["Client", "Followed", "VerifiedDelta"]
@@ -195,7 +197,9 @@ class Client:
     def log_key(self) -> str:
         """The verifier key the server says signs its log. Pin it from a source you trust (the
         operator, ``trueup log-key``): the checks below are only as good as the key given."""
-        key: str = self._get("/api/v1/log/key")["verifierKey"]
+        key = self._get("/api/v1/log/key").get("verifierKey")
+        if not isinstance(key, str):
+            raise TrueupError("BAD_REPLY", f"the reply holds no verifierKey text, got {shown(key)}", 200)
         return key
 
     def log_checkpoint(self) -> str:
@@ -354,6 +358,10 @@ class Client:
                         "CONNECTION_ERROR", f"no reply from {self._http.base_url}: {exc}"
                     ) from exc
                 wait = _backoff(attempt)
+            except httpx.DecodingError as exc:  # a body its Content-Encoding does not describe
+                raise TrueupError(
+                    "BAD_REPLY", f"a reply from {self._http.base_url} that cannot be decoded: {exc}"
+                ) from exc
             else:
                 advised = _retry_advice(reply)
                 if advised is None or not retry or attempt >= self._retries:
@@ -392,11 +400,24 @@ def _retry_advice(reply: httpx.Response) -> float | None:
     body = _json(reply)
     if reply.status_code == 202 and (not isinstance(body, dict) or body.get("code") != "IDEMPOTENCY_PENDING"):
         return None
-    advised = body.get("retryAfterSeconds") if isinstance(body, dict) else None
-    if isinstance(advised, int | float) and not isinstance(advised, bool) and advised >= 0:
-        return float(advised)
+    advised = _seconds(body.get("retryAfterSeconds") if isinstance(body, dict) else None)
+    if advised is not None and advised >= 0:
+        return advised
     header = reply.headers.get("Retry-After", "")
-    return float(header) if header.isdigit() else -1.0
+    # ASCII digits only: str.isdigit() also takes "²", which float() refuses.
+    return float(header) if header.isascii() and header.isdigit() else -1.0
+
+
+def _seconds(value: object) -> float | None:
+    """A JSON number of seconds as a float (an integer too large for one is infinite), or
+    ``None`` for anything else (a boolean, a string, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer past the largest float
+        return math.inf if value > 0 else -math.inf
+    return None if math.isnan(seconds) else seconds
 
 
 def _json(reply: httpx.Response) -> object:
@@ -419,11 +440,10 @@ def _data(reply: httpx.Response) -> dict[str, Any]:
         raise TrueupError(
             code, str(body.get("message", "the reply holds no data")), reply.status_code, body=body
         )
-    retry_after = body.get("retryAfterSeconds")
     raise TrueupError(
         str(body.get("code", "HTTP_ERROR")),
         str(body.get("message", reply.reason_phrase)),
         reply.status_code,
-        retry_after=float(retry_after) if isinstance(retry_after, int | float) else None,
+        retry_after=_seconds(body.get("retryAfterSeconds")),
         body=body,
     )
