@@ -110,6 +110,17 @@ def test_a_file_saved_with_a_byte_order_mark_verifies(
     assert capsys.readouterr().out.startswith(f"OK: {BUNDLE['anchorId']} ")
 
 
+def test_a_key_file_saved_with_a_byte_order_mark_is_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps(BUNDLE))
+    key_file = tmp_path / "log.key"
+    key_file.write_bytes(b"\xef\xbb\xbf" + VKEY.encode() + b"\r\n")
+    assert verify.run([str(bundle), "--key", str(key_file)]) == 0
+    assert capsys.readouterr().out.startswith(f"OK: {BUNDLE['anchorId']} ")
+
+
 def test_ok_shows_the_leafs_ids_in_full(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A one-leaf log whose key and customer are long and alike but for their ends."""
     leaf = {**BUNDLE["leaf"], "key": "L" * 200 + "-B\n", "customerId": "c" * 127 + "9"}

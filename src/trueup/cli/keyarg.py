@@ -41,7 +41,8 @@ def read_verifier_key(value: str) -> VerifierKey:
         as_key = not_a_key
     path = Path(value)
     try:
-        content = path.read_text("utf-8").strip()
+        # A byte order mark, which some editors write, is not part of the key (as for a bundle).
+        content = path.read_text("utf-8").removeprefix("\ufeff").strip()
     except FileNotFoundError:
         raise KeyArgumentError(
             f"--key {text[:120]!r} is neither a verifier key ({as_key}) nor a file"
