@@ -18,7 +18,7 @@ from tests.e2e.conftest import Running
 from tests.e2e.server import free_port, local_server
 from trueup.cli.main import main
 from trueup.cli.verifyperiod import ok_line
-from trueup.proof import VerifiedPeriod
+from trueup.proof import VerifiedPeriod, parse_checkpoint
 from trueup.sdk import Client
 
 CUSTOMER = "cli-period-cust"
@@ -124,6 +124,20 @@ def test_a_root_the_server_does_not_know_and_no_server_fail(
     assert code == 1 and out.startswith("FAILED: the server did not give the period: '404 "), out
     code, out = _run(capsys, "0x" + "ab" * 32, "--key", key, "--url", f"http://127.0.0.1:{free_port()}")
     assert code == 1 and out.startswith("FAILED: the server did not give the period: 'CONNECTION_ERROR"), out
+
+
+def test_a_tree_heads_root_is_said_to_be_no_period(
+    running: Running, locked: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, key = locked
+    with Client(running.url) as public:
+        head_root = "0x" + parse_checkpoint(public.log_checkpoint())[1].root.hex()
+    code, out = _run(capsys, head_root, "--key", key, "--url", running.url)
+    assert code == 1
+    assert out == (
+        f"FAILED: page 1.type: {head_root} is the root of a tree head, not a period checkpoint's "
+        "proof root (a tree head is checked with its signed checkpoint)\n"
+    )
 
 
 @pytest.mark.parametrize(

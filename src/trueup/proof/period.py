@@ -167,6 +167,11 @@ class PeriodCheck:
         self.proof_root = _root(first.get("proofRoot"), "page 1.proofRoot")
         if expected_root is not None and not hmac.compare_digest(self.proof_root, expected_root):
             raise PeriodError(f"page 1.proofRoot: 0x{self.proof_root.hex()} is not the root asked for")
+        if first.get("type") == "treeHead":  # GET /api/v1/verify/{root} answers for those too
+            raise PeriodError(
+                f"page 1.type: 0x{self.proof_root.hex()} is the root of a tree head, not a period "
+                "checkpoint's proof root (a tree head is checked with its signed checkpoint)"
+            )
         self.customer_id = _member(first, "customerId", str, "page 1")
         self.period = _member(first, "period", str, "page 1")
         if not _PERIOD.fullmatch(self.period):
