@@ -10,6 +10,7 @@ import pytest
 
 from trueup.service.container import open_services
 from trueup.service.settings import PLAN_ALLOWANCES, Settings, SettingsError, parse_plan_allowances
+from trueup.storage import open_storage
 
 
 def test_plan_allowances_default_to_pacspace_s_and_can_be_changed_or_added() -> None:
@@ -127,6 +128,44 @@ def test_a_value_no_server_could_work_with_is_refused_naming_the_variable(
 ) -> None:
     with pytest.raises(SettingsError, match=f"^{name}:? {message}"):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "TRUEUP_MAX_QUEUE_DEPTH",
+        "TRUEUP_QUEUE_PACE_DEPTH",
+        "TRUEUP_SEAL_BATCH_SIZE",
+        "TRUEUP_SEAL_MAX_BATCH_SIZE",
+        "TRUEUP_SEAL_INTERVAL_MS",
+        "TRUEUP_MAX_BODY_BYTES",
+        "TRUEUP_RATE_LIMIT_BURST",
+    ],
+)
+def test_an_integer_setting_past_what_a_database_integer_holds_is_refused(name: str) -> None:
+    # TRUEUP_MAX_QUEUE_DEPTH=99999999999999999999 started a server whose every write was a 500
+    # (the depth is bound into "LIMIT ?", which neither SQLite nor PostgreSQL takes so large).
+    with pytest.raises(SettingsError, match=rf"^{name} must be at most 9,223,372,036,854,775,807, got '"):
+        Settings.from_env({name: str(2**63)})
+    assert getattr(Settings.from_env({name: str(2**63 - 1)}), name[len("TRUEUP_") :].lower()) == 2**63 - 1
+
+
+def test_an_override_burst_past_what_a_database_integer_holds_is_refused() -> None:
+    with pytest.raises(SettingsError, match=r"TRUEUP_RATE_LIMIT_OVERRIDES: .*2\^63 - 1 \(key=rate/burst\)"):
+        Settings.from_env({"TRUEUP_RATE_LIMIT_OVERRIDES": f"k=5/{2**63}"})
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_largest_queue_depth_accepted_is_one_the_database_counts_to(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = f"sqlite:///{tmp_path / 'trueup.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    largest = Settings.from_env({"TRUEUP_MAX_QUEUE_DEPTH": str(2**63 - 1)}).max_queue_depth
+    storage = open_storage(url)
+    try:
+        assert storage.log.queued_at_least(largest) == 0
+    finally:
+        storage.close()
 
 
 def test_flags_take_the_usual_words_and_the_bounds_themselves() -> None:

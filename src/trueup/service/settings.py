@@ -82,6 +82,9 @@ def unknown_plan(plan: str) -> str:
 _Number = TypeVar("_Number", int, float)
 _MIN_BODY_BYTES = 1_024
 """The smallest TRUEUP_MAX_BODY_BYTES: below it not even a one-item write fits."""
+_LARGEST_INT = 2**63 - 1
+"""The largest integer setting: queue depths and seal sizes are bound into SQL (``LIMIT ?``),
+and neither SQLite nor PostgreSQL takes a larger integer there (every write failed with a 500)."""
 
 
 def _env_int(
@@ -94,7 +97,7 @@ def _env_int(
         value = int(raw)
     except ValueError as exc:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
-    return _within(name, raw, value, minimum, maximum)
+    return _within(name, raw, value, minimum, _LARGEST_INT if maximum is None else maximum)
 
 
 def _env_float(env: Mapping[str, str], name: str, default: float, minimum: float | None = None) -> float:
@@ -194,10 +197,11 @@ def parse_overrides(text: str) -> dict[str, RateLimit]:
             not key_id.strip()
             or not math.isfinite(limit.rate_per_s)
             or min(limit.rate_per_s, limit.burst) < 0
+            or limit.burst > _LARGEST_INT
         ):
             raise SettingsError(
                 f"TRUEUP_RATE_LIMIT_OVERRIDES: {entry!r} needs a key id, a finite rate of at least 0 "
-                "and a burst of at least 0 (key=rate/burst)"
+                "and a burst of 0 to 2^63 - 1 (key=rate/burst)"
             )
         limits[key_id.strip()] = limit
     return limits
