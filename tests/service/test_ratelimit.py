@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from trueup.core.errors import RateLimitedError
@@ -71,3 +73,25 @@ def test_a_rate_too_small_to_wait_for_is_a_429_of_a_day_not_a_500() -> None:
     with pytest.raises(RateLimitedError) as refused:
         limiter.check("tiny")
     assert refused.value.retry_after_seconds == 86_400
+
+
+@pytest.mark.parametrize(("rate", "pause_s"), [(1e308, 2.1), (5e-324, 0.0)])
+def test_a_shared_bucket_at_an_extreme_rate_answers_rather_than_failing(
+    pg_url: str, rate: float, pause_s: float
+) -> None:
+    # Each was a 500 for the key's requests: 1e308/s times the two seconds between requests
+    # overflows PostgreSQL's double precision, and 5e-324/s times the fraction of a second
+    # between two quick requests underflows it; both are refused there as "value out of range".
+    storage = open_storage(pg_url)
+    try:
+        store = RateLimitStore(storage.engine)
+        assert store.take("k", rate, 2) == 0
+        if pause_s:
+            time.sleep(pause_s)
+        outcomes = [store.take("k", rate, 2) for _ in range(3)]
+    finally:
+        storage.close()
+    if rate > 1:
+        assert outcomes == [0.0, 0.0, 0.0]  # refilled at once: as good as no limit
+    else:
+        assert outcomes[0] == 0.0 and outcomes[1] > 86_400 and outcomes[2] > 86_400  # burst 2, then none

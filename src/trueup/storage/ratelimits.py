@@ -25,12 +25,23 @@ RETURNING tokens, allowed
 """
 
 
+_FASTEST_PER_S = 1e12
+_SLOWEST_PER_S = 1e-12
+"""The rates the refill is computed at, at most and at least. PostgreSQL refuses
+``double precision`` arithmetic that overflows or underflows ("value out of range"), so a
+rate of 1e308/s (the elapsed time times it) or of 5e-324/s (a fraction of a second times it)
+answered the key's requests with a 500. No client sends 1e12 requests a second, and a bucket refilled at
+1e-12/s gains a token in 31,000 years: the limit is the same, the arithmetic stays in range
+(the wait told a refused request is still reckoned at the configured rate)."""
+
+
 class RateLimitStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     def take(self, key_id: str, rate_per_s: float, burst: int) -> float:
         """Take one token; return 0 when granted, else the seconds until one is available."""
+        refill = min(max(rate_per_s, _SLOWEST_PER_S), _FASTEST_PER_S)
         with self._engine.write() as tx:
             row = tx.one(
                 _TAKE,
@@ -38,13 +49,13 @@ class RateLimitStore:
                     key_id,
                     float(burst),
                     float(burst),
-                    rate_per_s,
+                    refill,
                     float(burst),
-                    rate_per_s,
+                    refill,
                     float(burst),
-                    rate_per_s,
+                    refill,
                     float(burst),
-                    rate_per_s,
+                    refill,
                 ),
             )
         assert row is not None
