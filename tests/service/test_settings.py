@@ -150,6 +150,15 @@ def test_an_integer_setting_past_what_a_database_integer_holds_is_refused(name: 
     assert getattr(Settings.from_env({name: str(2**63 - 1)}), name[len("TRUEUP_") :].lower()) == 2**63 - 1
 
 
+@pytest.mark.parametrize("url", ["sqlite:///", "sqlite://", "sqlite:"])
+def test_a_sqlite_url_without_a_file_is_refused(url: str) -> None:
+    # "sqlite:///" was taken as the working directory: the command stopped with exit status 1,
+    # "cannot open SQLite database .", after warning that "." may be read by other users.
+    with pytest.raises(SettingsError, match=r"^TRUEUP_DATABASE_URL must be sqlite:///<path> or postgresql://"):
+        Settings.from_env({"TRUEUP_DATABASE_URL": url})
+    assert Settings.from_env({"TRUEUP_DATABASE_URL": "sqlite:///x.db"}).database_url == "sqlite:///x.db"
+
+
 def test_an_override_burst_past_what_a_database_integer_holds_is_refused() -> None:
     with pytest.raises(SettingsError, match=r"TRUEUP_RATE_LIMIT_OVERRIDES: .*2\^63 - 1 \(key=rate/burst\)"):
         Settings.from_env({"TRUEUP_RATE_LIMIT_OVERRIDES": f"k=5/{2**63}"})

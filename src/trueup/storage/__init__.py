@@ -67,8 +67,11 @@ def sqlite_path(database_url: str) -> Path | None:
 
 
 def is_database_url(database_url: str) -> bool:
-    """Whether the URL names a backend :func:`open_storage` has (SQLite or PostgreSQL)."""
-    return database_url.startswith((_SQLITE, *_POSTGRESQL))
+    """Whether the URL names a backend :func:`open_storage` has (SQLite or PostgreSQL); a
+    SQLite URL must name a file (``sqlite:///`` alone named the working directory)."""
+    if database_url.startswith(_SQLITE):
+        return database_url != _SQLITE
+    return database_url.startswith(_POSTGRESQL)
 
 
 def open_storage(
