@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
-DATA_DIR ?= ./data
+# Empty: the server's own default (TRUEUP_DATA_DIR, else ./data); DATA_DIR=… overrides both.
+DATA_DIR ?=
 
 .PHONY: install serve test lint bench bench-quick clean
 
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/trueup serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+	$(BIN)/trueup serve --host $(HOST) --port $(PORT)$(if $(DATA_DIR), --data-dir $(DATA_DIR))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
