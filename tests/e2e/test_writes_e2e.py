@@ -355,7 +355,7 @@ def test_unknown_routes_and_methods_use_the_error_envelope(running: Running) -> 
     assert wrong.headers["Allow"] == "POST"  # RFC 9110: a 405 says which methods the path takes
     # all of them, though routes of their own take them
     hooks = httpx.put(f"{running.url}/api/v1/webhooks", headers=running.headers)
-    assert hooks.status_code == 405 and hooks.headers["Allow"] == "DELETE, GET, POST"
+    assert hooks.status_code == 405 and hooks.headers["Allow"] == "DELETE, GET, HEAD, POST"
     health = httpx.post(f"{running.url}/healthz")
     assert health.status_code == 405 and health.headers["Allow"] == "GET, HEAD"
     unknown = httpx.get(f"{running.url}/api/v1/writes/req_doesnotexist", headers=running.headers)
