@@ -137,7 +137,6 @@ def test_a_value_no_server_could_work_with_is_refused_naming_the_variable(
         "TRUEUP_QUEUE_PACE_DEPTH",
         "TRUEUP_SEAL_BATCH_SIZE",
         "TRUEUP_SEAL_MAX_BATCH_SIZE",
-        "TRUEUP_SEAL_INTERVAL_MS",
         "TRUEUP_MAX_BODY_BYTES",
         "TRUEUP_RATE_LIMIT_BURST",
     ],
@@ -150,11 +149,41 @@ def test_an_integer_setting_past_what_a_database_integer_holds_is_refused(name: 
     assert getattr(Settings.from_env({name: str(2**63 - 1)}), name[len("TRUEUP_") :].lower()) == 2**63 - 1
 
 
+def test_a_seal_interval_longer_than_a_day_is_refused() -> None:
+    # 9223372036854775807 was accepted, and every round of the sequencer then failed on a wait
+    # past what the platform's clock holds: nothing was ever sealed.
+    for raw in (str(2**63 - 1), "86400001"):
+        with pytest.raises(SettingsError, match=r"^TRUEUP_SEAL_INTERVAL_MS must be at most 86,400,000, got "):
+            Settings.from_env({"TRUEUP_SEAL_INTERVAL_MS": raw})
+    assert Settings.from_env({"TRUEUP_SEAL_INTERVAL_MS": "86400000"}).seal_interval_ms == 86_400_000
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "TRUEUP_QUEUE_PACE_MAX_WAIT_S",
+        "TRUEUP_BODY_TIMEOUT_S",
+        "TRUEUP_KEY_CACHE_TTL_S",
+        "TRUEUP_WEBHOOK_RETRY_BASE_S",
+        "TRUEUP_WEBHOOK_TIMEOUT_S",
+    ],
+)
+def test_a_duration_longer_than_a_day_is_refused(name: str) -> None:
+    # 1e300 was accepted and failed only where it was used: a socket's timeout or a thread's
+    # wait that long raises OverflowError.
+    for raw in ("1e300", "86400.5"):
+        with pytest.raises(SettingsError, match=rf"^{name} must be at most 86400, got "):
+            Settings.from_env({name: raw})
+    assert getattr(Settings.from_env({name: "86400"}), name[len("TRUEUP_") :].lower()) == 86_400
+
+
 @pytest.mark.parametrize("url", ["sqlite:///", "sqlite://", "sqlite:"])
 def test_a_sqlite_url_without_a_file_is_refused(url: str) -> None:
     # "sqlite:///" was taken as the working directory: the command stopped with exit status 1,
     # "cannot open SQLite database .", after warning that "." may be read by other users.
-    with pytest.raises(SettingsError, match=r"^TRUEUP_DATABASE_URL must be sqlite:///<path> or postgresql://"):
+    with pytest.raises(
+        SettingsError, match=r"^TRUEUP_DATABASE_URL must be sqlite:///<path> or postgresql://"
+    ):
         Settings.from_env({"TRUEUP_DATABASE_URL": url})
     assert Settings.from_env({"TRUEUP_DATABASE_URL": "sqlite:///x.db"}).database_url == "sqlite:///x.db"
 

@@ -85,6 +85,14 @@ _MIN_BODY_BYTES = 1_024
 _LARGEST_INT = 2**63 - 1
 """The largest integer setting: queue depths and seal sizes are bound into SQL (``LIMIT ?``),
 and neither SQLite nor PostgreSQL takes a larger integer there (every write failed with a 500)."""
+_LONGEST_WAIT_S = 86_400.0
+"""The longest a duration setting (in seconds) may be, a day. Each becomes a wait or a timeout, and
+one past what the platform's clock holds fails where it is used, not at start-up: a socket's or a
+thread's wait of 1e300 s raises ``OverflowError``."""
+_LONGEST_SEAL_INTERVAL_MS = 86_400_000
+"""The longest seal interval, a day: the sequencer waits it out between seals, and a wait past
+what the platform's clock holds (about 292 years) made every round of the sequencer fail, so
+that nothing was sealed."""
 
 
 def _env_int(
@@ -100,7 +108,13 @@ def _env_int(
     return _within(name, raw, value, minimum, _LARGEST_INT if maximum is None else maximum)
 
 
-def _env_float(env: Mapping[str, str], name: str, default: float, minimum: float | None = None) -> float:
+def _env_float(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -110,7 +124,7 @@ def _env_float(env: Mapping[str, str], name: str, default: float, minimum: float
         raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
     if not math.isfinite(value):
         raise SettingsError(f"{name} must be a finite number, got {raw!r}")
-    return _within(name, raw, value, minimum, None)
+    return _within(name, raw, value, minimum, maximum)
 
 
 def _within(name: str, raw: str, value: _Number, minimum: _Number | None, maximum: _Number | None) -> _Number:
@@ -279,16 +293,24 @@ class Settings:
             database_url=check_database_url(env.get("TRUEUP_DATABASE_URL") or None, "TRUEUP_DATABASE_URL"),
             log_origin=_env_origin(env, "TRUEUP_LOG_ORIGIN", base.log_origin),
             signing_key_path=Path(key_path) if key_path else None,
-            seal_interval_ms=_env_int(env, "TRUEUP_SEAL_INTERVAL_MS", base.seal_interval_ms, 1),
+            seal_interval_ms=_env_int(
+                env, "TRUEUP_SEAL_INTERVAL_MS", base.seal_interval_ms, 1, _LONGEST_SEAL_INTERVAL_MS
+            ),
             seal_batch_size=_env_int(env, "TRUEUP_SEAL_BATCH_SIZE", base.seal_batch_size, 1),
             seal_max_batch_size=_env_int(env, "TRUEUP_SEAL_MAX_BATCH_SIZE", base.seal_max_batch_size, 1),
             max_queue_depth=_env_int(env, "TRUEUP_MAX_QUEUE_DEPTH", base.max_queue_depth, 0),
             queue_pace_depth=_env_int(env, "TRUEUP_QUEUE_PACE_DEPTH", base.queue_pace_depth, 0),
             queue_pace_max_wait_s=_env_float(
-                env, "TRUEUP_QUEUE_PACE_MAX_WAIT_S", base.queue_pace_max_wait_s, minimum=0
+                env,
+                "TRUEUP_QUEUE_PACE_MAX_WAIT_S",
+                base.queue_pace_max_wait_s,
+                minimum=0,
+                maximum=_LONGEST_WAIT_S,
             ),
             max_body_bytes=_env_int(env, "TRUEUP_MAX_BODY_BYTES", base.max_body_bytes, _MIN_BODY_BYTES),
-            body_timeout_s=_env_float(env, "TRUEUP_BODY_TIMEOUT_S", base.body_timeout_s, minimum=0.001),
+            body_timeout_s=_env_float(
+                env, "TRUEUP_BODY_TIMEOUT_S", base.body_timeout_s, minimum=0.001, maximum=_LONGEST_WAIT_S
+            ),
             limits=limits,
             default_plan=default_plan,
             plan_allowances=plans,
@@ -297,12 +319,22 @@ class Settings:
             rate_limit_per_s=_env_float(env, "TRUEUP_RATE_LIMIT_PER_S", base.rate_limit_per_s, minimum=0),
             rate_limit_burst=_env_int(env, "TRUEUP_RATE_LIMIT_BURST", base.rate_limit_burst, 0),
             rate_limit_overrides=overrides,
-            key_cache_ttl_s=_env_float(env, "TRUEUP_KEY_CACHE_TTL_S", base.key_cache_ttl_s, minimum=0),
+            key_cache_ttl_s=_env_float(
+                env, "TRUEUP_KEY_CACHE_TTL_S", base.key_cache_ttl_s, minimum=0, maximum=_LONGEST_WAIT_S
+            ),
             webhook_retry_base_s=_env_float(
-                env, "TRUEUP_WEBHOOK_RETRY_BASE_S", base.webhook_retry_base_s, minimum=0.001
+                env,
+                "TRUEUP_WEBHOOK_RETRY_BASE_S",
+                base.webhook_retry_base_s,
+                minimum=0.001,
+                maximum=_LONGEST_WAIT_S,
             ),
             webhook_timeout_s=_env_float(
-                env, "TRUEUP_WEBHOOK_TIMEOUT_S", base.webhook_timeout_s, minimum=0.001
+                env,
+                "TRUEUP_WEBHOOK_TIMEOUT_S",
+                base.webhook_timeout_s,
+                minimum=0.001,
+                maximum=_LONGEST_WAIT_S,
             ),
             public_url=_env_url(env, "TRUEUP_PUBLIC_URL"),
         )
