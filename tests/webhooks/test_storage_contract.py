@@ -3,6 +3,7 @@ and the lock, the fan-out, and the delivery state machine the dispatcher drives.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -315,3 +316,25 @@ def test_a_rotated_secret_signs_beside_the_new_one_for_24_hours(services: Servic
     after = format_canonical(start + timedelta(hours=24, seconds=1))
     assert record.signing_secrets(within) == (rotated.secret, issued.secret)
     assert record.signing_secrets(after) == (rotated.secret,)
+
+
+def test_a_delivered_send_marks_the_delivery_delivered_after_another_sends_failure(
+    services: Services,
+) -> None:
+    """Two dispatchers (one that lost its role mid-send, one that took it over) sent the same
+    delivery, claimed when it was due at one time: the first to be recorded failed and set
+    the next try, the second reached the endpoint. The delivery is delivered, not sent again."""
+    principal = principal_for(services)
+    hook = endpoint(services, principal, events=["verification.completed"])
+    write(services, principal, item("both"))
+    seal_all(services)
+    store = services.storage.webhooks
+    (due,) = store.due(format_canonical(datetime.now(UTC)), 10)
+    later = format_canonical(datetime.now(UTC) + timedelta(hours=1))
+    failed = replace(_outcome(due.event_id, hook, 1, delivered=False, next_at=later), due_at=due.due_at)
+    reached = replace(_outcome(due.event_id, hook, 1, delivered=True, next_at=None), due_at=due.due_at)
+    assert store.record_attempts([failed]) == [failed]
+    assert store.record_attempts([reached]) == [reached]
+    listed, _ = store.deliveries(principal.tenant_id, None, 10, 0)
+    assert [(d.status, d.attempts, d.last_status_code) for d in listed] == [("delivered", 2, 200)]
+    assert store.next_due() is None

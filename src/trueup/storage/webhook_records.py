@@ -94,9 +94,10 @@ class DueDelivery:
 class AttemptOutcome:
     """A finished attempt. Not delivered and ``next_attempt_at`` ``None``: the delivery fails.
 
-    ``due_at`` is the claimed delivery's :attr:`DueDelivery.due_at`: the attempt moves the
-    delivery on only while it is still due then, so that a delivery queued again meanwhile (a
-    manual retry, or another dispatcher's attempt) is not moved on by this older one.
+    ``due_at`` is the claimed delivery's :attr:`DueDelivery.due_at`: an attempt that did not
+    deliver moves the delivery on only while it is still due then, so that a delivery queued
+    again meanwhile (a manual retry, or another dispatcher's attempt) is not moved on by this
+    older one; an attempt that delivered marks it delivered all the same.
     ``None`` skips that check."""
 
     event_id: str

@@ -266,9 +266,11 @@ class WebhookStore:
         """Log finished attempts and move their deliveries on, in one transaction; return the
         outcomes that moved their delivery on.
 
-        A delivery no longer pending (delivered, or its endpoint deleted meanwhile), or queued
-        again since the attempt was claimed (a manual retry: it is due at another time than the
-        outcome's ``due_at``), keeps its state; the attempt is logged all the same. Attempts are
+        A delivery no longer pending (delivered, or its endpoint deleted meanwhile), or, for an
+        attempt that did not deliver, queued again since the attempt was claimed (a manual
+        retry, or another dispatcher's attempt: it is due at another time than the outcome's
+        ``due_at``), keeps its state; the attempt is logged all the same. An attempt that
+        delivered marks a pending delivery delivered however it was queued meanwhile. Attempts are
         numbered here, as they are logged: a dispatcher that lost its role mid-send and the one
         that took it over may each have sent the same delivery, and both sends are logged, one
         after the other.
@@ -316,8 +318,10 @@ class WebhookStore:
                         o.finished_at if o.delivered else None,
                         o.event_id,
                         o.endpoint_id,
-                        o.due_at,
-                        o.due_at,
+                        # A send that reached the endpoint delivers the event whenever it was
+                        # claimed: only a failed one may be stale (its next try set since).
+                        None if o.delivered else o.due_at,
+                        None if o.delivered else o.due_at,
                     ),
                 )
                 if moved:
