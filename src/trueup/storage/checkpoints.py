@@ -8,10 +8,9 @@ can be sealed after it (the sequencer fails such deltas).
 from __future__ import annotations
 
 from trueup.proof import period_proof_root
-from trueup.storage.balance_records import ACCOUNT_NO_SQL
+from trueup.storage.balance_records import ACCOUNT_NO_SQL, MonthRecord
 from trueup.storage.balances import BalanceSnapshot
 from trueup.storage.engine import Engine, Tx
-from trueup.storage.errors import StorageUnavailableError
 from trueup.storage.heads import latest_head
 from trueup.storage.locks import (
     CHECKPOINT_COLUMNS,
@@ -37,6 +36,72 @@ def _sealed_since(tx: Tx, tenant_id: str, customer_id: str, period: str, tree_si
     return row is not None
 
 
+_SNAPSHOT_TRIES = 3
+"""Locks computed beside the sealer before one is computed holding the seal's turn."""
+
+
+_Figures = tuple[int, int, MonthRecord, list[bytes]]
+
+
+def _read_figures(tx: Tx, tenant_id: str, customer_id: str, period: str) -> _Figures:
+    """The period as of the newest signed head ``tx`` sees: that head's size, the opening
+    balance, the month's figures and its leaf hashes."""
+    head = latest_head(tx)
+    tree_size = 0 if head is None else head.size
+    snapshot = BalanceSnapshot(tx)
+    opening, month = snapshot.checkpoint_figures(tenant_id, customer_id, period, tree_size)
+    return tree_size, opening, month, snapshot.period_leaf_hashes(tenant_id, customer_id, period)
+
+
+def _checkpoint(
+    checkpoint_id: str,
+    tenant_id: str,
+    customer_id: str,
+    period: str,
+    nonce: bytes,
+    created_at: str,
+    figures: _Figures,
+) -> CheckpointRecord:
+    tree_size, opening, month, hashes = figures
+    return CheckpointRecord(
+        id=checkpoint_id,
+        tenant_id=tenant_id,
+        customer_id=customer_id,
+        period=period,
+        proof_root=period_proof_root(nonce, hashes),
+        nonce=nonce,
+        tree_size=tree_size,
+        opening_balance=opening,
+        credits=month.credits,
+        debits=month.debits,
+        deltas_count=month.count,
+        created_at=created_at,
+    )
+
+
+def _record_lock(tx: Tx, record: CheckpointRecord) -> None:
+    """Store ``record``, count the lock (the sequencer's fence) and queue its event."""
+    tx.execute(
+        f"INSERT INTO period_checkpoints ({CHECKPOINT_COLUMNS}) VALUES ({', '.join('?' * 12)})",
+        (
+            record.id,
+            record.tenant_id,
+            record.customer_id,
+            record.period,
+            record.proof_root,
+            record.nonce,
+            record.tree_size,
+            record.opening_balance,
+            record.credits,
+            record.debits,
+            record.deltas_count,
+            record.created_at,
+        ),
+    )
+    count_lock(tx)
+    enqueue_checkpoint_event(tx, record)
+
+
 class CheckpointStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -54,60 +119,39 @@ class CheckpointStore:
 
         The figures and the proof root are computed from a read snapshot, outside the single
         writer, then recorded in a short write transaction (serialised with sealing) if no
-        delta of the period was sealed since that snapshot; otherwise computed again.
+        delta of the period was sealed since that snapshot; otherwise computed again. A period
+        that keeps growing meanwhile (late deltas streaming into it, each seal adding some) has
+        its figures computed inside the write transaction instead, holding the seal's turn, so
+        that no seal can pass the lock and it is always taken.
         """
-        for _ in range(5):
+        def record_of(figures: _Figures) -> CheckpointRecord:
+            return _checkpoint(checkpoint_id, tenant_id, customer_id, period, nonce, created_at, figures)
+
+        for _ in range(_SNAPSHOT_TRIES):
             with self._engine.read() as tx:
                 existing = self._find(tx, tenant_id, customer_id, period)
                 if existing is not None:
                     return existing, False
-                head = latest_head(tx)
-                tree_size = 0 if head is None else head.size
-                snapshot = BalanceSnapshot(tx)
-                opening, month = snapshot.checkpoint_figures(tenant_id, customer_id, period, tree_size)
-                hashes = snapshot.period_leaf_hashes(tenant_id, customer_id, period)
-            record = CheckpointRecord(
-                id=checkpoint_id,
-                tenant_id=tenant_id,
-                customer_id=customer_id,
-                period=period,
-                proof_root=period_proof_root(nonce, hashes),
-                nonce=nonce,
-                tree_size=tree_size,
-                opening_balance=opening,
-                credits=month.credits,
-                debits=month.debits,
-                deltas_count=month.count,
-                created_at=created_at,
-            )
+                figures = _read_figures(tx, tenant_id, customer_id, period)
+            record = record_of(figures)
             with self._engine.write() as tx:
                 self._engine.serialize(tx, "seal")
                 existing = self._find(tx, tenant_id, customer_id, period)
                 if existing is not None:
                     return existing, False
-                if _sealed_since(tx, tenant_id, customer_id, period, tree_size):
+                if _sealed_since(tx, tenant_id, customer_id, period, record.tree_size):
                     continue  # the period grew while we computed: compute again
-                tx.execute(
-                    f"INSERT INTO period_checkpoints ({CHECKPOINT_COLUMNS}) VALUES ({', '.join('?' * 12)})",
-                    (
-                        record.id,
-                        tenant_id,
-                        customer_id,
-                        period,
-                        record.proof_root,
-                        nonce,
-                        tree_size,
-                        opening,
-                        month.credits,
-                        month.debits,
-                        month.count,
-                        created_at,
-                    ),
-                )
-                count_lock(tx)
-                enqueue_checkpoint_event(tx, record)
+                _record_lock(tx, record)
             return record, True
-        raise StorageUnavailableError(f"period {period} keeps growing; retry the lock")
+        with self._engine.write() as tx:
+            self._engine.serialize(tx, "seal")  # no seal lands while the figures are read
+            existing = self._find(tx, tenant_id, customer_id, period)
+            if existing is not None:
+                return existing, False
+            figures = _read_figures(tx, tenant_id, customer_id, period)
+            record = record_of(figures)
+            _record_lock(tx, record)
+        return record, True
 
     def _find(self, tx: Tx, tenant_id: str, customer_id: str, period: str) -> CheckpointRecord | None:
         row = tx.one(
