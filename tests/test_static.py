@@ -1,4 +1,4 @@
-"""The codebase's own rules: layering (import-linter), lint (ruff) and types (mypy --strict)."""
+"""The codebase's own rules: layering (import-linter), lint and format (ruff) and types (mypy --strict)."""
 
 from __future__ import annotations
 
@@ -26,4 +26,9 @@ def test_ruff_finds_nothing() -> None:
 
 def test_mypy_strict_passes_on_src() -> None:
     done = _run(str(BIN / "mypy"))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_ruff_format_leaves_every_file_as_it_is() -> None:
+    done = _run(str(BIN / "ruff"), "format", "--check", "src", "tests")
     assert done.returncode == 0, done.stdout + done.stderr

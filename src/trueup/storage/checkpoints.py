@@ -124,6 +124,7 @@ class CheckpointStore:
         its figures computed inside the write transaction instead, holding the seal's turn, so
         that no seal can pass the lock and it is always taken.
         """
+
         def record_of(figures: _Figures) -> CheckpointRecord:
             return _checkpoint(checkpoint_id, tenant_id, customer_id, period, nonce, created_at, figures)
 
