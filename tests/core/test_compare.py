@@ -797,6 +797,32 @@ def test_a_stated_month_is_read_as_far_as_the_work_allows_for_its_single_delta()
     assert windows_of(result) == [("theirs", "2026-05", -777_777, [(0, "missing")])]
 
 
+def test_a_stated_month_read_only_in_part_says_the_work_limit_stopped_its_search() -> None:
+    """The delta that explains a stated month is among its oldest, beyond what the bound lets
+    the search read: the window lists no candidate, and the report says why rather than
+    reading as if no delta of the month explained it."""
+    items = [("2026-05-01T00:00:00Z", 777_777)]
+    items += [("2026-05-03T00:00:00Z", 2 * i + 7) for i in range(599)]
+    deltas = ledger(*items)
+    neutral = sum(d.delta for d in deltas)
+    stated = [ClaimedWindow("2026-05", neutral - 777_777)]
+    result = compare(
+        deltas, yours=neutral, theirs=neutral - 777_777, max_pair_checks=500, their_windows=stated
+    )
+
+    assert windows_of(result) == [("theirs", "2026-05", -777_777, [])]
+    assert report_of(result)["recommendation"] == (
+        f"{SHARE} The discrepancy originates in the May 2026 period, where their stated net of "
+        "362395 differs from the verified net of 1140172 by -777777. The search for the deltas behind "
+        "these months stopped at its work limit after reading their most recently recorded "
+        "deltas, so a month may hold deltas that explain it and are not listed; compare over a "
+        "shorter date range within it (startDate, endDate) to narrow the search."
+    )
+    whole = compare(deltas, yours=neutral, theirs=neutral - 777_777, their_windows=stated)
+    assert windows_of(whole) == [("theirs", "2026-05", -777_777, [(0, "missing")])]
+    assert "work limit" not in str(report_of(whole)["recommendation"])
+
+
 def test_a_month_within_half_the_work_is_read_whole_for_its_pairs() -> None:
     items = [("2026-05-01T00:00:00Z", 1_000_001), ("2026-05-02T00:00:00Z", 2_000_003)]
     items += [("2026-05-03T00:00:00Z", 2 * i + 7) for i in range(198)]

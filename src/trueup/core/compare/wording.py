@@ -136,6 +136,13 @@ def _stated_text(f: Finding, owner: str, labels: Sequence[str], off_by: str) -> 
             f"difference of {f.difference}; the remaining {f.difference - explained} is not in "
             f"any month, so check the agreed starting balance and startingCheckpoint."
         )
+    if f.exhausted:  # a month's candidates come from its newest deltas only: say so
+        text += (
+            " The search for the deltas behind these months stopped at its work limit after "
+            "reading their most recently recorded deltas, so a month may hold deltas that explain "
+            "it and are not listed; compare over a shorter date range within it (startDate, "
+            "endDate) to narrow the search."
+        )
     return text
 
 
