@@ -10,6 +10,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from trueup.api.app import ROUTERS, create_app
+from trueup.api.routes.balance import _DERIVE_PARAMS
 from trueup.service.container import Services, open_services
 from trueup.service.settings import Settings
 
@@ -33,3 +34,11 @@ def test_every_get_route_answers_head_and_documents_only_get(services: Services)
         assert head.endpoint is gets[path].endpoint and not head.include_in_schema, path
     documented = app.openapi()["paths"]
     assert not any("head" in documented.get(path, {}) for path in heads)
+
+
+def test_compare_documents_the_same_scope_fields_as_derive(services: Services) -> None:
+    """Compare takes a time scope as derive does: its documented body names every field of it."""
+    schema = create_app(services).openapi()["components"]["schemas"]["CompareBody"]
+    scope_fields = set(_DERIVE_PARAMS) - {"limit", "offset", "order"}
+    assert scope_fields <= set(schema["properties"])
+    assert schema["properties"]["timePreset"]["anyOf"][0]["enum"] == ["current_month", "custom"]

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from trueup.api.schemas.common import ACCOUNT_ID, OpenModel
+from trueup.core.scopes import MAX_BALANCE
 
 __all__ = [
     "CheckpointBody",
@@ -83,15 +84,25 @@ class DeriveResponse(BaseModel):
 
 
 class CompareBody(BaseModel):
+    """The compare body as documented; the core parses it (a time scope as in derive)."""
+
     customerId: str = Field(pattern=ACCOUNT_ID)
-    yourBalance: int
-    theirBalance: int
-    startingBalance: int
-    startingCheckpoint: str | None = None
+    yourBalance: int = Field(ge=-MAX_BALANCE, le=MAX_BALANCE)
+    theirBalance: int = Field(ge=-MAX_BALANCE, le=MAX_BALANCE)
+    startingBalance: int = Field(ge=-MAX_BALANCE, le=MAX_BALANCE)
+    startingCheckpoint: str | None = Field(default=None, max_length=200)
     startingCheckpointType: Literal["itemsRoot", "anchorId", "proofRoot", "recordId"] | None = None
     period: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}$")
-    yourWindows: list[dict[str, Any]] | None = Field(default=None, description="[{period, netChange}]")
-    theirWindows: list[dict[str, Any]] | None = Field(default=None, description="[{period, netChange}]")
+    timePreset: Literal["current_month", "custom"] | None = None
+    startDate: str | None = Field(default=None, description="a date or RFC 3339 date-time, with endDate")
+    endDate: str | None = Field(default=None, description="a date or RFC 3339 date-time, exclusive")
+    asOf: str | None = Field(default=None, description="RFC 3339: deltas that occurred at or before it")
+    yourWindows: list[dict[str, Any]] | None = Field(
+        default=None, max_length=600, description="[{period, netChange}]"
+    )
+    theirWindows: list[dict[str, Any]] | None = Field(
+        default=None, max_length=600, description="[{period, netChange}]"
+    )
 
 
 class _CompareData(OpenModel):
