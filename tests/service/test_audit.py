@@ -273,7 +273,8 @@ _POSTGRES_REFUSES = {
 }
 _ON_POSTGRES = {  # it rounds a fraction into a bigint column: then the figure is wrong
     "UPDATE account_months SET credits = 1.5 WHERE period = '2026-01'": (
-        "account 'c1', 2026-01: stored month totals differ from the sums of its deltas"
+        "account 'c1', 2026-01: stored month totals credits 2, debits -300 over 2, but its deltas "
+        "give credits 2000, debits -300 over 2"
     ),
 }
 
@@ -317,6 +318,29 @@ _ON_POSTGRES = {  # it rounds a fraction into a bigint column: then the figure i
             "UPDATE accounts SET last_leaf_index = 0",
             "account 'c1': its newest delta is stored as a_0, but it is a_3",
             id="an account's newest leaf",
+        ),
+        pytest.param(
+            "UPDATE accounts SET delta_count = delta_count + 1",
+            "account 'c1': stored balance 200 over 5 deltas, but its deltas sum to 200 over 4",
+            id="an account's count",
+        ),
+        pytest.param(
+            "DELETE FROM accounts",
+            "account 'c1': no stored balance, but its deltas sum to 200 over 4 (the account's row was "
+            "deleted)",
+            id="an account's row deleted",
+        ),
+        pytest.param(
+            "UPDATE account_months SET debits = debits - 1 WHERE period = '2026-02'",
+            "account 'c1', 2026-02: stored month totals credits 0, debits -1501 over 2, but its deltas "
+            "give credits 0, debits -1500 over 2",
+            id="a month's total",
+        ),
+        pytest.param(
+            "DELETE FROM account_months WHERE period = '2026-01'",
+            "account 'c1', 2026-01: no stored month totals, but its deltas give credits 2000, debits -300 "
+            "over 2 (the month's row was deleted)",
+            id="a month's row deleted",
         ),
         pytest.param(
             "UPDATE deltas SET running_balance = NULL WHERE leaf_index = 1",

@@ -322,10 +322,15 @@ class _Auditor:
         stored_accounts = self.storage.log.account_totals()
         for key, running in self.accounts.items():
             stored = stored_accounts.pop(key, None)
-            if stored is None or stored[:2] != (running.balance, running.count):
+            if stored is None:
                 raise _MismatchError(
-                    f"account {key[1]!r}: stored balance differs from the sum of its "
-                    f"deltas ({running.balance} over {running.count})"
+                    f"account {key[1]!r}: no stored balance, but its deltas sum to "
+                    f"{running.balance} over {running.count} (the account's row was deleted)"
+                )
+            if stored[:2] != (running.balance, running.count):
+                raise _MismatchError(
+                    f"account {key[1]!r}: stored balance {stored[0]} over {stored[1]} deltas, but its "
+                    f"deltas sum to {running.balance} over {running.count}"
                 )
             if stored[2] != running.account_no:
                 raise _MismatchError(
@@ -343,10 +348,18 @@ class _Auditor:
             raise _MismatchError(f"account {key[1]!r} has a stored balance but no sealed deltas")
         stored_months = self.storage.log.month_totals()
         for month_key, (credits, debits, count) in self.months.items():
-            if stored_months.pop(month_key, None) != (credits, debits, count):
+            figures = stored_months.pop(month_key, None)
+            if figures is None:
                 raise _MismatchError(
-                    f"account {month_key[1]!r}, {month_key[2]}: stored month totals "
-                    "differ from the sums of its deltas"
+                    f"account {month_key[1]!r}, {month_key[2]}: no stored month totals, but its "
+                    f"deltas give credits {credits}, debits {debits} over {count} (the month's row "
+                    "was deleted)"
+                )
+            if figures != (credits, debits, count):
+                raise _MismatchError(
+                    f"account {month_key[1]!r}, {month_key[2]}: stored month totals credits "
+                    f"{figures[0]}, debits {figures[1]} over {figures[2]}, but its deltas give "
+                    f"credits {credits}, debits {debits} over {count}"
                 )
         if stored_months:
             month_key = next(iter(stored_months))
