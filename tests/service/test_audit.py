@@ -310,6 +310,11 @@ _ON_POSTGRES = {  # it rounds a fraction into a bigint column: then the figure i
             id="a node beyond the tree",
         ),
         pytest.param(
+            "DELETE FROM tree_nodes WHERE level = 1 AND idx = 0",
+            "tree node (level 1, index 0) is missing (it was deleted)",
+            id="a node deleted",
+        ),
+        pytest.param(
             "UPDATE deltas SET status = 'failed' WHERE leaf_index = 1",
             "leaf a_1: sealed, but its state is 'failed'",
             id="a sealed delta marked failed",

@@ -226,7 +226,12 @@ class _Auditor:
         inner = [(level, index) for level, index, _ in created if level > 0]
         stored = self.storage.log.nodes(inner)
         for level, index, digest in created:
-            if level > 0 and stored.get((level, index)) != digest:
+            if level == 0:
+                continue
+            found = stored.get((level, index))
+            if found is None:
+                raise _MismatchError(f"tree node (level {level}, index {index}) is missing (it was deleted)")
+            if found != digest:
                 raise _MismatchError(f"tree node (level {level}, index {index}) differs from the rebuilt one")
 
     def _check_heads_at(
