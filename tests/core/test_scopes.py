@@ -143,3 +143,13 @@ def test_compare_needs_each_field_the_seed_marks_required(field: str) -> None:
     body = {key: value for key, value in BODY.items() if key != field}
     with pytest.raises(ValidationError, match=rf"^{field}: is required$"):
         parse_compare_body(body, NOW)
+
+
+@pytest.mark.parametrize("field", ["startDate", "endDate"])
+def test_an_impossible_date_is_told_as_it_was_sent(field: str) -> None:
+    # It was quoted as the midnight it would have stood for, '2026-02-30T00:00:00Z', a value
+    # the caller never sent.
+    query = {"timePreset": "custom", "startDate": "2026-02-01", "endDate": "2026-03-01", field: "2026-02-30"}
+    with pytest.raises(ValidationError) as caught:
+        parse_derive_query(query, NOW)
+    assert caught.value.message == f"{field}: is not a valid date: '2026-02-30'"

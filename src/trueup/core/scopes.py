@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from trueup.core.compare import ClaimedWindow
@@ -117,6 +117,10 @@ def resolve_checkpoint_type(value: str | None) -> str:
 def _boundary(value: object, field: str) -> str:
     """A date (``YYYY-MM-DD``, midnight UTC) or an RFC 3339 date-time, canonical."""
     if isinstance(value, str) and _DATE_ONLY.fullmatch(value):
+        try:
+            date.fromisoformat(value)
+        except ValueError as exc:  # told as sent, not as the midnight it would have stood for
+            raise ValidationError(field, f"is not a valid date: {value!r}") from exc
         value = f"{value}T00:00:00Z"
     return format_canonical(parse_rfc3339(value, field))
 
