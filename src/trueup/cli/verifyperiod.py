@@ -23,7 +23,7 @@ from trueup.sdk import Client, TrueupError
 
 __all__ = ["ok_line", "run"]
 
-_ROOT = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+_ROOT = re.compile(r"(0x)?[0-9a-f]{64}", re.IGNORECASE)  # as the server and the SDK read one
 
 
 def run(argv: list[str]) -> int:
