@@ -63,6 +63,11 @@ def test_inclusion_proof_from_the_api_verifies(running: Running) -> None:
         f"{running.url}/api/v1/log/proof/inclusion", params={"anchorId": anchor}, headers={"X-Api-Key": other}
     )
     assert hidden.status_code == 404
+    # An anchor of as many digits as the other routes take is looked up there too (it was a 400
+    # past 32 characters, where the bundle and delta routes answer 404 up to 40 digits).
+    for route in ("/api/v1/log/proof/inclusion?anchorId=", "/api/v1/log/proof/bundle/"):
+        far = httpx.get(f"{running.url}{route}a_{'9' * 40}", headers=running.headers)
+        assert far.status_code == 404, (route, far.text)
 
 
 def test_a_head_seen_earlier_is_proven_consistent_with_a_later_one(running: Running) -> None:

@@ -61,7 +61,7 @@ async def log_key(services: ServicesDep) -> JSONResponse:
 async def inclusion(
     services: ServicesDep,
     principal: Auth,
-    anchorId: Annotated[str, Query(max_length=32, description="a_<leaf index>")],  # noqa: N803
+    anchorId: Annotated[str, Query(max_length=42, description="a_<leaf index>")],  # noqa: N803 - a_ and 40 digits
     treeSize: Annotated[int | None, Query(ge=1, le=2**62), INTEGER_TEXT] = None,  # noqa: N803
 ) -> JSONResponse:
     answer = await run_in_threadpool(services.log.inclusion, principal, anchorId, treeSize)
