@@ -61,7 +61,8 @@ async def log_key(services: ServicesDep) -> JSONResponse:
 async def inclusion(
     services: ServicesDep,
     principal: Auth,
-    anchorId: Annotated[str, Query(max_length=42, description="a_<leaf index>")],  # noqa: N803 - a_ and 40 digits
+    # a_ and up to 40 digits, as every route taking an anchor reads one
+    anchorId: Annotated[str, Query(max_length=42, description="a_<leaf index>")],  # noqa: N803
     treeSize: Annotated[int | None, Query(ge=1, le=2**62), INTEGER_TEXT] = None,  # noqa: N803
 ) -> JSONResponse:
     answer = await run_in_threadpool(services.log.inclusion, principal, anchorId, treeSize)
