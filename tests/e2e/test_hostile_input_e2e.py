@@ -258,6 +258,23 @@ def test_an_integer_query_parameter_still_takes_a_sign(running: Running) -> None
     }
 
 
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/v1/log/proof/inclusion", "anchorId"),
+        ("/api/v1/log/proof/consistency?to=1", "from"),
+    ],
+)
+def test_a_missing_required_query_parameter_is_a_400_naming_it(
+    running: Running, path: str, field: str
+) -> None:
+    response = httpx.get(f"{running.url}{path}", headers=running.headers)
+    assert _error(response, 400) == f"{field}: is required"
+    operation = httpx.get(f"{running.url}/openapi.json").json()["paths"][path.partition("?")[0]]
+    documented = next(p for p in operation["get"]["parameters"] if p["name"] == field)
+    assert documented["required"] is True
+
+
 def test_derive_documents_its_integer_parameters_as_integers(running: Running) -> None:
     """Derive reads them as text (its own parser names the bound missed), but clients generated
     from OpenAPI see integers."""

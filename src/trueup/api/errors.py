@@ -112,8 +112,10 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
         location = error.get("loc", ())
         where = ".".join(str(part) for part in location if part not in ("query", "path", "header"))
         message = error.get("msg", "is invalid")
+        if error.get("type") == "missing":  # in the domain's words, as a body's missing field
+            message = "is required"
         # The value, as the domain's own messages show it; a missing one has none to show.
-        if error.get("type") != "missing" and "input" in error and ", got " not in message:
+        elif "input" in error and ", got " not in message:
             message = f"{message}, got {describe(error['input'])}"
         problems.append(f"{where or 'request'}: {message}")
     return error_response(400, "VALIDATION_ERROR", "; ".join(problems) or "invalid request")
