@@ -261,6 +261,8 @@ def test_an_integer_query_parameter_still_takes_a_sign(running: Running) -> None
 @pytest.mark.parametrize(
     ("path", "field"),
     [
+        ("/api/v1/balance/receipt/c1", "period"),
+        ("/api/v1/balance/invoice-proof/c1", "period"),
         ("/api/v1/log/proof/inclusion", "anchorId"),
         ("/api/v1/log/proof/consistency?to=1", "from"),
     ],
@@ -270,7 +272,9 @@ def test_a_missing_required_query_parameter_is_a_400_naming_it(
 ) -> None:
     response = httpx.get(f"{running.url}{path}", headers=running.headers)
     assert _error(response, 400) == f"{field}: is required"
-    operation = httpx.get(f"{running.url}/openapi.json").json()["paths"][path.partition("?")[0]]
+    operation = httpx.get(f"{running.url}/openapi.json").json()["paths"][
+        path.partition("?")[0].replace("c1", "{customerId}")
+    ]
     documented = next(p for p in operation["get"]["parameters"] if p["name"] == field)
     assert documented["required"] is True
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
@@ -14,6 +14,7 @@ from trueup.api.openapi import errors, json_body
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import hex_root
 from trueup.api.schemas.balances import CompareBody, CompareResponse, DeriveResponse
+from trueup.api.schemas.common import ACCOUNT_ID, documented_as
 from trueup.core.compare import to_wire
 from trueup.core.ids import anchor_id, record_id
 from trueup.core.scopes import MAX_BALANCE, MAX_OFFSET
@@ -56,7 +57,7 @@ Offset = Annotated[str | None, Query(), _integer_schema(0, MAX_OFFSET)]
     responses={200: {"model": DeriveResponse}, **errors(400, 401, 404, 503)},
 )
 async def derive(
-    customerId: str,  # noqa: N803 - the seed's path parameter name
+    customerId: Annotated[str, Path(), documented_as(ACCOUNT_ID)],  # noqa: N803 - the seed's name
     request: Request,
     services: ServicesDep,
     principal: Auth,

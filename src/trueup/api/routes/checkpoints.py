@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from trueup.api.body import read_json
@@ -19,6 +19,7 @@ from trueup.api.schemas.balances import (
     CheckpointResponse,
     ReceiptResponse,
 )
+from trueup.api.schemas.common import ACCOUNT_ID, PERIOD, documented_as
 from trueup.core.timestamps import format_wire
 from trueup.storage.checkpoints import CheckpointRecord
 
@@ -71,8 +72,8 @@ async def lock_period(request: Request, services: ServicesDep, principal: Auth) 
 async def list_checkpoints(
     services: ServicesDep,
     principal: Auth,
-    customerId: Annotated[str | None, Query(max_length=128)] = None,  # noqa: N803
-    period: Annotated[str | None, Query(max_length=7)] = None,
+    customerId: Annotated[str | None, Query(max_length=128), documented_as(ACCOUNT_ID)] = None,  # noqa: N803
+    period: Annotated[str | None, Query(max_length=7), documented_as(PERIOD, "YYYY-MM")] = None,
     limit: Annotated[int, Query(ge=1, le=1000), INTEGER_TEXT] = 100,
     offset: Annotated[int, Query(ge=0, le=10**9), INTEGER_TEXT] = 0,
 ) -> JSONResponse:
@@ -98,11 +99,12 @@ async def list_checkpoints(
     responses={200: {"model": ReceiptResponse}, **errors(400, 401, 404)},
 )
 async def receipt(
-    customerId: str,  # noqa: N803
+    customerId: Annotated[str, Path(), documented_as(ACCOUNT_ID)],  # noqa: N803
     request: Request,
     services: ServicesDep,
     principal: Auth,
-    period: Annotated[str | None, Query(max_length=7)] = None,
+    # Required: the service names it when it is missing, as a 400 ("period: is required").
+    period: Annotated[str, Query(max_length=7), documented_as(PERIOD, "YYYY-MM, a locked period")],
 ) -> JSONResponse:
     record = await run_in_threadpool(services.balances.receipt, principal, customerId, period)
     root = hex_root(record.proof_root)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from starlette.concurrency import run_in_threadpool
 
 from trueup.api.deps import Auth, ServicesDep
@@ -12,6 +12,7 @@ from trueup.api.openapi import errors
 from trueup.api.params import INTEGER_TEXT
 from trueup.api.responses import JSONResponse
 from trueup.api.schemas.balances import CustomerListResponse, CustomerResponse, UsageResponse
+from trueup.api.schemas.common import ACCOUNT_ID, documented_as
 from trueup.core.timestamps import format_wire
 from trueup.storage.balance_records import AccountRecord
 
@@ -59,7 +60,11 @@ async def customers(
     summary="One customer: balance, delta count, activity and monthly totals",
     responses={200: {"model": CustomerResponse}, **errors(400, 401, 404)},
 )
-async def customer(customerId: str, services: ServicesDep, principal: Auth) -> JSONResponse:  # noqa: N803
+async def customer(
+    customerId: Annotated[str, Path(), documented_as(ACCOUNT_ID)],  # noqa: N803
+    services: ServicesDep,
+    principal: Auth,
+) -> JSONResponse:
     account, months = await run_in_threadpool(services.balances.customer, principal, customerId)
     return JSONResponse(
         {

@@ -14,6 +14,7 @@ from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors, json_body
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import reply_response, tree_head_json
+from trueup.api.schemas.common import IDEMPOTENCY_KEY, documented_as
 from trueup.api.schemas.writes import (
     DeltaStatusResponse,
     EmitBatchBody,
@@ -27,7 +28,7 @@ from trueup.core.timestamps import format_wire
 
 router = APIRouter(tags=["emit"])
 
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key"), documented_as(IDEMPOTENCY_KEY)]
 
 
 class _RecordIdConvertor(StringConvertor):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse
 
@@ -13,6 +13,7 @@ from trueup.api.openapi import errors
 from trueup.api.params import INTEGER_TEXT
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import hex_root
+from trueup.api.schemas.common import ANCHOR_ID, ROOT, documented_as
 from trueup.api.schemas.log import ConsistencyProof, InclusionProof, LogKey, ProofBundle, VerifyResult
 from trueup.core.ids import anchor_id
 from trueup.core.timestamps import format_wire, format_wire_ms
@@ -62,7 +63,9 @@ async def inclusion(
     services: ServicesDep,
     principal: Auth,
     # a_ and up to 40 digits, as every route taking an anchor reads one
-    anchorId: Annotated[str, Query(max_length=42, description="a_<leaf index>")],  # noqa: N803
+    anchorId: Annotated[  # noqa: N803
+        str, Query(max_length=42), documented_as(ANCHOR_ID, "a_<leaf index>", max_length=42)
+    ],
     treeSize: Annotated[int | None, Query(ge=1, le=2**62), INTEGER_TEXT] = None,  # noqa: N803
 ) -> JSONResponse:
     answer = await run_in_threadpool(services.log.inclusion, principal, anchorId, treeSize)
@@ -88,8 +91,16 @@ async def inclusion(
 )
 async def consistency(
     services: ServicesDep,
-    from_: Annotated[int, Query(alias="from", ge=0, le=2**62), INTEGER_TEXT],
-    to: Annotated[int | None, Query(ge=0, le=2**62), INTEGER_TEXT] = None,
+    from_: Annotated[
+        int,
+        Query(alias="from", ge=0, le=2**62, description="a signed tree head's size, at most `to`"),
+        INTEGER_TEXT,
+    ],
+    to: Annotated[
+        int | None,
+        Query(ge=0, le=2**62, description="a signed tree head's size; the newest by default"),
+        INTEGER_TEXT,
+    ] = None,
 ) -> JSONResponse:
     old, new, proof = await run_in_threadpool(services.log.consistency, from_, to)
     return JSONResponse(
@@ -112,7 +123,11 @@ async def consistency(
     summary="An offline proof bundle of one of your deltas, for `trueup verify`",
     responses={200: {"model": ProofBundle}, **errors(400, 401, 404)},
 )
-async def bundle(anchorId: str, services: ServicesDep, principal: Auth) -> JSONResponse:  # noqa: N803
+async def bundle(
+    anchorId: Annotated[str, Path(), documented_as(ANCHOR_ID, "a_<leaf index>")],  # noqa: N803
+    services: ServicesDep,
+    principal: Auth,
+) -> JSONResponse:
     document = await run_in_threadpool(services.log.bundle, principal, anchorId)
     return JSONResponse({"success": True, "data": document})
 
@@ -123,7 +138,9 @@ async def bundle(anchorId: str, services: ServicesDep, principal: Auth) -> JSONR
     responses={200: {"model": VerifyResult}, 404: {"model": VerifyResult}, **errors(400)},
 )
 async def verify(
-    root: str,
+    root: Annotated[
+        str, Path(), documented_as(ROOT, "a tree head's root or a period checkpoint's proof root")
+    ],
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=1000), INTEGER_TEXT] = 1000,
     offset: Annotated[int, Query(ge=0, le=10**9), INTEGER_TEXT] = 0,

@@ -16,6 +16,7 @@ from trueup.api.openapi import errors, json_body
 from trueup.api.params import INTEGER_TEXT
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import reply_response
+from trueup.api.schemas.common import DELIVERY_STATUS, IDEMPOTENCY_KEY, documented_as
 from trueup.api.schemas.webhooks import (
     WebhookCreateBody,
     WebhookDeletedResponse,
@@ -80,7 +81,9 @@ async def create_endpoint(
     request: Request,
     services: ServicesDep,
     principal: Auth,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key"), documented_as(IDEMPOTENCY_KEY)
+    ] = None,
 ) -> Response:
     services.webhooks.require_write(principal)  # a read-only key's 403 comes before any body error
     document, body = await read_json(request, services.settings)
@@ -135,8 +138,8 @@ async def _delete(services: ServicesDep, principal: Auth, endpoint_id: str) -> J
 async def delete_endpoint_by_query(
     services: ServicesDep,
     principal: Auth,
-    id: str | None = None,
-    url: str | None = None,
+    id: Annotated[str | None, Query(description="the endpoint's id; give it or url, not both")] = None,
+    url: Annotated[str | None, Query(description="the endpoint's url; give it or id, not both")] = None,
 ) -> JSONResponse:
     # A read-only key's 403 comes first, before anything about the parameters or the lookup.
     services.webhooks.require_write(principal)
@@ -188,7 +191,11 @@ async def rotate_secret(
 async def list_deliveries(
     services: ServicesDep,
     principal: Auth,
-    status: Annotated[str | None, Query(max_length=20, description="pending, delivered or failed")] = None,
+    status: Annotated[
+        str | None,
+        Query(max_length=20),
+        documented_as(DELIVERY_STATUS, "pending, delivered or failed (any case); empty or omitted: all"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100), INTEGER_TEXT] = 20,
     offset: Annotated[int, Query(ge=0, le=10**9), INTEGER_TEXT] = 0,
 ) -> JSONResponse:

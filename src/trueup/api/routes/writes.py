@@ -14,6 +14,7 @@ from trueup.api.openapi import errors, json_body
 from trueup.api.params import INTEGER_TEXT
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import reply_response, tree_head_json
+from trueup.api.schemas.common import IDEMPOTENCY_KEY, documented_as
 from trueup.api.schemas.writes import IdempotencyPending, WriteAccepted, WriteRequest, WriteStatus
 from trueup.core.ids import anchor_id, record_id
 from trueup.core.timestamps import format_wire
@@ -35,7 +36,9 @@ async def submit_write(
     request: Request,
     services: ServicesDep,
     principal: Auth,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key"), documented_as(IDEMPOTENCY_KEY)
+    ] = None,
 ) -> Response:
     services.writes.require_write(principal)  # a read-only key's 403 comes before any body error
     document, body = await read_json(request, services.settings)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from trueup.api.schemas.common import ACCOUNT_ID, OpenModel
+from trueup.api.schemas.common import ACCOUNT_ID, PERIOD, OpenModel
 from trueup.core.scopes import MAX_BALANCE
 
 __all__ = [
@@ -92,7 +92,7 @@ class CompareBody(BaseModel):
     startingBalance: int = Field(ge=-MAX_BALANCE, le=MAX_BALANCE)
     startingCheckpoint: str | None = Field(default=None, max_length=200)
     startingCheckpointType: Literal["itemsRoot", "anchorId", "proofRoot", "recordId"] | None = None
-    period: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}$")
+    period: str | None = Field(default=None, pattern=PERIOD)
     timePreset: Literal["current_month", "custom"] | None = None
     startDate: str | None = Field(default=None, description="a date or RFC 3339 date-time, with endDate")
     endDate: str | None = Field(default=None, description="a date or RFC 3339 date-time, exclusive")
@@ -120,7 +120,7 @@ class CompareResponse(BaseModel):
 
 class CheckpointBody(BaseModel):
     customerId: str = Field(pattern=ACCOUNT_ID)
-    period: str = Field(pattern=r"^\d{4}-\d{2}$")
+    period: str = Field(pattern=PERIOD)
     force: bool = False
 
 

@@ -29,6 +29,7 @@ WebhookEventType = Literal[
 
 class WebhookCreateBody(BaseModel):
     url: str = Field(
+        min_length=1,
         max_length=2048,
         description="https URL resolving to public addresses only "
         "(unless the operator allows http or private addresses)",

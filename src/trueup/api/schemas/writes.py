@@ -24,12 +24,17 @@ __all__ = [
     "WriteStatus",
 ]
 
+_NON_ZERO: dict[str, Any] = {"not": {"const": 0}}
+
 
 class WriteItem(BaseModel):
     key: str = Field(min_length=1, max_length=256, description="idempotency key, unique per tenant")
     accountId: str = Field(pattern=ACCOUNT_ID)
     bits: int = Field(
-        description="signed integer delta in minor units, non-zero", ge=-1_000_000_000, le=1_000_000_000
+        description="signed integer delta in minor units, non-zero",
+        ge=-1_000_000_000,
+        le=1_000_000_000,
+        json_schema_extra=_NON_ZERO,
     )
     metadata: dict[str, Any] | None = Field(default=None, description="≤ 4 KiB, depth ≤ 8")
     occurredAt: str | None = Field(default=None, description="RFC 3339; decides the period")
@@ -99,7 +104,9 @@ class WriteStatus(BaseModel):
 
 class EmitBody(BaseModel):
     customerId: str = Field(pattern=ACCOUNT_ID)
-    delta: int = Field(ge=-1_000_000_000, le=1_000_000_000, description="non-zero integer")
+    delta: int = Field(
+        ge=-1_000_000_000, le=1_000_000_000, description="non-zero integer", json_schema_extra=_NON_ZERO
+    )
     reason: str = Field(max_length=500)
     referenceId: str | None = Field(default=None, min_length=1, max_length=256)
     metadata: dict[str, Any] | None = None
