@@ -448,6 +448,17 @@ def test_keys_create_refuses_a_plan_other_than_the_tenants(tmp_path: Path) -> No
         assert done.stderr == "trueup keys create: --plan: must name a plan (leave it out for the default)\n"
 
 
+@pytest.mark.parametrize("name", ["a\nb", "c\x1b[31mred", "tab\there", " padded", "\u2028"])
+def test_keys_create_refuses_a_tenant_name_that_would_break_the_key_list(tmp_path: Path, name: str) -> None:
+    done = trueup(["keys", "create", "--tenant", name], tmp_path, None)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"trueup keys create: tenant: must be printable characters, no space at either end, got {name!r}\n"
+    )
+    create_key(tmp_path, None, "acme corp.")  # a space inside, and punctuation, are fine
+    assert "acme corp." in trueup(["keys", "list"], tmp_path, None).stdout
+
+
 def test_a_reader_that_went_away_ends_the_command_without_a_traceback(tmp_path: Path) -> None:
     """`trueup proof … | head` ended in a BrokenPipeError traceback."""
     create_key(tmp_path, None)

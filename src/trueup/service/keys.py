@@ -151,6 +151,12 @@ class KeyService:
             raise ValidationError("plan", f"must be one of {', '.join(self._plans)}, got {plan!r}")
         if not name or len(name) > 128:
             raise ValidationError("tenant", "must be 1-128 characters")
+        # `trueup keys list` prints names one a line, in columns, to a terminal: a newline or an
+        # escape sequence in one would break the table or drive the terminal.
+        if not name.isprintable() or name.strip() != name:
+            raise ValidationError(
+                "tenant", f"must be printable characters, no space at either end, got {name!r}"
+            )
         now = datetime.now(UTC).isoformat()
         return TenantRecord(
             id="ten_" + random_token(secrets.token_bytes(10)), name=name, env=env, plan=plan, created_at=now
