@@ -71,6 +71,16 @@ def test_a_server_s_error_message_is_shown_on_one_line(
     assert err.count("\n") == 1
 
 
+def test_a_server_s_whole_error_message_is_shown(
+    server: ThreadingHTTPServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It was cut at 60 characters, before the part that says what to do.
+    message = "X-Api-Key is malformed: expected pk_live_<id>.<secret> or pk_test_<id>.<secret>"
+    server.reply = ("application/json", json.dumps({"success": False, "message": message}).encode(), 401)  # type: ignore[attr-defined]
+    assert _run(server, BUNDLE["anchorId"]) == 1
+    assert capsys.readouterr().err == f"trueup proof: 401 {message!r}\n"
+
+
 @pytest.mark.parametrize(
     ("reply", "message"),
     [

@@ -76,7 +76,8 @@ def _bundle_in(reply: httpx.Response, anchor: str) -> tuple[Mapping[str, object]
     if not isinstance(body, dict):
         return None, f"{reply.status_code}, not a Trueup reply: {reply.text[:200]!r}"
     if reply.status_code != 200:
-        return None, f"{reply.status_code} {shown(body.get('message', reply.text[:200]))}"
+        # The whole message (a server's are under 300 characters): its end says what to do.
+        return None, f"{reply.status_code} {shown(body.get('message', reply.text[:200]), 300)}"
     try:  # as `trueup verify` will read it: no NaN, no member given twice
         bundle = load_bundle(reply.text)
     except ProofError as exc:
