@@ -53,32 +53,6 @@ def _read_figures(tx: Tx, tenant_id: str, customer_id: str, period: str) -> _Fig
     return tree_size, opening, month, snapshot.period_leaf_hashes(tenant_id, customer_id, period)
 
 
-def _checkpoint(
-    checkpoint_id: str,
-    tenant_id: str,
-    customer_id: str,
-    period: str,
-    nonce: bytes,
-    created_at: str,
-    figures: _Figures,
-) -> CheckpointRecord:
-    tree_size, opening, month, hashes = figures
-    return CheckpointRecord(
-        id=checkpoint_id,
-        tenant_id=tenant_id,
-        customer_id=customer_id,
-        period=period,
-        proof_root=period_proof_root(nonce, hashes),
-        nonce=nonce,
-        tree_size=tree_size,
-        opening_balance=opening,
-        credits=month.credits,
-        debits=month.debits,
-        deltas_count=month.count,
-        created_at=created_at,
-    )
-
-
 def _record_lock(tx: Tx, record: CheckpointRecord) -> None:
     """Store ``record``, count the lock (the sequencer's fence) and queue its event."""
     tx.execute(
@@ -126,7 +100,21 @@ class CheckpointStore:
         """
 
         def record_of(figures: _Figures) -> CheckpointRecord:
-            return _checkpoint(checkpoint_id, tenant_id, customer_id, period, nonce, created_at, figures)
+            tree_size, opening, month, hashes = figures
+            return CheckpointRecord(
+                id=checkpoint_id,
+                tenant_id=tenant_id,
+                customer_id=customer_id,
+                period=period,
+                proof_root=period_proof_root(nonce, hashes),
+                nonce=nonce,
+                tree_size=tree_size,
+                opening_balance=opening,
+                credits=month.credits,
+                debits=month.debits,
+                deltas_count=month.count,
+                created_at=created_at,
+            )
 
         for _ in range(_SNAPSHOT_TRIES):
             with self._engine.read() as tx:
