@@ -31,6 +31,18 @@ def write_private_file(path: Path, content: bytes) -> None:
         os.link(temporary, path)  # atomic, and refuses to replace an existing file
     finally:
         temporary.unlink()
+    _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the directory's entries durable: a file's own fsync does not cover its name, and a
+    signing key lost to a power cut after the database recorded heads it signed would leave a
+    data directory that no longer starts."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class SecretFileError(ValueError):
