@@ -97,6 +97,20 @@ def test_the_data_directory_and_its_secrets_are_owner_only(tmp_path: Path) -> No
     assert not [p for p in data_dir.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
+def test_the_role_lock_files_are_owner_only(tmp_path: Path) -> None:
+    # They were 0644: in a data directory others can enter, another local user could take a
+    # role's lock and hold it, and no sequencer would ever seal.
+    data_dir = tmp_path / "fresh"
+    services = open_services(replace(Settings(), data_dir=data_dir))
+    try:
+        for role in ("sequencer", "dispatcher"):
+            with services.storage.engine.try_leader_lock(role) as held:
+                assert held
+            assert (data_dir / f"trueup.db.{role}.lock").stat().st_mode & 0o777 == 0o600, role
+    finally:
+        services.close()
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [

@@ -252,7 +252,9 @@ def _file_lock(path: Path) -> Iterator[Leadership]:
 
     Held for as long as the file is the one at ``path``: a lock file deleted (or replaced)
     under its holder lets the next process create and lock another, so the holder asks."""
-    with path.open("a+b") as handle:
+    # Mode 0600, as the lock of the writer's turn: a lock file others could open is a role
+    # another local user could take and hold.
+    with open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "a+b") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
