@@ -28,6 +28,7 @@ from trueup.bench.deployments import (
 )
 from trueup.bench.echo import start_echo_server
 from trueup.bench.load import reply_id, run_load, run_load_process
+from trueup.bench.load_figures import replies_check, replies_note
 from trueup.bench.loadspec import LoadResult, LoadSpec, RequestTemplate
 from trueup.bench.merkle import make_leaves, ours_seconds
 from trueup.bench.reference import hashlib_bound_seconds, pymerkle_seconds, sync_latencies_ms
@@ -269,6 +270,104 @@ def test_latencies_count_only_the_replies_with_the_latency_status() -> None:
     assert result.ok(202) > 0
     assert result.ok(429) > 0
     assert result.latency_ms.count == result.ok(202)
+
+
+class _Scripted(asyncio.Protocol):
+    """Answers request n (counted over every connection) with a 202 after ``delay(n)`` seconds,
+    or never when that is ``None``."""
+
+    answered = 0
+
+    def __init__(self, delay: Callable[[int], float | None]) -> None:
+        self.buffer = b""
+        self.delay = delay
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment] # a socket's transport is a Transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, _, rest = self.buffer.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            if len(rest) < length:
+                return
+            self.buffer = rest[length:]
+            _Scripted.answered += 1
+            delay = self.delay(_Scripted.answered)
+            if delay is None:
+                continue
+            body = b'{"data":{"requestId":"req_1"}}'
+            reply = b"HTTP/1.1 202 Accepted\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            assert self.transport is not None
+            asyncio.get_running_loop().call_later(delay, self.transport.write, reply)
+
+
+def _run_against(delay: Callable[[int], float | None], spec: Callable[[int], LoadSpec]) -> LoadResult:
+    """``run_load(spec(port))`` against a :class:`_Scripted` server on 127.0.0.1."""
+    loop = asyncio.new_event_loop()
+    accepted: list[_Scripted] = []
+
+    def accept() -> _Scripted:
+        accepted.append(_Scripted(delay))
+        return accepted[-1]
+
+    _Scripted.answered = 0
+    server = loop.run_until_complete(loop.create_server(accept, "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        return run_load(spec(int(server.sockets[0].getsockname()[1])))
+    finally:
+
+        async def close() -> None:
+            server.close()
+            for protocol in accepted:
+                if protocol.transport is not None:
+                    protocol.transport.close()
+            await asyncio.sleep(0.05)  # the transports' close callbacks run
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def _open_loop(port: int, timeout_s: float = 2.0) -> LoadSpec:
+    return LoadSpec(
+        "127.0.0.1",
+        port,
+        _template(),
+        connections=32,
+        duration_s=0.5,
+        rate_per_s=200.0,
+        record=True,
+        id_field=REQUEST_ID,
+        request_timeout_s=timeout_s,
+    )
+
+
+def test_an_open_loop_counts_the_replies_that_come_after_its_window() -> None:
+    # Every reply takes 0.2 s: the requests of the window's last 0.2 s are answered after it.
+    result = _run_against(lambda _: 0.2, _open_loop)
+    assert result.scheduled > 0
+    assert result.completed == result.ok(202) == len(result.records) == result.scheduled
+    assert result.unanswered == 0
+    assert result.latency_ms.count == result.scheduled
+    assert result.latency_ms.p50 >= 200.0
+    assert replies_check(result).ok
+
+
+def test_an_open_loop_request_never_answered_is_counted_and_fails_the_replies_check() -> None:
+    # One request in 40 is kept by the server and never answered.
+    result = _run_against(lambda n: None if n % 40 == 0 else 0.0, lambda port: _open_loop(port, 0.5))
+    assert result.unanswered >= 2
+    assert result.completed + result.errors + result.unanswered == result.scheduled
+    assert result.errors == 0
+    assert result.statuses == {"202": result.completed}
+    assert not replies_check(result).ok
+    assert f"; {result.unanswered:,} sent and never answered" in replies_note(result)
 
 
 def test_load_runs_in_a_separate_process(echo_port: int) -> None:

@@ -11,7 +11,10 @@ Two shapes of load, both bounded in time and in count:
   request when the previous reply arrived (the "N concurrent clients" of a benchmark);
 - *open loop*: requests scheduled at a fixed rate whatever the replies do; latency counts from
   the scheduled send time, so a stalled server cannot hide its backlog (no coordinated
-  omission). ``connections`` bounds the requests in flight.
+  omission). ``connections`` bounds the requests in flight. A request counts when it was
+  scheduled in the measured window, whenever its reply comes: the load waits up to
+  ``request_timeout_s`` after the window for the last replies, so the slowest are in the
+  figures, and a request still unanswered then is counted as unanswered, not left out.
 
 Run it in its own process with :func:`run_load_process` (``python -m trueup.bench.load``
 reads a :class:`~trueup.bench.loadspec.LoadSpec` as JSON on stdin and writes a
@@ -138,6 +141,9 @@ class _Run:
         self.result = LoadResult()
         self.latencies: list[float] = []
         self.issued = 0
+        self.settled = 0
+        """Open loop: requests of the measured window that were answered or failed."""
+        self.opened: list[_Connection] = []
         now = time.perf_counter()
         self.wall_offset = time.time() - now
         self.measure_from = now + spec.warmup_s
@@ -149,14 +155,22 @@ class _Run:
             _, protocol = await loop.create_connection(_Connection, self.spec.host, self.spec.port)
         except OSError as exc:
             raise LoadError(f"cannot connect to {self.spec.host}:{self.spec.port}: {exc}") from exc
+        self.opened.append(protocol)
         return protocol
 
     def token(self, client: int) -> bytes:
         self.issued += 1
         return f"{self.spec.tag}{client:04d}x{self.issued:010d}".encode()
 
-    async def send(self, conn: _Connection, client: int, scheduled: float) -> _Connection:
-        """Send one request on ``conn`` (reconnecting if needed); record it if measured."""
+    async def send(
+        self, conn: _Connection, client: int, scheduled: float, measured: bool | None = None
+    ) -> _Connection:
+        """Send one request on ``conn`` (reconnecting if needed); record it if measured.
+
+        ``measured``: whether the request counts, decided when it was scheduled (open loop),
+        whenever its reply comes; ``None`` (closed loop): it counts when it was sent and
+        answered within the measured window.
+        """
         if conn.closed:
             conn = await self.connect()
             self.result.reconnects += 1
@@ -164,14 +178,18 @@ class _Run:
             status, body = await conn.request(self.build(self.token(client), client))
         except (ConnectionError, LoadError) as exc:
             done = time.perf_counter()
-            if self.measure_from <= done <= self.deadline:
+            in_window = self.measure_from <= done <= self.deadline
+            if in_window if measured is None else measured:
                 self.result.errors += 1
                 self.result.error_sample = self.result.error_sample or f"{type(exc).__name__}: {exc}"
+                self.settled += 1
             conn.close()
             conn.closed = True
             return conn
         done = time.perf_counter()
-        if self.measure_from <= scheduled and done <= self.deadline:
+        in_window = self.measure_from <= scheduled and done <= self.deadline
+        if in_window if measured is None else measured:
+            self.settled += 1
             result = self.result
             result.completed += 1
             key = str(status)
@@ -211,8 +229,8 @@ async def _open_loop(run: _Run) -> None:
     start = time.perf_counter()
     tasks: set[asyncio.Task[None]] = set()
 
-    async def one(index: int, conn: _Connection, scheduled: float) -> None:
-        conn = await run.send(conn, index, scheduled)
+    async def one(index: int, conn: _Connection, scheduled: float, measured: bool) -> None:
+        conn = await run.send(conn, index, scheduled, measured)
         idle.put_nowait((index, conn))
 
     sent = 0
@@ -225,20 +243,27 @@ async def _open_loop(run: _Run) -> None:
             await asyncio.sleep(delay)
         index, conn = await idle.get()
         now = time.perf_counter()
-        if now - scheduled > 0.005 and scheduled >= run.measure_from:
+        measured = scheduled >= run.measure_from
+        if now - scheduled > 0.005 and measured:
             run.result.late_sends += 1
-        if scheduled >= run.measure_from:
+        if measured:
             run.result.scheduled += 1
         # Late: latency counts from the scheduled time. Early (the timer woke before its
         # time, as uvloop's millisecond timers may): from the real send.
-        task = asyncio.create_task(one(index, conn, min(scheduled, now)))
+        task = asyncio.create_task(one(index, conn, min(scheduled, now), measured))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         sent += 1
+    # The replies still due count too (the slowest of the window are among them): wait for
+    # them up to the request timeout after the window; what has not come by then is unanswered.
     if tasks:
-        await asyncio.wait(tasks, timeout=run.spec.request_timeout_s)
-    while not idle.empty():
-        idle.get_nowait()[1].close()
+        last_reply_by = run.deadline + run.spec.request_timeout_s
+        await asyncio.wait(tasks, timeout=max(0.0, last_reply_by - time.perf_counter()))
+    run.result.unanswered = run.result.scheduled - run.settled
+    for task in list(tasks):
+        task.cancel()  # before its connection closes, so that it is not counted an error too
+    for conn in run.opened:
+        conn.close()
 
 
 async def _cpu_window(run: _Run) -> None:
@@ -313,7 +338,8 @@ def run_load(spec: LoadSpec) -> LoadResult:
         raise ValueError("a load needs at least one connection and a positive duration")
     run = _Run(spec)
     body: Coroutine[Any, Any, None] = _closed_loop(run) if spec.rate_per_s is None else _open_loop(run)
-    bound = spec.warmup_s + spec.duration_s + spec.request_timeout_s
+    # A margin past the open loop's last wait (which ends request_timeout_s after the window).
+    bound = spec.warmup_s + spec.duration_s + spec.request_timeout_s + 5.0
     with _event_loop_runner() as runner:
         try:
             runner.run(asyncio.wait_for(_measured(run, body), bound))
@@ -331,7 +357,7 @@ def run_load_process(spec: LoadSpec) -> LoadResult:
     Raises:
         LoadError: if the process fails, overruns its time bound or prints no result.
     """
-    bound = spec.warmup_s + spec.duration_s + spec.request_timeout_s + 30.0
+    bound = spec.warmup_s + spec.duration_s + spec.request_timeout_s + 35.0
     try:
         done = subprocess.run(
             [sys.executable, "-m", "trueup.bench.load"],

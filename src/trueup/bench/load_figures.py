@@ -38,12 +38,14 @@ def accepted_req_per_s(result: LoadResult) -> float:
 def replies_note(result: LoadResult) -> str:
     shown = ", ".join(f"{status}: {count:,}" for status, count in sorted(result.statuses.items()))
     errors = f"; {result.errors:,} errors ({result.error_sample})" if result.errors else ""
-    return f"replies {{{shown}}}{errors}"
+    unanswered = f"; {result.unanswered:,} sent and never answered" if result.unanswered else ""
+    return f"replies {{{shown}}}{errors}{unanswered}"
 
 
 def replies_check(result: LoadResult) -> Check:
-    """Errors and replies other than 202 at most 0.1 % of the replies (none at all: a miss)."""
-    bad = result.errors + result.completed - result.ok(202)
+    """Errors, requests never answered and replies other than 202 at most 0.1 % of the replies
+    (none at all: a miss)."""
+    bad = result.errors + result.unanswered + result.completed - result.ok(202)
     return Check(
         "errors + non-202 <= 0.1 % of replies", result.completed > 0 and bad <= 0.001 * result.completed
     )

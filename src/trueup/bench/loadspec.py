@@ -124,6 +124,10 @@ class LoadResult:
     reconnects: int = 0
     scheduled: int = 0
     late_sends: int = 0
+    unanswered: int = 0
+    """Open loop: requests scheduled in the measured window with neither a reply nor an error
+    by ``request_timeout_s`` after it (a server that keeps a request must not pass for one that
+    answered it)."""
     latency_ms: Summary = field(default_factory=Summary)
     """Of the replies with the spec's ``latency_status`` only."""
     records: list[tuple[float, float, int, str]] = field(default_factory=list)
