@@ -108,6 +108,29 @@ def test_the_head_watcher_records_when_each_new_tree_size_is_first_seen(tmp_path
     assert watcher.failures == 0
 
 
+def test_the_head_watcher_sees_a_head_committed_after_its_last_poll_before_it_stops(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'trueup.db'}"
+    storage = open_storage(url, pool_size=2)
+    watcher = HeadWatcher(url, interval_s=60.0)  # one poll at the start, the next a minute away
+    try:
+        watcher.start()
+        deadline = time.monotonic() + 5
+        while watcher.polls == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        with storage.engine.write() as tx:
+            tx.execute(
+                "INSERT INTO tree_heads (tree_size, root_hash, timestamp_ms, checkpoint) VALUES (?, ?, ?, ?)",
+                (4, bytes(32), 0, ""),
+            )
+        committed = time.time()
+    finally:
+        watcher.stop()
+        storage.close()
+    assert not watcher.is_alive()
+    assert [size for size, _ in watcher.seen] == [4]
+    assert watcher.seen[0][1] >= committed
+
+
 def _outcome(committed: Summary, unverified: int, load: LoadResult | None = None) -> LatencyOutcome:
     load = load or LoadResult(completed=100, elapsed_s=10.0, statuses={"202": 100}, scheduled=100)
     return LatencyOutcome(

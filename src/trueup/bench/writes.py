@@ -286,6 +286,9 @@ class HeadWatcher(threading.Thread):
             while not self._stop_event.is_set():
                 self._poll(conn)
                 self._stop_event.wait(self._interval)
+            # Once more after being told to stop: a head committed since the last poll (the
+            # drain's last seal, say) is seen, late, rather than its requests read as unverified.
+            self._poll(conn)
 
     def _poll(self, conn: _Connection) -> None:
         try:
