@@ -1,7 +1,7 @@
 """The benchmark report: one table of figures, each beside its reference, ratio and target.
 
 A :class:`Row` is one figure. Its verdict is ``pass`` when every :class:`Check` against the
-DESIGN.md §6 targets holds, ``MISS`` (naming the failed checks) otherwise, ``info`` for
+DESIGN.md §6 targets holds, ``MISS`` naming the failed checks otherwise, ``info`` for
 figures without a target, ``indicative`` for a figure measured below the size its target
 names (the quick run; its checks' results are in the notes, and only a run at that size
 decides), and ``skipped``/``error`` with the reason when it could not be measured. The same
@@ -68,12 +68,15 @@ class Row:
 
     @property
     def checked(self) -> str:
-        """What the checks alone say: ``pass``, ``MISS`` or ``MISS (<failed checks>)``."""
+        """What the checks alone say: ``pass`` or ``MISS (<failed checks>)``.
+
+        A miss always names what failed, even when every check did: a row's checks may hold
+        more than its target column shows (its replies, say), and a bare ``MISS`` would hide
+        which of them failed.
+        """
         failed = [check.label for check in self.checks if not check.ok]
         if not failed:
             return "pass"
-        if len(failed) == len(self.checks):
-            return "MISS"
         return "MISS (" + "; ".join(failed) + ")"
 
     @classmethod
