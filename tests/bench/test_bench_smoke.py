@@ -32,7 +32,7 @@ from trueup.bench.load_figures import replies_check, replies_note
 from trueup.bench.loadspec import LoadResult, LoadSpec, RequestTemplate
 from trueup.bench.merkle import make_leaves, ours_seconds
 from trueup.bench.reference import hashlib_bound_seconds, pymerkle_seconds, sync_latencies_ms
-from trueup.bench.report import Check, Report, Row
+from trueup.bench.report import Check, Report, Row, fmt_ms, fmt_percent, fmt_rate, fmt_times, fmt_us
 from trueup.bench.runner import QUICK
 from trueup.bench.server import ServerError, ServerUnderTest, http_get_json
 from trueup.bench.stats import Summary, percentile, summarize, time_pairs
@@ -107,6 +107,23 @@ def test_report_shows_each_verdict_and_writes_markdown_and_json() -> None:
     assert "| skips | skipped: no server |" in markdown
     data = json.loads(json.dumps(report.to_json()))
     assert [row["verdict"] for row in data["rows"]][:2] == ["pass", "MISS (>= 5)"]
+
+
+def test_a_judged_figure_is_rounded_away_from_passing() -> None:
+    # Against an upper bound (latencies): up, so 20.004 µs against <= 20 µs is not "20.00 µs".
+    assert (fmt_us(20.004, "up"), fmt_us(20.004)) == ("20.01 µs", "20.00 µs")
+    assert (fmt_ms(5.001, "up"), fmt_ms(4.999, "up"), fmt_ms(99.996, "up")) == (
+        "5.01 ms",
+        "5.00 ms",
+        "100 ms",
+    )
+    # Against a lower bound (rates, shares, factors): down.
+    assert (fmt_percent(0.59996, "down"), fmt_percent(0.59996)) == ("59.9 %", "60.0 %")
+    assert (fmt_times(4.999, "down"), fmt_times(4.999)) == ("4.99x", "5.00x")
+    assert (fmt_rate(4_999.7, "req/s", "down"), fmt_rate(5_000.0, "req/s", "down")) == (
+        "4,999 req/s",
+        "5,000 req/s",
+    )
 
 
 def test_percentiles_are_nearest_rank() -> None:

@@ -14,7 +14,7 @@ from trueup.bench.loadspec import LoadResult
 from trueup.bench.runner import QUICK
 from trueup.bench.stats import Summary, summarize
 from trueup.bench.workload import delta_rows
-from trueup.bench.write_rows import latency_rows, single_rows
+from trueup.bench.write_rows import batched_rows, latency_rows, single_rows
 from trueup.bench.writes import (
     HeadWatcher,
     LatencyOutcome,
@@ -203,6 +203,39 @@ def test_single_item_rows_miss_when_replies_are_not_202() -> None:
     assert (rate.verdict, p99.verdict) == (
         "MISS (>= 5,000 req/s; errors + non-202 <= 0.1 % of replies)",
         "MISS (errors + non-202 <= 0.1 % of replies)",
+    )
+
+
+def test_a_write_figure_that_missed_its_target_is_never_shown_as_meeting_it() -> None:
+    # 99,999.5 items/s at 14.996 % of the raw insert: not 100,000 nor 15.0 %.
+    batch = LoadResult(completed=999_995, elapsed_s=10_000.0, statuses={"202": 999_995})
+    row, *_ = batched_rows("SQLite", 100_000, batch, 99_999.5 / 0.14996, QUICK.writes, None)
+    assert (row.value, row.ratio) == ("99,999 items/s", "14.9 %")
+    assert row.verdict == "MISS (>= 100,000/s; >= 15 % of raw)"
+    # 4,999.6 req/s with p99 25.004 ms: not 5,000 req/s nor 25.00 ms.
+    single = LoadResult(
+        completed=49_996,
+        elapsed_s=10.0,
+        statuses={"202": 49_996},
+        latency_ms=Summary(count=49_996, p50=10.0, p99=25.004),
+    )
+    rate, _, p99, *_ = single_rows(single, _single({"202": 50_000}, 1.0), QUICK.writes)
+    assert (rate.value, rate.verdict) == ("4,999 req/s", "MISS (>= 5,000 req/s)")
+    assert (p99.value, p99.verdict) == ("25.01 ms", "MISS (<= 25 ms)")
+    # p50 100.4 ms and p99 1,000.4 ms: not 100 ms nor 1,000 ms.
+    p50_row, p99_row, _ = latency_rows(_outcome(Summary(2, p50=100.4, p99=1_000.4), 0), 20.0, "SQLite")
+    assert p50_row.value == "101 ms"
+    assert p50_row.reference.startswith("acceptedAt->committed p50 101 ms;")
+    assert p50_row.verdict == "MISS (<= 100 ms from the 202; <= 100 ms from acceptedAt)"
+    assert p99_row.value == "1,001 ms"
+    assert p99_row.verdict == "MISS (<= 1 s from the 202; <= 1 s from acceptedAt)"
+    # On the bound itself it passes, and shows as the bound.
+    p50_row, p99_row, _ = latency_rows(_outcome(Summary(2, p50=100.0, p99=1_000.0), 0), 20.0, "SQLite")
+    assert (p50_row.value, p50_row.verdict, p99_row.value, p99_row.verdict) == (
+        "100 ms",
+        "pass",
+        "1,000 ms",
+        "pass",
     )
 
 

@@ -280,7 +280,7 @@ def ledger_rows(timings: LedgerTimings, hashlib_rate: float | None) -> list[Row]
         rows.append(
             Row(
                 name=f"{name} at {count:,} deltas: p99",
-                value=fmt_ms(at_scale.p99),
+                value=fmt_ms(at_scale.p99, "up"),
                 reference=f"same at {len(small.amounts):,} deltas {fmt_ms(at_small.p99)}",
                 ratio=fmt_times(ratio),
                 target="<= 5 ms",

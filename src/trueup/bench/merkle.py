@@ -97,7 +97,7 @@ def sealing_rows(count: int, repeats: int) -> tuple[list[Row], float]:
             name=name,
             value=fmt_rate(ours_rate, "leaves/s"),
             reference=f"hashlib bound {fmt_rate(bound_rate, 'leaves/s')}",
-            ratio=fmt_percent(share),
+            ratio=fmt_percent(share, "down"),
             target=">= 60 % of hashlib",
             checks=(Check(">= 60 % of hashlib", share >= 0.60),),
             note=(
@@ -128,7 +128,7 @@ def sealing_rows(count: int, repeats: int) -> tuple[list[Row], float]:
             name=pymerkle_name,
             value=fmt_rate(ours_beside_rate, "leaves/s"),
             reference=f"pymerkle {version} {fmt_rate(count / theirs, 'leaves/s')}",
-            ratio=fmt_times(factor),
+            ratio=fmt_times(factor, "down"),
             target=">= 5x pymerkle",
             checks=(Check(">= 5x pymerkle", factor >= 5.0),),
             note=(
@@ -194,7 +194,7 @@ def inclusion_rows(size: int, samples: int) -> list[Row]:
     return [
         Row(
             name=f"inclusion proof p50 at {size:,} leaves (MemoryTree)",
-            value=fmt_us(proofs.p50),
+            value=fmt_us(proofs.p50, "up"),
             reference=f"floor: {depth} bare slices {fmt_us(floor.p50)}",
             ratio=fmt_times(proofs.p50 / floor.p50) if floor.p50 else "",
             target="<= 20 µs",

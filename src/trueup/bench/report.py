@@ -10,13 +10,15 @@ report renders as a plain-text table (stdout), Markdown and JSON.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
     "Check",
     "Report",
+    "Rounding",
     "Row",
     "fmt_bytes_kib",
     "fmt_count",
@@ -88,28 +90,44 @@ class Row:
         return cls(name=name, value=reason, target=target, skipped=skipped, error=error)
 
 
+Rounding = Literal["up", "down"] | None
+"""How a figure judged against a bound is rounded to the digits shown: away from passing
+(``up`` for an upper bound such as a latency, ``down`` for a lower bound such as a rate), so a
+figure that missed its target is never shown as meeting it (24.996 ms against <= 25 ms may show
+as 25.00, but 25.004 ms shows as 25.01, not 25.00); ``None``: to the nearest."""
+
+
+def _shown(value: float, digits: int, rounding: Rounding) -> float:
+    if rounding is None:
+        return value
+    scale = 10.0**digits
+    whole = math.ceil(value * scale) if rounding == "up" else math.floor(value * scale)
+    return whole / scale
+
+
 def fmt_count(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def fmt_rate(value: float, unit: str) -> str:
-    return f"{value:,.0f} {unit}"
+def fmt_rate(value: float, unit: str, rounding: Rounding = None) -> str:
+    return f"{_shown(value, 0, rounding):,.0f} {unit}"
 
 
-def fmt_ms(value: float) -> str:
-    return f"{value:,.2f} ms" if value < 100 else f"{value:,.0f} ms"
+def fmt_ms(value: float, rounding: Rounding = None) -> str:
+    digits = 2 if _shown(value, 2, rounding) < 100 else 0
+    return f"{_shown(value, digits, rounding):,.{digits}f} ms"
 
 
-def fmt_us(value: float) -> str:
-    return f"{value:,.2f} µs"
+def fmt_us(value: float, rounding: Rounding = None) -> str:
+    return f"{_shown(value, 2, rounding):,.2f} µs"
 
 
-def fmt_percent(fraction: float) -> str:
-    return f"{fraction * 100:.1f} %"
+def fmt_percent(fraction: float, rounding: Rounding = None) -> str:
+    return f"{_shown(fraction * 100, 1, rounding):.1f} %"
 
 
-def fmt_times(factor: float) -> str:
-    return f"{factor:,.2f}x"
+def fmt_times(factor: float, rounding: Rounding = None) -> str:
+    return f"{_shown(factor, 2, rounding):,.2f}x"
 
 
 def fmt_bytes_kib(kib: float) -> str:

@@ -85,9 +85,9 @@ def _batched_row(
     target = f">= {floor:,.0f}/s; >= 15 % of raw"
     return Row(
         name=f"batched writes, {backend} (1,000 items/request, {plan.batch_connections} clients)",
-        value=fmt_rate(rate, "items/s"),
+        value=fmt_rate(rate, "items/s", "down"),
         reference=f"raw executemany {fmt_rate(raw_rate, 'rows/s')}",
-        ratio=fmt_percent(share),
+        ratio=fmt_percent(share, "down"),
         target=target,
         checks=(
             Check(f">= {floor:,.0f}/s", rate >= floor),
@@ -119,7 +119,7 @@ def single_rows(result: LoadResult, echo: LoadResult, plan: WritePlan) -> list[R
     return [
         Row(
             name=name,
-            value=fmt_rate(rate, "req/s"),
+            value=fmt_rate(rate, "req/s", "down"),
             reference=f"load generator vs echo server {fmt_rate(echo.rate_per_s, 'req/s')}",
             ratio=fmt_percent(rate / echo.rate_per_s) if echo.rate_per_s else "",
             target=">= 5,000 req/s",
@@ -135,7 +135,7 @@ def single_rows(result: LoadResult, echo: LoadResult, plan: WritePlan) -> list[R
         ),
         Row(
             name=f"{name}: p99 latency",
-            value=fmt_ms(latency.p99),
+            value=fmt_ms(latency.p99, "up"),
             reference=f"echo server p99 {fmt_ms(echo.latency_ms.p99)}",
             target="<= 25 ms",
             # Of the 202 replies only (an error answered fast is no fast write).
@@ -225,8 +225,10 @@ def latency_rows(outcome: LatencyOutcome, batched_rate: float, backend: str) -> 
                 f"accepted->verified p50 at half the batched rate, {backend} "
                 "(202 received -> its seal committed)"
             ),
-            value=fmt_ms(committed.p50),
-            reference=f"acceptedAt->committed p50 {fmt_ms(accepted.p50)}; ->verifiedAt {fmt_ms(reply.p50)}",
+            value=fmt_ms(committed.p50, "up"),
+            reference=(
+                f"acceptedAt->committed p50 {fmt_ms(accepted.p50, 'up')}; ->verifiedAt {fmt_ms(reply.p50)}"
+            ),
             target="<= 100 ms",
             # Both readings of "accepted" must pass: the 202 as the client sees it, and the
             # acceptedAt the API reports (stamped when the request started, before its commit).
@@ -258,8 +260,10 @@ def latency_rows(outcome: LatencyOutcome, batched_rate: float, backend: str) -> 
                 f"accepted->verified p99 at half the batched rate, {backend} "
                 "(202 received -> its seal committed)"
             ),
-            value=fmt_ms(committed.p99),
-            reference=f"acceptedAt->committed p99 {fmt_ms(accepted.p99)}; ->verifiedAt {fmt_ms(reply.p99)}",
+            value=fmt_ms(committed.p99, "up"),
+            reference=(
+                f"acceptedAt->committed p99 {fmt_ms(accepted.p99, 'up')}; ->verifiedAt {fmt_ms(reply.p99)}"
+            ),
             target="<= 1 s",
             checks=(
                 Check("<= 1 s from the 202", committed.p99 <= 1_000.0),
