@@ -153,3 +153,13 @@ def test_an_impossible_date_is_told_as_it_was_sent(field: str) -> None:
     with pytest.raises(ValidationError) as caught:
         parse_derive_query(query, NOW)
     assert caught.value.message == f"{field}: is not a valid date: '2026-02-30'"
+
+
+@pytest.mark.parametrize("day", ["1969-12-31", "0001-01-01", "0000-01-01"])
+def test_a_date_before_1970_is_told_as_it_was_sent(day: str) -> None:
+    # It was quoted as the midnight it would have stood for ('1969-12-31T00:00:00Z'), and a year
+    # 0000 as no valid date, where a date-time of 0001 was refused for its year.
+    query = {"timePreset": "custom", "startDate": day, "endDate": "2026-03-01"}
+    with pytest.raises(ValidationError) as caught:
+        parse_derive_query(query, NOW)
+    assert caught.value.message == f"startDate: must be in 1970 or later, got {day!r}"

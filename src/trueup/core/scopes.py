@@ -39,6 +39,8 @@ _INTEGER_TEXT = re.compile(r"^[+-]?[0-9]+$")
 _MAX_DIGITS = 64
 """Digits beyond any bound here: longer integer text is out of range without converting it."""
 _DATE_ONLY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_EARLIEST_DATE = "1970-01-01"
+"""The first date a scope may name, as :func:`~trueup.core.timestamps.parse_rfc3339` takes."""
 _CHECKPOINT_TYPES = {
     "itemsRoot": "itemsRoot",
     "proofRoot": "itemsRoot",
@@ -117,9 +119,12 @@ def resolve_checkpoint_type(value: str | None) -> str:
 def _boundary(value: object, field: str) -> str:
     """A date (``YYYY-MM-DD``, midnight UTC) or an RFC 3339 date-time, canonical."""
     if isinstance(value, str) and _DATE_ONLY.fullmatch(value):
+        # Told as sent, not as the midnight it would have stood for.
+        if value < _EARLIEST_DATE:
+            raise ValidationError(field, f"must be in 1970 or later, got {value!r}")
         try:
             date.fromisoformat(value)
-        except ValueError as exc:  # told as sent, not as the midnight it would have stood for
+        except ValueError as exc:
             raise ValidationError(field, f"is not a valid date: {value!r}") from exc
         value = f"{value}T00:00:00Z"
     return format_canonical(parse_rfc3339(value, field))
