@@ -111,6 +111,26 @@ def test_the_role_lock_files_are_owner_only(tmp_path: Path) -> None:
         services.close()
 
 
+def test_lock_files_an_older_version_left_open_are_made_owner_only(tmp_path: Path) -> None:
+    # Opening a lock file kept its mode: those an older version created 0644 stayed so, and
+    # another local user could still take the sequencer's lock (flock needs no write access).
+    data_dir = tmp_path / "older"
+    locks = [data_dir / f"trueup.db.{name}.lock" for name in ("writer", "sequencer", "dispatcher")]
+    open_services(replace(Settings(), data_dir=data_dir)).close()
+    for lock in locks:
+        lock.touch()
+        lock.chmod(0o644)
+    services = open_services(replace(Settings(), data_dir=data_dir))
+    try:
+        for role in ("sequencer", "dispatcher"):
+            with services.storage.engine.try_leader_lock(role) as held:
+                assert held
+        for lock in locks:
+            assert lock.stat().st_mode & 0o777 == 0o600, lock.name
+    finally:
+        services.close()
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [

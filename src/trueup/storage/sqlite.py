@@ -22,7 +22,7 @@ from pathlib import Path
 from trueup.storage import sqlite_checkpoint as checkpoints
 from trueup.storage.engine import Engine, Leadership, Tx
 from trueup.storage.errors import StorageUnavailableError
-from trueup.storage.sqlite_lock import WriterTurn
+from trueup.storage.sqlite_lock import WriterTurn, open_lock_file
 from trueup.storage.sqlite_tx import SQLiteDialect, SQLiteTx
 
 __all__ = ["SQLiteDialect", "SQLiteEngine"]
@@ -254,7 +254,7 @@ def _file_lock(path: Path) -> Iterator[Leadership]:
     under its holder lets the next process create and lock another, so the holder asks."""
     # Mode 0600, as the lock of the writer's turn: a lock file others could open is a role
     # another local user could take and hold.
-    with open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "a+b") as handle:
+    with open(open_lock_file(path), "a+b") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

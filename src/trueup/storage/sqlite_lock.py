@@ -14,6 +14,7 @@ thread gets after its writer gave up is let go at once.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
@@ -21,9 +22,27 @@ from pathlib import Path
 
 from trueup.storage.errors import StorageUnavailableError
 
-__all__ = ["WriterTurn"]
+__all__ = ["WriterTurn", "open_lock_file"]
 
 _MOMENT_S = 0.05
+
+
+def open_lock_file(path: Path) -> int:
+    """A descriptor of the lock file at ``path``, created 0600 and made 0600 if it is not.
+
+    ``flock`` asks for no write access: a lock file another local user can open is a lock they
+    can take and hold (the writer's turn, or a role, so that nothing is sealed). An older
+    version created them 0644, and opening one does not change its mode, so it is changed here.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            with contextlib.suppress(PermissionError):  # another user's file: theirs to change
+                os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 class WriterTurn:
@@ -33,7 +52,7 @@ class WriterTurn:
     def __init__(self, path: Path, wait_s: float) -> None:
         self._path = path
         self._wait_s = wait_s
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._fd = open_lock_file(path)
         self._waiter_fd: int | None = None
         """The descriptor the waiting thread takes the lock on (its own open of the file)."""
         self._held_fd: int | None = None
@@ -110,7 +129,7 @@ class WriterTurn:
         if self._waiter is not None:
             return
         try:
-            self._waiter_fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._waiter_fd = open_lock_file(self._path)
         except OSError as exc:  # out of descriptors, say
             raise StorageUnavailableError(f"cannot wait for the SQLite writer lock: {exc}") from exc
         self._waiter = threading.Thread(
