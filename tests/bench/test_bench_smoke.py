@@ -234,72 +234,29 @@ def test_request_ids_are_read_from_the_reply_as_json() -> None:
     assert reply_id(b"<html>requestId</html>", path) == ""
 
 
-class _RefuseEveryOther(asyncio.Protocol):
-    """Answers each request, every other one with a 429 and the rest with a 202."""
-
-    def __init__(self) -> None:
-        self.buffer = b""
-        self.answered = 0
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment] # a socket's transport is a Transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while b"\r\n\r\n" in self.buffer:
-            head, _, rest = self.buffer.partition(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-            if len(rest) < length:
-                return
-            self.buffer = rest[length:]
-            self.answered += 1
-            status = b"202 Accepted" if self.answered % 2 else b"429 Too Many Requests"
-            assert self.transport is not None
-            self.transport.write(b"HTTP/1.1 %s\r\ncontent-length: 2\r\n\r\n{}" % status)
+_Answer = Callable[[int], tuple[bytes, float] | None]
+"""The status line of the reply to request n (counted over every connection) and how many
+seconds after the request to send it; ``None``: never answered."""
 
 
-def test_latencies_count_only_the_replies_with_the_latency_status() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        accepted: list[_RefuseEveryOther] = []
+def _accepted_after(delay: Callable[[int], float | None]) -> _Answer:
+    """A 202 after ``delay(n)`` seconds, or never when that is ``None``."""
 
-        def accept() -> _RefuseEveryOther:
-            accepted.append(_RefuseEveryOther())
-            return accepted[-1]
+    def answer(n: int) -> tuple[bytes, float] | None:
+        seconds = delay(n)
+        return None if seconds is None else (b"202 Accepted", seconds)
 
-        server = loop.run_until_complete(loop.create_server(accept, "127.0.0.1", 0))
-        port = int(server.sockets[0].getsockname()[1])
-        thread = threading.Thread(target=loop.run_forever, daemon=True)
-        thread.start()
-        result = run_load(LoadSpec("127.0.0.1", port, _template(), connections=1, duration_s=0.3))
-
-        async def close() -> None:
-            server.close()
-            for protocol in accepted:
-                if protocol.transport is not None:
-                    protocol.transport.close()
-            await asyncio.sleep(0.05)  # the transports' close callbacks run
-
-        asyncio.run_coroutine_threadsafe(close(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-    finally:
-        loop.close()
-    assert result.ok(202) > 0
-    assert result.ok(429) > 0
-    assert result.latency_ms.count == result.ok(202)
+    return answer
 
 
 class _Scripted(asyncio.Protocol):
-    """Answers request n (counted over every connection) with a 202 after ``delay(n)`` seconds,
-    or never when that is ``None``."""
+    """Answers each request as its :data:`_Answer` says."""
 
     answered = 0
 
-    def __init__(self, delay: Callable[[int], float | None]) -> None:
+    def __init__(self, answer: _Answer) -> None:
         self.buffer = b""
-        self.delay = delay
+        self.answer = answer
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -314,22 +271,26 @@ class _Scripted(asyncio.Protocol):
                 return
             self.buffer = rest[length:]
             _Scripted.answered += 1
-            delay = self.delay(_Scripted.answered)
-            if delay is None:
+            answer = self.answer(_Scripted.answered)
+            if answer is None:
                 continue
+            status, delay = answer
             body = b'{"data":{"requestId":"req_1"}}'
-            reply = b"HTTP/1.1 202 Accepted\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            reply = b"HTTP/1.1 %s\r\ncontent-length: %d\r\n\r\n%s" % (status, len(body), body)
             assert self.transport is not None
-            asyncio.get_running_loop().call_later(delay, self.transport.write, reply)
+            if delay:
+                asyncio.get_running_loop().call_later(delay, self.transport.write, reply)
+            else:
+                self.transport.write(reply)
 
 
-def _run_against(delay: Callable[[int], float | None], spec: Callable[[int], LoadSpec]) -> LoadResult:
+def _run_against(answer: _Answer, spec: Callable[[int], LoadSpec]) -> LoadResult:
     """``run_load(spec(port))`` against a :class:`_Scripted` server on 127.0.0.1."""
     loop = asyncio.new_event_loop()
     accepted: list[_Scripted] = []
 
     def accept() -> _Scripted:
-        accepted.append(_Scripted(delay))
+        accepted.append(_Scripted(answer))
         return accepted[-1]
 
     _Scripted.answered = 0
@@ -353,6 +314,19 @@ def _run_against(delay: Callable[[int], float | None], spec: Callable[[int], Loa
         loop.close()
 
 
+def test_latencies_count_only_the_replies_with_the_latency_status() -> None:
+    def refuse_every_other(n: int) -> tuple[bytes, float]:  # a 429's time is no write's latency
+        return (b"202 Accepted" if n % 2 else b"429 Too Many Requests"), 0.0
+
+    result = _run_against(
+        refuse_every_other,
+        lambda port: LoadSpec("127.0.0.1", port, _template(), connections=1, duration_s=0.3),
+    )
+    assert result.ok(202) > 0
+    assert result.ok(429) > 0
+    assert result.latency_ms.count == result.ok(202)
+
+
 def _open_loop(port: int, timeout_s: float = 2.0) -> LoadSpec:
     return LoadSpec(
         "127.0.0.1",
@@ -369,7 +343,7 @@ def _open_loop(port: int, timeout_s: float = 2.0) -> LoadSpec:
 
 def test_an_open_loop_counts_the_replies_that_come_after_its_window() -> None:
     # Every reply takes 0.2 s: the requests of the window's last 0.2 s are answered after it.
-    result = _run_against(lambda _: 0.2, _open_loop)
+    result = _run_against(_accepted_after(lambda _: 0.2), _open_loop)
     assert result.scheduled > 0
     assert result.completed == result.ok(202) == len(result.records) == result.scheduled
     assert result.unanswered == 0
@@ -380,7 +354,9 @@ def test_an_open_loop_counts_the_replies_that_come_after_its_window() -> None:
 
 def test_an_open_loop_request_never_answered_is_counted_and_fails_the_replies_check() -> None:
     # One request in 40 is kept by the server and never answered.
-    result = _run_against(lambda n: None if n % 40 == 0 else 0.0, lambda port: _open_loop(port, 0.5))
+    result = _run_against(
+        _accepted_after(lambda n: None if n % 40 == 0 else 0.0), lambda port: _open_loop(port, 0.5)
+    )
     assert result.unanswered >= 2
     assert result.completed + result.errors + result.unanswered == result.scheduled
     assert result.errors == 0
