@@ -222,6 +222,28 @@ def test_a_sqlite_url_without_a_file_is_refused(url: str) -> None:
     assert Settings.from_env({"TRUEUP_DATABASE_URL": "sqlite:///x.db"}).database_url == "sqlite:///x.db"
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql+psycopg://app:S3cret@db.internal/ledger",
+            "'postgresql+psycopg://app:***@db.internal/ledger'",
+        ),
+        ("mysql://app:p%40ss:w/rd@db/x", "'mysql://app:***@db/x'"),
+        ("postgre://:S3cret@db/x", "'postgre://:***@db/x'"),
+        ("mysql://app@db/x", "'mysql://app@db/x'"),
+    ],
+)
+def test_a_refused_database_url_is_named_without_its_password(url: str, shown: str) -> None:
+    # The message goes to stderr, which a service manager keeps in its journal: a URL of the
+    # wrong scheme (SQLAlchemy's postgresql+psycopg://, say) put the database password there.
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"TRUEUP_DATABASE_URL": url})
+    assert str(refused.value).endswith(f"got {shown}")
+    assert "S3cret" not in str(refused.value)
+    assert "p%40ss" not in str(refused.value)
+
+
 def test_an_override_burst_past_what_a_database_integer_holds_is_refused() -> None:
     with pytest.raises(SettingsError, match=r"TRUEUP_RATE_LIMIT_OVERRIDES: .*2\^63 - 1 \(key=rate/burst\)"):
         Settings.from_env({"TRUEUP_RATE_LIMIT_OVERRIDES": f"k=5/{2**63}"})

@@ -177,8 +177,24 @@ def check_database_url(url: str | None, name: str) -> str | None:
     """``url`` if it names a backend Trueup has (SQLite or PostgreSQL), else a
     :class:`SettingsError` naming ``name`` (the variable or flag that gave it)."""
     if url and not is_database_url(url):
-        raise SettingsError(f"{name} must be sqlite:///<path> or postgresql://…, got {url!r}")
+        shown = _without_password(url)
+        raise SettingsError(f"{name} must be sqlite:///<path> or postgresql://…, got {shown!r}")
     return url
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part, if any, shown as ``***``.
+
+    A message naming a refused URL goes to stderr, which a service manager keeps. The
+    authority is taken to end at the last ``@``, so a password holding ``/``, ``?`` or ``@``
+    is hidden whole (an ``@`` further on hides more than the password, never less).
+    """
+    scheme, separator, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not separator or not at or not colon or "/" in user:
+        return url
+    return f"{scheme}://{user}:***@{host}"
 
 
 @dataclass(frozen=True, slots=True)
