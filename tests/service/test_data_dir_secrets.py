@@ -123,3 +123,27 @@ def test_a_process_refused_for_one_secret_binds_a_new_log_to_nothing(
     (tmp_path / "next").mkdir()
     (tmp_path / "next" / "key-pepper").write_bytes((tmp_path / "admin" / "key-pepper").read_bytes())
     open_services(_settings(tmp_path / "next", database_url)).close()  # binds the log to its key
+
+
+@pytest.mark.parametrize("size", [0, 1, 31])
+def test_a_pepper_shorter_than_a_new_one_is_refused_on_a_new_database(
+    database_url: str, tmp_path: Path, size: int
+) -> None:
+    """An empty or cut-short key-pepper (a copy that failed part way, a placeholder file) is
+    not a secret: keys issued under it were HMACs with no secret in them, and the database was
+    bound to it."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "key-pepper").write_bytes(bytes(range(size)))
+    with pytest.raises(
+        SecretFileError, match=rf"^the API key pepper at .* holds {size} bytes, fewer than 32"
+    ):
+        open_services(_settings(data_dir, database_url))
+    storage = open_storage(database_url)
+    try:
+        assert storage.tenants.pepper_check() is None  # bound to nothing
+    finally:
+        storage.close()
+    (data_dir / "key-pepper").unlink()
+    open_services(_settings(data_dir, database_url)).close()  # a new pepper of its own
+    assert len((data_dir / "key-pepper").read_bytes()) == 32

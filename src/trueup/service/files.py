@@ -57,21 +57,29 @@ class SecretFileError(ValueError):
 
 
 def read_or_create_secret(path: Path, size: int, what: str) -> bytes:
-    """The random secret stored at ``path``, created (0600) on first use.
+    """The random secret stored at ``path``, created (0600) on first use with ``size`` bytes.
 
     Raises:
-        SecretFileError: when it exists and cannot be read, naming ``what`` and ``path``.
+        SecretFileError: when it exists and cannot be read, or holds fewer than ``size`` bytes
+            (an empty placeholder, a copy cut short: no secret, though it reads), naming
+            ``what`` and ``path``.
     """
     try:
         try:
-            return path.read_bytes()
+            secret = path.read_bytes()
         except FileNotFoundError:
-            pass
-        with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
-            write_private_file(path, secrets.token_bytes(size))
-        return path.read_bytes()
+            with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
+                write_private_file(path, secrets.token_bytes(size))
+            secret = path.read_bytes()
     except OSError as exc:
         raise SecretFileError(f"cannot read {what} at {path}: {exc.strerror or exc}") from None
+    if len(secret) < size:
+        raise SecretFileError(
+            f"{what} at {path} holds {len(secret)} bytes, fewer than {size}: it is not one Trueup made "
+            "(a copy cut short?); copy it whole from the data directory it was created in, or remove "
+            "it if this database has no keys yet"
+        )
+    return secret
 
 
 def warn_if_shared(path: Path, what: str) -> None:
