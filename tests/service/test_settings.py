@@ -64,6 +64,18 @@ def test_a_public_url_must_be_an_http_base_url(value: str) -> None:
         Settings.from_env({"TRUEUP_PUBLIC_URL": value})
 
 
+def test_a_public_url_with_a_user_or_password_is_refused_without_showing_the_password() -> None:
+    # It was taken, and every receipt's verifyUrl then handed the password to both parties.
+    with pytest.raises(ValueError) as caught:
+        Settings.from_env({"TRUEUP_PUBLIC_URL": "https://ops:S3cret@ledger.example"})
+    assert str(caught.value) == (
+        "TRUEUP_PUBLIC_URL must not hold a user name or password (user:password@), "
+        "got 'https://ops:***@ledger.example'"
+    )
+    with pytest.raises(ValueError, match="must not hold a user name"):
+        Settings.from_env({"TRUEUP_PUBLIC_URL": "https://ops@ledger.example"})
+
+
 def test_a_public_url_loses_its_trailing_slash() -> None:
     assert (
         Settings.from_env({"TRUEUP_PUBLIC_URL": "https://x.example/base/"}).public_url

@@ -148,6 +148,10 @@ def _env_url(env: Mapping[str, str], name: str) -> str | None:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise SettingsError(f"{name} must be an http(s) URL such as https://ledger.example.com, got {raw!r}")
+    if "@" in parts.netloc:  # it is repeated in every receipt's verifyUrl, to both parties
+        raise SettingsError(
+            f"{name} must not hold a user name or password (user:password@), got {_without_password(raw)!r}"
+        )
     return raw.rstrip("/")
 
 
