@@ -320,6 +320,16 @@ _V8 = (
     )""",
 )
 
+_V9 = (
+    # Migration 6 gave every request a failed_count of 0, also those whose items had failed at
+    # sealing before it: such a request read "verified" while its items read "failed". Count
+    # them now (a request that has failed items and a count of 0 has not been counted).
+    """UPDATE write_requests SET failed_count = (
+             SELECT COUNT(*) FROM deltas
+              WHERE deltas.request_id = write_requests.id AND deltas.status = 'failed')
+        WHERE failed_count = 0 AND id IN (SELECT request_id FROM deltas WHERE status = 'failed')""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, log and balances", _V1),
     Migration(2, "period checkpoints", _V2),
@@ -329,6 +339,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "request failure counts and counters", _V6),
     Migration(7, "account numbers key the per-customer indexes", _V7),
     Migration(8, "repeats waiting for their originals", _V8),
+    Migration(9, "failures counted before migration 6", _V9),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 """The schema this code reads and writes: the newest migration's version."""

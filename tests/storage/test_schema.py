@@ -1,0 +1,60 @@
+"""The schema's migrations carry what an older version stored into what this one reads."""
+
+from __future__ import annotations
+
+from trueup.storage import open_storage
+from trueup.storage.migrate import migrate
+from trueup.storage.schema import MIGRATIONS
+
+_TIME = "2026-05-10T00:00:00.000000Z"
+_REQUEST = """INSERT INTO write_requests (id, tenant_id, source, item_count, stored_count,
+        pending_count, accepted_at, verified_at) VALUES (?, 'ten_a', 'writes', ?, ?, 0, ?, ?)"""
+_DELTA = """INSERT INTO deltas (tenant_id, request_id, item_index, item_key, customer_id, amount,
+        reason, occurred_at, period, accepted_at, salt, status, leaf_index, sealed_size, verified_at, failure)
+    VALUES ('ten_a', ?, ?, ?, 'c1', 5, '', ?, '2026-05', ?, ?, ?, ?, ?, ?, ?)"""
+
+
+def test_upgrading_counts_the_items_an_older_version_failed_at_sealing_off_their_requests(
+    database_url: str,
+) -> None:
+    """Before schema 6 a request kept no count of its items that failed at sealing (a period
+    locked after acceptance); its state is worked out from that count, so without it such a
+    request read "verified" after the upgrade while its items read "failed"."""
+    storage = open_storage(database_url, run_migrations=False)
+    try:
+        migrate(storage.engine, MIGRATIONS[:5])
+        with storage.engine.write() as tx:
+            # (request, [item statuses]); verified items were sealed, failed ones not.
+            for request, statuses in (
+                ("req_part", ["failed", "verified", "failed"]),
+                ("req_none", ["failed", "failed"]),
+                ("req_all", ["verified"]),
+            ):
+                tx.execute(_REQUEST, (request, len(statuses), len(statuses), _TIME, _TIME))
+                for index, status in enumerate(statuses):
+                    sealed = status == "verified"
+                    tx.execute(
+                        _DELTA,
+                        (
+                            request, index, f"{request}-{index}", _TIME, _TIME, b"s" * 16, status,
+                            tx.scalar("SELECT COUNT(*) FROM deltas WHERE leaf_index IS NOT NULL")
+                            if sealed else None,
+                            1 if sealed else None, _TIME if sealed else None,
+                            None if sealed else "period 2026-05 was locked",
+                        ),
+                    )  # fmt: skip
+
+        migrate(storage.engine)
+        assert migrate(storage.engine) == []  # once
+
+        counts = {
+            request: storage.writes.request("ten_a", request, 10, 0)
+            for request in ("req_part", "req_none", "req_all")
+        }
+        assert {request: view.failed_count for request, view in counts.items() if view is not None} == {
+            "req_part": 2,
+            "req_none": 2,
+            "req_all": 0,
+        }
+    finally:
+        storage.close()
