@@ -179,8 +179,8 @@ class CheckpointStore:
         return [checkpoint_from_row(row) for row in rows]
 
     def locks_taken(self) -> int:
-        """How many period locks were ever taken, by the counter each lock adds to (none were
-        counted before schema version 6)."""
+        """How many period locks were ever taken, by the counter each lock adds to (those taken
+        before schema version 6 were counted by migration 10)."""
         with self._engine.read() as tx:
             return lock_count(tx)
 

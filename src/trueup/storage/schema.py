@@ -330,6 +330,16 @@ _V9 = (
         WHERE failed_count = 0 AND id IN (SELECT request_id FROM deltas WHERE status = 'failed')""",
 )
 
+_V10 = (
+    # Locks are counted since migration 6 (the sequencer's fence, and the audit's check that no
+    # lock was deleted); the ones taken before it were not, so the audit could not notice one of
+    # them deleted. Count every stored lock, never lowering a count (a deleted lock keeps it).
+    """INSERT INTO counters (name, value)
+         SELECT 'period_locks', COUNT(*) FROM period_checkpoints WHERE TRUE
+       ON CONFLICT (name) DO UPDATE SET value = CASE WHEN excluded.value > counters.value
+                                                     THEN excluded.value ELSE counters.value END""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, log and balances", _V1),
     Migration(2, "period checkpoints", _V2),
@@ -340,6 +350,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "account numbers key the per-customer indexes", _V7),
     Migration(8, "repeats waiting for their originals", _V8),
     Migration(9, "failures counted before migration 6", _V9),
+    Migration(10, "locks counted before migration 6", _V10),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 """The schema this code reads and writes: the newest migration's version."""
