@@ -251,7 +251,7 @@ class Settings:
     port: int = 8000
     log_origin: str = "localhost/trueup"
     signing_key_path: Path | None = None
-    seal_interval_ms: int = 50
+    seal_interval_ms: int = 35
     seal_batch_size: int = 1_000
     seal_max_batch_size: int = 16_000
     max_queue_depth: int = 1_000_000
