@@ -252,9 +252,7 @@ def _file_lock(path: Path) -> Iterator[Leadership]:
 
     Held for as long as the file is the one at ``path``: a lock file deleted (or replaced)
     under its holder lets the next process create and lock another, so the holder asks."""
-    # Mode 0600, as the lock of the writer's turn: a lock file others could open is a role
-    # another local user could take and hold.
-    with open(open_lock_file(path), "a+b") as handle:
+    with open(open_lock_file(path), "a+b") as handle:  # owner-only, as open_lock_file says why
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
