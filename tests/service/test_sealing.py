@@ -420,3 +420,15 @@ def test_a_clock_that_steps_back_never_makes_a_larger_head_older(
         "the clock is 3600.000 s behind the newest signed tree head; heads carry that head's time "
         "until it catches up"
     ) == 1
+
+
+def test_a_seal_completes_its_requests_in_the_order_it_seals_them(services: Services) -> None:
+    """More requests than one statement settles on SQLite (300): each is counted off once and
+    reported complete in its items' order, whichever statement settled it."""
+    who = principal_for(services)
+    requests = [write(services, who, *items(f"r{n}", 1 + n % 2, f"c{n % 7}")) for n in range(320)]
+    outcome = services.sealer.seal_once()
+    assert outcome is not None and outcome.sealed_count == sum(1 + n % 2 for n in range(320))
+    assert outcome.completed_requests == tuple(requests)
+    for request_id in (requests[0], requests[299], requests[300], requests[-1]):
+        assert services.views.request_status(who, request_id, 10, 0).status == "verified"

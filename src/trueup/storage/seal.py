@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from trueup.storage.engine import Engine, Tx, chunks
+from trueup.storage.engine import Engine, Tx
 from trueup.storage.errors import SealConflictError
 from trueup.storage.heads import HeadRecord
 from trueup.storage.locks import lock_count
@@ -189,32 +189,30 @@ def _write_failures(tx: Tx, failed: Sequence[tuple[QueuedDelta, str]]) -> None:
 
 
 def _settle_requests(tx: Tx, plan: SealPlan) -> tuple[str, ...]:
-    """Count sealed and failed items off their requests; return the requests now complete."""
-    settled: dict[str, int] = {}
+    """Count sealed and failed items off their requests; return the requests now complete,
+    in the order the seal first met them.
+
+    One statement per few hundred requests, joined to (request, settled, failed) rows, which
+    returns each request's new count: on PostgreSQL an ``UPDATE`` per request and a ``SELECT``
+    of the completed ones took 8 % of a seal's time at about 200 requests a seal.
+    """
+    settled: dict[str, list[int]] = {}
     for delta in plan.leaves:
-        settled[delta.request_id] = settled.get(delta.request_id, 0) + 1
+        settled.setdefault(delta.request_id, [0, 0])[0] += 1
     for delta, _ in plan.failed:
-        settled[delta.request_id] = settled.get(delta.request_id, 0) + 1
-    if not settled:
-        return ()
-    failures: dict[str, int] = {}
-    for delta, _ in plan.failed:
-        failures[delta.request_id] = failures.get(delta.request_id, 0) + 1
-    if failures:
-        tx.executemany(
-            "UPDATE write_requests SET failed_count = failed_count + ? WHERE id = ?",
-            [(count, request_id) for request_id, count in failures.items()],
+        counts = settled.setdefault(delta.request_id, [0, 0])
+        counts[0] += 1
+        counts[1] += 1
+    rows = [(request_id, count, failed) for request_id, (count, failed) in settled.items()]
+    done: set[str] = set()
+    for relation, params in tx.relations(rows, ("text", "bigint", "bigint"), _VALUES_CHUNK):
+        returned = tx.execute(
+            f"""UPDATE write_requests SET pending_count = pending_count - w.column2,
+                   failed_count = failed_count + w.column3,
+                   verified_at = CASE WHEN pending_count - w.column2 = 0 THEN ? ELSE verified_at END
+                FROM {relation} WHERE write_requests.id = w.column1
+                RETURNING write_requests.id, write_requests.pending_count""",
+            [plan.verified_at, *params],
         )
-    tx.executemany(
-        """UPDATE write_requests SET pending_count = pending_count - ?,
-               verified_at = CASE WHEN pending_count - ? = 0 THEN ? ELSE verified_at END
-           WHERE id = ?""",
-        [(count, count, plan.verified_at, request_id) for request_id, count in settled.items()],
-    )
-    completed: list[str] = []
-    ids = list(settled)
-    for part in chunks(ids, _VALUES_CHUNK):
-        ids_match, params = tx.one_of("id", part, "text")
-        rows = tx.execute(f"SELECT id FROM write_requests WHERE pending_count = 0 AND {ids_match}", params)
-        completed.extend(str(row[0]) for row in rows)
-    return tuple(completed)
+        done.update(str(request_id) for request_id, pending in returned if pending == 0)
+    return tuple(request_id for request_id in settled if request_id in done)
