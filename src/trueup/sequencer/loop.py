@@ -1,7 +1,8 @@
 """The sealing loop: elect this process as the one sequencer, then seal on a timer.
 
 A sequencer seals a batch every ``interval`` or as soon as a full batch is queued, whichever
-comes first. Each seal may take up to twice as many deltas as the one before it took (at least
+comes first (the interval has no default here: ``TRUEUP_SEAL_INTERVAL_MS``'s is the only one).
+Each seal may take up to twice as many deltas as the one before it took (at least
 ``batch_size``, at most ``max_batch_size``): while a backlog lasts, seals grow, and a seal's fixed
 costs (the writer's turn, the commit, the signed head) are shared by more deltas, so sealing keeps
 pace with group commits that each bring thousands; when the writes stop, seals shrink back to
@@ -131,7 +132,8 @@ class SequencerLoop(ElectedRole):
         self,
         storage: Storage,
         sealer: Sealer,
-        interval_s: float = 0.05,
+        *,
+        interval_s: float,
         batch_size: int = 1_000,
         standby_poll_s: float = 1.0,
         max_batch_size: int | None = None,
