@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import re
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +22,7 @@ import uvloop
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.server import ServerState
 
-from trueup.api.http_protocol import OneWriteHttpToolsProtocol
+from trueup.api.http_protocol import RESPONSE_HEADERS, OneWriteHttpToolsProtocol
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -55,9 +56,12 @@ _HEARD: list[str] = []
 
 async def _app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     """Echoes the body; ``/stream`` answers in three parts; ``/fail`` fails after starting;
-    ``/headers`` answers the names of the request's headers; ``/early`` answers before reading."""
+    ``/raise`` fails before starting; ``/headers`` answers the names of the request's headers;
+    ``/early`` answers before reading."""
     if scope["type"] != "http":
         return
+    if scope["path"] == "/raise":
+        raise RuntimeError("failed before starting the response")
     if scope["path"] == "/early":  # answered before its body is read
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
         await send({"type": "http.response.body", "body": b"early"})
@@ -94,7 +98,12 @@ async def _uvicorn(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         config = uvicorn.Config(
-            app, http=protocol, lifespan="off", log_level="critical", timeout_keep_alive=keep_alive_s
+            app,
+            http=protocol,
+            headers=list(RESPONSE_HEADERS),  # as `trueup serve` gives them
+            lifespan="off",
+            log_level="critical",
+            timeout_keep_alive=keep_alive_s,
         )
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -507,6 +516,48 @@ def test_a_head_too_long_is_answered_431_and_the_connection_closed(runner: Any) 
     async def main() -> None:
         async with _server() as port:
             await test(port)
+
+    runner(main())
+
+
+_EVERY_KIND = {
+    "answered": _post("/", b"hi", "Connection: close"),
+    "streamed": _post("/stream", b"", "Connection: close"),
+    "HEAD": b"HEAD / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+    "app failed": _post("/raise", b"x"),  # uvicorn's plain 500
+    "upgrade with a body": _post("/", b"{}", "Connection: Upgrade", "Upgrade: h2c"),
+    "not HTTP/1.1": b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+    "bad target": b"GET http://a:99999/ HTTP/1.1\r\nHost: x\r\n\r\n",
+    "head too long": _post("/", b"x", "X-Huge: " + "h" * (8 * OneWriteHttpToolsProtocol.max_head_bytes)),
+    "refused after a reply": _post("/", b"one") + b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+}
+
+
+@_LOOPS
+def test_every_reply_carries_the_server_s_headers_once(runner: Any) -> None:
+    """uvicorn writes the server's own headers (``RESPONSE_HEADERS``: ``nosniff``) at the head
+    of every reply of its cycle; the replies this protocol writes itself carry them too."""
+    assert ("X-Content-Type-Options", "nosniff") in RESPONSE_HEADERS
+
+    async def main() -> None:
+        found: dict[str, list[tuple[bytes, int]]] = {}
+        async with _server() as port:
+            for name, request in _EVERY_KIND.items():
+                received = await _exchange(port, request, lambda _: False)  # read until closed
+                heads = re.findall(rb"HTTP/1\.1 \d{3} .*?\r\n\r\n", received, re.S)
+                nosniff = b"\r\nx-content-type-options: nosniff\r\n"
+                found[name] = [(head[9:12], head.count(nosniff)) for head in heads]
+        assert found == {
+            "answered": [(b"200", 1)],
+            "streamed": [(b"200", 1)],
+            "HEAD": [(b"200", 1)],
+            "app failed": [(b"500", 1)],
+            "upgrade with a body": [(b"400", 1)],
+            "not HTTP/1.1": [(b"400", 1)],
+            "bad target": [(b"400", 1)],
+            "head too long": [(b"431", 1)],
+            "refused after a reply": [(b"200", 1), (b"400", 1)],
+        }
 
     runner(main())
 

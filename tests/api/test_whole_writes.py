@@ -27,7 +27,8 @@ from starlette.middleware.gzip import GZipMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from trueup.api.app import create_app
-from trueup.api.http_protocol import OneWriteHttpToolsProtocol, _find_answers
+from trueup.api.fastpath import WriteAnswers
+from trueup.api.http_protocol import RESPONSE_HEADERS, OneWriteHttpToolsProtocol, _find_answers
 from trueup.service.container import Services, open_services
 from trueup.service.settings import Settings
 
@@ -59,7 +60,13 @@ async def _server(services: Services) -> AsyncIterator[int]:
     _Counting.whole = []
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(create_app(services), http=_Counting, lifespan="off", log_level="critical")
+        config = uvicorn.Config(
+            create_app(services),
+            http=_Counting,
+            headers=list(RESPONSE_HEADERS),  # as `trueup serve` gives them
+            lifespan="off",
+            log_level="critical",
+        )
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:
@@ -211,6 +218,55 @@ def test_each_reply_to_a_whole_write_is_the_usual_ones_byte_for_byte(services: S
         first = await _exchange(port, _request(path, body, *headers))
         again = await _exchange(port, _request(path, body, *headers))
         assert first.split(b"\r\n\r\n", 1)[1] == again.split(b"\r\n\r\n", 1)[1]
+
+    _run(services, test)
+
+
+@pytest.mark.parametrize("settings_changes", [{"rate_limit_burst": 4, "rate_limit_per_s": 0.001}])
+def test_every_reply_to_a_whole_write_carries_the_server_s_headers_once(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As every reply of uvicorn's cycle: ``nosniff`` (``RESPONSE_HEADERS``), once, whatever the
+    status, the plain 500 of a failure included."""
+    key = services.keys.create("acme").key
+    read_only = services.keys.create("acme", read_only=True).key
+    json_type = "Content-Type: application/json"
+    emit = json.dumps({"customerId": "c1", "delta": 1, "reason": "r"}).encode()
+    requests = {
+        "accepted": _request("/api/v1/writes", _write(key, "h-1"), f"X-Api-Key: {key}", json_type),
+        "emitted": _request("/api/v1/balance/delta", emit, f"X-Api-Key: {key}", json_type),
+        "no key": _request("/api/v1/writes", _write(key, "h-2"), json_type),
+        "read-only key": _request("/api/v1/writes", _write(key, "h-3"), f"X-Api-Key: {read_only}", json_type),
+        "no type": _request("/api/v1/writes", _write(key, "h-4"), f"X-Api-Key: {key}"),
+        "not JSON": _request("/api/v1/writes", b"{", f"X-Api-Key: {key}", json_type),
+        "rate limited": _request("/api/v1/writes", _write(key, "h-5"), f"X-Api-Key: {key}", json_type),
+    }
+
+    async def failing(*_: object) -> None:
+        raise RuntimeError("the answer failed")
+
+    async def test(port: int) -> None:
+        found = {}
+        for name, request in requests.items():
+            reply = await _exchange(port, request)
+            found[name] = (reply.split(b" ", 2)[1], reply.count(b"\r\nx-content-type-options: nosniff\r\n"))
+        monkeypatch.setattr(WriteAnswers, "answer_whole", failing)
+        async with _connect(port) as connection:
+            connection.writer.write(requests["accepted"])
+            reply = await connection.reply()
+            assert await connection.closed()
+        found["failed"] = (reply.split(b" ", 2)[1], reply.count(b"\r\nx-content-type-options: nosniff\r\n"))
+        assert len(_Counting.whole) == len(found)  # every one answered whole
+        assert found == {
+            "accepted": (b"202", 1),
+            "emitted": (b"202", 1),
+            "no key": (b"401", 1),
+            "read-only key": (b"403", 1),
+            "no type": (b"415", 1),
+            "not JSON": (b"400", 1),
+            "rate limited": (b"429", 1),
+            "failed": (b"500", 1),
+        }
 
     _run(services, test)
 

@@ -43,7 +43,18 @@ from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE, 
 from trueup.api.errors import error_body
 from trueup.api.fastpath import WriteAnswers
 
-__all__ = ["OneWriteHttpToolsProtocol"]
+__all__ = ["RESPONSE_HEADERS", "OneWriteHttpToolsProtocol"]
+
+
+RESPONSE_HEADERS: tuple[tuple[str, str], ...] = (("X-Content-Type-Options", "nosniff"),)
+"""Headers every reply carries, whatever answers it: ``trueup serve`` gives them to uvicorn as
+its default headers (``headers=``), which uvicorn writes at the head of every response of its
+request cycle (the app's, its own 500 and 503) and this protocol at the head of every reply it
+writes itself (writes answered whole, the refusals of a head too long or of bytes that are not
+HTTP/1.1, its plain 500). So no reply is missed, and none pays for a layer of middleware.
+
+``nosniff``: a browser takes a reply as the type it names, and never runs a JSON or text reply
+it sniffed as HTML or script (an error message echoes what the client sent)."""
 
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"

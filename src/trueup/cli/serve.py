@@ -18,7 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from trueup.api.app import create_app
-from trueup.api.http_protocol import OneWriteHttpToolsProtocol
+from trueup.api.http_protocol import RESPONSE_HEADERS, OneWriteHttpToolsProtocol
 from trueup.cli.child import SealReport, SequencerProcess
 from trueup.cli.committer import CommitterProcess
 from trueup.cli.options import LOG_LEVELS, add_storage_options, configure_logging, port_number, settings_from
@@ -292,6 +292,7 @@ def _run_uvicorn(args: argparse.Namespace, app: FastAPI | str, **extra: object) 
         log_level=args.log_level,
         loop="uvloop",
         http=OneWriteHttpToolsProtocol,
+        headers=list(RESPONSE_HEADERS),  # on every reply, the protocol's own too
         access_log=False,
         timeout_graceful_shutdown=10,
         **extra,  # type: ignore[arg-type]  # factory/workers, as uvicorn.run documents them
