@@ -325,6 +325,18 @@ _ON_POSTGRES = {  # it rounds a fraction into a bigint column: then the figure i
             id="an account's newest leaf",
         ),
         pytest.param(
+            "UPDATE accounts SET first_activity = '2020-01-01T00:00:00.000000Z'",
+            "account 'c1': its first activity is stored as 2020-01-01T00:00:00.000000Z, but its first "
+            "delta was verified at 20",
+            id="an account's first activity",
+        ),
+        pytest.param(
+            "UPDATE accounts SET last_activity = '2099-01-01T00:00:00.000000Z'",
+            "account 'c1': its last activity is stored as 2099-01-01T00:00:00.000000Z, but its newest "
+            "delta was verified at 20",
+            id="an account's last activity",
+        ),
+        pytest.param(
             "UPDATE accounts SET delta_count = delta_count + 1",
             "account 'c1': stored balance 200 over 5 deltas, but its deltas sum to 200 over 4",
             id="an account's count",

@@ -71,6 +71,8 @@ class _Running:
     count: int = 0
     account_no: int | None = None
     last_leaf: int = -1
+    first_verified: str = ""
+    last_verified: str = ""
 
 
 def audit_log(
@@ -303,6 +305,8 @@ class _Auditor:
         account.balance += delta.amount
         account.count += 1
         account.last_leaf = delta.leaf_index
+        account.first_verified = account.first_verified or delta.verified_at
+        account.last_verified = delta.verified_at
         month = self.months.setdefault((delta.tenant_id, delta.customer_id, delta.period), [0, 0, 0])
         month[0 if delta.amount > 0 else 1] += delta.amount
         month[2] += 1
@@ -332,22 +336,32 @@ class _Auditor:
                     f"account {key[1]!r}: no stored balance, but its deltas sum to "
                     f"{running.balance} over {running.count} (the account's row was deleted)"
                 )
-            if stored[:2] != (running.balance, running.count):
+            if (stored.balance, stored.delta_count) != (running.balance, running.count):
                 raise _MismatchError(
-                    f"account {key[1]!r}: stored balance {stored[0]} over {stored[1]} deltas, but its "
-                    f"deltas sum to {running.balance} over {running.count}"
+                    f"account {key[1]!r}: stored balance {stored.balance} over {stored.delta_count} "
+                    f"deltas, but its deltas sum to {running.balance} over {running.count}"
                 )
-            if stored[2] != running.account_no:
+            if stored.account_no != running.account_no:
                 raise _MismatchError(
-                    f"account {key[1]!r}: number {stored[2]} differs from the {running.account_no} "
-                    "its deltas carry"
+                    f"account {key[1]!r}: number {stored.account_no} differs from the "
+                    f"{running.account_no} its deltas carry"
                 )
             # derive proves its balance with the inclusion proof of this leaf
-            if stored[3] != running.last_leaf:
+            if stored.last_leaf_index != running.last_leaf:
                 raise _MismatchError(
-                    f"account {key[1]!r}: its newest delta is stored as a_{stored[3]}, but it is "
-                    f"a_{running.last_leaf}"
+                    f"account {key[1]!r}: its newest delta is stored as a_{stored.last_leaf_index}, "
+                    f"but it is a_{running.last_leaf}"
                 )
+            # the customer's firstActivity and lastActivity: when its first and newest deltas were sealed
+            for figure, delta, stored_at, sealed_at in (
+                ("first", "first", stored.first_activity, running.first_verified),
+                ("last", "newest", stored.last_activity, running.last_verified),
+            ):
+                if stored_at != sealed_at:
+                    raise _MismatchError(
+                        f"account {key[1]!r}: its {figure} activity is stored as {stored_at}, but its "
+                        f"{delta} delta was verified at {sealed_at}"
+                    )
         if stored_accounts:
             key = next(iter(stored_accounts))
             raise _MismatchError(f"account {key[1]!r} has a stored balance but no sealed deltas")

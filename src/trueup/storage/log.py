@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from trueup.storage.checked_rows import CheckedRow
 from trueup.storage.engine import Engine, Row
@@ -24,7 +25,20 @@ from trueup.storage.seal import (
     write_waits_settled,
 )
 
-__all__ = ["LogStore", "SealedDelta"]
+__all__ = ["AccountTotals", "LogStore", "SealedDelta"]
+
+
+class AccountTotals(NamedTuple):
+    """An account's stored figures, as an audit re-checks them against its sealed deltas."""
+
+    balance: int
+    delta_count: int
+    account_no: int | None
+    last_leaf_index: int
+    first_activity: str
+    """``verifiedAt`` of the account's first delta (its seal's time)."""
+    last_activity: str
+    """``verifiedAt`` of its newest delta."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +62,7 @@ class SealedDelta:
     month_credits: int
     month_debits: int
     account_no: int | None
+    verified_at: str
 
 
 class LogStore:
@@ -140,7 +155,7 @@ class LogStore:
             rows = tx.execute(
                 """SELECT leaf_index, tenant_id, customer_id, item_key, amount, occurred_at,
                           period, metadata, salt, status, sealed_size, cust_seq, running_balance,
-                          month_seq, month_credits, month_debits, account_no
+                          month_seq, month_credits, month_debits, account_no, verified_at
                    FROM deltas WHERE leaf_index IS NOT NULL AND leaf_index > ?
                    ORDER BY leaf_index LIMIT ?""",
                 (after_leaf, limit),
@@ -153,23 +168,26 @@ class LogStore:
         with self._engine.read() as tx:
             return int(tx.scalar("SELECT COUNT(*) FROM tree_nodes") or 0)
 
-    def account_totals(self) -> dict[tuple[str, str], tuple[int, int, int | None, int]]:
-        """``(balance, delta_count, account_no, last_leaf_index)`` of every account (for audits;
-        :class:`MalformedRowError` for a value of the wrong kind)."""
+    def account_totals(self) -> dict[tuple[str, str], AccountTotals]:
+        """The stored figures of every account (for audits; :class:`MalformedRowError` for a
+        value of the wrong kind)."""
         with self._engine.read() as tx:
             rows = tx.execute(
-                """SELECT tenant_id, customer_id, balance, delta_count, account_no, last_leaf_index
+                """SELECT tenant_id, customer_id, balance, delta_count, account_no, last_leaf_index,
+                          first_activity, last_activity
                    FROM accounts"""
             )
-        totals: dict[tuple[str, str], tuple[int, int, int | None, int]] = {}
+        totals: dict[tuple[str, str], AccountTotals] = {}
         for raw in rows:
             row = CheckedRow(raw, f"account {raw[1]!r}")
             key = (row.get(0, "tenant_id", str), row.get(1, "customer_id", str))
-            totals[key] = (
+            totals[key] = AccountTotals(
                 row.get(2, "balance", int),
                 row.get(3, "delta_count", int),
                 row.maybe(4, "account_no", int),
                 row.get(5, "last_leaf_index", int),
+                row.get(6, "first_activity", str),
+                row.get(7, "last_activity", str),
             )
         return totals
 
@@ -229,4 +247,5 @@ def _sealed_delta(raw: Row) -> SealedDelta:
         month_credits=get(14, "month_credits", int),
         month_debits=get(15, "month_debits", int),
         account_no=maybe(16, "account_no", int),
+        verified_at=get(17, "verified_at", str),
     )
