@@ -397,3 +397,20 @@ def test_tenants_whose_receivers_never_answer_do_not_keep_another_waiting_behind
             release.set()
             dispatcher.stop()
     assert len(untried) >= 10 * slow_tenants, untried
+
+
+def test_a_deleted_endpoint_gets_nothing_that_was_waiting_for_a_worker(services: Services) -> None:
+    """The one worker is held by the first event while the second waits in its queue; the
+    endpoint is deleted meanwhile. The waiting delivery is not sent: it failed with the delete."""
+    principal = principal_for(services)
+    release = threading.Event()
+    with Receiver(block_first(release)) as receiver, dispatching(services, workers=1) as dispatcher:
+        issued = services.webhooks.create(principal, {"url": receiver.url, "events": ["delta.verified"]})
+        write(services, principal, *[{"key": f"k{i}", "accountId": "c", "bits": 1} for i in range(2)])
+        seal_all(services)
+        wait_until(lambda: len(receiver.requests()) == 1 and len(dispatcher._in_flight) == 2)
+        services.webhooks.delete(principal, issued.endpoint.id)
+        release.set()
+        wait_until(lambda: not dispatcher._in_flight)
+    assert len(receiver.requests()) == 1
+    assert statuses(services) == ["failed", "failed"]

@@ -106,6 +106,8 @@ class Dispatcher(ElectedRole):
         self._tasks: queue.PriorityQueue[_Task] = queue.PriorityQueue()
         self._handed = itertools.count()
         self._results: queue.Queue[AttemptOutcome] = queue.Queue()
+        self._dropped: queue.Queue[tuple[str, str]] = queue.Queue()
+        """Handed out, then found no longer due when a worker took it (its endpoint deleted, say)."""
         self._in_flight: dict[tuple[str, str], str] = {}
         """(event, endpoint) handed to the workers and not yet recorded: the tenant of each."""
         self._turns_at = -math.inf  # when the due deliveries were last taken in turns (monotonic)
@@ -168,6 +170,11 @@ class Dispatcher(ElectedRole):
 
     def _flush(self) -> None:
         """Record every finished attempt in one transaction."""
+        while True:
+            try:
+                self._in_flight.pop(self._dropped.get_nowait(), None)
+            except queue.Empty:
+                break
         outcomes: list[AttemptOutcome] = []
         while True:
             try:
@@ -272,12 +279,31 @@ class Dispatcher(ElectedRole):
             _, _, delivery = tasks.get()
             if delivery is None or self._stop.is_set():
                 return
-            outcome = self.attempt(delivery)
+            current = self._still_due(delivery)
+            if current is None:
+                self._dropped.put((delivery.event_id, delivery.endpoint_id))
+                self._wake.set()
+                continue
+            outcome = self.attempt(current)
             # Recorded by this leadership's last flush, within its drain; one that comes back
             # later waits for this process's next leadership (the role's new holder may have
             # sent the delivery again meanwhile), or is lost with the process and sent again.
             self._results.put(outcome)
             self._wake.set()
+
+    def _still_due(self, delivery: DueDelivery) -> DueDelivery | None:
+        """The delivery as it stands now, or ``None`` when it is no longer pending to an active
+        endpoint. A delivery may wait in the queue for a worker for as long as a timeout or two
+        (receivers that do not answer hold every worker), and its endpoint may be deleted (its
+        deliveries failed) or its secret rotated meanwhile: what is sent is what stands now."""
+        try:
+            found = self._storage.webhooks.due_by_keys([(delivery.event_id, delivery.endpoint_id)])
+        except Exception as exc:  # noqa: BLE001 - still pending: handed out again when it can be read
+            log.warning("could not read webhook delivery %s before sending it: %s", delivery.event_id, exc)
+            return None
+        if not found or found[0].due_at > format_canonical(self._clock()):
+            return None  # not pending, or put off meanwhile (another dispatcher's attempt)
+        return found[0]
 
     def attempt(self, delivery: DueDelivery) -> AttemptOutcome:
         """Send one delivery once and say what happened. Never raises: whatever goes wrong
