@@ -305,8 +305,29 @@ def test_bad_endpoints_and_unknown_ids_get_4xx_naming_the_field(site: Site) -> N
         "id": created["id"],
         "url": created["url"],
         "deleted": True,
+        "ids": [created["id"]],
     }
     assert tenant.call("GET", "/api/v1/webhooks").json()["data"] == {"webhooks": [], "total": 0}
+
+
+def test_deleting_by_url_deletes_every_endpoint_registered_with_it(site: Site) -> None:
+    """A URL registered twice (a create retried without an Idempotency-Key) is gone after one
+    DELETE ?url=: no endpoint is left sending to it."""
+    tenant = site.tenant()
+    url = "http://127.0.0.1:1/twice"
+    first, second = tenant.endpoint(url), tenant.endpoint(url)
+    kept = tenant.endpoint("http://127.0.0.1:1/kept")
+    deleted = tenant.call("DELETE", "/api/v1/webhooks", params={"url": url})
+    assert deleted.status_code == 200, deleted.text
+    listed = tenant.call("GET", "/api/v1/webhooks").json()["data"]
+    assert [w["id"] for w in listed["webhooks"]] == [kept["id"]]
+    assert deleted.json()["data"] == {
+        "id": first["id"],
+        "url": url,
+        "deleted": True,
+        "ids": [first["id"], second["id"]],
+    }
+    assert tenant.call("DELETE", "/api/v1/webhooks", params={"url": url}).status_code == 404
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

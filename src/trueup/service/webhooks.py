@@ -172,11 +172,17 @@ class WebhookService:
     def endpoints(self, principal: Principal) -> list[EndpointRecord]:
         return self._storage.webhooks.endpoints(principal.tenant_id)
 
-    def endpoint_by_url(self, principal: Principal, url: str) -> EndpointRecord:
-        for endpoint in self._storage.webhooks.endpoints(principal.tenant_id):
-            if endpoint.url == url:
-                return endpoint
-        raise NotFoundError(f"no webhook endpoint with url {url[:200]!r}")
+    def delete_by_url(self, principal: Principal, url: str) -> list[EndpointRecord]:
+        """Deactivate every endpoint of the tenant registered with exactly ``url``, oldest
+        first (the same URL may have been registered twice, say by a create retried without an
+        ``Idempotency-Key``): afterwards nothing is sent to it. 404 when there is none."""
+        _require_write(principal)
+        found = self._storage.webhooks.delete_endpoints_at(
+            principal.tenant_id, url, format_canonical(self._clock())
+        )
+        if not found:
+            raise NotFoundError(f"no webhook endpoint with url {url[:200]!r}")
+        return found
 
     def delete(self, principal: Principal, endpoint_id: str) -> EndpointRecord:
         """Deactivate an endpoint; its pending deliveries fail. 404 when not the tenant's."""

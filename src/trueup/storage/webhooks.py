@@ -96,15 +96,22 @@ class WebhookStore:
         """Deactivate an endpoint; its pending deliveries fail. ``None`` when not found."""
         with self._engine.write() as tx:
             found = _active_endpoint(tx, tenant_id, endpoint_id)
-            if found is None:
-                return None
-            tx.execute("UPDATE webhook_endpoints SET deleted_at = ? WHERE id = ?", (deleted_at, endpoint_id))
-            tx.execute(
-                """UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL,
-                       last_error = 'endpoint deleted'
-                   WHERE endpoint_id = ? AND status = 'pending'""",
-                (endpoint_id,),
+            if found is not None:
+                _deactivate(tx, endpoint_id, deleted_at)
+        return found
+
+    def delete_endpoints_at(self, tenant_id: str, url: str, deleted_at: str) -> list[EndpointRecord]:
+        """Deactivate every active endpoint of the tenant with this exact ``url`` (a tenant may
+        have registered one URL more than once), oldest first; their pending deliveries fail."""
+        with self._engine.write() as tx:
+            rows = tx.execute(
+                f"""SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
+                    WHERE tenant_id = ? AND url = ? AND deleted_at IS NULL ORDER BY created_at, id""",
+                (tenant_id, url),
             )
+            found = [endpoint_record(row) for row in rows]
+            for endpoint in found:
+                _deactivate(tx, endpoint.id, deleted_at)
         return found
 
     def rotate_secret(
@@ -339,6 +346,16 @@ def _status_after(outcome: AttemptOutcome) -> str:
     if outcome.delivered:
         return "delivered"
     return "failed" if outcome.next_attempt_at is None else "pending"
+
+
+def _deactivate(tx: Tx, endpoint_id: str, deleted_at: str) -> None:
+    tx.execute("UPDATE webhook_endpoints SET deleted_at = ? WHERE id = ?", (deleted_at, endpoint_id))
+    tx.execute(
+        """UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL,
+               last_error = 'endpoint deleted'
+           WHERE endpoint_id = ? AND status = 'pending'""",
+        (endpoint_id,),
+    )
 
 
 def _active_endpoint(tx: Tx, tenant_id: str, endpoint_id: str) -> EndpointRecord | None:

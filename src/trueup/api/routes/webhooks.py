@@ -125,14 +125,20 @@ async def list_endpoints(services: ServicesDep, principal: Auth) -> JSONResponse
     )
 
 
+def _deleted(endpoints: list[EndpointRecord]) -> JSONResponse:
+    first = endpoints[0]
+    data = {"id": first.id, "url": first.url, "deleted": True, "ids": [e.id for e in endpoints]}
+    return JSONResponse({"success": True, "data": data})
+
+
 async def _delete(services: ServicesDep, principal: Auth, endpoint_id: str) -> JSONResponse:
     endpoint = await run_in_threadpool(services.webhooks.delete, principal, endpoint_id)
-    return JSONResponse({"success": True, "data": {"id": endpoint.id, "url": endpoint.url, "deleted": True}})
+    return _deleted([endpoint])
 
 
 @router.delete(
     "/api/v1/webhooks",
-    summary="Delete an endpoint named by ?id= or ?url=; its pending deliveries fail",
+    summary="Delete the endpoint named by ?id=, or every one with the ?url=; pending deliveries fail",
     responses={200: {"model": WebhookDeletedResponse}, **errors(400, 401, 403, 404, 429)},
 )
 async def delete_endpoint_by_query(
@@ -150,8 +156,7 @@ async def delete_endpoint_by_query(
             raise ValidationError(name, f"must be at most {longest} characters, got {len(value):,}")
     if id is None:
         assert url is not None
-        found = await run_in_threadpool(services.webhooks.endpoint_by_url, principal, url)
-        id = found.id
+        return _deleted(await run_in_threadpool(services.webhooks.delete_by_url, principal, url))
     return await _delete(services, principal, id)
 
 

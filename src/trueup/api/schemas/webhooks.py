@@ -75,6 +75,9 @@ class _WebhookDeleted(BaseModel):
     id: str
     url: str
     deleted: Literal[True]
+    ids: list[str] = Field(
+        description="every endpoint deleted: several when ?url= names a URL registered twice"
+    )
 
 
 class WebhookDeletedResponse(BaseModel):
