@@ -3,6 +3,7 @@ and the lock, the fan-out, and the delivery state machine the dispatcher drives.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from trueup.core.ids import anchor_id
 from trueup.core.timestamps import format_canonical
 from trueup.service.container import Services
 from trueup.service.keys import Principal
+from trueup.storage.outbox import NewEvent, active_subscriptions, enqueue
 from trueup.storage.webhooks import AttemptOutcome
 
 HOOK = "http://127.0.0.1:9/hook"  # never contacted: no dispatcher runs in these tests
@@ -338,3 +340,21 @@ def test_a_delivered_send_marks_the_delivery_delivered_after_another_sends_failu
     listed, _ = store.deliveries(principal.tenant_id, None, 10, 0)
     assert [(d.status, d.attempts, d.last_status_code) for d in listed] == [("delivered", 2, 200)]
     assert store.next_due() is None
+
+
+def test_an_endpoint_deleted_while_a_seal_writes_its_deliveries_fails_them_too(services: Services) -> None:
+    """A seal reads the tenant's endpoints, the endpoint is deleted, the seal writes and commits
+    its deliveries: they must fail with the endpoint, not stay pending for good (on PostgreSQL
+    the two transactions ran side by side, and the delete's update never saw the seal's rows)."""
+    principal = principal_for(services)
+    hook = endpoint(services, principal)
+    deleting = threading.Thread(target=services.webhooks.delete, args=(principal, hook))
+    with services.storage.engine.write() as tx:
+        subscriptions = active_subscriptions(tx, [principal.tenant_id])
+        deleting.start()
+        deleting.join(0.5)  # it waits for this transaction, or has deleted before its rows exist
+        now = format_canonical(datetime.now(UTC))
+        enqueue(tx, [NewEvent(principal.tenant_id, "delta.verified", {"n": 1}, now)], subscriptions)
+    deleting.join(30)
+    assert not deleting.is_alive()
+    assert [status for _, _, status, _ in deliveries(services)] == ["failed"]

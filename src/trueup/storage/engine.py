@@ -76,6 +76,11 @@ class Dialect(abc.ABC):
 class Tx(abc.ABC):
     """One open transaction (or read snapshot). Parameters use ``?`` placeholders."""
 
+    share_rows: str = ""
+    """What a ``SELECT`` of a write transaction ends with to hold the rows it read against
+    another transaction's update until it ends: nothing where writers are serialised (SQLite),
+    `` FOR SHARE`` on PostgreSQL."""
+
     @abc.abstractmethod
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run one statement; return its rows (an empty list for statements without rows)."""

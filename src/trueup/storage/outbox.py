@@ -98,13 +98,16 @@ class Subscriptions:
 
 
 def active_subscriptions(tx: Tx, tenant_ids: Iterable[str]) -> Subscriptions:
-    """The active endpoints of ``tenant_ids`` (one indexed query per 300 tenants)."""
+    """The active endpoints of ``tenant_ids`` (one indexed query per 300 tenants), held until
+    ``tx`` ends: an endpoint deleted meanwhile is deleted once the deliveries written for it
+    here are committed, and its delete then fails them with its other pending ones (on
+    PostgreSQL they were otherwise left pending, to a deleted endpoint, for good)."""
     rows: list[Row] = []
     for part in chunks(sorted(set(tenant_ids)), _IN_LIST):
         tenants_match, params = tx.one_of("tenant_id", part, "text")
         rows += tx.execute(
             f"""SELECT tenant_id, id, events FROM webhook_endpoints
-                WHERE deleted_at IS NULL AND {tenants_match}""",
+                WHERE deleted_at IS NULL AND {tenants_match}{tx.share_rows}""",
             params,
         )
     return Subscriptions(rows)

@@ -201,6 +201,8 @@ def _storage_errors() -> Iterator[None]:
 
 
 class _PgTx(Tx):
+    share_rows = " FOR SHARE"
+
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
 
