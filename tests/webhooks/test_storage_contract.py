@@ -358,3 +358,38 @@ def test_an_endpoint_deleted_while_a_seal_writes_its_deliveries_fails_them_too(s
     deleting.join(30)
     assert not deleting.is_alive()
     assert [status for _, _, status, _ in deliveries(services)] == ["failed"]
+
+
+def test_deleting_an_endpoint_while_the_dispatcher_records_its_attempts_is_no_deadlock(
+    services: Services,
+) -> None:
+    """The dispatcher's recording updates deliveries in the order of the outcomes it has, a
+    delete in the order it finds them: on PostgreSQL the two ran into each other ("deadlock
+    detected", the DELETE a 503). Here the recording has updated the second delivery and is
+    about to update the first when the delete starts."""
+    principal = principal_for(services)
+    hook = endpoint(services, principal, events=["delta.verified"])
+    write(services, principal, item("a"), item("b"))
+    seal_all(services)
+    (first, _, _, _), (second, _, _, _) = deliveries(services)
+    engine = services.storage.engine
+    deleted: list[object] = []
+
+    def delete() -> None:
+        try:
+            deleted.append(services.webhooks.delete(principal, hook))
+        except Exception as exc:
+            deleted.append(exc)
+
+    deleting = threading.Thread(target=delete)
+    touch = "UPDATE webhook_deliveries SET attempts = attempts + 1 WHERE event_id = ? AND status = 'pending'"
+    with engine.write() as tx:
+        engine.serialize(tx, "webhook-attempts")  # as record_attempts takes it
+        tx.execute(touch, (second,))
+        deleting.start()
+        deleting.join(0.5)  # the delete waits for this transaction, one way or another
+        tx.execute(touch, (first,))
+    deleting.join(30)
+    assert not deleting.is_alive()
+    assert len(deleted) == 1 and not isinstance(deleted[0], Exception), deleted
+    assert [status for _, _, status, _ in deliveries(services)] == ["failed", "failed"]

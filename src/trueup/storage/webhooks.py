@@ -38,6 +38,12 @@ __all__ = [
 ]
 
 
+_DELIVERY_UPDATES = "webhook-attempts"
+"""Serialises the transactions that update several deliveries (recording attempts, deleting an
+endpoint, retrying an event) on PostgreSQL: each updates its rows in an order of its own, and
+two of them at once deadlocked (SQLite has one writer)."""
+
+
 class WebhookStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -95,6 +101,7 @@ class WebhookStore:
     def delete_endpoint(self, tenant_id: str, endpoint_id: str, deleted_at: str) -> EndpointRecord | None:
         """Deactivate an endpoint; its pending deliveries fail. ``None`` when not found."""
         with self._engine.write() as tx:
+            self._engine.serialize(tx, _DELIVERY_UPDATES)
             found = _active_endpoint(tx, tenant_id, endpoint_id)
             if found is not None:
                 _deactivate(tx, endpoint_id, deleted_at)
@@ -104,6 +111,7 @@ class WebhookStore:
         """Deactivate every active endpoint of the tenant with this exact ``url`` (a tenant may
         have registered one URL more than once), oldest first; their pending deliveries fail."""
         with self._engine.write() as tx:
+            self._engine.serialize(tx, _DELIVERY_UPDATES)
             rows = tx.execute(
                 f"""SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
                     WHERE tenant_id = ? AND url = ? AND deleted_at IS NULL ORDER BY created_at, id""",
@@ -192,6 +200,7 @@ class WebhookStore:
         """Queue the event's deliveries to active endpoints again, due ``now``, with a fresh
         retry budget. ``None`` when the tenant has no such event; else how many were queued."""
         with self._engine.write() as tx:
+            self._engine.serialize(tx, _DELIVERY_UPDATES)
             found = tx.one(
                 "SELECT 1 FROM webhook_events WHERE id = ? AND tenant_id = ?", (event_id, tenant_id)
             )
@@ -286,7 +295,7 @@ class WebhookStore:
             return []
         applied: list[AttemptOutcome] = []
         with self._engine.write() as tx:
-            self._engine.serialize(tx, "webhook-attempts")  # PostgreSQL; SQLite has one writer
+            self._engine.serialize(tx, _DELIVERY_UPDATES)
             tx.executemany(
                 """INSERT INTO webhook_attempts (event_id, endpoint_id, attempt, started_at,
                        duration_ms, status_code, error)
