@@ -273,9 +273,17 @@ class WebhookStore:
         return [found[key] for key in keys if key in found]
 
     def next_due(self) -> str | None:
-        """When the earliest pending delivery is due, or ``None`` when none is pending."""
+        """When the earliest pending delivery to an active endpoint is due, or ``None`` when
+        none is pending. Like :meth:`due`, it passes over deliveries left pending to a deleted
+        endpoint (which are never sent): one of those, always due, kept the dispatcher from
+        ever waiting its poll interval between looks."""
         with self._engine.read() as tx:
-            value = tx.scalar("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'")
+            value = tx.scalar(
+                """SELECT d.next_attempt_at FROM webhook_deliveries d
+                   JOIN webhook_endpoints p ON p.id = d.endpoint_id
+                   WHERE d.status = 'pending' AND p.deleted_at IS NULL
+                   ORDER BY d.next_attempt_at LIMIT 1"""
+            )
         return None if value is None else str(value)
 
     def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> list[AttemptOutcome]:
