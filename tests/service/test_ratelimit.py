@@ -11,6 +11,8 @@ from trueup.service.ratelimit import RateLimit, RateLimiter, parse_overrides
 from trueup.storage import open_storage
 from trueup.storage.ratelimits import RateLimitStore
 
+SLOW, FAST = "slowkeyslowkey23", "fastkeyfastkey45"  # key ids, as trueup keys list shows them
+
 
 class FakeClock:
     def __init__(self) -> None:
@@ -36,16 +38,29 @@ def test_a_bucket_allows_its_burst_then_refills_at_its_rate() -> None:
 
 
 def test_overrides_and_disabled_limits() -> None:
-    limiter = RateLimiter(RateLimit(0, 0), parse_overrides("slow=1/1, fast=100/200"), clock=FakeClock())
+    limiter = RateLimiter(RateLimit(0, 0), parse_overrides(f"{SLOW}=1/1, {FAST}=100/200"), clock=FakeClock())
     for _ in range(1000):
         limiter.check("unlimited")
-    limiter.check("slow")
+    limiter.check(SLOW)
     with pytest.raises(RateLimitedError):
-        limiter.check("slow")
-    assert limiter.limit_for("fast") == RateLimit(100.0, 200)
+        limiter.check(SLOW)
+    assert limiter.limit_for(FAST) == RateLimit(100.0, 200)
     with pytest.raises(ValueError, match="key=rate/burst"):
-        parse_overrides("broken=x")
-    assert parse_overrides("off=0/0") == {"off": RateLimit(0.0, 0)}  # 0 turns a key's limit off
+        parse_overrides(f"{SLOW}=x")
+    assert parse_overrides(f"{SLOW}=0/0") == {SLOW: RateLimit(0.0, 0)}  # 0 turns a key's limit off
+
+
+def test_an_override_must_name_a_key_by_its_id() -> None:
+    """Any other name matches no key, so its limit would be ignored without a word."""
+    with pytest.raises(ValueError, match=r"'slow' is not a key id \(16 characters"):
+        parse_overrides("slow=1/1")
+    with pytest.raises(ValueError, match=rf"'{SLOW.upper()}' is not a key id"):
+        parse_overrides(f"{SLOW.upper()}=1/1")
+    secret = "A" * 43
+    with pytest.raises(ValueError) as refused:
+        parse_overrides(f"{FAST}=1/1, pk_live_{SLOW}.{secret}=5/10")
+    assert str(refused.value).startswith(f"TRUEUP_RATE_LIMIT_OVERRIDES: pk_live_{SLOW}… is a whole API key")
+    assert secret not in str(refused.value)
 
 
 @pytest.mark.parametrize("entry", ["k=-1/10", "k=nan/10", "k=inf/10", "k=1e400", "k=5/-1", "=5/5", " =5/5"])
@@ -68,10 +83,10 @@ def test_shared_buckets_hold_across_processes(pg_url: str) -> None:
 
 
 def test_a_rate_too_small_to_wait_for_is_a_429_of_a_day_not_a_500() -> None:
-    limiter = RateLimiter(RateLimit(0, 0), parse_overrides("tiny=5e-324/1"), clock=FakeClock())
-    limiter.check("tiny")
+    limiter = RateLimiter(RateLimit(0, 0), parse_overrides(f"{SLOW}=5e-324/1"), clock=FakeClock())
+    limiter.check(SLOW)
     with pytest.raises(RateLimitedError) as refused:
-        limiter.check("tiny")
+        limiter.check(SLOW)
     assert refused.value.retry_after_seconds == 86_400
 
 

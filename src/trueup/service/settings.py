@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -213,10 +214,20 @@ class RateLimit:
         return self.rate_per_s > 0 and self.burst > 0
 
 
+_KEY_ID = re.compile(r"[a-z2-7]{16}")
+"""The id part of an API key (``pk_live_<id>.<secret>``), as :func:`trueup.core.ids.new_key_id` makes it."""
+
+
 def parse_overrides(text: str) -> dict[str, RateLimit]:
     """``"<key id>=<rate>/<burst>,…"`` (e.g. ``abcd…=50/100``) into limits by key id."""
     limits: dict[str, RateLimit] = {}
     for entry in filter(None, (part.strip() for part in text.split(","))):
+        if entry.startswith("pk_"):  # a whole key: its secret is not repeated in the message
+            raise SettingsError(
+                f"TRUEUP_RATE_LIMIT_OVERRIDES: {entry.partition('.')[0]}… is a whole API key; name "
+                "the key by its id, the 16 characters after pk_live_ or pk_test_ (`trueup keys list` "
+                "shows them), and keep its secret out of the settings"
+            )
         key_id, _, spec = entry.partition("=")
         rate, _, burst = spec.partition("/")
         try:
@@ -236,6 +247,11 @@ def parse_overrides(text: str) -> dict[str, RateLimit]:
             raise SettingsError(
                 f"TRUEUP_RATE_LIMIT_OVERRIDES: {entry!r} needs a key id, a finite rate of at least 0 "
                 "and a burst of 0 to 2^63 - 1 (key=rate/burst)"
+            )
+        if not _KEY_ID.fullmatch(key_id.strip()):  # it would match no key: the limit would be ignored
+            raise SettingsError(
+                f"TRUEUP_RATE_LIMIT_OVERRIDES: {key_id.strip()!r} is not a key id (16 characters, "
+                "a-z and 2-7, as `trueup keys list` shows them)"
             )
         limits[key_id.strip()] = limit
     return limits
