@@ -71,6 +71,38 @@ def test_deliveries_are_signed_so_our_helper_and_the_sdk_accept_them(services: S
         assert received.headers["Content-Type"] == "application/json"
 
 
+def test_a_dispatcher_taking_its_role_fails_deliveries_left_pending_to_a_deleted_endpoint(
+    services: Services,
+) -> None:
+    """Older versions left such rows on PostgreSQL (an endpoint deleted while a seal wrote its
+    deliveries): never sent, and listed as pending for good. They are failed as the endpoint's
+    delete fails its pending ones; a live endpoint's delivery goes out as usual."""
+    principal = principal_for(services)
+    with Receiver() as receiver:
+        gone = services.webhooks.create(
+            principal, {"url": receiver.url + "?gone", "events": ["delta.verified"]}
+        )
+        services.webhooks.create(principal, {"url": receiver.url, "events": ["delta.verified"]})
+        write(services, principal, {"key": "o-1", "accountId": "c-1", "bits": 5})
+        seal_all(services)
+        with services.storage.engine.write() as tx:  # as such a delete left it: the endpoint only
+            tx.execute(
+                "UPDATE webhook_endpoints SET deleted_at = ? WHERE id = ?",
+                ("2026-01-01T00:00:00.000000Z", gone.endpoint.id),
+            )
+        assert statuses(services) == ["pending", "pending"]
+        with dispatching(services):
+            wait_until(lambda: sorted(statuses(services)) == ["delivered", "failed"])
+    (failed,) = [
+        d
+        for d in services.storage.webhooks.deliveries(principal.tenant_id, None, 10, 0)[0]
+        if d.status == "failed"
+    ]
+    assert failed.endpoint_id == gone.endpoint.id and failed.last_error == "endpoint deleted"
+    assert len(receiver.requests()) == 1  # the live endpoint's; the deleted one got nothing
+    assert services.storage.webhooks.fail_orphaned() == 0
+
+
 def test_a_receiver_failing_three_times_gets_the_event_once_more_after_recovering(
     services: Services,
 ) -> None:

@@ -272,6 +272,21 @@ class WebhookStore:
                     found[(delivery.event_id, delivery.endpoint_id)] = delivery
         return [found[key] for key in keys if key in found]
 
+    def fail_orphaned(self) -> int:
+        """Fail the deliveries still pending to a deleted endpoint, as its delete fails its
+        pending ones; return how many. Older versions left such rows on PostgreSQL when an
+        endpoint was deleted while a seal wrote deliveries for it: never sent, and shown as
+        pending for good. The dispatcher calls this as it takes its role."""
+        with self._engine.write() as tx:
+            self._engine.serialize(tx, _DELIVERY_UPDATES)
+            return tx.executemany(
+                """UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL,
+                       last_error = 'endpoint deleted'
+                   WHERE status = 'pending'
+                     AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE deleted_at IS NOT NULL)""",
+                [()],
+            )
+
     def next_due(self) -> str | None:
         """When the earliest pending delivery to an active endpoint is due, or ``None`` when
         none is pending. Like :meth:`due`, it passes over deliveries left pending to a deleted

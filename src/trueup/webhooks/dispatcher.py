@@ -125,6 +125,11 @@ class Dispatcher(ElectedRole):
     # -- the role ---------------------------------------------------------------------------
 
     def _lead(self) -> None:
+        try:
+            if failed := self._storage.webhooks.fail_orphaned():
+                log.warning("failed %d webhook deliveries left pending to deleted endpoints", failed)
+        except Exception:  # they are never sent either way; the next leadership tries again
+            log.exception("could not fail the deliveries left pending to deleted endpoints")
         # A queue of this leadership's own: what it handed out and no worker started is taken
         # back when it ends, and its workers never take the next leadership's deliveries.
         tasks: queue.PriorityQueue[_Task] = queue.PriorityQueue()
