@@ -419,6 +419,17 @@ def test_a_key_in_use_stops_working_soon_after_revocation(running: Running) -> N
     wait_until(lambda: httpx.get(f"{running.url}/api/v1/balance/usage", headers=headers).status_code == 401)
 
 
+def test_a_key_is_revoked_by_its_public_part_without_its_secret(running: Running) -> None:
+    key = create_key(running.data_dir, running.database_url, "public-part")
+    public = key.split(".", 1)[0]  # pk_live_<id>
+    key_id = public.removeprefix("pk_live_")
+    done = trueup(["keys", "revoke", public], running.data_dir, running.database_url)
+    assert (done.returncode, done.stdout.strip()) == (0, f"revoked {key_id}"), done.stderr
+    listed = trueup(["keys", "list"], running.data_dir, running.database_url)
+    (row,) = [line.split() for line in listed.stdout.splitlines() if line.startswith(key_id)]
+    assert row[6] == "revoked"
+
+
 def test_an_emit_repeat_answers_the_original_records_creation_time(running: Running) -> None:
     body = {"customerId": "repeat-c", "delta": 5, "reason": "r", "referenceId": "repeat-created-at"}
     first = httpx.post(f"{running.url}/api/v1/balance/delta", headers=running.headers, json=body)

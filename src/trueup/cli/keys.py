@@ -120,8 +120,8 @@ def _list(args: argparse.Namespace) -> int:
 
 def _revoke(args: argparse.Namespace) -> int:
     key_id = args.key
-    if key_id.startswith("pk_") and "." in key_id:
-        key_id = key_id.split("_", 2)[2].split(".", 1)[0]
+    if key_id.startswith("pk_"):  # the whole key, or its public part pk_live_<id> as a log shows it
+        key_id = key_id.split("_", 2)[-1].split(".", 1)[0]
     if _service(args).revoke(key_id):
         print(f"revoked {key_id}")
         return 0
