@@ -97,6 +97,8 @@ def test_malformed_urls_are_refused_naming_the_problem(url: object, problem: str
         ("224.0.0.1", "a multicast address"),
         ("192.0.0.8", "not a public address"),  # IANA: not global; Python 3.11 says it is
         ("192.0.0.255", "not a public address"),
+        ("3fff::1", "not a public address"),  # RFC 9637 documentation; Python 3.11 says global
+        ("3fff:fff:ffff::1", "not a public address"),
     ],
 )
 def test_non_public_addresses_are_refused_after_resolution(address: str, kind: str) -> None:

@@ -78,8 +78,9 @@ def system_resolver(host: str, port: int) -> Sequence[str]:
 _MULTICAST = "a multicast address"
 
 # Not globally reachable by the IANA special-purpose registries, which the ipaddress module of
-# Python 3.11 does not say of all: 192.0.0.0/24 but its two anycast addresses.
-_NOT_GLOBAL = (ipaddress.ip_network("192.0.0.0/24"),)
+# Python 3.11 does not say of all: 192.0.0.0/24 but its two anycast addresses, and 3fff::/20,
+# the IPv6 documentation prefix of RFC 9637 (2024).
+_NOT_GLOBAL = (ipaddress.ip_network("192.0.0.0/24"), ipaddress.ip_network("3fff::/20"))
 _GLOBAL_IN_NOT_GLOBAL = frozenset(ipaddress.ip_address(a) for a in ("192.0.0.9", "192.0.0.10"))
 
 
