@@ -470,3 +470,10 @@ def test_a_reader_that_went_away_ends_the_command_without_a_traceback(tmp_path: 
     with process.stderr:
         said = process.stderr.read()
     assert (process.wait(timeout=60), said) == (1, b"")
+
+
+@pytest.mark.parametrize("workers", ["0", "257"])
+def test_a_dispatcher_with_workers_out_of_range_is_refused(tmp_path: Path, workers: str) -> None:
+    done = trueup(["dispatcher", "--workers", workers], tmp_path, None)
+    assert done.returncode == 2
+    assert "--workers must be 1 to 256 (each is a thread with connections of its own)" in done.stderr

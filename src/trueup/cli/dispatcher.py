@@ -17,16 +17,22 @@ from trueup.webhooks.dispatcher import Dispatcher
 __all__ = ["run"]
 
 
+MAX_WORKERS = 256
+"""The most deliveries in flight at once: a thread each, and as many receivers' connections."""
+
+
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="trueup dispatcher",
         description="deliver pending webhook events; a second instance waits as a hot standby",
     )
-    parser.add_argument("--workers", type=int, default=8, help="deliveries in flight at once (default 8)")
+    parser.add_argument(
+        "--workers", type=int, default=8, help=f"deliveries in flight at once, 1 to {MAX_WORKERS} (default 8)"
+    )
     add_storage_options(parser)
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        parser.error(f"--workers must be 1 to {MAX_WORKERS} (each is a thread with connections of its own)")
     configure_logging()
     settings = settings_from(args)
     services = open_services(settings)
