@@ -404,6 +404,31 @@ def test_a_malformed_reply_is_a_trueup_error_not_a_crash(
     assert failed.value.code in ("BAD_REPLY", "HTTP_ERROR", "RATE_LIMITED")
 
 
+@pytest.mark.parametrize(
+    ("status", "headers", "document"),
+    [
+        # a proxy's 429 or 503: the advice in the header only, the body JSON or not
+        (429, {"Retry-After": "7"}, {"success": False, "code": "RATE_LIMITED", "message": "slow down"}),
+        (503, {"Retry-After": "7", "Content-Type": "text/html"}, None),
+        # a write still in flight after the retries: the advice in the body of a 202
+        (202, {}, {"success": True, "code": "IDEMPOTENCY_PENDING", "retryAfterSeconds": 7}),
+    ],
+)
+def test_the_servers_advice_on_when_to_retry_is_in_the_error_wherever_it_came(
+    status: int, headers: dict[str, str], document: dict[str, Any] | None
+) -> None:
+    def advising(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return status, headers, b"<html>busy</html>" if document is None else json.dumps(document).encode()
+
+    with (
+        local_server(advising) as url,
+        Client(url, "pk_live_a.b", retries=0) as client,
+        pytest.raises(TrueupError) as failed,
+    ):
+        client.write([{"key": "k", "accountId": "c", "bits": 1}])
+    assert (failed.value.status, failed.value.retry_after) == (status, 7.0)
+
+
 def test_verify_period_says_a_reply_it_cannot_decode_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     def garbled(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
         return 200, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, b"not gzip"

@@ -403,9 +403,15 @@ def _retry_advice(reply: httpx.Response) -> float | None:
     advised = _seconds(body.get("retryAfterSeconds") if isinstance(body, dict) else None)
     if advised is not None and advised >= 0:
         return advised
+    header = _header_seconds(reply)
+    return -1.0 if header is None else header
+
+
+def _header_seconds(reply: httpx.Response) -> float | None:
+    """A ``Retry-After`` header of seconds (not a date), or ``None``."""
     header = reply.headers.get("Retry-After", "")
     # ASCII digits only: str.isdigit() also takes "²", which float() refuses.
-    return float(header) if header.isascii() and header.isdigit() else -1.0
+    return float(header) if header.isascii() and header.isdigit() else None
 
 
 def _seconds(value: object) -> float | None:
@@ -431,19 +437,26 @@ def _data(reply: httpx.Response) -> dict[str, Any]:
     """The ``data`` of a successful reply; :class:`TrueupError` for anything else."""
     body = _json(reply)
     if not isinstance(body, dict):
-        raise TrueupError("BAD_REPLY", f"not a Trueup reply: {reply.text[:200]!r}", reply.status_code)
+        raise TrueupError(
+            "BAD_REPLY",
+            f"not a Trueup reply: {reply.text[:200]!r}",
+            reply.status_code,
+            retry_after=_header_seconds(reply),  # a proxy's 503 page, say
+        )
     if reply.is_success and body.get("success") is True and isinstance(body.get("data"), dict):
         data: dict[str, Any] = body["data"]
         return data
     if reply.is_success:  # a 202 IDEMPOTENCY_PENDING that outlasted the retries, say
         code = str(body.get("code", "BAD_REPLY"))
-        raise TrueupError(
-            code, str(body.get("message", "the reply holds no data")), reply.status_code, body=body
-        )
-    raise TrueupError(
-        str(body.get("code", "HTTP_ERROR")),
-        str(body.get("message", reply.reason_phrase)),
-        reply.status_code,
-        retry_after=_seconds(body.get("retryAfterSeconds")),
-        body=body,
-    )
+        message = str(body.get("message", "the reply holds no data"))
+    else:
+        code, message = str(body.get("code", "HTTP_ERROR")), str(body.get("message", reply.reason_phrase))
+    retry_after = _advised_seconds(reply, body)
+    raise TrueupError(code, message, reply.status_code, retry_after=retry_after, body=body)
+
+
+def _advised_seconds(reply: httpx.Response, body: Mapping[str, Any]) -> float | None:
+    """The server's advice on when to try again: ``retryAfterSeconds``, else a ``Retry-After``
+    header of seconds (all a proxy's 429 or 503 may carry), else ``None``."""
+    advised = _seconds(body.get("retryAfterSeconds"))
+    return advised if advised is not None else _header_seconds(reply)

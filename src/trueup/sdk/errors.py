@@ -16,7 +16,9 @@ class TrueupError(Exception):
     ``CONNECTION_ERROR`` (no reply; a write may or may not have been stored, and a retry with
     the same idempotency key stores it once), ``BAD_REPLY`` (not a Trueup reply) and
     ``TIMEOUT`` (:meth:`~trueup.sdk.Client.wait_verified` gave up). ``message`` names the field
-    at fault, as the server wrote it; ``retry_after`` is the server's advice in seconds, if any.
+    at fault, as the server wrote it; ``retry_after`` is the server's advice in seconds, if any
+    (``retryAfterSeconds``, else a ``Retry-After`` header), on an error reply or on a 202
+    ``IDEMPOTENCY_PENDING`` that outlasted the retries.
     """
 
     def __init__(
