@@ -17,8 +17,10 @@ from tests.e2e.server import free_port, local_server
 from trueup.cli.main import main
 from trueup.proof import (
     CheckpointSigner,
+    ConsistencyProofError,
     PeriodError,
     ProofError,
+    TreeHead,
     node_hash,
     private_key_from_seed,
     verify_checkpoint,
@@ -210,6 +212,42 @@ def test_a_consistency_proof_that_does_not_hold_fails_here(client: Client, runni
     ):
         liar.follow(held, pinned)
     assert client.follow(held, pinned).head.size == genuine["to"]
+
+
+@pytest.mark.parametrize(
+    ("newest", "why"),
+    [
+        (TreeHead(3, b"\x03" * 32, 2000), "newest signed checkpoint has 3 leaves, fewer than the 5"),
+        (TreeHead(5, b"\x06" * 32, 2000), "trees of equal size 5 have different roots"),
+    ],
+)
+def test_a_log_cut_back_or_rewritten_that_gives_no_proof_fails_here(newest: TreeHead, why: str) -> None:
+    """The server answers that it has no head of the size held (its 404) instead of a proof:
+    its newest checkpoint, signed by the pinned key, shows the log was not only appended to."""
+    signer = CheckpointSigner(private_key_from_seed(b"\x07" * 32), "localhost/trueup")
+    held = signer.sign("localhost/trueup", TreeHead(5, b"\x05" * 32, 1000))
+
+    def cut_back(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        if urlsplit(request.path).path == "/api/v1/log/checkpoint":
+            return 200, {"Content-Type": "text/plain"}, signer.sign("localhost/trueup", newest).encode()
+        reply = {"success": False, "statusCode": 404, "code": "NOT_FOUND", "message": "no head of size 5"}
+        return 404, {"Content-Type": "application/json"}, json.dumps(reply).encode()
+
+    with (
+        local_server(cut_back) as url,
+        Client(url) as liar,
+        pytest.raises(ConsistencyProofError, match=why),
+    ):
+        liar.follow(held, signer.verifier_key())
+
+    def behind(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        if urlsplit(request.path).path == "/api/v1/log/checkpoint":  # larger: nothing is proven
+            return 200, {}, signer.sign("localhost/trueup", TreeHead(9, b"\x09" * 32, 3000)).encode()
+        return cut_back(request, body)
+
+    with local_server(behind) as url, Client(url) as other, pytest.raises(TrueupError) as refused:
+        other.follow(held, signer.verifier_key())
+    assert (refused.value.status, refused.value.code) == (404, "NOT_FOUND")  # the server's word
 
 
 def test_a_log_with_no_signed_head_yet_is_an_error_not_a_note() -> None:

@@ -27,6 +27,7 @@ from urllib.parse import quote
 import httpx
 
 from trueup.proof import (
+    ConsistencyProofError,
     PeriodCheck,
     PeriodError,
     ProofError,
@@ -301,11 +302,18 @@ class Client:
     ) -> Followed:
         """The newest signed checkpoint, proven (RFC 9162 consistency) to extend
         ``trusted_checkpoint``, a note you verified before: the log was only appended to.
-        Raises :class:`~trueup.proof.ProofError` when either note or the proof fails."""
+        Raises :class:`~trueup.proof.ProofError` when either note or the proof fails, and when
+        the server gives no proof from the size held while its newest signed checkpoint is
+        smaller, or as large with another root (a log cut back or rewritten)."""
         key = _pinned(pinned_key)
         name = origin or key.name
         old = verify_checkpoint(trusted_checkpoint, key, origin=name)
-        data = self._get("/api/v1/log/proof/consistency", {"from": old.size})
+        try:
+            data = self._get("/api/v1/log/proof/consistency", {"from": old.size})
+        except TrueupError as refused:
+            if refused.status in (400, 404):  # no proof from that size: a log cut back gives none
+                self._check_not_cut_back(old, key, name)
+            raise
         note, nodes = data.get("checkpoint"), data.get("proof")
         if (
             not isinstance(note, str)
@@ -319,6 +327,19 @@ class Client:
         ]
         verify_consistency(old.size, new.size, old.root, new.root, proof)
         return Followed(head=new, checkpoint=note)
+
+    def _check_not_cut_back(self, held: TreeHead, key: VerifierKey, origin: str) -> None:
+        """Where the server gives no consistency proof from the size held, its newest signed
+        checkpoint may show why: smaller than the one held, or as large with another root, the
+        log was not only appended to (:class:`~trueup.proof.ConsistencyProofError`)."""
+        newest = verify_checkpoint(self.log_checkpoint(), key, origin=origin)
+        if newest.size < held.size:
+            raise ConsistencyProofError(
+                f"the log's newest signed checkpoint has {newest.size} leaves, fewer than the "
+                f"{held.size} of the one held: the log was not only appended to"
+            )
+        if newest.size == held.size:  # a proof between equal sizes is empty: the roots must agree
+            verify_consistency(held.size, newest.size, held.root, newest.root, [])
 
     # -- the wire ---------------------------------------------------------------------------
 
