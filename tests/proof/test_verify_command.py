@@ -80,6 +80,20 @@ def test_a_key_file_that_cannot_be_read_is_one_line_not_a_traceback(
     assert capsys.readouterr().out.startswith(f"FAILED: --key '{missing}' is neither a verifier key (")
 
 
+def test_a_key_asked_wrongly_is_exit_2_whatever_the_bundle_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bundle path that names no file and a `--key "$(trueup log-key)"` that printed nothing:
+    the empty key is said, with its exit 2, rather than the file, with exit 1."""
+    missing = tmp_path / "no-bundle.json"
+    assert verify.run([str(missing), "--key", ""]) == 2
+    assert capsys.readouterr().out.startswith("FAILED: --key is empty")
+    assert verify.run([str(missing), "--key", str(tmp_path / "no-key")]) == 2
+    assert "is neither a verifier key" in capsys.readouterr().out
+    assert verify.run([str(missing), "--key", VKEY]) == 1  # the key is right: the file is the work
+    assert capsys.readouterr().out.startswith("FAILED: cannot read the bundle: ")
+
+
 def test_ok_names_the_delta_the_leaf_proves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(BUNDLE))

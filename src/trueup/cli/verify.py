@@ -28,17 +28,17 @@ def run(argv: list[str]) -> int:
         "--anchor", help="the anchor id (a_<leaf index>) the bundle must prove; any other fails"
     )
     args = parser.parse_args(argv)
+    try:  # first: a command asked wrongly is exit 2 whatever the bundle file holds
+        key = read_verifier_key(args.key)
+    except KeyArgumentError as exc:  # asked wrongly, not a check that failed
+        print(f"FAILED: {exc}")
+        return 2
     try:
         text = sys.stdin.read() if args.bundle == "-" else Path(args.bundle).read_text("utf-8")
         text = text.removeprefix("\ufeff")  # a byte order mark, which some editors write, is not JSON
     except (OSError, ValueError) as exc:
         print(f"FAILED: cannot read the bundle: {exc}")
         return 1
-    try:
-        key = read_verifier_key(args.key)
-    except KeyArgumentError as exc:  # asked wrongly, not a check that failed
-        print(f"FAILED: {exc}")
-        return 2
     try:
         bundle = load_bundle(text)
         # A note signed by the pinned key but naming another log is not this log's checkpoint.
