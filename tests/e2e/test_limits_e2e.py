@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import fresh_pg_schema
-from tests.e2e.server import ServerProcess, create_key, trueup, write_and_wait_verified
+from tests.e2e.server import ServerProcess, create_key, free_port, trueup, write_and_wait_verified
 from tests.service.conftest import principal_for, seal_all, write
 from trueup.proof import CheckpointSigner, private_key_from_seed
 from trueup.service.container import open_services
@@ -477,3 +477,16 @@ def test_a_dispatcher_with_workers_out_of_range_is_refused(tmp_path: Path, worke
     done = trueup(["dispatcher", "--workers", workers], tmp_path, None)
     assert done.returncode == 2
     assert "--workers must be 1 to 256 (each is a thread with connections of its own)" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["sequencer", "dispatcher", "serve"])
+def test_a_data_directory_that_cannot_be_made_is_one_line_and_exit_1(tmp_path: Path, command: str) -> None:
+    """A file where the data directory should be stopped `trueup sequencer` and `trueup
+    dispatcher` with a FileExistsError traceback."""
+    in_the_way = tmp_path / "data"
+    in_the_way.write_text("not a directory")
+    done = trueup([command, *(["--port", str(free_port())] if command == "serve" else [])], in_the_way, None)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(f"trueup {command}: "), done.stderr
+    assert done.stderr.endswith(f"cannot use the data directory {in_the_way}: File exists\n"), done.stderr
+    assert done.stderr.count("\n") == 1

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from trueup.proof import EMPTY_ROOT, CheckpointSigner
 from trueup.service.balances import BalanceService
-from trueup.service.files import warn_if_shared
+from trueup.service.files import make_data_dir, warn_if_shared
 from trueup.service.group_commit import GroupCommitter
 from trueup.service.ingest import WriteService
 from trueup.service.keys import KeyService
@@ -47,7 +47,7 @@ class Services:
 
 def open_services(settings: Settings) -> Services:
     """Open storage (migrating it) and build every service. Fails closed on a bad key."""
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_data_dir(settings.data_dir)  # a file in its place was a traceback of `trueup sequencer`
     warn_about_shared_secrets(settings)
     storage = open_storage(settings.resolved_database_url)
     try:

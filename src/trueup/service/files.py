@@ -9,7 +9,14 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["SecretFileError", "read_or_create_secret", "warn_if_shared", "write_private_file"]
+__all__ = [
+    "DataDirectoryError",
+    "SecretFileError",
+    "make_data_dir",
+    "read_or_create_secret",
+    "warn_if_shared",
+    "write_private_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,19 @@ def _sync_directory(directory: Path) -> None:
 class SecretFileError(ValueError):
     """A secret file of the data directory (the signing key, the key pepper) is missing where
     the database says it must exist, or cannot be read; the message names it."""
+
+
+class DataDirectoryError(SecretFileError):
+    """The data directory cannot be made or used (a file stands at its path, no permission);
+    the message names it. A command stops on it in one line, as on a secret file it cannot use."""
+
+
+def make_data_dir(path: Path) -> None:
+    """Make the data directory (0700) if it is missing, or :class:`DataDirectoryError`."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataDirectoryError(f"cannot use the data directory {path}: {exc.strerror or exc}") from None
 
 
 def read_or_create_secret(path: Path, size: int, what: str) -> bytes:
