@@ -195,6 +195,16 @@ def test_an_integer_setting_past_what_a_database_integer_holds_is_refused(name: 
     assert getattr(Settings.from_env({name: str(2**63 - 1)}), name[len("TRUEUP_") :].lower()) == 2**63 - 1
 
 
+def test_a_plan_allowance_past_what_a_database_integer_holds_is_refused() -> None:
+    # starter=99999999999999999999 started a server, where every other integer setting that large
+    # is refused (docs/configuration.md bounds them all by 2^63 - 1; `unlimited` has no bound).
+    refused = r"^TRUEUP_PLAN_ALLOWANCES: 'starter' must be at most 9,223,372,036,854,775,807 \(or unlimited\)"
+    with pytest.raises(SettingsError, match=refused):
+        Settings.from_env({"TRUEUP_PLAN_ALLOWANCES": f"starter={2**63}"})
+    largest = Settings.from_env({"TRUEUP_PLAN_ALLOWANCES": f"starter={2**63 - 1}"})
+    assert largest.plan_allowances["starter"] == 2**63 - 1
+
+
 def test_a_seal_interval_longer_than_a_day_is_refused() -> None:
     # 9223372036854775807 was accepted, and every round of the sequencer then failed on a wait
     # past what the platform's clock holds: nothing was ever sealed.

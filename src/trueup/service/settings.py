@@ -68,6 +68,11 @@ def parse_plan_allowances(text: str) -> dict[str, int | None]:
             ) from exc
         if count < 0:
             raise SettingsError(f"TRUEUP_PLAN_ALLOWANCES: {name!r} must not be negative, got {value!r}")
+        if count > _LARGEST_INT:  # as every integer setting; `unlimited` is what has no bound
+            raise SettingsError(
+                f"TRUEUP_PLAN_ALLOWANCES: {name!r} must be at most {_LARGEST_INT:,} "
+                f"(or unlimited), got {value!r}"
+            )
         plans[name] = count
     return plans
 
