@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +15,7 @@ from tests.service.conftest import principal_for, seal_all, write
 from trueup.core.compare import to_wire
 from trueup.core.errors import (
     CheckpointNotFoundError,
+    ConflictError,
     CustomerNotFoundError,
     InvalidScopeError,
     NotFoundError,
@@ -20,8 +24,9 @@ from trueup.core.errors import (
     ValidationError,
 )
 from trueup.proof import verify_checkpoint
-from trueup.service.container import Services
+from trueup.service.container import Services, open_services
 from trueup.service.keys import Principal
+from trueup.service.settings import Settings
 from trueup.storage.balances import BalanceSnapshot
 
 
@@ -238,6 +243,37 @@ def test_period_checkpoint_locks_and_resumes(services: Services) -> None:
         )
         assert [d.amount for d in resumed.deltas] == [300]
         assert resumed.balance == -1200
+
+
+@pytest.fixture
+def unlimited(database_url: str, tmp_path: Path) -> Iterator[Services]:
+    """Services that accept the largest amount a leaf can carry (TRUEUP_MAX_ABS_AMOUNT 2^53 - 1)."""
+    settings = Settings.from_env({"TRUEUP_MAX_ABS_AMOUNT": str(2**53 - 1)})
+    opened = open_services(replace(settings, data_dir=tmp_path, database_url=database_url))
+    yield opened
+    opened.close()
+
+
+def test_a_period_whose_opening_balance_passes_64_bits_is_refused_with_a_409(unlimited: Services) -> None:
+    """Every balance in leaf order stays within 64 bits (July's and August's credits sealed
+    between October's and November's debits), but July and August, the months before
+    September, sum beyond it: September's lock is a 409 naming the period, not a 500."""
+    services = unlimited
+    who = principal_for(services)
+    most = 2**53 - 1
+    items = [
+        delta(f"{month}-{i}", sign * most, f"{month}-02T00:00:00Z", customer="big")
+        for i in range(520)
+        for month, sign in (("2026-10", -1), ("2026-07", 1), ("2026-11", -1), ("2026-08", 1))
+    ]
+    for start in range(0, len(items), 1000):
+        write(services, who, *items[start : start + 1000])
+    seal_all(services)
+    with pytest.raises(ConflictError, match=r"^period: the balance of customer 'big' before 2026-09 is "):
+        services.balances.lock_period(who, {"customerId": "big", "period": "2026-09"})
+    assert services.balances.checkpoints(who, "big", None, 10, 0) == ([], 0)
+    august, created = services.balances.lock_period(who, {"customerId": "big", "period": "2026-08"})
+    assert created and (august.opening_balance, august.closing_balance) == (520 * most, 1040 * most)
 
 
 def test_a_period_locked_between_acceptance_and_sealing_fails_the_delta(services: Services) -> None:

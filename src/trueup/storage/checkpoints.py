@@ -7,6 +7,7 @@ can be sealed after it (the sequencer fails such deltas).
 
 from __future__ import annotations
 
+from trueup.core.errors import ConflictError
 from trueup.proof import period_proof_root
 from trueup.storage.balance_records import ACCOUNT_NO_SQL, MonthRecord
 from trueup.storage.balances import BalanceSnapshot
@@ -41,6 +42,23 @@ _SNAPSHOT_TRIES = 3
 
 
 _Figures = tuple[int, int, MonthRecord, list[bytes]]
+
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
+def _check_opening(customer_id: str, period: str, opening: int) -> None:
+    """A 409 for an opening balance the checkpoint cannot store (a 64-bit integer).
+
+    Sealing keeps each running balance within 64 bits in leaf order, but the months before a
+    period summed in month order can pass it (large credits of early months sealed between
+    large debits of later ones).
+    """
+    if not _I64_MIN <= opening <= _I64_MAX:
+        raise ConflictError(
+            f"period: the balance of customer {customer_id!r} before {period} is {opening:,}, beyond "
+            f"the 64-bit range (-{2**63:,} to {_I64_MAX:,}) a checkpoint's openingBalance is "
+            "stored in; this period cannot be locked"
+        )
 
 
 def _read_figures(tx: Tx, tenant_id: str, customer_id: str, period: str) -> _Figures:
@@ -101,6 +119,7 @@ class CheckpointStore:
 
         def record_of(figures: _Figures) -> CheckpointRecord:
             tree_size, opening, month, hashes = figures
+            _check_opening(customer_id, period, opening)
             return CheckpointRecord(
                 id=checkpoint_id,
                 tenant_id=tenant_id,

@@ -51,7 +51,7 @@ def checkpoint_json(record: CheckpointRecord) -> dict[str, Any]:
     responses={
         200: {"model": CheckpointResponse},
         201: {"model": CheckpointResponse},
-        **errors(400, 401, 403, 404, 413, 415, 503),
+        **errors(400, 401, 403, 404, 409, 413, 415, 503),
     },
     openapi_extra=json_body(CheckpointBody),
 )
