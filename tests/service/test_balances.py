@@ -377,6 +377,23 @@ def test_the_last_month_there_is_is_a_scope_like_any_other(services: Services) -
     assert after.deltas == ()  # every delta is in an earlier month, inside the checkpoint's balance
 
 
+def test_a_receipt_for_a_customer_never_written_to_names_the_customer(services: Services) -> None:
+    """A receipt of a customer the tenant never wrote to is 404 CUSTOMER_NOT_FOUND, as locking
+    it is, not advice to lock a period that cannot be locked; a known customer's unlocked
+    period is CHECKPOINT_NOT_FOUND, and another tenant's customer is unknown."""
+    who = seed_history(services)
+    with pytest.raises(CustomerNotFoundError, match="customer 'nobody' has no deltas"):
+        services.balances.receipt(who, "nobody", "2026-02")
+    with pytest.raises(CustomerNotFoundError):
+        services.balances.lock_period(who, {"customerId": "nobody", "period": "2026-02"})
+    with pytest.raises(CheckpointNotFoundError, match="is not locked; lock it with"):
+        services.balances.receipt(who, "cust_12345", "2026-02")
+    services.balances.lock_period(who, {"customerId": "cust_12345", "period": "2026-02"})
+    assert services.balances.receipt(who, "cust_12345", "2026-02").deltas_count == 2
+    with pytest.raises(CustomerNotFoundError):
+        services.balances.receipt(principal_for(services, "globex"), "cust_12345", "2026-02")
+
+
 def test_another_customer_s_checkpoint_is_not_a_starting_point(services: Services) -> None:
     who = seed_history(services)
     write(services, who, delta("other-1", 700, "2025-12-01T00:00:00Z", customer="other"))

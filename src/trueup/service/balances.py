@@ -279,6 +279,10 @@ class BalanceService:
         year, month = parse_period(period, "period")
         found = self._storage.checkpoints.find(principal.tenant_id, customer_id, f"{year:04d}-{month:02d}")
         if found is None:
+            with self._storage.balances.snapshot() as snapshot:
+                known = snapshot.known_customer(principal.tenant_id, customer_id)
+            if not known:  # no lock could be taken for it: say so, as the lock would
+                raise CustomerNotFoundError(f"customer {customer_id!r} has no deltas")
             raise CheckpointNotFoundError(
                 f"period {period} of customer {customer_id!r} is not locked; lock it with "
                 "POST /api/v1/balance/checkpoint first"
