@@ -8,9 +8,10 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,6 +114,44 @@ def test_a_forged_page_fails_naming_the_field(
         code, out = _run(capsys, root, "--key", key, "--url", url)
     assert code == 1
     assert out == "FAILED: page 1.records[1].amount: -12 is not the leaf's -120\n"
+
+
+@pytest.mark.parametrize(
+    ("forge", "failed"),
+    [
+        (
+            lambda page: page["records"][1].update(time="2026-06-30T08:00:00Z"),
+            "page 1.records[1].time: '2026-06-30T08:00:00Z' is not the leaf's 2026-06-02T08:00:00.000000Z",
+        ),
+        (
+            lambda page: page["summary"].update(lastRecordAt="2026-06-30T08:00:00Z"),
+            "summary.lastRecordAt: '2026-06-30T08:00:00Z' is not the records' 2026-06-03T08:00:00.000000Z",
+        ),
+    ],
+    ids=["a record's time", "the last record's time"],
+)
+def test_a_page_showing_other_times_than_its_leaves_fails(
+    running: Running,
+    locked: tuple[str, str],
+    capsys: pytest.CaptureFixture[str],
+    forge: Callable[[dict[str, Any]], None],
+    failed: str,
+) -> None:
+    """A record's time and the period's first and last are the leaves' occurredAt, which the
+    proof root commits to: a page showing others is refused, as a forged amount is."""
+    root, key = locked
+    with Client(running.url) as public:
+        genuine = public._get(f"/api/v1/verify/{root}")
+    assert [record["time"] for record in genuine["records"]] == [f"2026-06-0{i}T08:00:00Z" for i in (1, 2, 3)]
+    page = json.loads(json.dumps(genuine))
+    forge(page)
+
+    def lying(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return 200, {"Content-Type": "application/json"}, json.dumps({"success": True, "data": page}).encode()
+
+    with local_server(lying) as url:
+        code, out = _run(capsys, root, "--key", key, "--url", url)
+    assert (code, out) == (1, f"FAILED: {failed}\n")
 
 
 def test_a_root_the_server_does_not_know_and_no_server_fail(

@@ -94,6 +94,14 @@ def _hash(value: object, where: str) -> bytes:
     return hex_hash(value, where, PeriodError)
 
 
+def _times(occurred_at: str) -> tuple[str, ...]:
+    """How a page may show a leaf's ``occurredAt`` (``…T08:00:00.000000Z``): as it is, or as
+    the API shows times, without a zero fraction (``…T08:00:00Z``)."""
+    if occurred_at.endswith(".000000Z"):
+        return occurred_at, occurred_at[: -len(".000000Z")] + "Z"
+    return (occurred_at,)
+
+
 def verify_period(
     pages: Sequence[Mapping[str, object]],
     verifier_key: str | VerifierKey,
@@ -111,10 +119,11 @@ def verify_period(
     3. Each record's leaf hashes to its ``leafHash`` and to the page's ``recompute.leafHashes``
        entry; its ``inclusionProof`` proves that leaf at its ``anchorId`` in that tree; the
        records are in leaf order, of one tenant, of ``customerId`` and of ``period``, and each
-       shows its leaf's amount and key.
+       shows its leaf's amount, key and time.
     4. The records are as many as ``summary.recordCount``, their leaf hashes with the nonce
-       recompute ``proofRoot``, their amounts sum to ``summary.netChange``, and
-       ``startingBalance`` plus that is ``endingBalance``. The starting balance itself rests
+       recompute ``proofRoot``, their amounts sum to ``summary.netChange``, their times span
+       ``summary.firstRecordAt`` to ``lastRecordAt``, and ``startingBalance`` plus the net
+       change is ``endingBalance``. The starting balance itself rests
        on the deltas before the period, which these pages do not hold: derive the customer's
        balance up to the period's start, or verify the previous period, to check it.
 
@@ -211,6 +220,9 @@ class PeriodCheck:
         self._tenant: str | None = None
         self._last_index = -1
         self._total = 0
+        self._first: str | None = None  # the earliest and latest occurredAt of the records' leaves
+        self._last: str | None = None
+        self._span = (summary.get("firstRecordAt"), summary.get("lastRecordAt"))
         self.pages = 0
 
     @property
@@ -281,6 +293,10 @@ class PeriodCheck:
             raise PeriodError(f"{at}.amount: {shown(record.get('amount'))} is not the leaf's {leaf.delta}")
         if record.get("referenceId") != leaf.key:
             raise PeriodError(f"{at}.referenceId: {shown(record.get('referenceId'))} is not the leaf's key")
+        if record.get("time") not in _times(leaf.occurred_at):
+            raise PeriodError(f"{at}.time: {shown(record.get('time'))} is not the leaf's {leaf.occurred_at}")
+        self._first = min(self._first or leaf.occurred_at, leaf.occurred_at)
+        self._last = max(self._last or leaf.occurred_at, leaf.occurred_at)
         self._tenant, self._last_index = leaf.tenant, index
         self._hashes.append(hashed)
         self._total += leaf.delta
@@ -303,8 +319,14 @@ class PeriodCheck:
                 f"summary.endingBalance: {self._ending} is not startingBalance {self._starting} + "
                 f"netChange {self._net}"
             )
-        if self._tenant is None:  # count > 0, so a record named it; for the type checker
+        if self._tenant is None or self._first is None or self._last is None:  # count > 0: for mypy
             raise PeriodError("records: none")
+        for name, shown_time, leaf_time in (
+            ("firstRecordAt", self._span[0], self._first),
+            ("lastRecordAt", self._span[1], self._last),
+        ):
+            if shown_time not in _times(leaf_time):
+                raise PeriodError(f"summary.{name}: {shown(shown_time)} is not the records' {leaf_time}")
         return VerifiedPeriod(
             self.proof_root,
             self._tenant,
