@@ -23,6 +23,15 @@ def services(database_url: str, tmp_path: Path) -> Iterator[Services]:
     opened.close()
 
 
+@pytest.fixture
+def unlimited(database_url: str, tmp_path: Path) -> Iterator[Services]:
+    """Services that accept the largest amount a leaf can carry (TRUEUP_MAX_ABS_AMOUNT 2^53 - 1)."""
+    settings = Settings.from_env({"TRUEUP_MAX_ABS_AMOUNT": str(2**53 - 1)})
+    opened = open_services(replace(settings, data_dir=tmp_path, database_url=database_url))
+    yield opened
+    opened.close()
+
+
 def principal_for(services: Services, tenant: str = "acme") -> Principal:
     issued = services.keys.create(tenant)
     return services.keys.authenticate(issued.key)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +21,8 @@ from trueup.core.errors import (
     ValidationError,
 )
 from trueup.proof import verify_checkpoint
-from trueup.service.container import Services, open_services
+from trueup.service.container import Services
 from trueup.service.keys import Principal
-from trueup.service.settings import Settings
 from trueup.storage.balances import BalanceSnapshot
 
 
@@ -243,15 +239,6 @@ def test_period_checkpoint_locks_and_resumes(services: Services) -> None:
         )
         assert [d.amount for d in resumed.deltas] == [300]
         assert resumed.balance == -1200
-
-
-@pytest.fixture
-def unlimited(database_url: str, tmp_path: Path) -> Iterator[Services]:
-    """Services that accept the largest amount a leaf can carry (TRUEUP_MAX_ABS_AMOUNT 2^53 - 1)."""
-    settings = Settings.from_env({"TRUEUP_MAX_ABS_AMOUNT": str(2**53 - 1)})
-    opened = open_services(replace(settings, data_dir=tmp_path, database_url=database_url))
-    yield opened
-    opened.close()
 
 
 def test_a_period_whose_opening_balance_passes_64_bits_is_refused_with_a_409(unlimited: Services) -> None:

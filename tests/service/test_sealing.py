@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -268,15 +268,6 @@ def test_a_sequencer_with_another_key_or_origin_does_not_take_over_the_log(
     report = audit_log(services.storage, services.log.verifier_key)
     assert report.ok, report.problem
     assert report.leaves == 5
-
-
-@pytest.fixture
-def unlimited(database_url: str, tmp_path: Path) -> Iterator[Services]:
-    """Services that accept the largest amount a leaf can carry (TRUEUP_MAX_ABS_AMOUNT 2^53 - 1)."""
-    settings = Settings.from_env({"TRUEUP_MAX_ABS_AMOUNT": str(2**53 - 1)})
-    opened = open_services(replace(settings, data_dir=tmp_path, database_url=database_url))
-    yield opened
-    opened.close()
 
 
 def _many(prefix: str, account: str, count: int, amount: int, day: str) -> list[dict[str, object]]:
