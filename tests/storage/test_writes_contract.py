@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 
+import psycopg
 import pytest
 
 from trueup.core.errors import DuplicateKeyError, IdempotencyMismatchError, PlanLimitExceededError
@@ -204,6 +206,53 @@ def test_plan_allowance_is_never_overshot_by_concurrent_writers(storage: Storage
     refused = [o for o in outcomes if isinstance(o, PlanLimitExceededError)]
     assert len(accepted) == 12 and len(refused) == 8  # 12 requests x 2 = 24 <= 25; the 13th passes it
     assert len(storage.log.queued(1000)) == 24
+
+
+_METER_UPSERT = """INSERT INTO usage_months (tenant_id, period, accepted_count) VALUES (%s, '2026-02', 1)
+    ON CONFLICT (tenant_id, period) DO UPDATE SET accepted_count = usage_months.accepted_count + 1"""
+
+
+@pytest.mark.parametrize("allowance", [None, 1000], ids=["unmetered", "metered"])
+def test_two_processes_take_the_meter_rows_in_one_order(pg_url: str, allowance: int | None) -> None:
+    # Another API process's group has metered ten_a and goes on to ten_b, while this one holds
+    # ten_b before ten_a (its requests came in that order): taken in request order, each waits
+    # for the other, and PostgreSQL ends one transaction with a deadlock.
+    storage = open_storage(pg_url)
+    outcomes: list[object] = []
+
+    def commit() -> None:
+        try:
+            outcomes.extend(
+                storage.writes.commit(
+                    [
+                        draft("req_b", delta("b"), tenant="ten_b", allowance=allowance),
+                        draft("req_a", delta("a"), allowance=allowance),
+                    ]
+                )
+            )
+        except Exception as exc:  # the deadlock, reported below
+            outcomes.append(exc)
+
+    try:
+        with psycopg.connect(pg_url) as other, psycopg.connect(pg_url, autocommit=True) as watch:
+            other.execute(_METER_UPSERT, ("ten_a",))
+            writer = threading.Thread(target=commit)
+            writer.start()
+            deadline = time.monotonic() + 10
+            blocker = other.info.backend_pid
+            while not watch.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", (blocker,)
+            ).fetchone():
+                assert time.monotonic() < deadline, "the group never waited for ten_a's row"
+                time.sleep(0.01)
+            other.execute(_METER_UPSERT, ("ten_b",))  # the deadlock's other half, if there is one
+            other.commit()
+            writer.join(timeout=10)
+        assert [type(o) for o in outcomes] == [WriteResult, WriteResult], outcomes
+        assert storage.writes.used("ten_a", "2026-02") == 2
+        assert storage.writes.used("ten_b", "2026-02") == 2
+    finally:
+        storage.close()
 
 
 def test_a_lost_database_is_unavailable_not_an_internal_error(pg_url: str) -> None:

@@ -54,8 +54,13 @@ class _Group:
     def count_usage(self, draft: WriteDraft, stored: int) -> None:
         """Meter ``stored`` deltas of an unmetered draft (metered ones were charged already)."""
         if draft.allowance is None and stored:
-            key = (draft.tenant_id, draft.accepted_at[:7])
+            key = _meter(draft)
             self.usage[key] = self.usage.get(key, 0) + stored
+
+
+def _meter(draft: WriteDraft) -> tuple[str, str]:
+    """The row of ``usage_months`` a draft is metered on: its tenant and month of acceptance."""
+    return draft.tenant_id, draft.accepted_at[:7]
 
 
 class WriteStore:
@@ -79,6 +84,12 @@ class WriteStore:
         outcomes: list[WriteResult | Exception] = []
         with self._engine.write() as tx:
             group = _Group(any_locks=tx.one("SELECT 1 FROM period_checkpoints LIMIT 1") is not None)
+            # Meter rows are locked in one order, (tenant, month), by every process: metered ones
+            # first, all at once, then (at the end) the unmetered ones. Taken in request order,
+            # two API processes whose groups hold two tenants in opposite orders each waited for
+            # the other's row, and PostgreSQL ended one of them with a deadlock (a 503).
+            for tenant_id, period in sorted({_meter(d) for d in drafts if d.allowance is not None}):
+                add_usage(tx, tenant_id, period, 0)
             plain = set(self._plain(drafts, group))
             run: list[WriteDraft] = []  # consecutive plain drafts: stored in request order
             for index, draft in enumerate(drafts):
@@ -90,7 +101,7 @@ class WriteStore:
                 outcomes.append(self._commit_one_with_retry(tx, draft, group))
             outcomes += self._commit_run(tx, run, group)
             # Unmetered-plan usage is counted once per group: nothing to check per request.
-            for (tenant_id, period), count in group.usage.items():
+            for (tenant_id, period), count in sorted(group.usage.items()):
                 add_usage(tx, tenant_id, period, count)
         return outcomes
 
