@@ -255,6 +255,49 @@ def test_two_processes_take_the_meter_rows_in_one_order(pg_url: str, allowance: 
         storage.close()
 
 
+_INSERT_DELTA = """INSERT INTO deltas (tenant_id, request_id, item_index, item_key, customer_id, amount,
+    reason, occurred_at, period, accepted_at, salt, status) VALUES ('ten_a', %s, 0, %s, 'cust-1', 10, '',
+    '2026-02-10T14:30:00.000000Z', '2026-02', '2026-02-10T15:00:00.000000Z', %s, 'queued')"""
+
+
+def test_a_group_ended_by_a_deadlock_is_run_again(pg_url: str) -> None:
+    # Another API process stores keys b and then a (a client's retries of two writes, sent to
+    # both processes), while this one's group stores a and then b: each waits for the other's
+    # key, and PostgreSQL ends the group that waited first. Nothing of it was committed: it is
+    # run again, and once the other has committed, its requests are repeats of those keys.
+    storage = open_storage(pg_url)
+    outcomes: list[object] = []
+
+    def commit() -> None:
+        try:
+            outcomes.extend(storage.writes.commit([draft("req_a", delta("a")), draft("req_b", delta("b"))]))
+        except Exception as exc:  # the deadlock, reported below
+            outcomes.append(exc)
+
+    def waiting_for(conn: psycopg.Connection[object], watch: psycopg.Connection[object]) -> None:
+        deadline = time.monotonic() + 10
+        while not watch.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", (conn.info.backend_pid,)
+        ).fetchone():
+            assert time.monotonic() < deadline, "the group never waited for the other's key"
+            time.sleep(0.01)
+
+    try:
+        with psycopg.connect(pg_url) as other, psycopg.connect(pg_url, autocommit=True) as watch:
+            other.execute(_INSERT_DELTA, ("req_other_b", "b", b"s" * 16))
+            writer = threading.Thread(target=commit)
+            writer.start()
+            waiting_for(other, watch)  # the group holds a and waits for b
+            other.execute(_INSERT_DELTA, ("req_other_a", "a", b"s" * 16))  # the circle closes
+            other.commit()
+            writer.join(timeout=20)
+        assert [type(o) for o in outcomes] == [WriteResult, WriteResult], outcomes
+        results = [o for o in outcomes if isinstance(o, WriteResult)]
+        assert [(r.stored, r.duplicates) for r in results] == [((), (0,)), ((), (0,))]
+    finally:
+        storage.close()
+
+
 def test_a_lost_database_is_unavailable_not_an_internal_error(pg_url: str) -> None:
     storage = open_storage(pg_url)
     storage.engine.close()  # every later connection attempt fails, as when the server is gone

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["IntegrityConflictError", "SealConflictError", "StorageError", "StorageUnavailableError"]
+__all__ = [
+    "IntegrityConflictError",
+    "SealConflictError",
+    "StorageError",
+    "StorageUnavailableError",
+    "TransactionConflictError",
+]
 
 
 class StorageError(Exception):
@@ -11,6 +17,11 @@ class StorageError(Exception):
 
 class StorageUnavailableError(StorageError):
     """The database cannot be reached or refused the operation; callers fail closed."""
+
+
+class TransactionConflictError(StorageUnavailableError):
+    """The database ended a transaction to break a deadlock with another one (or a
+    serialisation conflict): nothing of it was committed, and running it again may succeed."""
 
 
 class IntegrityConflictError(StorageError):

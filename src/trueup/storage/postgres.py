@@ -22,7 +22,7 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from trueup.storage.engine import BulkUpdate, BulkUpsert, Dialect, Engine, Leadership, Row, Tx, chunks
-from trueup.storage.errors import IntegrityConflictError, StorageUnavailableError
+from trueup.storage.errors import IntegrityConflictError, StorageUnavailableError, TransactionConflictError
 
 __all__ = ["PostgresDialect", "PostgresEngine", "advisory_lock_ids"]
 
@@ -184,6 +184,14 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET plan_cache_mode = force_custom_plan")
 
 
+_ENDED_BY_CONFLICT = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.TransactionRollback,
+)
+"""The server ended the transaction because of another one (OperationalErrors too, so caught
+before :data:`_CONNECTION_ENDED`): nothing of it was committed, and it may be run again."""
+
 _CONNECTION_ENDED = (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout)
 """The connection is lost: the server is down or unreachable, or it ended a session whose
 transaction stayed idle too long (a stopped process, :meth:`PostgresEngine.write`)."""
@@ -196,6 +204,8 @@ def _storage_errors() -> Iterator[None]:
         yield
     except psycopg.errors.UniqueViolation as exc:
         raise IntegrityConflictError(str(exc)) from exc
+    except _ENDED_BY_CONFLICT as exc:
+        raise TransactionConflictError(str(exc)) from exc
     except _CONNECTION_ENDED as exc:
         raise StorageUnavailableError(str(exc)) from exc
 
@@ -348,6 +358,8 @@ class PostgresEngine(Engine):
                 if transaction.status is not Transaction.Status.COMMITTED:
                     state = transaction.status.name.lower()
                     raise StorageUnavailableError(f"PostgreSQL is unavailable: the transaction ended {state}")
+        except _ENDED_BY_CONFLICT as exc:  # at COMMIT, say
+            raise TransactionConflictError(str(exc)) from exc
         except _CONNECTION_ENDED as exc:  # lost connection, pool exhausted, server down
             raise StorageUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
 

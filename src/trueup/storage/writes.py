@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from trueup.core.errors import DomainError
 from trueup.storage.checked_write import add_usage, commit_one
 from trueup.storage.engine import Engine, Tx, chunks
-from trueup.storage.errors import IntegrityConflictError, StorageError, StorageUnavailableError
+from trueup.storage.errors import (
+    IntegrityConflictError,
+    StorageError,
+    StorageUnavailableError,
+    TransactionConflictError,
+)
 from trueup.storage.idempotency import IdempotencyClaim, StoredResponse, replay
 from trueup.storage.write_drafts import (
     DELTA_INSERT_COLUMNS,
@@ -42,6 +47,9 @@ log = logging.getLogger(__name__)
 __all__ = ["WriteStore"]
 
 _IN_LIST = 400  # keys per IN (...) query: under SQLite's and psycopg's parameter limits
+
+_CONFLICT_ATTEMPTS = 3
+"""How many times a group commit is run when the database ends it to break a deadlock."""
 
 
 @dataclass(slots=True)
@@ -80,7 +88,23 @@ class WriteStore:
         Consecutive plain drafts (see :meth:`_plain`) are stored together with a few statements;
         the others one by one, each in its own savepoint. Either way deltas are stored, and so
         sealed, in the order of ``drafts``.
+
+        A transaction the database ended to break a deadlock (on PostgreSQL, two API processes
+        storing the same keys in opposite orders: a client's retries sent to both, say) committed
+        nothing, and is run again, up to :data:`_CONFLICT_ATTEMPTS` times in all: the other
+        transaction has committed meanwhile, and the repeats of its keys are answered as repeats.
         """
+        for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
+            try:
+                return self._commit_group(drafts)
+            except TransactionConflictError as exc:
+                if attempt == _CONFLICT_ATTEMPTS:
+                    raise
+                log.info("a group commit of %d requests was ended (%s); running it again", len(drafts), exc)
+        raise AssertionError("unreachable")
+
+    def _commit_group(self, drafts: Sequence[WriteDraft]) -> list[WriteResult | Exception]:
+        """:meth:`commit`, once."""
         outcomes: list[WriteResult | Exception] = []
         with self._engine.write() as tx:
             group = _Group(any_locks=tx.one("SELECT 1 FROM period_checkpoints LIMIT 1") is not None)
