@@ -66,8 +66,10 @@ def parse_rfc3339(value: object, field: str) -> datetime:
         raise ValidationError(field, f"is not a valid date-time: {value[:40]!r}") from exc
     try:
         parsed = moment.astimezone(UTC)
-    except OverflowError as exc:  # 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
-        raise ValidationError(field, f"must be in 9999 or earlier in UTC, got {value[:40]!r}") from exc
+    except OverflowError as exc:  # 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC,
+        # 0001-01-01T00:00:00+01:00 in the year 0
+        bound = "9999 or earlier in UTC" if moment.year == 9999 else f"{_MIN_YEAR} or later"
+        raise ValidationError(field, f"must be in {bound}, got {value[:40]!r}") from exc
     if leap and (parsed.hour, parsed.minute) != (23, 59):
         raise ValidationError(
             field, f"has second 60, which only a leap second at 23:59 UTC has, got {value[:40]!r}"
