@@ -245,7 +245,10 @@ def test_two_processes_take_the_meter_rows_in_one_order(pg_url: str, allowance: 
             ).fetchone():
                 assert time.monotonic() < deadline, "the group never waited for ten_a's row"
                 time.sleep(0.01)
-            other.execute(_METER_UPSERT, ("ten_b",))  # the deadlock's other half, if there is one
+            # The deadlock's other half, if there is one: refused before PostgreSQL would break the
+            # circle (deadlock_timeout, 1 s), which ends the group, whose commit would then be run again.
+            other.execute("SET lock_timeout = '500ms'")
+            other.execute(_METER_UPSERT, ("ten_b",))
             other.commit()
             writer.join(timeout=10)
         assert [type(o) for o in outcomes] == [WriteResult, WriteResult], outcomes
