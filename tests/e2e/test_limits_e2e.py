@@ -40,9 +40,13 @@ def test_a_write_past_the_monthly_allowance_is_402_and_stores_nothing(tmp_path: 
         refused = httpx.post(url, headers=headers, json=_items("b", 2))
         assert refused.status_code == 402
         assert refused.json()["code"] == "PLAN_LIMIT_EXCEEDED"
-        assert "allows 100 a month" in refused.json()["message"]
+        assert refused.json()["message"].startswith(
+            "this request would store 2 new deltas but the plan allows 100 a month and 99 are used in "
+        )
         assert httpx.post(url, headers=headers, json=_items("c", 1)).status_code == 202
-        assert httpx.post(url, headers=headers, json=_items("d", 1)).status_code == 402
+        last = httpx.post(url, headers=headers, json=_items("d", 1))
+        assert last.status_code == 402
+        assert last.json()["message"].startswith("this request would store 1 new delta but the plan allows")
         usage = httpx.get(f"{server.base_url}/api/v1/balance/usage", headers=headers).json()["data"]
         assert (usage["plan"], usage["allowance"], usage["used"], usage["remaining"]) == ("free", 100, 100, 0)
 

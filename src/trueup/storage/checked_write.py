@@ -218,8 +218,9 @@ def _charge_allowance(tx: Tx, draft: WriteDraft, count: int) -> None:
     total = add_usage(tx, draft.tenant_id, period, count)
     if draft.allowance is not None and total > draft.allowance:
         used = int(total) - count
+        deltas = "delta" if count == 1 else "deltas"
         raise PlanLimitExceededError(
-            f"this request would store {count} new deltas but the plan allows "
+            f"this request would store {count:,} new {deltas} but the plan allows "
             f"{draft.allowance} a month and {used} are used in {period}; "
             "upgrade the plan or wait for the next month"
         )
