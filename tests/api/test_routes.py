@@ -42,3 +42,14 @@ def test_compare_documents_the_same_scope_fields_as_derive(services: Services) -
     scope_fields = set(_DERIVE_PARAMS) - {"limit", "offset", "order"}
     assert scope_fields <= set(schema["properties"])
     assert schema["properties"]["timePreset"]["anyOf"][0]["enum"] == ["current_month", "custom"]
+
+
+def test_derive_documents_the_values_its_query_takes(services: Services) -> None:
+    """Derive refuses any other order, time preset, checkpoint type or period with a 400: its
+    OpenAPI document names the values it takes, as compare's body does, not any text."""
+    (operation,) = create_app(services).openapi()["paths"]["/api/v1/balance/derive/{customerId}"].values()
+    schemas = {parameter["name"]: parameter["schema"] for parameter in operation["parameters"]}
+    assert schemas["order"]["enum"] == ["asc", "desc"]
+    assert schemas["timePreset"]["enum"] == ["current_month", "custom"]
+    assert schemas["startingCheckpointType"]["enum"] == ["itemsRoot", "anchorId", "proofRoot", "recordId"]
+    assert schemas["period"]["pattern"] == "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$"

@@ -14,7 +14,7 @@ from trueup.api.openapi import errors, json_body
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import hex_root
 from trueup.api.schemas.balances import CompareBody, CompareResponse, DeriveResponse
-from trueup.api.schemas.common import ACCOUNT_ID, documented_as
+from trueup.api.schemas.common import ACCOUNT_ID, PERIOD, documented_as
 from trueup.core.compare import to_wire
 from trueup.core.ids import anchor_id, record_id
 from trueup.core.scopes import MAX_BALANCE, MAX_OFFSET
@@ -46,9 +46,21 @@ def _integer_schema(minimum: int, maximum: int) -> WithJsonSchema:
     return WithJsonSchema({"type": "integer", "minimum": minimum, "maximum": maximum})
 
 
+def _one_of(*values: str) -> WithJsonSchema:
+    """A text query parameter that takes one of these values, as OpenAPI shows it (the core
+    refuses any other with a 400 naming the parameter)."""
+    return WithJsonSchema({"type": "string", "enum": list(values)})
+
+
 StartingBalance = Annotated[str | None, Query(), _integer_schema(-MAX_BALANCE, MAX_BALANCE)]
 Limit = Annotated[str | None, Query(), _integer_schema(1, 1000)]
 Offset = Annotated[str | None, Query(), _integer_schema(0, MAX_OFFSET)]
+CheckpointType = Annotated[
+    str | None, Query(max_length=200), _one_of("itemsRoot", "anchorId", "proofRoot", "recordId")
+]
+Order = Annotated[str | None, Query(max_length=200), _one_of("asc", "desc")]
+Period = Annotated[str | None, Query(max_length=200), documented_as(PERIOD, "YYYY-MM, a UTC month")]
+TimePreset = Annotated[str | None, Query(max_length=200), _one_of("current_month", "custom")]
 
 
 @router.get(
@@ -63,12 +75,12 @@ async def derive(
     principal: Auth,
     startingBalance: StartingBalance = None,  # noqa: N803 - declared for OpenAPI, read from the query below
     startingCheckpoint: OptionalText = None,  # noqa: N803
-    startingCheckpointType: OptionalText = None,  # noqa: N803
+    startingCheckpointType: CheckpointType = None,  # noqa: N803
     limit: Limit = None,
     offset: Offset = None,
-    order: OptionalText = None,
-    period: OptionalText = None,
-    timePreset: OptionalText = None,  # noqa: N803
+    order: Order = None,
+    period: Period = None,
+    timePreset: TimePreset = None,  # noqa: N803
     startDate: OptionalText = None,  # noqa: N803
     endDate: OptionalText = None,  # noqa: N803
     asOf: OptionalText = None,  # noqa: N803
