@@ -95,3 +95,40 @@ def test_upgrading_never_lowers_the_count_of_locks(database_url: str) -> None:
         assert storage.checkpoints.locks_taken() == 3
     finally:
         storage.close()
+
+
+def test_upgrading_makes_a_retry_an_older_version_stored_wait_for_its_queued_originals(
+    database_url: str,
+) -> None:
+    """Before schema 8 a retry whose every item repeated a delta still queued was stored with
+    nothing to seal and no wait, so its verification.completed never came. One whose originals
+    are still queued waits after the upgrade; one whose originals were settled, or that was
+    completed, is left as it was."""
+    storage = open_storage(database_url, run_migrations=False)
+    try:
+        migrate(storage.engine, MIGRATIONS[:7])
+        with storage.engine.write() as tx:
+            for request, status, sealed in (("req_queued", "queued", None), ("req_sealed", "verified", 0)):
+                tx.execute(_REQUEST, (request, 1, 1, _TIME, _TIME if sealed is not None else None))
+                size = None if sealed is None else 1
+                at = None if sealed is None else _TIME
+                tx.execute(
+                    _DELTA, (request, 0, request, _TIME, _TIME, b"s" * 16, status, sealed, size, at, None)
+                )
+            seqs = {str(row[0]): int(row[1]) for row in tx.execute("SELECT request_id, seq FROM deltas")}
+            for retry, original, verified_at in (
+                ("req_retry_queued", "req_queued", None),
+                ("req_retry_settled", "req_sealed", None),
+                ("req_retry_done", "req_queued", _TIME),
+            ):
+                tx.execute(_REQUEST, (retry, 1, 0, _TIME, verified_at))
+                tx.execute(
+                    "INSERT INTO write_duplicates (request_id, item_index, original_seq) VALUES (?, 0, ?)",
+                    (retry, seqs[original]),
+                )
+        migrate(storage.engine)
+        with storage.engine.read() as tx:
+            waiting = [tuple(row) for row in tx.execute("SELECT request_id, tenant_id FROM write_waits")]
+        assert waiting == [("req_retry_queued", "ten_a")]
+    finally:
+        storage.close()

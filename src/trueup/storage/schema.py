@@ -340,6 +340,19 @@ _V10 = (
                                                      THEN excluded.value ELSE counters.value END""",
 )
 
+_V11 = (
+    # Migration 8 left the requests stored before it as they were, among them a retry whose
+    # every item repeated a delta still queued: it has no wait, so no seal completes it and its
+    # verification.completed is never sent. Those whose originals are still queued (a retry
+    # accepted just before the upgrade) wait now, and are completed as this version's are.
+    """INSERT INTO write_waits (request_id, tenant_id)
+         SELECT r.id, r.tenant_id FROM write_requests r
+          WHERE r.stored_count = 0 AND r.verified_at IS NULL
+            AND EXISTS (SELECT 1 FROM write_duplicates x JOIN deltas d ON d.seq = x.original_seq
+                         WHERE x.request_id = r.id AND d.status = 'queued')
+            AND NOT EXISTS (SELECT 1 FROM write_waits w WHERE w.request_id = r.id)""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, log and balances", _V1),
     Migration(2, "period checkpoints", _V2),
@@ -351,6 +364,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "repeats waiting for their originals", _V8),
     Migration(9, "failures counted before migration 6", _V9),
     Migration(10, "locks counted before migration 6", _V10),
+    Migration(11, "retries of queued deltas stored before migration 8 wait", _V11),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 """The schema this code reads and writes: the newest migration's version."""
