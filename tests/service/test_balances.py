@@ -117,6 +117,13 @@ def test_latest_checkpoint_passed_back_returns_only_newer_deltas(services: Servi
         who, "cust_12345", {"startingCheckpoint": "a_2", "startingCheckpointType": "anchorId"}
     )
     assert [d.amount for d in by_anchor.deltas] == [-500, 700]
+    # A delta's id under the default type (itemsRoot) or proofRoot says which type it needs.
+    for kind in (None, "proofRoot"):
+        asked = {"startingCheckpoint": "a_2"} | ({} if kind is None else {"startingCheckpointType": kind})
+        with pytest.raises(
+            ValidationError, match=r'"a_2" is a delta.s id, which needs startingCheckpointType=anchorId'
+        ):
+            services.balances.derive(who, "cust_12345", asked)
 
 
 def test_scopes_period_dates_and_as_of(services: Services) -> None:

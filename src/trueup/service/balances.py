@@ -207,6 +207,12 @@ class BalanceService:
             if leaf is None:
                 raise CheckpointNotFoundError(f"startingCheckpoint {value!r} is not a sealed delta of yours")
             return Scope(min_leaf=leaf + 1), {"value": value, "type": "anchorId", "leafIndex": leaf}
+        if parse_anchor_id(value) is not None or parse_record_id(value) is not None:
+            raise ValidationError(
+                "startingCheckpoint",
+                f"{describe(value)} is a delta's id, which needs startingCheckpointType=anchorId "
+                f"(with {query.checkpoint_type}, a root of 64 hex digits, 0x optional, or a chk_ id)",
+            )
         root = parse_root(value, "startingCheckpoint")
         head = snapshot.head_by_root(root)
         if head is not None:
