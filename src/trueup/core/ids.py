@@ -16,6 +16,7 @@ __all__ = [
     "ApiKeyParts",
     "anchor_id",
     "format_api_key",
+    "is_key_id",
     "new_key_id",
     "new_request_id",
     "parse_anchor_id",
@@ -25,7 +26,8 @@ __all__ = [
     "record_id",
 ]
 
-_API_KEY = re.compile(r"^pk_(live|test)_([a-z2-7]{16})\.([A-Za-z0-9_-]{43})$")
+_KEY_ID = r"[a-z2-7]{16}"  # 10 random bytes in random_token's alphabet: new_key_id
+_API_KEY = re.compile(rf"^pk_(live|test)_({_KEY_ID})\.([A-Za-z0-9_-]{{43}})$")
 # One spelling per record, as anchors. An item index has at most 7 digits (TRUEUP_MAX_ITEMS is
 # at most MAX_ITEMS_CEILING); an anchor id, as many as a leaf index can have in 64 bits, and a
 # longer one names no leaf (found nowhere, rather than malformed).
@@ -64,6 +66,12 @@ def format_api_key(env: str, key_id: str, secret: bytes) -> str:
         raise ValueError("env must be live or test and the secret 32 bytes")
     encoded = base64.urlsafe_b64encode(secret).decode("ascii").rstrip("=")
     return f"pk_{env}_{key_id}.{encoded}"
+
+
+def is_key_id(text: str) -> bool:
+    """Whether ``text`` is a key id as :func:`new_key_id` makes them (the ``<id>`` of
+    ``pk_live_<id>.<secret>``)."""
+    return re.fullmatch(_KEY_ID, text) is not None
 
 
 def parse_api_key(text: str) -> ApiKeyParts | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from trueup.core.deltas import DeltaLimits
-from trueup.core.ids import MAX_ITEMS_CEILING
+from trueup.core.ids import MAX_ITEMS_CEILING, is_key_id
 from trueup.proof import CheckpointError
 from trueup.proof.note import check_key_name
 from trueup.storage import is_database_url
@@ -219,10 +218,6 @@ class RateLimit:
         return self.rate_per_s > 0 and self.burst > 0
 
 
-_KEY_ID = re.compile(r"[a-z2-7]{16}")
-"""The id part of an API key (``pk_live_<id>.<secret>``), as :func:`trueup.core.ids.new_key_id` makes it."""
-
-
 def parse_overrides(text: str) -> dict[str, RateLimit]:
     """``"<key id>=<rate>/<burst>,…"`` (e.g. ``abcd…=50/100``) into limits by key id."""
     limits: dict[str, RateLimit] = {}
@@ -253,7 +248,7 @@ def parse_overrides(text: str) -> dict[str, RateLimit]:
                 f"TRUEUP_RATE_LIMIT_OVERRIDES: {entry!r} needs a key id, a finite rate of at least 0 "
                 "and a burst of 0 to 2^63 - 1 (key=rate/burst)"
             )
-        if not _KEY_ID.fullmatch(key_id.strip()):  # it would match no key: the limit would be ignored
+        if not is_key_id(key_id.strip()):  # it would match no key: the limit would be ignored
             raise SettingsError(
                 f"TRUEUP_RATE_LIMIT_OVERRIDES: {key_id.strip()!r} is not a key id (16 characters, "
                 "a-z and 2-7, as `trueup keys list` shows them)"

@@ -11,7 +11,7 @@ from trueup.core.errors import ConflictError
 from trueup.proof import period_proof_root
 from trueup.storage.balance_records import ACCOUNT_NO_SQL, MonthRecord
 from trueup.storage.balances import BalanceSnapshot
-from trueup.storage.engine import Engine, Tx
+from trueup.storage.engine import INT64_MAX, INT64_MIN, INT64_RANGE, Engine, Tx
 from trueup.storage.heads import latest_head
 from trueup.storage.locks import (
     CHECKPOINT_COLUMNS,
@@ -43,8 +43,6 @@ _SNAPSHOT_TRIES = 3
 
 _Figures = tuple[int, int, MonthRecord, list[bytes]]
 
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
-
 
 def _check_opening(customer_id: str, period: str, opening: int) -> None:
     """A 409 for an opening balance the checkpoint cannot store (a 64-bit integer).
@@ -53,10 +51,10 @@ def _check_opening(customer_id: str, period: str, opening: int) -> None:
     period summed in month order can pass it (large credits of early months sealed between
     large debits of later ones).
     """
-    if not _I64_MIN <= opening <= _I64_MAX:
+    if not INT64_MIN <= opening <= INT64_MAX:
         raise ConflictError(
             f"period: the balance of customer {customer_id!r} before {period} is {opening:,}, beyond "
-            f"the 64-bit range (-{2**63:,} to {_I64_MAX:,}) a checkpoint's openingBalance is "
+            f"the 64-bit range ({INT64_RANGE}) a checkpoint's openingBalance is "
             "stored in; this period cannot be locked"
         )
 

@@ -12,9 +12,25 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
 
-__all__ = ["BulkUpdate", "BulkUpsert", "Dialect", "Engine", "Leadership", "Row", "Tx"]
+__all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "INT64_RANGE",
+    "BulkUpdate",
+    "BulkUpsert",
+    "Dialect",
+    "Engine",
+    "Leadership",
+    "Row",
+    "Tx",
+]
 
 Row = tuple[Any, ...]
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""What an integer column holds (SQLite's INTEGER, PostgreSQL's BIGINT)."""
+INT64_RANGE = f"-{2**63:,} to {INT64_MAX:,}"
+"""That range as messages quote it."""
 
 
 class Leadership:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-from trueup.storage.engine import Tx
+from trueup.storage.engine import INT64_MAX, INT64_MIN, INT64_RANGE, Tx
 from trueup.storage.errors import SealConflictError, StorageError
 
 if TYPE_CHECKING:
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["BalanceOverflowError", "plan_balances", "write_balances"]
 
 _VALUES_CHUNK = 300
-
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 
 class BalanceOverflowError(StorageError):
@@ -140,7 +138,7 @@ def plan_balances(tx: Tx, plan: SealPlan) -> _BalanceWrites:
         side = 0 if delta.amount > 0 else 1  # credits, debits
         account.balance += delta.amount
         month[side] += delta.amount
-        if not (_I64_MIN <= account.balance <= _I64_MAX and _I64_MIN <= month[side] <= _I64_MAX):
+        if not (INT64_MIN <= account.balance <= INT64_MAX and INT64_MIN <= month[side] <= INT64_MAX):
             beyond[delta.seq] = _overflow_reason(delta, account.balance, side)
             # Left out of the figures, as it will be left out of the seal: the deltas after it
             # are judged by the figures they will really have.
@@ -195,13 +193,13 @@ def plan_balances(tx: Tx, plan: SealPlan) -> _BalanceWrites:
 
 def _overflow_reason(delta: QueuedDelta, balance: int, side: int) -> str:
     """Why ``delta`` fails: which of its account's figures it would take beyond 64 bits."""
-    if _I64_MIN <= balance <= _I64_MAX:
+    if INT64_MIN <= balance <= INT64_MAX:
         figure = f"the {('credits', 'debits')[side]} of {delta.period}"
     else:
         figure = "the balance"
     return (
         f"it would take {figure} of account {delta.customer_id} beyond the 64-bit range "
-        f"(-{2**63:,} to {_I64_MAX:,}); post a smaller amount"
+        f"({INT64_RANGE}); post a smaller amount"
     )
 
 

@@ -44,6 +44,12 @@ endpoint, retrying an event) on PostgreSQL: each updates its rows in an order of
 two of them at once deadlocked (SQLite has one writer)."""
 
 
+_FAIL_PENDING = """UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL,
+                         last_error = 'endpoint deleted'
+                     WHERE status = 'pending' AND """
+"""Fails the pending deliveries the condition that follows it names (those of a deleted endpoint)."""
+
+
 class WebhookStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -279,13 +285,12 @@ class WebhookStore:
         pending for good. The dispatcher calls this as it takes its role."""
         with self._engine.write() as tx:
             self._engine.serialize(tx, _DELIVERY_UPDATES)
-            return tx.executemany(
-                """UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL,
-                       last_error = 'endpoint deleted'
-                   WHERE status = 'pending'
-                     AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE deleted_at IS NOT NULL)""",
-                [()],
+            failed = tx.execute(
+                _FAIL_PENDING
+                + "endpoint_id IN (SELECT id FROM webhook_endpoints WHERE deleted_at IS NOT NULL) "
+                "RETURNING event_id"
             )
+            return len(failed)
 
     def next_due(self) -> str | None:
         """When the earliest pending delivery to an active endpoint is due, or ``None`` when
@@ -382,12 +387,7 @@ def _status_after(outcome: AttemptOutcome) -> str:
 
 def _deactivate(tx: Tx, endpoint_id: str, deleted_at: str) -> None:
     tx.execute("UPDATE webhook_endpoints SET deleted_at = ? WHERE id = ?", (deleted_at, endpoint_id))
-    tx.execute(
-        """UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL,
-               last_error = 'endpoint deleted'
-           WHERE endpoint_id = ? AND status = 'pending'""",
-        (endpoint_id,),
-    )
+    tx.execute(_FAIL_PENDING + "endpoint_id = ?", (endpoint_id,))
 
 
 def _active_endpoint(tx: Tx, tenant_id: str, endpoint_id: str) -> EndpointRecord | None:
