@@ -483,6 +483,16 @@ def test_a_dispatcher_with_workers_out_of_range_is_refused(tmp_path: Path, worke
     assert "--workers must be 1 to 256 (each is a thread with connections of its own)" in done.stderr
 
 
+@pytest.mark.parametrize("workers", ["0", "65"])
+def test_serve_with_workers_out_of_range_is_refused(tmp_path: Path, workers: str) -> None:
+    """`serve --workers 100000` started processes until the machine ran out."""
+    done = trueup(["serve", "--workers", workers, "--port", "1"], tmp_path, None)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "trueup serve: --workers must be 1 to 64 (each is a process with database connections of its own)\n"
+    )
+
+
 @pytest.mark.parametrize("command", ["sequencer", "dispatcher", "serve"])
 def test_a_data_directory_that_cannot_be_made_is_one_line_and_exit_1(tmp_path: Path, command: str) -> None:
     """A file where the data directory should be stopped `trueup sequencer` and `trueup

@@ -14,6 +14,7 @@ from trueup.core.errors import (
     CheckpointNotFoundError,
     ConflictError,
     CustomerNotFoundError,
+    DuplicateKeyError,
     InvalidScopeError,
     NotFoundError,
     PeriodLockedError,
@@ -278,6 +279,11 @@ def test_a_period_locked_between_acceptance_and_sealing_fails_the_delta(services
     status = services.views.request_status(who, request_id, 10, 0)
     assert status.status == "failed"
     assert "locked by checkpoint" in (status.request.items[0][2].failure or "")
+    assert (status.request.items[0][2].failure or "").endswith(
+        "post it to an open period under a new key (this one stays with the failed delta)"
+    )
+    with pytest.raises(DuplicateKeyError):  # as the message says: the key stays taken
+        write(services, who, delta("queued-feb", 9, "2026-03-02T00:00:00Z"))
     assert status.verified_at is None  # completed, but nothing of it was verified
     # A request with one item verified and one failed has its time.
     mixed = write(

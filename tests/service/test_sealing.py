@@ -301,7 +301,8 @@ def test_deltas_that_would_take_a_balance_beyond_64_bits_fail_and_the_log_goes_o
     failures = {item[2].key: item[2].failure for item in status.request.items}
     assert failures["h-over"] == (
         "it would take the balance of account huge beyond the 64-bit range "
-        "(-9,223,372,036,854,775,808 to 9,223,372,036,854,775,807); post a smaller amount"
+        "(-9,223,372,036,854,775,808 to 9,223,372,036,854,775,807); post a smaller amount under a new "
+        "key (this one stays with the failed delta)"
     )
     assert (
         failures["c-over"] is not None and "the credits of 2026-03 of account credits" in failures["c-over"]

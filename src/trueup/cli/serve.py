@@ -33,6 +33,11 @@ __all__ = ["build", "run"]
 
 log = logging.getLogger(__name__)
 
+MAX_API_WORKERS = 64
+"""The most API processes ``--workers`` starts: each holds a pool of up to 8 PostgreSQL
+connections, and more for the roles it stands by for, so 64 already need a server that allows
+several hundred (PostgreSQL's default is 100)."""
+
 
 def run(argv: list[str]) -> int:
     serve = argparse.ArgumentParser(prog="trueup serve", description="run the API server")
@@ -66,7 +71,8 @@ def run(argv: list[str]) -> int:
         "--workers",
         type=int,
         default=1,
-        help="API processes; each also stands by for the sequencer role (one leads; default 1)",
+        help=f"API processes, 1 to {MAX_API_WORKERS}; each also stands by for the sequencer role "
+        "(one leads; default 1)",
     )
     serve.add_argument(
         "--log-level",
@@ -302,8 +308,11 @@ def _run_uvicorn(args: argparse.Namespace, app: FastAPI | str, **extra: object) 
 def _settle_roles(args: argparse.Namespace) -> str | None:
     """Fill in ``--sequencer`` and ``--committer`` for the deployment asked for; the reason
     when the flags contradict each other."""
-    if args.workers < 1:
-        return "--workers must be at least 1"
+    if not 1 <= args.workers <= MAX_API_WORKERS:
+        return (
+            f"--workers must be 1 to {MAX_API_WORKERS} (each is a process with database "
+            "connections of its own)"
+        )
     if args.no_sequencer:
         if args.sequencer not in (None, "off"):
             return "--no-sequencer contradicts --sequencer"

@@ -171,8 +171,8 @@ class Sealer:
                     (
                         delta,
                         f"period {delta.period} was locked by checkpoint "
-                        f"{checkpoint_id} before this delta was sealed; post it "
-                        "to an open period",
+                        f"{checkpoint_id} before this delta was sealed; post it to an open "
+                        "period under a new key (this one stays with the failed delta)",
                     )
                 )
         hashes: list[bytes] = []

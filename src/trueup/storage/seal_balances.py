@@ -199,7 +199,8 @@ def _overflow_reason(delta: QueuedDelta, balance: int, side: int) -> str:
         figure = "the balance"
     return (
         f"it would take {figure} of account {delta.customer_id} beyond the 64-bit range "
-        f"({INT64_RANGE}); post a smaller amount"
+        f"({INT64_RANGE}); post a smaller amount under a new key (this one stays with the "
+        "failed delta)"
     )
 
 
