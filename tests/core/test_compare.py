@@ -756,11 +756,12 @@ def test_a_pair_among_the_newest_of_a_busy_month_is_found() -> None:
         ("theirs", "2026-05", -3_000_004, [(599, "pair_missing"), (598, "pair_missing")])
     ]
     assert finder.handed_out <= 500
-    # Within one month, the advice is a shorter date range, not the month it already is.
+    # Within one month, the advice is a shorter date range, not the month it already is, and
+    # what went unchecked is the month's older deltas: there are no other months to blame.
     assert str(report_of(result)["recommendation"]).endswith(
-        "The search stopped at its work limit before every month was checked, so other months may "
-        "explain it too; compare over a shorter date range within May 2026 (startDate, endDate) to "
-        "narrow the search."
+        "The search stopped at its work limit before every delta of May 2026 was checked, so other "
+        "deltas of May 2026 may explain it too; compare over a shorter date range within May 2026 "
+        "(startDate, endDate) to narrow the search."
     )
 
 
@@ -774,9 +775,9 @@ def test_a_pair_the_work_bound_leaves_unsearched_in_one_month_gets_date_range_ad
     result = compare(deltas, yours=neutral, theirs=neutral - 3_000_004, max_pair_checks=500, time_scoped=True)
     assert windows_of(result) == []
     assert str(report_of(result)["recommendation"]).endswith(
-        "The search stopped at its work limit before every month was checked. To narrow it, compare "
-        "over a shorter date range within May 2026 (startDate, endDate), or send their per-month "
-        "nets as theirWindows."
+        "The search stopped at its work limit before every delta of May 2026 was checked. To narrow "
+        "it, compare over a shorter date range within May 2026 (startDate, endDate), or send their "
+        "per-month nets as theirWindows."
     )
 
 

@@ -51,9 +51,10 @@ def recommendation(
     """The report's text; ``months`` (the months in scope) and ``time_scoped`` decide how it
     advises narrowing a search."""
     narrow = _narrowing(time_scoped, months)
+    unchecked = _unchecked(months)
     parts = [_OPENING[divergent]]
     for finding in findings:
-        text = _localisation(finding, narrow)
+        text = _localisation(finding, narrow, unchecked)
         if divergent == "both":
             side = "your" if finding.party == "yours" else "their"
             text = f"On {side} side, {text[0].lower()}{text[1:]}"
@@ -73,14 +74,24 @@ def _narrowing(time_scoped: bool, months: Sequence[MonthNet]) -> str:
     return "compare over a shorter time scope (one period=YYYY-MM)"
 
 
-def _localisation(f: Finding, narrow: str) -> str:
+def _unchecked(months: Sequence[MonthNet]) -> tuple[str, str]:
+    """What a search the work bound cut short left unchecked, and what that means: other
+    months, or, when the scope holds one month, that month's other deltas (there are no other
+    months to blame)."""
+    if len(months) == 1:
+        label = period_label(months[0].period)
+        return f"before every delta of {label} was checked", f"so other deltas of {label} may explain it too"
+    return "before every month was checked", "so other months may explain it too"
+
+
+def _localisation(f: Finding, narrow: str, unchecked: tuple[str, str]) -> str:
     owner = "your" if f.party == "yours" else "their"
     labels = [period_label(w.period) for w in f.windows]
     off_by = f"the {abs(f.difference)} by which {owner} balance is {_stated_by(f.difference)}"
     if f.mode == "none":
         text = f"No single delta, and no pair of deltas within one month, explains {off_by}."
         if f.exhausted:
-            text += " The search stopped at its work limit before every month was checked."
+            text += f" The search stopped at its work limit {unchecked[0]}."
         field_name = "yourWindows" if f.party == "yours" else "theirWindows"
         return f"{text} To narrow it, {narrow}, or send {owner} per-month nets as {field_name}."
     if f.mode == "stated":
@@ -96,11 +107,9 @@ def _localisation(f: Finding, narrow: str) -> str:
         )
     if f.truncated:
         text += f" More matching deltas exist than are listed; {narrow} to narrow the search."
-    elif f.exhausted:  # what was found is right, but other months went unsearched
-        text += (
-            " The search stopped at its work limit before every month was checked, so other "
-            f"months may explain it too; {narrow} to narrow the search."
-        )
+    elif f.exhausted:  # what was found is right, but other months (or deltas) went unsearched
+        where, meaning = unchecked
+        text += f" The search stopped at its work limit {where}, {meaning}; {narrow} to narrow the search."
     return text
 
 
