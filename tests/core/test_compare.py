@@ -350,6 +350,18 @@ def test_compare_says_how_to_narrow_what_it_cannot_localise() -> None:
     )
 
 
+def test_compare_over_a_scope_with_no_delta_does_not_advise_narrowing_it() -> None:
+    """A period with no verified delta: no narrower scope could hold one, so the report does
+    not send the caller to a shorter date range or a later checkpoint, which it said it was in."""
+    for time_scoped in (True, False):
+        result = compare([], yours=5, theirs=0, time_scoped=time_scoped)
+        assert report_of(result)["recommendation"] == (
+            f"{REVIEW} No verified delta is in the compared scope, so none explains the 5 by which "
+            "your balance is overstated. Check the agreed starting balance and the scope, or send "
+            "your per-month nets as yourWindows."
+        )
+
+
 def test_compare_says_when_the_work_bound_stopped_the_search() -> None:
     finder = ListFinder(HISTORY)
     result = compare(HISTORY, yours=60 - 12345, theirs=60, finder=finder, max_pair_checks=7)

@@ -54,7 +54,7 @@ def recommendation(
     unchecked = _unchecked(months)
     parts = [_OPENING[divergent]]
     for finding in findings:
-        text = _localisation(finding, narrow, unchecked)
+        text = _localisation(finding, narrow, unchecked, bool(months))
         if divergent == "both":
             side = "your" if finding.party == "yours" else "their"
             text = f"On {side} side, {text[0].lower()}{text[1:]}"
@@ -84,15 +84,21 @@ def _unchecked(months: Sequence[MonthNet]) -> tuple[str, str]:
     return "before every month was checked", "so other months may explain it too"
 
 
-def _localisation(f: Finding, narrow: str, unchecked: tuple[str, str]) -> str:
+def _localisation(f: Finding, narrow: str, unchecked: tuple[str, str], any_delta: bool) -> str:
+    """``any_delta``: the scope holds a verified delta (else there is no search to narrow)."""
     owner = "your" if f.party == "yours" else "their"
     labels = [period_label(w.period) for w in f.windows]
     off_by = f"the {abs(f.difference)} by which {owner} balance is {_stated_by(f.difference)}"
     if f.mode == "none":
+        field_name = "yourWindows" if f.party == "yours" else "theirWindows"
+        if not any_delta:  # a narrower scope than one with no delta would hold none either
+            return (
+                f"No verified delta is in the compared scope, so none explains {off_by}. Check the "
+                f"agreed starting balance and the scope, or send {owner} per-month nets as {field_name}."
+            )
         text = f"No single delta, and no pair of deltas within one month, explains {off_by}."
         if f.exhausted:
             text += f" The search stopped at its work limit {unchecked[0]}."
-        field_name = "yourWindows" if f.party == "yours" else "theirWindows"
         return f"{text} To narrow it, {narrow}, or send {owner} per-month nets as {field_name}."
     if f.mode == "stated":
         return _stated_text(f, owner, labels, off_by)
