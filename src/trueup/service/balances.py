@@ -222,8 +222,12 @@ class BalanceService:
                 "treeSize": head.size,
             }
         period_lock = snapshot.checkpoint_by_root(root, principal.tenant_id)
-        if period_lock is not None and period_lock.customer_id == customer_id:
-            return _checkpoint_scope(period_lock)
+        if period_lock is not None:
+            if period_lock.customer_id == customer_id:
+                return _checkpoint_scope(period_lock)
+            raise CheckpointNotFoundError(
+                f"startingCheckpoint {value[:80]!r} is not a checkpoint of customer {customer_id!r}"
+            )
         raise CheckpointNotFoundError(
             f"startingCheckpoint {value!r} is not a tree head or checkpoint of this log"
         )
