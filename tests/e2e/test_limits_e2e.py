@@ -484,13 +484,22 @@ def test_a_dispatcher_with_workers_out_of_range_is_refused(tmp_path: Path, worke
 
 
 @pytest.mark.parametrize("workers", ["0", "65"])
-def test_serve_with_workers_out_of_range_is_refused(tmp_path: Path, workers: str) -> None:
-    """`serve --workers 100000` started processes until the machine ran out."""
-    done = trueup(["serve", "--workers", workers, "--port", "1"], tmp_path, None)
-    assert done.returncode == 2
-    assert done.stderr == (
-        "trueup serve: --workers must be 1 to 64 (each is a process with database connections of its own)\n"
+def test_a_server_with_workers_out_of_range_is_refused_before_it_starts_any(
+    tmp_path: Path, workers: str
+) -> None:
+    """`serve --workers 100000` went on starting processes by the hundred. Refused before
+    anything else is looked at: the port is taken here, so that a server that let the count
+    through stops at the port (exit 1) rather than starting the processes."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = trueup(["serve", "--port", str(port), "--workers", workers], tmp_path, None)
+    assert (done.returncode, done.stderr) == (
+        2,
+        "trueup serve: --workers must be 1 to 64 (each is a process with database connections of its own)\n",
     )
+    assert not (tmp_path / "trueup.db").exists()
 
 
 @pytest.mark.parametrize("command", ["sequencer", "dispatcher", "serve"])
