@@ -332,6 +332,32 @@ def test_a_failed_audit_names_the_first_mismatch_and_exits_1(tmp_path: Path) -> 
     assert done.stderr.startswith("audit FAILED: leaf a_33: "), done.stderr
 
 
+def test_audit_with_a_key_file_of_another_log_fails_as_a_mismatch_and_one_cut_short_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Heads the key file did not sign are the audit's to report (exit 1), as README.md says: a
+    wrong key file and heads replaced behind the log's back look the same to it. A key file it
+    cannot read is a command asked wrongly (exit 2)."""
+    services = open_services(replace(Settings(), data_dir=tmp_path))
+    try:
+        write(services, principal_for(services), {"key": "k", "accountId": "c", "bits": 5})
+        seal_all(services)
+    finally:
+        services.close()
+    other = tmp_path / "other"
+    other.mkdir()
+    load_or_create_signer(other / "signing-key.pem", "localhost/trueup")
+    done = trueup(["audit"], tmp_path, None, {"TRUEUP_SIGNING_KEY": str(other / "signing-key.pem")})
+    assert done.returncode == 1
+    assert done.stderr.startswith("audit FAILED: tree head 0: checkpoint signature: unknown key"), done.stderr
+    cut = tmp_path / "cut.pem"
+    cut.write_bytes((tmp_path / "signing-key.pem").read_bytes()[:60])
+    cut.chmod(0o600)
+    done = trueup(["audit"], tmp_path, None, {"TRUEUP_SIGNING_KEY": str(cut)})
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"trueup audit: cannot read the signing key at {cut}: "), done.stderr
+
+
 def test_audit_takes_its_key_from_a_file_and_refuses_what_is_no_key(tmp_path: Path) -> None:
     services = open_services(replace(Settings(), data_dir=tmp_path))
     try:
