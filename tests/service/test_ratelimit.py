@@ -48,6 +48,8 @@ def test_overrides_and_disabled_limits() -> None:
     with pytest.raises(ValueError, match="key=rate/burst"):
         parse_overrides(f"{SLOW}=x")
     assert parse_overrides(f"{SLOW}=0/0") == {SLOW: RateLimit(0.0, 0)}  # 0 turns a key's limit off
+    # A rate alone bursts to the rate, at least 1 (docs/configuration.md).
+    assert parse_overrides(f"{SLOW}=50, {FAST}=0.5") == {SLOW: RateLimit(50.0, 50), FAST: RateLimit(0.5, 1)}
 
 
 def test_an_override_must_name_a_key_by_its_id() -> None:
