@@ -394,6 +394,24 @@ _ON_POSTGRES = {  # it rounds a fraction into a bigint column: then the figure i
             "leaf a_1: the stored delta makes no leaf: ",
             id="a malformed time",
         ),
+        pytest.param(
+            "INSERT INTO tree_heads (tree_size, root_hash, timestamp_ms, checkpoint) VALUES (-1, ?, 0, 'x')",
+            "tree head -1: a tree size is never negative (the row was added or its size edited)",
+            id="a head of a negative size",
+        ),
+        pytest.param(
+            """INSERT INTO deltas (seq, tenant_id, request_id, item_index, item_key, customer_id, amount,
+                   reason, metadata, occurred_at, period, accepted_at, salt, status, leaf_index,
+                   sealed_size, verified_at, failure, cust_seq, running_balance, month_seq,
+                   month_credits, month_debits, account_no)
+               SELECT seq + 1000, tenant_id, request_id, item_index + 1000, item_key || '-copy',
+                   customer_id, amount, reason, metadata, occurred_at, period, accepted_at, salt,
+                   status, -1, sealed_size, verified_at, failure, cust_seq, running_balance, month_seq,
+                   month_credits, month_debits, account_no
+               FROM deltas WHERE leaf_index = 3""",
+            "leaf a_-1: a leaf index is never negative (the row was added or its index edited)",
+            id="a sealed delta of a negative leaf index",
+        ),
     ],
 )
 def test_audit_names_tampering_with_heads_nodes_and_rows(

@@ -118,17 +118,24 @@ class _Auditor:
             raise _MismatchError("the log has no signed tree head")
         next_head = self._check_heads_at(0, next_head, head_iter)
         last = -1
+        after: int | None = None  # from the first row: one given a negative index is read too
         while True:
-            batch = self.storage.log.sealed(last, _CHUNK)
+            batch = self.storage.log.sealed(after, _CHUNK)
             if not batch:
                 break
             for delta in batch:
+                if delta.leaf_index < 0:
+                    raise _MismatchError(
+                        f"leaf a_{delta.leaf_index}: a leaf index is never negative (the row was added "
+                        "or its index edited)"
+                    )
                 if delta.leaf_index != last + 1:
                     raise _MismatchError(
                         f"leaf {last + 1} is missing: stored leaves jump from a_{last} to "
                         f"a_{delta.leaf_index} (a delta row was deleted or its leaf index changed)"
                     )
                 last = delta.leaf_index
+            after = last
             hashes = self._check_leaves(batch)
             for delta in batch:
                 self._check_balances(delta)
@@ -146,11 +153,16 @@ class _Auditor:
         self._check_checkpoints()
 
     def _heads(self) -> Iterator[HeadRecord]:
-        after = -1
+        after: int | None = None  # from the first row: one given a negative size is read too
         while True:
             page = self.storage.log.heads(after, _CHUNK)
             if not page:
                 return
+            if page[0].size < 0:
+                raise _MismatchError(
+                    f"tree head {page[0].size}: a tree size is never negative (the row was added or "
+                    "its size edited)"
+                )
             yield from page
             after = page[-1].size
 

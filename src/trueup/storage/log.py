@@ -129,13 +129,15 @@ class LogStore:
         with self._engine.read() as tx:
             return head_by_root(tx, root)
 
-    def heads(self, after_size: int, limit: int) -> list[HeadRecord]:
-        """Heads with ``size > after_size`` in size order (for audits)."""
+    def heads(self, after_size: int | None, limit: int) -> list[HeadRecord]:
+        """Heads with ``size > after_size`` in size order (for audits); ``None``: from the first
+        row, whatever its size (a row given a negative one included)."""
+        after, params = ("", (limit,)) if after_size is None else ("WHERE tree_size > ?", (after_size, limit))
         with self._engine.read() as tx:
             rows = tx.execute(
-                """SELECT tree_size, root_hash, timestamp_ms, checkpoint FROM tree_heads
-                   WHERE tree_size > ? ORDER BY tree_size LIMIT ?""",
-                (after_size, limit),
+                f"""SELECT tree_size, root_hash, timestamp_ms, checkpoint FROM tree_heads
+                   {after} ORDER BY tree_size LIMIT ?""",
+                params,
             )
         return [head_from_row(row) for row in rows]
 
@@ -144,21 +146,23 @@ class LogStore:
         with self._engine.read() as tx:
             return read_nodes(tx, ids)
 
-    def sealed(self, after_leaf: int, limit: int) -> list[SealedDelta]:
-        """Verified deltas with ``leaf_index > after_leaf`` in leaf order (for audits).
+    def sealed(self, after_leaf: int | None, limit: int) -> list[SealedDelta]:
+        """Verified deltas with ``leaf_index > after_leaf`` in leaf order (for audits); ``None``:
+        from the first row with a leaf index, whatever it is (a negative one included).
 
         Raises :class:`~trueup.storage.checked_rows.MalformedRowError` naming the first row with a
         value of the wrong kind (a text amount, a missing running figure): an audit reads rows
         that may be tampered with.
         """
+        after, params = ("", (limit,)) if after_leaf is None else ("AND leaf_index > ?", (after_leaf, limit))
         with self._engine.read() as tx:
             rows = tx.execute(
-                """SELECT leaf_index, tenant_id, customer_id, item_key, amount, occurred_at,
+                f"""SELECT leaf_index, tenant_id, customer_id, item_key, amount, occurred_at,
                           period, metadata, salt, status, sealed_size, cust_seq, running_balance,
                           month_seq, month_credits, month_debits, account_no, verified_at
-                   FROM deltas WHERE leaf_index IS NOT NULL AND leaf_index > ?
+                   FROM deltas WHERE leaf_index IS NOT NULL {after}
                    ORDER BY leaf_index LIMIT ?""",
-                (after_leaf, limit),
+                params,
             )
         return [_sealed_delta(row) for row in rows]
 
