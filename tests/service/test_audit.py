@@ -9,6 +9,7 @@ import pytest
 
 from tests.service.conftest import principal_for, seal_all, write
 from trueup.cli import audit as cli_audit
+from trueup.core.ids import record_id
 from trueup.proof import TreeHead
 from trueup.service import audit as audit_module
 from trueup.service.audit import audit_log
@@ -52,6 +53,21 @@ def test_audit_catches_a_deleted_row(services: Services) -> None:
     report = audit_log(services.storage, services.log.verifier_key)
     assert not report.ok
     assert report.problem is not None and "leaf 12 is missing" in report.problem
+
+
+def test_audit_catches_a_queued_delta_marked_verified(services: Services) -> None:
+    """The API shows such a delta as VERIFIED, though no seal gave it a leaf."""
+    who = principal_for(services)
+    write(services, who, {"key": "sealed", "accountId": "c1", "bits": 5})
+    seal_all(services)
+    request_id = write(services, who, {"key": "queued", "accountId": "c1", "bits": 7})
+    _tamper(services, "UPDATE deltas SET status = 'verified' WHERE item_key = 'queued'")
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert not report.ok
+    assert report.problem == (
+        f"delta {record_id(request_id, 0)}: stored as verified, but no seal gave it a leaf (its state "
+        "was edited)"
+    )
 
 
 def test_audit_catches_deleting_the_newest_rows(services: Services) -> None:

@@ -10,8 +10,8 @@ tree, and checks, in order, that
 4. every signed tree head states the rebuilt root of its size (so each head is a prefix of
    the next: consistency between successive heads), and its signature verifies; each delta
    names as its seal's head the first head that holds it, and the newest head holds them all;
-5. the running figures kept with each delta (and its state, verified), and the account and
-   month totals, equal sums recomputed from the deltas;
+5. the running figures kept with each delta (and its state, verified, which no unsealed delta
+   has), and the account and month totals, equal sums recomputed from the deltas;
 6. every period checkpoint states the figures and proof root of its customer-month's deltas
    sealed before its tree head (which is stored), no delta of that month was sealed after it,
    and none of the locks counted was deleted.
@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from trueup.core.ids import record_id
 from trueup.proof import (
     CompactRange,
     ProofError,
@@ -147,6 +148,12 @@ class _Auditor:
             raise _MismatchError(
                 f"tree head {next_head.size} is signed but only {self.tree.size} sealed deltas "
                 "are stored (rows were deleted)"
+            )
+        unsealed = self.storage.log.verified_without_leaf()
+        if unsealed is not None:
+            raise _MismatchError(
+                f"delta {record_id(*unsealed)}: stored as verified, but no seal gave it a leaf (its "
+                "state was edited)"
             )
         self._check_node_count()
         self._check_totals()

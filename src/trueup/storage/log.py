@@ -166,6 +166,16 @@ class LogStore:
             )
         return [_sealed_delta(row) for row in rows]
 
+    def verified_without_leaf(self) -> tuple[str, int] | None:
+        """The request id and item index of a delta stored as verified with no leaf index, if
+        any (for audits: the seal that verifies a delta gives it its leaf in the same commit)."""
+        with self._engine.read() as tx:
+            row = tx.one(
+                """SELECT request_id, item_index FROM deltas
+                   WHERE status = 'verified' AND leaf_index IS NULL LIMIT 1"""
+            )
+        return None if row is None else (str(row[0]), int(row[1]))
+
     def node_count(self) -> int:
         """How many tree nodes are stored (for audits: a rebuilt tree of n leaves has the
         nodes of every perfect subtree, no more)."""
