@@ -301,6 +301,60 @@ def test_a_group_ended_by_a_deadlock_is_run_again(pg_url: str) -> None:
         storage.close()
 
 
+def _blocked_by(conn: psycopg.Connection[object], watch: psycopg.Connection[object]) -> None:
+    """Wait until some transaction waits for one of ``conn``'s."""
+    deadline = time.monotonic() + 10
+    while not watch.execute(
+        "SELECT 1 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", (conn.info.backend_pid,)
+    ).fetchone():
+        assert time.monotonic() < deadline, "the group never waited for the other's key"
+        time.sleep(0.01)
+
+
+def test_a_request_whose_keys_other_processes_store_while_it_tries_is_stored_once_they_have(
+    pg_url: str,
+) -> None:
+    # A client's overlapping retries sent to four API processes: each of three others stores one
+    # of this request's keys, and commits while this one waits for it on the key index. Every try
+    # of this request then meets a key that was not stored when it looked; each try sees one more
+    # of them, and the try that sees them all stores the rest, rather than the group failing.
+    storage = open_storage(pg_url)
+    outcomes: list[object] = []
+
+    def commit() -> None:
+        try:
+            outcomes.extend(
+                storage.writes.commit([draft("req_r", delta("a"), delta("b"), delta("c"), delta("d"))])
+            )
+        except Exception as exc:  # reported below
+            outcomes.append(exc)
+
+    try:
+        with (
+            psycopg.connect(pg_url) as first,
+            psycopg.connect(pg_url) as second,
+            psycopg.connect(pg_url) as third,
+            psycopg.connect(pg_url, autocommit=True) as watch,
+        ):
+            first.execute(_INSERT_DELTA, ("req_other_b", "b", b"s" * 16))
+            writer = threading.Thread(target=commit)
+            writer.start()
+            _blocked_by(first, watch)  # the group waits for b
+            second.execute(_INSERT_DELTA, ("req_other_c", "c", b"s" * 16))
+            first.commit()
+            _blocked_by(second, watch)  # its next try, for c
+            third.execute(_INSERT_DELTA, ("req_other_d", "d", b"s" * 16))
+            second.commit()
+            _blocked_by(third, watch)  # and the one after, for d
+            third.commit()
+            writer.join(timeout=20)
+        assert [type(o) for o in outcomes] == [WriteResult], outcomes
+        [result] = [o for o in outcomes if isinstance(o, WriteResult)]
+        assert (result.stored, result.duplicates) == ((0,), (1, 2, 3))
+    finally:
+        storage.close()
+
+
 def test_a_lost_database_is_unavailable_not_an_internal_error(pg_url: str) -> None:
     storage = open_storage(pg_url)
     storage.engine.close()  # every later connection attempt fails, as when the server is gone

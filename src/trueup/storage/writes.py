@@ -224,16 +224,19 @@ class WriteStore:
 
     def _commit_one_with_retry(self, tx: Tx, draft: WriteDraft, group: _Group) -> WriteResult | Exception:
         # A concurrent writer on another process may insert the same item key or idempotency
-        # key between our check and our insert; the unique index catches it and one retry
-        # sees the other writer's row.
-        for attempt in range(2):
+        # key between our check and our insert; the unique index catches it once that writer
+        # commits, and the next try sees its row. Several writers (a client's overlapping
+        # retries sent to several processes) can each do so to a try in turn, but each refusal
+        # shows one more stored key: one try per key, and one more, always suffice.
+        tries = len({item.key for item in draft.items}) + 2  # the items' keys, the idempotency key
+        for attempt in range(tries):
             try:
                 with tx.savepoint():
                     result = commit_one(tx, draft, group.any_locks)
             except DomainError as error:
                 return error
             except IntegrityConflictError:
-                if attempt == 1:
+                if attempt == tries - 1:
                     raise
             except StorageError:
                 raise  # the database itself failed: nothing in this transaction can commit
