@@ -160,6 +160,13 @@ def test_lock_files_an_older_version_left_open_are_made_owner_only(tmp_path: Pat
         ("TRUEUP_WEBHOOK_RETRY_BASE_S", "0", r"must be at least 0\.001, got '0'"),
         ("TRUEUP_WEBHOOK_TIMEOUT_S", "-1", r"must be at least 0\.001, got '-1'"),
         ("TRUEUP_PLAN_ALLOWANCES", "starter=-5", "'starter' must not be negative, got '-5'"),
+        # a name given twice: the last silently won, whichever was meant
+        ("TRUEUP_PLAN_ALLOWANCES", "starter=1, free=3,starter=2", "plan 'starter' is given twice"),
+        (
+            "TRUEUP_RATE_LIMIT_OVERRIDES",
+            "abcdefghijklmnop=5,abcdefghijklmno2=1, abcdefghijklmnop=50/100",
+            "key 'abcdefghijklmnop' is given twice",
+        ),
         ("TRUEUP_WEBHOOK_ALLOW_HTTP", "maybe", "must be one of 1/true/yes/on or 0/false/no/off, got 'maybe'"),
         ("TRUEUP_LOG_ORIGIN", "bad origin", "key name 'bad origin' must not contain spaces"),
         (

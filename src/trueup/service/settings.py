@@ -49,6 +49,7 @@ PLAN_ALLOWANCES: Mapping[str, int | None] = {
 def parse_plan_allowances(text: str) -> dict[str, int | None]:
     """``PLAN_ALLOWANCES`` with ``"name=count,other=unlimited"`` applied (new names allowed)."""
     plans: dict[str, int | None] = dict(PLAN_ALLOWANCES)
+    named: set[str] = set()
     for entry in filter(None, (part.strip() for part in text.split(","))):
         name, _, value = entry.partition("=")
         name, value = name.strip(), value.strip()
@@ -56,6 +57,9 @@ def parse_plan_allowances(text: str) -> dict[str, int | None]:
             raise SettingsError(
                 f"TRUEUP_PLAN_ALLOWANCES: cannot read {entry!r} (plan=count or plan=unlimited)"
             )
+        if name in named:  # which one was meant? the last silently won
+            raise SettingsError(f"TRUEUP_PLAN_ALLOWANCES: plan {name!r} is given twice")
+        named.add(name)
         if value == "unlimited":
             plans[name] = None
             continue
@@ -253,6 +257,8 @@ def parse_overrides(text: str) -> dict[str, RateLimit]:
                 f"TRUEUP_RATE_LIMIT_OVERRIDES: {key_id.strip()!r} is not a key id (16 characters, "
                 "a-z and 2-7, as `trueup keys list` shows them)"
             )
+        if key_id.strip() in limits:  # which one was meant? the last silently won
+            raise SettingsError(f"TRUEUP_RATE_LIMIT_OVERRIDES: key {key_id.strip()!r} is given twice")
         limits[key_id.strip()] = limit
     return limits
 
