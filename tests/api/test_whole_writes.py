@@ -271,6 +271,35 @@ def test_every_reply_to_a_whole_write_carries_the_server_s_headers_once(
     _run(services, test)
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/writes", b'{"items":[{"key":"spaced-1","accountId":"c1","bits":7}]}'),
+        ("/api/v1/balance/delta", b'{"customerId":"c1","delta":7,"reason":"r"}'),  # its key made up
+    ],
+)
+def test_an_idempotency_key_is_the_same_key_whatever_whitespace_surrounds_it(
+    services: Services, path: str, body: bytes
+) -> None:
+    """RFC 9110 section 5.5: a field value has no leading or trailing whitespace, which the parser
+    leaves at its end. A retry whose key came with a space or tab after it (another client, a
+    proxy) must replay the first reply, not store the write again, either way in."""
+    key = services.keys.create("acme").key
+    headers = (f"X-Api-Key: {key}", "Content-Type: application/json")
+
+    async def test(port: int) -> None:
+        first = await _exchange(port, _request(path, body, *headers, "Idempotency-Key: spaced"))
+        assert first.startswith(b"HTTP/1.1 202 "), first
+        for target, spaced in [(path, "spaced \t"), (path + "?", "spaced "), (path, "spaced  ")]:
+            again = await _exchange(port, _request(target, body, *headers, f"Idempotency-Key: {spaced}"))
+            assert again.split(b"\r\n\r\n", 1)[1] == first.split(b"\r\n\r\n", 1)[1], (spaced, again)
+        assert _Counting.whole == [path.encode()] * 3
+        with services.storage.engine.read() as tx:
+            assert tx.scalar("SELECT COUNT(*) FROM deltas") == 1
+
+    _run(services, test)
+
+
 def test_a_write_whose_body_comes_later_goes_the_usual_way(services: Services) -> None:
     key = services.keys.create("acme").key
     request = _request(

@@ -328,6 +328,9 @@ def _require_write_access(principal: Principal) -> None:
 def _claim(idempotency_key: str | None, route: str, body: bytes) -> IdempotencyClaim | None:
     if idempotency_key is None:
         return None
+    # RFC 9110 §5.5: whitespace around a field value is not part of it (the parser leaves it at
+    # the end), so a retry whose key a client or proxy sent with a space after it is the same key.
+    idempotency_key = idempotency_key.strip(" \t")
     if not 1 <= len(idempotency_key) <= 255 or not idempotency_key.isprintable():
         raise ValidationError("Idempotency-Key", "header must be 1-255 printable characters")
     return IdempotencyClaim(key=idempotency_key, route=route, body_hash=hashlib.sha256(body).digest())
