@@ -951,3 +951,21 @@ def test_a_head_whose_taking_fails_is_let_go_of_and_its_target_named() -> None:
 
     _fed([b"GET http://a:99999/ HTTP/1.1\r\nHost: x\r\n" + b"a:\r\n" * 1_000 + b"\r\n"], then=check)
     _fed([b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"], then=check)
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [(b"http://example.com", b"/", b""), (b"http://example.com:8000?a=1", b"/", b"a=1")],
+)
+def test_an_absolute_target_with_an_empty_path_is_taken_as_the_root(
+    target: bytes, path: bytes, query: bytes
+) -> None:
+    """RFC 9110 section 4.2.3: an http URI's empty path is "/". uvicorn split such a target
+    into no path at all and failed on it, so a valid request was refused as "User callback
+    error", with a traceback logged each time."""
+
+    async def check(protocol: OneWriteHttpToolsProtocol, transport: _Reads) -> None:
+        assert transport.written.startswith(b"HTTP/1.1 200 OK\r\n"), transport.written[:200]
+        assert (protocol.scope["raw_path"], protocol.scope["query_string"]) == (path, query)
+
+    _fed([b"POST " + target + b" HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\n\r\nok"], then=check)

@@ -483,6 +483,8 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         self._mid_body = True
 
     def _take_head(self) -> None:
+        if not self.url.startswith(b"/"):
+            self._root_an_empty_path()
         if (
             self._answers is not None
             and self.url in self._answers.targets
@@ -501,6 +503,15 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
                 self.app = app
             return
         self._hold_heads()
+
+    def _root_an_empty_path(self) -> None:
+        """An absolute target with an empty path (``http://host`` or ``http://host?q``) names the
+        root, ``/`` (RFC 9110 §4.2.3): the parser splits it into no path at all, which uvicorn
+        failed on, refusing a valid request. Only the path and query of a target are used, so
+        it becomes ``/`` and its query. A target the parser cannot split raises, as before."""
+        parsed = httptools.parse_url(self.url)
+        if parsed.path is None and parsed.schema is not None:
+            self.url = b"/" if parsed.query is None else b"/?" + parsed.query
 
     def _has_body(self) -> bool:
         for name, value in self.headers:
