@@ -228,15 +228,19 @@ class WriteStore:
         # commits, and the next try sees its row. Several writers (a client's overlapping
         # retries sent to several processes) can each do so to a try in turn, but each refusal
         # shows one more stored key: one try per key, and one more, always suffice.
-        tries = len({item.key for item in draft.items}) + 2  # the items' keys, the idempotency key
-        for attempt in range(tries):
+        tries = 0
+        refused = 0
+        while True:
             try:
                 with tx.savepoint():
                     result = commit_one(tx, draft, group.any_locks)
             except DomainError as error:
                 return error
             except IntegrityConflictError:
-                if attempt == tries - 1:
+                refused += 1
+                # counted only once refused: most requests are stored at the first try
+                tries = tries or len({item.key for item in draft.items}) + 2  # the idempotency key too
+                if refused == tries:
                     raise
             except StorageError:
                 raise  # the database itself failed: nothing in this transaction can commit
@@ -246,7 +250,6 @@ class WriteStore:
             else:
                 group.count_usage(draft, len(result.stored))
                 return result
-        raise AssertionError("unreachable")
 
     def stored_response(self, tenant_id: str, claim: IdempotencyClaim) -> StoredResponse | None:
         """The reply stored under an idempotency key (raises on a mismatching body)."""
