@@ -263,6 +263,16 @@ _INSERT_DELTA = """INSERT INTO deltas (tenant_id, request_id, item_index, item_k
     '2026-02-10T14:30:00.000000Z', '2026-02', '2026-02-10T15:00:00.000000Z', %s, 'queued')"""
 
 
+def _blocked_by(conn: psycopg.Connection[object], watch: psycopg.Connection[object]) -> None:
+    """Wait until some transaction waits for one of ``conn``'s."""
+    deadline = time.monotonic() + 10
+    while not watch.execute(
+        "SELECT 1 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", (conn.info.backend_pid,)
+    ).fetchone():
+        assert time.monotonic() < deadline, "the group never waited for the other's key"
+        time.sleep(0.01)
+
+
 def test_a_group_ended_by_a_deadlock_is_run_again(pg_url: str) -> None:
     # Another API process stores keys b and then a (a client's retries of two writes, sent to
     # both processes), while this one's group stores a and then b: each waits for the other's
@@ -277,20 +287,12 @@ def test_a_group_ended_by_a_deadlock_is_run_again(pg_url: str) -> None:
         except Exception as exc:  # the deadlock, reported below
             outcomes.append(exc)
 
-    def waiting_for(conn: psycopg.Connection[object], watch: psycopg.Connection[object]) -> None:
-        deadline = time.monotonic() + 10
-        while not watch.execute(
-            "SELECT 1 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", (conn.info.backend_pid,)
-        ).fetchone():
-            assert time.monotonic() < deadline, "the group never waited for the other's key"
-            time.sleep(0.01)
-
     try:
         with psycopg.connect(pg_url) as other, psycopg.connect(pg_url, autocommit=True) as watch:
             other.execute(_INSERT_DELTA, ("req_other_b", "b", b"s" * 16))
             writer = threading.Thread(target=commit)
             writer.start()
-            waiting_for(other, watch)  # the group holds a and waits for b
+            _blocked_by(other, watch)  # the group holds a and waits for b
             other.execute(_INSERT_DELTA, ("req_other_a", "a", b"s" * 16))  # the circle closes
             other.commit()
             writer.join(timeout=20)
@@ -299,16 +301,6 @@ def test_a_group_ended_by_a_deadlock_is_run_again(pg_url: str) -> None:
         assert [(r.stored, r.duplicates) for r in results] == [((), (0,)), ((), (0,))]
     finally:
         storage.close()
-
-
-def _blocked_by(conn: psycopg.Connection[object], watch: psycopg.Connection[object]) -> None:
-    """Wait until some transaction waits for one of ``conn``'s."""
-    deadline = time.monotonic() + 10
-    while not watch.execute(
-        "SELECT 1 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", (conn.info.backend_pid,)
-    ).fetchone():
-        assert time.monotonic() < deadline, "the group never waited for the other's key"
-        time.sleep(0.01)
 
 
 def test_a_request_whose_keys_other_processes_store_while_it_tries_is_stored_once_they_have(
