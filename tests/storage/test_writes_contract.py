@@ -289,6 +289,10 @@ def test_a_group_ended_by_a_deadlock_is_run_again(pg_url: str) -> None:
 
     try:
         with psycopg.connect(pg_url) as other, psycopg.connect(pg_url, autocommit=True) as watch:
+            # PostgreSQL ends the transaction whose wait first outlasts its deadlock_timeout; on a
+            # busy machine that was now and then this one, the group's check coming late. Here it
+            # waits far longer than the group's second before it looks, so the group is ended.
+            other.execute("SET deadlock_timeout = '30s'")
             other.execute(_INSERT_DELTA, ("req_other_b", "b", b"s" * 16))
             writer = threading.Thread(target=commit)
             writer.start()
