@@ -86,7 +86,29 @@ def test_a_stopped_server_stops_its_sequencer_child(tmp_path: Path) -> None:
     child = _sequencer_child(server)
     server.stop()  # SIGTERM
     assert not alive(child)
-    assert "exited with status" not in server.log()  # stopped, not restarted
+    assert "the sequencer process exited" not in server.log()  # stopped, not restarted
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process parents from /proc")
+def test_a_service_manager_s_sigterm_to_every_process_stops_the_server_without_a_restart(
+    tmp_path: Path,
+) -> None:
+    # A service manager stops a service by sending SIGTERM to each of its processes; the child
+    # stopped first, and the server logged an ERROR that it exited and went to start another.
+    key = create_key(tmp_path, None)
+    server = ServerProcess(tmp_path, None).start()
+    try:
+        child = _sequencer_child(server)
+        wait_until(lambda: _role(server) == "leader")
+        write_and_wait_verified(server, key, "before")
+        os.kill(child, signal.SIGTERM)
+        assert alive(child)
+        write_and_wait_verified(server, key, "still-sealed")  # it ignores the signal, and seals
+        server.stop()  # SIGTERM to the server, which stops its child
+    finally:
+        server.kill()
+    assert not alive(child)
+    assert "the sequencer process exited" not in server.log()
 
 
 @pytest.mark.parametrize(

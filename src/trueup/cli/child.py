@@ -230,6 +230,12 @@ class SequencerProcess(SupervisedChild):
         os.set_blocking(process.stdin.fileno(), False)
         return process
 
+    def _ask_to_stop(self, process: subprocess.Popen[Any]) -> None:
+        """End of file on its stdin: the one way it is told to stop (it ignores SIGTERM)."""
+        with self._wake_lock:  # see note_queued
+            if process.stdin is not None:
+                process.stdin.close()
+
     def _down(self) -> None:
         self._heard_at = None
         self.role = "down"

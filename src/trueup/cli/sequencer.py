@@ -69,8 +69,15 @@ def run(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     configure_logging()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if args.supervised:
+        # Its parent decides when it ends (end of file on stdin, or a kill): a SIGTERM a service
+        # manager sends every process of the service at once reached it before its parent, which
+        # then logged it as a child that died and went to start another.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
     reports = _Reports(sys.stdout, stop) if args.supervised else None
     settings = settings_from(args)
     services = open_services(settings)
