@@ -109,6 +109,7 @@ def test_a_service_manager_s_sigterm_to_every_process_stops_the_server_without_a
         server.kill()
     assert not alive(child)
     assert "the sequencer process exited" not in server.log()
+    assert "trueup serve is gone" not in server.log()  # told to stop, not left behind
 
 
 @pytest.mark.parametrize(

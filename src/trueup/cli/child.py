@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trueup.cli.sequencer import STOP_BYTE
 from trueup.sequencer.loop import FullBatchTrigger
 from trueup.service.metrics import SEAL_FAILURES
 
@@ -231,10 +232,14 @@ class SequencerProcess(SupervisedChild):
         return process
 
     def _ask_to_stop(self, process: subprocess.Popen[Any]) -> None:
-        """End of file on its stdin: the one way it is told to stop (it ignores SIGTERM)."""
+        """The stop byte, then end of file, on its stdin: the way it is told to stop (it ignores
+        SIGTERM); end of file alone is the server gone, which it warns of."""
         with self._wake_lock:  # see note_queued
-            if process.stdin is not None:
-                process.stdin.close()
+            if process.stdin is None or process.stdin.closed:
+                return
+            with contextlib.suppress(OSError, ValueError):  # a full pipe: the end of file will do
+                os.write(process.stdin.fileno(), STOP_BYTE)
+            process.stdin.close()
 
     def _down(self) -> None:
         self._heard_at = None

@@ -27,7 +27,7 @@ from trueup.sequencer.loop import SequencerLoop
 from trueup.service.container import open_services
 from trueup.storage.seal import SealOutcome
 
-__all__ = ["run"]
+__all__ = ["STOP_BYTE", "run"]
 
 _ROLE_CHECK_S = 0.25
 _ROLE_REPEAT_S = 1.0
@@ -107,14 +107,21 @@ def run(argv: list[str]) -> int:
     return 0
 
 
+STOP_BYTE = b"q"
+"""What the server writes on the child's stdin to stop it; any other byte is a wake-up."""
+
+
 def _follow_parent(loop: SequencerLoop, stop: threading.Event) -> None:
-    """Seal at once when the parent says a full batch is queued; stop at end of file (the
-    parent is gone: it holds the other end of stdin).
+    """Seal at once when the parent says a full batch is queued; stop when it says so, or at
+    end of file (the parent is gone: it holds the other end of stdin).
 
     Reads the file descriptor itself: a thread blocked in ``sys.stdin``'s buffered reader holds
     its lock, which makes the interpreter abort at exit."""
     with contextlib.suppress(OSError):
-        while os.read(0, 4096):
+        while read := os.read(0, 4096):
+            if STOP_BYTE in read:  # the server stops it (and closes the pipe)
+                stop.set()
+                return
             loop.wake()
     if not stop.is_set():
         log.warning("trueup serve is gone; stopping")
