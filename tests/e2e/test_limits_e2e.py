@@ -462,6 +462,26 @@ def test_a_postgresql_server_that_is_not_there_is_said_at_once_with_its_cause(tm
     assert done.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres:pw-Secret-1@[::1/trueup",  # libpq quotes the whole URL
+        "postgresql://postgres:pw-Secret-1%zz@127.0.0.1/trueup",  # or the part it stopped at
+        "postgresql://postgres:pw-Secret-1 x@127.0.0.1/trueup",
+        "postgresql://postgres@[::1/trueup?password=pw-Secret-1",
+    ],
+)
+def test_a_database_url_postgresql_cannot_read_is_named_without_its_password(
+    tmp_path: Path, url: str
+) -> None:
+    """libpq's message on a URL it cannot parse quotes it, and stderr showed the password."""
+    for command in (["keys", "list"], ["keys", "create"], ["serve", "--port", "48699"]):
+        done = trueup(command, tmp_path, url)
+        assert done.returncode == 1, done.stderr
+        assert "cannot connect to PostgreSQL: " in done.stderr and "***" in done.stderr, done.stderr
+        assert "pw-Secret-1" not in done.stderr + done.stdout
+
+
 def test_keys_create_refuses_a_plan_other_than_the_tenants(tmp_path: Path) -> None:
     create_key(tmp_path, None, "acme", "--plan", "starter")
     done = trueup(["keys", "create", "--tenant", "acme", "--plan", "free"], tmp_path, None)

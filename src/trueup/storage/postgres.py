@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import Any, ClassVar
+from urllib.parse import unquote
 
 import psycopg
 from psycopg import Transaction
@@ -101,6 +102,34 @@ def _named(url: str, purpose: str = "") -> str:
         return url
     name = f"trueup/{os.getpid()}" + (f"/{purpose}" if purpose else "")
     return make_conninfo(url, application_name=name)
+
+
+def _passwords(url: str) -> list[str]:
+    """The passwords ``url`` holds (of its ``user:password@`` part and of ``password=`` in its
+    query), as written and percent-decoded, longest first.
+
+    The user part ends at the first ``@`` before any ``/``, and the password at that ``@``, as
+    libpq reads a URI."""
+    rest = url.partition("://")[2]
+    found: list[str] = []
+    authority, at, _ = rest.partition("@")
+    if at and "/" not in authority and ":" in authority:
+        found.append(authority.partition(":")[2])
+    for pair in rest.partition("?")[2].split("&"):
+        name, equals, value = pair.partition("=")
+        if equals and unquote(name) == "password":
+            found.append(value)
+    found += [unquote(secret) for secret in found]
+    return sorted({secret for secret in found if secret}, key=len, reverse=True)
+
+
+def _without_passwords(message: str, url: str) -> str:
+    """``message`` with every password of ``url`` in it shown as ``***``: libpq's message on a
+    URL it cannot parse quotes the URL, or the part it stopped at, password and all, and it
+    goes to stderr or a log, which a service manager keeps and others may read."""
+    for secret in _passwords(url):
+        message = message.replace(secret, "***")
+    return message
 
 
 def advisory_lock_ids(key: int) -> tuple[int, int]:
@@ -313,7 +342,7 @@ class PostgresEngine(Engine):
         try:  # one connection first: a refused or unknown server is said at once, with its cause
             psycopg.connect(_named(url), connect_timeout=10).close()
         except psycopg.Error as exc:
-            cause = " ".join(str(exc).split())  # libpq's message spans lines
+            cause = " ".join(_without_passwords(str(exc), url).split())  # libpq's message spans lines
             raise StorageUnavailableError(f"cannot connect to PostgreSQL: {cause}") from exc
         try:
             self._pool: ConnectionPool[Any] = ConnectionPool(
