@@ -261,6 +261,9 @@ def test_a_sqlite_url_without_a_file_is_refused(url: str) -> None:
         ("mysql://app:p%40ss:w/rd@db/x", "'mysql://app:***@db/x'"),
         ("postgre://:S3cret@db/x", "'postgre://:***@db/x'"),
         ("mysql://app@db/x", "'mysql://app@db/x'"),
+        ("postgresql:/app:S3cret@db/x", "'postgresql:/app:***@db/x'"),  # a slash short
+        ("mysql://app@db/x?sslmode=off&password=S3cret", "'mysql://app@db/x?sslmode=off&password=***'"),
+        ("mysql://app@db/x?PASSWORD=S3cret#x", "'mysql://app@db/x?PASSWORD=***#x'"),
     ],
 )
 def test_a_refused_database_url_is_named_without_its_password(url: str, shown: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -202,12 +203,17 @@ def _without_password(url: str) -> str:
     authority is taken to end at the last ``@``, so a password holding ``/``, ``?`` or ``@``
     is hidden whole (an ``@`` further on hides more than the password, never less).
     """
-    scheme, separator, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    if not separator or not at or not colon or "/" in user:
+    # A password given as a query parameter (libpq takes ?password=) is hidden too.
+    url = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
+    # The scheme's slashes are counted loosely: postgresql:/user:password@host is a typo of it.
+    found = re.fullmatch(r"(?s)([A-Za-z][A-Za-z0-9+.-]*:/*)(.*)@(.*)", url)
+    if found is None:
         return url
-    return f"{scheme}://{user}:***@{host}"
+    scheme, userinfo, host = found.groups()
+    user, colon, _ = userinfo.partition(":")
+    if not colon or "/" in user:
+        return url
+    return f"{scheme}{user}:***@{host}"
 
 
 @dataclass(frozen=True, slots=True)
