@@ -226,6 +226,10 @@ def test_audit_of_a_database_no_trueup_has_opened_says_so(tmp_path: Path) -> Non
             done = trueup(["audit", "--key", UNUSED_KEY], tmp_path, url)
             assert done.returncode == 2, done.stderr
             assert done.stderr.startswith("trueup audit: the database holds no Trueup log ("), done.stderr
+        # The URL it names hides a password given as a query parameter, as one before the host.
+        done = trueup(["audit", "--key", UNUSED_KEY], tmp_path, f"{pg_url}&password=pw-Secret-2")
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.endswith("&password=***)\n"), done.stderr
 
 
 def test_log_key_reads_the_logs_key_and_never_makes_one(tmp_path: Path) -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from urllib.parse import urlsplit, urlunsplit
 
 from trueup.cli.keyarg import KeyArgumentError, read_verifier_key
 from trueup.cli.options import add_storage_options, settings_from
 from trueup.proof import ProofError, format_verifier_key, parse_checkpoint, verify_checkpoint
 from trueup.service.audit import AuditReport, audit_log
 from trueup.service.container import warn_about_shared_secrets
-from trueup.service.settings import Settings
+from trueup.service.settings import Settings, without_password
 from trueup.service.signing import SigningKeyError, load_signer
 from trueup.storage import Storage, open_storage, sqlite_path
 from trueup.storage.migrate import schema_version
@@ -94,7 +93,7 @@ def _check_schema(storage: Storage, url: str) -> None:
         )
     else:
         problem = f"the database has schema version {version}, newer than this Trueup knows ({latest})"
-    raise _RefusedError(f"{problem} ({_shown(url)})")
+    raise _RefusedError(f"{problem} ({without_password(url)})")
 
 
 def _check_origin(storage: Storage, settings: Settings) -> None:
@@ -118,12 +117,3 @@ def _check_origin(storage: Storage, settings: Settings) -> None:
             f"this log's checkpoints name the origin {signed_origin!r}, and TRUEUP_LOG_ORIGIN is "
             f"{origin!r}: audit with TRUEUP_LOG_ORIGIN={signed_origin}, or give --key"
         )
-
-
-def _shown(url: str) -> str:
-    """``url`` without its password, for a message."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -29,6 +29,7 @@ __all__ = [
     "parse_overrides",
     "parse_plan_allowances",
     "unknown_plan",
+    "without_password",
 ]
 
 
@@ -160,7 +161,7 @@ def _env_url(env: Mapping[str, str], name: str) -> str | None:
         raise SettingsError(f"{name} must be an http(s) URL such as https://ledger.example.com, got {raw!r}")
     if "@" in parts.netloc:  # it is repeated in every receipt's verifyUrl, to both parties
         raise SettingsError(
-            f"{name} must not hold a user name or password (user:password@), got {_without_password(raw)!r}"
+            f"{name} must not hold a user name or password (user:password@), got {without_password(raw)!r}"
         )
     return raw.rstrip("/")
 
@@ -191,12 +192,12 @@ def check_database_url(url: str | None, name: str) -> str | None:
     """``url`` if it names a backend Trueup has (SQLite or PostgreSQL), else a
     :class:`SettingsError` naming ``name`` (the variable or flag that gave it)."""
     if url and not is_database_url(url):
-        shown = _without_password(url)
+        shown = without_password(url)
         raise SettingsError(f"{name} must be sqlite:///<path> or postgresql://…, got {shown!r}")
     return url
 
 
-def _without_password(url: str) -> str:
+def without_password(url: str) -> str:
     """``url`` with the password of its ``user:password@`` part, if any, shown as ``***``.
 
     A message naming a refused URL goes to stderr, which a service manager keeps. The
