@@ -329,3 +329,22 @@ def test_secrets_others_may_read_are_warned_about(tmp_path: Path, caplog: pytest
         f"the API key pepper {tmp_path / 'key-pepper'} {advice}",
         f"the SQLite database (webhook secrets, salts) {tmp_path / 'trueup.db'} {advice}",
     ]
+
+
+def test_a_write_ahead_log_others_may_read_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite makes the -wal file with the database's mode, and keeps it as it is: one made while
+    the database was open to others held its newest pages, secrets among them, with no warning
+    once the database alone had been made 0600 as the warning asked."""
+    settings = replace(Settings(), data_dir=tmp_path)
+    open_services(settings).close()
+    wal = tmp_path / "trueup.db-wal"
+    wal.touch()
+    wal.chmod(0o644)
+    caplog.set_level(logging.WARNING, logger="trueup")
+    open_services(settings).close()
+    warned = [r.getMessage() for r in caplog.records if r.name == "trueup.service.files"]
+    assert warned == [
+        f"the SQLite database's write-ahead log {wal} has mode 0644: other users may read it; chmod 600 it"
+    ]

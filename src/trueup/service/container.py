@@ -86,6 +86,11 @@ def warn_about_shared_secrets(settings: Settings) -> None:
     database = sqlite_path(settings.resolved_database_url)
     if database is not None:
         secret_files.append((database, "the SQLite database (webhook secrets, salts)"))
+        # Its write-ahead log holds the newest pages, those secrets among them. SQLite makes it
+        # with the database's mode and leaves it so: one made while the database was open to
+        # others stays open after the database alone is made 0600.
+        wal = database.with_name(database.name + "-wal")
+        secret_files.append((wal, "the SQLite database's write-ahead log"))
     for path, what in secret_files:
         warn_if_shared(path, what)
 
