@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from trueup.storage import open_storage
+from trueup.storage.idempotency import IdempotencyClaim
 from trueup.storage.migrate import migrate
 from trueup.storage.schema import MIGRATIONS
 
@@ -130,5 +131,41 @@ def test_upgrading_makes_a_retry_an_older_version_stored_wait_for_its_queued_ori
         with storage.engine.read() as tx:
             waiting = [tuple(row) for row in tx.execute("SELECT request_id, tenant_id FROM write_waits")]
         assert waiting == [("req_retry_queued", "ten_a")]
+    finally:
+        storage.close()
+
+
+_KEY = """INSERT INTO idempotency_keys (tenant_id, idem_key, route, body_hash, status_code, response,
+        created_at) VALUES ('ten_a', ?, 'POST /api/v1/balance/delta', ?, 202, ?, ?)"""
+
+
+def test_upgrading_finds_an_idempotency_key_an_older_version_stored_with_whitespace_after_it(
+    database_url: str,
+) -> None:
+    """An older version kept the space a client or proxy sent after an Idempotency-Key as part
+    of the key; this one drops it, so a retry after the upgrade looked for another key and was
+    stored again (an emit without referenceId as a second delta). The upgrade stores the key as
+    it is now read, unless that would merge it with another stored key."""
+    storage = open_storage(database_url, run_migrations=False)
+    try:
+        migrate(storage.engine, MIGRATIONS[:11])
+        with storage.engine.write() as tx:
+            for key in ("spaced ", "\ttabbed\t", "both ", "both", "twice ", "twice  ", "   "):
+                tx.execute(_KEY, (key, b"h" * 32, f'{{"key":"{key}"}}', _TIME))
+        migrate(storage.engine)
+        assert migrate(storage.engine) == []  # once
+
+        def stored(key: str) -> str | None:
+            claim = IdempotencyClaim(key=key, route="POST /api/v1/balance/delta", body_hash=b"h" * 32)
+            response = storage.writes.stored_response("ten_a", claim)
+            return None if response is None else response.body
+
+        assert stored("spaced") == '{"key":"spaced "}'
+        assert stored("tabbed") == '{"key":"\ttabbed\t"}'
+        assert stored("both") == '{"key":"both"}'  # the key as sent without the space stands
+        assert stored("twice") is None  # two keys would be one: neither is changed
+        with storage.engine.read() as tx:
+            keys = sorted(str(row[0]) for row in tx.execute("SELECT idem_key FROM idempotency_keys"))
+        assert keys == ["   ", "both", "both ", "spaced", "tabbed", "twice ", "twice  "]
     finally:
         storage.close()

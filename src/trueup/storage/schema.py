@@ -353,6 +353,20 @@ _V11 = (
             AND NOT EXISTS (SELECT 1 FROM write_waits w WHERE w.request_id = r.id)""",
 )
 
+_TRIMMED_KEY = "ltrim(rtrim(idem_key, ' \t'), ' \t')"
+
+_V12 = (
+    # An Idempotency-Key is read without the spaces or tabs sent around it (RFC 9110); older
+    # versions kept those after it as part of the key, so a retry sent the same way found no reply
+    # after the upgrade and was stored again. Store such keys as they are read now, unless that
+    # would make one of two stored keys (those stay as they were).
+    f"""UPDATE idempotency_keys SET idem_key = {_TRIMMED_KEY}
+         WHERE idem_key <> {_TRIMMED_KEY} AND {_TRIMMED_KEY} <> ''
+           AND (tenant_id, {_TRIMMED_KEY}) IN (
+               SELECT tenant_id, {_TRIMMED_KEY} FROM idempotency_keys
+                GROUP BY tenant_id, {_TRIMMED_KEY} HAVING COUNT(*) = 1)""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, log and balances", _V1),
     Migration(2, "period checkpoints", _V2),
@@ -365,6 +379,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "failures counted before migration 6", _V9),
     Migration(10, "locks counted before migration 6", _V10),
     Migration(11, "retries of queued deltas stored before migration 8 wait", _V11),
+    Migration(12, "idempotency keys without the whitespace sent after them", _V12),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 """The schema this code reads and writes: the newest migration's version."""
