@@ -126,3 +126,32 @@ def test_a_process_stands_by_on_a_schema_other_than_its_own(
         wait_until(lambda: role.is_leader)
     finally:
         role.stop()
+
+
+@pytest.mark.parametrize("kind", ["sequencer", "dispatcher"])
+def test_an_election_that_keeps_failing_logs_its_traceback_once(
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the role's lock cannot be asked for at all (the database down; here its SQLite lock
+    file is a directory), every election logged a whole traceback, each second for each role:
+    thousands of lines a minute that buried the one saying what was wrong. The first failure in
+    a row logs its traceback and each one after it one line, until an election succeeds."""
+    services = open_services(
+        replace(Settings(), data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'trueup.db'}")
+    )
+    lock = tmp_path / f"trueup.db.{kind}.lock"
+    lock.unlink(missing_ok=True)
+    lock.mkdir()
+    role = _role(kind, services)
+    caplog.set_level(logging.INFO, logger="trueup.service.roles")
+    role.start()
+    try:
+        wait_until(lambda: sum("election failed" in m for m in caplog.messages) >= 5)
+        lock.rmdir()
+        wait_until(lambda: role.is_leader)
+    finally:
+        role.stop()
+        services.close()
+    failed = [r for r in caplog.records if "election failed" in r.getMessage()]
+    assert [r.exc_info is not None for r in failed] == [True] + [False] * (len(failed) - 1)
+    assert failed[1].getMessage().startswith(f"{kind} election failed again (2 in a row): ")

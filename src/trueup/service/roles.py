@@ -95,6 +95,7 @@ class ElectedRole(abc.ABC):
 
     def _run(self) -> None:
         standing_by = False  # said so since the last time it led (once, not every poll)
+        failures = 0  # elections failed in a row (the database down, say): one traceback, then a line each
         while not self._stop.is_set():
             try:
                 with self._engine.try_leader_lock(self.role) as leadership:
@@ -114,8 +115,16 @@ class ElectedRole(abc.ABC):
                         self.elections += 1
                         log.info("this process holds the %s role", self.role)
                         self._lead()  # until stopped, or the lock is lost: then stand by
-            except Exception:
-                log.exception("%s election failed; retrying", self.role)
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.exception("%s election failed; retrying every %g s", self.role, self._standby_poll)
+                else:
+                    log.error(  # noqa: TRY400 - its traceback was logged at the first failure
+                        "%s election failed again (%d in a row): %s", self.role, failures, exc
+                    )
+            else:
+                failures = 0
             finally:
                 self.is_leader = False
                 self._leadership = None
