@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -144,6 +146,22 @@ def test_a_sequencer_that_cannot_run_is_reported_down_and_retried(tmp_path: Path
     finally:
         child.stop()
     assert child.pid is not None and not alive(child.pid)
+
+
+def test_a_sequencer_child_not_heard_from_yet_is_reported_down_not_standby(tmp_path: Path) -> None:
+    # Before its first report the child seals nothing (it is still starting, or hangs opening
+    # the database), yet /readyz said "standby", as if another process led, for as long as it
+    # said nothing: a server alone on its database showed no process down and none leading.
+    child = SequencerProcess(tmp_path, None)
+    child._command = [sys.executable, "-c", "import time; time.sleep(60)"]  # runs, says nothing
+    child.start()
+    try:
+        wait_until(lambda: child.pid is not None)
+        assert child.role == "down"
+        time.sleep(SequencerProcess.SILENT_S + 0.5)
+        assert child.role == "down"
+    finally:
+        child.stop()
 
 
 def test_a_sequencer_that_cannot_even_be_started_is_retried(tmp_path: Path) -> None:

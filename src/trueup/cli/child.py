@@ -183,7 +183,9 @@ class SequencerProcess(SupervisedChild):
             ["trueup.cli.main", "sequencer", "--supervised"], data_dir, database_url, restart_pause_s
         )
         self._on_seal = on_seal
-        self._role = "standby"
+        self._role = "down"
+        """``down`` until the child first reports: starting, it seals nothing, and "standby" would
+        say another process leads when none may."""
         self._heard_at: float | None = None
         """When the running child last reported anything (``None``: not yet)."""
         self._full_batch = FullBatchTrigger(batch_size)
