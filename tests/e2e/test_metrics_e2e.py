@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 
 from tests.e2e.conftest import Running
@@ -43,3 +45,36 @@ def test_metrics_cover_ingest_commit_queue_seal_and_errors(running: Running) -> 
         'trueup_http_responses_total{route="/api/v1/balance/delta/{recordId}",status="4xx"}',
     ):
         assert name in text, name
+
+
+def _unmatched_4xx(running: Running) -> float:
+    name = 'trueup_http_responses_total{route="unmatched",status="4xx"} '
+    found = [line for line in httpx.get(f"{running.url}/metrics").text.splitlines() if line.startswith(name)]
+    return float(found[0].split()[1]) if found else 0.0
+
+
+def _raw_status_line(running: Running, sent: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", running.server.port), timeout=10) as sock:
+        sock.sendall(sent)
+        reply = b""
+        while b"\r\n" not in reply and (part := sock.recv(65536)):
+            reply += part
+    return reply.split(b"\r\n", 1)[0]
+
+
+def test_the_refusals_the_http_protocol_writes_itself_are_counted(running: Running) -> None:
+    """Bytes that are not HTTP/1.1, a head too long and a body asking to switch protocols are
+    answered by the server's HTTP protocol, outside the app and its counting middleware: none
+    was counted, so a client sending them by the thousand showed in no 4xx rate."""
+    before = _unmatched_4xx(running)
+    for sent, status in (
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nNot A Header\r\n\r\n", b"400"),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 200_000 + b"\r\n\r\n", b"431"),
+        (
+            b"POST /api/v1/writes HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+            b"400",
+        ),
+    ):
+        assert _raw_status_line(running, sent).split()[1] == status
+    assert _unmatched_4xx(running) == before + 3

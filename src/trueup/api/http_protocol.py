@@ -42,6 +42,7 @@ from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE, 
 
 from trueup.api.errors import error_body
 from trueup.api.fastpath import WriteAnswers
+from trueup.service.metrics import HTTP_RESPONSES
 
 __all__ = ["RESPONSE_HEADERS", "OneWriteHttpToolsProtocol"]
 
@@ -121,6 +122,7 @@ _UPGRADE_REFUSED = json.dumps(
 async def _refuse_upgrade(scope: Scope, receive: Receive, send: Send) -> None:
     """The reply to a request with a body that asks to switch protocols (``Upgrade: h2c``,
     say), which the parser stops reading at its head: its body would be read as empty."""
+    HTTP_RESPONSES.labels("unmatched", "4xx").inc()  # answered instead of the app, which counts the rest
     await send(
         {
             "type": "http.response.start",
@@ -224,6 +226,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     _refused = False  # bytes were refused (see _refuse): what still comes is read and dropped
     _refusal: bytes | None = None  # the refusal's reply, while replies before it are still to come
     _refusal_after = 0  # how many replies come before it
+    _refusal_status = 400  # the refusal's status, counted in /metrics once it is written
     _replies = 0  # replies written on this connection
     _mid_body = False  # a request's head has come and its body has not all come
     _stopping = False  # the server is stopping (shutdown)
@@ -426,6 +429,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body),
         ]
         self._refusal = b"".join(head) + body
+        self._refusal_status = status
         self._refusal_after = before
         if self._replies >= before:
             self._send_refusal()
@@ -446,6 +450,8 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         reply, self._refusal = self._refusal, None
         if reply is not None and not self.transport.is_closing():
             self.transport.write(reply)
+            # Written here, outside the app and its counting middleware; refused before any route.
+            HTTP_RESPONSES.labels("unmatched", f"{self._refusal_status // 100}xx").inc()
             self._linger()
 
     def _linger(self) -> None:
