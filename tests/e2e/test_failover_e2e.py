@@ -3,9 +3,11 @@ workers take turns writing."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -195,3 +197,33 @@ def test_metrics_in_files_count_each_seal_once(tmp_path: Path) -> None:
     sealed = [line for line in text.splitlines() if line.startswith("trueup_sealed_leaves_total ")]
     assert sealed == ["trueup_sealed_leaves_total 30.0"], sealed
     assert 'trueup_ingest_items_total{source="writes"} 30.0' in text
+
+
+def test_a_stopping_server_with_workers_refuses_new_connections_at_once(tmp_path: Path) -> None:
+    """While its workers finished what was in flight (up to 10 s), `serve --workers` kept its
+    copy of the listening socket open: the kernel took new connections that no worker would
+    accept, their requests waited unanswered, and they were reset when it exited. A client (or
+    a load balancer) should be refused at once and go elsewhere."""
+    key = create_key(tmp_path, None)
+    with ServerProcess(tmp_path, None, extra_args=["--workers", "2"]) as server:
+        assert server.process is not None
+        with socket.create_connection(("127.0.0.1", server.port)) as in_flight:
+            # A write whose body has not all come: in flight until the graceful shutdown's 10 s end.
+            in_flight.sendall(
+                b"POST /api/v1/writes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"X-Api-Key: " + key.encode() + b"\r\nContent-Length: 100\r\n\r\n{"
+            )
+            time.sleep(0.5)  # taken by a worker
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(1.0)  # every worker has stopped accepting
+            started = time.monotonic()
+            with socket.socket() as late:
+                late.settimeout(15)
+                try:
+                    late.connect(("127.0.0.1", server.port))
+                    late.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    outcome = f"connected, then {late.recv(100)!r}"
+                except OSError as exc:
+                    outcome = type(exc).__name__
+            assert outcome == "ConnectionRefusedError", (outcome, time.monotonic() - started)
+        server.process.wait(timeout=15)

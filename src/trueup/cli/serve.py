@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -13,9 +14,11 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from trueup.api.app import create_app
 from trueup.api.http_protocol import RESPONSE_HEADERS, OneWriteHttpToolsProtocol
@@ -283,26 +286,51 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
         own_directory.mkdir(mode=0o700)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(own_directory)
     try:
-        _run_uvicorn(args, "trueup.cli.serve:worker_app", factory=True, workers=args.workers)
+        _run_uvicorn_workers(args)
     finally:
         if own_directory is not None:
             shutil.rmtree(own_directory, ignore_errors=True)
     return 0
 
 
-def _run_uvicorn(args: argparse.Namespace, app: FastAPI | str, **extra: object) -> None:
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        loop="uvloop",
-        http=OneWriteHttpToolsProtocol,
-        headers=list(RESPONSE_HEADERS),  # on every reply, the protocol's own too
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        **extra,  # type: ignore[arg-type]  # factory/workers, as uvicorn.run documents them
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor of ``--workers``, which lets go of the listening socket when it
+    stops. uvicorn's kept its copy open until every worker had finished what was in flight (up
+    to the 10 s of a graceful shutdown): the kernel went on taking connections that no worker
+    would accept, the client's request sat unanswered, and the connection was reset when the
+    supervisor exited, where a client or load balancer should be refused at once and go
+    elsewhere."""
+
+    def terminate_all(self) -> None:
+        for sock in self.sockets:  # the workers' copies close as each of them stops accepting
+            sock.close()
+        super().terminate_all()
+
+
+def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+        "loop": "uvloop",
+        "http": OneWriteHttpToolsProtocol,
+        "headers": list(RESPONSE_HEADERS),  # on every reply, the protocol's own too
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
+
+
+def _run_uvicorn(args: argparse.Namespace, app: FastAPI) -> None:
+    uvicorn.run(app, **_uvicorn_options(args))
+
+
+def _run_uvicorn_workers(args: argparse.Namespace) -> None:
+    """``uvicorn.run`` with ``workers``, but with :class:`_Supervisor`."""
+    config = uvicorn.Config(
+        "trueup.cli.serve:worker_app", factory=True, workers=args.workers, **_uvicorn_options(args)
     )
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run
+        _Supervisor(config, sockets=[config.bind_socket()]).run()
 
 
 def _settle_roles(args: argparse.Namespace) -> str | None:
