@@ -446,3 +446,29 @@ def test_a_deleted_endpoint_gets_nothing_that_was_waiting_for_a_worker(services:
         wait_until(lambda: not dispatcher._in_flight)
     assert len(receiver.requests()) == 1
     assert statuses(services) == ["failed", "failed"]
+
+
+def test_storage_calls_that_keep_failing_log_their_traceback_once(
+    services: Services, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the dispatcher led and its storage calls failed (a database gone for a minute),
+    each round logged a whole traceback, every second. The first failure in a row logs its
+    traceback and each one after it one line, until a round succeeds."""
+    monkeypatch.setattr(dispatcher_module, "_BACKOFF_ON_STORAGE_ERROR_S", 0.02)
+    caplog.set_level(logging.INFO, logger="trueup.webhooks.dispatcher")
+    with dispatching(services) as dispatcher:
+        wait_until(lambda: dispatcher.is_leader)
+        with services.storage.engine.write() as tx:  # every round's reads now fail
+            tx.execute("ALTER TABLE webhook_deliveries RENAME TO webhook_deliveries_away")
+        try:
+            wait_until(lambda: sum("storage call failed" in m for m in caplog.messages) >= 4)
+        finally:
+            with services.storage.engine.write() as tx:
+                tx.execute("ALTER TABLE webhook_deliveries_away RENAME TO webhook_deliveries")
+        principal = principal_for(services)
+        with Receiver() as receiver:  # and a round that succeeds again sends what is due
+            one_completion(services, principal, receiver.url)
+            wait_until(lambda: statuses(services) == ["delivered"])
+    failed = [r for r in caplog.records if "storage call failed" in r.getMessage()]
+    assert [r.exc_info is not None for r in failed[:4]] == [True, False, False, False]
+    assert failed[1].getMessage().startswith("dispatcher storage call failed again (2 in a row): ")

@@ -140,14 +140,25 @@ class Dispatcher(ElectedRole):
         ]
         for thread in threads:
             thread.start()
+        failures = 0
         try:
             while self._leading():
                 try:
                     self._flush()
                     wait = self._claim()
-                except Exception:
-                    log.exception("dispatcher storage call failed; retrying")
+                except Exception as exc:
+                    # The traceback once, then one line a try: a database down for a minute
+                    # logged a whole traceback every second.
+                    failures += 1
+                    if failures == 1:
+                        log.exception("dispatcher storage call failed; retrying")
+                    else:
+                        log.error(  # noqa: TRY400 - its traceback was logged at the first failure
+                            "dispatcher storage call failed again (%d in a row): %s", failures, exc
+                        )
                     wait = _BACKOFF_ON_STORAGE_ERROR_S
+                else:
+                    failures = 0
                 self._wake.wait(wait)
                 self._wake.clear()
                 # Let finished attempts gather, so that recording them takes at most one
