@@ -140,31 +140,8 @@ class Dispatcher(ElectedRole):
         ]
         for thread in threads:
             thread.start()
-        failures = 0
         try:
-            while self._leading():
-                try:
-                    self._flush()
-                    wait = self._claim()
-                except Exception as exc:
-                    # The traceback once, then one line a try: a database down for a minute
-                    # logged a whole traceback every second.
-                    failures += 1
-                    if failures == 1:
-                        log.exception("dispatcher storage call failed; retrying")
-                    else:
-                        log.error(  # noqa: TRY400 - its traceback was logged at the first failure
-                            "dispatcher storage call failed again (%d in a row): %s", failures, exc
-                        )
-                    wait = _BACKOFF_ON_STORAGE_ERROR_S
-                else:
-                    failures = 0
-                self._wake.wait(wait)
-                self._wake.clear()
-                # Let finished attempts gather, so that recording them takes at most one
-                # write transaction per window, however fast receivers answer (on SQLite
-                # every write transaction takes the one writer lock that ingest uses too).
-                self._stop.wait(_BATCH_WINDOW_S)
+            self._rounds()
         finally:
             # Not sent by this process, whose role may now be another's: whoever leads sends them.
             while True:
@@ -183,6 +160,34 @@ class Dispatcher(ElectedRole):
                 self._flush()  # attempts that finished are recorded, not repeated
             except Exception:
                 log.exception("could not record the last attempts; they will be repeated")
+
+    def _rounds(self) -> None:
+        """Record finished attempts and hand out due deliveries, round after round, while this
+        process leads. A round whose storage calls fail is tried again after a backoff, its
+        traceback logged once, then one line a round (a database down for a minute logged a
+        whole traceback every second)."""
+        failures = 0
+        while self._leading():
+            try:
+                self._flush()
+                wait = self._claim()
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.exception("dispatcher storage call failed; retrying")
+                else:
+                    log.error(  # noqa: TRY400 - its traceback was logged at the first failure
+                        "dispatcher storage call failed again (%d in a row): %s", failures, exc
+                    )
+                wait = _BACKOFF_ON_STORAGE_ERROR_S
+            else:
+                failures = 0
+            self._wake.wait(wait)
+            self._wake.clear()
+            # Let finished attempts gather, so that recording them takes at most one write
+            # transaction per window, however fast receivers answer (on SQLite every write
+            # transaction takes the one writer lock that ingest uses too).
+            self._stop.wait(_BATCH_WINDOW_S)
 
     def _flush(self) -> None:
         """Record every finished attempt in one transaction."""
