@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
+import psycopg
 import pytest
 
 from trueup.storage import open_storage
 from trueup.storage.migrate import SchemaInUseError, applied_versions, migrate, schema_version
-from trueup.storage.schema import MIGRATIONS, SCHEMA_VERSION
+from trueup.storage.postgres import advisory_lock_ids
+from trueup.storage.schema import MIGRATIONS, SCHEMA_VERSION, Migration
 
 PREVIOUS = MIGRATIONS[-2].version
 """The schema of the previous release, which an upgrade starts from."""
@@ -108,4 +111,86 @@ def test_an_upgrade_goes_ahead_once_the_holder_lets_go(database_url: str) -> Non
         release.set()
         thread.join(30)
         holder.close()
+        new.close()
+
+
+def _slow(version: int, seconds: float) -> Migration:
+    return Migration(version, f"slow {version}", (f"SELECT pg_sleep({seconds})",))
+
+
+def _wait_for_query(url: str, text: str) -> None:
+    """Until a session of the server runs ``text`` (a migration under way)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for _ in range(600):
+            if conn.execute("SELECT 1 FROM pg_stat_activity WHERE query = %s", (text,)).fetchone():
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"no session ran {text!r}")
+
+
+def test_an_upgrade_keeps_its_role_locks_through_a_migration_longer_than_their_idle_timeout(
+    pg_url: str,
+) -> None:
+    """The server ends a lock session idle for the lock timeout, and the lock with it (a frozen
+    holder lets go): an upgrade's locks sat idle while its migrations ran, so a migration longer
+    than that (migration 7 takes about a minute a million deltas) let an older process left
+    standing by take a role half-way through the upgrade."""
+    new = open_storage(pg_url, run_migrations=False)
+    other = open_storage(pg_url, run_migrations=False)
+    new.engine.lock_idle_timeout_s = 1.0  # type: ignore[attr-defined]
+    slow = _slow(SCHEMA_VERSION + 1, 4.01)
+    result: list[object] = []
+    try:
+        migrate(new.engine)
+        upgrade = threading.Thread(
+            target=lambda: result.append(migrate(new.engine, (*MIGRATIONS, slow), ask_s=0.2))
+        )
+        upgrade.start()
+        _wait_for_query(pg_url, slow.statements[0])
+        time.sleep(2.0)  # twice the lock timeout, well inside the migration
+        for role in ("sequencer", "dispatcher"):
+            with other.engine.try_leader_lock(role) as leadership:
+                assert not leadership, f"the {role} lock was free during the upgrade"
+        upgrade.join(60)
+        assert result == [[slow.version]]
+    finally:
+        new.close()
+        other.close()
+
+
+def test_an_upgrade_that_loses_a_role_lock_stops_after_the_migration_under_way(pg_url: str) -> None:
+    """Its session terminated (an operator, a failover): another process may lead now, so the
+    migrations after the one running are left for a start that holds the locks again."""
+    new = open_storage(pg_url, run_migrations=False)
+    first, second = _slow(SCHEMA_VERSION + 1, 1.01), _slow(SCHEMA_VERSION + 2, 0)
+    errors: list[BaseException] = []
+
+    def upgrade() -> None:
+        try:
+            migrate(new.engine, (*MIGRATIONS, first, second))
+        except BaseException as exc:  # asserted on below
+            errors.append(exc)
+
+    try:
+        migrate(new.engine)
+        thread = threading.Thread(target=upgrade)
+        thread.start()
+        _wait_for_query(pg_url, first.statements[0])
+        key = new.engine.lock_key("dispatcher")  # type: ignore[attr-defined]
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            ended = conn.execute(
+                """SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'
+                   AND classid = %s AND objid = %s AND objsubid = 1 AND granted""",
+                advisory_lock_ids(key),
+            ).fetchall()
+        assert ended == [(True,)]
+        thread.join(60)
+        assert len(errors) == 1 and isinstance(errors[0], SchemaInUseError)
+        assert str(errors[0]) == (
+            f"this process lost a role lock while it migrated the database (now at schema "
+            f"{first.version}): start it again to finish the upgrade"
+        )
+        assert schema_version(new.engine) == first.version
+        assert migrate(new.engine, (*MIGRATIONS, first, second)) == [second.version]  # started again
+    finally:
         new.close()

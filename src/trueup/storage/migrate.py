@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 
-from trueup.storage.engine import Engine
+from trueup.storage.engine import Engine, Leadership
 from trueup.storage.errors import StorageError
 from trueup.storage.schema import MIGRATIONS, Migration
 
@@ -20,6 +22,10 @@ _ROLES = ("sequencer", "dispatcher")
 version, which would go on writing rows of the old schema into the migrated one."""
 UPGRADE_WAIT_S = 30.0
 """How long an upgrade waits for those locks (another new process migrating holds them briefly)."""
+LOCK_ASK_S = 1.0
+"""How often an upgrade asks after its role locks while its migrations run, as a leader asks
+between rounds: a PostgreSQL lock session that sat idle for the server's lock timeout (10 s)
+would be ended, and its lock with it, in the middle of a long migration."""
 
 
 class SchemaTooNewError(StorageError):
@@ -64,7 +70,10 @@ def applied_versions(engine: Engine) -> set[int]:
 
 
 def migrate(
-    engine: Engine, migrations: tuple[Migration, ...] = MIGRATIONS, wait_s: float = UPGRADE_WAIT_S
+    engine: Engine,
+    migrations: tuple[Migration, ...] = MIGRATIONS,
+    wait_s: float = UPGRADE_WAIT_S,
+    ask_s: float = LOCK_ASK_S,
 ) -> list[int]:
     """Apply every pending migration, each in its own transaction; return the versions applied.
 
@@ -76,11 +85,14 @@ def migrate(
     (a new process migrating holds them). A process that holds no role when it looks (a
     standby, an API-only host) is not seen: stop every process of the old version first. Those
     of this version or later also stand by rather than lead on a schema other than their own
-    (:class:`~trueup.service.roles.ElectedRole`).
+    (:class:`~trueup.service.roles.ElectedRole`). The locks are asked after every ``ask_s``
+    while the migrations run, which keeps their sessions from being ended as idle; one lost all
+    the same (a session terminated) stops the upgrade after the migration under way.
 
     Raises:
         SchemaTooNewError: if the database holds a migration this code does not know.
-        SchemaInUseError: if a migration is due and another process kept a role lock.
+        SchemaInUseError: if a migration is due and another process kept a role lock, or a
+            role lock was lost during the upgrade.
     """
     deadline, progress = time.monotonic() + wait_s, -1
     while True:
@@ -100,9 +112,11 @@ def migrate(
         if not done:  # a new database: no Trueup has written to it
             return _apply(engine, pending)
         with ExitStack() as held:
-            if all(held.enter_context(engine.try_leader_lock(role)) for role in _ROLES):
+            leaderships = [held.enter_context(engine.try_leader_lock(role)) for role in _ROLES]
+            if all(leaderships):
                 log.info("migrating the database from schema %d to %d", max(done), pending[-1].version)
-                return _apply(engine, pending)
+                with _asked_after(leaderships, ask_s) as still_held:
+                    return _apply(engine, pending, still_held)
         if time.monotonic() >= deadline:
             raise SchemaInUseError(
                 f"the database has schema version {max(done)} and this Trueup needs "
@@ -112,9 +126,37 @@ def migrate(
         time.sleep(0.25)
 
 
-def _apply(engine: Engine, migrations: tuple[Migration, ...]) -> list[int]:
+@contextmanager
+def _asked_after(leaderships: Sequence[Leadership], every_s: float) -> Iterator[Callable[[], bool]]:
+    """Ask after each of ``leaderships`` every ``every_s`` on a thread of its own while the
+    block runs (the migrations hold this one); yield a check, asking them all now, of whether
+    all are still held (a lock's session serves one question at a time)."""
+    stop = threading.Event()
+
+    def ask() -> None:
+        while not stop.wait(every_s):
+            for leadership in leaderships:
+                leadership.still_held()
+
+    thread = threading.Thread(target=ask, name="trueup-upgrade-locks", daemon=True)
+    thread.start()
+    try:
+        yield lambda: all(leadership.still_held() for leadership in leaderships)
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _apply(
+    engine: Engine, migrations: tuple[Migration, ...], still_held: Callable[[], bool] = lambda: True
+) -> list[int]:
     applied: list[int] = []
     for migration in migrations:
+        if not still_held():
+            raise SchemaInUseError(
+                f"this process lost a role lock while it migrated the database (now at schema "
+                f"{max(applied_versions(engine))}): start it again to finish the upgrade"
+            )
         with engine.write() as tx:
             engine.serialize(tx, "migrate")  # applied_versions above created the bookkeeping table
             done = tx.one("SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,))
