@@ -114,7 +114,9 @@ class SQLiteEngine(Engine):
             self._writer.close()
             raise StorageUnavailableError(f"cannot open the writer lock beside {path}: {exc}") from exc
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: dict[threading.Thread, sqlite3.Connection] = {}
+        """Each thread's reader connection, by its thread, so that :meth:`close` closes them all
+        and a thread that has ended has its connection closed (:meth:`read`)."""
         self._readers_lock = threading.Lock()
         self.wal_finishing_passes = 0
         """Passes a writer made when a checkpoint round asked, and that copied the whole WAL: the
@@ -202,7 +204,19 @@ class SQLiteEngine(Engine):
             conn = self._connect()
             self._local.conn = conn
             with self._readers_lock:
-                self._readers.append(conn)
+                # Worker pools end idle threads and start new ones (the HTTP handlers' pool after
+                # 10 s idle), and a connection kept only here would stay open for good: two file
+                # descriptors and up to cache_size of pages per thread that ever read. One still
+                # in a transaction is some other thread's read, joined (a generator finished
+                # elsewhere): it is closed on a later call, once that read has ended.
+                ended = [
+                    thread
+                    for thread, reader in self._readers.items()
+                    if not thread.is_alive() and not reader.in_transaction
+                ]
+                for thread in ended:
+                    self._readers.pop(thread).close()
+                self._readers[threading.current_thread()] = conn
         if conn.in_transaction:
             # A read nested in another read on this thread joins the outer snapshot.
             yield SQLiteTx(conn)
@@ -217,7 +231,7 @@ class SQLiteEngine(Engine):
         if self._checkpointer.ident is not None:  # started
             self._checkpointer.stop()
         with self._readers_lock:
-            for conn in self._readers:
+            for conn in self._readers.values():
                 conn.close()
             self._readers.clear()
         with self._write_lock:
