@@ -20,6 +20,7 @@ from starlette.routing import Match
 from trueup.api.responses import JSONResponse
 from trueup.core import errors as domain
 from trueup.core.strict_json import describe
+from trueup.service.group_commit import STORAGE_RETRY_AFTER_S
 from trueup.service.metrics import HTTP_RESPONSES, route_label
 from trueup.storage.errors import StorageUnavailableError
 
@@ -160,7 +161,7 @@ def _routed(request: Request, **changed: str) -> bool:
 async def _on_storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.error("storage unavailable: %s", exc)
     return error_response(
-        503, "SERVICE_UNAVAILABLE", "storage is unavailable; retry shortly", retryAfterSeconds=1
+        503, "SERVICE_UNAVAILABLE", StorageUnavailableError.reply, retryAfterSeconds=STORAGE_RETRY_AFTER_S
     )
 
 

@@ -20,9 +20,13 @@ from typing import Protocol
 
 from trueup.core.errors import UnavailableError
 from trueup.service.metrics import COMMIT_BATCH, COMMIT_SECONDS, INGEST_ITEMS
+from trueup.storage.errors import StorageUnavailableError
 from trueup.storage.write_drafts import WriteDraft, WriteResult
 
-__all__ = ["CommitStore", "GroupCommitter"]
+__all__ = ["STORAGE_RETRY_AFTER_S", "CommitStore", "GroupCommitter"]
+
+STORAGE_RETRY_AFTER_S = 1
+"""The ``Retry-After`` of a 503 for storage that failed (the API's answer on every route)."""
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +110,11 @@ class GroupCommitter:
             log.warning("group commit of %d requests failed: %s", len(batch), exc)
             _resolve(batch, [exc] * len(batch))
             return
-        except Exception as exc:  # storage down: every caller gets 503, nothing was stored
+        except Exception:  # storage down: every caller gets 503, nothing was stored
             log.exception("group commit of %d requests failed", len(batch))
-            error = UnavailableError(f"storage is unavailable: {type(exc).__name__}")
+            # The reply the API gives a storage error on every other route: a client is told
+            # when to retry, and nothing of the server's own text (files, hosts, classes).
+            error = UnavailableError(StorageUnavailableError.reply, retry_after_seconds=STORAGE_RETRY_AFTER_S)
             _resolve(batch, [error] * len(batch))
             return
         try:

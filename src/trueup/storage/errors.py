@@ -18,6 +18,9 @@ class StorageError(Exception):
 class StorageUnavailableError(StorageError):
     """The database cannot be reached or refused the operation; callers fail closed."""
 
+    reply = "storage is unavailable; retry shortly"
+    """What a client is told: the error's own text may name files, hosts and tables."""
+
 
 class TransactionConflictError(StorageUnavailableError):
     """The database ended a transaction to break a deadlock with another one (or a

@@ -1,0 +1,124 @@
+"""A database whose disk is full: every write is a 503 that says when to retry and stores
+nothing, and once there is room again the same writes are stored as if nothing had happened.
+
+The disk is made full on demand on each backend, on a real database: on SQLite the writer's
+``PRAGMA max_page_count`` is set to the pages the file holds (SQLite then answers SQLITE_FULL,
+as it does when the file system has no room), on PostgreSQL a trigger on the deltas raises
+SQLSTATE 53100 ``disk_full``, what the server says when it cannot extend a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from trueup.api.app import create_app
+from trueup.service.container import Services, open_services
+from trueup.service.settings import Settings
+from trueup.storage.sqlite import SQLiteEngine
+
+_RAISE_DISK_FULL = """
+CREATE FUNCTION trueup_test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';
+END $$;
+CREATE TRIGGER trueup_test_disk_full BEFORE INSERT ON deltas
+    FOR EACH STATEMENT EXECUTE FUNCTION trueup_test_disk_full();
+"""
+
+
+@pytest.fixture
+def services(database_url: str, tmp_path: Path) -> Iterator[Services]:
+    opened = open_services(replace(Settings(), data_dir=tmp_path, database_url=database_url))
+    yield opened
+    opened.close()
+
+
+@contextmanager
+def _disk_full(services: Services) -> Iterator[None]:
+    """The database's disk full while inside; room again after."""
+    engine = services.storage.engine
+    if isinstance(engine, SQLiteEngine):
+        writer = engine._writer
+        pages = writer.execute("PRAGMA page_count").fetchone()[0]
+        writer.execute(f"PRAGMA max_page_count = {pages}")
+        try:
+            yield
+        finally:
+            writer.execute("PRAGMA max_page_count = 4294967294")
+        return
+    url = services.settings.resolved_database_url
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(_RAISE_DISK_FULL)
+    try:
+        yield
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP FUNCTION trueup_test_disk_full() CASCADE")
+
+
+def _items(prefix: str, count: int) -> list[dict[str, Any]]:
+    # 4 KiB of metadata each: every write needs pages the database does not have yet.
+    return [
+        {"key": f"{prefix}-{i}", "accountId": "cust_1", "bits": i + 1, "metadata": {"pad": "x" * 4000}}
+        for i in range(count)
+    ]
+
+
+_WRITES: list[tuple[str, dict[str, Any], dict[str, str]]] = [
+    ("/api/v1/writes", {"items": _items("plain", 20)}, {}),
+    ("/api/v1/writes", {"items": _items("keyed", 20)}, {"Idempotency-Key": "idem-1"}),
+    (
+        "/api/v1/balance/delta/batch",
+        {
+            "deltas": [
+                {"customerId": "cust_1", "delta": -(i + 1), "reason": "r", "referenceId": f"batch-{i}"}
+                | {"metadata": {"pad": "y" * 4000}}
+                for i in range(20)
+            ]
+        },
+        {},
+    ),
+]
+
+
+def test_writes_to_a_full_disk_are_503s_that_store_nothing_and_succeed_once_there_is_room(
+    services: Services,
+) -> None:
+    key = services.keys.create("acme").key
+
+    async def send_all(client: httpx.AsyncClient) -> list[httpx.Response]:
+        return [
+            await client.post(path, json=body, headers={"X-Api-Key": key} | headers)
+            for path, body, headers in _WRITES
+        ]
+
+    async def scenario() -> tuple[list[httpx.Response], list[httpx.Response]]:
+        transport = httpx.ASGITransport(app=create_app(services))
+        async with httpx.AsyncClient(transport=transport, base_url="http://trueup") as client:
+            with _disk_full(services):
+                refused = await send_all(client)
+            return refused, await send_all(client)
+
+    refused, retried = asyncio.run(scenario())
+    for reply in refused:
+        assert reply.status_code == 503, reply.text
+        body = reply.json()
+        assert body["code"] == "SERVICE_UNAVAILABLE"
+        assert body["message"] == "storage is unavailable; retry shortly"
+        assert reply.headers["Retry-After"] == str(body["retryAfterSeconds"]) == "1"
+    # Nothing was stored: the same keys (and the same Idempotency-Key) are new deltas now, not
+    # repeats, and every amount counts once.
+    assert [reply.status_code for reply in retried] == [202, 202, 202], [r.text for r in retried]
+    assert "idempotent" not in retried[1].text
+    assert retried[2].json()["data"]["totalQueued"] == 20
+    assert all(result.get("idempotent") is not True for result in retried[2].json()["data"]["results"])
+    assert services.storage.log.queue_stats()[0] == 60
