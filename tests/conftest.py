@@ -62,6 +62,29 @@ def fresh_pg_schema() -> Iterator[str]:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+@contextmanager
+def pg_disk_full(url: str) -> Iterator[None]:
+    """While inside, every insert into the deltas of the schema at ``url`` fails as a full
+    disk does on PostgreSQL: SQLSTATE 53100 ``disk_full``, raised by a trigger."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            """CREATE FUNCTION trueup_test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN
+                   RAISE EXCEPTION 'could not extend file: No space left on device'
+                       USING ERRCODE = 'disk_full';
+               END $$"""
+        )
+        conn.execute(
+            """CREATE TRIGGER trueup_test_disk_full BEFORE INSERT ON deltas
+               FOR EACH STATEMENT EXECUTE FUNCTION trueup_test_disk_full()"""
+        )
+    try:
+        yield
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP FUNCTION trueup_test_disk_full() CASCADE")
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     with fresh_pg_schema() as url:

@@ -17,22 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
+from tests.conftest import pg_disk_full
 from trueup.api.app import create_app
 from trueup.service.container import Services, open_services
 from trueup.service.settings import Settings
+from trueup.storage.errors import StorageFullError
 from trueup.storage.sqlite import SQLiteEngine
-
-_RAISE_DISK_FULL = """
-CREATE FUNCTION trueup_test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';
-END $$;
-CREATE TRIGGER trueup_test_disk_full BEFORE INSERT ON deltas
-    FOR EACH STATEMENT EXECUTE FUNCTION trueup_test_disk_full();
-"""
 
 
 @pytest.fixture
@@ -55,14 +47,8 @@ def _disk_full(services: Services) -> Iterator[None]:
         finally:
             writer.execute("PRAGMA max_page_count = 4294967294")
         return
-    url = services.settings.resolved_database_url
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(_RAISE_DISK_FULL)
-    try:
+    with pg_disk_full(services.settings.resolved_database_url):
         yield
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("DROP FUNCTION trueup_test_disk_full() CASCADE")
 
 
 def _items(prefix: str, count: int) -> list[dict[str, Any]]:
@@ -113,7 +99,7 @@ def test_writes_to_a_full_disk_are_503s_that_store_nothing_and_succeed_once_ther
         assert reply.status_code == 503, reply.text
         body = reply.json()
         assert body["code"] == "SERVICE_UNAVAILABLE"
-        assert body["message"] == "storage is unavailable; retry shortly"
+        assert body["message"] == StorageFullError.reply
         assert reply.headers["Retry-After"] == str(body["retryAfterSeconds"]) == "1"
     # Nothing was stored: the same keys (and the same Idempotency-Key) are new deltas now, not
     # repeats, and every amount counts once.

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import fresh_pg_schema
+from tests.conftest import fresh_pg_schema, pg_disk_full
 from tests.e2e.server import ServerProcess, alive, children, create_key, trueup, wait_until
 from trueup.cli.committer import (
     _LENGTH,
@@ -35,7 +35,7 @@ from trueup.cli.committer import (
     _bulk,
 )
 from trueup.storage import open_storage
-from trueup.storage.errors import StorageUnavailableError
+from trueup.storage.errors import StorageFullError, StorageUnavailableError
 from trueup.storage.idempotency import IdempotencyClaim, StoredResponse
 from trueup.storage.write_drafts import DeltaDraft, WriteDraft, WriteResult
 
@@ -358,10 +358,10 @@ def test_a_committer_process_with_workers_is_refused(tmp_path: Path) -> None:
 
 
 @contextmanager
-def _ready_committer(tmp_path: Path) -> Iterator[CommitterProcess]:
-    """A committer child over a fresh SQLite file, ready to commit; stopped (and the file's
-    storage closed) afterwards."""
-    url = f"sqlite:///{tmp_path / 'trueup.db'}"
+def _ready_committer(tmp_path: Path, url: str | None = None) -> Iterator[CommitterProcess]:
+    """A committer child over ``url`` (a fresh SQLite file by default), ready to commit;
+    stopped (and the database's storage closed) afterwards."""
+    url = url or f"sqlite:///{tmp_path / 'trueup.db'}"
     storage = open_storage(url)
     committer = CommitterProcess(tmp_path, url, storage.writes)
     committer.start()
@@ -393,6 +393,13 @@ def test_a_failed_commit_in_the_child_is_a_storage_error(tmp_path: Path) -> None
         assert committer.ready_event.is_set()  # the child answered: it is still the committer
     assert committer.pid is not None
     assert not alive(committer.pid)
+
+
+def test_a_full_disk_in_the_child_is_said_as_one(tmp_path: Path, pg_url: str) -> None:
+    with _ready_committer(tmp_path, pg_url) as committer, pg_disk_full(pg_url):
+        with pytest.raises(StorageFullError, match="No space left on device"):
+            committer.commit([_draft("req_1", "k1")])
+        assert committer.ready_event.is_set()
 
 
 def test_a_child_wedged_mid_commit_is_killed_when_the_server_stops(tmp_path: Path) -> None:

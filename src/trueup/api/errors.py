@@ -160,9 +160,8 @@ def _routed(request: Request, **changed: str) -> bool:
 
 async def _on_storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.error("storage unavailable: %s", exc)
-    return error_response(
-        503, "SERVICE_UNAVAILABLE", StorageUnavailableError.reply, retryAfterSeconds=STORAGE_RETRY_AFTER_S
-    )
+    reply = exc.reply if isinstance(exc, StorageUnavailableError) else StorageUnavailableError.reply
+    return error_response(503, "SERVICE_UNAVAILABLE", reply, retryAfterSeconds=STORAGE_RETRY_AFTER_S)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:

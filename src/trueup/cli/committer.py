@@ -52,7 +52,7 @@ from trueup.cli.options import configure_logging
 from trueup.core.errors import DomainError, UnavailableError
 from trueup.service.settings import Settings
 from trueup.storage import open_storage
-from trueup.storage.errors import StorageUnavailableError
+from trueup.storage.errors import StorageFullError, StorageUnavailableError
 from trueup.storage.write_drafts import WriteDraft, WriteResult
 from trueup.storage.writes import WriteStore
 
@@ -79,6 +79,8 @@ class _Failed:
     """The child's reply when a commit failed as a whole (nothing of it was stored)."""
 
     reason: str
+    disk_full: bool = False
+    """The database's disk was full (:class:`StorageFullError`), which the client is told."""
 
 
 Outcomes = list[WriteResult | Exception]
@@ -107,7 +109,7 @@ class CommitterProcess(SupervisedChild):
         if reply is None:
             return self._local.commit(drafts)
         if isinstance(reply, _Failed):
-            raise StorageUnavailableError(reply.reason)
+            raise (StorageFullError if reply.disk_full else StorageUnavailableError)(reply.reason)
         return reply
 
     def _in_child(self, drafts: Sequence[WriteDraft]) -> Outcomes | _Failed | None:
@@ -288,7 +290,7 @@ def main() -> int:
                 reply = [_portable(outcome) for outcome in storage.writes.commit(drafts)]
             except Exception as exc:  # storage down: the parent answers 503, nothing was stored
                 log.exception("group commit of %d requests failed", len(drafts))
-                reply = _Failed(f"{type(exc).__name__}: {exc}")
+                reply = _Failed(f"{type(exc).__name__}: {exc}", isinstance(exc, StorageFullError))
             try:
                 _send(replies, reply)
             except OSError:  # the parent is gone; what was committed stays committed

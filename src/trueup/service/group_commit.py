@@ -110,11 +110,12 @@ class GroupCommitter:
             log.warning("group commit of %d requests failed: %s", len(batch), exc)
             _resolve(batch, [exc] * len(batch))
             return
-        except Exception:  # storage down: every caller gets 503, nothing was stored
+        except Exception as exc:  # storage down: every caller gets 503, nothing was stored
             log.exception("group commit of %d requests failed", len(batch))
             # The reply the API gives a storage error on every other route: a client is told
             # when to retry, and nothing of the server's own text (files, hosts, classes).
-            error = UnavailableError(StorageUnavailableError.reply, retry_after_seconds=STORAGE_RETRY_AFTER_S)
+            reply = exc.reply if isinstance(exc, StorageUnavailableError) else StorageUnavailableError.reply
+            error = UnavailableError(reply, retry_after_seconds=STORAGE_RETRY_AFTER_S)
             _resolve(batch, [error] * len(batch))
             return
         try:

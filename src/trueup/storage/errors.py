@@ -6,6 +6,7 @@ __all__ = [
     "IntegrityConflictError",
     "SealConflictError",
     "StorageError",
+    "StorageFullError",
     "StorageUnavailableError",
     "TransactionConflictError",
 ]
@@ -20,6 +21,13 @@ class StorageUnavailableError(StorageError):
 
     reply = "storage is unavailable; retry shortly"
     """What a client is told: the error's own text may name files, hosts and tables."""
+
+
+class StorageFullError(StorageUnavailableError):
+    """The database's disk has no room left: nothing of the operation was written, and no
+    write will be until space is freed, so a client is told that rather than to retry shortly."""
+
+    reply = "the database's disk is full; nothing was stored, retry once space has been freed"
 
 
 class TransactionConflictError(StorageUnavailableError):

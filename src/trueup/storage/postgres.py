@@ -23,7 +23,12 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from trueup.storage.engine import BulkUpdate, BulkUpsert, Dialect, Engine, Leadership, Row, Tx, chunks
-from trueup.storage.errors import IntegrityConflictError, StorageUnavailableError, TransactionConflictError
+from trueup.storage.errors import (
+    IntegrityConflictError,
+    StorageFullError,
+    StorageUnavailableError,
+    TransactionConflictError,
+)
 
 __all__ = ["PostgresDialect", "PostgresEngine", "advisory_lock_ids"]
 
@@ -235,6 +240,8 @@ def _storage_errors() -> Iterator[None]:
         raise IntegrityConflictError(str(exc)) from exc
     except _ENDED_BY_CONFLICT as exc:
         raise TransactionConflictError(str(exc)) from exc
+    except psycopg.errors.DiskFull as exc:  # an OperationalError too: "could not extend file"
+        raise StorageFullError(str(exc)) from exc
     except _CONNECTION_ENDED as exc:
         raise StorageUnavailableError(str(exc)) from exc
 
@@ -389,6 +396,8 @@ class PostgresEngine(Engine):
                     raise StorageUnavailableError(f"PostgreSQL is unavailable: the transaction ended {state}")
         except _ENDED_BY_CONFLICT as exc:  # at COMMIT, say
             raise TransactionConflictError(str(exc)) from exc
+        except psycopg.errors.DiskFull as exc:  # at COMMIT, say
+            raise StorageFullError(f"PostgreSQL is unavailable: {exc}") from exc
         except _CONNECTION_ENDED as exc:  # lost connection, pool exhausted, server down
             raise StorageUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
 

@@ -23,7 +23,7 @@ from trueup.storage import sqlite_checkpoint as checkpoints
 from trueup.storage.engine import Engine, Leadership, Tx
 from trueup.storage.errors import StorageUnavailableError
 from trueup.storage.sqlite_lock import WriterTurn, open_lock_file
-from trueup.storage.sqlite_tx import SQLiteDialect, SQLiteTx
+from trueup.storage.sqlite_tx import SQLiteDialect, SQLiteTx, unavailable
 
 __all__ = ["SQLiteDialect", "SQLiteEngine"]
 
@@ -139,7 +139,7 @@ class SQLiteEngine(Engine):
             for pragma in _PRAGMAS:
                 conn.execute(pragma)
         except sqlite3.Error as exc:
-            raise StorageUnavailableError(f"cannot open SQLite database {self.path}: {exc}") from exc
+            raise unavailable(exc, f"cannot open SQLite database {self.path}: ") from exc
         return conn
 
     @contextmanager
@@ -147,7 +147,7 @@ class SQLiteEngine(Engine):
         try:
             conn.execute(begin)
         except sqlite3.OperationalError as exc:
-            raise StorageUnavailableError(str(exc)) from exc
+            raise unavailable(exc) from exc
         try:
             yield SQLiteTx(conn)
         except BaseException:
@@ -159,7 +159,7 @@ class SQLiteEngine(Engine):
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             _roll_back(conn)
-            raise StorageUnavailableError(f"commit failed: {exc}") from exc
+            raise unavailable(exc, "commit failed: ") from exc
 
     @contextmanager
     def write(self) -> Iterator[Tx]:

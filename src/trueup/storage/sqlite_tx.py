@@ -11,9 +11,9 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from trueup.storage.engine import BulkUpdate, BulkUpsert, Dialect, Row, Tx
-from trueup.storage.errors import IntegrityConflictError, StorageUnavailableError
+from trueup.storage.errors import IntegrityConflictError, StorageFullError, StorageUnavailableError
 
-__all__ = ["SQLiteDialect", "SQLiteTx"]
+__all__ = ["SQLiteDialect", "SQLiteTx", "unavailable"]
 
 _MAX_PARAMETERS = 8_000
 """Parameters per multi-row statement (about 600 deltas), under SQLite's own limit (32,766
@@ -35,6 +35,25 @@ class SQLiteDialect(Dialect):
         return template
 
 
+_NO_ROOM = {
+    "SQLITE_FULL": "",
+    # Said as "disk I/O error", which does not say why: SQLite could not grow the -shm file
+    # beside a WAL database, which on a full file system is the first thing to fail.
+    "SQLITE_IOERR_SHMSIZE": " (no room to grow the -shm file: the disk is full)",
+}
+"""SQLite's errors (by their extended names) that mean the disk has no room left, and what to
+add to their text to say so."""
+
+
+def unavailable(exc: sqlite3.Error, context: str = "") -> StorageUnavailableError:
+    """``exc`` as the storage layer's error, ``context`` before its text; a full disk as
+    :class:`StorageFullError`, so that clients and logs are told the disk is full."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name in _NO_ROOM:
+        return StorageFullError(f"{context}{exc}{_NO_ROOM[name]}")
+    return StorageUnavailableError(f"{context}{exc}")
+
+
 @contextmanager
 def _mapped_errors() -> Iterator[None]:
     """SQLite's errors as the engine contract's: a constraint, or the database unavailable."""
@@ -43,7 +62,7 @@ def _mapped_errors() -> Iterator[None]:
     except sqlite3.IntegrityError as exc:
         raise IntegrityConflictError(str(exc)) from exc
     except sqlite3.OperationalError as exc:
-        raise StorageUnavailableError(str(exc)) from exc
+        raise unavailable(exc) from exc
 
 
 class SQLiteTx(Tx):
