@@ -85,6 +85,28 @@ def pg_disk_full(url: str) -> Iterator[None]:
             conn.execute("DROP FUNCTION trueup_test_disk_full() CASCADE")
 
 
+@contextmanager
+def disk_full(services: Services) -> Iterator[None]:
+    """The database of ``services`` with its disk full while inside (a real error from a real
+    database, made on demand), and room again after. On SQLite the writer's ``PRAGMA
+    max_page_count`` is set to the pages the file holds: SQLite then answers SQLITE_FULL, as it
+    does when the file system has no room. On PostgreSQL, :func:`pg_disk_full`."""
+    from trueup.storage.sqlite import SQLiteEngine  # noqa: PLC0415 - as Services, for fixtures only
+
+    engine = services.storage.engine
+    if isinstance(engine, SQLiteEngine):
+        writer = engine._writer
+        pages = writer.execute("PRAGMA page_count").fetchone()[0]
+        writer.execute(f"PRAGMA max_page_count = {pages}")
+        try:
+            yield
+        finally:
+            writer.execute("PRAGMA max_page_count = 4294967294")
+        return
+    with pg_disk_full(services.settings.resolved_database_url):
+        yield
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     with fresh_pg_schema() as url:

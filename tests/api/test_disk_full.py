@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import pg_disk_full
+from tests.conftest import disk_full
 from trueup.api.app import create_app
 from trueup.service.container import Services, open_services
 from trueup.service.settings import Settings
 from trueup.storage.errors import StorageFullError
-from trueup.storage.sqlite import SQLiteEngine
 
 
 @pytest.fixture
@@ -32,23 +30,6 @@ def services(database_url: str, tmp_path: Path) -> Iterator[Services]:
     opened = open_services(replace(Settings(), data_dir=tmp_path, database_url=database_url))
     yield opened
     opened.close()
-
-
-@contextmanager
-def _disk_full(services: Services) -> Iterator[None]:
-    """The database's disk full while inside; room again after."""
-    engine = services.storage.engine
-    if isinstance(engine, SQLiteEngine):
-        writer = engine._writer
-        pages = writer.execute("PRAGMA page_count").fetchone()[0]
-        writer.execute(f"PRAGMA max_page_count = {pages}")
-        try:
-            yield
-        finally:
-            writer.execute("PRAGMA max_page_count = 4294967294")
-        return
-    with pg_disk_full(services.settings.resolved_database_url):
-        yield
 
 
 def _items(prefix: str, count: int) -> list[dict[str, Any]]:
@@ -90,7 +71,7 @@ def test_writes_to_a_full_disk_are_503s_that_store_nothing_and_succeed_once_ther
     async def scenario() -> tuple[list[httpx.Response], list[httpx.Response]]:
         transport = httpx.ASGITransport(app=create_app(services))
         async with httpx.AsyncClient(transport=transport, base_url="http://trueup") as client:
-            with _disk_full(services):
+            with disk_full(services):
                 refused = await send_all(client)
             return refused, await send_all(client)
 

@@ -4,9 +4,15 @@ and keeps going when a caller has gone away."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
+from dataclasses import replace
 
+import pytest
+
+from tests.conftest import disk_full
 from tests.service.conftest import principal_for
+from trueup.core.errors import UnavailableError
 from trueup.core.ids import new_request_id
 from trueup.service.container import Services
 from trueup.storage.write_drafts import DeltaDraft, WriteDraft
@@ -83,3 +89,32 @@ def test_a_failing_hook_after_a_durable_commit_neither_loses_the_reply_nor_the_t
 
     assert len(set(asyncio.run(commit_two()))) == 2
     assert services.storage.log.queue_stats()[0] == 2
+
+
+def test_group_commits_failing_in_a_row_log_one_traceback(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk under load failed every group: a traceback each flooded the log (500,000
+    lines a minute). The first failure in a row is logged whole, the others a line each."""
+    tenant = principal_for(services).tenant_id
+
+    async def commit(key: str) -> object:
+        one = _draft(tenant, key)
+        # 500 deltas: more than the pages a SQLite file holds with room to spare
+        draft = replace(one, items=[one.items[0]._replace(key=f"{key}-{i}") for i in range(500)])
+        try:
+            return await asyncio.wait_for(services.committer.commit(draft), 60)
+        except UnavailableError as exc:
+            return exc
+
+    with caplog.at_level(logging.ERROR, logger="trueup.service.group_commit"):
+        with disk_full(services):
+            refused = [asyncio.run(commit(f"full-{i}")) for i in range(3)]
+        assert not isinstance(asyncio.run(commit("room")), Exception)
+        with disk_full(services):
+            assert isinstance(asyncio.run(commit("full-again")), UnavailableError)
+    assert all(isinstance(outcome, UnavailableError) for outcome in refused)
+    logged = [(record.getMessage(), record.exc_info is not None) for record in caplog.records]
+    assert [whole for _, whole in logged] == [True, False, False, True]
+    assert logged[1][0].startswith("group commit of 1 requests failed again (2 in a row): ")
+    assert logged[2][0].startswith("group commit of 1 requests failed again (3 in a row): ")

@@ -278,6 +278,7 @@ def main() -> int:
     os.dup2(2, 1)
     settings = Settings.from_env()
     storage = open_storage(settings.resolved_database_url)
+    failures = 0  # commits failed in a row
     try:
         _send(replies, _READY)
         while True:
@@ -288,8 +289,19 @@ def main() -> int:
             reply: Outcomes | _Failed
             try:
                 reply = [_portable(outcome) for outcome in storage.writes.commit(drafts)]
+                failures = 0
             except Exception as exc:  # storage down: the parent answers 503, nothing was stored
-                log.exception("group commit of %d requests failed", len(drafts))
+                # The traceback once, then one line a group, as the parent logs them.
+                failures += 1
+                if failures == 1:
+                    log.exception("group commit of %d requests failed", len(drafts))
+                else:
+                    log.error(  # noqa: TRY400 - its traceback was logged at the first failure
+                        "group commit of %d requests failed again (%d in a row): %s",
+                        len(drafts),
+                        failures,
+                        exc,
+                    )
                 reply = _Failed(f"{type(exc).__name__}: {exc}", isinstance(exc, StorageFullError))
             try:
                 _send(replies, reply)
