@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -277,13 +279,10 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
     services.close()
     # The workers' metrics go to files in a directory of this server, so /metrics adds up all
     # of them (trueup.service.metrics); set before uvicorn spawns the workers, which read it
-    # when they import prometheus_client. One given by the operator is used as it is. Emptied
-    # at start as well as at the end: a server killed outright leaves its files behind.
+    # when they import prometheus_client. One given by the operator is used as it is.
     own_directory = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        own_directory = settings.data_dir / f"metrics-{args.port}"
-        shutil.rmtree(own_directory, ignore_errors=True)
-        own_directory.mkdir(mode=0o700)
+        own_directory = _own_metrics_directory(settings, args.port)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(own_directory)
     try:
         _run_uvicorn_workers(args)
@@ -291,6 +290,34 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
         if own_directory is not None:
             shutil.rmtree(own_directory, ignore_errors=True)
     return 0
+
+
+MEMORY_FILE_SYSTEM = Path("/dev/shm")  # noqa: S108 - only a directory this server made (0700) is used
+"""Where the workers' metric files go when it is a directory: a file system in memory."""
+
+
+def _own_metrics_directory(settings: Settings, port: int) -> Path:
+    """A new directory for the workers' metric files, off the database's disk where possible.
+
+    prometheus_client writes them through ``mmap`` into files it grows by truncating them, so
+    no disk space stands behind their pages: on a full disk the first write to such a page
+    kills the worker with SIGBUS, and every worker started after it the same way, so a full
+    data directory took the whole API down, reads and probes included, until space was freed.
+    Hence a directory in memory (:data:`MEMORY_FILE_SYSTEM`), named after the port and the data
+    directory; where there is none, or the name is held by something this server cannot remove
+    (another user's), ``<data dir>/metrics-<port>``. Each is emptied first: a server killed
+    outright leaves its files behind, and a new name each time would leave them in memory.
+    """
+    digest = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:16]
+    in_memory = MEMORY_FILE_SYSTEM / f"trueup-metrics-{port}-{digest}"
+    shutil.rmtree(in_memory, ignore_errors=True)  # a link is not followed, and not removed
+    with contextlib.suppress(OSError):
+        in_memory.mkdir(mode=0o700)  # new: this server's own
+        return in_memory
+    directory = settings.data_dir / f"metrics-{port}"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(mode=0o700)
+    return directory
 
 
 class _Supervisor(Multiprocess):
