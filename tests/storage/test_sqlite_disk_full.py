@@ -9,7 +9,7 @@ import pytest
 
 from trueup.storage.errors import StorageFullError, StorageUnavailableError
 from trueup.storage.sqlite import SQLiteEngine
-from trueup.storage.sqlite_tx import unavailable
+from trueup.storage.sqlite_tx import storage_error
 
 
 def test_a_commit_with_no_room_left_is_a_full_disk(tmp_path: Path) -> None:
@@ -32,11 +32,11 @@ def test_no_room_for_the_shm_file_is_said_to_be_a_full_disk() -> None:
     # WAL database (a server started on a full disk): its own text says only "disk I/O error".
     error = sqlite3.OperationalError("disk I/O error")
     error.sqlite_errorname = "SQLITE_IOERR_SHMSIZE"
-    mapped = unavailable(error, "cannot open SQLite database x.db: ")
+    mapped = storage_error(error, "cannot open SQLite database x.db: ")
     assert isinstance(mapped, StorageFullError)
     assert str(mapped) == (
         "cannot open SQLite database x.db: disk I/O error (no room to grow the -shm file: the disk is full)"
     )
     other = sqlite3.OperationalError("disk I/O error")
     other.sqlite_errorname = "SQLITE_IOERR_READ"
-    assert type(unavailable(other)) is StorageUnavailableError
+    assert type(storage_error(other)) is StorageUnavailableError

@@ -1,7 +1,9 @@
 """``trueup audit``: rebuild the log and every balance from the stored deltas and compare.
 
-The audit trusts nothing derived: it re-encodes each sealed delta into its leaf, rebuilds the
-tree, and checks, in order, that
+The audit trusts nothing derived. First the database checks its own file (SQLite's
+``PRAGMA integrity_check``: a file damaged where the walk below never reads, an index say, would
+pass it). Then it re-encodes each sealed delta into its leaf, rebuilds the tree, and checks, in
+order, that
 
 1. leaf indices run 0, 1, 2, … with no gap (a deleted row shows up here), and every row
    holds values of the kinds its columns take;
@@ -43,6 +45,7 @@ from trueup.service.sealing import leaf_fields_of
 from trueup.storage import Storage
 from trueup.storage.checked_rows import MalformedRowError
 from trueup.storage.checkpoints import CheckpointRecord
+from trueup.storage.errors import StorageCorruptError
 from trueup.storage.heads import HeadRecord
 from trueup.storage.log import SealedDelta
 
@@ -82,6 +85,7 @@ def audit_log(
     """Audit the whole log; ``verifier_key`` is the C2SP key that must have signed every head."""
     auditor = _Auditor(storage, verifier_key)
     try:
+        _check_file(storage)
         # One snapshot for every read of the audit: on a log a server keeps sealing, leaves,
         # heads, nodes, totals and checkpoints are all of one moment (in steps, the nodes and
         # totals read last would hold seals the walk never saw).
@@ -89,7 +93,17 @@ def audit_log(
             auditor.run(progress)
     except (_MismatchError, MalformedRowError) as exc:  # a row of the wrong kind is a mismatch too
         return AuditReport(False, auditor.tree.size, auditor.heads_checked, str(exc), auditor.warnings())
+    except StorageCorruptError as exc:
+        problem = f"{exc} (restore the database from a backup: docs/operations.md)"
+        return AuditReport(False, auditor.tree.size, auditor.heads_checked, problem, auditor.warnings())
     return AuditReport(True, auditor.tree.size, auditor.heads_checked, warnings=auditor.warnings())
+
+
+def _check_file(storage: Storage) -> None:
+    """Raise :class:`StorageCorruptError` naming what the database's check of its own file finds."""
+    damage = storage.engine.damage()
+    if damage:
+        raise StorageCorruptError(f"the database file is damaged: {'; '.join(damage)}")
 
 
 class _Auditor:

@@ -251,6 +251,13 @@ class Engine(abc.ABC):
         database is never analysed, so its plans follow from the schema alone).
         """
 
+    def damage(self, limit: int = 5) -> list[str]:
+        """What the database's own check of its file finds damaged (up to ``limit`` findings;
+        none: sound). SQLite's ``PRAGMA integrity_check``, which reads every page and index
+        entry. PostgreSQL keeps no one file to check this way: an empty list.
+        """
+        return []
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release every connection."""

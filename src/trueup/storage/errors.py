@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "IntegrityConflictError",
     "SealConflictError",
+    "StorageCorruptError",
     "StorageError",
     "StorageFullError",
     "StorageUnavailableError",
@@ -28,6 +29,11 @@ class StorageFullError(StorageUnavailableError):
     write will be until space is freed, so a client is told that rather than to retry shortly."""
 
     reply = "the database's disk is full; nothing was stored, retry once space has been freed"
+
+
+class StorageCorruptError(StorageError):
+    """The database file is damaged (SQLite's ``SQLITE_CORRUPT``, ``SQLITE_NOTADB``): no retry
+    mends it, a restore from a backup does (docs/operations.md)."""
 
 
 class TransactionConflictError(StorageUnavailableError):

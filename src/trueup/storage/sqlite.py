@@ -23,7 +23,7 @@ from trueup.storage import sqlite_checkpoint as checkpoints
 from trueup.storage.engine import Engine, Leadership, Tx
 from trueup.storage.errors import StorageUnavailableError
 from trueup.storage.sqlite_lock import WriterTurn, open_lock_file
-from trueup.storage.sqlite_tx import SQLiteDialect, SQLiteTx, unavailable
+from trueup.storage.sqlite_tx import SQLiteDialect, SQLiteTx, storage_error
 
 __all__ = ["SQLiteDialect", "SQLiteEngine"]
 
@@ -139,7 +139,7 @@ class SQLiteEngine(Engine):
             for pragma in _PRAGMAS:
                 conn.execute(pragma)
         except sqlite3.Error as exc:
-            raise unavailable(exc, f"cannot open SQLite database {self.path}: ") from exc
+            raise storage_error(exc, f"cannot open SQLite database {self.path}: ") from exc
         return conn
 
     @contextmanager
@@ -147,7 +147,7 @@ class SQLiteEngine(Engine):
         try:
             conn.execute(begin)
         except sqlite3.OperationalError as exc:
-            raise unavailable(exc) from exc
+            raise storage_error(exc) from exc
         try:
             yield SQLiteTx(conn)
         except BaseException:
@@ -159,7 +159,7 @@ class SQLiteEngine(Engine):
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             _roll_back(conn)
-            raise unavailable(exc, "commit failed: ") from exc
+            raise storage_error(exc, "commit failed: ") from exc
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
@@ -226,6 +226,11 @@ class SQLiteEngine(Engine):
 
     def try_leader_lock(self, name: str) -> AbstractContextManager[Leadership]:
         return _file_lock(self.path.with_name(f"{self.path.name}.{name}.lock"))
+
+    def damage(self, limit: int = 5) -> list[str]:
+        with self.read() as tx:
+            found = [str(row[0]) for row in tx.execute(f"PRAGMA integrity_check({int(limit)})")]
+        return [] if found == ["ok"] else found
 
     def close(self) -> None:
         if self._checkpointer.ident is not None:  # started

@@ -11,9 +11,15 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from trueup.storage.engine import BulkUpdate, BulkUpsert, Dialect, Row, Tx
-from trueup.storage.errors import IntegrityConflictError, StorageFullError, StorageUnavailableError
+from trueup.storage.errors import (
+    IntegrityConflictError,
+    StorageCorruptError,
+    StorageError,
+    StorageFullError,
+    StorageUnavailableError,
+)
 
-__all__ = ["SQLiteDialect", "SQLiteTx", "unavailable"]
+__all__ = ["SQLiteDialect", "SQLiteTx", "damaged", "storage_error"]
 
 _MAX_PARAMETERS = 8_000
 """Parameters per multi-row statement (about 600 deltas), under SQLite's own limit (32,766
@@ -45,24 +51,38 @@ _NO_ROOM = {
 add to their text to say so."""
 
 
-def unavailable(exc: sqlite3.Error, context: str = "") -> StorageUnavailableError:
+def damaged(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says the database file is damaged, or is no database at all."""
+    name: str = getattr(exc, "sqlite_errorname", "")
+    return name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB"
+
+
+def storage_error(exc: sqlite3.Error, context: str = "") -> StorageError:
     """``exc`` as the storage layer's error, ``context`` before its text; a full disk as
-    :class:`StorageFullError`, so that clients and logs are told the disk is full."""
+    :class:`StorageFullError`, so that clients and logs are told the disk is full, and a damaged
+    file as :class:`StorageCorruptError`, which no retry mends."""
     name = getattr(exc, "sqlite_errorname", "")
     if name in _NO_ROOM:
         return StorageFullError(f"{context}{exc}{_NO_ROOM[name]}")
+    if damaged(exc):
+        return StorageCorruptError(f"{context}the database file is damaged: {exc}")
     return StorageUnavailableError(f"{context}{exc}")
 
 
 @contextmanager
 def _mapped_errors() -> Iterator[None]:
-    """SQLite's errors as the engine contract's: a constraint, or the database unavailable."""
+    """SQLite's errors as the engine contract's: a constraint, the database unavailable, or
+    its file damaged."""
     try:
         yield
     except sqlite3.IntegrityError as exc:
         raise IntegrityConflictError(str(exc)) from exc
     except sqlite3.OperationalError as exc:
-        raise unavailable(exc) from exc
+        raise storage_error(exc) from exc
+    except sqlite3.DatabaseError as exc:
+        if not damaged(exc):
+            raise  # a statement this code got wrong: not the database's state
+        raise storage_error(exc) from exc
 
 
 class SQLiteTx(Tx):
