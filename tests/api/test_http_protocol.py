@@ -969,3 +969,71 @@ def test_an_absolute_target_with_an_empty_path_is_taken_as_the_root(
         assert (protocol.scope["raw_path"], protocol.scope["query_string"]) == (path, query)
 
     _fed([b"POST " + target + b" HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\n\r\nok"], then=check)
+
+
+_BIG = b"x" * (1 << 20)
+
+
+async def _big_app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """Answers every request with 1 MiB, more than the socket's buffers take at once here."""
+    if scope["type"] != "http":
+        return
+    headers = [(b"content-length", str(len(_BIG)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": _BIG})
+
+
+class _QuickReply(_Recording):
+    reply_timeout_s = 0.5
+
+
+async def _connect_small(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection whose receive buffer is small, so that replies not read fill the server's."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return await asyncio.open_connection(sock=sock)
+
+
+@_LOOPS
+def test_a_client_that_reads_none_of_its_replies_is_cut_off(runner: Any) -> None:
+    """Pipelined GETs whose replies are never read: the server's writes wait for the client, and
+    uvicorn waited for as long as it liked, keeping the connection, the reply and every request
+    queued behind it. A wait in which the client takes nothing ends the connection."""
+
+    async def main() -> None:
+        async with _uvicorn(_big_app, _QuickReply) as (server, port):
+            _, writer = await _connect_small(port)
+            try:
+                writer.write(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n" * 40)
+                for _ in range(200):  # 20 s at most: much longer than the server's wait
+                    if not server.server_state.connections:
+                        break
+                    await asyncio.sleep(0.1)
+                assert not server.server_state.connections, "the connection is still open"
+            finally:
+                writer.transport.abort()
+
+    runner(main())
+
+
+@_LOOPS
+def test_a_client_that_reads_its_replies_slowly_gets_them_all(runner: Any) -> None:
+    """Each wait in which the client took some of the replies is followed by another."""
+
+    async def main() -> None:
+        async with _uvicorn(_big_app, _QuickReply) as (_, port):
+            reader, writer = await _connect_small(port)
+            try:
+                writer.write(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n" * 4)
+                received = 0
+                while received < 4 * len(_BIG):
+                    chunk = await asyncio.wait_for(reader.read(65536), 10)
+                    assert chunk, f"closed by the server after {received:,} bytes"
+                    received += len(chunk)
+                    await asyncio.sleep(0.02)  # about 3 MB/s at most
+            finally:
+                writer.close()
+
+    runner(main())
