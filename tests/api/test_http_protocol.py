@@ -1037,3 +1037,33 @@ def test_a_client_that_reads_its_replies_slowly_gets_them_all(runner: Any) -> No
                 writer.close()
 
     runner(main())
+
+
+def test_requests_queued_behind_a_reply_are_let_go_of_when_the_client_leaves() -> None:
+    """Pipelined requests behind a slow reply, and the client gone before any is answered: the
+    queued requests' cycles point back at the connection's protocol, and kept in its queue they
+    were left for the cyclic collector, which the server runs rarely."""
+
+    async def main() -> None:
+        async with _uvicorn(_slow_app, _Recording) as (server, port):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            queued = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 200
+            writer.write(b"GET /slowget HTTP/1.1\r\nHost: t\r\n\r\n" + queued)
+            for _ in range(100):  # until the server has taken them all
+                if sum(len(c.pipeline) for c in server.server_state.connections) >= 199:
+                    break
+                await asyncio.sleep(0.05)
+            writer.transport.abort()
+            for _ in range(100):
+                if not server.server_state.connections and not server.server_state.tasks:
+                    break
+                await asyncio.sleep(0.05)
+            alive = [o for o in gc.get_objects() if isinstance(o, RequestResponseCycle)]
+            assert len(alive) <= 1  # the one being answered, which the protocol still holds
+
+    gc.collect()
+    gc.disable()
+    try:
+        asyncio.run(main())
+    finally:
+        gc.enable()
