@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import socket
 import subprocess
 import sys
@@ -563,3 +564,32 @@ def test_a_data_directory_that_cannot_be_made_is_one_line_and_exit_1(tmp_path: P
     assert done.stderr.startswith(f"trueup {command}: "), done.stderr
     assert done.stderr.endswith(f"cannot use the data directory {in_the_way}: File exists\n"), done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def _open_files_limit(pid: int) -> tuple[int, int]:
+    """The soft and hard limit on open files of process ``pid``, as ``/proc`` tells them."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError(f"no open-files line in /proc/{pid}/limits")
+
+
+def test_serve_raises_its_open_file_limit_to_the_hard_limit(tmp_path: Path) -> None:
+    """A shell or systemd unit gives 1,024 open files by default, and every connection takes one:
+    out of them, new connections were accepted and closed without a reply or a log line. serve
+    takes what the hard limit allows, and its children with it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 512:
+        pytest.skip(f"the hard limit on open files here is {hard}: nothing to raise to")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))  # the server inherits it
+    try:
+        server = ServerProcess(tmp_path, None).start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert server.process is not None
+        raised = _open_files_limit(server.process.pid)[0]
+        assert raised == (1 << 20 if hard == resource.RLIM_INFINITY else hard)
+    finally:
+        server.stop()

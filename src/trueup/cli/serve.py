@@ -8,6 +8,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -390,9 +391,35 @@ def _settle_roles(args: argparse.Namespace) -> str | None:
     return None
 
 
+OPEN_FILES_CAP = 1 << 20
+"""The most open files ``serve`` asks for when its hard limit is unlimited (Linux's own
+default ceiling, ``fs.nr_open``)."""
+
+
+def _raise_open_file_limit() -> None:
+    """Raise this process's soft limit on open files to its hard limit (its children inherit it).
+
+    Every client connection holds a file descriptor, and a process out of them has new
+    connections accepted and closed at once by uvloop, without a reply or a log line, and its
+    reads fail to open database connections (docs/scaling.md). The soft limit is what a shell or
+    a systemd unit gives by default, 1,024, while the hard limit, which only an administrator
+    sets, is far higher: as Go's runtime and many servers do, the server takes what it may.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_CAP if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:  # a ceiling below the hard limit (fs.nr_open)
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, wanted, exc)
+        else:
+            log.info("open-file limit raised from %d to %d", soft, wanted)
+
+
 def _serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     os.environ["TRUEUP_LOG_LEVEL"] = args.log_level  # for the processes it starts
+    _raise_open_file_limit()
     settings = replace(
         settings_from(args), host=args.host, port=args.port, run_dispatcher=not args.no_dispatcher
     )
