@@ -68,14 +68,23 @@ def test_writes_to_a_full_disk_are_503s_that_store_nothing_and_succeed_once_ther
             for path, body, headers in _WRITES
         ]
 
+    ready: list[httpx.Response] = []
+
     async def scenario() -> tuple[list[httpx.Response], list[httpx.Response]]:
         transport = httpx.ASGITransport(app=create_app(services))
         async with httpx.AsyncClient(transport=transport, base_url="http://trueup") as client:
             with disk_full(services):
                 refused = await send_all(client)
-            return refused, await send_all(client)
+                ready.append(await client.get("/readyz"))
+            retried = await send_all(client)
+            ready.append(await client.get("/readyz"))
+            return refused, retried
 
     refused, retried = asyncio.run(scenario())
+    # Reads go on, so the server stays ready, and says that writes are failing and why.
+    assert [reply.status_code for reply in ready] == [200, 200]
+    assert ready[0].json()["data"]["writes"] == f"failing: {StorageFullError.reply}"
+    assert ready[1].json()["data"]["writes"] == "ok"
     for reply in refused:
         assert reply.status_code == 503, reply.text
         body = reply.json()

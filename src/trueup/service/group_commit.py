@@ -62,6 +62,9 @@ class GroupCommitter:
         """Called with the number of deltas each group commit stored (the sequencer's trigger)."""
         self._failures = 0
         """Group commits failed in a row (storage down, a full disk)."""
+        self.failing: str | None = None
+        """What the callers of the last group commit were told, if it failed in the database
+        (``/readyz`` shows it: reads may go on while every write fails, on a full disk say)."""
 
     async def commit(self, draft: WriteDraft) -> WriteResult:
         """Commit ``draft`` durably; raise its :class:`DomainError` if it was refused."""
@@ -129,9 +132,11 @@ class GroupCommitter:
             # when to retry, and nothing of the server's own text (files, hosts, classes).
             reply = exc.reply if isinstance(exc, StorageUnavailableError) else StorageUnavailableError.reply
             error = UnavailableError(reply, retry_after_seconds=STORAGE_RETRY_AFTER_S)
+            self.failing = reply
             _resolve(batch, [error] * len(batch))
             return
         self._failures = 0
+        self.failing = None
         try:
             self._count(batch, outcomes, time.perf_counter() - started)
         except Exception:  # the group is durable: its callers get their replies, and the thread

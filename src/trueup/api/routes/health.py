@@ -44,6 +44,8 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     role = getattr(request.app.state, "sequencer_role", lambda: "off")()
     committer = getattr(request.app.state, "committer_state", lambda: "thread")()
     dispatcher = getattr(request.app.state, "dispatcher_role", lambda: "off")()
+    failing = services.committer.failing
+    writes = "ok" if failing is None else f"failing: {failing}"
     try:
         depth, oldest = await run_in_threadpool(services.storage.log.queue_stats, PROBE_WAIT_S)
     except StorageError:
@@ -55,6 +57,7 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
                     "sequencer": role,
                     "committer": committer,
                     "dispatcher": dispatcher,
+                    "writes": writes,
                     "queueDepth": None,
                     "oldestQueuedAgeSeconds": None,
                     **_answered_by(),
@@ -73,6 +76,7 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
                 "sequencer": role,
                 "committer": committer,
                 "dispatcher": dispatcher,
+                "writes": writes,
                 "queueDepth": depth,
                 "oldestQueuedAgeSeconds": age,
                 **_answered_by(),

@@ -73,6 +73,10 @@ class _ReadyData(BaseModel):
     sequencer: Literal["leader", "standby", "down", "off"]
     committer: Literal["thread", "process", "down"]
     dispatcher: Literal["leader", "standby", "off"]
+    writes: str = Field(
+        description='"ok", or "failing: " and what the last group commit\'s writers were told (a full '
+        "disk, the database down): reads may still be served"
+    )
     queueDepth: int | None
     oldestQueuedAgeSeconds: float | None
     host: str
