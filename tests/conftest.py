@@ -20,6 +20,7 @@ import pytest
 
 if TYPE_CHECKING:
     from trueup.service.container import Services
+    from trueup.storage.engine import Engine
 
 PG_URL = os.environ.get("TRUEUP_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("TRUEUP_REQUIRE_POSTGRES") == "1"
@@ -130,9 +131,14 @@ def lose_the_lock(role: str, services: Services) -> None:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///") + f".{role}.lock").unlink()
         return
+    end_lock_session(url, services.storage.engine, role)
+
+
+def end_lock_session(url: str, engine: Engine, role: str) -> None:
+    """Terminate the PostgreSQL session that holds ``engine``'s lock on ``role``."""
     from trueup.storage.postgres import advisory_lock_ids  # noqa: PLC0415 - psycopg's side only
 
-    key = services.storage.engine.lock_key(role)  # type: ignore[attr-defined]
+    key = engine.lock_key(role)  # type: ignore[attr-defined]
     with psycopg.connect(url, autocommit=True) as conn:
         ended = conn.execute(
             """SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'

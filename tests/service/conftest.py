@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from trueup.core.writes import parse_writes_body
+from trueup.service.audit import audit_log
 from trueup.service.container import Services, open_services
 from trueup.service.keys import Principal
 from trueup.service.settings import Settings
@@ -52,4 +53,20 @@ def seal_all(services: Services) -> None:
         pass
 
 
-__all__ = ["parse_writes_body", "principal_for", "seal_all", "write"]
+__all__ = ["parse_writes_body", "principal_for", "seal_all", "sealed_log", "write"]
+
+
+def sealed_log(services: Services) -> str:
+    """Thirty deltas of three customers sealed in three seals, audited; the tenant's id."""
+    who = principal_for(services)
+    for batch in range(3):
+        write(
+            services,
+            who,
+            *[{"key": f"k{batch}-{i}", "accountId": f"c{i % 3}", "bits": i + 1} for i in range(10)],
+        )
+        seal_all(services)
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert report.ok, report.problem
+    assert (report.leaves, report.heads) == (30, 4)  # the empty head and three seals
+    return who.tenant_id

@@ -7,7 +7,7 @@ import threading
 import psycopg
 import pytest
 
-from tests.service.conftest import principal_for, seal_all, write
+from tests.service.conftest import principal_for, seal_all, sealed_log, write
 from trueup.cli import audit as cli_audit
 from trueup.core.ids import record_id
 from trueup.proof import TreeHead
@@ -18,28 +18,13 @@ from trueup.service.signing import load_or_create_signer
 from trueup.storage.sqlite import SQLiteEngine
 
 
-def _sealed_log(services: Services) -> str:
-    who = principal_for(services)
-    for batch in range(3):
-        write(
-            services,
-            who,
-            *[{"key": f"k{batch}-{i}", "accountId": f"c{i % 3}", "bits": i + 1} for i in range(10)],
-        )
-        seal_all(services)
-    report = audit_log(services.storage, services.log.verifier_key)
-    assert report.ok, report.problem
-    assert (report.leaves, report.heads) == (30, 4)  # the empty head and three seals
-    return who.tenant_id
-
-
 def _tamper(services: Services, sql: str, params: tuple[object, ...] = ()) -> None:
     with services.storage.engine.write() as tx:
         tx.execute(sql, params)
 
 
 def test_audit_catches_an_edited_amount(services: Services) -> None:
-    _sealed_log(services)
+    sealed_log(services)
     _tamper(services, "UPDATE deltas SET amount = amount + 1 WHERE leaf_index = 17")
     report = audit_log(services.storage, services.log.verifier_key)
     assert not report.ok
@@ -48,7 +33,7 @@ def test_audit_catches_an_edited_amount(services: Services) -> None:
 
 
 def test_audit_catches_a_deleted_row(services: Services) -> None:
-    _sealed_log(services)
+    sealed_log(services)
     _tamper(services, "DELETE FROM deltas WHERE leaf_index = 12")
     report = audit_log(services.storage, services.log.verifier_key)
     assert not report.ok
@@ -71,7 +56,7 @@ def test_audit_catches_a_queued_delta_marked_verified(services: Services) -> Non
 
 
 def test_audit_catches_deleting_the_newest_rows(services: Services) -> None:
-    _sealed_log(services)
+    sealed_log(services)
     _tamper(services, "DELETE FROM deltas WHERE leaf_index >= 28")
     report = audit_log(services.storage, services.log.verifier_key)
     assert not report.ok
@@ -79,14 +64,14 @@ def test_audit_catches_deleting_the_newest_rows(services: Services) -> None:
 
 
 def test_audit_catches_an_altered_node_and_head(services: Services) -> None:
-    _sealed_log(services)
+    sealed_log(services)
     _tamper(services, "UPDATE tree_nodes SET hash = ? WHERE level = 2 AND idx = 1", (b"\x00" * 32,))
     report = audit_log(services.storage, services.log.verifier_key)
     assert report.problem == "tree node (level 2, index 1) differs from the rebuilt one"
 
 
 def test_audit_catches_a_forged_head_signature(services: Services) -> None:
-    _sealed_log(services)
+    sealed_log(services)
     head = services.storage.log.head()
     assert head is not None
     forged = head.checkpoint.replace(f"\n{head.size}\n", f"\n{head.size}\n", 1)[:-10] + "AAAAAAAAA\n"
@@ -98,7 +83,7 @@ def test_audit_catches_a_forged_head_signature(services: Services) -> None:
 
 def test_audit_catches_a_stored_head_timestamp_other_than_the_signed_one(services: Services) -> None:
     """The API serves the stored timestamp (treeHead.timestamp, recordedAt), not the note's."""
-    _sealed_log(services)
+    sealed_log(services)
     head = services.storage.log.head()
     assert head is not None
     _tamper(services, "UPDATE tree_heads SET timestamp_ms = 1 WHERE tree_size = ?", (head.size,))
@@ -109,7 +94,7 @@ def test_audit_catches_a_stored_head_timestamp_other_than_the_signed_one(service
 
 
 def test_audit_catches_a_head_signed_with_the_log_key_for_another_log(services: Services) -> None:
-    _sealed_log(services)
+    sealed_log(services)
     head = services.storage.log.head()
     assert head is not None
     settings = services.settings
@@ -148,7 +133,7 @@ def test_audit_catches_a_head_signed_with_the_log_key_for_another_log(services: 
     ],
 )
 def test_audit_catches_tampered_account_figures(services: Services, tampering: str, problem: str) -> None:
-    tenant = _sealed_log(services)
+    tenant = sealed_log(services)
     _tamper(services, tampering, (tenant,))
     report = audit_log(services.storage, services.log.verifier_key)
     assert report.problem is not None and report.problem.startswith(problem)
@@ -160,7 +145,7 @@ def test_audit_warns_of_a_head_signed_earlier_than_a_smaller_one(
     """A head the key signed at an earlier time than the head before it (the clock went back,
     under a Trueup that did not hold head times back then) is no mismatch: the tree is right
     and the key signed it. The audit passes and says so, in the report and on the command line."""
-    _sealed_log(services)
+    sealed_log(services)
     heads = services.storage.log.heads(-1, 10)
     earlier, later = heads[1], heads[2]  # sizes 10 and 20
     settings = services.settings
@@ -187,7 +172,7 @@ def test_audit_warns_of_a_head_signed_earlier_than_a_smaller_one(
 
 
 def test_audit_of_heads_in_time_order_warns_of_nothing(services: Services) -> None:
-    _sealed_log(services)
+    sealed_log(services)
     assert audit_log(services.storage, services.log.verifier_key).warnings == ()
 
 
@@ -479,7 +464,7 @@ def test_an_audit_reads_one_state_of_a_log_that_keeps_growing(
     """Seals landing while an audit walks the log (a server at work) are not part of it: read
     in steps, the nodes and totals read last held leaves the walk never saw, and the audit
     failed a sound log."""
-    _sealed_log(services)  # 30 leaves
+    sealed_log(services)  # 30 leaves
     monkeypatch.setattr(audit_module, "_CHUNK", 7)
     who = principal_for(services)
     landed: list[int] = []

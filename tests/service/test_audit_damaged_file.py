@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.conftest import principal_for, seal_all, write
+from tests.service.conftest import sealed_log
 from trueup.cli import audit as cli_audit
-from trueup.service.audit import audit_log
 from trueup.service.container import Services, open_services
 from trueup.service.settings import Settings
 from trueup.storage import open_storage
@@ -27,15 +26,7 @@ def sealed(tmp_path: Path) -> tuple[Settings, Path]:
     settings = replace(Settings(), data_dir=tmp_path, database_url=f"sqlite:///{database}")
     services: Services = open_services(settings)
     try:
-        who = principal_for(services)
-        for batch in range(3):
-            write(
-                services,
-                who,
-                *[{"key": f"k{batch}-{i}", "accountId": f"c{i % 3}", "bits": i + 1} for i in range(10)],
-            )
-            seal_all(services)
-        assert audit_log(services.storage, services.log.verifier_key).ok
+        sealed_log(services)
     finally:
         services.close()
     with sqlite3.connect(database) as conn:

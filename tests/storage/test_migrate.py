@@ -10,9 +10,9 @@ import time
 import psycopg
 import pytest
 
+from tests.conftest import end_lock_session
 from trueup.storage import open_storage
 from trueup.storage.migrate import SchemaInUseError, applied_versions, migrate, schema_version
-from trueup.storage.postgres import advisory_lock_ids
 from trueup.storage.schema import MIGRATIONS, SCHEMA_VERSION, Migration
 
 PREVIOUS = MIGRATIONS[-2].version
@@ -176,14 +176,7 @@ def test_an_upgrade_that_loses_a_role_lock_stops_after_the_migration_under_way(p
         thread = threading.Thread(target=upgrade)
         thread.start()
         _wait_for_query(pg_url, first.statements[0])
-        key = new.engine.lock_key("dispatcher")  # type: ignore[attr-defined]
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            ended = conn.execute(
-                """SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'
-                   AND classid = %s AND objid = %s AND objsubid = 1 AND granted""",
-                advisory_lock_ids(key),
-            ).fetchall()
-        assert ended == [(True,)]
+        end_lock_session(pg_url, new.engine, "dispatcher")
         thread.join(60)
         assert len(errors) == 1 and isinstance(errors[0], SchemaInUseError)
         assert str(errors[0]) == (
