@@ -112,3 +112,22 @@ def test_a_shared_bucket_at_an_extreme_rate_answers_rather_than_failing(
         assert outcomes == [0.0, 0.0, 0.0]  # refilled at once: as good as no limit
     else:
         assert outcomes[0] == 0.0 and outcomes[1] > 86_400 and outcomes[2] > 86_400  # burst 2, then none
+
+
+def test_a_shared_bucket_is_not_emptied_for_long_by_the_database_clock_stepping_back(pg_url: str) -> None:
+    # The bucket's time moved an hour ahead of the database clock is what a step back of the
+    # clock by an hour (an NTP correction, a failover to a server whose clock is late) leaves:
+    # the elapsed time came out negative, took an hour's refill (36 tokens at 0.01/s) from
+    # the bucket, and refused every request of the key for that hour and the next hour.
+    storage = open_storage(pg_url)
+    try:
+        store = RateLimitStore(storage.engine)
+        assert store.take("k", 0.01, 5) == 0
+        with storage.engine.write() as tx:
+            tx.execute("UPDATE rate_buckets SET updated_at = updated_at + 3600 WHERE key_id = ?", ("k",))
+        granted = [store.take("k", 0.01, 5) == 0 for _ in range(4)]
+        assert granted == [True, True, True, True]  # the rest of the burst, as before the step
+        wait = store.take("k", 0.01, 5)
+        assert 0 < wait <= 100  # then refused, as ever, until the next token at 0.01/s
+    finally:
+        storage.close()

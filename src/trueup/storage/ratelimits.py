@@ -1,7 +1,9 @@
 """Token buckets shared by every API process on one PostgreSQL database.
 
 One atomic upsert per request refills the key's bucket by the elapsed time (database clock,
-so several hosts agree), takes a token when one is there, and says whether it did.
+so several hosts agree), takes a token when one is there, and says whether it did. Time that
+went backwards (the database clock stepped back) refills nothing: taken as it came, it emptied
+the bucket by the step's worth of tokens and refused the key for that long.
 """
 
 from __future__ import annotations
@@ -10,16 +12,15 @@ from trueup.storage.engine import Engine
 
 __all__ = ["RateLimitStore"]
 
-_TAKE = """
+_REFILLED = "LEAST(?, rate_buckets.tokens + GREATEST(excluded.updated_at - rate_buckets.updated_at, 0) * ?)"
+"""The bucket's tokens now, at most the burst: time gone backwards counts as none."""
+
+_TAKE = f"""
 INSERT INTO rate_buckets (key_id, tokens, updated_at, allowed)
 VALUES (?, ? - 1, EXTRACT(EPOCH FROM clock_timestamp()), TRUE)
 ON CONFLICT (key_id) DO UPDATE SET
-    tokens = CASE
-        WHEN LEAST(?, rate_buckets.tokens + (excluded.updated_at - rate_buckets.updated_at) * ?) >= 1
-        THEN LEAST(?, rate_buckets.tokens + (excluded.updated_at - rate_buckets.updated_at) * ?) - 1
-        ELSE LEAST(?, rate_buckets.tokens + (excluded.updated_at - rate_buckets.updated_at) * ?)
-    END,
-    allowed = LEAST(?, rate_buckets.tokens + (excluded.updated_at - rate_buckets.updated_at) * ?) >= 1,
+    tokens = CASE WHEN {_REFILLED} >= 1 THEN {_REFILLED} - 1 ELSE {_REFILLED} END,
+    allowed = {_REFILLED} >= 1,
     updated_at = excluded.updated_at
 RETURNING tokens, allowed
 """
