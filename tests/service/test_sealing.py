@@ -13,6 +13,7 @@ import pytest
 
 from tests.service.conftest import principal_for, seal_all, write
 from trueup.core.deltas import DeltaLimits
+from trueup.core.timestamps import format_canonical
 from trueup.proof import (
     CompactRange,
     ConsistencyProofError,
@@ -412,6 +413,32 @@ def test_a_clock_that_steps_back_never_makes_a_larger_head_older(
         "the clock is 3600.000 s behind the newest signed tree head; heads carry that head's time "
         "until it catches up"
     ) == 1
+
+
+def test_a_sequencer_clock_behind_the_acceptance_never_reads_verified_before_accepted(
+    services: Services,
+) -> None:
+    """The clock stepped back between acceptance and sealing (or the sequencer's host is behind
+    the API process's): the seal is stamped no earlier than its deltas' acceptance, and no
+    earlier than its tree head, so a record never reads verified before it was accepted."""
+    signer = load_or_create_signer(services.settings.resolved_signing_key_path, "localhost/trueup")
+    late = Sealer(
+        services.storage, signer, "localhost/trueup", clock=lambda: datetime.now(UTC) - timedelta(hours=1)
+    )
+    who = principal_for(services)
+    request_id = write(services, who, *items("late", 2))
+    late.seal_once()
+    status = services.views.request_status(who, request_id, 10, 0)
+    assert status.status == "verified"
+    assert status.request.verified_at is not None
+    assert status.request.verified_at >= status.request.accepted_at
+    for _, _, record in status.request.items:
+        assert record.verified_at is not None and record.verified_at >= record.accepted_at
+    head = services.storage.log.head()
+    assert head is not None
+    assert status.request.verified_at >= format_canonical(
+        datetime.fromtimestamp(head.timestamp_ms / 1000, UTC)
+    )
 
 
 def test_a_seal_completes_its_requests_in_the_order_it_seals_them(services: Services) -> None:

@@ -12,7 +12,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from trueup.core.timestamps import format_canonical
 from trueup.proof import (
@@ -219,7 +219,7 @@ class Sealer:
             failed=failed,
             nodes=nodes,
             head=head,
-            verified_at=format_canonical(self._clock()),
+            verified_at=_verified_at(self._clock(), head, sealed, failed),
             locks_seen=locks_seen,
         )
         try:
@@ -234,6 +234,20 @@ class Sealer:
             raise
         self._state = _State(tree=tree, head=head)
         return outcome
+
+
+def _verified_at(
+    now: datetime, head: HeadRecord, sealed: list[QueuedDelta], failed: list[tuple[QueuedDelta, str]]
+) -> str:
+    """When a seal verified its deltas: ``now``, but never before its head's time nor before
+    any of its deltas was accepted. A clock that stepped back after their acceptance, or a
+    sequencer's host behind the API process's, stamped records verified before they were
+    accepted, and verified before the head that seals them was signed."""
+    signed = datetime.fromtimestamp(head.timestamp_ms // 1000, UTC) + timedelta(
+        milliseconds=head.timestamp_ms % 1000
+    )
+    accepted = [delta.accepted_at for delta in sealed] + [delta.accepted_at for delta, _ in failed]
+    return max(format_canonical(now), format_canonical(signed), *accepted)
 
 
 def _leaf_hash(delta: QueuedDelta) -> bytes:

@@ -78,13 +78,15 @@ class LogStore:
         with self._engine.read() as tx:
             rows = tx.execute(
                 """SELECT seq, tenant_id, request_id, item_index, item_key, customer_id, amount,
-                          reason, metadata, occurred_at, period, salt
+                          reason, metadata, occurred_at, period, salt, accepted_at
                    FROM deltas WHERE status = 'queued' ORDER BY seq LIMIT ?""",
                 (limit,),
             )
         # Both drivers return typed integers and text; only BLOB/BYTEA needs normalising.
         return [
-            QueuedDelta(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bytes(r[11]))
+            QueuedDelta(
+                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bytes(r[11]), r[12]
+            )
             for r in rows
         ]
 

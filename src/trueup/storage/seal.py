@@ -43,6 +43,7 @@ class QueuedDelta(NamedTuple):
     occurred_at: str
     period: str
     salt: bytes
+    accepted_at: str
 
 
 @dataclass(frozen=True, slots=True)
