@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from trueup.service.keys import Principal
 from trueup.webhooks import dispatcher as dispatcher_module
 from trueup.webhooks.dispatcher import Dispatcher
 from trueup.webhooks.schedule import MAX_ATTEMPTS
-from trueup.webhooks.signing import EVENT_ID_HEADER
+from trueup.webhooks.signing import EVENT_ID_HEADER, TIMESTAMP_HEADER
 
 
 @contextmanager
@@ -143,6 +144,28 @@ def test_a_delivery_that_never_succeeds_fails_after_ten_retries(
         f"11 attempts (last: HTTP 500); POST /api/v1/balance/webhooks/{delivery.event_id}/retry "
         "sends it again"
     )
+
+
+def test_a_clock_stepping_back_holds_no_retry_back_by_the_step(services: Services) -> None:
+    """An NTP correction sets the dispatcher's clock back an hour after a failed attempt: the
+    retry, due 10 s after it, goes out once 10 s have passed, not an hour and 10 s later. Its
+    signature carries the clock's time all the same, which is what the receiver checks."""
+    services = replace(services, settings=replace(services.settings, webhook_retry_base_s=10.0))
+    principal = principal_for(services)
+    wall = [datetime.now(UTC) + timedelta(minutes=1)]  # after the event's creation: due at once
+    ticks = [0.0]
+    with (
+        Receiver(fail_first(1)) as receiver,
+        dispatching(services, clock=lambda: wall[0], ticks=lambda: ticks[0], uniform=lambda: 0.0),
+    ):
+        one_completion(services, principal, receiver.url)
+        wait_until(lambda: deliveries(services)[0][3] == 1)  # the first attempt, recorded
+        ticks[0] += 11.0  # 11 s pass, during which the clock is set back an hour
+        wall[0] += timedelta(seconds=11) - timedelta(hours=1)
+        wait_until(lambda: statuses(services) == ["delivered"])
+    got = receiver.requests()
+    assert [r.status for r in got] == [503, 200]
+    assert int(got[1].headers[TIMESTAMP_HEADER]) == int(wall[0].timestamp())
 
 
 def test_a_manual_retry_sends_a_failed_event_again_with_the_same_id(services: Services) -> None:

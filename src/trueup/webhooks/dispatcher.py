@@ -89,6 +89,7 @@ class Dispatcher(ElectedRole):
         resolver: Resolver = system_resolver,
         uniform: Callable[[], float] = random.random,
         clock: Callable[[], datetime] = _utcnow,
+        ticks: Callable[[], float] = time.monotonic,
     ) -> None:
         # The lock is asked about before every claim: a dispatcher that lost it to another
         # would send what that one sends too.
@@ -102,6 +103,10 @@ class Dispatcher(ElectedRole):
         self._resolver = resolver
         self._uniform = uniform
         self._clock = clock
+        self._ticks = ticks
+        self._timeline: tuple[datetime, float] | None = None
+        """The last :meth:`_now` and the ``ticks`` it was read at."""
+        self._timeline_lock = threading.Lock()
         self._transport = AttemptTransport(self._timeout, self._workers)
         self._tasks: queue.PriorityQueue[_Task] = queue.PriorityQueue()
         self._handed = itertools.count()
@@ -121,6 +126,20 @@ class Dispatcher(ElectedRole):
         to finish and record them. One still unanswered then is not recorded and is repeated."""
         super().stop(timeout)
         self._transport.close()
+
+    def _now(self) -> datetime:
+        """The time deliveries are scheduled and found due by: the clock, but never going back.
+        After a step back (an NTP correction, a VM's clock set back) it goes on from where it
+        was at the pace of ``ticks`` (a monotonic clock) until the clock is ahead of it again:
+        followed, the step held every retry already scheduled back by as long as the step.
+        Forward steps are followed (a suspended VM's time did pass)."""
+        with self._timeline_lock:
+            now, ticks = self._clock(), self._ticks()
+            if self._timeline is not None:
+                last, last_ticks = self._timeline
+                now = max(now, last + timedelta(seconds=max(0.0, ticks - last_ticks)))
+            self._timeline = (now, ticks)
+            return now
 
     # -- the role ---------------------------------------------------------------------------
 
@@ -241,7 +260,7 @@ class Dispatcher(ElectedRole):
         longest ago (:meth:`_in_turns`); each goes to the workers ahead of those of tenants
         with more in flight."""
         free = 2 * self._workers - len(self._in_flight)
-        now = self._clock()
+        now = self._now()
         if free > 0:
             stamp = format_canonical(now)
             load = Counter(self._in_flight.values())
@@ -322,14 +341,15 @@ class Dispatcher(ElectedRole):
         except Exception as exc:  # noqa: BLE001 - still pending: handed out again when it can be read
             log.warning("could not read webhook delivery %s before sending it: %s", delivery.event_id, exc)
             return None
-        if not found or found[0].due_at > format_canonical(self._clock()):
+        if not found or found[0].due_at > format_canonical(self._now()):
             return None  # not pending, or put off meanwhile (another dispatcher's attempt)
         return found[0]
 
     def attempt(self, delivery: DueDelivery) -> AttemptOutcome:
         """Send one delivery once and say what happened. Never raises: whatever goes wrong
         (the receiver, the network, the URL policy) is a failed attempt with its reason."""
-        started = self._clock()
+        started = self._now()
+        signed = self._clock()  # the receiver checks the signature's time against its clock
         began = time.perf_counter()
         status_code: int | None = None
         error: str | None = None
@@ -337,10 +357,10 @@ class Dispatcher(ElectedRole):
             pinned = pin(resolve_target(delivery.endpoint.url, self._policy, self._resolver))
             body = delivery.payload.encode("utf-8")
             headers = delivery_headers(
-                delivery.endpoint.signing_secrets(format_canonical(started)),
+                delivery.endpoint.signing_secrets(format_canonical(signed)),
                 delivery.event_id,
                 delivery.event_type,
-                int(started.timestamp()),
+                int(signed.timestamp()),
                 body,
             )
             headers["Host"] = pinned.host_header
@@ -357,7 +377,7 @@ class Dispatcher(ElectedRole):
         except Exception as exc:  # any other failure is a failed attempt, retried
             log.exception("webhook attempt for %s failed unexpectedly", delivery.event_id)
             error = f"internal error: {type(exc).__name__}: {exc}"
-        finished = self._clock()
+        finished = self._now()
         delivered = error is None
         retry = delivery.round_attempts + 1
         next_at = None
