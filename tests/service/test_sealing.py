@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import pytest
 
 from tests.service.conftest import principal_for, seal_all, write
 from trueup.core.deltas import DeltaLimits
-from trueup.core.timestamps import format_canonical
+from trueup.core.timestamps import format_canonical, format_wire
 from trueup.proof import (
     CompactRange,
     ConsistencyProofError,
@@ -28,6 +29,7 @@ from trueup.service.container import Services, open_services
 from trueup.service.sealing import Sealer, leaf_fields_of
 from trueup.service.settings import Settings
 from trueup.service.signing import load_or_create_signer
+from trueup.service.webhooks import WebhookService
 from trueup.storage import seal as seal_module
 from trueup.storage.engine import Tx
 from trueup.storage.errors import SealConflictError
@@ -439,6 +441,32 @@ def test_a_sequencer_clock_behind_the_acceptance_never_reads_verified_before_acc
     assert status.request.verified_at >= format_canonical(
         datetime.fromtimestamp(head.timestamp_ms / 1000, UTC)
     )
+
+
+def test_a_retry_completed_by_a_late_clock_is_not_verified_before_it_was_accepted(services: Services) -> None:
+    """A retry of queued deltas is accepted after them and completed by the seal that seals them.
+    With the sequencer's clock behind, the seal's time is its deltas' acceptance: the retry is
+    stamped no earlier than its own acceptance, in its record and in its completion event."""
+    signer = load_or_create_signer(services.settings.resolved_signing_key_path, "localhost/trueup")
+    late = Sealer(
+        services.storage, signer, "localhost/trueup", clock=lambda: datetime.now(UTC) - timedelta(hours=1)
+    )
+    who = principal_for(services)
+    public = WebhookService(
+        services.storage, services.settings, resolver=lambda host, port: ["93.184.216.34"]
+    )
+    public.create(who, {"url": "https://hooks.example.com/t", "events": ["verification.completed"]})
+    write(services, who, *items("again", 2))
+    retry = write(services, who, *items("again", 2))
+    late.seal_once()
+    status = services.views.request_status(who, retry, 10, 0)
+    assert status.status == "verified"
+    assert status.request.verified_at is not None
+    assert status.request.verified_at >= status.request.accepted_at
+    with services.storage.engine.read() as tx:
+        payloads = [json.loads(str(row[0])) for row in tx.execute("SELECT payload FROM webhook_events")]
+    (completed,) = [p["data"] for p in payloads if p["data"]["requestId"] == retry]
+    assert completed["verifiedAt"] == format_wire(status.request.verified_at)
 
 
 def test_a_seal_completes_its_requests_in_the_order_it_seals_them(services: Services) -> None:

@@ -241,8 +241,11 @@ def _completed_requests(
     verified_at: str,
     heads: dict[int, dict[str, Any] | None],
 ) -> list[NewEvent]:
-    """One ``verification.completed`` per request: its items read once, now that it is done."""
+    """One ``verification.completed`` per request: its items read once, now that it is done.
+    Its time is the request's ``verified_at`` as stored, which is later than ``verified_at`` for
+    a retry accepted after the seal's time (:func:`trueup.storage.seal._settle_waits`)."""
     counts: dict[str, int] = {}
+    stamped: dict[str, str] = {}
     items: dict[str, list[dict[str, Any]]] = {r: [] for r in request_ids}
     sizes: dict[str, int] = {}
     originals: dict[str, set[str]] = {r: set() for r in request_ids}  # statuses of repeated deltas
@@ -250,10 +253,12 @@ def _completed_requests(
         ids_match, ids = tx.one_of("id", part, "text")
         items_match, _ = tx.one_of("request_id", part, "text")
         repeats_match, _ = tx.one_of("w.request_id", part, "text")
-        for request_id, item_count in tx.execute(
-            f"SELECT id, item_count FROM write_requests WHERE {ids_match}", ids
+        for request_id, item_count, stamp in tx.execute(
+            f"SELECT id, item_count, verified_at FROM write_requests WHERE {ids_match}", ids
         ):
             counts[str(request_id)] = int(item_count)
+            if stamp is not None:
+                stamped[str(request_id)] = str(stamp)
         for request_id, index, key, customer_id, leaf_index, status, sealed_size in tx.execute(
             f"""SELECT request_id, item_index, item_key, customer_id, leaf_index, status,
                        sealed_size FROM deltas WHERE {items_match}""",
@@ -286,6 +291,7 @@ def _completed_requests(
         elif "failed" in statuses:
             status = "partially_failed"
         size = sizes.get(request_id)
+        at = stamped.get(request_id, verified_at)
         head = None
         if size is not None:
             if size not in heads:
@@ -302,10 +308,10 @@ def _completed_requests(
                     "itemsRoot": None if head is None else head["rootHash"],
                     "treeHead": head,
                     # Nothing of a failed request was verified: no time to give.
-                    "verifiedAt": None if status == "failed" else format_wire(verified_at),
+                    "verifiedAt": None if status == "failed" else format_wire(at),
                     "items": listed,
                 },
-                verified_at,
+                at,
             )
         )
     return events

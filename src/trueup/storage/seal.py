@@ -153,7 +153,9 @@ def _settle_waits(tx: Tx, verified_at: str) -> dict[str, str]:
     more; return them with their tenants.
 
     Each is completed once: its ``verified_at`` is set only where it is still unset, which a
-    second sequencer racing this one (one that lost its election a moment ago) finds done.
+    second sequencer racing this one (one that lost its election a moment ago) finds done. It
+    is never set before the request's own acceptance: a retry accepted after its originals, and
+    completed by a sequencer whose clock is behind, read verified before it was accepted.
     """
     done: dict[str, str] = {}
     for request_id, tenant_id in tx.execute(
@@ -163,8 +165,9 @@ def _settle_waits(tx: Tx, verified_at: str) -> dict[str, str]:
     ):
         tx.execute("DELETE FROM write_waits WHERE request_id = ?", (request_id,))
         if tx.executemany(
-            "UPDATE write_requests SET verified_at = ? WHERE id = ? AND verified_at IS NULL",
-            [(verified_at, request_id)],
+            """UPDATE write_requests SET verified_at = CASE WHEN accepted_at > ? THEN accepted_at ELSE ? END
+               WHERE id = ? AND verified_at IS NULL""",
+            [(verified_at, verified_at, request_id)],
         ):
             done[str(request_id)] = str(tenant_id)
     return done
