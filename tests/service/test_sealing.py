@@ -417,16 +417,21 @@ def test_a_clock_that_steps_back_never_makes_a_larger_head_older(
     ) == 1
 
 
+def _sealer_an_hour_behind(services: Services) -> Sealer:
+    """A sealer of the services' log whose clock is an hour behind the API's."""
+    signer = load_or_create_signer(services.settings.resolved_signing_key_path, "localhost/trueup")
+    return Sealer(
+        services.storage, signer, "localhost/trueup", clock=lambda: datetime.now(UTC) - timedelta(hours=1)
+    )
+
+
 def test_a_sequencer_clock_behind_the_acceptance_never_reads_verified_before_accepted(
     services: Services,
 ) -> None:
     """The clock stepped back between acceptance and sealing (or the sequencer's host is behind
     the API process's): the seal is stamped no earlier than its deltas' acceptance, and no
     earlier than its tree head, so a record never reads verified before it was accepted."""
-    signer = load_or_create_signer(services.settings.resolved_signing_key_path, "localhost/trueup")
-    late = Sealer(
-        services.storage, signer, "localhost/trueup", clock=lambda: datetime.now(UTC) - timedelta(hours=1)
-    )
+    late = _sealer_an_hour_behind(services)
     who = principal_for(services)
     request_id = write(services, who, *items("late", 2))
     late.seal_once()
@@ -447,10 +452,7 @@ def test_a_retry_completed_by_a_late_clock_is_not_verified_before_it_was_accepte
     """A retry of queued deltas is accepted after them and completed by the seal that seals them.
     With the sequencer's clock behind, the seal's time is its deltas' acceptance: the retry is
     stamped no earlier than its own acceptance, in its record and in its completion event."""
-    signer = load_or_create_signer(services.settings.resolved_signing_key_path, "localhost/trueup")
-    late = Sealer(
-        services.storage, signer, "localhost/trueup", clock=lambda: datetime.now(UTC) - timedelta(hours=1)
-    )
+    late = _sealer_an_hour_behind(services)
     who = principal_for(services)
     public = WebhookService(
         services.storage, services.settings, resolver=lambda host, port: ["93.184.216.34"]
