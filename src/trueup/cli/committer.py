@@ -50,6 +50,7 @@ from typing import Any
 from trueup.cli.child import SupervisedChild
 from trueup.cli.options import configure_logging
 from trueup.core.errors import DomainError, UnavailableError
+from trueup.core.failures import FailuresInARow
 from trueup.service.settings import Settings
 from trueup.storage import open_storage
 from trueup.storage.errors import StorageFullError, StorageUnavailableError
@@ -278,7 +279,7 @@ def main() -> int:
     os.dup2(2, 1)
     settings = Settings.from_env()
     storage = open_storage(settings.resolved_database_url)
-    failures = 0  # commits failed in a row
+    failures = FailuresInARow(log)  # logged as the parent logs its own
     try:
         _send(replies, _READY)
         while True:
@@ -289,19 +290,9 @@ def main() -> int:
             reply: Outcomes | _Failed
             try:
                 reply = [_portable(outcome) for outcome in storage.writes.commit(drafts)]
-                failures = 0
-            except Exception as exc:  # storage down: the parent answers 503, nothing was stored
-                # The traceback once, then one line a group, as the parent logs them.
-                failures += 1
-                if failures == 1:
-                    log.exception("group commit of %d requests failed", len(drafts))
-                else:
-                    log.error(  # noqa: TRY400 - its traceback was logged at the first failure
-                        "group commit of %d requests failed again (%d in a row): %s",
-                        len(drafts),
-                        failures,
-                        exc,
-                    )
+                failures.succeeded()
+            except Exception as exc:  # noqa: BLE001 - logged; the parent answers 503, nothing was stored
+                failures.failed(f"group commit of {len(drafts)} requests", exc)
                 reply = _Failed(f"{type(exc).__name__}: {exc}", isinstance(exc, StorageFullError))
             try:
                 _send(replies, reply)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from trueup.core.errors import UnavailableError
+from trueup.core.failures import FailuresInARow
 from trueup.service.metrics import COMMIT_BATCH, COMMIT_SECONDS, INGEST_ITEMS
 from trueup.storage.errors import StorageUnavailableError
 from trueup.storage.write_drafts import WriteDraft, WriteResult
@@ -60,7 +61,7 @@ class GroupCommitter:
         self.requests = 0
         self.on_stored: Callable[[int], None] | None = None
         """Called with the number of deltas each group commit stored (the sequencer's trigger)."""
-        self._failures = 0
+        self._failures = FailuresInARow(log)
         """Group commits failed in a row (storage down, a full disk)."""
         self.failing: str | None = None
         """What the callers of the last group commit were told, if it failed in the database
@@ -115,19 +116,10 @@ class GroupCommitter:
             log.warning("group commit of %d requests failed: %s", len(batch), exc)
             _resolve(batch, [exc] * len(batch))
             return
-        except Exception as exc:  # storage down: every caller gets 503, nothing was stored
-            # The traceback once, then one line a group: a full disk under load logged a whole
-            # traceback for every group, 19,000 of them (500,000 lines) in a minute.
-            self._failures += 1
-            if self._failures == 1:
-                log.exception("group commit of %d requests failed", len(batch))
-            else:
-                log.error(  # noqa: TRY400 - its traceback was logged at the first failure
-                    "group commit of %d requests failed again (%d in a row): %s",
-                    len(batch),
-                    self._failures,
-                    exc,
-                )
+        except Exception as exc:  # noqa: BLE001 - logged; every caller gets 503, nothing was stored
+            # A full disk under load logged a whole traceback for every group, 19,000 of them
+            # (500,000 lines) in a minute.
+            self._failures.failed(f"group commit of {len(batch)} requests", exc)
             # The reply the API gives a storage error on every other route: a client is told
             # when to retry, and nothing of the server's own text (files, hosts, classes).
             reply = exc.reply if isinstance(exc, StorageUnavailableError) else StorageUnavailableError.reply
@@ -135,7 +127,7 @@ class GroupCommitter:
             self.failing = reply
             _resolve(batch, [error] * len(batch))
             return
-        self._failures = 0
+        self._failures.succeeded()
         self.failing = None
         try:
             self._count(batch, outcomes, time.perf_counter() - started)

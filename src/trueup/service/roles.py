@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 
+from trueup.core.failures import FailuresInARow
 from trueup.storage.engine import Engine, Leadership
 from trueup.storage.migrate import schema_version
 from trueup.storage.schema import SCHEMA_VERSION
@@ -95,7 +96,7 @@ class ElectedRole(abc.ABC):
 
     def _run(self) -> None:
         standing_by = False  # said so since the last time it led (once, not every poll)
-        failures = 0  # elections failed in a row (the database down, say): one traceback, then a line each
+        failures = FailuresInARow(log)  # elections failed in a row (the database down, say)
         while not self._stop.is_set():
             try:
                 with self._engine.try_leader_lock(self.role) as leadership:
@@ -115,16 +116,10 @@ class ElectedRole(abc.ABC):
                         self.elections += 1
                         log.info("this process holds the %s role", self.role)
                         self._lead()  # until stopped, or the lock is lost: then stand by
-            except Exception as exc:
-                failures += 1
-                if failures == 1:
-                    log.exception("%s election failed; retrying every %g s", self.role, self._standby_poll)
-                else:
-                    log.error(  # noqa: TRY400 - its traceback was logged at the first failure
-                        "%s election failed again (%d in a row): %s", self.role, failures, exc
-                    )
+            except Exception as exc:  # noqa: BLE001 - logged, and tried again
+                failures.failed(f"{self.role} election", exc, f"; retrying every {self._standby_poll:g} s")
             else:
-                failures = 0
+                failures.succeeded()
             finally:
                 self.is_leader = False
                 self._leadership = None

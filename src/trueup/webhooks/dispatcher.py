@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from trueup.core.failures import FailuresInARow
 from trueup.core.timestamps import format_canonical, parse_canonical
 from trueup.service.metrics import WEBHOOK_ATTEMPTS
 from trueup.service.roles import ElectedRole
@@ -185,22 +186,16 @@ class Dispatcher(ElectedRole):
         process leads. A round whose storage calls fail is tried again after a backoff, its
         traceback logged once, then one line a round (a database down for a minute logged a
         whole traceback every second)."""
-        failures = 0
+        failures = FailuresInARow(log)
         while self._leading():
             try:
                 self._flush()
                 wait = self._claim()
-            except Exception as exc:
-                failures += 1
-                if failures == 1:
-                    log.exception("dispatcher storage call failed; retrying")
-                else:
-                    log.error(  # noqa: TRY400 - its traceback was logged at the first failure
-                        "dispatcher storage call failed again (%d in a row): %s", failures, exc
-                    )
+            except Exception as exc:  # noqa: BLE001 - logged, and tried again
+                failures.failed("dispatcher storage call", exc, "; retrying")
                 wait = _BACKOFF_ON_STORAGE_ERROR_S
             else:
-                failures = 0
+                failures.succeeded()
             self._wake.wait(wait)
             self._wake.clear()
             # Let finished attempts gather, so that recording them takes at most one write
