@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from tests.conftest import disk_full
@@ -98,3 +99,38 @@ def test_writes_to_a_full_disk_are_503s_that_store_nothing_and_succeed_once_ther
     assert retried[2].json()["data"]["totalQueued"] == 20
     assert all(result.get("idempotent") is not True for result in retried[2].json()["data"]["results"])
     assert services.storage.log.queue_stats()[0] == 60
+
+
+def test_a_read_that_finds_the_disk_full_is_a_503_that_does_not_claim_nothing_was_stored(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """On PostgreSQL a read can need the disk too (a sort that spills to temporary files) and
+    fail with 53100 ``disk_full``: it is told to retry once there is room, not that nothing
+    was stored, which only a write can be told."""
+    opened = open_services(replace(Settings(), data_dir=tmp_path, database_url=pg_url))
+    try:
+        key = opened.keys.create("acme").key
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            # Every read of the accounts (a derive's first) now fails as a full disk does.
+            conn.execute("ALTER TABLE accounts RENAME TO accounts_kept")
+            conn.execute(
+                """CREATE FUNCTION trueup_test_read_full() RETURNS SETOF accounts_kept
+                   LANGUAGE plpgsql AS $$
+                   BEGIN
+                       RAISE EXCEPTION 'could not write to file "base/pgsql_tmp/pgsql_tmp1.0": '
+                           'No space left on device' USING ERRCODE = 'disk_full';
+                   END $$"""
+            )
+            conn.execute("CREATE VIEW accounts AS SELECT * FROM trueup_test_read_full()")
+
+        async def derive() -> httpx.Response:
+            transport = httpx.ASGITransport(app=create_app(opened))
+            async with httpx.AsyncClient(transport=transport, base_url="http://trueup") as client:
+                return await client.get("/api/v1/balance/derive/cust_1", headers={"X-Api-Key": key})
+
+        reply = asyncio.run(derive())
+    finally:
+        opened.close()
+    assert reply.status_code == 503, reply.text
+    assert reply.json()["message"] == "the database's disk is full; retry once space has been freed"
+    assert reply.headers["Retry-After"] == "1"

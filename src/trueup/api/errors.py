@@ -22,7 +22,7 @@ from trueup.core import errors as domain
 from trueup.core.strict_json import describe
 from trueup.service.group_commit import STORAGE_RETRY_AFTER_S
 from trueup.service.metrics import HTTP_RESPONSES, route_label
-from trueup.storage.errors import StorageUnavailableError
+from trueup.storage.errors import StorageFullError, StorageUnavailableError
 
 __all__ = ["STATUS_BY_ERROR", "error_body", "error_response", "install_error_handlers", "response_for"]
 
@@ -161,6 +161,8 @@ def _routed(request: Request, **changed: str) -> bool:
 async def _on_storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.error("storage unavailable: %s", exc)
     reply = exc.reply if isinstance(exc, StorageUnavailableError) else StorageUnavailableError.reply
+    if isinstance(exc, StorageFullError) and request.method in ("GET", "HEAD"):
+        reply = exc.read_reply
     return error_response(503, "SERVICE_UNAVAILABLE", reply, retryAfterSeconds=STORAGE_RETRY_AFTER_S)
 
 

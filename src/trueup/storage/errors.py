@@ -29,6 +29,8 @@ class StorageFullError(StorageUnavailableError):
     write will be until space is freed, so a client is told that rather than to retry shortly."""
 
     reply = "the database's disk is full; nothing was stored, retry once space has been freed"
+    read_reply = "the database's disk is full; retry once space has been freed"
+    """What a client is told whose request only reads (a sort that spilled to a full disk)."""
 
 
 class StorageCorruptError(StorageError):
