@@ -35,13 +35,19 @@ _PRAGMAS = (
     "PRAGMA synchronous=FULL",
     "PRAGMA busy_timeout=30000",
     "PRAGMA foreign_keys=OFF",
-    "PRAGMA cache_size=-65536",
     "PRAGMA temp_store=MEMORY",
     # The writer never copies the WAL back into the database file itself: Checkpointer does.
     "PRAGMA wal_autocheckpoint=0",
     # After a burst, a WAL that grew large is cut back to this size when it restarts.
     "PRAGMA journal_size_limit=67108864",
 )
+_WRITER_CACHE_KIB = 65_536
+"""The writer's page cache (``cache_size``): a seal updates many index pages of the deltas."""
+_READER_CACHE_KIB = 8_192
+"""Each reading thread's page cache. A page it misses is read from the file, usually from the
+operating system's cache, which all connections share; a cache per connection as large as the
+writer's took the process to 2.3 GiB in 20 s of 40 threads deriving random customers of a
+292 MiB database (382 MiB at 8 MiB each), for no more derives a second."""
 _WRITER_WAIT_S = 30.0
 """How long a write waits for another process's turn at the writer before a 503: as long as
 SQLite's own busy timeout (``busy_timeout``), which the cross-process lock stands in for."""
@@ -126,7 +132,7 @@ class SQLiteEngine(Engine):
         if checkpoint_wal:
             self._checkpointer.start()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, cache_kib: int = _WRITER_CACHE_KIB) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -138,6 +144,7 @@ class SQLiteEngine(Engine):
             _enter_wal(conn)
             for pragma in _PRAGMAS:
                 conn.execute(pragma)
+            conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
         except sqlite3.Error as exc:
             raise storage_error(exc, f"cannot open SQLite database {self.path}: ") from exc
         return conn
@@ -201,7 +208,7 @@ class SQLiteEngine(Engine):
     def read(self, wait_s: float | None = None) -> Iterator[Tx]:  # wait_s: no pool to wait for here
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect()
+            conn = self._connect(_READER_CACHE_KIB)
             self._local.conn = conn
             with self._readers_lock:
                 # Worker pools end idle threads and start new ones (the HTTP handlers' pool after
