@@ -3,6 +3,8 @@ workers take turns writing."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import socket
 import subprocess
@@ -15,6 +17,7 @@ import httpx
 
 from tests.conftest import fresh_pg_schema
 from tests.e2e.server import ServerProcess, create_key, trueup, wait_until
+from trueup.api.stopping import CUT_OFF_MESSAGE
 from trueup.bench.server import child_pids
 from trueup.cli.serve import MEMORY_FILE_SYSTEM
 
@@ -88,6 +91,26 @@ def test_serve_with_workers_on_sqlite_takes_concurrent_writes_and_seals_them_all
     audit = trueup(["audit"], tmp_path, None)
     assert audit.returncode == 0, audit.stderr
     assert "400 leaves" in audit.stdout
+
+
+def test_workers_that_start_slowly_are_not_killed_as_hung(tmp_path: Path) -> None:
+    """uvicorn's supervisor of ``--workers`` killed a worker that had not answered its health
+    check 5 s after it started, as hung: on a busy machine a worker's interpreter took that long
+    just to import the server, so each was killed and started again, and nothing was served.
+    Here every worker takes 7 s before its interpreter runs anything (a ``sitecustomize`` that
+    sleeps in the spawned processes only), as a machine under load does."""
+    slow = tmp_path / "slow-start"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        "import sys, time\nif '--multiprocessing-fork' in sys.argv:\n    time.sleep(7)\n"
+    )
+    path = os.pathsep.join(filter(None, [str(slow), os.environ.get("PYTHONPATH")]))
+    key = create_key(tmp_path, None)
+    server = ServerProcess(tmp_path, None, extra_args=["--workers", "2"], extra_env={"PYTHONPATH": path})
+    with server:
+        request = _write(server, key, "slow", 3)
+        wait_until(lambda: _verified(server, key, request), timeout_s=30)
+    assert "died" not in server.log(), server.log()
 
 
 def test_serve_without_sequencer_beside_a_sequencer_process_on_sqlite(tmp_path: Path) -> None:
@@ -232,4 +255,14 @@ def test_a_stopping_server_with_workers_refuses_new_connections_at_once(tmp_path
                 except OSError as exc:
                     outcome = type(exc).__name__
             assert outcome == "ConnectionRefusedError", (outcome, time.monotonic() - started)
+            # The write in flight is cut off when the 10 s end: a 503 that says to retry, not
+            # uvicorn's plain-text 500 (and its traceback in the log).
+            in_flight.settimeout(15)
+            reply = in_flight.recv(4096)
         server.process.wait(timeout=15)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 "), reply
+    assert b"\r\nretry-after: 1\r\n" in head.lower() and b"\r\nconnection: close" in head.lower(), head
+    assert json.loads(body)["message"] == CUT_OFF_MESSAGE
+    assert "Exception in ASGI application" not in server.log()
+    assert "POST /api/v1/writes cut off unanswered; answered 503" in server.log()

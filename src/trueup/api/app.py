@@ -17,6 +17,7 @@ from trueup.api.metrics import router as metrics_router
 from trueup.api.openapi import install_openapi
 from trueup.api.responses import JSONResponse
 from trueup.api.routes import balance, checkpoints, customers, emit, health, log, webhooks, writes
+from trueup.api.stopping import AnswerCutOffRequests
 from trueup.service.container import Services
 
 __all__ = ["ROUTERS", "create_app"]
@@ -88,6 +89,7 @@ def create_app(
     app.state.write_answers = answers  # the HTTP protocol answers whole requests itself
     app.add_middleware(WriteFastPath, answers=answers)
     app.add_middleware(RefuseAmbiguousInput)  # first of all: no route, fast or not, sees a NUL
+    app.add_middleware(AnswerCutOffRequests)  # outermost: a stop's cut-off is a 503, not a 500
     install_openapi(app)
     return app
 

@@ -352,10 +352,22 @@ def _run_uvicorn(args: argparse.Namespace, app: FastAPI) -> None:
     uvicorn.run(app, **_uvicorn_options(args))
 
 
+WORKER_HEALTHCHECK_S = 30
+"""How long ``--workers``' supervisor waits for a worker to answer its health check before it
+kills the worker as hung and starts another. uvicorn's 5 s counted from the worker's start,
+before its interpreter had even imported the server: on a busy machine (two cores, load 14)
+that alone took 5 to 7.6 s, so every worker was killed as hung before it could answer, and
+started again, for good; nothing was served."""
+
+
 def _run_uvicorn_workers(args: argparse.Namespace) -> None:
     """``uvicorn.run`` with ``workers``, but with :class:`_Supervisor`."""
     config = uvicorn.Config(
-        "trueup.cli.serve:worker_app", factory=True, workers=args.workers, **_uvicorn_options(args)
+        "trueup.cli.serve:worker_app",
+        factory=True,
+        workers=args.workers,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
+        **_uvicorn_options(args),
     )
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run
         _Supervisor(config, sockets=[config.bind_socket()]).run()
