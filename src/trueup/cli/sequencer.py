@@ -81,6 +81,11 @@ def run(argv: list[str]) -> int:
     reports = _Reports(sys.stdout, stop) if args.supervised else None
     settings = settings_from(args)
     services = open_services(settings)
+    try:
+        services.sealer.check_signed_head()  # before anything is signed: a rolled-back database
+    except BaseException:
+        services.close()
+        raise  # LogRollbackError: one paragraph and exit 1, from the command's entry point
     loop = SequencerLoop(
         services.storage,
         services.sealer,

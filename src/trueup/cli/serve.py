@@ -134,12 +134,25 @@ Try it:
     )
 
 
+def _open_services(settings: Settings, *, signs: bool) -> Services:
+    """The services; for a server whose sequencer signs (here or in its child), only once the
+    database is found to hold what the signing key signed (LogRollbackError otherwise)."""
+    services = open_services(settings)
+    if signs:
+        try:
+            services.sealer.check_signed_head()
+        except BaseException:
+            services.close()
+            raise
+    return services
+
+
 def build(
     settings: Settings, sequencer: str = "thread", committer: str = "thread"
 ) -> tuple[Services, FastAPI]:
     """The app and its services; ``sequencer`` is ``process``, ``thread`` or ``off``;
     ``committer`` is ``process`` or ``thread``."""
-    services = open_services(settings)
+    services = _open_services(settings, signs=sequencer != "off")
     commits = (
         CommitterProcess(settings.data_dir, settings.database_url, services.storage.writes)
         if committer == "process"
@@ -270,7 +283,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["TRUEUP_RUN_SEQUENCER"] = "0" if args.sequencer == "off" else "1"
     os.environ["TRUEUP_RUN_DISPATCHER"] = "1" if settings.run_dispatcher else "0"
     try:
-        services = open_services(settings)
+        services = _open_services(settings, signs=args.sequencer != "off")  # the workers sign
     except SettingsError:
         raise  # one line and exit 2, from the command's entry point
     except Exception as exc:  # noqa: BLE001 - fail closed with a readable reason (key file, database)

@@ -164,6 +164,13 @@ class SequencerLoop(ElectedRole):
             self.wake()
 
     def _lead(self) -> None:
+        try:
+            self._seal_while_leading()
+        finally:
+            # Stopped, or the role lost: what this process signed last is committed, record it.
+            self._sealer.flush_signed_head()
+
+    def _seal_while_leading(self) -> None:
         self._statistics.forget()
         self._refresh_statistics(self._sealer.load().size)  # due, on taking the role
         conflicts = failures = 0

@@ -14,6 +14,7 @@ from trueup.service.log import LogService
 from trueup.service.ratelimit import RateLimit, RateLimiter, parse_overrides
 from trueup.service.sealing import Sealer
 from trueup.service.settings import Settings
+from trueup.service.signed_head import SignedHeadRecord
 from trueup.service.signing import SigningKeyError, check_log_signer, load_or_create_signer, load_signer
 from trueup.service.views import ViewService
 from trueup.service.webhooks import WebhookService
@@ -63,7 +64,13 @@ def open_services(settings: Settings) -> Services:
         keys=keys,
         committer=committer,
         writes=WriteService(storage, committer, settings),
-        sealer=Sealer(storage, signer, settings.log_origin, settings.seal_batch_size),
+        sealer=Sealer(
+            storage,
+            signer,
+            settings.log_origin,
+            settings.seal_batch_size,
+            record=SignedHeadRecord(settings.resolved_signed_head_path),
+        ),
         views=ViewService(storage, log),
         log=log,
         balances=BalanceService(storage),

@@ -14,6 +14,7 @@ __all__ = [
     "SecretFileError",
     "make_data_dir",
     "read_or_create_secret",
+    "replace_private_file",
     "warn_if_shared",
     "write_private_file",
 ]
@@ -39,6 +40,29 @@ def write_private_file(path: Path, content: bytes) -> None:
         os.link(temporary, path)  # atomic, and refuses to replace an existing file
     finally:
         temporary.unlink()
+    _sync_directory(path.parent)
+
+
+def replace_private_file(path: Path, content: bytes) -> None:
+    """Put ``content`` at ``path`` (mode 0600) in place of whatever is there, atomically: a
+    reader, or a start after a crash or a power cut, finds the old content or the new, whole.
+
+    Written to a temporary file beside it, synced, renamed over ``path``, then the directory
+    synced (the rename is an entry of the directory, which the file's own sync does not cover).
+    """
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            os.write(fd, content)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
     _sync_directory(path.parent)
 
 

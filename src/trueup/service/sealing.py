@@ -27,6 +27,7 @@ from trueup.proof import (
     required_nodes,
     verify_checkpoint,
 )
+from trueup.service.signed_head import SignedHeadRecord
 from trueup.storage import Storage
 from trueup.storage.errors import SealConflictError
 from trueup.storage.heads import HeadRecord
@@ -85,12 +86,17 @@ class Sealer:
         origin: str,
         batch_size: int = 1_000,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        record: SignedHeadRecord | None = None,
     ) -> None:
+        """``record``: where the newest head signed and committed is recorded, and checked
+        against the database before anything is signed (:mod:`trueup.service.signed_head`);
+        ``None`` for none."""
         self._storage = storage
         self._signer = signer
         self._origin = origin
         self._batch_size = batch_size
         self._clock = clock
+        self._record = record
         self._state: _State | None = None
         self._clock_behind = False
 
@@ -113,14 +119,32 @@ class Sealer:
         note = self._signer.sign(self._origin, TreeHead(size=size, root=root, timestamp_ms=timestamp_ms))
         return HeadRecord(size=size, root=root, timestamp_ms=timestamp_ms, checkpoint=note)
 
+    def check_signed_head(self) -> None:
+        """Refuse a database older than, or other than, what this key signed (the record
+        beside the key); start the record where there is none. Nothing to do without a record.
+
+        Raises:
+            LogRollbackError: naming what was found and the ways out.
+        """
+        if self._record is not None:
+            self._record.check(self._storage)
+
+    def flush_signed_head(self) -> None:
+        """Record the newest head this sealer signed, if it is not yet (when sealing stops)."""
+        if self._record is not None:
+            self._record.flush()
+
     def load(self) -> HeadRecord:
         """(Re)load the right edge from the newest stored head; create the empty head if none.
 
         Raises:
+            LogRollbackError: if the database holds less than, or other than, the heads this
+                key signed (:meth:`check_signed_head`).
             RuntimeError: if this process's key and origin did not sign that head (a host set
                 up with a key of its own would otherwise sign a log no verifier accepts), or
                 the stored nodes do not give its root.
         """
+        self.check_signed_head()  # before anything is signed, a new log's empty head too
         head = self._storage.log.head()
         if head is None:
             self._storage.log.store_first_head(self.sign(0, CompactRange.empty().root()))
@@ -151,6 +175,8 @@ class Sealer:
         and no retried request was waiting to be completed (:meth:`LogStore.settle_waits`)."""
         if self._state is None:
             self.load()
+        elif self._record is not None:
+            self._record.flush(due_only=True)  # a head signed less than an interval ago, when idle
         state = self._state
         assert state is not None
         queued = self._storage.log.queued(limit or self._batch_size)
@@ -233,6 +259,8 @@ class Sealer:
             self._state = None  # unknown whether it committed: reload from storage next time
             raise
         self._state = _State(tree=tree, head=head)
+        if sealed and self._record is not None:
+            self._record.signed(head)  # committed: now it may be recorded
         return outcome
 
 

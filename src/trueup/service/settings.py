@@ -280,6 +280,8 @@ class Settings:
     port: int = 8000
     log_origin: str = "localhost/trueup"
     signing_key_path: Path | None = None
+    signed_head_path: Path | None = None
+    """Where the sequencer records the newest head it signed (``None``: beside the key)."""
     seal_interval_ms: int = 35
     seal_batch_size: int = 1_000
     seal_max_batch_size: int = 16_000
@@ -315,6 +317,14 @@ class Settings:
     def resolved_signing_key_path(self) -> Path:
         return self.signing_key_path or self.data_dir / "signing-key.pem"
 
+    @property
+    def resolved_signed_head_path(self) -> Path:
+        """``signed_head_path`` or ``<signing key file>.signed`` (trueup.service.signed_head)."""
+        if self.signed_head_path is not None:
+            return self.signed_head_path
+        key = self.resolved_signing_key_path
+        return key.with_name(key.name + ".signed")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read ``TRUEUP_*`` variables (see docs/configuration.md)."""
@@ -327,6 +337,7 @@ class Settings:
             max_items=_env_int(env, "TRUEUP_MAX_ITEMS", base.limits.max_items, 1, MAX_ITEMS_CEILING),
         )
         key_path = env.get("TRUEUP_SIGNING_KEY")
+        signed_head = env.get("TRUEUP_SIGNED_HEAD_FILE")
         plans = parse_plan_allowances(env.get("TRUEUP_PLAN_ALLOWANCES", ""))
         overrides = env.get("TRUEUP_RATE_LIMIT_OVERRIDES", "")
         parse_overrides(overrides)  # read when the services open; refused here, before anything is made
@@ -342,6 +353,7 @@ class Settings:
             database_url=check_database_url(env.get("TRUEUP_DATABASE_URL") or None, "TRUEUP_DATABASE_URL"),
             log_origin=_env_origin(env, "TRUEUP_LOG_ORIGIN", base.log_origin),
             signing_key_path=Path(key_path) if key_path else None,
+            signed_head_path=Path(signed_head) if signed_head else None,
             seal_interval_ms=_env_int(
                 env, "TRUEUP_SEAL_INTERVAL_MS", base.seal_interval_ms, 1, _LONGEST_SEAL_INTERVAL_MS
             ),
