@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from trueup.cli.keyarg import KeyArgumentError, read_verifier_key
 from trueup.cli.options import add_storage_options, settings_from
@@ -11,6 +12,7 @@ from trueup.proof import ProofError, format_verifier_key, parse_checkpoint, veri
 from trueup.service.audit import AuditReport, audit_log
 from trueup.service.container import warn_about_shared_secrets
 from trueup.service.settings import Settings, without_password
+from trueup.service.signed_head import LogRollbackError, SignedHeadRecord
 from trueup.service.signing import SigningKeyError, load_signer
 from trueup.storage import Storage, open_storage, sqlite_path
 from trueup.storage.migrate import schema_version
@@ -75,9 +77,26 @@ def _audit(settings: Settings, key_argument: str | None) -> AuditReport:
         else:
             _check_origin(storage, settings)
             key = load_signer(settings.resolved_signing_key_path, settings.log_origin).verifier_key()
-        return audit_log(storage, key)
+        report = audit_log(storage, key)
+        if not report.ok:
+            return report
+        return _check_signed_head(storage, settings, report)
     finally:
         storage.close()
+
+
+def _check_signed_head(storage: Storage, settings: Settings, report: AuditReport) -> AuditReport:
+    """The log checks out in itself: it must also hold the newest head the sequencer of this
+    data directory recorded signing (a database restored from an older backup, or another
+    log's, does not). Only reads; nothing to compare without the record."""
+    record = SignedHeadRecord(settings.resolved_signed_head_path)
+    try:
+        problem = record.problem(storage)
+    except LogRollbackError as exc:  # the record cannot be read
+        problem = str(exc)
+    if problem is None:
+        return report
+    return replace(report, ok=False, problem=problem)
 
 
 def _check_schema(storage: Storage, url: str) -> None:
