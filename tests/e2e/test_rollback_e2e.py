@@ -51,8 +51,11 @@ def test_serve_refuses_a_database_restored_from_an_older_backup(
     restore(storage_url(data_dir, database_url), backup)
 
     refused = ServerProcess(data_dir, database_url)
-    with pytest.raises(RuntimeError, match="server exited at start"):
-        refused.start()
+    try:
+        with pytest.raises(RuntimeError, match="server exited at start"):
+            refused.start()
+    finally:
+        refused.stop()  # one that started after all is not left running
     assert refused.process is not None and refused.process.returncode == 1
     log = refused.log()
     assert (
