@@ -63,6 +63,12 @@ def test_serve_refuses_a_database_restored_from_an_older_backup(
         f"size 20 with root {signed.split()[1].decode()}, but the database's newest head has size 10"
     ) in log
     assert "Traceback" not in log
+    # `trueup sequencer` alone too (were it to seal instead, the command's time limit fails it).
+    sequencer = trueup(["sequencer"], data_dir, database_url)
+    assert sequencer.returncode == 1
+    assert sequencer.stderr.startswith(
+        f"trueup sequencer: {record.path} records that this signing key signed a tree head of size 20"
+    ), sequencer.stderr
 
     audited = trueup(["audit"], data_dir, database_url)
     assert audited.returncode == 1, audited.stdout + audited.stderr
