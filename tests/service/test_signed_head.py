@@ -237,3 +237,12 @@ def test_the_record_never_goes_back(tmp_path: Path) -> None:
     SignedHeadRecord(path).signed(head_of(9))
     SignedHeadRecord(path).signed(head_of(4))
     assert SignedHeadRecord(path).read() == SignedHead(9, bytes([9]) * 32)
+
+
+def test_the_record_of_a_key_kept_elsewhere_is_in_the_data_directory(tmp_path: Path) -> None:
+    # A key mounted read-only (a container's secret) cannot have a file written beside it: the
+    # record goes to the data directory, which the server writes anyway.
+    settings = Settings.from_env(
+        {"TRUEUP_DATA_DIR": str(tmp_path / "data"), "TRUEUP_SIGNING_KEY": "/run/keys/log.pem"}
+    )
+    assert settings.resolved_signed_head_path == tmp_path / "data" / "log.pem.signed"

@@ -121,7 +121,7 @@ class Sealer:
 
     def check_signed_head(self) -> None:
         """Refuse a database older than, or other than, what this key signed (the record
-        beside the key); start the record where there is none. Nothing to do without a record.
+        in the data directory); start the record where there is none. Nothing to do without a record.
 
         Raises:
             LogRollbackError: naming what was found and the ways out.

@@ -281,7 +281,8 @@ class Settings:
     log_origin: str = "localhost/trueup"
     signing_key_path: Path | None = None
     signed_head_path: Path | None = None
-    """Where the sequencer records the newest head it signed (``None``: beside the key)."""
+    """Where the sequencer records the newest head it signed (``None``: in the data directory,
+    named after the key file)."""
     seal_interval_ms: int = 35
     seal_batch_size: int = 1_000
     seal_max_batch_size: int = 16_000
@@ -319,11 +320,13 @@ class Settings:
 
     @property
     def resolved_signed_head_path(self) -> Path:
-        """``signed_head_path`` or ``<signing key file>.signed`` (trueup.service.signed_head)."""
+        """``signed_head_path`` or ``<data dir>/<signing key file's name>.signed``
+        (trueup.service.signed_head): ``signing-key.pem.signed`` beside the key where the key is
+        the data directory's own, and in the data directory, which the server must be able to
+        write anyway, where the key is kept elsewhere (a secret mounted read-only, say)."""
         if self.signed_head_path is not None:
             return self.signed_head_path
-        key = self.resolved_signing_key_path
-        return key.with_name(key.name + ".signed")
+        return self.data_dir / (self.resolved_signing_key_path.name + ".signed")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -1,4 +1,4 @@
-"""The newest tree head a signing key has signed, recorded beside the key: a guard against
+"""The newest tree head a signing key has signed, recorded in the data directory: a guard against
 signing a second history of the log after its database was rolled back.
 
 A database restored from an older backup (or another log's database, pointed at with this
@@ -6,8 +6,8 @@ log's key) holds a smaller log than the one the key signed. Served as it is, the
 sign new heads under the same key and origin at sizes it already signed with other contents:
 two signed histories of one log, which anyone holding a checkpoint of each can show. The
 database cannot tell, so the sequencer keeps a small file of its own, by default
-``<key file>.signed`` (``TRUEUP_SIGNED_HEAD_FILE``): one line ``<tree size> <root in
-lower-case hex>``, mode 0600.
+``<data dir>/signing-key.pem.signed`` (named after the key file; ``TRUEUP_SIGNED_HEAD_FILE``):
+one line ``<tree size> <root in lower-case hex>``, mode 0600.
 
 The record is written only after the seal that signed the head committed, so it never claims
 more than the database holds, even after a crash; atomically (a temporary file, synced, renamed
