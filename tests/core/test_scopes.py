@@ -145,6 +145,34 @@ def test_compare_needs_each_field_the_seed_marks_required(field: str) -> None:
         parse_compare_body(body, NOW)
 
 
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"yourBalance": 10**30 + 1},
+            f"yourBalance: must be at most {10**30} in magnitude, got {10**30 + 1}",
+        ),
+        (
+            {"theirBalance": -(10**40)},
+            f"theirBalance: must be at most {10**30} in magnitude, got {-(10**40)}",
+        ),
+        (
+            {"startingBalance": 2 * 10**64},
+            f"startingBalance: must be at most {10**30} in magnitude, got {describe(2 * 10**64)}",
+        ),
+        (
+            {"theirWindows": [{"period": "2026-02", "netChange": 10**31}]},
+            f"theirWindows[0].netChange: must be at most {10**30} in magnitude, got {10**31}",
+        ),
+    ],
+)
+def test_compare_names_the_balance_beyond_its_bound(values: dict[str, object], message: str) -> None:
+    """As derive names the startingBalance it refuses: the message says what was sent."""
+    with pytest.raises(ValidationError) as caught:
+        parse_compare_body({**BODY, **values}, NOW)
+    assert caught.value.message == message
+
+
 @pytest.mark.parametrize("field", ["startDate", "endDate"])
 def test_an_impossible_date_is_told_as_it_was_sent(field: str) -> None:
     # It was quoted as the midnight it would have stood for, '2026-02-30T00:00:00Z', a value

@@ -100,7 +100,9 @@ def _json_integer(value: object, field: str, bound: int = MAX_BALANCE) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(field, f"must be an integer, got {describe(value)}")
     if abs(value) > bound:
-        raise ValidationError(field, f"must be at most {bound} in magnitude")
+        # Shown whole up to the digits a query parameter is shown with, cut short beyond them.
+        shown = str(value) if len(str(abs(value))) <= _MAX_DIGITS else describe(value)
+        raise ValidationError(field, f"must be at most {bound} in magnitude, got {shown}")
     return value
 
 
