@@ -5,8 +5,9 @@ SQLite and PostgreSQL.
   amount, the digest of its metadata (RFC 8785, computed here with another implementation) and
   its ``occurredAt`` in UTC to the microsecond, and derive lists it with the same amount, key
   and time.
-- A valid write with one field made invalid is a 400 whose message starts with that field's
-  path, in the error envelope, and stores nothing: the item's key stays free.
+- A valid write or emit with one field made invalid (every value of a table of them, and
+  generated valid items around one) is a 400 whose message starts with that field's path, in
+  the error envelope, and stores nothing: every key stays free.
 - An odd value of one derive query parameter is a 200, or a 4xx naming that parameter; a derive
   of any in-range ``startingBalance`` adds the deltas to it exactly, and compare agrees.
 
@@ -252,57 +253,79 @@ _BAD_VALUES: dict[str, list[str]] = {
     ],
     "reason": ['"' + "r" * 501 + '"', "5", "[]", '"\\u0000"', '"\\udfff"'],
 }
-_BAD = [(field, value) for field, values in _BAD_VALUES.items() for value in values]
+# The emit route's referenceId is optional: null there asks for one to be generated.
+_BAD = [
+    (route, field, value)
+    for route in ("writes", "delta")
+    for field, values in _BAD_VALUES.items()
+    for value in values
+    if (route, field, value) != ("delta", "key", "null")
+]
+_EMIT_NAMES = {"key": "referenceId", "accountId": "customerId", "bits": "delta"}
 
 
-@PROPERTY
-@given(
-    items=st.lists(_item(), min_size=1, max_size=3),
-    where=st.integers(0, 2),
-    bad=st.sampled_from(_BAD),
-    route=st.sampled_from(["writes", "delta"]),
-)
-def test_one_invalid_field_is_a_400_naming_it_and_stores_nothing(
-    client: httpx.Client,
-    items: list[tuple[dict[str, Any], str | None]],
-    where: int,
-    bad: tuple[str, str],
-    route: str,
+def _refuse_one_field(
+    client: httpx.Client, items: list[dict[str, Any]], index: int, bad: tuple[str, str, str]
 ) -> None:
-    field, value = bad
-    index = where % len(items)
-    names = {"key": "referenceId", "accountId": "customerId", "bits": "delta"}
+    """Send ``items`` with the field of ``items[index]`` set to the JSON text of ``bad``: a
+    400 naming that field, after which the valid items alone are stored as new deltas."""
+    route, field, value = bad
+    name = _EMIT_NAMES.get(field, field) if route == "delta" else field
     texts = []
-    for position, (item, _) in enumerate(items):
+    for position, item in enumerate(items):
         fields = dict(item)
         if route == "delta":
-            fields = {names.get(name, name): content for name, content in fields.items()}
+            fields = {_EMIT_NAMES.get(key, key): content for key, content in fields.items()}
             fields.setdefault("reason", "r")
-        name = names.get(field, field) if route == "delta" else field
         if position == index:
             fields.pop(name, None)
-        text = json.dumps(fields)
-        if position == index:
-            text = text[:-1] + (", " if fields else "") + json.dumps(name) + ": " + value + "}"
-        texts.append(text)
+            texts.append(
+                json.dumps(fields)[:-1] + (", " if fields else "") + f"{json.dumps(name)}: {value}}}"
+            )
+        else:
+            texts.append(json.dumps(fields))
     if route == "writes":
-        path, body, prefix = "/api/v1/writes", '{"items": [' + ", ".join(texts) + "]}", f"items[{index}]."
+        path, body, expected = (
+            "/api/v1/writes",
+            '{"items": [' + ", ".join(texts) + "]}",
+            f"items[{index}].{name}",
+        )
     else:
-        path, body, prefix, items = "/api/v1/balance/delta", texts[index], "", [items[index]]
-    reply = client.post(f"{path}", content=body.encode())
+        path, body, expected, items = "/api/v1/balance/delta", texts[index], name, [items[index]]
+    reply = client.post(path, content=body.encode())
     assert reply.status_code == 400, (body[:300], reply.text)
     document = _document(reply)
     assert document["code"] == "VALIDATION_ERROR"
-    expected = prefix + (names.get(field, field) if route == "delta" else field)
     assert document["message"].startswith(expected), (expected, document["message"])
     # Nothing was stored: every key is still free, so the valid items alone are new deltas, none
     # a repeat of one stored before (whose status would read "duplicate" at once).
-    valid = client.post("/api/v1/writes", json={"items": [i for i, _ in items]})
+    valid = client.post("/api/v1/writes", json={"items": items})
     assert valid.status_code == 202, valid.text
     request_id = _document(valid)["data"]["requestId"]
     request = _document(client.get(f"/api/v1/writes/{request_id}"))["data"]
-    assert [row["key"] for row in request["items"]] == [item["key"] for item, _ in items]
+    assert [row["key"] for row in request["items"]] == [item["key"] for item in items]
     assert "duplicate" not in {row["status"] for row in request["items"]}, request
+
+
+@pytest.mark.parametrize(
+    "bad", _BAD, ids=[f"{route}-{field}-{i}" for i, (route, field, _) in enumerate(_BAD)]
+)
+def test_each_invalid_value_is_a_400_naming_its_field(
+    client: httpx.Client, bad: tuple[str, str, str]
+) -> None:
+    item = {"key": f"refused-{next(_serial)}", "accountId": "refused", "bits": 5, "reason": "r"}
+    _refuse_one_field(client, [item], 0, bad)
+
+
+@PROPERTY
+@given(items=st.lists(_item(), min_size=1, max_size=3), where=st.integers(0, 2), bad=st.sampled_from(_BAD))
+def test_one_invalid_field_among_valid_items_is_a_400_naming_it_and_stores_nothing(
+    client: httpx.Client,
+    items: list[tuple[dict[str, Any], str | None]],
+    where: int,
+    bad: tuple[str, str, str],
+) -> None:
+    _refuse_one_field(client, [item for item, _ in items], where % len(items), bad)
 
 
 @PROPERTY
