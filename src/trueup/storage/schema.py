@@ -367,6 +367,14 @@ _V12 = (
                 GROUP BY tenant_id, {_TRIMMED_KEY} HAVING COUNT(*) = 1)""",
 )
 
+_V13 = (
+    # The dispatcher prunes events past TRUEUP_WEBHOOK_RETENTION_DAYS, oldest first from a
+    # cursor (created_at, id) (storage/webhook_pruning.py). Without this index each of its
+    # batches read every event to find the oldest: a pass over a million events read them all
+    # again for each batch of a few thousand.
+    "CREATE INDEX webhook_events_created ON webhook_events (created_at, id)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, log and balances", _V1),
     Migration(2, "period checkpoints", _V2),
@@ -380,6 +388,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "locks counted before migration 6", _V10),
     Migration(11, "retries of queued deltas stored before migration 8 wait", _V11),
     Migration(12, "idempotency keys without the whitespace sent after them", _V12),
+    Migration(13, "webhook events by time, for pruning", _V13),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 """The schema this code reads and writes: the newest migration's version."""

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from trueup.core.errors import ConflictError
 from trueup.storage.engine import Engine, Row, Tx
+from trueup.storage.webhook_pruning import PRUNE_ROWS, PRUNE_SCAN, PrunedBatch, prune_batch
 from trueup.storage.webhook_records import (
     DELIVERY_COLUMNS,
     DELIVERY_JOIN,
@@ -34,14 +35,16 @@ __all__ = [
     "DeliveryView",
     "DueDelivery",
     "EndpointRecord",
+    "PrunedBatch",
     "WebhookStore",
 ]
 
 
 _DELIVERY_UPDATES = "webhook-attempts"
 """Serialises the transactions that update several deliveries (recording attempts, deleting an
-endpoint, retrying an event) on PostgreSQL: each updates its rows in an order of its own, and
-two of them at once deadlocked (SQLite has one writer)."""
+endpoint, retrying an event, pruning) on PostgreSQL: each updates its rows in an order of its
+own, and two of them at once deadlocked (SQLite has one writer). Pruning takes it too, so that
+no delivery turns pending (a manual retry) between its check and its delete."""
 
 
 _FAIL_PENDING = """UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL,
@@ -324,16 +327,19 @@ class WebhookStore:
         applied: list[AttemptOutcome] = []
         with self._engine.write() as tx:
             self._engine.serialize(tx, _DELIVERY_UPDATES)
+            # Only for a delivery that is still stored: one pruned meanwhile (its event past the
+            # retention, delivered by the dispatcher that took over from this one) is gone with
+            # its attempts, and an attempt logged after it would stay behind, never pruned.
             tx.executemany(
                 """INSERT INTO webhook_attempts (event_id, endpoint_id, attempt, started_at,
                        duration_ms, status_code, error)
-                   SELECT CAST(? AS TEXT), CAST(? AS TEXT), COALESCE(MAX(attempt), 0) + 1,
+                   SELECT d.event_id, d.endpoint_id,
+                          (SELECT COALESCE(MAX(a.attempt), 0) + 1 FROM webhook_attempts a
+                            WHERE a.event_id = d.event_id AND a.endpoint_id = d.endpoint_id),
                           CAST(? AS TEXT), CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS TEXT)
-                   FROM webhook_attempts WHERE event_id = ? AND endpoint_id = ?""",
+                   FROM webhook_deliveries d WHERE d.event_id = ? AND d.endpoint_id = ?""",
                 [
                     (
-                        o.event_id,
-                        o.endpoint_id,
                         o.started_at,
                         o.duration_ms,
                         o.status_code,
@@ -377,6 +383,21 @@ class WebhookStore:
                         (o.event_id, o.endpoint_id),
                     )
         return applied
+
+    def prune(
+        self,
+        cutoff: str,
+        after: tuple[str, str] | None = None,
+        max_rows: int = PRUNE_ROWS,
+        scan: int = PRUNE_SCAN,
+    ) -> PrunedBatch:
+        """One batch of pruning, in one transaction: the events created before ``cutoff``
+        (canonical time) none of whose deliveries is pending, with their deliveries and
+        attempts, oldest first from after ``after`` (the last batch's ``resume_after``), up to
+        ``max_rows`` rows deleted and ``scan`` events examined (:mod:`trueup.storage.webhook_pruning`)."""
+        with self._engine.write() as tx:
+            self._engine.serialize(tx, _DELIVERY_UPDATES)
+            return prune_batch(tx, cutoff, after, max_rows, scan)
 
 
 def _status_after(outcome: AttemptOutcome) -> str:
