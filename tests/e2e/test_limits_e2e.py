@@ -186,6 +186,11 @@ def test_writes_are_held_back_while_the_queue_is_at_the_pace_depth(tmp_path: Pat
         ("TRUEUP_DEFAULT_PLAN", "nosuch", "TRUEUP_DEFAULT_PLAN: 'nosuch' is not a plan"),
         ("TRUEUP_RATE_LIMIT_OVERRIDES", "garbage", "TRUEUP_RATE_LIMIT_OVERRIDES: cannot read 'garbage'"),
         ("TRUEUP_SEAL_BATCH_SIZE", "0", "TRUEUP_SEAL_BATCH_SIZE must be at least 1, got '0'"),
+        (
+            "TRUEUP_WEBHOOK_RETENTION_DAYS",
+            "a month",
+            "TRUEUP_WEBHOOK_RETENTION_DAYS must be an integer, got 'a month'",
+        ),
         ("TRUEUP_LOG_ORIGIN", "bad origin", "TRUEUP_LOG_ORIGIN: key name 'bad origin' must not contain"),
         ("TRUEUP_DATABASE_URL", "mysql://x/y", "TRUEUP_DATABASE_URL must be sqlite:///<path> or"),
     ],

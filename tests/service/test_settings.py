@@ -159,6 +159,11 @@ def test_lock_files_an_older_version_left_open_are_made_owner_only(tmp_path: Pat
         ("TRUEUP_KEY_CACHE_TTL_S", "-1", "must be at least 0, got '-1'"),
         ("TRUEUP_WEBHOOK_RETRY_BASE_S", "0", r"must be at least 0\.001, got '0'"),
         ("TRUEUP_WEBHOOK_TIMEOUT_S", "-1", r"must be at least 0\.001, got '-1'"),
+        ("TRUEUP_WEBHOOK_RETENTION_DAYS", "-1", "must be at least 0, got '-1'"),
+        ("TRUEUP_WEBHOOK_RETENTION_DAYS", "7.5", r"must be an integer, got '7\.5'"),
+        ("TRUEUP_WEBHOOK_RETENTION_DAYS", "30d", "must be an integer, got '30d'"),
+        # a date before the year 1, which the dispatcher's every pass failed to compute
+        ("TRUEUP_WEBHOOK_RETENTION_DAYS", "1000000", "must be at most 36,500, got '1000000'"),
         ("TRUEUP_PLAN_ALLOWANCES", "starter=-5", "'starter' must not be negative, got '-5'"),
         # a name given twice: the last silently won, whichever was meant
         ("TRUEUP_PLAN_ALLOWANCES", "starter=1, free=3,starter=2", "plan 'starter' is given twice"),
@@ -348,3 +353,10 @@ def test_a_write_ahead_log_others_may_read_is_warned_about(
     assert warned == [
         f"the SQLite database's write-ahead log {wal} has mode 0644: other users may read it; chmod 600 it"
     ]
+
+
+def test_webhook_retention_is_30_days_by_default_and_0_keeps_everything() -> None:
+    assert Settings.from_env({}).webhook_retention_days == 30
+    assert Settings.from_env({"TRUEUP_WEBHOOK_RETENTION_DAYS": ""}).webhook_retention_days == 30
+    assert Settings.from_env({"TRUEUP_WEBHOOK_RETENTION_DAYS": "0"}).webhook_retention_days == 0
+    assert Settings.from_env({"TRUEUP_WEBHOOK_RETENTION_DAYS": "36500"}).webhook_retention_days == 36_500

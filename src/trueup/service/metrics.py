@@ -30,6 +30,7 @@ __all__ = [
     "SEAL_SECONDS",
     "TREE_SIZE",
     "WEBHOOK_ATTEMPTS",
+    "WEBHOOK_PRUNED",
     "observe_seal",
     "render",
     "route_label",
@@ -98,6 +99,12 @@ def observe_seal(seconds: float, sealed: int, tree_size: int) -> None:
 
 WEBHOOK_ATTEMPTS = Counter(
     "trueup_webhook_attempts", "Webhook delivery attempts by outcome", ["outcome"], registry=REGISTRY
+)
+WEBHOOK_PRUNED = Counter(
+    "trueup_webhook_pruned_rows",
+    "Rows of webhook_events, webhook_deliveries and webhook_attempts pruned past the retention",
+    ["table"],
+    registry=REGISTRY,
 )
 HTTP_RESPONSES = Counter(
     "trueup_http_responses",

@@ -100,6 +100,9 @@ _LONGEST_WAIT_S = 86_400.0
 """The longest a duration setting (in seconds) may be, a day. Each becomes a wait or a timeout, and
 one past what the platform's clock holds fails where it is used, not at start-up: a socket's or a
 thread's wait of 1e300 s raises ``OverflowError``."""
+_LONGEST_RETENTION_DAYS = 36_500
+"""The longest webhook retention, 100 years (0 keeps events for good): the dispatcher subtracts
+it from the time, and a date before the year 1 is past what a datetime holds."""
 _LONGEST_SEAL_INTERVAL_MS = 86_400_000
 """The longest seal interval, a day: the sequencer waits it out between seals, and a wait past
 what the platform's clock holds (about 292 years) made every round of the sequencer fail, so
@@ -299,6 +302,10 @@ class Settings:
     webhook_allow_private: bool = False
     webhook_retry_base_s: float = 5.0
     webhook_timeout_s: float = 10.0
+    webhook_retention_days: int = 30
+    """Days an event is kept after it happened, once its deliveries are finished (delivered, or
+    failed for good); the dispatcher then prunes it with its deliveries and attempts. 0 keeps
+    everything."""
     rate_limit_per_s: float = 1_000.0
     rate_limit_burst: int = 2_000
     rate_limit_overrides: str = ""
@@ -399,6 +406,13 @@ class Settings:
                 base.webhook_timeout_s,
                 minimum=0.001,
                 maximum=_LONGEST_WAIT_S,
+            ),
+            webhook_retention_days=_env_int(
+                env,
+                "TRUEUP_WEBHOOK_RETENTION_DAYS",
+                base.webhook_retention_days,
+                minimum=0,
+                maximum=_LONGEST_RETENTION_DAYS,
             ),
             public_url=_env_url(env, "TRUEUP_PUBLIC_URL"),
         )

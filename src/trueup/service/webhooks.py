@@ -115,6 +115,7 @@ class WebhookService:
         self._policy = TargetPolicy(settings.webhook_allow_http, settings.webhook_allow_private)
         self._clock = clock
         self._resolver = resolver
+        self._retention_days = settings.webhook_retention_days
 
     def require_write(self, principal: Principal) -> None:
         """403 for a read-only key, for a managing route to ask before it looks anything up, so
@@ -230,9 +231,20 @@ class WebhookService:
     def event(self, principal: Principal, event_id: str) -> EventDetail:
         found = self._storage.webhooks.event(principal.tenant_id, event_id)
         if found is None:
-            raise NotFoundError(f"webhook event {event_id[:64]!r} not found")
+            raise NotFoundError(self._no_event(event_id))
         event_type, payload, deliveries, attempts = found
         return EventDetail(event_id, event_type, payload, deliveries, attempts)
+
+    def _no_event(self, event_id: str) -> str:
+        """Why an event is not found: it never was the tenant's, or it was pruned."""
+        message = f"webhook event {event_id[:64]!r} not found"
+        if self._retention_days:
+            days = "1 day" if self._retention_days == 1 else f"{self._retention_days} days"
+            message += (
+                f"; events are kept {days} after they happen, then pruned with their deliveries "
+                "and attempts once those are delivered or failed"
+            )
+        return message
 
     def retry(self, principal: Principal, event_id: str) -> int:
         """Queue the event's deliveries again, due now, with a fresh retry budget.
@@ -245,7 +257,7 @@ class WebhookService:
             principal.tenant_id, event_id, format_canonical(self._clock())
         )
         if queued is None:
-            raise NotFoundError(f"webhook event {event_id[:64]!r} not found")
+            raise NotFoundError(self._no_event(event_id))
         if queued == 0:
             raise ConflictError(f"event {event_id[:64]!r} has no delivery to an active endpoint to retry")
         return queued
