@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -391,3 +392,36 @@ def test_a_pass_that_fails_is_tried_again_at_the_next_one(
     assert dispatcher.prune_step() == 0  # not before the next pass is due
     ticks.offset += PRUNE_EVERY_S
     assert dispatcher.prune_step() == 3
+
+
+def test_the_batches_of_a_pass_are_spaced_so_others_get_the_writer(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next batch of a pass comes no sooner than four times as long as the last one took
+    after it (at least ``_PRUNE_GAP_S``), however often the dispatcher's rounds ask."""
+    principal = principal_for(services)
+    hook = endpoint(services, principal)
+    made = sealed_events(services, principal, 1_000, "g")  # 3,000 rows: two default batches
+    with services.storage.engine.write() as tx:
+        tx.execute("UPDATE webhook_deliveries SET status = 'delivered', attempts = 1, next_attempt_at = NULL")
+        tx.execute(
+            """INSERT INTO webhook_attempts (event_id, endpoint_id, attempt, started_at, duration_ms,
+                   status_code) SELECT event_id, endpoint_id, 1, created_at, 2, 200 FROM webhook_deliveries"""
+        )
+    assert hook and len(made) == 1_000
+    ticks = [100.0]
+    dispatcher = Dispatcher(services.storage, services.settings, clock=later(31), ticks=lambda: ticks[0])
+    real = services.storage.webhooks.prune
+
+    def taking_a_second(*args: Any, **kwargs: Any) -> PrunedBatch:
+        ticks[0] += 1.0
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(services.storage.webhooks, "prune", taking_a_second)
+    first = dispatcher.prune_step()  # from 100 s to 101 s
+    assert 0 < first <= PRUNE_ROWS
+    ticks[0] = 104.9
+    assert dispatcher.prune_step() == 0  # too soon: 4 s after a batch of 1 s
+    ticks[0] = 105.0
+    assert first + dispatcher.prune_step() == 3_000
+    assert counts(services) == dict.fromkeys(TABLES, 0)

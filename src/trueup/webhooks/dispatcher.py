@@ -68,6 +68,10 @@ role the new holder may already be sending it again (docs/scaling.md)."""
 
 PRUNE_EVERY_S = 600.0
 """How often a pass of pruning starts (and when one failed, how long until the next)."""
+_PRUNE_GAP_S = 0.2
+"""The least time between two batches of a pass; at least four times as long as the last one
+took, too, so that pruning a long history holds the database's writer a fifth of the time at
+most, however busy the dispatcher's rounds are."""
 
 
 _Task = tuple[float, int, DueDelivery | None]
@@ -134,6 +138,7 @@ class Dispatcher(ElectedRole):
         self._prune_due = -math.inf  # when the next pass starts (``ticks``)
         self._prune_cutoff: str | None = None  # the pass under way: events before it go
         self._prune_after: tuple[str, str] | None = None  # where its next batch starts
+        self._prune_next = -math.inf  # the next batch of the pass under way, not before (``ticks``)
         self._prune_pass = Counter[str]()  # what the pass under way pruned, by table
         self._prune_failures = FailuresInARow(log)
         self.pruned = 0
@@ -236,21 +241,27 @@ class Dispatcher(ElectedRole):
             self._prune_failures.succeeded()
 
     def prune_step(self) -> int:
-        """Prune one batch: the next of the pass under way, or the first of a new pass when one
-        is due (every ``PRUNE_EVERY_S``, and at once on taking the role); return the rows deleted.
+        """Prune one batch: the next of the pass under way (``_PRUNE_GAP_S`` or more after the
+        last), or the first of a new pass when one is due (every ``PRUNE_EVERY_S``, and at once
+        on taking the role); return the rows deleted.
 
         A pass deletes the events that happened more than the retention before its start and
         whose deliveries are all finished, with their deliveries and attempts, oldest first.
         Nothing with a retention of 0 days."""
         if self._retention_days == 0:
             return 0
+        started = self._ticks()
         if self._prune_cutoff is None:
-            if self._ticks() < self._prune_due:
+            if started < self._prune_due:
                 return 0
             self._prune_cutoff = format_canonical(self._now() - timedelta(days=self._retention_days))
             self._prune_after = None
             self._prune_pass.clear()
+        elif started < self._prune_next:
+            return 0
         batch = self._storage.webhooks.prune(self._prune_cutoff, self._prune_after)
+        took = self._ticks() - started
+        self._prune_next = started + took + max(_PRUNE_GAP_S, 4 * took)
         for table, count in (
             ("webhook_events", batch.events),
             ("webhook_deliveries", batch.deliveries),
