@@ -115,6 +115,16 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
+def server_database(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Each test using this runs once per backend, as a server process is given it: ``None``
+    for the SQLite database of the server's data directory, else a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield None
+    else:
+        yield request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator[str]:
     """Each test using this runs once per backend."""
     if request.param == "sqlite":

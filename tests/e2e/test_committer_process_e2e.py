@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import fresh_pg_schema, pg_disk_full
+from tests.conftest import pg_disk_full
 from tests.e2e.server import ServerProcess, alive, children, create_key, trueup, wait_until
 from trueup.cli.committer import (
     _LENGTH,
@@ -80,15 +80,6 @@ pytestmark = pytest.mark.skipif(
     platform.machine() not in _READ_SYSCALL or not Path("/proc/self/syscall").exists(),
     reason="reads a stopped child's state from /proc (Linux on x86-64 or arm64)",
 )
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    if request.param == "sqlite":
-        yield None
-    else:
-        with fresh_pg_schema() as url:
-            yield url
 
 
 def test_writes_are_committed_by_the_child(tmp_path: Path) -> None:
@@ -250,11 +241,13 @@ def test_a_killed_child_is_replaced_and_writes_go_on_meanwhile(tmp_path: Path) -
     assert "7 leaves" in audit.stdout
 
 
-def test_no_202_is_lost_when_the_child_is_killed_mid_commit(tmp_path: Path, backend: str | None) -> None:
+def test_no_202_is_lost_when_the_child_is_killed_mid_commit(
+    tmp_path: Path, server_database: str | None
+) -> None:
     """Writers keep sending while the committer child is killed three times. Every write
     answered 202 is stored; the others were answered 503 and, retried with the same keys, store
     each delta exactly once."""
-    key = create_key(tmp_path, backend)
+    key = create_key(tmp_path, server_database)
     stop = threading.Event()
     answered: dict[str, int] = {}  # first key of each request -> status
     sent: dict[str, list[str]] = {}
@@ -281,7 +274,7 @@ def test_no_202_is_lost_when_the_child_is_killed_mid_commit(tmp_path: Path, back
 
     unlimited = {"TRUEUP_RATE_LIMIT_PER_S": "0"}  # six writers on one key exceed its default rate
     with (
-        ServerProcess(tmp_path, backend, extra_env=unlimited, extra_args=IN_A_CHILD) as server,
+        ServerProcess(tmp_path, server_database, extra_env=unlimited, extra_args=IN_A_CHILD) as server,
         ThreadPoolExecutor(WRITERS) as pool,
     ):
         futures = [pool.submit(writer, n, server) for n in range(WRITERS)]
@@ -308,7 +301,7 @@ def test_no_202_is_lost_when_the_child_is_killed_mid_commit(tmp_path: Path, back
         assert sorted(stored) == sorted(every_key)  # each exactly once, none lost
         wait_until(lambda: httpx.get(f"{server.base_url}/readyz").json()["data"]["queueDepth"] == 0)
         server.stop()
-    audit = trueup(["audit"], tmp_path, backend)
+    audit = trueup(["audit"], tmp_path, server_database)
     assert audit.returncode == 0, audit.stderr
     assert f"{len(every_key)} leaves" in audit.stdout
 

@@ -6,51 +6,39 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import fresh_pg_schema
 from tests.e2e.server import ServerProcess, children, create_key, trueup, wait_until, write_and_wait_verified
 from tests.service.rollback import back_up, restore
 from trueup.proof import EMPTY_ROOT
 from trueup.service.signed_head import SignedHead, SignedHeadRecord
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    """``None``: the data directory's SQLite database."""
-    if request.param == "sqlite":
-        yield None
-    else:
-        with fresh_pg_schema() as url:
-            yield url
-
-
-def storage_url(data_dir: Path, database_url: str | None) -> str:
-    return database_url or f"sqlite:///{data_dir / 'trueup.db'}"
+def storage_url(data_dir: Path, server_database: str | None) -> str:
+    return server_database or f"sqlite:///{data_dir / 'trueup.db'}"
 
 
 def test_serve_refuses_a_database_restored_from_an_older_backup(
-    database_url: str | None, tmp_path: Path
+    server_database: str | None, tmp_path: Path
 ) -> None:
     data_dir, backup = tmp_path / "data", tmp_path / "backup.db"
     record = SignedHeadRecord(data_dir / "signing-key.pem.signed")
-    key = create_key(data_dir, database_url)
-    with ServerProcess(data_dir, database_url) as server:
+    key = create_key(data_dir, server_database)
+    with ServerProcess(data_dir, server_database) as server:
         assert record.read() == SignedHead(0, EMPTY_ROOT)  # a first start records the log's head
         write_and_wait_verified(server, key, "a")
     assert record.read() is not None and record.read().size == 10  # type: ignore[union-attr]
-    back_up(storage_url(data_dir, database_url), backup)
-    with ServerProcess(data_dir, database_url) as server:  # a restart is served
+    back_up(storage_url(data_dir, server_database), backup)
+    with ServerProcess(data_dir, server_database) as server:  # a restart is served
         write_and_wait_verified(server, key, "b")
     signed = record.path.read_bytes()
     assert signed.startswith(b"20 ")
-    restore(storage_url(data_dir, database_url), backup)
+    restore(storage_url(data_dir, server_database), backup)
 
-    refused = ServerProcess(data_dir, database_url)
+    refused = ServerProcess(data_dir, server_database)
     try:
         with pytest.raises(RuntimeError, match="server exited at start"):
             refused.start()
@@ -64,13 +52,13 @@ def test_serve_refuses_a_database_restored_from_an_older_backup(
     ) in log
     assert "Traceback" not in log
     # `trueup sequencer` alone too (were it to seal instead, the command's time limit fails it).
-    sequencer = trueup(["sequencer"], data_dir, database_url)
+    sequencer = trueup(["sequencer"], data_dir, server_database)
     assert sequencer.returncode == 1
     assert sequencer.stderr.startswith(
         f"trueup sequencer: {record.path} records that this signing key signed a tree head of size 20"
     ), sequencer.stderr
 
-    audited = trueup(["audit"], data_dir, database_url)
+    audited = trueup(["audit"], data_dir, server_database)
     assert audited.returncode == 1, audited.stdout + audited.stderr
     assert f"audit FAILED: {record.path} records that this signing key signed a tree head of size 20" in (
         audited.stderr
@@ -78,11 +66,11 @@ def test_serve_refuses_a_database_restored_from_an_older_backup(
     assert record.path.read_bytes() == signed  # the audit only reads
 
 
-def test_a_server_killed_during_a_load_starts_again(database_url: str | None, tmp_path: Path) -> None:
+def test_a_server_killed_during_a_load_starts_again(server_database: str | None, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     record = SignedHeadRecord(data_dir / "signing-key.pem.signed")
-    key = create_key(data_dir, database_url)
-    server = ServerProcess(data_dir, database_url).start()
+    key = create_key(data_dir, server_database)
+    server = ServerProcess(data_dir, server_database).start()
     stop = threading.Event()
 
     def load(client: int) -> None:
@@ -115,7 +103,7 @@ def test_a_server_killed_during_a_load_starts_again(database_url: str | None, tm
             writer.join()
         server.kill()
 
-    with ServerProcess(data_dir, database_url) as again:  # the record claims no more than was committed
+    with ServerProcess(data_dir, server_database) as again:  # the record claims no more than was committed
         reply = httpx.post(
             f"{again.base_url}/api/v1/writes",
             headers={"X-Api-Key": key},
@@ -128,5 +116,5 @@ def test_a_server_killed_during_a_load_starts_again(database_url: str | None, tm
             lambda: httpx.get(request, headers={"X-Api-Key": key}).json()["data"]["status"] == "verified",
             timeout_s=300,
         )
-    audited = trueup(["audit"], data_dir, database_url)
+    audited = trueup(["audit"], data_dir, server_database)
     assert audited.returncode == 0, audited.stdout + audited.stderr

@@ -4,13 +4,11 @@ dispatcher role next prunes it, and its routes answer 404 naming it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import fresh_pg_schema
 from tests.e2e.server import ServerProcess, create_key, wait_until
 from tests.webhooks.receiver import Receiver
 from trueup.storage import open_storage
@@ -25,23 +23,14 @@ WEBHOOK_ENV = {
 LONG_AGO = "2026-01-02T03:04:05.000000Z"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    if request.param == "sqlite":
-        yield None
-    else:
-        with fresh_pg_schema() as url:
-            yield url
-
-
 def test_an_old_delivered_event_is_pruned_and_its_routes_answer_404_naming_it(
-    tmp_path: Path, database_url: str | None
+    tmp_path: Path, server_database: str | None
 ) -> None:
-    key = create_key(tmp_path, database_url)
+    key = create_key(tmp_path, server_database)
     headers = {"X-Api-Key": key}
     with Receiver() as receiver:
         with (
-            ServerProcess(tmp_path, database_url, extra_env=WEBHOOK_ENV) as server,
+            ServerProcess(tmp_path, server_database, extra_env=WEBHOOK_ENV) as server,
             httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as api,
         ):
             created = api.post("/api/v1/webhooks", json={"url": receiver.url, "events": ["delta.verified"]})
@@ -61,7 +50,7 @@ def test_an_old_delivered_event_is_pruned_and_its_routes_answer_404_naming_it(
             assert api.get(f"/api/v1/balance/webhooks/{old}").status_code == 200
 
         # Stopped, the event is made to have happened long ago (as after a month of running).
-        storage = open_storage(database_url or f"sqlite:///{tmp_path / 'trueup.db'}")
+        storage = open_storage(server_database or f"sqlite:///{tmp_path / 'trueup.db'}")
         try:
             with storage.engine.write() as tx:
                 tx.execute("UPDATE webhook_events SET created_at = ? WHERE id = ?", (LONG_AGO, old))
@@ -69,7 +58,7 @@ def test_an_old_delivered_event_is_pruned_and_its_routes_answer_404_naming_it(
             storage.close()
 
         with (
-            ServerProcess(tmp_path, database_url, extra_env=WEBHOOK_ENV) as server,
+            ServerProcess(tmp_path, server_database, extra_env=WEBHOOK_ENV) as server,
             httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as api,
         ):
             # Its dispatcher prunes as it takes the role.
