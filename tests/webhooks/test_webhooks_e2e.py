@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from pacspace_sdk import PacSpace, Webhooks
 from pacspace_sdk.errors import WebhookVerificationError as SDKVerificationError
@@ -252,6 +253,48 @@ def test_a_retried_create_with_an_idempotency_key_returns_the_same_endpoint(site
         assert other.status_code == 409 and other.json()["code"] == "IDEMPOTENCY_MISMATCH"
         listed = tenant.call("GET", "/api/v1/webhooks").json()["data"]
         assert listed["total"] == 1
+
+
+def _stored_text(site: Site) -> bytes:
+    """What the database holds of endpoints and kept replies: on SQLite every byte of its files
+    (the write-ahead log among them), on PostgreSQL those tables' rows as text."""
+    if site.database_url is None:
+        return b"".join(path.read_bytes() for path in sorted(site.data_dir.glob("trueup.db*")))
+    with psycopg.connect(site.database_url) as conn:
+        rows = conn.execute(
+            "SELECT t::text FROM webhook_endpoints t UNION ALL SELECT t::text FROM idempotency_keys t"
+        ).fetchall()
+    return "\n".join(str(row[0]) for row in rows).encode()
+
+
+def test_the_database_holds_no_secret_a_tenant_was_shown(site: Site) -> None:
+    """Secrets are sealed with a key derived from the key pepper: a copy of the database alone
+    gives nobody what signs deliveries, while deliveries still verify with the shown secret."""
+    tenant = site.tenant()
+    with Receiver() as receiver:
+        headers = {**tenant.headers, "Idempotency-Key": "sealed-create"}
+        created = httpx.post(
+            site.url + "/api/v1/webhooks", headers=headers, json={"url": receiver.url}, timeout=30
+        )
+        assert created.status_code == 201, created.text
+        first = created.json()["data"]
+        rotated = tenant.call("POST", f"/api/v1/webhooks/{first['id']}/rotate")
+        assert rotated.status_code == 200, rotated.text
+        second = rotated.json()["data"]["secret"]
+        again = httpx.post(
+            site.url + "/api/v1/webhooks", headers=headers, json={"url": receiver.url}, timeout=30
+        )
+        assert again.json()["data"]["secret"] == first["secret"]  # the kept reply, opened
+        tenant.write("sealed-1")
+        wait_until(lambda: tenant.all_delivered(2))
+    stored = _stored_text(site)
+    assert first["id"].encode() in stored  # the rows were read
+    for secret in (first["secret"], second):
+        assert secret.encode() not in stored
+        assert secret.removeprefix("whsec_").encode() not in stored
+    for received in receiver.requests():
+        assert verify_webhook(second, received.headers, received.body)
+        assert verify_webhook(first["secret"], received.headers, received.body)
 
 
 def test_a_read_only_key_gets_403_before_any_replay_or_lookup(site: Site) -> None:

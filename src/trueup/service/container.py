@@ -17,7 +17,7 @@ from trueup.service.settings import Settings
 from trueup.service.signed_head import SignedHeadRecord
 from trueup.service.signing import SigningKeyError, check_log_signer, load_or_create_signer, load_signer
 from trueup.service.views import ViewService
-from trueup.service.webhooks import WebhookService
+from trueup.service.webhooks import ENDPOINT_CREATE_ROUTE, WebhookService
 from trueup.storage import Storage, open_storage, sqlite_path
 from trueup.storage.ratelimits import RateLimitStore
 
@@ -56,6 +56,13 @@ def open_services(settings: Settings) -> Services:
     except BaseException:
         storage.close()
         raise
+    storage.keep_secrets_with(keys.secret_box())
+    try:
+        storage.seal_clear_secrets(ENDPOINT_CREATE_ROUTE)
+    except BaseException:
+        keys.close()
+        storage.close()
+        raise
     committer = GroupCommitter(storage.writes)
     log = LogService(storage, signer)
     return Services(
@@ -92,7 +99,7 @@ def warn_about_shared_secrets(settings: Settings) -> None:
     ]
     database = sqlite_path(settings.resolved_database_url)
     if database is not None:
-        secret_files.append((database, "the SQLite database (webhook secrets, salts)"))
+        secret_files.append((database, "the SQLite database (salts, sealed webhook secrets)"))
         # Its write-ahead log holds the newest pages, those secrets among them. SQLite makes it
         # with the database's mode and leaves it so: one made while the database was open to
         # others stays open after the database alone is made 0600.

@@ -25,6 +25,7 @@ from trueup.core.periods import next_period
 from trueup.service.files import SecretFileError, read_or_create_secret
 from trueup.service.settings import PLAN_ALLOWANCES
 from trueup.storage import Storage
+from trueup.storage.secret_box import SecretBox
 from trueup.storage.tenants import ApiKeyRecord, TenantRecord
 
 __all__ = ["IssuedKey", "KeyService", "Principal"]
@@ -97,6 +98,11 @@ class KeyService:
         if bind_pepper and storage.tenants.pepper_check() is None:
             storage.tenants.bind_pepper(self.pepper_check)
         self.require_bound_pepper(storage.tenants.pepper_check(), bound=bind_pepper)
+
+    def secret_box(self) -> SecretBox:
+        """What seals the secrets the database keeps for the server to read back (webhook
+        secrets): a key of its own derived from this pepper, which is the database's."""
+        return SecretBox(self._pepper)
 
     def require_bound_pepper(self, stored: int | None, bound: bool = True) -> None:
         """Refuse a pepper other than the one whose check value the database keeps (``stored``;

@@ -28,6 +28,7 @@ from trueup.storage.webhooks import AttemptView, DeliveryView, EndpointRecord
 
 __all__ = [
     "DELIVERY_STATUSES",
+    "ENDPOINT_CREATE_ROUTE",
     "MAX_ENDPOINTS",
     "ROTATION_OVERLAP",
     "EventDetail",
@@ -41,6 +42,10 @@ MAX_ENDPOINTS = 20
 
 ROTATION_OVERLAP = timedelta(hours=24)
 """How long the replaced secret keeps signing deliveries after a rotation."""
+
+ENDPOINT_CREATE_ROUTE = "POST /api/v1/webhooks"
+"""The route that registers an endpoint, as its reply is kept under an ``Idempotency-Key``
+(sealed, as it holds the new secret)."""
 
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
 MAX_DESCRIPTION = 500

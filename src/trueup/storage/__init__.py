@@ -15,7 +15,8 @@ from trueup.storage.engine import Engine
 from trueup.storage.errors import IntegrityConflictError, StorageError, StorageUnavailableError
 from trueup.storage.log import LogStore
 from trueup.storage.migrate import migrate
-from trueup.storage.schema import GROWING_TABLES
+from trueup.storage.schema import CLEAR_SECRETS, GROWING_TABLES
+from trueup.storage.secret_box import SecretBox
 from trueup.storage.tenants import TenantStore
 from trueup.storage.webhooks import WebhookStore
 from trueup.storage.writes import WriteStore
@@ -45,6 +46,24 @@ class Storage:
 
     def close(self) -> None:
         self.engine.close()
+
+    def keep_secrets_with(self, box: SecretBox) -> None:
+        """Seal the secrets the database keeps (webhook secrets, and the reply of an endpoint's
+        creation kept under its idempotency key) with ``box``, and open them with it."""
+        self.webhooks.keep_secrets_with(box)
+        self.writes.keep_secrets_with(box)
+
+    def seal_clear_secrets(self, replies_of: str) -> int:
+        """Seal what an older Trueup kept in clear (webhook secrets, and the replies of the route
+        ``replies_of`` kept under idempotency keys), once: only a database that migration 14
+        marked is looked through. Return how many values were sealed."""
+        with self.engine.read() as tx:
+            if tx.scalar("SELECT value FROM counters WHERE name = ?", (CLEAR_SECRETS,)) is None:
+                return 0
+        sealed = self.webhooks.seal_clear_secrets() + self.writes.seal_clear_replies(replies_of)
+        with self.engine.write() as tx:
+            tx.execute("DELETE FROM counters WHERE name = ?", (CLEAR_SECRETS,))
+        return sealed
 
     def refresh_statistics(self) -> None:
         """Bring the planner's statistics of the tables that grow with the log up to date

@@ -375,6 +375,21 @@ _V13 = (
     "CREATE INDEX webhook_events_created ON webhook_events (created_at, id)",
 )
 
+CLEAR_SECRETS = "clear_secrets"
+"""The name under which ``counters`` marks a database whose secrets an older Trueup may have
+kept in clear: the first process of this version to start seals them, then removes the mark."""
+
+_V14 = (
+    # Webhook secrets, and the reply of an endpoint's creation kept under its idempotency key,
+    # are stored sealed with a key derived from the key pepper (storage/secret_box.py). Sealing
+    # needs the pepper, which SQL does not have: a database that may hold such values in clear is
+    # marked, and the server seals them as it starts. The version also keeps an older Trueup
+    # away, which would sign deliveries with the sealed text for a secret.
+    f"""INSERT INTO counters (name, value)
+          SELECT '{CLEAR_SECRETS}', 1 WHERE EXISTS (SELECT 1 FROM webhook_endpoints)
+              OR EXISTS (SELECT 1 FROM idempotency_keys WHERE route = 'POST /api/v1/webhooks')""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, log and balances", _V1),
     Migration(2, "period checkpoints", _V2),
@@ -389,6 +404,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(11, "retries of queued deltas stored before migration 8 wait", _V11),
     Migration(12, "idempotency keys without the whitespace sent after them", _V12),
     Migration(13, "webhook events by time, for pruning", _V13),
+    Migration(14, "webhook secrets sealed with the key pepper", _V14),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 """The schema this code reads and writes: the newest migration's version."""

@@ -5,15 +5,21 @@ transactions that cause them; this repository manages endpoints, lists deliverie
 them by hand, hands due deliveries to the dispatcher and records its attempts. Every tenant-
 facing method takes the tenant id, so another tenant's ids are simply not found.
 
-Secrets are stored as issued: they must be at hand to sign every delivery.
+Secrets must be at hand to sign every delivery, so they are stored sealed with a key derived
+from the key pepper (:mod:`trueup.storage.secret_box`), not hashed: the store seals them as it
+writes and opens them as it reads, and every record it returns holds them opened. A store given
+no box (:meth:`WebhookStore.keep_secrets_with`) refuses to read or write a secret.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from trueup.core.errors import ConflictError
 from trueup.storage.engine import Engine, Row, Tx
+from trueup.storage.errors import StorageError
+from trueup.storage.secret_box import SEALED_PREFIX, SecretBox, is_sealed
 from trueup.storage.webhook_pruning import PRUNE_ROWS, PRUNE_SCAN, PrunedBatch, prune_batch
 from trueup.storage.webhook_records import (
     DELIVERY_COLUMNS,
@@ -56,6 +62,77 @@ _FAIL_PENDING = """UPDATE webhook_deliveries SET status = 'failed', next_attempt
 class WebhookStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._box: SecretBox | None = None
+
+    def keep_secrets_with(self, box: SecretBox) -> None:
+        """Seal the secrets written and open those read with ``box`` (the services set it once
+        the key pepper is checked against the database's)."""
+        self._box = box
+
+    def seal_clear_secrets(self) -> int:
+        """Seal the endpoint secrets an older Trueup stored in clear; return how many.
+
+        Each is replaced only while it is still the value read, so a rotation committed meanwhile
+        (which stores its secrets sealed) is never overwritten. Run by every process as it
+        starts; several at once seal a secret more than once, each time to the same secret."""
+        box = self._secret_box()
+        with self._engine.read() as tx:
+            rows = tx.execute(
+                f"""SELECT id, secret, previous_secret FROM webhook_endpoints
+                   WHERE secret NOT LIKE '{SEALED_PREFIX}%' OR previous_secret NOT LIKE '{SEALED_PREFIX}%'"""
+            )
+        sealed = 0
+        with self._engine.write() as tx:
+            for endpoint_id, secret, previous in rows:
+                for column, value in (("secret", secret), ("previous_secret", previous)):
+                    if value is None or is_sealed(str(value)):
+                        continue
+                    sealed += tx.executemany(
+                        f"UPDATE webhook_endpoints SET {column} = ? WHERE id = ? AND {column} = ?",
+                        [(box.seal(str(value), _context(str(endpoint_id))), endpoint_id, value)],
+                    )
+        return sealed
+
+    def _secret_box(self) -> SecretBox:
+        if self._box is None:
+            raise StorageError(
+                "webhook secrets are sealed with the key pepper, which this process was not given"
+            )
+        return self._box
+
+    def _record(self, row: Row) -> EndpointRecord:
+        """The endpoint of ``row`` (:data:`ENDPOINT_COLUMNS`), its secrets opened."""
+        record = endpoint_record(row)
+        box, context = self._secret_box(), _context(record.id)
+        previous = record.previous_secret
+        return replace(
+            record,
+            secret=box.open(record.secret, context),
+            previous_secret=None if previous is None else box.open(previous, context),
+        )
+
+    def _sealed(self, secret: str, endpoint_id: str) -> str:
+        return self._secret_box().seal(secret, _context(endpoint_id))
+
+    def _active_endpoint(self, tx: Tx, tenant_id: str, endpoint_id: str) -> EndpointRecord | None:
+        row = tx.one(
+            f"""SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
+                WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL""",
+            (endpoint_id, tenant_id),
+        )
+        return None if row is None else self._record(row)
+
+    def _due(self, row: Row) -> DueDelivery:
+        return DueDelivery(
+            event_id=str(row[0]),
+            endpoint_id=str(row[1]),
+            event_type=str(row[2]),
+            payload=str(row[3]),
+            attempts=int(row[4]),
+            round_attempts=int(row[5]),
+            endpoint=self._record(row[6:16]),
+            due_at=str(row[16]),
+        )
 
     # -- endpoints --------------------------------------------------------------------------
 
@@ -84,8 +161,10 @@ class WebhookStore:
                 endpoint.url,
                 endpoint.description,
                 ",".join(endpoint.events) or "*",
-                endpoint.secret,
-                endpoint.previous_secret,
+                self._sealed(endpoint.secret, endpoint.id),
+                None
+                if endpoint.previous_secret is None
+                else self._sealed(endpoint.previous_secret, endpoint.id),
                 endpoint.previous_expires_at,
                 endpoint.created_at,
                 endpoint.rotated_at,
@@ -100,18 +179,18 @@ class WebhookStore:
                     WHERE tenant_id = ? AND deleted_at IS NULL ORDER BY created_at, id""",
                 (tenant_id,),
             )
-        return [endpoint_record(row) for row in rows]
+        return [self._record(row) for row in rows]
 
     def endpoint(self, tenant_id: str, endpoint_id: str) -> EndpointRecord | None:
         """An active endpoint of the tenant, or ``None``."""
         with self._engine.read() as tx:
-            return _active_endpoint(tx, tenant_id, endpoint_id)
+            return self._active_endpoint(tx, tenant_id, endpoint_id)
 
     def delete_endpoint(self, tenant_id: str, endpoint_id: str, deleted_at: str) -> EndpointRecord | None:
         """Deactivate an endpoint; its pending deliveries fail. ``None`` when not found."""
         with self._engine.write() as tx:
             self._engine.serialize(tx, _DELIVERY_UPDATES)
-            found = _active_endpoint(tx, tenant_id, endpoint_id)
+            found = self._active_endpoint(tx, tenant_id, endpoint_id)
             if found is not None:
                 _deactivate(tx, endpoint_id, deleted_at)
         return found
@@ -126,7 +205,7 @@ class WebhookStore:
                     WHERE tenant_id = ? AND url = ? AND deleted_at IS NULL ORDER BY created_at, id""",
                 (tenant_id, url),
             )
-            found = [endpoint_record(row) for row in rows]
+            found = [self._record(row) for row in rows]
             for endpoint in found:
                 _deactivate(tx, endpoint.id, deleted_at)
         return found
@@ -136,15 +215,21 @@ class WebhookStore:
     ) -> EndpointRecord | None:
         """Make ``new_secret`` current; the replaced one keeps signing until ``previous_until``."""
         with self._engine.write() as tx:
-            found = _active_endpoint(tx, tenant_id, endpoint_id)
+            found = self._active_endpoint(tx, tenant_id, endpoint_id)
             if found is None:
                 return None
             tx.execute(
                 """UPDATE webhook_endpoints SET secret = ?, previous_secret = ?,
                        previous_expires_at = ?, rotated_at = ? WHERE id = ?""",
-                (new_secret, found.secret, previous_until, rotated_at, endpoint_id),
+                (
+                    self._sealed(new_secret, endpoint_id),
+                    self._sealed(found.secret, endpoint_id),
+                    previous_until,
+                    rotated_at,
+                    endpoint_id,
+                ),
             )
-            updated = _active_endpoint(tx, tenant_id, endpoint_id)
+            updated = self._active_endpoint(tx, tenant_id, endpoint_id)
         assert updated is not None
         return updated
 
@@ -236,7 +321,7 @@ class WebhookStore:
                     ORDER BY d.next_attempt_at LIMIT ?""",
                 (now, limit),
             )
-        return [_due(r) for r in rows]
+        return [self._due(r) for r in rows]
 
     def due_turns(
         self, now: str, per_tenant: int, window: int = 20_000, limit: int = 2_000
@@ -277,7 +362,7 @@ class WebhookStore:
                         WHERE d.status = 'pending' AND p.deleted_at IS NULL""",
                     params,
                 ):
-                    delivery = _due(row)
+                    delivery = self._due(row)
                     found[(delivery.event_id, delivery.endpoint_id)] = delivery
         return [found[key] for key in keys if key in found]
 
@@ -411,13 +496,9 @@ def _deactivate(tx: Tx, endpoint_id: str, deleted_at: str) -> None:
     tx.execute(_FAIL_PENDING + "endpoint_id = ?", (endpoint_id,))
 
 
-def _active_endpoint(tx: Tx, tenant_id: str, endpoint_id: str) -> EndpointRecord | None:
-    row = tx.one(
-        f"""SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
-            WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL""",
-        (endpoint_id, tenant_id),
-    )
-    return None if row is None else endpoint_record(row)
+def _context(endpoint_id: str) -> str:
+    """What an endpoint's secrets are sealed for: that endpoint, so they open nowhere else."""
+    return f"webhook endpoint {endpoint_id}"
 
 
 _DUE_COLUMNS = f"""d.event_id, d.endpoint_id, e.event_type, e.payload, d.attempts, d.round_attempts,
@@ -425,16 +506,3 @@ _DUE_COLUMNS = f"""d.event_id, d.endpoint_id, e.event_type, e.payload, d.attempt
 """What :func:`_due` reads, from ``webhook_deliveries d`` joined by :data:`_DUE_JOINS`."""
 _DUE_JOINS = """JOIN webhook_events e ON e.id = d.event_id
     JOIN webhook_endpoints p ON p.id = d.endpoint_id"""
-
-
-def _due(row: Row) -> DueDelivery:
-    return DueDelivery(
-        event_id=str(row[0]),
-        endpoint_id=str(row[1]),
-        event_type=str(row[2]),
-        payload=str(row[3]),
-        attempts=int(row[4]),
-        round_attempts=int(row[5]),
-        endpoint=endpoint_record(row[6:16]),
-        due_at=str(row[16]),
-    )

@@ -26,6 +26,7 @@ from trueup.storage.errors import (
     TransactionConflictError,
 )
 from trueup.storage.idempotency import IdempotencyClaim, StoredResponse, replay
+from trueup.storage.secret_box import SEALED_PREFIX, SecretBox, is_sealed
 from trueup.storage.write_drafts import (
     DELTA_INSERT_COLUMNS,
     REQUEST_INSERT_COLUMNS,
@@ -71,11 +72,21 @@ def _meter(draft: WriteDraft) -> tuple[str, str]:
     return draft.tenant_id, draft.accepted_at[:7]
 
 
+def _reply_context(tenant_id: str, key: str) -> str:
+    """What a reply kept under an idempotency key is sealed for: that tenant's key."""
+    return f"reply of tenant {tenant_id} under idempotency key {key!r}"
+
+
 class WriteStore:
     """Stores write requests and answers questions about them."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._box: SecretBox | None = None
+
+    def keep_secrets_with(self, box: SecretBox) -> None:
+        """Seal the replies :meth:`write_remembered` keeps, and open them, with ``box``."""
+        self._box = box
 
     # -- committing -------------------------------------------------------------------------
 
@@ -252,9 +263,11 @@ class WriteStore:
                 return result
 
     def stored_response(self, tenant_id: str, claim: IdempotencyClaim) -> StoredResponse | None:
-        """The reply stored under an idempotency key (raises on a mismatching body)."""
+        """The reply :meth:`write_remembered` stored under an idempotency key, opened (raises on
+        a mismatching body)."""
         with self._engine.read() as tx:
-            return replay(tx, tenant_id, claim)
+            stored = replay(tx, tenant_id, claim)
+        return None if stored is None else self._opened(stored, tenant_id, claim.key)
 
     def write_remembered(
         self,
@@ -275,11 +288,12 @@ class WriteStore:
             if claim is None:
                 write(tx)
                 return response
+            kept = self._box_or_refuse().seal(response.body, _reply_context(tenant_id, claim.key))
             claimed = tx.execute(
                 """INSERT INTO idempotency_keys (tenant_id, idem_key, route, body_hash,
                        status_code, response, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (tenant_id, idem_key) DO NOTHING RETURNING idem_key""",
-                (tenant_id, claim.key, claim.route, claim.body_hash, response.status_code, response.body, at),
+                (tenant_id, claim.key, claim.route, claim.body_hash, response.status_code, kept, at),
             )
             if claimed:
                 write(tx)
@@ -287,7 +301,43 @@ class WriteStore:
             stored = replay(tx, tenant_id, claim)  # 409 for another body
         if stored is None:  # the conflicting row was there a moment ago; keys are never deleted
             raise StorageUnavailableError("an idempotency key vanished while it was being read")
-        return stored
+        return self._opened(stored, tenant_id, claim.key)
+
+    def seal_clear_replies(self, route: str) -> int:
+        """Seal the replies of ``route`` an older Trueup kept in clear under idempotency keys;
+        return how many. Each is replaced only while it is still the value read."""
+        box = self._box_or_refuse()
+        with self._engine.read() as tx:
+            rows = tx.execute(
+                f"""SELECT tenant_id, idem_key, response FROM idempotency_keys
+                    WHERE route = ? AND response NOT LIKE '{SEALED_PREFIX}%'""",
+                (route,),
+            )
+        if not rows:
+            return 0
+        with self._engine.write() as tx:
+            return tx.executemany(
+                """UPDATE idempotency_keys SET response = ?
+                   WHERE tenant_id = ? AND idem_key = ? AND response = ?""",
+                [
+                    (box.seal(str(body), _reply_context(str(tenant), str(key))), tenant, key, body)
+                    for tenant, key, body in rows
+                ],
+            )
+
+    def _box_or_refuse(self) -> SecretBox:
+        if self._box is None:
+            raise StorageError(
+                "replies kept under idempotency keys are sealed with the key pepper, "
+                "which this process was not given"
+            )
+        return self._box
+
+    def _opened(self, stored: StoredResponse, tenant_id: str, key: str) -> StoredResponse:
+        if not is_sealed(stored.body):  # kept in clear by an older Trueup
+            return stored
+        body = self._box_or_refuse().open(stored.body, _reply_context(tenant_id, key))
+        return StoredResponse(stored.status_code, body)
 
     def _taken(self, tx: Tx, tenant_id: str, keys: list[str]) -> list[str]:
         """Which of ``keys`` the tenant has stored already (read from the key index alone)."""

@@ -29,6 +29,7 @@ from trueup.api.schemas.webhooks import (
 from trueup.core.errors import ValidationError
 from trueup.core.timestamps import format_wire
 from trueup.service.webhook_targets import MAX_URL_LENGTH
+from trueup.service.webhooks import ENDPOINT_CREATE_ROUTE
 from trueup.storage.webhooks import DeliveryView, EndpointRecord
 
 router = APIRouter(tags=["webhooks"])
@@ -87,7 +88,7 @@ async def create_endpoint(
 ) -> Response:
     services.webhooks.require_write(principal)  # a read-only key's 403 comes before any body error
     document, body = await read_json(request, services.settings)
-    route = "POST /api/v1/webhooks"
+    route = ENDPOINT_CREATE_ROUTE
     replay = await run_in_threadpool(services.writes.replay, principal, idempotency_key, route, body)
     if replay is not None:
         return reply_response(replay)  # a retried create: the same endpoint and secret

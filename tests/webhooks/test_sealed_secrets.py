@@ -1,0 +1,148 @@
+"""Webhook secrets at rest: stored sealed under a key derived from the key pepper, opened for
+signing, bound to their row, and sealed on upgrade where an older version kept them in clear."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.webhooks.conftest import principal_for, seal_all, write
+from trueup.core.timestamps import format_canonical
+from trueup.service.container import Services, open_services
+from trueup.service.webhooks import ENDPOINT_CREATE_ROUTE
+from trueup.storage.schema import CLEAR_SECRETS
+from trueup.storage.secret_box import SecretBox, SecretBoxError, is_sealed
+
+HOOK = "http://127.0.0.1:9/hook"
+
+
+def _stored_secrets(services: Services, endpoint_id: str) -> tuple[str, str | None]:
+    with services.storage.engine.read() as tx:
+        row = tx.one("SELECT secret, previous_secret FROM webhook_endpoints WHERE id = ?", (endpoint_id,))
+    assert row is not None
+    return str(row[0]), None if row[1] is None else str(row[1])
+
+
+def _stored_reply(services: Services, key: str) -> str:
+    with services.storage.engine.read() as tx:
+        return str(tx.scalar("SELECT response FROM idempotency_keys WHERE idem_key = ?", (key,)))
+
+
+def _create_remembered(services: Services, key: str) -> tuple[str, str]:
+    """What the create route does with an Idempotency-Key; ``(endpoint id, secret)`` replied."""
+    principal = principal_for(services)
+    issued = services.webhooks.prepare(principal, {"url": HOOK})
+    payload = {"data": {"id": issued.endpoint.id, "secret": issued.secret}}
+    reply = services.writes.remember(
+        principal, key, ENDPOINT_CREATE_ROUTE, b"{}", 201, payload, services.webhooks.storing(issued)
+    )
+    assert reply.raw is not None
+    data = json.loads(reply.raw)["data"]
+    return str(data["id"]), str(data["secret"])
+
+
+def test_secrets_are_stored_sealed_and_sign_deliveries_opened(services: Services) -> None:
+    principal = principal_for(services)
+    created = services.webhooks.create(principal, {"url": HOOK})
+    secret, previous = _stored_secrets(services, created.endpoint.id)
+    assert is_sealed(secret) and created.secret not in secret and previous is None
+    rotated = services.webhooks.rotate(principal, created.endpoint.id)
+    secret, previous = _stored_secrets(services, created.endpoint.id)
+    assert previous is not None and is_sealed(secret) and is_sealed(previous)
+    assert rotated.secret not in secret + previous and created.secret not in secret + previous
+    # What the dispatcher reads to sign: both secrets, opened, the new one first.
+    write(services, principal, {"key": "s-1", "accountId": "c-1", "bits": 5})
+    seal_all(services)
+    now = format_canonical(datetime.now(UTC))
+    (due, *_) = services.storage.webhooks.due(now, 10)
+    assert due.endpoint.signing_secrets(now) == (rotated.secret, created.secret)
+    (listed,) = services.webhooks.endpoints(principal)
+    assert (listed.secret, listed.previous_secret) == (rotated.secret, created.secret)
+
+
+def test_the_reply_kept_under_an_idempotency_key_is_sealed_and_replayed_opened(services: Services) -> None:
+    endpoint_id, secret = _create_remembered(services, "create-1")
+    stored = _stored_reply(services, "create-1")
+    assert is_sealed(stored) and secret not in stored and endpoint_id not in stored
+    assert _create_remembered(services, "create-1") == (endpoint_id, secret)  # a retry: the same reply
+
+
+def test_a_sealed_secret_moved_to_another_endpoint_does_not_open(services: Services) -> None:
+    principal = principal_for(services)
+    first = services.webhooks.create(principal, {"url": HOOK})
+    second = services.webhooks.create(principal, {"url": HOOK})
+    moved, _ = _stored_secrets(services, first.endpoint.id)
+    with services.storage.engine.write() as tx:
+        tx.execute("UPDATE webhook_endpoints SET secret = ? WHERE id = ?", (moved, second.endpoint.id))
+    with pytest.raises(SecretBoxError, match=f"for webhook endpoint {second.endpoint.id} does not open"):
+        services.storage.webhooks.endpoint(principal.tenant_id, second.endpoint.id)
+    assert services.storage.webhooks.endpoint(principal.tenant_id, first.endpoint.id) is not None
+
+
+def test_a_box_of_another_pepper_opens_nothing_and_clear_values_pass_through() -> None:
+    box, other = SecretBox(b"p" * 32), SecretBox(b"q" * 32)
+    sealed = box.seal("whsec_abc", "here")
+    assert box.open(sealed, "here") == "whsec_abc"
+    assert sealed != box.seal("whsec_abc", "here")  # a fresh nonce each time
+    for opener, context in ((other, "here"), (box, "there")):
+        with pytest.raises(SecretBoxError, match="does not open"):
+            opener.open(sealed, context)
+    with pytest.raises(SecretBoxError):
+        box.open(sealed[:-4] + "AAAA", "here")
+    assert box.open("whsec_kept-in-clear", "here") == "whsec_kept-in-clear"
+
+
+def _as_an_older_version_left_it(
+    services: Services, clear: dict[str, tuple[str, str | None]], reply_key: str, reply: str
+) -> None:
+    """Put the secrets back in clear and the schema back before migration 14, as a Trueup of
+    schema 13 would have left the database."""
+    with services.storage.engine.write() as tx:
+        for endpoint_id, (secret, previous) in clear.items():
+            tx.execute(
+                "UPDATE webhook_endpoints SET secret = ?, previous_secret = ? WHERE id = ?",
+                (secret, previous, endpoint_id),
+            )
+        tx.execute("UPDATE idempotency_keys SET response = ? WHERE idem_key = ?", (reply, reply_key))
+        tx.execute("DELETE FROM schema_migrations WHERE version = 14")
+        tx.execute("DELETE FROM counters WHERE name = ?", (CLEAR_SECRETS,))
+
+
+def test_an_upgrade_seals_the_secrets_an_older_version_kept_in_clear(services: Services) -> None:
+    principal = principal_for(services)
+    rotated_id = services.webhooks.create(principal, {"url": HOOK}).endpoint.id
+    first_secret = services.webhooks.endpoints(principal)[0].secret
+    rotated = services.webhooks.rotate(principal, rotated_id)
+    plain = services.webhooks.create(principal, {"url": HOOK})
+    remembered_id, remembered_secret = _create_remembered(services, "create-old")
+    reply = json.dumps({"data": {"id": remembered_id, "secret": remembered_secret}})
+    clear = {
+        rotated_id: (rotated.secret, first_secret),
+        plain.endpoint.id: (plain.secret, None),
+        remembered_id: (remembered_secret, None),
+    }
+    _as_an_older_version_left_it(services, clear, "create-old", reply)
+    upgraded = open_services(services.settings)  # migrates to 14, which marks the database, and seals
+    try:
+        for endpoint_id, (secret, previous) in clear.items():
+            stored, stored_previous = _stored_secrets(upgraded, endpoint_id)
+            assert is_sealed(stored) and secret not in stored
+            assert (stored_previous is None) == (previous is None)
+            assert stored_previous is None or (is_sealed(stored_previous) and previous not in stored_previous)
+            record = upgraded.storage.webhooks.endpoint(principal.tenant_id, endpoint_id)
+            assert record is not None and (record.secret, record.previous_secret) == (secret, previous)
+        stored_reply = _stored_reply(upgraded, "create-old")
+        assert is_sealed(stored_reply) and remembered_secret not in stored_reply
+        assert _create_remembered(upgraded, "create-old") == (remembered_id, remembered_secret)
+        with upgraded.storage.engine.read() as tx:
+            assert tx.scalar("SELECT value FROM counters WHERE name = ?", (CLEAR_SECRETS,)) is None
+    finally:
+        upgraded.close()
+
+
+def test_a_database_without_webhooks_is_never_marked_for_sealing(services: Services) -> None:
+    with services.storage.engine.read() as tx:
+        assert tx.scalar("SELECT value FROM counters WHERE name = ?", (CLEAR_SECRETS,)) is None
+        assert tx.scalar("SELECT MAX(version) FROM schema_migrations") == 14
