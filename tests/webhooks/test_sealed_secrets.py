@@ -14,6 +14,7 @@ from trueup.service.container import Services, open_services
 from trueup.service.webhooks import ENDPOINT_CREATE_ROUTE
 from trueup.storage.schema import CLEAR_SECRETS
 from trueup.storage.secret_box import SecretBox, SecretBoxError, is_sealed
+from trueup.storage.webhooks import UNOPENED_ERROR
 
 HOOK = "http://127.0.0.1:9/hook"
 
@@ -58,8 +59,10 @@ def test_secrets_are_stored_sealed_and_sign_deliveries_opened(services: Services
     now = format_canonical(datetime.now(UTC))
     (due, *_) = services.storage.webhooks.due(now, 10)
     assert due.endpoint.signing_secrets(now) == (rotated.secret, created.secret)
-    (listed,) = services.webhooks.endpoints(principal)
-    assert (listed.secret, listed.previous_secret) == (rotated.secret, created.secret)
+    record = services.storage.webhooks.endpoint(principal.tenant_id, created.endpoint.id)
+    assert record is not None and (record.secret, record.previous_secret) == (rotated.secret, created.secret)
+    (listed,) = services.webhooks.endpoints(principal)  # a listing leaves them sealed
+    assert is_sealed(listed.secret) and rotated.secret not in listed.secret
 
 
 def test_the_reply_kept_under_an_idempotency_key_is_sealed_and_replayed_opened(services: Services) -> None:
@@ -79,6 +82,41 @@ def test_a_sealed_secret_moved_to_another_endpoint_does_not_open(services: Servi
     with pytest.raises(SecretBoxError, match=f"for webhook endpoint {second.endpoint.id} does not open"):
         services.storage.webhooks.endpoint(principal.tenant_id, second.endpoint.id)
     assert services.storage.webhooks.endpoint(principal.tenant_id, first.endpoint.id) is not None
+
+
+def test_an_endpoint_whose_secret_does_not_open_fails_only_its_own_deliveries_and_rotating_mends_it(
+    services: Services,
+) -> None:
+    principal = principal_for(services)
+    broken = services.webhooks.create(principal, {"url": HOOK})
+    sound = services.webhooks.create(principal, {"url": HOOK})
+    stored, _ = _stored_secrets(services, broken.endpoint.id)
+    with services.storage.engine.write() as tx:  # a row changed in the database: the tag fails
+        tx.execute(
+            "UPDATE webhook_endpoints SET secret = ? WHERE id = ?",
+            (stored[:-6] + "AAAAAA", broken.endpoint.id),
+        )
+    write(services, principal, {"key": "u-1", "accountId": "c-1", "bits": 5})
+    seal_all(services)
+    now = format_canonical(datetime.now(UTC))
+    due = services.storage.webhooks.due(now, 10)
+    assert {d.endpoint_id for d in due} == {sound.endpoint.id}
+    assert due[0].endpoint.signing_secrets(now) == (sound.secret,)
+    listed, _ = services.webhooks.deliveries(principal, "failed", 20, 0)
+    assert {(d.endpoint_id, d.last_error) for d in listed} == {(broken.endpoint.id, UNOPENED_ERROR)}
+    assert len(listed) == 2  # delta.verified and verification.completed
+    assert len(services.webhooks.endpoints(principal)) == 2  # the listing still shows both
+    rotated = services.webhooks.rotate(principal, broken.endpoint.id)
+    mended = services.storage.webhooks.endpoint(principal.tenant_id, broken.endpoint.id)
+    assert mended is not None and (mended.secret, mended.previous_secret) == (rotated.secret, None)
+    assert mended.previous_expires_at is None
+    services.webhooks.delete(principal, sound.endpoint.id)
+    with services.storage.engine.write() as tx:
+        tx.execute(
+            "UPDATE webhook_endpoints SET secret = 'sealed:v1:AAAA' WHERE id = ?", (broken.endpoint.id,)
+        )
+    assert services.webhooks.delete(principal, broken.endpoint.id).id == broken.endpoint.id
+    assert services.webhooks.endpoints(principal) == []
 
 
 def test_a_box_of_another_pepper_opens_nothing_and_clear_values_pass_through() -> None:
@@ -112,8 +150,8 @@ def _as_an_older_version_left_it(
 
 def test_an_upgrade_seals_the_secrets_an_older_version_kept_in_clear(services: Services) -> None:
     principal = principal_for(services)
-    rotated_id = services.webhooks.create(principal, {"url": HOOK}).endpoint.id
-    first_secret = services.webhooks.endpoints(principal)[0].secret
+    first = services.webhooks.create(principal, {"url": HOOK})
+    rotated_id, first_secret = first.endpoint.id, first.secret
     rotated = services.webhooks.rotate(principal, rotated_id)
     plain = services.webhooks.create(principal, {"url": HOOK})
     remembered_id, remembered_secret = _create_remembered(services, "create-old")

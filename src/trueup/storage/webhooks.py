@@ -13,13 +13,14 @@ no box (:meth:`WebhookStore.keep_secrets_with`) refuses to read or write a secre
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
 from trueup.core.errors import ConflictError
 from trueup.storage.engine import Engine, Row, Tx
 from trueup.storage.errors import StorageError
-from trueup.storage.secret_box import SEALED_PREFIX, SecretBox, is_sealed
+from trueup.storage.secret_box import SEALED_PREFIX, SecretBox, SecretBoxError, is_sealed
 from trueup.storage.webhook_pruning import PRUNE_ROWS, PRUNE_SCAN, PrunedBatch, prune_batch
 from trueup.storage.webhook_records import (
     DELIVERY_COLUMNS,
@@ -45,6 +46,11 @@ __all__ = [
     "WebhookStore",
 ]
 
+
+log = logging.getLogger(__name__)
+
+UNOPENED_ERROR = "the endpoint's secret does not open with this server's key pepper: rotate it"
+"""The error a delivery fails with when its endpoint's secret does not open."""
 
 _DELIVERY_UPDATES = "webhook-attempts"
 """Serialises the transactions that update several deliveries (recording attempts, deleting an
@@ -79,7 +85,8 @@ class WebhookStore:
         with self._engine.read() as tx:
             rows = tx.execute(
                 f"""SELECT id, secret, previous_secret FROM webhook_endpoints
-                   WHERE secret NOT LIKE '{SEALED_PREFIX}%' OR previous_secret NOT LIKE '{SEALED_PREFIX}%'"""
+                   WHERE secret NOT LIKE '{SEALED_PREFIX}%' OR previous_secret NOT LIKE '{SEALED_PREFIX}%'
+                   ORDER BY id"""
             )
         sealed = 0
         with self._engine.write() as tx:
@@ -101,7 +108,8 @@ class WebhookStore:
         return self._box
 
     def _record(self, row: Row) -> EndpointRecord:
-        """The endpoint of ``row`` (:data:`ENDPOINT_COLUMNS`), its secrets opened."""
+        """The endpoint of ``row`` (:data:`ENDPOINT_COLUMNS`), its secrets opened; raises
+        :class:`SecretBoxError` when one does not open."""
         record = endpoint_record(row)
         box, context = self._secret_box(), _context(record.id)
         previous = record.previous_secret
@@ -114,13 +122,43 @@ class WebhookStore:
     def _sealed(self, secret: str, endpoint_id: str) -> str:
         return self._secret_box().seal(secret, _context(endpoint_id))
 
-    def _active_endpoint(self, tx: Tx, tenant_id: str, endpoint_id: str) -> EndpointRecord | None:
+    def _active_endpoint(
+        self, tx: Tx, tenant_id: str, endpoint_id: str, *, opened: bool = True
+    ) -> EndpointRecord | None:
+        """An active endpoint of the tenant (``opened``: its secrets opened, else as stored)."""
         row = tx.one(
             f"""SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
                 WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL""",
             (endpoint_id, tenant_id),
         )
-        return None if row is None else self._record(row)
+        if row is None:
+            return None
+        return self._record(row) if opened else endpoint_record(row)
+
+    def _opened_deliveries(self, rows: Sequence[Row]) -> list[DueDelivery]:
+        """The deliveries of ``rows`` (:data:`_DUE_COLUMNS`), their endpoints' secrets opened.
+
+        One whose endpoint's secret does not open (its row was changed in the database) fails,
+        with an error the tenant sees, instead of stopping every tenant's deliveries with it;
+        rotating the secret mends the endpoint."""
+        opened: list[DueDelivery] = []
+        unopened: list[tuple[str, str]] = []
+        for row in rows:
+            try:
+                opened.append(self._due(row))
+            except SecretBoxError as exc:
+                log.error("delivery of event %s to endpoint %s fails: %s", row[0], row[1], exc)  # noqa: TRY400
+                unopened.append((str(row[0]), str(row[1])))
+        if unopened:
+            with self._engine.write() as tx:
+                self._engine.serialize(tx, _DELIVERY_UPDATES)
+                tx.executemany(
+                    """UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL,
+                           last_error = ?
+                       WHERE event_id = ? AND endpoint_id = ? AND status = 'pending'""",
+                    [(UNOPENED_ERROR, event_id, endpoint_id) for event_id, endpoint_id in unopened],
+                )
+        return opened
 
     def _due(self, row: Row) -> DueDelivery:
         return DueDelivery(
@@ -172,14 +210,15 @@ class WebhookStore:
         )
 
     def endpoints(self, tenant_id: str) -> list[EndpointRecord]:
-        """The tenant's active endpoints, oldest first."""
+        """The tenant's active endpoints, oldest first, their secrets left sealed (a listing
+        never shows them, and one that does not open does not hide the others)."""
         with self._engine.read() as tx:
             rows = tx.execute(
                 f"""SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
                     WHERE tenant_id = ? AND deleted_at IS NULL ORDER BY created_at, id""",
                 (tenant_id,),
             )
-        return [self._record(row) for row in rows]
+        return [endpoint_record(row) for row in rows]
 
     def endpoint(self, tenant_id: str, endpoint_id: str) -> EndpointRecord | None:
         """An active endpoint of the tenant, or ``None``."""
@@ -187,17 +226,20 @@ class WebhookStore:
             return self._active_endpoint(tx, tenant_id, endpoint_id)
 
     def delete_endpoint(self, tenant_id: str, endpoint_id: str, deleted_at: str) -> EndpointRecord | None:
-        """Deactivate an endpoint; its pending deliveries fail. ``None`` when not found."""
+        """Deactivate an endpoint; its pending deliveries fail. ``None`` when not found. The
+        record returned has its secrets left sealed: an endpoint whose secret does not open can
+        be deleted all the same."""
         with self._engine.write() as tx:
             self._engine.serialize(tx, _DELIVERY_UPDATES)
-            found = self._active_endpoint(tx, tenant_id, endpoint_id)
+            found = self._active_endpoint(tx, tenant_id, endpoint_id, opened=False)
             if found is not None:
                 _deactivate(tx, endpoint_id, deleted_at)
         return found
 
     def delete_endpoints_at(self, tenant_id: str, url: str, deleted_at: str) -> list[EndpointRecord]:
         """Deactivate every active endpoint of the tenant with this exact ``url`` (a tenant may
-        have registered one URL more than once), oldest first; their pending deliveries fail."""
+        have registered one URL more than once), oldest first; their pending deliveries fail.
+        Their records have their secrets left sealed, as :meth:`delete_endpoint`'s."""
         with self._engine.write() as tx:
             self._engine.serialize(tx, _DELIVERY_UPDATES)
             rows = tx.execute(
@@ -205,7 +247,7 @@ class WebhookStore:
                     WHERE tenant_id = ? AND url = ? AND deleted_at IS NULL ORDER BY created_at, id""",
                 (tenant_id, url),
             )
-            found = [self._record(row) for row in rows]
+            found = [endpoint_record(row) for row in rows]
             for endpoint in found:
                 _deactivate(tx, endpoint.id, deleted_at)
         return found
@@ -213,18 +255,26 @@ class WebhookStore:
     def rotate_secret(
         self, tenant_id: str, endpoint_id: str, new_secret: str, rotated_at: str, previous_until: str
     ) -> EndpointRecord | None:
-        """Make ``new_secret`` current; the replaced one keeps signing until ``previous_until``."""
+        """Make ``new_secret`` current; the replaced one keeps signing until ``previous_until``.
+
+        A replaced secret that does not open (its row was changed in the database) is dropped,
+        not kept beside the new one: rotating mends such an endpoint."""
         with self._engine.write() as tx:
-            found = self._active_endpoint(tx, tenant_id, endpoint_id)
+            found = self._active_endpoint(tx, tenant_id, endpoint_id, opened=False)
             if found is None:
                 return None
+            try:
+                replaced: str | None = self._secret_box().open(found.secret, _context(endpoint_id))
+            except SecretBoxError as exc:
+                log.warning("rotating endpoint %s drops its replaced secret: %s", endpoint_id, exc)
+                replaced = None
             tx.execute(
                 """UPDATE webhook_endpoints SET secret = ?, previous_secret = ?,
                        previous_expires_at = ?, rotated_at = ? WHERE id = ?""",
                 (
                     self._sealed(new_secret, endpoint_id),
-                    self._sealed(found.secret, endpoint_id),
-                    previous_until,
+                    None if replaced is None else self._sealed(replaced, endpoint_id),
+                    None if replaced is None else previous_until,
                     rotated_at,
                     endpoint_id,
                 ),
@@ -321,7 +371,7 @@ class WebhookStore:
                     ORDER BY d.next_attempt_at LIMIT ?""",
                 (now, limit),
             )
-        return [self._due(r) for r in rows]
+        return self._opened_deliveries(rows)
 
     def due_turns(
         self, now: str, per_tenant: int, window: int = 20_000, limit: int = 2_000
@@ -352,18 +402,17 @@ class WebhookStore:
         in the order of ``keys`` (those no longer pending are left out)."""
         if not keys:
             return []
-        found: dict[tuple[str, str], DueDelivery] = {}
+        rows: list[Row] = []
         with self._engine.read() as tx:
             for relation, params in tx.relations(keys, ("text", "text"), 200):
-                for row in tx.execute(
+                rows += tx.execute(
                     f"""SELECT {_DUE_COLUMNS} FROM {relation}
                         JOIN webhook_deliveries d ON d.event_id = w.column1 AND d.endpoint_id = w.column2
                         {_DUE_JOINS}
                         WHERE d.status = 'pending' AND p.deleted_at IS NULL""",
                     params,
-                ):
-                    delivery = self._due(row)
-                    found[(delivery.event_id, delivery.endpoint_id)] = delivery
+                )
+        found = {(d.event_id, d.endpoint_id): d for d in self._opened_deliveries(rows)}
         return [found[key] for key in keys if key in found]
 
     def fail_orphaned(self) -> int:

@@ -310,7 +310,7 @@ class WriteStore:
         with self._engine.read() as tx:
             rows = tx.execute(
                 f"""SELECT tenant_id, idem_key, response FROM idempotency_keys
-                    WHERE route = ? AND response NOT LIKE '{SEALED_PREFIX}%'""",
+                    WHERE route = ? AND response NOT LIKE '{SEALED_PREFIX}%' ORDER BY tenant_id, idem_key""",
                 (route,),
             )
         if not rows:
