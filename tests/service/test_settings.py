@@ -332,7 +332,7 @@ def test_secrets_others_may_read_are_warned_about(tmp_path: Path, caplog: pytest
     assert warned == [
         f"the signing key {tmp_path / 'signing-key.pem'} {advice}",
         f"the API key pepper {tmp_path / 'key-pepper'} {advice}",
-        f"the SQLite database (webhook secrets, salts) {tmp_path / 'trueup.db'} {advice}",
+        f"the SQLite database (deltas, salts, sealed webhook secrets) {tmp_path / 'trueup.db'} {advice}",
     ]
 
 

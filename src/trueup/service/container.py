@@ -99,7 +99,7 @@ def warn_about_shared_secrets(settings: Settings) -> None:
     ]
     database = sqlite_path(settings.resolved_database_url)
     if database is not None:
-        secret_files.append((database, "the SQLite database (salts, sealed webhook secrets)"))
+        secret_files.append((database, "the SQLite database (deltas, salts, sealed webhook secrets)"))
         # Its write-ahead log holds the newest pages, those secrets among them. SQLite makes it
         # with the database's mode and leaves it so: one made while the database was open to
         # others stays open after the database alone is made 0600.
