@@ -7,8 +7,9 @@ facing method takes the tenant id, so another tenant's ids are simply not found.
 
 Secrets must be at hand to sign every delivery, so they are stored sealed with a key derived
 from the key pepper (:mod:`trueup.storage.secret_box`), not hashed: the store seals them as it
-writes and opens them as it reads, and every record it returns holds them opened. A store given
-no box (:meth:`WebhookStore.keep_secrets_with`) refuses to read or write a secret.
+writes them, and opens them where they are used (the dispatcher's deliveries, a rotation,
+:meth:`WebhookStore.endpoint`); listings and deletions return them as stored, sealed. A store
+given no box (:meth:`WebhookStore.keep_secrets_with`) refuses to read or write a secret.
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ class WebhookStore:
         """Seal the endpoint secrets an older Trueup stored in clear; return how many.
 
         Each is replaced only while it is still the value read, so a rotation committed meanwhile
-        (which stores its secrets sealed) is never overwritten. Run by every process as it
-        starts; several at once seal a secret more than once, each time to the same secret."""
+        (which stores its secrets sealed) is never overwritten. Run as a process starts on a
+        database migration 14 marked (:meth:`Storage.seal_clear_secrets`); several at once seal
+        a secret more than once, each time to the same secret."""
         box = self._secret_box()
         with self._engine.read() as tx:
             rows = tx.execute(
