@@ -12,6 +12,7 @@ from tests.webhooks.conftest import principal_for, seal_all, write
 from trueup.core.timestamps import format_canonical
 from trueup.service.container import Services, open_services
 from trueup.service.webhooks import ENDPOINT_CREATE_ROUTE
+from trueup.storage import StorageError, open_storage
 from trueup.storage.schema import CLEAR_SECRETS
 from trueup.storage.secret_box import SecretBox, SecretBoxError, is_sealed
 from trueup.storage.webhooks import UNOPENED_ERROR
@@ -184,3 +185,20 @@ def test_a_database_without_webhooks_is_never_marked_for_sealing(services: Servi
     with services.storage.engine.read() as tx:
         assert tx.scalar("SELECT value FROM counters WHERE name = ?", (CLEAR_SECRETS,)) is None
         assert tx.scalar("SELECT MAX(version) FROM schema_migrations") == 14
+
+
+def test_a_store_opened_without_the_pepper_refuses_to_read_or_write_a_secret(services: Services) -> None:
+    principal = principal_for(services)
+    created = services.webhooks.create(principal, {"url": HOOK})
+    bare = open_storage(services.settings.resolved_database_url, run_migrations=False)
+    try:
+        with pytest.raises(
+            StorageError, match=r"^webhook secrets are sealed with the key pepper, which this"
+        ):
+            bare.webhooks.endpoint(principal.tenant_id, created.endpoint.id)
+        with pytest.raises(
+            StorageError, match=r"^replies kept under idempotency keys are sealed with the key"
+        ):
+            bare.writes.seal_clear_replies(ENDPOINT_CREATE_ROUTE)
+    finally:
+        bare.close()

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from trueup.storage.errors import StorageError
 
-__all__ = ["SEALED_PREFIX", "SecretBox", "SecretBoxError", "is_sealed"]
+__all__ = ["SEALED_PREFIX", "SecretBox", "SecretBoxError", "is_sealed", "required_box"]
 
 SEALED_PREFIX = "sealed:v1:"
 _NONCE_BYTES = 12
@@ -44,6 +44,14 @@ class SecretBoxError(StorageError):
 def is_sealed(stored: str) -> bool:
     """Whether ``stored`` is a sealed value (not one kept in clear by an older Trueup)."""
     return stored.startswith(SEALED_PREFIX)
+
+
+def required_box(box: SecretBox | None, what: str) -> SecretBox:
+    """``box``, or a :class:`StorageError` saying that ``what`` needs the key pepper, which
+    this process was not given (a store opened without the services)."""
+    if box is None:
+        raise StorageError(f"{what} are sealed with the key pepper, which this process was not given")
+    return box
 
 
 class SecretBox:

@@ -20,8 +20,7 @@ from dataclasses import replace
 
 from trueup.core.errors import ConflictError
 from trueup.storage.engine import Engine, Row, Tx
-from trueup.storage.errors import StorageError
-from trueup.storage.secret_box import SEALED_PREFIX, SecretBox, SecretBoxError, is_sealed
+from trueup.storage.secret_box import SEALED_PREFIX, SecretBox, SecretBoxError, is_sealed, required_box
 from trueup.storage.webhook_pruning import PRUNE_ROWS, PRUNE_SCAN, PrunedBatch, prune_batch
 from trueup.storage.webhook_records import (
     DELIVERY_COLUMNS,
@@ -103,11 +102,7 @@ class WebhookStore:
         return sealed
 
     def _secret_box(self) -> SecretBox:
-        if self._box is None:
-            raise StorageError(
-                "webhook secrets are sealed with the key pepper, which this process was not given"
-            )
-        return self._box
+        return required_box(self._box, "webhook secrets")
 
     def _record(self, row: Row) -> EndpointRecord:
         """The endpoint of ``row`` (:data:`ENDPOINT_COLUMNS`), its secrets opened; raises

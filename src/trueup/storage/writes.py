@@ -26,7 +26,7 @@ from trueup.storage.errors import (
     TransactionConflictError,
 )
 from trueup.storage.idempotency import IdempotencyClaim, StoredResponse, replay
-from trueup.storage.secret_box import SEALED_PREFIX, SecretBox, is_sealed
+from trueup.storage.secret_box import SEALED_PREFIX, SecretBox, is_sealed, required_box
 from trueup.storage.write_drafts import (
     DELTA_INSERT_COLUMNS,
     REQUEST_INSERT_COLUMNS,
@@ -326,12 +326,7 @@ class WriteStore:
             )
 
     def _box_or_refuse(self) -> SecretBox:
-        if self._box is None:
-            raise StorageError(
-                "replies kept under idempotency keys are sealed with the key pepper, "
-                "which this process was not given"
-            )
-        return self._box
+        return required_box(self._box, "replies kept under idempotency keys")
 
     def _opened(self, stored: StoredResponse, tenant_id: str, key: str) -> StoredResponse:
         if not is_sealed(stored.body):  # kept in clear by an older Trueup
