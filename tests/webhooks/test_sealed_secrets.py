@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.e2e.server import wait_until
 from tests.webhooks.conftest import principal_for, seal_all, write
 from trueup.core.timestamps import format_canonical
 from trueup.service.container import Services, open_services
@@ -16,6 +17,7 @@ from trueup.storage import StorageError, open_storage
 from trueup.storage.schema import CLEAR_SECRETS
 from trueup.storage.secret_box import SecretBox, SecretBoxError, is_sealed
 from trueup.storage.webhooks import UNOPENED_ERROR
+from trueup.webhooks.dispatcher import Dispatcher
 
 HOOK = "http://127.0.0.1:9/hook"
 
@@ -202,3 +204,24 @@ def test_a_store_opened_without_the_pepper_refuses_to_read_or_write_a_secret(ser
             bare.writes.seal_clear_replies(ENDPOINT_CREATE_ROUTE)
     finally:
         bare.close()
+
+
+def test_the_dispatcher_taking_its_role_seals_secrets_an_older_process_wrote_in_clear(
+    services: Services,
+) -> None:
+    """An API process of a version before 14 left running through the upgrade (it holds no role
+    lock, so the upgrade does not wait for it) still stores new secrets in clear."""
+    principal = principal_for(services)
+    created = services.webhooks.create(principal, {"url": HOOK})
+    with services.storage.engine.write() as tx:
+        tx.execute(
+            "UPDATE webhook_endpoints SET secret = ? WHERE id = ?", (created.secret, created.endpoint.id)
+        )
+    dispatcher = Dispatcher(services.storage, services.settings, poll_s=0.05)
+    dispatcher.start()
+    try:
+        wait_until(lambda: is_sealed(_stored_secrets(services, created.endpoint.id)[0]))
+    finally:
+        dispatcher.stop()
+    record = services.storage.webhooks.endpoint(principal.tenant_id, created.endpoint.id)
+    assert record is not None and record.secret == created.secret

@@ -174,6 +174,13 @@ class Dispatcher(ElectedRole):
                 log.warning("failed %d webhook deliveries left pending to deleted endpoints", failed)
         except Exception:  # they are never sent either way; the next leadership tries again
             log.exception("could not fail the deliveries left pending to deleted endpoints")
+        try:
+            # Only a process of a version before schema 14 writes secrets in clear: one left
+            # running through an upgrade (which needs only the role locks stopped) still does.
+            if sealed := self._storage.webhooks.seal_clear_secrets():
+                log.warning("sealed %d webhook secrets an older Trueup stored in clear", sealed)
+        except Exception:  # they sign as they are meanwhile; the next leadership tries again
+            log.exception("could not seal the webhook secrets stored in clear")
         # A queue of this leadership's own: what it handed out and no worker started is taken
         # back when it ends, and its workers never take the next leadership's deliveries.
         tasks: queue.PriorityQueue[_Task] = queue.PriorityQueue()
