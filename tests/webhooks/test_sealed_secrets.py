@@ -10,6 +10,7 @@ import pytest
 
 from tests.e2e.server import wait_until
 from tests.webhooks.conftest import principal_for, seal_all, write
+from trueup.cli import audit as cli_audit
 from trueup.core.timestamps import format_canonical
 from trueup.service.container import Services, open_services
 from trueup.service.webhooks import ENDPOINT_CREATE_ROUTE
@@ -225,3 +226,26 @@ def test_the_dispatcher_taking_its_role_seals_secrets_an_older_process_wrote_in_
         dispatcher.stop()
     record = services.storage.webhooks.endpoint(principal.tenant_id, created.endpoint.id)
     assert record is not None and record.secret == created.secret
+
+
+def test_the_audit_warns_of_secrets_stored_in_clear_and_passes(
+    services: Services, capsys: pytest.CaptureFixture[str]
+) -> None:
+    principal = principal_for(services)
+    created = services.webhooks.create(principal, {"url": HOOK})
+    services.webhooks.create(principal, {"url": HOOK})
+    settings = services.settings
+    where = ["--data-dir", str(settings.data_dir), "--database-url", settings.resolved_database_url]
+    assert cli_audit.run(where) == 0
+    assert capsys.readouterr().err == ""
+    with services.storage.engine.write() as tx:  # as an older API process writes it
+        tx.execute(
+            "UPDATE webhook_endpoints SET secret = ? WHERE id = ?", (created.secret, created.endpoint.id)
+        )
+    assert cli_audit.run(where) == 0
+    printed = capsys.readouterr()
+    assert printed.err.startswith(
+        "audit warning: 1 webhook endpoints have a secret stored in clear, as a Trueup before schema"
+    )
+    assert created.secret not in printed.err + printed.out
+    assert printed.out.startswith("audit passed:")

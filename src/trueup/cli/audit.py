@@ -80,9 +80,19 @@ def _audit(settings: Settings, key_argument: str | None) -> AuditReport:
         report = audit_log(storage, key)
         if not report.ok:
             return report
+        if clear := storage.webhooks.clear_secret_count():
+            report = replace(report, warnings=(*report.warnings, _clear_secrets_warning(clear)))
         return _check_signed_head(storage, settings, report)
     finally:
         storage.close()
+
+
+def _clear_secrets_warning(count: int) -> str:
+    return (
+        f"{count} webhook endpoints have a secret stored in clear, as a Trueup before schema "
+        "version 14 stored them: the dispatcher seals them as it takes its role (restart the "
+        "server that holds it), and rotating them retires the clear copies (docs/webhooks.md)"
+    )
 
 
 def _check_signed_head(storage: Storage, settings: Settings, report: AuditReport) -> AuditReport:

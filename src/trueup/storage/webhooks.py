@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 UNOPENED_ERROR = "the endpoint's secret does not open with this server's key pepper: rotate it"
 """The error a delivery fails with when its endpoint's secret does not open."""
 
+_IN_CLEAR = f"secret NOT LIKE '{SEALED_PREFIX}%' OR previous_secret NOT LIKE '{SEALED_PREFIX}%'"
+"""Endpoints with a secret stored in clear (a NULL ``previous_secret`` is no match)."""
+
 _DELIVERY_UPDATES = "webhook-attempts"
 """Serialises the transactions that update several deliveries (recording attempts, deleting an
 endpoint, retrying an event, pruning) on PostgreSQL: each updates its rows in an order of its
@@ -85,9 +88,7 @@ class WebhookStore:
         box = self._secret_box()
         with self._engine.read() as tx:
             rows = tx.execute(
-                f"""SELECT id, secret, previous_secret FROM webhook_endpoints
-                   WHERE secret NOT LIKE '{SEALED_PREFIX}%' OR previous_secret NOT LIKE '{SEALED_PREFIX}%'
-                   ORDER BY id"""
+                f"SELECT id, secret, previous_secret FROM webhook_endpoints WHERE {_IN_CLEAR} ORDER BY id"
             )
         sealed = 0
         with self._engine.write() as tx:
@@ -100,6 +101,12 @@ class WebhookStore:
                         [(box.seal(str(value), _context(str(endpoint_id))), endpoint_id, value)],
                     )
         return sealed
+
+    def clear_secret_count(self) -> int:
+        """How many endpoints have a secret stored in clear (by a Trueup before schema 14, until
+        :meth:`seal_clear_secrets` runs); reads no secret."""
+        with self._engine.read() as tx:
+            return int(tx.scalar(f"SELECT COUNT(*) FROM webhook_endpoints WHERE {_IN_CLEAR}"))
 
     def _secret_box(self) -> SecretBox:
         return required_box(self._box, "webhook secrets")
