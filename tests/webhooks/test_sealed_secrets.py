@@ -4,6 +4,7 @@ signing, bound to their row, and sealed on upgrade where an older version kept t
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
@@ -249,3 +250,27 @@ def test_the_audit_warns_of_secrets_stored_in_clear_and_passes(
     )
     assert created.secret not in printed.err + printed.out
     assert printed.out.startswith("audit passed:")
+
+
+def test_servers_starting_together_on_a_marked_database_seal_every_secret_once(services: Services) -> None:
+    """Several processes of a new version start on an upgraded database at once (``serve
+    --workers``, several hosts): each looks through it, none waits on another for long or
+    deadlocks, and each secret ends sealed, opening to what it was."""
+    tenants = [principal_for(services, f"tenant-{n}") for n in range(5)]
+    created = [services.webhooks.create(tenants[n % 5], {"url": HOOK}) for n in range(40)]
+    with services.storage.engine.write() as tx:  # as a Trueup before schema 14 left them
+        for issued in created:
+            tx.execute(
+                "UPDATE webhook_endpoints SET secret = ? WHERE id = ?", (issued.secret, issued.endpoint.id)
+            )
+        tx.execute("INSERT INTO counters (name, value) VALUES (?, 1)", (CLEAR_SECRETS,))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        opened = list(pool.map(lambda _: open_services(services.settings), range(4)))
+    for each in opened:
+        each.close()
+    assert services.storage.webhooks.clear_secret_count() == 0
+    for issued in created:
+        record = services.storage.webhooks.endpoint(issued.endpoint.tenant_id, issued.endpoint.id)
+        assert record is not None and record.secret == issued.secret
+    with services.storage.engine.read() as tx:
+        assert tx.scalar("SELECT value FROM counters WHERE name = ?", (CLEAR_SECRETS,)) is None
