@@ -953,6 +953,25 @@ def test_a_head_whose_taking_fails_is_let_go_of_and_its_target_named() -> None:
     _fed([b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"], then=check)
 
 
+def test_a_target_too_long_to_take_apart_is_refused_as_too_long_not_as_invalid() -> None:
+    """httptools takes apart targets of up to 65,535 bytes; a longer one, valid but long, is a
+    414 that says so (it read "invalid request target")."""
+
+    async def too_long(protocol: OneWriteHttpToolsProtocol, transport: _Reads) -> None:
+        assert transport.written.startswith(b"HTTP/1.1 414 "), transport.written[:80]
+        assert b'"code":"URI_TOO_LONG"' in transport.written
+        assert b"the request target is 66,000 bytes, longer than 65,535" in transport.written
+
+    target = b"/healthz?" + b"a" * (66_000 - len(b"/healthz?"))
+    _fed([b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n"], then=too_long)
+
+    async def answered(protocol: OneWriteHttpToolsProtocol, transport: _Reads) -> None:
+        assert not transport.written.startswith(b"HTTP/1.1 414"), transport.written[:80]
+
+    longest = b"/healthz?" + b"a" * (65_535 - len(b"/healthz?"))
+    _fed([b"GET " + longest + b" HTTP/1.1\r\nHost: x\r\n\r\n"], then=answered)
+
+
 @pytest.mark.parametrize(
     ("target", "path", "query"),
     [(b"http://example.com", b"/", b""), (b"http://example.com:8000?a=1", b"/", b"a=1")],

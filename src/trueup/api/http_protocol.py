@@ -140,6 +140,9 @@ async def _refuse_upgrade(scope: Scope, receive: Receive, send: Send) -> None:
 _WHOLE_BODY_MAX = 65_536
 """The largest ``Content-Length`` answered without uvicorn's cycle: a single or small write."""
 
+_TARGET_MAX = 65_535
+"""The longest request target httptools can take apart (it keeps its parts' offsets in 16 bits):
+a longer one is refused as too long (414), not as invalid."""
 _SEEN_ONCE = frozenset((b"x-api-key", b"idempotency-key", b"content-type", b"content-length"))
 _NOT_WHOLE = frozenset((b"transfer-encoding", b"content-encoding", b"expect", b"upgrade"))
 
@@ -249,6 +252,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     _answering: _Answering | None = None
     _earlier_cycle: Any = None  # the cycle before it, put back if the write goes the usual way
     _answers: WriteAnswers | None = None
+    _untaken_target = 0  # bytes of the target of a head that could not be taken, let go of
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -429,6 +433,10 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         reason = str(error) if isinstance(error, httptools.HttpParserError) and str(error) else msg
         cause = error.__context__ if isinstance(error, httptools.HttpParserCallbackError) else None
         if isinstance(cause, httptools.HttpParserInvalidURLError):
+            if self._untaken_target > _TARGET_MAX:
+                message = f"the request target is {self._untaken_target:,} bytes, longer than {_TARGET_MAX:,}"
+                self._refuse(414, "URI_TOO_LONG", message)
+                return
             reason = "invalid request target"  # CONNECT host:port, a port past 65535, ...
         elif cause is not None:
             # One of this protocol's (or uvicorn's) callbacks failed on what the parser passed:
@@ -529,6 +537,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             self._take_head()
         except BaseException:
             self.headers.clear()
+            self._untaken_target = len(self.url)  # send_400_response says if it was too long
             self.url = b""
             raise
         self._heads += 1
