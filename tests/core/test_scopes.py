@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from trueup.core.errors import ValidationError
-from trueup.core.scopes import parse_compare_body, parse_derive_query
+from trueup.core.errors import InvalidScopeError, ValidationError
+from trueup.core.scopes import parse_compare_body, parse_derive_query, parse_month_range, parse_one_month
 from trueup.core.strict_json import describe
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -191,3 +191,57 @@ def test_a_date_before_1970_is_told_as_it_was_sent(day: str) -> None:
     with pytest.raises(ValidationError) as caught:
         parse_derive_query(query, NOW)
     assert caught.value.message == f"startDate: must be in 1970 or later, got {day!r}"
+
+
+@pytest.mark.parametrize(
+    ("values", "months"),
+    [
+        ({}, None),
+        ({"period": "2026-02"}, ("2026-02", "2026-02")),
+        ({"timePreset": "current_month"}, ("2026-03", "2026-03")),
+        ({"startDate": "2026-01-15", "endDate": "2026-03-01"}, ("2026-01", "2026-02")),
+        (
+            {"timePreset": "custom", "startDate": "2026-01-01", "endDate": "2026-03-01T00:00:00.000001Z"},
+            ("2026-01", "2026-03"),
+        ),
+        (
+            {"startDate": "2025-12-31T23:00:00-01:00", "endDate": "2026-01-01T00:00:01Z"},
+            ("2026-01", "2026-01"),
+        ),
+    ],
+)
+def test_a_listing_covers_every_month_any_instant_of_which_is_in_range(
+    values: dict[str, str], months: tuple[str, str] | None
+) -> None:
+    assert parse_month_range(values, NOW) == months
+
+
+@pytest.mark.parametrize(
+    ("values", "month"),
+    [
+        ({"period": "2026-02"}, "2026-02"),
+        ({"timePreset": "current_month"}, "2026-03"),
+        ({"timePreset": "custom", "startDate": "2026-01-01", "endDate": "2026-02-01"}, "2026-01"),
+        ({"startDate": "2026-12-01T00:00:00Z", "endDate": "2027-01-01T00:00:00.000Z"}, "2026-12"),
+    ],
+)
+def test_a_lock_or_a_receipt_names_one_whole_month(values: dict[str, str], month: str) -> None:
+    assert parse_one_month(values, NOW) == month
+
+
+def test_a_lock_or_a_receipt_refuses_what_is_not_one_whole_month() -> None:
+    with pytest.raises(ValidationError, match=r"^period: is required \(YYYY-MM\)$"):
+        parse_one_month({}, NOW)
+    with pytest.raises(ValidationError) as part:
+        parse_one_month({"startDate": "2026-01-10", "endDate": "2026-02-01"}, NOW)
+    assert str(part.value) == (
+        "startDate: a period lock or receipt covers one whole calendar month: startDate and endDate "
+        "must be the first instants of a month and of the next (for 2026-01: 2026-01-01 and "
+        "2026-02-01), or give period=2026-01"
+    )
+    with pytest.raises(ValidationError, match=r"^startDate: a period lock"):
+        parse_one_month({"startDate": "2026-01-01", "endDate": "2026-03-01"}, NOW)  # two months
+    with pytest.raises(InvalidScopeError, match=r"^period: cannot be combined with timePreset"):
+        parse_one_month({"period": "2026-01", "timePreset": "current_month"}, NOW)
+    with pytest.raises(ValidationError, match=r"^timePreset: must be current_month or custom"):
+        parse_month_range({"timePreset": "last_month"}, NOW)

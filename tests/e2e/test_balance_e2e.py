@@ -280,6 +280,28 @@ def test_customers_and_usage(running: Running) -> None:
         "data"
     ]
     assert one["balance"] == -1500 and one["deltaCount"] == 4
+    assert (one["period"], one["deltasInScope"], one["deltaPage"], one["deltaLimit"]) == (None, 4, 1, 20)
+    assert [d["delta"] for d in one["deltas"]] == [-500, -1000, -2000, 2000]  # newest first
+    assert [w["period"] for w in one["windowSummaries"]] == ["2026-01", "2026-02"]
+    february = httpx.get(
+        f"{running.url}/api/v1/balance/customers/cust_listed",
+        params={"period": "2026-02", "deltaLimit": 1, "deltaPage": 2},
+        headers=running.headers,
+    ).json()["data"]
+    assert february["balance"] == -1500  # the account's balance, whatever the month shown
+    assert [w["period"] for w in february["windowSummaries"]] == ["2026-02"]
+    assert (february["period"], february["deltasInScope"], february["deltaPage"]) == ("2026-02", 2, 2)
+    assert [(d["delta"], d["reason"]) for d in february["deltas"]] == [(-1000, "Monthly subscription charge")]
+    for params, message in (
+        ({"deltaLimit": "0"}, "deltaLimit: must be between 1 and 1000, got 0"),
+        ({"deltaPage": "1.5"}, 'deltaPage: must be an integer, got "1.5"'),
+        ({"period": "2026-13"}, "period: month must be 01 to 12, got '2026-13'"),
+        ({"deltapage": "2"}, "deltapage: unknown query parameter; did you mean deltaPage? this route takes"),
+    ):
+        refused = httpx.get(
+            f"{running.url}/api/v1/balance/customers/cust_listed", params=params, headers=running.headers
+        )
+        assert refused.status_code == 400 and refused.json()["message"].startswith(message), refused.text
     usage = httpx.get(f"{running.url}/api/v1/balance/usage", headers=running.headers).json()["data"]
     assert usage["plan"] == "unlimited" and usage["used"] >= 4
     # the tenant id a proof bundle's leaf carries, which a customer checks a bundle against

@@ -81,6 +81,27 @@ def test_checkpoint_and_list_checkpoints_through_the_sdk(sdk: PacSpace, running:
     assert [c["checkpointId"] for c in listed["checkpoints"]] == [locked["checkpointId"]]
     receipt = sdk.balance.invoice_proof(customer, {"period": "2026-01"})
     assert receipt["proofRoot"] == locked["proofRoot"] and receipt["verificationApiUrl"]
+    # A month as the SDK's scope options name it: the lock, the receipt and the listing.
+    february = {"timePreset": "custom", "startDate": "2026-02-01", "endDate": "2026-03-01"}
+    locked_february = sdk.balance.checkpoint(customer, february)
+    assert locked_february["period"] == "2026-02" and locked_february["closingBalance"] == 40
+    january = {"timePreset": "custom", "startDate": "2026-01-01", "endDate": "2026-02-01"}
+    assert sdk.balance.invoice_proof(customer, january)["proofRoot"] == locked["proofRoot"]
+    in_february = sdk.balance.list_checkpoints({"customerId": customer, **february})
+    assert [c["period"] for c in in_february["checkpoints"]] == ["2026-02"]
+    from_mid_january = {"customerId": customer, "startDate": "2026-01-15", "endDate": "2026-03-01"}
+    assert [c["period"] for c in sdk.balance.list_checkpoints(from_mid_january)["checkpoints"]] == [
+        "2026-01",
+        "2026-02",
+    ]
+    this_month = sdk.balance.list_checkpoints({"customerId": customer, "timePreset": "current_month"})
+    assert this_month["checkpoints"] == [] and this_month["total"] == 0
+    with pytest.raises(PacSpaceError) as partial:
+        sdk.balance.invoice_proof(customer, {"startDate": "2026-01-10", "endDate": "2026-02-01"})
+    assert partial.value.status_code == 400
+    detail = sdk.balance.customer(customer, {"period": "2026-01", "deltaPage": 1, "deltaLimit": 5})
+    assert detail["balance"] == 40 and [d["delta"] for d in detail["deltas"]] == [40]
+    assert [w["period"] for w in detail["windowSummaries"]] == ["2026-01"]
     period = sdk.verify(locked["proofRoot"])
     assert period["summary"]["endingBalance"] == 40
 

@@ -185,7 +185,7 @@ def test_a_log_is_signed_from_its_first_open_and_reads_without_a_head_are_503s(s
         with pytest.raises(UnavailableError, match="no signed tree head yet") as caught:
             attempt()
         assert caught.value.retry_after_seconds == 1
-    assert services.balances.checkpoints(who, None, None, 10, 0) == ([], 0)
+    assert services.balances.checkpoints(who, None, {}, 10, 0) == ([], 0)
     seal_all(services)
     assert services.balances.derive(who, "cust_12345", {}).summary.total == 5
 
@@ -266,7 +266,7 @@ def test_a_period_whose_opening_balance_passes_64_bits_is_refused_with_a_409(unl
     seal_all(services)
     with pytest.raises(ConflictError, match=r"^period: the balance of customer 'big' before 2026-09 is "):
         services.balances.lock_period(who, {"customerId": "big", "period": "2026-09"})
-    assert services.balances.checkpoints(who, "big", None, 10, 0) == ([], 0)
+    assert services.balances.checkpoints(who, "big", {}, 10, 0) == ([], 0)
     august, created = services.balances.lock_period(who, {"customerId": "big", "period": "2026-08"})
     assert created and (august.opening_balance, august.closing_balance) == (520 * most, 1040 * most)
 
@@ -309,7 +309,7 @@ def test_a_customer_whose_only_delta_failed_under_a_lock_stays_known(services: S
         who, {"customerId": "q1", "yourBalance": 0, "theirBalance": 0, "startingBalance": 0}
     )
     assert result.matches_yours and result.matches_theirs
-    assert services.balances.customer(who, "q1")[0].balance == 0
+    assert services.balances.customer(who, "q1", {}).account.balance == 0
     assert services.balances.lock_period(who, {"customerId": "q1", "period": "2026-09"})[1] is True
     with pytest.raises(CustomerNotFoundError):  # no checkpoint, no delta: still unknown
         services.balances.derive(who, "q2", {})
@@ -383,15 +383,15 @@ def test_a_receipt_for_a_customer_never_written_to_names_the_customer(services: 
     period is CHECKPOINT_NOT_FOUND, and another tenant's customer is unknown."""
     who = seed_history(services)
     with pytest.raises(CustomerNotFoundError, match="customer 'nobody' has no deltas"):
-        services.balances.receipt(who, "nobody", "2026-02")
+        services.balances.receipt(who, "nobody", {"period": "2026-02"})
     with pytest.raises(CustomerNotFoundError):
         services.balances.lock_period(who, {"customerId": "nobody", "period": "2026-02"})
     with pytest.raises(CheckpointNotFoundError, match="is not locked; lock it with"):
-        services.balances.receipt(who, "cust_12345", "2026-02")
+        services.balances.receipt(who, "cust_12345", {"period": "2026-02"})
     services.balances.lock_period(who, {"customerId": "cust_12345", "period": "2026-02"})
-    assert services.balances.receipt(who, "cust_12345", "2026-02").deltas_count == 2
+    assert services.balances.receipt(who, "cust_12345", {"period": "2026-02"}).deltas_count == 2
     with pytest.raises(CustomerNotFoundError):
-        services.balances.receipt(principal_for(services, "globex"), "cust_12345", "2026-02")
+        services.balances.receipt(principal_for(services, "globex"), "cust_12345", {"period": "2026-02"})
 
 
 def test_another_customer_s_checkpoint_is_not_a_starting_point(services: Services) -> None:

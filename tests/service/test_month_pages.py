@@ -65,7 +65,7 @@ def test_a_locked_period_s_pages_search_by_position(
     who = principal_for(services)
     services.balances.lock_period(who, {"customerId": "m", "period": "2026-01"})
     seal_all(services)
-    record = services.balances.receipt(who, "m", "2026-01")
+    record = services.balances.receipt(who, "m", {"period": "2026-01"})
     january = by_month["2026-01"]
     for offset in range(len(january) + 1):
         view = services.balances.period_view(record, 5, offset)

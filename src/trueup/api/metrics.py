@@ -11,12 +11,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trueup.api.deps import ServicesDep
 from trueup.api.routes.health import PROBE_WAIT_S
+from trueup.api.unknown_params import RefusingUnknownParameters
 from trueup.core.timestamps import parse_canonical
 from trueup.service.metrics import HTTP_RESPONSES, QUEUE_AGE, QUEUE_DEPTH, TREE_SIZE, render, route_label
 
 __all__ = ["ResponseCounter", "router"]
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=RefusingUnknownParameters)
 
 
 @router.get(

@@ -16,17 +16,21 @@ from typing import Any
 from trueup.core.compare import ClaimedWindow
 from trueup.core.deltas import check_account_id
 from trueup.core.errors import InvalidScopeError, ValidationError
-from trueup.core.periods import parse_period, period_end
+from trueup.core.periods import parse_period, period_end, period_of
 from trueup.core.strict_json import describe
 from trueup.core.timestamps import MAX_TIME, format_canonical, parse_rfc3339
 
 __all__ = [
     "MAX_BALANCE",
+    "MAX_DELTA_PAGE",
     "BalanceQuery",
     "CompareRequest",
     "parse_compare_body",
+    "parse_customer_query",
     "parse_derive_query",
     "parse_integer_text",
+    "parse_month_range",
+    "parse_one_month",
     "resolve_checkpoint_type",
 ]
 
@@ -34,6 +38,9 @@ MAX_BALANCE = 10**30
 """Largest magnitude accepted for a claimed or starting balance (exact: JSON has no limit)."""
 MAX_OFFSET = 10**12
 """The largest ``offset`` a page may start at."""
+
+MAX_DELTA_PAGE = 10**7
+"""The last page of deltas the customer view shows (the customer list's last page too)."""
 
 _INTEGER_TEXT = re.compile(r"^[+-]?[0-9]+$")
 _MAX_DIGITS = 64
@@ -242,6 +249,61 @@ def _scope(
             "startingCheckpoint", "cannot be combined with period, timePreset, startDate/endDate or asOf"
         )
     return checkpoint, kind, start, end, period
+
+
+def parse_customer_query(params: Mapping[str, str], now: datetime) -> BalanceQuery:
+    """The customer view's query string, as PacSpace's SDK sends it: ``period`` (the month its
+    totals and deltas are of; all months by default), ``deltaPage`` (from 1) and ``deltaLimit``
+    (1-1000, default 20) for the page of its deltas, newest first."""
+    start, end, period = _months_asked({"period": params["period"]} if "period" in params else {}, now)
+    size = _integer_text(params.get("deltaLimit", "20"), "deltaLimit", 1, 1000, "must be between 1 and 1000")
+    last = MAX_DELTA_PAGE
+    page = _integer_text(params.get("deltaPage", "1"), "deltaPage", 1, last, f"must be between 1 and {last}")
+    return BalanceQuery(
+        start=start, end=end, period=period, limit=size, offset=(page - 1) * size, descending=True
+    )
+
+
+def _months_asked(values: Mapping[str, Any], now: datetime) -> tuple[str | None, str | None, str | None]:
+    """:func:`_time_scope` of the parameters that name months (``asOf`` names an instant)."""
+    get = values.get
+    return _time_scope(get("period"), get("timePreset"), get("startDate"), get("endDate"), None, now)
+
+
+def parse_month_range(values: Mapping[str, Any], now: datetime) -> tuple[str, str] | None:
+    """The calendar months a listing covers, ``(first, last)`` inclusive, from ``period``, or
+    from ``timePreset`` and ``startDate``/``endDate`` read as derive reads them; ``None`` when
+    none is given. A month is in the range when any instant of it is (the end is exclusive):
+    ``startDate=2026-01-15&endDate=2026-03-01`` is January and February."""
+    start, end, period = _months_asked(values, now)
+    if period is not None:
+        return period, period
+    if start is None or end is None:
+        return None
+    last_instant = parse_rfc3339(end, "endDate") - timedelta(microseconds=1)
+    return period_of(start), period_of(last_instant)
+
+
+def parse_one_month(values: Mapping[str, Any], now: datetime) -> str:
+    """The one calendar month (``YYYY-MM``) a period lock or a receipt is for: ``period``, or
+    ``timePreset=current_month``, or ``startDate``/``endDate`` (``timePreset=custom`` or none)
+    that are exactly the first instants of a month and of the next, as PacSpace's SDK sends a
+    month. Anything else is a 400: a lock or a receipt always covers a whole month, and one for
+    the month a partial range falls in would not be what was asked for."""
+    start, end, period = _months_asked(values, now)
+    if period is not None:
+        return period
+    if start is None or end is None:
+        raise ValidationError("period", "is required (YYYY-MM)")
+    month = period_of(start)
+    if start != f"{month}-01T00:00:00.000000Z" or end != period_end(month):
+        raise ValidationError(
+            "startDate",
+            "a period lock or receipt covers one whole calendar month: startDate and endDate must "
+            f"be the first instants of a month and of the next (for {month}: {month}-01 and "
+            f"{period_end(month)[:10]}), or give period={month}",
+        )
+    return month
 
 
 def parse_derive_query(params: Mapping[str, str], now: datetime) -> BalanceQuery:

@@ -24,8 +24,14 @@ from trueup.core.errors import (
     ValidationError,
 )
 from trueup.core.ids import parse_anchor_id, parse_record_id, random_token
-from trueup.core.periods import parse_period
-from trueup.core.scopes import BalanceQuery, parse_compare_body, parse_derive_query
+from trueup.core.scopes import (
+    BalanceQuery,
+    parse_compare_body,
+    parse_customer_query,
+    parse_derive_query,
+    parse_month_range,
+    parse_one_month,
+)
 from trueup.core.strict_json import describe
 from trueup.core.timestamps import format_canonical
 from trueup.proof import LeafFields, inclusion_proof, inclusion_proof_nodes
@@ -38,7 +44,7 @@ from trueup.storage.balances import BalanceSnapshot
 from trueup.storage.checkpoints import CheckpointRecord
 from trueup.storage.heads import HeadRecord
 
-__all__ = ["BalanceService", "Derived", "NewestProof", "PeriodRecord", "PeriodView"]
+__all__ = ["BalanceService", "CustomerView", "Derived", "NewestProof", "PeriodRecord", "PeriodView"]
 
 Clock = Callable[[], datetime]
 
@@ -122,6 +128,18 @@ def _signed_head(head: HeadRecord | None) -> HeadRecord:
             retry_after_seconds=1,
         )
     return head
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerView:
+    """One customer as ``GET /customers/{customerId}`` shows it."""
+
+    account: AccountRecord
+    query: BalanceQuery
+    """Its ``period`` (or none) and the page of deltas asked for."""
+    months: tuple[MonthRecord, ...]
+    deltas_in_scope: int
+    deltas: tuple[DeltaRecord, ...]
 
 
 class BalanceService:
@@ -240,23 +258,22 @@ class BalanceService:
             raise ForbiddenError("this API key is read-only; locking a period writes")
 
     def lock_period(self, principal: Principal, document: Any) -> tuple[CheckpointRecord, bool]:
-        """Lock ``{customerId, period}`` (idempotent); ``True`` when newly locked."""
+        """Lock ``{customerId, period}`` (idempotent); ``True`` when newly locked. The month may
+        also be given as PacSpace's SDK sends it (:func:`~trueup.core.scopes.parse_one_month`)."""
         self.require_lock_access(principal)
         if not isinstance(document, dict):
             raise ValidationError("body", f"must be a JSON object, got {describe(document)}")
-        for required in ("customerId", "period"):
-            if required not in document:
-                raise ValidationError(required, "is required")
+        if "customerId" not in document:
+            raise ValidationError("customerId", "is required")
         customer_id = check_account_id(document["customerId"], "customerId")
-        year, month = parse_period(document["period"], "period")
-        period = f"{year:04d}-{month:02d}"
+        now = self._clock()
+        period = parse_one_month(document, now)
         force = document.get("force", False)
         if not isinstance(force, bool):
             raise ValidationError("force", f"must be true or false, got {describe(force)}")
         existing = self._storage.checkpoints.find(principal.tenant_id, customer_id, period)
         if existing is not None:
             return existing, False
-        now = self._clock()
         if format_canonical(now)[:7] <= period and not force:
             raise ValidationError("period", f'{period} is not over yet; pass "force": true to lock it early')
         with self._storage.balances.snapshot() as snapshot:
@@ -273,21 +290,27 @@ class BalanceService:
         )
 
     def checkpoints(
-        self, principal: Principal, customer_id: str | None, period: str | None, limit: int, offset: int
+        self,
+        principal: Principal,
+        customer_id: str | None,
+        months: Mapping[str, str],
+        limit: int,
+        offset: int,
     ) -> tuple[list[CheckpointRecord], int]:
+        """The tenant's period locks, of one customer or all, in the months ``months`` names
+        (``period``, or ``timePreset``/``startDate``/``endDate``:
+        :func:`~trueup.core.scopes.parse_month_range`; all months when it names none)."""
         if customer_id is not None:
             check_account_id(customer_id, "customerId")
-        if period is not None:
-            year, month = parse_period(period, "period")
-            period = f"{year:04d}-{month:02d}"
-        return self._storage.checkpoints.list(principal.tenant_id, customer_id, period, limit, offset)
+        span = parse_month_range(months, self._clock())
+        return self._storage.checkpoints.list(principal.tenant_id, customer_id, span, limit, offset)
 
-    def receipt(self, principal: Principal, customer_id: str, period: str | None) -> CheckpointRecord:
+    def receipt(self, principal: Principal, customer_id: str, month: Mapping[str, str]) -> CheckpointRecord:
+        """The lock of one customer's month, named by ``period`` or as the SDK names a month
+        (:func:`~trueup.core.scopes.parse_one_month`)."""
         check_account_id(customer_id, "customerId")
-        if period is None:
-            raise ValidationError("period", "is required (YYYY-MM)")
-        year, month = parse_period(period, "period")
-        found = self._storage.checkpoints.find(principal.tenant_id, customer_id, f"{year:04d}-{month:02d}")
+        period = parse_one_month(month, self._clock())
+        found = self._storage.checkpoints.find(principal.tenant_id, customer_id, period)
         if found is None:
             with self._storage.balances.snapshot() as snapshot:
                 known = snapshot.known_customer(principal.tenant_id, customer_id)
@@ -336,18 +359,24 @@ class BalanceService:
         with self._storage.balances.snapshot() as snapshot:
             return snapshot.customers(principal.tenant_id, search, limit, (page - 1) * limit)
 
-    def customer(
-        self, principal: Principal, customer_id: str
-    ) -> tuple[AccountRecord, tuple[MonthRecord, ...]]:
+    def customer(self, principal: Principal, customer_id: str, params: Mapping[str, str]) -> CustomerView:
+        """One customer: its account figures, and its monthly totals and a page of its verified
+        deltas, newest first, of all months or of ``period``
+        (:func:`~trueup.core.scopes.parse_customer_query`), from one snapshot."""
         check_account_id(customer_id, "customerId")
+        query = parse_customer_query(params, self._clock())
+        scope = Scope(start=query.start, end=query.end)
         with self._storage.balances.snapshot() as snapshot:
             account = snapshot.account(principal.tenant_id, customer_id)
             if account is None:
                 if snapshot.known_customer(principal.tenant_id, customer_id):
-                    return AccountRecord(customer_id, 0, 0, "", "", -1), ()
+                    return CustomerView(AccountRecord(customer_id, 0, 0, "", "", -1), query, (), 0, ())
                 raise CustomerNotFoundError(f"customer {customer_id!r} has no deltas")
-            summary = snapshot.summary(principal.tenant_id, customer_id, Scope())
-        return account, summary.months
+            summary = snapshot.summary(principal.tenant_id, customer_id, scope)
+            page = snapshot.page(
+                principal.tenant_id, customer_id, scope, query.limit, query.offset, query.descending
+            )
+        return CustomerView(account, query, summary.months, summary.count, tuple(page))
 
 
 def _checkpoint_scope(record: CheckpointRecord) -> tuple[Scope, dict[str, Any]]:

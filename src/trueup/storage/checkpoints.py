@@ -198,16 +198,23 @@ class CheckpointStore:
             return lock_count(tx)
 
     def list(
-        self, tenant_id: str, customer_id: str | None, period: str | None, limit: int, offset: int
+        self,
+        tenant_id: str,
+        customer_id: str | None,
+        months: tuple[str, str] | None,
+        limit: int,
+        offset: int,
     ) -> tuple[list[CheckpointRecord], int]:
+        """A page of the tenant's locks (one customer's, or all) and their count, by customer
+        then period; ``months``: only periods from the first to the last, inclusive."""
         where = "tenant_id = ?"
         params: list[object] = [tenant_id]
         if customer_id is not None:
             where += " AND customer_id = ?"
             params.append(customer_id)
-        if period is not None:
-            where += " AND period = ?"
-            params.append(period)
+        if months is not None:
+            where += " AND period BETWEEN ? AND ?"
+            params.extend(months)
         with self._engine.read() as tx:
             total = int(tx.scalar(f"SELECT COUNT(*) FROM period_checkpoints WHERE {where}", params))
             rows = tx.execute(

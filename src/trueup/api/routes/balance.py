@@ -5,23 +5,24 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from trueup.api.body import read_json
 from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors, json_body
+from trueup.api.params import OptionalText, Period, TimePreset, integer_schema, one_of
 from trueup.api.responses import JSONResponse
-from trueup.api.routes.replies import hex_root
+from trueup.api.routes.replies import delta_json, hex_root
 from trueup.api.schemas.balances import CompareBody, CompareResponse, DeriveResponse
-from trueup.api.schemas.common import ACCOUNT_ID, PERIOD, documented_as
+from trueup.api.schemas.common import ACCOUNT_ID, documented_as
+from trueup.api.unknown_params import RefusingUnknownParameters
 from trueup.core.compare import to_wire
-from trueup.core.ids import anchor_id, record_id
+from trueup.core.ids import anchor_id
 from trueup.core.scopes import MAX_BALANCE, MAX_OFFSET
 from trueup.core.timestamps import MAX_TIME, format_wire, format_wire_ms
 from trueup.service.balances import Derived
 
-router = APIRouter(tags=["balance"])
+router = APIRouter(tags=["balance"], route_class=RefusingUnknownParameters)
 
 _DERIVE_PARAMS = (
     "startingBalance",
@@ -37,30 +38,14 @@ _DERIVE_PARAMS = (
     "asOf",
 )
 
-OptionalText = Annotated[str | None, Query(max_length=200)]
 
-
-def _integer_schema(minimum: int, maximum: int) -> WithJsonSchema:
-    """An integer query parameter as OpenAPI shows it. The route reads its text and the core
-    parses it, so that ``limit=1.0`` is a 400 naming ``limit``, as on every route."""
-    return WithJsonSchema({"type": "integer", "minimum": minimum, "maximum": maximum})
-
-
-def _one_of(*values: str) -> WithJsonSchema:
-    """A text query parameter that takes one of these values, as OpenAPI shows it (the core
-    refuses any other with a 400 naming the parameter)."""
-    return WithJsonSchema({"type": "string", "enum": list(values)})
-
-
-StartingBalance = Annotated[str | None, Query(), _integer_schema(-MAX_BALANCE, MAX_BALANCE)]
-Limit = Annotated[str | None, Query(), _integer_schema(1, 1000)]
-Offset = Annotated[str | None, Query(), _integer_schema(0, MAX_OFFSET)]
+StartingBalance = Annotated[str | None, Query(), integer_schema(-MAX_BALANCE, MAX_BALANCE)]
+Limit = Annotated[str | None, Query(), integer_schema(1, 1000)]
+Offset = Annotated[str | None, Query(), integer_schema(0, MAX_OFFSET)]
 CheckpointType = Annotated[
-    str | None, Query(max_length=200), _one_of("itemsRoot", "anchorId", "proofRoot", "recordId")
+    str | None, Query(max_length=200), one_of("itemsRoot", "anchorId", "proofRoot", "recordId")
 ]
-Order = Annotated[str | None, Query(max_length=200), _one_of("asc", "desc")]
-Period = Annotated[str | None, Query(max_length=200), documented_as(PERIOD, "YYYY-MM, a UTC month")]
-TimePreset = Annotated[str | None, Query(max_length=200), _one_of("current_month", "custom")]
+Order = Annotated[str | None, Query(max_length=200), one_of("asc", "desc")]
 
 
 @router.get(
@@ -114,19 +99,7 @@ def derive_json(derived: Derived) -> dict[str, Any]:
         "deltasCount": derived.summary.count,
         "latestCheckpoint": hex_root(head.root),
         "startingCheckpoint": derived.checkpoint,
-        "deltas": [
-            {
-                "anchorId": anchor_id(delta.leaf_index),
-                "delta": delta.amount,
-                "reason": delta.reason,
-                "status": "VERIFIED",
-                "createdAt": format_wire(delta.occurred_at),
-                "recordId": record_id(delta.request_id, delta.item_index),
-                "leafIndex": delta.leaf_index,
-                "key": delta.key,
-            }
-            for delta in derived.deltas
-        ],
+        "deltas": [delta_json(delta) for delta in derived.deltas],
         "windowSummaries": [
             {
                 "period": m.period,

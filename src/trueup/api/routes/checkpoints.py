@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from trueup.api.body import read_json
 from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors, json_body
-from trueup.api.params import INTEGER_TEXT
+from trueup.api.params import INTEGER_TEXT, OptionalText, Period, TimePreset
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import hex_root
 from trueup.api.schemas.balances import (
@@ -19,11 +19,12 @@ from trueup.api.schemas.balances import (
     CheckpointResponse,
     ReceiptResponse,
 )
-from trueup.api.schemas.common import ACCOUNT_ID, PERIOD, documented_as
+from trueup.api.schemas.common import ACCOUNT_ID, documented_as
+from trueup.api.unknown_params import RefusingUnknownParameters
 from trueup.core.timestamps import format_wire
 from trueup.storage.checkpoints import CheckpointRecord
 
-router = APIRouter(tags=["checkpoints"])
+router = APIRouter(tags=["checkpoints"], route_class=RefusingUnknownParameters)
 
 
 def checkpoint_json(record: CheckpointRecord) -> dict[str, Any]:
@@ -73,12 +74,16 @@ async def list_checkpoints(
     services: ServicesDep,
     principal: Auth,
     customerId: Annotated[str | None, Query(max_length=128), documented_as(ACCOUNT_ID)] = None,  # noqa: N803
-    period: Annotated[str | None, Query(max_length=7), documented_as(PERIOD, "YYYY-MM")] = None,
+    period: Period = None,
+    timePreset: TimePreset = None,  # noqa: N803 - PacSpace's SDK's name
+    startDate: OptionalText = None,  # noqa: N803
+    endDate: OptionalText = None,  # noqa: N803
     limit: Annotated[int, Query(ge=1, le=1000), INTEGER_TEXT] = 100,
     offset: Annotated[int, Query(ge=0, le=10**9), INTEGER_TEXT] = 0,
 ) -> JSONResponse:
+    months = _month_scope(period, timePreset, startDate, endDate)
     records, total = await run_in_threadpool(
-        services.balances.checkpoints, principal, customerId, period, limit, offset
+        services.balances.checkpoints, principal, customerId, months, limit, offset
     )
     return JSONResponse(
         {
@@ -103,10 +108,14 @@ async def receipt(
     request: Request,
     services: ServicesDep,
     principal: Auth,
-    # Required: the service names it when it is missing, as a 400 ("period: is required").
-    period: Annotated[str, Query(max_length=7), documented_as(PERIOD, "YYYY-MM, a locked period")],
+    # One of them is required: the service names period when none is given, as a 400.
+    period: Period = None,
+    timePreset: TimePreset = None,  # noqa: N803 - PacSpace's SDK's name
+    startDate: OptionalText = None,  # noqa: N803
+    endDate: OptionalText = None,  # noqa: N803
 ) -> JSONResponse:
-    record = await run_in_threadpool(services.balances.receipt, principal, customerId, period)
+    month = _month_scope(period, timePreset, startDate, endDate)
+    record = await run_in_threadpool(services.balances.receipt, principal, customerId, month)
     root = hex_root(record.proof_root)
     base = services.settings.public_url or str(request.base_url).rstrip("/")
     api_url = f"{base}/api/v1/verify/{root}"
@@ -128,6 +137,14 @@ async def receipt(
             },
         }
     )
+
+
+def _month_scope(
+    period: str | None, preset: str | None, start: str | None, end: str | None
+) -> dict[str, str]:
+    """The month parameters given, by name, for the core to read and name in its errors."""
+    given = (("period", period), ("timePreset", preset), ("startDate", start), ("endDate", end))
+    return {name: value for name, value in given if value is not None}
 
 
 # PacSpace's name for the same route.

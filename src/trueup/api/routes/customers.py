@@ -9,14 +9,17 @@ from starlette.concurrency import run_in_threadpool
 
 from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors
-from trueup.api.params import INTEGER_TEXT
+from trueup.api.params import INTEGER_TEXT, Period, integer_schema
 from trueup.api.responses import JSONResponse
+from trueup.api.routes.replies import delta_json
 from trueup.api.schemas.balances import CustomerListResponse, CustomerResponse, UsageResponse
 from trueup.api.schemas.common import ACCOUNT_ID, documented_as
+from trueup.api.unknown_params import RefusingUnknownParameters
+from trueup.core.scopes import MAX_DELTA_PAGE
 from trueup.core.timestamps import format_wire
 from trueup.storage.balance_records import AccountRecord
 
-router = APIRouter(tags=["customers"])
+router = APIRouter(tags=["customers"], route_class=RefusingUnknownParameters)
 
 
 def _customer(account: AccountRecord) -> dict[str, Any]:
@@ -64,13 +67,21 @@ async def customer(
     customerId: Annotated[str, Path(), documented_as(ACCOUNT_ID)],  # noqa: N803
     services: ServicesDep,
     principal: Auth,
+    period: Period = None,
+    # Read as text: the core parses them, naming each in its errors as derive's limit is named.
+    deltaPage: Annotated[str | None, Query(), integer_schema(1, MAX_DELTA_PAGE)] = None,  # noqa: N803 - the SDK's
+    deltaLimit: Annotated[str | None, Query(), integer_schema(1, 1000)] = None,  # noqa: N803
 ) -> JSONResponse:
-    account, months = await run_in_threadpool(services.balances.customer, principal, customerId)
+    given = (("period", period), ("deltaPage", deltaPage), ("deltaLimit", deltaLimit))
+    params = {name: value for name, value in given if value is not None}
+    view = await run_in_threadpool(services.balances.customer, principal, customerId, params)
+    query = view.query
     return JSONResponse(
         {
             "success": True,
             "data": {
-                **_customer(account),
+                **_customer(view.account),
+                "period": query.period,
                 "windowSummaries": [
                     {
                         "period": m.period,
@@ -79,8 +90,12 @@ async def customer(
                         "netChange": m.net,
                         "deltasCount": m.count,
                     }
-                    for m in months
+                    for m in view.months
                 ],
+                "deltas": [delta_json(delta) for delta in view.deltas],
+                "deltasInScope": view.deltas_in_scope,
+                "deltaPage": query.offset // query.limit + 1,
+                "deltaLimit": query.limit,
             },
         }
     )

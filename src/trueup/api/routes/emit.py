@@ -23,10 +23,11 @@ from trueup.api.schemas.writes import (
     EmitResponse,
     IdempotencyPending,
 )
+from trueup.api.unknown_params import RefusingUnknownParameters
 from trueup.core.ids import anchor_id, record_id
 from trueup.core.timestamps import format_wire
 
-router = APIRouter(tags=["emit"])
+router = APIRouter(tags=["emit"], route_class=RefusingUnknownParameters)
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key"), documented_as(IDEMPOTENCY_KEY)]
 

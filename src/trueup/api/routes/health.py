@@ -12,10 +12,11 @@ from starlette.concurrency import run_in_threadpool
 from trueup.api.deps import ServicesDep
 from trueup.api.responses import JSONResponse
 from trueup.api.schemas.common import Health, Ready
+from trueup.api.unknown_params import RefusingUnknownParameters
 from trueup.core.timestamps import parse_canonical
 from trueup.storage.errors import StorageError
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=RefusingUnknownParameters)
 
 _HOST = socket.gethostname()
 

@@ -15,13 +15,14 @@ from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import hex_root
 from trueup.api.schemas.common import ANCHOR_ID, ROOT, documented_as
 from trueup.api.schemas.log import ConsistencyProof, InclusionProof, LogKey, ProofBundle, VerifyResult
+from trueup.api.unknown_params import RefusingUnknownParameters
 from trueup.core.ids import anchor_id
 from trueup.core.timestamps import format_wire, format_wire_ms
 from trueup.proof import leaf_fields_to_json
 from trueup.service.log import parse_root
 from trueup.storage.checkpoints import CheckpointRecord
 
-router = APIRouter(tags=["log"])
+router = APIRouter(tags=["log"], route_class=RefusingUnknownParameters)
 
 
 @router.get(

@@ -26,13 +26,14 @@ from trueup.api.schemas.webhooks import (
     WebhookRetryResponse,
     WebhookSecretResponse,
 )
+from trueup.api.unknown_params import RefusingUnknownParameters
 from trueup.core.errors import ValidationError
 from trueup.core.timestamps import format_wire
 from trueup.service.webhook_targets import MAX_URL_LENGTH
 from trueup.service.webhooks import ENDPOINT_CREATE_ROUTE
 from trueup.storage.webhooks import DeliveryView, EndpointRecord
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhooks"], route_class=RefusingUnknownParameters)
 
 
 def _time(value: str | None) -> str | None:

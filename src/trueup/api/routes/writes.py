@@ -16,10 +16,11 @@ from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import reply_response, tree_head_json
 from trueup.api.schemas.common import IDEMPOTENCY_KEY, documented_as
 from trueup.api.schemas.writes import IdempotencyPending, WriteAccepted, WriteRequest, WriteStatus
+from trueup.api.unknown_params import RefusingUnknownParameters
 from trueup.core.ids import anchor_id, record_id
 from trueup.core.timestamps import format_wire
 
-router = APIRouter(tags=["writes"])
+router = APIRouter(tags=["writes"], route_class=RefusingUnknownParameters)
 
 
 @router.post(
