@@ -11,6 +11,8 @@ from fastapi.routing import APIRoute
 
 from trueup.api.app import ROUTERS, create_app
 from trueup.api.routes.balance import _DERIVE_PARAMS
+from trueup.core.scopes import COMPARE_FIELDS
+from trueup.service.balances import LOCK_FIELDS
 from trueup.service.container import Services, open_services
 from trueup.service.settings import Settings
 
@@ -42,6 +44,14 @@ def test_compare_documents_the_same_scope_fields_as_derive(services: Services) -
     scope_fields = set(_DERIVE_PARAMS) - {"limit", "offset", "order"}
     assert scope_fields <= set(schema["properties"])
     assert schema["properties"]["timePreset"]["anyOf"][0]["enum"] == ["current_month", "custom"]
+
+
+def test_the_compare_and_lock_bodies_document_exactly_the_fields_taken(services: Services) -> None:
+    """Any other field is refused: the document says so, and names the same fields."""
+    schemas = create_app(services).openapi()["components"]["schemas"]
+    for name, taken in (("CompareBody", COMPARE_FIELDS), ("CheckpointBody", LOCK_FIELDS)):
+        assert list(schemas[name]["properties"]) == list(taken), name
+        assert schemas[name]["additionalProperties"] is False, name
 
 
 def test_derive_documents_the_values_its_query_takes(services: Services) -> None:

@@ -245,3 +245,19 @@ def test_a_lock_or_a_receipt_refuses_what_is_not_one_whole_month() -> None:
         parse_one_month({"period": "2026-01", "timePreset": "current_month"}, NOW)
     with pytest.raises(ValidationError, match=r"^timePreset: must be current_month or custom"):
         parse_month_range({"timePreset": "last_month"}, NOW)
+
+
+def test_a_compare_body_field_nothing_reads_is_refused_and_the_one_meant_named() -> None:
+    body = {"customerId": "c", "yourBalance": 1, "theirBalance": 2, "startingBalance": 0}
+    with pytest.raises(ValidationError) as misspelt:
+        parse_compare_body({**body, "peroid": "2026-02"}, NOW)
+    assert str(misspelt.value).startswith(
+        "peroid: unknown field; did you mean period? this route takes customerId, yourBalance,"
+    )
+    with pytest.raises(
+        ValidationError, match=r"^startingcheckpoint: unknown field; did you mean startingCheckpoint\?"
+    ):
+        parse_compare_body({**body, "startingcheckpoint": "a_1"}, NOW)
+    with pytest.raises(ValidationError, match=r"^mode: unknown field; this route takes customerId"):
+        parse_compare_body({**body, "mode": "strict"}, NOW)
+    assert parse_compare_body({**body, "period": "2026-02"}, NOW).query.period == "2026-02"

@@ -96,6 +96,9 @@ def test_checkpoint_and_list_checkpoints_through_the_sdk(sdk: PacSpace, running:
     ]
     this_month = sdk.balance.list_checkpoints({"customerId": customer, "timePreset": "current_month"})
     assert this_month["checkpoints"] == [] and this_month["total"] == 0
+    with pytest.raises(PacSpaceError) as unsupported:  # an option of PacSpace's that Trueup has not
+        sdk.balance.checkpoint(customer, {"period": "2026-03", "mode": "fingerprint"})
+    assert unsupported.value.status_code == 400 and "mode: unknown field" in str(unsupported.value)
     with pytest.raises(PacSpaceError) as partial:
         sdk.balance.invoice_proof(customer, {"startDate": "2026-01-10", "endDate": "2026-02-01"})
     assert partial.value.status_code == 400

@@ -4,7 +4,8 @@ FastAPI drops a query parameter its route does not declare. A misspelt one
 (``startingbalance``, ``Period``) would then change nothing, and the reply would answer another
 question than the one asked, with a 200: a balance over the whole history instead of one month,
 every period lock instead of this month's. So every route refuses them: 400
-``VALIDATION_ERROR`` naming the parameter, the one probably meant, and the ones the route takes.
+``VALIDATION_ERROR`` naming the parameter, the one probably meant, and the ones the route takes
+(:func:`trueup.core.unknown_names.refuse_unknown`).
 
 Every router is made with :class:`RefusingUnknownParameters` as its route class, whose handler
 checks the query before the route's dependencies run, so like a parameter given twice
@@ -14,7 +15,6 @@ tenant's data.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -22,12 +22,9 @@ from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from trueup.core.errors import ValidationError
+from trueup.core.unknown_names import refuse_unknown
 
 __all__ = ["RefusingUnknownParameters"]
-
-_SHOWN_NAME = 64
-"""The longest parameter name an error repeats (a name is the client's text, of any length)."""
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -42,9 +39,7 @@ class RefusingUnknownParameters(APIRoute):
 
         async def checked(request: Request) -> Response:
             if request.scope.get("query_string"):
-                for name in request.query_params:
-                    if name not in taken:
-                        raise ValidationError(_shown(name), _problem(name, taken))
+                refuse_unknown(request.query_params, taken, "query parameter")
             return await handler(request)
 
         return checked
@@ -62,19 +57,3 @@ def _declared(dependant: Dependant) -> tuple[str, ...]:
         names.update((param.alias, None) for param in dependant.query_params)
         pending.extend(dependant.dependencies)
     return tuple(names)
-
-
-def _problem(name: str, taken: tuple[str, ...]) -> str:
-    if not taken:
-        return "unknown query parameter: this route takes none"
-    meant = [known for known in taken if known.lower() == name.lower()]
-    meant = meant or difflib.get_close_matches(name, taken, n=1, cutoff=0.75)
-    hint = f"did you mean {meant[0]}? " if meant else ""
-    return f"unknown query parameter; {hint}this route takes {', '.join(taken)}"
-
-
-def _shown(name: str) -> str:
-    """The parameter's name as an error shows it: as sent when it is short and printable."""
-    if len(name) <= _SHOWN_NAME and name.isprintable() and name.strip() == name and name:
-        return name
-    return repr(name[:_SHOWN_NAME]) + ("…" if len(name) > _SHOWN_NAME else "")

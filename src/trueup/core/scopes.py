@@ -19,8 +19,10 @@ from trueup.core.errors import InvalidScopeError, ValidationError
 from trueup.core.periods import parse_period, period_end, period_of
 from trueup.core.strict_json import describe
 from trueup.core.timestamps import MAX_TIME, format_canonical, parse_rfc3339
+from trueup.core.unknown_names import refuse_unknown
 
 __all__ = [
+    "COMPARE_FIELDS",
     "MAX_BALANCE",
     "MAX_DELTA_PAGE",
     "BalanceQuery",
@@ -41,6 +43,23 @@ MAX_OFFSET = 10**12
 
 MAX_DELTA_PAGE = 10**7
 """The last page of deltas the customer view shows (the customer list's last page too)."""
+
+COMPARE_FIELDS = (
+    "customerId",
+    "yourBalance",
+    "theirBalance",
+    "startingBalance",
+    "startingCheckpoint",
+    "startingCheckpointType",
+    "period",
+    "timePreset",
+    "startDate",
+    "endDate",
+    "asOf",
+    "yourWindows",
+    "theirWindows",
+)
+"""The fields of a compare body: the seed's, then ours. Any other is refused, not ignored."""
 
 _INTEGER_TEXT = re.compile(r"^[+-]?[0-9]+$")
 _MAX_DIGITS = 64
@@ -351,6 +370,7 @@ def parse_compare_body(document: Any, now: datetime) -> CompareRequest:
     """The compare route's JSON body (seed fields plus ``period`` and per-month nets)."""
     if not isinstance(document, dict):
         raise ValidationError("body", f"must be a JSON object, got {describe(document)}")
+    refuse_unknown(document, COMPARE_FIELDS, "field")
     # startingBalance too, as the seed's table has it: a party that left it out was compared
     # from 0, and told that both balances were wrong.
     for required in ("customerId", "yourBalance", "theirBalance", "startingBalance"):

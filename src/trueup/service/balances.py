@@ -34,6 +34,7 @@ from trueup.core.scopes import (
 )
 from trueup.core.strict_json import describe
 from trueup.core.timestamps import format_canonical
+from trueup.core.unknown_names import refuse_unknown
 from trueup.proof import LeafFields, inclusion_proof, inclusion_proof_nodes
 from trueup.service.keys import Principal
 from trueup.service.log import parse_root
@@ -47,6 +48,9 @@ from trueup.storage.heads import HeadRecord
 __all__ = ["BalanceService", "CustomerView", "Derived", "NewestProof", "PeriodRecord", "PeriodView"]
 
 Clock = Callable[[], datetime]
+
+LOCK_FIELDS = ("customerId", "period", "timePreset", "startDate", "endDate", "force")
+"""The fields of a period lock's body; any other is refused, not ignored."""
 
 _MAX_STORED = 2**63 - 1  # amounts are 64-bit integers in storage
 
@@ -263,6 +267,7 @@ class BalanceService:
         self.require_lock_access(principal)
         if not isinstance(document, dict):
             raise ValidationError("body", f"must be a JSON object, got {describe(document)}")
+        refuse_unknown(document, LOCK_FIELDS, "field")
         if "customerId" not in document:
             raise ValidationError("customerId", "is required")
         customer_id = check_account_id(document["customerId"], "customerId")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from trueup.api.schemas.common import ACCOUNT_ID, PERIOD, OpenModel
 from trueup.core.scopes import MAX_BALANCE
@@ -84,7 +84,10 @@ class DeriveResponse(BaseModel):
 
 
 class CompareBody(BaseModel):
-    """The compare body as documented; the core parses it (a time scope as in derive)."""
+    """The compare body as documented; the core parses it (a time scope as in derive), and
+    refuses any other field (``core.scopes.COMPARE_FIELDS``)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     customerId: str = Field(pattern=ACCOUNT_ID)
     yourBalance: int = Field(ge=-MAX_BALANCE, le=MAX_BALANCE)
@@ -119,8 +122,19 @@ class CompareResponse(BaseModel):
 
 
 class CheckpointBody(BaseModel):
+    """A period lock's body: the month as ``period``, or as PacSpace's SDK names one
+    (``timePreset``, ``startDate``/``endDate`` spanning exactly one month). Any other field is
+    refused (``service.balances.LOCK_FIELDS``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     customerId: str = Field(pattern=ACCOUNT_ID)
-    period: str = Field(pattern=PERIOD)
+    period: str | None = Field(default=None, pattern=PERIOD, description="YYYY-MM; or the three below")
+    timePreset: Literal["current_month", "custom"] | None = None
+    startDate: str | None = Field(
+        default=None, description="the first instant of the month: a date or RFC 3339"
+    )
+    endDate: str | None = Field(default=None, description="the first instant of the next month")
     force: bool = False
 
 

@@ -1,0 +1,44 @@
+"""Refusing names a request gives that nothing takes: a query parameter a route does not
+declare, a field of a compare or a lock body that neither reads.
+
+Ignored, a misspelt name would change nothing, and the reply would answer another question
+than the one asked, with a 200: a compare over the whole history instead of one month
+(``"peroid"``), a balance from 0 instead of from the agreed starting balance. The error names
+the name as sent, the one probably meant, and the names that are taken.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from trueup.core.errors import ValidationError
+
+__all__ = ["refuse_unknown"]
+
+_SHOWN_NAME = 64
+"""The longest name an error repeats (a name is the client's text, of any length)."""
+
+
+def refuse_unknown(given: Iterable[str], taken: tuple[str, ...], what: str) -> None:
+    """Raise :class:`ValidationError` for the first of ``given`` not in ``taken``: ``what`` is
+    what such a name is (``"query parameter"``, ``"field"``)."""
+    for name in given:
+        if name not in taken:
+            raise ValidationError(_shown(name), _problem(name, taken, what))
+
+
+def _problem(name: str, taken: tuple[str, ...], what: str) -> str:
+    if not taken:
+        return f"unknown {what}: this route takes none"
+    meant = [known for known in taken if known.lower() == name.lower()]
+    meant = meant or difflib.get_close_matches(name, taken, n=1, cutoff=0.75)
+    hint = f"did you mean {meant[0]}? " if meant else ""
+    return f"unknown {what}; {hint}this route takes {', '.join(taken)}"
+
+
+def _shown(name: str) -> str:
+    """The name as an error shows it: as sent when it is short and printable, else quoted."""
+    if name and len(name) <= _SHOWN_NAME and name.isprintable() and name.strip() == name:
+        return name
+    return repr(name[:_SHOWN_NAME]) + ("…" if len(name) > _SHOWN_NAME else "")
