@@ -15,6 +15,7 @@ from trueup.core.scopes import COMPARE_FIELDS
 from trueup.service.balances import LOCK_FIELDS
 from trueup.service.container import Services, open_services
 from trueup.service.settings import Settings
+from trueup.service.webhooks import ENDPOINT_FIELDS
 
 
 @pytest.fixture
@@ -46,10 +47,16 @@ def test_compare_documents_the_same_scope_fields_as_derive(services: Services) -
     assert schema["properties"]["timePreset"]["anyOf"][0]["enum"] == ["current_month", "custom"]
 
 
-def test_the_compare_and_lock_bodies_document_exactly_the_fields_taken(services: Services) -> None:
-    """Any other field is refused: the document says so, and names the same fields."""
+def test_the_bodies_that_refuse_other_fields_document_exactly_the_fields_taken(services: Services) -> None:
+    """Any other field is refused: the document says so, and names the same fields (the
+    webhook endpoint's creation too)."""
     schemas = create_app(services).openapi()["components"]["schemas"]
-    for name, taken in (("CompareBody", COMPARE_FIELDS), ("CheckpointBody", LOCK_FIELDS)):
+    bodies = (
+        ("CompareBody", COMPARE_FIELDS),
+        ("CheckpointBody", LOCK_FIELDS),
+        ("WebhookCreateBody", ENDPOINT_FIELDS),
+    )
+    for name, taken in bodies:
         assert list(schemas[name]["properties"]) == list(taken), name
         assert schemas[name]["additionalProperties"] is False, name
 

@@ -18,6 +18,7 @@ from trueup.core.errors import ConflictError, ForbiddenError, NotFoundError, Val
 from trueup.core.ids import random_token
 from trueup.core.strict_json import describe
 from trueup.core.timestamps import format_canonical
+from trueup.core.unknown_names import refuse_unknown
 from trueup.service.keys import Principal
 from trueup.service.settings import Settings
 from trueup.service.webhook_targets import Resolver, TargetPolicy, resolve_target, system_resolver
@@ -29,6 +30,7 @@ from trueup.storage.webhooks import AttemptView, DeliveryView, EndpointRecord
 __all__ = [
     "DELIVERY_STATUSES",
     "ENDPOINT_CREATE_ROUTE",
+    "ENDPOINT_FIELDS",
     "MAX_ENDPOINTS",
     "ROTATION_OVERLAP",
     "EventDetail",
@@ -61,6 +63,10 @@ def _utcnow() -> datetime:
 def new_secret() -> str:
     """``whsec_`` + 32 random bytes in URL-safe base64 without padding (43 characters)."""
     return "whsec_" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii").rstrip("=")
+
+
+ENDPOINT_FIELDS = ("url", "description", "events")
+"""The fields of an endpoint's creation; any other is refused, not ignored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +153,8 @@ class WebhookService:
         _require_write(principal)
         if not isinstance(document, dict):
             raise ValidationError("body", f"must be a JSON object, got {describe(document)}")
+        # A misspelt "events" would subscribe the endpoint to every type: refused instead.
+        refuse_unknown(document, ENDPOINT_FIELDS, "field")
         if "url" not in document:
             raise ValidationError("url", "is required")
         target = resolve_target(document["url"], self._policy, self._resolver)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "DeliveryStatus",
@@ -28,6 +28,10 @@ WebhookEventType = Literal[
 
 
 class WebhookCreateBody(BaseModel):
+    """Any other field is refused (``service.webhooks.ENDPOINT_FIELDS``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     url: str = Field(
         min_length=1,
         max_length=2048,
