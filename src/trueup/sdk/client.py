@@ -186,7 +186,8 @@ class Client:
         return self._post("/api/v1/balance/checkpoint", body)
 
     def checkpoints(self, params: Mapping[str, str | int] | None = None) -> dict[str, Any]:
-        """``GET /api/v1/balance/checkpoints`` (``customerId``, ``period``, ``limit``, ``offset``)."""
+        """``GET /api/v1/balance/checkpoints`` (``customerId``, ``period`` or ``timePreset``,
+        ``startDate``/``endDate``, ``limit``, ``offset``)."""
         return self._get("/api/v1/balance/checkpoints", params)
 
     def usage(self) -> dict[str, Any]:
