@@ -55,6 +55,11 @@ def test_a_near_miss_is_suggested_and_a_stranger_only_listed(services: Services)
     )
 
 
+def test_another_apis_name_for_a_parameter_points_to_the_routes(services: Services) -> None:
+    message = _get(create_app(services), "/api/v1/balance/customers/c1?limit=5").json()["message"]
+    assert message.startswith("limit: unknown query parameter; did you mean deltaLimit? ")
+
+
 def test_a_route_that_takes_no_parameters_says_so(services: Services) -> None:
     app = create_app(services)
     reply = _get(app, "/api/v1/balance/usage?verbose=1")
@@ -99,3 +104,29 @@ def test_every_route_refuses_and_knows_the_parameters_it_declares() -> None:
         "offset",
     )
     assert named["usage"].query_parameters() == ()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/writes", "/api/v1/balance/delta", "/api/v1/balance/delta/batch"])
+def test_a_write_with_a_parameter_it_does_not_take_is_refused_and_stores_nothing(
+    services: Services, path: str
+) -> None:
+    """The hot write routes are answered past FastAPI's routing (``api.fastpath``): one with a
+    query string is not, so ``?dryRun=true`` is refused rather than stored."""
+    app = create_app(services)
+    key = services.keys.create("acme").key
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post(
+                f"{path}?dryRun=true",
+                headers={"X-Api-Key": key},
+                json={"items": [{"key": "k1", "accountId": "c1", "bits": 7}]},
+            )
+
+    reply = asyncio.run(go())
+    assert (reply.status_code, reply.json()["message"]) == (
+        400,
+        "dryRun: unknown query parameter: this route takes none",
+    )
+    assert services.storage.log.queued(10) == []

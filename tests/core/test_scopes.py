@@ -239,8 +239,15 @@ def test_a_lock_or_a_receipt_refuses_what_is_not_one_whole_month() -> None:
         "must be the first instants of a month and of the next (for 2026-01: 2026-01-01 and "
         "2026-02-01), or give period=2026-01"
     )
-    with pytest.raises(ValidationError, match=r"^startDate: a period lock"):
+    with pytest.raises(ValidationError, match=r"^endDate: a period lock"):
         parse_one_month({"startDate": "2026-01-01", "endDate": "2026-03-01"}, NOW)  # two months
+    with pytest.raises(ValidationError) as last_month:  # it has no next month: period names it
+        parse_one_month({"startDate": "9999-12-01", "endDate": "9999-12-31"}, NOW)
+    assert str(last_month.value) == (
+        "endDate: a period lock or receipt covers one whole calendar month: startDate and endDate "
+        "must be the first instants of a month and of the next, or give period=9999-12"
+    )
+    assert parse_one_month({"period": "9999-12"}, NOW) == "9999-12"
     with pytest.raises(InvalidScopeError, match=r"^period: cannot be combined with timePreset"):
         parse_one_month({"period": "2026-01", "timePreset": "current_month"}, NOW)
     with pytest.raises(ValidationError, match=r"^timePreset: must be current_month or custom"):

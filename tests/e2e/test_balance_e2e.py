@@ -281,7 +281,7 @@ def test_customers_and_usage(running: Running) -> None:
     ]
     assert one["balance"] == -1500 and one["deltaCount"] == 4
     assert (one["period"], one["deltasInScope"], one["deltaPage"], one["deltaLimit"]) == (None, 4, 1, 20)
-    assert [d["delta"] for d in one["deltas"]] == [-500, -1000, -2000, 2000]  # newest first
+    assert [d["delta"] for d in one["deltas"]] == [-500, -1000, -2000, 2000]  # the most recently sealed first
     assert [w["period"] for w in one["windowSummaries"]] == ["2026-01", "2026-02"]
     february = httpx.get(
         f"{running.url}/api/v1/balance/customers/cust_listed",

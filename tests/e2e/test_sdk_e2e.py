@@ -48,6 +48,12 @@ def test_emit_wait_status_derive_compare_checkpoint_usage_verify(sdk: PacSpace) 
 
     verified = sdk.verify(derived["latestCheckpoint"])
     assert verified["verified"] is True
+    assert sdk.verify(derived["latestCheckpoint"], "db")["verified"] is True
+    for source in ("chain", "both"):  # no chain here: refused, not answered from the database
+        with pytest.raises(PacSpaceError) as unanchored:
+            sdk.verify(derived["latestCheckpoint"], source)
+        assert unanchored.value.status_code == 400
+        assert f'source: must be db (the default), got "{source}"' in str(unanchored.value)
 
     listing = sdk.balance.customers({"search": "sdk-cust"})
     assert [c["customerId"] for c in listing["customers"]] == [customer]

@@ -103,14 +103,22 @@ class WriteAnswers:
 
 
 class WriteFastPath:
-    """ASGI middleware: the two hot write routes answered by :class:`WriteAnswers`."""
+    """ASGI middleware: the two hot write routes answered by :class:`WriteAnswers`. A request
+    with a query string goes the usual way, where the route refuses parameters it does not take
+    (``trueup.api.unknown_params``): the hot routes take none, and a write sent as
+    ``?dryRun=true`` must not be stored."""
 
     def __init__(self, app: ASGIApp, answers: WriteAnswers) -> None:
         self.app = app
         self.answers = answers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.answers.handlers or scope["method"] != "POST":
+        if (
+            scope["type"] != "http"
+            or scope["path"] not in self.answers.handlers
+            or scope["method"] != "POST"
+            or scope.get("query_string")
+        ):
             await self.app(scope, receive, send)
             return
         response = await self.answers.answer(scope, receive)

@@ -273,7 +273,7 @@ def _scope(
 def parse_customer_query(params: Mapping[str, str], now: datetime) -> BalanceQuery:
     """The customer view's query string, as PacSpace's SDK sends it: ``period`` (the month its
     totals and deltas are of; all months by default), ``deltaPage`` (from 1) and ``deltaLimit``
-    (1-1000, default 20) for the page of its deltas, newest first."""
+    (1-1000, default 20) for the page of its deltas, the most recently sealed first."""
     start, end, period = _months_asked({"period": params["period"]} if "period" in params else {}, now)
     size = _integer_text(params.get("deltaLimit", "20"), "deltaLimit", 1, 1000, "must be between 1 and 1000")
     last = MAX_DELTA_PAGE
@@ -315,12 +315,14 @@ def parse_one_month(values: Mapping[str, Any], now: datetime) -> str:
     if start is None or end is None:
         raise ValidationError("period", "is required (YYYY-MM)")
     month = period_of(start)
-    if start != f"{month}-01T00:00:00.000000Z" or end != period_end(month):
+    first, after = f"{month}-01T00:00:00.000000Z", period_end(month)
+    if start != first or end != after:
+        # December 9999 has no next month to end at: only its period names it.
+        dates = "" if after == MAX_TIME else f" (for {month}: {month}-01 and {after[:10]})"
         raise ValidationError(
-            "startDate",
+            "startDate" if start != first else "endDate",
             "a period lock or receipt covers one whole calendar month: startDate and endDate must "
-            f"be the first instants of a month and of the next (for {month}: {month}-01 and "
-            f"{period_end(month)[:10]}), or give period={month}",
+            f"be the first instants of a month and of the next{dates}, or give period={month}",
         )
     return month
 

@@ -31,8 +31,11 @@ def refuse_unknown(given: Iterable[str], taken: tuple[str, ...], what: str) -> N
 def _problem(name: str, taken: tuple[str, ...], what: str) -> str:
     if not taken:
         return f"unknown {what}: this route takes none"
-    meant = [known for known in taken if known.lower() == name.lower()]
+    lower = name.lower()
+    meant = [known for known in taken if known.lower() == lower]
     meant = meant or difflib.get_close_matches(name, taken, n=1, cutoff=0.75)
+    # Another API's name for it, which this route qualifies: limit for deltaLimit.
+    meant = meant or [known for known in taken if len(lower) >= 4 and known.lower().endswith(lower)][:1]
     hint = f"did you mean {meant[0]}? " if meant else ""
     return f"unknown {what}; {hint}this route takes {', '.join(taken)}"
 

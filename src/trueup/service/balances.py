@@ -366,7 +366,7 @@ class BalanceService:
 
     def customer(self, principal: Principal, customer_id: str, params: Mapping[str, str]) -> CustomerView:
         """One customer: its account figures, and its monthly totals and a page of its verified
-        deltas, newest first, of all months or of ``period``
+        deltas, the most recently sealed first, of all months or of ``period``
         (:func:`~trueup.core.scopes.parse_customer_query`), from one snapshot."""
         check_account_id(customer_id, "customerId")
         query = parse_customer_query(params, self._clock())

@@ -10,13 +10,15 @@ from starlette.responses import PlainTextResponse
 
 from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors
-from trueup.api.params import INTEGER_TEXT
+from trueup.api.params import INTEGER_TEXT, one_of
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import hex_root
 from trueup.api.schemas.common import ANCHOR_ID, ROOT, documented_as
 from trueup.api.schemas.log import ConsistencyProof, InclusionProof, LogKey, ProofBundle, VerifyResult
 from trueup.api.unknown_params import RefusingUnknownParameters
+from trueup.core.errors import ValidationError
 from trueup.core.ids import anchor_id
+from trueup.core.strict_json import describe
 from trueup.core.timestamps import format_wire, format_wire_ms
 from trueup.proof import leaf_fields_to_json
 from trueup.service.log import parse_root
@@ -145,7 +147,17 @@ async def verify(
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=1000), INTEGER_TEXT] = 1000,
     offset: Annotated[int, Query(ge=0, le=10**9), INTEGER_TEXT] = 0,
+    # PacSpace's SDK sends source=chain or both (its default, db, it leaves out). This log is
+    # anchored on no chain: a reply verified against the database alone would answer a question
+    # that was not asked, so only db is taken.
+    source: Annotated[str | None, Query(max_length=200), one_of("db")] = None,
 ) -> JSONResponse:
+    if source not in (None, "db"):
+        raise ValidationError(
+            "source",
+            f"must be db (the default), got {describe(source)}: this log is anchored on no chain; "
+            "its signed tree heads and proofs are checked offline (docs/verification.md)",
+        )
     raw = parse_root(root)
     head = await run_in_threadpool(services.log.head_by_root, raw)
     if head is None:

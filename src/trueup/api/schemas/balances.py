@@ -214,7 +214,9 @@ class CustomerListResponse(BaseModel):
 class _CustomerDetail(CustomerModel):
     period: str | None = Field(description="the month asked for (`period`), or null for all months")
     windowSummaries: list[_WindowSummary] = Field(description="each month's totals (of `period` if given)")
-    deltas: list[_DeriveDelta] = Field(description="a page of the verified deltas in scope, newest first")
+    deltas: list[_DeriveDelta] = Field(
+        description="a page of the verified deltas in scope, most recently sealed first"
+    )
     deltasInScope: int
     deltaPage: int = Field(description="the page shown, from 1 (`deltaPage`, default 1)")
     deltaLimit: int = Field(description="deltas per page (`deltaLimit`, 1-1000, default 20)")
