@@ -209,6 +209,21 @@ def test_each_class_of_bad_input_gets_its_4xx_and_stores_nothing(running: Runnin
     assert stored_count(running) == before
 
 
+def test_a_write_with_a_query_parameter_is_refused_and_stores_nothing(running: Running) -> None:
+    """The server answers a plain write itself, past the routes (api/http_protocol.py,
+    api/fastpath.py); one with a query string goes to its route, which takes no parameters, so
+    a write meant as a dry run is refused, on a kept-alive connection as on a new one."""
+    before = stored_count(running)
+    body = {"items": [{"key": "k-dry-run", "accountId": "c-dry", "bits": 7}]}
+    with httpx.Client(headers=running.headers) as client:
+        for path in ("/api/v1/writes", "/api/v1/balance/delta"):
+            for _ in range(2):  # the second on the connection the first kept alive
+                reply = client.post(f"{running.url}{path}?dryRun=true", json=body)
+                assert reply.status_code == 400, reply.text
+                assert reply.json()["message"] == "dryRun: unknown query parameter: this route takes none"
+    assert stored_count(running) == before
+
+
 def test_a_write_without_a_key_is_told_the_header_is_missing(running: Running) -> None:
     headers = {name: value for name, value in running.headers.items() if name.lower() != "x-api-key"}
     body = {"items": [{"key": "k-keyless", "accountId": "c1", "bits": 1}]}
