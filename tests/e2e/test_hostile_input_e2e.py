@@ -241,6 +241,13 @@ def test_an_integer_query_parameter_takes_decimal_digits_only(
     assert _error(response, 400).startswith(f"{field}: "), response.text
 
 
+def test_an_integer_past_every_bound_is_told_out_of_range_not_a_non_integer(running: Running) -> None:
+    response = httpx.get(
+        f"{running.url}/api/v1/balance/customers?limit={'7' * 5_000}", headers=running.headers
+    )
+    assert _error(response, 400) == "limit: is out of range, got an integer of 5,000 digits"
+
+
 def test_an_integer_query_parameter_still_takes_a_sign(running: Running) -> None:
     response = httpx.get(f"{running.url}/api/v1/balance/customers?limit=%2B5", headers=running.headers)
     assert response.status_code == 200, response.text

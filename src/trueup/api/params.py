@@ -23,10 +23,19 @@ from trueup.core.strict_json import describe
 __all__ = ["INTEGER_TEXT", "OptionalText", "Period", "TimePreset", "integer_schema", "one_of"]
 
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,40}")  # longer than any bound: those name the bound
+_LONG_INTEGER = re.compile(r"[+-]?[0-9]{41,}")
+"""An integer past every bound, too long to convert or to repeat: told as out of range."""
 
 
 def _integer_text(value: object) -> object:
     if isinstance(value, str) and not _INTEGER_TEXT.fullmatch(value):
+        if _LONG_INTEGER.fullmatch(value):
+            digits = len(value.lstrip("+-"))
+            raise PydanticCustomError(
+                "integer_range",
+                "is out of range, got an integer of {digits} digits",
+                {"digits": f"{digits:,}"},
+            )
         raise PydanticCustomError(
             "integer_text", "must be an integer, got {shown}", {"shown": describe(value)}
         )
