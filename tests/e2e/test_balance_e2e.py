@@ -270,6 +270,27 @@ def test_period_checkpoint_receipt_and_public_verify(running: Running) -> None:
     assert from_lock["computedBalance"] == -1500 and from_lock["deltas"] == []
 
 
+def test_a_verified_delta_status_is_checked_from_its_own_reply(running: Running) -> None:
+    """Its leaf, the leaf's hash, the inclusion proof and the signed tree head: with the log's
+    key, nothing else is needed (before, the leaf came only from the proof bundle)."""
+    _seed(running, "cust_status")
+    derived = httpx.get(f"{running.url}/api/v1/balance/derive/cust_status", headers=running.headers)
+    record_id = derived.json()["data"]["deltas"][2]["recordId"]
+    status = httpx.get(f"{running.url}/api/v1/balance/delta/{record_id}", headers=running.headers).json()[
+        "data"
+    ]
+    assert status["status"] == "VERIFIED" and status["delta"] == -1000
+    leaf = leaf_fields_from_json(status["leaf"])
+    assert (leaf.customer_id, leaf.delta, leaf.key) == ("cust_status", -1000, "cust_status-seed-feb-1")
+    digest = leaf_hash(encode_leaf(leaf))
+    assert digest.hex() == status["leafHash"]
+    key = httpx.get(f"{running.url}/api/v1/log/key").json()["data"]["verifierKey"]
+    head = verify_checkpoint(status["treeHead"]["checkpoint"], key)
+    assert head.size == status["treeHead"]["treeSize"]
+    proof = [bytes.fromhex(node) for node in status["inclusionProof"]]
+    verify_inclusion(digest, status["leafIndex"], head.size, proof, head.root)
+
+
 def test_customers_and_usage(running: Running) -> None:
     _seed(running, "cust_listed")
     listed = httpx.get(

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from trueup.core.errors import NotFoundError
 from trueup.core.ids import parse_anchor_id, parse_record_id
+from trueup.proof import LeafFields, encode_leaf, leaf_hash
 from trueup.service.keys import Principal
 from trueup.service.log import LogService
+from trueup.service.sealing import leaf_fields_of
 from trueup.storage import Storage
 from trueup.storage.heads import HeadRecord
 from trueup.storage.write_views import RecordView, RequestView
@@ -17,11 +19,18 @@ __all__ = ["DeltaStatus", "RequestStatus", "ViewService"]
 
 @dataclass(frozen=True, slots=True)
 class DeltaStatus:
-    """A delta's state; once verified, its inclusion proof in the newest signed head."""
+    """A delta's state; once verified, its leaf and its inclusion proof in the newest signed
+    head: all a client needs to check it, with the log's key, from this reply alone."""
 
     record: RecordView
     head: HeadRecord | None
     proof: tuple[bytes, ...]
+    leaf: LeafFields | None = None
+
+    @property
+    def leaf_hash(self) -> bytes | None:
+        """RFC 9162 §2.1.1 ``SHA-256(0x00 || leaf)`` of its leaf, once verified."""
+        return None if self.leaf is None else leaf_hash(encode_leaf(self.leaf))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +57,17 @@ class ViewService:
         if record.leaf_index is None:
             return DeltaStatus(record, None, ())
         head = self._log.latest()
-        return DeltaStatus(record, head, tuple(self._log.inclusion_path(record.leaf_index, head.size)))
+        leaf = leaf_fields_of(
+            record.tenant_id,
+            record.customer_id,
+            record.key,
+            record.amount,
+            record.occurred_at,
+            record.metadata,
+            record.salt,
+        )
+        path = tuple(self._log.inclusion_path(record.leaf_index, head.size))
+        return DeltaStatus(record, head, path, leaf)
 
     def request_status(self, principal: Principal, request_id: str, limit: int, offset: int) -> RequestStatus:
         """A write request of the caller's tenant with one page of items.

@@ -26,6 +26,7 @@ from trueup.api.schemas.writes import (
 from trueup.api.unknown_params import RefusingUnknownParameters
 from trueup.core.ids import anchor_id, record_id
 from trueup.core.timestamps import format_wire
+from trueup.proof import leaf_fields_to_json
 
 router = APIRouter(tags=["emit"], route_class=RefusingUnknownParameters)
 
@@ -106,6 +107,10 @@ async def delta_status(recordId: str, services: ServicesDep, principal: Auth) ->
                 "anchorId": None if sealed is None else anchor_id(sealed),
                 "leafIndex": sealed,
                 "error": record.failure,
+                # RFC 9162 §2.1.3: this leaf in the tree head below; the leaf and its hash make
+                # the reply checkable on its own, as a proof bundle is.
+                "leaf": None if found.leaf is None else leaf_fields_to_json(found.leaf),
+                "leafHash": None if found.leaf_hash is None else found.leaf_hash.hex(),
                 "inclusionProof": None if found.head is None else [node.hex() for node in found.proof],
                 "treeHead": None
                 if found.head is None

@@ -168,6 +168,8 @@ class _DeltaStatusData(BaseModel):
     anchorId: str | None
     leafIndex: int | None
     error: str | None
+    leaf: dict[str, Any] | None = Field(description="the leaf once verified, as a proof bundle holds it")
+    leafHash: str | None = Field(description="SHA-256(0x00 || leaf), hex, once verified")
     inclusionProof: list[str] | None
     treeHead: dict[str, Any] | None
 
