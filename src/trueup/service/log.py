@@ -18,7 +18,7 @@ from trueup.proof import (
     make_bundle,
 )
 from trueup.service.keys import Principal
-from trueup.service.sealing import leaf_fields_of
+from trueup.service.sealing import record_leaf
 from trueup.storage import Storage
 from trueup.storage.heads import HeadRecord
 from trueup.storage.write_views import RecordView
@@ -111,16 +111,7 @@ class LogService:
     def bundle(self, principal: Principal, anchor: str) -> dict[str, JSONValue]:
         """An offline proof bundle for ``trueup verify`` (leaf, inclusion proof, checkpoint)."""
         answer = self.inclusion(principal, anchor, None)
-        record = answer.record
-        fields = leaf_fields_of(
-            record.tenant_id,
-            record.customer_id,
-            record.key,
-            record.amount,
-            record.occurred_at,
-            record.metadata,
-            record.salt,
-        )
+        fields = record_leaf(answer.record)
         return make_bundle(
             leaf_index=answer.leaf_index,
             fields=fields,

@@ -33,8 +33,9 @@ from trueup.storage.errors import SealConflictError
 from trueup.storage.heads import HeadRecord
 from trueup.storage.seal import QueuedDelta, SealOutcome, SealPlan
 from trueup.storage.seal_balances import BalanceOverflowError
+from trueup.storage.write_views import RecordView
 
-__all__ = ["Sealer", "leaf_fields_of"]
+__all__ = ["Sealer", "leaf_fields_of", "record_leaf"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,19 @@ def leaf_fields_of(
         occurred_at=occurred_at,
         metadata_digest=digest,
         salt=salt,
+    )
+
+
+def record_leaf(record: RecordView) -> LeafFields:
+    """The leaf of a stored delta as the views read it (:func:`leaf_fields_of`)."""
+    return leaf_fields_of(
+        record.tenant_id,
+        record.customer_id,
+        record.key,
+        record.amount,
+        record.occurred_at,
+        record.metadata,
+        record.salt,
     )
 
 

@@ -9,7 +9,7 @@ from trueup.core.ids import parse_anchor_id, parse_record_id
 from trueup.proof import LeafFields, encode_leaf, leaf_hash
 from trueup.service.keys import Principal
 from trueup.service.log import LogService
-from trueup.service.sealing import leaf_fields_of
+from trueup.service.sealing import record_leaf
 from trueup.storage import Storage
 from trueup.storage.heads import HeadRecord
 from trueup.storage.write_views import RecordView, RequestView
@@ -57,17 +57,8 @@ class ViewService:
         if record.leaf_index is None:
             return DeltaStatus(record, None, ())
         head = self._log.latest()
-        leaf = leaf_fields_of(
-            record.tenant_id,
-            record.customer_id,
-            record.key,
-            record.amount,
-            record.occurred_at,
-            record.metadata,
-            record.salt,
-        )
         path = tuple(self._log.inclusion_path(record.leaf_index, head.size))
-        return DeltaStatus(record, head, path, leaf)
+        return DeltaStatus(record, head, path, record_leaf(record))
 
     def request_status(self, principal: Principal, request_id: str, limit: int, offset: int) -> RequestStatus:
         """A write request of the caller's tenant with one page of items.
