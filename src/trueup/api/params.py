@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 from trueup.api.schemas.common import PERIOD, documented_as
 from trueup.core.strict_json import describe
 
-__all__ = ["INTEGER_TEXT", "OptionalText", "Period", "TimePreset", "integer_schema", "one_of"]
+__all__ = ["INTEGER_TEXT", "OptionalText", "Period", "TimePreset", "given", "integer_schema", "one_of"]
 
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,40}")  # longer than any bound: those name the bound
 _LONG_INTEGER = re.compile(r"[+-]?[0-9]{41,}")
@@ -65,3 +65,9 @@ OptionalText = Annotated[str | None, Query(max_length=200)]
 Period = Annotated[str | None, Query(max_length=200), documented_as(PERIOD, "YYYY-MM, a UTC month")]
 TimePreset = Annotated[str | None, Query(max_length=200), one_of("current_month", "custom")]
 """With ``startDate``/``endDate`` (``OptionalText``), a time scope as PacSpace's SDK sends one."""
+
+
+def given(**values: str | None) -> dict[str, str]:
+    """The text parameters a request gave, by name, for the core to parse and to name in its
+    errors (those it left out are not there)."""
+    return {name: value for name, value in values.items() if value is not None}

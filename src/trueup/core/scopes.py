@@ -274,10 +274,10 @@ def parse_customer_query(params: Mapping[str, str], now: datetime) -> BalanceQue
     """The customer view's query string, as PacSpace's SDK sends it: ``period`` (the month its
     totals and deltas are of; all months by default), ``deltaPage`` (from 1) and ``deltaLimit``
     (1-1000, default 20) for the page of its deltas, the most recently sealed first."""
-    start, end, period = _months_asked({"period": params["period"]} if "period" in params else {}, now)
+    start, end, period = _months_asked({"period": params.get("period")}, now)
     size = _integer_text(params.get("deltaLimit", "20"), "deltaLimit", 1, 1000, "must be between 1 and 1000")
-    last = MAX_DELTA_PAGE
-    page = _integer_text(params.get("deltaPage", "1"), "deltaPage", 1, last, f"must be between 1 and {last}")
+    bound = f"must be between 1 and {MAX_DELTA_PAGE}"
+    page = _integer_text(params.get("deltaPage", "1"), "deltaPage", 1, MAX_DELTA_PAGE, bound)
     return BalanceQuery(
         start=start, end=end, period=period, limit=size, offset=(page - 1) * size, descending=True
     )

@@ -1,5 +1,6 @@
 """Refusing names a request gives that nothing takes: a query parameter a route does not
-declare, a field of a compare or a lock body that neither reads.
+declare, a field that the body of a compare, a period lock or a webhook endpoint's creation
+does not read.
 
 Ignored, a misspelt name would change nothing, and the reply would answer another question
 than the one asked, with a 200: a compare over the whole history instead of one month

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from trueup.api.body import read_json
 from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors, json_body
-from trueup.api.params import INTEGER_TEXT, OptionalText, Period, TimePreset
+from trueup.api.params import INTEGER_TEXT, OptionalText, Period, TimePreset, given
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import hex_root
 from trueup.api.schemas.balances import (
@@ -81,7 +81,7 @@ async def list_checkpoints(
     limit: Annotated[int, Query(ge=1, le=1000), INTEGER_TEXT] = 100,
     offset: Annotated[int, Query(ge=0, le=10**9), INTEGER_TEXT] = 0,
 ) -> JSONResponse:
-    months = _month_scope(period, timePreset, startDate, endDate)
+    months = given(period=period, timePreset=timePreset, startDate=startDate, endDate=endDate)
     records, total = await run_in_threadpool(
         services.balances.checkpoints, principal, customerId, months, limit, offset
     )
@@ -114,7 +114,7 @@ async def receipt(
     startDate: OptionalText = None,  # noqa: N803
     endDate: OptionalText = None,  # noqa: N803
 ) -> JSONResponse:
-    month = _month_scope(period, timePreset, startDate, endDate)
+    month = given(period=period, timePreset=timePreset, startDate=startDate, endDate=endDate)
     record = await run_in_threadpool(services.balances.receipt, principal, customerId, month)
     root = hex_root(record.proof_root)
     base = services.settings.public_url or str(request.base_url).rstrip("/")
@@ -137,14 +137,6 @@ async def receipt(
             },
         }
     )
-
-
-def _month_scope(
-    period: str | None, preset: str | None, start: str | None, end: str | None
-) -> dict[str, str]:
-    """The month parameters given, by name, for the core to read and name in its errors."""
-    given = (("period", period), ("timePreset", preset), ("startDate", start), ("endDate", end))
-    return {name: value for name, value in given if value is not None}
 
 
 # PacSpace's name for the same route.

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from trueup.api.deps import Auth, ServicesDep
 from trueup.api.openapi import errors
-from trueup.api.params import INTEGER_TEXT, Period, integer_schema
+from trueup.api.params import INTEGER_TEXT, Period, given, integer_schema
 from trueup.api.responses import JSONResponse
 from trueup.api.routes.replies import delta_json
 from trueup.api.schemas.balances import CustomerListResponse, CustomerResponse, UsageResponse
@@ -72,8 +72,7 @@ async def customer(
     deltaPage: Annotated[str | None, Query(), integer_schema(1, MAX_DELTA_PAGE)] = None,  # noqa: N803 - the SDK's
     deltaLimit: Annotated[str | None, Query(), integer_schema(1, 1000)] = None,  # noqa: N803
 ) -> JSONResponse:
-    given = (("period", period), ("deltaPage", deltaPage), ("deltaLimit", deltaLimit))
-    params = {name: value for name, value in given if value is not None}
+    params = given(period=period, deltaPage=deltaPage, deltaLimit=deltaLimit)
     view = await run_in_threadpool(services.balances.customer, principal, customerId, params)
     query = view.query
     return JSONResponse(
