@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 
 from trueup.api.app import ROUTERS, create_app
 from trueup.api.routes.balance import _DERIVE_PARAMS
-from trueup.core.scopes import COMPARE_FIELDS
+from trueup.core.scopes import COMPARE_FIELDS, WINDOW_FIELDS
 from trueup.service.balances import LOCK_FIELDS
 from trueup.service.container import Services, open_services
 from trueup.service.settings import Settings
@@ -53,6 +53,7 @@ def test_the_bodies_that_refuse_other_fields_document_exactly_the_fields_taken(s
     schemas = create_app(services).openapi()["components"]["schemas"]
     bodies = (
         ("CompareBody", COMPARE_FIELDS),
+        ("StatedMonthlyNet", WINDOW_FIELDS),
         ("CheckpointBody", LOCK_FIELDS),
         ("WebhookCreateBody", ENDPOINT_FIELDS),
     )

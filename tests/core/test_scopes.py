@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from trueup.core.compare import ClaimedWindow
 from trueup.core.errors import InvalidScopeError, ValidationError
 from trueup.core.scopes import parse_compare_body, parse_derive_query, parse_month_range, parse_one_month
 from trueup.core.strict_json import describe
@@ -37,7 +38,7 @@ BODY = {"customerId": "cust-1", "yourBalance": 5, "theirBalance": 4, "startingBa
         (  # a month the comparison does not cover would be reported as if it were
             {"period": "2026-01", "theirWindows": [{"period": "2026-02", "netChange": 5}]},
             "theirWindows[0].period: 2026-02 is outside the compared time scope "
-            "(2026-01-01T00:00:00.000000Z to 2026-02-01T00:00:00.000000Z)",
+            "(2026-01-01T00:00:00Z to 2026-02-01T00:00:00Z, end exclusive)",
         ),
         (
             {
@@ -46,7 +47,7 @@ BODY = {"customerId": "cust-1", "yourBalance": 5, "theirBalance": 4, "startingBa
                 + [{"period": "2026-02", "netChange": 1}],
             },
             "yourWindows[2].period: 2026-02 is outside the compared time scope "
-            "(… to 2026-01-15T00:00:00.000001Z)",
+            "(… to 2026-01-15T00:00:00.000001Z, end exclusive)",
         ),
         (
             {
@@ -56,7 +57,7 @@ BODY = {"customerId": "cust-1", "yourBalance": 5, "theirBalance": 4, "startingBa
                 "theirWindows": [{"period": "2025-12", "netChange": 1}],
             },
             "theirWindows[0].period: 2025-12 is outside the compared time scope "
-            "(2026-01-15T00:00:00.000000Z to 2026-03-01T00:00:00.000000Z)",
+            "(2026-01-15T00:00:00Z to 2026-03-01T00:00:00Z, end exclusive)",
         ),
     ],
 )
@@ -268,3 +269,21 @@ def test_a_compare_body_field_nothing_reads_is_refused_and_the_one_meant_named()
     with pytest.raises(ValidationError, match=r"^mode: unknown field; this route takes customerId"):
         parse_compare_body({**body, "mode": "strict"}, NOW)
     assert parse_compare_body({**body, "period": "2026-02"}, NOW).query.period == "2026-02"
+
+
+def test_a_field_of_a_stated_monthly_net_that_nothing_reads_is_refused_by_its_path() -> None:
+    """A misspelt ``netChange`` was ignored and its window refused as missing it at best; an
+    extra field (a note, a currency) was ignored with a 200 that did not weigh it."""
+    body = {"customerId": "c", "yourBalance": 1, "theirBalance": 2, "startingBalance": 0}
+    windows = [{"period": "2026-01", "netChange": 1}, {"period": "2026-02", "netchange": 1}]
+    with pytest.raises(ValidationError) as misspelt:
+        parse_compare_body({**body, "theirWindows": windows}, NOW)
+    assert str(misspelt.value) == (
+        "theirWindows[1].netchange: unknown field; did you mean netChange? a monthly net takes "
+        "period, netChange"
+    )
+    extra = [{"period": "2026-01", "netChange": 1, "currency": "EUR"}]
+    with pytest.raises(ValidationError, match=r"^yourWindows\[0\]\.currency: unknown field; a monthly net"):
+        parse_compare_body({**body, "yourWindows": extra}, NOW)
+    taken = parse_compare_body({**body, "theirWindows": windows[:1]}, NOW)
+    assert taken.their_windows == (ClaimedWindow("2026-01", 1),)

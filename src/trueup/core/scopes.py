@@ -18,13 +18,14 @@ from trueup.core.deltas import check_account_id
 from trueup.core.errors import InvalidScopeError, ValidationError
 from trueup.core.periods import parse_period, period_end, period_of
 from trueup.core.strict_json import describe
-from trueup.core.timestamps import MAX_TIME, format_canonical, parse_rfc3339
+from trueup.core.timestamps import MAX_TIME, format_canonical, format_wire, parse_rfc3339
 from trueup.core.unknown_names import refuse_unknown
 
 __all__ = [
     "COMPARE_FIELDS",
     "MAX_BALANCE",
     "MAX_DELTA_PAGE",
+    "WINDOW_FIELDS",
     "BalanceQuery",
     "CompareRequest",
     "parse_compare_body",
@@ -43,6 +44,9 @@ MAX_OFFSET = 10**12
 
 MAX_DELTA_PAGE = 10**7
 """The last page of deltas the customer view shows (the customer list's last page too)."""
+
+WINDOW_FIELDS = ("period", "netChange")
+"""The fields of one stated monthly net (``yourWindows``/``theirWindows`` of a compare)."""
 
 COMPARE_FIELDS = (
     "customerId",
@@ -357,6 +361,7 @@ def _windows(value: object, field: str) -> tuple[ClaimedWindow, ...] | None:
         where = f"{field}[{index}]"
         if not isinstance(entry, dict):
             raise ValidationError(where, f"must be an object, got {describe(entry)}")
+        refuse_unknown(entry, WINDOW_FIELDS, "field", within=where, taker="a monthly net")
         if "period" not in entry:
             raise ValidationError(f"{where}.period", "is required")
         if "netChange" not in entry:
@@ -400,6 +405,8 @@ def parse_compare_body(document: Any, now: datetime) -> CompareRequest:
             ):
                 raise ValidationError(
                     f"{field}[{index}].period",
-                    f"{window.period} is outside the compared time scope ({start or '…'} to {end or '…'})",
+                    f"{window.period} is outside the compared time scope "
+                    f"({format_wire(start) if start else '…'} to {format_wire(end) if end else '…'}, "
+                    "end exclusive)",
                 )
     return CompareRequest(customer_id, your, their, query, windows["yourWindows"], windows["theirWindows"])

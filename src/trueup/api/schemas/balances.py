@@ -83,6 +83,16 @@ class DeriveResponse(BaseModel):
     data: _DeriveData
 
 
+class StatedMonthlyNet(BaseModel):
+    """One month's net as a party states it (``yourWindows``/``theirWindows``); any other
+    field is refused (``core.scopes.WINDOW_FIELDS``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    period: str = Field(pattern=PERIOD)
+    netChange: int = Field(ge=-MAX_BALANCE, le=MAX_BALANCE)
+
+
 class CompareBody(BaseModel):
     """The compare body as documented; the core parses it (a time scope as in derive), and
     refuses any other field (``core.scopes.COMPARE_FIELDS``)."""
@@ -100,12 +110,8 @@ class CompareBody(BaseModel):
     startDate: str | None = Field(default=None, description="a date or RFC 3339 date-time, with endDate")
     endDate: str | None = Field(default=None, description="a date or RFC 3339 date-time, exclusive")
     asOf: str | None = Field(default=None, description="RFC 3339: deltas that occurred at or before it")
-    yourWindows: list[dict[str, Any]] | None = Field(
-        default=None, max_length=600, description="[{period, netChange}]"
-    )
-    theirWindows: list[dict[str, Any]] | None = Field(
-        default=None, max_length=600, description="[{period, netChange}]"
-    )
+    yourWindows: list[StatedMonthlyNet] | None = Field(default=None, max_length=600)
+    theirWindows: list[StatedMonthlyNet] | None = Field(default=None, max_length=600)
 
 
 class _CompareData(OpenModel):
