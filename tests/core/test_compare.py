@@ -338,16 +338,22 @@ def test_compare_prefers_a_single_delta_to_any_pair() -> None:
     assert windows_of(result) == [("theirs", "2026-05", 500, [(2, "missing")])]
 
 
-def test_compare_says_how_to_narrow_what_it_cannot_localise() -> None:
-    result = compare(HISTORY, yours=60, theirs=60 + 12345)
-    report = report_of(result)
+def test_compare_does_not_advise_narrowing_a_search_that_covered_every_delta() -> None:
+    """Nothing explains it and nothing went unsearched: a narrower scope holds fewer deltas and
+    would find nothing either, so the report sends the caller to the starting point and to
+    stated nets, not to a later checkpoint."""
+    for time_scoped in (False, True):
+        result = compare(HISTORY, yours=60, theirs=60 + 12345, time_scoped=time_scoped)
+        report = report_of(result)
 
-    assert report["windowsToReview"] == []
-    assert report["recommendation"] == (
-        f"{SHARE} No single delta, and no pair of deltas within one month, explains the 12345 "
-        "by which their balance is overstated. To narrow it, lock a later period checkpoint and "
-        "pass it as startingCheckpoint, or send their per-month nets as theirWindows."
-    )
+        assert report["windowsToReview"] == []
+        assert report["recommendation"] == (
+            f"{SHARE} No single delta, and no pair of deltas within one month, explains the 12345 "
+            "by which their balance is overstated. Every verified delta in the compared scope was "
+            "searched, so a narrower scope would find none either; check the agreed starting "
+            "balance and the scope, or send their per-month nets as theirWindows to find the "
+            "periods that differ."
+        )
 
 
 def test_compare_over_a_scope_with_no_delta_does_not_advise_narrowing_it() -> None:
@@ -432,11 +438,43 @@ def test_compare_caps_candidates_and_windows_and_says_more_exist() -> None:
         ("theirs", "2026-02", 500, [(5, "missing"), (4, "missing")]),
     ]
     assert report_of(result)["recommendation"] == (
-        f"{SHARE} The discrepancy originates in one of 2 periods, March 2026 or February 2026, "
-        "each holding a delta that explains it exactly; in March 2026, a 500-unit debit was not "
-        "reflected in their records. More matching deltas exist than are listed; lock a later "
-        "period checkpoint and pass it as startingCheckpoint to narrow the search."
+        f"{SHARE} The most recently recorded deltas that explain it exactly are in March 2026 and "
+        "February 2026; in March 2026, a 500-unit debit was not reflected in their records. More "
+        "deltas that explain it exactly exist than are listed, in these periods or others, so it "
+        "may originate in another period: send their per-month nets as theirWindows to find the "
+        "period, or lock a later period checkpoint and pass it as startingCheckpoint to narrow the "
+        "search."
     )
+
+
+def test_compare_does_not_name_the_origin_when_older_deltas_in_other_months_fit_too() -> None:
+    """January's debit explains it as well as March's many: the report names March's as the
+    most recent that fit, not March as where it originates, and says how to find the month."""
+    deltas = ledger(
+        ("2026-01-05T00:00:00Z", -500),
+        *((f"2026-03-{d:02d}T00:00:00Z", -500) for d in range(1, 21)),
+    )
+    result = compare(deltas, yours=-10500, theirs=-10000, candidate_limit=3, window_limit=2)
+
+    assert windows_of(result) == [
+        ("theirs", "2026-03", 500, [(20, "missing"), (19, "missing"), (18, "missing")])
+    ]
+    assert report_of(result)["recommendation"] == (
+        f"{SHARE} The most recently recorded deltas that explain it exactly are in the March 2026 "
+        "period, where a 500-unit debit was not reflected in their records. More deltas that "
+        "explain it exactly exist than are listed, in these periods or others, so it may originate "
+        "in another period: send their per-month nets as theirWindows to find the period, or lock "
+        "a later period checkpoint and pass it as startingCheckpoint to narrow the search."
+    )
+    stated = compare(
+        deltas,
+        yours=-10500,
+        theirs=-10000,
+        candidate_limit=3,
+        window_limit=2,
+        their_windows=[ClaimedWindow("2026-01", 0), ClaimedWindow("2026-03", -10000)],
+    )
+    assert [w[1] for w in windows_of(stated)] == ["2026-01"]
 
 
 def test_compare_uses_stated_month_nets_to_name_the_months() -> None:

@@ -89,8 +89,8 @@ def _localisation(f: Finding, narrow: str, unchecked: tuple[str, str], any_delta
     owner = "your" if f.party == "yours" else "their"
     labels = [period_label(w.period) for w in f.windows]
     off_by = f"the {abs(f.difference)} by which {owner} balance is {_stated_by(f.difference)}"
+    field_name = "yourWindows" if f.party == "yours" else "theirWindows"
     if f.mode == "none":
-        field_name = "yourWindows" if f.party == "yours" else "theirWindows"
         if not any_delta:  # a narrower scope than one with no delta would hold none either
             return (
                 f"No verified delta is in the compared scope, so none explains {off_by}. Check the "
@@ -99,9 +99,31 @@ def _localisation(f: Finding, narrow: str, unchecked: tuple[str, str], any_delta
         text = f"No single delta, and no pair of deltas within one month, explains {off_by}."
         if f.exhausted:
             text += f" The search stopped at its work limit {unchecked[0]}."
-        return f"{text} To narrow it, {narrow}, or send {owner} per-month nets as {field_name}."
+            return f"{text} To narrow it, {narrow}, or send {owner} per-month nets as {field_name}."
+        # Every delta in scope was searched: a narrower scope holds a subset, and finds nothing
+        # either. What is left is the starting point, or several deltas that nets localise.
+        return (
+            f"{text} Every verified delta in the compared scope was searched, so a narrower scope "
+            f"would find none either; check the agreed starting balance and the scope, or send "
+            f"{owner} per-month nets as {field_name} to find the periods that differ."
+        )
     if f.mode == "stated":
         return _stated_text(f, owner, labels, off_by)
+    if f.truncated:
+        # The listed deltas are the most recently recorded of those that fit; older ones, in
+        # these periods or others, fit as well, so no period is named as the origin.
+        kind = "deltas" if f.mode == "single" else "pairs of deltas"
+        first = _phrases(f.windows[0], owner)
+        text = f"The most recently recorded {kind} that explain it exactly are in "
+        if len(labels) == 1:
+            text += f"the {labels[0]} period, where {first}."
+        else:
+            text += f"{_listing(labels, 'and')}; in {labels[0]}, {first}."
+        return (
+            f"{text} More {kind} that explain it exactly exist than are listed, in these periods "
+            f"or others, so it may originate in another period: send {owner} per-month nets as "
+            f"{field_name} to find the period, or {narrow} to narrow the search."
+        )
     if len(f.windows) == 1:
         text = f"The discrepancy originates in the {labels[0]} period where {_phrases(f.windows[0], owner)}."
     else:
@@ -111,9 +133,7 @@ def _localisation(f: Finding, narrow: str, unchecked: tuple[str, str], any_delta
             f" each holding {what} that explains it exactly; in {labels[0]}, "
             f"{_phrases(f.windows[0], owner)}."
         )
-    if f.truncated:
-        text += f" More matching deltas exist than are listed; {narrow} to narrow the search."
-    elif f.exhausted:  # what was found is right, but other months (or deltas) went unsearched
+    if f.exhausted:  # what was found is right, but other months (or deltas) went unsearched
         where, meaning = unchecked
         text += f" The search stopped at its work limit {where}, {meaning}; {narrow} to narrow the search."
     return text
