@@ -16,6 +16,8 @@ from tests.e2e.conftest import Running
 from tests.e2e.server import free_port, local_server
 from trueup.cli.main import main
 from trueup.proof import (
+    EMPTY_ROOT,
+    CheckpointError,
     CheckpointSigner,
     ConsistencyProofError,
     PeriodError,
@@ -248,6 +250,29 @@ def test_a_log_cut_back_or_rewritten_that_gives_no_proof_fails_here(newest: Tree
     with local_server(behind) as url, Client(url) as other, pytest.raises(TrueupError) as refused:
         other.follow(held, signer.verifier_key())
     assert (refused.value.status, refused.value.code) == (404, "NOT_FOUND")  # the server's word
+
+
+def test_a_newer_head_signed_back_in_time_fails_here() -> None:
+    """The log never signs a larger head with an earlier time (docs/verification.md,
+    "Checkpoints"): one that does, though proven consistent, is refused; the same head signed
+    later is followed."""
+    signer = CheckpointSigner(private_key_from_seed(b"\x08" * 32), "localhost/trueup")
+    held = signer.sign("localhost/trueup", TreeHead(0, EMPTY_ROOT, 5000))  # every tree extends it
+
+    def newest_at(timestamp_ms: int) -> Callable[..., tuple[int, dict[str, str], bytes]]:
+        note = signer.sign("localhost/trueup", TreeHead(3, b"\x03" * 32, timestamp_ms))
+        data = {"from": 0, "to": 3, "checkpoint": note, "proof": []}
+        reply = json.dumps({"success": True, "data": data}).encode()
+        return lambda request, body: (200, {"Content-Type": "application/json"}, reply)
+
+    with (
+        local_server(newest_at(4999)) as url,
+        Client(url) as liar,
+        pytest.raises(CheckpointError, match="carries an earlier time, 4999 ms, than the 5000 ms"),
+    ):
+        liar.follow(held, signer.verifier_key())
+    with local_server(newest_at(5000)) as url, Client(url) as server:
+        assert server.follow(held, signer.verifier_key()).head.size == 3
 
 
 def test_a_log_with_no_signed_head_yet_is_an_error_not_a_note() -> None:

@@ -27,6 +27,7 @@ from urllib.parse import quote
 import httpx
 
 from trueup.proof import (
+    CheckpointError,
     ConsistencyProofError,
     PeriodCheck,
     PeriodError,
@@ -303,9 +304,10 @@ class Client:
     ) -> Followed:
         """The newest signed checkpoint, proven (RFC 9162 consistency) to extend
         ``trusted_checkpoint``, a note you verified before: the log was only appended to.
-        Raises :class:`~trueup.proof.ProofError` when either note or the proof fails, and when
-        the server gives no proof from the size held while its newest signed checkpoint is
-        smaller, or as large with another root (a log cut back or rewritten)."""
+        Raises :class:`~trueup.proof.ProofError` when either note or the proof fails, when the
+        newest checkpoint carries an earlier time than the one held, and when the server gives
+        no proof from the size held while its newest signed checkpoint is smaller, or as large
+        with another root (a log cut back or rewritten)."""
         key = _pinned(pinned_key)
         name = origin or key.name
         old = verify_checkpoint(trusted_checkpoint, key, origin=name)
@@ -327,6 +329,14 @@ class Client:
             hex_hash(node, f"the consistency proof's node {i}", ProofError) for i, node in enumerate(nodes)
         ]
         verify_consistency(old.size, new.size, old.root, new.root, proof)
+        if new.timestamp_ms < old.timestamp_ms:
+            # The log signs a newer head no earlier than the one before it (the sequencer holds
+            # its time while its clock is behind): one that goes back is not the log's word.
+            raise CheckpointError(
+                f"the newest signed checkpoint ({new.size} leaves) carries an earlier time, "
+                f"{new.timestamp_ms} ms, than the {old.timestamp_ms} ms of the one held "
+                f"({old.size} leaves): a log's heads are never signed back in time"
+            )
         return Followed(head=new, checkpoint=note)
 
     def _check_not_cut_back(self, held: TreeHead, key: VerifierKey, origin: str) -> None:
