@@ -19,7 +19,7 @@ from tests.conftest import fresh_pg_schema
 from tests.e2e.server import ServerProcess, create_key, trueup, wait_until
 from trueup.api.stopping import CUT_OFF_MESSAGE
 from trueup.bench.server import child_pids
-from trueup.cli.serve import MEMORY_FILE_SYSTEM
+from trueup.cli.serve import MEMORY_FILE_SYSTEM, WORKER_STOP_GRACE_S
 
 
 def _role(server: ServerProcess) -> str:
@@ -174,6 +174,33 @@ def test_workers_stop_when_their_serve_process_is_killed(tmp_path: Path) -> None
     finally:
         server.stop()
     assert "is gone; stopping this worker" in server.log()
+
+
+def test_a_stopping_supervisor_neither_waits_on_nor_replaces_a_stuck_worker(tmp_path: Path) -> None:
+    """A worker that cannot stop (here stopped by SIGSTOP; stuck, in life) held uvicorn's
+    supervisor: a SIGTERM waited for the worker's health check to give up (30 s), the worker was
+    then killed and another started, and a worker that never exits was waited for for ever. The
+    supervisor now handles the signal at once, starts no worker, and kills the stuck one once
+    its grace is over."""
+    server = ServerProcess(tmp_path, None, extra_args=["--workers", "2"]).start()
+    stuck = None
+    try:
+        assert server.process is not None
+        master = server.process.pid
+        wait_until(lambda: len(_workers(master)) == 2)
+        stuck = _workers(master)[0]
+        os.kill(stuck, signal.SIGSTOP)
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=60)
+    finally:
+        server.kill()
+        if stuck is not None and _alive(stuck):  # this test's own worker, left stopped on a failure
+            os.kill(stuck, signal.SIGKILL)
+    assert stuck is not None
+    wait_until(lambda: not _alive(stuck), timeout_s=10)
+    grace = f"worker [{stuck}] did not stop within {WORKER_STOP_GRACE_S} s of being asked to; killing it"
+    assert grace in server.log(), server.log()
+    assert "died" not in server.log(), server.log()
 
 
 def test_readyz_says_which_process_delivers_webhooks(tmp_path: Path) -> None:

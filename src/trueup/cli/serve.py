@@ -8,6 +8,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import pickle
 import resource
 import shutil
 import signal
@@ -21,7 +22,8 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.supervisors.multiprocess import Multiprocess
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from trueup.api.app import create_app
 from trueup.api.http_protocol import RESPONSE_HEADERS, OneWriteHttpToolsProtocol
@@ -335,17 +337,77 @@ def _own_metrics_directory(settings: Settings, port: int) -> Path:
 
 
 class _Supervisor(Multiprocess):
-    """uvicorn's supervisor of ``--workers``, which lets go of the listening socket when it
-    stops. uvicorn's kept its copy open until every worker had finished what was in flight (up
-    to the 10 s of a graceful shutdown): the kernel went on taking connections that no worker
-    would accept, the client's request sat unanswered, and the connection was reset when the
-    supervisor exited, where a client or load balancer should be refused at once and go
-    elsewhere."""
+    """uvicorn's supervisor of ``--workers``, made to stop promptly and for good.
+
+    - It lets go of the listening socket when it stops. uvicorn's kept its copy open until
+      every worker had finished what was in flight (up to the 10 s of a graceful shutdown): the
+      kernel went on taking connections that no worker would accept, the client's request sat
+      unanswered, and the connection was reset when the supervisor exited, where a client or
+      load balancer should be refused at once and go elsewhere.
+    - A signal cuts a worker's health check short. uvicorn's waited out the check (up to
+      :data:`WORKER_HEALTHCHECK_S`) before it looked at a SIGTERM, and when the worker did not
+      answer, killed it and started another, which it then stopped at once.
+    - It waits :data:`WORKER_STOP_GRACE_S` at most for its workers to exit once asked, then
+      kills the ones still there (stuck, or stopped by SIGSTOP). uvicorn's waited for ever.
+    """
 
     def terminate_all(self) -> None:
         for sock in self.sockets:  # the workers' copies close as each of them stops accepting
             sock.close()
         super().terminate_all()
+
+    def join_all(self) -> None:
+        deadline = time.monotonic() + WORKER_STOP_GRACE_S
+        for worker in self.processes:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                log.warning(
+                    "worker [%s] did not stop within %d s of being asked to; killing it",
+                    worker.pid,
+                    WORKER_STOP_GRACE_S,
+                )
+                worker.process.kill()
+                worker.process.join()
+
+    def keep_subprocess_alive(self) -> None:
+        """uvicorn's, with :meth:`_answers` for its health check."""
+        if self.should_exit.is_set():
+            return
+        for index, worker in enumerate(self.processes):
+            answered = self._answers(worker)
+            if answered is None:
+                return  # a signal came: the supervisor's loop handles it before anything else
+            if answered:
+                continue
+            worker.kill()
+            worker.join()
+            if worker.exitcode == STARTUP_FAILURE:  # it would fail the same way again
+                log.error("worker [%s] failed to start; stopping", worker.pid)
+                self.should_exit.set()
+                return
+            log.warning("worker [%s] died or did not answer its health check; starting another", worker.pid)
+            replacement = Process(self.config, self.sockets)
+            replacement.start()
+            self.processes[index] = replacement
+
+    def _answers(self, worker: Process) -> bool | None:
+        """Whether ``worker`` answers a health check within :data:`WORKER_HEALTHCHECK_S`;
+        ``None`` if a signal reaches the supervisor first. An answer that comes after a check
+        was given up on is taken by the next check, when the worker was alive all the same."""
+        if not worker.process.is_alive():
+            return False
+        deadline = time.monotonic() + WORKER_HEALTHCHECK_S
+        try:
+            worker.parent_conn.send(b"ping")
+            while not worker.parent_conn.poll(_SIGNAL_LOOK_S):
+                if self.signal_queue:
+                    return None
+                if time.monotonic() >= deadline:
+                    return False
+            worker.parent_conn.recv()
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return False
+        return True
 
 
 def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -371,6 +433,15 @@ kills the worker as hung and starts another. uvicorn's 5 s counted from the work
 before its interpreter had even imported the server: on a busy machine (two cores, load 14)
 that alone took 5 to 7.6 s, so every worker was killed as hung before it could answer, and
 started again, for good; nothing was served."""
+
+
+WORKER_STOP_GRACE_S = 15
+"""How long ``--workers``' supervisor waits, once it has asked its workers to stop, for them to
+exit before it kills those still there: each worker's own graceful stop answers the requests
+in flight for up to 10 s (``timeout_graceful_shutdown``) and then exits."""
+
+_SIGNAL_LOOK_S = 0.2
+"""How often a health check waiting for a worker's answer looks for a signal to handle."""
 
 
 def _run_uvicorn_workers(args: argparse.Namespace) -> None:
