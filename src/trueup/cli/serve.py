@@ -410,6 +410,11 @@ class _Supervisor(Multiprocess):
         return True
 
 
+GRACEFUL_SHUTDOWN_S = 10
+"""How long a stopping server answers the requests in flight before it cuts off the rest
+(docs/scaling.md, "Stopping")."""
+
+
 def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "host": args.host,
@@ -419,7 +424,7 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
         "http": OneWriteHttpToolsProtocol,
         "headers": list(RESPONSE_HEADERS),  # on every reply, the protocol's own too
         "access_log": False,
-        "timeout_graceful_shutdown": 10,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
     }
 
 
@@ -435,10 +440,10 @@ that alone took 5 to 7.6 s, so every worker was killed as hung before it could a
 started again, for good; nothing was served."""
 
 
-WORKER_STOP_GRACE_S = 15
+WORKER_STOP_GRACE_S = GRACEFUL_SHUTDOWN_S + 5
 """How long ``--workers``' supervisor waits, once it has asked its workers to stop, for them to
 exit before it kills those still there: each worker's own graceful stop answers the requests
-in flight for up to 10 s (``timeout_graceful_shutdown``) and then exits."""
+in flight for up to :data:`GRACEFUL_SHUTDOWN_S` and then exits."""
 
 _SIGNAL_LOOK_S = 0.2
 """How often a health check waiting for a worker's answer looks for a signal to handle."""
