@@ -443,6 +443,17 @@ def test_a_key_is_revoked_by_its_public_part_without_its_secret(running: Running
     listed = trueup(["keys", "list"], running.data_dir, running.database_url)
     (row,) = [line.split() for line in listed.stdout.splitlines() if line.startswith(key_id)]
     assert row[6] == "revoked"
+    # Revoked again: said as such, not as an unknown key; an unknown id is said as that.
+    again = trueup(["keys", "revoke", public], running.data_dir, running.database_url)
+    assert again.returncode == 1
+    assert again.stderr.startswith(f"trueup keys revoke: key {key_id!r} was already revoked, at "), (
+        again.stderr
+    )
+    unknown = trueup(["keys", "revoke", "nosuchkey"], running.data_dir, running.database_url)
+    assert (unknown.returncode, unknown.stderr) == (
+        1,
+        "trueup keys revoke: no key with id 'nosuchkey' (trueup keys list shows them)\n",
+    )
 
 
 def test_an_emit_repeat_answers_the_original_records_creation_time(running: Running) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -169,6 +171,34 @@ def test_audit_warns_of_a_head_signed_earlier_than_a_smaller_one(
     printed = capsys.readouterr()
     assert printed.err == f"audit warning: {report.warnings[0]}\n"
     assert printed.out.startswith("audit passed: 30 leaves, 4 signed tree heads")
+
+
+def test_audit_names_the_database_it_read_when_the_variable_chose_it_over_the_data_dir(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--data-dir`` of a restored copy while TRUEUP_DATABASE_URL names the live database
+    audits the live one (the variable chooses the database, the directory only the key files):
+    the command says so, and its verdict names the database it read."""
+    sealed_log(services)
+    live = services.settings.resolved_database_url
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    for name in ("signing-key.pem", "key-pepper"):
+        shutil.copy2(tmp_path / name, restored / name)
+    monkeypatch.setenv("TRUEUP_DATABASE_URL", live)
+    assert cli_audit.run(["--data-dir", str(restored)]) == 0
+    printed = capsys.readouterr()
+    assert printed.err == (
+        f"trueup: the database is TRUEUP_DATABASE_URL's ({live}), not one in --data-dir {restored}, "
+        "which gives the key files only; give --database-url, or unset the variable, to choose another\n"
+    )
+    assert printed.out == (
+        f"audit passed: 30 leaves, 4 signed tree heads, every node and balance rebuilt and equal, in {live}\n"
+    )
+    # The variable naming the directory's own file, as the default would, is nothing to say.
+    monkeypatch.setenv("TRUEUP_DATABASE_URL", f"sqlite:///{tmp_path / 'trueup.db'}")
+    assert cli_audit.run(["--data-dir", str(tmp_path)]) == (0 if live.startswith("sqlite") else 2)
+    assert capsys.readouterr().err.startswith("trueup: the database") is False
 
 
 def test_audit_of_heads_in_time_order_warns_of_nothing(services: Services) -> None:

@@ -38,8 +38,9 @@ def run(argv: list[str]) -> int:
     )
     add_storage_options(parser)
     args = parser.parse_args(argv)
+    settings = settings_from(args)
     try:
-        report = _audit(settings_from(args), args.key)
+        report = _audit(settings, args.key)
     except (_RefusedError, KeyArgumentError, SigningKeyError) as exc:
         print(f"trueup audit: {exc}", file=sys.stderr)
         return 2
@@ -48,11 +49,18 @@ def run(argv: list[str]) -> int:
     if report.ok:
         print(
             f"audit passed: {report.leaves} leaves, {report.heads} signed tree heads, "
-            "every node and balance rebuilt and equal"
+            f"every node and balance rebuilt and equal, in {_shown(settings)}"
         )
         return 0
-    print(f"audit FAILED: {report.problem}", file=sys.stderr)  # the problem names the leaf or head
+    # The problem names the leaf or head.
+    print(f"audit FAILED: {report.problem} (in {_shown(settings)})", file=sys.stderr)
     return 1
+
+
+def _shown(settings: Settings) -> str:
+    """The database audited, as the report names it (a password shown as ``***``): the
+    database URL, when one is set, decides it over ``--data-dir``."""
+    return without_password(settings.resolved_database_url)
 
 
 def _audit(settings: Settings, key_argument: str | None) -> AuditReport:

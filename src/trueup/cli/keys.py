@@ -8,6 +8,7 @@ import sys
 from trueup.cli.options import add_storage_options, settings_from
 from trueup.core.errors import DomainError
 from trueup.service.container import warn_about_shared_secrets
+from trueup.service.files import DataDirectoryError, make_data_dir
 from trueup.service.keys import KeyService
 from trueup.service.settings import PLAN_ALLOWANCES
 from trueup.storage import open_storage, sqlite_path
@@ -71,11 +72,9 @@ def _service(args: argparse.Namespace, creating: bool = False) -> KeyService:
                 f"no data directory at {settings.data_dir}: give --data-dir, the directory whose "
                 "key-pepper this database's keys were issued with"
             )
-        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _RefusedError(
-            f"cannot use the data directory {settings.data_dir}: {exc.strerror or exc}"
-        ) from None
+        make_data_dir(settings.data_dir)
+    except DataDirectoryError as exc:
+        raise _RefusedError(str(exc)) from None
     warn_about_shared_secrets(settings)
     storage = open_storage(settings.resolved_database_url)
     try:
@@ -122,8 +121,13 @@ def _revoke(args: argparse.Namespace) -> int:
     key_id = args.key
     if key_id.startswith("pk_"):  # the whole key, or its public part pk_live_<id> as a log shows it
         key_id = key_id.split("_", 2)[-1].split(".", 1)[0]
-    if _service(args).revoke(key_id):
+    service = _service(args)
+    if service.revoke(key_id):
         print(f"revoked {key_id}")
         return 0
-    print(f"trueup keys revoke: no active key with id {key_id!r}", file=sys.stderr)
+    revoked = next((key.revoked_at for key in service.list() if key.id == key_id), None)
+    if revoked is not None:
+        print(f"trueup keys revoke: key {key_id!r} was already revoked, at {revoked}", file=sys.stderr)
+    else:
+        print(f"trueup keys revoke: no key with id {key_id!r} (trueup keys list shows them)", file=sys.stderr)
     return 1

@@ -32,11 +32,15 @@ def run(argv: list[str]) -> int:
     try:  # only reads: a key made here would belong to no log
         signer = load_signer(path, origin)
     except SigningKeyError as exc:
-        print(
-            f"trueup log-key: {exc} (give the log's --data-dir or TRUEUP_SIGNING_KEY; "
-            "trueup serve creates the key when it first starts)",
-            file=sys.stderr,
+        # Where there is no key, the usual cause is a wrong directory; a key that is there but
+        # cannot be read is this log's damaged key, which nothing creates again.
+        hint = (
+            "give the log's --data-dir or TRUEUP_SIGNING_KEY; trueup serve creates the key when it "
+            "first starts"
+            if not path.exists()
+            else "restore the key file from a backup of this data directory"
         )
+        print(f"trueup log-key: {exc}; {hint}", file=sys.stderr)
         return 2
     warn_if_shared(path, "the signing key")
     head = _newest_head(settings)

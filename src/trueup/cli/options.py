@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
-from trueup.service.settings import Settings, check_database_url
+from trueup.service.settings import Settings, check_database_url, without_password
+from trueup.storage import sqlite_path
 
 __all__ = ["LOG_LEVELS", "add_storage_options", "configure_logging", "port_number", "settings_from"]
 
@@ -29,13 +31,36 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """Settings from the environment, overridden by the flags given."""
+    """Settings from the environment, overridden by the flags given.
+
+    ``--data-dir`` without ``--database-url`` while ``TRUEUP_DATABASE_URL`` is set chooses
+    only the key files: the database stays the variable's. That is said on stderr, since a
+    command pointed at a restored copy's directory would otherwise read, and report on, another
+    database without a word.
+    """
     settings = Settings.from_env()
     if getattr(args, "data_dir", None) is not None:
         settings = replace(settings, data_dir=args.data_dir)
+        if (
+            settings.database_url
+            and not getattr(args, "database_url", None)
+            and not _in(settings, args.data_dir)
+        ):
+            print(
+                f"trueup: the database is TRUEUP_DATABASE_URL's ({without_password(settings.database_url)}), "
+                f"not one in --data-dir {args.data_dir}, which gives the key files only; "
+                "give --database-url, or unset the variable, to choose another",
+                file=sys.stderr,
+            )
     if getattr(args, "database_url", None):
         settings = replace(settings, database_url=check_database_url(args.database_url, "--database-url"))
     return settings
+
+
+def _in(settings: Settings, data_dir: Path) -> bool:
+    """Whether the database URL names the SQLite file of ``data_dir``, as the default would."""
+    database = sqlite_path(settings.resolved_database_url)
+    return database is not None and database.resolve() == (data_dir / "trueup.db").resolve()
 
 
 def port_number(text: str) -> int:

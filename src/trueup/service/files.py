@@ -97,7 +97,15 @@ def make_data_dir(path: Path) -> None:
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataDirectoryError(f"cannot use the data directory {path}: {exc.strerror or exc}") from None
+        raise DataDirectoryError(f"cannot use the data directory {path}: {_why(path, exc)}") from None
+
+
+def _why(path: Path, exc: OSError) -> str:
+    """Why a directory cannot be made at ``path``: "File exists" said of a file standing there
+    reads as if the directory were fine, so that case is named."""
+    if isinstance(exc, FileExistsError) and path.exists() and not path.is_dir():
+        return "it is a file, not a directory"
+    return exc.strerror or str(exc)
 
 
 def read_or_create_secret(path: Path, size: int, what: str) -> bytes:

@@ -30,11 +30,21 @@ def load_signer(path: Path, origin: str) -> CheckpointSigner:
         SigningKeyError: naming the path and what is wrong with it.
     """
     try:
-        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SigningKeyError(f"no signing key at {path}") from None
-    except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+    except OSError as exc:
         raise SigningKeyError(f"cannot read the signing key at {path}: {exc}") from None
+    try:
+        loaded = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # cryptography's own message is a paragraph with a link; what is wrong is the file.
+        what = (
+            "the file is empty"
+            if not data.strip()
+            else f"its {len(data)} bytes are not an unencrypted PEM private key (cut short, or another file)"
+        )
+        raise SigningKeyError(f"cannot read the signing key at {path}: {what}") from None
     if not isinstance(loaded, Ed25519PrivateKey):
         raise SigningKeyError(f"{path} does not hold an Ed25519 private key")
     return CheckpointSigner(loaded, origin)

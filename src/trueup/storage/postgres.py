@@ -137,6 +137,13 @@ def _without_passwords(message: str, url: str) -> str:
     return message
 
 
+def _cannot_connect(url: str, cause: str) -> str:
+    """Why a connection failed, naming the database URL it was made to (the one the settings
+    chose, which may not be the one meant), passwords shown as ``***`` in both."""
+    cause = " ".join(_without_passwords(cause, url).split())  # libpq's message spans lines
+    return f"cannot connect to PostgreSQL at {_without_passwords(url, url)}: {cause}"
+
+
 def advisory_lock_ids(key: int) -> tuple[int, int]:
     """``(classid, objid)`` under which ``pg_locks`` shows the advisory lock of 64-bit ``key``
     (its high and low 32 bits; ``objsubid`` is 1 for a 64-bit key)."""
@@ -170,7 +177,7 @@ def _lock_session(url: str, idle_timeout_s: float) -> psycopg.Connection[Any]:
         )
         conn.execute("SET statement_timeout = 5000")  # the URL's own options stay as they are
     except psycopg.Error as exc:
-        raise StorageUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
+        raise StorageUnavailableError(_cannot_connect(url, str(exc))) from exc
     try:
         conn.execute(
             "SELECT set_config('idle_session_timeout', %s, false)", (str(int(idle_timeout_s * 1000)),)
@@ -349,8 +356,7 @@ class PostgresEngine(Engine):
         try:  # one connection first: a refused or unknown server is said at once, with its cause
             psycopg.connect(_named(url), connect_timeout=10).close()
         except psycopg.Error as exc:
-            cause = " ".join(_without_passwords(str(exc), url).split())  # libpq's message spans lines
-            raise StorageUnavailableError(f"cannot connect to PostgreSQL: {cause}") from exc
+            raise StorageUnavailableError(_cannot_connect(url, str(exc))) from exc
         try:
             self._pool: ConnectionPool[Any] = ConnectionPool(
                 _named(url),
@@ -363,7 +369,7 @@ class PostgresEngine(Engine):
             )
             self._pool.wait(timeout=30.0)
         except (psycopg.Error, Exception) as exc:  # the pool raises its own PoolTimeout
-            raise StorageUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
+            raise StorageUnavailableError(_cannot_connect(url, str(exc))) from exc
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
