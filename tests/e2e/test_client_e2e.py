@@ -108,6 +108,60 @@ def test_the_same_idempotency_key_replays_the_first_reply(client: Client) -> Non
     assert (other.value.status, other.value.code) == (409, "IDEMPOTENCY_MISMATCH")
 
 
+def test_every_item_of_a_write_is_reached_through_its_status(client: Client) -> None:
+    """A write's status lists 100 items unless told otherwise: the SDK pages it as the route does."""
+    items = [{"key": f"client-page-{i}", "accountId": "client-cust-page", "bits": i + 1} for i in range(150)]
+    accepted = client.write(items)
+    first = client.wait_verified(accepted["requestId"])
+    assert (first["itemCount"], len(first["items"])) == (150, 100)
+    whole = client.wait_verified(accepted["requestId"], limit=1000)
+    assert [item["anchorId"] for item in whole["items"][:100]] == [
+        item["anchorId"] for item in first["items"]
+    ]
+    rest = client.write_status(accepted["requestId"], offset=100)
+    assert [item["anchorId"] for item in rest["items"]] == [item["anchorId"] for item in whole["items"][100:]]
+    assert len(whole["items"]) == 150
+
+
+@pytest.mark.parametrize("key", ["", "   ", "a\nb", "\u00e9t\u00e9", "k" * 256])
+def test_an_idempotency_key_the_server_would_refuse_is_refused_before_sending(key: str) -> None:
+    """Sent, a line break or a non-ASCII letter failed inside the HTTP library, which read as no
+    reply and was retried; an empty key was replaced by a new one, and a retry was no retry."""
+    with (
+        Client(f"http://127.0.0.1:{free_port()}", "pk_live_a.b", retries=0) as client,
+        pytest.raises(ValueError, match=r"^idempotency_key must be"),
+    ):
+        client.write([{"key": "k", "accountId": "c", "bits": 1}], idempotency_key=key)
+
+
+def test_a_write_that_got_no_reply_says_which_key_makes_its_retry_safe() -> None:
+    with (
+        Client(f"http://127.0.0.1:{free_port()}", "pk_live_a.b", retries=0) as client,
+        pytest.raises(TrueupError) as failed,
+    ):
+        client.emit("c", 5, "no reference id")
+    key = failed.value.idempotency_key
+    assert failed.value.code == "CONNECTION_ERROR" and key is not None and key.startswith("trueup-sdk-")
+    assert failed.value.message.endswith(
+        f"it may or may not have been stored: send it again with idempotency_key={key!r} to store it once"
+    )
+
+
+def test_compare_refuses_more_that_would_replace_an_argument(client: Client) -> None:
+    with pytest.raises(ValueError, match=r"^more must not give theirBalance, yourBalance: pass it as"):
+        client.compare("c", 1, 2, {"yourBalance": 3, "theirBalance": 4, "startingBalance": 0})
+
+
+def test_a_reply_to_the_checkpoint_route_that_is_no_signed_note_is_a_bad_reply() -> None:
+    def proxy_page(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return 200, {"Content-Type": "text/html"}, b"<html>hi</html>"
+
+    with local_server(proxy_page) as url, Client(url) as client, pytest.raises(TrueupError) as bad:
+        client.log_checkpoint()
+    assert (bad.value.status, bad.value.code) == (200, "BAD_REPLY")
+    assert bad.value.message == "not a signed checkpoint: '<html>hi</html>'"
+
+
 # -- small real servers that misbehave (tests.e2e.server.local_server) ---------------------------
 
 

@@ -80,8 +80,9 @@ class Followed:
 class Client:
     """A client of one Trueup server. ``api_key`` may be left out for the public routes.
 
-    ``retries`` is how many times a request is sent again after no reply or a 429/503 (with
-    waits of 0.25 s doubling, or the server's ``Retry-After``, at most 5 s each).
+    ``retries`` is how many times a request is sent again after no reply, a 429/503 or, for a
+    write, a 202 ``IDEMPOTENCY_PENDING`` (with waits of 0.25 s doubling, or the server's
+    ``Retry-After``, at most 5 s each).
     """
 
     def __init__(
@@ -134,16 +135,31 @@ class Client:
         body.update({name: value for name, value in optional.items() if value is not None})
         return self._post_write("/api/v1/balance/delta", body, idempotency_key)
 
-    def write_status(self, request_id: str) -> dict[str, Any]:
-        """``GET /api/v1/writes/{requestId}``: status, items and, once complete, the tree head."""
-        return self._get(f"/api/v1/writes/{_segment(request_id)}")
+    def write_status(
+        self, request_id: str, *, limit: int | None = None, offset: int | None = None
+    ) -> dict[str, Any]:
+        """``GET /api/v1/writes/{requestId}``: status, items and, once complete, the tree head.
 
-    def wait_verified(self, request_id: str, *, timeout: float = 30.0, poll: float = 0.05) -> dict[str, Any]:
+        ``items`` is one page of the request's items: the first 100 unless ``limit`` (up to
+        1,000, a whole write) or ``offset`` say otherwise; ``itemCount`` counts them all."""
+        params = {name: value for name, value in (("limit", limit), ("offset", offset)) if value is not None}
+        return self._get(f"/api/v1/writes/{_segment(request_id)}", params or None)
+
+    def wait_verified(
+        self,
+        request_id: str,
+        *,
+        timeout: float = 30.0,
+        poll: float = 0.05,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> dict[str, Any]:
         """The request's status once it is no longer ``queued`` (``verified``, ``failed`` or
-        ``partially_failed``); :class:`TrueupError` ``TIMEOUT`` after ``timeout`` seconds."""
+        ``partially_failed``), its items paged as :meth:`write_status` pages them;
+        :class:`TrueupError` ``TIMEOUT`` after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
-            status = self.write_status(request_id)
+            status = self.write_status(request_id, limit=limit, offset=offset)
             if status.get("status") != "queued":
                 return status
             if time.monotonic() >= deadline:
@@ -177,6 +193,9 @@ class Client:
             "theirBalance": their_balance,
             "startingBalance": 0,
         }
+        given = sorted(set(more or {}) & {"customerId", "yourBalance", "theirBalance"})
+        if given:  # it would silently replace the argument
+            raise ValueError(f"more must not give {', '.join(given)}: pass it as the argument")
         return self._post("/api/v1/balance/compare", {**body, **(more or {})})
 
     def lock_period(self, customer_id: str, period: str, *, force: bool = False) -> dict[str, Any]:
@@ -206,10 +225,15 @@ class Client:
         return key
 
     def log_checkpoint(self) -> str:
-        """The newest signed checkpoint, as the C2SP signed note (not yet verified)."""
+        """The newest signed checkpoint, as the C2SP signed note (not yet verified: its
+        signature is checked by :meth:`follow`); ``BAD_REPLY`` for a reply that is no note."""
         reply = self._send("GET", "/api/v1/log/checkpoint", retry=True)
         if not reply.is_success:
             _data(reply)  # raises the server's error (404 while the log has no signed head yet)
+        if "\n\n\u2014 " not in reply.text:  # a note's signature lines follow a blank line
+            raise TrueupError(  # a proxy's page, say
+                "BAD_REPLY", f"not a signed checkpoint: {reply.text[:200]!r}", reply.status_code
+            )
         return reply.text
 
     def proof_bundle(self, anchor_id: str) -> dict[str, Any]:
@@ -364,8 +388,24 @@ class Client:
 
     def _post_write(self, path: str, body: Mapping[str, Any], idempotency_key: str | None) -> dict[str, Any]:
         # One key and one body for every attempt: the server replays the first reply.
-        key = idempotency_key or f"trueup-sdk-{secrets.token_hex(16)}"
-        return _data(self._send("POST", path, body=_encode(body), idempotency_key=key, retry=True))
+        key = (
+            f"trueup-sdk-{secrets.token_hex(16)}"
+            if idempotency_key is None
+            else _checked_key(idempotency_key)
+        )
+        try:
+            return _data(self._send("POST", path, body=_encode(body), idempotency_key=key, retry=True))
+        except TrueupError as exc:
+            if exc.code == "CONNECTION_ERROR":
+                # Whether it was stored is unknown: the key is what makes a retry of it safe.
+                raise TrueupError(
+                    exc.code,
+                    f"{exc.message}; it may or may not have been stored: send it again with "
+                    f"idempotency_key={key!r} to store it once",
+                    idempotency_key=key,
+                ) from exc.__cause__
+            exc.idempotency_key = key
+            raise
 
     def _send(
         self,
@@ -401,6 +441,20 @@ class Client:
                 wait = min(_MAX_WAIT_S, advised if advised >= 0 else _backoff(attempt))
             attempt += 1
             time.sleep(wait)
+
+
+_MAX_IDEMPOTENCY_KEY = 255
+
+
+def _checked_key(key: str) -> str:
+    """An ``idempotency_key`` as the server takes it (1-255 printable characters, spaces
+    around it not counted), refused here: sent, a line break or a non-ASCII letter fails in
+    the HTTP library (read as no reply, and retried), and an empty one was taken as none."""
+    if not isinstance(key, str) or not key.isascii() or not key.isprintable() or not key.strip():
+        raise ValueError(f"idempotency_key must be 1-255 printable ASCII characters, got {key!r}")
+    if len(key.strip()) > _MAX_IDEMPOTENCY_KEY:
+        raise ValueError(f"idempotency_key must be at most 255 characters, got {len(key.strip())}")
+    return key
 
 
 def _pinned(key: str | VerifierKey) -> VerifierKey:

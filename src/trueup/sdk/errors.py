@@ -14,7 +14,7 @@ class TrueupError(Exception):
     ``status`` is the HTTP status (``None`` when no reply came), ``code`` the server's error
     code (``VALIDATION_ERROR``, ``INVALID_API_KEY``, …) or one of the client's own:
     ``CONNECTION_ERROR`` (no reply; a write may or may not have been stored, and a retry with
-    the same idempotency key stores it once), ``BAD_REPLY`` (not a Trueup reply) and
+    the same idempotency key, ``idempotency_key``, stores it once), ``BAD_REPLY`` (not a Trueup reply) and
     ``TIMEOUT`` (:meth:`~trueup.sdk.Client.wait_verified` gave up). ``message`` names the field
     at fault, as the server wrote it; ``retry_after`` is the server's advice in seconds, if any
     (``retryAfterSeconds``, else a ``Retry-After`` header), on an error reply or on a 202
@@ -28,6 +28,7 @@ class TrueupError(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         body: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {message}" if status is not None else f"{code}: {message}")
         self.code = code
@@ -35,3 +36,6 @@ class TrueupError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.body = body
+        self.idempotency_key = idempotency_key
+        """On a write, the ``Idempotency-Key`` it went with (the one made for it when none was
+        given): send the same write again with it to store it once."""
