@@ -4,6 +4,7 @@ servers on 127.0.0.1 that misbehave the ways a network or a dishonest server can
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
@@ -23,6 +24,7 @@ from trueup.proof import (
     PeriodError,
     ProofError,
     TreeHead,
+    canonical_json,
     node_hash,
     private_key_from_seed,
     verify_checkpoint,
@@ -80,6 +82,30 @@ def test_emit_and_status_by_record_and_anchor(client: Client) -> None:
     assert client.emit("client-cust-2", 700, "Credit", reference_id="client-ref-1")["idempotent"] is True
     assert client.delta_status(record["recordId"])["recordId"] == record["recordId"]
     assert client.usage()["used"] >= 1
+
+
+def test_a_deltas_status_gives_its_metadata_whose_digest_is_in_its_leaf(client: Client) -> None:
+    """What the leaf commits to by digest can be checked by whoever is given the status."""
+    metadata = {
+        "invoice": "INV-7",
+        "lines": [1.5, -0.0, 10**15],
+        "note": "caf\u00e9",
+        "b": None,
+        "a": {"z": 1},
+    }
+    accepted = client.write(
+        [
+            {"key": "client-meta-1", "accountId": "client-cust-meta", "bits": 5, "metadata": metadata},
+            {"key": "client-meta-2", "accountId": "client-cust-meta", "bits": 6},
+        ]
+    )
+    done = client.wait_verified(accepted["requestId"])
+    with_metadata, without = (client.delta_status(item["anchorId"]) for item in done["items"])
+    assert with_metadata["metadata"] == metadata
+    digest = hashlib.sha256(canonical_json(with_metadata["metadata"])).hexdigest()
+    assert with_metadata["leaf"]["metadataDigest"] == digest
+    assert without["metadata"] is None
+    assert without["leaf"]["metadataDigest"] == hashlib.sha256(b"{}").hexdigest()
 
 
 def test_errors_carry_the_servers_code_status_and_message(client: Client, running: Running) -> None:

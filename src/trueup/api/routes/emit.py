@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
@@ -101,6 +102,8 @@ async def delta_status(recordId: str, services: ServicesDep, principal: Auth) ->
                 "delta": record.amount,
                 "reason": record.reason,
                 "referenceId": record.key,
+                # As stored (canonical JSON, RFC 8785): its digest is the leaf's metadataDigest.
+                "metadata": None if record.metadata is None else json.loads(record.metadata),
                 "occurredAt": format_wire(record.occurred_at),
                 "createdAt": format_wire(record.accepted_at),
                 "verifiedAt": None if record.verified_at is None else format_wire(record.verified_at),

@@ -162,6 +162,10 @@ class _DeltaStatusData(BaseModel):
     delta: int
     reason: str
     referenceId: str
+    metadata: dict[str, Any] | None = Field(
+        description="the delta's metadata as stored (null when it had none): the SHA-256 of its RFC 8785 "
+        "canonical JSON, or of {} when null, is the leaf's metadataDigest"
+    )
     occurredAt: str
     createdAt: str
     verifiedAt: str | None
