@@ -92,6 +92,14 @@ def test_a_key_asked_wrongly_is_exit_2_whatever_the_bundle_file(
     assert "is neither a verifier key" in capsys.readouterr().out
     assert verify.run([str(missing), "--key", VKEY]) == 1  # the key is right: the file is the work
     assert capsys.readouterr().out.startswith("FAILED: cannot read the bundle: ")
+    # `trueup proof … > bundle.json` that failed leaves an empty file: said as that, not as bad JSON.
+    empty = tmp_path / "empty.json"
+    empty.write_text("\n")
+    assert verify.run([str(empty), "--key", VKEY]) == 1
+    assert (
+        capsys.readouterr().out
+        == "FAILED: the bundle is empty (did the command that was to write it fail?)\n"
+    )
 
 
 def test_ok_names_the_delta_the_leaf_proves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -39,6 +39,9 @@ def run(argv: list[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"FAILED: cannot read the bundle: {exc}")
         return 1
+    if not text.strip():  # what `trueup proof … > bundle.json` leaves when the proof fails
+        print("FAILED: the bundle is empty (did the command that was to write it fail?)")
+        return 1
     try:
         bundle = load_bundle(text)
         # A note signed by the pinned key but naming another log is not this log's checkpoint.
