@@ -176,9 +176,10 @@ def test_audit_warns_of_a_head_signed_earlier_than_a_smaller_one(
 def test_audit_names_the_database_it_read_when_the_variable_chose_it_over_the_data_dir(
     services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``--data-dir`` of a restored copy while TRUEUP_DATABASE_URL names the live database
+    """``--data-dir`` of a restored copy while TRUEUP_DATABASE_URL names the live SQLite file
     audits the live one (the variable chooses the database, the directory only the key files):
-    the command says so, and its verdict names the database it read."""
+    the command says so, and its verdict names the database it read. On PostgreSQL a data
+    directory for the key files is the usual layout, and only the verdict names the database."""
     sealed_log(services)
     live = services.settings.resolved_database_url
     restored = tmp_path / "restored"
@@ -191,14 +192,15 @@ def test_audit_names_the_database_it_read_when_the_variable_chose_it_over_the_da
     assert printed.err == (
         f"trueup: the database is TRUEUP_DATABASE_URL's ({live}), not one in --data-dir {restored}, "
         "which gives the key files only; give --database-url, or unset the variable, to choose another\n"
+        if live.startswith("sqlite")
+        else ""
     )
     assert printed.out == (
         f"audit passed: 30 leaves, 4 signed tree heads, every node and balance rebuilt and equal, in {live}\n"
     )
-    # The variable naming the directory's own file, as the default would, is nothing to say.
-    monkeypatch.setenv("TRUEUP_DATABASE_URL", f"sqlite:///{tmp_path / 'trueup.db'}")
-    assert cli_audit.run(["--data-dir", str(tmp_path)]) == (0 if live.startswith("sqlite") else 2)
-    assert capsys.readouterr().err.startswith("trueup: the database") is False
+    if live.startswith("sqlite"):  # the variable naming the directory's own file is nothing to say
+        assert cli_audit.run(["--data-dir", str(tmp_path)]) == 0
+        assert capsys.readouterr().err == ""
 
 
 def test_audit_of_heads_in_time_order_warns_of_nothing(services: Services) -> None:

@@ -34,9 +34,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the environment, overridden by the flags given.
 
     ``--data-dir`` without ``--database-url`` while ``TRUEUP_DATABASE_URL`` is set chooses
-    only the key files: the database stays the variable's. That is said on stderr, since a
-    command pointed at a restored copy's directory would otherwise read, and report on, another
-    database without a word.
+    only the key files: the database stays the variable's. Where that is a SQLite file outside
+    the directory, it is said on stderr: a command pointed at a restored copy's directory would
+    otherwise read, and report on, another database without a word. A PostgreSQL URL with a
+    data directory for the key files is the usual layout of several hosts, and goes unsaid.
     """
     settings = Settings.from_env()
     if getattr(args, "data_dir", None) is not None:
@@ -58,9 +59,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _in(settings: Settings, data_dir: Path) -> bool:
-    """Whether the database URL names the SQLite file of ``data_dir``, as the default would."""
+    """Whether the database URL is not a SQLite file outside ``data_dir``: PostgreSQL, or the
+    directory's own file, as the default would be."""
     database = sqlite_path(settings.resolved_database_url)
-    return database is not None and database.resolve() == (data_dir / "trueup.db").resolve()
+    return database is None or database.resolve() == (data_dir / "trueup.db").resolve()
 
 
 def port_number(text: str) -> int:
