@@ -52,8 +52,7 @@ def run(argv: list[str]) -> int:
             f"every node and balance rebuilt and equal, in {_shown(settings)}"
         )
         return 0
-    # The problem names the leaf or head.
-    print(f"audit FAILED: {report.problem} (in {_shown(settings)})", file=sys.stderr)
+    print(f"audit FAILED: {report.problem}", file=sys.stderr)  # the problem names the leaf or head
     return 1
 
 
