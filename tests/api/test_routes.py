@@ -10,8 +10,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from trueup.api.app import ROUTERS, create_app
-from trueup.api.routes.balance import _DERIVE_PARAMS
-from trueup.core.scopes import COMPARE_FIELDS, WINDOW_FIELDS
+from trueup.core.scopes import COMPARE_FIELDS, DERIVE_PARAMS, WINDOW_FIELDS
 from trueup.service.balances import LOCK_FIELDS
 from trueup.service.container import Services, open_services
 from trueup.service.settings import Settings
@@ -42,7 +41,7 @@ def test_every_get_route_answers_head_and_documents_only_get(services: Services)
 def test_compare_documents_the_same_scope_fields_as_derive(services: Services) -> None:
     """Compare takes a time scope as derive does: its documented body names every field of it."""
     schema = create_app(services).openapi()["components"]["schemas"]["CompareBody"]
-    scope_fields = set(_DERIVE_PARAMS) - {"limit", "offset", "order"}
+    scope_fields = set(DERIVE_PARAMS) - {"limit", "offset", "order"}
     assert scope_fields <= set(schema["properties"])
     assert schema["properties"]["timePreset"]["anyOf"][0]["enum"] == ["current_month", "custom"]
 

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from trueup.api.app import ROUTERS, create_app
 from trueup.api.unknown_params import RefusingUnknownParameters
+from trueup.core.scopes import DERIVE_PARAMS
 from trueup.service.container import Services, open_services
 from trueup.service.settings import Settings
 
@@ -104,6 +105,9 @@ def test_every_route_refuses_and_knows_the_parameters_it_declares() -> None:
         "offset",
     )
     assert named["usage"].query_parameters() == ()
+    # Derive's are parsed by the core, which reads the names it knows: a parameter the route
+    # declares and the core does not read would be taken and ignored, so the two lists are one.
+    assert set(named["derive"].query_parameters()) == set(DERIVE_PARAMS)
 
 
 @pytest.mark.parametrize("path", ["/api/v1/writes", "/api/v1/balance/delta", "/api/v1/balance/delta/batch"])

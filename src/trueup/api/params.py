@@ -6,6 +6,11 @@ FastAPI parses an ``int`` query parameter leniently: ``1.0``, `` 5`` and ``1_000
 as 1, 5 and 1000. With ``INTEGER_TEXT`` beside its ``Query`` (``Annotated[int, Query(ge=1),
 INTEGER_TEXT]``) one accepts only what ``core.scopes.parse_integer_text`` accepts
 (an optional sign and decimal digits), so ``limit=1.0`` is the same 400 on every route.
+
+Derive's parameters go the other way: the route declares them as text (for its OpenAPI document
+and its refusal of others) and ``core.scopes.parse_derive_query`` parses them, as compare's body
+is parsed, so a scope's errors read alike on both routes; a parameter added to derive goes into
+``core.scopes.DERIVE_PARAMS`` and that parser.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from trueup.core.unknown_names import refuse_unknown
 
 __all__ = [
     "COMPARE_FIELDS",
+    "DERIVE_PARAMS",
     "MAX_BALANCE",
     "MAX_DELTA_PAGE",
     "WINDOW_FIELDS",
@@ -44,6 +45,24 @@ MAX_OFFSET = 10**12
 
 MAX_DELTA_PAGE = 10**7
 """The last page of deltas the customer view shows (the customer list's last page too)."""
+
+DERIVE_PARAMS = (
+    "startingBalance",
+    "startingCheckpoint",
+    "startingCheckpointType",
+    "limit",
+    "offset",
+    "order",
+    "period",
+    "timePreset",
+    "startDate",
+    "endDate",
+    "asOf",
+)
+"""The query parameters :func:`parse_derive_query` reads: the derive route passes these on,
+and declares the same for its OpenAPI document and its refusal of others (a test holds the
+two equal, so a parameter declared on the route and not read here fails it, rather than being
+taken and ignored)."""
 
 WINDOW_FIELDS = ("period", "netChange")
 """The fields of one stated monthly net (``yourWindows``/``theirWindows`` of a compare)."""

@@ -18,25 +18,11 @@ from trueup.api.schemas.common import ACCOUNT_ID, documented_as
 from trueup.api.unknown_params import RefusingUnknownParameters
 from trueup.core.compare import to_wire
 from trueup.core.ids import anchor_id
-from trueup.core.scopes import MAX_BALANCE, MAX_OFFSET
+from trueup.core.scopes import DERIVE_PARAMS, MAX_BALANCE, MAX_OFFSET
 from trueup.core.timestamps import MAX_TIME, format_wire, format_wire_ms
 from trueup.service.balances import Derived
 
 router = APIRouter(tags=["balance"], route_class=RefusingUnknownParameters)
-
-_DERIVE_PARAMS = (
-    "startingBalance",
-    "startingCheckpoint",
-    "startingCheckpointType",
-    "limit",
-    "offset",
-    "order",
-    "period",
-    "timePreset",
-    "startDate",
-    "endDate",
-    "asOf",
-)
 
 
 StartingBalance = Annotated[str | None, Query(), integer_schema(-MAX_BALANCE, MAX_BALANCE)]
@@ -72,7 +58,7 @@ async def derive(
 ) -> JSONResponse:
     # Declared above for the OpenAPI document; parsed by the core so every error names its
     # field the same way on every route.
-    params = {name: request.query_params[name] for name in _DERIVE_PARAMS if name in request.query_params}
+    params = {name: request.query_params[name] for name in DERIVE_PARAMS if name in request.query_params}
     derived = await run_in_threadpool(services.balances.derive, principal, customerId, params)
     return JSONResponse({"success": True, "data": derive_json(derived)})
 
