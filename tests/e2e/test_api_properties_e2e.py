@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 from tests.e2e.conftest import Running
 from tests.e2e.server import wait_until
+from trueup.core.scopes import DERIVE_PARAMS
 
 pytestmark = pytest.mark.e2e
 
@@ -342,16 +343,6 @@ def test_a_repeated_member_is_a_400_naming_the_object(
 
 # -- derive and compare --------------------------------------------------------------------------
 
-_DERIVE_PARAMETERS = [
-    "startingBalance",
-    "startingCheckpoint",
-    "startingCheckpointType",
-    "limit",
-    "offset",
-    "order",
-    "period",
-    "asOf",
-]
 _odd = st.one_of(
     st.sampled_from(
         [
@@ -409,7 +400,7 @@ def sealed_customer(client: httpx.Client) -> tuple[str, list[int]]:
 
 
 @PROPERTY
-@given(name=st.sampled_from(_DERIVE_PARAMETERS), value=_odd)
+@given(name=st.sampled_from(DERIVE_PARAMS), value=_odd)
 def test_an_odd_derive_parameter_is_answered_or_named(
     client: httpx.Client, sealed_customer: tuple[str, list[int]], name: str, value: str
 ) -> None:
