@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from trueup.core.ids import (
     MAX_ITEMS_CEILING,
     NO_LEAF,
+    idempotency_key_value,
     new_request_id,
     parse_anchor_id,
     parse_record_id,
@@ -88,3 +89,24 @@ def test_request_ids_spell_the_time_then_the_entropy(at_ms: int, entropy: bytes)
 def test_request_ids_at_the_edges_of_their_inputs() -> None:
     assert new_request_id(bytes(7), 0) == "req_222222222aaaaaaaaaaa"
     assert new_request_id(b"\xff" * 7, (1 << 45) - 1) == "req_zzzzzzzzz77777777777"
+
+
+@pytest.mark.parametrize(
+    ("header", "key"),
+    [
+        ("k", "k"),
+        ("retry-1 \t", "retry-1"),  # whitespace around a field value is not part of it
+        (" a b ", "a b"),
+        ("k" * 255, "k" * 255),
+        ("caf\u00e9", "caf\u00e9"),  # printable; the client sends ASCII only, as HTTP carries it
+        ("", None),
+        ("   ", None),
+        ("k" * 256, None),
+        ("a\nb", None),
+        ("a\x00b", None),
+    ],
+)
+def test_an_idempotency_key_is_1_to_255_printable_characters_without_the_spaces_around(
+    header: str, key: str | None
+) -> None:
+    assert idempotency_key_value(header) == key

@@ -16,6 +16,7 @@ __all__ = [
     "ApiKeyParts",
     "anchor_id",
     "format_api_key",
+    "idempotency_key_value",
     "is_key_id",
     "new_key_id",
     "new_request_id",
@@ -140,3 +141,13 @@ def parse_anchor_id(text: str) -> int | None:
     beyond what a 64-bit leaf index holds."""
     match = _ANCHOR.fullmatch(text)
     return None if match is None else min(int(match.group(1)), NO_LEAF)
+
+
+def idempotency_key_value(header: str) -> str | None:
+    """The ``Idempotency-Key`` a header value names, or ``None`` when it names none the API
+    takes (1-255 printable characters). RFC 9110 §5.5: whitespace around a field value is not
+    part of it (a parser leaves it at the end), so a retry whose key a client or proxy sent with
+    a space after it is the same key. The server reads the header with this, and the Python
+    client checks a key with it before sending one."""
+    key = header.strip(" \t")
+    return key if 1 <= len(key) <= 255 and key.isprintable() else None

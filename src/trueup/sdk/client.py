@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 import httpx
 
+from trueup.core.ids import idempotency_key_value
 from trueup.proof import (
     CheckpointError,
     ConsistencyProofError,
@@ -443,17 +444,12 @@ class Client:
             time.sleep(wait)
 
 
-_MAX_IDEMPOTENCY_KEY = 255
-
-
 def _checked_key(key: str) -> str:
-    """An ``idempotency_key`` as the server takes it (1-255 printable characters, spaces
-    around it not counted), refused here: sent, a line break or a non-ASCII letter fails in
-    the HTTP library (read as no reply, and retried), and an empty one was taken as none."""
-    if not isinstance(key, str) or not key.isascii() or not key.isprintable() or not key.strip():
-        raise ValueError(f"idempotency_key must be 1-255 printable ASCII characters, got {key!r}")
-    if len(key.strip()) > _MAX_IDEMPOTENCY_KEY:
-        raise ValueError(f"idempotency_key must be at most 255 characters, got {len(key.strip())}")
+    """An ``idempotency_key`` as the server takes it (:func:`~trueup.core.ids.idempotency_key_value`)
+    and as HTTP can carry it (ASCII), refused here: sent, a line break or a non-ASCII letter
+    failed in the HTTP library (read as no reply, and retried), and an empty one was taken as none."""
+    if not isinstance(key, str) or not key.isascii() or idempotency_key_value(key) is None:
+        raise ValueError(f"idempotency_key must be 1-255 printable ASCII characters, got {shown(key)}")
     return key
 
 

@@ -24,7 +24,7 @@ from trueup.core.errors import (
     PlanLimitExceededError,
     ValidationError,
 )
-from trueup.core.ids import new_request_id, random_token, record_id
+from trueup.core.ids import idempotency_key_value, new_request_id, random_token, record_id
 from trueup.core.json_text import dumps
 from trueup.core.timestamps import format_canonical, format_wire
 from trueup.core.writes import parse_writes_body
@@ -328,12 +328,10 @@ def _require_write_access(principal: Principal) -> None:
 def _claim(idempotency_key: str | None, route: str, body: bytes) -> IdempotencyClaim | None:
     if idempotency_key is None:
         return None
-    # RFC 9110 §5.5: whitespace around a field value is not part of it (the parser leaves it at
-    # the end), so a retry whose key a client or proxy sent with a space after it is the same key.
-    idempotency_key = idempotency_key.strip(" \t")
-    if not 1 <= len(idempotency_key) <= 255 or not idempotency_key.isprintable():
+    key = idempotency_key_value(idempotency_key)
+    if key is None:
         raise ValidationError("Idempotency-Key", "header must be 1-255 printable characters")
-    return IdempotencyClaim(key=idempotency_key, route=route, body_hash=hashlib.sha256(body).digest())
+    return IdempotencyClaim(key=key, route=route, body_hash=hashlib.sha256(body).digest())
 
 
 # The replies of the write routes. Each is a module-level function bound to its request's data
