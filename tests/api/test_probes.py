@@ -42,6 +42,13 @@ def test_the_probes_read_the_queue_with_the_probe_s_wait(
         return real_head(wait_s)
 
     monkeypatch.setattr(services.storage.log, "head", head)
+    real_held = services.storage.engine.leader_held
+
+    def leader_held(name: str, wait_s: float | None = None) -> bool | None:
+        asked.append(wait_s)
+        return real_held(name, wait_s)
+
+    monkeypatch.setattr(services.storage.engine, "leader_held", leader_held)
 
     async def probe() -> list[int]:
         transport = httpx.ASGITransport(app=create_app(services))
@@ -49,4 +56,5 @@ def test_the_probes_read_the_queue_with_the_probe_s_wait(
             return [(await client.get(path)).status_code for path in ("/readyz", "/metrics")]
 
     assert asyncio.run(probe()) == [200, 200]
-    assert asked == [PROBE_WAIT_S] * 3  # /readyz's queue; /metrics' queue and head
+    # /readyz's queue and the two roles; /metrics' queue, the two roles and the head
+    assert asked == [PROBE_WAIT_S] * 7

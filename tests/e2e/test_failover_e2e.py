@@ -125,9 +125,17 @@ def test_serve_without_sequencer_beside_a_sequencer_process_on_sqlite(tmp_path: 
             assert _role(server) == "off"
             requests = [_write(server, key, f"split{n}", 30) for n in range(4)]
             wait_until(lambda: all(_verified(server, key, r) for r in requests), timeout_s=30)
+            # /readyz of the API-only server says a sequencer leads elsewhere, and when none does
+            assert _ready(server)["sequencerElected"] is True
+            assert _ready(server)["dispatcherElected"] is True  # its own
+            sequencer.terminate()
+            sequencer.wait(timeout=30)
+            assert _ready(server)["sequencerElected"] is False
+            assert 'trueup_role_held{role="sequencer"} 0.0' in httpx.get(f"{server.base_url}/metrics").text
     finally:
-        sequencer.terminate()
-        sequencer.wait(timeout=30)
+        if sequencer.poll() is None:
+            sequencer.terminate()
+            sequencer.wait(timeout=30)
     audit = trueup(["audit"], tmp_path, None)
     assert audit.returncode == 0, audit.stderr
     assert "120 leaves" in audit.stdout

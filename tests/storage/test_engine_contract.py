@@ -312,6 +312,38 @@ def test_postgresql_connections_are_named_after_their_process(pg_url: str) -> No
         storage.close()
 
 
+def test_an_engine_says_whether_any_process_holds_a_role(database_url: str) -> None:
+    """What an API-only host reports of the roles run elsewhere (/readyz): asked of another
+    engine on the same database, without taking the role or standing in its holder's way."""
+    holder, observer = open_storage(database_url), open_storage(database_url)
+    try:
+        assert observer.roles_held(1.0) == {"sequencer": False, "dispatcher": False}
+        with holder.engine.try_leader_lock("sequencer") as held:
+            assert held
+            assert observer.roles_held(1.0) == {"sequencer": True, "dispatcher": False}
+            assert holder.engine.leader_held("sequencer")  # its holder's own engine sees it too
+            with observer.engine.try_leader_lock("sequencer") as other:
+                assert not other
+            assert held.still_held()
+        assert observer.roles_held(1.0) == {"sequencer": False, "dispatcher": False}
+        with observer.engine.try_leader_lock("sequencer") as taken:  # asking left it free to take
+            assert taken
+            assert holder.roles_held() == {"sequencer": True, "dispatcher": False}
+    finally:
+        observer.close()
+        holder.close()
+
+
+def test_a_sqlite_role_lock_file_that_cannot_be_opened_is_not_known(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path}/t.db")
+    try:
+        loop = tmp_path / "t.db.sequencer.lock"
+        loop.symlink_to(loop)  # opening it fails (ELOOP), as another user's file would
+        assert storage.roles_held() == {"sequencer": None, "dispatcher": False}
+    finally:
+        storage.close()
+
+
 def test_a_standby_keeps_one_session_between_its_polls(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A standby asks for a role's lock every second: on the same session each time, not a new
     one (a backend fork and an authentication) per poll. When it leads, the lock ends with it."""

@@ -13,7 +13,15 @@ from trueup.api.deps import ServicesDep
 from trueup.api.routes.health import PROBE_WAIT_S
 from trueup.api.unknown_params import RefusingUnknownParameters
 from trueup.core.timestamps import parse_canonical
-from trueup.service.metrics import HTTP_RESPONSES, QUEUE_AGE, QUEUE_DEPTH, TREE_SIZE, render, route_label
+from trueup.service.metrics import (
+    HTTP_RESPONSES,
+    QUEUE_AGE,
+    QUEUE_DEPTH,
+    ROLE_HELD,
+    TREE_SIZE,
+    render,
+    route_label,
+)
 
 __all__ = ["ResponseCounter", "router"]
 
@@ -30,6 +38,9 @@ async def metrics(services: ServicesDep) -> Response:
         depth, oldest = services.storage.log.queue_stats(PROBE_WAIT_S)  # a 503 within it when down
         QUEUE_DEPTH.set(depth)
         QUEUE_AGE.set(0 if oldest is None else (datetime.now(UTC) - parse_canonical(oldest)).total_seconds())
+        for role, held in services.storage.roles_held(PROBE_WAIT_S).items():
+            if held is not None:  # not known: the gauge keeps what it last said
+                ROLE_HELD.labels(role).set(int(held))
         head = services.storage.log.head(PROBE_WAIT_S)
         if head is not None:
             TREE_SIZE.set(head.size)

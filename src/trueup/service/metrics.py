@@ -26,6 +26,7 @@ __all__ = [
     "QUEUE_AGE",
     "QUEUE_DEPTH",
     "REGISTRY",
+    "ROLE_HELD",
     "SEALED_LEAVES",
     "SEAL_SECONDS",
     "TREE_SIZE",
@@ -68,6 +69,13 @@ QUEUE_DEPTH = Gauge(
 QUEUE_AGE = Gauge(
     "trueup_queue_oldest_age_seconds",
     "Age of the oldest unsealed delta",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+ROLE_HELD = Gauge(
+    "trueup_role_held",
+    "1 while some process (this one or another, on any host) holds the single-writer role",
+    ["role"],
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
 )

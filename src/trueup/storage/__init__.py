@@ -14,7 +14,7 @@ from trueup.storage.checkpoints import CheckpointStore
 from trueup.storage.engine import Engine
 from trueup.storage.errors import IntegrityConflictError, StorageError, StorageUnavailableError
 from trueup.storage.log import LogStore
-from trueup.storage.migrate import migrate
+from trueup.storage.migrate import ROLES, migrate
 from trueup.storage.schema import CLEAR_SECRETS, GROWING_TABLES
 from trueup.storage.secret_box import SecretBox
 from trueup.storage.tenants import TenantStore
@@ -69,6 +69,12 @@ class Storage:
         """Bring the planner's statistics of the tables that grow with the log up to date
         (``ANALYZE`` on PostgreSQL, nothing on SQLite: :meth:`Engine.refresh_statistics`)."""
         self.engine.refresh_statistics(GROWING_TABLES)
+
+    def roles_held(self, wait_s: float | None = None) -> dict[str, bool | None]:
+        """Whether some process, here or on another host, holds each single-writer role now
+        (``sequencer``, ``dispatcher``; ``None`` where the backend cannot tell, a lock file it
+        may not open); ``wait_s`` bounds the wait for a pooled connection."""
+        return {role: self.engine.leader_held(role, wait_s) for role in ROLES}
 
     def ping(self) -> None:
         """Raise :class:`StorageUnavailableError` unless the database answers."""

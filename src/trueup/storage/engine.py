@@ -237,6 +237,13 @@ class Engine(abc.ABC):
         dies, or its session ends); SQLite, an exclusive file lock.
         """
 
+    @abc.abstractmethod
+    def leader_held(self, name: str, wait_s: float | None = None) -> bool | None:
+        """Whether some process (this one or another, on any host) holds the named role now,
+        without asking for it: what an API-only host reports of the sequencer and dispatcher
+        that run elsewhere (``None``: it cannot tell). ``wait_s`` bounds the wait for a pooled
+        connection, as in :meth:`read`."""
+
     def serialize(self, tx: Tx, name: str) -> None:  # noqa: B027 - a no-op by default on purpose
         """Serialise transactions that call this with the same ``name`` until they end.
 

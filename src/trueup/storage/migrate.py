@@ -13,11 +13,11 @@ from trueup.storage.engine import Engine, Leadership
 from trueup.storage.errors import StorageError
 from trueup.storage.schema import MIGRATIONS, Migration
 
-__all__ = ["SchemaInUseError", "SchemaTooNewError", "applied_versions", "migrate", "schema_version"]
+__all__ = ["ROLES", "SchemaInUseError", "SchemaTooNewError", "applied_versions", "migrate", "schema_version"]
 
 log = logging.getLogger(__name__)
 
-_ROLES = ("sequencer", "dispatcher")
+ROLES = ("sequencer", "dispatcher")
 """The role locks a running Trueup holds: while another process holds one, it may be an older
 version, which would go on writing rows of the old schema into the migrated one."""
 UPGRADE_WAIT_S = 30.0
@@ -112,7 +112,7 @@ def migrate(
         if not done:  # a new database: no Trueup has written to it
             return _apply(engine, pending)
         with ExitStack() as held:
-            leaderships = [held.enter_context(engine.try_leader_lock(role)) for role in _ROLES]
+            leaderships = [held.enter_context(engine.try_leader_lock(role)) for role in ROLES]
             if all(leaderships):
                 log.info("migrating the database from schema %d to %d", max(done), pending[-1].version)
                 with _asked_after(leaderships, ask_s) as still_held:

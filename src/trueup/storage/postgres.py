@@ -144,6 +144,14 @@ def _cannot_connect(url: str, cause: str) -> str:
     return f"cannot connect to PostgreSQL at {_without_passwords(url, url)}: {cause}"
 
 
+_SCOPE = "SELECT current_database(), current_schema()"
+"""What an advisory-lock key is scoped to (:meth:`PostgresEngine.lock_key`)."""
+
+
+def _scope_of(row: Sequence[Any] | None) -> str:
+    return f"{row[0]}/{row[1]}" if row else ""
+
+
 def advisory_lock_ids(key: int) -> tuple[int, int]:
     """``(classid, objid)`` under which ``pg_locks`` shows the advisory lock of 64-bit ``key``
     (its high and low 32 bits; ``objsubid`` is 1 for a 64-bit key)."""
@@ -437,10 +445,24 @@ class PostgresEngine(Engine):
         """
         if self._scope is None:
             with self._pool.connection() as conn:
-                row = conn.execute("SELECT current_database(), current_schema()").fetchone()
-            self._scope = f"{row[0]}/{row[1]}" if row else ""
+                self._scope = _scope_of(conn.execute(_SCOPE).fetchone())
         digest = hashlib.sha256(f"trueup:{self._scope}:{name}".encode()).digest()
         return int.from_bytes(digest[:8], "big", signed=True)
+
+    def leader_held(self, name: str, wait_s: float | None = None) -> bool | None:
+        # pg_locks lists the advisory locks of every database of the server: this one's only.
+        with self.read(wait_s) as tx:
+            if self._scope is None:  # learnt within wait_s, as a probe must
+                self._scope = _scope_of(tx.one(_SCOPE))
+            return bool(
+                tx.scalar(
+                    """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                           AND classid = ? AND objid = ? AND objsubid = 1
+                           AND database = (SELECT oid FROM pg_database
+                                           WHERE datname = current_database()))""",
+                    advisory_lock_ids(self.lock_key(name)),
+                )
+            )
 
     @contextmanager
     def try_leader_lock(self, name: str) -> Iterator[Leadership]:

@@ -232,7 +232,13 @@ class SQLiteEngine(Engine):
             yield tx
 
     def try_leader_lock(self, name: str) -> AbstractContextManager[Leadership]:
-        return _file_lock(self.path.with_name(f"{self.path.name}.{name}.lock"))
+        return _file_lock(self._role_lock_path(name))
+
+    def leader_held(self, name: str, wait_s: float | None = None) -> bool | None:
+        return _file_locked(self._role_lock_path(name))
+
+    def _role_lock_path(self, name: str) -> Path:
+        return self.path.with_name(f"{self.path.name}.{name}.lock")
 
     def damage(self, limit: int = 5) -> list[str]:
         with self.read() as tx:
@@ -288,6 +294,29 @@ def _file_lock(path: Path) -> Iterator[Leadership]:
             yield Leadership(True, lambda: _same_file(handle.fileno(), path))
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _file_locked(path: Path) -> bool | None:
+    """Whether a process holds the exclusive lock of :func:`_file_lock` on ``path`` (``None``
+    when the file cannot be opened to ask: another user's, say).
+
+    Asked with a shared lock, let go at once: it never conflicts with another asker, and a
+    process taking the role at that very moment is refused once and takes it at its next try
+    (a standby asks every second). No lock file: nobody has held the role yet.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # lets go of the shared lock, if taken
+    return False
 
 
 def _same_file(fd: int, path: Path) -> bool:

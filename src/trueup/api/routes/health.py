@@ -1,4 +1,5 @@
-"""``/healthz`` (alive) and ``/readyz`` (database reachable, sequencer and committer state, queue)."""
+"""``/healthz`` (alive) and ``/readyz`` (database reachable, sequencer and committer state, whether
+some process holds each single-writer role, queue)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,13 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     dispatcher = getattr(request.app.state, "dispatcher_role", lambda: "off")()
     failing = services.committer.failing
     writes = "ok" if failing is None else f"failing: {failing}"
+
+    def read() -> tuple[int, str | None, dict[str, bool | None]]:
+        depth, oldest = services.storage.log.queue_stats(PROBE_WAIT_S)
+        return depth, oldest, services.storage.roles_held(PROBE_WAIT_S)
+
     try:
-        depth, oldest = await run_in_threadpool(services.storage.log.queue_stats, PROBE_WAIT_S)
+        depth, oldest, held = await run_in_threadpool(read)
     except StorageError:
         return JSONResponse(
             {
@@ -56,8 +62,10 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
                 "data": {
                     "database": "unavailable",
                     "sequencer": role,
+                    "sequencerElected": None,
                     "committer": committer,
                     "dispatcher": dispatcher,
+                    "dispatcherElected": None,
                     "writes": writes,
                     "queueDepth": None,
                     "oldestQueuedAgeSeconds": None,
@@ -75,8 +83,10 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
             "data": {
                 "database": "ok",
                 "sequencer": role,
+                "sequencerElected": held["sequencer"],
                 "committer": committer,
                 "dispatcher": dispatcher,
+                "dispatcherElected": held["dispatcher"],
                 "writes": writes,
                 "queueDepth": depth,
                 "oldestQueuedAgeSeconds": age,

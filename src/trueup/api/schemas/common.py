@@ -70,9 +70,19 @@ class Health(BaseModel):
 
 class _ReadyData(BaseModel):
     database: Literal["ok", "unavailable"]
-    sequencer: Literal["leader", "standby", "down", "off"]
+    sequencer: Literal["leader", "standby", "down", "off"] = Field(
+        description="this process's sequencer role"
+    )
+    sequencerElected: bool | None = Field(
+        description="whether some process, this one or another on any host, holds the sequencer role "
+        "now (null when the database does not answer, or the lock file cannot be opened to ask)"
+    )
     committer: Literal["thread", "process", "down"]
-    dispatcher: Literal["leader", "standby", "off"]
+    dispatcher: Literal["leader", "standby", "off"] = Field(description="this process's dispatcher role")
+    dispatcherElected: bool | None = Field(
+        description="whether some process holds the webhook dispatcher role now (null when the "
+        "database does not answer, or the lock file cannot be opened to ask)"
+    )
     writes: str = Field(
         description='"ok", or "failing: " and what the last group commit\'s writers were told (a full '
         "disk, the database down): reads may still be served"
