@@ -595,7 +595,7 @@ def test_compare_keeps_integers_beyond_two_to_the_53_exact() -> None:
         ([ClaimedWindow("2026-13", 0)], "theirWindows[0].period: month must be 01 to 12"),
         (
             [ClaimedWindow("2026-02", 0), ClaimedWindow("2026-02", 1)],
-            "theirWindows[1].period: repeats period '2026-02'",
+            'theirWindows[1].period: repeats period "2026-02"',
         ),
         ([ClaimedWindow("2026-02", True)], "theirWindows[0].netChange: must be an integer"),
     ],

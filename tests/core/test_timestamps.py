@@ -61,19 +61,19 @@ def test_a_leap_second_is_the_last_microsecond_of_its_minute(value: str, canonic
     [
         (
             "9999-12-31T23:59:59-23:59",
-            "occurredAt: must be in 9999 or earlier in UTC, got '9999-12-31T23:59:59-23:59'",
+            'occurredAt: must be in 9999 or earlier in UTC, got "9999-12-31T23:59:59-23:59"',
         ),
-        ("2026-02-30T00:00:00Z", "occurredAt: is not a valid date-time: '2026-02-30T00:00:00Z'"),
-        ("1969-12-31T23:59:59Z", "occurredAt: must be in 1970 or later, got '1969-12-31T23:59:59Z'"),
+        ("2026-02-30T00:00:00Z", 'occurredAt: is not a valid date-time: "2026-02-30T00:00:00Z"'),
+        ("1969-12-31T23:59:59Z", 'occurredAt: must be in 1970 or later, got "1969-12-31T23:59:59Z"'),
         (
             "0001-01-01T00:00:00+00:01",
-            "occurredAt: must be in 1970 or later, got '0001-01-01T00:00:00+00:01'",
+            'occurredAt: must be in 1970 or later, got "0001-01-01T00:00:00+00:01"',
         ),
         ("2026-02-10T14:30:00.Z", "occurredAt: must be an RFC 3339 date-time with offset"),
         ("2016-12-31T22:59:60Z", "occurredAt: has second 60, which only a leap second at 23:59 UTC has"),
         ("2016-12-31T23:59:60+01:00", "occurredAt: has second 60, which only a leap second at 23:59 UTC"),
         ("2016-12-31T23:58:60Z", "occurredAt: has second 60, which only a leap second at 23:59 UTC has"),
-        ("2016-12-31T23:59:61Z", "occurredAt: is not a valid date-time: '2016-12-31T23:59:61Z'"),
+        ("2016-12-31T23:59:61Z", 'occurredAt: is not a valid date-time: "2016-12-31T23:59:61Z"'),
     ],
 )
 def test_a_time_out_of_range_or_malformed_is_named_for_what_it_is(value: str, message: str) -> None:

@@ -316,7 +316,7 @@ def test_customers_and_usage(running: Running) -> None:
     for params, message in (
         ({"deltaLimit": "0"}, "deltaLimit: must be between 1 and 1000, got 0"),
         ({"deltaPage": "1.5"}, 'deltaPage: must be an integer, got "1.5"'),
-        ({"period": "2026-13"}, "period: month must be 01 to 12, got '2026-13'"),
+        ({"period": "2026-13"}, 'period: month must be 01 to 12, got "2026-13"'),
         ({"deltapage": "2"}, "deltapage: unknown query parameter; did you mean deltaPage? this route takes"),
     ):
         refused = httpx.get(

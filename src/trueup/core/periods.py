@@ -36,12 +36,12 @@ def parse_period(value: object, field: str = "period") -> tuple[int, int]:
         raise ValidationError(field, f"must be a YYYY-MM string, got {describe(value)}")
     match = _PERIOD.fullmatch(value)
     if match is None:
-        raise ValidationError(field, f"must be YYYY-MM, e.g. 2026-02, got {value[:40]!r}")
+        raise ValidationError(field, f"must be YYYY-MM, e.g. 2026-02, got {describe(value[:40])}")
     year, month = int(match.group(1)), int(match.group(2))
     if not 1 <= month <= 12:
-        raise ValidationError(field, f"month must be 01 to 12, got {value!r}")
+        raise ValidationError(field, f"month must be 01 to 12, got {describe(value)}")
     if not _MIN_YEAR <= year <= _MAX_YEAR:
-        raise ValidationError(field, f"year must be {_MIN_YEAR} to {_MAX_YEAR}, got {value!r}")
+        raise ValidationError(field, f"year must be {_MIN_YEAR} to {_MAX_YEAR}, got {describe(value)}")
     return year, month
 
 
@@ -84,6 +84,6 @@ def next_period(period: str) -> str:
     year, month = parse_period(period)
     if month == 12:
         if year == _MAX_YEAR:
-            raise ValidationError("period", f"{period!r} has no next period")
+            raise ValidationError("period", f"{describe(period)} has no next period")
         return f"{year + 1:04d}-01"
     return f"{year:04d}-{month + 1:02d}"

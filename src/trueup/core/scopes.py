@@ -172,11 +172,11 @@ def _boundary(value: object, field: str) -> str:
     if isinstance(value, str) and _DATE_ONLY.fullmatch(value):
         # Told as sent, not as the midnight it would have stood for.
         if value < _EARLIEST_DATE:
-            raise ValidationError(field, f"must be in 1970 or later, got {value!r}")
+            raise ValidationError(field, f"must be in 1970 or later, got {describe(value)}")
         try:
             date.fromisoformat(value)
         except ValueError as exc:
-            raise ValidationError(field, f"is not a valid date: {value!r}") from exc
+            raise ValidationError(field, f"is not a valid date: {describe(value)}") from exc
         value = f"{value}T00:00:00Z"
     return format_canonical(parse_rfc3339(value, field))
 

@@ -6,6 +6,7 @@ so stored times sort as strings and a delta's period is the first seven characte
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 
@@ -35,6 +36,12 @@ MAX_TIME = "9999-12-31T23:59:59.999999Z~"
 ``Z``), for a range open at one end."""
 
 
+def _quoted(value: str) -> str:
+    """``value`` as the JSON string it was sent as (its first 40 characters), as the other
+    messages show a value (:func:`~trueup.core.strict_json.describe`)."""
+    return json.dumps(value[:40])
+
+
 def parse_rfc3339(value: object, field: str) -> datetime:
     """Parse an RFC 3339 date-time with an explicit offset into an aware UTC datetime.
 
@@ -48,7 +55,8 @@ def parse_rfc3339(value: object, field: str) -> datetime:
     match = _RFC3339.fullmatch(value)
     if match is None:
         raise ValidationError(
-            field, f"must be an RFC 3339 date-time with offset, e.g. 2026-02-10T14:30:00Z, got {value[:40]!r}"
+            field,
+            f"must be an RFC 3339 date-time with offset, e.g. 2026-02-10T14:30:00Z, got {_quoted(value)}",
         )
     fraction = (match.group(7) or ".0")[1:7].ljust(6, "0")
     offset = match.group(8).upper()
@@ -63,19 +71,19 @@ def parse_rfc3339(value: object, field: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise ValidationError(field, f"is not a valid date-time: {value[:40]!r}") from exc
+        raise ValidationError(field, f"is not a valid date-time: {_quoted(value)}") from exc
     try:
         parsed = moment.astimezone(UTC)
     except OverflowError as exc:  # 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC,
         # 0001-01-01T00:00:00+01:00 in the year 0
         bound = "9999 or earlier in UTC" if moment.year == 9999 else f"{_MIN_YEAR} or later"
-        raise ValidationError(field, f"must be in {bound}, got {value[:40]!r}") from exc
+        raise ValidationError(field, f"must be in {bound}, got {_quoted(value)}") from exc
     if leap and (parsed.hour, parsed.minute) != (23, 59):
         raise ValidationError(
-            field, f"has second 60, which only a leap second at 23:59 UTC has, got {value[:40]!r}"
+            field, f"has second 60, which only a leap second at 23:59 UTC has, got {_quoted(value)}"
         )
     if parsed.year < _MIN_YEAR:
-        raise ValidationError(field, f"must be in {_MIN_YEAR} or later, got {value[:40]!r}")
+        raise ValidationError(field, f"must be in {_MIN_YEAR} or later, got {_quoted(value)}")
     return parsed
 
 

@@ -21,6 +21,7 @@ from trueup.core.compare.values import (
 )
 from trueup.core.errors import ValidationError
 from trueup.core.periods import parse_period
+from trueup.core.strict_json import describe
 
 __all__ = ["Search", "claims_by_period", "require_int"]
 
@@ -226,6 +227,6 @@ def claims_by_period(name: str, windows: Sequence[ClaimedWindow] | None) -> dict
         parse_period(window.period, f"{name}[{i}].period")
         require_int(f"{name}[{i}].netChange", window.net_change)
         if window.period in claims:
-            raise ValidationError(f"{name}[{i}].period", f"repeats period {window.period!r}")
+            raise ValidationError(f"{name}[{i}].period", f"repeats period {describe(window.period)}")
         claims[window.period] = window.net_change
     return claims
