@@ -268,6 +268,16 @@ def test_period_checkpoint_receipt_and_public_verify(running: Running) -> None:
         },
     ).json()["data"]
     assert from_lock["computedBalance"] == -1500 and from_lock["deltas"] == []
+    # under proofRoot too; under anchorId, which reads a delta's id, a 400 naming the type it needs
+    for kind, status in (("proofRoot", 200), ("itemsRoot", 200), ("anchorId", 400), ("recordId", 400)):
+        asked = httpx.get(
+            f"{running.url}/api/v1/balance/derive/cust_lock",
+            headers=running.headers,
+            params={"startingCheckpoint": checkpoint["checkpointId"], "startingCheckpointType": kind},
+        )
+        assert asked.status_code == status, (kind, asked.text)
+        if status == 400:
+            assert "needs startingCheckpointType=itemsRoot" in asked.json()["message"]
 
 
 def test_a_verified_delta_status_is_checked_from_its_own_reply(running: Running) -> None:

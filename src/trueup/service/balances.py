@@ -207,12 +207,7 @@ class BalanceService:
             return Scope(start=query.start, end=query.end), None
         value = query.checkpoint
         if value.startswith("chk_"):
-            found = snapshot.checkpoint(principal.tenant_id, value)
-            if found is None or found.customer_id != customer_id:
-                raise CheckpointNotFoundError(
-                    f"startingCheckpoint {value[:80]!r} is not a checkpoint of customer {customer_id!r}"
-                )
-            return _checkpoint_scope(found)
+            return self._period_lock_scope(snapshot, principal, query, customer_id)
         if query.checkpoint_type == "anchorId":
             leaf = parse_anchor_id(value)
             if leaf is None:
@@ -253,6 +248,25 @@ class BalanceService:
         raise CheckpointNotFoundError(
             f"startingCheckpoint {value!r} is not a tree head or checkpoint of this log"
         )
+
+    @staticmethod
+    def _period_lock_scope(
+        snapshot: BalanceSnapshot, principal: Principal, query: BalanceQuery, customer_id: str
+    ) -> tuple[Scope, dict[str, Any]]:
+        """The scope after a period checkpoint named by its ``chk_…`` id."""
+        value = query.checkpoint or ""
+        if query.checkpoint_type == "anchorId":  # read as asked, as a delta's id is
+            raise ValidationError(
+                "startingCheckpoint",
+                f"{describe(value)} is a period checkpoint's id, which needs "
+                "startingCheckpointType=itemsRoot (the default) or proofRoot, not anchorId",
+            )
+        found = snapshot.checkpoint(principal.tenant_id, value)
+        if found is None or found.customer_id != customer_id:
+            raise CheckpointNotFoundError(
+                f"startingCheckpoint {value[:80]!r} is not a checkpoint of customer {customer_id!r}"
+            )
+        return _checkpoint_scope(found)
 
     # -- period checkpoints -----------------------------------------------------------------
 
