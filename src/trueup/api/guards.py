@@ -7,16 +7,21 @@ SQLite, since bodies with NUL in them are refused too (:mod:`trueup.core.strict_
 check here, in front of every other middleware (the write fast path too), answers every route
 alike: 400, naming the path or the query parameter.
 
-``X-Api-Key``, ``Idempotency-Key`` and ``Content-Type`` given twice are refused the same way:
-routes read the first, so a request could be authenticated, deduplicated or parsed by another
-value than the one a proxy or a log in between took for it. So is a query parameter given twice
+So are a path or a query parameter whose bytes (percent-encoded or not) are not UTF-8: they
+would reach the routes with each bad byte made U+FFFD, and a search or an id asked with them
+would answer for another text than the one sent.
+
+``X-Api-Key``, ``Idempotency-Key``, ``Content-Type`` and ``Host`` given twice are refused the
+same way: routes read the first, so a request could be authenticated, deduplicated or parsed by
+another value than the one a proxy or a log in between took for it (RFC 9112 §3.2 asks a 400 of
+two ``Host`` lines). So is a query parameter given twice
 (``startingBalance=1&startingBalance=2``): no route takes a list, and the one read would be the
 last.
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -26,7 +31,13 @@ from trueup.service.metrics import HTTP_RESPONSES
 __all__ = ["RefuseAmbiguousInput"]
 
 _NUL = "must not contain the NUL character (%00)"
-_ONCE = {b"x-api-key": "X-Api-Key", b"idempotency-key": "Idempotency-Key", b"content-type": "Content-Type"}
+_NOT_UTF8 = "must be UTF-8 (percent-encoded or not)"
+_ONCE = {
+    b"x-api-key": "X-Api-Key",
+    b"idempotency-key": "Idempotency-Key",
+    b"content-type": "Content-Type",
+    b"host": "Host",
+}
 
 
 def _repeated_header(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -62,9 +73,32 @@ def _nul_parameter(query: bytes) -> str | None:
     return None
 
 
+def _is_utf8(raw: bytes) -> bool:
+    """Whether ``raw`` (part of a request target) is UTF-8 once its percent-escapes are undone."""
+    if raw.isascii() and b"%" not in raw:
+        return True
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _not_utf8(scope: Scope) -> str | None:
+    """``path``, or the first query parameter, whose bytes are not UTF-8; ``None`` if none."""
+    if not _is_utf8(scope.get("raw_path") or b""):
+        return "path"
+    for pair in (scope.get("query_string") or b"").split(b"&"):
+        if not _is_utf8(pair):
+            name = pair.partition(b"=")[0]
+            return unquote_to_bytes(name).decode("utf-8", "replace")[:64] if _is_utf8(name) else "query"
+    return None
+
+
 class RefuseAmbiguousInput:
-    """Pure ASGI middleware: 400 for a NUL in the decoded path or in a query parameter, a
-    header of ``_ONCE`` given twice, or a query parameter given twice."""
+    """Pure ASGI middleware: 400 for a NUL in the decoded path or in a query parameter, a path or
+    query parameter that is not UTF-8, a header of ``_ONCE`` given twice, or a query parameter
+    given twice."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -73,6 +107,8 @@ class RefuseAmbiguousInput:
         if scope["type"] == "http":
             field = "path" if "\x00" in scope["path"] else _nul_parameter(scope.get("query_string", b""))
             problem = f"{field}: {_NUL}" if field is not None else None
+            if problem is None and (field := _not_utf8(scope)) is not None:
+                problem = f"{field}: {_NOT_UTF8}"
             if problem is None and (header := _repeated_header(scope["headers"])) is not None:
                 problem = f"{header}: must be given once"
             if problem is None and (name := _repeated_parameter(scope.get("query_string", b""))) is not None:

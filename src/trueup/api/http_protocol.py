@@ -143,7 +143,7 @@ _WHOLE_BODY_MAX = 65_536
 _TARGET_MAX = 65_535
 """The longest request target httptools can take apart (it keeps its parts' offsets in 16 bits):
 a longer one is refused as too long (414), not as invalid."""
-_SEEN_ONCE = frozenset((b"x-api-key", b"idempotency-key", b"content-type", b"content-length"))
+_SEEN_ONCE = frozenset((b"x-api-key", b"idempotency-key", b"content-type", b"content-length", b"host"))
 _NOT_WHOLE = frozenset((b"transfer-encoding", b"content-encoding", b"expect", b"upgrade"))
 
 _PLAIN_500 = (
