@@ -309,6 +309,23 @@ def test_a_signing_key_that_cannot_be_read_is_one_line_and_exit_2(tmp_path: Path
     )
 
 
+def test_log_key_without_its_key_file_beside_a_log_says_to_copy_it(tmp_path: Path) -> None:
+    """serve would refuse to start there: creating the key is no way out."""
+    services = open_services(replace(Settings(), data_dir=tmp_path))
+    try:
+        write(services, principal_for(services), {"key": "k", "accountId": "c", "bits": 5})
+        seal_all(services)
+    finally:
+        services.close()
+    (tmp_path / "signing-key.pem").unlink()
+    done = trueup(["log-key"], tmp_path, None)
+    assert done.returncode == 2
+    assert done.stderr.endswith(
+        "; the database holds a log of 1 leaves, signed with its key: copy the key file from the "
+        "log's other hosts or restore it from a backup\n"
+    ), done.stderr
+
+
 def test_audit_of_an_older_or_newer_schema_says_so(tmp_path: Path) -> None:
     """It reads the current schema and migrates nothing: one line, not its queries' errors."""
     url = f"sqlite:///{tmp_path / 'trueup.db'}"
@@ -372,12 +389,14 @@ def test_audit_with_a_key_file_of_another_log_fails_as_a_mismatch_and_one_cut_sh
     done = trueup(["audit"], tmp_path, None, {"TRUEUP_SIGNING_KEY": str(other / "signing-key.pem")})
     assert done.returncode == 1
     assert done.stderr.startswith("audit FAILED: tree head 0: checkpoint signature: unknown key"), done.stderr
+    assert "(the first head: audit with the log's own key, its key file or --key;" in done.stderr
     cut = tmp_path / "cut.pem"
     cut.write_bytes((tmp_path / "signing-key.pem").read_bytes()[:60])
     cut.chmod(0o600)
     done = trueup(["audit"], tmp_path, None, {"TRUEUP_SIGNING_KEY": str(cut)})
     assert done.returncode == 2
     assert done.stderr.startswith(f"trueup audit: cannot read the signing key at {cut}: "), done.stderr
+    assert "restore the key file from a backup of this data directory" in done.stderr
 
 
 def test_audit_takes_its_key_from_a_file_and_refuses_what_is_no_key(tmp_path: Path) -> None:

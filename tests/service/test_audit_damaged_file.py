@@ -69,6 +69,7 @@ def test_an_audit_finds_a_damaged_index_its_walk_never_reads(
     assert err.startswith("audit FAILED: the database file is damaged: ")
     assert "deltas_tenant_key" in err
     assert err.endswith(" (restore the database from a backup: docs/operations.md)\n")
+    assert err.count("\n") == 1, err  # one line, as operations.md says: SQLite's findings hold breaks
 
 
 def test_a_damaged_table_is_a_failed_audit_and_a_storage_error_not_a_traceback(

@@ -32,15 +32,20 @@ def run(argv: list[str]) -> int:
     try:  # only reads: a key made here would belong to no log
         signer = load_signer(path, origin)
     except SigningKeyError as exc:
-        # Where there is no key, the usual cause is a wrong directory; a key that is there but
-        # cannot be read is this log's damaged key, which nothing creates again.
-        hint = (
-            "give the log's --data-dir or TRUEUP_SIGNING_KEY; trueup serve creates the key when it "
-            "first starts"
-            if not path.exists()
-            else "restore the key file from a backup of this data directory"
-        )
-        print(f"trueup log-key: {exc}; {hint}", file=sys.stderr)
+        # A key that is there but cannot be read is this log's damaged key: its message says to
+        # restore it. Where there is none, the usual cause is a wrong directory, or, beside a
+        # log that has leaves, a key file not copied to this host (serve would refuse to start).
+        hint = ""
+        if not path.exists():
+            head = _newest_head(settings)
+            hint = (
+                "; give the log's --data-dir or TRUEUP_SIGNING_KEY; trueup serve creates the key "
+                "when it first starts"
+                if head is None or head.size == 0
+                else f"; the database holds a log of {head.size} leaves, signed with its key: copy the "
+                "key file from the log's other hosts or restore it from a backup"
+            )
+        print(f"trueup log-key: {exc}{hint}", file=sys.stderr)
         return 2
     warn_if_shared(path, "the signing key")
     head = _newest_head(settings)

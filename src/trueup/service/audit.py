@@ -103,7 +103,9 @@ def _check_file(storage: Storage) -> None:
     """Raise :class:`StorageCorruptError` naming what the database's check of its own file finds."""
     damage = storage.engine.damage()
     if damage:
-        raise StorageCorruptError(f"the database file is damaged: {'; '.join(damage)}")
+        # One line: SQLite's findings hold line breaks of their own ("*** in database main ***\n…").
+        findings = "; ".join(" ".join(finding.split()) for finding in damage)
+        raise StorageCorruptError(f"the database file is damaged: {findings}")
 
 
 class _Auditor:
@@ -281,7 +283,15 @@ class _Auditor:
             try:
                 verified = verify_checkpoint(head.checkpoint, self.verifier_key, origin=self.origin)
             except ProofError as exc:
-                raise _MismatchError(f"tree head {head.size}: checkpoint signature: {exc}") from exc
+                # The first head signed by another key is more likely a key that is not this
+                # log's than a log whose every head was forged: say which key to give.
+                hint = (
+                    " (the first head: audit with the log's own key, its key file or --key; every "
+                    "process of one log needs its key file and origin)"
+                    if self.heads_checked == 0 and "unknown key" in str(exc)
+                    else ""
+                )
+                raise _MismatchError(f"tree head {head.size}: checkpoint signature: {exc}{hint}") from exc
             if (verified.size, verified.root) != (head.size, head.root):
                 raise _MismatchError(f"tree head {head.size}: the signed checkpoint states another tree")
             # The API serves the stored timestamp (treeHead.timestamp, verificationProof.timestamp,

@@ -19,6 +19,10 @@ from trueup.service.files import SecretFileError, write_private_file
 __all__ = ["SigningKeyError", "check_log_signer", "load_or_create_signer", "load_signer"]
 
 
+_RESTORE_KEY = "restore the key file from a backup of this data directory"
+"""What to do about a key file that is there but damaged: a key made anew would sign another log."""
+
+
 class SigningKeyError(SecretFileError):
     """The signing key file is missing, unreadable, or not an Ed25519 PKCS#8 PEM key."""
 
@@ -44,9 +48,9 @@ def load_signer(path: Path, origin: str) -> CheckpointSigner:
             if not data.strip()
             else f"its {len(data)} bytes are not an unencrypted PEM private key (cut short, or another file)"
         )
-        raise SigningKeyError(f"cannot read the signing key at {path}: {what}") from None
+        raise SigningKeyError(f"cannot read the signing key at {path}: {what}; {_RESTORE_KEY}") from None
     if not isinstance(loaded, Ed25519PrivateKey):
-        raise SigningKeyError(f"{path} does not hold an Ed25519 private key")
+        raise SigningKeyError(f"{path} does not hold an Ed25519 private key; {_RESTORE_KEY}")
     return CheckpointSigner(loaded, origin)
 
 
