@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from trueup.api.app import create_app
 from trueup.api.routes.health import PROBE_WAIT_S
 from trueup.service.container import Services, open_services
 from trueup.service.settings import Settings
+from trueup.storage.engine import Tx
 
 
 @pytest.fixture
@@ -27,28 +29,16 @@ def services(tmp_path: Path) -> Iterator[Services]:
 def test_the_probes_read_the_queue_with_the_probe_s_wait(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Each read a probe makes waits at most PROBE_WAIT_S for its connection, and a probe makes
+    as few as it can: /readyz one (the queue and the roles), /metrics two (and the head)."""
     asked: list[float | None] = []
-    real = services.storage.log.queue_stats
+    real = services.storage.engine.read
 
-    def queue_stats(wait_s: float | None = None) -> tuple[int, str | None]:
+    def read(wait_s: float | None = None) -> AbstractContextManager[Tx]:
         asked.append(wait_s)
         return real(wait_s)
 
-    monkeypatch.setattr(services.storage.log, "queue_stats", queue_stats)
-    real_head = services.storage.log.head
-
-    def head(wait_s: float | None = None) -> object:
-        asked.append(wait_s)
-        return real_head(wait_s)
-
-    monkeypatch.setattr(services.storage.log, "head", head)
-    real_held = services.storage.engine.leader_held
-
-    def leader_held(name: str, wait_s: float | None = None) -> bool | None:
-        asked.append(wait_s)
-        return real_held(name, wait_s)
-
-    monkeypatch.setattr(services.storage.engine, "leader_held", leader_held)
+    monkeypatch.setattr(services.storage.engine, "read", read)
 
     async def probe() -> list[int]:
         transport = httpx.ASGITransport(app=create_app(services))
@@ -56,5 +46,4 @@ def test_the_probes_read_the_queue_with_the_probe_s_wait(
             return [(await client.get(path)).status_code for path in ("/readyz", "/metrics")]
 
     assert asyncio.run(probe()) == [200, 200]
-    # /readyz's queue and the two roles; /metrics' queue, the two roles and the head
-    assert asked == [PROBE_WAIT_S] * 7
+    assert asked == [PROBE_WAIT_S] * 3

@@ -132,6 +132,7 @@ def test_a_header_given_twice_that_may_be_given_once_is_a_400_naming_it(
         ("/api/v1/balance/customers?search=%ED%A0%80", "search"),  # a surrogate's bytes
         ("/api/v1/balance/customers?limit=5&search=%FF", "search"),
         ("/api/v1/balance/customers?%FF=1", "query"),
+        ("/api/v1/balance/customers?=%FF", "query"),
         ("/api/v1/balance/customers/%FF%FE", "path"),
         ("/api/v1/balance/derive/c%C3", "path"),  # a character cut short
     ],

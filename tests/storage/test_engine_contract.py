@@ -4,6 +4,7 @@ run against every backend on a scratch table of their own."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import threading
 import time
@@ -317,18 +318,18 @@ def test_an_engine_says_whether_any_process_holds_a_role(database_url: str) -> N
     engine on the same database, without taking the role or standing in its holder's way."""
     holder, observer = open_storage(database_url), open_storage(database_url)
     try:
-        assert observer.roles_held(1.0) == {"sequencer": False, "dispatcher": False}
+        assert observer.probe(1.0).roles_held == {"sequencer": False, "dispatcher": False}
         with holder.engine.try_leader_lock("sequencer") as held:
             assert held
-            assert observer.roles_held(1.0) == {"sequencer": True, "dispatcher": False}
-            assert holder.engine.leader_held("sequencer")  # its holder's own engine sees it too
+            assert observer.probe(1.0).roles_held == {"sequencer": True, "dispatcher": False}
+            assert holder.probe().roles_held["sequencer"]  # its holder's own engine sees it too
             with observer.engine.try_leader_lock("sequencer") as other:
                 assert not other
             assert held.still_held()
-        assert observer.roles_held(1.0) == {"sequencer": False, "dispatcher": False}
+        assert observer.probe(1.0).roles_held == {"sequencer": False, "dispatcher": False}
         with observer.engine.try_leader_lock("sequencer") as taken:  # asking left it free to take
             assert taken
-            assert holder.roles_held() == {"sequencer": True, "dispatcher": False}
+            assert holder.probe().roles_held == {"sequencer": True, "dispatcher": False}
     finally:
         observer.close()
         holder.close()
@@ -339,7 +340,20 @@ def test_a_sqlite_role_lock_file_that_cannot_be_opened_is_not_known(tmp_path: Pa
     try:
         loop = tmp_path / "t.db.sequencer.lock"
         loop.symlink_to(loop)  # opening it fails (ELOOP), as another user's file would
-        assert storage.roles_held() == {"sequencer": None, "dispatcher": False}
+        assert storage.probe().roles_held == {"sequencer": None, "dispatcher": False}
+    finally:
+        storage.close()
+
+
+def test_sqlite_probes_asked_at_once_do_not_take_each_other_for_a_holder(tmp_path: Path) -> None:
+    """A probe asks with a shared lock, which another probe's does not refuse."""
+    storage = open_storage(f"sqlite:///{tmp_path}/t.db")
+    try:
+        with storage.engine.try_leader_lock("dispatcher"):
+            pass  # the lock file exists, free
+        with open(tmp_path / "t.db.dispatcher.lock", "rb") as other_probe:
+            fcntl.flock(other_probe.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            assert storage.probe().roles_held == {"sequencer": False, "dispatcher": False}
     finally:
         storage.close()
 

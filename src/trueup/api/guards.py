@@ -91,7 +91,7 @@ def _not_utf8(scope: Scope) -> str | None:
     for pair in (scope.get("query_string") or b"").split(b"&"):
         if not _is_utf8(pair):
             name = pair.partition(b"=")[0]
-            return unquote_to_bytes(name).decode("utf-8", "replace")[:64] if _is_utf8(name) else "query"
+            return (unquote_to_bytes(name).decode("utf-8")[:64] or "query") if _is_utf8(name) else "query"
     return None
 
 

@@ -35,10 +35,11 @@ router = APIRouter(tags=["health"], route_class=RefusingUnknownParameters)
 )
 async def metrics(services: ServicesDep) -> Response:
     def refresh() -> None:
-        depth, oldest = services.storage.log.queue_stats(PROBE_WAIT_S)  # a 503 within it when down
-        QUEUE_DEPTH.set(depth)
+        probe = services.storage.probe(PROBE_WAIT_S)  # a 503 within it when down
+        oldest = probe.oldest_queued_at
+        QUEUE_DEPTH.set(probe.queue_depth)
         QUEUE_AGE.set(0 if oldest is None else (datetime.now(UTC) - parse_canonical(oldest)).total_seconds())
-        for role, held in services.storage.roles_held(PROBE_WAIT_S).items():
+        for role, held in probe.roles_held.items():
             if held is not None:  # not known: the gauge keeps what it last said
                 ROLE_HELD.labels(role).set(int(held))
         head = services.storage.log.head(PROBE_WAIT_S)

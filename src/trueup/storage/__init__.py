@@ -13,7 +13,7 @@ from trueup.storage.balances import BalanceStore
 from trueup.storage.checkpoints import CheckpointStore
 from trueup.storage.engine import Engine
 from trueup.storage.errors import IntegrityConflictError, StorageError, StorageUnavailableError
-from trueup.storage.log import LogStore
+from trueup.storage.log import LogStore, queue_stats
 from trueup.storage.migrate import ROLES, migrate
 from trueup.storage.schema import CLEAR_SECRETS, GROWING_TABLES
 from trueup.storage.secret_box import SecretBox
@@ -23,6 +23,7 @@ from trueup.storage.writes import WriteStore
 
 __all__ = [
     "IntegrityConflictError",
+    "Probe",
     "Storage",
     "StorageError",
     "StorageUnavailableError",
@@ -30,6 +31,17 @@ __all__ = [
     "open_storage",
     "sqlite_path",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    queue_depth: int
+    oldest_queued_at: str | None
+    """The acceptance time of the oldest queued delta."""
+    roles_held: dict[str, bool | None]
+    """Whether some process, here or on another host, holds each single-writer role now
+    (``sequencer``, ``dispatcher``; ``None`` where the backend cannot tell: a lock file it may
+    not open)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +82,13 @@ class Storage:
         (``ANALYZE`` on PostgreSQL, nothing on SQLite: :meth:`Engine.refresh_statistics`)."""
         self.engine.refresh_statistics(GROWING_TABLES)
 
-    def roles_held(self, wait_s: float | None = None) -> dict[str, bool | None]:
-        """Whether some process, here or on another host, holds each single-writer role now
-        (``sequencer``, ``dispatcher``; ``None`` where the backend cannot tell, a lock file it
-        may not open); ``wait_s`` bounds the wait for a pooled connection."""
-        return {role: self.engine.leader_held(role, wait_s) for role in ROLES}
+    def probe(self, wait_s: float | None = None) -> Probe:
+        """What ``/readyz`` and ``/metrics`` read of the database, in one read whose wait for a
+        pooled connection ``wait_s`` bounds (so a probe answers within it)."""
+        with self.engine.read(wait_s) as tx:
+            depth, oldest = queue_stats(tx)
+            held = {role: self.engine.leader_held(role, tx) for role in ROLES}
+        return Probe(depth, oldest, held)
 
     def ping(self) -> None:
         """Raise :class:`StorageUnavailableError` unless the database answers."""

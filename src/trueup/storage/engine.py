@@ -238,11 +238,11 @@ class Engine(abc.ABC):
         """
 
     @abc.abstractmethod
-    def leader_held(self, name: str, wait_s: float | None = None) -> bool | None:
+    def leader_held(self, name: str, tx: Tx) -> bool | None:
         """Whether some process (this one or another, on any host) holds the named role now,
         without asking for it: what an API-only host reports of the sequencer and dispatcher
-        that run elsewhere (``None``: it cannot tell). ``wait_s`` bounds the wait for a pooled
-        connection, as in :meth:`read`."""
+        that run elsewhere (``None``: it cannot tell). Asked within ``tx``, a read of this
+        engine's, where the backend keeps its locks in the database."""
 
     def serialize(self, tx: Tx, name: str) -> None:  # noqa: B027 - a no-op by default on purpose
         """Serialise transactions that call this with the same ``name`` until they end.

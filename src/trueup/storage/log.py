@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from trueup.storage.checked_rows import CheckedRow
-from trueup.storage.engine import Engine, Row
+from trueup.storage.engine import Engine, Row, Tx
 from trueup.storage.heads import HeadRecord, head_at, head_by_root, head_from_row, latest_head, read_nodes
 from trueup.storage.locks import lock_count, locked_periods
 from trueup.storage.seal import (
@@ -25,7 +25,7 @@ from trueup.storage.seal import (
     write_waits_settled,
 )
 
-__all__ = ["AccountTotals", "LogStore", "SealedDelta"]
+__all__ = ["AccountTotals", "LogStore", "SealedDelta", "queue_stats"]
 
 
 class AccountTotals(NamedTuple):
@@ -110,9 +110,7 @@ class LogStore:
         """``(number of queued deltas, acceptance time of the oldest)``; ``wait_s`` bounds
         the wait for a pooled connection (:meth:`Engine.read`)."""
         with self._engine.read(wait_s) as tx:
-            row = tx.one("SELECT COUNT(*), MIN(accepted_at) FROM deltas WHERE status = 'queued'")
-        assert row is not None
-        return int(row[0]), None if row[1] is None else str(row[1])
+            return queue_stats(tx)
 
     # -- heads and nodes --------------------------------------------------------------------
 
@@ -265,3 +263,10 @@ def _sealed_delta(raw: Row) -> SealedDelta:
         account_no=maybe(16, "account_no", int),
         verified_at=get(17, "verified_at", str),
     )
+
+
+def queue_stats(tx: Tx) -> tuple[int, str | None]:
+    """``(number of queued deltas, acceptance time of the oldest)``, read within ``tx``."""
+    row = tx.one("SELECT COUNT(*), MIN(accepted_at) FROM deltas WHERE status = 'queued'")
+    assert row is not None
+    return int(row[0]), None if row[1] is None else str(row[1])

@@ -449,20 +449,16 @@ class PostgresEngine(Engine):
         digest = hashlib.sha256(f"trueup:{self._scope}:{name}".encode()).digest()
         return int.from_bytes(digest[:8], "big", signed=True)
 
-    def leader_held(self, name: str, wait_s: float | None = None) -> bool | None:
-        # pg_locks lists the advisory locks of every database of the server: this one's only.
-        with self.read(wait_s) as tx:
-            if self._scope is None:  # learnt within wait_s, as a probe must
-                self._scope = _scope_of(tx.one(_SCOPE))
-            return bool(
-                tx.scalar(
-                    """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-                           AND classid = ? AND objid = ? AND objsubid = 1
-                           AND database = (SELECT oid FROM pg_database
-                                           WHERE datname = current_database()))""",
-                    advisory_lock_ids(self.lock_key(name)),
-                )
+    def leader_held(self, name: str, tx: Tx) -> bool | None:
+        if self._scope is None:  # learnt within the probe's read, as its wait bounds it
+            self._scope = _scope_of(tx.one(_SCOPE))
+        return bool(
+            tx.scalar(
+                """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                       AND classid = ? AND objid = ? AND objsubid = 1)""",
+                advisory_lock_ids(self.lock_key(name)),
             )
+        )
 
     @contextmanager
     def try_leader_lock(self, name: str) -> Iterator[Leadership]:

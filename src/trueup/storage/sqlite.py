@@ -234,7 +234,7 @@ class SQLiteEngine(Engine):
     def try_leader_lock(self, name: str) -> AbstractContextManager[Leadership]:
         return _file_lock(self._role_lock_path(name))
 
-    def leader_held(self, name: str, wait_s: float | None = None) -> bool | None:
+    def leader_held(self, name: str, tx: Tx) -> bool | None:
         return _file_locked(self._role_lock_path(name))
 
     def _role_lock_path(self, name: str) -> Path:
@@ -302,10 +302,11 @@ def _file_locked(path: Path) -> bool | None:
 
     Asked with a shared lock, let go at once: it never conflicts with another asker, and a
     process taking the role at that very moment is refused once and takes it at its next try
-    (a standby asks every second). No lock file: nobody has held the role yet.
+    (a standby asks every second, and logs that another process holds the role). No lock
+    file: nobody has held the role yet.
     """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # not blocking on a FIFO put there
     except FileNotFoundError:
         return False
     except OSError:
@@ -314,6 +315,8 @@ def _file_locked(path: Path) -> bool | None:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
+    except OSError:  # a file system without flock (ENOLCK): not known
+        return None
     finally:
         os.close(fd)  # lets go of the shared lock, if taken
     return False

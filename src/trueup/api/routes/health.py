@@ -49,12 +49,8 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     failing = services.committer.failing
     writes = "ok" if failing is None else f"failing: {failing}"
 
-    def read() -> tuple[int, str | None, dict[str, bool | None]]:
-        depth, oldest = services.storage.log.queue_stats(PROBE_WAIT_S)
-        return depth, oldest, services.storage.roles_held(PROBE_WAIT_S)
-
     try:
-        depth, oldest, held = await run_in_threadpool(read)
+        probe = await run_in_threadpool(services.storage.probe, PROBE_WAIT_S)
     except StorageError:
         return JSONResponse(
             {
@@ -75,20 +71,20 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
             status_code=503,
         )
     age = None
-    if oldest is not None:
-        age = round((datetime.now(UTC) - parse_canonical(oldest)).total_seconds(), 3)
+    if probe.oldest_queued_at is not None:
+        age = round((datetime.now(UTC) - parse_canonical(probe.oldest_queued_at)).total_seconds(), 3)
     return JSONResponse(
         {
             "success": True,
             "data": {
                 "database": "ok",
                 "sequencer": role,
-                "sequencerElected": held["sequencer"],
+                "sequencerElected": probe.roles_held["sequencer"],
                 "committer": committer,
                 "dispatcher": dispatcher,
-                "dispatcherElected": held["dispatcher"],
+                "dispatcherElected": probe.roles_held["dispatcher"],
                 "writes": writes,
-                "queueDepth": depth,
+                "queueDepth": probe.queue_depth,
                 "oldestQueuedAgeSeconds": age,
                 **_answered_by(),
             },
