@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import fresh_pg_schema
-from tests.e2e.server import ServerProcess, create_key, trueup, wait_until
+from tests.e2e.server import ServerProcess, create_key, free_port, trueup, wait_until
 from trueup.api.stopping import CUT_OFF_MESSAGE
 from trueup.bench.server import child_pids
 from trueup.cli.serve import MEMORY_FILE_SYSTEM, WORKER_STOP_GRACE_S
@@ -115,8 +115,12 @@ def test_workers_that_start_slowly_are_not_killed_as_hung(tmp_path: Path) -> Non
 
 def test_serve_without_sequencer_beside_a_sequencer_process_on_sqlite(tmp_path: Path) -> None:
     key = create_key(tmp_path, None)
+    port = free_port()
     sequencer = subprocess.Popen(
-        [sys.executable, "-m", "trueup.cli.main", "sequencer", "--data-dir", str(tmp_path)],
+        [
+            *(sys.executable, "-m", "trueup.cli.main", "sequencer", "--data-dir", str(tmp_path)),
+            *("--metrics-port", str(port)),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -125,6 +129,13 @@ def test_serve_without_sequencer_beside_a_sequencer_process_on_sqlite(tmp_path: 
             assert _role(server) == "off"
             requests = [_write(server, key, f"split{n}", 30) for n in range(4)]
             wait_until(lambda: all(_verified(server, key, r) for r in requests), timeout_s=30)
+            # the seals are counted by the sequencer that made them, on its own port (the API
+            # server made none)
+            scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            assert "trueup_sealed_leaves_total 120.0" in scraped, scraped
+            assert "trueup_tree_size 120.0" in scraped
+            assert "trueup_sealed_leaves_total 0.0" in httpx.get(f"{server.base_url}/metrics").text
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
             # /readyz of the API-only server says a sequencer leads elsewhere, and when none does
             assert _ready(server)["sequencerElected"] is True
             assert _ready(server)["dispatcherElected"] is True  # its own

@@ -574,6 +574,25 @@ def test_a_dispatcher_with_workers_out_of_range_is_refused(tmp_path: Path, worke
     assert "--workers must be 1 to 256 (each is a thread with connections of its own)" in done.stderr
 
 
+@pytest.mark.parametrize("command", ["sequencer", "dispatcher"])
+def test_a_metrics_port_that_cannot_be_used_is_said_before_anything_starts(
+    tmp_path: Path, command: str
+) -> None:
+    done = trueup([command, "--metrics-port", "70000"], tmp_path, None)
+    assert done.returncode == 2
+    assert "--metrics-port must be 1 to 65535, got 70000" in done.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = trueup([command, "--metrics-port", str(port)], tmp_path, None)
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"trueup {command}: cannot listen on 127.0.0.1:{port} for --metrics-port: Address already in use\n",
+    )
+    assert not (tmp_path / "trueup.db").exists()
+
+
 @pytest.mark.parametrize("workers", ["0", "65"])
 def test_a_server_with_workers_out_of_range_is_refused_before_it_starts_any(
     tmp_path: Path, workers: str

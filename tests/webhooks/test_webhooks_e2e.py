@@ -22,7 +22,7 @@ from pacspace_sdk import PacSpace, Webhooks
 from pacspace_sdk.errors import WebhookVerificationError as SDKVerificationError
 
 from tests.conftest import fresh_pg_schema
-from tests.e2e.server import ServerProcess, create_key, wait_until
+from tests.e2e.server import ServerProcess, create_key, free_port, wait_until
 from tests.webhooks.conftest import principal_for, seal_all, write
 from tests.webhooks.receiver import Received, Receiver, block_first, fail_first
 from trueup import verify_webhook
@@ -446,12 +446,21 @@ def _dispatch_alone(data_dir: Path, database_url: str) -> None:
                 str(data_dir),
                 "--database-url",
                 database_url,
+                "--metrics-port",
+                str(port := free_port()),
             ]
             process = subprocess.Popen(
                 command, env={**os.environ, **WEBHOOK_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
             )
             try:
                 wait_until(lambda: len(receiver.answered(200)) == 1)
+                # its deliveries are counted where they were made, on its own port
+                wait_until(
+                    lambda: (
+                        'trueup_webhook_attempts_total{outcome="delivered"} 1.0'
+                        in httpx.get(f"http://127.0.0.1:{port}/metrics").text
+                    )
+                )
             finally:
                 process.send_signal(signal.SIGTERM)
                 _, stderr = process.communicate(timeout=30)

@@ -10,6 +10,7 @@ import argparse
 import signal
 import threading
 
+from trueup.cli.metrics_port import MetricsServer, add_metrics_options
 from trueup.cli.options import add_storage_options, configure_logging, settings_from
 from trueup.service.container import open_services
 from trueup.webhooks.dispatcher import Dispatcher
@@ -30,10 +31,12 @@ def run(argv: list[str]) -> int:
         "--workers", type=int, default=8, help=f"deliveries in flight at once, 1 to {MAX_WORKERS} (default 8)"
     )
     add_storage_options(parser)
+    add_metrics_options(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.workers <= MAX_WORKERS:
         parser.error(f"--workers must be 1 to {MAX_WORKERS} (each is a thread with connections of its own)")
     configure_logging()
+    metrics = MetricsServer.from_args(parser, args)
     settings = settings_from(args)
     services = open_services(settings)
     dispatcher = Dispatcher(services.storage, settings, workers=args.workers)
@@ -44,4 +47,6 @@ def run(argv: list[str]) -> int:
     stop.wait()
     dispatcher.stop()
     services.close()
+    if metrics is not None:
+        metrics.stop()
     return 0

@@ -22,6 +22,7 @@ import threading
 import time
 from typing import TextIO
 
+from trueup.cli.metrics_port import MetricsServer, add_metrics_options
 from trueup.cli.options import add_storage_options, configure_logging, settings_from
 from trueup.sequencer.loop import SequencerLoop
 from trueup.service.container import open_services
@@ -65,9 +66,11 @@ def run(argv: list[str]) -> int:
         description="seal queued deltas into the log; a second instance waits as a hot standby",
     )
     add_storage_options(parser)
+    add_metrics_options(parser)
     parser.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     configure_logging()
+    metrics = MetricsServer.from_args(parser, args)
     stop = threading.Event()
     if args.supervised:
         # Its parent decides when it ends (end of file on stdin, or a kill): a SIGTERM a service
@@ -109,6 +112,8 @@ def run(argv: list[str]) -> int:
             reported, reported_at = role, now
     loop.stop()
     services.close()
+    if metrics is not None:
+        metrics.stop()
     return 0
 
 
