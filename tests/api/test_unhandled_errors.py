@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from trueup.api.errors import install_error_handlers
+from trueup.api.errors import install_error_handlers, quiet_relogged_errors
 from trueup.api.metrics import ResponseCounter
 from trueup.service.metrics import HTTP_RESPONSES
 
@@ -46,3 +46,34 @@ def test_an_unhandled_error_is_a_500_with_an_id_and_is_counted(caplog: pytest.Lo
     assert "a bug in x" not in response.text  # no stack trace, no exception text
     assert body["requestId"] in caplog.text
     assert _count("/boom/{name}", "5xx") == before + 1
+
+
+def test_the_server_does_not_log_an_answered_error_a_second_time() -> None:
+    """Starlette raises it again after the reply, and uvicorn logged its traceback once more,
+    without the id: read as a second error."""
+    app = FastAPI()
+    install_error_handlers(app)
+    raised: list[Exception] = []
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raised.append(RuntimeError("a bug"))
+        raise raised[0]
+
+    assert asyncio.run(_get(app, "/boom")).status_code == 500
+    quiet_relogged_errors()
+    uvicorn_log = logging.getLogger("uvicorn.error")
+
+    def record(exc: Exception) -> logging.LogRecord:
+        return uvicorn_log.makeRecord(
+            "uvicorn.error",
+            logging.ERROR,
+            __file__,
+            1,
+            "Exception in ASGI application",
+            (),
+            (type(exc), exc, None),
+        )
+
+    assert not uvicorn_log.filter(record(raised[0]))
+    assert uvicorn_log.filter(record(RuntimeError("one the app never saw")))  # still logged

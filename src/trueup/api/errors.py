@@ -7,6 +7,7 @@ and never a stack trace; bad input never reaches a 500.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from http import HTTPStatus
@@ -24,7 +25,14 @@ from trueup.service.group_commit import STORAGE_RETRY_AFTER_S
 from trueup.service.metrics import HTTP_RESPONSES, route_label
 from trueup.storage.errors import StorageFullError, StorageUnavailableError
 
-__all__ = ["STATUS_BY_ERROR", "error_body", "error_response", "install_error_handlers", "response_for"]
+__all__ = [
+    "STATUS_BY_ERROR",
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+    "quiet_relogged_errors",
+    "response_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +174,15 @@ async def _on_storage_unavailable(request: Request, exc: Exception) -> JSONRespo
     return error_response(503, "SERVICE_UNAVAILABLE", reply, retryAfterSeconds=STORAGE_RETRY_AFTER_S)
 
 
+_LOGGED = "trueup_error_id"
+"""Set on an exception :func:`_on_unexpected` has logged, to the id its reply quotes."""
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     request_id = "err_" + secrets.token_hex(8)
     log.error("unhandled error %s on %s %s", request_id, request.method, request.url.path, exc_info=exc)
+    with contextlib.suppress(AttributeError):  # an exception type without a __dict__
+        setattr(exc, _LOGGED, request_id)
     return error_response(
         500, "INTERNAL_ERROR", "internal error; quote this id when reporting it", requestId=request_id
     )
@@ -197,3 +211,17 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(StorageUnavailableError, _on_storage_unavailable)
     app.add_exception_handler(Exception, _on_unhandled)
+
+
+class _LoggedAlready(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and hasattr(record.exc_info[1], _LOGGED))
+
+
+def quiet_relogged_errors() -> None:
+    """Leave out of the log the second traceback of an error the app has logged with its id.
+
+    Starlette raises an unhandled error again once the app's handler has answered it, and
+    uvicorn logs it ("Exception in ASGI application") with the same traceback and no id: read
+    as a second error."""
+    logging.getLogger("uvicorn.error").addFilter(_LoggedAlready())

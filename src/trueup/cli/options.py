@@ -88,5 +88,8 @@ def configure_logging(level: str | None = None) -> None:
     if level is None:
         level = os.environ.get("TRUEUP_LOG_LEVEL", "info").lower()
         level = level if level in LOG_LEVELS else "info"
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The process id tells the workers of `serve --workers` and its children apart.
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))

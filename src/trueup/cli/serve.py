@@ -26,6 +26,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from trueup.api.app import create_app
+from trueup.api.errors import quiet_relogged_errors
 from trueup.api.http_protocol import RESPONSE_HEADERS, OneWriteHttpToolsProtocol
 from trueup.cli.child import SealReport, SequencerProcess
 from trueup.cli.committer import CommitterProcess
@@ -254,6 +255,7 @@ def worker_app() -> FastAPI:
     """The app of one ``--workers`` process (uvicorn factory): settings from the environment
     the parent process exported; the sequencer role goes to whichever worker wins the lock."""
     configure_logging()  # a spawned process: none yet, at the level its server passed
+    quiet_relogged_errors()
     settings = replace(
         Settings.from_env(), run_dispatcher=os.environ.get("TRUEUP_RUN_DISPATCHER", "1") == "1"
     )
@@ -424,6 +426,7 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
         "http": OneWriteHttpToolsProtocol,
         "headers": list(RESPONSE_HEADERS),  # on every reply, the protocol's own too
         "access_log": False,
+        "log_config": None,  # uvicorn's lines in Trueup's format (configure_logging), with their time
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
     }
 
@@ -519,6 +522,7 @@ def _raise_open_file_limit() -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
+    quiet_relogged_errors()
     os.environ["TRUEUP_LOG_LEVEL"] = args.log_level  # for the processes it starts
     _raise_open_file_limit()
     settings = replace(
