@@ -20,15 +20,20 @@ class FailuresInARow:
         self._log = log
         self.count = 0
         """Failures since the last success."""
+        self._what = ""
 
     def failed(self, what: str, exc: BaseException, first: str = "") -> None:
         """Count a failure of ``what`` ("group commit of 3 requests"): the first in a row is
         logged with its traceback and ``first`` after "failed", each later one in one line."""
         self.count += 1
+        self._what = what
         if self.count == 1:
             self._log.error("%s failed%s", what, first, exc_info=exc)
         else:
             self._log.error("%s failed again (%d in a row): %s", what, self.count, exc)
 
     def succeeded(self) -> None:
+        """A success: after failures, said once, so that the log shows when they ended."""
+        if self.count:
+            self._log.info("%s failed %d times in a row, and has now succeeded", self._what, self.count)
         self.count = 0
