@@ -222,6 +222,20 @@ def test_a_stopping_supervisor_neither_waits_on_nor_replaces_a_stuck_worker(tmp_
     assert "died" not in server.log(), server.log()
 
 
+def test_a_worker_that_dies_is_said_to_have_died_and_is_replaced(tmp_path: Path) -> None:
+    """The supervisor's line said "died or did not answer its health check": which, it now says."""
+    with ServerProcess(tmp_path, None, extra_args=["--workers", "2"]) as server:
+        assert server.process is not None
+        master = server.process.pid
+        wait_until(lambda: len(_workers(master)) == 2)
+        victim = _workers(master)[0]
+        os.kill(victim, signal.SIGKILL)
+        said = f"worker [{victim}] died (killed by SIGKILL); starting another"
+        wait_until(lambda: said in server.log(), timeout_s=60)
+        wait_until(lambda: len(_workers(master)) == 2 and victim not in _workers(master), timeout_s=60)
+        assert httpx.get(f"{server.base_url}/healthz").status_code == 200
+
+
 def test_readyz_says_which_process_delivers_webhooks(tmp_path: Path) -> None:
     """Every server stands by for the dispatcher role unless told not to: then a dispatcher of
     its own (trueup dispatcher, on another host) delivers, and /readyz says off."""

@@ -381,13 +381,19 @@ class _Supervisor(Multiprocess):
                 return  # a signal came: the supervisor's loop handles it before anything else
             if answered:
                 continue
+            alive = worker.process.is_alive()
             worker.kill()
             worker.join()
             if worker.exitcode == STARTUP_FAILURE:  # it would fail the same way again
                 log.error("worker [%s] failed to start; stopping", worker.pid)
                 self.should_exit.set()
                 return
-            log.warning("worker [%s] died or did not answer its health check; starting another", worker.pid)
+            what = (
+                f"did not answer its health check within {WORKER_HEALTHCHECK_S} s (killed as hung)"
+                if alive
+                else f"died ({_exit_status(worker.exitcode)})"
+            )
+            log.warning("worker [%s] %s; starting another", worker.pid, what)
             replacement = Process(self.config, self.sockets)
             replacement.start()
             self.processes[index] = replacement
@@ -415,6 +421,16 @@ class _Supervisor(Multiprocess):
 GRACEFUL_SHUTDOWN_S = 10
 """How long a stopping server answers the requests in flight before it cuts off the rest
 (docs/scaling.md, "Stopping")."""
+
+
+def _exit_status(code: int | None) -> str:
+    """A process's exit code as said of it: ``killed by SIGKILL``, ``exit code 3``."""
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
