@@ -116,14 +116,15 @@ def test_workers_that_start_slowly_are_not_killed_as_hung(tmp_path: Path) -> Non
 def test_serve_without_sequencer_beside_a_sequencer_process_on_sqlite(tmp_path: Path) -> None:
     key = create_key(tmp_path, None)
     port = free_port()
-    sequencer = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "trueup.cli.main", "sequencer", "--data-dir", str(tmp_path)),
-            *("--metrics-port", str(port)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with (tmp_path / "sequencer.log").open("wb") as log:  # the child keeps its own descriptor
+        sequencer = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "trueup.cli.main", "sequencer", "--data-dir", str(tmp_path)),
+                *("--metrics-port", str(port)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     try:
         with ServerProcess(tmp_path, None, extra_args=["--no-sequencer"]) as server:
             assert _role(server) == "off"
@@ -141,6 +142,9 @@ def test_serve_without_sequencer_beside_a_sequencer_process_on_sqlite(tmp_path: 
             assert _ready(server)["dispatcherElected"] is True  # its own
             sequencer.terminate()
             sequencer.wait(timeout=30)
+            said = (tmp_path / "sequencer.log").read_text()
+            assert "INFO trueup.cli.sequencer: asked to stop (SIGTERM); stopping" in said, said
+            assert said.rstrip().endswith("INFO trueup.cli.sequencer: stopped"), said
             assert _ready(server)["sequencerElected"] is False
             assert 'trueup_role_held{role="sequencer"} 0.0' in httpx.get(f"{server.base_url}/metrics").text
     finally:

@@ -465,6 +465,9 @@ def _dispatch_alone(data_dir: Path, database_url: str) -> None:
                 process.send_signal(signal.SIGTERM)
                 _, stderr = process.communicate(timeout=30)
             assert process.returncode == 0, stderr.decode()
+            said = stderr.decode()
+            assert "INFO trueup.cli.dispatcher: asked to stop (SIGTERM); stopping" in said, said
+            assert said.rstrip().endswith("INFO trueup.cli.dispatcher: stopped"), said
         (received,) = receiver.requests()
         assert verify_webhook(secret, received.headers, received.body)["event"] == "verification.completed"
     finally:

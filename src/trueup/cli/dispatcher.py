@@ -7,6 +7,7 @@ active, the others hot standbys) lets deliveries run on hosts of their own.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import threading
 
@@ -16,6 +17,8 @@ from trueup.service.container import open_services
 from trueup.webhooks.dispatcher import Dispatcher
 
 __all__ = ["run"]
+
+log = logging.getLogger(__name__)
 
 
 MAX_WORKERS = 256
@@ -41,12 +44,20 @@ def run(argv: list[str]) -> int:
     services = open_services(settings)
     dispatcher = Dispatcher(services.storage, settings, workers=args.workers)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda number, _: _asked_to_stop(number, stop))
+    signal.signal(signal.SIGINT, lambda number, _: _asked_to_stop(number, stop))
     dispatcher.start()
     stop.wait()
     dispatcher.stop()
     services.close()
     if metrics is not None:
         metrics.stop()
+    log.info("stopped")
     return 0
+
+
+def _asked_to_stop(number: int, stop: threading.Event) -> None:
+    """A signal's handler: said in the log (a stop a service manager asks for is otherwise
+    silent); the deliveries under way end first."""
+    log.info("asked to stop (%s); stopping", signal.Signals(number).name)
+    stop.set()

@@ -79,8 +79,8 @@ def run(argv: list[str]) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     else:
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda number, _: _asked_to_stop(number, stop))
+        signal.signal(signal.SIGINT, lambda number, _: _asked_to_stop(number, stop))
     reports = _Reports(sys.stdout, stop) if args.supervised else None
     settings = settings_from(args)
     services = open_services(settings)
@@ -114,7 +114,16 @@ def run(argv: list[str]) -> int:
     services.close()
     if metrics is not None:
         metrics.stop()
+    if not args.supervised:
+        log.info("stopped")
     return 0
+
+
+def _asked_to_stop(number: int, stop: threading.Event) -> None:
+    """A signal's handler: said in the log (a stop a service manager asks for is otherwise
+    silent), then the main loop ends, the role and a seal under way ending first."""
+    log.info("asked to stop (%s); stopping", signal.Signals(number).name)
+    stop.set()
 
 
 STOP_BYTE = b"q"
