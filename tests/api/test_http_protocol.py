@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import re
 import socket
 import struct
@@ -22,7 +23,7 @@ import uvloop
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.server import ServerState
 
-from trueup.api.http_protocol import RESPONSE_HEADERS, OneWriteHttpToolsProtocol
+from trueup.api.http_protocol import RESPONSE_HEADERS, OneWriteHttpToolsProtocol, unlog_refused_bytes
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -819,6 +820,16 @@ def test_bytes_that_are_not_http_get_the_usual_error_body_after_the_replies_befo
             assert error["message"].startswith("the request is not valid HTTP/1.1: Invalid header")
 
     runner(main())
+
+
+def test_bytes_that_are_not_http_are_answered_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """uvicorn's warning said neither who nor what, one line per request any client sends."""
+    unlog_refused_bytes()
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    with caplog.at_level(logging.WARNING, logger="uvicorn.error"):
+        uvicorn_log.warning("Invalid HTTP request received.")
+        uvicorn_log.warning("Unsupported upgrade request.")  # others still are
+    assert [r.getMessage() for r in caplog.records] == ["Unsupported upgrade request."]
 
 
 def test_a_bad_chunk_ends_its_request_s_body_and_is_answered_400() -> None:

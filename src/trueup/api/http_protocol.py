@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from typing import Any
 
@@ -44,7 +45,7 @@ from trueup.api.errors import error_body
 from trueup.api.fastpath import WriteAnswers
 from trueup.service.metrics import HTTP_RESPONSES
 
-__all__ = ["RESPONSE_HEADERS", "OneWriteHttpToolsProtocol"]
+__all__ = ["RESPONSE_HEADERS", "OneWriteHttpToolsProtocol", "unlog_refused_bytes"]
 
 
 RESPONSE_HEADERS: tuple[tuple[str, str], ...] = (("X-Content-Type-Options", "nosniff"),)
@@ -745,3 +746,22 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             parts.append(b"connection: close\r\n")
         parts += (b"\r\n", bytes(response.body))
         return b"".join(parts)
+
+
+_UVICORN_REFUSED = "Invalid HTTP request received."
+"""What uvicorn's protocol logs, as a warning, before it calls :meth:`send_400_response`."""
+
+
+class _RefusedBytesUnlogged(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != _UVICORN_REFUSED
+
+
+def unlog_refused_bytes() -> None:
+    """Leave out of the log uvicorn's warning for bytes that are not HTTP/1.1.
+
+    It names neither the client nor what was wrong, and any client could write one line of it
+    per request; the refusal itself is answered with a 400 saying what the parser found
+    (:meth:`OneWriteHttpToolsProtocol.send_400_response`) and counted in ``/metrics`` as
+    ``unmatched``, as every other 4xx is answered and counted, and not logged."""
+    logging.getLogger("uvicorn.error").addFilter(_RefusedBytesUnlogged())

@@ -27,7 +27,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from trueup.api.app import create_app
 from trueup.api.errors import quiet_relogged_errors
-from trueup.api.http_protocol import RESPONSE_HEADERS, OneWriteHttpToolsProtocol
+from trueup.api.http_protocol import RESPONSE_HEADERS, OneWriteHttpToolsProtocol, unlog_refused_bytes
 from trueup.cli.child import SealReport, SequencerProcess
 from trueup.cli.committer import CommitterProcess
 from trueup.cli.options import LOG_LEVELS, add_storage_options, configure_logging, port_number, settings_from
@@ -256,6 +256,7 @@ def worker_app() -> FastAPI:
     the parent process exported; the sequencer role goes to whichever worker wins the lock."""
     configure_logging()  # a spawned process: none yet, at the level its server passed
     quiet_relogged_errors()
+    unlog_refused_bytes()
     settings = replace(
         Settings.from_env(), run_dispatcher=os.environ.get("TRUEUP_RUN_DISPATCHER", "1") == "1"
     )
@@ -539,6 +540,7 @@ def _raise_open_file_limit() -> None:
 def _serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     quiet_relogged_errors()
+    unlog_refused_bytes()
     os.environ["TRUEUP_LOG_LEVEL"] = args.log_level  # for the processes it starts
     _raise_open_file_limit()
     settings = replace(
