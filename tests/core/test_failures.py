@@ -13,7 +13,7 @@ def test_failures_in_a_row_are_logged_once_in_full_then_counted_then_their_end(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     log = logging.getLogger("trueup.test.failures")
-    failures = FailuresInARow(log)
+    failures = FailuresInARow(log, "group commits")
     with caplog.at_level(logging.INFO, logger=log.name):
         failures.succeeded()  # nothing failed: nothing to say
         for n in range(3):
@@ -24,6 +24,6 @@ def test_failures_in_a_row_are_logged_once_in_full_then_counted_then_their_end(
         ("ERROR", "group commit of 2 requests failed", True),
         ("ERROR", "group commit of 2 requests failed again (2 in a row): disk full 1", False),
         ("ERROR", "group commit of 2 requests failed again (3 in a row): disk full 2", False),
-        ("INFO", "group commit of 2 requests failed 3 times in a row, and has now succeeded", False),
+        ("INFO", "group commits work again, after 3 failures in a row", False),
     ]
     assert failures.count == 0

@@ -135,6 +135,7 @@ def test_serve_without_sequencer_beside_a_sequencer_process_on_sqlite(tmp_path: 
             scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
             assert "trueup_sealed_leaves_total 120.0" in scraped, scraped
             assert "trueup_tree_size 120.0" in scraped
+            assert 'trueup_role_held{role="sequencer"} 1.0' in scraped  # read at the scrape
             assert "trueup_sealed_leaves_total 0.0" in httpx.get(f"{server.base_url}/metrics").text
             assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
             # /readyz of the API-only server says a sequencer leads elsewhere, and when none does

@@ -87,3 +87,30 @@ def test_seals_failing_in_a_row_back_off_log_one_traceback_and_are_counted(
     assert failed[1].getMessage() == (
         "seal failed again (2 in a row; next try in 1.00 s): database or disk is full"
     )
+
+
+def test_seals_that_work_again_after_failing_say_so_once(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log ended at the last failure: whether sealing had resumed was not in it."""
+    who = principal_for(services)
+    write(services, who, {"key": "k1", "accountId": "c1", "bits": 5})
+    real_seal = services.sealer.seal_once
+    tries: list[int] = []
+
+    def failing_twice(limit: int) -> SealOutcome | None:
+        tries.append(limit)
+        if len(tries) <= 2:
+            raise OSError("database or disk is full")
+        return real_seal(limit)
+
+    services.sealer.seal_once = failing_twice  # type: ignore[method-assign]
+    loop = SequencerLoop(services.storage, services.sealer, interval_s=0.01)
+    caplog.set_level(logging.INFO, logger="trueup")
+    loop.start()
+    try:
+        wait_until(lambda: loop.seals == 1 and len(tries) >= 5)  # k1 sealed, and more tries after
+    finally:
+        loop.stop()
+    said = [r.getMessage() for r in caplog.records if r.name == "trueup.sequencer.loop"]
+    assert said.count("seals work again, after 2 failures in a row") == 1, said

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trueup.api.deps import ServicesDep
-from trueup.api.routes.health import PROBE_WAIT_S
 from trueup.api.unknown_params import RefusingUnknownParameters
-from trueup.core.timestamps import parse_canonical
-from trueup.service.metrics import (
-    HTTP_RESPONSES,
-    QUEUE_AGE,
-    QUEUE_DEPTH,
-    ROLE_HELD,
-    TREE_SIZE,
-    render,
-    route_label,
-)
+from trueup.service.metrics import HTTP_RESPONSES, refresh_database_gauges, render, route_label
 
 __all__ = ["ResponseCounter", "router"]
 
@@ -34,19 +22,8 @@ router = APIRouter(tags=["health"], route_class=RefusingUnknownParameters)
     responses={200: {"content": {"text/plain": {}}, "description": "metrics"}},
 )
 async def metrics(services: ServicesDep) -> Response:
-    def refresh() -> None:
-        probe = services.storage.probe(PROBE_WAIT_S)  # a 503 within it when down
-        oldest = probe.oldest_queued_at
-        QUEUE_DEPTH.set(probe.queue_depth)
-        QUEUE_AGE.set(0 if oldest is None else (datetime.now(UTC) - parse_canonical(oldest)).total_seconds())
-        for role, held in probe.roles_held.items():
-            if held is not None:  # not known: the gauge keeps what it last said
-                ROLE_HELD.labels(role).set(int(held))
-        head = services.storage.log.head(PROBE_WAIT_S)
-        if head is not None:
-            TREE_SIZE.set(head.size)
-
-    await run_in_threadpool(refresh)
+    # The gauges read from the database, each read waiting at most PROBE_WAIT_S: a 503 when down.
+    await run_in_threadpool(refresh_database_gauges, services.storage)
     return Response(render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -279,7 +279,7 @@ def main() -> int:
     os.dup2(2, 1)
     settings = Settings.from_env()
     storage = open_storage(settings.resolved_database_url)
-    failures = FailuresInARow(log)  # logged as the parent logs its own
+    failures = FailuresInARow(log, "group commits")  # logged as the parent logs its own
     try:
         _send(replies, _READY)
         while True:

@@ -14,6 +14,7 @@ import threading
 from trueup.cli.metrics_port import MetricsServer, add_metrics_options
 from trueup.cli.options import add_storage_options, configure_logging, settings_from
 from trueup.service.container import open_services
+from trueup.service.metrics import refresh_database_gauges
 from trueup.webhooks.dispatcher import Dispatcher
 
 __all__ = ["run"]
@@ -47,6 +48,8 @@ def run(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda number, _: _asked_to_stop(number, stop))
     signal.signal(signal.SIGINT, lambda number, _: _asked_to_stop(number, stop))
     dispatcher.start()
+    if metrics is not None:
+        metrics.start(lambda: refresh_database_gauges(services.storage))
     stop.wait()
     dispatcher.stop()
     services.close()

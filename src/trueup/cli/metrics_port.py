@@ -11,10 +11,14 @@ otherwise, since the figures are for the operator's scraper, not the public.
 from __future__ import annotations
 
 import argparse
+import logging
+import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from trueup.service.metrics import render
+from trueup.storage.errors import StorageError
 
 __all__ = ["MetricsServer", "add_metrics_options"]
 
@@ -35,8 +39,12 @@ def add_metrics_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+log = logging.getLogger(__name__)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "trueup"
+    timeout = 10  # a client that connects and sends nothing does not keep its thread for ever
 
     def do_GET(self) -> None:
         self._answer(send_body=True)
@@ -47,6 +55,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, send_body: bool) -> None:
         path = self.path.partition("?")[0]
         if path == "/metrics":
+            refresh = getattr(self.server, "refresh", None)
+            if refresh is not None:
+                try:
+                    refresh()
+                except StorageError as exc:  # the figures kept in this process are still served
+                    log.warning("metrics: the figures read from the database are not current: %s", exc)
             status, kind, body = 200, _CONTENT_TYPE, render()
         elif path == "/healthz":
             status, kind, body = 200, "application/json", b'{"status": "ok"}'
@@ -68,34 +82,47 @@ class _Handler(BaseHTTPRequestHandler):
         """A scrape every few seconds is not worth a log line."""
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    refresh: Callable[[], None] | None = None
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class MetricsServer:
     """The ``--metrics-port`` server, on a daemon thread of its own."""
 
-    def __init__(self, host: str, port: int) -> None:
-        """Raises ``OSError`` when it cannot listen there (the port taken, say)."""
-        self._server = ThreadingHTTPServer((host, port), _Handler)
-        self._server.daemon_threads = True
+    def __init__(self, host: str, port: int, refresh: Callable[[], None] | None = None) -> None:
+        """``refresh`` sets, before each scrape, the gauges read from the database. Raises
+        ``OSError`` when it cannot listen there (the port taken, say)."""
+        self._server = (_Server6 if ":" in host else _Server)((host, port), _Handler)
+        self._server.refresh = refresh
         self._thread = threading.Thread(target=self._server.serve_forever, name="trueup-metrics", daemon=True)
 
     @classmethod
     def from_args(cls, parser: argparse.ArgumentParser, args: argparse.Namespace) -> MetricsServer | None:
-        """The server ``args`` ask for (``None`` without ``--metrics-port``), listening; a port
-        out of range is a usage error (exit 2), one it cannot listen on exits 1 saying why."""
+        """The server ``args`` ask for (``None`` without ``--metrics-port``), not yet serving;
+        a port out of range is a usage error (exit 2), one it cannot listen on exits 1 saying
+        why."""
         if not args.metrics_port:
             return None
         if not 1 <= args.metrics_port <= 65535:
             parser.error(f"--metrics-port must be 1 to 65535, got {args.metrics_port}")
+        host = f"[{args.metrics_host}]" if ":" in args.metrics_host else args.metrics_host
         try:
-            server = cls(args.metrics_host, args.metrics_port)
+            return cls(args.metrics_host, args.metrics_port)
         except OSError as exc:
             raise SystemExit(
-                f"{parser.prog}: cannot listen on {args.metrics_host}:{args.metrics_port} for "
-                f"--metrics-port: {exc.strerror or exc}"
+                f"{parser.prog}: cannot listen on {host}:{args.metrics_port} for --metrics-port: "
+                f"{exc.strerror or exc}"
             ) from None
-        server.start()
-        return server
 
-    def start(self) -> None:
+    def start(self, refresh: Callable[[], None] | None = None) -> None:
+        """Serve, ``refresh`` setting the gauges read from the database before each scrape."""
+        if refresh is not None:
+            self._server.refresh = refresh
         self._thread.start()
 
     def stop(self) -> None:

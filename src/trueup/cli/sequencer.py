@@ -26,6 +26,7 @@ from trueup.cli.metrics_port import MetricsServer, add_metrics_options
 from trueup.cli.options import add_storage_options, configure_logging, settings_from
 from trueup.sequencer.loop import SequencerLoop
 from trueup.service.container import open_services
+from trueup.service.metrics import refresh_database_gauges
 from trueup.storage.seal import SealOutcome
 
 __all__ = ["STOP_BYTE", "run"]
@@ -101,6 +102,8 @@ def run(argv: list[str]) -> int:
     if args.supervised:
         threading.Thread(target=_follow_parent, args=(loop, stop), daemon=True).start()
     loop.start()
+    if metrics is not None:
+        metrics.start(lambda: refresh_database_gauges(services.storage))
     reported, reported_at = None, 0.0
     while not stop.wait(_ROLE_CHECK_S):
         role = "leader" if loop.is_leader else "standby"

@@ -255,8 +255,7 @@ def worker_app() -> FastAPI:
     """The app of one ``--workers`` process (uvicorn factory): settings from the environment
     the parent process exported; the sequencer role goes to whichever worker wins the lock."""
     configure_logging()  # a spawned process: none yet, at the level its server passed
-    quiet_relogged_errors()
-    unlog_refused_bytes()
+    _configure_server_logs()
     settings = replace(
         Settings.from_env(), run_dispatcher=os.environ.get("TRUEUP_RUN_DISPATCHER", "1") == "1"
     )
@@ -424,6 +423,22 @@ GRACEFUL_SHUTDOWN_S = 10
 (docs/scaling.md, "Stopping")."""
 
 
+class _UvicornNamed(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.name = "uvicorn"
+        return True
+
+
+def _configure_server_logs() -> None:
+    """uvicorn's lines as a server process logs them: named ``uvicorn`` (it logs its start and
+    stop as ``uvicorn.error``, which a search of the log for errors finds), without the second
+    traceback of an error the app has logged with its id, and without its warning for bytes
+    that are not HTTP/1.1 (answered with a 400 that says what was wrong)."""
+    logging.getLogger("uvicorn.error").addFilter(_UvicornNamed())
+    quiet_relogged_errors()
+    unlog_refused_bytes()
+
+
 def _exit_status(code: int | None) -> str:
     """A process's exit code as said of it: ``killed by SIGKILL``, ``exit code 3``."""
     if code is not None and code < 0:
@@ -539,8 +554,7 @@ def _raise_open_file_limit() -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
-    quiet_relogged_errors()
-    unlog_refused_bytes()
+    _configure_server_logs()
     os.environ["TRUEUP_LOG_LEVEL"] = args.log_level  # for the processes it starts
     _raise_open_file_limit()
     settings = replace(

@@ -187,23 +187,12 @@ class SequencerLoop(ElectedRole):
                 if conflicts > 1:
                     self._stop.wait(self._interval)
                 continue
-            except Exception as exc:
-                # Storage down, a disk full, a row the code cannot take: nothing was written.
-                # Tried again after a backoff, the traceback logged once, then one line a try.
+            except Exception as exc:  # noqa: BLE001 - logged, and tried again after a backoff
                 failures += 1
-                wait = min(self._interval * 2 ** min(failures - 1, 16), MAX_FAILURE_WAIT_S)
-                if failures == 1:
-                    log.exception("seal failed; trying again in %.2f s", wait)
-                else:
-                    log.error(  # noqa: TRY400 - its traceback was logged at the first failure
-                        "seal failed again (%d in a row; next try in %.2f s): %s", failures, wait, exc
-                    )
-                SEAL_FAILURES.inc()
-                if self._on_failure is not None:
-                    self._on_failure()
-                self.next_limit = self._batch_size
-                self._stop.wait(wait)
+                self._stop.wait(self._seal_failed(failures, exc))
                 continue
+            if failures:
+                log.info("seals work again, after %d failures in a row", failures)
             conflicts = failures = 0
             if outcome is not None:
                 self.seals += 1
@@ -225,6 +214,21 @@ class SequencerLoop(ElectedRole):
             # Seals start every interval: the time this one took counts against the wait.
             self._wake.wait(max(0.0, self._interval - (time.perf_counter() - started)))
             self._wake.clear()
+
+    def _seal_failed(self, failures: int, exc: Exception) -> float:
+        """Log a seal that failed (storage down, a disk full, a row the code cannot take:
+        nothing was written), the ``failures``-th in a row: its traceback the first time, then
+        one line a try. Return how long to wait before the next."""
+        wait = float(min(self._interval * 2 ** min(failures - 1, 16), MAX_FAILURE_WAIT_S))
+        if failures == 1:
+            log.error("seal failed; trying again in %.2f s", wait, exc_info=exc)
+        else:
+            log.error("seal failed again (%d in a row; next try in %.2f s): %s", failures, wait, exc)
+        SEAL_FAILURES.inc()
+        if self._on_failure is not None:
+            self._on_failure()
+        self.next_limit = self._batch_size
+        return wait
 
     def stop(self, timeout: float = 10.0) -> None:
         started = time.monotonic()

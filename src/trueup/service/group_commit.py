@@ -61,7 +61,7 @@ class GroupCommitter:
         self.requests = 0
         self.on_stored: Callable[[int], None] | None = None
         """Called with the number of deltas each group commit stored (the sequencer's trigger)."""
-        self._failures = FailuresInARow(log)
+        self._failures = FailuresInARow(log, "group commits")
         """Group commits failed in a row (storage down, a full disk)."""
         self.failing: str | None = None
         """What the callers of the last group commit were told, if it failed in the database

@@ -13,8 +13,15 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+from trueup.core.timestamps import parse_canonical
+
+if TYPE_CHECKING:
+    from trueup.storage import Storage
 
 __all__ = [
     "COMMIT_BATCH",
@@ -23,6 +30,7 @@ __all__ = [
     "INGEST_ITEMS",
     "PACED_SECONDS",
     "PACED_WRITES",
+    "PROBE_WAIT_S",
     "QUEUE_AGE",
     "QUEUE_DEPTH",
     "REGISTRY",
@@ -33,11 +41,16 @@ __all__ = [
     "WEBHOOK_ATTEMPTS",
     "WEBHOOK_PRUNED",
     "observe_seal",
+    "refresh_database_gauges",
     "render",
     "route_label",
 ]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+PROBE_WAIT_S = 2.0
+"""How long a probe (``/readyz``, ``/metrics``) waits for a database connection: a PostgreSQL
+server that is down is reported within it, not after the pool's own 30 s."""
 
 INGEST_ITEMS = Counter(
     "trueup_ingest_items", "Deltas accepted (newly stored) by write route", ["source"], registry=REGISTRY
@@ -140,3 +153,18 @@ def render() -> bytes:
     workers = CollectorRegistry()
     multiprocess.MultiProcessCollector(workers, path=directory)  # type: ignore[no-untyped-call]
     return generate_latest(workers)
+
+
+def refresh_database_gauges(storage: Storage) -> None:
+    """Set the gauges read from the database (queue, roles, tree size) before a scrape, each
+    read waiting at most :data:`PROBE_WAIT_S` for a connection (a ``StorageError`` after it)."""
+    probe = storage.probe(PROBE_WAIT_S)
+    oldest = probe.oldest_queued_at
+    QUEUE_DEPTH.set(probe.queue_depth)
+    QUEUE_AGE.set(0 if oldest is None else (datetime.now(UTC) - parse_canonical(oldest)).total_seconds())
+    for role, held in probe.roles_held.items():
+        if held is not None:  # not known: the gauge keeps what it last said
+            ROLE_HELD.labels(role).set(int(held))
+    head = storage.log.head(PROBE_WAIT_S)
+    if head is not None:
+        TREE_SIZE.set(head.size)

@@ -96,10 +96,11 @@ class ElectedRole(abc.ABC):
 
     def _run(self) -> None:
         standing_by = False  # said so since the last time it led (once, not every poll)
-        failures = FailuresInARow(log)  # elections failed in a row (the database down, say)
+        failures = FailuresInARow(log, f"{self.role} elections")  # failed in a row (the database down, say)
         while not self._stop.is_set():
             try:
                 with self._engine.try_leader_lock(self.role) as leadership:
+                    failures.succeeded()  # an election made, whatever its outcome: said now
                     if not leadership and not standing_by:
                         standing_by = True
                         log.info(
@@ -118,8 +119,6 @@ class ElectedRole(abc.ABC):
                         self._lead()  # until stopped, or the lock is lost: then stand by
             except Exception as exc:  # noqa: BLE001 - logged, and tried again
                 failures.failed(f"{self.role} election", exc, f"; retrying every {self._standby_poll:g} s")
-            else:
-                failures.succeeded()
             finally:
                 self.is_leader = False
                 self._leadership = None

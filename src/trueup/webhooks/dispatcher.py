@@ -140,7 +140,7 @@ class Dispatcher(ElectedRole):
         self._prune_after: tuple[str, str] | None = None  # where its next batch starts
         self._prune_next = -math.inf  # the next batch of the pass under way, not before (``ticks``)
         self._prune_pass = Counter[str]()  # what the pass under way pruned, by table
-        self._prune_failures = FailuresInARow(log)
+        self._prune_failures = FailuresInARow(log, "webhook prunings")
         self.pruned = 0
         """Rows this process pruned (events, deliveries and attempts)."""
 
@@ -217,7 +217,7 @@ class Dispatcher(ElectedRole):
         process leads. A round whose storage calls fail is tried again after a backoff, its
         traceback logged once, then one line a round (a database down for a minute logged a
         whole traceback every second)."""
-        failures = FailuresInARow(log)
+        failures = FailuresInARow(log, "the dispatcher's storage calls")
         while self._leading():
             try:
                 self._flush()

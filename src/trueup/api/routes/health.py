@@ -15,15 +15,12 @@ from trueup.api.responses import JSONResponse
 from trueup.api.schemas.common import Health, Ready
 from trueup.api.unknown_params import RefusingUnknownParameters
 from trueup.core.timestamps import parse_canonical
+from trueup.service.metrics import PROBE_WAIT_S
 from trueup.storage.errors import StorageError
 
 router = APIRouter(tags=["health"], route_class=RefusingUnknownParameters)
 
 _HOST = socket.gethostname()
-
-PROBE_WAIT_S = 2.0
-"""How long a probe (``/readyz``, ``/metrics``) waits for a database connection: a PostgreSQL
-server that is down is reported within it, not after the pool's own 30 s."""
 
 
 def _answered_by() -> dict[str, object]:
