@@ -309,14 +309,19 @@ def test_a_signing_key_that_cannot_be_read_is_one_line_and_exit_2(tmp_path: Path
     )
 
 
-def test_log_key_without_its_key_file_beside_a_log_says_to_copy_it(tmp_path: Path) -> None:
-    """serve would refuse to start there: creating the key is no way out."""
-    services = open_services(replace(Settings(), data_dir=tmp_path))
+def _one_sealed_delta(data_dir: Path) -> None:
+    """A log of one leaf in ``data_dir``, its signing key beside it."""
+    services = open_services(replace(Settings(), data_dir=data_dir))
     try:
         write(services, principal_for(services), {"key": "k", "accountId": "c", "bits": 5})
         seal_all(services)
     finally:
         services.close()
+
+
+def test_log_key_without_its_key_file_beside_a_log_says_to_copy_it(tmp_path: Path) -> None:
+    """serve would refuse to start there: creating the key is no way out."""
+    _one_sealed_delta(tmp_path)
     (tmp_path / "signing-key.pem").unlink()
     done = trueup(["log-key"], tmp_path, None)
     assert done.returncode == 2
@@ -377,12 +382,7 @@ def test_audit_with_a_key_file_of_another_log_fails_as_a_mismatch_and_one_cut_sh
     """Heads the key file did not sign are the audit's to report (exit 1), as README.md says: a
     wrong key file and heads replaced behind the log's back look the same to it. A key file it
     cannot read is a command asked wrongly (exit 2)."""
-    services = open_services(replace(Settings(), data_dir=tmp_path))
-    try:
-        write(services, principal_for(services), {"key": "k", "accountId": "c", "bits": 5})
-        seal_all(services)
-    finally:
-        services.close()
+    _one_sealed_delta(tmp_path)
     other = tmp_path / "other"
     other.mkdir()
     load_or_create_signer(other / "signing-key.pem", "localhost/trueup")
