@@ -60,7 +60,13 @@ def test_a_missing_pepper_is_refused_where_keys_exist(shared_log: str, tmp_path:
     with pytest.raises(SecretFileError, match=r"^no API key pepper at .*, but this database has tenants"):
         open_services(_settings(second, shared_log))
     assert not (second / "key-pepper").exists()
-    (second / "key-pepper").write_bytes((tmp_path / "first" / "key-pepper").read_bytes())
+    pepper = (tmp_path / "first" / "key-pepper").read_bytes()
+    (second / "key-pepper").write_bytes(pepper + b"\n")  # a line break added on the way
+    with pytest.raises(
+        SecretFileError, match=r"is not the one .* \(it holds 33 bytes, where Trueup makes 32"
+    ):
+        open_services(_settings(second, shared_log))
+    (second / "key-pepper").write_bytes(pepper)
     open_services(_settings(second, shared_log)).close()  # with both, it joins the log
 
 

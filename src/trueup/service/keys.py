@@ -109,9 +109,17 @@ class KeyService:
         ``None`` is accepted only where ``bound`` is false: the binding comes later)."""
         if stored == self.pepper_check or (stored is None and not bound):
             return
+        # A pepper is 32 bytes; a longer file is likely the right one with something added (a
+        # line break from an editor or a copy through a terminal), and all its bytes count.
+        longer = (
+            f" (it holds {len(self._pepper)} bytes, where Trueup makes 32: something added to it, a "
+            "line break say, changes it)"
+            if len(self._pepper) > 32
+            else ""
+        )
         raise SecretFileError(
             f"the API key pepper at {self._pepper_path} is not the one this database's keys are "
-            "issued with: copy key-pepper from the data directory the first server used"
+            f"issued with{longer}: copy key-pepper from the data directory the first server used"
         )
 
     def _hash(self, secret: str) -> bytes:
