@@ -10,6 +10,7 @@ SQLSTATE 53100 ``disk_full``, what the server says when it cannot extend a file.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -92,6 +93,7 @@ def test_writes_to_a_full_disk_are_503s_that_store_nothing_and_succeed_once_ther
         assert body["code"] == "SERVICE_UNAVAILABLE"
         assert body["message"] == StorageFullError.reply
         assert reply.headers["Retry-After"] == str(body["retryAfterSeconds"]) == "1"
+        assert re.fullmatch(r"err_[0-9a-f]{16}", body["requestId"]), body  # as the log names it
     # Nothing was stored: the same keys (and the same Idempotency-Key) are new deltas now, not
     # repeats, and every amount counts once.
     assert [reply.status_code for reply in retried] == [202, 202, 202], [r.text for r in retried]

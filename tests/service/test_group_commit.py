@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from dataclasses import replace
 
@@ -116,5 +117,9 @@ def test_group_commits_failing_in_a_row_log_one_traceback(
     assert all(isinstance(outcome, UnavailableError) for outcome in refused)
     logged = [(record.getMessage(), record.exc_info is not None) for record in caplog.records]
     assert [whole for _, whole in logged] == [True, False, False, True]
-    assert logged[1][0].startswith("group commit of 1 requests failed again (2 in a row): ")
-    assert logged[2][0].startswith("group commit of 1 requests failed again (3 in a row): ")
+    # each failed group is named by the id its replies quote
+    ids = [outcome.incident_id for outcome in refused if isinstance(outcome, UnavailableError)]
+    assert len(set(ids)) == 3 and all(re.fullmatch(r"err_[0-9a-f]{16}", str(i)) for i in ids)
+    assert logged[0][0] == f"group commit {ids[0]} of 1 requests failed"
+    assert logged[1][0].startswith(f"group commit {ids[1]} of 1 requests failed again (2 in a row): ")
+    assert logged[2][0].startswith(f"group commit {ids[2]} of 1 requests failed again (3 in a row): ")

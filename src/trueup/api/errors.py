@@ -106,6 +106,9 @@ def _domain_response(error: domain.DomainError) -> JSONResponse:
     retry_after = getattr(error, "retry_after_seconds", None)  # rate limits, a log far behind
     if retry_after is not None:
         extra["retryAfterSeconds"] = retry_after
+    incident = getattr(error, "incident_id", None)  # a failure the log names by it
+    if incident is not None:
+        extra["requestId"] = incident
     return error_response(status_of(error), error.code, error.message, **extra)
 
 

@@ -138,9 +138,13 @@ class RateLimitedError(DomainError):
 class UnavailableError(DomainError):
     code = "SERVICE_UNAVAILABLE"
 
-    def __init__(self, message: str, retry_after_seconds: int | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after_seconds: int | None = None, incident_id: str | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
+        self.incident_id = incident_id
+        """``err_…``, when the server's log names the failure by it (the reply quotes it)."""
 
 
 def _rebuild(cls: type[DomainError], args: tuple[object, ...], state: dict[str, object]) -> DomainError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -113,17 +114,19 @@ class GroupCommitter:
         try:
             outcomes = self._store.commit([pending.draft for pending in batch])
         except UnavailableError as exc:  # the committer process exited mid-commit, say
-            log.warning("group commit of %d requests failed: %s", len(batch), exc)
+            exc.incident_id = getattr(exc, "incident_id", None) or _incident_id()
+            log.warning("group commit %s of %d requests failed: %s", exc.incident_id, len(batch), exc)
             _resolve(batch, [exc] * len(batch))
             return
         except Exception as exc:  # noqa: BLE001 - logged; every caller gets 503, nothing was stored
             # A full disk under load logged a whole traceback for every group, 19,000 of them
-            # (500,000 lines) in a minute.
-            self._failures.failed(f"group commit of {len(batch)} requests", exc)
+            # (500,000 lines) in a minute. Each reply quotes the id its group's line names.
+            incident = _incident_id()
+            self._failures.failed(f"group commit {incident} of {len(batch)} requests", exc)
             # The reply the API gives a storage error on every other route: a client is told
             # when to retry, and nothing of the server's own text (files, hosts, classes).
             reply = exc.reply if isinstance(exc, StorageUnavailableError) else StorageUnavailableError.reply
-            error = UnavailableError(reply, retry_after_seconds=STORAGE_RETRY_AFTER_S)
+            error = UnavailableError(reply, retry_after_seconds=STORAGE_RETRY_AFTER_S, incident_id=incident)
             self.failing = reply
             _resolve(batch, [error] * len(batch))
             return
@@ -175,3 +178,8 @@ def _settle(future: asyncio.Future[WriteResult], outcome: WriteResult | Exceptio
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+
+
+def _incident_id() -> str:
+    """``err_`` and 16 hex digits, as a 500's id: what a 503's reply and the log line share."""
+    return "err_" + secrets.token_hex(8)
