@@ -36,7 +36,11 @@ __all__ = ["SealReport", "SequencerProcess", "SupervisedChild"]
 
 log = logging.getLogger(__name__)
 
-_MAX_RESTART_PAUSE_S = 30.0
+_MAX_RESTART_PAUSE_S = 5.0
+"""The longest pause before a child that keeps dying is started again: while the sequencer's is
+down nothing is sealed (30 s, as first chosen, left a child dying every few seconds sealing for
+a fraction of each half minute); 5 s is the longest wait after failed seals too. A child that
+dies at once costs a start every 5 s, and a line in the log each time."""
 _STEADY_S = 60.0
 """A child that ran this long before it died is restarted after the first, short pause."""
 
