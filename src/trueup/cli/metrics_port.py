@@ -22,6 +22,8 @@ from trueup.storage.errors import StorageError
 
 __all__ = ["MetricsServer", "add_metrics_options"]
 
+log = logging.getLogger(__name__)
+
 _CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -37,9 +39,6 @@ def add_metrics_options(parser: argparse.ArgumentParser) -> None:
         default="127.0.0.1",
         help="the address --metrics-port listens on (default 127.0.0.1)",
     )
-
-
-log = logging.getLogger(__name__)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -94,11 +93,9 @@ class _Server6(_Server):
 class MetricsServer:
     """The ``--metrics-port`` server, on a daemon thread of its own."""
 
-    def __init__(self, host: str, port: int, refresh: Callable[[], None] | None = None) -> None:
-        """``refresh`` sets, before each scrape, the gauges read from the database. Raises
-        ``OSError`` when it cannot listen there (the port taken, say)."""
+    def __init__(self, host: str, port: int) -> None:
+        """Raises ``OSError`` when it cannot listen there (the port taken, say)."""
         self._server = (_Server6 if ":" in host else _Server)((host, port), _Handler)
-        self._server.refresh = refresh
         self._thread = threading.Thread(target=self._server.serve_forever, name="trueup-metrics", daemon=True)
 
     @classmethod
@@ -121,8 +118,7 @@ class MetricsServer:
 
     def start(self, refresh: Callable[[], None] | None = None) -> None:
         """Serve, ``refresh`` setting the gauges read from the database before each scrape."""
-        if refresh is not None:
-            self._server.refresh = refresh
+        self._server.refresh = refresh
         self._thread.start()
 
     def stop(self) -> None:

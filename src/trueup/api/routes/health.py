@@ -45,7 +45,6 @@ async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     dispatcher = getattr(request.app.state, "dispatcher_role", lambda: "off")()
     failing = services.committer.failing
     writes = "ok" if failing is None else f"failing: {failing}"
-
     try:
         probe = await run_in_threadpool(services.storage.probe, PROBE_WAIT_S)
     except StorageError:
