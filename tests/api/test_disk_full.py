@@ -135,4 +135,5 @@ def test_a_read_that_finds_the_disk_full_is_a_503_that_does_not_claim_nothing_wa
         opened.close()
     assert reply.status_code == 503, reply.text
     assert reply.json()["message"] == "the database's disk is full; retry once space has been freed"
+    assert re.fullmatch(r"err_[0-9a-f]{16}", reply.json()["requestId"])  # as the log line names it
     assert reply.headers["Retry-After"] == "1"

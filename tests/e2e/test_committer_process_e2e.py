@@ -8,6 +8,7 @@ import fcntl
 import logging
 import os
 import platform
+import re
 import shutil
 import signal
 import sqlite3
@@ -381,8 +382,10 @@ def test_a_failed_commit_in_the_child_is_a_storage_error(tmp_path: Path) -> None
         with sqlite3.connect(tmp_path / "trueup.db") as side:
             side.execute("DROP TABLE write_requests")
         another = replace(draft, request_id="req_2", items=[draft.items[0]._replace(key="k2")])
-        with pytest.raises(StorageUnavailableError, match="write_requests"):
+        with pytest.raises(StorageUnavailableError, match="write_requests") as failed:
             committer.commit([another])
+        # named by the id the child's log line gives it, which the replies then quote
+        assert re.fullmatch(r"err_[0-9a-f]{16}", failed.value.incident_id)  # type: ignore[attr-defined]
         assert committer.ready_event.is_set()  # the child answered: it is still the committer
     assert committer.pid is not None
     assert not alive(committer.pid)

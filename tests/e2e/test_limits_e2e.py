@@ -151,6 +151,7 @@ def test_writes_get_503_with_retry_after_while_the_log_is_too_far_behind(tmp_pat
         assert refused is not None and refused.status_code == 503, refused
         assert refused.json()["code"] == "SERVICE_UNAVAILABLE"
         assert "deltas behind" in refused.json()["message"]
+        assert "requestId" not in refused.json()  # no failure of the server's to look up
         assert int(refused.headers["Retry-After"]) >= 1
         assert accepted >= 10
         ready = httpx.get(f"{server.base_url}/readyz").json()["data"]

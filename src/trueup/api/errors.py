@@ -20,6 +20,7 @@ from starlette.routing import Match
 
 from trueup.api.responses import JSONResponse
 from trueup.core import errors as domain
+from trueup.core.ids import incident_id
 from trueup.core.strict_json import describe
 from trueup.service.group_commit import STORAGE_RETRY_AFTER_S
 from trueup.service.metrics import HTTP_RESPONSES, route_label
@@ -170,11 +171,15 @@ def _routed(request: Request, **changed: str) -> bool:
 
 
 async def _on_storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.error("storage unavailable: %s", exc)
+    # The reply quotes the id the log line names the failure by, as a failed group commit's does.
+    incident = getattr(exc, "incident_id", None) or incident_id(secrets.token_bytes(8))
+    log.error("storage unavailable %s on %s %s: %s", incident, request.method, request.url.path, exc)
     reply = exc.reply if isinstance(exc, StorageUnavailableError) else StorageUnavailableError.reply
     if isinstance(exc, StorageFullError) and request.method in ("GET", "HEAD"):
         reply = exc.read_reply
-    return error_response(503, "SERVICE_UNAVAILABLE", reply, retryAfterSeconds=STORAGE_RETRY_AFTER_S)
+    return error_response(
+        503, "SERVICE_UNAVAILABLE", reply, retryAfterSeconds=STORAGE_RETRY_AFTER_S, requestId=incident
+    )
 
 
 _LOGGED = "trueup_error_id"
@@ -182,7 +187,7 @@ _LOGGED = "trueup_error_id"
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    request_id = "err_" + secrets.token_hex(8)
+    request_id = incident_id(secrets.token_bytes(8))
     log.error("unhandled error %s on %s %s", request_id, request.method, request.url.path, exc_info=exc)
     with contextlib.suppress(AttributeError):  # an exception type without a __dict__
         setattr(exc, _LOGGED, request_id)

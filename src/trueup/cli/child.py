@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from trueup.cli.sequencer import STOP_BYTE
+from trueup.core.failures import FailuresInARow
 from trueup.sequencer.loop import FullBatchTrigger
 from trueup.service.metrics import SEAL_FAILURES
 
@@ -144,16 +145,18 @@ class SupervisedChild(ABC):
 
     def _supervise(self) -> None:
         pause = self._first_pause
+        not_started = FailuresInARow(log, f"starts of the {self.name} process")
         while not self._stopping.is_set():
             started = time.monotonic()
             try:
                 process = self._spawn()
-            except OSError:
-                log.exception("cannot start the %s process", self.name)
+            except OSError as exc:  # its traceback once, then a line a try (one every 5 s)
+                not_started.failed(f"starting the {self.name} process", exc)
                 code: int | str = "not started"
             else:
                 if process is None:
                     return
+                not_started.succeeded()
                 code = self._follow(process)
             self._down()
             if self._stopping.is_set():

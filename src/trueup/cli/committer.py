@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import secrets
 import signal
 import struct
 import subprocess
@@ -51,6 +52,7 @@ from trueup.cli.child import SupervisedChild
 from trueup.cli.options import configure_logging
 from trueup.core.errors import DomainError, UnavailableError
 from trueup.core.failures import FailuresInARow
+from trueup.core.ids import incident_id
 from trueup.service.settings import Settings
 from trueup.storage import open_storage
 from trueup.storage.errors import StorageFullError, StorageUnavailableError
@@ -82,6 +84,8 @@ class _Failed:
     reason: str
     disk_full: bool = False
     """The database's disk was full (:class:`StorageFullError`), which the client is told."""
+    incident_id: str | None = None
+    """The id the child's log line names the failure by, which the replies then quote."""
 
 
 Outcomes = list[WriteResult | Exception]
@@ -110,7 +114,9 @@ class CommitterProcess(SupervisedChild):
         if reply is None:
             return self._local.commit(drafts)
         if isinstance(reply, _Failed):
-            raise (StorageFullError if reply.disk_full else StorageUnavailableError)(reply.reason)
+            failed = (StorageFullError if reply.disk_full else StorageUnavailableError)(reply.reason)
+            failed.incident_id = reply.incident_id  # type: ignore[attr-defined]
+            raise failed
         return reply
 
     def _in_child(self, drafts: Sequence[WriteDraft]) -> Outcomes | _Failed | None:
@@ -292,8 +298,9 @@ def main() -> int:
                 reply = [_portable(outcome) for outcome in storage.writes.commit(drafts)]
                 failures.succeeded()
             except Exception as exc:  # noqa: BLE001 - logged; the parent answers 503, nothing was stored
-                failures.failed(f"group commit of {len(drafts)} requests", exc)
-                reply = _Failed(f"{type(exc).__name__}: {exc}", isinstance(exc, StorageFullError))
+                incident = incident_id(secrets.token_bytes(8))
+                failures.failed(f"group commit {incident} of {len(drafts)} requests", exc)
+                reply = _Failed(f"{type(exc).__name__}: {exc}", isinstance(exc, StorageFullError), incident)
             try:
                 _send(replies, reply)
             except OSError:  # the parent is gone; what was committed stays committed

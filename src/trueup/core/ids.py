@@ -17,6 +17,7 @@ __all__ = [
     "anchor_id",
     "format_api_key",
     "idempotency_key_value",
+    "incident_id",
     "is_key_id",
     "new_key_id",
     "new_request_id",
@@ -141,6 +142,12 @@ def parse_anchor_id(text: str) -> int | None:
     beyond what a 64-bit leaf index holds."""
     match = _ANCHOR.fullmatch(text)
     return None if match is None else min(int(match.group(1)), NO_LEAF)
+
+
+def incident_id(entropy: bytes) -> str:
+    """``err_`` and the hex of ``entropy`` (8 bytes: 16 digits): the id by which a 500's or a
+    failed group commit's reply and the server's log line name one failure."""
+    return "err_" + entropy.hex()
 
 
 def idempotency_key_value(header: str) -> str | None:

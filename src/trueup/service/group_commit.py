@@ -21,6 +21,7 @@ from typing import Protocol
 
 from trueup.core.errors import UnavailableError
 from trueup.core.failures import FailuresInARow
+from trueup.core.ids import incident_id
 from trueup.service.metrics import COMMIT_BATCH, COMMIT_SECONDS, INGEST_ITEMS
 from trueup.storage.errors import StorageUnavailableError
 from trueup.storage.write_drafts import WriteDraft, WriteResult
@@ -114,14 +115,15 @@ class GroupCommitter:
         try:
             outcomes = self._store.commit([pending.draft for pending in batch])
         except UnavailableError as exc:  # the committer process exited mid-commit, say
-            exc.incident_id = getattr(exc, "incident_id", None) or _incident_id()
+            exc.incident_id = getattr(exc, "incident_id", None) or incident_id(secrets.token_bytes(8))
             log.warning("group commit %s of %d requests failed: %s", exc.incident_id, len(batch), exc)
             _resolve(batch, [exc] * len(batch))
             return
         except Exception as exc:  # noqa: BLE001 - logged; every caller gets 503, nothing was stored
             # A full disk under load logged a whole traceback for every group, 19,000 of them
             # (500,000 lines) in a minute. Each reply quotes the id its group's line names.
-            incident = _incident_id()
+            # the committer process's id for it, when it failed there (its line names it too)
+            incident = getattr(exc, "incident_id", None) or incident_id(secrets.token_bytes(8))
             self._failures.failed(f"group commit {incident} of {len(batch)} requests", exc)
             # The reply the API gives a storage error on every other route: a client is told
             # when to retry, and nothing of the server's own text (files, hosts, classes).
@@ -178,8 +180,3 @@ def _settle(future: asyncio.Future[WriteResult], outcome: WriteResult | Exceptio
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
-
-
-def _incident_id() -> str:
-    """``err_`` and 16 hex digits, as a 500's id: what a 503's reply and the log line share."""
-    return "err_" + secrets.token_hex(8)

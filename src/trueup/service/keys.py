@@ -112,8 +112,8 @@ class KeyService:
         # A pepper is 32 bytes; a longer file is likely the right one with something added (a
         # line break from an editor or a copy through a terminal), and all its bytes count.
         longer = (
-            f" (it holds {len(self._pepper)} bytes, where Trueup makes 32: something added to it, a "
-            "line break say, changes it)"
+            f" (it holds {len(self._pepper)} bytes, where Trueup makes 32: if it is this database's "
+            "pepper with something added, a line break say, every byte counts)"
             if len(self._pepper) > 32
             else ""
         )
