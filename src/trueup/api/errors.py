@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 from http import HTTPStatus
 from typing import Any
 
@@ -20,9 +19,8 @@ from starlette.routing import Match
 
 from trueup.api.responses import JSONResponse
 from trueup.core import errors as domain
-from trueup.core.ids import incident_id
 from trueup.core.strict_json import describe
-from trueup.service.group_commit import STORAGE_RETRY_AFTER_S
+from trueup.service.group_commit import STORAGE_RETRY_AFTER_S, incident_of
 from trueup.service.metrics import HTTP_RESPONSES, route_label
 from trueup.storage.errors import StorageFullError, StorageUnavailableError
 
@@ -172,7 +170,7 @@ def _routed(request: Request, **changed: str) -> bool:
 
 async def _on_storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
     # The reply quotes the id the log line names the failure by, as a failed group commit's does.
-    incident = getattr(exc, "incident_id", None) or incident_id(secrets.token_bytes(8))
+    incident = incident_of(exc)
     log.error("storage unavailable %s on %s %s: %s", incident, request.method, request.url.path, exc)
     reply = exc.reply if isinstance(exc, StorageUnavailableError) else StorageUnavailableError.reply
     if isinstance(exc, StorageFullError) and request.method in ("GET", "HEAD"):
@@ -182,15 +180,11 @@ async def _on_storage_unavailable(request: Request, exc: Exception) -> JSONRespo
     )
 
 
-_LOGGED = "trueup_error_id"
-"""Set on an exception :func:`_on_unexpected` has logged, to the id its reply quotes."""
-
-
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    request_id = incident_id(secrets.token_bytes(8))
+    request_id = incident_of(exc)
     log.error("unhandled error %s on %s %s", request_id, request.method, request.url.path, exc_info=exc)
     with contextlib.suppress(AttributeError):  # an exception type without a __dict__
-        setattr(exc, _LOGGED, request_id)
+        exc.incident_id = request_id  # type: ignore[attr-defined]  # logged: see _LoggedAlready
     return error_response(
         500, "INTERNAL_ERROR", "internal error; quote this id when reporting it", requestId=request_id
     )
@@ -222,8 +216,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class _LoggedAlready(logging.Filter):
+    """Drops a record of an exception that carries the id it was logged with (``incident_id``)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and hasattr(record.exc_info[1], _LOGGED))
+        return not (record.exc_info and isinstance(getattr(record.exc_info[1], "incident_id", None), str))
 
 
 def quiet_relogged_errors() -> None:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import secrets
 import signal
 import struct
 import subprocess
@@ -52,7 +51,7 @@ from trueup.cli.child import SupervisedChild
 from trueup.cli.options import configure_logging
 from trueup.core.errors import DomainError, UnavailableError
 from trueup.core.failures import FailuresInARow
-from trueup.core.ids import incident_id
+from trueup.service.group_commit import incident_of
 from trueup.service.settings import Settings
 from trueup.storage import open_storage
 from trueup.storage.errors import StorageFullError, StorageUnavailableError
@@ -298,7 +297,7 @@ def main() -> int:
                 reply = [_portable(outcome) for outcome in storage.writes.commit(drafts)]
                 failures.succeeded()
             except Exception as exc:  # noqa: BLE001 - logged; the parent answers 503, nothing was stored
-                incident = incident_id(secrets.token_bytes(8))
+                incident = incident_of(exc)
                 failures.failed(f"group commit {incident} of {len(drafts)} requests", exc)
                 reply = _Failed(f"{type(exc).__name__}: {exc}", isinstance(exc, StorageFullError), incident)
             try:

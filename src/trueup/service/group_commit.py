@@ -26,7 +26,7 @@ from trueup.service.metrics import COMMIT_BATCH, COMMIT_SECONDS, INGEST_ITEMS
 from trueup.storage.errors import StorageUnavailableError
 from trueup.storage.write_drafts import WriteDraft, WriteResult
 
-__all__ = ["STORAGE_RETRY_AFTER_S", "CommitStore", "GroupCommitter"]
+__all__ = ["STORAGE_RETRY_AFTER_S", "CommitStore", "GroupCommitter", "incident_of"]
 
 STORAGE_RETRY_AFTER_S = 1
 """The ``Retry-After`` of a 503 for storage that failed (the API's answer on every route)."""
@@ -115,15 +115,14 @@ class GroupCommitter:
         try:
             outcomes = self._store.commit([pending.draft for pending in batch])
         except UnavailableError as exc:  # the committer process exited mid-commit, say
-            exc.incident_id = getattr(exc, "incident_id", None) or incident_id(secrets.token_bytes(8))
+            exc.incident_id = incident_of(exc)
             log.warning("group commit %s of %d requests failed: %s", exc.incident_id, len(batch), exc)
             _resolve(batch, [exc] * len(batch))
             return
         except Exception as exc:  # noqa: BLE001 - logged; every caller gets 503, nothing was stored
             # A full disk under load logged a whole traceback for every group, 19,000 of them
             # (500,000 lines) in a minute. Each reply quotes the id its group's line names.
-            # the committer process's id for it, when it failed there (its line names it too)
-            incident = getattr(exc, "incident_id", None) or incident_id(secrets.token_bytes(8))
+            incident = incident_of(exc)
             self._failures.failed(f"group commit {incident} of {len(batch)} requests", exc)
             # The reply the API gives a storage error on every other route: a client is told
             # when to retry, and nothing of the server's own text (files, hosts, classes).
@@ -180,3 +179,10 @@ def _settle(future: asyncio.Future[WriteResult], outcome: WriteResult | Exceptio
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+
+
+def incident_of(exc: BaseException) -> str:
+    """The ``err_…`` id by which a failure's reply and its log line name it: the one it carries
+    (the committer process made and logged it there), else a new one."""
+    found = getattr(exc, "incident_id", None)
+    return found if isinstance(found, str) else incident_id(secrets.token_bytes(8))
