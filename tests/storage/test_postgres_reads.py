@@ -108,3 +108,37 @@ def test_a_read_ended_on_another_thread_leaves_no_tx_on_the_thread_that_opened_i
     done.set()
     w.join(10)
     assert results and results[0] != 2, f"read saw another thread's uncommitted row: {results}"
+
+
+def _plan(rows: list[tuple[object, ...]]) -> str:
+    return "\n".join(str(row[0]) for row in rows)
+
+
+def test_a_query_in_index_order_reads_the_index_where_the_planner_would_gather_and_sort(
+    engine: PostgresEngine,
+) -> None:
+    # The sequencer's queue as the planner sees it under load: rows scattered over the table
+    # (sealing rewrites each one elsewhere), and the last ANALYZE found 20 queued where 15,000
+    # are. Autovacuum is off for the table, so no ANALYZE corrects it meanwhile.
+    with engine.write() as tx:
+        tx.execute(
+            """CREATE TABLE q (seq BIGINT PRIMARY KEY, status TEXT NOT NULL, body TEXT NOT NULL)
+               WITH (autovacuum_enabled = false)"""
+        )
+        tx.execute("CREATE INDEX q_queued ON q (seq) WHERE status = 'queued'")
+        tx.execute(
+            """INSERT INTO q SELECT g, CASE WHEN g <= 20 THEN 'queued' ELSE 'verified' END, repeat('x', 200)
+               FROM generate_series(1, 20000) AS g ORDER BY md5(g::text)"""
+        )
+        tx.execute("ANALYZE q")
+    with engine.write() as tx:
+        tx.execute("UPDATE q SET status = 'queued' WHERE seq > 5000")
+    query = "EXPLAIN SELECT seq, body FROM q WHERE status = 'queued' ORDER BY seq LIMIT 1000"
+    with engine.read() as tx:
+        guessed = _plan(tx.execute(query))
+        ordered = _plan(tx.execute_in_index_order(query))
+        after = _plan(tx.execute(query))
+    assert "Bitmap Index Scan on q_queued" in guessed  # every queued row read, then sorted
+    assert "Index Scan using q_queued" in ordered
+    assert "Sort" not in ordered
+    assert after == guessed  # the planner's settings are back for the rest of the transaction

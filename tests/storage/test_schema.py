@@ -169,3 +169,26 @@ def test_upgrading_finds_an_idempotency_key_an_older_version_stored_with_whitesp
         assert keys == ["   ", "both", "both ", "spaced", "tabbed", "twice ", "twice  "]
     finally:
         storage.close()
+
+
+def test_upgrading_leaves_room_on_the_pages_of_accounts_and_months_on_postgresql(database_url: str) -> None:
+    """Schema 15: a seal's updates of account and month rows can stay on their pages (heap-only)
+    on PostgreSQL; SQLite has no such setting, and records the version all the same."""
+    storage = open_storage(database_url, run_migrations=False)
+    try:
+        migrate(storage.engine, MIGRATIONS[:14])
+        assert migrate(storage.engine) == [15]
+        with storage.engine.read() as tx:
+            assert tx.scalar("SELECT MAX(version) FROM schema_migrations") == 15
+            if storage.engine.dialect.name != "postgresql":
+                return
+            options = dict(
+                tx.execute(
+                    """SELECT relname, array_to_string(reloptions, ',') FROM pg_class
+                        WHERE relnamespace = current_schema()::regnamespace
+                          AND relname IN ('accounts', 'account_months', 'deltas')"""
+                )
+            )
+        assert options == {"accounts": "fillfactor=70", "account_months": "fillfactor=70", "deltas": None}
+    finally:
+        storage.close()

@@ -16,7 +16,7 @@ from trueup.core.timestamps import format_canonical
 from trueup.service.container import Services, open_services
 from trueup.service.webhooks import ENDPOINT_CREATE_ROUTE
 from trueup.storage import StorageError, open_storage
-from trueup.storage.schema import CLEAR_SECRETS
+from trueup.storage.schema import CLEAR_SECRETS, SCHEMA_VERSION
 from trueup.storage.secret_box import SecretBox, SecretBoxError, is_sealed
 from trueup.storage.webhooks import UNOPENED_ERROR
 from trueup.webhooks.dispatcher import Dispatcher
@@ -188,7 +188,7 @@ def test_an_upgrade_seals_the_secrets_an_older_version_kept_in_clear(services: S
 def test_a_database_without_webhooks_is_never_marked_for_sealing(services: Services) -> None:
     with services.storage.engine.read() as tx:
         assert tx.scalar("SELECT value FROM counters WHERE name = ?", (CLEAR_SECRETS,)) is None
-        assert tx.scalar("SELECT MAX(version) FROM schema_migrations") == 14
+        assert tx.scalar("SELECT MAX(version) FROM schema_migrations") == SCHEMA_VERSION
 
 
 def test_a_store_opened_without_the_pepper_refuses_to_read_or_write_a_secret(services: Services) -> None:

@@ -105,6 +105,20 @@ class Tx(abc.ABC):
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         """Run one statement for each parameter row; return the number of rows they changed."""
 
+    def execute_in_index_order(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """:meth:`execute` a query whose rows an index gives in the order it asks for, reading
+        them through that index rather than gathering and sorting them all.
+
+        SQLite's planner already does. PostgreSQL's chooses a bitmap scan and a sort of every
+        matching row when its statistics say the rows lie scattered over the table, or that few
+        match: both are true of the sequencer's queue (``status = 'queued'``), whose rows sealing
+        rewrites elsewhere, and which the last ``ANALYZE`` may have found short. Each seal then
+        read every queued row, and every entry its predecessors left in the index until a vacuum
+        removes them, to keep the first 1,000: 17 ms a seal with 20,000 queued, where reading
+        them in order took 0.9 ms.
+        """
+        return self.execute(sql, params)
+
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         """The first row of a query, or ``None``."""
         rows = self.execute(sql, params)

@@ -76,7 +76,7 @@ class LogStore:
     def queued(self, limit: int) -> list[QueuedDelta]:
         """The oldest ``limit`` unsealed deltas, in acceptance order."""
         with self._engine.read() as tx:
-            rows = tx.execute(
+            rows = tx.execute_in_index_order(
                 """SELECT seq, tenant_id, request_id, item_index, item_key, customer_id, amount,
                           reason, metadata, occurred_at, period, salt, accepted_at
                    FROM deltas WHERE status = 'queued' ORDER BY seq LIMIT ?""",

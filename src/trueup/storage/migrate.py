@@ -162,7 +162,10 @@ def _apply(
             done = tx.one("SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,))
             if done is not None:
                 continue
-            for statement in migration.statements:
+            statements = migration.statements
+            if engine.dialect.name == "postgresql":
+                statements += migration.postgresql_only
+            for statement in statements:
                 tx.execute(engine.dialect.ddl(statement))
             tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",

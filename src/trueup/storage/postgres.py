@@ -261,6 +261,12 @@ def _storage_errors() -> Iterator[None]:
         raise StorageUnavailableError(str(exc)) from exc
 
 
+_PLANNER_SETTINGS = (
+    "SELECT set_config('enable_bitmapscan', '{setting}', true), set_config('enable_seqscan', '{setting}', true)"
+)
+"""What :meth:`_PgTx.execute_in_index_order` turns off, then on again, for its query."""
+
+
 class _PgTx(Tx):
     share_rows = " FOR SHARE"
 
@@ -275,6 +281,14 @@ class _PgTx(Tx):
         with _storage_errors():
             cursor = self._conn.execute(_to_pyformat(sql), params)
             return cursor.fetchall() if cursor.description is not None else []
+
+    def execute_in_index_order(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        # For this query only: the settings are put back, in case the transaction reads on.
+        self.execute(_PLANNER_SETTINGS.format(setting="off"))
+        try:
+            return self.execute(sql, params)
+        finally:
+            self.execute(_PLANNER_SETTINGS.format(setting="on"))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         with _storage_errors(), self._conn.cursor() as cursor:
