@@ -262,7 +262,8 @@ def _storage_errors() -> Iterator[None]:
 
 
 _PLANNER_SETTINGS = (
-    "SELECT set_config('enable_bitmapscan', '{setting}', true), set_config('enable_seqscan', '{setting}', true)"
+    "SELECT set_config('enable_bitmapscan', '{setting}', true),"
+    " set_config('enable_seqscan', '{setting}', true)"
 )
 """What :meth:`_PgTx.execute_in_index_order` turns off, then on again, for its query."""
 
