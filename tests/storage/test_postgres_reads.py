@@ -142,3 +142,8 @@ def test_a_query_in_index_order_reads_the_index_where_the_planner_would_gather_a
     assert "Index Scan using q_queued" in ordered
     assert "Sort" not in ordered
     assert after == guessed  # the planner's settings are back for the rest of the transaction
+
+
+def test_a_query_in_index_order_that_fails_raises_its_own_error(engine: PostgresEngine) -> None:
+    with engine.read() as tx, pytest.raises(psycopg.errors.DivisionByZero):
+        tx.execute_in_index_order("SELECT 1 / (id - 1) FROM t ORDER BY id")

@@ -284,12 +284,13 @@ class _PgTx(Tx):
             return cursor.fetchall() if cursor.description is not None else []
 
     def execute_in_index_order(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        # For this query only: the settings are put back, in case the transaction reads on.
+        # For this query only: the settings are put back, in case the transaction reads on. Not
+        # after a failure, which ends the transaction and its settings with it: a statement sent
+        # into the failed transaction would only hide the error with one of its own.
         self.execute(_PLANNER_SETTINGS.format(setting="off"))
-        try:
-            return self.execute(sql, params)
-        finally:
-            self.execute(_PLANNER_SETTINGS.format(setting="on"))
+        rows = self.execute(sql, params)
+        self.execute(_PLANNER_SETTINGS.format(setting="on"))
+        return rows
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         with _storage_errors(), self._conn.cursor() as cursor:
