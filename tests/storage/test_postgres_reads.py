@@ -147,3 +147,11 @@ def test_a_query_in_index_order_reads_the_index_where_the_planner_would_gather_a
 def test_a_query_in_index_order_that_fails_raises_its_own_error(engine: PostgresEngine) -> None:
     with engine.read() as tx, pytest.raises(psycopg.errors.DivisionByZero):
         tx.execute_in_index_order("SELECT 1 / (id - 1) FROM t ORDER BY id")
+
+
+def test_a_query_in_index_order_puts_the_planner_settings_back_as_they_were(engine: PostgresEngine) -> None:
+    settings = "SELECT current_setting('enable_bitmapscan'), current_setting('enable_seqscan')"
+    with engine.read() as tx:
+        tx.execute("SELECT set_config('enable_seqscan', 'off', true)")  # an operator's, say
+        assert tx.execute_in_index_order("SELECT id FROM t ORDER BY id") == [(1,)]
+        assert tx.execute(settings) == [("on", "off")]

@@ -549,3 +549,27 @@ def test_a_group_whose_transaction_ends_midway_reports_nothing_stored(
     with storage.engine.read() as tx:
         kept = tx.scalar("SELECT COUNT(*) FROM deltas WHERE item_key IN ('lost-a', 'lost-b', 'lost-c')")
     assert kept == 0
+
+
+def test_the_queue_is_read_through_its_index_in_order(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sequencer's queue read asks for index order (PostgreSQL's planner would otherwise
+    gather and sort every queued row for each seal), and its plan reads the queue's index."""
+    storage.writes.commit([draft("req_1", *(delta(f"k{i:02}", customer=f"c{i % 7}") for i in range(50)))])
+    postgres = storage.engine.dialect.name == "postgresql"
+    with storage.engine.read() as tx:
+        kind = type(tx)
+    ordered = kind.execute_in_index_order
+    plans: list[str] = []
+
+    def spy(self: Tx, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        explained = ordered(self, ("EXPLAIN " if postgres else "EXPLAIN QUERY PLAN ") + sql, params)
+        plans.append(" ".join(str(row[0] if postgres else row[3]) for row in explained))
+        return ordered(self, sql, params)
+
+    monkeypatch.setattr(kind, "execute_in_index_order", spy)
+    assert [d.key for d in storage.log.queued(20)] == [f"k{i:02}" for i in range(20)]
+    [plan] = plans
+    assert ("Index Scan using deltas_queued" if postgres else "USING INDEX deltas_queued") in plan
+    assert "Sort" not in plan and "TEMP B-TREE" not in plan

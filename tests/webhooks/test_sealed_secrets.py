@@ -149,7 +149,7 @@ def _as_an_older_version_left_it(
                 (secret, previous, endpoint_id),
             )
         tx.execute("UPDATE idempotency_keys SET response = ? WHERE idem_key = ?", (reply, reply_key))
-        tx.execute("DELETE FROM schema_migrations WHERE version = 14")
+        tx.execute("DELETE FROM schema_migrations WHERE version >= 14")
         tx.execute("DELETE FROM counters WHERE name = ?", (CLEAR_SECRETS,))
 
 

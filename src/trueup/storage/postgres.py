@@ -261,11 +261,10 @@ def _storage_errors() -> Iterator[None]:
         raise StorageUnavailableError(str(exc)) from exc
 
 
-_PLANNER_SETTINGS = (
-    "SELECT set_config('enable_bitmapscan', '{setting}', true),"
-    " set_config('enable_seqscan', '{setting}', true)"
-)
-"""What :meth:`_PgTx.execute_in_index_order` turns off, then on again, for its query."""
+_PLANNER_SETTINGS = ("enable_bitmapscan", "enable_seqscan")
+"""What :meth:`_PgTx.execute_in_index_order` turns off for its query, then back as they were."""
+_SHOW_PLANNER = "SELECT " + ", ".join(f"current_setting('{name}')" for name in _PLANNER_SETTINGS)
+_SET_PLANNER = "SELECT " + ", ".join(f"set_config('{name}', ?, true)" for name in _PLANNER_SETTINGS)
 
 
 class _PgTx(Tx):
@@ -284,12 +283,14 @@ class _PgTx(Tx):
             return cursor.fetchall() if cursor.description is not None else []
 
     def execute_in_index_order(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        # For this query only: the settings are put back, in case the transaction reads on. Not
-        # after a failure, which ends the transaction and its settings with it: a statement sent
-        # into the failed transaction would only hide the error with one of its own.
-        self.execute(_PLANNER_SETTINGS.format(setting="off"))
+        # For this query only: the settings are put back as they were (an operator may have set
+        # them, a read joined by this one goes on). Not after a failure, which ends the transaction
+        # and its settings with it: a statement sent into the failed transaction would only hide
+        # the error with one of its own.
+        before = self.execute(_SHOW_PLANNER)[0]
+        self.execute(_SET_PLANNER, ["off"] * len(_PLANNER_SETTINGS))
         rows = self.execute(sql, params)
-        self.execute(_PLANNER_SETTINGS.format(setting="on"))
+        self.execute(_SET_PLANNER, before)
         return rows
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
