@@ -3,6 +3,7 @@ script, recording every request it gets. It stops itself when its ``with`` block
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,24 @@ from trueup.webhooks.signing import EVENT_HEADER, EVENT_ID_HEADER
 
 # Safety net only: a blocked handler never waits longer than this.
 _BLOCK_LIMIT_S = 60.0
+
+
+class QuietServer(ThreadingHTTPServer):
+    """A ``ThreadingHTTPServer`` that says nothing when a client goes away mid-request.
+
+    A server under test that is stopped or killed while it sends leaves the handler an
+    ``OSError`` (a reset connection) to read or write, which the standard server prints with a
+    traceback to stderr, after the tests' own output if the handler's thread outlives the test.
+    """
+
+    dropped = 0
+    """Requests given up that way."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            self.dropped += 1
+            return
+        super().handle_error(request, client_address)
 
 
 @dataclass
@@ -46,13 +65,19 @@ class Receiver:
     script: Script = field(default=lambda received: 200)
     received: list[Received] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: ThreadingHTTPServer | None = None
+    _server: QuietServer | None = None
     _thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+
+    @property
+    def dropped(self) -> int:
+        """Requests whose sender went away before they were whole (:class:`QuietServer`)."""
+        assert self._server is not None
+        return self._server.dropped
 
     def requests(self, event_type: str | None = None) -> list[Received]:
         with self._lock:
@@ -87,7 +112,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = QuietServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, daemon=True)
