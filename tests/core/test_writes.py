@@ -186,6 +186,16 @@ def test_strict_json_refuses_nan_duplicates_and_deep_nesting() -> None:
         loads_strict(b'{"a": "x\ty"}')
 
 
+def test_a_number_with_a_fraction_or_an_exponent_is_quoted_as_sent() -> None:
+    body = b'{"items": [{"key": "k", "accountId": "c", "bits": 1e3}], "x": [2.50, -0.0, 1E-2]}'
+    document = loads_strict(body)
+    assert document["x"] == [2.5, 0.0, 0.01]  # still a float to every other reader
+    assert [strict_json.describe(v) for v in document["x"]] == ["2.50", "-0.0", "1E-2"]
+    with pytest.raises(ValidationError, match=r"^items\[0\]\.bits: must be an integer, got 1e3$"):
+        parse_writes_body(document, LIMITS)
+    assert strict_json.describe(1000.0) == "1000.0"  # a float from elsewhere has no spelling
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

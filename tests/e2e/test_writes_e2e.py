@@ -102,7 +102,7 @@ def _bad_requests() -> list[tuple[str, dict[str, str], bytes, int, str, str]]:
             b'{"items":[{"key":"k","accountId":"c","bits":1e3}]}',
             400,
             "VALIDATION_ERROR",
-            "items[0].bits",
+            "items[0].bits: must be an integer, got 1e3",  # as sent, not as 1000.0
         ),
         (
             "huge bits",

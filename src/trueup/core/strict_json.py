@@ -74,10 +74,19 @@ class _NonFiniteNumberError(ValueError):
     """A number with a fraction or an exponent beyond a double's range (``1e400``)."""
 
 
+class _SpelledFloat(float):
+    """A decoded number with a fraction or an exponent that keeps its spelling, so an error
+    message quotes what the client sent: ``1e3`` as ``1e3``, not as ``1000.0``."""
+
+    __slots__ = ("text",)
+    text: str
+
+
 def _finite_float(text: str) -> float:
-    value = float(text)
+    value = _SpelledFloat(text)
     if math.isinf(value):
         raise _NonFiniteNumberError(text)
+    value.text = text
     return value
 
 
@@ -294,7 +303,7 @@ def describe(value: object) -> str:  # noqa: PLR0911 - one early return per JSON
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
-        text = repr(value)
+        text = value.text if isinstance(value, _SpelledFloat) else repr(value)
         return text if len(text) <= 32 else text[:29] + "..."
     if isinstance(value, str):
         shown = value if len(value) <= 32 else value[:29] + "..."
