@@ -12,8 +12,9 @@ import pytest
 
 import trueup.storage.seal as seal_module
 from tests.webhooks.conftest import deliveries, events, principal_for, seal_all, write
+from trueup.api.routes.webhooks import endpoint_json
 from trueup.core.ids import anchor_id
-from trueup.core.timestamps import format_canonical
+from trueup.core.timestamps import format_canonical, format_wire
 from trueup.service.container import Services
 from trueup.service.keys import Principal
 from trueup.storage.outbox import NewEvent, active_subscriptions, enqueue
@@ -318,6 +319,12 @@ def test_a_rotated_secret_signs_beside_the_new_one_for_24_hours(services: Servic
     after = format_canonical(start + timedelta(hours=24, seconds=1))
     assert record.signing_secrets(within) == (rotated.secret, issued.secret)
     assert record.signing_secrets(after) == (rotated.secret,)
+    assert record.previous_signs_until(within) == record.previous_expires_at
+    assert record.previous_signs_until(after) is None
+    # The API shows when the previous secret stops signing, and null once it has.
+    assert endpoint_json(record)["previousSecretExpiresAt"] == format_wire(record.previous_expires_at)
+    past = format_canonical(datetime.now(UTC) - timedelta(seconds=1))
+    assert endpoint_json(replace(record, previous_expires_at=past))["previousSecretExpiresAt"] is None
 
 
 def test_a_delivered_send_marks_the_delivery_delivered_after_another_sends_failure(

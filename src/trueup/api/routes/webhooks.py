@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -28,7 +29,7 @@ from trueup.api.schemas.webhooks import (
 )
 from trueup.api.unknown_params import RefusingUnknownParameters
 from trueup.core.errors import ValidationError
-from trueup.core.timestamps import format_wire
+from trueup.core.timestamps import format_canonical, format_wire
 from trueup.service.webhook_targets import MAX_URL_LENGTH
 from trueup.service.webhooks import ENDPOINT_CREATE_ROUTE
 from trueup.storage.webhooks import DeliveryView, EndpointRecord
@@ -41,6 +42,9 @@ def _time(value: str | None) -> str | None:
 
 
 def endpoint_json(endpoint: EndpointRecord) -> dict[str, Any]:
+    # previousSecretExpiresAt is null once the previous secret has stopped signing: a time in
+    # the past would read as an overlap still to come to a client that does not compare clocks.
+    now = format_canonical(datetime.now(UTC))
     return {
         "id": endpoint.id,
         "url": endpoint.url,
@@ -48,7 +52,7 @@ def endpoint_json(endpoint: EndpointRecord) -> dict[str, Any]:
         "events": list(endpoint.events) or ["*"],
         "createdAt": format_wire(endpoint.created_at),
         "rotatedAt": _time(endpoint.rotated_at),
-        "previousSecretExpiresAt": _time(endpoint.previous_expires_at),
+        "previousSecretExpiresAt": _time(endpoint.previous_signs_until(now)),
     }
 
 

@@ -52,7 +52,10 @@ class WebhookEndpointModel(BaseModel):
     createdAt: str
     rotatedAt: str | None
     previousSecretExpiresAt: str | None = Field(
-        description="until then deliveries are signed with the new and the previous secret"
+        description=(
+            "until then deliveries are signed with the new and the previous secret; "
+            "null when no previous secret signs"
+        )
     )
 
 
