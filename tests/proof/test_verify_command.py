@@ -90,7 +90,14 @@ def test_a_key_asked_wrongly_is_exit_2_whatever_the_bundle_file(
     assert capsys.readouterr().out.startswith("FAILED: --key is empty")
     assert verify.run([str(missing), "--key", str(tmp_path / "no-key")]) == 2
     assert "is neither a verifier key" in capsys.readouterr().out
-    assert verify.run([str(missing), "--key", VKEY]) == 1  # the key is right: the file is the work
+    # With the key right, a bundle that cannot be read is still nothing checked: 2, not 1.
+    assert verify.run([str(missing), "--key", VKEY]) == 2
+    assert capsys.readouterr().out.startswith("FAILED: cannot read the bundle: ")
+    assert verify.run([str(tmp_path), "--key", VKEY]) == 2  # a directory
+    assert capsys.readouterr().out.startswith("FAILED: cannot read the bundle: ")
+    not_text = tmp_path / "not-text.json"
+    not_text.write_bytes(b'{"leaf": "\xff"}')
+    assert verify.run([str(not_text), "--key", VKEY]) == 1  # a file that is there and is no bundle
     assert capsys.readouterr().out.startswith("FAILED: cannot read the bundle: ")
     # `trueup proof … > bundle.json` that failed leaves an empty file: said as that, not as bad JSON.
     empty = tmp_path / "empty.json"

@@ -3,8 +3,10 @@
 Imports only the standard library, ``cryptography``, :mod:`trueup.proof` and
 :mod:`trueup.cli.keyarg`: it trusts nothing but the pinned verifier key. Prints one line; exits
 0 when every check passes, naming the delta the leaf proves (amount, customer, tenant, key,
-time), 1 naming the check that failed (or what is wrong with the bundle), and 2 when ``--key``
-is empty, names no file or holds no verifier key.
+time), 1 naming the check that failed (or what is wrong with the bundle), and 2 when there is
+nothing to check: ``--key`` is empty, names no file or holds no verifier key, or the bundle's
+file cannot be read (as ``grep`` and ``diff`` say trouble with 2: a script that alarms on 1
+is not told of tampering when a path was wrong).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from trueup.cli.keyarg import KeyArgumentError, add_key_arguments, read_verifier_key
 from trueup.proof import ProofError, leaf_fields_from_json, load_bundle, verify_bundle
@@ -33,15 +36,10 @@ def run(argv: list[str]) -> int:
     except KeyArgumentError as exc:  # asked wrongly, not a check that failed
         print(f"FAILED: {exc}")
         return 2
-    try:
-        text = sys.stdin.read() if args.bundle == "-" else Path(args.bundle).read_text("utf-8")
-        text = text.removeprefix("\ufeff")  # a byte order mark, which some editors write, is not JSON
-    except (OSError, ValueError) as exc:
-        print(f"FAILED: cannot read the bundle: {exc}")
-        return 1
-    if not text.strip():  # what `trueup proof … > bundle.json` leaves when the proof fails
-        print("FAILED: the bundle is empty (did the command that was to write it fail?)")
-        return 1
+    text = _bundle_text(args.bundle)
+    if isinstance(text, _Unread):
+        print(f"FAILED: {text.problem}")
+        return text.exit_code
     try:
         bundle = load_bundle(text)
         # A note signed by the pinned key but naming another log is not this log's checkpoint.
@@ -64,3 +62,22 @@ def run(argv: list[str]) -> int:
         f"occurred at {leaf.occurred_at}"
     )
     return 0
+
+
+class _Unread(NamedTuple):
+    problem: str
+    exit_code: int
+
+
+def _bundle_text(name: str) -> str | _Unread:
+    """The bundle file's text (``-``: standard input), or why there is none to check."""
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text("utf-8")
+        text = text.removeprefix("\ufeff")  # a byte order mark, which some editors write, is not JSON
+    except OSError as exc:  # no file, a directory, no permission: nothing was checked
+        return _Unread(f"cannot read the bundle: {exc}", 2)
+    except ValueError as exc:  # the file is there and is not UTF-8 text: a bundle that fails
+        return _Unread(f"cannot read the bundle: {exc}", 1)
+    if not text.strip():  # what `trueup proof … > bundle.json` leaves when the proof fails
+        return _Unread("the bundle is empty (did the command that was to write it fail?)", 1)
+    return text
