@@ -492,6 +492,25 @@ def test_the_log_level_of_serve_holds_for_the_processes_it_starts(tmp_path: Path
     with ServerProcess(tmp_path / "told", None, extra_args=["--log-level", "info"]) as server:
         write_and_wait_verified(server, create_key(server.data_dir, None), "told")
     assert "INFO trueup.service.roles: this process holds the sequencer role" in server.log()
+    assert '"POST /api/v1/writes HTTP/1.1"' not in server.log()  # no access log unless asked
+
+
+def test_access_log_writes_a_line_per_request_answered(tmp_path: Path) -> None:
+    args = ["--log-level", "info", "--access-log"]
+    with ServerProcess(tmp_path / "logged", None, extra_args=args) as server:
+        key = create_key(server.data_dir, None)
+        write_and_wait_verified(server, key, "logged")  # the write goes by the fast path
+        refused = httpx.post(
+            f"{server.base_url}/api/v1/writes?x=1", headers={"X-Api-Key": key}, json={"items": []}
+        )
+        assert refused.status_code == 400
+    lines = server.log().splitlines()
+    assert any(
+        "INFO uvicorn.access: 127.0.0.1:" in line and line.endswith('"POST /api/v1/writes HTTP/1.1" 202')
+        for line in lines
+    ), server.log()
+    assert any(line.endswith('"POST /api/v1/writes?x=1 HTTP/1.1" 400') for line in lines), server.log()
+    assert not any(key in line for line in lines)  # the key travels in a header, never logged
 
 
 def test_a_postgresql_server_that_is_not_there_is_said_at_once_with_its_cause(tmp_path: Path) -> None:

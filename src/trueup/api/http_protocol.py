@@ -40,6 +40,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.utils import get_client_addr
 
 from trueup.api.errors import error_body
 from trueup.api.fastpath import WriteAnswers
@@ -704,10 +705,10 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             await self.flow.drain()
         if answering.disconnected:
             return  # as uvicorn's cycle: nothing written, and the request not counted as answered
-        reply = None
+        reply, status = None, 500
         if response is not None:
             try:
-                reply = self._render(response, answering)
+                reply, status = self._render(response, answering), response.status_code
             except RuntimeError:
                 self.logger.exception("Exception in ASGI application")
         if reply is None:
@@ -715,6 +716,9 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             reply = b"".join([STATUS_LINE[500], *self._default_head(), _PLAIN_500])
         if not self.transport.is_closing():
             self.transport.write(reply)
+        if self.access_log:  # `trueup serve --access-log`: the line uvicorn's cycle logs
+            client = get_client_addr(answering.scope)
+            self.access_logger.info('%s - "POST %s HTTP/1.1" %d', client, answering.scope["path"], status)
         answering.response_complete = True
         if not answering.keep_alive:
             self.transport.close()

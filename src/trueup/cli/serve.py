@@ -89,6 +89,12 @@ def run(argv: list[str]) -> int:
         choices=LOG_LEVELS,
         help="lowest level logged, by this server and the processes it starts (default info)",
     )
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log a line for each request answered (client address, method, path, status) at "
+        "level info; off by default: each line costs CPU on every request",
+    )
     add_storage_options(serve)
     return _serve(serve.parse_args(argv))
 
@@ -457,7 +463,7 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
         "loop": "uvloop",
         "http": OneWriteHttpToolsProtocol,
         "headers": list(RESPONSE_HEADERS),  # on every reply, the protocol's own too
-        "access_log": False,
+        "access_log": args.access_log,
         "log_config": None,  # uvicorn's lines in Trueup's format (configure_logging), with their time
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
     }
