@@ -150,8 +150,11 @@ def test_a_query_in_index_order_that_fails_raises_its_own_error(engine: Postgres
 
 
 def test_a_query_in_index_order_puts_the_planner_settings_back_as_they_were(engine: PostgresEngine) -> None:
-    settings = "SELECT current_setting('enable_bitmapscan'), current_setting('enable_seqscan')"
+    settings = (
+        "SELECT current_setting('enable_bitmapscan'), current_setting('enable_seqscan'), "
+        "current_setting('enable_sort')"
+    )
     with engine.read() as tx:
         tx.execute("SELECT set_config('enable_seqscan', 'off', true)")  # an operator's, say
         assert tx.execute_in_index_order("SELECT id FROM t ORDER BY id") == [(1,)]
-        assert tx.execute(settings) == [("on", "off")]
+        assert tx.execute(settings) == [("on", "off", "on")]

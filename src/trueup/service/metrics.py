@@ -121,6 +121,18 @@ def observe_seal(seconds: float, sealed: int, tree_size: int) -> None:
 WEBHOOK_ATTEMPTS = Counter(
     "trueup_webhook_attempts", "Webhook delivery attempts by outcome", ["outcome"], registry=REGISTRY
 )
+WEBHOOK_PENDING = Gauge(
+    "trueup_webhook_pending",
+    "Webhook deliveries pending: due now, or waiting for a retry",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+WEBHOOK_DUE_AGE = Gauge(
+    "trueup_webhook_oldest_due_age_seconds",
+    "How long the earliest pending webhook delivery has been due (0 when none is due yet)",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
 WEBHOOK_PRUNED = Counter(
     "trueup_webhook_pruned_rows",
     "Rows of webhook_events, webhook_deliveries and webhook_attempts pruned past the retention",
@@ -156,12 +168,17 @@ def render() -> bytes:
 
 
 def refresh_database_gauges(storage: Storage) -> None:
-    """Set the gauges read from the database (queue, roles, tree size) before a scrape, each
-    read waiting at most :data:`PROBE_WAIT_S` for a connection (a ``StorageError`` after it)."""
+    """Set the gauges read from the database (queue, roles, tree size, webhook backlog) before
+    a scrape, each read waiting at most :data:`PROBE_WAIT_S` for a connection (a
+    ``StorageError`` after it)."""
     probe = storage.probe(PROBE_WAIT_S)
+    now = datetime.now(UTC)
     oldest = probe.oldest_queued_at
     QUEUE_DEPTH.set(probe.queue_depth)
-    QUEUE_AGE.set(0 if oldest is None else (datetime.now(UTC) - parse_canonical(oldest)).total_seconds())
+    QUEUE_AGE.set(0 if oldest is None else (now - parse_canonical(oldest)).total_seconds())
+    pending, due_at = storage.webhooks.backlog(PROBE_WAIT_S)
+    WEBHOOK_PENDING.set(pending)
+    WEBHOOK_DUE_AGE.set(0 if due_at is None else max(0.0, (now - parse_canonical(due_at)).total_seconds()))
     for role, held in probe.roles_held.items():
         if held is not None:  # not known: the gauge keeps what it last said
             ROLE_HELD.labels(role).set(int(held))

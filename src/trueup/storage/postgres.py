@@ -261,7 +261,7 @@ def _storage_errors() -> Iterator[None]:
         raise StorageUnavailableError(str(exc)) from exc
 
 
-_PLANNER_SETTINGS = ("enable_bitmapscan", "enable_seqscan")
+_PLANNER_SETTINGS = ("enable_bitmapscan", "enable_seqscan", "enable_sort")
 """What :meth:`_PgTx.execute_in_index_order` turns off for its query, then back as they were."""
 _SHOW_PLANNER = "SELECT " + ", ".join(f"current_setting('{name}')" for name in _PLANNER_SETTINGS)
 _SET_PLANNER = "SELECT " + ", ".join(f"set_config('{name}', ?, true)" for name in _PLANNER_SETTINGS)

@@ -61,6 +61,13 @@ _MAX_ERROR = 500
 _BACKOFF_ON_STORAGE_ERROR_S = 1.0
 _BATCH_WINDOW_S = 0.02
 _TURNS_EVERY_S = 1.0
+_HANDED_PER_WORKER = 8
+"""How many deliveries per worker may be handed out and not yet recorded: being sent, or
+waiting in the queue for a worker (each is read again before it is sent, so one whose endpoint
+was deleted meanwhile is dropped). A round hands out at most what is free of it and then lets
+finished attempts gather for :data:`_BATCH_WINDOW_S`: with 2 per worker the rounds, not the
+receiver, set the pace. With 8, a receiver that answers at once got 1.18x as many deliveries a
+second on SQLite and 1.31x on PostgreSQL (785 and 560/s with 8 workers, in alternated runs)."""
 DRAIN_S = 5.0
 """How long a dispatcher that stops (or loses its role) waits for attempts already on the wire,
 so that their outcome is recorded: on a stop, rather than the delivery sent again; on a lost
@@ -86,8 +93,10 @@ def _utcnow() -> datetime:
 class Dispatcher(ElectedRole):
     """Delivers pending webhook deliveries from a background thread while it holds the role.
 
-    ``workers`` bounds the deliveries in flight; ``poll_s`` how long an idle dispatcher waits
-    before looking for due deliveries again (a seal that wrote events wakes it at once).
+    ``workers`` is how many attempts are made at once (and :data:`_HANDED_PER_WORKER` times
+    it bounds the deliveries handed out and not yet recorded); ``poll_s`` how long an idle
+    dispatcher waits before looking for due deliveries again (a seal that wrote events wakes it
+    at once).
     """
 
     role = "dispatcher"
@@ -344,7 +353,7 @@ class Dispatcher(ElectedRole):
         picked one at a time for the tenant with the fewest in flight, then the one served
         longest ago (:meth:`_in_turns`); each goes to the workers ahead of those of tenants
         with more in flight."""
-        free = 2 * self._workers - len(self._in_flight)
+        free = _HANDED_PER_WORKER * self._workers - len(self._in_flight)
         now = self._now()
         if free > 0:
             stamp = format_canonical(now)
