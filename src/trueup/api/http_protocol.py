@@ -30,6 +30,7 @@ each such case (and the tests compare the two ways' replies).
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import sys
@@ -182,14 +183,33 @@ class _Answering:
         self.keep_alive = True
 
 
-def _find_answers(app: Any) -> WriteAnswers | None:
-    """The app's :class:`WriteAnswers`, under uvicorn's proxy-headers layer (which only sets the
-    client's address, which no write reads). Under any other layer, ``None``: whatever it does
-    must see every request, so every request goes the usual way."""
+def _find_answers(app: Any) -> tuple[WriteAnswers | None, tuple[ProxyHeadersMiddleware, ...]]:
+    """The app's :class:`WriteAnswers`, under uvicorn's proxy-headers layers (which only set the
+    client's address and scheme, which no write reads; the access log's line does, and takes
+    them from :func:`_as_forwarded`), and those layers. Under any other layer, ``None``:
+    whatever it does must see every request, so every request goes the usual way."""
+    proxies: list[ProxyHeadersMiddleware] = []
     while isinstance(app, ProxyHeadersMiddleware):
+        proxies.append(app)
         app = app.app
     answers = getattr(getattr(app, "state", None), "write_answers", None)
-    return answers if isinstance(answers, WriteAnswers) else None
+    return (answers if isinstance(answers, WriteAnswers) else None), tuple(proxies)
+
+
+async def _ignore(*_: Any) -> Any:  # app, receive and send of a layer run for its scope only
+    return None
+
+
+async def _as_forwarded(scope: Any, proxies: tuple[ProxyHeadersMiddleware, ...]) -> Any:
+    """A copy of ``scope`` as uvicorn's proxy-headers layers hand it to the app: the client a
+    trusted proxy names in ``X-Forwarded-For``, as the access log gives it for every request
+    that goes the usual way."""
+    forwarded: Any = dict(scope)  # uvicorn's HTTPScope, a TypedDict
+    for proxy in proxies:
+        layer = copy.copy(proxy)
+        layer.app = _ignore
+        await layer(forwarded, _ignore, _ignore)
+    return forwarded
 
 
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
@@ -254,6 +274,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     _answering: _Answering | None = None
     _earlier_cycle: Any = None  # the cycle before it, put back if the write goes the usual way
     _answers: WriteAnswers | None = None
+    _proxies: tuple[ProxyHeadersMiddleware, ...] = ()  # the proxy-headers layers above the app
     _untaken_target = 0  # bytes of the target of a head that could not be taken, let go of
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -261,7 +282,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         # A root path or a concurrency limit (neither of which `trueup serve` sets) changes how
         # uvicorn's cycle takes a request: then every request goes that way.
         plain_server = not self.root_path and self.limit_concurrency is None
-        self._answers = _find_answers(self.app) if plain_server else None
+        self._answers, self._proxies = _find_answers(self.app) if plain_server else (None, ())
         self._watch_head()
 
     def data_received(self, data: bytes) -> None:
@@ -717,7 +738,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.write(reply)
         if self.access_log:  # `trueup serve --access-log`: the line uvicorn's cycle logs
-            client = get_client_addr(answering.scope)
+            client = get_client_addr(await _as_forwarded(answering.scope, self._proxies))
             self.access_logger.info('%s - "POST %s HTTP/1.1" %d', client, answering.scope["path"], status)
         answering.response_complete = True
         if not answering.keep_alive:

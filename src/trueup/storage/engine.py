@@ -117,7 +117,7 @@ class Tx(abc.ABC):
         removes them, to keep the first 1,000: 17 ms a seal with 20,000 queued, where reading
         them in order took 0.9 ms. It also starts a join from a small table it has no
         statistics of, and sorts what the join gives: the dispatcher's look for due deliveries
-        joined all of a backlog of 30,000 to keep 16 (100 ms; 0.1 ms in order).
+        joined all of a backlog of 30,000 to keep the first 16 (100 ms; 0.1 ms in order).
         """
         return self.execute(sql, params)
 

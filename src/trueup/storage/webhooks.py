@@ -446,24 +446,16 @@ class WebhookStore:
         endpoint (which are never sent): one of those, always due, kept the dispatcher from
         ever waiting its poll interval between looks."""
         with self._engine.read() as tx:
-            rows = tx.execute_in_index_order(  # as due's, for the same reason
-                """SELECT d.next_attempt_at FROM webhook_deliveries d
-                   JOIN webhook_endpoints p ON p.id = d.endpoint_id
-                   WHERE d.status = 'pending' AND p.deleted_at IS NULL
-                   ORDER BY d.next_attempt_at LIMIT 1"""
-            )
-        return str(rows[0][0]) if rows else None
+            return _next_due(tx)
 
     def backlog(self, wait_s: float | None = None) -> tuple[int, str | None]:
-        """``(deliveries pending, when the earliest of them is or was due)``: the dispatcher's
-        backlog as ``/metrics`` shows it; ``wait_s`` bounds the wait for a pooled connection
-        (:meth:`Engine.read`). One read of the partial index on pending deliveries."""
+        """``(deliveries pending, when the earliest pending to an active endpoint is or was
+        due)``: the dispatcher's backlog as ``/metrics`` shows it; ``wait_s`` bounds the wait for
+        a pooled connection (:meth:`Engine.read`). The count reads the partial index of pending
+        deliveries, all of it, as the queue's depth does."""
         with self._engine.read(wait_s) as tx:
-            row = tx.one(
-                "SELECT COUNT(*), MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'"
-            )
-        assert row is not None
-        return int(row[0]), None if row[1] is None else str(row[1])
+            count = int(tx.scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending'"))
+            return count, _next_due(tx)
 
     def record_attempts(self, outcomes: Sequence[AttemptOutcome]) -> list[AttemptOutcome]:
         """Log finished attempts and move their deliveries on, in one transaction; return the
@@ -541,6 +533,16 @@ class WebhookStore:
         with self._engine.write() as tx:
             self._engine.serialize(tx, _DELIVERY_UPDATES)
             return prune_batch(tx, cutoff, after, max_rows, scan)
+
+
+def _next_due(tx: Tx) -> str | None:
+    rows = tx.execute_in_index_order(  # as WebhookStore.due's, for the same reason
+        """SELECT d.next_attempt_at FROM webhook_deliveries d
+           JOIN webhook_endpoints p ON p.id = d.endpoint_id
+           WHERE d.status = 'pending' AND p.deleted_at IS NULL
+           ORDER BY d.next_attempt_at LIMIT 1"""
+    )
+    return str(rows[0][0]) if rows else None
 
 
 _OUTCOME_KINDS = ("text", "text", "text", "text", "text", "bigint", "text", "text", "text")
