@@ -30,7 +30,8 @@ def test_the_probes_read_the_queue_with_the_probe_s_wait(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each read a probe makes waits at most PROBE_WAIT_S for its connection, and a probe makes
-    as few as it can: /readyz one (the queue and the roles), /metrics two (and the head)."""
+    as few as it can: /readyz one (the queue and the roles), /metrics three (and the head, and
+    the webhook backlog)."""
     asked: list[float | None] = []
     real = services.storage.engine.read
 
@@ -46,4 +47,4 @@ def test_the_probes_read_the_queue_with_the_probe_s_wait(
             return [(await client.get(path)).status_code for path in ("/readyz", "/metrics")]
 
     assert asyncio.run(probe()) == [200, 200]
-    assert asked == [PROBE_WAIT_S] * 3
+    assert asked == [PROBE_WAIT_S] * 4
