@@ -42,13 +42,13 @@ class EndpointRecord:
     def signing_secrets(self, now: str) -> tuple[str, ...]:
         """The secrets that sign a delivery made at ``now``: current first, then the previous
         one while its overlap lasts."""
-        if self.previous_signs_until(now) is not None and self.previous_secret:
+        if self.previous_secret and self.previous_signs_until(now) is not None:
             return (self.secret, self.previous_secret)
         return (self.secret,)
 
     def previous_signs_until(self, now: str) -> str | None:
-        """When the previous secret stops signing, if it still signs at ``now``."""
-        if self.previous_expires_at is not None and now < self.previous_expires_at:
+        """When the previous secret stops signing, if there is one and it still signs at ``now``."""
+        if self.previous_secret and self.previous_expires_at is not None and now < self.previous_expires_at:
             return self.previous_expires_at
         return None
 
