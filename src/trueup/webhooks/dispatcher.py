@@ -30,10 +30,11 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from trueup.core.failures import FailuresInARow
+from trueup.core.group_read import GroupRead
 from trueup.core.timestamps import format_canonical, parse_canonical
 from trueup.service.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_PRUNED
 from trueup.service.roles import ElectedRole
@@ -138,6 +139,8 @@ class Dispatcher(ElectedRole):
         """Handed out, then found no longer due when a worker took it (its endpoint deleted, say)."""
         self._in_flight: dict[tuple[str, str], str] = {}
         """(event, endpoint) handed to the workers and not yet recorded: the tenant of each."""
+        self._rereads = GroupRead[tuple[str, str], DueDelivery](self._read_again)
+        """The workers' reads of a delivery just before sending it, one read for those that ask at once."""
         self._turns_at = -math.inf  # when the due deliveries were last taken in turns (monotonic)
         self._last_handed: dict[str, int] = {}
         """When each tenant last had a delivery handed out (the order of ``_handed``)."""
@@ -429,15 +432,19 @@ class Dispatcher(ElectedRole):
         """The delivery as it stands now, or ``None`` when it is no longer pending to an active
         endpoint. A delivery may wait in the queue for a worker for as long as a timeout or two
         (receivers that do not answer hold every worker), and its endpoint may be deleted (its
-        deliveries failed) or its secret rotated meanwhile: what is sent is what stands now."""
+        deliveries failed) or its secret rotated meanwhile: what is sent is what stands now.
+        Workers that ask at once share a read, begun after each of them asked (``_rereads``)."""
         try:
-            found = self._storage.webhooks.due_by_keys([(delivery.event_id, delivery.endpoint_id)])
+            found = self._rereads.current((delivery.event_id, delivery.endpoint_id))
         except Exception as exc:  # noqa: BLE001 - still pending: handed out again when it can be read
             log.warning("could not read webhook delivery %s before sending it: %s", delivery.event_id, exc)
             return None
-        if not found or found[0].due_at > format_canonical(self._now()):
+        if found is None or found.due_at > format_canonical(self._now()):
             return None  # not pending, or put off meanwhile (another dispatcher's attempt)
-        return found[0]
+        return found
+
+    def _read_again(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], DueDelivery]:
+        return {(d.event_id, d.endpoint_id): d for d in self._storage.webhooks.due_by_keys(keys)}
 
     def attempt(self, delivery: DueDelivery) -> AttemptOutcome:
         """Send one delivery once and say what happened. Never raises: whatever goes wrong
