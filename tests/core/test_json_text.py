@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trueup.core.json_text import dumps
+from trueup.core.json_text import dumps, quoted
 
 _SCALARS = st.none() | st.booleans() | st.integers() | st.text()
 _VALUES = st.recursive(
@@ -31,3 +31,22 @@ def test_integers_beyond_64_bits_stay_exact() -> None:
     big = {"delta": 2**64 + 1, "balance": -(2**70), "note": "ünïcode \u2028 \x00"}
     assert dumps(big) == _standard(big)
     assert json.loads(dumps(big))["delta"] == 2**64 + 1
+
+
+@given(st.text())
+def test_quoted_text_is_the_json_string_of_it(text: str) -> None:
+    assert quoted(text) == json.dumps(text, ensure_ascii=False)
+    assert json.loads(quoted(text)) == text
+
+
+def test_quoted_escapes_quotes_backslashes_and_control_characters_only() -> None:
+    assert quoted("abc") == '"abc"'
+    assert quoted('a"b\\c') == '"a\\"b\\\\c"'
+    assert quoted("\t\n\x00\x1f") == '"\\t\\n\\u0000\\u001f"'
+    assert quoted("caf\u00e9 \u2028") == '"caf\u00e9 \u2028"'
+
+
+def test_an_unpaired_surrogate_is_quoted_as_its_escape() -> None:
+    shown = quoted("a\ud800b\U0001f600")
+    assert shown == '"a\\ud800b\U0001f600"'
+    assert shown.encode("utf-8") and json.loads(shown) == "a\ud800b\U0001f600"

@@ -78,8 +78,8 @@ def test_zero_and_out_of_range_bits_are_refused() -> None:
         ("has space", "may contain only"),
         ("ümlaut", "may contain only"),
         (7, "must be a string"),
-        (".", "must not be '.' or '..'"),  # dot segments: a client drops them from a URL
-        ("..", "must not be '.' or '..'"),
+        (".", 'must not be "." or ".."'),  # dot segments: a client drops them from a URL
+        ("..", 'must not be "." or ".."'),
     ],
 )
 def test_account_ids_follow_the_pattern(account: object, problem: str) -> None:
@@ -155,7 +155,7 @@ def test_strict_json_refuses_nan_duplicates_and_deep_nesting() -> None:
         loads_strict(b'{"a": NaN}')
     with pytest.raises(ValidationError, match="Infinity"):
         loads_strict(b'{"a": -Infinity}')
-    with pytest.raises(ValidationError, match="duplicate key 'a'"):
+    with pytest.raises(ValidationError, match='duplicate key "a"'):
         loads_strict(b'{"a": 1, "a": 2}')
     nested: list[object] = []
     for _ in range(39):
@@ -225,11 +225,11 @@ def test_strict_json_names_a_bad_number_even_when_more_is_wrong_after_it() -> No
 def test_strict_json_names_the_object_that_repeats_a_key() -> None:
     items = [{"key": f"k{i}", "accountId": "c", "bits": 1} for i in range(600)]
     text = json.dumps({"items": items}).replace('"k537", ', '"k537", "bits": 1, ', 1)
-    with pytest.raises(ValidationError, match=r"^items\[537\]: duplicate key 'bits' in a JSON object$"):
+    with pytest.raises(ValidationError, match=r'^items\[537\]: duplicate key "bits" in a JSON object$'):
         loads_strict(text.encode())
-    with pytest.raises(ValidationError, match=r"^body: duplicate key 'a' in a JSON object$"):
+    with pytest.raises(ValidationError, match=r'^body: duplicate key "a" in a JSON object$'):
         loads_strict(b'{"a": 1, "b": [], "a": 2}')
-    with pytest.raises(ValidationError, match=r"^x\[1\]\.y: duplicate key 'z' in a JSON object$"):
+    with pytest.raises(ValidationError, match=r'^x\[1\]\.y: duplicate key "z" in a JSON object$'):
         loads_strict(b'{"x": [{}, {"y": {"z": 1, "z": 1}}]}')
 
 

@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 from tests.e2e.conftest import Running
 from tests.e2e.server import wait_until
+from trueup.core.json_text import quoted
 from trueup.core.scopes import DERIVE_PARAMS
 
 pytestmark = pytest.mark.e2e
@@ -338,7 +339,7 @@ def test_a_repeated_member_is_a_400_naming_the_object(
     text = json.dumps(fields)[:-1] + f", {json.dumps(repeated)}: {json.dumps(fields[repeated])}}}"
     reply = client.post("/api/v1/writes", content=('{"items": [' + text + "]}").encode())
     assert reply.status_code == 400, reply.text
-    assert _document(reply)["message"].startswith(f"items[0]: duplicate key '{repeated}'")
+    assert _document(reply)["message"].startswith(f"items[0]: duplicate key {quoted(repeated)}")
 
 
 # -- derive and compare --------------------------------------------------------------------------

@@ -60,7 +60,7 @@ def _error(response: httpx.Response, status: int) -> str:
         (  # an account no client could derive: it drops the dot segment from the URL
             "/api/v1/balance/delta",
             rb'{"customerId":"..","delta":1,"reason":"r"}',
-            "customerId: must not be '.' or '..'",
+            'customerId: must not be "." or ".."',
         ),
     ],
 )

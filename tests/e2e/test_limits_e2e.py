@@ -67,7 +67,7 @@ def test_a_plan_the_server_has_no_allowance_for_stores_nothing(tmp_path: Path) -
         refused = httpx.post(f"{server.base_url}/api/v1/writes", headers=headers, json=_items("g", 1))
         assert (refused.status_code, refused.json()["code"]) == (402, "PLAN_LIMIT_EXCEEDED")
         assert refused.json()["message"] == (
-            "the tenant's plan 'gold' has no allowance on this server, so nothing is stored; "
+            'the tenant\'s plan "gold" has no allowance on this server, so nothing is stored; '
             "the operator sets it in TRUEUP_PLAN_ALLOWANCES (gold=<count> or gold=unlimited)"
         )
         usage = httpx.get(f"{server.base_url}/api/v1/balance/usage", headers=headers).json()["data"]

@@ -157,7 +157,7 @@ def test_emit_batch_reports_each_delta(running: Running) -> None:
     ).json()["data"]
     assert conflict["results"][1]["code"] == "DUPLICATE_KEY"
     assert conflict["results"][1]["error"].startswith(
-        "deltas[1]: referenceId 'batch-ref-1' already exists with different delta, reason;"
+        'deltas[1]: referenceId "batch-ref-1" already exists with different delta, reason;'
     )
     oversized = httpx.post(
         f"{running.url}/api/v1/balance/delta/batch",

@@ -254,7 +254,7 @@ def test_replayed_items_are_not_stored_twice_and_changed_ones_conflict(running: 
     assert conflict.status_code == 409
     assert conflict.json()["code"] == "DUPLICATE_KEY"
     assert conflict.json()["message"] == (
-        "items[0]: key 'dup-1' already exists with different bits; use a new key or send identical content"
+        'items[0]: key "dup-1" already exists with different bits; use a new key or send identical content'
     )
     status = httpx.get(
         f"{running.url}/api/v1/writes/{again.json()['data']['requestId']}", headers=running.headers

@@ -264,7 +264,7 @@ def test_a_period_whose_opening_balance_passes_64_bits_is_refused_with_a_409(unl
     for start in range(0, len(items), 1000):
         write(services, who, *items[start : start + 1000])
     seal_all(services)
-    with pytest.raises(ConflictError, match=r"^period: the balance of customer 'big' before 2026-09 is "):
+    with pytest.raises(ConflictError, match=r'^period: the balance of customer "big" before 2026-09 is '):
         services.balances.lock_period(who, {"customerId": "big", "period": "2026-09"})
     assert services.balances.checkpoints(who, "big", {}, 10, 0) == ([], 0)
     august, created = services.balances.lock_period(who, {"customerId": "big", "period": "2026-08"})
@@ -382,7 +382,7 @@ def test_a_receipt_for_a_customer_never_written_to_names_the_customer(services: 
     it is, not advice to lock a period that cannot be locked; a known customer's unlocked
     period is CHECKPOINT_NOT_FOUND, and another tenant's customer is unknown."""
     who = seed_history(services)
-    with pytest.raises(CustomerNotFoundError, match="customer 'nobody' has no deltas"):
+    with pytest.raises(CustomerNotFoundError, match='customer "nobody" has no deltas'):
         services.balances.receipt(who, "nobody", {"period": "2026-02"})
     with pytest.raises(CustomerNotFoundError):
         services.balances.lock_period(who, {"customerId": "nobody", "period": "2026-02"})
@@ -404,7 +404,7 @@ def test_another_customer_s_checkpoint_is_not_a_starting_point(services: Service
         # checkpoint of this log", though it is one, of another customer).
         with pytest.raises(
             CheckpointNotFoundError,
-            match=f"^startingCheckpoint '{checkpoint}' is not a checkpoint of customer 'other'$",
+            match=f'^startingCheckpoint "{checkpoint}" is not a checkpoint of customer "other"$',
         ):
             services.balances.derive(who, "other", {"startingCheckpoint": checkpoint})
     assert services.balances.derive(who, "other", {}).balance == 700

@@ -294,7 +294,7 @@ def test_a_target_the_policy_now_refuses_is_recorded_and_retried(services: Servi
     (due,) = services.storage.webhooks.due("9999-12-31T00:00:00.000000Z", 10)
     outcome = dispatcher.attempt(due)
     assert not outcome.delivered and outcome.status_code is None
-    assert outcome.error is not None and outcome.error.startswith("target refused: url: host '127.0.0.1'")
+    assert outcome.error is not None and outcome.error.startswith('target refused: url: host "127.0.0.1"')
     assert outcome.next_attempt_at is not None and outcome.attempt == 1
 
 

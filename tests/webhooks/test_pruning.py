@@ -19,6 +19,7 @@ from tests.e2e.server import wait_until
 from tests.webhooks.conftest import principal_for, seal_all, write
 from tests.webhooks.receiver import Receiver
 from trueup.core.errors import NotFoundError
+from trueup.core.json_text import quoted
 from trueup.service.container import Services, open_services
 from trueup.service.keys import Principal
 from trueup.storage.webhook_pruning import PRUNE_ROWS, PrunedBatch
@@ -222,7 +223,7 @@ def test_a_pruned_event_is_a_404_naming_it_and_leaves_the_delivery_list(services
         with pytest.raises(NotFoundError) as caught:
             call(principal, old)
         assert caught.value.message == (
-            f"webhook event {old!r} not found; events are kept 30 days after they happen, then "
+            f"webhook event {quoted(old)} not found; events are kept 30 days after they happen, then "
             "pruned with their deliveries and attempts once those are delivered or failed"
         )
     listed, total = services.webhooks.deliveries(principal, None, 100, 0)

@@ -71,7 +71,7 @@ def test_an_old_delivered_event_is_pruned_and_its_routes_answer_404_naming_it(
                 assert reply.status_code == 404, reply.text
                 body = reply.json()
                 assert body["success"] is False and body["code"] == "NOT_FOUND"
-                assert body["message"].startswith(f"webhook event '{old}' not found; events are kept 30 days")
+                assert body["message"].startswith(f'webhook event "{old}" not found; events are kept 30 days')
             listed = api.get("/api/v1/balance/webhooks").json()["data"]
             assert [d["eventId"] for d in listed["deliveries"]] == [young]
             assert api.get(f"/api/v1/balance/webhooks/{young}").status_code == 200

@@ -58,7 +58,7 @@ def test_the_default_policy_refuses_http_and_loopback(services: Services) -> Non
     principal = principal_for(services)
     with pytest.raises(ValidationError, match="url: must be an https URL, got http scheme"):
         strict.create(principal, {"url": HOOK})
-    loopback = r"url: host '127\.0\.0\.1' resolves to 127\.0\.0\.1, a loopback"
+    loopback = r'url: host "127\.0\.0\.1" resolves to 127\.0\.0\.1, a loopback'
     with pytest.raises(ValidationError, match=loopback):
         strict.create(principal, {"url": "https://127.0.0.1/hook"})
     assert services.webhooks.endpoints(principal) == []

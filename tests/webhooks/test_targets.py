@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from trueup.core.json_text import quoted
 from trueup.service.webhook_targets import (
     TargetPolicy,
     TargetRefusedError,
@@ -25,7 +26,7 @@ PUBLIC_V6 = "2606:2800:220:1:248:1893:25c8:1946"
 def resolver_of(table: dict[str, Sequence[str]]):  # type: ignore[no-untyped-def]
     def resolve(host: str, port: int) -> Sequence[str]:
         if host not in table:
-            raise TargetRefusedError("url", f"host {host!r} does not resolve")
+            raise TargetRefusedError("url", f"host {quoted(host)} does not resolve")
         return table[host]
 
     return resolve
@@ -184,9 +185,9 @@ def test_an_internationalised_host_is_used_as_dns_knows_it() -> None:
     )
     # Names IDNA 2003 maps to other names, which browsers keep apart, are refused.
     assert refused("https://fa\u00df.example/", resolver=resolver).endswith(
-        "would be looked up as 'fass.example', another name; give its xn-- form"
+        'would be looked up as "fass.example", another name; give its xn-- form'
     )
-    assert "would be looked up as 'example.com'" in refused("https://ex\u00adample.com/", resolver=resolver)
+    assert 'would be looked up as "example.com"' in refused("https://ex\u00adample.com/", resolver=resolver)
     assert asked == ["xn--bcher-kva.example"]  # neither was looked up
 
 

@@ -113,7 +113,7 @@ def check_new_account_id(value: object, field: str) -> str:
     account_id = check_account_id(value, field)
     if account_id in (".", ".."):
         raise ValidationError(
-            field, f"must not be '.' or '..' (a URL cannot carry them), got {describe(value)}"
+            field, f'must not be "." or ".." (a URL cannot carry them), got {describe(value)}'
         )
     return account_id
 

@@ -7,6 +7,8 @@ about HTTP.
 
 from __future__ import annotations
 
+from trueup.core.json_text import quoted
+
 __all__ = [
     "CheckpointNotFoundError",
     "ConflictError",
@@ -108,7 +110,7 @@ class DuplicateKeyError(ConflictError):
     def __init__(self, key: str, fields: tuple[str, ...], where: str = "", key_name: str = "key") -> None:
         prefix = f"{where}: " if where else ""
         super().__init__(
-            f"{prefix}{key_name} {key!r} already exists with different "
+            f"{prefix}{key_name} {quoted(key)} already exists with different "
             f"{', '.join(fields)}; use a new {key_name} or send identical content"
         )
         self.key = key

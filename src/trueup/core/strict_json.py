@@ -20,6 +20,7 @@ from itertools import chain
 from typing import Any, NoReturn
 
 from trueup.core.errors import ValidationError
+from trueup.core.json_text import quoted
 
 __all__ = ["check_text", "describe", "loads_strict"]
 
@@ -209,7 +210,7 @@ def _check_values(document: Any) -> None:
 
 
 def _duplicate_problem(key: str) -> str:
-    return f"duplicate key {key[:64]!r} in a JSON object"
+    return f"duplicate key {quoted(key[:64])} in a JSON object"
 
 
 def _long_integer_problem() -> str:
@@ -307,7 +308,7 @@ def describe(value: object) -> str:  # noqa: PLR0911 - one early return per JSON
         return text if len(text) <= 32 else text[:29] + "..."
     if isinstance(value, str):
         shown = value if len(value) <= 32 else value[:29] + "..."
-        return json.dumps(shown)
+        return quoted(shown)
     if isinstance(value, list):
         return "an array"
     if isinstance(value, dict):

@@ -6,11 +6,11 @@ so stored times sort as strings and a delta's period is the first seven characte
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 
 from trueup.core.errors import ValidationError
+from trueup.core.json_text import quoted
 from trueup.core.strict_json import describe
 
 __all__ = [
@@ -39,7 +39,7 @@ MAX_TIME = "9999-12-31T23:59:59.999999Z~"
 def _quoted(value: str) -> str:
     """``value`` as the JSON string it was sent as (cut short at 40 characters), as the other
     messages show a value (:func:`~trueup.core.strict_json.describe`)."""
-    return json.dumps(value if len(value) <= 40 else value[:37] + "...")
+    return quoted(value if len(value) <= 40 else value[:37] + "...")
 
 
 def parse_rfc3339(value: object, field: str) -> datetime:

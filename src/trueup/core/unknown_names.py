@@ -14,6 +14,7 @@ import difflib
 from collections.abc import Iterable
 
 from trueup.core.errors import ValidationError
+from trueup.core.json_text import quoted
 
 __all__ = ["refuse_unknown"]
 
@@ -52,4 +53,4 @@ def _shown(name: str) -> str:
     """The name as an error shows it: as sent when it is short and printable, else quoted."""
     if name and len(name) <= _SHOWN_NAME and name.isprintable() and name.strip() == name:
         return name
-    return repr(name[:_SHOWN_NAME]) + ("…" if len(name) > _SHOWN_NAME else "")
+    return quoted(name[:_SHOWN_NAME]) + ("…" if len(name) > _SHOWN_NAME else "")

@@ -24,6 +24,7 @@ from trueup.core.errors import (
     ValidationError,
 )
 from trueup.core.ids import parse_anchor_id, parse_record_id, random_token
+from trueup.core.json_text import quoted
 from trueup.core.scopes import (
     BalanceQuery,
     parse_compare_body,
@@ -158,7 +159,7 @@ class BalanceService:
         query = parse_derive_query(params, self._clock())
         with self._storage.balances.snapshot() as snapshot:
             if not snapshot.known_customer(principal.tenant_id, customer_id):
-                raise CustomerNotFoundError(f"customer {customer_id!r} has no deltas")
+                raise CustomerNotFoundError(f"customer {quoted(customer_id)} has no deltas")
             scope, checkpoint = self._scope(snapshot, principal, query, customer_id)
             head = _signed_head(snapshot.head())
             summary = snapshot.summary(principal.tenant_id, customer_id, scope)
@@ -176,7 +177,7 @@ class BalanceService:
         tenant_id, customer_id = principal.tenant_id, request.customer_id
         with self._storage.balances.snapshot() as snapshot:
             if not snapshot.known_customer(tenant_id, customer_id):
-                raise CustomerNotFoundError(f"customer {customer_id!r} has no deltas")
+                raise CustomerNotFoundError(f"customer {quoted(customer_id)} has no deltas")
             scope, _ = self._scope(snapshot, principal, request.query, customer_id)
             head = _signed_head(snapshot.head())
             summary = snapshot.summary(tenant_id, customer_id, scope)
@@ -222,7 +223,9 @@ class BalanceService:
             elif snapshot.record_at_leaf(principal.tenant_id, leaf) is None:
                 leaf = None
             if leaf is None:
-                raise CheckpointNotFoundError(f"startingCheckpoint {value!r} is not a sealed delta of yours")
+                raise CheckpointNotFoundError(
+                    f"startingCheckpoint {quoted(value)} is not a sealed delta of yours"
+                )
             return Scope(min_leaf=leaf + 1), {"value": value, "type": "anchorId", "leafIndex": leaf}
         if parse_anchor_id(value) is not None or parse_record_id(value) is not None:
             raise ValidationError(
@@ -243,10 +246,11 @@ class BalanceService:
             if period_lock.customer_id == customer_id:
                 return _checkpoint_scope(period_lock)
             raise CheckpointNotFoundError(
-                f"startingCheckpoint {value[:80]!r} is not a checkpoint of customer {customer_id!r}"
+                f"startingCheckpoint {quoted(value[:80])} is not a checkpoint of customer "
+                f"{quoted(customer_id)}"
             )
         raise CheckpointNotFoundError(
-            f"startingCheckpoint {value!r} is not a tree head or checkpoint of this log"
+            f"startingCheckpoint {quoted(value)} is not a tree head or checkpoint of this log"
         )
 
     @staticmethod
@@ -264,7 +268,8 @@ class BalanceService:
         found = snapshot.checkpoint(principal.tenant_id, value)
         if found is None or found.customer_id != customer_id:
             raise CheckpointNotFoundError(
-                f"startingCheckpoint {value[:80]!r} is not a checkpoint of customer {customer_id!r}"
+                f"startingCheckpoint {quoted(value[:80])} is not a checkpoint of customer "
+                f"{quoted(customer_id)}"
             )
         return _checkpoint_scope(found)
 
@@ -297,7 +302,7 @@ class BalanceService:
             raise ValidationError("period", f'{period} is not over yet; pass "force": true to lock it early')
         with self._storage.balances.snapshot() as snapshot:
             if not snapshot.known_customer(principal.tenant_id, customer_id):
-                raise CustomerNotFoundError(f"customer {customer_id!r} has no deltas")
+                raise CustomerNotFoundError(f"customer {quoted(customer_id)} has no deltas")
             _signed_head(snapshot.head())  # a lock binds to a signed head
         return self._storage.checkpoints.lock(
             "chk_" + random_token(secrets.token_bytes(15)),
@@ -334,9 +339,9 @@ class BalanceService:
             with self._storage.balances.snapshot() as snapshot:
                 known = snapshot.known_customer(principal.tenant_id, customer_id)
             if not known:  # no lock could be taken for it: say so, as the lock would
-                raise CustomerNotFoundError(f"customer {customer_id!r} has no deltas")
+                raise CustomerNotFoundError(f"customer {quoted(customer_id)} has no deltas")
             raise CheckpointNotFoundError(
-                f"period {period} of customer {customer_id!r} is not locked; lock it with "
+                f"period {period} of customer {quoted(customer_id)} is not locked; lock it with "
                 "POST /api/v1/balance/checkpoint first"
             )
         return found
@@ -390,7 +395,7 @@ class BalanceService:
             if account is None:
                 if snapshot.known_customer(principal.tenant_id, customer_id):
                     return CustomerView(AccountRecord(customer_id, 0, 0, "", "", -1), query, (), 0, ())
-                raise CustomerNotFoundError(f"customer {customer_id!r} has no deltas")
+                raise CustomerNotFoundError(f"customer {quoted(customer_id)} has no deltas")
             summary = snapshot.summary(principal.tenant_id, customer_id, scope)
             page = snapshot.page(
                 principal.tenant_id, customer_id, scope, query.limit, query.offset, query.descending

@@ -25,7 +25,7 @@ from trueup.core.errors import (
     ValidationError,
 )
 from trueup.core.ids import idempotency_key_value, new_request_id, random_token, record_id
-from trueup.core.json_text import dumps
+from trueup.core.json_text import dumps, quoted
 from trueup.core.timestamps import format_canonical, format_wire
 from trueup.core.writes import parse_writes_body
 from trueup.proof import LeafEncodingError, canonical_json
@@ -195,7 +195,7 @@ class WriteService:
                 # Another route with the same body is another request, as for a stored reply.
                 if running != (claim.route, claim.body_hash):
                     raise IdempotencyMismatchError(
-                        f"Idempotency-Key {claim.key!r} is in use by a different request"
+                        f"Idempotency-Key {quoted(claim.key)} is in use by a different request"
                     )
                 return Reply(202, payload=_pending(claim.key), retry_after=1)
         try:
@@ -411,6 +411,8 @@ def _pending(key: str) -> dict[str, Any]:
         "success": True,
         "statusCode": 202,
         "code": "IDEMPOTENCY_PENDING",
-        "message": f"a request with Idempotency-Key {key!r} is still being processed; retry to get its reply",
+        "message": (
+            f"a request with Idempotency-Key {quoted(key)} is still being processed; retry to get its reply"
+        ),
         "retryAfterSeconds": 1,
     }

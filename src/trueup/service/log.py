@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from trueup.core.errors import NotFoundError, ValidationError
 from trueup.core.ids import parse_anchor_id
+from trueup.core.json_text import quoted
 from trueup.proof import (
     CheckpointSigner,
     JSONValue,
@@ -41,9 +42,11 @@ def parse_root(text: str, field: str = "root") -> bytes:
     """A 32-byte root from ``0x``-prefixed (or bare) hex; :class:`ValidationError` otherwise."""
     digits = text[2:] if text[:2] in ("0x", "0X") else text
     if len(digits) != 64:
-        raise ValidationError(field, f"must be 32 bytes of hex (64 digits, 0x optional), got {text[:80]!r}")
+        raise ValidationError(
+            field, f"must be 32 bytes of hex (64 digits, 0x optional), got {quoted(text[:80])}"
+        )
     if _HEX_64.fullmatch(digits) is None:  # bytes.fromhex alone would skip spaces
-        raise ValidationError(field, f"is not hex: {text[:80]!r}")
+        raise ValidationError(field, f"is not hex: {quoted(text[:80])}")
     return bytes.fromhex(digits)
 
 
@@ -79,10 +82,10 @@ class LogService:
         """The inclusion proof of the caller's delta ``anchor`` in the head of ``tree_size``."""
         leaf_index = parse_anchor_id(anchor)
         if leaf_index is None:
-            raise ValidationError("anchorId", f"must look like a_<leaf index>, got {anchor[:80]!r}")
+            raise ValidationError("anchorId", f"must look like a_<leaf index>, got {quoted(anchor[:80])}")
         record = self._storage.writes.record_at_leaf(principal.tenant_id, leaf_index)
         if record is None:
-            raise NotFoundError(f"anchorId {anchor!r} not found")
+            raise NotFoundError(f"anchorId {quoted(anchor)} not found")
         head = self.head_at(tree_size)
         if leaf_index >= head.size:
             raise ValidationError("treeSize", f"leaf {leaf_index} is not in the tree of size {head.size}")

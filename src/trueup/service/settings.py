@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from trueup.core.deltas import DeltaLimits
 from trueup.core.ids import MAX_ITEMS_CEILING, is_key_id
+from trueup.core.json_text import quoted
 from trueup.proof import CheckpointError
 from trueup.proof.note import check_key_name
 from trueup.storage import is_database_url
@@ -85,7 +86,7 @@ def parse_plan_allowances(text: str) -> dict[str, int | None]:
 def unknown_plan(plan: str) -> str:
     """Why a tenant on ``plan``, which this server's allowances do not name, may store nothing."""
     return (
-        f"the tenant's plan {plan!r} has no allowance on this server, so nothing is stored; "
+        f"the tenant's plan {quoted(plan)} has no allowance on this server, so nothing is stored; "
         f"the operator sets it in TRUEUP_PLAN_ALLOWANCES ({plan}=<count> or {plan}=unlimited)"
     )
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from trueup.core.errors import NotFoundError
 from trueup.core.ids import parse_anchor_id, parse_record_id
+from trueup.core.json_text import quoted
 from trueup.proof import LeafFields, encode_leaf, leaf_hash
 from trueup.service.keys import Principal
 from trueup.service.log import LogService
@@ -69,7 +70,7 @@ class ViewService:
         """
         view = self._storage.writes.request(principal.tenant_id, request_id, limit, offset)
         if view is None:
-            raise NotFoundError(f"requestId {request_id[:64]!r} not found")
+            raise NotFoundError(f"requestId {quoted(request_id[:64])} not found")
         repeats = view.repeat_statuses
         verified = (view.stored_count - view.pending_count - view.failed_count) + repeats.get("verified", 0)
         failed = view.failed_count + repeats.get("failed", 0)
@@ -95,5 +96,5 @@ class ViewService:
             parsed = parse_record_id(record_id)
             found = None if parsed is None else self._storage.writes.record(principal.tenant_id, *parsed)
         if found is None:
-            raise NotFoundError(f"record {record_id[:80]!r} not found")
+            raise NotFoundError(f"record {quoted(record_id[:80])} not found")
         return found

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from trueup.core.errors import ValidationError
+from trueup.core.json_text import quoted
 from trueup.core.strict_json import describe
 
 __all__ = [
@@ -71,7 +72,7 @@ def system_resolver(host: str, port: int) -> Sequence[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:  # gaierror, and names the IDNA codec refuses
-        raise TargetRefusedError("url", f"host {host!r} does not resolve ({exc})") from exc
+        raise TargetRefusedError("url", f"host {quoted(host)} does not resolve ({exc})") from exc
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
@@ -164,12 +165,14 @@ def _ascii_host(host: str) -> str:
         ascii_host = host.encode("idna").decode("ascii")
         again = ascii_host.encode("ascii").decode("idna")
     except UnicodeError as exc:
-        raise TargetRefusedError("url", f"host {host!r} is not a valid domain name ({exc})") from exc
+        raise TargetRefusedError("url", f"host {quoted(host)} is not a valid domain name ({exc})") from exc
     if again != host:
         # IDNA 2003 maps some names to others (faß to fass, a soft hyphen to nothing), where
         # browsers (UTS 46) keep them apart: the delivery would go to a name the URL does not show.
         raise TargetRefusedError(
-            "url", f"host {host!r} would be looked up as {ascii_host!r}, another name; give its xn-- form"
+            "url",
+            f"host {quoted(host)} would be looked up as {quoted(ascii_host)}, another name; "
+            "give its xn-- form",
         )
     return ascii_host
 
@@ -188,7 +191,7 @@ def resolve_target(url: object, policy: TargetPolicy, resolver: Resolver = syste
         literal = None
     texts = [str(literal)] if literal is not None else list(resolver(host, port))
     if not texts:
-        raise TargetRefusedError("url", f"host {host!r} resolves to no address")
+        raise TargetRefusedError("url", f"host {quoted(host)} resolves to no address")
     addresses: list[str] = []
     for text in texts:
         address = ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone id
@@ -197,7 +200,7 @@ def resolve_target(url: object, policy: TargetPolicy, resolver: Resolver = syste
             allowable = reason != _MULTICAST and not policy.allow_private
             raise TargetRefusedError(
                 "url",
-                f"host {host!r} resolves to {address}, {reason}; webhooks go only to "
+                f"host {quoted(host)} resolves to {address}, {reason}; webhooks go only to "
                 + (
                     "public addresses (the operator can allow others with TRUEUP_WEBHOOK_ALLOW_PRIVATE=1)"
                     if allowable

@@ -16,6 +16,7 @@ from typing import Any
 
 from trueup.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from trueup.core.ids import random_token
+from trueup.core.json_text import quoted
 from trueup.core.strict_json import describe
 from trueup.core.timestamps import format_canonical
 from trueup.core.unknown_names import refuse_unknown
@@ -195,7 +196,7 @@ class WebhookService:
             principal.tenant_id, url, format_canonical(self._clock())
         )
         if not found:
-            raise NotFoundError(f"no webhook endpoint with url {url[:200]!r}")
+            raise NotFoundError(f"no webhook endpoint with url {quoted(url[:200])}")
         return found
 
     def delete(self, principal: Principal, endpoint_id: str) -> EndpointRecord:
@@ -205,7 +206,7 @@ class WebhookService:
             principal.tenant_id, endpoint_id, format_canonical(self._clock())
         )
         if found is None:
-            raise NotFoundError(f"webhook endpoint {endpoint_id[:64]!r} not found")
+            raise NotFoundError(f"webhook endpoint {quoted(endpoint_id[:64])} not found")
         return found
 
     def rotate(self, principal: Principal, endpoint_id: str) -> IssuedEndpoint:
@@ -221,7 +222,7 @@ class WebhookService:
             format_canonical(now + ROTATION_OVERLAP),
         )
         if updated is None:
-            raise NotFoundError(f"webhook endpoint {endpoint_id[:64]!r} not found")
+            raise NotFoundError(f"webhook endpoint {quoted(endpoint_id[:64])} not found")
         return IssuedEndpoint(updated, secret)
 
     def deliveries(
@@ -233,7 +234,7 @@ class WebhookService:
             wanted = status.lower()
             if wanted not in DELIVERY_STATUSES:
                 raise ValidationError(
-                    "status", f"must be one of {', '.join(DELIVERY_STATUSES)}, got {status[:40]!r}"
+                    "status", f"must be one of {', '.join(DELIVERY_STATUSES)}, got {quoted(status[:40])}"
                 )
         if not 1 <= limit <= MAX_PAGE:
             raise ValidationError("limit", f"must be 1 to {MAX_PAGE}, got {limit}")
@@ -250,7 +251,7 @@ class WebhookService:
 
     def _no_event(self, event_id: str) -> str:
         """Why an event is not found: it never was the tenant's, or it was pruned."""
-        message = f"webhook event {event_id[:64]!r} not found"
+        message = f"webhook event {quoted(event_id[:64])} not found"
         if self._retention_days:
             days = "1 day" if self._retention_days == 1 else f"{self._retention_days} days"
             message += (
@@ -272,5 +273,7 @@ class WebhookService:
         if queued is None:
             raise NotFoundError(self._no_event(event_id))
         if queued == 0:
-            raise ConflictError(f"event {event_id[:64]!r} has no delivery to an active endpoint to retry")
+            raise ConflictError(
+                f"event {quoted(event_id[:64])} has no delivery to an active endpoint to retry"
+            )
         return queued

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from trueup.core.errors import DuplicateKeyError, PeriodLockedError, PlanLimitExceededError
 from trueup.core.ids import record_id
+from trueup.core.json_text import quoted
 from trueup.storage.engine import Tx, chunks
 from trueup.storage.idempotency import replay
 from trueup.storage.locks import locked_periods
@@ -145,7 +146,7 @@ def _refuse_locked_periods(
             continue
         field = ".".join(filter(None, (_item_path(draft, index), "occurredAt")))
         error = PeriodLockedError(
-            f"{field}: period {key[2]} of customer {key[1]!r} is locked by checkpoint "
+            f"{field}: period {key[2]} of customer {quoted(key[1])} is locked by checkpoint "
             f"{checkpoint_id}; post the delta to an open period"
         )
         if not draft.per_item_conflicts:

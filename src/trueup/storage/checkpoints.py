@@ -8,6 +8,7 @@ can be sealed after it (the sequencer fails such deltas).
 from __future__ import annotations
 
 from trueup.core.errors import ConflictError
+from trueup.core.json_text import quoted
 from trueup.proof import period_proof_root
 from trueup.storage.balance_records import ACCOUNT_NO_SQL, MonthRecord
 from trueup.storage.balances import BalanceSnapshot
@@ -53,7 +54,7 @@ def _check_opening(customer_id: str, period: str, opening: int) -> None:
     """
     if not INT64_MIN <= opening <= INT64_MAX:
         raise ConflictError(
-            f"period: the balance of customer {customer_id!r} before {period} is {opening:,}, beyond "
+            f"period: the balance of customer {quoted(customer_id)} before {period} is {opening:,}, beyond "
             f"the 64-bit range ({INT64_RANGE}) a checkpoint's openingBalance is "
             "stored in; this period cannot be locked"
         )

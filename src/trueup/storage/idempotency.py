@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trueup.core.errors import IdempotencyMismatchError
+from trueup.core.json_text import quoted
 from trueup.storage.engine import Tx
 
 __all__ = ["IdempotencyClaim", "StoredResponse", "replay"]
@@ -38,7 +39,7 @@ def replay(tx: Tx, tenant_id: str, claim: IdempotencyClaim) -> StoredResponse | 
         return None
     if row[0] != claim.route or bytes(row[1]) != claim.body_hash:
         raise IdempotencyMismatchError(
-            f"Idempotency-Key {claim.key!r} was already used with a different request; "
+            f"Idempotency-Key {quoted(claim.key)} was already used with a different request; "
             "use a new key for a new request"
         )
     return StoredResponse(status_code=int(row[2]), body=str(row[3]))
