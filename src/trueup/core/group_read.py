@@ -70,8 +70,8 @@ class GroupRead(Generic[K, V]):
         self.reads += 1
         try:
             found = self._read([ask.key for ask in batch])
-        except Exception as exc:  # noqa: BLE001 - raised in each thread the read was for
-            for ask in batch:
+        except BaseException as exc:  # noqa: BLE001 - raised in each thread the read was for; never
+            for ask in batch:  # leaves the threads that wait for the next read waiting for good
                 ask.error = exc
         else:
             for ask in batch:
