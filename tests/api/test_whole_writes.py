@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import socket
 import sqlite3
@@ -140,7 +141,8 @@ async def _exchange(port: int, request: bytes) -> bytes:
 
 
 _VARYING = re.compile(
-    rb'(date: [^\r]*|"(?:requestId|acceptedAt|timestamp|id)":"[^"]*"|content-length: \d+|req_[A-Za-z0-9]+)'
+    rb'(date: [^\r]*|x-request-id: [^\r]*|"(?:requestId|acceptedAt|timestamp|id)":"[^"]*"|content-length: \d+'
+    rb"|req_[A-Za-z0-9]+)"
 )
 
 
@@ -250,12 +252,14 @@ def test_every_reply_to_a_whole_write_carries_the_server_s_headers_once(
         for name, request in requests.items():
             reply = await _exchange(port, request)
             found[name] = (reply.split(b" ", 2)[1], reply.count(b"\r\nx-content-type-options: nosniff\r\n"))
+            assert len(_request_ids(reply)) == 1, name
         monkeypatch.setattr(WriteAnswers, "answer_whole", failing)
         async with _connect(port) as connection:
             connection.writer.write(requests["accepted"])
             reply = await connection.reply()
             assert await connection.closed()
         found["failed"] = (reply.split(b" ", 2)[1], reply.count(b"\r\nx-content-type-options: nosniff\r\n"))
+        assert len(_request_ids(reply)) == 1  # the plain 500 too
         assert len(_Counting.whole) == len(found)  # every one answered whole
         assert found == {
             "accepted": (b"202", 1),
@@ -560,3 +564,84 @@ def test_a_write_answered_whole_during_a_graceful_shutdown_is_stored_and_closes_
             assert tx.scalar("SELECT COUNT(*) FROM deltas WHERE item_key = 'at-shutdown'") == 1
     finally:
         services.close()
+
+
+_NEW_ID = re.compile(rb"[0-9a-f]{16}")
+
+
+def _request_ids(reply: bytes) -> list[bytes]:
+    head = reply.split(b"\r\n\r\n", 1)[0]
+    return re.findall(rb"\r\nx-request-id: ([^\r]*)", head)
+
+
+def test_every_reply_names_its_request_whichever_way_it_is_answered(services: Services) -> None:
+    """``X-Request-Id``: a usable one the request brings is kept, otherwise each reply has a new
+    one, once, whatever answers it (the protocol itself, the app, a refusal of bytes)."""
+    key = services.keys.create("acme").key
+    json_type = "Content-Type: application/json"
+
+    def write(n: int, *more: str, query: str = "") -> bytes:
+        return _request(
+            f"/api/v1/writes{query}", _write(key, f"r-{n}"), f"X-Api-Key: {key}", json_type, *more
+        )
+
+    given = "trace-1.a:b_C"
+    requests = {
+        "whole": (write(1), True),
+        "usual": (write(2, query="?"), False),
+        "not found": (
+            b"GET /api/v1/writes/req_nobody HTTP/1.1\r\nHost: t\r\nX-Api-Key: " + key.encode() + b"\r\n\r\n",
+            False,
+        ),
+        "probe": (b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", False),
+        "given, whole": (write(3, f"X-Request-Id: {given}"), True),
+        "given, usual": (write(4, f"X-Request-Id: {given}", query="?"), False),
+        "unusable, whole": (write(5, "X-Request-Id: two words"), True),
+        "too long, usual": (write(6, "X-Request-Id: " + "a" * 129, query="?"), False),
+        "given twice": (write(7, "X-Request-Id: one", "X-Request-Id: two"), False),
+    }
+
+    async def test(port: int) -> None:
+        found: dict[str, list[bytes]] = {}
+        for name, (request, whole) in requests.items():
+            counted = len(_Counting.whole)
+            reply = await _exchange(port, request)
+            assert len(_Counting.whole) == counted + whole, name
+            found[name] = _request_ids(reply)
+        async with _connect(port) as connection:  # bytes that are not HTTP: the protocol refuses them
+            connection.writer.write(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
+            found["refused"] = _request_ids(await connection.reply())
+        assert all(len(ids) == 1 for ids in found.values()), found
+        kept = {name for name, ids in found.items() if ids == [given.encode()]}
+        assert kept == {"given, whole", "given, usual"}
+        made = [ids[0] for name, ids in found.items() if name not in kept]
+        assert all(_NEW_ID.fullmatch(made_id) for made_id in made), found
+        assert len(set(made)) == len(made)
+
+    _run(services, test)
+
+
+def test_the_log_line_of_a_failure_names_the_request_s_id(
+    services: Services, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = services.keys.create("acme").key
+
+    def failing(*_: object) -> None:
+        raise RuntimeError("the check failed")
+
+    monkeypatch.setattr(services.writes, "require_write", failing)
+    json_type = "Content-Type: application/json"
+    whole = _request("/api/v1/writes", _write(key, "f-1"), f"X-Api-Key: {key}", json_type)
+    usual = _request("/api/v1/writes?", _write(key, "f-2"), f"X-Api-Key: {key}", json_type)
+
+    async def test(port: int) -> None:
+        for request in (whole, usual):
+            reply = await _exchange(port, request)
+            assert reply.startswith(b"HTTP/1.1 500 ")
+            (rid,) = _request_ids(reply)
+            named = [r.getMessage() for r in caplog.records if r.getMessage().startswith("unhandled error ")]
+            assert named[-1].endswith(f" on POST /api/v1/writes request_id={rid.decode()}"), named
+
+    with caplog.at_level(logging.ERROR, logger="trueup.api.errors"):
+        _run(services, test)
+    assert len(_Counting.whole) == 1

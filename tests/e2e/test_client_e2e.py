@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -123,6 +124,9 @@ def test_errors_carry_the_servers_code_status_and_message(client: Client, runnin
     with pytest.raises(TrueupError) as odd:
         client.write_status("req_x/../../balance/usage?")
     assert odd.value.status == 404
+    # Each names its request by the reply's X-Request-Id (the server's log lines name it too).
+    ids = [error.value.request_id for error in (bad, unknown, refused, odd)]
+    assert all(re.fullmatch(r"[0-9a-f]{16}", str(rid)) for rid in ids) and len(set(ids)) == 4, ids
 
 
 def test_the_same_idempotency_key_replays_the_first_reply(client: Client) -> None:

@@ -507,16 +507,27 @@ def test_access_log_writes_a_line_per_request_answered(tmp_path: Path) -> None:
         # Behind a proxy on 127.0.0.1 (trusted by default), the client it names, whichever
         # way the request was answered: the write by the protocol itself, the GET by the app.
         forwarded = {"X-Api-Key": key, "X-Forwarded-For": "203.0.113.9"}
+        ids = {}
         for method, path, body in (("POST", "/api/v1/writes", {"items": []}), ("GET", "/healthz", None)):
-            assert httpx.request(method, f"{server.base_url}{path}", headers=forwarded, json=body).status_code
+            reply = httpx.request(method, f"{server.base_url}{path}", headers=forwarded, json=body)
+            ids[method] = reply.headers["X-Request-Id"]
     lines = server.log().splitlines()
     assert any(
-        "INFO uvicorn.access: 127.0.0.1:" in line and line.endswith('"POST /api/v1/writes HTTP/1.1" 202')
+        "INFO uvicorn.access: 127.0.0.1:" in line and '"POST /api/v1/writes HTTP/1.1" 202 request_id=' in line
         for line in lines
     ), server.log()
-    assert any(line.endswith('"POST /api/v1/writes?x=1 HTTP/1.1" 400') for line in lines), server.log()
-    assert any('203.0.113.9:0 - "POST /api/v1/writes HTTP/1.1" 400' in line for line in lines), server.log()
-    assert any('203.0.113.9:0 - "GET /healthz HTTP/1.1" 200' in line for line in lines), server.log()
+    assert any(
+        line.endswith(f'"POST /api/v1/writes?x=1 HTTP/1.1" 400 request_id={refused.headers["X-Request-Id"]}')
+        for line in lines
+    ), server.log()
+    assert any(
+        line.endswith(f'203.0.113.9:0 - "POST /api/v1/writes HTTP/1.1" 400 request_id={ids["POST"]}')
+        for line in lines
+    ), server.log()
+    assert any(
+        line.endswith(f'203.0.113.9:0 - "GET /healthz HTTP/1.1" 200 request_id={ids["GET"]}')
+        for line in lines
+    ), server.log()
     assert not any(key in line for line in lines)  # the key travels in a header, never logged
 
 

@@ -171,7 +171,14 @@ def _routed(request: Request, **changed: str) -> bool:
 async def _on_storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
     # The reply quotes the id the log line names the failure by, as a failed group commit's does.
     incident = incident_of(exc)
-    log.error("storage unavailable %s on %s %s: %s", incident, request.method, request.url.path, exc)
+    log.error(
+        "storage unavailable %s on %s %s%s: %s",
+        incident,
+        request.method,
+        request.url.path,
+        _named(request),
+        exc,
+    )
     reply = exc.reply if isinstance(exc, StorageUnavailableError) else StorageUnavailableError.reply
     if isinstance(exc, StorageFullError) and request.method in ("GET", "HEAD"):
         reply = exc.read_reply
@@ -182,12 +189,26 @@ async def _on_storage_unavailable(request: Request, exc: Exception) -> JSONRespo
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     request_id = incident_of(exc)
-    log.error("unhandled error %s on %s %s", request_id, request.method, request.url.path, exc_info=exc)
+    log.error(
+        "unhandled error %s on %s %s%s",
+        request_id,
+        request.method,
+        request.url.path,
+        _named(request),
+        exc_info=exc,
+    )
     with contextlib.suppress(AttributeError):  # an exception type without a __dict__
         exc.incident_id = request_id  # type: ignore[attr-defined]  # logged: see _LoggedAlready
     return error_response(
         500, "INTERNAL_ERROR", "internal error; quote this id when reporting it", requestId=request_id
     )
+
+
+def _named(request: Request) -> str:
+    """`` request_id=…``: the id the request's reply names it by (``X-Request-Id``, given by
+    the HTTP protocol of ``trueup serve``), for the log line of its failure; empty without one."""
+    named = request.scope.get("state", {}).get("request_id")
+    return f" request_id={named}" if named else ""
 
 
 async def _on_unhandled(request: Request, exc: Exception) -> JSONResponse:

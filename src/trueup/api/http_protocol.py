@@ -33,6 +33,8 @@ import asyncio
 import copy
 import json
 import logging
+import os
+import re
 import sys
 from typing import Any
 
@@ -47,7 +49,13 @@ from trueup.api.errors import error_body
 from trueup.api.fastpath import WriteAnswers
 from trueup.service.metrics import HTTP_RESPONSES
 
-__all__ = ["RESPONSE_HEADERS", "OneWriteHttpToolsProtocol", "unlog_refused_bytes"]
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "RESPONSE_HEADERS",
+    "OneWriteHttpToolsProtocol",
+    "request_id",
+    "unlog_refused_bytes",
+]
 
 
 RESPONSE_HEADERS: tuple[tuple[str, str], ...] = (("X-Content-Type-Options", "nosniff"),)
@@ -59,6 +67,40 @@ HTTP/1.1, its plain 500). So no reply is missed, and none pays for a layer of mi
 
 ``nosniff``: a browser takes a reply as the type it names, and never runs a JSON or text reply
 it sniffed as HTML or script (an error message echoes what the client sent)."""
+
+
+REQUEST_ID_HEADER = b"x-request-id"
+"""Every reply names its request by an id in this header, which the access log line and the log
+line of a failure name too: a client quoting it to an operator points at the lines of that
+request. One the request brings in this header (a proxy's, say) is kept when it is 1 to 128
+characters of letters, digits and ``._:-``; otherwise, or when given twice, a new one is made."""
+
+_GIVEN_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id(given: bytes | None) -> bytes:
+    """The id of a request that brought ``given`` in ``X-Request-Id`` (``None``: none, or more
+    than one): ``given`` when it is a usable one, else 16 new hex digits."""
+    if given is not None and _GIVEN_ID.fullmatch(given):
+        return given
+    return os.urandom(8).hex().encode("ascii")
+
+
+def _given_id(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    found = None
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER:
+            if found is not None:
+                return None  # given twice: neither is taken
+            found = value
+    return found
+
+
+class _WithRequestId(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The access logger for one request: its line ends with the request's id."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"{msg} request_id={self.extra['id']}", kwargs  # type: ignore[index]
 
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -146,7 +188,9 @@ _WHOLE_BODY_MAX = 65_536
 _TARGET_MAX = 65_535
 """The longest request target httptools can take apart (it keeps its parts' offsets in 16 bits):
 a longer one is refused as too long (414), not as invalid."""
-_SEEN_ONCE = frozenset((b"x-api-key", b"idempotency-key", b"content-type", b"content-length", b"host"))
+_SEEN_ONCE = frozenset(
+    (b"x-api-key", b"idempotency-key", b"content-type", b"content-length", b"host", REQUEST_ID_HEADER)
+)
 _NOT_WHOLE = frozenset((b"transfer-encoding", b"content-encoding", b"expect", b"upgrade"))
 
 _PLAIN_500 = (
@@ -502,7 +546,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         body = json.dumps(error_body(status, code, message), separators=(",", ":")).encode()
         head = [
             STATUS_LINE[status],
-            *self._default_head(),
+            *self._default_head(request_id(None)),  # of bytes refused: a new id
             b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body),
         ]
         self._refusal = b"".join(head) + body
@@ -608,11 +652,25 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     def _hold_heads(self) -> None:
         super().on_headers_complete()
         cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # a new request's cycle: its id
+            self._name_request(cycle)
         # A new request has a cycle over this request's scope whose task has not run yet (it
         # is only scheduled); an upgrade leaves the previous cycle in place, which is skipped.
         # A HEAD response writes no body, so its head is not held.
         if cycle is not None and cycle.scope is self.scope and cycle.scope["method"] != "HEAD":
             cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
+
+    def _name_request(self, cycle: Any) -> None:
+        """Give the request of ``cycle`` (uvicorn's) its id (:data:`REQUEST_ID_HEADER`): in the
+        headers its reply starts with, whatever answers it (the app, uvicorn's own 500), in its
+        scope's state (``request.state.request_id``, for the log line of a failure), and at the
+        end of its access log line."""
+        rid = request_id(_given_id(self.headers))
+        cycle.default_headers = [*cycle.default_headers, (REQUEST_ID_HEADER, rid)]
+        text = rid.decode("ascii")
+        self.scope["state"]["request_id"] = text
+        if self.access_log:
+            cycle.access_logger = _WithRequestId(self.access_logger, {"id": text})
 
     # -- writes answered whole, without uvicorn's request cycle --------------------------------
 
@@ -707,6 +765,8 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
 
     async def _answer_whole(self, answering: _Answering, body: bytes) -> None:
         found = {name: value.decode("latin-1") for name, value in answering.heads.items()}
+        rid = request_id(answering.heads.get(REQUEST_ID_HEADER))
+        answering.scope["state"]["request_id"] = rid.decode("ascii")
         response: Response | None
         try:
             answers = self._answers
@@ -729,17 +789,23 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         reply, status = None, 500
         if response is not None:
             try:
-                reply, status = self._render(response, answering), response.status_code
+                reply, status = self._render(response, answering, rid), response.status_code
             except RuntimeError:
                 self.logger.exception("Exception in ASGI application")
         if reply is None:
             answering.keep_alive = False
-            reply = b"".join([STATUS_LINE[500], *self._default_head(), _PLAIN_500])
+            reply = b"".join([STATUS_LINE[500], *self._default_head(rid), _PLAIN_500])
         if not self.transport.is_closing():
             self.transport.write(reply)
         if self.access_log:  # `trueup serve --access-log`: the line uvicorn's cycle logs
             client = get_client_addr(await _as_forwarded(answering.scope, self._proxies))
-            self.access_logger.info('%s - "POST %s HTTP/1.1" %d', client, answering.scope["path"], status)
+            self.access_logger.info(
+                '%s - "POST %s HTTP/1.1" %d request_id=%s',
+                client,
+                answering.scope["path"],
+                status,
+                rid.decode(),
+            )
         answering.response_complete = True
         if not answering.keep_alive:
             self.transport.close()
@@ -747,17 +813,20 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         if response is not None and response.background is not None:
             await response.background()  # none of the write routes has one; as Starlette would
 
-    def _default_head(self) -> list[bytes]:
+    def _default_head(self, rid: bytes) -> list[bytes]:
+        """The server's default headers and the request's id, as uvicorn's cycle writes them
+        for a request :meth:`_name_request` named."""
         parts: list[bytes] = []
         for name, value in self.server_state.default_headers:
             parts += (name, b": ", value, b"\r\n")
+        parts += (REQUEST_ID_HEADER, b": ", rid, b"\r\n")
         return parts
 
-    def _render(self, response: Response, answering: _Answering) -> bytes:
+    def _render(self, response: Response, answering: _Answering, rid: bytes) -> bytes:
         """``response`` as uvicorn's cycle would write it: status line, the server's default
-        headers, the response's own, ``connection: close`` when the connection is closing (and
-        a response that says ``connection: close`` closes it)."""
-        parts = [STATUS_LINE[response.status_code], *self._default_head()]
+        headers and the request's id, the response's own, ``connection: close`` when the
+        connection is closing (and a response that says ``connection: close`` closes it)."""
+        parts = [STATUS_LINE[response.status_code], *self._default_head(rid)]
         closing = False
         for raw_name, value in response.raw_headers:
             name = raw_name.lower()

@@ -524,6 +524,7 @@ def _data(reply: httpx.Response) -> dict[str, Any]:
             f"not a Trueup reply: {reply.text[:200]!r}",
             reply.status_code,
             retry_after=_header_seconds(reply),  # a proxy's 503 page, say
+            request_id=reply.headers.get("x-request-id"),
         )
     if reply.is_success and body.get("success") is True and isinstance(body.get("data"), dict):
         data: dict[str, Any] = body["data"]
@@ -534,7 +535,14 @@ def _data(reply: httpx.Response) -> dict[str, Any]:
     else:
         code, message = str(body.get("code", "HTTP_ERROR")), str(body.get("message", reply.reason_phrase))
     retry_after = _advised_seconds(reply, body)
-    raise TrueupError(code, message, reply.status_code, retry_after=retry_after, body=body)
+    raise TrueupError(
+        code,
+        message,
+        reply.status_code,
+        retry_after=retry_after,
+        body=body,
+        request_id=reply.headers.get("x-request-id"),
+    )
 
 
 def _advised_seconds(reply: httpx.Response, body: Mapping[str, Any]) -> float | None:
