@@ -66,3 +66,15 @@ def test_a_customer_id_with_a_quote_and_a_backslash_is_refused_quoting_it(servic
     reply = _request(services, "GET", f"/api/v1/balance/derive/{AWKWARD_IN_PATH}")
     assert reply.status_code == 400, reply.text
     assert reply.json()["message"].endswith(', got "a\\"b\\\\c\\td"')
+
+
+@pytest.mark.parametrize(
+    ("sent", "shown"), [("%E2%80%AE", "\\u202e"), ("%C2%85", "\\u0085"), ("%7F", "\\u007f")]
+)
+def test_a_character_that_does_not_print_is_shown_escaped(services: Services, sent: str, shown: str) -> None:
+    """A right-to-left override, a C1 control or DEL in a name the request gave: the message
+    shows it as its escape, never as the raw character (which a terminal or a page would hide
+    or act on)."""
+    reply = _request(services, "GET", f"/api/v1/balance/webhooks?x{sent}y=1")
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["message"].startswith(f'"x{shown}y": '), reply.text

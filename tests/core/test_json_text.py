@@ -34,16 +34,23 @@ def test_integers_beyond_64_bits_stay_exact() -> None:
 
 
 @given(st.text())
-def test_quoted_text_is_the_json_string_of_it(text: str) -> None:
-    assert quoted(text) == json.dumps(text, ensure_ascii=False)
-    assert json.loads(quoted(text)) == text
+def test_quoted_text_is_a_json_string_of_it_that_prints(text: str) -> None:
+    shown = quoted(text)
+    assert json.loads(shown) == text
+    assert shown.isprintable() and shown.encode("utf-8")
+    if text.isprintable():
+        assert shown == json.dumps(text, ensure_ascii=False)
 
 
-def test_quoted_escapes_quotes_backslashes_and_control_characters_only() -> None:
+def test_quoted_escapes_quotes_backslashes_and_what_does_not_print() -> None:
     assert quoted("abc") == '"abc"'
     assert quoted('a"b\\c') == '"a\\"b\\\\c"'
     assert quoted("\t\n\x00\x1f") == '"\\t\\n\\u0000\\u001f"'
-    assert quoted("caf\u00e9 \u2028") == '"caf\u00e9 \u2028"'
+    assert quoted("caf\u00e9 \U0001f600") == '"caf\u00e9 \U0001f600"'  # printable: as it is
+    # DEL, a C1 control, a no-break space, a right-to-left override, a line separator, a tag
+    assert quoted("x\x7f\x85\u00a0\u202e\u2028\U000e0041y") == (
+        '"x\\u007f\\u0085\\u00a0\\u202e\\u2028\\udb40\\udc41y"'
+    )
 
 
 def test_an_unpaired_surrogate_is_quoted_as_its_escape() -> None:

@@ -471,6 +471,27 @@ def test_a_deleted_endpoint_gets_nothing_that_was_waiting_for_a_worker(services:
     assert statuses(services) == ["failed", "failed"]
 
 
+def test_workers_that_read_at_once_still_send_nothing_to_an_endpoint_deleted_while_they_waited(
+    services: Services,
+) -> None:
+    """Three workers are held by the first three events while nine more wait in their queue;
+    the endpoint is deleted meanwhile. When the three are answered, the workers read the
+    waiting ones again, sharing reads: none is sent, each failed with the delete."""
+    principal = principal_for(services)
+    release = threading.Event()
+    with Receiver(block_first(release, 3)) as receiver, dispatching(services, workers=3) as dispatcher:
+        issued = services.webhooks.create(principal, {"url": receiver.url, "events": ["delta.verified"]})
+        write(services, principal, *[{"key": f"k{i}", "accountId": "c", "bits": 1} for i in range(12)])
+        seal_all(services)
+        wait_until(lambda: len(receiver.requests()) == 3 and len(dispatcher._in_flight) == 12)
+        services.webhooks.delete(principal, issued.endpoint.id)
+        release.set()
+        wait_until(lambda: not dispatcher._in_flight)
+    assert len(receiver.requests()) == 3
+    assert statuses(services) == ["failed"] * 12
+    assert dispatcher._rereads.reads >= 1
+
+
 def test_storage_calls_that_keep_failing_log_their_traceback_once(
     services: Services, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

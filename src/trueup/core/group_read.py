@@ -13,10 +13,16 @@ import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["GroupRead"]
+__all__ = ["GroupRead", "SharedReadError"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+class SharedReadError(Exception):
+    """What a thread gets when the read made for it by another thread failed; its cause is
+    that read's error (each waiting thread raises its own, so no traceback grows with every
+    thread that raises it, and an interrupt of the reading thread stays that thread's)."""
 
 
 class _Ask(Generic[K, V]):
@@ -39,7 +45,9 @@ class GroupRead(Generic[K, V]):
 
     A thread that finds no read under way makes one, for itself and every thread waiting; the
     threads that ask meanwhile wait, and the first of them makes the next read, for all of them.
-    A read that raises raises in every thread it was made for.
+    A read that raises raises in the thread that made it, and :class:`SharedReadError` in the
+    others it was made for. A waiting thread that is interrupted leaves the queue, or passes its
+    turn to read on: nobody is left waiting for a read that never comes.
     """
 
     def __init__(self, read: Callable[[Sequence[K]], Mapping[K, V]]) -> None:
@@ -57,31 +65,54 @@ class GroupRead(Generic[K, V]):
             if not self._reading:
                 self._reading = ask.reads = True
         if not ask.reads:
-            ask.answered.wait()
+            try:
+                ask.answered.wait()
+            except BaseException:
+                self._leave(ask)
+                raise
         if ask.reads:  # this thread's turn: its own key is among those waiting
             self._read_for_waiting()
         if ask.error is not None:
             raise ask.error
         return ask.value
 
+    def _leave(self, ask: _Ask[K, V]) -> None:
+        """``ask``'s thread stops waiting: out of the queue, or its turn to read passed on."""
+        with self._lock:
+            if ask in self._waiting:
+                self._waiting.remove(ask)
+            if ask.reads:  # made the next reader, it will not read: the next in line does
+                ask.reads = False
+                self._pass_turn()
+
+    def _pass_turn(self) -> None:
+        """With the lock held: the first thread waiting makes the next read, or none is made."""
+        if self._waiting:
+            self._waiting[0].reads = True
+            self._waiting[0].answered.set()
+        else:
+            self._reading = False
+
     def _read_for_waiting(self) -> None:
         with self._lock:
             batch, self._waiting = self._waiting, []
-        self.reads += 1
         try:
+            self.reads += 1
             found = self._read([ask.key for ask in batch])
-        except BaseException as exc:  # noqa: BLE001 - raised in each thread the read was for; never
-            for ask in batch:  # leaves the threads that wait for the next read waiting for good
-                ask.error = exc
-        else:
+            values = [found.get(ask.key) for ask in batch]
+        except BaseException as exc:  # noqa: BLE001 - raised in each thread the read was for
             for ask in batch:
-                ask.value = found.get(ask.key)
-        with self._lock:  # the next read starts before this one's answers are handed out
-            if self._waiting:
-                self._waiting[0].reads = True
-                self._waiting[0].answered.set()
-            else:
-                self._reading = False
-        for ask in batch:
-            ask.reads = False
-            ask.answered.set()
+                if ask.reads:  # this thread's own
+                    ask.error = exc
+                else:
+                    ask.error = SharedReadError(f"the shared read failed: {exc}")
+                    ask.error.__cause__ = exc
+        else:
+            for ask, value in zip(batch, values, strict=True):
+                ask.value = value
+        finally:
+            with self._lock:  # the next read starts before this one's answers are handed out
+                self._pass_turn()
+            for ask in batch:
+                ask.reads = False
+                ask.answered.set()

@@ -4,14 +4,11 @@ text quoted as a JSON string, as error messages show a value a client gave."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
 __all__ = ["dumps", "quoted"]
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def dumps(value: Any) -> bytes:
@@ -29,10 +26,20 @@ def dumps(value: Any) -> bytes:
 
 def quoted(text: str) -> str:
     """``text`` as a JSON string, the way error messages show a value: ``"abc"``, with JSON's
-    escapes for a double quote, a backslash and control characters, other characters as they
-    are (``json.dumps(text, ensure_ascii=False)``). An unpaired surrogate, which UTF-8 cannot
-    carry, is written as its ``\\uXXXX`` escape, so the message can still be sent."""
-    shown = json.dumps(text, ensure_ascii=False)
-    if shown.isascii():
+    escapes for a double quote and a backslash, and a ``\\uXXXX`` escape for every character
+    that does not print (controls, DEL, format characters such as a right-to-left override,
+    separators other than the space, an unpaired surrogate, which UTF-8 cannot carry): what the
+    client sent is shown, never hidden or acted on by a terminal. Other characters stay as they
+    are (``é``, not ``\\u00e9``)."""
+    shown = json.dumps(text, ensure_ascii=False)  # escapes the quote, the backslash and C0 only
+    if shown.isprintable():
         return shown
-    return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", shown)
+    return "".join(character if character.isprintable() else _escaped(character) for character in shown)
+
+
+def _escaped(character: str) -> str:
+    code = ord(character)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # beyond the BMP: JSON writes it as a surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
