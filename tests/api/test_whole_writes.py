@@ -599,6 +599,7 @@ def test_every_reply_names_its_request_whichever_way_it_is_answered(services: Se
         "unusable, whole": (write(5, "X-Request-Id: two words"), True),
         "too long, usual": (write(6, "X-Request-Id: " + "a" * 129, query="?"), False),
         "given twice": (write(7, "X-Request-Id: one", "X-Request-Id: two"), False),
+        "given, padded": (write(8, "X-Request-Id: padded  "), True),  # spaces are not the value's
     }
 
     async def test(port: int) -> None:
@@ -611,10 +612,20 @@ def test_every_reply_names_its_request_whichever_way_it_is_answered(services: Se
         async with _connect(port) as connection:  # bytes that are not HTTP: the protocol refuses them
             connection.writer.write(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
             found["refused"] = _request_ids(await connection.reply())
+        async with _connect(port) as connection:  # refused in the body of a request: its id
+            chunked = f"POST /api/v1/writes HTTP/1.1\r\nHost: t\r\nX-Api-Key: {key}\r\n{json_type}\r\n"
+            connection.writer.write(
+                chunked.encode()
+                + f"X-Request-Id: {given}\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n".encode()
+            )
+            refused = await connection.reply()
+            assert refused.startswith(b"HTTP/1.1 400 "), refused
+            found["refused in a body"] = _request_ids(refused)
         assert all(len(ids) == 1 for ids in found.values()), found
+        assert found["given, padded"] == [b"padded"]
         kept = {name for name, ids in found.items() if ids == [given.encode()]}
-        assert kept == {"given, whole", "given, usual"}
-        made = [ids[0] for name, ids in found.items() if name not in kept]
+        assert kept == {"given, whole", "given, usual", "refused in a body"}
+        made = [ids[0] for name, ids in found.items() if name not in kept and name != "given, padded"]
         assert all(_NEW_ID.fullmatch(made_id) for made_id in made), found
         assert len(set(made)) == len(made)
 
@@ -640,7 +651,7 @@ def test_the_log_line_of_a_failure_names_the_request_s_id(
             assert reply.startswith(b"HTTP/1.1 500 ")
             (rid,) = _request_ids(reply)
             named = [r.getMessage() for r in caplog.records if r.getMessage().startswith("unhandled error ")]
-            assert named[-1].endswith(f" on POST /api/v1/writes request_id={rid.decode()}"), named
+            assert named[-1].endswith(f" on POST /api/v1/writes x-request-id={rid.decode()}"), named
 
     with caplog.at_level(logging.ERROR, logger="trueup.api.errors"):
         _run(services, test)

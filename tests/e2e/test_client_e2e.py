@@ -125,7 +125,7 @@ def test_errors_carry_the_servers_code_status_and_message(client: Client, runnin
         client.write_status("req_x/../../balance/usage?")
     assert odd.value.status == 404
     # Each names its request by the reply's X-Request-Id (the server's log lines name it too).
-    ids = [error.value.request_id for error in (bad, unknown, refused, odd)]
+    ids = [error.value.http_request_id for error in (bad, unknown, refused, odd)]
     assert all(re.fullmatch(r"[0-9a-f]{16}", str(rid)) for rid in ids) and len(set(ids)) == 4, ids
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -330,4 +331,7 @@ def test_a_stopping_server_with_workers_refuses_new_connections_at_once(tmp_path
     assert b"\r\nretry-after: 1\r\n" in head.lower() and b"\r\nconnection: close" in head.lower(), head
     assert json.loads(body)["message"] == CUT_OFF_MESSAGE
     assert "Exception in ASGI application" not in server.log()
-    assert "POST /api/v1/writes cut off unanswered; answered 503" in server.log()
+    rid = re.search(rb"\r\nx-request-id: ([0-9a-f]{16})\r\n", head)
+    assert rid is not None, head
+    cut_off = f"POST /api/v1/writes cut off unanswered; answered 503 x-request-id={rid.group(1).decode()}"
+    assert cut_off in server.log()

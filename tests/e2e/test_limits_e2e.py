@@ -513,19 +513,22 @@ def test_access_log_writes_a_line_per_request_answered(tmp_path: Path) -> None:
             ids[method] = reply.headers["X-Request-Id"]
     lines = server.log().splitlines()
     assert any(
-        "INFO uvicorn.access: 127.0.0.1:" in line and '"POST /api/v1/writes HTTP/1.1" 202 request_id=' in line
+        "INFO uvicorn.access: 127.0.0.1:" in line
+        and '"POST /api/v1/writes HTTP/1.1" 202 x-request-id=' in line
         for line in lines
     ), server.log()
     assert any(
-        line.endswith(f'"POST /api/v1/writes?x=1 HTTP/1.1" 400 request_id={refused.headers["X-Request-Id"]}')
+        line.endswith(
+            f'"POST /api/v1/writes?x=1 HTTP/1.1" 400 x-request-id={refused.headers["X-Request-Id"]}'
+        )
         for line in lines
     ), server.log()
     assert any(
-        line.endswith(f'203.0.113.9:0 - "POST /api/v1/writes HTTP/1.1" 400 request_id={ids["POST"]}')
+        line.endswith(f'203.0.113.9:0 - "POST /api/v1/writes HTTP/1.1" 400 x-request-id={ids["POST"]}')
         for line in lines
     ), server.log()
     assert any(
-        line.endswith(f'203.0.113.9:0 - "GET /healthz HTTP/1.1" 200 request_id={ids["GET"]}')
+        line.endswith(f'203.0.113.9:0 - "GET /healthz HTTP/1.1" 200 x-request-id={ids["GET"]}')
         for line in lines
     ), server.log()
     assert not any(key in line for line in lines)  # the key travels in a header, never logged

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -25,15 +26,21 @@ from trueup.service.metrics import HTTP_RESPONSES, route_label
 from trueup.storage.errors import StorageFullError, StorageUnavailableError
 
 __all__ = [
+    "REQUEST_ID_STATE",
     "STATUS_BY_ERROR",
     "error_body",
     "error_response",
     "install_error_handlers",
+    "named",
     "quiet_relogged_errors",
     "response_for",
 ]
 
 log = logging.getLogger(__name__)
+
+REQUEST_ID_STATE = "http_request_id"
+"""Where a request's scope state (``request.state``) holds the id its reply's ``X-Request-Id``
+names it by, as text (set by the HTTP protocol of ``trueup serve``)."""
 
 # Most specific first: the first matching class decides the status.
 STATUS_BY_ERROR: tuple[tuple[type[domain.DomainError], int], ...] = (
@@ -176,7 +183,7 @@ async def _on_storage_unavailable(request: Request, exc: Exception) -> JSONRespo
         incident,
         request.method,
         request.url.path,
-        _named(request),
+        named(request.scope),
         exc,
     )
     reply = exc.reply if isinstance(exc, StorageUnavailableError) else StorageUnavailableError.reply
@@ -188,27 +195,28 @@ async def _on_storage_unavailable(request: Request, exc: Exception) -> JSONRespo
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    request_id = incident_of(exc)
+    incident = incident_of(exc)
     log.error(
         "unhandled error %s on %s %s%s",
-        request_id,
+        incident,
         request.method,
         request.url.path,
-        _named(request),
+        named(request.scope),
         exc_info=exc,
     )
     with contextlib.suppress(AttributeError):  # an exception type without a __dict__
-        exc.incident_id = request_id  # type: ignore[attr-defined]  # logged: see _LoggedAlready
+        exc.incident_id = incident  # type: ignore[attr-defined]  # logged: see _LoggedAlready
     return error_response(
-        500, "INTERNAL_ERROR", "internal error; quote this id when reporting it", requestId=request_id
+        500, "INTERNAL_ERROR", "internal error; quote this id when reporting it", requestId=incident
     )
 
 
-def _named(request: Request) -> str:
-    """`` request_id=…``: the id the request's reply names it by (``X-Request-Id``, given by
-    the HTTP protocol of ``trueup serve``), for the log line of its failure; empty without one."""
-    named = request.scope.get("state", {}).get("request_id")
-    return f" request_id={named}" if named else ""
+def named(scope: Mapping[str, Any]) -> str:
+    """`` x-request-id=…``: the id the reply to the request of ``scope`` names it by (its
+    ``X-Request-Id``, given by the HTTP protocol of ``trueup serve``), for a log line about it;
+    empty without one."""
+    given = scope.get("state", {}).get(REQUEST_ID_STATE)
+    return f" x-request-id={given}" if given else ""
 
 
 async def _on_unhandled(request: Request, exc: Exception) -> JSONResponse:

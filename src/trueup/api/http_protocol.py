@@ -45,7 +45,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.utils import get_client_addr
 
-from trueup.api.errors import error_body
+from trueup.api.errors import REQUEST_ID_STATE, error_body
 from trueup.api.fastpath import WriteAnswers
 from trueup.service.metrics import HTTP_RESPONSES
 
@@ -70,10 +70,12 @@ it sniffed as HTML or script (an error message echoes what the client sent)."""
 
 
 REQUEST_ID_HEADER = b"x-request-id"
-"""Every reply names its request by an id in this header, which the access log line and the log
-line of a failure name too: a client quoting it to an operator points at the lines of that
-request. One the request brings in this header (a proxy's, say) is kept when it is 1 to 128
-characters of letters, digits and ``._:-``; otherwise, or when given twice, a new one is made."""
+"""Every reply names its HTTP request by an id in this header (not a write's ``req_…`` id, nor
+a failure's ``err_…``), which its access log line and the log lines of its failures name too
+(``x-request-id=…``): a client quoting it to an operator points at the lines of that request.
+One the request brings in this header (a proxy's, say) is kept when it is 1 to 128 characters
+of letters, digits and ``._:-`` (spaces around it aside); otherwise, or when given twice, a new
+one is made. A client may send any id, so one it sent is not known to be unique."""
 
 _GIVEN_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
@@ -81,7 +83,7 @@ _GIVEN_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 def request_id(given: bytes | None) -> bytes:
     """The id of a request that brought ``given`` in ``X-Request-Id`` (``None``: none, or more
     than one): ``given`` when it is a usable one, else 16 new hex digits."""
-    if given is not None and _GIVEN_ID.fullmatch(given):
+    if given is not None and _GIVEN_ID.fullmatch(given := given.strip(b" \t")):
         return given
     return os.urandom(8).hex().encode("ascii")
 
@@ -100,7 +102,7 @@ class _WithRequestId(logging.LoggerAdapter):  # type: ignore[type-arg]
     """The access logger for one request: its line ends with the request's id."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"{msg} request_id={self.extra['id']}", kwargs  # type: ignore[index]
+        return f"{msg} x-request-id={self.extra['id']}", kwargs  # type: ignore[index]
 
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -546,7 +548,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         body = json.dumps(error_body(status, code, message), separators=(",", ":")).encode()
         head = [
             STATUS_LINE[status],
-            *self._default_head(request_id(None)),  # of bytes refused: a new id
+            *self._default_head(self._refused_request_id(cycle if self._mid_body else None)),
             b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body),
         ]
         self._refusal = b"".join(head) + body
@@ -556,6 +558,15 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             self._send_refusal()
         else:
             self._close_later()  # the wait for the replies before it
+
+    @staticmethod
+    def _refused_request_id(cycle: Any) -> bytes:
+        """The id of a refusal's reply: that of the request whose body the refused bytes are in
+        (a bad chunk, trailers too long), else a new one (bytes that never made a request)."""
+        named = (
+            getattr(cycle, "scope", {}).get("state", {}).get(REQUEST_ID_STATE) if cycle is not None else None
+        )
+        return named.encode("ascii") if named else request_id(None)
 
     def shutdown(self) -> None:
         """The server is stopping: a connection whose refusal has been sent is closed at once,
@@ -668,7 +679,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         rid = request_id(_given_id(self.headers))
         cycle.default_headers = [*cycle.default_headers, (REQUEST_ID_HEADER, rid)]
         text = rid.decode("ascii")
-        self.scope["state"]["request_id"] = text
+        self.scope["state"][REQUEST_ID_STATE] = text
         if self.access_log:
             cycle.access_logger = _WithRequestId(self.access_logger, {"id": text})
 
@@ -766,7 +777,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     async def _answer_whole(self, answering: _Answering, body: bytes) -> None:
         found = {name: value.decode("latin-1") for name, value in answering.heads.items()}
         rid = request_id(answering.heads.get(REQUEST_ID_HEADER))
-        answering.scope["state"]["request_id"] = rid.decode("ascii")
+        answering.scope["state"][REQUEST_ID_STATE] = rid.decode("ascii")
         response: Response | None
         try:
             answers = self._answers
@@ -780,7 +791,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
                 body,
             )
         except BaseException:  # as uvicorn's cycle: logged, and a plain 500 that closes
-            self.logger.exception("Exception in ASGI application")
+            self.logger.exception("Exception in ASGI application (x-request-id=%s)", rid.decode())
             response = None
         if self.flow.write_paused and not answering.disconnected:
             await self.flow.drain()
@@ -791,7 +802,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             try:
                 reply, status = self._render(response, answering, rid), response.status_code
             except RuntimeError:
-                self.logger.exception("Exception in ASGI application")
+                self.logger.exception("Exception in ASGI application (x-request-id=%s)", rid.decode())
         if reply is None:
             answering.keep_alive = False
             reply = b"".join([STATUS_LINE[500], *self._default_head(rid), _PLAIN_500])
@@ -800,7 +811,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         if self.access_log:  # `trueup serve --access-log`: the line uvicorn's cycle logs
             client = get_client_addr(await _as_forwarded(answering.scope, self._proxies))
             self.access_logger.info(
-                '%s - "POST %s HTTP/1.1" %d request_id=%s',
+                '%s - "POST %s HTTP/1.1" %d x-request-id=%s',
                 client,
                 answering.scope["path"],
                 status,

@@ -20,7 +20,7 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trueup.api.errors import error_response
+from trueup.api.errors import error_response, named
 from trueup.service.group_commit import STORAGE_RETRY_AFTER_S
 from trueup.service.metrics import HTTP_RESPONSES, route_label
 
@@ -58,7 +58,12 @@ class AnswerCutOffRequests:
         except asyncio.CancelledError:
             if started:
                 raise  # uvicorn closes the connection, as for any reply cut short
-            log.warning("stopping: %s %s cut off unanswered; answered 503", scope["method"], scope["path"])
+            log.warning(
+                "stopping: %s %s cut off unanswered; answered 503%s",
+                scope["method"],
+                scope["path"],
+                named(scope),
+            )
             HTTP_RESPONSES.labels(route_label(scope.get("route")), "5xx").inc()
             reply = error_response(
                 503, "SERVICE_UNAVAILABLE", CUT_OFF_MESSAGE, retryAfterSeconds=STORAGE_RETRY_AFTER_S

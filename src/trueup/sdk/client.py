@@ -233,7 +233,10 @@ class Client:
             _data(reply)  # raises the server's error (404 while the log has no signed head yet)
         if "\n\n\u2014 " not in reply.text:  # a note's signature lines follow a blank line
             raise TrueupError(  # a proxy's page, say
-                "BAD_REPLY", f"not a signed checkpoint: {reply.text[:200]!r}", reply.status_code
+                "BAD_REPLY",
+                f"not a signed checkpoint: {reply.text[:200]!r}",
+                reply.status_code,
+                http_request_id=reply.headers.get("x-request-id"),
             )
         return reply.text
 
@@ -524,7 +527,7 @@ def _data(reply: httpx.Response) -> dict[str, Any]:
             f"not a Trueup reply: {reply.text[:200]!r}",
             reply.status_code,
             retry_after=_header_seconds(reply),  # a proxy's 503 page, say
-            request_id=reply.headers.get("x-request-id"),
+            http_request_id=reply.headers.get("x-request-id"),
         )
     if reply.is_success and body.get("success") is True and isinstance(body.get("data"), dict):
         data: dict[str, Any] = body["data"]
@@ -541,7 +544,7 @@ def _data(reply: httpx.Response) -> dict[str, Any]:
         reply.status_code,
         retry_after=retry_after,
         body=body,
-        request_id=reply.headers.get("x-request-id"),
+        http_request_id=reply.headers.get("x-request-id"),
     )
 
 

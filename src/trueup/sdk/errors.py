@@ -29,7 +29,7 @@ class TrueupError(Exception):
         retry_after: float | None = None,
         body: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
-        request_id: str | None = None,
+        http_request_id: str | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {message}" if status is not None else f"{code}: {message}")
         self.code = code
@@ -40,6 +40,7 @@ class TrueupError(Exception):
         self.idempotency_key = idempotency_key
         """On a write, the ``Idempotency-Key`` it went with (the one made for it when none was
         given): send the same write again with it to store it once."""
-        self.request_id = request_id
-        """The reply's ``X-Request-Id``, which the server's log lines of the request name: quote
-        it to the server's operator (``None`` when no reply came, or it had none)."""
+        self.http_request_id = http_request_id
+        """The reply's ``X-Request-Id``: the id of the HTTP request (not a write's ``req_…``),
+        which the server's log lines of it name; quote it to the server's operator (``None``
+        when no reply came, or it had none)."""
