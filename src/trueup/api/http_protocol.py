@@ -676,7 +676,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     def _name_request(self, cycle: Any) -> None:
         """Give the request of ``cycle`` (uvicorn's) its id (:data:`REQUEST_ID_HEADER`): in the
         headers its reply starts with, whatever answers it (the app, uvicorn's own 500), in its
-        scope's state (``request.state.request_id``, for the log line of a failure), and at the
+        scope's state (:data:`~trueup.api.errors.REQUEST_ID_STATE`, for the log lines about it), and at the
         end of its access log line."""
         rid = request_id(_given_id(self.headers))
         cycle.default_headers = [*cycle.default_headers, (REQUEST_ID_HEADER, rid)]
