@@ -57,3 +57,9 @@ def test_an_unpaired_surrogate_is_quoted_as_its_escape() -> None:
     shown = quoted("a\ud800b\U0001f600")
     assert shown == '"a\\ud800b\U0001f600"'
     assert shown.encode("utf-8") and json.loads(shown) == "a\ud800b\U0001f600"
+
+
+def test_quoted_text_longer_than_asked_is_cut_with_an_ellipsis() -> None:
+    assert quoted("a" * 40, 40) == '"' + "a" * 40 + '"'
+    assert quoted("a" * 41, 40) == '"' + "a" * 37 + '..."'
+    assert quoted('"' * 10, 5) == '"\\"\\"..."'

@@ -24,13 +24,16 @@ def dumps(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def quoted(text: str) -> str:
-    """``text`` as a JSON string, the way error messages show a value: ``"abc"``, with JSON's
+def quoted(text: str, longest: int | None = None) -> str:
+    """``text`` as a JSON string, the way error messages show a value: ``"abc"``, cut to its
+    first ``longest - 3`` characters and ``...`` when it is longer than ``longest``; with JSON's
     escapes for a double quote and a backslash, and a ``\\uXXXX`` escape for every character
     that does not print (controls, DEL, format characters such as a right-to-left override,
     separators other than the space, an unpaired surrogate, which UTF-8 cannot carry): what the
     client sent is shown, never hidden or acted on by a terminal. Other characters stay as they
     are (``é``, not ``\\u00e9``)."""
+    if longest is not None and len(text) > longest:
+        text = text[: longest - 3] + "..."
     shown = json.dumps(text, ensure_ascii=False)  # escapes the quote, the backslash and C0 only
     if shown.isprintable():
         return shown

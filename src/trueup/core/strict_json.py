@@ -307,8 +307,7 @@ def describe(value: object) -> str:  # noqa: PLR0911 - one early return per JSON
         text = value.text if isinstance(value, _SpelledFloat) else repr(value)
         return text if len(text) <= 32 else text[:29] + "..."
     if isinstance(value, str):
-        shown = value if len(value) <= 32 else value[:29] + "..."
-        return quoted(shown)
+        return quoted(value, 32)
     if isinstance(value, list):
         return "an array"
     if isinstance(value, dict):

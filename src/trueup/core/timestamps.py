@@ -39,7 +39,7 @@ MAX_TIME = "9999-12-31T23:59:59.999999Z~"
 def _quoted(value: str) -> str:
     """``value`` as the JSON string it was sent as (cut short at 40 characters), as the other
     messages show a value (:func:`~trueup.core.strict_json.describe`)."""
-    return quoted(value if len(value) <= 40 else value[:37] + "...")
+    return quoted(value, 40)
 
 
 def parse_rfc3339(value: object, field: str) -> datetime:
