@@ -1,6 +1,7 @@
 """``trueup verify-period``: a locked month checked through the real server's public pages, one
 line and an exit code for each outcome: proven, a check that failed (a forged page from a real
-HTTP server on 127.0.0.1, a root the server does not know, no server), an argument wrong."""
+HTTP server on 127.0.0.1, a root the server does not know), an argument wrong, nothing checked
+(no server, a proxy's page, a server that is failing)."""
 
 from __future__ import annotations
 
@@ -154,14 +155,56 @@ def test_a_page_showing_other_times_than_its_leaves_fails(
     assert (code, out) == (1, f"FAILED: {failed}\n")
 
 
-def test_a_root_the_server_does_not_know_and_no_server_fail(
+def test_a_root_the_server_does_not_know_fails_and_no_server_checks_nothing(
     running: Running, locked: tuple[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The server's 404 for a root you hold from it is its answer (exit 1); no reply says
+    nothing about the log (exit 3), so a monitor alarming on 1 is not woken by an outage."""
     _, key = locked
     code, out = _run(capsys, "0x" + "ab" * 32, "--key", key, "--url", running.url)
     assert code == 1 and out.startswith("FAILED: the server did not give the period: '404 "), out
     code, out = _run(capsys, "0x" + "ab" * 32, "--key", key, "--url", f"http://127.0.0.1:{free_port()}")
-    assert code == 1 and out.startswith("FAILED: the server did not give the period: 'CONNECTION_ERROR"), out
+    assert code == 3, out
+    assert out.startswith("NOT CHECKED: the server could not be asked for the period: 'CONNECTION_ERROR"), out
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "body", "shown_as"),
+    [
+        (
+            503,
+            "application/json",
+            b'{"success": false, "code": "STORAGE_UNAVAILABLE", "message": "x"}',
+            "503 STORAGE_",
+        ),
+        (
+            500,
+            "application/json",
+            b'{"success": false, "code": "INTERNAL_ERROR", "message": "x"}',
+            "500 INTERNAL_",
+        ),
+        (429, "application/json", b'{"success": false, "code": "RATE_LIMITED", "message": "x"}', "429 RATE_"),
+        (502, "text/html", b"<html>bad gateway</html>", "502 BAD_REPLY"),
+        (403, "text/html", b"<html>a proxy's login page</html>", "403 BAD_REPLY"),
+    ],
+)
+def test_a_server_that_cannot_answer_checks_nothing(
+    locked: tuple[str, str],
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+    content_type: str,
+    body: bytes,
+    shown_as: str,
+) -> None:
+    root, key = locked
+
+    def failing(request: BaseHTTPRequestHandler, _: bytes) -> tuple[int, dict[str, str], bytes]:
+        return status, {"Content-Type": content_type, "Retry-After": "0"}, body
+
+    with local_server(failing) as url:
+        code, out = _run(capsys, root, "--key", key, "--url", url)
+    assert code == 3, out
+    assert re.match(rf"NOT CHECKED: the server could not be asked for the period: ['\"]{shown_as}", out), out
 
 
 def test_a_tree_heads_root_is_said_to_be_no_period(

@@ -1,12 +1,14 @@
 """``trueup proof``: an anchor id that is not one is refused before any request, and a reply
 that is not the bundle asked for (another delta's, or no Trueup reply at all) is one line on
-stderr, never a traceback or a bundle written out. The server here is a real HTTP server on
-127.0.0.1 that answers as a broken or hostile one would."""
+stderr, never a traceback or a bundle written out; a refusal is exit 1, and a server that could
+not be asked is exit 3. The server here is a real HTTP server on 127.0.0.1 that answers as a
+broken or hostile one would."""
 
 from __future__ import annotations
 
 import json
 import math
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -82,27 +84,31 @@ def test_a_server_s_whole_error_message_is_shown(
 
 
 @pytest.mark.parametrize(
-    ("reply", "message"),
+    ("reply", "message", "exit_code"),
     [
         pytest.param(
             ("application/json", json.dumps({"success": True, "data": {**BUNDLE, "anchorId": "a_7"}})),
             "the server sent no bundle for {anchor} (got 'a_7')",
+            1,
             id="another delta's bundle",
         ),
         pytest.param(
             ("application/json", '{"success": true}'),
             "the server sent no bundle for {anchor} (got None)",
+            1,
             id="no data",
         ),
         pytest.param(
             ("text/html", "<html>a proxy page</html>"),
             "200, not a Trueup reply: '<html>a proxy",
+            3,
             id="not JSON",
         ),
-        pytest.param(("application/json", "[1]"), "200, not a Trueup reply: '[1]'", id="not an object"),
+        pytest.param(("application/json", "[1]"), "200, not a Trueup reply: '[1]'", 3, id="not an object"),
         pytest.param(
             ("application/json", json.dumps({"success": True, "data": {**BUNDLE, "leafIndex": math.nan}})),
             "the server's reply is not a bundle `trueup verify` can read: bundle: NaN is not JSON",
+            1,
             id="NaN, which trueup verify refuses",
         ),
         pytest.param(
@@ -111,24 +117,63 @@ def test_a_server_s_whole_error_message_is_shown(
                 json.dumps({"success": True, "data": BUNDLE}).replace('"leaf": ', '"leaf": {}, "leaf": ', 1),
             ),
             "the server's reply is not a bundle `trueup verify` can read: bundle: duplicate member 'leaf'",
+            1,
             id="a member given twice",
         ),
         pytest.param(
             ("application/json", "[" * 100_000 + "]" * 100_000),
             "200, not a Trueup reply: '[[[[",
+            3,
             id="nested past the interpreter's depth",
         ),
     ],
 )
 def test_a_reply_that_is_not_the_bundle_asked_for_is_one_line(
-    server: ThreadingHTTPServer, capsys: pytest.CaptureFixture[str], reply: tuple[str, str], message: str
+    server: ThreadingHTTPServer,
+    capsys: pytest.CaptureFixture[str],
+    reply: tuple[str, str],
+    message: str,
+    exit_code: int,
 ) -> None:
+    """Exit 1 for a reply of the server's that holds no usable bundle, 3 for one that is not the
+    server's at all (a proxy's page, say): that checked nothing."""
     server.reply = (reply[0], reply[1].encode())  # type: ignore[attr-defined]
-    assert _run(server, BUNDLE["anchorId"]) == 1
+    assert _run(server, BUNDLE["anchorId"]) == exit_code
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith("trueup proof: " + message.format(anchor=BUNDLE["anchorId"]))
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "exit_code"),
+    [
+        (404, {"success": False, "code": "NOT_FOUND", "message": "no delta a_0"}, 1),
+        (403, {"success": False, "code": "FORBIDDEN", "message": "not your delta"}, 1),
+        (429, {"success": False, "code": "RATE_LIMITED", "message": "slow down"}, 3),
+        (500, {"success": False, "code": "INTERNAL_ERROR", "message": "err_1"}, 3),
+        (503, {"success": False, "code": "STORAGE_UNAVAILABLE", "message": "try again"}, 3),
+    ],
+)
+def test_a_refusal_is_exit_1_and_a_server_that_could_not_answer_exit_3(
+    server: ThreadingHTTPServer, capsys: pytest.CaptureFixture[str], status: int, body: object, exit_code: int
+) -> None:
+    server.reply = ("application/json", json.dumps(body).encode(), status)  # type: ignore[attr-defined]
+    assert _run(server, BUNDLE["anchorId"]) == exit_code
+    assert capsys.readouterr().err.startswith(f"trueup proof: {status} ")
+
+
+def test_no_server_is_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
+    idle = socket.socket()  # bound, never listening: a connection to it is refused at once
+    idle.bind(("127.0.0.1", 0))
+    try:
+        code = proof.run(
+            ["a_0", "--url", f"http://127.0.0.1:{idle.getsockname()[1]}", "--api-key", "pk_test"]
+        )
+    finally:
+        idle.close()
+    assert code == 3
+    assert capsys.readouterr().err.startswith("trueup proof: cannot reach http://127.0.0.1:")
 
 
 @pytest.mark.parametrize("anchor", ["../../checkpoint", "a_", "a_01", "7", "a_1?x=1"])

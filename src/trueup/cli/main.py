@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "trueup.cli.verifyperiod",
         "check a period checkpoint's records through the API against a pinned key",
     ),
+    "follow": (
+        "trueup.cli.follow",
+        "check through the API that the log only grew since the checkpoint you hold",
+    ),
     "log-key": ("trueup.cli.logkey", "print the verifier key of this log's checkpoints"),
     "bench": ("trueup.cli.bench", "run the benchmark report"),
 }

@@ -1,4 +1,9 @@
-"""``trueup proof ANCHOR_ID > bundle.json``: fetch an offline proof bundle through the API."""
+"""``trueup proof ANCHOR_ID > bundle.json``: fetch an offline proof bundle through the API.
+
+Exits 0 with the bundle on stdout, 1 when the server refused it (a delta it does not know, a
+key it does not take) or sent something that is not the bundle asked for, 2 when an argument is
+wrong, and 3 when the server could not be asked (:mod:`trueup.cli.unchecked`).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,11 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import httpx
 
+from trueup.cli.unchecked import NOT_CHECKED, nothing_checked
 from trueup.proof import ProofError, load_bundle
 from trueup.proof.errors import shown
 
@@ -48,11 +55,11 @@ def run(argv: list[str]) -> int:
         return 2
     except httpx.HTTPError as exc:
         print(f"trueup proof: cannot reach {args.url}: {exc}", file=sys.stderr)
-        return 1
-    bundle, problem = _bundle_in(reply, args.anchor_id)
+        return NOT_CHECKED
+    bundle, wrong = _bundle_in(reply, args.anchor_id)
     if bundle is None:
-        print(f"trueup proof: {problem}", file=sys.stderr)
-        return 1
+        print(f"trueup proof: {wrong.text}", file=sys.stderr)
+        return NOT_CHECKED if nothing_checked(reply.status_code, wrong.code) else 1
     print(json.dumps(bundle, indent=2))
     return 0
 
@@ -67,23 +74,32 @@ def _argument_problem(anchor: str, api_key: str | None) -> str | None:
     return None
 
 
-def _bundle_in(reply: httpx.Response, anchor: str) -> tuple[Mapping[str, object] | None, str]:
+class _Problem(NamedTuple):
+    text: str
+    code: str
+    """The server's error code, ``BAD_REPLY`` for a reply that is not Trueup's (as the Python
+    client names it), ``""`` for a reply that is the server's but holds no usable bundle."""
+
+
+def _bundle_in(reply: httpx.Response, anchor: str) -> tuple[Mapping[str, object] | None, _Problem]:
     """The bundle for ``anchor`` in the server's reply, or ``None`` and what is wrong with it."""
     try:
         body = reply.json()
     except (ValueError, RecursionError):  # not JSON, or nested past the interpreter's depth
         body = None
     if not isinstance(body, dict):
-        return None, f"{reply.status_code}, not a Trueup reply: {reply.text[:200]!r}"
+        return None, _Problem(f"{reply.status_code}, not a Trueup reply: {reply.text[:200]!r}", "BAD_REPLY")
     if reply.status_code != 200:
         # The whole message (a server's are under 300 characters): its end says what to do.
-        return None, f"{reply.status_code} {shown(body.get('message', reply.text[:200]), 300)}"
+        message = f"{reply.status_code} {shown(body.get('message', reply.text[:200]), 300)}"
+        return None, _Problem(message, str(body.get("code", "")))
     try:  # as `trueup verify` will read it: no NaN, no member given twice
         bundle = load_bundle(reply.text)
     except ProofError as exc:
-        return None, f"the server's reply is not a bundle `trueup verify` can read: {exc}"
+        return None, _Problem(f"the server's reply is not a bundle `trueup verify` can read: {exc}", "")
     # The bundle is checked offline (trueup verify), but a server answering for another delta
     # is told here, where the requested anchor is known.
     if bundle.get("anchorId") != anchor:
-        return None, f"the server sent no bundle for {anchor} (got {shown(bundle.get('anchorId'))})"
-    return bundle, ""
+        got = shown(bundle.get("anchorId"))
+        return None, _Problem(f"the server sent no bundle for {anchor} (got {got})", "")
+    return bundle, _Problem("", "")

@@ -5,7 +5,9 @@ here, trusting nothing but the pinned verifier key (:meth:`trueup.sdk.Client.ver
 every record's leaf is hashed and proven in a tree head that key signed, the records are as
 many as the period's summary says, recompute the proof root and sum to its net change. Prints
 one line; exits 0 when every check passes, naming what was proven, 1 naming the check that
-failed (or why the server could not be asked), and 2 when an argument is wrong.
+failed (or the server's refusal: a 404 for a root it does not know), 2 when an argument is
+wrong, and 3 when the server could not be asked (no reply, a proxy's page, a 429 or a 5xx:
+:mod:`trueup.cli.unchecked`), which proves nothing either way.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import httpx
 
 from trueup.cli.keyarg import KeyArgumentError, add_key_arguments, read_verifier_key
 from trueup.cli.proof import add_server_url
+from trueup.cli.unchecked import NOT_CHECKED, nothing_checked
 from trueup.proof import ProofError, VerifiedPeriod
 from trueup.proof.errors import shown
 from trueup.sdk import Client, TrueupError
@@ -51,6 +54,9 @@ def run(argv: list[str]) -> int:
             print(f"FAILED: {exc}")
             return 1
         except TrueupError as exc:
+            if nothing_checked(exc.status, exc.code):
+                print(f"NOT CHECKED: the server could not be asked for the period: {shown(str(exc), 300)}")
+                return NOT_CHECKED
             print(f"FAILED: the server did not give the period: {shown(str(exc), 300)}")
             return 1
     print(ok_line(period))
