@@ -4,6 +4,7 @@ servers on 127.0.0.1 that misbehave the ways a network or a dishonest server can
 from __future__ import annotations
 
 import copy
+import gzip
 import hashlib
 import json
 import re
@@ -549,6 +550,62 @@ def test_a_malformed_reply_is_a_trueup_error_not_a_crash(
     ):
         client.usage()
     assert failed.value.code in ("BAD_REPLY", "HTTP_ERROR", "RATE_LIMITED")
+
+
+@pytest.mark.parametrize(
+    ("headers", "content"),
+    [
+        ({"Content-Type": "application/json"}, b'{"success": true, "data": {"pad": "' + b"x" * 5000 + b'"}}'),
+        # 5 KB on the wire that inflate to 5 MB
+        ({"Content-Type": "application/json", "Content-Encoding": "gzip"}, gzip.compress(b" " * 5_000_000)),
+    ],
+    ids=["long", "inflating"],
+)
+def test_a_reply_longer_than_max_reply_bytes_is_not_read_further(
+    headers: dict[str, str], content: bytes
+) -> None:
+    def long(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return 200, {**headers, "X-Request-Id": "long-1"}, content
+
+    with (
+        local_server(long) as url,
+        Client(url, "pk_live_a.b", retries=0, max_reply_bytes=4096) as client,
+        pytest.raises(TrueupError) as failed,
+    ):
+        client.usage()
+    assert (failed.value.code, failed.value.status, failed.value.body) == ("BAD_REPLY", 200, None)
+    assert failed.value.message.endswith("longer than 4096 bytes")
+    assert failed.value.http_request_id == "long-1"
+
+
+def test_a_reply_as_long_as_max_reply_bytes_is_read() -> None:
+    content = b'{"success": true, "data": {"pad": "' + b"x" * 5000 + b'"}}'
+
+    def long(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return 200, {"Content-Type": "application/json"}, content
+
+    with local_server(long) as url, Client(url, retries=0, max_reply_bytes=len(content)) as client:
+        assert client.usage() == {"pad": "x" * 5000}
+
+
+def test_a_reply_read_whole_keeps_its_headers_and_decoded_body() -> None:
+    """The reply is read in pieces and put together again: what the client reads of it (the
+    decoded body, the advice and id headers, a header that is not ASCII) is as before."""
+    document = {"success": False, "code": "RATE_LIMITED", "message": "slow d\u00f6wn"}
+
+    def zipped(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", "Retry-After": "3"}
+        return 429, {**headers, "X-Request-Id": "zip-1"}, gzip.compress(json.dumps(document).encode())
+
+    with (
+        local_server(zipped) as url,
+        Client(url, "pk_live_a.b", retries=0) as client,
+        pytest.raises(TrueupError) as failed,
+    ):
+        client.usage()
+    error = failed.value
+    assert (error.status, error.code, error.message) == (429, "RATE_LIMITED", "slow d\u00f6wn")
+    assert (error.retry_after, error.http_request_id) == (3.0, "zip-1")
 
 
 @pytest.mark.parametrize(

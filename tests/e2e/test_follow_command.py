@@ -1,16 +1,20 @@
 """``trueup follow``: a monitor's checkpoint file, started from and moved on by the real server
-(both backends), left as it was when a check fails (a forged proof from a real HTTP server on
-127.0.0.1) or nothing could be checked (no server, a failing one), and one line and an exit
-code for each outcome."""
+(both backends); left as it was, with the server's newest signed checkpoint kept beside it, when
+a check fails (forged proofs, a fork signed with the log's own key, a log cut back, from a real
+HTTP server on 127.0.0.1); left as it was when nothing could be checked (no server, a failing
+one, one too slow, another run on the file); one line and an exit code for each outcome."""
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import json
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -19,10 +23,13 @@ import pytest
 from tests.e2e.conftest import Running
 from tests.e2e.server import free_port, local_server
 from trueup.cli.main import main
-from trueup.proof import verify_checkpoint
+from trueup.proof import TreeHead, parse_verifier_key, verify_checkpoint
+from trueup.proof.checkpoint import CheckpointSigner
 from trueup.sdk import Client
+from trueup.service.signing import load_signer
 
 CUSTOMER = "cli-follow-cust"
+Handler = Callable[[BaseHTTPRequestHandler, bytes], tuple[int, dict[str, str], bytes]]
 
 
 @pytest.fixture
@@ -31,9 +38,16 @@ def client(running: Running) -> Iterator[Client]:
         yield opened
 
 
+_WRITES = itertools.count()
+
+
 def _sealed(client: Client, name: str, count: int) -> None:
-    """``count`` deltas written and sealed: the log grows by that many leaves."""
-    accepted = client.write([{"key": f"{name}-{i}", "accountId": CUSTOMER, "bits": 1} for i in range(count)])
+    """``count`` new deltas written and sealed: the log grows by that many leaves (each key is
+    new: the same key again would be stored once)."""
+    n = next(_WRITES)
+    accepted = client.write(
+        [{"key": f"{name}-{n}-{i}", "accountId": CUSTOMER, "bits": 1} for i in range(count)]
+    )
     client.wait_verified(accepted["requestId"])
 
 
@@ -46,10 +60,27 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
+def _json(data: object, status: int = 200) -> tuple[int, dict[str, str], bytes]:
+    return status, {"Content-Type": "application/json"}, json.dumps(data).encode()
+
+
+def _routes(consistency: Handler, checkpoint: str) -> Handler:
+    """A server answering the consistency proof with ``consistency`` and the newest checkpoint
+    with ``checkpoint``, as Trueup's routes do."""
+
+    def answer(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        if request.path.startswith("/api/v1/log/proof/consistency"):
+            return consistency(request, body)
+        return 200, {"Content-Type": "text/plain; charset=utf-8"}, checkpoint.encode()
+
+    return answer
+
+
 def test_a_monitor_starts_then_sees_the_log_grow_and_holds_the_newer_checkpoint(
     running: Running, client: Client, tmp_path: Path
 ) -> None:
     key = client.log_key()
+    (tmp_path / "monitor").mkdir()
     held = tmp_path / "monitor" / "checkpoint"
     argv = [sys.executable, "-m", "trueup.cli.main", "follow", str(held), "--key", key, "--url", running.url]
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -81,40 +112,125 @@ def test_a_monitor_starts_then_sees_the_log_grow_and_holds_the_newer_checkpoint(
     assert held.read_text() == client.log_checkpoint()  # the server's newest (this module writes alone)
 
     before = held.read_bytes()
-    assert (
-        follow()
-        == f"OK: the log is as held, {grown.size} leaves, root {grown.root.hex()}, signed by the pinned key\n"
+    expected = (
+        f"OK: the log is as held, {grown.size} leaves, root {grown.root.hex()}, signed by the pinned key\n"
     )
+    assert follow() == expected
     assert held.read_bytes() == before
+    assert sorted(p.name for p in held.parent.iterdir()) == [".checkpoint.lock", "checkpoint"]
+
+
+@pytest.fixture
+def held(client: Client, tmp_path: Path) -> tuple[Path, str, TreeHead]:
+    """A checkpoint file held by the monitor, then the log grown past it: ``(file, key, head)``."""
+    key = client.log_key()
+    _sealed(client, "held", 1)
+    path = tmp_path / "checkpoint"
+    path.write_text(client.log_checkpoint())
+    _sealed(client, "past-held", 3)
+    return path, key, verify_checkpoint(path.read_text(), key)
+
+
+def _forged_signer(running: Running, key: str) -> CheckpointSigner:
+    """The log's own signing key, as a server that turned against its clients would use it."""
+    return load_signer(running.data_dir / "signing-key.pem", parse_verifier_key(key).name)
 
 
 def test_a_forged_consistency_proof_fails_and_the_file_stays_as_it_was(
-    running: Running, client: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    running: Running, client: Client, held: tuple[Path, str, TreeHead], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    key = client.log_key()
-    _sealed(client, "fork-start", 1)
-    held = tmp_path / "checkpoint"
-    held.write_text(client.log_checkpoint())
-    _sealed(client, "fork-more", 3)
-    size = verify_checkpoint(held.read_text(), key).size
+    path, key, head = held
     with Client(running.url) as public:
-        genuine = public._get("/api/v1/log/proof/consistency", {"from": size})
+        genuine = public._get("/api/v1/log/proof/consistency", {"from": head.size})
     assert genuine["proof"], "a proof from a non-empty tree to a larger one has nodes"
 
-    def forking(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def forging(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
         proof = list(genuine["proof"])
         proof[-1] = ("0" if proof[-1][0] != "0" else "1") + proof[-1][1:]  # one node changed
-        reply = {"success": True, "data": {**genuine, "proof": proof}}
-        return 200, {"Content-Type": "application/json"}, json.dumps(reply).encode()
+        return _json({"success": True, "data": {**genuine, "proof": proof}})
 
-    before = held.read_bytes()
-    with local_server(forking) as url:
-        code, out = _run(capsys, str(held), "--key", key, "--url", url)
+    before = path.read_bytes()
+    with local_server(_routes(forging, genuine["checkpoint"])) as url:
+        code, out = _run(capsys, str(path), "--key", key, "--url", url)
     assert code == 1, out
-    assert out.startswith("FAILED: ") and "\n" not in out[:-1], out
-    assert held.read_bytes() == before
-    code, out = _run(capsys, str(held), "--key", key, "--url", running.url)  # the genuine server
-    assert (code, out.startswith(f"OK: the log grew from {size} to ")) == (0, True), out
+    rejected = path.with_name("checkpoint.rejected")
+    newest = verify_checkpoint(genuine["checkpoint"], key)
+    assert out.startswith("FAILED: ") and out.count("\n") == 1, out
+    assert out.endswith(
+        f"; the server's newest signed checkpoint ({newest.size} leaves) is kept in {rejected}\n"
+    )
+    assert path.read_bytes() == before
+    assert rejected.read_text() == genuine["checkpoint"]
+    code, out = _run(capsys, str(path), "--key", key, "--url", running.url)  # the genuine server
+    assert (code, out.startswith(f"OK: the log grew from {head.size} to ")) == (0, True), out
+
+
+def test_a_fork_signed_with_the_log_s_own_key_fails_and_is_kept_as_evidence(
+    running: Running, client: Client, held: tuple[Path, str, TreeHead], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server signs a larger tree of another history: its signature verifies, its proof
+    cannot, and the two signed checkpoints are what a third party can check."""
+    path, key, head = held
+    with Client(running.url) as public:
+        genuine = public._get("/api/v1/log/proof/consistency", {"from": head.size})
+    newest = verify_checkpoint(genuine["checkpoint"], key)
+    signer = _forged_signer(running, key)
+    fork = signer.sign(signer.name, TreeHead(newest.size, b"\x5a" * 32, newest.timestamp_ms))
+    verify_checkpoint(fork, key)  # signed by the log's key: only the proof can tell
+
+    def forking(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return _json({"success": True, "data": {**genuine, "checkpoint": fork, "toRoot": "5a" * 32}})
+
+    before = path.read_bytes()
+    with local_server(_routes(forking, fork)) as url:
+        code, out = _run(capsys, str(path), "--key", key, "--url", url)
+    assert code == 1, out
+    assert out.startswith("FAILED: ") and f"is kept in {path}.rejected\n" in out, out
+    assert path.read_bytes() == before
+    assert path.with_name("checkpoint.rejected").read_text() == fork
+
+
+@pytest.mark.parametrize("how", ["smaller", "rewritten at the same size"])
+def test_a_log_cut_back_or_rewritten_fails(
+    running: Running,
+    client: Client,
+    held: tuple[Path, str, TreeHead],
+    capsys: pytest.CaptureFixture[str],
+    how: str,
+) -> None:
+    """The server gives no proof from the size held (a 404), and a newest checkpoint signed by
+    the log's key that is smaller than the one held, or as large with another root."""
+    path, key, head = held
+    signer = _forged_signer(running, key)
+    size = head.size - 1 if how == "smaller" else head.size
+    cut = signer.sign(signer.name, TreeHead(size, b"\x33" * 32, head.timestamp_ms + 1))
+
+    def no_proof(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return _json({"success": False, "code": "NOT_FOUND", "message": "no head"}, 404)
+
+    before = path.read_bytes()
+    with local_server(_routes(no_proof, cut)) as url:
+        code, out = _run(capsys, str(path), "--key", key, "--url", url)
+    assert code == 1, out
+    assert out.startswith("FAILED: ") and out.endswith(f"is kept in {path}.rejected\n"), out
+    assert path.read_bytes() == before
+    assert path.with_name("checkpoint.rejected").read_text() == cut
+
+
+def test_only_the_pinned_key_s_signature_is_kept(
+    running: Running, client: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Signatures by other keys are not checked, so a note padded with one (90 KB) is kept
+    without it: the file never fills up to where it can no longer be followed from."""
+    key = client.log_key()
+    genuine = client.log_checkpoint()
+    padded = genuine + "\u2014 other.example " + "A" * 90_000 + "\n"
+    verify_checkpoint(padded, key)  # still a note the pinned key verifies
+    path = tmp_path / "checkpoint"
+    with local_server(_routes(lambda request, body: _json({}, 500), padded)) as url:
+        code, out = _run(capsys, str(path), "--init", "--key", key, "--url", url)
+    assert code == 0, out
+    assert path.read_text() == genuine
 
 
 @pytest.mark.parametrize(
@@ -123,7 +239,13 @@ def test_a_forged_consistency_proof_fails_and_the_file_stays_as_it_was(
         (503, "application/json", b'{"success": false, "code": "STORAGE_UNAVAILABLE", "message": "x"}'),
         (502, "text/html", b"<html>bad gateway</html>"),
         (200, "text/html", b"<html>a proxy's login page</html>"),
+        (
+            200,
+            "application/json",
+            b'{"success": true, "data": {"proof": [], "pad": "' + b"x" * 2_000_000 + b'"}}',
+        ),
     ],
+    ids=["503", "a proxy's 502", "a proxy's 200", "a reply longer than any of the server's"],
 )
 def test_a_server_that_cannot_answer_checks_nothing_and_the_file_stays(
     client: Client,
@@ -148,11 +270,75 @@ def test_a_server_that_cannot_answer_checks_nothing_and_the_file_stays(
     code, out = _run(capsys, str(held), "--key", key, "--url", f"http://127.0.0.1:{free_port()}")
     assert code == 3, out
     assert re.match(r"NOT CHECKED: the server could not be asked: ['\"]CONNECTION_ERROR", out), out
-    code, out = _run(
-        capsys, str(tmp_path / "new"), "--init", "--key", key, "--url", f"http://127.0.0.1:{free_port()}"
-    )
+    new = tmp_path / "new"
+    code, out = _run(capsys, str(new), "--init", "--key", key, "--url", f"http://127.0.0.1:{free_port()}")
     assert code == 3, out
-    assert held.read_bytes() == before and not (tmp_path / "new").exists()
+    assert held.read_bytes() == before and not new.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".checkpoint.lock", ".new.lock", "checkpoint"]
+
+
+def test_a_refusal_the_server_names_bad_reply_is_still_a_refusal(
+    client: Client, held: tuple[Path, str, TreeHead], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whether a reply is the server's is the client's reading, not a code the reply names."""
+    path, key, _ = held
+
+    def naming(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return _json({"success": False, "code": "BAD_REPLY", "message": "not me"}, 403)
+
+    with local_server(naming) as url:
+        code, out = _run(capsys, str(path), "--key", key, "--url", url)
+    assert code == 1, out
+    assert out.startswith("FAILED: the server refused: '403 BAD_REPLY: not me'"), out
+
+
+def test_a_server_too_slow_and_another_run_on_the_file_check_nothing(
+    running: Running, held: tuple[Path, str, TreeHead], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--timeout bounds the whole run: a server that answers a byte at a time, or never, and a
+    wait for another run on the file (runs take turns, so two cannot each accept a history)."""
+    path, key, head = held
+    release = threading.Event()
+
+    def stalling(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        release.wait(30)
+        return _json({})
+
+    before = path.read_bytes()
+    with local_server(stalling) as url:
+        code, out = _run(capsys, str(path), "--key", key, "--url", url, "--timeout", "0.5")
+        release.set()
+    waited = f"the server's replies, or another run on {path}"
+    assert (code, out) == (3, f"NOT CHECKED: the run took more than --timeout 0.5 s ({waited})\n")
+    assert path.read_bytes() == before
+
+    lock = os.open(path.with_name(".checkpoint.lock"), os.O_RDWR)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another run holds the file
+        code, out = _run(capsys, str(path), "--key", key, "--url", running.url, "--timeout", "0.5")
+        assert code == 3 and out.startswith("NOT CHECKED: the run took more than --timeout 0.5 s"), out
+        assert path.read_bytes() == before
+    finally:
+        os.close(lock)
+    code, out = _run(capsys, str(path), "--key", key, "--url", running.url)  # its turn now
+    assert (code, out.startswith(f"OK: the log grew from {head.size} to ")) == (0, True), out
+
+
+def test_a_link_s_target_is_moved_on_with_its_mode_and_a_hand_made_file_is_read(
+    running: Running, held: tuple[Path, str, TreeHead], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file behind a link is the one moved on (the link stays a link), its mode is kept, and
+    a byte order mark and Windows line ends, as an editor may save them, are not the note's."""
+    path, key, head = held
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    path.chmod(0o644)
+    link = path.with_name("link")
+    link.symlink_to(path.name)
+    code, out = _run(capsys, str(link), "--key", key, "--url", running.url)
+    assert (code, out.startswith(f"OK: the log grew from {head.size} to ")) == (0, True), out
+    assert link.is_symlink() and link.readlink() == Path(path.name)
+    assert verify_checkpoint(path.read_text(), key).size > head.size
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_the_file_must_hold_a_checkpoint_of_the_pinned_key(
@@ -167,13 +353,14 @@ def test_the_file_must_hold_a_checkpoint_of_the_pinned_key(
     (tmp_path / "huge").write_bytes(b"x" * 70_000)
     other_log = client.log_checkpoint().replace("\u2014 ", "\u2014 x", 1)  # its signature line renamed
     (tmp_path / "other").write_text(other_log)
+    (tmp_path / "dir").mkdir()
     cases = {
         "missing": r"missing does not exist: --init creates it from the server's newest checkpoint$",
         "garbled": r"garbled holds no checkpoint signed by the pinned key: ",
         "binary": r"binary holds no checkpoint signed by the pinned key: ",
-        "huge": r"huge is larger than a checkpoint can be \(65536 bytes\)$",
+        "huge": r"huge is longer than a checkpoint can be \(65536 bytes\)$",
         "other": r"other holds no checkpoint signed by the pinned key: ",
-        ".": r"cannot read .*: \[Errno 21\] Is a directory",
+        "dir": r"cannot read .*dir: \[Errno 21\] Is a directory",
     }
     for name, problem in cases.items():
         code, out = _run(capsys, str(tmp_path / name), "--key", key, "--url", url)
@@ -183,5 +370,33 @@ def test_the_file_must_hold_a_checkpoint_of_the_pinned_key(
     held.write_text(client.log_checkpoint())
     code, out = _run(capsys, str(held), "--init", "--key", key, "--url", running.url)
     assert (code, out) == (2, f"trueup follow: {held} exists already: follow from it without --init\n")
-    code, out = _run(capsys, str(held), "--key", "  ", "--url", running.url)
-    assert code == 2 and "--key is empty" in out, out
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to("nowhere")
+    code, out = _run(capsys, str(dangling), "--init", "--key", key, "--url", running.url)
+    assert (code, out) == (2, f"trueup follow: {dangling} exists already: follow from it without --init\n")
+    typo = tmp_path / "no-such-dir" / "checkpoint"
+    code, out = _run(capsys, str(typo), "--init", "--key", key, "--url", running.url)
+    assert (code, out) == (2, f"trueup follow: no directory {typo.parent} for checkpoint\n")
+    assert not typo.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--url", "http://[::1"], r"--url 'http://\[::1' is not a server URL"),
+        (["--url", "ftp://127.0.0.1/"], r"--url 'ftp://127\.0\.0\.1/' is not a server URL"),
+        (["--url", "notaurl"], r"--url 'notaurl' is not a server URL"),
+        (["--url", ""], r"--url '' is not a server URL"),
+        (["--timeout", "0"], r"--timeout must be more than 0 and at most 86400 seconds, got 0\.0$"),
+        (["--timeout", "nan"], r"--timeout must be more than 0 and at most 86400 seconds, got nan$"),
+        (["--key", "  "], r"--key is empty"),
+    ],
+)
+def test_a_wrong_argument_is_exit_2_before_any_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], problem: str
+) -> None:
+    key = "localhost/trueup+8792bbd9+AdPqkE5LSMCBuhYr2bdf8Kbsbmr2WpU0GKDl5zOeZ4dQ"  # never used: no request
+    code, out = _run(capsys, str(tmp_path / "checkpoint"), "--init", "--key", key, *args)
+    assert code == 2, out
+    assert out.startswith("trueup follow: ") and re.search(problem, out.strip()), out
+    assert list(tmp_path.iterdir()) == []

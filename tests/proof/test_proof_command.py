@@ -150,6 +150,7 @@ def test_a_reply_that_is_not_the_bundle_asked_for_is_one_line(
     [
         (404, {"success": False, "code": "NOT_FOUND", "message": "no delta a_0"}, 1),
         (403, {"success": False, "code": "FORBIDDEN", "message": "not your delta"}, 1),
+        (403, {"success": False, "code": "BAD_REPLY", "message": "a refusal named as no reply"}, 1),
         (429, {"success": False, "code": "RATE_LIMITED", "message": "slow down"}, 3),
         (500, {"success": False, "code": "INTERNAL_ERROR", "message": "err_1"}, 3),
         (503, {"success": False, "code": "STORAGE_UNAVAILABLE", "message": "try again"}, 3),

@@ -5,42 +5,64 @@ The monitor's side of the log, for the party that does not run the server: run i
 ``CHECKPOINT_FILE`` holds a signed checkpoint (a C2SP signed note) you verified before. The
 command asks the server for its newest checkpoint and an RFC 9162 consistency proof from the
 size held (:meth:`trueup.sdk.Client.follow`), checks both against the pinned key alone and,
-when they pass, puts the newer checkpoint in the file (atomically: a crash leaves the old one or
-the new, whole). A check that fails leaves the file as it was: it is the evidence, with the
-line printed, that the log signed two histories.
+when the log grew, puts the newer checkpoint in the file (atomically: a crash leaves the old one
+or the new, whole; only the text and the pinned key's signature are kept). A check that fails
+leaves the file as it was, and keeps the server's newest checkpoint signed by the pinned key, if
+it gives one, in ``CHECKPOINT_FILE.rejected``: two signed checkpoints that no consistency proof
+joins are evidence anyone holding the key can check.
 
 ``--init`` starts following: the file must not exist yet, and is created holding the server's
 newest checkpoint once its signature checks out (trust on first use of the log's state; the key
 itself must be pinned out of band, from ``trueup log-key`` on the server's host). Without it, a
 missing file is an error, so a path typed wrong never restarts a monitor from scratch.
 
+Runs on one file take turns (a lock on a hidden ``.NAME.lock`` beside it), so two runs cannot
+each accept another history and the file never goes back to a smaller tree. ``--timeout``
+bounds the whole run: the wait for another run on the file, and the server's replies.
+
 Prints one line; exits 0 when the log was only appended to (or the file was started), 1 naming
 the check that failed (or the server's refusal), 2 when an argument or the file is wrong, and 3
-when the server could not be asked (:mod:`trueup.cli.unchecked`), which proves nothing either
-way and leaves the file as it was.
+when nothing could be checked (:mod:`trueup.cli.unchecked`: no reply, a reply that is not the
+server's, a 429 or a 5xx, or the time ran out), which proves nothing either way and leaves the
+file as it was.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import os
+import signal
+import stat
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 from trueup.cli.keyarg import KeyArgumentError, add_key_arguments, read_verifier_key
-from trueup.cli.proof import add_server_url
-from trueup.cli.unchecked import NOT_CHECKED, nothing_checked
+from trueup.cli.proof import add_server_url, server_url_problem
+from trueup.cli.unchecked import NOT_CHECKED, nothing_checked_by
 from trueup.proof import ProofError, TreeHead, VerifierKey, verify_checkpoint
 from trueup.proof.errors import shown
+from trueup.proof.note import split_note
 from trueup.sdk import Client, TrueupError
 from trueup.service.files import replace_private_file, write_private_file
 
 __all__ = ["run"]
 
-_MAX_NOTE_BYTES = 64 * 1024
-"""A checkpoint note is a few hundred bytes; a file much larger holds something else."""
+MAX_NOTE_BYTES = 64 * 1024
+"""A checkpoint note is a few hundred bytes; a file or a kept note longer than this holds
+something else."""
+_MAX_REPLY_BYTES = 1024 * 1024
+"""The longest reply read: a checkpoint and a consistency proof of at most 64 nodes."""
 
 
 class _FileError(Exception):
     """The checkpoint file cannot be used as asked (exit 2): the message says why."""
+
+
+class _TimedOut(BaseException):
+    """``--timeout`` passed (a BaseException: no ``except Exception`` on the way may keep it)."""
 
 
 def run(argv: list[str]) -> int:
@@ -53,25 +75,54 @@ def run(argv: list[str]) -> int:
         action="store_true",
         help="create CHECKPOINT_FILE from the server's newest checkpoint (it must not exist yet)",
     )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds the whole run may take, waiting for another run on the file included (default 60)",
+    )
     args = parser.parse_args(argv)
+    problem = server_url_problem(args.url)
+    if problem is None and not 0 < args.timeout <= 86_400:
+        problem = f"--timeout must be more than 0 and at most 86400 seconds, got {args.timeout}"
+    if problem is not None:
+        print(f"trueup follow: {problem}")
+        return 2
     path = Path(args.checkpoint_file)
     try:
         key = read_verifier_key(args.key)
-        origin = args.origin or key.name
-        held = None if _starting(path, args.init) else _held(path, key, origin)
-    except (KeyArgumentError, _FileError) as exc:
+    except KeyArgumentError as exc:
         print(f"trueup follow: {exc}")
         return 2
-    newest = _newest(args.url, held, key, origin)
-    if isinstance(newest, int):
-        return newest
+    with contextlib.ExitStack() as held_lock:
+        try:
+            with _deadline(args.timeout):
+                held_lock.enter_context(_turn(path, args.init))
+                held = None if args.init else _held(path, key, args.origin or key.name)
+                newest = _newest(args.url, path, held, key, args.origin or key.name)
+        except _FileError as exc:
+            print(f"trueup follow: {exc}")
+            return 2
+        except _TimedOut:
+            waited = f"the server's replies, or another run on {path}"
+            print(f"NOT CHECKED: the run took more than --timeout {args.timeout:g} s ({waited})")
+            return NOT_CHECKED
+        if isinstance(newest, int):
+            return newest
+        return _hold(path, held, newest)
+
+
+def _hold(path: Path, held: tuple[str, TreeHead] | None, newest: tuple[str, TreeHead]) -> int:
+    """Put the newest checkpoint in the file where the log grew (or the file is new); print
+    what was proven."""
     note, head = newest
     try:
         if held is None:
             write_private_file(path, note.encode())
-        elif note != held[0]:
-            replace_private_file(path, note.encode())
-    except FileExistsError:  # created meanwhile by another run
+        elif head.size > held[1].size:
+            target = path.resolve()  # a link's target, not the link, gets the new checkpoint
+            replace_private_file(target, note.encode(), stat.S_IMODE(target.stat().st_mode))
+    except FileExistsError:  # made meanwhile by a program that does not take turns
         print(f"trueup follow: {path} was created meanwhile: follow from it without --init")
         return 2
     except OSError as exc:
@@ -82,53 +133,130 @@ def run(argv: list[str]) -> int:
 
 
 def _newest(
-    url: str, held: tuple[str, TreeHead] | None, key: VerifierKey, origin: str
+    url: str, path: Path, held: tuple[str, TreeHead] | None, key: VerifierKey, origin: str
 ) -> tuple[str, TreeHead] | int:
-    """The server's newest checkpoint and its head, checked against the pinned key (and proven
-    to extend ``held``, when one is held); else the exit status, once its line is printed."""
-    with Client(url, retries=2) as client:
+    """The server's newest checkpoint (as kept: :func:`_kept`) and its head, checked against
+    the pinned key, and proven to extend ``held`` when one is held; else the exit status, once
+    its line is printed."""
+    with Client(url, retries=2, max_reply_bytes=_MAX_REPLY_BYTES) as client:
         try:
             if held is None:
                 note = client.log_checkpoint()
-                return note, verify_checkpoint(note, key, origin=origin)
+                return _kept(note, key), verify_checkpoint(note, key, origin=origin)
             followed = client.follow(held[0], key, origin=origin)
+            return _kept(followed.checkpoint, key), followed.head
         except ProofError as exc:
-            print(f"FAILED: {exc}")
+            print(f"FAILED: {exc}{_rejected(client, path, held, key, origin)}")
             return 1
         except TrueupError as exc:
-            if nothing_checked(exc.status, exc.code):
+            # Before the log's first head there is nothing to start from, nor anything disproven.
+            if nothing_checked_by(exc) or (held is None and exc.status == 404):
                 print(f"NOT CHECKED: the server could not be asked: {shown(str(exc), 300)}")
                 return NOT_CHECKED
-            print(f"FAILED: the server refused: {shown(str(exc), 300)}")
+            refused = shown(str(exc), 300)
+            print(f"FAILED: the server refused: {refused}{_rejected(client, path, held, key, origin)}")
             return 1
-    return followed.checkpoint, followed.head
 
 
-def _starting(path: Path, init: bool) -> bool:
-    """Whether nothing is held yet: ``--init`` starts a file that must not exist yet."""
-    if init and path.exists():
-        raise _FileError(f"{path} exists already: follow from it without --init")
-    return init
+def _rejected(
+    client: Client, path: Path, held: tuple[str, TreeHead] | None, key: VerifierKey, origin: str
+) -> str:
+    """Keep the server's newest checkpoint beside the file, when the pinned key signed it and
+    it is not the one held: with the held one, what anyone with the key can check. Returns
+    what to add to the FAILED line."""
+    if held is None:
+        return ""
+    try:
+        note = client.log_checkpoint()
+        head = verify_checkpoint(note, key, origin=origin)
+        kept = _kept(note, key)
+    except (ProofError, TrueupError):
+        return ""  # nothing signed by the key to keep
+    if head == held[1]:
+        return ""
+    rejected = path.with_name(f"{path.name}.rejected")
+    try:
+        replace_private_file(rejected, kept.encode())
+    except OSError as exc:
+        return f"; the server's newest signed checkpoint ({_leaves(head.size)}) could not be kept: {exc}"
+    return f"; the server's newest signed checkpoint ({_leaves(head.size)}) is kept in {rejected}"
+
+
+def _kept(note: str, key: VerifierKey) -> str:
+    """The note as the file keeps it: its text and the pinned key's signature lines only (other
+    signatures are not checked, and a note padded with them would fill the file)."""
+    text, signatures = split_note(note)
+    lines = note[len(text) + 1 : -1].split("\n")  # after the blank line, without the last newline
+    mine = [
+        line
+        for line, s in zip(lines, signatures, strict=True)
+        if (s.name, s.key_id) == (key.name, key.key_id)
+    ]
+    kept = text + "\n" + "".join(line + "\n" for line in mine)
+    if len(kept.encode()) > MAX_NOTE_BYTES:
+        raise ProofError(
+            f"the server's checkpoint is longer than a checkpoint can be ({MAX_NOTE_BYTES} bytes)"
+        )
+    return kept
+
+
+@contextlib.contextmanager
+def _turn(path: Path, init: bool) -> Iterator[None]:
+    """Wait for this file's turn (an exclusive lock on ``.NAME.lock`` beside it), then check
+    that the file is there, or for ``--init`` that it is not and its directory is."""
+    target = path.resolve()
+    if not target.parent.is_dir():
+        raise _FileError(f"no directory {path.parent} for {path.name}")
+    try:
+        fd = os.open(target.with_name(f".{target.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise _FileError(f"cannot take a turn on {path}: {exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if init and os.path.lexists(path):
+            raise _FileError(f"{path} exists already: follow from it without --init")
+        yield
+    finally:
+        os.close(fd)  # and the lock with it
 
 
 def _held(path: Path, key: VerifierKey, origin: str) -> tuple[str, TreeHead]:
-    """The checkpoint note held in ``path`` and its head, checked against the pinned key."""
+    """The checkpoint note held in ``path`` and its head, checked against the pinned key.
+
+    A byte order mark and Windows line ends, which an editor may have written, are not part of
+    the note (a note holds no carriage return)."""
     try:
         with path.open("rb") as file:
-            raw = file.read(_MAX_NOTE_BYTES + 1)
+            raw = file.read(MAX_NOTE_BYTES + 1)
     except FileNotFoundError:
         raise _FileError(
             f"{path} does not exist: --init creates it from the server's newest checkpoint"
         ) from None
     except OSError as exc:  # a directory, no permission
         raise _FileError(f"cannot read {path}: {exc}") from None
-    if len(raw) > _MAX_NOTE_BYTES:
-        raise _FileError(f"{path} is larger than a checkpoint can be ({_MAX_NOTE_BYTES} bytes)")
+    if len(raw) > MAX_NOTE_BYTES:
+        raise _FileError(f"{path} is longer than a checkpoint can be ({MAX_NOTE_BYTES} bytes)")
     try:
-        note = raw.decode("utf-8")
+        note = raw.decode("utf-8").removeprefix("\ufeff").replace("\r\n", "\n")
         return note, verify_checkpoint(note, key, origin=origin)
     except (UnicodeDecodeError, ProofError) as exc:
         raise _FileError(f"{path} holds no checkpoint signed by the pinned key: {exc}") from None
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise :class:`_TimedOut` in this (the main) thread once ``seconds`` have passed."""
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise _TimedOut
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _ok_line(path: Path, old: TreeHead | None, new: TreeHead) -> str:

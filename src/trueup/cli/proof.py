@@ -21,7 +21,7 @@ from trueup.cli.unchecked import NOT_CHECKED, nothing_checked
 from trueup.proof import ProofError, load_bundle
 from trueup.proof.errors import shown
 
-__all__ = ["add_server_url", "run"]
+__all__ = ["add_server_url", "run", "server_url_problem"]
 
 _ANCHOR = re.compile(r"a_(0|[1-9][0-9]{0,19})")
 
@@ -33,6 +33,17 @@ def add_server_url(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("TRUEUP_URL", "http://127.0.0.1:8000"),
         help="server base URL (env TRUEUP_URL; default http://127.0.0.1:8000)",
     )
+
+
+def server_url_problem(url: str) -> str | None:
+    """What is wrong with ``--url``, checked before anything is sent; ``None`` if nothing."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        return f"--url {shown(url)} is not a server URL: {exc}"
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return f"--url {shown(url)} is not a server URL (http:// or https:// and a host)"
+    return None
 
 
 def run(argv: list[str]) -> int:
@@ -59,7 +70,7 @@ def run(argv: list[str]) -> int:
     bundle, wrong = _bundle_in(reply, args.anchor_id)
     if bundle is None:
         print(f"trueup proof: {wrong.text}", file=sys.stderr)
-        return NOT_CHECKED if nothing_checked(reply.status_code, wrong.code) else 1
+        return NOT_CHECKED if nothing_checked(reply.status_code, wrong.servers_reply) else 1
     print(json.dumps(bundle, indent=2))
     return 0
 
@@ -76,9 +87,8 @@ def _argument_problem(anchor: str, api_key: str | None) -> str | None:
 
 class _Problem(NamedTuple):
     text: str
-    code: str
-    """The server's error code, ``BAD_REPLY`` for a reply that is not Trueup's (as the Python
-    client names it), ``""`` for a reply that is the server's but holds no usable bundle."""
+    servers_reply: bool = True
+    """False for a reply that is not the server's: not a JSON object (a proxy's page, say)."""
 
 
 def _bundle_in(reply: httpx.Response, anchor: str) -> tuple[Mapping[str, object] | None, _Problem]:
@@ -88,18 +98,19 @@ def _bundle_in(reply: httpx.Response, anchor: str) -> tuple[Mapping[str, object]
     except (ValueError, RecursionError):  # not JSON, or nested past the interpreter's depth
         body = None
     if not isinstance(body, dict):
-        return None, _Problem(f"{reply.status_code}, not a Trueup reply: {reply.text[:200]!r}", "BAD_REPLY")
+        text = f"{reply.status_code}, not a Trueup reply: {reply.text[:200]!r}"
+        return None, _Problem(text, servers_reply=False)
     if reply.status_code != 200:
         # The whole message (a server's are under 300 characters): its end says what to do.
         message = f"{reply.status_code} {shown(body.get('message', reply.text[:200]), 300)}"
-        return None, _Problem(message, str(body.get("code", "")))
+        return None, _Problem(message)
     try:  # as `trueup verify` will read it: no NaN, no member given twice
         bundle = load_bundle(reply.text)
     except ProofError as exc:
-        return None, _Problem(f"the server's reply is not a bundle `trueup verify` can read: {exc}", "")
+        return None, _Problem(f"the server's reply is not a bundle `trueup verify` can read: {exc}")
     # The bundle is checked offline (trueup verify), but a server answering for another delta
     # is told here, where the requested anchor is known.
     if bundle.get("anchorId") != anchor:
         got = shown(bundle.get("anchorId"))
-        return None, _Problem(f"the server sent no bundle for {anchor} (got {got})", "")
-    return bundle, _Problem("", "")
+        return None, _Problem(f"the server sent no bundle for {anchor} (got {got})")
+    return bundle, _Problem("")

@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import re
 
-import httpx
-
 from trueup.cli.keyarg import KeyArgumentError, add_key_arguments, read_verifier_key
-from trueup.cli.proof import add_server_url
-from trueup.cli.unchecked import NOT_CHECKED, nothing_checked
+from trueup.cli.proof import add_server_url, server_url_problem
+from trueup.cli.unchecked import NOT_CHECKED, nothing_checked_by
 from trueup.proof import ProofError, VerifiedPeriod
 from trueup.proof.errors import shown
 from trueup.sdk import Client, TrueupError
@@ -54,7 +52,7 @@ def run(argv: list[str]) -> int:
             print(f"FAILED: {exc}")
             return 1
         except TrueupError as exc:
-            if nothing_checked(exc.status, exc.code):
+            if nothing_checked_by(exc):
                 print(f"NOT CHECKED: the server could not be asked for the period: {shown(str(exc), 300)}")
                 return NOT_CHECKED
             print(f"FAILED: the server did not give the period: {shown(str(exc), 300)}")
@@ -85,10 +83,4 @@ def _argument_problem(proof_root: str, url: str, page_size: int) -> str | None:
         return f"{shown(proof_root)} is not a proof root (0x and 64 hex digits)"
     if not 1 <= page_size <= 1000:
         return f"--page-size must be 1..1000, got {page_size}"
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        return f"--url {shown(url)} is not a server URL: {exc}"
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        return f"--url {shown(url)} is not a server URL (http:// or https:// and a host)"
-    return None
+    return server_url_problem(url)

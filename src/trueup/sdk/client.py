@@ -47,7 +47,7 @@ from trueup.proof.canonical import hex_hash, unique_members
 from trueup.proof.errors import shown
 from trueup.sdk.errors import TrueupError
 
-__all__ = ["Client", "Followed", "VerifiedDelta"]
+__all__ = ["MAX_REPLY_BYTES", "Client", "Followed", "VerifiedDelta"]
 
 _RETRY_STATUSES = frozenset({429, 503})
 _ROOT = re.compile(r"(?:0x)?([0-9a-f]{64})")
@@ -78,12 +78,19 @@ class Followed:
     checkpoint: str
 
 
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+"""The longest reply body a client reads, decoded, by default: a page of 1,000 period records
+with their proofs is a few MB."""
+
+
 class Client:
     """A client of one Trueup server. ``api_key`` may be left out for the public routes.
 
     ``retries`` is how many times a request is sent again after no reply, a 429/503 or, for a
     write, a 202 ``IDEMPOTENCY_PENDING`` (with waits of 0.25 s doubling, or the server's
-    ``Retry-After``, at most 5 s each).
+    ``Retry-After``, at most 5 s each). ``timeout`` is httpx's, in seconds, for each step of a
+    request (connecting, each read), not for the whole of it. A reply whose body, decoded, is
+    longer than ``max_reply_bytes`` is not read further: a ``BAD_REPLY``.
     """
 
     def __init__(
@@ -93,6 +100,7 @@ class Client:
         *,
         timeout: float = 30.0,
         retries: int = 3,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
         headers = {"Accept": "application/json"}
         if api_key is not None:
@@ -101,6 +109,7 @@ class Client:
             headers["X-Api-Key"] = api_key
         self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
         self._retries = max(0, retries)
+        self._max_reply_bytes = max_reply_bytes
 
     def close(self) -> None:
         self._http.close()
@@ -411,6 +420,48 @@ class Client:
             exc.idempotency_key = key
             raise
 
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None,
+        content: bytes | None,
+        headers: Mapping[str, str],
+    ) -> httpx.Response:
+        """One request, its reply read whole, but no more than ``max_reply_bytes`` of its
+        decoded body (a reply that never ends, or a small one that inflates without end)."""
+        request = self._http.build_request(method, path, params=params, content=content, headers=headers)
+        streamed = self._http.send(request, stream=True)
+        try:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in streamed.iter_bytes():
+                size += len(chunk)
+                if size > self._max_reply_bytes:
+                    raise TrueupError(
+                        "BAD_REPLY",
+                        f"a reply from {self._http.base_url} longer than {self._max_reply_bytes} bytes",
+                        streamed.status_code,
+                        http_request_id=streamed.headers.get("x-request-id"),
+                    )
+                chunks.append(chunk)
+        finally:
+            streamed.close()
+        # The body as read, decoded: the headers that described its coding no longer apply.
+        kept = [  # as they came, in bytes: a value that is not ASCII is not refused here
+            (name, value)
+            for name, value in streamed.headers.raw
+            if name.lower() not in (b"content-encoding", b"content-length", b"transfer-encoding")
+        ]
+        return httpx.Response(
+            streamed.status_code,
+            headers=kept,
+            content=b"".join(chunks),
+            request=request,
+            extensions=streamed.extensions,
+        )
+
     def _send(
         self,
         method: str,
@@ -427,7 +478,7 @@ class Client:
         attempt = 0
         while True:
             try:
-                reply = self._http.request(method, path, params=params, content=body, headers=headers)
+                reply = self._request(method, path, params=params, content=body, headers=headers)
             except httpx.TransportError as exc:
                 if not retry or attempt >= self._retries:
                     raise TrueupError(

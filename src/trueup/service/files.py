@@ -43,9 +43,10 @@ def write_private_file(path: Path, content: bytes) -> None:
     _sync_directory(path.parent)
 
 
-def replace_private_file(path: Path, content: bytes) -> None:
-    """Put ``content`` at ``path`` (mode 0600) in place of whatever is there, atomically: a
-    reader, or a start after a crash or a power cut, finds the old content or the new, whole.
+def replace_private_file(path: Path, content: bytes, mode: int = 0o600) -> None:
+    """Put ``content`` at ``path`` (``mode``, 0600 unless given) in place of whatever is there,
+    atomically: a reader, or a start after a crash or a power cut, finds the old content or the
+    new, whole.
 
     Written to a temporary file beside it, synced, renamed over ``path``, then the directory
     synced (the rename is an entry of the directory, which the file's own sync does not cover).
@@ -54,6 +55,8 @@ def replace_private_file(path: Path, content: bytes) -> None:
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:
+            if mode != 0o600:
+                os.fchmod(fd, mode)  # exactly, whatever the umask
             os.write(fd, content)
             os.fsync(fd)
         finally:
