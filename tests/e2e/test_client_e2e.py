@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import json
 import re
+import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -578,6 +579,48 @@ def test_a_reply_longer_than_max_reply_bytes_is_not_read_further(
     assert failed.value.http_request_id == "long-1"
 
 
+def _zeros_gzipped(megabytes: int) -> bytes:
+    """A gzip stream of ``megabytes`` MiB of zeros: about a thousandth of that on the wire."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1 << 20)
+    return b"".join(packer.compress(block) for _ in range(megabytes)) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("coding", "content", "message"),
+    [
+        # 64 MiB from 64 KB, never inflated whole
+        ("gzip", _zeros_gzipped(64), "longer than 1048576 bytes"),
+        (
+            "gzip, gzip",
+            gzip.compress(gzip.compress(b"{}")),
+            "in a content coding the client did not ask for: 'gzip, gzip'",
+        ),
+        ("br", b"\x0b\x00\x80{}\x03", "in a content coding the client did not ask for: 'br'"),
+        ("gzip", gzip.compress(b"{}")[:-12], ""),  # cut short: read as far as it goes, as httpx did
+    ],
+    ids=["a bomb", "stacked codings", "a coding not asked for", "cut short"],
+)
+def test_only_gzip_is_inflated_and_never_past_max_reply_bytes(
+    coding: str, content: bytes, message: str
+) -> None:
+    seen: list[str | None] = []
+
+    def coded(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        seen.append(request.headers.get("Accept-Encoding"))
+        return 200, {"Content-Type": "application/json", "Content-Encoding": coding}, content
+
+    with local_server(coded) as url, Client(url, retries=0, max_reply_bytes=1 << 20) as client:
+        if not message:
+            with pytest.raises(TrueupError, match="not a Trueup reply"):  # {"…" cut: not JSON
+                client.usage()
+        else:
+            with pytest.raises(TrueupError) as failed:
+                client.usage()
+            assert failed.value.code == "BAD_REPLY" and failed.value.message.endswith(message)
+    assert seen == ["gzip"]
+
+
 def test_a_reply_as_long_as_max_reply_bytes_is_read() -> None:
     content = b'{"success": true, "data": {"pad": "' + b"x" * 5000 + b'"}}'
 
@@ -641,7 +684,7 @@ def test_verify_period_says_a_reply_it_cannot_decode_in_one_line(capsys: pytest.
         code = main(["verify-period", "0x" + "ab" * 32, "--key", _ANY_KEY, "--url", url])
     assert code == 3  # a reply that cannot be read checks nothing, as no reply does
     out = capsys.readouterr().out
-    assert out.startswith("NOT CHECKED: the server could not be asked for the period: 'BAD_REPLY: ")
+    assert out.startswith("NOT CHECKED: the server could not be asked for the period: '200 BAD_REPLY: ")
     assert out.count("\n") == 1
 
 

@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -154,13 +155,10 @@ def test_a_forged_consistency_proof_fails_and_the_file_stays_as_it_was(
         code, out = _run(capsys, str(path), "--key", key, "--url", url)
     assert code == 1, out
     rejected = path.with_name("checkpoint.rejected")
-    newest = verify_checkpoint(genuine["checkpoint"], key)
     assert out.startswith("FAILED: ") and out.count("\n") == 1, out
-    assert out.endswith(
-        f"; the server's newest signed checkpoint ({newest.size} leaves) is kept in {rejected}\n"
-    )
+    assert out.endswith(f"; the checkpoint it rejected is kept in {rejected}\n")
     assert path.read_bytes() == before
-    assert rejected.read_text() == genuine["checkpoint"]
+    assert rejected.read_text() == genuine["checkpoint"]  # signed, but not proven to extend the held one
     code, out = _run(capsys, str(path), "--key", key, "--url", running.url)  # the genuine server
     assert (code, out.startswith(f"OK: the log grew from {head.size} to ")) == (0, True), out
 
@@ -182,12 +180,26 @@ def test_a_fork_signed_with_the_log_s_own_key_fails_and_is_kept_as_evidence(
         return _json({"success": True, "data": {**genuine, "checkpoint": fork, "toRoot": "5a" * 32}})
 
     before = path.read_bytes()
-    with local_server(_routes(forking, fork)) as url:
+    rejected = path.with_name("checkpoint.rejected")
+    # The fork comes with the proof; the newest checkpoint asked for alone is the honest one.
+    with local_server(_routes(forking, genuine["checkpoint"])) as url:
         code, out = _run(capsys, str(path), "--key", key, "--url", url)
-    assert code == 1, out
-    assert out.startswith("FAILED: ") and f"is kept in {path}.rejected\n" in out, out
+        assert (code, out.endswith(f"; the checkpoint it rejected is kept in {rejected}\n")) == (1, True), out
+        assert rejected.read_text() == fork
+        code, out = _run(capsys, str(path), "--key", key, "--url", url)  # the next run: kept once
+        assert out.endswith(f"; the checkpoint it rejected is kept in {rejected} (since an earlier run)\n"), (
+            out
+        )
+
+    def garbling(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return _json({"success": True, "data": {**genuine, "proof": ["00" * 32]}})
+
+    with local_server(_routes(garbling, genuine["checkpoint"])) as url:  # another rejection
+        code, out = _run(capsys, str(path), "--key", key, "--url", url)
+    assert (code, out.endswith(f"; the checkpoint it rejected is kept in {rejected}.2\n")) == (1, True), out
+    assert rejected.read_text() == fork, "evidence is never written over"
+    assert path.with_name("checkpoint.rejected.2").read_text() == genuine["checkpoint"]
     assert path.read_bytes() == before
-    assert path.with_name("checkpoint.rejected").read_text() == fork
 
 
 @pytest.mark.parametrize("how", ["smaller", "rewritten at the same size"])
@@ -400,3 +412,36 @@ def test_a_wrong_argument_is_exit_2_before_any_request(
     assert code == 2, out
     assert out.startswith("trueup follow: ") and re.search(problem, out.strip()), out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_caller_s_timer_is_set_again_and_another_thread_runs_without_one(
+    running: Running, held: tuple[Path, str, TreeHead], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The deadline is a timer signal of the main thread: a timer the caller had set is set
+    again afterwards with its handler, and ``main()`` called from another thread runs without
+    one (bounded by the client's timeout for each step)."""
+    path, key, _ = held
+    fired: list[int] = []
+
+    def recorder(signum: int, frame: object) -> None:
+        fired.append(signum)
+
+    previous = signal.signal(signal.SIGALRM, recorder)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 100)
+        code, out = _run(capsys, str(path), "--key", key, "--url", running.url)
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert code == 0, out
+        assert 50 < left <= 100 and fired == []
+        assert signal.getsignal(signal.SIGALRM) is recorder  # the caller's own handler, kept
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+    outcome: list[int] = []
+    thread = threading.Thread(
+        target=lambda: outcome.append(main(["follow", str(path), "--key", key, "--url", running.url]))
+    )
+    thread.start()
+    thread.join(60)
+    assert outcome == [0], capsys.readouterr().out

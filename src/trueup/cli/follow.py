@@ -7,9 +7,9 @@ command asks the server for its newest checkpoint and an RFC 9162 consistency pr
 size held (:meth:`trueup.sdk.Client.follow`), checks both against the pinned key alone and,
 when the log grew, puts the newer checkpoint in the file (atomically: a crash leaves the old one
 or the new, whole; only the text and the pinned key's signature are kept). A check that fails
-leaves the file as it was, and keeps the server's newest checkpoint signed by the pinned key, if
-it gives one, in ``CHECKPOINT_FILE.rejected``: two signed checkpoints that no consistency proof
-joins are evidence anyone holding the key can check.
+leaves the file as it was, and keeps the checkpoint it rejected, where the pinned key signed it,
+in ``CHECKPOINT_FILE.rejected`` (``.rejected.2`` and on: never written over): two signed
+checkpoints that no consistency proof joins are evidence anyone holding the key can check.
 
 ``--init`` starts following: the file must not exist yet, and is created holding the server's
 newest checkpoint once its signature checks out (trust on first use of the log's state; the key
@@ -35,6 +35,8 @@ import fcntl
 import os
 import signal
 import stat
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -53,6 +55,8 @@ __all__ = ["run"]
 MAX_NOTE_BYTES = 64 * 1024
 """A checkpoint note is a few hundred bytes; a file or a kept note longer than this holds
 something else."""
+_MAX_REJECTED = 100
+"""At most this many rejected checkpoints are kept beside a file."""
 _MAX_REPLY_BYTES = 1024 * 1024
 """The longest reply read: a checkpoint and a consistency proof of at most 64 nodes."""
 
@@ -146,40 +150,39 @@ def _newest(
             followed = client.follow(held[0], key, origin=origin)
             return _kept(followed.checkpoint, key), followed.head
         except ProofError as exc:
-            print(f"FAILED: {exc}{_rejected(client, path, held, key, origin)}")
+            print(f"FAILED: {exc}{_rejected(path, exc.rejected_checkpoint, key)}")
             return 1
         except TrueupError as exc:
             # Before the log's first head there is nothing to start from, nor anything disproven.
             if nothing_checked_by(exc) or (held is None and exc.status == 404):
                 print(f"NOT CHECKED: the server could not be asked: {shown(str(exc), 300)}")
                 return NOT_CHECKED
-            refused = shown(str(exc), 300)
-            print(f"FAILED: the server refused: {refused}{_rejected(client, path, held, key, origin)}")
+            print(f"FAILED: the server refused: {shown(str(exc), 300)}")
             return 1
 
 
-def _rejected(
-    client: Client, path: Path, held: tuple[str, TreeHead] | None, key: VerifierKey, origin: str
-) -> str:
-    """Keep the server's newest checkpoint beside the file, when the pinned key signed it and
-    it is not the one held: with the held one, what anyone with the key can check. Returns
-    what to add to the FAILED line."""
-    if held is None:
+def _rejected(path: Path, note: str | None, key: VerifierKey) -> str:
+    """Keep ``note``, the checkpoint signed by the pinned key that a check rejected, beside the
+    file as ``NAME.rejected`` (``NAME.rejected.2`` and on where that holds another: evidence
+    is never written over, and the same note is kept once). Returns what to add to the FAILED
+    line."""
+    if note is None:
         return ""
-    try:
-        note = client.log_checkpoint()
-        head = verify_checkpoint(note, key, origin=origin)
-        kept = _kept(note, key)
-    except (ProofError, TrueupError):
-        return ""  # nothing signed by the key to keep
-    if head == held[1]:
-        return ""
-    rejected = path.with_name(f"{path.name}.rejected")
-    try:
-        replace_private_file(rejected, kept.encode())
-    except OSError as exc:
-        return f"; the server's newest signed checkpoint ({_leaves(head.size)}) could not be kept: {exc}"
-    return f"; the server's newest signed checkpoint ({_leaves(head.size)}) is kept in {rejected}"
+    kept = _kept(note, key).encode()
+    target = path.resolve()
+    for number in range(1, _MAX_REJECTED + 1):
+        rejected = target.with_name(f"{target.name}.rejected" + ("" if number == 1 else f".{number}"))
+        try:
+            write_private_file(rejected, kept)
+        except FileExistsError:
+            with contextlib.suppress(OSError):
+                if rejected.read_bytes() == kept:
+                    return f"; the checkpoint it rejected is kept in {rejected} (since an earlier run)"
+            continue
+        except OSError as exc:
+            return f"; the checkpoint it rejected could not be kept: {exc}"
+        return f"; the checkpoint it rejected is kept in {rejected}"
+    return f"; the checkpoint it rejected was not kept: {_MAX_REJECTED} are kept beside {path} already"
 
 
 def _kept(note: str, key: VerifierKey) -> str:
@@ -245,18 +248,27 @@ def _held(path: Path, key: VerifierKey, origin: str) -> tuple[str, TreeHead]:
 
 @contextlib.contextmanager
 def _deadline(seconds: float) -> Iterator[None]:
-    """Raise :class:`_TimedOut` in this (the main) thread once ``seconds`` have passed."""
+    """Raise :class:`_TimedOut` in this thread once ``seconds`` have passed: a timer signal, so
+    only in the main thread (the command's); elsewhere (``main()`` called from another thread)
+    the run is bounded by the client's timeout for each step only. A timer the caller had set
+    is set again afterwards, for what was left of it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
     def expire(signum: int, frame: FrameType | None) -> None:
         raise _TimedOut
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    started = time.monotonic()
+    left, interval = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if left > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(left - (time.monotonic() - started), 0.001), interval)
 
 
 def _ok_line(path: Path, old: TreeHead | None, new: TreeHead) -> str:

@@ -27,6 +27,11 @@ _SHOWN_LIMIT = 60
 class ProofError(Exception):
     """Root of every error raised by :mod:`trueup.proof`."""
 
+    rejected_checkpoint: str | None = None
+    """The signed note a check rejected, where the pinned key's signature on it verified (set
+    by :meth:`trueup.sdk.Client.follow`: a newer checkpoint that no valid proof showed to extend
+    the one held). With the one held, what anyone holding the key can check; ``None`` otherwise."""
+
 
 class TreeError(ProofError):
     """A tree operation was asked for something the tree cannot give.

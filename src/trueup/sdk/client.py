@@ -46,6 +46,7 @@ from trueup.proof import (
 from trueup.proof.canonical import hex_hash, unique_members
 from trueup.proof.errors import shown
 from trueup.sdk.errors import TrueupError
+from trueup.sdk.replies import ACCEPTED_ENCODING, read_body
 
 __all__ = ["MAX_REPLY_BYTES", "Client", "Followed", "VerifiedDelta"]
 
@@ -102,7 +103,7 @@ class Client:
         retries: int = 3,
         max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "Accept-Encoding": ACCEPTED_ENCODING}
         if api_key is not None:
             if not api_key.isascii() or not api_key.isprintable():
                 raise ValueError("api_key must be printable ASCII (pk_live_… or pk_test_…)")
@@ -344,7 +345,8 @@ class Client:
         Raises :class:`~trueup.proof.ProofError` when either note or the proof fails, when the
         newest checkpoint carries an earlier time than the one held, and when the server gives
         no proof from the size held while its newest signed checkpoint is smaller, or as large
-        with another root (a log cut back or rewritten)."""
+        with another root (a log cut back or rewritten). Where the rejected checkpoint is signed
+        by the pinned key, the error's ``rejected_checkpoint`` holds it: evidence to keep."""
         key = _pinned(pinned_key)
         name = origin or key.name
         old = verify_checkpoint(trusted_checkpoint, key, origin=name)
@@ -362,32 +364,42 @@ class Client:
         ):
             raise ProofError("the consistency reply has no checkpoint text or no list of hex nodes")
         new = verify_checkpoint(note, key, origin=name)
-        proof = [
-            hex_hash(node, f"the consistency proof's node {i}", ProofError) for i, node in enumerate(nodes)
-        ]
-        verify_consistency(old.size, new.size, old.root, new.root, proof)
-        if new.timestamp_ms < old.timestamp_ms:
-            # The log signs a newer head no earlier than the one before it (the sequencer holds
-            # its time while its clock is behind): one that goes back is not the log's word.
-            raise CheckpointError(
-                f"the newest signed checkpoint ({new.size} leaves) carries an earlier time, "
-                f"{new.timestamp_ms} ms, than the {old.timestamp_ms} ms of the one held "
-                f"({old.size} leaves): a log's heads are never signed back in time"
-            )
+        try:
+            proof = [
+                hex_hash(node, f"the consistency proof's node {i}", ProofError)
+                for i, node in enumerate(nodes)
+            ]
+            verify_consistency(old.size, new.size, old.root, new.root, proof)
+            if new.timestamp_ms < old.timestamp_ms:
+                # The log signs a newer head no earlier than the one before it (the sequencer
+                # holds its time while its clock is behind): one that goes back is not its word.
+                raise CheckpointError(
+                    f"the newest signed checkpoint ({new.size} leaves) carries an earlier time, "
+                    f"{new.timestamp_ms} ms, than the {old.timestamp_ms} ms of the one held "
+                    f"({old.size} leaves): a log's heads are never signed back in time"
+                )
+        except ProofError as rejected:
+            rejected.rejected_checkpoint = note  # signed by the pinned key: the evidence
+            raise
         return Followed(head=new, checkpoint=note)
 
     def _check_not_cut_back(self, held: TreeHead, key: VerifierKey, origin: str) -> None:
         """Where the server gives no consistency proof from the size held, its newest signed
         checkpoint may show why: smaller than the one held, or as large with another root, the
         log was not only appended to (:class:`~trueup.proof.ConsistencyProofError`)."""
-        newest = verify_checkpoint(self.log_checkpoint(), key, origin=origin)
-        if newest.size < held.size:
-            raise ConsistencyProofError(
-                f"the log's newest signed checkpoint has {newest.size} leaves, fewer than the "
-                f"{held.size} of the one held: the log was not only appended to"
-            )
-        if newest.size == held.size:  # a proof between equal sizes is empty: the roots must agree
-            verify_consistency(held.size, newest.size, held.root, newest.root, [])
+        note = self.log_checkpoint()
+        newest = verify_checkpoint(note, key, origin=origin)
+        try:
+            if newest.size < held.size:
+                raise ConsistencyProofError(
+                    f"the log's newest signed checkpoint has {newest.size} leaves, fewer than the "
+                    f"{held.size} of the one held: the log was not only appended to"
+                )
+            if newest.size == held.size:  # a proof between equal sizes is empty: the roots must agree
+                verify_consistency(held.size, newest.size, held.root, newest.root, [])
+        except ProofError as rejected:
+            rejected.rejected_checkpoint = note
+            raise
 
     # -- the wire ---------------------------------------------------------------------------
 
@@ -429,23 +441,13 @@ class Client:
         content: bytes | None,
         headers: Mapping[str, str],
     ) -> httpx.Response:
-        """One request, its reply read whole, but no more than ``max_reply_bytes`` of its
-        decoded body (a reply that never ends, or a small one that inflates without end)."""
+        """One request, its reply read whole, but no more than ``max_reply_bytes`` of its body,
+        as sent or decoded (:mod:`trueup.sdk.replies`: a reply that never ends, or a small one
+        that inflates without end)."""
         request = self._http.build_request(method, path, params=params, content=content, headers=headers)
         streamed = self._http.send(request, stream=True)
         try:
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in streamed.iter_bytes():
-                size += len(chunk)
-                if size > self._max_reply_bytes:
-                    raise TrueupError(
-                        "BAD_REPLY",
-                        f"a reply from {self._http.base_url} longer than {self._max_reply_bytes} bytes",
-                        streamed.status_code,
-                        http_request_id=streamed.headers.get("x-request-id"),
-                    )
-                chunks.append(chunk)
+            body = read_body(streamed, self._max_reply_bytes, str(self._http.base_url))
         finally:
             streamed.close()
         # The body as read, decoded: the headers that described its coding no longer apply.
@@ -457,7 +459,7 @@ class Client:
         return httpx.Response(
             streamed.status_code,
             headers=kept,
-            content=b"".join(chunks),
+            content=body,
             request=request,
             extensions=streamed.extensions,
         )
@@ -485,10 +487,6 @@ class Client:
                         "CONNECTION_ERROR", f"no reply from {self._http.base_url}: {exc}"
                     ) from exc
                 wait = _backoff(attempt)
-            except httpx.DecodingError as exc:  # a body its Content-Encoding does not describe
-                raise TrueupError(
-                    "BAD_REPLY", f"a reply from {self._http.base_url} that cannot be decoded: {exc}"
-                ) from exc
             else:
                 advised = _retry_advice(reply)
                 if advised is None or not retry or attempt >= self._retries:
