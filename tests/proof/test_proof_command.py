@@ -6,6 +6,7 @@ broken or hostile one would."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import socket
@@ -184,3 +185,49 @@ def test_an_anchor_id_that_is_not_one_is_refused_before_any_request(
     server.reply = ("application/json", json.dumps({"success": True, "data": BUNDLE}).encode())  # type: ignore[attr-defined]
     assert _run(server, anchor) == 2
     assert capsys.readouterr().err == (f"trueup proof: {anchor!r} is not an anchor id (a_<leaf index>)\n")
+
+
+class _Coded(_Replies):
+    """Answers every GET with the server's ``reply`` (content type, body, coding)."""
+
+    def do_GET(self) -> None:
+        content_type, body, coding = self.server.reply  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Encoding", coding)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "coding", "exit_code"),
+    [
+        (gzip.compress(json.dumps({"success": True, "data": BUNDLE}).encode()), "gzip", 0),
+        (json.dumps({"success": True, "data": BUNDLE, "pad": "x" * (1 << 20)}).encode(), "identity", 3),
+        (gzip.compress(b" " * (8 << 20)), "gzip", 3),  # 8 MiB from 8 KB
+    ],
+    ids=["a gzipped bundle", "a reply longer than any bundle", "a reply that inflates past it"],
+)
+def test_a_reply_is_read_no_further_than_a_bundle_can_be(
+    capsys: pytest.CaptureFixture[str], body: bytes, coding: str, exit_code: int
+) -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Coded)
+    httpd.reply = ("application/json", body, coding)  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert _run(httpd, BUNDLE["anchorId"]) == exit_code
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+    out, err = capsys.readouterr()
+    if exit_code == 0:
+        assert json.loads(out) == BUNDLE
+    else:
+        assert (out, err) == ("", err.splitlines()[0] + "\n")
+        assert (
+            err.startswith("trueup proof: a reply from http://127.0.0.1:")
+            and "longer than 1048576 bytes" in err
+        )

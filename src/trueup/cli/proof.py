@@ -20,9 +20,13 @@ import httpx
 from trueup.cli.unchecked import NOT_CHECKED, nothing_checked
 from trueup.proof import ProofError, load_bundle
 from trueup.proof.errors import shown
+from trueup.sdk import TrueupError
+from trueup.sdk.replies import ACCEPTED_ENCODING, send_bounded
 
 __all__ = ["add_server_url", "run", "server_url_problem"]
 
+_MAX_REPLY_BYTES = 1024 * 1024
+"""The longest reply read: a bundle is a few KB."""
 _ANCHOR = re.compile(r"a_(0|[1-9][0-9]{0,19})")
 
 
@@ -59,13 +63,18 @@ def run(argv: list[str]) -> int:
         print(f"trueup proof: {problem}", file=sys.stderr)
         return 2
     url = f"{args.url.rstrip('/')}/api/v1/log/proof/bundle/{args.anchor_id}"
+    headers = {"X-Api-Key": args.api_key, "Accept-Encoding": ACCEPTED_ENCODING}
     try:
-        reply = httpx.get(url, headers={"X-Api-Key": args.api_key}, timeout=30)
+        with httpx.Client(timeout=30) as http:
+            reply = send_bounded(http, http.build_request("GET", url, headers=headers), _MAX_REPLY_BYTES)
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         print(f"trueup proof: --url {args.url!r} is not a server URL: {exc}", file=sys.stderr)
         return 2
     except httpx.HTTPError as exc:
         print(f"trueup proof: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return NOT_CHECKED
+    except TrueupError as exc:  # a reply longer than any bundle, or in a coding not asked for
+        print(f"trueup proof: {exc.message}", file=sys.stderr)
         return NOT_CHECKED
     bundle, wrong = _bundle_in(reply, args.anchor_id)
     if bundle is None:

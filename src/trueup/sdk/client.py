@@ -46,7 +46,7 @@ from trueup.proof import (
 from trueup.proof.canonical import hex_hash, unique_members
 from trueup.proof.errors import shown
 from trueup.sdk.errors import TrueupError
-from trueup.sdk.replies import ACCEPTED_ENCODING, read_body
+from trueup.sdk.replies import ACCEPTED_ENCODING, send_bounded
 
 __all__ = ["MAX_REPLY_BYTES", "Client", "Followed", "VerifiedDelta"]
 
@@ -445,24 +445,7 @@ class Client:
         as sent or decoded (:mod:`trueup.sdk.replies`: a reply that never ends, or a small one
         that inflates without end)."""
         request = self._http.build_request(method, path, params=params, content=content, headers=headers)
-        streamed = self._http.send(request, stream=True)
-        try:
-            body = read_body(streamed, self._max_reply_bytes, str(self._http.base_url))
-        finally:
-            streamed.close()
-        # The body as read, decoded: the headers that described its coding no longer apply.
-        kept = [  # as they came, in bytes: a value that is not ASCII is not refused here
-            (name, value)
-            for name, value in streamed.headers.raw
-            if name.lower() not in (b"content-encoding", b"content-length", b"transfer-encoding")
-        ]
-        return httpx.Response(
-            streamed.status_code,
-            headers=kept,
-            content=body,
-            request=request,
-            extensions=streamed.extensions,
-        )
+        return send_bounded(self._http, request, self._max_reply_bytes)
 
     def _send(
         self,

@@ -15,7 +15,7 @@ import httpx
 from trueup.proof.errors import shown
 from trueup.sdk.errors import TrueupError
 
-__all__ = ["ACCEPTED_ENCODING", "read_body"]
+__all__ = ["ACCEPTED_ENCODING", "read_body", "send_bounded"]
 
 ACCEPTED_ENCODING = "gzip"
 """The ``Accept-Encoding`` the client sends: the one coding :func:`read_body` inflates."""
@@ -55,6 +55,25 @@ def read_body(reply: httpx.Response, limit: int, source: str) -> bytes:
     if sum(len(part) for part in parts) > limit:
         raise _bad(reply, f"a reply from {source} longer than {limit} bytes")
     return b"".join(parts)
+
+
+def send_bounded(http: httpx.Client, request: httpx.Request, limit: int) -> httpx.Response:
+    """Send ``request`` and return its reply read whole, its body decoded (:func:`read_body`:
+    at most ``limit`` bytes, as sent or decoded), as a reply httpx had read itself."""
+    streamed = http.send(request, stream=True)
+    try:
+        body = read_body(streamed, limit, str(request.url.copy_with(path="/", query=None)).rstrip("/"))
+    finally:
+        streamed.close()
+    # The body as read, decoded: the headers that described its coding no longer apply.
+    kept = [  # as they came, in bytes: a value that is not ASCII is not refused here
+        (name, value)
+        for name, value in streamed.headers.raw
+        if name.lower() not in (b"content-encoding", b"content-length", b"transfer-encoding")
+    ]
+    return httpx.Response(
+        streamed.status_code, headers=kept, content=body, request=request, extensions=streamed.extensions
+    )
 
 
 def _bad(reply: httpx.Response, message: str) -> TrueupError:
