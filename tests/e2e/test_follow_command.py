@@ -279,6 +279,16 @@ def test_a_server_that_cannot_answer_checks_nothing_and_the_file_stays(
         code, out = _run(capsys, str(held), "--key", key, "--url", url)
     assert code == 3, out
     assert out.startswith("NOT CHECKED: the server could not be asked: "), out
+    assert held.read_bytes() == before
+
+
+def test_no_server_checks_nothing_and_the_file_stays(
+    client: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = client.log_key()
+    held = tmp_path / "checkpoint"
+    held.write_text(client.log_checkpoint())
+    before = held.read_bytes()
     code, out = _run(capsys, str(held), "--key", key, "--url", f"http://127.0.0.1:{free_port()}")
     assert code == 3, out
     assert re.match(r"NOT CHECKED: the server could not be asked: ['\"]CONNECTION_ERROR", out), out
