@@ -80,8 +80,8 @@ class Followed:
 
 
 MAX_REPLY_BYTES = 64 * 1024 * 1024
-"""The longest reply body a client reads, decoded, by default: a page of 1,000 period records
-with their proofs is a few MB."""
+"""The longest reply body a client reads, as sent or decoded, by default: a page of 1,000
+period records with their proofs is a few MB."""
 
 
 class Client:
@@ -90,8 +90,9 @@ class Client:
     ``retries`` is how many times a request is sent again after no reply, a 429/503 or, for a
     write, a 202 ``IDEMPOTENCY_PENDING`` (with waits of 0.25 s doubling, or the server's
     ``Retry-After``, at most 5 s each). ``timeout`` is httpx's, in seconds, for each step of a
-    request (connecting, each read), not for the whole of it. A reply whose body, decoded, is
-    longer than ``max_reply_bytes`` is not read further: a ``BAD_REPLY``.
+    request (connecting, each read), not for the whole of it. A reply whose body, as sent or
+    decoded, is longer than ``max_reply_bytes`` is not read further: a ``BAD_REPLY``, as is one
+    in another coding than ``gzip`` or none (:mod:`trueup.sdk.replies`).
     """
 
     def __init__(
