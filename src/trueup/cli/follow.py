@@ -98,12 +98,13 @@ def run(argv: list[str]) -> int:
     except KeyArgumentError as exc:
         print(f"trueup follow: {exc}")
         return 2
+    origin = args.origin or key.name
     with contextlib.ExitStack() as held_lock:
         try:
             with _deadline(args.timeout):
                 held_lock.enter_context(_turn(path, args.init))
-                held = None if args.init else _held(path, key, args.origin or key.name)
-                newest = _newest(args.url, path, held, key, args.origin or key.name)
+                held = None if args.init else _held(path, key, origin)
+                newest = _newest(args.url, path, held, key, origin)
         except _FileError as exc:
             print(f"trueup follow: {exc}")
             return 2

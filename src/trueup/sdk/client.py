@@ -433,21 +433,6 @@ class Client:
             exc.idempotency_key = key
             raise
 
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None,
-        content: bytes | None,
-        headers: Mapping[str, str],
-    ) -> httpx.Response:
-        """One request, its reply read whole, but no more than ``max_reply_bytes`` of its body,
-        as sent or decoded (:mod:`trueup.sdk.replies`: a reply that never ends, or a small one
-        that inflates without end)."""
-        request = self._http.build_request(method, path, params=params, content=content, headers=headers)
-        return send_bounded(self._http, request, self._max_reply_bytes)
-
     def _send(
         self,
         method: str,
@@ -464,7 +449,9 @@ class Client:
         attempt = 0
         while True:
             try:
-                reply = self._request(method, path, params=params, content=body, headers=headers)
+                # Read whole, but never past max_reply_bytes, as sent or decoded (trueup.sdk.replies).
+                request = self._http.build_request(method, path, params=params, content=body, headers=headers)
+                reply = send_bounded(self._http, request, self._max_reply_bytes)
             except httpx.TransportError as exc:
                 if not retry or attempt >= self._retries:
                     raise TrueupError(
