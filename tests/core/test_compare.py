@@ -477,6 +477,29 @@ def test_compare_does_not_name_the_origin_when_older_deltas_in_other_months_fit_
     assert [w[1] for w in windows_of(stated)] == ["2026-01"]
 
 
+def test_compare_sends_no_one_to_other_months_when_every_delta_is_in_one() -> None:
+    """More deltas fit than are listed, all in March: the text does not suggest another period
+    may be the origin, nor per-month nets, which could name no other month."""
+    deltas = ledger(*((f"2026-03-{d:02d}T00:00:00Z", 10) for d in range(1, 9)))
+    result = compare(deltas, yours=80, theirs=70, candidate_limit=3)
+
+    assert windows_of(result) == [
+        ("theirs", "2026-03", -10, [(7, "missing"), (6, "missing"), (5, "missing")])
+    ]
+    assert report_of(result)["recommendation"] == (
+        f"{SHARE} The most recently recorded deltas that explain it exactly are in the March 2026 "
+        "period, where a 10-unit credit was not reflected in their records. More deltas of March "
+        "2026 that explain it exactly exist than are listed, and every delta in the compared scope "
+        "is in that month, so any of them may be the one: lock a later period checkpoint and pass "
+        "it as startingCheckpoint to narrow the search."
+    )
+    scoped = compare(deltas, yours=80, theirs=70, candidate_limit=3, time_scoped=True)
+    assert report_of(scoped)["recommendation"].endswith(
+        "so any of them may be the one: compare over a shorter date range within March 2026 "
+        "(startDate, endDate) to narrow the search."
+    )
+
+
 def test_compare_uses_stated_month_nets_to_name_the_months() -> None:
     result = compare(
         HISTORY,

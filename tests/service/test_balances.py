@@ -123,8 +123,24 @@ def test_latest_checkpoint_passed_back_returns_only_newer_deltas(services: Servi
         asked = {"startingCheckpoint": "a_2"} | ({} if kind is None else {"startingCheckpointType": kind})
         with pytest.raises(
             ValidationError, match=r'"a_2" is a delta.s id, which needs startingCheckpointType=anchorId'
-        ):
+        ) as refused:
             services.balances.derive(who, "cust_12345", asked)
+        assert "with itemsRoot," not in str(refused.value)  # names no type the caller did not send
+
+
+def test_a_period_checkpoint_under_a_delta_type_says_which_types_take_it(services: Services) -> None:
+    who = seed_history(services)
+    locked, _ = services.balances.lock_period(who, {"customerId": "cust_12345", "period": "2026-01"})
+    for kind in ("anchorId", "recordId"):
+        with pytest.raises(ValidationError) as refused:
+            services.balances.derive(
+                who, "cust_12345", {"startingCheckpoint": locked.id, "startingCheckpointType": kind}
+            )
+        assert str(refused.value) == (
+            f'startingCheckpoint: "{locked.id}" is a period checkpoint\'s id, which needs '
+            "startingCheckpointType=itemsRoot (the default) or proofRoot; anchorId and recordId "
+            "take a delta's id"
+        )
 
 
 def test_scopes_period_dates_and_as_of(services: Services) -> None:

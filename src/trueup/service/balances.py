@@ -231,7 +231,8 @@ class BalanceService:
             raise ValidationError(
                 "startingCheckpoint",
                 f"{describe(value)} is a delta's id, which needs startingCheckpointType=anchorId "
-                f"(with {query.checkpoint_type}, a root of 64 hex digits, 0x optional, or a chk_ id)",
+                "(or recordId); itemsRoot, the default, and proofRoot take a root of 64 hex digits, "
+                "0x optional, or a chk_ id",
             )
         root = parse_root(value, "startingCheckpoint")
         head = snapshot.head_by_root(root)
@@ -263,7 +264,8 @@ class BalanceService:
             raise ValidationError(
                 "startingCheckpoint",
                 f"{describe(value)} is a period checkpoint's id, which needs "
-                "startingCheckpointType=itemsRoot (the default) or proofRoot, not anchorId",
+                "startingCheckpointType=itemsRoot (the default) or proofRoot; anchorId and recordId "
+                "take a delta's id",
             )
         found = snapshot.checkpoint(principal.tenant_id, value)
         if found is None or found.customer_id != customer_id:

@@ -54,7 +54,7 @@ def recommendation(
     unchecked = _unchecked(months)
     parts = [_OPENING[divergent]]
     for finding in findings:
-        text = _localisation(finding, narrow, unchecked, bool(months))
+        text = _localisation(finding, narrow, unchecked, months)
         if divergent == "both":
             side = "your" if finding.party == "yours" else "their"
             text = f"On {side} side, {text[0].lower()}{text[1:]}"
@@ -84,8 +84,10 @@ def _unchecked(months: Sequence[MonthNet]) -> tuple[str, str]:
     return "before every month was checked", "so other months may explain it too"
 
 
-def _localisation(f: Finding, narrow: str, unchecked: tuple[str, str], any_delta: bool) -> str:
-    """``any_delta``: the scope holds a verified delta (else there is no search to narrow)."""
+def _localisation(f: Finding, narrow: str, unchecked: tuple[str, str], months: Sequence[MonthNet]) -> str:
+    """``months``: the months of the verified deltas in scope (none: there is no search to
+    narrow; one: no other month can be the origin, and per-month nets name no other)."""
+    any_delta = bool(months)
     owner = "your" if f.party == "yours" else "their"
     labels = [period_label(w.period) for w in f.windows]
     off_by = f"the {abs(f.difference)} by which {owner} balance is {_stated_by(f.difference)}"
@@ -110,20 +112,7 @@ def _localisation(f: Finding, narrow: str, unchecked: tuple[str, str], any_delta
     if f.mode == "stated":
         return _stated_text(f, owner, labels, off_by)
     if f.truncated:
-        # The listed deltas are the most recently recorded of those that fit; older ones, in
-        # these periods or others, fit as well, so no period is named as the origin.
-        kind = "deltas" if f.mode == "single" else "pairs of deltas"
-        first = _phrases(f.windows[0], owner)
-        text = f"The most recently recorded {kind} that explain it exactly are in "
-        if len(labels) == 1:
-            text += f"the {labels[0]} period, where {first}."
-        else:
-            text += f"{_listing(labels, 'and')}; in {labels[0]}, {first}."
-        return (
-            f"{text} More {kind} that explain it exactly exist than are listed, in these periods "
-            f"or others, so it may originate in another period: send {owner} per-month nets as "
-            f"{field_name} to find the period, or {narrow} to narrow the search."
-        )
+        return _truncated_text(f, owner, labels, narrow, months)
     if len(f.windows) == 1:
         text = f"The discrepancy originates in the {labels[0]} period where {_phrases(f.windows[0], owner)}."
     else:
@@ -137,6 +126,33 @@ def _localisation(f: Finding, narrow: str, unchecked: tuple[str, str], any_delta
         where, meaning = unchecked
         text += f" The search stopped at its work limit {where}, {meaning}; {narrow} to narrow the search."
     return text
+
+
+def _truncated_text(
+    f: Finding, owner: str, labels: Sequence[str], narrow: str, months: Sequence[MonthNet]
+) -> str:
+    """More deltas (or pairs) fit than are listed: the most recent are named, not as the origin."""
+    field_name = "yourWindows" if f.party == "yours" else "theirWindows"
+    # The listed deltas are the most recently recorded of those that fit; older ones, in
+    # these periods or others, fit as well, so no period is named as the origin.
+    kind = "deltas" if f.mode == "single" else "pairs of deltas"
+    first = _phrases(f.windows[0], owner)
+    text = f"The most recently recorded {kind} that explain it exactly are in "
+    if len(labels) == 1:
+        text += f"the {labels[0]} period, where {first}."
+    else:
+        text += f"{_listing(labels, 'and')}; in {labels[0]}, {first}."
+    if len(months) == 1:  # the month is known: which of its deltas is what is left open
+        return (
+            f"{text} More {kind} of {labels[0]} that explain it exactly exist than are listed, "
+            f"and every delta in the compared scope is in that month, so any of them may be "
+            f"the one: {narrow} to narrow the search."
+        )
+    return (
+        f"{text} More {kind} that explain it exactly exist than are listed, in these periods "
+        f"or others, so it may originate in another period: send {owner} per-month nets as "
+        f"{field_name} to find the period, or {narrow} to narrow the search."
+    )
 
 
 def _stated_text(f: Finding, owner: str, labels: Sequence[str], off_by: str) -> str:
