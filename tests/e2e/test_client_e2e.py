@@ -265,6 +265,35 @@ def test_a_tampered_bundle_fails_verification_here(client: Client, running: Runn
     assert client.verify_delta(anchor, pinned).delta == 40
 
 
+def test_a_proxys_200_page_to_a_verification_is_no_reply_of_the_servers() -> None:
+    """A captive portal answering 200 proves nothing either way: ``BAD_REPLY`` without a body
+    (what ``trueup verify-period`` reads as "nothing checked"), not a failed proof. A JSON
+    object that holds no bundle or period is the server's, and fails the check."""
+    pinned = CheckpointSigner(private_key_from_seed(b"\x07" * 32), "localhost/trueup").verifier_key()
+    root = "0x" + "ab" * 32
+
+    def portal(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return 200, {"Content-Type": "text/html"}, b"<html>sign in to the network</html>"
+
+    def empty(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return 200, {"Content-Type": "application/json"}, b'{"success": true, "data": "none"}'
+
+    with local_server(portal) as url, Client(url, "pk_live_a.b") as client:
+        for verify in (
+            lambda: client.verify_delta("a_1", pinned),
+            lambda: client.verify_period(root, pinned),
+        ):
+            with pytest.raises(TrueupError) as bad:
+                verify()
+            assert (bad.value.code, bad.value.status, bad.value.body) == ("BAD_REPLY", 200, None)
+            assert "not a Trueup reply: '<html>sign in" in str(bad.value)
+    with local_server(empty) as url, Client(url, "pk_live_a.b") as client:
+        with pytest.raises(ProofError, match="bundle"):
+            client.verify_delta("a_1", pinned)
+        with pytest.raises(ProofError, match="holds no period"):
+            client.verify_period(root, pinned)
+
+
 def test_a_consistency_proof_that_does_not_hold_fails_here(client: Client, running: Running) -> None:
     pinned = client.log_key()
     first = client.write([{"key": "client-fork", "accountId": "client-cust-5", "bits": 1}])

@@ -186,6 +186,8 @@ def test_a_root_the_server_does_not_know_fails_and_no_server_checks_nothing(
         (429, "application/json", b'{"success": false, "code": "RATE_LIMITED", "message": "x"}', "429 RATE_"),
         (502, "text/html", b"<html>bad gateway</html>", "502 BAD_REPLY"),
         (403, "text/html", b"<html>a proxy's login page</html>", "403 BAD_REPLY"),
+        (200, "text/html", b"<html>a captive portal's login page</html>", "200 BAD_REPLY"),
+        (200, "application/json", b"[1, 2]", "200 BAD_REPLY"),
     ],
 )
 def test_a_server_that_cannot_answer_checks_nothing(

@@ -28,6 +28,7 @@ import httpx
 
 from trueup.core.ids import idempotency_key_value
 from trueup.proof import (
+    BundleError,
     CheckpointError,
     ConsistencyProofError,
     PeriodCheck,
@@ -260,14 +261,20 @@ class Client:
     ) -> VerifiedDelta:
         """Fetch the delta's proof bundle and verify it here against ``pinned_key``: the leaf
         is in the tree of the checkpoint that key signed (for the log named ``origin``,
-        by default the key's name). Raises :class:`~trueup.proof.ProofError` when it is not."""
+        by default the key's name). Raises :class:`~trueup.proof.ProofError` when it is not, and
+        :class:`TrueupError` ``BAD_REPLY`` for a reply that is not a JSON object (not the server's)."""
         key = _pinned(pinned_key)
         reply = self._send("GET", f"/api/v1/log/proof/bundle/{_segment(anchor_id)}", retry=True)
         if not reply.is_success:
             _data(reply)  # raises the server's error
         # Read as `trueup verify` reads a file: a member given twice (which json.loads would
         # resolve to the last) is refused, so the delta returned is the one the proof checked.
-        bundle = load_bundle(reply.text)
+        try:
+            bundle = load_bundle(reply.text)
+        except BundleError:
+            if not isinstance(_json(reply), dict):  # a proxy's 200 page, say: nothing was checked
+                raise _not_a_trueup_reply(reply) from None
+            raise
         head = verify_bundle(bundle, key, origin=origin or key.name)
         if bundle["anchorId"] != anchor_id:
             raise ProofError(f"the server proved {bundle['anchorId']!r}, not {anchor_id!r}")
@@ -296,7 +303,8 @@ class Client:
         /api/v1/verify/{proofRoot}``, public) and check it here against ``pinned_key``
         (:func:`trueup.proof.verify_period`): pages for that root only, every record proven in
         the signed log, as many as the summary says, recomputing the root, summing to its net
-        change. Raises :class:`~trueup.proof.ProofError` when any check fails.
+        change. Raises :class:`~trueup.proof.ProofError` when any check fails, and
+        :class:`TrueupError` ``BAD_REPLY`` for a page that is not a JSON object (not the server's).
 
         The pages are read as ``trueup verify`` reads a bundle (a member given twice is
         refused), and each is checked as it comes (:class:`~trueup.proof.PeriodCheck`): a
@@ -331,9 +339,11 @@ class Client:
             _data(reply)  # raises the server's error
         try:  # a member given twice would show one reader what another does not check
             document = json.loads(reply.text, object_pairs_hook=unique_members("page", PeriodError))
-        except (ValueError, RecursionError) as exc:  # PeriodError is not a ValueError
-            raise ProofError(f"page at offset {offset}: not JSON ({exc})") from exc
-        data = document.get("data") if isinstance(document, dict) else None
+        except (ValueError, RecursionError):  # PeriodError is not a ValueError
+            document = None
+        if not isinstance(document, dict):  # a proxy's 200 page, say: nothing was checked
+            raise _not_a_trueup_reply(reply)
+        data = document.get("data")
         if not isinstance(data, dict):
             raise ProofError(f"page at offset {offset}: the reply holds no period")
         return data
@@ -538,17 +548,23 @@ def _json(reply: httpx.Response) -> object:
         return None
 
 
+def _not_a_trueup_reply(reply: httpx.Response) -> TrueupError:
+    """``BAD_REPLY`` without a body: the reply is not a JSON object, so not the server's (a
+    proxy's page, say, whatever its status); it proves nothing about the log either way."""
+    return TrueupError(
+        "BAD_REPLY",
+        f"not a Trueup reply: {reply.text[:200]!r}",
+        reply.status_code,
+        retry_after=_header_seconds(reply),  # a proxy's 503 page, say
+        http_request_id=reply.headers.get("x-request-id"),
+    )
+
+
 def _data(reply: httpx.Response) -> dict[str, Any]:
     """The ``data`` of a successful reply; :class:`TrueupError` for anything else."""
     body = _json(reply)
     if not isinstance(body, dict):
-        raise TrueupError(
-            "BAD_REPLY",
-            f"not a Trueup reply: {reply.text[:200]!r}",
-            reply.status_code,
-            retry_after=_header_seconds(reply),  # a proxy's 503 page, say
-            http_request_id=reply.headers.get("x-request-id"),
-        )
+        raise _not_a_trueup_reply(reply)
     if reply.is_success and body.get("success") is True and isinstance(body.get("data"), dict):
         data: dict[str, Any] = body["data"]
         return data
