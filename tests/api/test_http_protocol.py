@@ -341,28 +341,56 @@ def test_a_reply_to_an_older_pipelined_request_after_the_client_left_is_dropped_
 
 def test_a_request_with_a_body_asking_to_upgrade_is_refused_by_name() -> None:
     """``curl --http2`` on http:// asks to switch to h2c. The parser stops at the head of such a
-    request, so its body would have reached the app empty ("not valid JSON")."""
+    request, so its body would have reached the app empty ("not valid JSON"). Nothing is
+    logged: uvicorn wrote two warnings for each such request, whoever sent it."""
+    logged = _Kept()
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    level = uvicorn_log.level
 
     async def test(port: int) -> None:
-        upgrade = (
-            "Connection: Upgrade, HTTP2-Settings",
-            "Upgrade: h2c",
-            "HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA",
-        )
-        received = await _exchange(port, _post("/", b'{"items": []}', *upgrade), lambda _: False)
-        head, _, body = received.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
-        assert b"connection: close" in head.lower()
-        reply = json.loads(body)
-        assert reply["code"] == "VALIDATION_ERROR" and reply["message"].startswith("Upgrade: ")
-        assert _Recording.writes == [received]
-        # Without a body, the request is answered as usual.
-        plain = "GET / HTTP/1.1\r\nHost: test\r\n" + "\r\n".join(upgrade) + "\r\n\r\n"
+        # After the server's start, whose logging set-up sets the level and the handlers.
+        uvicorn_log.setLevel(logging.WARNING)
+        uvicorn_log.addHandler(logged)
+        await _upgrades_answered(port)
+
+    try:
+        _run(test)
+    finally:
+        uvicorn_log.removeHandler(logged)
+        uvicorn_log.setLevel(level)
+    assert logged.messages == []
+
+
+class _Kept(logging.Handler):
+    """The messages logged through it, at every level its logger lets through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+async def _upgrades_answered(port: int) -> None:
+    upgrade = (
+        "Connection: Upgrade, HTTP2-Settings",
+        "Upgrade: h2c",
+        "HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA",
+    )
+    received = await _exchange(port, _post("/", b'{"items": []}', *upgrade), lambda _: False)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"connection: close" in head.lower()
+    reply = json.loads(body)
+    assert reply["code"] == "VALIDATION_ERROR" and reply["message"].startswith("Upgrade: ")
+    assert _Recording.writes == [received]
+    # Without a body, the request is answered as usual.
+    for asked in (upgrade, ("Connection: Upgrade", "Upgrade: websocket")):
+        plain = "GET / HTTP/1.1\r\nHost: test\r\n" + "\r\n".join(asked) + "\r\n\r\n"
         assert (await _exchange(port, plain.encode(), lambda got: got.endswith(b"echo:"))).startswith(
             b"HTTP/1.1 200 OK\r\n"
         )
-
-    _run(test)
 
 
 class _QuickHead(_Recording):
@@ -828,8 +856,8 @@ def test_bytes_that_are_not_http_are_answered_not_logged(caplog: pytest.LogCaptu
     uvicorn_log = logging.getLogger("uvicorn.error")
     with caplog.at_level(logging.WARNING, logger="uvicorn.error"):
         uvicorn_log.warning("Invalid HTTP request received.")
-        uvicorn_log.warning("Unsupported upgrade request.")  # others still are
-    assert [r.getMessage() for r in caplog.records] == ["Unsupported upgrade request."]
+        uvicorn_log.warning("ASGI callable returned without starting response.")  # others still are
+    assert [r.getMessage() for r in caplog.records] == ["ASGI callable returned without starting response."]
 
 
 def test_a_bad_chunk_ends_its_request_s_body_and_is_answered_400() -> None:

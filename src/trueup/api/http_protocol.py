@@ -495,6 +495,13 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         )
         self._refuse(431, "HEADERS_TOO_LARGE", message)
 
+    def _unsupported_upgrade_warning(self) -> None:
+        """Nothing logged for an upgrade the server does not make (``Upgrade: websocket`` or
+        ``h2c``): the request is answered over HTTP/1.1 as usual (RFC 9110 §7.8 lets a server
+        ignore the header), or refused by name when it has a body. uvicorn logged two warnings
+        a request, one telling the operator to install a WebSocket library, which any client
+        could have written without a key; what clients get wrong is answered, not logged."""
+
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes the parser refuses (a bad header, a bad chunk size): it
         wrote a plain-text 400 at once, ahead of the replies to requests before it, and closed
