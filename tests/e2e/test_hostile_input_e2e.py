@@ -149,10 +149,18 @@ def test_a_path_or_query_parameter_that_is_not_utf_8_is_a_400_naming_it(
 
 
 @pytest.mark.parametrize("path", ["/api/v1/writes", "/api/v1/balance/customers"])
-def test_two_host_lines_are_a_400(running: Running, path: str) -> None:
+@pytest.mark.parametrize(
+    ("hosts", "refused_as"),
+    [
+        (b"Host: x\r\nHost: y\r\n", "Host: must be given once"),
+        (b"", "Host: missing; an HTTP/1.1 request must name the host it is sent to"),
+    ],
+    ids=["two", "none"],
+)
+def test_two_host_lines_or_none_are_a_400(running: Running, path: str, hosts: bytes, refused_as: str) -> None:
     """RFC 9112 §3.2; a receipt's verifyUrl was built from the first. The connection is kept
     alive, as a write answered by the HTTP protocol itself is (architecture.md)."""
-    body = f'{{"items": [{{"key": "host-{path}", "accountId": "host", "bits": 1}}]}}'.encode()
+    body = f'{{"items": [{{"key": "host-{len(hosts)}-{path}", "accountId": "host", "bits": 1}}]}}'.encode()
     method = b"POST" if path == "/api/v1/writes" else b"GET"
     address = urlsplit(running.url)
     with socket.create_connection((address.hostname, address.port), timeout=10) as conn:
@@ -160,7 +168,8 @@ def test_two_host_lines_are_a_400(running: Running, path: str) -> None:
             method
             + b" "
             + path.encode()
-            + b" HTTP/1.1\r\nHost: x\r\nHost: y\r\n"
+            + b" HTTP/1.1\r\n"
+            + hosts
             + f"X-Api-Key: {running.key}\r\nContent-Type: application/json\r\n".encode()
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
@@ -173,13 +182,23 @@ def test_two_host_lines_are_a_400(running: Running, path: str) -> None:
         while len(reply) < length:
             reply += conn.recv(65536)
     assert head.startswith(b"HTTP/1.1 400 "), received
-    assert json.loads(reply)["message"] == "Host: must be given once"
+    assert json.loads(reply)["message"] == refused_as
     # nothing was stored: the same write sent rightly is its first, not a duplicate
     again = httpx.post(f"{running.url}/api/v1/writes", content=body, headers=running.headers)
     assert again.status_code == 202, again.text
     request_id = again.json()["data"]["requestId"]
     status = httpx.get(f"{running.url}/api/v1/writes/{request_id}", headers=running.headers).json()["data"]
     assert [item["status"] for item in status["items"]] != ["duplicate"], status
+
+
+def test_an_http_1_0_request_may_leave_host_out(running: Running) -> None:
+    address = urlsplit(running.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        received = b""
+        while chunk := conn.recv(65536):  # HTTP/1.0: the server closes after its reply
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200 "), received
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,8 @@ would answer for another text than the one sent.
 ``X-Api-Key``, ``Idempotency-Key``, ``Content-Type`` and ``Host`` given twice are refused the
 same way: routes read the first, so a request could be authenticated, deduplicated or parsed by
 another value than the one a proxy or a log in between took for it (RFC 9112 §3.2 asks a 400 of
-two ``Host`` lines). So is a query parameter given twice
+two ``Host`` lines, and of an HTTP/1.1 request with none, which the HTTP parser passes). So is
+a query parameter given twice
 (``startingBalance=1&startingBalance=2``): no route takes a list, and the one read would be the
 last.
 """
@@ -40,14 +41,17 @@ _ONCE = {
 }
 
 
-def _repeated_header(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The first of the headers in ``_ONCE`` given more than once, or ``None``."""
+def _header_problem(scope: Scope) -> str | None:
+    """What is wrong with the headers: the first of those in ``_ONCE`` given more than once, or
+    no ``Host`` in an HTTP/1.1 request (RFC 9112 §3.2: a 400; HTTP/1.0 may leave it out)."""
     seen: set[bytes] = set()
-    for name, _ in headers:  # lower-case, as ASGI servers give them
+    for name, _ in scope["headers"]:  # lower-case, as ASGI servers give them
         if name in _ONCE:
             if name in seen:
-                return _ONCE[name]
+                return f"{_ONCE[name]}: must be given once"
             seen.add(name)
+    if b"host" not in seen and scope.get("http_version") == "1.1":
+        return "Host: missing; an HTTP/1.1 request must name the host it is sent to"
     return None
 
 
@@ -97,8 +101,8 @@ def _not_utf8(scope: Scope) -> str | None:
 
 class RefuseAmbiguousInput:
     """Pure ASGI middleware: 400 for a NUL in the decoded path or in a query parameter, a path or
-    query parameter that is not UTF-8, a header of ``_ONCE`` given twice, or a query parameter
-    given twice."""
+    query parameter that is not UTF-8, a header of ``_ONCE`` given twice, an HTTP/1.1 request
+    without ``Host``, or a query parameter given twice."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -109,8 +113,8 @@ class RefuseAmbiguousInput:
             problem = f"{field}: {_NUL}" if field is not None else None
             if problem is None and (field := _not_utf8(scope)) is not None:
                 problem = f"{field}: {_NOT_UTF8}"
-            if problem is None and (header := _repeated_header(scope["headers"])) is not None:
-                problem = f"{header}: must be given once"
+            if problem is None:
+                problem = _header_problem(scope)
             if problem is None and (name := _repeated_parameter(scope.get("query_string", b""))) is not None:
                 problem = f"{name}: must be given once"
             if problem is not None:

@@ -696,7 +696,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
 
     def _plain_write(self) -> dict[bytes, bytes] | None:
         """Whether this request is a plain small write that this protocol may answer itself: a
-        ``POST`` over keep-alive HTTP/1.1 with a ``Content-Length`` of at most
+        ``POST`` over keep-alive HTTP/1.1 with a ``Host`` and a ``Content-Length`` of at most
         :data:`_WHOLE_BODY_MAX`, none of its own headers given twice, no transfer or content
         coding, no ``Expect``, no upgrade, and no earlier request of the connection unanswered.
         The rest go the usual way, where every such case is handled. Returns the request's
@@ -720,6 +720,8 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
                 heads[name] = value
             elif name in _NOT_WHOLE:
                 return None
+        if b"host" not in heads:  # refused the usual way (trueup.api.guards)
+            return None
         length = heads.get(b"content-length")
         if length is None or len(length) > 6 or not length.isdigit():  # int() of 5,000 digits raises
             return None
