@@ -1012,21 +1012,28 @@ def test_a_target_too_long_to_take_apart_is_refused_as_too_long_not_as_invalid()
 
 
 @pytest.mark.parametrize(
-    ("target", "path", "query"),
-    [(b"http://example.com", b"/", b""), (b"http://example.com:8000?a=1", b"/", b"a=1")],
+    ("target", "path", "query", "host"),
+    [
+        (b"http://example.com", b"/", b"", b"example.com"),
+        (b"http://example.com:8000?a=1", b"/", b"a=1", b"example.com:8000"),
+        (b"http://abs.example:1234/a/b?c=1", b"/a/b", b"c=1", b"abs.example:1234"),
+        (b"https://[::1]:8443/x", b"/x", b"", b"[::1]:8443"),
+    ],
 )
-def test_an_absolute_target_with_an_empty_path_is_taken_as_the_root(
-    target: bytes, path: bytes, query: bytes
+def test_an_absolute_target_names_the_host_and_an_empty_path_the_root(
+    target: bytes, path: bytes, query: bytes, host: bytes
 ) -> None:
     """RFC 9110 section 4.2.3: an http URI's empty path is "/". uvicorn split such a target
     into no path at all and failed on it, so a valid request was refused as "User callback
-    error", with a traceback logged each time."""
+    error", with a traceback logged each time. RFC 9112 section 3.2.2: the target's host is
+    the request's, not the ``Host`` line's (a receipt's ``verifyUrl`` is built from it)."""
 
     async def check(protocol: OneWriteHttpToolsProtocol, transport: _Reads) -> None:
         assert transport.written.startswith(b"HTTP/1.1 200 OK\r\n"), transport.written[:200]
         assert (protocol.scope["raw_path"], protocol.scope["query_string"]) == (path, query)
+        assert [v for n, v in protocol.scope["headers"] if n == b"host"] == [host]
 
-    _fed([b"POST " + target + b" HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\n\r\nok"], then=check)
+    _fed([b"POST " + target + b" HTTP/1.1\r\nHost: other.example\r\nContent-Length: 2\r\n\r\nok"], then=check)
 
 
 _BIG = b"x" * (1 << 20)

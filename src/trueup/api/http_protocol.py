@@ -632,7 +632,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
 
     def _take_head(self) -> None:
         if not self.url.startswith(b"/"):
-            self._root_an_empty_path()
+            self._take_absolute_target()
         if (
             self._answers is not None
             and self.url in self._answers.targets
@@ -652,14 +652,23 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             return
         self._hold_heads()
 
-    def _root_an_empty_path(self) -> None:
-        """An absolute target with an empty path (``http://host`` or ``http://host?q``) names the
-        root, ``/`` (RFC 9110 §4.2.3): the parser splits it into no path at all, which uvicorn
-        failed on, refusing a valid request. Only the path and query of a target are used, so
-        it becomes ``/`` and its query. A target the parser cannot split raises, as before."""
+    def _take_absolute_target(self) -> None:
+        """An absolute-form target (``http://host:port/path?q``, as sent to a proxy): its host
+        is the request's, whatever ``Host`` says (RFC 9112 §3.2.2: the server ignores the
+        field and uses the target's), so each ``Host`` line takes the target's authority; two
+        are still refused, and none is a 400 as for any HTTP/1.1 request. An empty path names
+        the root, ``/`` (RFC 9110 §4.2.3): the parser splits it into no path at all, which
+        uvicorn failed on, refusing a valid request. A target the parser cannot split raises,
+        as before."""
         parsed = httptools.parse_url(self.url)
-        if parsed.path is None and parsed.schema is not None:
+        if parsed.schema is None or not parsed.host:
+            return  # not absolute-form (``*``, say): uvicorn's as it was
+        if parsed.path is None:
             self.url = b"/" if parsed.query is None else b"/?" + parsed.query
+        host = b"[" + parsed.host + b"]" if b":" in parsed.host else parsed.host
+        authority = host if parsed.port is None else host + b":" + str(parsed.port).encode()
+        # In place: the request's scope holds this list.
+        self.headers[:] = [(name, authority if name == b"host" else value) for name, value in self.headers]
 
     def _has_body(self) -> bool:
         for name, value in self.headers:
