@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -186,3 +187,25 @@ def test_a_full_batch_is_sealed_at_once_not_at_the_next_interval(tmp_path: Path,
         wait_until(lambda: _role(server) == "leader")
         write_and_wait_verified(server, key, "first")  # 10 items: at least one full batch
         write_and_wait_verified(server, key, "second")  # sealed only if the wake-up works
+
+
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_a_sequencer_that_holds_the_role_but_cannot_extend_the_log_is_reported_down(
+    tmp_path: Path, mode: str
+) -> None:
+    """The newest head's root edited in the database: it fails its signature, so the log
+    cannot be extended. /readyz said "standby", as if another process sealed, while writes
+    piled up unsealed; it says "down", and the server's log says why, once with a traceback."""
+    key = create_key(tmp_path, None)
+    with ServerProcess(tmp_path, None, extra_args=["--sequencer", mode]) as server:
+        write_and_wait_verified(server, key, "first")
+    with sqlite3.connect(tmp_path / "trueup.db") as database:
+        database.execute(
+            "UPDATE tree_heads SET root_hash = ? WHERE tree_size = (SELECT MAX(tree_size) FROM tree_heads)",
+            (b"\x00" * 32,),
+        )
+    database.close()
+    with ServerProcess(tmp_path, None, extra_args=["--sequencer", mode]) as server:
+        wait_until(lambda: "sequencer lead failed again (3 in a row)" in server.log())
+        assert _role(server) == "down"
+        assert server.log().count("Traceback") == 1

@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import lose_the_lock
 from tests.e2e.server import wait_until
+from tests.service.conftest import sealed_log
 from trueup.sequencer.loop import SequencerLoop
 from trueup.service.container import Services, open_services
 from trueup.service.roles import ElectedRole
@@ -147,11 +148,37 @@ def test_an_election_that_keeps_failing_logs_its_traceback_once(
     role.start()
     try:
         wait_until(lambda: sum("election failed" in m for m in caplog.messages) >= 5)
+        assert role.state == "down"  # it cannot lead, and no other process is known to
         lock.rmdir()
         wait_until(lambda: role.is_leader)
+        assert role.state == "leader"
     finally:
         role.stop()
         services.close()
     failed = [r for r in caplog.records if "election failed" in r.getMessage()]
     assert [r.exc_info is not None for r in failed] == [True] + [False] * (len(failed) - 1)
     assert failed[1].getMessage().startswith(f"{kind} election failed again (2 in a row): ")
+
+
+def test_a_sequencer_that_cannot_extend_a_damaged_log_says_down_and_logs_its_traceback_once(
+    services: Services, other_services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It holds the lock, and each lead fails at once ("log is damaged"): /readyz said
+    "standby", as if another process sealed, and each second's retry logged a whole traceback,
+    since taking the lock counted as a success. It says "down" until a lead works."""
+    sealed_log(services)
+    with services.storage.engine.write() as tx:  # 30 leaves: 16 + 8 + 4 + 2, the 2's node gone
+        tx.execute("DELETE FROM tree_nodes WHERE level = 1")
+    caplog.set_level(logging.INFO, logger="trueup.service.roles")
+    role = _role("sequencer", other_services)  # a process that reads the log's right edge anew
+    assert role.state == "standby"  # not yet tried
+    role.start()
+    try:
+        wait_until(lambda: sum("sequencer lead failed" in m for m in caplog.messages) >= 3)
+        assert role.state == "down"
+    finally:
+        role.stop()
+    failed = [r for r in caplog.records if "sequencer lead failed" in r.getMessage()]
+    assert [r.exc_info is not None for r in failed] == [True] + [False] * (len(failed) - 1)
+    assert "are missing" in failed[1].getMessage()  # what the lead found, in one line
+    assert sum("this process holds the sequencer role" in m for m in caplog.messages) == 1

@@ -133,6 +133,26 @@ def test_a_restored_database_grown_past_the_record_with_other_contents_is_refuse
     )
     assert found is not None, refused.value
     assert found[1] != newer.root.hex()
+    assert "its nodes were deleted or altered" in str(refused.value)
+    assert "or restore it from a backup that holds that head" in str(refused.value)
+
+
+def test_a_database_whose_nodes_of_the_recorded_head_were_deleted_is_said_to_be_damaged(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Not "older than what this key signed": the database holds a tree as large, without the
+    nodes that make the signed one; moving the record aside would not mend it."""
+    settings = settings_for(database_url, tmp_path / "data")
+    with opened(settings) as services:
+        sealed(services, principal_for(services), "a", 6)  # 4 + 2: the node (1, 2) is needed
+        with services.storage.engine.write() as tx:
+            tx.execute("DELETE FROM tree_nodes WHERE level = 1 AND idx = 2")
+    with opened(settings) as services, pytest.raises(LogRollbackError) as refused:
+        services.sealer.check_signed_head()
+    message = str(refused.value)
+    assert "but the database holds no tree of that size (tree nodes [(1, 2)] are missing" in message
+    assert "its nodes were deleted or altered (`trueup audit` checks every node" in message
+    assert "is older than what this key signed" not in message and "aside" not in message
 
 
 def test_a_database_grown_past_the_record_on_the_same_log_is_served(

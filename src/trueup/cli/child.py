@@ -200,7 +200,8 @@ class SequencerProcess(SupervisedChild):
 
     @property
     def role(self) -> str:
-        """``leader`` or ``standby`` as the child last reported it; ``down`` while no child
+        """``leader``, ``standby`` or ``down`` (it cannot lead: the database out of reach, a
+        damaged log) as the child last reported it; ``down`` too while no child
         runs, or once a running child has said nothing for ``SILENT_S`` (it reports its role
         every second): stopped (SIGSTOP, a debugger) or stuck, it seals nothing, and a leader
         stopped for long loses its lock to another process, which then leads."""
@@ -263,7 +264,7 @@ class SequencerProcess(SupervisedChild):
                 for line in process.stdout:
                     self._heard_at = time.monotonic()
                     kind, _, rest = line.strip().partition(" ")
-                    if kind == "role" and rest in ("leader", "standby"):
+                    if kind == "role" and rest in ("leader", "standby", "down"):
                         self.role = rest
                     elif kind == "failed":  # the child logged it; counted here, where /metrics is
                         SEAL_FAILURES.inc()

@@ -106,7 +106,7 @@ def run(argv: list[str]) -> int:
         metrics.start(lambda: refresh_database_gauges(services.storage))
     reported, reported_at = None, 0.0
     while not stop.wait(_ROLE_CHECK_S):
-        role = "leader" if loop.is_leader else "standby"
+        role = loop.state
         now = time.monotonic()
         # Said again every second too: a parent that hears nothing for a while (this process
         # stopped, or frozen) no longer reports the role it last heard.

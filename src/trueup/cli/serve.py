@@ -234,12 +234,12 @@ def build(
             return child.role
         if loop is None:
             return "off"
-        return "leader" if loop.is_leader else "standby"
+        return loop.state
 
     def dispatcher_role() -> str:
         if not settings.run_dispatcher:
             return "off"
-        return "leader" if dispatcher.is_leader else "standby"
+        return dispatcher.state
 
     def committer_state() -> str:
         if commits is None:

@@ -45,6 +45,18 @@ class ElectedRole(abc.ABC):
         self._refused_schema: int | None = SCHEMA_VERSION
         self.elections = 0
         """How many times this process has taken the role."""
+        self.failing = False
+        """Whether the last try to take or do the role failed (the database out of reach, or a
+        log too damaged to extend): this process cannot lead, and says ``down``, not that it
+        stands by, until a try succeeds."""
+
+    @property
+    def state(self) -> str:
+        """``leader``, ``standby`` (another process holds the role), or ``down`` (see
+        :attr:`failing`), as ``/readyz`` gives it."""
+        if self.is_leader:
+            return "leader"
+        return "down" if self.failing else "standby"
 
     def start(self) -> None:
         self._thread.start()
@@ -100,7 +112,6 @@ class ElectedRole(abc.ABC):
         while not self._stop.is_set():
             try:
                 with self._engine.try_leader_lock(self.role) as leadership:
-                    failures.succeeded()  # an election made, whatever its outcome: said now
                     if not leadership and not standing_by:
                         standing_by = True
                         log.info(
@@ -115,10 +126,18 @@ class ElectedRole(abc.ABC):
                         self._checked_at = time.monotonic()
                         self.is_leader = True
                         self.elections += 1
-                        log.info("this process holds the %s role", self.role)
+                        if not self.failing:  # said once, not at each retry of a failing lead
+                            log.info("this process holds the %s role", self.role)
                         self._lead()  # until stopped, or the lock is lost: then stand by
+                    # Stood by, or led until stopped or the lock was lost: the failures in a
+                    # row end here, not once the lock is taken (a lead that fails at once, on a
+                    # damaged log, would have logged its traceback every second).
+                    failures.succeeded()
+                    self.failing = False
             except Exception as exc:  # noqa: BLE001 - logged, and tried again
-                failures.failed(f"{self.role} election", exc, f"; retrying every {self._standby_poll:g} s")
+                self.failing = True
+                what = f"{self.role} {'lead' if self.is_leader else 'election'}"
+                failures.failed(what, exc, f"; retrying every {self._standby_poll:g} s")
             finally:
                 self.is_leader = False
                 self._leadership = None

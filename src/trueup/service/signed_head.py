@@ -112,7 +112,8 @@ class SignedHeadRecord:
             return None
         head = storage.log.head()
         size = 0 if head is None else head.size
-        if head is None or head.size < recorded.size:
+        older = head is None or head.size < recorded.size
+        if older:
             found = (
                 "the database holds no log"
                 if head is None
@@ -136,13 +137,24 @@ class SignedHeadRecord:
                     f"the database's tree of size {recorded.size} has root {root.hex()} (its newest "
                     f"head has size {size})"
                 )
+        if older:
+            why = (
+                "The database is older than what this key signed (restored from an older backup) "
+                "or is another log's"
+            )
+            out = f"or, knowingly, move {self.path} aside and start again ({_ROLLBACK_SECTION})"
+        else:  # as large a tree, without the signed one in it
+            why = (
+                "The database's tree of that size is not the one this key signed: its nodes were "
+                "deleted or altered (`trueup audit` checks every node against the database's signed "
+                "heads), or it grew from an older backup, or it is another log's"
+            )
+            out = "or restore it from a backup that holds that head (docs/operations.md)"
         return (
             f"{self.path} records that this signing key signed a tree head of size {recorded.size} with "
-            f"root {recorded.root.hex()}, but {found}. The database is older than what this key signed "
-            "(restored from an older backup) or is another log's: sealing on it would sign a second "
+            f"root {recorded.root.hex()}, but {found}. {why}: sealing on it would sign a second "
             "history of this log under the same key and origin. Point --data-dir or --database-url at "
-            f"the database this key last sealed into, or, knowingly, move {self.path} aside and start "
-            f"again ({_ROLLBACK_SECTION})"
+            f"the database this key last sealed into, {out}"
         )
 
     def check(self, storage: Storage) -> None:

@@ -78,7 +78,9 @@ class _ReadyData(BaseModel):
         "now (null when the database does not answer, or the lock file cannot be opened to ask)"
     )
     committer: Literal["thread", "process", "down"]
-    dispatcher: Literal["leader", "standby", "off"] = Field(description="this process's dispatcher role")
+    dispatcher: Literal["leader", "standby", "down", "off"] = Field(
+        description="this process's dispatcher role"
+    )
     dispatcherElected: bool | None = Field(
         description="whether some process holds the webhook dispatcher role now (null when the "
         "database does not answer, or the lock file cannot be opened to ask)"
