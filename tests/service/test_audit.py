@@ -323,13 +323,20 @@ _ON_POSTGRES = {  # it rounds a fraction into a bigint column: then the figure i
         ),
         pytest.param(
             "DELETE FROM tree_heads WHERE tree_size = 4",
-            "leaves a_3 to a_3 are stored as sealed, but no signed tree head holds them (a head was deleted)",
+            "leaves a_3 to a_3 are stored as sealed, but no signed tree head holds them (a head was "
+            "deleted, or they were added)",
             id="newest head deleted",
+        ),
+        pytest.param(
+            "DELETE FROM tree_heads WHERE tree_size = 0",
+            "tree head 0: missing (the first stored head has size 2); every log stores its empty head "
+            "when it is first opened, so it was deleted",
+            id="the empty head deleted",
         ),
         pytest.param(
             "DELETE FROM tree_heads WHERE tree_size = 2",
             "leaf a_0: sealed under tree head 2, but the first signed head that holds it is 3 (a head was "
-            "deleted, or the delta's head edited)",
+            "deleted, the delta's head edited, or a head's size)",
             id="a head deleted",
         ),
         pytest.param(
@@ -341,6 +348,11 @@ _ON_POSTGRES = {  # it rounds a fraction into a bigint column: then the figure i
             "INSERT INTO tree_nodes (level, idx, hash) VALUES (0, 4, ?)",
             "8 tree nodes are stored, but a tree of 4 leaves has 7: nodes were added beyond the signed tree",
             id="a node beyond the tree",
+        ),
+        pytest.param(
+            "DELETE FROM tree_nodes WHERE level = 0 AND idx = 2",
+            "leaf a_2: its leaf node is missing (it was deleted, or the delta was added)",
+            id="a leaf node deleted",
         ),
         pytest.param(
             "DELETE FROM tree_nodes WHERE level = 1 AND idx = 0",

@@ -133,6 +133,13 @@ class _Auditor:
         next_head: HeadRecord | None = next(head_iter, None)
         if next_head is None:
             raise _MismatchError("the log has no signed tree head")
+        if next_head.size != 0:
+            # Stored signed when the database is first opened (before any delta), and what a
+            # consistency proof from size 0 and the empty root's /verify are answered from.
+            raise _MismatchError(
+                f"tree head 0: missing (the first stored head has size {next_head.size}); every log "
+                "stores its empty head when it is first opened, so it was deleted"
+            )
         next_head = self._check_heads_at(0, next_head, head_iter)
         last = -1
         after: int | None = None  # from the first row: one given a negative index is read too
@@ -209,7 +216,13 @@ class _Auditor:
                 raise _MismatchError(
                     f"leaf a_{delta.leaf_index}: the stored delta makes no leaf: {exc}"
                 ) from exc
-            if stored.get((0, delta.leaf_index)) != rebuilt:
+            node = stored.get((0, delta.leaf_index))
+            if node is None:
+                raise _MismatchError(
+                    f"leaf a_{delta.leaf_index}: its leaf node is missing (it was deleted, or the "
+                    "delta was added)"
+                )
+            if node != rebuilt:
                 raise _MismatchError(
                     f"leaf a_{delta.leaf_index}: the stored delta (customer {delta.customer_id!r}, "
                     f"key {delta.key!r}, amount {delta.amount}) does not hash to the sealed leaf; "
@@ -231,7 +244,7 @@ class _Auditor:
             if next_head is None:
                 raise _MismatchError(
                     f"leaves a_{start + position} to a_{start + len(hashes) - 1} are stored as sealed, "
-                    "but no signed tree head holds them (a head was deleted)"
+                    "but no signed tree head holds them (a head was deleted, or they were added)"
                 )
             stop = min(len(hashes), max(position, next_head.size - start))
             # One seal signs one head: its deltas name it as theirs, the first head to hold them.
@@ -239,8 +252,8 @@ class _Auditor:
                 if delta.sealed_size != next_head.size:
                     raise _MismatchError(
                         f"leaf a_{delta.leaf_index}: sealed under tree head {delta.sealed_size}, but the "
-                        f"first signed head that holds it is {next_head.size} (a head was deleted, or "
-                        "the delta's head edited)"
+                        f"first signed head that holds it is {next_head.size} (a head was deleted, "
+                        "the delta's head edited, or a head's size)"
                     )
             created = self.tree.extend(hashes[position:stop])
             self._check_nodes(created)
