@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.service.conftest import principal_for, seal_all, write
@@ -481,3 +482,23 @@ def test_a_seal_completes_its_requests_in_the_order_it_seals_them(services: Serv
     assert outcome.completed_requests == tuple(requests)
     for request_id in (requests[0], requests[299], requests[300], requests[-1]):
         assert services.views.request_status(who, request_id, 10, 0).status == "verified"
+
+
+def test_a_seal_writes_no_row_by_copy(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session under way in a COPY is "active" while its client sends nothing: a sequencer
+    stopped mid-COPY held the seal's lock (and sealing, for every process) for as long as it
+    stayed stopped, where between statements the server ends an idle transaction in 10 s."""
+    services = open_services(replace(Settings(), data_dir=tmp_path, database_url=pg_url))
+    try:
+        write(services, principal_for(services), *items("no-copy", 50))  # writes may use COPY
+
+        def refused(*_: object, **__: object) -> None:
+            raise AssertionError("a seal used COPY")
+
+        monkeypatch.setattr(psycopg.Cursor, "copy", refused)
+        seal_all(services)
+        head = services.storage.log.head()
+        assert head is not None and head.size == 50
+        assert audit_log(services.storage, services.log.verifier_key).ok
+    finally:
+        services.close()

@@ -169,6 +169,19 @@ def test_bulk_helpers_carry_more_rows_than_one_statement_holds(engine: Engine) -
     assert by_id[10] == (10, "n10", 100)
 
 
+def test_insert_rows_by_statement_stores_what_copy_stores(engine: Engine) -> None:
+    """Given the columns' kinds, PostgreSQL inserts by statements from arrays rather than by
+    COPY (a seal's nodes): every row, bytes and text of every shape included, across parts."""
+    blobs = [b"", b"\x00", b'\\"{},x', bytes(range(256)), b"\x01" * 32]
+    texts = ["", "NULL", 'a "b" \\ {c},d', "é\u2014"]
+    many = [(i, texts[i % len(texts)], blobs[i % len(blobs)]) for i in range(1, 12_001)]
+    with engine.write() as tx:
+        tx.execute("CREATE TABLE blobs (id BIGINT PRIMARY KEY, name TEXT NOT NULL, body BYTEA NOT NULL)")
+        tx.insert_rows("blobs", ("id", "name", "body"), many, ("bigint", "text", "bytea"))
+        stored = [(int(a), str(b), bytes(c)) for a, b, c in tx.execute("SELECT * FROM blobs ORDER BY id")]
+    assert stored == many
+
+
 def test_update_rows_conditions_name_only_stored_columns(engine: Engine) -> None:
     # Each backend joins the new values under names of its own; a stored column that happens
     # to share a name the backend could have used (SQLite calls VALUES columns column1 ...)

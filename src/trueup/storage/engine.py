@@ -131,8 +131,18 @@ class Tx(abc.ABC):
         row = self.one(sql, params)
         return None if row is None else row[0]
 
-    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """Insert many rows into ``table`` (a plain multi-row insert; PostgreSQL uses COPY)."""
+    def insert_rows(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        kinds: Sequence[str] | None = None,
+    ) -> None:
+        """Insert many rows into ``table`` (a plain multi-row insert). PostgreSQL uses COPY, or,
+        given ``kinds`` (the columns' types, as for :meth:`relations`), one ``INSERT`` from
+        arrays per 5,000 rows: for a transaction that holds a lock other processes wait for. A
+        COPY under way keeps its session "active" while its client sends nothing (stopped, or
+        stuck), so the server's idle-in-transaction timeout never ends it, nor the lock."""
         if rows:
             marks = ", ".join("?" * len(columns))
             self.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)

@@ -74,6 +74,10 @@ def _array(values: Sequence[Any], kind: str) -> Any:
         if values.count(None):
             return "{" + ",".join("NULL" if v is None else int.__repr__(v) for v in values) + "}"
         return "{" + ",".join(map(int.__repr__, values)) + "}"
+    if kind == "bytea":
+        # Hex input (``\\x…``, its backslash escaped as array input requires): bytes.hex is
+        # C, where psycopg adapted a list of bytes element by element.
+        return "{" + ",".join(['"\\\\x' + bytes.hex(v) + '"' for v in values]) + "}"
     if kind in _TEXT_KINDS:
         # Every element is quoted (so NULL, empty strings, commas and braces stay text), with
         # backslash and double quote escaped by a backslash, as array input requires. A column
@@ -298,9 +302,21 @@ class _PgTx(Tx):
             cursor.executemany(_to_pyformat(sql), list(rows))
             return max(0, cursor.rowcount)
 
-    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def insert_rows(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        kinds: Sequence[str] | None = None,
+    ) -> None:
         # COPY is several times faster than a prepared executemany for bulk rows.
         if not rows:
+            return
+        if kinds is not None:  # statements: between them the session is idle, and timed
+            names = ", ".join(columns)
+            picked = ", ".join(f"w.column{i + 1}" for i in range(len(columns)))
+            for relation, params in self.relations(rows, kinds, _RELATION_ROWS):
+                self.execute(f"INSERT INTO {table} ({names}) SELECT {picked} FROM {relation}", params)
             return
         with (
             _storage_errors(),

@@ -105,7 +105,9 @@ def write_seal(engine: Engine, plan: SealPlan) -> SealOutcome:
             raise SealConflictError("a period was locked while this seal was planned")
         head = plan.head
         if plan.leaves:
-            tx.insert_rows("tree_nodes", ("level", "idx", "hash"), plan.nodes)
+            # Not by COPY: a sequencer stopped mid-COPY would hold the seal's lock for as long
+            # as it stays stopped, where between statements the idle timeout ends it in 10 s.
+            tx.insert_rows("tree_nodes", ("level", "idx", "hash"), plan.nodes, ("integer", "bigint", "bytea"))
             tx.execute(
                 """INSERT INTO tree_heads (tree_size, root_hash, timestamp_ms, checkpoint)
                    VALUES (?, ?, ?, ?)""",

@@ -112,7 +112,13 @@ class SQLiteTx(Tx):
     # held the lock for 7-11 ms under load). Fewer steps also make bulk work cheaper on its own:
     # committing 1,000-delta drafts went from about 66,000 to 95,000-107,000 rows/s.
 
-    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def insert_rows(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        kinds: Sequence[str] | None = None,  # PostgreSQL's concern (Tx.insert_rows)
+    ) -> None:
         into = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
         for part, values in self._parts(len(columns), rows):
             self.execute(into + values, [value for row in part for value in row])
