@@ -171,14 +171,22 @@ def test_bulk_helpers_carry_more_rows_than_one_statement_holds(engine: Engine) -
 
 def test_insert_rows_by_statement_stores_what_copy_stores(engine: Engine) -> None:
     """Given the columns' kinds, PostgreSQL inserts by statements from arrays rather than by
-    COPY (a seal's nodes): every row, bytes and text of every shape included, across parts."""
-    blobs = [b"", b"\x00", b'\\"{},x', bytes(range(256)), b"\x01" * 32]
+    COPY (a seal's nodes): every row, bytes and text of every shape included, across parts,
+    bytes of one length (cut apart by row number) and of many, NULL among them."""
+    blobs = [b"", b"\x00", b'\\"{},x', bytes(range(256)), b"\x01" * 32, None]
     texts = ["", "NULL", 'a "b" \\ {c},d', "é\u2014"]
-    many = [(i, texts[i % len(texts)], blobs[i % len(blobs)]) for i in range(1, 12_001)]
+    many = [
+        (i, texts[i % len(texts)], blobs[i % len(blobs)], i.to_bytes(32, "big")) for i in range(1, 12_001)
+    ]
     with engine.write() as tx:
-        tx.execute("CREATE TABLE blobs (id BIGINT PRIMARY KEY, name TEXT NOT NULL, body BYTEA NOT NULL)")
-        tx.insert_rows("blobs", ("id", "name", "body"), many, ("bigint", "text", "bytea"))
-        stored = [(int(a), str(b), bytes(c)) for a, b, c in tx.execute("SELECT * FROM blobs ORDER BY id")]
+        tx.execute(
+            "CREATE TABLE blobs (id BIGINT PRIMARY KEY, name TEXT NOT NULL, body BYTEA, hash BYTEA NOT NULL)"
+        )
+        tx.insert_rows("blobs", ("id", "name", "body", "hash"), many, ("bigint", "text", "bytea", "bytea"))
+        stored = [
+            (int(a), str(b), None if c is None else bytes(c), bytes(d))
+            for a, b, c, d in tx.execute("SELECT * FROM blobs ORDER BY id")
+        ]
     assert stored == many
 
 
