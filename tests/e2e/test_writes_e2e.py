@@ -262,6 +262,30 @@ def test_replayed_items_are_not_stored_twice_and_changed_ones_conflict(running: 
     assert status["data"]["items"][0]["status"] == "duplicate"
 
 
+def test_a_batch_counts_only_the_deltas_its_request_holds(running: Running) -> None:
+    """A batch's delta refused at acceptance (its referenceId taken by other content) is not
+    stored, as one refused by validation is not: the request's itemCount and its items agree,
+    where itemCount counted it and the listing did not."""
+    url, headers = running.url, running.headers
+    first = {"customerId": "count-1", "delta": 5, "reason": "first", "referenceId": "count-ref"}
+    assert httpx.post(f"{url}/api/v1/balance/delta", headers=headers, json=first).status_code == 202
+    batch = [
+        {"customerId": "count-1", "delta": 6, "reason": "new", "referenceId": "count-new"},
+        {**first, "delta": 7},  # DUPLICATE_KEY: refused at acceptance
+        {"customerId": "count-1", "delta": 0, "reason": "zero"},  # refused by validation
+        first,  # an identical repeat: held, as a duplicate
+    ]
+    reply = httpx.post(f"{url}/api/v1/balance/delta/batch", headers=headers, json={"deltas": batch})
+    assert reply.status_code == 202, reply.text
+    results = reply.json()["data"]["results"]
+    assert [r["status"] for r in results] == ["QUEUED", "FAILED", "FAILED", "QUEUED"]
+    request_id = "req_" + results[0]["recordId"].removeprefix("rec_").rpartition("_")[0]
+    status = httpx.get(f"{url}/api/v1/writes/{request_id}", headers=headers).json()["data"]
+    assert status["itemCount"] == len(status["items"]) == 2, status
+    new, repeat = status["items"]
+    assert new["status"] in ("queued", "verified") and repeat["status"] == "duplicate"
+
+
 def test_idempotency_key_header_replays_the_original_reply(running: Running) -> None:
     headers = {**running.headers, "Idempotency-Key": "idem-e2e-1"}
     body = {"items": [{"key": "idem-item-1", "accountId": "c-idem", "bits": 4}]}
