@@ -105,6 +105,21 @@ def test_nul_in_the_path_or_a_query_parameter_is_a_400_naming_it(
 
 
 @pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/v1%2Fwrites"),  # was routed as /api/v1/writes: a write a proxy's rule missed
+        ("GET", "/api/v1/balance/derive/a%2Fb"),  # was "no route"
+        ("GET", "/api/v1/balance/derive/a%2fb"),
+        ("GET", "/api/v1/writes/req_%2F..%2F"),
+    ],
+)
+def test_an_encoded_slash_in_the_path_is_a_400_naming_it(running: Running, method: str, path: str) -> None:
+    body = {"items": [{"key": f"slash-{path}", "accountId": "slash", "bits": 1}]}
+    response = httpx.request(method, f"{running.url}{path}", headers=running.headers, json=body)
+    assert _error(response, 400) == "path: must not contain an encoded slash (%2F): no id holds a slash"
+
+
+@pytest.mark.parametrize(
     ("path", "header", "values"),
     [
         ("/api/v1/writes", "X-Api-Key", ["<key>", "pk_live_garbage"]),

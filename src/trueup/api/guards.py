@@ -7,6 +7,10 @@ SQLite, since bodies with NUL in them are refused too (:mod:`trueup.core.strict_
 check here, in front of every other middleware (the write fast path too), answers every route
 alike: 400, naming the path or the query parameter.
 
+So is a path with an encoded slash (``%2F``): routes match the decoded path, so
+``/api/v1%2Fwrites`` was a write, which a proxy's rule for ``/api/v1/writes`` does not see,
+and ``/derive/a%2Fb`` answered "no route" rather than naming the id; no id holds a slash.
+
 So are a path or a query parameter whose bytes (percent-encoded or not) are not UTF-8: they
 would reach the routes with each bad byte made U+FFFD, and a search or an id asked with them
 would answer for another text than the one sent.
@@ -33,6 +37,7 @@ __all__ = ["RefuseAmbiguousInput"]
 
 _NUL = "must not contain the NUL character (%00)"
 _NOT_UTF8 = "must be UTF-8 (percent-encoded or not)"
+_SLASH = "must not contain an encoded slash (%2F): no id holds a slash"
 _ONCE = {
     b"x-api-key": "X-Api-Key",
     b"idempotency-key": "Idempotency-Key",
@@ -100,9 +105,10 @@ def _not_utf8(scope: Scope) -> str | None:
 
 
 class RefuseAmbiguousInput:
-    """Pure ASGI middleware: 400 for a NUL in the decoded path or in a query parameter, a path or
-    query parameter that is not UTF-8, a header of ``_ONCE`` given twice, an HTTP/1.1 request
-    without ``Host``, or a query parameter given twice."""
+    """Pure ASGI middleware: 400 for a NUL in the decoded path or in a query parameter, an
+    encoded slash in the path, a path or query parameter that is not UTF-8, a header of
+    ``_ONCE`` given twice, an HTTP/1.1 request without ``Host``, or a query parameter given
+    twice."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -111,6 +117,8 @@ class RefuseAmbiguousInput:
         if scope["type"] == "http":
             field = "path" if "\x00" in scope["path"] else _nul_parameter(scope.get("query_string", b""))
             problem = f"{field}: {_NUL}" if field is not None else None
+            if problem is None and b"%2f" in (scope.get("raw_path") or b"").lower():
+                problem = f"path: {_SLASH}"
             if problem is None and (field := _not_utf8(scope)) is not None:
                 problem = f"{field}: {_NOT_UTF8}"
             if problem is None:
