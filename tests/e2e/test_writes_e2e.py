@@ -262,28 +262,40 @@ def test_replayed_items_are_not_stored_twice_and_changed_ones_conflict(running: 
     assert status["data"]["items"][0]["status"] == "duplicate"
 
 
-def test_a_batch_counts_only_the_deltas_its_request_holds(running: Running) -> None:
-    """A batch's delta refused at acceptance (its referenceId taken by other content) is not
-    stored, as one refused by validation is not: the request's itemCount and its items agree,
-    where itemCount counted it and the listing did not."""
+def test_a_batch_delta_refused_at_acceptance_keeps_its_number_and_is_listed_in_no_page(
+    running: Running,
+) -> None:
+    """Items are paged by their number: a delta refused at acceptance (its referenceId taken
+    by other content) is counted and numbered, not stored; one refused by validation is never
+    numbered. Paging while offset < itemCount reaches every stored item."""
     url, headers = running.url, running.headers
     first = {"customerId": "count-1", "delta": 5, "reason": "first", "referenceId": "count-ref"}
     assert httpx.post(f"{url}/api/v1/balance/delta", headers=headers, json=first).status_code == 202
     batch = [
-        {"customerId": "count-1", "delta": 6, "reason": "new", "referenceId": "count-new"},
-        {**first, "delta": 7},  # DUPLICATE_KEY: refused at acceptance
+        {**first, "delta": 7},  # DUPLICATE_KEY: refused at acceptance, numbered 0
         {"customerId": "count-1", "delta": 0, "reason": "zero"},  # refused by validation
-        first,  # an identical repeat: held, as a duplicate
+        *(
+            {"customerId": "count-1", "delta": 1, "reason": f"n{i}", "referenceId": f"count-{i}"}
+            for i in range(3)
+        ),
     ]
     reply = httpx.post(f"{url}/api/v1/balance/delta/batch", headers=headers, json={"deltas": batch})
     assert reply.status_code == 202, reply.text
     results = reply.json()["data"]["results"]
-    assert [r["status"] for r in results] == ["QUEUED", "FAILED", "FAILED", "QUEUED"]
-    request_id = "req_" + results[0]["recordId"].removeprefix("rec_").rpartition("_")[0]
-    status = httpx.get(f"{url}/api/v1/writes/{request_id}", headers=headers).json()["data"]
-    assert status["itemCount"] == len(status["items"]) == 2, status
-    new, repeat = status["items"]
-    assert new["status"] in ("queued", "verified") and repeat["status"] == "duplicate"
+    assert [r["status"] for r in results] == ["FAILED", "FAILED", "QUEUED", "QUEUED", "QUEUED"]
+    request_id = "req_" + results[2]["recordId"].removeprefix("rec_").rpartition("_")[0]
+    listed: list[dict[str, object]] = []
+    offset, count = 0, 1
+    while offset < count:
+        page = httpx.get(
+            f"{url}/api/v1/writes/{request_id}", params={"limit": 2, "offset": offset}, headers=headers
+        ).json()["data"]
+        count = page["itemCount"]
+        listed += page["items"]
+        offset += 2
+    assert count == 4  # the four numbered: the refused one and the three stored
+    assert [item["key"] for item in listed] == ["count-0", "count-1", "count-2"]
+    assert [item["index"] for item in listed] == [1, 2, 3]
 
 
 def test_idempotency_key_header_replays_the_original_reply(running: Running) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import lose_the_lock
 from tests.e2e.server import wait_until
-from tests.service.conftest import sealed_log
+from tests.service.conftest import principal_for, sealed_log, write
 from trueup.sequencer.loop import SequencerLoop
 from trueup.service.container import Services, open_services
 from trueup.service.roles import ElectedRole
@@ -150,8 +150,10 @@ def test_an_election_that_keeps_failing_logs_its_traceback_once(
         wait_until(lambda: sum("election failed" in m for m in caplog.messages) >= 5)
         assert role.state == "down"  # it cannot lead, and no other process is known to
         lock.rmdir()
-        wait_until(lambda: role.is_leader)
-        assert role.state == "leader"
+        wait_until(lambda: role.state == "leader")
+        # Said when it recovers, not when its leadership ends (hours later, perhaps).
+        assert any(m.startswith(f"{kind} elections and leads work again, after ") for m in caplog.messages)
+        assert f"this process holds the {kind} role" in caplog.messages
     finally:
         role.stop()
         services.close()
@@ -172,13 +174,43 @@ def test_a_sequencer_that_cannot_extend_a_damaged_log_says_down_and_logs_its_tra
     caplog.set_level(logging.INFO, logger="trueup.service.roles")
     role = _role("sequencer", other_services)  # a process that reads the log's right edge anew
     assert role.state == "standby"  # not yet tried
+    states: list[str] = []
     role.start()
     try:
-        wait_until(lambda: sum("sequencer lead failed" in m for m in caplog.messages) >= 3)
-        assert role.state == "down"
+        wait_until(
+            lambda: (
+                states.append(role.state) is None
+                and sum("sequencer lead failed" in m for m in caplog.messages) >= 3
+            ),
+            interval_s=0.001,
+        )
     finally:
         role.stop()
+    assert "leader" not in states and states[-1] == "down"  # not "leader" for a moment each try
     failed = [r for r in caplog.records if "sequencer lead failed" in r.getMessage()]
     assert [r.exc_info is not None for r in failed] == [True] + [False] * (len(failed) - 1)
     assert "are missing" in failed[1].getMessage()  # what the lead found, in one line
     assert sum("this process holds the sequencer role" in m for m in caplog.messages) == 1
+
+
+def test_a_sequencer_whose_seals_keep_failing_says_down_until_one_works(tmp_path: Path) -> None:
+    """It holds the role and its log loads, but each seal fails (a queued delta's amount is not
+    a number): /readyz said "leader" while nothing was sealed."""
+    services = open_services(
+        replace(Settings(), data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'trueup.db'}")
+    )
+    role = _role("sequencer", services)
+    try:
+        write(services, principal_for(services), {"key": "bad", "accountId": "c1", "bits": 5})
+        with services.storage.engine.write() as tx:
+            tx.execute("UPDATE deltas SET amount = 'abc' WHERE status = 'queued'")
+        role.start()
+        wait_until(lambda: role.state == "down" and role.is_leader)
+        with services.storage.engine.write() as tx:
+            tx.execute("UPDATE deltas SET amount = 5 WHERE status = 'queued'")
+        wait_until(lambda: role.state == "leader")
+        head = services.storage.log.head()
+        assert head is not None and head.size == 1
+    finally:
+        role.stop()
+        services.close()

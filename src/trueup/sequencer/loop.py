@@ -173,6 +173,7 @@ class SequencerLoop(ElectedRole):
     def _seal_while_leading(self) -> None:
         self._statistics.forget()
         self._refresh_statistics(self._sealer.load().size)  # due, on taking the role
+        self._lead_started()  # the log's right edge loaded: this process seals
         conflicts = failures = 0
         while self._leading():
             started = time.perf_counter()
@@ -189,10 +190,12 @@ class SequencerLoop(ElectedRole):
                 continue
             except Exception as exc:  # noqa: BLE001 - logged, and tried again after a backoff
                 failures += 1
+                self._work_failed(True)  # /readyz: down, not a leader that seals
                 self._stop.wait(self._seal_failed(failures, exc))
                 continue
             if failures:
                 log.info("seals work again, after %d failures in a row", failures)
+                self._work_failed(False)
             conflicts = failures = 0
             if outcome is not None:
                 self.seals += 1

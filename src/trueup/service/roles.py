@@ -46,17 +46,36 @@ class ElectedRole(abc.ABC):
         self.elections = 0
         """How many times this process has taken the role."""
         self.failing = False
-        """Whether the last try to take or do the role failed (the database out of reach, or a
-        log too damaged to extend): this process cannot lead, and says ``down``, not that it
-        stands by, until a try succeeds."""
+        """Whether the last try to take the role or to begin its work failed (the database out
+        of reach, a log too damaged to extend), or its work keeps failing (:meth:`_work_failed`):
+        this process does not do the role, and says ``down``, not that it leads or stands by."""
+        self._under_way = False
+        """The role's work has begun (:meth:`_lead_started`) and has not ended."""
+        self._lead_failed = False
+        """The last try took the lock and failed to begin the work: the next try says nothing
+        new when it takes the lock again (a damaged log would log it every second)."""
+        self._failures = FailuresInARow(log, f"{self.role} elections and leads")
 
     @property
     def state(self) -> str:
-        """``leader``, ``standby`` (another process holds the role), or ``down`` (see
-        :attr:`failing`), as ``/readyz`` gives it."""
-        if self.is_leader:
-            return "leader"
-        return "down" if self.failing else "standby"
+        """``leader`` (doing the role), ``standby`` (another process holds it), or ``down``
+        (see :attr:`failing`), as ``/readyz`` gives it."""
+        if self.failing:
+            return "down"
+        return "leader" if self._under_way else "standby"
+
+    def _lead_started(self) -> None:
+        """Called by :meth:`_lead` once its work has begun (the sequencer's log loaded): the
+        failures in a row end here, not when the lock is taken."""
+        if not self._under_way:
+            self._under_way = True
+            self._lead_failed = False
+            self.failing = False
+            self._failures.succeeded()
+
+    def _work_failed(self, failing: bool) -> None:
+        """The role's work failed (a seal), or works again: ``down`` meanwhile."""
+        self.failing = failing
 
     def start(self) -> None:
         self._thread.start()
@@ -108,10 +127,13 @@ class ElectedRole(abc.ABC):
 
     def _run(self) -> None:
         standing_by = False  # said so since the last time it led (once, not every poll)
-        failures = FailuresInARow(log, f"{self.role} elections")  # failed in a row (the database down, say)
+        failures = self._failures  # failed in a row (the database down, say)
         while not self._stop.is_set():
             try:
                 with self._engine.try_leader_lock(self.role) as leadership:
+                    if not self._lead_failed:  # an election made: elections work again
+                        failures.succeeded()
+                        self.failing = False
                     if not leadership and not standing_by:
                         standing_by = True
                         log.info(
@@ -120,25 +142,26 @@ class ElectedRole(abc.ABC):
                             self.role,
                             self._standby_poll,
                         )
+                    if not leadership:
+                        failures.succeeded()
+                        self.failing = self._lead_failed = False
                     if leadership and self._schema_is_ours():
                         standing_by = False
                         self._leadership = leadership
                         self._checked_at = time.monotonic()
                         self.is_leader = True
                         self.elections += 1
-                        if not self.failing:  # said once, not at each retry of a failing lead
+                        if not self._lead_failed:  # said once, not at each retry of a failing lead
                             log.info("this process holds the %s role", self.role)
                         self._lead()  # until stopped, or the lock is lost: then stand by
-                    # Stood by, or led until stopped or the lock was lost: the failures in a
-                    # row end here, not once the lock is taken (a lead that fails at once, on a
-                    # damaged log, would have logged its traceback every second).
-                    failures.succeeded()
-                    self.failing = False
+                        self._lead_started()  # it ran: whatever failed before works again
             except Exception as exc:  # noqa: BLE001 - logged, and tried again
                 self.failing = True
-                what = f"{self.role} {'lead' if self.is_leader else 'election'}"
-                failures.failed(what, exc, f"; retrying every {self._standby_poll:g} s")
+                self._lead_failed = self.is_leader and not self._under_way  # the lock taken, no work
+                what = "lead" if self.is_leader else "election"
+                failures.failed(f"{self.role} {what}", exc, f"; retrying every {self._standby_poll:g} s")
             finally:
                 self.is_leader = False
+                self._under_way = False
                 self._leadership = None
             self._stop.wait(self._standby_poll)

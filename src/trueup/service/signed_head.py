@@ -138,18 +138,21 @@ class SignedHeadRecord:
                     f"head has size {size})"
                 )
         if older:
+            out = f"or, knowingly, move {self.path} aside and start again ({_ROLLBACK_SECTION})"
             why = (
                 "The database is older than what this key signed (restored from an older backup) "
                 "or is another log's"
             )
-            out = f"or, knowingly, move {self.path} aside and start again ({_ROLLBACK_SECTION})"
         else:  # as large a tree, without the signed one in it
             why = (
                 "The database's tree of that size is not the one this key signed: its nodes were "
                 "deleted or altered (`trueup audit` checks every node against the database's signed "
                 "heads), or it grew from an older backup, or it is another log's"
             )
-            out = "or restore it from a backup that holds that head (docs/operations.md)"
+            out = (
+                "restore it from a backup that holds that head, or, knowingly, move "
+                f"{self.path} aside and start again ({_ROLLBACK_SECTION})"
+            )
         return (
             f"{self.path} records that this signing key signed a tree head of size {recorded.size} with "
             f"root {recorded.root.hex()}, but {found}. {why}: sealing on it would sign a second "

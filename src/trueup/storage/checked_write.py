@@ -81,9 +81,9 @@ def commit_one(tx: Tx, draft: WriteDraft, any_locks: bool) -> WriteResult:
             draft.request_id,
             draft.tenant_id,
             draft.source,
-            # The items it holds: not a batch's deltas refused at acceptance (a key's conflict, a
-            # locked period), which, as those refused by validation, are in no listing of it.
-            len(draft.items) - len(conflicts),
+            # Its items as indexed (paging reads items by index): a batch's deltas refused at
+            # acceptance (a key's conflict, a locked period) included, which are not stored.
+            len(draft.items),
             len(stored),
             len(stored),
             draft.accepted_at,

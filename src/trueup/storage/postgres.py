@@ -124,10 +124,12 @@ def _insert_from_arrays(
         typed += ["?::integer[]", "?::integer[]"]
         arrays += [_array(starts, "integer"), _array(lengths, "integer")]
         picked.append(f"substring(?::bytea FROM w.s{position} FOR w.n{position})")
-    sql = (
-        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(picked)} "
-        f"FROM unnest({', '.join(typed)}) WITH ORDINALITY AS w({', '.join(names)}, ordinal)"
+    source = (  # every column bytes of one length: only the row numbers are needed
+        f"unnest({', '.join(typed)}) WITH ORDINALITY AS w({', '.join([*names, 'ordinal'])})"
+        if typed
+        else f"generate_series(1, {len(rows)}) AS w(ordinal)"
     )
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(picked)} FROM {source}"
     return sql, blobs + arrays  # the select list's parameters come first in the text
 
 

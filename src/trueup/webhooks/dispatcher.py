@@ -203,6 +203,7 @@ class Dispatcher(ElectedRole):
         ]
         for thread in threads:
             thread.start()
+        self._lead_started()
         try:
             self._rounds()
         finally:

@@ -63,14 +63,15 @@ def recommendation(
 
 
 def _narrowing(time_scoped: bool, months: Sequence[MonthNet]) -> str:
-    """How to narrow a search: a checkpoint cannot be combined with a time scope, so a shorter
-    time scope narrows that one; within one month, a shorter date range."""
-    if not time_scoped:
-        return "lock a later period checkpoint and pass it as startingCheckpoint"
+    """How to narrow a search: within one month, a shorter date range (a period checkpoint
+    locks whole months, so none falls inside it); else a later period checkpoint, or, as a
+    checkpoint cannot be combined with a time scope, a shorter time scope."""
     if len(months) == 1:
         return (
             f"compare over a shorter date range within {period_label(months[0].period)} (startDate, endDate)"
         )
+    if not time_scoped:
+        return "lock a later period checkpoint and pass it as startingCheckpoint"
     return "compare over a shorter time scope (one period=YYYY-MM)"
 
 
