@@ -131,7 +131,11 @@ class ElectedRole(abc.ABC):
         while not self._stop.is_set():
             try:
                 with self._engine.try_leader_lock(self.role) as leadership:
-                    if not self._lead_failed:  # an election made: elections work again
+                    # An election made: failed elections end here, and a failed lead does too if
+                    # another process leads now; a lead that failed ends once one begins.
+                    if not leadership:
+                        self._lead_failed = False
+                    if not self._lead_failed:
                         failures.succeeded()
                         self.failing = False
                     if not leadership and not standing_by:
@@ -142,9 +146,6 @@ class ElectedRole(abc.ABC):
                             self.role,
                             self._standby_poll,
                         )
-                    if not leadership:
-                        failures.succeeded()
-                        self.failing = self._lead_failed = False
                     if leadership and self._schema_is_ours():
                         standing_by = False
                         self._leadership = leadership

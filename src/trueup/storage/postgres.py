@@ -99,8 +99,9 @@ def _insert_from_arrays(
     """One ``INSERT … SELECT … FROM unnest(…)`` of ``rows`` and its parameters: one array per
     column, as :meth:`_PgTx.relations` joins them, but a ``bytea`` column is one value holding
     every row's bytes end to end, cut apart by the statement: by row number where all are as
-    long (a seal's hashes), else by a start and a length per row. As fast as COPY for a seal's
-    nodes, where an array of 2,000 hashes cost 40 % more to pass and parse."""
+    long (a seal's hashes), else by a start and a length per row. A seal's 2,000 nodes took
+    about 1 ms more than by COPY (10.3 ms against 9.1, commit included), where an array of the
+    hashes cost 40 % more to pass and parse."""
     picked: list[str] = []
     blobs: list[Any] = []
     arrays: list[Any] = []
