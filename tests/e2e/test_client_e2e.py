@@ -122,10 +122,12 @@ def test_errors_carry_the_servers_code_status_and_message(client: Client, runnin
     with Client(running.url, "pk_live_wrong.key") as stranger, pytest.raises(TrueupError) as refused:
         stranger.usage()
     assert (refused.value.status, refused.value.code) == (401, "INVALID_API_KEY")
-    # An id holding "/" or "?" stays one path segment: it names no other route.
+    # An id holding "/" or "?" stays one path segment (its slash encoded): it names no other
+    # route, and the server refuses the encoded slash by name (no id holds one).
     with pytest.raises(TrueupError) as odd:
         client.write_status("req_x/../../balance/usage?")
-    assert odd.value.status == 404
+    assert (odd.value.status, odd.value.code) == (400, "VALIDATION_ERROR")
+    assert odd.value.message.startswith("path: must not contain an encoded slash (%2F)")
     # Each names its request by the reply's X-Request-Id (the server's log lines name it too).
     ids = [error.value.http_request_id for error in (bad, unknown, refused, odd)]
     assert all(re.fullmatch(r"[0-9a-f]{16}", str(rid)) for rid in ids) and len(set(ids)) == 4, ids
