@@ -88,13 +88,12 @@ def _unchecked(months: Sequence[MonthNet]) -> tuple[str, str]:
 def _localisation(f: Finding, narrow: str, unchecked: tuple[str, str], months: Sequence[MonthNet]) -> str:
     """``months``: the months of the verified deltas in scope (none: there is no search to
     narrow; one: no other month can be the origin, and per-month nets name no other)."""
-    any_delta = bool(months)
     owner = "your" if f.party == "yours" else "their"
     labels = [period_label(w.period) for w in f.windows]
     off_by = f"the {abs(f.difference)} by which {owner} balance is {_stated_by(f.difference)}"
     field_name = "yourWindows" if f.party == "yours" else "theirWindows"
     if f.mode == "none":
-        if not any_delta:  # a narrower scope than one with no delta would hold none either
+        if not months:  # a narrower scope than one with no delta would hold none either
             return (
                 f"No verified delta is in the compared scope, so none explains {off_by}. Check the "
                 f"agreed starting balance and the scope, or send {owner} per-month nets as {field_name}."
@@ -113,7 +112,7 @@ def _localisation(f: Finding, narrow: str, unchecked: tuple[str, str], months: S
     if f.mode == "stated":
         return _stated_text(f, owner, labels, off_by)
     if f.truncated:
-        return _truncated_text(f, owner, labels, narrow, months)
+        return _truncated_text(f, owner, field_name, labels, narrow, months)
     if len(f.windows) == 1:
         text = f"The discrepancy originates in the {labels[0]} period where {_phrases(f.windows[0], owner)}."
     else:
@@ -130,10 +129,9 @@ def _localisation(f: Finding, narrow: str, unchecked: tuple[str, str], months: S
 
 
 def _truncated_text(
-    f: Finding, owner: str, labels: Sequence[str], narrow: str, months: Sequence[MonthNet]
+    f: Finding, owner: str, field_name: str, labels: Sequence[str], narrow: str, months: Sequence[MonthNet]
 ) -> str:
     """More deltas (or pairs) fit than are listed: the most recent are named, not as the origin."""
-    field_name = "yourWindows" if f.party == "yours" else "theirWindows"
     # The listed deltas are the most recently recorded of those that fit; older ones, in
     # these periods or others, fit as well, so no period is named as the origin.
     kind = "deltas" if f.mode == "single" else "pairs of deltas"
