@@ -259,6 +259,25 @@ def test_period_checkpoint_receipt_and_public_verify(running: Running) -> None:
         },
     )
     assert refused.status_code == 409 and refused.json()["code"] == "PERIOD_LOCKED"
+    # a month before the locked one is closed by its lock too (its opening balance sums them)
+    earlier = httpx.post(
+        f"{running.url}/api/v1/writes",
+        headers=running.headers,
+        json={
+            "items": [
+                {
+                    "key": "cust_lock-jan",
+                    "accountId": "cust_lock",
+                    "bits": 1,
+                    "occurredAt": "2026-01-03T00:00:00Z",
+                }
+            ]
+        },
+    )
+    assert earlier.status_code == 409 and earlier.json()["code"] == "PERIOD_LOCKED"
+    assert (
+        f"closed by checkpoint {checkpoint['checkpointId']}, the lock of 2026-02" in earlier.json()["message"]
+    )
     from_lock = httpx.get(
         f"{running.url}/api/v1/balance/derive/cust_lock",
         headers=running.headers,

@@ -265,6 +265,45 @@ def test_period_checkpoint_locks_and_resumes(services: Services) -> None:
         assert resumed.balance == -1200
 
 
+def test_a_lock_closes_the_months_before_it_so_every_lock_s_figures_stay_true(services: Services) -> None:
+    """February's lock sums January as its opening balance: a January delta let in afterwards
+    would make that figure (and February's receipt) untrue, so January is closed too, by
+    February's lock, and a lock of January taken later ends where February's begins."""
+    who = seed_history(services)
+    february, _ = services.balances.lock_period(who, {"customerId": "cust_12345", "period": "2026-02"})
+    with pytest.raises(PeriodLockedError) as refused:
+        write(services, who, delta("late-jan", 700, "2026-01-31T23:59:59Z"))
+    assert str(refused.value) == (
+        'items[0].occurredAt: period 2026-01 of customer "cust_12345" is closed by checkpoint '
+        f"{february.id}, the lock of 2026-02 (a lock closes the months before it too); "
+        "post the delta to an open period"
+    )
+    with pytest.raises(PeriodLockedError, match=r"period 2025-06 .* closed by checkpoint .* of 2026-02"):
+        write(services, who, delta("long-ago", 700, "2025-06-01T00:00:00Z"))
+    write(services, who, delta("mar", 300, "2026-03-01T00:00:00Z"))  # after the lock: open
+    seal_all(services)
+    january, created = services.balances.lock_period(who, {"customerId": "cust_12345", "period": "2026-01"})
+    assert created and january.closing_balance == february.opening_balance == 0
+    # another customer's months are its own
+    write(services, who, delta("other-jan", 5, "2026-01-05T00:00:00Z", customer="other"))
+
+
+def test_a_delta_queued_for_a_month_before_a_lock_taken_before_its_seal_fails(services: Services) -> None:
+    who = seed_history(services)
+    request_id = write(services, who, delta("queued-jan", 9, "2026-01-25T00:00:00Z"))
+    february, _ = services.balances.lock_period(who, {"customerId": "cust_12345", "period": "2026-02"})
+    seal_all(services)
+    status = services.views.request_status(who, request_id, 10, 0)
+    assert status.status == "failed"
+    assert status.request.items[0][2].failure == (
+        f"period 2026-01 was closed by checkpoint {february.id}, the lock of 2026-02 (a lock closes "
+        "the months before it too) before this delta was sealed; post it to an open period under "
+        "a new key (this one stays with the failed delta)"
+    )
+    derived = services.balances.derive(who, "cust_12345", {"startingBalance": "0"})
+    assert derived.balance == -1500  # the seeded history only
+
+
 def test_a_period_whose_opening_balance_passes_64_bits_is_refused_with_a_409(unlimited: Services) -> None:
     """Every balance in leaf order stays within 64 bits (July's and August's credits sealed
     between October's and November's debits), but July and August, the months before

@@ -31,6 +31,7 @@ from trueup.service.signed_head import SignedHeadRecord
 from trueup.storage import Storage
 from trueup.storage.errors import SealConflictError
 from trueup.storage.heads import HeadRecord
+from trueup.storage.locks import closed_by
 from trueup.storage.seal import QueuedDelta, SealOutcome, SealPlan
 from trueup.storage.seal_balances import BalanceOverflowError
 from trueup.storage.write_views import RecordView
@@ -203,16 +204,16 @@ class Sealer:
         sealed: list[QueuedDelta] = []
         failed: list[tuple[QueuedDelta, str]] = []
         for delta in queued:
-            checkpoint_id = locks.get((delta.tenant_id, delta.customer_id, delta.period))
-            if checkpoint_id is None:
+            lock = locks.get((delta.tenant_id, delta.customer_id, delta.period))
+            if lock is None:
                 sealed.append(delta)
             else:
+                said = closed_by(lock, delta.period, past=True)
                 failed.append(
                     (
                         delta,
-                        f"period {delta.period} was locked by checkpoint "
-                        f"{checkpoint_id} before this delta was sealed; post it to an open "
-                        "period under a new key (this one stays with the failed delta)",
+                        f"period {delta.period} {said} before this delta was sealed; post it to "
+                        "an open period under a new key (this one stays with the failed delta)",
                     )
                 )
         hashes: list[bytes] = []

@@ -15,7 +15,7 @@ from trueup.core.ids import record_id
 from trueup.core.json_text import quoted
 from trueup.storage.engine import Tx, chunks
 from trueup.storage.idempotency import replay
-from trueup.storage.locks import locked_periods
+from trueup.storage.locks import closed_by, locked_periods
 from trueup.storage.outbox import enqueue_repeat_completed
 from trueup.storage.write_drafts import (
     DELTA_INSERT_COLUMNS,
@@ -142,14 +142,14 @@ def _refuse_locked_periods(
         return stored
     kept: list[int] = []
     for index, key in zip(stored, keys, strict=True):
-        checkpoint_id = locks.get(key)
-        if checkpoint_id is None:
+        lock = locks.get(key)
+        if lock is None:
             kept.append(index)
             continue
         field = ".".join(filter(None, (_item_path(draft, index), "occurredAt")))
         error = PeriodLockedError(
-            f"{field}: period {key[2]} of customer {quoted(key[1])} is locked by checkpoint "
-            f"{checkpoint_id}; post the delta to an open period"
+            f"{field}: period {key[2]} of customer {quoted(key[1])} {closed_by(lock, key[2])}; "
+            "post the delta to an open period"
         )
         if not draft.per_item_conflicts:
             raise error

@@ -1,10 +1,11 @@
 """Period checkpoints as read inside a transaction: the checkpoints themselves, and which
-customer-months they lock."""
+customer-months they close (a lock's own month and every month before it)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from trueup.storage.checked_rows import CheckedRow
 from trueup.storage.engine import Row, Tx
@@ -12,7 +13,9 @@ from trueup.storage.engine import Row, Tx
 __all__ = [
     "CHECKPOINT_COLUMNS",
     "CheckpointRecord",
+    "ClosingLock",
     "checkpoint_from_row",
+    "closed_by",
     "count_lock",
     "lock_count",
     "locked_periods",
@@ -87,19 +90,52 @@ def read_checkpoint_by_root(tx: Tx, root: bytes, tenant_id: str | None = None) -
     return record if tenant_id is None or record.tenant_id == tenant_id else None
 
 
-def locked_periods(tx: Tx, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
-    """Which of ``(tenant, customer, period)`` are locked, with the locking checkpoint's id."""
-    found: dict[tuple[str, str, str], str] = {}
+class ClosingLock(NamedTuple):
+    """The lock that closes a customer-month: the checkpoint of that month, or of the earliest
+    locked month after it (a lock closes the months before it too)."""
+
+    checkpoint_id: str
+    period: str
+
+
+def locked_periods(tx: Tx, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], ClosingLock]:
+    """Which of ``(tenant, customer, period)`` are closed, each with the lock that closes it.
+
+    A month is closed by its own lock and by the lock of any later month of the customer: a lock's
+    ``openingBalance`` sums the months before it, so a delta let into one of them afterwards would
+    make that figure (and the receipt's ``startingBalance``) untrue for good. ``YYYY-MM`` text
+    orders as the months do.
+    """
+    found: dict[tuple[str, str, str], ClosingLock] = {}
     for relation, params in tx.relations(list(dict.fromkeys(keys)), ("text", "text", "text"), 300):
         rows = tx.execute(
-            f"""SELECT tenant_id, customer_id, period, id FROM period_checkpoints
-                JOIN {relation} ON tenant_id = w.column1 AND customer_id = w.column2
-                     AND period = w.column3""",
+            f"""SELECT w.column1, w.column2, w.column3, c.id, c.period
+                FROM {relation}
+                JOIN period_checkpoints c ON c.id = (
+                    SELECT p.id FROM period_checkpoints p
+                    WHERE p.tenant_id = w.column1 AND p.customer_id = w.column2
+                      AND p.period >= w.column3
+                    ORDER BY p.period LIMIT 1)""",
             params,
         )
-        for tenant_id, customer_id, period, checkpoint_id in rows:
-            found[(str(tenant_id), str(customer_id), str(period))] = str(checkpoint_id)
+        for tenant_id, customer_id, period, checkpoint_id, locked in rows:
+            found[(str(tenant_id), str(customer_id), str(period))] = ClosingLock(
+                str(checkpoint_id), str(locked)
+            )
     return found
+
+
+def closed_by(lock: ClosingLock, period: str, *, past: bool = False) -> str:
+    """How ``period`` is closed, to follow "period P of customer C": "is locked by checkpoint
+    chk_…", or, for a month before the lock's, "is closed by checkpoint chk_…, the lock of
+    YYYY-MM (…)". ``past``: "was", for a delta a seal fails."""
+    verb = "was" if past else "is"
+    if lock.period == period:
+        return f"{verb} locked by checkpoint {lock.checkpoint_id}"
+    return (
+        f"{verb} closed by checkpoint {lock.checkpoint_id}, the lock of {lock.period} "
+        "(a lock closes the months before it too)"
+    )
 
 
 def lock_count(tx: Tx) -> int:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 from trueup.storage.checked_rows import CheckedRow
 from trueup.storage.engine import Engine, Row, Tx
 from trueup.storage.heads import HeadRecord, head_at, head_by_root, head_from_row, latest_head, read_nodes
-from trueup.storage.locks import lock_count, locked_periods
+from trueup.storage.locks import ClosingLock, lock_count, locked_periods
 from trueup.storage.seal import (
     QueuedDelta,
     SealOutcome,
@@ -92,8 +92,9 @@ class LogStore:
 
     def period_locks(
         self, keys: Sequence[tuple[str, str, str]]
-    ) -> tuple[dict[tuple[str, str, str], str], int]:
-        """Locked ``(tenant, customer, period)`` among ``keys``, and the number of locks."""
+    ) -> tuple[dict[tuple[str, str, str], ClosingLock], int]:
+        """Closed ``(tenant, customer, period)`` among ``keys`` with the lock closing each
+        (:func:`~trueup.storage.locks.locked_periods`), and the number of locks."""
         with self._engine.read() as tx:
             return locked_periods(tx, keys), lock_count(tx)
 
