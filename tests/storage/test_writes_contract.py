@@ -351,6 +351,43 @@ def test_a_request_whose_keys_other_processes_store_while_it_tries_is_stored_onc
         storage.close()
 
 
+def test_another_body_under_a_key_committed_between_its_two_reads_is_an_idempotency_mismatch(
+    pg_url: str,
+) -> None:
+    # Another process commits a request under the same Idempotency-Key, with the same item key
+    # but another amount, after this request found the key unused and before it looked up its
+    # item keys (PostgreSQL reads what was committed when each statement began). The table lock
+    # holds this request's item-key lookup back until the other has committed.
+    storage = open_storage(pg_url)
+    mine = IdempotencyClaim("idem-between", "POST /api/v1/writes", b"x" * 32)
+    outcomes: list[object] = []
+
+    def commit() -> None:
+        try:
+            outcomes.extend(storage.writes.commit([draft("req_mine", delta("k1", 20), idempotency=mine)]))
+        except Exception as exc:  # reported below
+            outcomes.append(exc)
+
+    try:
+        with psycopg.connect(pg_url) as other, psycopg.connect(pg_url, autocommit=True) as watch:
+            other.execute("LOCK TABLE deltas IN ACCESS EXCLUSIVE MODE")
+            other.execute(_INSERT_DELTA, ("req_other", "k1", b"s" * 16))
+            other.execute(
+                """INSERT INTO idempotency_keys (tenant_id, idem_key, route, body_hash, status_code,
+                       response, created_at)
+                   VALUES ('ten_a', %s, %s, %s, 202, '{}', '2026-02-10T15:00:00Z')""",
+                (mine.key, mine.route, b"h" * 32),
+            )
+            writer = threading.Thread(target=commit)
+            writer.start()
+            _blocked_by(other, watch)  # past the Idempotency-Key's read, waiting to read deltas
+            other.commit()
+            writer.join(timeout=20)
+        assert [type(o) for o in outcomes] == [IdempotencyMismatchError], outcomes
+    finally:
+        storage.close()
+
+
 def test_a_lost_database_is_unavailable_not_an_internal_error(pg_url: str) -> None:
     storage = open_storage(pg_url)
     storage.engine.close()  # every later connection attempt fails, as when the server is gone
