@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from trueup.service.container import open_services
-from trueup.service.settings import PLAN_ALLOWANCES, Settings, SettingsError, parse_plan_allowances
+from trueup.service.settings import (
+    PLAN_ALLOWANCES,
+    Settings,
+    SettingsError,
+    parse_overrides,
+    parse_plan_allowances,
+)
 from trueup.storage import open_storage
 
 
@@ -284,6 +290,13 @@ def test_a_refused_database_url_is_named_without_its_password(url: str, shown: s
 def test_an_override_burst_past_what_a_database_integer_holds_is_refused() -> None:
     with pytest.raises(SettingsError, match=r"TRUEUP_RATE_LIMIT_OVERRIDES: .*2\^63 - 1 \(key=rate/burst\)"):
         Settings.from_env({"TRUEUP_RATE_LIMIT_OVERRIDES": f"k=5/{2**63}"})
+
+
+@pytest.mark.parametrize("spec", ["5/0", "0/100", "0"])
+def test_an_override_with_one_zero_is_refused_rather_than_read_as_no_limit(spec: str) -> None:
+    with pytest.raises(SettingsError, match=r"has a rate or a burst of 0, .* or 0/0 to turn the limit off$"):
+        Settings.from_env({"TRUEUP_RATE_LIMIT_OVERRIDES": f"abcdefgh234567ab={spec}"})
+    assert not parse_overrides("abcdefgh234567ab=0/0")["abcdefgh234567ab"].enabled
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

@@ -263,6 +263,12 @@ def parse_overrides(text: str) -> dict[str, RateLimit]:
                 f"TRUEUP_RATE_LIMIT_OVERRIDES: {entry!r} needs a key id, a finite rate of at least 0 "
                 "and a burst of 0 to 2^63 - 1 (key=rate/burst)"
             )
+        if (limit.rate_per_s == 0) != (limit.burst == 0):  # read as off, not as a tight limit
+            raise SettingsError(
+                f"TRUEUP_RATE_LIMIT_OVERRIDES: {entry!r} has a rate or a burst of 0, which would turn "
+                "the key's limit off rather than refuse its requests; give both above 0, or 0/0 "
+                "to turn the limit off"
+            )
         if not is_key_id(key_id.strip()):  # it would match no key: the limit would be ignored
             raise SettingsError(
                 f"TRUEUP_RATE_LIMIT_OVERRIDES: {key_id.strip()!r} is not a key id (16 characters, "
