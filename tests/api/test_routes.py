@@ -38,6 +38,18 @@ def test_every_get_route_answers_head_and_documents_only_get(services: Services)
     assert not any("head" in documented.get(path, {}) for path in heads)
 
 
+def test_every_operation_documents_the_400_every_route_can_answer(services: Services) -> None:
+    """An unknown query parameter is a 400 on every route (api.md, Errors), the probes too."""
+    schema = create_app(services).openapi()
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, path_item in schema["paths"].items():
+        for method, operation in path_item.items():
+            documented = operation["responses"]["400"]["content"]["application/json"]["schema"]
+            assert documented == error, (method, path)
+            assert "422" not in operation["responses"], (method, path)
+    assert "ErrorBody" in schema["components"]["schemas"]
+
+
 def test_compare_documents_the_same_scope_fields_as_derive(services: Services) -> None:
     """Compare takes a time scope as derive does: its documented body names every field of it."""
     schema = create_app(services).openapi()["components"]["schemas"]["CompareBody"]

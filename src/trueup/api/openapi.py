@@ -47,11 +47,21 @@ def install_openapi(app: FastAPI) -> None:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
-        # Request validation errors are 400 VALIDATION_ERROR here (api/errors.py), never 422.
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault(ErrorBody.__name__, ErrorBody.model_json_schema(ref_template=_REF))
+        refused = {
+            "description": "error",
+            "content": {"application/json": {"schema": {"$ref": _REF.format(model=ErrorBody.__name__)}}},
+        }
         for path_item in schema.get("paths", {}).values():
             for operation in path_item.values():
-                operation.get("responses", {}).pop("422", None)
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
+                responses = operation.setdefault("responses", {})
+                # Request validation errors are 400 VALIDATION_ERROR here (api/errors.py), never 422.
+                responses.pop("422", None)
+                # Every route refuses an unknown or repeated query parameter, and what the request
+                # guard refuses (a NUL, an encoded slash, a header given twice): 400, in the envelope.
+                responses.setdefault("400", refused)
+                operation["responses"] = dict(sorted(responses.items()))
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
         for name, model in _BODY_MODELS.items():
