@@ -314,6 +314,20 @@ def test_a_refusal_the_server_names_bad_reply_is_still_a_refusal(
     assert out.startswith("FAILED: the server refused: '403 BAD_REPLY: not me'"), out
 
 
+def test_a_json_object_with_no_checkpoint_in_a_200_fails_and_is_no_refusal(
+    client: Client, held: tuple[Path, str, TreeHead], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, key, _ = held
+
+    def hollow(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return _json({"success": True, "data": "x"}, 200)
+
+    with local_server(hollow) as url:
+        code, out = _run(capsys, str(path), "--key", key, "--url", url)
+    assert code == 1, out
+    assert out.startswith("FAILED: the server did not give what was asked: '200 BAD_REPLY: "), out
+
+
 def test_a_server_too_slow_and_another_run_on_the_file_check_nothing(
     running: Running, held: tuple[Path, str, TreeHead], capsys: pytest.CaptureFixture[str]
 ) -> None:

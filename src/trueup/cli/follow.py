@@ -158,7 +158,12 @@ def _newest(
             if nothing_checked_by(exc) or (held is None and exc.status == 404):
                 print(f"NOT CHECKED: the server could not be asked: {shown(str(exc), 300)}")
                 return NOT_CHECKED
-            print(f"FAILED: the server refused: {shown(str(exc), 300)}")
+            # A 2xx JSON object that is no checkpoint or proof is the server's (or passes for
+            # it) and disproves what it should have proven, but it refused nothing.
+            said = (
+                "refused" if exc.status is not None and exc.status >= 300 else "did not give what was asked"
+            )
+            print(f"FAILED: the server {said}: {shown(str(exc), 300)}")
             return 1
 
 
