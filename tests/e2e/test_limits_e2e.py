@@ -548,6 +548,31 @@ def test_a_postgresql_server_that_is_not_there_is_said_at_once_with_its_cause(tm
     assert done.stderr.count("\n") == 1
 
 
+def test_a_postgresql_schema_that_does_not_exist_is_said_in_one_line(tmp_path: Path) -> None:
+    with fresh_pg_schema() as url:  # a server that is there: only the schema is missing
+        missing = url.replace("search_path%3Dtrueup_test_", "search_path%3Dtrueup_gone_")
+        assert missing != url
+        for command in (["keys", "create"], ["sequencer"], ["serve", "--port", str(free_port())]):
+            done = trueup(command, tmp_path, missing)
+            assert done.returncode == 1, done.stderr
+            assert "cannot connect to PostgreSQL at postgres" in done.stderr, done.stderr
+            assert "no schema of its search_path (trueup_gone_" in done.stderr, done.stderr
+            assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_sqlite_database_whose_directory_cannot_be_made_is_said_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("a file where a directory should be")
+    path = tmp_path / "afile" / "trueup.db"
+    url = f"sqlite:///{path}"
+    for command in (["keys", "create"], ["sequencer"], ["dispatcher"], ["serve", "--port", str(free_port())]):
+        done = trueup(command, tmp_path, url)
+        assert done.returncode == 1, done.stderr
+        assert (
+            f"cannot create the SQLite database sqlite:///{tmp_path / 'afile' / 'trueup.db'}: " in done.stderr
+        )
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize(
     "url",
     [

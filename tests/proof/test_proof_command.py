@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from trueup.cli import proof
+from trueup.sdk import Client, TrueupError
 
 from .reference import load_vector
 
@@ -176,6 +177,26 @@ def test_no_server_is_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
         idle.close()
     assert code == 3
     assert capsys.readouterr().err.startswith("trueup proof: cannot reach http://127.0.0.1:")
+
+
+def test_a_password_in_the_server_url_is_never_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    """TRUEUP_URL may carry a proxy's user:password@; stderr is kept by service managers."""
+    idle = socket.socket()
+    idle.bind(("127.0.0.1", 0))
+    url = f"http://ops:hunter2@127.0.0.1:{idle.getsockname()[1]}"
+    try:
+        assert proof.run(["a_0", "--url", url, "--api-key", "pk_test"]) == 3
+        assert proof.run(["a_0", "--url", "ftp://ops:hunter2@127.0.0.1/", "--api-key", "pk_test"]) == 2
+        with Client(url, retries=0) as client, pytest.raises(TrueupError) as refused:
+            client.log_key()
+    finally:
+        idle.close()
+    err = capsys.readouterr().err
+    assert "cannot reach http://ops:***@127.0.0.1:" in err and "'ftp://ops:***@127.0.0.1/'" in err, err
+    assert refused.value.code == "CONNECTION_ERROR" and "no reply from http://ops:***@127.0.0.1:" in str(
+        refused.value
+    )
+    assert "hunter2" not in err + str(refused.value)
 
 
 @pytest.mark.parametrize("anchor", ["../../checkpoint", "a_", "a_01", "7", "a_1?x=1"])

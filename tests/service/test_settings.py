@@ -63,7 +63,20 @@ def test_settings_read_the_environment() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["ledger.example.com", "ftp://ledger.example.com", "https://", "https://x.example/?a=1"]
+    "value",
+    [
+        "ledger.example.com",
+        "ftp://ledger.example.com",
+        "https://",
+        "https://x.example/?a=1",
+        "https://[::1",  # urlsplit's ValueError, once a traceback
+        "https://a.example?",  # an empty query: links would end in "?/api/…"
+        "https://a.example#",
+        "https://a example",
+        "https://a.example:x",
+        "https://a.example:99999",
+        "https://a.example/\x00",
+    ],
 )
 def test_a_public_url_must_be_an_http_base_url(value: str) -> None:
     with pytest.raises(ValueError, match="TRUEUP_PUBLIC_URL must be an http"):

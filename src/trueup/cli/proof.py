@@ -18,6 +18,7 @@ from typing import NamedTuple
 import httpx
 
 from trueup.cli.unchecked import NOT_CHECKED, nothing_checked
+from trueup.core.url_passwords import without_password
 from trueup.proof import ProofError, load_bundle
 from trueup.proof.errors import shown
 from trueup.sdk import TrueupError
@@ -44,9 +45,9 @@ def server_url_problem(url: str) -> str | None:
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
-        return f"--url {shown(url)} is not a server URL: {exc}"
+        return f"--url {shown(without_password(url))} is not a server URL: {exc}"
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        return f"--url {shown(url)} is not a server URL (http:// or https:// and a host)"
+        return f"--url {shown(without_password(url))} is not a server URL (http:// or https:// and a host)"
     return None
 
 
@@ -68,10 +69,12 @@ def run(argv: list[str]) -> int:
         with httpx.Client(timeout=30) as http:
             reply = send_bounded(http, http.build_request("GET", url, headers=headers), _MAX_REPLY_BYTES)
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        print(f"trueup proof: --url {args.url!r} is not a server URL: {exc}", file=sys.stderr)
+        print(
+            f"trueup proof: --url {without_password(args.url)!r} is not a server URL: {exc}", file=sys.stderr
+        )
         return 2
     except httpx.HTTPError as exc:
-        print(f"trueup proof: cannot reach {args.url}: {exc}", file=sys.stderr)
+        print(f"trueup proof: cannot reach {without_password(args.url)}: {exc}", file=sys.stderr)
         return NOT_CHECKED
     except TrueupError as exc:  # a reply longer than any bundle, or in a coding not asked for
         print(f"trueup proof: {exc.message}", file=sys.stderr)

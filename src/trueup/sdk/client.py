@@ -27,6 +27,7 @@ from urllib.parse import quote
 import httpx
 
 from trueup.core.ids import idempotency_key_value
+from trueup.core.url_passwords import without_password
 from trueup.proof import (
     BundleError,
     CheckpointError,
@@ -465,7 +466,8 @@ class Client:
             except httpx.TransportError as exc:
                 if not retry or attempt >= self._retries:
                     raise TrueupError(
-                        "CONNECTION_ERROR", f"no reply from {self._http.base_url}: {exc}"
+                        "CONNECTION_ERROR",
+                        f"no reply from {without_password(str(self._http.base_url))}: {exc}",
                     ) from exc
                 wait = _backoff(attempt)
             else:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 from trueup.core.deltas import DeltaLimits
 from trueup.core.ids import MAX_ITEMS_CEILING, is_key_id
 from trueup.core.json_text import quoted
+from trueup.core.url_passwords import without_password
 from trueup.proof import CheckpointError
 from trueup.proof.note import check_key_name
 from trueup.storage import is_database_url
@@ -160,9 +160,23 @@ def _env_url(env: Mapping[str, str], name: str) -> str | None:
     raw = env.get(name)
     if raw is None or raw == "":
         return None
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise SettingsError(f"{name} must be an http(s) URL such as https://ledger.example.com, got {raw!r}")
+    try:
+        parts = urlsplit(raw)
+        _ = parts.port  # raises for a port that is no number from 0 to 65535
+    except ValueError:  # an unclosed IPv6 bracket, say
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "?" in raw  # an empty query or fragment too: the links would end in "?/api/…"
+        or "#" in raw
+        or any(char.isspace() or not char.isprintable() for char in raw)
+    ):
+        raise SettingsError(
+            f"{name} must be an http(s) URL with no query, fragment or spaces, such as "
+            f"https://ledger.example.com, got {without_password(raw)!r}"
+        )
     if "@" in parts.netloc:  # it is repeated in every receipt's verifyUrl, to both parties
         raise SettingsError(
             f"{name} must not hold a user name or password (user:password@), got {without_password(raw)!r}"
@@ -199,26 +213,6 @@ def check_database_url(url: str | None, name: str) -> str | None:
         shown = without_password(url)
         raise SettingsError(f"{name} must be sqlite:///<path> or postgresql://…, got {shown!r}")
     return url
-
-
-def without_password(url: str) -> str:
-    """``url`` with the password of its ``user:password@`` part, if any, shown as ``***``.
-
-    A message naming a refused URL goes to stderr, which a service manager keeps. The
-    authority is taken to end at the last ``@``, so a password holding ``/``, ``?`` or ``@``
-    is hidden whole (an ``@`` further on hides more than the password, never less).
-    """
-    # A password given as a query parameter (libpq takes ?password=) is hidden too.
-    url = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
-    # The scheme's slashes are counted loosely: postgresql:/user:password@host is a typo of it.
-    found = re.fullmatch(r"(?s)([A-Za-z][A-Za-z0-9+.-]*:/*)(.*)@(.*)", url)
-    if found is None:
-        return url
-    scheme, userinfo, host = found.groups()
-    user, colon, _ = userinfo.partition(":")
-    if not colon or "/" in user:
-        return url
-    return f"{scheme}{user}:***@{host}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -431,9 +431,18 @@ class PostgresEngine(Engine):
         self._reading: dict[int, _PgTx] = {}
         """The read open on each thread (by its ident), which reads nested in it join."""
         try:  # one connection first: a refused or unknown server is said at once, with its cause
-            psycopg.connect(_named(url), connect_timeout=10).close()
+            with psycopg.connect(_named(url), connect_timeout=10) as first:
+                row = first.execute("SELECT current_schema(), current_setting('search_path')").fetchone()
         except psycopg.Error as exc:
             raise StorageUnavailableError(_cannot_connect(url, str(exc))) from exc
+        if row is None or row[0] is None:  # none of the search path's schemas exists
+            raise StorageUnavailableError(
+                _cannot_connect(
+                    url,
+                    f"no schema of its search_path ({row[1] if row else '?'}) exists: create it "
+                    "(CREATE SCHEMA …) or name one that does",
+                )
+            )
         try:
             self._pool: ConnectionPool[Any] = ConnectionPool(
                 _named(url),

@@ -103,12 +103,18 @@ class SQLiteEngine(Engine):
     ) -> None:
         """``checkpoint_wal=False``: no checkpoint thread, for a command that only reads (an
         audit) beside a server that keeps the WAL itself; its rounds would race the server's."""
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not path.exists():
-            # Deltas, salts and webhook secrets live here: owner-only, and SQLite gives its
-            # -wal and -shm files the database file's permissions.
-            with contextlib.suppress(FileExistsError):
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not path.exists():
+                # Deltas, salts and webhook secrets live here: owner-only, and SQLite gives its
+                # -wal and -shm files the database file's permissions.
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as exc:  # a file where its directory should be, a read-only mount, …
+            where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+            raise StorageUnavailableError(
+                f"cannot create the SQLite database sqlite:///{path}: {exc.strerror or exc}{where}"
+            ) from exc
         self.path = path
         self.url = f"sqlite:///{path}"
         self.dialect = SQLiteDialect()
