@@ -560,6 +560,33 @@ def test_a_postgresql_schema_that_does_not_exist_is_said_in_one_line(tmp_path: P
             assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
 
 
+def test_keys_create_says_once_that_the_variable_chose_the_database(tmp_path: Path) -> None:
+    live = tmp_path / "live" / "trueup.db"
+    done = trueup(
+        ["keys", "create", "--tenant", "acme"],
+        tmp_path / "keys-only",
+        None,
+        extra_env={"TRUEUP_DATABASE_URL": f"sqlite:///{live}"},
+    )
+    assert done.returncode == 0 and done.stdout.startswith("pk_live_"), done.stderr
+    assert done.stderr.count("trueup: the database is TRUEUP_DATABASE_URL's") == 1, done.stderr
+
+
+def test_an_empty_data_dir_flag_is_refused_rather_than_read_as_the_working_directory(tmp_path: Path) -> None:
+    for command in (["keys", "create"], ["serve"], ["audit"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "trueup.cli.main", *command, "--data-dir", ""],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "--data-dir: must name a directory, got an empty value" in done.stderr, done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_sqlite_database_whose_directory_cannot_be_made_is_said_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("a file where a directory should be")
     path = tmp_path / "afile" / "trueup.db"

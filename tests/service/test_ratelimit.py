@@ -63,6 +63,11 @@ def test_an_override_must_name_a_key_by_its_id() -> None:
         parse_overrides(f"{FAST}=1/1, pk_live_{SLOW}.{secret}=5/10")
     assert str(refused.value).startswith(f"TRUEUP_RATE_LIMIT_OVERRIDES: pk_live_{SLOW}… is a whole API key")
     assert secret not in str(refused.value)
+    for entry in (f"PK_LIVE_{SLOW}.{secret}=5/10", f"{SLOW}.{secret}=5/10"):  # any case; no prefix
+        with pytest.raises(ValueError) as refused:
+            parse_overrides(entry)
+        assert "is a whole API key or holds its secret" in str(refused.value)
+        assert secret not in str(refused.value)
 
 
 @pytest.mark.parametrize("entry", ["k=-1/10", "k=nan/10", "k=inf/10", "k=1e400", "k=5/-1", "=5/5", " =5/5"])

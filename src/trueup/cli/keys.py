@@ -10,7 +10,7 @@ from trueup.core.errors import DomainError
 from trueup.service.container import warn_about_shared_secrets
 from trueup.service.files import DataDirectoryError, make_data_dir
 from trueup.service.keys import KeyService
-from trueup.service.settings import PLAN_ALLOWANCES
+from trueup.service.settings import PLAN_ALLOWANCES, Settings
 from trueup.storage import open_storage, sqlite_path
 
 __all__ = ["run"]
@@ -56,11 +56,11 @@ class _RefusedError(Exception):
     """The command cannot run as asked (exit 2): the message says why."""
 
 
-def _service(args: argparse.Namespace, creating: bool = False) -> KeyService:
-    """The key service over the command's database. Only ``keys create`` may start a new
-    database (a first key before the first ``serve``); listing or revoking keys in a mistyped
-    data directory must not leave an empty ledger behind."""
-    settings = settings_from(args)
+def _service(settings: Settings, creating: bool = False) -> KeyService:
+    """The key service over the database of ``settings`` (:func:`settings_from`, read once: it
+    may warn). Only ``keys create`` may start a new database (a first key before the first
+    ``serve``); listing or revoking keys in a mistyped data directory must not leave an empty
+    ledger behind."""
     database = sqlite_path(settings.resolved_database_url)
     try:
         if not creating and database is not None and not database.is_file():
@@ -91,7 +91,7 @@ def _create(args: argparse.Namespace) -> int:
         return 2
     plan = args.plan or settings.default_plan
     try:
-        issued = _service(args, creating=True).create(
+        issued = _service(settings, creating=True).create(
             args.tenant, args.env, plan, args.read_only, plan_given=args.plan is not None
         )
     except DomainError as exc:
@@ -102,7 +102,8 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    keys = _service(args).list()  # first: a setting that cannot be used stops it before any output
+    # first: a setting that cannot be used stops it before any output
+    keys = _service(settings_from(args)).list()
     print(
         f"{'KEY ID':<18} {'TENANT':<24} {'TENANT ID':<24} {'ENV':<5} {'PLAN':<10} {'ACCESS':<10} "
         f"{'STATE':<8} CREATED"
@@ -121,7 +122,7 @@ def _revoke(args: argparse.Namespace) -> int:
     key_id = args.key
     if key_id.startswith("pk_"):  # the whole key, or its public part pk_live_<id> as a log shows it
         key_id = key_id.split("_", 2)[-1].split(".", 1)[0]
-    service = _service(args)
+    service = _service(settings_from(args))
     if service.revoke(key_id):
         print(f"revoked {key_id}")
         return 0

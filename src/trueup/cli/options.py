@@ -15,10 +15,18 @@ from trueup.storage import sqlite_path
 __all__ = ["LOG_LEVELS", "add_storage_options", "configure_logging", "port_number", "settings_from"]
 
 
+def _directory(text: str) -> Path:
+    """``--data-dir``'s value: an empty one (an unset shell variable, say) was the working
+    directory, where the environment's empty ``TRUEUP_DATA_DIR`` is the default ``./data``."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a directory, got an empty value")
+    return Path(text)
+
+
 def add_storage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
-        type=Path,
+        type=_directory,
         default=None,
         help="directory for the SQLite file and the key files (env TRUEUP_DATA_DIR; default ./data)",
     )

@@ -231,11 +231,13 @@ def parse_overrides(text: str) -> dict[str, RateLimit]:
     """``"<key id>=<rate>/<burst>,…"`` (e.g. ``abcd…=50/100``) into limits by key id."""
     limits: dict[str, RateLimit] = {}
     for entry in filter(None, (part.strip() for part in text.split(","))):
-        if entry.startswith("pk_"):  # a whole key: its secret is not repeated in the message
+        # A whole key (any case), or a key id with its secret after the dot: the secret is not
+        # repeated in the message.
+        if entry.lower().startswith("pk_") or "." in entry.partition("=")[0]:
             raise SettingsError(
-                f"TRUEUP_RATE_LIMIT_OVERRIDES: {entry.partition('.')[0]}… is a whole API key; name "
-                "the key by its id, the 16 characters after pk_live_ or pk_test_ (`trueup keys list` "
-                "shows them), and keep its secret out of the settings"
+                f"TRUEUP_RATE_LIMIT_OVERRIDES: {entry.partition('.')[0]}… is a whole API key or holds "
+                "its secret; name the key by its id, the 16 characters after pk_live_ or pk_test_ "
+                "(`trueup keys list` shows them), and keep its secret out of the settings"
             )
         key_id, _, spec = entry.partition("=")
         rate, _, burst = spec.partition("/")
