@@ -52,6 +52,33 @@ def test_a_write_past_the_monthly_allowance_is_402_and_stores_nothing(tmp_path: 
         assert (usage["plan"], usage["allowance"], usage["used"], usage["remaining"]) == ("free", 100, 100, 0)
 
 
+def test_an_operator_puts_a_tenant_on_another_plan_and_a_running_server_applies_it(tmp_path: Path) -> None:
+    key = create_key(tmp_path, None, "small", "--plan", "free")
+    headers = {"X-Api-Key": key}
+    with ServerProcess(tmp_path, None, extra_env={"TRUEUP_KEY_CACHE_TTL_S": "0"}) as server:
+        url = f"{server.base_url}/api/v1/writes"
+        assert httpx.post(url, headers=headers, json=_items("a", 100)).status_code == 202
+        assert httpx.post(url, headers=headers, json=_items("b", 1)).status_code == 402
+        changed = trueup(["keys", "plan", "starter", "--tenant", "small"], tmp_path, None)
+        assert (changed.returncode, changed.stdout) == (0, "tenant 'small' (live): plan free -> starter\n")
+        assert httpx.post(url, headers=headers, json=_items("b", 1)).status_code == 202  # the same key
+        usage = httpx.get(f"{server.base_url}/api/v1/balance/usage", headers=headers).json()["data"]
+        assert (usage["plan"], usage["allowance"], usage["used"]) == ("starter", 100_000, 101)
+    listed = trueup(["keys", "list"], tmp_path, None).stdout
+    assert " starter " in listed and " free " not in listed
+    for args, message in (
+        (["gold", "--tenant", "small"], "trueup keys plan: plan: must be one of free, "),
+        (["starter", "--tenant", "nobody"], "trueup keys plan: tenant: no tenant 'nobody' (live); "),
+        (
+            ["starter", "--tenant", "small", "--env", "test"],
+            "trueup keys plan: tenant: no tenant 'small' (test); ",
+        ),
+    ):
+        refused = trueup(["keys", "plan", *args], tmp_path, None)
+        assert (refused.returncode, refused.stdout) == (2, ""), refused.stderr
+        assert refused.stderr.startswith(message), refused.stderr
+
+
 def test_a_plan_the_server_has_no_allowance_for_stores_nothing(tmp_path: Path) -> None:
     """A plan defined where the key was made but not where the server runs is refused, not
     taken as unlimited."""
@@ -626,7 +653,8 @@ def test_keys_create_refuses_a_plan_other_than_the_tenants(tmp_path: Path) -> No
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == (
         "trueup keys create: plan: tenant 'acme' (live) exists on plan 'starter'; a new key cannot change "
-        "it to 'free' (leave --plan out to issue a key on its plan)\n"
+        "it to 'free' (leave --plan out to issue a key on its plan; `trueup keys plan` changes a tenant's "
+        "plan)\n"
     )
     create_key(tmp_path, None, "acme", "--plan", "starter")  # its own plan, or none given: a key
     create_key(tmp_path, None, "acme")

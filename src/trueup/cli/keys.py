@@ -1,4 +1,4 @@
-"""``trueup keys create|list|revoke``."""
+"""``trueup keys create|list|revoke|plan``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ __all__ = ["run"]
 
 
 def run(argv: list[str]) -> int:
-    keys = argparse.ArgumentParser(prog="trueup keys", description="create, list and revoke API keys")
+    keys = argparse.ArgumentParser(
+        prog="trueup keys", description="create, list and revoke API keys; change a tenant's plan"
+    )
     actions = keys.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="issue a key; prints only the key")
     create.add_argument("--tenant", default="default", help="tenant name, created if new (default: default)")
@@ -43,6 +45,16 @@ def run(argv: list[str]) -> int:
     revoke.add_argument("key", help="the key id (from `keys list`) or the whole key")
     add_storage_options(revoke)
     revoke.set_defaults(handler=_revoke)
+    plan = actions.add_parser("plan", help="put a tenant on another plan (its keys keep working)")
+    plan.add_argument(
+        "plan", help=f"the new plan: {', '.join(PLAN_ALLOWANCES)} or one in TRUEUP_PLAN_ALLOWANCES"
+    )
+    plan.add_argument("--tenant", default="default", help="tenant name (default: default)")
+    plan.add_argument(
+        "--env", choices=("live", "test"), default="live", help="which of its two (default: live)"
+    )
+    add_storage_options(plan)
+    plan.set_defaults(handler=_plan)
     args = keys.parse_args(argv)
     try:
         code: int = args.handler(args)
@@ -132,3 +144,13 @@ def _revoke(args: argparse.Namespace) -> int:
     else:
         print(f"trueup keys revoke: no key with id {key_id!r} (trueup keys list shows them)", file=sys.stderr)
     return 1
+
+
+def _plan(args: argparse.Namespace) -> int:
+    try:
+        before = _service(settings_from(args)).change_plan(args.tenant, args.env, args.plan)
+    except DomainError as exc:
+        print(f"trueup keys plan: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"tenant {args.tenant!r} ({args.env}): plan {before} -> {args.plan}")
+    return 0

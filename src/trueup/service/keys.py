@@ -142,11 +142,27 @@ class KeyService:
             raise ValidationError(
                 "plan",
                 f"tenant {tenant_name!r} ({env}) exists on plan {tenant.plan!r}; a new key cannot "
-                f"change it to {plan!r} (leave --plan out to issue a key on its plan)",
+                f"change it to {plan!r} (leave --plan out to issue a key on its plan; "
+                "`trueup keys plan` changes a tenant's plan)",
             )
         key, key_id, secret_hash = self._new_key(env)
         self._storage.tenants.add_key(key_id, tenant.id, secret_hash, read_only, new.created_at)
         return IssuedKey(key=key, key_id=key_id, tenant=tenant, read_only=read_only)
+
+    def change_plan(self, tenant_name: str, env: str, plan: str) -> str:
+        """Put an existing tenant on ``plan`` (one this process knows); return its plan before.
+        The month's use so far counts against the new allowance. Raises :class:`ValidationError`
+        naming ``plan``, ``env`` or ``tenant``."""
+        if env not in ("live", "test"):
+            raise ValidationError("env", f"must be live or test, got {env!r}")
+        if plan not in self._plans:
+            raise ValidationError("plan", f"must be one of {', '.join(self._plans)}, got {plan!r}")
+        before = self._storage.tenants.set_plan(tenant_name, env, plan)
+        if before is None:
+            raise ValidationError(
+                "tenant", f"no tenant {tenant_name!r} ({env}); `trueup keys list` shows the tenants"
+            )
+        return before
 
     def create_first(self, tenant_name: str, plan: str) -> IssuedKey | None:
         """The first tenant and its live key, or ``None`` when the database has a tenant

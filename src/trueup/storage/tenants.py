@@ -91,6 +91,17 @@ class TenantStore:
         assert row is not None
         return TenantRecord(*(str(value) for value in row))
 
+    def set_plan(self, name: str, env: str, plan: str) -> str | None:
+        """Put tenant ``name`` (``env``) on ``plan``; its plan before, or ``None`` when there is no
+        such tenant. A key's plan is read with the key, so servers apply it once their cached
+        keys expire (``TRUEUP_KEY_CACHE_TTL_S``)."""
+        with self._engine.write() as tx:
+            row = tx.one("SELECT plan FROM tenants WHERE name = ? AND env = ?", (name, env))
+            if row is None:
+                return None
+            tx.execute("UPDATE tenants SET plan = ? WHERE name = ? AND env = ?", (plan, name, env))
+        return str(row[0])
+
     def pepper_check(self) -> int | None:
         """The check value of the key pepper this database is bound to, or ``None``."""
         with self._engine.read() as tx:
