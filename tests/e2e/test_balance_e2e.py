@@ -244,40 +244,19 @@ def test_period_checkpoint_receipt_and_public_verify(running: Running) -> None:
     for record, digest in zip(verified["records"], leaf_hashes, strict=True):
         proof = [bytes.fromhex(node) for node in record["inclusionProof"]]
         verify_inclusion(digest, int(record["anchorId"][2:]), head.size, proof, head.root)
-    refused = httpx.post(
-        f"{running.url}/api/v1/writes",
-        headers=running.headers,
-        json={
-            "items": [
-                {
-                    "key": "cust_lock-late",
-                    "accountId": "cust_lock",
-                    "bits": 1,
-                    "occurredAt": "2026-02-27T00:00:00Z",
-                }
-            ]
-        },
-    )
-    assert refused.status_code == 409 and refused.json()["code"] == "PERIOD_LOCKED"
-    # a month before the locked one is closed by its lock too (its opening balance sums them)
-    earlier = httpx.post(
-        f"{running.url}/api/v1/writes",
-        headers=running.headers,
-        json={
-            "items": [
-                {
-                    "key": "cust_lock-jan",
-                    "accountId": "cust_lock",
-                    "bits": 1,
-                    "occurredAt": "2026-01-03T00:00:00Z",
-                }
-            ]
-        },
-    )
-    assert earlier.status_code == 409 and earlier.json()["code"] == "PERIOD_LOCKED"
-    assert (
-        f"closed by checkpoint {checkpoint['checkpointId']}, the lock of 2026-02" in earlier.json()["message"]
-    )
+    # February is locked, and so is January before it (February's opening balance sums it)
+    for key, occurred_at, said in (
+        ("cust_lock-late", "2026-02-27T00:00:00Z", f"is locked by checkpoint {checkpoint['checkpointId']}"),
+        (
+            "cust_lock-jan",
+            "2026-01-03T00:00:00Z",
+            f"closed by checkpoint {checkpoint['checkpointId']}, the lock of 2026-02",
+        ),
+    ):
+        item = {"key": key, "accountId": "cust_lock", "bits": 1, "occurredAt": occurred_at}
+        refused = httpx.post(f"{running.url}/api/v1/writes", headers=running.headers, json={"items": [item]})
+        assert refused.status_code == 409 and refused.json()["code"] == "PERIOD_LOCKED"
+        assert said in refused.json()["message"], refused.text
     from_lock = httpx.get(
         f"{running.url}/api/v1/balance/derive/cust_lock",
         headers=running.headers,
