@@ -406,8 +406,8 @@ def test_hostile_balance_requests_are_answered_not_crashed(services: Services) -
 
 
 def test_the_last_month_there_is_is_a_scope_like_any_other(services: Services) -> None:
-    """9999-12 has no next month, and no delta can be dated in it: derive, compare and a forced
-    lock of it answer for an empty month instead of refusing the period."""
+    """9999-12 has no next month, and no delta can be dated in it: derive and compare answer for
+    an empty month instead of refusing the period; a lock of it is refused as not begun."""
     who = seed_history(services)
     last = services.balances.derive(who, "cust_12345", {"period": "9999-12", "startingBalance": "5"})
     assert (last.balance, last.deltas) == (5, ())
@@ -422,14 +422,15 @@ def test_the_last_month_there_is_is_a_scope_like_any_other(services: Services) -
         },
     )
     assert (result.neutral_balance, result.matches_yours, result.matches_theirs) == (5, True, False)
-    with pytest.raises(ValidationError, match="9999-12 is not over yet"):
-        services.balances.lock_period(who, {"customerId": "cust_12345", "period": "9999-12"})
-    record, created = services.balances.lock_period(
-        who, {"customerId": "cust_12345", "period": "9999-12", "force": True}
-    )
-    assert created and record.deltas_count == 0
-    after = services.balances.derive(who, "cust_12345", {"startingCheckpoint": record.id})
-    assert after.deltas == ()  # every delta is in an earlier month, inside the checkpoint's balance
+    # A lock closes the months before it, so a month not begun cannot be locked, forced or not:
+    # it would close the customer's ledger until then.
+    for forced in (False, True):
+        with pytest.raises(ValidationError, match=r"9999-12 has not begun; a lock can be forced only for "):
+            services.balances.lock_period(
+                who, {"customerId": "cust_12345", "period": "9999-12", "force": forced}
+            )
+    assert services.balances.checkpoints(who, "cust_12345", {}, 10, 0) == ([], 0)
+    write(services, who, delta("after", 1, "2026-03-01T00:00:00Z"))  # every month still open
 
 
 def test_a_receipt_for_a_customer_never_written_to_names_the_customer(services: Services) -> None:

@@ -15,12 +15,14 @@ from trueup.storage import checkpoints as checkpoints_module
 from trueup.storage.engine import Tx
 
 
+@pytest.mark.parametrize("late_month", ["2026-10", "2026-09"])
 def test_a_period_that_grows_during_every_computation_is_still_locked(
-    services: Services, monkeypatch: pytest.MonkeyPatch
+    services: Services, monkeypatch: pytest.MonkeyPatch, late_month: str
 ) -> None:
     """A lock's figures are worked out beside the sealer; a seal adding a delta of the period
     meanwhile makes it compute them again. When that happens every time (a steady stream of
-    late deltas into a large month), the lock must still be taken, not refused with a 503."""
+    late deltas into a large month), the lock must still be taken, not refused with a 503. A
+    delta of a month before it counts as much: the lock's opening balance sums those months."""
     who = principal_for(services)
     october = "2026-10-15T00:00:00Z"
     write(services, who, {"key": "seed", "accountId": "c1", "bits": 5, "occurredAt": october})
@@ -45,7 +47,8 @@ def test_a_period_that_grows_during_every_computation_is_still_locked(
     def a_late_delta_is_sealed_meanwhile(nonce: bytes, hashes: list[bytes]) -> bytes:
         if not writing[0]:  # computed beside the sealer: a seal of the period lands meanwhile
             key = f"late-{len(late)}"
-            write(services, who, {"key": key, "accountId": "c1", "bits": 1, "occurredAt": october})
+            occurred_at = f"{late_month}-15T00:00:00Z"
+            write(services, who, {"key": key, "accountId": "c1", "bits": 1, "occurredAt": occurred_at})
             seal_all(services)
             late.append(key)
         return period_proof_root(nonce, hashes)
@@ -55,9 +58,13 @@ def test_a_period_that_grows_during_every_computation_is_still_locked(
     monkeypatch.undo()
 
     assert created and late  # the period did grow while the lock was worked out
-    # The lock holds every delta of the month sealed before it, and nothing was sealed after.
+    # The lock holds every delta of the month, and of those before it, sealed before it, and
+    # nothing was sealed after.
     figures = (record.opening_balance, record.closing_balance, record.deltas_count)
-    assert figures == (0, 5 + len(late), 1 + len(late))
+    if late_month == "2026-10":
+        assert figures == (0, 5 + len(late), 1 + len(late))
+    else:
+        assert figures == (len(late), 5 + len(late), 1)
     head = services.storage.log.head()
     assert head is not None and record.tree_size == head.size
     assert services.balances.lock_period(who, {"customerId": "c1", "period": "2026-10"}) == (record, False)

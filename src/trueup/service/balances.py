@@ -300,7 +300,13 @@ class BalanceService:
         existing = self._storage.checkpoints.find(principal.tenant_id, customer_id, period)
         if existing is not None:
             return existing, False
-        if format_canonical(now)[:7] <= period and not force:
+        current = format_canonical(now)[:7]
+        if current < period:  # a lock closes the months before it too: all of them, for good
+            raise ValidationError(
+                "period",
+                f"{period} has not begun; a lock can be forced only for the current month, {current}",
+            )
+        if current == period and not force:
             raise ValidationError("period", f'{period} is not over yet; pass "force": true to lock it early')
         with self._storage.balances.snapshot() as snapshot:
             if not snapshot.known_customer(principal.tenant_id, customer_id):

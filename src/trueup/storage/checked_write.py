@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trueup.core.errors import DomainError, DuplicateKeyError, PeriodLockedError, PlanLimitExceededError
+from trueup.core.errors import DuplicateKeyError, PeriodLockedError, PlanLimitExceededError
 from trueup.core.ids import record_id
 from trueup.core.json_text import quoted
 from trueup.storage.engine import Tx, chunks
@@ -51,22 +51,11 @@ def commit_one(tx: Tx, draft: WriteDraft, any_locks: bool) -> WriteResult:
     any period is locked at all (else none is looked up). A
     :class:`~trueup.core.errors.DomainError` refuses the whole request (for a key conflict or a
     locked period, unless it reports them per item)."""
-    if draft.idempotency is None:
-        return _commit_checked(tx, draft, any_locks)
-    earlier = replay(tx, draft.tenant_id, draft.idempotency)
-    if earlier is not None:
-        return WriteResult(request_id="", replay=earlier)
-    try:
-        return _commit_checked(tx, draft, any_locks)
-    except DomainError:
-        # On PostgreSQL each statement reads what was committed when it began: a request under
-        # the same Idempotency-Key, committed by another process after the read above, shows
-        # here as a conflict of its item keys (or its use of the allowance). Its key answers
-        # this request as it would have a moment later: its reply, or IDEMPOTENCY_MISMATCH.
+    if draft.idempotency is not None:
         earlier = replay(tx, draft.tenant_id, draft.idempotency)
         if earlier is not None:
             return WriteResult(request_id="", replay=earlier)
-        raise
+    return _commit_checked(tx, draft, any_locks)
 
 
 def _commit_checked(tx: Tx, draft: WriteDraft, any_locks: bool) -> WriteResult:

@@ -29,10 +29,11 @@ __all__ = ["CheckpointRecord", "CheckpointStore", "period_proof_root"]
 
 
 def _sealed_since(tx: Tx, tenant_id: str, customer_id: str, period: str, tree_size: int) -> bool:
-    """Whether a delta of the customer-month was sealed at or after leaf ``tree_size``."""
+    """Whether a delta of the customer's ``period`` or of a month before it (which its opening
+    balance sums) was sealed at or after leaf ``tree_size``."""
     row = tx.one(
         f"""SELECT 1 FROM deltas WHERE account_no = {ACCOUNT_NO_SQL}
-              AND period = ? AND leaf_index IS NOT NULL AND leaf_index >= ? LIMIT 1""",
+              AND period <= ? AND leaf_index IS NOT NULL AND leaf_index >= ? LIMIT 1""",
         (tenant_id, customer_id, period, tree_size),
     )
     return row is not None

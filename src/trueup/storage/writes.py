@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from trueup.core.errors import DomainError
+from trueup.core.errors import DomainError, IdempotencyMismatchError
 from trueup.storage.checked_write import add_usage, commit_one
 from trueup.storage.engine import Engine, Tx, chunks
 from trueup.storage.errors import (
@@ -245,8 +245,8 @@ class WriteStore:
             try:
                 with tx.savepoint():
                     result = commit_one(tx, draft, group.any_locks)
-            except DomainError as error:
-                return error
+            except DomainError as error:  # the savepoint rolled back: nothing of this try stays
+                return _answered_meanwhile(tx, draft) or error
             except IntegrityConflictError:
                 refused += 1
                 # counted only once refused: most requests are stored at the first try
@@ -365,3 +365,18 @@ class WriteStore:
     def record_at_leaf(self, tenant_id: str, leaf_index: int) -> RecordView | None:
         with self._engine.read() as tx:
             return read_record_at_leaf(tx, tenant_id, leaf_index)
+
+
+def _answered_meanwhile(tx: Tx, draft: WriteDraft) -> WriteResult | DomainError | None:
+    """What ``draft``'s ``Idempotency-Key`` answers now, for a request refused (its item keys'
+    conflict, the allowance) after :func:`commit_one` found the key unused: on PostgreSQL each
+    statement reads what was committed when it began, so another process's request under the key
+    may have committed in between, and its reply (or ``IDEMPOTENCY_MISMATCH`` for another body)
+    is the answer this request would have had a moment later. ``None`` if the key is still unused."""
+    if draft.idempotency is None:
+        return None
+    try:
+        earlier = replay(tx, draft.tenant_id, draft.idempotency)
+    except IdempotencyMismatchError as mismatch:
+        return mismatch
+    return None if earlier is None else WriteResult(request_id="", replay=earlier)
