@@ -4,6 +4,7 @@ servers on 127.0.0.1 that misbehave the ways a network or a dishonest server can
 from __future__ import annotations
 
 import copy
+import decimal
 import gzip
 import hashlib
 import json
@@ -157,15 +158,24 @@ def test_every_item_of_a_write_is_reached_through_its_status(client: Client) -> 
     assert len(whole["items"]) == 150
 
 
-@pytest.mark.parametrize("key", ["", "   ", "a\nb", "\u00e9t\u00e9", "k" * 256])
+@pytest.mark.parametrize("key", ["", "   ", "a\nb", "\u00e9t\u00e9", "k" * 256, " x", "x\t"])
 def test_an_idempotency_key_the_server_would_refuse_is_refused_before_sending(key: str) -> None:
     """Sent, a line break or a non-ASCII letter failed inside the HTTP library, which read as no
-    reply and was retried; an empty key was replaced by a new one, and a retry was no retry."""
+    reply and was retried; an empty key was replaced by a new one, and a retry was no retry. A
+    space or tab at either end the HTTP library refused too, and the error said "send it again"."""
     with (
         Client(f"http://127.0.0.1:{free_port()}", "pk_live_a.b", retries=0) as client,
-        pytest.raises(ValueError, match=r"^idempotency_key must be"),
+        pytest.raises(ValueError, match=r"^idempotency_key must (be|not begin)"),
     ):
         client.write([{"key": "k", "accountId": "c", "bits": 1}], idempotency_key=key)
+
+
+def test_a_value_json_cannot_hold_is_a_value_error_before_sending() -> None:
+    with (
+        Client(f"http://127.0.0.1:{free_port()}", "pk_live_a.b", retries=0) as client,
+        pytest.raises(ValueError, match=r"^the request cannot be sent as JSON: .*Decimal"),
+    ):
+        client.write([{"key": "k", "accountId": "c", "bits": decimal.Decimal(1)}])
 
 
 def test_a_write_that_got_no_reply_says_which_key_makes_its_retry_safe() -> None:
@@ -610,6 +620,9 @@ def test_a_reply_longer_than_max_reply_bytes_is_not_read_further(
     assert failed.value.http_request_id == "long-1"
 
 
+_WHOLE = b'{"success": true, "data": {}}'
+
+
 def _zeros_gzipped(megabytes: int) -> bytes:
     """A gzip stream of ``megabytes`` MiB of zeros: about a thousandth of that on the wire."""
     packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
@@ -628,9 +641,16 @@ def _zeros_gzipped(megabytes: int) -> bytes:
             "in a content coding the client did not ask for: 'gzip, gzip'",
         ),
         ("br", b"\x0b\x00\x80{}\x03", "in a content coding the client did not ask for: 'br'"),
-        ("gzip", gzip.compress(b"{}")[:-12], ""),  # cut short: read as far as it goes, as httpx did
+        ("gzip", gzip.compress(b"{}")[:-12], "whose gzip stream ends early"),  # cut short
+        # whole JSON, but the checksum that proves it never came, or bytes after the stream
+        ("gzip", gzip.compress(b'{"success": true, "data": {}}')[:-8], "whose gzip stream ends early"),
+        (
+            "gzip",
+            gzip.compress(b'{"success": true, "data": {}}') + b"junk",
+            "with bytes after its gzip stream",
+        ),
     ],
-    ids=["a bomb", "stacked codings", "a coding not asked for", "cut short"],
+    ids=["a bomb", "stacked codings", "a coding not asked for", "cut short", "no trailer", "bytes after"],
 )
 def test_only_gzip_is_inflated_and_never_past_max_reply_bytes(
     coding: str, content: bytes, message: str
@@ -642,13 +662,9 @@ def test_only_gzip_is_inflated_and_never_past_max_reply_bytes(
         return 200, {"Content-Type": "application/json", "Content-Encoding": coding}, content
 
     with local_server(coded) as url, Client(url, retries=0, max_reply_bytes=1 << 20) as client:
-        if not message:
-            with pytest.raises(TrueupError, match="not a Trueup reply"):  # {"…" cut: not JSON
-                client.usage()
-        else:
-            with pytest.raises(TrueupError) as failed:
-                client.usage()
-            assert failed.value.code == "BAD_REPLY" and failed.value.message.endswith(message)
+        with pytest.raises(TrueupError) as failed:
+            client.usage()
+        assert failed.value.code == "BAD_REPLY" and failed.value.message.endswith(message)
     assert seen == ["gzip"]
 
 
@@ -690,6 +706,9 @@ def test_a_reply_read_whole_keeps_its_headers_and_decoded_body() -> None:
         (503, {"Retry-After": "7", "Content-Type": "text/html"}, None),
         # a write still in flight after the retries: the advice in the body of a 202
         (202, {}, {"success": True, "code": "IDEMPOTENCY_PENDING", "retryAfterSeconds": 7}),
+        # advice that is no wait (negative, endless): the header's, as the retries read it
+        (429, {"Retry-After": "7"}, {"success": False, "code": "RATE_LIMITED", "retryAfterSeconds": -1}),
+        (429, {"Retry-After": "7"}, {"success": False, "code": "RATE_LIMITED", "retryAfterSeconds": 10**400}),
     ],
 )
 def test_the_servers_advice_on_when_to_retry_is_in_the_error_wherever_it_came(

@@ -485,6 +485,8 @@ def _checked_key(key: str) -> str:
     failed in the HTTP library (read as no reply, and retried), and an empty one was taken as none."""
     if not isinstance(key, str) or not key.isascii() or idempotency_key_value(key) is None:
         raise ValueError(f"idempotency_key must be 1-255 printable ASCII characters, got {shown(key)}")
+    if key != key.strip(" \t"):  # the HTTP library refuses such a header value: never sent
+        raise ValueError(f"idempotency_key must not begin or end with a space or a tab, got {shown(key)}")
     return key
 
 
@@ -502,7 +504,13 @@ def _segment(value: str) -> str:
 
 
 def _encode(body: Mapping[str, Any]) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    """``body`` as the JSON sent; a :class:`ValueError` for a value JSON cannot hold (NaN, a
+    ``Decimal``, a ``datetime``), before anything is sent."""
+    try:
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except TypeError as exc:  # json names the type: "Object of type Decimal is not JSON serializable"
+        raise ValueError(f"the request cannot be sent as JSON: {exc}") from exc
+    return text.encode("utf-8")
 
 
 def _backoff(attempt: int) -> float:
@@ -590,4 +598,7 @@ def _advised_seconds(reply: httpx.Response, body: Mapping[str, Any]) -> float | 
     """The server's advice on when to try again: ``retryAfterSeconds``, else a ``Retry-After``
     header of seconds (all a proxy's 429 or 503 may carry), else ``None``."""
     advised = _seconds(body.get("retryAfterSeconds"))
-    return advised if advised is not None else _header_seconds(reply)
+    # As the retries read it (_retry_advice): a negative or endless wait is no advice.
+    if advised is not None and 0 <= advised < math.inf:
+        return advised
+    return _header_seconds(reply)

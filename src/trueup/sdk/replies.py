@@ -12,6 +12,7 @@ import zlib
 
 import httpx
 
+from trueup.core.url_passwords import without_password
 from trueup.proof.errors import shown
 from trueup.sdk.errors import TrueupError
 
@@ -52,6 +53,10 @@ def read_body(reply: httpx.Response, limit: int, source: str) -> bytes:
             parts.append(inflater.flush())
     except zlib.error as exc:
         raise _bad(reply, f"a reply from {source} that cannot be decoded: {exc}") from None
+    if inflater is not None and not inflater.eof:  # its trailer (the checksum) never came
+        raise _bad(reply, f"a reply from {source} whose gzip stream ends early")
+    if inflater is not None and inflater.unused_data:  # a second member, or bytes that are none
+        raise _bad(reply, f"a reply from {source} with bytes after its gzip stream")
     if sum(len(part) for part in parts) > limit:
         raise _bad(reply, f"a reply from {source} longer than {limit} bytes")
     return b"".join(parts)
@@ -62,7 +67,8 @@ def send_bounded(http: httpx.Client, request: httpx.Request, limit: int) -> http
     at most ``limit`` bytes, as sent or decoded), as a reply httpx had read itself."""
     streamed = http.send(request, stream=True)
     try:
-        body = read_body(streamed, limit, str(request.url.copy_with(path="/", query=None)).rstrip("/"))
+        server = without_password(str(request.url.copy_with(path="/", query=None)).rstrip("/"))
+        body = read_body(streamed, limit, server)
     finally:
         streamed.close()
     # The body as read, decoded: the headers that described its coding no longer apply.
