@@ -288,6 +288,12 @@ _CONNECTION_ENDED = (psycopg.OperationalError, psycopg.errors.IdleInTransactionS
 transaction stayed idle too long (a stopped process, :meth:`PostgresEngine.write`)."""
 
 
+_SCHEMA_GONE = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
+"""A table of the migrated schema is missing: someone dropped or renamed it under the server, a
+failure of the database as it stands (503), not of the request (nor a bug of a query, which
+the tests run against every table)."""
+
+
 @contextmanager
 def _storage_errors() -> Iterator[None]:
     """psycopg's errors as the storage layer's: a unique key clash, or the database unavailable."""
@@ -301,6 +307,11 @@ def _storage_errors() -> Iterator[None]:
         raise StorageFullError(str(exc)) from exc
     except _CONNECTION_ENDED as exc:
         raise StorageUnavailableError(str(exc)) from exc
+    except _SCHEMA_GONE as exc:
+        raise StorageUnavailableError(
+            "the database's tables are not where this server found them (its schema was dropped, "
+            f"renamed or restored over?): {exc.diag.message_primary or exc}"  # not the query's lines
+        ) from exc
 
 
 _PLANNER_SETTINGS = ("enable_bitmapscan", "enable_seqscan", "enable_sort")
