@@ -726,6 +726,36 @@ def test_the_servers_advice_on_when_to_retry_is_in_the_error_wherever_it_came(
     assert (failed.value.status, failed.value.retry_after) == (status, 7.0)
 
 
+def test_endless_advice_is_no_advice_to_the_retries_either(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retries and ``retry_after`` read the advice alike: an endless ``retryAfterSeconds``
+    gives way to ``Retry-After``. The waits are recorded, not slept."""
+    waits: list[float] = []
+    monkeypatch.setattr("trueup.sdk.client.time.sleep", waits.append)
+    document = {"success": False, "code": "SERVICE_UNAVAILABLE", "retryAfterSeconds": 10**400}
+
+    def advising(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return 503, {"Retry-After": "1"}, json.dumps(document).encode()
+
+    with (
+        local_server(advising) as url,
+        Client(url, "pk_live_a.b", retries=2) as client,
+        pytest.raises(TrueupError) as failed,
+    ):
+        client.usage()
+    assert (waits, failed.value.retry_after) == ([1.0, 1.0], 1.0)
+
+
+def test_an_empty_reply_is_empty_whatever_its_coding_says() -> None:
+    """A proxy's 503 with no body, marked gzip: retried on its advice as before, not BAD_REPLY."""
+    replies = iter([(503, {"Retry-After": "0", "Content-Encoding": "gzip"}, b""), (200, {}, _WHOLE)])
+
+    def proxy(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return next(replies)
+
+    with local_server(proxy) as url, Client(url, "pk_live_a.b", retries=1) as client:
+        assert client.usage() == {}
+
+
 def test_verify_period_says_a_reply_it_cannot_decode_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     def garbled(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
         return 200, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, b"not gzip"

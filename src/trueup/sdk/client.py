@@ -526,7 +526,7 @@ def _retry_advice(reply: httpx.Response) -> float | None:
     if reply.status_code == 202 and (not isinstance(body, dict) or body.get("code") != "IDEMPOTENCY_PENDING"):
         return None
     advised = _seconds(body.get("retryAfterSeconds") if isinstance(body, dict) else None)
-    if advised is not None and advised >= 0:
+    if advised is not None and 0 <= advised < math.inf:
         return advised
     header = _header_seconds(reply)
     return -1.0 if header is None else header

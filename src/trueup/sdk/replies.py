@@ -53,7 +53,8 @@ def read_body(reply: httpx.Response, limit: int, source: str) -> bytes:
             parts.append(inflater.flush())
     except zlib.error as exc:
         raise _bad(reply, f"a reply from {source} that cannot be decoded: {exc}") from None
-    if inflater is not None and not inflater.eof:  # its trailer (the checksum) never came
+    # An empty body is empty whatever its coding says (httpx reads it so; a proxy's 503 may be one).
+    if inflater is not None and sent and not inflater.eof:  # its trailer (the checksum) never came
         raise _bad(reply, f"a reply from {source} whose gzip stream ends early")
     if inflater is not None and inflater.unused_data:  # a second member, or bytes that are none
         raise _bad(reply, f"a reply from {source} with bytes after its gzip stream")

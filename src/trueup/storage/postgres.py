@@ -446,12 +446,13 @@ class PostgresEngine(Engine):
                 row = first.execute("SELECT current_schema(), current_setting('search_path')").fetchone()
         except psycopg.Error as exc:
             raise StorageUnavailableError(_cannot_connect(url, str(exc))) from exc
-        if row is None or row[0] is None:  # none of the search path's schemas exists
+        if row is None or row[0] is None:  # no schema of the search path it may use
             raise StorageUnavailableError(
                 _cannot_connect(
                     url,
-                    f"no schema of its search_path ({row[1] if row else '?'}) exists: create it "
-                    "(CREATE SCHEMA …) or name one that does",
+                    f"no schema of its search_path ({row[1] if row else '?'}) exists, or this role "
+                    "may not use it: create it (CREATE SCHEMA …), grant USAGE and CREATE on it, or "
+                    "name one that does",
                 )
             )
         try:
