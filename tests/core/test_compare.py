@@ -375,8 +375,9 @@ def test_compare_says_when_the_work_bound_stopped_the_search() -> None:
     assert report_of(result)["recommendation"] == (
         f"{REVIEW} No single delta, and no pair of deltas within one month, explains the 12345 "
         "by which your balance is understated. The search stopped at its work limit before every "
-        "month was checked. To narrow it, lock a later period checkpoint and pass it as "
-        "startingCheckpoint, or send your per-month nets as yourWindows."
+        "month was checked. To narrow it, pass a later locked period's checkpoint as "
+        "startingCheckpoint, or compare one period (period=YYYY-MM), or send your per-month nets as "
+        "yourWindows."
     )
     assert finder.handed_out <= 7
 
@@ -401,7 +402,8 @@ def test_compare_says_so_when_the_work_bound_cut_short_a_search_that_found_somet
     result = compare(deltas, yours=neutral, theirs=neutral - 1000, max_pair_checks=500)
     assert [w[1] for w in windows_of(result)] == ["2026-04"]
     assert report_of(result)["recommendation"] == (
-        found + "lock a later period checkpoint and pass it as startingCheckpoint to narrow the search."
+        found + "pass a later locked period's checkpoint as startingCheckpoint, or compare one period "
+        "(period=YYYY-MM) to narrow the search."
     )
     # under a time scope, to which no checkpoint can be added, the advice is a shorter scope
     scoped = compare(deltas, yours=neutral, theirs=neutral - 1000, max_pair_checks=500, time_scoped=True)
@@ -442,8 +444,8 @@ def test_compare_caps_candidates_and_windows_and_says_more_exist() -> None:
         "February 2026; in March 2026, a 500-unit debit was not reflected in their records. More "
         "deltas that explain it exactly exist than are listed, in these periods or others, so it "
         "may originate in another period: send their per-month nets as theirWindows to find the "
-        "period, or lock a later period checkpoint and pass it as startingCheckpoint to narrow the "
-        "search."
+        "period, or pass a later locked period's checkpoint as startingCheckpoint, or compare one "
+        "period (period=YYYY-MM) to narrow the search."
     )
 
 
@@ -463,8 +465,9 @@ def test_compare_does_not_name_the_origin_when_older_deltas_in_other_months_fit_
         f"{SHARE} The most recently recorded deltas that explain it exactly are in the March 2026 "
         "period, where a 500-unit debit was not reflected in their records. More deltas that "
         "explain it exactly exist than are listed, in these periods or others, so it may originate "
-        "in another period: send their per-month nets as theirWindows to find the period, or lock "
-        "a later period checkpoint and pass it as startingCheckpoint to narrow the search."
+        "in another period: send their per-month nets as theirWindows to find the period, or pass "
+        "a later locked period's checkpoint as startingCheckpoint, or compare one period "
+        "(period=YYYY-MM) to narrow the search."
     )
     stated = compare(
         deltas,

@@ -64,14 +64,18 @@ def recommendation(
 
 def _narrowing(time_scoped: bool, months: Sequence[MonthNet]) -> str:
     """How to narrow a search: within one month, a shorter date range (a period checkpoint
-    locks whole months, so none falls inside it); else a later period checkpoint, or, as a
-    checkpoint cannot be combined with a time scope, a shorter time scope."""
+    locks whole months, so none falls inside it); else a later period checkpoint already taken,
+    or one month (never advice to lock one: a lock closes every month before it, for good); under
+    a time scope, which no checkpoint can be combined with, a shorter time scope."""
     if len(months) == 1:
         return (
             f"compare over a shorter date range within {period_label(months[0].period)} (startDate, endDate)"
         )
     if not time_scoped:
-        return "lock a later period checkpoint and pass it as startingCheckpoint"
+        return (
+            "pass a later locked period's checkpoint as startingCheckpoint, or compare one period "
+            "(period=YYYY-MM)"
+        )
     return "compare over a shorter time scope (one period=YYYY-MM)"
 
 
