@@ -51,7 +51,7 @@ def run(argv: list[str]) -> int:
     )
     plan.add_argument("--tenant", default="default", help="tenant name (default: default)")
     plan.add_argument(
-        "--env", choices=("live", "test"), default="live", help="which of its two (default: live)"
+        "--env", choices=("live", "test"), default="live", help="the live or the test tenant (default: live)"
     )
     add_storage_options(plan)
     plan.set_defaults(handler=_plan)

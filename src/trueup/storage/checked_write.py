@@ -55,10 +55,6 @@ def commit_one(tx: Tx, draft: WriteDraft, any_locks: bool) -> WriteResult:
         earlier = replay(tx, draft.tenant_id, draft.idempotency)
         if earlier is not None:
             return WriteResult(request_id="", replay=earlier)
-    return _commit_checked(tx, draft, any_locks)
-
-
-def _commit_checked(tx: Tx, draft: WriteDraft, any_locks: bool) -> WriteResult:
     existing = _existing(tx, draft.tenant_id, [item.key for item in draft.items])
     stored, duplicates, conflicts = _classify(draft, existing)
     if stored and any_locks:
