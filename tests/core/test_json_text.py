@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trueup.core.json_text import dumps, quoted
+from trueup.core.json_text import dumps, printable, quoted
 
 _SCALARS = st.none() | st.booleans() | st.integers() | st.text()
 _VALUES = st.recursive(
@@ -63,3 +63,10 @@ def test_quoted_text_longer_than_asked_is_cut_with_an_ellipsis() -> None:
     assert quoted("a" * 40, 40) == '"' + "a" * 40 + '"'
     assert quoted("a" * 41, 40) == '"' + "a" * 37 + '..."'
     assert quoted('"' * 10, 5) == '"\\"\\"..."'
+
+
+def test_printable_text_is_left_alone_and_the_rest_escaped() -> None:
+    assert printable("GET /api/v1/writes é") == "GET /api/v1/writes é"
+    assert printable("a\nb\x1b[2Kc\u2028d\u0085e\u202ef\tg") == (
+        "a\\u000ab\\u001b[2Kc\\u2028d\\u0085e\\u202ef\\u0009g"
+    )

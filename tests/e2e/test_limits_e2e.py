@@ -561,6 +561,27 @@ def test_access_log_writes_a_line_per_request_answered(tmp_path: Path) -> None:
     assert not any(key in line for line in lines)  # the key travels in a header, never logged
 
 
+def test_what_a_client_sends_never_splits_a_log_line_or_a_message(tmp_path: Path) -> None:
+    """A next-line (U+0085) in the client a trusted proxy names was logged as it was, and so were
+    a line separator or a terminal's escapes in a path a failure was logged with: a reader of the
+    log (and Python's splitlines) saw a forged line. A 404 dropped a line feed from the path it
+    named and sent a right-to-left override as it was, and named a 60 KB path whole."""
+    args = ["--log-level", "info", "--access-log"]
+    with ServerProcess(tmp_path / "logged", None, extra_args=args) as server:
+        forged = {"X-Forwarded-For": b"203.0.113.9\x85FORGED LINE"}
+        assert httpx.get(f"{server.base_url}/healthz", headers=forged).status_code == 200
+        odd = httpx.get(f"{server.base_url}/api/v1/nothing/a%0Ab%E2%80%A8c%E2%80%AEd%1B[2K")
+        long = httpx.get(f"{server.base_url}/api/v1/{'x' * 60_000}")
+    assert odd.status_code == 404
+    assert odd.json()["message"] == 'no route GET "/api/v1/nothing/a\\nb\\u2028c\\u202ed\\u001b[2K"'
+    assert long.status_code == 404
+    assert long.json()["message"] == f'no route GET "/api/v1/{"x" * 189}..."'
+    log = server.log()
+    assert '203.0.113.9\\u0085FORGED LINE:0 - "GET /healthz HTTP/1.1" 200' in log, log
+    assert all(line.isprintable() for line in log.splitlines()), log
+    assert not any(line.startswith("FORGED") for line in log.splitlines()), log
+
+
 def test_a_postgresql_server_that_is_not_there_is_said_at_once_with_its_cause(tmp_path: Path) -> None:
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))

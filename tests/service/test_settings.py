@@ -288,6 +288,11 @@ def test_a_sqlite_url_without_a_file_is_refused(url: str) -> None:
         ("postgresql:/app:S3cret@db/x", "'postgresql:/app:***@db/x'"),  # a slash short
         ("mysql://app@db/x?sslmode=off&password=S3cret", "'mysql://app@db/x?sslmode=off&password=***'"),
         ("mysql://app@db/x?PASSWORD=S3cret#x", "'mysql://app@db/x?PASSWORD=***#x'"),
+        ("mysql://app@db/x?sslpassword=S3cret&a=1", "'mysql://app@db/x?sslpassword=***&a=1'"),
+        # libpq's keyword form is refused (a URL is asked for), but was named password and all
+        ("host=127.0.0.1 password=S3cret dbname=x", "'host=127.0.0.1 password=*** dbname=x'"),
+        ("host=db password = 'S3cret with \\' quote' user=u", "'host=db password = *** user=u'"),
+        ("sslpassword=S3cret host=db", "'sslpassword=*** host=db'"),
     ],
 )
 def test_a_refused_database_url_is_named_without_its_password(url: str, shown: str) -> None:

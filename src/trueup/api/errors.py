@@ -20,6 +20,7 @@ from starlette.routing import Match
 
 from trueup.api.responses import JSONResponse
 from trueup.core import errors as domain
+from trueup.core.json_text import quoted
 from trueup.core.strict_json import describe
 from trueup.service.group_commit import STORAGE_RETRY_AFTER_S, incident_of
 from trueup.service.metrics import HTTP_RESPONSES, route_label
@@ -34,6 +35,7 @@ __all__ = [
     "named",
     "quiet_relogged_errors",
     "response_for",
+    "shown_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -143,12 +145,13 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     code = _CODE_BY_STATUS.get(status, "ERROR")
+    path = request.scope["path"]
     if status == 404:
-        message = f"no route {request.method} {request.url.path}"
-        if _routed(request, path=request.url.path.rstrip("/")):
-            message += f"; paths take no trailing slash: {request.url.path.rstrip('/')}"
+        message = f"no route {request.method} {shown_path(path)}"
+        if _routed(request, path=path.rstrip("/")):
+            message += f"; paths take no trailing slash: {shown_path(path.rstrip('/'))}"
     elif status == 405:
-        message = f"{request.method} is not allowed on {request.url.path}"
+        message = f"{request.method} is not allowed on {shown_path(path)}"
     else:
         message = str(exc.detail)
     response = error_response(status, code, message)
@@ -182,7 +185,7 @@ async def _on_storage_unavailable(request: Request, exc: Exception) -> JSONRespo
         "storage unavailable %s on %s %s%s: %s",
         incident,
         request.method,
-        request.url.path,
+        shown_path(request.scope["path"]),
         named(request.scope),
         exc,
     )
@@ -200,7 +203,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         "unhandled error %s on %s %s%s",
         incident,
         request.method,
-        request.url.path,
+        shown_path(request.scope["path"]),
         named(request.scope),
         exc_info=exc,
     )
@@ -209,6 +212,20 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(
         500, "INTERNAL_ERROR", "internal error; quote this id when reporting it", requestId=incident
     )
+
+
+_LONGEST_PATH = 200
+"""Characters of a request's path that a message or a log line shows (a path may be 64 KiB)."""
+
+
+def shown_path(path: str) -> str:
+    """A request's (decoded) path as a message or log line shows it: as it is when every
+    character prints and it is short, else quoted as a JSON string, cut to
+    :data:`_LONGEST_PATH` characters, with a ``\\uXXXX`` escape for every character that does
+    not print (a line feed, a line separator, a right-to-left override): shown, never acted on."""
+    if len(path) <= _LONGEST_PATH and path.isprintable():
+        return path
+    return quoted(path, _LONGEST_PATH)
 
 
 def named(scope: Mapping[str, Any]) -> str:

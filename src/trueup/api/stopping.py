@@ -20,7 +20,7 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trueup.api.errors import error_response, named
+from trueup.api.errors import error_response, named, shown_path
 from trueup.service.group_commit import STORAGE_RETRY_AFTER_S
 from trueup.service.metrics import HTTP_RESPONSES, route_label
 
@@ -61,7 +61,7 @@ class AnswerCutOffRequests:
             log.warning(
                 "stopping: %s %s cut off unanswered; answered 503%s",
                 scope["method"],
-                scope["path"],
+                shown_path(scope["path"]),
                 named(scope),
             )
             HTTP_RESPONSES.labels(route_label(scope.get("route")), "5xx").inc()

@@ -9,10 +9,18 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from trueup.core.json_text import printable
 from trueup.service.settings import Settings, check_database_url, without_password
 from trueup.storage import sqlite_path
 
-__all__ = ["LOG_LEVELS", "add_storage_options", "configure_logging", "port_number", "settings_from"]
+__all__ = [
+    "LOG_LEVELS",
+    "OneLineFormatter",
+    "add_storage_options",
+    "configure_logging",
+    "port_number",
+    "settings_from",
+]
 
 
 def _directory(text: str) -> Path:
@@ -88,6 +96,17 @@ def port_number(text: str) -> int:
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
+class OneLineFormatter(logging.Formatter):
+    """Log lines whose message shows every character that does not print as ``\\uXXXX``: a
+    path, header or id a client sent (a line feed, a line separator, a terminal's escape
+    sequence) can neither start a forged line nor act on the terminal that shows it. A
+    traceback, added after the message, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
 def configure_logging(level: str | None = None) -> None:
     """Log lines with their time, level and logger, at ``level`` and above (by default the
     level ``trueup serve --log-level`` passes its child processes in ``TRUEUP_LOG_LEVEL``, else
@@ -97,7 +116,7 @@ def configure_logging(level: str | None = None) -> None:
         level = os.environ.get("TRUEUP_LOG_LEVEL", "info").lower()
         level = level if level in LOG_LEVELS else "info"
     # The process id tells the workers of `serve --workers` and its children apart.
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["dumps", "quoted"]
+__all__ = ["dumps", "printable", "quoted"]
 
 
 def dumps(value: Any) -> bytes:
@@ -34,10 +34,16 @@ def quoted(text: str, longest: int | None = None) -> str:
     are (``é``, not ``\\u00e9``)."""
     if longest is not None and len(text) > longest:
         text = text[: longest - 3] + "..."
-    shown = json.dumps(text, ensure_ascii=False)  # escapes the quote, the backslash and C0 only
-    if shown.isprintable():
-        return shown
-    return "".join(character if character.isprintable() else _escaped(character) for character in shown)
+    return printable(json.dumps(text, ensure_ascii=False))  # escapes the quote, the backslash and C0
+
+
+def printable(text: str) -> str:
+    """``text`` with a ``\\uXXXX`` escape for every character that does not print (as
+    :func:`quoted` shows them): a log line that holds what a client sent stays one line, and a
+    terminal showing it acts on none of it."""
+    if text.isprintable():
+        return text
+    return "".join(character if character.isprintable() else _escaped(character) for character in text)
 
 
 def _escaped(character: str) -> str:

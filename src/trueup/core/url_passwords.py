@@ -9,14 +9,17 @@ __all__ = ["without_password"]
 
 
 def without_password(url: str) -> str:
-    """``url`` with the password of its ``user:password@`` part, if any, shown as ``***``.
+    """``url`` with the password of its ``user:password@`` part, and one given as ``password=``
+    (or ``sslpassword=``), if any, shown as ``***``.
 
     A message naming a refused URL goes to stderr, which a service manager keeps. The
     authority is taken to end at the last ``@``, so a password holding ``/``, ``?`` or ``@``
     is hidden whole (an ``@`` further on hides more than the password, never less).
     """
-    # A password given as a query parameter (libpq takes ?password=) is hidden too.
-    url = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
+    # A password given as a query parameter (libpq takes ?password= and ?sslpassword=) is hidden
+    # too, and so is one in libpq's keyword form (host=db password='a b'), which is refused but
+    # named in the refusal.
+    url = re.sub(r"(?i)((?:^|[\s?&])(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&#]*)", r"\1***", url)
     # The scheme's slashes are counted loosely: postgresql:/user:password@host is a typo of it.
     found = re.fullmatch(r"(?s)([A-Za-z][A-Za-z0-9+.-]*:/*)(.*)@(.*)", url)
     if found is None:
