@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import resource
 import socket
 import subprocess
@@ -221,6 +222,7 @@ def test_writes_are_held_back_while_the_queue_is_at_the_pace_depth(tmp_path: Pat
         ),
         ("TRUEUP_LOG_ORIGIN", "bad origin", "TRUEUP_LOG_ORIGIN: key name 'bad origin' must not contain"),
         ("TRUEUP_DATABASE_URL", "mysql://x/y", "TRUEUP_DATABASE_URL must be sqlite:///<path> or"),
+        ("TRUEUP_BODY_BYTES_IN_FLIGHT", "1000", "TRUEUP_BODY_BYTES_IN_FLIGHT must be at least 1,048,576"),
     ],
 )
 def test_a_setting_that_cannot_be_used_is_one_line_and_exit_2(
@@ -559,6 +561,87 @@ def test_access_log_writes_a_line_per_request_answered(tmp_path: Path) -> None:
         for line in lines
     ), server.log()
     assert not any(key in line for line in lines)  # the key travels in a header, never logged
+
+
+def _post_raw(port: int, path: str, length: int, sent: int, key: str) -> socket.socket:
+    """A connection that has sent a POST's head (``Content-Length: length``) and ``sent`` bytes
+    of its body."""
+    connection = socket.create_connection(("127.0.0.1", port))
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Api-Key: {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    )
+    connection.sendall(head.encode() + b" " * sent)
+    return connection
+
+
+def _status(connection: socket.socket) -> int:
+    connection.settimeout(30)
+    reply = b""
+    while b"\r\n" not in reply:
+        part = connection.recv(65536)
+        assert part, reply
+        reply += part
+    return int(reply.split(b" ", 2)[1])
+
+
+def test_bodies_still_arriving_are_held_up_to_a_bound_for_the_whole_process(tmp_path: Path) -> None:
+    """Each body was bounded, but not how many came at once: 400 connections each sending all but
+    the last bytes of a 1 MiB body took the API process from 146 to 687 MB, kept after they left.
+    Past TRUEUP_BODY_BYTES_IN_FLIGHT a body still arriving is a 503 with Retry-After; once the
+    other bodies are gone, the same request is read again."""
+    env = {"TRUEUP_MAX_BODY_BYTES": "100000", "TRUEUP_BODY_BYTES_IN_FLIGHT": "150000"}
+    with ServerProcess(tmp_path, None, extra_env=env) as server:
+        key = create_key(server.data_dir, None)
+        json_headers = {"X-Api-Key": key, "Content-Type": "application/json"}
+        held = _post_raw(server.port, "/api/v1/writes", 100_000, 90_000, key)  # never finished
+        try:
+            _refused_while_held(server, key, json_headers)
+        finally:
+            held.close()  # the held body ends with its connection, and its bytes are given back
+        for _ in range(200):
+            again = httpx.post(
+                f"{server.base_url}/api/v1/balance/compare",
+                headers=json_headers,
+                content=b" " * 61_000,
+            )
+            if again.status_code != 503:
+                break
+            time.sleep(0.05)
+        assert again.status_code == 400, again.text
+
+
+def _refused_while_held(server: ServerProcess, key: str, json_headers: dict[str, str]) -> None:
+    # A compare (not a write the protocol answers itself) whose 61,000 bytes would pass the
+    # bound while the 90,000 are held: tried until the server has read those (a few ms).
+    statuses = []
+    for _ in range(200):
+        with _post_raw(server.port, "/api/v1/balance/compare", 61_000, 61_000, key) as other:
+            statuses.append(_status(other))
+        if statuses[-1] == 503:
+            break
+        time.sleep(0.05)
+    assert statuses[-1] == 503, statuses
+    refused = httpx.post(
+        f"{server.base_url}/api/v1/balance/compare",
+        headers=json_headers,
+        content=b" " * 61_000,
+    )
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "1"
+    message = refused.json()["message"]
+    said = re.fullmatch(
+        r"this server process holds ([\d,]+) bytes of request bodies still arriving, and 61,000 more "
+        r"would pass the most it holds at once \(150,000, TRUEUP_BODY_BYTES_IN_FLIGHT\); retry shortly",
+        message,
+    )
+    assert said is not None, message
+    assert 89_000 < int(said.group(1).replace(",", "")) <= 90_000  # the held body, as read so far
+    # a smaller body still fits beside the held one
+    small = httpx.post(
+        f"{server.base_url}/api/v1/balance/compare", headers=json_headers, content=b" " * 60_000
+    )
+    assert small.status_code == 400  # read whole, then refused for what it says
 
 
 def test_what_a_client_sends_never_splits_a_log_line_or_a_message(tmp_path: Path) -> None:

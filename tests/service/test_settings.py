@@ -391,3 +391,15 @@ def test_webhook_retention_is_30_days_by_default_and_0_keeps_everything() -> Non
     assert Settings.from_env({"TRUEUP_WEBHOOK_RETENTION_DAYS": ""}).webhook_retention_days == 30
     assert Settings.from_env({"TRUEUP_WEBHOOK_RETENTION_DAYS": "0"}).webhook_retention_days == 0
     assert Settings.from_env({"TRUEUP_WEBHOOK_RETENTION_DAYS": "36500"}).webhook_retention_days == 36_500
+
+
+def test_the_bodies_held_at_once_are_at_least_one_body_of_the_largest_size() -> None:
+    assert Settings.from_env({}).body_bytes_in_flight == 64 * 1024 * 1024
+    assert Settings.from_env({"TRUEUP_BODY_BYTES_IN_FLIGHT": "2000000"}).body_bytes_in_flight == 2_000_000
+    # a larger body than the default bound fits whole when the bound is not set
+    larger = Settings.from_env({"TRUEUP_MAX_BODY_BYTES": str(100 * 1024 * 1024)})
+    assert larger.body_bytes_in_flight == 100 * 1024 * 1024
+    with pytest.raises(
+        SettingsError, match=r"^TRUEUP_BODY_BYTES_IN_FLIGHT must be at least 2,000,000, got '1999999'"
+    ):
+        Settings.from_env({"TRUEUP_MAX_BODY_BYTES": "2000000", "TRUEUP_BODY_BYTES_IN_FLIGHT": "1999999"})

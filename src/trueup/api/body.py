@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from fastapi import Request
@@ -11,13 +12,49 @@ from starlette.types import Receive
 from trueup.core.errors import (
     PayloadTooLargeError,
     RequestTimeoutError,
+    UnavailableError,
     UnsupportedMediaTypeError,
     ValidationError,
 )
 from trueup.core.strict_json import loads_strict
 from trueup.service.settings import Settings
 
-__all__ = ["check_json_head", "read_json"]
+__all__ = ["BODIES_IN_FLIGHT", "BodyBudget", "check_json_head", "read_json"]
+
+
+BUSY_RETRY_AFTER_S = 1
+"""The ``Retry-After`` of a request refused because the process holds too many bodies."""
+
+
+class BodyBudget:
+    """The bytes of request bodies this process holds while they arrive, all requests together.
+
+    Each request's body is bounded (``TRUEUP_MAX_BODY_BYTES``, ``TRUEUP_BODY_TIMEOUT_S``), but not
+    how many come at once: 400 connections each sending all but the last bytes of a 1 MiB body
+    took the API process from 146 to 687 MB, which it kept after they left (the allocator keeps
+    what it was given). Past ``TRUEUP_BODY_BYTES_IN_FLIGHT`` (64 MiB) a request whose body is
+    still coming is refused with a 503 instead. One per process (the memory it guards is the
+    process's): the event loop takes and gives, and a lock keeps the count exact where several
+    loops share a process (tests)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.held = 0
+
+    def take(self, count: int, most: int) -> bool:
+        """Hold ``count`` more bytes if the total stays within ``most``; ``False`` otherwise."""
+        with self._lock:
+            if self.held + count > most:
+                return False
+            self.held += count
+            return True
+
+    def give(self, count: int) -> None:
+        with self._lock:
+            self.held -= count
+
+
+BODIES_IN_FLIGHT = BodyBudget()
 
 
 async def read_json(request: Request, settings: Settings) -> tuple[Any, bytes]:
@@ -28,7 +65,8 @@ async def read_json(request: Request, settings: Settings) -> tuple[Any, bytes]:
     ``settings.max_body_bytes`` (checked on the header and
     again while streaming, so a lying header cannot pass); 408 unless the whole body arrives
     within ``settings.body_timeout_s`` (a client that sends slowly, or never finishes, holds
-    nothing for long); 400 when the client leaves mid-body.
+    nothing for long); 400 when the client leaves mid-body; 503 when the bodies this process is
+    receiving would pass ``settings.body_bytes_in_flight`` (:class:`BodyBudget`).
     """
     max_bytes, timeout_s = settings.max_body_bytes, settings.body_timeout_s
     check_json_head(request.headers.get("content-type", ""), request.headers.get("content-length"), max_bytes)
@@ -40,7 +78,7 @@ async def read_json(request: Request, settings: Settings) -> tuple[Any, bytes]:
         raise UnsupportedMediaTypeError(
             f"Transfer-Encoding {coding} is not supported; send the body chunked or with a Content-Length"
         )
-    body = await _receive_body(request, max_bytes, timeout_s)
+    body = await _receive_body(request, max_bytes, timeout_s, settings.body_bytes_in_flight)
     return loads_strict(body), body
 
 
@@ -73,7 +111,7 @@ def _unsupported_coding(request: Request, header: str, allowed: str) -> str | No
     return None
 
 
-async def _receive_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:
+async def _receive_body(request: Request, max_bytes: int, timeout_s: float, in_flight: int) -> bytes:
     """The body's bytes, read from the ASGI messages themselves.
 
     This is the body's only reader: no route or middleware of ours reads it first. It reads
@@ -93,9 +131,9 @@ async def _receive_body(request: Request, max_bytes: int, timeout_s: float) -> b
         task.cancel()
 
     timer = loop.call_later(timeout_s, expire)
-    came = [0]  # bytes received so far, for the 408's message
+    came = [0]  # bytes received so far, for the 408's message, and held in BODIES_IN_FLIGHT
     try:
-        return await _read_messages(request.receive, max_bytes, came)
+        return await _read_messages(request.receive, max_bytes, came, in_flight)
     except BaseException as exc:
         # As asyncio.timeout decides: once the timer has fired the task is uncancelled whatever
         # ends the read, and the timer's cancellation, and no one else's, is a 408.
@@ -107,10 +145,12 @@ async def _receive_body(request: Request, max_bytes: int, timeout_s: float) -> b
         raise
     finally:
         timer.cancel()
+        BODIES_IN_FLIGHT.give(came[0])
 
 
-async def _read_messages(receive: Receive, max_bytes: int, came: list[int]) -> bytes:
-    """The body from ``http.request`` messages up to the last; ``came[0]`` counts its bytes."""
+async def _read_messages(receive: Receive, max_bytes: int, came: list[int], in_flight: int) -> bytes:
+    """The body from ``http.request`` messages up to the last; ``came[0]`` counts its bytes,
+    each held in :data:`BODIES_IN_FLIGHT` (given back by the caller)."""
     body = b""  # the first message's body: most requests come whole in one, and need no copy
     chunks: bytearray | None = None  # the body so far, once a second message adds to it
     while True:
@@ -122,13 +162,20 @@ async def _read_messages(receive: Receive, max_bytes: int, came: list[int]) -> b
         if kind != "http.request":
             continue  # as Request.stream(): no other message belongs to the body
         chunk: bytes = message.get("body", b"")
+        if not BODIES_IN_FLIGHT.take(len(chunk), in_flight):
+            raise UnavailableError(
+                f"this server process holds {BODIES_IN_FLIGHT.held:,} bytes of request bodies still "
+                f"arriving, and {len(chunk):,} more would pass the most it holds at once ({in_flight:,}, "
+                "TRUEUP_BODY_BYTES_IN_FLIGHT); retry shortly",
+                retry_after_seconds=BUSY_RETRY_AFTER_S,
+            )
+        came[0] += len(chunk)
         if chunks is None and not body:
             body = chunk
         else:
             if chunks is None:
                 chunks = bytearray(body)
             chunks += chunk
-        came[0] = len(body) if chunks is None else len(chunks)
         if came[0] > max_bytes:
             raise PayloadTooLargeError(f"request body must be at most {max_bytes} bytes")
         if not message.get("more_body", False):

@@ -296,6 +296,9 @@ class Settings:
     queue_pace_depth: int = 20_000
     queue_pace_max_wait_s: float = 10.0
     max_body_bytes: int = 1_048_576
+    body_bytes_in_flight: int = 67_108_864
+    """Bytes of request bodies one API process holds while they arrive, all requests together
+    (``api/body.py``): past it a request whose body is still coming gets a 503."""
     body_timeout_s: float = 30.0
     limits: DeltaLimits = field(default_factory=DeltaLimits)
     default_plan: str = "unlimited"
@@ -349,6 +352,7 @@ class Settings:
             max_abs_amount=_env_int(env, "TRUEUP_MAX_ABS_AMOUNT", base.limits.max_abs_amount, 1, 2**53 - 1),
             max_items=_env_int(env, "TRUEUP_MAX_ITEMS", base.limits.max_items, 1, MAX_ITEMS_CEILING),
         )
+        max_body_bytes = _env_int(env, "TRUEUP_MAX_BODY_BYTES", base.max_body_bytes, _MIN_BODY_BYTES)
         key_path = env.get("TRUEUP_SIGNING_KEY")
         signed_head = env.get("TRUEUP_SIGNED_HEAD_FILE")
         plans = parse_plan_allowances(env.get("TRUEUP_PLAN_ALLOWANCES", ""))
@@ -381,7 +385,13 @@ class Settings:
                 minimum=0,
                 maximum=_LONGEST_WAIT_S,
             ),
-            max_body_bytes=_env_int(env, "TRUEUP_MAX_BODY_BYTES", base.max_body_bytes, _MIN_BODY_BYTES),
+            max_body_bytes=max_body_bytes,
+            body_bytes_in_flight=_env_int(
+                env,
+                "TRUEUP_BODY_BYTES_IN_FLIGHT",
+                max(base.body_bytes_in_flight, max_body_bytes),  # one body of the largest size fits
+                max_body_bytes,
+            ),
             body_timeout_s=_env_float(
                 env, "TRUEUP_BODY_TIMEOUT_S", base.body_timeout_s, minimum=0.001, maximum=_LONGEST_WAIT_S
             ),
