@@ -369,14 +369,36 @@ def test_a_log_cut_back_or_rewritten_that_gives_no_proof_fails_here(newest: Tree
     ):
         liar.follow(held, signer.verifier_key())
 
-    def behind(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        if urlsplit(request.path).path == "/api/v1/log/checkpoint":  # larger: nothing is proven
-            return 200, {}, signer.sign("localhost/trueup", TreeHead(9, b"\x09" * 32, 3000)).encode()
+    grown = signer.sign("localhost/trueup", TreeHead(9, b"\x09" * 32, 3000))
+
+    def regrown(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        if urlsplit(request.path).path == "/api/v1/log/checkpoint":
+            return 200, {}, grown.encode()
         return cut_back(request, body)
 
-    with local_server(behind) as url, Client(url) as other, pytest.raises(TrueupError) as refused:
+    # Larger, with no head of the size held: a log keeps every head it signed, so this one was
+    # restored from an earlier copy and grew again (a 404 was taken as the server's word).
+    with (
+        local_server(regrown) as url,
+        Client(url) as liar,
+        pytest.raises(
+            ConsistencyProofError,
+            match=r"no signed tree head of the 5 leaves of the checkpoint held \(no head of size 5\), "
+            r"while its newest signed checkpoint has 9",
+        ) as rejected,
+    ):
+        liar.follow(held, signer.verifier_key())
+    assert rejected.value.rejected_checkpoint == grown
+
+    def refusing(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        if urlsplit(request.path).path == "/api/v1/log/checkpoint":
+            return 200, {}, grown.encode()
+        reply = {"success": False, "statusCode": 400, "code": "VALIDATION_ERROR", "message": "from: bad"}
+        return 400, {"Content-Type": "application/json"}, json.dumps(reply).encode()
+
+    with local_server(refusing) as url, Client(url) as other, pytest.raises(TrueupError) as refused:
         other.follow(held, signer.verifier_key())
-    assert (refused.value.status, refused.value.code) == (404, "NOT_FOUND")  # the server's word
+    assert (refused.value.status, refused.value.code) == (400, "VALIDATION_ERROR")  # the server's word
 
 
 def test_a_newer_head_signed_back_in_time_fails_here() -> None:

@@ -202,7 +202,7 @@ def test_a_fork_signed_with_the_log_s_own_key_fails_and_is_kept_as_evidence(
     assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize("how", ["smaller", "rewritten at the same size"])
+@pytest.mark.parametrize("how", ["smaller", "rewritten at the same size", "restored and grown past it"])
 def test_a_log_cut_back_or_rewritten_fails(
     running: Running,
     client: Client,
@@ -211,10 +211,12 @@ def test_a_log_cut_back_or_rewritten_fails(
     how: str,
 ) -> None:
     """The server gives no proof from the size held (a 404), and a newest checkpoint signed by
-    the log's key that is smaller than the one held, or as large with another root."""
+    the log's key that is smaller than the one held, as large with another root, or larger (the
+    log keeps every head it signed: one restored from an earlier copy and grown again has not
+    the head held)."""
     path, key, head = held
     signer = _forged_signer(running, key)
-    size = head.size - 1 if how == "smaller" else head.size
+    size = {"smaller": head.size - 1, "rewritten at the same size": head.size}.get(how, head.size + 3)
     cut = signer.sign(signer.name, TreeHead(size, b"\x33" * 32, head.timestamp_ms + 1))
 
     def no_proof(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:

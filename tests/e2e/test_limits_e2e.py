@@ -585,63 +585,66 @@ def _status(connection: socket.socket) -> int:
     return int(reply.split(b" ", 2)[1])
 
 
-def test_bodies_still_arriving_are_held_up_to_a_bound_for_the_whole_process(tmp_path: Path) -> None:
+def test_bodies_still_arriving_are_held_up_to_a_bound_for_the_process_and_each_tenant(tmp_path: Path) -> None:
     """Each body was bounded, but not how many came at once: 400 connections each sending all but
-    the last bytes of a 1 MiB body took the API process from 146 to 687 MB, kept after they left.
-    Past TRUEUP_BODY_BYTES_IN_FLIGHT a body still arriving is a 503 with Retry-After; once the
-    other bodies are gone, the same request is read again."""
+    the last bytes of a 1 MiB body took the API process from 74 to 566 MB. Past
+    TRUEUP_BODY_BYTES_IN_FLIGHT a body still arriving is a 503 with Retry-After, and past one
+    tenant's share (a quarter, or one body of the largest size) a 429: a tenant's key alone
+    cannot hold the whole bound and shut the others out. Once the bodies are gone, the same
+    requests are read again."""
     env = {"TRUEUP_MAX_BODY_BYTES": "100000", "TRUEUP_BODY_BYTES_IN_FLIGHT": "150000"}
     with ServerProcess(tmp_path, None, extra_env=env) as server:
-        key = create_key(server.data_dir, None)
-        json_headers = {"X-Api-Key": key, "Content-Type": "application/json"}
-        held = _post_raw(server.port, "/api/v1/writes", 100_000, 90_000, key)  # never finished
+        mallory = create_key(server.data_dir, None, "mallory", "--read-only")
+        acme = create_key(server.data_dir, None, "acme")
+        held = _post_raw(server.port, "/api/v1/balance/compare", 100_000, 90_000, mallory)  # never finished
         try:
-            _refused_while_held(server, key, json_headers)
+            _refused_while_held(server, mallory, acme)
         finally:
             held.close()  # the held body ends with its connection, and its bytes are given back
         for _ in range(200):
-            again = httpx.post(
-                f"{server.base_url}/api/v1/balance/compare",
-                headers=json_headers,
-                content=b" " * 61_000,
-            )
-            if again.status_code != 503:
+            again = [_compare(server, key, 61_000).status_code for key in (mallory, acme)]
+            if again == [400, 400]:
                 break
             time.sleep(0.05)
-        assert again.status_code == 400, again.text
+        assert again == [400, 400]  # read whole, then refused for what they say
 
 
-def _refused_while_held(server: ServerProcess, key: str, json_headers: dict[str, str]) -> None:
-    # A compare (not a write the protocol answers itself) whose 61,000 bytes would pass the
-    # bound while the 90,000 are held: tried until the server has read those (a few ms).
+def _compare(server: ServerProcess, key: str, size: int) -> httpx.Response:
+    """A compare (not a write, which the protocol may answer itself) whose body is ``size`` spaces."""
+    headers = {"X-Api-Key": key, "Content-Type": "application/json"}
+    return httpx.post(f"{server.base_url}/api/v1/balance/compare", headers=headers, content=b" " * size)
+
+
+def _refused_while_held(server: ServerProcess, mallory: str, acme: str) -> None:
+    # The tenant holding 90,000 bytes is past its share of 100,000 with 61,000 more: tried until
+    # the server has read those 90,000 (a few ms).
     statuses = []
     for _ in range(200):
-        with _post_raw(server.port, "/api/v1/balance/compare", 61_000, 61_000, key) as other:
+        with _post_raw(server.port, "/api/v1/balance/compare", 61_000, 61_000, mallory) as other:
             statuses.append(_status(other))
-        if statuses[-1] == 503:
+        if statuses[-1] == 429:
             break
         time.sleep(0.05)
-    assert statuses[-1] == 503, statuses
-    refused = httpx.post(
-        f"{server.base_url}/api/v1/balance/compare",
-        headers=json_headers,
-        content=b" " * 61_000,
-    )
-    assert refused.status_code == 503
-    assert refused.headers["Retry-After"] == "1"
-    message = refused.json()["message"]
+    assert statuses[-1] == 429, statuses
+    own = _compare(server, mallory, 61_000)
+    assert (own.status_code, own.headers["Retry-After"]) == (429, "1")
     said = re.fullmatch(
-        r"this server process holds ([\d,]+) bytes of request bodies still arriving, and 61,000 more "
-        r"would pass the most it holds at once \(150,000, TRUEUP_BODY_BYTES_IN_FLIGHT\); retry shortly",
-        message,
+        r"this tenant's requests hold ([\d,]+) bytes of bodies still arriving at this server process, "
+        r"and 61,000 more would pass its share \(100,000, a quarter of TRUEUP_BODY_BYTES_IN_FLIGHT\); "
+        r"retry once they have come",
+        own.json()["message"],
     )
-    assert said is not None, message
+    assert said is not None, own.json()
     assert 89_000 < int(said.group(1).replace(",", "")) <= 90_000  # the held body, as read so far
-    # a smaller body still fits beside the held one
-    small = httpx.post(
-        f"{server.base_url}/api/v1/balance/compare", headers=json_headers, content=b" " * 60_000
-    )
-    assert small.status_code == 400  # read whole, then refused for what it says
+    # Another tenant has its own share, but not past what the process holds at once.
+    other = _compare(server, acme, 61_000)
+    assert (other.status_code, other.headers["Retry-After"]) == (503, "1")
+    assert re.fullmatch(
+        r"this server process holds [\d,]+ bytes of request bodies still arriving, and 61,000 more "
+        r"would pass the most it holds at once \(150,000, TRUEUP_BODY_BYTES_IN_FLIGHT\); retry shortly",
+        other.json()["message"],
+    ), other.json()
+    assert _compare(server, acme, 60_000).status_code == 400  # fits beside the held body
 
 
 def test_what_a_client_sends_never_splits_a_log_line_or_a_message(tmp_path: Path) -> None:

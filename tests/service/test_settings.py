@@ -293,6 +293,10 @@ def test_a_sqlite_url_without_a_file_is_refused(url: str) -> None:
         ("host=127.0.0.1 password=S3cret dbname=x", "'host=127.0.0.1 password=*** dbname=x'"),
         ("host=db password = 'S3cret with \\' quote' user=u", "'host=db password = *** user=u'"),
         ("sslpassword=S3cret host=db", "'sslpassword=*** host=db'"),
+        # a query's value ends at & or # only; a keyword's at a space no backslash escapes
+        ("mysql://app@db/x?password=S3cret more", "'mysql://app@db/x?password=***'"),
+        ("host=db password=S3cret#&x user=u", "'host=db password=*** user=u'"),
+        ("host=db password=S3cret\\ more user=u", "'host=db password=*** user=u'"),
     ],
 )
 def test_a_refused_database_url_is_named_without_its_password(url: str, shown: str) -> None:

@@ -60,7 +60,7 @@ class WriteAnswers:
         try:
             principal = await authenticate_key(self.services, request.headers.get("x-api-key"))
             self.services.writes.require_write(principal)  # before the body, as the routes do
-            document, body = await read_json(request, self.services.settings)
+            document, body = await read_json(request, self.services.settings, principal.tenant_id)
             idempotency_key = request.headers.get("idempotency-key")
             handler = self.handlers[scope["path"]]
             response: Response = reply_response(await handler(principal, document, body, idempotency_key))

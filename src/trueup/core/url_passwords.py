@@ -17,9 +17,11 @@ def without_password(url: str) -> str:
     is hidden whole (an ``@`` further on hides more than the password, never less).
     """
     # A password given as a query parameter (libpq takes ?password= and ?sslpassword=) is hidden
-    # too, and so is one in libpq's keyword form (host=db password='a b'), which is refused but
-    # named in the refusal.
-    url = re.sub(r"(?i)((?:^|[\s?&])(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&#]*)", r"\1***", url)
+    # to the next & or #, and one in libpq's keyword form (host=db password='a b'), which is
+    # refused but named in the refusal, to the end of its value: quoted, or up to a space that
+    # no backslash escapes (& and # are part of it there).
+    url = re.sub(r"(?i)([?&](?:ssl)?password=)[^&#]*", r"\1***", url)
+    url = re.sub(r"(?i)((?:^|\s)(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|(?:\\.|\S)*)", r"\1***", url)
     # The scheme's slashes are counted loosely: postgresql:/user:password@host is a typo of it.
     found = re.fullmatch(r"(?s)([A-Za-z][A-Za-z0-9+.-]*:/*)(.*)@(.*)", url)
     if found is None:

@@ -366,7 +366,7 @@ class Client:
             data = self._get("/api/v1/log/proof/consistency", {"from": old.size})
         except TrueupError as refused:
             if refused.status in (400, 404):  # no proof from that size: a log cut back gives none
-                self._check_not_cut_back(old, key, name)
+                self._check_not_cut_back(old, key, name, refused)
             raise
         note, nodes = data.get("checkpoint"), data.get("proof")
         if (
@@ -395,10 +395,15 @@ class Client:
             raise
         return Followed(head=new, checkpoint=note)
 
-    def _check_not_cut_back(self, held: TreeHead, key: VerifierKey, origin: str) -> None:
+    def _check_not_cut_back(
+        self, held: TreeHead, key: VerifierKey, origin: str, refused: TrueupError
+    ) -> None:
         """Where the server gives no consistency proof from the size held, its newest signed
         checkpoint may show why: smaller than the one held, or as large with another root, the
-        log was not only appended to (:class:`~trueup.proof.ConsistencyProofError`)."""
+        log was not only appended to (:class:`~trueup.proof.ConsistencyProofError`). Larger is
+        no better where the server says it has no head of the size held: the log keeps every
+        head it signed, so one that signed the held note has it, and this one, grown past it, is
+        not that log only appended to (restored from an earlier copy and grown again, say)."""
         note = self.log_checkpoint()
         newest = verify_checkpoint(note, key, origin=origin)
         try:
@@ -409,6 +414,13 @@ class Client:
                 )
             if newest.size == held.size:  # a proof between equal sizes is empty: the roots must agree
                 verify_consistency(held.size, newest.size, held.root, newest.root, [])
+            if newest.size > held.size and refused.status == 404 and refused.code == "NOT_FOUND":
+                raise ConsistencyProofError(
+                    f"the server has no signed tree head of the {held.size} leaves of the checkpoint "
+                    f"held ({refused.message}), while its newest signed checkpoint has {newest.size}: "
+                    "the log that signed the held one keeps every head it signed, so this log is not "
+                    "it only appended to (restored from an earlier copy and grown again, or a fork)"
+                )
         except ProofError as rejected:
             rejected.rejected_checkpoint = note
             raise

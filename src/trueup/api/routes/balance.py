@@ -125,7 +125,7 @@ def derive_json(derived: Derived) -> dict[str, Any]:
     openapi_extra=json_body(CompareBody),
 )
 async def compare(request: Request, services: ServicesDep, principal: Auth) -> JSONResponse:
-    document, _ = await read_json(request, services.settings)
+    document, _ = await read_json(request, services.settings, principal.tenant_id)
     result, starting, head = await run_in_threadpool(services.balances.compare, principal, document)
     data = to_wire(result)
     data["startingBalance"] = starting

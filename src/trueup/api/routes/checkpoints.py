@@ -58,7 +58,7 @@ def checkpoint_json(record: CheckpointRecord) -> dict[str, Any]:
 )
 async def lock_period(request: Request, services: ServicesDep, principal: Auth) -> JSONResponse:
     services.balances.require_lock_access(principal)  # a read-only key's 403 comes before any body error
-    document, _ = await read_json(request, services.settings)
+    document, _ = await read_json(request, services.settings, principal.tenant_id)
     record, created = await run_in_threadpool(services.balances.lock_period, principal, document)
     return JSONResponse(
         {"success": True, "data": checkpoint_json(record)}, status_code=201 if created else 200

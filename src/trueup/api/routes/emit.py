@@ -61,7 +61,7 @@ async def emit(
     request: Request, services: ServicesDep, principal: Auth, idempotency_key: IdempotencyKey = None
 ) -> Response:
     services.writes.require_write(principal)  # a read-only key's 403 comes before any body error
-    document, body = await read_json(request, services.settings)
+    document, body = await read_json(request, services.settings, principal.tenant_id)
     return reply_response(await services.writes.emit(principal, document, body, idempotency_key))
 
 
@@ -79,7 +79,7 @@ async def emit_batch(
     request: Request, services: ServicesDep, principal: Auth, idempotency_key: IdempotencyKey = None
 ) -> Response:
     services.writes.require_write(principal)
-    document, body = await read_json(request, services.settings)
+    document, body = await read_json(request, services.settings, principal.tenant_id)
     return reply_response(await services.writes.emit_batch(principal, document, body, idempotency_key))
 
 

@@ -92,7 +92,7 @@ async def create_endpoint(
     ] = None,
 ) -> Response:
     services.webhooks.require_write(principal)  # a read-only key's 403 comes before any body error
-    document, body = await read_json(request, services.settings)
+    document, body = await read_json(request, services.settings, principal.tenant_id)
     route = ENDPOINT_CREATE_ROUTE
     replay = await run_in_threadpool(services.writes.replay, principal, idempotency_key, route, body)
     if replay is not None:

@@ -42,7 +42,7 @@ async def submit_write(
     ] = None,
 ) -> Response:
     services.writes.require_write(principal)  # a read-only key's 403 comes before any body error
-    document, body = await read_json(request, services.settings)
+    document, body = await read_json(request, services.settings, principal.tenant_id)
     reply = await services.writes.writes(principal, document, body, idempotency_key)
     return reply_response(reply)
 
