@@ -158,7 +158,8 @@ def test_every_ending_gives_back_the_bytes_held_and_a_share_is_per_tenant() -> N
         ([chunk, {"type": "http.disconnect"}], ValidationError),
         ([chunk], RequestTimeoutError),
     ]
-    before = BODIES_IN_FLIGHT.held
+    before, holding = BODIES_IN_FLIGHT.held, BODIES_IN_FLIGHT.holding()
+    endings.append(([{"type": "http.request", "body": b"", "more_body": False}], ValidationError))  # empty
     for messages, refused in endings:
         request = _request(messages, _never)
         if refused is None:
@@ -166,7 +167,7 @@ def test_every_ending_gives_back_the_bytes_held_and_a_share_is_per_tenant() -> N
         else:
             with pytest.raises(refused):
                 _run(request, tight)
-        assert BODIES_IN_FLIGHT.held == before
+        assert (BODIES_IN_FLIGHT.held, BODIES_IN_FLIGHT.holding()) == (before, holding)
 
     async def crowded() -> None:
         # Four tenants hold 1,000 bytes each (a share is 1,024 here: one body of the largest
@@ -191,4 +192,4 @@ def test_every_ending_gives_back_the_bytes_held_and_a_share_is_per_tenant() -> N
         await asyncio.gather(*waits, return_exceptions=True)
 
     asyncio.run(crowded())
-    assert BODIES_IN_FLIGHT.held == before
+    assert (BODIES_IN_FLIGHT.held, BODIES_IN_FLIGHT.holding()) == (before, holding)

@@ -359,7 +359,8 @@ def test_a_log_cut_back_or_rewritten_that_gives_no_proof_fails_here(newest: Tree
     def cut_back(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
         if urlsplit(request.path).path == "/api/v1/log/checkpoint":
             return 200, {"Content-Type": "text/plain"}, signer.sign("localhost/trueup", newest).encode()
-        reply = {"success": False, "statusCode": 404, "code": "NOT_FOUND", "message": "no head of size 5"}
+        message = "no signed tree head of size 5"  # the server's words
+        reply = {"success": False, "statusCode": 404, "code": "NOT_FOUND", "message": message}
         return 404, {"Content-Type": "application/json"}, json.dumps(reply).encode()
 
     with (
@@ -383,22 +384,29 @@ def test_a_log_cut_back_or_rewritten_that_gives_no_proof_fails_here(newest: Tree
         Client(url) as liar,
         pytest.raises(
             ConsistencyProofError,
-            match=r"no signed tree head of the 5 leaves of the checkpoint held \(no head of size 5\), "
-            r"while its newest signed checkpoint has 9",
+            match=r"no signed tree head of the 5 leaves of the checkpoint held "
+            r"\(no signed tree head of size 5\), while its newest signed checkpoint has 9",
         ) as rejected,
     ):
         liar.follow(held, signer.verifier_key())
     assert rejected.value.rejected_checkpoint == grown
 
-    def refusing(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        if urlsplit(request.path).path == "/api/v1/log/checkpoint":
-            return 200, {}, grown.encode()
-        reply = {"success": False, "statusCode": 400, "code": "VALIDATION_ERROR", "message": "from: bad"}
-        return 400, {"Content-Type": "application/json"}, json.dumps(reply).encode()
+    # Other refusals stay the server's word: a 400, or a 404 that is not about the head held
+    # (a proxy that routes the path nowhere).
+    for status, code, message in (
+        (400, "VALIDATION_ERROR", "from: bad"),
+        (404, "NOT_FOUND", "no route GET /api/v1/log/proof/consistency"),
+    ):
 
-    with local_server(refusing) as url, Client(url) as other, pytest.raises(TrueupError) as refused:
-        other.follow(held, signer.verifier_key())
-    assert (refused.value.status, refused.value.code) == (400, "VALIDATION_ERROR")  # the server's word
+        def refusing(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+            if urlsplit(request.path).path == "/api/v1/log/checkpoint":
+                return 200, {}, grown.encode()
+            reply = {"success": False, "statusCode": status, "code": code, "message": message}  # noqa: B023
+            return status, {"Content-Type": "application/json"}, json.dumps(reply).encode()  # noqa: B023
+
+        with local_server(refusing) as url, Client(url) as other, pytest.raises(TrueupError) as refused:
+            other.follow(held, signer.verifier_key())
+        assert (refused.value.status, refused.value.code, refused.value.message) == (status, code, message)
 
 
 def test_a_newer_head_signed_back_in_time_fails_here() -> None:

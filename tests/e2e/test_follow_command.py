@@ -220,7 +220,10 @@ def test_a_log_cut_back_or_rewritten_fails(
     cut = signer.sign(signer.name, TreeHead(size, b"\x33" * 32, head.timestamp_ms + 1))
 
     def no_proof(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        return _json({"success": False, "code": "NOT_FOUND", "message": "no head"}, 404)
+        return _json(
+            {"success": False, "code": "NOT_FOUND", "message": f"no signed tree head of size {head.size}"},
+            404,
+        )
 
     before = path.read_bytes()
     with local_server(_routes(no_proof, cut)) as url:

@@ -52,6 +52,8 @@ class BodyBudget:
     def take(self, tenant: str, count: int, settings: Settings) -> None:
         """Hold ``count`` more bytes of ``tenant``'s; :class:`RateLimitedError` past the tenant's
         share, :class:`UnavailableError` past the process's bound (nothing taken either way)."""
+        if not count:
+            return  # an empty message holds nothing (and leaves no count of 0 behind)
         most = settings.body_bytes_in_flight
         share = max(most // TENANT_SHARE, settings.max_body_bytes)
         with self._lock:
@@ -72,6 +74,11 @@ class BodyBudget:
                 )
             self.held += count
             self._by_tenant[tenant] = tenant_held + count
+
+    def holding(self) -> int:
+        """How many tenants hold bytes now (none are kept at 0)."""
+        with self._lock:
+            return len(self._by_tenant)
 
     def give(self, tenant: str, count: int) -> None:
         if not count:

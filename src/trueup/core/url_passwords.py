@@ -4,6 +4,7 @@ user who did not give it."""
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 
 __all__ = ["without_password"]
 
@@ -16,11 +17,9 @@ def without_password(url: str) -> str:
     authority is taken to end at the last ``@``, so a password holding ``/``, ``?`` or ``@``
     is hidden whole (an ``@`` further on hides more than the password, never less).
     """
-    # A password given as a query parameter (libpq takes ?password= and ?sslpassword=) is hidden
-    # to the next & or #, and one in libpq's keyword form (host=db password='a b'), which is
-    # refused but named in the refusal, to the end of its value: quoted, or up to a space that
-    # no backslash escapes (& and # are part of it there).
-    url = re.sub(r"(?i)([?&](?:ssl)?password=)[^&#]*", r"\1***", url)
+    url = _query_passwords_hidden(url)
+    # One in libpq's keyword form (host=db password='a b'), which is refused but named in the
+    # refusal, to the end of its value: quoted, or up to a space that no backslash escapes.
     url = re.sub(r"(?i)((?:^|\s)(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|(?:\\.|\S)*)", r"\1***", url)
     # The scheme's slashes are counted loosely: postgresql:/user:password@host is a typo of it.
     found = re.fullmatch(r"(?s)([A-Za-z][A-Za-z0-9+.-]*:/*)(.*)@(.*)", url)
@@ -31,3 +30,20 @@ def without_password(url: str) -> str:
     if not colon or "/" in user:
         return url
     return f"{scheme}{user}:***@{host}"
+
+
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
+def _query_passwords_hidden(url: str) -> str:
+    """``url`` with the value of each ``password=`` or ``sslpassword=`` of its query (after
+    the first ``?``) shown as ``***``, read as libpq reads them: a value runs to the next ``&``
+    (``#`` is part of it), and a name may be percent-encoded (``pass%77ord``)."""
+    start, question, query = url.partition("?")
+    if not question:
+        return url
+    pairs = []
+    for pair in query.split("&"):
+        name, equals, _ = pair.partition("=")
+        pairs.append(f"{name}=***" if equals and unquote(name).lower() in _SECRET_PARAMETERS else pair)
+    return f"{start}?{'&'.join(pairs)}"

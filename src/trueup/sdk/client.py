@@ -414,7 +414,7 @@ class Client:
                 )
             if newest.size == held.size:  # a proof between equal sizes is empty: the roots must agree
                 verify_consistency(held.size, newest.size, held.root, newest.root, [])
-            if newest.size > held.size and refused.status == 404 and refused.code == "NOT_FOUND":
+            if newest.size > held.size and _no_head_of(refused, held.size):
                 raise ConsistencyProofError(
                     f"the server has no signed tree head of the {held.size} leaves of the checkpoint "
                     f"held ({refused.message}), while its newest signed checkpoint has {newest.size}: "
@@ -561,6 +561,17 @@ def _seconds(value: object) -> float | None:
     except OverflowError:  # an integer past the largest float
         return math.inf if value > 0 else -math.inf
     return None if math.isnan(seconds) else seconds
+
+
+def _no_head_of(refused: TrueupError, size: int) -> bool:
+    """Whether ``refused`` is the server saying it has no signed tree head of ``size`` (its
+    404 for a consistency proof from a size it never signed), not a 404 of another kind (a
+    proxy that routes the path nowhere says "no route")."""
+    return (
+        refused.status == 404
+        and refused.code == "NOT_FOUND"
+        and refused.message == f"no signed tree head of size {size}"
+    )
 
 
 def _json(reply: httpx.Response) -> object:
