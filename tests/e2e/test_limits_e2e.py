@@ -630,7 +630,8 @@ def _refused_while_held(server: ServerProcess, mallory: str, acme: str) -> None:
     assert (own.status_code, own.headers["Retry-After"]) == (429, "1")
     said = re.fullmatch(
         r"this tenant's requests hold ([\d,]+) bytes of bodies still arriving at this server process, "
-        r"and 61,000 more would pass its share \(100,000, a quarter of TRUEUP_BODY_BYTES_IN_FLIGHT\); "
+        r"and 61,000 more would pass its share \(100,000: a quarter of TRUEUP_BODY_BYTES_IN_FLIGHT, "
+        r"at least TRUEUP_MAX_BODY_BYTES\); "
         r"retry once they have come",
         own.json()["message"],
     )

@@ -61,8 +61,9 @@ class BodyBudget:
             if tenant_held + count > share:
                 raise RateLimitedError(
                     f"this tenant's requests hold {tenant_held:,} bytes of bodies still arriving at "
-                    f"this server process, and {count:,} more would pass its share ({share:,}, a "
-                    f"quarter of TRUEUP_BODY_BYTES_IN_FLIGHT); retry once they have come",
+                    f"this server process, and {count:,} more would pass its share ({share:,}: a "
+                    f"quarter of TRUEUP_BODY_BYTES_IN_FLIGHT, at least TRUEUP_MAX_BODY_BYTES); retry "
+                    "once they have come",
                     retry_after_seconds=BUSY_RETRY_AFTER_S,
                 )
             if self.held + count > most:
