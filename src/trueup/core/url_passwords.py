@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
-__all__ = ["without_password"]
+__all__ = ["query_passwords", "without_password"]
 
 
 def without_password(url: str) -> str:
@@ -35,15 +35,24 @@ def without_password(url: str) -> str:
 _SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
 
 
+def _is_secret(pair: str) -> bool:
+    """Whether ``pair`` (``name=value`` of a query) gives a password, read as libpq reads it:
+    the name may be percent-encoded (``pass%77ord``)."""
+    name, equals, _ = pair.partition("=")
+    return bool(equals) and unquote(name).lower() in _SECRET_PARAMETERS
+
+
+def query_passwords(url: str) -> list[str]:
+    """The values, as written, of the ``password=`` and ``sslpassword=`` parameters of ``url``'s
+    query (after its first ``?``; a value runs to the next ``&``, ``#`` being part of it)."""
+    return [pair.partition("=")[2] for pair in url.partition("?")[2].split("&") if _is_secret(pair)]
+
+
 def _query_passwords_hidden(url: str) -> str:
-    """``url`` with the value of each ``password=`` or ``sslpassword=`` of its query (after
-    the first ``?``) shown as ``***``, read as libpq reads them: a value runs to the next ``&``
-    (``#`` is part of it), and a name may be percent-encoded (``pass%77ord``)."""
+    """``url`` with the value of each of its query's passwords (:func:`query_passwords`) shown
+    as ``***``."""
     start, question, query = url.partition("?")
     if not question:
         return url
-    pairs = []
-    for pair in query.split("&"):
-        name, equals, _ = pair.partition("=")
-        pairs.append(f"{name}=***" if equals and unquote(name).lower() in _SECRET_PARAMETERS else pair)
+    pairs = (f"{pair.partition('=')[0]}=***" if _is_secret(pair) else pair for pair in query.split("&"))
     return f"{start}?{'&'.join(pairs)}"

@@ -23,6 +23,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
+from trueup.core.url_passwords import query_passwords
 from trueup.storage.engine import BulkUpdate, BulkUpsert, Dialect, Engine, Leadership, Row, Tx, chunks
 from trueup.storage.errors import (
     IntegrityConflictError,
@@ -152,8 +153,8 @@ def _named(url: str, purpose: str = "") -> str:
 
 
 def _passwords(url: str) -> list[str]:
-    """The passwords ``url`` holds (of its ``user:password@`` part and of ``password=`` in its
-    query), as written and percent-decoded, longest first.
+    """The passwords ``url`` holds (of its ``user:password@`` part and of ``password=`` or
+    ``sslpassword=`` in its query), as written and percent-decoded, longest first.
 
     The user part ends at the first ``@`` before any ``/``, and the password at that ``@``, as
     libpq reads a URI."""
@@ -162,10 +163,7 @@ def _passwords(url: str) -> list[str]:
     authority, at, _ = rest.partition("@")
     if at and "/" not in authority and ":" in authority:
         found.append(authority.partition(":")[2])
-    for pair in rest.partition("?")[2].split("&"):
-        name, equals, value = pair.partition("=")
-        if equals and unquote(name) == "password":
-            found.append(value)
+    found += query_passwords(rest)
     found += [unquote(secret) for secret in found]
     return sorted({secret for secret in found if secret}, key=len, reverse=True)
 
