@@ -19,6 +19,7 @@ import pytest
 
 from tests.e2e.conftest import Running
 from tests.e2e.server import free_port, local_server
+from tests.proof.reference import load_vector
 from trueup.cli.main import main
 from trueup.proof import (
     EMPTY_ROOT,
@@ -808,3 +809,41 @@ def test_a_log_key_reply_without_the_key_is_a_trueup_error() -> None:
 
 
 _ANY_KEY = CheckpointSigner(private_key_from_seed(b"\x07" * 32), "localhost/trueup").verifier_key()
+
+
+def test_verify_delta_held_asks_for_the_held_tree_and_keeps_a_fork_as_evidence() -> None:
+    """A server answering the held size with a tree of another root, signed by the pinned key:
+    a fork, raised with the server's note as ``rejected_checkpoint``; one answering with another
+    size did not give what was asked."""
+    vector = load_vector("bundle_v1.json")
+    bundle: dict[str, Any] = vector["bundles"][0]
+    key = load_vector("checkpoint_v1.json")
+    signer = CheckpointSigner(private_key_from_seed(bytes.fromhex(key["ed25519Seed"])), key["keyName"])
+    pinned = vector["verifierKey"]
+    head = verify_checkpoint(bundle["checkpoint"], pinned)
+    asked: list[str] = []
+
+    def answer(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        asked.append(request.path)
+        reply = json.dumps({"success": True, "data": bundle}).encode()
+        return 200, {"Content-Type": "application/json"}, reply
+
+    anchor = bundle["anchorId"]
+    with local_server(answer) as url, Client(url, "pk_live_a.b") as client:
+        genuine = client.verify_delta(anchor, pinned, held=bundle["checkpoint"])
+        assert (genuine.tree_size, genuine.root) == (head.size, head.root)
+        assert asked[-1] == f"/api/v1/log/proof/bundle/{anchor}?treeSize={head.size}"
+        forked = signer.sign(key["keyName"], TreeHead(head.size, b"\x07" * 32, head.timestamp_ms))
+        with pytest.raises(ProofError, match="two histories") as fork:
+            client.verify_delta(anchor, pinned, held=forked)
+        assert fork.value.rejected_checkpoint == bundle["checkpoint"]
+        larger = signer.sign(key["keyName"], TreeHead(head.size + 3, b"\x07" * 32, head.timestamp_ms))
+        with pytest.raises(ProofError, match=f"not in the held checkpoint's tree of size {head.size + 3}"):
+            client.verify_delta(anchor, pinned, held=larger)
+        assert asked[-1].endswith(f"?treeSize={head.size + 3}")
+        # A held note the pinned key did not sign is refused before anything is asked.
+        other = CheckpointSigner(private_key_from_seed(b"\x01" * 32), key["keyName"])
+        count = len(asked)
+        with pytest.raises(CheckpointError):
+            client.verify_delta(anchor, pinned, held=other.sign(key["keyName"], head))
+        assert len(asked) == count

@@ -12,6 +12,7 @@ import httpx
 from tests.e2e.conftest import Running
 from tests.e2e.server import create_key, trueup, wait_until
 from trueup.proof import verify_checkpoint, verify_consistency, verify_inclusion
+from trueup.sdk import Client
 
 
 def _write_and_wait(running: Running, prefix: str, count: int) -> list[dict[str, object]]:
@@ -109,23 +110,7 @@ def test_public_verify_knows_our_roots_and_nothing_else(running: Running) -> Non
 def test_proof_bundle_verifies_offline_and_tampering_is_named(running: Running, tmp_path: Path) -> None:
     items = _write_and_wait(running, "bundle", 4)
     anchor = str(items[2]["anchorId"])
-    fetched = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trueup.cli.main",
-            "proof",
-            anchor,
-            "--url",
-            running.url,
-            "--api-key",
-            running.key,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    fetched = _proof(running, anchor)
     assert fetched.returncode == 0, fetched.stderr
     bundle_path = tmp_path / "bundle.json"
     bundle_path.write_text(fetched.stdout)
@@ -141,7 +126,88 @@ def test_proof_bundle_verifies_offline_and_tampering_is_named(running: Running, 
     assert tampered.stdout.startswith("FAILED:") and tampered.stdout.count("\n") == 1
 
 
-def _offline_verify(bundle: Path, key: str) -> subprocess.CompletedProcess[str]:
+def test_a_bundle_in_a_held_tree_is_checked_against_the_held_checkpoint(
+    running: Running, tmp_path: Path
+) -> None:
+    """A party holding a checkpoint (trueup follow's file) checks a delta in that very tree:
+    `trueup proof --tree-size` fetches the bundle of that size and `trueup verify --held`
+    requires it; the newest bundle, of a larger tree, does not pass for it."""
+    items = _write_and_wait(running, "held-a", 2)
+    anchor = str(items[1]["anchorId"])
+    key = _verifier_key(running)
+    held_note = httpx.get(f"{running.url}/api/v1/log/checkpoint").text
+    held = verify_checkpoint(held_note, key)
+    held_path = tmp_path / "held.checkpoint"
+    held_path.write_text(held_note)
+    later = _write_and_wait(running, "held-b", 3)  # the log grows past the held checkpoint
+
+    newest = _proof(running, anchor)
+    assert newest.returncode == 0, newest.stderr
+    assert json.loads(newest.stdout)["treeSize"] > held.size
+    newest_path = tmp_path / "newest.json"
+    newest_path.write_text(newest.stdout)
+    assert _offline_verify(newest_path, key).returncode == 0  # valid, in another tree
+    refused = _offline_verify(newest_path, key, "--held", str(held_path))
+    assert refused.returncode == 1, refused.stdout
+    assert f"not in the held checkpoint's tree of size {held.size}" in refused.stdout
+    assert f"trueup proof --tree-size {held.size}" in refused.stdout
+
+    at_held = _proof(running, anchor, "--tree-size", str(held.size))
+    assert at_held.returncode == 0, at_held.stderr
+    bundle = json.loads(at_held.stdout)
+    assert bundle["treeSize"] == held.size and bundle["checkpoint"] == held_note
+    at_held_path = tmp_path / "at-held.json"
+    at_held_path.write_text(at_held.stdout)
+    checked = _offline_verify(at_held_path, key, "--held", str(held_path), "--anchor", anchor)
+    assert checked.returncode == 0, checked.stdout
+    assert checked.stdout.startswith(
+        f"OK: {anchor} is leaf {anchor[2:]} of the held tree of size {held.size} with root {held.root.hex()}"
+    )
+    with Client(running.url, running.key) as client:
+        verified = client.verify_delta(anchor, key, held=held_note)
+        assert (verified.tree_size, verified.root) == (held.size, held.root)
+        assert client.proof_bundle(anchor, tree_size=held.size) == bundle
+
+    # A delta sealed after the held checkpoint is in no bundle of it; a size no head has is a 404.
+    late = str(later[0]["anchorId"])
+    url = f"{running.url}/api/v1/log/proof/bundle/{late}"
+    not_in = httpx.get(url, params={"treeSize": held.size}, headers=running.headers)
+    assert not_in.status_code == 400, not_in.text
+    assert not_in.json()["message"] == f"treeSize: leaf {late[2:]} is not in the tree of size {held.size}"
+    no_head = httpx.get(url, params={"treeSize": 2**40}, headers=running.headers)
+    assert no_head.status_code == 404 and no_head.json()["message"] == f"no signed tree head of size {2**40}"
+    for wrong in ("0", "-1", "x", str(2**62 + 1)):
+        bad = httpx.get(url, params={"treeSize": wrong}, headers=running.headers)
+        assert bad.status_code == 400 and bad.json()["message"].startswith("treeSize: "), bad.text
+    not_asked = _proof(running, late, "--tree-size", str(held.size))
+    assert not_asked.returncode == 1 and "is not in the tree of size" in not_asked.stderr
+    wrong_size = _proof(running, late, "--tree-size", "0")
+    assert wrong_size.returncode == 2 and "--tree-size: must be a tree size" in wrong_size.stderr
+
+
+def _proof(running: Running, anchor: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run ``trueup proof ANCHOR`` against the server."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trueup.cli.main",
+            "proof",
+            anchor,
+            "--url",
+            running.url,
+            "--api-key",
+            running.key,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _offline_verify(bundle: Path, key: str, *extra: str) -> subprocess.CompletedProcess[str]:
     """Run ``trueup verify`` and check it loaded nothing beyond stdlib, cryptography, proof."""
     script = (
         "import sys; from trueup.cli.main import main; code = main(sys.argv[1:]);"
@@ -151,7 +217,7 @@ def _offline_verify(bundle: Path, key: str) -> subprocess.CompletedProcess[str]:
         "print('IMPORTED', bad, file=sys.stderr) if bad else None; sys.exit(code if not bad else 3)"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, "verify", str(bundle), "--key", key],
+        [sys.executable, "-c", script, "verify", str(bundle), "--key", key, *extra],
         capture_output=True,
         text=True,
         timeout=60,

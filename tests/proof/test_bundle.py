@@ -332,3 +332,18 @@ def test_make_bundle_refuses_inputs_that_could_never_verify() -> None:
         make_bundle(**good, checkpoint=signer.sign("o", TreeHead(5, tree.root(), 0)))  # type: ignore[arg-type]
     with pytest.raises(BundleError, match=r"^bundle\.checkpoint: malformed note"):
         make_bundle(**good, checkpoint="nonsense")  # type: ignore[arg-type]
+
+
+def test_a_held_head_must_be_the_bundle_s_tree() -> None:
+    """held: the same size and root; a fork (same size, another root) keeps the bundle's note
+    as the evidence, a bundle of another size does not (it is no evidence of anything)."""
+    head = verify_bundle(BUNDLE, VKEY)
+    assert verify_bundle(BUNDLE, VKEY, held=head) == head
+    with pytest.raises(BundleError, match=r"^bundle\.treeSize: the bundle proves its leaf") as other_size:
+        verify_bundle(BUNDLE, VKEY, held=TreeHead(head.size + 1, head.root, head.timestamp_ms))
+    assert other_size.value.rejected_checkpoint is None
+    with pytest.raises(BundleError, match="the log has shown two histories") as forked:
+        verify_bundle(BUNDLE, VKEY, held=TreeHead(head.size, bytes(32), head.timestamp_ms))
+    assert forked.value.rejected_checkpoint == BUNDLE["checkpoint"]
+    # The held head's time is not the bundle's business: one size, one root, one tree.
+    assert verify_bundle(BUNDLE, VKEY, held=TreeHead(head.size, head.root, 0)) == head

@@ -28,6 +28,7 @@ class _Replies(BaseHTTPRequestHandler):
     """Answers every GET with the server's ``reply`` (content type, body[, status])."""
 
     def do_GET(self) -> None:
+        self.server.asked = self.path  # type: ignore[attr-defined]
         content_type, body, *status = self.server.reply  # type: ignore[attr-defined]
         self.send_response(status[0] if status else 200)
         self.send_header("Content-Type", content_type)
@@ -50,9 +51,9 @@ def server() -> Iterator[ThreadingHTTPServer]:
     thread.join()
 
 
-def _run(httpd: ThreadingHTTPServer, anchor: str) -> int:
+def _run(httpd: ThreadingHTTPServer, anchor: str, *extra: str) -> int:
     url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    return proof.run([anchor, "--url", url, "--api-key", "pk_test"])
+    return proof.run([anchor, "--url", url, "--api-key", "pk_test", *extra])
 
 
 def test_the_bundle_asked_for_is_written_out(
@@ -252,3 +253,29 @@ def test_a_reply_is_read_no_further_than_a_bundle_can_be(
             err.startswith("trueup proof: a reply from http://127.0.0.1:")
             and "longer than 1048576 bytes" in err
         )
+
+
+def test_tree_size_asks_for_that_tree_and_takes_no_other(
+    server: ThreadingHTTPServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.reply = ("application/json", json.dumps({"success": True, "data": BUNDLE}).encode())  # type: ignore[attr-defined]
+    size = BUNDLE["treeSize"]
+    assert _run(server, BUNDLE["anchorId"], "--tree-size", str(size)) == 0
+    assert server.asked == f"/api/v1/log/proof/bundle/{BUNDLE['anchorId']}?treeSize={size}"  # type: ignore[attr-defined]
+    assert json.loads(capsys.readouterr().out) == BUNDLE
+    # A server answering with the newest tree instead did not give what was asked.
+    assert _run(server, BUNDLE["anchorId"], "--tree-size", str(size - 1)) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"trueup proof: the server sent a bundle in the tree of size {size}, not {size - 1}\n"
+
+
+@pytest.mark.parametrize("wrong", ["0", "-3", "1e3", "x", "", str(2**62 + 1), "\uff11"])
+def test_a_tree_size_that_is_none_is_refused_before_any_request(
+    server: ThreadingHTTPServer, capsys: pytest.CaptureFixture[str], wrong: str
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        _run(server, BUNDLE["anchorId"], "--tree-size", wrong)
+    assert refused.value.code == 2
+    assert "--tree-size: must be a tree size, 1 to 2**62" in capsys.readouterr().err
+    assert not hasattr(server, "asked")

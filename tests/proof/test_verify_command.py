@@ -219,3 +219,83 @@ def test_the_apis_reply_saved_whole_verifies(tmp_path: Path, capsys: pytest.Capt
     path.write_text(json.dumps({"statusCode": 200, "success": True, "data": BUNDLE}))
     assert verify.run([str(path), "--key", VKEY]) == 0
     assert capsys.readouterr().out.startswith(f"OK: {BUNDLE['anchorId']} ")
+
+
+def test_held_requires_the_bundle_to_be_of_the_held_tree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--held: the held checkpoint's size and root, or a failure that says which differs."""
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps(BUNDLE))
+    head = verify_checkpoint(BUNDLE["checkpoint"], VKEY)
+    origin = KEY_VECTOR["keyName"]
+
+    def held(note: str) -> str:
+        path = tmp_path / "held.checkpoint"
+        path.write_text(note)
+        return str(path)
+
+    assert verify.run([str(bundle), "--key", VKEY, "--held", held(BUNDLE["checkpoint"])]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"OK: {BUNDLE['anchorId']} is leaf {BUNDLE['leafIndex']} of the held tree of size {head.size} "
+    )
+    # The log grew past the held checkpoint: the bundle is valid, and of another tree.
+    larger = SIGNER.sign(origin, TreeHead(size=head.size + 5, root=b"\x07" * 32, timestamp_ms=2))
+    assert verify.run([str(bundle), "--key", VKEY, "--held", held(larger)]) == 1
+    assert capsys.readouterr().out == (
+        f"FAILED: bundle.treeSize: the bundle proves its leaf in the tree of size {head.size}, not in "
+        f"the held checkpoint's tree of size {head.size + 5} (ask for the bundle of that size: "
+        f"trueup proof --tree-size {head.size + 5})\n"
+    )
+    # The same size under another root, both signed by the pinned key: two histories.
+    forked = SIGNER.sign(origin, TreeHead(size=head.size, root=b"\x07" * 32, timestamp_ms=2))
+    assert verify.run([str(bundle), "--key", VKEY, "--held", held(forked)]) == 1
+    assert capsys.readouterr().out == (
+        f"FAILED: bundle.checkpoint: signed by the pinned key for size {head.size} with root "
+        f"{head.root.hex()}, where the held checkpoint of that size states {'07' * 32}: the log has "
+        "shown two histories; keep both checkpoints as evidence\n"
+    )
+    # A bundle that fails its own checks says so first, held or not.
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps({**BUNDLE, "leafHash": "00" * 32}))
+    assert verify.run([str(tampered), "--key", VKEY, "--held", held(forked)]) == 1
+    assert capsys.readouterr().out.startswith("FAILED: bundle.leaf: hashes to ")
+
+
+def test_a_held_file_that_holds_no_checkpoint_of_the_pinned_key_is_nothing_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2, as for a key asked wrongly: the held file is the caller's input, not the server's."""
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps(BUNDLE))
+    head = verify_checkpoint(BUNDLE["checkpoint"], VKEY)
+    other = CheckpointSigner(private_key_from_seed(b"\x01" * 32), KEY_VECTOR["keyName"])
+    unsigned = "holds no checkpoint signed by the pinned key"
+    cases = {
+        "missing": (None, "does not exist"),
+        "another key": (other.sign(KEY_VECTOR["keyName"], head), unsigned),
+        "another log": (SIGNER.sign("other.example/log", head), unsigned),
+        "not a note": ("hello\n", unsigned),
+        "not text": (b"\xff\xfe", unsigned),
+        "too long": ("x" * (64 * 1024 + 1), "is longer than a checkpoint can be (65536 bytes)"),
+    }
+    for name, (content, said) in cases.items():
+        path = tmp_path / f"{name}.checkpoint"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif content is not None:
+            path.write_text(content)
+        assert verify.run([str(bundle), "--key", VKEY, "--held", str(path)]) == 2, name
+        out = capsys.readouterr().out
+        assert out.startswith(f"FAILED: {path} ") and said in out and out.count("\n") == 1, (name, out)
+    # Known by another name, with --origin: the held note is read as that log's too.
+    renamed = tmp_path / "renamed.checkpoint"
+    renamed.write_text(SIGNER.sign("evil.example/log", head))
+    forged = tmp_path / "renamed.json"
+    forged.write_text(json.dumps({**BUNDLE, "checkpoint": SIGNER.sign("evil.example/log", head)}))
+    argv = [str(forged), "--key", VKEY, "--origin", "evil.example/log", "--held", str(renamed)]
+    assert verify.run(argv) == 0
+    assert capsys.readouterr().out.startswith("OK: ")
+    # A directory is not a file to read.
+    assert verify.run([str(bundle), "--key", VKEY, "--held", str(tmp_path)]) == 2
+    assert capsys.readouterr().out.startswith(f"FAILED: cannot read {tmp_path}: ")

@@ -41,7 +41,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from trueup.cli.keyarg import KeyArgumentError, add_key_arguments, read_verifier_key
+from trueup.cli.keyarg import (
+    MAX_NOTE_BYTES,
+    HeldCheckpointError,
+    KeyArgumentError,
+    add_key_arguments,
+    read_held_checkpoint,
+    read_verifier_key,
+)
 from trueup.cli.proof import add_server_url, server_url_problem
 from trueup.cli.unchecked import NOT_CHECKED, nothing_checked_by
 from trueup.proof import ProofError, TreeHead, VerifierKey, verify_checkpoint
@@ -52,9 +59,6 @@ from trueup.service.files import replace_private_file, write_private_file
 
 __all__ = ["run"]
 
-MAX_NOTE_BYTES = 64 * 1024
-"""A checkpoint note is a few hundred bytes; a file or a kept note longer than this holds
-something else."""
 _MAX_REJECTED = 100
 """At most this many rejected checkpoints are kept beside a file."""
 _MAX_REPLY_BYTES = 1024 * 1024
@@ -230,26 +234,13 @@ def _turn(path: Path, init: bool) -> Iterator[None]:
 
 
 def _held(path: Path, key: VerifierKey, origin: str) -> tuple[str, TreeHead]:
-    """The checkpoint note held in ``path`` and its head, checked against the pinned key.
-
-    A byte order mark and Windows line ends, which an editor may have written, are not part of
-    the note (a note holds no carriage return)."""
+    """The checkpoint note held in ``path`` and its head, checked against the pinned key."""
     try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_NOTE_BYTES + 1)
-    except FileNotFoundError:
-        raise _FileError(
-            f"{path} does not exist: --init creates it from the server's newest checkpoint"
-        ) from None
-    except OSError as exc:  # a directory, no permission
-        raise _FileError(f"cannot read {path}: {exc}") from None
-    if len(raw) > MAX_NOTE_BYTES:
-        raise _FileError(f"{path} is longer than a checkpoint can be ({MAX_NOTE_BYTES} bytes)")
-    try:
-        note = raw.decode("utf-8").removeprefix("\ufeff").replace("\r\n", "\n")
-        return note, verify_checkpoint(note, key, origin=origin)
-    except (UnicodeDecodeError, ProofError) as exc:
-        raise _FileError(f"{path} holds no checkpoint signed by the pinned key: {exc}") from None
+        return read_held_checkpoint(path, key, origin)
+    except HeldCheckpointError as exc:
+        if exc.missing:
+            raise _FileError(f"{exc}: --init creates it from the server's newest checkpoint") from None
+        raise _FileError(str(exc)) from None
 
 
 @contextlib.contextmanager

@@ -1,7 +1,9 @@
-"""A verifier key given on the command line (``--key``): the key itself or a file holding it.
+"""A verifier key given on the command line (``--key``): the key itself or a file holding it;
+and a checkpoint held in a file, checked against that key (``trueup follow``, ``trueup verify
+--held``).
 
-Shared by ``trueup verify`` and ``trueup audit``; imports only the standard library and
-:mod:`trueup.proof`, so the offline verifier keeps its few dependencies.
+Shared by ``trueup verify``, ``trueup follow`` and ``trueup audit``; imports only the standard
+library and :mod:`trueup.proof`, so the offline verifier keeps its few dependencies.
 """
 
 from __future__ import annotations
@@ -9,9 +11,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from trueup.proof import ProofError, VerifierKey, parse_verifier_key
+from trueup.proof import ProofError, TreeHead, VerifierKey, parse_verifier_key, verify_checkpoint
 
-__all__ = ["KeyArgumentError", "add_key_arguments", "read_verifier_key"]
+__all__ = [
+    "MAX_NOTE_BYTES",
+    "HeldCheckpointError",
+    "KeyArgumentError",
+    "add_key_arguments",
+    "read_held_checkpoint",
+    "read_verifier_key",
+]
+
+MAX_NOTE_BYTES = 64 * 1024
+"""A checkpoint note is a few hundred bytes; a file or a kept note longer than this holds
+something else."""
 
 
 def add_key_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,3 +66,34 @@ def read_verifier_key(value: str) -> VerifierKey:
         return parse_verifier_key(content)
     except ProofError as exc:
         raise KeyArgumentError(f"the file {value} holds no verifier key: {exc}") from None
+
+
+class HeldCheckpointError(ValueError):
+    """A file that should hold a checkpoint does not exist (``missing``), cannot be read, or
+    holds no checkpoint the pinned key signed; the message says which."""
+
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+def read_held_checkpoint(path: Path, key: VerifierKey, origin: str) -> tuple[str, TreeHead]:
+    """The checkpoint note held in ``path`` and its head, checked against the pinned key and
+    ``origin``.
+
+    A byte order mark and Windows line ends, which an editor may have written, are not part of
+    the note (a note holds no carriage return)."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_NOTE_BYTES + 1)
+    except FileNotFoundError:
+        raise HeldCheckpointError(f"{path} does not exist", missing=True) from None
+    except OSError as exc:  # a directory, no permission
+        raise HeldCheckpointError(f"cannot read {path}: {exc}") from None
+    if len(raw) > MAX_NOTE_BYTES:
+        raise HeldCheckpointError(f"{path} is longer than a checkpoint can be ({MAX_NOTE_BYTES} bytes)")
+    try:
+        note = raw.decode("utf-8").removeprefix("\ufeff").replace("\r\n", "\n")
+        return note, verify_checkpoint(note, key, origin=origin)
+    except (UnicodeDecodeError, ProofError) as exc:
+        raise HeldCheckpointError(f"{path} holds no checkpoint signed by the pinned key: {exc}") from None

@@ -1,4 +1,6 @@
-"""``trueup proof ANCHOR_ID > bundle.json``: fetch an offline proof bundle through the API.
+"""``trueup proof ANCHOR_ID [--tree-size N] > bundle.json``: fetch an offline proof bundle
+through the API, in the newest signed tree head or, with ``--tree-size``, in the head of that
+size (one you hold: ``trueup verify --held`` checks the bundle against it).
 
 Exits 0 with the bundle on stdout, 1 when the server refused it (a delta it does not know, a
 key it does not take) or sent something that is not the bundle asked for, 2 when an argument is
@@ -58,12 +60,19 @@ def run(argv: list[str]) -> int:
     parser.add_argument(
         "--api-key", default=os.environ.get("TRUEUP_API_KEY"), help="API key (env TRUEUP_API_KEY)"
     )
+    parser.add_argument(
+        "--tree-size",
+        type=_tree_size,
+        help="the size of a signed tree head to prove the delta in (one you hold); the newest by default",
+    )
     args = parser.parse_args(argv)
     problem = _argument_problem(args.anchor_id, args.api_key)
     if problem is not None:
         print(f"trueup proof: {problem}", file=sys.stderr)
         return 2
     url = f"{args.url.rstrip('/')}/api/v1/log/proof/bundle/{args.anchor_id}"
+    if args.tree_size is not None:
+        url += f"?treeSize={args.tree_size}"
     headers = {"X-Api-Key": args.api_key, "Accept-Encoding": ACCEPTED_ENCODING}
     try:
         with httpx.Client(timeout=30) as http:
@@ -79,12 +88,19 @@ def run(argv: list[str]) -> int:
     except TrueupError as exc:  # a reply longer than any bundle, or in a coding not asked for
         print(f"trueup proof: {exc.message}", file=sys.stderr)
         return NOT_CHECKED
-    bundle, wrong = _bundle_in(reply, args.anchor_id)
+    bundle, wrong = _bundle_in(reply, args.anchor_id, args.tree_size)
     if bundle is None:
         print(f"trueup proof: {wrong.text}", file=sys.stderr)
         return NOT_CHECKED if nothing_checked(reply.status_code, wrong.servers_reply) else 1
     print(json.dumps(bundle, indent=2))
     return 0
+
+
+def _tree_size(text: str) -> int:
+    """``--tree-size``: a tree head's size, 1 to 2**62 as the API takes it."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 2**62:
+        raise argparse.ArgumentTypeError(f"must be a tree size, 1 to 2**62, got {text[:40]!r}")
+    return int(text)
 
 
 def _argument_problem(anchor: str, api_key: str | None) -> str | None:
@@ -103,8 +119,11 @@ class _Problem(NamedTuple):
     """False for a reply that is not the server's: not a JSON object (a proxy's page, say)."""
 
 
-def _bundle_in(reply: httpx.Response, anchor: str) -> tuple[Mapping[str, object] | None, _Problem]:
-    """The bundle for ``anchor`` in the server's reply, or ``None`` and what is wrong with it."""
+def _bundle_in(
+    reply: httpx.Response, anchor: str, tree_size: int | None
+) -> tuple[Mapping[str, object] | None, _Problem]:
+    """The bundle for ``anchor`` (in the tree of ``tree_size`` when given) in the server's reply,
+    or ``None`` and what is wrong with it."""
     try:
         body = reply.json()
     except (ValueError, RecursionError):  # not JSON, or nested past the interpreter's depth
@@ -125,4 +144,7 @@ def _bundle_in(reply: httpx.Response, anchor: str) -> tuple[Mapping[str, object]
     if bundle.get("anchorId") != anchor:
         got = shown(bundle.get("anchorId"))
         return None, _Problem(f"the server sent no bundle for {anchor} (got {got})")
+    if tree_size is not None and bundle.get("treeSize") != tree_size:
+        got = shown(bundle.get("treeSize"))
+        return None, _Problem(f"the server sent a bundle in the tree of size {got}, not {tree_size}")
     return bundle, _Problem("")

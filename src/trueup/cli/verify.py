@@ -1,12 +1,17 @@
-"""``trueup verify BUNDLE --key KEY``: check a proof bundle offline.
+"""``trueup verify BUNDLE --key KEY [--held CHECKPOINT_FILE]``: check a proof bundle offline.
+
+With ``--held``, the bundle must prove the delta in the very tree of a checkpoint you hold
+(``trueup follow``'s file, say): same size, same root. ``trueup proof ANCHOR --tree-size N``
+fetches the bundle of that size.
 
 Imports only the standard library, ``cryptography``, :mod:`trueup.proof` and
 :mod:`trueup.cli.keyarg`: it trusts nothing but the pinned verifier key. Prints one line; exits
 0 when every check passes, naming the delta the leaf proves (amount, customer, tenant, key,
 time), 1 naming the check that failed (or what is wrong with the bundle), and 2 when there is
-nothing to check: ``--key`` is empty, names no file or holds no verifier key, or the bundle's
-file cannot be read (as ``grep`` and ``diff`` say trouble with 2: a script that alarms on 1
-is not told of tampering when a path was wrong).
+nothing to check: ``--key`` is empty, names no file or holds no verifier key, ``--held`` names
+no checkpoint the pinned key signed, or the bundle's file cannot be read (as ``grep`` and
+``diff`` say trouble with 2: a script that alarms on 1 is not told of tampering when a path was
+wrong).
 """
 
 from __future__ import annotations
@@ -16,8 +21,14 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from trueup.cli.keyarg import KeyArgumentError, add_key_arguments, read_verifier_key
-from trueup.proof import ProofError, leaf_fields_from_json, load_bundle, verify_bundle
+from trueup.cli.keyarg import (
+    HeldCheckpointError,
+    KeyArgumentError,
+    add_key_arguments,
+    read_held_checkpoint,
+    read_verifier_key,
+)
+from trueup.proof import ProofError, TreeHead, leaf_fields_from_json, load_bundle, verify_bundle
 from trueup.proof.errors import shown
 
 __all__ = ["run"]
@@ -30,10 +41,19 @@ def run(argv: list[str]) -> int:
     parser.add_argument(
         "--anchor", help="the anchor id (a_<leaf index>) the bundle must prove; any other fails"
     )
+    parser.add_argument(
+        "--held",
+        metavar="CHECKPOINT_FILE",
+        help="a checkpoint you hold (trueup follow's file, say): the bundle must prove the delta in "
+        "that tree, same size and root (fetch it with trueup proof ANCHOR --tree-size SIZE)",
+    )
     args = parser.parse_args(argv)
+    held: TreeHead | None = None
     try:  # first: a command asked wrongly is exit 2 whatever the bundle file holds
         key = read_verifier_key(args.key)
-    except KeyArgumentError as exc:  # asked wrongly, not a check that failed
+        if args.held is not None:
+            held = read_held_checkpoint(Path(args.held), key, args.origin or key.name)[1]
+    except (KeyArgumentError, HeldCheckpointError) as exc:  # asked wrongly, not a check that failed
         print(f"FAILED: {exc}")
         return 2
     text = _bundle_text(args.bundle)
@@ -43,7 +63,7 @@ def run(argv: list[str]) -> int:
     try:
         bundle = load_bundle(text)
         # A note signed by the pinned key but naming another log is not this log's checkpoint.
-        head = verify_bundle(bundle, key, origin=args.origin or key.name)
+        head = verify_bundle(bundle, key, origin=args.origin or key.name, held=held)
         leaf = leaf_fields_from_json(bundle["leaf"])  # valid: verify_bundle hashed it
     except ProofError as exc:
         print(f"FAILED: {exc}")
@@ -55,8 +75,9 @@ def run(argv: list[str]) -> int:
     # What was proven, from the leaf itself: the file's other members say nothing a reader
     # should take on trust. In full (repr keeps it on one line): two keys alike in their first
     # 60 characters must not read the same.
+    tree = "the held tree" if held is not None else "the tree"
     print(
-        f"OK: {anchor} is leaf {bundle['leafIndex']} of the tree of size {head.size} with root "
+        f"OK: {anchor} is leaf {bundle['leafIndex']} of {tree} of size {head.size} with root "
         f"{head.root.hex()}, signed by the pinned key: delta {leaf.delta} for customer "
         f"{leaf.customer_id!r} of tenant {leaf.tenant!r}, key {leaf.key!r}, "
         f"occurred at {leaf.occurred_at}"

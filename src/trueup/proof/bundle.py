@@ -164,6 +164,7 @@ def verify_bundle(
     verifier_key: str | VerifierKey,
     *,
     origin: str | None = None,
+    held: TreeHead | None = None,
 ) -> TreeHead:
     """Verify a proof bundle against a pinned checkpoint key; return the signed tree head.
 
@@ -179,7 +180,11 @@ def verify_bundle(
     4. ``treeSize`` and ``rootHash`` are the ones the checkpoint signs;
     5. ``leaf`` is a valid leaf whose RFC 9162 leaf hash is ``leafHash``;
     6. ``leafIndex`` is below ``treeSize`` and ``inclusionProof`` leads from ``leafHash``
-       to ``rootHash`` (RFC 9162 §2.1.3.2).
+       to ``rootHash`` (RFC 9162 §2.1.3.2);
+    7. with ``held`` (the head of a checkpoint the caller holds, verified before), the bundle's
+       tree is that one: the same size and root. Another root at that size means the pinned
+       key signed two histories of the log; the error's ``rejected_checkpoint`` is then the
+       bundle's checkpoint, which with the held one is the evidence.
 
     Raises:
         BundleError: for any failed check; a lower-level error is chained as ``__cause__``.
@@ -240,4 +245,23 @@ def verify_bundle(
         verify_inclusion(computed_leaf_hash, leaf_index, tree_size, proof, root_hash)
     except InclusionProofError as exc:
         raise BundleError(f"bundle.inclusionProof: {exc}") from exc
+    if held is not None:
+        _check_held_tree(head, held, note)
     return head
+
+
+def _check_held_tree(head: TreeHead, held: TreeHead, note: str) -> None:
+    if head.size != held.size:
+        raise BundleError(
+            f"bundle.treeSize: the bundle proves its leaf in the tree of size {head.size}, not in the "
+            f"held checkpoint's tree of size {held.size} (ask for the bundle of that size: "
+            f"trueup proof --tree-size {held.size})"
+        )
+    if not hmac.compare_digest(head.root, held.root):
+        fork = BundleError(
+            f"bundle.checkpoint: signed by the pinned key for size {head.size} with root "
+            f"{head.root.hex()}, where the held checkpoint of that size states {held.root.hex()}: "
+            "the log has shown two histories; keep both checkpoints as evidence"
+        )
+        fork.rejected_checkpoint = note
+        raise fork

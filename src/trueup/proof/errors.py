@@ -30,7 +30,9 @@ class ProofError(Exception):
     rejected_checkpoint: str | None = None
     """The signed note a check rejected, where the pinned key's signature on it verified (set
     by :meth:`trueup.sdk.Client.follow`: a newer checkpoint that no valid proof showed to extend
-    the one held). With the one held, what anyone holding the key can check; ``None`` otherwise."""
+    the one held; and by :func:`trueup.proof.verify_bundle` given a held head: a bundle's
+    checkpoint of the held size with another root). With the one held, what anyone holding the
+    key can check; ``None`` otherwise."""
 
 
 class TreeError(ProofError):

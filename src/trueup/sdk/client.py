@@ -253,19 +253,35 @@ class Client:
             )
         return reply.text
 
-    def proof_bundle(self, anchor_id: str) -> dict[str, Any]:
-        """The offline proof bundle of one of your deltas (what ``trueup proof`` saves)."""
-        return self._get(f"/api/v1/log/proof/bundle/{_segment(anchor_id)}")
+    def proof_bundle(self, anchor_id: str, *, tree_size: int | None = None) -> dict[str, Any]:
+        """The offline proof bundle of one of your deltas (what ``trueup proof`` saves), in the
+        newest signed tree head or in the one of ``tree_size``."""
+        return self._get(f"/api/v1/log/proof/bundle/{_segment(anchor_id)}", _tree_size(tree_size))
 
     def verify_delta(
-        self, anchor_id: str, pinned_key: str | VerifierKey, *, origin: str | None = None
+        self,
+        anchor_id: str,
+        pinned_key: str | VerifierKey,
+        *,
+        origin: str | None = None,
+        held: str | None = None,
     ) -> VerifiedDelta:
         """Fetch the delta's proof bundle and verify it here against ``pinned_key``: the leaf
         is in the tree of the checkpoint that key signed (for the log named ``origin``,
-        by default the key's name). Raises :class:`~trueup.proof.ProofError` when it is not, and
+        by default the key's name). With ``held``, a checkpoint note you verified before
+        (:meth:`follow`'s), the bundle is asked for in that tree, and must be of it: same size,
+        same root. Raises :class:`~trueup.proof.ProofError` when it is not (for another root
+        at the held size, its ``rejected_checkpoint`` is the server's note: evidence to keep), and
         :class:`TrueupError` ``BAD_REPLY`` for a reply that is not a JSON object (not the server's)."""
         key = _pinned(pinned_key)
-        reply = self._send("GET", f"/api/v1/log/proof/bundle/{_segment(anchor_id)}", retry=True)
+        name = origin or key.name
+        held_head = None if held is None else verify_checkpoint(held, key, origin=name)
+        reply = self._send(
+            "GET",
+            f"/api/v1/log/proof/bundle/{_segment(anchor_id)}",
+            retry=True,
+            params=_tree_size(None if held_head is None else held_head.size),
+        )
         if not reply.is_success:
             _data(reply)  # raises the server's error
         # Read as `trueup verify` reads a file: a member given twice (which json.loads would
@@ -276,7 +292,7 @@ class Client:
             if not isinstance(_json(reply), dict):  # a proxy's 200 page, say: nothing was checked
                 raise _not_a_trueup_reply(reply) from None
             raise
-        head = verify_bundle(bundle, key, origin=origin or key.name)
+        head = verify_bundle(bundle, key, origin=name, held=held_head)
         if bundle["anchorId"] != anchor_id:
             raise ProofError(f"the server proved {bundle['anchorId']!r}, not {anchor_id!r}")
         leaf = leaf_fields_from_json(bundle["leaf"])
@@ -505,6 +521,11 @@ def _checked_key(key: str) -> str:
 def _pinned(key: str | VerifierKey) -> VerifierKey:
     """A pinned verifier key as given: its text (``name+id+base64``) or already parsed."""
     return key if isinstance(key, VerifierKey) else parse_verifier_key(key)
+
+
+def _tree_size(size: int | None) -> dict[str, str] | None:
+    """The query that asks for a tree head's size, none for the newest."""
+    return None if size is None else {"treeSize": str(size)}
 
 
 def _segment(value: str) -> str:

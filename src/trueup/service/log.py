@@ -111,9 +111,11 @@ class LogService:
         nodes = self._storage.log.nodes(consistency_proof_nodes(old.size, new.size))
         return old, new, consistency_proof(old.size, new.size, nodes)
 
-    def bundle(self, principal: Principal, anchor: str) -> dict[str, JSONValue]:
-        """An offline proof bundle for ``trueup verify`` (leaf, inclusion proof, checkpoint)."""
-        answer = self.inclusion(principal, anchor, None)
+    def bundle(self, principal: Principal, anchor: str, tree_size: int | None = None) -> dict[str, JSONValue]:
+        """An offline proof bundle for ``trueup verify`` (leaf, inclusion proof, checkpoint), in
+        the head of ``tree_size`` (the newest when ``None``): one a reader holds already, whose
+        root the bundle's must then be."""
+        answer = self.inclusion(principal, anchor, tree_size)
         fields = record_leaf(answer.record)
         return make_bundle(
             leaf_index=answer.leaf_index,

@@ -130,8 +130,18 @@ async def bundle(
     anchorId: Annotated[str, Path(), documented_as(ANCHOR_ID, "a_<leaf index>")],  # noqa: N803
     services: ServicesDep,
     principal: Auth,
+    treeSize: Annotated[  # noqa: N803
+        int | None,
+        Query(
+            ge=1,
+            le=2**62,
+            description="the size of a signed tree head (one you hold, say) to prove the delta in; "
+            "the newest by default",
+        ),
+        INTEGER_TEXT,
+    ] = None,
 ) -> JSONResponse:
-    document = await run_in_threadpool(services.log.bundle, principal, anchorId)
+    document = await run_in_threadpool(services.log.bundle, principal, anchorId, treeSize)
     return JSONResponse({"success": True, "data": document})
 
 
