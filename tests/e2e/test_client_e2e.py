@@ -838,9 +838,16 @@ def test_verify_delta_held_asks_for_the_held_tree_and_keeps_a_fork_as_evidence()
             client.verify_delta(anchor, pinned, held=forked)
         assert fork.value.rejected_checkpoint == bundle["checkpoint"]
         larger = signer.sign(key["keyName"], TreeHead(head.size + 3, b"\x07" * 32, head.timestamp_ms))
-        with pytest.raises(ProofError, match=f"not in the held checkpoint's tree of size {head.size + 3}"):
+        answered = f"the bundle of the tree of size {head.size} when asked for the held size {head.size + 3}"
+        with pytest.raises(ProofError, match=answered):
             client.verify_delta(anchor, pinned, held=larger)
         assert asked[-1].endswith(f"?treeSize={head.size + 3}")
+        # The empty tree (what a new log signs first) holds no delta: nothing to ask.
+        count = len(asked)
+        empty = signer.sign(key["keyName"], TreeHead(0, EMPTY_ROOT, head.timestamp_ms))
+        with pytest.raises(ProofError, match="the held checkpoint is of the empty tree, which holds no"):
+            client.verify_delta(anchor, pinned, held=empty)
+        assert len(asked) == count
         # A held note the pinned key did not sign is refused before anything is asked.
         other = CheckpointSigner(private_key_from_seed(b"\x01" * 32), key["keyName"])
         count = len(asked)

@@ -268,6 +268,14 @@ def test_tree_size_asks_for_that_tree_and_takes_no_other(
     out, err = capsys.readouterr()
     assert out == ""
     assert err == f"trueup proof: the server sent a bundle in the tree of size {size}, not {size - 1}\n"
+    # Nor is true a size of 1, or 3.0 one of 3, though Python finds them equal.
+    for wrong, asked in ((True, 1), (float(size), size)):
+        bent = {**BUNDLE, "treeSize": wrong}
+        server.reply = ("application/json", json.dumps({"success": True, "data": bent}).encode())  # type: ignore[attr-defined]
+        assert _run(server, BUNDLE["anchorId"], "--tree-size", str(asked)) == 1
+        out, err = capsys.readouterr()
+        said = f"trueup proof: the server sent a bundle in the tree of size {wrong!r}, not {asked}\n"
+        assert out == "" and err == said
 
 
 @pytest.mark.parametrize("wrong", ["0", "-3", "1e3", "x", "", str(2**62 + 1), "\uff11"])

@@ -245,8 +245,18 @@ def test_held_requires_the_bundle_to_be_of_the_held_tree(
     assert capsys.readouterr().out == (
         f"FAILED: bundle.treeSize: the bundle proves its leaf in the tree of size {head.size}, not in "
         f"the held checkpoint's tree of size {head.size + 5} (ask for the bundle of that size: "
-        f"trueup proof --tree-size {head.size + 5})\n"
+        f"trueup proof --tree-size {head.size + 5}, or Client.proof_bundle with tree_size={head.size + 5})\n"
     )
+    # A delta sealed after the held checkpoint: no bundle of that tree proves it, so none is
+    # suggested (a new log's checkpoint, of the empty tree, holds none at all).
+    leaf = BUNDLE["leafIndex"]
+    for size in (leaf, 0):
+        earlier = SIGNER.sign(origin, TreeHead(size=size, root=b"\x07" * 32, timestamp_ms=2))
+        assert verify.run([str(bundle), "--key", VKEY, "--held", held(earlier)]) == 1
+        assert capsys.readouterr().out == (
+            f"FAILED: bundle.leafIndex: leaf {leaf} is not in the held checkpoint's tree of size {size}: "
+            "it was sealed after that checkpoint, which cannot prove it (a later one can)\n"
+        )
     # The same size under another root, both signed by the pinned key: two histories.
     forked = SIGNER.sign(origin, TreeHead(size=head.size, root=b"\x07" * 32, timestamp_ms=2))
     assert verify.run([str(bundle), "--key", VKEY, "--held", held(forked)]) == 1
@@ -296,6 +306,10 @@ def test_a_held_file_that_holds_no_checkpoint_of_the_pinned_key_is_nothing_check
     argv = [str(forged), "--key", VKEY, "--origin", "evil.example/log", "--held", str(renamed)]
     assert verify.run(argv) == 0
     assert capsys.readouterr().out.startswith("OK: ")
-    # A directory is not a file to read.
+    # A directory is not a file to read; nor is an empty name the working directory.
     assert verify.run([str(bundle), "--key", VKEY, "--held", str(tmp_path)]) == 2
     assert capsys.readouterr().out.startswith(f"FAILED: cannot read {tmp_path}: ")
+    assert verify.run([str(bundle), "--key", VKEY, "--held", ""]) == 2
+    assert capsys.readouterr().out == (
+        "FAILED: the checkpoint file's name is empty (did the command giving it fail?)\n"
+    )

@@ -77,12 +77,15 @@ class HeldCheckpointError(ValueError):
         self.missing = missing
 
 
-def read_held_checkpoint(path: Path, key: VerifierKey, origin: str) -> tuple[str, TreeHead]:
-    """The checkpoint note held in ``path`` and its head, checked against the pinned key and
-    ``origin``.
+def read_held_checkpoint(name: str | Path, key: VerifierKey, origin: str) -> tuple[str, TreeHead]:
+    """The checkpoint note held in the file ``name`` and its head, checked against the pinned
+    key and ``origin``.
 
     A byte order mark and Windows line ends, which an editor may have written, are not part of
     the note (a note holds no carriage return)."""
+    if name == "":  # Path("") would be the working directory
+        raise HeldCheckpointError("the checkpoint file's name is empty (did the command giving it fail?)")
+    path = Path(name)
     try:
         with path.open("rb") as file:
             raw = file.read(MAX_NOTE_BYTES + 1)

@@ -52,7 +52,7 @@ def run(argv: list[str]) -> int:
     try:  # first: a command asked wrongly is exit 2 whatever the bundle file holds
         key = read_verifier_key(args.key)
         if args.held is not None:
-            held = read_held_checkpoint(Path(args.held), key, args.origin or key.name)[1]
+            held = read_held_checkpoint(args.held, key, args.origin or key.name)[1]
     except (KeyArgumentError, HeldCheckpointError) as exc:  # asked wrongly, not a check that failed
         print(f"FAILED: {exc}")
         return 2

@@ -181,8 +181,9 @@ def verify_bundle(
     5. ``leaf`` is a valid leaf whose RFC 9162 leaf hash is ``leafHash``;
     6. ``leafIndex`` is below ``treeSize`` and ``inclusionProof`` leads from ``leafHash``
        to ``rootHash`` (RFC 9162 §2.1.3.2);
-    7. with ``held`` (the head of a checkpoint the caller holds, verified before), the bundle's
-       tree is that one: the same size and root. Another root at that size means the pinned
+    7. with ``held`` (the head of a checkpoint the caller holds, verified before), the leaf is
+       in the held tree and the bundle's tree is that one: the same size and root. Another root
+       at that size means the pinned
        key signed two histories of the log; the error's ``rejected_checkpoint`` is then the
        bundle's checkpoint, which with the held one is the evidence.
 
@@ -246,16 +247,21 @@ def verify_bundle(
     except InclusionProofError as exc:
         raise BundleError(f"bundle.inclusionProof: {exc}") from exc
     if held is not None:
-        _check_held_tree(head, held, note)
+        _check_held_tree(head, held, leaf_index, note)
     return head
 
 
-def _check_held_tree(head: TreeHead, held: TreeHead, note: str) -> None:
+def _check_held_tree(head: TreeHead, held: TreeHead, leaf_index: int, note: str) -> None:
+    if leaf_index >= held.size:
+        raise BundleError(
+            f"bundle.leafIndex: leaf {leaf_index} is not in the held checkpoint's tree of size "
+            f"{held.size}: it was sealed after that checkpoint, which cannot prove it (a later one can)"
+        )
     if head.size != held.size:
         raise BundleError(
             f"bundle.treeSize: the bundle proves its leaf in the tree of size {head.size}, not in the "
             f"held checkpoint's tree of size {held.size} (ask for the bundle of that size: "
-            f"trueup proof --tree-size {held.size})"
+            f"trueup proof --tree-size {held.size}, or Client.proof_bundle with tree_size={held.size})"
         )
     if not hmac.compare_digest(head.root, held.root):
         fork = BundleError(

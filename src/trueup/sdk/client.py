@@ -276,6 +276,10 @@ class Client:
         key = _pinned(pinned_key)
         name = origin or key.name
         held_head = None if held is None else verify_checkpoint(held, key, origin=name)
+        if held_head is not None and held_head.size == 0:
+            raise ProofError(
+                f"the held checkpoint is of the empty tree, which holds no delta ({shown(anchor_id)})"
+            )
         reply = self._send(
             "GET",
             f"/api/v1/log/proof/bundle/{_segment(anchor_id)}",
@@ -292,6 +296,13 @@ class Client:
             if not isinstance(_json(reply), dict):  # a proxy's 200 page, say: nothing was checked
                 raise _not_a_trueup_reply(reply) from None
             raise
+        if held_head is not None:
+            size = bundle.get("treeSize")
+            if type(size) is int and size != held_head.size:  # a malformed one is verify_bundle's to name
+                raise ProofError(
+                    f"the server answered with the bundle of the tree of size {size} when asked for the "
+                    f"held size {held_head.size}"
+                )
         head = verify_bundle(bundle, key, origin=name, held=held_head)
         if bundle["anchorId"] != anchor_id:
             raise ProofError(f"the server proved {bundle['anchorId']!r}, not {anchor_id!r}")
