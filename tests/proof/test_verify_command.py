@@ -255,7 +255,8 @@ def test_held_requires_the_bundle_to_be_of_the_held_tree(
         assert verify.run([str(bundle), "--key", VKEY, "--held", held(earlier)]) == 1
         assert capsys.readouterr().out == (
             f"FAILED: bundle.leafIndex: leaf {leaf} is not in the held checkpoint's tree of size {size}: "
-            "it was sealed after that checkpoint, which cannot prove it (a later one can)\n"
+            "it was sealed after that checkpoint, which cannot prove it (a later one can: trueup follow "
+            "moves a held checkpoint on)\n"
         )
     # The same size under another root, both signed by the pinned key: two histories.
     forked = SIGNER.sign(origin, TreeHead(size=head.size, root=b"\x07" * 32, timestamp_ms=2))

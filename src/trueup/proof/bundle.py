@@ -255,7 +255,8 @@ def _check_held_tree(head: TreeHead, held: TreeHead, leaf_index: int, note: str)
     if leaf_index >= held.size:
         raise BundleError(
             f"bundle.leafIndex: leaf {leaf_index} is not in the held checkpoint's tree of size "
-            f"{held.size}: it was sealed after that checkpoint, which cannot prove it (a later one can)"
+            f"{held.size}: it was sealed after that checkpoint, which cannot prove it (a later one can: "
+            "trueup follow moves a held checkpoint on)"
         )
     if head.size != held.size:
         raise BundleError(
