@@ -20,8 +20,16 @@ from tests.e2e.conftest import Running
 from tests.e2e.server import free_port, local_server
 from trueup.cli.main import main
 from trueup.cli.verifyperiod import ok_line
-from trueup.proof import VerifiedPeriod, parse_checkpoint
+from trueup.proof import (
+    CheckpointSigner,
+    TreeHead,
+    VerifiedPeriod,
+    parse_checkpoint,
+    parse_verifier_key,
+    private_key_from_seed,
+)
 from trueup.sdk import Client
+from trueup.service.signing import load_signer
 
 CUSTOMER = "cli-period-cust"
 AMOUNTS = [500, -120, 45]
@@ -256,3 +264,67 @@ def test_one_record_is_said_in_the_singular() -> None:
         "its amount is a net change of -5; the server states a starting balance of 100, so the period "
         "ends at 95"
     )
+
+
+def test_held_ties_the_period_s_tree_to_a_checkpoint_held(
+    running: Running, client: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--held: the tree the records are proven in is the held one, or proven consistent with it
+    by the server (smaller or larger); a held note of that log's key for another history, or a
+    size the log never signed, fails; a held file that is no checkpoint of the key is exit 2."""
+    key = client.log_key()
+
+    def sealed(name: str) -> TreeHead:
+        item = {"key": name, "accountId": "cli-held-cust", "bits": 7, "occurredAt": "2026-07-02T08:00:00Z"}
+        client.wait_verified(client.write([item])["requestId"])
+        return parse_checkpoint(client.log_checkpoint())[1]
+
+    earlier = sealed("cli-held-1")  # a head before the lock's
+    sealed("cli-held-2")
+    root = client.lock_period("cli-held-cust", "2026-07")["proofRoot"]
+    period_size = client.verify_period(root, key).tree_size
+    accepted = client.write([{"key": "cli-held-after", "accountId": "cli-p-other", "bits": 3}])
+    client.wait_verified(accepted["requestId"])
+    later = parse_checkpoint(client.log_checkpoint())[1]
+    assert earlier.size < period_size < later.size
+    assert later.size > period_size
+    signer = load_signer(running.data_dir / "signing-key.pem", parse_verifier_key(key).name)
+    origin = signer.name
+
+    def held(head: TreeHead, name: str) -> str:
+        path = tmp_path / name
+        path.write_text(signer.sign(origin, head))
+        return str(path)
+
+    the_period_s = client.verify_period(root, key)
+    same = held(TreeHead(period_size, the_period_s.tree_root, 1), "same")
+    code, out = _run(capsys, root, "--key", key, "--url", running.url, "--held", same)
+    assert code == 0, out
+    tree = f"in the tree of size {period_size} with root {the_period_s.tree_root.hex()}"
+    assert f"{tree}, signed by the pinned key, the held checkpoint's; they recompute" in out
+    larger = held(TreeHead(later.size, later.root, 1), "larger")
+    code, out = _run(capsys, root, "--key", key, "--url", running.url, "--held", larger)
+    assert code == 0, out
+    assert f"the pinned key and proven consistent with the held checkpoint of size {later.size};" in out
+    smaller = held(earlier, "smaller")
+    code, out = _run(capsys, root, "--key", key, "--url", running.url, "--held", smaller)
+    assert code == 0, out
+    assert f"proven consistent with the held checkpoint of size {earlier.size};" in out
+
+    # Signed by the log's own key, as a server turned against its clients would: another root
+    # at the period's size, at a later size, and a size it never signed.
+    for head, said in (
+        (TreeHead(period_size, b"\x07" * 32, 1), "the pinned key signed two histories of the log"),
+        (TreeHead(later.size, b"\x07" * 32, 1), f"the held checkpoint of size {later.size} are not shown"),
+        (TreeHead(later.size + 10**6, b"\x07" * 32, 1), "the server gives no consistency proof between"),
+    ):
+        code, out = _run(capsys, root, "--key", key, "--url", running.url, "--held", held(head, "forged"))
+        assert code == 1 and out.startswith("FAILED: ") and said in out and out.count("\n") == 1, out
+    # A held file of another key, or none at all, checks nothing (exit 2) and asks nothing.
+    stranger = CheckpointSigner(private_key_from_seed(b"\x05" * 32), origin)
+    other = tmp_path / "other"
+    other.write_text(stranger.sign(origin, later))
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    for path in (str(other), str(tmp_path / "missing"), ""):
+        code, out = _run(capsys, root, "--key", key, "--url", nowhere, "--held", path)
+        assert code == 2 and out.startswith("trueup verify-period: "), out

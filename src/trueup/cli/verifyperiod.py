@@ -1,13 +1,17 @@
-"""``trueup verify-period PROOF_ROOT --key KEY``: check a period checkpoint against a pinned key.
+"""``trueup verify-period PROOF_ROOT --key KEY [--held CHECKPOINT_FILE]``: check a period
+checkpoint against a pinned key (and a checkpoint you hold).
 
 Fetches every page of ``GET /api/v1/verify/{proofRoot}`` (public: no API key) and checks them
 here, trusting nothing but the pinned verifier key (:meth:`trueup.sdk.Client.verify_period`):
 every record's leaf is hashed and proven in a tree head that key signed, the records are as
-many as the period's summary says, recompute the proof root and sum to its net change. Prints
+many as the period's summary says, recompute the proof root and sum to its net change. With
+``--held``, the tree they are proven in must be of the held checkpoint's log (the same root at
+its size, else a consistency proof between the two, asked of the server). Prints
 one line; exits 0 when every check passes, naming what was proven, 1 naming the check that
 failed (or the server's refusal: a 404 for a root it does not know), 2 when an argument is
-wrong, and 3 when the server could not be asked (no reply, a proxy's page, a 429 or a 5xx:
-:mod:`trueup.cli.unchecked`), which proves nothing either way.
+wrong (``--held`` naming no checkpoint the pinned key signed included), and 3 when the server
+could not be asked (no reply, a proxy's page, a 429 or a 5xx: :mod:`trueup.cli.unchecked`),
+which proves nothing either way.
 """
 
 from __future__ import annotations
@@ -15,10 +19,16 @@ from __future__ import annotations
 import argparse
 import re
 
-from trueup.cli.keyarg import KeyArgumentError, add_key_arguments, read_verifier_key
+from trueup.cli.keyarg import (
+    HeldCheckpointError,
+    KeyArgumentError,
+    add_key_arguments,
+    read_held_checkpoint,
+    read_verifier_key,
+)
 from trueup.cli.proof import add_server_url, server_url_problem
 from trueup.cli.unchecked import NOT_CHECKED, nothing_checked_by
-from trueup.proof import ProofError, VerifiedPeriod
+from trueup.proof import ProofError, TreeHead, VerifiedPeriod
 from trueup.proof.errors import shown
 from trueup.sdk import Client, TrueupError
 
@@ -35,19 +45,34 @@ def run(argv: list[str]) -> int:
     parser.add_argument(
         "--page-size", type=int, default=1000, help="records fetched per request, 1..1000 (default 1000)"
     )
+    parser.add_argument(
+        "--held",
+        metavar="CHECKPOINT_FILE",
+        help="a checkpoint you hold (trueup follow's file, say): the tree the records are proven in "
+        "must be of its log",
+    )
     args = parser.parse_args(argv)
     problem = _argument_problem(args.proof_root, args.url, args.page_size)
     if problem is not None:
         print(f"trueup verify-period: {problem}")
         return 2
+    held: tuple[str, TreeHead] | None = None
     try:
         key = read_verifier_key(args.key)
-    except KeyArgumentError as exc:
+        if args.held is not None:
+            held = read_held_checkpoint(args.held, key, args.origin or key.name)
+    except (KeyArgumentError, HeldCheckpointError) as exc:
         print(f"trueup verify-period: {exc}")
         return 2
     with Client(args.url, retries=2) as client:
         try:
-            period = client.verify_period(args.proof_root, key, origin=args.origin, page_size=args.page_size)
+            period = client.verify_period(
+                args.proof_root,
+                key,
+                origin=args.origin,
+                page_size=args.page_size,
+                held=None if held is None else held[0],
+            )
         except ProofError as exc:
             print(f"FAILED: {exc}")
             return 1
@@ -57,13 +82,14 @@ def run(argv: list[str]) -> int:
                 return NOT_CHECKED
             print(f"FAILED: the server did not give the period: {shown(str(exc), 300)}")
             return 1
-    print(ok_line(period))
+    print(ok_line(period, None if held is None else held[1]))
     return 0
 
 
-def ok_line(period: VerifiedPeriod) -> str:
+def ok_line(period: VerifiedPeriod, held: TreeHead | None = None) -> str:
     """What was proven, from the records' leaves; the starting balance is the server's word
-    (it rests on the deltas before the period), and the line says so."""
+    (it rests on the deltas before the period), and the line says so. With ``held``, that
+    the tree is of the held checkpoint's log."""
     records, they, sums = (
         ("1 record, proven", "it recomputes", "its amount is")
         if period.record_count == 1
@@ -72,10 +98,19 @@ def ok_line(period: VerifiedPeriod) -> str:
     return (
         f"OK: period {period.period} of customer {period.customer_id!r} of tenant {period.tenant!r}: "
         f"{records} in the tree of size {period.tree_size} with root {period.tree_root.hex()}, "
-        f"signed by the pinned key; {they} proof root 0x{period.proof_root.hex()} and {sums} a net "
-        f"change of {period.net_change}; the server states a starting balance of "
-        f"{period.starting_balance}, so the period ends at {period.ending_balance}"
+        f"signed by the pinned key{_of_held(period, held)}; {they} proof root "
+        f"0x{period.proof_root.hex()} and {sums} a net change of {period.net_change}; the server "
+        f"states a starting balance of {period.starting_balance}, so the period ends at "
+        f"{period.ending_balance}"
     )
+
+
+def _of_held(period: VerifiedPeriod, held: TreeHead | None) -> str:
+    if held is None:
+        return ""
+    if held.size == period.tree_size:
+        return ", the held checkpoint's"
+    return f" and proven consistent with the held checkpoint of size {held.size}"
 
 
 def _argument_problem(proof_root: str, url: str, page_size: int) -> str | None:

@@ -326,13 +326,17 @@ class Client:
         *,
         origin: str | None = None,
         page_size: int = 1000,
+        held: str | None = None,
     ) -> VerifiedPeriod:
         """Fetch every page of the period checkpoint ``proof_root`` (``GET
         /api/v1/verify/{proofRoot}``, public) and check it here against ``pinned_key``
         (:func:`trueup.proof.verify_period`): pages for that root only, every record proven in
         the signed log, as many as the summary says, recomputing the root, summing to its net
-        change. Raises :class:`~trueup.proof.ProofError` when any check fails, and
-        :class:`TrueupError` ``BAD_REPLY`` for a page that is not a JSON object (not the server's).
+        change. With ``held``, a checkpoint note you verified before (:meth:`follow`'s), the
+        tree the records are proven in must be of the held log: at the held size the held root,
+        at another an RFC 9162 consistency proof between the two, asked of the server. Raises
+        :class:`~trueup.proof.ProofError` when any check fails, and :class:`TrueupError`
+        ``BAD_REPLY`` for a page that is not a JSON object (not the server's).
 
         The pages are read as ``trueup verify`` reads a bundle (a member given twice is
         refused), and each is checked as it comes (:class:`~trueup.proof.PeriodCheck`): a
@@ -343,6 +347,7 @@ class Client:
         if type(page_size) is not int or not 1 <= page_size <= 1000:
             raise ValueError(f"page_size must be 1..1000, got {page_size!r}")
         key = _pinned(pinned_key)
+        held_head = None if held is None else verify_checkpoint(held, key, origin=origin or key.name)
         match = _ROOT.fullmatch(proof_root.lower())
         if match is None:
             raise ProofError(f"proof_root must be 64 hex digits (0x optional), got {proof_root[:80]!r}")
@@ -354,7 +359,45 @@ class Client:
             if check.records != check.pages * page_size:
                 break  # a short page before the end: result() says so
             check.add(self._period_page(wanted, page_size, check.records))
-        return check.result()
+        period = check.result()
+        if held_head is not None:
+            self._check_one_log(TreeHead(period.tree_size, period.tree_root, 0), held_head)
+        return period
+
+    def _check_one_log(self, signed: TreeHead, held: TreeHead) -> None:
+        """Check that ``signed``, a tree head the pinned key signed, and the ``held`` one are of
+        one log: at one size one root, else the smaller tree the start of the larger, by the
+        server's RFC 9162 consistency proof between them (both are signed heads, which the log
+        keeps). Raises :class:`~trueup.proof.ConsistencyProofError` when they are not, or when
+        the server refuses the proof (a 400 or 404 of its own: a log that signed both has it)."""
+        older, newer = sorted((signed, held), key=lambda head: head.size)
+        if older.size == newer.size:
+            if signed.root != held.root:
+                raise ConsistencyProofError(
+                    f"the tree of size {signed.size} the records are proven in has root "
+                    f"{signed.root.hex()}, the held checkpoint of that size {held.root.hex()}: the "
+                    "pinned key signed two histories of the log"
+                )
+            return
+        try:
+            data = self._get("/api/v1/log/proof/consistency", {"from": older.size, "to": newer.size})
+        except TrueupError as refused:
+            if refused.status in (400, 404) and refused.body is not None:
+                raise ConsistencyProofError(
+                    f"the server gives no consistency proof between the tree of size {signed.size} "
+                    f"the records are proven in and the held one of size {held.size}: "
+                    f"{shown(refused.message, 200)}"
+                ) from refused
+            raise
+        if not isinstance(data.get("proof"), list):
+            raise ProofError("the consistency reply has no list of hex nodes")
+        try:
+            verify_consistency(older.size, newer.size, older.root, newer.root, _nodes(data["proof"]))
+        except ConsistencyProofError as exc:
+            raise ConsistencyProofError(
+                f"the tree of size {signed.size} the records are proven in and the held checkpoint of "
+                f"size {held.size} are not shown to be of one log: {exc}"
+            ) from exc
 
     def _period_page(self, root: bytes, limit: int, offset: int) -> dict[str, Any]:
         reply = self._send(
@@ -404,11 +447,7 @@ class Client:
             raise ProofError("the consistency reply has no checkpoint text or no list of hex nodes")
         new = verify_checkpoint(note, key, origin=name)
         try:
-            proof = [
-                hex_hash(node, f"the consistency proof's node {i}", ProofError)
-                for i, node in enumerate(nodes)
-            ]
-            verify_consistency(old.size, new.size, old.root, new.root, proof)
+            verify_consistency(old.size, new.size, old.root, new.root, _nodes(nodes))
             if new.timestamp_ms < old.timestamp_ms:
                 # The log signs a newer head no earlier than the one before it (the sequencer
                 # holds its time while its clock is behind): one that goes back is not its word.
@@ -532,6 +571,11 @@ def _checked_key(key: str) -> str:
 def _pinned(key: str | VerifierKey) -> VerifierKey:
     """A pinned verifier key as given: its text (``name+id+base64``) or already parsed."""
     return key if isinstance(key, VerifierKey) else parse_verifier_key(key)
+
+
+def _nodes(nodes: list[Any]) -> list[bytes]:
+    """A consistency reply's ``proof``: hex hashes, each 32 bytes (:class:`ProofError` else)."""
+    return [hex_hash(node, f"the consistency proof's node {i}", ProofError) for i, node in enumerate(nodes)]
 
 
 def _tree_size(size: int | None) -> dict[str, str] | None:
