@@ -15,7 +15,6 @@ checks that the log's newest signed checkpoint extends one you verified before.
 from __future__ import annotations
 
 import json
-import math
 import re
 import secrets
 import time
@@ -47,14 +46,20 @@ from trueup.proof import (
 )
 from trueup.proof.canonical import hex_hash, unique_members
 from trueup.proof.errors import shown
+from trueup.sdk.envelope import (
+    MAX_WAIT_S,
+    backoff,
+    not_a_trueup_reply,
+    reply_data,
+    reply_json,
+    retry_advice,
+)
 from trueup.sdk.errors import TrueupError
 from trueup.sdk.replies import ACCEPTED_ENCODING, send_bounded
 
 __all__ = ["MAX_REPLY_BYTES", "Client", "Followed", "VerifiedDelta"]
 
-_RETRY_STATUSES = frozenset({429, 503})
 _ROOT = re.compile(r"(?:0x)?([0-9a-f]{64})")
-_MAX_WAIT_S = 5.0  # the longest one wait between attempts, whatever Retry-After says
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +248,7 @@ class Client:
         signature is checked by :meth:`follow`); ``BAD_REPLY`` for a reply that is no note."""
         reply = self._send("GET", "/api/v1/log/checkpoint", retry=True)
         if not reply.is_success:
-            _data(reply)  # raises the server's error (404 while the log has no signed head yet)
+            reply_data(reply)  # raises the server's error (404 while the log has no signed head yet)
         if "\n\n\u2014 " not in reply.text:  # a note's signature lines follow a blank line
             raise TrueupError(  # a proxy's page, say
                 "BAD_REPLY",
@@ -287,14 +292,14 @@ class Client:
             params=_tree_size(None if held_head is None else held_head.size),
         )
         if not reply.is_success:
-            _data(reply)  # raises the server's error
+            reply_data(reply)  # raises the server's error
         # Read as `trueup verify` reads a file: a member given twice (which json.loads would
         # resolve to the last) is refused, so the delta returned is the one the proof checked.
         try:
             bundle = load_bundle(reply.text)
         except BundleError:
-            if not isinstance(_json(reply), dict):  # a proxy's 200 page, say: nothing was checked
-                raise _not_a_trueup_reply(reply) from None
+            if not isinstance(reply_json(reply), dict):  # a proxy's 200 page, say: nothing was checked
+                raise not_a_trueup_reply(reply) from None
             raise
         if held_head is not None:
             size = bundle.get("treeSize")
@@ -407,13 +412,13 @@ class Client:
             retry=True,
         )
         if not reply.is_success:
-            _data(reply)  # raises the server's error
+            reply_data(reply)  # raises the server's error
         try:  # a member given twice would show one reader what another does not check
             document = json.loads(reply.text, object_pairs_hook=unique_members("page", PeriodError))
         except (ValueError, RecursionError):  # PeriodError is not a ValueError
             document = None
         if not isinstance(document, dict):  # a proxy's 200 page, say: nothing was checked
-            raise _not_a_trueup_reply(reply)
+            raise not_a_trueup_reply(reply)
         data = document.get("data")
         if not isinstance(data, dict):
             raise ProofError(f"page at offset {offset}: the reply holds no period")
@@ -495,11 +500,11 @@ class Client:
 
     def _get(self, path: str, params: Mapping[str, str | int] | None = None) -> dict[str, Any]:
         query = None if params is None else {name: str(value) for name, value in params.items()}
-        return _data(self._send("GET", path, params=query, retry=True))
+        return reply_data(self._send("GET", path, params=query, retry=True))
 
     def _post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """A POST that is safe to repeat (compare reads; locking a period is idempotent)."""
-        return _data(self._send("POST", path, body=_encode(body), retry=True))
+        return reply_data(self._send("POST", path, body=_encode(body), retry=True))
 
     def _post_write(self, path: str, body: Mapping[str, Any], idempotency_key: str | None) -> dict[str, Any]:
         # One key and one body for every attempt: the server replays the first reply.
@@ -509,7 +514,7 @@ class Client:
             else _checked_key(idempotency_key)
         )
         try:
-            return _data(self._send("POST", path, body=_encode(body), idempotency_key=key, retry=True))
+            return reply_data(self._send("POST", path, body=_encode(body), idempotency_key=key, retry=True))
         except TrueupError as exc:
             if exc.code == "CONNECTION_ERROR":
                 # Whether it was stored is unknown: the key is what makes a retry of it safe.
@@ -547,12 +552,12 @@ class Client:
                         "CONNECTION_ERROR",
                         f"no reply from {without_password(str(self._http.base_url))}: {exc}",
                     ) from exc
-                wait = _backoff(attempt)
+                wait = backoff(attempt)
             else:
-                advised = _retry_advice(reply)
+                advised = retry_advice(reply)
                 if advised is None or not retry or attempt >= self._retries:
                     return reply
-                wait = min(_MAX_WAIT_S, advised if advised >= 0 else _backoff(attempt))
+                wait = min(MAX_WAIT_S, advised if advised >= 0 else backoff(attempt))
             attempt += 1
             time.sleep(wait)
 
@@ -601,44 +606,6 @@ def _encode(body: Mapping[str, Any]) -> bytes:
     return text.encode("utf-8")
 
 
-def _backoff(attempt: int) -> float:
-    return float(min(_MAX_WAIT_S, 0.25 * 2**attempt))
-
-
-def _retry_advice(reply: httpx.Response) -> float | None:
-    """Seconds to wait before sending again (-1: no advice, back off), or ``None`` for a
-    reply to keep: a 429 or 503, or a 202 saying the first request with this key is in flight."""
-    if reply.status_code not in _RETRY_STATUSES and reply.status_code != 202:
-        return None
-    body = _json(reply)
-    if reply.status_code == 202 and (not isinstance(body, dict) or body.get("code") != "IDEMPOTENCY_PENDING"):
-        return None
-    advised = _seconds(body.get("retryAfterSeconds") if isinstance(body, dict) else None)
-    if advised is not None and 0 <= advised < math.inf:
-        return advised
-    header = _header_seconds(reply)
-    return -1.0 if header is None else header
-
-
-def _header_seconds(reply: httpx.Response) -> float | None:
-    """A ``Retry-After`` header of seconds (not a date), or ``None``."""
-    header = reply.headers.get("Retry-After", "")
-    # ASCII digits only: str.isdigit() also takes "²", which float() refuses.
-    return float(header) if header.isascii() and header.isdigit() else None
-
-
-def _seconds(value: object) -> float | None:
-    """A JSON number of seconds as a float (an integer too large for one is infinite), or
-    ``None`` for anything else (a boolean, a string, NaN)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        seconds = float(value)
-    except OverflowError:  # an integer past the largest float
-        return math.inf if value > 0 else -math.inf
-    return None if math.isnan(seconds) else seconds
-
-
 def _no_head_of(refused: TrueupError, size: int) -> bool:
     """Whether ``refused`` is the server saying it has no signed tree head of ``size`` (its
     404 for a consistency proof from a size it never signed), not a 404 of another kind (a
@@ -648,56 +615,3 @@ def _no_head_of(refused: TrueupError, size: int) -> bool:
         and refused.code == "NOT_FOUND"
         and refused.message == f"no signed tree head of size {size}"
     )
-
-
-def _json(reply: httpx.Response) -> object:
-    try:
-        return json.loads(reply.content)
-    except (ValueError, RecursionError):
-        return None
-
-
-def _not_a_trueup_reply(reply: httpx.Response) -> TrueupError:
-    """``BAD_REPLY`` without a body: the reply is not a JSON object, so not the server's (a
-    proxy's page, say, whatever its status); it proves nothing about the log either way."""
-    return TrueupError(
-        "BAD_REPLY",
-        f"not a Trueup reply: {reply.text[:200]!r}",
-        reply.status_code,
-        retry_after=_header_seconds(reply),  # a proxy's 503 page, say
-        http_request_id=reply.headers.get("x-request-id"),
-    )
-
-
-def _data(reply: httpx.Response) -> dict[str, Any]:
-    """The ``data`` of a successful reply; :class:`TrueupError` for anything else."""
-    body = _json(reply)
-    if not isinstance(body, dict):
-        raise _not_a_trueup_reply(reply)
-    if reply.is_success and body.get("success") is True and isinstance(body.get("data"), dict):
-        data: dict[str, Any] = body["data"]
-        return data
-    if reply.is_success:  # a 202 IDEMPOTENCY_PENDING that outlasted the retries, say
-        code = str(body.get("code", "BAD_REPLY"))
-        message = str(body.get("message", "the reply holds no data"))
-    else:
-        code, message = str(body.get("code", "HTTP_ERROR")), str(body.get("message", reply.reason_phrase))
-    retry_after = _advised_seconds(reply, body)
-    raise TrueupError(
-        code,
-        message,
-        reply.status_code,
-        retry_after=retry_after,
-        body=body,
-        http_request_id=reply.headers.get("x-request-id"),
-    )
-
-
-def _advised_seconds(reply: httpx.Response, body: Mapping[str, Any]) -> float | None:
-    """The server's advice on when to try again: ``retryAfterSeconds``, else a ``Retry-After``
-    header of seconds (all a proxy's 429 or 503 may carry), else ``None``."""
-    advised = _seconds(body.get("retryAfterSeconds"))
-    # As the retries read it (_retry_advice): a negative or endless wait is no advice.
-    if advised is not None and 0 <= advised < math.inf:
-        return advised
-    return _header_seconds(reply)
