@@ -266,3 +266,44 @@ def test_the_record_of_a_key_kept_elsewhere_is_in_the_data_directory(tmp_path: P
         {"TRUEUP_DATA_DIR": str(tmp_path / "data"), "TRUEUP_SIGNING_KEY": "/run/keys/log.pem"}
     )
     assert settings.resolved_signed_head_path == tmp_path / "data" / "log.pem.signed"
+
+
+def test_a_key_moved_under_another_name_does_not_start_a_new_record_beside_the_old_one(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The record is named after the key file: the same key given as keys/log.pem would find no
+    log.pem.signed and start one from whatever database it is pointed at (an older backup
+    included), with signing-key.pem.signed, this key's record, ignored beside it."""
+    data = tmp_path / "data"
+    settings = settings_for(database_url, data)
+    backup = tmp_path / "backup.db"
+    with opened(settings) as services:
+        who = principal_for(services)
+        sealed(services, who, "a", 3)
+        back_up(database_url, backup)
+        newer = sealed(services, who, "b", 2)
+    restore(database_url, backup)
+    (tmp_path / "keys").mkdir()
+    moved = tmp_path / "keys" / "log.pem"
+    shutil.move(data / "signing-key.pem", moved)
+    renamed = replace(settings, signing_key_path=moved)
+    old = data / "signing-key.pem.signed"
+    with opened(renamed) as services:
+        with pytest.raises(LogRollbackError) as refused:
+            services.sealer.check_signed_head()
+        assert str(refused.value).startswith(
+            f"there is no record of signed tree heads at {data / 'log.pem.signed'}, which is named after "
+            f"the signing key's file, but {old} is one, named after a key file of another name: if the key "
+            "was moved or renamed since, rename signing-key.pem.signed to log.pem.signed;"
+        )
+    assert not (data / "log.pem.signed").exists()
+    old.rename(data / "log.pem.signed")  # as the message says: now the rollback itself is seen
+    rolled_back = f"size 5 with root {newer.root.hex()}"
+    with opened(renamed) as services, pytest.raises(LogRollbackError, match=rolled_back):
+        services.sealer.check_signed_head()
+    # Named by TRUEUP_SIGNED_HEAD_FILE, the record is where it is said to be: nothing is looked for.
+    (data / "log.pem.signed").rename(old)
+    elsewhere = replace(renamed, signed_head_path=data / "chosen.signed")
+    with opened(elsewhere) as services:
+        services.sealer.check_signed_head()
+    assert SignedHeadRecord(data / "chosen.signed").read() is not None

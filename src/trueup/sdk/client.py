@@ -489,8 +489,8 @@ class Client:
                 raise ConsistencyProofError(
                     f"the server has no signed tree head of the {held.size} leaves of the checkpoint "
                     f"held ({refused.message}), while its newest signed checkpoint has {newest.size}: "
-                    "the log that signed the held one keeps every head it signed, so this log is not "
-                    "it only appended to (restored from an earlier copy and grown again, or a fork)"
+                    "the log that signed the held one keeps every head it signed, so this is not that "
+                    "log only appended to (restored from an earlier copy and grown again, or a fork)"
                 )
         except ProofError as rejected:
             rejected.rejected_checkpoint = note

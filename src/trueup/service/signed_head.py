@@ -68,8 +68,13 @@ class SignedHeadRecord:
         path: Path,
         interval_s: float = RECORD_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        named_after_key: bool = False,
     ) -> None:
         self.path = path
+        self._named_after_key = named_after_key
+        """The record's name is the key file's (the default place): with none of that name, a
+        record of another name beside it may be this key's, kept under the key's old name."""
         self._interval = interval_s
         self._clock = clock
         self._pending: SignedHead | None = None
@@ -109,7 +114,7 @@ class SignedHeadRecord:
         """
         recorded = self.read()
         if recorded is None:
-            return None
+            return self._other_record()
         head = storage.log.head()
         size = 0 if head is None else head.size
         older = head is None or head.size < recorded.size
@@ -158,6 +163,26 @@ class SignedHeadRecord:
             f"root {recorded.root.hex()}, but {found}. {why}: sealing on it would sign a second "
             "history of this log under the same key and origin. Point --data-dir or --database-url at "
             f"the database this key last sealed into, {out}"
+        )
+
+    def _other_record(self) -> str | None:
+        """Where there is no record of this name: another record beside it (``*.signed``), if
+        the name is the key file's. A key moved or renamed since its record was written (a key
+        given by path, a restore that copied the record under the old name) would otherwise
+        start a new record from whatever database it is pointed at, without a word."""
+        if not self._named_after_key:
+            return None
+        try:
+            others = sorted(other for other in self.path.parent.glob("*.signed") if other != self.path)
+        except OSError:  # the directory cannot be listed: the record's own write will say so
+            return None
+        if not others:
+            return None
+        return (
+            f"there is no record of signed tree heads at {self.path}, which is named after the signing "
+            f"key's file, but {others[0]} is one, named after a key file of another name: if the key was "
+            f"moved or renamed since, rename {others[0].name} to {self.path.name}; if it is another key's, "
+            f"knowingly, move it aside; then start again ({_ROLLBACK_SECTION})"
         )
 
     def check(self, storage: Storage) -> None:
