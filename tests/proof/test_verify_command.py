@@ -221,13 +221,18 @@ def test_the_apis_reply_saved_whole_verifies(tmp_path: Path, capsys: pytest.Capt
     assert capsys.readouterr().out.startswith(f"OK: {BUNDLE['anchorId']} ")
 
 
+def _bundle_and_head(tmp_path: Path) -> tuple[Path, TreeHead]:
+    """The vector bundle in a file, and the head its checkpoint signs."""
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps(BUNDLE))
+    return bundle, verify_checkpoint(BUNDLE["checkpoint"], VKEY)
+
+
 def test_held_requires_the_bundle_to_be_of_the_held_tree(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--held: the held checkpoint's size and root, or a failure that says which differs."""
-    bundle = tmp_path / "bundle.json"
-    bundle.write_text(json.dumps(BUNDLE))
-    head = verify_checkpoint(BUNDLE["checkpoint"], VKEY)
+    bundle, head = _bundle_and_head(tmp_path)
     origin = KEY_VECTOR["keyName"]
 
     def held(note: str) -> str:
@@ -277,9 +282,7 @@ def test_a_held_file_that_holds_no_checkpoint_of_the_pinned_key_is_nothing_check
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Exit 2, as for a key asked wrongly: the held file is the caller's input, not the server's."""
-    bundle = tmp_path / "bundle.json"
-    bundle.write_text(json.dumps(BUNDLE))
-    head = verify_checkpoint(BUNDLE["checkpoint"], VKEY)
+    bundle, head = _bundle_and_head(tmp_path)
     other = CheckpointSigner(private_key_from_seed(b"\x01" * 32), KEY_VECTOR["keyName"])
     unsigned = "holds no checkpoint signed by the pinned key"
     cases = {

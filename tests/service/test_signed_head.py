@@ -46,6 +46,18 @@ def sealed(services: Services, who: Principal, prefix: str, count: int) -> HeadR
     return head
 
 
+def rolled_back(database_url: str, settings: Settings, backup: Path) -> tuple[HeadRecord, HeadRecord]:
+    """Seal 5 deltas, back the database up, seal 3 more, restore the backup: ``(the head the
+    backup holds, the newest head the key signed)``."""
+    with opened(settings) as services:
+        who = principal_for(services)
+        older = sealed(services, who, "a", 5)
+        back_up(database_url, backup)
+        newer = sealed(services, who, "b", 3)
+    restore(database_url, backup)
+    return older, newer
+
+
 def recorded(settings: Settings) -> SignedHead | None:
     return SignedHeadRecord(settings.resolved_signed_head_path).read()
 
@@ -110,17 +122,11 @@ def test_a_restored_database_grown_past_the_record_with_other_contents_is_refuse
 ) -> None:
     settings = settings_for(database_url, tmp_path / "data")
     record = settings.resolved_signed_head_path
-    backup = tmp_path / "backup.db"
-    with opened(settings) as services:
-        who = principal_for(services)
-        sealed(services, who, "a", 5)
-        back_up(database_url, backup)
-        newer = sealed(services, who, "b", 3)
-    restore(database_url, backup)
+    _, newer = rolled_back(database_url, settings, tmp_path / "backup.db")
     record.rename(tmp_path / "moved-aside")  # the guard is passed by: the restored log grows
     with opened(settings) as services:
         services.sealer.check_signed_head()
-        other = sealed(services, who, "other", 6)
+        other = sealed(services, principal_for(services), "other", 6)
     assert other.size == 11
     (tmp_path / "moved-aside").replace(record)  # and the record of size 8 comes back
 
@@ -276,13 +282,7 @@ def test_a_key_moved_under_another_name_does_not_start_a_new_record_beside_the_o
     included), with signing-key.pem.signed, this key's record, ignored beside it."""
     data = tmp_path / "data"
     settings = settings_for(database_url, data)
-    backup = tmp_path / "backup.db"
-    with opened(settings) as services:
-        who = principal_for(services)
-        sealed(services, who, "a", 3)
-        back_up(database_url, backup)
-        newer = sealed(services, who, "b", 2)
-    restore(database_url, backup)
+    _, newer = rolled_back(database_url, settings, tmp_path / "backup.db")
     (tmp_path / "keys").mkdir()
     moved = tmp_path / "keys" / "log.pem"
     shutil.move(data / "signing-key.pem", moved)
@@ -298,8 +298,8 @@ def test_a_key_moved_under_another_name_does_not_start_a_new_record_beside_the_o
         )
     assert not (data / "log.pem.signed").exists()
     old.rename(data / "log.pem.signed")  # as the message says: now the rollback itself is seen
-    rolled_back = f"size 5 with root {newer.root.hex()}"
-    with opened(renamed) as services, pytest.raises(LogRollbackError, match=rolled_back):
+    signed = f"size 8 with root {newer.root.hex()}"
+    with opened(renamed) as services, pytest.raises(LogRollbackError, match=signed):
         services.sealer.check_signed_head()
     # Named by TRUEUP_SIGNED_HEAD_FILE, the record is where it is said to be: nothing is looked for.
     (data / "log.pem.signed").rename(old)
