@@ -8,11 +8,20 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import Running
 from tests.e2e.server import create_key, trueup, wait_until
-from trueup.proof import verify_checkpoint, verify_consistency, verify_inclusion
+from trueup.proof import (
+    ConsistencyProofError,
+    TreeHead,
+    parse_verifier_key,
+    verify_checkpoint,
+    verify_consistency,
+    verify_inclusion,
+)
 from trueup.sdk import Client
+from trueup.service.signing import load_signer
 
 
 def _write_and_wait(running: Running, prefix: str, count: int) -> list[dict[str, object]]:
@@ -167,6 +176,13 @@ def test_a_bundle_in_a_held_tree_is_checked_against_the_held_checkpoint(
         verified = client.verify_delta(anchor, key, held=held_note)
         assert (verified.tree_size, verified.root) == (held.size, held.root)
         assert client.proof_bundle(anchor, tree_size=held.size) == bundle
+        # A held checkpoint of a size this log never signed (the log's own key, turned against
+        # its clients, signed it for another history): a log keeps every head it signed.
+        signer = load_signer(running.data_dir / "signing-key.pem", parse_verifier_key(key).name)
+        elsewhere = signer.sign(signer.name, TreeHead(held.size + 10**6, b"\x07" * 32, 1))
+        never = f"no signed tree head of the held size {held.size + 10**6}"
+        with pytest.raises(ConsistencyProofError, match=never):
+            client.verify_delta(anchor, key, held=elsewhere)
 
     # A delta sealed after the held checkpoint is in no bundle of it; a size no head has is a 404.
     late = str(later[0]["anchorId"])

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import Running
@@ -21,6 +22,7 @@ from tests.e2e.server import free_port, local_server
 from trueup.cli.main import main
 from trueup.cli.verifyperiod import ok_line
 from trueup.proof import (
+    EMPTY_ROOT,
     CheckpointSigner,
     TreeHead,
     VerifiedPeriod,
@@ -32,6 +34,7 @@ from trueup.sdk import Client
 from trueup.service.signing import load_signer
 
 CUSTOMER = "cli-period-cust"
+_Reply = tuple[int, dict[str, str], bytes]
 AMOUNTS = [500, -120, 45]
 
 
@@ -320,6 +323,27 @@ def test_held_ties_the_period_s_tree_to_a_checkpoint_held(
     ):
         code, out = _run(capsys, root, "--key", key, "--url", running.url, "--held", held(head, "forged"))
         assert code == 1 and out.startswith("FAILED: ") and said in out and out.count("\n") == 1, out
+
+    # Only the consistency proof not to be had: said as that, not as the period.
+    def failing_consistency(request: BaseHTTPRequestHandler, body: bytes) -> _Reply:
+        if request.path.startswith("/api/v1/log/proof/consistency"):
+            return 503, {"Content-Type": "text/html"}, b"<html>down for maintenance</html>"
+        reply = httpx.get(f"{running.url}{request.path}", timeout=30)
+        return reply.status_code, {"Content-Type": reply.headers["content-type"]}, reply.content
+
+    with local_server(failing_consistency) as url:
+        code, out = _run(capsys, root, "--key", key, "--url", url, "--held", larger)
+    assert code == 3, out
+    assert out.startswith(
+        "NOT CHECKED: the server could not be asked for the consistency proof between the period's tree "
+        "and the held one: "
+    )
+    # The empty tree's checkpoint ties nothing: asked wrongly, before any request.
+    empty = held(TreeHead(0, EMPTY_ROOT, 1), "empty")
+    code, out = _run(capsys, root, "--key", key, "--url", f"http://127.0.0.1:{free_port()}", "--held", empty)
+    assert code == 2 and "is of the empty tree, which every log extends" in out, out
+    with pytest.raises(ValueError, match="the held checkpoint is of the empty tree"):
+        client.verify_period(root, key, held=Path(empty).read_text())
     # A held file of another key, or none at all, checks nothing (exit 2) and asks nothing.
     stranger = CheckpointSigner(private_key_from_seed(b"\x05" * 32), origin)
     other = tmp_path / "other"

@@ -307,3 +307,16 @@ def test_a_key_moved_under_another_name_does_not_start_a_new_record_beside_the_o
     with opened(elsewhere) as services:
         services.sealer.check_signed_head()
     assert SignedHeadRecord(data / "chosen.signed").read() is not None
+
+
+def test_only_another_record_beside_it_stops_a_start(database_url: str, tmp_path: Path) -> None:
+    """A directory or a file of another kind whose name ends in .signed is no record."""
+    data = tmp_path / "data"
+    (data / "backups.signed").mkdir(parents=True)
+    (data / "notes.signed").write_text("signed by the auditors on 2026-12-01\n")
+    (data / "big.signed").write_bytes(b"7 " + b"ab" * 32 + b"\n" + b" " * 10_000)
+    settings = settings_for(database_url, data)
+    with opened(settings) as services:
+        services.sealer.check_signed_head()
+        head = sealed(services, principal_for(services), "a", 2)
+    assert recorded(settings) == SignedHead(2, head.root)

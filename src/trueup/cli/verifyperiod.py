@@ -28,13 +28,17 @@ from trueup.cli.keyarg import (
 )
 from trueup.cli.proof import add_server_url, server_url_problem
 from trueup.cli.unchecked import NOT_CHECKED, nothing_checked_by
-from trueup.proof import ProofError, TreeHead, VerifiedPeriod
+from trueup.proof import ProofError, TreeHead, VerifiedPeriod, VerifierKey
 from trueup.proof.errors import shown
 from trueup.sdk import Client, TrueupError
 
 __all__ = ["ok_line", "run"]
 
 _ROOT = re.compile(r"(0x)?[0-9a-f]{64}", re.IGNORECASE)  # as the server and the SDK read one
+_EMPTY_HELD = (
+    "the held checkpoint is of the empty tree, which every log extends: it ties the period to "
+    "nothing (run trueup follow on it first, then hold a later checkpoint)"
+)
 
 
 def run(argv: list[str]) -> int:
@@ -56,34 +60,42 @@ def run(argv: list[str]) -> int:
     if problem is not None:
         print(f"trueup verify-period: {problem}")
         return 2
-    held: tuple[str, TreeHead] | None = None
     try:
-        key = read_verifier_key(args.key)
-        if args.held is not None:
-            held = read_held_checkpoint(args.held, key, args.origin or key.name)
+        key, held = _key_and_held(args.key, args.held, args.origin)
     except (KeyArgumentError, HeldCheckpointError) as exc:
         print(f"trueup verify-period: {exc}")
         return 2
     with Client(args.url, retries=2) as client:
+        asked = "the period"
         try:
-            period = client.verify_period(
-                args.proof_root,
-                key,
-                origin=args.origin,
-                page_size=args.page_size,
-                held=None if held is None else held[0],
-            )
+            period = client.verify_period(args.proof_root, key, origin=args.origin, page_size=args.page_size)
+            if held is not None:
+                asked = "the consistency proof between the period's tree and the held one"
+                client.check_same_log(TreeHead(period.tree_size, period.tree_root, 0), held)
         except ProofError as exc:
             print(f"FAILED: {exc}")
             return 1
         except TrueupError as exc:
             if nothing_checked_by(exc):
-                print(f"NOT CHECKED: the server could not be asked for the period: {shown(str(exc), 300)}")
+                print(f"NOT CHECKED: the server could not be asked for {asked}: {shown(str(exc), 300)}")
                 return NOT_CHECKED
-            print(f"FAILED: the server did not give the period: {shown(str(exc), 300)}")
+            print(f"FAILED: the server did not give {asked}: {shown(str(exc), 300)}")
             return 1
-    print(ok_line(period, None if held is None else held[1]))
+    print(ok_line(period, held))
     return 0
+
+
+def _key_and_held(
+    key_argument: str, held_file: str | None, origin: str | None
+) -> tuple[VerifierKey, TreeHead | None]:
+    """``--key`` and the head ``--held`` holds, checked against it; the errors say what is wrong."""
+    key = read_verifier_key(key_argument)
+    if held_file is None:
+        return key, None
+    held = read_held_checkpoint(held_file, key, origin or key.name)[1]
+    if held.size == 0:
+        raise HeldCheckpointError(f"{held_file}: {_EMPTY_HELD}")
+    return key, held
 
 
 def ok_line(period: VerifiedPeriod, held: TreeHead | None = None) -> str:

@@ -60,6 +60,10 @@ from trueup.sdk.replies import ACCEPTED_ENCODING, send_bounded
 __all__ = ["MAX_REPLY_BYTES", "Client", "Followed", "VerifiedDelta"]
 
 _ROOT = re.compile(r"(?:0x)?([0-9a-f]{64})")
+_EMPTY_HELD = (
+    "the held checkpoint is of the empty tree, which every log extends: it ties nothing to the log "
+    "(follow the log, then hold a later checkpoint)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +296,16 @@ class Client:
             params=_tree_size(None if held_head is None else held_head.size),
         )
         if not reply.is_success:
-            reply_data(reply)  # raises the server's error
+            try:
+                reply_data(reply)  # raises the server's error
+            except TrueupError as refused:
+                if held_head is not None and _no_head_of(refused, held_head.size):
+                    raise ConsistencyProofError(
+                        f"the server has no signed tree head of the held size {held_head.size}: a log "
+                        "keeps every head it signed, so this is not the log that signed the held "
+                        "checkpoint only appended to (restored from an earlier copy, or a fork)"
+                    ) from refused
+                raise
         # Read as `trueup verify` reads a file: a member given twice (which json.loads would
         # resolve to the last) is refused, so the delta returned is the one the proof checked.
         try:
@@ -338,8 +351,8 @@ class Client:
         (:func:`trueup.proof.verify_period`): pages for that root only, every record proven in
         the signed log, as many as the summary says, recomputing the root, summing to its net
         change. With ``held``, a checkpoint note you verified before (:meth:`follow`'s), the
-        tree the records are proven in must be of the held log: at the held size the held root,
-        at another an RFC 9162 consistency proof between the two, asked of the server. Raises
+        tree the records are proven in must be of the held log (:meth:`check_same_log`; the
+        empty tree's checkpoint, which ties nothing, is a :class:`ValueError`). Raises
         :class:`~trueup.proof.ProofError` when any check fails, and :class:`TrueupError`
         ``BAD_REPLY`` for a page that is not a JSON object (not the server's).
 
@@ -353,6 +366,8 @@ class Client:
             raise ValueError(f"page_size must be 1..1000, got {page_size!r}")
         key = _pinned(pinned_key)
         held_head = None if held is None else verify_checkpoint(held, key, origin=origin or key.name)
+        if held_head is not None and held_head.size == 0:
+            raise ValueError(_EMPTY_HELD)
         match = _ROOT.fullmatch(proof_root.lower())
         if match is None:
             raise ProofError(f"proof_root must be 64 hex digits (0x optional), got {proof_root[:80]!r}")
@@ -366,22 +381,24 @@ class Client:
             check.add(self._period_page(wanted, page_size, check.records))
         period = check.result()
         if held_head is not None:
-            self._check_one_log(TreeHead(period.tree_size, period.tree_root, 0), held_head)
+            self.check_same_log(TreeHead(period.tree_size, period.tree_root, 0), held_head)
         return period
 
-    def _check_one_log(self, signed: TreeHead, held: TreeHead) -> None:
-        """Check that ``signed``, a tree head the pinned key signed, and the ``held`` one are of
-        one log: at one size one root, else the smaller tree the start of the larger, by the
-        server's RFC 9162 consistency proof between them (both are signed heads, which the log
-        keeps). Raises :class:`~trueup.proof.ConsistencyProofError` when they are not, or when
-        the server refuses the proof (a 400 or 404 of its own: a log that signed both has it)."""
+    def check_same_log(self, signed: TreeHead, held: TreeHead) -> None:
+        """Check that ``signed``, a tree head the pinned key signed (a period's, a bundle's),
+        and the ``held`` one, verified before, are of one log: at one size one root, else the
+        smaller tree the start of the larger, by the server's RFC 9162 consistency proof between
+        them (both are signed heads, which the log keeps). Raises
+        :class:`~trueup.proof.ConsistencyProofError` when they are not, or when the server
+        refuses the proof (a 400 or 404 of its own: a log that signed both has it), and
+        :class:`TrueupError` when it could not be asked."""
         older, newer = sorted((signed, held), key=lambda head: head.size)
         if older.size == newer.size:
             if signed.root != held.root:
                 raise ConsistencyProofError(
-                    f"the tree of size {signed.size} the records are proven in has root "
-                    f"{signed.root.hex()}, the held checkpoint of that size {held.root.hex()}: the "
-                    "pinned key signed two histories of the log"
+                    f"the signed tree of size {signed.size} has root {signed.root.hex()}, the held "
+                    f"checkpoint of that size {held.root.hex()}: the pinned key signed two histories "
+                    "of the log"
                 )
             return
         try:
@@ -389,9 +406,8 @@ class Client:
         except TrueupError as refused:
             if refused.status in (400, 404) and refused.body is not None:
                 raise ConsistencyProofError(
-                    f"the server gives no consistency proof between the tree of size {signed.size} "
-                    f"the records are proven in and the held one of size {held.size}: "
-                    f"{shown(refused.message, 200)}"
+                    f"the server gives no consistency proof between the signed tree of size "
+                    f"{signed.size} and the held one of size {held.size}: {shown(refused.message, 200)}"
                 ) from refused
             raise
         if not isinstance(data.get("proof"), list):
@@ -400,8 +416,8 @@ class Client:
             verify_consistency(older.size, newer.size, older.root, newer.root, _nodes(data["proof"]))
         except ConsistencyProofError as exc:
             raise ConsistencyProofError(
-                f"the tree of size {signed.size} the records are proven in and the held checkpoint of "
-                f"size {held.size} are not shown to be of one log: {exc}"
+                f"the signed tree of size {signed.size} and the held checkpoint of size {held.size} "
+                f"are not shown to be of one log: {exc}"
             ) from exc
 
     def _period_page(self, root: bytes, limit: int, offset: int) -> dict[str, Any]:

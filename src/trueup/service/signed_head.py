@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 RECORD_INTERVAL_S = 1.0
 """The shortest time between two writes of the record while seals go on."""
 
+_RECORD_MAX_BYTES = 200
+"""More than a record's line (a size of at most 20 digits, a space, 64 hex digits, a newline)."""
 _ROLLBACK_SECTION = 'docs/operations.md, "Restoring an older backup rolls the log back"'
 
 
@@ -173,9 +176,15 @@ class SignedHeadRecord:
         if not self._named_after_key:
             return None
         try:
-            others = sorted(other for other in self.path.parent.glob("*.signed") if other != self.path)
-        except OSError:  # the directory cannot be listed: the record's own write will say so
+            with os.scandir(self.path.parent) as entries:
+                names = sorted(e.name for e in entries if e.name.endswith(".signed") and e.is_file())
+        except FileNotFoundError:  # no data directory yet: nothing beside the record either
             return None
+        except OSError as exc:  # listed only here: the record's own read and write may still work
+            log.warning("cannot look for other records of signed tree heads beside %s: %s", self.path, exc)
+            return None
+        others = [self.path.parent / name for name in names if name != self.path.name]
+        others = [other for other in others if _is_record(other)]  # a record, not any file so named
         if not others:
             return None
         return (
@@ -248,6 +257,16 @@ class SignedHeadRecord:
         if current is not None and current.size > head.size:
             return
         replace_private_file(self.path, head.line().encode("ascii"))
+
+
+def _is_record(path: Path) -> bool:
+    """Whether ``path`` holds a record of a signed tree head (one that cannot be read does not)."""
+    try:
+        with path.open("rb") as file:
+            text = file.read(_RECORD_MAX_BYTES + 1)
+        return len(text) <= _RECORD_MAX_BYTES and _parse(text.decode("ascii")) is not None
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _parse(text: str) -> SignedHead | None:
