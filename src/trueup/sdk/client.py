@@ -7,10 +7,10 @@ Writes are safe to retry: each write is sent with an ``Idempotency-Key`` (one is
 is given) and retried with the same bytes when no reply came or the server asked for a retry
 (429, 503, ``IDEMPOTENCY_PENDING``), so it is stored once. Reads are retried the same way.
 
-What the server says about the log is checked here rather than trusted: :meth:`Client.verify_delta`
-verifies a delta's proof bundle against the verifier key you pinned, and :meth:`Client.follow`
-checks that the log's newest signed checkpoint extends one you verified before (those checks
-are in :mod:`trueup.sdk.log_checks`).
+What the server says about the log is checked by the client rather than trusted:
+:meth:`Client.verify_delta` verifies a delta's proof bundle against the verifier key you pinned,
+and :meth:`Client.follow` checks that the log's newest signed checkpoint extends one you verified
+before (those checks are in :mod:`trueup.sdk.log_checks`).
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ from trueup.proof.errors import shown
 from trueup.sdk.envelope import (
     MAX_WAIT_S,
     backoff,
+    path_segment,
     reply_data,
     retry_advice,
 )
 from trueup.sdk.errors import TrueupError
-from trueup.sdk.log_checks import Followed, LogChecks, VerifiedDelta, path_segment
+from trueup.sdk.log_checks import Followed, LogChecks, VerifiedDelta
 from trueup.sdk.replies import ACCEPTED_ENCODING, send_bounded
 
 __all__ = ["MAX_REPLY_BYTES", "Client", "Followed", "VerifiedDelta"]

@@ -1,7 +1,7 @@
-"""The API's reply envelope, read the same way by every call of the client: the ``data`` of a
+"""The API's envelope, as every call of the client reads and writes it: the ``data`` of a
 success, the server's error as a :class:`TrueupError`, a reply that is no JSON object (a proxy's
-page) as ``BAD_REPLY``, and when a refused request may be sent again (429, 503, a 202 saying
-the first request with its key is in flight).
+page) as ``BAD_REPLY``, when a refused request may be sent again (429, 503, a 202 saying the
+first request with its key is in flight), and an id put in a path.
 """
 
 from __future__ import annotations
@@ -10,12 +10,21 @@ import json
 import math
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from trueup.sdk.errors import TrueupError
 
-__all__ = ["MAX_WAIT_S", "backoff", "not_a_trueup_reply", "reply_data", "reply_json", "retry_advice"]
+__all__ = [
+    "MAX_WAIT_S",
+    "backoff",
+    "not_a_trueup_reply",
+    "path_segment",
+    "reply_data",
+    "reply_json",
+    "retry_advice",
+]
 
 _RETRY_STATUSES = frozenset({429, 503})
 MAX_WAIT_S = 5.0
@@ -63,6 +72,7 @@ def _seconds(value: object) -> float | None:
 
 
 def reply_json(reply: httpx.Response) -> object:
+    """The reply's body as JSON, or ``None`` where it is not JSON (a proxy's page, say)."""
     try:
         return json.loads(reply.content)
     except (ValueError, RecursionError):
@@ -109,7 +119,15 @@ def _advised_seconds(reply: httpx.Response, body: Mapping[str, Any]) -> float | 
     """The server's advice on when to try again: ``retryAfterSeconds``, else a ``Retry-After``
     header of seconds (all a proxy's 429 or 503 may carry), else ``None``."""
     advised = _seconds(body.get("retryAfterSeconds"))
-    # As the retries read it (_retry_advice): a negative or endless wait is no advice.
+    # As the retries read it (retry_advice): a negative or endless wait is no advice.
     if advised is not None and 0 <= advised < math.inf:
         return advised
     return _header_seconds(reply)
+
+
+def path_segment(value: str) -> str:
+    """``value`` as one path segment: an id holding ``/`` or ``?``, or ``.`` and ``..`` (which
+    HTTP clients drop from paths), must not change the route."""
+    if value in (".", ".."):
+        return value.replace(".", "%2E")
+    return quote(value, safe="")

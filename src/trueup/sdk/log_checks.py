@@ -1,11 +1,12 @@
 """The log's proofs, checked in the client rather than trusted: a delta's bundle
-(:meth:`LogChecks.verify_delta`), a locked period's pages (:meth:`LogChecks.verify_period`), that
-the log was only appended to since a checkpoint you hold (:meth:`LogChecks.follow`), and that two
-signed tree heads are of one log (:meth:`LogChecks.check_same_log`), each against the verifier
-key you pinned (docs/verification.md).
+(``Client.verify_delta``), a locked period's pages (``Client.verify_period``), that the log was
+only appended to since a checkpoint you hold (``Client.follow``), and that two signed tree heads
+are of one log (``Client.check_same_log``), each against the verifier key you pinned
+(docs/verification.md); with them, the reads of the log they build on (``log_key``,
+``log_checkpoint``, ``proof_bundle``).
 
-:class:`LogChecks` is a part of :class:`trueup.sdk.Client`, kept apart from its plain calls and
-its transport: it asks through the client's ``_send`` and ``_get``.
+:class:`LogChecks` is the part of :class:`trueup.sdk.Client` that does this, kept apart from the
+client's other calls and its transport: it asks through the client's ``_send`` and ``_get``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import quote
 
 from trueup.proof import (
     BundleError,
@@ -35,7 +35,7 @@ from trueup.proof import (
 )
 from trueup.proof.canonical import hex_hash, unique_members
 from trueup.proof.errors import shown
-from trueup.sdk.envelope import not_a_trueup_reply, reply_data, reply_json
+from trueup.sdk.envelope import not_a_trueup_reply, path_segment, reply_data, reply_json
 from trueup.sdk.errors import TrueupError
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     import httpx
 
-__all__ = ["Followed", "LogChecks", "VerifiedDelta", "path_segment"]
+__all__ = ["Followed", "LogChecks", "VerifiedDelta"]
 
 _ROOT = re.compile(r"(?:0x)?([0-9a-f]{64})")
 _EMPTY_HELD = (
@@ -374,14 +374,6 @@ def _nodes(nodes: list[Any]) -> list[bytes]:
 def _tree_size(size: int | None) -> dict[str, str] | None:
     """The query that asks for a tree head's size, none for the newest."""
     return None if size is None else {"treeSize": str(size)}
-
-
-def path_segment(value: str) -> str:
-    """``value`` as one path segment: an id holding ``/`` or ``?``, or ``.`` and ``..`` (which
-    HTTP clients drop from paths), must not change the route."""
-    if value in (".", ".."):
-        return value.replace(".", "%2E")
-    return quote(value, safe="")
 
 
 def _no_head_of(refused: TrueupError, size: int) -> bool:
