@@ -106,9 +106,7 @@ def _check_signed_head(storage: Storage, settings: Settings, report: AuditReport
     """The log checks out in itself: it must also hold the newest head the sequencer of this
     data directory recorded signing (a database restored from an older backup, or another
     log's, does not). Only reads; nothing to compare without the record."""
-    record = SignedHeadRecord(
-        settings.resolved_signed_head_path, named_after_key=settings.signed_head_path is None
-    )
+    record = SignedHeadRecord.of(settings)
     try:
         problem = record.problem(storage)
     except LogRollbackError as exc:  # the record cannot be read

@@ -76,9 +76,7 @@ def open_services(settings: Settings) -> Services:
             signer,
             settings.log_origin,
             settings.seal_batch_size,
-            record=SignedHeadRecord(
-                settings.resolved_signed_head_path, named_after_key=settings.signed_head_path is None
-            ),
+            record=SignedHeadRecord.of(settings),
         ),
         views=ViewService(storage, log),
         log=log,

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from trueup.proof import CompactRange, required_nodes
 from trueup.service.files import SecretFileError, replace_private_file
+from trueup.service.settings import Settings
 from trueup.storage import Storage
 from trueup.storage.heads import HeadRecord
 
@@ -84,6 +85,12 @@ class SignedHeadRecord:
         """A committed head not written yet (the last write was less than an interval ago)."""
         self._written_at: float | None = None
         self._failing = False
+
+    @classmethod
+    def of(cls, settings: Settings) -> SignedHeadRecord:
+        """The record a process with ``settings`` keeps: where ``TRUEUP_SIGNED_HEAD_FILE`` says,
+        else in the data directory, named after the signing key's file."""
+        return cls(settings.resolved_signed_head_path, named_after_key=settings.signed_head_path is None)
 
     def read(self) -> SignedHead | None:
         """The recorded head; ``None`` when there is no record.
