@@ -52,6 +52,8 @@ class _Reports:
                 self._out.write(line + "\n")
                 self._out.flush()
             except (BrokenPipeError, ValueError):
+                if not self._stop.is_set():  # the parent went before its end of stdin was read
+                    log.warning("trueup serve is gone; stopping")
                 self._stop.set()
 
     def sealed(self, outcome: SealOutcome, seconds: float) -> None:
