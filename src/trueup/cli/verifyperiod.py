@@ -31,14 +31,11 @@ from trueup.cli.unchecked import NOT_CHECKED, nothing_checked_by
 from trueup.proof import ProofError, TreeHead, VerifiedPeriod, VerifierKey
 from trueup.proof.errors import shown
 from trueup.sdk import Client, TrueupError
+from trueup.sdk.log_checks import refuse_empty_held
 
 __all__ = ["ok_line", "run"]
 
 _ROOT = re.compile(r"(0x)?[0-9a-f]{64}", re.IGNORECASE)  # as the server and the SDK read one
-_EMPTY_HELD = (
-    "the held checkpoint is of the empty tree, which every log extends: it ties the period to "
-    "nothing (run trueup follow on it first, then hold a later checkpoint)"
-)
 
 
 def run(argv: list[str]) -> int:
@@ -93,8 +90,10 @@ def _key_and_held(
     if held_file is None:
         return key, None
     held = read_held_checkpoint(held_file, key, origin or key.name)[1]
-    if held.size == 0:
-        raise HeldCheckpointError(f"{held_file}: {_EMPTY_HELD}")
+    try:
+        refuse_empty_held(held)
+    except ValueError as exc:
+        raise HeldCheckpointError(f"{held_file}: {exc}") from None
     return key, held
 
 

@@ -43,13 +43,9 @@ if TYPE_CHECKING:
 
     import httpx
 
-__all__ = ["Followed", "LogChecks", "VerifiedDelta"]
+__all__ = ["Followed", "LogChecks", "VerifiedDelta", "refuse_empty_held"]
 
 _ROOT = re.compile(r"(?:0x)?([0-9a-f]{64})")
-_EMPTY_HELD = (
-    "the held checkpoint is of the empty tree, which every log extends: it ties nothing to the log "
-    "(follow the log, then hold a later checkpoint)"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,8 +210,8 @@ class LogChecks:
             raise ValueError(f"page_size must be 1..1000, got {page_size!r}")
         key = _pinned(pinned_key)
         held_head = None if held is None else verify_checkpoint(held, key, origin=origin or key.name)
-        if held_head is not None and held_head.size == 0:
-            raise ValueError(_EMPTY_HELD)
+        if held_head is not None:
+            refuse_empty_held(held_head)
         match = _ROOT.fullmatch(proof_root.lower())
         if match is None:
             raise ProofError(f"proof_root must be 64 hex digits (0x optional), got {proof_root[:80]!r}")
@@ -385,3 +381,13 @@ def _no_head_of(refused: TrueupError, size: int) -> bool:
         and refused.code == "NOT_FOUND"
         and refused.message == f"no signed tree head of size {size}"
     )
+
+
+def refuse_empty_held(held: TreeHead) -> None:
+    """Refuse a held checkpoint of the empty tree (:class:`ValueError`) where it is to tie
+    something to the log: every log extends it, so it ties nothing."""
+    if held.size == 0:
+        raise ValueError(
+            "the held checkpoint is of the empty tree, which every log extends: it ties nothing to "
+            "the log (follow the log with trueup follow or Client.follow, then hold a later checkpoint)"
+        )
