@@ -17,6 +17,7 @@ from trueup.service import audit as audit_module
 from trueup.service.audit import audit_log
 from trueup.service.container import Services
 from trueup.service.signing import load_or_create_signer
+from trueup.storage.checkpoints import CheckpointRecord
 from trueup.storage.sqlite import SQLiteEngine
 
 
@@ -295,7 +296,70 @@ def test_audit_names_a_delta_of_a_locked_month_sealed_after_its_lock(services: S
     report = audit_log(services.storage, services.log.verifier_key)
     assert (
         report.problem
-        == f"period checkpoint {record.id} ('c1', 2026-01): 1 deltas of its month were sealed after it"
+        == f"period checkpoint {record.id} ('c1', 2026-01): 1 delta of its month was sealed after it"
+    )
+
+
+def test_audit_names_a_delta_of_an_earlier_month_sealed_after_a_lock(services: Services) -> None:
+    """A lock closes the months before its own: its opening balance sums them. A lock moved back
+    to a head before two December deltas (figures and all made to fit that head) passes every
+    check of its own month, but the December deltas were sealed after it, which the lock stops."""
+    record = _lock_after_december_deltas(services)
+    assert audit_log(services.storage, services.log.verifier_key).ok
+    _move_lock_back(services, record)
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert report.problem == (
+        f"period checkpoint {record.id} ('c1', 2026-01): 2 deltas of 2025-12, a month it closes, were "
+        "sealed after it (a seal fails a delta of a closed month)"
+    )
+
+
+def test_audit_warns_of_earlier_months_an_older_version_sealed_after_a_lock(services: Services) -> None:
+    """Before 2026-12-07 a seal let a delta of a month before a locked one in. In a database
+    upgraded at size 4 (the counter migration 16 sets), two such deltas sealed before the upgrade
+    are a warning, not a mismatch; upgraded at size 3, the one sealed after it is a mismatch."""
+    record = _lock_after_december_deltas(services)
+    _move_lock_back(services, record)
+    _tamper(services, "UPDATE counters SET value = 4 WHERE name = 'closed_months_from'")
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert report.ok, report.problem
+    assert report.warnings == (
+        "1 period checkpoints have deltas of months before their own sealed after them, before the "
+        "database's upgrade to schema version 16 (a Trueup from before 2026-12-07 refused only a locked "
+        "month's own deltas; such a checkpoint's openingBalance leaves them out): period checkpoint "
+        f"{record.id} "
+        "('c1', 2026-01): 2 deltas of the months before it were sealed after it",
+    )
+    _tamper(services, "UPDATE counters SET value = 3 WHERE name = 'closed_months_from'")
+    report = audit_log(services.storage, services.log.verifier_key)
+    assert report.problem == (
+        f"period checkpoint {record.id} ('c1', 2026-01): 1 delta of 2025-12, a month it closes, was "
+        "sealed after it (a seal fails a delta of a closed month)"
+    )
+
+
+def _lock_after_december_deltas(services: Services) -> CheckpointRecord:
+    """Deltas of December 2025 at leaves 0, 2 and 3, of January 2026 at 1; January locked at 4."""
+    who = principal_for(services)
+    for key, bits, occurred_at in [
+        ("dec-1", 700, "2025-12-03T10:00:00Z"),
+        ("jan-1", 2000, "2026-01-05T10:00:00Z"),
+        ("dec-2", 40, "2025-12-20T10:00:00Z"),
+        ("dec-3", 5, "2025-12-21T10:00:00Z"),
+    ]:
+        write(services, who, {"key": key, "accountId": "c1", "bits": bits, "occurredAt": occurred_at})
+        seal_all(services)
+    record, _ = services.balances.lock_period(who, {"customerId": "c1", "period": "2026-01"})
+    assert (record.tree_size, record.opening_balance) == (4, 745)
+    return record
+
+
+def _move_lock_back(services: Services, record: CheckpointRecord) -> None:
+    """The lock as if taken at size 2, its opening balance that head's: only dec-1 before it."""
+    _tamper(
+        services,
+        "UPDATE period_checkpoints SET tree_size = 2, opening_balance = 700 WHERE id = ?",
+        (record.id,),
     )
 
 

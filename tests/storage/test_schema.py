@@ -177,7 +177,7 @@ def test_upgrading_leaves_room_on_the_pages_of_accounts_and_months_on_postgresql
     storage = open_storage(database_url, run_migrations=False)
     try:
         migrate(storage.engine, MIGRATIONS[:14])
-        assert migrate(storage.engine) == [15]
+        assert migrate(storage.engine, MIGRATIONS[:15]) == [15]
         with storage.engine.read() as tx:
             assert tx.scalar("SELECT MAX(version) FROM schema_migrations") == 15
             if storage.engine.dialect.name != "postgresql":
@@ -190,5 +190,35 @@ def test_upgrading_leaves_room_on_the_pages_of_accounts_and_months_on_postgresql
                 )
             )
         assert options == {"accounts": "fillfactor=70", "account_months": "fillfactor=70", "deltas": None}
+    finally:
+        storage.close()
+
+
+def test_upgrading_records_where_the_log_was_when_seals_began_to_keep_closed_months(
+    database_url: str,
+) -> None:
+    """Schema 16: a Trueup from before 2026-12-07 sealed deltas of a month closed by a later lock; the audit
+    warns of those sealed before the upgrade and fails on any sealed after it, so the migration
+    records the log's size then (0 on a new database)."""
+    storage = open_storage(database_url, run_migrations=False)
+    try:
+        migrate(storage.engine, MIGRATIONS[:15])
+        with storage.engine.write() as tx:
+            for size in (0, 3, 7):
+                tx.execute(
+                    """INSERT INTO tree_heads (tree_size, root_hash, timestamp_ms, checkpoint)
+                       VALUES (?, ?, 0, '')""",
+                    (size, bytes(32)),
+                )
+        assert migrate(storage.engine) == [16]
+        assert storage.checkpoints.closed_months_checked_from() == 7
+    finally:
+        storage.close()
+
+
+def test_a_new_database_keeps_closed_months_from_its_first_leaf(database_url: str) -> None:
+    storage = open_storage(database_url)
+    try:
+        assert storage.checkpoints.closed_months_checked_from() == 0
     finally:
         storage.close()

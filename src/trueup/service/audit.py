@@ -15,8 +15,8 @@ order, that
 5. the running figures kept with each delta (and its state, verified, which no unsealed delta
    has), and the account and month totals, equal sums recomputed from the deltas;
 6. every period checkpoint states the figures and proof root of its customer-month's deltas
-   sealed before its tree head (which is stored), no delta of that month was sealed after it,
-   and none of the locks counted was deleted.
+   sealed before its tree head (which is stored), no delta of that month or of a month before
+   it (which its lock closes too) was sealed after it, and none of the locks counted was deleted.
 
 A delta's ``reason`` is in no leaf (DESIGN.md §3), so an edit of it cannot be detected.
 
@@ -52,7 +52,8 @@ from trueup.storage.log import SealedDelta
 __all__ = ["AuditReport", "audit_log"]
 
 _CHUNK = 5_000
-_BACKDATED_SHOWN = 3
+_SHOWN = 3
+"""How many examples a warning names."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,10 @@ class _Auditor:
         self.backdated_count = 0
         self.accounts: dict[tuple[str, str], _Running] = {}
         self.months: dict[tuple[str, str, str], list[int]] = {}
+        self.closed_months_from = 0
+        """The tree size from which seals kept the months closed by a later lock (migration 16)."""
+        self.let_in_before: list[str] = []
+        """Locks whose earlier months an older Trueup sealed deltas into after them."""
 
     def run(self, progress: Callable[[int], None] | None) -> None:
         head_iter = self._heads()
@@ -323,12 +328,28 @@ class _Auditor:
         latest = self.latest_signed
         if latest is not None and head.timestamp_ms < latest.timestamp_ms:
             self.backdated_count += 1
-            if len(self.backdated) < _BACKDATED_SHOWN:
+            if len(self.backdated) < _SHOWN:
                 self.backdated.append((head, latest))
         else:
             self.latest_signed = head
 
     def warnings(self) -> tuple[str, ...]:
+        return self._backdated_warning() + self._let_in_warning()
+
+    def _let_in_warning(self) -> tuple[str, ...]:
+        if not self.let_in_before:
+            return ()
+        shown = "; ".join(self.let_in_before[:_SHOWN])
+        more = len(self.let_in_before) - _SHOWN
+        return (
+            f"{len(self.let_in_before)} period checkpoints have deltas of months before their own sealed "
+            "after them, before the database's upgrade to schema version 16 (a Trueup from before "
+            "2026-12-07 refused only a locked month's own deltas; such a checkpoint's openingBalance "
+            "leaves them out): "
+            f"{shown}" + (f"; and {more} more" if more > 0 else ""),
+        )
+
+    def _backdated_warning(self) -> tuple[str, ...]:
         if not self.backdated_count:
             return ()
         shown = "; ".join(
@@ -445,6 +466,7 @@ class _Auditor:
     def _check_checkpoints(self) -> None:
         """Each period checkpoint against its month's deltas, read through the balance queries
         over the rows checked above; then the lock count, which a deleted lock falls below."""
+        self.closed_months_from = self.storage.checkpoints.closed_months_checked_from()
         after: tuple[str, str, str] | None = None
         checked = 0
         while True:
@@ -471,12 +493,35 @@ class _Auditor:
                 record.tenant_id, record.customer_id, record.period, record.tree_size
             )
             hashes = snapshot.period_leaf_hashes(record.tenant_id, record.customer_id, record.period)
+            # Deltas of the months it closes, sealed after it: a seal fails them since migration
+            # 16 (a mismatch), an older Trueup let them in (a warning).
+            sealed_after = snapshot.closed_months_sealed_after(
+                record.tenant_id, record.customer_id, record.period, record.tree_size
+            )
+            since_upgrade = (
+                snapshot.closed_months_sealed_after(
+                    record.tenant_id, record.customer_id, record.period, self.closed_months_from
+                )
+                if sealed_after and record.tree_size < self.closed_months_from
+                else sealed_after
+            )
         if head is None:
             raise _MismatchError(f"{where}: no signed tree head of its size {record.tree_size} is stored")
         if len(hashes) > month.count:
             raise _MismatchError(
-                f"{where}: {len(hashes) - month.count} deltas of its month were sealed after it"
+                f"{where}: {_deltas(len(hashes) - month.count, 'its month')} sealed after it"
             )
+        if since_upgrade:
+            # Its opening balance sums the months before it, so a delta let into one of them
+            # afterwards makes that figure (and every receipt's startingBalance) untrue for good.
+            period, count = since_upgrade[0]
+            raise _MismatchError(
+                f"{where}: {_deltas(count, f'{period}, a month it closes,')} sealed after it (a "
+                "seal fails a delta of a closed month)"
+            )
+        if sealed_after:
+            let_in = sum(count for _, count in sealed_after)
+            self.let_in_before.append(f"{where}: {_deltas(let_in, 'the months before it')} sealed after it")
         stated = (record.opening_balance, record.credits, record.debits, record.deltas_count)
         if stated != (opening, month.credits, month.debits, month.count):
             raise _MismatchError(
@@ -487,3 +532,7 @@ class _Auditor:
             )
         if period_proof_root(record.nonce, hashes) != record.proof_root:
             raise _MismatchError(f"{where}: its proof root is not that of its month's leaves")
+
+
+def _deltas(count: int, of: str) -> str:
+    return f"1 delta of {of} was" if count == 1 else f"{count} deltas of {of} were"

@@ -18,7 +18,14 @@ from trueup.storage.balance_records import (
 )
 from trueup.storage.engine import Row, Tx
 
-__all__ = ["account_record", "read_account", "read_checkpoint_figures", "read_months", "read_summary"]
+__all__ = [
+    "account_record",
+    "read_account",
+    "read_checkpoint_figures",
+    "read_closed_months_sealed_after",
+    "read_months",
+    "read_summary",
+]
 
 
 def read_account(tx: Tx, tenant_id: str, customer_id: str) -> AccountRecord | None:
@@ -79,6 +86,22 @@ def read_checkpoint_figures(
         else:
             closing_month = MonthRecord(period, credits, debits, seq)
     return opening, closing_month
+
+
+def read_closed_months_sealed_after(
+    tx: Tx, tenant_id: str, customer_id: str, period: str, tree_size: int
+) -> list[tuple[str, int]]:
+    """The months before ``period`` with deltas sealed at leaf ``tree_size`` or later, oldest
+    first, each with how many: what a lock of ``period`` taken at that size closed, and the
+    sequencer should have failed (a lock closes the months before it too)."""
+    found: list[tuple[str, int]] = []
+    for month in read_months(tx, tenant_id, customer_id, MIN_TIME, period):
+        if month.period >= period:
+            continue
+        seq, _, _ = _month_before(tx, tenant_id, customer_id, month.period, tree_size)
+        if month.count > seq:
+            found.append((month.period, month.count - seq))
+    return found
 
 
 def read_months(tx: Tx, tenant_id: str, customer_id: str, first: str, last: str) -> list[MonthRecord]:

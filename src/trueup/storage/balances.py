@@ -49,6 +49,7 @@ from trueup.storage.balance_totals import (
     account_record,
     read_account,
     read_checkpoint_figures,
+    read_closed_months_sealed_after,
     read_summary,
 )
 from trueup.storage.engine import Engine, Tx
@@ -158,6 +159,11 @@ class BalanceSnapshot:
         self, tenant_id: str, customer_id: str, period: str, tree_size: int
     ) -> tuple[int, MonthRecord]:
         return read_checkpoint_figures(self._tx, tenant_id, customer_id, period, tree_size)
+
+    def closed_months_sealed_after(
+        self, tenant_id: str, customer_id: str, period: str, tree_size: int
+    ) -> list[tuple[str, int]]:
+        return read_closed_months_sealed_after(self._tx, tenant_id, customer_id, period, tree_size)
 
     # -- pages of deltas --------------------------------------------------------------------
 

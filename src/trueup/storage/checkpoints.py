@@ -24,6 +24,7 @@ from trueup.storage.locks import (
     read_checkpoint_by_root,
 )
 from trueup.storage.outbox import enqueue_checkpoint_event
+from trueup.storage.schema import CLOSED_MONTHS_FROM
 
 __all__ = ["CheckpointRecord", "CheckpointStore", "period_proof_root"]
 
@@ -198,6 +199,13 @@ class CheckpointStore:
         before schema version 6 were counted by migration 10)."""
         with self._engine.read() as tx:
             return lock_count(tx)
+
+    def closed_months_checked_from(self) -> int:
+        """The tree size from which every seal kept out the deltas of months closed by a later
+        lock (migration 16: where the log was at the upgrade; 0 for a database begun since)."""
+        with self._engine.read() as tx:
+            value = tx.scalar("SELECT value FROM counters WHERE name = ?", (CLOSED_MONTHS_FROM,))
+        return 0 if value is None else int(value)
 
     def list(
         self,

@@ -405,6 +405,20 @@ _V15_POSTGRESQL = (
     "ALTER TABLE account_months SET (fillfactor = 70)",
 )
 
+CLOSED_MONTHS_FROM = "closed_months_from"
+"""The name under which ``counters`` keeps the tree size from which every seal kept the deltas of
+months closed by a later lock out: a Trueup from before 2026-12-07 let them in (it refused
+only a locked month's own deltas), so ``trueup audit`` names those sealed before it in a warning
+and those sealed from it on as a mismatch."""
+
+_V16 = (
+    # A lock closes the months before its own too (its opening balance sums them), and the
+    # sequencer fails a delta of such a month; older versions sealed it. Record where the log was
+    # at the upgrade (0 on a new database), so the audit can tell the two apart.
+    f"""INSERT INTO counters (name, value)
+          SELECT '{CLOSED_MONTHS_FROM}', COALESCE(MAX(tree_size), 0) FROM tree_heads""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, log and balances", _V1),
     Migration(2, "period checkpoints", _V2),
@@ -421,6 +435,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(13, "webhook events by time, for pruning", _V13),
     Migration(14, "webhook secrets sealed with the key pepper", _V14),
     Migration(15, "room on the pages of accounts and months for heap-only updates", (), _V15_POSTGRESQL),
+    Migration(16, "where the log was when seals began to keep months closed by a later lock", _V16),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 """The schema this code reads and writes: the newest migration's version."""
