@@ -25,6 +25,7 @@ from typing import TextIO
 from trueup.cli.metrics_port import MetricsServer, add_metrics_options
 from trueup.cli.options import add_storage_options, configure_logging, settings_from
 from trueup.sequencer.loop import SequencerLoop
+from trueup.service.collector import settle_collector
 from trueup.service.container import open_services
 from trueup.service.metrics import refresh_database_gauges
 from trueup.storage.seal import SealOutcome
@@ -103,6 +104,7 @@ def run(argv: list[str]) -> int:
     )
     if args.supervised:
         threading.Thread(target=_follow_parent, args=(loop, stop), daemon=True).start()
+    settle_collector()  # as serve does: a seal allocates tens of thousands of short-lived objects
     loop.start()
     if metrics is not None:
         metrics.start(lambda: refresh_database_gauges(services.storage))
