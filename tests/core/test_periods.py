@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trueup.core.errors import ValidationError
-from trueup.core.periods import next_period, parse_period, period_end, period_label, period_of
+from trueup.core.periods import (
+    next_period,
+    parse_period,
+    period_end,
+    period_label,
+    period_of,
+    previous_period,
+)
 from trueup.core.timestamps import MAX_TIME
 
 
@@ -44,6 +51,14 @@ def test_next_period_rolls_over_the_year() -> None:
     assert next_period("2026-12") == "2027-01"
     with pytest.raises(ValidationError, match="has no next period"):
         next_period("9999-12")
+
+
+def test_previous_period_rolls_back_over_the_year() -> None:
+    assert previous_period("2026-03") == "2026-02"
+    assert previous_period("2027-01") == "2026-12"
+    assert all(next_period(previous_period(p)) == p for p in ("1970-02", "2026-01", "9999-12"))
+    with pytest.raises(ValidationError, match="has no previous period"):
+        previous_period("1970-01")
 
 
 def test_period_end_is_the_next_month_s_start_or_after_every_time() -> None:

@@ -505,6 +505,17 @@ def test_a_period_is_checked_page_by_page_and_a_forged_page_fails_here(
     with pytest.raises(PeriodError, match="proves nothing"):
         client.verify_period(empty, pinned)
     april = client.lock_period(customer, "2026-04")["proofRoot"]
+    # April starts where March ends, which after= checks: March verified too, one log.
+    chained = client.verify_period(april, pinned, after=root)
+    assert (chained.period, chained.starting_balance, chained.ending_balance) == (
+        "2026-04",
+        sum(amounts),
+        sum(amounts) + 9,
+    )
+    with pytest.raises(PeriodError, match="the previous period is 2026-04, not the month before 2026-03"):
+        client.verify_period(root, pinned, after=april)
+    with pytest.raises(ProofError, match="after must be 64 hex digits"):
+        client.verify_period(april, pinned, after="0x12")
 
     with Client(running.url) as public:  # the period is public under its proof root
         public_april = public._get(f"/api/v1/verify/{april}")

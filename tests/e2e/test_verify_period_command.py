@@ -247,6 +247,10 @@ def test_a_tree_heads_root_is_said_to_be_no_period(
         (["ROOT", "--key", "KEY", "--url", "http://"], r"--url 'http://' is not a server URL"),
         (["ROOT", "--key", " "], r"--key is empty"),
         (["ROOT", "--key", "no-such-file"], r"is neither a verifier key .* nor a file$"),
+        (
+            ["ROOT", "--key", "KEY", "--after", "0x12"],
+            r"^trueup verify-period: --after: '0x12' is not a proof root",
+        ),
     ],
 )
 def test_a_wrong_argument_is_exit_2_before_any_request(
@@ -352,3 +356,96 @@ def test_held_ties_the_period_s_tree_to_a_checkpoint_held(
     for path in (str(other), str(tmp_path / "missing"), ""):
         code, out = _run(capsys, root, "--key", key, "--url", nowhere, "--held", path)
         assert code == 2 and out.startswith("trueup verify-period: "), out
+
+
+CHAINED = "cli-chain-cust"
+
+
+@pytest.fixture
+def chained(client: Client) -> tuple[str, str, str]:
+    """A May of one delta and a June of three, each locked (May first): ``(May's proof root,
+    June's, the log's verifier key)``."""
+    accepted = client.write(
+        [{"key": "chain-may", "accountId": CHAINED, "bits": 1000, "occurredAt": "2026-05-20T08:00:00Z"}]
+        + [
+            {
+                "key": f"chain-jun-{i}",
+                "accountId": CHAINED,
+                "bits": bits,
+                "occurredAt": f"2026-06-0{i + 1}T08:00:00Z",
+            }
+            for i, bits in enumerate(AMOUNTS)
+        ]
+    )
+    client.wait_verified(accepted["requestId"])
+    may = client.lock_period(CHAINED, "2026-05")["proofRoot"]
+    return may, client.lock_period(CHAINED, "2026-06")["proofRoot"], client.log_key()
+
+
+def test_after_proves_the_starting_balance_is_where_the_month_before_ends(
+    running: Running, chained: tuple[str, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--after: the starting balance, otherwise the server's word, is checked against the
+    previous month's period, itself verified from its records."""
+    may, june, key = chained
+    code, out = _run(capsys, june, "--key", key, "--url", running.url, "--after", may)
+    assert code == 0, out
+    assert out.startswith(f"OK: period 2026-06 of customer '{CHAINED}' of tenant 'ten_"), out
+    assert out.endswith(
+        f"; they recompute proof root {june} and they sum to a net change of {sum(AMOUNTS)}; its starting "
+        f"balance of 1000 is where period 2026-05 (proof root {may}, verified the same way, in the same "
+        f"log) ends, so the period ends at {1000 + sum(AMOUNTS)}\n"
+    ), out
+
+
+def test_after_refuses_a_period_that_is_not_the_month_before_of_the_customer(
+    running: Running,
+    chained: tuple[str, str, str],
+    locked: tuple[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    may, june, key = chained
+    code, out = _run(capsys, june, "--key", key, "--url", running.url, "--after", june)
+    assert (code, out) == (1, "FAILED: the previous period is 2026-06, not the month before 2026-06\n")
+    code, out = _run(capsys, may, "--key", key, "--url", running.url, "--after", june)
+    assert (code, out) == (1, "FAILED: the previous period is 2026-06, not the month before 2026-05\n")
+    other, _ = locked  # June of another customer
+    code, out = _run(capsys, june, "--key", key, "--url", running.url, "--after", other)
+    assert code == 1
+    assert out.startswith(f"FAILED: the previous period is of customer '{CUSTOMER}' of tenant 'ten_"), out
+    assert f", this one of '{CHAINED}' of 'ten_" in out
+
+
+def test_after_fails_a_starting_balance_the_month_before_does_not_end_at(
+    running: Running, chained: tuple[str, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server (here a proxy on 127.0.0.1 in front of the real one) that states another
+    starting balance for June, its pages otherwise whole: each period checks out on its own,
+    the two do not meet."""
+    may, june, key = chained
+
+    def lying(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        reply = httpx.get(running.url + request.path, timeout=10)
+        if not request.path.startswith(f"/api/v1/verify/{june}"):
+            return reply.status_code, {"Content-Type": "application/json"}, reply.content
+        document = reply.json()
+        document["data"]["summary"]["startingBalance"] += 1
+        document["data"]["summary"]["endingBalance"] += 1
+        return 200, {"Content-Type": "application/json"}, json.dumps(document).encode()
+
+    with local_server(lying) as url:
+        code, out = _run(capsys, june, "--key", key, "--url", url)
+        assert (
+            code,
+            out.endswith(f"starting balance of 1001, so the period ends at {1001 + sum(AMOUNTS)}\n"),
+        ) == (
+            0,
+            True,
+        ), out
+        code, out = _run(capsys, june, "--key", key, "--url", url, "--after", may)
+    assert (code, out) == (
+        1,
+        "FAILED: period 2026-06 states a starting balance of 1001, but period 2026-05 ends at 1000 (its "
+        "starting balance 0 and its records' net change 1000): a delta of 2026-05 or before is in one "
+        "figure and not the other\n",
+    )

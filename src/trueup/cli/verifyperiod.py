@@ -1,5 +1,6 @@
-"""``trueup verify-period PROOF_ROOT --key KEY [--held CHECKPOINT_FILE]``: check a period
-checkpoint against a pinned key (and a checkpoint you hold).
+"""``trueup verify-period PROOF_ROOT --key KEY [--held CHECKPOINT_FILE] [--after PREVIOUS_ROOT]``:
+check a period checkpoint against a pinned key (and a checkpoint you hold, and the period of the
+month before: the starting balance must be where it ends).
 
 Fetches every page of ``GET /api/v1/verify/{proofRoot}`` (public: no API key) and checks them
 here, trusting nothing but the pinned verifier key (:meth:`trueup.sdk.Client.verify_period`):
@@ -28,6 +29,7 @@ from trueup.cli.keyarg import (
 )
 from trueup.cli.proof import add_server_url, server_url_problem
 from trueup.cli.unchecked import NOT_CHECKED, nothing_checked_by
+from trueup.core.periods import previous_period
 from trueup.proof import ProofError, TreeHead, VerifiedPeriod, VerifierKey
 from trueup.proof.errors import shown
 from trueup.sdk import Client, TrueupError
@@ -52,8 +54,14 @@ def run(argv: list[str]) -> int:
         help="a checkpoint you hold (trueup follow's file, say): the tree the records are proven in "
         "must be of its log",
     )
+    parser.add_argument(
+        "--after",
+        metavar="PREVIOUS_PROOF_ROOT",
+        help="the proof root of the customer's period checkpoint of the month before, verified too: "
+        "the starting balance must be where that period ends",
+    )
     args = parser.parse_args(argv)
-    problem = _argument_problem(args.proof_root, args.url, args.page_size)
+    problem = _argument_problem(args.proof_root, args.url, args.page_size, args.after)
     if problem is not None:
         print(f"trueup verify-period: {problem}")
         return 2
@@ -63,9 +71,11 @@ def run(argv: list[str]) -> int:
         print(f"trueup verify-period: {exc}")
         return 2
     with Client(args.url, retries=2) as client:
-        asked = "the period"
+        asked = "the period" if args.after is None else "the periods"
         try:
-            period = client.verify_period(args.proof_root, key, origin=args.origin, page_size=args.page_size)
+            period = client.verify_period(
+                args.proof_root, key, origin=args.origin, page_size=args.page_size, after=args.after
+            )
             if held is not None:
                 asked = "the consistency proof between the period's tree and the held one"
                 client.check_same_log(TreeHead(period.tree_size, period.tree_root, 0), held)
@@ -78,7 +88,7 @@ def run(argv: list[str]) -> int:
                 return NOT_CHECKED
             print(f"FAILED: the server did not give {asked}: {shown(str(exc), 300)}")
             return 1
-    print(ok_line(period, held))
+    print(ok_line(period, held, args.after))
     return 0
 
 
@@ -97,10 +107,11 @@ def _key_and_held(
     return key, held
 
 
-def ok_line(period: VerifiedPeriod, held: TreeHead | None = None) -> str:
+def ok_line(period: VerifiedPeriod, held: TreeHead | None = None, after: str | None = None) -> str:
     """What was proven, from the records' leaves; the starting balance is the server's word
-    (it rests on the deltas before the period), and the line says so. With ``held``, that
-    the tree is of the held checkpoint's log."""
+    (it rests on the deltas before the period), and the line says so, unless it was checked
+    to be where the period of the month before (``after``, its proof root) ends. With
+    ``held``, that the tree is of the held checkpoint's log."""
     records, they, sums = (
         ("1 record, proven", "it recomputes", "its amount is")
         if period.record_count == 1
@@ -110,9 +121,17 @@ def ok_line(period: VerifiedPeriod, held: TreeHead | None = None) -> str:
         f"OK: period {period.period} of customer {period.customer_id!r} of tenant {period.tenant!r}: "
         f"{records} in the tree of size {period.tree_size} with root {period.tree_root.hex()}, "
         f"signed by the pinned key{_of_held(period, held)}; {they} proof root "
-        f"0x{period.proof_root.hex()} and {sums} a net change of {period.net_change}; the server "
-        f"states a starting balance of {period.starting_balance}, so the period ends at "
-        f"{period.ending_balance}"
+        f"0x{period.proof_root.hex()} and {sums} a net change of {period.net_change}; "
+        f"{_starting(period, after)}, so the period ends at {period.ending_balance}"
+    )
+
+
+def _starting(period: VerifiedPeriod, after: str | None) -> str:
+    if after is None:
+        return f"the server states a starting balance of {period.starting_balance}"
+    return (
+        f"its starting balance of {period.starting_balance} is where period {previous_period(period.period)} "
+        f"(proof root 0x{after.lower().removeprefix('0x')}, verified the same way, in the same log) ends"
     )
 
 
@@ -124,9 +143,11 @@ def _of_held(period: VerifiedPeriod, held: TreeHead | None) -> str:
     return f" and proven consistent with the held checkpoint of size {held.size}"
 
 
-def _argument_problem(proof_root: str, url: str, page_size: int) -> str | None:
+def _argument_problem(proof_root: str, url: str, page_size: int, after: str | None) -> str | None:
     if not _ROOT.fullmatch(proof_root):
         return f"{shown(proof_root)} is not a proof root (0x and 64 hex digits)"
+    if after is not None and not _ROOT.fullmatch(after):
+        return f"--after: {shown(after)} is not a proof root (0x and 64 hex digits)"
     if not 1 <= page_size <= 1000:
         return f"--page-size must be 1..1000, got {page_size}"
     return server_url_problem(url)

@@ -13,7 +13,7 @@ from trueup.core.errors import ValidationError
 from trueup.core.strict_json import describe
 from trueup.core.timestamps import MAX_TIME, parse_rfc3339
 
-__all__ = ["next_period", "parse_period", "period_end", "period_label", "period_of"]
+__all__ = ["next_period", "parse_period", "period_end", "period_label", "period_of", "previous_period"]
 
 _PERIOD = re.compile(r"^([0-9]{4})-([0-9]{2})$")
 _MIN_YEAR = 1970  # no delta can be older (see trueup.core.timestamps)
@@ -87,3 +87,16 @@ def next_period(period: str) -> str:
             raise ValidationError("period", f"{describe(period)} has no next period")
         return f"{year + 1:04d}-01"
     return f"{year:04d}-{month + 1:02d}"
+
+
+def previous_period(period: str) -> str:
+    """The month before ``period``: ``"2027-01"`` → ``"2026-12"``.
+
+    Raises :class:`ValidationError` for an invalid period or for ``"1970-01"``.
+    """
+    year, month = parse_period(period)
+    if month == 1:
+        if year == _MIN_YEAR:
+            raise ValidationError("period", f"{describe(period)} has no previous period")
+        return f"{year - 1:04d}-12"
+    return f"{year:04d}-{month - 1:02d}"

@@ -73,6 +73,7 @@ from trueup.proof.period import (
     PERIOD_ROOT_PREFIX,
     PeriodCheck,
     VerifiedPeriod,
+    chain_periods,
     period_proof_root,
     verify_period,
 )
@@ -107,6 +108,7 @@ __all__ = [
     "VerifierKey",
     "anchor_id",
     "canonical_json",
+    "chain_periods",
     "checkpoint_body",
     "consistency_proof",
     "consistency_proof_nodes",

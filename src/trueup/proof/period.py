@@ -16,7 +16,8 @@ What the proof root does not commit to, nothing here can prove: the customer and
 from the records' leaves (so a period without records proves nothing, and is refused), the
 tree head is one that holds every record (the server shows the one the period was locked
 under, but a later one holds them too), and the starting balance rests on deltas before the
-period. And a server chooses which proof root it answers for: compare the one returned with the
+period (:func:`chain_periods` checks it against the period of the month before, where that
+month is locked too). And a server chooses which proof root it answers for: compare the one returned with the
 one you hold (``expected_root``).
 """
 
@@ -37,7 +38,14 @@ from trueup.proof.merkle.hashing import leaf_hash, root_from_leaf_hashes
 from trueup.proof.merkle.verify import verify_inclusion
 from trueup.proof.note import VerifierKey, parse_verifier_key
 
-__all__ = ["PERIOD_ROOT_PREFIX", "PeriodCheck", "VerifiedPeriod", "period_proof_root", "verify_period"]
+__all__ = [
+    "PERIOD_ROOT_PREFIX",
+    "PeriodCheck",
+    "VerifiedPeriod",
+    "chain_periods",
+    "period_proof_root",
+    "verify_period",
+]
 
 PERIOD_ROOT_PREFIX = b"\x03"
 """Distinct from RFC 9162's 0x00 (leaf) and 0x01 (node)."""
@@ -100,6 +108,45 @@ def _times(occurred_at: str) -> tuple[str, ...]:
     if occurred_at.endswith(".000000Z"):
         return occurred_at, occurred_at[: -len(".000000Z")] + "Z"
     return (occurred_at,)
+
+
+def chain_periods(previous: VerifiedPeriod, period: VerifiedPeriod) -> None:
+    """Check that ``period`` starts where ``previous``, its customer's month before, ends.
+
+    A period's starting balance is the server's statement (it sums the deltas of every month
+    before it); the previous month's ending balance is its own starting balance plus its
+    records, each proven. A lock closes its month and the months before it, so nothing of them
+    is sealed after it, and the two figures are one: where they differ, the log holds a delta
+    of those months that one of the two periods leaves out. Both must have been verified
+    against the same pinned key; that their trees are of one log is a separate check (a
+    consistency proof between the two signed heads).
+
+    Raises:
+        PeriodError: they are of other tenants or customers, ``previous`` is not of the month
+            right before, or the balances do not meet.
+    """
+    if (previous.tenant, previous.customer_id) != (period.tenant, period.customer_id):
+        raise PeriodError(
+            f"the previous period is of customer {previous.customer_id!r} of tenant {previous.tenant!r}, "
+            f"this one of {period.customer_id!r} of {period.tenant!r}"
+        )
+    if _month_after(previous.period) != period.period:
+        raise PeriodError(f"the previous period is {previous.period}, not the month before {period.period}")
+    if period.starting_balance != previous.ending_balance:
+        raise PeriodError(
+            f"period {period.period} states a starting balance of {period.starting_balance}, but period "
+            f"{previous.period} ends at {previous.ending_balance} (its starting balance "
+            f"{previous.starting_balance} and its records' net change {previous.net_change}): a delta "
+            f"of {previous.period} or before is in one figure and not the other"
+        )
+
+
+def _month_after(period: str) -> str | None:
+    """``YYYY-MM`` of the month after a verified period's (``None`` after 9999-12)."""
+    year, month = int(period[:4]), int(period[5:7])
+    if month < 12:
+        return f"{year:04d}-{month + 1:02d}"
+    return None if year == 9999 else f"{year + 1:04d}-01"
 
 
 def verify_period(

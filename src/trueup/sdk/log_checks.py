@@ -26,6 +26,7 @@ from trueup.proof import (
     TreeHead,
     VerifiedPeriod,
     VerifierKey,
+    chain_periods,
     leaf_fields_from_json,
     load_bundle,
     parse_verifier_key,
@@ -189,6 +190,7 @@ class LogChecks:
         origin: str | None = None,
         page_size: int = 1000,
         held: str | None = None,
+        after: str | None = None,
     ) -> VerifiedPeriod:
         """Fetch every page of the period checkpoint ``proof_root`` (``GET
         /api/v1/verify/{proofRoot}``, public) and check it here against ``pinned_key``
@@ -196,7 +198,11 @@ class LogChecks:
         the signed log, as many as the summary says, recomputing the root, summing to its net
         change. With ``held``, a checkpoint note you verified before (:meth:`follow`'s), the
         tree the records are proven in must be of the held log (:meth:`check_same_log`; the
-        empty tree's checkpoint, which ties nothing, is a :class:`ValueError`). Raises
+        empty tree's checkpoint, which ties nothing, is a :class:`ValueError`). With ``after``,
+        the proof root of the customer's period checkpoint of the month before: that period is
+        verified first, the same way, the two trees are checked to be of one log
+        (:meth:`check_same_log`), and this period's starting balance, otherwise the server's
+        word, must be that period's ending balance (:func:`~trueup.proof.chain_periods`). Raises
         :class:`~trueup.proof.ProofError` when any check fails, and :class:`TrueupError`
         ``BAD_REPLY`` for a page that is not a JSON object (not the server's).
 
@@ -212,10 +218,11 @@ class LogChecks:
         held_head = None if held is None else verify_checkpoint(held, key, origin=origin or key.name)
         if held_head is not None:
             refuse_empty_held(held_head)
-        match = _ROOT.fullmatch(proof_root.lower())
-        if match is None:
-            raise ProofError(f"proof_root must be 64 hex digits (0x optional), got {proof_root[:80]!r}")
-        wanted = bytes.fromhex(match.group(1))
+        wanted = _proof_root(proof_root, "proof_root")
+        previous = None
+        if after is not None:
+            _proof_root(after, "after")
+            previous = self.verify_period(after, key, origin=origin, page_size=page_size)
         first = self._period_page(wanted, page_size, 0)
         check = PeriodCheck(first, key, origin=origin, expected_root=wanted)  # bounds the rest
         check.add(first)
@@ -226,23 +233,36 @@ class LogChecks:
         period = check.result()
         if held_head is not None:
             self.check_same_log(TreeHead(period.tree_size, period.tree_root, 0), held_head)
+        if previous is not None:
+            chain_periods(previous, period)
+            self.check_same_log(
+                TreeHead(period.tree_size, period.tree_root, 0),
+                TreeHead(previous.tree_size, previous.tree_root, 0),
+                names=(f"the tree of period {period.period}", f"that of period {previous.period}"),
+            )
         return period
 
-    def check_same_log(self, signed: TreeHead, held: TreeHead) -> None:
+    def check_same_log(
+        self,
+        signed: TreeHead,
+        held: TreeHead,
+        *,
+        names: tuple[str, str] = ("the signed tree", "the held checkpoint"),
+    ) -> None:
         """Check that ``signed``, a tree head the pinned key signed (a period's, a bundle's),
         and the ``held`` one, verified before, are of one log: at one size one root, else the
         smaller tree the start of the larger, by the server's RFC 9162 consistency proof between
-        them (both are signed heads, which the log keeps). Raises
-        :class:`~trueup.proof.ConsistencyProofError` when they are not, or when the server
-        refuses the proof (a 400 or 404 of its own: a log that signed both has it), and
-        :class:`TrueupError` when it could not be asked."""
+        them (both are signed heads, which the log keeps). ``names`` are what the messages call
+        the two. Raises :class:`~trueup.proof.ConsistencyProofError` when they are not, or when
+        the server refuses the proof (a 400 or 404 of its own: a log that signed both has it),
+        and :class:`TrueupError` when it could not be asked."""
+        one, other = (f"{names[0]} of size {signed.size}", f"{names[1]} of size {held.size}")
         older, newer = sorted((signed, held), key=lambda head: head.size)
         if older.size == newer.size:
             if signed.root != held.root:
                 raise ConsistencyProofError(
-                    f"the signed tree of size {signed.size} has root {signed.root.hex()}, the held "
-                    f"checkpoint of that size {held.root.hex()}: the pinned key signed two histories "
-                    "of the log"
+                    f"{one} has root {signed.root.hex()}, {names[1]} of that size {held.root.hex()}: the "
+                    "pinned key signed two histories of the log"
                 )
             return
         try:
@@ -250,8 +270,8 @@ class LogChecks:
         except TrueupError as refused:
             if refused.status in (400, 404) and refused.body is not None:
                 raise ConsistencyProofError(
-                    f"the server gives no consistency proof between the signed tree of size "
-                    f"{signed.size} and the held one of size {held.size}: {shown(refused.message, 200)}"
+                    f"the server gives no consistency proof between {one} and {other}: "
+                    f"{shown(refused.message, 200)}"
                 ) from refused
             raise
         if not isinstance(data.get("proof"), list):
@@ -259,10 +279,7 @@ class LogChecks:
         try:
             verify_consistency(older.size, newer.size, older.root, newer.root, _nodes(data["proof"]))
         except ConsistencyProofError as exc:
-            raise ConsistencyProofError(
-                f"the signed tree of size {signed.size} and the held checkpoint of size {held.size} "
-                f"are not shown to be of one log: {exc}"
-            ) from exc
+            raise ConsistencyProofError(f"{one} and {other} are not shown to be of one log: {exc}") from exc
 
     def _period_page(self, root: bytes, limit: int, offset: int) -> dict[str, Any]:
         reply = self._send(
@@ -355,6 +372,13 @@ class LogChecks:
         except ProofError as rejected:
             rejected.rejected_checkpoint = note
             raise
+
+
+def _proof_root(value: str, name: str) -> bytes:
+    match = _ROOT.fullmatch(value.lower())
+    if match is None:
+        raise ProofError(f"{name} must be 64 hex digits (0x optional), got {value[:80]!r}")
+    return bytes.fromhex(match.group(1))
 
 
 def _pinned(key: str | VerifierKey) -> VerifierKey:
