@@ -516,6 +516,10 @@ def test_a_period_is_checked_page_by_page_and_a_forged_page_fails_here(
         client.verify_period(root, pinned, after=april)
     with pytest.raises(ProofError, match="after must be 64 hex digits"):
         client.verify_period(april, pinned, after="0x12")
+    with pytest.raises(
+        PeriodError, match=rf"^the period of the month before \({empty}\): summary.recordCount: 0;"
+    ):
+        client.verify_period(root, pinned, after=empty)  # the failure is said of the period it is of
 
     with Client(running.url) as public:  # the period is public under its proof root
         public_april = public._get(f"/api/v1/verify/{april}")

@@ -400,6 +400,7 @@ def test_after_proves_the_starting_balance_is_where_the_month_before_ends(
 
 def test_after_refuses_a_period_that_is_not_the_month_before_of_the_customer(
     running: Running,
+    client: Client,
     chained: tuple[str, str, str],
     locked: tuple[str, str],
     capsys: pytest.CaptureFixture[str],
@@ -409,6 +410,13 @@ def test_after_refuses_a_period_that_is_not_the_month_before_of_the_customer(
     assert (code, out) == (1, "FAILED: the previous period is 2026-06, not the month before 2026-06\n")
     code, out = _run(capsys, may, "--key", key, "--url", running.url, "--after", june)
     assert (code, out) == (1, "FAILED: the previous period is 2026-06, not the month before 2026-05\n")
+    empty = client.lock_period(CHAINED, "2026-04", force=True)["proofRoot"]  # no deltas: proves nothing
+    code, out = _run(capsys, may, "--key", key, "--url", running.url, "--after", empty)
+    assert code == 1
+    assert out.startswith("FAILED: the period given with --after: summary.recordCount: 0;"), out
+    code, out = _run(capsys, may, "--key", key, "--url", running.url, "--after", "0x" + "ab" * 32)
+    assert code == 1
+    assert out.startswith("FAILED: the server did not give the period given with --after: '404 "), out
     other, _ = locked  # June of another customer
     code, out = _run(capsys, june, "--key", key, "--url", running.url, "--after", other)
     assert code == 1

@@ -315,7 +315,7 @@ def test_audit_names_a_delta_of_an_earlier_month_sealed_after_a_lock(services: S
 
 
 def test_audit_warns_of_earlier_months_an_older_version_sealed_after_a_lock(services: Services) -> None:
-    """Before 2026-12-07 a seal let a delta of a month before a locked one in. In a database
+    """Before 2026-12-07 06:55 UTC a seal let a delta of a month before a locked one in. In a database
     upgraded at size 4 (the counter migration 16 sets), two such deltas sealed before the upgrade
     are a warning, not a mismatch; upgraded at size 3, the one sealed after it is a mismatch."""
     record = _lock_after_december_deltas(services)
@@ -325,9 +325,9 @@ def test_audit_warns_of_earlier_months_an_older_version_sealed_after_a_lock(serv
     assert report.ok, report.problem
     assert report.warnings == (
         "1 period checkpoints have deltas of months before their own sealed after them, before the "
-        "database's upgrade to schema version 16 (a Trueup from before 2026-12-07 refused only a locked "
-        "month's own deltas; such a checkpoint's openingBalance leaves them out): period checkpoint "
-        f"{record.id} "
+        "database's upgrade to schema version 16 (a Trueup built before 2026-12-07 06:55 UTC refused "
+        "only a locked month's own deltas; such a checkpoint's openingBalance leaves them out): period "
+        f"checkpoint {record.id} "
         "('c1', 2026-01): 2 deltas of the months before it were sealed after it",
     )
     _tamper(services, "UPDATE counters SET value = 3 WHERE name = 'closed_months_from'")

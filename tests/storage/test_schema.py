@@ -197,9 +197,9 @@ def test_upgrading_leaves_room_on_the_pages_of_accounts_and_months_on_postgresql
 def test_upgrading_records_where_the_log_was_when_seals_began_to_keep_closed_months(
     database_url: str,
 ) -> None:
-    """Schema 16: a Trueup from before 2026-12-07 sealed deltas of a month closed by a later lock; the audit
-    warns of those sealed before the upgrade and fails on any sealed after it, so the migration
-    records the log's size then (0 on a new database)."""
+    """Schema 16: a Trueup built before 2026-12-07 06:55 UTC sealed deltas of a month closed by a
+    later lock; the audit warns of those sealed before the upgrade and fails on any sealed after
+    it, so the migration records the log's size then (0 on a new database)."""
     storage = open_storage(database_url, run_migrations=False)
     try:
         migrate(storage.engine, MIGRATIONS[:15])

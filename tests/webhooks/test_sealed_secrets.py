@@ -16,7 +16,7 @@ from trueup.core.timestamps import format_canonical
 from trueup.service.container import Services, open_services
 from trueup.service.webhooks import ENDPOINT_CREATE_ROUTE
 from trueup.storage import StorageError, open_storage
-from trueup.storage.schema import CLEAR_SECRETS, SCHEMA_VERSION
+from trueup.storage.schema import CLEAR_SECRETS, CLOSED_MONTHS_FROM, SCHEMA_VERSION
 from trueup.storage.secret_box import SecretBox, SecretBoxError, is_sealed
 from trueup.storage.webhooks import UNOPENED_ERROR
 from trueup.webhooks.dispatcher import Dispatcher
@@ -150,7 +150,7 @@ def _as_an_older_version_left_it(
             )
         tx.execute("UPDATE idempotency_keys SET response = ? WHERE idem_key = ?", (reply, reply_key))
         tx.execute("DELETE FROM schema_migrations WHERE version >= 14")
-        tx.execute("DELETE FROM counters WHERE name = ?", (CLEAR_SECRETS,))
+        tx.execute("DELETE FROM counters WHERE name IN (?, ?)", (CLEAR_SECRETS, CLOSED_MONTHS_FROM))
 
 
 def test_an_upgrade_seals_the_secrets_an_older_version_kept_in_clear(services: Services) -> None:

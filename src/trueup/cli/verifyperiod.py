@@ -71,16 +71,22 @@ def run(argv: list[str]) -> int:
         print(f"trueup verify-period: {exc}")
         return 2
     with Client(args.url, retries=2) as client:
-        asked = "the period" if args.after is None else "the periods"
+        asked, of = "the period", ""
         try:
-            period = client.verify_period(
-                args.proof_root, key, origin=args.origin, page_size=args.page_size, after=args.after
-            )
+            previous = None
+            if args.after is not None:  # first, and its failures said as its own
+                asked, of = "the period given with --after", "the period given with --after: "
+                previous = client.verify_period(args.after, key, origin=args.origin, page_size=args.page_size)
+                asked, of = "the period", ""
+            period = client.verify_period(args.proof_root, key, origin=args.origin, page_size=args.page_size)
             if held is not None:
                 asked = "the consistency proof between the period's tree and the held one"
                 client.check_same_log(TreeHead(period.tree_size, period.tree_root, 0), held)
+            if previous is not None:
+                asked = "the consistency proof between the two periods' trees"
+                client.check_chain(previous, period)
         except ProofError as exc:
-            print(f"FAILED: {exc}")
+            print(f"FAILED: {of}{exc}")
             return 1
         except TrueupError as exc:
             if nothing_checked_by(exc):

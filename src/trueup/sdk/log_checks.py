@@ -222,7 +222,10 @@ class LogChecks:
         previous = None
         if after is not None:
             _proof_root(after, "after")
-            previous = self.verify_period(after, key, origin=origin, page_size=page_size)
+            try:
+                previous = self.verify_period(after, key, origin=origin, page_size=page_size)
+            except ProofError as exc:  # said of the period it is of, not the one asked for
+                raise type(exc)(f"the period of the month before ({after}): {exc}") from exc
         first = self._period_page(wanted, page_size, 0)
         check = PeriodCheck(first, key, origin=origin, expected_root=wanted)  # bounds the rest
         check.add(first)
@@ -234,13 +237,19 @@ class LogChecks:
         if held_head is not None:
             self.check_same_log(TreeHead(period.tree_size, period.tree_root, 0), held_head)
         if previous is not None:
-            chain_periods(previous, period)
-            self.check_same_log(
-                TreeHead(period.tree_size, period.tree_root, 0),
-                TreeHead(previous.tree_size, previous.tree_root, 0),
-                names=(f"the tree of period {period.period}", f"that of period {previous.period}"),
-            )
+            self.check_chain(previous, period)
         return period
+
+    def check_chain(self, previous: VerifiedPeriod, period: VerifiedPeriod) -> None:
+        """Check that ``period`` starts where ``previous``, the customer's period of the month
+        before, ends (:func:`~trueup.proof.chain_periods`), and that their trees are of one log
+        (:meth:`check_same_log`); both verified before against the pinned key."""
+        chain_periods(previous, period)
+        self.check_same_log(
+            TreeHead(period.tree_size, period.tree_root, 0),
+            TreeHead(previous.tree_size, previous.tree_root, 0),
+            names=(f"the tree of period {period.period}", f"that of period {previous.period}"),
+        )
 
     def check_same_log(
         self,

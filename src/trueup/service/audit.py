@@ -343,10 +343,9 @@ class _Auditor:
         more = len(self.let_in_before) - _SHOWN
         return (
             f"{len(self.let_in_before)} period checkpoints have deltas of months before their own sealed "
-            "after them, before the database's upgrade to schema version 16 (a Trueup from before "
-            "2026-12-07 refused only a locked month's own deltas; such a checkpoint's openingBalance "
-            "leaves them out): "
-            f"{shown}" + (f"; and {more} more" if more > 0 else ""),
+            "after them, before the database's upgrade to schema version 16 (a Trueup built before "
+            "2026-12-07 06:55 UTC refused only a locked month's own deltas; such a checkpoint's "
+            f"openingBalance leaves them out): {shown}" + (f"; and {more} more" if more > 0 else ""),
         )
 
     def _backdated_warning(self) -> tuple[str, ...]:

@@ -407,7 +407,7 @@ _V15_POSTGRESQL = (
 
 CLOSED_MONTHS_FROM = "closed_months_from"
 """The name under which ``counters`` keeps the tree size from which every seal kept the deltas of
-months closed by a later lock out: a Trueup from before 2026-12-07 let them in (it refused
+months closed by a later lock out: a Trueup built before 2026-12-07 06:55 UTC let them in (it refused
 only a locked month's own deltas), so ``trueup audit`` names those sealed before it in a warning
 and those sealed from it on as a mismatch."""
 
@@ -416,7 +416,8 @@ _V16 = (
     # sequencer fails a delta of such a month; older versions sealed it. Record where the log was
     # at the upgrade (0 on a new database), so the audit can tell the two apart.
     f"""INSERT INTO counters (name, value)
-          SELECT '{CLOSED_MONTHS_FROM}', COALESCE(MAX(tree_size), 0) FROM tree_heads""",
+          SELECT '{CLOSED_MONTHS_FROM}', COALESCE(MAX(tree_size), 0) FROM tree_heads WHERE TRUE
+       ON CONFLICT (name) DO NOTHING""",
 )
 
 MIGRATIONS: tuple[Migration, ...] = (
