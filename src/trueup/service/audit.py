@@ -488,32 +488,30 @@ class _Auditor:
         where = f"period checkpoint {record.id} ({record.customer_id!r}, {record.period})"
         with self.storage.balances.snapshot() as snapshot:
             head = snapshot.head_at(record.tree_size)
-            opening, month = snapshot.checkpoint_figures(
+            figures = snapshot.checkpoint_figures(
                 record.tenant_id, record.customer_id, record.period, record.tree_size
             )
             hashes = snapshot.period_leaf_hashes(record.tenant_id, record.customer_id, record.period)
             # Deltas of the months it closes, sealed after it: a seal fails them since migration
             # 16 (a mismatch), an older Trueup let them in (a warning).
-            sealed_after = snapshot.closed_months_sealed_after(
-                record.tenant_id, record.customer_id, record.period, record.tree_size
-            )
-            since_upgrade = (
-                snapshot.closed_months_sealed_after(
+            sealed_after = figures.closed_sealed_after
+            if sealed_after and record.tree_size < self.closed_months_from:
+                sealed_after_upgrade = snapshot.checkpoint_figures(
                     record.tenant_id, record.customer_id, record.period, self.closed_months_from
-                )
-                if sealed_after and record.tree_size < self.closed_months_from
-                else sealed_after
-            )
+                ).closed_sealed_after
+            else:
+                sealed_after_upgrade = sealed_after
+        opening, month = figures.opening, figures.month
         if head is None:
             raise _MismatchError(f"{where}: no signed tree head of its size {record.tree_size} is stored")
         if len(hashes) > month.count:
             raise _MismatchError(
                 f"{where}: {_deltas(len(hashes) - month.count, 'its month')} sealed after it"
             )
-        if since_upgrade:
+        if sealed_after_upgrade:
             # Its opening balance sums the months before it, so a delta let into one of them
             # afterwards makes that figure (and every receipt's startingBalance) untrue for good.
-            period, count = since_upgrade[0]
+            period, count = sealed_after_upgrade[0]
             raise _MismatchError(
                 f"{where}: {_deltas(count, f'{period}, a month it closes,')} sealed after it (a "
                 "seal fails a delta of a closed month)"

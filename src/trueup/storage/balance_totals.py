@@ -6,6 +6,8 @@ takes month totals for whole months and sums an index range for partial edges.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from trueup.core.periods import period_end
 from trueup.core.timestamps import MAX_TIME, MIN_TIME
 from trueup.storage.balance_records import (
@@ -19,10 +21,10 @@ from trueup.storage.balance_records import (
 from trueup.storage.engine import Row, Tx
 
 __all__ = [
+    "CheckpointFigures",
     "account_record",
     "read_account",
     "read_checkpoint_figures",
-    "read_closed_months_sealed_after",
     "read_months",
     "read_summary",
 ]
@@ -73,35 +75,36 @@ def read_summary(tx: Tx, tenant_id: str, customer_id: str, scope: Scope) -> Scop
     return ScopeSummary(total, count, tuple(in_scope), newest)
 
 
+class CheckpointFigures(NamedTuple):
+    """A customer-month as of a tree size: what a lock of it states, and what it must not
+    have let in."""
+
+    opening: int
+    """The balance of every month before it."""
+    month: MonthRecord
+    """Its own totals."""
+    closed_sealed_after: tuple[tuple[str, int], ...]
+    """The months before it with deltas sealed at that size or later, oldest first, each with
+    how many: a lock taken at that size closes them, so none should be (the audit's check)."""
+
+
 def read_checkpoint_figures(
     tx: Tx, tenant_id: str, customer_id: str, period: str, tree_size: int
-) -> tuple[int, MonthRecord]:
-    """``(opening balance, the period's totals)`` over the deltas sealed before ``tree_size``."""
+) -> CheckpointFigures:
+    """The period's figures over the deltas sealed before ``tree_size`` (one index probe per
+    month of the customer's up to it)."""
     opening = 0
     closing_month = MonthRecord(period, 0, 0, 0)
+    sealed_after: list[tuple[str, int]] = []
     for month in read_months(tx, tenant_id, customer_id, MIN_TIME, period):
         seq, credits, debits = _month_before(tx, tenant_id, customer_id, month.period, tree_size)
         if month.period < period:
             opening += credits + debits
+            if month.count > seq:
+                sealed_after.append((month.period, month.count - seq))
         else:
             closing_month = MonthRecord(period, credits, debits, seq)
-    return opening, closing_month
-
-
-def read_closed_months_sealed_after(
-    tx: Tx, tenant_id: str, customer_id: str, period: str, tree_size: int
-) -> list[tuple[str, int]]:
-    """The months before ``period`` with deltas sealed at leaf ``tree_size`` or later, oldest
-    first, each with how many: what a lock of ``period`` taken at that size closed, and the
-    sequencer should have failed (a lock closes the months before it too)."""
-    found: list[tuple[str, int]] = []
-    for month in read_months(tx, tenant_id, customer_id, MIN_TIME, period):
-        if month.period >= period:
-            continue
-        seq, _, _ = _month_before(tx, tenant_id, customer_id, month.period, tree_size)
-        if month.count > seq:
-            found.append((month.period, month.count - seq))
-    return found
+    return CheckpointFigures(opening, closing_month, tuple(sealed_after))
 
 
 def read_months(tx: Tx, tenant_id: str, customer_id: str, first: str, last: str) -> list[MonthRecord]:

@@ -41,15 +41,14 @@ from trueup.storage.balance_records import (
     AccountRecord,
     DeltaRecord,
     FinderRow,
-    MonthRecord,
     Scope,
     ScopeSummary,
 )
 from trueup.storage.balance_totals import (
+    CheckpointFigures,
     account_record,
     read_account,
     read_checkpoint_figures,
-    read_closed_months_sealed_after,
     read_summary,
 )
 from trueup.storage.engine import Engine, Tx
@@ -157,13 +156,8 @@ class BalanceSnapshot:
 
     def checkpoint_figures(
         self, tenant_id: str, customer_id: str, period: str, tree_size: int
-    ) -> tuple[int, MonthRecord]:
+    ) -> CheckpointFigures:
         return read_checkpoint_figures(self._tx, tenant_id, customer_id, period, tree_size)
-
-    def closed_months_sealed_after(
-        self, tenant_id: str, customer_id: str, period: str, tree_size: int
-    ) -> list[tuple[str, int]]:
-        return read_closed_months_sealed_after(self._tx, tenant_id, customer_id, period, tree_size)
 
     # -- pages of deltas --------------------------------------------------------------------
 

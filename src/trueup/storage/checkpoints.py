@@ -68,8 +68,13 @@ def _read_figures(tx: Tx, tenant_id: str, customer_id: str, period: str) -> _Fig
     head = latest_head(tx)
     tree_size = 0 if head is None else head.size
     snapshot = BalanceSnapshot(tx)
-    opening, month = snapshot.checkpoint_figures(tenant_id, customer_id, period, tree_size)
-    return tree_size, opening, month, snapshot.period_leaf_hashes(tenant_id, customer_id, period)
+    figures = snapshot.checkpoint_figures(tenant_id, customer_id, period, tree_size)
+    return (
+        tree_size,
+        figures.opening,
+        figures.month,
+        snapshot.period_leaf_hashes(tenant_id, customer_id, period),
+    )
 
 
 def _record_lock(tx: Tx, record: CheckpointRecord) -> None:
