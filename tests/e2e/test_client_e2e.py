@@ -520,6 +520,11 @@ def test_a_period_is_checked_page_by_page_and_a_forged_page_fails_here(
         PeriodError, match=rf"^the period of the month before \({empty}\): summary.recordCount: 0;"
     ):
         client.verify_period(root, pinned, after=empty)  # the failure is said of the period it is of
+    unknown = "0x" + "ab" * 32
+    with pytest.raises(
+        TrueupError, match=rf"^404 ROOT_NOT_FOUND: the period of the month before \({unknown}\): "
+    ):
+        client.verify_period(april, pinned, after=unknown)
 
     with Client(running.url) as public:  # the period is public under its proof root
         public_april = public._get(f"/api/v1/verify/{april}")

@@ -457,3 +457,73 @@ def test_after_fails_a_starting_balance_the_month_before_does_not_end_at(
         "starting balance 0 and its records' net change 1000): a delta of 2026-05 or before is in one "
         "figure and not the other\n",
     )
+
+
+APART = "cli-apart-cust"
+
+
+@pytest.fixture
+def apart(client: Client) -> tuple[str, str, str]:
+    """As :func:`chained`, but June locked after another seal, so in a larger tree than May's:
+    ``(May's proof root, June's, the log's verifier key)``."""
+    accepted = client.write(
+        [{"key": "apart-may", "accountId": APART, "bits": 1000, "occurredAt": "2026-05-20T08:00:00Z"}]
+        + [
+            {
+                "key": f"apart-jun-{i}",
+                "accountId": APART,
+                "bits": bits,
+                "occurredAt": f"2026-06-0{i + 1}T08:00:00Z",
+            }
+            for i, bits in enumerate(AMOUNTS)
+        ]
+    )
+    client.wait_verified(accepted["requestId"])
+    may = client.lock_period(APART, "2026-05")["proofRoot"]
+    later = client.write(
+        [{"key": "apart-jul", "accountId": APART, "bits": 7, "occurredAt": "2026-07-01T08:00:00Z"}]
+    )
+    client.wait_verified(later["requestId"])
+    return may, client.lock_period(APART, "2026-06")["proofRoot"], client.log_key()
+
+
+def test_after_proves_the_two_periods_trees_of_one_log(
+    running: Running, apart: tuple[str, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Periods locked under trees of two sizes: the server's consistency proof between them is
+    checked; a forged one fails naming both trees, and one that cannot be asked for checks
+    nothing."""
+    may, june, key = apart
+    with Client(running.url) as public:
+        may_size = public._get(f"/api/v1/verify/{may}")["treeSize"]
+        june_size = public._get(f"/api/v1/verify/{june}")["treeSize"]
+    assert may_size < june_size
+    code, out = _run(capsys, june, "--key", key, "--url", running.url, "--after", may)
+    assert code == 0 and "is where period 2026-05" in out, out
+
+    def forging(status: int) -> Callable[[BaseHTTPRequestHandler, bytes], tuple[int, dict[str, str], bytes]]:
+        def answer(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+            reply = httpx.get(running.url + request.path, timeout=10)
+            if not request.path.startswith("/api/v1/log/proof/consistency"):
+                return reply.status_code, {"Content-Type": "application/json"}, reply.content
+            document = reply.json()
+            assert document["data"]["proof"], document  # a proof with nodes to forge
+            document["data"]["proof"] = ["00" * 32 for _ in document["data"]["proof"]]
+            return status, {"Content-Type": "application/json"}, json.dumps(document).encode()
+
+        return answer
+
+    with local_server(forging(200)) as url:
+        code, out = _run(capsys, june, "--key", key, "--url", url, "--after", may)
+    assert code == 1
+    assert out.startswith(
+        f"FAILED: the tree of period 2026-06 of size {june_size} and that of period 2026-05 of size "
+        f"{may_size} are not shown to be of one log: "
+    ), out
+    with local_server(forging(503)) as url:
+        code, out = _run(capsys, june, "--key", key, "--url", url, "--after", may)
+    assert code == 3
+    assert out.startswith(
+        "NOT CHECKED: the server could not be asked for the consistency proof between the two "
+        "periods' trees: "
+    ), out

@@ -216,6 +216,20 @@ def test_upgrading_records_where_the_log_was_when_seals_began_to_keep_closed_mon
         storage.close()
 
 
+def test_migration_16_run_again_keeps_the_size_it_recorded(database_url: str) -> None:
+    """A schema rewound by hand (a restore of the bookkeeping table, say) runs migration 16
+    again: the size recorded at the first upgrade stands, not the log's size now."""
+    storage = open_storage(database_url)
+    try:
+        with storage.engine.write() as tx:
+            tx.execute("UPDATE counters SET value = 42 WHERE name = 'closed_months_from'")
+            tx.execute("DELETE FROM schema_migrations WHERE version = 16")
+        assert migrate(storage.engine) == [16]
+        assert storage.checkpoints.closed_months_checked_from() == 42
+    finally:
+        storage.close()
+
+
 def test_a_new_database_keeps_closed_months_from_its_first_leaf(database_url: str) -> None:
     storage = open_storage(database_url)
     try:

@@ -142,7 +142,8 @@ def chain_periods(previous: VerifiedPeriod, period: VerifiedPeriod) -> None:
 
 
 def _month_after(period: str) -> str | None:
-    """``YYYY-MM`` of the month after a verified period's (``None`` after 9999-12)."""
+    """``YYYY-MM`` of the month after a verified period's (``None`` after 9999-12): the proof
+    layer imports nothing of the rest of Trueup, so not ``trueup.core.periods.next_period``."""
     year, month = int(period[:4]), int(period[5:7])
     if month < 12:
         return f"{year:04d}-{month + 1:02d}"

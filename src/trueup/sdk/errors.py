@@ -44,3 +44,15 @@ class TrueupError(Exception):
         """The reply's ``X-Request-Id``: the id of the HTTP request (not a write's ``req_…``),
         which the server's log lines of it name; quote it to the server's operator (``None``
         when no reply came, or it had none)."""
+
+    def said_of(self, what: str) -> TrueupError:
+        """The same error, its message starting with ``what`` (which request of several it is)."""
+        return TrueupError(
+            self.code,
+            f"{what}: {self.message}",
+            self.status,
+            self.retry_after,
+            self.body,
+            self.idempotency_key,
+            self.http_request_id,
+        )

@@ -222,10 +222,13 @@ class LogChecks:
         previous = None
         if after is not None:
             _proof_root(after, "after")
+            said = f"the period of the month before ({after})"  # not the one asked for
             try:
                 previous = self.verify_period(after, key, origin=origin, page_size=page_size)
-            except ProofError as exc:  # said of the period it is of, not the one asked for
-                raise type(exc)(f"the period of the month before ({after}): {exc}") from exc
+            except ProofError as exc:
+                raise type(exc)(f"{said}: {exc}") from exc
+            except TrueupError as exc:
+                raise exc.said_of(said) from exc
         first = self._period_page(wanted, page_size, 0)
         check = PeriodCheck(first, key, origin=origin, expected_root=wanted)  # bounds the rest
         check.add(first)

@@ -16,7 +16,8 @@ order, that
    has), and the account and month totals, equal sums recomputed from the deltas;
 6. every period checkpoint states the figures and proof root of its customer-month's deltas
    sealed before its tree head (which is stored), no delta of that month or of a month before
-   it (which its lock closes too) was sealed after it, and none of the locks counted was deleted.
+   it (which its lock closes too) was sealed after it, and none of the locks counted was deleted
+   (:mod:`trueup.service.audit_locks`).
 
 A delta's ``reason`` is in no leaf (DESIGN.md §3), so an edit of it cannot be detected.
 
@@ -38,13 +39,12 @@ from trueup.proof import (
     encode_leaf,
     leaf_hash,
     parse_verifier_key,
-    period_proof_root,
     verify_checkpoint,
 )
+from trueup.service.audit_locks import SHOWN, LockAudit, MismatchError
 from trueup.service.sealing import leaf_fields_of
 from trueup.storage import Storage
 from trueup.storage.checked_rows import MalformedRowError
-from trueup.storage.checkpoints import CheckpointRecord
 from trueup.storage.errors import StorageCorruptError
 from trueup.storage.heads import HeadRecord
 from trueup.storage.log import SealedDelta
@@ -52,8 +52,6 @@ from trueup.storage.log import SealedDelta
 __all__ = ["AuditReport", "audit_log"]
 
 _CHUNK = 5_000
-_SHOWN = 3
-"""How many examples a warning names."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +62,6 @@ class AuditReport:
     problem: str | None = None
     warnings: tuple[str, ...] = ()
     """What checked out but a reader of the log should know (heads whose signed time goes back)."""
-
-
-class _MismatchError(Exception):
-    pass
 
 
 @dataclass(slots=True)
@@ -92,7 +86,7 @@ def audit_log(
         # totals read last would hold seals the walk never saw).
         with storage.engine.read():
             auditor.run(progress)
-    except (_MismatchError, MalformedRowError) as exc:  # a row of the wrong kind is a mismatch too
+    except (MismatchError, MalformedRowError) as exc:  # a row of the wrong kind is a mismatch too
         return AuditReport(False, auditor.tree.size, auditor.heads_checked, str(exc), auditor.warnings())
     except StorageCorruptError as exc:
         problem = f"{exc} (restore the database from a backup: docs/operations.md)"
@@ -128,20 +122,17 @@ class _Auditor:
         self.backdated_count = 0
         self.accounts: dict[tuple[str, str], _Running] = {}
         self.months: dict[tuple[str, str, str], list[int]] = {}
-        self.closed_months_from = 0
-        """The tree size from which seals kept the months closed by a later lock (migration 16)."""
-        self.let_in_before: list[str] = []
-        """Locks whose earlier months an older Trueup sealed deltas into after them."""
+        self.locks = LockAudit(storage)
 
     def run(self, progress: Callable[[int], None] | None) -> None:
         head_iter = self._heads()
         next_head: HeadRecord | None = next(head_iter, None)
         if next_head is None:
-            raise _MismatchError("the log has no signed tree head")
+            raise MismatchError("the log has no signed tree head")
         if next_head.size != 0:
             # Stored signed when the database is first opened (before any delta), and what a
             # consistency proof from size 0 and the empty root's /verify are answered from.
-            raise _MismatchError(
+            raise MismatchError(
                 f"tree head 0: missing (the first stored head has size {next_head.size}); every log "
                 "stores its empty head when it is first opened, so it was deleted"
             )
@@ -154,12 +145,12 @@ class _Auditor:
                 break
             for delta in batch:
                 if delta.leaf_index < 0:
-                    raise _MismatchError(
+                    raise MismatchError(
                         f"leaf a_{delta.leaf_index}: a leaf index is never negative (the row was added "
                         "or its index edited)"
                     )
                 if delta.leaf_index != last + 1:
-                    raise _MismatchError(
+                    raise MismatchError(
                         f"leaf {last + 1} is missing: stored leaves jump from a_{last} to "
                         f"a_{delta.leaf_index} (a delta row was deleted or its leaf index changed)"
                     )
@@ -173,19 +164,19 @@ class _Auditor:
             if progress is not None:
                 progress(self.tree.size)
         if next_head is not None:
-            raise _MismatchError(
+            raise MismatchError(
                 f"tree head {next_head.size} is signed but only {self.tree.size} sealed deltas "
                 "are stored (rows were deleted)"
             )
         unsealed = self.storage.log.verified_without_leaf()
         if unsealed is not None:
-            raise _MismatchError(
+            raise MismatchError(
                 f"delta {record_id(*unsealed)}: stored as verified, but no seal gave it a leaf (its "
                 "state was edited)"
             )
         self._check_node_count()
         self._check_totals()
-        self._check_checkpoints()
+        self.locks.run()
 
     def _heads(self) -> Iterator[HeadRecord]:
         after: int | None = None  # from the first row: one given a negative size is read too
@@ -194,7 +185,7 @@ class _Auditor:
             if not page:
                 return
             if page[0].size < 0:
-                raise _MismatchError(
+                raise MismatchError(
                     f"tree head {page[0].size}: a tree size is never negative (the row was added or "
                     "its size edited)"
                 )
@@ -218,17 +209,17 @@ class _Auditor:
                 )
                 rebuilt = leaf_hash(encode_leaf(fields))
             except ProofError as exc:  # a field no leaf can hold (a 2-byte salt, a 30 February)
-                raise _MismatchError(
+                raise MismatchError(
                     f"leaf a_{delta.leaf_index}: the stored delta makes no leaf: {exc}"
                 ) from exc
             node = stored.get((0, delta.leaf_index))
             if node is None:
-                raise _MismatchError(
+                raise MismatchError(
                     f"leaf a_{delta.leaf_index}: its leaf node is missing (it was deleted, or the "
                     "delta was added)"
                 )
             if node != rebuilt:
-                raise _MismatchError(
+                raise MismatchError(
                     f"leaf a_{delta.leaf_index}: the stored delta (customer {delta.customer_id!r}, "
                     f"key {delta.key!r}, amount {delta.amount}) does not hash to the sealed leaf; "
                     "the delta or the leaf node was altered"
@@ -247,7 +238,7 @@ class _Auditor:
         position = 0
         while position < len(hashes):
             if next_head is None:
-                raise _MismatchError(
+                raise MismatchError(
                     f"leaves a_{start + position} to a_{start + len(hashes) - 1} are stored as sealed, "
                     "but no signed tree head holds them (a head was deleted, or they were added)"
                 )
@@ -255,7 +246,7 @@ class _Auditor:
             # One seal signs one head: its deltas name it as theirs, the first head to hold them.
             for delta in batch[position:stop]:
                 if delta.sealed_size != next_head.size:
-                    raise _MismatchError(
+                    raise MismatchError(
                         f"leaf a_{delta.leaf_index}: sealed under tree head {delta.sealed_size}, but the "
                         f"first signed head that holds it is {next_head.size} (a head was deleted, "
                         "the delta's head edited, or a head's size)"
@@ -272,7 +263,7 @@ class _Auditor:
         expected = sum(self.tree.size >> level for level in range(self.tree.size.bit_length()))
         stored = self.storage.log.node_count()
         if stored != expected:
-            raise _MismatchError(
+            raise MismatchError(
                 f"{stored} tree nodes are stored, but a tree of {self.tree.size} leaves has {expected}: "
                 "nodes were added beyond the signed tree"
             )
@@ -285,16 +276,16 @@ class _Auditor:
                 continue
             found = stored.get((level, index))
             if found is None:
-                raise _MismatchError(f"tree node (level {level}, index {index}) is missing (it was deleted)")
+                raise MismatchError(f"tree node (level {level}, index {index}) is missing (it was deleted)")
             if found != digest:
-                raise _MismatchError(f"tree node (level {level}, index {index}) differs from the rebuilt one")
+                raise MismatchError(f"tree node (level {level}, index {index}) differs from the rebuilt one")
 
     def _check_heads_at(
         self, size: int, head: HeadRecord | None, head_iter: Iterator[HeadRecord]
     ) -> HeadRecord | None:
         while head is not None and head.size == size:
             if head.root != self.tree.root():
-                raise _MismatchError(
+                raise MismatchError(
                     f"tree head {head.size}: its root 0x{head.root.hex()} is not the root of the "
                     f"first {head.size} stored leaves (0x{self.tree.root().hex()})"
                 )
@@ -309,13 +300,13 @@ class _Auditor:
                     if self.heads_checked == 0 and "unknown key" in str(exc)
                     else ""
                 )
-                raise _MismatchError(f"tree head {head.size}: checkpoint signature: {exc}{hint}") from exc
+                raise MismatchError(f"tree head {head.size}: checkpoint signature: {exc}{hint}") from exc
             if (verified.size, verified.root) != (head.size, head.root):
-                raise _MismatchError(f"tree head {head.size}: the signed checkpoint states another tree")
+                raise MismatchError(f"tree head {head.size}: the signed checkpoint states another tree")
             # The API serves the stored timestamp (treeHead.timestamp, verificationProof.timestamp,
             # recordedAt): it must be the one the checkpoint signs.
             if verified.timestamp_ms != head.timestamp_ms:
-                raise _MismatchError(
+                raise MismatchError(
                     f"tree head {head.size}: its stored timestamp {head.timestamp_ms} is not the signed "
                     f"checkpoint's {verified.timestamp_ms}"
                 )
@@ -328,25 +319,13 @@ class _Auditor:
         latest = self.latest_signed
         if latest is not None and head.timestamp_ms < latest.timestamp_ms:
             self.backdated_count += 1
-            if len(self.backdated) < _SHOWN:
+            if len(self.backdated) < SHOWN:
                 self.backdated.append((head, latest))
         else:
             self.latest_signed = head
 
     def warnings(self) -> tuple[str, ...]:
-        return self._backdated_warning() + self._let_in_warning()
-
-    def _let_in_warning(self) -> tuple[str, ...]:
-        if not self.let_in_before:
-            return ()
-        shown = "; ".join(self.let_in_before[:_SHOWN])
-        more = len(self.let_in_before) - _SHOWN
-        return (
-            f"{len(self.let_in_before)} period checkpoints have deltas of months before their own sealed "
-            "after them, before the database's upgrade to schema version 16 (a Trueup built before "
-            "2026-12-07 06:55 UTC refused only a locked month's own deltas; such a checkpoint's "
-            f"openingBalance leaves them out): {shown}" + (f"; and {more} more" if more > 0 else ""),
-        )
+        return self._backdated_warning() + self.locks.warnings()
 
     def _backdated_warning(self) -> tuple[str, ...]:
         if not self.backdated_count:
@@ -370,14 +349,14 @@ class _Auditor:
         # Balance queries find a customer's deltas by this number: a delta without it, or
         # with another customer's, would be left out of its customer's pages and searches.
         if delta.account_no is None:
-            raise _MismatchError(f"leaf a_{delta.leaf_index}: sealed without an account number")
+            raise MismatchError(f"leaf a_{delta.leaf_index}: sealed without an account number")
         if delta.account_no != account.account_no:
-            raise _MismatchError(
+            raise MismatchError(
                 f"leaf a_{delta.leaf_index}: account number {delta.account_no} differs from "
                 f"the {account.account_no} of the customer's other deltas"
             )
         if delta.status != "verified":
-            raise _MismatchError(f"leaf a_{delta.leaf_index}: sealed, but its state is {delta.status!r}")
+            raise MismatchError(f"leaf a_{delta.leaf_index}: sealed, but its state is {delta.status!r}")
         account.balance += delta.amount
         account.count += 1
         account.last_leaf = delta.leaf_index
@@ -387,18 +366,18 @@ class _Auditor:
         month[0 if delta.amount > 0 else 1] += delta.amount
         month[2] += 1
         if delta.occurred_at[:7] != delta.period:
-            raise _MismatchError(
+            raise MismatchError(
                 f"leaf a_{delta.leaf_index}: period {delta.period} does not match "
                 f"occurredAt {delta.occurred_at}"
             )
         if (delta.cust_seq, delta.running_balance) != (account.count, account.balance):
-            raise _MismatchError(
+            raise MismatchError(
                 f"leaf a_{delta.leaf_index}: stored running balance {delta.running_balance} "
                 f"(delta #{delta.cust_seq}) but the customer's deltas sum to {account.balance} "
                 f"(delta #{account.count})"
             )
         if (delta.month_seq, delta.month_credits, delta.month_debits) != (month[2], month[0], month[1]):
-            raise _MismatchError(
+            raise MismatchError(
                 f"leaf a_{delta.leaf_index}: stored month figures differ from the sums "
                 f"recomputed for {delta.period}"
             )
@@ -408,23 +387,23 @@ class _Auditor:
         for key, running in self.accounts.items():
             stored = stored_accounts.pop(key, None)
             if stored is None:
-                raise _MismatchError(
+                raise MismatchError(
                     f"account {key[1]!r}: no stored balance, but its deltas sum to "
                     f"{running.balance} over {running.count} (the account's row was deleted)"
                 )
             if (stored.balance, stored.delta_count) != (running.balance, running.count):
-                raise _MismatchError(
+                raise MismatchError(
                     f"account {key[1]!r}: stored balance {stored.balance} over {stored.delta_count} "
                     f"deltas, but its deltas sum to {running.balance} over {running.count}"
                 )
             if stored.account_no != running.account_no:
-                raise _MismatchError(
+                raise MismatchError(
                     f"account {key[1]!r}: number {stored.account_no} differs from the "
                     f"{running.account_no} its deltas carry"
                 )
             # derive proves its balance with the inclusion proof of this leaf
             if stored.last_leaf_index != running.last_leaf:
-                raise _MismatchError(
+                raise MismatchError(
                     f"account {key[1]!r}: its newest delta is stored as a_{stored.last_leaf_index}, "
                     f"but it is a_{running.last_leaf}"
                 )
@@ -434,102 +413,30 @@ class _Auditor:
                 ("last", "newest", stored.last_activity, running.last_verified),
             ):
                 if stored_at != sealed_at:
-                    raise _MismatchError(
+                    raise MismatchError(
                         f"account {key[1]!r}: its {figure} activity is stored as {stored_at}, but its "
                         f"{delta} delta was verified at {sealed_at}"
                     )
         if stored_accounts:
             key = next(iter(stored_accounts))
-            raise _MismatchError(f"account {key[1]!r} has a stored balance but no sealed deltas")
+            raise MismatchError(f"account {key[1]!r} has a stored balance but no sealed deltas")
         stored_months = self.storage.log.month_totals()
         for month_key, (credits, debits, count) in self.months.items():
             figures = stored_months.pop(month_key, None)
             if figures is None:
-                raise _MismatchError(
+                raise MismatchError(
                     f"account {month_key[1]!r}, {month_key[2]}: no stored month totals, but its "
                     f"deltas give credits {credits}, debits {debits} over {count} (the month's row "
                     "was deleted)"
                 )
             if figures != (credits, debits, count):
-                raise _MismatchError(
+                raise MismatchError(
                     f"account {month_key[1]!r}, {month_key[2]}: stored month totals credits "
                     f"{figures[0]}, debits {figures[1]} over {figures[2]}, but its deltas give "
                     f"credits {credits}, debits {debits} over {count}"
                 )
         if stored_months:
             month_key = next(iter(stored_months))
-            raise _MismatchError(
+            raise MismatchError(
                 f"account {month_key[1]!r}, {month_key[2]}: month totals without sealed deltas"
             )
-
-    def _check_checkpoints(self) -> None:
-        """Each period checkpoint against its month's deltas, read through the balance queries
-        over the rows checked above; then the lock count, which a deleted lock falls below."""
-        self.closed_months_from = self.storage.checkpoints.closed_months_checked_from()
-        after: tuple[str, str, str] | None = None
-        checked = 0
-        while True:
-            page = self.storage.checkpoints.every(after, _CHUNK)
-            if not page:
-                break
-            for record in page:
-                self._check_checkpoint(record)
-            checked += len(page)
-            last = page[-1]
-            after = (last.tenant_id, last.customer_id, last.period)
-        counted = self.storage.checkpoints.locks_taken()
-        if checked < counted:
-            raise _MismatchError(
-                f"{counted} period locks were taken, but {checked} period checkpoints are stored "
-                "(a lock was deleted, which unlocks its month)"
-            )
-
-    def _check_checkpoint(self, record: CheckpointRecord) -> None:
-        where = f"period checkpoint {record.id} ({record.customer_id!r}, {record.period})"
-        with self.storage.balances.snapshot() as snapshot:
-            head = snapshot.head_at(record.tree_size)
-            figures = snapshot.checkpoint_figures(
-                record.tenant_id, record.customer_id, record.period, record.tree_size
-            )
-            hashes = snapshot.period_leaf_hashes(record.tenant_id, record.customer_id, record.period)
-            # Deltas of the months it closes, sealed after it: a seal fails them since migration
-            # 16 (a mismatch), an older Trueup let them in (a warning).
-            sealed_after = figures.closed_sealed_after
-            if sealed_after and record.tree_size < self.closed_months_from:
-                sealed_after_upgrade = snapshot.checkpoint_figures(
-                    record.tenant_id, record.customer_id, record.period, self.closed_months_from
-                ).closed_sealed_after
-            else:
-                sealed_after_upgrade = sealed_after
-        opening, month = figures.opening, figures.month
-        if head is None:
-            raise _MismatchError(f"{where}: no signed tree head of its size {record.tree_size} is stored")
-        if len(hashes) > month.count:
-            raise _MismatchError(
-                f"{where}: {_deltas(len(hashes) - month.count, 'its month')} sealed after it"
-            )
-        if sealed_after_upgrade:
-            # Its opening balance sums the months before it, so a delta let into one of them
-            # afterwards makes that figure (and every receipt's startingBalance) untrue for good.
-            period, count = sealed_after_upgrade[0]
-            raise _MismatchError(
-                f"{where}: {_deltas(count, f'{period}, a month it closes,')} sealed after it (a "
-                "seal fails a delta of a closed month)"
-            )
-        if sealed_after:
-            let_in = sum(count for _, count in sealed_after)
-            self.let_in_before.append(f"{where}: {_deltas(let_in, 'the months before it')} sealed after it")
-        stated = (record.opening_balance, record.credits, record.debits, record.deltas_count)
-        if stated != (opening, month.credits, month.debits, month.count):
-            raise _MismatchError(
-                f"{where}: states opening balance {record.opening_balance}, credits {record.credits}, "
-                f"debits {record.debits} over {record.deltas_count} deltas; the deltas sealed before "
-                f"tree size {record.tree_size} give {opening}, {month.credits}, {month.debits} over "
-                f"{month.count}"
-            )
-        if period_proof_root(record.nonce, hashes) != record.proof_root:
-            raise _MismatchError(f"{where}: its proof root is not that of its month's leaves")
-
-
-def _deltas(count: int, of: str) -> str:
-    return f"1 delta of {of} was" if count == 1 else f"{count} deltas of {of} were"

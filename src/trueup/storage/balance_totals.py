@@ -6,7 +6,7 @@ takes month totals for whole months and sums an index range for partial edges.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
 
 from trueup.core.periods import period_end
 from trueup.core.timestamps import MAX_TIME, MIN_TIME
@@ -75,7 +75,8 @@ def read_summary(tx: Tx, tenant_id: str, customer_id: str, scope: Scope) -> Scop
     return ScopeSummary(total, count, tuple(in_scope), newest)
 
 
-class CheckpointFigures(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class CheckpointFigures:
     """A customer-month as of a tree size: what a lock of it states, and what it must not
     have let in."""
 
