@@ -365,12 +365,25 @@ CHAINED = "cli-chain-cust"
 def chained(client: Client) -> tuple[str, str, str]:
     """A May of one delta and a June of three, each locked (May first): ``(May's proof root,
     June's, the log's verifier key)``."""
+    return _may_and_june_locked(client, CHAINED, seal_between=False)
+
+
+def _may_and_june_locked(client: Client, customer: str, *, seal_between: bool) -> tuple[str, str, str]:
+    """May (1,000) and June (:data:`AMOUNTS`) of ``customer``, locked in turn; with
+    ``seal_between``, a July delta sealed between the two locks, so June's tree is larger."""
     accepted = client.write(
-        [{"key": "chain-may", "accountId": CHAINED, "bits": 1000, "occurredAt": "2026-05-20T08:00:00Z"}]
+        [
+            {
+                "key": f"{customer}-may",
+                "accountId": customer,
+                "bits": 1000,
+                "occurredAt": "2026-05-20T08:00:00Z",
+            }
+        ]
         + [
             {
-                "key": f"chain-jun-{i}",
-                "accountId": CHAINED,
+                "key": f"{customer}-jun-{i}",
+                "accountId": customer,
                 "bits": bits,
                 "occurredAt": f"2026-06-0{i + 1}T08:00:00Z",
             }
@@ -378,8 +391,20 @@ def chained(client: Client) -> tuple[str, str, str]:
         ]
     )
     client.wait_verified(accepted["requestId"])
-    may = client.lock_period(CHAINED, "2026-05")["proofRoot"]
-    return may, client.lock_period(CHAINED, "2026-06")["proofRoot"], client.log_key()
+    may = client.lock_period(customer, "2026-05")["proofRoot"]
+    if seal_between:
+        later = client.write(
+            [
+                {
+                    "key": f"{customer}-jul",
+                    "accountId": customer,
+                    "bits": 7,
+                    "occurredAt": "2026-07-01T08:00:00Z",
+                }
+            ]
+        )
+        client.wait_verified(later["requestId"])
+    return may, client.lock_period(customer, "2026-06")["proofRoot"], client.log_key()
 
 
 def test_after_proves_the_starting_balance_is_where_the_month_before_ends(
@@ -464,27 +489,8 @@ APART = "cli-apart-cust"
 
 @pytest.fixture
 def apart(client: Client) -> tuple[str, str, str]:
-    """As :func:`chained`, but June locked after another seal, so in a larger tree than May's:
-    ``(May's proof root, June's, the log's verifier key)``."""
-    accepted = client.write(
-        [{"key": "apart-may", "accountId": APART, "bits": 1000, "occurredAt": "2026-05-20T08:00:00Z"}]
-        + [
-            {
-                "key": f"apart-jun-{i}",
-                "accountId": APART,
-                "bits": bits,
-                "occurredAt": f"2026-06-0{i + 1}T08:00:00Z",
-            }
-            for i, bits in enumerate(AMOUNTS)
-        ]
-    )
-    client.wait_verified(accepted["requestId"])
-    may = client.lock_period(APART, "2026-05")["proofRoot"]
-    later = client.write(
-        [{"key": "apart-jul", "accountId": APART, "bits": 7, "occurredAt": "2026-07-01T08:00:00Z"}]
-    )
-    client.wait_verified(later["requestId"])
-    return may, client.lock_period(APART, "2026-06")["proofRoot"], client.log_key()
+    """As :func:`chained`, but June locked after another seal, so in a larger tree than May's."""
+    return _may_and_june_locked(client, APART, seal_between=True)
 
 
 def test_after_proves_the_two_periods_trees_of_one_log(
