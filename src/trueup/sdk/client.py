@@ -10,7 +10,7 @@ is given) and retried with the same bytes when no reply came or the server asked
 What the server says about the log is checked by the client rather than trusted:
 :meth:`Client.verify_delta` verifies a delta's proof bundle against the verifier key you pinned,
 and :meth:`Client.follow` checks that the log's newest signed checkpoint extends one you verified
-before (those checks are in :mod:`trueup.sdk.log_checks`).
+before (those checks are in :mod:`trueup.sdk.log_checks` and :mod:`trueup.sdk.period_checks`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from trueup.sdk.envelope import (
     retry_advice,
 )
 from trueup.sdk.errors import TrueupError
-from trueup.sdk.log_checks import Followed, LogChecks, VerifiedDelta
+from trueup.sdk.log_checks import Followed, VerifiedDelta
+from trueup.sdk.period_checks import PeriodChecks
 from trueup.sdk.replies import ACCEPTED_ENCODING, send_bounded
 
 __all__ = ["MAX_REPLY_BYTES", "Client", "Followed", "VerifiedDelta"]
@@ -44,7 +45,7 @@ MAX_REPLY_BYTES = 64 * 1024 * 1024
 period records with their proofs is a few MB."""
 
 
-class Client(LogChecks):
+class Client(PeriodChecks):
     """A client of one Trueup server. ``api_key`` may be left out for the public routes.
 
     ``retries`` is how many times a request is sent again after no reply, a 429/503 or, for a

@@ -1,9 +1,9 @@
 """The log's proofs, checked in the client rather than trusted: a delta's bundle
-(``Client.verify_delta``), a locked period's pages (``Client.verify_period``), that the log was
-only appended to since a checkpoint you hold (``Client.follow``), and that two signed tree heads
-are of one log (``Client.check_same_log``), each against the verifier key you pinned
-(docs/verification.md); with them, the reads of the log they build on (``log_key``,
-``log_checkpoint``, ``proof_bundle``).
+(``Client.verify_delta``), that the log was only appended to since a checkpoint you hold
+(``Client.follow``), and that two signed tree heads are of one log (``Client.check_same_log``),
+each against the verifier key you pinned (docs/verification.md); with them, the reads of the log
+they build on (``log_key``, ``log_checkpoint``, ``proof_bundle``). A locked period's pages are
+checked in :mod:`trueup.sdk.period_checks`, on top of these.
 
 :class:`LogChecks` is the part of :class:`trueup.sdk.Client` that does this, kept apart from the
 client's other calls and its transport: it asks through the client's ``_send`` and ``_get``.
@@ -11,8 +11,6 @@ client's other calls and its transport: it asks through the client's ``_send`` a
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -20,13 +18,9 @@ from trueup.proof import (
     BundleError,
     CheckpointError,
     ConsistencyProofError,
-    PeriodCheck,
-    PeriodError,
     ProofError,
     TreeHead,
-    VerifiedPeriod,
     VerifierKey,
-    chain_periods,
     leaf_fields_from_json,
     load_bundle,
     parse_verifier_key,
@@ -34,7 +28,7 @@ from trueup.proof import (
     verify_checkpoint,
     verify_consistency,
 )
-from trueup.proof.canonical import hex_hash, unique_members
+from trueup.proof.canonical import hex_hash
 from trueup.proof.errors import shown
 from trueup.sdk.envelope import not_a_trueup_reply, path_segment, reply_data, reply_json
 from trueup.sdk.errors import TrueupError
@@ -44,9 +38,7 @@ if TYPE_CHECKING:
 
     import httpx
 
-__all__ = ["Followed", "LogChecks", "VerifiedDelta", "refuse_empty_held"]
-
-_ROOT = re.compile(r"(?:0x)?([0-9a-f]{64})")
+__all__ = ["Followed", "LogChecks", "VerifiedDelta", "pinned", "refuse_empty_held"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +119,7 @@ class LogChecks:
         same root. Raises :class:`~trueup.proof.ProofError` when it is not (for another root
         at the held size, its ``rejected_checkpoint`` is the server's note: evidence to keep), and
         :class:`TrueupError` ``BAD_REPLY`` for a reply that is not a JSON object (not the server's)."""
-        key = _pinned(pinned_key)
+        key = pinned(pinned_key)
         name = origin or key.name
         held_head = None if held is None else verify_checkpoint(held, key, origin=name)
         if held_head is not None and held_head.size == 0:
@@ -182,78 +174,6 @@ class LogChecks:
             occurred_at=leaf.occurred_at,
         )
 
-    def verify_period(
-        self,
-        proof_root: str,
-        pinned_key: str | VerifierKey,
-        *,
-        origin: str | None = None,
-        page_size: int = 1000,
-        held: str | None = None,
-        after: str | None = None,
-    ) -> VerifiedPeriod:
-        """Fetch every page of the period checkpoint ``proof_root`` (``GET
-        /api/v1/verify/{proofRoot}``, public) and check it here against ``pinned_key``
-        (:func:`trueup.proof.verify_period`): pages for that root only, every record proven in
-        the signed log, as many as the summary says, recomputing the root, summing to its net
-        change. With ``held``, a checkpoint note you verified before (:meth:`follow`'s), the
-        tree the records are proven in must be of the held log (:meth:`check_same_log`; the
-        empty tree's checkpoint, which ties nothing, is a :class:`ValueError`). With ``after``,
-        the proof root of the customer's period checkpoint of the month before: that period is
-        verified first, the same way, the two trees are checked to be of one log
-        (:meth:`check_same_log`), and this period's starting balance, otherwise the server's
-        word, must be that period's ending balance (:func:`~trueup.proof.chain_periods`). Raises
-        :class:`~trueup.proof.ProofError` when any check fails, and :class:`TrueupError`
-        ``BAD_REPLY`` for a page that is not a JSON object (not the server's).
-
-        The pages are read as ``trueup verify`` reads a bundle (a member given twice is
-        refused), and each is checked as it comes (:class:`~trueup.proof.PeriodCheck`): a
-        server cannot make the client fetch pages past the first wrong one, nor without end
-        (page 1's ``recordsTotal`` is at most the size of the tree its signed checkpoint
-        shows, as the records are distinct leaves of it, and every page but the last must be
-        full), and only the records' leaf hashes are kept."""
-        if type(page_size) is not int or not 1 <= page_size <= 1000:
-            raise ValueError(f"page_size must be 1..1000, got {page_size!r}")
-        key = _pinned(pinned_key)
-        held_head = None if held is None else verify_checkpoint(held, key, origin=origin or key.name)
-        if held_head is not None:
-            refuse_empty_held(held_head)
-        wanted = _proof_root(proof_root, "proof_root")
-        previous = None
-        if after is not None:
-            _proof_root(after, "after")
-            said = f"the period of the month before ({after})"  # not the one asked for
-            try:
-                previous = self.verify_period(after, key, origin=origin, page_size=page_size)
-            except ProofError as exc:
-                raise type(exc)(f"{said}: {exc}") from exc
-            except TrueupError as exc:
-                raise exc.said_of(said) from exc
-        first = self._period_page(wanted, page_size, 0)
-        check = PeriodCheck(first, key, origin=origin, expected_root=wanted)  # bounds the rest
-        check.add(first)
-        while check.records < check.count:
-            if check.records != check.pages * page_size:
-                break  # a short page before the end: result() says so
-            check.add(self._period_page(wanted, page_size, check.records))
-        period = check.result()
-        if held_head is not None:
-            self.check_same_log(TreeHead(period.tree_size, period.tree_root, 0), held_head)
-        if previous is not None:
-            self.check_chain(previous, period)
-        return period
-
-    def check_chain(self, previous: VerifiedPeriod, period: VerifiedPeriod) -> None:
-        """Check that ``period`` starts where ``previous``, the customer's period of the month
-        before, ends (:func:`~trueup.proof.chain_periods`), and that their trees are of one log
-        (:meth:`check_same_log`); both verified before against the pinned key."""
-        chain_periods(previous, period)
-        self.check_same_log(
-            TreeHead(period.tree_size, period.tree_root, 0),
-            TreeHead(previous.tree_size, previous.tree_root, 0),
-            names=(f"the tree of period {period.period}", f"that of period {previous.period}"),
-        )
-
     def check_same_log(
         self,
         signed: TreeHead,
@@ -293,26 +213,6 @@ class LogChecks:
         except ConsistencyProofError as exc:
             raise ConsistencyProofError(f"{one} and {other} are not shown to be of one log: {exc}") from exc
 
-    def _period_page(self, root: bytes, limit: int, offset: int) -> dict[str, Any]:
-        reply = self._send(
-            "GET",
-            f"/api/v1/verify/0x{root.hex()}",
-            params={"limit": str(limit), "offset": str(offset)},
-            retry=True,
-        )
-        if not reply.is_success:
-            reply_data(reply)  # raises the server's error
-        try:  # a member given twice would show one reader what another does not check
-            document = json.loads(reply.text, object_pairs_hook=unique_members("page", PeriodError))
-        except (ValueError, RecursionError):  # PeriodError is not a ValueError
-            document = None
-        if not isinstance(document, dict):  # a proxy's 200 page, say: nothing was checked
-            raise not_a_trueup_reply(reply)
-        data = document.get("data")
-        if not isinstance(data, dict):
-            raise ProofError(f"page at offset {offset}: the reply holds no period")
-        return data
-
     def follow(
         self, trusted_checkpoint: str, pinned_key: str | VerifierKey, *, origin: str | None = None
     ) -> Followed:
@@ -323,7 +223,7 @@ class LogChecks:
         no proof from the size held while its newest signed checkpoint is smaller, or as large
         with another root (a log cut back or rewritten). Where the rejected checkpoint is signed
         by the pinned key, the error's ``rejected_checkpoint`` holds it: evidence to keep."""
-        key = _pinned(pinned_key)
+        key = pinned(pinned_key)
         name = origin or key.name
         old = verify_checkpoint(trusted_checkpoint, key, origin=name)
         try:
@@ -386,14 +286,7 @@ class LogChecks:
             raise
 
 
-def _proof_root(value: str, name: str) -> bytes:
-    match = _ROOT.fullmatch(value.lower())
-    if match is None:
-        raise ProofError(f"{name} must be 64 hex digits (0x optional), got {value[:80]!r}")
-    return bytes.fromhex(match.group(1))
-
-
-def _pinned(key: str | VerifierKey) -> VerifierKey:
+def pinned(key: str | VerifierKey) -> VerifierKey:
     """A pinned verifier key as given: its text (``name+id+base64``) or already parsed."""
     return key if isinstance(key, VerifierKey) else parse_verifier_key(key)
 
