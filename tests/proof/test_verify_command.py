@@ -263,14 +263,21 @@ def test_held_requires_the_bundle_to_be_of_the_held_tree(
             "it was sealed after that checkpoint, which cannot prove it (a later one can: trueup follow "
             "moves a held checkpoint on)\n"
         )
-    # The same size under another root, both signed by the pinned key: two histories.
+    # The same size under another root, both signed by the pinned key: two histories. The
+    # bundle's checkpoint is kept beside the held file, as trueup follow keeps one it rejects.
+    assert not list(tmp_path.glob("*.rejected*"))  # none kept for a failure of another kind
     forked = SIGNER.sign(origin, TreeHead(size=head.size, root=b"\x07" * 32, timestamp_ms=2))
-    assert verify.run([str(bundle), "--key", VKEY, "--held", held(forked)]) == 1
-    assert capsys.readouterr().out == (
-        f"FAILED: bundle.checkpoint: signed by the pinned key for size {head.size} with root "
-        f"{head.root.hex()}, where the held checkpoint of that size states {'07' * 32}: the log has "
-        "shown two histories; keep both checkpoints as evidence\n"
-    )
+    rejected = (tmp_path / "held.checkpoint.rejected").resolve()
+    for since in ("", " (since an earlier run)"):  # kept once
+        assert verify.run([str(bundle), "--key", VKEY, "--held", held(forked)]) == 1
+        assert capsys.readouterr().out == (
+            f"FAILED: bundle.checkpoint: signed by the pinned key for size {head.size} with root "
+            f"{head.root.hex()}, where the held checkpoint of that size states {'07' * 32}: the log has "
+            f"shown two histories; keep both checkpoints as evidence; the checkpoint it rejected is kept "
+            f"in {rejected}{since}\n"
+        )
+    assert rejected.read_text() == BUNDLE["checkpoint"]
+    assert [path.name for path in tmp_path.glob("*.rejected*")] == ["held.checkpoint.rejected"]
     # A bundle that fails its own checks says so first, held or not.
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps({**BUNDLE, "leafHash": "00" * 32}))

@@ -42,7 +42,6 @@ from pathlib import Path
 from types import FrameType
 
 from trueup.cli.keyarg import (
-    MAX_NOTE_BYTES,
     HeldCheckpointError,
     KeyArgumentError,
     add_key_arguments,
@@ -50,17 +49,15 @@ from trueup.cli.keyarg import (
     read_verifier_key,
 )
 from trueup.cli.proof import add_server_url, server_url_problem
+from trueup.cli.rejected import keep_rejected, kept_note
 from trueup.cli.unchecked import NOT_CHECKED, nothing_checked_by
 from trueup.proof import ProofError, TreeHead, VerifierKey, verify_checkpoint
 from trueup.proof.errors import shown
-from trueup.proof.note import split_note
 from trueup.sdk import Client, TrueupError
 from trueup.service.files import replace_private_file, write_private_file
 
 __all__ = ["run"]
 
-_MAX_REJECTED = 100
-"""At most this many rejected checkpoints are kept beside a file."""
 _MAX_REPLY_BYTES = 1024 * 1024
 """The longest reply read: a checkpoint and a consistency proof of at most 64 nodes."""
 
@@ -144,18 +141,18 @@ def _hold(path: Path, held: tuple[str, TreeHead] | None, newest: tuple[str, Tree
 def _newest(
     url: str, path: Path, held: tuple[str, TreeHead] | None, key: VerifierKey, origin: str
 ) -> tuple[str, TreeHead] | int:
-    """The server's newest checkpoint (as kept: :func:`_kept`) and its head, checked against
-    the pinned key, and proven to extend ``held`` when one is held; else the exit status, once
-    its line is printed."""
+    """The server's newest checkpoint (as kept: :func:`~trueup.cli.rejected.kept_note`) and its
+    head, checked against the pinned key, and proven to extend ``held`` when one is held; else
+    the exit status, once its line is printed."""
     with Client(url, retries=2, max_reply_bytes=_MAX_REPLY_BYTES) as client:
         try:
             if held is None:
                 note = client.log_checkpoint()
-                return _kept(note, key), verify_checkpoint(note, key, origin=origin)
+                return kept_note(note, key), verify_checkpoint(note, key, origin=origin)
             followed = client.follow(held[0], key, origin=origin)
-            return _kept(followed.checkpoint, key), followed.head
+            return kept_note(followed.checkpoint, key), followed.head
         except ProofError as exc:
-            print(f"FAILED: {exc}{_rejected(path, exc.rejected_checkpoint, key)}")
+            print(f"FAILED: {exc}{keep_rejected(path, exc.rejected_checkpoint, key)}")
             return 1
         except TrueupError as exc:
             # Before the log's first head there is nothing to start from, nor anything disproven.
@@ -169,48 +166,6 @@ def _newest(
             )
             print(f"FAILED: the server {said}: {shown(str(exc), 300)}")
             return 1
-
-
-def _rejected(path: Path, note: str | None, key: VerifierKey) -> str:
-    """Keep ``note``, the checkpoint signed by the pinned key that a check rejected, beside the
-    file as ``NAME.rejected`` (``NAME.rejected.2`` and on where that holds another: evidence
-    is never written over, and the same note is kept once). Returns what to add to the FAILED
-    line."""
-    if note is None:
-        return ""
-    kept = _kept(note, key).encode()
-    target = path.resolve()
-    for number in range(1, _MAX_REJECTED + 1):
-        rejected = target.with_name(f"{target.name}.rejected" + ("" if number == 1 else f".{number}"))
-        try:
-            write_private_file(rejected, kept)
-        except FileExistsError:
-            with contextlib.suppress(OSError):
-                if rejected.read_bytes() == kept:
-                    return f"; the checkpoint it rejected is kept in {rejected} (since an earlier run)"
-            continue
-        except OSError as exc:
-            return f"; the checkpoint it rejected could not be kept: {exc}"
-        return f"; the checkpoint it rejected is kept in {rejected}"
-    return f"; the checkpoint it rejected was not kept: {_MAX_REJECTED} are kept beside {path} already"
-
-
-def _kept(note: str, key: VerifierKey) -> str:
-    """The note as the file keeps it: its text and the pinned key's signature lines only (other
-    signatures are not checked, and a note padded with them would fill the file)."""
-    text, signatures = split_note(note)
-    lines = note[len(text) + 1 : -1].split("\n")  # after the blank line, without the last newline
-    mine = [
-        line
-        for line, s in zip(lines, signatures, strict=True)
-        if (s.name, s.key_id) == (key.name, key.key_id)
-    ]
-    kept = text + "\n" + "".join(line + "\n" for line in mine)
-    if len(kept.encode()) > MAX_NOTE_BYTES:
-        raise ProofError(
-            f"the server's checkpoint is longer than a checkpoint can be ({MAX_NOTE_BYTES} bytes)"
-        )
-    return kept
 
 
 @contextlib.contextmanager

@@ -2,10 +2,13 @@
 
 With ``--held``, the bundle must prove the delta in the very tree of a checkpoint you hold
 (``trueup follow``'s file, say): same size, same root. ``trueup proof ANCHOR --tree-size N``
-fetches the bundle of that size.
+fetches the bundle of that size. A bundle signed for the held size with another root (two
+histories) leaves its checkpoint beside the held file as ``CHECKPOINT_FILE.rejected``, as
+``trueup follow`` does (:mod:`trueup.cli.rejected`).
 
-Imports only the standard library, ``cryptography``, :mod:`trueup.proof` and
-:mod:`trueup.cli.keyarg`: it trusts nothing but the pinned verifier key. Prints one line; exits
+Imports only the standard library, ``cryptography``, :mod:`trueup.proof`,
+:mod:`trueup.cli.keyarg` and :mod:`trueup.cli.rejected`: it trusts nothing but the pinned
+verifier key. Prints one line; exits
 0 when every check passes, naming the delta the leaf proves (amount, customer, tenant, key,
 time), 1 naming the check that failed (or what is wrong with the bundle), and 2 when there is
 nothing to check: ``--key`` is empty, names no file or holds no verifier key, ``--held`` names
@@ -28,6 +31,7 @@ from trueup.cli.keyarg import (
     read_held_checkpoint,
     read_verifier_key,
 )
+from trueup.cli.rejected import keep_rejected
 from trueup.proof import ProofError, TreeHead, leaf_fields_from_json, load_bundle, verify_bundle
 from trueup.proof.errors import shown
 
@@ -66,7 +70,10 @@ def run(argv: list[str]) -> int:
         head = verify_bundle(bundle, key, origin=args.origin or key.name, held=held)
         leaf = leaf_fields_from_json(bundle["leaf"])  # valid: verify_bundle hashed it
     except ProofError as exc:
-        print(f"FAILED: {exc}")
+        # Another history at the held size: the bundle's checkpoint kept beside the held file, as
+        # trueup follow keeps one it rejects.
+        kept = "" if args.held is None else keep_rejected(Path(args.held), exc.rejected_checkpoint, key)
+        print(f"FAILED: {exc}{kept}")
         return 1
     anchor = bundle["anchorId"]
     if args.anchor is not None and anchor != args.anchor:
