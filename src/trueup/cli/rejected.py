@@ -29,7 +29,10 @@ def keep_rejected(path: Path, note: str | None, key: VerifierKey) -> str:
     line."""
     if note is None:
         return ""
-    kept = kept_note(note, key).encode()
+    try:
+        kept = kept_note(note, key).encode()
+    except ProofError as exc:  # called while a failure is said: never an error of its own
+        return f"; the checkpoint it rejected was not kept: {exc}"
     target = path.resolve()
     for number in range(1, _MAX_REJECTED + 1):
         rejected = target.with_name(f"{target.name}.rejected" + ("" if number == 1 else f".{number}"))
