@@ -14,7 +14,6 @@ from pathlib import Path
 from trueup.cli.keyarg import MAX_NOTE_BYTES
 from trueup.proof import ProofError, VerifierKey
 from trueup.proof.note import split_note
-from trueup.service.files import write_private_file
 
 __all__ = ["keep_rejected", "kept_note"]
 
@@ -33,6 +32,11 @@ def keep_rejected(path: Path, note: str | None, key: VerifierKey) -> str:
         kept = kept_note(note, key).encode()
     except ProofError as exc:  # called while a failure is said: never an error of its own
         return f"; the checkpoint it rejected was not kept: {exc}"
+    # Loaded only here: the offline verifier (trueup verify) loads nothing of Trueup beyond the
+    # proof layer and the command line unless it has a fork's evidence to keep; the writer is
+    # the standard library's os calls, shared with the server's files.
+    from trueup.service.files import write_private_file  # noqa: PLC0415
+
     target = path.resolve()
     for number in range(1, _MAX_REJECTED + 1):
         rejected = target.with_name(f"{target.name}.rejected" + ("" if number == 1 else f".{number}"))

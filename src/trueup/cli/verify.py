@@ -7,8 +7,9 @@ histories) leaves its checkpoint beside the held file as ``CHECKPOINT_FILE.rejec
 ``trueup follow`` does (:mod:`trueup.cli.rejected`).
 
 Imports only the standard library, ``cryptography``, :mod:`trueup.proof`,
-:mod:`trueup.cli.keyarg` and :mod:`trueup.cli.rejected`: it trusts nothing but the pinned
-verifier key. Prints one line; exits
+:mod:`trueup.cli.keyarg` and :mod:`trueup.cli.rejected` (which loads the project's private-file
+writer, itself standard library only, when it keeps a fork's checkpoint): it trusts nothing but
+the pinned verifier key. Prints one line; exits
 0 when every check passes, naming the delta the leaf proves (amount, customer, tenant, key,
 time), 1 naming the check that failed (or what is wrong with the bundle), and 2 when there is
 nothing to check: ``--key`` is empty, names no file or holds no verifier key, ``--held`` names
