@@ -23,7 +23,8 @@ import uvloop
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.server import ServerState
 
-from trueup.api.http_protocol import RESPONSE_HEADERS, OneWriteHttpToolsProtocol, unlog_refused_bytes
+from trueup.api.http_protocol import OneWriteHttpToolsProtocol, unlog_refused_bytes
+from trueup.api.reply_head import RESPONSE_HEADERS
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

@@ -2,7 +2,7 @@
 Trueup's protocol and app over a real database of each backend, read raw.
 
 A plain small write whose body comes with its head is answered without uvicorn's request cycle
-(:mod:`trueup.api.http_protocol`); every reply must be byte for byte what the usual way gives,
+(:mod:`trueup.api.whole_writes`); every reply must be byte for byte what the usual way gives,
 and anything unusual about a request must send it the usual way. The protocol here counts the
 writes it answered itself, so each test knows which way a request went.
 """
@@ -29,7 +29,9 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from trueup.api.app import create_app
 from trueup.api.fastpath import WriteAnswers
-from trueup.api.http_protocol import RESPONSE_HEADERS, OneWriteHttpToolsProtocol, _find_answers
+from trueup.api.http_protocol import OneWriteHttpToolsProtocol
+from trueup.api.reply_head import RESPONSE_HEADERS
+from trueup.api.whole_writes import _find_answers
 from trueup.service.container import Services, open_services
 from trueup.service.settings import Settings
 

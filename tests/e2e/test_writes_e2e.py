@@ -210,7 +210,7 @@ def test_each_class_of_bad_input_gets_its_4xx_and_stores_nothing(running: Runnin
 
 
 def test_a_write_with_a_query_parameter_is_refused_and_stores_nothing(running: Running) -> None:
-    """The server answers a plain write itself, past the routes (api/http_protocol.py,
+    """The server answers a plain write itself, past the routes (api/whole_writes.py,
     api/fastpath.py); one with a query string goes to its route, which takes no parameters, so
     a write meant as a dry run is refused, on a kept-alive connection as on a new one."""
     before = stored_count(running)

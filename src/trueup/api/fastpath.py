@@ -9,7 +9,7 @@ paths by calling the same functions as their FastAPI routes (which stay, and doc
 OpenAPI). Every other request, and these paths with another method, go to the app unchanged.
 
 :class:`WriteAnswers` is what both ways in share. The HTTP protocol
-(:mod:`trueup.api.http_protocol`) calls :meth:`WriteAnswers.answer_whole` itself for a plain
+(:mod:`trueup.api.whole_writes`) calls :meth:`WriteAnswers.answer_whole` itself for a plain
 request to one of the two paths whose body came with its head, so such a request skips uvicorn's
 request cycle and the ASGI messages too; anything unusual about a request sends it the usual
 way, which answers it exactly as before.

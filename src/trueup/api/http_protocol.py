@@ -1,160 +1,33 @@
-"""uvicorn's httptools protocol, sending each response's head and body in one write.
+"""uvicorn's httptools protocol as ``trueup serve`` runs it: each reply in one write, plain
+small writes answered without uvicorn's request cycle, and the limits of what a connection may
+send.
 
-uvicorn writes a response's status line and headers to the socket as soon as the app sends
-``http.response.start``, and the body when it sends ``http.response.body``: two ``send`` calls
-per reply, and on loopback two TCP segments the client wakes up for. Under single-item writes
-those two calls took about 18 % of the time the API process held the interpreter lock, and
-one call 11 % (py-spy, 2026-12-04). Trueup's replies are small and whole, so this protocol
-holds the head back and sends it with the first part of the body (docs/architecture.md has the
-measurements).
-
-A streamed reply's head therefore goes out with its first part, not before it: a route that
-streams with pauses (server-sent events, say) would want the head at once, and Trueup has none.
-
-Only the transport each request's cycle writes through changes: the HTTP handling, flow
-control and errors stay uvicorn's own. ``uvicorn`` is pinned, and the tests read the bytes on
-the wire, so a change in how it writes a reply shows up there.
-
-One kind of request skips uvicorn's request cycle altogether: a plain small write (``POST
-/api/v1/writes`` or ``/api/v1/balance/delta``, keep-alive HTTP/1.1, a ``Content-Length`` of at
-most 64 KiB, nothing unusual in its head, no earlier request of the connection unanswered) whose
-body comes in the same read as its head, nearly every single-item write. The protocol calls
-:meth:`trueup.api.fastpath.WriteAnswers.answer_whole` itself and writes the reply as uvicorn's
-cycle would, byte for byte; uvicorn's cycle, its ASGI messages and the middleware layers cost
-about a quarter of the API process's CPU per single-item write (docs/architecture.md). A write
-whose body has not all come by the end of the read goes the usual way from there, as if its head
-had just come, and so does every request with anything unusual about it: the usual way handles
-each such case (and the tests compare the two ways' replies).
+Three layers, each a module: :mod:`trueup.api.reply_head` names each request and holds a reply's
+head back to go out with its body; :mod:`trueup.api.whole_writes` answers a plain small write
+itself; this module's :class:`OneWriteHttpToolsProtocol` bounds how long and how much a client
+may take (a head's time and length, a reply it does not read, trailers), refuses what is not
+HTTP/1.1 after the replies owed before it, and answers every request a client sent before it
+shut its side.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
-import random
-import re
 import sys
 from typing import Any
 
 import httptools
-from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
-from uvicorn.protocols.utils import get_client_addr
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from trueup.api.errors import REQUEST_ID_STATE, error_body
-from trueup.api.fastpath import WriteAnswers
+from trueup.api.reply_head import request_id
+from trueup.api.whole_writes import WholeWriteProtocol
 from trueup.service.metrics import HTTP_RESPONSES
 
-__all__ = [
-    "REQUEST_ID_HEADER",
-    "RESPONSE_HEADERS",
-    "OneWriteHttpToolsProtocol",
-    "request_id",
-    "unlog_refused_bytes",
-]
-
-
-RESPONSE_HEADERS: tuple[tuple[str, str], ...] = (("X-Content-Type-Options", "nosniff"),)
-"""Headers every reply carries, whatever answers it: ``trueup serve`` gives them to uvicorn as
-its default headers (``headers=``), which uvicorn writes at the head of every response of its
-request cycle (the app's, its own 500 and 503) and this protocol at the head of every reply it
-writes itself (writes answered whole, the refusals of a head too long or of bytes that are not
-HTTP/1.1, its plain 500). So no reply is missed, and none pays for a layer of middleware.
-
-``nosniff``: a browser takes a reply as the type it names, and never runs a JSON or text reply
-it sniffed as HTML or script (an error message echoes what the client sent)."""
-
-
-REQUEST_ID_HEADER = b"x-request-id"
-"""Every reply names its HTTP request by an id in this header (not a write's ``req_…`` id, nor
-a failure's ``err_…``), which its access log line and the log lines of its failures name too
-(``x-request-id=…``): a client quoting it to an operator points at the lines of that request.
-One the request brings in this header (a proxy's, say) is kept when it is 1 to 128 characters
-of letters, digits and ``._:-`` (spaces around it aside); otherwise, or when given twice, a new
-one is made. A client may send any id, so one it sent is not known to be unique."""
-
-_GIVEN_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
-
-
-def request_id(given: bytes | None) -> bytes:
-    """The id of a request that brought ``given`` in ``X-Request-Id`` (``None``: none, or more
-    than one): ``given`` when it is a usable one, else 16 new hex digits."""
-    if given is not None and _GIVEN_ID.fullmatch(given := given.strip(b" \t")):
-        return given
-    # Not a secret, so the interpreter's generator (seeded from the system's, and again in a
-    # forked child), without a system call a request: os.urandom's cost more under load.
-    return f"{random.getrandbits(64):016x}".encode("ascii")
-
-
-def _given_id(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    found = None
-    for name, value in headers:
-        if name == REQUEST_ID_HEADER:
-            if found is not None:
-                return None  # given twice: neither is taken
-            found = value
-    return found
-
-
-class _WithRequestId(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """The access logger for one request: its line ends with the request's id."""
-
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"{msg} x-request-id={self.extra['id']}", kwargs  # type: ignore[index]
-
-
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-"""The interim reply uvicorn writes, as these bytes, when a request expects it."""
-
-
-class _HeadWithBody:
-    """The transport of one request's cycle: the response head waits for the body's first write.
-
-    A cycle writes an interim ``100 Continue`` (when the request asked for one), then the head,
-    then the body: the first write that is not the interim reply is the head. A cycle that ends
-    without writing again (the app failed after starting the response) closes the transport,
-    which sends a head held back before closing. It keeps no reference to the cycle: the two
-    would make a reference cycle, left for the garbage collector, per request.
-    """
-
-    __slots__ = ("_head", "_held", "_transport")
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self._transport = transport
-        self._head: bytes | None = None
-        self._held = False
-
-    def write(self, data: bytes) -> None:
-        if self._transport.is_closing():
-            # The client left (or the connection is being closed): nothing can reach it, and
-            # uvloop raises on a write after the loss. uvicorn marks only the newest of
-            # pipelined requests disconnected, so an older one still answers into this.
-            self._head = None
-            return
-        head = self._head
-        if head is not None:
-            self._head = None
-            self._transport.write(head + data)
-        elif not self._held and data != _CONTINUE:
-            self._head = data
-            self._held = True
-        else:
-            self._transport.write(data)
-
-    def close(self) -> None:
-        head, self._head = self._head, None
-        # A connection already lost (or closing) takes no head: uvloop's transport raises on a
-        # write after the loss, where uvicorn would have written the head before it.
-        if head is not None and not self._transport.is_closing():
-            self._transport.write(head)
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...: the transport's
-        return getattr(self._transport, name)
+__all__ = ["OneWriteHttpToolsProtocol", "unlog_refused_bytes"]
 
 
 _UPGRADE_REFUSED = json.dumps(
@@ -186,82 +59,13 @@ async def _refuse_upgrade(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": _UPGRADE_REFUSED})
 
 
-_WHOLE_BODY_MAX = 65_536
-"""The largest ``Content-Length`` answered without uvicorn's cycle: a single or small write."""
-
 _TARGET_MAX = 65_535
 """The longest request target httptools can take apart (it keeps its parts' offsets in 16 bits):
 a longer one is refused as too long (414), not as invalid."""
-_SEEN_ONCE = frozenset(
-    (b"x-api-key", b"idempotency-key", b"content-type", b"content-length", b"host", REQUEST_ID_HEADER)
-)
-_NOT_WHOLE = frozenset((b"transfer-encoding", b"content-encoding", b"expect", b"upgrade"))
-
-_PLAIN_500 = (
-    b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\nconnection: close\r\n\r\n"
-    b"Internal Server Error"
-)
-"""What uvicorn answers (after its status line and default headers) when an app fails."""
 
 
-class _NoEvent:
-    """Stands in for the request cycle's ``message_event``, which nobody waits on here."""
-
-    __slots__ = ()
-
-    def set(self) -> None:
-        pass
-
-
-class _Answering:
-    """The protocol's ``cycle`` while it answers a whole write itself: the attributes uvicorn's
-    protocol reads and sets on its cycle (a pipelined request waits behind it, a shutdown or a
-    lost connection is noted on it)."""
-
-    __slots__ = ("disconnected", "heads", "keep_alive", "response_complete", "scope")
-
-    message_event = _NoEvent()
-
-    def __init__(self, scope: Any, heads: dict[bytes, bytes]) -> None:  # scope: uvicorn's HTTPScope
-        self.scope = scope
-        self.heads = heads
-        """The request's headers of :data:`_SEEN_ONCE` (each given once), by name."""
-        self.response_complete = False
-        self.disconnected = False
-        self.keep_alive = True
-
-
-def _find_answers(app: Any) -> tuple[WriteAnswers | None, tuple[ProxyHeadersMiddleware, ...]]:
-    """The app's :class:`WriteAnswers`, under uvicorn's proxy-headers layers (which only set the
-    client's address and scheme, which no write reads; the access log's line does, and takes
-    them from :func:`_as_forwarded`), and those layers. Under any other layer, ``None``:
-    whatever it does must see every request, so every request goes the usual way."""
-    proxies: list[ProxyHeadersMiddleware] = []
-    while isinstance(app, ProxyHeadersMiddleware):
-        proxies.append(app)
-        app = app.app
-    answers = getattr(getattr(app, "state", None), "write_answers", None)
-    return (answers if isinstance(answers, WriteAnswers) else None), tuple(proxies)
-
-
-async def _ignore(*_: Any) -> Any:  # app, receive and send of a layer run for its scope only
-    return None
-
-
-async def _as_forwarded(scope: Any, proxies: tuple[ProxyHeadersMiddleware, ...]) -> Any:
-    """A copy of ``scope`` as uvicorn's proxy-headers layers hand it to the app: the client a
-    trusted proxy names in ``X-Forwarded-For``, as the access log gives it for every request
-    that goes the usual way."""
-    forwarded: Any = dict(scope)  # uvicorn's HTTPScope, a TypedDict
-    for proxy in proxies:
-        layer = copy.copy(proxy)
-        layer.app = _ignore
-        await layer(forwarded, _ignore, _ignore)
-    return forwarded
-
-
-class OneWriteHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` whose requests answer with one write each (see the module doc),
+class OneWriteHttpToolsProtocol(WholeWriteProtocol):
+    """``WholeWriteProtocol`` (each reply in one write, plain small writes answered whole),
     which refuses a protocol upgrade it cannot make on a request with a body, which closes
     a connection whose request head does not arrive within :attr:`head_timeout_s` and one
     whose client takes none of its replies for :attr:`reply_timeout_s`, which answers a head
@@ -318,19 +122,10 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     _trailer_bytes = 0  # of the trailer section now coming, in reads that are all trailers
     _client_done = False  # the client shut its side with requests still being answered
     _client_done_after = 0  # how many replies are written before the connection closes then
-    _whole: list[bytes] | None = None  # the body so far of a write this protocol answers itself
-    _answering: _Answering | None = None
-    _earlier_cycle: Any = None  # the cycle before it, put back if the write goes the usual way
-    _answers: WriteAnswers | None = None
-    _proxies: tuple[ProxyHeadersMiddleware, ...] = ()  # the proxy-headers layers above the app
     _untaken_target = 0  # bytes of the target of a head that could not be taken, let go of
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        # A root path or a concurrency limit (neither of which `trueup serve` sets) changes how
-        # uvicorn's cycle takes a request: then every request goes that way.
-        plain_server = not self.root_path and self.limit_concurrency is None
-        self._answers, self._proxies = _find_answers(self.app) if plain_server else (None, ())
         self._watch_head()
 
     def data_received(self, data: bytes) -> None:
@@ -633,12 +428,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     def _take_head(self) -> None:
         if not self.url.startswith(b"/"):
             self._take_absolute_target()
-        if (
-            self._answers is not None
-            and self.url in self._answers.targets
-            and (heads := self._plain_write()) is not None
-        ):
-            self._begin_whole(heads)
+        if self._take_whole():
             return
         if self.parser.should_upgrade() and not self._should_upgrade() and self._has_body():
             # uvicorn would log "Unsupported upgrade request." and hand the app this request
@@ -678,75 +468,6 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
                 return True
         return False
 
-    def _hold_heads(self) -> None:
-        super().on_headers_complete()
-        cycle = self.cycle
-        if cycle is not None and cycle.scope is self.scope:  # a new request's cycle: its id
-            self._name_request(cycle)
-        # A new request has a cycle over this request's scope whose task has not run yet (it
-        # is only scheduled); an upgrade leaves the previous cycle in place, which is skipped.
-        # A HEAD response writes no body, so its head is not held.
-        if cycle is not None and cycle.scope is self.scope and cycle.scope["method"] != "HEAD":
-            cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
-
-    def _name_request(self, cycle: Any) -> None:
-        """Give the request of ``cycle`` (uvicorn's) its id (:data:`REQUEST_ID_HEADER`): in the
-        headers its reply starts with, whatever answers it (the app, uvicorn's own 500), in its
-        scope's state (:data:`~trueup.api.errors.REQUEST_ID_STATE`, for the log lines about it), and at the
-        end of its access log line."""
-        rid = request_id(_given_id(self.headers))
-        cycle.default_headers = [*cycle.default_headers, (REQUEST_ID_HEADER, rid)]
-        text = rid.decode("ascii")
-        self.scope["state"][REQUEST_ID_STATE] = text
-        if self.access_log:
-            cycle.access_logger = _WithRequestId(self.access_logger, {"id": text})
-
-    # -- writes answered whole, without uvicorn's request cycle --------------------------------
-
-    def _plain_write(self) -> dict[bytes, bytes] | None:
-        """Whether this request is a plain small write that this protocol may answer itself: a
-        ``POST`` over keep-alive HTTP/1.1 with a ``Host`` and a ``Content-Length`` of at most
-        :data:`_WHOLE_BODY_MAX`, none of its own headers given twice, no transfer or content
-        coding, no ``Expect``, no upgrade, and no earlier request of the connection unanswered.
-        The rest go the usual way, where every such case is handled. Returns the request's
-        headers of :data:`_SEEN_ONCE` by name, or ``None`` for a request that goes the usual way."""
-        parser = self.parser
-        if (
-            parser.get_method() != b"POST"
-            or parser.get_http_version() != "1.1"
-            or not parser.should_keep_alive()
-            or parser.should_upgrade()
-            or self.expect_100_continue
-            or self.pipeline
-            or (self.cycle is not None and not self.cycle.response_complete)
-        ):
-            return None
-        heads: dict[bytes, bytes] = {}
-        for name, value in self.headers:
-            if name in _SEEN_ONCE:
-                if name in heads:
-                    return None
-                heads[name] = value
-            elif name in _NOT_WHOLE:
-                return None
-        if b"host" not in heads:  # refused the usual way (trueup.api.guards)
-            return None
-        length = heads.get(b"content-length")
-        if length is None or len(length) > 6 or not length.isdigit():  # int() of 5,000 digits raises
-            return None
-        return heads if int(length) <= _WHOLE_BODY_MAX else None
-
-    def _begin_whole(self, heads: dict[bytes, bytes]) -> None:
-        path = self.url.decode("ascii")
-        self.scope["method"] = "POST"
-        self.scope["path"] = path
-        self.scope["raw_path"] = self.url
-        self.scope["query_string"] = b""
-        self._earlier_cycle = self.cycle
-        self._answering = _Answering(self.scope, heads)
-        self.cycle = self._answering  # type: ignore[assignment]
-        self._whole = []
-
     def on_chunk_header(self) -> None:
         # The parser hands a trailer field to on_header as it does a header, and uvicorn
         # appends it to the request's headers, which are the scope's: the app would read a
@@ -765,112 +486,13 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         self._chunk_begun = False
         self._chunk_events += 1
-        if self._whole is not None:
-            self._whole.append(body)
-            return
         super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._chunk_begun = False
         self._chunk_events += 1
         self._mid_body = False
-        whole, answering = self._whole, self._answering
-        if whole is None or answering is None:
-            super().on_message_complete()
-            return
-        self._whole = self._answering = self._earlier_cycle = None
-        task = self.loop.create_task(self._answer_whole(answering, b"".join(whole)))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
-
-    def _go_usual_way(self) -> None:
-        """Hand a write whose body has not all come to uvicorn's cycle, as if its head had just
-        come: the body so far goes to that cycle, and the rest follows the usual way."""
-        whole, self._whole, self._answering = self._whole, None, None
-        self.cycle, self._earlier_cycle = self._earlier_cycle, None
-        if self.transport.is_closing():  # the parser refused what followed the head
-            return
-        self._hold_heads()
-        if whole:
-            super().on_body(b"".join(whole))
-
-    async def _answer_whole(self, answering: _Answering, body: bytes) -> None:
-        found = {name: value.decode("latin-1") for name, value in answering.heads.items()}
-        rid = request_id(answering.heads.get(REQUEST_ID_HEADER))
-        answering.scope["state"][REQUEST_ID_STATE] = rid.decode("ascii")
-        response: Response | None
-        try:
-            answers = self._answers
-            assert answers is not None
-            response = await answers.answer_whole(
-                answering.scope,
-                found.get(b"x-api-key"),
-                found.get(b"idempotency-key"),
-                found.get(b"content-type", ""),
-                found[b"content-length"],  # always there: see _plain_write
-                body,
-            )
-        except BaseException:  # as uvicorn's cycle: logged, and a plain 500 that closes
-            self.logger.exception("Exception in ASGI application (x-request-id=%s)", rid.decode())
-            response = None
-        if self.flow.write_paused and not answering.disconnected:
-            await self.flow.drain()
-        if answering.disconnected:
-            return  # as uvicorn's cycle: nothing written, and the request not counted as answered
-        reply, status = None, 500
-        if response is not None:
-            try:
-                reply, status = self._render(response, answering, rid), response.status_code
-            except RuntimeError:
-                self.logger.exception("Exception in ASGI application (x-request-id=%s)", rid.decode())
-        if reply is None:
-            answering.keep_alive = False
-            reply = b"".join([STATUS_LINE[500], *self._default_head(rid), _PLAIN_500])
-        if not self.transport.is_closing():
-            self.transport.write(reply)
-        if self.access_log:  # `trueup serve --access-log`: the line uvicorn's cycle logs
-            client = get_client_addr(await _as_forwarded(answering.scope, self._proxies))
-            self.access_logger.info(
-                '%s - "POST %s HTTP/1.1" %d x-request-id=%s',
-                client,
-                answering.scope["path"],
-                status,
-                rid.decode(),
-            )
-        answering.response_complete = True
-        if not answering.keep_alive:
-            self.transport.close()
-        self.on_response_complete()
-        if response is not None and response.background is not None:
-            await response.background()  # none of the write routes has one; as Starlette would
-
-    def _default_head(self, rid: bytes) -> list[bytes]:
-        """The server's default headers and the request's id, as uvicorn's cycle writes them
-        for a request :meth:`_name_request` named."""
-        parts: list[bytes] = []
-        for name, value in self.server_state.default_headers:
-            parts += (name, b": ", value, b"\r\n")
-        parts += (REQUEST_ID_HEADER, b": ", rid, b"\r\n")
-        return parts
-
-    def _render(self, response: Response, answering: _Answering, rid: bytes) -> bytes:
-        """``response`` as uvicorn's cycle would write it: status line, the server's default
-        headers and the request's id, the response's own, ``connection: close`` when the
-        connection is closing (and a response that says ``connection: close`` closes it)."""
-        parts = [STATUS_LINE[response.status_code], *self._default_head(rid)]
-        closing = False
-        for raw_name, value in response.raw_headers:
-            name = raw_name.lower()
-            if HEADER_VALUE_RE.search(value):  # as uvicorn's cycle: never sent
-                raise RuntimeError("Invalid HTTP header value.")
-            if name == b"connection" and b"close" in [token.lower().strip() for token in value.split(b",")]:
-                answering.keep_alive = False
-                closing = True
-            parts += (name, b": ", value, b"\r\n")
-        if not answering.keep_alive and not closing:
-            parts.append(b"connection: close\r\n")
-        parts += (b"\r\n", bytes(response.body))
-        return b"".join(parts)
+        super().on_message_complete()
 
 
 _UVICORN_REFUSED = "Invalid HTTP request received."

@@ -27,7 +27,8 @@ from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from trueup.api.app import create_app
 from trueup.api.errors import quiet_relogged_errors
-from trueup.api.http_protocol import RESPONSE_HEADERS, OneWriteHttpToolsProtocol, unlog_refused_bytes
+from trueup.api.http_protocol import OneWriteHttpToolsProtocol, unlog_refused_bytes
+from trueup.api.reply_head import RESPONSE_HEADERS
 from trueup.cli.child import SealReport, SequencerProcess
 from trueup.cli.committer import CommitterProcess
 from trueup.cli.options import LOG_LEVELS, add_storage_options, configure_logging, port_number, settings_from
