@@ -18,7 +18,7 @@ from trueup.service.webhooks import ENDPOINT_CREATE_ROUTE
 from trueup.storage import StorageError, open_storage
 from trueup.storage.schema import CLEAR_SECRETS, CLOSED_MONTHS_FROM, SCHEMA_VERSION
 from trueup.storage.secret_box import SecretBox, SecretBoxError, is_sealed
-from trueup.storage.webhooks import UNOPENED_ERROR
+from trueup.storage.webhook_queue import UNOPENED_ERROR
 from trueup.webhooks.dispatcher import Dispatcher
 
 HOOK = "http://127.0.0.1:9/hook"

@@ -13,7 +13,7 @@ first from a cursor (``created_at``, ``id``) through the index ``webhook_events_
 (migration 13), and deletes the finished ones among them until ``max_rows`` rows (events,
 deliveries and attempts together) would be passed. The caller holds the transaction and
 serialises it with every other change of a delivery's status (see
-:meth:`trueup.storage.webhooks.WebhookStore.prune`), so a delivery cannot turn pending (a
+:meth:`trueup.storage.webhook_queue.DeliveryQueue.prune`), so a delivery cannot turn pending (a
 manual retry) between the check and the delete.
 """
 
