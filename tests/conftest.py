@@ -146,7 +146,7 @@ def lose_the_lock(role: str, services: Services) -> None:
 
 def end_lock_session(url: str, engine: Engine, role: str) -> None:
     """Terminate the PostgreSQL session that holds ``engine``'s lock on ``role``."""
-    from trueup.storage.postgres import advisory_lock_ids  # noqa: PLC0415 - psycopg's side only
+    from trueup.storage.postgres_locks import advisory_lock_ids  # noqa: PLC0415 - psycopg's side only
 
     key = engine.lock_key(role)  # type: ignore[attr-defined]
     with psycopg.connect(url, autocommit=True) as conn:

@@ -21,7 +21,7 @@ from trueup.sequencer.loop import SequencerLoop
 from trueup.service.container import Services, open_services
 from trueup.service.roles import ElectedRole
 from trueup.service.settings import Settings
-from trueup.storage.postgres import _still_locked
+from trueup.storage.postgres_locks import still_locked
 from trueup.storage.schema import SCHEMA_VERSION
 from trueup.webhooks.dispatcher import Dispatcher
 
@@ -95,13 +95,13 @@ def test_a_postgresql_session_that_answers_without_the_lock_holds_no_role(pg_url
     that answers without it (a pooler handing out another one) is no holder."""
     key = 0x9234_5678_9ABC_DEF0 - 2**64  # negative, as half of the keys are
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        assert not _still_locked(conn, key)
+        assert not still_locked(conn, key)
         conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-        assert _still_locked(conn, key)
-        assert not _still_locked(conn, key + 1)
+        assert still_locked(conn, key)
+        assert not still_locked(conn, key + 1)
         conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-        assert not _still_locked(conn, key)
-    assert not _still_locked(conn, key)  # closed: no answer at all
+        assert not still_locked(conn, key)
+    assert not still_locked(conn, key)  # closed: no answer at all
 
 
 @pytest.mark.parametrize("kind", ["sequencer", "dispatcher"])

@@ -19,7 +19,7 @@ import pytest
 from trueup.storage import StorageUnavailableError, open_storage, postgres
 from trueup.storage.engine import Engine
 from trueup.storage.errors import IntegrityConflictError
-from trueup.storage.postgres import _array
+from trueup.storage.postgres_arrays import typed_array
 
 _COLUMNS = {"id": "bigint", "name": "text", "amount": "bigint"}
 
@@ -297,21 +297,21 @@ def test_bulk_helpers_carry_nulls_and_extreme_integers_unchanged(engine: Engine)
 
 def test_integer_arrays_refuse_anything_but_integers() -> None:
     # A string such as "1,2" in a literal would have become two elements.
-    assert _array([1, None, -(2**63)], "bigint") == "{1,NULL,-9223372036854775808}"
+    assert typed_array([1, None, -(2**63)], "bigint") == "{1,NULL,-9223372036854775808}"
     for bad in ("1,2", 1.0, Decimal(1)):
         with pytest.raises(TypeError):
-            _array([1, bad], "bigint")
+            typed_array([1, bad], "bigint")
     with pytest.raises(TypeError, match="must be a str"):
-        _array(["a", 1], "text")
+        typed_array(["a", 1], "text")
 
 
 def test_a_text_column_of_one_repeated_value_is_quoted_like_any_other() -> None:
-    assert _array(['a"b\\'] * 3, "text") == '{"a\\"b\\\\","a\\"b\\\\","a\\"b\\\\"}'
-    assert _array([None, None], "text") == "{NULL,NULL}"
-    assert _array(["NULL", "NULL"], "text") == '{"NULL","NULL"}'
-    assert _array([], "text") == "{}"
+    assert typed_array(['a"b\\'] * 3, "text") == '{"a\\"b\\\\","a\\"b\\\\","a\\"b\\\\"}'
+    assert typed_array([None, None], "text") == "{NULL,NULL}"
+    assert typed_array(["NULL", "NULL"], "text") == '{"NULL","NULL"}'
+    assert typed_array([], "text") == "{}"
     with pytest.raises(TypeError):
-        _array([1, 1], "text")
+        typed_array([1, 1], "text")
 
 
 def test_postgresql_connections_are_named_after_their_process(pg_url: str) -> None:
@@ -383,14 +383,14 @@ def test_a_standby_keeps_one_session_between_its_polls(pg_url: str, monkeypatch:
     """A standby asks for a role's lock every second: on the same session each time, not a new
     one (a backend fork and an authentication) per poll. When it leads, the lock ends with it."""
     opened: list[int] = []
-    real_session = postgres._lock_session
+    real_session = postgres.lock_session
 
     def counted(url: str, idle_timeout_s: float) -> psycopg.Connection[Any]:
         conn = real_session(url, idle_timeout_s)
         opened.append(conn.info.backend_pid)
         return conn
 
-    monkeypatch.setattr(postgres, "_lock_session", counted)
+    monkeypatch.setattr(postgres, "lock_session", counted)
     holder, standby = open_storage(pg_url), open_storage(pg_url)
     try:
         with holder.engine.try_leader_lock("sequencer") as held:

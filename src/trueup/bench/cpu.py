@@ -108,7 +108,7 @@ def backend_roles(
 ) -> dict[str, list[int]]:
     """The PostgreSQL backends of the watched processes, as roles ``PostgreSQL for the <role>``,
     from ``pg_stat_activity``'s ``(pid, application_name)``: Trueup names each connection
-    ``trueup/<pid of its process>`` (``storage/postgres.py``). Every watched role gets one,
+    ``trueup/<pid of its process>`` (``storage/postgres_urls.py``). Every watched role gets one,
     empty when it holds no connection, so a backend opened during a window counts from zero."""
     owner = {pid: role for role, pids in watch.items() for pid in pids}
     roles: dict[str, list[int]] = {f"PostgreSQL for the {role}": [] for role in watch}

@@ -8,22 +8,17 @@ the holder's connection dies; unique keys on tree positions fence a stale holder
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from functools import lru_cache
-from itertools import accumulate
 from typing import Any, ClassVar
-from urllib.parse import unquote
 
 import psycopg
 from psycopg import Transaction
-from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
-from trueup.core.url_passwords import query_passwords
 from trueup.storage.engine import BulkUpdate, BulkUpsert, Dialect, Engine, Leadership, Row, Tx, chunks
 from trueup.storage.errors import (
     IntegrityConflictError,
@@ -31,8 +26,18 @@ from trueup.storage.errors import (
     StorageUnavailableError,
     TransactionConflictError,
 )
+from trueup.storage.postgres_arrays import insert_from_arrays, typed_array, unnest
+from trueup.storage.postgres_locks import (
+    LOCK_IDLE_TIMEOUT_S,
+    advisory_lock_ids,
+    lock_session,
+    release_lock,
+    still_locked,
+    try_lock,
+)
+from trueup.storage.postgres_urls import cannot_connect, named_url
 
-__all__ = ["PostgresDialect", "PostgresEngine", "advisory_lock_ids"]
+__all__ = ["PostgresDialect", "PostgresEngine"]
 
 
 class PostgresDialect(Dialect):
@@ -58,212 +63,12 @@ def _to_pyformat(sql: str) -> str:
 
 _RELATION_ROWS = 5_000  # rows per unnest() relation (Tx.relations)
 
-_INTEGER_KINDS = frozenset({"bigint", "integer", "smallint"})
-_TEXT_KINDS = frozenset({"text"})
-
-
-def _array(values: Sequence[Any], kind: str) -> Any:
-    """``values`` as the parameter of ``?::kind[]``: for integers and text, the array's literal
-    (PostgreSQL's input syntax for arrays: ``{1,2,NULL}``, ``{"a","b \\"c\\""}``), written here;
-    for other kinds, a list for psycopg to adapt.
-
-    psycopg adapts a list element by element in Python: with the eleven arrays of a seal's
-    16,000 rows that took a quarter of the PostgreSQL sequencer's time (py-spy, batched load).
-    A literal costs one ``str`` per element (integers) or one quoted string (text).
-    """
-    if kind in _INTEGER_KINDS:
-        # int.__repr__ refuses anything but an int (TypeError), so no string can add elements.
-        if values.count(None):
-            return "{" + ",".join("NULL" if v is None else int.__repr__(v) for v in values) + "}"
-        return "{" + ",".join(map(int.__repr__, values)) + "}"
-    if kind in _TEXT_KINDS:
-        # Every element is quoted (so NULL, empty strings, commas and braces stay text), with
-        # backslash and double quote escaped by a backslash, as array input requires. A column
-        # of one repeated value (a seal's status and time) is quoted once.
-        if values and values.count(values[0]) == len(values):
-            element = "NULL" if values[0] is None else _quoted(values[0])
-            return "{" + ",".join([element] * len(values)) + "}"
-        return "{" + ",".join("NULL" if v is None else _quoted(v) for v in values) + "}"
-    return list(values)
-
-
-def _unnest(rows: Sequence[Sequence[Any]], kinds: Sequence[str]) -> tuple[str, list[Any]]:
-    """``unnest(?::kind[], …)`` over ``rows`` (one typed array per column), and its parameters."""
-    arrays = ", ".join(f"?::{kind}[]" for kind in kinds)
-    columns = zip(*rows, strict=True)
-    return f"unnest({arrays})", [_array(column, kind) for column, kind in zip(columns, kinds, strict=True)]
-
-
-def _insert_from_arrays(
-    table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], kinds: Sequence[str]
-) -> tuple[str, list[Any]]:
-    """One ``INSERT … SELECT … FROM unnest(…)`` of ``rows`` and its parameters: one array per
-    column, as :meth:`_PgTx.relations` joins them, but a ``bytea`` column is one value holding
-    every row's bytes end to end, cut apart by the statement: by row number where all are as
-    long (a seal's hashes), else by a start and a length per row. A seal's 2,000 nodes took
-    about 1 ms more than by COPY (10.3 ms against 9.1, commit included), where an array of the
-    hashes cost 40 % more to pass and parse."""
-    picked: list[str] = []
-    blobs: list[Any] = []
-    arrays: list[Any] = []
-    names: list[str] = []
-    typed: list[str] = []
-    for position, (values, kind) in enumerate(zip(zip(*rows, strict=True), kinds, strict=True)):
-        if kind != "bytea":
-            names.append(f"c{position}")
-            typed.append(f"?::{kind}[]")
-            arrays.append(_array(values, kind))
-            picked.append(f"w.c{position}")
-            continue
-        lengths = [None if value is None else len(value) for value in values]
-        blobs.append(b"".join(value or b"" for value in values))
-        if None not in lengths and len(set(lengths)) == 1:
-            size = lengths[0]
-            picked.append(f"substring(?::bytea FROM (w.ordinal::integer - 1) * {size} + 1 FOR {size})")
-            continue
-        starts = list(accumulate((n or 0 for n in lengths), initial=1))[:-1]
-        names += [f"s{position}", f"n{position}"]
-        typed += ["?::integer[]", "?::integer[]"]
-        arrays += [_array(starts, "integer"), _array(lengths, "integer")]
-        picked.append(f"substring(?::bytea FROM w.s{position} FOR w.n{position})")
-    source = (  # every column bytes of one length: only the row numbers are needed
-        f"unnest({', '.join(typed)}) WITH ORDINALITY AS w({', '.join([*names, 'ordinal'])})"
-        if typed
-        else f"generate_series(1, {len(rows)}) AS w(ordinal)"
-    )
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(picked)} FROM {source}"
-    return sql, blobs + arrays  # the select list's parameters come first in the text
-
-
-def _quoted(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"a text array element must be a str, got {value!r}")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _named(url: str, purpose: str = "") -> str:
-    """``url`` with ``application_name`` ``trueup/<pid>`` for this process's connections (with
-    ``/<purpose>`` for a connection of one purpose), unless it names one: ``pg_stat_activity``
-    then says which Trueup process holds each backend (the benchmark charges each backend's CPU
-    to that process this way)."""
-    if "application_name" in url:
-        return url
-    name = f"trueup/{os.getpid()}" + (f"/{purpose}" if purpose else "")
-    return make_conninfo(url, application_name=name)
-
-
-def _passwords(url: str) -> list[str]:
-    """The passwords ``url`` holds (of its ``user:password@`` part and of ``password=`` or
-    ``sslpassword=`` in its query), as written and percent-decoded, longest first.
-
-    The user part ends at the first ``@`` before any ``/``, and the password at that ``@``, as
-    libpq reads a URI."""
-    rest = url.partition("://")[2]
-    found: list[str] = []
-    authority, at, _ = rest.partition("@")
-    if at and "/" not in authority and ":" in authority:
-        found.append(authority.partition(":")[2])
-    found += query_passwords(rest)
-    found += [unquote(secret) for secret in found]
-    return sorted({secret for secret in found if secret}, key=len, reverse=True)
-
-
-def _without_passwords(message: str, url: str) -> str:
-    """``message`` with every password of ``url`` in it shown as ``***``: libpq's message on a
-    URL it cannot parse quotes the URL, or the part it stopped at, password and all, and it
-    goes to stderr or a log, which a service manager keeps and others may read."""
-    for secret in _passwords(url):
-        message = message.replace(secret, "***")
-    return message
-
-
-def _cannot_connect(url: str, cause: str) -> str:
-    """Why a connection failed, naming the database URL it was made to (the one the settings
-    chose, which may not be the one meant), passwords shown as ``***`` in both."""
-    cause = " ".join(_without_passwords(cause, url).split())  # libpq's message spans lines
-    return f"cannot connect to PostgreSQL at {_without_passwords(url, url)}: {cause}"
-
-
 _SCOPE = "SELECT current_database(), current_schema()"
 """What an advisory-lock key is scoped to (:meth:`PostgresEngine.lock_key`)."""
 
 
 def _scope_of(row: Sequence[Any] | None) -> str:
     return f"{row[0]}/{row[1]}" if row else ""
-
-
-def advisory_lock_ids(key: int) -> tuple[int, int]:
-    """``(classid, objid)`` under which ``pg_locks`` shows the advisory lock of 64-bit ``key``
-    (its high and low 32 bits; ``objsubid`` is 1 for a 64-bit key)."""
-    return (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
-
-
-LOCK_IDLE_TIMEOUT_S = 10.0
-"""How long a role's lock session may stay idle before the server ends it, and the lock with it:
-a holder asks about its lock every second, so only a stopped or frozen one is that idle."""
-
-
-def _lock_session(url: str, idle_timeout_s: float) -> psycopg.Connection[Any]:
-    """A session of its own for an advisory lock. Whether the lock is still held is asked on
-    it every second or so: over a network that stopped answering, the question fails within
-    seconds (keepalives, a send timeout, a statement timeout) instead of waiting for TCP.
-
-    A holder that stops asking (a process stopped, or frozen with its machine) would keep the
-    lock for as long as its session lasts, and its role from every standby, while the kernel
-    goes on answering keepalives for it. So the server ends the session once it has been idle
-    ``idle_timeout_s`` (``idle_session_timeout``, PostgreSQL 14 on), and the lock with it.
-    """
-    try:
-        conn = psycopg.connect(
-            _named(url),
-            autocommit=True,
-            keepalives=1,
-            keepalives_idle=5,
-            keepalives_interval=2,
-            keepalives_count=3,
-            tcp_user_timeout=10_000,
-        )
-        conn.execute("SET statement_timeout = 5000")  # the URL's own options stay as they are
-    except psycopg.Error as exc:
-        raise StorageUnavailableError(_cannot_connect(url, str(exc))) from exc
-    try:
-        conn.execute(
-            "SELECT set_config('idle_session_timeout', %s, false)", (str(int(idle_timeout_s * 1000)),)
-        )
-    except psycopg.errors.UndefinedObject:  # before PostgreSQL 14: held until the session ends
-        pass
-    except psycopg.Error as exc:
-        conn.close()
-        raise StorageUnavailableError(f"cannot set up a lock session: {exc}") from exc
-    return conn
-
-
-def _try_lock(conn: psycopg.Connection[Any], key: int) -> bool:
-    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-    return bool(row and row[0])
-
-
-def _release(conn: psycopg.Connection[Any], key: int) -> None:
-    """Let go of ``key`` before the session closes: PostgreSQL frees a closed session's locks
-    only when its backend has exited, after ``close()`` returns, so a standby asking at once
-    could still be refused. A session that no longer answers has nothing to let go of."""
-    with suppress(psycopg.Error):
-        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-
-
-def _still_locked(conn: psycopg.Connection[Any], key: int) -> bool:
-    """Whether the session of ``conn`` still answers and holds the advisory lock ``key`` (one
-    that answers without it is no holder: a pooler that hands out another session, say)."""
-    try:
-        row = conn.execute(
-            """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
-                   AND pid = pg_backend_pid() AND granted
-                   AND classid = %s AND objid = %s AND objsubid = 1)""",
-            advisory_lock_ids(key),
-        ).fetchone()
-    except psycopg.Error:
-        return False
-    return bool(row and row[0])
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -361,7 +166,7 @@ class _PgTx(Tx):
             return
         if kinds is not None:  # statements: between them the session is idle, and timed
             for chunk in chunks(rows, _RELATION_ROWS):
-                self.execute(*_insert_from_arrays(table, columns, chunk, kinds))
+                self.execute(*insert_from_arrays(table, columns, chunk, kinds))
             return
         with (
             _storage_errors(),
@@ -372,7 +177,7 @@ class _PgTx(Tx):
                 copy.write_row(row)
 
     def one_of(self, column: str, values: Sequence[Any], kind: str) -> tuple[str, list[Any]]:
-        return f"{column} = ANY(?::{kind}[])", [_array(values, kind)]
+        return f"{column} = ANY(?::{kind}[])", [typed_array(values, kind)]
 
     def relations(
         self, rows: Sequence[Sequence[Any]], kinds: Sequence[str], part: int
@@ -382,7 +187,7 @@ class _PgTx(Tx):
         # PostgreSQL chose a hash join over the whole table instead, twice as slow.
         names = ", ".join(f"column{i + 1}" for i in range(len(kinds)))
         for chunk in chunks(rows, _RELATION_ROWS):
-            relation, params = _unnest(chunk, kinds)
+            relation, params = unnest(chunk, kinds)
             yield f"{relation} AS w({names})", params
 
     def _update_rows(self, bulk: BulkUpdate) -> int:
@@ -392,7 +197,7 @@ class _PgTx(Tx):
         # table scan. The arrays' columns get names of their own (_k, _0, _1 ...), so the
         # column names in `only_if` can only mean the stored row's.
         table, key, columns = bulk.table, bulk.key, bulk.columns
-        relation, params = _unnest(bulk.rows, ("bigint", *columns.values()))
+        relation, params = unnest(bulk.rows, ("bigint", *columns.values()))
         names = ", ".join(f"_{i}" for i in range(len(columns)))
         sets = ", ".join(f"{name} = u._{i}" for i, name in enumerate(columns))
         condition = f" AND ({bulk.only_if})" if bulk.only_if else ""
@@ -407,7 +212,7 @@ class _PgTx(Tx):
 
     def _upsert_rows(self, bulk: BulkUpsert) -> None:
         # One statement over typed arrays, for the reason given in _update_rows.
-        relation, params = _unnest(bulk.rows, tuple(bulk.columns.values()))
+        relation, params = unnest(bulk.rows, tuple(bulk.columns.values()))
         sets = ", ".join(f"{name} = excluded.{name}" for name in bulk.update)
         sql = (
             f"INSERT INTO {bulk.table} ({', '.join(bulk.columns)}) SELECT * FROM {relation} "
@@ -440,13 +245,13 @@ class PostgresEngine(Engine):
         self._reading: dict[int, _PgTx] = {}
         """The read open on each thread (by its ident), which reads nested in it join."""
         try:  # one connection first: a refused or unknown server is said at once, with its cause
-            with psycopg.connect(_named(url), connect_timeout=10) as first:
+            with psycopg.connect(named_url(url), connect_timeout=10) as first:
                 row = first.execute("SELECT current_schema(), current_setting('search_path')").fetchone()
         except psycopg.Error as exc:
-            raise StorageUnavailableError(_cannot_connect(url, str(exc))) from exc
+            raise StorageUnavailableError(cannot_connect(url, str(exc))) from exc
         if row is None or row[0] is None:  # no schema of the search path it may use
             raise StorageUnavailableError(
-                _cannot_connect(
+                cannot_connect(
                     url,
                     f"no schema of its search_path ({row[1] if row else '?'}) exists, or this role "
                     "may not use it: create it (CREATE SCHEMA …), grant USAGE and CREATE on it, or "
@@ -455,7 +260,7 @@ class PostgresEngine(Engine):
             )
         try:
             self._pool: ConnectionPool[Any] = ConnectionPool(
-                _named(url),
+                named_url(url),
                 min_size=min_size,
                 max_size=max_size,
                 open=True,
@@ -465,7 +270,7 @@ class PostgresEngine(Engine):
             )
             self._pool.wait(timeout=30.0)
         except (psycopg.Error, Exception) as exc:  # the pool raises its own PoolTimeout
-            raise StorageUnavailableError(_cannot_connect(url, str(exc))) from exc
+            raise StorageUnavailableError(cannot_connect(url, str(exc))) from exc
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
@@ -555,27 +360,27 @@ class PostgresEngine(Engine):
         held = False
         if conn is not None:
             try:
-                held = _try_lock(conn, key)
+                held = try_lock(conn, key)
             except psycopg.Error:  # the kept session is gone (a restart, say): start a new one
                 conn.close()
                 conn = None
         if conn is None:
-            conn = _lock_session(self.url, self.lock_idle_timeout_s)
+            conn = lock_session(self.url, self.lock_idle_timeout_s)
             try:
-                held = _try_lock(conn, key)
+                held = try_lock(conn, key)
             except psycopg.Error as exc:
                 conn.close()
                 raise StorageUnavailableError(f"cannot take the {name} lock: {exc}") from exc
         kept = False
         try:
-            yield Leadership(held, lambda: _still_locked(conn, key))
+            yield Leadership(held, lambda: still_locked(conn, key))
             kept = not held and not conn.closed  # a standby keeps its session for the next poll
         finally:
             if kept:
                 self._standby[name] = conn
             else:
                 if held:
-                    _release(conn, key)
+                    release_lock(conn, key)
                 conn.close()  # a leader's session ends with its leadership: the lock goes with it
 
     def serialize(self, tx: Tx, name: str) -> None:
@@ -586,7 +391,7 @@ class PostgresEngine(Engine):
         # on a connection of its own (a refresh runs every 10 % of growth), named apart from the
         # seals' so that pg_stat_activity, and the benchmark's CPU rows, tell the two apart.
         try:
-            with psycopg.connect(_named(self.url, "statistics"), autocommit=True) as conn:
+            with psycopg.connect(named_url(self.url, "statistics"), autocommit=True) as conn:
                 # SKIP_LOCKED: a table that a VACUUM (or a CREATE INDEX CONCURRENTLY) holds is
                 # skipped, rather than waited for, or its autovacuum cancelled.
                 conn.execute(f"ANALYZE (SKIP_LOCKED) {', '.join(tables)}")
