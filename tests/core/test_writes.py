@@ -129,6 +129,42 @@ def test_metadata_depth_and_numbers_are_checked() -> None:
     assert "must be an object" in error_of(item(metadata=[1, 2]))
 
 
+@pytest.mark.parametrize(
+    ("number", "held"),
+    [
+        ("12345678901234567.0", "1.2345678901234568e+16"),
+        ("1.2345678901234567e16", "1.2345678901234568e+16"),
+        ("9007199254740993.0", "9007199254740992.0"),
+        ("0.10000000000000001", "0.1"),
+        ("0.30000000000000000001", "0.3"),
+        ("1e-400", "0.0"),
+    ],
+)
+def test_a_metadata_number_a_double_holds_only_as_another_is_refused(number: str, held: str) -> None:
+    """A number with a fraction or an exponent is stored (and hashed, and read back) as the
+    double nearest to it: one that is not the number written would be another number, and two
+    writes of the same key with different such numbers would be taken as repeats."""
+    body = loads_strict(
+        b'{"items": [{"key": "k", "accountId": "c", "bits": 1, "metadata": {"m": %s}}]}' % number.encode()
+    )
+    with pytest.raises(ValidationError) as caught:
+        parse_writes_body(body, LIMITS)
+    assert caught.value.message == (
+        f"items[0].metadata.m: numbers in metadata must be read back as written, got {number}, "
+        f"which a double holds only as {held}; send it as a string"
+    )
+
+
+@pytest.mark.parametrize(
+    "number", ["0.1", "1e20", "1E-5", "-2.5", "5.0", "-0.0", "123.456e-2", "1.7976931348623157e308"]
+)
+def test_a_metadata_number_a_double_holds_as_written_is_taken(number: str) -> None:
+    body = loads_strict(
+        b'{"items": [{"key": "k", "accountId": "c", "bits": 1, "metadata": {"m": %s}}]}' % number.encode()
+    )
+    assert parse_writes_body(body, LIMITS)[0].metadata == {"m": float(number)}
+
+
 def test_unknown_fields_are_ignored() -> None:
     assert parse(item(colour="blue"))[0].amount == 5
 

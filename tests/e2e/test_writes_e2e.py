@@ -130,6 +130,15 @@ def _bad_requests() -> list[tuple[str, dict[str, str], bytes, int, str, str]]:
             "items[0].metadata.x: is a number beyond the range of a double",
         ),
         (
+            "metadata number a double holds only as another",
+            {},
+            b'{"items":[{"key":"k","accountId":"c","bits":1,"metadata":{"orderId":12345678901234567.0}}]}',
+            400,
+            "VALIDATION_ERROR",
+            "items[0].metadata.orderId: numbers in metadata must be read back as written, got "
+            "12345678901234567.0, which a double holds only as 1.2345678901234568e+16",
+        ),
+        (
             "hostile nesting",
             {},
             b'{"items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",

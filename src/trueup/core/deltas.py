@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from trueup.core.errors import ValidationError
-from trueup.core.strict_json import check_text, describe
+from trueup.core.strict_json import check_text, describe, read_as_written
 from trueup.core.timestamps import format_canonical, parse_rfc3339
 
 __all__ = [
@@ -169,6 +169,12 @@ def check_metadata(value: object, field: str, limits: DeltaLimits) -> Mapping[st
             check_text(node, path)
         elif isinstance(node, float) and not math.isfinite(node):
             raise ValidationError(path, f"numbers in metadata must be finite, got {describe(node)}")
+        elif isinstance(node, float) and not read_as_written(node):
+            raise ValidationError(
+                path,
+                f"numbers in metadata must be read back as written, got {describe(node)}, which a "
+                f"double holds only as {node!r}; send it as a string",
+            )
         elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > _I_JSON_MAX:
             raise ValidationError(
                 path, f"integers in metadata must be within ±(2^53-1), got {describe(node)}"

@@ -16,13 +16,14 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from itertools import chain
 from typing import Any, NoReturn
 
 from trueup.core.errors import ValidationError
 from trueup.core.json_text import quoted
 
-__all__ = ["check_text", "describe", "loads_strict"]
+__all__ = ["check_text", "describe", "loads_strict", "read_as_written"]
 
 
 class _DuplicateKeyInBodyError(ValueError):
@@ -81,6 +82,17 @@ class _SpelledFloat(float):
 
     __slots__ = ("text",)
     text: str
+
+
+def read_as_written(value: float) -> bool:
+    """Whether a number decoded with a fraction or an exponent is the number its spelling names:
+    the double nearest to it, in its shortest form (how any reader writes it back, and how
+    canonical JSON does), has the spelling's decimal value. ``0.1`` and ``1e20`` are;
+    ``12345678901234567.0`` (read as ``12345678901234568``), ``0.10000000000000001`` (read as
+    ``0.1``) and ``1e-400`` (read as ``0``) are not. A float not decoded here is taken as it is.
+    Compared as decimal numbers (``Decimal`` of text is exact): never money, only its notes."""
+    text = value.text if isinstance(value, _SpelledFloat) else None
+    return text is None or Decimal(text) == Decimal(repr(float(value)))
 
 
 def _finite_float(text: str) -> float:
