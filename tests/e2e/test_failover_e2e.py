@@ -20,7 +20,7 @@ from tests.conftest import fresh_pg_schema
 from tests.e2e.server import ServerProcess, create_key, free_port, trueup, wait_until
 from trueup.api.stopping import CUT_OFF_MESSAGE
 from trueup.bench.server import child_pids
-from trueup.cli.serve import MEMORY_FILE_SYSTEM, WORKER_STOP_GRACE_S
+from trueup.cli.workers import MEMORY_FILE_SYSTEM, WORKER_STOP_GRACE_S
 
 
 def _role(server: ServerProcess) -> str:
