@@ -501,6 +501,31 @@ def test_a_key_is_revoked_by_its_public_part_without_its_secret(running: Running
     )
 
 
+def test_a_whole_key_revokes_its_key_only_with_its_own_secret_and_environment(running: Running) -> None:
+    """A whole key given to ``keys revoke`` is checked: one whose secret is not its key's (a
+    mistyped or another key's) or whose prefix is of the other environment names no key, and
+    nothing is revoked; the key itself, whole, revokes it."""
+    key = create_key(running.data_dir, running.database_url, "whole-key")
+    public, secret = key.split(".", 1)
+    key_id = public.removeprefix("pk_live_")
+    other_secret = ("A" if secret[0] != "A" else "B") + secret[1:]
+    refused = {
+        f"{public}.{other_secret}": f"the secret given is not that of key {key_id}: nothing was changed "
+        f"(give the key's id or pk_live_{key_id} to revoke it without its secret)",
+        f"pk_test_{key_id}.{secret}": f"key {key_id} is a live key, not pk_test_: nothing was changed",
+        f"pk_test_{key_id}": f"key {key_id} is a live key, not pk_test_: nothing was changed",
+        f"{public}.short": f"the secret given is not that of key {key_id}: nothing was changed "
+        f"(give the key's id or pk_live_{key_id} to revoke it without its secret)",
+    }
+    for given, message in refused.items():
+        done = trueup(["keys", "revoke", given], running.data_dir, running.database_url)
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", f"trueup keys revoke: {message}\n")
+    headers = {**running.headers, "X-Api-Key": key}
+    assert httpx.get(f"{running.url}/api/v1/balance/usage", headers=headers).status_code == 200
+    done = trueup(["keys", "revoke", key], running.data_dir, running.database_url)
+    assert (done.returncode, done.stdout.strip()) == (0, f"revoked {key_id}"), done.stderr
+
+
 def test_an_emit_repeat_answers_the_original_records_creation_time(running: Running) -> None:
     body = {"customerId": "repeat-c", "delta": 5, "reason": "r", "referenceId": "repeat-created-at"}
     first = httpx.post(f"{running.url}/api/v1/balance/delta", headers=running.headers, json=body)

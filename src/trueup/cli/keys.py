@@ -131,10 +131,12 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    key_id = args.key
-    if key_id.startswith("pk_"):  # the whole key, or its public part pk_live_<id> as a log shows it
-        key_id = key_id.split("_", 2)[-1].split(".", 1)[0]
     service = _service(settings_from(args))
+    try:  # the whole key, or its public part pk_live_<id> as a log shows it, or its id
+        key_id = service.named_key(args.key)
+    except DomainError as exc:
+        print(f"trueup keys revoke: {exc.message}", file=sys.stderr)
+        return 1
     if service.revoke(key_id):
         print(f"revoked {key_id}")
         return 0

@@ -321,6 +321,33 @@ class KeyService:
     def revoke(self, key_id: str) -> bool:
         return self._storage.tenants.revoke(key_id, datetime.now(UTC).isoformat())
 
+    def named_key(self, given: str) -> str:
+        """The id of the key ``given`` names: a key id, the public part ``pk_<env>_<id>`` a log
+        shows, or the whole key ``pk_<env>_<id>.<secret>``. A public part or whole key of
+        another environment than its key's, or a whole key whose secret is not its key's, names
+        no key: :class:`ValidationError` saying which (an id no key has is returned as it is,
+        for the caller to say so)."""
+        if not given.startswith("pk_"):
+            return given
+        env, _, rest = given[3:].partition("_")
+        key_id, dot, _ = rest.partition(".")
+        record = self._storage.tenants.key(key_id)
+        if record is None:
+            return key_id
+        if env != record.tenant.env:
+            raise ValidationError(
+                "", f"key {key_id} is a {record.tenant.env} key, not pk_{env}_: nothing was changed"
+            )
+        if dot:
+            parts = parse_api_key(given)
+            if parts is None or not hmac.compare_digest(record.secret_hash, self._hash(parts.secret)):
+                raise ValidationError(
+                    "",
+                    f"the secret given is not that of key {key_id}: nothing was changed (give the key's "
+                    f"id or pk_{env}_{key_id} to revoke it without its secret)",
+                )
+        return key_id
+
 
 def _principal(record: ApiKeyRecord) -> Principal:
     return Principal(
