@@ -34,7 +34,7 @@ from trueup.proof import (
     private_key_from_seed,
     verify_checkpoint,
 )
-from trueup.sdk import Client, TrueupError
+from trueup.sdk import Client, TrueupError, VerifiedPeriod
 
 
 @pytest.fixture
@@ -67,6 +67,7 @@ def test_write_wait_derive_compare_lock_and_verify(client: Client, running: Runn
 
     pinned = client.log_key()
     january = client.verify_period(locked["proofRoot"], pinned)
+    assert isinstance(january, VerifiedPeriod)  # what sdk.md names, from trueup.sdk
     assert (january.customer_id, january.period, january.record_count) == (customer, "2026-01", 1)
     assert (january.net_change, january.ending_balance) == (2000, 2000)
     proven = client.verify_delta(anchors[1], pinned)

@@ -62,7 +62,7 @@ class _Handler(BaseHTTPRequestHandler):
                     log.warning("metrics: the figures read from the database are not current: %s", exc)
             status, kind, body = 200, _CONTENT_TYPE, render()
         elif path == "/healthz":
-            status, kind, body = 200, "application/json", b'{"status": "ok"}'
+            status, kind, body = 200, "application/json", b'{"status":"ok"}'
         else:
             status, kind, body = (
                 404,

@@ -9,7 +9,8 @@ twice, and the offline checks of the log's proofs against a key you pin (docs/sd
         print(trueup.derive("cust_1")["computedBalance"])
 """
 
+from trueup.proof import VerifiedPeriod
 from trueup.sdk.client import Client, Followed, VerifiedDelta
 from trueup.sdk.errors import TrueupError
 
-__all__ = ["Client", "Followed", "TrueupError", "VerifiedDelta"]
+__all__ = ["Client", "Followed", "TrueupError", "VerifiedDelta", "VerifiedPeriod"]
