@@ -24,7 +24,8 @@ from trueup.service.container import Services, open_services
 from trueup.service.keys import Principal
 from trueup.storage.webhook_pruning import PRUNE_ROWS, PrunedBatch
 from trueup.storage.webhooks import AttemptOutcome
-from trueup.webhooks.dispatcher import PRUNE_EVERY_S, Dispatcher
+from trueup.webhooks.dispatcher import Dispatcher
+from trueup.webhooks.pruning import PRUNE_EVERY_S
 
 HOOK = "http://127.0.0.1:9/hook"  # never contacted where no dispatcher runs
 CUTOFF = "2026-03-01T00:00:00.000000Z"
@@ -388,7 +389,7 @@ def test_a_pass_that_fails_is_tried_again_at_the_next_one(
         raise RuntimeError("database went away")
 
     monkeypatch.setattr(services.storage.webhooks, "prune", broken)
-    dispatcher._prune_round()  # logged; no exception escapes the dispatcher's round
+    dispatcher._pruner.round()  # logged; no exception escapes the dispatcher's round
     monkeypatch.setattr(services.storage.webhooks, "prune", real)
     assert dispatcher.prune_step() == 0  # not before the next pass is due
     ticks.offset += PRUNE_EVERY_S

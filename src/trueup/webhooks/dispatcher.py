@@ -7,11 +7,7 @@ that send it with timeouts, and records the finished attempts in batches, one tr
 a time, touching only the webhook tables. A slow or dead receiver therefore costs at most its
 timeout on one worker; writes and seals never wait for it.
 
-The active one also prunes the webhook tables: every ``PRUNE_EVERY_S``, and as it takes the
-role, it deletes the events older than ``TRUEUP_WEBHOOK_RETENTION_DAYS`` whose deliveries are
-all finished, with those deliveries and their attempts, one batch of a few thousand rows per
-round (:mod:`trueup.storage.webhook_pruning`), so pruning a long history never holds the
-database's writers back for long.
+The active one also prunes the webhook tables, a batch a round (:mod:`trueup.webhooks.pruning`).
 
 Policy per attempt: 2xx is delivered; anything else (another status, a timeout, a refused
 connection, a target that no longer passes the URL policy) is retried on the schedule of
@@ -36,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from trueup.core.failures import FailuresInARow
 from trueup.core.group_read import GroupRead
 from trueup.core.timestamps import format_canonical, parse_canonical
-from trueup.service.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_PRUNED
+from trueup.service.metrics import WEBHOOK_ATTEMPTS
 from trueup.service.roles import ElectedRole
 from trueup.service.settings import Settings
 from trueup.service.webhook_targets import (
@@ -48,12 +44,13 @@ from trueup.service.webhook_targets import (
 )
 from trueup.storage import Storage
 from trueup.storage.webhooks import AttemptOutcome, DueDelivery
+from trueup.webhooks.pruning import WebhookPruner
 from trueup.webhooks.schedule import retry_delay
 from trueup.webhooks.signing import delivery_headers
 from trueup.webhooks.targets import pin
 from trueup.webhooks.transport import AttemptTransport, SendError, SendTimeout
 
-__all__ = ["PRUNE_EVERY_S", "Dispatcher"]
+__all__ = ["Dispatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +70,6 @@ DRAIN_S = 5.0
 """How long a dispatcher that stops (or loses its role) waits for attempts already on the wire,
 so that their outcome is recorded: on a stop, rather than the delivery sent again; on a lost
 role the new holder may already be sending it again (docs/scaling.md)."""
-
-PRUNE_EVERY_S = 600.0
-"""How often a pass of pruning starts (and when one failed, how long until the next)."""
-_PRUNE_GAP_S = 0.2
-"""The least time between two batches of a pass; at least four times as long as the last one
-took, too, so that pruning a long history holds the database's writer a fifth of the time at
-most, however busy the dispatcher's rounds are."""
-
 
 _Task = tuple[float, int, DueDelivery | None]
 """A delivery for the workers, after those of tenants with fewer in flight when it was handed
@@ -146,15 +135,7 @@ class Dispatcher(ElectedRole):
         """When each tenant last had a delivery handed out (the order of ``_handed``)."""
         self.attempts = 0
         self.delivered = 0
-        self._retention_days = settings.webhook_retention_days
-        self._prune_due = -math.inf  # when the next pass starts (``ticks``)
-        self._prune_cutoff: str | None = None  # the pass under way: events before it go
-        self._prune_after: tuple[str, str] | None = None  # where its next batch starts
-        self._prune_next = -math.inf  # the next batch of the pass under way, not before (``ticks``)
-        self._prune_pass = Counter[str]()  # what the pass under way pruned, by table
-        self._prune_failures = FailuresInARow(log, "webhook prunings")
-        self.pruned = 0
-        """Rows this process pruned (events, deliveries and attempts)."""
+        self._pruner = WebhookPruner(storage, settings.webhook_retention_days, self._now, ticks)
 
     def stop(self, timeout: float = DRAIN_S + 5.0) -> None:
         """Stop dispatching: start nothing more, give attempts on the wire up to ``DRAIN_S``
@@ -179,8 +160,7 @@ class Dispatcher(ElectedRole):
     # -- the role ---------------------------------------------------------------------------
 
     def _lead(self) -> None:
-        self._prune_due = -math.inf  # a dispatcher taking the role prunes at once
-        self._prune_cutoff = None
+        self._pruner.start_now()
         try:
             if failed := self._storage.webhooks.fail_orphaned():
                 log.warning("failed %d webhook deliveries left pending to deleted endpoints", failed)
@@ -240,7 +220,7 @@ class Dispatcher(ElectedRole):
                 wait = _BACKOFF_ON_STORAGE_ERROR_S
             else:
                 failures.succeeded()
-            self._prune_round()
+            self._pruner.round()
             self._wake.wait(wait)
             self._wake.clear()
             # Let finished attempts gather, so that recording them takes at most one write
@@ -248,63 +228,14 @@ class Dispatcher(ElectedRole):
             # transaction takes the one writer lock that ingest uses too).
             self._stop.wait(_BATCH_WINDOW_S)
 
-    def _prune_round(self) -> None:
-        """One batch of pruning when a pass is under way or due. A failure ends the pass (logged
-        like the rounds' own, its traceback once); the next starts ``PRUNE_EVERY_S`` later."""
-        try:
-            self.prune_step()
-        except Exception as exc:  # noqa: BLE001 - logged, and tried again at the next pass
-            self._prune_failures.failed("webhook pruning", exc, f"; trying again in {PRUNE_EVERY_S:g} s")
-            self._prune_cutoff = None
-            self._prune_due = self._ticks() + PRUNE_EVERY_S
-        else:
-            self._prune_failures.succeeded()
-
     def prune_step(self) -> int:
-        """Prune one batch: the next of the pass under way (``_PRUNE_GAP_S`` or more after the
-        last), or the first of a new pass when one is due (every ``PRUNE_EVERY_S``, and at once
-        on taking the role); return the rows deleted.
+        """One step of pruning (:meth:`WebhookPruner.step`); the rows deleted."""
+        return self._pruner.step()
 
-        A pass deletes the events that happened more than the retention before its start and
-        whose deliveries are all finished, with their deliveries and attempts, oldest first.
-        Nothing with a retention of 0 days."""
-        if self._retention_days == 0:
-            return 0
-        started = self._ticks()
-        if self._prune_cutoff is None:
-            if started < self._prune_due:
-                return 0
-            self._prune_cutoff = format_canonical(self._now() - timedelta(days=self._retention_days))
-            self._prune_after = None
-            self._prune_pass.clear()
-        elif started < self._prune_next:
-            return 0
-        batch = self._storage.webhooks.prune(self._prune_cutoff, self._prune_after)
-        took = self._ticks() - started
-        self._prune_next = started + took + max(_PRUNE_GAP_S, 4 * took)
-        for table, count in (
-            ("webhook_events", batch.events),
-            ("webhook_deliveries", batch.deliveries),
-            ("webhook_attempts", batch.attempts),
-        ):
-            if count:
-                WEBHOOK_PRUNED.labels(table).inc(count)
-                self._prune_pass[table] += count
-        self.pruned += batch.rows
-        self._prune_after = batch.resume_after
-        if batch.resume_after is None:
-            if self._prune_pass["webhook_events"]:
-                log.info(
-                    "pruned %d webhook events (with %d deliveries and %d attempts) that happened "
-                    "before %s and were finished",
-                    self._prune_pass["webhook_events"],
-                    self._prune_pass["webhook_deliveries"],
-                    self._prune_pass["webhook_attempts"],
-                    self._prune_cutoff,
-                )
-            self._prune_cutoff = None
-            self._prune_due = self._ticks() + PRUNE_EVERY_S
-        return batch.rows
+    @property
+    def pruned(self) -> int:
+        """Rows this process pruned (events, deliveries and attempts)."""
+        return self._pruner.pruned
 
     def _flush(self) -> None:
         """Record every finished attempt in one transaction."""
