@@ -15,9 +15,8 @@ import sys
 from dataclasses import replace
 
 from trueup.cli.options import LOG_LEVELS, add_storage_options, configure_logging, port_number, settings_from
-from trueup.cli.server import build, configure_server_logs, first_start, run_uvicorn
+from trueup.cli.server import build, configure_server_logs, first_start, opened_or_said, run_uvicorn
 from trueup.cli.workers import serve_workers
-from trueup.service.settings import SettingsError
 
 __all__ = ["run"]
 
@@ -171,13 +170,10 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     if args.workers > 1:
         return serve_workers(args, settings)
-    try:
-        services, app = build(settings, args.sequencer, args.committer)
-    except SettingsError:
-        raise  # one line and exit 2, from the command's entry point
-    except Exception as exc:  # noqa: BLE001 - fail closed with a readable reason (key file, database)
-        print(f"trueup serve: cannot start: {exc}", file=sys.stderr)
+    built = opened_or_said(lambda: build(settings, args.sequencer, args.committer))
+    if built is None:
         return 1
+    services, app = built
     first_start(services, args.host, args.port)
     run_uvicorn(args, app)
     return 0

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -21,7 +23,7 @@ from trueup.sequencer.loop import SequencerLoop
 from trueup.service.collector import settle_collector
 from trueup.service.container import Services, open_services
 from trueup.service.metrics import observe_seal
-from trueup.service.settings import Settings
+from trueup.service.settings import Settings, SettingsError
 from trueup.webhooks.dispatcher import Dispatcher
 
 __all__ = [
@@ -30,9 +32,12 @@ __all__ = [
     "configure_server_logs",
     "first_start",
     "open_checked_services",
+    "opened_or_said",
     "run_uvicorn",
     "uvicorn_options",
 ]
+
+T = TypeVar("T")
 
 
 def first_start(services: Services, host: str, port: int) -> None:
@@ -72,6 +77,19 @@ def open_checked_services(settings: Settings, *, signs: bool) -> Services:
             services.close()
             raise
     return services
+
+
+def opened_or_said(open_server: Callable[[], T]) -> T | None:
+    """What ``open_server`` opens (services, an app), or ``None`` once the reason it could not is
+    said on stderr (a key file, the database): the server fails closed and readable. A setting
+    that cannot be used raises on, for the command's entry point to say in one line (exit 2)."""
+    try:
+        return open_server()
+    except SettingsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - fail closed with a readable reason (key file, database)
+        print(f"trueup serve: cannot start: {exc}", file=sys.stderr)
+        return None
 
 
 def build(

@@ -17,7 +17,6 @@ import os
 import pickle
 import shutil
 import signal
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -35,9 +34,10 @@ from trueup.cli.server import (
     configure_server_logs,
     first_start,
     open_checked_services,
+    opened_or_said,
     uvicorn_options,
 )
-from trueup.service.settings import Settings, SettingsError
+from trueup.service.settings import Settings
 
 __all__ = ["MEMORY_FILE_SYSTEM", "WORKER_STOP_GRACE_S", "serve_workers", "worker_app"]
 
@@ -79,12 +79,8 @@ def serve_workers(args: argparse.Namespace, settings: Settings) -> int:
         os.environ["TRUEUP_DATABASE_URL"] = settings.database_url
     os.environ["TRUEUP_RUN_SEQUENCER"] = "0" if args.sequencer == "off" else "1"
     os.environ["TRUEUP_RUN_DISPATCHER"] = "1" if settings.run_dispatcher else "0"
-    try:
-        services = open_checked_services(settings, signs=args.sequencer != "off")  # the workers sign
-    except SettingsError:
-        raise  # one line and exit 2, from the command's entry point
-    except Exception as exc:  # noqa: BLE001 - fail closed with a readable reason (key file, database)
-        print(f"trueup serve: cannot start: {exc}", file=sys.stderr)
+    services = opened_or_said(lambda: open_checked_services(settings, signs=args.sequencer != "off"))
+    if services is None:  # the workers sign: the database must hold what the key signed
         return 1
     first_start(services, args.host, args.port)
     services.close()
