@@ -31,6 +31,7 @@ from trueup.proof import (
     TreeHead,
     canonical_json,
     node_hash,
+    parse_verifier_key,
     private_key_from_seed,
     verify_checkpoint,
 )
@@ -472,6 +473,40 @@ def test_a_malformed_consistency_reply_is_a_proof_error(client: Client, running:
             liar.follow(held, pinned)
 
 
+def test_a_consistency_reply_with_a_member_given_twice_is_refused(client: Client, running: Running) -> None:
+    """A second ``checkpoint`` or ``proof`` in a consistency reply (which json.loads resolves to
+    the last) would leave one member unchecked: a fork's signed checkpoint beside the real one,
+    say. The reply is refused, by follow and by check_same_log alike."""
+    first = client.write([{"key": "client-twice", "accountId": "client-cust-twice", "bits": 1}])
+    client.wait_verified(first["requestId"])
+    pinned, held = client.log_key(), client.log_checkpoint()
+    more = client.write([{"key": "client-twice-2", "accountId": "client-cust-twice", "bits": 2}])
+    client.wait_verified(more["requestId"])
+    with Client(running.url) as public:
+        genuine = public._get("/api/v1/log/proof/consistency", {"from": held.splitlines()[1]})
+    newer = verify_checkpoint(genuine["checkpoint"], parse_verifier_key(pinned))
+    older = verify_checkpoint(held, parse_verifier_key(pinned))
+    assert older.size < newer.size
+    checkpoint, proof = json.dumps(genuine["checkpoint"]), json.dumps(genuine["proof"])
+    for doubled, member in (
+        (f'"checkpoint": {json.dumps(held)}, "checkpoint": {checkpoint}, "proof": {proof}', "checkpoint"),
+        (f'"checkpoint": {checkpoint}, "proof": [], "proof": {proof}', "proof"),
+    ):
+        body = f'{{"success": true, "data": {{{doubled}}}}}'.encode()
+
+        def twice(
+            request: BaseHTTPRequestHandler, _: bytes, body: bytes = body
+        ) -> tuple[int, dict[str, str], bytes]:
+            return 200, {"Content-Type": "application/json"}, body
+
+        message = rf"^the consistency reply: duplicate member '{member}'$"
+        with local_server(twice) as url, Client(url) as liar:
+            with pytest.raises(ProofError, match=message):
+                liar.follow(held, pinned)
+            with pytest.raises(ProofError, match=message):
+                liar.check_same_log(newer, older)
+
+
 _Forge = Callable[[dict[str, Any], int], None]
 """Changes a period's page (given its offset) in place."""
 
@@ -535,7 +570,15 @@ def test_a_period_is_checked_page_by_page_and_a_forged_page_fails_here(
         }
 
     def recount(page: dict[str, Any], count: int) -> None:  # every page: they must agree
-        page["summary"]["recordCount"] = page["recordsTotal"] = count
+        page["summary"]["recordCount"] = page["recordsTotal"] = page["recompute"]["leafHashesTotal"] = count
+
+    def hashes_total(page: dict[str, Any], offset: int) -> None:  # the one count left as it was
+        if offset == 2:
+            page["recompute"]["leafHashesTotal"] = 99
+
+    def failed(page: dict[str, Any], offset: int) -> None:
+        if offset == 4:
+            page["records"][0]["status"] = "FAILED"
 
     def ten_times(page: dict[str, Any], offset: int) -> None:
         if offset == 2:
@@ -582,6 +625,8 @@ def test_a_period_is_checked_page_by_page_and_a_forged_page_fails_here(
             r"^page 1\.summary\.recordCount: 1000000000000000 is more than the signed tree's \d+ leaves$",
         ),
         (unstorable, r"^page 2\.records\[0\]\.leaf\.customerId: "),
+        (hashes_total, r"^page 2\.recompute\.leafHashesTotal: is not the summary's recordCount 5$"),
+        (failed, r"^page 3\.records\[0\]\.status: 'FAILED' is not VERIFIED, as a sealed leaf's$"),
     ]
     for forge, message in forgeries:
         asked: list[int] = []

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from trueup.proof.canonical import hex_hash
 from trueup.proof.checkpoint import verify_checkpoint
 from trueup.proof.errors import CheckpointError, InclusionProofError, LeafEncodingError, PeriodError, shown
-from trueup.proof.leaf import encode_leaf, leaf_fields_from_json
+from trueup.proof.leaf import LeafFields, encode_leaf, leaf_fields_from_json
 from trueup.proof.merkle.hashing import leaf_hash, root_from_leaf_hashes
 from trueup.proof.merkle.verify import verify_inclusion
 from trueup.proof.note import VerifierKey, parse_verifier_key
@@ -100,6 +100,19 @@ def _root(value: object, where: str) -> bytes:
 
 def _hash(value: object, where: str) -> bytes:
     return hex_hash(value, where, PeriodError)
+
+
+def _check_shown(record: Mapping[str, Any], leaf: LeafFields, at: str) -> None:
+    """What ``record`` shows of its verified ``leaf`` is the leaf's: its amount, key and time,
+    and the status of a sealed delta (the leaf is proven in the signed tree)."""
+    if record.get("amount") != leaf.delta or type(record.get("amount")) is not int:
+        raise PeriodError(f"{at}.amount: {shown(record.get('amount'))} is not the leaf's {leaf.delta}")
+    if record.get("status") != "VERIFIED":
+        raise PeriodError(f"{at}.status: {shown(record.get('status'))} is not VERIFIED, as a sealed leaf's")
+    if record.get("referenceId") != leaf.key:
+        raise PeriodError(f"{at}.referenceId: {shown(record.get('referenceId'))} is not the leaf's key")
+    if record.get("time") not in _times(leaf.occurred_at):
+        raise PeriodError(f"{at}.time: {shown(record.get('time'))} is not the leaf's {leaf.occurred_at}")
 
 
 def _times(occurred_at: str) -> tuple[str, ...]:
@@ -296,6 +309,10 @@ class PeriodCheck:
         ):
             raise PeriodError(f"{where}.recompute.nonce: must be page 1's, in lower-case hex")
         self._nonce = bytes.fromhex(page_nonce)
+        if _member(recompute, "leafHashesTotal", int, f"{where}.recompute") != self.count:
+            raise PeriodError(
+                f"{where}.recompute.leafHashesTotal: is not the summary's recordCount {self.count}"
+            )
         records: list[Any] = _member(page, "records", list, where)
         listed: list[Any] = _member(recompute, "leafHashes", list, f"{where}.recompute")
         if len(listed) != len(records):
@@ -337,12 +354,7 @@ class PeriodCheck:
             )
         if leaf.customer_id != self.customer_id or leaf.occurred_at[:7] != self.period:
             raise PeriodError(f"{at}.leaf: is not a delta of {shown(self.customer_id)} in {self.period}")
-        if record.get("amount") != leaf.delta or type(record.get("amount")) is not int:
-            raise PeriodError(f"{at}.amount: {shown(record.get('amount'))} is not the leaf's {leaf.delta}")
-        if record.get("referenceId") != leaf.key:
-            raise PeriodError(f"{at}.referenceId: {shown(record.get('referenceId'))} is not the leaf's key")
-        if record.get("time") not in _times(leaf.occurred_at):
-            raise PeriodError(f"{at}.time: {shown(record.get('time'))} is not the leaf's {leaf.occurred_at}")
+        _check_shown(record, leaf, at)
         self._first = min(self._first or leaf.occurred_at, leaf.occurred_at)
         self._last = max(self._last or leaf.occurred_at, leaf.occurred_at)
         self._tenant, self._last_index = leaf.tenant, index

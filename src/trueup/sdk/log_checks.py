@@ -11,6 +11,8 @@ client's other calls and its transport: it asks through the client's ``_send`` a
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -28,14 +30,12 @@ from trueup.proof import (
     verify_checkpoint,
     verify_consistency,
 )
-from trueup.proof.canonical import hex_hash
+from trueup.proof.canonical import hex_hash, unique_members
 from trueup.proof.errors import shown
 from trueup.sdk.envelope import not_a_trueup_reply, path_segment, reply_data, reply_json
 from trueup.sdk.errors import TrueupError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     import httpx
 
 __all__ = ["Followed", "LogChecks", "VerifiedDelta", "pinned", "refuse_empty_held"]
@@ -198,7 +198,7 @@ class LogChecks:
                 )
             return
         try:
-            data = self._get("/api/v1/log/proof/consistency", {"from": older.size, "to": newer.size})
+            data = self._consistency_reply({"from": str(older.size), "to": str(newer.size)})
         except TrueupError as refused:
             if refused.status in (400, 404) and refused.body is not None:
                 raise ConsistencyProofError(
@@ -227,7 +227,7 @@ class LogChecks:
         name = origin or key.name
         old = verify_checkpoint(trusted_checkpoint, key, origin=name)
         try:
-            data = self._get("/api/v1/log/proof/consistency", {"from": old.size})
+            data = self._consistency_reply({"from": str(old.size)})
         except TrueupError as refused:
             if refused.status in (400, 404):  # no proof from that size: a log cut back gives none
                 self._check_not_cut_back(old, key, name, refused)
@@ -254,6 +254,27 @@ class LogChecks:
             rejected.rejected_checkpoint = note  # signed by the pinned key: the evidence
             raise
         return Followed(head=new, checkpoint=note)
+
+    def _consistency_reply(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """The ``data`` of the server's consistency reply, read as a bundle is: a member given
+        twice (a second checkpoint or proof, which json.loads would resolve to the last) is a
+        :class:`~trueup.proof.ProofError`, so what is checked is all the reply says; the
+        server's refusal is a :class:`TrueupError`, as from any call."""
+        reply = self._send("GET", "/api/v1/log/proof/consistency", retry=True, params=params)
+        if not reply.is_success:
+            reply_data(reply)  # raises the server's error
+        try:
+            document = json.loads(
+                reply.text, object_pairs_hook=unique_members("the consistency reply", ProofError)
+            )
+        except (ValueError, RecursionError):  # ProofError is not a ValueError
+            document = None
+        if not isinstance(document, dict):  # a proxy's 200 page, say: nothing was checked
+            raise not_a_trueup_reply(reply)
+        data = document.get("data")
+        if document.get("success") is not True or not isinstance(data, dict):
+            return reply_data(reply)  # the envelope's own refusal of a reply without data
+        return data
 
     def _check_not_cut_back(
         self, held: TreeHead, key: VerifierKey, origin: str, refused: TrueupError
