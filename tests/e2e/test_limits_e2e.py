@@ -533,6 +533,9 @@ def test_access_log_writes_a_line_per_request_answered(tmp_path: Path) -> None:
             f"{server.base_url}/api/v1/writes?x=1", headers={"X-Api-Key": key}, json={"items": []}
         )
         assert refused.status_code == 400
+        public, secret = key.split(".", 1)
+        for query in (f"apiKey={key}", f"apiKey={public}%2E{secret}"):  # a key where it does not go
+            assert httpx.get(f"{server.base_url}/api/v1/balance/usage?{query}").status_code == 400
         # Behind a proxy on 127.0.0.1 (trusted by default), the client it names, whichever
         # way the request was answered: the write by the protocol itself, the GET by the app.
         forwarded = {"X-Api-Key": key, "X-Forwarded-For": "203.0.113.9"}
@@ -552,6 +555,8 @@ def test_access_log_writes_a_line_per_request_answered(tmp_path: Path) -> None:
         )
         for line in lines
     ), server.log()
+    assert secret not in server.log()
+    assert f'"GET /api/v1/balance/usage?apiKey={public}.*** HTTP/1.1" 400' in server.log()
     assert any(
         line.endswith(f'203.0.113.9:0 - "POST /api/v1/writes HTTP/1.1" 400 x-request-id={ids["POST"]}')
         for line in lines

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -204,12 +205,30 @@ class _UvicornNamed(logging.Filter):
         return True
 
 
+_KEY_SECRET = re.compile(r"(pk_(?:live|test)_[A-Za-z0-9]+)(?:\.|%2[eE])[A-Za-z0-9_%-]+")
+"""An API key in text (its secret after the ``.``, percent-encoded or not)."""
+
+
+class _KeySecretsHidden(logging.Filter):
+    """The access log's line for a request whose URL holds an API key (a client that put it in a
+    query parameter: refused, but logged as sent) shows the key's public part and ``***``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _KEY_SECRET.sub(r"\1.***", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
 def configure_server_logs() -> None:
     """uvicorn's lines as a server process logs them: named ``uvicorn`` (it logs its start and
     stop as ``uvicorn.error``, which a search of the log for errors finds), without the second
-    traceback of an error the app has logged with its id, and without its warning for bytes
-    that are not HTTP/1.1 (answered with a 400 that says what was wrong)."""
+    traceback of an error the app has logged with its id, without its warning for bytes that are
+    not HTTP/1.1 (answered with a 400 that says what was wrong), and with no key's secret in an
+    access log line."""
     logging.getLogger("uvicorn.error").addFilter(_UvicornNamed())
+    logging.getLogger("uvicorn.access").addFilter(_KeySecretsHidden())
     quiet_relogged_errors()
     unlog_refused_bytes()
 
