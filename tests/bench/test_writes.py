@@ -13,16 +13,10 @@ from pathlib import Path
 from trueup.bench.loadspec import LoadResult
 from trueup.bench.runner import QUICK
 from trueup.bench.stats import Summary, summarize
+from trueup.bench.verified_latency import HeadWatcher, LatencyOutcome, first_seen_at, reading
 from trueup.bench.workload import delta_rows
 from trueup.bench.write_rows import batched_rows, latency_rows, single_rows
-from trueup.bench.writes import (
-    HeadWatcher,
-    LatencyOutcome,
-    first_seen_at,
-    fresh_sqlite,
-    raw_insert_rate,
-    reading,
-)
+from trueup.bench.writes import fresh_sqlite, raw_insert_rate
 from trueup.core.timestamps import format_canonical
 from trueup.storage import open_storage
 from trueup.storage.write_drafts import DELTA_INSERT_COLUMNS

@@ -26,8 +26,8 @@ from trueup.bench.loadspec import LoadResult
 from trueup.bench.reference import sync_latencies_ms
 from trueup.bench.report import Check, Row, fmt_ms, fmt_percent, fmt_rate
 from trueup.bench.stats import Summary
+from trueup.bench.verified_latency import LatencyOutcome, verified_latency
 from trueup.bench.writes import (
-    LatencyOutcome,
     WritePlan,
     batched,
     ceiling,
@@ -35,7 +35,6 @@ from trueup.bench.writes import (
     raw_insert_rate,
     single,
     start_server,
-    verified_latency,
 )
 
 __all__ = [
