@@ -109,6 +109,27 @@ def test_a_key_asked_wrongly_is_exit_2_whatever_the_bundle_file(
     )
 
 
+def test_a_file_no_bundle_or_key_can_be_is_not_read_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/dev/zero as the bundle or as the key file: read whole, it took gigabytes in seconds and
+    ran on until the machine ran out of memory. A bundle is a few KiB, a key a line."""
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps(BUNDLE))
+    assert verify.run(["/dev/zero", "--key", VKEY]) == 1
+    assert capsys.readouterr().out == (
+        f"FAILED: the bundle is longer than a proof bundle can be ({verify.MAX_BUNDLE_BYTES:,} bytes)\n"
+    )
+    assert verify.run([str(bundle), "--key", "/dev/zero"]) == 2
+    assert capsys.readouterr().out == (
+        "FAILED: the file /dev/zero is longer than a verifier key can be (65536 bytes)\n"
+    )
+    padded = tmp_path / "padded.json"  # a genuine bundle up to the bound still verifies
+    padded.write_text(json.dumps(BUNDLE) + " " * (verify.MAX_BUNDLE_BYTES - len(json.dumps(BUNDLE))))
+    assert verify.run([str(padded), "--key", VKEY]) == 0
+    capsys.readouterr()
+
+
 def test_ok_names_the_delta_the_leaf_proves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(BUNDLE))

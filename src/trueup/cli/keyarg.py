@@ -54,14 +54,20 @@ def read_verifier_key(value: str) -> VerifierKey:
         as_key = not_a_key
     path = Path(value)
     try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_NOTE_BYTES + 1)
         # A byte order mark, which some editors write, is not part of the key (as for a bundle).
-        content = path.read_text("utf-8").removeprefix("\ufeff").strip()
+        content = raw.decode("utf-8").removeprefix("\ufeff").strip()
     except FileNotFoundError:
         raise KeyArgumentError(
             f"--key {text[:120]!r} is neither a verifier key ({as_key}) nor a file"
         ) from None
     except (OSError, ValueError) as exc:  # a directory, unreadable, not UTF-8
         raise KeyArgumentError(f"cannot read the key file {value}: {exc}") from None
+    if len(raw) > MAX_NOTE_BYTES:  # /dev/zero, a log: read whole, it would take all memory
+        raise KeyArgumentError(
+            f"the file {value} is longer than a verifier key can be ({MAX_NOTE_BYTES} bytes)"
+        )
     try:
         return parse_verifier_key(content)
     except ProofError as exc:

@@ -109,7 +109,15 @@ def _create(args: argparse.Namespace) -> int:
     except DomainError as exc:
         print(f"trueup keys create: {exc.message}", file=sys.stderr)
         return 2
-    print(issued.key)
+    try:
+        print(issued.key, flush=True)
+    except OSError as exc:  # a full disk, a closed pipe: the key exists, but nobody has its secret
+        print(
+            f"trueup keys create: key {issued.key_id} was created but could not be written out "
+            f"({exc.strerror or exc}): revoke it (trueup keys revoke {issued.key_id}) and create another",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

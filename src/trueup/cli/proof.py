@@ -50,6 +50,8 @@ def server_url_problem(url: str) -> str | None:
         return f"--url {shown(without_password(url))} is not a server URL: {exc}"
     if parsed.scheme not in ("http", "https") or not parsed.host:
         return f"--url {shown(without_password(url))} is not a server URL (http:// or https:// and a host)"
+    if parsed.query or parsed.fragment:  # the API's paths go after it: a query would end up before them
+        return f"--url {shown(without_password(url))} is not a server URL: it has a query or fragment"
     return None
 
 

@@ -93,6 +93,11 @@ def run(argv: list[str]) -> int:
     return 0
 
 
+MAX_BUNDLE_BYTES = 1024 * 1024
+"""A proof bundle is a leaf, at most 64 proof nodes and a checkpoint note: a few KiB, however
+large the log. A longer file is not one, and is not read further."""
+
+
 class _Unread(NamedTuple):
     problem: str
     exit_code: int
@@ -101,12 +106,18 @@ class _Unread(NamedTuple):
 def _bundle_text(name: str) -> str | _Unread:
     """The bundle file's text (``-``: standard input), or why there is none to check."""
     try:
-        text = sys.stdin.read() if name == "-" else Path(name).read_text("utf-8")
-        text = text.removeprefix("\ufeff")  # a byte order mark, which some editors write, is not JSON
+        if name == "-":
+            text = sys.stdin.read(MAX_BUNDLE_BYTES + 1)  # characters: at least as many bytes
+        else:
+            with Path(name).open(encoding="utf-8") as file:
+                text = file.read(MAX_BUNDLE_BYTES + 1)
     except OSError as exc:  # no file, a directory, no permission: nothing was checked
         return _Unread(f"cannot read the bundle: {exc}", 2)
     except ValueError as exc:  # the file is there and is not UTF-8 text: a bundle that fails
         return _Unread(f"cannot read the bundle: {exc}", 1)
+    if len(text) > MAX_BUNDLE_BYTES:  # /dev/zero, a log: read whole, it would take all memory
+        return _Unread(f"the bundle is longer than a proof bundle can be ({MAX_BUNDLE_BYTES:,} bytes)", 1)
+    text = text.removeprefix("\ufeff")  # a byte order mark, which some editors write, is not JSON
     if not text.strip():  # what `trueup proof … > bundle.json` leaves when the proof fails
         return _Unread("the bundle is empty (did the command that was to write it fail?)", 1)
     return text
