@@ -8,6 +8,7 @@ import decimal
 import gzip
 import hashlib
 import json
+import math
 import re
 import zlib
 from collections.abc import Callable, Iterator
@@ -689,6 +690,55 @@ def test_a_malformed_reply_is_a_trueup_error_not_a_crash(
     ):
         client.usage()
     assert failed.value.code in ("BAD_REPLY", "HTTP_ERROR", "RATE_LIMITED")
+
+
+@pytest.mark.parametrize(
+    ("status", "content", "code"),
+    [
+        (504, b"<html><body>504 Gateway Time-out</body></html>", "BAD_REPLY"),
+        (502, b'{"message": "upstream went away"}', "HTTP_ERROR"),
+        (500, b'{"success": false, "code": "INTERNAL_ERROR", "message": "internal error"}', "INTERNAL_ERROR"),
+    ],
+    ids=["proxy-page", "proxy-json", "server-500"],
+)
+def test_a_write_answered_by_no_reply_of_the_server_may_have_been_stored(
+    status: int, content: bytes, code: str
+) -> None:
+    """A proxy's page after it forwarded a write (or the server's own 500) says nothing of
+    whether the write was stored: the error says it may have been, and names the key that makes
+    sending it again safe, as for no reply at all."""
+
+    def proxy(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        return (
+            status,
+            {"Content-Type": "text/html" if content.startswith(b"<") else "application/json"},
+            content,
+        )
+
+    with local_server(proxy) as url, Client(url, "pk_live_a.b", retries=0) as client:
+        with pytest.raises(TrueupError) as failed:
+            client.emit("c", 1000, "top-up")
+        with pytest.raises(TrueupError) as given:
+            client.write([{"key": "k", "accountId": "c", "bits": 1}], idempotency_key="mine-1")
+    key = failed.value.idempotency_key
+    assert key is not None and key.startswith("trueup-sdk-")
+    assert (failed.value.code, failed.value.status) == (code, status)
+    assert failed.value.message.endswith(
+        f"; it may or may not have been stored: send it again with idempotency_key={key!r} to store it once"
+    )
+    assert given.value.idempotency_key == "mine-1" and "idempotency_key='mine-1'" in given.value.message
+
+
+def test_a_base_url_or_a_wait_the_client_cannot_use_is_a_value_error() -> None:
+    """Sent, a URL without http(s) and a host looked like a server down (CONNECTION_ERROR after
+    the retries), and a NaN timeout never timed out."""
+    for url in ("notaurl", "ftp://host", "http://host?x=1", "http://host#f", "http://"):
+        with pytest.raises(ValueError, match=r"^base_url must be an http:// or https:// URL"):
+            Client(url)
+    with Client("http://127.0.0.1:1") as client:
+        for wait in ({"timeout": math.nan}, {"timeout": -1.0}, {"poll": math.inf}):
+            with pytest.raises(ValueError, match="must be a finite number of seconds, 0 or more"):
+                client.wait_verified("req_x", **wait)
 
 
 @pytest.mark.parametrize(

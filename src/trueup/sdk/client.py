@@ -16,6 +16,7 @@ before (those checks are in :mod:`trueup.sdk.log_checks` and :mod:`trueup.sdk.pe
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -70,7 +71,13 @@ class Client(PeriodChecks):
             if not api_key.isascii() or not api_key.isprintable():
                 raise ValueError("api_key must be printable ASCII (pk_live_… or pk_test_…)")
             headers["X-Api-Key"] = api_key
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        base = httpx.URL(base_url.rstrip("/"))
+        if base.scheme not in ("http", "https") or not base.host or base.query or base.fragment:
+            raise ValueError(
+                f"base_url must be an http:// or https:// URL with a host and no query or fragment, "
+                f"got {without_password(base_url)[:200]!r}"
+            )
+        self._http = httpx.Client(base_url=base, headers=headers, timeout=timeout)
         self._retries = max(0, retries)
         self._max_reply_bytes = max_reply_bytes
 
@@ -129,15 +136,21 @@ class Client(PeriodChecks):
     ) -> dict[str, Any]:
         """The request's status once it is no longer ``queued`` (``verified``, ``failed`` or
         ``partially_failed``), its items paged as :meth:`write_status` pages them;
-        :class:`TrueupError` ``TIMEOUT`` after ``timeout`` seconds."""
+        :class:`TrueupError` ``TIMEOUT`` after ``timeout`` seconds (a ``poll`` longer than what
+        is left of them is cut to it). :class:`ValueError` for a ``timeout`` or ``poll`` that is
+        not a finite number of seconds, 0 or more."""
+        for name, seconds in (("timeout", timeout), ("poll", poll)):
+            if not 0 <= seconds < math.inf:  # NaN too: it would never time out
+                raise ValueError(f"{name} must be a finite number of seconds, 0 or more, got {seconds!r}")
         deadline = time.monotonic() + timeout
         while True:
             status = self.write_status(request_id, limit=limit, offset=offset)
             if status.get("status") != "queued":
                 return status
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise TrueupError("TIMEOUT", f"{request_id} was still queued after {timeout} s")
-            time.sleep(poll)
+            time.sleep(min(poll, left))
 
     def delta_status(self, record_id: str) -> dict[str, Any]:
         """``GET /api/v1/balance/delta/{recordId}`` by ``rec_…`` or ``a_…`` id."""
@@ -207,14 +220,20 @@ class Client(PeriodChecks):
         try:
             return reply_data(self._send("POST", path, body=_encode(body), idempotency_key=key, retry=True))
         except TrueupError as exc:
-            if exc.code == "CONNECTION_ERROR":
-                # Whether it was stored is unknown: the key is what makes a retry of it safe.
+            if exc.code in _UNKNOWN_OUTCOME:
+                # No reply, or none from the server (a proxy's page after it forwarded the write),
+                # or its internal error: whether it was stored is unknown, and the key is what
+                # makes a retry of it safe.
                 raise TrueupError(
                     exc.code,
                     f"{exc.message}; it may or may not have been stored: send it again with "
                     f"idempotency_key={key!r} to store it once",
-                    idempotency_key=key,
-                ) from exc.__cause__
+                    exc.status,
+                    exc.retry_after,
+                    exc.body,
+                    key,
+                    exc.http_request_id,
+                ) from (exc.__cause__ or exc)
             exc.idempotency_key = key
             raise
 
@@ -251,6 +270,12 @@ class Client(PeriodChecks):
                 wait = min(MAX_WAIT_S, advised if advised >= 0 else backoff(attempt))
             attempt += 1
             time.sleep(wait)
+
+
+_UNKNOWN_OUTCOME = frozenset(("CONNECTION_ERROR", "BAD_REPLY", "HTTP_ERROR", "INTERNAL_ERROR"))
+"""The failures of a write after which it may or may not have been stored: no reply, a reply that
+is not the server's (a proxy's 502 or 504 page, say, once it forwarded the write) or one without
+its error code, and the server's own 500 (a fault it did not foresee, wherever it was)."""
 
 
 def _checked_key(key: str) -> str:

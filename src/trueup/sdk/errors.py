@@ -13,12 +13,13 @@ class TrueupError(Exception):
 
     ``status`` is the HTTP status (``None`` when no reply came), ``code`` the server's error
     code (``VALIDATION_ERROR``, ``INVALID_API_KEY``, …) or one of the client's own:
-    ``CONNECTION_ERROR`` (no reply; a write may or may not have been stored, and a retry with
-    the same idempotency key, ``idempotency_key``, stores it once), ``BAD_REPLY`` (not a Trueup reply) and
-    ``TIMEOUT`` (:meth:`~trueup.sdk.Client.wait_verified` gave up). ``message`` names the field
-    at fault, as the server wrote it; ``retry_after`` is the server's advice in seconds, if any
-    (``retryAfterSeconds``, else a ``Retry-After`` header), on an error reply or on a 202
-    ``IDEMPOTENCY_PENDING`` that outlasted the retries.
+    ``CONNECTION_ERROR`` (no reply), ``BAD_REPLY`` (not a Trueup reply), ``HTTP_ERROR`` (a JSON
+    error without Trueup's code) and ``TIMEOUT`` (:meth:`~trueup.sdk.Client.wait_verified` gave
+    up). After the first three, or the server's ``INTERNAL_ERROR``, a write may or may not have
+    been stored, and a retry with the same idempotency key, ``idempotency_key``, stores it once.
+    ``message`` names the field at fault, as the server wrote it; ``retry_after`` is the
+    server's advice in seconds, if any (``retryAfterSeconds``, else a ``Retry-After`` header), on
+    an error reply or on a 202 ``IDEMPOTENCY_PENDING`` that outlasted the retries.
     """
 
     def __init__(
