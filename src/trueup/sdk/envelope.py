@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 import httpx
 
+from trueup.proof.canonical import unique_members
+from trueup.proof.errors import ProofError
 from trueup.sdk.errors import TrueupError
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "reply_data",
     "reply_json",
     "retry_advice",
+    "strict_document",
 ]
 
 _RETRY_STATUSES = frozenset({429, 503})
@@ -77,6 +80,23 @@ def reply_json(reply: httpx.Response) -> object:
         return json.loads(reply.content)
     except (ValueError, RecursionError):
         return None
+
+
+def strict_document(reply: httpx.Response, what: str, error: type[ProofError]) -> dict[str, Any]:
+    """The JSON object of a reply whose contents a check of the log reads, read as ``trueup
+    verify`` reads a bundle: a member given twice (which json.loads would resolve to the last,
+    another parser to the first) is ``error`` naming it and ``what``, so what is checked is all
+    the reply says. The server's refusal is its :class:`TrueupError`, and a reply that is no JSON
+    object (a proxy's page) ``BAD_REPLY``: nothing was checked."""
+    if not reply.is_success:
+        reply_data(reply)  # raises the server's error
+    try:
+        document = json.loads(reply.text, object_pairs_hook=unique_members(what, error))
+    except (ValueError, RecursionError):  # a ProofError is not a ValueError
+        document = None
+    if not isinstance(document, dict):
+        raise not_a_trueup_reply(reply)
+    return document
 
 
 def not_a_trueup_reply(reply: httpx.Response) -> TrueupError:

@@ -11,7 +11,6 @@ client's other calls and its transport: it asks through the client's ``_send`` a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -30,9 +29,9 @@ from trueup.proof import (
     verify_checkpoint,
     verify_consistency,
 )
-from trueup.proof.canonical import hex_hash, unique_members
+from trueup.proof.canonical import hex_hash
 from trueup.proof.errors import shown
-from trueup.sdk.envelope import not_a_trueup_reply, path_segment, reply_data, reply_json
+from trueup.sdk.envelope import not_a_trueup_reply, path_segment, reply_data, reply_json, strict_document
 from trueup.sdk.errors import TrueupError
 
 if TYPE_CHECKING:
@@ -261,16 +260,7 @@ class LogChecks:
         :class:`~trueup.proof.ProofError`, so what is checked is all the reply says; the
         server's refusal is a :class:`TrueupError`, as from any call."""
         reply = self._send("GET", "/api/v1/log/proof/consistency", retry=True, params=params)
-        if not reply.is_success:
-            reply_data(reply)  # raises the server's error
-        try:
-            document = json.loads(
-                reply.text, object_pairs_hook=unique_members("the consistency reply", ProofError)
-            )
-        except (ValueError, RecursionError):  # ProofError is not a ValueError
-            document = None
-        if not isinstance(document, dict):  # a proxy's 200 page, say: nothing was checked
-            raise not_a_trueup_reply(reply)
+        document = strict_document(reply, "the consistency reply", ProofError)
         data = document.get("data")
         if document.get("success") is not True or not isinstance(data, dict):
             return reply_data(reply)  # the envelope's own refusal of a reply without data

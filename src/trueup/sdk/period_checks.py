@@ -8,7 +8,6 @@ and, given the customer's period of the month before, that it starts where that 
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -22,8 +21,7 @@ from trueup.proof import (
     chain_periods,
     verify_checkpoint,
 )
-from trueup.proof.canonical import unique_members
-from trueup.sdk.envelope import not_a_trueup_reply, reply_data
+from trueup.sdk.envelope import strict_document
 from trueup.sdk.errors import TrueupError
 from trueup.sdk.log_checks import LogChecks, pinned, refuse_empty_held
 
@@ -114,14 +112,7 @@ class PeriodChecks(LogChecks):
             params={"limit": str(limit), "offset": str(offset)},
             retry=True,
         )
-        if not reply.is_success:
-            reply_data(reply)  # raises the server's error
-        try:  # a member given twice would show one reader what another does not check
-            document = json.loads(reply.text, object_pairs_hook=unique_members("page", PeriodError))
-        except (ValueError, RecursionError):  # PeriodError is not a ValueError
-            document = None
-        if not isinstance(document, dict):  # a proxy's 200 page, say: nothing was checked
-            raise not_a_trueup_reply(reply)
+        document = strict_document(reply, "page", PeriodError)
         data = document.get("data")
         if not isinstance(data, dict):
             raise ProofError(f"page at offset {offset}: the reply holds no period")
